@@ -1,0 +1,1 @@
+"""q35c compiler driver, CLI, frontends and the Q3P5 quantization library."""

@@ -1,0 +1,178 @@
+"""The `q35c` command line: a thin click shell over q35c.compiler.driver.
+
+    q35c INPUT [--target T] [-o OUT] [--passes SPEC] [--dump-ir DIR] [--print-ir-after-all]
+    q35c run INPUT [--target interp] [--input NAME=FILE.npy ...] [--seed N] -o OUTDIR
+    q35c passes        list built-in and plugin passes
+    q35c irdl          print the IRDL export of q35c's dialects
+
+User errors print one line, `q35c: error: ...`, and exit with code 2; `--debug` shows the
+Python traceback instead.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+import numpy as np
+
+from q35c.compiler.diagnostics import Q35cError, first_line
+
+EXIT_USER_ERROR = 2
+
+
+class _DefaultCommandGroup(click.Group):
+    """`q35c INPUT ...` means `q35c compile INPUT ...` unless INPUT names a subcommand."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and args[0] not in ("--help", "-h",
+                                                                       "--version"):
+            args = ["compile", *args]
+        return super().parse_args(ctx, args)
+
+
+def _fail(message: str) -> None:
+    click.echo(f"q35c: error: {message}", err=True)
+    sys.exit(EXIT_USER_ERROR)
+
+
+def _guarded(debug: bool, action) -> None:
+    """Run `action`, turning errors into one-line messages unless --debug."""
+    try:
+        action()
+    except Q35cError as err:
+        if debug:
+            raise
+        _fail(str(err))
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except Exception as err:
+        if debug:
+            raise
+        _fail(f"internal error: {type(err).__name__}: {first_line(err)} "
+              "(run with --debug for the traceback)")
+
+
+_DEBUG = click.option("--debug", is_flag=True, help="Show Python tracebacks on errors.")
+_PIPELINE_OPTIONS = [
+    click.option("--passes", "passes", metavar="SPEC",
+                 help="Pass pipeline in xDSL syntax (e.g. 'canonicalize,my-pass{opt=1}'); "
+                      "the element 'default' expands to the default pipeline."),
+    click.option("--dump-ir", type=click.Path(path_type=Path), metavar="DIR",
+                 help="Write the IR after every stage to DIR/NN-<stage>.mlir."),
+    click.option("--print-ir-after-all", is_flag=True, help="Print the IR after every pass to stderr."),
+    click.option("--entry", metavar="NAME", help="Function to compile or run."),
+]
+
+
+def _pipeline_options(fn):
+    for option in reversed(_PIPELINE_OPTIONS):
+        fn = option(fn)
+    return fn
+
+
+@click.group(cls=_DefaultCommandGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="q35c")
+def main() -> None:
+    """q35c: compile quantized neural networks (Q3P5 weights) to accelerator IR.
+
+    Run `q35c INPUT --target T -o OUT` to compile; see the subcommands below for the rest.
+    """
+
+
+@main.command("compile")
+@click.argument("input", type=click.Path(path_type=Path))
+@click.option("--target", "-t", default="mlir", show_default=True,
+              help="mlir, interp (run only); planned: groq, cerebras, c, cuda.")
+@click.option("-o", "output", type=click.Path(path_type=Path), metavar="OUT",
+              help="Output directory (stdout for text targets when omitted).")
+@_pipeline_options
+@_DEBUG
+def compile_command(input: Path, target: str, output: Path | None, passes: str | None,
+                    dump_ir: Path | None, print_ir_after_all: bool, entry: str | None,
+                    debug: bool) -> None:
+    """Compile INPUT (.mlir) for a target."""
+    from q35c.compiler.driver import Options, compile_file
+
+    options = Options(target=target, passes=passes, dump_ir=dump_ir,
+                      print_ir_after_all=print_ir_after_all, entry=entry)
+    _guarded(debug, lambda: compile_file(input, output, options))
+
+
+def _parse_inputs(values: tuple[str, ...]) -> dict[str, np.ndarray]:
+    inputs = {}
+    for item in values:
+        name, sep, file = item.partition("=")
+        if not sep or not name:
+            raise Q35cError(f"--input expects NAME=FILE.npy, got '{item}'")
+        try:
+            inputs[name] = np.load(file, allow_pickle=False)
+        except (OSError, ValueError) as err:
+            raise Q35cError(f"--input {name}: cannot load {file}: {first_line(err)}") from None
+    return inputs
+
+
+@main.command("run")
+@click.argument("input", type=click.Path(path_type=Path))
+@click.option("--target", "-t", default="interp", show_default=True, help="Target that executes.")
+@click.option("--input", "inputs", multiple=True, metavar="NAME=FILE.npy",
+              help="An input tensor; inputs not given are drawn from --seed and saved.")
+@click.option("--seed", default=0, show_default=True, help="Seed for generated inputs.")
+@click.option("-o", "output", type=click.Path(path_type=Path), required=True, metavar="OUTDIR",
+              help="Directory for <output-name>.npy (and generated inputs).")
+@_pipeline_options
+@_DEBUG
+def run_command(input: Path, target: str, inputs: tuple[str, ...], seed: int, output: Path,
+                passes: str | None, dump_ir: Path | None, print_ir_after_all: bool,
+                entry: str | None, debug: bool) -> None:
+    """Compile INPUT and execute it; write each output as OUTDIR/<name>.npy."""
+    from q35c.compiler.driver import Options, run_file
+
+    def action() -> None:
+        options = Options(target=target, passes=passes, dump_ir=dump_ir,
+                          print_ir_after_all=print_ir_after_all, entry=entry)
+        outputs = run_file(input, _parse_inputs(inputs), output, options, seed=seed)
+        for name, value in outputs.items():
+            click.echo(f"{name}: {np.asarray(value).dtype}{list(np.shape(value))} -> "
+                       f"{output / (name + '.npy')}")
+
+    _guarded(debug, action)
+
+
+@main.command("passes")
+@_DEBUG
+def passes_command(debug: bool) -> None:
+    """List available passes: q35c's, xDSL's and plugins'."""
+    from q35c.compiler.registry import BUILTIN_PLUGINS, load_registry
+
+    def action() -> None:
+        registry = load_registry()
+        for name in sorted(registry.passes):
+            plugin = registry.origin[f"pass:{name}"]
+            try:
+                doc = (registry.passes[name]().__doc__ or "").strip().splitlines()
+                summary = doc[0] if doc else ""
+            except Exception as err:
+                summary = f"(fails to load: {type(err).__name__}: {first_line(err)})"
+            origin = "" if plugin in BUILTIN_PLUGINS else f" [plugin {plugin}]"
+            click.echo(f"{name:40s} {plugin if plugin in BUILTIN_PLUGINS else '':5s} "
+                       f"{summary}{origin}")
+        for plugin, why in sorted(registry.broken.items()):
+            click.echo(f"warning: plugin '{plugin}' skipped: {why}", err=True)
+
+    _guarded(debug, action)
+
+
+@main.command("irdl")
+@_DEBUG
+def irdl_command(debug: bool) -> None:
+    """Print the IRDL export of q35c's dialects (for `mlir-opt --irdl-file=`)."""
+    from q35c.compiler.irdl_export import dialects_to_irdl
+    from q35c.compiler.universe import DIALECTS
+
+    _guarded(debug, lambda: click.echo(dialects_to_irdl(f() for f in DIALECTS.values()), nl=False))
+
+
+if __name__ == "__main__":
+    main()

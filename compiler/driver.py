@@ -1,0 +1,285 @@
+"""The compile and run API that the CLI (and tests) call.
+
+    load_input  ->  run_pipeline (verify + optional dump after every pass)  ->  target
+
+Everything that can go wrong because of the user's input or a plugin raises `Q35cError`
+with one line naming the file and the op, pass or plugin. Outputs are written to a
+temporary directory and moved into place only on success, so a failure writes nothing to -o.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import tempfile
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from xdsl.context import Context
+from xdsl.dialects.builtin import ModuleOp
+from xdsl.passes import ModulePass
+from xdsl.utils.arg_spec import parse_spec
+from xdsl.utils.exceptions import VerifyException
+
+from q35c.compiler.diagnostics import Q35cError, first_line
+from q35c.compiler.frontends import FRONTENDS, PLANNED as PLANNED_FRONTENDS
+from q35c.compiler.ir_text import module_text, referenced_weights
+from q35c.compiler.progress import progress_bar
+from q35c.compiler.registry import Registry, load_registry
+from q35c.compiler.weights import WeightStore, store_of
+from q35c.targets import PLANNED as PLANNED_TARGETS, TARGETS
+from q35c.targets.target import Q35cTarget
+
+DEFAULT_PIPELINE = "quantize-weights,canonicalize,cse"
+"""What `q35c INPUT` runs unless --passes says otherwise; `default` in --passes expands to it."""
+
+
+def make_context(registry: Registry | None = None) -> Context:
+    """A context that knows every registered dialect (loaded lazily on first use)."""
+    registry = registry or load_registry()
+    ctx = Context()
+    for name, factory in registry.dialects.items():
+        ctx.register_dialect(name, factory)
+    return ctx
+
+
+def load_input(path: Path, ctx: Context) -> ModuleOp:
+    """Run the frontend for `path`'s extension; the module gets its weight store attached."""
+    if not path.exists():
+        raise Q35cError(f"{path}: no such file")
+    suffix = path.suffix.lower()
+    if suffix in PLANNED_FRONTENDS:
+        raise Q35cError(f"{path}: the {PLANNED_FRONTENDS[suffix]} frontend is not implemented yet")
+    if suffix not in FRONTENDS:
+        known = ", ".join(sorted(FRONTENDS))
+        raise Q35cError(f"{path}: unknown input kind '{suffix}' (q35c reads {known})")
+    return FRONTENDS[suffix]()(path, ctx)
+
+
+# -- pipelines -----------------------------------------------------------------------------
+
+
+def _expand_default(spec: str) -> str:
+    elements = [e.strip() for e in _split_top_level(spec)]
+    return ",".join(DEFAULT_PIPELINE if e == "default" else e for e in elements if e)
+
+
+def _split_top_level(spec: str) -> list[str]:
+    """Split a pipeline at commas outside `{...}` option blocks and quoted strings."""
+    parts, depth, quoted, current = [], 0, False, []
+    for ch in spec:
+        if ch == '"':
+            quoted = not quoted
+        elif not quoted and ch in "{}":
+            depth += 1 if ch == "{" else -1
+        elif ch == "," and depth == 0 and not quoted:
+            parts.append("".join(current))
+            current = []
+            continue
+        current.append(ch)
+    parts.append("".join(current))
+    return parts
+
+
+def build_pipeline(spec: str | None, registry: Registry | None = None) -> list[ModulePass]:
+    """Pass instances for a pipeline spec in xDSL syntax (None means the default pipeline)."""
+    registry = registry or load_registry()
+    text = _expand_default(DEFAULT_PIPELINE if spec is None else spec)
+    passes = []
+    for element in _split_top_level(text) if text else []:
+        try:
+            pass_spec = parse_spec(element)
+        except BaseException as err:  # xDSL's ArgSpecParseError derives from BaseException
+            raise Q35cError(f"--passes: cannot parse '{element}': {first_line(err)}") from None
+        if pass_spec.name not in registry.passes:
+            broken = "".join(f"; plugin '{p}' {why}" for p, why in registry.broken.items())
+            raise Q35cError(
+                f"--passes: unknown pass '{pass_spec.name}' (`q35c passes` lists them){broken}")
+        pass_type = _load(registry, "pass", pass_spec.name, registry.passes[pass_spec.name])
+        try:
+            passes.append(pass_type.from_pass_spec(pass_spec))
+        except (ValueError, TypeError) as err:
+            raise Q35cError(f"--passes: {pass_spec.name}: {first_line(err)}") from None
+    return passes
+
+
+def _load(registry: Registry, kind: str, name: str, factory):
+    try:
+        return factory()
+    except Exception as err:
+        raise Q35cError(f"{kind} '{name}'{_plugin_note(registry, kind, name)} failed to load: "
+                        f"{type(err).__name__}: {first_line(err)}") from None
+
+
+def _plugin_note(registry: Registry, kind: str, name: str) -> str:
+    plugin = registry.plugin_of(kind, name)
+    return f" (plugin '{plugin}')" if plugin else ""
+
+
+@dataclass
+class IRDumper:
+    """Writes `NN-<pass>.mlir` after each stage into `directory`, and the weights at the end."""
+
+    directory: Path
+    weights: set[str] = field(default_factory=set)
+    WEIGHTS_FILE = "weights.q35w"
+
+    def __post_init__(self) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        for stale in self.directory.glob("[0-9][0-9]-*.mlir"):
+            stale.unlink()
+
+    def dump(self, index: int, label: str, spec: str, module: ModuleOp) -> None:
+        names = referenced_weights(module)
+        self.weights |= names
+        text = module_text(module, weights_file=self.WEIGHTS_FILE if names else None)
+        path = self.directory / f"{index:02d}-{label}.mlir"
+        path.write_text(f"// q35c stage {index:02d}: {spec}\n{text}")
+
+    def finish(self, store: WeightStore) -> None:
+        if self.weights:
+            store.save(self.directory / self.WEIGHTS_FILE, keep=self.weights)
+
+
+def run_pipeline(ctx: Context, module: ModuleOp, passes: Iterable[ModulePass], *,
+                 dumper: IRDumper | None = None, print_after_all: bool = False,
+                 registry: Registry | None = None) -> None:
+    """Apply `passes` in order, verifying the IR after each one.
+
+    A pass that raises, or that leaves IR the verifier rejects, is reported by name (and
+    plugin); no later pass runs.
+    """
+    registry = registry or load_registry()
+    passes = list(passes)
+    if dumper:
+        dumper.dump(0, "input", "input", module)
+    with progress_bar(len(passes), "passes") as bar:
+        for index, pass_ in enumerate(passes, 1):
+            where = f"pass '{pass_.name}'{_plugin_note(registry, 'pass', pass_.name)}"
+            try:
+                pass_.apply(ctx, module)
+            except Q35cError:
+                raise
+            except Exception as err:
+                raise Q35cError(f"{where} failed: {type(err).__name__}: {first_line(err)}"
+                                ) from err
+            try:
+                module.verify()
+            except VerifyException as err:
+                raise Q35cError(f"{where} produced invalid IR: {first_line(err)}") from None
+            spec = str(pass_.pipeline_pass_spec(include_default=True))
+            if dumper:
+                dumper.dump(index, pass_.name, spec, module)
+            if print_after_all:
+                print(f"// -----// IR after {spec} //----- //", file=sys.stderr)
+                print(module_text(module, weights_file=None), file=sys.stderr)
+            bar.update()
+    if dumper:
+        dumper.finish(store_of(module))
+
+
+# -- targets and outputs -------------------------------------------------------------------
+
+
+def get_target(name: str, registry: Registry | None = None) -> Q35cTarget:
+    """A target instance from a spec such as `mlir` or `groq{chips=2}`."""
+    try:
+        spec = parse_spec(name)
+    except BaseException as err:
+        raise Q35cError(f"--target: cannot parse '{name}': {first_line(err)}") from None
+    if spec.name in PLANNED_TARGETS:
+        raise Q35cError(f"target {spec.name} is not implemented yet")
+    if spec.name not in TARGETS:
+        known = ", ".join(sorted(TARGETS) + list(PLANNED_TARGETS))
+        raise Q35cError(f"unknown target '{spec.name}' (known: {known})")
+    return TARGETS[spec.name]().from_spec(spec)
+
+
+def _publish(tmp: Path, out_dir: Path) -> None:
+    """Move every file of `tmp` into `out_dir` (created if needed)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for item in sorted(tmp.iterdir()):
+        target = out_dir / item.name
+        if target.is_dir() and not target.is_symlink():
+            shutil.rmtree(target)
+        item.replace(target)
+
+
+def write_atomically(out_dir: Path, write) -> None:
+    """Call `write(tmp_dir)`, then move its files into `out_dir`; on failure write nothing."""
+    parent = out_dir.resolve().parent
+    parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f".{out_dir.name}.", dir=parent) as tmp:
+        write(Path(tmp))
+        _publish(Path(tmp), out_dir)
+
+
+@dataclass
+class Options:
+    target: str = "mlir"
+    passes: str | None = None
+    dump_ir: Path | None = None
+    print_ir_after_all: bool = False
+    entry: str | None = None
+
+
+def compile_to_module(path: Path, options: Options) -> tuple[Context, ModuleOp]:
+    """Frontend and pipeline: the verified module the target will see."""
+    registry = load_registry()
+    ctx = make_context(registry)
+    passes = build_pipeline(options.passes, registry)
+    module = load_input(path, ctx)
+    dumper = IRDumper(options.dump_ir) if options.dump_ir else None
+    run_pipeline(ctx, module, passes, dumper=dumper,
+                 print_after_all=options.print_ir_after_all, registry=registry)
+    return ctx, module
+
+
+def compile_file(path: Path, out_dir: Path | None, options: Options, stdout=sys.stdout) -> None:
+    """`q35c INPUT --target T -o OUT`."""
+    target = get_target(options.target)
+    ctx, module = compile_to_module(path, options)
+    if out_dir is None:
+        target.emit(ctx, module, stdout)
+        return
+    store = store_of(module)
+    write_atomically(out_dir, lambda tmp: target.write(ctx, module, store, tmp, path.stem))
+
+
+def run_file(path: Path, inputs: dict[str, np.ndarray], out_dir: Path, options: Options,
+             seed: int = 0) -> dict[str, np.ndarray]:
+    """`q35c run INPUT`: compile, execute on `inputs` (missing ones drawn from `seed`), save."""
+    from q35c.targets.interp.interpreter import argument_names, entry_function
+    from q35c.compiler.tensors import numpy_dtype
+
+    target = get_target(options.target)
+    ctx, module = compile_to_module(path, options)
+    try:
+        fn = entry_function(module, options.entry)
+    except Exception as err:
+        raise Q35cError(f"{path}: {first_line(err)}") from None
+    generated: dict[str, np.ndarray] = {}
+    rng = np.random.default_rng(seed)
+    for name, arg in zip(argument_names(fn), fn.args):
+        if name in inputs:
+            continue
+        shape = tuple(arg.type.get_shape())
+        dtype = numpy_dtype(arg.type.get_element_type())
+        if np.issubdtype(dtype, np.floating):
+            generated[name] = rng.standard_normal(shape).astype(dtype)
+        else:
+            generated[name] = rng.integers(0, 2, size=shape).astype(dtype)
+    unknown = sorted(set(inputs) - set(argument_names(fn)))
+    if unknown:
+        raise Q35cError(f"{path}: unknown input(s) {', '.join(unknown)}; the entry takes "
+                        f"{', '.join(argument_names(fn))}")
+    outputs = target.run(ctx, module, store_of(module), {**inputs, **generated}, options.entry)
+
+    def write(tmp: Path) -> None:
+        for name, value in {**generated, **outputs}.items():
+            np.save(tmp / f"{name}.npy", np.asarray(value))
+
+    write_atomically(out_dir, write)
+    return outputs

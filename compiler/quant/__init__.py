@@ -1,0 +1,1 @@
+"""The Q3P5 weight format and the legacy pair layout (numpy, vectorized)."""

@@ -1,0 +1,206 @@
+"""The weight store: named tensors that IR refers to with `quant3p5.weight "name"`.
+
+Weights never live in the IR text. A store holds float/integer arrays, Q3P5 tensors and
+legacy pair tensors by name, and serializes to one `.q35w` file:
+
+    b"Q35W" | u32 version | u64 header length | JSON header | 64-byte aligned blobs
+
+The JSON header lists, per entry, its kind and the (dtype, shape, offset) of each blob.
+Reading maps the file (`numpy.memmap`), so a loaded store costs address space, not memory:
+memory follows the tensor being used, not the model. Writing is deterministic: entries are
+written in name order and the header is canonical JSON.
+
+A module names its store file in the `quant3p5.weights` module attribute; a store built
+in memory (by a frontend or a pass) is attached to the module object for the process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import weakref
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from xdsl.dialects.builtin import ModuleOp, StringAttr
+
+from q35c.compiler.quant import LegacyPairTensor, Q3P5Tensor
+
+MAGIC = b"Q35W"
+VERSION = 1
+ALIGN = 64
+MODULE_ATTR = "quant3p5.weights"
+
+Weight = np.ndarray | Q3P5Tensor | LegacyPairTensor
+
+
+class WeightStoreError(ValueError):
+    """A store file is missing, corrupt, or lacks a tensor the IR names."""
+
+
+@dataclass(frozen=True)
+class _Blob:
+    dtype: str
+    shape: tuple[int, ...]
+    offset: int
+
+
+def _entry_arrays(value: Weight) -> tuple[str, dict[str, np.ndarray]]:
+    if isinstance(value, Q3P5Tensor):
+        return "q3p5", {"bytes": np.frombuffer(value.to_bytes(), dtype=np.uint8)}
+    if isinstance(value, LegacyPairTensor):
+        return "pair43", {"codes": value.codes, "scale": value.scale, "offset": value.offset}
+    return "tensor", {"data": np.asarray(value)}
+
+
+def _entry_value(kind: str, arrays: dict[str, np.ndarray]) -> Weight:
+    if kind == "q3p5":
+        return Q3P5Tensor.from_bytes(arrays["bytes"].tobytes())
+    if kind == "pair43":
+        return LegacyPairTensor(codes=np.asarray(arrays["codes"]),
+                                scale=np.asarray(arrays["scale"]),
+                                offset=np.asarray(arrays["offset"]))
+    return arrays["data"]
+
+
+class WeightStore:
+    """A name -> weight mapping, loaded lazily from a `.q35w` file or filled in memory."""
+
+    def __init__(self, path: Path | None = None):
+        self.path = path
+        self._values: dict[str, Weight] = {}
+        self._index: dict[str, tuple[str, dict[str, _Blob]]] = {}
+        self._map: np.memmap | None = None
+        if path is not None:
+            self._open(path)
+
+    # -- reading ---------------------------------------------------------------------------
+    def _open(self, path: Path) -> None:
+        try:
+            raw = np.memmap(path, dtype=np.uint8, mode="r")
+        except (OSError, ValueError) as err:
+            raise WeightStoreError(f"{path}: cannot read weight store: {err}") from None
+        if raw.size < 16 or bytes(raw[:4]) != MAGIC:
+            raise WeightStoreError(f"{path}: not a q35c weight store (bad magic)")
+        version, header_len = struct.unpack("<IQ", bytes(raw[4:16]))
+        if version != VERSION:
+            raise WeightStoreError(f"{path}: unsupported weight store version {version}")
+        try:
+            header = json.loads(bytes(raw[16:16 + header_len]))
+            for name, entry in header.items():
+                blobs = {key: _Blob(b["dtype"], tuple(b["shape"]), b["offset"])
+                         for key, b in entry["blobs"].items()}
+                self._index[name] = (entry["kind"], blobs)
+        except (ValueError, KeyError, TypeError) as err:
+            raise WeightStoreError(f"{path}: corrupt weight store header: {err}") from None
+        self._map = raw
+
+    def _load(self, name: str) -> Weight:
+        kind, blobs = self._index[name]
+        assert self._map is not None
+        arrays = {}
+        for key, blob in blobs.items():
+            dtype = np.dtype(blob.dtype)
+            count = int(np.prod(blob.shape, dtype=np.int64))
+            end = blob.offset + count * dtype.itemsize
+            if end > self._map.size:
+                raise WeightStoreError(f"{self.path}: tensor '{name}' is truncated")
+            arrays[key] = self._map[blob.offset:end].view(dtype).reshape(blob.shape)
+        try:
+            return _entry_value(kind, arrays)
+        except ValueError as err:
+            raise WeightStoreError(f"{self.path}: tensor '{name}': {err}") from None
+
+    def __getitem__(self, name: str) -> Weight:
+        if name in self._values:
+            return self._values[name]
+        if name not in self._index:
+            where = f" in {self.path}" if self.path else ""
+            raise WeightStoreError(f"weight '{name}' not found{where}")
+        return self._load(name)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._values or name in self._index
+
+    def names(self) -> list[str]:
+        return sorted(set(self._values) | set(self._index))
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names())
+
+    # -- writing ---------------------------------------------------------------------------
+    def __setitem__(self, name: str, value: Weight) -> None:
+        self._values[name] = value
+
+    def fresh_name(self, base: str) -> str:
+        """`base`, or `base.1`, `base.2`... whichever is not taken yet."""
+        if base not in self:
+            return base
+        i = 1
+        while f"{base}.{i}" in self:
+            i += 1
+        return f"{base}.{i}"
+
+    def save(self, path: Path, keep: set[str] | None = None) -> None:
+        """Write the entries named in `keep` (all if None) to `path`, atomically."""
+        names = [n for n in self.names() if keep is None or n in keep]
+        header: dict[str, dict] = {}
+        offset = 0
+        pending: list[tuple[int, np.ndarray]] = []
+        for name in names:
+            kind, arrays = _entry_arrays(self[name])
+            blobs = {}
+            for key, array in arrays.items():
+                array = np.ascontiguousarray(array)
+                offset = -(-offset // ALIGN) * ALIGN
+                blobs[key] = {"dtype": array.dtype.str, "shape": list(array.shape),
+                              "offset": offset}
+                pending.append((offset, array))
+                offset += array.nbytes
+            header[name] = {"kind": kind, "blobs": blobs}
+        # Offsets are relative to the data start; fix them once the header size is known.
+        text = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
+        start = -(-(16 + len(text) + 32) // ALIGN) * ALIGN
+        for entry in header.values():
+            for blob in entry["blobs"].values():
+                blob["offset"] += start
+        text = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
+        assert 16 + len(text) <= start, "header grew past its reserved space"
+        tmp = path.with_name(path.name + ".tmp")
+        with open(tmp, "wb") as f:
+            f.write(MAGIC + struct.pack("<IQ", VERSION, len(text)) + text)
+            f.write(b"\0" * (start - 16 - len(text)))
+            for rel_offset, array in pending:
+                f.write(b"\0" * (start + rel_offset - f.tell()))
+                f.write(array.tobytes())
+        os.replace(tmp, path)
+
+
+_ATTACHED: "weakref.WeakKeyDictionary[ModuleOp, WeightStore]" = weakref.WeakKeyDictionary()
+
+
+def attach_store(module: ModuleOp, store: WeightStore) -> None:
+    """Make `store` the weight store of `module` for this process."""
+    _ATTACHED[module] = store
+
+
+def store_of(module: ModuleOp, base_dir: Path | None = None) -> WeightStore:
+    """The module's weight store: attached in memory, else the file its attribute names.
+
+    A module without weights gets an empty store, attached so that passes can add to it.
+    """
+    if module in _ATTACHED:
+        return _ATTACHED[module]
+    attr = module.attributes.get(MODULE_ATTR)
+    if isinstance(attr, StringAttr):
+        path = Path(attr.data)
+        if not path.is_absolute() and base_dir is not None:
+            path = base_dir / path
+        store = WeightStore(path)
+    else:
+        store = WeightStore()
+    _ATTACHED[module] = store
+    return store

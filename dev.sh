@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# q35c developer entry point. Works on a fresh machine with Python >= 3.11, pip and apt:
+#   ./dev.sh demo    set everything up, compile and run the bundled example end to end
+#   ./dev.sh test    set everything up, run the whole test suite (pytest + lit/filecheck)
+#   ./dev.sh setup   only set up: system tools (apt) and the .venv with q35c[dev]
+set -euo pipefail
+cd "$(dirname "$0")"
+VENV=${Q35C_VENV:-.venv}
+PY=${PYTHON:-python3}
+SYSTEM_TOOLS=(gcc:gcc mlir-opt-22:mlir-22-tools)
+
+log() { printf '\033[1m[dev.sh]\033[0m %s\n' "$*" >&2; }
+
+install_system_tools() {
+  local missing=()
+  for entry in "${SYSTEM_TOOLS[@]}"; do
+    command -v "${entry%%:*}" >/dev/null 2>&1 || missing+=("${entry#*:}")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  local sudo=""
+  [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1 && sudo="sudo -n"
+  if command -v apt-get >/dev/null 2>&1 && { [ "$(id -u)" -eq 0 ] || [ -n "$sudo" ]; }; then
+    log "installing with apt: ${missing[*]}"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+  else
+    log "warning: missing ${missing[*]} and apt is not usable; tests that need them fail under CI=true"
+  fi
+}
+
+setup_venv() {
+  local stamp="$VENV/.q35c-installed"
+  if [ -f "$stamp" ] && [ "$stamp" -nt pyproject.toml ]; then return 0; fi
+  log "creating $VENV and installing q35c[dev]"
+  [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
+  "$VENV/bin/python" -m pip install -q --upgrade pip setuptools
+  "$VENV/bin/python" -m pip install -q -e '.[dev]'
+  touch "$stamp"
+}
+
+setup() { install_system_tools; setup_venv; }
+
+demo() {
+  setup
+  local q="$VENV/bin/q35c" out=out/demo
+  rm -rf "$out"
+  log "compile examples/mlp.mlir to MLIR, dumping the IR after every pass"
+  "$q" examples/mlp.mlir --target mlir -o "$out/mlir" --dump-ir "$out/dumps"
+  ls -l "$out/mlir" "$out/dumps"
+  log "check every dump with upstream mlir-opt-22 and q35c's IRDL export"
+  "$q" irdl > "$out/q35c.irdl.mlir"
+  for f in "$out"/dumps/*.mlir "$out"/mlir/*.mlir; do
+    mlir-opt-22 --irdl-file="$out/q35c.irdl.mlir" "$f" -o /dev/null && echo "mlir-opt-22 ok: $f"
+  done
+  log "run the quantized model with the reference interpreter (float and int8 activations)"
+  "$q" run examples/mlp.mlir -o "$out/run" --seed 1
+  "$q" run examples/mlp.mlir -o "$out/run-int8" --seed 1 --passes default,int8-activations
+}
+
+run_tests() {
+  setup
+  "$VENV/bin/python" -m pytest "$@"
+}
+
+case "${1:-}" in
+  setup) setup ;;
+  demo) demo ;;
+  test) shift; run_tests "$@" ;;
+  *) echo "usage: $0 {demo|test|setup}" >&2; exit 64 ;;
+esac

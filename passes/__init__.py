@@ -1,0 +1,1 @@
+"""q35c passes, one per file, registered lazily in q35c.compiler.universe."""

@@ -1,0 +1,133 @@
+"""`quantize-weights`: turn float matmul weights from the weight store into Q3P5.
+
+Matches `linalg.matmul(x, W)` and `q35nn.batch_matmul(x, W)` where `W` is a 2-D float
+`quant3p5.weight`, quantizes W with the Q3P5 library (or the legacy pair layout), stores the
+packed tensor under a new name and rewrites the product to `quant3p5.matmul`, so the float
+matrix is dead afterwards. Small weights (fewer than `min-elements`) and weights whose name
+matches the `keep-float` regular expression stay in float. A weight shared by several
+matmuls is quantized once.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from xdsl.context import Context
+from xdsl.dialects import arith, linalg
+from xdsl.dialects.builtin import FloatAttr, ModuleOp, TensorType
+from xdsl.ir import Operation, SSAValue
+from xdsl.passes import ModulePass
+from xdsl.pattern_rewriter import (
+    PatternRewriter,
+    PatternRewriteWalker,
+    RewritePattern,
+    op_type_rewrite_pattern,
+)
+from xdsl.rewriter import InsertPoint
+from xdsl.transforms.dead_code_elimination import region_dce
+
+from q35c.compiler.progress import progress_bar
+from q35c.compiler.quant import DEFAULT_GROUP_SIZE, quantize, quantize_legacy
+from q35c.compiler.weights import WeightStore, store_of
+from q35c.dialects import q35nn, quant3p5
+
+
+def _is_zero_fill(value: SSAValue) -> bool:
+    fill = value.owner
+    if not isinstance(fill, linalg.FillOp):
+        return False
+    scalar = fill.inputs[0].owner
+    return (isinstance(scalar, arith.ConstantOp) and isinstance(scalar.value, FloatAttr)
+            and scalar.value.value.data == 0.0)
+
+
+@dataclass
+class QuantizeMatmulWeights(RewritePattern):
+    """Rewrite one float-weight matmul into `quant3p5.matmul` on packed weights."""
+
+    store: WeightStore
+    group_size: int
+    min_elements: int
+    keep_float: re.Pattern[str] | None
+    layout: str
+    on_quantized: Callable[[str], None] = lambda name: None
+    packed_names: dict[str, str] = field(default_factory=dict)
+
+    def float_weight(self, value: SSAValue) -> quant3p5.WeightOp | None:
+        """The weight op behind `value` if it is a 2-D float weight this pass quantizes."""
+        op = value.owner
+        if not isinstance(op, quant3p5.WeightOp) or not isinstance(op.result.type, TensorType):
+            return None
+        shape = tuple(op.result.type.get_shape())
+        name = op.weight_name.data
+        if len(shape) != 2 or shape[0] * shape[1] < self.min_elements:
+            return None
+        if self.keep_float is not None and self.keep_float.search(name):
+            return None
+        return op
+
+    def packed(self, weight: quant3p5.WeightOp) -> quant3p5.WeightOp:
+        name = weight.weight_name.data
+        k, n = weight.result.type.get_shape()
+        group = k if self.layout == "pair43" else self.group_size
+        if name not in self.packed_names:
+            data = self.store[name]
+            packed_name = self.store.fresh_name(f"{name}.{self.layout}")
+            if self.layout == "pair43":
+                self.store[packed_name] = quantize_legacy(data, name=name)
+            else:
+                self.store[packed_name] = quantize(data, group_size=group, name=name)
+            self.packed_names[name] = packed_name
+            self.on_quantized(name)
+        return quant3p5.WeightOp(self.packed_names[name],
+                                 quant3p5.PackedWeightType((k, n), group, self.layout))
+
+    def rewrite(self, op: Operation, lhs: SSAValue, weight: quant3p5.WeightOp,
+                acc: SSAValue | None, rewriter: PatternRewriter) -> None:
+        packed = self.packed(weight)
+        product = quant3p5.MatmulOp(lhs, packed.result)
+        new_ops: list[Operation] = [packed, product]
+        if acc is not None:
+            new_ops.append(arith.AddfOp(product.result, acc))
+        rewriter.replace(op, new_ops)
+
+    @op_type_rewrite_pattern
+    def match_and_rewrite(self, op: linalg.MatmulOp | q35nn.BatchMatmulOp,
+                          rewriter: PatternRewriter, /):
+        if isinstance(op, linalg.MatmulOp):
+            lhs, rhs = op.inputs
+            acc = None if _is_zero_fill(op.outputs[0]) else op.outputs[0]
+        else:
+            lhs, rhs, acc = op.lhs, op.rhs, None
+        weight = self.float_weight(rhs)
+        if weight is None:
+            return
+        self.rewrite(op, lhs, weight, acc, rewriter)
+
+
+@dataclass(frozen=True)
+class QuantizeWeightsPass(ModulePass):
+    """Quantize float matmul weights in the weight store to Q3P5 (or the legacy layout)."""
+
+    name = "quantize-weights"
+
+    group_size: int = DEFAULT_GROUP_SIZE
+    min_elements: int = 1024
+    keep_float: str = ""
+    layout: str = "q3p5"
+
+    def apply(self, ctx: Context, op: ModuleOp) -> None:
+        if self.layout not in quant3p5.LAYOUTS:
+            raise ValueError(f"quantize-weights: layout must be one of {quant3p5.LAYOUTS}")
+        pattern = QuantizeMatmulWeights(
+            store_of(op), self.group_size, self.min_elements,
+            re.compile(self.keep_float) if self.keep_float else None, self.layout)
+        candidates = {w.weight_name.data for m in op.walk()
+                      if isinstance(m, (linalg.MatmulOp, q35nn.BatchMatmulOp))
+                      for w in [pattern.float_weight(m.operands[1])] if w is not None}
+        with progress_bar(len(candidates), "quantize-weights") as bar:
+            pattern.on_quantized = lambda name: bar.update()
+            PatternRewriteWalker(pattern, apply_recursively=False).rewrite_module(op)
+        region_dce(op.body)

@@ -1,0 +1,26 @@
+"""q35c code-generation targets, looked up lazily by name.
+
+`mlir` writes the final IR (generic syntax, readable by upstream MLIR tools) and its weight
+store; `interp` runs the reference interpreter. The hardware and native targets named in
+PLANNED are not implemented yet and are reported as such.
+"""
+
+from collections.abc import Callable
+
+from q35c.targets.target import Q35cTarget
+
+
+def _mlir() -> type[Q35cTarget]:
+    from q35c.targets.mlir import MLIRTarget
+
+    return MLIRTarget
+
+
+def _interp() -> type[Q35cTarget]:
+    from q35c.targets.interp import InterpTarget
+
+    return InterpTarget
+
+
+TARGETS: dict[str, Callable[[], type[Q35cTarget]]] = {"mlir": _mlir, "interp": _interp}
+PLANNED = ("groq", "cerebras", "c", "cuda")

@@ -1,0 +1,480 @@
+"""The reference interpreter: the executable definition of every op q35c compiles.
+
+Every target is checked against this file, so it is written to be obviously right rather
+than fast: each op is a few lines of numpy, dispatched by op class. The numeric rules:
+
+- Tensors are numpy arrays; float tensors are float32. Elementwise `arith`/`math` ops run in
+  float32 (one IEEE rounding per op). Matmuls and the composite `q35nn` ops (softmax, norms,
+  GELU, SiLU) are computed in float64 and rounded once to float32.
+- `quant3p5.matmul` multiplies by the dequantized weights (`scale * level + offset` in
+  float32, see compiler/quant) with float64 accumulation.
+- `quant3p5.quantize_activations` and `quant3p5.matmul_int8` are the integer path: int8
+  activations, int32 accumulation per group, then a float32 rescale in a fixed order. Targets
+  must reproduce this path bit-exactly.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+from xdsl.dialects import arith, func, linalg, math as xmath, tensor
+from xdsl.dialects.builtin import ModuleOp, StringAttr, TensorType
+from xdsl.ir import Attribute, Operation, SSAValue
+
+from q35c.compiler.quant import (
+    CODEBOOK,
+    LegacyPairTensor,
+    Q3P5Tensor,
+    dequantize,
+    dequantize_legacy,
+    quantize,
+    quantize_legacy,
+)
+from q35c.compiler.tensors import constant_value, numpy_dtype
+from q35c.compiler.weights import WeightStore
+from q35c.dialects import q35nn, quant3p5
+
+F32 = np.float32
+Value = Any  # np.ndarray | Q3P5Tensor | LegacyPairTensor
+
+
+class InterpreterError(RuntimeError):
+    """The IR cannot be executed (unsupported op, missing input, bad entry point)."""
+
+
+def _type_shape(value: SSAValue) -> tuple[int, ...]:
+    assert isinstance(value.type, TensorType)
+    return tuple(value.type.get_shape())
+
+
+def _f32(x: np.ndarray) -> np.ndarray:
+    return np.asarray(x, dtype=F32)
+
+
+_IMPLS: dict[type[Operation], Callable[..., tuple[Value, ...]]] = {}
+
+
+def impl(*op_types: type[Operation]):
+    """Register the numpy semantics of one or more op classes."""
+
+    def register(fn):
+        for op_type in op_types:
+            _IMPLS[op_type] = fn
+        return fn
+
+    return register
+
+
+# -- builtin / func / arith / math ----------------------------------------------------------
+
+
+@impl(arith.ConstantOp)
+def _constant(interp, op: arith.ConstantOp, args):
+    return (constant_value(op.value, op.result.type),)
+
+
+def _elementwise(fn: Callable[..., np.ndarray]):
+    def run(interp, op, args):
+        dtype = numpy_dtype(_element_type(op.results[0].type))
+        with np.errstate(all="ignore"):
+            return (np.asarray(fn(*args), dtype=dtype),)
+
+    return run
+
+
+def _element_type(t: Attribute) -> Attribute:
+    return t.get_element_type() if isinstance(t, TensorType) else t
+
+
+def _int_trunc_div(a, b):
+    q = np.abs(a) // np.abs(b)
+    return np.where((a < 0) != (b < 0), -q, q)
+
+
+_ELEMENTWISE: dict[type[Operation], Callable[..., np.ndarray]] = {
+    arith.AddfOp: np.add, arith.SubfOp: np.subtract, arith.MulfOp: np.multiply,
+    arith.DivfOp: np.divide, arith.NegfOp: np.negative,
+    arith.MaximumfOp: np.maximum, arith.MinimumfOp: np.minimum,
+    arith.AddiOp: np.add, arith.SubiOp: np.subtract, arith.MuliOp: np.multiply,
+    arith.DivSIOp: _int_trunc_div,
+    arith.SIToFPOp: lambda a: a, arith.FPToSIOp: np.trunc,
+    arith.ExtFOp: lambda a: a, arith.TruncFOp: lambda a: a,
+    arith.ExtSIOp: lambda a: a, arith.TruncIOp: lambda a: a,
+    arith.SelectOp: np.where,
+    xmath.ExpOp: np.exp, xmath.LogOp: np.log, xmath.SqrtOp: np.sqrt,
+    xmath.RsqrtOp: lambda a: 1 / np.sqrt(a), xmath.TanhOp: np.tanh,
+    xmath.AbsFOp: np.abs, xmath.SinOp: np.sin, xmath.CosOp: np.cos,
+    xmath.PowFOp: np.power,
+    xmath.ErfOp: lambda a: np.vectorize(math.erf, otypes=[np.float64])(a),
+}
+for _op_type, _fn in _ELEMENTWISE.items():
+    _IMPLS[_op_type] = _elementwise(_fn)
+
+
+_CMPF = {1: np.equal, 2: np.greater, 3: np.greater_equal, 4: np.less, 5: np.less_equal,
+         6: np.not_equal}
+
+
+@impl(arith.CmpfOp)
+def _cmpf(interp, op: arith.CmpfOp, args):
+    pred = op.predicate.value.data
+    if pred not in _CMPF:
+        raise InterpreterError(f"arith.cmpf predicate {pred} is not supported")
+    return (_CMPF[pred](*args),)
+
+
+@impl(func.CallOp)
+def _call(interp, op: func.CallOp, args):
+    callee = interp.function(op.callee.root_reference.data)
+    return interp.call(callee, list(args))
+
+
+# -- linalg / tensor -----------------------------------------------------------------------
+
+
+def _matmul_f64(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.matmul(a.astype(np.float64), b.astype(np.float64))
+
+
+@impl(linalg.MatmulOp)
+def _linalg_matmul(interp, op: linalg.MatmulOp, args):
+    a, b, acc = args
+    return (_f32(acc.astype(np.float64) + _matmul_f64(a, b)),)
+
+
+@impl(linalg.FillOp)
+def _linalg_fill(interp, op: linalg.FillOp, args):
+    scalar, out = args
+    return (np.full_like(out, scalar),)
+
+
+@impl(linalg.TransposeOp)
+def _linalg_transpose(interp, op: linalg.TransposeOp, args):
+    perm = tuple(op.permutation.get_values())
+    return (np.ascontiguousarray(np.transpose(args[0], perm)),)
+
+
+@impl(linalg.BroadcastOp)
+def _linalg_broadcast(interp, op: linalg.BroadcastOp, args):
+    source, init = args
+    added = tuple(op.dimensions.get_values())
+    expanded = np.expand_dims(source, added)
+    return (np.broadcast_to(expanded, init.shape).astype(init.dtype),)
+
+
+@impl(tensor.EmptyOp)
+def _tensor_empty(interp, op: tensor.EmptyOp, args):
+    result = op.tensor.type
+    assert isinstance(result, TensorType)
+    return (np.zeros(tuple(result.get_shape()), numpy_dtype(result.get_element_type())),)
+
+
+@impl(tensor.ReshapeOp, tensor.CollapseShapeOp, tensor.ExpandShapeOp)
+def _tensor_reshape(interp, op: Operation, args):
+    return (np.reshape(args[0], _type_shape(op.results[0])),)
+
+
+@impl(tensor.ConcatOp)
+def _tensor_concat(interp, op: tensor.ConcatOp, args):
+    return (np.concatenate(args, axis=op.dim.value.data),)
+
+
+@impl(tensor.ExtractSliceOp)
+def _tensor_extract_slice(interp, op: tensor.ExtractSliceOp, args):
+    if len(args) != 1:
+        raise InterpreterError("tensor.extract_slice with dynamic offsets is not supported")
+    offsets = op.static_offsets.get_values()
+    sizes = op.static_sizes.get_values()
+    strides = op.static_strides.get_values()
+    index = tuple(slice(o, o + s * st, st) for o, s, st in zip(offsets, sizes, strides))
+    return (np.reshape(args[0][index], _type_shape(op.result)).copy(),)
+
+
+# -- quant3p5 ------------------------------------------------------------------------------
+
+
+def dequantized(weights: Value) -> np.ndarray:
+    """The float32 [K, N] matrix a packed weight value encodes."""
+    if isinstance(weights, Q3P5Tensor):
+        return dequantize(weights)
+    if isinstance(weights, LegacyPairTensor):
+        return dequantize_legacy(weights)
+    raise InterpreterError(f"expected packed weights, got {type(weights).__name__}")
+
+
+@impl(quant3p5.WeightOp)
+def _weight(interp, op: quant3p5.WeightOp, args):
+    value = interp.store[op.weight_name.data]
+    result = op.result.type
+    if isinstance(result, quant3p5.PackedWeightType):
+        want = Q3P5Tensor if result.layout.data == "q3p5" else LegacyPairTensor
+        if not isinstance(value, want) or tuple(value.shape) != result.get_shape():
+            raise InterpreterError(
+                f"weight '{op.weight_name.data}' in the store does not match {result}"
+            )
+        return (value,)
+    value = np.asarray(value)
+    if value.shape != _type_shape(op.result):
+        raise InterpreterError(
+            f"weight '{op.weight_name.data}' has shape {value.shape}, IR expects "
+            f"{_type_shape(op.result)}"
+        )
+    return (value.astype(numpy_dtype(result.get_element_type()), copy=False),)
+
+
+@impl(quant3p5.QuantizeOp)
+def _quantize(interp, op: quant3p5.QuantizeOp, args):
+    packed = op.result.type
+    assert isinstance(packed, quant3p5.PackedWeightType)
+    if packed.layout.data == "pair43":
+        return (quantize_legacy(args[0], name=_origin(op)),)
+    return (quantize(args[0], group_size=packed.group, name=_origin(op)),)
+
+
+def _origin(op: Operation) -> str:
+    source = op.operands[0].owner
+    if isinstance(source, quant3p5.WeightOp):
+        return source.weight_name.data
+    return op.name
+
+
+@impl(quant3p5.DequantizeOp)
+def _dequantize(interp, op, args):
+    return (dequantized(args[0]),)
+
+
+@impl(quant3p5.UnpackOp)
+def _unpack(interp, op: quant3p5.UnpackOp, args):
+    weights = args[0]
+    if isinstance(weights, Q3P5Tensor):
+        return (weights.codes().astype(np.int8), weights.scales(), weights.offsets())
+    groups = _type_shape(op.scales)
+    return (weights.codes.astype(np.int8), _f32(weights.scale).reshape(groups),
+            _f32(weights.offset).reshape(groups))
+
+
+@impl(quant3p5.PackOp)
+def _pack(interp, op: quant3p5.PackOp, args):
+    codes, scales, offsets = args
+    packed = op.result.type
+    assert isinstance(packed, quant3p5.PackedWeightType)
+    if packed.layout.data == "pair43":
+        n = packed.get_shape()[1]
+        return (LegacyPairTensor(codes=codes.astype(np.int8), scale=_f32(scales).reshape(n),
+                                 offset=_f32(offsets).reshape(n)),)
+    return (Q3P5Tensor.from_components(packed.get_shape(), packed.group, codes.astype(np.uint8),
+                                       _f32(scales), _f32(offsets)),)
+
+
+@impl(quant3p5.MatmulOp)
+def _quant_matmul(interp, op, args):
+    x, weights = args
+    return (_f32(_matmul_f64(x, dequantized(weights))),)
+
+
+def quantize_activations(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric per-row int8 quantization (see quant3p5.quantize_activations)."""
+    x = _f32(x)
+    scale = (np.max(np.abs(x), axis=-1) / F32(127)).astype(F32)
+    scale = np.where(scale == 0, F32(1), scale).astype(F32)
+    q = np.clip(np.rint(x / scale[..., None]), -127, 127).astype(np.int8)
+    return q, scale
+
+
+@impl(quant3p5.QuantizeActivationsOp)
+def _quantize_activations(interp, op, args):
+    return quantize_activations(args[0])
+
+
+def integer_levels(weights: Value) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """(levels int32 [K, N], scales f32 [G, N], offsets f32 [G, N], group size)."""
+    if isinstance(weights, Q3P5Tensor):
+        k, _ = weights.shape
+        codes = weights.codes().astype(np.int64)
+        levels = CODEBOOK.astype(np.int32)[codes]  # [P, N, 2]
+        levels = levels.transpose(0, 2, 1).reshape(-1, codes.shape[1])[:k]
+        return levels, weights.scales(), weights.offsets(), weights.group_size
+    if isinstance(weights, LegacyPairTensor):
+        from q35c.compiler.quant.legacy import legacy_levels
+
+        levels = legacy_levels(weights)
+        k = levels.shape[0]
+        return (levels.astype(np.int32), _f32(weights.scale)[None, :],
+                _f32(weights.offset)[None, :], k)
+    raise InterpreterError(f"expected packed weights, got {type(weights).__name__}")
+
+
+def matmul_int8(q: np.ndarray, row_scale: np.ndarray, weights: Value) -> np.ndarray:
+    """The int8 x packed-weight product with int32 group accumulators and ordered rescale."""
+    levels, scales, offsets, group = integer_levels(weights)
+    k, n = levels.shape
+    rows = q.reshape(-1, k).astype(np.int32)
+    y = np.zeros((rows.shape[0], n), dtype=F32)
+    for g in range(-(-k // group)):
+        block = slice(g * group, min(k, (g + 1) * group))
+        acc = rows[:, block] @ levels[block]  # int32: |acc| < 2^31 for K < 2^31 / 127^2
+        sx = rows[:, block].sum(axis=1, dtype=np.int32)
+        term = scales[g] * acc.astype(F32) + offsets[g] * sx.astype(F32)[:, None]
+        y = (y + term.astype(F32)).astype(F32)
+    y = (y * _f32(row_scale).reshape(-1)[:, None]).astype(F32)
+    return y.reshape(*q.shape[:-1], n)
+
+
+@impl(quant3p5.MatmulInt8Op)
+def _matmul_int8(interp, op, args):
+    return (matmul_int8(*args),)
+
+
+# -- q35nn ---------------------------------------------------------------------------------
+
+
+def _f64(x: np.ndarray) -> np.ndarray:
+    return np.asarray(x, dtype=np.float64)
+
+
+@impl(q35nn.SiluOp)
+def _silu(interp, op, args):
+    x = _f64(args[0])
+    return (_f32(x / (1.0 + np.exp(-x))),)
+
+
+@impl(q35nn.GeluOp)
+def _gelu(interp, op: q35nn.GeluOp, args):
+    x = _f64(args[0])
+    if op.approximate.data == "tanh":
+        inner = math.sqrt(2.0 / math.pi) * (x + 0.044715 * x**3)
+        return (_f32(0.5 * x * (1.0 + np.tanh(inner))),)
+    erf = np.vectorize(math.erf, otypes=[np.float64])
+    return (_f32(0.5 * x * (1.0 + erf(x / math.sqrt(2.0)))),)
+
+
+@impl(q35nn.SoftmaxOp)
+def _softmax(interp, op: q35nn.SoftmaxOp, args):
+    x = _f64(args[0])
+    axis = op.axis.value.data
+    e = np.exp(x - np.max(x, axis=axis, keepdims=True))
+    return (_f32(e / np.sum(e, axis=axis, keepdims=True)),)
+
+
+@impl(q35nn.LayerNormOp)
+def _layer_norm(interp, op: q35nn.LayerNormOp, args):
+    x, gamma, beta = (_f64(a) for a in args)
+    eps = op.epsilon.value.data
+    mean = x.mean(axis=-1, keepdims=True)
+    var = ((x - mean) ** 2).mean(axis=-1, keepdims=True)
+    return (_f32((x - mean) / np.sqrt(var + eps) * gamma + beta),)
+
+
+@impl(q35nn.RMSNormOp)
+def _rms_norm(interp, op: q35nn.RMSNormOp, args):
+    x, gamma = (_f64(a) for a in args)
+    eps = op.epsilon.value.data
+    return (_f32(x / np.sqrt((x**2).mean(axis=-1, keepdims=True) + eps) * gamma),)
+
+
+@impl(q35nn.BatchMatmulOp)
+def _batch_matmul(interp, op, args):
+    return (_f32(_matmul_f64(*args)),)
+
+
+@impl(q35nn.GatherOp)
+def _gather(interp, op: q35nn.GatherOp, args):
+    data, indices = args
+    axis = op.axis.value.data % data.ndim
+    size = data.shape[axis]
+    if np.any((indices < -size) | (indices >= size)):
+        raise InterpreterError(f"q35nn.gather: index out of range for axis of size {size}")
+    return (np.take(data, np.where(indices < 0, indices + size, indices), axis=axis),)
+
+
+# -- driver --------------------------------------------------------------------------------
+
+
+def argument_names(fn: func.FuncOp) -> list[str]:
+    """Input names: the `q35c.name` argument attribute, else arg0, arg1, ..."""
+    return _names(fn.arg_attrs, len(fn.args), "arg")
+
+
+def result_names(fn: func.FuncOp) -> list[str]:
+    """Output names: the `q35c.name` result attribute, else out0, out1, ..."""
+    return _names(fn.res_attrs, len(fn.function_type.outputs.data), "out")
+
+
+def _names(attrs, count: int, prefix: str) -> list[str]:
+    names = [f"{prefix}{i}" for i in range(count)]
+    if attrs is not None:
+        for i, d in enumerate(attrs.data):
+            name = d.data.get("q35c.name")
+            if isinstance(name, StringAttr):
+                names[i] = name.data
+    return names
+
+
+def entry_function(module: ModuleOp, name: str | None = None) -> func.FuncOp:
+    """The function to run: `name`, else `main`, else the module's only public function."""
+    funcs = [op for op in module.ops if isinstance(op, func.FuncOp) and op.body.blocks]
+    by_name = {f.sym_name.data: f for f in funcs}
+    if name is not None:
+        if name not in by_name:
+            raise InterpreterError(f"no function @{name}; the module has {sorted(by_name)}")
+        return by_name[name]
+    if "main" in by_name:
+        return by_name["main"]
+    public = [f for f in funcs if f.sym_visibility is None or f.sym_visibility.data == "public"]
+    if len(public) != 1:
+        raise InterpreterError(
+            f"cannot pick an entry point among {sorted(by_name)}: name one with --entry"
+        )
+    return public[0]
+
+
+class Interpreter:
+    """Runs the functions of one module on numpy values, with weights from a store."""
+
+    def __init__(self, module: ModuleOp, store: WeightStore):
+        self.module = module
+        self.store = store
+
+    def function(self, name: str) -> func.FuncOp:
+        return entry_function(self.module, name)
+
+    def call(self, fn: func.FuncOp, args: list[Value]) -> tuple[Value, ...]:
+        env: dict[SSAValue, Value] = dict(zip(fn.args, args))
+        for op in fn.body.block.ops:
+            if isinstance(op, func.ReturnOp):
+                return tuple(env[v] for v in op.arguments)
+            run = _IMPLS.get(type(op))
+            if run is None:
+                raise InterpreterError(f"{op.name} is not supported by the interpreter")
+            results = run(self, op, [env[v] for v in op.operands])
+            env.update(zip(op.results, results))
+        raise InterpreterError(f"function @{fn.sym_name.data} has no func.return")
+
+    def run(self, inputs: Mapping[str, np.ndarray], entry: str | None = None
+            ) -> dict[str, np.ndarray]:
+        fn = entry_function(self.module, entry)
+        names = argument_names(fn)
+        missing = [n for n in names if n not in inputs]
+        if missing:
+            raise InterpreterError(f"missing inputs: {', '.join(missing)}")
+        args = []
+        for name, arg in zip(names, fn.args):
+            want = arg.type
+            value = np.asarray(inputs[name])
+            if isinstance(want, TensorType):
+                shape = tuple(want.get_shape())
+                if value.shape != shape:
+                    raise InterpreterError(
+                        f"input '{name}' has shape {value.shape}, expected {shape}")
+                value = value.astype(numpy_dtype(want.get_element_type()), copy=False)
+            args.append(value)
+        return dict(zip(result_names(fn), self.call(fn, args)))
+
+
+def run_module(module: ModuleOp, store: WeightStore, inputs: Mapping[str, np.ndarray],
+               entry: str | None = None) -> dict[str, np.ndarray]:
+    """Execute `module` (its entry function) and return its outputs by name."""
+    return Interpreter(module, store).run(inputs, entry)

@@ -1,0 +1,42 @@
+"""Shared fixtures: paths, the q35c command, and system-tool lookup that fails under CI."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = ROOT / "examples"
+BIN = Path(sys.executable).parent
+
+
+def require_tool(name: str) -> str:
+    """Path of a system tool; skip locally when it is missing, but fail in CI (CI=true)."""
+    path = shutil.which(name)
+    if path:
+        return path
+    message = f"{name} is not installed (./dev.sh setup installs it)"
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+def q35c(*args: str | os.PathLike, cwd: Path | None = None, env: dict | None = None,
+         check: bool = True) -> subprocess.CompletedProcess[str]:
+    """Run the installed `q35c` command line in a subprocess."""
+    result = subprocess.run([str(BIN / "q35c"), *map(str, args)], cwd=cwd, env=env,
+                            capture_output=True, text=True)
+    if check and result.returncode != 0:
+        raise AssertionError(f"q35c {' '.join(map(str, args))} failed "
+                             f"({result.returncode}):\n{result.stderr}")
+    return result
+
+
+@pytest.fixture
+def run_q35c():
+    return q35c
