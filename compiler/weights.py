@@ -52,7 +52,8 @@ def _entry_arrays(value: Weight) -> tuple[str, dict[str, np.ndarray]]:
     if isinstance(value, Q3P5Tensor):
         return "q3p5", {"bytes": np.frombuffer(value.to_bytes(), dtype=np.uint8)}
     if isinstance(value, LegacyPairTensor):
-        return "pair43", {"codes": value.codes, "scale": value.scale, "offset": value.offset}
+        return "pair43", {"packed": value.packed, "scale": value.scale, "offset": value.offset,
+                          "k": np.array([value.shape[0]], dtype=np.int64)}
     return "tensor", {"data": np.asarray(value)}
 
 
@@ -60,7 +61,8 @@ def _entry_value(kind: str, arrays: dict[str, np.ndarray]) -> Weight:
     if kind == "q3p5":
         return Q3P5Tensor.from_bytes(arrays["bytes"].tobytes())
     if kind == "pair43":
-        return LegacyPairTensor(codes=np.asarray(arrays["codes"]),
+        packed = np.asarray(arrays["packed"])
+        return LegacyPairTensor(shape=(int(arrays["k"][0]), packed.shape[1]), packed=packed,
                                 scale=np.asarray(arrays["scale"]),
                                 offset=np.asarray(arrays["offset"]))
     return arrays["data"]

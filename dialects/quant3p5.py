@@ -262,10 +262,12 @@ class UnpackOp(IRDLOperation):
 
 @irdl_op_definition
 class PackOp(IRDLOperation):
-    """Assemble packed weights from codes, scales and offsets (the inverse of unpack).
+    """Assemble legacy pair-layout weights from runtime bytes, scales and offsets.
 
-    For the pair43 layout the result holds exactly the given bytes and floats; for q3p5 the
-    scales and offsets are re-encoded into the format's compact scale encoding.
+    The inverse of `quant3p5.unpack` for the `pair43` layout: the result holds exactly the
+    given pair bytes and per-column fp32 scale and offset, as Fortran kernels receive them.
+    Q3P5 values are made only by `quant3p5.quantize` (their group scales have a compact
+    encoding that arbitrary float scales cannot be put into without loss).
 
     ```mlir
     %p = quant3p5.pack %c, %s, %o : tensor<32x32xi8>, tensor<32xf32>, tensor<32xf32> -> !quant3p5.packed<[64 : i64, 32 : i64], 64 : i64, "pair43">
@@ -290,6 +292,12 @@ class PackOp(IRDLOperation):
         super().__init__(operands=[codes, scales, offsets], result_types=[result_type])
 
     def verify_(self) -> None:
+        assert isinstance(self.result.type, PackedWeightType)
+        if self.result.type.layout.data != "pair43":
+            raise VerifyException(
+                f"quant3p5.pack: builds only the pair43 layout, got \"{self.result.type.layout.data}\" "
+                "(Q3P5 weights come from quant3p5.quantize)"
+            )
         _verify_components(self, self.result.type, self.codes, self.scales, self.offsets)
 
 

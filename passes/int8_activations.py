@@ -27,7 +27,10 @@ class UseInt8Activations(RewritePattern):
     def match_and_rewrite(self, op: quant3p5.MatmulOp, rewriter: PatternRewriter, /):
         quantized = quant3p5.QuantizeActivationsOp(op.lhs)
         product = quant3p5.MatmulInt8Op(quantized.quantized, quantized.scale, op.weights)
+        base = op.lhs.name_hint or "act"
+        quantized.quantized.name_hint, quantized.scale.name_hint = f"{base}_i8", f"{base}_scale"
         rewriter.replace(op, [quantized, product])
+        product.result.name_hint = op.result.name_hint
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from xdsl.context import Context
-from xdsl.dialects import arith, linalg
+from xdsl.dialects import arith
+from xdsl.dialects.linalg import ops as linalg
 from xdsl.dialects.builtin import FloatAttr, ModuleOp, TensorType
 from xdsl.ir import Operation, SSAValue
 from xdsl.passes import ModulePass
@@ -87,11 +88,16 @@ class QuantizeMatmulWeights(RewritePattern):
     def rewrite(self, op: Operation, lhs: SSAValue, weight: quant3p5.WeightOp,
                 acc: SSAValue | None, rewriter: PatternRewriter) -> None:
         packed = self.packed(weight)
+        packed.result.name_hint = weight.result.name_hint
         product = quant3p5.MatmulOp(lhs, packed.result)
         new_ops: list[Operation] = [packed, product]
         if acc is not None:
             new_ops.append(arith.AddfOp(product.result, acc))
+        init = op.operands[-1].owner if isinstance(op, linalg.MatmulOp) else None
         rewriter.replace(op, new_ops)
+        new_ops[-1].results[0].name_hint = op.results[0].name_hint
+        if isinstance(init, linalg.FillOp) and not init.results[0].uses:
+            rewriter.erase_op(init)  # the zero accumulator of the float matmul
 
     @op_type_rewrite_pattern
     def match_and_rewrite(self, op: linalg.MatmulOp | q35nn.BatchMatmulOp,

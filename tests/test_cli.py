@@ -22,7 +22,7 @@ def test_compile_to_stdout_prints_quantized_generic_ir():
     out = q35c(MLP, "--target", "mlir").stdout
     assert out.count('"quant3p5.matmul"') == 2
     assert "linalg.matmul" not in out
-    assert '!quant3p5.packed<[128 : i64, 64 : i64], 64 : i64, "q3p5">' in out
+    assert '!quant3p5.packed<[128 : i64, 64 : i64], 32 : i64, "q3p5">' in out
 
 
 def test_compile_writes_ir_and_weights_that_run_like_the_source(tmp_path):
@@ -42,7 +42,7 @@ def test_dump_ir_writes_one_file_per_stage_with_weights_out_of_line(tmp_path):
                      "03-cse.mlir", "04-int8-activations.mlir", "weights.q35w"]
     first = (tmp_path / "d" / "01-quantize-weights.mlir").read_text()
     assert first.startswith("// q35c stage 01: quantize-weights{")
-    assert "group_size=64" in first.splitlines()[0]
+    assert "group_size=32" in first.splitlines()[0]
     assert all(p.stat().st_size < 20_000 for p in (tmp_path / "d").glob("*.mlir"))
     assert '"quant3p5.matmul_int8"' in (tmp_path / "d" / "04-int8-activations.mlir").read_text()
 

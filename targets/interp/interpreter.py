@@ -20,12 +20,14 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
-from xdsl.dialects import arith, func, linalg, math as xmath, tensor
+from xdsl.dialects import arith, func, math as xmath, tensor
+from xdsl.dialects.linalg import ops as linalg
 from xdsl.dialects.builtin import ModuleOp, StringAttr, TensorType
 from xdsl.ir import Attribute, Operation, SSAValue
 
 from q35c.compiler.quant import (
     CODEBOOK,
+    LEGACY_LEVELS,
     LegacyPairTensor,
     Q3P5Tensor,
     dequantize,
@@ -252,7 +254,7 @@ def _unpack(interp, op: quant3p5.UnpackOp, args):
     if isinstance(weights, Q3P5Tensor):
         return (weights.codes().astype(np.int8), weights.scales(), weights.offsets())
     groups = _type_shape(op.scales)
-    return (weights.codes.astype(np.int8), _f32(weights.scale).reshape(groups),
+    return (weights.packed, _f32(weights.scale).reshape(groups),
             _f32(weights.offset).reshape(groups))
 
 
@@ -261,12 +263,9 @@ def _pack(interp, op: quant3p5.PackOp, args):
     codes, scales, offsets = args
     packed = op.result.type
     assert isinstance(packed, quant3p5.PackedWeightType)
-    if packed.layout.data == "pair43":
-        n = packed.get_shape()[1]
-        return (LegacyPairTensor(codes=codes.astype(np.int8), scale=_f32(scales).reshape(n),
-                                 offset=_f32(offsets).reshape(n)),)
-    return (Q3P5Tensor.from_components(packed.get_shape(), packed.group, codes.astype(np.uint8),
-                                       _f32(scales), _f32(offsets)),)
+    n = packed.get_shape()[1]
+    return (LegacyPairTensor(shape=packed.get_shape(), packed=codes.astype(np.int8),
+                             scale=_f32(scales).reshape(n), offset=_f32(offsets).reshape(n)),)
 
 
 @impl(quant3p5.MatmulOp)
@@ -289,21 +288,22 @@ def _quantize_activations(interp, op, args):
     return quantize_activations(args[0])
 
 
+def _pair_levels(table: np.ndarray, codes: np.ndarray, k: int) -> np.ndarray:
+    """int32 [K, N] levels of pair codes [P, N] through a (128, 2) table."""
+    levels = table.astype(np.int32)[codes.astype(np.int64)]  # [P, N, 2]
+    return levels.transpose(0, 2, 1).reshape(-1, codes.shape[1])[:k]
+
+
 def integer_levels(weights: Value) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
     """(levels int32 [K, N], scales f32 [G, N], offsets f32 [G, N], group size)."""
     if isinstance(weights, Q3P5Tensor):
         k, _ = weights.shape
-        codes = weights.codes().astype(np.int64)
-        levels = CODEBOOK.astype(np.int32)[codes]  # [P, N, 2]
-        levels = levels.transpose(0, 2, 1).reshape(-1, codes.shape[1])[:k]
+        levels = _pair_levels(CODEBOOK, weights.codes(), k)
         return levels, weights.scales(), weights.offsets(), weights.group_size
     if isinstance(weights, LegacyPairTensor):
-        from q35c.compiler.quant.legacy import legacy_levels
-
-        levels = legacy_levels(weights)
-        k = levels.shape[0]
-        return (levels.astype(np.int32), _f32(weights.scale)[None, :],
-                _f32(weights.offset)[None, :], k)
+        k, _ = weights.shape
+        levels = _pair_levels(LEGACY_LEVELS, weights.packed, k)
+        return levels, _f32(weights.scale)[None, :], _f32(weights.offset)[None, :], k
     raise InterpreterError(f"expected packed weights, got {type(weights).__name__}")
 
 

@@ -46,3 +46,11 @@ func.func @int8_lhs(%x: tensor<4x64xf32>, %s: tensor<4xf32>, %p: !quant3p5.packe
 }
 // CHECK: operand 'lhs' at position 0 does not verify:
 // CHECK-NEXT: f32 should be of base attribute integer_type
+
+// -----
+
+func.func @pack_q3p5(%c: tensor<32x32xi8>, %s: tensor<1x32xf32>) {
+  %p = quant3p5.pack %c, %s, %s : tensor<32x32xi8>, tensor<1x32xf32>, tensor<1x32xf32> -> !quant3p5.packed<[64 : i64, 32 : i64], 64 : i64, "q3p5">
+  func.return
+}
+// CHECK: quant3p5.pack: builds only the pair43 layout, got "q3p5" (Q3P5 weights come from quant3p5.quantize)
