@@ -63,6 +63,10 @@ _PIPELINE_OPTIONS = [
                  help="Write the IR after every stage to DIR/NN-<stage>.mlir."),
     click.option("--print-ir-after-all", is_flag=True, help="Print the IR after every pass to stderr."),
     click.option("--entry", metavar="NAME", help="Function to compile or run."),
+    click.option("--shape", "shapes", multiple=True, metavar="NAME=d1,d2,...",
+                 help="Static shape for a model input with dynamic dimensions (repeatable)."),
+    click.option("--keep-float", metavar="REGEX",
+                 help="Keep weights whose name matches REGEX in float (e.g. 'embed|lm_head')."),
 ]
 
 
@@ -91,13 +95,34 @@ def main() -> None:
 @_DEBUG
 def compile_command(input: Path, target: str, output: Path | None, passes: str | None,
                     dump_ir: Path | None, print_ir_after_all: bool, entry: str | None,
-                    debug: bool) -> None:
-    """Compile INPUT (.mlir) for a target."""
-    from q35c.compiler.driver import Options, compile_file
+                    shapes: tuple[str, ...], keep_float: str | None, debug: bool) -> None:
+    """Compile INPUT (.mlir or .onnx) for a target."""
+    from q35c.compiler.driver import compile_file
 
-    options = Options(target=target, passes=passes, dump_ir=dump_ir,
-                      print_ir_after_all=print_ir_after_all, entry=entry)
-    _guarded(debug, lambda: compile_file(input, output, options))
+    _guarded(debug, lambda: compile_file(input, output, _options(
+        target, passes, dump_ir, print_ir_after_all, entry, shapes, keep_float)))
+
+
+def _parse_shapes(values: tuple[str, ...]) -> dict[str, tuple[int, ...]]:
+    shapes = {}
+    for item in values:
+        name, sep, dims = item.partition("=")
+        try:
+            shape = tuple(int(d) for d in dims.split(","))
+        except ValueError:
+            shape = ()
+        if not sep or not name or not shape or min(shape) <= 0:
+            raise Q35cError(f"--shape expects NAME=d1,d2,... with positive sizes, got '{item}'")
+        shapes[name] = shape
+    return shapes
+
+
+def _options(target, passes, dump_ir, print_ir_after_all, entry, shapes, keep_float):
+    from q35c.compiler.driver import Options
+
+    return Options(target=target, passes=passes, dump_ir=dump_ir,
+                   print_ir_after_all=print_ir_after_all, entry=entry,
+                   shapes=_parse_shapes(shapes), keep_float=keep_float)
 
 
 def _parse_inputs(values: tuple[str, ...]) -> dict[str, np.ndarray]:
@@ -125,13 +150,14 @@ def _parse_inputs(values: tuple[str, ...]) -> dict[str, np.ndarray]:
 @_DEBUG
 def run_command(input: Path, target: str, inputs: tuple[str, ...], seed: int, output: Path,
                 passes: str | None, dump_ir: Path | None, print_ir_after_all: bool,
-                entry: str | None, debug: bool) -> None:
+                entry: str | None, shapes: tuple[str, ...], keep_float: str | None,
+                debug: bool) -> None:
     """Compile INPUT and execute it; write each output as OUTDIR/<name>.npy."""
-    from q35c.compiler.driver import Options, run_file
+    from q35c.compiler.driver import run_file
 
     def action() -> None:
-        options = Options(target=target, passes=passes, dump_ir=dump_ir,
-                          print_ir_after_all=print_ir_after_all, entry=entry)
+        options = _options(target, passes, dump_ir, print_ir_after_all, entry, shapes,
+                           keep_float)
         outputs = run_file(input, _parse_inputs(inputs), output, options, seed=seed)
         for name, value in outputs.items():
             click.echo(f"{name}: {np.asarray(value).dtype}{list(np.shape(value))} -> "

@@ -9,6 +9,7 @@ temporary directory and moved into place only on success, so a failure writes no
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import sys
 import tempfile
@@ -24,7 +25,7 @@ from xdsl.utils.arg_spec import parse_spec
 from xdsl.utils.exceptions import VerifyException
 
 from q35c.compiler.diagnostics import Q35cError, first_line
-from q35c.compiler.frontends import FRONTENDS, PLANNED as PLANNED_FRONTENDS
+from q35c.compiler.frontends import FRONTENDS, PLANNED as PLANNED_FRONTENDS, FrontendOptions
 from q35c.compiler.ir_text import module_text, referenced_weights
 from q35c.compiler.progress import progress_bar
 from q35c.compiler.registry import Registry, load_registry
@@ -45,7 +46,7 @@ def make_context(registry: Registry | None = None) -> Context:
     return ctx
 
 
-def load_input(path: Path, ctx: Context) -> ModuleOp:
+def load_input(path: Path, ctx: Context, options: FrontendOptions | None = None) -> ModuleOp:
     """Run the frontend for `path`'s extension; the module gets its weight store attached."""
     if not path.exists():
         raise Q35cError(f"{path}: no such file")
@@ -55,7 +56,7 @@ def load_input(path: Path, ctx: Context) -> ModuleOp:
     if suffix not in FRONTENDS:
         known = ", ".join(sorted(FRONTENDS))
         raise Q35cError(f"{path}: unknown input kind '{suffix}' (q35c reads {known})")
-    return FRONTENDS[suffix]()(path, ctx)
+    return FRONTENDS[suffix]()(path, ctx, options or FrontendOptions())
 
 
 # -- pipelines -----------------------------------------------------------------------------
@@ -83,8 +84,13 @@ def _split_top_level(spec: str) -> list[str]:
     return parts
 
 
-def build_pipeline(spec: str | None, registry: Registry | None = None) -> list[ModulePass]:
-    """Pass instances for a pipeline spec in xDSL syntax (None means the default pipeline)."""
+def build_pipeline(spec: str | None, registry: Registry | None = None,
+                   keep_float: str | None = None) -> list[ModulePass]:
+    """Pass instances for a pipeline spec in xDSL syntax (None means the default pipeline).
+
+    `keep_float` (from --keep-float) sets the option of that name on every
+    `quantize-weights` in the pipeline.
+    """
     registry = registry or load_registry()
     text = _expand_default(DEFAULT_PIPELINE if spec is None else spec)
     passes = []
@@ -99,9 +105,12 @@ def build_pipeline(spec: str | None, registry: Registry | None = None) -> list[M
                 f"--passes: unknown pass '{pass_spec.name}' (`q35c passes` lists them){broken}")
         pass_type = _load(registry, "pass", pass_spec.name, registry.passes[pass_spec.name])
         try:
-            passes.append(pass_type.from_pass_spec(pass_spec))
+            pass_ = pass_type.from_pass_spec(pass_spec)
         except (ValueError, TypeError) as err:
             raise Q35cError(f"--passes: {pass_spec.name}: {first_line(err)}") from None
+        if keep_float and pass_spec.name == "quantize-weights":
+            pass_ = dataclasses.replace(pass_, keep_float=keep_float)
+        passes.append(pass_)
     return passes
 
 
@@ -223,14 +232,16 @@ class Options:
     dump_ir: Path | None = None
     print_ir_after_all: bool = False
     entry: str | None = None
+    shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    keep_float: str | None = None
 
 
 def compile_to_module(path: Path, options: Options) -> tuple[Context, ModuleOp]:
     """Frontend and pipeline: the verified module the target will see."""
     registry = load_registry()
     ctx = make_context(registry)
-    passes = build_pipeline(options.passes, registry)
-    module = load_input(path, ctx)
+    passes = build_pipeline(options.passes, registry, options.keep_float)
+    module = load_input(path, ctx, FrontendOptions(shapes=options.shapes))
     dumper = IRDumper(options.dump_ir) if options.dump_ir else None
     run_pipeline(ctx, module, passes, dumper=dumper,
                  print_after_all=options.print_ir_after_all, registry=registry)

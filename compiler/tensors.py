@@ -37,7 +37,9 @@ def constant_value(attr: Attribute, result_type: Attribute) -> np.ndarray:
         dtype = numpy_dtype(result_type.get_element_type())
         shape = tuple(result_type.get_shape())
         flat = np.asarray(attr.get_values(), dtype=dtype)
-        return np.broadcast_to(flat, shape).copy() if flat.size == 1 else flat.reshape(shape)
+        if flat.size == int(np.prod(shape)):
+            return flat.reshape(shape)
+        return np.broadcast_to(flat.reshape(()), shape).copy()  # a splat
     if isinstance(attr, (IntegerAttr, FloatAttr)):
         return np.asarray(attr.value.data, dtype=numpy_dtype(result_type))
     raise ValueError(f"constant attribute {attr} is not supported")

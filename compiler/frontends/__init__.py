@@ -1,20 +1,36 @@
 """Frontends: turn an input file into a verified module with an attached weight store.
 
-Looked up by file extension. `.mlir` is here; `.onnx` and `.f90` arrive with their issues.
+Looked up by file extension: `.mlir` and `.onnx`; `.f90` arrives with the Fortran issue.
 """
 
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from xdsl.context import Context
 from xdsl.dialects.builtin import ModuleOp
 
 
-def _mlir() -> Callable[[Path, Context], ModuleOp]:
+@dataclass(frozen=True)
+class FrontendOptions:
+    shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    """Values for dynamic input dimensions, from `--shape NAME=d1,d2,...`."""
+
+
+Frontend = Callable[[Path, Context, FrontendOptions], ModuleOp]
+
+
+def _mlir() -> Frontend:
     from q35c.compiler.frontends.mlir import load_mlir
 
     return load_mlir
 
 
-FRONTENDS: dict[str, Callable[[], Callable[[Path, Context], ModuleOp]]] = {".mlir": _mlir}
-PLANNED = {".onnx": "ONNX", ".f90": "Fortran", ".f95": "Fortran", ".f03": "Fortran"}
+def _onnx() -> Frontend:
+    from q35c.compiler.frontends.onnx import load_onnx
+
+    return load_onnx
+
+
+FRONTENDS: dict[str, Callable[[], Frontend]] = {".mlir": _mlir, ".onnx": _onnx}
+PLANNED = {".f90": "Fortran", ".f95": "Fortran", ".f03": "Fortran"}

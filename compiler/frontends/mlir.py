@@ -15,11 +15,12 @@ from xdsl.parser import Parser
 from xdsl.utils.exceptions import ParseError, VerifyException
 
 from q35c.compiler.diagnostics import Q35cError, first_line
+from q35c.compiler.frontends import FrontendOptions
 from q35c.compiler.weights import WeightStoreError, store_of
 from q35c.passes.externalize_constants import ExternalizeConstantsPass
 
 
-def load_mlir(path: Path, ctx: Context) -> ModuleOp:
+def load_mlir(path: Path, ctx: Context, options: FrontendOptions) -> ModuleOp:
     try:
         text = path.read_text()
     except (OSError, UnicodeDecodeError) as err:

@@ -167,6 +167,25 @@ def _linalg_broadcast(interp, op: linalg.BroadcastOp, args):
     return (np.broadcast_to(expanded, init.shape).astype(init.dtype),)
 
 
+_REDUCERS = {arith.AddfOp: np.add, arith.MulfOp: np.multiply,
+             arith.MaximumfOp: np.maximum, arith.MinimumfOp: np.minimum,
+             arith.AddiOp: np.add, arith.MaxSIOp: np.maximum, arith.MinSIOp: np.minimum}
+
+
+@impl(linalg.ReduceOp)
+def _linalg_reduce(interp, op: linalg.ReduceOp, args):
+    """A reduction whose body is one combiner op; sums are computed in float64."""
+    source, init = args
+    body = list(op.region.block.ops)
+    combiner = _REDUCERS.get(type(body[0])) if len(body) == 2 else None
+    if combiner is None:
+        raise InterpreterError("linalg.reduce: only single-op add/mul/max/min bodies are supported")
+    axes = tuple(op.dimensions.get_values())
+    wide = source.astype(np.float64) if np.issubdtype(source.dtype, np.floating) else source
+    reduced = combiner.reduce(wide, axis=axes).astype(init.dtype)
+    return (combiner(init, reduced).astype(init.dtype),)
+
+
 @impl(tensor.EmptyOp)
 def _tensor_empty(interp, op: tensor.EmptyOp, args):
     result = op.tensor.type

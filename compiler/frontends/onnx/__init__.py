@@ -1,0 +1,36 @@
+"""The ONNX frontend: `.onnx` models (fp32/fp16/bf16, or pre-quantized) into q35c IR.
+
+    model.py     read the protobuf, opsets, external data (mapped lazily), --shape binding
+    importer.py  walk the graph: fold known values, convert run-time nodes
+    ops.py       one converter per ONNX op type
+    builder.py   numpy-style tensor operations as xDSL ops
+
+Float MatMul/Gemm weights enter the IR as named float `quant3p5.weight`s; the default
+pipeline's `quantize-weights` pass turns them into Q3P5.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from xdsl.context import Context
+from xdsl.dialects.builtin import ModuleOp
+from xdsl.utils.exceptions import VerifyException
+
+from q35c.compiler.diagnostics import Q35cError, first_line
+from q35c.compiler.frontends import FrontendOptions
+from q35c.compiler.frontends.onnx.importer import OnnxImporter
+from q35c.compiler.frontends.onnx.model import load_model
+from q35c.compiler.weights import WeightStore, attach_store
+
+
+def load_onnx(path: Path, ctx: Context, options: FrontendOptions) -> ModuleOp:
+    model = load_model(path)
+    store = WeightStore()
+    module = OnnxImporter(path, model, options.shapes, store).run()
+    attach_store(module, store)
+    try:
+        module.verify()
+    except VerifyException as err:
+        raise Q35cError(f"{path}: the imported IR does not verify: {first_line(err)}") from None
+    return module
