@@ -227,7 +227,8 @@ def write_atomically(out_dir: Path, write) -> None:
 
 @dataclass
 class Options:
-    target: str = "mlir"
+    target: str | None = None
+    """None: `mlir` for compiling, `interp` for running."""
     passes: str | None = None
     dump_ir: Path | None = None
     print_ir_after_all: bool = False
@@ -250,7 +251,7 @@ def compile_to_module(path: Path, options: Options) -> tuple[Context, ModuleOp]:
 
 def compile_file(path: Path, out_dir: Path | None, options: Options, stdout=sys.stdout) -> None:
     """`q35c INPUT --target T -o OUT`."""
-    target = get_target(options.target)
+    target = get_target(options.target or "mlir")
     ctx, module = compile_to_module(path, options)
     if out_dir is None:
         target.emit(ctx, module, stdout)
@@ -265,7 +266,7 @@ def run_file(path: Path, inputs: dict[str, np.ndarray], out_dir: Path, options: 
     from q35c.targets.interp.interpreter import argument_names, entry_function
     from q35c.compiler.tensors import numpy_dtype
 
-    target = get_target(options.target)
+    target = get_target(options.target or "interp")
     ctx, module = compile_to_module(path, options)
     try:
         fn = entry_function(module, options.entry)

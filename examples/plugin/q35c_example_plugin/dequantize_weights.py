@@ -70,7 +70,9 @@ class DequantizeMatmulWeights(RewritePattern):
         if op.lhs.type.get_num_dims() < 2:
             return
         weight = self.float_weight(packed)
-        rewriter.replace(op, [weight, q35nn.BatchMatmulOp(op.lhs, weight.result)])
+        weight.result.name_hint = packed.result.name_hint
+        product = q35nn.BatchMatmulOp(op.lhs, weight.result)
+        rewriter.replace(op, [weight, product])
 
 
 @dataclass(frozen=True)
@@ -86,7 +88,8 @@ class DequantizeWeightsPass(ModulePass):
         try:
             re.compile(self.pattern)
         except re.error as err:
-            raise ValueError(f"pattern {self.pattern!r} is not a regular expression: {err}") from None
+            raise ValueError(
+                f"pattern {self.pattern!r} is not a regular expression: {err}") from None
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
         pattern = DequantizeMatmulWeights(store_of(op), re.compile(self.pattern))
