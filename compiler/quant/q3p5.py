@@ -1,0 +1,525 @@
+"""The Q3P5 weight format: 3.5 bits per weight plus 7 bits of metadata per group.
+
+What it is
+----------
+A weight matrix ``W[K, N]`` (K = reduction axis, N = output columns) is cut, per
+column, into groups of ``group_size`` consecutive K.  Every pair of consecutive
+weights ``(W[2i, n], W[2i+1, n])`` is replaced by ONE 7-bit code, an index into
+the constant table ``CODEBOOK`` of 128 integer points in the plane, and codes
+are stored densely, 8 codes in 7 bytes.  Every group also gets a 7-bit code
+``e | j << 5``: a scale step ``e`` under a per-column float32 super-scale and an
+offset index ``j`` into a per-column 4-entry offset grid.  Decoding, in float32::
+
+    w[k, n]      = scale[g, n] * CODEBOOK[code, k % 2] + offset[g, n],  g = k // group_size
+    scale[g, n]  = super_scale[n] * SCALE_STEPS[e]
+    offset[g, n] = offset_base[n] + offset_step[n] * OFFSET_GRID[j]
+
+Why this design
+---------------
+* A 2-D codebook (vector quantization of pairs) beats a product of two scalar
+  quantizers at 7 bits per pair: its cells are nearly hexagonal and it spends
+  no points in the corners of the square, where bell-shaped pairs rarely fall.
+* Groups of 32 follow outliers (heavy-tailed weights need small groups); packed
+  7-bit group codes and three float32 words per column keep the whole tensor at
+  3.742 bits per weight for K = 4096.
+* The per-column offset grid removes any column-wide mean exactly; the 2-bit
+  per-group index follows group means that wander inside the column.
+* The encoder needs only the mean, max and min of each group and one table
+  look-up per pair, so it quantizes at least as fast as gguf's numpy Q4_0
+  quantizer (docs/benchmarks-format.md).  The codebook was trained (Lloyd's
+  algorithm) on pairs normalized exactly as this encoder normalizes them, which
+  is what makes that cheap, search-free scale choice good.
+
+The byte-level specification and the codebook's derivation are in docs/format.md.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import cache
+
+import numpy as np
+
+__all__ = [
+    "CODEBOOK",
+    "DEFAULT_GROUP_SIZE",
+    "OFFSET_GRID",
+    "SCALE_STEPS",
+    "Q3P5Tensor",
+    "dequantize",
+    "error_bound",
+    "pack_codes",
+    "quantize",
+    "storage_bytes",
+    "unpack_codes",
+]
+
+#: Decode table: ``CODEBOOK[code]`` = (level of the even-k weight, level of the odd-k weight).
+# fmt: off
+CODEBOOK: np.ndarray = np.array([
+     -98, -27,   -98,  -1,   -98,  23,   -96, -58,   -96,  53,   -87,  88,   -85, -91,   -81, -14,
+     -78, -40,   -78,  11,   -76,  36,   -69,  59,   -66, -66,   -66,  -4,   -64, -23,   -63,  22,
+     -58, -43,   -55,   7,   -55,  39,   -53,  75,   -52,  97,   -50, -93,   -50,  -9,   -47, -26,
+     -47,  23,   -46,  54,   -45, -61,   -41, -42,   -41,   8,   -37,  -4,   -37,  36,   -35, -16,
+     -32,  19,   -31, -30,   -31,  72,   -30, -72,   -29,  53,   -28,   6,   -27, -47,   -26,  96,
+     -24,  -7,   -23, -97,   -21, -19,   -21,  27,   -21,  40,   -19,  14,   -17, -33,   -16, -59,
+     -16,   2,   -13, -10,   -13,  54,   -12,  74,   -11, -79,   -11, -45,    -9, -22,    -9,  22,
+      -9,  36,    -8,  10,    -5,  -2,    -3, -34,    -3,  98,    -1, -12,     0, -64,     1, -98,
+       2,   6,     2,  17,     2,  60,     3,  29,     3,  44,     4, -49,     4, -23,     6,  -3,
+       7,  79,    10, -80,    10, -35,    11, -12,    12,   9,    14,  20,    15,  34,    17, -64,
+      17, -23,    17,  -1,    18,  49,    18,  64,    20, -48,    20,  98,    24, -12,    25, -98,
+      25, -33,    25,  12,    25,  26,    29,   0,    31,  40,    32, -22,    32,  78,    35, -78,
+      35, -43,    35,  58,    36, -60,    36,  20,    39, -10,    39,   6,    44, -30,    45,  32,
+      50,  97,    51,  17,    51,  48,    52, -17,    52,  -1,    53, -48,    56, -97,    56,  71,
+      59, -71,    63, -31,    63,  31,    66,  10,    67, -10,    73,  53,    75, -52,    82, -26,
+      82,  26,    83,   0,    87,  85,    91, -82,    97,  45,    98, -43,    99, -12,    99,  14,
+], dtype=np.int8).reshape(128, 2)
+# fmt: on
+CODEBOOK.setflags(write=False)
+
+DEFAULT_GROUP_SIZE: int = 32
+
+#: ``SCALE_STEPS[e]`` = 2 ** (-e / 5) rounded to float32, e = 0..31.  Built from the
+#: bit patterns of five mantissas times exact powers of two, so no math library
+#: is involved and every target can reproduce the table bit for bit.
+_STEP_MANTISSAS = np.array(
+    [0x3F800000, 0x3F5EDC67, 0x3F420300, 0x3F28E5A3, 0x3F13088C], dtype=np.uint32
+).view(np.float32)
+SCALE_STEPS: np.ndarray = np.ldexp(
+    _STEP_MANTISSAS[np.arange(32) % 5], -(np.arange(32) // 5)
+).astype(np.float32)
+SCALE_STEPS.setflags(write=False)
+
+#: Offset grid in units of ``offset_step``: the centres of four equal bins.
+OFFSET_GRID: np.ndarray = np.array([-1.5, -0.5, 0.5, 1.5], dtype=np.float32)
+OFFSET_GRID.setflags(write=False)
+
+_MAGIC = b"Q3P5"
+_VERSION = 1
+_HEADER = struct.Struct("<4sHHII")  # magic, version, group_size, K, N
+_CRC = struct.Struct("<I")
+_COLUMN_WORDS = 3  # float32 super_scale, offset_base, offset_step per column
+
+# Encoder constants (not part of the decoding rule).
+_RANGE = np.float32(100.0)  # a group's largest |w - offset| maps to 100 level units
+_LATTICE = 127  # normalized weights are rounded to the integer lattice [-127, 127]^2
+_MIN_SUPER_SCALE = np.float32(2.0**-96)  # columns this small are stored as scale 0
+_MAX_ABS = np.float32(2.0**120)  # keeps every float32 intermediate finite
+_CHUNK_ELEMENTS = 1 << 18  # weights per encoder step, sized for the L2 cache
+
+
+# --------------------------------------------------------------------------- #
+# 7-bit packing                                                                #
+# --------------------------------------------------------------------------- #
+
+
+def _pack_rows(codes: np.ndarray) -> np.ndarray:
+    """uint8 codes [8*B, N] -> bytes [B, 7, N].  Code i of a block occupies bits
+    7i..7i+6 of a little-endian 56-bit word: byte b = (c[b] >> b) | (c[b+1] << (7-b))."""
+    blocks = codes.reshape(-1, 8, codes.shape[-1])
+    out = np.empty((blocks.shape[0], 7, blocks.shape[2]), dtype=np.uint8)
+    for b in range(7):
+        np.right_shift(blocks[:, b], np.uint8(b), out=out[:, b])
+        out[:, b] |= blocks[:, b + 1] << np.uint8(7 - b)  # uint8 shift drops the high bits
+    return out
+
+
+def pack_codes(codes: np.ndarray) -> np.ndarray:
+    """Pack 7-bit codes [P, N] (0..127) into uint8 [N, ceil(P/8) * 7]: row n holds
+    column n's codes in P order, 8 codes per 7 bytes, the last block padded with 0."""
+    codes = np.asarray(codes)
+    if codes.ndim != 2:
+        raise ValueError(f"codes must be 2-D [P, N], got shape {codes.shape}")
+    if codes.size and (codes.min() < 0 or codes.max() > 127):
+        raise ValueError("codes must lie in 0..127")
+    p, n = codes.shape
+    padded = np.zeros((-(-p // 8) * 8, n), dtype=np.uint8)
+    padded[:p] = codes
+    return np.ascontiguousarray(_pack_rows(padded).transpose(2, 0, 1)).reshape(n, -1)
+
+
+def unpack_codes(payload: np.ndarray, P: int, N: int) -> np.ndarray:
+    """Inverse of :func:`pack_codes`: uint8 [N, ceil(P/8) * 7] -> codes uint8 [P, N]."""
+    blocks = -(-P // 8)
+    payload = np.asarray(payload, dtype=np.uint8)
+    if payload.size != N * blocks * 7:
+        raise ValueError(f"payload has {payload.size} bytes, expected {N * blocks * 7}")
+    words = np.zeros((N, blocks, 8), dtype=np.uint8)
+    words[:, :, :7] = payload.reshape(N, blocks, 7)
+    shifts = np.arange(0, 56, 7, dtype=np.uint64)
+    codes = (words.view("<u8") >> shifts) & np.uint64(0x7F)  # [N, blocks, 8]
+    return np.ascontiguousarray(codes.astype(np.uint8).reshape(N, blocks * 8)[:, :P].T)
+
+
+# --------------------------------------------------------------------------- #
+# The tensor                                                                   #
+# --------------------------------------------------------------------------- #
+
+
+def _check_group_size(group_size: int) -> None:
+    if not isinstance(group_size, (int, np.integer)) or group_size < 16 or group_size % 16:
+        raise ValueError(f"group_size must be a positive multiple of 16, got {group_size!r}")
+    if group_size > 0xFFF0:
+        raise ValueError(f"group_size must fit in 16 bits, got {group_size}")
+
+
+def _layout(shape: tuple[int, int], group_size: int) -> tuple[int, int, int]:
+    """(groups per column, payload bytes per column, group-code bytes per column)."""
+    groups = -(-shape[0] // group_size)
+    return groups, groups * group_size // 16 * 7, -(-groups // 8) * 7
+
+
+def storage_bytes(shape: tuple[int, int], group_size: int = DEFAULT_GROUP_SIZE) -> int:
+    """Exact size in bytes of a serialized [K, N] tensor: header, arrays, checksum."""
+    _check_group_size(group_size)
+    _, payload_bytes, meta_bytes = _layout(shape, group_size)
+    return _HEADER.size + shape[1] * (4 * _COLUMN_WORDS + meta_bytes + payload_bytes) + _CRC.size
+
+
+def _decode_meta(
+    group_codes: np.ndarray,
+    super_scale: np.ndarray,
+    offset_base: np.ndarray,
+    offset_step: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """float32 [G, N] scale and offset from the group codes and per-column words."""
+    scale = super_scale * SCALE_STEPS[group_codes & 31]
+    offset = offset_base + offset_step * OFFSET_GRID[group_codes >> 5]
+    return scale, offset
+
+
+@dataclass(frozen=True, eq=False)
+class Q3P5Tensor:
+    """A quantized [K, N] matrix, holding exactly the arrays that are stored.
+
+    payload      uint8 [N, G*group_size/16*7]  column n's pair codes, 8 per 7 bytes
+    meta         uint8 [N, ceil(G/8)*7]         column n's group codes e | j << 5, 8 per 7 bytes
+    super_scale  float32 [N]                    scale unit of each column
+    offset_base  float32 [N]                    centre of each column's offset grid
+    offset_step  float32 [N]                    spacing of each column's offset grid
+    """
+
+    shape: tuple[int, int]
+    group_size: int
+    payload: np.ndarray
+    meta: np.ndarray
+    super_scale: np.ndarray
+    offset_base: np.ndarray
+    offset_step: np.ndarray
+
+    def __post_init__(self) -> None:
+        k, n = self.shape
+        if k < 1 or n < 1:
+            raise ValueError(f"shape must be positive, got {self.shape}")
+        _check_group_size(self.group_size)
+        _, payload_bytes, meta_bytes = _layout(self.shape, self.group_size)
+        for field, dtype, shape in (
+            ("payload", np.uint8, (n, payload_bytes)),
+            ("meta", np.uint8, (n, meta_bytes)),
+            ("super_scale", np.float32, (n,)),
+            ("offset_base", np.float32, (n,)),
+            ("offset_step", np.float32, (n,)),
+        ):
+            arr = getattr(self, field)
+            if not isinstance(arr, np.ndarray) or arr.dtype != dtype or arr.shape != shape:
+                raise ValueError(f"{field} must be a {np.dtype(dtype)} array of shape {shape}")
+        words = np.stack([self.super_scale, self.offset_base, self.offset_step])
+        if not np.isfinite(words).all() or (self.super_scale < 0).any():
+            raise ValueError("per-column words must be finite, super_scale non-negative")
+
+    @property
+    def num_groups(self) -> int:
+        return _layout(self.shape, self.group_size)[0]
+
+    def nbytes(self) -> int:
+        """Everything stored: header, per-column words, group codes, payload, checksum."""
+        return storage_bytes(self.shape, self.group_size)
+
+    def bits_per_weight(self) -> float:
+        return self.nbytes() * 8 / (self.shape[0] * self.shape[1])
+
+    def group_codes(self) -> np.ndarray:
+        """uint8 [G, N]: bits 0..4 scale step e, bits 5..6 offset index j."""
+        return unpack_codes(self.meta, self.num_groups, self.shape[1])
+
+    def scales(self) -> np.ndarray:
+        """float32 [G, N] decoded group scales."""
+        return self._meta()[0]
+
+    def offsets(self) -> np.ndarray:
+        """float32 [G, N] decoded group offsets."""
+        return self._meta()[1]
+
+    def _meta(self) -> tuple[np.ndarray, np.ndarray]:
+        words = (self.super_scale, self.offset_base, self.offset_step)
+        return _decode_meta(self.group_codes(), *words)
+
+    def codes(self) -> np.ndarray:
+        """uint8 [ceil(K/2), N] pair codes, padding pairs dropped."""
+        stored = unpack_codes(self.payload, self.num_groups * self.group_size // 2, self.shape[1])
+        return stored[: -(-self.shape[0] // 2)]
+
+    def to_bytes(self) -> bytes:
+        """Header, the three per-column float32 arrays, meta, payload, CRC-32 (see format.md)."""
+        k, n = self.shape
+        body = b"".join(
+            (
+                _HEADER.pack(_MAGIC, _VERSION, self.group_size, k, n),
+                self.super_scale.astype("<f4").tobytes(),
+                self.offset_base.astype("<f4").tobytes(),
+                self.offset_step.astype("<f4").tobytes(),
+                self.meta.tobytes(),
+                self.payload.tobytes(),
+            )
+        )
+        return body + _CRC.pack(zlib.crc32(body))
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Q3P5Tensor:
+        """Parse :meth:`to_bytes` output; malformed input raises ValueError."""
+        data = bytes(data)
+        if len(data) < _HEADER.size + _CRC.size:
+            raise ValueError(f"Q3P5 blob too short ({len(data)} bytes)")
+        magic, version, group_size, k, n = _HEADER.unpack_from(data)
+        if magic != _MAGIC:
+            raise ValueError(f"not a Q3P5 blob (magic {magic!r})")
+        if version != _VERSION:
+            raise ValueError(f"unsupported Q3P5 version {version}")
+        if k < 1 or n < 1:
+            raise ValueError(f"Q3P5 blob has an empty shape ({k}, {n})")
+        expected = storage_bytes((k, n), group_size)  # also validates group_size
+        if len(data) != expected:
+            raise ValueError(f"Q3P5 blob has {len(data)} bytes, its header implies {expected}")
+        (crc,) = _CRC.unpack_from(data, len(data) - _CRC.size)
+        if crc != zlib.crc32(data[: -_CRC.size]):
+            raise ValueError("Q3P5 blob checksum mismatch (corrupt data)")
+        _, payload_bytes, meta_bytes = _layout((k, n), group_size)
+        words = np.frombuffer(data, "<f4", _COLUMN_WORDS * n, _HEADER.size).astype(np.float32)
+        super_scale, offset_base, offset_step = words.reshape(_COLUMN_WORDS, n)
+        start = _HEADER.size + 4 * _COLUMN_WORDS * n
+        meta = np.frombuffer(data, np.uint8, n * meta_bytes, start).reshape(n, meta_bytes)
+        payload = np.frombuffer(data, np.uint8, n * payload_bytes, start + meta.size)
+        return cls(
+            (k, n), group_size, payload.reshape(n, payload_bytes).copy(), meta.copy(),
+            super_scale.copy(), offset_base.copy(), offset_step.copy(),
+        )
+
+
+# --------------------------------------------------------------------------- #
+# Encoder                                                                      #
+# --------------------------------------------------------------------------- #
+
+
+def _check_matrix(w: np.ndarray, name: str) -> np.ndarray:
+    w = np.asarray(w)
+    if w.ndim != 2:
+        raise ValueError(f"{name!r}: expected a 2-D [K, N] matrix, got shape {w.shape}")
+    if w.shape[0] < 1 or w.shape[1] < 1:
+        raise ValueError(f"{name!r}: empty matrix of shape {w.shape}")
+    if w.dtype.kind not in "fiu":
+        raise ValueError(f"{name!r}: expected a real numeric dtype, got {w.dtype}")
+    return w
+
+
+def _group_blocks(w: np.ndarray, group_size: int) -> Iterator[tuple[int, np.ndarray]]:
+    """Yield (first group, float32 [groups, group_size, N]) over whole groups, a
+    cache-sized batch at a time.  A partial last group is padded by repeating row
+    K-1, which leaves its max and min unchanged."""
+    k, n = w.shape
+    groups = -(-k // group_size)
+    step = max(1, _CHUNK_ELEMENTS // (group_size * n))
+    for g0 in range(0, groups, step):
+        g1 = min(groups, g0 + step)
+        rows = w[g0 * group_size : g1 * group_size]
+        missing = (g1 - g0) * group_size - rows.shape[0]
+        if missing:
+            rows = np.concatenate([rows, np.repeat(rows[-1:], missing, axis=0)])
+        yield g0, np.asarray(rows, dtype=np.float32).reshape(g1 - g0, group_size, n)
+
+
+def _group_stats(w: np.ndarray, group_size: int, name: str) -> tuple[np.ndarray, ...]:
+    """float32 [G, N] mean, max and min of every group, over its real rows only
+    (padding copies row K-1, so it changes neither max nor min)."""
+    groups = -(-w.shape[0] // group_size)
+    total, hi, lo = (np.empty((groups, w.shape[1]), dtype=np.float32) for _ in range(3))
+    for g0, x in _group_blocks(w, group_size):
+        g1 = g0 + x.shape[0]
+        x.sum(axis=1, out=total[g0:g1])
+        x.max(axis=1, out=hi[g0:g1])  # NaN and +-Inf propagate into max or min
+        x.min(axis=1, out=lo[g0:g1])
+    if not (np.isfinite(hi).all() and np.isfinite(lo).all()):
+        raise ValueError(f"cannot quantize {name!r}: it contains NaN or Inf (in float32)")
+    if max(-lo.min(), hi.max()) > _MAX_ABS:
+        raise ValueError(f"cannot quantize {name!r}: |w| exceeds 2**120")
+    rows = np.full((groups, 1), group_size, dtype=np.float32)
+    padding = groups * group_size - w.shape[0]
+    if padding:
+        total[-1] -= np.float32(padding) * np.asarray(w[-1], dtype=np.float32)
+        rows[-1] -= padding
+    return np.clip(total / rows, lo, hi), hi, lo  # clip: rounding must not leave [lo, hi]
+
+
+def _choose_meta(mean: np.ndarray, hi: np.ndarray, lo: np.ndarray) -> tuple[np.ndarray, ...]:
+    """The encoder's choice of per-column words and group codes.
+
+    Offsets: each column's grid spans its group means in four equal bins; every
+    group takes the bin of its mean.  Scales: the decoded offset's largest
+    distance to the group's max or min maps to _RANGE level units (the
+    normalization the codebook was trained for), rounded to the nearest fifth
+    of an octave below the column's largest group scale.
+    Returns (group_codes [G, N], super_scale, offset_base, offset_step).
+    """
+    top, bottom = mean.max(axis=0), mean.min(axis=0)
+    offset_base = (top + bottom) * np.float32(0.5)
+    offset_step = (top - bottom) * np.float32(0.25)
+    bins = np.divide(
+        mean - offset_base, offset_step, out=np.zeros_like(mean), where=offset_step > 0
+    )
+    j = np.clip(np.floor(bins) + 2, 0, 3).astype(np.uint8)
+    offset = offset_base + offset_step * OFFSET_GRID[j]
+    scale = np.maximum(hi - offset, offset - lo) / _RANGE
+    super_scale = scale.max(axis=0)
+    super_scale[super_scale < _MIN_SUPER_SCALE] = 0
+    ratio = np.divide(super_scale, scale, out=np.full_like(scale, np.inf), where=scale > 0)
+    with np.errstate(divide="ignore"):  # ratio 0 (zero column) -> e = 0
+        e = np.clip(np.rint(5 * np.log2(ratio)), 0, 31).astype(np.uint8)
+    return e | (j << 5), super_scale, offset_base, offset_step
+
+
+def _lattice_map(scale: np.ndarray, offset: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(inv, bias) such that y = w * inv + bias (two float32 roundings) is
+    (w - offset) / scale + 127.5; floor(y) - 127 is then the nearest lattice
+    point.  A zero scale maps every weight to y = 127.5, the lattice origin."""
+    inv = np.divide(1, scale, out=np.zeros_like(scale), where=scale > 0)
+    return inv, np.float32(_LATTICE + 0.5) - offset * inv
+
+
+@cache
+def _nearest_code_table() -> np.ndarray:
+    """uint8 [255 * 255]: the code nearest (ties to the lower code) to every
+    lattice point (a, b) in [-127, 127]^2, at index (a + 127) * 255 + (b + 127)."""
+    axis = np.arange(-_LATTICE, _LATTICE + 1, dtype=np.int32)
+    cb = CODEBOOK.astype(np.int32)
+    dx = (axis[:, None] - cb[:, 0]) ** 2  # [255, 128]
+    dy = (axis[:, None] - cb[:, 1]) ** 2
+    return (dx[:, None, :] + dy[None, :, :]).argmin(axis=2).astype(np.uint8).ravel()
+
+
+def _encode(
+    w: np.ndarray, group_size: int, inv: np.ndarray, bias: np.ndarray, needs_clip: np.ndarray
+) -> np.ndarray:
+    """Packed pair codes [N, bytes] of w under the lattice map (inv, bias).
+    ``needs_clip[g, n]`` marks groups whose y leaves [0, 255)."""
+    groups, n = inv.shape
+    padding = groups * group_size - w.shape[0]
+    lut = _nearest_code_table()
+    blocks_per_group = group_size // 16
+    payload = np.empty((n, groups * blocks_per_group, 7), dtype=np.uint8)
+    for g0, x in _group_blocks(w, group_size):
+        g1 = g0 + x.shape[0]
+        y = np.multiply(x, inv[g0:g1, None])
+        y += bias[g0:g1, None]
+        if needs_clip[g0:g1].any():
+            np.clip(y, 0, 2 * _LATTICE, out=y)
+        if padding and g1 == groups:  # padding is encoded as the offset: the lattice origin
+            y[-1, group_size - padding :] = _LATTICE + 0.5
+        lattice = y.astype(np.uint16).reshape(-1, 2, n)  # truncation is floor since y >= 0
+        index = np.multiply(lattice[:, 0], np.uint16(2 * _LATTICE + 1))
+        index += lattice[:, 1]
+        packed = _pack_rows(lut.take(index))
+        payload[:, g0 * blocks_per_group : g1 * blocks_per_group] = packed.transpose(2, 0, 1)
+    return payload.reshape(n, -1)
+
+
+def _lattice_extent(
+    hi: np.ndarray, lo: np.ndarray, inv: np.ndarray, bias: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """y of each group's min and max, with the encoder's float32 operations.  Both
+    roundings are monotonic, so every y of the group lies in [y_lo, y_hi]."""
+    return lo * inv + bias, hi * inv + bias
+
+
+def quantize(
+    w: np.ndarray, *, group_size: int = DEFAULT_GROUP_SIZE, name: str = "tensor"
+) -> Q3P5Tensor:
+    """Quantize a real matrix W[K, N] (groups run along K) to Q3P5.
+
+    Raises ValueError if W is not 2-D, is empty, or holds NaN or Inf (the
+    message names ``name``)."""
+    _check_group_size(group_size)
+    w = _check_matrix(w, name)
+    mean, hi, lo = _group_stats(w, group_size, name)
+    group_codes, super_scale, offset_base, offset_step = _choose_meta(mean, hi, lo)
+    inv, bias = _lattice_map(*_decode_meta(group_codes, super_scale, offset_base, offset_step))
+    y_lo, y_hi = _lattice_extent(hi, lo, inv, bias)
+    needs_clip = (y_lo < 0) | (y_hi >= 2 * _LATTICE + 1)
+    payload = _encode(w, group_size, inv, bias, needs_clip)
+    return Q3P5Tensor(
+        (w.shape[0], w.shape[1]), group_size, payload, pack_codes(group_codes),
+        super_scale, offset_base, offset_step,
+    )
+
+
+# --------------------------------------------------------------------------- #
+# Decoder and error bound                                                      #
+# --------------------------------------------------------------------------- #
+
+
+def dequantize(q: Q3P5Tensor) -> np.ndarray:
+    """float32 [K, N]: scale * CODEBOOK[code, k % 2] + offset, elementwise in float32."""
+    k, n = q.shape
+    codes = unpack_codes(q.payload, q.num_groups * q.group_size // 2, n)
+    levels = CODEBOOK.astype(np.float32)[codes]  # [P, N, 2]
+    levels = levels.transpose(0, 2, 1).reshape(q.num_groups, q.group_size, n)
+    scale, offset = q._meta()
+    out = scale[:, None, :] * levels + offset[:, None, :]
+    return out.reshape(-1, n)[:k]
+
+
+@cache
+def _radius_error_table() -> np.ndarray:
+    """float32 [128]: entry r is the largest per-coordinate distance between a
+    lattice point with max(|a|, |b|) <= r and the code the encoder gives it."""
+    axis = np.arange(-_LATTICE, _LATTICE + 1)
+    a, b = np.meshgrid(axis, axis, indexing="ij")
+    levels = CODEBOOK.astype(np.int64)[_nearest_code_table()].reshape(a.shape + (2,))
+    distance = np.maximum(np.abs(a - levels[..., 0]), np.abs(b - levels[..., 1]))
+    ring = np.maximum(np.abs(a), np.abs(b))
+    worst = np.zeros(_LATTICE + 1, dtype=np.int64)
+    np.maximum.at(worst, ring.ravel(), distance.ravel())
+    return np.maximum.accumulate(worst).astype(np.float32)
+
+
+def error_bound(w: np.ndarray, q: Q3P5Tensor) -> np.ndarray:
+    """float32 [G, N]: a bound on |w - dequantize(q)| over every element of each group,
+    valid when ``q == quantize(w, group_size=q.group_size)``.
+
+    The encoder maps a weight to y = (w - offset) / scale + 127.5 and picks the
+    code of lattice point clip(floor(y), 0, 254) - 127.  Within a group every
+    lattice point has Chebyshev radius <= r (from the group's min and max), so
+    the chosen level is within _radius_error_table()[r] of it, and the lattice
+    point is within 0.5 of (w - offset) / scale plus how far the group leaves
+    the lattice (clipping).  The result is scaled back and padded generously
+    for float32 rounding (2**-10 level units, 2**-20 relative, 2**-126 absolute)."""
+    w = _check_matrix(w, "w")
+    if w.shape != q.shape:
+        raise ValueError(f"w has shape {w.shape}, tensor has {q.shape}")
+    _, hi, lo = _group_stats(w, q.group_size, "w")
+    scale, offset = q._meta()
+    y_lo, y_hi = _lattice_extent(hi, lo, *_lattice_map(scale, offset))
+    top = 2 * _LATTICE
+    radius = np.maximum(
+        np.abs(np.clip(np.floor(y_lo), 0, top) - _LATTICE),
+        np.abs(np.clip(np.floor(y_hi), 0, top) - _LATTICE),
+    ).astype(np.intp)
+    outside = np.maximum(np.maximum(-y_lo, y_hi - (top + 1)), 0)
+    level_error = _radius_error_table()[radius] + np.float32(0.5) + outside + np.float32(2.0**-10)
+    magnitude = np.maximum(np.abs(hi), np.abs(lo))
+    rounding = np.float32(2.0**-20) * (magnitude + np.abs(offset) + scale * np.float32(_LATTICE))
+    rounding += np.float32(2.0**-126)  # subnormal inputs round in absolute, not relative, terms
+    # A zero scale (a column below _MIN_SUPER_SCALE) decodes every weight to its offset.
+    spread = np.maximum(hi - offset, offset - lo)
+    return np.where(scale > 0, scale * level_error, spread) + rounding
