@@ -94,10 +94,11 @@ def test_invalid_ir_names_the_op(tmp_path):
 
 
 def test_frontends_not_yet_built_and_missing_files(tmp_path):
-    model = tmp_path / "model.onnx"
-    model.write_bytes(b"\0")
-    assert_user_error(q35c(model, check=False), "the ONNX frontend is not implemented yet")
+    kernel = tmp_path / "kernel.f90"
+    kernel.write_text("end\n")
+    assert_user_error(q35c(kernel, check=False), "the Fortran frontend is not implemented yet")
     assert_user_error(q35c(tmp_path / "nope.mlir", check=False), "no such file")
+    assert_user_error(q35c(tmp_path / "model.txt", check=False), "no such file")
 
 
 def test_failing_pass_writes_nothing_to_output(tmp_path):
