@@ -42,19 +42,22 @@ setup() { install_system_tools; setup_venv; }
 
 demo() {
   setup
-  local q="$VENV/bin/q35c" out=out/demo
+  local q="$VENV/bin/q35c" out=out/demo model=examples/models/llama_tiny.onnx
   rm -rf "$out"
-  log "compile examples/mlp.mlir to MLIR, dumping the IR after every pass"
-  "$q" examples/mlp.mlir --target mlir -o "$out/mlir" --dump-ir "$out/dumps"
-  ls -l "$out/mlir" "$out/dumps"
+  log "compile $model (a LLaMA-style decoder) to Q3P5 IR, dumping the IR after every pass"
+  "$q" "$model" --shape input_ids=1,8 --target mlir -o "$out/llama" --dump-ir "$out/dumps"
+  ls -l "$out/llama" "$out/dumps"
   log "check every dump with upstream mlir-opt-22 and q35c's IRDL export"
   "$q" irdl > "$out/q35c.irdl.mlir"
-  for f in "$out"/dumps/*.mlir "$out"/mlir/*.mlir; do
+  for f in "$out"/dumps/*.mlir "$out"/llama/*.mlir; do
     mlir-opt-22 --irdl-file="$out/q35c.irdl.mlir" "$f" -o /dev/null && echo "mlir-opt-22 ok: $f"
   done
-  log "run the quantized model with the reference interpreter (float and int8 activations)"
-  "$q" run examples/mlp.mlir -o "$out/run" --seed 1
-  "$q" run examples/mlp.mlir -o "$out/run-int8" --seed 1 --passes default,int8-activations
+  log "run it with the reference interpreter: float and int8 activations"
+  "$q" run "$model" --shape input_ids=1,8 -o "$out/run" --seed 1
+  "$q" run "$model" --shape input_ids=1,8 -o "$out/run-int8" --seed 1 \
+    --input input_ids="$out/run/input_ids.npy" --passes default,int8-activations
+  log "the bundled .mlir example: an MLP block"
+  "$q" run examples/mlp.mlir -o "$out/mlp" --seed 1
 }
 
 run_tests() {

@@ -282,7 +282,8 @@ def run_file(path: Path, inputs: dict[str, np.ndarray], out_dir: Path, options: 
         if np.issubdtype(dtype, np.floating):
             generated[name] = rng.standard_normal(shape).astype(dtype)
         else:
-            generated[name] = rng.integers(0, 2, size=shape).astype(dtype)
+            # Small non-negative values: valid token ids and indices for any table >= 16.
+            generated[name] = rng.integers(0, 16, size=shape).astype(dtype)
     unknown = sorted(set(inputs) - set(argument_names(fn)))
     if unknown:
         raise Q35cError(f"{path}: unknown input(s) {', '.join(unknown)}; the entry takes "
