@@ -3,7 +3,8 @@
 Everything else in a q35c graph reuses xDSL: elementwise math is `arith`/`math` on tensors,
 2-D matmul/transpose/broadcast/fill are `linalg`, reshape/concat/slice are `tensor`. This
 dialect adds only what those lack in xDSL 0.74: batched (broadcasting) matmul, softmax,
-layer and RMS normalization, GELU, SiLU and gather. All ops are pure, on static-shape
+layer and RMS normalization, GELU, SiLU and gather, plus the fused forms that fusion passes
+produce for hardware targets: SwiGLU and scaled dot-product attention. All ops are pure, on static-shape
 float32 tensors (gather indices are integer), and carry plain builtin attributes so that
 upstream `mlir-opt` can check dumps with the IRDL export.
 
@@ -12,6 +13,7 @@ Semantics (the rounding and order of every op) are defined by the reference inte
 
 from __future__ import annotations
 
+import numpy as np
 from xdsl.dialects.builtin import (
     I64,
     Float32Type,
@@ -24,10 +26,12 @@ from xdsl.dialects.builtin import (
 )
 from xdsl.ir import Dialect, SSAValue
 from xdsl.irdl import (
+    AttrSizedOperandSegments,
     IRDLOperation,
     attr_def,
     irdl_op_definition,
     operand_def,
+    opt_operand_def,
     result_def,
     traits_def,
 )
@@ -291,8 +295,91 @@ class GatherOp(IRDLOperation):
             )
 
 
+@irdl_op_definition
+class SwigluOp(IRDLOperation):
+    """The SwiGLU gate: `silu(gate) * up`, elementwise.
+
+    ```mlir
+    %y = q35nn.swiglu %gate, %up : tensor<4x128xf32>, tensor<4x128xf32> -> tensor<4x128xf32>
+    ```
+    """
+
+    name = "q35nn.swiglu"
+    gate = operand_def(F32Tensor)
+    up = operand_def(F32Tensor)
+    result = result_def(F32Tensor)
+    traits = traits_def(Pure())
+    assembly_format = "$gate `,` $up attr-dict `:` type($gate) `,` type($up) `->` type($result)"
+
+    def __init__(self, gate: SSAValue, up: SSAValue):
+        super().__init__(operands=[gate, up], result_types=[gate.type])
+
+    def verify_(self) -> None:
+        _check_same_shape(self, self.gate, self.up, self.result)
+
+
+@irdl_op_definition
+class AttentionOp(IRDLOperation):
+    """Scaled dot-product attention: `softmax(q k^T * scale + mask) v` over the last axes.
+
+    q [..., Sq, D], k [..., Sk, D], v [..., Sk, Dv] share their batch dims; the optional
+    additive mask broadcasts (numpy rules) to [..., Sq, Sk]. Result [..., Sq, Dv].
+
+    ```mlir
+    %y = q35nn.attention %q, %k, %v mask %m {scale = 0.25 : f32} : tensor<1x4x8x16xf32>, tensor<1x4x8x16xf32>, tensor<1x4x8x16xf32>, tensor<8x8xf32> -> tensor<1x4x8x16xf32>
+    ```
+    """
+
+    name = "q35nn.attention"
+    query = operand_def(F32Tensor)
+    key = operand_def(F32Tensor)
+    values = operand_def(F32Tensor)
+    mask = opt_operand_def(F32Tensor)
+    result = result_def(F32Tensor)
+    scale = attr_def(FloatAttr)
+    irdl_options = (AttrSizedOperandSegments(),)
+    traits = traits_def(Pure())
+    assembly_format = (
+        "$query `,` $key `,` $values (`mask` $mask^)? attr-dict `:` type($query) `,` type($key) `,` "
+        "type($values) (`,` type($mask)^)? `->` type($result)"
+    )
+
+    def __init__(self, query: SSAValue, key: SSAValue, values: SSAValue,
+                 mask: SSAValue | None, scale: float):
+        out = (*_shape(query)[:-1], _shape(values)[-1])
+        super().__init__(operands=[query, key, values, [mask] if mask is not None else []],
+                         result_types=[TensorType(Float32Type(), out)],
+                         attributes={"scale": FloatAttr(scale, Float32Type())})
+
+    def verify_(self) -> None:
+        q, k, v = _shape(self.query), _shape(self.key), _shape(self.values)
+        if min(len(q), len(k), len(v)) < 2 or not (q[:-2] == k[:-2] == v[:-2]):
+            raise VerifyException(
+                f"q35nn.attention: query {q}, key {k} and value {v} must have rank >= 2 "
+                "and equal batch dimensions")
+        if q[-1] != k[-1] or k[-2] != v[-2]:
+            raise VerifyException(
+                f"q35nn.attention: query {q} / key {k} head dims or key {k} / value {v} "
+                "sequence lengths differ")
+        scores = (*q[:-1], k[-2])
+        if self.mask is not None:
+            mask = _shape(self.mask)
+            try:
+                if np.broadcast_shapes(mask, scores) != scores:
+                    raise ValueError
+            except ValueError:
+                raise VerifyException(
+                    f"q35nn.attention: mask {mask} does not broadcast to the scores {scores}"
+                ) from None
+        if _shape(self.result) != (*q[:-1], v[-1]):
+            raise VerifyException(
+                f"q35nn.attention: result shape is {_shape(self.result)}, expected "
+                f"{(*q[:-1], v[-1])}")
+
+
 Q35nn = Dialect(
     "q35nn",
-    [SiluOp, GeluOp, SoftmaxOp, LayerNormOp, RMSNormOp, BatchMatmulOp, GatherOp],
+    [SiluOp, GeluOp, SoftmaxOp, LayerNormOp, RMSNormOp, BatchMatmulOp, GatherOp, SwigluOp,
+     AttentionOp],
     [],
 )

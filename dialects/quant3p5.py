@@ -34,12 +34,14 @@ from xdsl.dialects.builtin import (
 )
 from xdsl.ir import Attribute, Dialect, ParametrizedAttribute, SSAValue, TypeAttribute
 from xdsl.irdl import (
-    base,
+    AttrSizedOperandSegments,
     IRDLOperation,
     attr_def,
+    base,
     irdl_attr_definition,
     irdl_op_definition,
     operand_def,
+    opt_operand_def,
     result_def,
     traits_def,
 )
@@ -443,9 +445,66 @@ class MatmulInt8Op(IRDLOperation):
         _expect(self, "result shape", _tensor_shape(self.result, self, "result"), want)
 
 
+ACTIVATIONS = ("none", "relu", "gelu", "gelu_tanh", "silu")
+
+
+@irdl_op_definition
+class FusedMatmulOp(IRDLOperation):
+    """`act(x * deq(W) + bias) + residual`: a quantized matmul with its epilogue fused.
+
+    `bias` ([N]) and `residual` (the result's shape) are optional; `activation` is one of
+    none, relu, gelu, gelu_tanh, silu. Each step rounds to float32 as the unfused ops do,
+    so fusing changes no result.
+
+    ```mlir
+    %y = quant3p5.fused_matmul %x, %p bias %b {activation = "gelu"} : tensor<4x64xf32>, !quant3p5.packed<[64 : i64, 32 : i64], 32 : i64, "q3p5"> bias tensor<32xf32> -> tensor<4x32xf32>
+    ```
+    """
+
+    name = "quant3p5.fused_matmul"
+
+    lhs = operand_def(TensorType[Float32Type])
+    weights = operand_def(PackedWeightType)
+    bias = opt_operand_def(TensorType[Float32Type])
+    residual = opt_operand_def(TensorType[Float32Type])
+    result = result_def(TensorType[Float32Type])
+    activation = attr_def(StringAttr)
+
+    irdl_options = (AttrSizedOperandSegments(),)
+    traits = traits_def(Pure())
+    assembly_format = (
+        "$lhs `,` $weights (`bias` $bias^)? (`residual` $residual^)? attr-dict `:` "
+        "type($lhs) `,` type($weights) (`bias` type($bias)^)? (`residual` type($residual)^)? "
+        "`->` type($result)"
+    )
+
+    def __init__(self, lhs: SSAValue, weights: SSAValue, bias: SSAValue | None,
+                 residual: SSAValue | None, activation: str = "none"):
+        assert isinstance(weights.type, PackedWeightType)
+        assert isinstance(lhs.type, TensorType)
+        shape = (*lhs.type.get_shape()[:-1], weights.type.get_shape()[1])
+        super().__init__(
+            operands=[lhs, weights, [bias] if bias else [], [residual] if residual else []],
+            result_types=[TensorType(Float32Type(), shape)],
+            attributes={"activation": StringAttr(activation)})
+
+    def verify_(self) -> None:
+        assert isinstance(self.weights.type, PackedWeightType)
+        want = _matmul_output_shape(self, self.lhs, self.weights.type)
+        _expect(self, "result shape", _tensor_shape(self.result, self, "result"), want)
+        if self.bias is not None:
+            _expect(self, "bias shape", _tensor_shape(self.bias, self, "bias"), want[-1:])
+        if self.residual is not None:
+            _expect(self, "residual shape", _tensor_shape(self.residual, self, "residual"), want)
+        if self.activation.data not in ACTIVATIONS:
+            raise VerifyException(
+                f"quant3p5.fused_matmul: activation \"{self.activation.data}\" is not one of "
+                f"{', '.join(ACTIVATIONS)}")
+
+
 Quant3p5 = Dialect(
     "quant3p5",
     [WeightOp, QuantizeOp, DequantizeOp, UnpackOp, PackOp, MatmulOp,
-     QuantizeActivationsOp, MatmulInt8Op],
+     QuantizeActivationsOp, MatmulInt8Op, FusedMatmulOp],
     [PackedWeightType],
 )

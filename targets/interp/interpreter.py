@@ -347,27 +347,38 @@ def _matmul_int8(interp, op, args):
     return (matmul_int8(*args),)
 
 
-# -- q35nn ---------------------------------------------------------------------------------
-
-
 def _f64(x: np.ndarray) -> np.ndarray:
     return np.asarray(x, dtype=np.float64)
 
 
+def apply_activation(name: str, x: np.ndarray) -> np.ndarray:
+    """The activations of quant3p5.fused_matmul, rounded as the standalone ops round."""
+    if name == "none":
+        return x
+    if name == "relu":
+        return np.maximum(x, F32(0)).astype(F32)
+    x64 = _f64(x)
+    if name == "silu":
+        return _f32(x64 / (1.0 + np.exp(-x64)))
+    if name == "gelu_tanh":
+        inner = math.sqrt(2.0 / math.pi) * (x64 + 0.044715 * x64**3)
+        return _f32(0.5 * x64 * (1.0 + np.tanh(inner)))
+    erf = np.vectorize(math.erf, otypes=[np.float64])
+    return _f32(0.5 * x64 * (1.0 + erf(x64 / math.sqrt(2.0))))
+
+
+# -- q35nn ---------------------------------------------------------------------------------
+
+
 @impl(q35nn.SiluOp)
 def _silu(interp, op, args):
-    x = _f64(args[0])
-    return (_f32(x / (1.0 + np.exp(-x))),)
+    return (apply_activation("silu", args[0]),)
 
 
 @impl(q35nn.GeluOp)
 def _gelu(interp, op: q35nn.GeluOp, args):
-    x = _f64(args[0])
-    if op.approximate.data == "tanh":
-        inner = math.sqrt(2.0 / math.pi) * (x + 0.044715 * x**3)
-        return (_f32(0.5 * x * (1.0 + np.tanh(inner))),)
-    erf = np.vectorize(math.erf, otypes=[np.float64])
-    return (_f32(0.5 * x * (1.0 + erf(x / math.sqrt(2.0)))),)
+    tanh = op.approximate.data == "tanh"
+    return (apply_activation("gelu_tanh" if tanh else "gelu", args[0]),)
 
 
 @impl(q35nn.SoftmaxOp)
@@ -407,6 +418,40 @@ def _gather(interp, op: q35nn.GatherOp, args):
     if np.any((indices < -size) | (indices >= size)):
         raise InterpreterError(f"q35nn.gather: index out of range for axis of size {size}")
     return (np.take(data, np.where(indices < 0, indices + size, indices), axis=axis),)
+
+
+@impl(q35nn.SwigluOp)
+def _swiglu(interp, op, args):
+    gate, up = args
+    (silu,) = _silu(interp, op, [gate])
+    return ((silu * _f32(up)).astype(F32),)
+
+
+@impl(q35nn.AttentionOp)
+def _attention(interp, op: q35nn.AttentionOp, args):
+    """Exactly the unfused sequence: matmul, scale, mask add, softmax, matmul."""
+    q, k, v, *mask = args
+    scores = _f32(_matmul_f64(q, np.swapaxes(k, -1, -2)))
+    scores = (scores * F32(op.scale.value.data)).astype(F32)
+    if mask:
+        scores = (scores + _f32(mask[0])).astype(F32)
+    e = np.exp(_f64(scores) - np.max(_f64(scores), axis=-1, keepdims=True))
+    probs = _f32(e / np.sum(e, axis=-1, keepdims=True))
+    return (_f32(_matmul_f64(probs, v)),)
+
+
+@impl(quant3p5.FusedMatmulOp)
+def _fused_matmul(interp, op: quant3p5.FusedMatmulOp, args):
+    """matmul, then + bias, activation, + residual, each rounded to float32 in turn."""
+    x, weights, *rest = args
+    y = _f32(_matmul_f64(x, dequantized(weights)))
+    rest_iter = iter(rest)
+    if op.bias is not None:
+        y = (y + _f32(next(rest_iter))).astype(F32)
+    y = apply_activation(op.activation.data, y)
+    if op.residual is not None:
+        y = (y + _f32(next(rest_iter))).astype(F32)
+    return (y,)
 
 
 # -- driver --------------------------------------------------------------------------------
