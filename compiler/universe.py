@@ -5,6 +5,7 @@ loads its built-ins through the same mechanism as third-party plugins. Imports h
 when a factory is called, so listing the universe costs nothing at start-up.
 """
 
+import importlib
 from collections.abc import Callable
 
 from xdsl.ir import Dialect
@@ -24,29 +25,28 @@ def _q35nn() -> Dialect:
     return Q35nn
 
 
-def _externalize_constants() -> type[ModulePass]:
-    from q35c.passes.externalize_constants import ExternalizeConstantsPass
+def _pass(module: str, cls: str) -> Callable[[], type[ModulePass]]:
+    """A factory that imports `q35c.passes.<module>` only when the pass is asked for."""
 
-    return ExternalizeConstantsPass
+    def factory() -> type[ModulePass]:
+        return getattr(importlib.import_module(f"q35c.passes.{module}"), cls)
 
-
-def _quantize_weights() -> type[ModulePass]:
-    from q35c.passes.quantize_weights import QuantizeWeightsPass
-
-    return QuantizeWeightsPass
-
-
-def _int8_activations() -> type[ModulePass]:
-    from q35c.passes.int8_activations import Int8ActivationsPass
-
-    return Int8ActivationsPass
+    return factory
 
 
 DIALECTS: dict[str, Callable[[], Dialect]] = {"quant3p5": _quant3p5, "q35nn": _q35nn}
 PASSES: dict[str, Callable[[], type[ModulePass]]] = {
-    "externalize-constants": _externalize_constants,
-    "quantize-weights": _quantize_weights,
-    "int8-activations": _int8_activations,
+    "externalize-constants": _pass("externalize_constants", "ExternalizeConstantsPass"),
+    "quantize-weights": _pass("quantize_weights", "QuantizeWeightsPass"),
+    "int8-activations": _pass("int8_activations", "Int8ActivationsPass"),
+    "fuse-dequant-matmul": _pass("fuse_dequant_matmul", "FuseDequantMatmulPass"),
+    "fuse-matmul-bias-act": _pass("fuse_matmul_epilogue", "FuseMatmulBiasActPass"),
+    "fuse-residual": _pass("fuse_residual", "FuseResidualPass"),
+    "fuse-swiglu": _pass("fuse_swiglu", "FuseSwigluPass"),
+    "fuse-norms": _pass("fuse_norms", "FuseNormsPass"),
+    "fuse-attention": _pass("fuse_attention", "FuseAttentionPass"),
+    "verify-overflow": _pass("verify_overflow", "VerifyOverflowPass"),
+    "verify-quant-error": _pass("verify_quant_error", "VerifyQuantErrorPass"),
 }
 
 Q35C_UNIVERSE = Universe(all_dialects=DIALECTS, all_passes=PASSES)

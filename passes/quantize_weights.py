@@ -6,18 +6,26 @@ packed tensor under a new name and rewrites the product to `quant3p5.matmul`, so
 matrix is dead afterwards. Small weights (fewer than `min-elements`) and weights whose name
 matches the `keep-float` regular expression stay in float. A weight shared by several
 matmuls is quantized once.
+
+Every packed weight op records the error quantization added, as `q35c.rel_rmse` (f32,
+||W - deq(q(W))|| / ||W||), and keeps the `q35c.source` attribute of a float weight that the
+frontend dequantized from a pre-quantized form (an int4 DequantizeLinear, MatMulNBits...).
+For those, re-encoding adds error on top of the source quantization, so the pass reports
+it on stderr, one line per tensor; weights that were float in the input stay silent.
 """
 
 from __future__ import annotations
 
 import re
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import numpy as np
 from xdsl.context import Context
 from xdsl.dialects import arith
 from xdsl.dialects.linalg import ops as linalg
-from xdsl.dialects.builtin import FloatAttr, ModuleOp, TensorType
+from xdsl.dialects.builtin import FloatAttr, ModuleOp, StringAttr, TensorType, f32
 from xdsl.ir import Operation, SSAValue
 from xdsl.passes import ModulePass
 from xdsl.pattern_rewriter import (
@@ -30,9 +38,35 @@ from xdsl.rewriter import InsertPoint
 from xdsl.transforms.dead_code_elimination import region_dce
 
 from q35c.compiler.progress import progress_bar
-from q35c.compiler.quant import DEFAULT_GROUP_SIZE, quantize, quantize_legacy
+from q35c.compiler.quant import (
+    DEFAULT_GROUP_SIZE,
+    LegacyPairTensor,
+    Q3P5Tensor,
+    dequantize,
+    dequantize_legacy,
+    quantize,
+    quantize_legacy,
+)
 from q35c.compiler.weights import WeightStore, store_of
 from q35c.dialects import q35nn, quant3p5
+
+
+SOURCE_ATTR = "q35c.source"
+"""A weight dequantized from a pre-quantized input format: which one (set by frontends)."""
+REL_RMSE_ATTR = "q35c.rel_rmse"
+"""On a packed weight: ||W - deq(q(W))|| / ||W|| of its float source W."""
+
+
+def relative_rmse(w: np.ndarray, packed: Q3P5Tensor | LegacyPairTensor) -> float:
+    """||W - deq(packed)|| / ||W|| (0 for an all-zero W), accumulated in float64."""
+    w = np.asarray(w, dtype=np.float32)
+    d = dequantize_legacy(packed) if isinstance(packed, LegacyPairTensor) else dequantize(packed)
+    err = ref = 0.0
+    for start in range(0, w.shape[0], 1024):  # bounded float64 temporaries
+        rows = w[start:start + 1024].astype(np.float64)
+        err += float(np.square(rows - d[start:start + 1024]).sum())
+        ref += float(np.square(rows).sum())
+    return float(np.sqrt(err / ref)) if ref > 0 else 0.0
 
 
 def _is_zero_fill(value: SSAValue) -> bool:
@@ -55,6 +89,8 @@ class QuantizeMatmulWeights(RewritePattern):
     layout: str
     on_quantized: Callable[[str], None] = lambda name: None
     packed_names: dict[str, str] = field(default_factory=dict)
+    rel_rmse: dict[str, float] = field(default_factory=dict)
+    """Float weight name -> the relative RMSE its packing added, in quantization order."""
 
     def float_weight(self, value: SSAValue) -> quant3p5.WeightOp | None:
         """The weight op behind `value` if it is a 2-D float weight this pass quantizes."""
@@ -81,9 +117,15 @@ class QuantizeMatmulWeights(RewritePattern):
             else:
                 self.store[packed_name] = quantize(data, group_size=group, name=name)
             self.packed_names[name] = packed_name
+            self.rel_rmse[name] = relative_rmse(data, self.store[packed_name])
             self.on_quantized(name)
-        return quant3p5.WeightOp(self.packed_names[name],
-                                 quant3p5.PackedWeightType((k, n), group, self.layout))
+        op = quant3p5.WeightOp(self.packed_names[name],
+                               quant3p5.PackedWeightType((k, n), group, self.layout))
+        op.attributes[REL_RMSE_ATTR] = FloatAttr(self.rel_rmse[name], f32)
+        source = weight.attributes.get(SOURCE_ATTR)
+        if isinstance(source, StringAttr):
+            op.attributes[SOURCE_ATTR] = source
+        return op
 
     def rewrite(self, op: Operation, lhs: SSAValue, weight: quant3p5.WeightOp,
                 acc: SSAValue | None, rewriter: PatternRewriter) -> None:
@@ -133,7 +175,17 @@ class QuantizeWeightsPass(ModulePass):
         candidates = {w.weight_name.data for m in op.walk()
                       if isinstance(m, (linalg.MatmulOp, q35nn.BatchMatmulOp))
                       for w in [pattern.float_weight(m.operands[1])] if w is not None}
+        sources: dict[str, str] = {}
+        for weight in op.walk():
+            if (isinstance(weight, quant3p5.WeightOp)
+                    and isinstance(attr := weight.attributes.get(SOURCE_ATTR), StringAttr)):
+                sources[weight.weight_name.data] = attr.data
         with progress_bar(len(candidates), "quantize-weights") as bar:
             pattern.on_quantized = lambda name: bar.update()
             PatternRewriteWalker(pattern, apply_recursively=False).rewrite_module(op)
         region_dce(op.body)
+        target = "Q3P5" if self.layout == "q3p5" else self.layout
+        for name, error in pattern.rel_rmse.items():
+            if name in sources:
+                print(f"q35c: note: {name} ({sources[name]}) re-encoded to {target}: added "
+                      f"rel RMSE {error:.3f}", file=sys.stderr)

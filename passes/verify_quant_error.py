@@ -1,0 +1,725 @@
+"""`verify-quant-error`: bound the error every quantized matmul adds, per output element.
+
+For every `quant3p5.matmul` and `quant3p5.matmul_int8` the pass computes, for each output
+element y[r, n], a worst-case bound on |y_quantized - y_float| where y_float = x @ W uses the
+float weights W and the *same* input x, exactly (real arithmetic), and an RMS estimate of
+that error. The error has up to three parts (docs/verification.md gives the derivation):
+
+- weights: x . E[:, n] with E = W - deq(W), exact worst case over the input box
+  |mid . E| + rad . |E| (attained by x at the box corners with sign(E));
+- int8 activations (matmul_int8 fed by quantize_activations): |x - s*q| <= s/2 per element with
+  s = max_k |x_k| / 127, so (R_r / 254) * sum_k |deq(W)[k, n]|;
+- float rounding of the computation itself (a few float32 roundings, float64 accumulation).
+
+Input ranges come from a sound interval analysis of the whole function (elementwise
+[lo, hi] per tensor element, outward-rounded after every op), starting from `arg-range`
+(|x| <= arg-range for float arguments; unbounded when 0) and the actual weights and
+constants. `input-range=R` additionally declares |x| <= R at the input of every quantized
+matmul (intersected with the analysed range). An op without a transfer function yields an
+unbounded result, so the analysis never claims more than it proves.
+
+Results are builtin attributes on each matmul: `q35c.input_absmax`, `q35c.err_bound` (max over
+output elements of the worst case), `q35c.err_rms`, `q35c.err_parts` (which parts are included)
+and, with `column-bounds=true`, `q35c.err_bound_cols` (per output column, max over rows).
+`report_table(module)` renders them (and verify-overflow's `q35c.acc_bound`) for `--report`.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from xdsl.context import Context
+from xdsl.dialects import arith, func, math as xmath, tensor
+from xdsl.dialects.builtin import (
+    DenseIntOrFPElementsAttr,
+    FloatAttr,
+    IntegerType,
+    ModuleOp,
+    StringAttr,
+    TensorType,
+    f32,
+    f64,
+)
+from xdsl.dialects.linalg import ops as linalg
+from xdsl.ir import Operation, SSAValue
+from xdsl.passes import ModulePass
+
+from q35c.compiler.quant import (
+    CODEBOOK,
+    LEGACY_LEVELS,
+    LegacyPairTensor,
+    Q3P5Tensor,
+    dequantize,
+    dequantize_legacy,
+)
+from q35c.compiler.tensors import constant_value
+from q35c.compiler.weights import WeightStore, store_of
+from q35c.dialects import q35nn, quant3p5
+
+# Fused ops of the fusion passes; looked up so this file also works without them.
+_FUSED_MATMUL = getattr(quant3p5, "FusedMatmulOp", ())
+_SWIGLU = getattr(q35nn, "SwigluOp", ())
+_ATTENTION = getattr(q35nn, "AttentionOp", ())
+QUANTIZED_MATMULS = tuple(t for t in (quant3p5.MatmulOp, quant3p5.MatmulInt8Op, _FUSED_MATMUL)
+                          if isinstance(t, type))
+
+U32 = 2.0**-24  # unit roundoff of float32
+U64 = 2.0**-53
+WIDEN = 2.0**-20  # outward rounding after every op: covers float32 rounding of the model
+TINY = 2.0**-120
+SLACK = 1 + 2.0**-20  # relative slack on bounds, for float64 rounding of this analysis
+
+ATTR_INPUT = "q35c.input_absmax"
+ATTR_BOUND = "q35c.err_bound"
+ATTR_RMS = "q35c.err_rms"
+ATTR_PARTS = "q35c.err_parts"
+ATTR_COLS = "q35c.err_bound_cols"
+ATTR_ACC = "q35c.acc_bound"  # written by verify-overflow
+ATTR_SX = "q35c.sx_bound"
+
+
+# -- intervals -----------------------------------------------------------------------------
+
+
+@dataclass
+class Box:
+    """Elementwise interval [lo, hi] (float64 arrays of the tensor's shape)."""
+
+    lo: np.ndarray
+    hi: np.ndarray
+
+    @staticmethod
+    def point(v: np.ndarray) -> "Box":
+        v = np.asarray(v, dtype=np.float64)
+        return Box(v, v)
+
+    @staticmethod
+    def full(shape, lo=-math.inf, hi=math.inf) -> "Box":
+        return Box(np.full(shape, lo, np.float64), np.full(shape, hi, np.float64))
+
+    def absmax(self) -> np.ndarray:
+        return np.maximum(np.abs(self.lo), np.abs(self.hi))
+
+    def mid_rad(self) -> tuple[np.ndarray, np.ndarray]:
+        if not (np.isfinite(self.lo).all() and np.isfinite(self.hi).all()):
+            raise _Unbounded()
+        return (self.lo + self.hi) / 2, (self.hi - self.lo) / 2
+
+
+class _Unbounded(Exception):
+    pass
+
+
+def _clean(lo, hi) -> Box:
+    """Outward-round and replace NaN (from inf - inf and the like) by infinities."""
+    with np.errstate(all="ignore"):
+        lo = np.asarray(lo, np.float64)
+        hi = np.asarray(hi, np.float64)
+        lo = np.where(np.isnan(lo), -math.inf, lo - (np.abs(lo) * WIDEN + TINY))
+        hi = np.where(np.isnan(hi), math.inf, hi + (np.abs(hi) * WIDEN + TINY))
+    return Box(lo, hi)
+
+
+def _shape(value: SSAValue) -> tuple[int, ...]:
+    t = value.type
+    return tuple(t.get_shape()) if isinstance(t, TensorType) else ()
+
+
+def _is_int(value: SSAValue) -> bool:
+    t = value.type
+    el = t.get_element_type() if isinstance(t, TensorType) else t
+    return isinstance(el, IntegerType)
+
+
+def _unknown(value: SSAValue) -> Box:
+    if _is_int(value):
+        el = value.type.get_element_type() if isinstance(value.type, TensorType) else value.type
+        w = el.width.data
+        return Box.full(_shape(value), -(2.0 ** (w - 1)), 2.0 ** (w - 1) - 1)
+    return Box.full(_shape(value))
+
+
+def _mul(a: Box, b: Box) -> Box:
+    with np.errstate(all="ignore"):
+        c = [a.lo * b.lo, a.lo * b.hi, a.hi * b.lo, a.hi * b.hi]
+        c = [np.where(np.isnan(x), 0.0, x) for x in c]  # 0 * inf: the 0 is exact
+    return _clean(np.minimum.reduce(c), np.maximum.reduce(c))
+
+
+def _div(a: Box, b: Box) -> Box:
+    if np.any((b.lo <= 0) & (b.hi >= 0)):
+        return Box.full(np.broadcast_shapes(a.lo.shape, b.lo.shape))
+    with np.errstate(all="ignore"):
+        inv = Box(1 / b.hi, 1 / b.lo)
+    return _mul(a, inv)
+
+
+def _matmul(a: Box, b: Box) -> Box:
+    """Interval product (midpoint-radius form) with numpy matmul broadcasting."""
+    try:
+        am, ar = a.mid_rad()
+        bm, br = b.mid_rad()
+    except _Unbounded:
+        shape = np.broadcast_shapes(a.lo.shape[:-2], b.lo.shape[:-2]) + a.lo.shape[-2:-1] + (
+            b.lo.shape[-1:])
+        return Box.full(shape)
+    mid = np.matmul(am, bm)
+    rad = np.matmul(np.abs(am), br) + np.matmul(ar, np.abs(bm) + br)
+    rad = rad + (np.matmul(np.abs(am) + ar, np.abs(bm) + br)) * (a.lo.shape[-1] * U64 * 2)
+    return _clean(mid - rad, mid + rad)
+
+
+def _monotone(fn, a: Box) -> Box:
+    with np.errstate(all="ignore"):
+        return _clean(fn(a.lo), fn(a.hi))
+
+
+def _with_min(fn, a: Box, x_min: float, y_min: float) -> Box:
+    """A function decreasing below x_min and increasing above it (silu, gelu)."""
+    with np.errstate(all="ignore"):
+        flo, fhi = fn(a.lo), fn(a.hi)
+        lo = np.where(a.hi <= x_min, fhi, np.where(a.lo >= x_min, flo, y_min))
+        hi = np.maximum(flo, fhi)
+    return _clean(lo, hi)
+
+
+def _silu(x):
+    return x / (1 + np.exp(-x))
+
+
+_ERF = np.vectorize(math.erf, otypes=[np.float64])
+
+
+def _gelu_erf(x):
+    with np.errstate(all="ignore"):
+        return np.where(np.isinf(x), np.where(x > 0, x, 0.0), 0.5 * x * (1 + _ERF(x / math.sqrt(2))))
+
+
+def _gelu_tanh(x):
+    with np.errstate(all="ignore"):
+        inner = math.sqrt(2 / math.pi) * (x + 0.044715 * x**3)
+        return np.where(np.isinf(x), np.where(x > 0, x, 0.0), 0.5 * x * (1 + np.tanh(inner)))
+
+
+def _silu_safe(x):
+    with np.errstate(all="ignore"):
+        return np.where(np.isinf(x), np.where(x > 0, x, 0.0), _silu(x))
+
+
+# Minima (location, value) rounded down in value, so the intervals stay sound.
+_SILU_MIN = (-1.2784645, -0.27847)
+_GELU_MIN = (-0.7517916, -0.16999)
+_GELU_TANH_MIN = (-0.7522, -0.17005)
+# Lipschitz constants (max |derivative|, rounded up) of the fused_matmul activations.
+_LIPSCHITZ = {"none": 1.0, "relu": 1.0, "silu": 1.0999, "gelu": 1.1290, "gelu_tanh": 1.1300}
+
+
+def activation_box(name: str, x: Box) -> Box:
+    if name == "none":
+        return x
+    if name == "relu":
+        return Box(np.maximum(x.lo, 0.0), np.maximum(x.hi, 0.0))
+    if name == "silu":
+        return _with_min(_silu_safe, x, *_SILU_MIN)
+    if name == "gelu_tanh":
+        return _with_min(_gelu_tanh, x, *_GELU_TANH_MIN)
+    return _with_min(_gelu_erf, x, *_GELU_MIN)
+
+
+def packed_levels(weights: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """(levels int32 [K, N], scales f32 [G, N], offsets f32 [G, N], group size)."""
+    if isinstance(weights, Q3P5Tensor):
+        table, codes, group = CODEBOOK, weights.codes(), weights.group_size
+        scales, offsets = weights.scales(), weights.offsets()
+    else:
+        table, codes, group = LEGACY_LEVELS, weights.packed, weights.shape[0]
+        scales, offsets = weights.scale[None, :], weights.offset[None, :]
+    k, n = weights.shape
+    levels = table.astype(np.int32)[codes.astype(np.int64)]
+    levels = levels.transpose(0, 2, 1).reshape(-1, n)[:k]
+    return levels, np.asarray(scales, np.float32), np.asarray(offsets, np.float32), group
+
+
+def exact_dequantized(weights: Any) -> np.ndarray:
+    """float64 [K, N]: s_g * L + o_g in real arithmetic (what the int8 path multiplies by)."""
+    levels, scales, offsets, group = packed_levels(weights)
+    rows = np.arange(levels.shape[0]) // group
+    return scales.astype(np.float64)[rows] * levels + offsets.astype(np.float64)[rows]
+
+
+def float32_dequantized(weights: Any) -> np.ndarray:
+    if isinstance(weights, Q3P5Tensor):
+        return dequantize(weights).astype(np.float64)
+    return dequantize_legacy(weights).astype(np.float64)
+
+
+class IntervalAnalysis:
+    """Elementwise interval evaluation of one function: `boxes[value]` or packed weights."""
+
+    def __init__(self, fn: func.FuncOp, store: WeightStore, arg_range: float):
+        self.store = store
+        self.env: dict[SSAValue, Any] = {}
+        for arg in fn.args:
+            if _is_int(arg) or arg_range <= 0:
+                self.env[arg] = _unknown(arg)
+            else:
+                self.env[arg] = Box.full(_shape(arg), -arg_range, arg_range)
+        for op in fn.body.block.ops:
+            if isinstance(op, func.ReturnOp):
+                break
+            try:
+                results = self.transfer(op)
+            except Exception:  # an op this analysis cannot bound: unbounded, never wrong
+                results = None
+            if results is None:
+                results = [_unknown(r) for r in op.results]
+            self.env.update(zip(op.results, results))
+
+    def box(self, value: SSAValue) -> Box:
+        v = self.env[value]
+        if not isinstance(v, Box):
+            raise _Unbounded()
+        return v
+
+    def transfer(self, op: Operation):
+        b = self.box
+        if isinstance(op, arith.ConstantOp):
+            return [Box.point(constant_value(op.value, op.result.type))]
+        if isinstance(op, quant3p5.WeightOp):
+            value = self.store[op.weight_name.data]
+            if isinstance(op.result.type, quant3p5.PackedWeightType):
+                return [value]
+            return [Box.point(np.asarray(value))]
+        if isinstance(op, (arith.AddfOp, arith.AddiOp)):
+            x, y = b(op.lhs), b(op.rhs)
+            return [_clean(x.lo + y.lo, x.hi + y.hi)]
+        if isinstance(op, (arith.SubfOp, arith.SubiOp)):
+            x, y = b(op.lhs), b(op.rhs)
+            return [_clean(x.lo - y.hi, x.hi - y.lo)]
+        if isinstance(op, (arith.MulfOp, arith.MuliOp)):
+            if op.lhs is op.rhs:  # a square is never negative
+                x = b(op.lhs)
+                lo = np.where((x.lo <= 0) & (x.hi >= 0), 0.0, np.minimum(x.lo**2, x.hi**2))
+                return [_clean(lo, np.maximum(x.lo**2, x.hi**2))]
+            return [_mul(b(op.lhs), b(op.rhs))]
+        if isinstance(op, arith.DivfOp):
+            return [_div(b(op.lhs), b(op.rhs))]
+        if isinstance(op, arith.NegfOp):
+            x = b(op.operand)
+            return [Box(-x.hi, -x.lo)]
+        if isinstance(op, (arith.MaximumfOp, arith.MaxSIOp)):
+            x, y = b(op.lhs), b(op.rhs)
+            return [Box(np.maximum(x.lo, y.lo), np.maximum(x.hi, y.hi))]
+        if isinstance(op, (arith.MinimumfOp, arith.MinSIOp)):
+            x, y = b(op.lhs), b(op.rhs)
+            return [Box(np.minimum(x.lo, y.lo), np.minimum(x.hi, y.hi))]
+        if isinstance(op, arith.SelectOp):
+            x, y = b(op.lhs), b(op.rhs)
+            return [Box(np.minimum(x.lo, y.lo), np.maximum(x.hi, y.hi))]
+        if isinstance(op, (arith.ExtFOp, arith.TruncFOp, arith.SIToFPOp, arith.ExtSIOp)):
+            return [_monotone(lambda v: v, b(op.operands[0]))]
+        if isinstance(op, arith.FPToSIOp):
+            return [_monotone(np.trunc, b(op.operands[0]))]
+        if isinstance(op, arith.CmpfOp):
+            return [Box.full(_shape(op.result), 0.0, 1.0)]
+        if isinstance(op, (xmath.ExpOp, xmath.LogOp, xmath.SqrtOp, xmath.TanhOp)):
+            fn = {xmath.ExpOp: np.exp, xmath.LogOp: np.log, xmath.SqrtOp: np.sqrt,
+                  xmath.TanhOp: np.tanh}[type(op)]
+            x = b(op.operand)
+            if fn in (np.log, np.sqrt) and np.any(x.lo < 0):
+                return None
+            return [_monotone(fn, x)]
+        if isinstance(op, xmath.RsqrtOp):
+            x = b(op.operand)
+            if np.any(x.lo <= 0):
+                return None
+            return [_monotone(lambda v: 1 / np.sqrt(v), Box(x.hi, x.lo))]
+        if isinstance(op, xmath.ErfOp):
+            return [_monotone(_ERF, b(op.operand))]
+        if isinstance(op, xmath.AbsFOp):
+            x = b(op.operand)
+            lo = np.where((x.lo <= 0) & (x.hi >= 0), 0.0, np.minimum(abs(x.lo), abs(x.hi)))
+            return [Box(lo, x.absmax())]
+        if isinstance(op, (xmath.SinOp, xmath.CosOp)):
+            return [Box.full(_shape(op.result), -1.0, 1.0)]
+        if isinstance(op, xmath.PowFOp):
+            x, e = b(op.lhs), b(op.rhs)
+            if np.all(e.lo == 2) and np.all(e.hi == 2):
+                lo = np.where((x.lo <= 0) & (x.hi >= 0), 0.0, np.minimum(x.lo**2, x.hi**2))
+                return [_clean(lo, np.maximum(x.lo**2, x.hi**2))]
+            return None
+        return self.transfer_structured(op)
+
+    def transfer_structured(self, op: Operation):
+        b = self.box
+        if isinstance(op, tensor.EmptyOp):
+            return [Box.point(np.zeros(_shape(op.tensor)))]
+        if isinstance(op, (tensor.ReshapeOp, tensor.CollapseShapeOp, tensor.ExpandShapeOp)):
+            x, shape = b(op.operands[0]), _shape(op.results[0])
+            return [Box(x.lo.reshape(shape), x.hi.reshape(shape))]
+        if isinstance(op, tensor.ConcatOp):
+            boxes = [b(v) for v in op.operands]
+            axis = op.dim.value.data
+            return [Box(np.concatenate([x.lo for x in boxes], axis),
+                        np.concatenate([x.hi for x in boxes], axis))]
+        if isinstance(op, tensor.ExtractSliceOp):
+            if len(op.operands) != 1:
+                return None
+            x = b(op.operands[0])
+            index = tuple(slice(o, o + s * st, st) for o, s, st in zip(
+                op.static_offsets.get_values(), op.static_sizes.get_values(),
+                op.static_strides.get_values()))
+            shape = _shape(op.result)
+            return [Box(x.lo[index].reshape(shape), x.hi[index].reshape(shape))]
+        if isinstance(op, linalg.FillOp):
+            s, shape = b(op.operands[0]), _shape(op.results[0])
+            return [Box(np.broadcast_to(s.lo, shape).copy(), np.broadcast_to(s.hi, shape).copy())]
+        if isinstance(op, linalg.TransposeOp):
+            x, perm = b(op.operands[0]), tuple(op.permutation.get_values())
+            return [Box(np.transpose(x.lo, perm), np.transpose(x.hi, perm))]
+        if isinstance(op, linalg.BroadcastOp):
+            x, shape = b(op.operands[0]), _shape(op.results[0])
+            dims = tuple(op.dimensions.get_values())
+            return [Box(np.broadcast_to(np.expand_dims(x.lo, dims), shape).copy(),
+                        np.broadcast_to(np.expand_dims(x.hi, dims), shape).copy())]
+        if isinstance(op, linalg.ReduceOp):
+            return self.reduce(op)
+        if isinstance(op, linalg.MatmulOp):
+            x, w, acc = (b(v) for v in op.operands)
+            y = _matmul(x, w)
+            return [_clean(y.lo + acc.lo, y.hi + acc.hi)]
+        if isinstance(op, q35nn.BatchMatmulOp):
+            x, y = b(op.lhs), b(op.rhs)
+            if isinstance(op.lhs.owner, q35nn.SoftmaxOp) and op.lhs.owner.axis.value.data in (
+                    -1, len(_shape(op.lhs)) - 1):
+                # A convex combination of the rows of y: within their elementwise hull.
+                shape = _shape(op.result)
+                lo = np.broadcast_to(y.lo.min(axis=-2, keepdims=True), shape)
+                hi = np.broadcast_to(y.hi.max(axis=-2, keepdims=True), shape)
+                return [_clean(lo, hi)]
+            return [_matmul(x, y)]
+        if isinstance(op, quant3p5.MatmulOp):
+            w = float32_dequantized(self.env[op.weights])
+            return [_matmul(b(op.lhs), Box.point(w))]
+        if isinstance(op, _FUSED_MATMUL):
+            return [self.fused_stages(op)[-1]]
+        if isinstance(op, quant3p5.QuantizeActivationsOp):
+            x = b(op.input)
+            r = x.absmax().max(axis=-1)
+            return [Box.full(_shape(op.quantized), -127.0, 127.0),
+                    _clean(np.zeros_like(r), np.maximum(r / 127, 1.0))]
+        if isinstance(op, quant3p5.MatmulInt8Op):
+            w = exact_dequantized(self.env[op.weights])
+            x = self.dequantized_activation(op)
+            return [_matmul(x, Box.point(w))]
+        if isinstance(op, q35nn.SoftmaxOp):
+            return [self.softmax(b(op.input), op.axis.value.data)]
+        if isinstance(op, _SWIGLU):
+            return [_mul(_with_min(_silu_safe, b(op.gate), *_SILU_MIN), b(op.up))]
+        if isinstance(op, _ATTENTION):
+            # softmax rows are convex weights: the result lies in the hull of the value rows.
+            v = b(op.values)
+            shape = _shape(op.result)
+            return [_clean(np.broadcast_to(v.lo.min(axis=-2, keepdims=True), shape),
+                           np.broadcast_to(v.hi.max(axis=-2, keepdims=True), shape))]
+        if isinstance(op, q35nn.SiluOp):
+            return [_with_min(_silu_safe, b(op.input), *_SILU_MIN)]
+        if isinstance(op, q35nn.GeluOp):
+            tanh = op.approximate.data == "tanh"
+            return [_with_min(_gelu_tanh if tanh else _gelu_erf, b(op.input),
+                              *(_GELU_TANH_MIN if tanh else _GELU_MIN))]
+        if isinstance(op, q35nn.RMSNormOp):
+            x, gamma = b(op.input), b(op.gamma)
+            k = _shape(op.input)[-1]
+            eps = op.epsilon.value.data
+            # |x_k| / sqrt(mean(x^2) + eps) <= min(sqrt(K), |x_k| / sqrt(eps))
+            norm = np.minimum(math.sqrt(k), x.absmax() / math.sqrt(eps)) if eps > 0 else \
+                np.full(x.lo.shape, math.sqrt(k))
+            return [_mul(Box(-norm, norm), gamma)]
+        if isinstance(op, q35nn.LayerNormOp):
+            x, gamma, beta = b(op.input), b(op.gamma), b(op.beta)
+            k = _shape(op.input)[-1]
+            norm = np.full(x.lo.shape, math.sqrt(max(k - 1, 1)))  # max |z-score| of K values
+            y = _mul(Box(-norm, norm), gamma)
+            return [_clean(y.lo + beta.lo, y.hi + beta.hi)]
+        if isinstance(op, q35nn.GatherOp):
+            data = b(op.data)
+            axis = op.axis.value.data % data.lo.ndim
+            idx = _shape(op.indices)
+            lo = np.expand_dims(data.lo.min(axis=axis), tuple(range(axis, axis + len(idx))))
+            hi = np.expand_dims(data.hi.max(axis=axis), tuple(range(axis, axis + len(idx))))
+            shape = _shape(op.result)
+            return [Box(np.broadcast_to(lo, shape).copy(), np.broadcast_to(hi, shape).copy())]
+        return None
+
+    def fused_stages(self, op) -> list[Box]:
+        """Intervals after each step of a fused_matmul: product, + bias, activation, + residual."""
+        w = float32_dequantized(self.env[op.weights])
+        stages = [_matmul(self.box(op.lhs), Box.point(w))]
+        y = stages[0]
+        if op.bias is not None:
+            bias = self.box(op.bias)
+            y = _clean(y.lo + bias.lo, y.hi + bias.hi)
+        stages.append(y)
+        y = activation_box(op.activation.data, y)
+        stages.append(y)
+        if op.residual is not None:
+            res = self.box(op.residual)
+            y = _clean(y.lo + res.lo, y.hi + res.hi)
+        stages.append(y)
+        return stages
+
+    def dequantized_activation(self, op: quant3p5.MatmulInt8Op) -> Box:
+        """An interval for scale[r] * q[r, k], the activation the int8 path multiplies."""
+        producer = op.lhs.owner
+        if isinstance(producer, quant3p5.QuantizeActivationsOp):
+            x = self.box(producer.input)
+            r = x.absmax().max(axis=-1, keepdims=True) * (1 + 2.0**-20)
+            err = r / 254 * (1 + 2.0**-15)
+            return _clean(x.lo - err, x.hi + err)
+        return _mul(self.box(op.lhs), Box(self.box(op.lhs_scale).lo[..., None],
+                                          self.box(op.lhs_scale).hi[..., None]))
+
+    def softmax(self, x: Box, axis: int) -> Box:
+        if not (np.isfinite(x.hi).all() and not np.isnan(x.lo).any()):
+            return Box.full(x.lo.shape, 0.0, 1.0)
+        shift = x.hi.max(axis=axis, keepdims=True)
+        with np.errstate(all="ignore"):
+            elo, ehi = np.exp(x.lo - shift), np.exp(x.hi - shift)
+            slo, shi = elo.sum(axis=axis, keepdims=True), ehi.sum(axis=axis, keepdims=True)
+            lo = elo / (elo + (shi - ehi))
+            hi = ehi / (ehi + np.maximum(slo - elo, 0.0))
+        lo = np.where(np.isfinite(lo), lo, 0.0)
+        hi = np.where(np.isfinite(hi), np.minimum(hi, 1.0), 1.0)
+        return _clean(np.maximum(lo, 0.0), hi)
+
+    def reduce(self, op: linalg.ReduceOp):
+        source, init = self.box(op.operands[0]), self.box(op.operands[1])
+        body = list(op.region.block.ops)
+        axes = tuple(op.dimensions.get_values())
+        if len(body) != 2:
+            return None
+        kind = type(body[0])
+        if kind in (arith.AddfOp, arith.AddiOp):
+            lo, hi = source.lo.sum(axis=axes), source.hi.sum(axis=axes)
+            return [_clean(lo + init.lo, hi + init.hi)]
+        if kind in (arith.MaximumfOp, arith.MaxSIOp):
+            return [Box(np.maximum(source.lo.max(axis=axes), init.lo),
+                        np.maximum(source.hi.max(axis=axes), init.hi))]
+        if kind in (arith.MinimumfOp, arith.MinSIOp):
+            return [Box(np.minimum(source.lo.min(axis=axes), init.lo),
+                        np.minimum(source.hi.min(axis=axes), init.hi))]
+        return None
+
+
+# -- error bounds ---------------------------------------------------------------------------
+
+
+@dataclass
+class LayerError:
+    """The error analysis of one quantized matmul (arrays have the output's shape)."""
+
+    op: Operation
+    weight_name: str
+    float_name: str | None
+    shape: tuple[int, int]
+    input_absmax: float
+    bound: np.ndarray | None  # per output element; None when the input range is unbounded
+    rms: float | None
+    parts: str
+
+
+def float_source(store: WeightStore, packed_name: str, shape: tuple[int, int]) -> str | None:
+    """The float weight a packed entry was quantized from, if the store still has it.
+
+    `quantize-weights` stores `W` under its name and the packed form under
+    `<name>.<layout>` (or `<name>.<layout>.<i>`); nothing deletes the float entry.
+    """
+    m = re.fullmatch(r"(.*)\.(q3p5|pair43)(\.\d+)?", packed_name)
+    if not m or m.group(1) not in store:
+        return None
+    value = store[m.group(1)]
+    if isinstance(value, np.ndarray) and value.shape == shape and value.dtype.kind == "f":
+        return m.group(1)
+    return None
+
+
+def _weight_op(value: SSAValue) -> quant3p5.WeightOp | None:
+    owner = value.owner
+    return owner if isinstance(owner, quant3p5.WeightOp) else None
+
+
+def analyse_function(fn: func.FuncOp, store: WeightStore, arg_range: float = 0.0,
+                     input_range: float = 0.0) -> list[LayerError]:
+    """The error analysis of every quantized matmul of `fn`, in program order."""
+    intervals = IntervalAnalysis(fn, store, arg_range)
+    layers = []
+    for op in fn.body.block.ops:
+        if isinstance(op, QUANTIZED_MATMULS):
+            layers.append(_layer_error(op, intervals, store, input_range))
+    return layers
+
+
+def _input_box(op, intervals: IntervalAnalysis, input_range: float) -> tuple[Box, bool]:
+    """The input activation interval and whether int8 activation quantization applies."""
+    if isinstance(op, quant3p5.MatmulInt8Op):
+        producer = op.lhs.owner
+        if isinstance(producer, quant3p5.QuantizeActivationsOp):
+            x, int8 = intervals.box(producer.input), True
+        else:  # int8 activations given directly: the op's own input is the reference
+            x, int8 = intervals.dequantized_activation(op), False
+    else:
+        x, int8 = intervals.box(op.lhs), False
+    if input_range > 0:
+        x = Box(np.clip(x.lo, -input_range, input_range), np.clip(x.hi, -input_range, input_range))
+    return x, int8
+
+
+def _layer_error(op, intervals: IntervalAnalysis, store: WeightStore,
+                 input_range: float) -> LayerError:
+    weights = intervals.env[op.weights]
+    k, n = weights.shape
+    wop = _weight_op(op.weights)
+    name = wop.weight_name.data if wop else f"<{op.weights.owner.name}>"
+    source = float_source(store, name, (k, n)) if wop else None
+    x, int8 = _input_box(op, intervals, input_range)
+    absmax = float(x.absmax().max()) if x.lo.size else 0.0
+    parts = []
+    try:
+        mid, rad = x.mid_rad()
+    except _Unbounded:
+        return LayerError(op, name, source, (k, n), absmax, None, None, "input range unbounded")
+    mid2, rad2 = mid.reshape(-1, k), rad.reshape(-1, k)
+    out_shape = _shape(op.result)
+    is_int8 = isinstance(op, quant3p5.MatmulInt8Op)
+    w_hat = exact_dequantized(weights) if is_int8 else float32_dequantized(weights)
+    abs_w = np.abs(w_hat)
+    bound = np.zeros((mid2.shape[0], n))
+    var = np.zeros((mid2.shape[0], n))
+    if source is not None:
+        e = np.asarray(store[source], np.float64) - w_hat
+        bound += np.abs(mid2 @ e) + rad2 @ np.abs(e)
+        var += (mid2 @ e) ** 2 + (rad2**2 / 3) @ (e**2)
+        parts.append("weights")
+    r_row = np.maximum(np.abs(mid2) + rad2, 0).max(axis=1, keepdims=True)  # max |x| per row
+    if int8:
+        s = r_row / 127 * (1 + 2.0**-20)
+        bound += s * (0.5 + 2.0**-17) * abs_w.sum(axis=0)
+        var += (s**2 / 12) * (w_hat**2).sum(axis=0)
+        parts.append("int8")
+    # Rounding of the computation itself: sum_k |x_k| |w_k| times the relative error.
+    magnitude = (np.abs(mid2) + rad2) @ abs_w
+    if is_int8:
+        levels, scales, offsets, group = packed_levels(weights)
+        groups = -(-k // group)
+        rows = np.arange(k) // group
+        spread = np.abs(scales.astype(np.float64)[rows] * levels) + np.abs(
+            offsets.astype(np.float64)[rows])
+        magnitude = (np.abs(mid2) + rad2 + r_row / 254) * (1 + 2.0**-15) @ spread
+        rel = (groups + 3) * U32 / (1 - (groups + 3) * U32)
+    else:
+        rel = U32 + 2 * k * U64
+    bound = bound + rel * magnitude
+    parts.append("rounding")
+    if _FUSED_MATMUL and isinstance(op, _FUSED_MATMUL):
+        # The epilogue maps both products through the same bias, activation and residual:
+        # the error grows by the activation's Lipschitz constant, plus one float32 rounding
+        # per step (magnitudes from the intervals).
+        stages = [s.absmax().reshape(-1, n) for s in intervals.fused_stages(op)]
+        bound = _LIPSCHITZ[op.activation.data] * (bound + U32 * stages[1]) + U32 * (
+            stages[2] + stages[3])
+        parts.append(f"epilogue({op.activation.data})")
+    bound = bound * SLACK + TINY
+    return LayerError(op, name, source, (k, n), absmax, bound.reshape(out_shape),
+                      float(np.sqrt(var.mean())), "+".join(parts))
+
+
+@dataclass(frozen=True)
+class VerifyQuantErrorPass(ModulePass):
+    """Bound the error of every quantized matmul (worst case per output element, and RMS)."""
+
+    name = "verify-quant-error"
+
+    arg_range: float = 0.0
+    """|x| <= arg-range for every float function argument; 0: unbounded."""
+    input_range: float = 0.0
+    """Declares |x| <= input-range at the input of every quantized matmul; 0: none."""
+    column_bounds: bool = False
+    """Also record the per-column bounds as a dense `q35c.err_bound_cols` attribute."""
+
+    def apply(self, ctx: Context, op: ModuleOp) -> None:
+        store = store_of(op)
+        for fn in op.walk():
+            if not isinstance(fn, func.FuncOp) or not fn.body.blocks:
+                continue
+            for layer in analyse_function(fn, store, self.arg_range, self.input_range):
+                attrs = layer.op.attributes
+                for stale in (ATTR_INPUT, ATTR_BOUND, ATTR_RMS, ATTR_COLS):
+                    attrs.pop(stale, None)
+                attrs[ATTR_PARTS] = StringAttr(layer.parts)
+                if layer.bound is None:
+                    continue
+                attrs[ATTR_INPUT] = FloatAttr(_round_up(layer.input_absmax), f64)
+                attrs[ATTR_BOUND] = FloatAttr(_round_up(float(layer.bound.max(initial=0))), f64)
+                attrs[ATTR_RMS] = FloatAttr(float(f"{layer.rms:.6g}"), f64)
+                if self.column_bounds:
+                    cols = layer.bound.reshape(-1, layer.shape[1]).max(axis=0)
+                    cols = np.nextafter(cols.astype(np.float32), np.float32(np.inf))
+                    attrs[ATTR_COLS] = DenseIntOrFPElementsAttr.from_list(
+                        TensorType(f32, [layer.shape[1]]), cols.tolist())
+
+
+def _round_up(x: float) -> float:
+    """x rounded up to 7 significant digits, so the printed attribute is still a bound."""
+    if x == 0 or not math.isfinite(x):
+        return x
+    digits = 6 - math.floor(math.log10(abs(x)))
+    scale = 10.0**digits
+    return math.ceil(x * scale) / scale * (1 + 1e-15)
+
+
+# -- the --report table ------------------------------------------------------------------------
+
+
+def _attr(op: Operation, name: str):
+    a = op.attributes.get(name)
+    if isinstance(a, FloatAttr):
+        return a.value.data
+    if isinstance(a, StringAttr):
+        return a.data
+    if a is not None and hasattr(a, "value"):
+        return a.value.data
+    return None
+
+
+def report_table(module: ModuleOp) -> str:
+    """One row per quantized matmul, from the attributes the verification passes recorded."""
+    header = ("layer", "op", "K x N", "|x| <=", "err bound", "err rms", "parts",
+              "acc bound", "int32 use")
+    rows = []
+    for op in module.walk():
+        if not isinstance(op, QUANTIZED_MATMULS):
+            continue
+        packed = op.weights.type
+        k, n = packed.get_shape()
+        wop = _weight_op(op.weights)
+        name = wop.weight_name.data if wop else f"<{op.weights.owner.name}>"
+        name = re.sub(r"\.(q3p5|pair43)(\.\d+)?$", "", name)
+        def fmt(v):
+            return "-" if v is None else f"{v:.3g}"
+        acc = _attr(op, ATTR_ACC)
+        rows.append((name, op.name.split(".")[1], f"{k} x {n}", fmt(_attr(op, ATTR_INPUT)),
+                     fmt(_attr(op, ATTR_BOUND)), fmt(_attr(op, ATTR_RMS)),
+                     _attr(op, ATTR_PARTS) or "not verified",
+                     "-" if acc is None else str(int(acc)),
+                     "-" if acc is None else f"{acc / (2**31 - 1):.2%}"))
+    if not rows:
+        return "q35c report: no quantized matmuls\n"
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip()
+             for r in [header, tuple("-" * w for w in widths), *rows]]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,84 @@
+"""Writes the small ONNX models the fusion FileCheck tests import (deterministic).
+
+    python tests/filecheck/Inputs/make_inputs.py
+
+norms.onnx:     RMSNorm written out as HF LLaMA does (Pow, ReduceMean, Add, Sqrt, Div, Mul,
+                Mul) and LayerNorm written out (ReduceMean, Sub, Pow, ReduceMean, Add, Sqrt,
+                Div, Mul, Add), both over the last axis of x [batch, 8].
+attention.onnx: softmax(q k^T * 0.25 + mask) v on [1, 2, 4, 16] heads, k transposed with
+                Transpose(perm=[0, 1, 3, 2]), a constant causal mask.
+"""
+
+from pathlib import Path
+
+import numpy as np
+from onnx import TensorProto, helper, numpy_helper, save_model
+
+HERE = Path(__file__).parent
+
+
+def const(name: str, value) -> helper.NodeProto:
+    return helper.make_node("Constant", [], [name], name=name,
+                            value=numpy_helper.from_array(np.asarray(value), name))
+
+
+def norms() -> None:
+    rng = np.random.default_rng(3)
+    g = numpy_helper.from_array((1 + 0.1 * rng.standard_normal(8)).astype(np.float32), "gamma")
+    b = numpy_helper.from_array((0.1 * rng.standard_normal(8)).astype(np.float32), "beta")
+    nodes = [
+        const("two", np.float32(2.0)), const("eps", np.float32(1e-6)),
+        const("one", np.float32(1.0)), const("axes", np.array([-1], np.int64)),
+        helper.make_node("Pow", ["x", "two"], ["sq"], name="rms/pow"),
+        helper.make_node("ReduceMean", ["sq", "axes"], ["ms"], name="rms/mean", keepdims=1),
+        helper.make_node("Add", ["ms", "eps"], ["mse"], name="rms/add"),
+        helper.make_node("Sqrt", ["mse"], ["rms"], name="rms/sqrt"),
+        helper.make_node("Div", ["one", "rms"], ["inv"], name="rms/div"),
+        helper.make_node("Mul", ["x", "inv"], ["xn"], name="rms/mul"),
+        helper.make_node("Mul", ["gamma", "xn"], ["rms_out"], name="rms/scale"),
+        helper.make_node("ReduceMean", ["x", "axes"], ["mu"], name="ln/mean", keepdims=1),
+        helper.make_node("Sub", ["x", "mu"], ["d"], name="ln/sub"),
+        helper.make_node("Pow", ["d", "two"], ["d2"], name="ln/pow"),
+        helper.make_node("ReduceMean", ["d2", "axes"], ["var"], name="ln/var", keepdims=1),
+        helper.make_node("Add", ["var", "eps"], ["vare"], name="ln/add"),
+        helper.make_node("Sqrt", ["vare"], ["std"], name="ln/sqrt"),
+        helper.make_node("Div", ["d", "std"], ["n"], name="ln/div"),
+        helper.make_node("Mul", ["n", "gamma"], ["ns"], name="ln/scale"),
+        helper.make_node("Add", ["ns", "beta"], ["ln_out"], name="ln/shift"),
+    ]
+    graph = helper.make_graph(
+        nodes, "norms", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 8])],
+        [helper.make_tensor_value_info("rms_out", TensorProto.FLOAT, ["batch", 8]),
+         helper.make_tensor_value_info("ln_out", TensorProto.FLOAT, ["batch", 8])], [g, b])
+    save(graph, "norms.onnx")
+
+
+def attention() -> None:
+    mask = np.triu(np.full((4, 4), -1e9, np.float32), 1)
+    nodes = [
+        const("scale", np.float32(0.25)), const("mask", mask),
+        helper.make_node("Transpose", ["k"], ["kt"], name="attn/kt", perm=[0, 1, 3, 2]),
+        helper.make_node("MatMul", ["q", "kt"], ["s"], name="attn/qk"),
+        helper.make_node("Mul", ["s", "scale"], ["ss"], name="attn/scale"),
+        helper.make_node("Add", ["ss", "mask"], ["sm"], name="attn/mask"),
+        helper.make_node("Softmax", ["sm"], ["p"], name="attn/softmax", axis=-1),
+        helper.make_node("MatMul", ["p", "v"], ["out"], name="attn/pv"),
+    ]
+    shape = [1, 2, 4, 16]
+    graph = helper.make_graph(
+        nodes, "attention",
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, shape) for n in "qkv"],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, shape)])
+    save(graph, "attention.onnx")
+
+
+def save(graph, name: str) -> None:
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)],
+                              producer_name="q35c-tests")
+    model.ir_version = 8
+    save_model(model, str(HERE / name))
+
+
+if __name__ == "__main__":
+    norms()
+    attention()
