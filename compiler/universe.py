@@ -43,6 +43,7 @@ PASSES: dict[str, Callable[[], type[ModulePass]]] = {
     "fuse-matmul-bias-act": _pass("fuse_matmul_epilogue", "FuseMatmulBiasActPass"),
     "fuse-residual": _pass("fuse_residual", "FuseResidualPass"),
     "fuse-swiglu": _pass("fuse_swiglu", "FuseSwigluPass"),
+    "fuse-gelu": _pass("fuse_gelu", "FuseGeluPass"),
     "fuse-norms": _pass("fuse_norms", "FuseNormsPass"),
     "fuse-attention": _pass("fuse_attention", "FuseAttentionPass"),
     "verify-overflow": _pass("verify_overflow", "VerifyOverflowPass"),

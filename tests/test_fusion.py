@@ -15,8 +15,8 @@ MODELS = EXAMPLES / "models"
 CASES = {"llama_tiny": ("input_ids", "1,8"), "encoder_tiny": ("hidden", "1,8,64")}
 EXACT = ["fuse-matmul-bias-act", "fuse-residual", "fuse-attention",
          "fuse-matmul-bias-act,fuse-residual"]
-ROUNDOFF = ["fuse-norms", "fuse-swiglu"]
-ALL = "fuse-norms,fuse-swiglu,fuse-attention,fuse-matmul-bias-act,fuse-residual"
+ROUNDOFF = ["fuse-norms", "fuse-swiglu", "fuse-gelu"]
+ALL = "fuse-norms,fuse-swiglu,fuse-gelu,fuse-attention,fuse-matmul-bias-act,fuse-residual"
 
 
 def run(name: str, passes: str, out) -> np.ndarray:
@@ -61,9 +61,10 @@ def test_llama_fuses_into_the_expected_ops():
                       "math.sqrt": 0}
 
 
-def test_encoder_fuses_gemm_bias_and_gelu_free_attention():
+def test_encoder_fuses_gemm_bias_erf_gelu_and_attention():
     out = compiled("encoder_tiny", f"default,{ALL},canonicalize")
     assert out.count('"q35nn.layer_norm"') == 5
     assert out.count('"q35nn.attention"') == 2
     assert out.count('"quant3p5.fused_matmul"') == 12
-    assert '"quant3p5.matmul"' not in out
+    assert out.count('activation = "gelu"') == 2
+    assert '"quant3p5.matmul"' not in out and '"math.erf"' not in out

@@ -5,6 +5,8 @@
 norms.onnx:     RMSNorm written out as HF LLaMA does (Pow, ReduceMean, Add, Sqrt, Div, Mul,
                 Mul) and LayerNorm written out (ReduceMean, Sub, Pow, ReduceMean, Add, Sqrt,
                 Div, Mul, Add), both over the last axis of x [batch, 8].
+gelu.onnx:      x * 0.5 * (1 + Erf(x / sqrt(2))) on x [2, 8], and the same with the factors
+                in another order and x * (1/sqrt(2)).
 attention.onnx: softmax(q k^T * 0.25 + mask) v on [1, 2, 4, 16] heads, k transposed with
                 Transpose(perm=[0, 1, 3, 2]), a constant causal mask.
 """
@@ -53,6 +55,27 @@ def norms() -> None:
     save(graph, "norms.onnx")
 
 
+def gelu() -> None:
+    nodes = [
+        const("half", np.float32(0.5)), const("one", np.float32(1.0)),
+        const("sqrt2", np.float32(np.sqrt(2.0))), const("inv_sqrt2", np.float32(1 / np.sqrt(2.0))),
+        helper.make_node("Div", ["x", "sqrt2"], ["a1"], name="gelu1/div"),
+        helper.make_node("Erf", ["a1"], ["e1"], name="gelu1/erf"),
+        helper.make_node("Add", ["e1", "one"], ["p1"], name="gelu1/add"),
+        helper.make_node("Mul", ["x", "p1"], ["m1"], name="gelu1/mul"),
+        helper.make_node("Mul", ["m1", "half"], ["y1"], name="gelu1/half"),
+        helper.make_node("Mul", ["x", "inv_sqrt2"], ["a2"], name="gelu2/mul"),
+        helper.make_node("Erf", ["a2"], ["e2"], name="gelu2/erf"),
+        helper.make_node("Add", ["one", "e2"], ["p2"], name="gelu2/add"),
+        helper.make_node("Mul", ["half", "x"], ["m2"], name="gelu2/half"),
+        helper.make_node("Mul", ["p2", "m2"], ["y2"], name="gelu2/mul2"),
+    ]
+    graph = helper.make_graph(
+        nodes, "gelu", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 8])],
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, [2, 8]) for n in ("y1", "y2")])
+    save(graph, "gelu.onnx")
+
+
 def attention() -> None:
     mask = np.triu(np.full((4, 4), -1e9, np.float32), 1)
     nodes = [
@@ -81,4 +104,5 @@ def save(graph, name: str) -> None:
 
 if __name__ == "__main__":
     norms()
+    gelu()
     attention()
