@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 VENV=${Q35C_VENV:-.venv}
 PY=${PYTHON:-python3}
-SYSTEM_TOOLS=(gcc:gcc mlir-opt-22:mlir-22-tools)
+SYSTEM_TOOLS=(gcc:gcc make:make clang:clang gfortran:gfortran mlir-opt-22:mlir-22-tools)
 
 log() { printf '\033[1m[dev.sh]\033[0m %s\n' "$*" >&2; }
 

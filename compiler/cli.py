@@ -4,6 +4,7 @@
     q35c run INPUT [--target interp] [--input NAME=FILE.npy ...] [--seed N] -o OUTDIR
     q35c passes        list built-in and plugin passes
     q35c irdl          print the IRDL export of q35c's dialects
+    q35c inspect MODEL.onnx [--shape ...] [--keep-float REGEX]   summarize a model
 
 User errors print one line, `q35c: error: ...`, and exit with code 2; `--debug` shows the
 Python traceback instead.
@@ -67,6 +68,13 @@ _PIPELINE_OPTIONS = [
                  help="Static shape for a model input with dynamic dimensions (repeatable)."),
     click.option("--keep-float", metavar="REGEX",
                  help="Keep weights whose name matches REGEX in float (e.g. 'embed|lm_head')."),
+    click.option("--act", type=click.Choice(["float", "int8"]), default="float",
+                 show_default=True,
+                 help="Activations of quantized matmuls: float, or int8 with int32 "
+                      "accumulation (appends int8-activations to the pipeline)."),
+    click.option("--report", is_flag=True,
+                 help="Print the per-layer verification table (error bounds, accumulator "
+                      "bounds); on stderr when the IR goes to stdout."),
 ]
 
 
@@ -95,12 +103,13 @@ def main() -> None:
 @_DEBUG
 def compile_command(input: Path, target: str, output: Path | None, passes: str | None,
                     dump_ir: Path | None, print_ir_after_all: bool, entry: str | None,
-                    shapes: tuple[str, ...], keep_float: str | None, debug: bool) -> None:
-    """Compile INPUT (.mlir or .onnx) for a target."""
+                    shapes: tuple[str, ...], keep_float: str | None, act: str, report: bool,
+                    debug: bool) -> None:
+    """Compile INPUT (.onnx, .f90 or .mlir) for a target."""
     from q35c.compiler.driver import compile_file
 
     _guarded(debug, lambda: compile_file(input, output, _options(
-        target, passes, dump_ir, print_ir_after_all, entry, shapes, keep_float)))
+        target, passes, dump_ir, print_ir_after_all, entry, shapes, keep_float, report, act)))
 
 
 def _parse_shapes(values: tuple[str, ...]) -> dict[str, tuple[int, ...]]:
@@ -117,12 +126,15 @@ def _parse_shapes(values: tuple[str, ...]) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
-def _options(target, passes, dump_ir, print_ir_after_all, entry, shapes, keep_float):
+def _options(target, passes, dump_ir, print_ir_after_all, entry, shapes, keep_float,
+             report=False, act="float"):
     from q35c.compiler.driver import Options
 
+    if act == "int8":
+        passes = f"{'default' if passes is None else passes},int8-activations"
     return Options(target=target, passes=passes, dump_ir=dump_ir,
                    print_ir_after_all=print_ir_after_all, entry=entry,
-                   shapes=_parse_shapes(shapes), keep_float=keep_float)
+                   shapes=_parse_shapes(shapes), keep_float=keep_float, report=report)
 
 
 def _parse_inputs(values: tuple[str, ...]) -> dict[str, np.ndarray]:
@@ -131,6 +143,10 @@ def _parse_inputs(values: tuple[str, ...]) -> dict[str, np.ndarray]:
         name, sep, file = item.partition("=")
         if not sep or not name:
             raise Q35cError(f"--input expects NAME=FILE.npy, got '{item}'")
+        literal = _scalar_literal(file)
+        if literal is not None and not Path(file).exists():
+            inputs[name] = literal  # a scalar argument given as a literal: M=4, eps=1e-5
+            continue
         try:
             inputs[name] = np.load(file, allow_pickle=False)
         except (OSError, ValueError) as err:
@@ -138,11 +154,23 @@ def _parse_inputs(values: tuple[str, ...]) -> dict[str, np.ndarray]:
     return inputs
 
 
+def _scalar_literal(text: str) -> np.ndarray | None:
+    """`4` -> int64 scalar, `1e-5` / `0.5` -> float64 scalar (cast to the argument's type
+    by the target), anything else -> None."""
+    for kind in (int, float):
+        try:
+            return np.asarray(kind(text))
+        except ValueError:
+            continue
+    return None
+
+
 @main.command("run")
 @click.argument("input", type=click.Path(path_type=Path))
 @click.option("--target", "-t", default="interp", show_default=True, help="Target that executes.")
 @click.option("--input", "inputs", multiple=True, metavar="NAME=FILE.npy",
-              help="An input tensor; inputs not given are drawn from --seed and saved.")
+              help="An input tensor, or a scalar literal (NAME=4); inputs not given are "
+                   "drawn from --seed and saved.")
 @click.option("--seed", default=0, show_default=True, help="Seed for generated inputs.")
 @click.option("-o", "output", type=click.Path(path_type=Path), required=True, metavar="OUTDIR",
               help="Directory for <output-name>.npy (and generated inputs).")
@@ -151,13 +179,13 @@ def _parse_inputs(values: tuple[str, ...]) -> dict[str, np.ndarray]:
 def run_command(input: Path, target: str, inputs: tuple[str, ...], seed: int, output: Path,
                 passes: str | None, dump_ir: Path | None, print_ir_after_all: bool,
                 entry: str | None, shapes: tuple[str, ...], keep_float: str | None,
-                debug: bool) -> None:
+                act: str, report: bool, debug: bool) -> None:
     """Compile INPUT and execute it; write each output as OUTDIR/<name>.npy."""
     from q35c.compiler.driver import run_file
 
     def action() -> None:
         options = _options(target, passes, dump_ir, print_ir_after_all, entry, shapes,
-                           keep_float)
+                           keep_float, report, act)
         outputs = run_file(input, _parse_inputs(inputs), output, options, seed=seed)
         for name, value in outputs.items():
             click.echo(f"{name}: {np.asarray(value).dtype}{list(np.shape(value))} -> "
@@ -188,6 +216,23 @@ def passes_command(debug: bool) -> None:
             click.echo(f"warning: plugin '{plugin}' skipped: {why}", err=True)
 
     _guarded(debug, action)
+
+
+@main.command("inspect")
+@click.argument("input", type=click.Path(path_type=Path))
+@click.option("--shape", "shapes", multiple=True, metavar="NAME=d1,d2,...",
+              help="Static shape for a model input with dynamic dimensions (repeatable); "
+                   "unbound dynamic dimensions are imported as 1.")
+@click.option("--keep-float", metavar="REGEX",
+              help="Weights whose name matches REGEX stay float, as in compile.")
+@_DEBUG
+def inspect_command(input: Path, shapes: tuple[str, ...], keep_float: str | None,
+                    debug: bool) -> None:
+    """Summarize an ONNX model: ops, parameters, what would be quantized, bytes."""
+    from q35c.compiler.frontends.onnx.inspect import inspect_model
+
+    _guarded(debug, lambda: click.echo(
+        inspect_model(input, _parse_shapes(shapes), keep_float).text(), nl=False))
 
 
 @main.command("irdl")

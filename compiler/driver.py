@@ -35,6 +35,9 @@ from q35c.targets.target import Q35cTarget
 
 DEFAULT_PIPELINE = "quantize-weights,canonicalize,cse"
 """What `q35c INPUT` runs unless --passes says otherwise; `default` in --passes expands to it."""
+VERIFY_PIPELINE = "verify-overflow,verify-quant-error"
+"""Part of the default pipeline, but run last: a pipeline that uses `default` (or none) ends
+with these, so they check the final IR (e.g. after `default,int8-activations`)."""
 
 
 def make_context(registry: Registry | None = None) -> Context:
@@ -64,6 +67,9 @@ def load_input(path: Path, ctx: Context, options: FrontendOptions | None = None)
 
 def _expand_default(spec: str) -> str:
     elements = [e.strip() for e in _split_top_level(spec)]
+    if "default" in elements:
+        named = {e.partition("{")[0].strip() for e in elements}
+        elements += [v for v in VERIFY_PIPELINE.split(",") if v not in named]
     return ",".join(DEFAULT_PIPELINE if e == "default" else e for e in elements if e)
 
 
@@ -92,7 +98,7 @@ def build_pipeline(spec: str | None, registry: Registry | None = None,
     `quantize-weights` in the pipeline.
     """
     registry = registry or load_registry()
-    text = _expand_default(DEFAULT_PIPELINE if spec is None else spec)
+    text = _expand_default("default" if spec is None else spec)
     passes = []
     for element in _split_top_level(text) if text else []:
         try:
@@ -235,6 +241,8 @@ class Options:
     entry: str | None = None
     shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
     keep_float: str | None = None
+    report: bool = False
+    """Print the per-layer verification table (`--report`) after compiling."""
 
 
 def compile_to_module(path: Path, options: Options) -> tuple[Context, ModuleOp]:
@@ -249,21 +257,36 @@ def compile_to_module(path: Path, options: Options) -> tuple[Context, ModuleOp]:
     return ctx, module
 
 
+def print_report(module: ModuleOp, stream) -> None:
+    """The `--report` table: one row per quantized matmul, from the verification attributes."""
+    from q35c.passes.verify_quant_error import report_table
+
+    stream.write(report_table(module))
+    stream.flush()
+
+
 def compile_file(path: Path, out_dir: Path | None, options: Options, stdout=sys.stdout) -> None:
     """`q35c INPUT --target T -o OUT`."""
     target = get_target(options.target or "mlir")
     ctx, module = compile_to_module(path, options)
     if out_dir is None:
+        if options.report:  # on stderr: the IR itself goes to stdout
+            print_report(module, sys.stderr)
         target.emit(ctx, module, stdout)
         return
     store = store_of(module)
     write_atomically(out_dir, lambda tmp: target.write(ctx, module, store, tmp, path.stem))
+    if options.report:
+        print_report(module, stdout)
 
 
 def run_file(path: Path, inputs: dict[str, np.ndarray], out_dir: Path, options: Options,
              seed: int = 0) -> dict[str, np.ndarray]:
     """`q35c run INPUT`: compile, execute on `inputs` (missing ones drawn from `seed`), save."""
-    from q35c.targets.interp.interpreter import argument_names, entry_function
+    from xdsl.dialects.builtin import MemRefType
+
+    from q35c.targets.interp.interpreter import (
+        argument_attr_strings, argument_names, entry_function, memref_argument_shape)
     from q35c.compiler.tensors import numpy_dtype
 
     target = get_target(options.target or "interp")
@@ -274,11 +297,20 @@ def run_file(path: Path, inputs: dict[str, np.ndarray], out_dir: Path, options: 
         raise Q35cError(f"{path}: {first_line(err)}") from None
     generated: dict[str, np.ndarray] = {}
     rng = np.random.default_rng(seed)
-    for name, arg in zip(argument_names(fn), fn.args):
-        if name in inputs:
+    intents = argument_attr_strings(fn, "q35c.intent")
+    for index, (name, arg) in enumerate(zip(argument_names(fn), fn.args)):
+        if name in inputs or intents[index] == "out":  # the target allocates outputs
             continue
-        shape = tuple(arg.type.get_shape())
-        dtype = numpy_dtype(arg.type.get_element_type())
+        if isinstance(arg.type, MemRefType):  # Fortran arrays: shapes may name scalars
+            shape = memref_argument_shape(fn, index, {**inputs, **generated})
+            if shape is None:
+                raise Q35cError(f"{path}: input '{name}' must be given: its shape depends "
+                                "on values that are not inputs")
+        else:
+            shape = tuple(arg.type.get_shape()) if hasattr(arg.type, "get_shape") else ()
+        element = arg.type.get_element_type() if shape or hasattr(arg.type, "get_shape") \
+            else arg.type
+        dtype = numpy_dtype(element)
         if np.issubdtype(dtype, np.floating):
             generated[name] = rng.standard_normal(shape).astype(dtype)
         else:
@@ -288,6 +320,8 @@ def run_file(path: Path, inputs: dict[str, np.ndarray], out_dir: Path, options: 
     if unknown:
         raise Q35cError(f"{path}: unknown input(s) {', '.join(unknown)}; the entry takes "
                         f"{', '.join(argument_names(fn))}")
+    if options.report:
+        print_report(module, sys.stdout)
     outputs = target.run(ctx, module, store_of(module), {**inputs, **generated}, options.entry)
 
     def write(tmp: Path) -> None:

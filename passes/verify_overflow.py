@@ -5,8 +5,9 @@ Interval analysis, in exact (Python) integers, over every integer value of each 
 - integer function arguments: their type's range, or the range `arg-ranges` declares
   (`"input_ids=0:255,n=1:64"`);
 - `arith.constant`: the range of its values; `arith` integer ops (addi, subi, muli, maxsi,
-  minsi, select, extsi, trunci) and `linalg.reduce` with an `addi` body: interval arithmetic,
-  and the result must fit its type;
+  minsi, select, extsi, trunci) and `linalg.reduce` with an `addi` body: interval arithmetic;
+  with `check-arith=true` the result must fit its type (by default a result that may not is
+  taken to wrap, as MLIR and the Fortran frontend define, and gets the type's range);
 - `quant3p5.quantize_activations`: [-127, 127] (it clamps); `quant3p5.unpack`: codes 0..127;
 - code decoding: the integer level of every weight, from the actual weights (a
   `quant3p5.weight`, or `quant3p5.pack` of constant codes) or, for run-time codes, the
@@ -43,7 +44,7 @@ from xdsl.ir import Operation, SSAValue
 from xdsl.passes import ModulePass
 
 from q35c.compiler.diagnostics import Q35cError
-from q35c.compiler.quant import CODEBOOK, LEGACY_LEVELS, LegacyPairTensor, Q3P5Tensor
+from q35c.compiler.quant import CODEBOOK, LEGACY_LEVELS, Q3P5Tensor
 from q35c.compiler.tensors import constant_value
 from q35c.compiler.weights import WeightStore, store_of
 from q35c.dialects import quant3p5
@@ -129,6 +130,7 @@ class _Analysis:
     store: WeightStore
     arg_ranges: dict[str, tuple[int, int]]
     fn: func.FuncOp
+    check_arith: bool = False
     ranges: dict[SSAValue, tuple[int, int]] = field(default_factory=dict)
     weights: dict[SSAValue, _Weights] = field(default_factory=dict)
 
@@ -137,9 +139,10 @@ class _Analysis:
 
         for name, arg in zip(argument_names(self.fn), self.fn.args):
             width = _width(arg)
-            if width is not None:
-                self.ranges[arg] = self.arg_ranges.get(name, _type_range(width))
-        for op in self.fn.body.block.ops:  # not region bodies: their block args are scalars
+            if width is not None:  # declared by its q35c.name (or argN) or its SSA name
+                declared = self.arg_ranges.get(name) or self.arg_ranges.get(arg.name_hint or "")
+                self.ranges[arg] = declared or _type_range(width)
+        for op in self.fn.body.blocks[0].ops:  # not region bodies: their block args are scalars
             self.visit(op)
 
     def rng(self, value: SSAValue) -> tuple[int, int]:
@@ -147,13 +150,16 @@ class _Analysis:
         return self.ranges.get(value, _type_range(width or 64))
 
     def set(self, op: Operation, value: SSAValue, lo: int, hi: int) -> None:
-        self.ranges[value] = (lo, hi)
         width = _width(value)
         if width is not None and width > 1:
             tlo, thi = _type_range(width)
             if lo < tlo or hi > thi:
-                raise self.generic_overflow(op, value, lo, hi, width)
-            if len(op.results) == 1:
+                if self.check_arith:
+                    raise self.generic_overflow(op, value, lo, hi, width)
+                lo, hi = tlo, thi  # wraps (MLIR arith semantics): anything in the type
+        self.ranges[value] = (lo, hi)
+        if width is not None and width > 1:
+            if value is op.results[0]:
                 op.attributes[ATTR_RANGE] = DenseArrayBase.from_list(i64, [lo, hi])
 
     def visit(self, op: Operation) -> None:
@@ -167,6 +173,9 @@ class _Analysis:
                 lo, hi = a + c, b + d
             elif isinstance(op, arith.SubiOp):
                 lo, hi = a - d, b - c
+            elif op.lhs is op.rhs:  # a square
+                lo = 0 if a <= 0 <= b else min(a * a, b * b)
+                hi = max(a * a, b * b)
             else:
                 products = (a * c, a * d, b * c, b * d)
                 lo, hi = min(products), max(products)
@@ -335,22 +344,59 @@ class _Analysis:
     def generic_overflow(self, op, value, lo, hi, width) -> OverflowFound:
         operands = ", ".join(f"{_describe(v)} in {list(self.rng(v))}" for v in op.operands
                              if _width(v))
-        return OverflowFound(
-            f"verify-overflow: {op.name} {_describe(value)} can leave i{width}: its range is "
-            f"[{lo}, {hi}] for operands {operands}", None)
+        message = (f"verify-overflow: {op.name} {_describe(value)} can leave i{width}: its "
+                   f"range is [{lo}, {hi}] for operands {operands}")
+        witness = self.endpoint_witness(op, width)
+        if witness is not None:
+            from q35c.targets.interp.interpreter import argument_names
+
+            names = {n for n, a in zip(argument_names(self.fn), self.fn.args) if a in op.operands}
+            message += "; witness: " + ", ".join(
+                f"{name} = {_summary(v)}" for name, v in witness.items() if name in names)
+            message += " (other inputs 0)"
+        return OverflowFound(message, witness)
+
+    def endpoint_witness(self, op, width) -> dict[str, np.ndarray] | None:
+        """For addi/subi/muli of function arguments (and constants): arguments at the ends of
+        their ranges for which the exact result leaves the type."""
+        from itertools import product
+
+        from q35c.targets.interp.interpreter import argument_names
+
+        if not isinstance(op, (arith.AddiOp, arith.SubiOp, arith.MuliOp)):
+            return None
+        args = list(self.fn.args)
+        free = [v for v in dict.fromkeys(op.operands) if v in args]
+        if any(v not in args and not isinstance(v.owner, arith.ConstantOp)
+               for v in op.operands) or not free:
+            return None
+        tlo, thi = _type_range(width)
+        for ends in product(*[self.rng(v) for v in free]):
+            choice = dict(zip(free, ends))
+            a, b = (choice.get(v, self.rng(v)[0]) for v in op.operands)
+            exact = a + b if isinstance(op, arith.AddiOp) else a - b if isinstance(
+                op, arith.SubiOp) else a * b
+            if not tlo <= exact <= thi:
+                witness = {}
+                for name, arg in zip(argument_names(self.fn), args):
+                    dtype = np.dtype(f"int{_width(arg)}") if _width(arg) in (8, 16, 32, 64) \
+                        else np.float32
+                    witness[name] = np.full(_shape(arg), choice.get(arg, 0), dtype)
+                return witness
+        return None
 
 
 def _summary(v: np.ndarray) -> str:
     values, counts = np.unique(v, return_counts=True)
     if len(values) == 1:
-        return f"{values[0]!r} everywhere {list(v.shape)}"
-    top = ", ".join(f"{x!r} x{c}" for x, c in zip(values, counts))
+        return f"{values[0].item()!r} everywhere {list(v.shape)}"
+    top = ", ".join(f"{x.item()!r} x{c}" for x, c in zip(values, counts))
     return f"{list(v.shape)} with values {top}"
 
 
 @dataclass(frozen=True)
 class VerifyOverflowPass(ModulePass):
-    """Prove int32 accumulators (and every integer op) cannot overflow, or fail with a witness."""
+    """Prove int32 accumulators cannot overflow (or fail with a witness); bound integer ops."""
 
     name = "verify-overflow"
 
@@ -358,6 +404,10 @@ class VerifyOverflowPass(ModulePass):
     """Declared ranges of integer arguments, `NAME=LO:HI,...` (default: the type's range)."""
     witness_dir: str = ""
     """On failure, write the witness inputs to WITNESS-DIR/<argument>.npy."""
+    check_arith: bool = False
+    """Also fail on plain `arith` integer ops that can leave their type. Off by default: they
+    wrap by definition (MLIR arith, and the Fortran frontend's two's-complement integers), so
+    only their ranges are recorded. int8-path accumulators are always checked."""
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
         ranges = parse_arg_ranges(self.arg_ranges)
@@ -365,7 +415,7 @@ class VerifyOverflowPass(ModulePass):
         for fn in op.walk():
             if isinstance(fn, func.FuncOp) and fn.body.blocks:
                 try:
-                    _Analysis(store, ranges, fn).run()
+                    _Analysis(store, ranges, fn, self.check_arith).run()
                 except OverflowFound as err:
                     if self.witness_dir and err.witness:
                         out = Path(self.witness_dir)

@@ -1,6 +1,6 @@
 """`verify-quant-error`: bound the error every quantized matmul adds, per output element.
 
-For every `quant3p5.matmul` and `quant3p5.matmul_int8` the pass computes, for each output
+For every `quant3p5.matmul`, `matmul_int8` and `fused_matmul` the pass computes, for each output
 element y[r, n], a worst-case bound on |y_quantized - y_float| where y_float = x @ W uses the
 float weights W and the *same* input x, exactly (real arithmetic), and an RMS estimate of
 that error. The error has up to three parts (docs/verification.md gives the derivation):
@@ -16,7 +16,9 @@ Input ranges come from a sound interval analysis of the whole function (elementw
 (|x| <= arg-range for float arguments; unbounded when 0) and the actual weights and
 constants. `input-range=R` additionally declares |x| <= R at the input of every quantized
 matmul (intersected with the analysed range). An op without a transfer function yields an
-unbounded result, so the analysis never claims more than it proves.
+unbounded result, so the analysis never claims more than it proves. Two relational facts
+keep real models tight: a decomposed RMSNorm is recognized (|x_k / rms| <= sqrt(K)), and
+normalized rows carry an L2 ball (||(y - center) / scale||_2 <= R) through matmuls.
 
 Results are builtin attributes on each matmul: `q35c.input_absmax`, `q35c.err_bound` (max over
 output elements of the worst case), `q35c.err_rms`, `q35c.err_parts` (which parts are included)
@@ -28,7 +30,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -42,7 +44,6 @@ from xdsl.dialects.builtin import (
     StringAttr,
     TensorType,
     f32,
-    f64,
 )
 from xdsl.dialects.linalg import ops as linalg
 from xdsl.ir import Operation, SSAValue
@@ -196,7 +197,8 @@ _ERF = np.vectorize(math.erf, otypes=[np.float64])
 
 def _gelu_erf(x):
     with np.errstate(all="ignore"):
-        return np.where(np.isinf(x), np.where(x > 0, x, 0.0), 0.5 * x * (1 + _ERF(x / math.sqrt(2))))
+        y = 0.5 * x * (1 + _ERF(x / math.sqrt(2)))
+        return np.where(np.isinf(x), np.where(x > 0, x, 0.0), y)
 
 
 def _gelu_tanh(x):
@@ -257,18 +259,64 @@ def float32_dequantized(weights: Any) -> np.ndarray:
     return dequantize_legacy(weights).astype(np.float64)
 
 
+def _spectral_bound(m: np.ndarray) -> float:
+    """An upper bound on the largest singular value of m (exact for small matrices)."""
+    if m.size <= 1 << 22:
+        return float(np.linalg.norm(m, 2)) * (1 + 1e-9) + 1e-300
+    fro = float(np.sqrt((m**2).sum()))
+    return min(fro, float(np.sqrt(np.abs(m).sum(axis=0).max() * np.abs(m).sum(axis=1).max())))
+
+
+@dataclass
+class Ball:
+    """Every row y of a value is center + scale * z with ||z||_2 <= radius (scale >= 0,
+    elementwise). Then |y . c| <= |center . c| + radius * ||scale * c||_2 (Cauchy-Schwarz)."""
+
+    scale: np.ndarray  # [K]
+    radius: float
+    center: np.ndarray | None = None  # [K]; None: 0
+
+    def bound(self, c: np.ndarray) -> np.ndarray:
+        """[N]: max over the ball of |y . c[:, n]|."""
+        spread = self.radius * np.sqrt(((self.scale[:, None] * c) ** 2).sum(axis=0))
+        return spread if self.center is None else np.abs(self.center @ c) + spread
+
+    def magnitude(self, c: np.ndarray) -> np.ndarray:
+        """[N]: max over the ball of sum_k |y_k| |c[k, n]|."""
+        c = np.abs(c)
+        spread = self.radius * np.sqrt(((self.scale[:, None] * c) ** 2).sum(axis=0))
+        return spread if self.center is None else np.abs(self.center) @ c + spread
+
+    def image(self, w: np.ndarray, rounding: float) -> "Ball":
+        """The rows of y @ w (w [K, N]), with a relative rounding of each output element."""
+        radius = self.radius * _spectral_bound(self.scale[:, None] * w) + rounding * float(
+            np.sqrt((self.magnitude(w) ** 2).sum()))
+        center = None if self.center is None else self.center @ w
+        return Ball(np.ones(w.shape[1]), radius * (1 + 2.0**-20), center)
+
+
+@dataclass
+class _NormTag:
+    kind: str  # "ms", "rms" or "inv"
+    x: SSAValue
+    f: float
+    rows: np.ndarray
+
+
 class IntervalAnalysis:
     """Elementwise interval evaluation of one function: `boxes[value]` or packed weights."""
 
     def __init__(self, fn: func.FuncOp, store: WeightStore, arg_range: float):
         self.store = store
         self.env: dict[SSAValue, Any] = {}
+        self.tags: dict[SSAValue, _NormTag] = {}
+        self.balls: dict[SSAValue, Ball] = {}
         for arg in fn.args:
             if _is_int(arg) or arg_range <= 0:
                 self.env[arg] = _unknown(arg)
             else:
                 self.env[arg] = Box.full(_shape(arg), -arg_range, arg_range)
-        for op in fn.body.block.ops:
+        for op in fn.body.blocks[0].ops:
             if isinstance(op, func.ReturnOp):
                 break
             try:
@@ -277,7 +325,192 @@ class IntervalAnalysis:
                 results = None
             if results is None:
                 results = [_unknown(r) for r in op.results]
+            else:
+                try:
+                    results = self.normalization(op, results)
+                    results = self.ball_facts(op, results)
+                except Exception:  # the relational rules are optional: keep the plain result
+                    pass
             self.env.update(zip(op.results, results))
+
+    # A decomposed RMSNorm, x / sqrt(mean(x * x) + eps), is unbounded for plain intervals
+    # (the divisor's interval reaches sqrt(eps)). Tags track the relation instead:
+    # "ms":  v = (sum_k x_k^2) / c (+ eps >= 0), so x_k^2 <= c * v for every k of its row;
+    # "rms": |x_k| <= f * v;   "inv": |x_k| * v <= f.
+    # `rows` holds, per element of the tagged value, the row of x it belongs to; it follows
+    # the same shape ops, and the final product checks it against x's rows, so a misaligned
+    # broadcast never uses the rule.
+
+    def _point(self, value: SSAValue) -> float | None:
+        v = self.env.get(value)
+        if (isinstance(v, Box) and v.lo.size and np.all(v.lo == v.hi)
+                and np.all(v.lo == v.lo.flat[0])):
+            return float(v.lo.flat[0])
+        return None
+
+    def normalization(self, op: Operation, results: list) -> list:
+        tag = self.tags.get
+        if isinstance(op, linalg.ReduceOp):
+            source, init = op.operands[0], op.operands[1]
+            body = list(op.region.block.ops)
+            sq = source.owner
+            rank = len(_shape(source))
+            if (len(body) == 2 and isinstance(body[0], arith.AddfOp)
+                    and tuple(op.dimensions.get_values()) == (rank - 1,)
+                    and isinstance(sq, arith.MulfOp) and sq.lhs is sq.rhs
+                    and self._point(init) == 0.0):
+                shape = _shape(op.results[0])
+                rows = np.arange(int(np.prod(shape))).reshape(shape)
+                self.tags[op.results[0]] = _NormTag("ms", sq.lhs, 1.0, rows)
+            return results
+        if isinstance(op, (tensor.ReshapeOp, tensor.CollapseShapeOp, tensor.ExpandShapeOp,
+                           linalg.TransposeOp, linalg.BroadcastOp)) and tag(op.operands[0]):
+            t = tag(op.operands[0])
+            shape = _shape(op.results[0])
+            if isinstance(op, linalg.TransposeOp):
+                rows = np.transpose(t.rows, tuple(op.permutation.get_values()))
+            elif isinstance(op, linalg.BroadcastOp):
+                rows = np.broadcast_to(
+                    np.expand_dims(t.rows, tuple(op.dimensions.get_values())), shape)
+            else:
+                rows = t.rows.reshape(shape)
+            self.tags[op.results[0]] = _NormTag(t.kind, t.x, t.f, rows)
+            return results
+        if isinstance(op, (arith.DivfOp, arith.MulfOp, arith.AddfOp)):
+            a, b = op.lhs, op.rhs
+            if isinstance(op, (arith.MulfOp, arith.AddfOp)) and tag(b) and not tag(a):
+                a, b = b, a
+            ta, tb = tag(a), tag(b)
+            if ta and ta.kind == "ms" and not tb:
+                c = self._point(b)
+                if c is not None and np.all(_shape(a) == _shape(op.result)):
+                    if isinstance(op, arith.AddfOp) and c >= 0:
+                        self.tags[op.result] = ta
+                    elif isinstance(op, arith.DivfOp) and c > 0:
+                        self.tags[op.result] = _NormTag("ms", ta.x, ta.f * c, ta.rows)
+                    elif isinstance(op, arith.MulfOp) and c > 0:
+                        self.tags[op.result] = _NormTag("ms", ta.x, ta.f / c, ta.rows)
+                return results
+            if isinstance(op, arith.DivfOp) and tb and tb.kind == "rms":
+                p = self._point(a)
+                if p is not None and p > 0:  # p / (rms) with |x_k| <= f * rms
+                    self.tags[op.result] = _NormTag("inv", tb.x, tb.f * p, tb.rows)
+                    return results
+                return self._bounded(op, a, tb, results)
+            if isinstance(op, arith.MulfOp) and ta and ta.kind == "inv":
+                return self._bounded(op, b, ta, results)
+            return results
+        if isinstance(op, xmath.SqrtOp) and tag(op.operand) and tag(op.operand).kind == "ms":
+            t = tag(op.operand)
+            self.tags[op.result] = _NormTag("rms", t.x, math.sqrt(t.f), t.rows)
+        if isinstance(op, xmath.RsqrtOp) and tag(op.operand) and tag(op.operand).kind == "ms":
+            t = tag(op.operand)
+            self.tags[op.result] = _NormTag("inv", t.x, math.sqrt(t.f), t.rows)
+        return results
+
+    def _bounded(self, op: Operation, x: SSAValue, t: "_NormTag", results: list) -> list:
+        """x * inv or x / rms with x the normalized value itself: |result| <= f."""
+        shape = _shape(x)
+        if x is not t.x or _shape(op.results[0]) != shape or t.rows.shape != shape:
+            return results
+        expected = np.arange(int(np.prod(shape[:-1]))).reshape(shape[:-1])[..., None]
+        if not np.array_equal(t.rows, np.broadcast_to(expected, shape)):
+            return results
+        y = results[0]
+        f = t.f * (1 + 2.0**-18)  # float32 rounding of the norm's own computation
+        # sum_k (x_k * inv)^2 <= c * ms * inv^2 <= c: each row is also in an L2 ball.
+        self.balls[op.results[0]] = Ball(np.ones(shape[-1]), f)
+        return [Box(np.maximum(y.lo, -f), np.minimum(y.hi, f))]
+
+    def ball_facts(self, op: Operation, results: list) -> list:
+        """Propagate row L2 balls; a ball also bounds each coordinate: |y_k| <= R * scale_k."""
+        results = self._ball_facts(op, results)
+        ball = self.balls.get(op.results[0]) if op.results else None
+        if ball is not None and isinstance(results[0], Box):
+            y, cap = results[0], ball.radius * ball.scale
+            c = 0.0 if ball.center is None else ball.center
+            return [Box(np.maximum(y.lo, c - cap), np.minimum(y.hi, c + cap)), *results[1:]]
+        return results
+
+    def _ball_facts(self, op: Operation, results: list) -> list:
+        balls = self.balls
+        if isinstance(op, (tensor.ReshapeOp, tensor.CollapseShapeOp, tensor.ExpandShapeOp)):
+            src = balls.get(op.operands[0])
+            if src and _shape(op.operands[0])[-1:] == _shape(op.results[0])[-1:]:
+                balls[op.results[0]] = src  # rows are contiguous: same rows, same order
+        elif isinstance(op, arith.MulfOp) or (_SWIGLU and isinstance(op, _SWIGLU)):
+            if isinstance(op, arith.MulfOp):
+                a, c = (op.lhs, op.rhs) if op.lhs in balls else (op.rhs, op.lhs)
+                other = self.env.get(c)
+            else:  # silu(gate) * up
+                a, c = op.up, op.gate
+                other = _with_min(_silu_safe, self.box(op.gate), *_SILU_MIN)
+            ball = balls.get(a)
+            if ball and isinstance(other, Box) and np.array_equal(other.lo, other.hi) \
+                    and other.lo.shape == _shape(op.result) and a is not c:
+                rows = other.lo.reshape(-1, other.lo.shape[-1])  # constant: one row for all?
+                if rows.size and np.all(rows == rows[0]):
+                    center = None if ball.center is None else ball.center * rows[0]
+                    balls[op.result] = Ball(ball.scale * np.abs(rows[0]),
+                                            ball.radius * (1 + 2.0**-20), center)
+            elif ball and ball.center is None and isinstance(other, Box) \
+                    and other.lo.shape == _shape(op.result) \
+                    and a is not c and _shape(a) == _shape(op.result):
+                # y_k = c_k * a_k: scale_k grows by max over rows of |c_k|
+                amax = other.absmax().reshape(-1, other.lo.shape[-1]).max(axis=0)
+                if np.all(np.isfinite(amax)):
+                    balls[op.result] = Ball(ball.scale * amax, ball.radius * (1 + 2.0**-20))
+        elif isinstance(op, (quant3p5.MatmulOp, *(
+                (_FUSED_MATMUL,) if isinstance(_FUSED_MATMUL, type) else ()))) \
+                and op.lhs in balls:
+            ball = balls[op.lhs]
+            k = _shape(op.lhs)[-1]
+            w = float32_dequantized(self.env[op.weights])
+            bias = self.env.get(op.bias) if getattr(op, "bias", None) is not None else None
+            plain = isinstance(op, quant3p5.MatmulOp) or (
+                op.activation.data == "none" and op.residual is None
+                and (bias is None or np.array_equal(bias.lo, bias.hi)))
+            if not plain:
+                return results
+            # y - center W = z diag(scale) W: ||.||_2 <= R * sigma_max, plus the rounding of
+            # the product (and of the bias add)
+            rel = U32 + 2 * k * U64 + (U32 if bias is not None else 0.0)
+            image = ball.image(w, rel)
+            spread = (ball.radius * np.sqrt(((ball.scale[:, None] * w) ** 2).sum(axis=0))
+                      + rel * ball.magnitude(w))
+            mid = np.zeros(w.shape[1]) if image.center is None else image.center
+            if bias is not None:
+                spread = spread + U32 * np.abs(bias.lo)
+                mid = mid + bias.lo
+                image = Ball(image.scale, image.radius + U32 * float(np.sqrt(
+                    (bias.lo**2).sum())), mid)
+            balls[op.result] = image
+            spread = spread * (1 + 2.0**-20)
+            y = results[0]
+            return [Box(np.maximum(y.lo, mid - spread), np.minimum(y.hi, mid + spread))]
+        elif isinstance(op, quant3p5.MatmulInt8Op) and isinstance(
+                op.lhs.owner, quant3p5.QuantizeActivationsOp) and op.lhs.owner.input in balls:
+            ball = balls[op.lhs.owner.input]
+            x = self.box(op.lhs.owner.input)
+            k = _shape(op.lhs)[-1]
+            w = exact_dequantized(self.env[op.weights])
+            r_row = x.absmax().reshape(-1, k).max(axis=1, keepdims=True) * (1 + 2.0**-15)
+            levels, scales, offsets, group = packed_levels(self.env[op.weights])
+            groups = -(-k // group)
+            rel = (groups + 3) * U32 / (1 - (groups + 3) * U32)
+            # y = (x + d) . W with |d_k| <= r_row / 254, plus the float32 rescale rounding
+            limit = (ball.bound(w)[None, :] + r_row / 254 * np.abs(w).sum(axis=0)) * (
+                1 + rel) * (1 + 2.0**-20)
+            # y = x W + d W + rounding: the image ball, widened by ||d W||_2 and the rounding
+            image = ball.image(w, 0.0)
+            extra = (math.sqrt(k) * float(r_row.max()) / 254 * _spectral_bound(w)
+                     + rel * float(np.sqrt((limit**2).sum(axis=1).max())))
+            balls[op.result] = Ball(image.scale, (image.radius + extra) * (1 + 2.0**-20),
+                                    image.center)
+            y = results[0]
+            limit = limit.reshape(y.lo.shape[:-1] + (w.shape[1],))
+            return [Box(np.maximum(y.lo, -limit), np.minimum(y.hi, limit))]
+        return results
 
     def box(self, value: SSAValue) -> Box:
         v = self.env[value]
@@ -439,11 +672,18 @@ class IntervalAnalysis:
             # |x_k| / sqrt(mean(x^2) + eps) <= min(sqrt(K), |x_k| / sqrt(eps))
             norm = np.minimum(math.sqrt(k), x.absmax() / math.sqrt(eps)) if eps > 0 else \
                 np.full(x.lo.shape, math.sqrt(k))
+            if gamma.lo.shape == (k,) and np.array_equal(gamma.lo, gamma.hi):
+                # sum_k (x_k / rms)^2 <= K: every row is in a ball (rounded once, float32)
+                self.balls[op.result] = Ball(np.abs(gamma.lo), math.sqrt(k) * (1 + 2.0**-20))
             return [_mul(Box(-norm, norm), gamma)]
         if isinstance(op, q35nn.LayerNormOp):
             x, gamma, beta = b(op.input), b(op.gamma), b(op.beta)
             k = _shape(op.input)[-1]
             norm = np.full(x.lo.shape, math.sqrt(max(k - 1, 1)))  # max |z-score| of K values
+            if all(v.lo.shape == (k,) and np.array_equal(v.lo, v.hi) for v in (gamma, beta)):
+                # sum_k z_k^2 = K var / (var + eps) <= K: a ball around beta
+                self.balls[op.result] = Ball(np.abs(gamma.lo), math.sqrt(k) * (1 + 2.0**-20),
+                                             beta.lo.copy())
             y = _mul(Box(-norm, norm), gamma)
             return [_clean(y.lo + beta.lo, y.hi + beta.hi)]
         if isinstance(op, q35nn.GatherOp):
@@ -558,7 +798,7 @@ def analyse_function(fn: func.FuncOp, store: WeightStore, arg_range: float = 0.0
     """The error analysis of every quantized matmul of `fn`, in program order."""
     intervals = IntervalAnalysis(fn, store, arg_range)
     layers = []
-    for op in fn.body.block.ops:
+    for op in fn.body.blocks[0].ops:
         if isinstance(op, QUANTIZED_MATMULS):
             layers.append(_layer_error(op, intervals, store, input_range))
     return layers
@@ -566,27 +806,32 @@ def analyse_function(fn: func.FuncOp, store: WeightStore, arg_range: float = 0.0
 
 def _input_box(op, intervals: IntervalAnalysis, input_range: float) -> tuple[Box, bool]:
     """The input activation interval and whether int8 activation quantization applies."""
+    value = op.lhs
     if isinstance(op, quant3p5.MatmulInt8Op):
         producer = op.lhs.owner
         if isinstance(producer, quant3p5.QuantizeActivationsOp):
-            x, int8 = intervals.box(producer.input), True
+            value = producer.input
+            x, int8 = intervals.box(value), True
         else:  # int8 activations given directly: the op's own input is the reference
             x, int8 = intervals.dequantized_activation(op), False
     else:
         x, int8 = intervals.box(op.lhs), False
     if input_range > 0:
         x = Box(np.clip(x.lo, -input_range, input_range), np.clip(x.hi, -input_range, input_range))
-    return x, int8
+    return x, int8, intervals.balls.get(value)
 
 
 def _layer_error(op, intervals: IntervalAnalysis, store: WeightStore,
                  input_range: float) -> LayerError:
-    weights = intervals.env[op.weights]
-    k, n = weights.shape
+    weights = intervals.env.get(op.weights)
+    k, n = op.weights.type.get_shape()
     wop = _weight_op(op.weights)
     name = wop.weight_name.data if wop else f"<{op.weights.owner.name}>"
+    if not isinstance(weights, (Q3P5Tensor, LegacyPairTensor)):
+        return LayerError(op, name, None, (k, n), math.inf, None, None,
+                          "weights known only at run time")
     source = float_source(store, name, (k, n)) if wop else None
-    x, int8 = _input_box(op, intervals, input_range)
+    x, int8, ball = _input_box(op, intervals, input_range)
     absmax = float(x.absmax().max()) if x.lo.size else 0.0
     parts = []
     try:
@@ -602,8 +847,16 @@ def _layer_error(op, intervals: IntervalAnalysis, store: WeightStore,
     var = np.zeros((mid2.shape[0], n))
     if source is not None:
         e = np.asarray(store[source], np.float64) - w_hat
-        bound += np.abs(mid2 @ e) + rad2 @ np.abs(e)
-        var += (mid2 @ e) ** 2 + (rad2**2 / 3) @ (e**2)
+        weight_part = np.abs(mid2 @ e) + rad2 @ np.abs(e)
+        if ball is not None:  # the input rows lie in an L2 ball too: use the smaller bound
+            weight_part = np.minimum(weight_part, ball.bound(e)[None, :])
+        bound += weight_part
+        weight_var = (mid2 @ e) ** 2 + (rad2**2 / 3) @ (e**2)
+        if ball is not None:  # rows spread evenly over the ball: E x_k^2 = (R scale_k)^2 / K
+            center = 0.0 if ball.center is None else (ball.center @ e) ** 2
+            weight_var = np.minimum(weight_var, center + (ball.radius**2 / k) * (
+                (ball.scale[:, None] ** 2) * e**2).sum(axis=0)[None, :])
+        var += weight_var
         parts.append("weights")
     r_row = np.maximum(np.abs(mid2) + rad2, 0).max(axis=1, keepdims=True)  # max |x| per row
     if int8:
@@ -623,15 +876,18 @@ def _layer_error(op, intervals: IntervalAnalysis, store: WeightStore,
         rel = (groups + 3) * U32 / (1 - (groups + 3) * U32)
     else:
         rel = U32 + 2 * k * U64
+        if ball is not None:
+            magnitude = np.minimum(magnitude, ball.magnitude(abs_w)[None, :])
     bound = bound + rel * magnitude
     parts.append("rounding")
     if _FUSED_MATMUL and isinstance(op, _FUSED_MATMUL):
         # The epilogue maps both products through the same bias, activation and residual:
         # the error grows by the activation's Lipschitz constant, plus one float32 rounding
         # per step (magnitudes from the intervals).
+        # A fused residual add is left out, as in the unfused graph where it is its own op:
+        # its rounding scales with the residual, which may be unbounded.
         stages = [s.absmax().reshape(-1, n) for s in intervals.fused_stages(op)]
-        bound = _LIPSCHITZ[op.activation.data] * (bound + U32 * stages[1]) + U32 * (
-            stages[2] + stages[3])
+        bound = _LIPSCHITZ[op.activation.data] * (bound + U32 * stages[1]) + U32 * stages[2]
         parts.append(f"epilogue({op.activation.data})")
     bound = bound * SLACK + TINY
     return LayerError(op, name, source, (k, n), absmax, bound.reshape(out_shape),
@@ -663,9 +919,9 @@ class VerifyQuantErrorPass(ModulePass):
                 attrs[ATTR_PARTS] = StringAttr(layer.parts)
                 if layer.bound is None:
                     continue
-                attrs[ATTR_INPUT] = FloatAttr(_round_up(layer.input_absmax), f64)
-                attrs[ATTR_BOUND] = FloatAttr(_round_up(float(layer.bound.max(initial=0))), f64)
-                attrs[ATTR_RMS] = FloatAttr(float(f"{layer.rms:.6g}"), f64)
+                attrs[ATTR_INPUT] = FloatAttr(_round_up(layer.input_absmax), f32)
+                attrs[ATTR_BOUND] = FloatAttr(_round_up(float(layer.bound.max(initial=0))), f32)
+                attrs[ATTR_RMS] = FloatAttr(float(np.float32(layer.rms)), f32)
                 if self.column_bounds:
                     cols = layer.bound.reshape(-1, layer.shape[1]).max(axis=0)
                     cols = np.nextafter(cols.astype(np.float32), np.float32(np.inf))
@@ -674,12 +930,11 @@ class VerifyQuantErrorPass(ModulePass):
 
 
 def _round_up(x: float) -> float:
-    """x rounded up to 7 significant digits, so the printed attribute is still a bound."""
-    if x == 0 or not math.isfinite(x):
-        return x
-    digits = 6 - math.floor(math.log10(abs(x)))
-    scale = 10.0**digits
-    return math.ceil(x * scale) / scale * (1 + 1e-15)
+    """x as a float32 no smaller than x, so the recorded attribute is still a bound."""
+    y = np.float32(x)
+    if y < x:
+        y = np.nextafter(y, np.float32(np.inf))
+    return float(y)
 
 
 # -- the --report table ------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """q35c code-generation targets, looked up lazily by name.
 
 `mlir` writes the final IR (generic syntax, readable by upstream MLIR tools) and its weight
-store; `interp` runs the reference interpreter. The hardware and native targets named in
+store; `interp` runs the reference interpreter; `c` writes C99 sources and runs them
+(targets/c). The hardware and native targets named in
 PLANNED are not implemented yet and are reported as such.
 """
 
@@ -16,11 +17,18 @@ def _mlir() -> type[Q35cTarget]:
     return MLIRTarget
 
 
+def _c() -> type[Q35cTarget]:
+    from q35c.targets.c import CTarget
+
+    return CTarget
+
+
 def _interp() -> type[Q35cTarget]:
     from q35c.targets.interp import InterpTarget
 
     return InterpTarget
 
 
-TARGETS: dict[str, Callable[[], type[Q35cTarget]]] = {"mlir": _mlir, "interp": _interp}
-PLANNED = ("groq", "cerebras", "c", "cuda")
+TARGETS: dict[str, Callable[[], type[Q35cTarget]]] = {"mlir": _mlir, "interp": _interp,
+                                                       "c": _c}
+PLANNED = ("groq", "cerebras", "cuda")

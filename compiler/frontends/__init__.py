@@ -1,6 +1,6 @@
 """Frontends: turn an input file into a verified module with an attached weight store.
 
-Looked up by file extension: `.mlir` and `.onnx`; `.f90` arrives with the Fortran issue.
+Looked up by file extension: `.mlir`, `.onnx`, and `.f90`/`.f95`/`.f03`/`.f08` (Fortran).
 """
 
 from collections.abc import Callable
@@ -32,5 +32,14 @@ def _onnx() -> Frontend:
     return load_onnx
 
 
-FRONTENDS: dict[str, Callable[[], Frontend]] = {".mlir": _mlir, ".onnx": _onnx}
-PLANNED = {".f90": "Fortran", ".f95": "Fortran", ".f03": "Fortran"}
+def _fortran() -> Frontend:
+    from q35c.compiler.frontends.fortran import load_fortran
+
+    return load_fortran
+
+
+FRONTENDS: dict[str, Callable[[], Frontend]] = {
+    ".mlir": _mlir, ".onnx": _onnx, ".f90": _fortran, ".f95": _fortran, ".f03": _fortran,
+    ".f08": _fortran,
+}
+PLANNED: dict[str, str] = {}

@@ -10,7 +10,8 @@ than fast: each op is a few lines of numpy, dispatched by op class. The numeric 
   float32, see compiler/quant) with float64 accumulation.
 - `quant3p5.quantize_activations` and `quant3p5.matmul_int8` are the integer path: int8
   activations, int32 accumulation per group, then a float32 rescale in a fixed order. Targets
-  must reproduce this path bit-exactly.
+  must reproduce this path bit-exactly. Accumulators never wrap: one that leaves int32 raises
+  InterpreterError (verify-overflow proves at compile time that none can).
 """
 
 from __future__ import annotations
@@ -20,10 +21,21 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
-from xdsl.dialects import arith, func, math as xmath, tensor
+from xdsl.dialects import arith, bufferization, func, math as xmath, memref, scf, tensor
 from xdsl.dialects.linalg import ops as linalg
-from xdsl.dialects.builtin import ModuleOp, StringAttr, TensorType
+from xdsl.dialects.builtin import (
+    ArrayAttr,
+    Float32Type,
+    Float64Type,
+    IndexType,
+    IntegerType,
+    MemRefType,
+    ModuleOp,
+    StringAttr,
+    TensorType,
+)
 from xdsl.ir import Attribute, Operation, SSAValue
+from xdsl.traits import IsTerminator
 
 from q35c.compiler.quant import (
     CODEBOOK,
@@ -117,7 +129,7 @@ for _op_type, _fn in _ELEMENTWISE.items():
 
 
 _CMPF = {1: np.equal, 2: np.greater, 3: np.greater_equal, 4: np.less, 5: np.less_equal,
-         6: np.not_equal}
+         6: np.not_equal, 13: np.not_equal}
 
 
 @impl(arith.CmpfOp)
@@ -326,16 +338,36 @@ def integer_levels(weights: Value) -> tuple[np.ndarray, np.ndarray, np.ndarray, 
     raise InterpreterError(f"expected packed weights, got {type(weights).__name__}")
 
 
+INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
+
+
+def _check_int32(value: np.ndarray, what: str, g: int) -> None:
+    """Raise if an exact group accumulator leaves int32 (the op is undefined there)."""
+    if value.size and (value.min() < INT32_MIN or value.max() > INT32_MAX):
+        index = np.unravel_index(np.argmax(np.abs(value)), value.shape)
+        raise InterpreterError(
+            f"quant3p5.matmul_int8: int32 overflow of the {what} of group {g} at "
+            f"{tuple(int(i) for i in index)}: exact value {int(value[index])}")
+
+
 def matmul_int8(q: np.ndarray, row_scale: np.ndarray, weights: Value) -> np.ndarray:
-    """The int8 x packed-weight product with int32 group accumulators and ordered rescale."""
+    """The int8 x packed-weight product with int32 group accumulators and ordered rescale.
+
+    Accumulators are computed exactly (int64) and must fit int32: a group accumulator or
+    activation sum outside [-2^31, 2^31 - 1] raises InterpreterError naming the op instead
+    of wrapping. `verify-overflow` proves at compile time that this cannot happen.
+    """
     levels, scales, offsets, group = integer_levels(weights)
     k, n = levels.shape
-    rows = q.reshape(-1, k).astype(np.int32)
+    rows = q.reshape(-1, k).astype(np.int64)
+    levels = levels.astype(np.int64)
     y = np.zeros((rows.shape[0], n), dtype=F32)
     for g in range(-(-k // group)):
         block = slice(g * group, min(k, (g + 1) * group))
-        acc = rows[:, block] @ levels[block]  # int32: |acc| < 2^31 for K < 2^31 / 127^2
-        sx = rows[:, block].sum(axis=1, dtype=np.int32)
+        acc = rows[:, block] @ levels[block]
+        sx = rows[:, block].sum(axis=1)
+        _check_int32(acc, "accumulator", g)
+        _check_int32(sx, "activation sum", g)
         term = scales[g] * acc.astype(F32) + offsets[g] * sx.astype(F32)[:, None]
         y = (y + term.astype(F32)).astype(F32)
     y = (y * _f32(row_scale).reshape(-1)[:, None]).astype(F32)
@@ -454,6 +486,155 @@ def _fused_matmul(interp, op: quant3p5.FusedMatmulOp, args):
     return (y,)
 
 
+# -- scalar loops on memrefs: scf / memref (the Fortran frontend's IR) ---------------------
+# Memrefs are numpy arrays indexed logically (their declared shape); loads and stores work
+# in place, so intent(out) arguments are updated in the caller's arrays.
+
+
+def _unsigned(a: np.ndarray) -> np.ndarray:
+    a = np.asarray(a)
+    return a.astype(f"uint{a.dtype.itemsize * 8}")
+
+
+def _shift_left(a, b):
+    a, b = np.asarray(a), np.asarray(b)
+    bits = a.dtype.itemsize * 8
+    out = _unsigned(a) << np.minimum(b, bits - 1).astype(_unsigned(a).dtype)
+    return np.where(b >= bits, 0, out).astype(_unsigned(a).dtype).astype(a.dtype)
+
+
+def _shift_right_unsigned(a, b):
+    a, b = np.asarray(a), np.asarray(b)
+    bits = a.dtype.itemsize * 8
+    out = _unsigned(a) >> np.minimum(b, bits - 1).astype(_unsigned(a).dtype)
+    return np.where(b >= bits, 0, out).astype(_unsigned(a).dtype).astype(a.dtype)
+
+
+def _round_half_away(x):
+    """math.round: to nearest, ties away from zero (Fortran nint), exact in any float type."""
+    x = np.asarray(x)
+    r = np.trunc(x)
+    frac = np.abs(x - r)  # exact
+    return np.where(frac >= 0.5, r + np.sign(x), r).astype(x.dtype)
+
+
+_SCALAR_ELEMENTWISE: dict[type[Operation], Callable[..., np.ndarray]] = {
+    arith.RemSIOp: np.fmod, arith.AndIOp: np.bitwise_and, arith.OrIOp: np.bitwise_or,
+    arith.XOrIOp: np.bitwise_xor, arith.ShLIOp: _shift_left,
+    arith.ShRUIOp: _shift_right_unsigned, arith.ShRSIOp: np.right_shift,
+    arith.MaxSIOp: np.maximum, arith.MinSIOp: np.minimum, arith.IndexCastOp: lambda a: a,
+    xmath.AbsIOp: np.abs, xmath.RoundOp: _round_half_away,
+}
+for _op_type, _fn in _SCALAR_ELEMENTWISE.items():
+    _IMPLS[_op_type] = _elementwise(_fn)
+
+_CMPI = {0: np.equal, 1: np.not_equal, 2: np.less, 3: np.less_equal, 4: np.greater,
+         5: np.greater_equal}
+
+
+@impl(arith.CmpiOp)
+def _cmpi(interp, op: arith.CmpiOp, args):
+    pred = op.predicate.value.data
+    if pred not in _CMPI:
+        raise InterpreterError(f"arith.cmpi predicate {pred} is not supported")
+    return (_CMPI[pred](*args),)
+
+
+@impl(scf.ForOp)
+def _scf_for(interp, op: scf.ForOp, args):
+    lb, ub, step, *carried = args
+    for iv in range(int(lb), int(ub), int(step)):
+        carried = list(interp.run_region(op.body, [np.int64(iv), *carried]))
+    return tuple(carried)
+
+
+@impl(scf.IfOp)
+def _scf_if(interp, op: scf.IfOp, args):
+    region = op.true_region if bool(args[0]) else op.false_region
+    if not region.blocks:
+        return ()
+    return interp.run_region(region, [])
+
+
+@impl(scf.WhileOp)
+def _scf_while(interp, op: scf.WhileOp, args):
+    values = list(args)
+    while True:
+        cond, *values = interp.run_region(op.before_region, values)
+        if not bool(cond):
+            return tuple(values)
+        values = list(interp.run_region(op.after_region, values))
+
+
+def _memref_shape(op: Operation, dynamic_sizes) -> tuple[int, ...]:
+    sizes = iter(int(d) for d in dynamic_sizes)
+    shape = op.results[0].type.get_shape()
+    return tuple(next(sizes) if d < 0 else d for d in shape)
+
+
+@impl(memref.AllocOp, memref.AllocaOp)
+def _memref_alloc(interp, op, args):
+    element = op.results[0].type.get_element_type()
+    return (np.zeros(_memref_shape(op, args), numpy_dtype(element)),)
+
+
+@impl(memref.DeallocOp)
+def _memref_dealloc(interp, op, args):
+    return ()
+
+
+@impl(memref.LoadOp)
+def _memref_load(interp, op, args):
+    ref, *indices = args
+    return (ref[tuple(int(i) for i in indices)],)
+
+
+@impl(memref.StoreOp)
+def _memref_store(interp, op, args):
+    value, ref, *indices = args
+    index = tuple(int(i) for i in indices)
+    if any(i < 0 or i >= n for i, n in zip(index, ref.shape)):
+        raise InterpreterError(f"memref.store: index {index} is out of bounds for shape "
+                               f"{ref.shape}")
+    ref[index] = value
+    return ()
+
+
+@impl(memref.DimOp)
+def _memref_dim(interp, op, args):
+    return (np.int64(args[0].shape[int(args[1])]),)
+
+
+@impl(memref.CastOp)
+def _memref_cast(interp, op, args):
+    return (args[0],)
+
+
+@impl(memref.GetGlobalOp)
+def _memref_get_global(interp, op: memref.GetGlobalOp, args):
+    name = op.name_.root_reference.data
+    for g in interp.module.ops:
+        if isinstance(g, memref.GlobalOp) and g.sym_name.data == name:
+            t = g.type
+            tensor_type = TensorType(t.get_element_type(), t.get_shape())
+            value = constant_value(g.initial_value, tensor_type)
+            value.setflags(write=False)
+            return (value,)
+    raise InterpreterError(f"memref.get_global: no memref.global @{name}")
+
+
+@impl(bufferization.ToTensorOp)
+def _to_tensor(interp, op, args):
+    return (np.array(args[0], copy=True),)
+
+
+@impl(bufferization.MaterializeInDestinationOp)
+def _materialize_in_destination(interp, op, args):
+    source, dest = args
+    dest[...] = source
+    return ()
+
+
 # -- driver --------------------------------------------------------------------------------
 
 
@@ -506,27 +687,45 @@ class Interpreter:
         return entry_function(self.module, name)
 
     def call(self, fn: func.FuncOp, args: list[Value]) -> tuple[Value, ...]:
-        env: dict[SSAValue, Value] = dict(zip(fn.args, args))
-        for op in fn.body.block.ops:
-            if isinstance(op, func.ReturnOp):
-                return tuple(env[v] for v in op.arguments)
+        saved = getattr(self, "_env", None)
+        self._env: dict[SSAValue, Value] = {}
+        try:
+            return self.run_region(fn.body, args, func.ReturnOp)
+        finally:
+            self._env = saved
+
+    def run_region(self, region, args: list[Value], terminator=None) -> tuple[Value, ...]:
+        """Run the single block of `region` with `args`; the values its terminator passes."""
+        env = self._env
+        block = region.block
+        env.update(zip(block.args, args))
+        for op in block.ops:
+            if op.has_trait(IsTerminator) or isinstance(op, func.ReturnOp):
+                return tuple(env[v] for v in op.operands)
             run = _IMPLS.get(type(op))
             if run is None:
                 raise InterpreterError(f"{op.name} is not supported by the interpreter")
             results = run(self, op, [env[v] for v in op.operands])
             env.update(zip(op.results, results))
-        raise InterpreterError(f"function @{fn.sym_name.data} has no func.return")
+        if terminator is func.ReturnOp:
+            raise InterpreterError(f"function @{region.parent_op().sym_name.data} has no "
+                                   "func.return")
+        return ()
 
     def run(self, inputs: Mapping[str, np.ndarray], entry: str | None = None
             ) -> dict[str, np.ndarray]:
         fn = entry_function(self.module, entry)
         names = argument_names(fn)
-        missing = [n for n in names if n not in inputs]
+        intents = argument_attr_strings(fn, "q35c.intent")
+        missing = [n for n, i in zip(names, intents) if n not in inputs and i != "out"]
         if missing:
             raise InterpreterError(f"missing inputs: {', '.join(missing)}")
         args = []
-        for name, arg in zip(names, fn.args):
+        for index, (name, arg) in enumerate(zip(names, fn.args)):
             want = arg.type
+            if isinstance(want, MemRefType):
+                args.append(_memref_argument(fn, index, names, inputs))
+                continue
             value = np.asarray(inputs[name])
             if isinstance(want, TensorType):
                 shape = tuple(want.get_shape())
@@ -534,8 +733,97 @@ class Interpreter:
                     raise InterpreterError(
                         f"input '{name}' has shape {value.shape}, expected {shape}")
                 value = value.astype(numpy_dtype(want.get_element_type()), copy=False)
+            elif isinstance(want, (IntegerType, IndexType, Float32Type, Float64Type)):
+                if value.shape != ():
+                    raise InterpreterError(f"input '{name}' must be a scalar")
+                value = value.astype(numpy_dtype(want))
             args.append(value)
-        return dict(zip(result_names(fn), self.call(fn, args)))
+        outputs = dict(zip(result_names(fn), self.call(fn, args)))
+        for name, intent, value in zip(names, intents, args):
+            if intent in ("out", "inout"):  # memref arguments, updated in place
+                outputs[name] = value
+        return outputs
+
+
+def argument_attr_strings(fn: func.FuncOp, key: str) -> list[str | None]:
+    values: list[str | None] = [None] * len(fn.args)
+    if fn.arg_attrs is not None:
+        for i, d in enumerate(fn.arg_attrs.data):
+            attr = d.data.get(key)
+            if isinstance(attr, StringAttr):
+                values[i] = attr.data
+    return values
+
+
+def memref_argument_shape(fn: func.FuncOp, index: int, scalars: Mapping[str, Any]
+                          ) -> tuple[int, ...] | None:
+    """The shape of memref argument `index`: its static extents, else the `q35c.dims`
+    argument attribute (integer expressions over scalar argument names, such as "2*(P)",
+    evaluated with `scalars`); None if it cannot be known without the array itself."""
+    want = fn.args[index].type
+    assert isinstance(want, MemRefType)
+    shape = list(want.get_shape())
+    if all(d >= 0 for d in shape):
+        return tuple(shape)
+    dims = fn.arg_attrs.data[index].data.get("q35c.dims") if fn.arg_attrs else None
+    if not isinstance(dims, ArrayAttr):
+        return None
+    try:
+        return tuple(_shape_expression(d.data, scalars) for d in dims.data)
+    except KeyError:
+        return None
+
+
+def _shape_expression(text: str, scalars: Mapping[str, Any]) -> int:
+    """Evaluate `+ - * /` (truncating), parentheses, integers and names."""
+    import ast as pyast
+
+    def value(node) -> int:
+        if isinstance(node, pyast.Constant) and isinstance(node.value, int):
+            return node.value
+        if isinstance(node, pyast.Name):
+            return int(np.asarray(scalars[node.id]))
+        if isinstance(node, pyast.UnaryOp) and isinstance(node.op, pyast.USub):
+            return -value(node.operand)
+        if isinstance(node, pyast.BinOp):
+            a, b = value(node.left), value(node.right)
+            if isinstance(node.op, pyast.Add):
+                return a + b
+            if isinstance(node.op, pyast.Sub):
+                return a - b
+            if isinstance(node.op, pyast.Mult):
+                return a * b
+            if isinstance(node.op, pyast.Div) and b:
+                return abs(a) // abs(b) * (1 if (a < 0) == (b < 0) else -1)
+        raise InterpreterError(f"cannot evaluate the shape expression '{text}'")
+
+    return max(0, value(pyast.parse(text, mode="eval").body))
+
+
+def _memref_argument(fn: func.FuncOp, index: int, names: list[str],
+                     inputs: Mapping[str, np.ndarray]) -> np.ndarray:
+    """A fresh numpy array for a memref argument (a copy: the callee writes into it)."""
+    name = names[index]
+    want = fn.args[index].type
+    dtype = numpy_dtype(want.get_element_type())
+    shape = memref_argument_shape(fn, index, inputs)
+    if name not in inputs:
+        if shape is None:
+            raise InterpreterError(f"output '{name}': its shape depends on values that "
+                                   "are not inputs; pass it with --input")
+        return np.zeros(shape, dtype)
+    value = np.asarray(inputs[name])
+    rank = len(want.get_shape())
+    ok = value.ndim == rank and all(
+        d < 0 or d == v for d, v in zip(want.get_shape(), value.shape))
+    if shape is not None and value.shape != shape:
+        ok = False
+    if not ok:
+        raise InterpreterError(f"input '{name}' has shape {value.shape}, expected "
+                               f"{shape if shape is not None else want}")
+    if value.dtype.kind == "f" and np.dtype(dtype).kind in "iub":
+        raise InterpreterError(f"input '{name}' is {value.dtype}, expected {dtype}")
+    return np.array(value, dtype=dtype, copy=True)
 
 
 def run_module(module: ModuleOp, store: WeightStore, inputs: Mapping[str, np.ndarray],

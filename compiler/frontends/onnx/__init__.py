@@ -5,8 +5,11 @@
     ops.py       one converter per ONNX op type
     builder.py   numpy-style tensor operations as xDSL ops
 
+    quantized.py pre-quantized weights (DequantizeLinear, MatMulNBits, GatherBlockQuantized)
+
 Float MatMul/Gemm weights enter the IR as named float `quant3p5.weight`s; the default
-pipeline's `quantize-weights` pass turns them into Q3P5.
+pipeline's `quantize-weights` pass turns them into Q3P5. Weights dequantized from a
+pre-quantized form carry their origin as the `q35c.source` attribute.
 """
 
 from __future__ import annotations
@@ -21,13 +24,16 @@ from q35c.compiler.diagnostics import Q35cError, first_line
 from q35c.compiler.frontends import FrontendOptions
 from q35c.compiler.frontends.onnx.importer import OnnxImporter
 from q35c.compiler.frontends.onnx.model import load_model
+from q35c.compiler.frontends.onnx.quantized import mark_sources  # also registers converters
 from q35c.compiler.weights import WeightStore, attach_store
 
 
 def load_onnx(path: Path, ctx: Context, options: FrontendOptions) -> ModuleOp:
     model = load_model(path)
     store = WeightStore()
-    module = OnnxImporter(path, model, options.shapes, store).run()
+    importer = OnnxImporter(path, model, options.shapes, store)
+    module = importer.run()
+    mark_sources(importer)
     attach_store(module, store)
     try:
         module.verify()

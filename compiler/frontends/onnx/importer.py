@@ -11,7 +11,9 @@ through the weight store (`quant3p5.weight`) under their ONNX name.
 
 from __future__ import annotations
 
+import warnings
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +28,8 @@ from xdsl.dialects.builtin import (
     StringAttr,
     TensorType,
 )
-from xdsl.ir import Block, Region, SSAValue
+from xdsl.ir import Block, Operation, Region, SSAValue
+from xdsl.utils.exceptions import VerifyException
 
 from q35c.compiler.diagnostics import Q35cError, first_line
 from q35c.compiler.frontends.onnx.builder import (
@@ -47,12 +50,22 @@ from q35c.compiler.weights import WeightStore
 _FLOAT_TYPES = {TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.BFLOAT16,
                 TensorProto.DOUBLE}
 
+NUMPY_FOLDERS: dict[str, Callable[["OnnxImporter", NodeProto, list[Value]], list[Value]]] = {}
+"""op key -> a numpy folder used instead of onnx's reference evaluator when all inputs are
+known. quantized.py registers DequantizeLinear (exact for opsets 13+, and it names the
+dequantized weight after its quantized initializer) and Transpose (keeps that name)."""
+
+
+def _op_key(node: NodeProto) -> str:
+    """The key of `node` in CONVERTERS / FOLD_ONLY: `OpType`, or `domain.OpType`."""
+    return node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}.{node.op_type}"
+
 
 def unsupported_ops(graph: onnx.GraphProto) -> dict[str, list[str]]:
     """op type -> node names, for every node q35c cannot convert or fold."""
     found: dict[str, list[str]] = {}
     for node in graph.node:
-        key = node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}.{node.op_type}"
+        key = _op_key(node)
         if key not in CONVERTERS and key not in FOLD_ONLY:
             found.setdefault(key, []).append(node.name or f"<unnamed {node.op_type}>")
     return found
@@ -77,6 +90,9 @@ class OnnxImporter:
         self.opsets = {e.domain or "": e.version for e in model.opset_import}
         self.reader = InitializerReader(path, self.graph)
         self.store = store
+        found = unsupported_ops(self.graph)  # before --shape: binding cannot help these
+        if found:
+            raise Q35cError(unsupported_message(path, found))
         self.input_shapes = bind_input_shapes(path, model, shapes)
         self.env: dict[str, Value] = {}
         self.materialized: dict[str, SSAValue] = {}
@@ -84,6 +100,8 @@ class OnnxImporter:
         """id() of each known array in `env` -> its ONNX value name."""
         self.tb: TensorBuilder
         self.current: NodeProto | None = None
+        self.prequantized: dict[str, str] = {}
+        """Name of each weight dequantized from a pre-quantized form -> that form."""
 
     # -- helpers for converters ------------------------------------------------------------
     def error(self, node: NodeProto, message: str) -> Q35cError:
@@ -91,10 +109,13 @@ class OnnxImporter:
                          f"{message}")
 
     def attr(self, node: NodeProto, name: str, default):
+        """Attribute `name` of `node`, which must have the type of `default` (ints for a
+        list); a mistyped attribute is an error naming the node."""
         for attribute in node.attribute:
             if attribute.name == name:
                 value = onnx.helper.get_attribute_value(attribute)
-                return value.decode() if isinstance(value, bytes) else value
+                value = value.decode() if isinstance(value, bytes) else value
+                return _typed_attr(self, node, attribute, value, default)
         return default
 
     def ssa(self, value: Value) -> SSAValue:
@@ -122,6 +143,9 @@ class OnnxImporter:
 
     def fold_transposed(self, name: str, value: np.ndarray) -> np.ndarray:
         """`value.T` for a known Gemm weight, stored as [K, N] under `<name>.T`."""
+        name = self.array_names.get(id(value), name)
+        if name in self.prequantized:
+            self.prequantized[f"{name}.T"] = self.prequantized[name]
         transposed = np.ascontiguousarray(np.asarray(value).T)
         self.array_names[id(transposed)] = f"{name}.T"
         self.env[f"{name}.T"] = transposed  # keeps the array (and so its id) alive
@@ -154,24 +178,30 @@ class OnnxImporter:
     def fold(self, node: NodeProto, inputs: list[Value]) -> list[Value]:
         feeds = {n: np.asarray(v) for n, v in zip(node.input, inputs) if n}
         try:
-            evaluator = ReferenceEvaluator(node, opsets=self.opsets)
-            results = evaluator.run(None, feeds)
+            with np.errstate(all="ignore"), warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # folding follows ONNX, overflow and all
+                evaluator = ReferenceEvaluator(node, opsets=self.opsets)
+                results = evaluator.run(None, feeds)
         except Exception as err:
             raise self.error(node, f"cannot evaluate at import time: {first_line(err)}") from None
         return [np.asarray(r) for r in results]
 
     def convert(self, node: NodeProto, inputs: list[Value]) -> list[Value]:
-        if all(v is None or isinstance(v, np.ndarray) for v in inputs) and node.op_type not in (
-                "Identity",):
+        key = _op_key(node)
+        known = all(v is None or isinstance(v, np.ndarray) for v in inputs)
+        if known and key in NUMPY_FOLDERS:
+            return NUMPY_FOLDERS[key](self, node, inputs)
+        if known and key != "Identity" and key == node.op_type:  # default domain only
             return self.fold(node, inputs)
-        if node.op_type in FOLD_ONLY:
+        if key in FOLD_ONLY:
             raise self.error(node, "is supported only when all its inputs are known at "
                                    "compile time (static shapes and constant operands)")
         try:
-            outputs = CONVERTERS[node.op_type](self, node, inputs)
+            outputs = CONVERTERS[key](self, node, inputs)
         except Q35cError:
             raise
-        except (ValueError, TypeError, IndexError, AssertionError) as err:
+        except (ValueError, TypeError, IndexError, AssertionError, ArithmeticError,
+                RuntimeError) as err:  # numpy on odd shapes: rank over 32, overflow, ...
             raise self.error(node, first_line(err)) from None
         return outputs
 
@@ -197,19 +227,30 @@ class OnnxImporter:
             raise Q35cError(f"{self.path}: output '{info.name}' of {node} is declared "
                             f"{declared} but computes {list(actual)}")
 
+    def verify_new_ops(self, node: NodeProto, block: Block, last: Operation | None) -> None:
+        """Verify the ops that converting `node` appended after `last`, so that what the
+        verifier rejects (an axis out of range, a parameter of the wrong shape) names the node."""
+        op = last.next_op if last is not None else block.first_op
+        while op is not None:
+            try:
+                op.verify()
+            except VerifyException as err:
+                raise self.error(node, first_line(err)) from None
+            op = op.next_op
+
     def run(self) -> ModuleOp:
-        found = unsupported_ops(self.graph)
-        if found:
-            raise Q35cError(unsupported_message(self.path, found))
         args = self.argument_types()
         block = Block(arg_types=[t for _, t in args])
         self.tb = TensorBuilder(block, self.store)
         for (name, _), arg in zip(args, block.args):
             self.env[name] = arg
             arg.name_hint = _hint(name)
-        for node in self.graph.node:
-            self.current = node
-            self.bind(node, self.convert(node, [self.lookup(n) for n in node.input]))
+        with np.errstate(all="ignore"):  # converters and folders follow ONNX, inf and all
+            for node in self.graph.node:
+                self.current = node
+                last = block.last_op
+                self.bind(node, self.convert(node, [self.lookup(n) for n in node.input]))
+                self.verify_new_ops(node, block, last)
         self.current = None
         results = []
         for info in self.graph.output:
@@ -236,3 +277,22 @@ def _hint(name: str) -> str | None:
 def op_histogram(graph: onnx.GraphProto) -> Counter[str]:
     return Counter(n.op_type if n.domain in ("", "ai.onnx") else f"{n.domain}.{n.op_type}"
                    for n in graph.node)
+
+
+def _typed_attr(imp: OnnxImporter, node: NodeProto, attribute: onnx.AttributeProto, value,
+                default):
+    if isinstance(default, bool | int):
+        ok, kind = isinstance(value, int), "an int"
+    elif isinstance(default, float):
+        ok, kind, value = isinstance(value, int | float), "a float", (
+            float(value) if isinstance(value, int | float) else value)
+    elif isinstance(default, str):
+        ok, kind = isinstance(value, str), "a string"
+    elif isinstance(default, list):
+        ok, kind = isinstance(value, list) and all(isinstance(v, int) for v in value), "ints"
+    else:
+        ok, kind = True, ""
+    if not ok:
+        got = onnx.AttributeProto.AttributeType.Name(attribute.type)
+        raise imp.error(node, f"attribute '{attribute.name}' must be {kind}, got {got}")
+    return value

@@ -53,6 +53,13 @@ def converter(*op_types: str):
     return register
 
 
+def _shown(values: list[int]) -> str:
+    """A list for an error message, cut short when it is long (fuzzed models have them)."""
+    if len(values) <= 8:
+        return str(list(values))
+    return f"[{', '.join(map(str, values[:6]))}, ... ({len(values)} values)]"
+
+
 def _const_ints(imp: OnnxImporter, node: NodeProto, value: Value, what: str) -> list[int]:
     if value is None:
         return []
@@ -81,6 +88,8 @@ def _identity(imp, node, inputs):
 
 @converter(*BINARY_FLOAT)
 def _binary(imp, node, inputs):
+    if len(inputs) != 2:  # Max, Min (and Sum, Mean) are variadic in ONNX
+        raise imp.error(node, f"{node.op_type} of {len(inputs)} inputs is not supported (only 2)")
     a, b = inputs
     if node.op_type == "Pow" and isinstance(b, np.ndarray) and b.size == 1:
         exponent = float(b.ravel()[0])
@@ -195,6 +204,9 @@ def _gemm(imp, node, inputs):
 
 
 def _reshape_target(imp, node, in_shape, spec: list[int], allowzero: bool) -> list[int]:
+    if not allowzero and any(d == 0 and i >= len(in_shape) for i, d in enumerate(spec)):
+        raise imp.error(node, f"reshape of {list(in_shape)} to {_shown(spec)} copies a "
+                              "dimension the input does not have (0)")
     out = [in_shape[i] if d == 0 and not allowzero else d for i, d in enumerate(spec)]
     if out.count(-1) > 1:
         raise imp.error(node, f"reshape to {spec} has more than one -1")
@@ -202,7 +214,7 @@ def _reshape_target(imp, node, in_shape, spec: list[int], allowzero: bool) -> li
         known = int(np.prod([d for d in out if d != -1]))
         out[out.index(-1)] = int(np.prod(in_shape)) // max(known, 1)
     if int(np.prod(out)) != int(np.prod(in_shape)):
-        raise imp.error(node, f"cannot reshape {list(in_shape)} to {spec}")
+        raise imp.error(node, f"cannot reshape {list(in_shape)} to {_shown(spec)}")
     return out
 
 
@@ -251,13 +263,22 @@ def _flatten(imp, node, inputs):
 def _transpose(imp, node, inputs):
     x = imp.ssa(inputs[0])
     perm = imp.attr(node, "perm", list(reversed(range(len(shape_of(x))))))
+    if sorted(perm) != list(range(len(shape_of(x)))):
+        raise imp.error(node, f"perm {_shown(perm)} is not a permutation of the "
+                              f"{len(shape_of(x))} axes of its input")
     return [imp.tb.transpose(x, perm)]
 
 
 @converter("Concat")
 def _concat(imp, node, inputs):
     values = [imp.ssa(v) for v in inputs if v is not None]
-    axis = imp.attr(node, "axis", 0) % len(shape_of(values[0]))
+    shapes = [list(shape_of(v)) for v in values]
+    if not shapes or not shapes[0]:
+        raise imp.error(node, "concatenates no tensors, or scalars")
+    axis = imp.attr(node, "axis", 0) % len(shapes[0])
+    if any(len(s) != len(shapes[0]) or s[:axis] + s[axis + 1:] != shapes[0][:axis] +
+           shapes[0][axis + 1:] for s in shapes):
+        raise imp.error(node, f"cannot concatenate shapes {shapes} along axis {axis}")
     return [imp.tb.concat(values, axis)]
 
 
@@ -333,7 +354,12 @@ def _gather(imp, node, inputs):
 def _expand(imp, node, inputs):
     x = imp.ssa(inputs[0])
     target = _const_ints(imp, node, inputs[1], "the expand shape")
-    return [imp.tb.broadcast_to(x, np.broadcast_shapes(shape_of(x), tuple(target)))]
+    try:
+        shape = np.broadcast_shapes(shape_of(x), tuple(target))
+    except (ValueError, RuntimeError):  # RuntimeError: too many dimensions for numpy
+        raise imp.error(node, f"cannot expand {list(shape_of(x))} to {_shown(target)}"
+                        ) from None
+    return [imp.tb.broadcast_to(x, shape)]
 
 
 @converter("Where")

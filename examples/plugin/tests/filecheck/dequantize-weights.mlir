@@ -13,7 +13,7 @@ func.func @main(%x: tensor<2x16xf32>) -> tensor<2x4xf32> {
   func.return %y : tensor<2x4xf32>
 }
 
-// CHECK:      %[[UP:.*]] = "quant3p5.weight"() {name = "up.q3p5"} : () -> !quant3p5.packed<[16 : i64, 16 : i64], 16 : i64, "q3p5">
+// CHECK:      %[[UP:.*]] = "quant3p5.weight"() {name = "up.q3p5", q35c.rel_rmse = {{.*}} : f32} : () -> !quant3p5.packed<[16 : i64, 16 : i64], 16 : i64, "q3p5">
 // CHECK-NEXT: %[[H:.*]] = "quant3p5.matmul"(%{{.*}}, %[[UP]]) : (tensor<2x16xf32>, !quant3p5.packed<[16 : i64, 16 : i64], 16 : i64, "q3p5">) -> tensor<2x16xf32>
 // CHECK-NEXT: %[[DOWN:.*]] = "quant3p5.weight"() {name = "down.q3p5.dequantized"} : () -> tensor<16x4xf32>
 // CHECK-NEXT: %{{.*}} = "q35nn.batch_matmul"(%[[H]], %[[DOWN]]) : (tensor<2x16xf32>, tensor<16x4xf32>) -> tensor<2x4xf32>

@@ -1,0 +1,49 @@
+"""The Fortran kernel frontend: free-form Fortran subset -> func/scf/memref/arith/math.
+
+    parser.py (grammar.lark) -> ast.py -> semantics.py -> irgen.py (+ raising.py)
+
+`load_fortran` is the frontend entry point (registered for .f90/.f95/.f03); `compile_source`
+is the same pipeline on a string, for tests and benchmarks. Every problem in the source is
+a FortranError (`file:line:col: message`, the line, a caret), never a traceback.
+docs/fortran.md describes the subset and its semantics.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from xdsl.context import Context
+from xdsl.dialects.builtin import ModuleOp
+from xdsl.utils.exceptions import VerifyException
+
+from q35c.compiler.diagnostics import Q35cError, first_line
+from q35c.compiler.frontends import FrontendOptions
+
+from .diagnostics import Diagnostics, FortranError
+from .irgen import generate
+from .parser import parse
+from .semantics import check
+
+__all__ = ["FortranError", "compile_source", "load_fortran"]
+
+
+def compile_source(source: str, path: str = "<input>", *, raise_idioms: bool = True
+                   ) -> ModuleOp:
+    """Parse, check and lower one Fortran source; verified module (idioms raised)."""
+    program = parse(source, path)
+    checked = check(program, Diagnostics(path, source))
+    module = generate(checked, raise_idioms)
+    try:
+        module.verify()
+    except VerifyException as err:
+        raise Q35cError(f"{path}: internal error: the generated IR does not verify: "
+                        f"{first_line(err)}") from None
+    return module
+
+
+def load_fortran(path: Path, ctx: Context, options: FrontendOptions) -> ModuleOp:
+    try:
+        source = path.read_text()
+    except (OSError, UnicodeDecodeError) as err:
+        raise Q35cError(f"{path}: cannot read: {err}") from None
+    return compile_source(source, str(path))

@@ -1,0 +1,43 @@
+"""The C target: self-contained C99 (plus optional OpenMP) for a compiled model.
+
+`write` emits model.h (load/run/free API), model.c (the kernels and the planned program),
+model.bin (the weight blob: Q3P5 tensors in their serialized form, float tensors raw),
+main.c (a raw-tensor runner with --bench) and a Makefile. `run` compiles them with the
+system compiler, cached by content hash (`build.py`), and runs the result.
+
+Pipeline: lower.py (graph IR -> kernel steps over buffers) -> memory.py (one arena from
+liveness) -> printer.py (C text). The runtime kernels are in runtime/q35rt.c.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from xdsl.context import Context
+from xdsl.dialects.builtin import ModuleOp
+
+from q35c.compiler.weights import WeightStore
+from q35c.targets.target import Q35cTarget
+
+
+@dataclass(frozen=True)
+class CTarget(Q35cTarget):
+    name = "c"
+
+    def write(self, ctx: Context, module: ModuleOp, store: WeightStore, out_dir: Path,
+              stem: str) -> None:
+        from q35c.targets.c.emit import emit
+
+        emitted = emit(module, store, None, stem)
+        for name, data in emitted.files.items():
+            (out_dir / name).write_bytes(data)
+        print(emitted.summary())
+
+    def run(self, ctx: Context, module: ModuleOp, store: WeightStore,
+            inputs: dict[str, np.ndarray], entry: str | None) -> dict[str, np.ndarray]:
+        from q35c.targets.c.build import execute
+        from q35c.targets.c.emit import emit
+
+        return execute(emit(module, store, entry, "model"), inputs)

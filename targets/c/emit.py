@@ -1,0 +1,42 @@
+"""From a module to the files of the C target: lower, plan memory, print."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from xdsl.dialects.builtin import ModuleOp
+
+from q35c.compiler.weights import WeightStore
+from q35c.targets.c.lower import Program, lower_module
+from q35c.targets.c.memory import plan_arena, plan_blob
+from q35c.targets.c.printer import BLOB_HEADER, CPrinter, blob_bytes
+
+BLOB_FILE = "model.bin"
+
+
+@dataclass
+class Emitted:
+    program: Program
+    files: dict[str, bytes]  # file name -> content
+
+    def summary(self) -> str:
+        p = self.program
+        arena = sum(1 for b in p.buffers if b.kind == "arena" and b.alias_of is None)
+        weights = len(self.files[BLOB_FILE])
+        return (f"c target: {len(p.steps)} steps; arena {p.arena_bytes} bytes for {arena} "
+                f"intermediate tensors; weights {weights} bytes ({len(p.blob)} entries)")
+
+
+def emit(module: ModuleOp, store: WeightStore, entry: str | None, name: str) -> Emitted:
+    program = lower_module(module, store, entry, name)
+    plan_arena(program)
+    blob = blob_bytes(program, plan_blob(program, BLOB_HEADER))
+    printer = CPrinter(program, blob)
+    files = {
+        "model.h": printer.header().encode(),
+        "model.c": printer.source().encode(),
+        "main.c": printer.main().encode(),
+        "Makefile": printer.makefile().encode(),
+        BLOB_FILE: blob,
+    }
+    return Emitted(program, files)

@@ -1,0 +1,466 @@
+"""The C printer: renders a planned `Program` as model.h, model.c, main.c and a Makefile.
+
+One method per step kernel (`render_<kernel>`); each returns the C statements for that
+step. Kernels with real work are calls into the runtime (`runtime/q35rt.c`, copied into
+model.c with its tables filled in); elementwise ops are printed as loops. Everything here
+is deterministic: the same program gives byte-identical files.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+
+from q35c.compiler.quant import CODEBOOK, SCALE_STEPS
+from q35c.targets.c.lower import Buffer, Program, Step
+
+RUNTIME_DIR = Path(__file__).parent / "runtime"
+BLOB_MAGIC = b"Q35CBLOB"
+BLOB_HEADER = 64
+DTYPE_CODES = {"float": 1, "double": 2, "int64_t": 3, "int32_t": 4, "int16_t": 5,
+               "int8_t": 6, "uint8_t": 7}
+
+FLOAT_EXPR = {
+    "add": "{0} + {1}", "sub": "{0} - {1}", "mul": "{0} * {1}", "div": "{0} / {1}",
+    "neg": "-{0}", "maxf": "q35_maxf({0}, {1})", "minf": "q35_minf({0}, {1})",
+    "exp": "expf({0})", "log": "logf({0})", "sqrt": "sqrtf({0})",
+    "rsqrt": "1.0f / sqrtf({0})", "tanh": "tanhf({0})", "abs": "fabsf({0})",
+    "sin": "sinf({0})", "cos": "cosf({0})", "pow": "powf({0}, {1})",
+    "erf": "(float)erf((double){0})",
+}
+ANY_EXPR = {
+    "cast": "({T}){0}", "fptosi": "({T}){0}", "select": "{0} ? {1} : {2}",
+    "addi": "({T})((uint64_t){0} + (uint64_t){1})",
+    "subi": "({T})((uint64_t){0} - (uint64_t){1})",
+    "muli": "({T})((uint64_t){0} * (uint64_t){1})",
+    "divsi": "{1} == 0 ? ({T})0 : ({T})({0} / {1})",
+    "cmp_eq": "{0} == {1}", "cmp_gt": "{0} > {1}", "cmp_ge": "{0} >= {1}",
+    "cmp_lt": "{0} < {1}", "cmp_le": "{0} <= {1}", "cmp_ne": "{0} != {1}",
+}
+REDUCE_OPS = {"add": "Q35_RED_ADD", "mul": "Q35_RED_MUL", "max": "Q35_RED_MAX",
+              "min": "Q35_RED_MIN"}
+
+
+def c_identifier(stem: str) -> str:
+    name = re.sub(r"\W", "_", stem, flags=re.ASCII).lower()
+    return name if name and not name[0].isdigit() else f"m_{name}"
+
+
+def blob_checksum(data: bytes) -> int:
+    """sum_i word_i * (2i + 1) mod 2^64 over the little-endian uint32 words of `data`.
+
+    model.c recomputes it on load, so a blob from another model or a corrupted one is
+    refused; it is a check, not a cryptographic hash, and is one multiply-add per word.
+    """
+    words = np.frombuffer(data, dtype="<u4").astype(np.uint64)
+    odd = np.arange(len(words), dtype=np.uint64) * np.uint64(2) + np.uint64(1)
+    with np.errstate(over="ignore"):
+        return int(np.sum(words * odd, dtype=np.uint64))
+
+
+def _float_literal(v: float, ctype: str) -> str:
+    if ctype == "double":
+        return repr(float(v)) if np.isfinite(v) else ("INFINITY" if v > 0 else "-INFINITY")
+    f = np.float32(v)
+    if np.isnan(f):
+        return "NAN"
+    if np.isinf(f):
+        return "INFINITY" if f > 0 else "-INFINITY"
+    return f"{float(f)!r}f"
+
+
+def _int_array(values) -> str:
+    return "{" + ", ".join(str(int(v)) for v in values) + "}"
+
+
+class CPrinter:
+    def __init__(self, program: Program, blob_bytes: bytes):
+        self.p = program
+        self.prefix = c_identifier(program.name)
+        self.blob = blob_bytes
+
+    # -- buffers --------------------------------------------------------------------------
+
+    def ptr(self, buf: Buffer, const: bool = False) -> str:
+        """A C expression for a pointer to `buf`'s first element."""
+        root = buf.root
+        t = f"const {buf.ctype}" if const or root.kind in ("input", "weight") else buf.ctype
+        if root.kind == "input":
+            return f"in_{self.io_name(root)}"
+        if root.kind == "output":
+            return f"out_{self.io_name(root)}"
+        base = "W" if root.kind == "weight" else "A"
+        cv = "const void" if root.kind == "weight" else "void"
+        return f"(({t} *)({cv} *)({base} + {root.offset}))"
+
+    def io_name(self, buf: Buffer) -> str:
+        for i, (name, b) in enumerate(self.p.inputs):
+            if b is buf:
+                return f"{i}_{c_identifier(name)}"
+        for i, (name, b) in enumerate(self.p.outputs):
+            if b is buf:
+                return f"{i}_{c_identifier(name)}"
+        raise AssertionError(buf.name)
+
+    # -- steps ----------------------------------------------------------------------------
+
+    def render(self, step: Step) -> str:
+        return getattr(self, f"render_{step.kernel}")(step)
+
+    def render_elementwise(self, step: Step) -> str:
+        out = step.outs[0]
+        op = step.params["op"]
+        if op in FLOAT_EXPR:
+            expr = FLOAT_EXPR[op]
+            if out.ctype == "double":
+                expr = re.sub(r"(exp|log|sqrt|tanh|fabs|sin|cos|pow)f\(", r"\1(", expr)
+                expr = expr.replace("1.0f", "1.0").replace("(float)erf((double){0})",
+                                                            "erf({0})")
+        else:
+            expr = ANY_EXPR[op]
+        args = [f"{self.ptr(b, True)}[{'i' if b.size == out.size else '0'}]" for b in step.ins]
+        value = expr.format(*args, T=out.ctype)
+        return (f"for (i = 0; i < {out.size}; i++)\n"
+                f"    {self.ptr(out)}[i] = ({out.ctype})({value});")
+
+    def render_copy(self, step: Step) -> str:
+        out, src = step.outs[0], step.ins[0]
+        return f"memcpy({self.ptr(out)}, {self.ptr(src, True)}, {out.nbytes});"
+
+    def render_zero(self, step: Step) -> str:
+        out = step.outs[0]
+        return f"memset({self.ptr(out)}, 0, {out.nbytes});"
+
+    def render_fill(self, step: Step) -> str:
+        out = step.outs[0]
+        v = step.params["value"]
+        lit = (_float_literal(v, out.ctype) if out.ctype in ("float", "double")
+               else str(int(v)))
+        return f"for (i = 0; i < {out.size}; i++)\n    {self.ptr(out)}[i] = {lit};"
+
+    def render_copy_strided(self, step: Step) -> str:
+        out, src = step.outs[0], step.ins[0]
+        q = step.params
+        rank = len(q["dims"])
+        if rank == 0:
+            return f"{self.ptr(out)}[{q['dst_off']}] = {self.ptr(src, True)}[{q['src_off']}];"
+        return (f"static const int64_t dims[] = {_int_array(q['dims'])}, "
+                f"dst_st[] = {_int_array(q['dst_strides'])}, "
+                f"src_st[] = {_int_array(q['src_strides'])};\n"
+                f"q35_copy_strided({self.ptr(out)}, {self.ptr(src, True)}, "
+                f"sizeof({out.ctype}), {rank}, dims, {q['dst_off']}, dst_st, "
+                f"{q['src_off']}, src_st);")
+
+    def render_reduce(self, step: Step) -> str:
+        out, (src, acc) = step.outs[0], step.ins
+        q = step.params
+        return (f"q35_reduce_f32({self.ptr(out)}, {self.ptr(src, True)}, {self.ptr(acc, True)}, "
+                f"{REDUCE_OPS[q['op']]}, {q['outer']}, {q['red']}, {q['inner']});")
+
+    def render_matmul(self, step: Step) -> str:
+        out, (a, b, acc) = step.outs[0], step.ins
+        q = step.params
+        return (f"q35_matmul_f32({self.ptr(out)}, {self.ptr(a, True)}, {self.ptr(b, True)}, "
+                f"{self.ptr(acc, True)}, {q['m']}, {q['k']}, {q['n']});")
+
+    def render_batch_matmul(self, step: Step) -> str:
+        out, (a, b) = step.outs[0], step.ins
+        q = step.params
+        return (f"static const int64_t a_off[] = {_int_array(q['a_off'])}, "
+                f"b_off[] = {_int_array(q['b_off'])};\n"
+                f"q35_batch_matmul_f32({self.ptr(out)}, {self.ptr(a, True)}, "
+                f"{self.ptr(b, True)}, {len(q['a_off'])}, a_off, b_off, {q['m']}, {q['k']}, "
+                f"{q['n']});")
+
+    def render_softmax(self, step: Step) -> str:
+        q = step.params
+        return (f"q35_softmax_f32({self.ptr(step.outs[0])}, {self.ptr(step.ins[0], True)}, "
+                f"{q['outer']}, {q['len']}, {q['inner']});")
+
+    def render_layer_norm(self, step: Step) -> str:
+        x, g, b = step.ins
+        q = step.params
+        return (f"q35_layer_norm_f32({self.ptr(step.outs[0])}, {self.ptr(x, True)}, "
+                f"{self.ptr(g, True)}, {self.ptr(b, True)}, {q['rows']}, {q['len']}, "
+                f"{q['eps']!r});")
+
+    def render_rms_norm(self, step: Step) -> str:
+        x, g = step.ins
+        q = step.params
+        return (f"q35_rms_norm_f32({self.ptr(step.outs[0])}, {self.ptr(x, True)}, "
+                f"{self.ptr(g, True)}, {q['rows']}, {q['len']}, {q['eps']!r});")
+
+    def render_silu(self, step: Step) -> str:
+        return (f"q35_silu_f32({self.ptr(step.outs[0])}, {self.ptr(step.ins[0], True)}, "
+                f"{step.outs[0].size});")
+
+    def render_gelu(self, step: Step) -> str:
+        return (f"q35_gelu_f32({self.ptr(step.outs[0])}, {self.ptr(step.ins[0], True)}, "
+                f"{step.outs[0].size}, {int(step.params['tanh'])});")
+
+    def render_gather(self, step: Step) -> str:
+        data, idx = step.ins
+        q = step.params
+        return (f"if (q35_gather_f32({self.ptr(step.outs[0])}, {self.ptr(data, True)}, "
+                f"{self.ptr(idx, True)}, {q['count']}, {q['outer']}, {q['size']}, "
+                f"{q['inner']}) != 0)\n"
+                f"    return {self.prefix}_fail(\"{step.origin}: index out of range\");")
+
+    def render_qmatmul_f32(self, step: Step) -> str:
+        x, w = step.ins
+        out, work = step.outs
+        return (f"q35_qmatmul_f32({self.ptr(out)}, {self.ptr(x, True)}, "
+                f"{step.params['rows']}, W + {w.offset}, {self.ptr(work)});")
+
+    def render_quantize_activations(self, step: Step) -> str:
+        q, s = step.outs
+        return (f"q35_quantize_activations({self.ptr(q)}, {self.ptr(s)}, "
+                f"{self.ptr(step.ins[0], True)}, {step.params['rows']}, {step.params['k']});")
+
+    def render_qmatmul_i8(self, step: Step) -> str:
+        out, scratch = step.outs
+        q, s, w = step.ins
+        return (f"q35_qmatmul_i8({self.ptr(out)}, {self.ptr(q, True)}, {self.ptr(s, True)}, "
+                f"{step.params['rows']}, W + {w.offset}, {self.ptr(scratch)});")
+
+    # -- files ----------------------------------------------------------------------------
+
+    def io_params(self) -> str:
+        params = [f"const {b.ctype} *in_{self.io_name(b)}" for _, b in self.p.inputs]
+        params += [f"{b.ctype} *out_{self.io_name(b)}" for _, b in self.p.outputs]
+        return ", ".join(params)
+
+    def header(self) -> str:
+        P, M = self.prefix, self.prefix.upper()
+        lines = [
+            f"/* {P}: generated by q35c (target c) from '{self.p.name}'. Do not edit.",
+            " *",
+            " * Usage:",
+            f" *     {P}_model *m = {P}_load(\"model.bin\");   (NULL on failure: {P}_error())",
+            f" *     {P}_run(m, inputs..., outputs...);         (0 on success)",
+            f" *     {P}_free(m);",
+            " *",
+            " * Tensors are dense, row-major, in the element types below. Nothing is",
+            f" * allocated by {P}_run: intermediates live in one arena of {M}_ARENA_BYTES bytes",
+            f" * allocated by {P}_load. A model may be run by one thread at a time (the",
+            " * kernels themselves use OpenMP when compiled with -fopenmp).",
+            " */",
+            f"#ifndef {M}_MODEL_H",
+            f"#define {M}_MODEL_H",
+            "",
+            "#include <stdint.h>",
+            "",
+            "#ifdef __cplusplus",
+            'extern "C" {',
+            "#endif",
+            "",
+            f"#define {M}_ARENA_BYTES {self.p.arena_bytes}",
+            f"#define {M}_WEIGHT_BYTES {len(self.blob)}",
+            f"#define {M}_NUM_INPUTS {len(self.p.inputs)}",
+            f"#define {M}_NUM_OUTPUTS {len(self.p.outputs)}",
+            "",
+        ]
+        for kind, tensors in (("input", self.p.inputs), ("output", self.p.outputs)):
+            for i, (name, b) in enumerate(tensors):
+                shape = "x".join(map(str, b.shape)) or "scalar"
+                lines.append(f"/* {kind} {i} '{name}': {b.ctype}[{shape}] */")
+                lines.append(f"#define {M}_{kind.upper()}_{i}_SIZE {b.size}")
+        lines += [
+            "",
+            "/* Description of one input or output, for generic callers such as main.c. */",
+            "typedef struct {",
+            "    const char *name;",
+            "    int dtype;          /* 1 float, 2 double, 3 int64, 4 int32, 5 int16, 6 int8, 7 bool/uint8 */",
+            "    int elem_size;      /* bytes per element */",
+            "    int rank;",
+            "    const int64_t *shape;",
+            "    int64_t size;       /* elements */",
+            f"}} {P}_tensor_info;",
+            "",
+            f"extern const {P}_tensor_info {P}_inputs[];",
+            f"extern const {P}_tensor_info {P}_outputs[];",
+            "",
+            f"typedef struct {P}_model {P}_model;",
+            "",
+            "/* Read the weight blob (one read) and allocate the arena. NULL on failure. */",
+            f"{P}_model *{P}_load(const char *weights_path);",
+            "",
+            "/* Run once. Returns 0, or -1 with the reason in error(). */",
+            f"int {P}_run({P}_model *model, {self.io_params()});",
+            "",
+            "/* The same, with inputs and outputs as arrays in the order of inputs[]/outputs[]. */",
+            f"int {P}_run_tensors({P}_model *model, const void *const *inputs, "
+            "void *const *outputs);",
+            "",
+            f"void {P}_free({P}_model *model);",
+            "",
+            "/* The reason of the last failure (static storage). */",
+            f"const char *{P}_error(void);",
+            "",
+            "#ifdef __cplusplus",
+            "}",
+            "#endif",
+            "",
+            f"#endif /* {M}_MODEL_H */",
+            "",
+        ]
+        return "\n".join(lines)
+
+    def runtime(self) -> str:
+        text = (RUNTIME_DIR / "q35rt.c").read_text()
+        rows = ",\n".join("    " + ", ".join(f"{{{a}, {b}}}" for a, b in CODEBOOK[i:i + 8])
+                          for i in range(0, 128, 8))
+        steps = SCALE_STEPS.view(np.uint32)
+        bits = ",\n".join("    " + ", ".join(f"0x{int(v):08x}u" for v in steps[i:i + 8])
+                          for i in range(0, 32, 8))
+        return text.replace("Q35_CODEBOOK_ROWS", rows).replace("Q35_SCALE_STEP_BITS", bits)
+
+    def source(self) -> str:
+        P = self.prefix
+        out = [
+            f"/* {P}: generated by q35c (target c) from '{self.p.name}'. Do not edit. */",
+            "#if defined(__clang__)",
+            "#pragma STDC FP_CONTRACT OFF",
+            "#endif",
+            '#include "model.h"',
+            "",
+            "#include <stdio.h>",
+            "#include <stdlib.h>",
+            "",
+            self.runtime(),
+            "",
+            f"static const char *{P}_error_text = \"\";",
+            f"const char *{P}_error(void) {{ return {P}_error_text; }}",
+            f"static int {P}_fail(const char *why) {{ {P}_error_text = why; return -1; }}",
+            "",
+        ]
+        for kind, tensors in (("inputs", self.p.inputs), ("outputs", self.p.outputs)):
+            for i, (_, b) in enumerate(tensors):
+                out.append(f"static const int64_t {P}_{kind}_{i}_shape[] = "
+                           f"{_int_array(b.shape or (1,))};")
+            entries = [
+                f"    {{\"{name}\", {DTYPE_CODES[b.ctype]}, {b.dtype.itemsize}, "
+                f"{len(b.shape)}, {P}_{kind}_{i}_shape, {b.size}}}"
+                for i, (name, b) in enumerate(tensors)]
+            out.append(f"const {P}_tensor_info {P}_{kind}[] = {{\n" + ",\n".join(
+                entries or ["    {\"\", 0, 0, 0, 0, 0}"]) + "\n};")
+        out += [
+            "",
+            f"struct {P}_model {{",
+            "    void *blob_alloc, *arena_alloc;",
+            "    const uint8_t *blob;",
+            "    uint8_t *arena;",
+            "};",
+            "",
+            "static void *q35_aligned(void *p) { return (void *)(((uintptr_t)p + 63) & ~(uintptr_t)63); }",
+            "",
+            f"{P}_model *{P}_load(const char *weights_path)",
+            "{",
+            f"    static const unsigned char magic[8] = {{{', '.join(str(b) for b in BLOB_MAGIC)}}};",
+            f"    const uint64_t want_size = {len(self.blob)}u, want_sum = 0x{blob_checksum(self.blob[BLOB_HEADER:]):016x}u;",
+            "    const uint16_t one = 1;",
+            "    uint64_t sum = 0, i;",
+            f"    {P}_model *m;",
+            "    FILE *f;",
+            "    long size;",
+            "    uint8_t *blob;",
+            "    if (*(const uint8_t *)&one != 1)",
+            f"        return {P}_fail(\"big-endian hosts are not supported\"), NULL;",
+            "    f = fopen(weights_path, \"rb\");",
+            "    if (!f)",
+            f"        return {P}_fail(\"cannot open the weight blob\"), NULL;",
+            "    if (fseek(f, 0, SEEK_END) != 0 || (size = ftell(f)) < 0 || fseek(f, 0, SEEK_SET) != 0 ||",
+            "        (uint64_t)size != want_size) {",
+            "        fclose(f);",
+            f"        return {P}_fail(\"the weight blob has the wrong size for this model\"), NULL;",
+            "    }",
+            f"    m = (struct {P}_model *)calloc(1, sizeof *m);",
+            "    if (!m) {",
+            "        fclose(f);",
+            f"        return {P}_fail(\"out of memory\"), NULL;",
+            "    }",
+            "    m->blob_alloc = malloc((size_t)want_size + 64);",
+            f"    m->arena_alloc = malloc((size_t){self.p.arena_bytes}u + 64);",
+            "    if (!m->blob_alloc || !m->arena_alloc) {",
+            "        fclose(f);",
+            f"        {P}_free(m);",
+            f"        return {P}_fail(\"out of memory\"), NULL;",
+            "    }",
+            "    blob = (uint8_t *)q35_aligned(m->blob_alloc);",
+            "    m->arena = (uint8_t *)q35_aligned(m->arena_alloc);",
+            "    if (fread(blob, 1, (size_t)want_size, f) != (size_t)want_size) {",
+            "        fclose(f);",
+            f"        {P}_free(m);",
+            f"        return {P}_fail(\"cannot read the weight blob\"), NULL;",
+            "    }",
+            "    fclose(f);",
+            f"    for (i = 0; i < (want_size - {BLOB_HEADER}) / 4; i++) {{",
+            "        uint32_t word;",
+            f"        memcpy(&word, blob + {BLOB_HEADER} + 4 * i, 4);",
+            "        sum += (uint64_t)word * (2 * i + 1);",
+            "    }",
+            "    if (memcmp(blob, magic, 8) != 0 || sum != want_sum) {",
+            f"        {P}_free(m);",
+            f"        return {P}_fail(\"the weight blob does not belong to this model\"), NULL;",
+            "    }",
+            "    m->blob = blob;",
+            "    return m;",
+            "}",
+            "",
+            f"void {P}_free({P}_model *m)",
+            "{",
+            "    if (!m)",
+            "        return;",
+            "    free(m->blob_alloc);",
+            "    free(m->arena_alloc);",
+            "    free(m);",
+            "}",
+            "",
+            f"int {P}_run({P}_model *m, {self.io_params()})",
+            "{",
+            "    const uint8_t *W = m->blob;",
+            "    uint8_t *A = m->arena;",
+            "    int64_t i = 0;",
+            "    (void)W;",
+            "    (void)A;",
+            "    (void)i;",
+        ]
+        for index, step in enumerate(self.p.steps):
+            out.append(f"    {{ /* {index}: {step.origin} -> {step.kernel} */")
+            body = self.render(step)
+            out.append("        " + body.replace("\n", "\n        "))
+            out.append("    }")
+        out += ["    return 0;", "}", ""]
+        args = [f"(const {b.ctype} *)inputs[{i}]" for i, (_, b) in enumerate(self.p.inputs)]
+        args += [f"({b.ctype} *)outputs[{i}]" for i, (_, b) in enumerate(self.p.outputs)]
+        out += [
+            f"int {P}_run_tensors({P}_model *m, const void *const *inputs, void *const *outputs)",
+            "{",
+            "    (void)inputs;",
+            "    (void)outputs;",
+            f"    return {P}_run({', '.join(['m', *args])});",
+            "}",
+            "",
+        ]
+        return "\n".join(out)
+
+    def main(self) -> str:
+        text = (RUNTIME_DIR / "main.c").read_text()
+        return text.replace("q35_prefix", self.prefix).replace("Q35_PREFIX", self.prefix.upper())
+
+    def makefile(self) -> str:
+        text = (RUNTIME_DIR / "Makefile").read_text()
+        return text
+
+
+def blob_bytes(program: Program, size: int) -> bytes:
+    """The weight blob: a 64-byte header, then every entry at its planned offset."""
+    data = bytearray(size)
+    for entry in program.blob:
+        data[entry.buffer.offset:entry.buffer.offset + len(entry.data)] = entry.data
+    header = BLOB_MAGIC + np.array([1, len(program.blob)], "<u4").tobytes() + \
+        np.array([size], "<u8").tobytes()
+    data[:len(header)] = header
+    return bytes(data)

@@ -1,0 +1,815 @@
+/* ---- q35c C runtime: the kernels every generated model.c contains ---------------------
+ *
+ * Plain C99 (plus optional OpenMP). Numerics follow q35c's reference interpreter
+ * (targets/interp/interpreter.py): elementwise float ops round once in float32; matmuls
+ * and the composite ops (softmax, norms, GELU, SiLU) accumulate in double and round once;
+ * the int8 path is exact integer arithmetic followed by the float32 rescale in the
+ * interpreter's order, so it matches bit for bit. Build with -ffp-contract=off: a fused
+ * multiply-add would change the Q3P5 decode `scale * level + offset` and the rescale.
+ *
+ * Q3P5 weights are read in their stored form (docs/format.md): per column a row of
+ * 7-bit pair codes, 8 codes in 7 bytes, and a row of 7-bit group codes. Codes are decoded
+ * inside the dot product, group by group; no float weight matrix ever exists.
+ */
+#include <math.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#if defined(__GNUC__)
+#define Q35_FN static __attribute__((unused))
+#else
+#define Q35_FN static
+#endif
+
+/* Parallel loops only where the work (multiply-adds) pays for waking the threads. */
+#define Q35_PRAGMA(x) _Pragma(#x)
+#ifdef _OPENMP
+#define Q35_PARALLEL_FOR(work) \
+    Q35_PRAGMA(omp parallel for schedule(dynamic, 16) if ((work) >= (1 << 22)))
+#else
+#define Q35_PARALLEL_FOR(work)
+#endif
+
+/* CODEBOOK[code][0 or 1]: the integer levels of the even-k and odd-k weight of a pair. */
+static const int8_t q35_codebook[128][2] = {
+Q35_CODEBOOK_ROWS
+};
+
+/* SCALE_STEPS[e] = 2^(-e/5) rounded to float32, as bit patterns (exact). */
+static const uint32_t q35_scale_step_bits[32] = {
+Q35_SCALE_STEP_BITS
+};
+
+static const float q35_offset_grid[4] = {-1.5f, -0.5f, 0.5f, 1.5f};
+
+/* The 8 bytes starting at p as a little-endian word (the caller checked the host is
+ * little-endian). Reading 8 bytes for a 7-byte block is safe: every Q3P5 entry in the
+ * blob ends with its 4-byte CRC. */
+static uint64_t q35_load_word(const uint8_t *p)
+{
+    uint64_t w;
+    memcpy(&w, p, sizeof w);
+    return w;
+}
+
+static float q35_scale_step(unsigned e)
+{
+    float f;
+    memcpy(&f, &q35_scale_step_bits[e], sizeof f);
+    return f;
+}
+
+/* A view of one serialized Q3P5 tensor (format.md section 6) inside the weight blob. */
+typedef struct {
+    int64_t k, n, group;
+    int64_t groups;        /* G = ceil(K / group) */
+    int64_t payload_row;   /* bytes of pair codes per column */
+    int64_t meta_row;      /* bytes of group codes per column */
+    const float *super_scale, *offset_base, *offset_step;
+    const uint8_t *meta, *payload;
+} q35_q3p5;
+
+Q35_FN q35_q3p5 q35_q3p5_view(const uint8_t *entry)
+{
+    q35_q3p5 t;
+    uint16_t group;
+    uint32_t k, n;
+    memcpy(&group, entry + 6, 2);
+    memcpy(&k, entry + 8, 4);
+    memcpy(&n, entry + 12, 4);
+    t.k = k;
+    t.n = n;
+    t.group = group;
+    t.groups = (t.k + t.group - 1) / t.group;
+    t.payload_row = t.groups * t.group / 16 * 7;
+    t.meta_row = (t.groups + 7) / 8 * 7;
+    t.super_scale = (const float *)(const void *)(entry + 16);
+    t.offset_base = t.super_scale + t.n;
+    t.offset_step = t.offset_base + t.n;
+    t.meta = entry + 16 + 12 * t.n;
+    t.payload = t.meta + t.n * t.meta_row;
+    return t;
+}
+
+/* sum a[i] * b[i] over 16 int8 pairs, exactly (a separate function so it vectorizes). */
+static int32_t q35_dot16_i8(const int8_t *a, const int8_t *b)
+{
+    int32_t s = 0;
+    int i;
+    for (i = 0; i < 16; i++)
+        s += (int32_t)a[i] * (int32_t)b[i];
+    return s;
+}
+
+/* Scale and offset of group g of column n, exactly as format.md section 3 says. */
+static void q35_group_meta(const q35_q3p5 *t, int64_t n, int64_t g, float *scale, float *offset)
+{
+    uint64_t word = q35_load_word(t->meta + n * t->meta_row + (g / 8) * 7);
+    unsigned code = (unsigned)(word >> (7 * (g % 8))) & 127u;
+    float step = t->offset_step[n] * q35_offset_grid[code >> 5];
+    *scale = t->super_scale[n] * q35_scale_step(code & 31u);
+    *offset = t->offset_base[n] + step;
+}
+
+/* The 2 * 8 integer levels of the 8 pair codes in the 7-byte block at p. */
+static void q35_block_levels(const uint8_t *p, int8_t levels[16])
+{
+    uint64_t word = q35_load_word(p);
+    int i;
+    for (i = 0; i < 8; i++) {
+        unsigned code = (unsigned)(word >> (7 * i)) & 127u;
+        levels[2 * i] = q35_codebook[code][0];
+        levels[2 * i + 1] = q35_codebook[code][1];
+    }
+}
+
+
+/* Per row and group: the int32 sum of the group's int8 activations (the offset term). */
+static void q35_group_sums(int32_t *sx, const int8_t *q, int64_t rows, int64_t k,
+                           int64_t group, int64_t groups)
+{
+    int64_t r, g, i;
+    for (r = 0; r < rows; r++)
+        for (g = 0; g < groups; g++) {
+            int64_t k0 = g * group, kend = k0 + group < k ? k0 + group : k;
+            int32_t s = 0;
+            for (i = k0; i < kend; i++)
+                s += q[r * k + i];
+            sx[r * groups + g] = s;
+        }
+}
+
+/* ---- AVX-512 (VBMI + VNNI) GEMV kernels for group size 32 --------------------------------
+ *
+ * 56 bytes of pair codes (8 blocks of 7 bytes: 64 codes, 128 weights, 4 groups) decode in
+ * four instructions: a masked load, a byte permute that puts block b in 64-bit lane b, a
+ * multishift that moves code i of the lane to byte i (shift 7i), and a mask with 0x7f. Two
+ * 128-entry byte-table lookups (vpermi2b) give the even-k and odd-k levels of all 64 codes.
+ * Activations are de-interleaved once per call into even-k and odd-k rows, so the levels
+ * multiply them directly: vpdpbusd on the int8 path, float products on the float path.
+ */
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512DQ__) && \
+    defined(__AVX512VBMI__) && defined(__AVX512VNNI__)
+#include <immintrin.h>
+#define Q35_AVX512_GEMV 1
+
+typedef struct {
+    __m512i block_index, shifts, low7;
+    __m512i even_lo, even_hi, odd_lo, odd_hi; /* levels (+128 for the int8 path) */
+} q35_decoder;
+
+static q35_decoder q35_decoder_make(int biased)
+{
+    q35_decoder d;
+    int8_t index[64], even[128], odd[128];
+    int i;
+    for (i = 0; i < 64; i++)
+        index[i] = (int8_t)(7 * (i / 8) + (i % 8 < 7 ? i % 8 : 6));
+    for (i = 0; i < 128; i++) {
+        even[i] = (int8_t)(q35_codebook[i][0] + (biased ? 128 : 0));
+        odd[i] = (int8_t)(q35_codebook[i][1] + (biased ? 128 : 0));
+    }
+    d.block_index = _mm512_loadu_si512((const void *)index);
+    d.shifts = _mm512_set1_epi64(0x312a231c150e0700LL);
+    d.low7 = _mm512_set1_epi8(0x7f);
+    d.even_lo = _mm512_loadu_si512((const void *)even);
+    d.even_hi = _mm512_loadu_si512((const void *)(even + 64));
+    d.odd_lo = _mm512_loadu_si512((const void *)odd);
+    d.odd_hi = _mm512_loadu_si512((const void *)(odd + 64));
+    return d;
+}
+
+/* The 7-bit codes packed in the `bytes` (<= 56) bytes at p, one per byte, with garbage
+ * in bit 7 (which vpermi2b ignores). */
+static inline __m512i q35_codes_raw(const q35_decoder *d, const uint8_t *p, int bytes)
+{
+    __mmask64 mask = bytes >= 56 ? (__mmask64)0x00ffffffffffffffULL
+                                 : (((__mmask64)1 << bytes) - 1);
+    __m512i v = _mm512_maskz_loadu_epi8(mask, (const void *)p);
+    v = _mm512_permutexvar_epi8(d->block_index, v);
+    return _mm512_multishift_epi64_epi8(d->shifts, v);
+}
+
+/* The same for a whole 56-byte chunk, with a plain 64-byte load: the blob leaves at least
+ * 8 readable bytes after every entry (memory.plan_blob), and a masked load would cost a
+ * mask-register move on the shuffle port, the scarcest resource here. */
+static inline __m512i q35_codes_full(const q35_decoder *d, const uint8_t *p)
+{
+    __m512i v = _mm512_loadu_si512((const void *)p);
+    v = _mm512_permutexvar_epi8(d->block_index, v);
+    return _mm512_multishift_epi64_epi8(d->shifts, v);
+}
+
+/* Scale and offset (float32, format.md section 3) of 16 groups, from their codes. */
+static void q35_group_meta16(const q35_q3p5 *t, int64_t n, int64_t g0, const q35_decoder *d,
+                             __m512 *scale, __m512 *offset)
+{
+    const __m512 steps_lo = _mm512_loadu_ps((const void *)q35_scale_step_bits);
+    const __m512 steps_hi = _mm512_loadu_ps((const void *)(q35_scale_step_bits + 16));
+    const __m512 grid = _mm512_setr_ps(-1.5f, -0.5f, 0.5f, 1.5f, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+                                       0, 0);
+    /* Only the first 16 codes (14 bytes) are used; a plain load is safe since the
+     * payload follows the group codes in the entry. */
+    __m512i codes = _mm512_and_si512(
+        q35_codes_full(d, t->meta + n * t->meta_row + (g0 / 8) * 7), d->low7);
+    __m512i c = _mm512_cvtepu8_epi32(_mm512_castsi512_si128(codes));
+    __m512 step = _mm512_permutex2var_ps(steps_lo, _mm512_and_si512(c, _mm512_set1_epi32(31)),
+                                         steps_hi);
+    __m512 j = _mm512_permutexvar_ps(_mm512_srli_epi32(c, 5), grid);
+    *scale = _mm512_mul_ps(_mm512_set1_ps(t->super_scale[n]), step);
+    *offset = _mm512_add_ps(_mm512_set1_ps(t->offset_base[n]),
+                            _mm512_mul_ps(_mm512_set1_ps(t->offset_step[n]), j));
+}
+
+/* Sum each 4 adjacent int32 lanes of a, b, c, d: the 16 group sums, in order. */
+static __m512i q35_sum4(__m512i a, __m512i b, __m512i c, __m512i d)
+{
+    const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26,
+                                           28, 30);
+    const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
+    __m512i ab = _mm512_add_epi32(_mm512_permutex2var_epi32(a, even, b),
+                                  _mm512_permutex2var_epi32(a, odd, b));
+    __m512i cd = _mm512_add_epi32(_mm512_permutex2var_epi32(c, even, d),
+                                  _mm512_permutex2var_epi32(c, odd, d));
+    return _mm512_add_epi32(_mm512_permutex2var_epi32(ab, even, cd),
+                            _mm512_permutex2var_epi32(ab, odd, cd));
+}
+
+/* Transpose 16 x 16 floats held as 16 rows: four stages that swap off-diagonal blocks of
+ * 8, 4, 2 and 1 lanes between rows i and i + b. */
+static const int32_t q35_swap_index[4][2][16] = {
+    {{0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23},
+     {8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31}},
+    {{0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25, 26, 27},
+     {4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14, 15, 28, 29, 30, 31}},
+    {{0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29},
+     {2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27, 14, 15, 30, 31}},
+    {{0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14, 30},
+     {1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13, 29, 15, 31}},
+};
+
+static void q35_transpose16(__m512 r[16])
+{
+    int stage, i;
+    for (stage = 0; stage < 4; stage++) {
+        const int b = 8 >> stage;
+        const __m512i ilo = _mm512_loadu_si512((const void *)q35_swap_index[stage][0]);
+        const __m512i ihi = _mm512_loadu_si512((const void *)q35_swap_index[stage][1]);
+        for (i = 0; i < 16; i++) {
+            if ((i & b) == 0) {
+                __m512 a = r[i], c = r[i + b];
+                r[i] = _mm512_permutex2var_ps(a, ilo, c);
+                r[i + b] = _mm512_permutex2var_ps(a, ihi, c);
+            }
+        }
+    }
+}
+
+/* int8 path for group size 32. Groups are padded to a multiple of 16 with zero
+ * activations (so padded terms are exactly +0). `work`: q35_qmatmul_work_bytes. */
+static void q35_qmatmul_i8_avx512(float *y, const int8_t *q, const float *row_scale,
+                                  int64_t rows, const q35_q3p5 *t, uint8_t *work)
+{
+    const int64_t G = (t->groups + 15) / 16 * 16, kp = G * 32, tiles = (t->n + 15) / 16;
+    int32_t *sx = (int32_t *)(void *)work;
+    int8_t *qd = (int8_t *)(work + rows * G * 4); /* per row: even-k then odd-k halves */
+    q35_decoder d;
+    int64_t r, i, tile;
+    for (r = 0; r < rows; r++) {
+        for (i = 0; i < kp / 2; i++) {
+            qd[r * kp + i] = 2 * i < t->k ? q[r * t->k + 2 * i] : 0;
+            qd[r * kp + kp / 2 + i] = 2 * i + 1 < t->k ? q[r * t->k + 2 * i + 1] : 0;
+        }
+        for (i = 0; i < G; i++) {
+            int32_t sum = 0;
+            int64_t k;
+            for (k = i * 32; k < i * 32 + 32 && k < t->k; k++)
+                sum += q[r * t->k + k];
+            sx[r * G + i] = sum;
+        }
+    }
+    d = q35_decoder_make(1);
+    Q35_PARALLEL_FOR(rows * t->n * kp)
+    for (tile = 0; tile < tiles; tile++) {
+        /* Column by column (each column's codes are one contiguous stream), the terms of
+         * up to Q35_SEGMENT groups are computed; then the 16 columns' in-order float32
+         * sums over those groups run side by side. */
+        enum { Q35_SEGMENT = 256 };
+        const int64_t n0 = tile * 16, cols = t->n - n0 < 16 ? t->n - n0 : 16;
+        float terms[16][Q35_SEGMENT], out[16];
+        int64_t row, seg, gb, c, g;
+        for (c = cols; c < 16; c++) /* columns past N add zeros */
+            for (g = 0; g < Q35_SEGMENT; g++)
+                terms[c][g] = 0.0f;
+        for (row = 0; row < rows; row++) {
+            const int8_t *qe = qd + row * kp, *qo = qe + kp / 2;
+            __m512 yv = _mm512_setzero_ps();
+            for (seg = 0; seg < G; seg += Q35_SEGMENT) {
+                const int64_t gend = G - seg < Q35_SEGMENT ? G : seg + Q35_SEGMENT;
+                for (c = 0; c < cols; c++) {
+                    for (gb = seg / 16; gb < gend / 16; gb++) {
+                        const uint8_t *p = t->payload + (n0 + c) * t->payload_row + gb * 224;
+                        const int64_t left = t->payload_row - gb * 224;
+                        const __m512i sxi =
+                            _mm512_loadu_si512((const void *)(sx + row * G + gb * 16));
+                        __m512i acc[4];
+                        __m512 scale, offset, term;
+                        int ch;
+                        _mm_prefetch((const char *)(p + 640), _MM_HINT_T0);
+                        _mm_prefetch((const char *)(p + 704), _MM_HINT_T0);
+                        _mm_prefetch((const char *)(p + 768), _MM_HINT_T0);
+                        _mm_prefetch((const char *)(p + 832), _MM_HINT_T0);
+                        for (ch = 0; ch < 4; ch++) {
+                            const int64_t bytes = left - 56 * ch;
+                            __m512i codes =
+                                left >= 224 ? q35_codes_full(&d, p + 56 * ch)
+                                            : q35_codes_raw(&d, p + 56 * ch,
+                                                            bytes >= 56 ? 56
+                                                            : bytes > 0 ? (int)bytes : 0);
+                            __m512i le = _mm512_permutex2var_epi8(d.even_lo, codes, d.even_hi);
+                            __m512i lo = _mm512_permutex2var_epi8(d.odd_lo, codes, d.odd_hi);
+                            __m512i a = _mm512_dpbusd_epi32(
+                                _mm512_setzero_si512(), le,
+                                _mm512_loadu_si512((const void *)(qe + gb * 256 + 64 * ch)));
+                            acc[ch] = _mm512_dpbusd_epi32(
+                                a, lo,
+                                _mm512_loadu_si512((const void *)(qo + gb * 256 + 64 * ch)));
+                        }
+                        q35_group_meta16(t, n0 + c, gb * 16, &d, &scale, &offset);
+                        term = _mm512_cvtepi32_ps(_mm512_sub_epi32(
+                            q35_sum4(acc[0], acc[1], acc[2], acc[3]), _mm512_slli_epi32(sxi, 7)));
+                        term = _mm512_add_ps(_mm512_mul_ps(scale, term),
+                                             _mm512_mul_ps(offset, _mm512_cvtepi32_ps(sxi)));
+                        _mm512_storeu_ps(&terms[c][gb * 16 - seg], term);
+                    }
+                }
+                for (g = 0; g < gend - seg; g += 16) {
+                    __m512 r[16];
+                    for (c = 0; c < 16; c++)
+                        r[c] = _mm512_loadu_ps(&terms[c][g]);
+                    q35_transpose16(r); /* r[i]: group g + i of the 16 columns */
+                    for (c = 0; c < 16; c++)
+                        yv = _mm512_add_ps(yv, r[c]);
+                }
+            }
+            _mm512_storeu_ps(out, _mm512_mul_ps(yv, _mm512_set1_ps(row_scale[row])));
+            for (c = 0; c < cols; c++)
+                y[row * t->n + n0 + c] = out[c];
+        }
+    }
+}
+
+/* Float path for group size 32 (groups padded to a multiple of 16 with zero activations).
+ * `work`: q35_qmatmul_work_bytes.
+ * Per group, sum(x * level) is formed in float from the integer levels, times the group's
+ * scale, plus the group's offset times sum(x): the decoded weight `scale * level + offset`
+ * distributed over the group, so each weight costs one convert and one FMA. Partial sums
+ * of 4 groups are accumulated in double. The result differs from the interpreter's
+ * float64 dot product by a few float32 roundings (tests allow 1e-5 of the output scale). */
+static void q35_qmatmul_f32_avx512(float *y, const float *x, int64_t rows, const q35_q3p5 *t,
+                                   uint8_t *work)
+{
+    const int64_t G = (t->groups + 15) / 16 * 16, kp = G * 32;
+    float *xd = (float *)(void *)work, *xsum = xd + rows * kp;
+    q35_decoder d;
+    int64_t r, i, n;
+    for (r = 0; r < rows; r++) {
+        for (i = 0; i < kp / 2; i++) {
+            xd[r * kp + i] = 2 * i < t->k ? x[r * t->k + 2 * i] : 0.0f;
+            xd[r * kp + kp / 2 + i] = 2 * i + 1 < t->k ? x[r * t->k + 2 * i + 1] : 0.0f;
+        }
+        for (i = 0; i < G; i++) {
+            double sum = 0.0;
+            int64_t k;
+            for (k = i * 32; k < i * 32 + 32 && k < t->k; k++)
+                sum += x[r * t->k + k];
+            xsum[r * G + i] = (float)sum;
+        }
+    }
+    d = q35_decoder_make(0);
+    Q35_PARALLEL_FOR(rows * t->n * kp)
+    for (n = 0; n < t->n; n++) {
+        int64_t row, gb;
+        for (row = 0; row < rows; row++) {
+            const float *xe = xd + row * kp, *xo = xe + kp / 2;
+            __m512d acc_lo = _mm512_setzero_pd(), acc_hi = _mm512_setzero_pd();
+            for (gb = 0; gb < G / 16; gb++) {
+                const uint8_t *p = t->payload + n * t->payload_row + gb * 224;
+                const int64_t left = t->payload_row - gb * 224;
+                float sc[16];
+                __m512 scale, offset, off;
+                int ch;
+                _mm_prefetch((const char *)(p + 640), _MM_HINT_T0);
+                _mm_prefetch((const char *)(p + 704), _MM_HINT_T0);
+                _mm_prefetch((const char *)(p + 768), _MM_HINT_T0);
+                _mm_prefetch((const char *)(p + 832), _MM_HINT_T0);
+                q35_group_meta16(t, n, gb * 16, &d, &scale, &offset);
+                _mm512_storeu_ps(sc, scale);
+                off = _mm512_mul_ps(offset, _mm512_loadu_ps(xsum + row * G + gb * 16));
+                acc_lo = _mm512_add_pd(acc_lo, _mm512_cvtps_pd(_mm512_castps512_ps256(off)));
+                acc_hi = _mm512_add_pd(acc_hi, _mm512_cvtps_pd(_mm512_extractf32x8_ps(off, 1)));
+                for (ch = 0; ch < 4; ch++) {
+                    const int64_t bytes = left - 56 * ch;
+                    const __m512i codes =
+                        left >= 224 ? q35_codes_full(&d, p + 56 * ch)
+                                    : q35_codes_raw(&d, p + 56 * ch,
+                                                    bytes >= 56 ? 56 : bytes > 0 ? (int)bytes : 0);
+                    const __m512i le = _mm512_permutex2var_epi8(d.even_lo, codes, d.even_hi);
+                    const __m512i lo = _mm512_permutex2var_epi8(d.odd_lo, codes, d.odd_hi);
+                    const float *xe4 = xe + gb * 256 + 64 * ch, *xo4 = xo + gb * 256 + 64 * ch;
+                    const float *s4 = sc + 4 * ch;
+                    __m512 sum = _mm512_setzero_ps();
+#define Q35_GROUP(g)                                                                           \
+    sum = _mm512_fmadd_ps(                                                                     \
+        _mm512_set1_ps(s4[g]),                                                                 \
+        _mm512_fmadd_ps(_mm512_loadu_ps(xe4 + 16 * (g)),                                       \
+                        _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm512_extracti32x4_epi32(le, g))), \
+                        _mm512_mul_ps(_mm512_loadu_ps(xo4 + 16 * (g)),                         \
+                                      _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(                 \
+                                          _mm512_extracti32x4_epi32(lo, g))))),                \
+        sum)
+                    Q35_GROUP(0);
+                    Q35_GROUP(1);
+                    Q35_GROUP(2);
+                    Q35_GROUP(3);
+#undef Q35_GROUP
+                    acc_lo = _mm512_add_pd(acc_lo, _mm512_cvtps_pd(_mm512_castps512_ps256(sum)));
+                    acc_hi = _mm512_add_pd(acc_hi, _mm512_cvtps_pd(_mm512_extractf32x8_ps(sum, 1)));
+                }
+            }
+            y[row * t->n + n] = (float)_mm512_reduce_add_pd(_mm512_add_pd(acc_lo, acc_hi));
+        }
+    }
+}
+#endif
+
+/* Bytes of scratch the quantized matmuls need: group sums and de-interleaved activations
+ * with the groups padded to a multiple of 16 (lower.py's work_bytes says the same). */
+Q35_FN int64_t q35_qmatmul_work_bytes(int64_t rows, int64_t k, int64_t group, int int8)
+{
+    int64_t groups = ((k + group - 1) / group + 15) / 16 * 16, kp = groups * group;
+    return int8 ? rows * (groups * 4 + kp) : rows * (kp + groups) * 4;
+}
+
+/* y[m, n] = sum_k x[m, k] * w[k, n], float activations; w decoded group by group into 32
+ * (or group-size) registers' worth of floats, products summed in double. */
+#define Q35_MAX_ROWS_PER_PASS 8
+Q35_FN void q35_qmatmul_f32(float *y, const float *x, int64_t rows, const uint8_t *entry,
+                            uint8_t *work)
+{
+    const q35_q3p5 t = q35_q3p5_view(entry);
+    int64_t n;
+#ifdef Q35_AVX512_GEMV
+    if (t.group == 32 && t.groups >= 8) { /* below that, padding to 16 groups costs more */
+        q35_qmatmul_f32_avx512(y, x, rows, &t, work);
+        return;
+    }
+#endif
+    (void)work;
+    Q35_PARALLEL_FOR(rows * t.n * t.k)
+    for (n = 0; n < t.n; n++) {
+        int64_t r0;
+        for (r0 = 0; r0 < rows; r0 += Q35_MAX_ROWS_PER_PASS) {
+            int64_t rn = rows - r0 < Q35_MAX_ROWS_PER_PASS ? rows - r0 : Q35_MAX_ROWS_PER_PASS;
+            double acc[Q35_MAX_ROWS_PER_PASS][8];
+            int64_t g, r;
+            int l;
+            for (r = 0; r < rn; r++)
+                for (l = 0; l < 8; l++)
+                    acc[r][l] = 0.0;
+            for (g = 0; g < t.groups; g++) {
+                const uint8_t *p = t.payload + n * t.payload_row + g * (t.group / 16) * 7;
+                int64_t k0 = g * t.group, kend = k0 + t.group < t.k ? k0 + t.group : t.k;
+                int64_t b;
+                float scale, offset;
+                q35_group_meta(&t, n, g, &scale, &offset);
+                for (b = 0; k0 + 16 * b < kend; b++) {
+                    int8_t lv[16];
+                    float w[16];
+                    int64_t kb = k0 + 16 * b;
+                    int i;
+                    q35_block_levels(p + 7 * b, lv);
+                    for (i = 0; i < 16; i++)
+                        w[i] = scale * (float)lv[i] + offset;
+                    if (kend - kb >= 16) {
+                        for (r = 0; r < rn; r++) {
+                            const float *xr = x + (r0 + r) * t.k + kb;
+                            for (l = 0; l < 8; l++)
+                                acc[r][l] += (double)xr[l] * (double)w[l];
+                            for (l = 0; l < 8; l++)
+                                acc[r][l] += (double)xr[8 + l] * (double)w[8 + l];
+                        }
+                    } else {
+                        for (r = 0; r < rn; r++) {
+                            const float *xr = x + (r0 + r) * t.k + kb;
+                            for (i = 0; i < kend - kb; i++)
+                                acc[r][i % 8] += (double)xr[i] * (double)w[i];
+                        }
+                    }
+                }
+            }
+            for (r = 0; r < rn; r++) {
+                double s = ((acc[r][0] + acc[r][1]) + (acc[r][2] + acc[r][3])) +
+                           ((acc[r][4] + acc[r][5]) + (acc[r][6] + acc[r][7]));
+                y[(r0 + r) * t.n + n] = (float)s;
+            }
+        }
+    }
+}
+
+/* Symmetric per-row int8 quantization: scale = max|x| / 127 (1 for a zero row),
+ * q = clamp(rint(x / scale), -127, 127), all in float32 (round half to even). */
+Q35_FN void q35_quantize_activations(int8_t *q, float *scale, const float *x, int64_t rows,
+                                     int64_t k)
+{
+    int64_t r, i;
+    for (r = 0; r < rows; r++) {
+        const float *xr = x + r * k;
+        float m = 0.0f, s;
+        for (i = 0; i < k; i++) {
+            float a = fabsf(xr[i]);
+            if (a > m || a != a)
+                m = a;
+        }
+        s = m / 127.0f;
+        if (s == 0.0f)
+            s = 1.0f;
+        scale[r] = s;
+        for (i = 0; i < k; i++) {
+            float v = rintf(xr[i] / s);
+            v = v > 127.0f ? 127.0f : v < -127.0f ? -127.0f : v;
+            q[r * k + i] = (int8_t)v;
+        }
+    }
+}
+
+/* y[m, n] = scale[m] * sum_g (s[g, n] * acc[m, g, n] + o[g, n] * sx[m, g]): int8
+ * activations times integer levels, int32 accumulation per group, then the float32
+ * rescale in the interpreter's order. `work` is q35_qmatmul_work_bytes of scratch. */
+Q35_FN void q35_qmatmul_i8(float *y, const int8_t *q, const float *row_scale, int64_t rows,
+                           const uint8_t *entry, uint8_t *work)
+{
+    const q35_q3p5 t = q35_q3p5_view(entry);
+    int32_t *sx = (int32_t *)(void *)work;
+    int64_t n;
+#ifdef Q35_AVX512_GEMV
+    if (t.group == 32) {
+        q35_qmatmul_i8_avx512(y, q, row_scale, rows, &t, work);
+        return;
+    }
+#endif
+    q35_group_sums(sx, q, rows, t.k, t.group, t.groups);
+    Q35_PARALLEL_FOR(rows * t.n * t.k)
+    for (n = 0; n < t.n; n++) {
+        int64_t r0;
+        for (r0 = 0; r0 < rows; r0 += Q35_MAX_ROWS_PER_PASS) {
+            int64_t rn = rows - r0 < Q35_MAX_ROWS_PER_PASS ? rows - r0 : Q35_MAX_ROWS_PER_PASS;
+            float acc_y[Q35_MAX_ROWS_PER_PASS];
+            int64_t g, r;
+            for (r = 0; r < rn; r++)
+                acc_y[r] = 0.0f;
+            for (g = 0; g < t.groups; g++) {
+                const uint8_t *p = t.payload + n * t.payload_row + g * (t.group / 16) * 7;
+                int64_t k0 = g * t.group, kend = k0 + t.group < t.k ? k0 + t.group : t.k;
+                int32_t acc[Q35_MAX_ROWS_PER_PASS];
+                int64_t b;
+                float scale, offset;
+                q35_group_meta(&t, n, g, &scale, &offset);
+                for (r = 0; r < rn; r++)
+                    acc[r] = 0;
+                for (b = 0; k0 + 16 * b < kend; b++) {
+                    int8_t lv[16];
+                    int64_t kb = k0 + 16 * b;
+                    int i;
+                    q35_block_levels(p + 7 * b, lv);
+                    if (kend - kb >= 16) {
+                        for (r = 0; r < rn; r++)
+                            acc[r] += q35_dot16_i8(q + (r0 + r) * t.k + kb, lv);
+                    } else {
+                        for (r = 0; r < rn; r++) {
+                            const int8_t *qr = q + (r0 + r) * t.k + kb;
+                            for (i = 0; i < kend - kb; i++)
+                                acc[r] += (int32_t)qr[i] * (int32_t)lv[i];
+                        }
+                    }
+                }
+                for (r = 0; r < rn; r++) {
+                    float term = scale * (float)acc[r] +
+                                 offset * (float)sx[(r0 + r) * t.groups + g];
+                    acc_y[r] = acc_y[r] + term;
+                }
+            }
+            for (r = 0; r < rn; r++)
+                y[(r0 + r) * t.n + n] = acc_y[r] * row_scale[r0 + r];
+        }
+    }
+}
+
+/* out[M, N] = acc + a[M, K] @ b[K, N], products summed in double. */
+Q35_FN void q35_matmul_f32(float *out, const float *a, const float *b, const float *acc,
+                           int64_t m, int64_t k, int64_t n)
+{
+    int64_t i;
+    Q35_PARALLEL_FOR(m * n * k)
+    for (i = 0; i < m; i++) {
+        int64_t j, p;
+        for (j = 0; j < n; j++) {
+            double s = 0.0;
+            for (p = 0; p < k; p++)
+                s += (double)a[i * k + p] * (double)b[p * n + j];
+            out[i * n + j] = (float)((double)acc[i * n + j] + s);
+        }
+    }
+}
+
+/* Batched matmul: for every batch index, c[M, N] = a[M, K] @ b[K, N] in double.
+ * a_off / b_off give each batch's element offset (broadcast batches repeat offsets). */
+Q35_FN void q35_batch_matmul_f32(float *c, const float *a, const float *b, int64_t batches,
+                                 const int64_t *a_off, const int64_t *b_off, int64_t m,
+                                 int64_t k, int64_t n)
+{
+    int64_t t;
+    for (t = 0; t < batches; t++) {
+        const float *ab = a + a_off[t], *bb = b + b_off[t];
+        float *cb = c + t * m * n;
+        int64_t i, j, p;
+        for (i = 0; i < m; i++)
+            for (j = 0; j < n; j++) {
+                double s = 0.0;
+                for (p = 0; p < k; p++)
+                    s += (double)ab[i * k + p] * (double)bb[p * n + j];
+                cb[i * n + j] = (float)s;
+            }
+    }
+}
+
+/* dst[dst_off + sum_d i_d * dst_stride_d] = src[src_off + sum_d i_d * src_stride_d] for
+ * every index i of `dims`: transposes, broadcasts, slices and concatenation. */
+Q35_FN void q35_copy_strided(void *dst, const void *src, size_t elem, int rank,
+                             const int64_t *dims, int64_t dst_off, const int64_t *dst_stride,
+                             int64_t src_off, const int64_t *src_stride)
+{
+    /* Outer indices step like an odometer; the innermost axis is a tight loop. */
+    int64_t idx[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    const int64_t inner = dims[rank - 1], ds = dst_stride[rank - 1], ss = src_stride[rank - 1];
+    int64_t outer = 1, e, j;
+    int d;
+    for (d = 0; d < rank - 1; d++)
+        outer *= dims[d];
+    for (e = 0; e < outer; e++) {
+        int64_t so = src_off, doff = dst_off;
+        for (d = 0; d < rank - 1; d++) {
+            so += idx[d] * src_stride[d];
+            doff += idx[d] * dst_stride[d];
+        }
+        if (elem == 4) {
+            float *o = (float *)dst + doff;
+            const float *i = (const float *)src + so;
+            for (j = 0; j < inner; j++)
+                o[j * ds] = i[j * ss];
+        } else {
+            for (j = 0; j < inner; j++)
+                memcpy((char *)dst + (doff + j * ds) * (int64_t)elem,
+                       (const char *)src + (so + j * ss) * (int64_t)elem, elem);
+        }
+        for (d = rank - 2; d >= 0; d--) {
+            if (++idx[d] < dims[d])
+                break;
+            idx[d] = 0;
+        }
+    }
+}
+
+/* A reduction over the middle axis of [outer, red, inner]; sums and products in double. */
+enum { Q35_RED_ADD, Q35_RED_MUL, Q35_RED_MAX, Q35_RED_MIN };
+
+static double q35_combine(int op, double a, double b)
+{
+    switch (op) {
+    case Q35_RED_ADD: return a + b;
+    case Q35_RED_MUL: return a * b;
+    case Q35_RED_MAX: return (a != a || b != b) ? (a != a ? a : b) : (a > b ? a : b);
+    default: return (a != a || b != b) ? (a != a ? a : b) : (a < b ? a : b);
+    }
+}
+
+static float q35_combinef(int op, float a, float b)
+{
+    switch (op) {
+    case Q35_RED_ADD: return a + b;
+    case Q35_RED_MUL: return a * b;
+    case Q35_RED_MAX: return (a != a || b != b) ? (a != a ? a : b) : (a > b ? a : b);
+    default: return (a != a || b != b) ? (a != a ? a : b) : (a < b ? a : b);
+    }
+}
+
+Q35_FN void q35_reduce_f32(float *out, const float *in, const float *init, int op,
+                           int64_t outer, int64_t red, int64_t inner)
+{
+    int64_t o, i, r;
+    for (o = 0; o < outer; o++)
+        for (i = 0; i < inner; i++) {
+            double acc = in[o * red * inner + i];
+            for (r = 1; r < red; r++)
+                acc = q35_combine(op, acc, (double)in[(o * red + r) * inner + i]);
+            if (red == 0)
+                out[o * inner + i] = init[o * inner + i];
+            else
+                out[o * inner + i] = q35_combinef(op, init[o * inner + i], (float)acc);
+        }
+}
+
+/* Softmax over the middle axis of [outer, len, inner], in double. */
+Q35_FN void q35_softmax_f32(float *y, const float *x, int64_t outer, int64_t len, int64_t inner)
+{
+    int64_t o, i, l;
+    for (o = 0; o < outer; o++)
+        for (i = 0; i < inner; i++) {
+            const float *xs = x + o * len * inner + i;
+            float *ys = y + o * len * inner + i;
+            double m = xs[0], s = 0.0;
+            for (l = 1; l < len; l++)
+                m = xs[l * inner] > m ? xs[l * inner] : m;
+            for (l = 0; l < len; l++)
+                s += exp((double)xs[l * inner] - m);
+            for (l = 0; l < len; l++)
+                ys[l * inner] = (float)(exp((double)xs[l * inner] - m) / s);
+        }
+}
+
+/* Layer norm over the last axis (beta may be NULL: RMS norm without mean removal). */
+Q35_FN void q35_layer_norm_f32(float *y, const float *x, const float *gamma, const float *beta,
+                               int64_t rows, int64_t len, double eps)
+{
+    int64_t r, i;
+    for (r = 0; r < rows; r++) {
+        const float *xr = x + r * len;
+        double mean = 0.0, var = 0.0;
+        for (i = 0; i < len; i++)
+            mean += xr[i];
+        mean /= (double)len;
+        for (i = 0; i < len; i++)
+            var += ((double)xr[i] - mean) * ((double)xr[i] - mean);
+        var /= (double)len;
+        for (i = 0; i < len; i++)
+            y[r * len + i] =
+                (float)(((double)xr[i] - mean) / sqrt(var + eps) * gamma[i] + beta[i]);
+    }
+}
+
+Q35_FN void q35_rms_norm_f32(float *y, const float *x, const float *gamma, int64_t rows,
+                             int64_t len, double eps)
+{
+    int64_t r, i;
+    for (r = 0; r < rows; r++) {
+        const float *xr = x + r * len;
+        double ms = 0.0;
+        for (i = 0; i < len; i++)
+            ms += (double)xr[i] * (double)xr[i];
+        ms /= (double)len;
+        for (i = 0; i < len; i++)
+            y[r * len + i] = (float)((double)xr[i] / sqrt(ms + eps) * gamma[i]);
+    }
+}
+
+Q35_FN void q35_silu_f32(float *y, const float *x, int64_t count)
+{
+    int64_t i;
+    for (i = 0; i < count; i++)
+        y[i] = (float)((double)x[i] / (1.0 + exp(-(double)x[i])));
+}
+
+Q35_FN void q35_gelu_f32(float *y, const float *x, int64_t count, int approximate_tanh)
+{
+    const double sqrt_2_over_pi = 0.7978845608028654, inv_sqrt2 = 0.7071067811865476;
+    int64_t i;
+    for (i = 0; i < count; i++) {
+        double v = x[i];
+        if (approximate_tanh)
+            y[i] = (float)(0.5 * v * (1.0 + tanh(sqrt_2_over_pi * (v + 0.044715 * v * v * v))));
+        else
+            y[i] = (float)(0.5 * v * (1.0 + erf(v * inv_sqrt2)));
+    }
+}
+
+/* take(data, indices, axis) on [outer, size, inner] data; returns -1 on a bad index. */
+Q35_FN int q35_gather_f32(float *y, const float *data, const int64_t *indices, int64_t count,
+                          int64_t outer, int64_t size, int64_t inner)
+{
+    int64_t o, c;
+    for (c = 0; c < count; c++)
+        if (indices[c] < -size || indices[c] >= size)
+            return -1;
+    for (o = 0; o < outer; o++)
+        for (c = 0; c < count; c++) {
+            int64_t j = indices[c] < 0 ? indices[c] + size : indices[c];
+            memcpy(y + (o * count + c) * inner, data + (o * size + j) * inner,
+                   (size_t)inner * sizeof(float));
+        }
+    return 0;
+}
+
+Q35_FN float q35_maxf(float a, float b) { return (a != a || b != b) ? a + b : (a > b ? a : b); }
+Q35_FN float q35_minf(float a, float b) { return (a != a || b != b) ? a + b : (a < b ? a : b); }
+/* ---- end of the q35c C runtime -------------------------------------------------------- */

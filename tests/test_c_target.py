@@ -1,0 +1,225 @@
+"""The C target: emitted files, -Werror cleanliness, memory plan, and every example model
+run through the system C compiler against the reference interpreter (bit-exact on the
+int8-activation path), also under AddressSanitizer and UBSan."""
+
+from __future__ import annotations
+
+import functools
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+from xdsl.builder import Builder
+from xdsl.dialects import func
+from xdsl.dialects.builtin import ModuleOp, TensorType, f32
+from xdsl.ir import Block, Region
+from xdsl.rewriter import InsertPoint
+
+from conftest import EXAMPLES, q35c, require_tool
+from q35c.compiler.diagnostics import Q35cError
+from q35c.compiler.driver import Options, compile_to_module
+from q35c.compiler.quant import quantize
+from q35c.compiler.weights import WeightStore, store_of
+from q35c.dialects import quant3p5
+from q35c.targets.c import CTarget
+from q35c.targets.c.emit import emit
+from q35c.targets.c.lower import lower_module
+from q35c.targets.c.memory import lifetimes, plan_arena
+from q35c.targets.interp.interpreter import run_module
+
+INT8 = "default,int8-activations"
+MODELS = {
+    "mlp": (EXAMPLES / "mlp.mlir", {},
+            lambda rng: {"x": rng.standard_normal((4, 128)).astype(np.float32)}),
+    "llama_tiny": (EXAMPLES / "models" / "llama_tiny.onnx", {"input_ids": (1, 8)},
+                   lambda rng: {"input_ids": rng.integers(0, 256, (1, 8))}),
+    "encoder_tiny": (EXAMPLES / "models" / "encoder_tiny.onnx", {"hidden": (1, 8, 64)},
+                     lambda rng: {"hidden": rng.standard_normal((1, 8, 64)).astype(np.float32)}),
+}
+SANITIZE = "-O1 -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer -g"
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path_factory, monkeypatch):
+    """Each test session builds into its own cache, never the user's."""
+    monkeypatch.setenv("Q35C_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "c-cache"))
+
+
+@functools.cache
+def compiled(model: str, passes: str | None):
+    path, shapes, make_inputs = MODELS[model]
+    ctx, module = compile_to_module(path, Options(passes=passes, shapes=shapes))
+    return ctx, module, store_of(module), make_inputs(np.random.default_rng(35))
+
+
+def assert_matches_interpreter(model: str, passes: str | None) -> None:
+    ctx, module, store, inputs = compiled(model, passes)
+    want = run_module(module, store, inputs)
+    got = CTarget().run(ctx, module, store, inputs, None)
+    assert sorted(got) == sorted(want)
+    for name, ref in want.items():
+        assert got[name].dtype == ref.dtype and got[name].shape == ref.shape
+        # The int8 kernels are bit-exact (test_q3p5_kernels_...); the float ops around them
+        # (norms, softmax, attention matmuls: double sums in another order, libm vs numpy)
+        # may differ in the last bit, so whole models get 1e-6 (int8) or 1e-5 (float path)
+        # of the output's magnitude.
+        scale = float(np.max(np.abs(ref)))
+        tolerance = 1e-6 if passes == INT8 else 1e-5
+        np.testing.assert_allclose(got[name], ref, rtol=tolerance, atol=tolerance * scale,
+                                   err_msg=f"{model}: {name}")
+
+
+@pytest.mark.parametrize("passes", [None, INT8], ids=["float", "int8"])
+@pytest.mark.parametrize("model", sorted(MODELS))
+def test_example_model_matches_the_interpreter(model, passes):
+    assert_matches_interpreter(model, passes)
+
+
+@pytest.mark.parametrize("model", sorted(MODELS))
+def test_example_model_runs_clean_under_address_and_undefined_sanitizers(model, monkeypatch):
+    monkeypatch.setenv("Q35C_CFLAGS", SANITIZE)
+    monkeypatch.setenv("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0")
+    for passes in (None, INT8):
+        assert_matches_interpreter(model, passes)
+
+
+def test_compile_writes_the_documented_files_deterministically(tmp_path):
+    for run in ("a", "b"):
+        result = q35c(MODELS["mlp"][0], "--target", "c", "-o", tmp_path / run)
+        assert "arena" in result.stdout and "bytes" in result.stdout
+    names = sorted(p.name for p in (tmp_path / "a").iterdir())
+    assert names == ["Makefile", "main.c", "model.bin", "model.c", "model.h"]
+    for name in names:
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+    header = (tmp_path / "a" / "model.h").read_text()
+    for api in ("mlp_load(", "mlp_run(", "mlp_free(", "MLP_ARENA_BYTES"):
+        assert api in header
+
+
+@pytest.mark.parametrize("cc", ["gcc", "clang"])
+def test_generated_code_is_warning_free_c99(cc, tmp_path):
+    tool = require_tool(cc)
+    for model, passes in (("llama_tiny", INT8), ("encoder_tiny", None)):
+        path, shapes, _ = MODELS[model]
+        out = tmp_path / f"{model}"
+        args = [path, "--target", "c", "-o", out] + (["--passes", passes] if passes else [])
+        for name, dims in shapes.items():
+            args += ["--shape", f"{name}={','.join(map(str, dims))}"]
+        q35c(*args)
+        # Compile only (clang's libomp may be absent); main.c has no OpenMP code.
+        for openmp, source in (([], "main.c"), ([], "model.c"), (["-fopenmp"], "model.c")):
+            result = subprocess.run(
+                [tool, "-std=c99", "-pedantic", "-Wall", "-Wextra", "-Werror", "-O2",
+                 "-ffp-contract=off", *openmp, "-c", source, "-o", "/dev/null"],
+                cwd=out, capture_output=True, text=True)
+            assert result.returncode == 0, result.stderr
+
+
+def test_makefile_builds_a_runner_that_reproduces_q35c_run(tmp_path):
+    require_tool("make")
+    q35c(MODELS["mlp"][0], "--target", "c", "-o", tmp_path / "out", "--passes", INT8)
+    subprocess.run(["make", "-s"], cwd=tmp_path / "out", check=True, capture_output=True)
+    q35c("run", MODELS["mlp"][0], "--target", "c", "--passes", INT8, "-o", tmp_path / "r")
+    x = np.load(tmp_path / "r" / "x.npy")
+    (tmp_path / "in").mkdir()
+    (tmp_path / "o").mkdir()
+    (tmp_path / "in" / "x.raw").write_bytes(x.tobytes())
+    result = subprocess.run([tmp_path / "out" / "main", "--bench", "3",
+                             tmp_path / "out" / "model.bin", tmp_path / "in", tmp_path / "o"],
+                            capture_output=True, text=True, check=True)
+    assert "median" in result.stdout
+    probs = np.frombuffer((tmp_path / "o" / "probs.raw").read_bytes(), np.float32)
+    np.testing.assert_array_equal(probs.reshape(4, 32), np.load(tmp_path / "r" / "probs.npy"))
+
+
+def test_arena_plan_never_overlaps_tensors_that_are_live_together():
+    _, module, store, _ = compiled("llama_tiny", INT8)
+    program = lower_module(module, store, None, "llama_tiny")
+    size = plan_arena(program)
+    spans = lifetimes(program)
+    bufs = sorted(spans, key=lambda b: b.offset)
+    for i, a in enumerate(bufs):
+        assert a.offset % 64 == 0 and a.offset + a.nbytes <= size
+        for b in bufs[i + 1:]:
+            live_together = spans[a][0] <= spans[b][1] and spans[b][0] <= spans[a][1]
+            overlap = a.offset < b.offset + b.nbytes and b.offset < a.offset + a.nbytes
+            assert not (live_together and overlap), (a.name, b.name)
+    assert size < sum(b.nbytes for b in spans) / 2  # storage is actually reused
+
+
+def _qmatmul_module(rows: int, k: int, n: int, group: int, int8: bool):
+    store = WeightStore()
+    w = np.random.default_rng(k * n + group).standard_t(4, (k, n)).astype(np.float32)
+    store["w"] = quantize(w, group_size=group)
+    packed = quant3p5.PackedWeightType((k, n), group)
+    block = Block(arg_types=[TensorType(f32, (rows, k))])
+    b = Builder(InsertPoint.at_end(block))
+    weights = b.insert(quant3p5.WeightOp("w", packed)).result
+    x = block.args[0]
+    if int8:
+        qa = b.insert(quant3p5.QuantizeActivationsOp(x))
+        y = b.insert(quant3p5.MatmulInt8Op(qa.quantized, qa.scale, weights)).result
+    else:
+        y = b.insert(quant3p5.MatmulOp(x, weights)).result
+    b.insert(func.ReturnOp(y))
+    fn = func.FuncOp("main", ([x.type], [y.type]), Region(block))
+    module = ModuleOp([fn])
+    module.verify()
+    return module, store
+
+
+@pytest.mark.parametrize("rows,k,n,group", [
+    (1, 5, 3, 16), (9, 77, 10, 32), (3, 130, 7, 64), (2, 256, 33, 32),
+    # group 32 with a multiple of 16 groups: the SIMD kernels where the CPU has them
+    (1, 512, 40, 32), (3, 1000, 17, 32), (1, 2048, 16, 32)])
+@pytest.mark.parametrize("int8", [False, True], ids=["float", "int8"])
+def test_q3p5_kernels_match_on_odd_k_partial_groups_and_many_rows(rows, k, n, group, int8):
+    """Ragged K, partial groups, more rows than one pass, N not a multiple of 16."""
+    module, store = _qmatmul_module(rows, k, n, group, int8)
+    x = np.random.default_rng(rows).standard_normal((rows, k)).astype(np.float32)
+    x[0, : k // 3] = 0.0  # a partly zero row
+    want = run_module(module, store, {"arg0": x})["out0"]
+    got = CTarget().run(None, module, store, {"arg0": x}, None)["out0"]
+    if int8:
+        np.testing.assert_array_equal(got, want)
+    else:
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
+
+
+def test_build_is_cached_by_content(tmp_path, monkeypatch):
+    monkeypatch.setenv("Q35C_CACHE_DIR", str(tmp_path / "cache"))
+    for _ in range(2):
+        assert_matches_interpreter("mlp", INT8)
+    assert len([p for p in (tmp_path / "cache").iterdir() if not p.name.startswith(".")]) == 1
+
+
+def test_c_compiler_errors_are_one_line_with_the_kept_sources(tmp_path):
+    import os
+
+    env = {**os.environ, "Q35C_CACHE_DIR": str(tmp_path / "cache"),
+           "Q35C_CFLAGS": "-include q35c_missing_header.h"}
+    result = q35c("run", MODELS["mlp"][0], "--target", "c", "-o", tmp_path / "r", env=env,
+                  check=False)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    assert "q35c_missing_header.h" in lines[0] and "kept in" in lines[0]
+    kept = Path(lines[0].rsplit("kept in ", 1)[1].rstrip(")"))
+    assert (kept / "model.c").exists() and (kept / "build.log").exists()
+    assert not (tmp_path / "r").exists()
+
+
+def test_runtime_failures_of_the_compiled_model_are_reported():
+    ctx, module, store, _ = compiled("llama_tiny", None)
+    with pytest.raises(Q35cError, match="index out of range"):
+        CTarget().run(ctx, module, store, {"input_ids": np.full((1, 8), 999)}, None)
+
+
+def test_weights_blob_holds_q3p5_at_its_exact_size():
+    _, module, store, _ = compiled("llama_tiny", None)
+    emitted = emit(module, store, None, "llama_tiny")
+    q3p5 = [e for e in emitted.program.blob if e.buffer.dtype == np.uint8]
+    assert q3p5 and all(e.data == store[e.name].to_bytes() for e in q3p5)
+    model_c = emitted.files["model.c"].decode()
+    assert "q35_qmatmul_f32" in model_c and "float w[16]" in model_c
