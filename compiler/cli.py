@@ -181,7 +181,7 @@ def run_command(input: Path, target: str, inputs: tuple[str, ...], seed: int, ou
                 entry: str | None, shapes: tuple[str, ...], keep_float: str | None,
                 act: str, report: bool, debug: bool) -> None:
     """Compile INPUT and execute it; write each output as OUTDIR/<name>.npy."""
-    from q35c.compiler.driver import run_file
+    from q35c.compiler.driver import output_file_stem, run_file
 
     def action() -> None:
         options = _options(target, passes, dump_ir, print_ir_after_all, entry, shapes,
@@ -189,7 +189,7 @@ def run_command(input: Path, target: str, inputs: tuple[str, ...], seed: int, ou
         outputs = run_file(input, _parse_inputs(inputs), output, options, seed=seed)
         for name, value in outputs.items():
             click.echo(f"{name}: {np.asarray(value).dtype}{list(np.shape(value))} -> "
-                       f"{output / (name + '.npy')}")
+                       f"{output / (output_file_stem(name) + '.npy')}")
 
     _guarded(debug, action)
 

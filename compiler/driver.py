@@ -280,6 +280,16 @@ def compile_file(path: Path, out_dir: Path | None, options: Options, stdout=sys.
         print_report(module, stdout)
 
 
+def output_file_stem(name: str) -> str:
+    """A file name for tensor `name` that stays inside the output directory.
+
+    Model value names may contain `/` (torch exporters) or `..`; every character outside
+    letters, digits, `_`, `-` and `.` becomes `_`, and a leading dot is escaped too.
+    """
+    stem = "".join(c if c.isalnum() or c in "_-." else "_" for c in name)
+    return "_" + stem if stem.startswith(".") or not stem else stem
+
+
 def run_file(path: Path, inputs: dict[str, np.ndarray], out_dir: Path, options: Options,
              seed: int = 0) -> dict[str, np.ndarray]:
     """`q35c run INPUT`: compile, execute on `inputs` (missing ones drawn from `seed`), save."""
@@ -326,7 +336,7 @@ def run_file(path: Path, inputs: dict[str, np.ndarray], out_dir: Path, options: 
 
     def write(tmp: Path) -> None:
         for name, value in {**generated, **outputs}.items():
-            np.save(tmp / f"{name}.npy", np.asarray(value))
+            np.save(tmp / f"{output_file_stem(name)}.npy", np.asarray(value))
 
     write_atomically(out_dir, write)
     return outputs

@@ -145,3 +145,12 @@ def test_irdl_export_lists_q35c_dialects():
     out = q35c("irdl").stdout
     assert "irdl.dialect @quant3p5" in out and "irdl.dialect @q35nn" in out
     assert "irdl.type @packed" in out
+
+
+def test_run_keeps_output_files_inside_the_output_directory(tmp_path):
+    """Value names from models may contain '/' or '..' (torch exporters write '/a/b')."""
+    from q35c.compiler.driver import output_file_stem
+
+    assert output_file_stem("../escaped") == "_.._escaped"
+    assert output_file_stem("/layers.0/Add_output_0") == "_layers.0_Add_output_0"
+    assert output_file_stem("logits") == "logits"
