@@ -55,7 +55,11 @@ demo() {
   log "run it with the reference interpreter: float and int8 activations"
   "$q" run "$model" --shape input_ids=1,8 -o "$out/run" --seed 1
   "$q" run "$model" --shape input_ids=1,8 -o "$out/run-int8" --seed 1 \
-    --input input_ids="$out/run/input_ids.npy" --passes default,int8-activations
+    --input input_ids="$out/run/input_ids.npy" --act int8
+  log "compile it to a C library and run that too (checked against the interpreter in tests)"
+  "$q" "$model" --shape input_ids=1,8 --target c -o "$out/c"
+  "$q" run "$model" --shape input_ids=1,8 --target c -o "$out/run-c" \
+    --input input_ids="$out/run/input_ids.npy"
   log "the bundled .mlir example: an MLP block"
   "$q" run examples/mlp.mlir -o "$out/mlp" --seed 1
 }
