@@ -2,7 +2,9 @@
 
 Rewrites `quant3p5.matmul(x, W)` into `quant3p5.quantize_activations(x)` followed by
 `quant3p5.matmul_int8`, the integer path that hardware targets (MXM-style int8 units)
-execute. The interpreter defines both paths; this pass only chooses between them.
+execute. The interpreter defines both paths; this pass only chooses between them. Matmuls
+that share an input (q, k and v projections; gate and up) share one quantization: it is a
+pure function of the input, and quantizing once is what a target wants to execute.
 """
 
 from __future__ import annotations
@@ -22,14 +24,31 @@ from xdsl.pattern_rewriter import (
 from q35c.dialects import quant3p5
 
 
+def _earlier_quantization(op: quant3p5.MatmulOp) -> quant3p5.QuantizeActivationsOp | None:
+    """A quantization of `op`'s input already placed before `op` in the same block."""
+    block = op.parent_block()
+    for use in op.lhs.uses:
+        user = use.operation
+        if (isinstance(user, quant3p5.QuantizeActivationsOp) and block is not None
+                and user.parent_block() is block and block.get_operation_index(user)
+                < block.get_operation_index(op)):
+            return user
+    return None
+
+
 class UseInt8Activations(RewritePattern):
     @op_type_rewrite_pattern
     def match_and_rewrite(self, op: quant3p5.MatmulOp, rewriter: PatternRewriter, /):
-        quantized = quant3p5.QuantizeActivationsOp(op.lhs)
+        quantized = _earlier_quantization(op)
+        new_ops: list = []
+        if quantized is None:
+            quantized = quant3p5.QuantizeActivationsOp(op.lhs)
+            base = op.lhs.name_hint or "act"
+            quantized.quantized.name_hint = f"{base}_i8"
+            quantized.scale.name_hint = f"{base}_scale"
+            new_ops.append(quantized)
         product = quant3p5.MatmulInt8Op(quantized.quantized, quantized.scale, op.weights)
-        base = op.lhs.name_hint or "act"
-        quantized.quantized.name_hint, quantized.scale.name_hint = f"{base}_i8", f"{base}_scale"
-        rewriter.replace(op, [quantized, product])
+        rewriter.replace(op, [*new_ops, product])
         product.result.name_hint = op.result.name_hint
 
 
