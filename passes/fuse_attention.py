@@ -28,6 +28,7 @@ from xdsl.pattern_rewriter import (
 
 from q35c.dialects import q35nn
 from q35c.passes.matching import (
+    copy_origin,
     erase_dead_ops,
     leading_broadcast_source,
     operands_matching,
@@ -107,6 +108,7 @@ class FuseAttention(RewritePattern):
             return
         fused = q35nn.AttentionOp(scores.lhs, key, op.rhs, mask, scaled[1])
         fused.result.name_hint = op.results[0].name_hint
+        copy_origin(op, fused)
         rewriter.replace(op, fused)
 
 

@@ -22,7 +22,7 @@ from xdsl.pattern_rewriter import (
 )
 
 from q35c.dialects import q35nn, quant3p5
-from q35c.passes.matching import erase_dead_ops, is_zero_fill, owner
+from q35c.passes.matching import copy_origin, erase_dead_ops, is_zero_fill, owner
 
 
 class FuseDequantizeIntoMatmul(RewritePattern):
@@ -39,6 +39,7 @@ class FuseDequantizeIntoMatmul(RewritePattern):
         if dequant is None:
             return
         product = quant3p5.MatmulOp(lhs, dequant.input)
+        copy_origin(op, product)
         rewriter.replace(op, product)
         product.result.name_hint = op.results[0].name_hint
 

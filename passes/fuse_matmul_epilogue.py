@@ -23,7 +23,7 @@ from xdsl.pattern_rewriter import (
 )
 
 from q35c.dialects import q35nn, quant3p5
-from q35c.passes.matching import erase_dead_ops, operands_matching, owner, scalar_of, single_use, source_of
+from q35c.passes.matching import copy_origin, erase_dead_ops, operands_matching, owner, scalar_of, single_use, source_of
 
 
 def _bias_of(value: SSAValue, n: int) -> SSAValue | None:
@@ -66,6 +66,7 @@ class FuseBiasAndActivation(RewritePattern):
         if last is op.result:
             return
         fused = quant3p5.FusedMatmulOp(op.lhs, op.weights, bias, None, activation)
+        copy_origin(op, fused)
         fused.result.name_hint = last.name_hint
         rewriter.replace(last.owner, fused)  # the matmul and bias add are dead now
 

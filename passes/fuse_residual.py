@@ -22,7 +22,7 @@ from xdsl.pattern_rewriter import (
 )
 
 from q35c.dialects import quant3p5
-from q35c.passes.matching import erase_dead_ops, operands_matching, single_use
+from q35c.passes.matching import copy_origin, erase_dead_ops, operands_matching, single_use
 
 
 def _fusable(value) -> bool:
@@ -46,6 +46,7 @@ class FuseResidualAdd(RewritePattern):
             fused = quant3p5.FusedMatmulOp(product.lhs, product.weights, product.bias, residual,
                                            product.activation.data)
         fused.result.name_hint = op.result.name_hint
+        copy_origin(product, fused)
         rewriter.replace(op, fused)
 
 

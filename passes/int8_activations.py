@@ -22,6 +22,7 @@ from xdsl.pattern_rewriter import (
 )
 
 from q35c.dialects import quant3p5
+from q35c.passes.matching import copy_origin
 
 
 def _earlier_quantization(op: quant3p5.MatmulOp) -> quant3p5.QuantizeActivationsOp | None:
@@ -48,6 +49,7 @@ class UseInt8Activations(RewritePattern):
             quantized.scale.name_hint = f"{base}_scale"
             new_ops.append(quantized)
         product = quant3p5.MatmulInt8Op(quantized.quantized, quantized.scale, op.weights)
+        copy_origin(op, product)
         rewriter.replace(op, [*new_ops, product])
         product.result.name_hint = op.result.name_hint
 

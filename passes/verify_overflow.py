@@ -8,6 +8,11 @@ Interval analysis, in exact (Python) integers, over every integer value of each 
   minsi, select, extsi, trunci) and `linalg.reduce` with an `addi` body: interval arithmetic;
   with `check-arith=true` the result must fit its type (by default a result that may not is
   taken to wrap, as MLIR and the Fortran frontend define, and gets the type's range);
+- control flow and variables (the Fortran frontend's loops): `scf.for` (induction variable in
+  [lb, ub - 1]), `scf.while` and `scf.if` bodies are analysed; integer scalar variables
+  (rank-0 memrefs) are tracked through loads and stores, and loop heads reach a fixpoint
+  (exact for short counted loops, widened to the type's range otherwise); an op whose
+  result may wrap gets `q35c.may_wrap`;
 - `quant3p5.quantize_activations`: [-127, 127] (it clamps); `quant3p5.unpack`: codes 0..127;
 - code decoding: the integer level of every weight, from the actual weights (a
   `quant3p5.weight`, or `quant3p5.pack` of constant codes) or, for run-time codes, the
@@ -30,13 +35,16 @@ from pathlib import Path
 
 import numpy as np
 from xdsl.context import Context
-from xdsl.dialects import arith, func, tensor
+from xdsl.dialects import arith, func, memref, scf, tensor
 from xdsl.dialects.builtin import (
     DenseArrayBase,
+    IndexType,
     IntegerAttr,
     IntegerType,
+    MemRefType,
     ModuleOp,
     TensorType,
+    UnitAttr,
     i64,
 )
 from xdsl.dialects.linalg import ops as linalg
@@ -48,11 +56,20 @@ from q35c.compiler.quant import CODEBOOK, LEGACY_LEVELS, Q3P5Tensor
 from q35c.compiler.tensors import constant_value
 from q35c.compiler.weights import WeightStore, store_of
 from q35c.dialects import quant3p5
+from q35c.passes.matching import origin_of
 
 INT32 = (-(2**31), 2**31 - 1)
 ATTR_ACC = "q35c.acc_bound"
 ATTR_SX = "q35c.sx_bound"
 ATTR_RANGE = "q35c.int_range"
+ATTR_MAY_WRAP = "q35c.may_wrap"
+"""On an integer op whose exact result may leave its type (it wraps; without check-arith)."""
+UNROLL_LIMIT = 100_000
+"""A counted loop whose trip bound times its body's op count is at most this is iterated
+abstractly once per iteration (exact interval bounds); longer ones, unbounded ones and all
+loops once the function's VISIT_BUDGET of op visits is spent widen after WIDEN_AFTER."""
+WIDEN_AFTER = 3
+VISIT_BUDGET = 1_000_000
 _SHAPE_OPS = (tensor.ReshapeOp, tensor.CollapseShapeOp, tensor.ExpandShapeOp)
 
 
@@ -70,7 +87,33 @@ class OverflowFound(Q35cError):
 def _width(value: SSAValue) -> int | None:
     t = value.type
     el = t.get_element_type() if isinstance(t, TensorType) else t
+    if isinstance(el, IndexType):
+        return 64
     return el.width.data if isinstance(el, IntegerType) else None
+
+
+def _cell_width(value: SSAValue) -> int | None:
+    """The element width of an integer memref (a Fortran variable or array), else None."""
+    t = value.type
+    if not isinstance(t, MemRefType):
+        return None
+    el = t.get_element_type()
+    if isinstance(el, IndexType):
+        return 64
+    return el.width.data if isinstance(el, IntegerType) and el.width.data > 1 else None
+
+
+def _is_cell(value: SSAValue) -> bool:
+    """A rank-0 integer memref: a Fortran scalar variable, tracked flow-sensitively."""
+    return (_cell_width(value) is not None and isinstance(value.type, MemRefType)
+            and not value.type.get_shape())
+
+
+Range = tuple[int, int]
+
+
+def _hull(a: Range, b: Range) -> Range:
+    return min(a[0], b[0]), max(a[1], b[1])
 
 
 def _type_range(width: int) -> tuple[int, int]:
@@ -107,12 +150,24 @@ def parse_arg_ranges(spec: str) -> dict[str, tuple[int, int]]:
 class _Weights:
     """What is known about a packed weight value's integer levels."""
 
-    levels: np.ndarray | None  # int64 [K, N] when the codes are known
+    source: object  # the packed tensor (decoded on demand) or int64 [K, N] levels; None
     extreme: np.ndarray | None  # int64 [K]: max |level| per row when the codes are not
     group: int
     layout: str
     name: str
     codes_arg: SSAValue | None = None  # run-time codes: the pack op's codes operand
+
+    @property
+    def known(self) -> bool:
+        return self.source is not None
+
+    @property
+    def levels(self) -> np.ndarray | None:
+        """int16 [K, N] levels when the codes are known (decoded only for `matmul_int8`, so
+        a float pipeline never holds the levels of every weight at once)."""
+        if self.source is None or isinstance(self.source, np.ndarray):
+            return self.source
+        return _levels_of(self.source)
 
 
 def _levels_of(value) -> np.ndarray:
@@ -121,7 +176,7 @@ def _levels_of(value) -> np.ndarray:
     else:
         table, codes = LEGACY_LEVELS, value.packed
     k, n = value.shape
-    levels = table.astype(np.int64)[codes.astype(np.int64)]
+    levels = table.astype(np.int16)[codes.astype(np.intp)]
     return levels.transpose(0, 2, 1).reshape(-1, n)[:k]
 
 
@@ -133,17 +188,166 @@ class _Analysis:
     check_arith: bool = False
     ranges: dict[SSAValue, tuple[int, int]] = field(default_factory=dict)
     weights: dict[SSAValue, _Weights] = field(default_factory=dict)
+    written: set[SSAValue] = field(default_factory=set)
+    """Memrefs something other than a load uses (stores, calls, views): not read-only."""
+    cells: dict[SSAValue, Range] = field(default_factory=dict)
+    """Flow-sensitive ranges of the integer scalar variables (rank-0 memrefs) at this point."""
+    visits: int = 0
 
     def run(self) -> None:
         from q35c.targets.interp.interpreter import argument_names
 
         for name, arg in zip(argument_names(self.fn), self.fn.args):
-            width = _width(arg)
+            width = _width(arg) or _cell_width(arg)  # scalars, and elements of memrefs
             if width is not None:  # declared by its q35c.name (or argN) or its SSA name
                 declared = self.arg_ranges.get(name) or self.arg_ranges.get(arg.name_hint or "")
                 self.ranges[arg] = declared or _type_range(width)
-        for op in self.fn.body.blocks[0].ops:  # not region bodies: their block args are scalars
+        self.written = {v for op in self.fn.walk() if not isinstance(op, memref.LoadOp)
+                        for v in op.operands if isinstance(v.type, MemRefType)}
+        self.visit_block(self.fn.body.blocks[0])
+
+    # -- control flow and memory (the Fortran frontend's scf loops and variable cells) ---------
+
+    def visit_block(self, block) -> list[SSAValue]:
+        """Visit `block`'s ops in order; the operands of its terminator if that yields."""
+        for op in block.ops:
+            self.visits += 1
+            if isinstance(op, (scf.YieldOp, scf.ConditionOp)):
+                return list(op.operands)
             self.visit(op)
+        return []
+
+    def initial(self, cell: SSAValue) -> Range:
+        """A variable's range where nothing is known: declared (arguments), else its type's."""
+        return self.ranges.get(cell) or _type_range(_cell_width(cell))
+
+    def cell_range(self, cell: SSAValue) -> Range:
+        return self.cells.get(cell) or self.initial(cell)
+
+    def join_cells(self, a: dict[SSAValue, Range], b: dict[SSAValue, Range]) -> dict:
+        out = {}
+        for cell in a.keys() | b.keys():
+            out[cell] = _hull(a.get(cell) or self.initial(cell), b.get(cell) or self.initial(cell))
+        return out
+
+    def widen(self, old: dict, new: dict) -> dict:
+        """Every bound that still moves goes to the type's end (a sound, finite fixpoint)."""
+        out = {}
+        for cell, (lo, hi) in new.items():
+            tlo, thi = _type_range(_cell_width(cell))
+            olo, ohi = old.get(cell) or self.initial(cell)
+            out[cell] = (lo if lo >= olo else tlo, hi if hi <= ohi else thi)
+        return out
+
+    def widen_values(self, old: list[Range], new: list[Range], values) -> list[Range]:
+        out = []
+        for (olo, ohi), (lo, hi), v in zip(old, new, values):
+            tlo, thi = _type_range(_width(v) or 64)
+            out.append((lo if lo >= olo else tlo, hi if hi <= ohi else thi))
+        return out
+
+    def fixpoint(self, entry_cells: dict, init: list[Range], body, trips: int | None):
+        """The loop-head state: iterate `body(cells, carried) -> (cells, carried)` from the
+        entry state, joining. A loop of at most `trips` iterations (None: unknown) stops
+        after that many rounds (the head state then covers every iteration: exact interval
+        bounds: the last round runs on the state before the last iteration, and returns the
+        state after it); otherwise bounds still moving after WIDEN_AFTER rounds widen to
+        their type's end, so the iteration ends, and the last round runs on the returned
+        stable state. Either way the attributes the last round records hold for every
+        iteration."""
+        exact = trips is not None
+        cells, carried = dict(entry_cells), list(init)
+        rounds = 0
+        while True:
+            out_cells, out_carried = body(dict(cells), list(carried))
+            new_cells = self.join_cells(cells, out_cells)
+            new_carried = [_hull(a, b) for a, b in zip(carried, out_carried)]
+            if exact and rounds >= trips - 1:  # the body ran on every iteration's state
+                return (cells, carried) if trips == 0 else (new_cells, new_carried)
+            if new_cells == cells and new_carried == carried:
+                return cells, carried
+            rounds += 1
+            if (not exact and rounds >= WIDEN_AFTER) or self.visits > VISIT_BUDGET:
+                new_cells = self.widen(cells, new_cells)
+                new_carried = self.widen_values(carried, new_carried, body.values)
+                exact = False
+            cells, carried = new_cells, new_carried
+
+    def visit_for(self, op: scf.ForOp) -> None:
+        (lb, _), (_, ub) = self.rng(op.lb), self.rng(op.ub)
+        slo, shi = self.rng(op.step)
+        iv_range = (lb, max(lb, ub - 1))
+        trips = max(0, (ub - lb + slo - 1) // slo) if slo > 0 else None
+        if trips is not None and trips * sum(1 for _ in op.body.walk()) > UNROLL_LIMIT:
+            trips = None  # too long to iterate: widen
+        block = op.body.block
+        iv, args = block.args[0], block.args[1:]
+
+        def body(cells, carried):
+            self.cells = cells
+            self.ranges[iv] = iv_range
+            for arg, r in zip(args, carried):
+                self.ranges[arg] = r
+            yielded = self.visit_block(block)
+            return self.cells, [self.rng(v) for v in yielded]
+
+        body.values = list(args)
+        init = [self.rng(v) for v in op.iter_args]
+        self.cells, carried = self.fixpoint(dict(self.cells), init, body, trips)
+        for result, r in zip(op.results, carried):
+            self.set(op, result, *r)
+
+    def visit_while(self, op: scf.WhileOp) -> None:
+        before, after = op.before_region.block, op.after_region.block
+        passed: list[Range] = []
+
+        def body(cells, carried):
+            self.cells = cells
+            for arg, r in zip(before.args, carried):
+                self.ranges[arg] = r
+            forwarded = self.visit_block(before)[1:]  # scf.condition(cond, args...)
+            passed[:] = [self.rng(v) for v in forwarded]
+            for arg, r in zip(after.args, passed):
+                self.ranges[arg] = r
+            yielded = self.visit_block(after)
+            return self.cells, [self.rng(v) for v in yielded]
+
+        body.values = list(before.args)
+        init = [self.rng(v) for v in op.arguments]
+        self.cells, carried = self.fixpoint(dict(self.cells), init, body, None)
+        # the exit runs `before` once more on the head state: that is the last round's
+        for result, r in zip(op.results, passed):
+            self.set(op, result, *r)
+
+    def visit_if(self, op: scf.IfOp) -> None:
+        entry = dict(self.cells)
+        outs, states = [], []
+        for region in (op.true_region, op.false_region):
+            self.cells = dict(entry)
+            outs.append([self.rng(v) for v in self.visit_block(region.block)]
+                        if region.blocks else [])
+            states.append(self.cells)
+        self.cells = self.join_cells(*states)
+        for i, result in enumerate(op.results):
+            ranges = [o[i] for o in outs if len(o) > i]
+            if ranges and _width(result):
+                self.set(op, result, min(r[0] for r in ranges), max(r[1] for r in ranges))
+
+    def visit_memory(self, op: Operation) -> None:
+        if isinstance(op, memref.LoadOp) and _width(op.res):
+            cell = op.memref
+            if _is_cell(cell):
+                self.set(op, op.res, *self.cell_range(cell))
+            elif cell in self.written:  # an array the function writes: anything in its type
+                self.set(op, op.res, *_type_range(_width(op.res)))
+            else:  # an array argument it only reads: declared, else its type's range
+                self.set(op, op.res, *self.initial(cell))
+        elif isinstance(op, memref.StoreOp) and _is_cell(op.memref):
+            self.cells[op.memref] = self.rng(op.value)
+        else:  # a call or a view may write a variable it is given: forget what we knew
+            for v in op.operands:
+                if _is_cell(v):
+                    self.cells.pop(v, None)
 
     def rng(self, value: SSAValue) -> tuple[int, int]:
         width = _width(value)
@@ -157,13 +361,39 @@ class _Analysis:
                 if self.check_arith:
                     raise self.generic_overflow(op, value, lo, hi, width)
                 lo, hi = tlo, thi  # wraps (MLIR arith semantics): anything in the type
+                op.attributes[ATTR_MAY_WRAP] = UnitAttr()
+            elif ATTR_MAY_WRAP in op.attributes and value is op.results[0]:
+                del op.attributes[ATTR_MAY_WRAP]  # an earlier fixpoint round's
         self.ranges[value] = (lo, hi)
         if width is not None and width > 1:
             if value is op.results[0]:
                 op.attributes[ATTR_RANGE] = DenseArrayBase.from_list(i64, [lo, hi])
 
     def visit(self, op: Operation) -> None:
-        if isinstance(op, arith.ConstantOp) and _width(op.result):
+        if isinstance(op, scf.ForOp):
+            self.visit_for(op)
+        elif isinstance(op, scf.WhileOp):
+            self.visit_while(op)
+        elif isinstance(op, scf.IfOp):
+            self.visit_if(op)
+        elif isinstance(op, (memref.LoadOp, memref.StoreOp)) or any(
+                _is_cell(v) for v in op.operands):
+            self.visit_memory(op)
+        elif isinstance(op, arith.IndexCastOp):
+            self.set(op, op.result, *self.rng(op.input))
+        elif isinstance(op, (arith.DivSIOp, arith.RemSIOp)) and _width(op.result):
+            (a, b), (c, d) = self.rng(op.lhs), self.rng(op.rhs)
+            m = max(abs(a), abs(b))
+            if isinstance(op, arith.DivSIOp):
+                if c > 0 or d < 0:  # the divisor keeps its sign: extremes at the corners
+                    qs = [_trunc_div(x, y) for x in (a, b) for y in (c, d)]
+                    self.set(op, op.result, min(qs), max(qs))
+                else:
+                    self.set(op, op.result, -m, m)  # |x / y| <= |x| (x / -1 may leave it)
+            else:  # the sign of the dividend, |r| < |divisor| and |r| <= |x|
+                r = min(m, max(abs(c), abs(d)) - 1) if (c, d) != (0, 0) else m
+                self.set(op, op.result, -r if a < 0 else 0, r if b > 0 else 0)
+        elif isinstance(op, arith.ConstantOp) and _width(op.result):
             values = np.asarray(constant_value(op.value, op.result.type))
             if values.size:
                 self.set(op, op.result, int(values.min()), int(values.max()))
@@ -205,7 +435,7 @@ class _Analysis:
                 op.result.type, quant3p5.PackedWeightType):
             value = self.store[op.weight_name.data]
             self.weights[op.result] = _Weights(
-                _levels_of(value), None, op.result.type.group, op.result.type.layout.data,
+                value, None, op.result.type.group, op.result.type.layout.data,
                 f"weight '{op.weight_name.data}'")
         elif isinstance(op, quant3p5.PackOp):
             self.visit_pack(op)
@@ -241,10 +471,17 @@ class _Analysis:
         group = info.group
         groups = -(-k // group)
         pad = groups * group - k
-        if info.levels is not None:
-            lv = np.pad(info.levels, ((0, pad), (0, 0))).reshape(groups, group, n)
-            acc_hi = (np.maximum(qhi * lv, qlo * lv)).sum(axis=1)  # [G, N]
-            acc_lo = (np.minimum(qhi * lv, qlo * lv)).sum(axis=1)
+        if info.known:
+            levels = info.levels
+            acc_hi = np.zeros((groups, n), np.int64)
+            acc_lo = np.zeros((groups, n), np.int64)
+            width = max(1, (1 << 20) // max(k, 1))  # column chunks: O(K x chunk) temporaries
+            for c0 in range(0, n, width):
+                lv = np.pad(levels[:, c0:c0 + width].astype(np.int64),
+                            ((0, pad), (0, 0))).reshape(groups, group, -1)
+                acc_hi[:, c0:c0 + width] = np.maximum(qhi * lv, qlo * lv).sum(axis=1)  # [G, N]
+                acc_lo[:, c0:c0 + width] = np.minimum(qhi * lv, qlo * lv).sum(axis=1)
+            del levels
         else:
             ex = np.pad(info.extreme, (0, pad)).reshape(groups, group)
             m = max(abs(qlo), abs(qhi))
@@ -277,8 +514,8 @@ class _Analysis:
         rows = int(np.prod(_shape(op.lhs)[:-1]))
         q = np.zeros((rows, k), np.int64)
         codes = None
-        if info.levels is not None:
-            lv = info.levels[block, col]
+        if info.known:
+            lv = info.levels[block, col].astype(np.int64)
             best_hi, best_lo = (qhi, qlo) if high else (qlo, qhi)
             q[0, block] = np.where(lv > 0, best_hi, np.where(lv < 0, best_lo, 0))
             pattern = (f"q[0, k] = {best_hi} where L[k, {col}] > 0 and {best_lo} where "
@@ -295,6 +532,8 @@ class _Analysis:
         q = q.reshape(_shape(op.lhs))
         witness = self.model_witness(op, q, info, codes)
         where = f"{info.name}"
+        if origin_of(op):
+            where = f"{origin_of(op)}, {where}"
         if op.result.name_hint:
             where += f", result %{op.result.name_hint}"
         limit = INT32[1] if high else INT32[0]
@@ -344,7 +583,8 @@ class _Analysis:
     def generic_overflow(self, op, value, lo, hi, width) -> OverflowFound:
         operands = ", ".join(f"{_describe(v)} in {list(self.rng(v))}" for v in op.operands
                              if _width(v))
-        message = (f"verify-overflow: {op.name} {_describe(value)} can leave i{width}: its "
+        at = f" ({origin_of(op)})" if origin_of(op) else ""
+        message = (f"verify-overflow: {op.name} {_describe(value)}{at} can leave i{width}: its "
                    f"range is [{lo}, {hi}] for operands {operands}")
         witness = self.endpoint_witness(op, width)
         if witness is not None:
@@ -384,6 +624,12 @@ class _Analysis:
                     witness[name] = np.full(_shape(arg), choice.get(arg, 0), dtype)
                 return witness
         return None
+
+
+def _trunc_div(x: int, y: int) -> int:
+    """x / y rounded toward zero, as arith.divsi (exact for Python's big integers)."""
+    q = abs(x) // abs(y)
+    return q if (x >= 0) == (y > 0) else -q
 
 
 def _summary(v: np.ndarray) -> str:

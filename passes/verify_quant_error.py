@@ -54,12 +54,11 @@ from q35c.compiler.quant import (
     LEGACY_LEVELS,
     LegacyPairTensor,
     Q3P5Tensor,
-    dequantize,
-    dequantize_legacy,
 )
 from q35c.compiler.tensors import constant_value
 from q35c.compiler.weights import WeightStore, store_of
 from q35c.dialects import q35nn, quant3p5
+from q35c.passes.matching import origin_of
 
 # Fused ops of the fusion passes; looked up so this file also works without them.
 _FUSED_MATMUL = getattr(quant3p5, "FusedMatmulOp", ())
@@ -232,33 +231,6 @@ def activation_box(name: str, x: Box) -> Box:
     return _with_min(_gelu_erf, x, *_GELU_MIN)
 
 
-def packed_levels(weights: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
-    """(levels int32 [K, N], scales f32 [G, N], offsets f32 [G, N], group size)."""
-    if isinstance(weights, Q3P5Tensor):
-        table, codes, group = CODEBOOK, weights.codes(), weights.group_size
-        scales, offsets = weights.scales(), weights.offsets()
-    else:
-        table, codes, group = LEGACY_LEVELS, weights.packed, weights.shape[0]
-        scales, offsets = weights.scale[None, :], weights.offset[None, :]
-    k, n = weights.shape
-    levels = table.astype(np.int32)[codes.astype(np.int64)]
-    levels = levels.transpose(0, 2, 1).reshape(-1, n)[:k]
-    return levels, np.asarray(scales, np.float32), np.asarray(offsets, np.float32), group
-
-
-def exact_dequantized(weights: Any) -> np.ndarray:
-    """float64 [K, N]: s_g * L + o_g in real arithmetic (what the int8 path multiplies by)."""
-    levels, scales, offsets, group = packed_levels(weights)
-    rows = np.arange(levels.shape[0]) // group
-    return scales.astype(np.float64)[rows] * levels + offsets.astype(np.float64)[rows]
-
-
-def float32_dequantized(weights: Any) -> np.ndarray:
-    if isinstance(weights, Q3P5Tensor):
-        return dequantize(weights).astype(np.float64)
-    return dequantize_legacy(weights).astype(np.float64)
-
-
 SVD_LIMIT = 1 << 16
 """Matrices up to this many elements get the exact spectral norm (an SVD); larger ones the
 cheaper bound min(Frobenius, sqrt(|m|_1 |m|_inf)). SVDs of every 576x1536 layer of a 135M
@@ -302,6 +274,123 @@ class Ball:
 
 
 @dataclass
+class L1Fact:
+    """Every row y of a value has sum_k |y_k| <= total (rows along the last axis).
+
+    Holds for a product a * b of two values whose rows lie in L2 balls (SwiGLU's
+    silu(gate) * up): sum_k |a_k b_k| <= ||a||_2 ||b||_2 (Cauchy-Schwarz). Together with
+    the elementwise caps |y_k| <= cap_k of the interval analysis, the worst case of
+    |y . c| is a fractional knapsack (`_l1_box_max`), far below sum_k cap_k |c_k| when
+    the caps of many coordinates cannot be reached at once.
+    """
+
+    total: float
+
+
+def _l1_box_max(cap: np.ndarray, total: float, c: np.ndarray) -> np.ndarray:
+    """[N]: an upper bound on max sum_k |y_k| |c[k, n]| over |y_k| <= cap[k], sum_k |y_k| <=
+    total (a fractional knapsack). By LP duality every t >= 0 gives the bound
+    t * total + sum_k cap_k max(|c_k| - t, 0); t = the |c| where the greedy fill (largest |c|
+    first) runs out of budget makes it exact, and any t keeps it sound."""
+    a = np.ascontiguousarray(np.abs(c).T)  # [N, K]
+    if a.shape[1] == 0:
+        return np.zeros(a.shape[0])
+    order = np.argsort(-a, axis=1)
+    filled = (np.cumsum(cap[order], axis=1) < total).sum(axis=1)
+    t = np.where(filled < a.shape[1], np.take_along_axis(
+        a, order[np.arange(a.shape[0]), np.minimum(filled, a.shape[1] - 1)][:, None], 1)[:, 0],
+        0.0)
+    return (t * total + (np.maximum(a - t[:, None], 0.0) * cap).sum(axis=1)) * (1 + 2.0**-30)
+
+
+def _ball_norm(ball: "Ball") -> float:
+    """An upper bound on ||y||_2 for every row y of a ball."""
+    center = 0.0 if ball.center is None else float(np.sqrt((ball.center**2).sum()))
+    return (center + ball.radius * float(np.max(ball.scale, initial=0.0))) * (1 + 2.0**-40)
+
+
+def _uses(op: Operation) -> tuple[SSAValue, ...]:
+    """The values the analysis of `op` reads: its operands, and the float input of the
+    `quantize_activations` feeding a `matmul_int8` (its reference activation)."""
+    if isinstance(op, quant3p5.MatmulInt8Op) and isinstance(
+            op.lhs.owner, quant3p5.QuantizeActivationsOp):
+        return (*op.operands, op.lhs.owner.input)
+    return tuple(op.operands)
+
+
+CHUNK_ELEMENTS = 1 << 19
+"""Weights per column chunk of the bound computations: every temporary of a quantized
+matmul's analysis is O(K x chunk) float64 (4 MiB), never O(K x N)."""
+
+
+class _Decoded:
+    """One decode of a packed weight (codes and group scales/offsets); dequantized column
+    chunks on demand, each bit-identical to the matching columns of `dequantize`."""
+
+    def __init__(self, weights: Any):
+        if isinstance(weights, Q3P5Tensor):
+            self.table, self.codes, self.group = CODEBOOK, weights.codes(), weights.group_size
+            scales, offsets = weights._meta()
+        else:
+            self.table, self.codes, self.group = LEGACY_LEVELS, weights.packed, weights.shape[0]
+            scales, offsets = weights.scale[None, :], weights.offset[None, :]
+        self.k, self.n = weights.shape
+        self.scales = np.asarray(scales, np.float32)
+        self.offsets = np.asarray(offsets, np.float32)
+        self.rows = np.arange(self.k) // self.group
+        self.groups = -(-self.k // self.group)
+        self.width = max(1, CHUNK_ELEMENTS // max(self.k, 1))
+
+    def chunks(self):
+        for c0 in range(0, self.n, self.width):
+            yield c0, min(self.n, c0 + self.width)
+
+    def levels(self, c0: int, c1: int) -> np.ndarray:
+        lv = self.table.astype(np.int32)[self.codes[:, c0:c1].astype(np.intp)]
+        return lv.transpose(0, 2, 1).reshape(-1, c1 - c0)[:self.k]
+
+    def columns(self, c0: int, c1: int, exact: bool, levels: np.ndarray | None = None
+                ) -> np.ndarray:
+        """float64 [K, c1 - c0]: exact s_g L + o_g (int8 path) or the float32 dequantize."""
+        lv = self.levels(c0, c1) if levels is None else levels
+        s, o = self.scales[self.rows, c0:c1], self.offsets[self.rows, c0:c1]
+        if exact:
+            return s.astype(np.float64) * lv + o.astype(np.float64)
+        return (s * lv.astype(np.float32) + o).astype(np.float64)
+
+    def spread(self, c0: int, c1: int, levels: np.ndarray) -> np.ndarray:
+        """|s_g L| + |o_g| (float64 [K, c]): the magnitude the int8 rescale rounds."""
+        s, o = self.scales[self.rows, c0:c1], self.offsets[self.rows, c0:c1]
+        return np.abs(s.astype(np.float64) * levels) + np.abs(o.astype(np.float64))
+
+
+class _SpectralAcc:
+    """`_spectral_bound` of a matrix given in column chunks (exact when it has at most
+    SVD_LIMIT elements, which is then a single chunk)."""
+
+    def __init__(self, k: int, n: int):
+        self.small = k * n <= SVD_LIMIT
+        self.exact = 0.0
+        self.fro2 = 0.0
+        self.col = 0.0
+        self.rows = np.zeros(k)
+
+    def add(self, m: np.ndarray) -> None:
+        if self.small:
+            self.exact = _spectral_bound(m)
+            return
+        a = np.abs(m)
+        self.fro2 += float((m**2).sum())
+        self.col = max(self.col, float(a.sum(axis=0).max(initial=0.0)))
+        self.rows += a.sum(axis=1)
+
+    def bound(self) -> float:
+        if self.small:
+            return self.exact
+        return min(math.sqrt(self.fro2), math.sqrt(self.col * float(self.rows.max(initial=0.0))))
+
+
+@dataclass
 class _NormTag:
     kind: str  # "ms", "rms" or "inv"
     x: SSAValue
@@ -312,22 +401,41 @@ class _NormTag:
 class IntervalAnalysis:
     """Elementwise interval evaluation of one function: `boxes[value]` or packed weights."""
 
-    def __init__(self, fn: func.FuncOp, store: WeightStore, arg_range: float):
+    def __init__(self, fn: func.FuncOp, store: WeightStore, arg_range: float,
+                 input_range: float = 0.0, release: bool = False):
+        """`release`: drop each value's interval after its last use (peak memory then grows
+        with the live values, not the whole function); `env` then holds only live values."""
         self.store = store
+        self.input_range = input_range
         self.env: dict[SSAValue, Any] = {}
         self.tags: dict[SSAValue, _NormTag] = {}
         self.balls: dict[SSAValue, Ball] = {}
+        self.l1: dict[SSAValue, L1Fact] = {}
+        self.layers: dict[Operation, LayerError] = {}
         for arg in fn.args:
             if _is_int(arg) or arg_range <= 0:
                 self.env[arg] = _unknown(arg)
             else:
                 self.env[arg] = Box.full(_shape(arg), -arg_range, arg_range)
-        for op in fn.body.blocks[0].ops:
+        ops = list(fn.body.blocks[0].ops)
+        last_use: dict[SSAValue, int] = {}
+        if release:
+            for i, op in enumerate(ops):
+                for v in _uses(op):
+                    last_use[v] = i
+        for i, op in enumerate(ops):
             if isinstance(op, func.ReturnOp):
                 break
             try:
-                results = self.transfer(op)
+                if isinstance(op, QUANTIZED_MATMULS):
+                    results = self.quantized_matmul(op)  # also records the layer's error
+                else:
+                    results = self.transfer(op)
+            except _Unbounded:
+                results = None
             except Exception:  # an op this analysis cannot bound: unbounded, never wrong
+                if isinstance(op, QUANTIZED_MATMULS):
+                    raise
                 results = None
             if results is None:
                 results = [_unknown(r) for r in op.results]
@@ -338,6 +446,11 @@ class IntervalAnalysis:
                 except Exception:  # the relational rules are optional: keep the plain result
                     pass
             self.env.update(zip(op.results, results))
+            if release:
+                for v in (*_uses(op), *op.results):
+                    if last_use.get(v, i) <= i:
+                        for facts in (self.env, self.balls, self.l1):
+                            facts.pop(v, None)
 
     # A decomposed RMSNorm, x / sqrt(mean(x * x) + eps), is unbounded for plain intervals
     # (the divisor's interval reaches sqrt(eps)). Tags track the relation instead:
@@ -442,8 +555,12 @@ class IntervalAnalysis:
         balls = self.balls
         if isinstance(op, (tensor.ReshapeOp, tensor.CollapseShapeOp, tensor.ExpandShapeOp)):
             src = balls.get(op.operands[0])
-            if src and _shape(op.operands[0])[-1:] == _shape(op.results[0])[-1:]:
-                balls[op.results[0]] = src  # rows are contiguous: same rows, same order
+            if _shape(op.operands[0])[-1:] == _shape(op.results[0])[-1:]:
+                # rows are contiguous: same rows, same order
+                if src:
+                    balls[op.results[0]] = src
+                if op.operands[0] in self.l1:
+                    self.l1[op.results[0]] = self.l1[op.operands[0]]
         elif isinstance(op, arith.MulfOp) or (_SWIGLU and isinstance(op, _SWIGLU)):
             if isinstance(op, arith.MulfOp):
                 a, c = (op.lhs, op.rhs) if op.lhs in balls else (op.rhs, op.lhs)
@@ -452,6 +569,13 @@ class IntervalAnalysis:
                 a, c = op.up, op.gate
                 other = _with_min(_silu_safe, self.box(op.gate), *_SILU_MIN)
             ball = balls.get(a)
+            if ball and c in balls and a is not c and _shape(a) == _shape(c) == _shape(
+                    op.result):
+                # Both factors' rows lie in balls: sum_k |a_k c_k| <= ||a||_2 ||c||_2, and
+                # |silu(g)| <= |g| (sigmoid is in [0, 1]); float32 rounding of the product
+                # and of silu covered by the factor.
+                self.l1[op.result] = L1Fact(
+                    _ball_norm(ball) * _ball_norm(balls[c]) * (1 + 2.0**-18))
             if ball and isinstance(other, Box) and np.array_equal(other.lo, other.hi) \
                     and other.lo.shape == _shape(op.result) and a is not c:
                 rows = other.lo.reshape(-1, other.lo.shape[-1])  # constant: one row for all?
@@ -466,57 +590,253 @@ class IntervalAnalysis:
                 amax = other.absmax().reshape(-1, other.lo.shape[-1]).max(axis=0)
                 if np.all(np.isfinite(amax)):
                     balls[op.result] = Ball(ball.scale * amax, ball.radius * (1 + 2.0**-20))
-        elif isinstance(op, (quant3p5.MatmulOp, *(
-                (_FUSED_MATMUL,) if isinstance(_FUSED_MATMUL, type) else ()))) \
-                and op.lhs in balls:
-            ball = balls[op.lhs]
-            k = _shape(op.lhs)[-1]
-            w = float32_dequantized(self.env[op.weights])
-            bias = self.env.get(op.bias) if getattr(op, "bias", None) is not None else None
-            plain = isinstance(op, quant3p5.MatmulOp) or (
-                op.activation.data == "none" and op.residual is None
-                and (bias is None or np.array_equal(bias.lo, bias.hi)))
-            if not plain:
-                return results
-            # y - center W = z diag(scale) W: ||.||_2 <= R * sigma_max, plus the rounding of
-            # the product (and of the bias add)
-            rel = U32 + 2 * k * U64 + (U32 if bias is not None else 0.0)
-            image = ball.image(w, rel)
-            spread = (ball.radius * np.sqrt(((ball.scale[:, None] * w) ** 2).sum(axis=0))
-                      + rel * ball.magnitude(w))
-            mid = np.zeros(w.shape[1]) if image.center is None else image.center
-            if bias is not None:
-                spread = spread + U32 * np.abs(bias.lo)
-                mid = mid + bias.lo
-                image = Ball(image.scale, image.radius + U32 * float(np.sqrt(
-                    (bias.lo**2).sum())), mid)
-            balls[op.result] = image
-            spread = spread * (1 + 2.0**-20)
-            y = results[0]
-            return [Box(np.maximum(y.lo, mid - spread), np.minimum(y.hi, mid + spread))]
-        elif isinstance(op, quant3p5.MatmulInt8Op) and isinstance(
-                op.lhs.owner, quant3p5.QuantizeActivationsOp) and op.lhs.owner.input in balls:
-            ball = balls[op.lhs.owner.input]
-            x = self.box(op.lhs.owner.input)
-            k = _shape(op.lhs)[-1]
-            w = exact_dequantized(self.env[op.weights])
-            r_row = x.absmax().reshape(-1, k).max(axis=1, keepdims=True) * (1 + 2.0**-15)
-            levels, scales, offsets, group = packed_levels(self.env[op.weights])
-            groups = -(-k // group)
-            rel = (groups + 3) * U32 / (1 - (groups + 3) * U32)
-            # y = (x + d) . W with |d_k| <= r_row / 254, plus the float32 rescale rounding
-            limit = (ball.bound(w)[None, :] + r_row / 254 * np.abs(w).sum(axis=0)) * (
-                1 + rel) * (1 + 2.0**-20)
-            # y = x W + d W + rounding: the image ball, widened by ||d W||_2 and the rounding
-            image = ball.image(w, 0.0)
-            extra = (math.sqrt(k) * float(r_row.max()) / 254 * _spectral_bound(w)
-                     + rel * float(np.sqrt((limit**2).sum(axis=1).max())))
-            balls[op.result] = Ball(image.scale, (image.radius + extra) * (1 + 2.0**-20),
-                                    image.center)
-            y = results[0]
-            limit = limit.reshape(y.lo.shape[:-1] + (w.shape[1],))
-            return [Box(np.maximum(y.lo, -limit), np.minimum(y.hi, limit))]
         return results
+
+    # -- quantized matmuls: interval, ball facts and error bound in one sweep ----------------
+
+    def quantized_matmul(self, op) -> list | None:
+        """The result interval of a quantized matmul; also records its `LayerError` and the
+        ball its rows lie in. The weights are decoded once and processed in column chunks,
+        so every temporary is O(K x chunk) (a 576 x 49152 lm_head never exists in float64)."""
+        weights = self.env.get(op.weights)
+        k, n = op.weights.type.get_shape()
+        wop = _weight_op(op.weights)
+        name = wop.weight_name.data if wop else f"<{op.weights.owner.name}>"
+        if not isinstance(weights, (Q3P5Tensor, LegacyPairTensor)):
+            self.layers[op] = LayerError(op, name, None, (k, n), math.inf, None, None,
+                                         "weights known only at run time")
+            return None
+        is_int8 = isinstance(op, quant3p5.MatmulInt8Op)
+        fused = bool(_FUSED_MATMUL) and isinstance(op, _FUSED_MATMUL)
+        source = float_source(self.store, name, (k, n)) if wop else None
+        dec = _Decoded(weights)
+        out_shape = _shape(op.result)
+
+        # The product's interval: x (the dequantized activation on the int8 path) times W.
+        try:
+            xp = self.dequantized_activation(op) if is_int8 else self.box(op.lhs)
+            am, ar = (v.reshape(-1, k) for v in xp.mid_rad())
+        except _Unbounded:
+            am = ar = None
+        # The ball facts: the input rows' ball, mapped through W.
+        fact_ball, fact_x, plain = None, None, False
+        if is_int8:
+            qa = op.lhs.owner
+            if isinstance(qa, quant3p5.QuantizeActivationsOp) and qa.input in self.balls:
+                fact_ball, fact_x = self.balls[qa.input], self.box(qa.input)
+        elif op.lhs in self.balls:
+            bias = self.env.get(op.bias) if getattr(op, "bias", None) is not None else None
+            plain = not fused or (op.activation.data == "none" and op.residual is None and (
+                bias is None or (isinstance(bias, Box) and np.array_equal(bias.lo, bias.hi))))
+            if plain:
+                fact_ball = self.balls[op.lhs]
+        # The error: the reference input box (and its ball / L1 facts).
+        x, int8, ball = _input_box(op, self, self.input_range)
+        value = op.lhs.owner.input if int8 else op.lhs
+        l1 = self.l1.get(value)
+        absmax = float(x.absmax().max()) if x.lo.size else 0.0
+        try:
+            mid, rad = x.mid_rad()
+            mid2, rad2 = mid.reshape(-1, k), rad.reshape(-1, k)
+        except _Unbounded:
+            mid2 = rad2 = None
+        cap = None
+        if l1 is not None and mid2 is not None:  # per coordinate, over all rows
+            cap = (np.abs(mid2) + rad2).max(axis=0)
+        # Rows with the same input intervals have the same results: analyse each one once
+        # (the rows of an LLM's activations usually share one box).
+        inv = None
+        given = [v for v in (am, ar, mid2, rad2) if v is not None]
+        if given and all(v.shape[0] == given[0].shape[0] for v in given):
+            seen: dict[bytes, int] = {}
+            inv = np.array([seen.setdefault(row.tobytes(), len(seen)) for row in
+                            np.ascontiguousarray(np.concatenate(given, axis=1))], np.intp)
+            first = np.zeros(len(seen), np.intp)
+            first[inv] = np.arange(len(inv))  # any row of each class: they are identical
+            am, ar, mid2, rad2 = (None if v is None else v[first] for v in (am, ar, mid2, rad2))
+        # The product and the error see the same x (float path, no declared range): share
+        # the magnitude sum_k |x_k| |w_k|; an all-zero midpoint (a symmetric box) needs no
+        # product with the weights.
+        shared = not is_int8 and self.input_range <= 0 and am is not None and mid2 is not None
+        zero_mid = am is not None and not am.any()
+
+        rows_p = 0 if am is None else am.shape[0]
+        pm, pr = np.zeros((rows_p, n)), np.zeros((rows_p, n))
+        absam = None if am is None else np.abs(am) + ar
+        if fact_ball is not None:
+            fb = fact_ball
+            f_colnorm, f_absc, f_cw = np.zeros(n), np.zeros(n), np.zeros(n)
+            f_colabs = np.zeros(n)
+            f_spec, w_spec = _SpectralAcc(k, n), _SpectralAcc(k, n)
+        if mid2 is not None:
+            rows_e = mid2.shape[0]
+            xabs = np.abs(mid2) + rad2
+            r_row = np.maximum(xabs, 0).max(axis=1, keepdims=True)  # max |x| per row
+            weight_part = np.zeros((rows_e, n))
+            weight_var = np.zeros((rows_e, n))
+            ball_part, ball_var = np.zeros(n), np.zeros(n)
+            l1_part, l1_mag = np.zeros(n), np.zeros(n)
+            colabs, colsq = np.zeros(n), np.zeros(n)
+            magnitude = np.zeros((rows_e, n))
+            ball_mag = np.zeros(n)
+            if is_int8:
+                xabs8 = (xabs + r_row / 254) * (1 + 2.0**-15)
+            w_float = np.asarray(self.store[source]) if source is not None else None
+
+        for c0, c1 in dec.chunks():
+            levels = dec.levels(c0, c1)
+            w = dec.columns(c0, c1, is_int8, levels)
+            aw = np.abs(w)
+            if am is not None and not shared:
+                if not zero_mid:
+                    pm[:, c0:c1] = am @ w
+                pr[:, c0:c1] = ar @ aw + (absam @ aw) * (k * U64 * 2)
+            if fact_ball is not None:
+                sw = fb.scale[:, None] * w
+                f_colnorm[c0:c1] = np.sqrt((sw**2).sum(axis=0))
+                f_spec.add(sw)
+                del sw
+                if fb.center is not None:
+                    f_absc[c0:c1] = np.abs(fb.center) @ aw
+                    f_cw[c0:c1] = fb.center @ w
+                if is_int8:
+                    f_colabs[c0:c1] = aw.sum(axis=0)
+                    w_spec.add(w)
+            if mid2 is not None:
+                if w_float is not None:
+                    e = np.asarray(w_float[:, c0:c1], np.float64) - w
+                    me = np.zeros((rows_e, c1 - c0)) if zero_mid and shared else mid2 @ e
+                    ae = np.abs(e)
+                    weight_part[:, c0:c1] = np.abs(me) + rad2 @ ae
+                    weight_var[:, c0:c1] = me**2 + (rad2**2 / 3) @ (e**2)
+                    if ball is not None:
+                        se2 = ((ball.scale[:, None] * e) ** 2).sum(axis=0)
+                        ce = 0.0 if ball.center is None else ball.center @ e
+                        ball_part[c0:c1] = np.abs(ce) + ball.radius * np.sqrt(se2)
+                        ball_var[c0:c1] = ce**2 + (ball.radius**2 / k) * se2
+                    if cap is not None:
+                        l1_part[c0:c1] = _l1_box_max(cap, l1.total, ae)
+                    del e, me, ae
+                colabs[c0:c1] = aw.sum(axis=0)
+                colsq[c0:c1] = (w**2).sum(axis=0)
+                if is_int8:
+                    magnitude[:, c0:c1] = xabs8 @ dec.spread(c0, c1, levels)
+                else:
+                    magnitude[:, c0:c1] = xabs @ aw
+                    if shared:
+                        if not zero_mid:
+                            pm[:, c0:c1] = am @ w
+                        pr[:, c0:c1] = rad2 @ aw + magnitude[:, c0:c1] * (k * U64 * 2)
+                    if ball is not None:
+                        ball_mag[c0:c1] = ball.radius * np.sqrt(
+                            ((ball.scale[:, None] * aw) ** 2).sum(axis=0)) + (
+                            0.0 if ball.center is None else np.abs(ball.center) @ aw)
+                    if cap is not None:
+                        l1_mag[c0:c1] = _l1_box_max(cap, l1.total, aw)
+            del w, aw, levels
+
+        # -- the result interval -------------------------------------------------------
+        if am is None:
+            y = Box.full(out_shape)
+        else:
+            y = _clean(pm - pr, pm + pr)
+            if inv is not None:
+                y = Box(y.lo[inv], y.hi[inv])
+            y = Box(y.lo.reshape(out_shape), y.hi.reshape(out_shape))
+        del pm, pr
+        stages = None
+        if fused:
+            stages = self.fused_stages(op, y)
+            y = stages[-1]
+        if fact_ball is not None and not is_int8:
+            rel = U32 + 2 * k * U64 + (U32 if getattr(op, "bias", None) is not None else 0.0)
+            # ball.image(w, rel): y - center W = z diag(scale) W, ||.||_2 <= R sigma_max,
+            # plus the rounding of the product (and of the bias add)
+            f_mag = fb.radius * f_colnorm + f_absc
+            radius = fb.radius * f_spec.bound() + rel * float(np.sqrt((f_mag**2).sum()))
+            center = None if fb.center is None else f_cw
+            image = Ball(np.ones(n), radius * (1 + 2.0**-20), center)
+            spread = fb.radius * f_colnorm + rel * f_mag
+            mid_c = np.zeros(n) if image.center is None else image.center
+            if getattr(op, "bias", None) is not None:
+                bias = self.env[op.bias]
+                spread = spread + U32 * np.abs(bias.lo)
+                mid_c = mid_c + bias.lo
+                image = Ball(image.scale, image.radius + U32 * float(np.sqrt(
+                    (bias.lo**2).sum())), mid_c)
+            self.balls[op.result] = image
+            spread = spread * (1 + 2.0**-20)
+            y = Box(np.maximum(y.lo, mid_c - spread), np.minimum(y.hi, mid_c + spread))
+        elif fact_ball is not None:
+            r_f = fact_x.absmax().reshape(-1, k).max(axis=1, keepdims=True) * (1 + 2.0**-15)
+            rel = (dec.groups + 3) * U32 / (1 - (dec.groups + 3) * U32)
+            # y = (x + d) . W with |d_k| <= r / 254, plus the float32 rescale rounding
+            f_bound = np.abs(f_cw) + fb.radius * f_colnorm  # fb.bound(w)
+            limit = (f_bound[None, :] + r_f / 254 * f_colabs) * (1 + rel) * (1 + 2.0**-20)
+            # the image ball, widened by ||d W||_2 and the rounding
+            image_r = fb.radius * f_spec.bound() * (1 + 2.0**-20)
+            extra = (math.sqrt(k) * float(r_f.max()) / 254 * w_spec.bound()
+                     + rel * float(np.sqrt((limit**2).sum(axis=1).max())))
+            self.balls[op.result] = Ball(np.ones(n), (image_r + extra) * (1 + 2.0**-20),
+                                         None if fb.center is None else f_cw)
+            limit = limit.reshape(y.lo.shape[:-1] + (n,))
+            y = Box(np.maximum(y.lo, -limit), np.minimum(y.hi, limit))
+        elif cap is not None and not fused and not int8 and am is not None:
+            # rows with sum |x_k| <= total and |x_k| <= cap_k: |y_n| <= knapsack(|W[:, n]|)
+            rel = U32 + 2 * k * U64
+            limit = l1_mag * (1 + rel) * (1 + 2.0**-20)
+            y = Box(np.maximum(y.lo, -limit), np.minimum(y.hi, limit))
+
+        # -- the error bound -----------------------------------------------------------
+        if mid2 is None:
+            self.layers[op] = LayerError(op, name, source, (k, n), absmax, None, None,
+                                         "input range unbounded")
+            return [y]
+        parts = []
+        bound = np.zeros((rows_e, n))
+        var = np.zeros((rows_e, n))
+        if w_float is not None:
+            if ball is not None:  # the input rows lie in an L2 ball too: the smaller bound
+                weight_part = np.minimum(weight_part, ball_part[None, :])
+                # rows spread evenly over the ball: E x_k^2 = (R scale_k)^2 / K
+                weight_var = np.minimum(weight_var, ball_var[None, :])
+            if cap is not None:  # sum_k |x_k| <= total (a product of two balls)
+                weight_part = np.minimum(weight_part, l1_part[None, :])
+            bound += weight_part
+            var += weight_var
+            parts.append("weights")
+        if int8:
+            s = r_row / 127 * (1 + 2.0**-20)
+            bound += s * (0.5 + 2.0**-17) * colabs
+            var += (s**2 / 12) * colsq
+            parts.append("int8")
+        # Rounding of the computation itself: sum_k |x_k| |w_k| times the relative error.
+        if is_int8:
+            rel = (dec.groups + 3) * U32 / (1 - (dec.groups + 3) * U32)
+        else:
+            rel = U32 + 2 * k * U64
+            if ball is not None:
+                magnitude = np.minimum(magnitude, ball_mag[None, :])
+            if cap is not None:
+                magnitude = np.minimum(magnitude, l1_mag[None, :])
+        bound = bound + rel * magnitude
+        parts.append("rounding")
+        if inv is not None:
+            bound, var = bound[inv], var[inv]
+        if fused:
+            # The epilogue maps both products through the same bias, activation and
+            # residual: the error grows by the activation's Lipschitz constant, plus one
+            # float32 rounding per step (magnitudes from the intervals). A fused residual
+            # add is left out, as in the unfused graph where it is its own op: its rounding
+            # scales with the residual, which may be unbounded.
+            st = [v.absmax().reshape(-1, n) for v in stages]
+            bound = _LIPSCHITZ[op.activation.data] * (bound + U32 * st[1]) + U32 * st[2]
+            parts.append(f"epilogue({op.activation.data})")
+        bound = bound * SLACK + TINY
+        self.layers[op] = LayerError(op, name, source, (k, n), absmax,
+                                     bound.reshape(out_shape), float(np.sqrt(var.mean())),
+                                     "+".join(parts))
+        return [y]
 
     def box(self, value: SSAValue) -> Box:
         v = self.env[value]
@@ -641,20 +961,11 @@ class IntervalAnalysis:
                 hi = np.broadcast_to(y.hi.max(axis=-2, keepdims=True), shape)
                 return [_clean(lo, hi)]
             return [_matmul(x, y)]
-        if isinstance(op, quant3p5.MatmulOp):
-            w = float32_dequantized(self.env[op.weights])
-            return [_matmul(b(op.lhs), Box.point(w))]
-        if isinstance(op, _FUSED_MATMUL):
-            return [self.fused_stages(op)[-1]]
         if isinstance(op, quant3p5.QuantizeActivationsOp):
             x = b(op.input)
             r = x.absmax().max(axis=-1)
             return [Box.full(_shape(op.quantized), -127.0, 127.0),
                     _clean(np.zeros_like(r), np.maximum(r / 127, 1.0))]
-        if isinstance(op, quant3p5.MatmulInt8Op):
-            w = exact_dequantized(self.env[op.weights])
-            x = self.dequantized_activation(op)
-            return [_matmul(x, Box.point(w))]
         if isinstance(op, q35nn.SoftmaxOp):
             return [self.softmax(b(op.input), op.axis.value.data)]
         if isinstance(op, _SWIGLU):
@@ -702,10 +1013,9 @@ class IntervalAnalysis:
             return [Box(np.broadcast_to(lo, shape).copy(), np.broadcast_to(hi, shape).copy())]
         return None
 
-    def fused_stages(self, op) -> list[Box]:
+    def fused_stages(self, op, product: Box) -> list[Box]:
         """Intervals after each step of a fused_matmul: product, + bias, activation, + residual."""
-        w = float32_dequantized(self.env[op.weights])
-        stages = [_matmul(self.box(op.lhs), Box.point(w))]
+        stages = [product]
         y = stages[0]
         if op.bias is not None:
             bias = self.box(op.bias)
@@ -802,16 +1112,24 @@ def _weight_op(value: SSAValue) -> quant3p5.WeightOp | None:
 def analyse_function(fn: func.FuncOp, store: WeightStore, arg_range: float = 0.0,
                      input_range: float = 0.0) -> list[LayerError]:
     """The error analysis of every quantized matmul of `fn`, in program order."""
-    intervals = IntervalAnalysis(fn, store, arg_range)
+    intervals = IntervalAnalysis(fn, store, arg_range, input_range, release=True)
     layers = []
     for op in fn.body.blocks[0].ops:
         if isinstance(op, QUANTIZED_MATMULS):
-            layers.append(_layer_error(op, intervals, store, input_range))
+            layer = intervals.layers.get(op)
+            if layer is None:  # an operand the analysis could not bound
+                k, n = op.weights.type.get_shape()
+                wop = _weight_op(op.weights)
+                name = wop.weight_name.data if wop else f"<{op.weights.owner.name}>"
+                layer = LayerError(op, name, None, (k, n), math.inf, None, None,
+                                   "input range unbounded")
+            layers.append(layer)
     return layers
 
 
-def _input_box(op, intervals: IntervalAnalysis, input_range: float) -> tuple[Box, bool]:
-    """The input activation interval and whether int8 activation quantization applies."""
+def _input_box(op, intervals: IntervalAnalysis, input_range: float):
+    """The input activation interval, whether int8 activation quantization applies, and
+    the L2 ball of the input rows (or None)."""
     value = op.lhs
     if isinstance(op, quant3p5.MatmulInt8Op):
         producer = op.lhs.owner
@@ -825,79 +1143,6 @@ def _input_box(op, intervals: IntervalAnalysis, input_range: float) -> tuple[Box
     if input_range > 0:
         x = Box(np.clip(x.lo, -input_range, input_range), np.clip(x.hi, -input_range, input_range))
     return x, int8, intervals.balls.get(value)
-
-
-def _layer_error(op, intervals: IntervalAnalysis, store: WeightStore,
-                 input_range: float) -> LayerError:
-    weights = intervals.env.get(op.weights)
-    k, n = op.weights.type.get_shape()
-    wop = _weight_op(op.weights)
-    name = wop.weight_name.data if wop else f"<{op.weights.owner.name}>"
-    if not isinstance(weights, (Q3P5Tensor, LegacyPairTensor)):
-        return LayerError(op, name, None, (k, n), math.inf, None, None,
-                          "weights known only at run time")
-    source = float_source(store, name, (k, n)) if wop else None
-    x, int8, ball = _input_box(op, intervals, input_range)
-    absmax = float(x.absmax().max()) if x.lo.size else 0.0
-    parts = []
-    try:
-        mid, rad = x.mid_rad()
-    except _Unbounded:
-        return LayerError(op, name, source, (k, n), absmax, None, None, "input range unbounded")
-    mid2, rad2 = mid.reshape(-1, k), rad.reshape(-1, k)
-    out_shape = _shape(op.result)
-    is_int8 = isinstance(op, quant3p5.MatmulInt8Op)
-    w_hat = exact_dequantized(weights) if is_int8 else float32_dequantized(weights)
-    abs_w = np.abs(w_hat)
-    bound = np.zeros((mid2.shape[0], n))
-    var = np.zeros((mid2.shape[0], n))
-    if source is not None:
-        e = np.asarray(store[source], np.float64) - w_hat
-        weight_part = np.abs(mid2 @ e) + rad2 @ np.abs(e)
-        if ball is not None:  # the input rows lie in an L2 ball too: use the smaller bound
-            weight_part = np.minimum(weight_part, ball.bound(e)[None, :])
-        bound += weight_part
-        weight_var = (mid2 @ e) ** 2 + (rad2**2 / 3) @ (e**2)
-        if ball is not None:  # rows spread evenly over the ball: E x_k^2 = (R scale_k)^2 / K
-            center = 0.0 if ball.center is None else (ball.center @ e) ** 2
-            weight_var = np.minimum(weight_var, center + (ball.radius**2 / k) * (
-                (ball.scale[:, None] ** 2) * e**2).sum(axis=0)[None, :])
-        var += weight_var
-        parts.append("weights")
-    r_row = np.maximum(np.abs(mid2) + rad2, 0).max(axis=1, keepdims=True)  # max |x| per row
-    if int8:
-        s = r_row / 127 * (1 + 2.0**-20)
-        bound += s * (0.5 + 2.0**-17) * abs_w.sum(axis=0)
-        var += (s**2 / 12) * (w_hat**2).sum(axis=0)
-        parts.append("int8")
-    # Rounding of the computation itself: sum_k |x_k| |w_k| times the relative error.
-    magnitude = (np.abs(mid2) + rad2) @ abs_w
-    if is_int8:
-        levels, scales, offsets, group = packed_levels(weights)
-        groups = -(-k // group)
-        rows = np.arange(k) // group
-        spread = np.abs(scales.astype(np.float64)[rows] * levels) + np.abs(
-            offsets.astype(np.float64)[rows])
-        magnitude = (np.abs(mid2) + rad2 + r_row / 254) * (1 + 2.0**-15) @ spread
-        rel = (groups + 3) * U32 / (1 - (groups + 3) * U32)
-    else:
-        rel = U32 + 2 * k * U64
-        if ball is not None:
-            magnitude = np.minimum(magnitude, ball.magnitude(abs_w)[None, :])
-    bound = bound + rel * magnitude
-    parts.append("rounding")
-    if _FUSED_MATMUL and isinstance(op, _FUSED_MATMUL):
-        # The epilogue maps both products through the same bias, activation and residual:
-        # the error grows by the activation's Lipschitz constant, plus one float32 rounding
-        # per step (magnitudes from the intervals).
-        # A fused residual add is left out, as in the unfused graph where it is its own op:
-        # its rounding scales with the residual, which may be unbounded.
-        stages = [s.absmax().reshape(-1, n) for s in intervals.fused_stages(op)]
-        bound = _LIPSCHITZ[op.activation.data] * (bound + U32 * stages[1]) + U32 * stages[2]
-        parts.append(f"epilogue({op.activation.data})")
-    bound = bound * SLACK + TINY
-    return LayerError(op, name, source, (k, n), absmax, bound.reshape(out_shape),
-                      float(np.sqrt(var.mean())), "+".join(parts))
 
 
 @dataclass(frozen=True)
@@ -960,7 +1205,7 @@ def _attr(op: Operation, name: str):
 def report_table(module: ModuleOp) -> str:
     """One row per quantized matmul, from the attributes the verification passes recorded."""
     header = ("layer", "op", "K x N", "|x| <=", "err bound", "err rms", "parts",
-              "acc bound", "int32 use")
+              "acc bound", "int32 use", "source")
     rows = []
     for op in module.walk():
         if not isinstance(op, QUANTIZED_MATMULS):
@@ -977,7 +1222,8 @@ def report_table(module: ModuleOp) -> str:
                      fmt(_attr(op, ATTR_BOUND)), fmt(_attr(op, ATTR_RMS)),
                      _attr(op, ATTR_PARTS) or "not verified",
                      "-" if acc is None else str(int(acc)),
-                     "-" if acc is None else f"{acc / (2**31 - 1):.2%}"))
+                     "-" if acc is None else f"{acc / (2**31 - 1):.2%}",
+                     origin_of(op) or "-"))
     if not rows:
         return "q35c report: no quantized matmuls\n"
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]

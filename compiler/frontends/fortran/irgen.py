@@ -422,7 +422,13 @@ class IRGen:
         return self.emit(arith.XOrIOp(acc, self.const_int(1, i1)))
 
     def stmt(self, stmt: ast.Stmt) -> None:
+        block, last = self.block, self.block.last_op
         getattr(self, "stmt_" + type(stmt).__name__.lower())(stmt)
+        if stmt.line and block is self.block:
+            op = last.next_op if last is not None else block.first_op
+            while op is not None:
+                _mark_line(op, stmt.line)
+                op = op.next_op
 
     def stmt_continue(self, stmt) -> None:
         pass
@@ -545,6 +551,8 @@ class IRGen:
             if ctx.cycle_flag is not None:
                 self.emit(memref.StoreOp.get(self.const_int(0, i1), ctx.cycle_flag, []))
             prologue()
+            for op in self.block.ops:  # the index update belongs to the loop's statement
+                op.attributes.setdefault("q35c.source_line", IntegerAttr(stmt.line, 64))
             self.stmts(stmt.body)
         finally:
             self.loops.pop()
@@ -1306,6 +1314,17 @@ class _CaseCond:
     case: ast.Case
     selector: SSAValue
     type: FType
+
+
+def _mark_line(op: Operation, line: int) -> None:
+    """`q35c.source_line` on a statement-level op a statement emitted at the top of its block:
+    stores, calls and control flow (ops with regions). Pure ops (arith) stay unmarked, so CSE
+    still merges them across statements; `passes.matching.origin_of` gives them the line of
+    the next marked op in their block, the statement they belong to. Ops of a nested
+    statement were marked by it (in their own blocks)."""
+    if "q35c.source_line" not in op.attributes and (
+            isinstance(op, (memref.StoreOp, func.CallOp)) or op.regions):
+        op.attributes["q35c.source_line"] = IntegerAttr(line, 64)
 
 
 def generate(checked: CheckedProgram, raise_idioms: bool = True) -> ModuleOp:

@@ -21,7 +21,7 @@ func.func @main(%x: tensor<3x64xf32>, %codes: tensor<32x2xi8>, %s: tensor<2xf32>
 // CHECK-NEXT: %sq = arith.muli %n, %n {q35c.int_range = array<i64: 0, 90000>} : tensor<4xi32>
 
 // By default plain arith ops wrap (MLIR semantics): the square gets the whole i32 range.
-// WRAP: "arith.muli"(%n, %n) <{{.*}}> {q35c.int_range = array<i64: -2147483648, 2147483647>}
+// WRAP: "arith.muli"(%n, %n) <{{.*}}> {q35c.may_wrap, q35c.int_range = array<i64: -2147483648, 2147483647>}
 
 // With check-arith=true and no declared range, %n * %n can leave i32; the witness says how:
 // WIDE: q35c: error: verify-overflow: arith.muli %sq can leave i32: its range is [0, 4611686018427387904] for operands %n in [-2147483648, 2147483647], %n in [-2147483648, 2147483647]; witness: arg6 = -2147483648 everywhere [4] (other inputs 0)

@@ -1,0 +1,187 @@
+"""verify-overflow on Fortran integer loops: scf.for bodies are analysed (induction variable
+in [lb, ub - 1], variables through a fixpoint over the loop), ranges are exact for short
+counted loops, widening keeps long or unbounded ones finite, and a possible wrap is
+recorded (`q35c.may_wrap`) with the statement's Fortran line, an error with check-arith."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from q35c.compiler.driver import build_pipeline, make_context, run_pipeline
+from q35c.compiler.frontends.fortran import compile_source
+from q35c.compiler.weights import WeightStore
+from q35c.passes.matching import origin_of
+from q35c.passes.verify_overflow import OverflowFound
+from q35c.targets.interp.interpreter import run_module
+
+ACC = """\
+subroutine acc16(x, s)
+  use iso_fortran_env, only: int8, int32
+  integer(int8), intent(in) :: x(16)
+  integer({kind}), intent(out) :: s
+  integer :: i
+  s = 0
+  do i = 1, 16
+    s = s + x(i)
+  end do
+end subroutine acc16
+"""
+
+SQUARES = """\
+subroutine sumsq(n, s)
+  integer, intent(in) :: n
+  integer, intent(out) :: s
+  integer :: i, t
+  s = 0
+  do i = 1, n
+    t = i * i
+    s = s + t
+  end do
+end subroutine sumsq
+"""
+
+
+def _verify(source: str, options: str = ""):
+    module = compile_source(source, "kernel.f90")
+    run_pipeline(make_context(), module, build_pipeline(f"verify-overflow{options}"))
+    return module
+
+
+def _range(op) -> tuple[int, int]:
+    return tuple(op.attributes["q35c.int_range"].get_values())
+
+
+def _at(module, name: str, line: int):
+    """The one `name` op of Fortran statement `line` (origin_of: the line of its statement)."""
+    (op,) = [op for op in module.walk() if op.name == name
+             and (origin_of(op) or "").endswith(f" at line {line}")]
+    return op
+
+
+def _accumulation(module):
+    """The `s + x(i)` add of line 8 (the loop body's statement)."""
+    return _at(module, "arith.addi", 8)
+
+
+def test_int32_accumulation_in_a_loop_is_proven_with_the_exact_bound():
+    module = _verify(ACC.format(kind="int32"), "{check-arith=true}")  # no error
+    add = _accumulation(module)
+    assert _range(add) == (-16 * 128, 16 * 127) and "q35c.may_wrap" not in add.attributes
+    assert origin_of(add) == "in 'acc16' at line 8"
+    # the bound is attained: the interpreter reaches both ends
+    plain = compile_source(ACC.format(kind="int32"), "kernel.f90")
+    for value in (127, -128):
+        out = run_module(plain, WeightStore(), {"x": np.full(16, value, np.int8)}, "acc16")
+        assert int(out["s"]) == 16 * value
+
+
+def test_int8_accumulation_may_wrap_and_fails_with_check_arith_naming_the_line():
+    module = _verify(ACC.format(kind="int8"))  # Fortran integers wrap: recorded, not an error
+    add = _accumulation(module)
+    assert "q35c.may_wrap" in add.attributes and _range(add) == (-128, 127)
+    with pytest.raises(OverflowFound, match=r"arith.addi .*\(in 'acc16' at line 8\) can leave "
+                                            r"i8: its range is \[-256, 254\]"):
+        _verify(ACC.format(kind="int8"), "{check-arith=true}")
+    # the interpreter confirms it: 16 * 127 = 2032 does not fit int8 and wraps to -16
+    plain = compile_source(ACC.format(kind="int8"), "kernel.f90")
+    out = run_module(plain, WeightStore(), {"x": np.full(16, 127, np.int8)}, "acc16")
+    assert int(out["s"]) == ((16 * 127 + 128) % 256) - 128 != 16 * 127
+
+
+def test_loop_bound_from_a_declared_argument_range():
+    module = _verify(SQUARES, '{arg-ranges="n=0:100" check-arith=true}')  # proven
+    square = _at(module, "arith.muli", 7)
+    assert _range(square) == (1, 100 * 100)  # i in 1..100 (a square is >= 0)
+    add = _at(module, "arith.addi", 8)
+    # intervals are not relational: each of up to 100 iterations adds at most 100 * 100
+    assert _range(add) == (1, 100 * 100 * 100)
+    plain = compile_source(SQUARES, "kernel.f90")
+    out = run_module(plain, WeightStore(), {"n": 100}, "sumsq")
+    assert int(out["s"]) == sum(i * i for i in range(1, 101)) <= _range(add)[1]
+
+
+COUNT = """subroutine count(n, s)
+  integer, intent(in) :: n
+  integer, intent(out) :: s
+  integer :: i
+  s = 0
+  do i = 1, n
+    s = s + 1
+  end do
+end subroutine count
+"""
+
+
+def test_a_loop_too_long_to_iterate_widens_soundly():
+    # 10^6 iterations are not iterated one by one: the moving bound widens to the type's
+    # end, so the add is (imprecisely, but soundly) marked as a possible wrap
+    module = _verify(COUNT, '{arg-ranges="n=0:1000000"}')
+    add = _at(module, "arith.addi", 7)
+    lo, hi = _range(add)
+    assert lo <= 1 and hi == 2**31 - 1 and "q35c.may_wrap" in add.attributes
+    out = run_module(compile_source(COUNT, "kernel.f90"), WeightStore(), {"n": 1000}, "count")
+    assert lo <= int(out["s"]) <= hi
+
+
+def test_short_symbolic_loop_is_exact_and_undeclared_n_widens_to_a_wrap():
+    module = _verify(SQUARES, '{arg-ranges="n=0:10" check-arith=true}')
+    add = _at(module, "arith.addi", 8)
+    assert _range(add) == (1, 10 * 10 * 10)
+    module = _verify(SQUARES)  # n up to huge(n): i * i and the sum can wrap
+    square = _at(module, "arith.muli", 7)
+    assert "q35c.may_wrap" in square.attributes
+    with pytest.raises(OverflowFound, match=r"in 'sumsq' at line 7"):
+        _verify(SQUARES, "{check-arith=true}")
+
+
+# -- soundness on the corpus: every value the interpreter computes lies in its proven range --
+
+from .oracle import procedure, random_inputs  # noqa: E402
+from .test_gfortran_oracle import CASES, CORPUS  # noqa: E402
+
+INTEGER_CASES = [c for c in CASES if c.file in ("int_ops.f90", "lut_dequant.f90",
+                                                "unpack_nibbles.f90", "features.f90")]
+
+
+@pytest.mark.parametrize("case", INTEGER_CASES, ids=lambda c: c.entry)
+def test_recorded_ranges_hold_when_the_interpreter_runs_the_kernel(case, monkeypatch):
+    from q35c.targets.interp import interpreter
+
+    path = CORPUS / case.file
+    info = procedure(path, case.entry)
+    declared = {**{k: (int(v), int(v)) for k, v in case.scalars.items()
+                   if np.issubdtype(np.asarray(v).dtype, np.integer)},
+                **{k: (int(lo), int(hi)) for k, (lo, hi) in case.ranges.items()
+                   if float(lo).is_integer() and float(hi).is_integer()
+                   and any(s.spelling == k and oracle_int(s) for s in info.args)}}
+    spec = ",".join(f"{k}={lo}:{hi}" for k, (lo, hi) in declared.items())
+    module = compile_source(path.read_text(), str(path), raise_idioms=case.raise_idioms)
+    run_pipeline(make_context(), module, build_pipeline(f'verify-overflow{{arg-ranges="{spec}"}}'))
+    checked = []
+
+    def wrap(kind, original):
+        def run(interp, op, args):
+            results = original(interp, op, args)
+            attr = op.attributes.get("q35c.int_range")
+            if attr is not None and results:
+                lo, hi = attr.get_values()
+                value = np.asarray(results[0])
+                if value.size and value.dtype.kind in "iu":
+                    assert lo <= value.min() and value.max() <= hi, (op.name, lo, hi, value)
+                    checked.append(op.name)
+            return results
+        return run
+
+    for kind, original in list(interpreter._IMPLS.items()):
+        monkeypatch.setitem(interpreter._IMPLS, kind, wrap(kind, original))
+    rng = np.random.default_rng(sum(map(ord, case.entry)))
+    for _ in range(3):
+        run_module(module, WeightStore(), random_inputs(info, case, rng), case.entry)
+    assert checked
+
+
+def oracle_int(sym) -> bool:
+    from .oracle import dtype_of
+
+    return dtype_of(sym.type).kind == "i"
