@@ -60,6 +60,14 @@ demo() {
   "$q" "$model" --shape input_ids=1,8 --target c -o "$out/c"
   "$q" run "$model" --shape input_ids=1,8 --target c -o "$out/run-c" \
     --input input_ids="$out/run/input_ids.npy"
+  log "compile it for the Groq target, simulate it cycle by cycle, draw the timeline"
+  "$q" "$model" --shape input_ids=1,8 --target groq -o "$out/groq"
+  "$q" report "$out/groq"
+  "$q" run "$model" --shape input_ids=1,8 --target groq -o "$out/run-groq" \
+    --input input_ids="$out/run/input_ids.npy"
+  log "plan a LLaMA-70B-shaped model across Groq chips (shapes only: no weights exist)"
+  "$VENV/bin/python" examples/models/build_llama_shapes.py llama-70b "$out/llama70b/llama70b.onnx"
+  "$q" "$out/llama70b/llama70b.onnx" --target groq --shape-only -o "$out/plan70b"
   log "the bundled .mlir example: an MLP block"
   "$q" run examples/mlp.mlir -o "$out/mlp" --seed 1
 }

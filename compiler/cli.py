@@ -5,6 +5,8 @@
     q35c passes        list built-in and plugin passes
     q35c irdl          print the IRDL export of q35c's dialects
     q35c inspect MODEL.onnx [--shape ...] [--keep-float REGEX]   summarize a model
+    q35c MODEL.onnx --target groq --shape-only -o OUT   multi-chip plan, no weight data read
+    q35c report OUT    OUT/timeline.html from a Groq OUT/program.json
 
 User errors print one line, `q35c: error: ...`, and exit with code 2; `--debug` shows the
 Python traceback instead.
@@ -96,20 +98,25 @@ def main() -> None:
 @main.command("compile")
 @click.argument("input", type=click.Path(path_type=Path))
 @click.option("--target", "-t", default="mlir", show_default=True,
-              help="mlir, interp (run only); planned: groq, cerebras, c, cuda.")
+              help="mlir, interp (run only), c, groq; planned: cerebras, cuda.")
 @click.option("-o", "output", type=click.Path(path_type=Path), metavar="OUT",
               help="Output directory (stdout for text targets when omitted).")
 @_pipeline_options
+@click.option("--shape-only", is_flag=True,
+              help="Never read weight data: import shapes and packed types only (.onnx "
+                   "input). With --target groq, write the multi-chip plan (plan.json, "
+                   "report.txt, report.json); with --target mlir, the shape-only IR.")
 @_DEBUG
 def compile_command(input: Path, target: str, output: Path | None, passes: str | None,
                     dump_ir: Path | None, print_ir_after_all: bool, entry: str | None,
                     shapes: tuple[str, ...], keep_float: str | None, act: str, report: bool,
-                    debug: bool) -> None:
+                    shape_only: bool, debug: bool) -> None:
     """Compile INPUT (.onnx, .f90 or .mlir) for a target."""
     from q35c.compiler.driver import compile_file
 
     _guarded(debug, lambda: compile_file(input, output, _options(
-        target, passes, dump_ir, print_ir_after_all, entry, shapes, keep_float, report, act)))
+        target, passes, dump_ir, print_ir_after_all, entry, shapes, keep_float, report, act,
+        shape_only), stdout=sys.stdout))
 
 
 def _parse_shapes(values: tuple[str, ...]) -> dict[str, tuple[int, ...]]:
@@ -127,14 +134,15 @@ def _parse_shapes(values: tuple[str, ...]) -> dict[str, tuple[int, ...]]:
 
 
 def _options(target, passes, dump_ir, print_ir_after_all, entry, shapes, keep_float,
-             report=False, act="float"):
+             report=False, act="float", shape_only=False):
     from q35c.compiler.driver import Options
 
     if act == "int8":
         passes = f"{'default' if passes is None else passes},int8-activations"
     return Options(target=target, passes=passes, dump_ir=dump_ir,
                    print_ir_after_all=print_ir_after_all, entry=entry,
-                   shapes=_parse_shapes(shapes), keep_float=keep_float, report=report)
+                   shapes=_parse_shapes(shapes), keep_float=keep_float, report=report,
+                   shape_only=shape_only)
 
 
 def _parse_inputs(values: tuple[str, ...]) -> dict[str, np.ndarray]:
@@ -233,6 +241,16 @@ def inspect_command(input: Path, shapes: tuple[str, ...], keep_float: str | None
 
     _guarded(debug, lambda: click.echo(
         inspect_model(input, _parse_shapes(shapes), keep_float).text(), nl=False))
+
+
+@main.command("report")
+@click.argument("out_dir", type=click.Path(path_type=Path))
+@_DEBUG
+def report_command(out_dir: Path, debug: bool) -> None:
+    """Write OUT_DIR/timeline.html from a Groq program.json (or a --shape-only plan.json)."""
+    from q35c.targets.groq.timeline import write_timeline
+
+    _guarded(debug, lambda: click.echo(f"wrote {write_timeline(out_dir)}"))
 
 
 @main.command("irdl")

@@ -65,9 +65,9 @@ def load_input(path: Path, ctx: Context, options: FrontendOptions | None = None)
 # -- pipelines -----------------------------------------------------------------------------
 
 
-def _expand_default(spec: str) -> str:
+def _expand_default(spec: str, verify: bool = True) -> str:
     elements = [e.strip() for e in _split_top_level(spec)]
-    if "default" in elements:
+    if "default" in elements and verify:
         named = {e.partition("{")[0].strip() for e in elements}
         elements += [v for v in VERIFY_PIPELINE.split(",") if v not in named]
     return ",".join(DEFAULT_PIPELINE if e == "default" else e for e in elements if e)
@@ -91,14 +91,15 @@ def _split_top_level(spec: str) -> list[str]:
 
 
 def build_pipeline(spec: str | None, registry: Registry | None = None,
-                   keep_float: str | None = None) -> list[ModulePass]:
+                   keep_float: str | None = None, verify: bool = True) -> list[ModulePass]:
     """Pass instances for a pipeline spec in xDSL syntax (None means the default pipeline).
 
     `keep_float` (from --keep-float) sets the option of that name on every
-    `quantize-weights` in the pipeline.
+    `quantize-weights` in the pipeline. `verify=False` leaves the verification passes out
+    of `default` (--shape-only: they read weight data).
     """
     registry = registry or load_registry()
-    text = _expand_default("default" if spec is None else spec)
+    text = _expand_default("default" if spec is None else spec, verify)
     passes = []
     for element in _split_top_level(text) if text else []:
         try:
@@ -243,14 +244,28 @@ class Options:
     keep_float: str | None = None
     report: bool = False
     """Print the per-layer verification table (`--report`) after compiling."""
+    shape_only: bool = False
+    """`--shape-only`: import shapes and types only, never weight data (ONNX input; targets
+    in SHAPE_ONLY_TARGETS). `default` then omits the verification passes."""
+
+
+SHAPE_ONLY_TARGETS = ("groq", "mlir")
+"""Targets that accept --shape-only: groq writes the multi-chip plan, mlir the IR with a
+store of shape-only entries."""
+SHAPE_ONLY_INPUTS = (".onnx",)
 
 
 def compile_to_module(path: Path, options: Options) -> tuple[Context, ModuleOp]:
     """Frontend and pipeline: the verified module the target will see."""
     registry = load_registry()
     ctx = make_context(registry)
-    passes = build_pipeline(options.passes, registry, options.keep_float)
-    module = load_input(path, ctx, FrontendOptions(shapes=options.shapes))
+    passes = build_pipeline(options.passes, registry, options.keep_float,
+                            verify=not options.shape_only)
+    if options.shape_only and path.suffix.lower() not in SHAPE_ONLY_INPUTS:
+        raise Q35cError(f"{path}: --shape-only imports ONNX models only (.onnx), not "
+                        f"'{path.suffix}'")
+    module = load_input(path, ctx, FrontendOptions(shapes=options.shapes,
+                                                   shape_only=options.shape_only))
     dumper = IRDumper(options.dump_ir) if options.dump_ir else None
     run_pipeline(ctx, module, passes, dumper=dumper,
                  print_after_all=options.print_ir_after_all, registry=registry)
@@ -265,8 +280,40 @@ def print_report(module: ModuleOp, stream) -> None:
     stream.flush()
 
 
+def _shape_only_plan_args(name: str) -> dict[str, tuple] | None:
+    """For --shape-only: the options of a `groq{...}` target spec (None for `mlir`); any
+    other target is refused."""
+    try:
+        spec = parse_spec(name)
+    except BaseException as err:
+        raise Q35cError(f"--target: cannot parse '{name}': {first_line(err)}") from None
+    if spec.name not in SHAPE_ONLY_TARGETS:
+        raise Q35cError(f"--shape-only is supported by --target "
+                        f"{' and '.join(SHAPE_ONLY_TARGETS)}, not '{spec.name}'")
+    return dict(spec.parameters) if spec.name == "groq" else None
+
+
+def compile_shape_only_plan(path: Path, out_dir: Path | None, options: Options,
+                            plan_args: dict[str, tuple], stdout=sys.stdout) -> None:
+    """`q35c MODEL.onnx --target groq --shape-only -o OUT`: the multi-chip plan
+    (plan.json, report.txt, report.json) from shapes and packed types alone."""
+    from q35c.targets.groq.plan import PlanOptions, plan_module
+
+    plan_options = PlanOptions.from_spec_args(plan_args)
+    _, module = compile_to_module(path, options)
+    plan = plan_module(module, plan_options, entry=options.entry)
+    if out_dir is not None:
+        write_atomically(out_dir, plan.write)
+    stdout.write(plan.text())
+    stdout.flush()
+
+
 def compile_file(path: Path, out_dir: Path | None, options: Options, stdout=sys.stdout) -> None:
     """`q35c INPUT --target T -o OUT`."""
+    if options.shape_only:
+        plan_args = _shape_only_plan_args(options.target or "mlir")
+        if plan_args is not None:
+            return compile_shape_only_plan(path, out_dir, options, plan_args, stdout)
     target = get_target(options.target or "mlir")
     ctx, module = compile_to_module(path, options)
     if out_dir is None:

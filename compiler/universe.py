@@ -25,6 +25,12 @@ def _q35nn() -> Dialect:
     return Q35nn
 
 
+def _groq() -> Dialect:
+    from q35c.dialects.groq import Groq
+
+    return Groq
+
+
 def _pass(module: str, cls: str) -> Callable[[], type[ModulePass]]:
     """A factory that imports `q35c.passes.<module>` only when the pass is asked for."""
 
@@ -34,7 +40,8 @@ def _pass(module: str, cls: str) -> Callable[[], type[ModulePass]]:
     return factory
 
 
-DIALECTS: dict[str, Callable[[], Dialect]] = {"quant3p5": _quant3p5, "q35nn": _q35nn}
+DIALECTS: dict[str, Callable[[], Dialect]] = {"quant3p5": _quant3p5, "q35nn": _q35nn,
+                                              "groq": _groq}
 PASSES: dict[str, Callable[[], type[ModulePass]]] = {
     "externalize-constants": _pass("externalize_constants", "ExternalizeConstantsPass"),
     "quantize-weights": _pass("quantize_weights", "QuantizeWeightsPass"),

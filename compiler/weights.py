@@ -10,6 +10,9 @@ Reading maps the file (`numpy.memmap`), so a loaded store costs address space, n
 memory follows the tensor being used, not the model. Writing is deterministic: entries are
 written in name order and the header is canonical JSON.
 
+A shape-only entry (`ShapeOnlyWeight`, from `--shape-only`) has a shape and type but no
+data: it is written as kind "shape-only" with its spec and no blobs, and reading it raises.
+
 A module names its store file in the `quant3p5.weights` module attribute; a store built
 in memory (by a frontend or a pass) is attached to the module object for the process.
 """
@@ -33,12 +36,34 @@ MAGIC = b"Q35W"
 VERSION = 1
 ALIGN = 64
 MODULE_ATTR = "quant3p5.weights"
-
-Weight = np.ndarray | Q3P5Tensor | LegacyPairTensor
+SHAPE_ONLY_KIND = "shape-only"
+"""Header kind of an entry written from a `ShapeOnlyWeight`: a spec and no blobs."""
 
 
 class WeightStoreError(ValueError):
     """A store file is missing, corrupt, or lacks a tensor the IR names."""
+
+
+@dataclass(frozen=True)
+class ShapeOnlyWeight:
+    """A weight whose data was never read (`--shape-only`): its shape and type only.
+
+    `dtype` is a numpy dtype string for float/integer tensors; `layout` ("q3p5", "pair43")
+    and `group` mark a packed weight of logical shape [K, N]. Reading the data of such an
+    entry from a store raises `WeightStoreError`; `WeightStore.spec` returns it.
+    """
+
+    shape: tuple[int, ...]
+    dtype: str = "float32"
+    layout: str | None = None
+    group: int | None = None
+
+    def to_json(self) -> dict:
+        return {"shape": list(self.shape), "dtype": self.dtype, "layout": self.layout,
+                "group": self.group}
+
+
+Weight = np.ndarray | Q3P5Tensor | LegacyPairTensor
 
 
 @dataclass(frozen=True)
@@ -76,6 +101,8 @@ class WeightStore:
         self._values: dict[str, Weight] = {}
         self._index: dict[str, tuple[str, dict[str, _Blob]]] = {}
         self._map: np.memmap | None = None
+        self._specs: dict[str, ShapeOnlyWeight] = {}
+        """Shape-only entries (in memory or from the file): never readable as data."""
         if path is not None:
             self._open(path)
 
@@ -93,6 +120,11 @@ class WeightStore:
         try:
             header = json.loads(bytes(raw[16:16 + header_len]))
             for name, entry in header.items():
+                if entry["kind"] == SHAPE_ONLY_KIND:
+                    spec = entry["spec"]
+                    self._specs[name] = ShapeOnlyWeight(
+                        tuple(int(d) for d in spec["shape"]), str(spec["dtype"]),
+                        spec.get("layout"), spec.get("group"))
                 blobs = {key: _Blob(b["dtype"], tuple(b["shape"]), b["offset"])
                          for key, b in entry["blobs"].items()}
                 self._index[name] = (entry["kind"], blobs)
@@ -102,6 +134,8 @@ class WeightStore:
 
     def _load(self, name: str) -> Weight:
         kind, blobs = self._index[name]
+        if kind == SHAPE_ONLY_KIND:
+            raise self._shape_only_error(name)
         assert self._map is not None
         arrays = {}
         for key, blob in blobs.items():
@@ -116,7 +150,17 @@ class WeightStore:
         except ValueError as err:
             raise WeightStoreError(f"{self.path}: tensor '{name}': {err}") from None
 
+    def _shape_only_error(self, name: str) -> WeightStoreError:
+        return WeightStoreError(f"weight '{name}' is shape-only (--shape-only): its data was "
+                                "never read and cannot be used")
+
+    def spec(self, name: str) -> ShapeOnlyWeight | None:
+        """The shape-only description of `name`, or None when `name` holds real data."""
+        return self._specs.get(name)
+
     def __getitem__(self, name: str) -> Weight:
+        if name in self._specs:
+            raise self._shape_only_error(name)
         if name in self._values:
             return self._values[name]
         if name not in self._index:
@@ -125,17 +169,22 @@ class WeightStore:
         return self._load(name)
 
     def __contains__(self, name: object) -> bool:
-        return name in self._values or name in self._index
+        return name in self._values or name in self._index or name in self._specs
 
     def names(self) -> list[str]:
-        return sorted(set(self._values) | set(self._index))
+        return sorted(set(self._values) | set(self._index) | set(self._specs))
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.names())
 
     # -- writing ---------------------------------------------------------------------------
-    def __setitem__(self, name: str, value: Weight) -> None:
-        self._values[name] = value
+    def __setitem__(self, name: str, value: Weight | ShapeOnlyWeight) -> None:
+        if isinstance(value, ShapeOnlyWeight):
+            self._specs[name] = value
+            self._values.pop(name, None)
+        else:
+            self._specs.pop(name, None)
+            self._values[name] = value
 
     def fresh_name(self, base: str) -> str:
         """`base`, or `base.1`, `base.2`... whichever is not taken yet."""
@@ -153,6 +202,10 @@ class WeightStore:
         offset = 0
         pending: list[tuple[int, np.ndarray]] = []
         for name in names:
+            if name in self._specs:  # shape-only: described, no data
+                header[name] = {"kind": SHAPE_ONLY_KIND, "blobs": {},
+                                "spec": self._specs[name].to_json()}
+                continue
             kind, arrays = _entry_arrays(self[name])
             blobs = {}
             for key, array in arrays.items():

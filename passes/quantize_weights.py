@@ -12,6 +12,10 @@ Every packed weight op records the error quantization added, as `q35c.rel_rmse` 
 frontend dequantized from a pre-quantized form (an int4 DequantizeLinear, MatMulNBits...).
 For those, re-encoding adds error on top of the source quantization, so the pass reports
 it on stderr, one line per tensor; weights that were float in the input stay silent.
+
+A shape-only weight (`--shape-only`) is never read: the pass stores a shape-only packed
+entry (layout and group, no data) and rewrites the matmul the same way, without
+`q35c.rel_rmse`.
 """
 
 from __future__ import annotations
@@ -47,8 +51,9 @@ from q35c.compiler.quant import (
     quantize,
     quantize_legacy,
 )
-from q35c.compiler.weights import WeightStore, store_of
+from q35c.compiler.weights import ShapeOnlyWeight, WeightStore, store_of
 from q35c.dialects import q35nn, quant3p5
+from q35c.passes.matching import copy_origin
 
 
 SOURCE_ATTR = "q35c.source"
@@ -107,6 +112,12 @@ class QuantizeMatmulWeights(RewritePattern):
         name = weight.weight_name.data
         k, n = weight.result.type.get_shape()
         group = k if self.layout == "pair43" else self.group_size
+        spec = self.store.spec(name)
+        if spec is not None and name not in self.packed_names:  # --shape-only: no data
+            packed_name = self.store.fresh_name(f"{name}.{self.layout}")
+            self.store[packed_name] = ShapeOnlyWeight((k, n), self.layout, self.layout, group)
+            self.packed_names[name] = packed_name
+            self.on_quantized(name)
         if name not in self.packed_names:
             data = self.store[name]
             packed_name = self.store.fresh_name(f"{name}.{self.layout}")
@@ -119,7 +130,8 @@ class QuantizeMatmulWeights(RewritePattern):
             self.on_quantized(name)
         op = quant3p5.WeightOp(self.packed_names[name],
                                quant3p5.PackedWeightType((k, n), group, self.layout))
-        op.attributes[REL_RMSE_ATTR] = FloatAttr(self.rel_rmse[name], f32)
+        if name in self.rel_rmse:  # not for shape-only weights
+            op.attributes[REL_RMSE_ATTR] = FloatAttr(self.rel_rmse[name], f32)
         source = weight.attributes.get(SOURCE_ATTR)
         if isinstance(source, StringAttr):
             op.attributes[SOURCE_ATTR] = source
@@ -134,6 +146,7 @@ class QuantizeMatmulWeights(RewritePattern):
         if acc is not None:
             new_ops.append(arith.AddfOp(product.result, acc))
         init = op.operands[-1].owner if isinstance(op, linalg.MatmulOp) else None
+        copy_origin(op, *new_ops[1:])  # the product (and the accumulator add)
         rewriter.replace(op, new_ops)
         new_ops[-1].results[0].name_hint = op.results[0].name_hint
         if isinstance(init, linalg.FillOp) and not init.results[0].uses:

@@ -2,8 +2,9 @@
 
 `mlir` writes the final IR (generic syntax, readable by upstream MLIR tools) and its weight
 store; `interp` runs the reference interpreter; `c` writes C99 sources and runs them
-(targets/c). The hardware and native targets named in
-PLANNED are not implemented yet and are reported as such.
+(targets/c); `groq` writes a statically scheduled TSP program and simulates it
+(targets/groq). The targets named in PLANNED are not implemented yet and are reported as
+such.
 """
 
 from collections.abc import Callable
@@ -23,6 +24,12 @@ def _c() -> type[Q35cTarget]:
     return CTarget
 
 
+def _groq() -> type[Q35cTarget]:
+    from q35c.targets.groq import GroqTarget
+
+    return GroqTarget
+
+
 def _interp() -> type[Q35cTarget]:
     from q35c.targets.interp import InterpTarget
 
@@ -30,5 +37,5 @@ def _interp() -> type[Q35cTarget]:
 
 
 TARGETS: dict[str, Callable[[], type[Q35cTarget]]] = {"mlir": _mlir, "interp": _interp,
-                                                       "c": _c}
-PLANNED = ("groq", "cerebras", "cuda")
+                                                       "c": _c, "groq": _groq}
+PLANNED = ("cerebras", "cuda")

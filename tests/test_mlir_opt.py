@@ -35,3 +35,27 @@ def test_mlir_opt_rejects_ir_that_breaks_the_exported_constraints(tmp_path):
                             capture_output=True, text=True)
     assert result.returncode != 0
     assert "quant3p5.dequantize" in result.stderr
+
+
+def test_groq_program_mlir_verifies_in_upstream_mlir_opt(tmp_path):
+    """The Groq target's program.mlir (groq dialect, here with C2C send/receive on 2 chips)
+    is accepted by mlir-opt-22 with `q35c irdl`; dropping a required attribute is not."""
+    mlir_opt = require_tool("mlir-opt-22")
+    irdl = tmp_path / "q35c.irdl.mlir"
+    irdl.write_text(q35c("irdl").stdout)
+    assert "irdl.dialect @groq {" in irdl.read_text()
+    for op in ("read", "write", "unpack", "install", "matmul_pass", "macro", "send", "receive"):
+        assert f"irdl.operation @{op} {{" in irdl.read_text(), op
+    q35c(EXAMPLES / "mlp.mlir", "--target", "groq{chips=2}", "-o", tmp_path / "out")
+    program = tmp_path / "out" / "program.mlir"
+    text = program.read_text()
+    assert '"groq.send"' in text and '"groq.receive"' in text and '"groq.matmul_pass"' in text
+    result = subprocess.run([mlir_opt, f"--irdl-file={irdl}", str(program), "-o", "/dev/null"],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    bad = tmp_path / "bad.mlir"
+    bad.write_text(text.replace('"groq.install"() {id', '"groq.install"() {ident', 1)
+                   .replace(", chip = ", ", chap = ", 1))
+    result = subprocess.run([mlir_opt, f"--irdl-file={irdl}", str(bad), "-o", "/dev/null"],
+                            capture_output=True, text=True)
+    assert result.returncode != 0 and "is expected but not provided" in result.stderr

@@ -15,6 +15,9 @@ from xdsl.dialects.builtin import ModuleOp
 class FrontendOptions:
     shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
     """Values for dynamic input dimensions, from `--shape NAME=d1,d2,...`."""
+    shape_only: bool = False
+    """`--shape-only`: never read weight data; large initializers become shape-only
+    store entries (`ShapeOnlyWeight`). Only the ONNX frontend supports it."""
 
 
 Frontend = Callable[[Path, Context, FrontendOptions], ModuleOp]

@@ -46,6 +46,7 @@ from q35c.compiler.frontends.onnx.model import (
 )
 from q35c.compiler.frontends.onnx.ops import CONVERTERS, FOLD_ONLY, Value
 from q35c.compiler.weights import WeightStore
+from q35c.passes.matching import ONNX_NODE_ATTR
 
 _FLOAT_TYPES = {TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.BFLOAT16,
                 TensorProto.DOUBLE}
@@ -83,8 +84,10 @@ class OnnxImporter:
     """Builds `func.func @main` for one ONNX graph."""
 
     def __init__(self, path: Path, model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]],
-                 store: WeightStore):
+                 store: WeightStore, shape_only: bool = False):
         self.path = path
+        self.shape_only = shape_only
+        """Large initializers become shape-only weights: their data is never read."""
         self.model = model
         self.graph = model.graph
         self.opsets = {e.domain or "": e.version for e in model.opset_import}
@@ -158,6 +161,9 @@ class OnnxImporter:
         if name in self.env:
             return self.env[name]
         if name in self.reader:
+            if self.shape_only and (weight := self._shape_only_weight(name)) is not None:
+                self.env[name] = weight
+                return weight
             array = self.reader.read(name)
             self.env[name] = array
             self.array_names[id(array)] = name
@@ -166,6 +172,29 @@ class OnnxImporter:
         where = f"node '{node.name or node.op_type}' ({node.op_type})" if node else "the graph"
         raise Q35cError(f"{self.path}: {where} uses '{name}', which no node, input or "
                         "initializer defines")
+
+    def _shape_only_weight(self, name: str) -> SSAValue | None:
+        """`--shape-only`: a large initializer as a `quant3p5.weight` whose store entry is a
+        `ShapeOnlyWeight` (never read); small ones (shape constants) return None and are read."""
+        from q35c.compiler.frontends.onnx.builder import INLINE_LIMIT
+        from q35c.compiler.frontends.onnx.model import type_name
+        from q35c.compiler.weights import ShapeOnlyWeight
+        from q35c.dialects import quant3p5
+
+        tensor = self.reader.tensors[name]
+        shape = tuple(int(d) for d in tensor.dims)
+        if any(d <= 0 for d in shape) or int(np.prod(shape, dtype=np.int64)) <= INLINE_LIMIT:
+            return None
+        try:
+            dtype = ir_array(np.zeros(0, onnx.helper.tensor_dtype_to_np_dtype(
+                tensor.data_type))).dtype
+        except (KeyError, ValueError, TypeError):
+            raise self.reader.fail(name, f"element type {type_name(tensor.data_type)} is not "
+                                         "supported") from None
+        key = self.store.fresh_name(name)
+        self.store[key] = ShapeOnlyWeight(shape, dtype.name)
+        op = self.tb.insert(quant3p5.WeightOp(key, TensorType(mlir_element(dtype), list(shape))))
+        return op.result
 
     def bind(self, node: NodeProto, outputs: list[Value]) -> None:
         for name, value in zip(node.output, outputs):
@@ -236,6 +265,8 @@ class OnnxImporter:
                 op.verify()
             except VerifyException as err:
                 raise self.error(node, first_line(err)) from None
+            if op.name in ONNX_NODE_OPS:  # where verification errors and reports point
+                op.attributes[ONNX_NODE_ATTR] = StringAttr(node.name or f"<{node.op_type}>")
             op = op.next_op
 
     def run(self) -> ModuleOp:
@@ -267,6 +298,9 @@ class OnnxImporter:
 
 def _names(names: list[str]) -> ArrayAttr:
     return ArrayAttr([DictionaryAttr({"q35c.name": StringAttr(n)}) for n in names])
+
+
+ONNX_NODE_OPS = ("linalg.matmul", "q35nn.batch_matmul")
 
 
 def _hint(name: str) -> str | None:

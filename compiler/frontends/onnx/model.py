@@ -47,8 +47,10 @@ def type_name(data_type: int) -> str:
         return str(data_type)
 
 
-def load_model(path: Path) -> onnx.ModelProto:
-    """Parse and check `path` without loading external data; upgrade opsets older than 13."""
+def load_model(path: Path, shape_only: bool = False) -> onnx.ModelProto:
+    """Parse and check `path` without loading external data; upgrade opsets older than 13.
+
+    With `shape_only`, external data files need not exist (their data is never read)."""
     try:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as err:  # DecodeError, OSError, and whatever a corrupt file raises
@@ -65,7 +67,7 @@ def load_model(path: Path) -> onnx.ModelProto:
     if opset > newest:
         raise Q35cError(f"{path}: opset {opset} is newer than the newest this onnx package "
                         f"supports ({newest})")
-    check_graph(path, model.graph, opset)
+    check_graph(path, model.graph, opset, shape_only=shape_only)
     if opset < MIN_OPSET:
         try:
             model = onnx.version_converter.convert_version(model, MIN_OPSET)
@@ -107,7 +109,8 @@ def node_label(node: onnx.NodeProto) -> str:
     return f"node '{node.name or node.op_type}' ({node.op_type})"
 
 
-def check_graph(path: Path, graph: onnx.GraphProto, opset: int | None = None) -> None:
+def check_graph(path: Path, graph: onnx.GraphProto, opset: int | None = None,
+                shape_only: bool = False) -> None:
     """Reject graphs that use a value before (or without) defining it, or define one twice,
     and default-domain nodes whose inputs, outputs or attributes do not fit their schema
     (at `opset`).
@@ -169,7 +172,7 @@ def check_graph(path: Path, graph: onnx.GraphProto, opset: int | None = None) ->
     reader = InitializerReader(path, graph)
     for tensor in graph.initializer:
         if tensor.data_location == TensorProto.EXTERNAL:
-            reader.external_file(tensor, must_exist=True)
+            reader.external_file(tensor, must_exist=not shape_only)
 
 
 def check_node_schema(path: Path, node: onnx.NodeProto, opset: int) -> None:

@@ -1,0 +1,212 @@
+"""The Groq target: a statically scheduled TSP program and a cycle-level simulator.
+
+    graph IR (int8 activations) --lower.py--> nodes over buffers --schedule.py--> placement,
+    stream ids, issue cycles --program.py--> program.json, memory.bin, memory.json,
+    program.s --simulate.py--> outputs (bit-exact with the interpreter's int8 path)
+
+`--target groq` (options: `groq{machine=NAME_OR_PATH}`) writes the artifacts; `q35c run
+--target groq` compiles and simulates. Modules with float-activation quantized matmuls get
+the `int8-activations` (and `verify-overflow`) pass first. docs/groq.md describes the model.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from xdsl.context import Context
+from xdsl.dialects.builtin import ModuleOp
+
+from q35c.compiler.diagnostics import Q35cError
+from q35c.compiler.weights import WeightStore
+from q35c.targets.target import Q35cTarget
+
+
+@dataclass
+class Compiled:
+    module: ModuleOp
+    doc: dict
+    image: bytes
+    memory: dict
+    report: dict
+    ops: list
+
+
+def int8_module(ctx: Context, module: ModuleOp) -> ModuleOp:
+    """The module on the int8-activation path (a copy when a pass has to run)."""
+    from q35c.dialects import quant3p5
+
+    if not any(isinstance(op, quant3p5.MatmulOp) for op in module.walk()):
+        return module
+    from q35c.compiler.weights import attach_store, store_of
+    from q35c.passes.int8_activations import Int8ActivationsPass
+    from q35c.passes.verify_overflow import VerifyOverflowPass
+
+    store = store_of(module)
+    copy = module.clone()
+    attach_store(copy, store)
+    Int8ActivationsPass().apply(ctx, copy)
+    VerifyOverflowPass().apply(ctx, copy)
+    return copy
+
+
+MAX_CHIPS = 16
+"""`chips=0` (the default): the planner's fewest chips; on an SRAM overflow of the
+scheduler's placement, one more, up to this many."""
+
+
+def chip_assignment(plan, m) -> dict[int, int]:
+    """IR op index (of the entry function) -> chip, from a plan's layer ranges. Real weights
+    are placed whole: a plan that splits one weight's columns (or an embedding table's rows)
+    over chips is an error. Chips are renumbered densely (a range of free ops only, such as
+    reshapes, gets no chip)."""
+    from q35c.targets.groq.plan import Plan
+
+    assert isinstance(plan, Plan)
+    split = [x for x in plan.matmuls if "shard" in x]
+    if split:
+        x = split[0]
+        chips_of = sorted({y["chip"] for y in split if y["weight"] == x["weight"]})
+        raise Q35cError(
+            f"groq target: weight '{x['weight']}' does not fit one chip of machine {m.name} "
+            f"({m.sram_bytes} bytes of SRAM): the plan splits it over chips "
+            f"{chips_of[0]}..{chips_of[-1]}, and column splits are only planned (--shape-only), "
+            "not compiled with real weights")
+    assign: dict[int, int] = {}
+    for chip in plan.chips:
+        first, last = chip["ops"]
+        for op_index in range(first, last + 1):
+            assign.setdefault(op_index, chip["chip"])
+    used = sorted(set(assign.values()))
+    dense = {c: i for i, c in enumerate(used)}
+    return {k: dense[v] for k, v in assign.items()}
+
+
+def compile_module(ctx: Context, module: ModuleOp, store: WeightStore,
+                   entry: str | None = None, machine: str = "tsp-v1",
+                   chips: int = 0) -> Compiled:
+    from xdsl.dialects.builtin import TensorType
+
+    from q35c.targets.groq.lower import lower
+    from q35c.targets.groq.machine import load_machine
+    from q35c.targets.groq.plan import PlanOptions, plan_module
+    from q35c.targets.groq.program import to_documents
+    from q35c.targets.groq.report import build_report
+    from q35c.targets.groq.schedule import schedule
+    from q35c.targets.interp.interpreter import entry_function
+
+    m = load_machine(machine)
+    module = int8_module(ctx, module)
+    # The multi-chip planner (plan.py) decides the chips: the fewest whose SRAM holds the
+    # model (or exactly `chips`), layer ranges balanced by the per-layer costs of cost.py.
+    # Its SRAM model is not the scheduler's placement: on an SRAM overflow, plan one more
+    # chip (up to MAX_CHIPS; never with an explicit `chips`).
+    n = chips if chips > 0 else None
+    tried: set[int] = set()
+    fewest = 0
+    while True:
+        plan = plan_module(module, PlanOptions(chips=n, granule=1), machine=m, entry=entry)
+        assign = chip_assignment(plan, m)
+        count = max(assign.values(), default=0) + 1
+        fewest = fewest or count
+        if count not in tried:
+            tried.add(count)
+            graph = lower(module, store, m.lanes, entry)
+            try:
+                prog = schedule(graph, m, count, assign if count > 1 else None)
+                break
+            except Q35cError as err:
+                if "SRAM overflow" not in str(err) or chips > 0 or (n or count) >= MAX_CHIPS:
+                    raise Q35cError(f"{err} (planned on {count} chip(s))") from None
+        elif (n or count) >= MAX_CHIPS:
+            raise Q35cError(f"groq target: SRAM overflow: the planner's partitions over up to "
+                            f"{MAX_CHIPS} chips do not fit machine {m.name}") from None
+        n = max(n or count, count) + 1
+    fn = entry_function(module, entry)
+    ops = list(fn.body.block.ops)
+    ret = ops[-1]
+    shapes_in = [tuple(a.type.get_shape()) for a in fn.args]
+    shapes_out = [tuple(v.type.get_shape()) if isinstance(v.type, TensorType) else ()
+                  for v in ret.operands]
+    prog.inputs = [(n, c, s) for (n, b), s in zip(graph.inputs, shapes_in)
+                   for c in [b] + sorted(x for x in graph.buffers if x.startswith(b + "@"))
+                   if graph.buffers[c].slices]
+    prog.outputs = [(n, b, s) for (n, b), s in zip(graph.outputs, shapes_out)]
+    doc, image, memory = to_documents(prog, "model.mlir")
+    report = build_report(prog, doc)
+    report["plan"] = {"chips": plan.summary["chips"], "fewest_chips": fewest,
+                      "cycles_per_pass": plan.summary["cycles_per_pass"],
+                      "layers_per_chip": [c["layers"] for c in plan.chips]}
+    return Compiled(module, doc, image, memory, report, ops)
+
+
+@dataclass(frozen=True)
+class GroqTarget(Q35cTarget):
+    name = "groq"
+    machine: str = "tsp-v1"
+    chips: int = 0
+    """0: the fewest chips that hold the model; N: exactly N chips (pipeline across layers)."""
+    mlir: bool = True
+    """Also write program.mlir (the groq dialect); `groq{mlir=false}` skips it (large
+    programs: printing 40k ops takes longer than scheduling them)."""
+
+    def write(self, ctx: Context, module: ModuleOp, store: WeightStore, out_dir: Path,
+              stem: str) -> None:
+        from q35c.compiler.ir_text import module_text
+        from q35c.targets.groq.program import dumps, listing
+        from q35c.targets.groq.report import report_text
+
+        c = compile_module(ctx, module, store, None, self.machine, self.chips)
+        (out_dir / "program.json").write_text(dumps(c.doc))
+        (out_dir / "memory.bin").write_bytes(c.image)
+        (out_dir / "memory.json").write_text(json.dumps(c.memory, indent=1) + "\n")
+        (out_dir / "program.s").write_text(listing(c.doc))
+        (out_dir / "report.json").write_text(json.dumps(c.report, indent=1) + "\n")
+        text = report_text(c.report)
+        (out_dir / "report.txt").write_text(text)
+        (out_dir / "model.mlir").write_text(module_text(c.module, weights_file=None))
+        from q35c.dialects.groq import program_module
+        if self.mlir:
+            (out_dir / "program.mlir").write_text(
+                module_text(program_module(c.doc), weights_file=None))
+        r = c.report
+        print(f"groq target: {r['chips']} chip(s), {r['cycles']} cycles ({r['microseconds']} us), "
+              f"lower bound {r['lower_bound_cycles']} (ratio {r['ratio']}), {r['instructions']} "
+              f"instructions, SRAM {r['sram_bytes']} bytes; see report.txt")
+
+    def run(self, ctx: Context, module: ModuleOp, store: WeightStore,
+            inputs: dict[str, np.ndarray], entry: str | None) -> dict[str, np.ndarray]:
+        from q35c.targets.groq.machine import load_machine
+        from q35c.targets.groq.simulate import simulate
+        from q35c.targets.interp.interpreter import Interpreter
+
+        c = compile_module(ctx, module, store, entry, self.machine, self.chips)
+        return simulate(c.doc, c.image, load_machine(self.machine), c.ops,
+                        Interpreter(c.module, store), inputs)
+
+
+def simulate_dir(out_dir: Path, inputs: dict[str, np.ndarray], ctx: Context | None = None
+                 ) -> dict[str, np.ndarray]:
+    """Simulate a written program (program.json + memory.bin + model.mlir in out_dir)."""
+    from q35c.compiler.driver import make_context
+    from q35c.targets.groq.machine import load_machine
+    from q35c.targets.groq.simulate import simulate
+    from q35c.targets.interp.interpreter import Interpreter, entry_function
+    from xdsl.parser import Parser
+
+    doc = json.loads((out_dir / "program.json").read_text())
+    image = (out_dir / doc["image"]["file"]).read_bytes()
+    ctx = ctx or make_context()
+    module = Parser(ctx, (out_dir / doc["ir"]).read_text()).parse_module()
+    import tempfile
+    with tempfile.TemporaryDirectory() as tmp:  # the machine the program was scheduled for
+        path = Path(tmp) / "machine.json"
+        path.write_text(json.dumps(doc["machine_file"]))
+        m = load_machine(path)
+    ops = list(entry_function(module).body.block.ops)
+    return simulate(doc, image, m, ops, Interpreter(module, WeightStore()), inputs)
+
+
+__all__ = ["GroqTarget", "compile_module", "simulate_dir", "Q35cError"]

@@ -1,0 +1,202 @@
+"""The Groq target's per-op cost formulas, in one place.
+
+Used by `schedule.py` (macro durations and ALU cycles), `report.py` (the single-chip lower
+bound: per-layer bound, VXM throughput) and `plan.py` (the multi-chip planner's per-matmul
+and per-vector-op cycles), so that a plan's cycles per token are built from the same
+per-layer costs as the single-chip bound. Every rate and latency comes from the machine
+file (docs/groq.md, "Lower bound"; docs/groq-multichip.md, "Cycles").
+
+Per Q3P5 matmul `[K, N]`, group `g`, `G = ceil(K / g)` groups, `tiles = ceil(N / lanes)`
+column tiles, over `M` activation rows (`matmul_work`):
+
+    passes     = M * G * tiles                 masked MXM passes (one group x 320 columns)
+    installs   = tiles * G * g / 16            16-row install blocks (= VXM unpacks)
+    bytes      = packed Q3P5 bytes (format.md section 5, no header/CRC)
+    rescale    = per tile and rescale macro of ng groups: ceil((5 M ng + 9 ng) / A) VXM
+                 ALU cycles on one queue (A = alus_per_lane / vxm_queues ALUs per lane)
+    group sums = ceil(M * G * g / (lanes * A))
+
+and its cost (`matmul_cost`), with `late` = installs that cannot be prefetched into the
+MXM weight buffers before the activations are ready (all of them with `prefetch=False`):
+
+    mxm      = ceil(passes / planes)
+    install  = ceil(late / planes)
+    mem      = ceil(ceil(bytes / (slices * reads_per_cycle * vector_bytes)) * late / installs)
+    vxm      = ceil((late + rescale + group sums - last) / vxm_queues)   (unpacks + ALU work
+               over the VXM queues; `last` = the rescale of one tile's last K chunk, which
+               is in the latency)
+    latency  = mem_read_latency + 2 hops (VXM <-> MXM) + mxm_latency + mem_write_latency
+               + vxm_latency + last
+    bound    = max(mxm, install, mem) + latency           (the issue's per-layer bound)
+    cycles   = max(mxm, install, mem, vxm) + latency      (with the VXM term)
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from q35c.targets.groq.machine import Machine
+
+RESCALE_CHUNKS = 16
+"""K chunks per rescale macro (schedule.py): one macro per tile and up to this many chunks."""
+
+DATA_SLICES = 4
+"""MEM slices an activation/scratch buffer is spread over (schedule.py places data buffers
+in groups of up to 4 slices next to the VXM)."""
+
+INSTALL_BLOCK_ROWS = 16
+"""K rows per install block: 8 pair codes = 7 packed bytes per lane -> 16 int8 rows."""
+
+
+# -- machine rates ---------------------------------------------------------------------------
+
+def vxm_queues(m: Machine) -> int:
+    return int(m.param("vxm_queues"))
+
+
+def alus_per_queue(m: Machine) -> int:
+    """ALUs per lane that one VXM queue drives."""
+    return max(1, m.vxm_alus_per_lane // vxm_queues(m))
+
+
+def mem_bytes_per_cycle(m: Machine) -> int:
+    """MEM read bandwidth of one chip: every slice reads one vector per cycle."""
+    reads = int(m.raw.get("mem", {}).get("reads_per_cycle_per_slice", 1))
+    return m.mem_slices * reads * m.vector_bytes
+
+
+def vxm_mxm_hops(m: Machine) -> int:
+    """Stream hops between the VXM (where activations are made) and an MXM plane."""
+    return abs(m.position("VXM") - m.position("MXM_W"))
+
+
+def packed_bytes(k: int, n: int, group: int) -> int:
+    """Exact on-chip bytes of a Q3P5 [K, n] weight (docs/format.md section 5): per column the
+    pair codes (G*g/16 blocks of 7 bytes), the group codes (ceil(G/8) blocks of 7 bytes) and
+    three float32 words; the file header and CRC are not loaded."""
+    groups = -(-k // group)
+    return n * (groups * group // 16 * 7 + -(-groups // 8) * 7 + 12)
+
+
+def chunk_rows(lanes: int, group: int) -> int:
+    """K rows per MXM weight buffer fill: whole groups, at most `lanes` rows."""
+    return lanes // group * group
+
+
+# -- VXM / SXM macros ------------------------------------------------------------------------
+
+def macro_alu_cycles(m: Machine, elements: int, passes: int) -> int:
+    """Cycles one VXM queue's ALUs need for `elements * passes` ALU operations."""
+    return -(-elements * passes // (m.lanes * alus_per_queue(m)))
+
+
+def macro_cycles(m: Machine, kind: str, elements: int, passes: int, io: int) -> int:
+    """Duration of a macro without its stream travel (schedule.py adds that): SXM
+    `io + sxm_latency`; VXM `max(io, ALU cycles) + latency` (transcendental latency for
+    kind "transcendental"). `io`: MEM vectors per slice of its largest buffer."""
+    if kind == "sxm":
+        return io + int(m.param("sxm_latency"))
+    lat = int(m.param("vxm_transcendental_latency" if kind == "transcendental"
+                      else "vxm_latency"))
+    return max(io, macro_alu_cycles(m, elements, passes)) + lat
+
+
+def rescale_elements(rows: int, groups: int, lanes: int) -> int:
+    """ALU operations of one rescale macro over `groups` groups of one 320-column tile: per
+    row and group cvt, 2 mul, 2 add; per group code extraction and scale/offset decode."""
+    return (rows * groups * 5 + groups * 9) * lanes
+
+
+# -- the int8 matmul -------------------------------------------------------------------------
+
+def matmul_work(m: Machine, k: int, n: int, group: int, rows: int) -> dict[str, int]:
+    """The work of one Q3P5 matmul `[K, n]` over `rows` activation rows, exactly as
+    schedule.py issues it (a test checks the counts against scheduled programs)."""
+    L = m.lanes
+    G = -(-k // group)
+    tiles = -(-n // L)
+    chunk = chunk_rows(L, group)
+    gpc = chunk // group
+    nch = -(-G * group // chunk)
+    per_tile = sum(min(G * group, (c + 1) * chunk) // INSTALL_BLOCK_ROWS
+                   - c * chunk // INSTALL_BLOCK_ROWS for c in range(nch))
+    rescale = 0
+    for c0 in range(0, nch, RESCALE_CHUNKS):  # one macro per RESCALE_CHUNKS chunks
+        ng = min(G, (c0 + RESCALE_CHUNKS) * gpc) - c0 * gpc
+        rescale += macro_alu_cycles(m, rescale_elements(rows, ng, L), 1)
+    last_groups = G - (nch - 1) * gpc
+    return {
+        "groups": G, "tiles": tiles, "rows": rows,
+        "mxm_passes": rows * G * tiles,
+        "installs": tiles * per_tile,
+        "packed_bytes": packed_bytes(k, n, group),
+        "rescale_alu_cycles": tiles * rescale,
+        "group_sums_alu_cycles": macro_alu_cycles(m, rows * G * group, 1),
+        "last_rescale_groups": last_groups,
+    }
+
+
+def matmul_cost(m: Machine, work: dict[str, int], prefetch: bool = True) -> dict[str, int]:
+    """Cycle terms of one matmul layer from its activations being complete to its result
+    being complete (see the module docstring). `prefetch`: installs up to `planes *
+    mxm_weight_buffers * (rows / 16)` blocks are done before the input is ready (single
+    chip, weights do not depend on activations); the planner, which adds layer after layer,
+    passes False (the earlier layers keep the install port busy themselves)."""
+    planes = m.mxm_planes
+    installs = work["installs"]
+    pre = planes * int(m.param("mxm_weight_buffers")) * (
+        m.mxm_rows // int(m.param("mxm_install_rows_per_cycle"))) if prefetch else 0
+    late = max(0, installs - pre)
+    mxm = -(-work["mxm_passes"] // planes)
+    mem_all = -(-work["packed_bytes"] // mem_bytes_per_cycle(m))
+    mem = -(-mem_all * late // max(1, installs))
+    install = -(-late // planes)
+    groups = work["last_rescale_groups"]
+    last = -(-(work["rows"] * groups * 5 + groups * 9) // alus_per_queue(m))
+    vxm = max(0, -(-(late + work["rescale_alu_cycles"] + work["group_sums_alu_cycles"] - last)
+                   // vxm_queues(m)))
+    hops = vxm_mxm_hops(m)
+    latency = (int(m.param("mem_read_latency")) + 2 * hops + int(m.param("mxm_latency"))
+               + int(m.param("mem_write_latency")) + int(m.param("vxm_latency")) + last)
+    return {"mxm": mxm, "install": install, "mem": mem, "vxm": vxm, "latency": latency,
+            "install_all": -(-installs // planes), "mem_all": mem_all,
+            "bound": max(mxm, install, mem) + latency,
+            "cycles": max(mxm, install, mem, vxm) + latency}
+
+
+# -- graph ops -------------------------------------------------------------------------------
+
+def op_work(op: Any, shape: Any) -> tuple[str, str, int, int]:
+    """(unit "VXM"/"SXM", kind "vxm"/"sxm"/"transcendental", elements, ALU passes per
+    element) of a non-matmul graph op; `shape(value)` gives a value's shape. `elements` is
+    the largest operand/result; float matmuls (attention scores, batched matmul) count
+    `M * N * K` elements of 2 passes, attention `2 * |q| * keys` of 4."""
+    from xdsl.dialects import math as xmath, tensor
+    from xdsl.dialects.linalg import ops as linalg
+
+    from q35c.dialects import q35nn, quant3p5
+
+    sxm = (linalg.TransposeOp, linalg.BroadcastOp, tensor.ConcatOp, tensor.ExtractSliceOp,
+           q35nn.GatherOp)
+    transcendental = (xmath.ExpOp, xmath.LogOp, xmath.SqrtOp, xmath.RsqrtOp, xmath.TanhOp,
+                      xmath.SinOp, xmath.CosOp, xmath.PowFOp, xmath.ErfOp)
+    passes_of = {
+        quant3p5.QuantizeActivationsOp: 6,  # |x|, max-reduce, divide, rint, clip, convert
+        q35nn.SoftmaxOp: 8, q35nn.RMSNormOp: 6, q35nn.LayerNormOp: 8, q35nn.SiluOp: 6,
+        q35nn.GeluOp: 10, q35nn.SwigluOp: 7, linalg.ReduceOp: 2, linalg.FillOp: 1,
+    }
+    elements = max([math.prod(shape(v)) for v in list(op.operands) + list(op.results)] + [1])
+    unit = "SXM" if isinstance(op, sxm) else "VXM"
+    passes = passes_of.get(type(op), 1)
+    kind = "sxm" if unit == "SXM" else "vxm"
+    if isinstance(op, transcendental):
+        kind, passes = "transcendental", 4
+    if isinstance(op, (linalg.MatmulOp, q35nn.BatchMatmulOp)):
+        a = shape(op.operands[0])
+        elements, passes, kind = math.prod(shape(op.results[0])) * a[-1], 2, "vxm"
+    if isinstance(op, q35nn.AttentionOp):
+        qs, ks = shape(op.operands[0]), shape(op.operands[1])
+        elements = 2 * math.prod(qs) * ks[-2]
+        passes, kind = 4, "transcendental"
+    return unit, kind, int(elements), passes

@@ -1,0 +1,123 @@
+"""The machine model of the Groq target: one data file per chip generation.
+
+Every figure the scheduler, the simulator, the lower bound and the multi-chip planner use
+comes from a JSON file in `targets/groq/machines/` (or a path given with the target's
+`machine=` option), never from constants in code. Public first-generation figures are
+top-level keys; figures that are not public live under `"assumed"` with a note each
+(docs/groq.md lists them).
+
+Positions: the floorplan of one superlane runs west to east as
+`MXM_W | SXM_W | MEM_W43 .. MEM_W0 | VXM | MEM_E0 .. MEM_E43 | SXM_E | MXM_E`; `position(unit)`
+numbers those slices 0, 1, 2, ... so that a value on an eastward stream moves from position
+x to x + 1 in one cycle and a westward one from x to x - 1 (hardware.md 1.2, rule 1).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from q35c.compiler.diagnostics import Q35cError
+
+MACHINES_DIR = Path(__file__).parent / "machines"
+DEFAULT_MACHINE = "tsp-v1"
+SCHEMA = "q35c-groq-machine/1"
+
+
+@dataclass(frozen=True)
+class Machine:
+    """A parsed machine file. `raw` keeps the whole document for reports."""
+
+    name: str
+    clock_hz: float
+    lanes: int
+    vector_bytes: int
+    streams_per_direction: int
+    mem_slices_per_hemisphere: int
+    slice_bytes: int
+    vectors_per_slice: int
+    banks_per_slice: int
+    mxm_planes: int
+    mxm_planes_per_hemisphere: int
+    mxm_rows: int
+    mxm_cols: int
+    vxm_alus_per_lane: int
+    c2c_links: int
+    c2c_link_bytes_per_s: float
+    assumed: dict[str, Any] = field(default_factory=dict)
+    raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def mem_slices(self) -> int:
+        return 2 * self.mem_slices_per_hemisphere
+
+    @property
+    def sram_bytes(self) -> int:
+        return self.mem_slices * self.slice_bytes
+
+    def param(self, name: str) -> int | float:
+        """An assumed (non-public) latency or rate, by its key in the file's `assumed`."""
+        try:
+            return self.assumed[name]
+        except KeyError:
+            raise Q35cError(f"machine {self.name}: missing assumed parameter '{name}'") from None
+
+    @cached_property
+    def floorplan(self) -> tuple[str, ...]:
+        """Unit names west to east; index = position."""
+        units: list[str] = []
+        for entry in self.raw.get("floorplan", []):
+            m = re.fullmatch(r"([A-Z]+_[WE])(\d+)\.\.\1(\d+)", entry)
+            if m:
+                a, b = int(m.group(2)), int(m.group(3))
+                step = 1 if b >= a else -1
+                units += [f"{m.group(1)}{i}" for i in range(a, b + step, step)]
+            else:
+                units.append(entry)
+        return tuple(units)
+
+    def position(self, unit: str) -> int:
+        try:
+            return self.floorplan.index(unit)
+        except ValueError:
+            raise Q35cError(f"machine {self.name}: no functional unit '{unit}'") from None
+
+    def seconds(self, cycles: int) -> float:
+        return cycles / self.clock_hz
+
+
+def load_machine(name_or_path: str | Path = DEFAULT_MACHINE) -> Machine:
+    """Load a machine by name (a file in machines/) or by path; errors are one line."""
+    path = Path(name_or_path)
+    if not path.suffix:
+        path = MACHINES_DIR / f"{name_or_path}.json"
+    try:
+        doc = json.loads(path.read_text())
+    except FileNotFoundError:
+        known = ", ".join(sorted(p.stem for p in MACHINES_DIR.glob("*.json")))
+        raise Q35cError(f"{path}: no such machine file (built-in machines: {known})") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise Q35cError(f"{path}: cannot read machine file: {err}") from None
+    if doc.get("schema") != SCHEMA:
+        raise Q35cError(f"{path}: not a {SCHEMA} machine file")
+    try:
+        mem, mxm, c2c = doc["mem"], doc["mxm"], doc["c2c"]
+        return Machine(
+            name=doc["name"], clock_hz=float(doc["clock_hz"]), lanes=int(doc["lanes"]),
+            vector_bytes=int(doc["vector_bytes"]),
+            streams_per_direction=int(doc["streams_per_direction"]),
+            mem_slices_per_hemisphere=int(mem["slices_per_hemisphere"]),
+            slice_bytes=int(mem["slice_bytes"]), vectors_per_slice=int(mem["vectors_per_slice"]),
+            banks_per_slice=int(mem["banks_per_slice"]), mxm_planes=int(mxm["planes"]),
+            mxm_planes_per_hemisphere=int(mxm["planes_per_hemisphere"]),
+            mxm_rows=int(mxm["rows"]), mxm_cols=int(mxm["cols"]),
+            vxm_alus_per_lane=int(doc["vxm"]["alus_per_lane"]), c2c_links=int(c2c["links"]),
+            c2c_link_bytes_per_s=float(c2c["link_bytes_per_s"]),
+            assumed={k: v for k, v in doc.get("assumed", {}).items() if k != "notes"},
+            raw=doc)
+    except (KeyError, TypeError, ValueError) as err:
+        raise Q35cError(f"{path}: malformed machine file: missing or bad {err}") from None
