@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 from xdsl.builder import Builder
-from xdsl.dialects import func
+from xdsl.dialects import func, math as xmath
 from xdsl.dialects.builtin import ModuleOp, TensorType, f32, i8
 from xdsl.ir import Block, Region
 from xdsl.rewriter import InsertPoint
@@ -188,3 +188,42 @@ def test_quantized_example_stays_close_to_its_float_model(tmp_path):
     f = np.load(tmp_path / "f" / "probs.npy")
     assert not np.array_equal(q, f)
     assert np.abs(q - f).max() < 0.05
+
+
+def test_sums_and_float_matmuls_run_in_the_documented_sequential_order():
+    """The orders the module docstring defines (what a C loop reproduces bit for bit)."""
+    from q35c.targets.interp.interpreter import matmul_f64, sequential_sum
+
+    rng = np.random.default_rng(8)
+    x = (rng.standard_normal((3, 1000)) * 10.0 ** rng.integers(-6, 6, (3, 1000)))
+    for r in range(3):
+        total = 0.0
+        for v in x[r].tolist():
+            total += v
+        assert sequential_sum(x)[r] == total
+    assert sequential_sum(x, axis=0, keepdims=True).shape == (1, 1000)
+    assert sequential_sum(np.zeros((2, 0))).tolist() == [0.0, 0.0]
+    a = rng.standard_normal((2, 3, 257)).astype(np.float32)
+    b = rng.standard_normal((257, 4)).astype(np.float32)
+    got = matmul_f64(a, b)
+    for t_, i, j in [(0, 0, 0), (1, 2, 3), (1, 1, 0)]:
+        s = 0.0
+        for p in range(257):
+            s += float(a[t_, i, p]) * float(b[p, j])
+        assert got[t_, i, j] == s
+
+
+def test_transcendentals_are_libm_double_rounded_once_to_float32():
+    from q35c.targets.interp.interpreter import exp64, libm
+
+    x = np.array([-100.0, -1.5, 0.0, 0.3, 88.5, 1000.0, np.nan], dtype=np.float32)
+    module = build([t(7)], lambda b, v: [b.insert(xmath.ExpOp(v)).result,
+                                        b.insert(xmath.LogOp(v)).result])
+    out = run(module, arg0=x)
+    want = [np.float32(math.exp(v)) if v < 700 else np.float32(np.inf) for v in x[:-1].tolist()]
+    np.testing.assert_array_equal(out["out0"][:-1], want)
+    assert np.isnan(out["out0"][-1]) and out["out0"].dtype == np.float32
+    log = out["out1"]
+    assert np.isnan(log[0]) and log[2] == -np.inf and log[3] == np.float32(math.log(0.3))
+    assert exp64(np.array([[1.0, 2.0]])).shape == (1, 2)
+    assert libm(math.pow, np.power)(np.float64(2.0), np.float64(10.0)) == 1024.0

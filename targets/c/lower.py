@@ -30,7 +30,7 @@ from xdsl.dialects.linalg import ops as linalg
 from xdsl.ir import Operation, SSAValue
 
 from q35c.compiler.diagnostics import Q35cError
-from q35c.compiler.quant import Q3P5Tensor
+from q35c.compiler.quant import LegacyPairTensor, Q3P5Tensor
 from q35c.compiler.tensors import constant_value, numpy_dtype
 from q35c.compiler.weights import WeightStore
 from q35c.dialects import q35nn, quant3p5
@@ -155,7 +155,7 @@ class Lowering:
         self.name = name
         self.values: dict[SSAValue, Buffer] = {}
         self.scalars: dict[SSAValue, float | int] = {}
-        self.packed: dict[SSAValue, tuple[Buffer, Q3P5Tensor]] = {}
+        self.packed: dict[SSAValue, tuple[Buffer, Q3P5Tensor | LegacyPairTensor]] = {}
         self.lazy: dict[SSAValue, Operation] = {}  # constants / empties made on first use
         self.buffers: list[Buffer] = []
         self.steps: list[Step] = []
@@ -285,12 +285,15 @@ class Lowering:
             raise Q35cError(f"c target: weight '{name}' is not in the weight store")
         value = self.store[name]
         if isinstance(op.result.type, quant3p5.PackedWeightType):
-            if not isinstance(value, Q3P5Tensor):
-                raise Q35cError(f"c target: weight '{name}': only the q3p5 layout is supported "
-                                f"(got {type(value).__name__})")
+            if not isinstance(value, (Q3P5Tensor, LegacyPairTensor)):
+                raise Q35cError(f"c target: weight '{name}': packed weights must be q3p5 or "
+                                f"pair43 (got {type(value).__name__})")
             if name not in self.blob_by_name:
-                buf = self.new("weight", np.dtype(np.uint8), (len(value.to_bytes()),), "q3p5")
-                entry = BlobEntry(name, value.to_bytes(), buf)
+                data = (value.to_bytes() if isinstance(value, Q3P5Tensor)
+                        else pair43_bytes(value))
+                hint = "q3p5" if isinstance(value, Q3P5Tensor) else "pair43"
+                buf = self.new("weight", np.dtype(np.uint8), (len(data),), hint)
+                entry = BlobEntry(name, data, buf)
                 self.blob.append(entry)
                 self.blob_by_name[name] = entry
             self.packed[op.result] = (self.blob_by_name[name].buffer, value)
@@ -468,7 +471,8 @@ class Lowering:
         self.steps.append(Step("gather", [out], [data, idx], {
             "count": idx.size, "outer": outer, "size": size, "inner": inner}, op.name))
 
-    def packed_operand(self, op: Operation, value: SSAValue) -> tuple[Buffer, Q3P5Tensor]:
+    def packed_operand(self, op: Operation, value: SSAValue
+                       ) -> tuple[Buffer, Q3P5Tensor | LegacyPairTensor]:
         if value not in self.packed:
             raise Q35cError(f"c target: {op.name}: weights must come from quant3p5.weight")
         return self.packed[value]
@@ -479,6 +483,10 @@ class Lowering:
         wbuf, w = self.packed_operand(op, op.weights)
         rows = x.size // w.shape[0]
         out = self.result(op.result, "qmatmul")
+        if isinstance(w, LegacyPairTensor):
+            self.steps.append(Step("pair_matmul_f32", [out], [x, wbuf], {
+                "rows": rows, "k": w.shape[0], "n": w.shape[1]}, op.name))
+            return
         work = self.new("arena", np.dtype(np.uint8), (work_bytes(rows, w, int8=False),), "work")
         self.steps.append(Step("qmatmul_f32", [out, work], [x, wbuf], {
             "rows": rows, "k": w.shape[0], "n": w.shape[1]}, op.name))
@@ -497,6 +505,10 @@ class Lowering:
         wbuf, w = self.packed_operand(op, op.weights)
         rows = q.size // w.shape[0]
         out = self.result(op.result, "qmatmul_i8")
+        if isinstance(w, LegacyPairTensor):
+            self.steps.append(Step("pair_matmul_i8", [out], [q, s, wbuf], {
+                "rows": rows, "k": w.shape[0], "n": w.shape[1]}, op.name))
+            return
         # Group sums and de-interleaved activations: scratch, live during this step only.
         scratch = self.new("arena", np.dtype(np.uint8), (work_bytes(rows, w, int8=True),),
                            "work")
@@ -504,11 +516,18 @@ class Lowering:
             "rows": rows, "k": w.shape[0], "n": w.shape[1]}, op.name))
 
 
+def pair43_bytes(w: LegacyPairTensor) -> bytes:
+    """A legacy pair tensor in the blob: scale[N] and offset[N] (float32), then per column
+    its ceil(K/2) pair bytes (q35_pair_matmul_* in runtime/q35rt.c read this)."""
+    return b"".join((w.scale.astype("<f4").tobytes(), w.offset.astype("<f4").tobytes(),
+                     np.ascontiguousarray(w.packed.T).astype(np.uint8).tobytes()))
+
+
 def work_bytes(rows: int, w: Q3P5Tensor, int8: bool) -> int:
     """Scratch of a quantized matmul (q35_qmatmul_work_bytes in runtime/q35rt.c)."""
     groups = -(-w.num_groups // 16) * 16  # the SIMD kernels pad groups to a multiple of 16
     kp = groups * w.group_size
-    return rows * (groups * 4 + kp) if int8 else rows * (kp + groups) * 4
+    return rows * (groups * 20 + kp) if int8 else rows * (kp + groups) * 4
 
 
 def lower_module(module: ModuleOp, store: WeightStore, entry: str | None, name: str) -> Program:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from q35c.compiler.quant import CODEBOOK, SCALE_STEPS
+from q35c.compiler.quant import CODEBOOK, LEGACY_LEVELS, SCALE_STEPS
 from q35c.targets.c.lower import Buffer, Program, Step
 
 RUNTIME_DIR = Path(__file__).parent / "runtime"
@@ -25,11 +25,13 @@ DTYPE_CODES = {"float": 1, "double": 2, "int64_t": 3, "int32_t": 4, "int16_t": 5
 FLOAT_EXPR = {
     "add": "{0} + {1}", "sub": "{0} - {1}", "mul": "{0} * {1}", "div": "{0} / {1}",
     "neg": "-{0}", "maxf": "q35_maxf({0}, {1})", "minf": "q35_minf({0}, {1})",
-    "exp": "expf({0})", "log": "logf({0})", "sqrt": "sqrtf({0})",
-    "rsqrt": "1.0f / sqrtf({0})", "tanh": "tanhf({0})", "abs": "fabsf({0})",
-    "sin": "sinf({0})", "cos": "cosf({0})", "pow": "powf({0}, {1})",
-    "erf": "(float)erf((double){0})",
+    "sqrt": "sqrtf({0})", "rsqrt": "1.0f / sqrtf({0})", "abs": "fabsf({0})",
 }
+# Transcendental functions: the C library's double-precision function, then one rounding
+# to the result type, exactly as the interpreter defines them (it calls the same libm
+# through Python's math module); `expf` and friends may differ in the last bit.
+LIBM = {"exp": "exp", "log": "log", "tanh": "tanh", "sin": "sin", "cos": "cos",
+        "pow": "pow", "erf": "erf"}
 ANY_EXPR = {
     "cast": "({T}){0}", "fptosi": "({T}){0}", "select": "{0} ? {1} : {2}",
     "addi": "({T})((uint64_t){0} + (uint64_t){1})",
@@ -112,12 +114,13 @@ class CPrinter:
     def render_elementwise(self, step: Step) -> str:
         out = step.outs[0]
         op = step.params["op"]
-        if op in FLOAT_EXPR:
+        if op in LIBM:
+            arity = 2 if op == "pow" else 1
+            expr = f"{LIBM[op]}(" + ", ".join(f"(double){{{i}}}" for i in range(arity)) + ")"
+        elif op in FLOAT_EXPR:
             expr = FLOAT_EXPR[op]
             if out.ctype == "double":
-                expr = re.sub(r"(exp|log|sqrt|tanh|fabs|sin|cos|pow)f\(", r"\1(", expr)
-                expr = expr.replace("1.0f", "1.0").replace("(float)erf((double){0})",
-                                                            "erf({0})")
+                expr = re.sub(r"(sqrt|fabs)f\(", r"\1(", expr).replace("1.0f", "1.0")
         else:
             expr = ANY_EXPR[op]
         args = [f"{self.ptr(b, True)}[{'i' if b.size == out.size else '0'}]" for b in step.ins]
@@ -225,6 +228,18 @@ class CPrinter:
         return (f"q35_qmatmul_i8({self.ptr(out)}, {self.ptr(q, True)}, {self.ptr(s, True)}, "
                 f"{step.params['rows']}, W + {w.offset}, {self.ptr(scratch)});")
 
+    def render_pair_matmul_f32(self, step: Step) -> str:
+        x, w = step.ins
+        q = step.params
+        return (f"q35_pair_matmul_f32({self.ptr(step.outs[0])}, {self.ptr(x, True)}, "
+                f"{q['rows']}, {q['k']}, {q['n']}, W + {w.offset});")
+
+    def render_pair_matmul_i8(self, step: Step) -> str:
+        qa, s, w = step.ins
+        q = step.params
+        return (f"q35_pair_matmul_i8({self.ptr(step.outs[0])}, {self.ptr(qa, True)}, "
+                f"{self.ptr(s, True)}, {q['rows']}, {q['k']}, {q['n']}, W + {w.offset});")
+
     # -- files ----------------------------------------------------------------------------
 
     def io_params(self) -> str:
@@ -315,7 +330,10 @@ class CPrinter:
         steps = SCALE_STEPS.view(np.uint32)
         bits = ",\n".join("    " + ", ".join(f"0x{int(v):08x}u" for v in steps[i:i + 8])
                           for i in range(0, 32, 8))
-        return text.replace("Q35_CODEBOOK_ROWS", rows).replace("Q35_SCALE_STEP_BITS", bits)
+        legacy = ",\n".join("    " + ", ".join(f"{{{a}, {b}}}" for a, b in LEGACY_LEVELS[i:i + 8])
+                           for i in range(0, 128, 8))
+        return (text.replace("Q35_CODEBOOK_ROWS", rows).replace("Q35_SCALE_STEP_BITS", bits)
+                .replace("Q35_LEGACY_LEVEL_ROWS", legacy))
 
     def source(self) -> str:
         P = self.prefix

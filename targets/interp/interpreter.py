@@ -1,19 +1,38 @@
 """The reference interpreter: the executable definition of every op q35c compiles.
 
 Every target is checked against this file, so it is written to be obviously right rather
-than fast: each op is a few lines of numpy, dispatched by op class. The numeric rules:
+than fast: each op is a few lines of numpy, dispatched by op class. The numeric rules (a
+target that follows them reproduces the int8-activation path bit for bit; the functions
+named in brackets implement them):
 
-- Tensors are numpy arrays; float tensors are float32. Elementwise `arith`/`math` ops run in
-  float32 (one IEEE rounding per op). Matmuls and the composite `q35nn` ops (softmax, norms,
-  GELU, SiLU) are computed in float64 and rounded once to float32.
-- `quant3p5.matmul` multiplies by the dequantized weights (`scale * level + offset` in
-  float32, see compiler/quant) with float64 accumulation.
+- Tensors are numpy arrays; float tensors are float32. Elementwise `arith` ops and
+  `math.sqrt`/`rsqrt`/`absf` run in float32, one IEEE rounding per op (C: float operators,
+  `sqrtf`, `1.0f / sqrtf(x)`, `fabsf`).
+- Transcendental functions (exp, log, tanh, erf, sin, cos, pow), elementwise or inside a
+  composite op, are the C library's double-precision functions [`libm`]: Python's `math`
+  module calls the platform libm, so `math.exp(x)` is bit-identical to C's `exp(x)` on the
+  same machine. A float32 op evaluates `f((double)x)` and rounds once to float32 (C:
+  `(float)exp((double)x)`, not `expf`, and not numpy's own SIMD routines, which differ in
+  the last bit). Special values (overflow, poles, domain errors) follow C99 Annex F.
+- Composite `q35nn` ops (softmax, layer/RMS norm, GELU, SiLU) compute in float64 and round
+  once to float32. Every sum over an axis is sequential, first element to last, in
+  float64 [`sequential_sum`] (numpy's own `np.sum` is pairwise and unspecified), and each
+  formula is evaluated left to right exactly as written in its function, with no fused
+  multiply-add (C: `-ffp-contract=off`). `linalg.reduce` is sequential in float64 too.
+- Float matmuls whose operands are both activations or float weights (`linalg.matmul`,
+  `q35nn.batch_matmul`, and the two products of `q35nn.attention`) sum the float64
+  products `(double)a * (double)b` sequentially over k starting from 0.0 [`matmul_f64`]:
+  products of float32 values are exact in float64, so the C loop
+  `for (p = 0; p < K; p++) s += (double)a[i][p] * (double)b[p][j];` reproduces it bit for
+  bit. `linalg.matmul` then adds its accumulator operand in float64 and rounds once.
+- `quant3p5.matmul` and `fused_matmul` (float activations) multiply by the dequantized
+  weights (`scale * level + offset` in float32, see compiler/quant) with float64
+  accumulation in an unspecified order (BLAS): targets match them to 1e-5 relative.
 - `quant3p5.quantize_activations` and `quant3p5.matmul_int8` are the integer path: int8
   activations, int32 accumulation per group, then a float32 rescale in a fixed order. Targets
   must reproduce this path bit-exactly. Accumulators never wrap: one that leaves int32 raises
   InterpreterError (verify-overflow proves at compile time that none can).
 """
-
 from __future__ import annotations
 
 import math
@@ -68,6 +87,46 @@ def _f32(x: np.ndarray) -> np.ndarray:
     return np.asarray(x, dtype=F32)
 
 
+def libm(fn: Callable[..., float], fallback: Callable[..., Any]) -> Callable[..., np.ndarray]:
+    """`fn` (a `math` function, i.e. the C library's double-precision one) elementwise over
+    float64 copies of its arguments; returns float64. Where `math` raises instead of
+    returning a special value (overflow, log(0), domain errors), the value is numpy's
+    `fallback`, which gives C99 Annex F's special values (inf, -inf, nan)."""
+
+    def safe(*args: float) -> float:
+        try:
+            return fn(*args)
+        except (ValueError, OverflowError):
+            with np.errstate(all="ignore"):
+                return float(fallback(*args))
+
+    def apply(*arrays) -> np.ndarray:
+        wide = np.broadcast_arrays(*(np.asarray(a, dtype=np.float64) for a in arrays))
+        flat = [a.ravel().tolist() for a in wide]
+        try:
+            values = list(map(fn, *flat))
+        except (ValueError, OverflowError):  # rare: redo element by element
+            values = list(map(safe, *flat))
+        return np.array(values, dtype=np.float64).reshape(wide[0].shape)
+
+    return apply
+
+
+exp64 = libm(math.exp, np.exp)
+tanh64 = libm(math.tanh, np.tanh)
+erf64 = libm(math.erf, math.erf)  # math.erf never raises
+
+
+def sequential_sum(x: np.ndarray, axis: int = -1, keepdims: bool = False) -> np.ndarray:
+    """Sum along `axis` in the order x[0] + x[1] + ... (float64 in, float64 out): the order
+    a C loop `s += x[i]` has. An empty axis sums to 0."""
+    x = np.asarray(x, dtype=np.float64)
+    if x.shape[axis] == 0:
+        return np.sum(x, axis=axis, keepdims=keepdims)
+    total = np.take(np.cumsum(x, axis=axis), [-1], axis=axis)
+    return total if keepdims else np.squeeze(total, axis=axis)
+
+
 _IMPLS: dict[type[Operation], Callable[..., tuple[Value, ...]]] = {}
 
 
@@ -118,11 +177,11 @@ _ELEMENTWISE: dict[type[Operation], Callable[..., np.ndarray]] = {
     arith.ExtFOp: lambda a: a, arith.TruncFOp: lambda a: a,
     arith.ExtSIOp: lambda a: a, arith.TruncIOp: lambda a: a,
     arith.SelectOp: np.where,
-    xmath.ExpOp: np.exp, xmath.LogOp: np.log, xmath.SqrtOp: np.sqrt,
-    xmath.RsqrtOp: lambda a: 1 / np.sqrt(a), xmath.TanhOp: np.tanh,
-    xmath.AbsFOp: np.abs, xmath.SinOp: np.sin, xmath.CosOp: np.cos,
-    xmath.PowFOp: np.power,
-    xmath.ErfOp: lambda a: np.vectorize(math.erf, otypes=[np.float64])(a),
+    xmath.SqrtOp: np.sqrt, xmath.RsqrtOp: lambda a: 1 / np.sqrt(a), xmath.AbsFOp: np.abs,
+    # transcendental: libm in double, then the result type's rounding (module docstring)
+    xmath.ExpOp: exp64, xmath.LogOp: libm(math.log, np.log), xmath.TanhOp: tanh64,
+    xmath.SinOp: libm(math.sin, np.sin), xmath.CosOp: libm(math.cos, np.cos),
+    xmath.PowFOp: libm(math.pow, np.power), xmath.ErfOp: erf64,
 }
 for _op_type, _fn in _ELEMENTWISE.items():
     _IMPLS[_op_type] = _elementwise(_fn)
@@ -150,13 +209,25 @@ def _call(interp, op: func.CallOp, args):
 
 
 def _matmul_f64(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """a @ b in float64, summation order unspecified (BLAS): the quantized float path."""
     return np.matmul(a.astype(np.float64), b.astype(np.float64))
+
+
+def matmul_f64(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """a @ b (numpy broadcasting over batch dimensions) in float64, each output summed
+    sequentially over k from 0.0: acc += a[..., :, k] * b[..., k, :] for k = 0, 1, ..."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    batch = np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+    acc = np.zeros((*batch, a.shape[-2], b.shape[-1]))
+    for k in range(a.shape[-1]):
+        acc += a[..., :, k, None] * b[..., k, None, :]
+    return acc
 
 
 @impl(linalg.MatmulOp)
 def _linalg_matmul(interp, op: linalg.MatmulOp, args):
     a, b, acc = args
-    return (_f32(acc.astype(np.float64) + _matmul_f64(a, b)),)
+    return (_f32(acc.astype(np.float64) + matmul_f64(a, b)),)
 
 
 @impl(linalg.FillOp)
@@ -186,7 +257,8 @@ _REDUCERS = {arith.AddfOp: np.add, arith.MulfOp: np.multiply,
 
 @impl(linalg.ReduceOp)
 def _linalg_reduce(interp, op: linalg.ReduceOp, args):
-    """A reduction whose body is one combiner op; sums are computed in float64."""
+    """A reduction whose body is one combiner op; float sums and products run in float64,
+    sequentially in row-major order over the reduced axes."""
     source, init = args
     body = list(op.region.block.ops)
     combiner = _REDUCERS.get(type(body[0])) if len(body) == 2 else None
@@ -194,7 +266,14 @@ def _linalg_reduce(interp, op: linalg.ReduceOp, args):
         raise InterpreterError("linalg.reduce: only single-op add/mul/max/min bodies are supported")
     axes = tuple(op.dimensions.get_values())
     wide = source.astype(np.float64) if np.issubdtype(source.dtype, np.floating) else source
-    reduced = combiner.reduce(wide, axis=axes).astype(init.dtype)
+    # The reduced axes last, flattened in row-major order: [kept..., reduced].
+    kept = [d for d in range(wide.ndim) if d not in axes]
+    flat = np.transpose(wide, kept + list(axes)).reshape(*(wide.shape[d] for d in kept), -1)
+    if flat.shape[-1] == 0:
+        reduced = combiner.reduce(flat, axis=-1)
+    else:
+        reduced = combiner.accumulate(flat, axis=-1)[..., -1]  # x0 op x1 op ... in order
+    reduced = reduced.astype(init.dtype)
     return (combiner(init, reduced).astype(init.dtype),)
 
 
@@ -391,12 +470,15 @@ def apply_activation(name: str, x: np.ndarray) -> np.ndarray:
         return np.maximum(x, F32(0)).astype(F32)
     x64 = _f64(x)
     if name == "silu":
-        return _f32(x64 / (1.0 + np.exp(-x64)))
+        return _f32(x64 / (1.0 + exp64(-x64)))
     if name == "gelu_tanh":
-        inner = math.sqrt(2.0 / math.pi) * (x64 + 0.044715 * x64**3)
-        return _f32(0.5 * x64 * (1.0 + np.tanh(inner)))
-    erf = np.vectorize(math.erf, otypes=[np.float64])
-    return _f32(0.5 * x64 * (1.0 + erf(x64 / math.sqrt(2.0))))
+        inner = SQRT_2_OVER_PI * (x64 + 0.044715 * (x64 * x64 * x64))
+        return _f32(0.5 * x64 * (1.0 + tanh64(inner)))
+    return _f32(0.5 * x64 * (1.0 + erf64(x64 / SQRT_2)))
+
+
+SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)  # 0.7978845608028654
+SQRT_2 = math.sqrt(2.0)  # 1.4142135623730951
 
 
 # -- q35nn ---------------------------------------------------------------------------------
@@ -415,18 +497,23 @@ def _gelu(interp, op: q35nn.GeluOp, args):
 
 @impl(q35nn.SoftmaxOp)
 def _softmax(interp, op: q35nn.SoftmaxOp, args):
-    x = _f64(args[0])
-    axis = op.axis.value.data
-    e = np.exp(x - np.max(x, axis=axis, keepdims=True))
-    return (_f32(e / np.sum(e, axis=axis, keepdims=True)),)
+    return (softmax(args[0], op.axis.value.data),)
+
+
+def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
+    """exp(x - max) / sum(exp(x - max)) in float64 (libm exp, sequential sum), to float32."""
+    x = _f64(x)
+    e = exp64(x - np.max(x, axis=axis, keepdims=True))
+    return _f32(e / sequential_sum(e, axis=axis, keepdims=True))
 
 
 @impl(q35nn.LayerNormOp)
 def _layer_norm(interp, op: q35nn.LayerNormOp, args):
     x, gamma, beta = (_f64(a) for a in args)
     eps = op.epsilon.value.data
-    mean = x.mean(axis=-1, keepdims=True)
-    var = ((x - mean) ** 2).mean(axis=-1, keepdims=True)
+    n = x.shape[-1]
+    mean = sequential_sum(x, keepdims=True) / n
+    var = sequential_sum((x - mean) * (x - mean), keepdims=True) / n
     return (_f32((x - mean) / np.sqrt(var + eps) * gamma + beta),)
 
 
@@ -434,12 +521,13 @@ def _layer_norm(interp, op: q35nn.LayerNormOp, args):
 def _rms_norm(interp, op: q35nn.RMSNormOp, args):
     x, gamma = (_f64(a) for a in args)
     eps = op.epsilon.value.data
-    return (_f32(x / np.sqrt((x**2).mean(axis=-1, keepdims=True) + eps) * gamma),)
+    mean_square = sequential_sum(x * x, keepdims=True) / x.shape[-1]
+    return (_f32(x / np.sqrt(mean_square + eps) * gamma),)
 
 
 @impl(q35nn.BatchMatmulOp)
 def _batch_matmul(interp, op, args):
-    return (_f32(_matmul_f64(*args)),)
+    return (_f32(matmul_f64(*args)),)
 
 
 @impl(q35nn.GatherOp)
@@ -463,13 +551,11 @@ def _swiglu(interp, op, args):
 def _attention(interp, op: q35nn.AttentionOp, args):
     """Exactly the unfused sequence: matmul, scale, mask add, softmax, matmul."""
     q, k, v, *mask = args
-    scores = _f32(_matmul_f64(q, np.swapaxes(k, -1, -2)))
+    scores = _f32(matmul_f64(q, np.swapaxes(k, -1, -2)))
     scores = (scores * F32(op.scale.value.data)).astype(F32)
     if mask:
         scores = (scores + _f32(mask[0])).astype(F32)
-    e = np.exp(_f64(scores) - np.max(_f64(scores), axis=-1, keepdims=True))
-    probs = _f32(e / np.sum(e, axis=-1, keepdims=True))
-    return (_f32(_matmul_f64(probs, v)),)
+    return (_f32(matmul_f64(softmax(scores, -1), v)),)
 
 
 @impl(quant3p5.FusedMatmulOp)

@@ -25,10 +25,68 @@
 /* Parallel loops only where the work (multiply-adds) pays for waking the threads. */
 #define Q35_PRAGMA(x) _Pragma(#x)
 #ifdef _OPENMP
+/* The OpenMP API functions used here, declared rather than taken from <omp.h>, which
+ * some compilers accept -fopenmp without shipping (clang without libomp headers). */
+extern int omp_get_max_threads(void);
+extern int omp_get_thread_num(void);
+extern double omp_get_wtime(void);
 #define Q35_PARALLEL_FOR(work) \
     Q35_PRAGMA(omp parallel for schedule(dynamic, 16) if ((work) >= (1 << 22)))
+
+/* Straggler backoff for the quantized matmuls. An OpenMP parallel region ends only when
+ * every thread of the team has arrived; on an oversubscribed machine a worker the OS has
+ * not scheduled (it may have no work left to do) holds the caller for a scheduler tick,
+ * several times the whole GEMV. After a call whose caller waited at the join longer than
+ * 100 us plus half its own working time, the next Q35_BACKOFF_CALLS calls run on the
+ * calling thread alone; then threads are tried again. Results do not depend on it (each
+ * output is computed by one thread, the same way). */
+enum { Q35_BACKOFF_CALLS = 128 };
+static int q35_serial_calls;
+
+Q35_FN int q35_go_parallel(int64_t work)
+{
+    int left;
+    if (work < (1 << 22) || omp_get_max_threads() < 2)
+        return 0;
+#pragma omp atomic read
+    left = q35_serial_calls;
+    if (left > 0) {
+#pragma omp atomic update
+        q35_serial_calls--;
+        return 0;
+    }
+    return 1;
+}
+
+Q35_FN void q35_note_join(double start, double caller_done, double end)
+{
+    if (end - caller_done > 1e-4 + 0.5 * (caller_done - start)) {
+#pragma omp atomic write
+        q35_serial_calls = Q35_BACKOFF_CALLS;
+    }
+}
+
+/* Q35_PARALLEL_BEGIN(work) { Q35_FOR_DYNAMIC(chunk) for (...) ...; } Q35_PARALLEL_END */
+#define Q35_PARALLEL_BEGIN(work)                                                           \
+    {                                                                                      \
+        const int q35_par = q35_go_parallel(work);                                         \
+        const double q35_t0 = q35_par ? omp_get_wtime() : 0.0;                             \
+        double q35_t1 = q35_t0;                                                            \
+        Q35_PRAGMA(omp parallel if (q35_par))                                              \
+        {
+#define Q35_FOR_DYNAMIC(chunk) Q35_PRAGMA(omp for schedule(dynamic, chunk) nowait)
+#define Q35_PARALLEL_END                                                                   \
+            if (q35_par && omp_get_thread_num() == 0)                                      \
+                q35_t1 = omp_get_wtime();                                                  \
+        }                                                                                  \
+        if (q35_par)                                                                       \
+            q35_note_join(q35_t0, q35_t1, omp_get_wtime());                                \
+    }
 #else
 #define Q35_PARALLEL_FOR(work)
+#define Q35_PARALLEL_BEGIN(work) {
+#define Q35_FOR_DYNAMIC(chunk)
+#define Q35_PARALLEL_END }
 #endif
 
 /* CODEBOOK[code][0 or 1]: the integer levels of the even-k and odd-k weight of a pair. */
@@ -92,16 +150,6 @@ Q35_FN q35_q3p5 q35_q3p5_view(const uint8_t *entry)
     return t;
 }
 
-/* sum a[i] * b[i] over 16 int8 pairs, exactly (a separate function so it vectorizes). */
-static int32_t q35_dot16_i8(const int8_t *a, const int8_t *b)
-{
-    int32_t s = 0;
-    int i;
-    for (i = 0; i < 16; i++)
-        s += (int32_t)a[i] * (int32_t)b[i];
-    return s;
-}
-
 /* Scale and offset of group g of column n, exactly as format.md section 3 says. */
 static void q35_group_meta(const q35_q3p5 *t, int64_t n, int64_t g, float *scale, float *offset)
 {
@@ -112,18 +160,17 @@ static void q35_group_meta(const q35_q3p5 *t, int64_t n, int64_t g, float *scale
     *offset = t->offset_base[n] + step;
 }
 
-/* The 2 * 8 integer levels of the 8 pair codes in the 7-byte block at p. */
-static void q35_block_levels(const uint8_t *p, int8_t levels[16])
+/* The 2 * 8 levels (as floats) of the 8 pair codes in the 7-byte block at p. */
+static void q35_block_levels(const uint8_t *p, float levels[16])
 {
     uint64_t word = q35_load_word(p);
     int i;
     for (i = 0; i < 8; i++) {
         unsigned code = (unsigned)(word >> (7 * i)) & 127u;
-        levels[2 * i] = q35_codebook[code][0];
-        levels[2 * i + 1] = q35_codebook[code][1];
+        levels[2 * i] = (float)q35_codebook[code][0];
+        levels[2 * i + 1] = (float)q35_codebook[code][1];
     }
 }
-
 
 /* Per row and group: the int32 sum of the group's int8 activations (the offset term). */
 static void q35_group_sums(int32_t *sx, const int8_t *q, int64_t rows, int64_t k,
@@ -153,11 +200,22 @@ static void q35_group_sums(int32_t *sx, const int8_t *q, int64_t rows, int64_t k
     defined(__AVX512VBMI__) && defined(__AVX512VNNI__)
 #include <immintrin.h>
 #define Q35_AVX512_GEMV 1
+#if defined(__GNUC__)
+#define Q35_OPAQUE(p) __asm__ volatile("" : : "r"(p) : "memory")
+#else
+#define Q35_OPAQUE(p) (void)(p)
+#endif
 
 typedef struct {
-    __m512i block_index, shifts, low7;
+    __m512i block_index, shifts, low7, lane_shift;
     __m512i even_lo, even_hi, odd_lo, odd_hi; /* levels (+128 for the int8 path) */
+    __m512i meta_index, meta_shifts;          /* group codes in q35_group_order, as dwords */
 } q35_decoder;
+
+/* The int8 kernel's order of the 16 groups of a 512-weight block in a vector: lane j holds
+ * group q35_group_order(j) (a 4 x 4 transpose, its own inverse), the order in which
+ * q35_group_sums16 leaves the four accumulators' group sums without cross-lane moves. */
+#define q35_group_order(j) (4 * ((j) % 4) + (j) / 4)
 
 static q35_decoder q35_decoder_make(int biased)
 {
@@ -172,6 +230,25 @@ static q35_decoder q35_decoder_make(int biased)
     }
     d.block_index = _mm512_loadu_si512((const void *)index);
     d.shifts = _mm512_set1_epi64(0x312a231c150e0700LL);
+    d.lane_shift = _mm512_setr_epi64(0, 8, 16, 24, 32, 40, 48, 56);
+    {
+        /* Qword q gathers the two bytes holding group code g = q35_group_order(2q) (bytes
+         * 0-1) and those of q35_group_order(2q + 1) (bytes 4-5); the multishift brings each
+         * code to the low byte of its dword. */
+        int8_t mindex[64], mshift[64];
+        int q, h;
+        memset(mindex, 0, sizeof mindex);
+        memset(mshift, 0, sizeof mshift);
+        for (q = 0; q < 8; q++)
+            for (h = 0; h < 2; h++) {
+                const int g = q35_group_order(2 * q + h), byte = 7 * g / 8;
+                mindex[8 * q + 4 * h] = (int8_t)byte;
+                mindex[8 * q + 4 * h + 1] = (int8_t)(byte + 1);
+                mshift[8 * q + 4 * h] = (int8_t)(32 * h + 7 * g - 8 * byte);
+            }
+        d.meta_index = _mm512_loadu_si512((const void *)mindex);
+        d.meta_shifts = _mm512_loadu_si512((const void *)mshift);
+    }
     d.low7 = _mm512_set1_epi8(0x7f);
     d.even_lo = _mm512_loadu_si512((const void *)even);
     d.even_hi = _mm512_loadu_si512((const void *)(even + 64));
@@ -191,14 +268,71 @@ static inline __m512i q35_codes_raw(const q35_decoder *d, const uint8_t *p, int 
     return _mm512_multishift_epi64_epi8(d->shifts, v);
 }
 
-/* The same for a whole 56-byte chunk, with a plain 64-byte load: the blob leaves at least
- * 8 readable bytes after every entry (memory.plan_blob), and a masked load would cost a
- * mask-register move on the shuffle port, the scarcest resource here. */
+/* The same for a whole 56-byte chunk, with plain 64-byte loads: the blob leaves at least
+ * 8 readable bytes after every entry (memory.plan_blob) and every payload follows its
+ * entry's header, and a masked load would cost a mask-register move on the shuffle port,
+ * the scarcest resource here. With VBMI2, block b goes to qword b by a concatenating
+ * shift (qword b of p : qword b of p - 8, left by 8b bits) on the vector-ALU port
+ * instead of a byte permute on the shuffle port. */
 static inline __m512i q35_codes_full(const q35_decoder *d, const uint8_t *p)
 {
     __m512i v = _mm512_loadu_si512((const void *)p);
+#ifdef __AVX512VBMI2__
+    v = _mm512_shldv_epi64(v, _mm512_loadu_si512((const void *)(p - 8)), d->lane_shift);
+#else
     v = _mm512_permutexvar_epi8(d->block_index, v);
+#endif
     return _mm512_multishift_epi64_epi8(d->shifts, v);
+}
+
+/* Per column: the 32 possible group scales super_scale * 2^(-e/5) (two vectors) and the
+ * 4 possible group offsets offset_base + offset_step * {-1.5, -0.5, 0.5, 1.5} (repeated 4
+ * times), each the float32 operation format.md section 3 defines, so that a group's scale
+ * and offset are table lookups by its code. */
+typedef struct {
+    __m512 scale_lo, scale_hi, offset;
+} q35_column_meta;
+
+static inline q35_column_meta q35_column_meta_make(const q35_q3p5 *t, int64_t n)
+{
+    q35_column_meta m;
+    const __m512 super_scale = _mm512_set1_ps(t->super_scale[n]);
+    const __m512 grid = _mm512_setr_ps(-1.5f, -0.5f, 0.5f, 1.5f, -1.5f, -0.5f, 0.5f, 1.5f,
+                                       -1.5f, -0.5f, 0.5f, 1.5f, -1.5f, -0.5f, 0.5f, 1.5f);
+    m.scale_lo = _mm512_mul_ps(super_scale,
+                               _mm512_loadu_ps((const void *)q35_scale_step_bits));
+    m.scale_hi = _mm512_mul_ps(super_scale,
+                               _mm512_loadu_ps((const void *)(q35_scale_step_bits + 16)));
+    m.offset = _mm512_add_ps(_mm512_set1_ps(t->offset_base[n]),
+                             _mm512_mul_ps(_mm512_set1_ps(t->offset_step[n]), grid));
+    return m;
+}
+
+/* Scale and offset of the 16 groups whose 7-bit codes start at `codes`, in
+ * q35_group_order: the codes go to the low bits of their dwords (a byte permute and a
+ * multishift; the bits above are garbage, which the lookups ignore: vpermi2ps reads
+ * index bits 0-4, vpermps bits 0-3 and the offset table repeats with period 4). */
+static inline void q35_group_meta16_ordered(const uint8_t *codes, const q35_decoder *d,
+                                            const q35_column_meta *m, __m512 *scale,
+                                            __m512 *offset)
+{
+    __m512i c = _mm512_permutexvar_epi8(d->meta_index, _mm512_loadu_si512((const void *)codes));
+    c = _mm512_multishift_epi64_epi8(d->meta_shifts, c);
+    *scale = _mm512_permutex2var_ps(m->scale_lo, c, m->scale_hi);
+    *offset = _mm512_permutexvar_ps(_mm512_srli_epi32(c, 5), m->offset);
+}
+
+/* The 16 group sums of four accumulators whose 4-lane runs are groups (a: 0-3, b: 4-7,
+ * c: 8-11, d: 12-15), in q35_group_order: pairs of lanes are added by 64-bit shifts and
+ * blends (vector-ALU ports) and only the last step moves qwords (two unpacks). */
+static inline __m512i q35_group_sums16(__m512i a, __m512i b, __m512i c, __m512i d)
+{
+    const __mmask16 odd = 0xAAAA;
+    __m512i ab = _mm512_mask_blend_epi32(odd, _mm512_add_epi32(a, _mm512_srli_epi64(a, 32)),
+                                         _mm512_add_epi32(b, _mm512_slli_epi64(b, 32)));
+    __m512i cd = _mm512_mask_blend_epi32(odd, _mm512_add_epi32(c, _mm512_srli_epi64(c, 32)),
+                                         _mm512_add_epi32(d, _mm512_slli_epi64(d, 32)));
+    return _mm512_add_epi32(_mm512_unpacklo_epi64(ab, cd), _mm512_unpackhi_epi64(ab, cd));
 }
 
 /* Scale and offset (float32, format.md section 3) of 16 groups, from their codes. */
@@ -220,20 +354,6 @@ static void q35_group_meta16(const q35_q3p5 *t, int64_t n, int64_t g0, const q35
     *scale = _mm512_mul_ps(_mm512_set1_ps(t->super_scale[n]), step);
     *offset = _mm512_add_ps(_mm512_set1_ps(t->offset_base[n]),
                             _mm512_mul_ps(_mm512_set1_ps(t->offset_step[n]), j));
-}
-
-/* Sum each 4 adjacent int32 lanes of a, b, c, d: the 16 group sums, in order. */
-static __m512i q35_sum4(__m512i a, __m512i b, __m512i c, __m512i d)
-{
-    const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26,
-                                           28, 30);
-    const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
-    __m512i ab = _mm512_add_epi32(_mm512_permutex2var_epi32(a, even, b),
-                                  _mm512_permutex2var_epi32(a, odd, b));
-    __m512i cd = _mm512_add_epi32(_mm512_permutex2var_epi32(c, even, d),
-                                  _mm512_permutex2var_epi32(c, odd, d));
-    return _mm512_add_epi32(_mm512_permutex2var_epi32(ab, even, cd),
-                            _mm512_permutex2var_epi32(ab, odd, cd));
 }
 
 /* Transpose 16 x 16 floats held as 16 rows: four stages that swap off-diagonal blocks of
@@ -272,30 +392,60 @@ static void q35_qmatmul_i8_avx512(float *y, const int8_t *q, const float *row_sc
                                   int64_t rows, const q35_q3p5 *t, uint8_t *work)
 {
     const int64_t G = (t->groups + 15) / 16 * 16, kp = G * 32, tiles = (t->n + 15) / 16;
-    int32_t *sx = (int32_t *)(void *)work;
-    int8_t *qd = (int8_t *)(work + rows * G * 4); /* per row: even-k then odd-k halves */
+    /* Per row: the accumulators' start values (per 4 groups, 16 lanes: -128 * sum(q) of
+     * group i in lane 4 i, zeros elsewhere, which removes the +128 bias of the levels),
+     * float(sum(q)) per group in q35_group_order within each 16 groups (the offset term),
+     * and the de-interleaved activations (even-k then odd-k halves). */
+    int32_t *bias = (int32_t *)(void *)work;
+    float *sxf = (float *)(void *)(work + rows * G * 16);
+    int8_t *qd = (int8_t *)(work + rows * G * 20);
     q35_decoder d;
     int64_t r, i, tile;
+    const int64_t kfull = t->k / 64 * 64;
+    int8_t deinterleave[64];
+    for (i = 0; i < 32; i++) {
+        deinterleave[i] = (int8_t)(2 * i);
+        deinterleave[32 + i] = (int8_t)(2 * i + 1);
+    }
     for (r = 0; r < rows; r++) {
-        for (i = 0; i < kp / 2; i++) {
-            qd[r * kp + i] = 2 * i < t->k ? q[r * t->k + 2 * i] : 0;
-            qd[r * kp + kp / 2 + i] = 2 * i + 1 < t->k ? q[r * t->k + 2 * i + 1] : 0;
+        const int8_t *qr = q + r * t->k;
+        int8_t *qe = qd + r * kp, *qo = qe + kp / 2;
+        for (i = 0; i < kfull; i += 64) { /* 64 activations: 32 even-k, then 32 odd-k */
+            const __m512i v = _mm512_permutexvar_epi8(
+                _mm512_loadu_si512((const void *)deinterleave),
+                _mm512_loadu_si512((const void *)(qr + i)));
+            _mm256_storeu_si256((__m256i *)(void *)(qe + i / 2), _mm512_castsi512_si256(v));
+            _mm256_storeu_si256((__m256i *)(void *)(qo + i / 2),
+                                _mm512_extracti64x4_epi64(v, 1));
         }
-        for (i = 0; i < G; i++) {
+        for (i = kfull / 2; i < kp / 2; i++) {
+            qe[i] = 2 * i < t->k ? qr[2 * i] : 0;
+            qo[i] = 2 * i + 1 < t->k ? qr[2 * i + 1] : 0;
+        }
+        for (i = 0; i < G; i++) { /* stored in q35_group_order within each 16 groups */
             int32_t sum = 0;
             int64_t k;
-            for (k = i * 32; k < i * 32 + 32 && k < t->k; k++)
-                sum += q[r * t->k + k];
-            sx[r * G + i] = sum;
+            if (i * 32 + 32 <= t->k)
+                for (k = 0; k < 32; k++)
+                    sum += qr[i * 32 + k];
+            else
+                for (k = i * 32; k < t->k; k++)
+                    sum += qr[k];
+            bias[r * G * 4 + i * 4] = -128 * sum;
+            bias[r * G * 4 + i * 4 + 1] = bias[r * G * 4 + i * 4 + 2] =
+                bias[r * G * 4 + i * 4 + 3] = 0;
+            sxf[r * G + i / 16 * 16 + q35_group_order(i % 16)] = (float)sum;
         }
     }
     d = q35_decoder_make(1);
-    Q35_PARALLEL_FOR(rows * t->n * kp)
+    Q35_PARALLEL_BEGIN(rows * t->n * kp)
+    Q35_FOR_DYNAMIC(1)
     for (tile = 0; tile < tiles; tile++) {
+        const q35_decoder dc = d; /* a private copy the compiler keeps in registers */
         /* Column by column (each column's codes are one contiguous stream), the terms of
          * up to Q35_SEGMENT groups are computed; then the 16 columns' in-order float32
          * sums over those groups run side by side. */
-        enum { Q35_SEGMENT = 256 };
+        enum { Q35_SEGMENT = 1024 };
         const int64_t n0 = tile * 16, cols = t->n - n0 < 16 ? t->n - n0 : 16;
         float terms[16][Q35_SEGMENT], out[16];
         int64_t row, seg, gb, c, g;
@@ -308,39 +458,52 @@ static void q35_qmatmul_i8_avx512(float *y, const int8_t *q, const float *row_sc
             for (seg = 0; seg < G; seg += Q35_SEGMENT) {
                 const int64_t gend = G - seg < Q35_SEGMENT ? G : seg + Q35_SEGMENT;
                 for (c = 0; c < cols; c++) {
+                    const int64_t n = n0 + c;
+                    const q35_column_meta meta = q35_column_meta_make(t, n);
                     for (gb = seg / 16; gb < gend / 16; gb++) {
-                        const uint8_t *p = t->payload + (n0 + c) * t->payload_row + gb * 224;
+                        const uint8_t *p = t->payload + n * t->payload_row + gb * 224;
                         const int64_t left = t->payload_row - gb * 224;
-                        const __m512i sxi =
-                            _mm512_loadu_si512((const void *)(sx + row * G + gb * 16));
+                        /* chunks of 4 groups holding real groups (the rest is padding) */
+                        const int64_t chunks = (t->groups - gb * 16 + 3) / 4;
                         __m512i acc[4];
                         __m512 scale, offset, term;
                         int ch;
-                        _mm_prefetch((const char *)(p + 640), _MM_HINT_T0);
-                        _mm_prefetch((const char *)(p + 704), _MM_HINT_T0);
-                        _mm_prefetch((const char *)(p + 768), _MM_HINT_T0);
-                        _mm_prefetch((const char *)(p + 832), _MM_HINT_T0);
+                        _mm_prefetch((const char *)(p + 3072), _MM_HINT_T0);
+                        _mm_prefetch((const char *)(p + 3136), _MM_HINT_T0);
+                        _mm_prefetch((const char *)(p + 3200), _MM_HINT_T0);
+                        _mm_prefetch((const char *)(p + 3264), _MM_HINT_T0);
                         for (ch = 0; ch < 4; ch++) {
                             const int64_t bytes = left - 56 * ch;
-                            __m512i codes =
-                                left >= 224 ? q35_codes_full(&d, p + 56 * ch)
-                                            : q35_codes_raw(&d, p + 56 * ch,
+                            __m512i codes;
+                            if (ch >= chunks) { /* only padding groups: zero activations */
+                                acc[ch] = _mm512_loadu_si512((const void *)(
+                                    bias + row * G * 4 + gb * 64 + 16 * ch));
+                                continue;
+                            }
+                            codes =
+                                left >= 224 ? q35_codes_full(&dc, p + 56 * ch)
+                                            : q35_codes_raw(&dc, p + 56 * ch,
                                                             bytes >= 56 ? 56
                                                             : bytes > 0 ? (int)bytes : 0);
-                            __m512i le = _mm512_permutex2var_epi8(d.even_lo, codes, d.even_hi);
-                            __m512i lo = _mm512_permutex2var_epi8(d.odd_lo, codes, d.odd_hi);
+                            __m512i le =
+                                _mm512_permutex2var_epi8(dc.even_lo, codes, dc.even_hi);
+                            __m512i lo = _mm512_permutex2var_epi8(dc.odd_lo, codes, dc.odd_hi);
                             __m512i a = _mm512_dpbusd_epi32(
-                                _mm512_setzero_si512(), le,
-                                _mm512_loadu_si512((const void *)(qe + gb * 256 + 64 * ch)));
+                                _mm512_loadu_si512(
+                                    (const void *)(bias + row * G * 4 + gb * 64 + 16 * ch)),
+                                le, _mm512_loadu_si512((const void *)(qe + gb * 256 + 64 * ch)));
                             acc[ch] = _mm512_dpbusd_epi32(
                                 a, lo,
                                 _mm512_loadu_si512((const void *)(qo + gb * 256 + 64 * ch)));
                         }
-                        q35_group_meta16(t, n0 + c, gb * 16, &d, &scale, &offset);
-                        term = _mm512_cvtepi32_ps(_mm512_sub_epi32(
-                            q35_sum4(acc[0], acc[1], acc[2], acc[3]), _mm512_slli_epi32(sxi, 7)));
-                        term = _mm512_add_ps(_mm512_mul_ps(scale, term),
-                                             _mm512_mul_ps(offset, _mm512_cvtepi32_ps(sxi)));
+                        q35_group_meta16_ordered(t->meta + n * t->meta_row + gb * 14, &dc,
+                                                 &meta, &scale, &offset);
+                        /* s * acc + o * sx, acc = sum(q * (level + 128)) - 128 sum(q) */
+                        term = _mm512_cvtepi32_ps(
+                            q35_group_sums16(acc[0], acc[1], acc[2], acc[3]));
+                        term = _mm512_add_ps(
+                            _mm512_mul_ps(scale, term),
+                            _mm512_mul_ps(offset, _mm512_loadu_ps(sxf + row * G + gb * 16)));
                         _mm512_storeu_ps(&terms[c][gb * 16 - seg], term);
                     }
                 }
@@ -348,9 +511,9 @@ static void q35_qmatmul_i8_avx512(float *y, const int8_t *q, const float *row_sc
                     __m512 r[16];
                     for (c = 0; c < 16; c++)
                         r[c] = _mm512_loadu_ps(&terms[c][g]);
-                    q35_transpose16(r); /* r[i]: group g + i of the 16 columns */
-                    for (c = 0; c < 16; c++)
-                        yv = _mm512_add_ps(yv, r[c]);
+                    q35_transpose16(r); /* r[j]: group g + q35_group_order(j) of 16 columns */
+                    for (c = 0; c < 16; c++) /* groups in order: r[order(c)] is group c */
+                        yv = _mm512_add_ps(yv, r[q35_group_order(c)]);
                 }
             }
             _mm512_storeu_ps(out, _mm512_mul_ps(yv, _mm512_set1_ps(row_scale[row])));
@@ -358,6 +521,7 @@ static void q35_qmatmul_i8_avx512(float *y, const int8_t *q, const float *row_sc
                 y[row * t->n + n0 + c] = out[c];
         }
     }
+    Q35_PARALLEL_END
 }
 
 /* Float path for group size 32 (groups padded to a multiple of 16 with zero activations).
@@ -388,7 +552,8 @@ static void q35_qmatmul_f32_avx512(float *y, const float *x, int64_t rows, const
         }
     }
     d = q35_decoder_make(0);
-    Q35_PARALLEL_FOR(rows * t->n * kp)
+    Q35_PARALLEL_BEGIN(rows * t->n * kp)
+    Q35_FOR_DYNAMIC(16)
     for (n = 0; n < t->n; n++) {
         int64_t row, gb;
         for (row = 0; row < rows; row++) {
@@ -398,49 +563,60 @@ static void q35_qmatmul_f32_avx512(float *y, const float *x, int64_t rows, const
                 const uint8_t *p = t->payload + n * t->payload_row + gb * 224;
                 const int64_t left = t->payload_row - gb * 224;
                 float sc[16];
-                __m512 scale, offset, off;
+                __m512 scale, offset, off, part[4], block;
                 int ch;
-                _mm_prefetch((const char *)(p + 640), _MM_HINT_T0);
-                _mm_prefetch((const char *)(p + 704), _MM_HINT_T0);
-                _mm_prefetch((const char *)(p + 768), _MM_HINT_T0);
-                _mm_prefetch((const char *)(p + 832), _MM_HINT_T0);
+                _mm_prefetch((const char *)(p + 3072), _MM_HINT_T0);
+                _mm_prefetch((const char *)(p + 3136), _MM_HINT_T0);
+                _mm_prefetch((const char *)(p + 3200), _MM_HINT_T0);
+                _mm_prefetch((const char *)(p + 3264), _MM_HINT_T0);
                 q35_group_meta16(t, n, gb * 16, &d, &scale, &offset);
                 _mm512_storeu_ps(sc, scale);
-                off = _mm512_mul_ps(offset, _mm512_loadu_ps(xsum + row * G + gb * 16));
-                acc_lo = _mm512_add_pd(acc_lo, _mm512_cvtps_pd(_mm512_castps512_ps256(off)));
-                acc_hi = _mm512_add_pd(acc_hi, _mm512_cvtps_pd(_mm512_extractf32x8_ps(off, 1)));
                 for (ch = 0; ch < 4; ch++) {
                     const int64_t bytes = left - 56 * ch;
                     const __m512i codes =
                         left >= 224 ? q35_codes_full(&d, p + 56 * ch)
                                     : q35_codes_raw(&d, p + 56 * ch,
                                                     bytes >= 56 ? 56 : bytes > 0 ? (int)bytes : 0);
-                    const __m512i le = _mm512_permutex2var_epi8(d.even_lo, codes, d.even_hi);
-                    const __m512i lo = _mm512_permutex2var_epi8(d.odd_lo, codes, d.odd_hi);
                     const float *xe4 = xe + gb * 256 + 64 * ch, *xo4 = xo + gb * 256 + 64 * ch;
                     const float *s4 = sc + 4 * ch;
+                    /* The levels go through memory: a sign-extending load of 16 bytes costs
+                     * one shuffle-port uop, an extract plus an extend in registers two. */
+                    __m512i levels[2];
+                    const int8_t *le = (const int8_t *)(const void *)levels,
+                                 *lo = (const int8_t *)(const void *)(levels + 1);
                     __m512 sum = _mm512_setzero_ps();
+                    _mm512_storeu_si512((void *)levels,
+                                        _mm512_permutex2var_epi8(d.even_lo, codes, d.even_hi));
+                    _mm512_storeu_si512((void *)(levels + 1),
+                                        _mm512_permutex2var_epi8(d.odd_lo, codes, d.odd_hi));
+                    Q35_OPAQUE(levels); /* or the compiler turns the loads back into extracts */
+#define Q35_LEVELS(p) _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(const void *)(p))))
 #define Q35_GROUP(g)                                                                           \
     sum = _mm512_fmadd_ps(                                                                     \
         _mm512_set1_ps(s4[g]),                                                                 \
-        _mm512_fmadd_ps(_mm512_loadu_ps(xe4 + 16 * (g)),                                       \
-                        _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm512_extracti32x4_epi32(le, g))), \
-                        _mm512_mul_ps(_mm512_loadu_ps(xo4 + 16 * (g)),                         \
-                                      _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(                 \
-                                          _mm512_extracti32x4_epi32(lo, g))))),                \
+        _mm512_fmadd_ps(_mm512_loadu_ps(xe4 + 16 * (g)), Q35_LEVELS(le + 16 * (g)),            \
+                        _mm512_mul_ps(_mm512_loadu_ps(xo4 + 16 * (g)), Q35_LEVELS(lo + 16 * (g)))), \
         sum)
                     Q35_GROUP(0);
                     Q35_GROUP(1);
                     Q35_GROUP(2);
                     Q35_GROUP(3);
 #undef Q35_GROUP
-                    acc_lo = _mm512_add_pd(acc_lo, _mm512_cvtps_pd(_mm512_castps512_ps256(sum)));
-                    acc_hi = _mm512_add_pd(acc_hi, _mm512_cvtps_pd(_mm512_extractf32x8_ps(sum, 1)));
+#undef Q35_LEVELS
+                    part[ch] = sum;
                 }
+                /* the 4 chunks and the offsets' share in float, the blocks in double */
+                off = _mm512_mul_ps(offset, _mm512_loadu_ps(xsum + row * G + gb * 16));
+                block = _mm512_add_ps(off, _mm512_add_ps(_mm512_add_ps(part[0], part[1]),
+                                                         _mm512_add_ps(part[2], part[3])));
+                acc_lo = _mm512_add_pd(acc_lo, _mm512_cvtps_pd(_mm512_castps512_ps256(block)));
+                acc_hi = _mm512_add_pd(acc_hi,
+                                       _mm512_cvtps_pd(_mm512_extractf32x8_ps(block, 1)));
             }
             y[row * t->n + n] = (float)_mm512_reduce_add_pd(_mm512_add_pd(acc_lo, acc_hi));
         }
     }
+    Q35_PARALLEL_END
 }
 #endif
 
@@ -449,7 +625,7 @@ static void q35_qmatmul_f32_avx512(float *y, const float *x, int64_t rows, const
 Q35_FN int64_t q35_qmatmul_work_bytes(int64_t rows, int64_t k, int64_t group, int int8)
 {
     int64_t groups = ((k + group - 1) / group + 15) / 16 * 16, kp = groups * group;
-    return int8 ? rows * (groups * 4 + kp) : rows * (kp + groups) * 4;
+    return int8 ? rows * (groups * 20 + kp) : rows * (kp + groups) * 4;
 }
 
 /* y[m, n] = sum_k x[m, k] * w[k, n], float activations; w decoded group by group into 32
@@ -485,13 +661,12 @@ Q35_FN void q35_qmatmul_f32(float *y, const float *x, int64_t rows, const uint8_
                 float scale, offset;
                 q35_group_meta(&t, n, g, &scale, &offset);
                 for (b = 0; k0 + 16 * b < kend; b++) {
-                    int8_t lv[16];
                     float w[16];
                     int64_t kb = k0 + 16 * b;
                     int i;
-                    q35_block_levels(p + 7 * b, lv);
+                    q35_block_levels(p + 7 * b, w);
                     for (i = 0; i < 16; i++)
-                        w[i] = scale * (float)lv[i] + offset;
+                        w[i] = scale * w[i] + offset;
                     if (kend - kb >= 16) {
                         for (r = 0; r < rn; r++) {
                             const float *xr = x + (r0 + r) * t.k + kb;
@@ -523,6 +698,11 @@ Q35_FN void q35_qmatmul_f32(float *y, const float *x, int64_t rows, const uint8_
 Q35_FN void q35_quantize_activations(int8_t *q, float *scale, const float *x, int64_t rows,
                                      int64_t k)
 {
+#ifdef Q35_AVX512_GEMV
+    const int64_t kv = k / 16 * 16; /* done 16 at a time */
+#else
+    const int64_t kv = 0;
+#endif
     int64_t r, i;
     for (r = 0; r < rows; r++) {
         const float *xr = x + r * k;
@@ -536,7 +716,20 @@ Q35_FN void q35_quantize_activations(int8_t *q, float *scale, const float *x, in
         if (s == 0.0f)
             s = 1.0f;
         scale[r] = s;
-        for (i = 0; i < k; i++) {
+#ifdef Q35_AVX512_GEMV
+        { /* the same float32 division, round-half-even and clamp, 16 at a time */
+            const __m512 sv = _mm512_set1_ps(s), hi = _mm512_set1_ps(127.0f),
+                         lo = _mm512_set1_ps(-127.0f);
+            for (i = 0; i < kv; i += 16) {
+                __m512 v = _mm512_div_ps(_mm512_loadu_ps(xr + i), sv);
+                v = _mm512_roundscale_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+                v = _mm512_max_ps(_mm512_min_ps(v, hi), lo);
+                _mm_storeu_si128((__m128i *)(void *)(q + r * k + i),
+                                 _mm512_cvtepi32_epi8(_mm512_cvtps_epi32(v)));
+            }
+        }
+#endif
+        for (i = kv; i < k; i++) {
             float v = rintf(xr[i] / s);
             v = v > 127.0f ? 127.0f : v < -127.0f ? -127.0f : v;
             q[r * k + i] = (int8_t)v;
@@ -579,19 +772,19 @@ Q35_FN void q35_qmatmul_i8(float *y, const int8_t *q, const float *row_scale, in
                 for (r = 0; r < rn; r++)
                     acc[r] = 0;
                 for (b = 0; k0 + 16 * b < kend; b++) {
-                    int8_t lv[16];
-                    int64_t kb = k0 + 16 * b;
+                    /* decoded in registers (see q35_qmatmul_f32), an exact int32 dot */
+                    const uint64_t word = q35_load_word(p + 7 * b);
+                    const int64_t kb = k0 + 16 * b;
+                    const int nb = kend - kb >= 16 ? 16 : (int)(kend - kb);
                     int i;
-                    q35_block_levels(p + 7 * b, lv);
-                    if (kend - kb >= 16) {
-                        for (r = 0; r < rn; r++)
-                            acc[r] += q35_dot16_i8(q + (r0 + r) * t.k + kb, lv);
-                    } else {
-                        for (r = 0; r < rn; r++) {
-                            const int8_t *qr = q + (r0 + r) * t.k + kb;
-                            for (i = 0; i < kend - kb; i++)
-                                acc[r] += (int32_t)qr[i] * (int32_t)lv[i];
+                    for (r = 0; r < rn; r++) {
+                        const int8_t *qr = q + (r0 + r) * t.k + kb;
+                        int32_t dot = 0;
+                        for (i = 0; i < nb; i++) {
+                            const unsigned code = (unsigned)(word >> (7 * (i / 2))) & 127u;
+                            dot += (int32_t)qr[i] * (int32_t)q35_codebook[code][i % 2];
                         }
+                        acc[r] += dot;
                     }
                 }
                 for (r = 0; r < rn; r++) {
@@ -602,6 +795,64 @@ Q35_FN void q35_qmatmul_i8(float *y, const int8_t *q, const float *row_scale, in
             }
             for (r = 0; r < rn; r++)
                 y[(r0 + r) * t.n + n] = acc_y[r] * row_scale[r0 + r];
+        }
+    }
+}
+
+/* ---- the legacy pair43 layout (format.md): one group per column ----------------------
+ * Blob entry (lower.pair43_bytes): scale[N], offset[N] (float32), then per column its
+ * ceil(K/2) pair bytes; weight k of column n is scale * LEVELS[byte][k % 2] + offset. */
+static const int8_t q35_legacy_levels[128][2] = {
+Q35_LEGACY_LEVEL_ROWS
+};
+
+/* Float activations: every weight decoded in float32, products summed in double. */
+Q35_FN void q35_pair_matmul_f32(float *y, const float *x, int64_t rows, int64_t k, int64_t n,
+                                const uint8_t *entry)
+{
+    const float *scale = (const float *)(const void *)entry, *offset = scale + n;
+    const uint8_t *codes = entry + 8 * n;
+    const int64_t pairs = (k + 1) / 2;
+    int64_t j;
+    Q35_PARALLEL_FOR(rows * n * k)
+    for (j = 0; j < n; j++) {
+        const uint8_t *cj = codes + j * pairs;
+        int64_t r, i;
+        for (r = 0; r < rows; r++) {
+            double acc = 0.0;
+            for (i = 0; i < k; i++) {
+                float w = scale[j] * (float)q35_legacy_levels[cj[i / 2] & 127u][i % 2] +
+                          offset[j];
+                acc += (double)x[r * k + i] * (double)w;
+            }
+            y[r * n + j] = (float)acc;
+        }
+    }
+}
+
+/* int8 activations: the interpreter's matmul_int8 with one group of K weights per column,
+ * y = (0 + (scale * acc + offset * sum(q))) * row_scale in float32. */
+Q35_FN void q35_pair_matmul_i8(float *y, const int8_t *q, const float *row_scale,
+                               int64_t rows, int64_t k, int64_t n, const uint8_t *entry)
+{
+    const float *scale = (const float *)(const void *)entry, *offset = scale + n;
+    const uint8_t *codes = entry + 8 * n;
+    const int64_t pairs = (k + 1) / 2;
+    int64_t j;
+    Q35_PARALLEL_FOR(rows * n * k)
+    for (j = 0; j < n; j++) {
+        const uint8_t *cj = codes + j * pairs;
+        int64_t r, i;
+        for (r = 0; r < rows; r++) {
+            int32_t acc = 0, sx = 0;
+            float term;
+            for (i = 0; i < k; i++) {
+                acc += (int32_t)q[r * k + i] *
+                       (int32_t)q35_legacy_levels[cj[i / 2] & 127u][i % 2];
+                sx += q[r * k + i];
+            }
+            term = scale[j] * (float)acc + offset[j] * (float)sx;
+            y[r * n + j] = (0.0f + term) * row_scale[r];
         }
     }
 }
@@ -780,16 +1031,18 @@ Q35_FN void q35_silu_f32(float *y, const float *x, int64_t count)
         y[i] = (float)((double)x[i] / (1.0 + exp(-(double)x[i])));
 }
 
+/* GELU as the interpreter writes it: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) with
+ * x^3 = (x x) x, or 0.5 x (1 + erf(x / sqrt(2))); libm tanh/erf, double, no contraction. */
 Q35_FN void q35_gelu_f32(float *y, const float *x, int64_t count, int approximate_tanh)
 {
-    const double sqrt_2_over_pi = 0.7978845608028654, inv_sqrt2 = 0.7071067811865476;
+    const double sqrt_2_over_pi = 0.7978845608028654, sqrt2 = 1.4142135623730951;
     int64_t i;
     for (i = 0; i < count; i++) {
         double v = x[i];
         if (approximate_tanh)
-            y[i] = (float)(0.5 * v * (1.0 + tanh(sqrt_2_over_pi * (v + 0.044715 * v * v * v))));
+            y[i] = (float)(0.5 * v * (1.0 + tanh(sqrt_2_over_pi * (v + 0.044715 * (v * v * v)))));
         else
-            y[i] = (float)(0.5 * v * (1.0 + erf(v * inv_sqrt2)));
+            y[i] = (float)(0.5 * v * (1.0 + erf(v / sqrt2)));
     }
 }
 
