@@ -1,0 +1,247 @@
+"""Groq target: cycles of the statically scheduled TSP programs against the machine model's
+lower bounds, for the example models and large GEMV/GEMM (docs/groq.md, "Measured").
+
+Models:
+  llama_tiny    examples/models/llama_tiny.onnx, --shape input_ids=1,8
+  encoder_tiny  examples/models/encoder_tiny.onnx, --shape hidden=1,8,64
+  mlp           examples/mlp.mlir (x 4x128)
+  gemv4096      y[1, 4096] = x[1, 4096] @ W[4096, 4096]
+  gemv2048      y[1, 8192] = x[1, 2048] @ W[2048, 8192]
+  gemm8x4096    y[8, 4096] = x[8, 4096] @ W[4096, 4096]
+
+The GEMV/GEMM models are written by this script as a .mlir like examples/mlp.mlir (one
+`linalg.matmul` of the input and a `quant3p5.weight "w"` of float32) and a .q35w holding W
+(N(0, 1/K) float32, seed 4096), which the default pipeline quantizes to Q3P5 (group 32).
+Each model goes through what `q35c MODEL --target 'groq{mlir=false}' -o DIR` does (the
+frontend and the default pipeline, then the target, which adds int8-activations), and the
+table comes from the report.json written in DIR.
+
+The peers are the machine model's bounds from the same report (cycle counts are
+deterministic, so there is nothing to take a median of): `lower_bound_cycles` =
+max(MXM compute, weight install, MEM read bandwidth, critical path), and
+`vxm_bound_cycles` (unpacks plus every VXM macro's ALU cycles over the VXM queues), which
+is not part of the lower bound. "ratio" = cycles / lower bound, "ratio VXM" = cycles /
+max(lower bound, VXM bound).
+
+Unless --no-simulate, each program is also run by the cycle-level simulator on seeded random
+inputs (from the written artifacts, `simulate_dir`), and its outputs are compared with the
+interpreter's int8-activation path (`np.array_equal` on every output). Wall times (compile:
+frontend + pipeline + groq target; simulate: load + check + execute) are medians over
+--repeat runs, in this one process.
+
+    python benchmarks/bench_groq.py [--models llama_tiny,gemv4096,...] [--repeat 1]
+                                    [--no-simulate] [--out DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+EXAMPLES = HERE.parent / "examples"
+
+MATMUL_MLIR = """\
+// Written by benchmarks/bench_groq.py: y[{m}, {n}] = x[{m}, {k}] @ W[{k}, {n}], W in {stem}.q35w.
+builtin.module attributes {{quant3p5.weights = "{stem}.q35w"}} {{
+  func.func @main(%x: tensor<{m}x{k}xf32> {{q35c.name = "x"}}) -> (tensor<{m}x{n}xf32> {{q35c.name = "y"}}) {{
+    %zero = arith.constant 0.000000e+00 : f32
+    %w = quant3p5.weight "w" : tensor<{k}x{n}xf32>
+    %e = tensor.empty() : tensor<{m}x{n}xf32>
+    %a = linalg.fill ins(%zero : f32) outs(%e : tensor<{m}x{n}xf32>) -> tensor<{m}x{n}xf32>
+    %y = linalg.matmul ins(%x, %w : tensor<{m}x{k}xf32>, tensor<{k}x{n}xf32>) outs(%a : tensor<{m}x{n}xf32>) -> tensor<{m}x{n}xf32>
+    func.return %y : tensor<{m}x{n}xf32>
+  }}
+}}
+"""
+
+
+def _floats(name: str, shape: tuple[int, ...]) -> Callable[[np.random.Generator], dict]:
+    return lambda rng: {name: rng.standard_normal(shape).astype(np.float32)}
+
+
+def _ids(shape: tuple[int, ...]) -> Callable[[np.random.Generator], dict]:
+    return lambda rng: {"input_ids": rng.integers(0, 256, shape)}
+
+
+@dataclass
+class Model:
+    label: str
+    make_inputs: Callable[[np.random.Generator], dict]
+    path: Path | None = None
+    """An example model; None: a matmul written by `write_matmul` from `mkn`."""
+    shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    mkn: tuple[int, int, int] | None = None
+
+
+MODELS = {
+    "llama_tiny": Model("llama_tiny, 1×8", _ids((1, 8)), EXAMPLES / "models" / "llama_tiny.onnx",
+                        {"input_ids": (1, 8)}),
+    "encoder_tiny": Model("encoder_tiny, 1×8×64", _floats("hidden", (1, 8, 64)),
+                          EXAMPLES / "models" / "encoder_tiny.onnx", {"hidden": (1, 8, 64)}),
+    "mlp": Model("mlp.mlir", _floats("x", (4, 128)), EXAMPLES / "mlp.mlir"),
+    "gemv4096": Model("GEMV 1×4096 · 4096×4096", _floats("x", (1, 4096)), mkn=(1, 4096, 4096)),
+    "gemv2048": Model("GEMV 1×2048 · 2048×8192", _floats("x", (1, 2048)), mkn=(1, 2048, 8192)),
+    "gemm8x4096": Model("GEMM 8×4096 · 4096×4096", _floats("x", (8, 4096)), mkn=(8, 4096, 4096)),
+}
+
+TERM_NAMES = {"mxm_compute": "MXM", "weight_install": "install", "mem_read_bandwidth": "MEM",
+              "critical_path": "critical path"}
+
+
+def write_matmul(stem: str, mkn: tuple[int, int, int], directory: Path) -> Path:
+    """`stem.mlir` and `stem.q35w` (W: N(0, 1/K) float32, seed 4096) in `directory`."""
+    from q35c.compiler.weights import WeightStore
+
+    m, k, n = mkn
+    rng = np.random.default_rng(4096)
+    store = WeightStore()
+    store["w"] = (rng.standard_normal((k, n), dtype=np.float32) / np.sqrt(k)).astype(np.float32)
+    store.save(directory / f"{stem}.q35w")
+    path = directory / f"{stem}.mlir"
+    path.write_text(MATMUL_MLIR.format(m=m, k=k, n=n, stem=stem))
+    return path
+
+
+def compile_groq(path: Path, shapes: dict, out_dir: Path):
+    """What `q35c PATH --target 'groq{mlir=false}' -o OUT_DIR` does, in this process.
+    Returns (ctx, module after the default pipeline, its store)."""
+    from q35c.compiler.driver import Options, compile_to_module
+    from q35c.compiler.weights import store_of
+    from q35c.targets.groq import GroqTarget
+
+    ctx, module = compile_to_module(path, Options(target="groq", shapes=shapes))
+    store = store_of(module)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with contextlib.redirect_stdout(io.StringIO()):  # its one-line summary
+        GroqTarget(mlir=False).write(ctx, module, store, out_dir, path.stem)
+    return ctx, module, store
+
+
+def dominant(report: dict) -> str:
+    """The largest term of the lower bound, and when that is the critical path (which
+    contains each matmul's own max(MXM, install, MEM) + latency), the largest of the
+    three throughput terms in brackets."""
+    terms = report["lower_bound_terms"]
+    top = max(terms, key=terms.get)
+    text = TERM_NAMES.get(top, top)
+    if top == "critical_path":
+        rest = {k: v for k, v in terms.items() if k != top}
+        second = max(rest, key=rest.get)
+        text += f" ({TERM_NAMES.get(second, second)} {rest[second]})"
+    return text
+
+
+def bench_model(name: str, model: Model, work: Path, repeat: int, simulate: bool) -> dict:
+    from q35c.targets.groq import int8_module, simulate_dir
+    from q35c.targets.interp.interpreter import run_module
+
+    if model.path is None:
+        (work / "src").mkdir(parents=True, exist_ok=True)
+        path = write_matmul(name, model.mkn, work / "src")
+    else:
+        path = model.path
+    out_dir = work / name
+    compile_s = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        ctx, module, store = compile_groq(path, model.shapes, out_dir)
+        compile_s.append(time.perf_counter() - t0)
+    report = json.loads((out_dir / "report.json").read_text())
+    row = {"name": name, "model": model, "report": report,
+           "compile_s": statistics.median(compile_s)}
+    if simulate:
+        inputs = model.make_inputs(np.random.default_rng(7))
+        simulate_s = []
+        for _ in range(repeat):
+            t0 = time.perf_counter()
+            got = simulate_dir(out_dir, inputs, ctx)
+            simulate_s.append(time.perf_counter() - t0)
+        want = run_module(int8_module(ctx, module), store, inputs)
+        row["simulate_s"] = statistics.median(simulate_s)
+        row["exact"] = sorted(got) == sorted(want) and all(
+            got[key].dtype == want[key].dtype and np.array_equal(got[key], want[key])
+            for key in want)
+    return row
+
+
+def print_table(rows: list[dict], clock_hz: float) -> None:
+    simulated = "exact" in rows[0]
+    print(f"\nGroq target (machine {rows[0]['report']['machine']}, "
+          f"{clock_hz / 1e6:.0f} MHz); ratio = cycles / lower bound, ratio VXM = cycles / "
+          "max(lower bound, VXM bound)\n")
+    head = ("| model | chips | cycles | µs | lower bound | dominant term | ratio | VXM bound "
+            "| ratio VXM | SRAM bytes | instructions | compile s |")
+    rule = "|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|"
+    if simulated:
+        head += " simulate s | bit-exact |"
+        rule += "---:|---|"
+    print(head)
+    print(rule)
+    for row in rows:
+        r = row["report"]
+        bound, vxm = r["lower_bound_cycles"], r["vxm_bound_cycles"]
+        line = (f"| {row['model'].label} | {r['chips']} | {r['cycles']} | "
+                f"{r['cycles'] / r['clock_hz'] * 1e6:.2f} | {bound} | {dominant(r)} | "
+                f"{r['cycles'] / bound:.2f} | {vxm} | {r['cycles'] / max(bound, vxm):.2f} | "
+                f"{r['sram_bytes']} | {r['instructions']} | {row['compile_s']:.2f} |")
+        if simulated:
+            line += f" {row['simulate_s']:.2f} | {'yes' if row['exact'] else 'NO'} |"
+        print(line)
+    print("\nlower bound terms (cycles):\n")
+    print("| model | MXM | install | MEM | critical path |")
+    print("|---|---:|---:|---:|---:|")
+    for row in rows:
+        t = row["report"]["lower_bound_terms"]
+        print(f"| {row['model'].label} | {t['mxm_compute']} | {t['weight_install']} | "
+              f"{t['mem_read_bandwidth']} | {t['critical_path']} |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default=",".join(MODELS),
+                        help=f"comma-separated subset of {', '.join(MODELS)}")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="compile and simulate runs per model (wall times: median)")
+    parser.add_argument("--no-simulate", action="store_true",
+                        help="skip the simulator run and the comparison with the interpreter")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="keep the artifacts (DIR/MODEL/report.json, program.json, ...; "
+                             "DIR/src/ the written GEMV/GEMM models)")
+    args = parser.parse_args()
+    names = [n for n in args.models.split(",") if n]
+    unknown = [n for n in names if n not in MODELS]
+    if unknown:
+        parser.error(f"unknown model(s) {', '.join(unknown)}; choose from {', '.join(MODELS)}")
+    print(f"q35c Groq target benchmark; numpy {np.__version__}; {os.cpu_count()} CPUs; "
+          f"load average {os.getloadavg()[0]:.2f}; repeat {args.repeat}"
+          f"{'' if args.no_simulate else '; simulating'}")
+    sys.stdout.flush()
+    with tempfile.TemporaryDirectory(prefix="q35c-groq-") as tmp:
+        work = args.out if args.out is not None else Path(tmp)
+        work.mkdir(parents=True, exist_ok=True)
+        rows = []
+        for name in names:
+            rows.append(bench_model(name, MODELS[name], work, args.repeat, not args.no_simulate))
+            print(f"  {name}: {rows[-1]['report']['cycles']} cycles, compile "
+                  f"{rows[-1]['compile_s']:.2f} s", file=sys.stderr)
+        print_table(rows, rows[0]["report"]["clock_hz"])
+    print(f"\nload average at the end {os.getloadavg()[0]:.2f}")
+    if any(row.get("exact") is False for row in rows):
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
