@@ -708,8 +708,8 @@ def plan_module(module: ModuleOp, options: PlanOptions | None = None,
         })
         for u in placed:
             if u.kind in ("matmul", "gather"):
-                matmuls.append({"chip": chip, "unit": u.index, "kind": u.kind,
-                                "weight": u.name, "layer": u.layer,
+                matmuls.append({"chip": chip, "unit": u.index, "op": u.op_index,
+                                "kind": u.kind, "weight": u.name, "layer": u.layer,
                                 "bytes": sum(u.weights.values()), "cycles": u.cycles,
                                 "start_cycle": starts[id(u)], **u.detail})
         if end < len(units) - 1:
