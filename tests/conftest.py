@@ -8,10 +8,27 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
+MODELS_DIR = EXAMPLES / "models"
+INT8 = "default,int8-activations"
+"""The pipeline of the int8-activation path (what `--act int8` runs)."""
+
+
+# Seeded inputs for the example models, by their input's name: (rng, shape) -> {name: array}.
+def ids_input(rng, shape):
+    return {"input_ids": rng.integers(0, 256, shape)}
+
+
+def hidden_input(rng, shape):
+    return {"hidden": rng.standard_normal(shape).astype(np.float32)}
+
+
+def x_input(rng, shape):
+    return {"x": rng.standard_normal(shape).astype(np.float32)}
 BIN = Path(sys.executable).parent
 
 

@@ -17,7 +17,8 @@ from xdsl.dialects.builtin import ModuleOp, TensorType, f32
 from xdsl.ir import Block, Region
 from xdsl.rewriter import InsertPoint
 
-from conftest import EXAMPLES, q35c, require_tool
+from conftest import (EXAMPLES, INT8, MODELS_DIR, hidden_input, ids_input, q35c,
+                      require_tool, x_input)
 from q35c.compiler.diagnostics import Q35cError
 from q35c.compiler.driver import Options, compile_to_module
 from q35c.compiler.quant import quantize
@@ -29,34 +30,20 @@ from q35c.targets.c.lower import lower_module
 from q35c.targets.c.memory import lifetimes, plan_arena
 from q35c.targets.interp.interpreter import run_module
 
-INT8 = "default,int8-activations"
-MODELS_DIR = EXAMPLES / "models"
-
-
-def _ids(rng, shape):
-    return {"input_ids": rng.integers(0, 256, shape)}
-
-
-def _hidden(rng, shape):
-    return {"hidden": rng.standard_normal(shape).astype(np.float32)}
-
-
-def _x(rng, shape):
-    return {"x": rng.standard_normal(shape).astype(np.float32)}
 
 
 # name -> (file, input name, shape, input maker). Every example model that compiles, plus
 # other shapes of the two base models (sequence length 1, batch 2, odd lengths).
 MODELS = {
-    "mlp": (EXAMPLES / "mlp.mlir", "x", (4, 128), _x),
-    **{stem: (MODELS_DIR / f"{stem}.onnx", "input_ids", (1, 8), _ids) for stem in (
+    "mlp": (EXAMPLES / "mlp.mlir", "x", (4, 128), x_input),
+    **{stem: (MODELS_DIR / f"{stem}.onnx", "input_ids", (1, 8), ids_input) for stem in (
         "llama_tiny", "llama_tiny_gather_quantized", "llama_tiny_matmulnbits",
         "llama_tiny_qdq_int4")},
-    "llama_tiny@1x1": (MODELS_DIR / "llama_tiny.onnx", "input_ids", (1, 1), _ids),
-    "llama_tiny@2x5": (MODELS_DIR / "llama_tiny.onnx", "input_ids", (2, 5), _ids),
-    **{stem: (MODELS_DIR / f"{stem}.onnx", "hidden", (1, 8, 64), _hidden) for stem in (
+    "llama_tiny@1x1": (MODELS_DIR / "llama_tiny.onnx", "input_ids", (1, 1), ids_input),
+    "llama_tiny@2x5": (MODELS_DIR / "llama_tiny.onnx", "input_ids", (2, 5), ids_input),
+    **{stem: (MODELS_DIR / f"{stem}.onnx", "hidden", (1, 8, 64), hidden_input) for stem in (
         "encoder_tiny", "encoder_tiny_qdq_int8")},
-    "encoder_tiny@2x3": (MODELS_DIR / "encoder_tiny.onnx", "hidden", (2, 3, 64), _hidden),
+    "encoder_tiny@2x3": (MODELS_DIR / "encoder_tiny.onnx", "hidden", (2, 3, 64), hidden_input),
 }
 SANITIZED = ["encoder_tiny", "llama_tiny", "mlp"]
 SEEDS = (0, 35, 4096)

@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import EXAMPLES, q35c
+from conftest import (EXAMPLES, INT8, MODELS_DIR, hidden_input, ids_input, q35c,
+                      x_input)
 from q35c.compiler.diagnostics import Q35cError
 from q35c.compiler.driver import Options, compile_to_module, make_context
 from q35c.compiler.quant import storage_bytes
@@ -22,30 +23,16 @@ from q35c.targets.groq.machine import load_machine
 from q35c.targets.groq.simulate import IllegalProgram, simulate
 from q35c.targets.interp.interpreter import Interpreter, run_module
 
-INT8 = "default,int8-activations"
-MODELS_DIR = EXAMPLES / "models"
 MACHINE = load_machine()
 
 
-def _ids(rng, shape):
-    return {"input_ids": rng.integers(0, 256, shape)}
-
-
-def _hidden(rng, shape):
-    return {"hidden": rng.standard_normal(shape).astype(np.float32)}
-
-
-def _x(rng, shape):
-    return {"x": rng.standard_normal(shape).astype(np.float32)}
-
-
 MODELS = {
-    "mlp": (EXAMPLES / "mlp.mlir", {}, (4, 128), _x),
-    **{stem: (MODELS_DIR / f"{stem}.onnx", {"input_ids": (1, 8)}, (1, 8), _ids) for stem in (
+    "mlp": (EXAMPLES / "mlp.mlir", {}, (4, 128), x_input),
+    **{stem: (MODELS_DIR / f"{stem}.onnx", {"input_ids": (1, 8)}, (1, 8), ids_input) for stem in (
         "llama_tiny", "llama_tiny_gather_quantized", "llama_tiny_matmulnbits",
         "llama_tiny_qdq_int4")},
-    "llama_tiny@2x5": (MODELS_DIR / "llama_tiny.onnx", {"input_ids": (2, 5)}, (2, 5), _ids),
-    **{stem: (MODELS_DIR / f"{stem}.onnx", {"hidden": (1, 8, 64)}, (1, 8, 64), _hidden)
+    "llama_tiny@2x5": (MODELS_DIR / "llama_tiny.onnx", {"input_ids": (2, 5)}, (2, 5), ids_input),
+    **{stem: (MODELS_DIR / f"{stem}.onnx", {"hidden": (1, 8, 64)}, (1, 8, 64), hidden_input)
        for stem in ("encoder_tiny", "encoder_tiny_qdq_int8")},
 }
 
@@ -448,7 +435,7 @@ def test_multichip_when_weights_do_not_fit(chips):
     assert all(0 < x <= machine.sram_bytes for x in c.report["sram_bytes_per_chip"])
     sends = [i for i in c.doc["instructions"] if i["op"] == "send"]
     assert sends and c.report["c2c_transfers"] == len(sends)
-    inputs = _ids(np.random.default_rng(9), (1, 8))
+    inputs = ids_input(np.random.default_rng(9), (1, 8))
     want = run_module(module, store, inputs)["logits"]
     assert np.array_equal(_sim_chips(chips, c.doc, inputs)["logits"], want)
 
@@ -458,7 +445,7 @@ def test_multichip_receive_off_by_one(chips):
     recv = _first(doc, "receive")
     recv["cycle"] += 1
     with pytest.raises(IllegalProgram) as err:
-        _sim_chips(chips, doc, _ids(np.random.default_rng(9), (1, 8)))
+        _sim_chips(chips, doc, ids_input(np.random.default_rng(9), (1, 8)))
     msg = str(err.value)
     assert msg.startswith("cycle ") and "C2C" in msg and (
         f"#{recv['id']} receive receives at cycle" in msg or "two" in msg), msg
@@ -476,7 +463,7 @@ def test_multichip_two_sends_on_one_link(chips):
     b["cycle"] += shift
     recv["cycle"] += shift
     with pytest.raises(IllegalProgram, match=r"two transfers use the link"):
-        _sim_chips(chips, doc, _ids(np.random.default_rng(9), (1, 8)))
+        _sim_chips(chips, doc, ids_input(np.random.default_rng(9), (1, 8)))
 
 
 def test_explicit_chip_count(tmp_path):
@@ -518,24 +505,110 @@ def test_multichip_follows_the_plan(chips):
     assert checked > 10 and len(set(assign.values())) == c.doc["chips"] > 2
 
 
-def test_column_split_with_real_weights_is_one_line_error(tmp_path):
-    """A weight larger than one chip: the plan splits its columns, which only --shape-only
-    plans; with real weights it is a clear one-line error naming the weight."""
+def _small_machine(tmp_path: Path, vectors: int) -> Path:
     doc = json.loads(MACHINE_FILE.read_text())
-    doc["name"] = "tiny4"
-    doc["mem"]["vectors_per_slice"] = 4  # 112,640 bytes per chip
-    doc["mem"]["slice_bytes"] = 4 * 320
-    path = tmp_path / "tiny4.json"
+    doc["name"] = f"tiny{vectors}"
+    doc["mem"]["vectors_per_slice"] = vectors  # 88 x 16 x 320 = 450,560 bytes per chip
+    doc["mem"]["slice_bytes"] = vectors * 320
+    path = tmp_path / f"tiny{vectors}.json"
     path.write_text(json.dumps(doc))
-    src = _matmul_model(tmp_path, 1, 256, 960)  # 125,760 packed bytes in 3 tiles
+    return path
+
+
+@functools.cache
+def column_split(tmp_dir: str):
+    """One [256, 3840] matmul (503,040 packed bytes) on a machine of 450,560 bytes per chip:
+    its columns are split over chips."""
+    tmp = Path(tmp_dir)
+    path = _small_machine(tmp, 16)
+    src = _matmul_model(tmp, 1, 256, 3840)
     ctx, module = compile_to_module(src, Options(
         passes="quantize-weights{group-size=32},int8-activations"))
-    with pytest.raises(Q35cError) as err:
-        compile_module(ctx, module, store_of(module), machine=str(path))
-    msg = str(err.value)
-    assert "\n" not in msg and "weight 'w.q3p5' does not fit one chip of machine tiny4" in msg
-    assert "the plan splits it over chips 0..1" in msg
-    assert "column splits are only planned (--shape-only)" in msg
+    store = store_of(module)
+    return src, path, module, store, compile_module(ctx, module, store, machine=str(path))
+
+
+@pytest.fixture(scope="module")
+def split(tmp_path_factory):
+    return column_split(str(tmp_path_factory.mktemp("split")))
+
+
+def test_column_split_compiles_bit_exact(split):
+    """A weight larger than one chip: one matmul per column shard on the plan's chips, the
+    int8 activations sent to every shard's chip and the shards' outputs gathered by a
+    tensor.concat; the simulator checks the C2C transfers and the result is bit-exact."""
+    src, path, module, store, c = split
+    machine = load_machine(path)
+    k, n = 256, 3840
+    assert storage_bytes((k, n), 32) > machine.sram_bytes
+    (entry,) = c.report["plan"]["column_splits"]
+    assert entry["weight"] == "w.q3p5" and entry["shape"] == [k, n]
+    shards = entry["shards"]
+    chips_of = [s["chip"] for s in shards]
+    assert len(set(chips_of)) == len(shards) >= 2 and c.doc["chips"] >= len(shards)
+    cols = [s["cols"] for s in shards]
+    assert cols[0][0] == 0 and cols[-1][1] == n
+    assert all(a[1] == b[0] and a[1] % 320 == 0 for a, b in zip(cols, cols[1:]))
+    # every shard's MXM passes run on its chip, and no shard holds all the columns
+    for s in shards:
+        passes = {i["chip"] for i in c.doc["instructions"]
+                  if i["op"] == "matmul_pass" and i["tag"].startswith(s["weight"] + ":")}
+        assert passes == {s["chip"]}, s
+        assert storage_bytes((k, s["cols"][1] - s["cols"][0]), 32) < machine.sram_bytes
+    # C2C: activations (int8 rows + row scales) into every other shard chip, the partial
+    # outputs into the chip of the concat
+    recv = [i for i in c.doc["instructions"] if i["op"] == "receive"]
+    gather = entry["concat_chip"]
+    into = {(i["from"], i["chip"]) for i in recv}
+    assert {(x, gather) for x in chips_of if x != gather} <= into
+    assert all((chips_of[0], x) in into for x in chips_of[1:])
+    assert c.report["c2c_transfers"] == len(recv) >= 2 * (len(shards) - 1) + len(shards) - 1
+    cat = [i for i in c.doc["instructions"] if i["op"] == "macro"
+           and c.ops[i["ir_op"]].name == "tensor.concat"]
+    assert len(cat) == 1 and cat[0]["chip"] == gather
+    # the caller's module and store are untouched; the shards live in the target's copy
+    assert not any(name.startswith("w.q3p5.cols") for name in store.names())
+    assert "tensor.concat" not in str(module) and "tensor.concat" in str(c.module)
+    inputs = x_input(np.random.default_rng(12), (1, k))
+    want = run_module(module, store, inputs)["y"]
+    got = simulate(c.doc, c.image, machine, c.ops, Interpreter(c.module, c.store), inputs)
+    assert np.array_equal(got["y"], want)
+
+
+def test_column_split_corrupted_transfer_rejected(split):
+    """The simulator checks the shards' C2C like any other: a receive moved one cycle early
+    is rejected."""
+    src, path, module, store, c = split
+    doc = copy.deepcopy(c.doc)
+    recv = _first(doc, "receive")
+    recv["cycle"] -= 1
+    with pytest.raises(IllegalProgram) as err:
+        simulate(doc, c.image, load_machine(path), c.ops, Interpreter(c.module, c.store),
+                 x_input(np.random.default_rng(12), (1, 256)))
+    assert str(err.value).startswith("cycle ") and "C2C" in str(err.value)
+
+
+def test_column_split_cli_run_and_determinism(split, tmp_path):
+    src, path, module, store, c = split
+    target = f'groq{{machine="{path}" mlir=false}}'
+    res = q35c("run", src, "--target", target, "--seed", "3", "-o", tmp_path / "g")
+    assert res.returncode == 0
+    q35c("run", src, "--act", "int8", "--seed", "3", "-o", tmp_path / "i")
+    assert np.array_equal(np.load(tmp_path / "g" / "y.npy"), np.load(tmp_path / "i" / "y.npy"))
+    outs = []
+    for i in range(2):
+        out = tmp_path / f"o{i}"
+        res = q35c(src, "--target", target, "-o", out)
+        outs.append(out)
+    names = sorted(p.name for p in outs[0].iterdir())
+    for name in names:
+        assert (outs[0] / name).read_bytes() == (outs[1] / name).read_bytes(), name
+    rep = json.loads((outs[0] / "report.json").read_text())
+    assert rep["plan"]["column_splits"] and rep["chips"] > 1
+    inputs = x_input(np.random.default_rng(13), (1, 256))
+    _, module8 = compile_to_module(src, Options(passes=INT8))
+    assert np.array_equal(simulate_dir(outs[0], inputs, make_context())["y"],
+                          run_module(module8, store_of(module8), inputs)["y"])
 
 
 def test_cost_model_counts_match_the_schedule():
