@@ -5,7 +5,8 @@ Builds (once, cached in --workdir) a decoder with SmolLM2-135M's shapes: 30 laye
 (134.5M parameters, fp32 in an external-data file), written with onnx.helper the way
 exporters write it: decomposed RMSNorm, rotary tables and the causal mask computed from
 Shape/Range/Trilu subgraphs, grouped-query attention through Expand/Reshape, dynamic
-`batch` and `seq` dims. Then it measures, each in a fresh process, wall time and peak RSS of
+`batch` and `seq` dims. Then it measures, each in a fresh process, wall time, peak RSS and peak anonymous memory
+(RssAnon sampled every 5 ms from /proc: RSS less the pages of mapped files) of
 
 - q35c import+quantize: `q35c model.onnx --shape input_ids=1,128 --target mlir -o OUT
   --passes quantize-weights,canonicalize,cse` (import, fold, quantize every matmul weight
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import statistics
 import subprocess
@@ -148,18 +150,30 @@ ort.InferenceSession(sys.argv[1], providers=["CPUExecutionProvider"])
 """
 
 
-def measure(cmd: list[str]) -> tuple[float, float]:
-    """(wall seconds, peak RSS in MiB) of `cmd`, run in a fresh child via a tiny wrapper."""
+def measure(cmd: list[str]) -> tuple[float, float, float]:
+    """(wall seconds, peak RSS in MiB, peak RssAnon in MiB) of `cmd`, run in a fresh child
+    via a tiny wrapper; RssAnon is sampled from /proc every 5 ms (so a shorter spike can be
+    missed; peak RSS is the kernel's exact high-water mark)."""
     wrapper = ("import resource, subprocess, sys, time, json\n"
-               "t = time.perf_counter(); r = subprocess.run(sys.argv[1:])\n"
+               "def anon(pid):\n"
+               "    try:\n"
+               "        for line in open(f'/proc/{pid}/status'):\n"
+               "            if line.startswith('RssAnon:'):\n"
+               "                return int(line.split()[1]) / 1024\n"
+               "    except OSError:\n"
+               "        pass\n"
+               "    return 0.0\n"
+               "t = time.perf_counter(); p = subprocess.Popen(sys.argv[1:]); peak = 0.0\n"
+               "while p.poll() is None:\n"
+               "    peak = max(peak, anon(p.pid)); time.sleep(0.005)\n"
                "w = time.perf_counter() - t\n"
                "rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024\n"
-               "print(json.dumps([r.returncode, w, rss]))")
+               "print(json.dumps([p.returncode, w, rss, peak]))")
     out = subprocess.run([sys.executable, "-c", wrapper, *cmd], capture_output=True, text=True)
-    code, wall, rss = json.loads(out.stdout.strip().splitlines()[-1])
+    code, wall, rss, anon = json.loads(out.stdout.strip().splitlines()[-1])
     if code != 0:
         raise SystemExit(f"{' '.join(cmd)} failed ({code}):\n{out.stderr[-3000:]}")
-    return wall, rss
+    return wall, rss, anon
 
 
 def main() -> None:
@@ -180,22 +194,25 @@ def main() -> None:
     runs = {"q35c import+quantize": [*compile_cmd, "--passes", "quantize-weights,canonicalize,cse"],
             "q35c default pipeline (+ verification)": compile_cmd,
             "onnxruntime session (fp32)": [sys.executable, "-c", PEER_SCRIPT, str(model)]}
-    results: dict[str, list[tuple[float, float]]] = {name: [] for name in runs}
+    results: dict[str, list[tuple[float, float, float]]] = {name: [] for name in runs}
+    load_start = os.getloadavg()[0]
     for _ in range(args.repeat):
         for name, cmd in runs.items():  # alternate, so load changes hit both alike
             results[name].append(measure(cmd))
     out_bytes = sum(p.stat().st_size for p in (args.workdir / "out").iterdir())
     print(f"model: {LAYERS} layers, hidden {HIDDEN}, FFN {FFN}, vocab {VOCAB}, "
           f"{params / 1e6:.1f}M parameters, fp32 {model.with_suffix('.data').stat().st_size / 2**20:.0f} MiB "
-          f"external data; q35c output {out_bytes / 2**20:.1f} MiB; median of {args.repeat}")
-    print("| run | wall s | peak RSS MiB |")
-    print("|---|---:|---:|")
+          f"external data; q35c output {out_bytes / 2**20:.1f} MiB; median of {args.repeat}; "
+          f"load average {load_start:.2f} at the start, {os.getloadavg()[0]:.2f} at the end")
+    print("| run | wall s | peak RSS MiB | peak RssAnon MiB |")
+    print("|---|---:|---:|---:|")
     medians = {}
     for name, samples in results.items():
         wall = statistics.median(s[0] for s in samples)
         rss = statistics.median(s[1] for s in samples)
+        anon = statistics.median(s[2] for s in samples)
         medians[name] = (wall, rss)
-        print(f"| {name} | {wall:.2f} | {rss:.0f} |")
+        print(f"| {name} | {wall:.2f} | {rss:.0f} | {anon:.0f} |")
     o_wall, o_rss = medians["onnxruntime session (fp32)"]
     for name in list(runs)[:2]:
         wall, rss = medians[name]

@@ -13,6 +13,13 @@ written in name order and the header is canonical JSON.
 A shape-only entry (`ShapeOnlyWeight`, from `--shape-only`) has a shape and type but no
 data: it is written as kind "shape-only" with its spec and no blobs, and reading it raises.
 
+A file entry (`FileWeight`, from ONNX external data) names a range of a file: the store
+holds no data for it, each read returns a fresh array read from the file (`np.fromfile`),
+and it is dropped when the reader is done with it. So a store filled from a large model
+holds no float weights at all; reading, quantizing and writing touch one tensor at a time.
+`save` streams too: the header is computed from shapes, then entries are read (or
+packed) and written one at a time.
+
 A module names its store file in the `quant3p5.weights` module attribute; a store built
 in memory (by a frontend or a pass) is attached to the module object for the process.
 """
@@ -63,6 +70,54 @@ class ShapeOnlyWeight:
                 "group": self.group}
 
 
+@dataclass(frozen=True)
+class FileWeight:
+    """A float/integer weight whose data lies in a file (ONNX external data), read when used.
+
+    `dtype` is the stored (little-endian) numpy dtype at byte `offset` of `path`, `shape`
+    the stored shape; a read converts to `as_dtype` (the dtype the IR uses) and, with
+    `transpose`, returns the 2-D transpose (a folded Transpose of an initializer): a
+    Fortran-ordered view of the data read, or with `order` "C" a C-contiguous copy (the
+    layouts the importer's in-memory arrays had, so that quantization sums in the same
+    order). The path was checked by the frontend (inside the model's directory).
+    """
+
+    path: Path
+    offset: int
+    dtype: str
+    shape: tuple[int, ...]
+    as_dtype: str
+    transpose: bool = False
+    order: str = "K"
+    """"C": the result is made C-contiguous; "K": it keeps the layout of the data read."""
+
+    @property
+    def result_shape(self) -> tuple[int, ...]:
+        return tuple(reversed(self.shape)) if self.transpose else self.shape
+
+    def transposed(self, order: str = "K") -> "FileWeight":
+        assert len(self.shape) == 2
+        return FileWeight(self.path, self.offset, self.dtype, self.shape, self.as_dtype,
+                          not self.transpose, order)
+
+    def load(self) -> np.ndarray:
+        """A fresh array with the data (anonymous memory, freed when dropped)."""
+        dtype = np.dtype(self.dtype)
+        count = int(np.prod(self.shape, dtype=np.int64))
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(self.offset)
+                data = np.fromfile(f, dtype=dtype, count=count)
+        except OSError as err:
+            raise WeightStoreError(f"{self.path}: cannot read weight data: {err}") from None
+        if data.size != count:
+            raise WeightStoreError(f"{self.path}: weight data at byte {self.offset} is "
+                                   f"truncated ({data.size} of {count} elements)")
+        data = data.reshape(self.shape).astype(self.as_dtype, copy=False)
+        data = data.T if self.transpose else data
+        return np.ascontiguousarray(data) if self.order == "C" else data
+
+
 Weight = np.ndarray | Q3P5Tensor | LegacyPairTensor
 
 
@@ -80,6 +135,17 @@ def _entry_arrays(value: Weight) -> tuple[str, dict[str, np.ndarray]]:
         return "pair43", {"packed": value.packed, "scale": value.scale, "offset": value.offset,
                           "k": np.array([value.shape[0]], dtype=np.int64)}
     return "tensor", {"data": np.asarray(value)}
+
+
+def _entry_layout(value: "Weight | FileWeight") -> tuple[str, list[tuple[str, np.dtype,
+                                                                          tuple[int, ...]]]]:
+    """The kind and (key, dtype, shape) of each blob of `value`, without reading its data."""
+    if isinstance(value, FileWeight):
+        return "tensor", [("data", np.dtype(value.as_dtype), value.result_shape)]
+    if isinstance(value, Q3P5Tensor):
+        return "q3p5", [("bytes", np.dtype(np.uint8), (value.nbytes(),))]
+    kind, arrays = _entry_arrays(value)  # written C-contiguous, a 0-d array as shape [1]
+    return kind, [(key, a.dtype, a.shape or (1,)) for key, a in arrays.items()]
 
 
 def _entry_value(kind: str, arrays: dict[str, np.ndarray]) -> Weight:
@@ -103,6 +169,8 @@ class WeightStore:
         self._map: np.memmap | None = None
         self._specs: dict[str, ShapeOnlyWeight] = {}
         """Shape-only entries (in memory or from the file): never readable as data."""
+        self._files: dict[str, FileWeight] = {}
+        """Entries whose data stays in a file: read afresh on each access, never held."""
         if path is not None:
             self._open(path)
 
@@ -163,27 +231,38 @@ class WeightStore:
             raise self._shape_only_error(name)
         if name in self._values:
             return self._values[name]
+        if name in self._files:
+            return self._files[name].load()
         if name not in self._index:
             where = f" in {self.path}" if self.path else ""
             raise WeightStoreError(f"weight '{name}' not found{where}")
         return self._load(name)
 
     def __contains__(self, name: object) -> bool:
-        return name in self._values or name in self._index or name in self._specs
+        return (name in self._values or name in self._files or name in self._index
+                or name in self._specs)
 
     def names(self) -> list[str]:
-        return sorted(set(self._values) | set(self._index) | set(self._specs))
+        return sorted(set(self._values) | set(self._files) | set(self._index)
+                      | set(self._specs))
+
+    def file_weight(self, name: str) -> FileWeight | None:
+        """The file range behind `name` when its data is read from a file on each access."""
+        return self._files.get(name)
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.names())
 
     # -- writing ---------------------------------------------------------------------------
-    def __setitem__(self, name: str, value: Weight | ShapeOnlyWeight) -> None:
+    def __setitem__(self, name: str, value: Weight | ShapeOnlyWeight | FileWeight) -> None:
+        self._specs.pop(name, None)
+        self._values.pop(name, None)
+        self._files.pop(name, None)
         if isinstance(value, ShapeOnlyWeight):
             self._specs[name] = value
-            self._values.pop(name, None)
+        elif isinstance(value, FileWeight):
+            self._files[name] = value
         else:
-            self._specs.pop(name, None)
             self._values[name] = value
 
     def fresh_name(self, base: str) -> str:
@@ -196,26 +275,31 @@ class WeightStore:
         return f"{base}.{i}"
 
     def save(self, path: Path, keep: set[str] | None = None) -> None:
-        """Write the entries named in `keep` (all if None) to `path`, atomically."""
+        """Write the entries named in `keep` (all if None) to `path`, atomically.
+
+        Streaming: the header comes from shapes alone, then each entry is read (a file
+        entry), packed (a Q3P5 tensor) or taken as is, written, and dropped, so writing
+        holds one entry's data at a time."""
         names = [n for n in self.names() if keep is None or n in keep]
         header: dict[str, dict] = {}
         offset = 0
-        pending: list[tuple[int, np.ndarray]] = []
+        pending: list[tuple[str, list[tuple[str, int]]]] = []
         for name in names:
             if name in self._specs:  # shape-only: described, no data
                 header[name] = {"kind": SHAPE_ONLY_KIND, "blobs": {},
                                 "spec": self._specs[name].to_json()}
                 continue
-            kind, arrays = _entry_arrays(self[name])
-            blobs = {}
-            for key, array in arrays.items():
-                array = np.ascontiguousarray(array)
+            value = self._files[name] if name in self._files else self[name]
+            kind, layout = _entry_layout(value)
+            blobs, places = {}, []
+            for key, dtype, shape in layout:
                 offset = -(-offset // ALIGN) * ALIGN
-                blobs[key] = {"dtype": array.dtype.str, "shape": list(array.shape),
-                              "offset": offset}
-                pending.append((offset, array))
-                offset += array.nbytes
+                blobs[key] = {"dtype": dtype.str, "shape": list(shape), "offset": offset}
+                places.append((key, offset))
+                offset += dtype.itemsize * int(np.prod(shape, dtype=np.int64))
             header[name] = {"kind": kind, "blobs": blobs}
+            pending.append((name, places))
+            del value
         # Offsets are relative to the data start; fix them once the header size is known.
         text = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
         start = -(-(16 + len(text) + 32) // ALIGN) * ALIGN
@@ -228,9 +312,13 @@ class WeightStore:
         with open(tmp, "wb") as f:
             f.write(MAGIC + struct.pack("<IQ", VERSION, len(text)) + text)
             f.write(b"\0" * (start - 16 - len(text)))
-            for rel_offset, array in pending:
-                f.write(b"\0" * (start + rel_offset - f.tell()))
-                f.write(array.tobytes())
+            for name, places in pending:
+                _, arrays = _entry_arrays(self[name])
+                for key, rel_offset in places:
+                    array = np.ascontiguousarray(arrays[key])
+                    f.write(b"\0" * (start + rel_offset - f.tell()))
+                    f.write(memoryview(array.reshape(-1)).cast("B") if array.size else b"")
+                arrays = array = None  # drop this entry's data before the next one
         os.replace(tmp, path)
 
 

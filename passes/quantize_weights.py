@@ -62,12 +62,34 @@ REL_RMSE_ATTR = "q35c.rel_rmse"
 """On a packed weight: ||W - deq(q(W))|| / ||W|| of its float source W."""
 
 
+_RMSE_CHUNK_ELEMENTS = 1 << 18
+"""Weights per column chunk when `relative_rmse` decodes a Q3P5 tensor (1 MiB of float32)."""
+
+
+def _q3p5_columns(q: Q3P5Tensor, c0: int, c1: int) -> Q3P5Tensor:
+    """Columns c0..c1 of `q` as a tensor of their own (columns are independent: format.md)."""
+    return Q3P5Tensor((q.shape[0], c1 - c0), q.group_size, q.payload[c0:c1], q.meta[c0:c1],
+                      q.super_scale[c0:c1], q.offset_base[c0:c1], q.offset_step[c0:c1])
+
+
 def relative_rmse(w: np.ndarray, packed: Q3P5Tensor | LegacyPairTensor) -> float:
-    """||W - deq(packed)|| / ||W|| (0 for an all-zero W); sums of squares in float64."""
+    """||W - deq(packed)|| / ||W|| (0 for an all-zero W); sums of squares in float64.
+
+    A Q3P5 tensor is decoded a column chunk at a time into the difference (elementwise the
+    same float32 values as a whole decode), so this holds W and W - deq, not more copies."""
     w = np.asarray(w, dtype=np.float32)
-    d = dequantize_legacy(packed) if isinstance(packed, LegacyPairTensor) else dequantize(packed)
-    d = np.subtract(w, d, dtype=np.float32)
+    if isinstance(packed, LegacyPairTensor):
+        d = np.subtract(w, dequantize_legacy(packed), dtype=np.float32)
+    else:
+        k, n = w.shape
+        d = np.empty((k, n), dtype=np.float32)  # C order, as np.subtract(w, deq) gave
+        step = max(1, _RMSE_CHUNK_ELEMENTS // max(1, k))
+        for c0 in range(0, n, step):
+            c1 = min(n, c0 + step)
+            np.subtract(w[:, c0:c1], dequantize(_q3p5_columns(packed, c0, c1)),
+                        out=d[:, c0:c1], dtype=np.float32)
     err = float(np.einsum("ij,ij->", d, d, dtype=np.float64))
+    del d
     ref = float(np.einsum("ij,ij->", w, w, dtype=np.float64))
     return float(np.sqrt(err / ref)) if ref > 0 else 0.0
 

@@ -1099,9 +1099,13 @@ def float_source(store: WeightStore, packed_name: str, shape: tuple[int, int]) -
     m = re.fullmatch(r"(.*)\.(q3p5|pair43)(\.\d+)?", packed_name)
     if not m or m.group(1) not in store:
         return None
-    value = store[m.group(1)]
+    name = m.group(1)
+    if (entry := store.file_weight(name)) is not None:  # checked without reading the file
+        ok = entry.result_shape == tuple(shape) and np.dtype(entry.as_dtype).kind == "f"
+        return name if ok else None
+    value = store[name]
     if isinstance(value, np.ndarray) and value.shape == shape and value.dtype.kind == "f":
-        return m.group(1)
+        return name
     return None
 
 

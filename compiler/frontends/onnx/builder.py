@@ -29,7 +29,7 @@ from xdsl.dialects.linalg import ops as linalg
 from xdsl.ir import Attribute, Block, Operation, Region, SSAValue
 from xdsl.rewriter import InsertPoint
 
-from q35c.compiler.weights import WeightStore
+from q35c.compiler.weights import FileWeight, WeightStore
 from q35c.dialects import q35nn, quant3p5
 
 _CMPF = {"oeq": 1, "ogt": 2, "olt": 4}
@@ -100,6 +100,17 @@ class TensorBuilder:
             raise ValueError("empty tensors are not supported")  # only `dense<>` shape specs
         attr = DenseIntOrFPElementsAttr.from_list(ttype, values)
         return self.insert(arith.ConstantOp(attr, ttype)).result
+
+    def file_constant(self, weight: FileWeight, name: str) -> SSAValue:
+        """A large constant whose data stays in a file: stored as a `FileWeight` that reads
+        (and converts to the IR's dtype) when used, like `constant` would have stored it."""
+        dtype = ir_array(np.zeros(0, np.dtype(weight.dtype))).dtype
+        weight = FileWeight(weight.path, weight.offset, weight.dtype, weight.shape, dtype.str,
+                            weight.transpose, weight.order)
+        key = self.store.fresh_name(name)
+        self.store[key] = weight
+        ttype = TensorType(mlir_element(dtype), list(weight.result_shape))
+        return self.insert(quant3p5.WeightOp(key, ttype)).result
 
     def scalar_f32(self, value: float) -> SSAValue:
         return self.insert(arith.ConstantOp(FloatAttr(value, f32))).result

@@ -6,7 +6,9 @@ pre-quantized weights run through their DequantizeLinear) or computed at run tim
 `SSAValue`). Known values are folded with onnx's reference implementation, so folding
 follows the ONNX specification exactly; run-time nodes go through the converters in
 ops.py. Known values become IR constants only where a run-time op uses them, large ones
-through the weight store (`quant3p5.weight`) under their ONNX name.
+through the weight store (`quant3p5.weight`) under their ONNX name. A large initializer in
+external data (or its folded 2-D Transpose) that reaches the IR unchanged is stored as a
+`FileWeight`, a file range read when used, so import holds no weight data.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from xdsl.utils.exceptions import VerifyException
 
 from q35c.compiler.diagnostics import Q35cError, first_line
 from q35c.compiler.frontends.onnx.builder import (
+    INLINE_LIMIT,
     TensorBuilder,
     ir_array,
     is_float,
@@ -45,7 +48,7 @@ from q35c.compiler.frontends.onnx.model import (
     value_shape,
 )
 from q35c.compiler.frontends.onnx.ops import CONVERTERS, FOLD_ONLY, Value
-from q35c.compiler.weights import WeightStore
+from q35c.compiler.weights import FileWeight, WeightStore
 from q35c.passes.matching import ONNX_NODE_ATTR
 
 _FLOAT_TYPES = {TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.BFLOAT16,
@@ -105,6 +108,9 @@ class OnnxImporter:
         self.current: NodeProto | None = None
         self.prequantized: dict[str, str] = {}
         """Name of each weight dequantized from a pre-quantized form -> that form."""
+        self.in_file: dict[int, tuple[np.ndarray, FileWeight]] = {}
+        """id() of a known array whose data is an external-data file range (a mapped
+        initializer, or a folded transpose of one) -> (the array, kept alive, and the range)."""
 
     # -- helpers for converters ------------------------------------------------------------
     def error(self, node: NodeProto, message: str) -> Q35cError:
@@ -135,7 +141,11 @@ class OnnxImporter:
         if name is None:
             return self.tb.constant(np.asarray(value))
         if name not in self.materialized:
-            self.materialized[name] = self.tb.constant(np.asarray(value), name)
+            held = self.in_file.get(id(value))
+            if held is not None and held[0] is value and value.size > INLINE_LIMIT:
+                self.materialized[name] = self.tb.file_constant(held[1], name)
+            else:
+                self.materialized[name] = self.tb.constant(np.asarray(value), name)
         return self.materialized[name]
 
     def float_ssa(self, node: NodeProto, value: Value) -> SSAValue:
@@ -149,7 +159,12 @@ class OnnxImporter:
         name = self.array_names.get(id(value), name)
         if name in self.prequantized:
             self.prequantized[f"{name}.T"] = self.prequantized[name]
-        transposed = np.ascontiguousarray(np.asarray(value).T)
+        held = self.in_file.get(id(value))
+        if held is not None and held[0] is value:  # stays a (transposed) file range
+            transposed = value.T
+            self.in_file[id(transposed)] = (transposed, held[1].transposed(order="C"))
+        else:
+            transposed = np.ascontiguousarray(np.asarray(value).T)
         self.array_names[id(transposed)] = f"{name}.T"
         self.env[f"{name}.T"] = transposed  # keeps the array (and so its id) alive
         return transposed
@@ -167,6 +182,8 @@ class OnnxImporter:
             array = self.reader.read(name)
             self.env[name] = array
             self.array_names[id(array)] = name
+            if (weight := self.reader.file_weight(name)) is not None:
+                self.in_file[id(array)] = (array, weight)
             return array
         node = self.current
         where = f"node '{node.name or node.op_type}' ({node.op_type})" if node else "the graph"
@@ -213,7 +230,13 @@ class OnnxImporter:
                 results = evaluator.run(None, feeds)
         except Exception as err:
             raise self.error(node, f"cannot evaluate at import time: {first_line(err)}") from None
-        return [np.asarray(r) for r in results]
+        results = [np.asarray(r) for r in results]
+        held = self.in_file.get(id(inputs[0])) if inputs else None
+        if (node.op_type == "Transpose" and held is not None and held[0] is inputs[0]
+                and inputs[0].ndim == 2 and self.attr(node, "perm", [1, 0]) == [1, 0]):
+            # A transposed initializer (tied embeddings): stored as a transposed file range.
+            self.in_file[id(results[0])] = (results[0], held[1].transposed())
+        return results
 
     def convert(self, node: NodeProto, inputs: list[Value]) -> list[Value]:
         key = _op_key(node)

@@ -1,7 +1,10 @@
 """Reading ONNX files: the protobuf, its opset, external data, and input shape binding.
 
 Initializers stored as external data are memory-mapped one at a time when the importer asks
-for them (`InitializerReader`), so the importer's memory follows the largest tensor, not the
+for them (`InitializerReader`), and the reader records where each one lies
+(`InitializerReader.file_weight`): a large one the importer does not fold over enters the
+weight store as a `FileWeight` (a file range, read when a pass or the writer uses it), so
+import holds no weight data and the compile's memory follows the largest tensor, not the
 model. Every problem is a one-line `Q35cError` naming the file (and the tensor or node).
 
 `load_model` checks the graph's structure before anything is imported (`check_graph`):
@@ -21,6 +24,7 @@ import onnx
 from onnx import TensorProto, numpy_helper
 
 from q35c.compiler.diagnostics import Q35cError, first_line
+from q35c.compiler.weights import FileWeight
 
 MIN_OPSET = 13
 
@@ -222,6 +226,13 @@ class InitializerReader:
         self.graph = graph
         self.tensors = {t.name: t for t in graph.initializer}
         self._users: dict[str, onnx.NodeProto] | None = None
+        self._files: dict[str, FileWeight] = {}
+        """Name -> file range of each external initializer `read` returned as a mapped view."""
+
+    def file_weight(self, name: str) -> FileWeight | None:
+        """Where the data of external initializer `name` lies (after `read`), for a store
+        entry that reads it when used; None for inline data and converted types."""
+        return self._files.get(name)
 
     def __contains__(self, name: str) -> bool:
         return name in self.tensors
@@ -316,6 +327,9 @@ class InitializerReader:
         dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type)
         if dtype.kind in "fiub" and tensor.data_type not in SUB_BYTE_BITS and \
                 tensor.data_type != TensorProto.BFLOAT16:
+            dtype = dtype.newbyteorder("<")  # ONNX raw data is little-endian
+            self._files[tensor.name] = FileWeight(target, offset, dtype.str, shape,
+                                                  dtype.str)
             return raw.view(dtype).reshape(shape)  # stays memory-mapped
         inline = TensorProto()
         inline.CopyFrom(tensor)
