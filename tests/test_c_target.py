@@ -126,13 +126,17 @@ def test_generated_code_is_warning_free_c99(cc, tmp_path):
         args = [path, "--target", "c", "-o", out] + (["--passes", passes] if passes else [])
         args += ["--shape", f"{input_name}={','.join(map(str, shape))}"]
         q35c(*args)
-        # Compile only (clang's libomp may be absent); main.c has no OpenMP code.
-        for openmp, source in (([], "main.c"), ([], "model.c"), (["-fopenmp"], "model.c")):
+        # Compile only (clang's libomp may be absent); main.c has no OpenMP code. On x86
+        # also with the AVX2 kernels (-march=haswell).
+        builds = [([], "main.c"), ([], "model.c"), (["-fopenmp"], "model.c")]
+        if _is_x86():
+            builds += [(["-march=haswell"], "model.c"), (["-march=haswell", "-fopenmp"], "model.c")]
+        for flags, source in builds:
             result = subprocess.run(
                 [tool, "-std=c99", "-pedantic", "-Wall", "-Wextra", "-Werror", "-O2",
-                 "-ffp-contract=off", *openmp, "-c", source, "-o", "/dev/null"],
+                 "-ffp-contract=off", *flags, "-c", source, "-o", "/dev/null"],
                 cwd=out, capture_output=True, text=True)
-            assert result.returncode == 0, result.stderr
+            assert result.returncode == 0, (flags, result.stderr)
 
 
 def test_makefile_builds_a_runner_that_reproduces_q35c_run(tmp_path):
@@ -317,3 +321,73 @@ def test_portable_kernels_without_simd_extensions_match(model, monkeypatch):
     monkeypatch.setenv("Q35C_CFLAGS", "-march=x86-64")
     for passes in (None, INT8):
         assert_matches_interpreter(model, passes)
+
+
+def _is_x86() -> bool:
+    import platform
+
+    return platform.machine() in ("x86_64", "AMD64")
+
+
+def _require_avx2() -> None:
+    """Code built with -march=haswell must be able to run here (AVX2, FMA, BMI2)."""
+    if not _is_x86():
+        pytest.skip("-march=haswell is an x86 flag")
+    try:
+        flags = Path("/proc/cpuinfo").read_text().split()
+    except OSError:
+        pytest.skip("no /proc/cpuinfo to tell whether the CPU has AVX2")
+    if not {"avx2", "fma", "bmi2"} <= set(flags):
+        pytest.skip("the CPU lacks AVX2")
+
+
+@pytest.mark.parametrize("march,variant", [("-march=haswell", "avx2"),
+                                           ("-march=x86-64", "portable")])
+def test_runtime_reports_the_compiled_kernel_variant(march, variant, tmp_path):
+    """-march=haswell (AVX2, no AVX-512) compiles the AVX2 kernels in; baseline x86-64 the
+    portable ones (q35_kernel_variant, a static function of every model.c)."""
+    _require_avx2()
+    tool = require_tool("gcc")
+    path, input_name, shape, _ = MODELS["mlp"]
+    q35c(path, "--target", "c", "-o", tmp_path / "out", "--passes", INT8)
+    (tmp_path / "out" / "probe.c").write_text(
+        '#include "model.c"\n#include <stdio.h>\n'
+        "int main(void) { puts(q35_kernel_variant()); return 0; }\n")
+    subprocess.run([tool, "-std=c99", "-O2", "-ffp-contract=off", march, "probe.c", "-o",
+                    "probe", "-lm"], cwd=tmp_path / "out", check=True, capture_output=True)
+    result = subprocess.run([tmp_path / "out" / "probe"], capture_output=True, text=True,
+                            check=True)
+    assert result.stdout.strip() == variant
+
+
+@pytest.mark.parametrize("model", sorted(MODELS))
+def test_avx2_kernels_match_the_interpreter_on_every_example_model(model, monkeypatch):
+    """Built with -march=haswell (AVX2 without AVX-512): int8 bit-identical, float within
+    1e-5, like every other kernel."""
+    _require_avx2()
+    monkeypatch.setenv("Q35C_CFLAGS", "-march=haswell")
+    for passes in (INT8, None):
+        assert_matches_interpreter(model, passes, (35, 4096))
+
+
+@pytest.mark.parametrize("rows,k,n", [(1, 512, 1024), (1, 4096, 48), (2, 1000, 17),
+                                      (3, 224, 9), (1, 160, 5), (1, 64, 3), (1, 32, 2),
+                                      (1, 33, 4), (2, 5, 3)])
+@pytest.mark.parametrize("int8", [True, False], ids=["int8", "float"])
+def test_avx2_q3p5_kernels_match_on_random_matmuls(rows, k, n, int8, monkeypatch):
+    """Group counts 1 to 128 (odd, not a multiple of 8: the AVX2 kernels work in blocks of
+    8 groups and pairs of groups), ragged K, more than one row."""
+    _require_avx2()
+    monkeypatch.setenv("Q35C_CFLAGS", "-march=haswell")
+    test_q3p5_kernels_match_on_odd_k_partial_groups_and_many_rows(rows, k, n, 32, int8)
+
+
+def test_avx2_kernels_run_clean_under_address_and_undefined_sanitizers(monkeypatch):
+    _require_avx2()
+    monkeypatch.setenv("Q35C_CFLAGS", "-march=haswell " + SANITIZE)
+    monkeypatch.setenv("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0")
+    for int8 in (True, False):
+        for rows, k, n in ((1, 512, 40), (2, 224, 9), (1, 33, 4)):
+            test_q3p5_kernels_match_on_odd_k_partial_groups_and_many_rows(rows, k, n, 32, int8)
+    for passes in (None, INT8):
+        assert_matches_interpreter("llama_tiny", passes)
