@@ -765,6 +765,48 @@ static inline void q35_avx2_dot4(const q35_avx2_tables *t, const uint8_t *pay,
 /* Scratch per row: float(sum(q)) of every group, then the even-k and odd-k activations of
  * G8 = groups rounded up to 8 (16 bytes per group each, zero past K). Fits in
  * q35_qmatmul_work_bytes. */
+/* The per-column tables of the AVX2 kernels: the 32 possible group scales (4 tables of 8)
+ * and the 4 offsets (twice), each the float32 operation format.md section 3 defines. */
+typedef struct {
+    __m256 scale[4], offsets;
+} q35_avx2_column;
+
+static inline q35_avx2_column q35_avx2_column_make(const q35_q3p5 *t, int64_t n)
+{
+    const __m256 super_scale = _mm256_set1_ps(t->super_scale[n]);
+    q35_avx2_column col;
+    int i;
+    for (i = 0; i < 4; i++)
+        col.scale[i] = _mm256_mul_ps(
+            super_scale, _mm256_loadu_ps((const void *)(q35_scale_step_bits + 8 * i)));
+    col.offsets = _mm256_add_ps(
+        _mm256_set1_ps(t->offset_base[n]),
+        _mm256_mul_ps(_mm256_set1_ps(t->offset_step[n]),
+                      _mm256_setr_ps(-1.5f, -0.5f, 0.5f, 1.5f, -1.5f, -0.5f, 0.5f, 1.5f)));
+    return col;
+}
+
+/* The scales and offsets of the 8 groups whose codes are the 7-byte block `block`:
+ * code g = word >> 7 g; scale: code bits 0-2 pick within a table of 8, bits 3 and 4 the
+ * table (blendv reads the sign bit); offset: bits 5-6. */
+static inline void q35_avx2_group_meta(const q35_avx2_column *col, const uint8_t *block,
+                                       __m256 *scale, __m256 *offset)
+{
+    __m256i c = _mm256_broadcastq_epi64(_mm_loadl_epi64((const __m128i *)(const void *)block));
+    __m256 b;
+    c = _mm256_blend_epi32(
+        _mm256_srlv_epi64(c, _mm256_setr_epi64x(0, 14, 28, 42)),
+        _mm256_slli_epi64(_mm256_srlv_epi64(c, _mm256_setr_epi64x(7, 21, 35, 49)), 32), 0xAA);
+    b = _mm256_castsi256_ps(_mm256_slli_epi32(c, 28));
+    *scale = _mm256_blendv_ps(
+        _mm256_blendv_ps(_mm256_permutevar8x32_ps(col->scale[0], c),
+                         _mm256_permutevar8x32_ps(col->scale[1], c), b),
+        _mm256_blendv_ps(_mm256_permutevar8x32_ps(col->scale[2], c),
+                         _mm256_permutevar8x32_ps(col->scale[3], c), b),
+        _mm256_castsi256_ps(_mm256_slli_epi32(c, 27)));
+    *offset = _mm256_permutevar8x32_ps(col->offsets, _mm256_srli_epi32(c, 5));
+}
+
 static void q35_qmatmul_i8_avx2(float *y, const int8_t *q, const float *row_scale,
                                 int64_t rows, const q35_q3p5 *t, uint8_t *work)
 {
@@ -796,17 +838,7 @@ static void q35_qmatmul_i8_avx2(float *y, const int8_t *q, const float *row_scal
         q35_avx2_tables tb = tables;
         const uint8_t *pay = t->payload + n * t->payload_row;
         const uint8_t *meta = t->meta + n * t->meta_row;
-        /* the 32 possible group scales and the 4 offsets (twice), each the float32
-         * operation format.md section 3 defines */
-        const __m256 super_scale = _mm256_set1_ps(t->super_scale[n]);
-        const __m256 scale0 = _mm256_mul_ps(super_scale, _mm256_loadu_ps((const void *)q35_scale_step_bits));
-        const __m256 scale1 = _mm256_mul_ps(super_scale, _mm256_loadu_ps((const void *)(q35_scale_step_bits + 8)));
-        const __m256 scale2 = _mm256_mul_ps(super_scale, _mm256_loadu_ps((const void *)(q35_scale_step_bits + 16)));
-        const __m256 scale3 = _mm256_mul_ps(super_scale, _mm256_loadu_ps((const void *)(q35_scale_step_bits + 24)));
-        const __m256 offsets = _mm256_add_ps(
-            _mm256_set1_ps(t->offset_base[n]),
-            _mm256_mul_ps(_mm256_set1_ps(t->offset_step[n]),
-                          _mm256_setr_ps(-1.5f, -0.5f, 0.5f, 1.5f, -1.5f, -0.5f, 0.5f, 1.5f)));
+        const q35_avx2_column col = q35_avx2_column_make(t, n);
         int64_t row, gb;
         Q35_AVX2_HIDE(tb.sixteen);
         Q35_AVX2_HIDE(tb.ones);
@@ -816,8 +848,8 @@ static void q35_qmatmul_i8_avx2(float *y, const int8_t *q, const float *row_scal
             float acc_y = 0.0f;
             for (gb = 0; gb < G8; gb += 8) {
                 const int64_t gend = G - gb < 8 ? G - gb : 8;
-                __m256i v[4], h, c;
-                __m256 scale, offset, b;
+                __m256i v[4], h;
+                __m256 scale, offset;
                 float terms[8];
                 int g;
                 q35_avx2_dot4(&tb, pay, xe, xo, gb, G, &v[0], &v[1]);
@@ -826,22 +858,7 @@ static void q35_qmatmul_i8_avx2(float *y, const int8_t *q, const float *row_scal
                 h = _mm256_hadd_epi32(_mm256_hadd_epi32(v[0], v[1]), _mm256_hadd_epi32(v[2], v[3]));
                 h = _mm256_permutevar8x32_epi32(h, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
                 /* the 8 group codes (one 7-byte block) to dwords: code g = word >> 7 g */
-                c = _mm256_broadcastq_epi64(
-                    _mm_loadl_epi64((const __m128i *)(const void *)(meta + gb / 8 * 7)));
-                c = _mm256_blend_epi32(
-                    _mm256_srlv_epi64(c, _mm256_setr_epi64x(0, 14, 28, 42)),
-                    _mm256_slli_epi64(_mm256_srlv_epi64(c, _mm256_setr_epi64x(7, 21, 35, 49)), 32),
-                    0xAA);
-                /* scale: code bits 0-2 pick within a table of 8, bits 3 and 4 the table
-                 * (blendv reads the sign bit); offset: bits 5-6 */
-                b = _mm256_castsi256_ps(_mm256_slli_epi32(c, 28));
-                scale = _mm256_blendv_ps(
-                    _mm256_blendv_ps(_mm256_permutevar8x32_ps(scale0, c),
-                                     _mm256_permutevar8x32_ps(scale1, c), b),
-                    _mm256_blendv_ps(_mm256_permutevar8x32_ps(scale2, c),
-                                     _mm256_permutevar8x32_ps(scale3, c), b),
-                    _mm256_castsi256_ps(_mm256_slli_epi32(c, 27)));
-                offset = _mm256_permutevar8x32_ps(offsets, _mm256_srli_epi32(c, 5));
+                q35_avx2_group_meta(&col, meta + gb / 8 * 7, &scale, &offset);
                 /* s * acc + o * sx per group, then the in-order float32 sum */
                 _mm256_storeu_ps(terms, _mm256_add_ps(
                     _mm256_mul_ps(scale, _mm256_cvtepi32_ps(h)),
@@ -901,15 +918,7 @@ static void q35_qmatmul_f32_avx2(float *y, const float *x, int64_t rows, const q
         q35_avx2_tables tb = tables;
         const uint8_t *pay = t->payload + n * t->payload_row;
         const uint8_t *meta = t->meta + n * t->meta_row;
-        const __m256 super_scale = _mm256_set1_ps(t->super_scale[n]);
-        const __m256 scale0 = _mm256_mul_ps(super_scale, _mm256_loadu_ps((const void *)q35_scale_step_bits));
-        const __m256 scale1 = _mm256_mul_ps(super_scale, _mm256_loadu_ps((const void *)(q35_scale_step_bits + 8)));
-        const __m256 scale2 = _mm256_mul_ps(super_scale, _mm256_loadu_ps((const void *)(q35_scale_step_bits + 16)));
-        const __m256 scale3 = _mm256_mul_ps(super_scale, _mm256_loadu_ps((const void *)(q35_scale_step_bits + 24)));
-        const __m256 offsets = _mm256_add_ps(
-            _mm256_set1_ps(t->offset_base[n]),
-            _mm256_mul_ps(_mm256_set1_ps(t->offset_step[n]),
-                          _mm256_setr_ps(-1.5f, -0.5f, 0.5f, 1.5f, -1.5f, -0.5f, 0.5f, 1.5f)));
+        const q35_avx2_column col = q35_avx2_column_make(t, n);
         int64_t row, gb;
         Q35_AVX2_HIDE(tb.sixteen);
         for (row = 0; row < rows; row++) {
@@ -917,24 +926,11 @@ static void q35_qmatmul_f32_avx2(float *y, const float *x, int64_t rows, const q
             __m256d acc_lo = _mm256_setzero_pd(), acc_hi = _mm256_setzero_pd();
             double lanes[4];
             for (gb = 0; gb < G8; gb += 8) {
-                __m256i c, lev[8]; /* even, odd levels of groups (0, 1), (2, 3), ... */
-                __m256 scale, offset, b, sum = _mm256_setzero_ps();
+                __m256i lev[8]; /* even, odd levels of groups (0, 1), (2, 3), ... */
+                __m256 scale, offset, sum = _mm256_setzero_ps();
                 float sc[8];
                 int half, g;
-                c = _mm256_broadcastq_epi64(
-                    _mm_loadl_epi64((const __m128i *)(const void *)(meta + gb / 8 * 7)));
-                c = _mm256_blend_epi32(
-                    _mm256_srlv_epi64(c, _mm256_setr_epi64x(0, 14, 28, 42)),
-                    _mm256_slli_epi64(_mm256_srlv_epi64(c, _mm256_setr_epi64x(7, 21, 35, 49)), 32),
-                    0xAA);
-                b = _mm256_castsi256_ps(_mm256_slli_epi32(c, 28));
-                scale = _mm256_blendv_ps(
-                    _mm256_blendv_ps(_mm256_permutevar8x32_ps(scale0, c),
-                                     _mm256_permutevar8x32_ps(scale1, c), b),
-                    _mm256_blendv_ps(_mm256_permutevar8x32_ps(scale2, c),
-                                     _mm256_permutevar8x32_ps(scale3, c), b),
-                    _mm256_castsi256_ps(_mm256_slli_epi32(c, 27)));
-                offset = _mm256_permutevar8x32_ps(offsets, _mm256_srli_epi32(c, 5));
+                q35_avx2_group_meta(&col, meta + gb / 8 * 7, &scale, &offset);
                 _mm256_storeu_ps(sc, scale);
                 for (half = 0; half < 2; half++) {
                     const int64_t g0 = gb + 4 * half;
