@@ -19,7 +19,7 @@ from q35c.compiler.driver import Options, compile_to_module, make_context
 from q35c.compiler.quant import storage_bytes
 from q35c.compiler.weights import store_of
 from q35c.targets.groq import compile_module, simulate_dir
-from q35c.targets.groq.machine import load_machine
+from q35c.targets.groq.machine import MACHINES_DIR, load_machine
 from q35c.targets.groq.simulate import IllegalProgram, simulate
 from q35c.targets.interp.interpreter import Interpreter, run_module
 
@@ -358,8 +358,17 @@ def test_read_before_write(mlp):
 
 
 def test_error_names_the_machine_file_problem():
-    with pytest.raises(Q35cError):
+    with pytest.raises(Q35cError, match="built-in machines: .*tsp-v1"):
         load_machine("no-such-machine")
+
+
+def test_machine_by_path_without_suffix(tmp_path: Path):
+    """A path is a path even without `.json`; a bare word is a built-in machine's name."""
+    chip = tmp_path / "my-chip"
+    chip.write_text((MACHINES_DIR / "tsp-v1.json").read_text().replace(
+        '"name": "tsp-v1"', '"name": "my-chip"'))
+    assert load_machine(chip).name == load_machine(str(chip)).name == "my-chip"
+    assert load_machine("tsp-v1") == MACHINE
 
 
 def _matmul_model(tmp_path: Path, m: int, k: int, n: int) -> Path:

@@ -91,9 +91,10 @@ class Machine:
 
 
 def load_machine(name_or_path: str | Path = DEFAULT_MACHINE) -> Machine:
-    """Load a machine by name (a file in machines/) or by path; errors are one line."""
+    """Load a machine by name (a file in machines/, e.g. "tsp-v1") or by path (anything with
+    a directory part or a suffix, e.g. "./my-chip" or "chip.json"); errors are one line."""
     path = Path(name_or_path)
-    if not path.suffix:
+    if not path.suffix and path.name == str(name_or_path):
         path = MACHINES_DIR / f"{name_or_path}.json"
     try:
         doc = json.loads(path.read_text())
