@@ -1,0 +1,175 @@
+"""Run the ONNX backend node suite (generated in-process by the onnx wheel) through q35c.
+
+Each case is a one- or few-node model with inputs and expected outputs. It is imported with
+float weights (`--passes ''`), every input's shape bound to the data, and run on a target
+(the interpreter by default). A case ends in one of four ways:
+
+- pass:    every output matches (floats: rtol 1e-3, atol 1e-5, NaNs where expected;
+           integers, bools and strings exactly);
+- refused: q35c said no with a one-line `Q35cError` (an unsupported op or dtype);
+- wrong:   it ran, and an output differs from the expected one;
+- crash:   any other exception (a bug: there should be none).
+
+    python benchmarks/onnx_node_suite.py [--target interp|c] [-k SUBSTRING] [--json FILE]
+                                         [--shard I/N] [--verbose]
+
+prints one line per operator (passed / refused / wrong / crash) and the totals. The test
+module tests/test_onnx_node_suite.py runs it in CI.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import sys
+import tempfile
+import warnings
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+RTOL, ATOL = 1e-3, 1e-5
+
+
+@dataclass
+class Outcome:
+    case: str
+    op: str
+    status: str  # pass | refused | wrong | crash
+    detail: str = ""
+
+
+def collect(substring: str | None = None):
+    from onnx.backend.test.case.node import collect_testcases
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cases = collect_testcases(None)
+    return [c for c in sorted(cases, key=lambda c: c.name)
+            if substring is None or substring in c.name]
+
+
+def op_type(case) -> str:
+    types = [n.op_type for n in case.model.graph.node]
+    return types[0] if len(set(types)) == 1 else case.name.removeprefix("test_").split("_")[0]
+
+
+def _to_array(value):
+    """A tensor as numpy; sequences (lists) and optionals (None) stay as they are: q35c
+    refuses non-tensor graph inputs at import, before it looks at the data."""
+    if isinstance(value, onnx.TensorProto):
+        return numpy_helper.to_array(value)
+    if value is None or isinstance(value, list):
+        return value
+    return np.asarray(value)
+
+
+def _matches(got: np.ndarray, want: np.ndarray) -> str:
+    """'' when `got` matches `want`, else why not."""
+    got = np.asarray(got)
+    if got.shape != want.shape:
+        return f"shape {got.shape} != {want.shape}"
+    if want.dtype.kind in "fc" or str(want.dtype) in ("bfloat16",) or want.dtype.kind == "V":
+        got64 = got.astype(np.float64)
+        want64 = want.astype(np.float64)
+        if got.dtype != want.dtype:
+            return f"dtype {got.dtype} != {want.dtype}"
+        if not np.allclose(got64, want64, rtol=RTOL, atol=ATOL, equal_nan=True):
+            return f"max abs diff {np.nanmax(np.abs(got64 - want64)):.3g}"
+        return ""
+    if got.dtype != want.dtype:
+        return f"dtype {got.dtype} != {want.dtype}"
+    return "" if np.array_equal(got, want) else "values differ"
+
+
+def run_case(case, target: str, work: Path) -> Outcome:
+    from q35c.compiler.diagnostics import Q35cError
+    from q35c.compiler.driver import Options, run_file
+
+    op = op_type(case)
+    model_path = work / f"{case.name}.onnx"
+    onnx.save(case.model, model_path)
+    graph_inputs = [i.name for i in case.model.graph.input]
+    graph_outputs = [o.name for o in case.model.graph.output]
+    for index, (inputs, outputs) in enumerate(case.data_sets):
+        arrays = {name: _to_array(v) for name, v in zip(graph_inputs, inputs)}
+        shapes = {name: tuple(a.shape) for name, a in arrays.items()
+                  if isinstance(a, np.ndarray) and a.ndim > 0}
+        shapes = {k: v for k, v in shapes.items() if min(v, default=1) > 0}
+        options = Options(target=target, passes="", shapes=shapes)
+        try:
+            with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                got = run_file(model_path, arrays, work / f"out{index}", options)
+        except Q35cError as err:
+            return Outcome(case.name, op, "refused", str(err).splitlines()[0][:300])
+        except Exception as err:  # noqa: BLE001 - a crash is what this tool reports
+            return Outcome(case.name, op, "crash", f"{type(err).__name__}: {err}"[:300])
+        for name, want in zip(graph_outputs, outputs):
+            want = _to_array(want)
+            if not isinstance(want, np.ndarray):
+                return Outcome(case.name, op, "wrong", f"{name}: expected a non-tensor")
+            if name not in got:
+                return Outcome(case.name, op, "wrong", f"output {name} missing")
+            why = _matches(got[name], want)
+            if why:
+                return Outcome(case.name, op, "wrong", f"{name}: {why}")
+    return Outcome(case.name, op, "pass")
+
+
+def run_suite(target: str = "interp", substring: str | None = None,
+              shard: tuple[int, int] = (0, 1)) -> list[Outcome]:
+    cases = collect(substring)
+    index, count = shard
+    cases = cases[index::count]
+    outcomes = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for case in cases:
+            work = Path(tmp) / case.name
+            work.mkdir()
+            outcomes.append(run_case(case, target, work))
+    return outcomes
+
+
+def summary(outcomes: list[Outcome]) -> str:
+    per_op: dict[str, Counter] = defaultdict(Counter)
+    for o in outcomes:
+        per_op[o.op][o.status] += 1
+    lines = [f"{'operator':28s} {'pass':>5s} {'refused':>8s} {'wrong':>6s} {'crash':>6s}"]
+    for op in sorted(per_op):
+        c = per_op[op]
+        lines.append(f"{op:28s} {c['pass']:5d} {c['refused']:8d} {c['wrong']:6d} {c['crash']:6d}")
+    total = Counter(o.status for o in outcomes)
+    lines.append(f"{'total':28s} {total['pass']:5d} {total['refused']:8d} {total['wrong']:6d} "
+                 f"{total['crash']:6d}   ({len(outcomes)} cases)")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--target", default="interp")
+    parser.add_argument("-k", dest="substring")
+    parser.add_argument("--json", type=Path, help="write every case's outcome here")
+    parser.add_argument("--shard", default="0/1", help="I/N: run every N-th case from I")
+    parser.add_argument("--verbose", action="store_true", help="print non-passing cases")
+    args = parser.parse_args(argv)
+    index, count = map(int, args.shard.split("/"))
+    outcomes = run_suite(args.target, args.substring, (index, count))
+    if args.verbose:
+        for o in outcomes:
+            if o.status != "pass":
+                print(f"{o.status:8s} {o.case}: {o.detail}")
+    sys.stdout.write(summary(outcomes))
+    if args.json:
+        args.json.write_text(json.dumps([o.__dict__ for o in outcomes], indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
