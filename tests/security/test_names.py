@@ -29,7 +29,7 @@ from q35c.compiler.driver import Options, compile_file, run_file
 
 from .harness import check_ok, run
 
-GCC_FLAGS = ["-std=c99", "-Wall", "-Wextra", "-Werror", "-ffp-contract=off"]
+GCC_FLAGS = ["-std=c99", "-pedantic", "-Wall", "-Wextra", "-Werror", "-ffp-contract=off"]
 
 # Closes the string literal of the output's name in the old model.c, adds a constructor
 # that runs before main() and comments out the rest of the line.
