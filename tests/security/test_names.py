@@ -27,7 +27,7 @@ from onnx import TensorProto, helper
 from q35c.compiler import codegen_names as cn
 from q35c.compiler.driver import Options, compile_file, run_file
 
-from .harness import check_ok, run
+from .harness import check_ok, check_refused, run
 
 GCC_FLAGS = ["-std=c99", "-pedantic", "-Wall", "-Wextra", "-Werror", "-ffp-contract=off"]
 
@@ -246,6 +246,17 @@ def test_long_names_fit_the_file_system(box):
     check_ok(box, ["run", model, "-o", box.out])
     files = sorted(p.name for p in box.out.iterdir())
     assert len(files) == 4 and all(len(f.encode()) <= 255 for f in files)
+
+
+def test_two_outputs_with_one_name_are_refused(box):
+    source = box.input_dir / "m.mlir"
+    source.write_text(
+        'func.func @main(%x: tensor<4xf32>) -> (tensor<4xf32> {q35c.name = "y"}, '
+        'tensor<4xf32> {q35c.name = "y"}) {\n'
+        '  %y = arith.addf %x, %x : tensor<4xf32>\n'
+        '  func.return %y, %x : tensor<4xf32>, tensor<4xf32>\n}\n')
+    line = check_refused(box, ["run", source, "-o", box.out], names="m.mlir")
+    assert "several outputs are named 'y'" in line
 
 
 # -- Groq: program.s, report.txt and the HTML timeline -------------------------------------
