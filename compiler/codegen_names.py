@@ -72,8 +72,8 @@ def c_comment(text: str) -> str:
     """`text` made safe inside `/* ... */` on one line.
 
     Non-printable and non-ASCII characters, `\\` and `?` become visible escapes (`\\n`,
-    `\\x07`, `\\u00e9`), so no line break, line splice or trigraph can occur; `*/` and `/*`
-    get a space. Names longer than `C_COMMENT_MAX` are cut, with '...'.
+    `\\x07`, `\\xe9`, `\\u202e`), so no line break, line splice or trigraph can occur;
+    `*/` and `/*` get a space. Names longer than `C_COMMENT_MAX` are cut, with '...'.
     """
     if len(text) > C_COMMENT_MAX:
         text = text[:C_COMMENT_MAX] + "..."
@@ -126,8 +126,9 @@ def asm_symbol(name: str) -> str:
 
 def plain_text(text: str) -> str:
     """`text` on one line of printable characters: control, format (bidirectional
-    overrides), separator and unassigned characters become visible escapes."""
-    return "".join(ch if ch == " " or unicodedata.category(ch)[0] not in "CZ"
+    overrides), separator and unassigned characters become visible escapes, and `\\`
+    is doubled, so the escapes are unambiguous."""
+    return "".join(ch if ch != "\\" and (ch == " " or unicodedata.category(ch)[0] not in "CZ")
                    else _visible_escape(ch) for ch in text)
 
 
