@@ -119,8 +119,8 @@ def execute(emitted: Emitted, inputs: dict[str, np.ndarray], threads: int | None
                 raise Q35cError(f"c target: missing input '{plain_text(name)}'")
             value = np.asarray(inputs[name])
             if value.shape != buf.shape:
-                raise Q35cError(f"c target: input '{name}' has shape {value.shape}, expected "
-                                f"{buf.shape}")
+                raise Q35cError(f"c target: input '{plain_text(name)}' has shape {value.shape}, "
+                                f"expected {buf.shape}")
             data = value.astype(buf.dtype.newbyteorder("<"), copy=False)
             (in_dir / f"{stem}.raw").write_bytes(np.ascontiguousarray(data).tobytes())
         env = dict(os.environ)

@@ -139,7 +139,8 @@ def report_text(rep: dict) -> str:
     ]
     for x in rep["matmul_layers"]:
         kn = f"{x['shape'][0]}x{x['shape'][1]}"
-        lines.append(f"  {x['op_index']:>4} {plain_text(x['weight'])[:40]:<40} {kn:>12} {x['rows']:>4} "
+        weight = plain_text(x["weight"])[:40]
+        lines.append(f"  {x['op_index']:>4} {weight:<40} {kn:>12} {x['rows']:>4} "
                      f"{x['achieved_cycles']:>9} {x['bound_cycles']:>7} {x['ratio']:>6}  "
                      f"({x['mxm_cycles']}/{x['install_cycles']}/{x['mem_cycles']}/"
                      f"{x['latency_cycles']})")
