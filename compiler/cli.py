@@ -198,8 +198,9 @@ def run_command(input: Path, target: str, inputs: tuple[str, ...], seed: int, ou
         outputs = run_file(input, _parse_inputs(inputs), output, options, seed=seed)
         stems = run_file_stems(outputs, [])
         for name, value in outputs.items():
+            path = output / f"{stems['output', name]}.npy"
             click.echo(f"{plain_text(name)}: {np.asarray(value).dtype}"
-                       f"{list(np.shape(value))} -> {output / (stems['output', name] + '.npy')}")
+                       f"{list(np.shape(value))} -> {path}")
 
     _guarded(debug, action)
 
