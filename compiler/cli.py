@@ -189,15 +189,18 @@ def run_command(input: Path, target: str, inputs: tuple[str, ...], seed: int, ou
                 entry: str | None, shapes: tuple[str, ...], keep_float: str | None,
                 act: str, report: bool, debug: bool) -> None:
     """Compile INPUT and execute it; write each output as OUTDIR/<name>.npy."""
-    from q35c.compiler.driver import output_file_stem, run_file
+    from q35c.compiler.codegen_names import plain_text
+    from q35c.compiler.driver import run_file, run_file_stems
 
     def action() -> None:
         options = _options(target, passes, dump_ir, print_ir_after_all, entry, shapes,
                            keep_float, report, act)
         outputs = run_file(input, _parse_inputs(inputs), output, options, seed=seed)
+        stems = run_file_stems(outputs, [])
         for name, value in outputs.items():
-            click.echo(f"{name}: {np.asarray(value).dtype}{list(np.shape(value))} -> "
-                       f"{output / (output_file_stem(name) + '.npy')}")
+            path = output / f"{stems['output', name]}.npy"
+            click.echo(f"{plain_text(name)}: {np.asarray(value).dtype}"
+                       f"{list(np.shape(value))} -> {path}")
 
     _guarded(debug, action)
 

@@ -24,6 +24,7 @@ from xdsl.passes import ModulePass
 from xdsl.utils.arg_spec import parse_spec
 from xdsl.utils.exceptions import VerifyException
 
+from q35c.compiler.codegen_names import file_stem, file_stems, plain_text
 from q35c.compiler.diagnostics import Q35cError, first_line
 from q35c.compiler.frontends import FRONTENDS, PLANNED as PLANNED_FRONTENDS, FrontendOptions
 from q35c.compiler.ir_text import module_text, referenced_weights
@@ -328,13 +329,28 @@ def compile_file(path: Path, out_dir: Path | None, options: Options, stdout=sys.
 
 
 def output_file_stem(name: str) -> str:
-    """A file name for tensor `name` that stays inside the output directory.
+    """A file name for tensor `name` that stays inside the output directory
+    (`codegen_names.file_stem`: model value names may contain `/` or `..`)."""
+    return file_stem(name)
 
-    Model value names may contain `/` (torch exporters) or `..`; every character outside
-    letters, digits, `_`, `-` and `.` becomes `_`, and a leading dot is escaped too.
-    """
-    stem = "".join(c if c.isalnum() or c in "_-." else "_" for c in name)
-    return "_" + stem if stem.startswith(".") or not stem else stem
+
+def run_file_stems(outputs: Iterable[str], inputs: Iterable[str]) -> dict[tuple[str, str], str]:
+    """`q35c run`'s file stem of every ("output" | "input", name): unique, also on
+    case-insensitive file systems; outputs first, so their files do not depend on which
+    inputs were given (`codegen_names.file_stems`)."""
+    keys = [("output", n) for n in outputs] + [("input", n) for n in inputs]
+    return dict(zip(keys, file_stems([n for _, n in keys])))
+
+
+def _collision_note(stems: dict[tuple[str, str], str], written: set[tuple[str, str]]) -> str:
+    """One line naming the written tensors whose file got a `~N` suffix ('' if none)."""
+    renamed = [f"{kind} '{plain_text(name)}' -> {stems[kind, name]}.npy"
+               for kind, name in stems if (kind, name) in written and "~" in stems[kind, name]]
+    if not renamed:
+        return ""
+    return ("q35c: note: tensor names that map to the same file name (after replacing "
+            "characters outside letters, digits, '_', '-', '.', ignoring case): "
+            + ", ".join(renamed))
 
 
 def run_file(path: Path, inputs: dict[str, np.ndarray], out_dir: Path, options: Options,
@@ -343,7 +359,8 @@ def run_file(path: Path, inputs: dict[str, np.ndarray], out_dir: Path, options: 
     from xdsl.dialects.builtin import MemRefType
 
     from q35c.targets.interp.interpreter import (
-        argument_attr_strings, argument_names, entry_function, memref_argument_shape)
+        argument_attr_strings, argument_names, entry_function, memref_argument_shape,
+        result_names)
     from q35c.compiler.tensors import numpy_dtype
 
     target = get_target(options.target or "interp")
@@ -381,9 +398,22 @@ def run_file(path: Path, inputs: dict[str, np.ndarray], out_dir: Path, options: 
         print_report(module, sys.stdout)
     outputs = target.run(ctx, module, store_of(module), {**inputs, **generated}, options.entry)
 
+    names = result_names(fn)
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise Q35cError(f"{path}: several outputs are named '{plain_text(twice[0])}'; "
+                        "`q35c run` needs distinct output names")
+    stems = run_file_stems(outputs, argument_names(fn))
+    files = {stems["output", name]: value for name, value in outputs.items()}
+    files.update({stems["input", name]: value for name, value in generated.items()})
+
     def write(tmp: Path) -> None:
-        for name, value in {**generated, **outputs}.items():
-            np.save(tmp / f"{output_file_stem(name)}.npy", np.asarray(value))
+        for stem, value in files.items():
+            np.save(tmp / f"{stem}.npy", np.asarray(value))
 
     write_atomically(out_dir, write)
+    note = _collision_note(stems, {("output", n) for n in outputs}
+                           | {("input", n) for n in generated})
+    if note:
+        print(note, file=sys.stderr)
     return outputs

@@ -328,7 +328,8 @@ ONNX_NODE_OPS = ("linalg.matmul", "q35nn.batch_matmul")
 
 def _hint(name: str) -> str | None:
     cleaned = "".join(c if c.isalnum() or c == "_" else "_" for c in name).strip("_")
-    return cleaned if cleaned and not cleaned[0].isdigit() else None
+    # xDSL wants an ASCII letter first ('º' and 'é' are alphanumeric too)
+    return cleaned if cleaned and cleaned[0].isascii() and not cleaned[0].isdigit() else None
 
 
 def op_histogram(graph: onnx.GraphProto) -> Counter[str]:
