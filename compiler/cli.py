@@ -48,11 +48,13 @@ def _guarded(debug: bool, action) -> None:
         if debug:
             raise
         _fail(str(err))
-    except KeyboardInterrupt:
-        sys.exit(130)
+    except KeyboardInterrupt as err:  # SIGINT, or SIGTERM/SIGHUP during a write
+        sys.exit(128 + getattr(err, "signum", 2))
     except Exception as err:
         if debug:
             raise
+        if isinstance(err, OSError) and err.filename is not None:  # a file-system mistake
+            _fail(f"{err.filename}: {err.strerror or type(err).__name__}")
         _fail(f"internal error: {type(err).__name__}: {first_line(err)} "
               "(run with --debug for the traceback)")
 
