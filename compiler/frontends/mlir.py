@@ -15,16 +15,14 @@ from xdsl.parser import Parser
 from xdsl.utils.exceptions import ParseError, VerifyException
 
 from q35c.compiler.diagnostics import Q35cError, first_line
+from q35c.compiler.files import read_input_text
 from q35c.compiler.frontends import FrontendOptions
 from q35c.compiler.weights import WeightStoreError, store_of
 from q35c.passes.externalize_constants import ExternalizeConstantsPass
 
 
 def load_mlir(path: Path, ctx: Context, options: FrontendOptions) -> ModuleOp:
-    try:
-        text = path.read_text()
-    except (OSError, UnicodeDecodeError) as err:
-        raise Q35cError(f"{path}: cannot read: {err}") from None
+    text = read_input_text(path)
     try:
         module = Parser(ctx, text, str(path)).parse_module()
     except ParseError as err:
@@ -35,8 +33,8 @@ def load_mlir(path: Path, ctx: Context, options: FrontendOptions) -> ModuleOp:
     except VerifyException as err:
         raise Q35cError(f"{path}: invalid IR: {first_line(err)}") from None
     try:
-        store_of(module, base_dir=path.parent)
+        store_of(module, base_dir=path.parent).check_types(module)
     except WeightStoreError as err:
-        raise Q35cError(str(err)) from None
+        raise Q35cError(f"{path}: {err}") from None
     ExternalizeConstantsPass().apply(ctx, module)
     return module
