@@ -240,7 +240,7 @@ class WeightStore:
                 if entry["kind"] == SHAPE_ONLY_KIND:
                     spec = entry["spec"]
                     self._specs[name] = ShapeOnlyWeight(
-                        _dims(spec["shape"]), str(np.dtype(spec["dtype"])),
+                        _dims(spec["shape"]), str(spec["dtype"]),
                         spec.get("layout"), spec.get("group"))
         except (ValueError, KeyError, TypeError, RecursionError) as err:
             raise WeightStoreError(f"{path}: corrupt weight store header: {err}") from None
