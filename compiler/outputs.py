@@ -13,7 +13,8 @@ only when `write` returned:
   rename.
 
 Every staging folder holds a marker file with the owner's host and PID. On SIGINT, SIGTERM
-or SIGHUP during the write the staging folder is removed before the process exits; one
+or SIGHUP during the write the staging folder is removed before the process exits (during
+the publish itself they are held until it is done, so OUT is never half-replaced); one
 left by a killed process (SIGKILL, power loss) is removed by the next q35c that writes to
 the same place, once its owner is no longer running. File-system failures (read-only or
 unwritable place, a file where a folder is expected, a name too long, a full disk) are
@@ -203,6 +204,18 @@ def _publish_new(staging: Path, out_dir: Path) -> None:
     _merge(staging, out_dir)
 
 
+@contextlib.contextmanager
+def _signals_deferred() -> Iterator[None]:
+    """Hold SIGINT, SIGTERM and SIGHUP until the block ends, so a publish is never cut
+    halfway; a signal that arrived meanwhile is handled right after."""
+    blocked = {signal.SIGINT, *HANDLED_SIGNALS}
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, blocked)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
 def _delay_for_tests() -> None:
     delay = os.environ.get(TEST_DELAY_ENV)
     if delay:
@@ -228,10 +241,11 @@ def write_atomically(out_dir: Path, write: Callable[[Path], None]) -> None:
         try:
             write(staging)
             _delay_for_tests()
-            if exists:
-                _merge(staging, out_dir)
-            else:
-                _publish_new(staging, out_dir)
+            with _signals_deferred():
+                if exists:
+                    _merge(staging, out_dir)
+                else:
+                    _publish_new(staging, out_dir)
         except OSError as err:
             raise os_error(label, err, staging, out_dir) from None
 

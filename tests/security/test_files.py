@@ -14,7 +14,6 @@ import subprocess
 import time
 from pathlib import Path
 
-import numpy as np
 import onnx
 import pytest
 from click.testing import CliRunner
@@ -484,3 +483,11 @@ def test_two_concurrent_compiles_leave_one_complete_output(box):
     refs = [{p.name: p.read_bytes() for p in ref.iterdir()} for ref in variants.values()]
     assert result in refs
     assert not staging_leftovers(box.out)
+
+
+def test_output_file_name_too_long_is_a_user_error_naming_the_output(tmp_path):
+    """E.g. `q35c run` saving a tensor whose name makes a file name over 255 bytes."""
+    out = tmp_path / "out"
+    with pytest.raises(Q35cError, match=r"-o .*out: File name too long \(.*out/n+\.npy\)"):
+        write_atomically(out, lambda tmp: (tmp / ("n" * 300 + ".npy")).write_bytes(b""))
+    assert list(tmp_path.iterdir()) == []
