@@ -232,11 +232,15 @@ def write_atomically(out_dir: Path, write: Callable[[Path], None]) -> None:
             raise Q35cError(f"{label}: exists and is not a folder")
         place = out_dir if exists else out_dir.absolute().parent
         place.mkdir(parents=True, exist_ok=True)
-        remove_stale_staging(place)
-        prefix = STAGE_TAG if exists else f".{out_dir.name}{STAGE_TAG}"
-        staging = _make_staging(place, prefix)
+        for folder in {place, out_dir.absolute().parent}:  # inside and beside OUT
+            remove_stale_staging(folder)
     except OSError as err:
         raise os_error(label, err) from None
+    try:
+        staging = _make_staging(place, STAGE_TAG if exists else f".{out_dir.name}{STAGE_TAG}")
+    except OSError as err:
+        raise Q35cError(f"{label}: cannot write in {place}: "
+                        f"{err.strerror or type(err).__name__}") from None
     with _cleanup_on_signals(staging):
         try:
             write(staging)
