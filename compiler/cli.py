@@ -21,6 +21,7 @@ import click
 import numpy as np
 
 from q35c.compiler.diagnostics import Q35cError, first_line
+from q35c.compiler.files import open_input, set_input_limit
 
 EXIT_USER_ERROR = 2
 
@@ -48,16 +49,39 @@ def _guarded(debug: bool, action) -> None:
         if debug:
             raise
         _fail(str(err))
-    except KeyboardInterrupt:
-        sys.exit(130)
+    except KeyboardInterrupt as err:  # SIGINT, or SIGTERM/SIGHUP during a write
+        sys.exit(128 + getattr(err, "signum", 2))
     except Exception as err:
         if debug:
             raise
+        if isinstance(err, OSError) and err.filename is not None:  # a file-system mistake
+            _fail(f"{err.filename}: {err.strerror or type(err).__name__}")
         _fail(f"internal error: {type(err).__name__}: {first_line(err)} "
               "(run with --debug for the traceback)")
 
 
 _DEBUG = click.option("--debug", is_flag=True, help="Show Python tracebacks on errors.")
+
+
+def _set_input_limit(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    """`--max-input-bytes N[K|M|G|T]`: the size limit of every input file for this run."""
+    if value is None:
+        limit = None
+    else:
+        text = value.strip().upper().removesuffix("B").removesuffix("I")
+        scale = 1024 ** ("KMGT".index(text[-1]) + 1) if text and text[-1] in "KMGT" else 1
+        digits = text[:-1] if scale > 1 else text
+        if not digits.isdigit() or int(digits) <= 0:
+            raise click.BadParameter(f"expects a positive size such as 1000000 or 40G, "
+                                     f"got '{value}'")
+        limit = int(digits) * scale
+    set_input_limit(limit)
+
+
+_MAX_INPUT = click.option(
+    "--max-input-bytes", metavar="SIZE", expose_value=False, callback=_set_input_limit,
+    help="Refuse input files larger than SIZE bytes (suffix K, M, G, T: powers of 1024); "
+         "default 64M for .f90/.mlir, 16G for .onnx, external data, .q35w and .npy.")
 _PIPELINE_OPTIONS = [
     click.option("--passes", "passes", metavar="SPEC",
                  help="Pass pipeline in xDSL syntax (e.g. 'canonicalize,my-pass{opt=1}'); "
@@ -77,6 +101,7 @@ _PIPELINE_OPTIONS = [
     click.option("--report", is_flag=True,
                  help="Print the per-layer verification table (error bounds, accumulator "
                       "bounds); on stderr when the IR goes to stdout."),
+    _MAX_INPUT,
 ]
 
 
@@ -156,8 +181,11 @@ def _parse_inputs(values: tuple[str, ...]) -> dict[str, np.ndarray]:
             inputs[name] = literal  # a scalar argument given as a literal: M=4, eps=1e-5
             continue
         try:
-            inputs[name] = np.load(file, allow_pickle=False)
-        except (OSError, ValueError) as err:
+            with open_input(Path(file), text=False) as f:
+                inputs[name] = np.load(f, allow_pickle=False)
+        except Q35cError as err:
+            raise Q35cError(f"--input {name}: {err}") from None
+        except (OSError, ValueError, EOFError) as err:
             raise Q35cError(f"--input {name}: cannot load {file}: {first_line(err)}") from None
     return inputs
 
@@ -236,6 +264,7 @@ def passes_command(debug: bool) -> None:
                    "unbound dynamic dimensions are imported as 1.")
 @click.option("--keep-float", metavar="REGEX",
               help="Weights whose name matches REGEX stay float, as in compile.")
+@_MAX_INPUT
 @_DEBUG
 def inspect_command(input: Path, shapes: tuple[str, ...], keep_float: str | None,
                     debug: bool) -> None:

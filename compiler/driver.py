@@ -10,9 +10,7 @@ temporary directory and moved into place only on success, so a failure writes no
 from __future__ import annotations
 
 import dataclasses
-import shutil
 import sys
-import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,10 +25,11 @@ from xdsl.utils.exceptions import VerifyException
 from q35c.compiler.codegen_names import file_stem, file_stems, plain_text
 from q35c.compiler.diagnostics import Q35cError, first_line
 from q35c.compiler.frontends import FRONTENDS, PLANNED as PLANNED_FRONTENDS, FrontendOptions
-from q35c.compiler.ir_text import module_text, referenced_weights
+from q35c.compiler.ir_text import module_text
+from q35c.compiler.outputs import IRDumper, write_atomically
 from q35c.compiler.progress import progress_bar
 from q35c.compiler.registry import Registry, load_registry
-from q35c.compiler.weights import WeightStore, store_of
+from q35c.compiler.weights import store_of
 from q35c.targets import PLANNED as PLANNED_TARGETS, TARGETS
 from q35c.targets.target import Q35cTarget
 
@@ -135,31 +134,6 @@ def _plugin_note(registry: Registry, kind: str, name: str) -> str:
     return f" (plugin '{plugin}')" if plugin else ""
 
 
-@dataclass
-class IRDumper:
-    """Writes `NN-<pass>.mlir` after each stage into `directory`, and the weights at the end."""
-
-    directory: Path
-    weights: set[str] = field(default_factory=set)
-    WEIGHTS_FILE = "weights.q35w"
-
-    def __post_init__(self) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True)
-        for stale in self.directory.glob("[0-9][0-9]-*.mlir"):
-            stale.unlink()
-
-    def dump(self, index: int, label: str, spec: str, module: ModuleOp) -> None:
-        names = referenced_weights(module)
-        self.weights |= names
-        text = module_text(module, weights_file=self.WEIGHTS_FILE if names else None)
-        path = self.directory / f"{index:02d}-{label}.mlir"
-        path.write_text(f"// q35c stage {index:02d}: {spec}\n{text}")
-
-    def finish(self, store: WeightStore) -> None:
-        if self.weights:
-            store.save(self.directory / self.WEIGHTS_FILE, keep=self.weights)
-
-
 def run_pipeline(ctx: Context, module: ModuleOp, passes: Iterable[ModulePass], *,
                  dumper: IRDumper | None = None, print_after_all: bool = False,
                  registry: Registry | None = None) -> None:
@@ -212,25 +186,6 @@ def get_target(name: str, registry: Registry | None = None) -> Q35cTarget:
         known = ", ".join(sorted(TARGETS) + list(PLANNED_TARGETS))
         raise Q35cError(f"unknown target '{spec.name}' (known: {known})")
     return TARGETS[spec.name]().from_spec(spec)
-
-
-def _publish(tmp: Path, out_dir: Path) -> None:
-    """Move every file of `tmp` into `out_dir` (created if needed)."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for item in sorted(tmp.iterdir()):
-        target = out_dir / item.name
-        if target.is_dir() and not target.is_symlink():
-            shutil.rmtree(target)
-        item.replace(target)
-
-
-def write_atomically(out_dir: Path, write) -> None:
-    """Call `write(tmp_dir)`, then move its files into `out_dir`; on failure write nothing."""
-    parent = out_dir.resolve().parent
-    parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=f".{out_dir.name}.", dir=parent) as tmp:
-        write(Path(tmp))
-        _publish(Path(tmp), out_dir)
 
 
 @dataclass
