@@ -342,7 +342,7 @@ def run_file(path: Path, inputs: dict[str, np.ndarray], out_dir: Path, options: 
     """`q35c run INPUT`: compile, execute on `inputs` (missing ones drawn from `seed`), save."""
     from xdsl.dialects.builtin import MemRefType
 
-    from q35c.targets.interp.interpreter import (
+    from q35c.compiler.entry import (
         argument_attr_strings, argument_names, entry_function, memref_argument_shape)
     from q35c.compiler.tensors import numpy_dtype
 

@@ -1,7 +1,7 @@
 """The `.mlir` frontend: parse MLIR text (custom or generic syntax) into a module.
 
-Large dense constants are moved into the weight store right away (`externalize-constants`),
-so even the first IR dump stays small. A `quant3p5.weights` module attribute names a
+Large dense constants are moved into the weight store right away (as `externalize-constants`
+does), so even the first IR dump stays small. A `quant3p5.weights` module attribute names a
 weight store file relative to the input file.
 """
 
@@ -14,10 +14,10 @@ from xdsl.dialects.builtin import ModuleOp
 from xdsl.parser import Parser
 from xdsl.utils.exceptions import ParseError, VerifyException
 
+from q35c.compiler.constants import externalize_constants
 from q35c.compiler.diagnostics import Q35cError, first_line
 from q35c.compiler.frontends import FrontendOptions
 from q35c.compiler.weights import WeightStoreError, store_of
-from q35c.passes.externalize_constants import ExternalizeConstantsPass
 
 
 def load_mlir(path: Path, ctx: Context, options: FrontendOptions) -> ModuleOp:
@@ -38,5 +38,5 @@ def load_mlir(path: Path, ctx: Context, options: FrontendOptions) -> ModuleOp:
         store_of(module, base_dir=path.parent)
     except WeightStoreError as err:
         raise Q35cError(str(err)) from None
-    ExternalizeConstantsPass().apply(ctx, module)
+    externalize_constants(module)
     return module
