@@ -24,6 +24,7 @@ from xdsl.passes import ModulePass
 from xdsl.utils.arg_spec import parse_spec
 from xdsl.utils.exceptions import VerifyException
 
+from q35c.compiler.context import make_context
 from q35c.compiler.diagnostics import Q35cError, first_line
 from q35c.compiler.frontends import FRONTENDS, PLANNED as PLANNED_FRONTENDS, FrontendOptions
 from q35c.compiler.ir_text import module_text, referenced_weights
@@ -38,15 +39,6 @@ DEFAULT_PIPELINE = "quantize-weights,canonicalize,cse"
 VERIFY_PIPELINE = "verify-overflow,verify-quant-error"
 """Part of the default pipeline, but run last: a pipeline that uses `default` (or none) ends
 with these, so they check the final IR (e.g. after `default,int8-activations`)."""
-
-
-def make_context(registry: Registry | None = None) -> Context:
-    """A context that knows every registered dialect (loaded lazily on first use)."""
-    registry = registry or load_registry()
-    ctx = Context()
-    for name, factory in registry.dialects.items():
-        ctx.register_dialect(name, factory)
-    return ctx
 
 
 def load_input(path: Path, ctx: Context, options: FrontendOptions | None = None) -> ModuleOp:

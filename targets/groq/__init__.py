@@ -322,7 +322,7 @@ class GroqTarget(Q35cTarget):
 def simulate_dir(out_dir: Path, inputs: dict[str, np.ndarray], ctx: Context | None = None
                  ) -> dict[str, np.ndarray]:
     """Simulate a written program (program.json + memory.bin + model.mlir in out_dir)."""
-    from q35c.compiler.driver import make_context
+    from q35c.compiler.context import make_context
     from q35c.targets.groq.machine import load_machine
     from q35c.compiler.entry import entry_function
     from q35c.semantics import Interpreter
