@@ -330,13 +330,16 @@ def output_file_stem(name: str) -> str:
 
 
 def run_file(path: Path, inputs: dict[str, np.ndarray], out_dir: Path, options: Options,
-             seed: int = 0) -> dict[str, np.ndarray]:
-    """`q35c run INPUT`: compile, execute on `inputs` (missing ones drawn from `seed`), save."""
+             seed: int = 0, max_steps: int | None = None) -> dict[str, np.ndarray]:
+    """`q35c run INPUT`: compile, execute on `inputs` (missing ones drawn from `seed`), save.
+    An interpreted run stops after `max_steps` steps (`--max-steps`; default
+    `q35c.semantics.DEFAULT_MAX_STEPS`)."""
     from xdsl.dialects.builtin import MemRefType
 
     from q35c.compiler.entry import (
         argument_attr_strings, argument_names, entry_function, memref_argument_shape)
     from q35c.compiler.tensors import numpy_dtype
+    from q35c.semantics import DEFAULT_MAX_STEPS, SourceLineError, step_limit
 
     target = get_target(options.target or "interp")
     ctx, module = compile_to_module(path, options)
@@ -371,7 +374,12 @@ def run_file(path: Path, inputs: dict[str, np.ndarray], out_dir: Path, options: 
                         f"{', '.join(argument_names(fn))}")
     if options.report:
         print_report(module, sys.stdout)
-    outputs = target.run(ctx, module, store_of(module), {**inputs, **generated}, options.entry)
+    with step_limit(DEFAULT_MAX_STEPS if max_steps is None else max_steps):
+        try:
+            outputs = target.run(ctx, module, store_of(module), {**inputs, **generated},
+                                 options.entry)
+        except SourceLineError as err:  # a run-time error at a line of the source
+            raise Q35cError(f"{path}:{err.line}: {err.message}") from None
 
     def write(tmp: Path) -> None:
         for name, value in {**generated, **outputs}.items():

@@ -109,7 +109,9 @@ class Interpreter:
         for op in block.ops:
             if op.has_trait(IsTerminator) or isinstance(op, func.ReturnOp):
                 return tuple(env[v] for v in op.operands)
-            self._step(op)
+            self.steps += 1  # inline: the one cost every op pays
+            if self.steps > self.max_steps:
+                self._step(op)
             run = IMPLEMENTATIONS.get(type(op))
             if run is None:
                 raise InterpreterError(f"{op.name} is not supported by the interpreter")
