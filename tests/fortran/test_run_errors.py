@@ -8,8 +8,8 @@ import re
 
 import numpy as np
 import pytest
-
 from conftest import q35c
+
 from q35c.compiler.frontends.fortran import compile_source
 from q35c.compiler.weights import WeightStore
 from q35c.semantics import InterpreterError, run_module

@@ -32,7 +32,6 @@ from onnx import TensorProto
 
 from q35c.compiler.diagnostics import Q35cError, first_line
 from q35c.compiler.frontends.onnx.builder import INLINE_LIMIT
-from q35c.compiler.quantizable import DEFAULT_GROUP_SIZE, DEFAULT_MIN_ELEMENTS, quantizable_weight
 from q35c.compiler.frontends.onnx.model import (
     bind_input_shapes,
     declared_shape,
@@ -41,9 +40,8 @@ from q35c.compiler.frontends.onnx.model import (
     shape_text,
     storage_size,
     type_name,
-    value_shape,
 )
-
+from q35c.compiler.quantizable import DEFAULT_GROUP_SIZE, DEFAULT_MIN_ELEMENTS, quantizable_weight
 
 ASSUMED_DIM = 2
 """Size given to dynamic input dimensions that --shape leaves unbound."""
@@ -252,17 +250,16 @@ def inspect_model(path: Path, shapes: dict[str, tuple[int, ...]] | None = None,
 def _weights(path: Path, shapes: dict[str, tuple[int, ...]], keep_float: str | None
              ) -> list[WeightInfo]:
     """Import `path` and classify every weight its IR uses as `quantize-weights` would."""
+    from xdsl.context import Context
     from xdsl.dialects.builtin import StringAttr
     from xdsl.dialects.linalg import ops as linalg
 
-    from xdsl.context import Context
-
     from q35c.compiler.frontends import FrontendOptions
     from q35c.compiler.frontends.onnx import load_onnx
+    from q35c.compiler.ir_attrs import SOURCE_ATTR
     from q35c.compiler.quant import storage_bytes
     from q35c.compiler.weights import store_of
     from q35c.dialects import q35nn, quant3p5
-    from q35c.compiler.ir_attrs import SOURCE_ATTR
 
     # The ONNX frontend builds ops directly and parses nothing: no dialect to register.
     module = load_onnx(path, Context(), FrontendOptions(shapes=shapes))
