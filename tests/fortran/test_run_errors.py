@@ -101,3 +101,13 @@ def test_integer_division_truncates_toward_zero(tmp_path):
     q35c("run", path, "--input", "a=-7", "--input", "b=2", "-o", tmp_path / "out")
     assert np.load(tmp_path / "out" / "q.npy") == -3
     assert np.load(tmp_path / "out" / "r.npy") == -1
+
+
+def test_run_help_states_the_default_budget():
+    from click.testing import CliRunner
+
+    from q35c.compiler.cli import main
+    from q35c.semantics import DEFAULT_MAX_STEPS
+
+    result = CliRunner().invoke(main, ["run", "--help"])
+    assert "--max-steps N" in result.output and str(DEFAULT_MAX_STEPS) in result.output
