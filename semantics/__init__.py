@@ -35,7 +35,8 @@ named in brackets implement them):
   must reproduce this path bit-exactly. Accumulators never wrap: one that leaves int32 raises
   InterpreterError (verify-overflow proves at compile time that none can).
 - Signed integer division and remainder by zero (`arith.divsi`/`remsi`, Fortran `/` and
-  `mod`) are errors at the op's source line, not values.
+  `mod`) and `memref.load`/`store` outside the array are errors at the op's source line,
+  not values.
 
 Layering: this package imports only q35c's compiler core (quant, tensors, weights, entry,
 ir_attrs, diagnostics) and dialects; passes and targets import it, never the reverse

@@ -13,7 +13,7 @@ from xdsl.ir import Operation
 
 from q35c.compiler.tensors import constant_value, numpy_dtype
 
-from .core import InterpreterError, impl
+from .core import InterpreterError, impl, located_error
 
 
 def _memref_shape(op: Operation, dynamic_sizes) -> tuple[int, ...]:
@@ -33,20 +33,25 @@ def _memref_dealloc(interp, op, args):
     return ()
 
 
+def _index(op: Operation, ref: np.ndarray, indices) -> tuple[int, ...]:
+    """The element index of a load or store; outside the array (where numpy would wrap a
+    negative index or raise IndexError) it is an error at the op's source line."""
+    index = tuple(int(i) for i in indices)
+    if any(i < 0 or i >= n for i, n in zip(index, ref.shape)):
+        raise located_error(op, f"index {index} is out of bounds for shape {ref.shape}")
+    return index
+
+
 @impl(memref.LoadOp)
 def _memref_load(interp, op, args):
     ref, *indices = args
-    return (ref[tuple(int(i) for i in indices)],)
+    return (ref[_index(op, ref, indices)],)
 
 
 @impl(memref.StoreOp)
 def _memref_store(interp, op, args):
     value, ref, *indices = args
-    index = tuple(int(i) for i in indices)
-    if any(i < 0 or i >= n for i, n in zip(index, ref.shape)):
-        raise InterpreterError(f"memref.store: index {index} is out of bounds for shape "
-                               f"{ref.shape}")
-    ref[index] = value
+    ref[_index(op, ref, indices)] = value
     return ()
 
 

@@ -111,3 +111,24 @@ def test_run_help_states_the_default_budget():
 
     result = CliRunner().invoke(main, ["run", "--help"])
     assert "--max-steps N" in result.output and str(DEFAULT_MAX_STEPS) in result.output
+
+
+OUT_OF_BOUNDS = """\
+subroutine pick(n, a, x)
+  integer, intent(in) :: n
+  real, intent(in) :: a(4)
+  real, intent(out) :: x
+  x = a(n)
+end subroutine pick
+"""
+
+
+@pytest.mark.parametrize("n", [0, 5])
+def test_an_array_index_out_of_bounds_is_a_located_error(tmp_path, n):
+    """Index 0 would read a[-1] (numpy wraps) and 5 raised IndexError as an internal error."""
+    path = tmp_path / "pick.f90"
+    path.write_text(OUT_OF_BOUNDS)
+    error = _error_line(q35c("run", path, "--input", f"n={n}", "-o", tmp_path / "out",
+                             check=False))
+    assert error == (f"q35c: error: {path}:5: index ({n - 1},) is out of bounds for shape (4,) "
+                     "(memref.load in 'pick')")
