@@ -210,12 +210,16 @@ def _scalar_literal(text: str) -> np.ndarray | None:
 @click.option("--seed", default=0, show_default=True, help="Seed for generated inputs.")
 @click.option("-o", "output", type=click.Path(path_type=Path), required=True, metavar="OUTDIR",
               help="Directory for <output-name>.npy (and generated inputs).")
+@click.option("--max-steps", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Stop an interpreted run after N steps (executed ops and loop "
+                   "iterations) with an error at the op and source line it reached; "
+                   "default 100000000.")
 @_pipeline_options
 @_DEBUG
 def run_command(input: Path, target: str, inputs: tuple[str, ...], seed: int, output: Path,
-                passes: str | None, dump_ir: Path | None, print_ir_after_all: bool,
-                entry: str | None, shapes: tuple[str, ...], keep_float: str | None,
-                act: str, report: bool, debug: bool) -> None:
+                max_steps: int | None, passes: str | None, dump_ir: Path | None,
+                print_ir_after_all: bool, entry: str | None, shapes: tuple[str, ...],
+                keep_float: str | None, act: str, report: bool, debug: bool) -> None:
     """Compile INPUT and execute it; write each output as OUTDIR/<name>.npy."""
     from q35c.compiler.codegen_names import plain_text
     from q35c.compiler.driver import run_file, run_file_stems
@@ -223,7 +227,8 @@ def run_command(input: Path, target: str, inputs: tuple[str, ...], seed: int, ou
     def action() -> None:
         options = _options(target, passes, dump_ir, print_ir_after_all, entry, shapes,
                            keep_float, report, act)
-        outputs = run_file(input, _parse_inputs(inputs), output, options, seed=seed)
+        outputs = run_file(input, _parse_inputs(inputs), output, options, seed=seed,
+                           max_steps=max_steps)
         stems = run_file_stems(outputs, [])
         for name, value in outputs.items():
             path = output / f"{stems['output', name]}.npy"

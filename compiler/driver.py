@@ -23,6 +23,7 @@ from xdsl.utils.arg_spec import parse_spec
 from xdsl.utils.exceptions import VerifyException
 
 from q35c.compiler.codegen_names import file_stem, file_stems, plain_text
+from q35c.compiler.context import make_context
 from q35c.compiler.diagnostics import Q35cError, first_line
 from q35c.compiler.frontends import FRONTENDS, PLANNED as PLANNED_FRONTENDS, FrontendOptions
 from q35c.compiler.ir_text import module_text
@@ -38,15 +39,6 @@ DEFAULT_PIPELINE = "quantize-weights,canonicalize,cse"
 VERIFY_PIPELINE = "verify-overflow,verify-quant-error"
 """Part of the default pipeline, but run last: a pipeline that uses `default` (or none) ends
 with these, so they check the final IR (e.g. after `default,int8-activations`)."""
-
-
-def make_context(registry: Registry | None = None) -> Context:
-    """A context that knows every registered dialect (loaded lazily on first use)."""
-    registry = registry or load_registry()
-    ctx = Context()
-    for name, factory in registry.dialects.items():
-        ctx.register_dialect(name, factory)
-    return ctx
 
 
 def load_input(path: Path, ctx: Context, options: FrontendOptions | None = None) -> ModuleOp:
@@ -309,14 +301,17 @@ def _collision_note(stems: dict[tuple[str, str], str], written: set[tuple[str, s
 
 
 def run_file(path: Path, inputs: dict[str, np.ndarray], out_dir: Path, options: Options,
-             seed: int = 0) -> dict[str, np.ndarray]:
-    """`q35c run INPUT`: compile, execute on `inputs` (missing ones drawn from `seed`), save."""
+             seed: int = 0, max_steps: int | None = None) -> dict[str, np.ndarray]:
+    """`q35c run INPUT`: compile, execute on `inputs` (missing ones drawn from `seed`), save.
+    An interpreted run stops after `max_steps` steps (`--max-steps`; default
+    `q35c.semantics.DEFAULT_MAX_STEPS`)."""
     from xdsl.dialects.builtin import MemRefType
 
-    from q35c.targets.interp.interpreter import (
+    from q35c.compiler.entry import (
         argument_attr_strings, argument_names, entry_function, memref_argument_shape,
         result_names)
     from q35c.compiler.tensors import numpy_dtype
+    from q35c.semantics import DEFAULT_MAX_STEPS, SourceLineError, step_limit
 
     target = get_target(options.target or "interp")
     ctx, module = compile_to_module(path, options)
@@ -351,7 +346,12 @@ def run_file(path: Path, inputs: dict[str, np.ndarray], out_dir: Path, options: 
                         f"{', '.join(argument_names(fn))}")
     if options.report:
         print_report(module, sys.stdout)
-    outputs = target.run(ctx, module, store_of(module), {**inputs, **generated}, options.entry)
+    with step_limit(DEFAULT_MAX_STEPS if max_steps is None else max_steps):
+        try:
+            outputs = target.run(ctx, module, store_of(module), {**inputs, **generated},
+                                 options.entry)
+        except SourceLineError as err:  # a run-time error at a line of the source
+            raise Q35cError(f"{path}:{err.line}: {err.message}") from None
 
     names = result_names(fn)
     twice = sorted({n for n in names if names.count(n) > 1})

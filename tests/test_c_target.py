@@ -30,7 +30,7 @@ from q35c.targets.c import CTarget
 from q35c.targets.c.emit import emit
 from q35c.targets.c.lower import lower_module
 from q35c.targets.c.memory import lifetimes, plan_arena
-from q35c.targets.interp.interpreter import run_module
+from q35c.semantics import run_module
 
 
 

@@ -21,7 +21,7 @@ from q35c.compiler.weights import store_of
 from q35c.targets.groq import compile_module, simulate_dir
 from q35c.targets.groq.machine import MACHINES_DIR, load_machine
 from q35c.targets.groq.simulate import IllegalProgram, simulate
-from q35c.targets.interp.interpreter import Interpreter, run_module
+from q35c.semantics import Interpreter, run_module
 
 MACHINE = load_machine()
 

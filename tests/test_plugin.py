@@ -331,7 +331,7 @@ def load_plugin_pass():
 def test_dequantized_weights_compute_what_the_quantized_matmul_computes(layout):
     from q35c.compiler.driver import make_context, run_pipeline
     from q35c.compiler.weights import attach_store
-    from q35c.targets.interp.interpreter import run_module
+    from q35c.semantics import run_module
 
     ctx = make_context()
     module = Parser(ctx, small_module(layout)).parse_module()

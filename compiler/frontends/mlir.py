@@ -1,6 +1,6 @@
 """The `.mlir` frontend: parse MLIR text (custom or generic syntax) into a module.
 
-Large dense constants are moved into the weight store right away (`externalize-constants`),
+Large dense constants are moved into the weight store right away (as `externalize-constants` does),
 so even the first IR dump stays small. A `quant3p5.weights` module attribute names a
 weight store file relative to the input file; it must be a regular file inside the input's
 directory, and the store is checked against the IR's weight types.
@@ -19,11 +19,11 @@ from xdsl.dialects.builtin import ModuleOp
 from xdsl.parser import Parser
 from xdsl.utils.exceptions import ParseError, VerifyException
 
+from q35c.compiler.constants import externalize_constants
 from q35c.compiler.diagnostics import Q35cError, clip, first_line
 from q35c.compiler.files import read_input_text
 from q35c.compiler.frontends import FrontendOptions
 from q35c.compiler.weights import WeightStoreError, store_of
-from q35c.passes.externalize_constants import ExternalizeConstantsPass
 
 
 MAX_NESTING = 100
@@ -71,5 +71,5 @@ def load_mlir(path: Path, ctx: Context, options: FrontendOptions) -> ModuleOp:
         store_of(module, base_dir=path.parent).check_types(module)
     except WeightStoreError as err:
         raise Q35cError(f"{path}: {err}") from None
-    ExternalizeConstantsPass().apply(ctx, module)
+    externalize_constants(module)
     return module

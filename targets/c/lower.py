@@ -9,7 +9,7 @@ a CUDA printer would render the same steps.
 
 This module knows op semantics only as far as it must to pick a kernel and its static
 parameters (shapes, strides, axes); the numerics are in the kernels
-(`runtime/q35rt.c`), written to match `targets/interp/interpreter.py`.
+(`runtime/q35rt.c`), written to match the reference semantics (`q35c.semantics`).
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from q35c.compiler.quant import LegacyPairTensor, Q3P5Tensor
 from q35c.compiler.tensors import constant_value, numpy_dtype
 from q35c.compiler.weights import WeightStore
 from q35c.dialects import q35nn, quant3p5
-from q35c.targets.interp.interpreter import argument_names, entry_function, result_names
+from q35c.compiler.entry import argument_names, entry_function, result_names
 
 C_TYPES = {
     np.dtype(np.float32): "float", np.dtype(np.float64): "double",

@@ -148,8 +148,8 @@ def split_columns(module: ModuleOp, store: WeightStore, plan, assign: dict[int, 
 
     from q35c.compiler.quant import Q3P5Tensor
     from q35c.compiler.weights import attach_store
+    from q35c.compiler.entry import entry_function
     from q35c.dialects import quant3p5
-    from q35c.targets.interp.interpreter import entry_function
 
     shards_of: dict[int, list[dict]] = {}
     for x in plan.matmuls:
@@ -219,8 +219,8 @@ def compile_module(ctx: Context, module: ModuleOp, store: WeightStore,
     from q35c.targets.groq.plan import PlanOptions, plan_module
     from q35c.targets.groq.program import to_documents
     from q35c.targets.groq.report import build_report
+    from q35c.compiler.entry import entry_function
     from q35c.targets.groq.schedule import schedule
-    from q35c.targets.interp.interpreter import entry_function
 
     m = load_machine(machine)
     module = int8_module(ctx, module)
@@ -311,8 +311,8 @@ class GroqTarget(Q35cTarget):
     def run(self, ctx: Context, module: ModuleOp, store: WeightStore,
             inputs: dict[str, np.ndarray], entry: str | None) -> dict[str, np.ndarray]:
         from q35c.targets.groq.machine import load_machine
+        from q35c.semantics import Interpreter
         from q35c.targets.groq.simulate import simulate
-        from q35c.targets.interp.interpreter import Interpreter
 
         c = compile_module(ctx, module, store, entry, self.machine, self.chips)
         return simulate(c.doc, c.image, load_machine(self.machine), c.ops,
@@ -322,10 +322,11 @@ class GroqTarget(Q35cTarget):
 def simulate_dir(out_dir: Path, inputs: dict[str, np.ndarray], ctx: Context | None = None
                  ) -> dict[str, np.ndarray]:
     """Simulate a written program (program.json + memory.bin + model.mlir in out_dir)."""
-    from q35c.compiler.driver import make_context
+    from q35c.compiler.context import make_context
     from q35c.targets.groq.machine import load_machine
+    from q35c.compiler.entry import entry_function
+    from q35c.semantics import Interpreter
     from q35c.targets.groq.simulate import simulate
-    from q35c.targets.interp.interpreter import Interpreter, entry_function
     from xdsl.parser import Parser
 
     doc = json.loads((out_dir / "program.json").read_text())

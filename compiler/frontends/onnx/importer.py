@@ -48,8 +48,8 @@ from q35c.compiler.frontends.onnx.model import (
     value_shape,
 )
 from q35c.compiler.frontends.onnx.ops import CONVERTERS, FOLD_ONLY, Value
+from q35c.compiler.ir_attrs import ONNX_NODE_ATTR
 from q35c.compiler.weights import FileWeight, WeightStore
-from q35c.passes.matching import ONNX_NODE_ATTR
 
 _FLOAT_TYPES = {TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.BFLOAT16,
                 TensorProto.DOUBLE}
