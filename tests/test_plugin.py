@@ -154,8 +154,14 @@ FAILING_PLUGIN = """\
             Rewriter.insert_op(SoftmaxOp(block.args[0], axis=5), InsertPoint.at_start(block))
 
 
+    def _missing_target():
+        raise ImportError("the target's module is gone")
+
+
     UNIVERSE = Universe(all_passes={"failing-raise": lambda: RaisingPass,
-                                    "failing-invalid-ir": lambda: InvalidIRPass})
+                                    "failing-invalid-ir": lambda: InvalidIRPass},
+                        all_targets={"failing-not-q35c": lambda: RaisingPass,
+                                     "failing-import": _missing_target})
     """
 
 
@@ -164,6 +170,21 @@ def failing_site(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("failing-plugin")
     package = write_package(root, "q35c_failing_plugin", FAILING_PLUGIN,
                             "q35c_failing_plugin:UNIVERSE")
+    return pip_install(package, root / "site")
+
+
+CLASHING_PLUGIN = """\
+    from xdsl.universe import Universe
+
+    UNIVERSE = Universe(all_targets={"groq": lambda: None})
+    """
+
+
+@pytest.fixture(scope="module")
+def clashing_site(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("clashing-plugin")
+    package = write_package(root, "q35c_clashing_plugin", CLASHING_PLUGIN,
+                            "q35c_clashing_plugin:UNIVERSE")
     return pip_install(package, root / "site")
 
 
@@ -354,7 +375,94 @@ def test_plugin_filecheck_tests_pass(example_site):
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+# -- the example plugin's target ------------------------------------------------------------
+
+
+def test_targets_lists_the_plugin_target(example_site):
+    result = ok(q35c("targets", sites=(example_site,)))
+    [line] = [line for line in result.stdout.splitlines() if line.startswith("histogram ")]
+    assert "op names (ops.json)" in line and "[--shape-only]" in line
+    assert line.endswith(f"[plugin {PLUGIN}]")
+    assert {"c", "groq", "interp", "mlir"} <= {line.split()[0]
+                                                for line in result.stdout.splitlines()}
+
+
+def test_plugin_target_writes_the_op_histogram_of_its_final_ir(example_site, tmp_path):
+    """`--target histogram`: ops.json counts the ops of the IR after the target's own
+    pipeline (`canonicalize`, the last --dump-ir stage), in name order."""
+    import json
+    from collections import Counter
+
+    ok(q35c(EXAMPLE, "--target", "histogram", "-o", tmp_path / "out", "--dump-ir",
+            tmp_path / "dumps", sites=(example_site,)))
+    final = tmp_path / "dumps" / "06-canonicalize.mlir"
+    assert sorted(p.name for p in (tmp_path / "dumps").glob("*.mlir"))[-1] == final.name
+    module = parse_output(final)
+    ops = [op for op in module.walk() if op is not module]
+    text = (tmp_path / "out" / "ops.json").read_text()
+    histogram = json.loads(text)
+    assert histogram == {"ops": dict(sorted(Counter(op.name for op in ops).items())),
+                         "total": len(ops)}
+    assert list(histogram["ops"]) == sorted(histogram["ops"])
+    assert histogram["ops"]["quant3p5.matmul"] == 2
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["ops.json"]
+
+    # without -o the same JSON goes to stdout; the target's option counts top-level ops only
+    assert ok(q35c(EXAMPLE, "--target", "histogram", sites=(example_site,))).stdout == text
+    top = json.loads(ok(q35c(EXAMPLE, "--target", "histogram{nested=false}",
+                             sites=(example_site,))).stdout)
+    assert "linalg.yield" in histogram["ops"] and "linalg.yield" not in top["ops"]
+
+
+def test_plugin_target_compiles_shape_only(example_site, tmp_path):
+    import json
+
+    model = EXAMPLES / "models" / "llama_tiny.onnx"
+    ok(q35c(model, "--shape", "input_ids=1,4", "--shape-only", "--target", "histogram",
+            "-o", tmp_path / "out", sites=(example_site,)))
+    ops = json.loads((tmp_path / "out" / "ops.json").read_text())["ops"]
+    assert ops["quant3p5.matmul"] > 0
+
+
+def test_stock_xdsl_opt_sees_the_plugin_target(example_site, tmp_path):
+    import json
+
+    opt = ok(subprocess.run(
+        [*_command("xdsl-opt", "xdsl.tools.xdsl_opt"), str(EXAMPLE), "-t", "histogram"],
+        env=plugin_env(example_site), capture_output=True, text=True))
+    assert json.loads(opt.stdout)["ops"]["linalg.matmul"] == 2  # no pipeline: float matmuls
+
+
 # -- broken plugins ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("target, failure", [
+    ("failing-not-q35c", "is not a q35c target (a Q35cTarget subclass)"),
+    ("failing-import", "failed to load: ImportError: the target's module is gone"),
+])
+def test_broken_plugin_target_is_one_line_and_writes_nothing(failing_site, tmp_path, target,
+                                                             failure):
+    out = tmp_path / "out"
+    result = q35c(EXAMPLE, "--target", target, "-o", out, sites=(failing_site,))
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.splitlines() == [
+        f"q35c: error: target '{target}' (plugin 'q35c_failing_plugin') {failure}"]
+    assert not out.exists()
+    listing = ok(q35c("targets", sites=(failing_site,)))
+    assert re.search(rf"^{target} +\(fails to load: .*{re.escape(failure)}", listing.stdout,
+                     re.M), listing.stdout
+
+
+def test_plugin_redefining_a_target_is_skipped(clashing_site, tmp_path):
+    listing = ok(q35c("targets", sites=(clashing_site,)))
+    assert ("warning: plugin 'q35c_clashing_plugin' skipped: redefines target 'groq' "
+            "(already defined by q35c)") in listing.stderr
+    ok(q35c(EXAMPLE, "--target", "groq", "-o", tmp_path / "out", sites=(clashing_site,)))
+    assert (tmp_path / "out" / "program.json").exists()
+    result = q35c(EXAMPLE, "--target", "nope", sites=(clashing_site,))
+    assert result.returncode == 2
+    assert "plugin 'q35c_clashing_plugin' redefines target 'groq'" in result.stderr
+
 
 
 @pytest.mark.parametrize("pass_name, failure", [
