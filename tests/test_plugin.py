@@ -26,6 +26,7 @@ from conftest import BIN, EXAMPLES, ROOT
 PLUGIN_SOURCE = EXAMPLES / "plugin"
 EXAMPLE = EXAMPLES / "mlp.mlir"
 DOC = ROOT / "docs" / "writing-a-pass.md"
+TARGET_DOC = ROOT / "docs" / "writing-a-target.md"
 PLUGIN = "q35c_example_plugin"
 FC2_FLOAT = 'default,dequantize-weights{pattern="fc2"}'
 
@@ -496,15 +497,15 @@ def test_unimportable_plugin_is_skipped_with_a_warning(example_site, unimportabl
     assert (tmp_path / "out" / "mlp.mlir").exists()
 
 
-# -- docs/writing-a-pass.md ----------------------------------------------------------------
+# -- docs/writing-a-pass.md, docs/writing-a-target.md ----------------------------------------
 
 FENCE = re.compile(r"^```(\w+)([^\n]*)\n(.*?)^```$", re.M | re.S)
 
 
-def doc_blocks() -> list[tuple[str, dict[str, str], str]]:
+def doc_blocks(doc: Path = DOC) -> list[tuple[str, dict[str, str], str]]:
     """(language, {key: value} from the info string, code) of each fenced block, in order."""
     blocks = []
-    for lang, info, code in FENCE.findall(DOC.read_text()):
+    for lang, info, code in FENCE.findall(doc.read_text()):
         attrs = dict(item.split("=", 1) for item in info.split() if "=" in item)
         blocks.append((lang, attrs, code))
     return blocks
@@ -526,13 +527,21 @@ def assert_excerpt(code: str, path: Path) -> None:
         position = found[0] + 1
 
 
-def test_doc_code_is_the_plugin_source():
-    blocks = doc_blocks()
+DOC_FILES = {
+    DOC: {"examples/plugin/pyproject.toml", "examples/plugin/q35c_example_plugin/universe.py",
+          "examples/plugin/q35c_example_plugin/dequantize_weights.py"},
+    TARGET_DOC: {"examples/plugin/q35c_example_plugin/universe.py",
+                 "examples/plugin/q35c_example_plugin/histogram.py"},
+}
+
+
+@pytest.mark.parametrize("doc", list(DOC_FILES), ids=lambda p: p.name)
+def test_doc_code_is_the_plugin_source(doc):
+    blocks = doc_blocks(doc)
     files = {attrs["file"]: code for _, attrs, code in blocks if "file" in attrs}
-    assert {"examples/plugin/pyproject.toml", "examples/plugin/q35c_example_plugin/universe.py",
-            "examples/plugin/q35c_example_plugin/dequantize_weights.py"} <= set(files)
+    assert DOC_FILES[doc] <= set(files)
     for name, code in files.items():
-        assert code == (ROOT / name).read_text(), f"docs/writing-a-pass.md: block {name} is stale"
+        assert code == (ROOT / name).read_text(), f"docs/{doc.name}: block {name} is stale"
     for _, attrs, code in blocks:
         if "excerpt" in attrs and not attrs["excerpt"].startswith("out/"):
             assert_excerpt(code, ROOT / attrs["excerpt"])
@@ -541,7 +550,8 @@ def test_doc_code_is_the_plugin_source():
 SKIPPED_COMMANDS = re.compile(r"^\s*(pip |python -m pip |pytest|python -m pytest)")
 
 
-def test_doc_walkthrough_runs(example_site, tmp_path):
+@pytest.mark.parametrize("doc, blocks", [(DOC, 4), (TARGET_DOC, 2)], ids=["pass", "target"])
+def test_doc_walkthrough_runs(example_site, tmp_path, doc, blocks):
     """Run the doc's shell and Python blocks in order, in a copy of the examples.
 
     `pip install` lines are skipped (the plugin is on PYTHONPATH instead), and so are pytest
@@ -551,7 +561,7 @@ def test_doc_walkthrough_runs(example_site, tmp_path):
         "build", "*.egg-info", "__pycache__", "Output"))
     env = plugin_env(example_site)
     ran = 0
-    for index, (lang, attrs, code) in enumerate(doc_blocks()):
+    for index, (lang, attrs, code) in enumerate(doc_blocks(doc)):
         if "file" in attrs or "excerpt" in attrs or lang not in ("sh", "python"):
             continue
         if lang == "sh":
@@ -568,7 +578,7 @@ def test_doc_walkthrough_runs(example_site, tmp_path):
             f"doc block {index} ({lang}) failed:\n{code}\n--- output ---\n"
             f"{result.stdout}\n{result.stderr}")
         ran += 1
-    assert ran >= 4
-    for _, attrs, code in doc_blocks():
+    assert ran >= blocks
+    for _, attrs, code in doc_blocks(doc):
         if attrs.get("excerpt", "").startswith("out/"):
             assert_excerpt(code, tmp_path / attrs["excerpt"])
