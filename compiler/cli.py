@@ -1,7 +1,7 @@
 """The `q35c` command line: a thin click shell over q35c.compiler.driver.
 
     q35c INPUT [--target T] [-o OUT] [--passes SPEC] [--dump-ir DIR] [--print-ir-after-all]
-    q35c run INPUT [--target interp] [--input NAME=FILE.npy ...] [--seed N] -o OUTDIR
+    q35c run INPUT [--target T] [--input NAME=FILE.npy ...] [--seed N] -o OUTDIR
     q35c passes        list built-in and plugin passes
     q35c targets       list built-in and plugin targets
     q35c irdl          print the IRDL export of q35c's dialects
@@ -22,6 +22,7 @@ import click
 import numpy as np
 
 from q35c.compiler.diagnostics import Q35cError, first_line
+from q35c.targets import COMPILE_TARGET, RUN_TARGET
 
 EXIT_USER_ERROR = 2
 
@@ -98,7 +99,7 @@ def main() -> None:
 
 @main.command("compile")
 @click.argument("input", type=click.Path(path_type=Path))
-@click.option("--target", "-t", default="mlir", show_default=True,
+@click.option("--target", "-t", default=COMPILE_TARGET, show_default=True,
               help="A target spec such as 'c' or 'groq{chips=2}'; `q35c targets` lists them.")
 @click.option("-o", "output", type=click.Path(path_type=Path), metavar="OUT",
               help="Output directory (stdout for text targets when omitted).")
@@ -176,7 +177,8 @@ def _scalar_literal(text: str) -> np.ndarray | None:
 
 @main.command("run")
 @click.argument("input", type=click.Path(path_type=Path))
-@click.option("--target", "-t", default="interp", show_default=True, help="Target that executes.")
+@click.option("--target", "-t", default=RUN_TARGET, show_default=True,
+              help="Target that executes (`q35c targets` lists them).")
 @click.option("--input", "inputs", multiple=True, metavar="NAME=FILE.npy",
               help="An input tensor, or a scalar literal (NAME=4); inputs not given are "
                    "drawn from --seed and saved.")

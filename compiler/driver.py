@@ -35,6 +35,7 @@ from q35c.compiler.progress import progress_bar
 from q35c.compiler.registry import Registry, load_registry
 from q35c.compiler.weights import WeightStore, store_of
 from q35c.compiler.universe import PLANNED_TARGETS
+from q35c.targets import COMPILE_TARGET, RUN_TARGET
 from q35c.targets.target import Q35cTarget
 
 DEFAULT_PIPELINE = "quantize-weights,canonicalize,cse"
@@ -313,7 +314,7 @@ def write_atomically(out_dir: Path, write) -> None:
 @dataclass
 class Options:
     target: str | None = None
-    """None: `mlir` for compiling, `interp` for running."""
+    """None: COMPILE_TARGET for compiling, RUN_TARGET for running (q35c.targets)."""
     passes: str | None = None
     dump_ir: Path | None = None
     print_ir_after_all: bool = False
@@ -363,7 +364,7 @@ def print_report(module: ModuleOp, stream) -> None:
 
 def compile_file(path: Path, out_dir: Path | None, options: Options, stdout=sys.stdout) -> None:
     """`q35c INPUT --target T -o OUT` (with --shape-only, what the target writes then)."""
-    target = get_target(options.target or "mlir", shape_only=options.shape_only)
+    target = get_target(options.target or COMPILE_TARGET, shape_only=options.shape_only)
     ctx, module = compile_to_module(path, options, target)
     store = store_of(module)
     if options.shape_only:
@@ -420,7 +421,7 @@ def run_file(path: Path, inputs: dict[str, np.ndarray], out_dir: Path, options: 
         argument_attr_strings, argument_names, entry_function, memref_argument_shape)
     from q35c.compiler.tensors import numpy_dtype
 
-    target = get_target(options.target or "interp")
+    target = get_target(options.target or RUN_TARGET)
     ctx, module = compile_to_module(path, options, target)
     try:
         fn = entry_function(module, options.entry)

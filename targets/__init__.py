@@ -6,3 +6,8 @@ store; `interp` runs the reference interpreter; `c` writes C99 sources and runs 
 (targets/groq). They are registered, lazily, in q35c's `xdsl.universe` entry point
 (compiler/universe.py), like plugin targets; `q35c targets` lists them.
 """
+
+COMPILE_TARGET = "mlir"
+"""The target of `q35c INPUT` without --target."""
+RUN_TARGET = "interp"
+"""The target of `q35c run INPUT` without --target."""
