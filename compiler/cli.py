@@ -1,12 +1,13 @@
 """The `q35c` command line: a thin click shell over q35c.compiler.driver.
 
     q35c INPUT [--target T] [-o OUT] [--passes SPEC] [--dump-ir DIR] [--print-ir-after-all]
-    q35c run INPUT [--target interp] [--input NAME=FILE.npy ...] [--seed N] -o OUTDIR
+    q35c run INPUT [--target T] [--input NAME=FILE.npy ...] [--seed N] -o OUTDIR
     q35c passes        list built-in and plugin passes
+    q35c targets       list built-in and plugin targets
     q35c irdl          print the IRDL export of q35c's dialects
     q35c inspect MODEL.onnx [--shape ...] [--keep-float REGEX]   summarize a model
-    q35c MODEL.onnx --target groq --shape-only -o OUT   multi-chip plan, no weight data read
-    q35c report OUT    OUT/timeline.html from a Groq OUT/program.json
+    q35c MODEL.onnx --target T --shape-only -o OUT   no weight data read (groq: multi-chip plan)
+    q35c report OUT    the report of the target that wrote OUT (groq: OUT/timeline.html)
 
 User errors print one line, `q35c: error: ...`, and exit with code 2; `--debug` shows the
 Python traceback instead.
@@ -22,6 +23,7 @@ import numpy as np
 
 from q35c.compiler.diagnostics import Q35cError, first_line
 from q35c.compiler.files import open_input, set_input_limit
+from q35c.targets import COMPILE_TARGET, RUN_TARGET
 
 EXIT_USER_ERROR = 2
 
@@ -122,15 +124,15 @@ def main() -> None:
 
 @main.command("compile")
 @click.argument("input", type=click.Path(path_type=Path))
-@click.option("--target", "-t", default="mlir", show_default=True,
-              help="mlir, interp (run only), c, groq; planned: cerebras, cuda.")
+@click.option("--target", "-t", default=COMPILE_TARGET, show_default=True,
+              help="A target spec such as 'c' or 'groq{chips=2}'; `q35c targets` lists them.")
 @click.option("-o", "output", type=click.Path(path_type=Path), metavar="OUT",
               help="Output directory (stdout for text targets when omitted).")
 @_pipeline_options
 @click.option("--shape-only", is_flag=True,
               help="Never read weight data: import shapes and packed types only (.onnx "
-                   "input). With --target groq, write the multi-chip plan (plan.json, "
-                   "report.txt, report.json); with --target mlir, the shape-only IR.")
+                   "input), for targets that support it: groq writes the multi-chip plan "
+                   "(plan.json, report.txt, report.json), mlir the shape-only IR.")
 @_DEBUG
 def compile_command(input: Path, target: str, output: Path | None, passes: str | None,
                     dump_ir: Path | None, print_ir_after_all: bool, entry: str | None,
@@ -203,7 +205,8 @@ def _scalar_literal(text: str) -> np.ndarray | None:
 
 @main.command("run")
 @click.argument("input", type=click.Path(path_type=Path))
-@click.option("--target", "-t", default="interp", show_default=True, help="Target that executes.")
+@click.option("--target", "-t", default=RUN_TARGET, show_default=True,
+              help="Target that executes (`q35c targets` lists them).")
 @click.option("--input", "inputs", multiple=True, metavar="NAME=FILE.npy",
               help="An input tensor, or a scalar literal (NAME=4); inputs not given are "
                    "drawn from --seed and saved.")
@@ -280,14 +283,46 @@ def inspect_command(input: Path, shapes: tuple[str, ...], keep_float: str | None
         inspect_model(input, _parse_shapes(shapes), keep_float).text(), nl=False))
 
 
+@main.command("targets")
+@_DEBUG
+def targets_command(debug: bool) -> None:
+    """List available targets: q35c's, plugins' and the planned ones."""
+    from q35c.compiler.driver import load_target_class
+    from q35c.compiler.registry import load_registry
+    from q35c.compiler.universe import PLANNED_TARGETS
+
+    def action() -> None:
+        registry = load_registry()
+        for name in sorted(registry.targets):
+            plugin = registry.plugin_of("target", name)
+            try:
+                cls = load_target_class(registry, name)
+                doc = (cls.__doc__ or "").strip().splitlines()
+                summary = doc[0] if doc else ""
+                if cls.supports_shape_only:
+                    summary += " [--shape-only]"
+            except Q35cError as err:
+                summary = f"(fails to load: {err})"
+            origin = f" [plugin {plugin}]" if plugin else ""
+            click.echo(f"{name:12s} {summary}{origin}")
+        for name, summary in sorted(PLANNED_TARGETS.items()):
+            if name not in registry.targets:
+                click.echo(f"{name:12s} (planned, not implemented yet) {summary}")
+        for plugin, why in sorted(registry.broken.items()):
+            click.echo(f"warning: plugin '{plugin}' skipped: {why}", err=True)
+
+    _guarded(debug, action)
+
+
 @main.command("report")
 @click.argument("out_dir", type=click.Path(path_type=Path))
 @_DEBUG
 def report_command(out_dir: Path, debug: bool) -> None:
-    """Write OUT_DIR/timeline.html from a Groq program.json (or a --shape-only plan.json)."""
-    from q35c.targets.groq.timeline import write_timeline
+    """Write the report of the target that wrote OUT_DIR (groq: OUT_DIR/timeline.html from
+    program.json or a --shape-only plan.json)."""
+    from q35c.compiler.driver import report_directory
 
-    _guarded(debug, lambda: click.echo(f"wrote {write_timeline(out_dir)}"))
+    _guarded(debug, lambda: click.echo(f"wrote {report_directory(out_dir)}"))
 
 
 @main.command("irdl")

@@ -181,7 +181,8 @@ def test_unsupported_op(tmp_path):
     out = tmp_path / "out"
     res = q35c(src, "--target", "groq", "-o", out, check=False)
     assert res.returncode == 2
-    assert res.stderr.strip() == "q35c: error: groq target: math.floor is not supported"
+    assert res.stderr.strip() == (f"q35c: error: {src}: target groq does not support: "
+                                  "math.floor x1 (op 0 of @main)")
     assert not out.exists()
 
 
