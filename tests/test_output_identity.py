@@ -6,7 +6,9 @@ tests/output_hashes.json. A refactoring that is meant to change nothing must lea
 hash as it is; a change that is meant to alter outputs regenerates the file and the diff of
 the JSON shows exactly which outputs changed:
 
-    Q35C_UPDATE_HASHES=1 .venv/bin/python -m pytest tests/test_output_identity.py
+    Q35C_UPDATE_HASHES=1 .venv/bin/python -m pytest -p no:xdist tests/test_output_identity.py
+
+(one process: parallel workers would each rewrite the table and lose the others' entries)
 
 The hashes are of this machine's numpy and compilers; the C target's `run` outputs are
 bit-exact with the interpreter by design, so they do not depend on the C compiler.
@@ -28,6 +30,8 @@ from conftest import EXAMPLES, MODELS_DIR, ROOT
 
 HASHES = ROOT / "tests" / "output_hashes.json"
 UPDATE = os.environ.get("Q35C_UPDATE_HASHES") == "1"
+if UPDATE and os.environ.get("PYTEST_XDIST_WORKER"):
+    raise RuntimeError("regenerate the hashes in one process: pytest -p no:xdist ...")
 
 SHAPES = {"llama_tiny": {"input_ids": (1, 4)}, "llama_tiny_matmulnbits": {"input_ids": (1, 4)},
           "llama_tiny_qdq_int4": {"input_ids": (1, 4)},

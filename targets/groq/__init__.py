@@ -292,11 +292,12 @@ def _accepted_ops() -> frozenset[str]:
     linalg.reduce/fill/transpose/broadcast may have regions; and func.return."""
     from xdsl.dialects.linalg.ops import BroadcastOp, FillOp, ReduceOp, TransposeOp
 
-    from q35c.targets.groq.lower import _IMPLS, _UNSUPPORTED
+    from q35c.semantics import IMPLEMENTATIONS
+    from q35c.targets.groq.lower import _UNSUPPORTED
 
     with_regions = (ReduceOp, FillOp, TransposeOp, BroadcastOp)
     return frozenset({"func.return"} | {
-        t.name for t in _IMPLS if not issubclass(t, _UNSUPPORTED) and (
+        t.name for t in IMPLEMENTATIONS if not issubclass(t, _UNSUPPORTED) and (
             not t.get_irdl_definition().regions or issubclass(t, with_regions))})
 
 
