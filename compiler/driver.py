@@ -10,6 +10,7 @@ temporary directory and moved into place only on success, so a failure writes no
 from __future__ import annotations
 
 import dataclasses
+import functools
 import shutil
 import sys
 import tempfile
@@ -45,6 +46,8 @@ def make_context(registry: Registry | None = None) -> Context:
     registry = registry or load_registry()
     ctx = Context()
     for name, factory in registry.dialects.items():
+        if registry.plugin_of("dialect", name) is not None:
+            factory = functools.partial(_load, registry, "dialect", name, factory)
         ctx.register_dialect(name, factory)
     return ctx
 
@@ -115,6 +118,13 @@ def build_pipeline(spec: str | None, registry: Registry | None = None,
             pass_ = pass_type.from_pass_spec(pass_spec)
         except (ValueError, TypeError) as err:
             raise Q35cError(f"--passes: {pass_spec.name}: {first_line(err)}") from None
+        except KeyboardInterrupt:
+            raise
+        except BaseException as err:  # a plugin's options code: SystemExit and all
+            if registry.plugin_of("pass", pass_spec.name) is None:
+                raise
+            note = _plugin_note(registry, "pass", pass_spec.name)
+            raise Q35cError(f"--passes: {pass_spec.name}{note}: {_describe(err)}") from None
         if keep_float and pass_spec.name == "quantize-weights":
             pass_ = dataclasses.replace(pass_, keep_float=keep_float)
         passes.append(pass_)
@@ -122,11 +132,22 @@ def build_pipeline(spec: str | None, registry: Registry | None = None,
 
 
 def _load(registry: Registry, kind: str, name: str, factory):
+    """`factory()` (a pass, dialect or target of the registry); whatever it raises, except
+    Ctrl-C, becomes an error naming it and its plugin, so plugin code cannot end q35c."""
     try:
         return factory()
-    except Exception as err:
+    except KeyboardInterrupt:
+        raise
+    except BaseException as err:
         raise Q35cError(f"{kind} '{name}'{_plugin_note(registry, kind, name)} failed to load: "
-                        f"{type(err).__name__}: {first_line(err)}") from None
+                        f"{_describe(err)}") from None
+
+
+def _describe(err: BaseException) -> str:
+    """`Type: first line` of an exception, with the exit code of a SystemExit."""
+    if isinstance(err, SystemExit):
+        return f"SystemExit (it called sys.exit({err.code!r}))"
+    return f"{type(err).__name__}: {first_line(err)}"
 
 
 def _plugin_note(registry: Registry, kind: str, name: str) -> str:
@@ -176,11 +197,10 @@ def run_pipeline(ctx: Context, module: ModuleOp, passes: Iterable[ModulePass], *
             where = f"pass '{pass_.name}'{_plugin_note(registry, 'pass', pass_.name)}"
             try:
                 pass_.apply(ctx, module)
-            except Q35cError:
+            except (Q35cError, KeyboardInterrupt):
                 raise
-            except Exception as err:
-                raise Q35cError(f"{where} failed: {type(err).__name__}: {first_line(err)}"
-                                ) from err
+            except BaseException as err:  # SystemExit and the like from plugin code too
+                raise Q35cError(f"{where} failed: {_describe(err)}") from err
             try:
                 module.verify()
             except VerifyException as err:

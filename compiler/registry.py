@@ -62,7 +62,9 @@ def load_registry() -> Registry:
     for point in points:
         try:
             universe = point.load()
-        except Exception as err:  # a plugin's import error must not take q35c down
+        except KeyboardInterrupt:
+            raise
+        except BaseException as err:  # a plugin's import error, even sys.exit, is its own
             registry.broken[point.name] = f"failed to load ({type(err).__name__}: {err})"
             continue
         if not isinstance(universe, Universe):
