@@ -116,6 +116,8 @@ def build_pipeline(spec: str | None, registry: Registry | None = None,
         pass_type = _load(registry, "pass", pass_spec.name, registry.passes[pass_spec.name])
         try:
             pass_ = pass_type.from_pass_spec(pass_spec)
+        except Q35cError:  # an option out of range (q35c.compiler.options): complete already
+            raise
         except (ValueError, TypeError) as err:
             raise Q35cError(f"--passes: {pass_spec.name}: {first_line(err)}") from None
         except KeyboardInterrupt:

@@ -56,6 +56,7 @@ from q35c.compiler.quant import (
     LegacyPairTensor,
     Q3P5Tensor,
 )
+from q35c.compiler.options import check_float
 from q35c.compiler.tensors import constant_value
 from q35c.compiler.weights import WeightStore, store_of
 from q35c.dialects import q35nn, quant3p5
@@ -1162,6 +1163,10 @@ class VerifyQuantErrorPass(ModulePass):
     """Declares |x| <= input-range at the input of every quantized matmul; 0: none."""
     column_bounds: bool = False
     """Also record the per-column bounds as a dense `q35c.err_bound_cols` attribute."""
+
+    def __post_init__(self) -> None:
+        check_float(f"--passes {self.name}", "arg-range", self.arg_range, 0.0)
+        check_float(f"--passes {self.name}", "input-range", self.input_range, 0.0)
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
         store = store_of(op)

@@ -6,12 +6,21 @@ the real `q35c` in a sandbox under the harness's memory and time limits.
 
 from __future__ import annotations
 
-import textwrap
+import math
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings, strategies as st
 
-from .harness import check_ok, check_refused, run
+from q35c.compiler.diagnostics import Q35cError
+from q35c.compiler.options import OptionError
+from q35c.passes.quantize_weights import QuantizeWeightsPass
+from q35c.passes.verify_overflow import VerifyOverflowPass
+from q35c.passes.verify_quant_error import VerifyQuantErrorPass
+from q35c.targets.groq import MAX_CHIPS, GroqTarget
+from q35c.targets.groq.plan import PlanOptions
+
+from .harness import check_ok, check_refused
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
@@ -86,3 +95,93 @@ def test_plugin_pass_class_that_exits_on_load(box, tmp_path):
     env = install_plugin(tmp_path / "site", source)
     check_refused(box, [_mlp(box), "--passes", "misbehave", "-o", box.out], env=env,
                   names="pass 'misbehave' (plugin 'evil_plugin') failed to load: SystemExit")
+
+
+# -- pass and target options ---------------------------------------------------------------
+
+INTS = st.integers(min_value=-(1 << 70), max_value=1 << 70)
+FLOATS = st.floats(allow_nan=True, allow_infinity=True)
+
+
+def _option_outcome(make) -> str | None:
+    """None if `make()` accepts the value, else the OptionError's message."""
+    try:
+        make()
+    except OptionError as err:
+        return str(err)
+    return None
+
+
+@settings(max_examples=60, deadline=None)
+@given(value=st.one_of(INTS, st.sampled_from([0, 15, 16, 32, 48, 65520, 65536])))
+def test_quantize_weights_group_size_range(value):
+    message = _option_outcome(lambda: QuantizeWeightsPass(group_size=value))
+    valid = 16 <= value <= 65520 and value % 16 == 0
+    assert (message is None) == valid
+    if not valid:
+        assert message == ("--passes quantize-weights: option 'group-size' must be a multiple "
+                           f"of 16 in [16, 65520], got {value}")
+
+
+@settings(max_examples=40, deadline=None)
+@given(value=INTS)
+def test_quantize_weights_min_elements_range(value):
+    message = _option_outcome(lambda: QuantizeWeightsPass(min_elements=value))
+    assert (message is None) == (value >= 0)
+    assert message is None or "option 'min-elements' must be an integer in [0, inf]" in message
+
+
+@settings(max_examples=60, deadline=None)
+@given(option=st.sampled_from(["arg_range", "input_range"]), value=FLOATS)
+def test_verify_quant_error_ranges(option, value):
+    message = _option_outcome(lambda: VerifyQuantErrorPass(**{option: value}))
+    assert (message is None) == (math.isfinite(value) and value >= 0)
+    if message is not None:
+        assert f"option '{option.replace('_', '-')}' must be a finite number in [0, inf]" \
+            in message
+
+
+@settings(max_examples=40, deadline=None)
+@given(lo=INTS, hi=INTS)
+def test_verify_overflow_arg_ranges(lo, hi):
+    try:
+        VerifyOverflowPass(arg_ranges=f"x={lo}:{hi}")
+        accepted = True
+    except Q35cError as err:
+        accepted = False
+        assert "option 'arg-ranges' must be NAME=LO:HI,... with integers LO <= HI" in str(err)
+    assert accepted == (lo <= hi)
+
+
+@settings(max_examples=60, deadline=None)
+@given(value=INTS)
+def test_groq_target_chips_range(value):
+    message = _option_outcome(lambda: GroqTarget(chips=value))
+    assert (message is None) == (0 <= value <= MAX_CHIPS)
+    if message is not None:
+        assert message == (f"--target groq: option 'chips' must be an integer in "
+                           f"[0, {MAX_CHIPS}], got {value}")
+
+
+@settings(max_examples=60, deadline=None)
+@given(option=st.sampled_from(["chips", "table_bytes", "granule"]), value=INTS)
+def test_groq_plan_options_ranges(option, value):
+    message = _option_outcome(lambda: PlanOptions(**{option: value}))
+    hi = {"chips": math.inf, "table_bytes": 8, "granule": 1024}[option]
+    assert (message is None) == (1 <= value <= hi)
+    if message is not None:
+        assert f"option '{option.replace('_', '-')}' must be an integer in [1, " in message
+
+
+@pytest.mark.parametrize("args, text", [
+    (["--target", "groq{chips=-3}"], "option 'chips' must be an integer in [0, 16], got -3"),
+    (["--passes", "quantize-weights{group-size=7}"],
+     "option 'group-size' must be a multiple of 16 in [16, 65520], got 7"),
+    (["--passes", 'quantize-weights{layout="q9"}'], "option 'layout' must be one of"),
+    (["--passes", "default,verify-quant-error{input-range=-2.0}"],
+     "option 'input-range' must be a finite number in [0, inf], got -2.0"),
+    (["--passes", 'verify-overflow{arg-ranges="x=5:1"}'], "option 'arg-ranges' must be"),
+    (["--keep-float", "(unclosed"], "option 'keep-float' must be a valid regular expression"),
+])
+def test_bad_options_are_refused_up_front(box, args, text):
+    check_refused(box, [_mlp(box), *args, "-o", box.out], names=text)
