@@ -26,7 +26,12 @@ from xdsl.utils.arg_spec import parse_spec
 from xdsl.utils.exceptions import VerifyException
 
 from q35c.compiler.diagnostics import Q35cError, first_line
-from q35c.compiler.frontends import FRONTENDS, PLANNED as PLANNED_FRONTENDS, FrontendOptions
+from q35c.compiler.frontends import (
+    DEFAULT_MAX_TENSOR_BYTES,
+    FRONTENDS,
+    PLANNED as PLANNED_FRONTENDS,
+    FrontendOptions,
+)
 from q35c.compiler.ir_text import module_text, referenced_weights
 from q35c.compiler.progress import progress_bar
 from q35c.compiler.registry import Registry, load_registry
@@ -269,6 +274,8 @@ class Options:
     shape_only: bool = False
     """`--shape-only`: import shapes and types only, never weight data (ONNX input; targets
     in SHAPE_ONLY_TARGETS). `default` then omits the verification passes."""
+    max_tensor_bytes: int = DEFAULT_MAX_TENSOR_BYTES
+    """`--max-tensor-bytes`: the frontends' size limit (FrontendOptions.max_tensor_bytes)."""
 
 
 SHAPE_ONLY_TARGETS = ("groq", "mlir")
@@ -287,7 +294,8 @@ def compile_to_module(path: Path, options: Options) -> tuple[Context, ModuleOp]:
         raise Q35cError(f"{path}: --shape-only imports ONNX models only (.onnx), not "
                         f"'{path.suffix}'")
     module = load_input(path, ctx, FrontendOptions(shapes=options.shapes,
-                                                   shape_only=options.shape_only))
+                                                   shape_only=options.shape_only,
+                                                   max_tensor_bytes=options.max_tensor_bytes))
     dumper = IRDumper(options.dump_ir) if options.dump_ir else None
     run_pipeline(ctx, module, passes, dumper=dumper,
                  print_after_all=options.print_ir_after_all, registry=registry)

@@ -56,6 +56,7 @@ from q35c.compiler.quant import (
     LegacyPairTensor,
     Q3P5Tensor,
 )
+from q35c.compiler.diagnostics import Q35cError
 from q35c.compiler.options import check_float
 from q35c.compiler.tensors import constant_value
 from q35c.compiler.weights import WeightStore, store_of
@@ -101,7 +102,9 @@ class Box:
 
     @staticmethod
     def full(shape, lo=-math.inf, hi=math.inf) -> "Box":
-        return Box(np.full(shape, lo, np.float64), np.full(shape, hi, np.float64))
+        """The same interval for every element: read-only broadcast views, so an unknown
+        or declared-range tensor costs no memory however large its shape."""
+        return Box(np.broadcast_to(np.float64(lo), shape), np.broadcast_to(np.float64(hi), shape))
 
     def absmax(self) -> np.ndarray:
         return np.maximum(np.abs(self.lo), np.abs(self.hi))
@@ -135,6 +138,15 @@ def _is_int(value: SSAValue) -> bool:
     t = value.type
     el = t.get_element_type() if isinstance(t, TensorType) else t
     return isinstance(el, IntegerType)
+
+
+def _out_of_memory(op: Operation) -> Q35cError:
+    """The analysis holds two float64 bounds per element of every live tensor: say which
+    op's values did not fit, instead of a bare MemoryError."""
+    shapes = ", ".join(str(list(_shape(r))) for r in op.results) or "no results"
+    return Q35cError(f"pass 'verify-quant-error': out of memory bounding {op.name} "
+                     f"(results {shapes}; 16 bytes per element); use a smaller --shape or "
+                     "leave verify-quant-error out of --passes")
 
 
 def _unknown(value: SSAValue) -> Box:
@@ -406,7 +418,8 @@ class IntervalAnalysis:
     def __init__(self, fn: func.FuncOp, store: WeightStore, arg_range: float,
                  input_range: float = 0.0, release: bool = False):
         """`release`: drop each value's interval after its last use (peak memory then grows
-        with the live values, not the whole function); `env` then holds only live values."""
+        with the live values, not the whole function), and stop after the last quantized
+        matmul (what follows it bounds nothing); `env` then holds only live values."""
         self.store = store
         self.input_range = input_range
         self.env: dict[SSAValue, Any] = {}
@@ -425,6 +438,8 @@ class IntervalAnalysis:
             for i, op in enumerate(ops):
                 for v in _uses(op):
                     last_use[v] = i
+            matmuls = [i for i, op in enumerate(ops) if isinstance(op, QUANTIZED_MATMULS)]
+            ops = ops[:matmuls[-1] + 1] if matmuls else []
         for i, op in enumerate(ops):
             if isinstance(op, func.ReturnOp):
                 break
@@ -435,12 +450,17 @@ class IntervalAnalysis:
                     results = self.transfer(op)
             except _Unbounded:
                 results = None
+            except MemoryError:
+                raise _out_of_memory(op) from None
             except Exception:  # an op this analysis cannot bound: unbounded, never wrong
                 if isinstance(op, QUANTIZED_MATMULS):
                     raise
                 results = None
             if results is None:
-                results = [_unknown(r) for r in op.results]
+                try:
+                    results = [_unknown(r) for r in op.results]
+                except MemoryError:
+                    raise _out_of_memory(op) from None
             else:
                 try:
                     results = self.normalization(op, results)

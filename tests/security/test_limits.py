@@ -7,12 +7,19 @@ the real `q35c` in a sandbox under the harness's memory and time limits.
 from __future__ import annotations
 
 import math
+import tracemalloc
 from pathlib import Path
 
+import numpy as np
+import onnx
 import pytest
 from hypothesis import given, settings, strategies as st
+from onnx import TensorProto, helper, numpy_helper
 
 from q35c.compiler.diagnostics import Q35cError
+from q35c.compiler.driver import make_context
+from q35c.compiler.frontends import FrontendOptions
+from q35c.compiler.frontends.onnx import load_onnx
 from q35c.compiler.options import OptionError
 from q35c.passes.quantize_weights import QuantizeWeightsPass
 from q35c.passes.verify_overflow import VerifyOverflowPass
@@ -185,3 +192,114 @@ def test_groq_plan_options_ranges(option, value):
 ])
 def test_bad_options_are_refused_up_front(box, args, text):
     check_refused(box, [_mlp(box), *args, "-o", box.out], names=text)
+
+
+# -- ONNX: tensors the frontend materializes -----------------------------------------------
+
+def _onnx_model(nodes, initializers, inputs=(("x", [1]),), output="y", opset=17):
+    graph = helper.make_graph(
+        nodes, "abuse", [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in inputs],
+        [helper.make_tensor_value_info(output, TensorProto.FLOAT, None)],
+        initializer=[numpy_helper.from_array(np.asarray(v), k) for k, v in initializers.items()])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+
+
+def _i64(*values):
+    return np.array(values, np.int64)
+
+
+def _f32(*values):
+    return np.array(values, np.float32)
+
+
+def _blowup(op: str, elements: int) -> onnx.ModelProto:
+    """A model of a few hundred bytes whose node `op` folds to about `elements` floats,
+    then adds the run-time input (so the folded tensor is used)."""
+    side = int(math.isqrt(elements))
+    ones = numpy_helper.from_array(_f32(1.0))
+    nodes, inits = {
+        "ConstantOfShape": ([helper.make_node("ConstantOfShape", ["s"], ["c"], value=ones)],
+                            {"s": _i64(elements)}),
+        "Expand": ([helper.make_node("Expand", ["one", "s"], ["c"])],
+                   {"one": _f32(1.0), "s": _i64(side, side)}),
+        "Tile": ([helper.make_node("Tile", ["one", "r"], ["c"])],
+                 {"one": _f32(1.0, 2.0), "r": _i64(elements // 2)}),
+        "Range": ([helper.make_node("Range", ["a", "b", "d"], ["c"])],
+                  {"a": np.float32(0), "b": np.float32(elements), "d": np.float32(1)}),
+        "MatMul": ([helper.make_node("MatMul", ["col", "row"], ["c"])],
+                   {"col": np.ones((side, 1), np.float32), "row": np.ones((1, side), np.float32)}),
+        "Mul": ([helper.make_node("Mul", ["col", "row"], ["c"])],
+                {"col": np.ones((side, 1), np.float32), "row": np.ones((1, side), np.float32)}),
+        "Where": ([helper.make_node("Where", ["m", "row", "one"], ["c"])],
+                  {"m": np.ones((side, 1), bool), "row": np.ones((1, side), np.float32),
+                   "one": _f32(1.0)}),
+    }[op]
+    return _onnx_model([*nodes, helper.make_node("Add", ["x", "c"], ["y"])], inits)
+
+
+@pytest.mark.parametrize("op", ["ConstantOfShape", "Expand", "Tile", "Range", "MatMul", "Mul",
+                                "Where"])
+def test_folding_is_checked_before_allocating(tmp_path, op):
+    """Every blow-up is refused by the node's inferred shape, before numpy allocates."""
+    path = tmp_path / f"{op}.onnx"
+    onnx.save(_blowup(op, 1 << 24), path)  # 64 MiB of float32 against a 1 MiB limit
+    tracemalloc.start()
+    try:
+        with pytest.raises(Q35cError) as err:
+            load_onnx(path, make_context(), FrontendOptions(max_tensor_bytes=1 << 20))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 << 20, f"{op} allocated {peak} bytes before refusing"
+    message = str(err.value)
+    assert message.startswith(f"{path}: node '{op}' ({op}): folding would create output 'c'")
+    assert "over --max-tensor-bytes 1048576" in message
+
+
+def test_300_byte_model_cannot_allocate_gigabytes(box):
+    """The issue's case: a ConstantOfShape of 1.2 GB from a ~130-byte file."""
+    model = box.input_dir / "cos.onnx"
+    onnx.save(_blowup("ConstantOfShape", 300_000_000), model)
+    assert model.stat().st_size < 300
+    line = check_refused(box, [model, "-o", box.out])
+    assert "folding would create output 'c' of shape [300000000] (1200000000 bytes), over " \
+           "--max-tensor-bytes 1073741824" in line
+
+
+def test_terabyte_constant_of_shape_is_refused_within_memory_limit(box):
+    model = box.input_dir / "huge.onnx"
+    onnx.save(_blowup("ConstantOfShape", 1 << 40), model)
+    check_refused(box, [model, "-o", box.out], names="huge.onnx: node 'ConstantOfShape'")
+
+
+def test_max_tensor_bytes_flag_raises_and_lowers_the_limit(box):
+    model = box.input_dir / "small.onnx"
+    onnx.save(_blowup("ConstantOfShape", 4096), model)  # 16 KiB
+    check_refused(box, [model, "--max-tensor-bytes", "8K", "-o", box.out],
+                  names="over --max-tensor-bytes 8192")
+    check_ok(box, [model, "--max-tensor-bytes", "16K", "-o", box.out])
+    check_refused(box, [model, "--max-tensor-bytes", "lots", "-o", box.out / "x"],
+                  names="--max-tensor-bytes expects a positive size")
+
+
+def test_huge_input_shape_is_refused_up_front(box):
+    model = box.input_dir / "relu.onnx"
+    graph = helper.make_graph([helper.make_node("Relu", ["X"], ["Y"])], "relu",
+                              [helper.make_tensor_value_info("X", TensorProto.FLOAT, ["a", "b"])],
+                              [helper.make_tensor_value_info("Y", TensorProto.FLOAT, None)])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), model)
+    line = check_refused(box, ["run", model, "--shape", "X=100000,100000", "-o", box.out],
+                         names="relu.onnx: input 'X' of shape [100000, 100000] has "
+                               "40000000000 bytes, over --max-tensor-bytes")
+    assert "raise it" in line
+
+
+def test_run_time_value_with_huge_static_shape_is_refused(tmp_path):
+    """Expand of a run-time input to a huge known shape allocates nothing at import, but
+    every later stage would hold the value: the static shape is checked, naming the node."""
+    path = tmp_path / "expand.onnx"
+    onnx.save(_onnx_model([helper.make_node("Expand", ["x", "s"], ["y"], name="big")],
+                          {"s": _i64(1 << 20, 1 << 20)}), path)
+    with pytest.raises(Q35cError, match=r"expand.onnx: node 'big' \(Expand\): result 0 of "
+                                        r"\S+ of shape \[1048576, 1048576\]"):
+        load_onnx(path, make_context(), FrontendOptions())
