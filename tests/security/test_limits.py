@@ -27,7 +27,7 @@ from q35c.passes.verify_quant_error import VerifyQuantErrorPass
 from q35c.targets.groq import MAX_CHIPS, GroqTarget
 from q35c.targets.groq.plan import PlanOptions
 
-from .harness import check_ok, check_refused
+from .harness import check_ok, check_refused, run
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
@@ -303,3 +303,158 @@ def test_run_time_value_with_huge_static_shape_is_refused(tmp_path):
     with pytest.raises(Q35cError, match=r"expand.onnx: node 'big' \(Expand\): result 0 of "
                                         r"\S+ of shape \[1048576, 1048576\]"):
         load_onnx(path, make_context(), FrontendOptions())
+
+
+# -- Fortran: deep inputs and integer overflow ---------------------------------------------
+
+def fortran_refused(box, source: str, *args, where: str, text: str) -> str:
+    """A Fortran refusal: rc 2, `q35c: error: FILE:LINE:COL: text` first (the source line
+    and a caret follow, as gfortran prints them), no traceback, nothing written."""
+    path = box.input_dir / "kernel.f90"
+    path.write_text(source)
+    result = run([path, *args, "-o", box.out], box.root)
+    first = result.stderr.splitlines()[0] if result.stderr else ""
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr and "internal error" not in result.stderr
+    assert first.startswith(f"q35c: error: {path}:{where}: {text}"), result.stderr[:500]
+    assert not box.out.exists()
+    return first
+
+
+def _sub(body: str, decl: str = "real :: a, x") -> str:
+    return f"subroutine s(a, x)\n  {decl}\n{body}\nend subroutine\n"
+
+
+def test_fortran_400_term_sum_and_500_parentheses_compile(box):
+    for name, expr in (("sum", " + ".join(["a"] * 400)), ("paren", "(" * 500 + "a" + ")" * 500)):
+        path = box.input_dir / f"{name}.f90"
+        path.write_text(_sub(f"  x = {expr}"))
+        check_ok(box, [path, "--passes", "", "-o", box.out / name])
+
+
+def _nested_do(n: int) -> str:
+    return ("subroutine s(x)\n  real :: x\n  integer :: " + ", ".join(f"i{k}" for k in range(n))
+            + "\n" + "".join(f"do i{k} = 1, 1\n" for k in range(n)) + "x = x + 1.0\n"
+            + "end do\n" * n + "end subroutine\n")
+
+
+def test_fortran_100_nested_do_loops_compile(box):
+    path = box.input_dir / "deep.f90"
+    path.write_text(_nested_do(100))
+    check_ok(box, [path, "--passes", "", "-o", box.out])
+
+
+def test_fortran_absurd_nesting_is_a_located_error(box):
+    fortran_refused(box, _sub("  x = " + "(" * 6000 + "a" + ")" * 6000), where="3:5003",
+                    text="nesting deeper than 5000 levels")
+    fortran_refused(box, _nested_do(200), where="104:1",
+                    text="constructs (DO, IF, SELECT CASE) nested deeper than 100 levels")
+
+
+@pytest.mark.parametrize("decl, body, where, text", [
+    ("integer :: x", "x = 99999999999999999999", "3:7",
+     "integer literal 99999999999999999999 is too big for its kind 4"),
+    ("integer :: x", "x = -2147483648", "3:8", "integer literal 2147483648 is too big"),
+    ("integer(8) :: x", "x = 9223372036854775808_8", "3:7",
+     "integer literal 9223372036854775808 is too big for its kind 8"),
+    ("integer, parameter :: p = huge(0) + 1\n  integer :: x", "x = p", "2:37",
+     "arithmetic overflow in a constant expression: 2147483648 does not fit integer(4)"),
+    ("integer, parameter :: p = 65536 * 65536\n  integer :: x", "x = p", "2:35",
+     "arithmetic overflow in a constant expression: 4294967296"),
+    ("integer :: x", "x = 2000000000 + 2000000000", "3:18", "arithmetic overflow"),
+    ("integer :: x", "x = -huge(x) - 2", "3:16", "arithmetic overflow"),
+])
+def test_fortran_integer_overflow_is_an_error(box, decl, body, where, text):
+    fortran_refused(box, f"subroutine s(x)\n  {decl}\n  {body}\nend subroutine\n",
+                    where=where, text=text)
+
+
+@pytest.mark.parametrize("decl, body, value", [
+    ("integer :: x", "x = 2147483647", 2147483647),
+    ("integer :: x", "x = -2147483647 - 1", -2147483648),
+    ("integer(8) :: x", "x = 9223372036854775807_8", 9223372036854775807),
+    ("integer(8) :: x", "x = 2000000000_8 + 2000000000_8", 4000000000),
+])
+def test_fortran_integer_extremes_that_fit_are_exact(box, decl, body, value):
+    path = box.input_dir / "ok.f90"
+    path.write_text(f"subroutine s(x)\n  {decl}\n  {body}\nend subroutine\n")
+    check_ok(box, ["run", path, "--input", "x=0", "-o", box.out])
+    assert int(np.load(box.out / "x.npy")) == value
+
+
+# -- ONNX: long and deep graphs ------------------------------------------------------------
+
+def _chain(n: int) -> onnx.ModelProto:
+    nodes = [helper.make_node("Neg" if i % 2 else "Relu", [f"v{i - 1}" if i else "x"], [f"v{i}"])
+             for i in range(n)]
+    graph = helper.make_graph(nodes, "chain", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4])],
+                              [helper.make_tensor_value_info(f"v{n - 1}", TensorProto.FLOAT, [4])])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_onnx_chain_of_2000_nodes_compiles(box):
+    model = box.input_dir / "chain.onnx"
+    onnx.save(_chain(2000), model)
+    check_ok(box, [model, "-o", box.out])
+
+
+@pytest.mark.slow
+def test_onnx_chain_of_10000_nodes_compiles(box):
+    model = box.input_dir / "chain.onnx"
+    onnx.save(_chain(10000), model)
+    check_ok(box, [model, "-o", box.out])
+
+
+def _field(number: int, payload: bytes) -> bytes:
+    """One length-delimited protobuf field."""
+    key, size, out = (number << 3) | 2, len(payload), bytearray()
+    for value in (key, size):
+        while True:
+            byte, value = value & 0x7F, value >> 7
+            out.append(byte | (0x80 if value else 0))
+            if not value:
+                break
+    return bytes(out) + payload
+
+
+def _nested_if_model(depth: int) -> bytes:
+    """A model whose If node nests `depth` then-branches, encoded by hand: protobuf's own
+    encoder refuses such depth, a hostile file need not."""
+    graph = _field(1, helper.make_node("Identity", ["x"], ["y"]).SerializeToString())
+    for _ in range(depth):
+        attribute = _field(1, b"then_branch") + b"\xa0\x01\x05" + _field(6, graph)  # type=GRAPH
+        node = _field(1, b"c") + _field(2, b"y") + _field(4, b"If") + _field(5, attribute)
+        graph = _field(1, node)
+    top = helper.make_graph([], "top", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4]),
+                                        helper.make_tensor_value_info("c", TensorProto.BOOL, [])],
+                            [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4])])
+    return _replace_graph(helper.make_model(top, opset_imports=[helper.make_opsetid("", 17)]),
+                          graph)
+
+
+def _replace_graph(model: onnx.ModelProto, nodes: bytes) -> bytes:
+    """`model` serialized with the nodes of `nodes` (a GraphProto's node fields) added."""
+    graph = model.graph.SerializeToString() + nodes
+    model.ClearField("graph")
+    return model.SerializeToString() + _field(7, graph)
+
+
+@pytest.mark.parametrize("depth", [50, 3000])
+def test_onnx_deeply_nested_subgraphs_are_refused_cleanly(box, depth):
+    model = box.input_dir / "nested.onnx"
+    model.write_bytes(_nested_if_model(depth))
+    check_refused(box, [model, "-o", box.out])
+
+
+# -- verify-quant-error memory -------------------------------------------------------------
+
+def test_verify_quant_error_memory_does_not_grow_with_activation_size(box):
+    """The issue's case (a Relu at 8192x8192 took 3.2 GB): intervals of a uniform input
+    are broadcast views and the analysis stops after the last quantized matmul, so it fits
+    the harness's 3 GiB address space with room to spare."""
+    model = box.input_dir / "relu.onnx"
+    graph = helper.make_graph([helper.make_node("Relu", ["X"], ["Y"])], "relu",
+                              [helper.make_tensor_value_info("X", TensorProto.FLOAT, ["a", "b"])],
+                              [helper.make_tensor_value_info("Y", TensorProto.FLOAT, None)])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), model)
+    check_ok(box, [model, "--shape", "X=8192,8192", "-o", box.out], memory=2 << 30)
