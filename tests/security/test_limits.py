@@ -104,6 +104,16 @@ def test_plugin_pass_class_that_exits_on_load(box, tmp_path):
                   names="pass 'misbehave' (plugin 'evil_plugin') failed to load: SystemExit")
 
 
+def test_plugin_dialect_that_exits_on_load(box, tmp_path):
+    source = ("import sys\nfrom xdsl.universe import Universe\n"
+              "UNIVERSE = Universe(all_dialects={'evil': lambda: sys.exit(0)})\n")
+    env = install_plugin(tmp_path / "site", source)
+    model = box.input_dir / "evil.mlir"
+    model.write_text('"builtin.module"() ({\n  "evil.op"() : () -> ()\n}) : () -> ()\n')
+    check_refused(box, [model, "-o", box.out], env=env,
+                  names="dialect 'evil' (plugin 'evil_plugin') failed to load: SystemExit")
+
+
 # -- pass and target options ---------------------------------------------------------------
 
 INTS = st.integers(min_value=-(1 << 70), max_value=1 << 70)
