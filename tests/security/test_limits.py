@@ -77,9 +77,9 @@ def _mlp(box) -> Path:
 @pytest.mark.parametrize("body, why", [
     ("raise Escape('out')", "Escape: out"),
     ("sys.exit(0)", "sys.exit(0)"),
-    ("sys.exit('bye')", "sys.exit('bye')"),
-    ("raise GeneratorExit()", "GeneratorExit"),
-    ("raise RecursionError('deep')", "RecursionError: deep"),
+    pytest.param("sys.exit('bye')", "sys.exit('bye')", marks=pytest.mark.slow),
+    pytest.param("raise GeneratorExit()", "GeneratorExit", marks=pytest.mark.slow),
+    pytest.param("raise RecursionError('deep')", "RecursionError: deep", marks=pytest.mark.slow),
 ])
 def test_plugin_pass_cannot_escape_error_handling(box, tmp_path, body, why):
     env = install_plugin(tmp_path / "site", PLUGIN_PASS.format(body=body))
@@ -381,8 +381,9 @@ def test_fortran_integer_overflow_is_an_error(box, decl, body, where, text):
 
 @pytest.mark.parametrize("decl, body, value", [
     ("integer :: x", "x = 2147483647", 2147483647),
-    ("integer :: x", "x = -2147483647 - 1", -2147483648),
-    ("integer(8) :: x", "x = 9223372036854775807_8", 9223372036854775807),
+    pytest.param("integer :: x", "x = -2147483647 - 1", -2147483648, marks=pytest.mark.slow),
+    pytest.param("integer(8) :: x", "x = 9223372036854775807_8", 9223372036854775807,
+                 marks=pytest.mark.slow),
     ("integer(8) :: x", "x = 2000000000_8 + 2000000000_8", 4000000000),
 ])
 def test_fortran_integer_extremes_that_fit_are_exact(box, decl, body, value):
@@ -449,7 +450,7 @@ def _replace_graph(model: onnx.ModelProto, nodes: bytes) -> bytes:
     return model.SerializeToString() + _field(7, graph)
 
 
-@pytest.mark.parametrize("depth", [50, 3000])
+@pytest.mark.parametrize("depth", [50, pytest.param(3000, marks=pytest.mark.slow)])
 def test_onnx_deeply_nested_subgraphs_are_refused_cleanly(box, depth):
     model = box.input_dir / "nested.onnx"
     model.write_bytes(_nested_if_model(depth))
