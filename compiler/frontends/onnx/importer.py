@@ -420,10 +420,9 @@ def _itemsize(info: onnx.ValueInfoProto) -> int:
 
 
 def _element_bytes(ttype: TensorType) -> int:
-    element = ttype.get_element_type()
-    width = getattr(element, "bitwidth", None) or getattr(element, "width", None)
-    width = width.data if hasattr(width, "data") else width
-    return max(1, int(width) // 8) if isinstance(width, int) else 8
+    """Bytes per element (`size` of xDSL's fixed-width types; 8 for index and the rest)."""
+    size = getattr(ttype.get_element_type(), "size", None)
+    return size if isinstance(size, int) else 8
 
 
 def _names(names: list[str]) -> ArrayAttr:
