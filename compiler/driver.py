@@ -39,9 +39,14 @@ from q35c.compiler.ir_text import module_text
 from q35c.compiler.outputs import IRDumper, write_atomically
 from q35c.compiler.progress import progress_bar
 from q35c.compiler.registry import (
-    Registry, describe_exception, load_entry, load_registry, plugin_note)
+    Registry,
+    describe_exception,
+    load_entry,
+    load_registry,
+    plugin_note,
+)
 from q35c.compiler.universe import PLANNED_TARGETS
-from q35c.compiler.weights import WeightStore, store_of
+from q35c.compiler.weights import store_of
 from q35c.targets import COMPILE_TARGET, RUN_TARGET
 from q35c.targets.target import Q35cTarget
 
@@ -240,8 +245,8 @@ def check_accepted_ops(target: Q35cTarget, module: ModuleOp, path: Path,
     accepted = target.accepted_ops()
     if accepted is None:
         return
-    from q35c.compiler.ir_attrs import origin_of
     from q35c.compiler.entry import entry_function
+    from q35c.compiler.ir_attrs import origin_of
 
     try:
         fn = entry_function(module, entry)
@@ -387,8 +392,12 @@ def run_file(path: Path, inputs: dict[str, np.ndarray], out_dir: Path, options: 
     from xdsl.dialects.builtin import MemRefType
 
     from q35c.compiler.entry import (
-        argument_attr_strings, argument_names, entry_function, memref_argument_shape,
-        result_names)
+        argument_attr_strings,
+        argument_names,
+        entry_function,
+        memref_argument_shape,
+        result_names,
+    )
     from q35c.compiler.tensors import numpy_dtype
     from q35c.semantics import DEFAULT_MAX_STEPS, SourceLineError, step_limit
 
