@@ -9,7 +9,7 @@ both are live at that step. The result is deterministic: ties break by creation 
 
 from __future__ import annotations
 
-from q35c.targets.c.lower import Buffer, Program
+from q35c.targets.native.program import Buffer, Program
 
 ALIGN = 64  # bytes; a cache line, and enough for any SIMD load
 

@@ -5,7 +5,7 @@ kernel call or elementwise loop each) over `Buffer`s whose storage is decided he
 (inputs and outputs are the caller's, weights live in the blob, everything else in one
 arena planned by `memory.plan_arena`). Views (`tensor.reshape` and friends) become aliases
 of their source's storage, so they cost nothing. The printer for C lives in `printer.py`;
-a CUDA printer would render the same steps.
+a CUDA printer would render the same steps (`program.py` holds the data types).
 
 This module knows op semantics only as far as it must to pick a kernel and its static
 parameters (shapes, strides, axes); the numerics are in the kernels
@@ -14,7 +14,6 @@ parameters (shapes, strides, axes); the numerics are in the kernels
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from functools import singledispatchmethod
 
 import numpy as np
@@ -36,73 +35,7 @@ from q35c.compiler.tensors import constant_value, numpy_dtype
 from q35c.compiler.weights import WeightStore
 from q35c.dialects import q35nn, quant3p5
 from q35c.compiler.entry import argument_names, entry_function, result_names
-
-C_TYPES = {
-    np.dtype(np.float32): "float", np.dtype(np.float64): "double",
-    np.dtype(np.int64): "int64_t", np.dtype(np.int32): "int32_t",
-    np.dtype(np.int16): "int16_t", np.dtype(np.int8): "int8_t",
-    np.dtype(np.bool_): "uint8_t", np.dtype(np.uint8): "uint8_t",
-}
-
-
-@dataclass(eq=False)
-class Buffer:
-    """Storage for one tensor: the caller's (input/output), the blob's, or the arena's."""
-
-    name: str
-    dtype: np.dtype
-    shape: tuple[int, ...]
-    kind: str  # "input", "output", "weight", "arena"
-    alias_of: Buffer | None = None
-    offset: int = -1  # byte offset in the arena or the blob, once planned
-
-    @property
-    def root(self) -> Buffer:
-        return self.alias_of.root if self.alias_of else self
-
-    @property
-    def size(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64))
-
-    @property
-    def nbytes(self) -> int:
-        return self.size * self.dtype.itemsize
-
-    @property
-    def ctype(self) -> str:
-        return C_TYPES[self.dtype]
-
-
-@dataclass
-class Step:
-    """One kernel invocation: `kernel` names what to do, `params` its static parameters."""
-
-    kernel: str
-    outs: list[Buffer]
-    ins: list[Buffer]
-    params: dict = field(default_factory=dict)
-    origin: str = ""  # the op it came from, for comments and error messages
-
-
-@dataclass
-class BlobEntry:
-    """One weight in the blob: its bytes (Q3P5 serialization or raw little-endian array)."""
-
-    name: str
-    data: bytes
-    buffer: Buffer
-
-
-@dataclass
-class Program:
-    name: str
-    inputs: list[tuple[str, Buffer]]
-    outputs: list[tuple[str, Buffer]]
-    buffers: list[Buffer]
-    steps: list[Step]
-    blob: list[BlobEntry]
-    arena_bytes: int = 0
-
+from q35c.targets.native.program import ELEMENT_TYPES, BlobEntry, Buffer, Program, Step
 
 ELEMENTWISE = {
     arith.AddfOp: "add", arith.SubfOp: "sub", arith.MulfOp: "mul", arith.DivfOp: "div",
@@ -147,11 +80,13 @@ def _split(shape: tuple[int, ...], axis: int) -> tuple[int, int, int]:
 class Lowering:
     """Walks the entry function once, op by op, appending steps."""
 
-    def __init__(self, module: ModuleOp, store: WeightStore, entry: str | None, name: str):
+    def __init__(self, module: ModuleOp, store: WeightStore, entry: str | None, name: str,
+                 target: str = "c"):
+        self.target = target  # the target's name, for error messages
         try:
             self.fn = entry_function(module, entry)
         except Exception as err:
-            raise Q35cError(f"c target: {err}") from None
+            raise Q35cError(f"{self.target} target: {err}") from None
         self.store = store
         self.name = name
         self.values: dict[SSAValue, Buffer] = {}
@@ -181,8 +116,8 @@ class Lowering:
             return self.blob_by_name[key].buffer
         array = np.ascontiguousarray(array)
         dtype = array.dtype
-        if dtype not in C_TYPES:
-            raise Q35cError(f"c target: weight '{plain_text(name)}' has unsupported dtype {dtype}")
+        if dtype not in ELEMENT_TYPES:
+            raise Q35cError(f"{self.target} target: weight '{plain_text(name)}' has unsupported dtype {dtype}")
         data = array.astype(dtype.newbyteorder("<"), copy=False).tobytes()
         buf = self.new("weight", dtype, array.shape, "w")
         entry = BlobEntry(name, data, buf)
@@ -200,7 +135,7 @@ class Lowering:
             buf = self.blob_buffer(f"scalar:{value.name_hint}:{id(value)}", arr)
             self.values[value] = buf
             return buf
-        raise Q35cError(f"c target: {op.name}: operand has no tensor value (packed weights "
+        raise Q35cError(f"{self.target} target: {op.name}: operand has no tensor value (packed weights "
                         "are only accepted by quant3p5.matmul and matmul_int8)")
 
     def materialize(self, value: SSAValue) -> Buffer:
@@ -221,7 +156,7 @@ class Lowering:
         inputs = []
         for name, arg in zip(names, self.fn.args):
             if not isinstance(arg.type, TensorType):
-                raise Q35cError(f"c target: input '{plain_text(name)}' must be a tensor, "
+                raise Q35cError(f"{self.target} target: input '{plain_text(name)}' must be a tensor, "
                                 f"got {arg.type}")
             buf = self.new("input", _dtype(arg), _shape(arg), "in")
             self.values[arg] = buf
@@ -233,7 +168,7 @@ class Lowering:
                 break
             self.lower(op)
         if outputs is None:
-            raise Q35cError(f"c target: @{self.fn.sym_name.data} has no func.return")
+            raise Q35cError(f"{self.target} target: @{self.fn.sym_name.data} has no func.return")
         return Program(self.name, inputs, outputs, self.buffers, self.steps, self.blob)
 
     def returns(self, op: func.ReturnOp) -> list[tuple[str, Buffer]]:
@@ -250,11 +185,11 @@ class Lowering:
         kind = ELEMENTWISE.get(type(op))
         if kind is not None:
             return self.elementwise(op, kind)
-        raise Q35cError(f"c target: {op.name} is not supported")
+        raise Q35cError(f"{self.target} target: {op.name} is not supported")
 
     def elementwise(self, op: Operation, kind: str) -> None:
         if not isinstance(op.results[0].type, TensorType):
-            raise Q35cError(f"c target: {op.name} on scalars outside a region is not supported")
+            raise Q35cError(f"{self.target} target: {op.name} on scalars outside a region is not supported")
         ins = [self.buffer_of(v, op) for v in op.operands]
         out = self.result(op.results[0], kind)
         self.steps.append(Step("elementwise", [out], ins, {"op": kind}, op.name))
@@ -263,7 +198,7 @@ class Lowering:
     def _(self, op: arith.CmpfOp) -> None:
         pred = op.predicate.value.data
         if pred not in CMPF:
-            raise Q35cError(f"c target: arith.cmpf predicate {pred} is not supported")
+            raise Q35cError(f"{self.target} target: arith.cmpf predicate {pred} is not supported")
         self.elementwise(op, "cmp_" + CMPF[pred])
 
     @lower.register
@@ -274,7 +209,7 @@ class Lowering:
         if isinstance(op.value, (IntegerAttr, FloatAttr)):
             self.scalars[op.result] = op.value.value.data
             return
-        raise Q35cError(f"c target: arith.constant {op.value} is not supported")
+        raise Q35cError(f"{self.target} target: arith.constant {op.value} is not supported")
 
     @lower.register
     def _(self, op: tensor.EmptyOp) -> None:
@@ -284,11 +219,11 @@ class Lowering:
     def _(self, op: quant3p5.WeightOp) -> None:
         name = op.weight_name.data
         if name not in self.store:
-            raise Q35cError(f"c target: weight '{plain_text(name)}' is not in the weight store")
+            raise Q35cError(f"{self.target} target: weight '{plain_text(name)}' is not in the weight store")
         value = self.store[name]
         if isinstance(op.result.type, quant3p5.PackedWeightType):
             if not isinstance(value, (Q3P5Tensor, LegacyPairTensor)):
-                raise Q35cError(f"c target: weight '{plain_text(name)}': packed weights must "
+                raise Q35cError(f"{self.target} target: weight '{plain_text(name)}': packed weights must "
                                 f"be q3p5 or pair43 (got {type(value).__name__})")
             if name not in self.blob_by_name:
                 data = (value.to_bytes() if isinstance(value, Q3P5Tensor)
@@ -302,7 +237,7 @@ class Lowering:
             return
         array = np.asarray(value).astype(_dtype(op.result), copy=False)
         if array.shape != _shape(op.result):
-            raise Q35cError(f"c target: weight '{plain_text(name)}' has shape {array.shape}, "
+            raise Q35cError(f"{self.target} target: weight '{plain_text(name)}' has shape {array.shape}, "
                             f"the IR expects {_shape(op.result)}")
         self.values[op.result] = self.blob_buffer(name, array)
 
@@ -320,7 +255,7 @@ class Lowering:
     def _(self, op: linalg.FillOp) -> None:
         scalar = op.inputs[0]
         if scalar not in self.scalars:
-            raise Q35cError("c target: linalg.fill needs a constant scalar")
+            raise Q35cError(f"{self.target} target: linalg.fill needs a constant scalar")
         out = self.result(op.results[0], "fill")
         self.steps.append(Step("fill", [out], [], {"value": self.scalars[scalar]}, op.name))
 
@@ -351,7 +286,7 @@ class Lowering:
     @lower.register
     def _(self, op: tensor.ExtractSliceOp) -> None:
         if len(op.operands) != 1:
-            raise Q35cError("c target: tensor.extract_slice with dynamic offsets is not supported")
+            raise Q35cError(f"{self.target} target: tensor.extract_slice with dynamic offsets is not supported")
         src = self.buffer_of(op.source, op)
         offsets = op.static_offsets.get_values()
         sizes = op.static_sizes.get_values()
@@ -380,12 +315,12 @@ class Lowering:
         combiner = REDUCERS.get(type(body[0])) if len(body) == 2 else None
         source, init = op.operands[0], op.operands[1]
         if combiner is None or _dtype(source) != np.float32:
-            raise Q35cError("c target: linalg.reduce: only single-op float add/mul/max/min "
+            raise Q35cError(f"{self.target} target: linalg.reduce: only single-op float add/mul/max/min "
                             "bodies are supported")
         axes = sorted(op.dimensions.get_values())
         shape = _shape(source)
         if axes != list(range(axes[0], axes[-1] + 1)):
-            raise Q35cError("c target: linalg.reduce over non-adjacent axes is not supported")
+            raise Q35cError(f"{self.target} target: linalg.reduce over non-adjacent axes is not supported")
         src = self.buffer_of(source, op)
         acc = self.buffer_of(init, op)
         out = self.result(op.results[0], "reduce")
@@ -400,7 +335,7 @@ class Lowering:
         a, b = (self.buffer_of(v, op) for v in op.inputs)
         acc = self.buffer_of(op.outputs[0], op)
         if len(a.shape) != 2 or a.dtype != np.float32:
-            raise Q35cError("c target: linalg.matmul: only 2-D float32 is supported")
+            raise Q35cError(f"{self.target} target: linalg.matmul: only 2-D float32 is supported")
         out = self.result(op.results[0], "matmul")
         self.steps.append(Step("matmul", [out], [a, b, acc], {
             "m": a.shape[0], "k": a.shape[1], "n": b.shape[1]}, op.name))
@@ -466,7 +401,7 @@ class Lowering:
     def _(self, op: q35nn.GatherOp) -> None:
         data, idx = self.buffer_of(op.data, op), self.buffer_of(op.indices, op)
         if idx.dtype != np.int64:
-            raise Q35cError(f"c target: q35nn.gather: indices must be i64, got {idx.dtype}")
+            raise Q35cError(f"{self.target} target: q35nn.gather: indices must be i64, got {idx.dtype}")
         axis = op.axis.value.data % len(data.shape)
         out = self.result(op.result, "gather")
         outer, size, inner = _split(data.shape, axis)
@@ -476,7 +411,7 @@ class Lowering:
     def packed_operand(self, op: Operation, value: SSAValue
                        ) -> tuple[Buffer, Q3P5Tensor | LegacyPairTensor]:
         if value not in self.packed:
-            raise Q35cError(f"c target: {op.name}: weights must come from quant3p5.weight")
+            raise Q35cError(f"{self.target} target: {op.name}: weights must come from quant3p5.weight")
         return self.packed[value]
 
     @lower.register
@@ -532,6 +467,8 @@ def work_bytes(rows: int, w: Q3P5Tensor, int8: bool) -> int:
     return rows * (groups * 20 + kp) if int8 else rows * (kp + groups) * 4
 
 
-def lower_module(module: ModuleOp, store: WeightStore, entry: str | None, name: str) -> Program:
-    """The `Program` for the entry function of `module`; storage is planned separately."""
-    return Lowering(module, store, entry, name).run()
+def lower_module(module: ModuleOp, store: WeightStore, entry: str | None, name: str,
+                 target: str = "c") -> Program:
+    """The `Program` for the entry function of `module`; storage is planned separately.
+    `target` names the target in error messages."""
+    return Lowering(module, store, entry, name, target).run()
