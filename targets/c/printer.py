@@ -64,6 +64,11 @@ ANY_EXPR = {
     "cmp_eq": "{0} == {1}", "cmp_gt": "{0} > {1}", "cmp_ge": "{0} >= {1}",
     "cmp_lt": "{0} < {1}", "cmp_le": "{0} <= {1}", "cmp_ne": "{0} != {1}",
 }
+ACTIVATIONS = {"none": "Q35_ACT_NONE", "relu": "Q35_ACT_RELU", "gelu": "Q35_ACT_GELU",
+               "gelu_tanh": "Q35_ACT_GELU_TANH", "silu": "Q35_ACT_SILU"}
+FUSED_KERNELS = frozenset({"fused_matmul_f32", "pair_fused_matmul_f32", "swiglu", "attention"})
+"""The steps whose kernels are in runtime/q35rt_fused.c, which model.c includes only when
+the program has one (so the C of an unfused model stays as it was)."""
 REDUCE_OPS = {"add": "Q35_RED_ADD", "mul": "Q35_RED_MUL", "max": "Q35_RED_MAX",
               "min": "Q35_RED_MIN"}
 
@@ -268,6 +273,50 @@ class CPrinter:
         return (f"q35_pair_matmul_i8({self.ptr(step.outs[0])}, {self.ptr(qa, True)}, "
                 f"{self.ptr(s, True)}, {q['rows']}, {q['k']}, {q['n']}, W + {w.offset});")
 
+    # -- fused ops (runtime/q35rt_fused.c) -----------------------------------------------
+
+    def _epilogue_args(self, step: Step, operands: list[Buffer]) -> str:
+        """The bias, activation and residual arguments of a fused matmul (NULL if absent)."""
+        q = step.params
+        rest = iter(operands)
+        bias = self.ptr(next(rest), True) if q["bias"] else "NULL"
+        residual = self.ptr(next(rest), True) if q["residual"] else "NULL"
+        return f"{bias}, {ACTIVATIONS[q['activation']]}, {residual}"
+
+    def render_fused_matmul_f32(self, step: Step) -> str:
+        x, w, *rest = step.ins
+        out, work = step.outs
+        return (f"q35_fused_qmatmul_f32({self.ptr(out)}, {self.ptr(x, True)}, "
+                f"{step.params['rows']}, W + {w.offset}, {self.ptr(work)}, "
+                f"{self._epilogue_args(step, rest)});")
+
+    def render_pair_fused_matmul_f32(self, step: Step) -> str:
+        x, w, *rest = step.ins
+        q = step.params
+        return (f"q35_fused_pair_matmul_f32({self.ptr(step.outs[0])}, {self.ptr(x, True)}, "
+                f"{q['rows']}, {q['k']}, {q['n']}, W + {w.offset}, "
+                f"{self._epilogue_args(step, rest)});")
+
+    def render_swiglu(self, step: Step) -> str:
+        gate, up = step.ins
+        return (f"q35_swiglu_f32({self.ptr(step.outs[0])}, {self.ptr(gate, True)}, "
+                f"{self.ptr(up, True)}, {step.outs[0].size});")
+
+    def render_attention(self, step: Step) -> str:
+        out, work = step.outs
+        q, k, v, *mask = step.ins
+        p = step.params
+        head = ""
+        mask_args = "NULL, NULL, 0, 0"
+        if mask:
+            head = f"static const int64_t mask_off[] = {_int_array(p['mask_off'])};\n"
+            mask_args = (f"{self.ptr(mask[0], True)}, mask_off, {p['mask_row']}, "
+                         f"{p['mask_col']}")
+        return (f"{head}q35_attention_f32({self.ptr(out)}, {self.ptr(q, True)}, "
+                f"{self.ptr(k, True)}, {self.ptr(v, True)}, {p['batches']}, {p['sq']}, "
+                f"{p['sk']}, {p['d']}, {p['dv']}, {_float_literal(p['scale'], 'float')}, "
+                f"{mask_args}, {self.ptr(work)});")
+
     # -- files ----------------------------------------------------------------------------
 
     def io_params(self) -> str:
@@ -360,6 +409,8 @@ class CPrinter:
                           for i in range(0, 32, 8))
         legacy = ",\n".join("    " + ", ".join(f"{{{a}, {b}}}" for a, b in LEGACY_LEVELS[i:i + 8])
                            for i in range(0, 128, 8))
+        if any(step.kernel in FUSED_KERNELS for step in self.p.steps):
+            text += "\n" + (RUNTIME_DIR / "q35rt_fused.c").read_text()
         return (text.replace("Q35_CODEBOOK_ROWS", rows).replace("Q35_SCALE_STEP_BITS", bits)
                 .replace("Q35_LEGACY_LEVEL_ROWS", legacy))
 

@@ -17,7 +17,8 @@ from __future__ import annotations
 from functools import singledispatchmethod
 
 import numpy as np
-from xdsl.dialects import arith, func, math as xmath, tensor
+from xdsl.dialects import arith, func, tensor
+from xdsl.dialects import math as xmath
 from xdsl.dialects.builtin import (
     DenseIntOrFPElementsAttr,
     FloatAttr,
@@ -30,11 +31,11 @@ from xdsl.ir import Operation, SSAValue
 
 from q35c.compiler.codegen_names import plain_text
 from q35c.compiler.diagnostics import Q35cError
+from q35c.compiler.entry import argument_names, entry_function, result_names
 from q35c.compiler.quant import LegacyPairTensor, Q3P5Tensor
 from q35c.compiler.tensors import constant_value, numpy_dtype
 from q35c.compiler.weights import WeightStore
 from q35c.dialects import q35nn, quant3p5
-from q35c.compiler.entry import argument_names, entry_function, result_names
 from q35c.targets.native.program import ELEMENT_TYPES, BlobEntry, Buffer, Program, Step
 
 ELEMENTWISE = {
@@ -451,6 +452,63 @@ class Lowering:
                            "work")
         self.steps.append(Step("qmatmul_i8", [out, scratch], [q, s, wbuf], {
             "rows": rows, "k": w.shape[0], "n": w.shape[1]}, op.name))
+
+    # -- fused ops (passes/fuse_*.py): one step each, no intermediate tensor ------------
+
+    @lower.register
+    def _(self, op: quant3p5.FusedMatmulOp) -> None:
+        """The quantized float-path matmul, then bias, activation and residual applied in
+        one pass over its output (kernel `fused_matmul_f32` / `pair_fused_matmul_f32`)."""
+        x = self.buffer_of(op.lhs, op)
+        wbuf, w = self.packed_operand(op, op.weights)
+        rows = x.size // w.shape[0]
+        bias = None if op.bias is None else self.buffer_of(op.bias, op)
+        residual = None if op.residual is None else self.buffer_of(op.residual, op)
+        ins = [x, wbuf, *(b for b in (bias, residual) if b is not None)]
+        out = self.result(op.result, "fused_matmul")
+        params = {"rows": rows, "k": w.shape[0], "n": w.shape[1],
+                  "activation": op.activation.data, "bias": bias is not None,
+                  "residual": residual is not None}
+        if isinstance(w, LegacyPairTensor):
+            self.steps.append(Step("pair_fused_matmul_f32", [out], ins, params, op.name))
+            return
+        work = self.new("arena", np.dtype(np.uint8), (work_bytes(rows, w, int8=False),), "work")
+        self.steps.append(Step("fused_matmul_f32", [out, work], ins, params, op.name))
+
+    @lower.register
+    def _(self, op: q35nn.SwigluOp) -> None:
+        gate, up = self.buffer_of(op.gate, op), self.buffer_of(op.up, op)
+        out = self.result(op.result, "swiglu")
+        self.steps.append(Step("swiglu", [out], [gate, up], {}, op.name))
+
+    @lower.register
+    def _(self, op: q35nn.AttentionOp) -> None:
+        """Scores, scale, mask, softmax and the V product per query row, in a scratch row
+        of Sk floats and Dv doubles (kernel `attention`): the [.., Sq, Sk] score tensor
+        never exists."""
+        q, k, v = (self.buffer_of(x, op) for x in (op.query, op.key, op.values))
+        mask = None if op.mask is None else self.buffer_of(op.mask, op)
+        out = self.result(op.result, "attention")
+        batch, (sq, d), (sk, dv) = q.shape[:-2], q.shape[-2:], v.shape[-2:]
+        scratch = self.new("arena", np.dtype(np.uint8), (-(-sk * 4 // 8) * 8 + dv * 8,), "work")
+        params = {"batches": int(np.prod(batch, dtype=np.int64)), "sq": sq, "sk": sk, "d": d,
+                  "dv": dv, "scale": float(op.scale.value.data), "mask": mask is not None}
+        if mask is not None:
+            params.update(mask_strides((*batch, sq, sk), mask.shape))
+        self.steps.append(Step("attention", [out, scratch],
+                               [q, k, v, *([mask] if mask is not None else [])], params,
+                               op.name))
+
+
+def mask_strides(scores: tuple[int, ...], mask: tuple[int, ...]) -> dict:
+    """Where element [b..., i, j] of a mask broadcast (numpy rules) to `scores` lives: the
+    element offset of every flattened batch index `mask_off`, plus i * `mask_row` +
+    j * `mask_col`."""
+    shape = (1,) * (len(scores) - len(mask)) + tuple(mask)
+    st = [0 if n == 1 else s for n, s in zip(shape, strides(shape))]
+    batch = scores[:-2]
+    offsets = [sum(i * s for i, s in zip(index, st)) for index in np.ndindex(*batch)]
+    return {"mask_off": offsets, "mask_row": st[-2], "mask_col": st[-1]}
 
 
 def pair43_bytes(w: LegacyPairTensor) -> bytes:
