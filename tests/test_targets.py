@@ -59,15 +59,23 @@ def test_mlir_target_adds_no_stages(tmp_path):
 
 
 def test_unsupported_ops_are_listed_in_one_line_with_their_sources(tmp_path):
-    """Fused ops the C target has no kernels for: every kind, with its ONNX nodes (or its
-    position when a pass left no source), in one error, before anything is written."""
+    """Ops the C target has no kernels for (a Fortran kernel's index casts, allocas and
+    loops): every kind, with its sources, in one error, before anything is written."""
     out = tmp_path / "out"
-    result = q35c(LLAMA, "--shape", "input_ids=1,4", "--passes",
-                  "default,fuse-attention,fuse-swiglu", "--target", "c", "-o", out, check=False)
-    assert_one_line_error(result, f"{LLAMA}: target c does not support: q35nn.attention x2 "
-                                  "(ONNX node '/layers.0/self_attn/MatMul_1', ONNX node "
-                                  "'/layers.1/self_attn/MatMul_1'); q35nn.swiglu x2 (op ")
+    result = q35c(EXAMPLES / "fortran" / "softmax.f90", "--target", "c", "-o", out,
+                  check=False)
+    assert_one_line_error(result, "softmax.f90: target c does not support: arith.index_cast x2 "
+                                  "(in 'softmax_rows' at line 11, in 'softmax_rows' at line "
+                                  "11); arith.maxsi x2 (")
+    assert "; memref.alloca x3 (" in result.stderr and "; scf.for x1 (" in result.stderr
     assert not out.exists()
+
+
+def test_fused_ops_are_accepted_by_the_c_target(tmp_path):
+    """What this error used to list (issue #12): the C target now lowers the fused ops."""
+    q35c(LLAMA, "--shape", "input_ids=1,4", "--passes", "default,fuse-attention,fuse-swiglu",
+         "--target", "c", "-o", tmp_path / "out")
+    assert "q35_attention_f32(" in (tmp_path / "out" / "model.c").read_text()
 
 
 def test_unsupported_op_in_a_fortran_kernel_names_its_line(tmp_path):

@@ -30,8 +30,8 @@ class CTarget(Q35cTarget):
     name = "c"
 
     def accepted_ops(self) -> frozenset[str]:
-        """What the native lowering (targets/native/lower.py) lowers: the elementwise ops, the ops with a `lower` rule of their
-        own, and func.return."""
+        """What the native lowering lowers (targets/native/lower.py): the elementwise ops,
+        the ops with a `lower` rule of their own (the fused ops included), and func.return."""
         from xdsl.ir import Operation
 
         from q35c.targets.native.lower import ELEMENTWISE, Lowering
