@@ -23,8 +23,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import EXAMPLES, INT8, MODELS_DIR, hidden_input, ids_input, x_input
+
 from q35c.compiler.driver import Options, compile_file, compile_to_module, get_target
 from q35c.compiler.quant import quantize, quantize_legacy
 from q35c.compiler.weights import WeightStore, store_of
@@ -144,9 +144,12 @@ def test_groq_runs_the_fused_model_bit_exactly(model):
 
 PACKED = '!quant3p5.packed<[64 : i64, 32 : i64], {group} : i64, "{layout}">'
 KERNELS = """builtin.module attributes {{quant3p5.weights = "w.q35w"}} {{
-  func.func @main(%x: tensor<4x64xf32> {{q35c.name = "x"}}, %r: tensor<4x32xf32> {{q35c.name = "r"}},
-                  %q: tensor<2x3x4x16xf32> {{q35c.name = "q"}}, %k: tensor<2x3x6x16xf32> {{q35c.name = "k"}},
-                  %v: tensor<2x3x6x8xf32> {{q35c.name = "v"}}, %m: tensor<3x1x6xf32> {{q35c.name = "m"}})
+  func.func @main(%x: tensor<4x64xf32> {{q35c.name = "x"}},
+                  %r: tensor<4x32xf32> {{q35c.name = "r"}},
+                  %q: tensor<2x3x4x16xf32> {{q35c.name = "q"}},
+                  %k: tensor<2x3x6x16xf32> {{q35c.name = "k"}},
+                  %v: tensor<2x3x6x8xf32> {{q35c.name = "v"}},
+                  %m: tensor<3x1x6xf32> {{q35c.name = "m"}})
       -> ({results}) {{
     %b = quant3p5.weight "b" : tensor<32xf32>
 {body}

@@ -87,7 +87,7 @@ class Lowering:
         try:
             self.fn = entry_function(module, entry)
         except Exception as err:
-            raise Q35cError(f"{self.target} target: {err}") from None
+            raise self.error(f"{err}") from None
         self.store = store
         self.name = name
         self.values: dict[SSAValue, Buffer] = {}
@@ -98,6 +98,10 @@ class Lowering:
         self.steps: list[Step] = []
         self.blob: list[BlobEntry] = []
         self.blob_by_name: dict[str, BlobEntry] = {}
+
+    def error(self, message: str) -> Q35cError:
+        """A user-facing error, prefixed with the target's name."""
+        return Q35cError(f"{self.target} target: {message}")
 
     # -- buffers --------------------------------------------------------------------------
 
@@ -118,7 +122,7 @@ class Lowering:
         array = np.ascontiguousarray(array)
         dtype = array.dtype
         if dtype not in ELEMENT_TYPES:
-            raise Q35cError(f"{self.target} target: weight '{plain_text(name)}' has unsupported dtype {dtype}")
+            raise self.error(f"weight '{plain_text(name)}' has unsupported dtype {dtype}")
         data = array.astype(dtype.newbyteorder("<"), copy=False).tobytes()
         buf = self.new("weight", dtype, array.shape, "w")
         entry = BlobEntry(name, data, buf)
@@ -136,7 +140,7 @@ class Lowering:
             buf = self.blob_buffer(f"scalar:{value.name_hint}:{id(value)}", arr)
             self.values[value] = buf
             return buf
-        raise Q35cError(f"{self.target} target: {op.name}: operand has no tensor value (packed weights "
+        raise self.error(f"{op.name}: operand has no tensor value (packed weights "
                         "are only accepted by quant3p5.matmul and matmul_int8)")
 
     def materialize(self, value: SSAValue) -> Buffer:
@@ -157,7 +161,7 @@ class Lowering:
         inputs = []
         for name, arg in zip(names, self.fn.args):
             if not isinstance(arg.type, TensorType):
-                raise Q35cError(f"{self.target} target: input '{plain_text(name)}' must be a tensor, "
+                raise self.error(f"input '{plain_text(name)}' must be a tensor, "
                                 f"got {arg.type}")
             buf = self.new("input", _dtype(arg), _shape(arg), "in")
             self.values[arg] = buf
@@ -169,7 +173,7 @@ class Lowering:
                 break
             self.lower(op)
         if outputs is None:
-            raise Q35cError(f"{self.target} target: @{self.fn.sym_name.data} has no func.return")
+            raise self.error(f"@{self.fn.sym_name.data} has no func.return")
         return Program(self.name, inputs, outputs, self.buffers, self.steps, self.blob)
 
     def returns(self, op: func.ReturnOp) -> list[tuple[str, Buffer]]:
@@ -186,11 +190,11 @@ class Lowering:
         kind = ELEMENTWISE.get(type(op))
         if kind is not None:
             return self.elementwise(op, kind)
-        raise Q35cError(f"{self.target} target: {op.name} is not supported")
+        raise self.error(f"{op.name} is not supported")
 
     def elementwise(self, op: Operation, kind: str) -> None:
         if not isinstance(op.results[0].type, TensorType):
-            raise Q35cError(f"{self.target} target: {op.name} on scalars outside a region is not supported")
+            raise self.error(f"{op.name} on scalars outside a region is not supported")
         ins = [self.buffer_of(v, op) for v in op.operands]
         out = self.result(op.results[0], kind)
         self.steps.append(Step("elementwise", [out], ins, {"op": kind}, op.name))
@@ -199,7 +203,7 @@ class Lowering:
     def _(self, op: arith.CmpfOp) -> None:
         pred = op.predicate.value.data
         if pred not in CMPF:
-            raise Q35cError(f"{self.target} target: arith.cmpf predicate {pred} is not supported")
+            raise self.error(f"arith.cmpf predicate {pred} is not supported")
         self.elementwise(op, "cmp_" + CMPF[pred])
 
     @lower.register
@@ -210,7 +214,7 @@ class Lowering:
         if isinstance(op.value, (IntegerAttr, FloatAttr)):
             self.scalars[op.result] = op.value.value.data
             return
-        raise Q35cError(f"{self.target} target: arith.constant {op.value} is not supported")
+        raise self.error(f"arith.constant {op.value} is not supported")
 
     @lower.register
     def _(self, op: tensor.EmptyOp) -> None:
@@ -220,11 +224,11 @@ class Lowering:
     def _(self, op: quant3p5.WeightOp) -> None:
         name = op.weight_name.data
         if name not in self.store:
-            raise Q35cError(f"{self.target} target: weight '{plain_text(name)}' is not in the weight store")
+            raise self.error(f"weight '{plain_text(name)}' is not in the weight store")
         value = self.store[name]
         if isinstance(op.result.type, quant3p5.PackedWeightType):
             if not isinstance(value, (Q3P5Tensor, LegacyPairTensor)):
-                raise Q35cError(f"{self.target} target: weight '{plain_text(name)}': packed weights must "
+                raise self.error(f"weight '{plain_text(name)}': packed weights must "
                                 f"be q3p5 or pair43 (got {type(value).__name__})")
             if name not in self.blob_by_name:
                 data = (value.to_bytes() if isinstance(value, Q3P5Tensor)
@@ -238,7 +242,7 @@ class Lowering:
             return
         array = np.asarray(value).astype(_dtype(op.result), copy=False)
         if array.shape != _shape(op.result):
-            raise Q35cError(f"{self.target} target: weight '{plain_text(name)}' has shape {array.shape}, "
+            raise self.error(f"weight '{plain_text(name)}' has shape {array.shape}, "
                             f"the IR expects {_shape(op.result)}")
         self.values[op.result] = self.blob_buffer(name, array)
 
@@ -256,7 +260,7 @@ class Lowering:
     def _(self, op: linalg.FillOp) -> None:
         scalar = op.inputs[0]
         if scalar not in self.scalars:
-            raise Q35cError(f"{self.target} target: linalg.fill needs a constant scalar")
+            raise self.error("linalg.fill needs a constant scalar")
         out = self.result(op.results[0], "fill")
         self.steps.append(Step("fill", [out], [], {"value": self.scalars[scalar]}, op.name))
 
@@ -287,7 +291,7 @@ class Lowering:
     @lower.register
     def _(self, op: tensor.ExtractSliceOp) -> None:
         if len(op.operands) != 1:
-            raise Q35cError(f"{self.target} target: tensor.extract_slice with dynamic offsets is not supported")
+            raise self.error("tensor.extract_slice with dynamic offsets is not supported")
         src = self.buffer_of(op.source, op)
         offsets = op.static_offsets.get_values()
         sizes = op.static_sizes.get_values()
@@ -316,12 +320,12 @@ class Lowering:
         combiner = REDUCERS.get(type(body[0])) if len(body) == 2 else None
         source, init = op.operands[0], op.operands[1]
         if combiner is None or _dtype(source) != np.float32:
-            raise Q35cError(f"{self.target} target: linalg.reduce: only single-op float add/mul/max/min "
+            raise self.error("linalg.reduce: only single-op float add/mul/max/min "
                             "bodies are supported")
         axes = sorted(op.dimensions.get_values())
         shape = _shape(source)
         if axes != list(range(axes[0], axes[-1] + 1)):
-            raise Q35cError(f"{self.target} target: linalg.reduce over non-adjacent axes is not supported")
+            raise self.error("linalg.reduce over non-adjacent axes is not supported")
         src = self.buffer_of(source, op)
         acc = self.buffer_of(init, op)
         out = self.result(op.results[0], "reduce")
@@ -336,7 +340,7 @@ class Lowering:
         a, b = (self.buffer_of(v, op) for v in op.inputs)
         acc = self.buffer_of(op.outputs[0], op)
         if len(a.shape) != 2 or a.dtype != np.float32:
-            raise Q35cError(f"{self.target} target: linalg.matmul: only 2-D float32 is supported")
+            raise self.error("linalg.matmul: only 2-D float32 is supported")
         out = self.result(op.results[0], "matmul")
         self.steps.append(Step("matmul", [out], [a, b, acc], {
             "m": a.shape[0], "k": a.shape[1], "n": b.shape[1]}, op.name))
@@ -402,7 +406,7 @@ class Lowering:
     def _(self, op: q35nn.GatherOp) -> None:
         data, idx = self.buffer_of(op.data, op), self.buffer_of(op.indices, op)
         if idx.dtype != np.int64:
-            raise Q35cError(f"{self.target} target: q35nn.gather: indices must be i64, got {idx.dtype}")
+            raise self.error(f"q35nn.gather: indices must be i64, got {idx.dtype}")
         axis = op.axis.value.data % len(data.shape)
         out = self.result(op.result, "gather")
         outer, size, inner = _split(data.shape, axis)
@@ -412,7 +416,7 @@ class Lowering:
     def packed_operand(self, op: Operation, value: SSAValue
                        ) -> tuple[Buffer, Q3P5Tensor | LegacyPairTensor]:
         if value not in self.packed:
-            raise Q35cError(f"{self.target} target: {op.name}: weights must come from quant3p5.weight")
+            raise self.error(f"{op.name}: weights must come from quant3p5.weight")
         return self.packed[value]
 
     @lower.register
