@@ -4,12 +4,14 @@ The output, a `Program`, is what every native printer renders: a list of `Step`s
 kernel call or elementwise loop each) over `Buffer`s whose storage is decided here
 (inputs and outputs are the caller's, weights live in the blob, everything else in one
 arena planned by `memory.plan_arena`). Views (`tensor.reshape` and friends) become aliases
-of their source's storage, so they cost nothing. The printer for C lives in `printer.py`;
-a CUDA printer would render the same steps (`program.py` holds the data types).
+of their source's storage, so they cost nothing. The printer for C is
+`targets/c/printer.py`; a CUDA printer would render the same steps (`program.py` holds the
+data types, free of any language's).
 
 This module knows op semantics only as far as it must to pick a kernel and its static
-parameters (shapes, strides, axes); the numerics are in the kernels
-(`runtime/q35rt.c`), written to match the reference semantics (`q35c.semantics`).
+parameters (shapes, strides, axes); the numerics are in the kernels (for C,
+`targets/c/runtime/q35rt.c` and `q35rt_fused.c`), written to match the reference
+semantics (`q35c.semantics`). Fused ops (passes/fuse_*.py) get one step each.
 """
 
 from __future__ import annotations
