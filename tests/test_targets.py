@@ -34,22 +34,23 @@ def test_targets_lists_builtin_and_planned_targets():
 
 
 def test_target_pipeline_passes_are_dumped_and_printed(tmp_path):
-    """groq's int8-activations and verify-overflow run in the driver, after the user's
-    pipeline: they are stages of --dump-ir and --print-ir-after-all like any pass."""
+    """groq's unfuse-ops, int8-activations and verify-overflow run in the driver, after the
+    user's pipeline: they are stages of --dump-ir and --print-ir-after-all like any pass."""
     result = q35c(MLP, "--target", "groq", "-o", tmp_path / "out", "--dump-ir",
                   tmp_path / "dumps", "--print-ir-after-all")
     dumps = sorted(p.name for p in (tmp_path / "dumps").glob("*.mlir"))
     assert dumps == ["00-input.mlir", "01-quantize-weights.mlir", "02-canonicalize.mlir",
                      "03-cse.mlir", "04-verify-overflow.mlir", "05-verify-quant-error.mlir",
-                     "06-int8-activations.mlir", "07-verify-overflow.mlir"]
+                     "06-unfuse-ops.mlir", "07-int8-activations.mlir",
+                     "08-verify-overflow.mlir"]
     assert '"quant3p5.matmul"' in (tmp_path / "dumps" / "05-verify-quant-error.mlir").read_text()
-    final = (tmp_path / "dumps" / "07-verify-overflow.mlir").read_text()
+    final = (tmp_path / "dumps" / "08-verify-overflow.mlir").read_text()
     assert '"quant3p5.matmul"' not in final and '"quant3p5.matmul_int8"' in final
     # what the target compiled is the last dump's IR (which names its weight file)
     assert final.replace(' {quant3p5.weights = "weights.q35w"}', "").endswith(
         (tmp_path / "out" / "model.mlir").read_text())
     headers = re.findall(r"^// -----// IR after ([\w-]+)", result.stderr, re.M)
-    assert headers[-2:] == ["int8-activations", "verify-overflow"]
+    assert headers[-3:] == ["unfuse-ops", "int8-activations", "verify-overflow"]
 
 
 def test_mlir_target_adds_no_stages(tmp_path):
