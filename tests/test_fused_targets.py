@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import EXAMPLES, INT8, MODELS_DIR, hidden_input, ids_input, x_input
+from conftest import EXAMPLES, INT8, MODELS_DIR, hidden_input, ids_input, q35c, x_input
 
 from q35c.compiler.driver import Options, compile_file, compile_to_module, get_target
 from q35c.compiler.quant import quantize, quantize_legacy
@@ -225,3 +225,11 @@ def test_fused_kernels_match_their_unfused_ops(tmp_path):
     for name in ("o40", "o41", "o42"):  # swiglu, attention with and without a mask
         np.testing.assert_array_equal(fused_c[name], fused_i[name], err_msg=name)
     _assert_close(fused_c, fused_i, "fused kernels")
+
+
+def test_unfuse_ops_refuses_ops_it_cannot_unfuse(tmp_path):
+    result = q35c(EXAMPLES / "mlp.mlir", "--passes", 'unfuse-ops{ops="q35nn.softmax"}',
+                  "-o", tmp_path / "out", check=False)
+    assert result.returncode == 2 and not (tmp_path / "out").exists()
+    assert result.stderr == ("q35c: error: unfuse-ops: cannot unfuse q35nn.softmax (it "
+                             "unfuses quant3p5.fused_matmul, q35nn.swiglu, q35nn.attention)\n")
