@@ -54,6 +54,7 @@ PASSES: dict[str, Callable[[], type[ModulePass]]] = {
     "fuse-gelu": _pass("fuse_gelu", "FuseGeluPass"),
     "fuse-norms": _pass("fuse_norms", "FuseNormsPass"),
     "fuse-attention": _pass("fuse_attention", "FuseAttentionPass"),
+    "unfuse-ops": _pass("unfuse_ops", "UnfuseOpsPass"),
     "verify-overflow": _pass("verify_overflow", "VerifyOverflowPass"),
     "verify-quant-error": _pass("verify_quant_error", "VerifyQuantErrorPass"),
 }

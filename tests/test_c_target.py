@@ -28,8 +28,8 @@ from q35c.compiler.weights import WeightStore, store_of
 from q35c.dialects import quant3p5
 from q35c.targets.c import CTarget
 from q35c.targets.c.emit import emit
-from q35c.targets.c.lower import lower_module
-from q35c.targets.c.memory import lifetimes, plan_arena
+from q35c.targets.native.lower import lower_module
+from q35c.targets.native.memory import lifetimes, plan_arena
 from q35c.semantics import run_module
 
 

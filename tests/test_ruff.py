@@ -20,7 +20,8 @@ CLEAN = [
     "compiler/constants.py", "compiler/quantizable.py", "compiler/context.py",
     "compiler/frontends/mlir.py", "compiler/frontends/onnx/inspect.py", "passes/matching.py",
     "passes/externalize_constants.py", "targets/interp", "tests/test_layering.py",
-    "tests/test_ruff.py", "tests/fortran/test_run_errors.py",
+    "tests/test_ruff.py", "tests/fortran/test_run_errors.py", "targets/native",
+    "passes/unfuse_ops.py", "tests/test_fused_targets.py",
 ]
 
 

@@ -34,22 +34,23 @@ def test_targets_lists_builtin_and_planned_targets():
 
 
 def test_target_pipeline_passes_are_dumped_and_printed(tmp_path):
-    """groq's int8-activations and verify-overflow run in the driver, after the user's
-    pipeline: they are stages of --dump-ir and --print-ir-after-all like any pass."""
+    """groq's unfuse-ops, int8-activations and verify-overflow run in the driver, after the
+    user's pipeline: they are stages of --dump-ir and --print-ir-after-all like any pass."""
     result = q35c(MLP, "--target", "groq", "-o", tmp_path / "out", "--dump-ir",
                   tmp_path / "dumps", "--print-ir-after-all")
     dumps = sorted(p.name for p in (tmp_path / "dumps").glob("*.mlir"))
     assert dumps == ["00-input.mlir", "01-quantize-weights.mlir", "02-canonicalize.mlir",
                      "03-cse.mlir", "04-verify-overflow.mlir", "05-verify-quant-error.mlir",
-                     "06-int8-activations.mlir", "07-verify-overflow.mlir"]
+                     "06-unfuse-ops.mlir", "07-int8-activations.mlir",
+                     "08-verify-overflow.mlir"]
     assert '"quant3p5.matmul"' in (tmp_path / "dumps" / "05-verify-quant-error.mlir").read_text()
-    final = (tmp_path / "dumps" / "07-verify-overflow.mlir").read_text()
+    final = (tmp_path / "dumps" / "08-verify-overflow.mlir").read_text()
     assert '"quant3p5.matmul"' not in final and '"quant3p5.matmul_int8"' in final
     # what the target compiled is the last dump's IR (which names its weight file)
     assert final.replace(' {quant3p5.weights = "weights.q35w"}', "").endswith(
         (tmp_path / "out" / "model.mlir").read_text())
     headers = re.findall(r"^// -----// IR after ([\w-]+)", result.stderr, re.M)
-    assert headers[-2:] == ["int8-activations", "verify-overflow"]
+    assert headers[-3:] == ["unfuse-ops", "int8-activations", "verify-overflow"]
 
 
 def test_mlir_target_adds_no_stages(tmp_path):
@@ -59,15 +60,23 @@ def test_mlir_target_adds_no_stages(tmp_path):
 
 
 def test_unsupported_ops_are_listed_in_one_line_with_their_sources(tmp_path):
-    """Fused ops the C target has no kernels for: every kind, with its ONNX nodes (or its
-    position when a pass left no source), in one error, before anything is written."""
+    """Ops the C target has no kernels for (a Fortran kernel's index casts, allocas and
+    loops): every kind, with its sources, in one error, before anything is written."""
     out = tmp_path / "out"
-    result = q35c(LLAMA, "--shape", "input_ids=1,4", "--passes",
-                  "default,fuse-attention,fuse-swiglu", "--target", "c", "-o", out, check=False)
-    assert_one_line_error(result, f"{LLAMA}: target c does not support: q35nn.attention x2 "
-                                  "(ONNX node '/layers.0/self_attn/MatMul_1', ONNX node "
-                                  "'/layers.1/self_attn/MatMul_1'); q35nn.swiglu x2 (op ")
+    result = q35c(EXAMPLES / "fortran" / "softmax.f90", "--target", "c", "-o", out,
+                  check=False)
+    assert_one_line_error(result, "softmax.f90: target c does not support: arith.index_cast x2 "
+                                  "(in 'softmax_rows' at line 11, in 'softmax_rows' at line "
+                                  "11); arith.maxsi x2 (")
+    assert "; memref.alloca x3 (" in result.stderr and "; scf.for x1 (" in result.stderr
     assert not out.exists()
+
+
+def test_fused_ops_are_accepted_by_the_c_target(tmp_path):
+    """What this error used to list (issue #12): the C target now lowers the fused ops."""
+    q35c(LLAMA, "--shape", "input_ids=1,4", "--passes", "default,fuse-attention,fuse-swiglu",
+         "--target", "c", "-o", tmp_path / "out")
+    assert "q35_attention_f32(" in (tmp_path / "out" / "model.c").read_text()
 
 
 def test_unsupported_op_in_a_fortran_kernel_names_its_line(tmp_path):

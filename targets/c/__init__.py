@@ -5,8 +5,9 @@ model.bin (the weight blob: Q3P5 tensors in their serialized form, float tensors
 main.c (a raw-tensor runner with --bench) and a Makefile. `run` compiles them with the
 system compiler, cached by content hash (`build.py`), and runs the result.
 
-Pipeline: lower.py (graph IR -> kernel steps over buffers) -> memory.py (one arena from
-liveness) -> printer.py (C text). The runtime kernels are in runtime/q35rt.c.
+Pipeline: the native lowering shared with other native targets (targets/native: graph IR ->
+kernel steps over buffers -> one arena from liveness), then printer.py (C text). The
+runtime kernels are in runtime/q35rt.c and runtime/q35rt_fused.c.
 """
 
 from __future__ import annotations
@@ -29,11 +30,11 @@ class CTarget(Q35cTarget):
     name = "c"
 
     def accepted_ops(self) -> frozenset[str]:
-        """What lower.py lowers: the elementwise ops, the ops with a `lower` rule of their
-        own, and func.return."""
+        """What the native lowering lowers (targets/native/lower.py): the elementwise ops,
+        the ops with a `lower` rule of their own (the fused ops included), and func.return."""
         from xdsl.ir import Operation
 
-        from q35c.targets.c.lower import ELEMENTWISE, Lowering
+        from q35c.targets.native.lower import ELEMENTWISE, Lowering
 
         rules = Lowering.__dict__["lower"].dispatcher.registry
         return frozenset({"func.return"} | {t.name for t in ELEMENTWISE} | {

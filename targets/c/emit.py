@@ -7,9 +7,10 @@ from dataclasses import dataclass
 from xdsl.dialects.builtin import ModuleOp
 
 from q35c.compiler.weights import WeightStore
-from q35c.targets.c.lower import Program, lower_module
-from q35c.targets.c.memory import plan_arena, plan_blob
 from q35c.targets.c.printer import BLOB_HEADER, CPrinter, blob_bytes
+from q35c.targets.native.lower import lower_module
+from q35c.targets.native.memory import plan_arena, plan_blob
+from q35c.targets.native.program import Program
 
 BLOB_FILE = "model.bin"
 

@@ -25,13 +25,25 @@ from q35c.compiler.codegen_names import (
     file_stems,
 )
 from q35c.compiler.quant import CODEBOOK, LEGACY_LEVELS, SCALE_STEPS
-from q35c.targets.c.lower import Buffer, Program, Step
+from q35c.targets.native.program import Buffer, Program, Step
 
 RUNTIME_DIR = Path(__file__).parent / "runtime"
 BLOB_MAGIC = b"Q35CBLOB"
 BLOB_HEADER = 64
+C_TYPES = {
+    np.dtype(np.float32): "float", np.dtype(np.float64): "double",
+    np.dtype(np.int64): "int64_t", np.dtype(np.int32): "int32_t",
+    np.dtype(np.int16): "int16_t", np.dtype(np.int8): "int8_t",
+    np.dtype(np.bool_): "uint8_t", np.dtype(np.uint8): "uint8_t",
+}
+"""The C element type of each of the native program's element types."""
 DTYPE_CODES = {"float": 1, "double": 2, "int64_t": 3, "int32_t": 4, "int16_t": 5,
                "int8_t": 6, "uint8_t": 7}
+
+
+def ctype(buf: Buffer) -> str:
+    """The C element type of `buf`."""
+    return C_TYPES[buf.dtype]
 
 FLOAT_EXPR = {
     "add": "{0} + {1}", "sub": "{0} - {1}", "mul": "{0} * {1}", "div": "{0} / {1}",
@@ -52,6 +64,11 @@ ANY_EXPR = {
     "cmp_eq": "{0} == {1}", "cmp_gt": "{0} > {1}", "cmp_ge": "{0} >= {1}",
     "cmp_lt": "{0} < {1}", "cmp_le": "{0} <= {1}", "cmp_ne": "{0} != {1}",
 }
+ACTIVATIONS = {"none": "Q35_ACT_NONE", "relu": "Q35_ACT_RELU", "gelu": "Q35_ACT_GELU",
+               "gelu_tanh": "Q35_ACT_GELU_TANH", "silu": "Q35_ACT_SILU"}
+FUSED_KERNELS = frozenset({"fused_matmul_f32", "pair_fused_matmul_f32", "swiglu", "attention"})
+"""The steps whose kernels are in runtime/q35rt_fused.c, which model.c includes only when
+the program has one (so the C of an unfused model stays as it was)."""
 REDUCE_OPS = {"add": "Q35_RED_ADD", "mul": "Q35_RED_MUL", "max": "Q35_RED_MAX",
               "min": "Q35_RED_MIN"}
 
@@ -83,8 +100,8 @@ def blob_checksum(data: bytes) -> int:
         return int(np.sum(words * odd, dtype=np.uint64))
 
 
-def _float_literal(v: float, ctype: str) -> str:
-    if ctype == "double":
+def _float_literal(v: float, c_type: str) -> str:
+    if c_type == "double":
         return repr(float(v)) if np.isfinite(v) else ("INFINITY" if v > 0 else "-INFINITY")
     f = np.float32(v)
     if np.isnan(f):
@@ -114,7 +131,7 @@ class CPrinter:
     def ptr(self, buf: Buffer, const: bool = False) -> str:
         """A C expression for a pointer to `buf`'s first element."""
         root = buf.root
-        t = f"const {buf.ctype}" if const or root.kind in ("input", "weight") else buf.ctype
+        t = f"const {ctype(buf)}" if const or root.kind in ("input", "weight") else ctype(buf)
         if root.kind in ("input", "output"):
             return self.io_idents[id(root)]
         base = "W" if root.kind == "weight" else "A"
@@ -134,14 +151,14 @@ class CPrinter:
             expr = f"{LIBM[op]}(" + ", ".join(f"(double){{{i}}}" for i in range(arity)) + ")"
         elif op in FLOAT_EXPR:
             expr = FLOAT_EXPR[op]
-            if out.ctype == "double":
+            if ctype(out) == "double":
                 expr = re.sub(r"(sqrt|fabs)f\(", r"\1(", expr).replace("1.0f", "1.0")
         else:
             expr = ANY_EXPR[op]
         args = [f"{self.ptr(b, True)}[{'i' if b.size == out.size else '0'}]" for b in step.ins]
-        value = expr.format(*args, T=out.ctype)
+        value = expr.format(*args, T=ctype(out))
         return (f"for (i = 0; i < {out.size}; i++)\n"
-                f"    {self.ptr(out)}[i] = ({out.ctype})({value});")
+                f"    {self.ptr(out)}[i] = ({ctype(out)})({value});")
 
     def render_copy(self, step: Step) -> str:
         out, src = step.outs[0], step.ins[0]
@@ -154,7 +171,7 @@ class CPrinter:
     def render_fill(self, step: Step) -> str:
         out = step.outs[0]
         v = step.params["value"]
-        lit = (_float_literal(v, out.ctype) if out.ctype in ("float", "double")
+        lit = (_float_literal(v, ctype(out)) if ctype(out) in ("float", "double")
                else str(int(v)))
         return f"for (i = 0; i < {out.size}; i++)\n    {self.ptr(out)}[i] = {lit};"
 
@@ -168,7 +185,7 @@ class CPrinter:
                 f"dst_st[] = {_int_array(q['dst_strides'])}, "
                 f"src_st[] = {_int_array(q['src_strides'])};\n"
                 f"q35_copy_strided({self.ptr(out)}, {self.ptr(src, True)}, "
-                f"sizeof({out.ctype}), {rank}, dims, {q['dst_off']}, dst_st, "
+                f"sizeof({ctype(out)}), {rank}, dims, {q['dst_off']}, dst_st, "
                 f"{q['src_off']}, src_st);")
 
     def render_reduce(self, step: Step) -> str:
@@ -256,11 +273,55 @@ class CPrinter:
         return (f"q35_pair_matmul_i8({self.ptr(step.outs[0])}, {self.ptr(qa, True)}, "
                 f"{self.ptr(s, True)}, {q['rows']}, {q['k']}, {q['n']}, W + {w.offset});")
 
+    # -- fused ops (runtime/q35rt_fused.c) -----------------------------------------------
+
+    def _epilogue_args(self, step: Step, operands: list[Buffer]) -> str:
+        """The bias, activation and residual arguments of a fused matmul (NULL if absent)."""
+        q = step.params
+        rest = iter(operands)
+        bias = self.ptr(next(rest), True) if q["bias"] else "NULL"
+        residual = self.ptr(next(rest), True) if q["residual"] else "NULL"
+        return f"{bias}, {ACTIVATIONS[q['activation']]}, {residual}"
+
+    def render_fused_matmul_f32(self, step: Step) -> str:
+        x, w, *rest = step.ins
+        out, work = step.outs
+        return (f"q35_fused_qmatmul_f32({self.ptr(out)}, {self.ptr(x, True)}, "
+                f"{step.params['rows']}, W + {w.offset}, {self.ptr(work)}, "
+                f"{self._epilogue_args(step, rest)});")
+
+    def render_pair_fused_matmul_f32(self, step: Step) -> str:
+        x, w, *rest = step.ins
+        q = step.params
+        return (f"q35_fused_pair_matmul_f32({self.ptr(step.outs[0])}, {self.ptr(x, True)}, "
+                f"{q['rows']}, {q['k']}, {q['n']}, W + {w.offset}, "
+                f"{self._epilogue_args(step, rest)});")
+
+    def render_swiglu(self, step: Step) -> str:
+        gate, up = step.ins
+        return (f"q35_swiglu_f32({self.ptr(step.outs[0])}, {self.ptr(gate, True)}, "
+                f"{self.ptr(up, True)}, {step.outs[0].size});")
+
+    def render_attention(self, step: Step) -> str:
+        out, work = step.outs
+        q, k, v, *mask = step.ins
+        p = step.params
+        head = ""
+        mask_args = "NULL, NULL, 0, 0"
+        if mask:
+            head = f"static const int64_t mask_off[] = {_int_array(p['mask_off'])};\n"
+            mask_args = (f"{self.ptr(mask[0], True)}, mask_off, {p['mask_row']}, "
+                         f"{p['mask_col']}")
+        return (f"{head}q35_attention_f32({self.ptr(out)}, {self.ptr(q, True)}, "
+                f"{self.ptr(k, True)}, {self.ptr(v, True)}, {p['batches']}, {p['sq']}, "
+                f"{p['sk']}, {p['d']}, {p['dv']}, {_float_literal(p['scale'], 'float')}, "
+                f"{mask_args}, {self.ptr(work)});")
+
     # -- files ----------------------------------------------------------------------------
 
     def io_params(self) -> str:
-        params = [f"const {b.ctype} *{self.io_idents[id(b)]}" for _, b in self.p.inputs]
-        params += [f"{b.ctype} *{self.io_idents[id(b)]}" for _, b in self.p.outputs]
+        params = [f"const {ctype(b)} *{self.io_idents[id(b)]}" for _, b in self.p.inputs]
+        params += [f"{ctype(b)} *{self.io_idents[id(b)]}" for _, b in self.p.outputs]
         return ", ".join(params)
 
     def header(self) -> str:
@@ -296,7 +357,7 @@ class CPrinter:
         for kind, tensors in (("input", self.p.inputs), ("output", self.p.outputs)):
             for i, (name, b) in enumerate(tensors):
                 shape = "x".join(map(str, b.shape)) or "scalar"
-                lines.append(f"/* {kind} {i} '{c_comment(name)}': {b.ctype}[{shape}] */")
+                lines.append(f"/* {kind} {i} '{c_comment(name)}': {ctype(b)}[{shape}] */")
                 lines.append(f"#define {M}_{kind.upper()}_{i}_SIZE {b.size}")
         lines += [
             "",
@@ -348,6 +409,8 @@ class CPrinter:
                           for i in range(0, 32, 8))
         legacy = ",\n".join("    " + ", ".join(f"{{{a}, {b}}}" for a, b in LEGACY_LEVELS[i:i + 8])
                            for i in range(0, 128, 8))
+        if any(step.kernel in FUSED_KERNELS for step in self.p.steps):
+            text += "\n" + (RUNTIME_DIR / "q35rt_fused.c").read_text()
         return (text.replace("Q35_CODEBOOK_ROWS", rows).replace("Q35_SCALE_STEP_BITS", bits)
                 .replace("Q35_LEGACY_LEVEL_ROWS", legacy))
 
@@ -376,7 +439,7 @@ class CPrinter:
                 out.append(f"static const int64_t {P}_{kind}_{i}_shape[] = "
                            f"{_int_array(b.shape or (1,))};")
             entries = [
-                f"    {{{c_string(name)}, {DTYPE_CODES[b.ctype]}, {b.dtype.itemsize}, "
+                f"    {{{c_string(name)}, {DTYPE_CODES[ctype(b)]}, {b.dtype.itemsize}, "
                 f"{len(b.shape)}, {P}_{kind}_{i}_shape, {b.size}}}"
                 for i, (name, b) in enumerate(tensors)]
             out.append(f"const {P}_tensor_info {P}_{kind}[] = {{\n" + ",\n".join(
@@ -468,8 +531,8 @@ class CPrinter:
             out.append("        " + body.replace("\n", "\n        "))
             out.append("    }")
         out += ["    return 0;", "}", ""]
-        args = [f"(const {b.ctype} *)inputs[{i}]" for i, (_, b) in enumerate(self.p.inputs)]
-        args += [f"({b.ctype} *)outputs[{i}]" for i, (_, b) in enumerate(self.p.outputs)]
+        args = [f"(const {ctype(b)} *)inputs[{i}]" for i, (_, b) in enumerate(self.p.inputs)]
+        args += [f"({ctype(b)} *)outputs[{i}]" for i, (_, b) in enumerate(self.p.outputs)]
         out += [
             f"int {P}_run_tensors({P}_model *m, const void *const *inputs, void *const *outputs)",
             "{",

@@ -6,7 +6,8 @@
 
 `--target groq` (options: `groq{machine=NAME_OR_PATH chips=N mlir=false}`) writes the
 artifacts; `q35c run --target groq` compiles and simulates. The target's pipeline
-(`GroqTarget.pipeline`: `int8-activations`, then `verify-overflow` on the int8 IR) runs in the
+(`GroqTarget.pipeline`: `unfuse-ops` of fused matmuls, `int8-activations`, then
+`verify-overflow` on the int8 IR) runs in the
 driver after the user's passes, so `--dump-ir` shows it. `--shape-only` writes the
 multi-chip plan instead (plan.py); `q35c report OUT` draws the timeline (timeline.py).
 docs/groq.md describes the model.
@@ -42,9 +43,11 @@ class Compiled:
     """The store of `module`: the caller's, plus the column shards of split weights."""
 
 
-PIPELINE = "int8-activations,verify-overflow"
-"""GroqTarget's own passes: the chip computes matmuls on int8 activations, and the overflow
-check must see the int8 IR it runs."""
+PIPELINE = 'unfuse-ops{ops="quant3p5.fused_matmul"},int8-activations,verify-overflow'
+"""GroqTarget's own passes: the fused matmuls of `fuse-matmul-bias-act`/`fuse-residual` back
+into matmul and epilogue ops (lower.py has no fused matmul; the chip runs the epilogue on
+the VXM either way), the chip computes matmuls on int8 activations, and the overflow check
+must see the int8 IR it runs."""
 
 
 def int8_module(ctx: Context, module: ModuleOp) -> ModuleOp:
@@ -54,15 +57,18 @@ def int8_module(ctx: Context, module: ModuleOp) -> ModuleOp:
     `module` itself; it is for callers of `compile_module` that skip the driver."""
     from q35c.dialects import quant3p5
 
-    if not any(isinstance(op, quant3p5.MatmulOp) for op in module.walk()):
+    if not any(isinstance(op, (quant3p5.MatmulOp, quant3p5.FusedMatmulOp))
+               for op in module.walk()):
         return module
     from q35c.compiler.weights import attach_store, store_of
     from q35c.passes.int8_activations import Int8ActivationsPass
+    from q35c.passes.unfuse_ops import UnfuseOpsPass
     from q35c.passes.verify_overflow import VerifyOverflowPass
 
     store = store_of(module)
     copy = module.clone()
     attach_store(copy, store)
+    UnfuseOpsPass(("quant3p5.fused_matmul",)).apply(ctx, copy)
     Int8ActivationsPass().apply(ctx, copy)
     VerifyOverflowPass().apply(ctx, copy)
     return copy

@@ -9,7 +9,7 @@ both are live at that step. The result is deterministic: ties break by creation 
 
 from __future__ import annotations
 
-from q35c.targets.c.lower import Buffer, Program
+from q35c.targets.native.program import Buffer, Program
 
 ALIGN = 64  # bytes; a cache line, and enough for any SIMD load
 
@@ -40,7 +40,7 @@ def plan_arena(program: Program) -> int:
     size = 0
     for buf in order:
         first, last = spans[buf]
-        conflicts = sorted((o, e) for o, e, f, l in placed if f <= last and first <= l)
+        conflicts = sorted((o, e) for o, e, start, end in placed if start <= last and first <= end)
         offset = 0
         for o, e in conflicts:
             if offset + _align(buf.nbytes) <= o:

@@ -4,21 +4,23 @@ The output, a `Program`, is what every native printer renders: a list of `Step`s
 kernel call or elementwise loop each) over `Buffer`s whose storage is decided here
 (inputs and outputs are the caller's, weights live in the blob, everything else in one
 arena planned by `memory.plan_arena`). Views (`tensor.reshape` and friends) become aliases
-of their source's storage, so they cost nothing. The printer for C lives in `printer.py`;
-a CUDA printer would render the same steps.
+of their source's storage, so they cost nothing. The printer for C is
+`targets/c/printer.py`; a CUDA printer would render the same steps (`program.py` holds the
+data types, free of any language's).
 
 This module knows op semantics only as far as it must to pick a kernel and its static
-parameters (shapes, strides, axes); the numerics are in the kernels
-(`runtime/q35rt.c`), written to match the reference semantics (`q35c.semantics`).
+parameters (shapes, strides, axes); the numerics are in the kernels (for C,
+`targets/c/runtime/q35rt.c` and `q35rt_fused.c`), written to match the reference
+semantics (`q35c.semantics`). Fused ops (passes/fuse_*.py) get one step each.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from functools import singledispatchmethod
 
 import numpy as np
-from xdsl.dialects import arith, func, math as xmath, tensor
+from xdsl.dialects import arith, func, tensor
+from xdsl.dialects import math as xmath
 from xdsl.dialects.builtin import (
     DenseIntOrFPElementsAttr,
     FloatAttr,
@@ -31,78 +33,12 @@ from xdsl.ir import Operation, SSAValue
 
 from q35c.compiler.codegen_names import plain_text
 from q35c.compiler.diagnostics import Q35cError
+from q35c.compiler.entry import argument_names, entry_function, result_names
 from q35c.compiler.quant import LegacyPairTensor, Q3P5Tensor
 from q35c.compiler.tensors import constant_value, numpy_dtype
 from q35c.compiler.weights import WeightStore
 from q35c.dialects import q35nn, quant3p5
-from q35c.compiler.entry import argument_names, entry_function, result_names
-
-C_TYPES = {
-    np.dtype(np.float32): "float", np.dtype(np.float64): "double",
-    np.dtype(np.int64): "int64_t", np.dtype(np.int32): "int32_t",
-    np.dtype(np.int16): "int16_t", np.dtype(np.int8): "int8_t",
-    np.dtype(np.bool_): "uint8_t", np.dtype(np.uint8): "uint8_t",
-}
-
-
-@dataclass(eq=False)
-class Buffer:
-    """Storage for one tensor: the caller's (input/output), the blob's, or the arena's."""
-
-    name: str
-    dtype: np.dtype
-    shape: tuple[int, ...]
-    kind: str  # "input", "output", "weight", "arena"
-    alias_of: Buffer | None = None
-    offset: int = -1  # byte offset in the arena or the blob, once planned
-
-    @property
-    def root(self) -> Buffer:
-        return self.alias_of.root if self.alias_of else self
-
-    @property
-    def size(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64))
-
-    @property
-    def nbytes(self) -> int:
-        return self.size * self.dtype.itemsize
-
-    @property
-    def ctype(self) -> str:
-        return C_TYPES[self.dtype]
-
-
-@dataclass
-class Step:
-    """One kernel invocation: `kernel` names what to do, `params` its static parameters."""
-
-    kernel: str
-    outs: list[Buffer]
-    ins: list[Buffer]
-    params: dict = field(default_factory=dict)
-    origin: str = ""  # the op it came from, for comments and error messages
-
-
-@dataclass
-class BlobEntry:
-    """One weight in the blob: its bytes (Q3P5 serialization or raw little-endian array)."""
-
-    name: str
-    data: bytes
-    buffer: Buffer
-
-
-@dataclass
-class Program:
-    name: str
-    inputs: list[tuple[str, Buffer]]
-    outputs: list[tuple[str, Buffer]]
-    buffers: list[Buffer]
-    steps: list[Step]
-    blob: list[BlobEntry]
-    arena_bytes: int = 0
-
+from q35c.targets.native.program import ELEMENT_TYPES, BlobEntry, Buffer, Program, Step
 
 ELEMENTWISE = {
     arith.AddfOp: "add", arith.SubfOp: "sub", arith.MulfOp: "mul", arith.DivfOp: "div",
@@ -147,11 +83,13 @@ def _split(shape: tuple[int, ...], axis: int) -> tuple[int, int, int]:
 class Lowering:
     """Walks the entry function once, op by op, appending steps."""
 
-    def __init__(self, module: ModuleOp, store: WeightStore, entry: str | None, name: str):
+    def __init__(self, module: ModuleOp, store: WeightStore, entry: str | None, name: str,
+                 target: str = "c"):
+        self.target = target  # the target's name, for error messages
         try:
             self.fn = entry_function(module, entry)
         except Exception as err:
-            raise Q35cError(f"c target: {err}") from None
+            raise self.error(f"{err}") from None
         self.store = store
         self.name = name
         self.values: dict[SSAValue, Buffer] = {}
@@ -162,6 +100,10 @@ class Lowering:
         self.steps: list[Step] = []
         self.blob: list[BlobEntry] = []
         self.blob_by_name: dict[str, BlobEntry] = {}
+
+    def error(self, message: str) -> Q35cError:
+        """A user-facing error, prefixed with the target's name."""
+        return Q35cError(f"{self.target} target: {message}")
 
     # -- buffers --------------------------------------------------------------------------
 
@@ -181,8 +123,8 @@ class Lowering:
             return self.blob_by_name[key].buffer
         array = np.ascontiguousarray(array)
         dtype = array.dtype
-        if dtype not in C_TYPES:
-            raise Q35cError(f"c target: weight '{plain_text(name)}' has unsupported dtype {dtype}")
+        if dtype not in ELEMENT_TYPES:
+            raise self.error(f"weight '{plain_text(name)}' has unsupported dtype {dtype}")
         data = array.astype(dtype.newbyteorder("<"), copy=False).tobytes()
         buf = self.new("weight", dtype, array.shape, "w")
         entry = BlobEntry(name, data, buf)
@@ -200,7 +142,7 @@ class Lowering:
             buf = self.blob_buffer(f"scalar:{value.name_hint}:{id(value)}", arr)
             self.values[value] = buf
             return buf
-        raise Q35cError(f"c target: {op.name}: operand has no tensor value (packed weights "
+        raise self.error(f"{op.name}: operand has no tensor value (packed weights "
                         "are only accepted by quant3p5.matmul and matmul_int8)")
 
     def materialize(self, value: SSAValue) -> Buffer:
@@ -221,7 +163,7 @@ class Lowering:
         inputs = []
         for name, arg in zip(names, self.fn.args):
             if not isinstance(arg.type, TensorType):
-                raise Q35cError(f"c target: input '{plain_text(name)}' must be a tensor, "
+                raise self.error(f"input '{plain_text(name)}' must be a tensor, "
                                 f"got {arg.type}")
             buf = self.new("input", _dtype(arg), _shape(arg), "in")
             self.values[arg] = buf
@@ -233,7 +175,7 @@ class Lowering:
                 break
             self.lower(op)
         if outputs is None:
-            raise Q35cError(f"c target: @{self.fn.sym_name.data} has no func.return")
+            raise self.error(f"@{self.fn.sym_name.data} has no func.return")
         return Program(self.name, inputs, outputs, self.buffers, self.steps, self.blob)
 
     def returns(self, op: func.ReturnOp) -> list[tuple[str, Buffer]]:
@@ -250,11 +192,11 @@ class Lowering:
         kind = ELEMENTWISE.get(type(op))
         if kind is not None:
             return self.elementwise(op, kind)
-        raise Q35cError(f"c target: {op.name} is not supported")
+        raise self.error(f"{op.name} is not supported")
 
     def elementwise(self, op: Operation, kind: str) -> None:
         if not isinstance(op.results[0].type, TensorType):
-            raise Q35cError(f"c target: {op.name} on scalars outside a region is not supported")
+            raise self.error(f"{op.name} on scalars outside a region is not supported")
         ins = [self.buffer_of(v, op) for v in op.operands]
         out = self.result(op.results[0], kind)
         self.steps.append(Step("elementwise", [out], ins, {"op": kind}, op.name))
@@ -263,7 +205,7 @@ class Lowering:
     def _(self, op: arith.CmpfOp) -> None:
         pred = op.predicate.value.data
         if pred not in CMPF:
-            raise Q35cError(f"c target: arith.cmpf predicate {pred} is not supported")
+            raise self.error(f"arith.cmpf predicate {pred} is not supported")
         self.elementwise(op, "cmp_" + CMPF[pred])
 
     @lower.register
@@ -274,7 +216,7 @@ class Lowering:
         if isinstance(op.value, (IntegerAttr, FloatAttr)):
             self.scalars[op.result] = op.value.value.data
             return
-        raise Q35cError(f"c target: arith.constant {op.value} is not supported")
+        raise self.error(f"arith.constant {op.value} is not supported")
 
     @lower.register
     def _(self, op: tensor.EmptyOp) -> None:
@@ -284,11 +226,11 @@ class Lowering:
     def _(self, op: quant3p5.WeightOp) -> None:
         name = op.weight_name.data
         if name not in self.store:
-            raise Q35cError(f"c target: weight '{plain_text(name)}' is not in the weight store")
+            raise self.error(f"weight '{plain_text(name)}' is not in the weight store")
         value = self.store[name]
         if isinstance(op.result.type, quant3p5.PackedWeightType):
             if not isinstance(value, (Q3P5Tensor, LegacyPairTensor)):
-                raise Q35cError(f"c target: weight '{plain_text(name)}': packed weights must "
+                raise self.error(f"weight '{plain_text(name)}': packed weights must "
                                 f"be q3p5 or pair43 (got {type(value).__name__})")
             if name not in self.blob_by_name:
                 data = (value.to_bytes() if isinstance(value, Q3P5Tensor)
@@ -302,7 +244,7 @@ class Lowering:
             return
         array = np.asarray(value).astype(_dtype(op.result), copy=False)
         if array.shape != _shape(op.result):
-            raise Q35cError(f"c target: weight '{plain_text(name)}' has shape {array.shape}, "
+            raise self.error(f"weight '{plain_text(name)}' has shape {array.shape}, "
                             f"the IR expects {_shape(op.result)}")
         self.values[op.result] = self.blob_buffer(name, array)
 
@@ -320,7 +262,7 @@ class Lowering:
     def _(self, op: linalg.FillOp) -> None:
         scalar = op.inputs[0]
         if scalar not in self.scalars:
-            raise Q35cError("c target: linalg.fill needs a constant scalar")
+            raise self.error("linalg.fill needs a constant scalar")
         out = self.result(op.results[0], "fill")
         self.steps.append(Step("fill", [out], [], {"value": self.scalars[scalar]}, op.name))
 
@@ -351,7 +293,7 @@ class Lowering:
     @lower.register
     def _(self, op: tensor.ExtractSliceOp) -> None:
         if len(op.operands) != 1:
-            raise Q35cError("c target: tensor.extract_slice with dynamic offsets is not supported")
+            raise self.error("tensor.extract_slice with dynamic offsets is not supported")
         src = self.buffer_of(op.source, op)
         offsets = op.static_offsets.get_values()
         sizes = op.static_sizes.get_values()
@@ -380,12 +322,12 @@ class Lowering:
         combiner = REDUCERS.get(type(body[0])) if len(body) == 2 else None
         source, init = op.operands[0], op.operands[1]
         if combiner is None or _dtype(source) != np.float32:
-            raise Q35cError("c target: linalg.reduce: only single-op float add/mul/max/min "
+            raise self.error("linalg.reduce: only single-op float add/mul/max/min "
                             "bodies are supported")
         axes = sorted(op.dimensions.get_values())
         shape = _shape(source)
         if axes != list(range(axes[0], axes[-1] + 1)):
-            raise Q35cError("c target: linalg.reduce over non-adjacent axes is not supported")
+            raise self.error("linalg.reduce over non-adjacent axes is not supported")
         src = self.buffer_of(source, op)
         acc = self.buffer_of(init, op)
         out = self.result(op.results[0], "reduce")
@@ -400,7 +342,7 @@ class Lowering:
         a, b = (self.buffer_of(v, op) for v in op.inputs)
         acc = self.buffer_of(op.outputs[0], op)
         if len(a.shape) != 2 or a.dtype != np.float32:
-            raise Q35cError("c target: linalg.matmul: only 2-D float32 is supported")
+            raise self.error("linalg.matmul: only 2-D float32 is supported")
         out = self.result(op.results[0], "matmul")
         self.steps.append(Step("matmul", [out], [a, b, acc], {
             "m": a.shape[0], "k": a.shape[1], "n": b.shape[1]}, op.name))
@@ -466,7 +408,7 @@ class Lowering:
     def _(self, op: q35nn.GatherOp) -> None:
         data, idx = self.buffer_of(op.data, op), self.buffer_of(op.indices, op)
         if idx.dtype != np.int64:
-            raise Q35cError(f"c target: q35nn.gather: indices must be i64, got {idx.dtype}")
+            raise self.error(f"q35nn.gather: indices must be i64, got {idx.dtype}")
         axis = op.axis.value.data % len(data.shape)
         out = self.result(op.result, "gather")
         outer, size, inner = _split(data.shape, axis)
@@ -476,7 +418,7 @@ class Lowering:
     def packed_operand(self, op: Operation, value: SSAValue
                        ) -> tuple[Buffer, Q3P5Tensor | LegacyPairTensor]:
         if value not in self.packed:
-            raise Q35cError(f"c target: {op.name}: weights must come from quant3p5.weight")
+            raise self.error(f"{op.name}: weights must come from quant3p5.weight")
         return self.packed[value]
 
     @lower.register
@@ -517,6 +459,63 @@ class Lowering:
         self.steps.append(Step("qmatmul_i8", [out, scratch], [q, s, wbuf], {
             "rows": rows, "k": w.shape[0], "n": w.shape[1]}, op.name))
 
+    # -- fused ops (passes/fuse_*.py): one step each, no intermediate tensor ------------
+
+    @lower.register
+    def _(self, op: quant3p5.FusedMatmulOp) -> None:
+        """The quantized float-path matmul, then bias, activation and residual applied in
+        one pass over its output (kernel `fused_matmul_f32` / `pair_fused_matmul_f32`)."""
+        x = self.buffer_of(op.lhs, op)
+        wbuf, w = self.packed_operand(op, op.weights)
+        rows = x.size // w.shape[0]
+        bias = None if op.bias is None else self.buffer_of(op.bias, op)
+        residual = None if op.residual is None else self.buffer_of(op.residual, op)
+        ins = [x, wbuf, *(b for b in (bias, residual) if b is not None)]
+        out = self.result(op.result, "fused_matmul")
+        params = {"rows": rows, "k": w.shape[0], "n": w.shape[1],
+                  "activation": op.activation.data, "bias": bias is not None,
+                  "residual": residual is not None}
+        if isinstance(w, LegacyPairTensor):
+            self.steps.append(Step("pair_fused_matmul_f32", [out], ins, params, op.name))
+            return
+        work = self.new("arena", np.dtype(np.uint8), (work_bytes(rows, w, int8=False),), "work")
+        self.steps.append(Step("fused_matmul_f32", [out, work], ins, params, op.name))
+
+    @lower.register
+    def _(self, op: q35nn.SwigluOp) -> None:
+        gate, up = self.buffer_of(op.gate, op), self.buffer_of(op.up, op)
+        out = self.result(op.result, "swiglu")
+        self.steps.append(Step("swiglu", [out], [gate, up], {}, op.name))
+
+    @lower.register
+    def _(self, op: q35nn.AttentionOp) -> None:
+        """Scores, scale, mask, softmax and the V product per query row, in a scratch row
+        of Sk floats and Dv doubles (kernel `attention`): the [.., Sq, Sk] score tensor
+        never exists."""
+        q, k, v = (self.buffer_of(x, op) for x in (op.query, op.key, op.values))
+        mask = None if op.mask is None else self.buffer_of(op.mask, op)
+        out = self.result(op.result, "attention")
+        batch, (sq, d), (sk, dv) = q.shape[:-2], q.shape[-2:], v.shape[-2:]
+        scratch = self.new("arena", np.dtype(np.uint8), (-(-sk * 4 // 8) * 8 + dv * 8,), "work")
+        params = {"batches": int(np.prod(batch, dtype=np.int64)), "sq": sq, "sk": sk, "d": d,
+                  "dv": dv, "scale": float(op.scale.value.data), "mask": mask is not None}
+        if mask is not None:
+            params.update(mask_strides((*batch, sq, sk), mask.shape))
+        self.steps.append(Step("attention", [out, scratch],
+                               [q, k, v, *([mask] if mask is not None else [])], params,
+                               op.name))
+
+
+def mask_strides(scores: tuple[int, ...], mask: tuple[int, ...]) -> dict:
+    """Where element [b..., i, j] of a mask broadcast (numpy rules) to `scores` lives: the
+    element offset of every flattened batch index `mask_off`, plus i * `mask_row` +
+    j * `mask_col`."""
+    shape = (1,) * (len(scores) - len(mask)) + tuple(mask)
+    st = [0 if n == 1 else s for n, s in zip(shape, strides(shape))]
+    batch = scores[:-2]
+    offsets = [sum(i * s for i, s in zip(index, st)) for index in np.ndindex(*batch)]
+    return {"mask_off": offsets, "mask_row": st[-2], "mask_col": st[-1]}
+
 
 def pair43_bytes(w: LegacyPairTensor) -> bytes:
     """A legacy pair tensor in the blob: scale[N] and offset[N] (float32), then per column
@@ -532,6 +531,8 @@ def work_bytes(rows: int, w: Q3P5Tensor, int8: bool) -> int:
     return rows * (groups * 20 + kp) if int8 else rows * (kp + groups) * 4
 
 
-def lower_module(module: ModuleOp, store: WeightStore, entry: str | None, name: str) -> Program:
-    """The `Program` for the entry function of `module`; storage is planned separately."""
-    return Lowering(module, store, entry, name).run()
+def lower_module(module: ModuleOp, store: WeightStore, entry: str | None, name: str,
+                 target: str = "c") -> Program:
+    """The `Program` for the entry function of `module`; storage is planned separately.
+    `target` names the target in error messages."""
+    return Lowering(module, store, entry, name, target).run()
