@@ -52,6 +52,13 @@ in groups of up to 4 slices next to the VXM)."""
 INSTALL_BLOCK_ROWS = 16
 """K rows per install block: 8 pair codes = 7 packed bytes per lane -> 16 int8 rows."""
 
+BLOCK_BYTES = 7
+"""Packed bytes per lane of one install block (8 pair codes, docs/format.md), and of one
+block of 8 group codes."""
+
+COLUMN_WORDS = 3
+"""float32 words per column: super scale, offset base, offset step (docs/format.md)."""
+
 
 # -- machine rates ---------------------------------------------------------------------------
 
@@ -80,7 +87,8 @@ def packed_bytes(k: int, n: int, group: int) -> int:
     pair codes (G*g/16 blocks of 7 bytes), the group codes (ceil(G/8) blocks of 7 bytes) and
     three float32 words; the file header and CRC are not loaded."""
     groups = -(-k // group)
-    return n * (groups * group // 16 * 7 + -(-groups // 8) * 7 + 12)
+    return n * (groups * group // INSTALL_BLOCK_ROWS * BLOCK_BYTES + -(-groups // 8) * BLOCK_BYTES
+                + 4 * COLUMN_WORDS)
 
 
 def chunk_rows(lanes: int, group: int) -> int:
