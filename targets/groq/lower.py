@@ -25,11 +25,11 @@ from xdsl.dialects.linalg import ops as linalg
 from xdsl.ir import Operation, SSAValue
 
 from q35c.compiler.diagnostics import Q35cError
+from q35c.compiler.entry import argument_names, entry_function, result_names
 from q35c.compiler.quant import Q3P5Tensor
 from q35c.compiler.tensors import constant_value, numpy_dtype
 from q35c.compiler.weights import WeightStore
 from q35c.dialects import quant3p5
-from q35c.compiler.entry import argument_names, entry_function, result_names
 from q35c.semantics import IMPLEMENTATIONS
 from q35c.targets.groq.cost import op_work
 

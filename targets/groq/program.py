@@ -15,8 +15,16 @@ import numpy as np
 
 from q35c.compiler.codegen_names import asm_symbol, plain_text
 from q35c.targets.groq.instructions import (
-    BufferOp, Install, Instruction, MatmulPass, Read, StreamValue, Unpack, Write,
-    instruction_from_json)
+    BufferOp,
+    Install,
+    Instruction,
+    MatmulPass,
+    Read,
+    StreamValue,
+    Unpack,
+    Write,
+    instruction_from_json,
+)
 from q35c.targets.groq.lower import Buf, encode
 from q35c.targets.groq.schedule import Program
 

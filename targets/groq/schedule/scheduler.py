@@ -19,13 +19,22 @@ from q35c.compiler.diagnostics import Q35cError
 from q35c.targets.groq import cost as costs
 from q35c.targets.groq.cost import INSTALL_BLOCK_ROWS, RESCALE_CHUNKS
 from q35c.targets.groq.instructions import (
-    GroupSums, Install, Instruction, Macro, MatmulPass, Read, Rescale, StreamHold, StreamValue,
-    Unpack, Write)
+    GroupSums,
+    Install,
+    Instruction,
+    Macro,
+    MatmulPass,
+    Read,
+    Rescale,
+    StreamHold,
+    StreamValue,
+    Unpack,
+    Write,
+)
 from q35c.targets.groq.lower import Buf, Graph, MacroNode, MatmulNode
 from q35c.targets.groq.machine import INT32_STREAMS, Machine
 from q35c.targets.groq.schedule.placement import Placer, WeightTile
-from q35c.targets.groq.schedule.reservations import (
-    HeldStream, ReservationTables, macro_mem_spans)
+from q35c.targets.groq.schedule.reservations import HeldStream, ReservationTables, macro_mem_spans
 
 
 @dataclass
