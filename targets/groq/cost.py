@@ -1,6 +1,6 @@
 """The Groq target's per-op cost formulas, in one place.
 
-Used by `schedule.py` (macro durations and ALU cycles), `report.py` (the single-chip lower
+Used by `schedule/` (macro durations and ALU cycles), `report.py` (the single-chip lower
 bound: per-layer bound, VXM throughput) and `plan.py` (the multi-chip planner's per-matmul
 and per-vector-op cycles), so that a plan's cycles per token are built from the same
 per-layer costs as the single-chip bound. Every rate and latency comes from the machine
@@ -39,15 +39,15 @@ from typing import Any
 from q35c.targets.groq.machine import Machine
 
 RESCALE_CHUNKS = 8
-"""K chunks per rescale macro (schedule.py): one macro per tile and up to this many chunks.
-8 rather than 16: for K > 8 * 320 the first macro of a tile runs while its last chunks are
+"""K chunks per rescale macro (schedule/scheduler.py): one macro per tile and up to this
+many chunks. 8 rather than 16: for K > 8 * 320 the first macro of a tile runs while its last chunks are
 still being installed and multiplied, so the tail after the last pass is shorter (measured:
 GEMV 4096x4096 3204 -> 3178 cycles, GEMM 8x4096x4096 9250 -> 8966; smaller values lose
 more to each macro's stream travel and latency than they gain)."""
 
 DATA_SLICES = 4
-"""MEM slices an activation/scratch buffer is spread over (schedule.py places data buffers
-in groups of up to 4 slices next to the VXM)."""
+"""MEM slices an activation/scratch buffer is spread over (schedule/placement.py places data
+buffers in groups of up to 4 slices next to the VXM)."""
 
 INSTALL_BLOCK_ROWS = 16
 """K rows per install block: 8 pair codes = 7 packed bytes per lane -> 16 int8 rows."""
@@ -104,7 +104,7 @@ def macro_alu_cycles(m: Machine, elements: int, passes: int) -> int:
 
 
 def macro_cycles(m: Machine, kind: str, elements: int, passes: int, io: int) -> int:
-    """Duration of a macro without its stream travel (schedule.py adds that): SXM
+    """Duration of a macro without its stream travel (the scheduler adds that): SXM
     `io + sxm_latency`; VXM `max(io, ALU cycles) + latency` (transcendental latency for
     kind "transcendental"). `io`: MEM vectors per slice of its largest buffer."""
     if kind == "sxm":
@@ -124,7 +124,7 @@ def rescale_elements(rows: int, groups: int, lanes: int) -> int:
 
 def matmul_work(m: Machine, k: int, n: int, group: int, rows: int) -> dict[str, int]:
     """The work of one Q3P5 matmul `[K, n]` over `rows` activation rows, exactly as
-    schedule.py issues it (a test checks the counts against scheduled programs)."""
+    the scheduler issues it (a test checks the counts against scheduled programs)."""
     L = m.lanes
     G = -(-k // group)
     tiles = -(-n // L)

@@ -3,7 +3,7 @@
 One node per op that computes something:
 
 - `MatmulNode` for `quant3p5.matmul_int8`: scheduled instruction by instruction
-  (schedule.py: MEM reads of packed weights, VXM unpack, MXM install, masked MXM passes,
+  (schedule/: MEM reads of packed weights, VXM unpack, MXM install, masked MXM passes,
   MEM writes of int32 group partials, then a VXM decode of group scales and a VXM rescale
   macro per 320-column tile).
 - `MacroNode` for every other op: one VXM or SXM macro instruction that reads its operand
@@ -134,7 +134,7 @@ def decode(buf: Buf, vectors: np.ndarray, lanes: int) -> np.ndarray:
 class MacroNode:
     index: int  # position of the op in the entry function (the simulator re-runs it)
     op: Operation
-    kind: str  # cost class, see schedule.macro_cost
+    kind: str  # cost class, see cost.macro_cycles
     unit: str  # "VXM" or "SXM"
     inputs: list[str]
     outputs: list[str]

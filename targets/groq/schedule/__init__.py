@@ -8,7 +8,7 @@ By concern:
 - `multichip.py`: nodes over several chips, cross-chip copies and C2C transfers.
 
 `schedule` is the entry point; the column-split re-planning loop around it (an SRAM
-overflow plans more chips) is `compile_module` in targets/groq/__init__.py (docs/groq.md).
+overflow plans more chips) is `plan_and_schedule` in targets/groq/compile.py (docs/groq.md).
 """
 
 from __future__ import annotations
