@@ -40,8 +40,9 @@ from q35c.targets.groq.machine import Machine
 
 RESCALE_CHUNKS = 8
 """K chunks per rescale macro (schedule/scheduler.py): one macro per tile and up to this
-many chunks. 8 rather than 16: for K > 8 * 320 the first macro of a tile runs while its last chunks are
-still being installed and multiplied, so the tail after the last pass is shorter (measured:
+many chunks. 8 rather than 16: for K > 8 * 320 the first macro of a tile runs while its last
+chunks are still being installed and multiplied, so the tail after the last pass is shorter
+(measured:
 GEMV 4096x4096 3204 -> 3178 cycles, GEMM 8x4096x4096 9250 -> 8966; smaller values lose
 more to each macro's stream travel and latency than they gain)."""
 
