@@ -111,9 +111,6 @@ class Machine:
         """The floorplan position of an MXM plane: its hemisphere's MXM (MXM_W0 -> MXM_W)."""
         return plane.rstrip("0123456789")
 
-    def seconds(self, cycles: int) -> float:
-        return cycles / self.clock_hz
-
 
 def load_machine(name_or_path: str | Path = DEFAULT_MACHINE) -> Machine:
     """Load a machine by name (a file in machines/, e.g. "tsp-v1") or by path (anything with

@@ -299,26 +299,11 @@ class Scheduler:
                 unpack = tables.queue_next_free(install_queue, install) \
                     - self.unpack_latency - hops_out
                 continue
-            read_cycles = []
-            for (s, a), p in zip(places, read_pos):
-                r = unpack - self.read_latency - abs(p - vxm)
-                if not tables.queue_free(f"{m.slice_name(s)}.r", r) or \
-                        not tables.bank_free(s, r, "r", a):
-                    break
-                read_cycles.append(r)
-            else:
-                start = self.next_unpack_queue % len(self.vxm_queues)
-                vxm_queue = next((q for q in self.vxm_queues[start:] + self.vxm_queues
-                                  if tables.queue_free(q, unpack)), None)
-                in_streams = None if vxm_queue is None else \
-                    self._unpack_inputs(read_pos, read_cycles)
-                if in_streams is not None:
-                    way_out = direction(vxm, plane_pos)
-                    outs = self.free_streams(INSTALL_BLOCK_ROWS, way_out, vxm, plane_pos,
-                                             unpack + self.unpack_latency)
-                    if outs is not None:
-                        break
+            slot = self._unpack_slot(places, read_pos, plane_pos, unpack)
+            if slot is not None:
+                break
             unpack += 1
+        read_cycles, vxm_queue, in_streams, way_out, outs = slot
         self.next_unpack_queue += 1
         reads = []
         for (s, a), r, p, (way, stream) in zip(places, read_cycles, read_pos, in_streams):
@@ -341,6 +326,35 @@ class Scheduler:
                   in_=tuple(v.consumed_by(un.id, k) for k, v in enumerate(levels)))
         self.touch(payload.name, max(read_cycles) + 1)
         return install
+
+    def _unpack_slot(self, places: list[tuple[int, int]], read_pos: list[int],
+                     plane_pos: int, unpack: int
+                     ) -> tuple[list[int], str, list[tuple[str, int]], str, list[int]] | None:
+        """An unpack at cycle `unpack`: (read cycles of the packed vectors, VXM queue, their
+        streams to the VXM, direction and streams of the 16 levels to the plane), or None
+        if a MEM port, bank, VXM queue or stream is taken then."""
+        m, tables, vxm = self.m, self.tables, self.vxm_position
+        read_cycles = []
+        for (s, a), p in zip(places, read_pos):
+            r = unpack - self.read_latency - abs(p - vxm)
+            if not tables.queue_free(f"{m.slice_name(s)}.r", r) or \
+                    not tables.bank_free(s, r, "r", a):
+                return None
+            read_cycles.append(r)
+        start = self.next_unpack_queue % len(self.vxm_queues)
+        vxm_queue = next((q for q in self.vxm_queues[start:] + self.vxm_queues
+                          if tables.queue_free(q, unpack)), None)
+        if vxm_queue is None:
+            return None
+        in_streams = self._unpack_inputs(read_pos, read_cycles)
+        if in_streams is None:
+            return None
+        way_out = direction(vxm, plane_pos)
+        outs = self.free_streams(INSTALL_BLOCK_ROWS, way_out, vxm, plane_pos,
+                                 unpack + self.unpack_latency)
+        if outs is None:
+            return None
+        return read_cycles, vxm_queue, in_streams, way_out, outs
 
     def _unpack_inputs(self, read_pos: list[int], read_cycles: list[int]
                        ) -> list[tuple[str, int]] | None:
@@ -378,28 +392,22 @@ class Scheduler:
                 self.ready[node.q] + self.read_latency + hops_in)
         way_in = direction(slice_pos, plane_pos)
         read_queue = f"{m.slice_name(s)}.r"
+        # the int32 result: a group of 4 streams from the plane to the partials
+        farthest = max(write_pos, key=lambda p: abs(p - plane_pos))
+        way_out = direction(plane_pos, farthest)
+        if any(direction(plane_pos, p) != way_out for p in write_pos):
+            raise Q35cError("groq target: partial buffer spans both hemispheres")
         while True:
             if not tables.queue_free(acc_queue, c):
                 c = tables.queue_next_free(acc_queue, c)
                 continue
             r = c - hops_in - self.read_latency
-            stream_in = writes = None
-            if tables.queue_free(read_queue, r) and tables.bank_free(s, r, "r", a):
-                stream_in = self.free_streams(1, way_in, slice_pos, plane_pos,
-                                              r + self.read_latency)
-            if stream_in is not None:
-                writes = self._pass_writes(write_places, write_pos, plane_pos, c)
-                if writes is not None:
-                    # the int32 result: a group of 4 streams from the plane to the partials
-                    farthest = max(write_pos, key=lambda p: abs(p - plane_pos))
-                    way_out = direction(plane_pos, farthest)
-                    if any(direction(plane_pos, p) != way_out for p in write_pos):
-                        raise Q35cError("groq target: partial buffer spans both hemispheres")
-                    streams_out = self.free_streams(INT32_STREAMS, way_out, plane_pos, farthest,
-                                                    c + self.mxm_latency, group=INT32_STREAMS)
-                    if streams_out is not None:
-                        break
+            slot = self._pass_slot(s, a, r, way_in, slice_pos, plane_pos, write_places,
+                                   write_pos, way_out, farthest, c)
+            if slot is not None:
+                break
             c += 1
+        stream_in, writes, streams_out = slot
         tables.take_queue(read_queue, r)
         tables.take_bank(s, r, "r", a)
         tables.take_path(way_in, stream_in[0], slice_pos, plane_pos, r + self.read_latency)
@@ -426,6 +434,28 @@ class Scheduler:
         self.touch(q.name, r + 1)
         self.touch(partials.name, max(writes) + self.write_latency)
         return c
+
+    def _pass_slot(self, mem_slice: int, addr: int, r: int, way_in: str, slice_pos: int,
+                   plane_pos: int, write_places: list[tuple[int, int]], write_pos: list[int],
+                   way_out: str, farthest: int, c: int
+                   ) -> tuple[list[int], list[int], list[int]] | None:
+        """A pass at cycle `c` reading its activation vector at `r`: (its stream in, the
+        write cycles of the result's byte planes, the result's stream group), or None if a
+        MEM port, bank or stream is taken then."""
+        if not self.tables.queue_free(f"{self.m.slice_name(mem_slice)}.r", r) or \
+                not self.tables.bank_free(mem_slice, r, "r", addr):
+            return None
+        stream_in = self.free_streams(1, way_in, slice_pos, plane_pos, r + self.read_latency)
+        if stream_in is None:
+            return None
+        writes = self._pass_writes(write_places, write_pos, plane_pos, c)
+        if writes is None:
+            return None
+        streams_out = self.free_streams(INT32_STREAMS, way_out, plane_pos, farthest,
+                                        c + self.mxm_latency, group=INT32_STREAMS)
+        if streams_out is None:
+            return None
+        return stream_in, writes, streams_out
 
     def _pass_writes(self, places: list[tuple[int, int]], positions: list[int],
                      plane_pos: int, c: int) -> list[int] | None:
