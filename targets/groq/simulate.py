@@ -70,26 +70,25 @@ class Simulator:
             raise IllegalProgram("not a q35c-groq-program/1 document")
         self.doc, self.m, self.image = doc, machine, image
         self.ops, self.interp = ops, interp
-        self.L = machine.lanes
-        self.fp = machine.floorplan
-        h = machine.mem_slices_per_hemisphere
-        self.slice_names = [f"MEM_W{i}" for i in range(h)] + [f"MEM_E{i}" for i in range(h)]
+        self.lanes = machine.lanes
+        self.floorplan = machine.floorplan
+        self.slice_names = [machine.slice_name(i) for i in range(machine.mem_slices)]
         self.slice_index = {n: i for i, n in enumerate(self.slice_names)}
         self.bufs = {n: _buf(n, d, self.slice_index) for n, d in doc["buffers"].items()}
         self.ins = [instruction_from_json(entry) for entry in doc["instructions"]]
         self.by_id = {i.id: i for i in self.ins}
-        self.rl = int(machine.param("mem_read_latency"))
-        self.wl = int(machine.param("mem_write_latency"))
-        self.ul = int(machine.param("vxm_unpack_latency"))
-        self.ml = int(machine.param("mxm_latency"))
-        self.inter = int(machine.param("mem_bank_interleave"))
+        self.read_latency = int(machine.param("mem_read_latency"))
+        self.write_latency = int(machine.param("mem_write_latency"))
+        self.unpack_latency = int(machine.param("vxm_unpack_latency"))
+        self.mxm_latency = int(machine.param("mxm_latency"))
+        self.bank_interleave = int(machine.param("mem_bank_interleave"))
         self.chips = int(doc.get("chips", 1))
         self.c2c_latency = int(machine.param("c2c_latency_cycles"))
 
     def pos(self, unit: str) -> int:
         u = unit[:5] if unit.startswith("MXM_") else unit
         try:
-            return self.fp.index(u)
+            return self.floorplan.index(u)
         except ValueError:
             raise IllegalProgram(f"instruction on unknown unit {unit}") from None
 
@@ -176,7 +175,7 @@ class Simulator:
                     f"cycle {ins.cycle}, unit {ins.unit}: {self.where(ins)} address "
                     f"{ins.addr} is not in buffer {ins.buf}")
             rw = "r" if isinstance(ins, Read) else "w"
-            bank = (ins.addr // self.inter) % m.banks_per_slice
+            bank = (ins.addr // self.bank_interleave) % m.banks_per_slice
             other = banks.get((ins.chip, s, ins.cycle, "w" if rw == "r" else "r"))
             if other is not None and other[0] == bank:
                 raise IllegalProgram(
@@ -196,8 +195,9 @@ class Simulator:
             if not outs:
                 continue
             p = self.pos(ins.unit)
-            lat = {"read": self.rl, "unpack": self.ul, "matmul_pass": self.ml}[ins.op]
-            t = ins.cycle + lat
+            latency = {"read": self.read_latency, "unpack": self.unpack_latency,
+                       "matmul_pass": self.mxm_latency}[ins.op]
+            t = ins.cycle + latency
             self._check_group(ins, outs)
             for k, e in enumerate(outs):
                 ps = [p] + [self.pos(c.unit) for c, _ in consumers.get((ins.id, k), [])]
@@ -218,7 +218,7 @@ class Simulator:
                     _, d, s, dg = key
                     t = dg + b0 if d == "E" else dg - b0
                     raise IllegalProgram(
-                        f"cycle {t}, unit {self.fp[b0]}, stream {d}{s}: two producers "
+                        f"cycle {t}, unit {self.floorplan[b0]}, stream {d}{s}: two producers "
                         f"({self.where(self.by_id[ia])} and {self.where(self.by_id[ib])})")
         rects: dict[tuple[str, int], list[tuple[int, int, int, int, int]]] = {}
         for ins in self.ins:
@@ -240,7 +240,7 @@ class Simulator:
                         break
                     if a[0] <= b[1] and b[0] <= a[1]:
                         raise IllegalProgram(
-                            f"cycle {b[2]}, unit {self.fp[max(a[0], b[0])]}, stream "
+                            f"cycle {b[2]}, unit {self.floorplan[max(a[0], b[0])]}, stream "
                             f"{key[1]}{key[2]}: two producers ({self.where(self.by_id[a[4]])} "
                             f"and {self.where(self.by_id[b[4]])} hold it)")
                 for bk in range(a[2] // TIME_BUCKET, (a[3] - 1) // TIME_BUCKET + 1):
@@ -260,8 +260,8 @@ class Simulator:
                         if xa < T1 and xb >= T0:
                             t = max(xa, T0)
                             raise IllegalProgram(
-                                f"cycle {t}, unit {self.fp[a]}, stream {d}{s}: two producers "
-                                f"({self.where(self.by_id[iid])} crosses the stream "
+                                f"cycle {t}, unit {self.floorplan[a]}, stream {d}{s}: two "
+                                f"producers ({self.where(self.by_id[iid])} crosses the stream "
                                 f"{self.where(self.by_id[rid])} holds)")
         # consumers: the value at (position, cycle) must be their producer's
         for ins in self.ins:
@@ -339,8 +339,8 @@ class Simulator:
     # -- execution ---------------------------------------------------------------------------
 
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        m, L = self.m, self.L
-        self.mem = [np.zeros((m.mem_slices, m.vectors_per_slice, L), np.uint8)
+        m, lanes = self.m, self.lanes
+        self.mem = [np.zeros((m.mem_slices, m.vectors_per_slice, lanes), np.uint8)
                     for _ in range(self.chips)]
         self.writer = [np.full((m.mem_slices, m.vectors_per_slice), -2, np.int64)
                        for _ in range(self.chips)]
@@ -348,8 +348,8 @@ class Simulator:
         self.landed: dict[int, int] = {}
         for seg in self.doc["image"]["segments"]:
             b = self.bufs[seg["buf"]]
-            n = seg["nvec"] * L
-            data = np.frombuffer(self.image, np.uint8, n, seg["offset"]).reshape(-1, L)
+            n = seg["nvec"] * lanes
+            data = np.frombuffer(self.image, np.uint8, n, seg["offset"]).reshape(-1, lanes)
             self._store(b, data, -1)
         for name, buf, shape in self.doc["inputs"]:
             if name not in inputs:
@@ -358,7 +358,7 @@ class Simulator:
             arr = np.asarray(inputs[name])
             if tuple(arr.shape) != tuple(shape):
                 raise Q35cError(f"input '{name}' has shape {arr.shape}, expected {tuple(shape)}")
-            self._store(b, encode(b, arr, L), -1)
+            self._store(b, encode(b, arr, lanes), -1)
         self.planes: dict[tuple[str, int], np.ndarray] = {}
         self.tags: dict[tuple[str, int], list] = {}
         self.values: dict[tuple[int, int], tuple] = {}
@@ -382,7 +382,7 @@ class Simulator:
         outs = {}
         for name, buf, shape in self.doc["outputs"]:
             b = self.bufs[buf]
-            outs[name] = decode(b, self._load(b), L).reshape(shape)
+            outs[name] = decode(b, self._load(b), lanes).reshape(shape)
         return outs
 
     def _store(self, b: Buf, vectors: np.ndarray, writer: int) -> None:
@@ -392,7 +392,7 @@ class Simulator:
             self.writer[b.chip][s, a] = writer
 
     def _load(self, b: Buf) -> np.ndarray:
-        out = np.empty((b.nvec, self.L), np.uint8)
+        out = np.empty((b.nvec, self.lanes), np.uint8)
         for v in range(b.nvec):
             s, a = b.place(v)
             out[v] = self.mem[b.chip][s, a]
@@ -427,14 +427,14 @@ class Simulator:
             def land(s=s, a=ins.addr, data=data, iid=ins.id, chip=ins.chip):
                 self.mem[chip][s, a] = data
                 self.writer[chip][s, a] = iid
-                self.landed[iid] = c + self.wl
-            return (c + self.wl, land)
+                self.landed[iid] = c + self.write_latency
+            return (c + self.write_latency, land)
         if isinstance(ins, Unpack):
             raw = np.stack([self.values[(e.src, e.src_out)][0] for e in ins.in_])
-            word = np.zeros(self.L, np.uint64)
+            word = np.zeros(self.lanes, np.uint64)
             for j in range(7):
                 word |= raw[j].astype(np.uint64) << np.uint64(8 * j)
-            levels = np.empty((16, self.L), np.int8)
+            levels = np.empty((16, self.lanes), np.int8)
             for i in range(8):
                 code = ((word >> np.uint64(7 * i)) & np.uint64(0x7F)).astype(np.int64)
                 levels[2 * i] = CODEBOOK[code, 0]
@@ -447,7 +447,7 @@ class Simulator:
             if not 0 <= ins.buffer < int(self.m.param("mxm_weight_buffers")):
                 raise IllegalProgram(f"cycle {c}, unit {ins.unit}: no weight buffer "
                                      f"{ins.buffer}")
-            w = self.planes.setdefault(key, np.zeros((self.m.mxm_rows, self.L), np.int8))
+            w = self.planes.setdefault(key, np.zeros((self.m.mxm_rows, self.lanes), np.int8))
             tags = self.tags.setdefault(key, [None] * self.m.mxm_rows)
             for k, e in enumerate(ins.in_):
                 w[ins.row + k] = self.values[(e.src, e.src_out)][0].view(np.int8)
@@ -475,7 +475,7 @@ class Simulator:
         return self.execute_macro(ins)
 
     def execute_macro(self, ins: BufferOp):
-        c, L = ins.cycle, self.L
+        c, lanes = ins.cycle, self.lanes
         allowed = set(ins.srcs)
         for name in ins.reads:
             b = self.bufs.get(name)
@@ -525,7 +525,7 @@ class Simulator:
         if isinstance(ins, GroupSums):
             q_b = self.bufs[ins.reads[0]]
             g, k = ins.group, ins.k
-            q = decode(q_b, self._load(q_b), L).reshape(-1, k).astype(np.int64)
+            q = decode(q_b, self._load(q_b), lanes).reshape(-1, k).astype(np.int64)
             G = -(-k // g)
             sums = np.stack([q[:, gi * g:min(k, (gi + 1) * g)].sum(axis=1) for gi in range(G)],
                             axis=1)
@@ -535,34 +535,34 @@ class Simulator:
             meta_b, words_b, sx_b = B[ins.meta], B[ins.words], B[ins.sx]
             out_b = B[ins.result]
             G, g0, g1 = ins.groups, ins.g0, ins.g1
-            meta = decode(meta_b, self._load(meta_b), L)  # [7*MB, L]: (block, byte) rows
-            words = decode(words_b, self._load(words_b), L)
-            codes = unpack_codes(np.ascontiguousarray(meta.T), G, L)  # [G, L] group codes
+            meta = decode(meta_b, self._load(meta_b), lanes)  # [7*MB, lanes]: (block, byte) rows
+            words = decode(words_b, self._load(words_b), lanes)
+            codes = unpack_codes(np.ascontiguousarray(meta.T), G, lanes)  # [G, lanes] group codes
             scales, offsets = decode_meta(codes, words[0], words[1], words[2])
-            sxs = decode(sx_b, self._load(sx_b), L)
+            sxs = decode(sx_b, self._load(sx_b), lanes)
             rows = sxs.shape[0]
-            # partials of each chunk: [rows, groups of the chunk, L]; concatenated by group
+            # partials of each chunk: [rows, groups of the chunk, lanes]; concatenated by group
             acc_all = np.concatenate(
-                [decode(B[n], self._load(B[n]), L).reshape(rows, -1, L) for n in ins.partials],
-                axis=1)
+                [decode(B[n], self._load(B[n]), lanes).reshape(rows, -1, lanes)
+                 for n in ins.partials], axis=1)
             if ins.first:
-                y = np.zeros((rows, L), np.float32)
+                y = np.zeros((rows, lanes), np.float32)
             else:
-                y = decode(B[ins.acc], self._load(B[ins.acc]), L)
+                y = decode(B[ins.acc], self._load(B[ins.acc]), lanes)
             for gi in range(g0, g1):
                 y = rescale_group(y, acc_all[:, gi - g0], sxs[:, gi], scales[gi], offsets[gi])
             if not ins.last:
                 results = {out_b.name: y}
             else:
                 rs_b = B[ins.row_scale]
-                y = rescale_rows(y, decode(rs_b, self._load(rs_b), L))
+                y = rescale_rows(y, decode(rs_b, self._load(rs_b), lanes))
                 c0, c1 = ins.cols
 
                 def patch(iid=ins.id, end=c + ins.cycles, out_b=out_b, y=y):
                     # the tile's columns only: other tiles write the rest of the rows
-                    full = decode(out_b, self._load(out_b), L).reshape(rows, -1).copy()
+                    full = decode(out_b, self._load(out_b), lanes).reshape(rows, -1).copy()
                     full[:, c0:c1] = y[:, :c1 - c0]
-                    self._store(out_b, encode(out_b, full.reshape(out_b.shape), L), iid)
+                    self._store(out_b, encode(out_b, full.reshape(out_b.shape), lanes), iid)
                     self.landed[iid] = end
                 return (c + ins.cycles, patch)
         else:
@@ -578,14 +578,14 @@ class Simulator:
                 if b.kind == "virtual":
                     arr = np.zeros(shape, b.dtype)
                 else:
-                    arr = decode(b, self._load(b), L).reshape(shape)
+                    arr = decode(b, self._load(b), lanes).reshape(shape)
                 if arr.dtype == np.uint8 and b.dtype == "uint8" and "i1" in str(v.type):
                     arr = arr.astype(bool)
                 args.append(arr)
             with np.errstate(all="ignore"):
                 res = IMPLEMENTATIONS[type(irop)](self.interp, irop, args)
             results = {n: np.asarray(r) for n, r in zip(ins.writes, res)}
-        encoded = {n: encode(self.bufs[n], r, L) for n, r in results.items()}
+        encoded = {n: encode(self.bufs[n], r, lanes) for n, r in results.items()}
 
         def land(iid=ins.id, end=c + ins.cycles):
             for n, data in encoded.items():
