@@ -30,6 +30,7 @@ import numpy as np
 from q35c.compiler.diagnostics import Q35cError
 from q35c.compiler.quant import CODEBOOK, decode_meta, unpack_codes
 from q35c.semantics import IMPLEMENTATIONS, rescale_group, rescale_rows
+from q35c.targets.groq.cost import BLOCK_BYTES, INSTALL_BLOCK_ROWS
 from q35c.targets.groq.instructions import (
     BufferOp,
     GroupSums,
@@ -432,10 +433,10 @@ class Simulator:
         if isinstance(ins, Unpack):
             raw = np.stack([self.values[(e.src, e.src_out)][0] for e in ins.in_])
             word = np.zeros(self.lanes, np.uint64)
-            for j in range(7):
+            for j in range(BLOCK_BYTES):  # lane n: a 56-bit word of 8 pair codes
                 word |= raw[j].astype(np.uint64) << np.uint64(8 * j)
-            levels = np.empty((16, self.lanes), np.int8)
-            for i in range(8):
+            levels = np.empty((INSTALL_BLOCK_ROWS, self.lanes), np.int8)
+            for i in range(INSTALL_BLOCK_ROWS // 2):
                 code = ((word >> np.uint64(7 * i)) & np.uint64(0x7F)).astype(np.int64)
                 levels[2 * i] = CODEBOOK[code, 0]
                 levels[2 * i + 1] = CODEBOOK[code, 1]
