@@ -377,8 +377,8 @@ class Scheduler:
         m, tables = self.m, self.tables
         q = self.graph.buffers[node.q]
         chunks = -(-node.tensor.shape[0] // node.chunk)
-        s, a = q.place(row * chunks + chunk)
-        slice_pos = self.slice_pos(s)
+        mem_slice, addr = q.place(row * chunks + chunk)
+        slice_pos = self.slice_pos(mem_slice)
         plane_pos = self.pos(m.plane_unit(plane))
         acc_queue = f"{plane}.acc"
         partials = tile.partials[chunk]
@@ -391,7 +391,7 @@ class Scheduler:
         c = max(earliest, self.read_latency + hops_in,
                 self.ready[node.q] + self.read_latency + hops_in)
         way_in = direction(slice_pos, plane_pos)
-        read_queue = f"{m.slice_name(s)}.r"
+        read_queue = f"{m.slice_name(mem_slice)}.r"
         # the int32 result: a group of 4 streams from the plane to the partials
         farthest = max(write_pos, key=lambda p: abs(p - plane_pos))
         way_out = direction(plane_pos, farthest)
@@ -401,18 +401,18 @@ class Scheduler:
             if not tables.queue_free(acc_queue, c):
                 c = tables.queue_next_free(acc_queue, c)
                 continue
-            r = c - hops_in - self.read_latency
-            slot = self._pass_slot(s, a, r, way_in, slice_pos, plane_pos, write_places,
-                                   write_pos, way_out, farthest, c)
+            read = c - hops_in - self.read_latency
+            slot = self._pass_slot(mem_slice, addr, read, way_in, slice_pos, plane_pos,
+                                   write_places, write_pos, way_out, farthest, c)
             if slot is not None:
                 break
             c += 1
         stream_in, writes, streams_out = slot
-        tables.take_queue(read_queue, r)
-        tables.take_bank(s, r, "r", a)
-        tables.take_path(way_in, stream_in[0], slice_pos, plane_pos, r + self.read_latency)
-        rd = self.emit(Read, unit=m.slice_name(s), queue=read_queue, cycle=r, cycles=1,
-                       buf=q.name, addr=a, src=self.last_writer(q.name),
+        tables.take_queue(read_queue, read)
+        tables.take_bank(mem_slice, read, "r", addr)
+        tables.take_path(way_in, stream_in[0], slice_pos, plane_pos, read + self.read_latency)
+        rd = self.emit(Read, unit=m.slice_name(mem_slice), queue=read_queue, cycle=read, cycles=1,
+                       buf=q.name, addr=addr, src=self.last_writer(q.name),
                        out=(StreamValue(stream_in[0], way_in, "i8"),))
         tables.take_queue(acc_queue, c)
         for j, stream in enumerate(streams_out):
@@ -431,21 +431,21 @@ class Scheduler:
             wr = self.emit(Write, unit=m.slice_name(x), queue=queue, cycle=w, cycles=1,
                            buf=partials.name, addr=wa, in_=(result[j].consumed_by(mp.id, j),))
             self.wrote(partials.name, wr.id, w + self.write_latency)
-        self.touch(q.name, r + 1)
+        self.touch(q.name, read + 1)
         self.touch(partials.name, max(writes) + self.write_latency)
         return c
 
-    def _pass_slot(self, mem_slice: int, addr: int, r: int, way_in: str, slice_pos: int,
+    def _pass_slot(self, mem_slice: int, addr: int, read: int, way_in: str, slice_pos: int,
                    plane_pos: int, write_places: list[tuple[int, int]], write_pos: list[int],
                    way_out: str, farthest: int, c: int
                    ) -> tuple[list[int], list[int], list[int]] | None:
-        """A pass at cycle `c` reading its activation vector at `r`: (its stream in, the
+        """A pass at cycle `c` reading its activation vector at `read`: (its stream in, the
         write cycles of the result's byte planes, the result's stream group), or None if a
         MEM port, bank or stream is taken then."""
-        if not self.tables.queue_free(f"{self.m.slice_name(mem_slice)}.r", r) or \
-                not self.tables.bank_free(mem_slice, r, "r", addr):
+        if not self.tables.queue_free(f"{self.m.slice_name(mem_slice)}.r", read) or \
+                not self.tables.bank_free(mem_slice, read, "r", addr):
             return None
-        stream_in = self.free_streams(1, way_in, slice_pos, plane_pos, r + self.read_latency)
+        stream_in = self.free_streams(1, way_in, slice_pos, plane_pos, read + self.read_latency)
         if stream_in is None:
             return None
         writes = self._pass_writes(write_places, write_pos, plane_pos, c)
