@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import functools
 import importlib.util
-import sys
 import json
 import math
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -86,10 +86,10 @@ def _check_plan(out: Path, model_weights: dict[str, tuple[int, int]]) -> dict:
     for m in plan["matmuls"]:
         lo, hi = m["cols"] if m["kind"] == "matmul" else m["table_rows"]
         seen.setdefault(m["weight"], []).append((lo, hi, m["chip"]))
-    for name, (k, n) in model_weights.items():
+    for name, (_, n) in model_weights.items():
         parts = sorted(seen.pop(name))
         assert parts[0][0] == 0 and parts[-1][1] == n, name
-        for (a0, a1, ca), (b0, b1, cb) in zip(parts, parts[1:]):
+        for (_, a1, ca), (b0, _, cb) in zip(parts, parts[1:]):
             assert a1 == b0 and cb == ca + 1, name  # consecutive chips, no overlap or gap
     assert not seen
     # layers: each layer's chips form one contiguous run

@@ -11,17 +11,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import EXAMPLES, INT8, MODELS_DIR, hidden_input, ids_input, q35c, x_input
 
-from conftest import (EXAMPLES, INT8, MODELS_DIR, hidden_input, ids_input, q35c,
-                      x_input)
 from q35c.compiler.diagnostics import Q35cError
 from q35c.compiler.driver import Options, compile_to_module, make_context
 from q35c.compiler.quant import storage_bytes
 from q35c.compiler.weights import store_of
+from q35c.semantics import Interpreter, run_module
 from q35c.targets.groq import compile_module, simulate_dir
 from q35c.targets.groq.machine import MACHINES_DIR, load_machine
 from q35c.targets.groq.simulate import IllegalProgram, simulate
-from q35c.semantics import Interpreter, run_module
 
 MACHINE = load_machine()
 
@@ -448,6 +447,21 @@ def test_multichip_when_weights_do_not_fit(chips):
     inputs = ids_input(np.random.default_rng(9), (1, 8))
     want = run_module(module, store, inputs)["logits"]
     assert np.array_equal(_sim_chips(chips, c.doc, inputs)["logits"], want)
+
+
+def test_instructions_round_trip_through_their_classes(chips):
+    """Every program.json entry is one typed instruction whose `to_json` gives back the
+    entry, keys in the same order (program.json is written from `to_json`)."""
+    from q35c.targets.groq.instructions import INSTRUCTION_CLASSES, instruction_from_json
+
+    doc = chips[2].doc
+    kinds = set()
+    for entry in doc["instructions"]:
+        ins = instruction_from_json(entry)
+        kinds.add(type(ins))
+        assert json.dumps(ins.to_json()) == json.dumps(entry)
+        assert instruction_from_json(ins.to_json()) == ins
+    assert kinds == set(INSTRUCTION_CLASSES.values())  # every kind is exercised
 
 
 def test_multichip_receive_off_by_one(chips):

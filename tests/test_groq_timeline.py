@@ -111,7 +111,8 @@ def test_one_bar_per_instruction(tmp_path):
     assert page.body["data-mode"] == "instructions"
     assert len(page.bars) == len(program["instructions"])
     # one row per functional unit per chip; MXM_W0's two queues get a row each
-    rows = {(int(l["data-chip"]), l["data-unit"], l["data-queue"]) for l in page.labels}
+    rows = {(int(label["data-chip"]), label["data-unit"], label["data-queue"])
+            for label in page.labels}
     expected = set()
     for c in range(2):
         expected |= {(c, f"MEM_W{k}", "") for k in range(3)}
@@ -120,7 +121,7 @@ def test_one_bar_per_instruction(tmp_path):
     assert rows == expected
     assert len(page.labels) == len(expected)
     # rows are ordered chip by chip, west to east
-    units0 = [l["data-unit"] for l in page.labels if l["data-chip"] == "0"]
+    units0 = [label["data-unit"] for label in page.labels if label["data-chip"] == "0"]
     assert units0.index("MXM_W0") < units0.index("MEM_W2") < units0.index("MEM_W0") \
         < units0.index("VXM") < units0.index("C2C0")
     # bars: coloured by op, hover text names the instruction, geometry follows cycles
@@ -229,7 +230,7 @@ def test_real_groq_program(tmp_path):
     assert _report(out).exit_code == 0
     page = _parse(out)
     assert len(page.bars) == len(program["instructions"])
-    assert {(int(l["data-chip"]), l["data-unit"]) for l in page.labels} == {
+    assert {(int(label["data-chip"]), label["data-unit"]) for label in page.labels} == {
         (i["chip"], i["unit"]) for i in program["instructions"]}
     report = json.loads((out / "report.json").read_text())
     assert page.header["lower bound"] == f"{report['lower_bound_cycles']:,}"

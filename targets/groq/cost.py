@@ -1,6 +1,6 @@
 """The Groq target's per-op cost formulas, in one place.
 
-Used by `schedule.py` (macro durations and ALU cycles), `report.py` (the single-chip lower
+Used by `schedule/` (macro durations and ALU cycles), `report.py` (the single-chip lower
 bound: per-layer bound, VXM throughput) and `plan.py` (the multi-chip planner's per-matmul
 and per-vector-op cycles), so that a plan's cycles per token are built from the same
 per-layer costs as the single-chip bound. Every rate and latency comes from the machine
@@ -39,18 +39,26 @@ from typing import Any
 from q35c.targets.groq.machine import Machine
 
 RESCALE_CHUNKS = 8
-"""K chunks per rescale macro (schedule.py): one macro per tile and up to this many chunks.
-8 rather than 16: for K > 8 * 320 the first macro of a tile runs while its last chunks are
-still being installed and multiplied, so the tail after the last pass is shorter (measured:
+"""K chunks per rescale macro (schedule/scheduler.py): one macro per tile and up to this
+many chunks. 8 rather than 16: for K > 8 * 320 the first macro of a tile runs while its last
+chunks are still being installed and multiplied, so the tail after the last pass is shorter
+(measured:
 GEMV 4096x4096 3204 -> 3178 cycles, GEMM 8x4096x4096 9250 -> 8966; smaller values lose
 more to each macro's stream travel and latency than they gain)."""
 
 DATA_SLICES = 4
-"""MEM slices an activation/scratch buffer is spread over (schedule.py places data buffers
-in groups of up to 4 slices next to the VXM)."""
+"""MEM slices an activation/scratch buffer is spread over (schedule/placement.py places data
+buffers in groups of up to 4 slices next to the VXM)."""
 
 INSTALL_BLOCK_ROWS = 16
 """K rows per install block: 8 pair codes = 7 packed bytes per lane -> 16 int8 rows."""
+
+BLOCK_BYTES = 7
+"""Packed bytes per lane of one install block (8 pair codes, docs/format.md), and of one
+block of 8 group codes."""
+
+COLUMN_WORDS = 3
+"""float32 words per column: super scale, offset base, offset step (docs/format.md)."""
 
 
 # -- machine rates ---------------------------------------------------------------------------
@@ -80,7 +88,8 @@ def packed_bytes(k: int, n: int, group: int) -> int:
     pair codes (G*g/16 blocks of 7 bytes), the group codes (ceil(G/8) blocks of 7 bytes) and
     three float32 words; the file header and CRC are not loaded."""
     groups = -(-k // group)
-    return n * (groups * group // 16 * 7 + -(-groups // 8) * 7 + 12)
+    return n * (groups * group // INSTALL_BLOCK_ROWS * BLOCK_BYTES + -(-groups // 8) * BLOCK_BYTES
+                + 4 * COLUMN_WORDS)
 
 
 def chunk_rows(lanes: int, group: int) -> int:
@@ -96,7 +105,7 @@ def macro_alu_cycles(m: Machine, elements: int, passes: int) -> int:
 
 
 def macro_cycles(m: Machine, kind: str, elements: int, passes: int, io: int) -> int:
-    """Duration of a macro without its stream travel (schedule.py adds that): SXM
+    """Duration of a macro without its stream travel (the scheduler adds that): SXM
     `io + sxm_latency`; VXM `max(io, ALU cycles) + latency` (transcendental latency for
     kind "transcendental"). `io`: MEM vectors per slice of its largest buffer."""
     if kind == "sxm":
@@ -116,7 +125,7 @@ def rescale_elements(rows: int, groups: int, lanes: int) -> int:
 
 def matmul_work(m: Machine, k: int, n: int, group: int, rows: int) -> dict[str, int]:
     """The work of one Q3P5 matmul `[K, n]` over `rows` activation rows, exactly as
-    schedule.py issues it (a test checks the counts against scheduled programs)."""
+    the scheduler issues it (a test checks the counts against scheduled programs)."""
     L = m.lanes
     G = -(-k // group)
     tiles = -(-n // L)
@@ -176,7 +185,8 @@ def op_work(op: Any, shape: Any) -> tuple[str, str, int, int]:
     element) of a non-matmul graph op; `shape(value)` gives a value's shape. `elements` is
     the largest operand/result; float matmuls (attention scores, batched matmul) count
     `M * N * K` elements of 2 passes, attention `2 * |q| * keys` of 4."""
-    from xdsl.dialects import math as xmath, tensor
+    from xdsl.dialects import math as xmath
+    from xdsl.dialects import tensor
     from xdsl.dialects.linalg import ops as linalg
 
     from q35c.dialects import q35nn, quant3p5

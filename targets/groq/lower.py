@@ -3,7 +3,7 @@
 One node per op that computes something:
 
 - `MatmulNode` for `quant3p5.matmul_int8`: scheduled instruction by instruction
-  (schedule.py: MEM reads of packed weights, VXM unpack, MXM install, masked MXM passes,
+  (schedule/: MEM reads of packed weights, VXM unpack, MXM install, masked MXM passes,
   MEM writes of int32 group partials, then a VXM decode of group scales and a VXM rescale
   macro per 320-column tile).
 - `MacroNode` for every other op: one VXM or SXM macro instruction that reads its operand
@@ -25,11 +25,11 @@ from xdsl.dialects.linalg import ops as linalg
 from xdsl.ir import Operation, SSAValue
 
 from q35c.compiler.diagnostics import Q35cError
+from q35c.compiler.entry import argument_names, entry_function, result_names
 from q35c.compiler.quant import Q3P5Tensor
 from q35c.compiler.tensors import constant_value, numpy_dtype
 from q35c.compiler.weights import WeightStore
 from q35c.dialects import quant3p5
-from q35c.compiler.entry import argument_names, entry_function, result_names
 from q35c.semantics import IMPLEMENTATIONS
 from q35c.targets.groq.cost import op_work
 
@@ -134,7 +134,7 @@ def decode(buf: Buf, vectors: np.ndarray, lanes: int) -> np.ndarray:
 class MacroNode:
     index: int  # position of the op in the entry function (the simulator re-runs it)
     op: Operation
-    kind: str  # cost class, see schedule.macro_cost
+    kind: str  # cost class, see cost.macro_cycles
     unit: str  # "VXM" or "SXM"
     inputs: list[str]
     outputs: list[str]

@@ -27,6 +27,12 @@ MACHINES_DIR = Path(__file__).parent / "machines"
 DEFAULT_MACHINE = "tsp-v1"
 SCHEMA = "q35c-groq-machine/1"
 
+INT32_STREAMS = 4
+"""Streams an int32 (or float32) vector travels on: one per byte plane, as a group of 4
+consecutive stream ids (hardware.md 1.2: streams carry byte vectors). Architectural like
+`lanes`, but kept in code: the machine file is embedded verbatim in program.json, whose bytes
+must not change."""
+
 
 @dataclass(frozen=True)
 class Machine:
@@ -86,8 +92,24 @@ class Machine:
         except ValueError:
             raise Q35cError(f"machine {self.name}: no functional unit '{unit}'") from None
 
-    def seconds(self, cycles: int) -> float:
-        return cycles / self.clock_hz
+    def slice_name(self, index: int) -> str:
+        """The MEM slice with global index `index`: 0..h-1 west (MEM_W0 next to the VXM),
+        h..2h-1 east."""
+        h = self.mem_slices_per_hemisphere
+        return f"MEM_W{index}" if index < h else f"MEM_E{index - h}"
+
+    @cached_property
+    def mxm_plane_names(self) -> tuple[str, ...]:
+        """The MXM planes in the order matmul tiles take them round robin: alternating
+        hemispheres (MXM_W0, MXM_E0, MXM_W1, MXM_E1, ...), so that consecutive tiles use both
+        halves of the chip."""
+        return tuple(f"MXM_{side}{i}" for i in range(self.mxm_planes_per_hemisphere)
+                     for side in "WE")
+
+    @staticmethod
+    def plane_unit(plane: str) -> str:
+        """The floorplan position of an MXM plane: its hemisphere's MXM (MXM_W0 -> MXM_W)."""
+        return plane.rstrip("0123456789")
 
 
 def load_machine(name_or_path: str | Path = DEFAULT_MACHINE) -> Machine:

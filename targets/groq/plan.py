@@ -88,7 +88,7 @@ class PlanOptions:
         check_int(where, "granule", self.granule, 1, self.MAX_GRANULE)
 
     @classmethod
-    def from_spec_args(cls, args: dict[str, tuple]) -> "PlanOptions":
+    def from_spec_args(cls, args: dict[str, tuple]) -> PlanOptions:
         values: dict[str, Any] = {}
         for key, value in sorted(args.items()):
             if key not in cls.KEYS:
@@ -415,7 +415,7 @@ class _Liveness:
     arguments count as defined before unit 0, function results as used after the end)."""
 
     @classmethod
-    def of(cls, program: _Program) -> "_Liveness":
+    def of(cls, program: _Program) -> _Liveness:
         n = len(program.units)
         diff = [0] * (n + 1)
         for at, last, nbytes, _ in program.defs:

@@ -14,8 +14,19 @@ import json
 import numpy as np
 
 from q35c.compiler.codegen_names import asm_symbol, plain_text
-from q35c.targets.groq.lower import Buf
-from q35c.targets.groq.schedule import Program, slice_name
+from q35c.targets.groq.instructions import (
+    BufferOp,
+    Install,
+    Instruction,
+    MatmulPass,
+    Read,
+    StreamValue,
+    Unpack,
+    Write,
+    instruction_from_json,
+)
+from q35c.targets.groq.lower import Buf, encode
+from q35c.targets.groq.schedule import Program
 
 SCHEMA = "q35c-groq-program/1"
 IMAGE_FILE = "memory.bin"
@@ -25,7 +36,7 @@ def buffer_doc(prog: Program, b: Buf) -> dict:
     m = prog.machine
     return {"chip": b.chip, "shape": list(b.shape), "dtype": b.dtype, "layout": b.layout,
             "kind": b.kind,
-            "slices": [slice_name(m, s) for s in b.slices], "addr": b.addr, "nvec": b.nvec,
+            "slices": [m.slice_name(s) for s in b.slices], "addr": b.addr, "nvec": b.nvec,
             "addresses": b.addresses(), "bytes": b.nbytes if b.kind != "weight" else
             (b.packed_bytes or None), "allocated_bytes": b.addresses() * len(b.slices)
             * m.lanes}
@@ -65,7 +76,6 @@ def to_documents(prog: Program, ir_file: str) -> tuple[dict, bytes, dict]:
         if b.kind in ("const", "weight"):
             data = b.value if b.kind == "weight" else None
             if data is None:
-                from q35c.targets.groq.lower import encode
                 data = encode(b, b.value, m.lanes)
             raw = np.ascontiguousarray(data, dtype=np.uint8).tobytes()
             segments.append({"buf": name, "offset": offset, "nvec": b.nvec})
@@ -83,7 +93,7 @@ def to_documents(prog: Program, ir_file: str) -> tuple[dict, bytes, dict]:
         "outputs": [list(x) for x in prog.outputs],
         "buffers": {n: buffer_doc(prog, b) for n, b in prog.buffers.items()
                     if b.slices or (b.kind == "virtual" and b.used)},
-        "instructions": prog.instructions,
+        "instructions": [ins.to_json() for ins in prog.instructions],
     }
     for entry in doc["inputs"] + doc["outputs"]:
         entry[2] = list(entry[2])
@@ -101,17 +111,18 @@ def dumps(doc) -> str:
 
 def listing(doc: dict) -> str:
     """program.s: instructions grouped by functional unit, in issue order."""
-    by_unit: dict[str, list[dict]] = {}
-    for ins in doc["instructions"]:
-        by_unit.setdefault(ins["unit"], []).append(ins)
+    by_unit: dict[str, list[Instruction]] = {}
+    for entry in doc["instructions"]:
+        ins = instruction_from_json(entry)
+        by_unit.setdefault(ins.unit, []).append(ins)
     h = doc["machine_file"]["mem"]["slices_per_hemisphere"]
     units = sorted(by_unit, key=lambda u: _unit_key(u, h))
     lines = [f"; q35c groq program, machine {plain_text(doc['machine'])}, {doc['cycles']} cycles, "
              f"{len(doc['instructions'])} instructions", "; cycle  (duration)  queue  op  operands"]
     for unit in units:
         lines.append(f"\n.unit {asm_symbol(unit)}")
-        for ins in sorted(by_unit[unit], key=lambda i: (i["cycle"], i["id"])):
-            lines.append(f"  {ins['cycle']:>8}  ({ins['cycles']})  {asm_symbol(ins['queue']):<12} "
+        for ins in sorted(by_unit[unit], key=lambda i: (i.cycle, i.id)):
+            lines.append(f"  {ins.cycle:>8}  ({ins.cycles})  {asm_symbol(ins.queue):<12} "
                          f"{_operands(ins)}")
     return "\n".join(lines) + "\n"
 
@@ -134,27 +145,27 @@ def _unit_key(unit: str, h: int):
     return (6, int(num) if num else 0)
 
 
-def _streams(entries) -> str:
-    return ",".join(f"{e['dir']}{e['stream']}" for e in entries)
+def _streams(values: tuple[StreamValue, ...]) -> str:
+    return ",".join(f"{v.direction}{v.stream}" for v in values)
 
 
-def _operands(ins: dict) -> str:
-    op = ins["op"]
-    tag = f"#{ins['id']}"
-    if op == "read":
-        return f"Read    {asm_symbol(ins['buf'])}[@{ins['addr']}] -> {_streams(ins['out'])}  {tag}"
-    if op == "write":
-        return f"Write   {_streams(ins['in'])} -> {asm_symbol(ins['buf'])}[@{ins['addr']}]  {tag}"
-    if op == "unpack":
-        return f"Unpack  {_streams(ins['in'])} -> {_streams(ins['out'])}  {tag}"
-    if op == "install":
-        return (f"IW      {_streams(ins['in'])} -> buf{ins['buffer']} rows "
-                f"{ins['row']}..{ins['row'] + 15} ({asm_symbol(ins['tag'])})  {tag}")
-    if op == "matmul_pass":
-        lo, hi = ins["rows"]
-        return (f"ABC/ACC {_streams(ins['in'])} x buf{ins['buffer']}[{lo}:{hi}] -> "
-                f"{_streams(ins['out'])} i32  {tag}")
-    name = asm_symbol(ins.get("ir_name", op))
-    return (f"{name:<7} {' '.join(map(asm_symbol, ins['reads']))} -> "
-            f"{' '.join(map(asm_symbol, ins['writes']))}  "
-            f"streams {','.join(h['dir'] + str(h['stream']) for h in ins['holds'])}  {tag}")
+def _operands(ins: Instruction) -> str:
+    tag = f"#{ins.id}"
+    if isinstance(ins, Read):
+        return f"Read    {asm_symbol(ins.buf)}[@{ins.addr}] -> {_streams(ins.out)}  {tag}"
+    if isinstance(ins, Write):
+        return f"Write   {_streams(ins.in_)} -> {asm_symbol(ins.buf)}[@{ins.addr}]  {tag}"
+    if isinstance(ins, Unpack):
+        return f"Unpack  {_streams(ins.in_)} -> {_streams(ins.out)}  {tag}"
+    if isinstance(ins, Install):
+        return (f"IW      {_streams(ins.in_)} -> buf{ins.buffer} rows "
+                f"{ins.row}..{ins.row + 15} ({asm_symbol(ins.tag)})  {tag}")
+    if isinstance(ins, MatmulPass):
+        lo, hi = ins.rows
+        return (f"ABC/ACC {_streams(ins.in_)} x buf{ins.buffer}[{lo}:{hi}] -> "
+                f"{_streams(ins.out)} i32  {tag}")
+    assert isinstance(ins, BufferOp)
+    name = asm_symbol(getattr(ins, "ir_name", ins.op))
+    return (f"{name:<7} {' '.join(map(asm_symbol, ins.reads))} -> "
+            f"{' '.join(map(asm_symbol, ins.writes))}  "
+            f"streams {','.join(h.direction + str(h.stream) for h in ins.holds)}  {tag}")

@@ -202,8 +202,8 @@ def render(doc: dict[str, Any], report: dict[str, Any] | None) -> str:
             used = sum(per_op.values())
             top = max(sorted(per_op), key=lambda op: per_op[op])
             fraction = min(1.0, used / width)
-            label = (f"{rows[row][1]} {rows[row][2]} chip {rows[row][0]} cycles {b * width}-{(b + 1) * width}: "
-                     f"{100 * fraction:.0f}% busy; "
+            label = (f"{rows[row][1]} {rows[row][2]} chip {rows[row][0]} cycles "
+                     f"{b * width}-{(b + 1) * width}: {100 * fraction:.0f}% busy; "
                      + ", ".join(f"{op} {n}" for op, n in sorted(per_op.items())))
             bars.append(
                 f'<rect class="bar bucket" x="{b * width * scale:.3f}" '

@@ -1,0 +1,329 @@
+"""MEM placement: which slices and addresses every buffer of one chip takes.
+
+- Weights: each matmul is cut into column tiles of `lanes` columns; a tile's packed pair
+  codes go to a group of `BLOCK_BYTES` (7) slices, so that one install block (7 bytes per
+  lane) is read in one cycle. Groups run from the outer edge inwards (weights are read
+  ahead of time), preferring the hemisphere of the tile's MXM plane; weights grow up from
+  address 0. A tile's group codes and column words are data buffers next to the VXM (the
+  rescale reads them).
+- Data (inputs, constants, temporaries, matmul scratch): `DATA_SLICES` (4) slices, 8 for
+  int32/float32 planes, nearest the VXM of their hemisphere while those have fresh memory,
+  else windows of a round robin over the inner 16 slices; addresses from the top down,
+  first fit against buffers whose op-order live ranges intersect. If that overflows (small
+  SRAMs, e.g. the multi-chip tests' 16- and 64-vector slices) the round robin alone, which
+  packs tighter.
+- Memory reuse: a buffer that reuses memory of one earlier in op order may be written only
+  after that one's last access (`Placement.reuses`; the scheduler waits for it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from q35c.compiler.diagnostics import Q35cError
+from q35c.targets.groq.cost import BLOCK_BYTES, COLUMN_WORDS, DATA_SLICES, INSTALL_BLOCK_ROWS
+from q35c.targets.groq.lower import Buf, Graph, MacroNode, MatmulNode, encode
+from q35c.targets.groq.machine import Machine
+
+WEIGHT_GROUPS_NEAR = 4
+"""Weight slice groups per hemisphere a tile prefers: the outermost ones, on its plane's
+side (nearest its MXM plane)."""
+
+INNER_GROUPS = 4
+"""Groups of `DATA_SLICES` slices next to the VXM, per hemisphere, that data buffers take."""
+
+GROUP_CODE_BLOCK = 8
+"""Group codes per 7-byte block of the packed group codes (docs/format.md)."""
+
+
+@dataclass
+class WeightTile:
+    """`lanes` columns [cols[0], cols[1]) of a matmul's weight, on MXM plane `plane`: the
+    packed pair codes (`payload`), group codes (`meta`), column words (`words`), the int32
+    group partials of each K chunk, and the float32 running sum of the rescale between
+    chunks (`running_sum`, only with several chunks)."""
+
+    index: int
+    plane: str
+    cols: tuple[int, int]
+    payload: Buf
+    meta: Buf
+    words: Buf
+    partials: list[Buf] = field(default_factory=list)
+    running_sum: Buf | None = None
+
+    @property
+    def hemisphere(self) -> str:
+        return self.plane[4]  # MXM_W0 -> W
+
+
+@dataclass
+class Placement:
+    """What placing one chip's buffers decided: the tiles of every matmul (by node index),
+    the group-sum buffer every matmul reads, and for every data buffer the buffers whose
+    memory it reuses (it is written only after their last access)."""
+
+    tiles: dict[int, list[WeightTile]] = field(default_factory=dict)
+    group_sums: dict[int, str] = field(default_factory=dict)
+    reuses: dict[str, list[str]] = field(default_factory=dict)
+    initially_ready: list[str] = field(default_factory=list)
+    packed_bytes: int = 0
+
+
+def weight_slice_groups(m: Machine) -> dict[str, list[list[int]]]:
+    """Per hemisphere, groups of `BLOCK_BYTES` slices from the outer edge inwards."""
+    h = m.mem_slices_per_hemisphere
+    outer = [list(range(h - 1 - BLOCK_BYTES * i, h - 1 - BLOCK_BYTES * (i + 1), -1))
+             for i in range(h // BLOCK_BYTES)]
+    return {"W": outer, "E": [[h + s for s in g] for g in outer]}
+
+
+def data_slice_groups(m: Machine) -> dict[str, list[list[int]]]:
+    """Per hemisphere, up to `INNER_GROUPS` groups of `DATA_SLICES` slices next to the VXM
+    (those the weight groups leave)."""
+    h = m.mem_slices_per_hemisphere
+    left = h - BLOCK_BYTES * min(WEIGHT_GROUPS_NEAR, h // BLOCK_BYTES)
+    count = max(1, min(INNER_GROUPS, left // DATA_SLICES))
+    west = [list(range(DATA_SLICES * i, DATA_SLICES * (i + 1))) for i in range(count)]
+    return {"W": west, "E": [[h + s for s in g] for g in west]}
+
+
+class Placer:
+    """Places the buffers of chip `chip` of `graph` (adding the weight tiles' and the
+    matmul scratch buffers to it)."""
+
+    def __init__(self, graph: Graph, m: Machine, chip: int):
+        self.graph, self.m, self.chip = graph, m, chip
+        self.weight_top = [0] * m.mem_slices  # next free address per slice (weights)
+        self.next_plane = 0
+        self.result = Placement()
+
+    def run(self) -> Placement:
+        for node in self.graph.nodes:
+            if isinstance(node, MatmulNode) and node.chip == self.chip:
+                self.place_matmul(node)
+        self.place_data()
+        return self.result
+
+    # -- weights ---------------------------------------------------------------------------
+
+    def place_matmul(self, node: MatmulNode) -> None:
+        m = self.m
+        lanes = m.lanes
+        w = node.tensor
+        n = w.shape[1]
+        groups = w.num_groups
+        blocks = groups * w.group_size // INSTALL_BLOCK_ROWS
+        meta_blocks = -(-groups // GROUP_CODE_BLOCK)
+        slice_groups = weight_slice_groups(m)
+        planes = m.mxm_plane_names
+        tiles = []
+        for t in range(-(-n // lanes)):
+            plane = planes[self.next_plane % len(planes)]
+            self.next_plane += 1
+            cols = (t * lanes, min(n, (t + 1) * lanes))
+            ncols = cols[1] - cols[0]
+            packed = ncols * (BLOCK_BYTES * blocks + BLOCK_BYTES * meta_blocks
+                              + 4 * COLUMN_WORDS)
+            tile = self._weight_tile(node, t, plane, cols, blocks, meta_blocks, packed,
+                                     slice_groups)
+            self.result.packed_bytes += packed
+            tiles.append(tile)
+        self.result.tiles[node.index] = tiles
+        self._group_sums(node)
+        self._matmul_scratch(node, tiles)
+
+    def _weight_tile(self, node: MatmulNode, t: int, plane: str, cols: tuple[int, int],
+                     blocks: int, meta_blocks: int, packed: int,
+                     slice_groups: dict[str, list[list[int]]]) -> WeightTile:
+        m, lanes, w = self.m, self.m.lanes, node.tensor
+        side = plane[4]
+        other = "E" if side == "W" else "W"
+        fits = [g for g in slice_groups[side] + slice_groups[other]
+                if self.weight_top[g[0]] + blocks <= m.vectors_per_slice]
+        if not fits:
+            raise Q35cError(
+                f"groq target: SRAM overflow: weight {node.weight} tile {t} "
+                f"({packed} packed bytes) does not fit; machine {m.name} has {m.sram_bytes} "
+                f"bytes of SRAM")
+        near = [g for g in fits[:WEIGHT_GROUPS_NEAR]
+                if g in slice_groups[side][:WEIGHT_GROUPS_NEAR]]
+        group = min(near or fits, key=lambda g: (self.weight_top[g[0]], g[0]))
+        base = self.weight_top[group[0]]
+        bufs = {}
+        for part, rows, layout, dtype in (
+                ("payload", BLOCK_BYTES * blocks, "raw", "uint8"),
+                ("meta", BLOCK_BYTES * meta_blocks, "raw", "uint8"),
+                ("words", COLUMN_WORDS, "planes", "float32")):
+            b = Buf(f"{node.weight}:t{t}:{part}", (rows, lanes), dtype, layout, "weight")
+            b.nvec = b.vectors(lanes)
+            if part == "payload":
+                b.slices = list(group)
+                b.addr = base
+                base += b.addresses()
+            else:  # group codes and column words: next to the VXM (the rescale)
+                b.hemisphere = side
+            b.used = True
+            b.chip = self.chip
+            b.order = (0, len(self.graph.nodes) + 1)
+            bufs[part] = b
+        # initial contents, lane j = column cols[0] + j
+        columns = slice(*cols)
+        ncols = cols[1] - cols[0]
+        payload = np.zeros((lanes, BLOCK_BYTES * blocks), np.uint8)
+        payload[:ncols] = w.payload[columns]
+        bufs["payload"].value = encode(bufs["payload"], payload.T.copy(), lanes)
+        meta = np.zeros((lanes, BLOCK_BYTES * meta_blocks), np.uint8)
+        meta[:ncols] = w.meta[columns]
+        bufs["meta"].value = encode(bufs["meta"], meta.T.copy(), lanes)
+        words = np.zeros((COLUMN_WORDS, lanes), np.float32)
+        words[0, :ncols] = w.super_scale[columns]
+        words[1, :ncols] = w.offset_base[columns]
+        words[2, :ncols] = w.offset_step[columns]
+        bufs["words"].value = encode(bufs["words"], words, lanes)
+        bufs["payload"].packed_bytes = packed
+        for s in group:
+            self.weight_top[s] = base
+        for b in bufs.values():
+            self.graph.buffers[b.name] = b
+        return WeightTile(t, plane, cols, bufs["payload"], bufs["meta"], bufs["words"])
+
+    def _group_sums(self, node: MatmulNode) -> None:
+        """The activation group sums, shared by the matmuls that read the same
+        activations with the same group size."""
+        w = node.tensor
+        name = f"{node.q}:sx{w.group_size}"
+        order = self.graph.nodes.index(node) + 1
+        if name not in self.graph.buffers:
+            b = Buf(name, (node.rows, w.num_groups), "int32", "flat", "temp")
+            b.used, b.chip = True, self.chip
+            b.order = (order, order)
+            self.graph.buffers[name] = b
+        sums = self.graph.buffers[name]
+        sums.order = (sums.order[0], order)
+        self.result.group_sums[node.index] = name
+
+    def _matmul_scratch(self, node: MatmulNode, tiles: list[WeightTile]) -> None:
+        """Per tile: the int32 group partials of each K chunk, and the float32 running sum
+        of the rescale between chunks."""
+        lanes = self.m.lanes
+        groups = node.tensor.num_groups
+        groups_per_chunk = node.chunk // node.tensor.group_size
+        chunks = -(-groups // groups_per_chunk)
+        order = self.graph.nodes.index(node) + 1
+
+        def scratch(name: str, shape: tuple[int, int], dtype: str, tile: WeightTile) -> Buf:
+            b = Buf(name, shape, dtype, "planes", "temp")
+            b.used, b.order, b.hemisphere = True, (order, order), tile.hemisphere
+            b.chip = self.chip
+            return b
+
+        for tile in tiles:
+            for c in range(chunks):
+                ng = min(groups, (c + 1) * groups_per_chunk) - c * groups_per_chunk
+                part = scratch(f"v{node.index}:t{tile.index}:c{c}:partials",
+                               (node.rows * ng, lanes), "int32", tile)
+                tile.partials.append(part)
+                if chunks > 1 and c == 0:
+                    acc = scratch(f"v{node.index}:t{tile.index}:yacc", (node.rows, lanes),
+                                  "float32", tile)
+                    tile.running_sum = acc
+                    self.graph.buffers[acc.name] = acc
+                self.graph.buffers[part.name] = part
+
+    # -- data ------------------------------------------------------------------------------
+
+    def place_data(self) -> None:
+        """Activations, constants, temporaries and matmul scratch. Nearest the VXM rather
+        than round robin over the inner 16 slices: every macro's duration includes the
+        stream travel to its farthest slice (and the matmul's rescale is on every layer's
+        critical path), which costs more than the MEM-port conflicts of buffers sharing
+        slices (measured: llama_tiny 6613 -> 5252 cycles, every example and GEMV/GEMM model
+        faster or equal)."""
+        order = [b for b in self.graph.buffers.values()
+                 if b.used and b.chip == self.chip and (
+                     b.kind in ("input", "const", "temp")
+                     or b.kind == "weight" and not b.slices)]
+        inner = data_slice_groups(self.m)
+        try:
+            placed = self._place_data(order, inner, near=True)
+        except Q35cError:  # small SRAM: the round robin alone packs tighter
+            placed = self._place_data(order, inner, near=False)
+        # a buffer that reuses memory of one earlier in op order is written only after that
+        # one's last access (its accesses are scheduled first: nodes go in op order)
+        for b in placed:
+            self.result.reuses[b.name] = [
+                o.name for o in placed if o is not b and set(o.slices) & set(b.slices)
+                and b.addr < o.addr + o.addresses() and o.addr < b.addr + b.addresses()
+                and o.order[1] < b.order[0]]
+        for b in self.graph.buffers.values():
+            if (b.kind in ("input", "const", "weight") and b.slices and b.chip == self.chip
+                    or b.kind == "virtual"):
+                self.result.initially_ready.append(b.name)
+
+    def _place_data(self, order: list[Buf], inner: dict[str, list[list[int]]], near: bool
+                    ) -> list[Buf]:
+        m, lanes = self.m, self.m.lanes
+        placed: list[Buf] = []
+        next_slice = {"W": 0, "E": 0}
+        next_hemisphere = 0  # buffers without a hemisphere alternate W, E
+        for b in order:
+            b.nvec = b.vectors(lanes)
+            width = 2 * DATA_SLICES if b.layout == "planes" else min(DATA_SLICES, b.nvec)
+            side = b.hemisphere or "WE"[next_hemisphere % 2]
+            if not b.hemisphere:
+                next_hemisphere += 1
+            candidates = [s for g in inner[side] for s in g]
+            # the `width` slices nearest the VXM while they have fresh memory, else (SRAM
+            # filling up) the next window of the round robin over the inner slices
+            addr, low = -1, 0
+            if near:
+                b.slices = candidates[:width]
+                addr, low = self._fit(b, placed, fresh=True)
+            if addr < low:
+                b.slices = [candidates[(next_slice[side] + j) % len(candidates)]
+                            for j in range(width)]
+                addr, low = self._fit(b, placed)
+            next_slice[side] += width
+            b.addr = addr
+            if addr < low:
+                used = sum(o.nvec for o in self.graph.buffers.values() if o.slices) * lanes
+                raise Q35cError(
+                    f"groq target: SRAM overflow: buffer {b.name} ({b.nbytes} bytes) does not "
+                    f"fit in slices {', '.join(m.slice_name(s) for s in b.slices)} "
+                    f"({m.vectors_per_slice} vectors of {lanes} B each); the model needs at "
+                    f"least {used} bytes, machine {m.name} has {m.sram_bytes}")
+            placed.append(b)
+        return placed
+
+    def _fit(self, b: Buf, placed: list[Buf], fresh: bool = False) -> tuple[int, int]:
+        """(address, lowest free address) for buffer `b` on its slices: fresh memory first
+        (no reuse: no false dependencies between independent ops), else the highest hole
+        among buffers whose op-order live ranges intersect its own; address < lowest: no
+        room. `fresh`: fresh memory only."""
+        need = b.addresses()
+        top = self.m.vectors_per_slice
+        low = max(self.weight_top[s] for s in b.slices)
+        sharing = [o for o in placed if set(o.slices) & set(b.slices)]
+        addr = min([o.addr for o in sharing] + [top]) - need
+        if addr < low and not fresh:
+            clashes = [o for o in sharing
+                       if o.order[0] <= b.order[1] and b.order[0] <= o.order[1]]
+            candidates = sorted({top - need} | {o.addr - need for o in clashes}, reverse=True)
+            addr = next((a for a in candidates if a >= low and not any(
+                a < o.addr + o.addresses() and o.addr < a + need for o in clashes)), -1)
+        return addr, low
+
+
+def weight_vectors(node: MacroNode | MatmulNode, m: Machine) -> int:
+    """MEM vectors a node's packed weights take (0 for macros): what the multi-chip
+    `partition` balances."""
+    if not isinstance(node, MatmulNode):
+        return 0
+    w = node.tensor
+    groups = w.num_groups
+    tiles = -(-w.shape[1] // m.lanes)
+    return tiles * (BLOCK_BYTES * (groups * w.group_size // INSTALL_BLOCK_ROWS)
+                    + BLOCK_BYTES * -(-groups // GROUP_CODE_BLOCK) + COLUMN_WORDS)

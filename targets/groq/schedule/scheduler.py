@@ -1,0 +1,591 @@
+"""List scheduling of one chip: nodes in op order, each instruction at the earliest cycle
+where its queue, MEM banks and streams are free (`reservations.py`).
+
+A graph op becomes one macro instruction on the VXM (or an SXM); a Q3P5 matmul becomes, per
+column tile and K chunk, MEM reads of the packed weights, VXM unpacks, MXM installs into one
+of the plane's weight buffers, one masked MXM pass per activation row and group writing int32
+partials, the activation group sums (once per activations) and a float32 rescale macro per
+`RESCALE_CHUNKS` chunks.
+
+Everything iterates in list order (no dict/set-order dependence), so output is
+deterministic.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from q35c.compiler.diagnostics import Q35cError
+from q35c.targets.groq import cost as costs
+from q35c.targets.groq.cost import INSTALL_BLOCK_ROWS, RESCALE_CHUNKS
+from q35c.targets.groq.instructions import (
+    GroupSums,
+    Install,
+    Instruction,
+    Macro,
+    MatmulPass,
+    Read,
+    Rescale,
+    StreamHold,
+    StreamValue,
+    Unpack,
+    Write,
+)
+from q35c.targets.groq.lower import Buf, Graph, MacroNode, MatmulNode
+from q35c.targets.groq.machine import INT32_STREAMS, Machine
+from q35c.targets.groq.schedule.placement import Placer, WeightTile
+from q35c.targets.groq.schedule.reservations import HeldStream, ReservationTables, macro_mem_spans
+
+
+@dataclass
+class Program:
+    """A scheduled program: its instructions (ids are list indices), the buffers with
+    their placement, inputs/outputs (argument name, buffer, shape), one entry per matmul
+    layer (for the report) and per node (`deps`: buffers read and written)."""
+
+    machine: Machine
+    instructions: list[Instruction] = field(default_factory=list)
+    buffers: dict[str, Buf] = field(default_factory=dict)
+    inputs: list[tuple[str, str, tuple[int, ...]]] = field(default_factory=list)
+    outputs: list[tuple[str, str, tuple[int, ...]]] = field(default_factory=list)
+    layers: list[dict] = field(default_factory=list)
+    cycles: int = 0
+    weight_packed_bytes: int = 0
+    deps: list[dict] = field(default_factory=list)  # per node: reads, writes, cycles/layer
+    chips: int = 1
+
+
+def direction(p0: int, p1: int) -> str:
+    """The direction of a stream from position p0 to p1."""
+    return "E" if p1 >= p0 else "W"
+
+
+@dataclass
+class MacroSlot:
+    """Where a macro fits: issue cycle, duration, unit and queue, the streams it holds (with
+    their rectangles) and the MEM queue spans (offsets from the issue cycle)."""
+
+    cycle: int
+    duration: int
+    unit: str
+    queue: str
+    holds: list[tuple[StreamHold, HeldStream]]
+    mem_spans: list[tuple[str, int, int]]
+
+    @property
+    def end(self) -> int:
+        return self.cycle + self.duration
+
+
+class Scheduler:
+    """Schedules the nodes of one chip; the schedulers of a multi-chip program share the
+    program, the buffer readiness and the writer tables (buffer names are unique)."""
+
+    def __init__(self, graph: Graph, m: Machine, chip: int = 0,
+                 shared: Scheduler | None = None):
+        self.graph, self.m, self.chip = graph, m, chip
+        self.tables = ReservationTables(m)
+        self.program = shared.program if shared else Program(m)
+        self.lanes = m.lanes
+        self.read_latency = int(m.param("mem_read_latency"))
+        self.write_latency = int(m.param("mem_write_latency"))
+        self.unpack_latency = int(m.param("vxm_unpack_latency"))
+        self.mxm_latency = int(m.param("mxm_latency"))
+        self.weight_buffers = int(m.param("mxm_weight_buffers"))
+        self.vxm_queues = [f"VXM.{i}" for i in range(int(m.param("vxm_queues")))]
+        self.vxm_position = m.position("VXM")
+        # buffer -> cycle its contents are complete, its writers, its last access, the
+        # buffers whose memory it reuses (shared by all chips)
+        self.ready: dict[str, int] = shared.ready if shared else {}
+        self.writers: dict[str, list[int]] = shared.writers if shared else {}
+        self.last_access: dict[str, int] = shared.last_access if shared else {}
+        self.reuses: dict[str, list[str]] = shared.reuses if shared else {}
+        self.weight_buffer_free: dict[tuple[str, int], int] = {}  # (plane, buffer) -> cycle
+        self.next_weight_buffer: dict[str, int] = {}
+        self.next_unpack_queue = 0
+        self.tiles: dict[int, list[WeightTile]] = {}
+        self.group_sums: dict[int, str] = {}
+
+    # -- placement -------------------------------------------------------------------------
+
+    def place(self) -> None:
+        placement = Placer(self.graph, self.m, self.chip).run()
+        self.tiles, self.group_sums = placement.tiles, placement.group_sums
+        self.program.weight_packed_bytes += placement.packed_bytes
+        self.reuses.update(placement.reuses)
+        for name in placement.initially_ready:
+            self.ready[name] = 0
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def emit(self, cls: type[Instruction], **fields) -> Instruction:
+        ins = cls(id=len(self.program.instructions), chip=self.chip, **fields)
+        self.program.instructions.append(ins)
+        return ins
+
+    def pos(self, unit: str) -> int:
+        return self.m.position(unit)
+
+    def slice_pos(self, mem_slice: int) -> int:
+        return self.m.position(self.m.slice_name(mem_slice))
+
+    def free_streams(self, count: int, way: str, p0: int, p1: int, t0: int,
+                     group: int = 1, avoid=()) -> list[int] | None:
+        """`count` streams (or one group of `group` consecutive ones) on which values can
+        travel from p0 to p1 leaving at t0; None if there are not enough."""
+        got: list[int] = []
+        if group == 1:
+            for s in range(self.m.streams_per_direction):
+                if s not in avoid and self.tables.path_free(way, s, p0, p1, t0):
+                    got.append(s)
+                    if len(got) == count:
+                        return got
+            return None
+        for first in range(0, self.m.streams_per_direction, group):
+            ids = list(range(first, first + group))
+            if any(s in avoid for s in ids):
+                continue
+            if all(self.tables.path_free(way, s, p0, p1, t0) for s in ids):
+                return ids
+        return None
+
+    def touch(self, buf: str, end: int) -> None:
+        self.last_access[buf] = max(self.last_access.get(buf, 0), end)
+
+    def reuse_ready(self, buf: str) -> int:
+        """The cycle after which `buf` may be written: the last access of every buffer whose
+        memory it reuses."""
+        return max([self.last_access.get(o, 0) for o in self.reuses.get(buf, [])] + [0])
+
+    def last_writer(self, buf: str) -> int:
+        """The instruction whose data a read of `buf` returns (-1: the initial image)."""
+        writers = self.writers.get(buf, [])
+        return writers[-1] if writers else -1
+
+    def wrote(self, buf: str, ins: int, done: int) -> None:
+        self.writers.setdefault(buf, []).append(ins)
+        self.ready[buf] = max(self.ready.get(buf, 0), done)
+
+    # -- macros ----------------------------------------------------------------------------
+
+    def _macro_slot(self, units: list[str], queues: list[str], reads: list[Buf],
+                    writes: list[Buf], read_names: list[str], base: int, earliest: int
+                    ) -> MacroSlot:
+        """The earliest slot of a macro of `base` cycles plus its stream travel on one of
+        `queues` (of `units`)."""
+        m, tables = self.m, self.tables
+        read_slices = sorted({s for b in reads for s in b.slices})
+        write_slices = sorted({s for b in writes for s in b.slices})
+        unit_pos = self.pos(units[0])
+        travel = max([abs(self.slice_pos(s) - unit_pos) for s in read_slices] + [0]) + \
+            max([abs(self.slice_pos(s) - unit_pos) for s in write_slices] + [0])
+        duration = base + travel
+        c = earliest
+        for b in writes:
+            c = max(c, self.reuse_ready(b.name))
+        for name in read_names:
+            c = max(c, self.ready[name])
+        spans = macro_mem_spans(m, reads, writes, 0, duration)
+        while True:
+            # the MEM slices' queues (while the macro streams its operands in / results out)
+            later = c
+            for q, a, b in spans:
+                later = max(later, tables.queue_next_free(q, later + a, b - a) - a)
+            if later != c:
+                c = later
+                continue
+            if any(not tables.queue_free(q, c + a, b - a) for q, a, b in spans):
+                c += 1
+                continue
+            choice = next((i for i, q in enumerate(queues) if tables.queue_free(q, c, duration)),
+                          None)
+            if choice is None:
+                c += 1
+                continue
+            unit, queue = units[choice], queues[choice]
+            unit_pos = self.pos(unit)
+            holds = self._macro_holds(spans, c, unit_pos)
+            if holds is None:
+                c += 1
+                continue
+            return MacroSlot(c, duration, unit, queue, holds, spans)
+
+    def _macro_holds(self, spans: list[tuple[str, int, int]], c: int, unit_pos: int
+                     ) -> list[tuple[StreamHold, HeldStream]] | None:
+        """One stream per MEM span between the slice and the unit, free for the span (plus
+        the travel); None if some span finds none."""
+        holds = []
+        used: dict[str, set[int]] = {"E": set(), "W": set()}
+        for q, a, b in spans:
+            slice_unit = q.split(".")[0]
+            slice_pos = self.pos(slice_unit)
+            towards_unit = q.endswith(".r")
+            way = direction(slice_pos, unit_pos) if towards_unit else \
+                direction(unit_pos, slice_pos)
+            lo, hi = min(slice_pos, unit_pos), max(slice_pos, unit_pos)
+            t0, t1 = (c + a, c + b + hi - lo) if towards_unit else (c + a - (hi - lo), c + b)
+            rect = HeldStream(lo, hi, t0, t1)
+            stream = next((i for i in range(self.m.streams_per_direction)
+                           if i not in used[way] and self.tables.hold_free(way, i, rect)), None)
+            if stream is None:
+                return None
+            used[way].add(stream)
+            holds.append((StreamHold(stream, way, slice_unit, t0, t1), rect))
+        return holds
+
+    def schedule_macro(self, unit_kind: str, kind: str, read_names: list[str],
+                       write_names: list[str], elements: int, passes: int,
+                       make: type[Instruction], **fields) -> Instruction:
+        """A macro instruction of class `make` (Macro, GroupSums, Rescale) with `fields`."""
+        m = self.m
+        reads = [self.graph.buffers[b] for b in read_names
+                 if self.graph.buffers[b].kind != "virtual"]
+        writes = [self.graph.buffers[b] for b in write_names]
+        io = max([-(-b.nvec // len(b.slices)) for b in reads + writes] + [1])
+        base = costs.macro_cycles(m, kind, elements, passes, io)
+        if unit_kind == "SXM":
+            # either SXM (the one whose result lands first; ties: the one on the hemisphere
+            # of the first operand)
+            first = (reads or writes)[0].slices[0]
+            sides = ["SXM_W", "SXM_E"] if first < m.mem_slices_per_hemisphere else \
+                ["SXM_E", "SXM_W"]
+            options = [([u], [f"{u}.0"]) for u in sides]
+        else:
+            # the first VXM queue is left to unpacks (weight decode feeds the MXM planes)
+            queues = self.vxm_queues[1:] or self.vxm_queues
+            options = [(["VXM"] * len(queues), queues)]
+        best: MacroSlot | None = None
+        for units, queues in options:
+            slot = self._macro_slot(units, queues, reads, writes, read_names, base, 0)
+            if best is None or slot.end < best.end:
+                best = slot
+        assert best is not None
+        c, duration = best.cycle, best.duration
+        self.tables.take_queue(best.queue, c, duration)
+        for q, a, b in best.mem_spans:
+            self.tables.take_queue(q, c + a, b - a)
+        for hold, rect in best.holds:
+            self.tables.take_hold(hold.direction, hold.stream, rect)
+        srcs = sorted({w for b in read_names for w in self.writers.get(b, [])})
+        alu = 0 if unit_kind == "SXM" else costs.macro_alu_cycles(m, elements, passes)
+        ins = self.emit(make, unit=best.unit, queue=best.queue, cycle=c, cycles=duration,
+                        alu_cycles=alu, reads=tuple(read_names), writes=tuple(write_names),
+                        srcs=tuple(srcs), holds=tuple(h for h, _ in best.holds), **fields)
+        for b in read_names + write_names:
+            self.touch(b, c + duration)
+        for b in write_names:
+            self.wrote(b, ins.id, c + duration)
+        return ins
+
+    # -- the int8 matmul -------------------------------------------------------------------
+
+    def install_block(self, tile: WeightTile, plane: str, weight_buffer: int, row: int,
+                      block: int, earliest: int, tag: str) -> int:
+        """Read the 7 packed byte vectors of install block `block`, unpack them to 16 level
+        vectors on the VXM, install them as rows row..row+15 of the plane's weight buffer.
+        Returns the install's cycle."""
+        m, tables = self.m, self.tables
+        payload = tile.payload
+        places = [payload.place(costs.BLOCK_BYTES * block + j)
+                  for j in range(costs.BLOCK_BYTES)]
+        read_pos = [self.slice_pos(s) for s, _ in places]
+        vxm, plane_pos = self.vxm_position, self.pos(m.plane_unit(plane))
+        hops_out = abs(plane_pos - vxm)
+        install_queue = f"{plane}.iw"
+        unpack = max(earliest, self.read_latency + max(abs(p - vxm) for p in read_pos))
+        while True:
+            install = unpack + self.unpack_latency + hops_out
+            if not tables.queue_free(install_queue, install):
+                unpack = tables.queue_next_free(install_queue, install) \
+                    - self.unpack_latency - hops_out
+                continue
+            slot = self._unpack_slot(places, read_pos, plane_pos, unpack)
+            if slot is not None:
+                break
+            unpack += 1
+        read_cycles, vxm_queue, in_streams, way_out, outs = slot
+        self.next_unpack_queue += 1
+        reads = []
+        for (s, a), r, p, (way, stream) in zip(places, read_cycles, read_pos, in_streams):
+            queue = f"{m.slice_name(s)}.r"
+            tables.take_queue(queue, r)
+            tables.take_bank(s, r, "r", a)
+            tables.take_path(way, stream, p, vxm, r + self.read_latency)
+            reads.append(self.emit(Read, unit=m.slice_name(s), queue=queue, cycle=r, cycles=1,
+                                   buf=payload.name, addr=a, src=-1,
+                                   out=(StreamValue(stream, way, "i8"),)))
+        tables.take_queue(vxm_queue, unpack)
+        for stream in outs:
+            tables.take_path(way_out, stream, vxm, plane_pos, unpack + self.unpack_latency)
+        levels = tuple(StreamValue(s, way_out, "i8") for s in outs)
+        un = self.emit(Unpack, unit="VXM", queue=vxm_queue, cycle=unpack, cycles=1,
+                       in_=tuple(rd.out[0].consumed_by(rd.id, 0) for rd in reads), out=levels)
+        tables.take_queue(install_queue, install)
+        self.emit(Install, unit=plane, queue=install_queue, cycle=install, cycles=1,
+                  buffer=weight_buffer, row=row, tag=tag,
+                  in_=tuple(v.consumed_by(un.id, k) for k, v in enumerate(levels)))
+        self.touch(payload.name, max(read_cycles) + 1)
+        return install
+
+    def _unpack_slot(self, places: list[tuple[int, int]], read_pos: list[int],
+                     plane_pos: int, unpack: int
+                     ) -> tuple[list[int], str, list[tuple[str, int]], str, list[int]] | None:
+        """An unpack at cycle `unpack`: (read cycles of the packed vectors, VXM queue, their
+        streams to the VXM, direction and streams of the 16 levels to the plane), or None
+        if a MEM port, bank, VXM queue or stream is taken then."""
+        m, tables, vxm = self.m, self.tables, self.vxm_position
+        read_cycles = []
+        for (s, a), p in zip(places, read_pos):
+            r = unpack - self.read_latency - abs(p - vxm)
+            if not tables.queue_free(f"{m.slice_name(s)}.r", r) or \
+                    not tables.bank_free(s, r, "r", a):
+                return None
+            read_cycles.append(r)
+        start = self.next_unpack_queue % len(self.vxm_queues)
+        vxm_queue = next((q for q in self.vxm_queues[start:] + self.vxm_queues
+                          if tables.queue_free(q, unpack)), None)
+        if vxm_queue is None:
+            return None
+        in_streams = self._unpack_inputs(read_pos, read_cycles)
+        if in_streams is None:
+            return None
+        way_out = direction(vxm, plane_pos)
+        outs = self.free_streams(INSTALL_BLOCK_ROWS, way_out, vxm, plane_pos,
+                                 unpack + self.unpack_latency)
+        if outs is None:
+            return None
+        return read_cycles, vxm_queue, in_streams, way_out, outs
+
+    def _unpack_inputs(self, read_pos: list[int], read_cycles: list[int]
+                       ) -> list[tuple[str, int]] | None:
+        """A distinct stream per packed byte vector from its slice to the VXM."""
+        streams: list[tuple[str, int]] = []
+        for p, r in zip(read_pos, read_cycles):
+            way = direction(p, self.vxm_position)
+            got = self.free_streams(1, way, p, self.vxm_position, r + self.read_latency,
+                                    avoid=[s for w, s in streams if w == way])
+            if got is None:
+                return None
+            streams.append((way, got[0]))
+        return streams
+
+    def matmul_pass(self, node: MatmulNode, tile: WeightTile, plane: str, weight_buffer: int,
+                    row: int, chunk: int, group: int, earliest: int, tag: str) -> int:
+        """One masked MXM pass: activation row `row`, K chunk `chunk`, weight group `group`:
+        read the activation vector, multiply on the plane, write the int32 result's 4 byte
+        planes to the chunk's partials. Returns the pass's cycle."""
+        m, tables = self.m, self.tables
+        q = self.graph.buffers[node.q]
+        chunks = -(-node.tensor.shape[0] // node.chunk)
+        mem_slice, addr = q.place(row * chunks + chunk)
+        slice_pos = self.slice_pos(mem_slice)
+        plane_pos = self.pos(m.plane_unit(plane))
+        acc_queue = f"{plane}.acc"
+        partials = tile.partials[chunk]
+        groups_per_chunk = node.chunk // node.tensor.group_size
+        partial_row = row * (partials.shape[0] // node.rows) + group - chunk * groups_per_chunk
+        write_places = [partials.place(INT32_STREAMS * partial_row + j)
+                        for j in range(INT32_STREAMS)]
+        write_pos = [self.slice_pos(x) for x, _ in write_places]
+        hops_in = abs(plane_pos - slice_pos)
+        c = max(earliest, self.read_latency + hops_in,
+                self.ready[node.q] + self.read_latency + hops_in)
+        way_in = direction(slice_pos, plane_pos)
+        read_queue = f"{m.slice_name(mem_slice)}.r"
+        # the int32 result: a group of 4 streams from the plane to the partials
+        farthest = max(write_pos, key=lambda p: abs(p - plane_pos))
+        way_out = direction(plane_pos, farthest)
+        if any(direction(plane_pos, p) != way_out for p in write_pos):
+            raise Q35cError("groq target: partial buffer spans both hemispheres")
+        while True:
+            if not tables.queue_free(acc_queue, c):
+                c = tables.queue_next_free(acc_queue, c)
+                continue
+            read = c - hops_in - self.read_latency
+            slot = self._pass_slot(mem_slice, addr, read, way_in, slice_pos, plane_pos,
+                                   write_places, write_pos, way_out, farthest, c)
+            if slot is not None:
+                break
+            c += 1
+        stream_in, writes, streams_out = slot
+        tables.take_queue(read_queue, read)
+        tables.take_bank(mem_slice, read, "r", addr)
+        tables.take_path(way_in, stream_in[0], slice_pos, plane_pos, read + self.read_latency)
+        rd = self.emit(Read, unit=m.slice_name(mem_slice), queue=read_queue, cycle=read, cycles=1,
+                       buf=q.name, addr=addr, src=self.last_writer(q.name),
+                       out=(StreamValue(stream_in[0], way_in, "i8"),))
+        tables.take_queue(acc_queue, c)
+        for j, stream in enumerate(streams_out):
+            # byte plane j goes to slice j of the group; the stream is held to that slice
+            tables.take_path(way_out, stream, plane_pos, write_pos[j], c + self.mxm_latency)
+        lo = group % groups_per_chunk * node.tensor.group_size
+        result = tuple(StreamValue(stream, way_out, "i32", INT32_STREAMS, j)
+                       for j, stream in enumerate(streams_out))
+        mp = self.emit(MatmulPass, unit=plane, queue=acc_queue, cycle=c, cycles=1,
+                       buffer=weight_buffer, rows=(lo, lo + node.tensor.group_size), tag=tag,
+                       in_=(rd.out[0].consumed_by(rd.id, 0),), out=result)
+        for j, ((x, wa), w) in enumerate(zip(write_places, writes)):
+            queue = f"{m.slice_name(x)}.w"
+            tables.take_queue(queue, w)
+            tables.take_bank(x, w, "w", wa)
+            wr = self.emit(Write, unit=m.slice_name(x), queue=queue, cycle=w, cycles=1,
+                           buf=partials.name, addr=wa, in_=(result[j].consumed_by(mp.id, j),))
+            self.wrote(partials.name, wr.id, w + self.write_latency)
+        self.touch(q.name, read + 1)
+        self.touch(partials.name, max(writes) + self.write_latency)
+        return c
+
+    def _pass_slot(self, mem_slice: int, addr: int, read: int, way_in: str, slice_pos: int,
+                   plane_pos: int, write_places: list[tuple[int, int]], write_pos: list[int],
+                   way_out: str, farthest: int, c: int
+                   ) -> tuple[list[int], list[int], list[int]] | None:
+        """A pass at cycle `c` reading its activation vector at `read`: (its stream in, the
+        write cycles of the result's byte planes, the result's stream group), or None if a
+        MEM port, bank or stream is taken then."""
+        if not self.tables.queue_free(f"{self.m.slice_name(mem_slice)}.r", read) or \
+                not self.tables.bank_free(mem_slice, read, "r", addr):
+            return None
+        stream_in = self.free_streams(1, way_in, slice_pos, plane_pos, read + self.read_latency)
+        if stream_in is None:
+            return None
+        writes = self._pass_writes(write_places, write_pos, plane_pos, c)
+        if writes is None:
+            return None
+        streams_out = self.free_streams(INT32_STREAMS, way_out, plane_pos, farthest,
+                                        c + self.mxm_latency, group=INT32_STREAMS)
+        if streams_out is None:
+            return None
+        return stream_in, writes, streams_out
+
+    def _pass_writes(self, places: list[tuple[int, int]], positions: list[int],
+                     plane_pos: int, c: int) -> list[int] | None:
+        """The write cycles of a pass's int32 byte planes issued at `c`, None if a slice's
+        write queue or bank is taken then."""
+        writes = []
+        for (x, addr), p in zip(places, positions):
+            w = c + self.mxm_latency + abs(p - plane_pos)
+            if not self.tables.queue_free(f"{self.m.slice_name(x)}.w", w) or \
+                    not self.tables.bank_free(x, w, "w", addr):
+                return None
+            writes.append(w)
+        return writes
+
+    def schedule_matmul(self, node: MatmulNode) -> dict:
+        """All instructions of one matmul; returns its layer entry (for the report)."""
+        w = node.tensor
+        tiles = self.tiles[node.index]
+        input_ready = max(self.ready[node.q], self.ready[node.scale])
+        ends = []
+        first_install = None
+        groups, group_size = w.num_groups, w.group_size
+        groups_per_chunk = node.chunk // group_size
+        chunks = -(-groups * group_size // node.chunk)
+        mxm_passes = installs = 0
+        sums = self.group_sums[node.index]
+        for tile in tiles:
+            plane = tile.plane
+            pending: list[int] = []  # chunks whose partials the next rescale consumes
+            for c in range(chunks):
+                partials = tile.partials[c]
+                passes_start = self.reuse_ready(partials.name)
+                last_pass = 0
+                weight_buffer = self.next_weight_buffer.get(plane, 0)
+                self.next_weight_buffer[plane] = (weight_buffer + 1) % self.weight_buffers
+                tag = f"{node.weight}:t{tile.index}:c{c}"
+                b0 = c * node.chunk // INSTALL_BLOCK_ROWS
+                b1 = min(groups * group_size, (c + 1) * node.chunk) // INSTALL_BLOCK_ROWS
+                earliest = self.weight_buffer_free.get((plane, weight_buffer), 0)
+                installed = 0
+                for block in range(b0, b1):
+                    ic = self.install_block(tile, plane, weight_buffer,
+                                            INSTALL_BLOCK_ROWS * (block - b0), block, earliest,
+                                            tag)
+                    installs += 1
+                    installed = max(installed, ic + 1)
+                    earliest = ic - self.unpack_latency - abs(
+                        self.pos(self.m.plane_unit(plane)) - self.vxm_position)
+                    first_install = ic if first_install is None else min(first_install, ic)
+                start = max(installed, passes_start)
+                for row in range(node.rows):
+                    for g in range(c * groups_per_chunk,
+                                   min(groups, (c + 1) * groups_per_chunk)):
+                        pc = self.matmul_pass(node, tile, plane, weight_buffer, row, c, g,
+                                              start, tag)
+                        mxm_passes += 1
+                        last_pass = max(last_pass, pc)
+                self.weight_buffer_free[(plane, weight_buffer)] = last_pass + 1
+                if sums not in self.ready:  # after the passes: they need q's MEM ports first
+                    self.schedule_macro("VXM", "vxm", [node.q], [sums],
+                                        node.rows * groups * group_size, 1, GroupSums,
+                                        group=group_size, k=w.shape[0])
+                # the ordered float32 rescale of the groups of the last `RESCALE_CHUNKS`
+                # chunks for the tile's columns, added to the running sum in group order;
+                # scales and offsets are decoded lane-locally from the packed group codes
+                # and column words on the way (ALU ops per lane: 5 per row and group, 9 per
+                # group)
+                pending.append(c)
+                last = c == chunks - 1
+                if len(pending) < RESCALE_CHUNKS and not last:
+                    continue
+                rs = self._rescale(node, tile, pending, last, sums)
+                pending = []
+            ends.append(rs.end)
+        return dict(op_index=node.index, weight=node.weight, shape=list(w.shape),
+                    group=group_size, rows=node.rows, tiles=len(tiles), mxm_passes=mxm_passes,
+                    installs=installs, input_ready=input_ready, end=max(ends),
+                    last_rescale_groups=groups - (chunks - 1) * groups_per_chunk,
+                    first_install=first_install, packed_bytes=sum(
+                        t.payload.packed_bytes for t in tiles))
+
+    def _rescale(self, node: MatmulNode, tile: WeightTile, chunks: list[int], last: bool,
+                 sums: str) -> Instruction:
+        """The rescale macro of the partials of `chunks` of one tile."""
+        w = node.tensor
+        groups_per_chunk = node.chunk // w.group_size
+        first = chunks[0] == 0
+        g0 = chunks[0] * groups_per_chunk
+        g1 = min(w.num_groups, (chunks[-1] + 1) * groups_per_chunk)
+        partials = [tile.partials[x].name for x in chunks]
+        running_sum = tile.running_sum.name if tile.running_sum else None
+        reads = partials + [tile.meta.name, tile.words.name, sums]
+        if not first:
+            reads.append(running_sum)
+        if last:
+            reads.append(node.scale)
+        result = node.out if last else running_sum
+        return self.schedule_macro(
+            "VXM", "vxm", reads, [result], costs.rescale_elements(node.rows, g1 - g0,
+                                                                  self.lanes), 1,
+            Rescale, tile=tile.index, cols=tile.cols, group=w.group_size,
+            groups=w.num_groups, g0=g0, g1=g1, first=first, last=last, k=w.shape[0],
+            partials=tuple(partials), meta=tile.meta.name, words=tile.words.name, sx=sums,
+            acc=None if first else running_sum, row_scale=node.scale if last else None,
+            result=result)
+
+    def schedule_node(self, node: MacroNode | MatmulNode) -> None:
+        if isinstance(node, MatmulNode):
+            self.program.deps.append(dict(reads=[node.q, node.scale], writes=[node.out],
+                                          layer=len(self.program.layers)))
+            self.program.layers.append(self.schedule_matmul(node))
+            return
+        ins = self.schedule_macro(node.unit, node.kind, node.inputs, node.outputs,
+                                  node.elements, node.passes, Macro, ir_op=node.index,
+                                  ir_name=node.op.name)
+        self.program.deps.append(dict(reads=list(node.inputs), writes=list(node.outputs),
+                                      cycles=ins.cycles))
+
+    def finish(self) -> Program:
+        program = self.program
+        program.buffers = self.graph.buffers
+        program.cycles = max([i.end for i in program.instructions] + [0])
+        # an output still being written: wait for its last write to land
+        for ins in program.instructions:
+            if isinstance(ins, Write):
+                program.cycles = max(program.cycles, ins.cycle + self.write_latency)
+        return program
+
+    def run(self) -> Program:
+        self.place()
+        for node in self.graph.nodes:
+            self.schedule_node(node)
+        return self.finish()
