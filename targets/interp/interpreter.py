@@ -721,6 +721,16 @@ def _materialize_in_destination(interp, op, args):
     return ()
 
 
+@impl(q35nn.OnnxNodeOp)
+def _onnx_node(interp, op: q35nn.OnnxNodeOp, args):
+    from q35c.targets.interp.onnx_node import OnnxNodeError, run_onnx_node
+
+    try:
+        return run_onnx_node(op, args)
+    except OnnxNodeError as err:
+        raise InterpreterError(str(err)) from None
+
+
 # -- driver --------------------------------------------------------------------------------
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from onnx import NodeProto, TensorProto
+from onnx import NodeProto
 from onnx.reference import ReferenceEvaluator
 from xdsl.dialects import func
 from xdsl.dialects.builtin import (
@@ -47,12 +47,12 @@ from q35c.compiler.frontends.onnx.model import (
     bind_input_shapes,
     value_shape,
 )
+from q35c.compiler.frontends.onnx.generic import convert_generic, generic_ops, needs_generic
 from q35c.compiler.frontends.onnx.ops import CONVERTERS, FOLD_ONLY, Value
+from q35c.compiler.tensors import exact_element
 from q35c.compiler.weights import FileWeight, WeightStore
+from q35c.dialects import q35nn, quant3p5
 from q35c.passes.matching import ONNX_NODE_ATTR
-
-_FLOAT_TYPES = {TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.BFLOAT16,
-                TensorProto.DOUBLE}
 
 NUMPY_FOLDERS: dict[str, Callable[["OnnxImporter", NodeProto, list[Value]], list[Value]]] = {}
 """op key -> a numpy folder used instead of onnx's reference evaluator when all inputs are
@@ -65,12 +65,18 @@ def _op_key(node: NodeProto) -> str:
     return node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}.{node.op_type}"
 
 
+def supported(key: str) -> bool:
+    """Whether q35c can import a node of op key `key`: convert it (a dedicated converter or
+    the generic `q35nn.onnx_node`) or fold it (FOLD_ONLY, only ever with known inputs)."""
+    return key in CONVERTERS or key in FOLD_ONLY or key in generic_ops()
+
+
 def unsupported_ops(graph: onnx.GraphProto) -> dict[str, list[str]]:
     """op type -> node names, for every node q35c cannot convert or fold."""
     found: dict[str, list[str]] = {}
     for node in graph.node:
         key = _op_key(node)
-        if key not in CONVERTERS and key not in FOLD_ONLY:
+        if not supported(key):
             found.setdefault(key, []).append(node.name or f"<unnamed {node.op_type}>")
     return found
 
@@ -102,6 +108,8 @@ class OnnxImporter:
         self.input_shapes = bind_input_shapes(path, model, shapes)
         self.env: dict[str, Value] = {}
         self.materialized: dict[str, SSAValue] = {}
+        self.exact_materialized: dict[str, SSAValue] = {}
+        """Like `materialized`, for arrays materialized with their own dtype (`exact_ssa`)."""
         self.array_names: dict[int, str] = {}
         """id() of each known array in `env` -> its ONNX value name."""
         self.tb: TensorBuilder
@@ -147,6 +155,19 @@ class OnnxImporter:
             else:
                 self.materialized[name] = self.tb.constant(np.asarray(value), name)
         return self.materialized[name]
+
+    def exact_ssa(self, value: np.ndarray) -> SSAValue:
+        """A run-time value for a known array, of the array's own element type (`ssa`
+        gives the dedicated converters float32 / int64 / bool)."""
+        array = np.asarray(value)
+        if ir_array(np.zeros(0, array.dtype)).dtype == array.dtype:
+            return self.ssa(value)
+        name = self.array_names.get(id(value))
+        if name is None:
+            return self.tb.constant(array, exact=True)
+        if name not in self.exact_materialized:
+            self.exact_materialized[name] = self.tb.constant(array, name, exact=True)
+        return self.exact_materialized[name]
 
     def float_ssa(self, node: NodeProto, value: Value) -> SSAValue:
         result = self.ssa(value)
@@ -245,11 +266,15 @@ class OnnxImporter:
             return NUMPY_FOLDERS[key](self, node, inputs)
         if known and key != "Identity" and key == node.op_type:  # default domain only
             return self.fold(node, inputs)
-        if key in FOLD_ONLY:
+        convert = CONVERTERS.get(key)
+        if key == node.op_type and key in generic_ops() and (
+                convert is None or needs_generic(self, node, inputs)):
+            convert = convert_generic
+        elif key in FOLD_ONLY:
             raise self.error(node, "is supported only when all its inputs are known at "
                                    "compile time (static shapes and constant operands)")
         try:
-            outputs = CONVERTERS[key](self, node, inputs)
+            outputs = convert(self, node, inputs)
         except Q35cError:
             raise
         except (ValueError, TypeError, IndexError, AssertionError, ArithmeticError,
@@ -263,9 +288,8 @@ class OnnxImporter:
             if info.name in self.reader:
                 continue
             elem = info.type.tensor_type.elem_type
-            dtype = np.dtype(np.float32) if elem in _FLOAT_TYPES else (
-                np.dtype(np.bool_) if elem == TensorProto.BOOL else np.dtype(np.int64))
-            args.append((info.name, TensorType(mlir_element(dtype),
+            dtype = onnx.helper.tensor_dtype_to_np_dtype(elem)
+            args.append((info.name, TensorType(exact_element(dtype),
                                                list(self.input_shapes[info.name]))))
         return args
 
@@ -287,10 +311,56 @@ class OnnxImporter:
             try:
                 op.verify()
             except VerifyException as err:
-                raise self.error(node, first_line(err)) from None
+                raise self.error(node, verify_reason(err)) from None
             if op.name in ONNX_NODE_OPS:  # where verification errors and reports point
                 op.attributes[ONNX_NODE_ATTR] = StringAttr(node.name or f"<{node.op_type}>")
             op = op.next_op
+
+    def convert_node(self, node: NodeProto, block: Block, inputs: list[Value]) -> list[Value]:
+        """Convert `node` and verify what it emitted. Where a dedicated converter refuses
+        the node (or emits IR that does not verify) and the generic `q35nn.onnx_node` can
+        take it, what the converter emitted is rolled back and the node goes generic."""
+        last = block.last_op
+        try:
+            outputs = self.convert(node, inputs)
+            self.verify_new_ops(node, block, last)
+            return outputs
+        except Q35cError as err:
+            key = _op_key(node)
+            if key != node.op_type or key not in generic_ops() or not any(
+                    isinstance(v, SSAValue) for v in inputs) or self._emitted_generic(
+                    block, last):
+                raise
+            self.rollback(block, last)
+            try:
+                outputs = convert_generic(self, node, inputs)
+                self.verify_new_ops(node, block, last)
+            except (Q35cError, ValueError):
+                self.rollback(block, last)
+                raise err from None
+            return outputs
+
+    @staticmethod
+    def _emitted_generic(block: Block, last: Operation | None) -> bool:
+        op = last.next_op if last is not None else block.first_op
+        while op is not None:
+            if isinstance(op, q35nn.OnnxNodeOp):
+                return True
+            op = op.next_op
+        return False
+
+    def rollback(self, block: Block, last: Operation | None) -> None:
+        """Erase the ops appended after `last`, and forget the constants among them."""
+        erased = set()
+        while block.last_op is not last:
+            op = block.last_op
+            erased.update(op.results)
+            if isinstance(op, quant3p5.WeightOp) and op.weight_name.data in self.store:
+                self.store.discard(op.weight_name.data)
+            block.erase_op(op)
+        for cache in (self.materialized, self.exact_materialized):
+            for name in [n for n, v in cache.items() if v in erased]:
+                del cache[name]
 
     def run(self) -> ModuleOp:
         args = self.argument_types()
@@ -302,9 +372,8 @@ class OnnxImporter:
         with np.errstate(all="ignore"):  # converters and folders follow ONNX, inf and all
             for node in self.graph.node:
                 self.current = node
-                last = block.last_op
-                self.bind(node, self.convert(node, [self.lookup(n) for n in node.input]))
-                self.verify_new_ops(node, block, last)
+                self.bind(node, self.convert_node(node, block,
+                                                  [self.lookup(n) for n in node.input]))
         self.current = None
         results = []
         for info in self.graph.output:
@@ -317,6 +386,13 @@ class OnnxImporter:
             arg_attrs=_names([n for n, _ in args]),
             res_attrs=_names([o.name for o in self.graph.output]))
         return ModuleOp([function])
+
+
+def verify_reason(err: VerifyException) -> str:
+    """A verifier's message on one line: xDSL puts the reason on the lines after
+    "operand 'x' at position 0 does not verify:"."""
+    return " ".join(line.strip() for line in str(err).splitlines() if line.strip()) or \
+        type(err).__name__
 
 
 def _names(names: list[str]) -> ArrayAttr:
