@@ -395,6 +395,8 @@ ONNX_GENERIC_EXCLUDED = frozenset({
     "SequenceAt", "SequenceConstruct", "SequenceEmpty", "SequenceErase", "SequenceInsert",
     "SequenceLength", "SplitToSequence", "StringConcat", "StringNormalizer", "StringSplit",
     "RegexFullMatch",
+    # its reference implementation needs Pillow, which q35c does not depend on
+    "ImageDecoder",
 })
 """Default-domain ops that onnx.reference implements but `q35nn.onnx_node` does not take."""
 

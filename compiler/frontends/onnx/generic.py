@@ -13,8 +13,10 @@ tensors. A node goes the generic way instead when
   over another axis...): the importer then rolls back what that converter emitted.
 
 The result types come from ONNX shape inference on the single node, with the node's known
-inputs as initializers (so shape operands such as Reshape's or Tile's count): a result whose
-shape would depend on run-time values (NonZero, a run-time Reshape target) is refused.
+inputs as initializers (so shape operands such as Reshape's or Tile's count). Where the
+shape depends on run-time values (NonZero, a run-time Reshape target or Resize scales), the
+shape the model declares for that value (a graph output or `value_info`) is used, and the
+interpreter checks that the computed result has it; with no declaration, the node is refused.
 """
 
 from __future__ import annotations
@@ -99,6 +101,14 @@ def convert_generic(imp: OnnxImporter, node: NodeProto, inputs: list[Value]) -> 
     return outputs
 
 
+def _static_dims(tensor_type: onnx.TypeProto.Tensor) -> list[int] | None:
+    """The dims of a fully static tensor type, else None."""
+    if not tensor_type.HasField("shape") or any(
+            not d.HasField("dim_value") for d in tensor_type.shape.dim):
+        return None
+    return [d.dim_value for d in tensor_type.shape.dim]
+
+
 def _value_info(name: str, dtype: np.dtype, shape) -> onnx.ValueInfoProto:
     try:
         elem = onnx.helper.np_dtype_to_tensor_dtype(dtype)
@@ -136,13 +146,19 @@ def infer_result_types(imp: OnnxImporter, node: NodeProto, inputs: list[Value],
     types = []
     for slot in out_slots:
         proto = infos.get(f"o{slot}")
+        declared = imp.declared_types.get(node.output[slot])
+        if proto is None or not proto.HasField("tensor_type"):
+            proto = declared
         if proto is None or not proto.HasField("tensor_type"):
             raise imp.error(node, f"the type of output {slot} cannot be inferred (not a "
                                   "tensor, or it depends on run-time values)")
         tensor_type = proto.tensor_type
-        dims = [d.dim_value if d.HasField("dim_value") else -1 for d in tensor_type.shape.dim]
-        if not tensor_type.HasField("shape") or any(d < 0 for d in dims):
-            raise imp.error(node, f"the shape of output {slot} depends on run-time values")
+        dims = _static_dims(tensor_type)
+        if dims is None and declared is not None and declared.HasField("tensor_type"):
+            dims = _static_dims(declared.tensor_type)  # the model's promise, checked at run
+        if dims is None:
+            raise imp.error(node, f"the shape of output {slot} depends on run-time values "
+                                  "(and the model does not declare it)")
         try:
             dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor_type.elem_type)
             element = exact_element(dtype)

@@ -108,6 +108,11 @@ class OnnxImporter:
         self.input_shapes = bind_input_shapes(path, model, shapes)
         self.env: dict[str, Value] = {}
         self.materialized: dict[str, SSAValue] = {}
+        self.used_names = _used_names(self.graph)
+        self.declared_types = {info.name: info.type for info in (
+            *self.graph.value_info, *self.graph.output)}
+        """The types the model declares for its values (shapes may be symbolic)."""
+        """The values some node or the graph's outputs use."""
         self.exact_materialized: dict[str, SSAValue] = {}
         """Like `materialized`, for arrays materialized with their own dtype (`exact_ssa`)."""
         self.array_names: dict[int, str] = {}
@@ -323,6 +328,10 @@ class OnnxImporter:
         last = block.last_op
         try:
             outputs = self.convert(node, inputs)
+            missing = [i for i, (name, value) in enumerate(zip(node.output, outputs))
+                       if value is None and name in self.used_names]
+            if missing:  # e.g. LayerNormalization's Mean and InvStdDev, where used
+                raise self.error(node, f"output {missing[0]} is not supported")
             self.verify_new_ops(node, block, last)
             return outputs
         except Q35cError as err:
@@ -386,6 +395,17 @@ class OnnxImporter:
             arg_attrs=_names([n for n, _ in args]),
             res_attrs=_names([o.name for o in self.graph.output]))
         return ModuleOp([function])
+
+
+def _used_names(graph: onnx.GraphProto) -> set[str]:
+    """The values that some node of `graph` or of its subgraphs, or an output, uses."""
+    used = {info.name for info in graph.output}
+    for node in graph.node:
+        used.update(name for name in node.input if name)
+        for attribute in node.attribute:
+            for sub in [attribute.g, *attribute.graphs]:
+                used |= _used_names(sub)
+    return used
 
 
 def verify_reason(err: VerifyException) -> str:
