@@ -87,6 +87,7 @@ def convert_generic(imp: OnnxImporter, node: NodeProto, inputs: list[Value]) -> 
     for slot in slots:
         value = inputs[slot]
         operands.append(value if isinstance(value, SSAValue) else imp.exact_ssa(value))
+    _check_attributes(imp, node)
     try:
         attributes = DictionaryAttr({a.name: q35nn.ir_attribute(a) for a in node.attribute})
     except (ValueError, UnicodeDecodeError) as err:
@@ -99,6 +100,22 @@ def convert_generic(imp: OnnxImporter, node: NodeProto, inputs: list[Value]) -> 
     for slot, result in zip(out_slots, op.results):
         outputs[slot] = result
     return outputs
+
+
+def _check_attributes(imp: OnnxImporter, node: NodeProto) -> None:
+    """Every attribute of `node` is one its schema declares, of the declared kind."""
+    try:
+        schema = onnx.defs.get_schema(node.op_type, imp.opsets.get("", 1), "")
+    except onnx.defs.SchemaError:
+        raise imp.error(node, f"no schema at opset {imp.opsets.get('', 1)}") from None
+    for attribute in node.attribute:
+        declared = schema.attributes.get(attribute.name)
+        if declared is None:
+            raise imp.error(node, f"has no attribute '{attribute.name}'")
+        if int(declared.type) != attribute.type:
+            kind = onnx.AttributeProto.AttributeType.Name
+            raise imp.error(node, f"attribute '{attribute.name}' must be "
+                                  f"{kind(int(declared.type))}, got {kind(attribute.type)}")
 
 
 def _static_dims(tensor_type: onnx.TypeProto.Tensor) -> list[int] | None:
