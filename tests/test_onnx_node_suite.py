@@ -7,6 +7,7 @@ figures are printed with `python benchmarks/onnx_node_suite.py` and tabled in do
 from __future__ import annotations
 
 import importlib.util
+import sys
 from collections import Counter
 
 import pytest
@@ -28,6 +29,7 @@ def _suite_module():
     spec = importlib.util.spec_from_file_location(
         "onnx_node_suite", ROOT / "benchmarks" / "onnx_node_suite.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
