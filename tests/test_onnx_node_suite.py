@@ -84,3 +84,10 @@ def test_markdown_table_rewrites_between_markers(suite, tmp_path):
     text = doc.read_text()
     assert text.startswith("intro\n") and text.endswith(f"{suite.TABLE_END}\nrest\n")
     assert "old" not in text and "| Add | 2 | 1 | 1 | 0 | no |" in text
+
+
+def test_light_squeezenet_matches_its_expected_output(suite, tmp_path):
+    """The smallest CNN the onnx wheel ships (Conv, MaxPool, Concat, Dropout,
+    GlobalAveragePool, Softmax); the others: `python benchmarks/onnx_node_suite.py --light`."""
+    outcome = suite.run_light("light_squeezenet", "interp", tmp_path)
+    assert outcome.status == "pass", outcome.detail
