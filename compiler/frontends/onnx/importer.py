@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from onnx import NodeProto
+from onnx import NodeProto, numpy_helper
 from onnx.reference import ReferenceEvaluator
 from xdsl.dialects import func
 from xdsl.dialects.builtin import (
@@ -67,17 +67,24 @@ def _op_key(node: NodeProto) -> str:
 
 def supported(key: str) -> bool:
     """Whether q35c can import a node of op key `key`: convert it (a dedicated converter or
-    the generic `q35nn.onnx_node`) or fold it (FOLD_ONLY, only ever with known inputs)."""
-    return key in CONVERTERS or key in FOLD_ONLY or key in generic_ops()
+    the generic `q35nn.onnx_node`), fold it (FOLD_ONLY, only ever with known inputs) or
+    inline it (`If`, on a known condition)."""
+    return key in CONVERTERS or key in FOLD_ONLY or key in generic_ops() or key == "If"
 
 
-def unsupported_ops(graph: onnx.GraphProto) -> dict[str, list[str]]:
-    """op type -> node names, for every node q35c cannot convert or fold."""
-    found: dict[str, list[str]] = {}
+def unsupported_ops(graph: onnx.GraphProto,
+                    found: dict[str, list[str]] | None = None) -> dict[str, list[str]]:
+    """op type -> node names, for every node q35c cannot convert or fold (the branches of
+    an `If` included)."""
+    found = {} if found is None else found
     for node in graph.node:
         key = _op_key(node)
         if not supported(key):
             found.setdefault(key, []).append(node.name or f"<unnamed {node.op_type}>")
+        elif key == "If":
+            for attribute in node.attribute:
+                if attribute.type == onnx.AttributeProto.GRAPH:
+                    unsupported_ops(attribute.g, found)
     return found
 
 
@@ -118,6 +125,7 @@ class OnnxImporter:
         self.array_names: dict[int, str] = {}
         """id() of each known array in `env` -> its ONNX value name."""
         self.tb: TensorBuilder
+        self.block: Block
         self.current: NodeProto | None = None
         self.prequantized: dict[str, str] = {}
         """Name of each weight dequantized from a pre-quantized form -> that form."""
@@ -264,8 +272,36 @@ class OnnxImporter:
             self.in_file[id(results[0])] = (results[0], held[1].transposed())
         return results
 
+    def inline_if(self, node: NodeProto, inputs: list[Value]) -> list[Value]:
+        """`If` on a known condition (exporters' shape logic): the taken branch's nodes are
+        imported in place, reading the enclosing graph's values; its outputs are the If's."""
+        cond = inputs[0]
+        if not isinstance(cond, np.ndarray):
+            raise self.error(node, "an If on a run-time condition is not supported (only a "
+                                   "condition known at compile time, whose branch is inlined)")
+        if cond.size != 1:
+            raise self.error(node, f"the condition has {cond.size} elements, not 1")
+        name = "then_branch" if bool(cond.ravel()[0]) else "else_branch"
+        branch = next((a.g for a in node.attribute if a.name == name), None)
+        if branch is None:
+            raise self.error(node, f"has no {name}")
+        for tensor in branch.initializer:
+            self.env[tensor.name] = numpy_helper.to_array(tensor)
+        for inner in branch.node:
+            self.current = inner
+            self.bind(inner, self.convert_node(inner, self.block,
+                                               [self.lookup(n) for n in inner.input]))
+        self.current = node
+        outputs = [self.lookup(info.name) for info in branch.output]
+        if len(outputs) != len(node.output):
+            raise self.error(node, f"its {name} has {len(outputs)} outputs, the node "
+                                   f"{len(node.output)}")
+        return outputs
+
     def convert(self, node: NodeProto, inputs: list[Value]) -> list[Value]:
         key = _op_key(node)
+        if key == "If":
+            return self.inline_if(node, inputs)
         known = all(v is None or isinstance(v, np.ndarray) for v in inputs)
         if known and key in NUMPY_FOLDERS:
             return NUMPY_FOLDERS[key](self, node, inputs)
@@ -374,6 +410,7 @@ class OnnxImporter:
     def run(self) -> ModuleOp:
         args = self.argument_types()
         block = Block(arg_types=[t for _, t in args])
+        self.block = block
         self.tb = TensorBuilder(block, self.store)
         for (name, _), arg in zip(args, block.args):
             self.env[name] = arg
