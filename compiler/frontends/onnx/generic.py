@@ -68,6 +68,8 @@ def needs_generic(imp: OnnxImporter, node: NodeProto, inputs: list[Value]) -> bo
         if isinstance(value, np.ndarray) and value.dtype not in DEDICATED_DTYPES and \
                 ("f" if value.dtype.kind == "f" else "i") not in kinds:
             return True
+    if node.op_type == "Where":  # xDSL 0.74's arith.select takes a scalar i1 condition only
+        return True
     if node.op_type == "Cast":
         return imp.attr(node, "to", TensorProto.FLOAT) not in _DEDICATED_CASTS
     if node.op_type == "Dropout":  # training mode, or its mask wanted
