@@ -6,7 +6,9 @@ dialect adds only what those lack in xDSL 0.74: batched (broadcasting) matmul, s
 layer and RMS normalization, GELU, SiLU and gather, plus the fused forms that fusion passes
 produce for hardware targets: SwiGLU and scaled dot-product attention. All ops are pure, on static-shape
 float32 tensors (gather indices are integer), and carry plain builtin attributes so that
-upstream `mlir-opt` can check dumps with the IRDL export.
+upstream `mlir-opt` can check dumps with the IRDL export. `onnx_node` is the exception:
+one ONNX node of any other op type, on tensors of any element type, whose semantics is
+onnx's reference implementation (the generic op for the long tail of ONNX operators).
 
 Semantics (the rounding and order of every op) are defined by the reference interpreter.
 """
