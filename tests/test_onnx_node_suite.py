@@ -45,9 +45,15 @@ def outcomes(suite):
 
 
 def test_no_case_crashes(outcomes):
-    """A crash is any exception but a one-line Q35cError naming the model file."""
+    """A crash is any exception but a one-line Q35cError."""
     crashes = [f"{o.case}: {o.detail}" for o in outcomes if o.status == "crash"]
     assert not crashes, "\n".join(crashes[:20])
+
+
+def test_every_refusal_names_the_model_file(outcomes):
+    unnamed = [f"{o.case}: {o.detail}" for o in outcomes
+               if o.status == "refused" and f"{o.case}.onnx" not in o.detail]
+    assert not unnamed, "\n".join(unnamed[:20])
 
 
 def test_no_wrong_answer(outcomes):
