@@ -150,3 +150,34 @@ def test_verifier_reason_is_kept_on_one_line():
     reason = verify_reason(info.value)
     assert "\n" not in reason
     assert reason.startswith("operand 'input' at position 0 does not verify: tensor<2xui8>")
+
+
+def test_exporter_patterns_import_and_run(tmp_path):
+    """What torch.onnx emits around attention and positions (issue 13): Where(IsNaN(softmax),
+    0, softmax), a run-time int64 -> float Cast of position ids, a run-time Cast to bool, and
+    a GatherND that depends only on shapes (folded)."""
+    nodes = [
+        helper.make_node("Softmax", ["scores"], ["p"], name="softmax", axis=-1),
+        helper.make_node("IsNaN", ["p"], ["nan"], name="isnan"),
+        helper.make_node("Where", ["nan", "zero", "p"], ["attn"], name="where"),
+        helper.make_node("Cast", ["pos"], ["posf"], name="cast_pos", to=TensorProto.FLOAT),
+        helper.make_node("Cast", ["pos"], ["posb"], name="cast_bool", to=TensorProto.BOOL),
+        helper.make_node("Shape", ["scores"], ["shape"], name="shape"),
+        helper.make_node("GatherND", ["shape", "idx"], ["last"], name="gathernd"),
+        helper.make_node("Cast", ["last"], ["lastf"], name="cast_last", to=TensorProto.FLOAT),
+        helper.make_node("Mul", ["posf", "lastf"], ["scaled"], name="mul"),
+    ]
+    path = _save(tmp_path, nodes,
+                 [_info("scores", TensorProto.FLOAT, [2, 4]), _info("pos", TensorProto.INT64, [4])],
+                 [_info("attn", TensorProto.FLOAT, [2, 4]), _info("scaled", TensorProto.FLOAT, [4]),
+                  _info("posb", TensorProto.BOOL, [4])],
+                 [numpy_helper.from_array(np.float32(0), "zero"),
+                  numpy_helper.from_array(np.array([1], np.int64), "idx")])
+    scores = np.array([[0, 1, 2, 3], [np.nan, 0, 0, 0]], np.float32)
+    pos = np.array([0, 1, 2, 0], np.int64)
+    got = run_file(path, {"scores": scores, "pos": pos}, tmp_path / "out", INTERP)
+    e = np.exp(scores[0] - 3)
+    np.testing.assert_allclose(got["attn"][0], e / e.sum(), rtol=1e-6)
+    assert np.array_equal(got["attn"][1], np.zeros(4, np.float32))
+    assert np.array_equal(got["scaled"], pos.astype(np.float32) * 4)
+    assert got["posb"].dtype == np.bool_ and np.array_equal(got["posb"], pos != 0)
