@@ -15,6 +15,8 @@ Semantics (the rounding and order of every op) are defined by the reference inte
 
 from __future__ import annotations
 
+import base64
+
 import numpy as np
 from xdsl.dialects.builtin import (
     I64,
@@ -387,8 +389,8 @@ class AttentionOp(IRDLOperation):
 
 
 ONNX_GENERIC_EXCLUDED = frozenset({
-    # subgraph attributes: the importer inlines `If` on a known condition instead
-    "If", "Loop", "Scan", "SequenceMap",
+    # its body maps sequences
+    "SequenceMap",
     # random: no deterministic semantics
     "Bernoulli", "Multinomial", "RandomNormal", "RandomNormalLike", "RandomUniform",
     "RandomUniformLike",
@@ -444,6 +446,8 @@ def ir_attribute(attribute) -> Attribute:
         return ArrayAttr([FloatAttr(v, Float32Type()) for v in attribute.floats])
     if kind == AttributeProto.STRINGS:
         return ArrayAttr([StringAttr(v.decode()) for v in attribute.strings])
+    if kind == AttributeProto.GRAPH:  # a body (If, Loop, Scan): the serialized GraphProto
+        return StringAttr(base64.b64encode(attribute.g.SerializeToString()).decode())
     if kind == AttributeProto.TENSOR:
         array = numpy_helper.to_array(attribute.t)
         ttype = TensorType(exact_element(array.dtype), array.shape)
@@ -467,6 +471,11 @@ def onnx_attribute(name: str, value: Attribute, declared=None):
     if isinstance(value, FloatAttr):
         return onnx.helper.make_attribute(name, float(value.value.data),
                                           attr_type=AttributeProto.FLOAT)
+    if isinstance(value, StringAttr) and declared is not None and \
+            int(declared) == AttributeProto.GRAPH:
+        graph = onnx.GraphProto()
+        graph.ParseFromString(base64.b64decode(value.data))
+        return onnx.helper.make_attribute(name, graph)
     if isinstance(value, StringAttr):
         return onnx.helper.make_attribute(name, value.data)
     if isinstance(value, DenseIntOrFPElementsAttr):
@@ -496,9 +505,11 @@ class OnnxNodeOp(IRDLOperation):
 
     Operands and results are static-shape tensors of any element type q35c has (i1, iN,
     uiN, f16, bf16, f32, f64, float8). `attributes` holds the node's attributes as builtin
-    attributes (ints i64, floats f32, strings, arrays of them, dense tensors).
+    attributes (ints i64, floats f32, strings, arrays of them, dense tensors, and the bodies
+    of If/Loop/Scan as base64 serialized GraphProtos).
     `input_slots` / `output_slots` give the ONNX input / output position of each operand /
-    result where optional ones are omitted (absent: positions 0, 1, ...).
+    result where optional ones are omitted (absent: positions 0, 1, ...). A body that reads
+    values of the enclosing graph gets them as the last operands, named by `outer_names`.
 
     ```mlir
     %y = q35nn.onnx_node "Mod"(%a, %b) {attributes = {fmod = 0 : i64}, opset = 21 : i64} : (tensor<6xi32>, tensor<6xi32>) -> tensor<6xi32>
@@ -513,24 +524,35 @@ class OnnxNodeOp(IRDLOperation):
     onnx_attributes = attr_def(DictionaryAttr, attr_name="attributes")
     input_slots = opt_attr_def(DenseArrayBase)
     output_slots = opt_attr_def(DenseArrayBase)
+    outer_names = opt_attr_def(ArrayAttr)
     traits = traits_def(Pure())
     assembly_format = "$op_type `(` $inputs `)` attr-dict `:` functional-type($inputs, $outputs)"
 
     def __init__(self, op_type: str, opset: int, inputs: list[SSAValue],
                  result_types: list[TensorType], attributes: DictionaryAttr,
-                 input_slots: list[int] | None = None, output_slots: list[int] | None = None):
+                 input_slots: list[int] | None = None, output_slots: list[int] | None = None,
+                 outer: list[tuple[str, SSAValue]] = ()):
         attrs = {"op_type": StringAttr(op_type), "opset": IntegerAttr(opset, i64),
                  "attributes": attributes}
+        if outer:
+            attrs["outer_names"] = ArrayAttr([StringAttr(name) for name, _ in outer])
         if input_slots is not None and input_slots != list(range(len(inputs))):
             attrs["input_slots"] = DenseArrayBase.from_list(i64, input_slots)
         if output_slots is not None and output_slots != list(range(len(result_types))):
             attrs["output_slots"] = DenseArrayBase.from_list(i64, output_slots)
-        super().__init__(operands=[inputs], result_types=[result_types], attributes=attrs)
+        super().__init__(operands=[[*inputs, *(v for _, v in outer)]],
+                         result_types=[result_types], attributes=attrs)
+
+    def outer(self) -> list[str]:
+        """The names of the enclosing graph's values its bodies read (the last operands)."""
+        return [] if self.outer_names is None else [n.data for n in self.outer_names.data]
 
     def slots(self) -> tuple[list[int], list[int]]:
-        """The ONNX input positions of the operands and output positions of the results."""
+        """The ONNX input positions of the node's operands (those before the outer values)
+        and the output positions of the results."""
+        count = len(self.inputs) - len(self.outer())
         ins = (list(self.input_slots.get_values()) if self.input_slots is not None
-               else list(range(len(self.inputs))))
+               else list(range(count)))
         outs = (list(self.output_slots.get_values()) if self.output_slots is not None
                 else list(range(len(self.outputs))))
         return ins, outs
@@ -568,8 +590,13 @@ class OnnxNodeOp(IRDLOperation):
                 numpy_dtype(value.type.get_element_type())
             except ValueError as err:
                 raise VerifyException(f"q35nn.onnx_node {op_type}: {err}") from None
+        if self.outer_names is not None and (len(self.outer()) > len(self.inputs) or not all(
+                isinstance(n, StringAttr) for n in self.outer_names.data)):
+            raise VerifyException(f"q35nn.onnx_node {op_type}: outer_names must be strings, "
+                                  "one per trailing operand")
         ins, outs = self.slots()
-        for what, slots, values in (("input", ins, self.inputs), ("output", outs, self.outputs)):
+        node_inputs = self.inputs[:len(self.inputs) - len(self.outer())]
+        for what, slots, values in (("input", ins, node_inputs), ("output", outs, self.outputs)):
             if len(slots) != len(values) or any(b <= a for a, b in zip(slots, slots[1:])) or \
                     any(s < 0 for s in slots):
                 raise VerifyException(f"q35nn.onnx_node {op_type}: {what}_slots {slots} must "

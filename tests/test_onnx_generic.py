@@ -87,11 +87,17 @@ def test_if_on_a_known_condition_inlines_its_branch(tmp_path, cond, want):
     assert np.array_equal(got["y"], np.array(want, np.float32))
 
 
-def test_if_on_a_run_time_condition_is_refused_naming_the_node(tmp_path):
+@pytest.mark.parametrize("cond, want", [(True, [2, 4, 6]), (False, [-1, -2, -3])])
+def test_if_on_a_run_time_condition_is_one_generic_op(tmp_path, cond, want):
+    """Both branches travel as serialized bodies; `x`, which they read from the enclosing
+    graph, is an extra operand named in `outer_names`."""
     path = _if_model(tmp_path, None)
-    with pytest.raises(Q35cError, match=r"node 'if' \(If\): an If on a run-time condition is "
-                                        "not supported"):
-        compile_to_module(path, INTERP)
+    _, module = compile_to_module(path, INTERP)
+    [op] = [op for op in module.walk() if isinstance(op, q35nn.OnnxNodeOp)]
+    assert op.op_type.data == "If" and op.outer() == ["x"] and len(op.inputs) == 2
+    got = run_file(path, {"x": np.array([1, 2, 3], np.float32), "c": np.array(cond)},
+                   tmp_path / "out", INTERP)
+    assert np.array_equal(got["y"], np.array(want, np.float32))
 
 
 def test_unsupported_op_inside_an_if_branch_is_reported_up_front(tmp_path):

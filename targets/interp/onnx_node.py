@@ -29,7 +29,8 @@ def run_onnx_node(op: q35nn.OnnxNodeOp, args: list[np.ndarray]) -> tuple[np.ndar
     """The results of `op` on the operand values `args`."""
     ins, outs = op.slots()
     evaluator = _evaluator(op)
-    feeds = {f"i{slot}": np.asarray(arg) for slot, arg in zip(ins, args)}
+    names = [f"i{slot}" for slot in ins] + op.outer()
+    feeds = {name: np.asarray(arg) for name, arg in zip(names, args)}
     try:
         with np.errstate(all="ignore"), warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -60,7 +61,8 @@ def _evaluator(op: q35nn.OnnxNodeOp) -> ReferenceEvaluator:
     evaluator = _EVALUATORS.get(key)
     if evaluator is None:
         ins, outs = op.slots()
-        inputs = [_value_info(f"i{slot}", v.type) for slot, v in zip(ins, op.inputs)]
+        names = [f"i{slot}" for slot in ins] + op.outer()
+        inputs = [_value_info(name, v.type) for name, v in zip(names, op.inputs)]
         outputs = [_value_info(f"o{slot}", r.type) for slot, r in zip(outs, op.outputs)]
         graph = onnx.helper.make_graph([op.node_proto()], op.op_type.data, inputs, outputs)
         model = onnx.helper.make_model(

@@ -94,14 +94,44 @@ def convert_generic(imp: OnnxImporter, node: NodeProto, inputs: list[Value]) -> 
         attributes = DictionaryAttr({a.name: q35nn.ir_attribute(a) for a in node.attribute})
     except (ValueError, UnicodeDecodeError) as err:
         raise imp.error(node, first_line(err)) from None
+    outer = []
+    for name in outer_names(node):
+        value = imp.lookup(name)
+        outer.append((name, value if isinstance(value, SSAValue) else imp.exact_ssa(value)))
     out_slots = [i for i, name in enumerate(node.output) if name]
-    result_types = infer_result_types(imp, node, inputs, slots, out_slots)
+    result_types = infer_result_types(imp, node, inputs, slots, out_slots, outer)
     op = imp.tb.insert(q35nn.OnnxNodeOp(node.op_type, imp.opsets.get("", 1), operands,
-                                        result_types, attributes, slots, out_slots))
+                                        result_types, attributes, slots, out_slots, outer))
     outputs: list[Value] = [None] * len(node.output)
     for slot, result in zip(out_slots, op.results):
         outputs[slot] = result
     return outputs
+
+
+def outer_names(node: NodeProto) -> list[str]:
+    """The values of the enclosing graph that `node`'s bodies (If, Loop, Scan) read, in the
+    order they first appear."""
+    names: list[str] = []
+
+    def visit(graph: onnx.GraphProto, bound: set[str]) -> None:
+        bound = bound | {i.name for i in graph.input} | {t.name for t in graph.initializer}
+        for inner in graph.node:
+            for name in inner.input:
+                if name and name not in bound and name not in names:
+                    names.append(name)
+            for attribute in inner.attribute:
+                for sub in [attribute.g, *attribute.graphs] if attribute.type in (
+                        onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) else []:
+                    visit(sub, bound)
+            bound = bound | set(inner.output)
+        for info in graph.output:
+            if info.name not in bound and info.name not in names:
+                names.append(info.name)
+
+    for attribute in node.attribute:
+        if attribute.type == onnx.AttributeProto.GRAPH:
+            visit(attribute.g, set())
+    return names
 
 
 def _check_attributes(imp: OnnxImporter, node: NodeProto) -> None:
@@ -137,7 +167,8 @@ def _value_info(name: str, dtype: np.dtype, shape) -> onnx.ValueInfoProto:
 
 
 def infer_result_types(imp: OnnxImporter, node: NodeProto, inputs: list[Value],
-                       slots: list[int], out_slots: list[int]) -> list[TensorType]:
+                       slots: list[int], out_slots: list[int],
+                       outer: list[tuple[str, SSAValue]] = ()) -> list[TensorType]:
     """The static result types of `node`, by ONNX shape inference on the node alone."""
     single = onnx.NodeProto()
     single.CopyFrom(node)
@@ -153,6 +184,8 @@ def infer_result_types(imp: OnnxImporter, node: NodeProto, inputs: list[Value],
             shape = value.shape if isinstance(value, np.ndarray) else \
                 value.type.get_shape()
             graph_inputs.append(_value_info(f"i{slot}", _dtype(value), shape))
+    for name, value in outer:
+        graph_inputs.append(_value_info(name, _dtype(value), value.type.get_shape()))
     graph = onnx.helper.make_graph([single], "node", graph_inputs, [], initializers)
     model = onnx.helper.make_model(graph, opset_imports=list(imp.model.opset_import),
                                    ir_version=imp.model.ir_version or onnx.IR_VERSION)

@@ -276,9 +276,8 @@ class OnnxImporter:
         """`If` on a known condition (exporters' shape logic): the taken branch's nodes are
         imported in place, reading the enclosing graph's values; its outputs are the If's."""
         cond = inputs[0]
-        if not isinstance(cond, np.ndarray):
-            raise self.error(node, "an If on a run-time condition is not supported (only a "
-                                   "condition known at compile time, whose branch is inlined)")
+        if not isinstance(cond, np.ndarray):  # both branches run by the reference
+            return convert_generic(self, node, inputs)
         if cond.size != 1:
             raise self.error(node, f"the condition has {cond.size} elements, not 1")
         name = "then_branch" if bool(cond.ravel()[0]) else "else_branch"
