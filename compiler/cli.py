@@ -1,12 +1,13 @@
 """The `q35c` command line: a thin click shell over q35c.compiler.driver.
 
     q35c INPUT [--target T] [-o OUT] [--passes SPEC] [--dump-ir DIR] [--print-ir-after-all]
-    q35c run INPUT [--target interp] [--input NAME=FILE.npy ...] [--seed N] -o OUTDIR
+    q35c run INPUT [--target T] [--input NAME=FILE.npy ...] [--seed N] -o OUTDIR
     q35c passes        list built-in and plugin passes
+    q35c targets       list built-in and plugin targets
     q35c irdl          print the IRDL export of q35c's dialects
     q35c inspect MODEL.onnx [--shape ...] [--keep-float REGEX]   summarize a model
-    q35c MODEL.onnx --target groq --shape-only -o OUT   multi-chip plan, no weight data read
-    q35c report OUT    OUT/timeline.html from a Groq OUT/program.json
+    q35c MODEL.onnx --target T --shape-only -o OUT   no weight data read (groq: multi-chip plan)
+    q35c report OUT    the report of the target that wrote OUT (groq: OUT/timeline.html)
 
 User errors print one line, `q35c: error: ...`, and exit with code 2; `--debug` shows the
 Python traceback instead.
@@ -21,6 +22,8 @@ import click
 import numpy as np
 
 from q35c.compiler.diagnostics import Q35cError, first_line
+from q35c.compiler.files import open_input, set_input_limit
+from q35c.targets import COMPILE_TARGET, RUN_TARGET
 
 EXIT_USER_ERROR = 2
 
@@ -48,16 +51,39 @@ def _guarded(debug: bool, action) -> None:
         if debug:
             raise
         _fail(str(err))
-    except KeyboardInterrupt:
-        sys.exit(130)
+    except KeyboardInterrupt as err:  # SIGINT, or SIGTERM/SIGHUP during a write
+        sys.exit(128 + getattr(err, "signum", 2))
     except Exception as err:
         if debug:
             raise
+        if isinstance(err, OSError) and err.filename is not None:  # a file-system mistake
+            _fail(f"{err.filename}: {err.strerror or type(err).__name__}")
         _fail(f"internal error: {type(err).__name__}: {first_line(err)} "
               "(run with --debug for the traceback)")
 
 
 _DEBUG = click.option("--debug", is_flag=True, help="Show Python tracebacks on errors.")
+
+
+def _set_input_limit(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    """`--max-input-bytes N[K|M|G|T]`: the size limit of every input file for this run."""
+    if value is None:
+        limit = None
+    else:
+        text = value.strip().upper().removesuffix("B").removesuffix("I")
+        scale = 1024 ** ("KMGT".index(text[-1]) + 1) if text and text[-1] in "KMGT" else 1
+        digits = text[:-1] if scale > 1 else text
+        if not digits.isdigit() or int(digits) <= 0:
+            raise click.BadParameter(f"expects a positive size such as 1000000 or 40G, "
+                                     f"got '{value}'")
+        limit = int(digits) * scale
+    set_input_limit(limit)
+
+
+_MAX_INPUT = click.option(
+    "--max-input-bytes", metavar="SIZE", expose_value=False, callback=_set_input_limit,
+    help="Refuse input files larger than SIZE bytes (suffix K, M, G, T: powers of 1024); "
+         "default 64M for .f90/.mlir, 16G for .onnx, external data, .q35w and .npy.")
 _PIPELINE_OPTIONS = [
     click.option("--passes", "passes", metavar="SPEC",
                  help="Pass pipeline in xDSL syntax (e.g. 'canonicalize,my-pass{opt=1}'); "
@@ -77,6 +103,7 @@ _PIPELINE_OPTIONS = [
     click.option("--report", is_flag=True,
                  help="Print the per-layer verification table (error bounds, accumulator "
                       "bounds); on stderr when the IR goes to stdout."),
+    _MAX_INPUT,
 ]
 
 
@@ -97,15 +124,15 @@ def main() -> None:
 
 @main.command("compile")
 @click.argument("input", type=click.Path(path_type=Path))
-@click.option("--target", "-t", default="mlir", show_default=True,
-              help="mlir, interp (run only), c, groq; planned: cerebras, cuda.")
+@click.option("--target", "-t", default=COMPILE_TARGET, show_default=True,
+              help="A target spec such as 'c' or 'groq{chips=2}'; `q35c targets` lists them.")
 @click.option("-o", "output", type=click.Path(path_type=Path), metavar="OUT",
               help="Output directory (stdout for text targets when omitted).")
 @_pipeline_options
 @click.option("--shape-only", is_flag=True,
               help="Never read weight data: import shapes and packed types only (.onnx "
-                   "input). With --target groq, write the multi-chip plan (plan.json, "
-                   "report.txt, report.json); with --target mlir, the shape-only IR.")
+                   "input), for targets that support it: groq writes the multi-chip plan "
+                   "(plan.json, report.txt, report.json), mlir the shape-only IR.")
 @_DEBUG
 def compile_command(input: Path, target: str, output: Path | None, passes: str | None,
                     dump_ir: Path | None, print_ir_after_all: bool, entry: str | None,
@@ -156,8 +183,11 @@ def _parse_inputs(values: tuple[str, ...]) -> dict[str, np.ndarray]:
             inputs[name] = literal  # a scalar argument given as a literal: M=4, eps=1e-5
             continue
         try:
-            inputs[name] = np.load(file, allow_pickle=False)
-        except (OSError, ValueError) as err:
+            with open_input(Path(file), text=False) as f:
+                inputs[name] = np.load(f, allow_pickle=False)
+        except Q35cError as err:
+            raise Q35cError(f"--input {name}: {err}") from None
+        except (OSError, ValueError, EOFError) as err:
             raise Q35cError(f"--input {name}: cannot load {file}: {first_line(err)}") from None
     return inputs
 
@@ -175,29 +205,38 @@ def _scalar_literal(text: str) -> np.ndarray | None:
 
 @main.command("run")
 @click.argument("input", type=click.Path(path_type=Path))
-@click.option("--target", "-t", default="interp", show_default=True, help="Target that executes.")
+@click.option("--target", "-t", default=RUN_TARGET, show_default=True,
+              help="Target that executes (`q35c targets` lists them).")
 @click.option("--input", "inputs", multiple=True, metavar="NAME=FILE.npy",
               help="An input tensor, or a scalar literal (NAME=4); inputs not given are "
                    "drawn from --seed and saved.")
 @click.option("--seed", default=0, show_default=True, help="Seed for generated inputs.")
 @click.option("-o", "output", type=click.Path(path_type=Path), required=True, metavar="OUTDIR",
               help="Directory for <output-name>.npy (and generated inputs).")
+@click.option("--max-steps", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Stop an interpreted run after N steps (executed ops and loop "
+                   "iterations) with an error at the op and source line it reached; "
+                   "default 100000000.")
 @_pipeline_options
 @_DEBUG
 def run_command(input: Path, target: str, inputs: tuple[str, ...], seed: int, output: Path,
-                passes: str | None, dump_ir: Path | None, print_ir_after_all: bool,
-                entry: str | None, shapes: tuple[str, ...], keep_float: str | None,
-                act: str, report: bool, debug: bool) -> None:
+                max_steps: int | None, passes: str | None, dump_ir: Path | None,
+                print_ir_after_all: bool, entry: str | None, shapes: tuple[str, ...],
+                keep_float: str | None, act: str, report: bool, debug: bool) -> None:
     """Compile INPUT and execute it; write each output as OUTDIR/<name>.npy."""
-    from q35c.compiler.driver import output_file_stem, run_file
+    from q35c.compiler.codegen_names import plain_text
+    from q35c.compiler.driver import run_file, run_file_stems
 
     def action() -> None:
         options = _options(target, passes, dump_ir, print_ir_after_all, entry, shapes,
                            keep_float, report, act)
-        outputs = run_file(input, _parse_inputs(inputs), output, options, seed=seed)
+        outputs = run_file(input, _parse_inputs(inputs), output, options, seed=seed,
+                           max_steps=max_steps)
+        stems = run_file_stems(outputs, [])
         for name, value in outputs.items():
-            click.echo(f"{name}: {np.asarray(value).dtype}{list(np.shape(value))} -> "
-                       f"{output / (output_file_stem(name) + '.npy')}")
+            path = output / f"{stems['output', name]}.npy"
+            click.echo(f"{plain_text(name)}: {np.asarray(value).dtype}"
+                       f"{list(np.shape(value))} -> {path}")
 
     _guarded(debug, action)
 
@@ -233,6 +272,7 @@ def passes_command(debug: bool) -> None:
                    "unbound dynamic dimensions are imported as 1.")
 @click.option("--keep-float", metavar="REGEX",
               help="Weights whose name matches REGEX stay float, as in compile.")
+@_MAX_INPUT
 @_DEBUG
 def inspect_command(input: Path, shapes: tuple[str, ...], keep_float: str | None,
                     debug: bool) -> None:
@@ -243,14 +283,46 @@ def inspect_command(input: Path, shapes: tuple[str, ...], keep_float: str | None
         inspect_model(input, _parse_shapes(shapes), keep_float).text(), nl=False))
 
 
+@main.command("targets")
+@_DEBUG
+def targets_command(debug: bool) -> None:
+    """List available targets: q35c's, plugins' and the planned ones."""
+    from q35c.compiler.driver import load_target_class
+    from q35c.compiler.registry import load_registry
+    from q35c.compiler.universe import PLANNED_TARGETS
+
+    def action() -> None:
+        registry = load_registry()
+        for name in sorted(registry.targets):
+            plugin = registry.plugin_of("target", name)
+            try:
+                cls = load_target_class(registry, name)
+                doc = (cls.__doc__ or "").strip().splitlines()
+                summary = doc[0] if doc else ""
+                if cls.supports_shape_only:
+                    summary += " [--shape-only]"
+            except Q35cError as err:
+                summary = f"(fails to load: {err})"
+            origin = f" [plugin {plugin}]" if plugin else ""
+            click.echo(f"{name:12s} {summary}{origin}")
+        for name, summary in sorted(PLANNED_TARGETS.items()):
+            if name not in registry.targets:
+                click.echo(f"{name:12s} (planned, not implemented yet) {summary}")
+        for plugin, why in sorted(registry.broken.items()):
+            click.echo(f"warning: plugin '{plugin}' skipped: {why}", err=True)
+
+    _guarded(debug, action)
+
+
 @main.command("report")
 @click.argument("out_dir", type=click.Path(path_type=Path))
 @_DEBUG
 def report_command(out_dir: Path, debug: bool) -> None:
-    """Write OUT_DIR/timeline.html from a Groq program.json (or a --shape-only plan.json)."""
-    from q35c.targets.groq.timeline import write_timeline
+    """Write the report of the target that wrote OUT_DIR (groq: OUT_DIR/timeline.html from
+    program.json or a --shape-only plan.json)."""
+    from q35c.compiler.driver import report_directory
 
-    _guarded(debug, lambda: click.echo(f"wrote {write_timeline(out_dir)}"))
+    _guarded(debug, lambda: click.echo(f"wrote {report_directory(out_dir)}"))
 
 
 @main.command("irdl")

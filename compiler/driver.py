@@ -1,6 +1,10 @@
 """The compile and run API that the CLI (and tests) call.
 
-    load_input  ->  run_pipeline (verify + optional dump after every pass)  ->  target
+    load_input -> run_pipeline (the user's passes, then the target's own `pipeline()`;
+    verify + optional dump after every pass) -> check the target's accepted ops -> target
+
+Nothing here knows a particular target: what differs between targets (their passes, the
+ops they accept, --shape-only, `q35c report`) is declared by the target (targets/target.py).
 
 Everything that can go wrong because of the user's input or a plugin raises `Q35cError`
 with one line naming the file and the op, pass or plugin. Outputs are written to a
@@ -10,9 +14,7 @@ temporary directory and moved into place only on success, so a failure writes no
 from __future__ import annotations
 
 import dataclasses
-import shutil
 import sys
-import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,13 +26,17 @@ from xdsl.passes import ModulePass
 from xdsl.utils.arg_spec import parse_spec
 from xdsl.utils.exceptions import VerifyException
 
+from q35c.compiler.codegen_names import file_stem, file_stems, plain_text
+from q35c.compiler.context import make_context
 from q35c.compiler.diagnostics import Q35cError, first_line
 from q35c.compiler.frontends import FRONTENDS, PLANNED as PLANNED_FRONTENDS, FrontendOptions
-from q35c.compiler.ir_text import module_text, referenced_weights
+from q35c.compiler.ir_text import module_text
+from q35c.compiler.outputs import IRDumper, write_atomically
 from q35c.compiler.progress import progress_bar
 from q35c.compiler.registry import Registry, load_registry
+from q35c.compiler.universe import PLANNED_TARGETS
 from q35c.compiler.weights import WeightStore, store_of
-from q35c.targets import PLANNED as PLANNED_TARGETS, TARGETS
+from q35c.targets import COMPILE_TARGET, RUN_TARGET
 from q35c.targets.target import Q35cTarget
 
 DEFAULT_PIPELINE = "quantize-weights,canonicalize,cse"
@@ -38,15 +44,6 @@ DEFAULT_PIPELINE = "quantize-weights,canonicalize,cse"
 VERIFY_PIPELINE = "verify-overflow,verify-quant-error"
 """Part of the default pipeline, but run last: a pipeline that uses `default` (or none) ends
 with these, so they check the final IR (e.g. after `default,int8-activations`)."""
-
-
-def make_context(registry: Registry | None = None) -> Context:
-    """A context that knows every registered dialect (loaded lazily on first use)."""
-    registry = registry or load_registry()
-    ctx = Context()
-    for name, factory in registry.dialects.items():
-        ctx.register_dialect(name, factory)
-    return ctx
 
 
 def load_input(path: Path, ctx: Context, options: FrontendOptions | None = None) -> ModuleOp:
@@ -134,31 +131,6 @@ def _plugin_note(registry: Registry, kind: str, name: str) -> str:
     return f" (plugin '{plugin}')" if plugin else ""
 
 
-@dataclass
-class IRDumper:
-    """Writes `NN-<pass>.mlir` after each stage into `directory`, and the weights at the end."""
-
-    directory: Path
-    weights: set[str] = field(default_factory=set)
-    WEIGHTS_FILE = "weights.q35w"
-
-    def __post_init__(self) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True)
-        for stale in self.directory.glob("[0-9][0-9]-*.mlir"):
-            stale.unlink()
-
-    def dump(self, index: int, label: str, spec: str, module: ModuleOp) -> None:
-        names = referenced_weights(module)
-        self.weights |= names
-        text = module_text(module, weights_file=self.WEIGHTS_FILE if names else None)
-        path = self.directory / f"{index:02d}-{label}.mlir"
-        path.write_text(f"// q35c stage {index:02d}: {spec}\n{text}")
-
-    def finish(self, store: WeightStore) -> None:
-        if self.weights:
-            store.save(self.directory / self.WEIGHTS_FILE, keep=self.weights)
-
-
 def run_pipeline(ctx: Context, module: ModuleOp, passes: Iterable[ModulePass], *,
                  dumper: IRDumper | None = None, print_after_all: bool = False,
                  registry: Registry | None = None) -> None:
@@ -199,43 +171,98 @@ def run_pipeline(ctx: Context, module: ModuleOp, passes: Iterable[ModulePass], *
 # -- targets and outputs -------------------------------------------------------------------
 
 
-def get_target(name: str, registry: Registry | None = None) -> Q35cTarget:
-    """A target instance from a spec such as `mlir` or `groq{chips=2}`."""
+def get_target(name: str, registry: Registry | None = None, shape_only: bool = False
+               ) -> Q35cTarget:
+    """A target instance from a spec such as `mlir` or `groq{chips=2}`: q35c's own targets
+    and plugins', from the registry. `shape_only`: the target for `--shape-only`, refused
+    with one line by a target that does not support it."""
+    registry = registry or load_registry()
     try:
         spec = parse_spec(name)
-    except BaseException as err:
+    except BaseException as err:  # xDSL's ArgSpecParseError derives from BaseException
         raise Q35cError(f"--target: cannot parse '{name}': {first_line(err)}") from None
-    if spec.name in PLANNED_TARGETS:
-        raise Q35cError(f"target {spec.name} is not implemented yet")
-    if spec.name not in TARGETS:
-        known = ", ".join(sorted(TARGETS) + list(PLANNED_TARGETS))
-        raise Q35cError(f"unknown target '{spec.name}' (known: {known})")
-    return TARGETS[spec.name]().from_spec(spec)
+    if spec.name not in registry.targets:
+        if spec.name in PLANNED_TARGETS:
+            raise Q35cError(f"target {spec.name} is not implemented yet")
+        known = ", ".join(sorted(registry.targets) + list(PLANNED_TARGETS))
+        broken = "".join(f"; plugin '{p}' {why}" for p, why in registry.broken.items())
+        raise Q35cError(f"unknown target '{spec.name}' (known: {known}){broken}")
+    cls = load_target_class(registry, spec.name)
+    if shape_only and not cls.supports_shape_only:
+        supported = [c.name for c in loadable_targets(registry) if c.supports_shape_only]
+        raise Q35cError(f"--shape-only is supported by --target {' and '.join(supported)}, "
+                        f"not '{spec.name}'")
+    try:
+        return cls.shape_only_from_spec(spec) if shape_only else cls.from_spec(spec)
+    except (ValueError, TypeError) as err:
+        raise Q35cError(f"--target {spec.name}: {first_line(err)}") from None
 
 
-def _publish(tmp: Path, out_dir: Path) -> None:
-    """Move every file of `tmp` into `out_dir` (created if needed)."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for item in sorted(tmp.iterdir()):
-        target = out_dir / item.name
-        if target.is_dir() and not target.is_symlink():
-            shutil.rmtree(target)
-        item.replace(target)
+def load_target_class(registry: Registry, name: str) -> type[Q35cTarget]:
+    """The class of registered target `name`; a plugin's failure to load, or a class that
+    is not a `Q35cTarget`, is one line naming the plugin."""
+    cls = _load(registry, "target", name, registry.targets[name])
+    if not (isinstance(cls, type) and issubclass(cls, Q35cTarget)):
+        raise Q35cError(f"target '{name}'{_plugin_note(registry, 'target', name)} is not a "
+                        "q35c target (a Q35cTarget subclass)")
+    return cls
 
 
-def write_atomically(out_dir: Path, write) -> None:
-    """Call `write(tmp_dir)`, then move its files into `out_dir`; on failure write nothing."""
-    parent = out_dir.resolve().parent
-    parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=f".{out_dir.name}.", dir=parent) as tmp:
-        write(Path(tmp))
-        _publish(Path(tmp), out_dir)
+def loadable_targets(registry: Registry) -> list[type[Q35cTarget]]:
+    """The class of every registered target that loads, in name order (a broken plugin
+    target is reported when it is asked for by name, not here)."""
+    classes = []
+    for name in sorted(registry.targets):
+        try:
+            classes.append(load_target_class(registry, name))
+        except Q35cError:
+            continue
+    return classes
+
+
+def target_pipeline(target: Q35cTarget, registry: Registry, shape_only: bool = False
+                    ) -> list[ModulePass]:
+    """The passes `target` declares, after the user's pipeline (one line names a bad one)."""
+    spec = target.pipeline(shape_only)
+    if not spec:
+        return []
+    try:
+        return build_pipeline(spec, registry, verify=False)
+    except Q35cError as err:
+        raise Q35cError(f"target {target.name}: pipeline '{spec}': {err}") from None
+
+
+def check_accepted_ops(target: Q35cTarget, module: ModuleOp, path: Path,
+                       entry: str | None = None) -> None:
+    """Every op in the body of the entry function must be one `target` accepts; all others
+    are reported in one line, by op name, with their source locations."""
+    accepted = target.accepted_ops()
+    if accepted is None:
+        return
+    from q35c.compiler.ir_attrs import origin_of
+    from q35c.compiler.entry import entry_function
+
+    try:
+        fn = entry_function(module, entry)
+    except Exception:
+        return  # no entry function: the target reports that itself
+    found: dict[str, list[str]] = {}
+    for index, op in enumerate(fn.body.block.ops):
+        if op.name not in accepted:
+            where = origin_of(op) or f"op {index} of @{fn.sym_name.data}"
+            found.setdefault(op.name, []).append(where)
+    if found:
+        parts = []
+        for name, places in sorted(found.items()):
+            shown = ", ".join(places[:3]) + (", ..." if len(places) > 3 else "")
+            parts.append(f"{name} x{len(places)} ({shown})")
+        raise Q35cError(f"{path}: target {target.name} does not support: {'; '.join(parts)}")
 
 
 @dataclass
 class Options:
     target: str | None = None
-    """None: `mlir` for compiling, `interp` for running."""
+    """None: COMPILE_TARGET for compiling, RUN_TARGET for running (q35c.targets)."""
     passes: str | None = None
     dump_ir: Path | None = None
     print_ir_after_all: bool = False
@@ -246,21 +273,22 @@ class Options:
     """Print the per-layer verification table (`--report`) after compiling."""
     shape_only: bool = False
     """`--shape-only`: import shapes and types only, never weight data (ONNX input; targets
-    in SHAPE_ONLY_TARGETS). `default` then omits the verification passes."""
+    whose `supports_shape_only` is set). `default` then omits the verification passes."""
 
 
-SHAPE_ONLY_TARGETS = ("groq", "mlir")
-"""Targets that accept --shape-only: groq writes the multi-chip plan, mlir the IR with a
-store of shape-only entries."""
 SHAPE_ONLY_INPUTS = (".onnx",)
 
 
-def compile_to_module(path: Path, options: Options) -> tuple[Context, ModuleOp]:
-    """Frontend and pipeline: the verified module the target will see."""
+def compile_to_module(path: Path, options: Options, target: Q35cTarget | None = None
+                      ) -> tuple[Context, ModuleOp]:
+    """Frontend, the user's pipeline, then `target`'s own pipeline and its accepted-ops
+    check: the verified module the target will see."""
     registry = load_registry()
     ctx = make_context(registry)
     passes = build_pipeline(options.passes, registry, options.keep_float,
                             verify=not options.shape_only)
+    if target is not None:
+        passes += target_pipeline(target, registry, options.shape_only)
     if options.shape_only and path.suffix.lower() not in SHAPE_ONLY_INPUTS:
         raise Q35cError(f"{path}: --shape-only imports ONNX models only (.onnx), not "
                         f"'{path.suffix}'")
@@ -269,6 +297,8 @@ def compile_to_module(path: Path, options: Options) -> tuple[Context, ModuleOp]:
     dumper = IRDumper(options.dump_ir) if options.dump_ir else None
     run_pipeline(ctx, module, passes, dumper=dumper,
                  print_after_all=options.print_ir_after_all, registry=registry)
+    if target is not None:
+        check_accepted_ops(target, module, path, options.entry)
     return ctx, module
 
 
@@ -280,74 +310,86 @@ def print_report(module: ModuleOp, stream) -> None:
     stream.flush()
 
 
-def _shape_only_plan_args(name: str) -> dict[str, tuple] | None:
-    """For --shape-only: the options of a `groq{...}` target spec (None for `mlir`); any
-    other target is refused."""
-    try:
-        spec = parse_spec(name)
-    except BaseException as err:
-        raise Q35cError(f"--target: cannot parse '{name}': {first_line(err)}") from None
-    if spec.name not in SHAPE_ONLY_TARGETS:
-        raise Q35cError(f"--shape-only is supported by --target "
-                        f"{' and '.join(SHAPE_ONLY_TARGETS)}, not '{spec.name}'")
-    return dict(spec.parameters) if spec.name == "groq" else None
-
-
-def compile_shape_only_plan(path: Path, out_dir: Path | None, options: Options,
-                            plan_args: dict[str, tuple], stdout=sys.stdout) -> None:
-    """`q35c MODEL.onnx --target groq --shape-only -o OUT`: the multi-chip plan
-    (plan.json, report.txt, report.json) from shapes and packed types alone."""
-    from q35c.targets.groq.plan import PlanOptions, plan_module
-
-    plan_options = PlanOptions.from_spec_args(plan_args)
-    _, module = compile_to_module(path, options)
-    plan = plan_module(module, plan_options, entry=options.entry)
-    if out_dir is not None:
-        write_atomically(out_dir, plan.write)
-    stdout.write(plan.text())
-    stdout.flush()
-
-
 def compile_file(path: Path, out_dir: Path | None, options: Options, stdout=sys.stdout) -> None:
-    """`q35c INPUT --target T -o OUT`."""
+    """`q35c INPUT --target T -o OUT` (with --shape-only, what the target writes then)."""
+    target = get_target(options.target or COMPILE_TARGET, shape_only=options.shape_only)
+    ctx, module = compile_to_module(path, options, target)
+    store = store_of(module)
     if options.shape_only:
-        plan_args = _shape_only_plan_args(options.target or "mlir")
-        if plan_args is not None:
-            return compile_shape_only_plan(path, out_dir, options, plan_args, stdout)
-    target = get_target(options.target or "mlir")
-    ctx, module = compile_to_module(path, options)
+        if out_dir is None:
+            target.emit_shape_only(ctx, module, stdout, options.entry)
+        else:
+            write_atomically(out_dir, lambda tmp: target.write_shape_only(
+                ctx, module, store, tmp, path.stem, options.entry))
+        return
     if out_dir is None:
         if options.report:  # on stderr: the IR itself goes to stdout
             print_report(module, sys.stderr)
         target.emit(ctx, module, stdout)
         return
-    store = store_of(module)
     write_atomically(out_dir, lambda tmp: target.write(ctx, module, store, tmp, path.stem))
     if options.report:
         print_report(module, stdout)
 
 
-def output_file_stem(name: str) -> str:
-    """A file name for tensor `name` that stays inside the output directory.
+def report_directory(out_dir: Path, registry: Registry | None = None) -> Path:
+    """`q35c report OUT`: the report of the target whose output marker is in OUT (the only
+    target with a report, when none is, so that its message says what is missing)."""
+    registry = registry or load_registry()
+    if not out_dir.is_dir():
+        raise Q35cError(f"{out_dir}: no such directory")
+    reporting = [cls for cls in loadable_targets(registry) if cls.output_markers]
+    found = [cls for cls in reporting
+             if any((out_dir / marker).exists() for marker in cls.output_markers)]
+    if not found and len(reporting) == 1:
+        found = reporting
+    if not found:
+        expected = "; ".join(f"{cls.name}: {' or '.join(cls.output_markers)}"
+                             for cls in reporting)
+        raise Q35cError(f"{out_dir}: no target output to report on ({expected})")
+    return found[0].report(out_dir)
 
-    Model value names may contain `/` (torch exporters) or `..`; every character outside
-    letters, digits, `_`, `-` and `.` becomes `_`, and a leading dot is escaped too.
-    """
-    stem = "".join(c if c.isalnum() or c in "_-." else "_" for c in name)
-    return "_" + stem if stem.startswith(".") or not stem else stem
+
+def output_file_stem(name: str) -> str:
+    """A file name for tensor `name` that stays inside the output directory
+    (`codegen_names.file_stem`: model value names may contain `/` or `..`)."""
+    return file_stem(name)
+
+
+def run_file_stems(outputs: Iterable[str], inputs: Iterable[str]) -> dict[tuple[str, str], str]:
+    """`q35c run`'s file stem of every ("output" | "input", name): unique, also on
+    case-insensitive file systems; outputs first, so their files do not depend on which
+    inputs were given (`codegen_names.file_stems`)."""
+    keys = [("output", n) for n in outputs] + [("input", n) for n in inputs]
+    return dict(zip(keys, file_stems([n for _, n in keys])))
+
+
+def _collision_note(stems: dict[tuple[str, str], str], written: set[tuple[str, str]]) -> str:
+    """One line naming the written tensors whose file got a `~N` suffix ('' if none)."""
+    renamed = [f"{kind} '{plain_text(name)}' -> {stems[kind, name]}.npy"
+               for kind, name in stems if (kind, name) in written and "~" in stems[kind, name]]
+    if not renamed:
+        return ""
+    return ("q35c: note: tensor names that map to the same file name (after replacing "
+            "characters outside letters, digits, '_', '-', '.', ignoring case): "
+            + ", ".join(renamed))
 
 
 def run_file(path: Path, inputs: dict[str, np.ndarray], out_dir: Path, options: Options,
-             seed: int = 0) -> dict[str, np.ndarray]:
-    """`q35c run INPUT`: compile, execute on `inputs` (missing ones drawn from `seed`), save."""
+             seed: int = 0, max_steps: int | None = None) -> dict[str, np.ndarray]:
+    """`q35c run INPUT`: compile, execute on `inputs` (missing ones drawn from `seed`), save.
+    An interpreted run stops after `max_steps` steps (`--max-steps`; default
+    `q35c.semantics.DEFAULT_MAX_STEPS`)."""
     from xdsl.dialects.builtin import MemRefType
 
-    from q35c.targets.interp.interpreter import (
-        argument_attr_strings, argument_names, entry_function, memref_argument_shape)
+    from q35c.compiler.entry import (
+        argument_attr_strings, argument_names, entry_function, memref_argument_shape,
+        result_names)
     from q35c.compiler.tensors import numpy_dtype
+    from q35c.semantics import DEFAULT_MAX_STEPS, SourceLineError, step_limit
 
-    target = get_target(options.target or "interp")
-    ctx, module = compile_to_module(path, options)
+    target = get_target(options.target or RUN_TARGET)
+    ctx, module = compile_to_module(path, options, target)
     try:
         fn = entry_function(module, options.entry)
     except Exception as err:
@@ -379,11 +421,29 @@ def run_file(path: Path, inputs: dict[str, np.ndarray], out_dir: Path, options: 
                         f"{', '.join(argument_names(fn))}")
     if options.report:
         print_report(module, sys.stdout)
-    outputs = target.run(ctx, module, store_of(module), {**inputs, **generated}, options.entry)
+    with step_limit(DEFAULT_MAX_STEPS if max_steps is None else max_steps):
+        try:
+            outputs = target.run(ctx, module, store_of(module), {**inputs, **generated},
+                                 options.entry)
+        except SourceLineError as err:  # a run-time error at a line of the source
+            raise Q35cError(f"{path}:{err.line}: {err.message}") from None
+
+    names = result_names(fn)
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise Q35cError(f"{path}: several outputs are named '{plain_text(twice[0])}'; "
+                        "`q35c run` needs distinct output names")
+    stems = run_file_stems(outputs, argument_names(fn))
+    files = {stems["output", name]: value for name, value in outputs.items()}
+    files.update({stems["input", name]: value for name, value in generated.items()})
 
     def write(tmp: Path) -> None:
-        for name, value in {**generated, **outputs}.items():
-            np.save(tmp / f"{output_file_stem(name)}.npy", np.asarray(value))
+        for stem, value in files.items():
+            np.save(tmp / f"{stem}.npy", np.asarray(value))
 
     write_atomically(out_dir, write)
+    note = _collision_note(stems, {("output", n) for n in outputs}
+                           | {("input", n) for n in generated})
+    if note:
+        print(note, file=sys.stderr)
     return outputs

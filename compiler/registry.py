@@ -4,7 +4,12 @@
 with another. q35c loads each entry point on its own instead: xDSL's and q35c's own first,
 then plugins in name order. A plugin that fails to load, or that redefines a name, is
 recorded in `broken` and skipped, so one bad plugin cannot break the compiler; the failure is
-reported when the user asks for something that plugin provides (and by `q35c passes`).
+reported when the user asks for something that plugin provides (and by `q35c passes` and
+`q35c targets`).
+
+Targets: `targets` holds q35c targets (`Q35cTarget` subclasses: q35c's own and plugins').
+xDSL's own targets print xDSL IR to a stream and know nothing of weight stores or output
+directories, so `--target` does not offer them; q35c's `mlir` target takes their name.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ class Registry:
     dialects: dict[str, Callable[[], Dialect]] = field(default_factory=dict)
     passes: dict[str, Callable[[], type[ModulePass]]] = field(default_factory=dict)
     targets: dict[str, Callable[[], type[Target]]] = field(default_factory=dict)
+    """q35c targets by `--target` name (xDSL's own text targets are left out)."""
     origin: dict[str, str] = field(default_factory=dict)
     """'pass:NAME' / 'dialect:NAME' / 'target:NAME' -> the plugin (entry point) that defines it."""
     broken: dict[str, str] = field(default_factory=dict)
@@ -35,7 +41,7 @@ class Registry:
     def add(self, plugin: str, universe: Universe) -> None:
         tables = (("dialect", universe.all_dialects, self.dialects),
                   ("pass", universe.all_passes, self.passes),
-                  ("target", universe.all_targets, self.targets))
+                  ("target", _targets_of(plugin, universe), self.targets))
         clashes = [f"{kind} '{name}' (already defined by {self.origin[f'{kind}:{name}']})"
                    for kind, new, _ in tables for name in new
                    if f"{kind}:{name}" in self.origin]
@@ -51,6 +57,18 @@ class Registry:
         """The third-party plugin defining `name`, or None for xDSL / q35c built-ins."""
         plugin = self.origin.get(f"{kind}:{name}")
         return None if plugin in BUILTIN_PLUGINS else plugin
+
+
+def _targets_of(plugin: str, universe: Universe) -> dict[str, Callable[[], type[Target]]]:
+    """The q35c targets a plugin's universe provides: none of xDSL's, and for q35c also
+    those whose name xDSL's universe already uses (compiler/universe.py XDSL_TARGET_NAMES)."""
+    if plugin == "xdsl":
+        return {}
+    if plugin == "q35c":
+        from q35c.compiler.universe import TARGETS
+
+        return {**universe.all_targets, **TARGETS}
+    return universe.all_targets
 
 
 @functools.cache

@@ -1,4 +1,4 @@
-"""q35c's `xdsl.universe` entry point: its dialects and passes, as lazy factories.
+"""q35c's `xdsl.universe` entry point: its dialects, passes and targets, as lazy factories.
 
 Registered in pyproject.toml, so stock `xdsl-opt` sees q35c's dialects and passes, and q35c
 loads its built-ins through the same mechanism as third-party plugins. Imports happen only
@@ -11,6 +11,7 @@ from collections.abc import Callable
 from xdsl.ir import Dialect
 from xdsl.passes import ModulePass
 from xdsl.universe import Universe
+from xdsl.utils.target import Target
 
 
 def _quant3p5() -> Dialect:
@@ -57,4 +58,35 @@ PASSES: dict[str, Callable[[], type[ModulePass]]] = {
     "verify-quant-error": _pass("verify_quant_error", "VerifyQuantErrorPass"),
 }
 
-Q35C_UNIVERSE = Universe(all_dialects=DIALECTS, all_passes=PASSES)
+
+
+def _target(module: str, cls: str) -> Callable[[], type[Target]]:
+    """A factory that imports `q35c.targets.<module>` only when the target is asked for."""
+
+    def factory() -> type[Target]:
+        return getattr(importlib.import_module(f"q35c.targets.{module}"), cls)
+
+    return factory
+
+
+TARGETS: dict[str, Callable[[], type[Target]]] = {
+    "mlir": _target("mlir", "MLIRTarget"),
+    "interp": _target("interp", "InterpTarget"),
+    "c": _target("c", "CTarget"),
+    "groq": _target("groq", "GroqTarget"),
+}
+"""q35c's code-generation targets (`Q35cTarget` subclasses), by `--target` name."""
+PLANNED_TARGETS: dict[str, str] = {
+    "cerebras": "a Cerebras wafer-scale program",
+    "cuda": "CUDA kernels for NVIDIA GPUs",
+}
+"""Targets that are planned but not written yet: `--target` names them as such."""
+XDSL_TARGET_NAMES = ("mlir",)
+"""Names of q35c targets that xDSL's own universe already uses for a target of its own.
+A universe may not redefine a name (xdsl-opt's `Universe.get_multiverse` fails on
+duplicates), so these stay out of Q35C_UNIVERSE; q35c's registry adds them from TARGETS,
+shadowing xDSL's text targets, which `--target` does not offer."""
+
+Q35C_UNIVERSE = Universe(
+    all_dialects=DIALECTS, all_passes=PASSES,
+    all_targets={name: f for name, f in TARGETS.items() if name not in XDSL_TARGET_NAMES})

@@ -37,6 +37,7 @@ from pathlib import Path
 import numpy as np
 from xdsl.dialects.builtin import ModuleOp, StringAttr
 
+from q35c.compiler.files import InputFileError, confined_file, open_input
 from q35c.compiler.quant import LegacyPairTensor, Q3P5Tensor
 
 MAGIC = b"Q35W"
@@ -159,6 +160,44 @@ def _entry_value(kind: str, arrays: dict[str, np.ndarray]) -> Weight:
     return arrays["data"]
 
 
+BLOB_KEYS = {"tensor": {"data"}, "q3p5": {"bytes"},
+             "pair43": {"packed", "scale", "offset", "k"}, SHAPE_ONLY_KIND: set()}
+"""The blobs each entry kind has in a store file."""
+BLOB_DTYPE_KINDS = "biuf"
+"""numpy dtype kinds a blob may have (no objects, strings or structured records)."""
+
+
+def _dims(value) -> tuple[int, ...]:
+    if not isinstance(value, list) or not all(type(d) is int and d >= 0 for d in value):
+        raise ValueError(f"shape {value!r} is not a list of non-negative integers")
+    return tuple(value)
+
+
+def _checked_entry(name: str, entry, data_start: int, size: int
+                   ) -> tuple[str, dict[str, _Blob]]:
+    """The (kind, blobs) of header entry `name`, each blob checked to lie in the file."""
+    if not isinstance(entry, dict) or entry.get("kind") not in BLOB_KEYS:
+        raise ValueError(f"entry '{name}' has no known kind")
+    kind = entry["kind"]
+    if not isinstance(entry["blobs"], dict) or set(entry["blobs"]) != BLOB_KEYS[kind]:
+        raise ValueError(f"entry '{name}' ({kind}) must have blobs "
+                         f"{sorted(BLOB_KEYS[kind])}")
+    blobs = {}
+    for key, b in entry["blobs"].items():
+        dtype = np.dtype(b["dtype"])
+        if dtype.kind not in BLOB_DTYPE_KINDS or dtype.fields is not None:
+            raise ValueError(f"entry '{name}' blob '{key}' has dtype {b['dtype']!r}")
+        shape, offset = _dims(b["shape"]), b["offset"]
+        end = (offset + dtype.itemsize * int(np.prod(shape, dtype=object))
+               if type(offset) is int else -1)
+        if not data_start <= offset <= end <= size:
+            raise ValueError(f"entry '{name}' blob '{key}' lies outside the file's data")
+        blobs[key] = _Blob(dtype.str, shape, offset)
+    if kind == "q3p5" and len(blobs["bytes"].shape) != 1:
+        raise ValueError(f"entry '{name}' q3p5 bytes must be one-dimensional")
+    return kind, blobs
+
+
 class WeightStore:
     """A name -> weight mapping, loaded lazily from a `.q35w` file or filled in memory."""
 
@@ -176,29 +215,84 @@ class WeightStore:
 
     # -- reading ---------------------------------------------------------------------------
     def _open(self, path: Path) -> None:
-        try:
-            raw = np.memmap(path, dtype=np.uint8, mode="r")
-        except (OSError, ValueError) as err:
-            raise WeightStoreError(f"{path}: cannot read weight store: {err}") from None
+        """Map `path` and check its header: every entry's kind and blobs, and every blob's
+        dtype, shape and byte range inside the file, so a corrupt store fails here, naming
+        the file and the entry, not in the first pass that reads it."""
+        with open_input(path, text=False) as f:
+            try:
+                raw = np.memmap(f, dtype=np.uint8, mode="r")
+            except (OSError, ValueError) as err:
+                raise WeightStoreError(f"{path}: cannot read weight store: {err}") from None
         if raw.size < 16 or bytes(raw[:4]) != MAGIC:
             raise WeightStoreError(f"{path}: not a q35c weight store (bad magic)")
         version, header_len = struct.unpack("<IQ", bytes(raw[4:16]))
         if version != VERSION:
             raise WeightStoreError(f"{path}: unsupported weight store version {version}")
+        if header_len > raw.size - 16:
+            raise WeightStoreError(f"{path}: corrupt weight store header: its length "
+                                   f"{header_len} runs past the end of the file")
         try:
             header = json.loads(bytes(raw[16:16 + header_len]))
+            if not isinstance(header, dict):
+                raise ValueError("the header is not a JSON object")
             for name, entry in header.items():
+                self._index[name] = _checked_entry(name, entry, 16 + header_len, raw.size)
                 if entry["kind"] == SHAPE_ONLY_KIND:
                     spec = entry["spec"]
                     self._specs[name] = ShapeOnlyWeight(
-                        tuple(int(d) for d in spec["shape"]), str(spec["dtype"]),
+                        _dims(spec["shape"]), str(spec["dtype"]),
                         spec.get("layout"), spec.get("group"))
-                blobs = {key: _Blob(b["dtype"], tuple(b["shape"]), b["offset"])
-                         for key, b in entry["blobs"].items()}
-                self._index[name] = (entry["kind"], blobs)
-        except (ValueError, KeyError, TypeError) as err:
+        except (ValueError, KeyError, TypeError, RecursionError) as err:
             raise WeightStoreError(f"{path}: corrupt weight store header: {err}") from None
         self._map = raw
+
+    def check_types(self, module: ModuleOp) -> None:
+        """Check every `quant3p5.weight` of `module` against this store: the entry exists
+        and its kind, shape and dtype (or packed size) fit the op's result type."""
+        from q35c.compiler.quant.q3p5 import storage_bytes
+        from q35c.compiler.tensors import numpy_dtype
+        from q35c.dialects.quant3p5 import PackedWeightType, WeightOp
+
+        for op in module.walk():
+            if not isinstance(op, WeightOp):
+                continue
+            name, type_ = op.weight_name.data, op.result.type
+            if name not in self:
+                raise WeightStoreError(f"weight '{name}' not found{self._where()}")
+            if name in self._specs or name not in self._index:
+                continue  # shape-only, or filled in memory by this process
+            kind, blobs = self._index[name]
+
+            def mismatch(what: str) -> WeightStoreError:
+                return WeightStoreError(f"{self.path}: tensor '{name}': {what} does not fit "
+                                        f"its IR type {type_}")
+
+            if isinstance(type_, PackedWeightType):
+                if kind != type_.layout.data:
+                    raise mismatch(f"kind '{kind}'")
+                if kind == "q3p5" and blobs["bytes"].shape != (
+                        storage_bytes(type_.get_shape(), type_.group),):
+                    raise mismatch(f"{blobs['bytes'].shape[0]} bytes")
+                if kind == "pair43":
+                    k, n = type_.get_shape()
+                    if blobs["packed"].shape != (-(-k // 2), n):
+                        raise mismatch(f"packed shape {list(blobs['packed'].shape)}")
+                continue
+            if kind != "tensor":
+                raise mismatch(f"kind '{kind}'")
+            blob = blobs["data"]
+            shape = tuple(type_.get_shape())
+            if blob.shape != (shape or (1,)) and blob.shape != shape:
+                raise mismatch(f"shape {list(blob.shape)}")
+            try:
+                expected = numpy_dtype(type_.get_element_type())
+            except ValueError:
+                continue
+            if (np.dtype(blob.dtype).kind == "f") != (expected.kind == "f"):
+                raise mismatch(f"dtype {np.dtype(blob.dtype)}")
+
+    def _where(self) -> str:
+        return f" in {self.path}" if self.path else ""
 
     def _load(self, name: str) -> Weight:
         kind, blobs = self._index[name]
@@ -234,8 +328,7 @@ class WeightStore:
         if name in self._files:
             return self._files[name].load()
         if name not in self._index:
-            where = f" in {self.path}" if self.path else ""
-            raise WeightStoreError(f"weight '{name}' not found{where}")
+            raise WeightStoreError(f"weight '{name}' not found{self._where()}")
         return self._load(name)
 
     def __contains__(self, name: object) -> bool:
@@ -339,6 +432,9 @@ def attach_store(module: ModuleOp, store: WeightStore) -> None:
 def store_of(module: ModuleOp, base_dir: Path | None = None) -> WeightStore:
     """The module's weight store: attached in memory, else the file its attribute names.
 
+    With `base_dir` (the input's folder) that file must be a regular file inside it, like
+    ONNX external data (`confined_file`); the store is checked when opened.
+
     A module without weights gets an empty store, attached so that passes can add to it.
     """
     if module in _ATTACHED:
@@ -346,8 +442,12 @@ def store_of(module: ModuleOp, base_dir: Path | None = None) -> WeightStore:
     attr = module.attributes.get(MODULE_ATTR)
     if isinstance(attr, StringAttr):
         path = Path(attr.data)
-        if not path.is_absolute() and base_dir is not None:
-            path = base_dir / path
+        if base_dir is not None:
+            try:
+                path = confined_file(base_dir, attr.data)
+            except InputFileError as err:
+                raise WeightStoreError(f"weights file (module attribute {MODULE_ATTR}) "
+                                       f"{err}") from None
         store = WeightStore(path)
     else:
         store = WeightStore()

@@ -14,7 +14,7 @@ attributes as parameters and attributes (no properties), because upstream `mlir-
 IRDL-defined ops only with attribute dictionaries and parses IRDL types as `<attr, attr>`.
 
 The exact numerics of every op are defined by the reference interpreter
-(targets/interp/interpreter.py); this file defines structure and verification only.
+(semantics/quant3p5.py); this file defines structure and verification only.
 """
 
 from __future__ import annotations

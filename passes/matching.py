@@ -14,6 +14,13 @@ from xdsl.dialects.linalg import ops as linalg
 from xdsl.ir import Operation, SSAValue
 from xdsl.traits import is_side_effect_free
 
+from q35c.compiler.ir_attrs import (  # noqa: F401  (re-exported for the passes)
+    ONNX_NODE_ATTR,
+    ORIGIN_ATTRS,
+    SOURCE_LINE_ATTR,
+    copy_origin,
+    origin_of,
+)
 from q35c.compiler.tensors import constant_value
 
 
@@ -108,56 +115,3 @@ def erase_dead_ops(module: Operation) -> None:
                 op.detach()
                 op.erase()
                 changed = True
-
-
-ONNX_NODE_ATTR = "q35c.onnx_node"
-"""Set by the ONNX importer on the matmuls it creates: the ONNX node's name."""
-SOURCE_LINE_ATTR = "q35c.source_line"
-"""Set by the Fortran frontend (on functions, and on ops where it knows the line)."""
-
-
-ORIGIN_ATTRS = (ONNX_NODE_ATTR, SOURCE_LINE_ATTR)
-
-
-def copy_origin(src: Operation, *new_ops: Operation) -> None:
-    """Carry `src`'s source location (`q35c.onnx_node`, `q35c.source_line`) over to the ops
-    a rewrite creates in its place, so that reports and errors still name the source."""
-    for name in ORIGIN_ATTRS:
-        if name in src.attributes:
-            for new in new_ops:
-                new.attributes.setdefault(name, src.attributes[name])
-
-
-def origin_of(op: Operation) -> str | None:
-    """Where `op` comes from in the user's source: `ONNX node '/x/MatMul'`, or for Fortran
-    `in 'routine' at line 12`: the op's own line, else (a pure op inside a routine with a
-    line) the line of the next op in its block that has one (the statement-level op of its
-    statement: a store, call or loop), else the line of the nearest enclosing op that has
-    one (a loop, the routine); None when nothing is known."""
-    from xdsl.dialects.builtin import IntegerAttr, StringAttr
-
-    node = op.attributes.get(ONNX_NODE_ATTR)
-    if isinstance(node, StringAttr):
-        return f"ONNX node '{node.data}'"
-    chain: list[Operation] = []
-    current: Operation | None = op
-    while current is not None:
-        chain.append(current)
-        current = current.parent_op()
-    fn = next((o for o in chain if "sym_name" in o.properties), None)
-    if fn is not None and not isinstance(fn.attributes.get(SOURCE_LINE_ATTR), IntegerAttr):
-        return None  # not from a source with lines (ONNX, .mlir): no search
-    where = f"in {_func_name(fn)} at line " if fn is not None else "line "
-    for level in chain:
-        following: Operation | None = level
-        while following is not None:
-            line = following.attributes.get(SOURCE_LINE_ATTR)
-            if isinstance(line, IntegerAttr):
-                return where + str(line.value.data)
-            following = following.next_op if level is not fn else None
-    return None
-
-
-def _func_name(op: Operation) -> str:
-    name = op.attributes.get("sym_name") or getattr(op, "sym_name", None)
-    return f"'{name.data}'" if name is not None and hasattr(name, "data") else op.name

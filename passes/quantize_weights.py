@@ -29,7 +29,7 @@ import numpy as np
 from xdsl.context import Context
 from xdsl.dialects import arith
 from xdsl.dialects.linalg import ops as linalg
-from xdsl.dialects.builtin import FloatAttr, ModuleOp, StringAttr, TensorType, f32
+from xdsl.dialects.builtin import FloatAttr, ModuleOp, StringAttr, f32
 from xdsl.ir import Operation, SSAValue
 from xdsl.passes import ModulePass
 from xdsl.pattern_rewriter import (
@@ -38,9 +38,9 @@ from xdsl.pattern_rewriter import (
     RewritePattern,
     op_type_rewrite_pattern,
 )
-from xdsl.rewriter import InsertPoint
 from xdsl.transforms.dead_code_elimination import region_dce
 
+from q35c.compiler.ir_attrs import SOURCE_ATTR
 from q35c.compiler.progress import progress_bar
 from q35c.compiler.quant import (
     DEFAULT_GROUP_SIZE,
@@ -51,13 +51,12 @@ from q35c.compiler.quant import (
     quantize,
     quantize_legacy,
 )
+from q35c.compiler.quantizable import DEFAULT_LAYOUT, DEFAULT_MIN_ELEMENTS, quantizable_weight
 from q35c.compiler.weights import ShapeOnlyWeight, WeightStore, store_of
 from q35c.dialects import q35nn, quant3p5
 from q35c.passes.matching import copy_origin
 
 
-SOURCE_ATTR = "q35c.source"
-"""A weight dequantized from a pre-quantized input format: which one (set by frontends)."""
 REL_RMSE_ATTR = "q35c.rel_rmse"
 """On a packed weight: ||W - deq(q(W))|| / ||W|| of its float source W."""
 
@@ -119,16 +118,7 @@ class QuantizeMatmulWeights(RewritePattern):
 
     def float_weight(self, value: SSAValue) -> quant3p5.WeightOp | None:
         """The weight op behind `value` if it is a 2-D float weight this pass quantizes."""
-        op = value.owner
-        if not isinstance(op, quant3p5.WeightOp) or not isinstance(op.result.type, TensorType):
-            return None
-        shape = tuple(op.result.type.get_shape())
-        name = op.weight_name.data
-        if len(shape) != 2 or shape[0] * shape[1] < self.min_elements:
-            return None
-        if self.keep_float is not None and self.keep_float.search(name):
-            return None
-        return op
+        return quantizable_weight(value, self.min_elements, self.keep_float)
 
     def packed(self, weight: quant3p5.WeightOp) -> quant3p5.WeightOp:
         name = weight.weight_name.data
@@ -195,9 +185,9 @@ class QuantizeWeightsPass(ModulePass):
     name = "quantize-weights"
 
     group_size: int = DEFAULT_GROUP_SIZE
-    min_elements: int = 1024
+    min_elements: int = DEFAULT_MIN_ELEMENTS
     keep_float: str = ""
-    layout: str = "q3p5"
+    layout: str = DEFAULT_LAYOUT
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
         if self.layout not in quant3p5.LAYOUTS:

@@ -52,7 +52,8 @@ from xdsl.ir import Operation, SSAValue
 from xdsl.passes import ModulePass
 
 from q35c.compiler.diagnostics import Q35cError
-from q35c.compiler.quant import CODEBOOK, LEGACY_LEVELS, Q3P5Tensor
+from q35c.compiler.entry import argument_names
+from q35c.compiler.quant import CODEBOOK, LEGACY_LEVELS, integer_levels, pair_levels
 from q35c.compiler.tensors import constant_value
 from q35c.compiler.weights import WeightStore, store_of
 from q35c.dialects import quant3p5
@@ -171,13 +172,7 @@ class _Weights:
 
 
 def _levels_of(value) -> np.ndarray:
-    if isinstance(value, Q3P5Tensor):
-        table, codes = CODEBOOK, value.codes()
-    else:
-        table, codes = LEGACY_LEVELS, value.packed
-    k, n = value.shape
-    levels = table.astype(np.int16)[codes.astype(np.intp)]
-    return levels.transpose(0, 2, 1).reshape(-1, n)[:k]
+    return integer_levels(value, np.int16)
 
 
 @dataclass
@@ -195,8 +190,6 @@ class _Analysis:
     visits: int = 0
 
     def run(self) -> None:
-        from q35c.targets.interp.interpreter import argument_names
-
         for name, arg in zip(argument_names(self.fn), self.fn.args):
             width = _width(arg) or _cell_width(arg)  # scalars, and elements of memrefs
             if width is not None:  # declared by its q35c.name (or argN) or its SSA name
@@ -449,8 +442,7 @@ class _Analysis:
         where = f"quant3p5.pack of {_describe(op.codes)}"
         if isinstance(codes, arith.ConstantOp):
             raw = np.asarray(constant_value(codes.value, codes.result.type)).astype(np.int64)
-            levels = LEGACY_LEVELS.astype(np.int64)[raw & 127]
-            levels = levels.transpose(0, 2, 1).reshape(-1, n)[:k]
+            levels = pair_levels(raw & 127, LEGACY_LEVELS, k, np.int64)
             self.weights[op.result] = _Weights(levels, None, k, "pair43", where)
             return
         lo, hi = self.rng(op.codes)
@@ -550,7 +542,6 @@ class _Analysis:
     def model_witness(self, op, q: np.ndarray, info: _Weights,
                       codes: np.ndarray | None) -> dict[str, np.ndarray] | None:
         """Function inputs that make `op` see activations `q` (and codes), if traceable."""
-        from q35c.targets.interp.interpreter import argument_names
         from q35c.compiler.tensors import numpy_dtype
 
         source = op.lhs
@@ -588,8 +579,6 @@ class _Analysis:
                    f"range is [{lo}, {hi}] for operands {operands}")
         witness = self.endpoint_witness(op, width)
         if witness is not None:
-            from q35c.targets.interp.interpreter import argument_names
-
             names = {n for n, a in zip(argument_names(self.fn), self.fn.args) if a in op.operands}
             message += "; witness: " + ", ".join(
                 f"{name} = {_summary(v)}" for name, v in witness.items() if name in names)
@@ -600,8 +589,6 @@ class _Analysis:
         """For addi/subi/muli of function arguments (and constants): arguments at the ends of
         their ranges for which the exact result leaves the type."""
         from itertools import product
-
-        from q35c.targets.interp.interpreter import argument_names
 
         if not isinstance(op, (arith.AddiOp, arith.SubiOp, arith.MuliOp)):
             return None

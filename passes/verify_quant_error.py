@@ -51,10 +51,13 @@ from xdsl.ir import Operation, SSAValue
 from xdsl.passes import ModulePass
 
 from q35c.compiler.quant import (
-    CODEBOOK,
-    LEGACY_LEVELS,
     LegacyPairTensor,
     Q3P5Tensor,
+    group_scales,
+    group_size_of,
+    level_table,
+    pair_codes,
+    pair_levels,
 )
 from q35c.compiler.tensors import constant_value
 from q35c.compiler.weights import WeightStore, store_of
@@ -329,12 +332,9 @@ class _Decoded:
     chunks on demand, each bit-identical to the matching columns of `dequantize`."""
 
     def __init__(self, weights: Any):
-        if isinstance(weights, Q3P5Tensor):
-            self.table, self.codes, self.group = CODEBOOK, weights.codes(), weights.group_size
-            scales, offsets = weights._meta()
-        else:
-            self.table, self.codes, self.group = LEGACY_LEVELS, weights.packed, weights.shape[0]
-            scales, offsets = weights.scale[None, :], weights.offset[None, :]
+        self.table, self.codes = level_table(weights), pair_codes(weights)
+        self.group = group_size_of(weights)
+        scales, offsets = group_scales(weights)
         self.k, self.n = weights.shape
         self.scales = np.asarray(scales, np.float32)
         self.offsets = np.asarray(offsets, np.float32)
@@ -347,8 +347,7 @@ class _Decoded:
             yield c0, min(self.n, c0 + self.width)
 
     def levels(self, c0: int, c1: int) -> np.ndarray:
-        lv = self.table.astype(np.int32)[self.codes[:, c0:c1].astype(np.intp)]
-        return lv.transpose(0, 2, 1).reshape(-1, c1 - c0)[:self.k]
+        return pair_levels(self.codes[:, c0:c1], self.table, self.k)
 
     def columns(self, c0: int, c1: int, exact: bool, levels: np.ndarray | None = None
                 ) -> np.ndarray:

@@ -24,6 +24,8 @@ class MLIRTarget(Q35cTarget):
     """Final IR as text (generic op syntax) and the weights it names."""
 
     name = "mlir"
+    supports_shape_only = True
+    """With --shape-only: the IR, and a store of shape-only entries (no weight data)."""
 
     def emit(self, ctx: Context, module: ModuleOp, output: IO[str]) -> None:
         output.write(module_text(module, weights_file=None))

@@ -6,6 +6,8 @@ float path; also under AddressSanitizer and UBSan."""
 from __future__ import annotations
 
 import functools
+import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -17,7 +19,7 @@ from xdsl.dialects.builtin import ModuleOp, TensorType, f32
 from xdsl.ir import Block, Region
 from xdsl.rewriter import InsertPoint
 
-from conftest import (EXAMPLES, INT8, MODELS_DIR, hidden_input, ids_input, q35c,
+from conftest import (BIN, EXAMPLES, INT8, MODELS_DIR, ROOT, hidden_input, ids_input, q35c,
                       require_tool, x_input)
 from q35c.compiler.diagnostics import Q35cError
 from q35c.compiler.driver import Options, compile_to_module
@@ -28,7 +30,7 @@ from q35c.targets.c import CTarget
 from q35c.targets.c.emit import emit
 from q35c.targets.c.lower import lower_module
 from q35c.targets.c.memory import lifetimes, plan_arena
-from q35c.targets.interp.interpreter import run_module
+from q35c.semantics import run_module
 
 
 
@@ -154,6 +156,44 @@ def test_makefile_builds_a_runner_that_reproduces_q35c_run(tmp_path):
     assert "median" in result.stdout
     probs = np.frombuffer((tmp_path / "o" / "probs.raw").read_bytes(), np.float32)
     np.testing.assert_array_equal(probs.reshape(4, 32), np.load(tmp_path / "r" / "probs.npy"))
+
+
+def test_the_documented_commands_run_verbatim(tmp_path):
+    """docs/c-target.md's first sh block, as written: compile, make, the runner with
+    --seed (it creates res/ and writes the inputs it drew), the runner on those inputs,
+    --bench, and `q35c run --target c`."""
+    require_tool("make")
+    doc = (ROOT / "docs" / "c-target.md").read_text()
+    block = re.search(r"```sh\n(.*?)```", doc, re.S).group(1)
+    (tmp_path / "examples").symlink_to(EXAMPLES)
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    result = subprocess.run(["bash", "-e", "-c", block], cwd=tmp_path, env=env,
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    res = tmp_path / "out" / "res"
+    assert sorted(p.name for p in res.iterdir()) == ["input_ids.raw", "logits.raw"]
+    assert (tmp_path / "out" / "res2" / "logits.raw").read_bytes() == \
+        (res / "logits.raw").read_bytes()
+    ids = np.frombuffer((res / "input_ids.raw").read_bytes(), np.int64)
+    assert ids.shape == (8,) and ids.min() >= 0 and ids.max() < 16
+    assert "median" in result.stdout and (tmp_path / "results" / "probs.npy").exists()
+
+
+def test_runner_seed_is_deterministic_and_usage_is_checked(tmp_path):
+    require_tool("make")
+    q35c(MODELS["mlp"][0], "--target", "c", "-o", tmp_path / "out")
+    out = tmp_path / "out"
+    subprocess.run(["make", "-s"], cwd=out, check=True, capture_output=True)
+    for name, seed in (("a", "7"), ("b", "7"), ("c", "8")):
+        subprocess.run(["./main", "model.bin", "--seed", seed, name], cwd=out, check=True)
+    raw = {n: (out / n / "x.raw").read_bytes() for n in "abc"}
+    assert raw["a"] == raw["b"] != raw["c"]
+    x = np.frombuffer(raw["a"], np.float32)
+    assert x.shape == (4 * 128,) and -1 <= x.min() < x.max() < 1
+    for bad in (["model.bin"], ["model.bin", "--seed", "x", "r"], ["--bench", "-1", "m", "i", "o"],
+                ["model.bin", "--seed", "1", "in", "r"]):
+        result = subprocess.run(["./main", *bad], cwd=out, capture_output=True, text=True)
+        assert result.returncode == 2 and result.stderr.startswith("usage:"), bad
 
 
 def test_arena_plan_never_overlaps_tensors_that_are_live_together():

@@ -21,7 +21,7 @@ from q35c.compiler.weights import store_of
 from q35c.targets.groq import compile_module, simulate_dir
 from q35c.targets.groq.machine import MACHINES_DIR, load_machine
 from q35c.targets.groq.simulate import IllegalProgram, simulate
-from q35c.targets.interp.interpreter import Interpreter, run_module
+from q35c.semantics import Interpreter, run_module
 
 MACHINE = load_machine()
 
@@ -181,7 +181,8 @@ def test_unsupported_op(tmp_path):
     out = tmp_path / "out"
     res = q35c(src, "--target", "groq", "-o", out, check=False)
     assert res.returncode == 2
-    assert res.stderr.strip() == "q35c: error: groq target: math.floor is not supported"
+    assert res.stderr.strip() == (f"q35c: error: {src}: target groq does not support: "
+                                  "math.floor x1 (op 0 of @main)")
     assert not out.exists()
 
 

@@ -233,3 +233,44 @@ def test_real_groq_program(tmp_path):
         (i["chip"], i["unit"]) for i in program["instructions"]}
     report = json.loads((out / "report.json").read_text())
     assert page.header["lower bound"] == f"{report['lower_bound_cycles']:,}"
+
+
+class _Tags(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.tags: list[str] = []
+        self.comments = 0
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append(tag)
+
+    def handle_comment(self, data):
+        self.comments += 1
+
+
+HOSTILE = ['"><script>alert(1)</script>', "</title></svg><img src=x onerror=alert(1)>",
+           "<!--", "a\0b\x1b[31m\u2028", "</script>"]
+
+
+@pytest.mark.parametrize("aggregated", [False, True])
+def test_names_from_the_program_cannot_add_markup(tmp_path, monkeypatch, aggregated):
+    """A program.json (or report.json) from anywhere: every string in it is text."""
+    if aggregated:
+        monkeypatch.setattr(timeline, "MAX_BARS", 2)
+    ins = [{"chip": 0, "unit": u, "queue": q, "cycle": 2 * k, "cycles": 1, "op": o, "buf": b}
+           for k, (u, q, o, b) in enumerate(zip(HOSTILE, HOSTILE[1:] + HOSTILE[:1],
+                                                HOSTILE[2:] + HOSTILE[:2], HOSTILE[::-1]))]
+    program = {"schema": "q35c-groq-program/1", "machine": HOSTILE[0], "chips": HOSTILE[1],
+               "cycles": 10, "instructions": ins}
+    out = _write(tmp_path / "out", program, {"utilization": {HOSTILE[4]: 0.5}})
+    assert _report(out).exit_code == 0
+    text = (out / "timeline.html").read_text(encoding="utf-8")
+    page = _Tags()
+    page.feed(text)
+    own = _Tags()
+    own.feed(timeline.render({**program, "machine": "m", "chips": 1, "instructions": [
+        {**i, "unit": "VXM", "queue": f"q{n}", "op": f"o{n}", "buf": "b"}
+        for n, i in enumerate(ins)]}, {"utilization": {"x": 0.5}}))
+    assert page.tags == own.tags and page.comments == own.comments == 0
+    assert "<script>alert" not in text and "<img" not in text and "\0" not in text
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in text

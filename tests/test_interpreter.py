@@ -14,7 +14,7 @@ from xdsl.rewriter import InsertPoint
 from q35c.compiler.quant import CODEBOOK, dequantize, quantize
 from q35c.compiler.weights import WeightStore
 from q35c.dialects import q35nn, quant3p5
-from q35c.targets.interp.interpreter import (
+from q35c.semantics import (
     InterpreterError,
     matmul_int8,
     quantize_activations,
@@ -192,7 +192,7 @@ def test_quantized_example_stays_close_to_its_float_model(tmp_path):
 
 def test_sums_and_float_matmuls_run_in_the_documented_sequential_order():
     """The orders the module docstring defines (what a C loop reproduces bit for bit)."""
-    from q35c.targets.interp.interpreter import matmul_f64, sequential_sum
+    from q35c.semantics import matmul_f64, sequential_sum
 
     rng = np.random.default_rng(8)
     x = (rng.standard_normal((3, 1000)) * 10.0 ** rng.integers(-6, 6, (3, 1000)))
@@ -214,7 +214,7 @@ def test_sums_and_float_matmuls_run_in_the_documented_sequential_order():
 
 
 def test_transcendentals_are_libm_double_rounded_once_to_float32():
-    from q35c.targets.interp.interpreter import exp64, libm
+    from q35c.semantics import exp64, libm
 
     x = np.array([-100.0, -1.5, 0.0, 0.3, 88.5, 1000.0, np.nan], dtype=np.float32)
     module = build([t(7)], lambda b, v: [b.insert(xmath.ExpOp(v)).result,

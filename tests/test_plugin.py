@@ -26,6 +26,7 @@ from conftest import BIN, EXAMPLES, ROOT
 PLUGIN_SOURCE = EXAMPLES / "plugin"
 EXAMPLE = EXAMPLES / "mlp.mlir"
 DOC = ROOT / "docs" / "writing-a-pass.md"
+TARGET_DOC = ROOT / "docs" / "writing-a-target.md"
 PLUGIN = "q35c_example_plugin"
 FC2_FLOAT = 'default,dequantize-weights{pattern="fc2"}'
 
@@ -154,8 +155,14 @@ FAILING_PLUGIN = """\
             Rewriter.insert_op(SoftmaxOp(block.args[0], axis=5), InsertPoint.at_start(block))
 
 
+    def _missing_target():
+        raise ImportError("the target's module is gone")
+
+
     UNIVERSE = Universe(all_passes={"failing-raise": lambda: RaisingPass,
-                                    "failing-invalid-ir": lambda: InvalidIRPass})
+                                    "failing-invalid-ir": lambda: InvalidIRPass},
+                        all_targets={"failing-not-q35c": lambda: RaisingPass,
+                                     "failing-import": _missing_target})
     """
 
 
@@ -164,6 +171,21 @@ def failing_site(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("failing-plugin")
     package = write_package(root, "q35c_failing_plugin", FAILING_PLUGIN,
                             "q35c_failing_plugin:UNIVERSE")
+    return pip_install(package, root / "site")
+
+
+CLASHING_PLUGIN = """\
+    from xdsl.universe import Universe
+
+    UNIVERSE = Universe(all_targets={"groq": lambda: None})
+    """
+
+
+@pytest.fixture(scope="module")
+def clashing_site(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("clashing-plugin")
+    package = write_package(root, "q35c_clashing_plugin", CLASHING_PLUGIN,
+                            "q35c_clashing_plugin:UNIVERSE")
     return pip_install(package, root / "site")
 
 
@@ -331,7 +353,7 @@ def load_plugin_pass():
 def test_dequantized_weights_compute_what_the_quantized_matmul_computes(layout):
     from q35c.compiler.driver import make_context, run_pipeline
     from q35c.compiler.weights import attach_store
-    from q35c.targets.interp.interpreter import run_module
+    from q35c.semantics import run_module
 
     ctx = make_context()
     module = Parser(ctx, small_module(layout)).parse_module()
@@ -354,7 +376,94 @@ def test_plugin_filecheck_tests_pass(example_site):
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+# -- the example plugin's target ------------------------------------------------------------
+
+
+def test_targets_lists_the_plugin_target(example_site):
+    result = ok(q35c("targets", sites=(example_site,)))
+    [line] = [line for line in result.stdout.splitlines() if line.startswith("histogram ")]
+    assert "op names (ops.json)" in line and "[--shape-only]" in line
+    assert line.endswith(f"[plugin {PLUGIN}]")
+    assert {"c", "groq", "interp", "mlir"} <= {line.split()[0]
+                                                for line in result.stdout.splitlines()}
+
+
+def test_plugin_target_writes_the_op_histogram_of_its_final_ir(example_site, tmp_path):
+    """`--target histogram`: ops.json counts the ops of the IR after the target's own
+    pipeline (`canonicalize`, the last --dump-ir stage), in name order."""
+    import json
+    from collections import Counter
+
+    ok(q35c(EXAMPLE, "--target", "histogram", "-o", tmp_path / "out", "--dump-ir",
+            tmp_path / "dumps", sites=(example_site,)))
+    final = tmp_path / "dumps" / "06-canonicalize.mlir"
+    assert sorted(p.name for p in (tmp_path / "dumps").glob("*.mlir"))[-1] == final.name
+    module = parse_output(final)
+    ops = [op for op in module.walk() if op is not module]
+    text = (tmp_path / "out" / "ops.json").read_text()
+    histogram = json.loads(text)
+    assert histogram == {"ops": dict(sorted(Counter(op.name for op in ops).items())),
+                         "total": len(ops)}
+    assert list(histogram["ops"]) == sorted(histogram["ops"])
+    assert histogram["ops"]["quant3p5.matmul"] == 2
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["ops.json"]
+
+    # without -o the same JSON goes to stdout; the target's option counts top-level ops only
+    assert ok(q35c(EXAMPLE, "--target", "histogram", sites=(example_site,))).stdout == text
+    top = json.loads(ok(q35c(EXAMPLE, "--target", "histogram{nested=false}",
+                             sites=(example_site,))).stdout)
+    assert "linalg.yield" in histogram["ops"] and "linalg.yield" not in top["ops"]
+
+
+def test_plugin_target_compiles_shape_only(example_site, tmp_path):
+    import json
+
+    model = EXAMPLES / "models" / "llama_tiny.onnx"
+    ok(q35c(model, "--shape", "input_ids=1,4", "--shape-only", "--target", "histogram",
+            "-o", tmp_path / "out", sites=(example_site,)))
+    ops = json.loads((tmp_path / "out" / "ops.json").read_text())["ops"]
+    assert ops["quant3p5.matmul"] > 0
+
+
+def test_stock_xdsl_opt_sees_the_plugin_target(example_site, tmp_path):
+    import json
+
+    opt = ok(subprocess.run(
+        [*_command("xdsl-opt", "xdsl.tools.xdsl_opt"), str(EXAMPLE), "-t", "histogram"],
+        env=plugin_env(example_site), capture_output=True, text=True))
+    assert json.loads(opt.stdout)["ops"]["linalg.matmul"] == 2  # no pipeline: float matmuls
+
+
 # -- broken plugins ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("target, failure", [
+    ("failing-not-q35c", "is not a q35c target (a Q35cTarget subclass)"),
+    ("failing-import", "failed to load: ImportError: the target's module is gone"),
+])
+def test_broken_plugin_target_is_one_line_and_writes_nothing(failing_site, tmp_path, target,
+                                                             failure):
+    out = tmp_path / "out"
+    result = q35c(EXAMPLE, "--target", target, "-o", out, sites=(failing_site,))
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.splitlines() == [
+        f"q35c: error: target '{target}' (plugin 'q35c_failing_plugin') {failure}"]
+    assert not out.exists()
+    listing = ok(q35c("targets", sites=(failing_site,)))
+    assert re.search(rf"^{target} +\(fails to load: .*{re.escape(failure)}", listing.stdout,
+                     re.M), listing.stdout
+
+
+def test_plugin_redefining_a_target_is_skipped(clashing_site, tmp_path):
+    listing = ok(q35c("targets", sites=(clashing_site,)))
+    assert ("warning: plugin 'q35c_clashing_plugin' skipped: redefines target 'groq' "
+            "(already defined by q35c)") in listing.stderr
+    ok(q35c(EXAMPLE, "--target", "groq", "-o", tmp_path / "out", sites=(clashing_site,)))
+    assert (tmp_path / "out" / "program.json").exists()
+    result = q35c(EXAMPLE, "--target", "nope", sites=(clashing_site,))
+    assert result.returncode == 2
+    assert "plugin 'q35c_clashing_plugin' redefines target 'groq'" in result.stderr
+
 
 
 @pytest.mark.parametrize("pass_name, failure", [
@@ -388,15 +497,15 @@ def test_unimportable_plugin_is_skipped_with_a_warning(example_site, unimportabl
     assert (tmp_path / "out" / "mlp.mlir").exists()
 
 
-# -- docs/writing-a-pass.md ----------------------------------------------------------------
+# -- docs/writing-a-pass.md, docs/writing-a-target.md ----------------------------------------
 
 FENCE = re.compile(r"^```(\w+)([^\n]*)\n(.*?)^```$", re.M | re.S)
 
 
-def doc_blocks() -> list[tuple[str, dict[str, str], str]]:
+def doc_blocks(doc: Path = DOC) -> list[tuple[str, dict[str, str], str]]:
     """(language, {key: value} from the info string, code) of each fenced block, in order."""
     blocks = []
-    for lang, info, code in FENCE.findall(DOC.read_text()):
+    for lang, info, code in FENCE.findall(doc.read_text()):
         attrs = dict(item.split("=", 1) for item in info.split() if "=" in item)
         blocks.append((lang, attrs, code))
     return blocks
@@ -418,13 +527,21 @@ def assert_excerpt(code: str, path: Path) -> None:
         position = found[0] + 1
 
 
-def test_doc_code_is_the_plugin_source():
-    blocks = doc_blocks()
+DOC_FILES = {
+    DOC: {"examples/plugin/pyproject.toml", "examples/plugin/q35c_example_plugin/universe.py",
+          "examples/plugin/q35c_example_plugin/dequantize_weights.py"},
+    TARGET_DOC: {"examples/plugin/q35c_example_plugin/universe.py",
+                 "examples/plugin/q35c_example_plugin/histogram.py"},
+}
+
+
+@pytest.mark.parametrize("doc", list(DOC_FILES), ids=lambda p: p.name)
+def test_doc_code_is_the_plugin_source(doc):
+    blocks = doc_blocks(doc)
     files = {attrs["file"]: code for _, attrs, code in blocks if "file" in attrs}
-    assert {"examples/plugin/pyproject.toml", "examples/plugin/q35c_example_plugin/universe.py",
-            "examples/plugin/q35c_example_plugin/dequantize_weights.py"} <= set(files)
+    assert DOC_FILES[doc] <= set(files)
     for name, code in files.items():
-        assert code == (ROOT / name).read_text(), f"docs/writing-a-pass.md: block {name} is stale"
+        assert code == (ROOT / name).read_text(), f"docs/{doc.name}: block {name} is stale"
     for _, attrs, code in blocks:
         if "excerpt" in attrs and not attrs["excerpt"].startswith("out/"):
             assert_excerpt(code, ROOT / attrs["excerpt"])
@@ -433,7 +550,8 @@ def test_doc_code_is_the_plugin_source():
 SKIPPED_COMMANDS = re.compile(r"^\s*(pip |python -m pip |pytest|python -m pytest)")
 
 
-def test_doc_walkthrough_runs(example_site, tmp_path):
+@pytest.mark.parametrize("doc, blocks", [(DOC, 4), (TARGET_DOC, 2)], ids=["pass", "target"])
+def test_doc_walkthrough_runs(example_site, tmp_path, doc, blocks):
     """Run the doc's shell and Python blocks in order, in a copy of the examples.
 
     `pip install` lines are skipped (the plugin is on PYTHONPATH instead), and so are pytest
@@ -443,7 +561,7 @@ def test_doc_walkthrough_runs(example_site, tmp_path):
         "build", "*.egg-info", "__pycache__", "Output"))
     env = plugin_env(example_site)
     ran = 0
-    for index, (lang, attrs, code) in enumerate(doc_blocks()):
+    for index, (lang, attrs, code) in enumerate(doc_blocks(doc)):
         if "file" in attrs or "excerpt" in attrs or lang not in ("sh", "python"):
             continue
         if lang == "sh":
@@ -460,7 +578,7 @@ def test_doc_walkthrough_runs(example_site, tmp_path):
             f"doc block {index} ({lang}) failed:\n{code}\n--- output ---\n"
             f"{result.stdout}\n{result.stderr}")
         ran += 1
-    assert ran >= 4
-    for _, attrs, code in doc_blocks():
+    assert ran >= blocks
+    for _, attrs, code in doc_blocks(doc):
         if attrs.get("excerpt", "").startswith("out/"):
             assert_excerpt(code, tmp_path / attrs["excerpt"])

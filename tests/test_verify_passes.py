@@ -24,10 +24,10 @@ from q35c.dialects import q35nn, quant3p5
 from q35c.passes.verify_overflow import OverflowFound
 from q35c.passes.matching import origin_of
 from q35c.passes.verify_quant_error import _l1_box_max, analyse_function, float_source
-from q35c.targets.interp import interpreter
-from q35c.targets.interp.interpreter import (
+from q35c import semantics
+from q35c.compiler.quant import LegacyPairTensor, group_size_of, integer_levels
+from q35c.semantics import (
     InterpreterError,
-    integer_levels,
     matmul_int8,
     run_module,
 )
@@ -77,9 +77,9 @@ def test_one_pair_fewer_is_proven_safe_and_the_bound_is_attained(tmp_path):
     # the extreme input the bound assumes runs, and reaches exactly the bound
     x = np.full((1, 2254576), -127, np.float32)
     codes = np.full((1127288, 1), 68, np.int8)
-    packed = interpreter.LegacyPairTensor((2254576, 1), codes, np.ones(1, np.float32),
+    packed = LegacyPairTensor((2254576, 1), codes, np.ones(1, np.float32),
                                           np.zeros(1, np.float32))
-    y = matmul_int8(*interpreter.quantize_activations(x), packed)
+    y = matmul_int8(*semantics.quantize_activations(x), packed)
     assert y[0, 0] == np.float32(bound)
 
 
@@ -133,7 +133,8 @@ def test_acc_bounds_of_a_real_model_are_exact_worst_cases():
     module = compile_mlir(EXAMPLES / "mlp.mlir", "default,int8-activations")
     store = store_of(module)
     for op in ops_of(module, quant3p5.MatmulInt8Op):
-        levels, _, _, group = integer_levels(store[op.weights.owner.weight_name.data])
+        weights = store[op.weights.owner.weight_name.data]
+        levels, group = integer_levels(weights), group_size_of(weights)
         k, n = levels.shape
         sums = np.abs(levels.astype(np.int64)).reshape(k // group, group, n).sum(axis=1)
         assert op.attributes["q35c.acc_bound"].value.data == 127 * sums.max()
@@ -199,7 +200,7 @@ def test_worst_case_bound_is_never_exceeded(case, kind):
     elif kind == "gauss":
         x = np.clip(rng.standard_normal(shape) * r / 3, -r, r)
     else:  # the weight-error worst case of column 0: x = r * sign(E[:, 0])
-        e = w - interpreter.dequantized(store[layer.weight_name]).astype(np.float64)
+        e = w - semantics.dequantized(store[layer.weight_name]).astype(np.float64)
         x = np.broadcast_to(r * np.where(e[:, 0] >= 0, 1.0, -1.0), shape)
     x = np.clip(x.astype(np.float32), -np.float32(r), np.float32(r))
     assert np.all(_error(module, store, w, x) <= layer.bound)
@@ -216,7 +217,7 @@ def test_bound_is_tight_within_100x_on_typical_gaussian_inputs(layout, int8):
     ratio = _error(module, store, w, x).max() / layer.bound.max()
     assert 1 / 100 < ratio <= 1, ratio
     if not int8:  # the weight part is attained: x = r * sign(E[:, n]) reaches 99% of it
-        e = w - interpreter.dequantized(store[layer.weight_name]).astype(np.float64)
+        e = w - semantics.dequantized(store[layer.weight_name]).astype(np.float64)
         x = np.broadcast_to(r * np.sign(e[:, 0]), (4, k))
         assert _error(module, store, w, x)[0, 0] >= 0.99 * layer.bound[0, 0]
 
@@ -270,7 +271,7 @@ def test_intervals_and_bounds_hold_on_real_activations(monkeypatch, model, shape
     fused = getattr(quant3p5, "FusedMatmulOp", None)
 
     def wrap(kind):
-        original = interpreter._IMPLS[kind]
+        original = semantics.IMPLEMENTATIONS[kind]
 
         def checked(interp, op, args):
             results = original(interp, op, args)
@@ -296,7 +297,7 @@ def test_intervals_and_bounds_hold_on_real_activations(monkeypatch, model, shape
                          np.sqrt((error**2).mean()) / layer.rms))
             return results
 
-        monkeypatch.setitem(interpreter._IMPLS, kind, checked)
+        monkeypatch.setitem(semantics.IMPLEMENTATIONS, kind, checked)
 
     for kind in (quant3p5.MatmulOp, quant3p5.MatmulInt8Op, quant3p5.QuantizeActivationsOp,
                  *([fused] if fused else [])):

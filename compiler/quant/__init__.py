@@ -1,4 +1,5 @@
-"""The Q3P5 weight format and the legacy pair layout (numpy, vectorized)."""
+"""The Q3P5 weight format and the legacy pair layout (numpy, vectorized), and the one
+code-to-level decoding rule both share (`pair_levels`, `integer_levels`, `decode_meta`)."""
 
 from .legacy import (
     LEGACY_LEVELS,
@@ -7,15 +8,25 @@ from .legacy import (
     legacy_to_q3p5,
     quantize_legacy,
 )
+from .levels import (
+    PackedWeights,
+    group_scales,
+    group_size_of,
+    integer_levels,
+    level_table,
+    pair_codes,
+)
 from .q3p5 import (
     CODEBOOK,
     DEFAULT_GROUP_SIZE,
     OFFSET_GRID,
     SCALE_STEPS,
     Q3P5Tensor,
+    decode_meta,
     dequantize,
     error_bound,
     pack_codes,
+    pair_levels,
     quantize,
     storage_bytes,
     unpack_codes,
@@ -28,12 +39,20 @@ __all__ = [
     "OFFSET_GRID",
     "SCALE_STEPS",
     "LegacyPairTensor",
+    "PackedWeights",
     "Q3P5Tensor",
+    "decode_meta",
     "dequantize",
     "dequantize_legacy",
     "error_bound",
+    "group_scales",
+    "group_size_of",
+    "integer_levels",
     "legacy_to_q3p5",
+    "level_table",
     "pack_codes",
+    "pair_codes",
+    "pair_levels",
     "quantize",
     "quantize_legacy",
     "storage_bytes",

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .q3p5 import DEFAULT_GROUP_SIZE, Q3P5Tensor, quantize
+from .q3p5 import DEFAULT_GROUP_SIZE, Q3P5Tensor, pair_levels, quantize
 
 __all__ = [
     "LEGACY_LEVELS",
@@ -153,9 +153,7 @@ def quantize_legacy(w: np.ndarray, *, name: str = "tensor") -> LegacyPairTensor:
 
 def dequantize_legacy(t: LegacyPairTensor) -> np.ndarray:
     """float32 [K, N]: scale * LEGACY_LEVELS[byte, k % 2] + offset, in float32."""
-    k, n = t.shape
-    levels = LEGACY_LEVELS.astype(np.float32)[t.packed]  # [P, N, 2]
-    levels = levels.transpose(0, 2, 1).reshape(-1, n)[:k]
+    levels = pair_levels(t.packed, LEGACY_LEVELS, t.shape[0], np.float32)
     return t.scale * levels + t.offset
 
 

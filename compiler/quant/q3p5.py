@@ -49,9 +49,11 @@ __all__ = [
     "OFFSET_GRID",
     "SCALE_STEPS",
     "Q3P5Tensor",
+    "decode_meta",
     "dequantize",
     "error_bound",
     "pack_codes",
+    "pair_levels",
     "quantize",
     "storage_bytes",
     "unpack_codes",
@@ -179,13 +181,15 @@ def storage_bytes(shape: tuple[int, int], group_size: int = DEFAULT_GROUP_SIZE) 
     return _HEADER.size + shape[1] * (4 * _COLUMN_WORDS + meta_bytes + payload_bytes) + _CRC.size
 
 
-def _decode_meta(
+def decode_meta(
     group_codes: np.ndarray,
     super_scale: np.ndarray,
     offset_base: np.ndarray,
     offset_step: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """float32 [G, N] scale and offset from the group codes and per-column words."""
+    """float32 [G, N] scale and offset from the group codes [G, N] (``e | j << 5``) and the
+    per-column words: ``super_scale * SCALE_STEPS[e]``, ``offset_base + offset_step *
+    OFFSET_GRID[j]`` (format.md section 3)."""
     scale = super_scale * SCALE_STEPS[group_codes & 31]
     offset = offset_base + offset_step * OFFSET_GRID[group_codes >> 5]
     return scale, offset
@@ -255,7 +259,7 @@ class Q3P5Tensor:
 
     def _meta(self) -> tuple[np.ndarray, np.ndarray]:
         words = (self.super_scale, self.offset_base, self.offset_step)
-        return _decode_meta(self.group_codes(), *words)
+        return decode_meta(self.group_codes(), *words)
 
     def codes(self) -> np.ndarray:
         """uint8 [ceil(K/2), N] pair codes, padding pairs dropped."""
@@ -453,7 +457,7 @@ def quantize(
     w = _check_matrix(w, name)
     mean, hi, lo = _group_stats(w, group_size, name)
     group_codes, super_scale, offset_base, offset_step = _choose_meta(mean, hi, lo)
-    inv, bias = _lattice_map(*_decode_meta(group_codes, super_scale, offset_base, offset_step))
+    inv, bias = _lattice_map(*decode_meta(group_codes, super_scale, offset_base, offset_step))
     y_lo, y_hi = _lattice_extent(hi, lo, inv, bias)
     needs_clip = (y_lo < 0) | (y_hi >= 2 * _LATTICE + 1)
     payload = _encode(w, group_size, inv, bias, needs_clip)
@@ -468,12 +472,21 @@ def quantize(
 # --------------------------------------------------------------------------- #
 
 
+def pair_levels(codes: np.ndarray, table: np.ndarray, k: int, dtype=np.int32) -> np.ndarray:
+    """The levels [k, N] of pair codes [P, N] through a (128, 2) table (``CODEBOOK``, or
+    ``LEGACY_LEVELS`` for the pair layout): row 2i is ``table[code, 0]``, row 2i + 1
+    ``table[code, 1]``; rows past k (padding) are dropped. The one code-to-level decoding
+    rule, used by the decoders, the reference semantics and the verification passes."""
+    levels = table.astype(dtype)[np.asarray(codes).astype(np.intp)]  # [P, N, 2]
+    return levels.transpose(0, 2, 1).reshape(-1, levels.shape[1])[:k]
+
+
 def dequantize(q: Q3P5Tensor) -> np.ndarray:
     """float32 [K, N]: scale * CODEBOOK[code, k % 2] + offset, elementwise in float32."""
     k, n = q.shape
     codes = unpack_codes(q.payload, q.num_groups * q.group_size // 2, n)
-    levels = CODEBOOK.astype(np.float32)[codes]  # [P, N, 2]
-    levels = levels.transpose(0, 2, 1).reshape(q.num_groups, q.group_size, n)
+    levels = pair_levels(codes, CODEBOOK, q.num_groups * q.group_size, np.float32)
+    levels = levels.reshape(q.num_groups, q.group_size, n)
     scale, offset = q._meta()
     out = scale[:, None, :] * levels + offset[:, None, :]
     return out.reshape(-1, n)[:k]

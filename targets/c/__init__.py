@@ -24,7 +24,21 @@ from q35c.targets.target import Q35cTarget
 
 @dataclass(frozen=True)
 class CTarget(Q35cTarget):
+    """C99 sources (model.c, model.h, main.c, Makefile) and the weight blob model.bin."""
+
     name = "c"
+
+    def accepted_ops(self) -> frozenset[str]:
+        """What lower.py lowers: the elementwise ops, the ops with a `lower` rule of their
+        own, and func.return."""
+        from xdsl.ir import Operation
+
+        from q35c.targets.c.lower import ELEMENTWISE, Lowering
+
+        rules = Lowering.__dict__["lower"].dispatcher.registry
+        return frozenset({"func.return"} | {t.name for t in ELEMENTWISE} | {
+            t.name for t in rules if isinstance(t, type) and issubclass(t, Operation)
+            and t is not Operation})
 
     def write(self, ctx: Context, module: ModuleOp, store: WeightStore, out_dir: Path,
               stem: str) -> None:

@@ -16,8 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
+from q35c.compiler.codegen_names import plain_text
 from q35c.compiler.diagnostics import Q35cError
 from q35c.targets.c.emit import BLOB_FILE, Emitted
+from q35c.targets.c.printer import io_file_stems
 
 DEFAULT_FLAGS = ("-std=c99", "-O2", "-march=native", "-ffp-contract=off", "-Wall", "-Wextra",
                  "-Werror")
@@ -101,22 +103,26 @@ def build(emitted: Emitted, openmp: bool = True) -> Path:
 
 def execute(emitted: Emitted, inputs: dict[str, np.ndarray], threads: int | None = None
             ) -> dict[str, np.ndarray]:
-    """Build (or reuse) the runner, feed it `inputs`, return its outputs by name."""
+    """Build (or reuse) the runner, feed it `inputs`, return its outputs by name.
+
+    The .raw files are named by the runner's file stems (`io_file_stems`), never by the
+    raw tensor names, so a name such as `../../x` stays inside the temporary folders."""
     program = emitted.program
+    in_stems, out_stems = io_file_stems(program)
     directory = build(emitted)
     with tempfile.TemporaryDirectory(prefix="q35c-c-run-") as tmp:
         in_dir, out_dir = Path(tmp) / "in", Path(tmp) / "out"
         in_dir.mkdir()
         out_dir.mkdir()
-        for name, buf in program.inputs:
+        for (name, buf), stem in zip(program.inputs, in_stems):
             if name not in inputs:
-                raise Q35cError(f"c target: missing input '{name}'")
+                raise Q35cError(f"c target: missing input '{plain_text(name)}'")
             value = np.asarray(inputs[name])
             if value.shape != buf.shape:
-                raise Q35cError(f"c target: input '{name}' has shape {value.shape}, expected "
-                                f"{buf.shape}")
+                raise Q35cError(f"c target: input '{plain_text(name)}' has shape {value.shape}, "
+                                f"expected {buf.shape}")
             data = value.astype(buf.dtype.newbyteorder("<"), copy=False)
-            (in_dir / f"{name}.raw").write_bytes(np.ascontiguousarray(data).tobytes())
+            (in_dir / f"{stem}.raw").write_bytes(np.ascontiguousarray(data).tobytes())
         env = dict(os.environ)
         if threads:
             env["OMP_NUM_THREADS"] = str(threads)
@@ -129,8 +135,8 @@ def execute(emitted: Emitted, inputs: dict[str, np.ndarray], threads: int | None
             raise Q35cError(f"c target: the compiled model failed ({why}): "
                             f"{_first_error(result.stderr)} (sources kept in {directory})")
         outputs = {}
-        for name, buf in program.outputs:
-            raw = (out_dir / f"{name}.raw").read_bytes()
+        for (name, buf), stem in zip(program.outputs, out_stems):
+            raw = (out_dir / f"{stem}.raw").read_bytes()
             outputs[name] = np.frombuffer(raw, dtype=buf.dtype.newbyteorder("<")).astype(
                 buf.dtype).reshape(buf.shape)
         return outputs

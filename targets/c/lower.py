@@ -9,7 +9,7 @@ a CUDA printer would render the same steps.
 
 This module knows op semantics only as far as it must to pick a kernel and its static
 parameters (shapes, strides, axes); the numerics are in the kernels
-(`runtime/q35rt.c`), written to match `targets/interp/interpreter.py`.
+(`runtime/q35rt.c`), written to match the reference semantics (`q35c.semantics`).
 """
 
 from __future__ import annotations
@@ -29,12 +29,13 @@ from xdsl.dialects.builtin import (
 from xdsl.dialects.linalg import ops as linalg
 from xdsl.ir import Operation, SSAValue
 
+from q35c.compiler.codegen_names import plain_text
 from q35c.compiler.diagnostics import Q35cError
 from q35c.compiler.quant import LegacyPairTensor, Q3P5Tensor
 from q35c.compiler.tensors import constant_value, numpy_dtype
 from q35c.compiler.weights import WeightStore
 from q35c.dialects import q35nn, quant3p5
-from q35c.targets.interp.interpreter import argument_names, entry_function, result_names
+from q35c.compiler.entry import argument_names, entry_function, result_names
 
 C_TYPES = {
     np.dtype(np.float32): "float", np.dtype(np.float64): "double",
@@ -181,7 +182,7 @@ class Lowering:
         array = np.ascontiguousarray(array)
         dtype = array.dtype
         if dtype not in C_TYPES:
-            raise Q35cError(f"c target: weight '{name}' has unsupported dtype {dtype}")
+            raise Q35cError(f"c target: weight '{plain_text(name)}' has unsupported dtype {dtype}")
         data = array.astype(dtype.newbyteorder("<"), copy=False).tobytes()
         buf = self.new("weight", dtype, array.shape, "w")
         entry = BlobEntry(name, data, buf)
@@ -220,7 +221,8 @@ class Lowering:
         inputs = []
         for name, arg in zip(names, self.fn.args):
             if not isinstance(arg.type, TensorType):
-                raise Q35cError(f"c target: input '{name}' must be a tensor, got {arg.type}")
+                raise Q35cError(f"c target: input '{plain_text(name)}' must be a tensor, "
+                                f"got {arg.type}")
             buf = self.new("input", _dtype(arg), _shape(arg), "in")
             self.values[arg] = buf
             inputs.append((name, buf))
@@ -282,12 +284,12 @@ class Lowering:
     def _(self, op: quant3p5.WeightOp) -> None:
         name = op.weight_name.data
         if name not in self.store:
-            raise Q35cError(f"c target: weight '{name}' is not in the weight store")
+            raise Q35cError(f"c target: weight '{plain_text(name)}' is not in the weight store")
         value = self.store[name]
         if isinstance(op.result.type, quant3p5.PackedWeightType):
             if not isinstance(value, (Q3P5Tensor, LegacyPairTensor)):
-                raise Q35cError(f"c target: weight '{name}': packed weights must be q3p5 or "
-                                f"pair43 (got {type(value).__name__})")
+                raise Q35cError(f"c target: weight '{plain_text(name)}': packed weights must "
+                                f"be q3p5 or pair43 (got {type(value).__name__})")
             if name not in self.blob_by_name:
                 data = (value.to_bytes() if isinstance(value, Q3P5Tensor)
                         else pair43_bytes(value))
@@ -300,8 +302,8 @@ class Lowering:
             return
         array = np.asarray(value).astype(_dtype(op.result), copy=False)
         if array.shape != _shape(op.result):
-            raise Q35cError(f"c target: weight '{name}' has shape {array.shape}, the IR "
-                            f"expects {_shape(op.result)}")
+            raise Q35cError(f"c target: weight '{plain_text(name)}' has shape {array.shape}, "
+                            f"the IR expects {_shape(op.result)}")
         self.values[op.result] = self.blob_buffer(name, array)
 
     @lower.register(tensor.ReshapeOp)

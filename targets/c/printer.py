@@ -4,6 +4,10 @@ One method per step kernel (`render_<kernel>`); each returns the C statements fo
 step. Kernels with real work are calls into the runtime (`runtime/q35rt.c`, copied into
 model.c with its tables filled in); elementwise ops are printed as loops. Everything here
 is deterministic: the same program gives byte-identical files.
+
+Names from the model (inputs, outputs, the model's file stem) reach the files only through
+`q35c.compiler.codegen_names` (`c_string`, `c_comment`, `c_identifiers`): a name can never
+end a literal or comment and add code (docs/security.md).
 """
 
 from __future__ import annotations
@@ -13,6 +17,13 @@ from pathlib import Path
 
 import numpy as np
 
+from q35c.compiler.codegen_names import (
+    c_comment,
+    c_identifier,
+    c_identifiers,
+    c_string,
+    file_stems,
+)
 from q35c.compiler.quant import CODEBOOK, LEGACY_LEVELS, SCALE_STEPS
 from q35c.targets.c.lower import Buffer, Program, Step
 
@@ -45,9 +56,19 @@ REDUCE_OPS = {"add": "Q35_RED_ADD", "mul": "Q35_RED_MUL", "max": "Q35_RED_MAX",
               "min": "Q35_RED_MIN"}
 
 
-def c_identifier(stem: str) -> str:
-    name = re.sub(r"\W", "_", stem, flags=re.ASCII).lower()
-    return name if name and not name[0].isdigit() else f"m_{name}"
+def model_prefix(stem: str) -> str:
+    """The prefix of the API's identifiers (`<m>_load`, `<M>_ARENA_BYTES`): the file stem
+    as a C identifier, kept out of the runtime's own `q35_` namespace."""
+    ident = c_identifier(stem)
+    return f"m_{ident}" if ident == "q35" or ident.startswith("q35_") else ident
+
+
+def io_file_stems(program: Program) -> tuple[list[str], list[str]]:
+    """File stems of the runner's .raw files for (inputs, outputs): `q35c run`'s stems
+    (outputs first, so an input never takes an output's name)."""
+    outs = [name for name, _ in program.outputs]
+    stems = file_stems(outs + [name for name, _ in program.inputs])
+    return stems[len(outs):], stems[:len(outs)]
 
 
 def blob_checksum(data: bytes) -> int:
@@ -80,7 +101,12 @@ def _int_array(values) -> str:
 class CPrinter:
     def __init__(self, program: Program, blob_bytes: bytes):
         self.p = program
-        self.prefix = c_identifier(program.name)
+        self.prefix = model_prefix(program.name)
+        # the parameter name of each input and output buffer of `<m>_run`
+        idents = (c_identifiers([n for n, _ in program.inputs], "in_")
+                  + c_identifiers([n for n, _ in program.outputs], "out_"))
+        self.io_idents = {id(b): ident for (_, b), ident in
+                          zip(program.inputs + program.outputs, idents)}
         self.blob = blob_bytes
 
     # -- buffers --------------------------------------------------------------------------
@@ -89,22 +115,11 @@ class CPrinter:
         """A C expression for a pointer to `buf`'s first element."""
         root = buf.root
         t = f"const {buf.ctype}" if const or root.kind in ("input", "weight") else buf.ctype
-        if root.kind == "input":
-            return f"in_{self.io_name(root)}"
-        if root.kind == "output":
-            return f"out_{self.io_name(root)}"
+        if root.kind in ("input", "output"):
+            return self.io_idents[id(root)]
         base = "W" if root.kind == "weight" else "A"
         cv = "const void" if root.kind == "weight" else "void"
         return f"(({t} *)({cv} *)({base} + {root.offset}))"
-
-    def io_name(self, buf: Buffer) -> str:
-        for i, (name, b) in enumerate(self.p.inputs):
-            if b is buf:
-                return f"{i}_{c_identifier(name)}"
-        for i, (name, b) in enumerate(self.p.outputs):
-            if b is buf:
-                return f"{i}_{c_identifier(name)}"
-        raise AssertionError(buf.name)
 
     # -- steps ----------------------------------------------------------------------------
 
@@ -209,7 +224,8 @@ class CPrinter:
         return (f"if (q35_gather_f32({self.ptr(step.outs[0])}, {self.ptr(data, True)}, "
                 f"{self.ptr(idx, True)}, {q['count']}, {q['outer']}, {q['size']}, "
                 f"{q['inner']}) != 0)\n"
-                f"    return {self.prefix}_fail(\"{step.origin}: index out of range\");")
+                f"    return {self.prefix}_fail("
+                f"{c_string(step.origin + ': index out of range')});")
 
     def render_qmatmul_f32(self, step: Step) -> str:
         x, w = step.ins
@@ -243,14 +259,14 @@ class CPrinter:
     # -- files ----------------------------------------------------------------------------
 
     def io_params(self) -> str:
-        params = [f"const {b.ctype} *in_{self.io_name(b)}" for _, b in self.p.inputs]
-        params += [f"{b.ctype} *out_{self.io_name(b)}" for _, b in self.p.outputs]
+        params = [f"const {b.ctype} *{self.io_idents[id(b)]}" for _, b in self.p.inputs]
+        params += [f"{b.ctype} *{self.io_idents[id(b)]}" for _, b in self.p.outputs]
         return ", ".join(params)
 
     def header(self) -> str:
         P, M = self.prefix, self.prefix.upper()
         lines = [
-            f"/* {P}: generated by q35c (target c) from '{self.p.name}'. Do not edit.",
+            f"/* {P}: generated by q35c (target c) from '{c_comment(self.p.name)}'. Do not edit.",
             " *",
             " * Usage:",
             f" *     {P}_model *m = {P}_load(\"model.bin\");   (NULL on failure: {P}_error())",
@@ -280,7 +296,7 @@ class CPrinter:
         for kind, tensors in (("input", self.p.inputs), ("output", self.p.outputs)):
             for i, (name, b) in enumerate(tensors):
                 shape = "x".join(map(str, b.shape)) or "scalar"
-                lines.append(f"/* {kind} {i} '{name}': {b.ctype}[{shape}] */")
+                lines.append(f"/* {kind} {i} '{c_comment(name)}': {b.ctype}[{shape}] */")
                 lines.append(f"#define {M}_{kind.upper()}_{i}_SIZE {b.size}")
         lines += [
             "",
@@ -338,7 +354,8 @@ class CPrinter:
     def source(self) -> str:
         P = self.prefix
         out = [
-            f"/* {P}: generated by q35c (target c) from '{self.p.name}'. Do not edit. */",
+            f"/* {P}: generated by q35c (target c) from '{c_comment(self.p.name)}'. "
+            "Do not edit. */",
             "#if defined(__clang__)",
             "#pragma STDC FP_CONTRACT OFF",
             "#endif",
@@ -359,7 +376,7 @@ class CPrinter:
                 out.append(f"static const int64_t {P}_{kind}_{i}_shape[] = "
                            f"{_int_array(b.shape or (1,))};")
             entries = [
-                f"    {{\"{name}\", {DTYPE_CODES[b.ctype]}, {b.dtype.itemsize}, "
+                f"    {{{c_string(name)}, {DTYPE_CODES[b.ctype]}, {b.dtype.itemsize}, "
                 f"{len(b.shape)}, {P}_{kind}_{i}_shape, {b.size}}}"
                 for i, (name, b) in enumerate(tensors)]
             out.append(f"const {P}_tensor_info {P}_{kind}[] = {{\n" + ",\n".join(
@@ -446,7 +463,7 @@ class CPrinter:
             "    (void)i;",
         ]
         for index, step in enumerate(self.p.steps):
-            out.append(f"    {{ /* {index}: {step.origin} -> {step.kernel} */")
+            out.append(f"    {{ /* {index}: {c_comment(step.origin)} -> {step.kernel} */")
             body = self.render(step)
             out.append("        " + body.replace("\n", "\n        "))
             out.append("    }")
@@ -466,7 +483,14 @@ class CPrinter:
 
     def main(self) -> str:
         text = (RUNTIME_DIR / "main.c").read_text()
-        return text.replace("q35_prefix", self.prefix).replace("Q35_PREFIX", self.prefix.upper())
+        text = text.replace("q35_prefix", self.prefix).replace("Q35_PREFIX", self.prefix.upper())
+        in_stems, out_stems = io_file_stems(self.p)
+        tables = "\n".join(
+            f"static const char *const {kind}_files[] = {{"
+            + "".join(f"{c_string(stem)}, " for stem in stems) + "NULL};"
+            for kind, stems in (("in", in_stems), ("out", out_stems)))
+        return text.replace("Q35_FILE_STEMS", "/* File stems of the inputs and outputs. */\n"
+                            + tables)
 
     def makefile(self) -> str:
         text = (RUNTIME_DIR / "Makefile").read_text()

@@ -4,16 +4,20 @@
     stream ids, issue cycles --program.py--> program.json, memory.bin, memory.json,
     program.s --simulate.py--> outputs (bit-exact with the interpreter's int8 path)
 
-`--target groq` (options: `groq{machine=NAME_OR_PATH}`) writes the artifacts; `q35c run
---target groq` compiles and simulates. Modules with float-activation quantized matmuls get
-the `int8-activations` (and `verify-overflow`) pass first. docs/groq.md describes the model.
+`--target groq` (options: `groq{machine=NAME_OR_PATH chips=N mlir=false}`) writes the
+artifacts; `q35c run --target groq` compiles and simulates. The target's pipeline
+(`GroqTarget.pipeline`: `int8-activations`, then `verify-overflow` on the int8 IR) runs in the
+driver after the user's passes, so `--dump-ir` shows it. `--shape-only` writes the
+multi-chip plan instead (plan.py); `q35c report OUT` draws the timeline (timeline.py).
+docs/groq.md describes the model.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 from xdsl.context import Context
@@ -22,6 +26,7 @@ from xdsl.rewriter import InsertPoint
 
 from q35c.compiler.diagnostics import Q35cError
 from q35c.compiler.weights import WeightStore
+from q35c.targets.groq.plan import PlanOptions
 from q35c.targets.target import Q35cTarget
 
 
@@ -37,8 +42,16 @@ class Compiled:
     """The store of `module`: the caller's, plus the column shards of split weights."""
 
 
+PIPELINE = "int8-activations,verify-overflow"
+"""GroqTarget's own passes: the chip computes matmuls on int8 activations, and the overflow
+check must see the int8 IR it runs."""
+
+
 def int8_module(ctx: Context, module: ModuleOp) -> ModuleOp:
-    """The module on the int8-activation path (a copy when a pass has to run)."""
+    """The module on the int8-activation path (a copy when a pass has to run).
+
+    Through the driver the target's pipeline (PIPELINE) has already run and this returns
+    `module` itself; it is for callers of `compile_module` that skip the driver."""
     from q35c.dialects import quant3p5
 
     if not any(isinstance(op, quant3p5.MatmulOp) for op in module.walk()):
@@ -148,8 +161,8 @@ def split_columns(module: ModuleOp, store: WeightStore, plan, assign: dict[int, 
 
     from q35c.compiler.quant import Q3P5Tensor
     from q35c.compiler.weights import attach_store
+    from q35c.compiler.entry import entry_function
     from q35c.dialects import quant3p5
-    from q35c.targets.interp.interpreter import entry_function
 
     shards_of: dict[int, list[dict]] = {}
     for x in plan.matmuls:
@@ -219,8 +232,8 @@ def compile_module(ctx: Context, module: ModuleOp, store: WeightStore,
     from q35c.targets.groq.plan import PlanOptions, plan_module
     from q35c.targets.groq.program import to_documents
     from q35c.targets.groq.report import build_report
+    from q35c.compiler.entry import entry_function
     from q35c.targets.groq.schedule import schedule
-    from q35c.targets.interp.interpreter import entry_function
 
     m = load_machine(machine)
     module = int8_module(ctx, module)
@@ -274,15 +287,50 @@ def compile_module(ctx: Context, module: ModuleOp, store: WeightStore,
     return Compiled(work, doc, image, memory, report, ops, wstore)
 
 
+def _accepted_ops() -> frozenset[str]:
+    """What lower.py lowers: the interpreter's ops that it does not reject, of which only
+    linalg.reduce/fill/transpose/broadcast may have regions; and func.return."""
+    from xdsl.dialects.linalg.ops import BroadcastOp, FillOp, ReduceOp, TransposeOp
+
+    from q35c.semantics import IMPLEMENTATIONS
+    from q35c.targets.groq.lower import _UNSUPPORTED
+
+    with_regions = (ReduceOp, FillOp, TransposeOp, BroadcastOp)
+    return frozenset({"func.return"} | {
+        t.name for t in IMPLEMENTATIONS if not issubclass(t, _UNSUPPORTED) and (
+            not t.get_irdl_definition().regions or issubclass(t, with_regions))})
+
+
 @dataclass(frozen=True)
 class GroqTarget(Q35cTarget):
+    """A statically scheduled TSP program (program.json, program.s) and its simulator."""
+
     name = "groq"
+    supports_shape_only = True
+    output_markers = ("program.json", "plan.json")
     machine: str = "tsp-v1"
     chips: int = 0
     """0: the fewest chips that hold the model; N: exactly N chips (pipeline across layers)."""
     mlir: bool = True
     """Also write program.mlir (the groq dialect); `groq{mlir=false}` skips it (large
     programs: printing 40k ops takes longer than scheduling them)."""
+
+    def pipeline(self, shape_only: bool = False) -> str:
+        return "" if shape_only else PIPELINE
+
+    def accepted_ops(self) -> frozenset[str]:
+        return _accepted_ops()
+
+    @classmethod
+    def shape_only_from_spec(cls, spec) -> Q35cTarget:
+        return GroqPlanTarget(PlanOptions.from_spec_args(dict(spec.parameters)))
+
+    @classmethod
+    def report(cls, out_dir: Path) -> Path:
+        """OUT/timeline.html from program.json (or a --shape-only plan.json)."""
+        from q35c.targets.groq.timeline import write_timeline
+
+        return write_timeline(out_dir)
 
     def write(self, ctx: Context, module: ModuleOp, store: WeightStore, out_dir: Path,
               stem: str) -> None:
@@ -311,21 +359,55 @@ class GroqTarget(Q35cTarget):
     def run(self, ctx: Context, module: ModuleOp, store: WeightStore,
             inputs: dict[str, np.ndarray], entry: str | None) -> dict[str, np.ndarray]:
         from q35c.targets.groq.machine import load_machine
+        from q35c.semantics import Interpreter
         from q35c.targets.groq.simulate import simulate
-        from q35c.targets.interp.interpreter import Interpreter
 
         c = compile_module(ctx, module, store, entry, self.machine, self.chips)
         return simulate(c.doc, c.image, load_machine(self.machine), c.ops,
                         Interpreter(c.module, c.store or store), inputs)
 
 
+@dataclass(frozen=True)
+class GroqPlanTarget(Q35cTarget):
+    """`--target groq --shape-only`: the multi-chip plan (plan.json, report.txt,
+    report.json) from shapes and packed types alone; its text goes to stdout."""
+
+    name = "groq"
+    plan: PlanOptions = field(default_factory=PlanOptions)
+    supports_shape_only = True
+
+    def accepted_ops(self) -> None:
+        return None  # the planner costs every op it knows and ignores the others
+
+    def write(self, ctx: Context, module: ModuleOp, store: WeightStore, out_dir: Path,
+              stem: str) -> None:
+        raise Q35cError("the groq plan is written with --shape-only")
+
+    def _plan(self, module: ModuleOp, entry: str | None):
+        from q35c.targets.groq.plan import plan_module
+
+        return plan_module(module, self.plan, entry=entry)
+
+    def write_shape_only(self, ctx: Context, module: ModuleOp, store: WeightStore,
+                         out_dir: Path, stem: str, entry: str | None) -> None:
+        plan = self._plan(module, entry)
+        plan.write(out_dir)
+        print(plan.text(), end="", flush=True)
+
+    def emit_shape_only(self, ctx: Context, module: ModuleOp, output: IO[str],
+                        entry: str | None) -> None:
+        output.write(self._plan(module, entry).text())
+        output.flush()
+
+
 def simulate_dir(out_dir: Path, inputs: dict[str, np.ndarray], ctx: Context | None = None
                  ) -> dict[str, np.ndarray]:
     """Simulate a written program (program.json + memory.bin + model.mlir in out_dir)."""
-    from q35c.compiler.driver import make_context
+    from q35c.compiler.context import make_context
     from q35c.targets.groq.machine import load_machine
+    from q35c.compiler.entry import entry_function
+    from q35c.semantics import Interpreter
     from q35c.targets.groq.simulate import simulate
-    from q35c.targets.interp.interpreter import Interpreter, entry_function
     from xdsl.parser import Parser
 
     doc = json.loads((out_dir / "program.json").read_text())

@@ -29,9 +29,9 @@ from q35c.compiler.quant import Q3P5Tensor
 from q35c.compiler.tensors import constant_value, numpy_dtype
 from q35c.compiler.weights import WeightStore
 from q35c.dialects import quant3p5
+from q35c.compiler.entry import argument_names, entry_function, result_names
+from q35c.semantics import IMPLEMENTATIONS
 from q35c.targets.groq.cost import op_work
-from q35c.targets.interp.interpreter import (
-    _IMPLS, argument_names, entry_function, result_names)
 
 
 @dataclass
@@ -219,7 +219,7 @@ def lower(module: ModuleOp, store: WeightStore, lanes: int, entry: str | None = 
         if isinstance(op, func.ReturnOp):
             outputs = [(n, root(names[v])) for n, v in zip(result_names(fn), op.operands)]
             break
-        if isinstance(op, _UNSUPPORTED) or type(op) not in _IMPLS or op.regions and not \
+        if isinstance(op, _UNSUPPORTED) or type(op) not in IMPLEMENTATIONS or op.regions and not \
                 isinstance(op, (linalg.ReduceOp, linalg.FillOp, linalg.TransposeOp,
                                 linalg.BroadcastOp)):
             hint = " (compile with --act int8)" if isinstance(op, quant3p5.MatmulOp) else ""

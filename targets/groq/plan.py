@@ -41,6 +41,7 @@ from xdsl.dialects.builtin import (
 from xdsl.ir import Operation, SSAValue
 
 from q35c.compiler.diagnostics import Q35cError
+from q35c.compiler.entry import EntryError, entry_function
 from q35c.dialects import q35nn, quant3p5
 from q35c.targets.groq import cost as costs
 from q35c.targets.groq.machine import DEFAULT_MACHINE, Machine, load_machine
@@ -212,13 +213,10 @@ def _layer_of(name: str) -> str | None:
 
 
 def _entry(module: ModuleOp, entry: str | None = None) -> func.FuncOp:
-    funcs = [op for op in module.ops if isinstance(op, func.FuncOp)]
-    for fn in funcs:
-        if fn.sym_name.data == (entry or "main"):
-            return fn
-    if entry is not None or not funcs:
-        raise Q35cError(f"groq plan: the module has no function '{entry or 'main'}'")
-    return funcs[0]
+    try:
+        return entry_function(module, entry)
+    except EntryError as err:
+        raise Q35cError(f"groq plan: {err}") from None
 
 
 @dataclass

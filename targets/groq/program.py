@@ -2,7 +2,9 @@
 
 `program.json` (schema `q35c-groq-program/1`, docs/groq.md) is what the simulator executes
 and what `q35c report` draws; `memory.bin` is the initial MEM image (weights, constants) it
-references; `memory.json` is the placement of every buffer.
+references; `memory.json` is the placement of every buffer. In program.s every name
+(buffers are named after the model's weights) is an `asm_symbol` and the header line is
+`plain_text`, so a name cannot start a line or a comment (docs/security.md).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import json
 
 import numpy as np
 
+from q35c.compiler.codegen_names import asm_symbol, plain_text
 from q35c.targets.groq.lower import Buf
 from q35c.targets.groq.schedule import Program, slice_name
 
@@ -103,12 +106,12 @@ def listing(doc: dict) -> str:
         by_unit.setdefault(ins["unit"], []).append(ins)
     h = doc["machine_file"]["mem"]["slices_per_hemisphere"]
     units = sorted(by_unit, key=lambda u: _unit_key(u, h))
-    lines = [f"; q35c groq program, machine {doc['machine']}, {doc['cycles']} cycles, "
+    lines = [f"; q35c groq program, machine {plain_text(doc['machine'])}, {doc['cycles']} cycles, "
              f"{len(doc['instructions'])} instructions", "; cycle  (duration)  queue  op  operands"]
     for unit in units:
-        lines.append(f"\n.unit {unit}")
+        lines.append(f"\n.unit {asm_symbol(unit)}")
         for ins in sorted(by_unit[unit], key=lambda i: (i["cycle"], i["id"])):
-            lines.append(f"  {ins['cycle']:>8}  ({ins['cycles']})  {ins['queue']:<12} "
+            lines.append(f"  {ins['cycle']:>8}  ({ins['cycles']})  {asm_symbol(ins['queue']):<12} "
                          f"{_operands(ins)}")
     return "\n".join(lines) + "\n"
 
@@ -139,18 +142,19 @@ def _operands(ins: dict) -> str:
     op = ins["op"]
     tag = f"#{ins['id']}"
     if op == "read":
-        return f"Read    {ins['buf']}[@{ins['addr']}] -> {_streams(ins['out'])}  {tag}"
+        return f"Read    {asm_symbol(ins['buf'])}[@{ins['addr']}] -> {_streams(ins['out'])}  {tag}"
     if op == "write":
-        return f"Write   {_streams(ins['in'])} -> {ins['buf']}[@{ins['addr']}]  {tag}"
+        return f"Write   {_streams(ins['in'])} -> {asm_symbol(ins['buf'])}[@{ins['addr']}]  {tag}"
     if op == "unpack":
         return f"Unpack  {_streams(ins['in'])} -> {_streams(ins['out'])}  {tag}"
     if op == "install":
         return (f"IW      {_streams(ins['in'])} -> buf{ins['buffer']} rows "
-                f"{ins['row']}..{ins['row'] + 15} ({ins['tag']})  {tag}")
+                f"{ins['row']}..{ins['row'] + 15} ({asm_symbol(ins['tag'])})  {tag}")
     if op == "matmul_pass":
         lo, hi = ins["rows"]
         return (f"ABC/ACC {_streams(ins['in'])} x buf{ins['buffer']}[{lo}:{hi}] -> "
                 f"{_streams(ins['out'])} i32  {tag}")
-    name = ins.get("ir_name", op)
-    return (f"{name:<7} {' '.join(ins['reads'])} -> {' '.join(ins['writes'])}  "
+    name = asm_symbol(ins.get("ir_name", op))
+    return (f"{name:<7} {' '.join(map(asm_symbol, ins['reads']))} -> "
+            f"{' '.join(map(asm_symbol, ins['writes']))}  "
             f"streams {','.join(h['dir'] + str(h['stream']) for h in ins['holds'])}  {tag}")

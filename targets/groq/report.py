@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 
+from q35c.compiler.codegen_names import plain_text
 from q35c.targets.groq import cost as costs
 from q35c.targets.groq.schedule import Program
 
@@ -112,7 +113,7 @@ def build_report(prog: Program, doc: dict) -> dict:
 def report_text(rep: dict) -> str:
     t = rep["lower_bound_terms"]
     lines = [
-        f"groq target, machine {rep['machine']}, {rep['chips']} chip(s)",
+        f"groq target, machine {plain_text(rep['machine'])}, {rep['chips']} chip(s)",
         f"cycles            {rep['cycles']}  ({rep['microseconds']} us at "
         f"{rep['clock_hz'] / 1e6:g} MHz)",
         f"lower bound       {rep['lower_bound_cycles']}  (MXM {t['mxm_compute']}, install "
@@ -138,7 +139,8 @@ def report_text(rep: dict) -> str:
     ]
     for x in rep["matmul_layers"]:
         kn = f"{x['shape'][0]}x{x['shape'][1]}"
-        lines.append(f"  {x['op_index']:>4} {x['weight'][:40]:<40} {kn:>12} {x['rows']:>4} "
+        weight = plain_text(x["weight"])[:40]
+        lines.append(f"  {x['op_index']:>4} {weight:<40} {kn:>12} {x['rows']:>4} "
                      f"{x['achieved_cycles']:>9} {x['bound_cycles']:>7} {x['ratio']:>6}  "
                      f"({x['mxm_cycles']}/{x['install_cycles']}/{x['mem_cycles']}/"
                      f"{x['latency_cycles']})")

@@ -28,8 +28,8 @@ from __future__ import annotations
 import numpy as np
 
 from q35c.compiler.diagnostics import Q35cError
-from q35c.compiler.quant import CODEBOOK, unpack_codes
-from q35c.compiler.quant.q3p5 import _decode_meta
+from q35c.compiler.quant import CODEBOOK, decode_meta, unpack_codes
+from q35c.semantics import IMPLEMENTATIONS, rescale_group, rescale_rows
 from q35c.targets.groq.lower import Buf, decode, encode
 
 BUCKET = 256
@@ -524,7 +524,7 @@ class Simulator:
             meta = decode(meta_b, self._load(meta_b), L)  # [7*MB, L]: (block, byte) rows
             words = decode(words_b, self._load(words_b), L)
             codes = unpack_codes(np.ascontiguousarray(meta.T), G, L)  # [G, L] group codes
-            scales, offsets = _decode_meta(codes, words[0], words[1], words[2])
+            scales, offsets = decode_meta(codes, words[0], words[1], words[2])
             sxs = decode(sx_b, self._load(sx_b), L)
             rows = sxs.shape[0]
             # partials of each chunk: [rows, groups of the chunk, L]; concatenated by group
@@ -536,16 +536,12 @@ class Simulator:
             else:
                 y = decode(B[ins["acc"]], self._load(B[ins["acc"]]), L)
             for gi in range(g0, g1):
-                sx = sxs[:, gi]
-                term = scales[gi] * acc_all[:, gi - g0].astype(np.float32) + \
-                    offsets[gi] * sx.astype(np.float32)[:, None]
-                y = (y + term.astype(np.float32)).astype(np.float32)
+                y = rescale_group(y, acc_all[:, gi - g0], sxs[:, gi], scales[gi], offsets[gi])
             if not ins["last"]:
                 results = {out_b.name: y}
             else:
                 rs_b = B[ins["row_scale"]]
-                row_scale = decode(rs_b, self._load(rs_b), L).reshape(-1).astype(np.float32)
-                y = (y * row_scale[:, None]).astype(np.float32)
+                y = rescale_rows(y, decode(rs_b, self._load(rs_b), L))
                 c0, c1 = ins["cols"]
 
                 def patch(iid=ins["id"], end=c + ins["cycles"], out_b=out_b, y=y):
@@ -558,7 +554,6 @@ class Simulator:
         else:
             if self.ops is None:
                 raise Q35cError("simulating macro instructions needs the program's IR")
-            from q35c.targets.interp.interpreter import _IMPLS
             from xdsl.dialects.builtin import TensorType
             irop = self.ops[ins["ir_op"]]
             args = []
@@ -573,7 +568,7 @@ class Simulator:
                     arr = arr.astype(bool)
                 args.append(arr)
             with np.errstate(all="ignore"):
-                res = _IMPLS[type(irop)](self.interp, irop, args)
+                res = IMPLEMENTATIONS[type(irop)](self.interp, irop, args)
             results = {n: np.asarray(r) for n, r in zip(ins["writes"], res)}
         encoded = {n: encode(self.bufs[n], r, L) for n, r in results.items()}
 

@@ -18,17 +18,21 @@ is the unit's busy fraction in that bucket and whose colour is its dominant op.
 
 Errors (missing or malformed program.json / report.json) are one-line `Q35cError`s; the
 HTML is written to a temporary file and renamed, so a failure leaves nothing behind.
+
+Everything in the page that came from the program (names of buffers, weights, units,
+queues, ops, the machine) goes through `codegen_names.html_text`; the script embeds no
+data, only numbers checked above (docs/security.md).
 """
 
 from __future__ import annotations
 
-import html
 import json
 import os
 import re
 from pathlib import Path
 from typing import Any
 
+from q35c.compiler.codegen_names import html_text
 from q35c.compiler.diagnostics import Q35cError
 
 PROGRAM_SCHEMA = "q35c-groq-program/1"
@@ -182,8 +186,8 @@ def render(doc: dict[str, Any], report: dict[str, Any] | None) -> str:
             w = max(i["cycles"], 1) * scale
             bars.append(
                 f'<rect class="bar" x="{i["cycle"] * scale:.3f}" y="{y}" width="{w:.3f}" '
-                f'height="{ROW_HEIGHT - 2}" fill="{colour[i["op"]]}" data-op="{html.escape(i["op"])}"'
-                f' data-i="{index}"><title>{html.escape(_describe(i))}</title></rect>')
+                f'height="{ROW_HEIGHT - 2}" fill="{colour[i["op"]]}" data-op="{html_text(i["op"])}"'
+                f' data-i="{index}"><title>{html_text(_describe(i))}</title></rect>')
     else:
         width = bucket
         cells: dict[tuple[int, int], dict[str, int]] = {}
@@ -205,13 +209,13 @@ def render(doc: dict[str, Any], report: dict[str, Any] | None) -> str:
                 f'<rect class="bar bucket" x="{b * width * scale:.3f}" '
                 f'y="{row * ROW_HEIGHT + 1}" width="{width * scale:.3f}" '
                 f'height="{ROW_HEIGHT - 2}" fill="{colour[top]}" '
-                f'fill-opacity="{0.25 + 0.75 * fraction:.2f}" data-op="{html.escape(top)}">'
-                f'<title>{html.escape(label)}</title></rect>')
+                f'fill-opacity="{0.25 + 0.75 * fraction:.2f}" data-op="{html_text(top)}">'
+                f'<title>{html_text(label)}</title></rect>')
     height = max(1, len(rows)) * ROW_HEIGHT
     labels = "".join(
-        f'<div class="label" data-unit="{html.escape(u)}" data-chip="{c}" '
-        f'data-queue="{html.escape(q)}" title="{html.escape(f"chip {c} {u} {q}".strip())}">'
-        f'{html.escape(f"c{c} {q or u}")}</div>' for c, u, q in rows)
+        f'<div class="label" data-unit="{html_text(u)}" data-chip="{c}" '
+        f'data-queue="{html_text(q)}" title="{html_text(f"chip {c} {u} {q}".strip())}">'
+        f'{html_text(f"c{c} {q or u}")}</div>' for c, u, q in rows)
     report = report or {}
     lower = report.get("lower_bound_cycles")
     ratio = (f"{doc['cycles'] / lower:.3f}" if isinstance(lower, (int, float)) and lower > 0
@@ -236,13 +240,13 @@ def render(doc: dict[str, Any], report: dict[str, Any] | None) -> str:
         ("view", f"aggregated into {-(-total // bucket):,} buckets of {bucket:,} cycles"
                  if aggregated else "one bar per instruction"),
     ]
-    header = "".join(f'<div class="kv"><span>{html.escape(k)}</span> '
-                     f'<b data-key="{html.escape(k)}">{html.escape(v)}</b></div>'
+    header = "".join(f'<div class="kv"><span>{html_text(k)}</span> '
+                     f'<b data-key="{html_text(k)}">{html_text(v)}</b></div>'
                      for k, v in summary)
     legend = "".join(f'<span class="sw" style="background:{colour[op]}"></span>'
-                     f'{html.escape(op)} ' for op in ops)
+                     f'{html_text(op)} ' for op in ops)
     return _PAGE.format(
-        title=html.escape(f"q35c groq timeline: {doc.get('machine', '')}"),
+        title=html_text(f"q35c groq timeline: {doc.get('machine', '')}"),
         header=header, legend=legend, labels=labels, height=height, width=WIDTH,
         total=total, bars="\n".join(bars), mode="buckets" if aggregated else "instructions",
         row=ROW_HEIGHT)
@@ -256,7 +260,7 @@ def write_timeline(out_dir: Path) -> Path:
     target = out_dir / "timeline.html"
     tmp = out_dir / ".timeline.html.tmp"
     try:
-        tmp.write_text(page)
+        tmp.write_text(page, encoding="utf-8")
         os.replace(tmp, target)
     except OSError as err:
         tmp.unlink(missing_ok=True)

@@ -1,4 +1,4 @@
-"""The `interp` target: execute the IR with the reference interpreter."""
+"""The `interp` target: execute the IR with the reference semantics (`q35c.semantics`)."""
 
 from __future__ import annotations
 
@@ -26,9 +26,11 @@ class InterpTarget(Q35cTarget):
 
     def run(self, ctx: Context, module: ModuleOp, store: WeightStore,
             inputs: dict[str, np.ndarray], entry: str | None) -> dict[str, np.ndarray]:
-        from q35c.targets.interp.interpreter import InterpreterError, run_module
+        from q35c.semantics import InterpreterError, SourceLineError, run_module
 
         try:
             return run_module(module, store, inputs, entry)
         except InterpreterError as err:
+            if err.line is not None:  # the driver adds the file: FILE:LINE: message
+                raise SourceLineError(err.message, err.line) from None
             raise Q35cError(str(err)) from None

@@ -20,7 +20,7 @@ from q35c.compiler.frontends.fortran.diagnostics import Diagnostics
 from q35c.compiler.frontends.fortran.parser import parse
 from q35c.compiler.frontends.fortran.semantics import FType, ProcInfo, check
 from q35c.compiler.weights import WeightStore
-from q35c.targets.interp.interpreter import run_module
+from q35c.semantics import run_module
 
 GFORTRAN_FLAGS = ["-O1", "-fwrapv", "-ffp-contract=off", "-ffree-line-length-none",
                   "-fno-range-check"]

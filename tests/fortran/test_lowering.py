@@ -14,7 +14,7 @@ from q35c.compiler.frontends.fortran import compile_source
 from q35c.compiler.ir_text import module_text
 from q35c.compiler.quant import LEGACY_LEVELS, quantize_legacy
 from q35c.compiler.weights import WeightStore
-from q35c.targets.interp.interpreter import matmul_int8, run_module
+from q35c.semantics import matmul_int8, run_module
 
 ROOT = Path(__file__).resolve().parents[2]
 CORPUS = ROOT / "examples" / "fortran"

@@ -13,7 +13,7 @@ from q35c.compiler.frontends.fortran import compile_source
 from q35c.compiler.weights import WeightStore
 from q35c.passes.matching import origin_of
 from q35c.passes.verify_overflow import OverflowFound
-from q35c.targets.interp.interpreter import run_module
+from q35c.semantics import run_module
 
 ACC = """\
 subroutine acc16(x, s)
@@ -146,7 +146,7 @@ INTEGER_CASES = [c for c in CASES if c.file in ("int_ops.f90", "lut_dequant.f90"
 
 @pytest.mark.parametrize("case", INTEGER_CASES, ids=lambda c: c.entry)
 def test_recorded_ranges_hold_when_the_interpreter_runs_the_kernel(case, monkeypatch):
-    from q35c.targets.interp import interpreter
+    from q35c import semantics
 
     path = CORPUS / case.file
     info = procedure(path, case.entry)
@@ -173,8 +173,8 @@ def test_recorded_ranges_hold_when_the_interpreter_runs_the_kernel(case, monkeyp
             return results
         return run
 
-    for kind, original in list(interpreter._IMPLS.items()):
-        monkeypatch.setitem(interpreter._IMPLS, kind, wrap(kind, original))
+    for kind, original in list(semantics.IMPLEMENTATIONS.items()):
+        monkeypatch.setitem(semantics.IMPLEMENTATIONS, kind, wrap(kind, original))
     rng = np.random.default_rng(sum(map(ord, case.entry)))
     for _ in range(3):
         run_module(module, WeightStore(), random_inputs(info, case, rng), case.entry)

@@ -17,6 +17,7 @@ from xdsl.dialects.builtin import ModuleOp
 from xdsl.utils.exceptions import VerifyException
 
 from q35c.compiler.diagnostics import Q35cError, first_line
+from q35c.compiler.files import read_input_text
 from q35c.compiler.frontends import FrontendOptions
 
 from .diagnostics import Diagnostics, FortranError
@@ -42,8 +43,4 @@ def compile_source(source: str, path: str = "<input>", *, raise_idioms: bool = T
 
 
 def load_fortran(path: Path, ctx: Context, options: FrontendOptions) -> ModuleOp:
-    try:
-        source = path.read_text()
-    except (OSError, UnicodeDecodeError) as err:
-        raise Q35cError(f"{path}: cannot read: {err}") from None
-    return compile_source(source, str(path))
+    return compile_source(read_input_text(path), str(path))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from q35c.compiler.diagnostics import Q35cError
+from q35c.compiler.diagnostics import Q35cError, clip, quote_source_line
 
 
 class FortranError(Q35cError):
@@ -11,9 +11,10 @@ class FortranError(Q35cError):
     def __init__(self, path: str, source: str, line: int, col: int, message: str):
         self.path, self.line, self.col, self.message = path, line, col, message
         lines = source.splitlines()
-        text = lines[line - 1] if 0 < line <= len(lines) else ""
-        caret = " " * (max(col, 1) - 1) + "^"
-        super().__init__(f"{path}:{line}:{col}: {message}\n{text}\n{caret}")
+        text, caret_col = quote_source_line(lines[line - 1] if 0 < line <= len(lines) else "",
+                                            col)
+        caret = " " * (caret_col - 1) + "^"
+        super().__init__(f"{path}:{line}:{col}: {clip(message)}\n{text}\n{caret}")
 
 
 class Diagnostics:

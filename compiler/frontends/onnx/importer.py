@@ -49,10 +49,10 @@ from q35c.compiler.frontends.onnx.model import (
 )
 from q35c.compiler.frontends.onnx.generic import convert_generic, generic_ops, needs_generic
 from q35c.compiler.frontends.onnx.ops import CONVERTERS, FOLD_ONLY, Value
+from q35c.compiler.ir_attrs import ONNX_NODE_ATTR
 from q35c.compiler.tensors import exact_element
 from q35c.compiler.weights import FileWeight, WeightStore
 from q35c.dialects import q35nn, quant3p5
-from q35c.passes.matching import ONNX_NODE_ATTR
 
 NUMPY_FOLDERS: dict[str, Callable[["OnnxImporter", NodeProto, list[Value]], list[Value]]] = {}
 """op key -> a numpy folder used instead of onnx's reference evaluator when all inputs are
@@ -472,7 +472,8 @@ ONNX_NODE_OPS = ("linalg.matmul", "q35nn.batch_matmul")
 
 def _hint(name: str) -> str | None:
     cleaned = "".join(c if c.isalnum() or c == "_" else "_" for c in name).strip("_")
-    return cleaned if cleaned and not cleaned[0].isdigit() else None
+    # xDSL wants an ASCII letter first ('º' and 'é' are alphanumeric too)
+    return cleaned if cleaned and cleaned[0].isascii() and not cleaned[0].isdigit() else None
 
 
 def op_histogram(graph: onnx.GraphProto) -> Counter[str]:

@@ -40,9 +40,8 @@ from q35c.compiler.frontends.onnx.model import (
     shape_text,
     storage_size,
     type_name,
-    value_shape,
 )
-
+from q35c.compiler.quantizable import DEFAULT_GROUP_SIZE, DEFAULT_MIN_ELEMENTS, quantizable_weight
 
 ASSUMED_DIM = 2
 """Size given to dynamic input dimensions that --shape leaves unbound."""
@@ -192,7 +191,6 @@ def inspect_model(path: Path, shapes: dict[str, tuple[int, ...]] | None = None,
                   keep_float: str | None = None) -> Summary:
     """The summary of `path`; `Q35cError` if it cannot even be read (or a flag is bad)."""
     from q35c.compiler.frontends.onnx.importer import unsupported_ops
-    from q35c.passes.quantize_weights import QuantizeWeightsPass
 
     shapes = dict(shapes or {})
     if not path.exists():
@@ -216,7 +214,6 @@ def inspect_model(path: Path, shapes: dict[str, tuple[int, ...]] | None = None,
         if tensor.data_location == TensorProto.EXTERNAL:
             external += 1
             external_bytes += size
-    defaults = QuantizeWeightsPass()
     summary = Summary(
         path=path, ir_version=model.ir_version,
         opsets=sorted((e.domain, e.version) for e in model.opset_import),
@@ -225,7 +222,7 @@ def inspect_model(path: Path, shapes: dict[str, tuple[int, ...]] | None = None,
         histogram=Counter(_op_key(n) for n in graph.node), initializers=len(graph.initializer),
         parameters=parameters, stored_bytes=stored, external=external,
         external_bytes=external_bytes, unsupported=unsupported_ops(graph),
-        group_size=defaults.group_size, min_elements=defaults.min_elements,
+        group_size=DEFAULT_GROUP_SIZE, min_elements=DEFAULT_MIN_ELEMENTS,
         keep_float=keep_float)
     for info in graph_inputs(model):
         declared = declared_shape(info)
@@ -244,38 +241,38 @@ def inspect_model(path: Path, shapes: dict[str, tuple[int, ...]] | None = None,
         summary.import_error = "unsupported operators"
         return summary
     try:
-        summary.weights = _weights(path, {**summary.assumed, **shapes}, defaults, keep_float)
+        summary.weights = _weights(path, {**summary.assumed, **shapes}, keep_float)
     except Q35cError as err:
         summary.import_error = first_line(err).removeprefix(f"{path}: ")
     return summary
 
 
-def _weights(path: Path, shapes: dict[str, tuple[int, ...]], defaults, keep_float: str | None
+def _weights(path: Path, shapes: dict[str, tuple[int, ...]], keep_float: str | None
              ) -> list[WeightInfo]:
     """Import `path` and classify every weight its IR uses as `quantize-weights` would."""
+    from xdsl.context import Context
     from xdsl.dialects.builtin import StringAttr
     from xdsl.dialects.linalg import ops as linalg
 
-    from q35c.compiler.driver import make_context
     from q35c.compiler.frontends import FrontendOptions
     from q35c.compiler.frontends.onnx import load_onnx
+    from q35c.compiler.ir_attrs import SOURCE_ATTR
     from q35c.compiler.quant import storage_bytes
     from q35c.compiler.weights import store_of
     from q35c.dialects import q35nn, quant3p5
-    from q35c.passes.quantize_weights import SOURCE_ATTR, QuantizeMatmulWeights
 
-    module = load_onnx(path, make_context(), FrontendOptions(shapes=shapes))
+    # The ONNX frontend builds ops directly and parses nothing: no dialect to register.
+    module = load_onnx(path, Context(), FrontendOptions(shapes=shapes))
     store = store_of(module)
-    pattern = QuantizeMatmulWeights(
-        store=store, group_size=defaults.group_size, min_elements=defaults.min_elements,
-        keep_float=re.compile(keep_float) if keep_float else None, layout=defaults.layout)
+    keep = re.compile(keep_float) if keep_float else None
     weight_ops: dict[str, list[quant3p5.WeightOp]] = {}
     for op in module.walk():
         if isinstance(op, quant3p5.WeightOp):
             weight_ops.setdefault(op.weight_name.data, []).append(op)
     candidates = {w.weight_name.data for m in module.walk()
                   if isinstance(m, (linalg.MatmulOp, q35nn.BatchMatmulOp))
-                  for w in [pattern.float_weight(m.operands[1])] if w is not None}
+                  for w in [quantizable_weight(m.operands[1], DEFAULT_MIN_ELEMENTS, keep)]
+                  if w is not None}
     infos = []
     for name, ops in weight_ops.items():
         value = store[name]
@@ -289,11 +286,11 @@ def _weights(path: Path, shapes: dict[str, tuple[int, ...]], defaults, keep_floa
         still_float = any(not (quantized and isinstance(
             use.operation, (linalg.MatmulOp, q35nn.BatchMatmulOp)) and use.index == 1)
             for op in ops for use in op.result.uses)
-        after = storage_bytes(shape, defaults.group_size) if quantized else 0
+        after = storage_bytes(shape, DEFAULT_GROUP_SIZE) if quantized else 0
         if still_float or not quantized:
             after += float_bytes
         reason = "" if quantized and not still_float else _why_float(
-            name, shape, array, ops, defaults.min_elements, keep_float, quantized)
+            name, shape, array, ops, DEFAULT_MIN_ELEMENTS, keep_float, quantized)
         sources = [op.attributes[SOURCE_ATTR] for op in ops if SOURCE_ATTR in op.attributes]
         source = sources[0].data if sources and isinstance(sources[0], StringAttr) else ""
         infos.append(WeightInfo(name, shape, str(array.dtype), float_bytes, quantized, after,

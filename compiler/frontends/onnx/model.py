@@ -24,6 +24,7 @@ import onnx
 from onnx import TensorProto, numpy_helper
 
 from q35c.compiler.diagnostics import Q35cError, first_line
+from q35c.compiler.files import InputFileError, confined_file, max_input_bytes, read_input_bytes
 from q35c.compiler.weights import FileWeight
 
 MIN_OPSET = 13
@@ -58,8 +59,9 @@ def load_model(path: Path, shape_only: bool = False) -> onnx.ModelProto:
     """Parse and check `path` without loading external data; upgrade opsets older than 13.
 
     With `shape_only`, external data files need not exist (their data is never read)."""
+    data = read_input_bytes(path)
     try:
-        model = onnx.load(str(path), load_external_data=False)
+        model = onnx.load_model_from_string(data)
     except Exception as err:  # DecodeError, OSError, and whatever a corrupt file raises
         raise Q35cError(f"{path}: not a valid ONNX model ({first_line(err)})") from None
     if not model.HasField("graph") or not model.graph.node:
@@ -287,10 +289,14 @@ class InitializerReader:
         location = info.get("location", "")
         if not location:
             raise self.fail(tensor.name, "external data without a location")
-        target = (self.base / location).resolve()
-        if Path(location).is_absolute() or not target.is_relative_to(self.base):
-            raise self.fail(tensor.name, f"external data at '{location}', outside the "
-                                         "model's directory")
+        try:
+            target = confined_file(self.base, location, must_exist=must_exist,
+                                   limit=max_input_bytes(text=False))
+        except InputFileError as err:
+            if err.outside:
+                raise self.fail(tensor.name, f"external data at '{location}', outside the "
+                                             "model's directory") from None
+            raise self.fail(tensor.name, f"external data file {err}") from None
         numbers = {}
         for key in ("offset", "length"):
             if key in info:
@@ -301,8 +307,6 @@ class InitializerReader:
                 if numbers[key] < 0:
                     raise self.fail(tensor.name, f"external data {key} '{info[key]}' is not a "
                                                  "non-negative integer")
-        if must_exist and not target.is_file():
-            raise self.fail(tensor.name, f"external data file '{location}' not found")
         return target, numbers.get("offset", 0), numbers.get("length")
 
     def _external(self, tensor: TensorProto) -> np.ndarray:

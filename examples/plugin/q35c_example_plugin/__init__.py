@@ -1,1 +1,2 @@
-"""An example q35c plugin: the `dequantize-weights` pass, registered in universe.py."""
+"""An example q35c plugin: the `dequantize-weights` pass and the `histogram` target,
+registered in universe.py."""

@@ -1,0 +1,191 @@
+"""`quant3p5`: packed weights, the float matmul on them, and the integer (int8) path.
+
+The int8 path is exact integer arithmetic followed by a float32 rescale in a fixed order
+(`rescale_group`, `rescale_rows`); every target reproduces it bit for bit, and the Groq
+simulator calls these same functions for its `rescale` instruction.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from xdsl.ir import Operation
+
+from q35c.compiler.quant import (
+    LegacyPairTensor,
+    Q3P5Tensor,
+    dequantize,
+    dequantize_legacy,
+    group_scales,
+    group_size_of,
+    integer_levels,
+    quantize,
+    quantize_legacy,
+)
+from q35c.compiler.tensors import numpy_dtype
+from q35c.dialects import quant3p5
+
+from .core import F32, InterpreterError, Value, f32, impl, type_shape
+from .numerics import apply_activation, matmul_unordered
+
+
+def dequantized(weights: Value) -> np.ndarray:
+    """The float32 [K, N] matrix a packed weight value encodes."""
+    if isinstance(weights, Q3P5Tensor):
+        return dequantize(weights)
+    if isinstance(weights, LegacyPairTensor):
+        return dequantize_legacy(weights)
+    raise InterpreterError(f"expected packed weights, got {type(weights).__name__}")
+
+
+@impl(quant3p5.WeightOp)
+def _weight(interp, op: quant3p5.WeightOp, args):
+    value = interp.store[op.weight_name.data]
+    result = op.result.type
+    if isinstance(result, quant3p5.PackedWeightType):
+        want = Q3P5Tensor if result.layout.data == "q3p5" else LegacyPairTensor
+        if not isinstance(value, want) or tuple(value.shape) != result.get_shape():
+            raise InterpreterError(
+                f"weight '{op.weight_name.data}' in the store does not match {result}"
+            )
+        return (value,)
+    value = np.asarray(value)
+    if value.shape != type_shape(op.result):
+        raise InterpreterError(
+            f"weight '{op.weight_name.data}' has shape {value.shape}, IR expects "
+            f"{type_shape(op.result)}"
+        )
+    return (value.astype(numpy_dtype(result.get_element_type()), copy=False),)
+
+
+@impl(quant3p5.QuantizeOp)
+def _quantize(interp, op: quant3p5.QuantizeOp, args):
+    packed = op.result.type
+    assert isinstance(packed, quant3p5.PackedWeightType)
+    if packed.layout.data == "pair43":
+        return (quantize_legacy(args[0], name=_origin(op)),)
+    return (quantize(args[0], group_size=packed.group, name=_origin(op)),)
+
+
+def _origin(op: Operation) -> str:
+    source = op.operands[0].owner
+    if isinstance(source, quant3p5.WeightOp):
+        return source.weight_name.data
+    return op.name
+
+
+@impl(quant3p5.DequantizeOp)
+def _dequantize(interp, op, args):
+    return (dequantized(args[0]),)
+
+
+@impl(quant3p5.UnpackOp)
+def _unpack(interp, op: quant3p5.UnpackOp, args):
+    weights = args[0]
+    if isinstance(weights, Q3P5Tensor):
+        return (weights.codes().astype(np.int8), weights.scales(), weights.offsets())
+    groups = type_shape(op.scales)
+    return (weights.packed, f32(weights.scale).reshape(groups),
+            f32(weights.offset).reshape(groups))
+
+
+@impl(quant3p5.PackOp)
+def _pack(interp, op: quant3p5.PackOp, args):
+    codes, scales, offsets = args
+    packed = op.result.type
+    assert isinstance(packed, quant3p5.PackedWeightType)
+    n = packed.get_shape()[1]
+    return (LegacyPairTensor(shape=packed.get_shape(), packed=codes.astype(np.int8),
+                             scale=f32(scales).reshape(n), offset=f32(offsets).reshape(n)),)
+
+
+@impl(quant3p5.MatmulOp)
+def _quant_matmul(interp, op, args):
+    x, weights = args
+    return (f32(matmul_unordered(x, dequantized(weights))),)
+
+
+def quantize_activations(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric per-row int8 quantization (see quant3p5.quantize_activations)."""
+    x = f32(x)
+    scale = (np.max(np.abs(x), axis=-1) / F32(127)).astype(F32)
+    scale = np.where(scale == 0, F32(1), scale).astype(F32)
+    q = np.clip(np.rint(x / scale[..., None]), -127, 127).astype(np.int8)
+    return q, scale
+
+
+@impl(quant3p5.QuantizeActivationsOp)
+def _quantize_activations(interp, op, args):
+    return quantize_activations(args[0])
+
+
+INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
+
+
+def _check_int32(value: np.ndarray, what: str, g: int) -> None:
+    """Raise if an exact group accumulator leaves int32 (the op is undefined there)."""
+    if value.size and (value.min() < INT32_MIN or value.max() > INT32_MAX):
+        index = np.unravel_index(np.argmax(np.abs(value)), value.shape)
+        raise InterpreterError(
+            f"quant3p5.matmul_int8: int32 overflow of the {what} of group {g} at "
+            f"{tuple(int(i) for i in index)}: exact value {int(value[index])}")
+
+
+def rescale_group(y: np.ndarray, acc: np.ndarray, sx: np.ndarray, scale: np.ndarray,
+                  offset: np.ndarray) -> np.ndarray:
+    """The running float32 sum after one group: y + (scale * f32(acc) + offset * f32(sx)).
+
+    y [rows, N] float32, acc [rows, N] the group's integer accumulators, sx [rows] its
+    integer activation sums, scale and offset [N] the group's float32 scale and offset.
+    Each operation rounds to float32 in this order; targets must follow it bit for bit."""
+    term = scale * acc.astype(F32) + offset * sx.astype(F32)[:, None]
+    return (y + term.astype(F32)).astype(F32)
+
+
+def rescale_rows(y: np.ndarray, row_scale: np.ndarray) -> np.ndarray:
+    """The last step of the rescale: y [rows, N] times each row's activation scale, in f32."""
+    return (y * f32(row_scale).reshape(-1)[:, None]).astype(F32)
+
+
+def matmul_int8(q: np.ndarray, row_scale: np.ndarray, weights: Value) -> np.ndarray:
+    """The int8 x packed-weight product with int32 group accumulators and ordered rescale.
+
+    Accumulators are computed exactly (int64) and must fit int32: a group accumulator or
+    activation sum outside [-2^31, 2^31 - 1] raises InterpreterError naming the op instead
+    of wrapping. `verify-overflow` proves at compile time that this cannot happen.
+    """
+    if not isinstance(weights, (Q3P5Tensor, LegacyPairTensor)):
+        raise InterpreterError(f"expected packed weights, got {type(weights).__name__}")
+    levels = integer_levels(weights).astype(np.int64)
+    scales, offsets = group_scales(weights)
+    group = group_size_of(weights)
+    k, n = levels.shape
+    rows = q.reshape(-1, k).astype(np.int64)
+    y = np.zeros((rows.shape[0], n), dtype=F32)
+    for g in range(-(-k // group)):
+        block = slice(g * group, min(k, (g + 1) * group))
+        acc = rows[:, block] @ levels[block]
+        sx = rows[:, block].sum(axis=1)
+        _check_int32(acc, "accumulator", g)
+        _check_int32(sx, "activation sum", g)
+        y = rescale_group(y, acc, sx, scales[g], offsets[g])
+    y = rescale_rows(y, row_scale)
+    return y.reshape(*q.shape[:-1], n)
+
+
+@impl(quant3p5.MatmulInt8Op)
+def _matmul_int8(interp, op, args):
+    return (matmul_int8(*args),)
+
+
+@impl(quant3p5.FusedMatmulOp)
+def _fused_matmul(interp, op: quant3p5.FusedMatmulOp, args):
+    """matmul, then + bias, activation, + residual, each rounded to float32 in turn."""
+    x, weights, *rest = args
+    y = f32(matmul_unordered(x, dequantized(weights)))
+    rest_iter = iter(rest)
+    if op.bias is not None:
+        y = (y + f32(next(rest_iter))).astype(F32)
+    y = apply_activation(op.activation.data, y)
+    if op.residual is not None:
+        y = (y + f32(next(rest_iter))).astype(F32)
+    return (y,)

@@ -1,0 +1,102 @@
+"""The target interface through the CLI: `q35c targets`, a target's own pipeline in the IR
+dumps, the up-front accepted-ops check, --shape-only support and `q35c report` dispatch.
+
+Plugin targets (examples/plugin's `histogram`) are tested in test_plugin.py.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from conftest import EXAMPLES, MODELS_DIR, q35c
+
+MLP = EXAMPLES / "mlp.mlir"
+LLAMA = MODELS_DIR / "llama_tiny.onnx"
+
+
+def assert_one_line_error(result, message: str) -> None:
+    assert result.returncode == 2, result.stderr
+    assert result.stdout == ""
+    assert len(result.stderr.splitlines()) == 1, result.stderr
+    assert result.stderr.startswith("q35c: error: ") and message in result.stderr, result.stderr
+
+
+def test_targets_lists_builtin_and_planned_targets():
+    result = q35c("targets")
+    rows = {line.split()[0]: line for line in result.stdout.splitlines()}
+    assert list(rows) == ["c", "groq", "interp", "mlir", "cerebras", "cuda"]
+    assert "TSP program" in rows["groq"] and "[--shape-only]" in rows["groq"]
+    assert "[--shape-only]" in rows["mlir"] and "[--shape-only]" not in rows["c"]
+    assert "not implemented yet" in rows["cuda"] and "not implemented yet" in rows["cerebras"]
+    assert "plugin" not in result.stdout and result.stderr == ""
+
+
+def test_target_pipeline_passes_are_dumped_and_printed(tmp_path):
+    """groq's int8-activations and verify-overflow run in the driver, after the user's
+    pipeline: they are stages of --dump-ir and --print-ir-after-all like any pass."""
+    result = q35c(MLP, "--target", "groq", "-o", tmp_path / "out", "--dump-ir",
+                  tmp_path / "dumps", "--print-ir-after-all")
+    dumps = sorted(p.name for p in (tmp_path / "dumps").glob("*.mlir"))
+    assert dumps == ["00-input.mlir", "01-quantize-weights.mlir", "02-canonicalize.mlir",
+                     "03-cse.mlir", "04-verify-overflow.mlir", "05-verify-quant-error.mlir",
+                     "06-int8-activations.mlir", "07-verify-overflow.mlir"]
+    assert '"quant3p5.matmul"' in (tmp_path / "dumps" / "05-verify-quant-error.mlir").read_text()
+    final = (tmp_path / "dumps" / "07-verify-overflow.mlir").read_text()
+    assert '"quant3p5.matmul"' not in final and '"quant3p5.matmul_int8"' in final
+    # what the target compiled is the last dump's IR (which names its weight file)
+    assert final.replace(' {quant3p5.weights = "weights.q35w"}', "").endswith(
+        (tmp_path / "out" / "model.mlir").read_text())
+    headers = re.findall(r"^// -----// IR after ([\w-]+)", result.stderr, re.M)
+    assert headers[-2:] == ["int8-activations", "verify-overflow"]
+
+
+def test_mlir_target_adds_no_stages(tmp_path):
+    q35c(MLP, "--target", "mlir", "-o", tmp_path / "out", "--dump-ir", tmp_path / "dumps")
+    assert sorted(p.name for p in (tmp_path / "dumps").glob("*.mlir"))[-1] == \
+        "05-verify-quant-error.mlir"
+
+
+def test_unsupported_ops_are_listed_in_one_line_with_their_sources(tmp_path):
+    """Fused ops the C target has no kernels for: every kind, with its ONNX nodes (or its
+    position when a pass left no source), in one error, before anything is written."""
+    out = tmp_path / "out"
+    result = q35c(LLAMA, "--shape", "input_ids=1,4", "--passes",
+                  "default,fuse-attention,fuse-swiglu", "--target", "c", "-o", out, check=False)
+    assert_one_line_error(result, f"{LLAMA}: target c does not support: q35nn.attention x2 "
+                                  "(ONNX node '/layers.0/self_attn/MatMul_1', ONNX node "
+                                  "'/layers.1/self_attn/MatMul_1'); q35nn.swiglu x2 (op ")
+    assert not out.exists()
+
+
+def test_unsupported_op_in_a_fortran_kernel_names_its_line(tmp_path):
+    """A Fortran kernel's loops are not groq ops: the error names each op's routine and
+    line."""
+    result = q35c(EXAMPLES / "fortran" / "softmax.f90", "--target", "groq", "-o",
+                  tmp_path / "out", check=False)
+    assert_one_line_error(result, "target groq does not support: ")
+    assert re.search(r"scf\.for x\d+ \(in 'softmax_rows' at line \d+", result.stderr), \
+        result.stderr
+
+
+@pytest.mark.parametrize("target", ["c", "interp"])
+def test_shape_only_is_refused_by_targets_without_it(target, tmp_path):
+    result = q35c(LLAMA, "--shape", "input_ids=1,4", "--shape-only", "--target", target,
+                  "-o", tmp_path / "out", check=False)
+    assert_one_line_error(result, "--shape-only is supported by --target groq and mlir, "
+                                  f"not '{target}'")
+    assert not (tmp_path / "out").exists()
+
+
+def test_report_on_a_directory_no_target_wrote(tmp_path):
+    """`q35c report` picks the target by its output markers; with none, the only target
+    that has a report says what it needs."""
+    (tmp_path / "out").mkdir()
+    result = q35c("report", tmp_path / "out", check=False)
+    assert_one_line_error(result, "program.json: no such file")
+
+
+def test_bad_target_option_is_one_line(tmp_path):
+    result = q35c(MLP, "--target", "groq{chips=two}", "-o", tmp_path / "out", check=False)
+    assert_one_line_error(result, "--target groq: ")
