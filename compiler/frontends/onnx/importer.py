@@ -42,19 +42,19 @@ from q35c.compiler.frontends.onnx.builder import (
     mlir_element,
     shape_of,
 )
+from q35c.compiler.frontends.onnx.generic import convert_generic, generic_ops, needs_generic
 from q35c.compiler.frontends.onnx.model import (
     InitializerReader,
     bind_input_shapes,
     value_shape,
 )
-from q35c.compiler.frontends.onnx.generic import convert_generic, generic_ops, needs_generic
 from q35c.compiler.frontends.onnx.ops import CONVERTERS, FOLD_ONLY, Value
 from q35c.compiler.ir_attrs import ONNX_NODE_ATTR
 from q35c.compiler.tensors import exact_element
 from q35c.compiler.weights import FileWeight, WeightStore
 from q35c.dialects import q35nn, quant3p5
 
-NUMPY_FOLDERS: dict[str, Callable[["OnnxImporter", NodeProto, list[Value]], list[Value]]] = {}
+NUMPY_FOLDERS: dict[str, Callable[[OnnxImporter, NodeProto, list[Value]], list[Value]]] = {}
 """op key -> a numpy folder used instead of onnx's reference evaluator when all inputs are
 known. quantized.py registers DequantizeLinear (exact for opsets 13+, and it names the
 dequantized weight after its quantized initializer) and Transpose (keeps that name)."""
