@@ -145,8 +145,8 @@ def dominant(report: dict) -> str:
 
 
 def bench_model(name: str, model: Model, work: Path, repeat: int, simulate: bool) -> dict:
-    from q35c.targets.groq import int8_module, simulate_dir
     from q35c.semantics import run_module
+    from q35c.targets.groq import int8_module, simulate_dir
 
     if model.path is None:
         (work / "src").mkdir(parents=True, exist_ok=True)

@@ -96,7 +96,7 @@ class FileWeight:
     def result_shape(self) -> tuple[int, ...]:
         return tuple(reversed(self.shape)) if self.transpose else self.shape
 
-    def transposed(self, order: str = "K") -> "FileWeight":
+    def transposed(self, order: str = "K") -> FileWeight:
         assert len(self.shape) == 2
         return FileWeight(self.path, self.offset, self.dtype, self.shape, self.as_dtype,
                           not self.transpose, order)
@@ -138,7 +138,7 @@ def _entry_arrays(value: Weight) -> tuple[str, dict[str, np.ndarray]]:
     return "tensor", {"data": np.asarray(value)}
 
 
-def _entry_layout(value: "Weight | FileWeight") -> tuple[str, list[tuple[str, np.dtype,
+def _entry_layout(value: Weight | FileWeight) -> tuple[str, list[tuple[str, np.dtype,
                                                                           tuple[int, ...]]]]:
     """The kind and (key, dtype, shape) of each blob of `value`, without reading its data."""
     if isinstance(value, FileWeight):
@@ -421,7 +421,7 @@ class WeightStore:
         os.replace(tmp, path)
 
 
-_ATTACHED: "weakref.WeakKeyDictionary[ModuleOp, WeightStore]" = weakref.WeakKeyDictionary()
+_ATTACHED: weakref.WeakKeyDictionary[ModuleOp, WeightStore] = weakref.WeakKeyDictionary()
 
 
 def attach_store(module: ModuleOp, store: WeightStore) -> None:

@@ -23,7 +23,14 @@ from xdsl.pattern_rewriter import (
 )
 
 from q35c.dialects import q35nn, quant3p5
-from q35c.passes.matching import copy_origin, erase_dead_ops, operands_matching, owner, scalar_of, single_use, source_of
+from q35c.passes.matching import (
+    copy_origin,
+    erase_dead_ops,
+    operands_matching,
+    scalar_of,
+    single_use,
+    source_of,
+)
 
 
 def _bias_of(value: SSAValue, n: int) -> SSAValue | None:

@@ -13,26 +13,34 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import (
+    BIN,
+    EXAMPLES,
+    INT8,
+    MODELS_DIR,
+    ROOT,
+    hidden_input,
+    ids_input,
+    q35c,
+    require_tool,
+    x_input,
+)
 from xdsl.builder import Builder
 from xdsl.dialects import func
 from xdsl.dialects.builtin import ModuleOp, TensorType, f32
 from xdsl.ir import Block, Region
 from xdsl.rewriter import InsertPoint
 
-from conftest import (BIN, EXAMPLES, INT8, MODELS_DIR, ROOT, hidden_input, ids_input, q35c,
-                      require_tool, x_input)
 from q35c.compiler.diagnostics import Q35cError
 from q35c.compiler.driver import Options, compile_to_module
 from q35c.compiler.quant import quantize
 from q35c.compiler.weights import WeightStore, store_of
 from q35c.dialects import quant3p5
+from q35c.semantics import run_module
 from q35c.targets.c import CTarget
 from q35c.targets.c.emit import emit
 from q35c.targets.native.lower import lower_module
 from q35c.targets.native.memory import lifetimes, plan_arena
-from q35c.semantics import run_module
-
-
 
 # name -> (file, input name, shape, input maker). Every example model that compiles, plus
 # other shapes of the two base models (sequence length 1, batch 2, odd lengths).

@@ -2,7 +2,6 @@
 
 import numpy as np
 import pytest
-
 from conftest import EXAMPLES, q35c
 
 MLP = EXAMPLES / "mlp.mlir"

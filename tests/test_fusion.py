@@ -8,7 +8,6 @@ round-off only.
 
 import numpy as np
 import pytest
-
 from conftest import EXAMPLES, q35c
 
 MODELS = EXAMPLES / "models"

@@ -24,12 +24,12 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+from conftest import EXAMPLES, q35c
 from hypothesis import HealthCheck, given, settings, strategies as st
 from onnx import AttributeProto, TensorProto, helper, numpy_helper
-
-from conftest import EXAMPLES, q35c
-from q35c.compiler.driver import Options, run_file
 from test_cli import assert_user_error
+
+from q35c.compiler.driver import Options, run_file
 
 MODELS_DIR = EXAMPLES / "models"
 INVALID_DIR = MODELS_DIR / "invalid"

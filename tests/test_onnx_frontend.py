@@ -11,9 +11,9 @@ import subprocess
 import numpy as np
 import onnx
 import pytest
+from conftest import EXAMPLES, q35c, require_tool
 from onnx import numpy_helper
 
-from conftest import EXAMPLES, q35c, require_tool
 from q35c.compiler.quant import Q3P5Tensor, dequantize
 from q35c.compiler.weights import WeightStore
 

@@ -8,9 +8,8 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
-
 from conftest import EXAMPLES, q35c
+from onnx import TensorProto, helper, numpy_helper
 from test_cli import assert_user_error
 
 MODELS = EXAMPLES / "models"
@@ -205,9 +204,15 @@ def test_inspect_on_mutated_models_never_crashes(tmp_path):
     import random
 
     from hypothesis import given, settings, strategies as st
-
-    from test_onnx_errors import EXTERNAL_BYTES, EXTERNAL_FILE, FUZZ, SEEDS, RandomPicker, \
-        invoke, mutate
+    from test_onnx_errors import (
+        EXTERNAL_BYTES,
+        EXTERNAL_FILE,
+        FUZZ,
+        SEEDS,
+        RandomPicker,
+        invoke,
+        mutate,
+    )
 
     (tmp_path / EXTERNAL_FILE).write_bytes(EXTERNAL_BYTES)
 

@@ -11,7 +11,6 @@ import sys
 from collections import Counter
 
 import pytest
-
 from conftest import ROOT
 
 PASS_FLOOR = 1555

@@ -25,7 +25,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import EXAMPLES, MODELS_DIR, ROOT
 
 HASHES = ROOT / "tests" / "output_hashes.json"

@@ -19,9 +19,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from xdsl.parser import Parser
-
 from conftest import BIN, EXAMPLES, ROOT
+from xdsl.parser import Parser
 
 PLUGIN_SOURCE = EXAMPLES / "plugin"
 EXAMPLE = EXAMPLES / "mlp.mlir"

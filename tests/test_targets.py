@@ -9,7 +9,6 @@ from __future__ import annotations
 import re
 
 import pytest
-
 from conftest import EXAMPLES, MODELS_DIR, q35c
 
 MLP = EXAMPLES / "mlp.mlir"

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import EXAMPLES, q35c, require_tool
 from hypothesis import HealthCheck, given, settings, strategies as st
 from xdsl.builder import Builder
 from xdsl.dialects import func
@@ -16,16 +17,21 @@ from xdsl.dialects.builtin import ModuleOp, StringAttr, TensorType, f32
 from xdsl.ir import Block, Region
 from xdsl.rewriter import InsertPoint
 
-from conftest import EXAMPLES, q35c, require_tool
-from q35c.compiler.driver import Options, build_pipeline, compile_to_module, load_input, \
-    make_context, run_pipeline
+from q35c import semantics
+from q35c.compiler.driver import (
+    Options,
+    build_pipeline,
+    compile_to_module,
+    load_input,
+    make_context,
+    run_pipeline,
+)
+from q35c.compiler.quant import LegacyPairTensor, group_size_of, integer_levels
 from q35c.compiler.weights import WeightStore, attach_store, store_of
 from q35c.dialects import q35nn, quant3p5
-from q35c.passes.verify_overflow import OverflowFound
 from q35c.passes.matching import origin_of
+from q35c.passes.verify_overflow import OverflowFound
 from q35c.passes.verify_quant_error import _l1_box_max, analyse_function, float_source
-from q35c import semantics
-from q35c.compiler.quant import LegacyPairTensor, group_size_of, integer_levels
 from q35c.semantics import (
     InterpreterError,
     matmul_int8,

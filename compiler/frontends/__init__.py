@@ -10,7 +10,6 @@ from pathlib import Path
 from xdsl.context import Context
 from xdsl.dialects.builtin import ModuleOp
 
-
 DEFAULT_MAX_TENSOR_BYTES = 1 << 30
 """1 GiB: far above any activation or folded table of the models q35c targets (SmolLM2's
 49152x576 float32 embedding is 113 MB), far below what a 300-byte hostile model can ask for.

@@ -107,7 +107,7 @@ def normalize(model: onnx.ModelProto) -> onnx.ModelProto:
     for node in model.graph.node:
         node.ClearField("doc_string")
     # Deterministic opset order.
-    opsets = sorted(((o.domain, o.version) for o in model.opset_import))
+    opsets = sorted((o.domain, o.version) for o in model.opset_import)
     del model.opset_import[:]
     for domain, version in opsets:
         model.opset_import.append(helper.make_opsetid(domain, version))
@@ -478,7 +478,9 @@ def quantize_nbits(model: onnx.ModelProto, qdq: bool,
                    op_types: tuple[str, ...] = ("MatMul",)) -> onnx.ModelProto:
     from onnxruntime.quantization import QuantFormat
     from onnxruntime.quantization.matmul_nbits_quantizer import (
-        DefaultWeightOnlyQuantConfig, MatMulNBitsQuantizer)
+        DefaultWeightOnlyQuantConfig,
+        MatMulNBitsQuantizer,
+    )
 
     config = DefaultWeightOnlyQuantConfig(
         block_size=Q_BLOCK,

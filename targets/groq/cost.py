@@ -185,8 +185,7 @@ def op_work(op: Any, shape: Any) -> tuple[str, str, int, int]:
     element) of a non-matmul graph op; `shape(value)` gives a value's shape. `elements` is
     the largest operand/result; float matmuls (attention scores, batched matmul) count
     `M * N * K` elements of 2 passes, attention `2 * |q| * keys` of 4."""
-    from xdsl.dialects import math as xmath
-    from xdsl.dialects import tensor
+    from xdsl.dialects import math as xmath, tensor
     from xdsl.dialects.linalg import ops as linalg
 
     from q35c.dialects import q35nn, quant3p5

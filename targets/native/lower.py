@@ -19,8 +19,7 @@ from __future__ import annotations
 from functools import singledispatchmethod
 
 import numpy as np
-from xdsl.dialects import arith, func, tensor
-from xdsl.dialects import math as xmath
+from xdsl.dialects import arith, func, math as xmath, tensor
 from xdsl.dialects.builtin import (
     DenseIntOrFPElementsAttr,
     FloatAttr,

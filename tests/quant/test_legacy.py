@@ -3,8 +3,7 @@ conversion to Q3P5."""
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
 from q35c.compiler.quant import (
     LEGACY_LEVELS,

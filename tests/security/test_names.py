@@ -11,7 +11,6 @@ arbitrary Unicode) through the whole path and compile the C with -Werror.
 from __future__ import annotations
 
 import ast
-import os
 import shutil
 import subprocess
 import unicodedata
@@ -21,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from hypothesis import HealthCheck, assume, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 from onnx import TensorProto, helper
 
 from q35c.compiler import codegen_names as cn
