@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # q35c developer entry point. Works on a fresh machine with Python >= 3.11, pip and apt:
 #   ./dev.sh demo    set everything up, compile and run the bundled example end to end
-#   ./dev.sh test    set everything up, run the whole test suite (pytest + lit/filecheck)
+#   ./dev.sh test    set everything up, run the test suite (pytest + lit/filecheck) on every
+#                    core (pytest-xdist), without the tests marked slow
+#   ./dev.sh test-all  the same, slow tests included
 #   ./dev.sh setup   only set up: system tools (apt) and the .venv with q35c[dev]
+# Arguments after test/test-all go to pytest (e.g. ./dev.sh test tests/test_cli.py -k run).
 set -euo pipefail
 cd "$(dirname "$0")"
 VENV=${Q35C_VENV:-.venv}
@@ -74,12 +77,13 @@ demo() {
 
 run_tests() {
   setup
-  "$VENV/bin/python" -m pytest "$@"
+  "$VENV/bin/python" -m pytest -n auto "$@"
 }
 
 case "${1:-}" in
   setup) setup ;;
   demo) demo ;;
-  test) shift; run_tests "$@" ;;
-  *) echo "usage: $0 {demo|test|setup}" >&2; exit 64 ;;
+  test) shift; run_tests -m "not slow" "$@" ;;
+  test-all) shift; run_tests "$@" ;;
+  *) echo "usage: $0 {demo|test|test-all|setup}" >&2; exit 64 ;;
 esac
