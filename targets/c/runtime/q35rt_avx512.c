@@ -335,9 +335,203 @@ static Q35_AVX512 void q35_i8_avx512_columns(const q35_qjob *job, int64_t n_begi
     }
 }
 
+/* ---- int8 GEMM (rows >= Q35_GEMM_MIN_ROWS: prefill, batches) ----------------------------
+ *
+ * Rows go in vector lanes, 16 per block, so that a group's exact int32 dot product for 16
+ * rows builds up in one accumulator with no horizontal sums: per group, 8 vpdpbusd of the
+ * block's activations (16 rows x 4 k per vector, stored as q + 128, unsigned) with 4 of
+ * the column's levels broadcast from memory (signed), then acc - 128 * sum(levels). The
+ * levels of a tile of 16 columns are decoded once per block of Q35_GEMM_KBLOCK groups into
+ * an L1/L2 buffer and reused by every row block; the 16 columns' float32 sums over groups
+ * stay in registers (rows in lanes), in group order as the interpreter adds them. Between
+ * K blocks the unscaled sums wait in y; the last block multiplies by the row scale. */
+enum { Q35_GEMM_MIN_ROWS = 8, Q35_GEMM_KBLOCK = 64 };
+
+/* The 4 bytes at p in every dword (a broadcast load). */
+static inline Q35_AVX512 __m512i q35_broadcast4(const int8_t *p)
+{
+    int32_t v;
+    memcpy(&v, p, sizeof v);
+    return _mm512_set1_epi32(v);
+}
+
+/* Packed activations: for row block b and group g, 8 vectors of 16 rows x 4 bytes q + 128:
+ * vector j < 4 holds k = 32 g + 8 j + {0, 2, 4, 6}, vector j >= 4 k = 32 g + 8 (j - 4) +
+ * {1, 3, 5, 7} (the order of the decoded even-k and odd-k levels); rows past `rows` and
+ * k past K are q = 0. Then float(sum(q)) per block, group and row. */
+static void q35_i8_gemm_prepare(const q35_qjob *job)
+{
+    const q35_q3p5 *t = &job->t;
+    const int64_t G = (t->groups + 15) / 16 * 16, blocks = (job->rows + 15) / 16;
+    uint8_t *a = job->work;
+    float *sxf = (float *)(void *)(job->work + blocks * 16 * G * 32);
+    int64_t b, g, r, j, i;
+    for (b = 0; b < blocks; b++)
+        for (g = 0; g < G; g++)
+            for (r = 0; r < 16; r++) {
+                const int64_t row = b * 16 + r;
+                const int8_t *qr = job->q + row * t->k;
+                uint8_t *dst = a + (b * G + g) * 512 + r * 4;
+                int32_t sum = 0;
+                for (j = 0; j < 8; j++)
+                    for (i = 0; i < 4; i++) {
+                        const int64_t k = 32 * g + 8 * (j % 4) + 2 * i + j / 4;
+                        const int v = row < job->rows && k < t->k ? qr[k] : 0;
+                        dst[j * 64 + i] = (uint8_t)(v + 128);
+                        sum += v;
+                    }
+                sxf[(b * G + g) * 16 + r] = (float)sum;
+            }
+}
+
+/* The levels, 128 * (-sum of levels), scales and offsets of 16 columns' groups [g0, g0 +
+ * count) (count a multiple of 16), for q35_i8_gemm_columns: levels[c] holds per 16 groups
+ * 4 chunks of (even-k levels, odd-k levels) as the decoder leaves them; the per-group
+ * tables are in q35_group_order within each 16 groups. Columns past N decode as zeros. */
+static Q35_AVX512 void q35_i8_gemm_decode(const q35_q3p5 *t, const q35_decoder *d, int64_t n0,
+                                          int64_t g0, int64_t count,
+                                          int8_t levels[16][Q35_GEMM_KBLOCK * 32],
+                                          int32_t bias[16][Q35_GEMM_KBLOCK],
+                                          float scale[16][Q35_GEMM_KBLOCK],
+                                          float offset[16][Q35_GEMM_KBLOCK])
+{
+    const __m512i ones = _mm512_set1_epi8(1);
+    int64_t c, gb;
+    for (c = 0; c < 16; c++) {
+        const int64_t n = n0 + c;
+        q35_column_meta meta;
+        if (n >= t->n) {
+            memset(levels[c], 0, (size_t)count * 32);
+            memset(bias[c], 0, (size_t)count * sizeof(int32_t));
+            memset(scale[c], 0, (size_t)count * sizeof(float));
+            memset(offset[c], 0, (size_t)count * sizeof(float));
+            continue;
+        }
+        meta = q35_column_meta_make(t, n);
+        for (gb = 0; gb < count / 16; gb++) {
+            const int64_t gg = g0 / 16 + gb; /* 16-group block of the column */
+            const uint8_t *p = t->payload + n * t->payload_row + gg * 224;
+            const int64_t left = t->payload_row - gg * 224, chunks = (t->groups - gg * 16 + 3) / 4;
+            int8_t *lv = levels[c] + gb * 512;
+            __m512i sums[4], sc;
+            __m512 s, o;
+            int ch;
+            for (ch = 0; ch < 4; ch++) {
+                const int64_t bytes = left - 56 * ch;
+                __m512i codes, le, lo;
+                if (ch >= chunks) {
+                    _mm512_storeu_si512((void *)(lv + 128 * ch), _mm512_setzero_si512());
+                    _mm512_storeu_si512((void *)(lv + 128 * ch + 64), _mm512_setzero_si512());
+                    sums[ch] = _mm512_setzero_si512();
+                    continue;
+                }
+                codes = left >= 224 ? q35_codes_full(d, p + 56 * ch)
+                                    : q35_codes_raw(d, p + 56 * ch,
+                                                    bytes >= 56 ? 56 : bytes > 0 ? (int)bytes : 0);
+                le = _mm512_permutex2var_epi8(d->even_lo, codes, d->even_hi);
+                lo = _mm512_permutex2var_epi8(d->odd_lo, codes, d->odd_hi);
+                _mm512_storeu_si512((void *)(lv + 128 * ch), le);
+                _mm512_storeu_si512((void *)(lv + 128 * ch + 64), lo);
+                sums[ch] = _mm512_dpbusd_epi32(
+                    _mm512_dpbusd_epi32(_mm512_setzero_si512(), ones, le), ones, lo);
+            }
+            sc = q35_group_sums16(sums[0], sums[1], sums[2], sums[3]);
+            _mm512_storeu_si512((void *)(bias[c] + gb * 16),
+                                _mm512_mullo_epi32(sc, _mm512_set1_epi32(-128)));
+            q35_group_meta16_ordered(t->meta + n * t->meta_row + gg * 14, d, &meta, &s, &o);
+            _mm512_storeu_ps(scale[c] + gb * 16, s);
+            _mm512_storeu_ps(offset[c] + gb * 16, o);
+        }
+    }
+}
+
+/* Columns [n_begin, n_end) (n_begin a multiple of 16) of the prepared GEMM job. */
+static Q35_AVX512 void q35_i8_gemm_columns(const q35_qjob *job, int64_t n_begin, int64_t n_end)
+{
+    const q35_q3p5 *t = &job->t;
+    const int64_t G = (t->groups + 15) / 16 * 16, blocks = (job->rows + 15) / 16;
+    const uint8_t *a = job->work;
+    const float *sxf = (const float *)(const void *)(job->work + blocks * 16 * G * 32);
+    const q35_decoder d = q35_decoder_make(0);
+    int8_t levels[16][Q35_GEMM_KBLOCK * 32]; /* 32 KiB: L1 */
+    int32_t bias[16][Q35_GEMM_KBLOCK];
+    float scale[16][Q35_GEMM_KBLOCK], offset[16][Q35_GEMM_KBLOCK];
+    int64_t n0, g0, b, g, c;
+    for (n0 = n_begin; n0 < n_end; n0 += 16) {
+        const int64_t cols = t->n - n0 < 16 ? t->n - n0 : 16;
+        const __mmask16 colmask = (__mmask16)((1u << cols) - 1);
+        for (g0 = 0; g0 < G; g0 += Q35_GEMM_KBLOCK) {
+            const int64_t count = G - g0 < Q35_GEMM_KBLOCK ? G - g0 : Q35_GEMM_KBLOCK;
+            const int last = g0 + count == G;
+            q35_i8_gemm_decode(t, &d, n0, g0, count, levels, bias, scale, offset);
+            for (b = 0; b < blocks; b++) {
+                const int64_t rows = job->rows - b * 16 < 16 ? job->rows - b * 16 : 16;
+                __m512 acc[16];
+                if (g0 == 0) {
+                    for (c = 0; c < 16; c++)
+                        acc[c] = _mm512_setzero_ps();
+                } else { /* the sums so far, kept in y: rows to lanes */
+                    for (c = 0; c < 16; c++)
+                        acc[c] = c < rows ? _mm512_maskz_loadu_ps(
+                                                colmask, job->y + (b * 16 + c) * t->n + n0)
+                                          : _mm512_setzero_ps();
+                    q35_transpose16(acc);
+                }
+                for (g = 0; g < count; g++) {
+                    const __m512i *av = (const __m512i *)(const void *)(a + (b * G + g0 + g) * 512);
+                    const __m512i a0 = _mm512_loadu_si512((const void *)(av + 0)),
+                                  a1 = _mm512_loadu_si512((const void *)(av + 1)),
+                                  a2 = _mm512_loadu_si512((const void *)(av + 2)),
+                                  a3 = _mm512_loadu_si512((const void *)(av + 3)),
+                                  a4 = _mm512_loadu_si512((const void *)(av + 4)),
+                                  a5 = _mm512_loadu_si512((const void *)(av + 5)),
+                                  a6 = _mm512_loadu_si512((const void *)(av + 6)),
+                                  a7 = _mm512_loadu_si512((const void *)(av + 7));
+                    const __m512 sx = _mm512_loadu_ps(sxf + (b * G + g0 + g) * 16);
+                    const int64_t idx = g / 16 * 16 + q35_group_order(g % 16);
+                    const int64_t at = g / 16 * 512 + (g % 16) / 4 * 128 + (g % 4) * 16;
+                    for (c = 0; c < 16; c++) {
+                        const int8_t *lv = levels[c] + at;
+                        __m512i e = _mm512_dpbusd_epi32(_mm512_set1_epi32(bias[c][idx]), a0,
+                                                        q35_broadcast4(lv));
+                        __m512i f = _mm512_dpbusd_epi32(_mm512_setzero_si512(), a4,
+                                                        q35_broadcast4(lv + 64));
+                        e = _mm512_dpbusd_epi32(e, a1, q35_broadcast4(lv + 4));
+                        f = _mm512_dpbusd_epi32(f, a5, q35_broadcast4(lv + 68));
+                        e = _mm512_dpbusd_epi32(e, a2, q35_broadcast4(lv + 8));
+                        f = _mm512_dpbusd_epi32(f, a6, q35_broadcast4(lv + 72));
+                        e = _mm512_dpbusd_epi32(e, a3, q35_broadcast4(lv + 12));
+                        f = _mm512_dpbusd_epi32(f, a7, q35_broadcast4(lv + 76));
+                        /* term = scale * acc + offset * sum(q); sum += term (float32) */
+                        acc[c] = _mm512_add_ps(
+                            acc[c],
+                            _mm512_add_ps(_mm512_mul_ps(_mm512_set1_ps(scale[c][idx]),
+                                                        _mm512_cvtepi32_ps(_mm512_add_epi32(e, f))),
+                                          _mm512_mul_ps(_mm512_set1_ps(offset[c][idx]), sx)));
+                    }
+                }
+                if (last) {
+                    const __m512 rs = _mm512_maskz_loadu_ps((__mmask16)((1u << rows) - 1),
+                                                            job->row_scale + b * 16);
+                    for (c = 0; c < 16; c++)
+                        acc[c] = _mm512_mul_ps(acc[c], rs);
+                }
+                q35_transpose16(acc); /* acc[r]: the 16 columns of row r */
+                for (c = 0; c < rows; c++)
+                    _mm512_mask_storeu_ps(job->y + (b * 16 + c) * t->n + n0, colmask, acc[c]);
+            }
+        }
+    }
+}
+
 static void q35_qmatmul_i8_avx512(const q35_qjob *job)
 {
     const int64_t G = (job->t.groups + 15) / 16 * 16;
+    if (job->rows >= Q35_GEMM_MIN_ROWS) {
+        q35_i8_gemm_prepare(job);
+        q35_parallel_columns(q35_i8_gemm_columns, job, 16, job->rows * job->t.n * G * 32);
+        return;
+    }
     q35_i8_avx512_prepare(job);
     q35_parallel_columns(q35_i8_avx512_columns, job, 16, job->rows * job->t.n * G * 32);
 }
