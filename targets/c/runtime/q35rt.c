@@ -8,14 +8,18 @@ Q35_FN const char *q35_kernel_variant(void)
 }
 
 /* Bytes of scratch the quantized matmuls need: group sums and de-interleaved activations
- * with the groups padded to a multiple of 16; on the int8 path at least the GEMM's packed
- * activations and group sums of the rows padded to a multiple of 16 (lower.py's work_bytes
- * says the same). */
+ * with the groups padded to a multiple of 16; at least the GEMMs' packed activations (and
+ * on the int8 path group sums) of the rows padded to a multiple of 16 (lower.py's
+ * work_bytes says the same). */
 Q35_FN int64_t q35_qmatmul_work_bytes(int64_t rows, int64_t k, int64_t group, int int8)
 {
     int64_t groups = ((k + group - 1) / group + 15) / 16 * 16, kp = groups * group;
     int64_t gemv = rows * (groups * 20 + kp), gemm = (rows + 15) / 16 * 16 * (kp + groups * 4);
-    return int8 ? (gemv > gemm ? gemv : gemm) : rows * (kp + groups) * 4;
+    if (!int8) {
+        gemv = rows * (kp + groups) * 4;
+        gemm = (rows + 15) / 16 * 16 * kp * 4;
+    }
+    return gemv > gemm ? gemv : gemm;
 }
 
 /* y[m, n] = sum_k x[m, k] * w[k, n], float activations; w decoded group by group into 32

@@ -121,20 +121,147 @@ typedef struct {
 /* Computes the outputs of columns [n0, n1) of a job, independently of other columns. */
 typedef void (*q35_columns_fn)(const q35_qjob *job, int64_t n0, int64_t n1);
 
-/* Runs fn over the job's columns in units of `unit` columns (a kernel's tile width). With
- * OpenMP and enough work (multiply-adds) the units are claimed dynamically by the threads;
- * each output is computed by one call, the same way whatever the split. */
+/* ---- the thread pool of the quantized matmuls ------------------------------------------
+ *
+ * With OpenMP (whose builds link pthreads) the column kernels run on a persistent pool of
+ * omp_get_max_threads() - 1 POSIX threads plus the calling thread. A job is published by
+ * bumping a 64-bit ticket (generation << 32 | next unit); every thread, the caller too,
+ * claims units of `unit` columns by compare-and-swap on the ticket, so the split adapts to
+ * threads that start late or run slow. The caller returns when the units are *done*
+ * (a counter), not when every worker has arrived: a worker the OS has not scheduled yet
+ * claims nothing and holds nobody up, where an OpenMP join would wait a scheduler tick for
+ * it on a busy machine. Idle workers spin about 50 us (back-to-back matmuls of a decode
+ * step find them awake), then sleep on a condition variable. One job at a time: a caller
+ * that finds the pool busy (another thread's job) runs its job alone. Each output is
+ * computed by one call the same way whatever the split, so results do not depend on it. */
+#ifdef _OPENMP
+#include <pthread.h>
+
+typedef struct {
+    pthread_mutex_t lock; /* the sleepers' mutex */
+    pthread_cond_t wake;
+    pthread_mutex_t busy; /* held by the caller of the running job */
+    int started, threads;
+    int sleepers;
+    uint64_t ticket;      /* generation << 32 | next unit */
+    int64_t done;         /* units finished in this generation */
+    /* the job of the current generation (written before the ticket is published) */
+    q35_columns_fn fn;
+    const q35_qjob *job;
+    int64_t unit, units;
+} q35_pool_state;
+
+static q35_pool_state q35_pool = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER,
+                                  PTHREAD_MUTEX_INITIALIZER, 0, 0, 0, 0, 0, 0, 0, 0, 0};
+
+static void q35_pause(void)
+{
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+    __builtin_ia32_pause();
+#endif
+}
+
+/* Claims and runs units of generation gen until none is left; the job's fields are read
+ * between loading the ticket and claiming it, so a successful claim proves they were the
+ * generation's (the next job is written only after every unit of this one is done). */
+static void q35_pool_drain(uint32_t gen)
+{
+    for (;;) {
+        uint64_t cur = __atomic_load_n(&q35_pool.ticket, __ATOMIC_ACQUIRE);
+        const q35_columns_fn fn = __atomic_load_n(&q35_pool.fn, __ATOMIC_RELAXED);
+        const q35_qjob *job = __atomic_load_n(&q35_pool.job, __ATOMIC_RELAXED);
+        const int64_t unit = __atomic_load_n(&q35_pool.unit, __ATOMIC_RELAXED);
+        const int64_t units = __atomic_load_n(&q35_pool.units, __ATOMIC_RELAXED);
+        const int64_t u = (int64_t)(cur & 0xffffffffu);
+        if ((uint32_t)(cur >> 32) != gen || u >= units)
+            return;
+        if (__atomic_compare_exchange_n(&q35_pool.ticket, &cur, cur + 1, 0, __ATOMIC_ACQ_REL,
+                                        __ATOMIC_ACQUIRE)) {
+            const int64_t n = job->t.n;
+            fn(job, u * unit, (u + 1) * unit < n ? (u + 1) * unit : n);
+            __atomic_add_fetch(&q35_pool.done, 1, __ATOMIC_RELEASE);
+        }
+    }
+}
+
+static void *q35_pool_worker(void *arg)
+{
+    uint32_t seen = 0;
+    (void)arg;
+    for (;;) {
+        uint32_t gen = (uint32_t)(__atomic_load_n(&q35_pool.ticket, __ATOMIC_ACQUIRE) >> 32);
+        int spin;
+        for (spin = 0; gen == seen && spin < 20000; spin++) {
+            q35_pause();
+            gen = (uint32_t)(__atomic_load_n(&q35_pool.ticket, __ATOMIC_ACQUIRE) >> 32);
+        }
+        if (gen == seen) { /* sleep until a new generation is published */
+            pthread_mutex_lock(&q35_pool.lock);
+            __atomic_add_fetch(&q35_pool.sleepers, 1, __ATOMIC_SEQ_CST);
+            while ((gen = (uint32_t)(__atomic_load_n(&q35_pool.ticket, __ATOMIC_SEQ_CST) >>
+                                     32)) == seen)
+                pthread_cond_wait(&q35_pool.wake, &q35_pool.lock);
+            __atomic_sub_fetch(&q35_pool.sleepers, 1, __ATOMIC_SEQ_CST);
+            pthread_mutex_unlock(&q35_pool.lock);
+        }
+        q35_pool_drain(gen);
+        seen = gen;
+    }
+    return NULL;
+}
+
+/* Starts the workers once (under the busy mutex); returns the pool's thread count. */
+static int q35_pool_start(void)
+{
+    if (!q35_pool.started) {
+        const int want = omp_get_max_threads();
+        int i;
+        q35_pool.started = 1;
+        q35_pool.threads = 1;
+        for (i = 1; i < want; i++) {
+            pthread_t thread;
+            pthread_attr_t attr;
+            pthread_attr_init(&attr);
+            pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+            pthread_attr_setstacksize(&attr, (size_t)1 << 22); /* the kernels' buffers */
+            if (pthread_create(&thread, &attr, q35_pool_worker, NULL) == 0)
+                q35_pool.threads++;
+            pthread_attr_destroy(&attr);
+        }
+    }
+    return q35_pool.threads;
+}
+#endif
+
+/* Runs fn over the job's columns in units of `unit` columns (a kernel's tile width), on the
+ * pool when there is one and the work (multiply-adds) pays for waking it. */
 static void q35_parallel_columns(q35_columns_fn fn, const q35_qjob *job, int64_t unit,
                                  int64_t work)
 {
     const int64_t n = job->t.n, units = (n + unit - 1) / unit;
 #ifdef _OPENMP
-    if (work >= (1 << 22) && units > 1 && omp_get_max_threads() > 1) {
-        int64_t u;
-#pragma omp parallel for schedule(dynamic, 1)
-        for (u = 0; u < units; u++)
-            fn(job, u * unit, (u + 1) * unit < n ? (u + 1) * unit : n);
-        return;
+    if (work >= (1 << 22) && units > 1 && pthread_mutex_trylock(&q35_pool.busy) == 0) {
+        if (q35_pool_start() > 1) {
+            const uint32_t gen =
+                (uint32_t)(__atomic_load_n(&q35_pool.ticket, __ATOMIC_RELAXED) >> 32) + 1;
+            __atomic_store_n(&q35_pool.fn, fn, __ATOMIC_RELAXED);
+            __atomic_store_n(&q35_pool.job, job, __ATOMIC_RELAXED);
+            __atomic_store_n(&q35_pool.unit, unit, __ATOMIC_RELAXED);
+            __atomic_store_n(&q35_pool.units, units, __ATOMIC_RELAXED);
+            __atomic_store_n(&q35_pool.done, 0, __ATOMIC_RELAXED);
+            __atomic_store_n(&q35_pool.ticket, (uint64_t)gen << 32, __ATOMIC_SEQ_CST);
+            if (__atomic_load_n(&q35_pool.sleepers, __ATOMIC_SEQ_CST) > 0) {
+                pthread_mutex_lock(&q35_pool.lock);
+                pthread_cond_broadcast(&q35_pool.wake);
+                pthread_mutex_unlock(&q35_pool.lock);
+            }
+            q35_pool_drain(gen);
+            while (__atomic_load_n(&q35_pool.done, __ATOMIC_ACQUIRE) < units)
+                q35_pause();
+            pthread_mutex_unlock(&q35_pool.busy);
+            return;
+        }
+        pthread_mutex_unlock(&q35_pool.busy);
     }
 #endif
     (void)work;

@@ -346,6 +346,9 @@ static Q35_AVX512 void q35_i8_avx512_columns(const q35_qjob *job, int64_t n_begi
  * stay in registers (rows in lanes), in group order as the interpreter adds them. Between
  * K blocks the unscaled sums wait in y; the last block multiplies by the row scale. */
 enum { Q35_GEMM_MIN_ROWS = 8, Q35_GEMM_KBLOCK = 64 };
+/* Bytes per column of the level buffer: 64 more than the K block, so that the 16 columns'
+ * levels of one k do not fall in one L1 set (4 KiB apart they would, and thrash it). */
+enum { Q35_GEMM_STRIDE = Q35_GEMM_KBLOCK * 32 + 64 };
 
 /* The 4 bytes at p in every dword (a broadcast load). */
 static inline Q35_AVX512 __m512i q35_broadcast4(const int8_t *p)
@@ -390,7 +393,7 @@ static void q35_i8_gemm_prepare(const q35_qjob *job)
  * tables are in q35_group_order within each 16 groups. Columns past N decode as zeros. */
 static Q35_AVX512 void q35_i8_gemm_decode(const q35_q3p5 *t, const q35_decoder *d, int64_t n0,
                                           int64_t g0, int64_t count,
-                                          int8_t levels[16][Q35_GEMM_KBLOCK * 32],
+                                          int8_t levels[16][Q35_GEMM_STRIDE],
                                           int32_t bias[16][Q35_GEMM_KBLOCK],
                                           float scale[16][Q35_GEMM_KBLOCK],
                                           float offset[16][Q35_GEMM_KBLOCK])
@@ -453,7 +456,7 @@ static Q35_AVX512 void q35_i8_gemm_columns(const q35_qjob *job, int64_t n_begin,
     const uint8_t *a = job->work;
     const float *sxf = (const float *)(const void *)(job->work + blocks * 16 * G * 32);
     const q35_decoder d = q35_decoder_make(0);
-    int8_t levels[16][Q35_GEMM_KBLOCK * 32]; /* 32 KiB: L1 */
+    int8_t levels[16][Q35_GEMM_STRIDE]; /* 32 KiB: L1 */
     int32_t bias[16][Q35_GEMM_KBLOCK];
     float scale[16][Q35_GEMM_KBLOCK], offset[16][Q35_GEMM_KBLOCK];
     int64_t n0, g0, b, g, c;
@@ -639,9 +642,151 @@ static Q35_AVX512 void q35_f32_avx512_columns(const q35_qjob *job, int64_t n_beg
     }
 }
 
+/* ---- float GEMM (rows >= Q35_GEMM_MIN_ROWS) ---------------------------------------------
+ *
+ * Rows in lanes again: the weights of a tile of 16 columns and Q35_FGEMM_KBLOCK groups are
+ * decoded once into float32 (`scale * level + offset`, format.md section 3) in an L2 buffer;
+ * then per k one vector of 16 rows' activations meets 16 broadcast weights in 16 FMAs into
+ * 16 accumulators (an outer-product micro-kernel, as in a float GEMM). Products are summed
+ * in float32 (the float path allows 1e-5 of the output scale); between K blocks the partial
+ * sums wait in y. */
+enum { Q35_FGEMM_KBLOCK = 32 };
+/* Floats per column of the weight buffer, padded by a cache line (Q35_GEMM_STRIDE says why). */
+enum { Q35_FGEMM_STRIDE = Q35_FGEMM_KBLOCK * 32 + 16 };
+
+#define Q35_COLS16(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7) \
+                      X(8) X(9) X(10) X(11) X(12) X(13) X(14) X(15)
+
+/* Activations in row blocks: block b, k: the 16 rows' x[., k] (zero past `rows` and K). */
+static void q35_f32_gemm_prepare(const q35_qjob *job)
+{
+    const q35_q3p5 *t = &job->t;
+    const int64_t kp = (t->groups + 15) / 16 * 16 * 32, blocks = (job->rows + 15) / 16;
+    float *xp = (float *)(void *)job->work;
+    int64_t b, k, r;
+    for (b = 0; b < blocks; b++)
+        for (k = 0; k < kp; k++)
+            for (r = 0; r < 16; r++) {
+                const int64_t row = b * 16 + r;
+                xp[(b * kp + k) * 16 + r] = row < job->rows && k < t->k ? job->x[row * t->k + k]
+                                                                         : 0.0f;
+            }
+}
+
+/* The float32 weights of 16 columns and groups [g0, g0 + count) (count a multiple of 16), k
+ * in order; columns past N are zero. */
+static Q35_AVX512 void q35_f32_gemm_decode(const q35_q3p5 *t, const q35_decoder *d, int64_t n0,
+                                           int64_t g0, int64_t count,
+                                           float w[16][Q35_FGEMM_STRIDE])
+{
+    int64_t c, gb;
+    for (c = 0; c < 16; c++) {
+        const int64_t n = n0 + c;
+        if (n >= t->n) {
+            memset(w[c], 0, (size_t)count * 32 * sizeof(float));
+            continue;
+        }
+        for (gb = 0; gb < count / 16; gb++) {
+            const int64_t gg = g0 / 16 + gb;
+            const uint8_t *p = t->payload + n * t->payload_row + gg * 224;
+            const int64_t left = t->payload_row - gg * 224;
+            float sc[16], of[16];
+            __m512 scale, offset;
+            int ch, i;
+            q35_group_meta16(t, n, gg * 16, d, &scale, &offset);
+            _mm512_storeu_ps(sc, scale);
+            _mm512_storeu_ps(of, offset);
+            for (ch = 0; ch < 4; ch++) {
+                const int64_t bytes = left - 56 * ch;
+                const __m512i codes =
+                    left >= 224 ? q35_codes_full(d, p + 56 * ch)
+                                : q35_codes_raw(d, p + 56 * ch,
+                                                bytes >= 56 ? 56 : bytes > 0 ? (int)bytes : 0);
+                const __m512i le = _mm512_permutex2var_epi8(d->even_lo, codes, d->even_hi);
+                const __m512i lo = _mm512_permutex2var_epi8(d->odd_lo, codes, d->odd_hi);
+                /* 128-bit lane i: group 4 ch + i; unpacking restores the k order */
+                __m512i part[2];
+                int8_t lv[2][64];
+                part[0] = _mm512_unpacklo_epi8(le, lo);
+                part[1] = _mm512_unpackhi_epi8(le, lo);
+                _mm512_storeu_si512((void *)lv[0], part[0]);
+                _mm512_storeu_si512((void *)lv[1], part[1]);
+                for (i = 0; i < 4; i++) {
+                    const int64_t g = gb * 16 + 4 * ch + i; /* within the K block */
+                    const __m512 s = _mm512_set1_ps(sc[4 * ch + i]),
+                                 o = _mm512_set1_ps(of[4 * ch + i]);
+                    int h;
+                    for (h = 0; h < 2; h++) {
+                        const __m512 lev = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(
+                            _mm_loadu_si128((const __m128i *)(const void *)(lv[h] + 16 * i))));
+                        _mm512_storeu_ps(w[c] + g * 32 + 16 * h,
+                                         _mm512_add_ps(_mm512_mul_ps(s, lev), o));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/* Columns [n_begin, n_end) (n_begin a multiple of 16) of the prepared float GEMM job. */
+static Q35_AVX512 void q35_f32_gemm_columns(const q35_qjob *job, int64_t n_begin, int64_t n_end)
+{
+    const q35_q3p5 *t = &job->t;
+    const int64_t G = (t->groups + 15) / 16 * 16, kp = G * 32, blocks = (job->rows + 15) / 16;
+    const float *xp = (const float *)(const void *)job->work;
+    const q35_decoder d = q35_decoder_make(0);
+    float w[16][Q35_FGEMM_STRIDE]; /* 64 KiB */
+    int64_t n0, g0, b, c, k;
+    for (n0 = n_begin; n0 < n_end; n0 += 16) {
+        const int64_t cols = t->n - n0 < 16 ? t->n - n0 : 16;
+        const __mmask16 colmask = (__mmask16)((1u << cols) - 1);
+        for (g0 = 0; g0 < G; g0 += Q35_FGEMM_KBLOCK) {
+            const int64_t count = G - g0 < Q35_FGEMM_KBLOCK ? G - g0 : Q35_FGEMM_KBLOCK;
+            q35_f32_gemm_decode(t, &d, n0, g0, count, w);
+            for (b = 0; b < blocks; b++) {
+                const int64_t rows = job->rows - b * 16 < 16 ? job->rows - b * 16 : 16;
+                const float *xb = xp + (b * kp + g0 * 32) * 16;
+                __m512 acc[16];
+                if (g0 == 0) {
+                    for (c = 0; c < 16; c++)
+                        acc[c] = _mm512_setzero_ps();
+                } else { /* the sums so far, kept in y: rows to lanes */
+                    for (c = 0; c < 16; c++)
+                        acc[c] = c < rows ? _mm512_maskz_loadu_ps(
+                                                colmask, job->y + (b * 16 + c) * t->n + n0)
+                                          : _mm512_setzero_ps();
+                    q35_transpose16(acc);
+                }
+                {
+#define Q35_ACC_IN(c) __m512 a##c = acc[c];
+#define Q35_ACC_FMA(c) a##c = _mm512_fmadd_ps(xv, _mm512_set1_ps(w[c][k]), a##c);
+#define Q35_ACC_OUT(c) acc[c] = a##c;
+                    Q35_COLS16(Q35_ACC_IN)
+                    for (k = 0; k < count * 32; k++) {
+                        const __m512 xv = _mm512_loadu_ps(xb + k * 16);
+                        Q35_COLS16(Q35_ACC_FMA)
+                    }
+                    Q35_COLS16(Q35_ACC_OUT)
+#undef Q35_ACC_IN
+#undef Q35_ACC_FMA
+#undef Q35_ACC_OUT
+                }
+                q35_transpose16(acc); /* acc[r]: the 16 columns of row r */
+                for (c = 0; c < rows; c++)
+                    _mm512_mask_storeu_ps(job->y + (b * 16 + c) * t->n + n0, colmask, acc[c]);
+            }
+        }
+    }
+}
+
 static void q35_qmatmul_f32_avx512(const q35_qjob *job)
 {
     const int64_t G = (job->t.groups + 15) / 16 * 16;
+    if (job->rows >= Q35_GEMM_MIN_ROWS) {
+        q35_f32_gemm_prepare(job);
+        q35_parallel_columns(q35_f32_gemm_columns, job, 16, job->rows * job->t.n * G * 32);
+        return;
+    }
     q35_f32_avx512_prepare(job);
     q35_parallel_columns(q35_f32_avx512_columns, job, 16, job->rows * job->t.n * G * 32);
 }
