@@ -212,6 +212,19 @@ def test_q3p5_kernels_match_on_odd_k_partial_groups_and_many_rows(rows, k, n, gr
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
 
 
+@pytest.mark.parametrize("threads", ["1", "2"])
+def test_gemv_gemm_and_thread_pool_match_and_run_clean_under_sanitizers(threads, monkeypatch):
+    """Matmuls big enough (4M multiply-adds) for the thread pool, on the GEMV (1 row) and
+    GEMM (16 and 37 rows, several K blocks) kernels: int8 bit-identical and float within
+    1e-5 at 1 and 2 threads, under AddressSanitizer and UBSan."""
+    monkeypatch.setenv("Q35C_CFLAGS", SANITIZE)
+    monkeypatch.setenv("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0")
+    monkeypatch.setenv("OMP_NUM_THREADS", threads)
+    for int8 in (True, False):
+        for rows, k, n in ((1, 4096, 1030), (16, 4096, 80), (37, 2500, 70)):
+            test_q3p5_kernels_match_on_odd_k_partial_groups_and_many_rows(rows, k, n, 32, int8)
+
+
 def test_build_is_cached_by_content(tmp_path, monkeypatch):
     monkeypatch.setenv("Q35C_CACHE_DIR", str(tmp_path / "cache"))
     for _ in range(2):

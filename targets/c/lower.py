@@ -530,7 +530,7 @@ def work_bytes(rows: int, w: Q3P5Tensor, int8: bool) -> int:
     rows16 = -(-rows // 16) * 16  # the GEMMs pad rows to a multiple of 16
     if not int8:
         return max(rows * (kp + groups) * 4, rows16 * kp * 4)
-    return max(rows * (groups * 20 + kp), rows16 * (kp + groups * 4))
+    return max(rows * (groups * 4 + kp), rows16 * (kp + groups * 4))
 
 
 def lower_module(module: ModuleOp, store: WeightStore, entry: str | None, name: str) -> Program:

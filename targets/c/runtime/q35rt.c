@@ -14,7 +14,7 @@ Q35_FN const char *q35_kernel_variant(void)
 Q35_FN int64_t q35_qmatmul_work_bytes(int64_t rows, int64_t k, int64_t group, int int8)
 {
     int64_t groups = ((k + group - 1) / group + 15) / 16 * 16, kp = groups * group;
-    int64_t gemv = rows * (groups * 20 + kp), gemm = (rows + 15) / 16 * 16 * (kp + groups * 4);
+    int64_t gemv = rows * (groups * 4 + kp), gemm = (rows + 15) / 16 * 16 * (kp + groups * 4);
     if (!int8) {
         gemv = rows * (kp + groups) * 4;
         gemm = (rows + 15) / 16 * 16 * kp * 4;

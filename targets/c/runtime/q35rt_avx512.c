@@ -191,16 +191,18 @@ static Q35_AVX512 void q35_transpose16(__m512 r[16])
 }
 
 /* int8 path for group size 32. Groups are padded to a multiple of 16 with zero
- * activations (so padded terms are exactly +0). `work`: q35_qmatmul_work_bytes. */
+ * activations (so padded terms are exactly +0). `work` (q35_qmatmul_work_bytes), per row:
+ * float(sum(q)) per group, in q35_group_order within each 16 groups (the offset term and,
+ * times 128, the correction of the +128 bias of the levels), then the de-interleaved
+ * activations (even-k, then odd-k halves). */
 static Q35_AVX512 void q35_i8_avx512_prepare(const q35_qjob *job)
 {
     const q35_q3p5 *t = &job->t;
     const int8_t *q = job->q;
     const int64_t rows = job->rows, G = (t->groups + 15) / 16 * 16, kp = G * 32;
     uint8_t *work = job->work;
-    int32_t *bias = (int32_t *)(void *)work;
-    float *sxf = (float *)(void *)(work + rows * G * 16);
-    int8_t *qd = (int8_t *)(work + rows * G * 20);
+    float *sxf = (float *)(void *)work;
+    int8_t *qd = (int8_t *)(work + rows * G * 4);
     int64_t r, i;
     const int64_t kfull = t->k / 64 * 64;
     int8_t deinterleave[64];
@@ -232,31 +234,31 @@ static Q35_AVX512 void q35_i8_avx512_prepare(const q35_qjob *job)
             else
                 for (k = i * 32; k < t->k; k++)
                     sum += qr[k];
-            bias[r * G * 4 + i * 4] = -128 * sum;
-            bias[r * G * 4 + i * 4 + 1] = bias[r * G * 4 + i * 4 + 2] =
-                bias[r * G * 4 + i * 4 + 3] = 0;
             sxf[r * G + i / 16 * 16 + q35_group_order(i % 16)] = (float)sum;
         }
     }
 }
 
 /* Columns [n0, n1) (n0 a multiple of 16) of the int8 job prepared above, 16 at a time. */
+/* Columns decoded side by side, sharing activation loads: 2 measured best on Zen 4 (3 or
+ * more run out of the 32 vector registers: 4 accumulators a column). */
+enum { Q35_GEMV_COLS = 2 };
 static Q35_AVX512 void q35_i8_avx512_columns(const q35_qjob *job, int64_t n_begin, int64_t n_end)
 {
     const q35_q3p5 *t = &job->t;
     const int64_t rows = job->rows, G = (t->groups + 15) / 16 * 16, kp = G * 32;
-    const int32_t *bias = (const int32_t *)(const void *)job->work;
-    const float *sxf = (const float *)(const void *)(job->work + rows * G * 16);
-    const int8_t *qd = (const int8_t *)(job->work + rows * G * 20);
+    const float *sxf = (const float *)(const void *)job->work;
+    const int8_t *qd = (const int8_t *)(job->work + rows * G * 4);
     const float *row_scale = job->row_scale;
     float *y = job->y;
     const q35_decoder d = q35_decoder_make(1);
     int64_t tile;
     for (tile = n_begin / 16; tile * 16 < n_end; tile++) {
         const q35_decoder dc = d; /* a private copy the compiler keeps in registers */
-        /* Column by column (each column's codes are one contiguous stream), the terms of
-         * up to Q35_SEGMENT groups are computed; then the 16 columns' in-order float32
-         * sums over those groups run side by side. */
+        /* Q35_GEMV_COLS columns at a time (each column's codes are one contiguous stream;
+         * they share the activation loads), the terms of up to Q35_SEGMENT groups are
+         * computed; then the 16 columns' in-order float32 sums over those groups run side
+         * by side. */
         enum { Q35_SEGMENT = 1024 };
         const int64_t n0 = tile * 16, cols = t->n - n0 < 16 ? t->n - n0 : 16;
         float terms[16][Q35_SEGMENT], out[16];
@@ -269,54 +271,68 @@ static Q35_AVX512 void q35_i8_avx512_columns(const q35_qjob *job, int64_t n_begi
             __m512 yv = _mm512_setzero_ps();
             for (seg = 0; seg < G; seg += Q35_SEGMENT) {
                 const int64_t gend = G - seg < Q35_SEGMENT ? G : seg + Q35_SEGMENT;
-                for (c = 0; c < cols; c++) {
-                    const int64_t n = n0 + c;
-                    const q35_column_meta meta = q35_column_meta_make(t, n);
+                for (c = 0; c < cols; c += Q35_GEMV_COLS) {
+                    /* past the last column, the last column again (computed, stored once) */
+                    int64_t n[Q35_GEMV_COLS];
+                    q35_column_meta meta[Q35_GEMV_COLS];
+                    int j;
+                    for (j = 0; j < Q35_GEMV_COLS; j++) {
+                        n[j] = n0 + (c + j < cols ? c + j : cols - 1);
+                        meta[j] = q35_column_meta_make(t, n[j]);
+                    }
                     for (gb = seg / 16; gb < gend / 16; gb++) {
-                        const uint8_t *p = t->payload + n * t->payload_row + gb * 224;
+                        const uint8_t *p[Q35_GEMV_COLS];
                         const int64_t left = t->payload_row - gb * 224;
                         /* chunks of 4 groups holding real groups (the rest is padding) */
                         const int64_t chunks = (t->groups - gb * 16 + 3) / 4;
-                        __m512i acc[4];
-                        __m512 scale, offset, term;
+                        const __m512 sx = _mm512_loadu_ps(sxf + row * G + gb * 16);
+                        /* 128 sum(q) per group: acc = sum(q * (level + 128)) - 128 sum(q) */
+                        const __m512i bias = _mm512_slli_epi32(_mm512_cvtps_epi32(sx), 7);
+                        __m512i acc[Q35_GEMV_COLS][4];
                         int ch;
-                        _mm_prefetch((const char *)(p + 3072), _MM_HINT_T0);
-                        _mm_prefetch((const char *)(p + 3136), _MM_HINT_T0);
-                        _mm_prefetch((const char *)(p + 3200), _MM_HINT_T0);
-                        _mm_prefetch((const char *)(p + 3264), _MM_HINT_T0);
+                        for (j = 0; j < Q35_GEMV_COLS; j++) {
+                            p[j] = t->payload + n[j] * t->payload_row + gb * 224;
+                            _mm_prefetch((const char *)(p[j] + 3072), _MM_HINT_T0);
+                            _mm_prefetch((const char *)(p[j] + 3136), _MM_HINT_T0);
+                            _mm_prefetch((const char *)(p[j] + 3200), _MM_HINT_T0);
+                            _mm_prefetch((const char *)(p[j] + 3264), _MM_HINT_T0);
+                        }
                         for (ch = 0; ch < 4; ch++) {
                             const int64_t bytes = left - 56 * ch;
-                            __m512i codes;
+                            __m512i ve, vo;
                             if (ch >= chunks) { /* only padding groups: zero activations */
-                                acc[ch] = _mm512_loadu_si512((const void *)(
-                                    bias + row * G * 4 + gb * 64 + 16 * ch));
+                                for (j = 0; j < Q35_GEMV_COLS; j++)
+                                    acc[j][ch] = _mm512_setzero_si512();
                                 continue;
                             }
-                            codes =
-                                left >= 224 ? q35_codes_full(&dc, p + 56 * ch)
-                                            : q35_codes_raw(&dc, p + 56 * ch,
-                                                            bytes >= 56 ? 56
-                                                            : bytes > 0 ? (int)bytes : 0);
-                            __m512i le =
-                                _mm512_permutex2var_epi8(dc.even_lo, codes, dc.even_hi);
-                            __m512i lo = _mm512_permutex2var_epi8(dc.odd_lo, codes, dc.odd_hi);
-                            __m512i a = _mm512_dpbusd_epi32(
-                                _mm512_loadu_si512(
-                                    (const void *)(bias + row * G * 4 + gb * 64 + 16 * ch)),
-                                le, _mm512_loadu_si512((const void *)(qe + gb * 256 + 64 * ch)));
-                            acc[ch] = _mm512_dpbusd_epi32(
-                                a, lo,
-                                _mm512_loadu_si512((const void *)(qo + gb * 256 + 64 * ch)));
+                            ve = _mm512_loadu_si512((const void *)(qe + gb * 256 + 64 * ch));
+                            vo = _mm512_loadu_si512((const void *)(qo + gb * 256 + 64 * ch));
+                            for (j = 0; j < Q35_GEMV_COLS; j++) {
+                                const __m512i codes =
+                                    left >= 224 ? q35_codes_full(&dc, p[j] + 56 * ch)
+                                                : q35_codes_raw(&dc, p[j] + 56 * ch,
+                                                                bytes >= 56 ? 56
+                                                                : bytes > 0 ? (int)bytes : 0);
+                                const __m512i le =
+                                    _mm512_permutex2var_epi8(dc.even_lo, codes, dc.even_hi);
+                                const __m512i lo =
+                                    _mm512_permutex2var_epi8(dc.odd_lo, codes, dc.odd_hi);
+                                acc[j][ch] = _mm512_dpbusd_epi32(
+                                    _mm512_dpbusd_epi32(_mm512_setzero_si512(), le, ve), lo, vo);
+                            }
                         }
-                        q35_group_meta16_ordered(t->meta + n * t->meta_row + gb * 14, &dc,
-                                                 &meta, &scale, &offset);
-                        /* s * acc + o * sx, acc = sum(q * (level + 128)) - 128 sum(q) */
-                        term = _mm512_cvtepi32_ps(
-                            q35_group_sums16(acc[0], acc[1], acc[2], acc[3]));
-                        term = _mm512_add_ps(
-                            _mm512_mul_ps(scale, term),
-                            _mm512_mul_ps(offset, _mm512_loadu_ps(sxf + row * G + gb * 16)));
-                        _mm512_storeu_ps(&terms[c][gb * 16 - seg], term);
+                        for (j = 0; j < Q35_GEMV_COLS; j++) {
+                            __m512 scale, offset, term;
+                            q35_group_meta16_ordered(t->meta + n[j] * t->meta_row + gb * 14, &dc,
+                                                     &meta[j], &scale, &offset);
+                            term = _mm512_cvtepi32_ps(_mm512_sub_epi32(
+                                q35_group_sums16(acc[j][0], acc[j][1], acc[j][2], acc[j][3]),
+                                bias));
+                            /* s * acc + o * sx */
+                            term = _mm512_add_ps(_mm512_mul_ps(scale, term),
+                                                 _mm512_mul_ps(offset, sx));
+                            _mm512_storeu_ps(&terms[n[j] - n0][gb * 16 - seg], term);
+                        }
                     }
                 }
                 for (g = 0; g < gend - seg; g += 16) {
