@@ -9,6 +9,8 @@ Contenders, for y[M, N] = x[M, K] @ W[K, N] (M = 1 for a GEMV):
   ort nbits4  the same, accuracy_level 4 (int8 activations)
   ort fp32    onnxruntime MatMul on float32 weights
   numpy fp32  x @ W (OpenBLAS)
+  ggml q4_K / q3_K   ggml's CPU mul_mat (llama.cpp's kernels, activations quantized to
+              8 bits), only with --ggml-lib DIR (a ggml build: DIR/include, DIR/lib64)
 
 q35c's kernels are the ones `q35c --target c` emits, built with -O3 -march=native -fopenmp
 and timed by the generated runner (`main --bench`, in C). onnxruntime is timed through
@@ -19,7 +21,7 @@ round; each reports the median over rounds of its median time per run, and its m
 
     python benchmarks/bench_gemv.py [--shapes 4096x4096,4096x11008] [--threads 1,2]
                                     [--gemm 128x4096x4096,512x4096x11008]
-                                    [--rounds 3] [--runs 200] [--e2e]
+                                    [--rounds 3] [--runs 200] [--e2e] [--ggml-lib DIR]
 
 --shapes are K x N GEMVs; --gemm M x K x N GEMMs (none unless given; --shapes '' skips the
 GEMVs). q35c's kernel choice is the runtime's: on an AVX-512 VNNI/VBMI CPU the AVX-512
@@ -223,6 +225,28 @@ def time_numpy(k: int, n: int, threads: int, runs: int, m: int = 1) -> tuple[flo
     return float(median), float(least)
 
 
+GGML_TYPES = ("q4_K", "q3_K")
+
+
+def build_ggml(lib: Path, work: Path) -> Path:
+    """benchmarks/gemv/ggml_gemv.c linked against the ggml build in `lib`."""
+    exe = work / "ggml_gemv"
+    if not exe.exists():
+        subprocess.run([cc(), "-O2", "-std=c99", "-D_POSIX_C_SOURCE=199309L",
+                        str(HERE / "gemv" / "ggml_gemv.c"), f"-I{lib / 'include'}",
+                        f"-L{lib / 'lib64'}", f"-Wl,-rpath,{lib / 'lib64'}", "-lggml-cpu",
+                        "-lggml-base", "-lm", "-o", str(exe)], check=True)
+    return exe
+
+
+def time_ggml(exe: Path, kind: str, m: int, k: int, n: int, threads: int,
+              runs: int) -> tuple[float, float, int]:
+    """(median, minimum) seconds per run of ggml's mul_mat, and its weight bytes."""
+    out = subprocess.run([str(exe), kind, str(k), str(n), str(m), str(threads), str(runs)],
+                         capture_output=True, text=True, check=True).stdout.split()
+    return float(out[1]) * 1e-3, float(out[3]) * 1e-3, int(out[5])
+
+
 def bandwidth(work: Path, threads: int) -> float:
     """Read bandwidth in bytes/s: sum over a 2 GiB buffer (>> the last-level cache)."""
     exe = work / "membw"
@@ -235,7 +259,7 @@ def bandwidth(work: Path, threads: int) -> float:
 
 
 def bench_shape(k: int, n: int, threads_list: list[int], rounds: int, runs: int,
-                work: Path, m: int = 1) -> None:
+                work: Path, m: int = 1, ggml: Path | None = None) -> None:
     from q35c.compiler.quant import storage_bytes
 
     q35c_bytes = storage_bytes((k, n), 32)
@@ -247,6 +271,7 @@ def bench_shape(k: int, n: int, threads_list: list[int], rounds: int, runs: int,
     for threads in threads_list:
         sessions = {name: ort_session(model, threads) for name, (model, _) in models.items()}
         samples: dict[str, list[tuple[float, float]]] = {}
+        ggml_bytes: dict[str, int] = {}
         bw = []
         for _ in range(rounds):
             if m == 1:
@@ -257,8 +282,12 @@ def bench_shape(k: int, n: int, threads_list: list[int], rounds: int, runs: int,
                 samples.setdefault(name, []).append(time_ort(session, k, runs, m))
             if with_fp32:
                 samples.setdefault("numpy fp32", []).append(time_numpy(k, n, threads, runs, m))
+            for kind in GGML_TYPES if ggml else ():
+                median_s, min_s, ggml_bytes[f"ggml {kind}"] = time_ggml(ggml, kind, m, k, n,
+                                                                        threads, runs)
+                samples.setdefault(f"ggml {kind}", []).append((median_s, min_s))
         bytes_of = {"q35c int8": q35c_bytes, "q35c float": q35c_bytes, "numpy fp32": 4 * k * n,
-                    **{name: b for name, (_, b) in models.items()}}
+                    **{name: b for name, (_, b) in models.items()}, **ggml_bytes}
         median = {name: statistics.median(t for t, _ in v) for name, v in samples.items()}
         least = {name: min(t for _, t in v) for name, v in samples.items()}
         note = "" if with_fp32 else "; random Q3P5 codes, no fp32 peers"
@@ -340,6 +369,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--runs", type=int, default=200)
     parser.add_argument("--e2e", action="store_true", help="also the example LLaMA end to end")
+    parser.add_argument("--ggml-lib", type=Path, help="a ggml build (include/, lib64/): "
+                        "also time ggml's q4_K and q3_K mul_mat")
     args = parser.parse_args()
     threads = [int(t) for t in args.threads.split(",")]
     import onnxruntime
@@ -349,12 +380,13 @@ def main() -> None:
           f"load average {os.getloadavg()[0]:.2f}")
     with tempfile.TemporaryDirectory(prefix="q35c-gemv-") as tmp:
         work = Path(tmp)
+        ggml = build_ggml(args.ggml_lib, work) if args.ggml_lib else None
         for shape in filter(None, args.shapes.split(",")):  # --shapes '' --e2e: e2e only
             k, n = (int(v) for v in shape.split("x"))
-            bench_shape(k, n, threads, args.rounds, args.runs, work)
+            bench_shape(k, n, threads, args.rounds, args.runs, work, ggml=ggml)
         for shape in filter(None, args.gemm.split(",")):
             m, k, n = (int(v) for v in shape.split("x"))
-            bench_shape(k, n, threads, args.rounds, args.runs, work, m)
+            bench_shape(k, n, threads, args.rounds, args.runs, work, m, ggml)
         if args.e2e:
             bench_e2e(work, threads, args.runs)
 

@@ -323,6 +323,17 @@ enum { Q35_ISA_PORTABLE, Q35_ISA_AVX2, Q35_ISA_AVX512 };
 #define Q35_AVX2 __attribute__((target("avx2,fma")))
 #endif
 
+/* Whether the CPU is AMD's (a kernel detail differs: q35_codes_full). */
+static int q35_cpu_is_amd(void)
+{
+#ifdef Q35_X86
+    __builtin_cpu_init();
+    return __builtin_cpu_is("amd");
+#else
+    return 0;
+#endif
+}
+
 /* The best kernel level this CPU runs, capped by Q35_KERNELS (avx2 or portable). Found
  * once; a race between threads writes the same value. */
 static int q35_isa(void)
