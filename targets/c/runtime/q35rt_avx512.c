@@ -610,67 +610,98 @@ static Q35_AVX512 void q35_f32_avx512_columns(const q35_qjob *job, int64_t n_beg
     const float *xd = (const float *)(const void *)job->work, *xsum = xd + rows * kp;
     float *y = job->y;
     const q35_decoder d = q35_decoder_make(0);
-    int64_t n;
-    for (n = n_begin; n < n_end; n++) {
-        int64_t row, gb;
+    int64_t c;
+    /* Q35_GEMV_COLS columns side by side share the activation loads, as in the int8 GEMV;
+     * past the last column, the last column again (computed, stored once). */
+    for (c = n_begin; c < n_end; c += Q35_GEMV_COLS) {
+        int64_t n[Q35_GEMV_COLS], row, gb;
+        int j;
+        for (j = 0; j < Q35_GEMV_COLS; j++)
+            n[j] = c + j < n_end ? c + j : n_end - 1;
         for (row = 0; row < rows; row++) {
             const float *xe = xd + row * kp, *xo = xe + kp / 2;
-            __m512d acc_lo = _mm512_setzero_pd(), acc_hi = _mm512_setzero_pd();
+            __m512d acc_lo[Q35_GEMV_COLS], acc_hi[Q35_GEMV_COLS];
+            Q35_UNROLL
+            for (j = 0; j < Q35_GEMV_COLS; j++)
+                acc_lo[j] = acc_hi[j] = _mm512_setzero_pd();
             for (gb = 0; gb < G / 16; gb++) {
-                const uint8_t *p = t->payload + n * t->payload_row + gb * 224;
                 const int64_t left = t->payload_row - gb * 224;
-                float sc[16];
-                __m512 scale, offset, off, part[4], block;
+                const __m512 xs = _mm512_loadu_ps(xsum + row * G + gb * 16);
+                const uint8_t *p[Q35_GEMV_COLS];
+                float sc[Q35_GEMV_COLS][16];
+                __m512 offset[Q35_GEMV_COLS], part[Q35_GEMV_COLS][4];
                 int ch;
-                _mm_prefetch((const char *)(p + 3072), _MM_HINT_T0);
-                _mm_prefetch((const char *)(p + 3136), _MM_HINT_T0);
-                _mm_prefetch((const char *)(p + 3200), _MM_HINT_T0);
-                _mm_prefetch((const char *)(p + 3264), _MM_HINT_T0);
-                q35_group_meta16(t, n, gb * 16, &d, &scale, &offset);
-                _mm512_storeu_ps(sc, scale);
+                Q35_UNROLL
+                for (j = 0; j < Q35_GEMV_COLS; j++) {
+                    __m512 scale;
+                    p[j] = t->payload + n[j] * t->payload_row + gb * 224;
+                    _mm_prefetch((const char *)(p[j] + 3072), _MM_HINT_T0);
+                    _mm_prefetch((const char *)(p[j] + 3136), _MM_HINT_T0);
+                    _mm_prefetch((const char *)(p[j] + 3200), _MM_HINT_T0);
+                    _mm_prefetch((const char *)(p[j] + 3264), _MM_HINT_T0);
+                    q35_group_meta16(t, n[j], gb * 16, &d, &scale, &offset[j]);
+                    _mm512_storeu_ps(sc[j], scale);
+                }
+                Q35_UNROLL
                 for (ch = 0; ch < 4; ch++) {
                     const int64_t bytes = left - 56 * ch;
-                    const __m512i codes =
-                        left >= 224 ? q35_codes_full(&d, p + 56 * ch)
-                                    : q35_codes_raw(&d, p + 56 * ch,
-                                                    bytes >= 56 ? 56 : bytes > 0 ? (int)bytes : 0);
                     const float *xe4 = xe + gb * 256 + 64 * ch, *xo4 = xo + gb * 256 + 64 * ch;
-                    const float *s4 = sc + 4 * ch;
                     /* The levels go through memory: a sign-extending load of 16 bytes costs
                      * one shuffle-port uop, an extract plus an extend in registers two. */
-                    __m512i levels[2];
-                    const int8_t *le = (const int8_t *)(const void *)levels,
-                                 *lo = (const int8_t *)(const void *)(levels + 1);
-                    __m512 sum = _mm512_setzero_ps();
-                    _mm512_storeu_si512((void *)levels,
-                                        _mm512_permutex2var_epi8(d.even_lo, codes, d.even_hi));
-                    _mm512_storeu_si512((void *)(levels + 1),
-                                        _mm512_permutex2var_epi8(d.odd_lo, codes, d.odd_hi));
+                    __m512i levels[Q35_GEMV_COLS][2];
+                    __m512 sum[Q35_GEMV_COLS];
+                    int g;
+                    Q35_UNROLL
+                    for (j = 0; j < Q35_GEMV_COLS; j++) {
+                        const __m512i codes =
+                            left >= 224 ? q35_codes_full(&d, p[j] + 56 * ch)
+                                        : q35_codes_raw(&d, p[j] + 56 * ch,
+                                                        bytes >= 56 ? 56
+                                                        : bytes > 0 ? (int)bytes : 0);
+                        _mm512_storeu_si512((void *)levels[j],
+                                            _mm512_permutex2var_epi8(d.even_lo, codes, d.even_hi));
+                        _mm512_storeu_si512((void *)(levels[j] + 1),
+                                            _mm512_permutex2var_epi8(d.odd_lo, codes, d.odd_hi));
+                        sum[j] = _mm512_setzero_ps();
+                    }
                     Q35_OPAQUE(levels); /* or the compiler turns the loads back into extracts */
 #define Q35_LEVELS(p) _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(const void *)(p))))
-#define Q35_GROUP(g)                                                                           \
-    sum = _mm512_fmadd_ps(                                                                     \
-        _mm512_set1_ps(s4[g]),                                                                 \
-        _mm512_fmadd_ps(_mm512_loadu_ps(xe4 + 16 * (g)), Q35_LEVELS(le + 16 * (g)),            \
-                        _mm512_mul_ps(_mm512_loadu_ps(xo4 + 16 * (g)), Q35_LEVELS(lo + 16 * (g)))), \
-        sum)
-                    Q35_GROUP(0);
-                    Q35_GROUP(1);
-                    Q35_GROUP(2);
-                    Q35_GROUP(3);
-#undef Q35_GROUP
+                    Q35_UNROLL
+                    for (g = 0; g < 4; g++) {
+                        const __m512 ve = _mm512_loadu_ps(xe4 + 16 * g),
+                                     vo = _mm512_loadu_ps(xo4 + 16 * g);
+                        Q35_UNROLL
+                        for (j = 0; j < Q35_GEMV_COLS; j++) {
+                            const int8_t *le = (const int8_t *)(const void *)levels[j],
+                                         *lo = (const int8_t *)(const void *)(levels[j] + 1);
+                            sum[j] = _mm512_fmadd_ps(
+                                _mm512_set1_ps(sc[j][4 * ch + g]),
+                                _mm512_fmadd_ps(ve, Q35_LEVELS(le + 16 * g),
+                                                _mm512_mul_ps(vo, Q35_LEVELS(lo + 16 * g))),
+                                sum[j]);
+                        }
+                    }
 #undef Q35_LEVELS
-                    part[ch] = sum;
+                    Q35_UNROLL
+                    for (j = 0; j < Q35_GEMV_COLS; j++)
+                        part[j][ch] = sum[j];
                 }
                 /* the 4 chunks and the offsets' share in float, the blocks in double */
-                off = _mm512_mul_ps(offset, _mm512_loadu_ps(xsum + row * G + gb * 16));
-                block = _mm512_add_ps(off, _mm512_add_ps(_mm512_add_ps(part[0], part[1]),
-                                                         _mm512_add_ps(part[2], part[3])));
-                acc_lo = _mm512_add_pd(acc_lo, _mm512_cvtps_pd(_mm512_castps512_ps256(block)));
-                acc_hi = _mm512_add_pd(acc_hi,
-                                       _mm512_cvtps_pd(_mm512_extractf32x8_ps(block, 1)));
+                Q35_UNROLL
+                for (j = 0; j < Q35_GEMV_COLS; j++) {
+                    const __m512 block = _mm512_add_ps(
+                        _mm512_mul_ps(offset[j], xs),
+                        _mm512_add_ps(_mm512_add_ps(part[j][0], part[j][1]),
+                                      _mm512_add_ps(part[j][2], part[j][3])));
+                    acc_lo[j] = _mm512_add_pd(acc_lo[j],
+                                              _mm512_cvtps_pd(_mm512_castps512_ps256(block)));
+                    acc_hi[j] = _mm512_add_pd(acc_hi[j],
+                                              _mm512_cvtps_pd(_mm512_extractf32x8_ps(block, 1)));
+                }
             }
-            y[row * t->n + n] = (float)_mm512_reduce_add_pd(_mm512_add_pd(acc_lo, acc_hi));
+            for (j = 0; j < Q35_GEMV_COLS; j++)
+                y[row * t->n + n[j]] =
+                    (float)_mm512_reduce_add_pd(_mm512_add_pd(acc_lo[j], acc_hi[j]));
         }
     }
 }
