@@ -87,9 +87,9 @@ static inline Q35_AVX512 __m512i q35_codes_raw(const q35_decoder *d, const uint8
  * entry's header, and a masked load would cost a mask-register move on the shuffle port,
  * the scarcest resource on Intel cores. There block b goes to qword b by a concatenating
  * shift (qword b of p : qword b of p - 8, left by 8b bits) on the vector-ALU port
- * instead of a byte permute on the shuffle port; on AMD Zen 4 the byte permute is the
- * faster (one load less; 4096 x 4096 int8 GEMV 0.27 -> 0.25 ms), so d->permute picks it
- * there (the choice is loop-invariant and predicted). */
+ * instead of a byte permute on the shuffle port; on the AMD EPYC measured (family 26,
+ * Zen 5) the byte permute is the faster (one load less; 4096 x 4096 int8 GEMV 0.27 ->
+ * 0.25 ms), so d->permute picks it on AMD (loop-invariant, predicted). */
 static inline Q35_AVX512 __m512i q35_codes_full(const q35_decoder *d, const uint8_t *p)
 {
     __m512i v = _mm512_loadu_si512((const void *)p);
@@ -251,8 +251,8 @@ static Q35_AVX512 void q35_i8_avx512_prepare(const q35_qjob *job)
 }
 
 /* Columns [n0, n1) (n0 a multiple of 16) of the int8 job prepared above, 16 at a time. */
-/* Columns decoded side by side, sharing activation loads: 2 measured best on Zen 4 (3 or
- * more run out of the 32 vector registers: 4 accumulators a column). */
+/* Columns decoded side by side, sharing activation loads: 2 measured best on an AMD Zen 5
+ * (3 or more run out of the 32 vector registers: 4 accumulators a column). */
 enum { Q35_GEMV_COLS = 2 };
 static Q35_AVX512 void q35_i8_avx512_columns(const q35_qjob *job, int64_t n_begin, int64_t n_end)
 {
