@@ -410,11 +410,15 @@ def test_avx2_kernels_match_the_interpreter_on_every_example_model(model, monkey
 
 @pytest.mark.parametrize("rows,k,n", [(1, 512, 1024), (1, 4096, 48), (2, 1000, 17),
                                       (3, 224, 9), (1, 160, 5), (1, 64, 3), (1, 32, 2),
-                                      (1, 33, 4), (2, 5, 3)])
+                                      (1, 33, 4), (2, 5, 3),
+                                      # 8 rows and more: the AVX2 float GEMM (K blocks of
+                                      # 32 groups, rows and columns past a block's end)
+                                      (8, 300, 20), (16, 4096, 16), (37, 2500, 35),
+                                      (9, 33, 4)])
 @pytest.mark.parametrize("int8", [True, False], ids=["int8", "float"])
 def test_avx2_q3p5_kernels_match_on_random_matmuls(rows, k, n, int8, monkeypatch):
     """Group counts 1 to 128 (odd, not a multiple of 8: the AVX2 kernels work in blocks of
-    8 groups and pairs of groups), ragged K, more than one row."""
+    8 groups and pairs of groups), ragged K, more than one row, and the float GEMM."""
     _require_avx2()
     monkeypatch.setenv("Q35_KERNELS", "avx2")
     test_q3p5_kernels_match_on_odd_k_partial_groups_and_many_rows(rows, k, n, 32, int8)
@@ -426,7 +430,7 @@ def test_avx2_kernels_run_clean_under_address_and_undefined_sanitizers(monkeypat
     monkeypatch.setenv("Q35C_CFLAGS", SANITIZE)
     monkeypatch.setenv("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0")
     for int8 in (True, False):
-        for rows, k, n in ((1, 512, 40), (2, 224, 9), (1, 33, 4)):
+        for rows, k, n in ((1, 512, 40), (2, 224, 9), (1, 33, 4), (17, 1100, 20)):
             test_q3p5_kernels_match_on_odd_k_partial_groups_and_many_rows(rows, k, n, 32, int8)
     for passes in (None, INT8):
         assert_matches_interpreter("llama_tiny", passes)

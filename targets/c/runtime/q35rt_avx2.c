@@ -367,8 +367,195 @@ static Q35_AVX2 void q35_f32_avx2_columns(const q35_qjob *job, int64_t n_begin, 
     }
 }
 
+/* ---- AVX2 float GEMM (rows >= Q35_AVX2_GEMM_MIN_ROWS) -----------------------------------
+ * As the AVX-512 float GEMM: rows in lanes (8 per block), the float32 weights
+ * `scale * level + offset` of 16 columns and Q35_AVX2_FGEMM_KBLOCK groups decoded once into
+ * a buffer (rows padded by a cache line), then per k one vector of 8 rows' activations and
+ * 8 FMAs with 8 columns' broadcast weights into 8 accumulators; products summed in float32;
+ * partial sums wait in y between K blocks. */
+enum { Q35_AVX2_GEMM_MIN_ROWS = 8, Q35_AVX2_FGEMM_KBLOCK = 32 };
+enum { Q35_AVX2_FGEMM_STRIDE = Q35_AVX2_FGEMM_KBLOCK * 32 + 16 };
+
+/* Activations in blocks of 8 rows: block b, k: the rows' x[., k] (zero past rows and K). */
+static void q35_f32_avx2_gemm_prepare(const q35_qjob *job)
+{
+    const q35_q3p5 *t = &job->t;
+    const int64_t kp = (t->groups + 7) / 8 * 8 * 32, blocks = (job->rows + 7) / 8;
+    float *xp = (float *)(void *)job->work;
+    int64_t b, k, r;
+    for (b = 0; b < blocks; b++)
+        for (k = 0; k < kp; k++)
+            for (r = 0; r < 8; r++) {
+                const int64_t row = b * 8 + r;
+                xp[(b * kp + k) * 8 + r] = row < job->rows && k < t->k ? job->x[row * t->k + k]
+                                                                       : 0.0f;
+            }
+}
+
+/* The float32 weights of 16 columns and groups [g0, g0 + count) (multiples of 8), k in
+ * order; columns past N and groups past G are zero. */
+static Q35_AVX2 void q35_f32_avx2_gemm_decode(const q35_q3p5 *t, const q35_avx2_tables *tables,
+                                              int64_t n0, int64_t g0, int64_t count,
+                                              float w[16][Q35_AVX2_FGEMM_STRIDE])
+{
+    const int64_t G = t->groups;
+    int64_t c, gb;
+    for (c = 0; c < 16; c++) {
+        const int64_t n = n0 + c;
+        q35_avx2_tables tb = *tables;
+        const uint8_t *pay, *meta;
+        q35_avx2_column col;
+        if (n >= t->n) {
+            memset(w[c], 0, (size_t)count * 32 * sizeof(float));
+            continue;
+        }
+        pay = t->payload + n * t->payload_row;
+        meta = t->meta + n * t->meta_row;
+        col = q35_avx2_column_make(t, n);
+        Q35_AVX2_HIDE(tb.sixteen);
+        for (gb = g0; gb < g0 + count; gb += 8) {
+            __m256i lev[8]; /* even, odd levels of groups (0, 1), (2, 3), ... */
+            __m256 scale, offset;
+            float sc[8], of[8];
+            int half, g, h;
+            q35_avx2_group_meta(&col, meta + gb / 8 * 7, &scale, &offset);
+            _mm256_storeu_ps(sc, scale);
+            _mm256_storeu_ps(of, offset);
+            for (half = 0; half < 2; half++) {
+                const int64_t ga = gb + 4 * half;
+                __m256i ca, cb;
+                if (ga >= G) {
+                    lev[4 * half] = lev[4 * half + 1] = lev[4 * half + 2] =
+                        lev[4 * half + 3] = _mm256_setzero_si256();
+                    continue;
+                }
+                if (ga + 4 <= G) {
+                    ca = q35_avx2_codes(pay + ga * 14, 0);
+                    cb = q35_avx2_codes(pay + ga * 14 + 28, 0);
+                } else {
+                    ca = q35_avx2_codes(pay + ga * 14, ga + 1 >= G);
+                    cb = ga + 2 < G ? q35_avx2_codes(pay + ga * 14 + 28, ga + 3 >= G) : ca;
+                }
+                q35_avx2_levels2(&tb, ca, cb, &lev[4 * half], &lev[4 * half + 1],
+                                 &lev[4 * half + 2], &lev[4 * half + 3]);
+            }
+            for (g = 0; g < 8; g++) {
+                /* group g: even levels at byte 16 (g % 2) of lev[2 (g / 2)], odd of the next;
+                 * interleaved they are the group's 32 levels in k order */
+                const __m128i e = _mm_loadu_si128(
+                    (const __m128i *)(const void *)((const int8_t *)(const void *)&lev[2 * (g / 2)] + 16 * (g % 2)));
+                const __m128i o = _mm_loadu_si128(
+                    (const __m128i *)(const void *)((const int8_t *)(const void *)&lev[2 * (g / 2) + 1] + 16 * (g % 2)));
+                const __m128i part[2] = {_mm_unpacklo_epi8(e, o), _mm_unpackhi_epi8(e, o)};
+                const __m256 s = _mm256_set1_ps(sc[g]), off = _mm256_set1_ps(of[g]);
+                float *dst = w[c] + (gb - g0 + g) * 32;
+                for (h = 0; h < 4; h++) {
+                    const __m128i bytes = h % 2 ? _mm_srli_si128(part[h / 2], 8) : part[h / 2];
+                    const __m256 lv = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(bytes));
+                    _mm256_storeu_ps(dst + 8 * h, _mm256_add_ps(_mm256_mul_ps(s, lv), off));
+                }
+            }
+        }
+    }
+}
+
+/* Transpose 8 x 8 floats held as 8 rows. */
+static Q35_AVX2 void q35_avx2_transpose8(__m256 r[8])
+{
+    __m256 t[8], u[8];
+    int i;
+    for (i = 0; i < 4; i++) {
+        t[2 * i] = _mm256_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm256_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+    for (i = 0; i < 2; i++) {
+        u[4 * i] = _mm256_shuffle_ps(t[4 * i], t[4 * i + 2], 0x44);
+        u[4 * i + 1] = _mm256_shuffle_ps(t[4 * i], t[4 * i + 2], 0xEE);
+        u[4 * i + 2] = _mm256_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0x44);
+        u[4 * i + 3] = _mm256_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0xEE);
+    }
+    for (i = 0; i < 4; i++) {
+        r[i] = _mm256_permute2f128_ps(u[i], u[4 + i], 0x20);
+        r[4 + i] = _mm256_permute2f128_ps(u[i], u[4 + i], 0x31);
+    }
+}
+
+/* Columns [n_begin, n_end) (n_begin a multiple of 16) of the prepared AVX2 float GEMM. */
+static Q35_AVX2 void q35_f32_avx2_gemm_columns(const q35_qjob *job, int64_t n_begin,
+                                               int64_t n_end)
+{
+    const q35_q3p5 *t = &job->t;
+    const int64_t G8 = (t->groups + 7) / 8 * 8, kp = G8 * 32, blocks = (job->rows + 7) / 8;
+    const float *xp = (const float *)(const void *)job->work;
+    float w[16][Q35_AVX2_FGEMM_STRIDE]; /* 64 KiB */
+    q35_avx2_tables tables;
+    int64_t n0, g0, b, c, k;
+    int half;
+    q35_avx2_tables_make(&tables);
+    for (n0 = n_begin; n0 < n_end; n0 += 16) {
+        for (g0 = 0; g0 < G8; g0 += Q35_AVX2_FGEMM_KBLOCK) {
+            const int64_t count = G8 - g0 < Q35_AVX2_FGEMM_KBLOCK ? G8 - g0 : Q35_AVX2_FGEMM_KBLOCK;
+            q35_f32_avx2_gemm_decode(t, &tables, n0, g0, count, w);
+            for (b = 0; b < blocks; b++) {
+                const int64_t rows = job->rows - b * 8 < 8 ? job->rows - b * 8 : 8;
+                const float *xb = xp + (b * kp + g0 * 32) * 8;
+                for (half = 0; half < 2; half++) {
+                    const int64_t c0 = n0 + 8 * half;
+                    const int64_t cols = t->n - c0 < 8 ? t->n - c0 : 8;
+                    float(*wh)[Q35_AVX2_FGEMM_STRIDE] = w + 8 * half;
+                    __m256 acc[8];
+                    if (cols <= 0)
+                        continue;
+                    if (g0 == 0) {
+                        for (c = 0; c < 8; c++)
+                            acc[c] = _mm256_setzero_ps();
+                    } else { /* the sums so far, kept in y: rows to lanes */
+                        for (c = 0; c < 8; c++) {
+                            float tmp[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+                            if (c < rows)
+                                memcpy(tmp, job->y + (b * 8 + c) * t->n + c0,
+                                       (size_t)cols * sizeof(float));
+                            acc[c] = _mm256_loadu_ps(tmp);
+                        }
+                        q35_avx2_transpose8(acc);
+                    }
+                    {
+                        __m256 a0 = acc[0], a1 = acc[1], a2 = acc[2], a3 = acc[3], a4 = acc[4],
+                               a5 = acc[5], a6 = acc[6], a7 = acc[7];
+                        for (k = 0; k < count * 32; k++) {
+                            const __m256 xv = _mm256_loadu_ps(xb + k * 8);
+                            a0 = _mm256_fmadd_ps(xv, _mm256_broadcast_ss(&wh[0][k]), a0);
+                            a1 = _mm256_fmadd_ps(xv, _mm256_broadcast_ss(&wh[1][k]), a1);
+                            a2 = _mm256_fmadd_ps(xv, _mm256_broadcast_ss(&wh[2][k]), a2);
+                            a3 = _mm256_fmadd_ps(xv, _mm256_broadcast_ss(&wh[3][k]), a3);
+                            a4 = _mm256_fmadd_ps(xv, _mm256_broadcast_ss(&wh[4][k]), a4);
+                            a5 = _mm256_fmadd_ps(xv, _mm256_broadcast_ss(&wh[5][k]), a5);
+                            a6 = _mm256_fmadd_ps(xv, _mm256_broadcast_ss(&wh[6][k]), a6);
+                            a7 = _mm256_fmadd_ps(xv, _mm256_broadcast_ss(&wh[7][k]), a7);
+                        }
+                        acc[0] = a0, acc[1] = a1, acc[2] = a2, acc[3] = a3;
+                        acc[4] = a4, acc[5] = a5, acc[6] = a6, acc[7] = a7;
+                    }
+                    q35_avx2_transpose8(acc); /* acc[r]: the 8 columns of row r */
+                    for (c = 0; c < rows; c++) {
+                        float tmp[8];
+                        _mm256_storeu_ps(tmp, acc[c]);
+                        memcpy(job->y + (b * 8 + c) * t->n + c0, tmp, (size_t)cols * sizeof(float));
+                    }
+                }
+            }
+        }
+    }
+}
+
 static void q35_qmatmul_f32_avx2(const q35_qjob *job)
 {
+    if (job->rows >= Q35_AVX2_GEMM_MIN_ROWS) {
+        q35_f32_avx2_gemm_prepare(job);
+        q35_parallel_columns(q35_f32_avx2_gemm_columns, job, 16,
+                             job->rows * job->t.n * job->t.k);
+        return;
+    }
     q35_f32_avx2_prepare(job);
     q35_parallel_columns(q35_f32_avx2_columns, job, 16, job->rows * job->t.n * job->t.k);
 }
