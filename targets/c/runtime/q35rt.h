@@ -130,8 +130,9 @@ typedef void (*q35_columns_fn)(const q35_qjob *job, int64_t n0, int64_t n1);
  * threads that start late or run slow. The caller returns when the units are *done*
  * (a counter), not when every worker has arrived: a worker the OS has not scheduled yet
  * claims nothing and holds nobody up, where an OpenMP join would wait a scheduler tick for
- * it on a busy machine. Idle workers spin about 50 us (back-to-back matmuls of a decode
- * step find them awake), then sleep on a condition variable. One job at a time: a caller
+ * it on a busy machine. Idle workers spin for 20000 `pause`s (tens to hundreds of
+ * microseconds by CPU: back-to-back matmuls of a decode step find them awake), then sleep
+ * on a condition variable. One job at a time: a caller
  * that finds the pool busy (another thread's job) runs its job alone. Each output is
  * computed by one call the same way whatever the split, so results do not depend on it. */
 #ifdef _OPENMP
