@@ -243,7 +243,9 @@ def _qmatmul_module(rows: int, k: int, n: int, group: int, int8: bool):
 @pytest.mark.parametrize("rows,k,n,group", [
     (1, 5, 3, 16), (9, 77, 10, 32), (3, 130, 7, 64), (2, 256, 33, 32),
     # group 32 with a multiple of 16 groups: the SIMD kernels where the CPU has them
-    (1, 512, 40, 32), (3, 1000, 17, 32), (1, 2048, 16, 32)])
+    (1, 512, 40, 32), (3, 1000, 17, 32), (1, 2048, 16, 32),
+    # 8 rows and more: the GEMM kernels (rows in lanes, 16 per block; K blocks of 64 groups)
+    (8, 300, 20, 32), (16, 4096, 16, 32), (37, 2500, 35, 32), (40, 64, 3, 32)])
 @pytest.mark.parametrize("int8", [False, True], ids=["float", "int8"])
 def test_q3p5_kernels_match_on_odd_k_partial_groups_and_many_rows(rows, k, n, group, int8):
     """Ragged K, partial groups, more rows than one pass, N not a multiple of 16."""
@@ -256,6 +258,19 @@ def test_q3p5_kernels_match_on_odd_k_partial_groups_and_many_rows(rows, k, n, gr
         np.testing.assert_array_equal(got, want)
     else:
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
+
+
+@pytest.mark.parametrize("threads", ["1", "2"])
+def test_gemv_gemm_and_thread_pool_match_and_run_clean_under_sanitizers(threads, monkeypatch):
+    """Matmuls big enough (4M multiply-adds) for the thread pool, on the GEMV (1 row) and
+    GEMM (16 and 37 rows, several K blocks) kernels: int8 bit-identical and float within
+    1e-5 at 1 and 2 threads, under AddressSanitizer and UBSan."""
+    monkeypatch.setenv("Q35C_CFLAGS", SANITIZE)
+    monkeypatch.setenv("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0")
+    monkeypatch.setenv("OMP_NUM_THREADS", threads)
+    for int8 in (True, False):
+        for rows, k, n in ((1, 4096, 1030), (16, 4096, 80), (37, 2500, 70)):
+            test_q3p5_kernels_match_on_odd_k_partial_groups_and_many_rows(rows, k, n, 32, int8)
 
 
 def test_build_is_cached_by_content(tmp_path, monkeypatch):
@@ -361,12 +376,13 @@ def test_legacy_pair43_weights_run_and_match(model):
 
 @pytest.mark.parametrize("model", ["encoder_tiny", "llama_tiny@2x5"])
 def test_portable_kernels_without_simd_extensions_match(model, monkeypatch):
-    """Built for baseline x86-64 (no AVX-512: the portable C99 kernels everywhere)."""
+    """Built for baseline x86-64 and run with Q35_KERNELS=portable (no SIMD kernels)."""
     import platform
 
     if platform.machine() not in ("x86_64", "AMD64"):
         pytest.skip("-march=x86-64 is an x86 flag")
     monkeypatch.setenv("Q35C_CFLAGS", "-march=x86-64")
+    monkeypatch.setenv("Q35_KERNELS", "portable")
     for passes in (None, INT8):
         assert_matches_interpreter(model, passes)
 
@@ -389,13 +405,29 @@ def _require_avx2() -> None:
         pytest.skip("the CPU lacks AVX2")
 
 
-@pytest.mark.parametrize("march,variant", [("-march=haswell", "avx2"),
-                                           ("-march=x86-64", "portable")])
-def test_runtime_reports_the_compiled_kernel_variant(march, variant, tmp_path):
-    """-march=haswell (AVX2, no AVX-512) compiles the AVX2 kernels in; baseline x86-64 the
-    portable ones (q35_kernel_variant, a static function of every model.c)."""
+def _cpu_flags() -> set[str]:
+    try:
+        return set(Path("/proc/cpuinfo").read_text().split())
+    except OSError:
+        return set()
+
+
+AVX512_KERNEL_FLAGS = {"avx512f", "avx512bw", "avx512dq", "avx512vl", "avx512vbmi",
+                       "avx512_vbmi2", "avx512_vnni"}
+
+
+@pytest.mark.parametrize("march", ["-march=x86-64", "-march=haswell"])
+@pytest.mark.parametrize("cap", [None, "avx2", "portable"])
+def test_runtime_picks_the_kernels_by_cpu_features_not_by_march(march, cap, tmp_path,
+                                                                 monkeypatch):
+    """The SIMD kernels are compiled into every x86-64 build and chosen at run time by the
+    CPU's features, whatever -march says; Q35_KERNELS caps the choice (q35_kernel_variant,
+    a static function of every model.c, names it)."""
     _require_avx2()
     tool = require_tool("gcc")
+    flags = _cpu_flags()
+    best = "avx512-vbmi" if AVX512_KERNEL_FLAGS <= flags else "avx2"
+    want = {None: best, "avx2": "avx2", "portable": "portable"}[cap]
     path, input_name, shape, _ = MODELS["mlp"]
     q35c(path, "--target", "c", "-o", tmp_path / "out", "--passes", INT8)
     (tmp_path / "out" / "probe.c").write_text(
@@ -403,39 +435,50 @@ def test_runtime_reports_the_compiled_kernel_variant(march, variant, tmp_path):
         "int main(void) { puts(q35_kernel_variant()); return 0; }\n")
     subprocess.run([tool, "-std=c99", "-O2", "-ffp-contract=off", march, "probe.c", "-o",
                     "probe", "-lm"], cwd=tmp_path / "out", check=True, capture_output=True)
+    if cap:
+        monkeypatch.setenv("Q35_KERNELS", cap)
+    else:
+        monkeypatch.delenv("Q35_KERNELS", raising=False)
     result = subprocess.run([tmp_path / "out" / "probe"], capture_output=True, text=True,
                             check=True)
-    assert result.stdout.strip() == variant
+    assert result.stdout.strip() == want
 
 
 @pytest.mark.parametrize("model", sorted(MODELS))
 def test_avx2_kernels_match_the_interpreter_on_every_example_model(model, monkeypatch):
-    """Built with -march=haswell (AVX2 without AVX-512): int8 bit-identical, float within
-    1e-5, like every other kernel."""
+    """The AVX2 kernels (Q35_KERNELS=avx2, in a -march=haswell build: no AVX-512 in the
+    compiler's own code either): int8 bit-identical, float within 1e-5, like every other
+    kernel."""
     _require_avx2()
     monkeypatch.setenv("Q35C_CFLAGS", "-march=haswell")
+    monkeypatch.setenv("Q35_KERNELS", "avx2")
     for passes in (INT8, None):
         assert_matches_interpreter(model, passes, (35, 4096))
 
 
 @pytest.mark.parametrize("rows,k,n", [(1, 512, 1024), (1, 4096, 48), (2, 1000, 17),
                                       (3, 224, 9), (1, 160, 5), (1, 64, 3), (1, 32, 2),
-                                      (1, 33, 4), (2, 5, 3)])
+                                      (1, 33, 4), (2, 5, 3),
+                                      # 8 rows and more: the AVX2 float GEMM (K blocks of
+                                      # 32 groups, rows and columns past a block's end)
+                                      (8, 300, 20), (16, 4096, 16), (37, 2500, 35),
+                                      (9, 33, 4)])
 @pytest.mark.parametrize("int8", [True, False], ids=["int8", "float"])
 def test_avx2_q3p5_kernels_match_on_random_matmuls(rows, k, n, int8, monkeypatch):
     """Group counts 1 to 128 (odd, not a multiple of 8: the AVX2 kernels work in blocks of
-    8 groups and pairs of groups), ragged K, more than one row."""
+    8 groups and pairs of groups), ragged K, more than one row, and the float GEMM."""
     _require_avx2()
-    monkeypatch.setenv("Q35C_CFLAGS", "-march=haswell")
+    monkeypatch.setenv("Q35_KERNELS", "avx2")
     test_q3p5_kernels_match_on_odd_k_partial_groups_and_many_rows(rows, k, n, 32, int8)
 
 
 def test_avx2_kernels_run_clean_under_address_and_undefined_sanitizers(monkeypatch):
     _require_avx2()
-    monkeypatch.setenv("Q35C_CFLAGS", "-march=haswell " + SANITIZE)
+    monkeypatch.setenv("Q35_KERNELS", "avx2")
+    monkeypatch.setenv("Q35C_CFLAGS", SANITIZE)
     monkeypatch.setenv("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0")
     for int8 in (True, False):
-        for rows, k, n in ((1, 512, 40), (2, 224, 9), (1, 33, 4)):
+        for rows, k, n in ((1, 512, 40), (2, 224, 9), (1, 33, 4), (17, 1100, 20)):
             test_q3p5_kernels_match_on_odd_k_partial_groups_and_many_rows(rows, k, n, 32, int8)
     for passes in (None, INT8):
         assert_matches_interpreter("llama_tiny", passes)

@@ -21,7 +21,7 @@ from q35c.compiler.diagnostics import Q35cError
 from q35c.targets.c.emit import BLOB_FILE, Emitted
 from q35c.targets.c.printer import io_file_stems
 
-DEFAULT_FLAGS = ("-std=c99", "-O2", "-march=native", "-ffp-contract=off", "-Wall", "-Wextra",
+DEFAULT_FLAGS = ("-std=c99", "-O3", "-march=native", "-ffp-contract=off", "-Wall", "-Wextra",
                  "-Werror")
 
 

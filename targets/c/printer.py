@@ -28,6 +28,8 @@ from q35c.compiler.quant import CODEBOOK, LEGACY_LEVELS, SCALE_STEPS
 from q35c.targets.native.program import Buffer, Program, Step
 
 RUNTIME_DIR = Path(__file__).parent / "runtime"
+# The runtime's fragments, concatenated into model.c in this order (q35rt.h says why).
+RUNTIME_FILES = ("q35rt.h", "q35rt_avx512.c", "q35rt_avx2.c", "q35rt.c")
 BLOB_MAGIC = b"Q35CBLOB"
 BLOB_HEADER = 64
 C_TYPES = {
@@ -401,7 +403,7 @@ class CPrinter:
         return "\n".join(lines)
 
     def runtime(self) -> str:
-        text = (RUNTIME_DIR / "q35rt.c").read_text()
+        text = "".join((RUNTIME_DIR / name).read_text() for name in RUNTIME_FILES)
         rows = ",\n".join("    " + ", ".join(f"{{{a}, {b}}}" for a, b in CODEBOOK[i:i + 8])
                           for i in range(0, 128, 8))
         steps = SCALE_STEPS.view(np.uint32)

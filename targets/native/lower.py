@@ -527,7 +527,10 @@ def work_bytes(rows: int, w: Q3P5Tensor, int8: bool) -> int:
     """Scratch of a quantized matmul (q35_qmatmul_work_bytes in runtime/q35rt.c)."""
     groups = -(-w.num_groups // 16) * 16  # the SIMD kernels pad groups to a multiple of 16
     kp = groups * w.group_size
-    return rows * (groups * 20 + kp) if int8 else rows * (kp + groups) * 4
+    rows16 = -(-rows // 16) * 16  # the GEMMs pad rows to a multiple of 16
+    if not int8:
+        return max(rows * (kp + groups) * 4, rows16 * kp * 4)
+    return max(rows * (groups * 4 + kp), rows16 * (kp + groups * 4))
 
 
 def lower_module(module: ModuleOp, store: WeightStore, entry: str | None, name: str,

@@ -1,0 +1,562 @@
+/* ---- AVX2 int8 GEMV kernel (x86 without AVX-512 VBMI: Haswell and later, AMD Zen) -------
+ *
+ * Used when the AVX-512 kernels are not compiled in; any group count, group size 32.
+ * Per two groups (28 bytes of pair codes, 32 codes, 64 weights):
+ *   - decode: block b of the pair to 64-bit lane b (two 16-byte loads per 128-bit lane and
+ *     a dword blend), then three shift/mask/or steps split each 56-bit block into 28-, 14-
+ *     and 7-bit fields, leaving code i of the block in byte i (no shuffle-port uops);
+ *   - lookup of the 128-entry codebook (even-k and odd-k levels) with vpshufb: with
+ *     idx_h = code - 16 h (bytes, wrapping), vpshufb gives table h' at the low 4 bits for
+ *     h <= code / 16 and 0 (bit 7 set) above, so the XOR over h = 0..7 of tables
+ *     T'_h = T_h ^ T_{h-1} telescopes to T_{code / 16}[code % 16];
+ *   - vpmaddubsw(|x|, sign(level, x)): the products are exact (|x| <= 127, |level| <= 99, a
+ *     pair sum < 2^15), vpmaddwd by 1 widens to int32; activations are de-interleaved per
+ *     call into even-k and odd-k rows so levels meet them without shuffles.
+ * Each group's sum is the exact int32 dot product; the float32 rescale is then the
+ * portable kernel's, group by group in order: bit-exact. */
+#ifdef Q35_X86
+
+typedef struct {
+    __m256i even[8], odd[8]; /* T'_h of the even-k and odd-k levels, both 128-bit lanes */
+    __m256i sixteen, ones;   /* bytes 16, words 1 */
+} q35_avx2_tables;
+
+/* Makes v opaque to the optimizer: gcc otherwise rewrites the chain code - 16, - 16, ...
+ * as code + c_h with seven constants, each rebuilt by a shuffle-port broadcast. */
+#if defined(__GNUC__)
+#define Q35_AVX2_HIDE(v) __asm__("" : "+x"(v))
+#define Q35_AVX2_HIDE_MEM(p) __asm__ volatile("" : : "r"(p) : "memory")
+#else
+#define Q35_AVX2_HIDE(v) (void)0
+#define Q35_AVX2_HIDE_MEM(p) (void)(p)
+#endif
+
+static Q35_AVX2 void q35_avx2_tables_make(q35_avx2_tables *t)
+{
+    int8_t e[16], o[16];
+    int h, l;
+    for (h = 0; h < 8; h++) {
+        for (l = 0; l < 16; l++) {
+            e[l] = (int8_t)(q35_codebook[16 * h + l][0] ^ (h ? q35_codebook[16 * h - 16 + l][0] : 0));
+            o[l] = (int8_t)(q35_codebook[16 * h + l][1] ^ (h ? q35_codebook[16 * h - 16 + l][1] : 0));
+        }
+        t->even[h] = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(const void *)e));
+        t->odd[h] = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(const void *)o));
+    }
+    t->sixteen = _mm256_set1_epi8(16);
+    t->ones = _mm256_set1_epi16(1);
+}
+
+/* The 32 codes of groups at p (lane 0) and p + 14 (lane 1), code i of a group in byte i of
+ * its lane. Reads p - 1 .. p + 29 (the group codes precede the payload; the entry's CRC
+ * follows it). With one_group, lane 1 repeats lane 0 and nothing past p + 15 is read. */
+static inline Q35_AVX2 __m256i q35_avx2_codes(const uint8_t *p, int one_group)
+{
+    __m256i a, b, x;
+    if (one_group) {
+        a = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(const void *)p));
+        b = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(const void *)(p - 1)));
+    } else { /* inserts from memory: a load and a vector-ALU uop, no shuffle port */
+        a = _mm256_inserti128_si256(
+            _mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)(const void *)p)),
+            _mm_loadu_si128((const __m128i *)(const void *)(p + 14)), 1);
+        b = _mm256_inserti128_si256(
+            _mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)(const void *)(p - 1))),
+            _mm_loadu_si128((const __m128i *)(const void *)(p + 13)), 1);
+    }
+    /* qwords: bytes 0-7, 7-14 of each group (block 0, block 1; byte 7 of each is garbage) */
+    x = _mm256_blend_epi32(a, b, 0xCC);
+    x = _mm256_or_si256(_mm256_and_si256(x, _mm256_set1_epi64x(0x000000000FFFFFFFLL)),
+                        _mm256_and_si256(_mm256_slli_epi64(x, 4),
+                                         _mm256_set1_epi64x(0x0FFFFFFF00000000LL)));
+    x = _mm256_or_si256(_mm256_and_si256(x, _mm256_set1_epi64x(0x00003FFF00003FFFLL)),
+                        _mm256_and_si256(_mm256_slli_epi64(x, 2),
+                                         _mm256_set1_epi64x(0x3FFF00003FFF0000LL)));
+    return _mm256_or_si256(_mm256_and_si256(x, _mm256_set1_epi64x(0x007F007F007F007FLL)),
+                           _mm256_and_si256(_mm256_slli_epi64(x, 1),
+                                            _mm256_set1_epi64x(0x7F007F007F007F00LL)));
+}
+
+/* int32 dot products of codes and activations (even-k at xe, odd-k at xo): lanes 0-3
+ * sum to the first group, 4-7 to the second. */
+static inline Q35_AVX2 __m256i q35_avx2_dot(const q35_avx2_tables *t, __m256i le, __m256i lo,
+                                   const int8_t *xe, const int8_t *xo)
+{
+    const __m256i ve = _mm256_loadu_si256((const __m256i *)(const void *)xe);
+    const __m256i vo = _mm256_loadu_si256((const __m256i *)(const void *)xo);
+    const __m256i pe = _mm256_maddubs_epi16(_mm256_abs_epi8(ve), _mm256_sign_epi8(le, ve));
+    const __m256i po = _mm256_maddubs_epi16(_mm256_abs_epi8(vo), _mm256_sign_epi8(lo, vo));
+    return _mm256_add_epi32(_mm256_madd_epi16(pe, t->ones), _mm256_madd_epi16(po, t->ones));
+}
+
+/* The even-k and odd-k levels of two code vectors a and b, each table load serving both. */
+static inline Q35_AVX2 void q35_avx2_levels2(const q35_avx2_tables *t, __m256i a, __m256i b,
+                                    __m256i *ae, __m256i *ao, __m256i *be, __m256i *bo)
+{
+    const __m256i sixteen = t->sixteen;
+    __m256i tab = t->even[0], e1 = _mm256_shuffle_epi8(tab, a), e2 = _mm256_shuffle_epi8(tab, b);
+    __m256i o1, o2;
+    int h;
+    tab = t->odd[0];
+    o1 = _mm256_shuffle_epi8(tab, a);
+    o2 = _mm256_shuffle_epi8(tab, b);
+    for (h = 1; h < 8; h++) {
+        a = _mm256_sub_epi8(a, sixteen);
+        b = _mm256_sub_epi8(b, sixteen);
+        tab = t->even[h];
+        e1 = _mm256_xor_si256(e1, _mm256_shuffle_epi8(tab, a));
+        e2 = _mm256_xor_si256(e2, _mm256_shuffle_epi8(tab, b));
+        tab = t->odd[h];
+        o1 = _mm256_xor_si256(o1, _mm256_shuffle_epi8(tab, a));
+        o2 = _mm256_xor_si256(o2, _mm256_shuffle_epi8(tab, b));
+    }
+    *ae = e1;
+    *ao = o1;
+    *be = e2;
+    *bo = o2;
+}
+
+/* Dot products of the group pairs at g0 and g0 + 2 (group index; groups past G give 0). */
+static inline Q35_AVX2 void q35_avx2_dot4(const q35_avx2_tables *t, const uint8_t *pay,
+                                 const int8_t *xe, const int8_t *xo, int64_t g0, int64_t G,
+                                 __m256i *v0, __m256i *v1)
+{
+    __m256i a, b, ae, ao, be, bo;
+    if (g0 + 4 <= G) {
+        a = q35_avx2_codes(pay + g0 * 14, 0);
+        b = q35_avx2_codes(pay + g0 * 14 + 28, 0);
+    } else if (g0 < G) {
+        a = q35_avx2_codes(pay + g0 * 14, g0 + 1 >= G);
+        b = g0 + 2 < G ? q35_avx2_codes(pay + g0 * 14 + 28, g0 + 3 >= G) : a;
+    } else {
+        *v0 = *v1 = _mm256_setzero_si256();
+        return;
+    }
+    q35_avx2_levels2(t, a, b, &ae, &ao, &be, &bo);
+    *v0 = q35_avx2_dot(t, ae, ao, xe + g0 * 16, xo + g0 * 16);
+    /* past G the activations are zero: the sum is 0 whatever the codes */
+    *v1 = q35_avx2_dot(t, be, bo, xe + g0 * 16 + 32, xo + g0 * 16 + 32);
+}
+
+/* Scratch per row: float(sum(q)) of every group, then the even-k and odd-k activations of
+ * G8 = groups rounded up to 8 (16 bytes per group each, zero past K). Fits in
+ * q35_qmatmul_work_bytes. */
+/* The per-column tables of the AVX2 kernels: the 32 possible group scales (4 tables of 8)
+ * and the 4 offsets (twice), each the float32 operation format.md section 3 defines. */
+typedef struct {
+    __m256 scale[4], offsets;
+} q35_avx2_column;
+
+static inline Q35_AVX2 q35_avx2_column q35_avx2_column_make(const q35_q3p5 *t, int64_t n)
+{
+    const __m256 super_scale = _mm256_set1_ps(t->super_scale[n]);
+    q35_avx2_column col;
+    int i;
+    for (i = 0; i < 4; i++)
+        col.scale[i] = _mm256_mul_ps(
+            super_scale, _mm256_loadu_ps((const void *)(q35_scale_step_bits + 8 * i)));
+    col.offsets = _mm256_add_ps(
+        _mm256_set1_ps(t->offset_base[n]),
+        _mm256_mul_ps(_mm256_set1_ps(t->offset_step[n]),
+                      _mm256_setr_ps(-1.5f, -0.5f, 0.5f, 1.5f, -1.5f, -0.5f, 0.5f, 1.5f)));
+    return col;
+}
+
+/* The scales and offsets of the 8 groups whose codes are the 7-byte block `block`:
+ * code g = word >> 7 g; scale: code bits 0-2 pick within a table of 8, bits 3 and 4 the
+ * table (blendv reads the sign bit); offset: bits 5-6. */
+static inline Q35_AVX2 void q35_avx2_group_meta(const q35_avx2_column *col, const uint8_t *block,
+                                       __m256 *scale, __m256 *offset)
+{
+    __m256i c = _mm256_broadcastq_epi64(_mm_loadl_epi64((const __m128i *)(const void *)block));
+    __m256 b;
+    c = _mm256_blend_epi32(
+        _mm256_srlv_epi64(c, _mm256_setr_epi64x(0, 14, 28, 42)),
+        _mm256_slli_epi64(_mm256_srlv_epi64(c, _mm256_setr_epi64x(7, 21, 35, 49)), 32), 0xAA);
+    b = _mm256_castsi256_ps(_mm256_slli_epi32(c, 28));
+    *scale = _mm256_blendv_ps(
+        _mm256_blendv_ps(_mm256_permutevar8x32_ps(col->scale[0], c),
+                         _mm256_permutevar8x32_ps(col->scale[1], c), b),
+        _mm256_blendv_ps(_mm256_permutevar8x32_ps(col->scale[2], c),
+                         _mm256_permutevar8x32_ps(col->scale[3], c), b),
+        _mm256_castsi256_ps(_mm256_slli_epi32(c, 27)));
+    *offset = _mm256_permutevar8x32_ps(col->offsets, _mm256_srli_epi32(c, 5));
+}
+
+static void q35_i8_avx2_prepare(const q35_qjob *job)
+{
+    const q35_q3p5 *t = &job->t;
+    const int8_t *q = job->q;
+    const int64_t rows = job->rows, G = t->groups, G8 = (G + 7) / 8 * 8;
+    float *sxf = (float *)(void *)job->work;
+    int8_t *xd = (int8_t *)(job->work + rows * G8 * 4);
+    int64_t r, i;
+    for (r = 0; r < rows; r++) {
+        const int8_t *qr = q + r * t->k;
+        int8_t *xe = xd + r * G8 * 32, *xo = xe + G8 * 16;
+        for (i = 0; i < G8 * 16; i++) {
+            xe[i] = 2 * i < t->k ? qr[2 * i] : 0;
+            xo[i] = 2 * i + 1 < t->k ? qr[2 * i + 1] : 0;
+        }
+        for (i = 0; i < G8; i++) {
+            int32_t sum = 0;
+            int64_t k;
+            for (k = i * 32; k < i * 32 + 32 && k < t->k; k++)
+                sum += qr[k];
+            sxf[r * G8 + i] = (float)sum;
+        }
+    }
+}
+
+/* Columns [n_begin, n_end) of the int8 job prepared above. */
+static Q35_AVX2 void q35_i8_avx2_columns(const q35_qjob *job, int64_t n_begin, int64_t n_end)
+{
+    const q35_q3p5 *t = &job->t;
+    const int64_t rows = job->rows, G = t->groups, G8 = (G + 7) / 8 * 8;
+    const float *sxf = (const float *)(const void *)job->work;
+    const int8_t *xd = (const int8_t *)(job->work + rows * G8 * 4);
+    const float *row_scale = job->row_scale;
+    float *y = job->y;
+    q35_avx2_tables tables;
+    int64_t n;
+    q35_avx2_tables_make(&tables);
+    for (n = n_begin; n < n_end; n++) {
+        q35_avx2_tables tb = tables;
+        const uint8_t *pay = t->payload + n * t->payload_row;
+        const uint8_t *meta = t->meta + n * t->meta_row;
+        const q35_avx2_column col = q35_avx2_column_make(t, n);
+        int64_t row, gb;
+        Q35_AVX2_HIDE(tb.sixteen);
+        Q35_AVX2_HIDE(tb.ones);
+        for (row = 0; row < rows; row++) {
+            const int8_t *xe = xd + row * G8 * 32, *xo = xe + G8 * 16;
+            const float *sx = sxf + row * G8;
+            float acc_y = 0.0f;
+            for (gb = 0; gb < G8; gb += 8) {
+                const int64_t gend = G - gb < 8 ? G - gb : 8;
+                __m256i v[4], h;
+                __m256 scale, offset;
+                float terms[8];
+                int g;
+                q35_avx2_dot4(&tb, pay, xe, xo, gb, G, &v[0], &v[1]);
+                q35_avx2_dot4(&tb, pay, xe, xo, gb + 4, G, &v[2], &v[3]);
+                /* lanes 0-3: groups 0, 2, 4, 6; lanes 4-7: groups 1, 3, 5, 7 */
+                h = _mm256_hadd_epi32(_mm256_hadd_epi32(v[0], v[1]), _mm256_hadd_epi32(v[2], v[3]));
+                h = _mm256_permutevar8x32_epi32(h, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+                /* the 8 group codes (one 7-byte block) to dwords: code g = word >> 7 g */
+                q35_avx2_group_meta(&col, meta + gb / 8 * 7, &scale, &offset);
+                /* s * acc + o * sx per group, then the in-order float32 sum */
+                _mm256_storeu_ps(terms, _mm256_add_ps(
+                    _mm256_mul_ps(scale, _mm256_cvtepi32_ps(h)),
+                    _mm256_mul_ps(offset, _mm256_loadu_ps(sx + gb))));
+                for (g = 0; g < gend; g++)
+                    acc_y = acc_y + terms[g];
+            }
+            y[row * t->n + n] = acc_y * row_scale[row];
+        }
+    }
+}
+
+static void q35_qmatmul_i8_avx2(const q35_qjob *job)
+{
+    q35_i8_avx2_prepare(job);
+    q35_parallel_columns(q35_i8_avx2_columns, job, 16, job->rows * job->t.n * job->t.k);
+}
+
+/* Float path for group size 32 (AVX2, with FMA where available): the codes are decoded and
+ * looked up as on the int8 path, the levels go through a stack buffer and come back with
+ * sign-extending loads, and each group is `scale * sum(x * level)` in float, plus
+ * `offset * sum(x)`; 8 groups are summed in float, the blocks of 8 in double. The result
+ * differs from the interpreter's float64 dot product by a few float32 roundings, like the
+ * AVX-512 kernel's (tests allow 1e-5 of the output scale). */
+#define Q35_AVX2_FMADD(a, b, c) _mm256_fmadd_ps(a, b, c)
+#define Q35_AVX2_LEVELS(p) \
+    _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(const void *)(p))))
+
+static void q35_f32_avx2_prepare(const q35_qjob *job)
+{
+    /* per row: even-k and odd-k activations of G8 groups (16 each, zero past K), then the
+     * float sum of each group's activations (double, rounded once) */
+    const q35_q3p5 *t = &job->t;
+    const float *x = job->x;
+    const int64_t rows = job->rows, G = t->groups, G8 = (G + 7) / 8 * 8, stride = G8 * 33;
+    float *xd = (float *)(void *)job->work;
+    int64_t r, i;
+    for (r = 0; r < rows; r++) {
+        const float *xr = x + r * t->k;
+        float *xe = xd + r * stride, *xo = xe + G8 * 16, *xs = xo + G8 * 16;
+        for (i = 0; i < G8 * 16; i++) {
+            xe[i] = 2 * i < t->k ? xr[2 * i] : 0.0f;
+            xo[i] = 2 * i + 1 < t->k ? xr[2 * i + 1] : 0.0f;
+        }
+        for (i = 0; i < G8; i++) {
+            double sum = 0.0;
+            int64_t k;
+            for (k = i * 32; k < i * 32 + 32 && k < t->k; k++)
+                sum += xr[k];
+            xs[i] = (float)sum;
+        }
+    }
+}
+
+/* Columns [n_begin, n_end) of the float job prepared above. */
+static Q35_AVX2 void q35_f32_avx2_columns(const q35_qjob *job, int64_t n_begin, int64_t n_end)
+{
+    const q35_q3p5 *t = &job->t;
+    const int64_t rows = job->rows, G = t->groups, G8 = (G + 7) / 8 * 8, stride = G8 * 33;
+    const float *xd = (const float *)(const void *)job->work;
+    float *y = job->y;
+    q35_avx2_tables tables;
+    int64_t n;
+    q35_avx2_tables_make(&tables);
+    for (n = n_begin; n < n_end; n++) {
+        q35_avx2_tables tb = tables;
+        const uint8_t *pay = t->payload + n * t->payload_row;
+        const uint8_t *meta = t->meta + n * t->meta_row;
+        const q35_avx2_column col = q35_avx2_column_make(t, n);
+        int64_t row, gb;
+        Q35_AVX2_HIDE(tb.sixteen);
+        for (row = 0; row < rows; row++) {
+            const float *xe = xd + row * stride, *xo = xe + G8 * 16, *xs = xo + G8 * 16;
+            __m256d acc_lo = _mm256_setzero_pd(), acc_hi = _mm256_setzero_pd();
+            double lanes[4];
+            for (gb = 0; gb < G8; gb += 8) {
+                __m256i lev[8]; /* even, odd levels of groups (0, 1), (2, 3), ... */
+                __m256 scale, offset, sum = _mm256_setzero_ps();
+                float sc[8];
+                int half, g;
+                q35_avx2_group_meta(&col, meta + gb / 8 * 7, &scale, &offset);
+                _mm256_storeu_ps(sc, scale);
+                for (half = 0; half < 2; half++) {
+                    const int64_t g0 = gb + 4 * half;
+                    __m256i ca, cb;
+                    if (g0 >= G) { /* only padding groups: zero activations */
+                        lev[4 * half] = lev[4 * half + 1] = lev[4 * half + 2] =
+                            lev[4 * half + 3] = _mm256_setzero_si256();
+                        continue;
+                    }
+                    if (g0 + 4 <= G) {
+                        ca = q35_avx2_codes(pay + g0 * 14, 0);
+                        cb = q35_avx2_codes(pay + g0 * 14 + 28, 0);
+                    } else {
+                        ca = q35_avx2_codes(pay + g0 * 14, g0 + 1 >= G);
+                        cb = g0 + 2 < G ? q35_avx2_codes(pay + g0 * 14 + 28, g0 + 3 >= G) : ca;
+                    }
+                    q35_avx2_levels2(&tb, ca, cb, &lev[4 * half], &lev[4 * half + 1],
+                                     &lev[4 * half + 2], &lev[4 * half + 3]);
+                }
+                Q35_AVX2_HIDE_MEM(lev); /* loads stay loads, not extracts */
+                for (g = 0; g < 8; g++) {
+                    /* group g: even levels at byte 16 (g % 2) of lev[2 (g / 2)], odd of the next */
+                    const int8_t *le = (const int8_t *)(const void *)&lev[2 * (g / 2)] + 16 * (g % 2);
+                    const int8_t *lo = (const int8_t *)(const void *)&lev[2 * (g / 2) + 1] + 16 * (g % 2);
+                    const float *xeg = xe + (gb + g) * 16, *xog = xo + (gb + g) * 16;
+                    __m256 d = _mm256_mul_ps(_mm256_loadu_ps(xog + 8), Q35_AVX2_LEVELS(lo + 8));
+                    d = Q35_AVX2_FMADD(_mm256_loadu_ps(xog), Q35_AVX2_LEVELS(lo), d);
+                    d = Q35_AVX2_FMADD(_mm256_loadu_ps(xeg + 8), Q35_AVX2_LEVELS(le + 8), d);
+                    d = Q35_AVX2_FMADD(_mm256_loadu_ps(xeg), Q35_AVX2_LEVELS(le), d);
+                    sum = Q35_AVX2_FMADD(_mm256_broadcast_ss(sc + g), d, sum);
+                }
+                sum = _mm256_add_ps(sum, _mm256_mul_ps(offset, _mm256_loadu_ps(xs + gb)));
+                acc_lo = _mm256_add_pd(acc_lo, _mm256_cvtps_pd(_mm256_castps256_ps128(sum)));
+                acc_hi = _mm256_add_pd(acc_hi, _mm256_cvtps_pd(_mm256_extractf128_ps(sum, 1)));
+            }
+            _mm256_storeu_pd(lanes, _mm256_add_pd(acc_lo, acc_hi));
+            y[row * t->n + n] = (float)((lanes[0] + lanes[1]) + (lanes[2] + lanes[3]));
+        }
+    }
+}
+
+/* ---- AVX2 float GEMM (rows >= Q35_AVX2_GEMM_MIN_ROWS) -----------------------------------
+ * As the AVX-512 float GEMM: rows in lanes (8 per block), the float32 weights
+ * `scale * level + offset` of 16 columns and Q35_AVX2_FGEMM_KBLOCK groups decoded once into
+ * a buffer (rows padded by a cache line), then per k one vector of 8 rows' activations and
+ * 8 FMAs with 8 columns' broadcast weights into 8 accumulators; products summed in float32;
+ * partial sums wait in y between K blocks. */
+enum { Q35_AVX2_GEMM_MIN_ROWS = 8, Q35_AVX2_FGEMM_KBLOCK = 32 };
+enum { Q35_AVX2_FGEMM_STRIDE = Q35_AVX2_FGEMM_KBLOCK * 32 + 16 };
+
+/* Activations in blocks of 8 rows: block b, k: the rows' x[., k] (zero past rows and K). */
+static void q35_f32_avx2_gemm_prepare(const q35_qjob *job)
+{
+    const q35_q3p5 *t = &job->t;
+    const int64_t kp = (t->groups + 7) / 8 * 8 * 32, blocks = (job->rows + 7) / 8;
+    float *xp = (float *)(void *)job->work;
+    int64_t b, k, r;
+    for (b = 0; b < blocks; b++)
+        for (k = 0; k < kp; k++)
+            for (r = 0; r < 8; r++) {
+                const int64_t row = b * 8 + r;
+                xp[(b * kp + k) * 8 + r] = row < job->rows && k < t->k ? job->x[row * t->k + k]
+                                                                       : 0.0f;
+            }
+}
+
+/* The float32 weights of 16 columns and groups [g0, g0 + count) (multiples of 8), k in
+ * order; columns past N and groups past G are zero. */
+static Q35_AVX2 void q35_f32_avx2_gemm_decode(const q35_q3p5 *t, const q35_avx2_tables *tables,
+                                              int64_t n0, int64_t g0, int64_t count,
+                                              float w[16][Q35_AVX2_FGEMM_STRIDE])
+{
+    const int64_t G = t->groups;
+    int64_t c, gb;
+    for (c = 0; c < 16; c++) {
+        const int64_t n = n0 + c;
+        q35_avx2_tables tb = *tables;
+        const uint8_t *pay, *meta;
+        q35_avx2_column col;
+        if (n >= t->n) {
+            memset(w[c], 0, (size_t)count * 32 * sizeof(float));
+            continue;
+        }
+        pay = t->payload + n * t->payload_row;
+        meta = t->meta + n * t->meta_row;
+        col = q35_avx2_column_make(t, n);
+        Q35_AVX2_HIDE(tb.sixteen);
+        for (gb = g0; gb < g0 + count; gb += 8) {
+            __m256i lev[8]; /* even, odd levels of groups (0, 1), (2, 3), ... */
+            __m256 scale, offset;
+            float sc[8], of[8];
+            int half, g, h;
+            q35_avx2_group_meta(&col, meta + gb / 8 * 7, &scale, &offset);
+            _mm256_storeu_ps(sc, scale);
+            _mm256_storeu_ps(of, offset);
+            for (half = 0; half < 2; half++) {
+                const int64_t ga = gb + 4 * half;
+                __m256i ca, cb;
+                if (ga >= G) {
+                    lev[4 * half] = lev[4 * half + 1] = lev[4 * half + 2] =
+                        lev[4 * half + 3] = _mm256_setzero_si256();
+                    continue;
+                }
+                if (ga + 4 <= G) {
+                    ca = q35_avx2_codes(pay + ga * 14, 0);
+                    cb = q35_avx2_codes(pay + ga * 14 + 28, 0);
+                } else {
+                    ca = q35_avx2_codes(pay + ga * 14, ga + 1 >= G);
+                    cb = ga + 2 < G ? q35_avx2_codes(pay + ga * 14 + 28, ga + 3 >= G) : ca;
+                }
+                q35_avx2_levels2(&tb, ca, cb, &lev[4 * half], &lev[4 * half + 1],
+                                 &lev[4 * half + 2], &lev[4 * half + 3]);
+            }
+            for (g = 0; g < 8; g++) {
+                /* group g: even levels at byte 16 (g % 2) of lev[2 (g / 2)], odd of the next;
+                 * interleaved they are the group's 32 levels in k order */
+                const __m128i e = _mm_loadu_si128(
+                    (const __m128i *)(const void *)((const int8_t *)(const void *)&lev[2 * (g / 2)] + 16 * (g % 2)));
+                const __m128i o = _mm_loadu_si128(
+                    (const __m128i *)(const void *)((const int8_t *)(const void *)&lev[2 * (g / 2) + 1] + 16 * (g % 2)));
+                const __m128i part[2] = {_mm_unpacklo_epi8(e, o), _mm_unpackhi_epi8(e, o)};
+                const __m256 s = _mm256_set1_ps(sc[g]), off = _mm256_set1_ps(of[g]);
+                float *dst = w[c] + (gb - g0 + g) * 32;
+                for (h = 0; h < 4; h++) {
+                    const __m128i bytes = h % 2 ? _mm_srli_si128(part[h / 2], 8) : part[h / 2];
+                    const __m256 lv = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(bytes));
+                    _mm256_storeu_ps(dst + 8 * h, _mm256_add_ps(_mm256_mul_ps(s, lv), off));
+                }
+            }
+        }
+    }
+}
+
+/* Transpose 8 x 8 floats held as 8 rows. */
+static Q35_AVX2 void q35_avx2_transpose8(__m256 r[8])
+{
+    __m256 t[8], u[8];
+    int i;
+    for (i = 0; i < 4; i++) {
+        t[2 * i] = _mm256_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm256_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+    for (i = 0; i < 2; i++) {
+        u[4 * i] = _mm256_shuffle_ps(t[4 * i], t[4 * i + 2], 0x44);
+        u[4 * i + 1] = _mm256_shuffle_ps(t[4 * i], t[4 * i + 2], 0xEE);
+        u[4 * i + 2] = _mm256_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0x44);
+        u[4 * i + 3] = _mm256_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0xEE);
+    }
+    for (i = 0; i < 4; i++) {
+        r[i] = _mm256_permute2f128_ps(u[i], u[4 + i], 0x20);
+        r[4 + i] = _mm256_permute2f128_ps(u[i], u[4 + i], 0x31);
+    }
+}
+
+/* Columns [n_begin, n_end) (n_begin a multiple of 16) of the prepared AVX2 float GEMM. */
+static Q35_AVX2 void q35_f32_avx2_gemm_columns(const q35_qjob *job, int64_t n_begin,
+                                               int64_t n_end)
+{
+    const q35_q3p5 *t = &job->t;
+    const int64_t G8 = (t->groups + 7) / 8 * 8, kp = G8 * 32, blocks = (job->rows + 7) / 8;
+    const float *xp = (const float *)(const void *)job->work;
+    float w[16][Q35_AVX2_FGEMM_STRIDE]; /* 64 KiB */
+    q35_avx2_tables tables;
+    int64_t n0, g0, b, c, k;
+    int half;
+    q35_avx2_tables_make(&tables);
+    for (n0 = n_begin; n0 < n_end; n0 += 16) {
+        for (g0 = 0; g0 < G8; g0 += Q35_AVX2_FGEMM_KBLOCK) {
+            const int64_t count = G8 - g0 < Q35_AVX2_FGEMM_KBLOCK ? G8 - g0 : Q35_AVX2_FGEMM_KBLOCK;
+            q35_f32_avx2_gemm_decode(t, &tables, n0, g0, count, w);
+            for (b = 0; b < blocks; b++) {
+                const int64_t rows = job->rows - b * 8 < 8 ? job->rows - b * 8 : 8;
+                const float *xb = xp + (b * kp + g0 * 32) * 8;
+                for (half = 0; half < 2; half++) {
+                    const int64_t c0 = n0 + 8 * half;
+                    const int64_t cols = t->n - c0 < 8 ? t->n - c0 : 8;
+                    float(*wh)[Q35_AVX2_FGEMM_STRIDE] = w + 8 * half;
+                    __m256 acc[8];
+                    if (cols <= 0)
+                        continue;
+                    if (g0 == 0) {
+                        for (c = 0; c < 8; c++)
+                            acc[c] = _mm256_setzero_ps();
+                    } else { /* the sums so far, kept in y: rows to lanes */
+                        for (c = 0; c < 8; c++) {
+                            float tmp[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+                            if (c < rows)
+                                memcpy(tmp, job->y + (b * 8 + c) * t->n + c0,
+                                       (size_t)cols * sizeof(float));
+                            acc[c] = _mm256_loadu_ps(tmp);
+                        }
+                        q35_avx2_transpose8(acc);
+                    }
+                    {
+                        __m256 a0 = acc[0], a1 = acc[1], a2 = acc[2], a3 = acc[3], a4 = acc[4],
+                               a5 = acc[5], a6 = acc[6], a7 = acc[7];
+                        for (k = 0; k < count * 32; k++) {
+                            const __m256 xv = _mm256_loadu_ps(xb + k * 8);
+                            a0 = _mm256_fmadd_ps(xv, _mm256_broadcast_ss(&wh[0][k]), a0);
+                            a1 = _mm256_fmadd_ps(xv, _mm256_broadcast_ss(&wh[1][k]), a1);
+                            a2 = _mm256_fmadd_ps(xv, _mm256_broadcast_ss(&wh[2][k]), a2);
+                            a3 = _mm256_fmadd_ps(xv, _mm256_broadcast_ss(&wh[3][k]), a3);
+                            a4 = _mm256_fmadd_ps(xv, _mm256_broadcast_ss(&wh[4][k]), a4);
+                            a5 = _mm256_fmadd_ps(xv, _mm256_broadcast_ss(&wh[5][k]), a5);
+                            a6 = _mm256_fmadd_ps(xv, _mm256_broadcast_ss(&wh[6][k]), a6);
+                            a7 = _mm256_fmadd_ps(xv, _mm256_broadcast_ss(&wh[7][k]), a7);
+                        }
+                        acc[0] = a0, acc[1] = a1, acc[2] = a2, acc[3] = a3;
+                        acc[4] = a4, acc[5] = a5, acc[6] = a6, acc[7] = a7;
+                    }
+                    q35_avx2_transpose8(acc); /* acc[r]: the 8 columns of row r */
+                    for (c = 0; c < rows; c++) {
+                        float tmp[8];
+                        _mm256_storeu_ps(tmp, acc[c]);
+                        memcpy(job->y + (b * 8 + c) * t->n + c0, tmp, (size_t)cols * sizeof(float));
+                    }
+                }
+            }
+        }
+    }
+}
+
+static void q35_qmatmul_f32_avx2(const q35_qjob *job)
+{
+    if (job->rows >= Q35_AVX2_GEMM_MIN_ROWS) {
+        q35_f32_avx2_gemm_prepare(job);
+        q35_parallel_columns(q35_f32_avx2_gemm_columns, job, 16,
+                             job->rows * job->t.n * job->t.k);
+        return;
+    }
+    q35_f32_avx2_prepare(job);
+    q35_parallel_columns(q35_f32_avx2_columns, job, 16, job->rows * job->t.n * job->t.k);
+}
+#endif
