@@ -58,7 +58,7 @@ class Checker(DeclarationChecker, ConstantFolder, StatementChecker, ExpressionCh
             self.spec_of_proc(info)
         for info in self.procs:
             self.exec_part(info)
-        return CheckedProgram(self.program, self.procs, self.modules, self.diags)
+        return CheckedProgram(self.program, self.procs, self.diags)
 
 
 def check(program: ast.Program, diags: Diagnostics) -> CheckedProgram:

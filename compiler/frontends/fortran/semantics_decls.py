@@ -44,10 +44,10 @@ class DeclarationChecker:
     def spec_of_proc(self, info: ProcInfo) -> None:
         self.current = info
         proc, scope = info.proc, info.scope
-        for i, (name, spelling, line, col) in enumerate(proc.args):
+        for name, spelling, line, col in proc.args:
             if name in scope.symbols:
                 raise self.diags.error(line, col, f"dummy argument '{spelling}' appears twice")
-            scope.symbols[name] = Symbol(name, spelling, line, col, is_arg=True, arg_index=i)
+            scope.symbols[name] = Symbol(name, spelling, line, col, is_arg=True)
         if proc.kind == "function":
             rname = proc.result or proc.name
             if rname in scope.symbols:
@@ -69,8 +69,6 @@ class DeclarationChecker:
                 info.args += [scope.symbols[f"{name}%{c.name}"] for c in sym.derived.components]
             else:
                 info.args.append(sym)
-        for index, sym in enumerate(info.args):
-            sym.arg_index = index
         if info.result is not None and info.result.type is None:
             if scope.strict():
                 raise self.err(proc, f"function '{proc.spelling}' has no result type "

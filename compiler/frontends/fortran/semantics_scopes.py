@@ -22,7 +22,6 @@ class Symbol:
     dims: list[ast.Dim] | None = None
     intent: str | None = None
     is_arg: bool = False
-    arg_index: int = -1
     value_attr: bool = False
     allocatable: bool = False
     value: Any = None
@@ -37,11 +36,6 @@ class Symbol:
     @property
     def rank(self) -> int:
         return len(self.dims) if self.dims else 0
-
-    @property
-    def assumed_shape(self) -> bool:
-        return bool(self.dims) and all(d.is_range and d.upper is None for d in self.dims) \
-            and not self.allocatable
 
 
 @dataclass
@@ -88,7 +82,6 @@ class Scope:
 class CheckedProgram:
     program: ast.Program
     procedures: list[ProcInfo]
-    module_scopes: dict[str, Scope]
     diags: Diagnostics
 
 
