@@ -13,10 +13,7 @@ from xdsl.dialects import arith, func, math as xmath, tensor
 from xdsl.dialects.linalg import ops as linalg
 from xdsl.ir import Operation, SSAValue
 
-from q35c.compiler.quant import (
-    LegacyPairTensor,
-    Q3P5Tensor,
-)
+from q35c.compiler.quant import LegacyPairTensor, Q3P5Tensor
 from q35c.compiler.tensors import constant_value
 from q35c.compiler.weights import WeightStore
 from q35c.dialects import q35nn, quant3p5

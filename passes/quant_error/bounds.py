@@ -9,13 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from q35c.compiler.quant import (
-    group_scales,
-    group_size_of,
-    level_table,
-    pair_codes,
-    pair_levels,
-)
+from q35c.compiler.quant import group_scales, group_size_of, level_table, pair_codes, pair_levels
 
 SVD_LIMIT = 1 << 16
 """Matrices up to this many elements get the exact spectral norm (an SVD); larger ones the

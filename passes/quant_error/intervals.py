@@ -7,10 +7,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from xdsl.dialects.builtin import (
-    IntegerType,
-    TensorType,
-)
+from xdsl.dialects.builtin import IntegerType, TensorType
 from xdsl.ir import Operation, SSAValue
 
 from q35c.compiler.diagnostics import Q35cError

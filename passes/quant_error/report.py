@@ -5,11 +5,7 @@ from __future__ import annotations
 
 import re
 
-from xdsl.dialects.builtin import (
-    FloatAttr,
-    ModuleOp,
-    StringAttr,
-)
+from xdsl.dialects.builtin import FloatAttr, ModuleOp, StringAttr
 from xdsl.ir import Operation
 
 from q35c.passes.matching import origin_of

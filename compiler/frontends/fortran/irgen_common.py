@@ -5,14 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from xdsl.dialects.builtin import (
-    DYNAMIC_INDEX,
-    IndexType,
-    IntegerType,
-    f32,
-    f64,
-    i1,
-)
+from xdsl.dialects.builtin import DYNAMIC_INDEX, IndexType, IntegerType, f32, f64, i1
 from xdsl.ir import Attribute, SSAValue
 
 from . import ast

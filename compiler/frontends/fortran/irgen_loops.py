@@ -4,13 +4,7 @@ early (`exit`, `return`, `cycle`) `scf.while` with flag cells; `do while`, `do c
 from __future__ import annotations
 
 from xdsl.dialects import arith, memref, scf
-from xdsl.dialects.builtin import (
-    ArrayAttr,
-    IntegerAttr,
-    StringAttr,
-    UnitAttr,
-    i1,
-)
+from xdsl.dialects.builtin import ArrayAttr, IntegerAttr, StringAttr, UnitAttr, i1
 from xdsl.ir import Attribute, SSAValue
 
 from . import ast

@@ -6,11 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from xdsl.dialects import arith, func, memref, scf
-from xdsl.dialects.builtin import (
-    IntegerAttr,
-    MemRefType,
-    i1,
-)
+from xdsl.dialects.builtin import IntegerAttr, MemRefType, i1
 from xdsl.ir import Operation, SSAValue
 
 from . import ast
