@@ -19,7 +19,8 @@ CLEAN = [
     "semantics", "compiler/quant", "compiler/entry.py", "compiler/ir_attrs.py",
     "compiler/constants.py", "compiler/quantizable.py", "compiler/context.py",
     "compiler/frontends/mlir.py", "compiler/frontends/onnx/inspect.py", "passes/matching.py",
-    "passes/externalize_constants.py", "targets/interp", "tests/test_layering.py",
+    "passes/externalize_constants.py", "passes/verify_quant_error.py", "passes/quant_error",
+    "compiler/frontends/fortran", "targets/interp", "tests/test_layering.py",
     "tests/test_ruff.py", "tests/fortran/test_run_errors.py", "targets/native",
     "passes/unfuse_ops.py", "tests/test_fused_targets.py",
 ]
