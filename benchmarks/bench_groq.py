@@ -65,7 +65,7 @@ builtin.module attributes {{quant3p5.weights = "{stem}.q35w"}} {{
     func.return %y : tensor<{m}x{n}xf32>
   }}
 }}
-"""
+"""  # noqa: E501 (IR text, kept verbatim)
 
 
 def _floats(name: str, shape: tuple[int, ...]) -> Callable[[np.random.Generator], dict]:

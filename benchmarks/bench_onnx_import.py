@@ -5,8 +5,8 @@ Builds (once, cached in --workdir) a decoder with SmolLM2-135M's shapes: 30 laye
 (134.5M parameters, fp32 in an external-data file), written with onnx.helper the way
 exporters write it: decomposed RMSNorm, rotary tables and the causal mask computed from
 Shape/Range/Trilu subgraphs, grouped-query attention through Expand/Reshape, dynamic
-`batch` and `seq` dims. Then it measures, each in a fresh process, wall time, peak RSS and peak anonymous memory
-(RssAnon sampled every 5 ms from /proc: RSS less the pages of mapped files) of
+`batch` and `seq` dims. Then it measures, each in a fresh process, wall time, peak RSS and peak
+anonymous memory (RssAnon sampled every 5 ms from /proc: RSS less the pages of mapped files) of
 
 - q35c import+quantize: `q35c model.onnx --shape input_ids=1,128 --target mlir -o OUT
   --passes quantize-weights,canonicalize,cse` (import, fold, quantize every matmul weight
@@ -62,7 +62,8 @@ class Graph:
                                            value=numpy_helper.from_array(np.array(value, dtype))))
         return name
 
-    def weight(self, name: str, shape: tuple[int, ...], std: float = 0.02, mean: float = 0.0) -> str:
+    def weight(self, name: str, shape: tuple[int, ...], std: float = 0.02,
+               mean: float = 0.0) -> str:
         data = (mean + std * self.rng.standard_normal(shape)).astype(np.float32)
         self.inits.append(numpy_helper.from_array(data, name))
         return name
@@ -70,7 +71,8 @@ class Graph:
     def rms_norm(self, x: str, name: str) -> str:
         var = self.op("ReduceMean", self.op("Pow", x, self.const(2.0)), self.const([-1], np.int64),
                       keepdims=1)
-        inv = self.op("Div", self.const(1.0), self.op("Sqrt", self.op("Add", var, self.const(1e-5))))
+        inv = self.op("Div", self.const(1.0),
+                      self.op("Sqrt", self.op("Add", var, self.const(1e-5))))
         return self.op("Mul", self.weight(name, (HIDDEN,), 0.1, 1.0), self.op("Mul", x, inv))
 
     def heads(self, x: str, count: int) -> str:
@@ -103,14 +105,18 @@ def build_model(path: Path) -> None:
     cos, sin = g.op("Cos", emb), g.op("Sin", emb)
     # Causal mask from the sequence length: Trilu of a ConstantOfShape.
     square = g.op("Concat", seq1, seq1, axis=0)
-    ones = g.op("ConstantOfShape", square, value=numpy_helper.from_array(np.array([1.0], np.float32)))
+    ones = g.op("ConstantOfShape", square,
+                value=numpy_helper.from_array(np.array([1.0], np.float32)))
     mask = g.op("Mul", g.op("Trilu", ones, g.const(1, np.int64), upper=1), g.const(-1e9))
     for layer in range(LAYERS):
         p = f"model.layers.{layer}"
         h = g.rms_norm(x, f"{p}.input_layernorm.weight")
-        q = g.heads(g.op("MatMul", h, g.weight(f"{p}.self_attn.q_proj.weight_t", (HIDDEN, HIDDEN))), HEADS)
-        k = g.heads(g.op("MatMul", h, g.weight(f"{p}.self_attn.k_proj.weight_t", (HIDDEN, KV_HEADS * HEAD_DIM))), KV_HEADS)
-        v = g.heads(g.op("MatMul", h, g.weight(f"{p}.self_attn.v_proj.weight_t", (HIDDEN, KV_HEADS * HEAD_DIM))), KV_HEADS)
+        q = g.heads(g.op("MatMul", h, g.weight(f"{p}.self_attn.q_proj.weight_t",
+                                               (HIDDEN, HIDDEN))), HEADS)
+        k = g.heads(g.op("MatMul", h, g.weight(f"{p}.self_attn.k_proj.weight_t",
+                                               (HIDDEN, KV_HEADS * HEAD_DIM))), KV_HEADS)
+        v = g.heads(g.op("MatMul", h, g.weight(f"{p}.self_attn.v_proj.weight_t",
+                                               (HIDDEN, KV_HEADS * HEAD_DIM))), KV_HEADS)
         q, k = g.rotary(q, cos, sin), g.rotary(k, cos, sin)
         shape_kv = g.op("Concat", g.const([1, KV_HEADS, HEADS // KV_HEADS], np.int64), seq1,
                         g.const([HEAD_DIM], np.int64), axis=0)
@@ -123,13 +129,16 @@ def build_model(path: Path) -> None:
         attn = g.op("MatMul", g.op("Softmax", g.op("Add", scores, mask), axis=-1), v)
         merged = g.op("Reshape", g.op("Transpose", attn, perm=[0, 2, 1, 3]),
                       g.const([0, 0, HIDDEN], np.int64))
-        x = g.op("Add", x, g.op("MatMul", merged, g.weight(f"{p}.self_attn.o_proj.weight_t", (HIDDEN, HIDDEN))))
+        x = g.op("Add", x, g.op("MatMul", merged,
+                                g.weight(f"{p}.self_attn.o_proj.weight_t", (HIDDEN, HIDDEN))))
         h = g.rms_norm(x, f"{p}.post_attention_layernorm.weight")
         gate = g.op("MatMul", h, g.weight(f"{p}.mlp.gate_proj.weight_t", (HIDDEN, FFN)))
         up = g.op("MatMul", h, g.weight(f"{p}.mlp.up_proj.weight_t", (HIDDEN, FFN)))
         act = g.op("Mul", g.op("Mul", gate, g.op("Sigmoid", gate)), up)
-        x = g.op("Add", x, g.op("MatMul", act, g.weight(f"{p}.mlp.down_proj.weight_t", (FFN, HIDDEN))))
-    logits = g.op("MatMul", g.rms_norm(x, "model.norm.weight"), g.op("Transpose", embed, perm=[1, 0]))
+        x = g.op("Add", x, g.op("MatMul", act,
+                                g.weight(f"{p}.mlp.down_proj.weight_t", (FFN, HIDDEN))))
+    logits = g.op("MatMul", g.rms_norm(x, "model.norm.weight"),
+                  g.op("Transpose", embed, perm=[1, 0]))
     g.nodes.append(helper.make_node("Identity", [logits], ["logits"], name="/output"))
     graph = helper.make_graph(
         g.nodes, "llama_135m_shape",
@@ -186,7 +195,8 @@ def main() -> None:
         start = time.perf_counter()
         build_model(model)
         print(f"built {model} in {time.perf_counter() - start:.1f} s")
-    params = sum(int(np.prod(t.dims)) for t in onnx.load(str(model), load_external_data=False).graph.initializer)
+    initializers = onnx.load(str(model), load_external_data=False).graph.initializer
+    params = sum(int(np.prod(t.dims)) for t in initializers)
     q35c = str(Path(sys.executable).with_name("q35c"))
     compile_cmd = [q35c, str(model), "--shape", f"input_ids=1,{args.seq}", "--target", "mlir",
                    "-o", str(args.workdir / "out")]
@@ -200,7 +210,8 @@ def main() -> None:
             results[name].append(measure(cmd))
     out_bytes = sum(p.stat().st_size for p in (args.workdir / "out").iterdir())
     print(f"model: {LAYERS} layers, hidden {HIDDEN}, FFN {FFN}, vocab {VOCAB}, "
-          f"{params / 1e6:.1f}M parameters, fp32 {model.with_suffix('.data').stat().st_size / 2**20:.0f} MiB "
+          f"{params / 1e6:.1f}M parameters, "
+          f"fp32 {model.with_suffix('.data').stat().st_size / 2**20:.0f} MiB "
           f"external data; q35c output {out_bytes / 2**20:.1f} MiB; median of {args.repeat}; "
           f"load average {load_start:.2f} at the start, {os.getloadavg()[0]:.2f} at the end")
     print("| run | wall s | peak RSS MiB | peak RssAnon MiB |")

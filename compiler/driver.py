@@ -131,7 +131,8 @@ def build_pipeline(spec: str | None, registry: Registry | None = None,
             if registry.plugin_of("pass", pass_spec.name) is None:
                 raise
             note = plugin_note(registry, "pass", pass_spec.name)
-            raise Q35cError(f"--passes: {pass_spec.name}{note}: {describe_exception(err)}") from None
+            raise Q35cError(f"--passes: {pass_spec.name}{note}: "
+                            f"{describe_exception(err)}") from None
         if keep_float and pass_spec.name == "quantize-weights":
             pass_ = dataclasses.replace(pass_, keep_float=keep_float)
         passes.append(pass_)

@@ -123,7 +123,7 @@ def dialect_to_irdl(dialect: Dialect) -> str:
     for op in dialect.operations:
         assert issubclass(op, IRDLOperation)
         lines += _operation_lines(op, _Body(dialect.name, own))
-    return "\n".join([f"irdl.dialect @{dialect.name} {{", *(f"  {l}" for l in lines), "}"])
+    return "\n".join([f"irdl.dialect @{dialect.name} {{", *(f"  {line}" for line in lines), "}"])
 
 
 def dialects_to_irdl(dialects: Iterable[Dialect]) -> str:

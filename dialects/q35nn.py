@@ -4,9 +4,9 @@ Everything else in a q35c graph reuses xDSL: elementwise math is `arith`/`math` 
 2-D matmul/transpose/broadcast/fill are `linalg`, reshape/concat/slice are `tensor`. This
 dialect adds only what those lack in xDSL 0.74: batched (broadcasting) matmul, softmax,
 layer and RMS normalization, GELU, SiLU and gather, plus the fused forms that fusion passes
-produce for hardware targets: SwiGLU and scaled dot-product attention. All ops are pure, on static-shape
-float32 tensors (gather indices are integer), and carry plain builtin attributes so that
-upstream `mlir-opt` can check dumps with the IRDL export. `onnx_node` is the exception:
+produce for hardware targets: SwiGLU and scaled dot-product attention. All ops are pure, on
+static-shape float32 tensors (gather indices are integer), and carry plain builtin attributes so
+that upstream `mlir-opt` can check dumps with the IRDL export. `onnx_node` is the exception:
 one ONNX node of any other op type, on tensors of any element type, whose semantics is
 onnx's reference implementation (the generic op for the long tail of ONNX operators).
 
@@ -168,7 +168,7 @@ class LayerNormOp(_NormOp):
     ```mlir
     %y = q35nn.layer_norm %x, %g, %b {epsilon = 1.0e-05 : f32} : tensor<4x8xf32>, tensor<8xf32>, tensor<8xf32> -> tensor<4x8xf32>
     ```
-    """
+    """  # noqa: E501
 
     name = "q35nn.layer_norm"
     input = operand_def(F32Tensor)
@@ -196,7 +196,7 @@ class RMSNormOp(_NormOp):
     ```mlir
     %y = q35nn.rms_norm %x, %g {epsilon = 1.0e-06 : f32} : tensor<4x8xf32>, tensor<8xf32> -> tensor<4x8xf32>
     ```
-    """
+    """  # noqa: E501
 
     name = "q35nn.rms_norm"
     input = operand_def(F32Tensor)
@@ -252,7 +252,8 @@ class BatchMatmulOp(IRDLOperation):
     def __init__(self, lhs: SSAValue, rhs: SSAValue):
         shape = broadcast_matmul_shape(_shape(lhs), _shape(rhs))
         if shape is None:
-            raise ValueError(f"q35nn.batch_matmul: incompatible shapes {_shape(lhs)} and {_shape(rhs)}")
+            raise ValueError(f"q35nn.batch_matmul: incompatible shapes {_shape(lhs)} "
+                             f"and {_shape(rhs)}")
         super().__init__(operands=[lhs, rhs], result_types=[TensorType(Float32Type(), shape)])
 
     def verify_(self) -> None:
@@ -275,7 +276,7 @@ class GatherOp(IRDLOperation):
     ```mlir
     %y = q35nn.gather %table, %ids {axis = 0 : i64} : tensor<100x8xf32>, tensor<1x5xi64> -> tensor<1x5x8xf32>
     ```
-    """
+    """  # noqa: E501
 
     name = "q35nn.gather"
     data = operand_def(F32Tensor)
@@ -339,7 +340,7 @@ class AttentionOp(IRDLOperation):
     ```mlir
     %y = q35nn.attention %q, %k, %v mask %m {scale = 0.25 : f32} : tensor<1x4x8x16xf32>, tensor<1x4x8x16xf32>, tensor<1x4x8x16xf32>, tensor<8x8xf32> -> tensor<1x4x8x16xf32>
     ```
-    """
+    """  # noqa: E501
 
     name = "q35nn.attention"
     query = operand_def(F32Tensor)
@@ -351,7 +352,8 @@ class AttentionOp(IRDLOperation):
     irdl_options = (AttrSizedOperandSegments(),)
     traits = traits_def(Pure())
     assembly_format = (
-        "$query `,` $key `,` $values (`mask` $mask^)? attr-dict `:` type($query) `,` type($key) `,` "
+        "$query `,` $key `,` $values (`mask` $mask^)? attr-dict `:` "
+        "type($query) `,` type($key) `,` "
         "type($values) (`,` type($mask)^)? `->` type($result)"
     )
 
@@ -514,7 +516,7 @@ class OnnxNodeOp(IRDLOperation):
     ```mlir
     %y = q35nn.onnx_node "Mod"(%a, %b) {attributes = {fmod = 0 : i64}, opset = 21 : i64} : (tensor<6xi32>, tensor<6xi32>) -> tensor<6xi32>
     ```
-    """
+    """  # noqa: E501
 
     name = "q35nn.onnx_node"
     inputs = var_operand_def(TensorType)

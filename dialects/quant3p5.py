@@ -128,7 +128,8 @@ def _expect(op: IRDLOperation, role: str, got: object, want: object) -> None:
         raise VerifyException(f"{op.name}: {role} is {got}, expected {want}")
 
 
-def _matmul_output_shape(op: IRDLOperation, lhs: SSAValue, packed: PackedWeightType) -> tuple[int, ...]:
+def _matmul_output_shape(op: IRDLOperation, lhs: SSAValue,
+                         packed: PackedWeightType) -> tuple[int, ...]:
     """Shape of `lhs[..., K] x W[K, N]`, after checking the reduction dimension."""
     k, n = packed.get_shape()
     shape = _tensor_shape(lhs, op, "activation")
@@ -149,7 +150,7 @@ class WeightOp(IRDLOperation):
     ```mlir
     %w = quant3p5.weight "layers.0.mlp.up" : !quant3p5.packed<[64 : i64, 32 : i64], 64 : i64, "q3p5">
     ```
-    """
+    """  # noqa: E501
 
     name = "quant3p5.weight"
 
@@ -176,7 +177,7 @@ class QuantizeOp(IRDLOperation):
     ```mlir
     %p = quant3p5.quantize %w : tensor<64x32xf32> -> !quant3p5.packed<[64 : i64, 32 : i64], 64 : i64, "q3p5">
     ```
-    """
+    """  # noqa: E501
 
     name = "quant3p5.quantize"
 
@@ -202,7 +203,7 @@ class DequantizeOp(IRDLOperation):
     ```mlir
     %w = quant3p5.dequantize %p : !quant3p5.packed<[64 : i64, 32 : i64], 64 : i64, "q3p5"> -> tensor<64x32xf32>
     ```
-    """
+    """  # noqa: E501
 
     name = "quant3p5.dequantize"
 
@@ -234,7 +235,7 @@ class UnpackOp(IRDLOperation):
     ```mlir
     %c, %s, %o = quant3p5.unpack %p : !quant3p5.packed<[64 : i64, 32 : i64], 64 : i64, "q3p5"> -> tensor<32x32xi8>, tensor<1x32xf32>, tensor<1x32xf32>
     ```
-    """
+    """  # noqa: E501
 
     name = "quant3p5.unpack"
 
@@ -274,7 +275,7 @@ class PackOp(IRDLOperation):
     ```mlir
     %p = quant3p5.pack %c, %s, %o : tensor<32x32xi8>, tensor<32xf32>, tensor<32xf32> -> !quant3p5.packed<[64 : i64, 32 : i64], 64 : i64, "pair43">
     ```
-    """
+    """  # noqa: E501
 
     name = "quant3p5.pack"
 
@@ -297,7 +298,8 @@ class PackOp(IRDLOperation):
         assert isinstance(self.result.type, PackedWeightType)
         if self.result.type.layout.data != "pair43":
             raise VerifyException(
-                f"quant3p5.pack: builds only the pair43 layout, got \"{self.result.type.layout.data}\" "
+                "quant3p5.pack: builds only the pair43 layout, "
+                f"got \"{self.result.type.layout.data}\" "
                 "(Q3P5 weights come from quant3p5.quantize)"
             )
         _verify_components(self, self.result.type, self.codes, self.scales, self.offsets)
@@ -333,7 +335,7 @@ class MatmulOp(IRDLOperation):
     ```mlir
     %y = quant3p5.matmul %x, %p : tensor<4x64xf32>, !quant3p5.packed<[64 : i64, 32 : i64], 64 : i64, "q3p5"> -> tensor<4x32xf32>
     ```
-    """
+    """  # noqa: E501
 
     name = "quant3p5.matmul"
 
@@ -413,7 +415,7 @@ class MatmulInt8Op(IRDLOperation):
     ```mlir
     %y = quant3p5.matmul_int8 %q, %s, %p : tensor<4x64xi8>, tensor<4xf32>, !quant3p5.packed<[64 : i64, 32 : i64], 64 : i64, "q3p5"> -> tensor<4x32xf32>
     ```
-    """
+    """  # noqa: E501
 
     name = "quant3p5.matmul_int8"
 
@@ -459,7 +461,7 @@ class FusedMatmulOp(IRDLOperation):
     ```mlir
     %y = quant3p5.fused_matmul %x, %p bias %b {activation = "gelu"} : tensor<4x64xf32>, !quant3p5.packed<[64 : i64, 32 : i64], 32 : i64, "q3p5"> bias tensor<32xf32> -> tensor<4x32xf32>
     ```
-    """
+    """  # noqa: E501
 
     name = "quant3p5.fused_matmul"
 

@@ -101,7 +101,8 @@ class FuseAttention(RewritePattern):
         key_t = scores.rhs
         if not (_rank(scores.lhs) == _rank(key_t) == _rank(op.rhs) == _rank(op.lhs)):
             return
-        if _shape(scores.lhs)[:-2] != _shape(key_t)[:-2] or _shape(key_t)[:-2] != _shape(op.rhs)[:-2]:
+        batch = _shape(key_t)[:-2]
+        if _shape(scores.lhs)[:-2] != batch or batch != _shape(op.rhs)[:-2]:
             return  # broadcast batch dims: not what q35nn.attention covers
         key = _key(key_t, rewriter)
         if key is None:

@@ -50,7 +50,8 @@ def test_dump_ir_writes_one_file_per_stage_with_weights_out_of_line(tmp_path):
 def test_outputs_and_dumps_are_byte_identical_across_runs(tmp_path):
     for run in ("a", "b"):
         q35c(MLP, "-o", tmp_path / run / "out", "--dump-ir", tmp_path / run / "dumps")
-    files = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*") if p.is_file())
+    root = tmp_path / "a"
+    files = sorted(p.relative_to(root) for p in root.rglob("*") if p.is_file())
     assert len(files) == 10  # + 05-verify-overflow, 06-verify-quant-error, dumps/.q35c-dump
     for rel in files:
         assert (tmp_path / "a" / rel).read_bytes() == (tmp_path / "b" / rel).read_bytes(), rel
@@ -87,8 +88,10 @@ def test_syntax_error_names_file_line_and_column(tmp_path):
 def test_invalid_ir_names_the_op(tmp_path):
     bad = tmp_path / "bad.mlir"
     bad.write_text(
-        'func.func @f(%x: tensor<4x48xf32>, %p: !quant3p5.packed<[64 : i64, 32 : i64], 64 : i64, "q3p5">) {\n'
-        '  %y = quant3p5.matmul %x, %p : tensor<4x48xf32>, !quant3p5.packed<[64 : i64, 32 : i64], 64 : i64, "q3p5"> -> tensor<4x32xf32>\n'
+        'func.func @f(%x: tensor<4x48xf32>, '
+        '%p: !quant3p5.packed<[64 : i64, 32 : i64], 64 : i64, "q3p5">) {\n'
+        '  %y = quant3p5.matmul %x, %p : tensor<4x48xf32>, '
+        '!quant3p5.packed<[64 : i64, 32 : i64], 64 : i64, "q3p5"> -> tensor<4x32xf32>\n'
         "  func.return\n}\n")
     assert_user_error(q35c(bad, check=False), str(bad), "quant3p5.matmul: activation reduction")
 

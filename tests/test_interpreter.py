@@ -158,8 +158,9 @@ def test_batch_matmul_broadcasts_and_gather_takes_rows():
     w = rng.standard_normal((8, 3)).astype(np.float32)
     table = rng.standard_normal((10, 8)).astype(np.float32)
     ids = np.array([[0, 9, -1]], dtype=np.int64)
-    module = build([t(2, 4, 8), t(8, 3), t(10, 8), TensorType(i8, (1, 3))], lambda b, a, w, tb, ix: [
-        b.insert(q35nn.BatchMatmulOp(a, w)).result, b.insert(q35nn.GatherOp(tb, ix)).result])
+    module = build(
+        [t(2, 4, 8), t(8, 3), t(10, 8), TensorType(i8, (1, 3))], lambda b, a, w, tb, ix: [
+            b.insert(q35nn.BatchMatmulOp(a, w)).result, b.insert(q35nn.GatherOp(tb, ix)).result])
     out = run(module, arg0=a, arg1=w, arg2=table, arg3=ids.astype(np.int8))
     np.testing.assert_allclose(out["out0"], a @ w, rtol=1e-5)
     np.testing.assert_array_equal(out["out1"], table[[[0, 9, 9]]])

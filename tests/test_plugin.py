@@ -320,7 +320,7 @@ CHECK-NEXT: %[[H:.*]] = quant3p5.matmul %x, %[[UP]]
 CHECK-NEXT: %[[DOWN:.*]] = quant3p5.weight "down.q3p5.dequantized" : tensor<32x16xf32>
 CHECK-NEXT: %{{.*}} = q35nn.batch_matmul %[[H]], %[[DOWN]] : tensor<2x32xf32>, tensor<32x16xf32> -> tensor<2x16xf32>
 CHECK-NOT:  "down.q3p5"
-"""
+"""  # noqa: E501 (FileCheck lines, kept verbatim)
 
 
 def test_stock_xdsl_opt_runs_the_plugin_pass_on_q35c_dialects(example_site, tmp_path):

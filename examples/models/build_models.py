@@ -324,7 +324,8 @@ class _GraphBuilder:
         self.inits.append(numpy_helper.from_array(array, name))
         return name
 
-    def node(self, op: str, inputs: list[str], name: str, n_out: int = 1, **attrs) -> list[str] | str:
+    def node(self, op: str, inputs: list[str], name: str, n_out: int = 1,
+             **attrs) -> list[str] | str:
         outs = [f"{name}_out{i}" if n_out > 1 else f"{name}_out" for i in range(n_out)]
         self.nodes.append(helper.make_node(op, inputs, outs, name=name, **attrs))
         return outs if n_out > 1 else outs[0]

@@ -366,7 +366,8 @@ class CPrinter:
             "/* Description of one input or output, for generic callers such as main.c. */",
             "typedef struct {",
             "    const char *name;",
-            "    int dtype;          /* 1 float, 2 double, 3 int64, 4 int32, 5 int16, 6 int8, 7 bool/uint8 */",
+            "    int dtype;          /* 1 float, 2 double, 3 int64, 4 int32, 5 int16, 6 int8, "
+            "7 bool/uint8 */",
             "    int elem_size;      /* bytes per element */",
             "    int rank;",
             "    const int64_t *shape;",
@@ -454,12 +455,15 @@ class CPrinter:
             "    uint8_t *arena;",
             "};",
             "",
-            "static void *q35_aligned(void *p) { return (void *)(((uintptr_t)p + 63) & ~(uintptr_t)63); }",
+            "static void *q35_aligned(void *p) "
+            "{ return (void *)(((uintptr_t)p + 63) & ~(uintptr_t)63); }",
             "",
             f"{P}_model *{P}_load(const char *weights_path)",
             "{",
-            f"    static const unsigned char magic[8] = {{{', '.join(str(b) for b in BLOB_MAGIC)}}};",
-            f"    const uint64_t want_size = {len(self.blob)}u, want_sum = 0x{blob_checksum(self.blob[BLOB_HEADER:]):016x}u;",
+            "    static const unsigned char magic[8] = "
+            f"{{{', '.join(str(b) for b in BLOB_MAGIC)}}};",
+            f"    const uint64_t want_size = {len(self.blob)}u, "
+            f"want_sum = 0x{blob_checksum(self.blob[BLOB_HEADER:]):016x}u;",
             "    const uint16_t one = 1;",
             "    uint64_t sum = 0, i;",
             f"    {P}_model *m;",
@@ -471,10 +475,12 @@ class CPrinter:
             "    f = fopen(weights_path, \"rb\");",
             "    if (!f)",
             f"        return {P}_fail(\"cannot open the weight blob\"), NULL;",
-            "    if (fseek(f, 0, SEEK_END) != 0 || (size = ftell(f)) < 0 || fseek(f, 0, SEEK_SET) != 0 ||",
+            "    if (fseek(f, 0, SEEK_END) != 0 || (size = ftell(f)) < 0 || "
+            "fseek(f, 0, SEEK_SET) != 0 ||",
             "        (uint64_t)size != want_size) {",
             "        fclose(f);",
-            f"        return {P}_fail(\"the weight blob has the wrong size for this model\"), NULL;",
+            f"        return {P}_fail(\"the weight blob has the wrong size "
+            "for this model\"), NULL;",
             "    }",
             f"    m = (struct {P}_model *)calloc(1, sizeof *m);",
             "    if (!m) {",

@@ -398,7 +398,8 @@ def test_fortran_integer_extremes_that_fit_are_exact(box, decl, body, value):
 def _chain(n: int) -> onnx.ModelProto:
     nodes = [helper.make_node("Neg" if i % 2 else "Relu", [f"v{i - 1}" if i else "x"], [f"v{i}"])
              for i in range(n)]
-    graph = helper.make_graph(nodes, "chain", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4])],
+    graph = helper.make_graph(nodes, "chain",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4])],
                               [helper.make_tensor_value_info(f"v{n - 1}", TensorProto.FLOAT, [4])])
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 

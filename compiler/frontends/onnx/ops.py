@@ -237,7 +237,8 @@ def _unsqueeze(imp, node, inputs):
     x = imp.ssa(inputs[0])
     shape = list(shape_of(x))
     axes = _axes(imp, node, inputs, len(shape) + len(
-        _const_ints(imp, node, inputs[1], "axes") if len(inputs) > 1 else imp.attr(node, "axes", [])))
+        _const_ints(imp, node, inputs[1], "axes") if len(inputs) > 1
+        else imp.attr(node, "axes", [])))
     for axis in axes:
         shape.insert(axis, 1)
     return [imp.tb.reshape(x, shape)]
