@@ -298,28 +298,33 @@ def dynamo_shapes(graph: str, layers: int) -> tuple:
     return (*spec[:3], tuple(spec[3:])) if graph == "decode" else tuple(spec)
 
 
-def rename_dims(model_proto, graph: str, layers: int) -> None:
-    """Give the dynamic dimensions of inputs and outputs the names of `dynamic_axes`.
+def rename_dims(model_proto, graph: str, layers: int, shapes: dict[str, tuple[int, ...]]) -> None:
+    """Give inputs and outputs the dimensions of `dynamic_axes`, the others static sizes.
 
-    The dynamo exporter names them after torch.export's symbols (s0, s23, ...); the legacy one
-    after `dynamic_axes` already. Internal value_info keeps the exporter's names, renamed
-    consistently where they are the same symbol.
+    The dynamo exporter names dynamic dimensions after torch.export's symbols (s0, s23, ...);
+    the legacy one sometimes invents names for static ones (`Concatpresent.0.key_dim_3`).
+    `shapes` holds each input's and output's shape at the example inputs. Internal value_info
+    keeps the exporter's names, renamed consistently where they are the same symbol.
     """
     axes = dynamic_axes(graph, layers)
     mapping: dict[str, str] = {}
     for value in [*model_proto.graph.input, *model_proto.graph.output]:
-        for axis, name in axes.get(value.name, {}).items():
-            dim = value.type.tensor_type.shape.dim[axis]
-            if dim.dim_param:
-                mapping.setdefault(dim.dim_param, name)
-    for value in [*model_proto.graph.input, *model_proto.graph.output,
-                  *model_proto.graph.value_info]:
+        dims = value.type.tensor_type.shape.dim
+        for axis, dim in enumerate(dims):
+            if axis in axes.get(value.name, {}):
+                if dim.dim_param:
+                    mapping.setdefault(dim.dim_param, axes[value.name][axis])
+                dim.dim_param = axes[value.name][axis]
+            else:
+                dim.dim_value = shapes[value.name][axis]
+    for value in model_proto.graph.value_info:
         for dim in value.type.tensor_type.shape.dim:
             if dim.dim_param in mapping:
                 dim.dim_param = mapping[dim.dim_param]
 
 
-def normalize_and_save(path: Path, graph: str, layers: int) -> None:
+def normalize_and_save(path: Path, graph: str, layers: int,
+                       shapes: dict[str, tuple[int, ...]]) -> None:
     """Rewrite an exported graph deterministically: fixed producer, no doc strings, sorted
     opset imports, renamed dynamic dims, weights in `<file>.data` in a fixed order."""
     import onnx
@@ -327,7 +332,7 @@ def normalize_and_save(path: Path, graph: str, layers: int) -> None:
     model_proto = onnx.load(str(path), load_external_data=True)
     for stale in path.parent.glob(path.name + "*.data"):
         stale.unlink()
-    rename_dims(model_proto, graph, layers)
+    rename_dims(model_proto, graph, layers, shapes)
     model_proto.producer_name = "q35c examples/smollm2/export.py"
     model_proto.producer_version = "1"
     model_proto.doc_string = ""
@@ -351,13 +356,15 @@ def export_graph(step, model, graph: str, exporter: str, opset: int, path: Path)
     common = dict(input_names=input_names(graph, layers), output_names=output_names(layers),
                   opset_version=opset)
     with torch.no_grad():
+        shapes = {name: tuple(t.shape) for name, t in
+                  zip(common["input_names"] + common["output_names"], [*args, *step(*args)])}
         if exporter == "dynamo":
             torch.onnx.export(step, args, str(path), dynamo=True, external_data=True,
                               dynamic_shapes=dynamo_shapes(graph, layers), **common)
         else:
             torch.onnx.export(step, args, str(path), dynamo=False,
                               dynamic_axes=dynamic_axes(graph, layers), **common)
-    normalize_and_save(path, graph, layers)
+    normalize_and_save(path, graph, layers, shapes)
 
 
 # --- references ------------------------------------------------------------------------------
