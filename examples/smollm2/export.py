@@ -42,6 +42,7 @@ import argparse
 import hashlib
 import importlib.metadata
 import importlib.util
+import inspect
 import json
 import os
 import shutil
@@ -253,6 +254,10 @@ def step_module(model):
     import torch
     from transformers.cache_utils import DynamicCache
 
+    # transformers 5.x renames forward's `past_key_values` to `cache` (the old name goes in 5.40).
+    parameters = inspect.signature(model.forward).parameters
+    cache_argument = "cache" if "cache" in parameters else "past_key_values"
+
     class Step(torch.nn.Module):
         def __init__(self):
             super().__init__()
@@ -262,10 +267,10 @@ def step_module(model):
             pairs = list(zip(past[0::2], past[1::2]))
             cache = DynamicCache(ddp_cache_data=pairs) if pairs else DynamicCache()
             out = self.model(input_ids=input_ids, attention_mask=attention_mask,
-                             position_ids=position_ids, past_key_values=cache, use_cache=True,
-                             return_dict=True)
+                             position_ids=position_ids, use_cache=True, return_dict=True,
+                             **{cache_argument: cache})
             flat = []
-            for layer in out.past_key_values.layers:
+            for layer in cache.layers:  # updated in place: past + these tokens
                 flat += [layer.keys, layer.values]
             return (out.logits, *flat)
 
