@@ -330,8 +330,8 @@ def rename_dims(model_proto, graph: str, layers: int, shapes: dict[str, tuple[in
 
 def normalize_and_save(path: Path, graph: str, layers: int,
                        shapes: dict[str, tuple[int, ...]]) -> None:
-    """Rewrite an exported graph deterministically: fixed producer, no doc strings, sorted
-    opset imports, renamed dynamic dims, weights in `<file>.data` in a fixed order."""
+    """Rewrite an exported graph deterministically: fixed producer, no doc strings or stack
+    traces, sorted opset imports, named dynamic dims, weights in `<file>.data`."""
     import onnx
 
     model_proto = onnx.load(str(path), load_external_data=True)
@@ -344,6 +344,11 @@ def normalize_and_save(path: Path, graph: str, layers: int,
     model_proto.graph.doc_string = ""
     for node in model_proto.graph.node:
         node.doc_string = ""
+        # The dynamo exporter's Python stack traces hold absolute paths of this machine; the
+        # other entries (the module a node comes from, the FX node) stay.
+        kept = [p for p in node.metadata_props if p.key != "pkg.torch.onnx.stack_trace"]
+        del node.metadata_props[:]
+        node.metadata_props.extend(kept)
     del model_proto.metadata_props[:]
     opsets = sorted(model_proto.opset_import, key=lambda o: (o.domain, o.version))
     del model_proto.opset_import[:]
