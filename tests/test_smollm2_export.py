@@ -125,10 +125,13 @@ def test_find_gguf_names_the_install_command_when_the_wheel_is_missing(monkeypat
         export.find_gguf()
 
 
-def test_bad_arguments_are_one_line_errors(capsys):
-    assert export.main(["--exporters", "dynamo,tflite"]) == 2
+@pytest.mark.parametrize("args, start", [(["--exporters", "dynamo,tflite"], "--exporters"),
+                                         (["--layers", "0"], "--layers 0"),
+                                         (["--decode-steps", "-1"], "--decode-steps")])
+def test_bad_arguments_are_one_line_errors(capsys, args, start):
+    assert export.main(args) == 2
     err = capsys.readouterr().err
-    assert err.startswith("export.py: error: --exporters") and err.count("\n") == 1
+    assert err.startswith(f"export.py: error: {start}") and err.count("\n") == 1
 
 
 # --- op_census.py ----------------------------------------------------------------------------

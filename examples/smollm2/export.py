@@ -531,6 +531,8 @@ def main(argv: list[str] | None = None) -> int:
         exporters = tuple(e for e in args.exporters.split(",") if e)
         if not exporters or set(exporters) - set(EXPORTERS):
             raise ExportError(f"--exporters {args.exporters}: choose from {','.join(EXPORTERS)}")
+        if args.layers is not None and args.layers < 1:
+            raise ExportError(f"--layers {args.layers}: keep at least one layer")
         if args.decode_steps < 0:
             raise ExportError("--decode-steps must be 0 or more")
         options = Options(args.layers, args.opset, args.decode_steps, exporters)
