@@ -134,6 +134,17 @@ def test_bad_arguments_are_one_line_errors(capsys, args, start):
     assert err.startswith(f"export.py: error: {start}") and err.count("\n") == 1
 
 
+def test_an_unrelated_output_folder_is_never_replaced(tmp_path, capsys):
+    gguf = tmp_path / "model.gguf"
+    gguf.write_bytes(b"GGUF")
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("keep me")
+    assert export.main(["--out", str(out), "--gguf", str(gguf)]) == 2
+    assert "holds no manifest.json" in capsys.readouterr().err
+    assert (out / "notes.txt").read_text() == "keep me"
+
+
 # --- op_census.py ----------------------------------------------------------------------------
 
 

@@ -547,12 +547,14 @@ def main(argv: list[str] | None = None) -> int:
         if not args.force and is_complete(out, key, options):
             log(f"{out} is up to date (key {key[:16]}), reused")
         else:
+            if out.exists() and any(out.iterdir()) and not (out / MANIFEST).is_file():
+                raise ExportError(f"{out} is not empty and holds no {MANIFEST} of an "
+                                  "earlier export; choose another --out")
             missing = [p for p in ("torch", "transformers", "onnxscript", "onnxruntime", "gguf",
                                    "accelerate") if importlib.util.find_spec(p) is None]
             if missing:
                 raise ExportError(f"missing {', '.join(missing)}: pip install -e '.[models]'")
-            if out.exists():
-                shutil.rmtree(out)
+            shutil.rmtree(out, ignore_errors=True)
             staging = out.with_name(out.name + ".partial")
             shutil.rmtree(staging, ignore_errors=True)
             try:
