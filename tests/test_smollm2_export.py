@@ -249,3 +249,27 @@ def test_two_layer_graphs_have_the_declared_interface(two_layer_export, exporter
     assert outputs["logits"] == ["batch_size", "sequence_length", 49152]
     assert all(t.data_location == TensorProto.EXTERNAL for t in decode.graph.initializer
                if t.dims and np.prod(t.dims) > 256)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("exporter", export.EXPORTERS)
+def test_two_layer_graphs_take_other_batch_and_sequence_sizes(two_layer_export, exporter):
+    """Batch 2, and a decode step of 2 tokens, against the torch logits of the same positions."""
+    import onnxruntime as ort
+
+    ref = two_layer_export / "reference"
+    ids = np.load(ref / "input_ids.npy")
+    tokens = np.load(ref / "dynamo.tokens.npy")  # torch.logits.npy follows these tokens
+    torch_logits = np.load(ref / "torch.logits.npy")
+    n = ids.shape[1]
+    prefill = ort.InferenceSession(str(two_layer_export / f"prefill.{exporter}.onnx"))
+    decode = ort.InferenceSession(str(two_layer_export / f"decode.{exporter}.onnx"))
+    logits, *cache = prefill.run(None, export.causal_inputs(np.repeat(ids, 2, axis=0), 0))
+    for row in logits:
+        assert export.max_rel_error(row, torch_logits[0, :n]) < 1e-4
+    feeds = export.causal_inputs(np.repeat(tokens[None, :2], 2, axis=0), n)
+    feeds.update(zip(export.past_names(2), cache))
+    logits, *present = decode.run(None, feeds)
+    assert present[0].shape == (2, 3, n + 2, 64)
+    for row in logits:
+        assert export.max_rel_error(row, torch_logits[0, n:n + 2]) < 1e-4
