@@ -37,6 +37,11 @@ def load_script(name: str):
 
 export = load_script("export")
 op_census = load_script("op_census")
+sys.path.insert(0, str(SMOLLM2))  # import_probe.py imports export.py as a sibling script
+try:
+    import_probe = load_script("import_probe")
+finally:
+    sys.path.remove(str(SMOLLM2))
 
 
 # --- export.py helpers (no torch) ------------------------------------------------------------
@@ -189,6 +194,45 @@ def test_census_cli_text_and_markdown(tmp_path, capsys):
     assert table[-1] == f"| **nodes** | 8 | {llama_nodes} |"
     assert op_census.main([str(tmp_path / "missing.onnx")]) == 2
     assert "op_census.py: error:" in capsys.readouterr().err
+
+
+# --- import_probe.py -------------------------------------------------------------------------
+
+
+def _chain_model() -> onnx.ModelProto:
+    nodes = [helper.make_node("Relu", ["x"], ["r"], name="relu"),
+             helper.make_node("GatherND", ["r", "i"], ["g"], name="gnd"),
+             helper.make_node("Neg", ["g"], ["y"], name="/model/neg")]
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])],
+        [onnx.numpy_helper.from_array(np.array([[0, 1], [1, 0]], dtype=np.int64), "i")])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+
+
+def test_probe_finds_the_nodes_a_q35c_error_blames():
+    graph = _chain_model().graph
+    unsupported = "q35c: error: m.onnx: unsupported operators: GatherND x1 (gnd); Relu x1 (relu)"
+    assert [n.name for n in import_probe.failing_nodes(unsupported, graph)] == ["relu", "gnd"]
+    named = "q35c: error: m.onnx: node '/model/neg' (Neg): operand 'input' does not verify:"
+    assert [n.name for n in import_probe.failing_nodes(named, graph)] == ["/model/neg"]
+    assert import_probe.failing_nodes("q35c: error: m.onnx: opset 99 is newer", graph) == []
+
+
+def test_probe_replaces_nodes_by_their_onnxruntime_values(tmp_path):
+    import onnxruntime as ort
+
+    path = tmp_path / "m.onnx"
+    onnx.save(_chain_model(), path)
+    feeds = {"x": np.array([[1.0, -2.0], [3.0, 4.0]], dtype=np.float32)}
+    before = ort.InferenceSession(str(path)).run(None, feeds)[0]
+    gather = [n for n in onnx.load(path).graph.node if n.op_type == "GatherND"]
+    values = dict(zip(["g"], import_probe.node_values(path, ["g"], feeds)))
+    import_probe.replace_by_constants(path, gather, values)
+    replaced = onnx.load(path)
+    assert [n.op_type for n in replaced.graph.node] == ["Relu", "Neg"]
+    np.testing.assert_array_equal(ort.InferenceSession(str(path)).run(None, feeds)[0], before)
+    assert not list(tmp_path.glob("probe.values.*"))
 
 
 # --- the export itself (slow: torch, transformers and the model wheel) ---------------------
