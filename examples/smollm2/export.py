@@ -435,7 +435,8 @@ def torch_logits(model, ids: np.ndarray) -> np.ndarray:
 def write_references(out: Path, model, ids: np.ndarray, options: Options) -> list[Check]:
     """onnxruntime logits of every graph pair and their error against torch, into reference/.
 
-    reference/input_ids.npy            the prompt's ids [1, n]
+    reference/input_ids.npy            the prompt's ids [1, n], with attention_mask.npy and
+                                       position_ids.npy: the prefill graph's inputs
     reference/torch.logits.npy         torch logits over prompt + the first exporter's tokens
     reference/<exporter>.prefill_logits.npy   onnxruntime, prefill graph [1, n, vocab]
     reference/<exporter>.decode_logits.npy    onnxruntime, decode steps [steps, vocab]
@@ -443,7 +444,8 @@ def write_references(out: Path, model, ids: np.ndarray, options: Options) -> lis
     """
     ref = out / "reference"
     ref.mkdir(exist_ok=True)
-    np.save(ref / "input_ids.npy", ids)
+    for name, value in causal_inputs(ids, 0).items():  # the prefill graph's inputs
+        np.save(ref / f"{name}.npy", value)
     layers = model.config.num_hidden_layers
     n, checks, references = ids.shape[1], [], {}
     for exporter in options.exporters:
