@@ -358,6 +358,12 @@ class WeightStore:
         else:
             self._values[name] = value
 
+    def discard(self, name: str) -> None:
+        """Forget an entry set in memory (`store[name] = ...`); no error when absent."""
+        self._specs.pop(name, None)
+        self._values.pop(name, None)
+        self._files.pop(name, None)
+
     def fresh_name(self, base: str) -> str:
         """`base`, or `base.1`, `base.2`... whichever is not taken yet."""
         if base not in self:

@@ -6,16 +6,24 @@ dialect adds only what those lack in xDSL 0.74: batched (broadcasting) matmul, s
 layer and RMS normalization, GELU, SiLU and gather, plus the fused forms that fusion passes
 produce for hardware targets: SwiGLU and scaled dot-product attention. All ops are pure, on static-shape
 float32 tensors (gather indices are integer), and carry plain builtin attributes so that
-upstream `mlir-opt` can check dumps with the IRDL export.
+upstream `mlir-opt` can check dumps with the IRDL export. `onnx_node` is the exception:
+one ONNX node of any other op type, on tensors of any element type, whose semantics is
+onnx's reference implementation (the generic op for the long tail of ONNX operators).
 
 Semantics (the rounding and order of every op) are defined by the reference interpreter.
 """
 
 from __future__ import annotations
 
+import base64
+
 import numpy as np
 from xdsl.dialects.builtin import (
     I64,
+    ArrayAttr,
+    DenseArrayBase,
+    DenseIntOrFPElementsAttr,
+    DictionaryAttr,
     Float32Type,
     FloatAttr,
     IntegerAttr,
@@ -24,16 +32,19 @@ from xdsl.dialects.builtin import (
     TensorType,
     i64,
 )
-from xdsl.ir import Dialect, SSAValue
+from xdsl.ir import Attribute, Dialect, SSAValue
 from xdsl.irdl import (
     AttrSizedOperandSegments,
     IRDLOperation,
     attr_def,
     irdl_op_definition,
     operand_def,
+    opt_attr_def,
     opt_operand_def,
     result_def,
     traits_def,
+    var_operand_def,
+    var_result_def,
 )
 from xdsl.traits import Pure
 from xdsl.utils.exceptions import VerifyException
@@ -377,9 +388,224 @@ class AttentionOp(IRDLOperation):
                 f"{(*q[:-1], v[-1])}")
 
 
+ONNX_GENERIC_EXCLUDED = frozenset({
+    # its body maps sequences
+    "SequenceMap",
+    # random: no deterministic semantics
+    "Bernoulli", "Multinomial", "RandomNormal", "RandomNormalLike", "RandomUniform",
+    "RandomUniformLike",
+    # sequences, optionals and strings: values that are not numeric tensors
+    "ConcatFromSequence", "Optional", "OptionalGetElement", "OptionalHasElement",
+    "SequenceAt", "SequenceConstruct", "SequenceEmpty", "SequenceErase", "SequenceInsert",
+    "SequenceLength", "SplitToSequence", "StringConcat", "StringNormalizer", "StringSplit",
+    "RegexFullMatch",
+    # its reference implementation needs Pillow, which q35c does not depend on
+    "ImageDecoder",
+})
+"""Default-domain ops that onnx.reference implements but `q35nn.onnx_node` does not take."""
+
+
+def onnx_generic_ops() -> frozenset[str]:
+    """The op types `q35nn.onnx_node` accepts: every default-domain op onnx's reference
+    implementation defines (a class in `onnx.reference.ops`, or a function body in its
+    schema, which the reference evaluator expands), less ONNX_GENERIC_EXCLUDED."""
+    global _GENERIC_OPS
+    if _GENERIC_OPS is None:
+        import onnx.defs
+        from onnx.reference.ops import _op_list
+
+        names = {name.split("_")[0] for name in _op_list.__all__ if name != "load_op"}
+        names |= {s.name for s in onnx.defs.get_all_schemas() if s.domain == "" and (
+            s.has_function or s.has_context_dependent_function)}
+        _GENERIC_OPS = frozenset(names - ONNX_GENERIC_EXCLUDED)
+    return _GENERIC_OPS
+
+
+_GENERIC_OPS: frozenset[str] | None = None
+
+
+def ir_attribute(attribute) -> Attribute:
+    """An ONNX `AttributeProto` as a builtin attribute: INT an i64 `IntegerAttr`, FLOAT an
+    f32 `FloatAttr`, STRING a `StringAttr`, INTS/FLOATS/STRINGS arrays of those, TENSOR a
+    dense elements attribute of the tensor's exact element type. Other kinds (graphs,
+    sparse tensors, type protos) raise ValueError."""
+    from onnx import AttributeProto, numpy_helper
+
+    from q35c.compiler.tensors import exact_element
+
+    kind = attribute.type
+    if kind == AttributeProto.INT:
+        return IntegerAttr(attribute.i, i64)
+    if kind == AttributeProto.FLOAT:
+        return FloatAttr(attribute.f, Float32Type())
+    if kind == AttributeProto.STRING:
+        return StringAttr(attribute.s.decode())
+    if kind == AttributeProto.INTS:
+        return ArrayAttr([IntegerAttr(v, i64) for v in attribute.ints])
+    if kind == AttributeProto.FLOATS:
+        return ArrayAttr([FloatAttr(v, Float32Type()) for v in attribute.floats])
+    if kind == AttributeProto.STRINGS:
+        return ArrayAttr([StringAttr(v.decode()) for v in attribute.strings])
+    if kind == AttributeProto.GRAPH:  # a body (If, Loop, Scan): the serialized GraphProto
+        return StringAttr(base64.b64encode(attribute.g.SerializeToString()).decode())
+    if kind == AttributeProto.TENSOR:
+        array = numpy_helper.to_array(attribute.t)
+        ttype = TensorType(exact_element(array.dtype), array.shape)
+        values = array.ravel().tolist() if array.dtype.kind in "iub" else [
+            float(v) for v in array.ravel().astype(np.float64)]
+        return DenseIntOrFPElementsAttr.from_list(ttype, values)
+    raise ValueError(f"attribute '{attribute.name}' of kind "
+                     f"{AttributeProto.AttributeType.Name(kind)} is not supported")
+
+
+def onnx_attribute(name: str, value: Attribute, declared=None):
+    """The inverse of `ir_attribute`; `declared` (the schema's `AttrType`, when known) gives
+    the kind of an empty array."""
+    import onnx
+    from onnx import AttributeProto, numpy_helper
+
+    from q35c.compiler.tensors import constant_value
+
+    if isinstance(value, IntegerAttr):
+        return onnx.helper.make_attribute(name, value.value.data)
+    if isinstance(value, FloatAttr):
+        return onnx.helper.make_attribute(name, float(value.value.data),
+                                          attr_type=AttributeProto.FLOAT)
+    if isinstance(value, StringAttr) and declared is not None and \
+            int(declared) == AttributeProto.GRAPH:
+        graph = onnx.GraphProto()
+        graph.ParseFromString(base64.b64decode(value.data))
+        return onnx.helper.make_attribute(name, graph)
+    if isinstance(value, StringAttr):
+        return onnx.helper.make_attribute(name, value.data)
+    if isinstance(value, DenseIntOrFPElementsAttr):
+        return onnx.helper.make_attribute(
+            name, numpy_helper.from_array(constant_value(value, value.type)))
+    assert isinstance(value, ArrayAttr), value
+    items = list(value.data)
+    if not items:
+        kind = AttributeProto.AttributeType(int(declared)) if declared is not None else \
+            AttributeProto.INTS
+        return onnx.helper.make_attribute(name, [], attr_type=kind)
+    if isinstance(items[0], IntegerAttr):
+        return onnx.helper.make_attribute(name, [v.value.data for v in items],
+                                          attr_type=AttributeProto.INTS)
+    if isinstance(items[0], FloatAttr):
+        return onnx.helper.make_attribute(name, [float(v.value.data) for v in items],
+                                          attr_type=AttributeProto.FLOATS)
+    return onnx.helper.make_attribute(name, [v.data for v in items],
+                                      attr_type=AttributeProto.STRINGS)
+
+
+@irdl_op_definition
+class OnnxNodeOp(IRDLOperation):
+    """One ONNX node of the default domain, with the semantics of onnx's reference
+    implementation (`onnx.reference`) at opset `opset`: the generic op for the long tail of
+    ONNX operators that no dedicated op models (like torch-mlir's `torch.operator`).
+
+    Operands and results are static-shape tensors of any element type q35c has (i1, iN,
+    uiN, f16, bf16, f32, f64, float8). `attributes` holds the node's attributes as builtin
+    attributes (ints i64, floats f32, strings, arrays of them, dense tensors, and the bodies
+    of If/Loop/Scan as base64 serialized GraphProtos).
+    `input_slots` / `output_slots` give the ONNX input / output position of each operand /
+    result where optional ones are omitted (absent: positions 0, 1, ...). A body that reads
+    values of the enclosing graph gets them as the last operands, named by `outer_names`.
+
+    ```mlir
+    %y = q35nn.onnx_node "Mod"(%a, %b) {attributes = {fmod = 0 : i64}, opset = 21 : i64} : (tensor<6xi32>, tensor<6xi32>) -> tensor<6xi32>
+    ```
+    """
+
+    name = "q35nn.onnx_node"
+    inputs = var_operand_def(TensorType)
+    outputs = var_result_def(TensorType)
+    op_type = attr_def(StringAttr)
+    opset = attr_def(IntegerAttr[I64])
+    onnx_attributes = attr_def(DictionaryAttr, attr_name="attributes")
+    input_slots = opt_attr_def(DenseArrayBase)
+    output_slots = opt_attr_def(DenseArrayBase)
+    outer_names = opt_attr_def(ArrayAttr)
+    traits = traits_def(Pure())
+    assembly_format = "$op_type `(` $inputs `)` attr-dict `:` functional-type($inputs, $outputs)"
+
+    def __init__(self, op_type: str, opset: int, inputs: list[SSAValue],
+                 result_types: list[TensorType], attributes: DictionaryAttr,
+                 input_slots: list[int] | None = None, output_slots: list[int] | None = None,
+                 outer: list[tuple[str, SSAValue]] = ()):
+        attrs = {"op_type": StringAttr(op_type), "opset": IntegerAttr(opset, i64),
+                 "attributes": attributes}
+        if outer:
+            attrs["outer_names"] = ArrayAttr([StringAttr(name) for name, _ in outer])
+        if input_slots is not None and input_slots != list(range(len(inputs))):
+            attrs["input_slots"] = DenseArrayBase.from_list(i64, input_slots)
+        if output_slots is not None and output_slots != list(range(len(result_types))):
+            attrs["output_slots"] = DenseArrayBase.from_list(i64, output_slots)
+        super().__init__(operands=[[*inputs, *(v for _, v in outer)]],
+                         result_types=[result_types], attributes=attrs)
+
+    def outer(self) -> list[str]:
+        """The names of the enclosing graph's values its bodies read (the last operands)."""
+        return [] if self.outer_names is None else [n.data for n in self.outer_names.data]
+
+    def slots(self) -> tuple[list[int], list[int]]:
+        """The ONNX input positions of the node's operands (those before the outer values)
+        and the output positions of the results."""
+        count = len(self.inputs) - len(self.outer())
+        ins = (list(self.input_slots.get_values()) if self.input_slots is not None
+               else list(range(count)))
+        outs = (list(self.output_slots.get_values()) if self.output_slots is not None
+                else list(range(len(self.outputs))))
+        return ins, outs
+
+    def node_proto(self):
+        """The ONNX node this op stands for: inputs named `i<slot>`, outputs `o<slot>`
+        (omitted optional ones empty), attributes converted back (`onnx_attribute`)."""
+        import onnx
+
+        ins, outs = self.slots()
+        inputs = [""] * (max(ins) + 1 if ins else 0)
+        for slot in ins:
+            inputs[slot] = f"i{slot}"
+        outputs = [""] * (max(outs) + 1 if outs else 0)
+        for slot in outs:
+            outputs[slot] = f"o{slot}"
+        node = onnx.helper.make_node(self.op_type.data, inputs, outputs)
+        schema = onnx.defs.get_schema(self.op_type.data, self.opset.value.data, "")
+        for key, value in self.onnx_attributes.data.items():
+            declared = schema.attributes[key].type if key in schema.attributes else None
+            node.attribute.append(onnx_attribute(key, value, declared))
+        return node
+
+    def verify_(self) -> None:
+        from q35c.compiler.tensors import numpy_dtype
+
+        op_type = self.op_type.data
+        if op_type not in onnx_generic_ops():
+            raise VerifyException(f"q35nn.onnx_node: ONNX op type '{op_type}' is not supported")
+        for value in (*self.inputs, *self.outputs):
+            shape = _shape(value)
+            if any(d < 0 for d in shape):
+                raise VerifyException(f"q35nn.onnx_node {op_type}: {value.type} is not static")
+            try:
+                numpy_dtype(value.type.get_element_type())
+            except ValueError as err:
+                raise VerifyException(f"q35nn.onnx_node {op_type}: {err}") from None
+        if self.outer_names is not None and (len(self.outer()) > len(self.inputs) or not all(
+                isinstance(n, StringAttr) for n in self.outer_names.data)):
+            raise VerifyException(f"q35nn.onnx_node {op_type}: outer_names must be strings, "
+                                  "one per trailing operand")
+        ins, outs = self.slots()
+        node_inputs = self.inputs[:len(self.inputs) - len(self.outer())]
+        for what, slots, values in (("input", ins, node_inputs), ("output", outs, self.outputs)):
+            if len(slots) != len(values) or any(b <= a for a, b in zip(slots, slots[1:])) or \
+                    any(s < 0 for s in slots):
+                raise VerifyException(f"q35nn.onnx_node {op_type}: {what}_slots {slots} must "
+                                      f"be {len(values)} increasing positions")
+
+
 Q35nn = Dialect(
     "q35nn",
     [SiluOp, GeluOp, SoftmaxOp, LayerNormOp, RMSNormOp, BatchMatmulOp, GatherOp, SwigluOp,
-     AttentionOp],
+     AttentionOp, OnnxNodeOp],
     [],
 )

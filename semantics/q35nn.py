@@ -75,3 +75,14 @@ def _attention(interp, op: q35nn.AttentionOp, args):
     if mask:
         scores = (scores + f32(mask[0])).astype(F32)
     return (f32(matmul_f64(softmax(scores, -1), v)),)
+
+
+@impl(q35nn.OnnxNodeOp)
+def _onnx_node(interp, op: q35nn.OnnxNodeOp, args):
+    """The generic op: the node's ONNX semantics (onnx.reference), targets/interp/onnx_node."""
+    from q35c.targets.interp.onnx_node import OnnxNodeError, run_onnx_node
+
+    try:
+        return run_onnx_node(op, args)
+    except OnnxNodeError as err:
+        raise InterpreterError(str(err)) from None

@@ -317,7 +317,9 @@ def test_invalid_missing_initializer():
 def test_invalid_unsupported_ops():
     model = onnx.load(INVALID_DIR / "unsupported_ops.onnx")
     assert {n.name: n.op_type for n in model.graph.node} == {
-        "/lstm/LSTM": "LSTM", "/proj/Einsum": "Einsum", "/head/TopK": "TopK"}
+        "/drop/RandomUniformLike": "RandomUniformLike", "/drop/Bernoulli": "Bernoulli",
+        "/drop/Mul": "Mul", "/lstm/LSTM": "LSTM", "/proj/Einsum": "Einsum",
+        "/head/TopK": "TopK"}
     ort = pytest.importorskip("onnxruntime")
     session = ort.InferenceSession(str(INVALID_DIR / "unsupported_ops.onnx"),
                                    providers=["CPUExecutionProvider"])

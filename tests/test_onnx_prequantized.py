@@ -280,14 +280,23 @@ def test_dequantize_linear_folds_at_opset_13(tmp_path):
     assert weights == {"fc.weight.T": "DequantizeLinear int8 per-axis (axis 0) symmetric"}
 
 
-def test_dequantize_linear_of_a_run_time_value_is_a_clear_error(tmp_path):
+def test_dequantize_linear_of_a_run_time_value_runs_as_a_generic_op(tmp_path):
+    """An activation's DequantizeLinear (QDQ models) is not folded: it becomes one
+    `q35nn.onnx_node` on the int8 input."""
+    from q35c.compiler.driver import run_file
+
     node = helper.make_node("DequantizeLinear", ["x", "s"], ["y"], name="dq")
     model = make_model([node], [helper.make_tensor_value_info("x", TensorProto.INT8, [4])],
                        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4])],
                        [numpy_helper.from_array(np.float32(0.5), "s")])
     onnx.save(model, tmp_path / "dq.onnx")
-    with pytest.raises(Q35cError, match="only when all its inputs are known"):
-        compile_to_module(tmp_path / "dq.onnx", Options(passes=""))
+    _, module = compile_to_module(tmp_path / "dq.onnx", Options(passes=""))
+    assert [op.op_type.data for op in module.walk() if op.name == "q35nn.onnx_node"] == [
+        "DequantizeLinear"]
+    x = np.array([-128, -1, 0, 127], np.int8)
+    got = run_file(tmp_path / "dq.onnx", {"x": x}, tmp_path / "out",
+                   Options(target="interp", passes=""))
+    assert got["y"].dtype == np.float32 and np.array_equal(got["y"], x * np.float32(0.5))
 
 
 # -- com.microsoft.MatMulNBits -------------------------------------------------------------------

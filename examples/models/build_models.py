@@ -542,8 +542,8 @@ def build_missing_initializer() -> onnx.ModelProto:
 
 
 def build_unsupported_ops() -> onnx.ModelProto:
-    """A valid model (runs in onnxruntime) made of ops a compiler is unlikely to support:
-    Einsum, TopK and LSTM."""
+    """A valid model (runs in onnxruntime) with ops q35c does not support: a random dropout
+    mask (RandomUniformLike, Bernoulli) ahead of LSTM, Einsum and TopK."""
     rng = np.random.default_rng(9)
     seq, batch, inp, hid = 5, 1, 8, 4
     w_lstm = f32(0.2 * rng.standard_normal((1, 4 * hid, inp)))
@@ -551,7 +551,10 @@ def build_unsupported_ops() -> onnx.ModelProto:
     b_lstm = f32(0.1 * rng.standard_normal((1, 8 * hid)))
     w_e = f32(0.2 * rng.standard_normal((hid, 6)))
     nodes = [
-        helper.make_node("LSTM", ["x", "lstm.W", "lstm.R", "lstm.B"], ["lstm_y", "lstm_h"],
+        helper.make_node("RandomUniformLike", ["x"], ["u"], name="/drop/RandomUniformLike"),
+        helper.make_node("Bernoulli", ["u"], ["keep"], name="/drop/Bernoulli"),
+        helper.make_node("Mul", ["x", "keep"], ["xd"], name="/drop/Mul"),
+        helper.make_node("LSTM", ["xd", "lstm.W", "lstm.R", "lstm.B"], ["lstm_y", "lstm_h"],
                          name="/lstm/LSTM", hidden_size=hid, direction="forward"),
         # lstm_y: [seq, num_directions=1, batch, hid]
         helper.make_node("Einsum", ["lstm_y", "proj.weight"], ["proj_y"], name="/proj/Einsum",

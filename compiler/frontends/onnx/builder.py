@@ -29,6 +29,7 @@ from xdsl.dialects.linalg import ops as linalg
 from xdsl.ir import Attribute, Block, Operation, Region, SSAValue
 from xdsl.rewriter import InsertPoint
 
+from q35c.compiler.tensors import exact_element
 from q35c.compiler.weights import FileWeight, WeightStore
 from q35c.dialects import q35nn, quant3p5
 
@@ -82,17 +83,20 @@ class TensorBuilder:
         return self.builder.insert(op)
 
     # -- constants ---------------------------------------------------------------------
-    def constant(self, array: np.ndarray, name: str | None = None) -> SSAValue:
-        """A tensor constant; large ones are stored by (a fresh variant of) `name`."""
-        array = ir_array(np.asarray(array))
-        ttype = TensorType(mlir_element(array.dtype), array.shape)
+    def constant(self, array: np.ndarray, name: str | None = None,
+                 exact: bool = False) -> SSAValue:
+        """A tensor constant; large ones are stored by (a fresh variant of) `name`.
+        It has the IR's type for the array (`ir_array`), or with `exact` its own dtype."""
+        array = np.asarray(array) if exact else ir_array(np.asarray(array))
+        element = exact_element(array.dtype) if exact else mlir_element(array.dtype)
+        ttype = TensorType(element, array.shape)
         if array.size > INLINE_LIMIT:
             key = self.store.fresh_name(name or "const")
             self.store[key] = array
             return self.insert(quant3p5.WeightOp(key, ttype)).result
         if array.dtype == np.bool_:
             values = [int(v) for v in array.ravel()]
-        elif array.dtype == np.int64:
+        elif isinstance(element, IntegerType):
             values = [int(v) for v in array.ravel()]
         else:
             values = [float(v) for v in array.ravel()]

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from onnx import NodeProto, TensorProto
+from onnx import NodeProto, numpy_helper
 from onnx.reference import ReferenceEvaluator
 from xdsl.dialects import func
 from xdsl.dialects.builtin import (
@@ -47,12 +47,12 @@ from q35c.compiler.frontends.onnx.model import (
     bind_input_shapes,
     value_shape,
 )
+from q35c.compiler.frontends.onnx.generic import convert_generic, generic_ops, needs_generic
 from q35c.compiler.frontends.onnx.ops import CONVERTERS, FOLD_ONLY, Value
 from q35c.compiler.ir_attrs import ONNX_NODE_ATTR
+from q35c.compiler.tensors import exact_element
 from q35c.compiler.weights import FileWeight, WeightStore
-
-_FLOAT_TYPES = {TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.BFLOAT16,
-                TensorProto.DOUBLE}
+from q35c.dialects import q35nn, quant3p5
 
 NUMPY_FOLDERS: dict[str, Callable[["OnnxImporter", NodeProto, list[Value]], list[Value]]] = {}
 """op key -> a numpy folder used instead of onnx's reference evaluator when all inputs are
@@ -65,13 +65,26 @@ def _op_key(node: NodeProto) -> str:
     return node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}.{node.op_type}"
 
 
-def unsupported_ops(graph: onnx.GraphProto) -> dict[str, list[str]]:
-    """op type -> node names, for every node q35c cannot convert or fold."""
-    found: dict[str, list[str]] = {}
+def supported(key: str) -> bool:
+    """Whether q35c can import a node of op key `key`: convert it (a dedicated converter or
+    the generic `q35nn.onnx_node`), fold it (FOLD_ONLY, only ever with known inputs) or
+    inline it (`If`, on a known condition)."""
+    return key in CONVERTERS or key in FOLD_ONLY or key in generic_ops() or key == "If"
+
+
+def unsupported_ops(graph: onnx.GraphProto,
+                    found: dict[str, list[str]] | None = None) -> dict[str, list[str]]:
+    """op type -> node names, for every node q35c cannot convert or fold (the branches of
+    an `If` included)."""
+    found = {} if found is None else found
     for node in graph.node:
         key = _op_key(node)
-        if key not in CONVERTERS and key not in FOLD_ONLY:
+        if not supported(key):
             found.setdefault(key, []).append(node.name or f"<unnamed {node.op_type}>")
+        elif key == "If":
+            for attribute in node.attribute:
+                if attribute.type == onnx.AttributeProto.GRAPH:
+                    unsupported_ops(attribute.g, found)
     return found
 
 
@@ -102,9 +115,17 @@ class OnnxImporter:
         self.input_shapes = bind_input_shapes(path, model, shapes)
         self.env: dict[str, Value] = {}
         self.materialized: dict[str, SSAValue] = {}
+        self.used_names = _used_names(self.graph)
+        self.declared_types = {info.name: info.type for info in (
+            *self.graph.value_info, *self.graph.output)}
+        """The types the model declares for its values (shapes may be symbolic)."""
+        """The values some node or the graph's outputs use."""
+        self.exact_materialized: dict[str, SSAValue] = {}
+        """Like `materialized`, for arrays materialized with their own dtype (`exact_ssa`)."""
         self.array_names: dict[int, str] = {}
         """id() of each known array in `env` -> its ONNX value name."""
         self.tb: TensorBuilder
+        self.block: Block
         self.current: NodeProto | None = None
         self.prequantized: dict[str, str] = {}
         """Name of each weight dequantized from a pre-quantized form -> that form."""
@@ -147,6 +168,19 @@ class OnnxImporter:
             else:
                 self.materialized[name] = self.tb.constant(np.asarray(value), name)
         return self.materialized[name]
+
+    def exact_ssa(self, value: np.ndarray) -> SSAValue:
+        """A run-time value for a known array, of the array's own element type (`ssa`
+        gives the dedicated converters float32 / int64 / bool)."""
+        array = np.asarray(value)
+        if ir_array(np.zeros(0, array.dtype)).dtype == array.dtype:
+            return self.ssa(value)
+        name = self.array_names.get(id(value))
+        if name is None:
+            return self.tb.constant(array, exact=True)
+        if name not in self.exact_materialized:
+            self.exact_materialized[name] = self.tb.constant(array, name, exact=True)
+        return self.exact_materialized[name]
 
     def float_ssa(self, node: NodeProto, value: Value) -> SSAValue:
         result = self.ssa(value)
@@ -238,18 +272,49 @@ class OnnxImporter:
             self.in_file[id(results[0])] = (results[0], held[1].transposed())
         return results
 
+    def inline_if(self, node: NodeProto, inputs: list[Value]) -> list[Value]:
+        """`If` on a known condition (exporters' shape logic): the taken branch's nodes are
+        imported in place, reading the enclosing graph's values; its outputs are the If's."""
+        cond = inputs[0]
+        if not isinstance(cond, np.ndarray):  # both branches run by the reference
+            return convert_generic(self, node, inputs)
+        if cond.size != 1:
+            raise self.error(node, f"the condition has {cond.size} elements, not 1")
+        name = "then_branch" if bool(cond.ravel()[0]) else "else_branch"
+        branch = next((a.g for a in node.attribute if a.name == name), None)
+        if branch is None:
+            raise self.error(node, f"has no {name}")
+        for tensor in branch.initializer:
+            self.env[tensor.name] = numpy_helper.to_array(tensor)
+        for inner in branch.node:
+            self.current = inner
+            self.bind(inner, self.convert_node(inner, self.block,
+                                               [self.lookup(n) for n in inner.input]))
+        self.current = node
+        outputs = [self.lookup(info.name) for info in branch.output]
+        if len(outputs) != len(node.output):
+            raise self.error(node, f"its {name} has {len(outputs)} outputs, the node "
+                                   f"{len(node.output)}")
+        return outputs
+
     def convert(self, node: NodeProto, inputs: list[Value]) -> list[Value]:
         key = _op_key(node)
+        if key == "If":
+            return self.inline_if(node, inputs)
         known = all(v is None or isinstance(v, np.ndarray) for v in inputs)
         if known and key in NUMPY_FOLDERS:
             return NUMPY_FOLDERS[key](self, node, inputs)
         if known and key != "Identity" and key == node.op_type:  # default domain only
             return self.fold(node, inputs)
-        if key in FOLD_ONLY:
+        convert = CONVERTERS.get(key)
+        if key == node.op_type and key in generic_ops() and (
+                convert is None or needs_generic(self, node, inputs)):
+            convert = convert_generic
+        elif key in FOLD_ONLY:
             raise self.error(node, "is supported only when all its inputs are known at "
                                    "compile time (static shapes and constant operands)")
         try:
-            outputs = CONVERTERS[key](self, node, inputs)
+            outputs = convert(self, node, inputs)
         except Q35cError:
             raise
         except (ValueError, TypeError, IndexError, AssertionError, ArithmeticError,
@@ -263,9 +328,8 @@ class OnnxImporter:
             if info.name in self.reader:
                 continue
             elem = info.type.tensor_type.elem_type
-            dtype = np.dtype(np.float32) if elem in _FLOAT_TYPES else (
-                np.dtype(np.bool_) if elem == TensorProto.BOOL else np.dtype(np.int64))
-            args.append((info.name, TensorType(mlir_element(dtype),
+            dtype = onnx.helper.tensor_dtype_to_np_dtype(elem)
+            args.append((info.name, TensorType(exact_element(dtype),
                                                list(self.input_shapes[info.name]))))
         return args
 
@@ -285,16 +349,67 @@ class OnnxImporter:
         op = last.next_op if last is not None else block.first_op
         while op is not None:
             try:
-                op.verify()
+                _verify_quietly(op)
             except VerifyException as err:
-                raise self.error(node, first_line(err)) from None
+                raise self.error(node, verify_reason(err)) from None
             if op.name in ONNX_NODE_OPS:  # where verification errors and reports point
                 op.attributes[ONNX_NODE_ATTR] = StringAttr(node.name or f"<{node.op_type}>")
             op = op.next_op
 
+    def convert_node(self, node: NodeProto, block: Block, inputs: list[Value]) -> list[Value]:
+        """Convert `node` and verify what it emitted. Where a dedicated converter refuses
+        the node (or emits IR that does not verify) and the generic `q35nn.onnx_node` can
+        take it, what the converter emitted is rolled back and the node goes generic."""
+        last = block.last_op
+        try:
+            outputs = self.convert(node, inputs)
+            missing = [i for i, (name, value) in enumerate(zip(node.output, outputs))
+                       if value is None and name in self.used_names]
+            if missing:  # e.g. LayerNormalization's Mean and InvStdDev, where used
+                raise self.error(node, f"output {missing[0]} is not supported")
+            self.verify_new_ops(node, block, last)
+            return outputs
+        except Q35cError as err:
+            key = _op_key(node)
+            if key != node.op_type or key not in generic_ops() or not any(
+                    isinstance(v, SSAValue) for v in inputs) or self._emitted_generic(
+                    block, last):
+                raise
+            self.rollback(block, last)
+            try:
+                outputs = convert_generic(self, node, inputs)
+                self.verify_new_ops(node, block, last)
+            except (Q35cError, ValueError):
+                self.rollback(block, last)
+                raise err from None
+            return outputs
+
+    @staticmethod
+    def _emitted_generic(block: Block, last: Operation | None) -> bool:
+        op = last.next_op if last is not None else block.first_op
+        while op is not None:
+            if isinstance(op, q35nn.OnnxNodeOp):
+                return True
+            op = op.next_op
+        return False
+
+    def rollback(self, block: Block, last: Operation | None) -> None:
+        """Erase the ops appended after `last`, and forget the constants among them."""
+        erased = set()
+        while block.last_op is not last:
+            op = block.last_op
+            erased.update(op.results)
+            if isinstance(op, quant3p5.WeightOp) and op.weight_name.data in self.store:
+                self.store.discard(op.weight_name.data)
+            block.erase_op(op)
+        for cache in (self.materialized, self.exact_materialized):
+            for name in [n for n, v in cache.items() if v in erased]:
+                del cache[name]
+
     def run(self) -> ModuleOp:
         args = self.argument_types()
         block = Block(arg_types=[t for _, t in args])
+        self.block = block
         self.tb = TensorBuilder(block, self.store)
         for (name, _), arg in zip(args, block.args):
             self.env[name] = arg
@@ -302,9 +417,8 @@ class OnnxImporter:
         with np.errstate(all="ignore"):  # converters and folders follow ONNX, inf and all
             for node in self.graph.node:
                 self.current = node
-                last = block.last_op
-                self.bind(node, self.convert(node, [self.lookup(n) for n in node.input]))
-                self.verify_new_ops(node, block, last)
+                self.bind(node, self.convert_node(node, block,
+                                                  [self.lookup(n) for n in node.input]))
         self.current = None
         results = []
         for info in self.graph.output:
@@ -317,6 +431,36 @@ class OnnxImporter:
             arg_attrs=_names([n for n, _ in args]),
             res_attrs=_names([o.name for o in self.graph.output]))
         return ModuleOp([function])
+
+
+def _used_names(graph: onnx.GraphProto) -> set[str]:
+    """The values that some node of `graph` or of its subgraphs, or an output, uses."""
+    used = {info.name for info in graph.output}
+    for node in graph.node:
+        used.update(name for name in node.input if name)
+        for attribute in node.attribute:
+            for sub in [attribute.g, *attribute.graphs]:
+                used |= _used_names(sub)
+    return used
+
+
+def _verify_quietly(op: Operation) -> None:
+    """`op.verify()` without its diagnostic: xDSL's `verify` prints the whole enclosing block
+    into every error (as a note), which made each refused dedicated conversion cost time in
+    proportion to the graph imported so far. This checks the same op invariants and custom
+    verifiers (`verify_`), nested ops first."""
+    for region in op.regions:
+        for block in region.blocks:
+            for inner in block.ops:
+                _verify_quietly(inner)
+    op.verify_()
+
+
+def verify_reason(err: VerifyException) -> str:
+    """A verifier's message on one line: xDSL puts the reason on the lines after
+    "operand 'x' at position 0 does not verify:"."""
+    return " ".join(line.strip() for line in str(err).splitlines() if line.strip()) or \
+        type(err).__name__
 
 
 def _names(names: list[str]) -> ArrayAttr:

@@ -40,8 +40,11 @@ UNSUPPORTED_TYPES = {TensorProto.UNDEFINED, TensorProto.STRING, TensorProto.COMP
 INPUT_TYPES = {TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.BFLOAT16, TensorProto.DOUBLE,
                TensorProto.BOOL, TensorProto.INT8, TensorProto.INT16, TensorProto.INT32,
                TensorProto.INT64, TensorProto.UINT8, TensorProto.UINT16, TensorProto.UINT32,
-               TensorProto.UINT64}
-"""Element types a graph input may have: floats become f32, integers i64, bool i1."""
+               TensorProto.UINT64, TensorProto.INT4, TensorProto.UINT4, TensorProto.INT2,
+               TensorProto.UINT2, TensorProto.FLOAT8E4M3FN, TensorProto.FLOAT8E4M3FNUZ,
+               TensorProto.FLOAT8E5M2, TensorProto.FLOAT8E5M2FNUZ, TensorProto.FLOAT8E8M0,
+               TensorProto.FLOAT4E2M1}
+"""Element types a graph input may have: each becomes its own IR element type."""
 
 
 def type_name(data_type: int) -> str:

@@ -255,7 +255,10 @@ def _squeeze(imp, node, inputs):
 def _flatten(imp, node, inputs):
     x = imp.ssa(inputs[0])
     shape = shape_of(x)
-    axis = imp.attr(node, "axis", 1) % (len(shape) + 1)
+    axis = imp.attr(node, "axis", 1)
+    if not -len(shape) <= axis <= len(shape):
+        raise imp.error(node, f"axis {axis} is out of range for rank {len(shape)}")
+    axis += len(shape) if axis < 0 else 0  # -1 is the last axis, not the end
     return [imp.tb.reshape(x, [int(np.prod(shape[:axis])), int(np.prod(shape[axis:]))])]
 
 

@@ -9,6 +9,9 @@ gelu.onnx:      x * 0.5 * (1 + Erf(x / sqrt(2))) on x [2, 8], and the same with 
                 in another order and x * (1/sqrt(2)).
 attention.onnx: softmax(q k^T * 0.25 + mask) v on [1, 2, 4, 16] heads, k transposed with
                 Transpose(perm=[0, 1, 3, 2]), a constant causal mask.
+generic.onnx:   nodes that take the generic q35nn.onnx_node: Mod on int32, Cast to float16,
+                IsNaN (once fold-only), a LayerNormalization over axis 0 (its dedicated
+                converter refuses), next to a Relu that keeps its dedicated conversion.
 """
 
 from pathlib import Path
@@ -95,6 +98,28 @@ def attention() -> None:
     save(graph, "attention.onnx")
 
 
+def generic() -> None:
+    nodes = [
+        helper.make_node("Mod", ["a", "b"], ["mod"], name="mod"),
+        helper.make_node("Cast", ["x"], ["half"], name="to_half", to=TensorProto.FLOAT16),
+        helper.make_node("IsNaN", ["x"], ["nan"], name="isnan"),
+        helper.make_node("LayerNormalization", ["x", "gamma"], ["ln"], name="ln0", axis=0),
+        helper.make_node("Relu", ["x"], ["relu"], name="relu"),
+    ]
+    gamma = numpy_helper.from_array(np.full((2, 4), 0.5, np.float32), "gamma")
+    graph = helper.make_graph(
+        nodes, "generic",
+        [helper.make_tensor_value_info("a", TensorProto.INT32, [6]),
+         helper.make_tensor_value_info("b", TensorProto.INT32, [6]),
+         helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 4])],
+        [helper.make_tensor_value_info("mod", TensorProto.INT32, [6]),
+         helper.make_tensor_value_info("half", TensorProto.FLOAT16, [2, 4]),
+         helper.make_tensor_value_info("nan", TensorProto.BOOL, [2, 4]),
+         helper.make_tensor_value_info("ln", TensorProto.FLOAT, [2, 4]),
+         helper.make_tensor_value_info("relu", TensorProto.FLOAT, [2, 4])], [gamma])
+    save(graph, "generic.onnx")
+
+
 def save(graph, name: str) -> None:
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)],
                               producer_name="q35c-tests")
@@ -106,3 +131,4 @@ if __name__ == "__main__":
     norms()
     gelu()
     attention()
+    generic()

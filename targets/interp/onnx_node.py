@@ -1,0 +1,80 @@
+"""Semantics of `q35nn.onnx_node`: the node run by onnx's reference implementation.
+
+The op stands for one ONNX node (op type, opset, attributes); its meaning is what
+`onnx.reference.ReferenceEvaluator` computes for that node on the operand values, at that
+opset, with results converted to the op's declared element types (ONNX shape inference gave
+them at import) and checked against the declared shapes. Evaluators are built once per
+distinct node signature (op type, attributes, operand types) and reused. The reference
+implementation is deterministic; the only randomness it has, a training-mode Dropout
+without a seed, draws from numpy's global generator.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import onnx
+from onnx.reference import ReferenceEvaluator
+
+from q35c.compiler.tensors import numpy_dtype
+from q35c.dialects import q35nn
+
+
+class OnnxNodeError(RuntimeError):
+    """The reference implementation failed on, or disagreed with, an `onnx_node`."""
+
+
+def run_onnx_node(op: q35nn.OnnxNodeOp, args: list[np.ndarray]) -> tuple[np.ndarray, ...]:
+    """The results of `op` on the operand values `args`."""
+    ins, outs = op.slots()
+    evaluator = _evaluator(op)
+    names = [f"i{slot}" for slot in ins] + op.outer()
+    feeds = {name: np.asarray(arg) for name, arg in zip(names, args)}
+    try:
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            values = evaluator.run(None, feeds)
+    except Exception as err:  # the reference raises whatever numpy raises
+        raise OnnxNodeError(f"q35nn.onnx_node {op.op_type.data}: {type(err).__name__}: "
+                            f"{str(err).strip().splitlines()[0] if str(err).strip() else ''}"
+                            ) from None
+    results = []
+    for slot, result, value in zip(outs, op.outputs, values):
+        want = tuple(result.type.get_shape())
+        value = np.asarray(value)
+        if value.shape != want:
+            raise OnnxNodeError(f"q35nn.onnx_node {op.op_type.data}: output {slot} has shape "
+                                f"{value.shape}, declared {want}")
+        results.append(value.astype(numpy_dtype(result.type.get_element_type()), copy=False))
+    return tuple(results)
+
+
+_EVALUATORS: dict[tuple[str, ...], ReferenceEvaluator] = {}
+_CACHE_LIMIT = 1024
+
+
+def _evaluator(op: q35nn.OnnxNodeOp) -> ReferenceEvaluator:
+    """A reference evaluator for the node of `op`, shared by every op with the same
+    attributes (op type, opset, ONNX attributes, slots) and operand and result types."""
+    key = (str(op.attributes), *(str(v.type) for v in (*op.inputs, *op.outputs)))
+    evaluator = _EVALUATORS.get(key)
+    if evaluator is None:
+        ins, outs = op.slots()
+        names = [f"i{slot}" for slot in ins] + op.outer()
+        inputs = [_value_info(name, v.type) for name, v in zip(names, op.inputs)]
+        outputs = [_value_info(f"o{slot}", r.type) for slot, r in zip(outs, op.outputs)]
+        graph = onnx.helper.make_graph([op.node_proto()], op.op_type.data, inputs, outputs)
+        model = onnx.helper.make_model(
+            graph, opset_imports=[onnx.helper.make_opsetid("", op.opset.value.data)])
+        evaluator = ReferenceEvaluator(model)
+        if len(_EVALUATORS) >= _CACHE_LIMIT:
+            _EVALUATORS.clear()
+        _EVALUATORS[key] = evaluator
+    return evaluator
+
+
+def _value_info(name: str, ttype) -> onnx.ValueInfoProto:
+    dtype = numpy_dtype(ttype.get_element_type())
+    return onnx.helper.make_tensor_value_info(
+        name, onnx.helper.np_dtype_to_tensor_dtype(dtype), list(ttype.get_shape()))
