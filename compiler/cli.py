@@ -350,13 +350,14 @@ def perplexity_command(model: Path, text_file: Path, stride: int | None, tokeniz
                        act: str, debug: bool) -> None:
     """Sliding-window perplexity of FILE (windows of --context tokens every --stride
     tokens, each scoring only the tokens past the previous window; docs/generate.md)."""
-    from q35c.compiler.generate import Tokenizer, perplexity
+    from q35c.compiler.generate import Tokenizer, check_windows, perplexity
 
     def action() -> None:
+        window = context or 256
+        check_windows(window, stride or max(window // 2, 1))
         tok = Tokenizer(tokenizer)
         with open_input(text_file, text=True) as f:
             ids = tok.encode(f.read().decode("utf-8", errors="replace"))
-        window = context or 256
         decoder = _decoder(model, target, window, prefill_chunk, threads, passes,
                            keep_float, act)
         start = time.perf_counter()

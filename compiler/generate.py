@@ -349,7 +349,9 @@ class Sampler:
         probs /= probs.sum()
         order = np.argsort(-probs, kind="stable")
         cumulative = np.cumsum(probs[order])
-        keep = int(np.searchsorted(cumulative, self.top_p)) + 1  # smallest set >= top_p
+        # the smallest set whose probability reaches top_p (all: rounding may keep the
+        # total just below 1)
+        keep = min(int(np.searchsorted(cumulative, self.top_p)) + 1, len(order))
         kept = probs[order[:keep]] / cumulative[keep - 1]
         choice = int(np.searchsorted(np.cumsum(kept), self.rng.random(), side="right"))
         return int(order[min(choice, keep - 1)])
@@ -488,8 +490,10 @@ class Perplexity:
 
 def windows(n: int, context: int, stride: int) -> Iterator[tuple[int, int, int]]:
     """(begin, end, first scored) of each window over n tokens: windows [begin, end) of at
-    most `context` tokens, begins 0, stride, 2*stride, ...; each scores the tokens after
-    the previous window's end (the first window from token 1); the last ends at n."""
+    most `context` tokens, begins 0, stride, 2*stride, ...; each scores the tokens from
+    the previous window's end (the first window from token 1); the last ends at n. With
+    stride < context every token but the first is scored exactly once, with at least one
+    token of the window before it."""
     previous_end = 1
     for begin in range(0, max(n - 1, 1), stride):
         end = min(begin + context, n)
@@ -499,13 +503,18 @@ def windows(n: int, context: int, stride: int) -> Iterator[tuple[int, int, int]]
             return
 
 
+def check_windows(context: int, stride: int) -> None:
+    if not 0 < stride < context:
+        raise Q35cError(f"--stride must be in 1..{context - 1} (below --context, so that "
+                        f"windows overlap and every token is scored), got {stride}")
+
+
 def perplexity(decoder: Decoder, ids: list[int], context: int, stride: int,
                progress: Callable[[int], None] = lambda n: None) -> Perplexity:
     """Sliding-window perplexity (docs/generate.md has the formula)."""
     if len(ids) < 2:
         raise Q35cError("perplexity needs at least 2 tokens of text")
-    if not 0 < stride <= context:
-        raise Q35cError(f"--stride must be in 1..--context ({context}), got {stride}")
+    check_windows(context, stride)
     if context > decoder.capacity:
         raise Q35cError(f"--context {context} exceeds the {decoder.capacity} cache slots "
                         "the model was compiled with")
