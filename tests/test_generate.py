@@ -13,16 +13,25 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
-
 from conftest import EXAMPLES, q35c
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 pytest.importorskip("tokenizers", reason="pip install -e '.[llm]'")
 
 from q35c.compiler.diagnostics import Q35cError  # noqa: E402
 from q35c.compiler.generate import (  # noqa: E402
-    CompileRequest, Decoder, Sampler, Timing, Tokenizer, compile_step, generate_ids,
-    perplexity, stream_text, windows)
+    CompileRequest,
+    Decoder,
+    Sampler,
+    Timing,
+    Tokenizer,
+    compile_step,
+    generate_ids,
+    perplexity,
+    stream_text,
+    windows,
+)
 
 CONTEXT = 24
 PROMPT = "The cat sat"
@@ -234,7 +243,7 @@ def test_generate_storage_counts_quantized_matmuls_and_float_tables(tiny):
 
 def test_generate_from_a_compiled_c_folder(tiny, tmp_path):
     out = tmp_path / "compiled"
-    shapes = [f"--shape=input_ids=1,1", f"--shape=position_ids=1,1",
+    shapes = ["--shape=input_ids=1,1", "--shape=position_ids=1,1",
               f"--shape=attention_mask=1,{CONTEXT + 1}"]
     shapes += [f"--shape=past_key_values.{i}.{k}=1,2,{CONTEXT},32"
                for i in range(2) for k in ("key", "value")]
