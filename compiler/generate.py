@@ -303,9 +303,18 @@ class Decoder:
         logits = []
         while len(logits) < len(tokens):
             rest = tokens[len(logits):]
-            size = max((s for s in self.steps if s <= len(rest)), default=min(self.steps))
+            size = self._size(len(rest))
             logits.extend(self._call(self.steps[size], rest[:size]))
         return np.stack(logits)
+
+    def _size(self, n: int) -> int:
+        """The graph for the next call with n tokens to go: one token alone goes through
+        the 1-token graph; more through the smallest graph that takes them all (padded),
+        else the largest one (a padded call costs less than several small ones)."""
+        if n == 1 and 1 in self.steps:
+            return 1
+        fits = [s for s in self.steps if s >= n]
+        return min(fits) if fits else max(self.steps)
 
     def _call(self, step: CompiledStep, tokens: list[int]) -> list[np.ndarray]:
         S, L, n = step.signature.step, self.capacity, len(tokens)
