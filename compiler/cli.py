@@ -351,6 +351,7 @@ def perplexity_command(model: Path, text_file: Path, stride: int | None, tokeniz
     """Sliding-window perplexity of FILE (windows of --context tokens every --stride
     tokens, each scoring only the tokens past the previous window; docs/generate.md)."""
     from q35c.compiler.generate import Tokenizer, check_windows, perplexity
+    from q35c.compiler.progress import progress_bar
 
     def action() -> None:
         window = context or 256
@@ -362,7 +363,9 @@ def perplexity_command(model: Path, text_file: Path, stride: int | None, tokeniz
                            keep_float, act)
         start = time.perf_counter()
         try:
-            result = perplexity(decoder, ids, window, stride or max(window // 2, 1))
+            with progress_bar(max(len(ids) - 1, 0), "perplexity") as bar:
+                result = perplexity(decoder, ids, window, stride or max(window // 2, 1),
+                                    bar.update)
         finally:
             for step in decoder.steps.values():
                 step.close()
