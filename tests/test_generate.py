@@ -308,3 +308,22 @@ def test_a_missing_tokenizer_package_is_named(monkeypatch, tiny):
     monkeypatch.setattr(builtins, "__import__", no_tokenizers)
     with pytest.raises(Q35cError, match=r"pip install 'q35c\[llm\]'"):
         Tokenizer(tiny / "tokenizer.json")
+
+
+def test_the_onnxruntime_reference_script_agrees_with_q35c(tiny, tmp_path):
+    """examples/smollm2/ort_perplexity.py (the float reference of docs/benchmarks.md)."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("onnxruntime")
+    text = tmp_path / "text.txt"
+    text.write_text("It was a bright cold day in April, and the clocks were striking.")
+    script = EXAMPLES / "smollm2" / "ort_perplexity.py"
+    ort_line = subprocess.run(
+        [sys.executable, str(script), str(tiny / "decode.onnx"), str(tiny / "tokenizer.json"),
+         str(text), "--context", "16", "--stride", "8"], capture_output=True, text=True,
+        check=True).stdout.splitlines()[0]
+    ours = q35c("perplexity", tiny / "decode.onnx", "--tokenizer", tiny / "tokenizer.json",
+                "--text", text, "--context", "16", "--stride", "8", "--passes", "").stdout
+    assert ort_line.split()[2:] == ours.split()[2:]
+    assert float(ort_line.split()[1]) == pytest.approx(float(ours.split()[1]), rel=1e-4)
