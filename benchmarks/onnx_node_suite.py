@@ -20,7 +20,8 @@ prints one line per operator (passed / refused / wrong / crash) and the totals;
 `--markdown docs/onnx.md` rewrites the operator table between the `node-suite-table` markers
 of that file. `--light` runs the CNNs the wheel ships instead (onnx/backend/test/data/light:
 AlexNet, ResNet-50, ...; all of them, or those named) the way onnx's backend test runner
-does: every graph input fed `arange(n) / n`, the output compared with `*_output_0.pb`. The test module tests/test_onnx_node_suite.py runs it in CI.
+does: every graph input fed `arange(n) / n`, the output compared with `*_output_0.pb`.
+The test module tests/test_onnx_node_suite.py runs it in CI.
 """
 
 from __future__ import annotations

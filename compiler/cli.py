@@ -103,6 +103,10 @@ _PIPELINE_OPTIONS = [
                  show_default=True,
                  help="Activations of quantized matmuls: float, or int8 with int32 "
                       "accumulation (appends int8-activations to the pipeline)."),
+    click.option("--max-tensor-bytes", metavar="SIZE", default="1G", show_default=True,
+                 help="Largest tensor the frontend may compute at import time (folding) and "
+                      "largest static shape of an input or intermediate value, in bytes or "
+                      "with a K/M/G/T suffix (powers of 1024); initializers do not count."),
     click.option("--report", is_flag=True,
                  help="Print the per-layer verification table (error bounds, accumulator "
                       "bounds); on stderr when the IR goes to stdout."),
@@ -139,14 +143,14 @@ def main() -> None:
 @_DEBUG
 def compile_command(input: Path, target: str, output: Path | None, passes: str | None,
                     dump_ir: Path | None, print_ir_after_all: bool, entry: str | None,
-                    shapes: tuple[str, ...], keep_float: str | None, act: str, report: bool,
-                    shape_only: bool, debug: bool) -> None:
+                    shapes: tuple[str, ...], keep_float: str | None, act: str,
+                    max_tensor_bytes: str, report: bool, shape_only: bool, debug: bool) -> None:
     """Compile INPUT (.onnx, .f90 or .mlir) for a target."""
     from q35c.compiler.driver import compile_file
 
     _guarded(debug, lambda: compile_file(input, output, _options(
         target, passes, dump_ir, print_ir_after_all, entry, shapes, keep_float, report, act,
-        shape_only), stdout=sys.stdout))
+        shape_only, max_tensor_bytes), stdout=sys.stdout))
 
 
 def _parse_shapes(values: tuple[str, ...]) -> dict[str, tuple[int, ...]]:
@@ -163,8 +167,22 @@ def _parse_shapes(values: tuple[str, ...]) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
+_SIZE_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def _parse_size(option: str, text: str) -> int:
+    """`1073741824`, `512M`, `4G`, `4GiB` -> bytes (K/M/G/T are powers of 1024)."""
+    value = text.strip().upper().removesuffix("IB").removesuffix("B")
+    unit = value[-1:] if value[-1:] in _SIZE_UNITS else ""
+    number = value[:len(value) - len(unit)]
+    if not number.isdigit() or int(number) <= 0:
+        raise Q35cError(f"{option} expects a positive size such as 1073741824, 512M or 4G, "
+                        f"got '{text}'")
+    return int(number) * _SIZE_UNITS[unit]
+
+
 def _options(target, passes, dump_ir, print_ir_after_all, entry, shapes, keep_float,
-             report=False, act="float", shape_only=False):
+             report=False, act="float", shape_only=False, max_tensor_bytes="1G"):
     from q35c.compiler.driver import Options
 
     if act == "int8":
@@ -172,7 +190,8 @@ def _options(target, passes, dump_ir, print_ir_after_all, entry, shapes, keep_fl
     return Options(target=target, passes=passes, dump_ir=dump_ir,
                    print_ir_after_all=print_ir_after_all, entry=entry,
                    shapes=_parse_shapes(shapes), keep_float=keep_float, report=report,
-                   shape_only=shape_only)
+                   shape_only=shape_only,
+                   max_tensor_bytes=_parse_size("--max-tensor-bytes", max_tensor_bytes))
 
 
 def _parse_inputs(values: tuple[str, ...]) -> dict[str, np.ndarray]:
@@ -225,14 +244,15 @@ def _scalar_literal(text: str) -> np.ndarray | None:
 def run_command(input: Path, target: str, inputs: tuple[str, ...], seed: int, output: Path,
                 max_steps: int | None, passes: str | None, dump_ir: Path | None,
                 print_ir_after_all: bool, entry: str | None, shapes: tuple[str, ...],
-                keep_float: str | None, act: str, report: bool, debug: bool) -> None:
+                keep_float: str | None, act: str, max_tensor_bytes: str, report: bool,
+                debug: bool) -> None:
     """Compile INPUT and execute it; write each output as OUTDIR/<name>.npy."""
     from q35c.compiler.codegen_names import plain_text
     from q35c.compiler.driver import run_file, run_file_stems
 
     def action() -> None:
         options = _options(target, passes, dump_ir, print_ir_after_all, entry, shapes,
-                           keep_float, report, act)
+                           keep_float, report, act, max_tensor_bytes=max_tensor_bytes)
         outputs = run_file(input, _parse_inputs(inputs), output, options, seed=seed,
                            max_steps=max_steps)
         stems = run_file_stems(outputs, [])

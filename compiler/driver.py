@@ -29,13 +29,24 @@ from xdsl.utils.exceptions import VerifyException
 from q35c.compiler.codegen_names import file_stem, file_stems, plain_text
 from q35c.compiler.context import make_context
 from q35c.compiler.diagnostics import Q35cError, first_line
-from q35c.compiler.frontends import FRONTENDS, PLANNED as PLANNED_FRONTENDS, FrontendOptions
+from q35c.compiler.frontends import (
+    DEFAULT_MAX_TENSOR_BYTES,
+    FRONTENDS,
+    PLANNED as PLANNED_FRONTENDS,
+    FrontendOptions,
+)
 from q35c.compiler.ir_text import module_text
 from q35c.compiler.outputs import IRDumper, write_atomically
 from q35c.compiler.progress import progress_bar
-from q35c.compiler.registry import Registry, load_registry
+from q35c.compiler.registry import (
+    Registry,
+    describe_exception,
+    load_entry,
+    load_registry,
+    plugin_note,
+)
 from q35c.compiler.universe import PLANNED_TARGETS
-from q35c.compiler.weights import WeightStore, store_of
+from q35c.compiler.weights import store_of
 from q35c.targets import COMPILE_TARGET, RUN_TARGET
 from q35c.targets.target import Q35cTarget
 
@@ -107,28 +118,24 @@ def build_pipeline(spec: str | None, registry: Registry | None = None,
             broken = "".join(f"; plugin '{p}' {why}" for p, why in registry.broken.items())
             raise Q35cError(
                 f"--passes: unknown pass '{pass_spec.name}' (`q35c passes` lists them){broken}")
-        pass_type = _load(registry, "pass", pass_spec.name, registry.passes[pass_spec.name])
+        pass_type = load_entry(registry, "pass", pass_spec.name, registry.passes[pass_spec.name])
         try:
             pass_ = pass_type.from_pass_spec(pass_spec)
+        except Q35cError:  # an option out of range (q35c.compiler.options): complete already
+            raise
         except (ValueError, TypeError) as err:
             raise Q35cError(f"--passes: {pass_spec.name}: {first_line(err)}") from None
+        except KeyboardInterrupt:
+            raise
+        except BaseException as err:  # a plugin's options code: SystemExit and all
+            if registry.plugin_of("pass", pass_spec.name) is None:
+                raise
+            note = plugin_note(registry, "pass", pass_spec.name)
+            raise Q35cError(f"--passes: {pass_spec.name}{note}: {describe_exception(err)}") from None
         if keep_float and pass_spec.name == "quantize-weights":
             pass_ = dataclasses.replace(pass_, keep_float=keep_float)
         passes.append(pass_)
     return passes
-
-
-def _load(registry: Registry, kind: str, name: str, factory):
-    try:
-        return factory()
-    except Exception as err:
-        raise Q35cError(f"{kind} '{name}'{_plugin_note(registry, kind, name)} failed to load: "
-                        f"{type(err).__name__}: {first_line(err)}") from None
-
-
-def _plugin_note(registry: Registry, kind: str, name: str) -> str:
-    plugin = registry.plugin_of(kind, name)
-    return f" (plugin '{plugin}')" if plugin else ""
 
 
 def run_pipeline(ctx: Context, module: ModuleOp, passes: Iterable[ModulePass], *,
@@ -145,14 +152,13 @@ def run_pipeline(ctx: Context, module: ModuleOp, passes: Iterable[ModulePass], *
         dumper.dump(0, "input", "input", module)
     with progress_bar(len(passes), "passes") as bar:
         for index, pass_ in enumerate(passes, 1):
-            where = f"pass '{pass_.name}'{_plugin_note(registry, 'pass', pass_.name)}"
+            where = f"pass '{pass_.name}'{plugin_note(registry, 'pass', pass_.name)}"
             try:
                 pass_.apply(ctx, module)
-            except Q35cError:
+            except (Q35cError, KeyboardInterrupt):
                 raise
-            except Exception as err:
-                raise Q35cError(f"{where} failed: {type(err).__name__}: {first_line(err)}"
-                                ) from err
+            except BaseException as err:  # SystemExit and the like from plugin code too
+                raise Q35cError(f"{where} failed: {describe_exception(err)}") from err
             try:
                 module.verify()
             except VerifyException as err:
@@ -201,9 +207,9 @@ def get_target(name: str, registry: Registry | None = None, shape_only: bool = F
 def load_target_class(registry: Registry, name: str) -> type[Q35cTarget]:
     """The class of registered target `name`; a plugin's failure to load, or a class that
     is not a `Q35cTarget`, is one line naming the plugin."""
-    cls = _load(registry, "target", name, registry.targets[name])
+    cls = load_entry(registry, "target", name, registry.targets[name])
     if not (isinstance(cls, type) and issubclass(cls, Q35cTarget)):
-        raise Q35cError(f"target '{name}'{_plugin_note(registry, 'target', name)} is not a "
+        raise Q35cError(f"target '{name}'{plugin_note(registry, 'target', name)} is not a "
                         "q35c target (a Q35cTarget subclass)")
     return cls
 
@@ -239,8 +245,8 @@ def check_accepted_ops(target: Q35cTarget, module: ModuleOp, path: Path,
     accepted = target.accepted_ops()
     if accepted is None:
         return
-    from q35c.compiler.ir_attrs import origin_of
     from q35c.compiler.entry import entry_function
+    from q35c.compiler.ir_attrs import origin_of
 
     try:
         fn = entry_function(module, entry)
@@ -274,6 +280,8 @@ class Options:
     shape_only: bool = False
     """`--shape-only`: import shapes and types only, never weight data (ONNX input; targets
     whose `supports_shape_only` is set). `default` then omits the verification passes."""
+    max_tensor_bytes: int = DEFAULT_MAX_TENSOR_BYTES
+    """`--max-tensor-bytes`: the frontends' size limit (FrontendOptions.max_tensor_bytes)."""
 
 
 SHAPE_ONLY_INPUTS = (".onnx",)
@@ -293,7 +301,8 @@ def compile_to_module(path: Path, options: Options, target: Q35cTarget | None = 
         raise Q35cError(f"{path}: --shape-only imports ONNX models only (.onnx), not "
                         f"'{path.suffix}'")
     module = load_input(path, ctx, FrontendOptions(shapes=options.shapes,
-                                                   shape_only=options.shape_only))
+                                                   shape_only=options.shape_only,
+                                                   max_tensor_bytes=options.max_tensor_bytes))
     dumper = IRDumper(options.dump_ir) if options.dump_ir else None
     run_pipeline(ctx, module, passes, dumper=dumper,
                  print_after_all=options.print_ir_after_all, registry=registry)
@@ -383,8 +392,12 @@ def run_file(path: Path, inputs: dict[str, np.ndarray], out_dir: Path, options: 
     from xdsl.dialects.builtin import MemRefType
 
     from q35c.compiler.entry import (
-        argument_attr_strings, argument_names, entry_function, memref_argument_shape,
-        result_names)
+        argument_attr_strings,
+        argument_names,
+        entry_function,
+        memref_argument_shape,
+        result_names,
+    )
     from q35c.compiler.tensors import numpy_dtype
     from q35c.semantics import DEFAULT_MAX_STEPS, SourceLineError, step_limit
 

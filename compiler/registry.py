@@ -24,6 +24,8 @@ from xdsl.passes import ModulePass
 from xdsl.universe import Universe
 from xdsl.utils.target import Target
 
+from q35c.compiler.diagnostics import Q35cError, first_line
+
 BUILTIN_PLUGINS = ("xdsl", "q35c")
 
 
@@ -80,7 +82,9 @@ def load_registry() -> Registry:
     for point in points:
         try:
             universe = point.load()
-        except Exception as err:  # a plugin's import error must not take q35c down
+        except KeyboardInterrupt:
+            raise
+        except BaseException as err:  # a plugin's import error, even sys.exit, is its own
             registry.broken[point.name] = f"failed to load ({type(err).__name__}: {err})"
             continue
         if not isinstance(universe, Universe):
@@ -88,3 +92,27 @@ def load_registry() -> Registry:
             continue
         registry.add(point.name, universe)
     return registry
+
+
+def load_entry(registry: Registry, kind: str, name: str, factory):
+    """`factory()` (a pass, dialect or target of the registry); whatever it raises, except
+    Ctrl-C, becomes an error naming it and its plugin, so plugin code cannot end q35c."""
+    try:
+        return factory()
+    except KeyboardInterrupt:
+        raise
+    except BaseException as err:
+        raise Q35cError(f"{kind} '{name}'{plugin_note(registry, kind, name)} failed to load: "
+                        f"{describe_exception(err)}") from None
+
+
+def describe_exception(err: BaseException) -> str:
+    """`Type: first line` of an exception, with the exit code of a SystemExit."""
+    if isinstance(err, SystemExit):
+        return f"SystemExit (it called sys.exit({err.code!r}))"
+    return f"{type(err).__name__}: {first_line(err)}"
+
+
+def plugin_note(registry: Registry, kind: str, name: str) -> str:
+    plugin = registry.plugin_of(kind, name)
+    return f" (plugin '{plugin}')" if plugin else ""

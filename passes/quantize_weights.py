@@ -41,6 +41,7 @@ from xdsl.pattern_rewriter import (
 from xdsl.transforms.dead_code_elimination import region_dce
 
 from q35c.compiler.ir_attrs import SOURCE_ATTR
+from q35c.compiler.options import check_choice, check_int, check_regex
 from q35c.compiler.progress import progress_bar
 from q35c.compiler.quant import (
     DEFAULT_GROUP_SIZE,
@@ -61,6 +62,8 @@ REL_RMSE_ATTR = "q35c.rel_rmse"
 """On a packed weight: ||W - deq(q(W))|| / ||W|| of its float source W."""
 
 
+MAX_GROUP_SIZE = 0xFFF0
+"""The largest group size a Q3P5 header holds (16 bits, a multiple of 16)."""
 _RMSE_CHUNK_ELEMENTS = 1 << 18
 """Weights per column chunk when `relative_rmse` decodes a Q3P5 tensor (1 MiB of float32)."""
 
@@ -189,9 +192,14 @@ class QuantizeWeightsPass(ModulePass):
     keep_float: str = ""
     layout: str = DEFAULT_LAYOUT
 
+    def __post_init__(self) -> None:
+        where = f"--passes {self.name}"
+        check_int(where, "group-size", self.group_size, 16, MAX_GROUP_SIZE, multiple_of=16)
+        check_int(where, "min-elements", self.min_elements, 0)
+        check_regex(where, "keep-float", self.keep_float)
+        check_choice(where, "layout", self.layout, quant3p5.LAYOUTS)
+
     def apply(self, ctx: Context, op: ModuleOp) -> None:
-        if self.layout not in quant3p5.LAYOUTS:
-            raise ValueError(f"quantize-weights: layout must be one of {quant3p5.LAYOUTS}")
         pattern = QuantizeMatmulWeights(
             store_of(op), self.group_size, self.min_elements,
             re.compile(self.keep_float) if self.keep_float else None, self.layout)

@@ -133,17 +133,20 @@ def _describe(value: SSAValue) -> str:
 
 
 def parse_arg_ranges(spec: str) -> dict[str, tuple[int, int]]:
+    """`NAME=LO:HI,...` -> {NAME: (LO, HI)}; a malformed item, or LO > HI, is an error."""
     ranges = {}
     for item in filter(None, (s.strip() for s in spec.split(","))):
         name, sep, bounds = item.partition("=")
         lo, sep2, hi = bounds.partition(":")
         try:
-            if not sep or not sep2:
+            if not sep or not sep2 or not name:
                 raise ValueError
             ranges[name] = (int(lo), int(hi))
+            if ranges[name][0] > ranges[name][1]:
+                raise ValueError
         except ValueError:
-            raise Q35cError(f"verify-overflow: arg-ranges expects NAME=LO:HI,..., got '{item}'"
-                            ) from None
+            raise Q35cError(f"--passes verify-overflow: option 'arg-ranges' must be "
+                            f"NAME=LO:HI,... with integers LO <= HI, got '{item}'") from None
     return ranges
 
 
@@ -641,6 +644,9 @@ class VerifyOverflowPass(ModulePass):
     """Also fail on plain `arith` integer ops that can leave their type. Off by default: they
     wrap by definition (MLIR arith, and the Fortran frontend's two's-complement integers), so
     only their ranges are recorded. int8-path accumulators are always checked."""
+
+    def __post_init__(self) -> None:
+        parse_arg_ranges(self.arg_ranges)  # a malformed or empty range fails up front
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
         ranges = parse_arg_ranges(self.arg_ranges)

@@ -59,6 +59,8 @@ from q35c.compiler.quant import (
     pair_codes,
     pair_levels,
 )
+from q35c.compiler.diagnostics import Q35cError
+from q35c.compiler.options import check_float
 from q35c.compiler.tensors import constant_value
 from q35c.compiler.weights import WeightStore, store_of
 from q35c.dialects import q35nn, quant3p5
@@ -103,7 +105,9 @@ class Box:
 
     @staticmethod
     def full(shape, lo=-math.inf, hi=math.inf) -> "Box":
-        return Box(np.full(shape, lo, np.float64), np.full(shape, hi, np.float64))
+        """The same interval for every element: read-only broadcast views, so an unknown
+        or declared-range tensor costs no memory however large its shape."""
+        return Box(np.broadcast_to(np.float64(lo), shape), np.broadcast_to(np.float64(hi), shape))
 
     def absmax(self) -> np.ndarray:
         return np.maximum(np.abs(self.lo), np.abs(self.hi))
@@ -137,6 +141,15 @@ def _is_int(value: SSAValue) -> bool:
     t = value.type
     el = t.get_element_type() if isinstance(t, TensorType) else t
     return isinstance(el, IntegerType)
+
+
+def _out_of_memory(op: Operation) -> Q35cError:
+    """The analysis holds two float64 bounds per element of every live tensor: say which
+    op's values did not fit, instead of a bare MemoryError."""
+    shapes = ", ".join(str(list(_shape(r))) for r in op.results) or "no results"
+    return Q35cError(f"pass 'verify-quant-error': out of memory bounding {op.name} "
+                     f"(results {shapes}; 16 bytes per element); use a smaller --shape or "
+                     "leave verify-quant-error out of --passes")
 
 
 def _unknown(value: SSAValue) -> Box:
@@ -404,7 +417,8 @@ class IntervalAnalysis:
     def __init__(self, fn: func.FuncOp, store: WeightStore, arg_range: float,
                  input_range: float = 0.0, release: bool = False):
         """`release`: drop each value's interval after its last use (peak memory then grows
-        with the live values, not the whole function); `env` then holds only live values."""
+        with the live values, not the whole function), and stop after the last quantized
+        matmul (what follows it bounds nothing); `env` then holds only live values."""
         self.store = store
         self.input_range = input_range
         self.env: dict[SSAValue, Any] = {}
@@ -423,6 +437,8 @@ class IntervalAnalysis:
             for i, op in enumerate(ops):
                 for v in _uses(op):
                     last_use[v] = i
+            matmuls = [i for i, op in enumerate(ops) if isinstance(op, QUANTIZED_MATMULS)]
+            ops = ops[:matmuls[-1] + 1] if matmuls else []
         for i, op in enumerate(ops):
             if isinstance(op, func.ReturnOp):
                 break
@@ -433,12 +449,17 @@ class IntervalAnalysis:
                     results = self.transfer(op)
             except _Unbounded:
                 results = None
+            except MemoryError:
+                raise _out_of_memory(op) from None
             except Exception:  # an op this analysis cannot bound: unbounded, never wrong
                 if isinstance(op, QUANTIZED_MATMULS):
                     raise
                 results = None
             if results is None:
-                results = [_unknown(r) for r in op.results]
+                try:
+                    results = [_unknown(r) for r in op.results]
+                except MemoryError:
+                    raise _out_of_memory(op) from None
             else:
                 try:
                     results = self.normalization(op, results)
@@ -1161,6 +1182,10 @@ class VerifyQuantErrorPass(ModulePass):
     """Declares |x| <= input-range at the input of every quantized matmul; 0: none."""
     column_bounds: bool = False
     """Also record the per-column bounds as a dense `q35c.err_bound_cols` attribute."""
+
+    def __post_init__(self) -> None:
+        check_float(f"--passes {self.name}", "arg-range", self.arg_range, 0.0)
+        check_float(f"--passes {self.name}", "input-range", self.input_range, 0.0)
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
         store = store_of(op)

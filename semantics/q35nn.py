@@ -79,8 +79,7 @@ def _attention(interp, op: q35nn.AttentionOp, args):
 
 @impl(q35nn.OnnxNodeOp)
 def _onnx_node(interp, op: q35nn.OnnxNodeOp, args):
-    """The generic op: the node's ONNX semantics (onnx.reference), targets/interp/onnx_node."""
-    from q35c.targets.interp.onnx_node import OnnxNodeError, run_onnx_node
+    from .onnx_node import OnnxNodeError, run_onnx_node
 
     try:
         return run_onnx_node(op, args)

@@ -108,7 +108,7 @@ def test_fortran_syntax_errors_and_missing_files(tmp_path):
 def test_failing_pass_writes_nothing_to_output(tmp_path):
     result = q35c(MLP, "--passes", 'quantize-weights{layout="bogus"}', "-o", tmp_path / "o",
                   check=False)
-    assert_user_error(result, "pass 'quantize-weights' failed")
+    assert_user_error(result, "option 'layout' must be one of q3p5, pair43")
     assert not (tmp_path / "o").exists()
 
 

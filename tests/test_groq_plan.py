@@ -238,7 +238,7 @@ def test_shape_only_mlir_target(small_model, tmp_path):
     (["--target", "c"], "--shape-only is supported by --target groq and mlir, not 'c'"),
     (["--target", "interp"], "not 'interp'"),
     (["--target", "groq{bogus=1}"], "unknown option 'bogus'"),
-    (["--target", "groq{chips=0}"], "chips must be a positive integer"),
+    (["--target", "groq{chips=0}"], "option 'chips' must be an integer in [1, inf], got 0"),
     (["--target", 'groq{machine="nope"}'], "no such machine file"),
     (["--target", "groq{chips=1}", "--passes", "quantize-weights"], "needs at least"),
     (["--target", "groq", "--passes", "default,verify-overflow"], "shape-only"),

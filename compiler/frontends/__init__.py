@@ -11,6 +11,12 @@ from xdsl.context import Context
 from xdsl.dialects.builtin import ModuleOp
 
 
+DEFAULT_MAX_TENSOR_BYTES = 1 << 30
+"""1 GiB: far above any activation or folded table of the models q35c targets (SmolLM2's
+49152x576 float32 embedding is 113 MB), far below what a 300-byte hostile model can ask for.
+Initializers are file ranges and do not count."""
+
+
 @dataclass(frozen=True)
 class FrontendOptions:
     shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
@@ -18,6 +24,9 @@ class FrontendOptions:
     shape_only: bool = False
     """`--shape-only`: never read weight data; large initializers become shape-only
     store entries (`ShapeOnlyWeight`). Only the ONNX frontend supports it."""
+    max_tensor_bytes: int = DEFAULT_MAX_TENSOR_BYTES
+    """`--max-tensor-bytes`: the largest tensor a frontend computes at import time, and the
+    largest static shape of an input or intermediate value (docs/security.md)."""
 
 
 Frontend = Callable[[Path, Context, FrontendOptions], ModuleOp]

@@ -25,7 +25,6 @@ from q35c.compiler.files import read_input_text
 from q35c.compiler.frontends import FrontendOptions
 from q35c.compiler.weights import WeightStoreError, store_of
 
-
 MAX_NESTING = 100
 """Deepest nesting of (, [, { and < that an input may have: the xDSL parser, verifier and
 printer recurse per level and exhaust Python's stack at about 150 levels."""

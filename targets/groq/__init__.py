@@ -315,6 +315,12 @@ class GroqTarget(Q35cTarget):
     """Also write program.mlir (the groq dialect); `groq{mlir=false}` skips it (large
     programs: printing 40k ops takes longer than scheduling them)."""
 
+    def __post_init__(self) -> None:
+        from q35c.compiler.options import check_int, check_text
+
+        check_text("--target groq", "machine", self.machine)
+        check_int("--target groq", "chips", self.chips, 0, MAX_CHIPS)
+
     def pipeline(self, shape_only: bool = False) -> str:
         return "" if shape_only else PIPELINE
 

@@ -42,6 +42,7 @@ from xdsl.ir import Operation, SSAValue
 
 from q35c.compiler.diagnostics import Q35cError
 from q35c.compiler.entry import EntryError, entry_function
+from q35c.compiler.options import check_int, check_text
 from q35c.dialects import q35nn, quant3p5
 from q35c.targets.groq import cost as costs
 from q35c.targets.groq.machine import DEFAULT_MACHINE, Machine, load_machine
@@ -73,6 +74,18 @@ class PlanOptions:
 
     KEYS = {"machine": "machine", "chips": "chips", "table-bytes": "table_bytes",
             "granule": "granule"}
+    MAX_TABLE_BYTES = 8
+    """An embedding element is at most a float64."""
+    MAX_GRANULE = 1024
+    """Finer than 1/1024 of a chip's SRAM only multiplies chunks."""
+
+    def __post_init__(self) -> None:
+        where = "--target groq"
+        check_text(where, "machine", self.machine)
+        if self.chips is not None:
+            check_int(where, "chips", self.chips, 1)
+        check_int(where, "table-bytes", self.table_bytes, 1, self.MAX_TABLE_BYTES)
+        check_int(where, "granule", self.granule, 1, self.MAX_GRANULE)
 
     @classmethod
     def from_spec_args(cls, args: dict[str, tuple]) -> "PlanOptions":
@@ -83,13 +96,7 @@ class PlanOptions:
                                 f"(known: {', '.join(sorted(cls.KEYS))})")
             if len(value) != 1:
                 raise Q35cError(f"--target groq: option '{key}' takes one value")
-            item = value[0]
-            if key == "machine":
-                if not isinstance(item, str):
-                    raise Q35cError("--target groq: machine must be a string")
-            elif isinstance(item, bool) or not isinstance(item, int) or item <= 0:
-                raise Q35cError(f"--target groq: {key} must be a positive integer")
-            values[cls.KEYS[key]] = item
+            values[cls.KEYS[key]] = value[0]  # checked by __post_init__
         return cls(**values)
 
 

@@ -22,7 +22,7 @@ from q35c.compiler.frontends import FrontendOptions
 
 from .diagnostics import Diagnostics, FortranError
 from .irgen import generate
-from .parser import parse
+from .parser import parse, run_deep
 from .semantics import check
 
 __all__ = ["FortranError", "compile_source", "load_fortran"]
@@ -30,7 +30,12 @@ __all__ = ["FortranError", "compile_source", "load_fortran"]
 
 def compile_source(source: str, path: str = "<input>", *, raise_idioms: bool = True
                    ) -> ModuleOp:
-    """Parse, check and lower one Fortran source; verified module (idioms raised)."""
+    """Parse, check and lower one Fortran source; verified module (idioms raised). Runs
+    with a deep stack: nesting up to parser.MAX_NESTING levels compiles."""
+    return run_deep(_compile, source, path, raise_idioms)
+
+
+def _compile(source: str, path: str, raise_idioms: bool) -> ModuleOp:
     program = parse(source, path)
     checked = check(program, Diagnostics(path, source))
     module = generate(checked, raise_idioms)

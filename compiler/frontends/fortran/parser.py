@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import functools
 import re
+import sys
+import threading
 from pathlib import Path
 
 import lark
@@ -533,13 +535,85 @@ def preprocess(source: str) -> tuple[str, dict[int, str]]:
     return text, directives
 
 
+MAX_NESTING = 5000
+"""The deepest nesting the frontend accepts, in syntax-tree levels: a parenthesis or a
+DO/IF block is a few levels, each operand of an operator chain (`a + a + ... + a`) one.
+Real kernels stay far below; beyond it is an error at the innermost construct's position,
+so absurd nesting never exhausts the interpreter's stack."""
+MAX_BLOCK_NESTING = 100
+"""The deepest nesting of DO / IF / SELECT CASE constructs: each becomes a nested IR region,
+and later stages (xDSL's printer and verifier, the passes) recurse once per region."""
+_BLOCKS = {"do_loop", "if_block", "select_case"}
+FRAMES_PER_LEVEL = 12
+"""Python frames one level may take across the parser, semantics and IR generation."""
+_STACK_BYTES = 512 << 20
+
+
+def run_deep(fn, *args):
+    """`fn(*args)` on a thread whose stack and recursion limit hold MAX_NESTING levels of
+    the frontend's recursive descent (the main thread's 8 MiB stack and Python's default
+    limit of 1000 frames do not: 400-term sums and 200 nested DO loops are real code)."""
+    outcome: list = []
+
+    def target() -> None:
+        try:
+            outcome.append((True, fn(*args)))
+        except BaseException as err:  # re-raised on the caller's thread
+            outcome.append((False, err))
+
+    old_limit, old_stack = sys.getrecursionlimit(), threading.stack_size()
+    sys.setrecursionlimit(max(old_limit, FRAMES_PER_LEVEL * MAX_NESTING + 1000))
+    try:
+        threading.stack_size(_STACK_BYTES)
+        worker = threading.Thread(target=target, name="q35c-fortran", daemon=True)
+        threading.stack_size(old_stack)
+        worker.start()
+        worker.join()
+    finally:
+        sys.setrecursionlimit(old_limit)
+    ok, value = outcome[0]
+    if not ok:
+        raise value.with_traceback(value.__traceback__)
+    return value
+
+
+def _check_nesting(tree: lark.Tree, diags: Diagnostics) -> None:
+    """Refuse a tree nested deeper than MAX_NESTING, at the position where it gets too
+    deep; an explicit stack, since the tree is what is too deep to recurse over."""
+    stack = [(tree, 1, 0)]
+    while stack:
+        node, depth, blocks = stack.pop()
+        if depth > MAX_NESTING:
+            line, col = _position(node)
+            raise diags.error(line, col, f"nesting deeper than {MAX_NESTING} levels "
+                                         "(parentheses, blocks or operator chains)")
+        if isinstance(node, lark.Tree):
+            if node.data in _BLOCKS:
+                blocks += 1
+                if blocks > MAX_BLOCK_NESTING:
+                    line, col = _position(node)
+                    raise diags.error(line, col, f"constructs (DO, IF, SELECT CASE) nested "
+                                                 f"deeper than {MAX_BLOCK_NESTING} levels")
+            step = len(node.children) if node.data == "opseq" else 1
+            stack.extend((child, depth + step, blocks) for child in node.children)
+
+
+def _position(node) -> tuple[int, int]:
+    if isinstance(node, Token):
+        return node.line or 1, node.column or 1
+    meta = node.meta
+    return getattr(meta, "line", 1) or 1, getattr(meta, "column", 1) or 1
+
+
 def parse(source: str, path: str = "<input>") -> ast.Program:
     """Parse a Fortran source; raise FortranError (never anything else) on bad syntax."""
     diags = Diagnostics(path, source)
     text, directives = preprocess(source)
     _SOURCE[0] = text.splitlines()
     try:
-        program = _Builder().transform(_lark().parse(text))
+        tree = _lark().parse(text)
+        _check_nesting(tree, diags)
+        program = _Builder().transform(tree)
     except lark.exceptions.UnexpectedCharacters as err:
         char = text[err.pos_in_stream] if err.pos_in_stream < len(text) else ""
         raise diags.error(err.line, err.column, f"unexpected character {char!r}") from None

@@ -499,6 +499,8 @@ class Checker:
             if v is None:
                 return None
             if expr.op == "-":
+                if expr.type.base == "integer" and not np.ndim(v):
+                    return self.exact_int(expr, -int(v))
                 return _convert(-np.asarray(v), expr.type)[()]
             if expr.op == ".not.":
                 return not v
@@ -510,6 +512,9 @@ class Checker:
             if expr.op in ("+", "-", "*", "/") and expr.type.numeric:
                 a = _convert(np.asarray(a), expr.type)[()]
                 b = _convert(np.asarray(b), expr.type)[()]
+                if expr.type.base == "integer" and expr.op != "/":
+                    exact = {"+": int.__add__, "-": int.__sub__, "*": int.__mul__}[expr.op]
+                    return self.exact_int(expr, exact(int(a), int(b)))
                 with np.errstate(all="ignore"):
                     if expr.op == "/" and expr.type.base == "integer":
                         if b == 0:
@@ -528,6 +533,16 @@ class Checker:
             if sym is None or sym.kind != "var":
                 return self.fold_intrinsic(expr, scope)
         return None
+
+    def exact_int(self, expr: ast.Expr, value: int) -> np.integer:
+        """The exact result of a constant integer operation, which must fit the
+        expression's kind (gfortran: "Arithmetic overflow"), never wrapped."""
+        kind = expr.type.kind
+        if not -_huge(kind) - 1 <= value <= _huge(kind):
+            raise self.err(expr, f"arithmetic overflow in a constant expression: {value} "
+                                 f"does not fit integer({kind}) (range {-_huge(kind) - 1} "
+                                 f"to {_huge(kind)})")
+        return np.dtype(f"int{8 * kind}").type(value)
 
     def fold_intrinsic(self, expr: ast.Designator, scope: Scope):
         part = expr.parts[0]
@@ -874,7 +889,12 @@ class Checker:
 
     def _expr(self, expr: ast.Expr, scope: Scope) -> FType:
         if isinstance(expr, ast.IntLit):
-            return FType("integer", self.kind_name(expr.kind, expr, scope, "integer"))
+            kind = self.kind_name(expr.kind, expr, scope, "integer")
+            if expr.value > _huge(kind):  # literals are unsigned: -2147483648 overflows too
+                hint = "; use a _8 suffix" if kind < 8 else ""
+                raise self.err(expr, f"integer literal {expr.value} is too big for its kind "
+                                     f"{kind} (the largest is {_huge(kind)}{hint})")
+            return FType("integer", kind)
         if isinstance(expr, ast.RealLit):
             if expr.double:
                 if expr.kind:
@@ -896,7 +916,11 @@ class Checker:
                 raise self.err(expr, f"unary {expr.op} needs a numeric operand, got {t.base}")
             return t
         if isinstance(expr, ast.BinOp):
-            return self.binop(expr, scope)
+            t = self.binop(expr, scope)
+            if t.base == "integer" and not t.rank and expr.op in ("+", "-", "*"):
+                expr.type = t
+                self.fold(expr, scope)  # a constant operation that overflows is an error
+            return t
         if isinstance(expr, ast.ArrayCtor):
             if not expr.items:
                 raise self.err(expr, "empty array constructors are not supported")
@@ -1182,6 +1206,11 @@ def _assignable(target: FType, value: FType) -> bool:
     if target.base == "logical" or value.base == "logical":
         return target.base == value.base
     return True
+
+
+def _huge(kind: int) -> int:
+    """huge() of integer(kind)."""
+    return (1 << (8 * kind - 1)) - 1
 
 
 def _wrap(value: int, kind: int) -> np.integer:

@@ -31,7 +31,8 @@ from q35c.compiler.weights import WeightStore, attach_store
 def load_onnx(path: Path, ctx: Context, options: FrontendOptions) -> ModuleOp:
     model = load_model(path, shape_only=options.shape_only)
     store = WeightStore()
-    importer = OnnxImporter(path, model, options.shapes, store, shape_only=options.shape_only)
+    importer = OnnxImporter(path, model, options.shapes, store, shape_only=options.shape_only,
+                            max_tensor_bytes=options.max_tensor_bytes)
     module = importer.run()
     mark_sources(importer)
     attach_store(module, store)

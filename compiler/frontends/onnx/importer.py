@@ -13,6 +13,7 @@ external data (or its folded 2-D Transpose) that reaches the IR unchanged is sto
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections import Counter
 from collections.abc import Callable
@@ -20,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from onnx import NodeProto, numpy_helper
+from onnx import NodeProto, TensorProto, numpy_helper
 from onnx.reference import ReferenceEvaluator
 from xdsl.dialects import func
 from xdsl.dialects.builtin import (
@@ -34,6 +35,7 @@ from xdsl.ir import Block, Operation, Region, SSAValue
 from xdsl.utils.exceptions import VerifyException
 
 from q35c.compiler.diagnostics import Q35cError, first_line
+from q35c.compiler.frontends import DEFAULT_MAX_TENSOR_BYTES
 from q35c.compiler.frontends.onnx.builder import (
     INLINE_LIMIT,
     TensorBuilder,
@@ -42,19 +44,19 @@ from q35c.compiler.frontends.onnx.builder import (
     mlir_element,
     shape_of,
 )
+from q35c.compiler.frontends.onnx.generic import convert_generic, generic_ops, needs_generic
 from q35c.compiler.frontends.onnx.model import (
     InitializerReader,
     bind_input_shapes,
     value_shape,
 )
-from q35c.compiler.frontends.onnx.generic import convert_generic, generic_ops, needs_generic
 from q35c.compiler.frontends.onnx.ops import CONVERTERS, FOLD_ONLY, Value
 from q35c.compiler.ir_attrs import ONNX_NODE_ATTR
 from q35c.compiler.tensors import exact_element
 from q35c.compiler.weights import FileWeight, WeightStore
 from q35c.dialects import q35nn, quant3p5
 
-NUMPY_FOLDERS: dict[str, Callable[["OnnxImporter", NodeProto, list[Value]], list[Value]]] = {}
+NUMPY_FOLDERS: dict[str, Callable[[OnnxImporter, NodeProto, list[Value]], list[Value]]] = {}
 """op key -> a numpy folder used instead of onnx's reference evaluator when all inputs are
 known. quantized.py registers DequantizeLinear (exact for opsets 13+, and it names the
 dequantized weight after its quantized initializer) and Transpose (keeps that name)."""
@@ -100,10 +102,14 @@ class OnnxImporter:
     """Builds `func.func @main` for one ONNX graph."""
 
     def __init__(self, path: Path, model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]],
-                 store: WeightStore, shape_only: bool = False):
+                 store: WeightStore, shape_only: bool = False,
+                 max_tensor_bytes: int = DEFAULT_MAX_TENSOR_BYTES):
         self.path = path
         self.shape_only = shape_only
         """Large initializers become shape-only weights: their data is never read."""
+        self.max_tensor_bytes = max_tensor_bytes
+        """The largest tensor folding may create (unless no larger than an input), and the
+        largest static shape of an input or intermediate value (`--max-tensor-bytes`)."""
         self.model = model
         self.graph = model.graph
         self.opsets = {e.domain or "": e.version for e in model.opset_import}
@@ -254,6 +260,61 @@ class OnnxImporter:
                 if isinstance(value, np.ndarray):
                     self.array_names.setdefault(id(value), name)
 
+    # -- size limits -----------------------------------------------------------------------
+    def check_static_size(self, node: NodeProto | None, what: str, shape, itemsize: int) -> None:
+        """A value of static `shape` must fit --max-tensor-bytes: later stages (the
+        interpreter, verify-quant-error, the C target) hold it whole."""
+        elements = _elements(shape)
+        if elements * itemsize > self.max_tensor_bytes:
+            where = f"node '{node.name or node.op_type}' ({node.op_type}): " if node else ""
+            raise Q35cError(f"{self.path}: {where}{what} of shape {list(shape)} has "
+                            f"{elements * itemsize} bytes, over --max-tensor-bytes "
+                            f"{self.max_tensor_bytes} (raise it for a trusted model)")
+
+    def check_fold_size(self, node: NodeProto, inputs: list[Value],
+                        outputs: list[tuple[str, tuple | None, int]]) -> None:
+        """Folding may create an output of (name, shape, itemsize) larger than
+        --max-tensor-bytes only if it has no more elements than its largest input (a
+        transposed, cast or dequantized weight): so a tiny model cannot make q35c allocate
+        without bound, and any folded tensor is bounded by the limit or by the model's data."""
+        largest = max((v.size for v in inputs if isinstance(v, np.ndarray)), default=0)
+        for name, shape, itemsize in outputs:
+            if shape is None:
+                continue
+            elements = _elements(shape)
+            if elements * itemsize > self.max_tensor_bytes and elements > largest:
+                raise self.error(node, f"folding would create output '{name}' of shape "
+                                       f"{list(shape)} ({elements * itemsize} bytes), over "
+                                       f"--max-tensor-bytes {self.max_tensor_bytes} (raise "
+                                       "it for a trusted model)")
+
+    def inferred_outputs(self, node: NodeProto, inputs: list[Value]
+                         ) -> list[tuple[str, tuple | None, int]]:
+        """(name, shape or None, itemsize) of each output of `node`, from ONNX shape
+        inference with its small known inputs as constants: computed before folding, so a
+        ConstantOfShape, Expand, Tile, Range, Resize, Pad, OneHot, ... that would allocate
+        too much is refused without allocating."""
+        values, constants, seen = [], [], set()
+        for name, value in zip(node.input, inputs):
+            if not name or not isinstance(value, np.ndarray) or name in seen:
+                continue
+            seen.add(name)
+            if value.size <= INFERENCE_DATA_LIMIT and value.dtype != object:
+                constants.append(onnx.numpy_helper.from_array(value, name))
+            else:
+                values.append(onnx.helper.make_tensor_value_info(
+                    name, onnx.helper.np_dtype_to_tensor_dtype(value.dtype), value.shape))
+        outputs = [onnx.helper.make_tensor_value_info(o, TensorProto.UNDEFINED, None)
+                   for o in node.output if o]
+        graph = onnx.helper.make_graph([node], "fold", values, outputs, initializer=constants)
+        model = onnx.helper.make_model(graph, opset_imports=[
+            onnx.helper.make_opsetid(domain, version) for domain, version in self.opsets.items()])
+        try:
+            inferred = onnx.shape_inference.infer_shapes(model, data_prop=True).graph.output
+        except Exception:  # inference cannot tell: the fold itself checks (or reports)
+            return []
+        return [(info.name, _inferred_shape(info), _itemsize(info)) for info in inferred]
+
     # -- the walk --------------------------------------------------------------------------
     def fold(self, node: NodeProto, inputs: list[Value]) -> list[Value]:
         feeds = {n: np.asarray(v) for n, v in zip(node.input, inputs) if n}
@@ -302,10 +363,15 @@ class OnnxImporter:
         if key == "If":
             return self.inline_if(node, inputs)
         known = all(v is None or isinstance(v, np.ndarray) for v in inputs)
-        if known and key in NUMPY_FOLDERS:
-            return NUMPY_FOLDERS[key](self, node, inputs)
-        if known and key != "Identity" and key == node.op_type:  # default domain only
-            return self.fold(node, inputs)
+        folds = known and (key in NUMPY_FOLDERS or (key != "Identity" and key == node.op_type))
+        if folds:
+            self.check_fold_size(node, inputs, self.inferred_outputs(node, inputs))
+            folder = NUMPY_FOLDERS.get(key, OnnxImporter.fold)
+            outputs = folder(self, node, inputs)
+            self.check_fold_size(node, inputs, [  # what inference could not predict
+                (name, value.shape, value.dtype.itemsize) for name, value in
+                zip(node.output, outputs) if isinstance(value, np.ndarray)])
+            return outputs
         convert = CONVERTERS.get(key)
         if key == node.op_type and key in generic_ops() and (
                 convert is None or needs_generic(self, node, inputs)):
@@ -329,8 +395,10 @@ class OnnxImporter:
                 continue
             elem = info.type.tensor_type.elem_type
             dtype = onnx.helper.tensor_dtype_to_np_dtype(elem)
-            args.append((info.name, TensorType(exact_element(dtype),
-                                               list(self.input_shapes[info.name]))))
+            shape = self.input_shapes[info.name]
+            if not self.shape_only:
+                self.check_static_size(None, f"input '{info.name}'", shape, dtype.itemsize)
+            args.append((info.name, TensorType(exact_element(dtype), list(shape))))
         return args
 
     def check_output_shape(self, info: onnx.ValueInfoProto, value: SSAValue) -> None:
@@ -352,6 +420,12 @@ class OnnxImporter:
                 _verify_quietly(op)
             except VerifyException as err:
                 raise self.error(node, verify_reason(err)) from None
+            if not self.shape_only and not isinstance(op, quant3p5.WeightOp):
+                for index, result in enumerate(op.results):  # weights are file ranges
+                    if isinstance(result.type, TensorType):
+                        self.check_static_size(node, f"result {index} of {op.name}",
+                                               result.type.get_shape(),
+                                               _element_bytes(result.type))
             if op.name in ONNX_NODE_OPS:  # where verification errors and reports point
                 op.attributes[ONNX_NODE_ATTR] = StringAttr(node.name or f"<{node.op_type}>")
             op = op.next_op
@@ -461,6 +535,37 @@ def verify_reason(err: VerifyException) -> str:
     "operand 'x' at position 0 does not verify:"."""
     return " ".join(line.strip() for line in str(err).splitlines() if line.strip()) or \
         type(err).__name__
+
+
+INFERENCE_DATA_LIMIT = 4096
+"""Known inputs up to this many elements go to shape inference as data (shapes, repeats,
+pads, scales); larger ones as shapes only."""
+
+
+def _elements(shape) -> int:
+    return math.prod(int(d) for d in shape)
+
+
+def _inferred_shape(info: onnx.ValueInfoProto) -> tuple[int, ...] | None:
+    tensor = info.type.tensor_type
+    if not tensor.HasField("shape") or not all(d.HasField("dim_value")
+                                                for d in tensor.shape.dim):
+        return None
+    return tuple(d.dim_value for d in tensor.shape.dim)
+
+
+def _itemsize(info: onnx.ValueInfoProto) -> int:
+    """Bytes per element of an inferred output (8 when the type is unknown)."""
+    try:
+        return onnx.helper.tensor_dtype_to_np_dtype(info.type.tensor_type.elem_type).itemsize
+    except (KeyError, ValueError, TypeError):
+        return 8
+
+
+def _element_bytes(ttype: TensorType) -> int:
+    """Bytes per element (`size` of xDSL's fixed-width types; 8 for index and the rest)."""
+    size = getattr(ttype.get_element_type(), "size", None)
+    return size if isinstance(size, int) else 8
 
 
 def _names(names: list[str]) -> ArrayAttr:
