@@ -8,6 +8,8 @@
     q35c inspect MODEL.onnx [--shape ...] [--keep-float REGEX]   summarize a model
     q35c MODEL.onnx --target T --shape-only -o OUT   no weight data read (groq: multi-chip plan)
     q35c report OUT    the report of the target that wrote OUT (groq: OUT/timeline.html)
+    q35c generate MODEL --tokenizer T --prompt TEXT   text from a decode graph with a KV cache
+    q35c perplexity MODEL --tokenizer T --text FILE   sliding-window perplexity
 
 User errors print one line, `q35c: error: ...`, and exit with code 2; `--debug` shows the
 Python traceback instead.
@@ -16,6 +18,7 @@ Python traceback instead.
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 
 import click
@@ -257,6 +260,139 @@ def run_command(input: Path, target: str, inputs: tuple[str, ...], seed: int, ou
             path = output / f"{stems['output', name]}.npy"
             click.echo(f"{plain_text(name)}: {np.asarray(value).dtype}"
                        f"{list(np.shape(value))} -> {path}")
+
+    _guarded(debug, action)
+
+
+_LLM_OPTIONS = [
+    click.option("--tokenizer", type=click.Path(path_type=Path), required=True,
+                 metavar="FILE", help="tokenizer.json (tokenizer_config.json beside it gives "
+                                      "the end-of-sequence token and the chat template)."),
+    click.option("--target", "-t", default="interp", show_default=True,
+                 type=click.Choice(["interp", "c"]), help="Where the model runs."),
+    click.option("--context", type=click.IntRange(min=2), default=None, metavar="N",
+                 help="Cache slots the model is compiled with: the maximum context "
+                      "[generate: 256; perplexity: --context]."),
+    click.option("--prefill-chunk", type=click.IntRange(min=1), default=1, show_default=True,
+                 metavar="K", help="Tokens per call when prefilling (K > 1 compiles a "
+                                   "second graph for K tokens)."),
+    click.option("--threads", type=click.IntRange(min=1), default=None, metavar="N",
+                 help="OpenMP threads of the c target."),
+    click.option("--passes", "passes", metavar="SPEC",
+                 help="Pass pipeline (as in compile; '' imports the float model as is)."),
+    click.option("--keep-float", metavar="REGEX",
+                 help="Keep weights whose name matches REGEX in float."),
+    click.option("--act", type=click.Choice(["float", "int8"]), default="float",
+                 show_default=True, help="Activations of quantized matmuls."),
+    _MAX_INPUT,
+]
+
+
+def _llm_options(fn):
+    for option in reversed(_LLM_OPTIONS):
+        fn = option(fn)
+    return fn
+
+
+def _decoder(model: Path, target: str, context: int, prefill_chunk: int,
+             threads: int | None, passes: str | None, keep_float: str | None, act: str,
+             report: bool = False):
+    """Compile MODEL once per graph size (1 token, and `prefill_chunk` tokens)."""
+    from q35c.compiler.generate import CompileRequest, Decoder, compile_step
+
+    request = CompileRequest(target=target, passes=passes, act=act, keep_float=keep_float,
+                             context=context, threads=threads)
+    start = time.perf_counter()
+    steps = {1: compile_step(model, request, 1)}
+    if prefill_chunk > 1 and not model.is_dir():
+        steps[prefill_chunk] = compile_step(model, request, prefill_chunk)
+    storage = steps[1].storage
+    click.echo(f"q35c: compiled {model} for --target {target} ({steps[1].signature.layers} "
+               f"layers, {steps[1].signature.past} cache slots) in "
+               f"{time.perf_counter() - start:.1f} s", err=True)
+    if storage is not None:
+        click.echo(f"q35c: {storage.line()}", err=True)
+    return Decoder(steps)
+
+
+@main.command("generate")
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("--prompt", required=True, help="The prompt text.")
+@click.option("--max-new-tokens", type=click.IntRange(min=0), default=32, show_default=True)
+@click.option("--temperature", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="0: greedy (deterministic); > 0: sample from softmax(logits / T).")
+@click.option("--top-p", type=click.FloatRange(min=0, max=1, min_open=True), default=1.0,
+              show_default=True, help="Nucleus sampling: the smallest set of tokens whose "
+                                      "probability reaches P.")
+@click.option("--seed", default=0, show_default=True, help="Seed of the sampler.")
+@click.option("--chat", is_flag=True, help="Apply the tokenizer's chat template.")
+@_llm_options
+@_DEBUG
+def generate_command(model: Path, prompt: str, max_new_tokens: int, temperature: float,
+                     top_p: float, seed: int, chat: bool, tokenizer: Path, target: str,
+                     context: int | None, prefill_chunk: int, threads: int | None,
+                     passes: str | None, keep_float: str | None, act: str,
+                     debug: bool) -> None:
+    """Generate text with a decoder-only language model (a decode graph with a KV cache):
+    the text goes to stdout as it is generated, speeds to stderr (docs/generate.md)."""
+    from q35c.compiler.generate import Sampler, Timing, Tokenizer, generate_ids, stream_text
+
+    def action() -> None:
+        tok = Tokenizer(tokenizer)
+        ids = tok.encode(tok.chat(prompt) if chat else prompt)
+        decoder = _decoder(model, target, context or 256, prefill_chunk, threads, passes,
+                           keep_float, act)
+        timing = Timing()
+        try:
+            stream_text(tok, generate_ids(decoder, ids, max_new_tokens,
+                                          Sampler(temperature, top_p, seed), tok.stop_ids(),
+                                          timing), sys.stdout)
+        finally:
+            for step in decoder.steps.values():
+                step.close()
+        click.echo("")
+        click.echo(f"q35c: {timing.line()}", err=True)
+
+    _guarded(debug, action)
+
+
+@main.command("perplexity")
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("--text", "text_file", type=click.Path(path_type=Path), required=True,
+              metavar="FILE", help="Plain text to score.")
+@click.option("--stride", type=click.IntRange(min=1), default=None, metavar="S",
+              help="Tokens between window starts [--context / 2].")
+@_llm_options
+@_DEBUG
+def perplexity_command(model: Path, text_file: Path, stride: int | None, tokenizer: Path,
+                       target: str, context: int | None, prefill_chunk: int,
+                       threads: int | None, passes: str | None, keep_float: str | None,
+                       act: str, debug: bool) -> None:
+    """Sliding-window perplexity of FILE (windows of --context tokens every --stride
+    tokens, each scoring only the tokens past the previous window; docs/generate.md)."""
+    from q35c.compiler.generate import Tokenizer, check_windows, perplexity
+    from q35c.compiler.progress import progress_bar
+
+    def action() -> None:
+        window = context or 256
+        check_windows(window, stride or max(window // 2, 1))
+        tok = Tokenizer(tokenizer)
+        with open_input(text_file, text=True) as f:
+            ids = tok.encode(f.read().decode("utf-8", errors="replace"))
+        decoder = _decoder(model, target, window, prefill_chunk, threads, passes,
+                           keep_float, act)
+        start = time.perf_counter()
+        try:
+            with progress_bar(max(len(ids) - 1, 0), "perplexity") as bar:
+                result = perplexity(decoder, ids, window, stride or max(window // 2, 1),
+                                    bar.update)
+        finally:
+            for step in decoder.steps.values():
+                step.close()
+        click.echo(f"perplexity {result.ppl:.4f} over {result.tokens} scored tokens "
+                   f"({len(ids)} tokens of text, context {window}, stride "
+                   f"{stride or max(window // 2, 1)})")
+        click.echo(f"q35c: scored in {time.perf_counter() - start:.1f} s", err=True)
 
     _guarded(debug, action)
 

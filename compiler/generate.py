@@ -1,0 +1,542 @@
+"""Text generation and perplexity with a compiled decoder-only language model.
+
+    q35c generate MODEL --tokenizer tokenizer.json --prompt TEXT [--target interp|c] ...
+    q35c perplexity MODEL --tokenizer tokenizer.json --text FILE [--context N --stride S]
+
+MODEL is a decode-step graph with a KV cache in the naming of optimum and onnxruntime-genai
+(inputs `input_ids`, `attention_mask`, `position_ids`, `past_key_values.N.key/value`;
+outputs `logits`, `present.N.key/value`, where present = past followed by the new tokens),
+such as examples/smollm2/export.py's `decode.*.onnx`; for `--target c` also a directory
+written by `q35c MODEL --target c -o OUT`.
+
+The design (docs/generate.md): static shapes with masking. The graph is compiled once with
+a fixed past length L (the maximum context) and a fixed number S of new tokens per call
+(`--prefill-chunk`; 1 for decoding). The cache is L slots per layer and kind; slot i holds
+the key/value of the token at position i. A call with n <= S new tokens at position pos
+passes the whole cache as `past` and an attention mask that is 1 for slots [0, pos) and for
+the n real new tokens, 0 for the empty slots and the padding; the new keys and values come
+back as the last S slots of `present` and are copied into slots [pos, pos + n). Nothing is
+recompiled per token and the model stays loaded (the interpreter's module, or the C
+target's shared library through `CSession`) for the whole run.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+import numpy as np
+
+from q35c.compiler.diagnostics import Q35cError
+
+INPUT_IDS, MASK, POSITIONS, LOGITS = "input_ids", "attention_mask", "position_ids", "logits"
+PAST = re.compile(r"past_key_values\.(\d+)\.(key|value)$")
+DEFAULT_CONTEXT = 256
+
+
+# -- the graph's signature -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Signature:
+    """What the generation loop needs to know about a compiled decode graph."""
+
+    layers: int
+    past: int  # L: cache slots (the maximum context)
+    step: int  # S: new tokens per call
+    vocab: int
+    kv_shape: tuple[int, ...]  # [1, heads, L, head_dim]
+
+    @classmethod
+    def of(cls, inputs: dict[str, tuple[int, ...]], outputs: dict[str, tuple[int, ...]],
+           where: str) -> Signature:
+        """From the input and output shapes by name; one line says what does not fit."""
+        pasts = {m.group(1, 2): shape for name, shape in inputs.items()
+                 if (m := PAST.match(name))}
+        missing = [n for n in (INPUT_IDS, MASK, POSITIONS) if n not in inputs]
+        if LOGITS not in outputs:
+            missing.append(f"output {LOGITS}")
+        if missing or not pasts:
+            raise Q35cError(f"{where}: not a decode graph with a KV cache (missing "
+                            f"{', '.join(missing) or 'past_key_values.N.key/value inputs'})")
+        layers = len({layer for layer, _ in pasts})
+        kv_shape = pasts["0", "key"]
+        for layer in range(layers):
+            for kind in ("key", "value"):
+                if pasts.get((str(layer), kind)) != kv_shape \
+                        or f"present.{layer}.{kind}" not in outputs:
+                    raise Q35cError(f"{where}: layer {layer}'s past/present {kind} is missing "
+                                    "or differs in shape from layer 0's")
+        ids = inputs[INPUT_IDS]
+        if len(ids) != 2 or ids[0] != 1 or len(kv_shape) != 4:
+            raise Q35cError(f"{where}: batch 1 and [1, heads, past, head_dim] caches "
+                            f"expected, got input_ids {list(ids)}, past {list(kv_shape)}")
+        return cls(layers, kv_shape[2], ids[1], outputs[LOGITS][-1], tuple(kv_shape))
+
+
+def onnx_cache_dims(path: Path) -> tuple[int, list[str]]:
+    """The number of layers and the names of the past inputs of an ONNX decode graph, read
+    without its weights."""
+    import onnx
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as err:
+        raise Q35cError(f"{path}: cannot read the ONNX model: {err}") from None
+    names = [i.name for i in model.graph.input if PAST.match(i.name)]
+    if not names:
+        raise Q35cError(f"{path}: not a decode graph with a KV cache (no "
+                        "past_key_values.N.key/value inputs)")
+    return len(names) // 2, names
+
+
+def static_shapes(path: Path, context: int, step: int) -> dict[str, tuple[int, ...]]:
+    """`--shape` bindings that compile `path` for `step` new tokens and `context` slots."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    shapes = {INPUT_IDS: (1, step), POSITIONS: (1, step), MASK: (1, context + step)}
+    for value in model.graph.input:
+        if not PAST.match(value.name):
+            continue
+        dims = [d.dim_value for d in value.type.tensor_type.shape.dim]
+        if len(dims) != 4 or not dims[1] or not dims[3]:
+            raise Q35cError(f"{path}: input {value.name} must be [batch, heads, past, "
+                            "head_dim] with static heads and head_dim")
+        shapes[value.name] = (1, dims[1], context, dims[3])
+    return shapes
+
+
+# -- compiled models -----------------------------------------------------------------------
+
+
+@dataclass
+class CompiledStep:
+    """One compiled graph: `run(inputs) -> outputs` by name, its signature, its storage."""
+
+    run: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
+    signature: Signature
+    storage: Storage | None = None
+    close: Callable[[], None] = lambda: None
+
+
+@dataclass
+class Storage:
+    """Stored weight bits over parameters: all of them, and the matmul weights alone.
+
+    Counted over the weights the compiled module reads (`quant3p5.weight`, every entry
+    once) and its float constants of at least two elements (small tables such as
+    norm scales that stay inline). A tied table stored twice (float for the embedding
+    Gather, quantized for the LM head) counts twice, in bits and in parameters."""
+
+    bits: int = 0
+    params: int = 0
+    matmul_bits: int = 0
+    matmul_params: int = 0
+
+    def line(self) -> str:
+        def bpw(bits: int, params: int) -> str:
+            return f"{bits / params:.3f}" if params else "n/a"
+
+        return (f"storage: {self.bits / 8 / 2**20:.1f} MiB for {self.params:,} parameters = "
+                f"{bpw(self.bits, self.params)} bits/weight overall; matmul weights "
+                f"{self.matmul_bits / 8 / 2**20:.1f} MiB for {self.matmul_params:,} = "
+                f"{bpw(self.matmul_bits, self.matmul_params)} bits/weight")
+
+
+MATMUL_OPS = ("quant3p5.matmul", "quant3p5.matmul_int8", "quant3p5.fused_matmul",
+              "linalg.matmul", "q35nn.batch_matmul")
+
+
+def weight_storage(module, store) -> Storage:
+    """`Storage` of a compiled module (see there for what is counted)."""
+    from xdsl.dialects import arith
+    from xdsl.dialects.builtin import DenseIntOrFPElementsAttr, TensorType
+
+    from q35c.compiler.quant import LegacyPairTensor, Q3P5Tensor
+    from q35c.dialects import quant3p5
+
+    storage, seen = Storage(), set()
+
+    def add(bits: int, params: int, matmul: bool) -> None:
+        storage.bits += bits
+        storage.params += params
+        if matmul:
+            storage.matmul_bits += bits
+            storage.matmul_params += params
+
+    def feeds_matmul(op) -> bool:
+        return any(use.operation.name in MATMUL_OPS for use in op.results[0].uses)
+
+    for op in module.walk():
+        if isinstance(op, quant3p5.WeightOp):
+            name = op.weight_name.data
+            if name in seen:
+                continue
+            seen.add(name)
+            value = store[name]
+            if isinstance(value, Q3P5Tensor):
+                add(value.nbytes() * 8, value.shape[0] * value.shape[1], True)
+            elif isinstance(value, LegacyPairTensor):
+                bits = 8 * (value.packed.nbytes + value.scale.nbytes + value.offset.nbytes)
+                add(bits, value.shape[0] * value.shape[1], True)
+            elif np.issubdtype(np.asarray(value).dtype, np.floating):
+                value = np.asarray(value)
+                add(value.nbytes * 8, value.size, feeds_matmul(op))
+        elif isinstance(op, arith.ConstantOp) and isinstance(op.value, DenseIntOrFPElementsAttr):
+            t = op.result.type
+            if isinstance(t, TensorType) and t.get_element_type().name.startswith(("f", "bf")):
+                count = math.prod(t.get_shape())
+                width = t.get_element_type().bitwidth
+                if count >= 2:
+                    add(count * width, count, feeds_matmul(op))
+    return storage
+
+
+@dataclass
+class CompileRequest:
+    """How to compile MODEL: target ('interp' or 'c'), pipeline and --act, cache length."""
+
+    target: str = "interp"
+    passes: str | None = None
+    act: str = "float"
+    keep_float: str | None = None
+    context: int = DEFAULT_CONTEXT
+    threads: int | None = None
+
+
+def compile_step(path: Path, request: CompileRequest, step: int) -> CompiledStep:
+    """Compile MODEL for `step` new tokens per call (or load a c target output folder)."""
+    if path.is_dir():
+        if request.target != "c":
+            raise Q35cError(f"{path}: a compiled folder runs with --target c (it is a c "
+                            f"target output), not --target {request.target}")
+        return _c_directory(path, request)
+    from q35c.compiler.cli import _options
+    from q35c.compiler.driver import compile_to_module, get_target
+    from q35c.compiler.entry import argument_names, entry_function, result_names
+    from q35c.compiler.weights import store_of
+
+    if not path.exists():
+        raise Q35cError(f"{path}: no such file")
+    onnx_cache_dims(path)
+    shapes = static_shapes(path, request.context, step)
+    options = _options(request.target, request.passes, None, False, None, (),
+                       request.keep_float, act=request.act)
+    options.shapes = shapes
+    target = get_target(request.target)
+    _, module = compile_to_module(path, options, target)
+    store = store_of(module)
+    storage = weight_storage(module, store)
+    fn = entry_function(module)
+    in_shapes = {n: tuple(a.type.get_shape()) for n, a in zip(argument_names(fn), fn.args)}
+    out_shapes = {n: tuple(t.get_shape())
+                  for n, t in zip(result_names(fn), fn.function_type.outputs.data)}
+    signature = Signature.of(in_shapes, out_shapes, str(path))
+    if request.target == "interp":
+        from q35c.semantics import run_module
+
+        return CompiledStep(lambda inputs: run_module(module, store, inputs), signature,
+                            storage)
+    if request.target == "c":
+        from q35c.targets.c.emit import emit
+        from q35c.targets.c.session import CSession
+
+        session = CSession.from_emitted(emit(module, store, None, "model"), request.threads)
+        return CompiledStep(session.run, signature, storage, session.close)
+    raise Q35cError(f"generate runs on --target interp or c, not '{request.target}'")
+
+
+def _c_directory(path: Path, request: CompileRequest) -> CompiledStep:
+    from q35c.targets.c.session import CSession
+
+    session = CSession.from_directory(path, request.threads)
+    signature = Signature.of({s.name: s.shape for s in session.inputs},
+                             {s.name: s.shape for s in session.outputs}, str(path))
+    return CompiledStep(session.run, signature, None, session.close)
+
+
+# -- the KV cache and the decoding loop ----------------------------------------------------
+
+
+@dataclass
+class Decoder:
+    """The cache of L slots per layer and kind, and the compiled graphs that extend it.
+
+    `steps` maps S (new tokens per call) to a compiled graph; every graph has the same L.
+    `feed(tokens)` appends tokens and returns their logits [n, vocab] (float32)."""
+
+    steps: dict[int, CompiledStep]
+    pos: int = 0
+    cache: dict[str, np.ndarray] = field(default_factory=dict)
+    calls: int = 0
+
+    def __post_init__(self) -> None:
+        first = next(iter(self.steps.values())).signature
+        for s in self.steps.values():
+            if s.signature.past != first.past or s.signature.kv_shape != first.kv_shape:
+                raise Q35cError("the prefill and decode graphs differ in their cache shape")
+        self.sig = first
+        for layer in range(first.layers):
+            for kind in ("key", "value"):
+                self.cache[f"{layer}.{kind}"] = np.zeros(first.kv_shape, np.float32)
+
+    @property
+    def capacity(self) -> int:
+        return self.sig.past
+
+    def reset(self) -> None:
+        """Forget every token (the mask hides the old slots; no need to clear them)."""
+        self.pos = 0
+
+    def feed(self, tokens: list[int]) -> np.ndarray:
+        if self.pos + len(tokens) > self.capacity:
+            raise Q35cError(f"the context is full: {self.pos} + {len(tokens)} tokens exceed "
+                            f"the {self.capacity} cache slots (raise --context)")
+        logits = []
+        while len(logits) < len(tokens):
+            rest = tokens[len(logits):]
+            size = self._size(len(rest))
+            logits.extend(self._call(self.steps[size], rest[:size]))
+        return np.stack(logits)
+
+    def _size(self, n: int) -> int:
+        """The graph for the next call with n tokens to go: one token alone goes through
+        the 1-token graph; more through the smallest graph that takes them all (padded),
+        else the largest one (a padded call costs less than several small ones)."""
+        if n == 1 and 1 in self.steps:
+            return 1
+        fits = [s for s in self.steps if s >= n]
+        return min(fits) if fits else max(self.steps)
+
+    def _call(self, step: CompiledStep, tokens: list[int]) -> list[np.ndarray]:
+        S, L, n = step.signature.step, self.capacity, len(tokens)
+        ids = np.zeros((1, S), np.int64)
+        ids[0, :n] = tokens
+        mask = np.zeros((1, L + S), np.int64)
+        mask[0, :self.pos] = 1
+        mask[0, L:L + n] = 1
+        inputs = {INPUT_IDS: ids, MASK: mask,
+                  POSITIONS: (self.pos + np.arange(S, dtype=np.int64))[None, :]}
+        for key, value in self.cache.items():
+            inputs[f"past_key_values.{key}"] = value
+        outputs = step.run(inputs)
+        self.calls += 1
+        for key, value in self.cache.items():
+            value[:, :, self.pos:self.pos + n] = outputs[f"present.{key}"][:, :, L:L + n]
+        self.pos += n
+        return list(np.asarray(outputs[LOGITS], np.float32)[0, :n])
+
+
+# -- sampling ------------------------------------------------------------------------------
+
+
+@dataclass
+class Sampler:
+    """Greedy (temperature 0, the default: the first index of the largest logit), or
+    temperature and top-p (nucleus) sampling from a seeded numpy Generator."""
+
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        self.rng = np.random.default_rng(self.seed)
+
+    def __call__(self, logits: np.ndarray) -> int:
+        if self.temperature <= 0:
+            return int(np.argmax(logits))
+        z = np.asarray(logits, np.float64) / self.temperature
+        probs = np.exp(z - z.max())
+        probs /= probs.sum()
+        order = np.argsort(-probs, kind="stable")
+        cumulative = np.cumsum(probs[order])
+        # the smallest set whose probability reaches top_p (all: rounding may keep the
+        # total just below 1)
+        keep = min(int(np.searchsorted(cumulative, self.top_p)) + 1, len(order))
+        kept = probs[order[:keep]] / cumulative[keep - 1]
+        choice = int(np.searchsorted(np.cumsum(kept), self.rng.random(), side="right"))
+        return int(order[min(choice, keep - 1)])
+
+
+# -- the tokenizer -------------------------------------------------------------------------
+
+
+class Tokenizer:
+    """A `tokenizers` tokenizer.json, plus tokenizer_config.json beside it when present
+    (end-of-sequence token, chat template; chat_template.jinja is read too)."""
+
+    def __init__(self, path: Path):
+        try:
+            from tokenizers import Tokenizer as HFTokenizer
+        except ImportError:
+            raise Q35cError("generate and perplexity need the tokenizers package: pip "
+                            "install 'q35c[llm]'") from None
+        try:
+            self.tok = HFTokenizer.from_file(str(path))
+        except Exception as err:
+            raise Q35cError(f"{path}: cannot load the tokenizer: {err}") from None
+        self.path = path
+        config_path = path.with_name("tokenizer_config.json")
+        self.config = json.loads(config_path.read_text()) if config_path.exists() else {}
+        self.eos = self._special("eos_token")
+        self.bos = self._special("bos_token")
+
+    def _special(self, key: str) -> str | None:
+        value = self.config.get(key)
+        return value.get("content") if isinstance(value, dict) else value
+
+    def encode(self, text: str) -> list[int]:
+        return self.tok.encode(text, add_special_tokens=False).ids
+
+    def decode(self, ids: list[int]) -> str:
+        return self.tok.decode(ids, skip_special_tokens=True)
+
+    def stop_ids(self) -> set[int]:
+        ids = {self.tok.token_to_id(self.eos)} if self.eos else set()
+        return {i for i in ids if i is not None}
+
+    def chat(self, prompt: str) -> str:
+        """The chat template applied to one user message, with the generation prompt."""
+        template = self.config.get("chat_template")
+        jinja_file = self.path.with_name("chat_template.jinja")
+        if not template and jinja_file.exists():
+            template = jinja_file.read_text()
+        if not template:
+            raise Q35cError(f"{self.path}: --chat needs a chat template (tokenizer_config."
+                            "json's chat_template or chat_template.jinja beside it)")
+        try:
+            from jinja2.sandbox import ImmutableSandboxedEnvironment
+        except ImportError:
+            raise Q35cError("--chat needs the jinja2 package: pip install 'q35c[llm]'") from None
+        env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+        return env.from_string(template).render(
+            messages=[{"role": "user", "content": prompt}], add_generation_prompt=True,
+            bos_token=self.bos or "", eos_token=self.eos or "")
+
+
+def stream_text(tokenizer: Tokenizer, ids: Iterator[int], out: IO[str]) -> list[int]:
+    """Write the text of `ids` to `out` as they come (decoding the whole sequence each
+    time and writing what is new; an incomplete UTF-8 character waits); the ids."""
+    done: list[int] = []
+    written = ""
+    for token in ids:
+        done.append(token)
+        text = tokenizer.decode(done)
+        if text.endswith("\ufffd"):
+            continue
+        if text.startswith(written):
+            out.write(text[len(written):])
+        else:  # the decoding of earlier tokens changed: write the rest only
+            out.write(text[len(os.path.commonprefix([text, written])):])
+        out.flush()
+        written = text
+    return done
+
+
+# -- generate ------------------------------------------------------------------------------
+
+
+@dataclass
+class Timing:
+    prefill_tokens: int = 0
+    prefill_s: float = 0.0
+    decode_tokens: int = 0
+    decode_s: float = 0.0
+
+    def line(self) -> str:
+        def rate(n: int, s: float) -> str:
+            return f"{n / s:.2f} tokens/s" if s > 0 and n else "n/a"
+
+        return (f"prefill: {self.prefill_tokens} tokens in {self.prefill_s:.3f} s "
+                f"({rate(self.prefill_tokens, self.prefill_s)}); decode: "
+                f"{self.decode_tokens} tokens in {self.decode_s:.3f} s "
+                f"({rate(self.decode_tokens, self.decode_s)})")
+
+
+def generate_ids(decoder: Decoder, prompt: list[int], max_new: int, sampler: Sampler,
+                 stop: set[int], timing: Timing) -> Iterator[int]:
+    """Prefill `prompt`, then yield up to `max_new` tokens (stopping after a stop token or
+    when the cache is full); `timing` is filled in as it goes."""
+    if not prompt:
+        raise Q35cError("the prompt is empty (no tokens)")
+    if max_new <= 0:
+        return
+    decoder.reset()
+    start = time.perf_counter()
+    logits = decoder.feed(prompt)[-1]
+    timing.prefill_tokens, timing.prefill_s = len(prompt), time.perf_counter() - start
+    for produced in range(max_new):
+        token = sampler(logits)
+        yield token
+        if token in stop or produced + 1 == max_new or decoder.pos >= decoder.capacity:
+            return
+        start = time.perf_counter()
+        logits = decoder.feed([token])[0]
+        timing.decode_s += time.perf_counter() - start
+        timing.decode_tokens += 1
+
+
+# -- perplexity ----------------------------------------------------------------------------
+
+
+@dataclass
+class Perplexity:
+    nll: float  # summed negative log-likelihood (nats)
+    tokens: int  # scored tokens
+
+    @property
+    def ppl(self) -> float:
+        return math.exp(self.nll / self.tokens) if self.tokens else float("nan")
+
+
+def windows(n: int, context: int, stride: int) -> Iterator[tuple[int, int, int]]:
+    """(begin, end, first scored) of each window over n tokens: windows [begin, end) of at
+    most `context` tokens, begins 0, stride, 2*stride, ...; each scores the tokens from
+    the previous window's end (the first window from token 1); the last ends at n. With
+    stride < context every token but the first is scored exactly once, with at least one
+    token of the window before it."""
+    previous_end = 1
+    for begin in range(0, max(n - 1, 1), stride):
+        end = min(begin + context, n)
+        yield begin, end, max(previous_end, begin + 1)
+        previous_end = end
+        if end == n:
+            return
+
+
+def check_windows(context: int, stride: int) -> None:
+    if not 0 < stride < context:
+        raise Q35cError(f"--stride must be in 1..{context - 1} (below --context, so that "
+                        f"windows overlap and every token is scored), got {stride}")
+
+
+def perplexity(decoder: Decoder, ids: list[int], context: int, stride: int,
+               progress: Callable[[int], None] = lambda n: None) -> Perplexity:
+    """Sliding-window perplexity (docs/generate.md has the formula)."""
+    if len(ids) < 2:
+        raise Q35cError("perplexity needs at least 2 tokens of text")
+    check_windows(context, stride)
+    if context > decoder.capacity:
+        raise Q35cError(f"--context {context} exceeds the {decoder.capacity} cache slots "
+                        "the model was compiled with")
+    total = Perplexity(0.0, 0)
+    for begin, end, first in windows(len(ids), context, stride):
+        decoder.reset()
+        logits = decoder.feed(ids[begin:end - 1]).astype(np.float64)
+        for t in range(first, end):
+            row = logits[t - 1 - begin]
+            top = row.max()
+            log_z = top + math.log(np.exp(row - top).sum())
+            total.nll += log_z - row[ids[t]]
+            total.tokens += 1
+        progress(end - first)
+    return total
+

