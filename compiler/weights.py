@@ -263,7 +263,7 @@ class WeightStore:
                 continue  # shape-only, or filled in memory by this process
             kind, blobs = self._index[name]
 
-            def mismatch(what: str, name=name, type_=type_) -> WeightStoreError:
+            def mismatch(what: str, *, name=name, type_=type_) -> WeightStoreError:
                 return WeightStoreError(f"{self.path}: tensor '{name}': {what} does not fit "
                                         f"its IR type {type_}")
 
