@@ -14,8 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import EXAMPLES, q35c
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
 pytest.importorskip("tokenizers", reason="pip install -e '.[llm]'")
 

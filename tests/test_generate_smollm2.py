@@ -14,13 +14,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import EXAMPLES, ROOT
 
 pytest.importorskip("tokenizers", reason="pip install -e '.[llm]'")
 
 from q35c.compiler.generate import (  # noqa: E402
-    CompileRequest, Decoder, Sampler, Timing, compile_step, generate_ids)
+    CompileRequest,
+    Decoder,
+    Sampler,
+    Timing,
+    compile_step,
+    generate_ids,
+)
 
 EXPORTERS = ("dynamo", "legacy")
 

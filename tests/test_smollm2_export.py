@@ -20,9 +20,8 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from onnx import TensorProto, helper
-
 from conftest import EXAMPLES, MODELS_DIR
+from onnx import TensorProto, helper
 
 SMOLLM2 = EXAMPLES / "smollm2"
 

@@ -14,7 +14,7 @@ transformers reads the GGUF file directly and dequantizes it (and undoes llama.c
 row permutation); those float32 weights are the reference for everything this writes:
 
     tokenizer.json, tokenizer_config.json, chat_template.jinja   the tokenizer and chat template
-    hf/                          the (cut) model via save_pretrained, for onnxruntime-genai's builder
+    hf/                          the (cut) model via save_pretrained (onnxruntime-genai's builder)
     prefill.{dynamo,legacy}.onnx input_ids, attention_mask, position_ids
                                  -> logits, present.N.key, present.N.value
     decode.{dynamo,legacy}.onnx  the same plus past_key_values.N.key/.value (a KV-cache step)
@@ -353,8 +353,9 @@ def normalize_and_save(path: Path, graph: str, layers: int,
     opsets = sorted(model_proto.opset_import, key=lambda o: (o.domain, o.version))
     del model_proto.opset_import[:]
     model_proto.opset_import.extend(opsets)
-    onnx.save_model(model_proto, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
-                    location=path.name + ".data", size_threshold=1024)
+    onnx.save_model(model_proto, str(path), save_as_external_data=True,
+                    all_tensors_to_one_file=True, location=path.name + ".data",
+                    size_threshold=1024)
     onnx.checker.check_model(str(path))
 
 

@@ -27,9 +27,8 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from onnx import numpy_helper
-
 from export import causal_inputs, graph_file, max_rel_error, past_names
+from onnx import numpy_helper
 
 UNSUPPORTED = re.compile(r"unsupported operators: (.*)$")
 NODE = re.compile(r"node '([^']*)' \(([A-Za-z0-9_:]+)\)")
