@@ -74,16 +74,27 @@ def build(emitted: Emitted, openmp: bool = True) -> Path:
     cc = compiler()
     command = [cc, *DEFAULT_FLAGS, *(["-fopenmp"] if openmp else []), *extra_flags(),
                "main.c", "model.c", "-o", "main", "-lm"]
+    return cached_build(emitted.files, command, "main")
+
+
+def cached_build(files: dict[str, bytes], command: list[str], product: str,
+                 prefix: str = "") -> Path:
+    """Run the compiler `command` on `files` in a cache folder keyed by the command, the
+    compiler version, the host and the files' contents; the folder holding `product`.
+
+    The build happens in a private folder renamed into place, so concurrent builds of the
+    same sources are safe; a failed one is kept as `<key>.failed` with its build.log."""
+    cc = command[0]
     key = hashlib.sha256()
     key.update("\0".join(command).encode() + _version(cc).encode() + _host().encode())
-    for name in sorted(emitted.files):
-        key.update(name.encode() + b"\0" + hashlib.sha256(emitted.files[name]).digest())
-    directory = cache_root() / key.hexdigest()[:24]
-    if (directory / "main").exists():
+    for name in sorted(files):
+        key.update(name.encode() + b"\0" + hashlib.sha256(files[name]).digest())
+    directory = cache_root() / f"{prefix}{key.hexdigest()[:24]}"
+    if (directory / product).exists():
         return directory
     directory.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=".build-", dir=directory.parent))
-    for name, data in emitted.files.items():
+    for name, data in files.items():
         (work / name).write_bytes(data)
     result = subprocess.run(command, cwd=work, capture_output=True, text=True)
     (work / "build.log").write_text(" ".join(command) + "\n" + result.stdout + result.stderr)

@@ -15,12 +15,8 @@ model.h), so a session works on an emitted model (`emit`) and on a directory wri
 from __future__ import annotations
 
 import ctypes
-import hashlib
 import os
 import re
-import shutil
-import subprocess
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,10 +26,7 @@ from q35c.compiler.codegen_names import plain_text
 from q35c.compiler.diagnostics import Q35cError
 from q35c.targets.c.build import (
     DEFAULT_FLAGS,
-    _first_error,
-    _host,
-    _version,
-    cache_root,
+    cached_build,
     compiler,
     extra_flags,
 )
@@ -64,28 +57,8 @@ def build_library(sources: dict[str, bytes], openmp: bool = True) -> Path:
     cc = compiler()
     command = [cc, *DEFAULT_FLAGS, *(["-fopenmp"] if openmp else []), *extra_flags(),
                "-shared", "-fPIC", "model.c", "-o", LIBRARY, "-lm"]
-    key = hashlib.sha256()
-    key.update("\0".join(command).encode() + _version(cc).encode() + _host().encode())
-    for name in ("model.c", "model.h"):
-        key.update(name.encode() + b"\0" + hashlib.sha256(sources[name]).digest())
-    directory = cache_root() / f"lib-{key.hexdigest()[:24]}"
-    if (directory / LIBRARY).exists():
-        return directory
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=".build-", dir=directory.parent))
-    for name in ("model.c", "model.h"):
-        (work / name).write_bytes(sources[name])
-    result = subprocess.run(command, cwd=work, capture_output=True, text=True)
-    (work / "build.log").write_text(" ".join(command) + "\n" + result.stdout + result.stderr)
-    if result.returncode != 0:
-        raise Q35cError(f"c target: {Path(cc).name} failed on the generated code: "
-                        f"{_first_error(result.stderr + result.stdout)} (sources and "
-                        f"build.log kept in {work})")
-    try:
-        work.rename(directory)
-    except OSError:  # built concurrently by another process: use theirs
-        shutil.rmtree(work, ignore_errors=True)
-    return directory
+    files = {name: sources[name] for name in ("model.c", "model.h")}
+    return cached_build(files, command, LIBRARY, prefix="lib-")
 
 
 class CSession:
