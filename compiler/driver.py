@@ -247,7 +247,7 @@ def check_accepted_ops(target: Q35cTarget, module: ModuleOp, path: Path,
     if accepted is None:
         return
     from q35c.compiler.entry import entry_function
-    from q35c.compiler.ir_attrs import origin_of
+    from q35c.compiler.ir_attrs import op_key, origin_of
 
     try:
         fn = entry_function(module, entry)
@@ -255,9 +255,9 @@ def check_accepted_ops(target: Q35cTarget, module: ModuleOp, path: Path,
         return  # no entry function: the target reports that itself
     found: dict[str, list[str]] = {}
     for index, op in enumerate(fn.body.block.ops):
-        if op.name not in accepted:
+        if op_key(op) not in accepted:
             where = origin_of(op) or f"op {index} of @{fn.sym_name.data}"
-            found.setdefault(op.name, []).append(where)
+            found.setdefault(op_key(op), []).append(where)
     if found:
         parts = []
         for name, places in sorted(found.items()):

@@ -10,6 +10,8 @@ from __future__ import annotations
 from xdsl.dialects.builtin import IntegerAttr, StringAttr
 from xdsl.ir import Operation
 
+from q35c.compiler.codegen_names import plain_text
+
 ONNX_NODE_ATTR = "q35c.onnx_node"
 """Set by the ONNX importer on the matmuls it creates: the ONNX node's name."""
 SOURCE_LINE_ATTR = "q35c.source_line"
@@ -71,3 +73,11 @@ def function_name(op: Operation) -> str:
     """`'name'` of a function-like op (its `sym_name`), else the op's name."""
     name = op.attributes.get("sym_name") or getattr(op, "sym_name", None)
     return f"'{name.data}'" if name is not None and hasattr(name, "data") else op.name
+
+
+def op_key(op: Operation) -> str:
+    """How a target's supported-op check names `op`: its op name, and for the generic ONNX
+    op its op type too (`q35nn.onnx_node "Mod"`), since targets lower it per op type."""
+    if op.name == "q35nn.onnx_node":
+        return f'{op.name} "{plain_text(op.op_type.data)}"'
+    return op.name

@@ -31,15 +31,18 @@ class CTarget(Q35cTarget):
 
     def accepted_ops(self) -> frozenset[str]:
         """What the native lowering lowers (targets/native/lower.py): the elementwise ops,
-        the ops with a `lower` rule of their own (the fused ops included), and func.return."""
+        the ops with a `lower` rule of their own (the fused ops included), func.return, and
+        the generic ONNX op for the op types with a native rule (targets/native/onnx_node.py)."""
         from xdsl.ir import Operation
 
+        from q35c.dialects.q35nn import OnnxNodeOp
         from q35c.targets.native.lower import ELEMENTWISE, Lowering
+        from q35c.targets.native.onnx_node import accepted_keys
 
         rules = Lowering.__dict__["lower"].dispatcher.registry
         return frozenset({"func.return"} | {t.name for t in ELEMENTWISE} | {
             t.name for t in rules if isinstance(t, type) and issubclass(t, Operation)
-            and t is not Operation})
+            and t not in (Operation, OnnxNodeOp)} | accepted_keys())
 
     def write(self, ctx: Context, module: ModuleOp, store: WeightStore, out_dir: Path,
               stem: str) -> None:

@@ -1,9 +1,10 @@
 """The C printer: renders a planned `Program` as model.h, model.c, main.c and a Makefile.
 
-One method per step kernel (`render_<kernel>`); each returns the C statements for that
-step. Kernels with real work are calls into the runtime (`runtime/q35rt.c`, copied into
-model.c with its tables filled in); elementwise ops are printed as loops. Everything here
-is deterministic: the same program gives byte-identical files.
+One method per step kernel (`render_<kernel>`), or a renderer registered by a kernel family
+(`kernels.py`); each returns the C statements for that step. Kernels with real work are
+calls into the runtime (`runtime/q35rt.c`, copied into model.c with its tables filled in);
+elementwise ops are printed as loops. Everything here is deterministic: the same program
+gives byte-identical files.
 
 Names from the model (inputs, outputs, the model's file stem) reach the files only through
 `q35c.compiler.codegen_names` (`c_string`, `c_comment`, `c_identifiers`): a name can never
@@ -25,6 +26,7 @@ from q35c.compiler.codegen_names import (
     file_stems,
 )
 from q35c.compiler.quant import CODEBOOK, LEGACY_LEVELS, SCALE_STEPS
+from q35c.targets.c import kernels
 from q35c.targets.native.program import Buffer, Program, Step
 
 RUNTIME_DIR = Path(__file__).parent / "runtime"
@@ -143,7 +145,13 @@ class CPrinter:
     # -- steps ----------------------------------------------------------------------------
 
     def render(self, step: Step) -> str:
-        return getattr(self, f"render_{step.kernel}")(step)
+        method = getattr(self, f"render_{step.kernel}", None)
+        if method is not None:
+            return method(step)
+        render = kernels.renderer(step.kernel)
+        if render is None:
+            raise ValueError(f"no C renderer for kernel {step.kernel}")
+        return render(self, step)
 
     def render_elementwise(self, step: Step) -> str:
         out = step.outs[0]
@@ -414,6 +422,8 @@ class CPrinter:
                            for i in range(0, 128, 8))
         if any(step.kernel in FUSED_KERNELS for step in self.p.steps):
             text += "\n" + (RUNTIME_DIR / "q35rt_fused.c").read_text()
+        for name in kernels.runtime_fragments(step.kernel for step in self.p.steps):
+            text += "\n" + (RUNTIME_DIR / name).read_text()
         return (text.replace("Q35_CODEBOOK_ROWS", rows).replace("Q35_SCALE_STEP_BITS", bits)
                 .replace("Q35_LEGACY_LEVEL_ROWS", legacy))
 

@@ -37,6 +37,7 @@ from q35c.compiler.quant import LegacyPairTensor, Q3P5Tensor
 from q35c.compiler.tensors import constant_value, numpy_dtype
 from q35c.compiler.weights import WeightStore
 from q35c.dialects import q35nn, quant3p5
+from q35c.targets.native.onnx_node import lower_onnx_node
 from q35c.targets.native.program import ELEMENT_TYPES, BlobEntry, Buffer, Program, Step
 
 ELEMENTWISE = {
@@ -199,6 +200,10 @@ class Lowering:
         ins = [self.buffer_of(v, op) for v in op.operands]
         out = self.result(op.results[0], kind)
         self.steps.append(Step("elementwise", [out], ins, {"op": kind}, op.name))
+
+    @lower.register
+    def _(self, op: q35nn.OnnxNodeOp) -> None:
+        lower_onnx_node(self, op)
 
     @lower.register
     def _(self, op: arith.CmpfOp) -> None:

@@ -1,0 +1,55 @@
+"""C renderers for native steps kept out of printer.py: one module per kernel family.
+
+A family module (listed in `FAMILIES`, imported on first use) registers a function
+`render(printer, step) -> str` for its kernel names with `@renders("kernel", ...,
+runtime="q35rt_family.c")`; `runtime` names the fragment of `runtime/` the kernels call,
+which the printer appends to model.c only when a step uses one of them (so models that do
+not need a family carry none of its code). Renderers use the printer's helpers
+(`printer.ptr(buf)`, `ctype(buf)`) exactly as the printer's own `render_<kernel>` methods do.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Iterable
+
+FAMILIES: tuple[str, ...] = ()
+"""Modules of `q35c.targets.c` that register renderers, imported by `renderer()`."""
+
+Renderer = Callable[..., str]
+_RENDERERS: dict[str, Renderer] = {}
+_RUNTIME: dict[str, str] = {}
+_loaded = False
+
+
+def renders(*kernels: str, runtime: str | None = None) -> Callable[[Renderer], Renderer]:
+    """Register the decorated function as the C renderer of each of `kernels`."""
+    def register(render: Renderer) -> Renderer:
+        for kernel in kernels:
+            if kernel in _RENDERERS:
+                raise ValueError(f"two C renderers for kernel {kernel}")
+            _RENDERERS[kernel] = render
+            if runtime is not None:
+                _RUNTIME[kernel] = runtime
+        return render
+    return register
+
+
+def _load() -> None:
+    global _loaded
+    if not _loaded:
+        for family in FAMILIES:
+            importlib.import_module(f"q35c.targets.c.{family}")
+        _loaded = True
+
+
+def renderer(kernel: str) -> Renderer | None:
+    """The registered renderer of `kernel`, if any."""
+    _load()
+    return _RENDERERS.get(kernel)
+
+
+def runtime_fragments(kernels: Iterable[str]) -> list[str]:
+    """The runtime fragments the registered `kernels` among these need, in a fixed order."""
+    _load()
+    return sorted({_RUNTIME[k] for k in kernels if k in _RUNTIME})
