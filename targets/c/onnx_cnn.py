@@ -1,0 +1,83 @@
+"""C renderers of the CNN kernels (`targets/native/onnx_cnn.py` makes the steps; the
+kernels are in `runtime/q35rt_cnn.c`, appended to model.c only when a step uses one)."""
+
+from __future__ import annotations
+
+from q35c.targets.c.kernels import renders
+from q35c.targets.c.printer import _float_literal, _int_array, ctype
+
+RUNTIME = "q35rt_cnn.c"
+POOL_MODES = ("Q35_POOL_MAX", "Q35_POOL_AVG", "Q35_POOL_LP")
+
+
+def _double_array(values) -> str:
+    return "{" + ", ".join(repr(float(v)) for v in values) + "}"
+
+
+@renders("conv", "conv_transpose", runtime=RUNTIME)
+def render_conv(printer, step) -> str:
+    x, w, *bias = step.ins
+    name = "q35_conv_f32" if step.kernel == "conv" else "q35_conv_transpose_f32"
+    b = printer.ptr(bias[0], True) if bias else "NULL"
+    return (f"static const int64_t q[] = {_int_array(step.params['q'])};\n"
+            f"{name}({printer.ptr(step.outs[0])}, {printer.ptr(x, True)}, "
+            f"{printer.ptr(w, True)}, {b}, q);")
+
+
+@renders("pool", runtime=RUNTIME)
+def render_pool(printer, step) -> str:
+    p = step.params
+    return (f"static const int64_t sp[] = {_int_array(p['sp'])}, end[] = "
+            f"{_int_array(p['end'])};\n"
+            f"q35_pool_f32({printer.ptr(step.outs[0])}, {printer.ptr(step.ins[0], True)}, "
+            f"{p['planes']}, sp, end, {POOL_MODES[p['mode']]}, {p['count_include_pad']}, "
+            f"{p['p']!r});")
+
+
+@renders("batch_norm", runtime=RUNTIME)
+def render_batch_norm(printer, step) -> str:
+    x, scale, bias, mean, var = (printer.ptr(b, True) for b in step.ins)
+    p = step.params
+    return (f"q35_batch_norm_f32({printer.ptr(step.outs[0])}, {x}, {scale}, {bias}, {mean}, "
+            f"{var}, {p['n']}, {p['c']}, {p['inner']}, {_float_literal(p['eps'], 'float')});")
+
+
+@renders("instance_norm", runtime=RUNTIME)
+def render_instance_norm(printer, step) -> str:
+    x, scale, bias = (printer.ptr(b, True) for b in step.ins)
+    p = step.params
+    return (f"q35_instance_norm_f32({printer.ptr(step.outs[0])}, {x}, {scale}, {bias}, "
+            f"{p['n']}, {p['c']}, {p['inner']}, {_float_literal(p['eps'], 'float')});")
+
+
+@renders("lrn", runtime=RUNTIME)
+def render_lrn(printer, step) -> str:
+    p = step.params
+    return (f"q35_lrn_f32({printer.ptr(step.outs[0])}, {printer.ptr(step.ins[0], True)}, "
+            f"{p['n']}, {p['c']}, {p['inner']}, {p['size']}, "
+            f"{_float_literal(p['alpha'], 'float')}, {_float_literal(p['beta'], 'float')}, "
+            f"{_float_literal(p['bias'], 'float')});")
+
+
+@renders("index_map", runtime=RUNTIME)
+def render_index_map(printer, step) -> str:
+    x, value = step.ins
+    out = step.outs[0]
+    p = step.params
+    if not p["dims"]:
+        return f"{printer.ptr(out)}[0] = {printer.ptr(x, True)}[0];"
+    return (f"static const int64_t dims[] = {_int_array(p['dims'])}, "
+            f"tables[] = {_int_array(p['tables'])};\n"
+            f"q35_index_map({printer.ptr(out)}, {printer.ptr(x, True)}, sizeof({ctype(out)}), "
+            f"{len(p['dims'])}, dims, tables, {printer.ptr(value, True)});")
+
+
+@renders("resize_axis", runtime=RUNTIME)
+def render_resize_axis(printer, step) -> str:
+    p = step.params
+    return (f"static const int64_t at[] = {_int_array(p['at'])};\n"
+            f"static const double wt[] = {_double_array(p['wt'])};\n"
+            f"q35_resize_axis_f32({printer.ptr(step.outs[0])}, "
+            f"{printer.ptr(step.ins[0], True)}, {p['outer']}, {p['in_len']}, "
+            f"{p['out_len']}, {p['inner']}, {p['taps']}, at, wt, "
+            f"{_float_literal(p['extrapolation'], 'float')});")

@@ -1,0 +1,376 @@
+/* ---- q35rt_cnn.c: convolution, pooling and normalization kernels of ONNX CNNs ----------
+ *
+ * Appended to model.c only when a step uses one of them (targets/c/onnx_cnn.py). Tensors
+ * are dense NC(D)(H)W float32; 1-D and 2-D ops are given as 3-D ones with leading spatial
+ * sizes of 1, so each kernel has one code path. Static parameters come in one int64 array
+ * per call (the C printer writes it as a static table):
+ *
+ *     spatial[0..20] = id ih iw  od oh ow  kd kh kw  sd sh sw  pd ph pw  dd dh dw
+ *
+ * (input, output and kernel sizes, strides, leading pads, dilations). Numerics follow
+ * onnx's reference implementation (q35c's interpreter) within float rounding: sums of
+ * products accumulate in float32 in a fixed order (the reference uses numpy's float32
+ * matmul, whose order differs), the normalizations compute their statistics in double.
+ */
+
+#ifdef _OPENMP
+#define Q35_CNN_PARALLEL_FOR(work) \
+    Q35_PRAGMA(omp parallel for schedule(dynamic, 1) if ((work) >= (1 << 20)))
+#else
+#define Q35_CNN_PARALLEL_FOR(work)
+#endif
+
+#define Q35_CONV_OCB 8 /* output channels computed together (one input read for all) */
+#define Q35_CONV_TILE 4096 /* output elements per channel and job (rows of whole width) */
+
+/* First and one-past-last output index o in [0, out) with 0 <= o*s - p + k*d < in. */
+static void q35_valid_range(int64_t in, int64_t out, int64_t s, int64_t p, int64_t kd,
+                            int64_t *lo, int64_t *hi)
+{
+    int64_t off = kd - p; /* input index of o = 0 */
+    int64_t a = off >= 0 ? 0 : (-off + s - 1) / s;
+    int64_t b = in - 1 - off < 0 ? 0 : (in - 1 - off) / s + 1;
+    *lo = a;
+    *hi = b < out ? b : out;
+    if (*hi < *lo)
+        *hi = *lo;
+}
+
+/* One job of q35_conv_f32: output channels m0 .. m0+mc-1 of batch bn, output rows
+ * [r0, r1) (a row is one (od, oh) pair of whole width ow). */
+static void q35_conv_job(float *y, const float *x, const float *w, const float *b,
+                         const int64_t *q, int64_t bn, int64_t g, int64_t m0, int64_t mc,
+                         int64_t r0, int64_t r1)
+{
+    const int64_t c = q[0], m = q[1], group = q[2], *sp = q + 3;
+    const int64_t id = sp[0], ih = sp[1], iw = sp[2], oh = sp[4], ow = sp[5];
+    const int64_t kd = sp[6], kh = sp[7], kw = sp[8], sd = sp[9], sh = sp[10], sw = sp[11];
+    const int64_t pd = sp[12], ph = sp[13], pw = sp[14], dd = sp[15], dh = sp[16], dw = sp[17];
+    const int64_t cg = c / group, plane = sp[3] * oh * ow, ksize = kd * kh * kw;
+    const int64_t inplane = id * ih * iw;
+    float *yb = y + (bn * m + m0) * plane;
+    int64_t j, r, ic, a, e, f;
+    for (j = 0; j < mc; j++)
+        for (r = r0 * ow; r < r1 * ow; r++)
+            yb[j * plane + r] = b ? b[m0 + j] : 0.0f;
+    for (ic = 0; ic < cg; ic++) {
+        const float *xc = x + (bn * c + g * cg + ic) * inplane;
+        for (a = 0; a < kd; a++)
+            for (e = 0; e < kh; e++)
+                for (f = 0; f < kw; f++) {
+                    float wv[Q35_CONV_OCB];
+                    int64_t lo, hi;
+                    for (j = 0; j < mc; j++)
+                        wv[j] = w[((m0 + j) * cg + ic) * ksize + (a * kh + e) * kw + f];
+                    q35_valid_range(iw, ow, sw, pw, f * dw, &lo, &hi);
+                    for (r = r0; r < r1; r++) {
+                        const int64_t zd = r / oh, zh = r % oh;
+                        const int64_t xd = zd * sd - pd + a * dd, xh = zh * sh - ph + e * dh;
+                        const float *xr;
+                        float *yr;
+                        int64_t o;
+                        if (xd < 0 || xd >= id || xh < 0 || xh >= ih)
+                            continue;
+                        xr = xc + (xd * ih + xh) * iw + f * dw - pw;
+                        yr = yb + r * ow;
+                        if (mc == Q35_CONV_OCB) {
+                            float *restrict y0 = yr, *restrict y1 = yr + plane,
+                                  *restrict y2 = yr + 2 * plane, *restrict y3 = yr + 3 * plane,
+                                  *restrict y4 = yr + 4 * plane, *restrict y5 = yr + 5 * plane,
+                                  *restrict y6 = yr + 6 * plane, *restrict y7 = yr + 7 * plane;
+                            if (sw == 1) {
+                                for (o = lo; o < hi; o++) {
+                                    const float v = xr[o];
+                                    y0[o] += wv[0] * v; y1[o] += wv[1] * v;
+                                    y2[o] += wv[2] * v; y3[o] += wv[3] * v;
+                                    y4[o] += wv[4] * v; y5[o] += wv[5] * v;
+                                    y6[o] += wv[6] * v; y7[o] += wv[7] * v;
+                                }
+                            } else {
+                                for (o = lo; o < hi; o++) {
+                                    const float v = xr[o * sw];
+                                    y0[o] += wv[0] * v; y1[o] += wv[1] * v;
+                                    y2[o] += wv[2] * v; y3[o] += wv[3] * v;
+                                    y4[o] += wv[4] * v; y5[o] += wv[5] * v;
+                                    y6[o] += wv[6] * v; y7[o] += wv[7] * v;
+                                }
+                            }
+                        } else {
+                            for (j = 0; j < mc; j++) {
+                                float *restrict yj = yr + j * plane;
+                                const float wj = wv[j];
+                                for (o = lo; o < hi; o++)
+                                    yj[o] += wj * xr[o * sw];
+                            }
+                        }
+                    }
+                }
+    }
+}
+
+/* ONNX Conv: y[n, m, o...] = b[m] + sum over the group's input channels and the kernel of
+ * w[m, ic, k...] * x[n, g*C/G + ic, o*s - p + k*d] (zero outside x). q = {n, c, m, group,
+ * spatial[18]}. Jobs of up to Q35_CONV_OCB output channels and Q35_CONV_TILE outputs per
+ * channel run in parallel; each reads its input rows once for all its channels. */
+Q35_FN void q35_conv_f32(float *y, const float *x, const float *w, const float *b,
+                         const int64_t *q)
+{
+    const int64_t n = q[0], m = q[2], group = q[3], *sp = q + 4;
+    const int64_t rows = sp[3] * sp[4], ow = sp[5], mg = m / group;
+    const int64_t blocks = (mg + Q35_CONV_OCB - 1) / Q35_CONV_OCB;
+    const int64_t per = ow >= Q35_CONV_TILE ? 1 : Q35_CONV_TILE / ow;
+    const int64_t tiles = (rows + per - 1) / per;
+    const int64_t jobs = n * group * blocks * tiles;
+    const int64_t work = m * rows * ow * (q[1] / group) * sp[6] * sp[7] * sp[8];
+    int64_t job;
+    (void)work;
+    Q35_CNN_PARALLEL_FOR(work)
+    for (job = 0; job < jobs; job++) {
+        const int64_t t = job % tiles, blk = job / tiles % blocks, g = job / tiles / blocks % group;
+        const int64_t bn = job / tiles / blocks / group;
+        const int64_t m0 = g * mg + blk * Q35_CONV_OCB;
+        const int64_t mc = mg - blk * Q35_CONV_OCB < Q35_CONV_OCB ? mg - blk * Q35_CONV_OCB
+                                                                 : Q35_CONV_OCB;
+        const int64_t r1 = (t + 1) * per < rows ? (t + 1) * per : rows;
+        q35_conv_job(y, x, w, b, q + 1, bn, g, m0, mc, t * per, r1);
+    }
+}
+
+/* ONNX ConvTranspose: y[n, m, i*s - p + k*d] += x[n, c, i] * w[c, m % (M/G), k] over the
+ * group's input channels c, plus b[m]; output positions outside y are dropped. q = {n, c,
+ * m, group, spatial[18]} with spatial's "input" the x sizes and "output" the y sizes.
+ * Each output channel is one job (it scatters only into its own plane). */
+Q35_FN void q35_conv_transpose_f32(float *y, const float *x, const float *w, const float *b,
+                                   const int64_t *q)
+{
+    const int64_t n = q[0], c = q[1], m = q[2], group = q[3], *sp = q + 4;
+    const int64_t id = sp[0], ih = sp[1], iw = sp[2], od = sp[3], oh = sp[4], ow = sp[5];
+    const int64_t kd = sp[6], kh = sp[7], kw = sp[8], sd = sp[9], sh = sp[10], sw = sp[11];
+    const int64_t pd = sp[12], ph = sp[13], pw = sp[14], dd = sp[15], dh = sp[16], dw = sp[17];
+    const int64_t cg = c / group, mg = m / group, plane = od * oh * ow, ksize = kd * kh * kw;
+    const int64_t inplane = id * ih * iw;
+    int64_t job;
+    Q35_CNN_PARALLEL_FOR(n * m * inplane * cg * ksize)
+    for (job = 0; job < n * m; job++) {
+        const int64_t bn = job / m, mm = job % m, g = mm / mg;
+        float *yp = y + job * plane;
+        int64_t i, ic, a, e, f, zd, zh, zw;
+        for (i = 0; i < plane; i++)
+            yp[i] = b ? b[mm] : 0.0f;
+        for (ic = 0; ic < cg; ic++) {
+            const float *xc = x + (bn * c + g * cg + ic) * inplane;
+            const float *wc = w + ((g * cg + ic) * mg + mm % mg) * ksize;
+            for (a = 0; a < kd; a++)
+                for (e = 0; e < kh; e++)
+                    for (f = 0; f < kw; f++) {
+                        const float wv = wc[(a * kh + e) * kw + f];
+                        for (zd = 0; zd < id; zd++) {
+                            const int64_t yd = zd * sd - pd + a * dd;
+                            if (yd < 0 || yd >= od)
+                                continue;
+                            for (zh = 0; zh < ih; zh++) {
+                                const int64_t yh = zh * sh - ph + e * dh;
+                                if (yh < 0 || yh >= oh)
+                                    continue;
+                                for (zw = 0; zw < iw; zw++) {
+                                    const int64_t yw = zw * sw - pw + f * dw;
+                                    if (yw >= 0 && yw < ow)
+                                        yp[(yd * oh + yh) * ow + yw] +=
+                                            wv * xc[(zd * ih + zh) * iw + zw];
+                                }
+                            }
+                        }
+                    }
+        }
+    }
+}
+
+enum { Q35_POOL_MAX = 0, Q35_POOL_AVG = 1, Q35_POOL_LP = 2 };
+
+/* Pooling of `planes` (N*C) planes: the max, average or Lp norm of each window
+ * x[o*s - p + k*d] over the kernel. Windows only ever read x itself; positions in the
+ * padding count towards an average (and an Lp norm's zero terms) only when
+ * count_include_pad is set, and then only up to the end padding `end[3]` (the ceil_mode
+ * overhang never counts). An empty window gives 0 (average) or -inf (max). */
+Q35_FN void q35_pool_f32(float *y, const float *x, int64_t planes, const int64_t *sp,
+                         const int64_t *end, int mode, int count_include_pad, double p)
+{
+    const int64_t id = sp[0], ih = sp[1], iw = sp[2], od = sp[3], oh = sp[4], ow = sp[5];
+    const int64_t kd = sp[6], kh = sp[7], kw = sp[8], sd = sp[9], sh = sp[10], sw = sp[11];
+    const int64_t pd = sp[12], ph = sp[13], pw = sp[14], dd = sp[15], dh = sp[16], dw = sp[17];
+    const int64_t inplane = id * ih * iw, plane = od * oh * ow;
+    int64_t pl;
+    Q35_CNN_PARALLEL_FOR(planes * plane * kd * kh * kw)
+    for (pl = 0; pl < planes; pl++) {
+        const float *xp = x + pl * inplane;
+        float *yp = y + pl * plane;
+        int64_t zd, zh, zw, a, e, f;
+        for (zd = 0; zd < od; zd++)
+            for (zh = 0; zh < oh; zh++)
+                for (zw = 0; zw < ow; zw++) {
+                    double acc = 0.0;
+                    float best = -INFINITY;
+                    int64_t count = 0;
+                    for (a = 0; a < kd; a++) {
+                        const int64_t xd = zd * sd - pd + a * dd;
+                        if (xd >= id + end[0] || xd < -pd)
+                            continue;
+                        for (e = 0; e < kh; e++) {
+                            const int64_t xh = zh * sh - ph + e * dh;
+                            if (xh >= ih + end[1] || xh < -ph)
+                                continue;
+                            for (f = 0; f < kw; f++) {
+                                const int64_t xw = zw * sw - pw + f * dw;
+                                const int inside = xd >= 0 && xd < id && xh >= 0 && xh < ih &&
+                                                   xw >= 0 && xw < iw;
+                                float v;
+                                if (xw >= iw + end[2] || xw < -pw)
+                                    continue;
+                                if (!inside) {
+                                    count += count_include_pad;
+                                    continue;
+                                }
+                                v = xp[(xd * ih + xh) * iw + xw];
+                                count++;
+                                if (mode == Q35_POOL_MAX)
+                                    best = v > best || v != v ? v : best;
+                                else if (mode == Q35_POOL_AVG)
+                                    acc += v;
+                                else
+                                    acc += pow(fabs((double)v), p);
+                            }
+                        }
+                    }
+                    if (mode == Q35_POOL_MAX)
+                        yp[(zd * oh + zh) * ow + zw] = best;
+                    else if (mode == Q35_POOL_AVG)
+                        yp[(zd * oh + zh) * ow + zw] = count ? (float)(acc / (double)count) : 0.0f;
+                    else
+                        yp[(zd * oh + zh) * ow + zw] = (float)pow(acc, 1.0 / p);
+                }
+    }
+}
+
+/* BatchNormalization in inference mode, per channel c of x[n, c, inner]:
+ * y = (x - mean) / sqrt(var + eps) * scale + bias, each step rounded in float32 as the
+ * reference's numpy expression is. */
+Q35_FN void q35_batch_norm_f32(float *y, const float *x, const float *scale, const float *bias,
+                               const float *mean, const float *var, int64_t n, int64_t c,
+                               int64_t inner, float eps)
+{
+    int64_t job;
+    Q35_CNN_PARALLEL_FOR(n * c * inner * 4)
+    for (job = 0; job < n * c; job++) {
+        const int64_t ch = job % c;
+        const float den = sqrtf(var[ch] + eps), s = scale[ch], t = bias[ch], mu = mean[ch];
+        int64_t i;
+        for (i = 0; i < inner; i++)
+            y[job * inner + i] = (x[job * inner + i] - mu) / den * s + t;
+    }
+}
+
+/* InstanceNormalization: per (n, c) plane of `inner` elements, the mean and (biased)
+ * variance in double, then y = (x - mean) / sqrt(var + eps) * scale[c] + bias[c]. */
+Q35_FN void q35_instance_norm_f32(float *y, const float *x, const float *scale,
+                                  const float *bias, int64_t n, int64_t c, int64_t inner,
+                                  float eps)
+{
+    int64_t job;
+    Q35_CNN_PARALLEL_FOR(n * c * inner * 4)
+    for (job = 0; job < n * c; job++) {
+        const int64_t ch = job % c;
+        const float *xp = x + job * inner;
+        double mean = 0.0, var = 0.0;
+        float fmean, den;
+        int64_t i;
+        for (i = 0; i < inner; i++)
+            mean += xp[i];
+        mean /= (double)inner;
+        for (i = 0; i < inner; i++)
+            var += ((double)xp[i] - mean) * ((double)xp[i] - mean);
+        var /= (double)inner;
+        fmean = (float)mean;
+        den = sqrtf((float)var + eps);
+        for (i = 0; i < inner; i++)
+            y[job * inner + i] = (xp[i] - fmean) / den * scale[ch] + bias[ch];
+    }
+}
+
+/* LRN across channels: y = x / (bias + alpha / size * sum of x^2 over channels
+ * [c - floor((size-1)/2), c + ceil((size-1)/2)]) ^ beta, the sum in double. */
+Q35_FN void q35_lrn_f32(float *y, const float *x, int64_t n, int64_t c, int64_t inner,
+                        int64_t size, float alpha, float beta, float bias)
+{
+    const int64_t before = (size - 1) / 2, after = size - 1 - before;
+    int64_t job;
+    Q35_CNN_PARALLEL_FOR(n * c * inner * size)
+    for (job = 0; job < n * c; job++) {
+        const int64_t bn = job / c, ch = job % c;
+        const int64_t c0 = ch - before < 0 ? 0 : ch - before;
+        const int64_t c1 = ch + after + 1 > c ? c : ch + after + 1;
+        int64_t i, k;
+        for (i = 0; i < inner; i++) {
+            double s = 0.0;
+            for (k = c0; k < c1; k++) {
+                const double v = x[(bn * c + k) * inner + i];
+                s += v * v;
+            }
+            y[job * inner + i] = (float)((double)x[job * inner + i] /
+                pow((double)bias + (double)alpha / (double)size * s, (double)beta));
+        }
+    }
+}
+
+/* y[i_0, ..., i_{r-1}] = x[sum_d tab_d[i_d]], or `value` where some tab_d[i_d] < 0: Pad
+ * (every mode), nearest-neighbour Resize and other pure index maps. `tables` holds the
+ * rank tables one after another, table d having dims[d] entries (element offsets into x,
+ * strides applied). */
+Q35_FN void q35_index_map(void *y, const void *x, size_t elem, int rank, const int64_t *dims,
+                          const int64_t *tables, const void *value)
+{
+    int64_t idx[8] = {0}, start[8], total = 1, i;
+    int d;
+    for (d = 0, i = 0; d < rank; d++) {
+        start[d] = i;
+        i += dims[d];
+        total *= dims[d];
+    }
+    for (i = 0; i < total; i++) {
+        int64_t off = 0;
+        int pad = 0;
+        for (d = 0; d < rank; d++) {
+            const int64_t t = tables[start[d] + idx[d]];
+            pad |= t < 0;
+            off += t;
+        }
+        memcpy((char *)y + i * (int64_t)elem, pad ? value : (const char *)x + off * (int64_t)elem,
+               elem);
+        for (d = rank - 1; d >= 0 && ++idx[d] == dims[d]; d--)
+            idx[d] = 0;
+    }
+}
+
+/* One axis of a separable Resize: y[o, j, i] = sum_t wt[j*taps + t] * x[o, at[j*taps + t], i]
+ * for x[outer, in_len, inner] and y[outer, out_len, inner], the sum in double; a first
+ * index of -1 marks an output outside the input (the extrapolation value). */
+Q35_FN void q35_resize_axis_f32(float *y, const float *x, int64_t outer, int64_t in_len,
+                                int64_t out_len, int64_t inner, int64_t taps,
+                                const int64_t *at, const double *wt, float extrapolation)
+{
+    int64_t o;
+    Q35_CNN_PARALLEL_FOR(outer * out_len * inner * taps)
+    for (o = 0; o < outer; o++) {
+        int64_t j, i, t;
+        for (j = 0; j < out_len; j++)
+            for (i = 0; i < inner; i++) {
+                double s = 0.0;
+                if (at[j * taps] < 0) {
+                    y[(o * out_len + j) * inner + i] = extrapolation;
+                    continue;
+                }
+                for (t = 0; t < taps; t++)
+                    s += wt[j * taps + t] * (double)x[(o * in_len + at[j * taps + t]) * inner + i];
+                y[(o * out_len + j) * inner + i] = (float)s;
+            }
+    }
+}

@@ -1,0 +1,499 @@
+"""Native rules for the CNN family of `q35nn.onnx_node`: Conv, ConvTranspose, the pools,
+BatchNormalization (inference), InstanceNormalization, LRN, Pad, DepthToSpace,
+SpaceToDepth, Resize / Upsample, inference-mode Dropout and Sum (ResNet's residual adds).
+
+Each rule works out the node's static geometry here (auto_pad, ceil_mode, output_padding,
+interpolation tables) from the attributes and the operand and result shapes the importer
+fixed, and appends one kernel step whose parameters are plain integers; the kernels are in
+`targets/c/runtime/q35rt_cnn.c` (`targets/c/onnx_cnn.py` renders them). Pure data movement
+(DepthToSpace, SpaceToDepth) reuses the strided copy; Pad and nearest Resize are index maps.
+The semantics are ONNX's, as onnx's reference implementation (the interpreter) computes
+them; float32 only for the arithmetic kernels, any element type for data movement.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import onnx
+from xdsl.dialects import arith
+from xdsl.dialects.builtin import TensorType
+from xdsl.ir import SSAValue
+
+from q35c.compiler.tensors import constant_value
+from q35c.dialects import quant3p5
+from q35c.targets.native.onnx_node import lowers
+from q35c.targets.native.program import Buffer, Step
+
+F32 = np.dtype(np.float32)
+
+
+# -- operands and attributes ---------------------------------------------------------------
+
+
+class Node:
+    """One `q35nn.onnx_node` seen by a rule: operands by ONNX input slot, results by output
+    slot, attributes as Python values (`onnx.helper.get_attribute_value`)."""
+
+    def __init__(self, lowering, op):
+        self.lowering, self.op = lowering, op
+        ins, outs = op.slots()
+        self.inputs: dict[int, SSAValue] = dict(zip(ins, op.inputs))
+        self.outputs: dict[int, SSAValue] = dict(zip(outs, op.outputs))
+        self.attrs = {a.name: onnx.helper.get_attribute_value(a)
+                      for a in op.node_proto().attribute}
+        self.type = op.op_type.data
+
+    def error(self, message: str):
+        return self.lowering.error(f'q35nn.onnx_node "{self.type}": {message}')
+
+    def attr(self, name: str, default=None):
+        value = self.attrs.get(name, default)
+        return value.decode() if isinstance(value, bytes) else value
+
+    def buffer(self, slot: int) -> Buffer:
+        return self.lowering.buffer_of(self.inputs[slot], self.op)
+
+    def float_buffer(self, slot: int) -> Buffer:
+        buf = self.buffer(slot)
+        if buf.dtype != F32:
+            raise self.error(f"input {slot} is {buf.dtype}; only float32 is supported")
+        return buf
+
+    def result(self, slot: int = 0) -> Buffer:
+        return self.lowering.result(self.outputs[slot], self.type.lower())
+
+    def known(self, slot: int) -> np.ndarray | None:
+        """The compile-time value of input `slot` (a constant or a weight), None if absent;
+        refused when it is only known at run time."""
+        if slot not in self.inputs:
+            return None
+        value = self.inputs[slot]
+        owner = value.owner
+        if isinstance(owner, arith.ConstantOp):
+            return constant_value(owner.value, owner.result.type)
+        if isinstance(owner, quant3p5.WeightOp) and not isinstance(
+                value.type, quant3p5.PackedWeightType):
+            store = self.lowering.store
+            if owner.weight_name.data in store:
+                return np.asarray(store[owner.weight_name.data])
+        raise self.error(f"input {slot} must be known at compile time")
+
+    def step(self, kernel: str, outs: list[Buffer], ins: list[Buffer], params: dict) -> None:
+        self.lowering.steps.append(Step(kernel, outs, ins, params, self.op.name))
+
+
+def _shape(value: SSAValue) -> tuple[int, ...]:
+    return tuple(value.type.get_shape()) if isinstance(value.type, TensorType) else ()
+
+
+def _strides(shape) -> list[int]:
+    out, acc = [], 1
+    for d in reversed(shape):
+        out.append(acc)
+        acc *= d
+    return out[::-1]
+
+
+def spatial(node: Node, x: tuple[int, ...], y: tuple[int, ...], kernel, strides, pads,
+            dilations) -> list[int]:
+    """The 18 spatial parameters of the runtime (q35rt_cnn.c): input, output and kernel
+    sizes, strides, leading pads and dilations, each widened to 3 dims with leading 1s
+    (0 for pads)."""
+    rank = len(x)
+    if not 1 <= rank <= 3:
+        raise node.error(f"{rank} spatial dimensions are not supported (1 to 3)")
+    lead = 3 - rank
+
+    def wide(values, fill):
+        return [fill] * lead + [int(v) for v in values]
+
+    return (wide(x, 1) + wide(y, 1) + wide(kernel, 1) + wide(strides, 1) + wide(pads, 0)
+            + wide(dilations, 1))
+
+
+def _same_pads(auto_pad: str, total: list[int]) -> list[int]:
+    """[begin..., end...] of SAME_UPPER (extra at the end) or SAME_LOWER padding."""
+    total = [max(t, 0) for t in total]
+    small = [t // 2 for t in total]
+    big = [t - t // 2 for t in total]
+    return small + big if auto_pad == "SAME_UPPER" else big + small
+
+
+def _pads(node: Node, rank: int, total: list[int]) -> list[int]:
+    """The [begin..., end...] pads of a Conv or pool: its `pads`, or those `auto_pad` picks
+    (`total` the padding SAME needs per dim)."""
+    auto_pad = node.attr("auto_pad", "NOTSET")
+    if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
+        return _same_pads(auto_pad, total)
+    if auto_pad == "VALID":
+        return [0] * 2 * rank
+    if auto_pad != "NOTSET":
+        raise node.error(f"auto_pad '{auto_pad}' is not supported")
+    return list(node.attr("pads", [0] * 2 * rank))
+
+
+# -- convolution ----------------------------------------------------------------------------
+
+
+@lowers("Conv")
+def conv(lowering, op) -> None:
+    node = Node(lowering, op)
+    x, w = node.float_buffer(0), node.float_buffer(1)
+    bias = node.float_buffer(2) if 2 in node.inputs else None
+    y_shape = _shape(node.outputs[0])
+    rank = len(x.shape) - 2
+    kernel = list(node.attr("kernel_shape", w.shape[2:]))
+    strides = list(node.attr("strides", [1] * rank))
+    dilations = list(node.attr("dilations", [1] * rank))
+    total = [(o - 1) * s + (k - 1) * d + 1 - i for o, s, k, d, i in
+             zip(y_shape[2:], strides, kernel, dilations, x.shape[2:])]
+    pads = _pads(node, rank, total)
+    group = int(node.attr("group", 1))
+    q = [x.shape[0], x.shape[1], w.shape[0], group,
+         *spatial(node, x.shape[2:], y_shape[2:], kernel, strides, pads[:rank], dilations)]
+    out = node.result()
+    node.step("conv", [out], [x, w, *([bias] if bias is not None else [])],
+              {"q": q, "bias": bias is not None})
+
+
+@lowers("ConvTranspose")
+def conv_transpose(lowering, op) -> None:
+    node = Node(lowering, op)
+    x, w = node.float_buffer(0), node.float_buffer(1)
+    bias = node.float_buffer(2) if 2 in node.inputs else None
+    y_shape = _shape(node.outputs[0])
+    rank = len(x.shape) - 2
+    kernel = list(w.shape[2:])
+    strides = list(node.attr("strides", [1] * rank))
+    dilations = list(node.attr("dilations", [1] * rank))
+    out_pad = list(node.attr("output_padding", [0] * rank))
+    auto_pad = node.attr("auto_pad", "NOTSET")
+    # The full (unpadded) output extent, then how much of it the result drops at the start.
+    full = [s * (i - 1) + op_ + (k - 1) * d + 1 for s, i, op_, k, d in
+            zip(strides, x.shape[2:], out_pad, kernel, dilations)]
+    if "pads" in node.attrs and auto_pad in ("NOTSET", "VALID"):
+        begin = list(node.attrs["pads"])[:rank]
+    elif auto_pad in ("SAME_UPPER", "SAME_LOWER") or "output_shape" in node.attrs:
+        total = [f - o for f, o in zip(full, y_shape[2:])]
+        upper = auto_pad == "SAME_UPPER"
+        begin = [t // 2 if upper else t - t // 2 for t in total]
+    else:
+        begin = [0] * rank
+    group = int(node.attr("group", 1))
+    q = [x.shape[0], x.shape[1], y_shape[1], group,
+         *spatial(node, x.shape[2:], y_shape[2:], kernel, strides, begin, dilations)]
+    out = node.result()
+    node.step("conv_transpose", [out], [x, w, *([bias] if bias is not None else [])],
+              {"q": q, "bias": bias is not None})
+
+
+# -- pooling --------------------------------------------------------------------------------
+
+POOL_MODES = {"MaxPool": 0, "AveragePool": 1, "LpPool": 2,
+              "GlobalMaxPool": 0, "GlobalAveragePool": 1, "GlobalLpPool": 2}
+
+
+@lowers(*POOL_MODES)
+def pool(lowering, op) -> None:
+    node = Node(lowering, op)
+    if set(node.outputs) != {0}:
+        raise node.error("the Indices output is not supported")
+    x = node.float_buffer(0)
+    y_shape = _shape(node.outputs[0])
+    rank = len(x.shape) - 2
+    if node.type.startswith("Global"):
+        kernel, strides, dilations = list(x.shape[2:]), [1] * rank, [1] * rank
+        pads = [0] * 2 * rank
+    else:
+        kernel = list(node.attr("kernel_shape"))
+        strides = list(node.attr("strides", [1] * rank))
+        dilations = list(node.attr("dilations", [1] * rank))
+        total = [(o - 1) * s + k - i for o, s, k, i in
+                 zip(y_shape[2:], strides, kernel, x.shape[2:])]
+        pads = _pads(node, rank, total)
+    ends = [0] * (3 - rank) + pads[rank:]
+    params = {"planes": x.shape[0] * x.shape[1],
+              "sp": spatial(node, x.shape[2:], y_shape[2:], kernel, strides, pads[:rank],
+                            dilations),
+              "end": ends, "mode": POOL_MODES[node.type],
+              "count_include_pad": int(node.attr("count_include_pad", 0)),
+              "p": float(node.attr("p", 2))}
+    out = node.result()
+    node.step("pool", [out], [x], params)
+
+
+# -- normalization --------------------------------------------------------------------------
+
+
+@lowers("BatchNormalization")
+def batch_norm(lowering, op) -> None:
+    node = Node(lowering, op)
+    if set(node.outputs) != {0} or node.attr("training_mode", 0):
+        raise node.error("training mode (running mean/var outputs) is not supported")
+    ins = [node.float_buffer(slot) for slot in range(5)]
+    x = ins[0]
+    out = node.result()
+    node.step("batch_norm", [out], ins, {
+        "n": x.shape[0], "c": x.shape[1] if len(x.shape) > 1 else 1,
+        "inner": int(np.prod(x.shape[2:], dtype=np.int64)),
+        "eps": float(np.float32(node.attr("epsilon", 1e-5)))})
+
+
+@lowers("InstanceNormalization")
+def instance_norm(lowering, op) -> None:
+    node = Node(lowering, op)
+    ins = [node.float_buffer(slot) for slot in range(3)]
+    x = ins[0]
+    out = node.result()
+    node.step("instance_norm", [out], ins, {
+        "n": x.shape[0], "c": x.shape[1], "inner": int(np.prod(x.shape[2:], dtype=np.int64)),
+        "eps": float(np.float32(node.attr("epsilon", 1e-5)))})
+
+
+@lowers("LRN")
+def lrn(lowering, op) -> None:
+    node = Node(lowering, op)
+    x = node.float_buffer(0)
+    out = node.result()
+    node.step("lrn", [out], [x], {
+        "n": x.shape[0], "c": x.shape[1], "inner": int(np.prod(x.shape[2:], dtype=np.int64)),
+        "size": int(node.attr("size")), "alpha": float(node.attr("alpha", 1e-4)),
+        "beta": float(node.attr("beta", 0.75)), "bias": float(node.attr("bias", 1.0))})
+
+
+# -- data movement --------------------------------------------------------------------------
+
+
+def index_map(node: Node, x: Buffer, tables: list[list[int]], fill) -> None:
+    """Result 0 as the index map of `x` by per-dimension `tables` (element offsets into x;
+    -1 for `fill`)."""
+    out = node.result()
+    value = node.lowering.blob_buffer(f"fill:{len(node.lowering.blob)}",
+                                      np.asarray(fill, dtype=x.dtype).reshape(1))
+    node.step("index_map", [out], [x, value], {
+        "dims": [len(t) for t in tables], "tables": [v for t in tables for v in t]})
+
+
+def _pad_index(i: int, n: int, mode: str) -> int:
+    """The source index of padded position `i` (relative to the data's start) in a dim of
+    `n`, or -1 for the constant."""
+    if 0 <= i < n:
+        return i
+    if mode == "constant":
+        return -1
+    if mode == "edge":
+        return min(max(i, 0), n - 1)
+    if mode == "wrap":
+        return i % n
+    if n == 1:  # reflect
+        return 0
+    period = 2 * (n - 1)
+    i %= period
+    return i if i < n else period - i
+
+
+@lowers("Pad")
+def pad(lowering, op) -> None:
+    node = Node(lowering, op)
+    x = node.buffer(0)
+    rank = len(x.shape)
+    if op.opset.value.data < 11:
+        pads = list(node.attr("pads"))
+        fill = node.attr("value", 0.0)
+    else:
+        pads = [int(v) for v in node.known(1).ravel()]
+        fill_value = node.known(2)
+        fill = 0 if fill_value is None else fill_value.ravel()[0]
+    axes = node.known(3)
+    axes = list(range(rank)) if axes is None else [int(a) % rank for a in axes.ravel()]
+    begin, end = [0] * rank, [0] * rank
+    for k, axis in enumerate(axes):
+        begin[axis], end[axis] = pads[k], pads[len(axes) + k]
+    mode = node.attr("mode", "constant")
+    if mode not in ("constant", "reflect", "edge", "wrap"):
+        raise node.error(f"mode '{mode}' is not supported")
+    strides = _strides(x.shape)
+    tables = []
+    for d, n in enumerate(x.shape):
+        size = n + begin[d] + end[d]
+        src = [_pad_index(i - begin[d], n, mode) for i in range(size)]
+        tables.append([-1 if s < 0 else s * strides[d] for s in src])
+    index_map(node, x, tables, fill)
+
+
+@lowers("DepthToSpace", "SpaceToDepth")
+def depth_space(lowering, op) -> None:
+    node = Node(lowering, op)
+    x = node.buffer(0)
+    n, c, h, w = x.shape
+    b = int(node.attr("blocksize"))
+    if node.type == "SpaceToDepth":
+        view, perm = (n, c, h // b, b, w // b, b), (0, 3, 5, 1, 2, 4)
+    elif node.attr("mode", "DCR") == "DCR":
+        view, perm = (n, b, b, c // (b * b), h, w), (0, 3, 4, 1, 5, 2)
+    else:
+        view, perm = (n, c // (b * b), b, b, h, w), (0, 1, 4, 2, 5, 3)
+    st = _strides(view)
+    dims = [view[p] for p in perm]
+    out = node.result()
+    lowering.strided_copy(op, out, x, dims, 0, _strides(dims), 0, [st[p] for p in perm])
+
+
+@lowers("Dropout")
+def dropout(lowering, op) -> None:
+    """Inference mode: the data unchanged and (if wanted) a mask of all true."""
+    node = Node(lowering, op)
+    training = node.known(2)
+    if training is not None and training.any():
+        raise node.error("training mode (random) is not supported")
+    x = node.buffer(0)
+    out = node.result(0)
+    node.step("copy", [out], [x], {})
+    if 1 in node.outputs:
+        mask = node.result(1)
+        node.step("fill", [mask], [], {"value": 1})
+
+
+@lowers("Sum")
+def sum_(lowering, op) -> None:
+    """Elementwise sum of float32 inputs broadcast to the result (numpy rules)."""
+    node = Node(lowering, op)
+    y_shape = _shape(node.outputs[0])
+    ins = []
+    for slot in sorted(node.inputs):
+        buf = node.float_buffer(slot)
+        if buf.shape != y_shape and buf.size != 1:
+            wide = lowering.new("arena", F32, y_shape, "bcast")
+            shape = (1,) * (len(y_shape) - len(buf.shape)) + tuple(buf.shape)
+            st = [0 if d == 1 else s for d, s in zip(shape, _strides(shape))]
+            lowering.strided_copy(op, wide, buf, y_shape, 0, _strides(y_shape), 0, st)
+            buf = wide
+        ins.append(buf)
+    acc = ins[0]
+    if len(ins) == 1:
+        out = node.result()
+        node.step("copy", [out], [acc], {})
+        return
+    for k, other in enumerate(ins[1:]):
+        last = k == len(ins) - 2
+        out = node.result() if last else lowering.new("arena", F32, y_shape, "sum")
+        node.step("elementwise", [out], [acc, other], {"op": "add"})
+        acc = out
+
+
+# -- Resize ---------------------------------------------------------------------------------
+
+
+def _coefficients(node: Node, mode: str):
+    """The reference's coefficient function for `mode` (as its Resize._run picks it)."""
+    from onnx.reference.ops import op_resize
+
+    antialias = bool(node.attr("antialias", 0))
+    if mode == "nearest":
+        if antialias:
+            raise node.error("antialias is not supported with mode 'nearest'")
+        nearest = node.attr("nearest_mode", "round_prefer_floor")
+        return lambda ratio, scale: op_resize._nearest_coeffs(ratio, mode=nearest)
+    if mode == "cubic":
+        alpha = float(node.attr("cubic_coeff_a", -0.75))
+        base = op_resize._cubic_coeffs_antialias if antialias else op_resize._cubic_coeffs
+        return lambda ratio, scale: base(ratio, scale, A=alpha)
+    return op_resize._linear_coeffs_antialias if antialias else op_resize._linear_coeffs
+
+
+def axis_taps(node: Node, n_in: int, n_out: int, scale: float, roi, mode: str
+              ) -> tuple[list[int], list[float]]:
+    """Input indices and weights of every output index of one resized axis, `taps` of
+    each (index -1: the extrapolation value). They come from the reference's own 1-D
+    interpolation (`_interpolate_1d_along_axis`, which is linear in the data) run on the
+    identity matrix, so coordinate modes, rounding and antialiasing are exactly its."""
+    from onnx.reference.ops import op_resize
+
+    matrix = op_resize._interpolate_1d_along_axis(
+        np.eye(n_in), 0, scale, n_out, _coefficients(node, mode), roi=roi,
+        extrapolation_value=np.nan,
+        coordinate_transformation_mode=node.attr("coordinate_transformation_mode",
+                                                 "half_pixel"),
+        exclude_outside=bool(node.attr("exclude_outside", 0)))
+    taps = max(1, max(int(np.count_nonzero(np.nan_to_num(row))) for row in matrix))
+    at: list[int] = []
+    wt: list[float] = []
+    for row in matrix:
+        if np.isnan(row).any():
+            idx, weights = [-1], [0.0]
+        else:
+            idx = [int(i) for i in np.flatnonzero(row)] or [0]
+            weights = [float(row[i]) for i in idx]
+        at += idx + [0] * (taps - len(idx))
+        wt += weights + [0.0] * (taps - len(idx))
+    return at, wt
+
+
+def _resize_geometry(node: Node, x_shape, y_shape) -> tuple[list[float], list]:
+    """Per-axis scale factors and rois of a Resize (opset 11+) or Upsample node."""
+    rank = len(x_shape)
+    opset = node.op.opset.value.data
+    if node.type == "Upsample":
+        scales = node.known(1).ravel().tolist() if 1 in node.inputs else node.attr("scales")
+        return [float(s) for s in scales], [None] * rank
+    if opset < 11:
+        raise node.error(f"Resize of opset {opset} is not supported (11 or later)")
+    axes = node.attr("axes")
+    axes = list(range(rank)) if axes is None else [a % rank for a in axes]
+    roi, scales, sizes = node.known(1), node.known(2), node.known(3)
+    scale = [1.0] * rank
+    if scales is not None and scales.size:
+        for axis, s in zip(axes, scales.ravel().tolist()):
+            scale[axis] = float(s)
+    else:
+        ratios = [sizes.ravel()[k] / x_shape[a] for k, a in enumerate(axes)]
+        policy = node.attr("keep_aspect_ratio_policy", "stretch")
+        if policy != "stretch":
+            ratios = [min(ratios) if policy == "not_larger" else max(ratios)] * len(axes)
+        for axis, s in zip(axes, ratios):
+            scale[axis] = float(s)
+    rois: list = [None] * rank
+    if roi is not None and roi.size:
+        flat = roi.ravel().tolist()
+        for k, axis in enumerate(axes):
+            rois[axis] = [flat[k], flat[len(axes) + k]]
+    return scale, rois
+
+
+@lowers("Resize", "Upsample")
+def resize(lowering, op) -> None:
+    """Resize as one pass per resized axis (it is separable): `resize_axis` steps whose
+    taps come from the reference's 1-D interpolation."""
+    node = Node(lowering, op)
+    x = node.float_buffer(0)
+    y_shape = _shape(node.outputs[0])
+    mode = node.attr("mode", "nearest")
+    if mode not in ("nearest", "linear", "cubic"):
+        raise node.error(f"mode '{mode}' is not supported")
+    scale, rois = _resize_geometry(node, x.shape, y_shape)
+    extrapolation = float(node.attr("extrapolation_value", 0.0))
+    resized = [a for a in range(len(x.shape)) if y_shape[a] != x.shape[a] or not (
+        math.isclose(scale[a], 1.0) and (rois[a] is None or (
+            math.isclose(rois[a][0], 0.0) and math.isclose(rois[a][1], 1.0))))]
+    current, shape = x, list(x.shape)
+    if not resized:
+        node.step("copy", [node.result()], [x], {})
+        return
+    for k, axis in enumerate(resized):
+        n_in, n_out = shape[axis], y_shape[axis]
+        if node.type == "Upsample":  # integer nearest repeat (what the reference defines)
+            if mode != "nearest" or scale[axis] != int(scale[axis]):
+                raise node.error("only nearest Upsample by integer scales is supported")
+            at, wt = [j // int(scale[axis]) for j in range(n_out)], [1.0] * n_out
+        else:
+            at, wt = axis_taps(node, n_in, n_out, scale[axis], rois[axis], mode)
+        shape[axis] = n_out
+        out = node.result() if k == len(resized) - 1 else lowering.new(
+            "arena", F32, tuple(shape), "resize")
+        node.step("resize_axis", [out], [current], {
+            "outer": int(np.prod(shape[:axis], dtype=np.int64)), "in_len": n_in,
+            "out_len": n_out, "inner": int(np.prod(shape[axis + 1:], dtype=np.int64)),
+            "taps": len(at) // n_out, "at": at, "wt": wt, "extrapolation": extrapolation})
+        current = out
