@@ -543,6 +543,9 @@ class CPrinter:
             "    (void)A;",
             "    (void)i;",
         ]
+        read = {id(b.root) for step in self.p.steps for b in step.ins}
+        out += [f"    (void){self.io_idents[id(b)]};  /* not read */"
+                for _, b in self.p.inputs if id(b) not in read]
         for index, step in enumerate(self.p.steps):
             out.append(f"    {{ /* {index}: {c_comment(step.origin)} -> {step.kernel} */")
             body = self.render(step)

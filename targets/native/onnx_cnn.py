@@ -330,7 +330,8 @@ def depth_space(lowering, op) -> None:
     n, c, h, w = x.shape
     b = int(node.attr("blocksize"))
     if node.type == "SpaceToDepth":
-        view, perm = (n, c, h // b, b, w // b, b), (0, 3, 5, 1, 2, 4)
+        view = (n, c, h // b, b, w // b, b)
+        perm = (0, 3, 5, 1, 2, 4) if node.attr("mode", "DCR") == "DCR" else (0, 1, 3, 5, 2, 4)
     elif node.attr("mode", "DCR") == "DCR":
         view, perm = (n, b, b, c // (b * b), h, w), (0, 3, 4, 1, 5, 2)
     else:
