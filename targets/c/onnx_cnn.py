@@ -3,6 +3,7 @@ kernels are in `runtime/q35rt_cnn.c`, appended to model.c only when a step uses 
 
 from __future__ import annotations
 
+from q35c.compiler.codegen_names import c_string
 from q35c.targets.c.kernels import renders
 from q35c.targets.c.printer import _float_literal, _int_array, ctype
 
@@ -59,17 +60,19 @@ def render_lrn(printer, step) -> str:
             f"{_float_literal(p['bias'], 'float')});")
 
 
-@renders("index_map", runtime=RUNTIME)
-def render_index_map(printer, step) -> str:
-    x, value = step.ins
+@renders("pad", runtime=RUNTIME)
+def render_pad(printer, step) -> str:
+    x, pads, value, *axes = step.ins
     out = step.outs[0]
     p = step.params
-    if not p["dims"]:
-        return f"{printer.ptr(out)}[0] = {printer.ptr(x, True)}[0];"
-    return (f"static const int64_t dims[] = {_int_array(p['dims'])}, "
-            f"tables[] = {_int_array(p['tables'])};\n"
-            f"q35_index_map({printer.ptr(out)}, {printer.ptr(x, True)}, sizeof({ctype(out)}), "
-            f"{len(p['dims'])}, dims, tables, {printer.ptr(value, True)});")
+    axes_ptr = printer.ptr(axes[0], True) if axes else "NULL"
+    return (f"static const int64_t xdims[] = {_int_array(x.shape or (1,))}, "
+            f"ydims[] = {_int_array(out.shape or (1,))};\n"
+            f"if (q35_pad({printer.ptr(out)}, {printer.ptr(x, True)}, sizeof({ctype(out)}), "
+            f"{len(x.shape)}, xdims, ydims, {printer.ptr(pads, True)}, {p['naxes']}, "
+            f"{axes_ptr}, {int(p['axes_i32'])}, {p['mode']}, {printer.ptr(value, True)}) != 0)\n"
+            f"    return {printer.prefix}_fail("
+            f"{c_string(step.origin + ': the pads do not give the compiled output shape')});")
 
 
 @renders("resize_axis", runtime=RUNTIME)

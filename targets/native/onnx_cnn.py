@@ -6,7 +6,7 @@ Each rule works out the node's static geometry here (auto_pad, ceil_mode, output
 interpolation tables) from the attributes and the operand and result shapes the importer
 fixed, and appends one kernel step whose parameters are plain integers; the kernels are in
 `targets/c/runtime/q35rt_cnn.c` (`targets/c/onnx_cnn.py` renders them). Pure data movement
-(DepthToSpace, SpaceToDepth) reuses the strided copy; Pad and nearest Resize are index maps.
+(DepthToSpace, SpaceToDepth) reuses the strided copy.
 The semantics are ONNX's, as onnx's reference implementation (the interpreter) computes
 them; float32 only for the arithmetic kernels, any element type for data movement.
 """
@@ -266,61 +266,37 @@ def lrn(lowering, op) -> None:
 # -- data movement --------------------------------------------------------------------------
 
 
-def index_map(node: Node, x: Buffer, tables: list[list[int]], fill) -> None:
-    """Result 0 as the index map of `x` by per-dimension `tables` (element offsets into x;
-    -1 for `fill`)."""
-    out = node.result()
-    value = node.lowering.blob_buffer(f"fill:{len(node.lowering.blob)}",
-                                      np.asarray(fill, dtype=x.dtype).reshape(1))
-    node.step("index_map", [out], [x, value], {
-        "dims": [len(t) for t in tables], "tables": [v for t in tables for v in t]})
-
-
-def _pad_index(i: int, n: int, mode: str) -> int:
-    """The source index of padded position `i` (relative to the data's start) in a dim of
-    `n`, or -1 for the constant."""
-    if 0 <= i < n:
-        return i
-    if mode == "constant":
-        return -1
-    if mode == "edge":
-        return min(max(i, 0), n - 1)
-    if mode == "wrap":
-        return i % n
-    if n == 1:  # reflect
-        return 0
-    period = 2 * (n - 1)
-    i %= period
-    return i if i < n else period - i
+PAD_MODES = {"constant": 0, "reflect": 1, "edge": 2, "wrap": 3}
 
 
 @lowers("Pad")
 def pad(lowering, op) -> None:
+    """Pad with its pads, value and axes read at run time (the kernel checks that the pads
+    give the static result shape); before opset 11 they are attributes."""
     node = Node(lowering, op)
     x = node.buffer(0)
-    rank = len(x.shape)
-    if op.opset.value.data < 11:
-        pads = list(node.attr("pads"))
-        fill = node.attr("value", 0.0)
-    else:
-        pads = [int(v) for v in node.known(1).ravel()]
-        fill_value = node.known(2)
-        fill = 0 if fill_value is None else fill_value.ravel()[0]
-    axes = node.known(3)
-    axes = list(range(rank)) if axes is None else [int(a) % rank for a in axes.ravel()]
-    begin, end = [0] * rank, [0] * rank
-    for k, axis in enumerate(axes):
-        begin[axis], end[axis] = pads[k], pads[len(axes) + k]
     mode = node.attr("mode", "constant")
-    if mode not in ("constant", "reflect", "edge", "wrap"):
+    if mode not in PAD_MODES:
         raise node.error(f"mode '{mode}' is not supported")
-    strides = _strides(x.shape)
-    tables = []
-    for d, n in enumerate(x.shape):
-        size = n + begin[d] + end[d]
-        src = [_pad_index(i - begin[d], n, mode) for i in range(size)]
-        tables.append([-1 if s < 0 else s * strides[d] for s in src])
-    index_map(node, x, tables, fill)
+    if op.opset.value.data < 11:
+        pads = lowering.blob_buffer(f"pads:{len(lowering.blob)}",
+                                    np.asarray(node.attr("pads"), dtype=np.int64))
+        value = np.asarray(node.attr("value", 0.0), dtype=x.dtype).reshape(1)
+        fill, axes = lowering.blob_buffer(f"fill:{len(lowering.blob)}", value), None
+    else:
+        pads = node.buffer(1)
+        fill = (node.buffer(2) if 2 in node.inputs else lowering.blob_buffer(
+            f"fill:{len(lowering.blob)}", np.zeros(1, dtype=x.dtype)))
+        axes = node.buffer(3) if 3 in node.inputs else None
+    if pads.dtype != np.int64 or fill.dtype != x.dtype or (
+            axes is not None and axes.dtype not in (np.int32, np.int64)):
+        raise node.error("pads must be int64, the value of the data's type, axes int32/64")
+    if len(x.shape) > 8:
+        raise node.error(f"rank {len(x.shape)} is not supported (8 at most)")
+    out = node.result()
+    node.step("pad", [out], [x, pads, fill, *([axes] if axes is not None else [])], {
+        "naxes": pads.size // 2, "mode": PAD_MODES[mode],
+        "axes_i32": axes is not None and axes.dtype == np.int32})
 
 
 @lowers("DepthToSpace", "SpaceToDepth")

@@ -321,33 +321,74 @@ Q35_FN void q35_lrn_f32(float *y, const float *x, int64_t n, int64_t c, int64_t 
     }
 }
 
-/* y[i_0, ..., i_{r-1}] = x[sum_d tab_d[i_d]], or `value` where some tab_d[i_d] < 0: Pad
- * (every mode), nearest-neighbour Resize and other pure index maps. `tables` holds the
- * rank tables one after another, table d having dims[d] entries (element offsets into x,
- * strides applied). */
-Q35_FN void q35_index_map(void *y, const void *x, size_t elem, int rank, const int64_t *dims,
-                          const int64_t *tables, const void *value)
+enum { Q35_PAD_CONSTANT = 0, Q35_PAD_REFLECT = 1, Q35_PAD_EDGE = 2, Q35_PAD_WRAP = 3 };
+
+/* The source index of position i (relative to the data's start) of a padded dimension of
+ * n elements, or -1 where the padding value goes. */
+static int64_t q35_pad_index(int64_t i, int64_t n, int mode)
 {
-    int64_t idx[8] = {0}, start[8], total = 1, i;
-    int d;
-    for (d = 0, i = 0; d < rank; d++) {
-        start[d] = i;
-        i += dims[d];
-        total *= dims[d];
+    int64_t period;
+    if (i >= 0 && i < n)
+        return i;
+    switch (mode) {
+    case Q35_PAD_EDGE:
+        return i < 0 ? 0 : n - 1;
+    case Q35_PAD_WRAP:
+        return (i % n + n) % n;
+    case Q35_PAD_REFLECT:
+        if (n == 1)
+            return 0;
+        period = 2 * (n - 1);
+        i = (i % period + period) % period;
+        return i < n ? i : period - i;
+    default:
+        return -1;
+    }
+}
+
+/* ONNX Pad with run-time pads: pads[k] and pads[naxes + k] elements before and after axis
+ * axes[k] (int64, or int32 if axes_i32; every axis in order if axes is NULL; negative
+ * axes count from the end; negative pads crop). Returns -1 when they do not turn xdims
+ * into ydims (the static result shape). `value` is one element of x's type. */
+Q35_FN int q35_pad(void *y, const void *x, size_t elem, int rank, const int64_t *xdims,
+                   const int64_t *ydims, const int64_t *pads, int naxes, const void *axes,
+                   int axes_i32, int mode, const void *value)
+{
+    int64_t begin[8] = {0}, idx[8] = {0}, xst[8], total = 1, i;
+    int seen[8] = {0}, d, k;
+    if (rank > 8)
+        return -1;
+    for (k = 0; k < naxes; k++) {
+        int64_t a = !axes ? k : axes_i32 ? ((const int32_t *)axes)[k] : ((const int64_t *)axes)[k];
+        if (a < 0)
+            a += rank;
+        if (a < 0 || a >= rank || seen[a] || xdims[a] + pads[k] + pads[naxes + k] != ydims[a])
+            return -1;
+        if (mode != Q35_PAD_CONSTANT && xdims[a] == 0 && ydims[a] > 0)
+            return -1;
+        seen[a] = 1;
+        begin[a] = pads[k];
+    }
+    for (d = rank - 1; d >= 0; d--) {
+        if (!seen[d] && xdims[d] != ydims[d])
+            return -1;
+        xst[d] = d == rank - 1 ? 1 : xst[d + 1] * xdims[d + 1];
+        total *= ydims[d];
     }
     for (i = 0; i < total; i++) {
         int64_t off = 0;
         int pad = 0;
         for (d = 0; d < rank; d++) {
-            const int64_t t = tables[start[d] + idx[d]];
-            pad |= t < 0;
-            off += t;
+            const int64_t s = q35_pad_index(idx[d] - begin[d], xdims[d], mode);
+            pad |= s < 0;
+            off += s * xst[d];
         }
-        memcpy((char *)y + i * (int64_t)elem, pad ? value : (const char *)x + off * (int64_t)elem,
-               elem);
-        for (d = rank - 1; d >= 0 && ++idx[d] == dims[d]; d--)
+        memcpy((char *)y + i * (int64_t)elem,
+               pad ? value : (const void *)((const char *)x + off * (int64_t)elem), elem);
+        for (d = rank - 1; d >= 0 && ++idx[d] == ydims[d]; d--)
             idx[d] = 0;
     }
+    return 0;
 }
 
 /* One axis of a separable Resize: y[o, j, i] = sum_t wt[j*taps + t] * x[o, at[j*taps + t], i]
