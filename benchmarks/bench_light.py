@@ -200,7 +200,8 @@ def bench_expected(name: str, target: str) -> Result:
     return compare(name, f"{target} float vs expected", got, want, compiled, ran)
 
 
-def bench_random(name: str, target: str, seed: int, work: Path) -> list[Result]:
+def bench_random(name: str, target: str, seed: int, work: Path,
+                 modes: tuple[str, ...] = ("float", "quantized")) -> list[Result]:
     import onnxruntime
 
     model = randomize(onnx.load(LIGHT_DIR / f"light_{name}.onnx"), seed)
@@ -215,7 +216,8 @@ def bench_random(name: str, target: str, seed: int, work: Path) -> list[Result]:
                                            providers=["CPUExecutionProvider"])
     want = session.run(None, feeds)[0]
     results = []
-    for mode, passes in (("float", ""), ("quantized", None)):
+    for mode in modes:
+        passes = {"float": "", "quantized": None}[mode]
         got, compiled, ran = run_q35c(path, feeds, target, passes)
         results.append(compare(name, f"{target} {mode} vs onnxruntime", got, want,
                                compiled, ran))
