@@ -35,11 +35,13 @@ C_REFUSED = {
     "test_maxpool_with_argmax_2d_precomputed_strides": "Indices output",
     **{f"test_training_dropout{s}": "must be known at compile time" for s in (
         "", "_default", "_default_mask", "_mask", "_zero_ratio", "_zero_ratio_mask")},
+    **{f"test_resize_downsample_{s}_antialias": "antialias needs its scales or sizes known"
+       for s in ("scales_cubic", "scales_linear", "sizes_cubic", "sizes_linear")},
 }
 """Node-suite cases of the family that pass on the interpreter and that the C target
-refuses, with the reason. Resize and Upsample cases give their
-scales or sizes as run-time inputs, which c refuses ("must be known at compile time");
-they are run below with those inputs made initializers, as exporters write them."""
+refuses, with the reason. The suite gives Resize its scales and sizes as run-time inputs;
+antialiased taps need them at compile time (they set the number of taps), so those cases
+are also run below with the inputs made initializers, as exporters write them."""
 
 FAST_CASES = [
     "test_basic_conv_with_padding", "test_conv_with_strides_and_asymmetric_padding",
@@ -51,7 +53,10 @@ FAST_CASES = [
     "test_batchnorm_epsilon", "test_instancenorm_example", "test_lrn",
     "test_depthtospace_crd_mode_example", "test_spacetodepth_crd_mode_example",
     "test_reflect_pad", "test_constant_pad_axes", "test_dropout_default_mask",
-    "test_dropout_default_ratio", "test_sum_example",
+    "test_dropout_default_ratio", "test_sum_example", "test_upsample_nearest",
+    "test_resize_upsample_sizes_nearest_not_larger", "test_resize_tf_crop_and_resize_axes_2_3",
+    "test_resize_downsample_scales_cubic_A_n0p5_exclude_outside",
+    "test_resize_upsample_scales_linear_half_pixel_symmetric",
 ]
 """A deterministic slice of the family's node-suite cases for the normal tier."""
 
@@ -96,10 +101,8 @@ def test_every_family_case_passing_on_interp_passes_on_c(suite, cases, tmp_path)
         if interp.status != "pass":
             continue
         c = suite.run_case(case, "c", tmp_path / f"{name}_c")
-        resize_input = suite.op_type(case) in ("Resize", "Upsample")
-        if c.status == "pass" or (c.status == "refused" and (
-                (name in C_REFUSED and C_REFUSED[name] in c.detail) or
-                (resize_input and "must be known at compile time" in c.detail))):
+        if c.status == "pass" or (c.status == "refused" and name in C_REFUSED
+                                  and C_REFUSED[name] in c.detail):
             continue
         problems.append(f"{name}: {c.status}: {c.detail}")
     assert not problems, "\n".join(problems)
@@ -134,6 +137,7 @@ def run(model: onnx.ModelProto, feeds: dict[str, np.ndarray], target: str, tmp_p
 
 
 RESIZE_FAST = ["test_resize_downsample_scales_cubic_antialias",
+               "test_resize_downsample_sizes_linear_antialias",
                "test_resize_upsample_sizes_nearest_axes_3_2",
                "test_resize_downsample_sizes_linear_pytorch_half_pixel",
                "test_resize_tf_crop_and_resize_extrapolation_value", "test_upsample_nearest"]

@@ -77,10 +77,40 @@ def render_pad(printer, step) -> str:
 
 @renders("resize_axis", runtime=RUNTIME)
 def render_resize_axis(printer, step) -> str:
+    """Taps as static tables (known scales) or from a `resize_taps` step's buffers."""
     p = step.params
-    return (f"static const int64_t at[] = {_int_array(p['at'])};\n"
-            f"static const double wt[] = {_double_array(p['wt'])};\n"
-            f"q35_resize_axis_f32({printer.ptr(step.outs[0])}, "
+    head, at, wt = "", "at", "wt"
+    if "at" in p:
+        head = (f"static const int64_t at[] = {_int_array(p['at'])};\n"
+                f"static const double wt[] = {_double_array(p['wt'])};\n")
+    else:
+        at, wt = (printer.ptr(b, True) for b in step.ins[1:3])
+    return (f"{head}q35_resize_axis_f32({printer.ptr(step.outs[0])}, "
             f"{printer.ptr(step.ins[0], True)}, {p['outer']}, {p['in_len']}, "
-            f"{p['out_len']}, {p['inner']}, {p['taps']}, at, wt, "
+            f"{p['out_len']}, {p['inner']}, {p['taps']}, {at}, {wt}, "
             f"{_float_literal(p['extrapolation'], 'float')});")
+
+
+@renders("resize_scales", runtime=RUNTIME)
+def render_resize_scales(printer, step) -> str:
+    p = step.params
+    src = printer.ptr(step.ins[0], True)
+    return (f"static const int64_t axes[] = {_int_array(p['axes'])}, "
+            f"xdims[] = {_int_array(p['xdims'])}, ydims[] = {_int_array(p['ydims'])};\n"
+            f"if (q35_resize_scales({printer.ptr(step.outs[0])}, {src}, {int(p['sizes'])}, "
+            f"{len(p['xdims'])}, axes, {len(p['axes'])}, xdims, ydims, {p['policy']}) != 0)\n"
+            f"    return {printer.prefix}_fail("
+            f"{c_string(step.origin + ': the scales or sizes do not give the compiled shape')});")
+
+
+@renders("resize_taps", runtime=RUNTIME)
+def render_resize_taps(printer, step) -> str:
+    p = step.params
+    at, wt = step.outs
+    scale, *roi = step.ins
+    roi0 = f"{printer.ptr(roi[0], True)} + {p['roi0']}" if roi else "NULL"
+    roi1 = f"{printer.ptr(roi[0], True)} + {p['roi1']}" if roi else "NULL"
+    return (f"q35_resize_taps({printer.ptr(at)}, {printer.ptr(wt)}, {p['in_len']}, "
+            f"{p['out_len']}, {p['taps']}, {printer.ptr(scale, True)}[{p['axis']}], {roi0}, "
+            f"{roi1}, {p['coordinate']}, {p['kind']}, {p['nearest']}, {p['cubic_a']!r}, "
+            f"{p['exclude_outside']});")

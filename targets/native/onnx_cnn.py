@@ -64,6 +64,15 @@ class Node:
     def result(self, slot: int = 0) -> Buffer:
         return self.lowering.result(self.outputs[slot], self.type.lower())
 
+    def is_known(self, slot: int) -> bool:
+        """Whether input `slot` is absent or known at compile time."""
+        if slot not in self.inputs:
+            return True
+        value = self.inputs[slot]
+        return isinstance(value.owner, arith.ConstantOp) or (
+            isinstance(value.owner, quant3p5.WeightOp)
+            and value.owner.weight_name.data in self.lowering.store)
+
     def known(self, slot: int) -> np.ndarray | None:
         """The compile-time value of input `slot` (a constant or a weight), None if absent;
         refused when it is only known at run time."""
@@ -449,6 +458,9 @@ def resize(lowering, op) -> None:
     mode = node.attr("mode", "nearest")
     if mode not in ("nearest", "linear", "cubic"):
         raise node.error(f"mode '{mode}' is not supported")
+    if not all(node.is_known(slot) for slot in (1, 2, 3)):
+        resize_at_run_time(node, x, y_shape, mode)
+        return
     scale, rois = _resize_geometry(node, x.shape, y_shape)
     extrapolation = float(node.attr("extrapolation_value", 0.0))
     resized = [a for a in range(len(x.shape)) if y_shape[a] != x.shape[a] or not (
@@ -473,4 +485,69 @@ def resize(lowering, op) -> None:
             "outer": int(np.prod(shape[:axis], dtype=np.int64)), "in_len": n_in,
             "out_len": n_out, "inner": int(np.prod(shape[axis + 1:], dtype=np.int64)),
             "taps": len(at) // n_out, "at": at, "wt": wt, "extrapolation": extrapolation})
+        current = out
+
+
+COORDINATE_MODES = {"half_pixel": 0, "half_pixel_symmetric": 1, "pytorch_half_pixel": 2,
+                    "align_corners": 3, "asymmetric": 4, "tf_crop_and_resize": 5}
+INTERPOLATIONS = {"nearest": 0, "linear": 1, "cubic": 2}
+NEAREST_MODES = {"round_prefer_floor": 0, "round_prefer_ceil": 1, "floor": 2, "ceil": 3}
+ASPECT_POLICIES = {"stretch": 0, "not_larger": 1, "not_smaller": 2}
+
+
+def resize_at_run_time(node: Node, x: Buffer, y_shape: tuple[int, ...], mode: str) -> None:
+    """Resize whose scales, sizes or roi are run-time values: a `resize_scales` step finds
+    every axis's scale (and checks the output shape), then per axis in `axes` a
+    `resize_taps` step computes the taps the reference would, and `resize_axis` applies
+    them (2 taps for nearest and linear, 4 for cubic; antialias is refused here)."""
+    lowering = node.lowering
+    upsample = node.type == "Upsample"  # nearest: each input repeated (asymmetric, floor)
+    if not upsample and node.op.opset.value.data < 11:
+        raise node.error(f"Resize of opset {node.op.opset.value.data} is not supported")
+    if node.attr("antialias", 0):
+        raise node.error("antialias needs its scales or sizes known at compile time")
+    if upsample and mode != "nearest":
+        raise node.error("only nearest Upsample is supported")
+    coordinate = ("asymmetric" if upsample
+                  else node.attr("coordinate_transformation_mode", "half_pixel"))
+    nearest = "floor" if upsample else node.attr("nearest_mode", "round_prefer_floor")
+    policy = node.attr("keep_aspect_ratio_policy", "stretch")
+    for value, table in ((coordinate, COORDINATE_MODES), (nearest, NEAREST_MODES),
+                         (policy, ASPECT_POLICIES)):
+        if value not in table:
+            raise node.error(f"'{value}' is not supported")
+    rank = len(x.shape)
+    axes = ([a % rank for a in node.attr("axes")] if "axes" in node.attrs
+            else list(range(rank)))
+    slot = 1 if upsample else 2
+    scales = (node.buffer(slot) if slot in node.inputs and _shape(node.inputs[slot]) != (0,)
+              else None)
+    sizes = node.buffer(3) if not upsample and 3 in node.inputs and scales is None else None
+    if (scales is None) == (sizes is None) or (scales is not None and scales.dtype != F32) or (
+            sizes is not None and sizes.dtype != np.int64):
+        raise node.error("needs float32 scales or int64 sizes, one per axis")
+    roi = node.float_buffer(1) if coordinate == "tf_crop_and_resize" else None
+    scale = lowering.new("arena", np.dtype(np.float64), (rank,), "scale")
+    node.step("resize_scales", [scale], [scales if scales is not None else sizes], {
+        "sizes": sizes is not None, "axes": axes, "xdims": list(x.shape),
+        "ydims": list(y_shape), "policy": ASPECT_POLICIES[policy]})
+    taps = 4 if mode == "cubic" else 2
+    current, shape = x, list(x.shape)
+    for k, axis in enumerate(axes):
+        n_in, n_out = shape[axis], y_shape[axis]
+        at = lowering.new("arena", np.dtype(np.int64), (n_out * taps,), "taps")
+        wt = lowering.new("arena", np.dtype(np.float64), (n_out * taps,), "weights")
+        node.step("resize_taps", [at, wt], [scale, *([roi] if roi is not None else [])], {
+            "axis": axis, "roi0": k, "roi1": len(axes) + k, "in_len": n_in,
+            "out_len": n_out, "taps": taps, "coordinate": COORDINATE_MODES[coordinate],
+            "kind": INTERPOLATIONS[mode], "nearest": NEAREST_MODES[nearest],
+            "cubic_a": float(node.attr("cubic_coeff_a", -0.75)),
+            "exclude_outside": int(node.attr("exclude_outside", 0))})
+        shape[axis] = n_out
+        out = node.result() if k == len(axes) - 1 else lowering.new(
+            "arena", F32, tuple(shape), "resize")
+        node.step("resize_axis", [out], [current, at, wt], {
+            "outer": int(np.prod(shape[:axis], dtype=np.int64)), "in_len": n_in,
+            "out_len": n_out, "inner": int(np.prod(shape[axis + 1:], dtype=np.int64)),
+            "taps": taps, "extrapolation": float(node.attr("extrapolation_value", 0.0))})
         current = out

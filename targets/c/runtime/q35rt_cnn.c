@@ -415,3 +415,140 @@ Q35_FN void q35_resize_axis_f32(float *y, const float *x, int64_t outer, int64_t
             }
     }
 }
+
+/* Resize with scales or sizes known only at run time: the per-axis scale factors, then
+ * each resized axis's taps, computed as onnx's reference (op_resize.py,
+ * _interpolate_1d_along_axis) computes them, in double. */
+enum { Q35_RS_HALF_PIXEL = 0, Q35_RS_HALF_PIXEL_SYMMETRIC = 1, Q35_RS_PYTORCH_HALF_PIXEL = 2,
+       Q35_RS_ALIGN_CORNERS = 3, Q35_RS_ASYMMETRIC = 4, Q35_RS_TF_CROP_AND_RESIZE = 5 };
+enum { Q35_RS_NEAREST = 0, Q35_RS_LINEAR = 1, Q35_RS_CUBIC = 2 };
+enum { Q35_RS_ROUND_PREFER_FLOOR = 0, Q35_RS_ROUND_PREFER_CEIL = 1, Q35_RS_FLOOR = 2,
+       Q35_RS_CEIL = 3 };
+
+/* scale[d] for every dim (1 where not in axes) from src: scales (float32, one per axis)
+ * or, if from_sizes, sizes (int64, one per axis; `policy` 0 stretch, 1 not_larger,
+ * 2 not_smaller). Returns -1 unless the output sizes they give are ydims (the compiled
+ * shape). */
+Q35_FN int q35_resize_scales(double *scale, const void *src, int from_sizes, int rank,
+                             const int64_t *axes, int naxes, const int64_t *xdims,
+                             const int64_t *ydims, int policy)
+{
+    const float *scales = from_sizes ? NULL : (const float *)src;
+    const int64_t *sizes = from_sizes ? (const int64_t *)src : NULL;
+    double pick = 0.0;
+    int d, k;
+    for (d = 0; d < rank; d++)
+        scale[d] = 1.0;
+    for (k = 0; k < naxes; k++) {
+        const int64_t a = axes[k];
+        const double s = from_sizes ? (double)sizes[k] / (double)xdims[a] : (double)scales[k];
+        if (k == 0 || (policy == 1 && s < pick) || (policy == 2 && s > pick))
+            pick = s;
+        scale[a] = s;
+    }
+    for (k = 0; k < naxes; k++) {
+        const int64_t a = axes[k];
+        int64_t want;
+        if (from_sizes && policy != 0) {
+            scale[a] = pick;
+            want = (int64_t)(pick * (double)xdims[a] + 0.5);
+        } else {
+            want = from_sizes ? sizes[k] : (int64_t)(scale[a] * (double)xdims[a]);
+        }
+        if (want != ydims[a] || !(scale[a] > 0.0))
+            return -1;
+    }
+    return 0;
+}
+
+static void q35_resize_coeffs(double *c, int kind, double r, int nearest, double a)
+{
+    if (kind == Q35_RS_NEAREST) {
+        int right;
+        if (r == 1.0)
+            right = 1;
+        else if (nearest == Q35_RS_ROUND_PREFER_FLOOR)
+            right = r > 0.5;
+        else if (nearest == Q35_RS_ROUND_PREFER_CEIL)
+            right = r >= 0.5;
+        else
+            right = nearest == Q35_RS_CEIL;
+        c[0] = right ? 0.0 : 1.0;
+        c[1] = right ? 1.0 : 0.0;
+    } else if (kind == Q35_RS_LINEAR) {
+        c[0] = 1.0 - r;
+        c[1] = r;
+    } else {
+        c[0] = ((a * (r + 1) - 5 * a) * (r + 1) + 8 * a) * (r + 1) - 4 * a;
+        c[1] = ((a + 2) * r - (a + 3)) * r * r + 1;
+        c[2] = ((a + 2) * (1 - r) - (a + 3)) * (1 - r) * (1 - r) + 1;
+        c[3] = ((a * ((1 - r) + 1) - 5 * a) * ((1 - r) + 1) + 8 * a) * ((1 - r) + 1) - 4 * a;
+    }
+}
+
+/* The taps (at[j*taps + t], wt[...]) of output index j of one axis of in -> out
+ * elements: taps is 2 (nearest, linear) or 4 (cubic); at[j*taps] = -1 marks an
+ * extrapolated output (tf_crop_and_resize outside the roi [*roi0, *roi1]; the roi
+ * pointers are NULL for other modes). */
+Q35_FN void q35_resize_taps(int64_t *at, double *wt, int64_t in, int64_t out, int64_t taps,
+                            double scale, const float *roi0, const float *roi1, int coord,
+                            int kind, int nearest, double cubic_a, int exclude_outside)
+{
+    const double width = scale * (double)in;
+    const int64_t pad = (taps + 1) / 2;
+    int64_t j, t;
+    for (j = 0; j < out; j++) {
+        const double y = (double)j;
+        double x, r, xp, frac, c[4], sum = 0.0;
+        int64_t base, p, start;
+        switch (coord) {
+        case Q35_RS_ALIGN_CORNERS:
+            x = width == 1 ? 0.0 : y * (double)(in - 1) / (width - 1);
+            break;
+        case Q35_RS_ASYMMETRIC:
+            x = y / scale;
+            break;
+        case Q35_RS_TF_CROP_AND_RESIZE:
+            x = width == 1 ? ((double)*roi1 - *roi0) * (double)(in - 1) / 2
+                           : y * ((double)*roi1 - *roi0) * (double)(in - 1) / (width - 1);
+            x = x + (double)*roi0 * (double)(in - 1);
+            break;
+        case Q35_RS_PYTORCH_HALF_PIXEL:
+            x = width == 1 ? -0.5 : (y + 0.5) / scale - 0.5;
+            break;
+        case Q35_RS_HALF_PIXEL_SYMMETRIC:
+            x = (double)in / 2 * (1 - (double)out / width) + (y + 0.5) / scale - 0.5;
+            break;
+        default:
+            x = (y + 0.5) / scale - 0.5;
+        }
+        if (coord == Q35_RS_TF_CROP_AND_RESIZE && (x < 0 || x > (double)(in - 1))) {
+            for (t = 0; t < taps; t++) {
+                at[j * taps + t] = t == 0 ? -1 : 0;
+                wt[j * taps + t] = 0.0;
+            }
+            continue;
+        }
+        r = x == floor(x) ? 1.0 : x - floor(x);
+        q35_resize_coeffs(c, kind, r, nearest, cubic_a);
+        xp = x + (double)pad;
+        p = (int64_t)floor(xp);
+        frac = xp - (double)p;
+        base = taps % 2 == 0 ? (frac == 0 ? -(taps / 2) : -(taps / 2) + 1)
+                             : (frac <= 0.5 ? -((taps - 1) / 2) : -((taps - 1) / 2) + 1);
+        start = p + base - pad;
+        for (t = 0; t < taps; t++) {
+            const int64_t i = start + t;
+            if (exclude_outside && (i < 0 || i >= in))
+                c[t] = 0.0;
+            sum += c[t];
+        }
+        if (exclude_outside && sum == 0.0)
+            sum = 1.0;
+        for (t = 0; t < taps; t++) {
+            const int64_t i = start + t;
+            at[j * taps + t] = i < 0 ? 0 : i >= in ? in - 1 : i;
+            wt[j * taps + t] = exclude_outside ? c[t] / sum : c[t];
+        }
+    }
+}
