@@ -28,11 +28,7 @@ CNN_OPS = frozenset({
 """The op types of this family (Flatten, Gemm, Concat, Softmax have dedicated converters)."""
 
 C_REFUSED = {
-    "test_batchnorm_epsilon_training_mode": "training mode",
-    "test_batchnorm_example_training_mode": "training mode",
     "test_maxpool_2d_uint8": "only float32",
-    "test_maxpool_with_argmax_2d_precomputed_pads": "Indices output",
-    "test_maxpool_with_argmax_2d_precomputed_strides": "Indices output",
     **{f"test_training_dropout{s}": "must be known at compile time" for s in (
         "", "_default", "_default_mask", "_mask", "_zero_ratio", "_zero_ratio_mask")},
     **{f"test_resize_downsample_{s}_antialias": "antialias needs its scales or sizes known"
@@ -47,10 +43,12 @@ FAST_CASES = [
     "test_basic_conv_with_padding", "test_conv_with_strides_and_asymmetric_padding",
     "test_conv_with_autopad_same", "test_convtranspose_group_2", "test_convtranspose_pads",
     "test_convtranspose_output_shape", "test_convtranspose_3d", "test_maxpool_2d_ceil",
-    "test_maxpool_3d_dilations", "test_averagepool_2d_pads_count_include_pad",
+    "test_maxpool_3d_dilations", "test_maxpool_with_argmax_2d_precomputed_strides",
+    "test_averagepool_2d_pads_count_include_pad",
     "test_averagepool_2d_ceil_last_window_starts_on_pad", "test_averagepool_2d_same_lower",
     "test_lppool_2d_pads", "test_globalaveragepool", "test_globalmaxpool",
-    "test_batchnorm_epsilon", "test_instancenorm_example", "test_lrn",
+    "test_batchnorm_epsilon", "test_batchnorm_example_training_mode",
+    "test_instancenorm_example", "test_lrn",
     "test_depthtospace_crd_mode_example", "test_spacetodepth_crd_mode_example",
     "test_reflect_pad", "test_constant_pad_axes", "test_dropout_default_mask",
     "test_dropout_default_ratio", "test_sum_example", "test_upsample_nearest",
@@ -288,7 +286,7 @@ def test_model_without_cnn_ops_carries_no_cnn_runtime():
     assert "q35_conv_f32" not in CPrinter(plain, b"").source()
     pool = Program("m", [("x", x)], [("y", y)], [x, y], [Step("pool", [y], [x], {
         "planes": 1, "sp": [1] * 18, "end": [0, 0, 0], "mode": 0, "count_include_pad": 0,
-        "p": 2.0})], [])
+        "p": 2.0, "storage_order": 0})], [])
     assert "q35_conv_f32" in CPrinter(pool, b"").source()
 
 

@@ -28,11 +28,13 @@ def render_conv(printer, step) -> str:
 @renders("pool", runtime=RUNTIME)
 def render_pool(printer, step) -> str:
     p = step.params
+    indices = printer.ptr(step.outs[1]) if len(step.outs) > 1 else "NULL"
     return (f"static const int64_t sp[] = {_int_array(p['sp'])}, end[] = "
             f"{_int_array(p['end'])};\n"
-            f"q35_pool_f32({printer.ptr(step.outs[0])}, {printer.ptr(step.ins[0], True)}, "
-            f"{p['planes']}, sp, end, {POOL_MODES[p['mode']]}, {p['count_include_pad']}, "
-            f"{p['p']!r});")
+            f"q35_pool_f32({printer.ptr(step.outs[0])}, {indices}, "
+            f"{printer.ptr(step.ins[0], True)}, {p['planes']}, sp, end, "
+            f"{POOL_MODES[p['mode']]}, {p['count_include_pad']}, {p['p']!r}, "
+            f"{p['storage_order']});")
 
 
 @renders("batch_norm", runtime=RUNTIME)
@@ -41,6 +43,20 @@ def render_batch_norm(printer, step) -> str:
     p = step.params
     return (f"q35_batch_norm_f32({printer.ptr(step.outs[0])}, {x}, {scale}, {bias}, {mean}, "
             f"{var}, {p['n']}, {p['c']}, {p['inner']}, {_float_literal(p['eps'], 'float')});")
+
+
+@renders("batch_norm_train", runtime=RUNTIME)
+def render_batch_norm_train(printer, step) -> str:
+    x, scale, bias, mean, var = (printer.ptr(b, True) for b in step.ins)
+    p = step.params
+    y, *rest = step.outs
+    running = iter(rest)
+    run_mean, run_var = (printer.ptr(next(running)) if wanted else "NULL"
+                         for wanted in p["running"])
+    return (f"q35_batch_norm_train_f32({printer.ptr(y)}, {run_mean}, {run_var}, {x}, "
+            f"{scale}, {bias}, {mean}, {var}, {p['n']}, {p['c']}, {p['inner']}, "
+            f"{_float_literal(p['eps'], 'float')}, "
+            f"{_float_literal(p['momentum'], 'float')});")
 
 
 @renders("instance_norm", runtime=RUNTIME)

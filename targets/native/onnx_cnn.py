@@ -207,8 +207,6 @@ POOL_MODES = {"MaxPool": 0, "AveragePool": 1, "LpPool": 2,
 @lowers(*POOL_MODES)
 def pool(lowering, op) -> None:
     node = Node(lowering, op)
-    if set(node.outputs) != {0}:
-        raise node.error("the Indices output is not supported")
     x = node.float_buffer(0)
     y_shape = _shape(node.outputs[0])
     rank = len(x.shape) - 2
@@ -228,9 +226,10 @@ def pool(lowering, op) -> None:
                             dilations),
               "end": ends, "mode": POOL_MODES[node.type],
               "count_include_pad": int(node.attr("count_include_pad", 0)),
-              "p": float(node.attr("p", 2))}
-    out = node.result()
-    node.step("pool", [out], [x], params)
+              "p": float(node.attr("p", 2)),
+              "storage_order": int(node.attr("storage_order", 0))}
+    outs = [node.result(slot) for slot in sorted(node.outputs)]  # MaxPool: Indices too
+    node.step("pool", outs, [x], params)
 
 
 # -- normalization --------------------------------------------------------------------------
@@ -238,16 +237,24 @@ def pool(lowering, op) -> None:
 
 @lowers("BatchNormalization")
 def batch_norm(lowering, op) -> None:
+    """Inference mode (one output), or training mode (opset 14+ `training_mode`): batch
+    statistics, and the running mean and variance as outputs 1 and 2 if wanted."""
     node = Node(lowering, op)
-    if set(node.outputs) != {0} or node.attr("training_mode", 0):
-        raise node.error("training mode (running mean/var outputs) is not supported")
+    training = bool(node.attr("training_mode", 0))
+    if set(node.outputs) - {0} and not (training and op.opset.value.data >= 14):
+        raise node.error("the saved mean/variance outputs of opset < 14 are not supported")
     ins = [node.float_buffer(slot) for slot in range(5)]
     x = ins[0]
-    out = node.result()
-    node.step("batch_norm", [out], ins, {
-        "n": x.shape[0], "c": x.shape[1] if len(x.shape) > 1 else 1,
-        "inner": int(np.prod(x.shape[2:], dtype=np.int64)),
-        "eps": float(np.float32(node.attr("epsilon", 1e-5)))})
+    params = {"n": x.shape[0], "c": x.shape[1] if len(x.shape) > 1 else 1,
+              "inner": int(np.prod(x.shape[2:], dtype=np.int64)),
+              "eps": float(np.float32(node.attr("epsilon", 1e-5)))}
+    if not training:
+        node.step("batch_norm", [node.result()], ins, params)
+        return
+    outs = [node.result(slot) if slot in node.outputs else None for slot in range(3)]
+    node.step("batch_norm_train", [b for b in outs if b is not None], ins, {
+        **params, "momentum": float(np.float32(node.attr("momentum", 0.9))),
+        "running": [slot in node.outputs for slot in (1, 2)]})
 
 
 @lowers("InstanceNormalization")

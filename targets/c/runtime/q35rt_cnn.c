@@ -191,9 +191,12 @@ enum { Q35_POOL_MAX = 0, Q35_POOL_AVG = 1, Q35_POOL_LP = 2 };
  * x[o*s - p + k*d] over the kernel. Windows only ever read x itself; positions in the
  * padding count towards an average (and an Lp norm's zero terms) only when
  * count_include_pad is set, and then only up to the end padding `end[3]` (the ceil_mode
- * overhang never counts). An empty window gives 0 (average) or -inf (max). */
-Q35_FN void q35_pool_f32(float *y, const float *x, int64_t planes, const int64_t *sp,
-                         const int64_t *end, int mode, int count_include_pad, double p)
+ * overhang never counts). An empty window gives 0 (average) or -inf (max). For max,
+ * `indices` (if not NULL) gets the flat index in x of each window's first maximum, the
+ * spatial dims row-major (storage_order 0) or column-major (1). */
+Q35_FN void q35_pool_f32(float *y, int64_t *indices, const float *x, int64_t planes,
+                         const int64_t *sp, const int64_t *end, int mode,
+                         int count_include_pad, double p, int storage_order)
 {
     const int64_t id = sp[0], ih = sp[1], iw = sp[2], od = sp[3], oh = sp[4], ow = sp[5];
     const int64_t kd = sp[6], kh = sp[7], kw = sp[8], sd = sp[9], sh = sp[10], sw = sp[11];
@@ -210,7 +213,7 @@ Q35_FN void q35_pool_f32(float *y, const float *x, int64_t planes, const int64_t
                 for (zw = 0; zw < ow; zw++) {
                     double acc = 0.0;
                     float best = -INFINITY;
-                    int64_t count = 0;
+                    int64_t count = 0, where = -1;
                     for (a = 0; a < kd; a++) {
                         const int64_t xd = zd * sd - pd + a * dd;
                         if (xd >= id + end[0] || xd < -pd)
@@ -232,15 +235,23 @@ Q35_FN void q35_pool_f32(float *y, const float *x, int64_t planes, const int64_t
                                 }
                                 v = xp[(xd * ih + xh) * iw + xw];
                                 count++;
-                                if (mode == Q35_POOL_MAX)
-                                    best = v > best || v != v ? v : best;
-                                else if (mode == Q35_POOL_AVG)
+                                if (mode == Q35_POOL_MAX) {
+                                    if (v > best || v != v || where < 0) {
+                                        best = v;
+                                        where = storage_order == 0
+                                                    ? (xd * ih + xh) * iw + xw
+                                                    : xd + xh * id + xw * id * ih;
+                                    }
+                                } else if (mode == Q35_POOL_AVG)
                                     acc += v;
                                 else
                                     acc += pow(fabs((double)v), p);
                             }
                         }
                     }
+                    if (indices)
+                        indices[pl * plane + (zd * oh + zh) * ow + zw] =
+                            where < 0 ? -1 : pl * inplane + where;
                     if (mode == Q35_POOL_MAX)
                         yp[(zd * oh + zh) * ow + zw] = best;
                     else if (mode == Q35_POOL_AVG)
@@ -252,8 +263,8 @@ Q35_FN void q35_pool_f32(float *y, const float *x, int64_t planes, const int64_t
 }
 
 /* BatchNormalization in inference mode, per channel c of x[n, c, inner]:
- * y = (x - mean) / sqrt(var + eps) * scale + bias, each step rounded in float32 as the
- * reference's numpy expression is. */
+ * y = scale * (x - mean) / sqrt(var + eps) + bias, each step rounded in float32 in the
+ * order of the reference's numpy expression. */
 Q35_FN void q35_batch_norm_f32(float *y, const float *x, const float *scale, const float *bias,
                                const float *mean, const float *var, int64_t n, int64_t c,
                                int64_t inner, float eps)
@@ -265,7 +276,47 @@ Q35_FN void q35_batch_norm_f32(float *y, const float *x, const float *scale, con
         const float den = sqrtf(var[ch] + eps), s = scale[ch], t = bias[ch], mu = mean[ch];
         int64_t i;
         for (i = 0; i < inner; i++)
-            y[job * inner + i] = (x[job * inner + i] - mu) / den * s + t;
+            y[job * inner + i] = s * (x[job * inner + i] - mu) / den + t;
+    }
+}
+
+/* BatchNormalization in training mode: per channel the batch mean and (biased) variance
+ * over n and inner (in double, rounded to float32) normalize x as in inference mode, and
+ * the running statistics become mean * momentum + batch * (1 - momentum) (float32).
+ * run_mean / run_var may be NULL when those outputs are not wanted. */
+Q35_FN void q35_batch_norm_train_f32(float *y, float *run_mean, float *run_var,
+                                     const float *x, const float *scale, const float *bias,
+                                     const float *mean, const float *var, int64_t n,
+                                     int64_t c, int64_t inner, float eps, float momentum)
+{
+    const float keep = (float)(1.0 - (double)momentum);
+    int64_t ch;
+    Q35_CNN_PARALLEL_FOR(n * c * inner * 4)
+    for (ch = 0; ch < c; ch++) {
+        double sum = 0.0, sq = 0.0;
+        float m, v, den;
+        int64_t b, i;
+        for (b = 0; b < n; b++)
+            for (i = 0; i < inner; i++)
+                sum += x[(b * c + ch) * inner + i];
+        sum /= (double)(n * inner);
+        for (b = 0; b < n; b++)
+            for (i = 0; i < inner; i++) {
+                const double d = (double)x[(b * c + ch) * inner + i] - sum;
+                sq += d * d;
+            }
+        m = (float)sum;
+        v = (float)(sq / (double)(n * inner));
+        den = sqrtf(v + eps);
+        for (b = 0; b < n; b++)
+            for (i = 0; i < inner; i++) {
+                const int64_t at = (b * c + ch) * inner + i;
+                y[at] = scale[ch] * (x[at] - m) / den + bias[ch];
+            }
+        if (run_mean)
+            run_mean[ch] = mean[ch] * momentum + m * keep;
+        if (run_var)
+            run_var[ch] = var[ch] * momentum + v * keep;
     }
 }
 
