@@ -11,11 +11,17 @@ without a seed, draws from numpy's global generator.
 
 from __future__ import annotations
 
+import math
 import warnings
 
 import numpy as np
 import onnx
 from onnx.reference import ReferenceEvaluator
+from onnx.reference.op_run import OpRun
+from onnx.reference.ops.op_batch_normalization import (
+    BatchNormalization_14,
+    _batchnorm_test_mode,
+)
 
 from q35c.compiler.tensors import numpy_dtype
 from q35c.dialects import q35nn
@@ -67,7 +73,7 @@ def _evaluator(op: q35nn.OnnxNodeOp) -> ReferenceEvaluator:
         graph = onnx.helper.make_graph([op.node_proto()], op.op_type.data, inputs, outputs)
         model = onnx.helper.make_model(
             graph, opset_imports=[onnx.helper.make_opsetid("", op.opset.value.data)])
-        evaluator = ReferenceEvaluator(model)
+        evaluator = ReferenceEvaluator(model, new_ops=[BatchNormalization, LRN])
         if len(_EVALUATORS) >= _CACHE_LIMIT:
             _EVALUATORS.clear()
         _EVALUATORS[key] = evaluator
@@ -78,3 +84,30 @@ def _value_info(name: str, ttype) -> onnx.ValueInfoProto:
     dtype = numpy_dtype(ttype.get_element_type())
     return onnx.helper.make_tensor_value_info(
         name, onnx.helper.np_dtype_to_tensor_dtype(dtype), list(ttype.get_shape()))
+
+
+class BatchNormalization(OpRun):
+    """BatchNormalization as the operator defines it: inference mode unless
+    `training_mode` (opset 14+) says otherwise. onnx's reference (1.23) runs opsets 9 to 13
+    in a training-like mode whenever `momentum` is set, and it always is (the schema's
+    default, 0.9), so it would mix batch statistics into every inference."""
+
+    def _run(self, x, scale, bias, mean, var, epsilon=None, momentum=None,
+             training_mode=None):
+        if training_mode:
+            return BatchNormalization_14._run(self, x, scale, bias, mean, var, epsilon,
+                                              momentum, training_mode)
+        return (_batchnorm_test_mode(x, scale, bias, mean, var, epsilon=epsilon),)
+
+class LRN(OpRun):
+    """LRN as the operator defines it, over a window of channels. onnx's reference (1.23)
+    loops over the batch axis instead, so its result is wrong whenever N != C; this is
+    its code with that loop fixed (same float32 numerics)."""
+
+    def _run(self, x, alpha=None, beta=None, bias=None, size=None):
+        square_sum = np.zeros(x.shape, dtype=x.dtype)
+        before, after = math.floor((size - 1) / 2), math.ceil((size - 1) / 2) + 1
+        for c in range(x.shape[1]):
+            begin, end = max(0, c - before), min(x.shape[1], c + after)
+            square_sum[:, c] = np.sum(x[:, begin:end] ** 2, axis=1)
+        return ((x / ((bias + (alpha / size) * square_sum) ** beta)).astype(x.dtype),)

@@ -181,12 +181,12 @@ def onnxruntime_output(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> 
     return session.run(None, feeds)[0]
 
 
-def check_against_onnxruntime(model, x: np.ndarray, tmp_path, rtol=1e-5):
+def check_against_onnxruntime(model, x: np.ndarray, tmp_path, rtol=1e-5, target="c"):
     inferred = onnx.shape_inference.infer_shapes(model, strict_mode=True)
     del model.graph.output[:]
     model.graph.output.extend(inferred.graph.output)
     want = onnxruntime_output(model, {"x": x})
-    [got] = run(model, {"x": x}, "c", tmp_path)
+    [got] = run(model, {"x": x}, target, tmp_path)
     assert got.shape == want.shape
     scale = float(np.abs(want).max())
     assert float(np.abs(got - want).max()) <= rtol * scale, float(np.abs(got - want).max())
@@ -250,13 +250,30 @@ def test_batch_norm_and_instance_norm_match_onnxruntime(tmp_path):
                               x, tmp_path / "in")
 
 
-def test_lrn_over_channels_matches_onnxruntime(tmp_path):
-    """Batch 2 of 7 channels: onnx's reference LRN (the interpreter's) sums squares over a
-    window of the batch axis where N != C, so here c is checked against onnxruntime, which
-    follows the operator's definition."""
+@pytest.mark.parametrize("target", ["interp", "c"])
+def test_lrn_over_channels_matches_onnxruntime(tmp_path, target):
+    """Batch 2 of 7 channels. Regression: onnx's reference LRN, which the interpreter ran,
+    sums squares over a window of the batch axis when N != C (0.17 off here);
+    semantics/onnx_node.py overrides it."""
     x = np.random.default_rng(4).standard_normal((2, 7, 3, 3)).astype(np.float32)
     model = node_model("LRN", x.shape, x.shape, {}, size=5, alpha=0.3, beta=0.6, bias=2.0)
-    check_against_onnxruntime(model, x, tmp_path)
+    check_against_onnxruntime(model, x, tmp_path, target=target)
+
+
+@pytest.mark.parametrize("target", ["interp", "c"])
+@pytest.mark.parametrize("opset", [13, 15])
+def test_batch_norm_with_momentum_is_inference(tmp_path, target, opset):
+    """Regression: onnx's reference runs BatchNormalization of opsets 9-13 with batch
+    statistics mixed in whenever momentum is set (always: the schema default), 0.14 off
+    here; exporters write momentum. One output means inference mode."""
+    rng = np.random.default_rng(3)
+    stats = {"s": rng.uniform(0.5, 1.5, 5), "b": rng.standard_normal(5),
+             "m": rng.standard_normal(5), "v": rng.uniform(0.1, 2, 5)}
+    stats = {k: v.astype(np.float32) for k, v in stats.items()}
+    x = rng.standard_normal((2, 5, 4, 3)).astype(np.float32)
+    model = node_model("BatchNormalization", x.shape, x.shape, stats, opset=opset,
+                       epsilon=1e-3, momentum=0.9)
+    check_against_onnxruntime(model, x, tmp_path, target=target)
 
 
 def test_pad_with_wrong_run_time_pads_fails_cleanly(tmp_path):

@@ -1,10 +1,10 @@
 """Native rules for the CNN family of `q35nn.onnx_node`: Conv, ConvTranspose, the pools,
-BatchNormalization (inference), InstanceNormalization, LRN, Pad, DepthToSpace,
-SpaceToDepth, Resize / Upsample, inference-mode Dropout and Sum (ResNet's residual adds).
+BatchNormalization, InstanceNormalization, LRN, Pad, DepthToSpace, SpaceToDepth,
+Resize / Upsample, inference-mode Dropout and Sum (ResNet's residual adds).
 
 Each rule works out the node's static geometry here (auto_pad, ceil_mode, output_padding,
 interpolation tables) from the attributes and the operand and result shapes the importer
-fixed, and appends one kernel step whose parameters are plain integers; the kernels are in
+fixed, and appends kernel steps whose parameters are plain numbers; the kernels are in
 `targets/c/runtime/q35rt_cnn.c` (`targets/c/onnx_cnn.py` renders them). Pure data movement
 (DepthToSpace, SpaceToDepth) reuses the strided copy.
 The semantics are ONNX's, as onnx's reference implementation (the interpreter) computes
@@ -71,6 +71,7 @@ class Node:
         value = self.inputs[slot]
         return isinstance(value.owner, arith.ConstantOp) or (
             isinstance(value.owner, quant3p5.WeightOp)
+            and not isinstance(value.type, quant3p5.PackedWeightType)
             and value.owner.weight_name.data in self.lowering.store)
 
     def known(self, slot: int) -> np.ndarray | None:
