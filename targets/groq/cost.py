@@ -185,6 +185,7 @@ ONNX_NODE_WORK: dict[str, tuple[str, int]] = {
     "And": ("VXM", 1), "Or": ("VXM", 1), "Xor": ("VXM", 1), "Not": ("VXM", 1),
     "Equal": ("VXM", 1), "Less": ("VXM", 1), "LessOrEqual": ("VXM", 1),
     "Greater": ("VXM", 1), "GreaterOrEqual": ("VXM", 1),
+    "Add": ("VXM", 1), "Sub": ("VXM", 1),
     "GatherND": ("SXM", 1), "GatherElements": ("SXM", 1), "Expand": ("SXM", 1),
 }
 """The generic ONNX ops (`q35nn.onnx_node`, by op type) the Groq target runs, each as one

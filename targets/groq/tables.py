@@ -12,10 +12,12 @@ negative-index rule):
 
     per piece p of rows [r0, r1):
         local_p = i - r0;  in_p = (local_p >= 0) & (local_p < r1 - r0)
-        rows_p  = gather(piece_p, select(in_p, local_p, 0))
-        y_p     = select(r0 <= w < r1, rows_p, y_{p-1})        (y_0 = rows_0)
+        rows_p  = gather(piece_p, where(in_p, local_p, 0))
+        y_p     = where(in_p, rows_p, y_{p-1})        (y_0 = rows_0)
 
-where `w` is `i` broadcast to the rows' shape (once per table).
+as generic ONNX ops (`q35nn.onnx_node` Less, Add, Sub, GreaterOrEqual, And, Where: VXM
+macros with the interpreter's semantics; xDSL's `arith.cmpi` takes no tensors), with
+`in_p` reshaped to broadcast over the rows' trailing dims.
 
 Every in-range index lies in exactly one piece, so `y` holds exactly the rows the original
 gather returns (selection only, no arithmetic on the values): bit-identical with the
@@ -29,8 +31,14 @@ from dataclasses import dataclass
 
 import numpy as np
 from xdsl.dialects import arith, tensor
-from xdsl.dialects.builtin import DenseIntOrFPElementsAttr, ModuleOp, TensorType
-from xdsl.dialects.linalg.ops import BroadcastOp
+from xdsl.dialects.builtin import (
+    DenseIntOrFPElementsAttr,
+    DictionaryAttr,
+    ModuleOp,
+    TensorType,
+    i1,
+    i64,
+)
 from xdsl.ir import Operation, SSAValue
 from xdsl.rewriter import InsertPoint, Rewriter
 
@@ -91,8 +99,17 @@ def table_pieces(m: Machine, table: str, shape: tuple[int, ...], itemsize: int,
     return pieces
 
 
-def _const(value: int, like: TensorType) -> arith.ConstantOp:
-    return arith.ConstantOp(DenseIntOrFPElementsAttr.from_list(like, [value]), like)
+OPSET = 18
+"""ONNX opset of the generic ops the split emits (their semantics are unchanged since)."""
+
+
+def _node(op_type: str, inputs: list[SSAValue], result: TensorType) -> q35nn.OnnxNodeOp:
+    return q35nn.OnnxNodeOp(op_type, OPSET, inputs, [result], DictionaryAttr({}))
+
+
+def _const(value: int | list[int], like: TensorType) -> arith.ConstantOp:
+    values = value if isinstance(value, list) else [value]
+    return arith.ConstantOp(DenseIntOrFPElementsAttr.from_list(like, values), like)
 
 
 class _Builder:
@@ -113,20 +130,19 @@ def _split_one(op: q35nn.GatherOp, pieces: list[TablePiece], store: WeightStore,
     assert isinstance(table_op, quant3p5.WeightOp)
     name = table_op.weight_name.data
     data = np.asarray(store[name])
-    vocab = data.shape[0]
     idx = op.operands[1]
-    itype = idx.type
-    out = op.results[0].type
+    itype, out = idx.type, op.results[0].type
     assert isinstance(itype, TensorType) and isinstance(out, TensorType)
+    shape = list(itype.get_shape())
+    mask_type = TensorType(i1, shape)
+    # the mask of a piece, shaped to broadcast over the rows' trailing dims
+    row_mask = TensorType(i1, shape + [1] * (len(out.get_shape()) - len(shape)))
     b = _Builder(op, chip_of)
-    first = pieces[0].chip
-    zero = b.add(_const(0, itype), first)
-    negative = b.add(arith.CmpiOp(idx, zero, "slt"), first)
-    wrapped = b.add(arith.AddiOp(idx, b.add(_const(vocab, itype), first)), first)
-    index = b.add(arith.SelectOp(negative, wrapped, idx), first)
-    rank = len(itype.get_shape())
-    wide_type = TensorType(itype.get_element_type(), out.get_shape())
-    wide: SSAValue | None = None  # the indices broadcast to the rows' shape (masks)
+    c = pieces[0].chip
+    zero = b.add(_const(0, itype), c)
+    negative = b.add(_node("Less", [idx, zero], mask_type), c)
+    wrapped = b.add(_node("Add", [idx, b.add(_const(data.shape[0], itype), c)], itype), c)
+    index = b.add(_node("Where", [negative, wrapped, idx], itype), c)
     y: SSAValue | None = None
     entries = []
     for p in pieces:
@@ -138,11 +154,13 @@ def _split_one(op: q35nn.GatherOp, pieces: list[TablePiece], store: WeightStore,
                            [p.r1 - p.r0, *data.shape[1:]])
         piece = b.add(quant3p5.WeightOp(key, ptype), p.chip)
         c = p.chip
-        local = b.add(arith.SubiOp(index, b.add(_const(p.r0, itype), c)), c)
-        low = b.add(arith.CmpiOp(local, b.add(_const(0, itype), c), "sge"), c)
-        high = b.add(arith.CmpiOp(local, b.add(_const(p.r1 - p.r0, itype), c), "slt"), c)
-        inside = b.add(arith.AndIOp(low, high), c)
-        safe = b.add(arith.SelectOp(inside, local, b.add(_const(0, itype), c)), c)
+        zero = b.add(_const(0, itype), c)
+        local = b.add(_node("Sub", [index, b.add(_const(p.r0, itype), c)], itype), c)
+        low = b.add(_node("GreaterOrEqual", [local, zero], mask_type), c)
+        high = b.add(_node("Less", [local, b.add(_const(p.r1 - p.r0, itype), c)],
+                           mask_type), c)
+        inside = b.add(_node("And", [low, high], mask_type), c)
+        safe = b.add(_node("Where", [inside, local, zero], itype), c)
         rows = b.add(q35nn.GatherOp(piece, safe, 0), c)
         if rows.type != out:
             raise Q35cError(f"groq target: table '{name}' of {table_op.result.type} is split "
@@ -150,24 +168,14 @@ def _split_one(op: q35nn.GatherOp, pieces: list[TablePiece], store: WeightStore,
         if y is None:
             y = rows
         else:
-            if wide is None:
-                init = b.add(tensor.EmptyOp([], wide_type), c)
-                dims = list(range(rank, len(out.get_shape())))
-                wide = b.add(BroadcastOp(index, init, _dims(dims)), c)
-            above = b.add(arith.CmpiOp(wide, b.add(_const(p.r0, wide_type), c), "sge"), c)
-            below = b.add(arith.CmpiOp(wide, b.add(_const(p.r1, wide_type), c), "slt"), c)
-            mask = b.add(arith.AndIOp(above, below), c)
-            y = b.add(arith.SelectOp(mask, rows, y), c)
+            dims = TensorType(i64, [len(row_mask.get_shape())])
+            mask = b.add(tensor.ReshapeOp(inside, b.add(_const(list(row_mask.get_shape()),
+                                                                dims), c), row_mask), c)
+            y = b.add(_node("Where", [mask, rows, y], out), c)
         entries.append({"weight": key, "chip": c, "rows": [p.r0, p.r1]})
     op.results[0].replace_all_uses_with(y)
     Rewriter.erase_op(op)
     return {"table": name, "shape": list(data.shape), "pieces": entries}
-
-
-def _dims(dims: list[int]):
-    from xdsl.dialects.builtin import DenseArrayBase, i64
-
-    return DenseArrayBase.from_list(i64, dims)
 
 
 def table_gathers(module: ModuleOp, entry: str | None) -> list[tuple[int, q35nn.GatherOp]]:
