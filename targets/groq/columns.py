@@ -10,10 +10,11 @@ from q35c.compiler.diagnostics import Q35cError
 from q35c.compiler.weights import WeightStore
 
 
-def chip_assignment(plan, m) -> dict[int, int]:
+def chip_assignment(plan) -> dict[int, int]:
     """IR op index (of the entry function) -> chip, from a plan's layer ranges. An op whose
     weight the plan splits over chips gets the first of them here (`split_columns` gives
-    each column shard its own chip, `tables.split_tables` each row piece of a table). Chips are renumbered densely (a range of free ops only, such as reshapes, gets no
+    each column shard its own chip, `tables.split_tables` each row piece of a table).
+    Chips are renumbered densely (a range of free ops only, such as reshapes, gets no
     chip)."""
     from q35c.targets.groq.plan import Plan
 

@@ -80,7 +80,7 @@ def plan_and_schedule(module: ModuleOp, store: WeightStore, m: Machine,
     while True:
         plan = plan_module(module, PlanOptions(chips=request, granule=granule), machine=m,
                            entry=entry)
-        assign = chip_assignment(plan, m)
+        assign = chip_assignment(plan)
         # a weight larger than one chip: one matmul per column shard, on the plan's chips
         work, work_store, assign, splits = split_columns(module, store, plan, assign, entry)
         # a table larger than a slice group or a chip: row pieces and selects

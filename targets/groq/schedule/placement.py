@@ -199,7 +199,8 @@ class Placer:
                 ("payload", BLOCK_BYTES * blocks, "raw", "uint8"),
                 ("meta", BLOCK_BYTES * meta_blocks, "raw", "uint8"),
                 ("words", COLUMN_WORDS, "planes", "float32")):
-            b = Buf(f"{node.weight}:t{t}:{part}", (rows, lanes), dtype, layout, "weight")
+            b = Buf(f"{node.weight}:t{t}:{part}", (rows, lanes), dtype, layout, "weight",
+                    label=node.weight)
             b.nvec = b.vectors(lanes)
             if part == "payload":
                 b.slices = list(group)
@@ -324,17 +325,21 @@ class Placer:
             if near:
                 b.slices = candidates[:width]
                 addr, low = self._fit(b, placed, fresh=True)
-            if addr < low:
-                b.slices = [candidates[(next_slice[side] + j) % len(candidates)]
+            # the next window of the round robin; when it is full, the windows after it
+            # (weights from below can fill some inner slices, e.g. a large table's model)
+            for shift in range(0, len(candidates) if addr < low else 0, DATA_SLICES):
+                b.slices = [candidates[(next_slice[side] + shift + j) % len(candidates)]
                             for j in range(width)]
                 addr, low = self._fit(b, placed)
+                if addr >= low:
+                    break
             next_slice[side] += width
             b.addr = addr
             if addr < low:
                 used = sum(o.nvec for o in self.graph.buffers.values() if o.slices) * lanes
-                what = f"{b.name} ('{b.label}'" if b.label else f"{b.name} ("
+                what = f"{b.name} ('{b.label}', " if b.label else f"{b.name} ("
                 raise Q35cError(
-                    f"groq target: SRAM overflow: buffer {what}, {b.nbytes} bytes) does not "
+                    f"groq target: SRAM overflow: buffer {what}{b.nbytes} bytes) does not "
                     f"fit in slices {', '.join(m.slice_name(s) for s in b.slices)} "
                     f"({m.vectors_per_slice} vectors of {lanes} B each); the model needs at "
                     f"least {used} bytes, machine {m.name} has {m.sram_bytes}")
