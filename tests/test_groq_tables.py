@@ -141,3 +141,26 @@ def test_generic_onnx_ops_run_as_macros_bit_exact(tmp_path):
                    Interpreter(c.module, c.store or store), inputs)
     for name in ("y", "p"):
         assert np.array_equal(got[name], want[name], equal_nan=True), name
+
+
+def test_shape_only_folds_a_transposed_weight_as_the_real_import(tmp_path):
+    """A tied LM head is MatMul(x, Transpose(table)): the real import folds the Transpose
+    into a [K, N] weight that the default pipeline quantizes; --shape-only now does the
+    same with a shape-only weight, so the plan sees one Q3P5 matmul either way (it used
+    to see a float matmul on a run-time transpose)."""
+    table = numpy_helper.from_array(
+        np.random.default_rng(5).standard_normal((640, 64)).astype(np.float32), "table")
+    graph = helper.make_graph(
+        [helper.make_node("Transpose", ["table"], ["head"], perm=[1, 0]),
+         helper.make_node("MatMul", ["x", "head"], ["y"])], "tied",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 640])], initializer=[table])
+    path = tmp_path / "tied.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), path)
+    plans = []
+    for shape_only in (False, True):
+        _, module = compile_to_module(path, Options(shape_only=shape_only))
+        assert "linalg.transpose" not in str(module)
+        plans.append([(x["kind"], x["weight"], x.get("k"), x.get("n"))
+                      for x in plan_module(module, PlanOptions()).matmuls])
+    assert plans[0] == plans[1] == [("matmul", "head.q3p5", 64, 640)]
