@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import functools
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -165,6 +166,7 @@ def test_sram_overflow_tiny_machine(tmp_path):
                f'groq{{machine="{machine}"}}', "-o", out, check=False)
     assert res.returncode == 2
     assert res.stderr.count("\n") == 1 and "SRAM overflow" in res.stderr
+    assert re.search(r"buffer \S+ \('[^']+', \d+ bytes\)", res.stderr)  # names the tensor
     assert not out.exists()
 
 

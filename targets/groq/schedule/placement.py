@@ -258,7 +258,7 @@ class Placer:
         order = self.graph.nodes.index(node) + 1
 
         def scratch(name: str, shape: tuple[int, int], dtype: str, tile: WeightTile) -> Buf:
-            b = Buf(name, shape, dtype, "planes", "temp")
+            b = Buf(name, shape, dtype, "planes", "temp", label=node.weight)
             b.used, b.order, b.hemisphere = True, (order, order), tile.hemisphere
             b.chip = self.chip
             return b
