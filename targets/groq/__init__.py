@@ -77,15 +77,19 @@ def int8_module(ctx: Context, module: ModuleOp) -> ModuleOp:
 
 def _accepted_ops() -> frozenset[str]:
     """What lower.py lowers: the interpreter's ops that it does not reject, of which only
-    linalg.reduce/fill/transpose/broadcast may have regions; and func.return."""
+    linalg.reduce/fill/transpose/broadcast may have regions; the generic ONNX op for the op
+    types of `cost.ONNX_NODE_WORK`; and func.return."""
     from xdsl.dialects.linalg.ops import BroadcastOp, FillOp, ReduceOp, TransposeOp
 
+    from q35c.dialects.q35nn import OnnxNodeOp
     from q35c.semantics import IMPLEMENTATIONS
+    from q35c.targets.groq.cost import ONNX_NODE_WORK
     from q35c.targets.groq.lower import _UNSUPPORTED
 
     with_regions = (ReduceOp, FillOp, TransposeOp, BroadcastOp)
-    return frozenset({"func.return"} | {
-        t.name for t in IMPLEMENTATIONS if not issubclass(t, _UNSUPPORTED) and (
+    generic = {f'{OnnxNodeOp.name} "{t}"' for t in ONNX_NODE_WORK}
+    return frozenset({"func.return"} | generic | {
+        t.name for t in IMPLEMENTATIONS if not issubclass(t, (*_UNSUPPORTED, OnnxNodeOp)) and (
             not t.get_irdl_definition().regions or issubclass(t, with_regions))})
 
 

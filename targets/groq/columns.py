@@ -10,24 +10,15 @@ from q35c.compiler.diagnostics import Q35cError
 from q35c.compiler.weights import WeightStore
 
 
-def chip_assignment(plan, m) -> dict[int, int]:
+def chip_assignment(plan) -> dict[int, int]:
     """IR op index (of the entry function) -> chip, from a plan's layer ranges. An op whose
     weight the plan splits over chips gets the first of them here (`split_columns` gives
-    each column shard its own chip). A split embedding table (rows over chips) is an error.
+    each column shard its own chip, `tables.split_tables` each row piece of a table).
     Chips are renumbered densely (a range of free ops only, such as reshapes, gets no
     chip)."""
     from q35c.targets.groq.plan import Plan
 
     assert isinstance(plan, Plan)
-    split = [x for x in plan.matmuls if "shard" in x and x["kind"] == "gather"]
-    if split:
-        x = split[0]
-        chips_of = sorted({y["chip"] for y in split if y["weight"] == x["weight"]})
-        raise Q35cError(
-            f"groq target: embedding table '{x['weight']}' does not fit one chip of machine "
-            f"{m.name} ({m.sram_bytes} bytes of SRAM): the plan splits its rows over chips "
-            f"{chips_of[0]}..{chips_of[-1]}, and row splits of tables are only planned "
-            "(--shape-only), not compiled with real weights")
     raw = _raw_assignment(plan)
     numbering = _numbering(plan, raw)
     return {k: numbering[v] for k, v in raw.items()}
@@ -40,6 +31,20 @@ def _raw_assignment(plan) -> dict[int, int]:
         for op_index in range(first, last + 1):
             assign.setdefault(op_index, chip["chip"])
     return assign
+
+
+def table_rows(plan) -> list[list]:
+    """Per gather on a weight table (in op order): the plan's row ranges as `TablePiece`s
+    on dense chips (one range when the plan keeps the table on one chip)."""
+    from q35c.targets.groq.tables import TablePiece
+
+    dense = _numbering(plan, _raw_assignment(plan))
+    by_op: dict[int, list] = {}
+    for x in plan.matmuls:
+        if x["kind"] == "gather":
+            r0, r1 = x["table_rows"]
+            by_op.setdefault(x["op"], []).append(TablePiece(dense[x["chip"]], r0, r1))
+    return [sorted(by_op[i], key=lambda p: p.r0) for i in sorted(by_op)]
 
 
 def _numbering(plan, raw: dict[int, int]) -> dict[int, int]:

@@ -32,13 +32,14 @@ from xdsl.dialects.builtin import ModuleOp, TensorType
 from q35c.compiler.diagnostics import Q35cError
 from q35c.compiler.entry import entry_function
 from q35c.compiler.weights import WeightStore
-from q35c.targets.groq.columns import chip_assignment, split_columns
+from q35c.targets.groq.columns import chip_assignment, split_columns, table_rows
 from q35c.targets.groq.lower import Graph, lower
 from q35c.targets.groq.machine import Machine, load_machine
 from q35c.targets.groq.plan import Plan, PlanOptions, plan_module
 from q35c.targets.groq.program import to_documents
 from q35c.targets.groq.report import build_report
 from q35c.targets.groq.schedule import Program, schedule
+from q35c.targets.groq.tables import split_tables
 
 MAX_CHIPS = 16
 """`chips=0` (the default): the planner's fewest chips; on an SRAM overflow of the
@@ -59,6 +60,8 @@ class Scheduled:
     fewest: int
     granule: int
     splits: list[dict]
+    tables: list[dict]
+    """The row splits of tables (`tables.split_tables`)."""
 
 
 def _overflows(err: Q35cError) -> bool:
@@ -73,12 +76,16 @@ def plan_and_schedule(module: ModuleOp, store: WeightStore, m: Machine,
     granule = 1
     tried: set[tuple[int, int]] = set()
     fewest = 0
+    overflow = ""
     while True:
         plan = plan_module(module, PlanOptions(chips=request, granule=granule), machine=m,
                            entry=entry)
-        assign = chip_assignment(plan, m)
+        assign = chip_assignment(plan)
         # a weight larger than one chip: one matmul per column shard, on the plan's chips
         work, work_store, assign, splits = split_columns(module, store, plan, assign, entry)
+        # a table larger than a slice group or a chip: row pieces and selects
+        work, work_store, assign, tables = split_tables(work, work_store, table_rows(plan),
+                                                        assign, m, entry)
         count = max(assign.values(), default=0) + 1
         fewest = fewest or count
         last_try = chips > 0 or (request or count) >= MAX_CHIPS
@@ -88,13 +95,15 @@ def plan_and_schedule(module: ModuleOp, store: WeightStore, m: Machine,
             try:
                 program = schedule(graph, m, count, assign if count > 1 else None)
                 return Scheduled(plan, work, work_store, graph, program, fewest, granule,
-                                 splits)
+                                 splits, tables)
             except Q35cError as err:
                 if not _overflows(err) or last_try:
                     raise Q35cError(f"{err} (planned on {count} chip(s))") from None
+                overflow = f"on {count} chip(s): {str(err).removeprefix('groq target: ')}"
         elif (request or count) >= MAX_CHIPS:
             raise Q35cError(f"groq target: SRAM overflow: the planner's partitions over up to "
-                            f"{MAX_CHIPS} chips do not fit machine {m.name}") from None
+                            f"{MAX_CHIPS} chips do not fit machine {m.name}; last attempt "
+                            f"{overflow}") from None
         request = max(request or count, count) + 1
         if splits:  # finer column chunks, so that the extra chip takes part of the split
             granule = request
@@ -126,4 +135,6 @@ def compile_module(ctx: Context, module: ModuleOp, store: WeightStore,
                       "cycles_per_pass": plan.summary["cycles_per_pass"],
                       "layers_per_chip": [c["layers"] for c in plan.chips],
                       "granule": done.granule, "column_splits": done.splits}
+    if done.tables:
+        report["plan"]["table_splits"] = done.tables
     return Compiled(done.module, doc, image, memory, report, ops, done.store)

@@ -180,6 +180,20 @@ def matmul_cost(m: Machine, work: dict[str, int], prefetch: bool = True) -> dict
 
 # -- graph ops -------------------------------------------------------------------------------
 
+ONNX_NODE_WORK: dict[str, tuple[str, int]] = {
+    "Cast": ("VXM", 1), "Where": ("VXM", 1), "IsNaN": ("VXM", 1), "IsInf": ("VXM", 1),
+    "And": ("VXM", 1), "Or": ("VXM", 1), "Xor": ("VXM", 1), "Not": ("VXM", 1),
+    "Equal": ("VXM", 1), "Less": ("VXM", 1), "LessOrEqual": ("VXM", 1),
+    "Greater": ("VXM", 1), "GreaterOrEqual": ("VXM", 1),
+    "Add": ("VXM", 1), "Sub": ("VXM", 1),
+    "GatherND": ("SXM", 1), "GatherElements": ("SXM", 1), "Expand": ("SXM", 1),
+}
+"""The generic ONNX ops (`q35nn.onnx_node`, by op type) the Groq target runs, each as one
+macro with the interpreter's semantics (the onnx reference implementation): the
+element-wise logic, comparisons, selects and casts of the exporters' mask and NaN guards
+(VXM, one ALU pass per element) and their index-driven data movement (SXM)."""
+
+
 def op_work(op: Any, shape: Any) -> tuple[str, str, int, int]:
     """(unit "VXM"/"SXM", kind "vxm"/"sxm"/"transcendental", elements, ALU passes per
     element) of a non-matmul graph op; `shape(value)` gives a value's shape. `elements` is
@@ -202,6 +216,8 @@ def op_work(op: Any, shape: Any) -> tuple[str, str, int, int]:
     elements = max([math.prod(shape(v)) for v in list(op.operands) + list(op.results)] + [1])
     unit = "SXM" if isinstance(op, sxm) else "VXM"
     passes = passes_of.get(type(op), 1)
+    if isinstance(op, q35nn.OnnxNodeOp):
+        unit, passes = ONNX_NODE_WORK.get(op.op_type.data, ("VXM", 1))
     kind = "sxm" if unit == "SXM" else "vxm"
     if isinstance(op, transcendental):
         kind, passes = "transcendental", 4

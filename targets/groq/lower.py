@@ -29,15 +29,16 @@ from q35c.compiler.entry import argument_names, entry_function, result_names
 from q35c.compiler.quant import Q3P5Tensor
 from q35c.compiler.tensors import constant_value, numpy_dtype
 from q35c.compiler.weights import WeightStore
-from q35c.dialects import quant3p5
+from q35c.dialects import q35nn, quant3p5
 from q35c.semantics import IMPLEMENTATIONS
-from q35c.targets.groq.cost import op_work
+from q35c.targets.groq.cost import ONNX_NODE_WORK, op_work
 
 
 @dataclass
 class Buf:
     """A tensor in MEM. `layout` says how its bytes sit in 320-byte vectors:
-    `flat` (row-major little-endian bytes), `chunks:C` (int8 rows cut into C-element
+    `flat` (row-major little-endian bytes), `rows` (the same bytes: an embedding table in
+    weight slice groups, which a gather reads row by row), `chunks:C` (int8 rows cut into C-element
     chunks, one zero-padded vector each: MXM activation vectors), `planes` ([R, 320]
     int32/float32, 4 byte-plane vectors per row: a 4-stream group), `raw` (packed bytes,
     one vector per 320 lanes)."""
@@ -56,13 +57,14 @@ class Buf:
     used: bool = False
     hemisphere: str = ""  # "W"/"E": place next to the VXM in that hemisphere
     chip: int = 0
+    label: str = ""  # the IR tensor it holds (weight name or SSA name), for messages
 
     @property
     def nbytes(self) -> int:
         return int(np.prod(self.shape, dtype=np.int64)) * np.dtype(self.dtype).itemsize
 
     def vectors(self, lanes: int) -> int:
-        if self.layout == "flat":
+        if self.layout in ("flat", "rows"):
             return max(1, -(-self.nbytes // lanes))
         if self.layout.startswith("chunks:"):
             c = int(self.layout[7:])
@@ -90,7 +92,7 @@ def encode(buf: Buf, array: np.ndarray, lanes: int) -> np.ndarray:
     a = np.ascontiguousarray(np.asarray(array).astype(buf.dtype, copy=False))
     nvec = buf.vectors(lanes)
     out = np.zeros((nvec, lanes), np.uint8)
-    if buf.layout == "flat":
+    if buf.layout in ("flat", "rows"):
         raw = a.reshape(-1).view(np.uint8)
         out.reshape(-1)[:raw.size] = raw
     elif buf.layout.startswith("chunks:"):
@@ -114,7 +116,7 @@ def encode(buf: Buf, array: np.ndarray, lanes: int) -> np.ndarray:
 def decode(buf: Buf, vectors: np.ndarray, lanes: int) -> np.ndarray:
     """Inverse of `encode`: the array held in uint8 [nvec, lanes]."""
     dt = np.dtype(buf.dtype)
-    if buf.layout == "flat":
+    if buf.layout in ("flat", "rows"):
         return vectors.reshape(-1)[:buf.nbytes].copy().view(dt).reshape(buf.shape)
     if buf.layout.startswith("chunks:"):
         c = int(buf.layout[7:])
@@ -199,7 +201,9 @@ def lower(module: ModuleOp, store: WeightStore, lanes: int, entry: str | None = 
 
     def new(v: SSAValue, kind: str, value=None, layout="flat") -> str:
         name = f"v{len(buffers)}"
-        buffers[name] = Buf(name, _shape(v), _dtype(v), layout, kind, value)
+        label = v.owner.weight_name.data if isinstance(v.owner, quant3p5.WeightOp) else \
+            v.name_hint or ""
+        buffers[name] = Buf(name, _shape(v), _dtype(v), layout, kind, value, label=label)
         names[v] = name
         return name
 
@@ -224,6 +228,9 @@ def lower(module: ModuleOp, store: WeightStore, lanes: int, entry: str | None = 
                                 linalg.BroadcastOp)):
             hint = " (compile with --act int8)" if isinstance(op, quant3p5.MatmulOp) else ""
             raise Q35cError(f"groq target: {op.name} is not supported{hint}")
+        if isinstance(op, q35nn.OnnxNodeOp) and op.op_type.data not in ONNX_NODE_WORK:
+            raise Q35cError(f'groq target: {op.name} "{op.op_type.data}" (op {index}) is not '
+                            "supported")
         if isinstance(op, arith.ConstantOp):
             value = constant_value(op.value, op.result.type)
             new(op.result, "const", np.asarray(value))

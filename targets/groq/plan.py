@@ -64,9 +64,11 @@ class PlanOptions:
     """A machine name (targets/groq/machines/) or a path to a machine file."""
     chips: int | None = None
     """Use exactly this many pipeline stages if possible (>= the minimum); None: the fewest."""
-    table_bytes: int = 1
-    """Bytes per element of an embedding table (`q35nn.gather` on a weight) kept in SRAM:
-    1 = int8 rows (the activations the lookup feeds are int8 anyway)."""
+    table_bytes: int | None = None
+    """Bytes per element of an embedding table (`q35nn.gather` on a weight) kept in SRAM;
+    None: the table's element size in the IR, as GroqTarget keeps it (a float32 table
+    takes 4 bytes per element, so the plan agrees with the compiled program); 1: int8
+    rows, a what-if for a table quantized to int8."""
     granule: int = 16
     """Weights larger than 1/granule of a chip's SRAM are cut into column (table: row)
     chunks of at most that size, so that chips fill up; chunks of one op that land on one
@@ -84,7 +86,8 @@ class PlanOptions:
         check_text(where, "machine", self.machine)
         if self.chips is not None:
             check_int(where, "chips", self.chips, 1)
-        check_int(where, "table-bytes", self.table_bytes, 1, self.MAX_TABLE_BYTES)
+        if self.table_bytes is not None:
+            check_int(where, "table-bytes", self.table_bytes, 1, self.MAX_TABLE_BYTES)
         check_int(where, "granule", self.granule, 1, self.MAX_GRANULE)
 
     @classmethod
@@ -302,7 +305,8 @@ def _build_units(module: ModuleOp, cost: CostModel, options: PlanOptions,
             # each shard looks up the rows it holds and adds them into the running output.
             tname = table.weight_name.data
             vocab = table.result.type.get_shape()[0]
-            row_bytes = _elements(op.operands[0]) // vocab * options.table_bytes
+            table_bytes = options.table_bytes or _element_bytes(op.operands[0])
+            row_bytes = _elements(op.operands[0]) // vocab * table_bytes
             if tname not in counted:
                 counted.add(tname)
                 parameters += _elements(op.operands[0])
@@ -317,7 +321,7 @@ def _build_units(module: ModuleOp, cost: CostModel, options: PlanOptions,
                 per_shard = min(hard, max(capacity // options.granule, row_bytes)) // \
                     cost.vectors(row_bytes)
             parts = -(-vocab // per_shard)
-            cycles = cost.lookup(_elements(op.results[0]) * options.table_bytes)
+            cycles = cost.lookup(_elements(op.results[0]) * table_bytes)
             start = 0
             for j in range(parts):
                 stop = min(vocab, start + vocab // parts + (1 if j < vocab % parts else 0))

@@ -253,6 +253,26 @@ class OnnxImporter:
         op = self.tb.insert(quant3p5.WeightOp(key, TensorType(mlir_element(dtype), list(shape))))
         return op.result
 
+    def shape_only_transposed(self, value: SSAValue, perm: list[int], name: str
+                              ) -> SSAValue | None:
+        """`--shape-only`: the Transpose of a shape-only weight as a shape-only weight of the
+        permuted shape named `name`, as a real import folds it (tied embeddings: the LM
+        head's transposed table), so that later passes see the same weights; else None."""
+        from q35c.compiler.weights import ShapeOnlyWeight
+        from q35c.dialects import quant3p5
+
+        owner = value.owner
+        if not self.shape_only or not isinstance(owner, quant3p5.WeightOp):
+            return None
+        spec = self.store.spec(owner.weight_name.data)
+        if spec is None or spec.layout is not None:
+            return None
+        shape = tuple(spec.shape[p] for p in perm)
+        key = self.store.fresh_name(name)
+        self.store[key] = ShapeOnlyWeight(shape, spec.dtype)
+        element = value.type.get_element_type()
+        return self.tb.insert(quant3p5.WeightOp(key, TensorType(element, list(shape)))).result
+
     def bind(self, node: NodeProto, outputs: list[Value]) -> None:
         for name, value in zip(node.output, outputs):
             if name:

@@ -270,6 +270,8 @@ def _transpose(imp, node, inputs):
     if sorted(perm) != list(range(len(shape_of(x)))):
         raise imp.error(node, f"perm {_shown(perm)} is not a permutation of the "
                               f"{len(shape_of(x))} axes of its input")
+    if (folded := imp.shape_only_transposed(x, perm, node.output[0])) is not None:
+        return [folded]
     return [imp.tb.transpose(x, perm)]
 
 

@@ -57,7 +57,7 @@ def copy_cross_chip(graph: Graph) -> list[tuple[str, str, int]]:
             key = (r, node.chip)
             if key not in copies:
                 name = f"{r}@{node.chip}"
-                c = Buf(name, b.shape, b.dtype, b.layout, b.kind, b.value)
+                c = Buf(name, b.shape, b.dtype, b.layout, b.kind, b.value, label=b.label)
                 c.used, c.chip = True, node.chip
                 c.order = b.order
                 graph.buffers[name] = c
@@ -71,9 +71,13 @@ def copy_cross_chip(graph: Graph) -> list[tuple[str, str, int]]:
                 node.scale = renamed.get(node.scale, node.scale)
             else:
                 node.inputs = [renamed.get(x, x) for x in node.inputs]
+    on_first = {r for node in graph.nodes if node.chip == 0 for r in reads_of(node)}
     for name, b in graph.buffers.items():
         if b.kind in ("input", "const") and "@" not in name:
             b.chip = 0
+            if b.kind == "const" and name not in on_first and any(
+                    r == name for r, _ in copies):
+                b.used = False  # a constant sits only on the chips that read it
     return transfers
 
 

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from q35c.compiler.diagnostics import Q35cError
+from q35c.dialects import q35nn
 from q35c.targets.groq.cost import BLOCK_BYTES, COLUMN_WORDS, DATA_SLICES, INSTALL_BLOCK_ROWS
 from q35c.targets.groq.lower import Buf, Graph, MacroNode, MatmulNode, encode
 from q35c.targets.groq.machine import Machine
@@ -101,11 +102,52 @@ class Placer:
         self.result = Placement()
 
     def run(self) -> Placement:
+        for b in self.tables():
+            self.place_table(b)
         for node in self.graph.nodes:
             if isinstance(node, MatmulNode) and node.chip == self.chip:
                 self.place_matmul(node)
         self.place_data()
         return self.result
+
+    # -- tables ----------------------------------------------------------------------------
+
+    def tables(self) -> list[Buf]:
+        """Embedding tables of this chip larger than a data slice group: constants that a
+        gather reads as its table (tables.py cuts larger ones into row pieces that fit one
+        weight slice group)."""
+        limit = DATA_SLICES * self.m.vectors_per_slice * self.m.lanes
+        out = []
+        for node in self.graph.nodes:
+            if isinstance(node, MacroNode) and node.chip == self.chip and isinstance(
+                    node.op, q35nn.GatherOp):
+                b = self.graph.buffers[node.inputs[0]]
+                if b.kind == "const" and b.used and b.nbytes > limit and b not in out:
+                    out.append(b)
+        return out
+
+    def place_table(self, b: Buf) -> None:
+        """A table in one 7-slice weight slice group (the outer ones first, alternating
+        hemispheres), growing up from the weights' free address like a weight tile; a
+        table that fits no group is an SRAM overflow naming it."""
+        m = self.m
+        b.layout = "rows"
+        b.nvec = b.vectors(m.lanes)
+        groups = weight_slice_groups(m)
+        order = [g for pair in zip(groups["W"], groups["E"]) for g in pair]
+        need = -(-b.nvec // BLOCK_BYTES)
+        fits = [g for g in order if self.weight_top[g[0]] + need <= m.vectors_per_slice]
+        if not fits:
+            raise Q35cError(
+                f"groq target: SRAM overflow: table '{b.label or b.name}' ({b.nbytes} bytes) "
+                f"does not fit in any free 7-slice group of chip {self.chip} "
+                f"({need} of {m.vectors_per_slice} addresses per slice); machine {m.name} "
+                f"has {m.sram_bytes} bytes of SRAM")
+        group = min(fits, key=lambda g: self.weight_top[g[0]])
+        b.slices = list(group)
+        b.addr = self.weight_top[group[0]]
+        for s in group:
+            self.weight_top[s] = b.addr + need
 
     # -- weights ---------------------------------------------------------------------------
 
@@ -157,7 +199,8 @@ class Placer:
                 ("payload", BLOCK_BYTES * blocks, "raw", "uint8"),
                 ("meta", BLOCK_BYTES * meta_blocks, "raw", "uint8"),
                 ("words", COLUMN_WORDS, "planes", "float32")):
-            b = Buf(f"{node.weight}:t{t}:{part}", (rows, lanes), dtype, layout, "weight")
+            b = Buf(f"{node.weight}:t{t}:{part}", (rows, lanes), dtype, layout, "weight",
+                    label=node.weight)
             b.nvec = b.vectors(lanes)
             if part == "payload":
                 b.slices = list(group)
@@ -215,7 +258,7 @@ class Placer:
         order = self.graph.nodes.index(node) + 1
 
         def scratch(name: str, shape: tuple[int, int], dtype: str, tile: WeightTile) -> Buf:
-            b = Buf(name, shape, dtype, "planes", "temp")
+            b = Buf(name, shape, dtype, "planes", "temp", label=node.weight)
             b.used, b.order, b.hemisphere = True, (order, order), tile.hemisphere
             b.chip = self.chip
             return b
@@ -243,7 +286,7 @@ class Placer:
         slices (measured: llama_tiny 6613 -> 5252 cycles, every example and GEMV/GEMM model
         faster or equal)."""
         order = [b for b in self.graph.buffers.values()
-                 if b.used and b.chip == self.chip and (
+                 if b.used and b.chip == self.chip and b.layout != "rows" and (
                      b.kind in ("input", "const", "temp")
                      or b.kind == "weight" and not b.slices)]
         inner = data_slice_groups(self.m)
@@ -282,16 +325,21 @@ class Placer:
             if near:
                 b.slices = candidates[:width]
                 addr, low = self._fit(b, placed, fresh=True)
-            if addr < low:
-                b.slices = [candidates[(next_slice[side] + j) % len(candidates)]
+            # the next window of the round robin; when it is full, the windows after it
+            # (weights from below can fill some inner slices, e.g. a large table's model)
+            for shift in range(0, len(candidates) if addr < low else 0, DATA_SLICES):
+                b.slices = [candidates[(next_slice[side] + shift + j) % len(candidates)]
                             for j in range(width)]
                 addr, low = self._fit(b, placed)
+                if addr >= low:
+                    break
             next_slice[side] += width
             b.addr = addr
             if addr < low:
                 used = sum(o.nvec for o in self.graph.buffers.values() if o.slices) * lanes
+                what = f"{b.name} ('{b.label}', " if b.label else f"{b.name} ("
                 raise Q35cError(
-                    f"groq target: SRAM overflow: buffer {b.name} ({b.nbytes} bytes) does not "
+                    f"groq target: SRAM overflow: buffer {what}{b.nbytes} bytes) does not "
                     f"fit in slices {', '.join(m.slice_name(s) for s in b.slices)} "
                     f"({m.vectors_per_slice} vectors of {lanes} B each); the model needs at "
                     f"least {used} bytes, machine {m.name} has {m.sram_bytes}")

@@ -27,6 +27,15 @@ _GROWTH = 1024
 """Cycles a queue's occupancy row grows by beyond what is taken (amortizes the resizes)."""
 
 
+def read_addresses(b: Buf, writes: list[Buf]) -> int:
+    """Addresses per slice a macro reads of operand `b`: all of them, except for a table in
+    weight slice groups (layout `rows`), of which a gather reads only the rows it looks
+    up, as many vectors as it writes, spread over the table's slices."""
+    if b.layout != "rows":
+        return b.addresses()
+    return max(1, -(-sum(w.nvec for w in writes) // len(b.slices)))
+
+
 def macro_mem_spans(m: Machine, reads: list[Buf], writes: list[Buf], cycle: int,
                     duration: int) -> list[tuple[str, int, int]]:
     """The MEM queues a macro holds: (queue, first cycle, end cycle). A slice's read queue
@@ -36,7 +45,7 @@ def macro_mem_spans(m: Machine, reads: list[Buf], writes: list[Buf], cycle: int,
     write_vectors: dict[int, int] = {}
     for b in reads:
         for s in b.slices:
-            read_vectors[s] = max(read_vectors.get(s, 0), b.addresses())
+            read_vectors[s] = max(read_vectors.get(s, 0), read_addresses(b, writes))
     for b in writes:
         for s in b.slices:
             write_vectors[s] = max(write_vectors.get(s, 0), b.addresses())

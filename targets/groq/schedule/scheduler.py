@@ -34,7 +34,12 @@ from q35c.targets.groq.instructions import (
 from q35c.targets.groq.lower import Buf, Graph, MacroNode, MatmulNode
 from q35c.targets.groq.machine import INT32_STREAMS, Machine
 from q35c.targets.groq.schedule.placement import Placer, WeightTile
-from q35c.targets.groq.schedule.reservations import HeldStream, ReservationTables, macro_mem_spans
+from q35c.targets.groq.schedule.reservations import (
+    HeldStream,
+    ReservationTables,
+    macro_mem_spans,
+    read_addresses,
+)
 
 
 @dataclass
@@ -241,7 +246,8 @@ class Scheduler:
         reads = [self.graph.buffers[b] for b in read_names
                  if self.graph.buffers[b].kind != "virtual"]
         writes = [self.graph.buffers[b] for b in write_names]
-        io = max([-(-b.nvec // len(b.slices)) for b in reads + writes] + [1])
+        io = max([read_addresses(b, writes) for b in reads]
+                 + [-(-b.nvec // len(b.slices)) for b in writes] + [1])
         base = costs.macro_cycles(m, kind, elements, passes, io)
         if unit_kind == "SXM":
             # either SXM (the one whose result lands first; ties: the one on the hemisphere
