@@ -1,0 +1,613 @@
+"""C renderers of the generic ONNX ops' steps (targets/native/onnx_tensor.py): inline loops
+typed by the buffers, calling the helpers of runtime/q35rt_onnx.c.
+
+Values are loaded in a compute type: float16 and bfloat16 (stored as their bits) and float32
+compute in float, float64 in double, integers and bools in their own type. Each
+transcendental function is the C library's double-precision one rounded to the compute type
+once (`q35_<fn>_f` for float), so every float step rounds where numpy's float32 does.
+Integer arithmetic that numpy wraps is done in uint64_t; `store` converts the result to the
+output's element type (float to integer through q35_f2i64, to float16 and bfloat16 rounding
+to nearest-even, to bool as != 0).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from q35c.compiler.codegen_names import c_string
+from q35c.targets.c.kernels import renders
+from q35c.targets.c.printer import _float_literal, _int_array, ctype
+from q35c.targets.native.program import Buffer, Step
+
+RUNTIME = "q35rt_onnx.c"
+HALF = {"float16": ("q35_f16_to_f32", "q35_f64_to_f16"),
+        "bfloat16": ("q35_bf16_to_f32", "q35_f64_to_bf16")}
+
+
+def compute_type(dtype: np.dtype) -> str:
+    """The C type values of `dtype` are computed in."""
+    if str(dtype) in HALF or dtype == np.float32:
+        return "float"
+    if dtype == np.float64:
+        return "double"
+    return {"b": "uint8_t", "i": f"int{dtype.itemsize * 8}_t",
+            "u": f"uint{dtype.itemsize * 8}_t"}[dtype.kind]
+
+
+def is_float(dtype: np.dtype) -> bool:
+    return compute_type(dtype) in ("float", "double")
+
+
+def load(printer, buf: Buffer, index: str) -> str:
+    """The element `index` of `buf` in its compute type."""
+    value = f"{printer.ptr(buf, True)}[{index}]"
+    half = HALF.get(str(buf.dtype))
+    return f"{half[0]}({value})" if half else value
+
+
+def store(out: Buffer, value: str, value_is_float: bool) -> str:
+    """`value` converted to `out`'s element type, as numpy's astype does."""
+    half = HALF.get(str(out.dtype))
+    if half:
+        return f"{half[1]}((double)({value}))"
+    if out.dtype == np.bool_:
+        return f"(uint8_t)(({value}) != 0)"
+    if value_is_float and out.dtype.kind in "iu":
+        conv = "q35_f2u64" if out.dtype == np.uint64 else "q35_f2i64"
+        return f"({ctype(out)}){conv}((double)({value}))"
+    return f"({ctype(out)})({value})"
+
+
+def libm(name: str, c: str) -> str:
+    """The libm function `name` in compute type `c` (float: double's, rounded once)."""
+    return f"q35_{name}_f" if c == "float" else name
+
+
+# -- elementwise ---------------------------------------------------------------------------
+
+@dataclass
+class Ctx:
+    """What an expression builder knows: the loaded operands `a`, their element types, the
+    node's attributes, the output's element type."""
+
+    a: list[str]
+    dtypes: list[np.dtype]
+    attrs: dict
+    slots: list[int]
+    out: np.dtype
+
+    @property
+    def c(self) -> str:
+        return compute_type(self.dtypes[0])
+
+    @property
+    def fl(self) -> bool:
+        return is_float(self.dtypes[0])
+
+    def f(self, name: str, *args: str) -> str:
+        return f"{libm(name, self.c)}({', '.join(args)})"
+
+    def lit(self, value: float) -> str:
+        return _float_literal(float(value), self.c) if self.c in ("float", "double") \
+            else str(int(value))
+
+    def wrap(self, sym: str) -> str:
+        """A binary integer op folded over every operand, wrapping in uint64_t."""
+        return "(" + f" {sym} ".join(f"(uint64_t){x}" for x in self.a) + ")"
+
+
+def _chain(fn: Callable[[str, str], str], args: list[str]) -> str:
+    acc = args[0]
+    for x in args[1:]:
+        acc = fn(acc, x)
+    return acc
+
+
+def _unary_float(name: str) -> Callable[[Ctx], str]:
+    return lambda x: x.f(name, x.a[0])
+
+
+def _minmax(kind: str) -> Callable[[Ctx], str]:
+    def build(x: Ctx) -> str:
+        if x.fl:
+            return _chain(lambda p, q: f"q35_f{kind}n({p}, {q})", x.a)
+        fn = "q35_i" if x.dtypes[0].kind in "ib" else "q35_u"
+        return _chain(lambda p, q: f"{fn}{kind}({p}, {q})", x.a)
+    return build
+
+
+def _div(x: Ctx) -> str:
+    a, b = x.a
+    if x.fl:
+        return f"{a} / {b}"
+    if x.dtypes[0].kind == "u":
+        return f"q35_div_u64({a}, {b})"
+    return f"q35_div_i64({a}, {b})"
+
+
+def _mod(x: Ctx) -> str:
+    a, b = x.a
+    fmod = x.attrs.get("fmod", 0)
+    if x.fl:
+        return f"fmod((double){a}, (double){b})" if fmod else f"q35_mod_f64({a}, {b})"
+    if x.dtypes[0].kind == "u":
+        return f"q35_mod_u64({a}, {b})"
+    return f"q35_{'fmod' if fmod else 'mod'}_i64({a}, {b})"
+
+
+def _pow(x: Ctx) -> str:
+    a, b = x.a
+    if x.fl:
+        if is_float(x.dtypes[1]) and x.c == compute_type(x.dtypes[1]):
+            return x.f("pow", a, b)
+        return f"pow((double){a}, (double){b})"  # numpy promotes to float64
+    if is_float(x.dtypes[1]):
+        return f"pow((double){a}, (double){b})"
+    return f"q35_ipow((uint64_t){a}, (int64_t){b})"
+
+
+def _shift(x: Ctx) -> str:
+    a, b = x.a
+    bits = x.dtypes[0].itemsize * 8
+    if x.attrs["direction"] == "LEFT":
+        return f"q35_shl((uint64_t){a}, (uint64_t){b}, {bits})"
+    if x.dtypes[0].kind == "i":
+        return f"q35_sar((int64_t){a}, (int64_t){b}, {bits})"
+    return f"q35_shr((uint64_t){a}, (uint64_t){b}, {bits})"
+
+
+def _clip(x: Ctx) -> str:
+    value = x.a[0]
+    bounds = dict(zip(x.slots[1:], x.a[1:]))
+    if not bounds and "min" in x.attrs:  # Clip-6: attributes
+        bounds = {1: x.lit(x.attrs["min"]), 2: x.lit(x.attrs["max"])}
+    pick = _minmax("max")(Ctx([value, bounds[1]], x.dtypes[:1] * 2, {}, [], x.out)) \
+        if 1 in bounds else value
+    return _minmax("min")(Ctx([pick, bounds[2]], x.dtypes[:1] * 2, {}, [], x.out)) \
+        if 2 in bounds else pick
+
+
+def _mean(x: Ctx) -> str:
+    n = len(x.a)
+    if x.fl:
+        return f"({_chain(lambda p, q: f'({p} + {q})', x.a)}) / {x.lit(n)}"
+    return f"(double)({compute_type(x.out)}){x.wrap('+')} / {n}.0"
+
+
+def _isinf(x: Ctx) -> str:
+    v = x.a[0]
+    pos, neg = x.attrs.get("detect_positive", 1), x.attrs.get("detect_negative", 1)
+    tests = ([f"{v} == INFINITY"] if pos else []) + ([f"{v} == -INFINITY"] if neg else [])
+    return " || ".join(tests) or "0"
+
+
+def _gelu(x: Ctx) -> str:
+    v, c = x.a[0], x.c
+    if x.attrs.get("approximate", "none") == "tanh":
+        inner = (f"{x.lit(np.sqrt(2 / np.pi))} * ({v} + {x.lit(0.044715)} * "
+                 f"{v} * {v} * {v})")
+        return f"{x.lit(0.5)} * {v} * ({x.lit(1)} + {x.f('tanh', inner)})"
+    return f"{x.lit(0.5)} * {v} * ({x.lit(1)} + {x.f('erf', f'({c})({v} / {x.lit(np.sqrt(2))})')})"
+
+
+def _celu(x: Ctx) -> str:
+    v, alpha = x.a[0], x.lit(x.attrs["alpha"])
+    e = x.f("exp", f"({x.c})({v} / {alpha})")
+    return f"({v} > 0 ? {v} : 0) + ({x.c})q35_fminn(0, ({x.c})({alpha} * ({e} - {x.lit(1)})))"
+
+
+def _mish(x: Ctx) -> str:
+    v = x.a[0]
+    softplus = x.f("log", f"({x.c})({x.lit(1)} + {x.f('exp', v)})")
+    return f"{v} * {x.f('tanh', softplus)}"
+
+
+def _swish(x: Ctx) -> str:
+    v = x.a[0]
+    e = x.f("exp", f"-({x.c})({x.lit(x.attrs['alpha'])} * {v})")
+    return f"{v} / ({x.lit(1)} + {e})"
+
+
+def _where(x: Ctx) -> str:
+    return f"{x.a[0]} ? {x.a[1]} : {x.a[2]}"
+
+
+FLOAT_UNARY = ("Acos", "Acosh", "Asin", "Asinh", "Atan", "Atanh", "Cos", "Cosh", "Sin",
+               "Sinh", "Tan", "Tanh", "Exp", "Log", "Sqrt", "Erf")
+EXPRESSIONS: dict[str, Callable[[Ctx], str]] = {
+    **{op: _unary_float(op.lower()) for op in FLOAT_UNARY},
+    "Abs": lambda x: (x.f("fabs", x.a[0]) if x.fl else
+                      f"({x.a[0]} < 0 ? 0u - (uint64_t){x.a[0]} : (uint64_t){x.a[0]})"
+                      if x.dtypes[0].kind == "i" else x.a[0]),
+    "Neg": lambda x: f"-{x.a[0]}" if x.fl else f"0u - (uint64_t){x.a[0]}",
+    "Reciprocal": lambda x: f"{x.lit(1)} / {x.a[0]}",
+    "Ceil": lambda x: x.f("ceil", x.a[0]),
+    "Floor": lambda x: x.f("floor", x.a[0]),
+    "Round": lambda x: x.f("nearbyint", x.a[0]),
+    "Sign": lambda x: (f"q35_signf({x.a[0]})" if x.fl else
+                       f"({x.a[0]} > 0 ? 1 : ({x.a[0]} < 0 ? -1 : 0))"),
+    "Sigmoid": lambda x: f"{x.lit(1)} / ({x.lit(1)} + {x.f('exp', '-' + x.a[0])})",
+    "Softplus": lambda x: x.f("log", f"({x.c})({x.f('exp', x.a[0])} + {x.lit(1)})"),
+    "Softsign": lambda x: f"{x.a[0]} / ({x.lit(1)} + {x.f('fabs', x.a[0])})",
+    "Relu": lambda x: f"({x.a[0]} > 0 ? {x.a[0]} : 0)",
+    "IsNaN": lambda x: f"{x.a[0]} != {x.a[0]}",
+    "IsInf": _isinf,
+    "Not": lambda x: f"!{x.a[0]}",
+    "BitwiseNot": lambda x: f"~(uint64_t){x.a[0]}",
+    "Elu": lambda x: (f"({x.a[0]} < 0 ? ({x.c})({x.lit(x.attrs['alpha'])} * "
+                      f"({x.f('exp', x.a[0])} - {x.lit(1)})) : {x.a[0]})"),
+    "Celu": lambda x: _celu(x),
+    "Selu": lambda x: (f"({x.a[0]} > 0 ? {x.a[0]} : ({x.c})({x.f('exp', x.a[0])} * "
+                       f"{x.lit(x.attrs['alpha'])} - {x.lit(x.attrs['alpha'])})) * "
+                       f"{x.lit(x.attrs['gamma'])}"),
+    "LeakyRelu": lambda x: f"({x.a[0]} > 0 ? {x.a[0]} : {x.a[0]} * {x.lit(x.attrs['alpha'])})",
+    "HardSigmoid": lambda x: (f"q35_fmaxn(0, q35_fminn(1, {x.a[0]} * "
+                              f"{x.lit(x.attrs['alpha'])} + {x.lit(x.attrs['beta'])}))"),
+    "HardSwish": lambda x: (f"{x.a[0]} * ({x.c})q35_fmaxn(0, q35_fminn(1, {x.a[0]} * "
+                            f"{x.lit(1 / 6)} + {x.lit(0.5)}))"),
+    "ThresholdedRelu": lambda x: f"({x.a[0]} > {x.lit(x.attrs['alpha'])} ? {x.a[0]} : 0)",
+    "Shrink": lambda x: (f"({x.a[0]} < -{x.lit(x.attrs['lambd'])} ? {x.a[0]} + "
+                         f"{x.lit(x.attrs['bias'])} : ({x.a[0]} > {x.lit(x.attrs['lambd'])}"
+                         f" ? {x.a[0]} - {x.lit(x.attrs['bias'])} : 0))"),
+    "Mish": lambda x: _mish(x),
+    "Swish": lambda x: _swish(x),
+    "Gelu": _gelu,
+    "Cast": lambda x: x.a[0], "CastLike": lambda x: x.a[0], "Expand": lambda x: x.a[0],
+    "Add": lambda x: f"{x.a[0]} + {x.a[1]}" if x.fl else x.wrap("+"),
+    "Sub": lambda x: f"{x.a[0]} - {x.a[1]}" if x.fl else x.wrap("-"),
+    "Mul": lambda x: f"{x.a[0]} * {x.a[1]}" if x.fl else x.wrap("*"),
+    "Div": _div, "Mod": _mod, "Pow": _pow, "BitShift": _shift,
+    "Equal": lambda x: f"{x.a[0]} == {x.a[1]}",
+    "Less": lambda x: f"{x.a[0]} < {x.a[1]}",
+    "Greater": lambda x: f"{x.a[0]} > {x.a[1]}",
+    "LessOrEqual": lambda x: f"{x.a[0]} <= {x.a[1]}",
+    "GreaterOrEqual": lambda x: f"{x.a[0]} >= {x.a[1]}",
+    "And": lambda x: f"{x.a[0]} && {x.a[1]}",
+    "Or": lambda x: f"{x.a[0]} || {x.a[1]}",
+    "Xor": lambda x: f"(!{x.a[0]}) != (!{x.a[1]})",
+    "BitwiseAnd": lambda x: f"{x.a[0]} & {x.a[1]}",
+    "BitwiseOr": lambda x: f"{x.a[0]} | {x.a[1]}",
+    "BitwiseXor": lambda x: f"{x.a[0]} ^ {x.a[1]}",
+    "PRelu": lambda x: f"({x.a[0]} < 0 ? {x.a[1]} * {x.a[0]} : {x.a[0]})",
+    "Where": _where,
+    "Max": _minmax("max"), "Min": _minmax("min"),
+    "Sum": lambda x: (_chain(lambda p, q: f"({p} + {q})", x.a) if x.fl else x.wrap("+")),
+    "Mean": _mean,
+    "Clip": _clip,
+}
+"""The C expression of each elementwise op type (targets/native/onnx_tensor.py MAP_OPS)."""
+
+
+def _result_is_float(op: str, x: Ctx) -> bool:
+    """Whether the expression's value is a float (so a store to integers truncates)."""
+    if op in ("Equal", "Less", "Greater", "LessOrEqual", "GreaterOrEqual", "And", "Or",
+              "Xor", "Not", "IsNaN", "IsInf"):
+        return False
+    if op == "Pow":
+        return x.fl or is_float(x.dtypes[1])
+    if op == "Mean":
+        return True
+    if op == "Where":
+        return is_float(x.dtypes[1])
+    return x.fl
+
+
+def operand_index(buf: Buffer, st: list[int], out: Buffer, printer, name: str
+                  ) -> tuple[str, str]:
+    """(declarations, index expression) of operand `buf` at output element i."""
+    if buf.size == out.size and buf.shape == out.shape:
+        return "", "i"
+    if buf.size == 1:
+        return "", "0"
+    return (f"static const int64_t {name}[] = {_int_array(st)};\n",
+            f"q35_bcast(i, {len(out.shape)}, dims, {name})")
+
+
+@renders("onnx_map", runtime=RUNTIME)
+def render_map(printer, step: Step) -> str:
+    out, q = step.outs[0], step.params
+    decls, args = "", []
+    for n, (buf, st) in enumerate(zip(step.ins, q["strides"])):
+        decl, index = operand_index(buf, st, out, printer, f"st{n}")
+        decls += decl
+        args.append(load(printer, buf, index))
+    if "q35_bcast" in "".join(args):
+        decls = f"static const int64_t dims[] = {_int_array(out.shape)};\n" + decls
+    x = Ctx(args, [b.dtype for b in step.ins], q["attrs"], q["slots"], out.dtype)
+    value = EXPRESSIONS[q["op"]](x)
+    return (f"{decls}for (i = 0; i < {out.size}; i++)\n"
+            f"    {printer.ptr(out)}[i] = {store(out, value, _result_is_float(q['op'], x))};")
+
+
+# -- indexing ------------------------------------------------------------------------------
+
+def _fail(printer, step: Step, why: str) -> str:
+    return f"return {printer.prefix}_fail({c_string(step.origin + ': ' + why)});"
+
+
+def _index(printer, step: Step, buf: Buffer, at: str, size: str, var: str) -> str:
+    """C statements: `var` = index element `at` of `buf`, wrapped if negative, checked
+    against `size`."""
+    return (f"{var} = (int64_t){printer.ptr(buf, True)}[{at}];\n"
+            f"if ({var} < 0)\n    {var} += {size};\n"
+            f"if ({var} < 0 || {var} >= {size})\n    {_fail(printer, step, 'index out of range')}")
+
+
+def _prod(values) -> int:
+    return int(np.prod(values, dtype=np.int64))
+
+
+def _strides(shape) -> list[int]:
+    out, acc = [], 1
+    for d in reversed(shape):
+        out.append(acc)
+        acc *= d
+    return out[::-1]
+
+
+REDUCE_APPLY = {"none": "{o} = {u};", "add": "{o} = ({T})({o} + {u});",
+                "mul": "{o} = ({T})({o} * {u});", "max": "if ({u} > {o}) {o} = {u};",
+                "min": "if ({u} < {o}) {o} = {u};"}
+
+
+def _apply(reduction: str, out: Buffer, o: str, u: str) -> str:
+    if str(out.dtype) in HALF and reduction != "none":
+        half = HALF[str(out.dtype)]
+        a, b = f"{half[0]}({o})", f"{half[0]}({u})"
+        value = {"add": f"{a} + {b}", "mul": f"{a} * {b}", "max": f"q35_fmaxn({a}, {b})",
+                 "min": f"q35_fminn({a}, {b})"}[reduction]
+        return f"{o} = {half[1]}((double)({value}));"
+    if out.dtype.kind in "iub" and reduction in ("add", "mul"):
+        sym = "+" if reduction == "add" else "*"
+        return f"{o} = ({ctype(out)})((uint64_t){o} {sym} (uint64_t){u});"
+    return REDUCE_APPLY[reduction].format(o=o, u=u, T=ctype(out))
+
+
+@renders("onnx_index", runtime=RUNTIME)
+def render_index(printer, step: Step) -> str:
+    out, q = step.outs[0], step.params
+    data, idx = step.ins[:2]
+    O, D, X = printer.ptr(out), printer.ptr(data, True), idx
+    op = q["op"]
+    dshape, ishape = q["data_shape"], q["index_shape"]
+    T = ctype(out)
+    if op == "Gather":
+        axis = q["axis"]
+        outer, size, inner = _prod(dshape[:axis]), dshape[axis], _prod(dshape[axis + 1:])
+        return (f"int64_t o, j, k;\n"
+                f"for (o = 0; o < {outer}; o++)\n"
+                f"    for (j = 0; j < {idx.size}; j++) {{\n"
+                + _indent(_index(printer, step, X, "j", str(size), "k"), 8) + "\n"
+                f"        memcpy({O} + (o * {idx.size} + j) * {inner}, "
+                f"{D} + (o * {size} + k) * {inner}, {inner} * sizeof({T}));\n"
+                f"    }}")
+    if op in ("GatherElements", "ScatterElements"):
+        axis, rank = q["axis"], len(ishape)
+        head = (f"static const int64_t idims[] = {_int_array(ishape)}, "
+                f"dst[] = {_int_array(_strides(dshape))};\n"
+                f"int64_t j, k, r, off, d;\nint a;\n")
+        locate = (f"off = 0;\nr = j;\n"
+                  f"for (a = {rank - 1}; a >= 0; a--) {{\n"
+                  f"    d = r % idims[a];\n    r /= idims[a];\n"
+                  f"    if (a != {axis})\n        off += d * dst[a];\n}}\n"
+                  + _index(printer, step, X, "j", str(dshape[axis]), "k") + "\n"
+                  f"off += k * dst[{axis}];\n")
+        if op == "GatherElements":
+            return (head + f"for (j = 0; j < {idx.size}; j++) {{\n" + _indent(locate, 4)
+                    + f"\n    {O}[j] = {D}[off];\n}}")
+        U = printer.ptr(step.ins[2], True)
+        return (head + f"memcpy({O}, {D}, {out.nbytes});\n"
+                f"for (j = 0; j < {idx.size}; j++) {{\n" + _indent(locate, 4) + "\n"
+                + _indent(_apply(q["reduction"], out, f"{O}[off]", f"{U}[j]"), 4) + "\n}")
+    # GatherND / ScatterND
+    b = q.get("batch_dims", 0)
+    m = ishape[-1]
+    dst = _strides(dshape)
+    slice_size = _prod(dshape[b + m:])
+    count = _prod(ishape[:-1])
+    per_batch = _prod(ishape[b:-1])
+    lines = [f"static const int64_t dsizes[] = {_int_array(dshape[b:b + m] or [1])}, "
+             f"dst[] = {_int_array(dst[b:b + m] or [1])};",
+             "int64_t p, t, k, off;",
+             f"for (p = 0; p < {count}; p++) {{",
+             f"    off = (p / {per_batch}) * {_prod(dshape[b:])};",
+             f"    for (t = 0; t < {m}; t++) {{",
+             _indent(_index(printer, step, X, f"p * {m} + t", "dsizes[t]", "k"), 8),
+             "        off += k * dst[t];",
+             "    }"]
+    if op == "GatherND":
+        lines.append(f"    memcpy({O} + p * {slice_size}, {D} + off, "
+                     f"{slice_size} * sizeof({T}));")
+    else:
+        U = printer.ptr(step.ins[2], True)
+        lines.insert(2, f"memcpy({O}, {D}, {out.nbytes});")
+        lines += [f"    for (t = 0; t < {slice_size}; t++)",
+                  _indent(_apply(q["reduction"], out, f"{O}[off + t]",
+                                 f"{U}[p * {slice_size} + t]"), 8)]
+    lines.append("}")
+    return "\n".join(lines)
+
+
+def _indent(text: str, n: int) -> str:
+    return "\n".join(" " * n + line for line in text.split("\n"))
+
+
+# -- reductions ----------------------------------------------------------------------------
+
+@renders("onnx_reduce", runtime=RUNTIME)
+def render_reduce(printer, step: Step) -> str:
+    out, src, q = step.outs[0], step.ins[0], step.params
+    shape, axes = q["shape"], q["axes"]
+    st = _strides(shape)
+    kept = [d for d in range(len(shape)) if d not in axes]
+    kdims, kst = [shape[d] for d in kept] or [1], [st[d] for d in kept] or [0]
+    rdims, rst = [shape[d] for d in axes] or [1], [st[d] for d in axes] or [0]
+    red = _prod(rdims)
+    op = q["op"]
+    fl = is_float(src.dtype)
+    x = load(printer, src, "base + q35_bcast(r, " + f"{len(rdims)}, rdims, rst)")
+    acc_t = "double" if fl or op not in ("ReduceSum", "ReduceProd", "ReduceMax",
+                                         "ReduceMin") else \
+        ("uint64_t" if op in ("ReduceSum", "ReduceProd") else compute_type(src.dtype))
+    init = {"ReduceProd": "1", "ReduceMax": "v", "ReduceMin": "v"}.get(op, "0")
+    if fl:
+        update = {"ReduceSum": "acc += v;", "ReduceMean": "acc += v;",
+                  "ReduceProd": "acc *= v;", "ReduceMax": "acc = q35_fmaxn(acc, v);",
+                  "ReduceMin": "acc = q35_fminn(acc, v);", "ReduceL1": "acc += fabs(v);",
+                  "ReduceL2": "acc += v * v;", "ReduceSumSquare": "acc += v * v;",
+                  "ReduceLogSum": "acc += v;", "ReduceLogSumExp": "acc += exp(v - mx);"}[op]
+    else:
+        update = {"ReduceSum": "acc += (uint64_t)v;", "ReduceProd": "acc *= (uint64_t)v;",
+                  "ReduceMax": "if (v > acc) acc = v;", "ReduceMin": "if (v < acc) acc = v;",
+                  "ReduceMean": "acc += (double)v;", "ReduceL1": "acc += fabs((double)v);",
+                  "ReduceL2": "acc += (double)v * (double)v;",
+                  "ReduceSumSquare": "acc += (double)v * (double)v;",
+                  "ReduceLogSum": "acc += (double)v;",
+                  "ReduceLogSumExp": "acc += exp((double)v - mx);"}[op]
+    final = {"ReduceMean": f"acc / {red}.0", "ReduceL2": "sqrt(acc)",
+             "ReduceLogSum": "log(acc)", "ReduceLogSumExp": "log(acc) + mx"}.get(op, "acc")
+    if op == "ReduceMean" and not fl:
+        final = f"(double)({compute_type(src.dtype)})(int64_t)acc / {red}.0"
+        acc_t, update = "uint64_t", "acc += (uint64_t)v;"
+    vt = compute_type(src.dtype)
+    lines = [f"static const int64_t kdims[] = {_int_array(kdims)}, kst[] = {_int_array(kst)}, "
+             f"rdims[] = {_int_array(rdims)}, rst[] = {_int_array(rst)};",
+             "int64_t o, r, base;",
+             f"for (o = 0; o < {out.size}; o++) {{",
+             f"    {acc_t} acc;",
+             "    double mx = 0;" if op == "ReduceLogSumExp" else None,
+             f"    base = q35_bcast(o, {len(kdims)}, kdims, kst);"]
+    if op == "ReduceLogSumExp":
+        lines += ["    mx = -INFINITY;",
+                  f"    for (r = 0; r < {red}; r++) {{",
+                  f"        double v = (double){x};",
+                  "        if (v > mx && !isinf(v))",
+                  "            mx = v;",
+                  "    }",
+                  "    if (mx == -INFINITY)",
+                  "        mx = 0;"]
+    if init == "v":
+        lines += [f"    acc = {load(printer, src, 'base')};"]
+    else:
+        lines += [f"    acc = {init};"]
+    lines += [f"    for (r = 0; r < {red}; r++) {{",
+              f"        {vt} v = {x};",
+              f"        {update}",
+              "    }",
+              f"    {printer.ptr(out)}[o] = "
+              f"{store(out, final, fl or final != 'acc')};",
+              "}"]
+    return "\n".join(line for line in lines if line is not None)
+
+
+# -- one axis -----------------------------------------------------------------------------
+
+@renders("onnx_axis", runtime=RUNTIME)
+def render_axis(printer, step: Step) -> str:
+    out, src, q = step.outs[0], step.ins[0], step.params
+    op, n, inner = q["op"], q["len"], q["inner"]
+    vt = compute_type(src.dtype)
+    fl = is_float(src.dtype)
+    x = load(printer, src, f"base + j * {inner}")
+    O = printer.ptr(out)
+    head = [f"int64_t o, c, j, base;",
+            f"for (o = 0; o < {q['outer']}; o++)",
+            f"    for (c = 0; c < {inner}; c++) {{",
+            f"        base = o * {n * inner} + c;"]
+    body: list[str] = []
+    if op in ("ArgMax", "ArgMin", "Hardmax"):
+        cmp = "<" if op == "ArgMin" else ">"
+        last = q.get("last", False)
+        nan_best = "best != best" if fl else "0"
+        nan_v = "v != v" if fl else "0"
+        take = (f"({nan_v}) || (!({nan_best}) && v {cmp}= best)" if last
+                else f"!({nan_best}) && (({nan_v}) || v {cmp} best)")
+        body = [f"{vt} best = {load(printer, src, 'base')};",
+                "int64_t at = 0;",
+                f"for (j = 1; j < {n}; j++) {{",
+                f"    {vt} v = {x};",
+                f"    if ({take}) {{",
+                "        best = v;",
+                "        at = j;",
+                "    }",
+                "}"]
+        if op == "Hardmax":
+            body += [f"for (j = 0; j < {n}; j++)",
+                     f"    {O}[base + j * {inner}] = {store(out, 'j == at', False)};"]
+        else:
+            body += [f"{O}[o * {inner} + c] = at;"]
+    elif op in ("CumSum", "CumProd"):
+        sym = "+" if op == "CumSum" else "*"
+        acc_t = vt if fl else "uint64_t"
+        order = f"{n} - 1 - j" if q["reverse"] else "j"
+        body = [f"{acc_t} acc = {'0' if sym == '+' else '1'};",
+                f"for (j = 0; j < {n}; j++) {{",
+                f"    int64_t at = base + ({order}) * {inner};",
+                f"    {vt} v = {load(printer, src, 'at')};"]
+        upd = f"acc = ({acc_t})(acc {sym} {'v' if fl else '(uint64_t)v'});"
+        st = f"    {O}[at] = {store(out, 'acc', fl)};"
+        body += ([st, f"    {upd}"] if q["exclusive"] else [f"    {upd}", st]) + ["}"]
+    else:  # Softmax, LogSoftmax
+        body = ["double mx = -INFINITY, sum = 0;",
+                f"for (j = 0; j < {n}; j++) {{",
+                f"    double v = (double){x};",
+                "    mx = v > mx ? v : mx;",
+                "}",
+                f"for (j = 0; j < {n}; j++)",
+                f"    sum += exp((double){x} - mx);",
+                f"for (j = 0; j < {n}; j++) {{"]
+        value = ("(double)" + x + " - mx - log(sum)" if op == "LogSoftmax"
+                 else f"exp((double){x} - mx) / sum")
+        body += [f"    {O}[base + j * {inner}] = {store(out, value, True)};", "}"]
+    return "\n".join(head + ["        " + line for line in ["{"] + body + ["}"]] + ["    }"])
+
+
+# -- the rest ------------------------------------------------------------------------------
+
+@renders("onnx_trilu", runtime=RUNTIME)
+def render_trilu(printer, step: Step) -> str:
+    out, q = step.outs[0], step.params
+    src = step.ins[0]
+    k = f"(int64_t){printer.ptr(step.ins[1], True)}[0]" if len(step.ins) > 1 else "0"
+    rows, cols = q["rows"], q["cols"]
+    keep = "j - r >= k" if q["upper"] else "j - r <= k"
+    return (f"const int64_t k = {k};\nint64_t b, r, j, at;\n"
+            f"for (b = 0; b < {out.size // max(rows * cols, 1)}; b++)\n"
+            f"    for (r = 0; r < {rows}; r++)\n"
+            f"        for (j = 0; j < {cols}; j++) {{\n"
+            f"            at = (b * {rows} + r) * {cols} + j;\n"
+            f"            {printer.ptr(out)}[at] = ({keep}) ? {printer.ptr(src, True)}[at] : 0;\n"
+            f"        }}")
+
+
+@renders("onnx_range", runtime=RUNTIME)
+def render_range(printer, step: Step) -> str:
+    out = step.outs[0]
+    start, _, delta = (load(printer, b, "0") for b in step.ins)
+    if is_float(out.dtype):
+        c = compute_type(out.dtype)
+        value = f"s + ({c})i * d"
+        head = f"const {c} s = {start}, d = ({c})(({c})({start} + {delta}) - {start});\n"
+    else:
+        value = "(uint64_t)s + (uint64_t)i * (uint64_t)d"
+        head = f"const int64_t s = (int64_t){start}, d = (int64_t){delta};\n"
+    return (f"{head}for (i = 0; i < {out.size}; i++)\n"
+            f"    {printer.ptr(out)}[i] = {store(out, value, is_float(out.dtype))};")
+
+
+@renders("onnx_tile", runtime=RUNTIME)
+def render_tile(printer, step: Step) -> str:
+    out, src = step.outs[0], step.ins[0]
+    shape = step.params["shape"]
+    return (f"static const int64_t odims[] = {_int_array(out.shape)}, "
+            f"idims[] = {_int_array(shape)}, ist[] = {_int_array(_strides(shape))};\n"
+            f"int64_t r, off, d;\nint a;\n"
+            f"for (i = 0; i < {out.size}; i++) {{\n"
+            f"    off = 0;\n    r = i;\n"
+            f"    for (a = {len(shape) - 1}; a >= 0; a--) {{\n"
+            f"        d = r % odims[a];\n        r /= odims[a];\n"
+            f"        off += (d % idims[a]) * ist[a];\n    }}\n"
+            f"    {printer.ptr(out)}[i] = {printer.ptr(src, True)}[off];\n}}")

@@ -1,0 +1,325 @@
+"""Native rules for the generic ONNX ops of tensor semantics (everything but the CNN family):
+elementwise maps over numpy broadcasting, casts, views, gathers and scatters, reductions,
+arg-max/min, cumulative sums, softmax-likes, Trilu, Range, Tile and the ops whose results
+depend on their operands' shapes only.
+
+The rules are table-driven: `MAP_OPS` names the elementwise op types (the C renderer's
+expression table, targets/c/onnx_tensor.py, says how each computes), `VIEW_OPS` those that
+only reinterpret their first operand, `SHAPE_ONLY_OPS` those computed at compile time by the
+op's own semantics (`q35c.semantics.onnx_node`) on zeros of the operands' shapes. The steps
+carry plain data (op type, attributes, strides); the numerics are in the renderers and
+runtime/q35rt_onnx.c, written to match onnx's reference implementation.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from xdsl.dialects import arith
+from xdsl.ir import SSAValue
+
+from q35c.compiler.tensors import constant_value
+from q35c.targets.native.lower import _dtype, _shape, strides
+from q35c.targets.native.onnx_node import lowers
+from q35c.targets.native.program import ELEMENT_TYPES, Buffer, Step
+
+MAP_OPS = (
+    # unary
+    "Abs", "Neg", "Acos", "Acosh", "Asin", "Asinh", "Atan", "Atanh", "Cos", "Cosh", "Sin",
+    "Sinh", "Tan", "Tanh", "Exp", "Log", "Sqrt", "Reciprocal", "Ceil", "Floor", "Round",
+    "Sign", "Erf", "Sigmoid", "Softplus", "Softsign", "Relu", "IsNaN", "IsInf", "Not",
+    "BitwiseNot", "Elu", "Celu", "Selu", "LeakyRelu", "HardSigmoid", "HardSwish",
+    "ThresholdedRelu", "Shrink", "Mish", "Swish", "Cast", "CastLike", "Expand", "Gelu",
+    # binary and more
+    "Add", "Sub", "Mul", "Div", "Pow", "Mod", "Equal", "Less", "Greater", "LessOrEqual",
+    "GreaterOrEqual", "And", "Or", "Xor", "BitShift", "BitwiseAnd", "BitwiseOr",
+    "BitwiseXor", "PRelu", "Where", "Max", "Min", "Sum", "Mean", "Clip",
+)
+"""Elementwise op types: one output, every operand broadcast to it (numpy rules)."""
+
+VIEW_OPS = ("Reshape", "Squeeze", "Unsqueeze", "Flatten", "Identity")
+"""The output is the first operand's data in row-major order, under the output's shape."""
+
+SHAPE_ONLY_OPS = ("ConstantOfShape", "EyeLike", "Shape", "Size")
+"""The output depends on the operands' shapes (static here) only, never on their values
+(ConstantOfShape's operand is the output's shape)."""
+
+REDUCE_OPS = ("ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1",
+              "ReduceL2", "ReduceLogSum", "ReduceLogSumExp", "ReduceSumSquare")
+
+
+def attributes(op) -> dict:
+    """The node's attributes as Python values (ints, floats, strings, lists, arrays), the
+    schema's defaults filled in."""
+    schema = onnx.defs.get_schema(op.op_type.data, op.opset.value.data, "")
+    values = {name: onnx.helper.get_attribute_value(a.default_value)
+              for name, a in schema.attributes.items() if a.default_value.name}
+    for attr in op.node_proto().attribute:
+        values[attr.name] = onnx.helper.get_attribute_value(attr)
+    for name, value in values.items():
+        if isinstance(value, onnx.TensorProto):
+            values[name] = onnx.numpy_helper.to_array(value)
+        elif isinstance(value, bytes):
+            values[name] = value.decode()
+    return values
+
+
+def operands(op) -> dict[int, SSAValue]:
+    """The node's operands by ONNX input position (omitted optional inputs absent)."""
+    ins, _ = op.slots()
+    return dict(zip(ins, op.inputs))
+
+
+def constant(lowering, value: SSAValue) -> np.ndarray | None:
+    """The compile-time value of `value` (an `arith.constant`), or None."""
+    if value in lowering.lazy and isinstance(lowering.lazy[value], arith.ConstantOp):
+        c = lowering.lazy[value]
+        return constant_value(c.value, c.result.type)
+    if value in lowering.scalars:
+        return np.asarray(lowering.scalars[value], dtype=_dtype(value))
+    return None
+
+
+def _check_types(lowering, op, buffers: list[Buffer]) -> None:
+    for buf in buffers:
+        if buf.dtype not in ELEMENT_TYPES:
+            raise lowering.error(f'q35nn.onnx_node "{op.op_type.data}": element type '
+                                 f"{buf.dtype} is not supported")
+
+
+def _results(lowering, op) -> list[Buffer]:
+    outs = [lowering.result(r, op.op_type.data.lower()) for r in op.outputs]
+    _check_types(lowering, op, outs)
+    return outs
+
+
+def _ins(lowering, op, values) -> list[Buffer]:
+    bufs = [lowering.buffer_of(v, op) for v in values]
+    _check_types(lowering, op, bufs)
+    return bufs
+
+
+def broadcast_strides(shape: tuple[int, ...], out: tuple[int, ...]) -> list[int]:
+    """Element strides of an operand of `shape` broadcast to `out` (0 on broadcast axes)."""
+    shape = (1,) * (len(out) - len(shape)) + tuple(shape)
+    return [0 if n == 1 and m != 1 else s for n, m, s in zip(shape, out, strides(shape))]
+
+
+def _step(lowering, op, kernel: str, outs, ins, params: dict) -> None:
+    lowering.steps.append(Step(kernel, outs, ins, params, op.name))
+
+
+@lowers(*MAP_OPS)
+def lower_map(lowering, op) -> None:
+    """One elementwise step; CastLike's second operand only gives the type, Expand's the
+    shape (the output's, static), so neither is read."""
+    op_type = op.op_type.data
+    values = list(op.inputs)
+    if op_type in ("CastLike", "Expand"):
+        values = values[:1]
+    ins = _ins(lowering, op, values)
+    [out] = _results(lowering, op)
+    slots = [s for s, _ in sorted(operands(op).items())][:len(ins)]
+    _step(lowering, op, "onnx_map", [out], ins, {
+        "op": op_type, "attrs": _plain(attributes(op)), "slots": slots,
+        "strides": [broadcast_strides(b.shape, out.shape) for b in ins]})
+
+
+def _plain(attrs: dict) -> dict:
+    """Attributes a step may carry (no arrays: those are turned into lists)."""
+    return {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in attrs.items()}
+
+
+@lowers(*VIEW_OPS)
+def lower_view(lowering, op) -> None:
+    src = lowering.buffer_of(op.inputs[0], op)
+    _check_types(lowering, op, [src])
+    result = op.outputs[0]
+    view = Buffer(f"{src.root.name}_v{len(lowering.buffers)}", src.dtype, _shape(result),
+                  src.root.kind, alias_of=src)
+    lowering.buffers.append(view)
+    lowering.values[result] = view
+
+
+@lowers("Dropout")
+def lower_dropout(lowering, op) -> None:
+    """Inference mode (no training_mode operand, or a constant false one): the data, and a
+    mask of ones."""
+    mode = operands(op).get(2)
+    if mode is not None and (constant(lowering, mode) is None or
+                             bool(constant(lowering, mode))):
+        raise lowering.error('q35nn.onnx_node "Dropout" in training mode is not supported '
+                             "(its mask is random)")
+    _, outs = op.slots()
+    src = _ins(lowering, op, op.inputs[:1])[0]
+    for slot, result in zip(outs, op.outputs):
+        buf = lowering.result(result, "dropout")
+        if slot == 0:
+            _step(lowering, op, "copy", [buf], [src], {})
+        else:
+            _step(lowering, op, "fill", [buf], [], {"value": 1})
+
+
+@lowers(*SHAPE_ONLY_OPS)
+def lower_shape_only(lowering, op) -> None:
+    from q35c.semantics.onnx_node import run_onnx_node
+
+    args = [np.array(_shape(v), dtype=_dtype(v)) if op.op_type.data == "ConstantOfShape"
+            else np.zeros(_shape(v), dtype=_dtype(v)) for v in op.inputs]
+    for result, value in zip(op.outputs, run_onnx_node(op, args)):
+        lowering.values[result] = lowering.blob_buffer(
+            f"onnx_node:{len(lowering.blob)}", np.asarray(value))
+
+
+@lowers("Gather", "GatherElements", "GatherND", "ScatterElements", "ScatterND")
+def lower_index(lowering, op) -> None:
+    """Data movement driven by an index tensor; negative indices count from the end, and an
+    index out of range fails the run (as the reference raises)."""
+    op_type = op.op_type.data
+    ins = _ins(lowering, op, op.inputs)
+    [out] = _results(lowering, op)
+    attrs = attributes(op)
+    data = ins[0]
+    params = {"op": op_type, "data_shape": list(data.shape),
+              "index_shape": list(ins[1].shape), "out_shape": list(out.shape)}
+    if op_type in ("Gather", "GatherElements", "ScatterElements"):
+        params["axis"] = attrs.get("axis", 0) % max(len(data.shape), 1)
+    if op_type == "GatherND":
+        params["batch_dims"] = attrs.get("batch_dims", 0)
+    if op_type in ("ScatterElements", "ScatterND"):
+        reduction = attrs.get("reduction", "none")
+        if reduction not in ("none", "add", "mul", "max", "min"):
+            raise lowering.error(f'q35nn.onnx_node "{op_type}": reduction '
+                                 f"'{reduction}' is not supported")
+        params["reduction"] = reduction
+    _step(lowering, op, "onnx_index", [out], ins, params)
+
+
+def _axes(lowering, op, rank: int, attrs: dict) -> list[int] | None:
+    """The reduction axes (attribute, or the constant second operand); None: all."""
+    axes = attrs.get("axes")
+    given = operands(op).get(1)
+    if given is not None:
+        value = constant(lowering, given)
+        if value is None:
+            raise lowering.error(f'q35nn.onnx_node "{op.op_type.data}": axes known only '
+                                 "at run time are not supported")
+        axes = value.reshape(-1).tolist()
+    if not axes:
+        return [] if attrs.get("noop_with_empty_axes", 0) else None
+    return sorted(a % rank for a in axes)
+
+
+@lowers(*REDUCE_OPS)
+def lower_reduce(lowering, op) -> None:
+    attrs = attributes(op)
+    [src] = _ins(lowering, op, op.inputs[:1])
+    [out] = _results(lowering, op)
+    rank = len(src.shape)
+    axes = _axes(lowering, op, rank, attrs)
+    axes = list(range(rank)) if axes is None else axes
+    _step(lowering, op, "onnx_reduce", [out], [src], {
+        "op": op.op_type.data, "shape": list(src.shape), "axes": axes})
+
+
+@lowers("ArgMax", "ArgMin", "CumSum", "CumProd", "Softmax", "LogSoftmax", "Hardmax")
+def lower_axis(lowering, op) -> None:
+    """Ops along one axis: [outer, len, inner] around it."""
+    attrs = attributes(op)
+    [src] = _ins(lowering, op, op.inputs[:1])
+    [out] = _results(lowering, op)
+    op_type = op.op_type.data
+    if op_type in ("CumSum", "CumProd"):
+        given = constant(lowering, op.inputs[1])
+        if given is None:
+            raise lowering.error(f'q35nn.onnx_node "{op_type}": an axis known only at run '
+                                 "time is not supported")
+        axis = int(given.reshape(-1)[0])
+    else:
+        axis = attrs["axis"]
+    rank = max(len(src.shape), 1)
+    axis %= rank
+    shape = src.shape or (1,)
+    params = {"op": op_type, "outer": int(np.prod(shape[:axis], dtype=np.int64)),
+              "len": shape[axis], "inner": int(np.prod(shape[axis + 1:], dtype=np.int64))}
+    if op_type in ("ArgMax", "ArgMin"):
+        params["last"] = bool(attrs.get("select_last_index", 0))
+    if op_type in ("CumSum", "CumProd"):
+        params["exclusive"] = bool(attrs.get("exclusive", 0))
+        params["reverse"] = bool(attrs.get("reverse", 0))
+    if op_type in ("Softmax", "LogSoftmax", "Hardmax") and op.opset.value.data < 13:
+        # opsets 1-12: the input is flattened to 2-D at `axis` (default 1)
+        axis = attrs["axis"] % rank
+        params.update(outer=int(np.prod(shape[:axis], dtype=np.int64)),
+                      len=int(np.prod(shape[axis:], dtype=np.int64)), inner=1)
+    _step(lowering, op, "onnx_axis", [out], [src], params)
+
+
+@lowers("Trilu")
+def lower_trilu(lowering, op) -> None:
+    ins = _ins(lowering, op, op.inputs)
+    [out] = _results(lowering, op)
+    rows, cols = out.shape[-2:]
+    _step(lowering, op, "onnx_trilu", [out], ins, {
+        "upper": bool(attributes(op).get("upper", 1)), "rows": rows, "cols": cols})
+
+
+@lowers("Range")
+def lower_range(lowering, op) -> None:
+    ins = _ins(lowering, op, op.inputs)
+    [out] = _results(lowering, op)
+    _step(lowering, op, "onnx_range", [out], ins, {})
+
+
+@lowers("Tile")
+def lower_tile(lowering, op) -> None:
+    """out[i] = in[i mod shape] per axis: a broadcast copy over [reps, dim] pairs."""
+    [src] = _ins(lowering, op, op.inputs[:1])
+    [out] = _results(lowering, op)
+    _step(lowering, op, "onnx_tile", [out], [src], {"shape": list(src.shape)})
+
+
+@lowers("Split")
+def lower_split(lowering, op) -> None:
+    src = _ins(lowering, op, op.inputs[:1])[0]
+    outs = _results(lowering, op)
+    axis = attributes(op).get("axis", 0) % len(src.shape)
+    st = strides(src.shape)
+    at = 0
+    for out in outs:
+        lowering.strided_copy(op, out, src, out.shape, 0, strides(out.shape), at * st[axis],
+                              st)
+        at += out.shape[axis]
+
+
+@lowers("Slice")
+def lower_slice(lowering, op) -> None:
+    """Starts, ends, axes and steps must be constants (the output's static shape needs them
+    anyway): a strided copy."""
+    src = _ins(lowering, op, op.inputs[:1])[0]
+    [out] = _results(lowering, op)
+    attrs = attributes(op)
+    given = operands(op)
+    if op.opset.value.data < 10:
+        starts, ends, axes = attrs["starts"], attrs["ends"], attrs.get("axes")
+        steps = None
+    else:
+        values = [None if given.get(s) is None else constant(lowering, given[s])
+                  for s in range(1, 5)]
+        if any(given.get(s) is not None and v is None for s, v in zip(range(1, 5), values)):
+            raise lowering.error('q35nn.onnx_node "Slice": starts, ends, axes and steps '
+                                 "known only at run time are not supported")
+        starts, ends, axes, steps = (None if v is None else v.reshape(-1).tolist()
+                                     for v in values)
+    rank = len(src.shape)
+    axes = list(range(len(starts))) if axes is None else [a % rank for a in axes]
+    steps = [1] * len(starts) if steps is None else steps
+    first = [0] * rank
+    step = [1] * rank
+    for a, s, e, k in zip(axes, starts, ends, steps):
+        first[a] = slice(s, e, k).indices(src.shape[a])[0]
+        step[a] = k
+    st = strides(src.shape)
+    lowering.strided_copy(op, out, src, out.shape, 0, strides(out.shape),
+                          sum(f * s for f, s in zip(first, st)),
+                          [s * k for s, k in zip(st, step)])
