@@ -69,7 +69,8 @@ ANY_EXPR = {
     "addi": "({T})((uint64_t){0} + (uint64_t){1})",
     "subi": "({T})((uint64_t){0} - (uint64_t){1})",
     "muli": "({T})((uint64_t){0} * (uint64_t){1})",
-    "divsi": "{1} == 0 ? ({T})0 : ({T})({0} / {1})",
+    # MIN / -1 overflows (undefined in C, a trap on x86): it wraps, as the interpreter's
+    "divsi": "{1} == 0 ? ({T})0 : {1} == -1 ? ({T})(0u - (uint64_t){0}) : ({T})({0} / {1})",
     "cmp_eq": "{0} == {1}", "cmp_gt": "{0} > {1}", "cmp_ge": "{0} >= {1}",
     "cmp_lt": "{0} < {1}", "cmp_le": "{0} <= {1}", "cmp_ne": "{0} != {1}",
 }

@@ -330,9 +330,16 @@ class Lowering:
                             "bodies are supported")
         axes = sorted(op.dimensions.get_values())
         shape = _shape(source)
-        if axes != list(range(axes[0], axes[-1] + 1)):
-            raise self.error("linalg.reduce over non-adjacent axes is not supported")
         src = self.buffer_of(source, op)
+        if axes != list(range(axes[0], axes[-1] + 1)):
+            # non-adjacent axes: a transposed copy with the reduced axes last first
+            perm = [d for d in range(len(shape)) if d not in axes] + axes
+            moved = self.new("arena", src.dtype, tuple(shape[p] for p in perm), "moved")
+            st = strides(shape)
+            self.strided_copy(op, moved, src, moved.shape, 0, strides(moved.shape), 0,
+                              [st[p] for p in perm])
+            src, shape = moved, moved.shape
+            axes = list(range(len(shape) - len(axes), len(shape)))
         acc = self.buffer_of(init, op)
         out = self.result(op.results[0], "reduce")
         outer = int(np.prod(shape[:axes[0]], dtype=np.int64))
