@@ -96,3 +96,37 @@ def test_light_squeezenet_matches_its_expected_output(suite, tmp_path):
     GlobalAveragePool, Softmax); the others: `python benchmarks/onnx_node_suite.py --light`."""
     outcome = suite.run_light("light_squeezenet", "interp", tmp_path)
     assert outcome.status == "pass", outcome.detail
+
+
+C_SLICE_STEP = 8
+"""The C-target slice: every 8th case (in name order) of those passing on the interpreter,
+about 195 cases, each compiled with the system C compiler (the compile is the cost)."""
+C_PASS_FLOOR = 0
+"""Measured: see docs/onnx.md (the c table) for the whole suite's figures."""
+
+
+@pytest.fixture(scope="module")
+def c_outcomes(suite, outcomes, tmp_path_factory):
+    names = {o.case for o in outcomes if o.status == "pass"}
+    cases = [c for c in suite.collect() if c.name in names][::C_SLICE_STEP]
+    root = tmp_path_factory.mktemp("c-slice")
+    results = []
+    for case in cases:
+        work = root / case.name
+        work.mkdir()
+        results.append(suite.run_case(case, "c", work))
+    return results
+
+
+def test_c_slice_is_clean(c_outcomes):
+    """On the C target, a case that runs gives the expected answer (so the interpreter's),
+    and one that does not is a one-line refusal naming the model."""
+    bad = [f"{o.case}: {o.status}: {o.detail}" for o in c_outcomes
+           if o.status in ("crash", "wrong") and o.case not in RNG_DEPENDENT
+           or o.status == "refused" and f"{o.case}.onnx" not in o.detail]
+    assert not bad, "\n".join(bad[:20])
+
+
+def test_c_slice_pass_count_floor(c_outcomes, suite):
+    counts = Counter(o.status for o in c_outcomes)
+    assert counts["pass"] >= C_PASS_FLOOR, suite.summary(c_outcomes)

@@ -370,7 +370,7 @@ def _apply(reduction: str, out: Buffer, o: str, u: str) -> str:
 def render_index(printer, step: Step) -> str:
     out, q = step.outs[0], step.params
     data, idx = step.ins[:2]
-    O, D, X = printer.ptr(out), printer.ptr(data, True), idx
+    out_p, data_p, X = printer.ptr(out), printer.ptr(data, True), idx
     op = q["op"]
     dshape, ishape = q["data_shape"], q["index_shape"]
     T = ctype(out)
@@ -381,8 +381,8 @@ def render_index(printer, step: Step) -> str:
                 f"for (o = 0; o < {outer}; o++)\n"
                 f"    for (j = 0; j < {idx.size}; j++) {{\n"
                 + _indent(_index(printer, step, X, "j", str(size), "k"), 8) + "\n"
-                f"        memcpy({O} + (o * {idx.size} + j) * {inner}, "
-                f"{D} + (o * {size} + k) * {inner}, {inner} * sizeof({T}));\n"
+                f"        memcpy({out_p} + (o * {idx.size} + j) * {inner}, "
+                f"{data_p} + (o * {size} + k) * {inner}, {inner} * sizeof({T}));\n"
                 f"    }}")
     if op in ("GatherElements", "ScatterElements"):
         axis, rank = q["axis"], len(ishape)
@@ -397,11 +397,11 @@ def render_index(printer, step: Step) -> str:
                   f"off += k * dst[{axis}];\n")
         if op == "GatherElements":
             return (head + f"for (j = 0; j < {idx.size}; j++) {{\n" + _indent(locate, 4)
-                    + f"\n    {O}[j] = {D}[off];\n}}")
-        U = printer.ptr(step.ins[2], True)
-        return (head + f"memcpy({O}, {D}, {out.nbytes});\n"
+                    + f"\n    {out_p}[j] = {data_p}[off];\n}}")
+        upd_p = printer.ptr(step.ins[2], True)
+        return (head + f"memcpy({out_p}, {data_p}, {out.nbytes});\n"
                 f"for (j = 0; j < {idx.size}; j++) {{\n" + _indent(locate, 4) + "\n"
-                + _indent(_apply(q["reduction"], out, f"{O}[off]", f"{U}[j]"), 4) + "\n}")
+                + _indent(_apply(q["reduction"], out, f"{out_p}[off]", f"{upd_p}[j]"), 4) + "\n}")
     # GatherND / ScatterND
     b = q.get("batch_dims", 0)
     m = ishape[-1]
@@ -419,14 +419,14 @@ def render_index(printer, step: Step) -> str:
              "        off += k * dst[t];",
              "    }"]
     if op == "GatherND":
-        lines.append(f"    memcpy({O} + p * {slice_size}, {D} + off, "
+        lines.append(f"    memcpy({out_p} + p * {slice_size}, {data_p} + off, "
                      f"{slice_size} * sizeof({T}));")
     else:
-        U = printer.ptr(step.ins[2], True)
-        lines.insert(2, f"memcpy({O}, {D}, {out.nbytes});")
+        upd_p = printer.ptr(step.ins[2], True)
+        lines.insert(2, f"memcpy({out_p}, {data_p}, {out.nbytes});")
         lines += [f"    for (t = 0; t < {slice_size}; t++)",
-                  _indent(_apply(q["reduction"], out, f"{O}[off + t]",
-                                 f"{U}[p * {slice_size} + t]"), 8)]
+                  _indent(_apply(q["reduction"], out, f"{out_p}[off + t]",
+                                 f"{upd_p}[p * {slice_size} + t]"), 8)]
     lines.append("}")
     return "\n".join(lines)
 
@@ -437,18 +437,61 @@ def _indent(text: str, n: int) -> str:
 
 # -- reductions ----------------------------------------------------------------------------
 
+def _axes_setup(printer, step: Step, shape: list[int], axes_buf: Buffer | None,
+                axes: list[int] | None, noop: bool) -> list[str]:
+    """C that splits the axes of `shape` into kept (kdims/kst, nk of them) and reduced
+    (rdims/rst, nr; rcount elements), the reduced ones read from `axes_buf` at run time
+    when given (negative ones counted from the end, out of range a failure)."""
+    rank = len(shape)
+    size = max(rank, 1)
+    lines = [f"static const int64_t shape[] = {_int_array(shape or [1])}, "
+             f"st[] = {_int_array(_strides(shape) or [1])};",
+             f"int64_t kdims[{size}], kst[{size}], rdims[{size}], rst[{size}], rcount = 1, t, a;",
+             f"uint8_t red[{size}] = {{0}};",
+             "int nk = 0, nr = 0, d;"]
+    if axes_buf is not None:
+        lines += [f"for (t = 0; t < {axes_buf.size}; t++) {{",
+                  f"    a = (int64_t){printer.ptr(axes_buf, True)}[t];",
+                  f"    if (a < 0)\n        a += {rank};",
+                  f"    if (a < 0 || a >= {rank})",
+                  f"        {_fail(printer, step, 'axis out of range')}",
+                  "    red[a] = 1;",
+                  "}"]
+    else:
+        lines += [f"red[{a}] = 1;" for a in axes]
+    lines += ["(void)t;", "(void)a;",
+              f"for (d = 0; d < {rank}; d++) {{",
+              "    if (red[d]) {",
+              "        rdims[nr] = shape[d];",
+              "        rst[nr++] = st[d];",
+              "        rcount *= shape[d];",
+              "    } else {",
+              "        kdims[nk] = shape[d];",
+              "        kst[nk++] = st[d];",
+              "    }",
+              "}",
+              "if (nk == 0) {",
+              "    kdims[0] = 1;",
+              "    kst[0] = 0;",
+              "    nk = 1;",
+              "}",
+              "if (nr == 0) {",
+              "    rdims[0] = 1;",
+              "    rst[0] = 0;",
+              "    nr = 1;",
+              "}"]
+    return lines
+
+
 @renders("onnx_reduce", runtime=RUNTIME)
 def render_reduce(printer, step: Step) -> str:
+    """Kept axes outer, reduced axes inner: every output element sums (or ...) its
+    reduced elements in index order, floats in double."""
     out, src, q = step.outs[0], step.ins[0], step.params
-    shape, axes = q["shape"], q["axes"]
-    st = _strides(shape)
-    kept = [d for d in range(len(shape)) if d not in axes]
-    kdims, kst = [shape[d] for d in kept] or [1], [st[d] for d in kept] or [0]
-    rdims, rst = [shape[d] for d in axes] or [1], [st[d] for d in axes] or [0]
-    red = _prod(rdims)
+    axes_buf = step.ins[1] if len(step.ins) > 1 else None
     op = q["op"]
     fl = is_float(src.dtype)
-    x = load(printer, src, "base + q35_bcast(r, " + f"{len(rdims)}, rdims, rst)")
+    x = load(printer, src, "base + q35_bcast(r, nr, rdims, rst)")
     acc_t = "double" if fl or op not in ("ReduceSum", "ReduceProd", "ReduceMax",
                                          "ReduceMin") else \
         ("uint64_t" if op in ("ReduceSum", "ReduceProd") else compute_type(src.dtype))
@@ -459,64 +502,120 @@ def render_reduce(printer, step: Step) -> str:
                   "ReduceMin": "acc = q35_fminn(acc, v);", "ReduceL1": "acc += fabs(v);",
                   "ReduceL2": "acc += v * v;", "ReduceSumSquare": "acc += v * v;",
                   "ReduceLogSum": "acc += v;", "ReduceLogSumExp": "acc += exp(v - mx);"}[op]
+        update = update.replace("v * v", "(double)v * v")
     else:
         update = {"ReduceSum": "acc += (uint64_t)v;", "ReduceProd": "acc *= (uint64_t)v;",
                   "ReduceMax": "if (v > acc) acc = v;", "ReduceMin": "if (v < acc) acc = v;",
-                  "ReduceMean": "acc += (double)v;", "ReduceL1": "acc += fabs((double)v);",
+                  "ReduceMean": "acc += (uint64_t)v;", "ReduceL1": "acc += fabs((double)v);",
                   "ReduceL2": "acc += (double)v * (double)v;",
                   "ReduceSumSquare": "acc += (double)v * (double)v;",
                   "ReduceLogSum": "acc += (double)v;",
                   "ReduceLogSumExp": "acc += exp((double)v - mx);"}[op]
-    final = {"ReduceMean": f"acc / {red}.0", "ReduceL2": "sqrt(acc)",
+    final = {"ReduceMean": "acc / (double)rcount", "ReduceL2": "sqrt(acc)",
              "ReduceLogSum": "log(acc)", "ReduceLogSumExp": "log(acc) + mx"}.get(op, "acc")
-    if op == "ReduceMean" and not fl:
-        final = f"(double)({compute_type(src.dtype)})(int64_t)acc / {red}.0"
-        acc_t, update = "uint64_t", "acc += (uint64_t)v;"
+    if op == "ReduceMean" and not fl:  # numpy: an integer sum, then a true division
+        acc_t = "uint64_t"
+        final = f"(double)({compute_type(src.dtype)})acc / (double)rcount"
     vt = compute_type(src.dtype)
-    lines = [f"static const int64_t kdims[] = {_int_array(kdims)}, kst[] = {_int_array(kst)}, "
-             f"rdims[] = {_int_array(rdims)}, rst[] = {_int_array(rst)};",
-             "int64_t o, r, base;",
-             f"for (o = 0; o < {out.size}; o++) {{",
-             f"    {acc_t} acc;",
-             "    double mx = 0;" if op == "ReduceLogSumExp" else None,
-             f"    base = q35_bcast(o, {len(kdims)}, kdims, kst);"]
+    lines = _axes_setup(printer, step, q["shape"], axes_buf, q.get("axes"), q["noop"])
+    lines += ["int64_t o, r, base;",
+              f"for (o = 0; o < {out.size}; o++) {{",
+              f"    {acc_t} acc;",
+              "    base = q35_bcast(o, nk, kdims, kst);"]
     if op == "ReduceLogSumExp":
-        lines += ["    mx = -INFINITY;",
-                  f"    for (r = 0; r < {red}; r++) {{",
+        lines += ["    double mx = -INFINITY;",
+                  "    for (r = 0; r < rcount; r++) {",
                   f"        double v = (double){x};",
                   "        if (v > mx && !isinf(v))",
                   "            mx = v;",
                   "    }",
                   "    if (mx == -INFINITY)",
                   "        mx = 0;"]
-    if init == "v":
-        lines += [f"    acc = {load(printer, src, 'base')};"]
-    else:
-        lines += [f"    acc = {init};"]
-    lines += [f"    for (r = 0; r < {red}; r++) {{",
+    lines += [f"    acc = {load(printer, src, 'base') if init == 'v' else init};",
+              "    for (r = 0; r < rcount; r++) {",
               f"        {vt} v = {x};",
               f"        {update}",
               "    }",
-              f"    {printer.ptr(out)}[o] = "
-              f"{store(out, final, fl or final != 'acc')};",
+              f"    {printer.ptr(out)}[o] = {store(out, final, fl or final != 'acc')};",
               "}"]
-    return "\n".join(line for line in lines if line is not None)
+    return "\n".join(lines)
+
+
+@renders("onnx_slice", runtime=RUNTIME)
+def render_slice(printer, step: Step) -> str:
+    """ONNX Slice with starts (and axes, steps) read at run time: each start is counted
+    from the end if negative and clamped as the reference does; the output's extent is
+    static."""
+    out, src, q = step.outs[0], step.ins[0], step.params
+    rest = iter(step.ins[1:])
+    starts = next(rest)
+    axes = next(rest) if q["axes"] else None
+    steps = next(rest) if q["steps"] else None
+    shape = q["shape"]
+    rank = len(shape)
+    ax = f"(int64_t){printer.ptr(axes, True)}[t]" if axes else "t"
+    k = f"(int64_t){printer.ptr(steps, True)}[t]" if steps else "1"
+    return "\n".join([
+        f"static const int64_t shape[] = {_int_array(shape)}, "
+        f"st[] = {_int_array(_strides(shape))}, odims[] = {_int_array(out.shape)}, "
+        f"ost[] = {_int_array(_strides(out.shape))};",
+        f"int64_t first[{rank}] = {{0}}, step[{rank}], sst[{rank}], off = 0, t, a, s, k, dim;",
+        "int d;",
+        f"for (d = 0; d < {rank}; d++)",
+        "    step[d] = 1;",
+        f"for (t = 0; t < {starts.size}; t++) {{",
+        f"    a = {ax};",
+        f"    if (a < 0)\n        a += {rank};",
+        f"    if (a < 0 || a >= {rank})\n        {_fail(printer, step, 'axis out of range')}",
+        f"    k = {k};",
+        f"    s = (int64_t){printer.ptr(starts, True)}[t];",
+        "    dim = shape[a];",
+        "    if (s < 0)\n        s += dim;",
+        "    if (k > 0)\n        s = s < 0 ? 0 : (s > dim ? dim : s);",
+        "    else\n        s = s < 0 ? -1 : (s > dim - 1 ? dim - 1 : s);",
+        "    first[a] = s;",
+        "    step[a] = k;",
+        "}",
+        f"for (d = 0; d < {rank}; d++) {{",
+        "    off += first[d] * st[d];",
+        "    sst[d] = st[d] * step[d];",
+        "}",
+        f"q35_copy_strided({printer.ptr(out)}, {printer.ptr(src, True)}, sizeof({ctype(out)}), "
+        f"{rank}, odims, 0, ost, off, sst);"])
 
 
 # -- one axis -----------------------------------------------------------------------------
 
 @renders("onnx_axis", runtime=RUNTIME)
 def render_axis(printer, step: Step) -> str:
+    """[outer, n, inner] around the axis; a cumulative op's axis operand, when not
+    constant, is read at run time."""
     out, src, q = step.outs[0], step.ins[0], step.params
-    op, n, inner = q["op"], q["len"], q["inner"]
+    op = q["op"]
     vt = compute_type(src.dtype)
     fl = is_float(src.dtype)
-    x = load(printer, src, f"base + j * {inner}")
-    O = printer.ptr(out)
-    head = [f"int64_t o, c, j, base;",
-            f"for (o = 0; o < {q['outer']}; o++)",
-            f"    for (c = 0; c < {inner}; c++) {{",
-            f"        base = o * {n * inner} + c;"]
+    x = load(printer, src, "base + j * inner")
+    out_p = printer.ptr(out)
+    head = [f"int64_t outer = {q['outer']}, n = {q['len']}, inner = {q['inner']};"]
+    if len(step.ins) > 1:
+        shape = q["shape"]
+        rank = len(shape)
+        head += [f"static const int64_t shape[] = {_int_array(shape)};",
+                 f"int64_t a = (int64_t){printer.ptr(step.ins[1], True)}[0];",
+                 "int d;",
+                 f"if (a < 0)\n    a += {rank};",
+                 f"if (a < 0 || a >= {rank})\n    {_fail(printer, step, 'axis out of range')}",
+                 "outer = 1;",
+                 "inner = 1;",
+                 "n = shape[a];",
+                 f"for (d = 0; d < {rank}; d++) {{",
+                 "    if (d < a)\n        outer *= shape[d];",
+                 "    if (d > a)\n        inner *= shape[d];",
+                 "}"]
+    head += ["int64_t o, c, j, base;",
+             "for (o = 0; o < outer; o++)",
+             "    for (c = 0; c < inner; c++) {",
+             "        base = o * n * inner + c;"]
     body: list[str] = []
     if op in ("ArgMax", "ArgMin", "Hardmax"):
         cmp = "<" if op == "ArgMin" else ">"
@@ -527,7 +626,7 @@ def render_axis(printer, step: Step) -> str:
                 else f"!({nan_best}) && (({nan_v}) || v {cmp} best)")
         body = [f"{vt} best = {load(printer, src, 'base')};",
                 "int64_t at = 0;",
-                f"for (j = 1; j < {n}; j++) {{",
+                "for (j = 1; j < n; j++) {",
                 f"    {vt} v = {x};",
                 f"    if ({take}) {{",
                 "        best = v;",
@@ -535,33 +634,33 @@ def render_axis(printer, step: Step) -> str:
                 "    }",
                 "}"]
         if op == "Hardmax":
-            body += [f"for (j = 0; j < {n}; j++)",
-                     f"    {O}[base + j * {inner}] = {store(out, 'j == at', False)};"]
+            body += ["for (j = 0; j < n; j++)",
+                     f"    {out_p}[base + j * inner] = {store(out, 'j == at', False)};"]
         else:
-            body += [f"{O}[o * {inner} + c] = at;"]
+            body += [f"{out_p}[o * inner + c] = at;"]
     elif op in ("CumSum", "CumProd"):
         sym = "+" if op == "CumSum" else "*"
         acc_t = vt if fl else "uint64_t"
-        order = f"{n} - 1 - j" if q["reverse"] else "j"
+        order = "n - 1 - j" if q["reverse"] else "j"
         body = [f"{acc_t} acc = {'0' if sym == '+' else '1'};",
-                f"for (j = 0; j < {n}; j++) {{",
-                f"    int64_t at = base + ({order}) * {inner};",
+                "for (j = 0; j < n; j++) {",
+                f"    int64_t at = base + ({order}) * inner;",
                 f"    {vt} v = {load(printer, src, 'at')};"]
         upd = f"acc = ({acc_t})(acc {sym} {'v' if fl else '(uint64_t)v'});"
-        st = f"    {O}[at] = {store(out, 'acc', fl)};"
+        st = f"    {out_p}[at] = {store(out, 'acc', fl)};"
         body += ([st, f"    {upd}"] if q["exclusive"] else [f"    {upd}", st]) + ["}"]
     else:  # Softmax, LogSoftmax
         body = ["double mx = -INFINITY, sum = 0;",
-                f"for (j = 0; j < {n}; j++) {{",
+                "for (j = 0; j < n; j++) {",
                 f"    double v = (double){x};",
                 "    mx = v > mx ? v : mx;",
                 "}",
-                f"for (j = 0; j < {n}; j++)",
+                "for (j = 0; j < n; j++)",
                 f"    sum += exp((double){x} - mx);",
-                f"for (j = 0; j < {n}; j++) {{"]
+                "for (j = 0; j < n; j++) {"]
         value = ("(double)" + x + " - mx - log(sum)" if op == "LogSoftmax"
                  else f"exp((double){x} - mx) / sum")
-        body += [f"    {O}[base + j * {inner}] = {store(out, value, True)};", "}"]
+        body += [f"    {out_p}[base + j * inner] = {store(out, value, True)};", "}"]
     return "\n".join(head + ["        " + line for line in ["{"] + body + ["}"]] + ["    }"])
 
 

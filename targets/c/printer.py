@@ -549,6 +549,10 @@ class CPrinter:
             "    (void)A;",
             "    (void)i;",
         ]
+        # inputs no step reads (an Expand's shape, a Range's limit): -Wunused-parameter
+        read = {id(b.root) for step in self.p.steps for b in step.ins}
+        out += [f"    (void){self.io_idents[id(b)]};" for _, b in self.p.inputs
+                if id(b) not in read]
         for index, step in enumerate(self.p.steps):
             out.append(f"    {{ /* {index}: {c_comment(step.origin)} -> {step.kernel} */")
             body = self.render(step)

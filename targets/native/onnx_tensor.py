@@ -40,9 +40,13 @@ MAP_OPS = (
 VIEW_OPS = ("Reshape", "Squeeze", "Unsqueeze", "Flatten", "Identity")
 """The output is the first operand's data in row-major order, under the output's shape."""
 
-SHAPE_ONLY_OPS = ("ConstantOfShape", "EyeLike", "Shape", "Size")
-"""The output depends on the operands' shapes (static here) only, never on their values
-(ConstantOfShape's operand is the output's shape)."""
+SHAPE_ONLY_OPS = {
+    "ConstantOfShape": lambda out: out, "HannWindow": lambda out: out[0],
+    "HammingWindow": lambda out: out[0], "BlackmanWindow": lambda out: out[0],
+    "EyeLike": None, "Shape": None, "Size": None}
+"""The output depends on the operands' shapes (static here) only, never on their values;
+for those listed with a function, the first operand's value is given by the (static) output
+shape: ConstantOfShape's is that shape, a window's its length."""
 
 REDUCE_OPS = ("ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1",
               "ReduceL2", "ReduceLogSum", "ReduceLogSumExp", "ReduceSumSquare")
@@ -162,13 +166,34 @@ def lower_dropout(lowering, op) -> None:
 
 @lowers(*SHAPE_ONLY_OPS)
 def lower_shape_only(lowering, op) -> None:
+    """Computed now by the op's own semantics, on zeros (or on the value the output's static
+    shape implies), into the weight blob."""
     from q35c.semantics.onnx_node import run_onnx_node
 
-    args = [np.array(_shape(v), dtype=_dtype(v)) if op.op_type.data == "ConstantOfShape"
-            else np.zeros(_shape(v), dtype=_dtype(v)) for v in op.inputs]
+    implied = SHAPE_ONLY_OPS[op.op_type.data]
+    args = [np.zeros(_shape(v), dtype=_dtype(v)) for v in op.inputs]
+    if implied is not None:
+        args[0] = np.asarray(implied(_shape(op.outputs[0])), dtype=_dtype(op.inputs[0])
+                             ).reshape(_shape(op.inputs[0]))
     for result, value in zip(op.outputs, run_onnx_node(op, args)):
         lowering.values[result] = lowering.blob_buffer(
             f"onnx_node:{len(lowering.blob)}", np.asarray(value))
+
+
+@lowers("BitCast")
+def lower_bitcast(lowering, op) -> None:
+    """The operand's bytes under the result's element type and shape: a view."""
+    src = _ins(lowering, op, op.inputs[:1])[0]
+    result = op.outputs[0]
+    dtype, shape = _dtype(result), _shape(result)
+    view = Buffer(f"{src.root.name}_v{len(lowering.buffers)}", dtype, shape, src.root.kind,
+                  alias_of=src)
+    _check_types(lowering, op, [view])
+    if view.nbytes != src.nbytes:
+        raise lowering.error('q35nn.onnx_node "BitCast": the result must have as many bytes '
+                             "as the operand")
+    lowering.buffers.append(view)
+    lowering.values[result] = view
 
 
 @lowers("Gather", "GatherElements", "GatherND", "ScatterElements", "ScatterND")
@@ -195,31 +220,29 @@ def lower_index(lowering, op) -> None:
     _step(lowering, op, "onnx_index", [out], ins, params)
 
 
-def _axes(lowering, op, rank: int, attrs: dict) -> list[int] | None:
-    """The reduction axes (attribute, or the constant second operand); None: all."""
-    axes = attrs.get("axes")
-    given = operands(op).get(1)
-    if given is not None:
-        value = constant(lowering, given)
-        if value is None:
-            raise lowering.error(f'q35nn.onnx_node "{op.op_type.data}": axes known only '
-                                 "at run time are not supported")
-        axes = value.reshape(-1).tolist()
-    if not axes:
-        return [] if attrs.get("noop_with_empty_axes", 0) else None
-    return sorted(a % rank for a in axes)
-
-
 @lowers(*REDUCE_OPS)
 def lower_reduce(lowering, op) -> None:
+    """Axes from the attribute, or the second operand (read at run time unless constant);
+    none: every axis, or none with noop_with_empty_axes (a copy)."""
     attrs = attributes(op)
     [src] = _ins(lowering, op, op.inputs[:1])
     [out] = _results(lowering, op)
+    given = operands(op).get(1)
+    params = {"op": op.op_type.data, "shape": list(src.shape),
+              "noop": bool(attrs.get("noop_with_empty_axes", 0))}
+    axes = attrs.get("axes")
+    if given is not None and constant(lowering, given) is None:
+        _step(lowering, op, "onnx_reduce", [out], [src, lowering.buffer_of(given, op)],
+              params)
+        return
+    if given is not None:
+        axes = constant(lowering, given).reshape(-1).tolist()
+    if not axes and params["noop"]:
+        _step(lowering, op, "copy", [out], [src], {})
+        return
     rank = len(src.shape)
-    axes = _axes(lowering, op, rank, attrs)
-    axes = list(range(rank)) if axes is None else axes
-    _step(lowering, op, "onnx_reduce", [out], [src], {
-        "op": op.op_type.data, "shape": list(src.shape), "axes": axes})
+    params["axes"] = sorted(a % rank for a in axes) if axes else list(range(rank))
+    _step(lowering, op, "onnx_reduce", [out], [src], params)
 
 
 @lowers("ArgMax", "ArgMin", "CumSum", "CumProd", "Softmax", "LogSoftmax", "Hardmax")
@@ -229,11 +252,12 @@ def lower_axis(lowering, op) -> None:
     [src] = _ins(lowering, op, op.inputs[:1])
     [out] = _results(lowering, op)
     op_type = op.op_type.data
+    runtime_axis = []
     if op_type in ("CumSum", "CumProd"):
         given = constant(lowering, op.inputs[1])
-        if given is None:
-            raise lowering.error(f'q35nn.onnx_node "{op_type}": an axis known only at run '
-                                 "time is not supported")
+        if given is None:  # read at run time: the step gets the shape
+            runtime_axis = [lowering.buffer_of(op.inputs[1], op)]
+            given = np.zeros(1, np.int64)
         axis = int(given.reshape(-1)[0])
     else:
         axis = attrs["axis"]
@@ -245,6 +269,7 @@ def lower_axis(lowering, op) -> None:
     if op_type in ("ArgMax", "ArgMin"):
         params["last"] = bool(attrs.get("select_last_index", 0))
     if op_type in ("CumSum", "CumProd"):
+        params["shape"] = list(src.shape)
         params["exclusive"] = bool(attrs.get("exclusive", 0))
         params["reverse"] = bool(attrs.get("reverse", 0))
     if op_type in ("Softmax", "LogSoftmax", "Hardmax") and op.opset.value.data < 13:
@@ -252,7 +277,7 @@ def lower_axis(lowering, op) -> None:
         axis = attrs["axis"] % rank
         params.update(outer=int(np.prod(shape[:axis], dtype=np.int64)),
                       len=int(np.prod(shape[axis:], dtype=np.int64)), inner=1)
-    _step(lowering, op, "onnx_axis", [out], [src], params)
+    _step(lowering, op, "onnx_axis", [out], [src, *runtime_axis], params)
 
 
 @lowers("Trilu")
@@ -307,8 +332,12 @@ def lower_slice(lowering, op) -> None:
         values = [None if given.get(s) is None else constant(lowering, given[s])
                   for s in range(1, 5)]
         if any(given.get(s) is not None and v is None for s, v in zip(range(1, 5), values)):
-            raise lowering.error('q35nn.onnx_node "Slice": starts, ends, axes and steps '
-                                 "known only at run time are not supported")
+            ins = [lowering.buffer_of(given[s], op) if s in given else None
+                   for s in (1, 3, 4)]
+            _step(lowering, op, "onnx_slice", [out], [src, *(b for b in ins if b)], {
+                "shape": list(src.shape), "axes": ins[1] is not None,
+                "steps": ins[2] is not None})
+            return
         starts, ends, axes, steps = (None if v is None else v.reshape(-1).tolist()
                                      for v in values)
     rank = len(src.shape)
