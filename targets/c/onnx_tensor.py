@@ -710,3 +710,113 @@ def render_tile(printer, step: Step) -> str:
             f"        d = r % odims[a];\n        r /= odims[a];\n"
             f"        off += (d % idims[a]) * ist[a];\n    }}\n"
             f"    {printer.ptr(out)}[i] = {printer.ptr(src, True)}[off];\n}}")
+
+
+@renders("onnx_topk", runtime=RUNTIME)
+def render_topk(printer, step: Step) -> str:
+    """Insertion sort of each lane's indices (stable), NaN above every number as numpy's
+    sort order has it, then the first k."""
+    values, indices, scratch = step.outs
+    src, q = step.ins[0], step.params
+    n, inner, k = q["len"], q["inner"], q["k"]
+    vt = compute_type(src.dtype)
+    at = "o * {n} * {inner} + c + {j} * {inner}"
+    v = lambda j: load(printer, src, at.format(n=n, inner=inner, j=j))  # noqa: E731
+    nan = "{0} != {0}" if is_float(src.dtype) else "0"
+    # b strictly before a: larger (or NaN), or equal and earlier
+    above = ("(({nb}) && !({na})) || (!({nb}) && !({na}) && vb > va)" if q["largest"]
+             else "(!({nb}) && ({na})) || (!({nb}) && !({na}) && vb < va)")
+    above = above.format(na=nan.format("va"), nb=nan.format("vb"))
+    idx = printer.ptr(scratch)
+    return "\n".join([
+        "int64_t o, c, j, m, t;",
+        f"for (o = 0; o < {q['outer']}; o++)",
+        f"    for (c = 0; c < {inner}; c++) {{",
+        f"        for (j = 0; j < {n}; j++) {{",
+        f"            {vt} vb = {v('j')};",
+        "            m = j;",
+        "            while (m > 0) {",
+        f"                {vt} va = {v(f'{idx}[m - 1]')};",
+        f"                if (!({above}))",
+        "                    break;",
+        f"                {idx}[m] = {idx}[m - 1];",
+        "                m--;",
+        "            }",
+        f"            {idx}[m] = j;",
+        "        }",
+        f"        for (t = 0; t < {k}; t++) {{",
+        f"            int64_t to = o * {k} * {inner} + c + t * {inner};",
+        f"            {printer.ptr(values)}[to] = "
+        f"{printer.ptr(src, True)}[{at.format(n=n, inner=inner, j=f'{idx}[t]')}];",
+        f"            {printer.ptr(indices)}[to] = {idx}[t];",
+        "        }",
+        "    }"])
+
+
+@renders("onnx_onehot", runtime=RUNTIME)
+def render_onehot(printer, step: Step) -> str:
+    """The reference's `hot * (on - off) + off` in the values' type; an index matches
+    depth position j when equal to it (negative ones first moved up by depth)."""
+    out, (indices, values), q = step.outs[0], step.ins, step.params
+    c = compute_type(values.dtype)
+    off, on = load(printer, values, "0"), load(printer, values, "1")
+    if is_float(values.dtype):
+        hot = f"({c})(({c})({on} - {off}) + {off})"
+        cold = f"({c})(({c})0 * ({on} - {off}) + {off})"
+    else:
+        hot = f"(uint64_t){on} - (uint64_t){off} + (uint64_t){off}"
+        cold = f"(uint64_t){off}"
+    depth, inner = q["depth"], q["inner"]
+    return "\n".join([
+        "int64_t p, j, r;",
+        f"for (p = 0; p < {q['outer']}; p++)",
+        f"    for (j = 0; j < {depth}; j++)",
+        f"        for (r = 0; r < {inner}; r++) {{",
+        f"            double v = (double){load(printer, indices, f'p * {inner} + r')};",
+        "            if (v < 0)",
+        f"                v += {depth};",
+        f"            {printer.ptr(out)}[(p * {depth} + j) * {inner} + r] = v == (double)j ? "
+        f"{store(out, hot, False)} : {store(out, cold, False)};",
+        "        }"])
+
+
+@renders("onnx_norm", runtime=RUNTIME)
+def render_norm(printer, step: Step) -> str:
+    """Per row, in double: LayerNormalization's mean, variance, 1 / sqrt(var + eps) and
+    (x - mean) * inv * scale + bias; RMSNormalization's x * 1 / sqrt(mean(x^2) + eps) *
+    scale."""
+    q = step.params
+    x, *params = step.ins
+    n, tail = q["len"], q["tail"]
+    outs = dict(zip(q["out_slots"], step.outs))
+    decls = [f"static const int64_t dims[] = {_int_array(tail)};"]
+    loads = []
+    for m, (buf, st) in enumerate(zip(params, q["strides"])):
+        decls.append(f"static const int64_t st{m}[] = {_int_array(st)};")
+        loads.append(f"(double){load(printer, buf, f'q35_bcast(j, {len(tail)}, dims, st{m})')}")
+    xv = f"(double){load(printer, x, f'r * {n} + j')}"
+    lines = decls + ["int64_t r, j;", f"for (r = 0; r < {q['rows']}; r++) {{",
+                     "    double mean = 0, var = 0, inv;"]
+    if q["op"] == "LayerNormalization":
+        bias = f" + {loads[1]}" if len(loads) > 1 else ""
+        lines += [f"    for (j = 0; j < {n}; j++)", f"        mean += {xv};",
+                  f"    mean /= {n};",
+                  f"    for (j = 0; j < {n}; j++)",
+                  f"        var += ({xv} - mean) * ({xv} - mean);",
+                  f"    var /= {n};",
+                  f"    inv = 1.0 / sqrt(var + {q['eps']!r});",
+                  f"    for (j = 0; j < {n}; j++)",
+                  f"        {printer.ptr(outs[0])}[r * {n} + j] = "
+                  f"{store(outs[0], f'({xv} - mean) * inv * {loads[0]}{bias}', True)};"]
+        for slot, value in ((1, "mean"), (2, "inv")):
+            if slot in outs:
+                target = outs[slot]
+                lines.append(f"    {printer.ptr(target)}[r] = {store(target, value, True)};")
+    else:
+        lines += [f"    for (j = 0; j < {n}; j++)", f"        var += {xv} * {xv};",
+                  f"    inv = 1.0 / sqrt(var / {n} + {q['eps']!r});",
+                  f"    for (j = 0; j < {n}; j++)",
+                  f"        {printer.ptr(outs[0])}[r * {n} + j] = "
+                  f"{store(outs[0], f'{xv} * inv * {loads[0]}', True)};",
+                  "    (void)mean;"]
+    return "\n".join(lines + ["}"])

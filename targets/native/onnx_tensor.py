@@ -352,3 +352,54 @@ def lower_slice(lowering, op) -> None:
     lowering.strided_copy(op, out, src, out.shape, 0, strides(out.shape),
                           sum(f * s for f, s in zip(first, st)),
                           [s * k for s, k in zip(st, step)])
+
+
+@lowers("TopK")
+def lower_topk(lowering, op) -> None:
+    """The k (the output's extent, static) largest or smallest along the axis, sorted
+    (stable: ties by index); one scratch row of indices."""
+    attrs = attributes(op)
+    [src] = _ins(lowering, op, op.inputs[:1])
+    values, indices = _results(lowering, op)
+    if not attrs.get("sorted", 1):
+        raise lowering.error('q35nn.onnx_node "TopK": sorted=0 is not supported')
+    axis = attrs.get("axis", -1) % len(src.shape)
+    outer, n, inner = (int(np.prod(src.shape[:axis], dtype=np.int64)), src.shape[axis],
+                       int(np.prod(src.shape[axis + 1:], dtype=np.int64)))
+    scratch = lowering.new("arena", np.dtype(np.int64), (n,), "work")
+    _step(lowering, op, "onnx_topk", [values, indices, scratch], [src], {
+        "outer": outer, "len": n, "inner": inner, "k": values.shape[axis],
+        "largest": bool(attrs.get("largest", 1))})
+
+
+@lowers("OneHot")
+def lower_onehot(lowering, op) -> None:
+    """Depth is the output's extent along the axis (static); off/on values read at run
+    time."""
+    attrs = attributes(op)
+    indices, _, values = _ins(lowering, op, op.inputs)
+    [out] = _results(lowering, op)
+    axis = attrs.get("axis", -1) % len(out.shape)
+    _step(lowering, op, "onnx_onehot", [out], [indices, values], {
+        "outer": int(np.prod(out.shape[:axis], dtype=np.int64)), "depth": out.shape[axis],
+        "inner": int(np.prod(out.shape[axis + 1:], dtype=np.int64))})
+
+
+@lowers("LayerNormalization", "RMSNormalization")
+def lower_norm(lowering, op) -> None:
+    """Normalization over the axes from `axis` on (any axis; the dedicated q35nn ops cover
+    the last one), scale and bias broadcast to those axes; LayerNormalization's optional
+    Mean and InvStdDev outputs too."""
+    attrs = attributes(op)
+    given = operands(op)
+    ins = _ins(lowering, op, [given[s] for s in sorted(given)])
+    x = ins[0]
+    _, out_slots = op.slots()
+    outs = _results(lowering, op)
+    axis = attrs.get("axis", -1) % len(x.shape)
+    tail = x.shape[axis:]
+    _step(lowering, op, "onnx_norm", outs, ins, {
+        "op": op.op_type.data, "rows": int(np.prod(x.shape[:axis], dtype=np.int64)),
+        "len": int(np.prod(tail, dtype=np.int64)), "eps": float(attrs.get("epsilon", 1e-5)),
+        "out_slots": out_slots,
+        "strides": [broadcast_strides(b.shape, tail) for b in ins[1:]], "tail": list(tail)})
