@@ -820,3 +820,51 @@ def render_norm(printer, step: Step) -> str:
                   f"{store(outs[0], f'{xv} * inv * {loads[0]}', True)};",
                   "    (void)mean;"]
     return "\n".join(lines + ["}"])
+
+
+@renders("onnx_nll", runtime=RUNTIME)
+def render_nll(printer, step: Step) -> str:
+    """Per (n, d) position in double: the log-probabilities log(exp(x - max) / sum) when
+    from a softmax (written out as the second result when asked for), the weighted
+    negative log-likelihood of the target, then the reduction."""
+    q = step.params
+    x, target, *weight = step.ins
+    outs = dict(zip(q["out_slots"], step.outs))
+    c, d = q["c"], q["d"]
+    xv = lambda cls: f"(double){load(printer, x, f'(i * {c} + {cls}) * {d} + p')}"  # noqa: E731
+    ignore = q["ignore"]
+    loss = outs[0]
+    lines = ["int64_t i, p, t, k;", "double total = 0, weights = 0;",
+             f"for (i = 0; i < {q['n']}; i++)", f"    for (p = 0; p < {d}; p++) {{",
+             "        double w = 1, v, mx = -INFINITY, sum = 0;",
+             f"        t = (int64_t){printer.ptr(target, True)}[i * {d} + p];"]
+    if q["softmax"]:
+        lines += [f"        for (k = 0; k < {c}; k++)",
+                  f"            mx = q35_fmaxn(mx, {xv('k')});",
+                  f"        for (k = 0; k < {c}; k++)",
+                  f"            sum += exp({xv('k')} - mx);"]
+        if 1 in outs:
+            lp = outs[1]
+            lines += [f"        for (k = 0; k < {c}; k++)",
+                      f"            {printer.ptr(lp)}[(i * {c} + k) * {d} + p] = "
+                      f"{store(lp, f'log(exp({xv(chr(107))} - mx) / sum)', True)};"]
+    else:
+        lines += ["        (void)mx;", "        (void)sum;", "        (void)k;"]
+    skip = f"t == {ignore}" if ignore is not None else "0"
+    value = f"log(exp({xv('t')} - mx) / sum)" if q["softmax"] else xv("t")
+    lines += [f"        if ({skip}) {{", "            w = 0;", "            v = 0;",
+              "        } else {",
+              f"            if (t < 0 || t >= {c})",
+              f"                {_fail(printer, step, 'target out of range')}"]
+    if weight:
+        lines += [f"            w = (double){load(printer, weight[0], 't')};"]
+    lines += ["            v = -w * " + value + ";", "        }"]
+    if q["reduction"] == "none":
+        lines += [f"        {printer.ptr(loss)}[i * {d} + p] = {store(loss, 'v', True)};"]
+    lines += ["        total += v;", "        weights += w;", "    }"]
+    if q["reduction"] != "none":
+        final = "total / weights" if q["reduction"] == "mean" else "total"
+        lines += [f"{printer.ptr(loss)}[0] = {store(loss, final, True)};"]
+    else:
+        lines += ["(void)total;", "(void)weights;"]
+    return "\n".join(lines)

@@ -403,3 +403,23 @@ def lower_norm(lowering, op) -> None:
         "len": int(np.prod(tail, dtype=np.int64)), "eps": float(attrs.get("epsilon", 1e-5)),
         "out_slots": out_slots,
         "strides": [broadcast_strides(b.shape, tail) for b in ins[1:]], "tail": list(tail)})
+
+
+@lowers("NegativeLogLikelihoodLoss", "SoftmaxCrossEntropyLoss")
+def lower_nll(lowering, op) -> None:
+    """The loss of each (n, d...) position: -x[n, target, d...] (of the log-softmax over
+    axis 1 for SoftmaxCrossEntropyLoss) times the target's weight, 0 where target is
+    ignore_index; then none / sum / mean (a weighted mean: sum over sum of weights)."""
+    attrs = attributes(op)
+    given = operands(op)
+    x, target = _ins(lowering, op, [given[0], given[1]])
+    weight = _ins(lowering, op, [given[2]]) if 2 in given else []
+    _, out_slots = op.slots()
+    outs = _results(lowering, op)
+    ignore = attrs.get("ignore_index")
+    _step(lowering, op, "onnx_nll", outs, [x, target, *weight], {
+        "softmax": op.op_type.data == "SoftmaxCrossEntropyLoss",
+        "n": x.shape[0], "c": x.shape[1],
+        "d": int(np.prod(x.shape[2:], dtype=np.int64)),
+        "reduction": attrs.get("reduction", "mean"),
+        "ignore": None if ignore is None else int(ignore), "out_slots": out_slots})
