@@ -121,12 +121,13 @@ class Lowering:
         key = name
         if key in self.blob_by_name:
             return self.blob_by_name[key].buffer
+        shape = np.shape(array)  # ascontiguousarray makes a 0-d array 1-d
         array = np.ascontiguousarray(array)
         dtype = array.dtype
         if dtype not in ELEMENT_TYPES:
             raise self.error(f"weight '{plain_text(name)}' has unsupported dtype {dtype}")
         data = array.astype(dtype.newbyteorder("<"), copy=False).tobytes()
-        buf = self.new("weight", dtype, array.shape, "w")
+        buf = self.new("weight", dtype, shape, "w")
         entry = BlobEntry(name, data, buf)
         self.blob.append(entry)
         self.blob_by_name[key] = entry
