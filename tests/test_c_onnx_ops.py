@@ -53,7 +53,8 @@ def _agree(model, feeds, tmp_path, rtol: float = 0.0) -> dict[str, np.ndarray]:
             np.testing.assert_allclose(got, want, rtol=rtol, atol=0, equal_nan=True,
                                        err_msg=name)
         else:
-            assert np.array_equal(got.view(np.uint8), want.view(np.uint8)), \
+            assert np.array_equal(got.reshape(-1).view(np.uint8),
+                                  want.reshape(-1).view(np.uint8)), \
                 f"{name}: c {got} != interp {want}"
     return c
 
@@ -232,3 +233,26 @@ def test_axis_ops_and_reductions(tmp_path):
         "tu": (np.int32, (3, 4, 5))})
     model.graph.initializer.extend([axes, one])
     _agree(model, feeds, tmp_path, rtol=1e-5)
+
+
+def test_rank0_constant_output_keeps_its_shape(tmp_path):
+    """Size folds to a 0-d constant: the C target returned it as shape (1,) (the weight
+    blob's np.ascontiguousarray made it 1-d)."""
+    feeds = {"x": np.zeros((2, 3), np.float32)}
+    model = _model([helper.make_node("Size", ["x"], ["y"])], feeds, {"y": (np.int64, ())})
+    c = _agree(model, feeds, tmp_path)
+    assert c["y"].shape == () and c["y"] == 6
+
+
+def test_run_time_operands_that_only_set_shapes(tmp_path):
+    """Expand's shape and Range's limit are graph inputs no step reads (their values only
+    set the static output shapes): the C builds with -Werror (no unused parameter) and the
+    results match; Range's start and delta are read at run time."""
+    feeds = {"x": np.arange(3, dtype=np.float32).reshape(3, 1),
+             "shape": np.array([2, 3, 4], np.int64), "start": np.array(5, np.int32),
+             "limit": np.array(-4, np.int32), "delta": np.array(-3, np.int32)}
+    nodes = [helper.make_node("Expand", ["x", "shape"], ["y"]),
+             helper.make_node("Range", ["start", "limit", "delta"], ["r"])]
+    model = _model(nodes, feeds, {"y": (np.float32, (2, 3, 4)), "r": (np.int32, (3,))})
+    c = _agree(model, feeds, tmp_path)
+    assert c["r"].tolist() == [5, 2, -1]

@@ -685,7 +685,7 @@ def render_trilu(printer, step: Step) -> str:
 @renders("onnx_range", runtime=RUNTIME)
 def render_range(printer, step: Step) -> str:
     out = step.outs[0]
-    start, _, delta = (load(printer, b, "0") for b in step.ins)
+    start, delta = (load(printer, b, "0") for b in step.ins)
     if is_float(out.dtype):
         c = compute_type(out.dtype)
         value = f"s + ({c})i * d"

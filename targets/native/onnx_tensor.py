@@ -18,6 +18,8 @@ import onnx
 from xdsl.dialects import arith
 from xdsl.ir import SSAValue
 
+from q35c.compiler.codegen_names import plain_text
+from q35c.compiler.ir_attrs import origin_of
 from q35c.compiler.tensors import constant_value
 from q35c.targets.native.lower import _dtype, _shape, strides
 from q35c.targets.native.onnx_node import lowers
@@ -84,11 +86,17 @@ def constant(lowering, value: SSAValue) -> np.ndarray | None:
     return None
 
 
+def _error(lowering, op, message: str):
+    """A one-line error naming the node (its ONNX name when known) and its op type."""
+    where = origin_of(op)
+    node = f"q35nn.onnx_node \"{plain_text(op.op_type.data)}\""
+    return lowering.error(f"{node} ({where}): {message}" if where else f"{node}: {message}")
+
+
 def _check_types(lowering, op, buffers: list[Buffer]) -> None:
     for buf in buffers:
         if buf.dtype not in ELEMENT_TYPES:
-            raise lowering.error(f'q35nn.onnx_node "{op.op_type.data}": element type '
-                                 f"{buf.dtype} is not supported")
+            raise _error(lowering, op, f"element type {buf.dtype} is not supported")
 
 
 def _results(lowering, op) -> list[Buffer]:
@@ -152,8 +160,7 @@ def lower_dropout(lowering, op) -> None:
     mode = operands(op).get(2)
     if mode is not None and (constant(lowering, mode) is None or
                              bool(constant(lowering, mode))):
-        raise lowering.error('q35nn.onnx_node "Dropout" in training mode is not supported '
-                             "(its mask is random)")
+        raise _error(lowering, op, "training mode is not supported (its mask is random)")
     _, outs = op.slots()
     src = _ins(lowering, op, op.inputs[:1])[0]
     for slot, result in zip(outs, op.outputs):
@@ -190,8 +197,7 @@ def lower_bitcast(lowering, op) -> None:
                   alias_of=src)
     _check_types(lowering, op, [view])
     if view.nbytes != src.nbytes:
-        raise lowering.error('q35nn.onnx_node "BitCast": the result must have as many bytes '
-                             "as the operand")
+        raise _error(lowering, op, "the result must have as many bytes as the operand")
     lowering.buffers.append(view)
     lowering.values[result] = view
 
@@ -214,8 +220,7 @@ def lower_index(lowering, op) -> None:
     if op_type in ("ScatterElements", "ScatterND"):
         reduction = attrs.get("reduction", "none")
         if reduction not in ("none", "add", "mul", "max", "min"):
-            raise lowering.error(f'q35nn.onnx_node "{op_type}": reduction '
-                                 f"'{reduction}' is not supported")
+            raise _error(lowering, op, f"reduction '{reduction}' is not supported")
         params["reduction"] = reduction
     _step(lowering, op, "onnx_index", [out], ins, params)
 
@@ -291,9 +296,10 @@ def lower_trilu(lowering, op) -> None:
 
 @lowers("Range")
 def lower_range(lowering, op) -> None:
-    ins = _ins(lowering, op, op.inputs)
+    """start + i * delta; the limit only sets the output's (static) length."""
+    start, _, delta = _ins(lowering, op, op.inputs)
     [out] = _results(lowering, op)
-    _step(lowering, op, "onnx_range", [out], ins, {})
+    _step(lowering, op, "onnx_range", [out], [start, delta], {})
 
 
 @lowers("Tile")
@@ -362,7 +368,7 @@ def lower_topk(lowering, op) -> None:
     [src] = _ins(lowering, op, op.inputs[:1])
     values, indices = _results(lowering, op)
     if not attrs.get("sorted", 1):
-        raise lowering.error('q35nn.onnx_node "TopK": sorted=0 is not supported')
+        raise _error(lowering, op, "sorted=0 is not supported")
     axis = attrs.get("axis", -1) % len(src.shape)
     outer, n, inner = (int(np.prod(src.shape[:axis], dtype=np.int64)), src.shape[axis],
                        int(np.prod(src.shape[axis + 1:], dtype=np.int64)))
