@@ -649,6 +649,16 @@ def render_axis(printer, step: Step) -> str:
         upd = f"acc = ({acc_t})(acc {sym} {'v' if fl else '(uint64_t)v'});"
         st = f"    {out_p}[at] = {store(out, 'acc', fl)};"
         body += ([st, f"    {upd}"] if q["exclusive"] else [f"    {upd}", st]) + ["}"]
+    elif op == "LpNormalization":  # the reference's sum of x**p (not |x|), then ** (1/p)
+        power = f"{x}" if q["p"] == 1 else f"{x} * {x}"
+        norm = "sum" if q["p"] == 1 else "sqrt(sum)"
+        body = ["double sum = 0, norm;",
+                "for (j = 0; j < n; j++)",
+                f"    sum += (double)({vt})({power});",
+                f"norm = {norm};",
+                "for (j = 0; j < n; j++)",
+                f"    {out_p}[base + j * inner] = "
+                f"{store(out, f'norm == 0 ? 0 : (double){x} / norm', True)};"]
     else:  # Softmax, LogSoftmax
         body = ["double mx = -INFINITY, sum = 0;",
                 "for (j = 0; j < n; j++) {",
@@ -868,3 +878,41 @@ def render_nll(printer, step: Step) -> str:
     else:
         lines += ["(void)total;", "(void)weights;"]
     return "\n".join(lines)
+
+
+@renders("onnx_reverse_sequence", runtime=RUNTIME)
+def render_reverse_sequence(printer, step: Step) -> str:
+    """Element e at time t < len[b] of its batch b comes from time len[b] - 1 - t."""
+    out, (data, lens), q = step.outs[0], step.ins, step.params
+    bst, tst = q["batch_stride"], q["time_stride"]
+    return "\n".join([
+        "int64_t b, t, sl, from;",
+        f"for (i = 0; i < {out.size}; i++) {{",
+        f"    b = (i / {bst}) % {q['batch']};",
+        f"    t = (i / {tst}) % {q['time']};",
+        f"    sl = (int64_t){printer.ptr(lens, True)}[b];",
+        f"    if (sl < 0 || sl > {q['time']})",
+        f"        {_fail(printer, step, 'sequence length out of range')}",
+        f"    from = t < sl ? i + (sl - 1 - 2 * t) * {tst} : i;",
+        f"    {printer.ptr(out)}[i] = {printer.ptr(data, True)}[from];",
+        "}"])
+
+
+@renders("onnx_compress", runtime=RUNTIME)
+def render_compress(printer, step: Step) -> str:
+    out, (data, cond), q = step.outs[0], step.ins, step.params
+    n, inner, kept = q["len"], q["inner"], q["kept"]
+    return "\n".join([
+        "int64_t o, j, k = 0;",
+        f"for (j = 0; j < {min(n, cond.size)}; j++) {{",
+        f"    if (!{printer.ptr(cond, True)}[j])",
+        "        continue;",
+        f"    if (k == {kept})",
+        f"        {_fail(printer, step, 'more true conditions than the compiled shape has')}",
+        f"    for (o = 0; o < {q['outer']}; o++)",
+        f"        memcpy({printer.ptr(out)} + (o * {kept} + k) * {inner}, "
+        f"{printer.ptr(data, True)} + (o * {n} + j) * {inner}, {inner} * sizeof({ctype(out)}));",
+        "    k++;",
+        "}",
+        f"if (k != {kept})",
+        f"    {_fail(printer, step, 'fewer true conditions than the compiled shape has')}"])

@@ -250,7 +250,8 @@ def lower_reduce(lowering, op) -> None:
     _step(lowering, op, "onnx_reduce", [out], [src], params)
 
 
-@lowers("ArgMax", "ArgMin", "CumSum", "CumProd", "Softmax", "LogSoftmax", "Hardmax")
+@lowers("ArgMax", "ArgMin", "CumSum", "CumProd", "Softmax", "LogSoftmax", "Hardmax",
+        "LpNormalization")
 def lower_axis(lowering, op) -> None:
     """Ops along one axis: [outer, len, inner] around it."""
     attrs = attributes(op)
@@ -271,6 +272,10 @@ def lower_axis(lowering, op) -> None:
     shape = src.shape or (1,)
     params = {"op": op_type, "outer": int(np.prod(shape[:axis], dtype=np.int64)),
               "len": shape[axis], "inner": int(np.prod(shape[axis + 1:], dtype=np.int64))}
+    if op_type == "LpNormalization":
+        params["p"] = int(attrs.get("p", 2))
+        if params["p"] not in (1, 2):
+            raise _error(lowering, op, f"p={params['p']} is not supported (1 or 2)")
     if op_type in ("ArgMax", "ArgMin"):
         params["last"] = bool(attrs.get("select_last_index", 0))
     if op_type in ("CumSum", "CumProd"):
@@ -429,3 +434,31 @@ def lower_nll(lowering, op) -> None:
         "d": int(np.prod(x.shape[2:], dtype=np.int64)),
         "reduction": attrs.get("reduction", "mean"),
         "ignore": None if ignore is None else int(ignore), "out_slots": out_slots})
+
+
+@lowers("ReverseSequence")
+def lower_reverse_sequence(lowering, op) -> None:
+    attrs = attributes(op)
+    data, lens = _ins(lowering, op, op.inputs)
+    [out] = _results(lowering, op)
+    st = strides(data.shape)
+    batch, time = attrs.get("batch_axis", 1), attrs.get("time_axis", 0)
+    _step(lowering, op, "onnx_reverse_sequence", [out], [data, lens], {
+        "batch_stride": st[batch], "batch": data.shape[batch], "time_stride": st[time],
+        "time": data.shape[time]})
+
+
+@lowers("Compress")
+def lower_compress(lowering, op) -> None:
+    """The slices along the axis (of the flattened data without one) whose condition is
+    true; their count must be the output's static extent, else the run fails."""
+    attrs = attributes(op)
+    data, cond = _ins(lowering, op, op.inputs)
+    [out] = _results(lowering, op)
+    axis = attrs.get("axis")
+    shape = data.shape if axis is not None else (data.size,)
+    axis = 0 if axis is None else axis % len(shape)
+    _step(lowering, op, "onnx_compress", [out], [data, cond], {
+        "outer": int(np.prod(shape[:axis], dtype=np.int64)), "len": shape[axis],
+        "inner": int(np.prod(shape[axis + 1:], dtype=np.int64)),
+        "kept": out.shape[axis] if len(out.shape) else 1})
