@@ -103,8 +103,9 @@ C_SLICE_STEP = 12
 """The C-target slice: every 12th case (in name order) of those passing on the interpreter
 (130 cases, one C compile each for those the C target accepts: the compiles are the cost).
 The whole suite on c: `python benchmarks/onnx_node_suite.py --target c` (docs/onnx.md)."""
-C_PASS_FLOOR = 0
-"""Measured: see the docstring of test_c_slice_pass_count_floor."""
+C_PASS_FLOOR = 94
+"""Measured: 94 of the 130 slice cases pass on c (the rest: the CNN family, Attention and
+the other op types docs/c-target.md lists as not lowered, float8 and 2/4-bit casts)."""
 
 
 @pytest.fixture(scope="module")
