@@ -16,8 +16,11 @@ def _constant(interp, op: arith.ConstantOp, args):
 
 
 def _int_trunc_div(a, b):
-    q = np.abs(a) // np.abs(b)
-    return np.where((a < 0) != (b < 0), -q, q)
+    """Quotient rounded toward zero: numpy's floor quotient, moved up by one where the
+    division is inexact and the signs differ (abs() would overflow on the minimum)."""
+    with np.errstate(all="ignore"):
+        q, r = np.floor_divide(a, b), np.remainder(a, b)
+    return q + ((r != 0) & ((a < 0) != (b < 0))).astype(q.dtype)
 
 
 def _unsigned(a: np.ndarray) -> np.ndarray:

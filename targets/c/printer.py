@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import ml_dtypes
 import numpy as np
 
 from q35c.compiler.codegen_names import (
@@ -39,10 +40,14 @@ C_TYPES = {
     np.dtype(np.int64): "int64_t", np.dtype(np.int32): "int32_t",
     np.dtype(np.int16): "int16_t", np.dtype(np.int8): "int8_t",
     np.dtype(np.bool_): "uint8_t", np.dtype(np.uint8): "uint8_t",
+    np.dtype(np.uint16): "uint16_t", np.dtype(np.uint32): "uint32_t",
+    np.dtype(np.uint64): "uint64_t",
+    # stored as their bits; the generic ONNX ops' kernels convert them (onnx_tensor.py)
+    np.dtype(np.float16): "uint16_t", np.dtype(ml_dtypes.bfloat16): "uint16_t",
 }
 """The C element type of each of the native program's element types."""
 DTYPE_CODES = {"float": 1, "double": 2, "int64_t": 3, "int32_t": 4, "int16_t": 5,
-               "int8_t": 6, "uint8_t": 7}
+               "int8_t": 6, "uint8_t": 7, "uint16_t": 8, "uint32_t": 9, "uint64_t": 10}
 
 
 def ctype(buf: Buffer) -> str:
@@ -64,7 +69,8 @@ ANY_EXPR = {
     "addi": "({T})((uint64_t){0} + (uint64_t){1})",
     "subi": "({T})((uint64_t){0} - (uint64_t){1})",
     "muli": "({T})((uint64_t){0} * (uint64_t){1})",
-    "divsi": "{1} == 0 ? ({T})0 : ({T})({0} / {1})",
+    # MIN / -1 overflows (undefined in C, a trap on x86): it wraps, as the interpreter's
+    "divsi": "{1} == 0 ? ({T})0 : {1} == -1 ? ({T})(0u - (uint64_t){0}) : ({T})({0} / {1})",
     "cmp_eq": "{0} == {1}", "cmp_gt": "{0} > {1}", "cmp_ge": "{0} >= {1}",
     "cmp_lt": "{0} < {1}", "cmp_le": "{0} <= {1}", "cmp_ne": "{0} != {1}",
 }
@@ -543,9 +549,10 @@ class CPrinter:
             "    (void)A;",
             "    (void)i;",
         ]
+        # inputs no step reads (an Expand's shape, a Range's limit): -Wunused-parameter
         read = {id(b.root) for step in self.p.steps for b in step.ins}
-        out += [f"    (void){self.io_idents[id(b)]};  /* not read */"
-                for _, b in self.p.inputs if id(b) not in read]
+        out += [f"    (void){self.io_idents[id(b)]};" for _, b in self.p.inputs
+                if id(b) not in read]
         for index, step in enumerate(self.p.steps):
             out.append(f"    {{ /* {index}: {c_comment(step.origin)} -> {step.kernel} */")
             body = self.render(step)

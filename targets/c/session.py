@@ -34,8 +34,8 @@ from q35c.targets.c.emit import BLOB_FILE, Emitted
 from q35c.targets.c.printer import model_prefix
 
 _DTYPES = {1: np.float32, 2: np.float64, 3: np.int64, 4: np.int32, 5: np.int16, 6: np.int8,
-           7: np.uint8}
-"""model.h's tensor_info dtype codes."""
+           7: np.uint8, 8: np.uint16, 9: np.uint32, 10: np.uint64}
+"""model.h's tensor_info dtype codes (8 is also float16 and bfloat16, kept as their bits)."""
 LIBRARY = "libmodel.so"
 
 

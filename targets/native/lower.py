@@ -121,12 +121,13 @@ class Lowering:
         key = name
         if key in self.blob_by_name:
             return self.blob_by_name[key].buffer
+        shape = np.shape(array)  # ascontiguousarray makes a 0-d array 1-d
         array = np.ascontiguousarray(array)
         dtype = array.dtype
         if dtype not in ELEMENT_TYPES:
             raise self.error(f"weight '{plain_text(name)}' has unsupported dtype {dtype}")
         data = array.astype(dtype.newbyteorder("<"), copy=False).tobytes()
-        buf = self.new("weight", dtype, array.shape, "w")
+        buf = self.new("weight", dtype, shape, "w")
         entry = BlobEntry(name, data, buf)
         self.blob.append(entry)
         self.blob_by_name[key] = entry
@@ -330,9 +331,16 @@ class Lowering:
                             "bodies are supported")
         axes = sorted(op.dimensions.get_values())
         shape = _shape(source)
-        if axes != list(range(axes[0], axes[-1] + 1)):
-            raise self.error("linalg.reduce over non-adjacent axes is not supported")
         src = self.buffer_of(source, op)
+        if axes != list(range(axes[0], axes[-1] + 1)):
+            # non-adjacent axes: a transposed copy with the reduced axes last first
+            perm = [d for d in range(len(shape)) if d not in axes] + axes
+            moved = self.new("arena", src.dtype, tuple(shape[p] for p in perm), "moved")
+            st = strides(shape)
+            self.strided_copy(op, moved, src, moved.shape, 0, strides(moved.shape), 0,
+                              [st[p] for p in perm])
+            src, shape = moved, moved.shape
+            axes = list(range(len(shape) - len(axes), len(shape)))
         acc = self.buffer_of(init, op)
         out = self.result(op.results[0], "reduce")
         outer = int(np.prod(shape[:axes[0]], dtype=np.int64))

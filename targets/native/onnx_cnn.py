@@ -1,6 +1,7 @@
 """Native rules for the CNN family of `q35nn.onnx_node`: Conv, ConvTranspose, the pools,
 BatchNormalization, InstanceNormalization, LRN, Pad, DepthToSpace, SpaceToDepth,
-Resize / Upsample, inference-mode Dropout and Sum (ResNet's residual adds).
+Resize / Upsample and inference-mode Dropout (Sum, ResNet's residual adds, is one of
+onnx_tensor.py's elementwise maps).
 
 Each rule works out the node's static geometry here (auto_pad, ceil_mode, output_padding,
 interpolation tables) from the attributes and the operand and result shapes the importer
@@ -348,33 +349,6 @@ def dropout(lowering, op) -> None:
     if 1 in node.outputs:
         mask = node.result(1)
         node.step("fill", [mask], [], {"value": 1})
-
-
-@lowers("Sum")
-def sum_(lowering, op) -> None:
-    """Elementwise sum of float32 inputs broadcast to the result (numpy rules)."""
-    node = Node(lowering, op)
-    y_shape = _shape(node.outputs[0])
-    ins = []
-    for slot in sorted(node.inputs):
-        buf = node.float_buffer(slot)
-        if buf.shape != y_shape and buf.size != 1:
-            wide = lowering.new("arena", F32, y_shape, "bcast")
-            shape = (1,) * (len(y_shape) - len(buf.shape)) + tuple(buf.shape)
-            st = [0 if d == 1 else s for d, s in zip(shape, _strides(shape))]
-            lowering.strided_copy(op, wide, buf, y_shape, 0, _strides(y_shape), 0, st)
-            buf = wide
-        ins.append(buf)
-    acc = ins[0]
-    if len(ins) == 1:
-        out = node.result()
-        node.step("copy", [out], [acc], {})
-        return
-    for k, other in enumerate(ins[1:]):
-        last = k == len(ins) - 2
-        out = node.result() if last else lowering.new("arena", F32, y_shape, "sum")
-        node.step("elementwise", [out], [acc, other], {"op": "add"})
-        acc = out
 
 
 # -- Resize ---------------------------------------------------------------------------------

@@ -11,11 +11,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import ml_dtypes
 import numpy as np
 
 ELEMENT_TYPES = frozenset(np.dtype(t) for t in (
-    np.float32, np.float64, np.int64, np.int32, np.int16, np.int8, np.bool_, np.uint8))
-"""The element types a native program's buffers may have."""
+    np.float32, np.float64, np.int64, np.int32, np.int16, np.int8, np.bool_, np.uint8,
+    np.uint16, np.uint32, np.uint64, np.float16, ml_dtypes.bfloat16))
+"""The element types a native program's buffers may have (float16 and bfloat16 are kept
+as their bits; the kernels of the generic ONNX ops convert them, targets/c/onnx_tensor.py)."""
 
 
 @dataclass(eq=False)
