@@ -15,15 +15,17 @@ exactly those; `verify` then checks only
   re-check its `func.return`;
 - every symbol user (`func.call` reads another op, its callee).
 
-Each such op is checked by `verify_op`: what xDSL's `module.verify()` checks of one op, so an
-incremental verification rejects what a full `module.verify()` rejects. When it does reject, the caller runs `module.verify()` so
-that the message is the one a full verification gives (see `run_pipeline`).
+Each such op is checked by `verify_op`: what xDSL's `module.verify()` checks of one op, so
+an incremental verification rejects what a full `module.verify()` rejects. When it does
+reject, `verify_module` runs `module.verify()`, so that the message is the one a full
+verification gives.
 """
 
 from __future__ import annotations
 
 import functools
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from xdsl.dialects.builtin import ModuleOp
@@ -37,8 +39,6 @@ from xdsl.traits import (
     SymbolUserOpInterface,
 )
 from xdsl.utils.exceptions import VerifyException
-
-from q35c.compiler.diagnostics import first_line
 
 
 def fingerprint(op: Operation) -> tuple:
@@ -184,15 +184,22 @@ def verified_state(module: ModuleOp) -> VerifiedIR:
     return _STATES[module]
 
 
-def verify_module(module: ModuleOp, describe) -> None:
+def verify_reason(err: VerifyException) -> str:
+    """A verifier's message on one line: xDSL puts the reason on the lines after
+    "operand 'x' at position 0 does not verify:", so its first line alone says nothing."""
+    return " ".join(line.strip() for line in str(err).splitlines() if line.strip()) or \
+        type(err).__name__
+
+
+def verify_module(module: ModuleOp, describe: Callable[[str], Exception]) -> None:
     """Verify what changed in `module` since its last verification; on a failure, raise
-    `describe(first line of the reason)` with the reason a full `module.verify()` gives
-    (the message does not depend on what was verified before)."""
+    `describe(reason)`, the reason (`verify_reason`) being the one a full `module.verify()`
+    gives: the message does not depend on what was verified before."""
     try:
         verified_state(module).verify(module)
     except VerifyException as err:
         try:
             module.verify()
         except VerifyException as full:
-            raise describe(first_line(full)) from None
-        raise describe(first_line(err)) from None
+            raise describe(verify_reason(full)) from None
+        raise describe(verify_reason(err)) from None

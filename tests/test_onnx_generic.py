@@ -15,8 +15,8 @@ from xdsl.utils.exceptions import VerifyException
 
 from q35c.compiler.diagnostics import Q35cError
 from q35c.compiler.driver import Options, compile_to_module, run_file
-from q35c.compiler.frontends.onnx.importer import verify_reason
 from q35c.compiler.tensors import exact_element, numpy_dtype
+from q35c.compiler.verification import verify_reason
 from q35c.compiler.weights import store_of
 from q35c.dialects import q35nn
 

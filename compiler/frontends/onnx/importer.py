@@ -53,7 +53,7 @@ from q35c.compiler.frontends.onnx.model import (
 from q35c.compiler.frontends.onnx.ops import CONVERTERS, FOLD_ONLY, Value
 from q35c.compiler.ir_attrs import ONNX_NODE_ATTR
 from q35c.compiler.tensors import exact_element
-from q35c.compiler.verification import VerifiedIR, verify_op
+from q35c.compiler.verification import VerifiedIR, verify_op, verify_reason
 from q35c.compiler.weights import FileWeight, WeightStore
 from q35c.dialects import q35nn, quant3p5
 
@@ -533,13 +533,6 @@ def _verify_quietly(op: Operation) -> None:
             for inner in block.ops:
                 _verify_quietly(inner)
     verify_op(op)
-
-
-def verify_reason(err: VerifyException) -> str:
-    """A verifier's message on one line: xDSL puts the reason on the lines after
-    "operand 'x' at position 0 does not verify:"."""
-    return " ".join(line.strip() for line in str(err).splitlines() if line.strip()) or \
-        type(err).__name__
 
 
 INFERENCE_DATA_LIMIT = 4096
