@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     print(f"machine: {machine()}")
-    print(f"| graph | nodes | pipeline | wall s | CPU s | peak RSS MiB |")
+    print("| graph | nodes | pipeline | wall s | CPU s | peak RSS MiB |")
     print("| --- | ---: | --- | ---: | ---: | ---: |")
     rows = []
     for graph in args.graphs:
