@@ -24,7 +24,6 @@ verification gives.
 from __future__ import annotations
 
 import functools
-import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -168,20 +167,26 @@ def _is_symbol_user(op_type: type[Operation]) -> bool:
     return bool(op_type.get_traits_of_type(SymbolUserOpInterface))
 
 
-_STATES: weakref.WeakKeyDictionary[ModuleOp, VerifiedIR] = weakref.WeakKeyDictionary()
+_STATE_ATTR = "_q35c_verified"
+"""The attribute of a module that holds its `VerifiedIR`. Not a WeakKeyDictionary keyed by
+module, like the weight stores: the record refers to the module's ops, so the dictionary
+would keep every module alive; as an attribute it is a cycle the garbage collector frees
+with the module."""
 
 
 def attach_verified(module: ModuleOp, state: VerifiedIR) -> None:
     """Make `state` (what the frontend verified of `module`) its record for this process."""
-    _STATES[module] = state
+    setattr(module, _STATE_ATTR, state)
 
 
 def verified_state(module: ModuleOp) -> VerifiedIR:
     """The `VerifiedIR` of `module` in this process: what its frontend or the passes so
     far verified (empty, so that everything is checked, for a module nothing recorded)."""
-    if module not in _STATES:
-        _STATES[module] = VerifiedIR()
-    return _STATES[module]
+    state = getattr(module, _STATE_ATTR, None)
+    if state is None:
+        state = VerifiedIR()
+        attach_verified(module, state)
+    return state
 
 
 def verify_reason(err: VerifyException) -> str:

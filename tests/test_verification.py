@@ -5,6 +5,8 @@ of the model, whatever the number of passes."""
 
 from __future__ import annotations
 
+import gc
+import weakref
 from pathlib import Path
 
 import onnx
@@ -192,3 +194,16 @@ def test_import_and_pipeline_verify_each_op_about_once(tmp_path, monkeypatch, no
     run_pipeline(ctx, module, build_pipeline("canonicalize,cse,canonicalize,cse,"
                                              "canonicalize,cse"))
     assert calls[0] - after_import <= 6 * 3  # module and function per pass, at most
+
+
+def test_a_verified_module_is_freed(tmp_path):
+    """The record of what verified refers to the module's ops: it must not keep modules
+    alive (the node suite compiles 1,884 of them in one process)."""
+    path = _chain(tmp_path / "chain.onnx", 3)
+    ctx = make_context()
+    module = load_onnx(path, ctx, FrontendOptions())
+    run_pipeline(ctx, module, build_pipeline("canonicalize,cse"))
+    ref = weakref.ref(module)
+    del module
+    gc.collect()
+    assert ref() is None
