@@ -162,8 +162,9 @@ def _parse_shapes(values: tuple[str, ...]) -> dict[str, tuple[int, ...]]:
             shape = tuple(int(d) for d in dims.split(","))
         except ValueError:
             shape = ()
-        if not sep or not name or not shape or min(shape) <= 0:
-            raise Q35cError(f"--shape expects NAME=d1,d2,... with positive sizes, got '{item}'")
+        if not sep or not name or not shape or min(shape) < 0:
+            raise Q35cError(f"--shape expects NAME=d1,d2,... with sizes of 0 or more, "
+                            f"got '{item}'")
         shapes[name] = shape
     return shapes
 

@@ -24,7 +24,6 @@ from xdsl.context import Context
 from xdsl.dialects.builtin import ModuleOp
 from xdsl.passes import ModulePass
 from xdsl.utils.arg_spec import parse_spec
-from xdsl.utils.exceptions import VerifyException
 
 from q35c.compiler.codegen_names import file_stem, file_stems, plain_text
 from q35c.compiler.context import make_context
@@ -46,6 +45,7 @@ from q35c.compiler.registry import (
     plugin_note,
 )
 from q35c.compiler.universe import PLANNED_TARGETS
+from q35c.compiler.verification import verify_module
 from q35c.compiler.weights import store_of
 from q35c.targets import COMPILE_TARGET, RUN_TARGET
 from q35c.targets.target import Q35cTarget
@@ -142,7 +142,9 @@ def build_pipeline(spec: str | None, registry: Registry | None = None,
 def run_pipeline(ctx: Context, module: ModuleOp, passes: Iterable[ModulePass], *,
                  dumper: IRDumper | None = None, print_after_all: bool = False,
                  registry: Registry | None = None) -> None:
-    """Apply `passes` in order, verifying the IR after each one.
+    """Apply `passes` in order, verifying the IR after each one: the ops it added or
+    changed (q35c.compiler.verification), so that a pipeline costs one verification of the
+    module, not one per pass.
 
     A pass that raises, or that leaves IR the verifier rejects, is reported by name (and
     plugin); no later pass runs.
@@ -160,10 +162,8 @@ def run_pipeline(ctx: Context, module: ModuleOp, passes: Iterable[ModulePass], *
                 raise
             except BaseException as err:  # SystemExit and the like from plugin code too
                 raise Q35cError(f"{where} failed: {describe_exception(err)}") from err
-            try:
-                module.verify()
-            except VerifyException as err:
-                raise Q35cError(f"{where} produced invalid IR: {first_line(err)}") from None
+            verify_module(module, lambda reason, where=where: Q35cError(
+                f"{where} produced invalid IR: {reason}"))
             spec = str(pass_.pipeline_pass_spec(include_default=True))
             if dumper:
                 dumper.dump(index, pass_.name, spec, module)

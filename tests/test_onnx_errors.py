@@ -893,8 +893,8 @@ STRUCTURAL = {
         "initializer 'fc1.bias' (input of node '/fc1/Add' (Add)): negative dimension"]),
     "string input": (_input_type(elem_type=TensorProto.STRING), [
         "graph input 'x' has element type STRING, which q35c does not support"]),
-    "zero-size input": (_input_type(dims=[0, 16]), [
-        "graph input 'x' declares the shape [0, 16]; q35c needs positive sizes"]),
+    "negative-size input": (_input_type(dims=[-1, 16]), [
+        "graph input 'x' declares the shape [-1, 16]; sizes must be 0 or more"]),
     "invalid opset": (_opset(0), ["the default-domain opset version 0 is not valid"]),
     "no default opset": (_drop_opset, ["imports no default-domain (ai.onnx) opset"]),
     "invalid UTF-8 op type": (_node_edit(2, op_type="Rel\u00ff"), None),
@@ -1016,8 +1016,8 @@ def test_unbound_dynamic_dims_are_listed_with_the_flag(tmp_path):
 @pytest.mark.parametrize("flag, fragment", [
     ("input_ids=2", "--shape input_ids=2 does not fit the declared shape [batch, seq]"),
     ("ids=2,3", "--shape names unknown input(s) ids; the model's inputs are input_ids"),
-    ("input_ids=2,x", "--shape expects NAME=d1,d2,... with positive sizes"),
-    ("input_ids=0,3", "--shape expects NAME=d1,d2,... with positive sizes"),
+    ("input_ids=2,x", "--shape expects NAME=d1,d2,... with sizes of 0 or more"),
+    ("input_ids=-1,3", "--shape expects NAME=d1,d2,... with sizes of 0 or more"),
 ])
 def test_bad_shape_flags(flag, fragment):
     assert_user_error(q35c(LLAMA, "--shape", flag, check=False), fragment)

@@ -15,8 +15,8 @@ from xdsl.utils.exceptions import VerifyException
 
 from q35c.compiler.diagnostics import Q35cError
 from q35c.compiler.driver import Options, compile_to_module, run_file
-from q35c.compiler.frontends.onnx.importer import verify_reason
 from q35c.compiler.tensors import exact_element, numpy_dtype
+from q35c.compiler.verification import verify_reason
 from q35c.compiler.weights import store_of
 from q35c.dialects import q35nn
 
@@ -187,3 +187,26 @@ def test_exporter_patterns_import_and_run(tmp_path):
     assert np.array_equal(got["attn"][1], np.zeros(4, np.float32))
     assert np.array_equal(got["scaled"], pos.astype(np.float32) * 4)
     assert got["posb"].dtype == np.bool_ and np.array_equal(got["posb"], pos != 0)
+
+
+def test_scan_body_reading_an_outer_constant_gets_its_output_shapes(tmp_path):
+    """A Scan whose body Unsqueezes with axes defined in the enclosing graph (as the expanded
+    LinearAttention of the node suite does): the per-step output's shape needs the axes'
+    value, which ONNX infers only from the body's own constants."""
+    body = helper.make_graph(
+        [helper.make_node("Add", ["s_in", "x_t"], ["s_out"]),
+         helper.make_node("Unsqueeze", ["s_out", "axes"], ["y_t"])],
+        "step", [_info("s_in", TensorProto.FLOAT, [3]), _info("x_t", TensorProto.FLOAT, [3])],
+        [_info("s_out", TensorProto.FLOAT, [3]), _info("y_t", TensorProto.FLOAT, None)])
+    path = _save(tmp_path, [
+        helper.make_node("Constant", [], ["axes"], value=numpy_helper.from_array(
+            np.array([0], np.int64))),
+        helper.make_node("Scan", ["s0", "xs"], ["s", "ys"], body=body, num_scan_inputs=1)],
+        [_info("s0", TensorProto.FLOAT, [3]), _info("xs", TensorProto.FLOAT, [4, 3])],
+        [_info("s", TensorProto.FLOAT, [3]), _info("ys", TensorProto.FLOAT, None)])
+    xs = np.arange(12, dtype=np.float32).reshape(4, 3)
+    outputs = run_file(path, {"s0": np.ones(3, np.float32), "xs": xs}, tmp_path / "out",
+                       INTERP)
+    want = np.ones(3, np.float32) + np.cumsum(xs, axis=0)
+    np.testing.assert_array_equal(outputs["ys"], want[:, None, :])
+    np.testing.assert_array_equal(outputs["s"], want[-1])

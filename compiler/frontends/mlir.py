@@ -23,6 +23,7 @@ from q35c.compiler.constants import externalize_constants
 from q35c.compiler.diagnostics import Q35cError, clip, first_line
 from q35c.compiler.files import read_input_text
 from q35c.compiler.frontends import FrontendOptions
+from q35c.compiler.verification import verify_reason
 from q35c.compiler.weights import WeightStoreError, store_of
 
 MAX_NESTING = 100
@@ -63,7 +64,7 @@ def load_mlir(path: Path, ctx: Context, options: FrontendOptions) -> ModuleOp:
     try:
         module.verify()
     except VerifyException as err:
-        raise Q35cError(f"{path}: invalid IR: {clip(first_line(err))}") from None
+        raise Q35cError(f"{path}: invalid IR: {clip(verify_reason(err))}") from None
     except RecursionError:
         raise Q35cError(f"{path}: nested too deeply for the verifier") from None
     try:

@@ -16,9 +16,10 @@ from xdsl.context import Context
 from xdsl.dialects.builtin import ModuleOp
 from xdsl.utils.exceptions import VerifyException
 
-from q35c.compiler.diagnostics import Q35cError, first_line
+from q35c.compiler.diagnostics import Q35cError
 from q35c.compiler.files import read_input_text
 from q35c.compiler.frontends import FrontendOptions
+from q35c.compiler.verification import verify_reason
 
 from .diagnostics import Diagnostics, FortranError
 from .irgen import generate
@@ -43,7 +44,7 @@ def _compile(source: str, path: str, raise_idioms: bool) -> ModuleOp:
         module.verify()
     except VerifyException as err:
         raise Q35cError(f"{path}: internal error: the generated IR does not verify: "
-                        f"{first_line(err)}") from None
+                        f"{verify_reason(err)}") from None
     return module
 
 

@@ -18,13 +18,13 @@ from pathlib import Path
 
 from xdsl.context import Context
 from xdsl.dialects.builtin import ModuleOp
-from xdsl.utils.exceptions import VerifyException
 
-from q35c.compiler.diagnostics import Q35cError, first_line
+from q35c.compiler.diagnostics import Q35cError
 from q35c.compiler.frontends import FrontendOptions
 from q35c.compiler.frontends.onnx.importer import OnnxImporter
 from q35c.compiler.frontends.onnx.model import load_model
 from q35c.compiler.frontends.onnx.quantized import mark_sources  # also registers converters
+from q35c.compiler.verification import attach_verified, verify_module
 from q35c.compiler.weights import WeightStore, attach_store
 
 
@@ -36,8 +36,7 @@ def load_onnx(path: Path, ctx: Context, options: FrontendOptions) -> ModuleOp:
     module = importer.run()
     mark_sources(importer)
     attach_store(module, store)
-    try:
-        module.verify()
-    except VerifyException as err:
-        raise Q35cError(f"{path}: the imported IR does not verify: {first_line(err)}") from None
+    attach_verified(module, importer.verified)  # each node's ops verified as converted:
+    verify_module(module, lambda reason: Q35cError(  # the rest, and what changed since
+        f"{path}: the imported IR does not verify: {reason}"))
     return module

@@ -100,8 +100,8 @@ class TensorBuilder:
             values = [int(v) for v in array.ravel()]
         else:
             values = [float(v) for v in array.ravel()]
-        if array.size == 0 and array.shape != (0,):
-            raise ValueError("empty tensors are not supported")  # only `dense<>` shape specs
+        if array.size == 0 and array.shape != (0,):  # `dense<>` spells only the shape (0,);
+            return self.insert(tensor.EmptyOp([], ttype)).tensor  # no values to hold
         attr = DenseIntOrFPElementsAttr.from_list(ttype, values)
         return self.insert(arith.ConstantOp(attr, ttype)).result
 

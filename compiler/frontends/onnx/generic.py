@@ -94,12 +94,14 @@ def convert_generic(imp: OnnxImporter, node: NodeProto, inputs: list[Value]) -> 
         attributes = DictionaryAttr({a.name: q35nn.ir_attribute(a) for a in node.attribute})
     except (ValueError, UnicodeDecodeError) as err:
         raise imp.error(node, first_line(err)) from None
-    outer = []
+    outer, known = [], {}
     for name in outer_names(node):
         value = imp.lookup(name)
+        if isinstance(value, np.ndarray):
+            known[name] = value
         outer.append((name, value if isinstance(value, SSAValue) else imp.exact_ssa(value)))
     out_slots = [i for i, name in enumerate(node.output) if name]
-    result_types = infer_result_types(imp, node, inputs, slots, out_slots, outer)
+    result_types = infer_result_types(imp, node, inputs, slots, out_slots, outer, known)
     op = imp.tb.insert(q35nn.OnnxNodeOp(node.op_type, imp.opsets.get("", 1), operands,
                                         result_types, attributes, slots, out_slots, outer))
     outputs: list[Value] = [None] * len(node.output)
@@ -168,8 +170,14 @@ def _value_info(name: str, dtype: np.dtype, shape) -> onnx.ValueInfoProto:
 
 def infer_result_types(imp: OnnxImporter, node: NodeProto, inputs: list[Value],
                        slots: list[int], out_slots: list[int],
-                       outer: list[tuple[str, SSAValue]] = ()) -> list[TensorType]:
-    """The static result types of `node`, by ONNX shape inference on the node alone."""
+                       outer: list[tuple[str, SSAValue]] = (),
+                       known: dict[str, np.ndarray] | None = None) -> list[TensorType]:
+    """The static result types of `node`, by ONNX shape inference on the node alone.
+    Small known values, of the node's inputs and of the outer-scope values its subgraphs
+    use (`known`: a Scan body's Unsqueeze axes, put in each body as a Constant, since
+    ONNX infers a subgraph with its own constants only), go in as data, so shapes computed
+    from them are inferred."""
+    known = known or {}
     single = onnx.NodeProto()
     single.CopyFrom(node)
     del single.input[:], single.output[:]
@@ -184,8 +192,18 @@ def infer_result_types(imp: OnnxImporter, node: NodeProto, inputs: list[Value],
             shape = value.shape if isinstance(value, np.ndarray) else \
                 value.type.get_shape()
             graph_inputs.append(_value_info(f"i{slot}", _dtype(value), shape))
+    constants = []
     for name, value in outer:
-        graph_inputs.append(_value_info(name, _dtype(value), value.type.get_shape()))
+        if name in known and known[name].size <= SHAPE_DATA_LIMIT:
+            constants.append(onnx.helper.make_node("Constant", [], [name], value=(
+                numpy_helper.from_array(np.asarray(known[name]), name))))
+        else:
+            graph_inputs.append(_value_info(name, _dtype(value), value.type.get_shape()))
+    for attribute in single.attribute:  # subgraph inference sees only its own constants
+        if attribute.type == onnx.AttributeProto.GRAPH and constants:
+            nodes = [*constants, *attribute.g.node]
+            del attribute.g.node[:]
+            attribute.g.node.extend(nodes)
     graph = onnx.helper.make_graph([single], "node", graph_inputs, [], initializers)
     model = onnx.helper.make_model(graph, opset_imports=list(imp.model.opset_import),
                                    ir_version=imp.model.ir_version or onnx.IR_VERSION)

@@ -53,6 +53,7 @@ from q35c.compiler.frontends.onnx.model import (
 from q35c.compiler.frontends.onnx.ops import CONVERTERS, FOLD_ONLY, Value
 from q35c.compiler.ir_attrs import ONNX_NODE_ATTR
 from q35c.compiler.tensors import exact_element
+from q35c.compiler.verification import VerifiedIR, verify_op, verify_reason
 from q35c.compiler.weights import FileWeight, WeightStore
 from q35c.dialects import q35nn, quant3p5
 
@@ -115,6 +116,8 @@ class OnnxImporter:
         self.opsets = {e.domain or "": e.version for e in model.opset_import}
         self.reader = InitializerReader(path, self.graph)
         self.store = store
+        self.verified = VerifiedIR()
+        """The ops verified as their node was converted (load_onnx verifies the rest)."""
         found = unsupported_ops(self.graph)  # before --shape: binding cannot help these
         if found:
             raise Q35cError(unsupported_message(path, found))
@@ -448,6 +451,7 @@ class OnnxImporter:
                                                _element_bytes(result.type))
             if op.name in ONNX_NODE_OPS:  # where verification errors and reports point
                 op.attributes[ONNX_NODE_ATTR] = StringAttr(node.name or f"<{node.op_type}>")
+            self.verified.record(op)
             op = op.next_op
 
     def convert_node(self, node: NodeProto, block: Block, inputs: list[Value]) -> list[Value]:
@@ -495,6 +499,7 @@ class OnnxImporter:
             erased.update(op.results)
             if isinstance(op, quant3p5.WeightOp) and op.weight_name.data in self.store:
                 self.store.discard(op.weight_name.data)
+            self.verified.forget(op)
             block.erase_op(op)
         for cache in (self.materialized, self.exact_materialized):
             for name in [n for n, v in cache.items() if v in erased]:
@@ -541,20 +546,13 @@ def _used_names(graph: onnx.GraphProto) -> set[str]:
 def _verify_quietly(op: Operation) -> None:
     """`op.verify()` without its diagnostic: xDSL's `verify` prints the whole enclosing block
     into every error (as a note), which made each refused dedicated conversion cost time in
-    proportion to the graph imported so far. This checks the same op invariants and custom
-    verifiers (`verify_`), nested ops first."""
+    proportion to the graph imported so far. This checks the same (`verify_op` on each op),
+    nested ops first."""
     for region in op.regions:
         for block in region.blocks:
             for inner in block.ops:
                 _verify_quietly(inner)
-    op.verify_()
-
-
-def verify_reason(err: VerifyException) -> str:
-    """A verifier's message on one line: xDSL puts the reason on the lines after
-    "operand 'x' at position 0 does not verify:"."""
-    return " ".join(line.strip() for line in str(err).splitlines() if line.strip()) or \
-        type(err).__name__
+    verify_op(op)
 
 
 INFERENCE_DATA_LIMIT = 4096

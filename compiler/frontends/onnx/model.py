@@ -407,10 +407,10 @@ def bind_input_shapes(path: Path, model: onnx.ModelProto,
     unbound: list[str] = []
     for info in inputs:
         declared = declared_shape(info)
-        bad = [d for d in declared or [] if isinstance(d, int) and d <= 0]
+        bad = [d for d in declared or [] if isinstance(d, int) and d < 0]
         if bad:
             raise Q35cError(f"{path}: graph input '{info.name}' declares the shape "
-                            f"{shape_text(declared)}; q35c needs positive sizes")
+                            f"{shape_text(declared)}; sizes must be 0 or more")
         if info.name in shapes:
             given = shapes[info.name]
             if declared is not None and (len(given) != len(declared) or any(
