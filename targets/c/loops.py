@@ -954,7 +954,7 @@ def run(module: ModuleOp, inputs: dict[str, np.ndarray], entry: str | None
             value = np.asarray(inputs[name])
             if value.shape != ():
                 raise Q35cError(f"c target: input '{name}' must be a scalar")
-        values.append(np.ascontiguousarray(value.astype(dtype)))
+        values.append(np.array(value, dtype=dtype, order="C", copy=True))
         shapes.append(values[-1].shape)
     files = {HEADER: unit.header().encode(), SOURCE: source.encode(),
              "main.c": _harness(unit, sig, shapes).encode()}
