@@ -168,6 +168,14 @@ def _where(op: Operation) -> str:
     return origin_of(op) or op.name
 
 
+def _function(op: Operation) -> str:
+    """`'name'` of the function holding `op`."""
+    parent = op.parent_op()
+    while parent is not None and not isinstance(parent, func.FuncOp):
+        parent = parent.parent_op()
+    return f"'{parent.sym_name.data}'" if parent is not None else "?"
+
+
 def _dims(fn: func.FuncOp, index: int) -> list[str] | None:
     attrs = fn.arg_attrs.data[index].data if fn.arg_attrs else {}
     dims = attrs.get("q35c.dims")
@@ -262,7 +270,7 @@ class FunctionPrinter:
             self.emit(f"{name} = {expr};")
 
     def trap(self, op: Operation, condition: str, message: str) -> None:
-        text = c_string(f"line {_line(op)}: {message} ({op.name} {_where(op)})")
+        text = c_string(f"line {_line(op)}: {message} ({op.name} in {_function(op)})")
         self.emit(f"if ({condition}) q35f_trap({text});")
 
     # -- the function ---------------------------------------------------------------------
@@ -391,7 +399,7 @@ class FunctionPrinter:
                 self.emit(f"{element} {name}[{name}_count ? {name}_count : 1];")
                 self.emit(f"memset({name}, 0, sizeof {name});")
         self.emit(f"(void){name};")
-        self.values[op.results[0]] = Array(name, extents, t.get_element_type(), "a local array")
+        self.values[op.results[0]] = Array(name, extents, t.get_element_type(), "")
 
     def op_memref_alloca(self, op: memref.AllocaOp) -> None:
         self.allocate(op, heap=False)
@@ -405,13 +413,19 @@ class FunctionPrinter:
             self.emit(f"free({self.array(op.memref).ptr});")
 
     def element(self, op: Operation, ref: SSAValue, index_values) -> str:
+        """The C lvalue of one element; with -DQ35C_BOUNDS_CHECK, a subscript outside the
+        array stops the program with the interpreter's message for it."""
         array = self.array(ref)
         indices = [self.scalar(v) for v in index_values]
-        for d, (index, extent) in enumerate(zip(indices, array.extents)):
+        if indices:
+            outside = " || ".join(f"{i} < 0 || {i} >= {e}"
+                                  for i, e in zip(indices, array.extents))
+            named = f" of array '{array.name}'" if array.name else ""
             self.emit("#ifdef Q35C_BOUNDS_CHECK")
-            text = c_string(f"line {_line(op)}: subscript {d + 1} of array '{array.name}' is ")
-            self.emit(f"if ({index} < 0 || {index} >= {extent}) q35f_bounds({text}, "
-                      f"{index}, {extent});")
+            self.emit(f"if ({outside}) q35f_bounds({_line(op)}, {c_string(named)}, "
+                      f"{len(indices)}, (const int64_t[]){{{', '.join(indices)}}}, "
+                      f"(const int64_t[]){{{', '.join(array.extents)}}}, "
+                      f"{c_string(f' ({op.name} in {_function(op)})')});")
             self.emit("#endif")
         return f"{array.ptr}[{array.linear(indices)}]"
 
@@ -432,7 +446,7 @@ class FunctionPrinter:
         name = op.name_.root_reference.data
         ident, t = self.unit.globals[name]
         self.values[op.memref] = Array(ident, [str(d) for d in t.get_shape()],
-                                       t.get_element_type(), name)
+                                       t.get_element_type(), "")
 
     def op_memref_cast(self, op: memref.CastOp) -> None:
         self.values[op.dest] = self.array(op.source)
@@ -483,7 +497,7 @@ class FunctionPrinter:
         self.emit(f"          {y}[i * {n} + j] = sum * {row_scale.ptr}[i]; }}")
         self.emit("    }")
         self.values[op.result] = Array(y, [str(d) for d in shape], op.result.type
-                                       .get_element_type(), "matmul")
+                                       .get_element_type(), "")
 
     # -- control flow ---------------------------------------------------------------------
 
@@ -633,10 +647,25 @@ static inline void q35f_trap(const char *message)
 static inline int64_t q35f_extent(int64_t n) { return n > 0 ? n : 0; }
 
 #ifdef Q35C_BOUNDS_CHECK
-static inline void q35f_bounds(const char *where, int64_t index, int64_t extent)
+/* A subscript outside its array: the interpreter's message, "line N: index (i, j) of
+   array 'a' is out of bounds for shape (m, n) (memref.load in 'f')", 0-based. */
+static inline void q35f_tuple(const int64_t *values, int rank)
 {
-    fprintf(stderr, "%s%lld, outside its bounds 1..%lld\\n", where, (long long)index + 1,
-            (long long)extent);
+    int d;
+    fputc('(', stderr);
+    for (d = 0; d < rank; d++)
+        fprintf(stderr, d ? ", %lld" : "%lld", (long long)values[d]);
+    fputs(rank == 1 ? ",)" : ")", stderr);
+}
+
+static inline void q35f_bounds(int line, const char *array, int rank, const int64_t *index,
+                               const int64_t *shape, const char *where)
+{
+    fprintf(stderr, "line %d: index ", line);
+    q35f_tuple(index, rank);
+    fprintf(stderr, "%s is out of bounds for shape ", array);
+    q35f_tuple(shape, rank);
+    fprintf(stderr, "%s\\n", where);
     exit(2);
 }
 #endif
@@ -677,7 +706,7 @@ class LoopUnit:
     def constant_array(self, values: np.ndarray, element: Attribute) -> Array:
         name = f"q35f_c{len(self.constants)}"
         self.constants.append(self.array_text(name, values, element))
-        return Array(name, [str(d) for d in values.shape], element, name)
+        return Array(name, [str(d) for d in values.shape], element, "")
 
     @staticmethod
     def array_text(name: str, values: np.ndarray, element: Attribute) -> str:
