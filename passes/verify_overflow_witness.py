@@ -37,9 +37,11 @@ UNDECLARED_SCALARS = (1, 64)
 sizes, counts and offsets, and `huge()` for each would only find overflows of the index
 arithmetic that no caller means (`arg-ranges` declares the real range)."""
 MAX_ELEMENTS = 1 << 22
-STEP_BUDGET = 2_000_000
-"""Interpreter steps all candidate runs of one procedure may take together (about ten
-seconds here); a run stopped by it is inconclusive."""
+STEP_BUDGET = 300_000
+"""Interpreter steps all candidate runs of one procedure may take together (about a second
+of CPU time on the development machine: ~3 us a step, docs/fortran.md); a run stopped by it
+is inconclusive, so an overflow that needs a longer run (an int8 x int8 dot product needs
+2^17 terms to pass 2^31) stays a `q35c.may_wrap` note."""
 _EXACT = {arith.AddiOp: lambda a, b: a + b, arith.SubiOp: lambda a, b: a - b,
           arith.MuliOp: lambda a, b: a * b}
 
