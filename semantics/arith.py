@@ -16,8 +16,23 @@ def _constant(interp, op: arith.ConstantOp, args):
 
 
 def _int_trunc_div(a, b):
-    q = np.abs(a) // np.abs(b)
-    return np.where((a < 0) != (b < 0), -q, q)
+    """a / b rounded toward zero, in a's type (INT_MIN / -1 wraps). Computed in Python
+    integers: `np.abs` of INT_MIN is INT_MIN, which made 1 / INT_MIN give 1."""
+    a, b = np.asarray(a), np.asarray(b)
+    bits = a.dtype.itemsize * 8
+    if bits < 64:  # exact in int64, vectorized
+        wa, wb = a.astype(np.int64), b.astype(np.int64)
+        q = np.abs(wa) // np.abs(wb)
+        return np.where((wa < 0) != (wb < 0), -q, q).astype(a.dtype)
+    flat = [_trunc_div_wrapped(int(x), int(y), bits)
+            for x, y in zip(*(v.reshape(-1) for v in np.broadcast_arrays(a, b)))]
+    return np.array(flat, dtype=a.dtype).reshape(np.broadcast_shapes(a.shape, b.shape))
+
+
+def _trunc_div_wrapped(x: int, y: int, bits: int) -> int:
+    q = abs(x) // abs(y)
+    q = -q if (x < 0) != (y < 0) else q
+    return (q + 2 ** (bits - 1)) % 2**bits - 2 ** (bits - 1)
 
 
 def _unsigned(a: np.ndarray) -> np.ndarray:

@@ -106,6 +106,20 @@ def test_integer_division_truncates_toward_zero(tmp_path, target):
     assert np.load(tmp_path / "out" / "r.npy") == -1
 
 
+@pytest.mark.parametrize("target", ["interp", "c"])
+@pytest.mark.parametrize("a, b, q, r", [(1, -2147483648, 0, 1), (-2147483648, -1, -2147483648, 0),
+                                        (-2147483648, 2, -1073741824, 0)])
+def test_integer_division_at_the_ends_of_int32(tmp_path, target, a, b, q, r):
+    """Regression: the interpreter took |INT_MIN| as INT_MIN, so 1 / INT_MIN gave 1, not
+    0 (gfortran: 0); INT_MIN / -1 wraps to INT_MIN (as with -fwrapv)."""
+    path = tmp_path / "divide.f90"
+    path.write_text(DIVIDE)
+    q35c("run", path, "--target", target, "--input", f"a={a}", "--input", f"b={b}", "-o",
+         tmp_path / "out")
+    assert np.load(tmp_path / "out" / "q.npy") == q
+    assert np.load(tmp_path / "out" / "r.npy") == r
+
+
 def test_run_help_states_the_default_budget():
     from click.testing import CliRunner
 
