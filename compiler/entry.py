@@ -17,7 +17,6 @@ from xdsl.dialects.builtin import ArrayAttr, MemRefType, ModuleOp, StringAttr
 
 from q35c.compiler.diagnostics import Q35cError
 
-
 ENTRY_ATTR = "q35c.entry"
 """Module attribute naming the entry function chosen with `--entry` at compile time."""
 

@@ -261,7 +261,7 @@ class FunctionPrinter:
         exprs = [self.scalar(v) for v in values]
         if len(names) > 1:  # parallel assignment: read every value first
             temps = []
-            for name, expr, value in zip(names, exprs, values):
+            for expr, value in zip(exprs, values):
                 temp = self.fresh("t")
                 self.emit(f"const {c_type(value.type)} {temp} = {expr};")
                 temps.append(temp)
@@ -493,7 +493,7 @@ class FunctionPrinter:
         self.emit("        }")
         self.emit(f"        {{ const float term = {w.scale.ptr}[j] * (float)acc + "
                   f"{w.offset.ptr}[j] * (float)sx;")
-        self.emit(f"          const float sum = 0.0f + term;")
+        self.emit("          const float sum = 0.0f + term;")
         self.emit(f"          {y}[i * {n} + j] = sum * {row_scale.ptr}[i]; }}")
         self.emit("    }")
         self.values[op.result] = Array(y, [str(d) for d in shape], op.result.type

@@ -11,8 +11,7 @@ import subprocess
 import numpy as np
 import pytest
 from conftest import q35c
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 from hypothesis.extra import numpy as hnp
 
 from q35c.compiler.frontends.fortran import compile_source
