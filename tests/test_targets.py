@@ -73,7 +73,7 @@ def test_unsupported_ops_are_listed_in_one_line_with_their_sources(tmp_path):
                                   "(op 0 of @main, op 1 of @main)")
     assert not out.exists()
     q35c(EXAMPLES / "fortran" / "softmax.f90", "--target", "c", "-o", out)
-    assert "void softmax_rows(int32_t R, int32_t C, float *S);" in (out / "kernels.h").read_text()
+    assert "void softmax_rows(int32_t r, int32_t c, float *s);" in (out / "kernels.h").read_text()
 
 
 def test_fused_ops_are_accepted_by_the_c_target(tmp_path):
