@@ -32,7 +32,8 @@ class CTarget(Q35cTarget):
     def accepted_ops(self) -> frozenset[str]:
         """What the native lowering lowers (targets/native/lower.py): the elementwise ops,
         the ops with a `lower` rule of their own (the fused ops included), func.return, and
-        the generic ONNX op for the op types with a native rule (targets/native/onnx_node.py)."""
+        the generic ONNX op for the op types with a native rule (targets/native/onnx_node.py);
+        and the loop-level ops of Fortran kernels, which loops.py prints (`LOOP_OPS`)."""
         from xdsl.ir import Operation
 
         from q35c.dialects.q35nn import OnnxNodeOp
