@@ -307,9 +307,26 @@ def compile_to_module(path: Path, options: Options, target: Q35cTarget | None = 
     dumper = IRDumper(options.dump_ir) if options.dump_ir else None
     run_pipeline(ctx, module, passes, dumper=dumper,
                  print_after_all=options.print_ir_after_all, registry=registry)
+    if options.entry is not None:
+        select_entry(module, path, options.entry)
     if target is not None:
         check_accepted_ops(target, module, path, options.entry)
     return ctx, module
+
+
+def select_entry(module: ModuleOp, path: Path, entry: str) -> None:
+    """`--entry NAME`: NAME must be a function of the module (else a one-line error); it is
+    recorded as the module's `q35c.entry` attribute, which every target's choice of entry
+    function (`entry.entry_function`) honours."""
+    from xdsl.dialects.builtin import StringAttr
+
+    from q35c.compiler.entry import ENTRY_ATTR, EntryError, entry_function
+
+    try:
+        entry_function(module, entry)
+    except EntryError as err:
+        raise Q35cError(f"{path}: --entry {entry}: {first_line(err)}") from None
+    module.attributes[ENTRY_ATTR] = StringAttr(entry)
 
 
 def print_report(module: ModuleOp, stream) -> None:

@@ -17,15 +17,23 @@ from xdsl.dialects.builtin import ArrayAttr, MemRefType, ModuleOp, StringAttr
 
 from q35c.compiler.diagnostics import Q35cError
 
+ENTRY_ATTR = "q35c.entry"
+"""Module attribute naming the entry function chosen with `--entry` at compile time."""
+
 
 class EntryError(Q35cError):
     """No function to run, or an argument whose shape cannot be known."""
 
 
 def entry_function(module: ModuleOp, name: str | None = None) -> func.FuncOp:
-    """The function to run: `name`, else `main`, else the module's only public function."""
+    """The function to run: `name`, else the module's `q35c.entry` attribute (what the
+    driver records for `--entry` when compiling), else `main`, else the module's only
+    public function."""
     funcs = [op for op in module.ops if isinstance(op, func.FuncOp) and op.body.blocks]
     by_name = {f.sym_name.data: f for f in funcs}
+    recorded = module.attributes.get(ENTRY_ATTR)
+    if name is None and isinstance(recorded, StringAttr):
+        name = recorded.data
     if name is not None:
         if name not in by_name:
             raise EntryError(f"no function @{name}; the module has {sorted(by_name)}")

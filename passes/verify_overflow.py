@@ -642,11 +642,20 @@ class VerifyOverflowPass(ModulePass):
     """On failure, write the witness inputs to WITNESS-DIR/<argument>.npy."""
     check_arith: bool = False
     """Also fail on plain `arith` integer ops that can leave their type. Off by default: they
-    wrap by definition (MLIR arith, and the Fortran frontend's two's-complement integers), so
-    only their ranges are recorded. int8-path accumulators are always checked."""
+    wrap by definition (MLIR arith), so only their ranges are recorded. int8-path
+    accumulators are always checked, and so is Fortran (below)."""
+    allow_wrap: str = ""
+    """Fortran procedures (comma-separated names, or `*` for all) whose integer overflow is
+    intended wrapping. Every other Fortran procedure (`q35c.integer_overflow` set by the
+    frontend) fails when an interval-flagged op overflows for an input the interpreter
+    confirms (verify_overflow_witness.py): Fortran leaves signed overflow undefined."""
 
     def __post_init__(self) -> None:
         parse_arg_ranges(self.arg_ranges)  # a malformed or empty range fails up front
+
+    def allowed(self, fn: func.FuncOp) -> bool:
+        names = {n.strip() for n in self.allow_wrap.split(",") if n.strip()}
+        return "*" in names or fn.sym_name.data in names
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
         ranges = parse_arg_ranges(self.arg_ranges)
@@ -655,6 +664,9 @@ class VerifyOverflowPass(ModulePass):
             if isinstance(fn, func.FuncOp) and fn.body.blocks:
                 try:
                     _Analysis(store, ranges, fn, self.check_arith).run()
+                    if ("q35c.integer_overflow" in fn.attributes and not self.allowed(fn)
+                            and "q35c.allow_wrap" not in fn.attributes):
+                        _reject_confirmed(op, fn, ranges)
                 except OverflowFound as err:
                     if self.witness_dir and err.witness:
                         out = Path(self.witness_dir)
@@ -662,3 +674,25 @@ class VerifyOverflowPass(ModulePass):
                         for name, value in err.witness.items():
                             np.save(out / f"{name}.npy", value)
                     raise
+
+
+def _reject_confirmed(module: ModuleOp, fn: func.FuncOp, ranges) -> None:
+    """Fail if an op of Fortran procedure `fn` marked `q35c.may_wrap` overflows for a
+    candidate input, confirmed by the interpreter; the witness is in the error."""
+    from q35c.passes.verify_overflow_witness import confirm
+
+    flagged = [op for op in fn.walk() if ATTR_MAY_WRAP in op.attributes]
+    if not flagged:
+        return
+    found = confirm(module, fn, flagged, ranges)
+    if found is None:
+        return
+    name = fn.sym_name.data
+    at = f" ({origin_of(found.op)})" if origin_of(found.op) else ""
+    inputs = ", ".join(f"{n} = {_summary(np.asarray(v))}" for n, v in found.inputs.items())
+    raise OverflowFound(
+        f"verify-overflow: {found.op.name}{at} overflows i{found.width}: "
+        f"{found.operands[0]} and {found.operands[1]} give {found.exact} for the inputs "
+        f"{inputs} (confirmed by the interpreter); Fortran leaves integer overflow undefined: "
+        f"use a wider kind, or allow wrapping with --passes "
+        f"'default,verify-overflow{{allow-wrap={name}}}'", found.inputs)

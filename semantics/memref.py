@@ -35,11 +35,28 @@ def _memref_dealloc(interp, op, args):
 
 def _index(op: Operation, ref: np.ndarray, indices) -> tuple[int, ...]:
     """The element index of a load or store; outside the array (where numpy would wrap a
-    negative index or raise IndexError) it is an error at the op's source line."""
+    negative index or raise IndexError) it is an error at the op's source line, naming the
+    array when it is a named function argument (a Fortran dummy)."""
     index = tuple(int(i) for i in indices)
     if any(i < 0 or i >= n for i, n in zip(index, ref.shape)):
-        raise located_error(op, f"index {index} is out of bounds for shape {ref.shape}")
+        name = _argument_name(op.operands[0 if isinstance(op, memref.LoadOp) else 1])
+        named = f" of array '{name}'" if name else ""
+        raise located_error(op, f"index {index}{named} is out of bounds for shape {ref.shape}")
     return index
+
+
+def _argument_name(value) -> str | None:
+    """The `q35c.name` of `value` if it is an argument of its function."""
+    from xdsl.dialects import func
+    from xdsl.ir import BlockArgument
+
+    from q35c.compiler.entry import argument_names
+
+    if isinstance(value, BlockArgument) and isinstance(value.owner.parent_op(), func.FuncOp):
+        fn = value.owner.parent_op()
+        if value.owner is fn.body.block:
+            return argument_names(fn)[value.index]
+    return None
 
 
 @impl(memref.LoadOp)

@@ -28,6 +28,7 @@ contains
   end subroutine scale_rows
 
   subroutine kernels(n, m, A, B, C, v, d, total, flags)
+    !$q35c allow-wrap   (sums of arbitrary int32 B may wrap: documented, not rejected)
     integer, intent(in) :: n, m
     real(sp), intent(inout) :: A(n, m)
     integer, intent(in) :: B(n, m)

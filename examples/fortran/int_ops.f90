@@ -6,6 +6,7 @@ module int_ops
   integer(int32), parameter :: PRIMES(5) = [2, 3, 5, 7, 11]
 contains
   subroutine wrap_and_bits(N, A, B, R8, R32, R64)
+    !$q35c allow-wrap   (the products below wrap on purpose, as with gfortran -fwrapv)
     integer, intent(in) :: N
     integer(int32), intent(in) :: A(N), B(N)
     integer(int8), intent(out) :: R8(N)

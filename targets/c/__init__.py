@@ -32,22 +32,29 @@ class CTarget(Q35cTarget):
     def accepted_ops(self) -> frozenset[str]:
         """What the native lowering lowers (targets/native/lower.py): the elementwise ops,
         the ops with a `lower` rule of their own (the fused ops included), func.return, and
-        the generic ONNX op for the op types with a native rule (targets/native/onnx_node.py)."""
+        the generic ONNX op for the op types with a native rule (targets/native/onnx_node.py);
+        and the loop-level ops of Fortran kernels, which loops.py prints (`LOOP_OPS`)."""
         from xdsl.ir import Operation
 
         from q35c.dialects.q35nn import OnnxNodeOp
+        from q35c.targets.c.loops import LOOP_OPS
         from q35c.targets.native.lower import ELEMENTWISE, Lowering
         from q35c.targets.native.onnx_node import accepted_keys
 
         rules = Lowering.__dict__["lower"].dispatcher.registry
-        return frozenset({"func.return"} | {t.name for t in ELEMENTWISE} | {
+        return LOOP_OPS | frozenset({"func.return"} | {t.name for t in ELEMENTWISE} | {
             t.name for t in rules if isinstance(t, type) and issubclass(t, Operation)
             and t not in (Operation, OnnxNodeOp)} | accepted_keys())
 
     def write(self, ctx: Context, module: ModuleOp, store: WeightStore, out_dir: Path,
               stem: str) -> None:
         from q35c.targets.c.emit import emit
+        from q35c.targets.c.loops import is_loop_module, write_files
 
+        if is_loop_module(module):  # Fortran kernels: C functions with loops (loops.py)
+            for name, data in write_files(module, stem).items():
+                (out_dir / name).write_bytes(data)
+            return
         emitted = emit(module, store, None, stem)
         for name, data in emitted.files.items():
             (out_dir / name).write_bytes(data)
@@ -57,5 +64,8 @@ class CTarget(Q35cTarget):
             inputs: dict[str, np.ndarray], entry: str | None) -> dict[str, np.ndarray]:
         from q35c.targets.c.build import execute
         from q35c.targets.c.emit import emit
+        from q35c.targets.c.loops import is_loop_module, run
 
+        if is_loop_module(module):
+            return run(module, inputs, entry)
         return execute(emit(module, store, entry, "model"), inputs)

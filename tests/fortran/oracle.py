@@ -21,6 +21,7 @@ from q35c.compiler.frontends.fortran.parser import parse
 from q35c.compiler.frontends.fortran.semantics import FType, ProcInfo, check
 from q35c.compiler.weights import WeightStore
 from q35c.semantics import run_module
+from q35c.targets.c.loops import run as run_c
 
 GFORTRAN_FLAGS = ["-O1", "-fwrapv", "-ffp-contract=off", "-ffree-line-length-none",
                   "-fno-range-check"]
@@ -207,8 +208,11 @@ def run_gfortran(path: Path, info: ProcInfo, case: Case, inputs: dict[str, np.nd
     return outputs
 
 
-def run_q35c(path: Path, case: Case, inputs: dict[str, np.ndarray]):
+def run_q35c(path: Path, case: Case, inputs: dict[str, np.ndarray], target: str = "interp"):
+    """The procedure run by q35c's interpreter, or compiled to C and run (`target="c"`)."""
     module = compile_source(path.read_text(), str(path), raise_idioms=case.raise_idioms)
+    if target == "c":
+        return run_c(module, inputs, case.entry)
     return run_module(module, WeightStore(), inputs, case.entry)
 
 

@@ -53,15 +53,17 @@ def _require_gfortran():
         pytest.skip("gfortran is not installed (apt-get install gfortran)")
 
 
+@pytest.mark.parametrize("target", ["interp", "c"])
 @pytest.mark.parametrize("case", CASES, ids=_id)
-def test_kernel_matches_gfortran(case: Case, tmp_path: Path):
+def test_kernel_matches_gfortran(case: Case, target: str, tmp_path: Path):
+    """The interpreter, and the kernel compiled to C by q35c, against gfortran."""
     _require_gfortran()
     path = CORPUS / case.file
     info = procedure(path, case.entry)
     rng = np.random.default_rng(sum(map(ord, case.entry)))
     inputs = random_inputs(info, case, rng)
     want = run_gfortran(path, info, case, inputs, tmp_path / "gfortran")
-    got = run_q35c(path, case, inputs)
+    got = run_q35c(path, case, inputs, target)
     assert set(got) == set(want), (sorted(got), sorted(want))
     for name, expected in want.items():
         actual = np.asarray(got[name])
@@ -74,6 +76,21 @@ def test_kernel_matches_gfortran(case: Case, tmp_path: Path):
             worst = int(ulps.max()) if ulps.size else 0
             assert worst <= case.max_ulp, (
                 f"{name}: {worst} ulp apart at {np.unravel_index(ulps.argmax(), ulps.shape)}")
+
+
+@pytest.mark.parametrize("case", CASES, ids=_id)
+def test_c_is_bit_exact_with_the_interpreter(case: Case):
+    """The C target follows the reference semantics bit for bit (floats included)."""
+    path = CORPUS / case.file
+    info = procedure(path, case.entry)
+    inputs = random_inputs(info, case, np.random.default_rng(7 + len(case.entry)))
+    want = run_q35c(path, case, inputs)
+    got = run_q35c(path, case, inputs, "c")
+    assert set(got) == set(want)
+    for name, expected in want.items():
+        actual = np.asarray(got[name])
+        assert actual.dtype == np.asarray(expected).dtype, name
+        np.testing.assert_array_equal(actual, expected, err_msg=name)
 
 
 def test_corpus_is_fully_covered():

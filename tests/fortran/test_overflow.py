@@ -1,7 +1,9 @@
 """verify-overflow on Fortran integer loops: scf.for bodies are analysed (induction variable
 in [lb, ub - 1], variables through a fixpoint over the loop), ranges are exact for short
 counted loops, widening keeps long or unbounded ones finite, and a possible wrap is
-recorded (`q35c.may_wrap`) with the statement's Fortran line, an error with check-arith."""
+recorded (`q35c.may_wrap`) with the statement's Fortran line, an error with check-arith.
+A wrap the interpreter confirms on a candidate input is an error by default (Fortran leaves
+integer overflow undefined) unless the procedure opts out (`allow-wrap`, `!$q35c allow-wrap`)."""
 
 from __future__ import annotations
 
@@ -76,17 +78,75 @@ def test_int32_accumulation_in_a_loop_is_proven_with_the_exact_bound():
         assert int(out["s"]) == 16 * value
 
 
-def test_int8_accumulation_may_wrap_and_fails_with_check_arith_naming_the_line():
-    module = _verify(ACC.format(kind="int8"))  # Fortran integers wrap: recorded, not an error
-    add = _accumulation(module)
-    assert "q35c.may_wrap" in add.attributes and _range(add) == (-128, 127)
-    with pytest.raises(OverflowFound, match=r"arith.addi .*\(in 'acc16' at line 8\) can leave "
-                                            r"i8: its range is \[-256, 254\]"):
-        _verify(ACC.format(kind="int8"), "{check-arith=true}")
+def test_int8_accumulation_that_overflows_fails_by_default_with_a_confirmed_witness():
+    with pytest.raises(OverflowFound, match=r"arith.addi \(in 'acc16' at line 8\) overflows "
+                                            r"i8: .* for the inputs x = (127|-128) everywhere "
+                                            r"\[16\] \(confirmed by the interpreter\)"
+                                            r".*allow-wrap=acc16") as info:
+        _verify(ACC.format(kind="int8"))
     # the interpreter confirms it: 16 * 127 = 2032 does not fit int8 and wraps to -16
     plain = compile_source(ACC.format(kind="int8"), "kernel.f90")
-    out = run_module(plain, WeightStore(), {"x": np.full(16, 127, np.int8)}, "acc16")
-    assert int(out["s"]) == ((16 * 127 + 128) % 256) - 128 != 16 * 127
+    out = run_module(plain, WeightStore(), info.value.witness, "acc16")
+    exact = int(np.sum(info.value.witness["x"].astype(np.int64)))
+    assert int(out["s"]) != exact and not -128 <= exact <= 127
+
+
+@pytest.mark.parametrize("opt_out", ["option", "directive"])
+def test_intended_wrapping_opts_out_and_is_recorded(opt_out):
+    source = ACC.format(kind="int8")
+    options = "{allow-wrap=acc16}"
+    if opt_out == "directive":
+        source = source.replace("  integer :: i\n", "  integer :: i\n  !$q35c allow-wrap\n")
+        options = ""
+    module = _verify(source, options)
+    add = _accumulation(module) if opt_out == "option" else _at(module, "arith.addi", 9)
+    assert "q35c.may_wrap" in add.attributes and _range(add) == (-128, 127)
+    with pytest.raises(OverflowFound, match=r"can leave i8: its range is \[-256, 254\]"):
+        _verify(source, "{check-arith=true}")  # check-arith still fails on any possible wrap
+
+
+DOT16 = """\
+subroutine dot16(x, y, s)
+  use iso_fortran_env, only: int16, int32
+  integer(int16), intent(in) :: x(8), y(8)
+  integer(int32), intent(out) :: s
+  integer :: i
+  s = 0
+  do i = 1, 8
+    s = s + int(x(i), int32) * int(y(i), int32)
+  end do
+end subroutine dot16
+"""
+
+
+def test_an_int32_dot_product_accumulator_that_overflows_is_rejected():
+    """8 products of int16 reach 8 * 2^30: the int32 accumulator overflows."""
+    with pytest.raises(OverflowFound, match=r"arith.addi \(in 'dot16' at line 8\) overflows "
+                                            r"i32") as info:
+        _verify(DOT16)
+    x = info.value.witness["x"].astype(np.int64)
+    y = info.value.witness["y"].astype(np.int64)
+    assert np.max(np.abs(np.cumsum(x * y))) > 2**31 - 1
+
+
+def test_a_safe_int8_dot_product_is_proven_not_just_unflagged():
+    source = DOT16.replace("int16", "int8")
+    module = _verify(source, "{check-arith=true}")  # check-arith: any possible wrap fails
+    add = _at(module, "arith.addi", 8)
+    assert _range(add) == (8 * -128 * 127, 8 * 128 * 128)
+    assert "q35c.may_wrap" not in add.attributes
+
+
+def test_the_cli_rejects_an_overflow_in_one_line_and_the_option_opts_out(tmp_path):
+    from conftest import q35c
+
+    path = tmp_path / "dot16.f90"
+    path.write_text(DOT16)
+    result = q35c(path, check=False)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "(in 'dot16' at line 8) overflows i32" in lines[0], lines
+    q35c(path, "--passes", "default,verify-overflow{allow-wrap=dot16}")
 
 
 def test_loop_bound_from_a_declared_argument_range():

@@ -81,26 +81,43 @@ def test_max_steps_must_be_positive(tmp_path):
     assert result.returncode == 2 and "--max-steps" in result.stderr
 
 
+@pytest.mark.parametrize("target", ["interp", "c"])
 @pytest.mark.parametrize("source, line, what", [
     (DIVIDE, 4, "integer division by zero (arith.divsi in 'divide')"),
     (REMAINDER, 5, "integer remainder by zero (arith.remsi in 'divide')"),
 ])
-def test_integer_division_by_zero_is_a_located_error(tmp_path, source, line, what):
+def test_integer_division_by_zero_is_a_located_error(tmp_path, source, line, what, target):
     path = tmp_path / "divide.f90"
     path.write_text(source)
     out = tmp_path / "out"
-    error = _error_line(q35c("run", path, "--input", "a=7", "--input", "b=0", "-o", out,
-                             check=False))
+    error = _error_line(q35c("run", path, "--target", target, "--input", "a=7",
+                             "--input", "b=0", "-o", out, check=False))
     assert error == f"q35c: error: {path}:{line}: {what}"
     assert not out.exists()
 
 
-def test_integer_division_truncates_toward_zero(tmp_path):
+@pytest.mark.parametrize("target", ["interp", "c"])
+def test_integer_division_truncates_toward_zero(tmp_path, target):
     path = tmp_path / "divide.f90"
     path.write_text(DIVIDE)
-    q35c("run", path, "--input", "a=-7", "--input", "b=2", "-o", tmp_path / "out")
+    q35c("run", path, "--target", target, "--input", "a=-7", "--input", "b=2", "-o",
+         tmp_path / "out")
     assert np.load(tmp_path / "out" / "q.npy") == -3
     assert np.load(tmp_path / "out" / "r.npy") == -1
+
+
+@pytest.mark.parametrize("target", ["interp", "c"])
+@pytest.mark.parametrize("a, b, q, r", [(1, -2147483648, 0, 1), (-2147483648, -1, -2147483648, 0),
+                                        (-2147483648, 2, -1073741824, 0)])
+def test_integer_division_at_the_ends_of_int32(tmp_path, target, a, b, q, r):
+    """Regression: the interpreter took |INT_MIN| as INT_MIN, so 1 / INT_MIN gave 1, not
+    0 (gfortran: 0); INT_MIN / -1 wraps to INT_MIN (as with -fwrapv)."""
+    path = tmp_path / "divide.f90"
+    path.write_text(DIVIDE)
+    q35c("run", path, "--target", target, "--input", f"a={a}", "--input", f"b={b}", "-o",
+         tmp_path / "out")
+    assert np.load(tmp_path / "out" / "q.npy") == q
+    assert np.load(tmp_path / "out" / "r.npy") == r
 
 
 def test_run_help_states_the_default_budget():
@@ -123,12 +140,36 @@ end subroutine pick
 """
 
 
+@pytest.mark.parametrize("target", ["interp", "c"])
 @pytest.mark.parametrize("n", [0, 5])
-def test_an_array_index_out_of_bounds_is_a_located_error(tmp_path, n):
-    """Index 0 would read a[-1] (numpy wraps) and 5 raised IndexError as an internal error."""
+def test_an_array_index_out_of_bounds_is_a_located_error(tmp_path, n, target):
+    """Index 0 would read a[-1] (numpy wraps) and 5 raised IndexError as an internal error;
+    the C target checks subscripts under `q35c run` (-DQ35C_BOUNDS_CHECK) with the same
+    message: file, line, the array, the (0-based) index and the shape."""
     path = tmp_path / "pick.f90"
     path.write_text(OUT_OF_BOUNDS)
-    error = _error_line(q35c("run", path, "--input", f"n={n}", "-o", tmp_path / "out",
-                             check=False))
-    assert error == (f"q35c: error: {path}:5: index ({n - 1},) is out of bounds for shape (4,) "
-                     "(memref.load in 'pick')")
+    error = _error_line(q35c("run", path, "--target", target, "--input", f"n={n}", "-o",
+                             tmp_path / "out", check=False))
+    assert error == (f"q35c: error: {path}:5: index ({n - 1},) of array 'a' is out of bounds "
+                     "for shape (4,) (memref.load in 'pick')")
+
+
+STORE_2D = """\
+subroutine put(i, j, b)
+  integer, intent(in) :: i, j
+  integer, intent(inout) :: b(2, 3)
+  b(i, j) = 1
+end subroutine put
+"""
+
+
+@pytest.mark.parametrize("target", ["interp", "c"])
+def test_a_store_out_of_bounds_names_every_subscript(tmp_path, target):
+    path = tmp_path / "put.f90"
+    path.write_text(STORE_2D)
+    np.save(tmp_path / "b.npy", np.zeros((2, 3), np.int32))
+    error = _error_line(q35c("run", path, "--target", target, "--input", "i=2",
+                             "--input", "j=4", "--input", f"b={tmp_path / 'b.npy'}", "-o",
+                             tmp_path / "out", check=False))
+    assert error == (f"q35c: error: {path}:4: index (1, 3) of array 'b' is out of bounds "
+                     "for shape (2, 3) (memref.store in 'put')")

@@ -272,6 +272,8 @@ class Procedure(Node):
     bind: str | None
     body: list[Stmt]
     module: str | None = None
+    allow_wrap: bool = False
+    """`!$q35c allow-wrap` in the procedure: its integer overflow is intended wrapping."""
 
 
 @dataclass(kw_only=True)

@@ -33,6 +33,7 @@ from xdsl.dialects.builtin import (
     MemRefType,
     ModuleOp,
     StringAttr,
+    UnitAttr,
     i1,
 )
 from xdsl.ir import Attribute, Block, Operation, Region, SSAValue
@@ -193,6 +194,8 @@ class IRGen(StatementGen, LoopGen, ExpressionGen, IntrinsicGen):
         # behaviour here, not an error for verify-overflow to report.
         attrs = {"q35c.source_line": IntegerAttr(proc.line, 64),
                  "q35c.integer_overflow": StringAttr("wrap")}
+        if proc.allow_wrap:  # !$q35c allow-wrap: verify-overflow accepts confirmed wraps
+            attrs["q35c.allow_wrap"] = UnitAttr()
         if proc.bind is not None:
             attrs["q35c.bind_c"] = StringAttr(proc.bind or proc.name)
         if proc.prefixes:

@@ -19,7 +19,10 @@ from lark import Token, Transformer, v_args
 from . import ast
 from .diagnostics import Diagnostics
 
-_DIRECTIVE = re.compile(r"^[ \t]*!\$(omp|acc)\b(.*)$", re.IGNORECASE | re.MULTILINE)
+_DIRECTIVE = re.compile(r"^[ \t]*!\$(omp|acc|q35c)\b(.*)$", re.IGNORECASE | re.MULTILINE)
+ALLOW_WRAP = "q35c allow-wrap"
+"""The directive (a comment line inside a procedure) that makes its integer overflow
+intended wrapping: verify-overflow then records possible wraps without failing."""
 
 
 @functools.cache
@@ -656,7 +659,14 @@ def _attach_hints(program: ast.Program, directives: dict[int, str]) -> None:
     for proc in program.procedures:
         collect(proc.body)
     stmts.sort(key=lambda s: (s.line, s.col))
+    procedures = sorted([p for m in program.modules for p in m.procedures]
+                        + list(program.procedures), key=lambda p: p.line)
     for line, text in sorted(directives.items()):
+        if text.startswith("q35c"):
+            owner = [p for p in procedures if p.line < line]
+            if " ".join(text.split()[:2]) == ALLOW_WRAP and owner:
+                owner[-1].allow_wrap = True
+            continue
         following = next((s for s in stmts if s.line > line), None)
         if following is not None:
             following.hints.append(text)
