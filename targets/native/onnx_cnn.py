@@ -1,7 +1,7 @@
 """Native rules for the CNN family of `q35nn.onnx_node`: Conv, ConvTranspose, the pools,
 BatchNormalization, InstanceNormalization, LRN, Pad, DepthToSpace, SpaceToDepth,
-Resize / Upsample and inference-mode Dropout (Sum, ResNet's residual adds, is one of
-onnx_tensor.py's elementwise maps).
+Resize / Upsample (inference-mode Dropout, and Sum for ResNet's residual adds, are
+onnx_tensor.py's).
 
 Each rule works out the node's static geometry here (auto_pad, ceil_mode, output_padding,
 interpolation tables) from the attributes and the operand and result shapes the importer
@@ -334,21 +334,6 @@ def depth_space(lowering, op) -> None:
     dims = [view[p] for p in perm]
     out = node.result()
     lowering.strided_copy(op, out, x, dims, 0, _strides(dims), 0, [st[p] for p in perm])
-
-
-@lowers("Dropout")
-def dropout(lowering, op) -> None:
-    """Inference mode: the data unchanged and (if wanted) a mask of all true."""
-    node = Node(lowering, op)
-    training = node.known(2)
-    if training is not None and training.any():
-        raise node.error("training mode (random) is not supported")
-    x = node.buffer(0)
-    out = node.result(0)
-    node.step("copy", [out], [x], {})
-    if 1 in node.outputs:
-        mask = node.result(1)
-        node.step("fill", [mask], [], {"value": 1})
 
 
 # -- Resize ---------------------------------------------------------------------------------
