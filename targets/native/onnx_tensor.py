@@ -236,6 +236,8 @@ def lower_reduce(lowering, op) -> None:
     params = {"op": op.op_type.data, "shape": list(src.shape),
               "noop": bool(attrs.get("noop_with_empty_axes", 0))}
     axes = attrs.get("axes")
+    if given is not None and 0 in _shape(given):  # an empty axes tensor: none given
+        given = None
     if given is not None and constant(lowering, given) is None:
         _step(lowering, op, "onnx_reduce", [out], [src, lowering.buffer_of(given, op)],
               params)
