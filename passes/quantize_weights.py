@@ -13,6 +13,12 @@ frontend dequantized from a pre-quantized form (an int4 DequantizeLinear, MatMul
 For those, re-encoding adds error on top of the source quantization, so the pass reports
 it on stderr, one line per tensor; weights that were float in the input stay silent.
 
+With calibration statistics (`calibration=STATS.npz`, written by `q35c calibrate` or by the
+CLI's `--calibration`), every weight that has statistics is encoded by a calibrated encoder
+(`method`: `gptq`, the default, or `imatrix`; compiler/quant/calibrated.py) that minimizes
+the layer's output error on the calibration inputs; the format does not change. Its op
+then also records `q35c.output_error` (||X (W - deq)|| / ||X W|| on those inputs).
+
 A shape-only weight (`--shape-only`) is never read: the pass stores a shape-only packed
 entry (layout and group, no data) and rewrites the matmul the same way, without
 `q35c.rel_rmse`.
@@ -22,6 +28,7 @@ from __future__ import annotations
 
 import re
 import sys
+from pathlib import Path
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -40,6 +47,7 @@ from xdsl.pattern_rewriter import (
 )
 from xdsl.transforms.dead_code_elimination import region_dce
 
+from q35c.compiler.calibration import StatisticsFile
 from q35c.compiler.ir_attrs import SOURCE_ATTR
 from q35c.compiler.options import check_choice, check_int, check_regex
 from q35c.compiler.progress import progress_bar
@@ -52,6 +60,7 @@ from q35c.compiler.quant import (
     quantize,
     quantize_legacy,
 )
+from q35c.compiler.quant.calibrated import output_error, quantize_calibrated
 from q35c.compiler.quantizable import DEFAULT_LAYOUT, DEFAULT_MIN_ELEMENTS, quantizable_weight
 from q35c.compiler.weights import ShapeOnlyWeight, WeightStore, store_of
 from q35c.dialects import q35nn, quant3p5
@@ -59,6 +68,10 @@ from q35c.passes.matching import copy_origin
 
 REL_RMSE_ATTR = "q35c.rel_rmse"
 """On a packed weight: ||W - deq(q(W))|| / ||W|| of its float source W."""
+OUTPUT_ERROR_ATTR = "q35c.output_error"
+"""On a calibrated packed weight: ||X (W - deq)|| / ||X W|| over the calibration inputs X."""
+CALIBRATED_METHODS = ("gptq", "imatrix", "rtn")
+"""`method`: a calibrated encoder, or `rtn` (round to nearest; output error still reported)."""
 
 
 MAX_GROUP_SIZE = 0xFFF0
@@ -114,9 +127,13 @@ class QuantizeMatmulWeights(RewritePattern):
     keep_float: re.Pattern[str] | None
     layout: str
     on_quantized: Callable[[str], None] = lambda name: None
+    statistics: StatisticsFile | None = None
+    method: str = "gptq"
     packed_names: dict[str, str] = field(default_factory=dict)
     rel_rmse: dict[str, float] = field(default_factory=dict)
     """Float weight name -> the relative RMSE its packing added, in quantization order."""
+    output_errors: dict[str, float] = field(default_factory=dict)
+    """Float weight name -> its calibrated output error (weights with statistics only)."""
 
     def float_weight(self, value: SSAValue) -> quant3p5.WeightOp | None:
         """The weight op behind `value` if it is a 2-D float weight this pass quantizes."""
@@ -135,21 +152,36 @@ class QuantizeMatmulWeights(RewritePattern):
         if name not in self.packed_names:
             data = self.store[name]
             packed_name = self.store.fresh_name(f"{name}.{self.layout}")
+            gram = None if self.statistics is None else self.statistics.gram(name, k)
             if self.layout == "pair43":
                 self.store[packed_name] = quantize_legacy(data, name=name)
+            elif gram is not None and self.method != "rtn":
+                self.store[packed_name] = quantize_calibrated(
+                    data, gram, group_size=group, method=self.method, name=name)
             else:
                 self.store[packed_name] = quantize(data, group_size=group, name=name)
             self.packed_names[name] = packed_name
             self.rel_rmse[name] = relative_rmse(data, self.store[packed_name])
+            if gram is not None:
+                self.output_errors[name] = output_error(data, self._dequantized(packed_name),
+                                                        gram)
             self.on_quantized(name)
         op = quant3p5.WeightOp(self.packed_names[name],
                                quant3p5.PackedWeightType((k, n), group, self.layout))
         if name in self.rel_rmse:  # not for shape-only weights
             op.attributes[REL_RMSE_ATTR] = FloatAttr(self.rel_rmse[name], f32)
+        if name in self.output_errors:
+            op.attributes[OUTPUT_ERROR_ATTR] = FloatAttr(self.output_errors[name], f32)
         source = weight.attributes.get(SOURCE_ATTR)
         if isinstance(source, StringAttr):
             op.attributes[SOURCE_ATTR] = source
         return op
+
+    def _dequantized(self, packed_name: str) -> np.ndarray:
+        packed = self.store[packed_name]
+        if isinstance(packed, LegacyPairTensor):
+            return dequantize_legacy(packed)
+        return dequantize(packed)
 
     def rewrite(self, op: Operation, lhs: SSAValue, weight: quant3p5.WeightOp,
                 acc: SSAValue | None, rewriter: PatternRewriter) -> None:
@@ -190,9 +222,14 @@ class QuantizeWeightsPass(ModulePass):
     min_elements: int = DEFAULT_MIN_ELEMENTS
     keep_float: str = ""
     layout: str = DEFAULT_LAYOUT
+    calibration: str = ""
+    """A statistics .npz (compiler/calibration.py); empty: data-free round to nearest."""
+    method: str = "gptq"
+    """With `calibration`: the encoder (CALIBRATED_METHODS)."""
 
     def __post_init__(self) -> None:
         where = f"--passes {self.name}"
+        check_choice(where, "method", self.method, CALIBRATED_METHODS)
         check_int(where, "group-size", self.group_size, 16, MAX_GROUP_SIZE, multiple_of=16)
         check_int(where, "min-elements", self.min_elements, 0)
         check_regex(where, "keep-float", self.keep_float)
@@ -201,7 +238,9 @@ class QuantizeWeightsPass(ModulePass):
     def apply(self, ctx: Context, op: ModuleOp) -> None:
         pattern = QuantizeMatmulWeights(
             store_of(op), self.group_size, self.min_elements,
-            re.compile(self.keep_float) if self.keep_float else None, self.layout)
+            re.compile(self.keep_float) if self.keep_float else None, self.layout,
+            statistics=StatisticsFile(Path(self.calibration)) if self.calibration else None,
+            method=self.method)
         candidates = {w.weight_name.data for m in op.walk()
                       if isinstance(m, (linalg.MatmulOp, q35nn.BatchMatmulOp))
                       for w in [pattern.float_weight(m.operands[1])] if w is not None}
