@@ -24,6 +24,8 @@ The result is deterministic: the same W and H give byte-identical tensors.
 
 from __future__ import annotations
 
+from functools import cache
+
 import numpy as np
 
 from .q3p5 import (
@@ -49,8 +51,10 @@ DEFAULT_DAMP = 0.01
 _SCALE_CANDIDATES = (-1, 0, 1, 2, 3)
 """Scale steps tried per group, relative to the round-to-nearest encoder's choice (each step
 is a fifth of an octave; positive = a finer scale that clips the group's extremes)."""
-_COLUMN_CHUNK = 4096
-"""Columns per code search (bounds the [columns, 128] score arrays)."""
+_CANDIDATES = 12
+"""Codes the metric search compares per pair: the Euclidean-nearest one and its nearest
+codebook neighbours (the pair metrics of real Hessians are not anisotropic enough for a
+farther code to win; tests/quant/test_calibrated.py checks against the full search)."""
 
 _LEVELS = CODEBOOK.astype(np.float64)  # [128, 2]
 _ORIGIN_CODE = int(np.argmin((_LEVELS**2).sum(axis=1)))  # the code nearest (0, 0)
@@ -94,15 +98,29 @@ def _pair_metric(u: np.ndarray, a: int) -> np.ndarray:
     return t.T @ t
 
 
+@cache
+def _neighbours() -> np.ndarray:
+    """intp [128, _CANDIDATES]: each code's nearest codes (itself first; by Euclidean
+    distance, ties to the lower code), the candidates of the metric search."""
+    d = ((_LEVELS[:, None, :] - _LEVELS[None, :, :]) ** 2).sum(axis=2)
+    return np.argsort(d, axis=1, kind="stable")[:, :_CANDIDATES]
+
+
+def _lattice_codes(y: np.ndarray) -> np.ndarray:
+    """The reference encoder's codes (Euclidean nearest via its lattice table) of
+    normalized pairs y [..., 2]."""
+    lattice = np.clip(np.floor(y + (_LATTICE + 0.5)), 0, 2 * _LATTICE).astype(np.intp)
+    return _nearest_code_table()[lattice[..., 0] * (2 * _LATTICE + 1) + lattice[..., 1]]
+
+
 def _nearest_codes(y: np.ndarray, metric: np.ndarray) -> np.ndarray:
-    """Codes [N] nearest to normalized pairs y [N, 2] under the 2x2 metric (ties: lower code)."""
-    ml = _LEVELS @ metric  # [128, 2]
-    bias = np.einsum("ci,ci->c", ml, _LEVELS)
-    out = np.empty(y.shape[0], np.intp)
-    for c0 in range(0, y.shape[0], _COLUMN_CHUNK):
-        scores = bias - 2.0 * (y[c0:c0 + _COLUMN_CHUNK] @ ml.T)
-        out[c0:c0 + _COLUMN_CHUNK] = scores.argmin(axis=1)
-    return out
+    """Codes [N] nearest to normalized pairs y [N, 2] under the 2x2 metric, searched among
+    the _CANDIDATES codebook neighbours of the Euclidean-nearest code (ties: first)."""
+    candidates = _neighbours()[_lattice_codes(y)]  # [N, C]
+    d = y[:, None, :] - _LEVELS[candidates]  # [N, C, 2]
+    cost = (metric[0, 0] * d[..., 0] ** 2 + 2 * metric[0, 1] * d[..., 0] * d[..., 1]
+            + metric[1, 1] * d[..., 1] ** 2)
+    return np.take_along_axis(candidates, cost.argmin(axis=1)[:, None], axis=1)[:, 0]
 
 
 def _decode_pair(codes: np.ndarray, scale: np.ndarray, offset: np.ndarray) -> np.ndarray:
@@ -116,9 +134,7 @@ def _round_to_nearest(rows: np.ndarray, scale: np.ndarray, offset: np.ndarray) -
     reference encoder's lattice (fast: one table look-up per pair), decoded."""
     y = (rows - offset) * np.divide(1.0, scale, out=np.zeros(scale.shape, np.float64),
                                     where=scale > 0)
-    lattice = np.clip(np.floor(y + (_LATTICE + 0.5)), 0, 2 * _LATTICE).astype(np.intp)
-    pairs = lattice.reshape(-1, 2, lattice.shape[1])
-    codes = _nearest_code_table()[pairs[:, 0] * (2 * _LATTICE + 1) + pairs[:, 1]]
+    codes = _lattice_codes(y.reshape(-1, 2, y.shape[1]).transpose(0, 2, 1))  # [g/2, N]
     levels = CODEBOOK.astype(np.float32)[codes]  # [g/2, N, 2]
     levels = levels.transpose(0, 2, 1).reshape(rows.shape)
     return (scale * levels + offset).astype(np.float64)
