@@ -56,10 +56,16 @@ class Statistics:
         self.rows[index] += x.shape[0]
 
     def save(self, path: Path) -> None:
-        """Write the .npz (deterministic: fixed member order, no timestamps beyond zip's)."""
+        """Write the .npz byte-reproducibly: members in a fixed order with a fixed
+        timestamp (np.savez would stamp the current time), readable by np.load."""
         index = {name: [i, self.rows[i]] for name, i in sorted(self.names.items())}
-        np.savez(path, names=np.array(json.dumps(index, sort_keys=True)),
-                 **{f"gram.{i}": g for i, g in enumerate(self.grams)})
+        members = [("names", np.array(json.dumps(index, sort_keys=True)))]
+        members += [(f"gram.{i}", g) for i, g in enumerate(self.grams)]
+        with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as archive:
+            for name, array in members:
+                info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+                with archive.open(info, "w", force_zip64=True) as f:
+                    np.lib.format.write_array(f, np.asarray(array), allow_pickle=False)
 
 
 class StatisticsFile:
@@ -242,3 +248,45 @@ def collect_from_text(path: Path, ids: list[int], window: int = DEFAULT_WINDOW,
             run_module(module, store, inputs(ids[begin:begin + window]))
             progress(window)
     return stats
+
+
+def is_statistics_file(path: Path) -> bool:
+    """Whether `path` is a statistics .npz (a zip archive) rather than a text."""
+    with open(path, "rb") as f:
+        return f.read(4) == b"PK\x03\x04"
+
+
+def calibrate_text(model: Path, text_file: Path, tokenizer: Path | None, out: Path,
+                   window: int = DEFAULT_WINDOW) -> Statistics:
+    """`q35c calibrate`: statistics of `model` on `text_file`, written to `out`."""
+    from q35c.compiler.progress import progress_bar
+
+    if window < 2:
+        raise Q35cError(f"--window must be at least 2, got {window}")
+    ids = read_text_tokens(text_file, tokenizer)
+    usable = len(ids) - len(ids) % min(window, len(ids))
+    with progress_bar(usable, "calibrate") as bar:
+        stats = collect_from_text(model, ids, window, bar.update)
+    stats.save(out)
+    return stats
+
+
+@contextmanager
+def statistics_for(model: Path, calibration: Path | None, tokenizer: Path | None
+                   ) -> Iterator[str | None]:
+    """The statistics file `--calibration` names for `model`: a statistics .npz as is
+    (checked to open), or, for a text, statistics collected now into a temporary file
+    that lives as long as the block. None without --calibration."""
+    import tempfile
+
+    if calibration is None:
+        yield None
+        return
+    if is_statistics_file(calibration):
+        StatisticsFile(calibration)
+        yield str(calibration)
+        return
+    with tempfile.TemporaryDirectory(prefix="q35c-calibration-") as tmp:
+        out = Path(tmp) / "statistics.npz"
+        calibrate_text(model, calibration, tokenizer, out)
+        yield str(out)

@@ -48,6 +48,7 @@ from xdsl.pattern_rewriter import (
 from xdsl.transforms.dead_code_elimination import region_dce
 
 from q35c.compiler.calibration import StatisticsFile
+from q35c.compiler.diagnostics import Q35cError
 from q35c.compiler.ir_attrs import SOURCE_ATTR
 from q35c.compiler.options import check_choice, check_int, check_regex
 from q35c.compiler.progress import progress_bar
@@ -244,6 +245,10 @@ class QuantizeWeightsPass(ModulePass):
         candidates = {w.weight_name.data for m in op.walk()
                       if isinstance(m, (linalg.MatmulOp, q35nn.BatchMatmulOp))
                       for w in [pattern.float_weight(m.operands[1])] if w is not None}
+        if pattern.statistics is not None and candidates and not any(
+                name in pattern.statistics for name in candidates):
+            raise Q35cError(f"{self.calibration}: the calibration statistics match none of "
+                            "the model's matmul weights (collected on another model?)")
         sources: dict[str, str] = {}
         for weight in op.walk():
             if (isinstance(weight, quant3p5.WeightOp)
