@@ -64,6 +64,7 @@ from q35c.compiler.quant import (
 from q35c.compiler.quant.calibrated import output_error, quantize_calibrated
 from q35c.compiler.quantizable import DEFAULT_LAYOUT, DEFAULT_MIN_ELEMENTS, quantizable_weight
 from q35c.compiler.weights import ShapeOnlyWeight, WeightStore, store_of
+from q35c.passes.quantize_allocation import Choice, allocate, choice_for
 from q35c.dialects import q35nn, quant3p5
 from q35c.passes.matching import copy_origin
 
@@ -130,6 +131,8 @@ class QuantizeMatmulWeights(RewritePattern):
     on_quantized: Callable[[str], None] = lambda name: None
     statistics: StatisticsFile | None = None
     method: str = "gptq"
+    group_sizes: dict[str, int] = field(default_factory=dict)
+    """Per-weight group sizes chosen by the bit allocation (`bpw`)."""
     packed_names: dict[str, str] = field(default_factory=dict)
     rel_rmse: dict[str, float] = field(default_factory=dict)
     """Float weight name -> the relative RMSE its packing added, in quantization order."""
@@ -143,7 +146,7 @@ class QuantizeMatmulWeights(RewritePattern):
     def packed(self, weight: quant3p5.WeightOp) -> quant3p5.WeightOp:
         name = weight.weight_name.data
         k, n = weight.result.type.get_shape()
-        group = k if self.layout == "pair43" else self.group_size
+        group = k if self.layout == "pair43" else self.group_sizes.get(name, self.group_size)
         spec = self.store.spec(name)
         if spec is not None and name not in self.packed_names:  # --shape-only: no data
             packed_name = self.store.fresh_name(f"{name}.{self.layout}")
@@ -227,10 +230,16 @@ class QuantizeWeightsPass(ModulePass):
     """A statistics .npz (compiler/calibration.py); empty: data-free round to nearest."""
     method: str = "gptq"
     """With `calibration`: the encoder (CALIBRATED_METHODS)."""
+    bpw: float = 0.0
+    """> 0: a budget in bits per matmul weight (all metadata counted); each weight gets
+    the Q3P5 group size the allocation chooses (passes/quantize_allocation.py)."""
 
     def __post_init__(self) -> None:
         where = f"--passes {self.name}"
         check_choice(where, "method", self.method, CALIBRATED_METHODS)
+        if not (self.bpw == 0 or 3.5 < self.bpw <= 64):
+            raise Q35cError(f"{where}: option bpw must be 0 (off) or in (3.5, 64], got "
+                            f"{self.bpw}")
         check_int(where, "group-size", self.group_size, 16, MAX_GROUP_SIZE, multiple_of=16)
         check_int(where, "min-elements", self.min_elements, 0)
         check_regex(where, "keep-float", self.keep_float)
@@ -249,6 +258,8 @@ class QuantizeWeightsPass(ModulePass):
                 name in pattern.statistics for name in candidates):
             raise Q35cError(f"{self.calibration}: the calibration statistics match none of "
                             "the model's matmul weights (collected on another model?)")
+        choices = self._allocate(op, pattern) if self.bpw and self.layout == "q3p5" else []
+        pattern.group_sizes = {c.name: c.group_size for c in choices}
         sources: dict[str, str] = {}
         for weight in op.walk():
             if (isinstance(weight, quant3p5.WeightOp)
@@ -258,8 +269,49 @@ class QuantizeWeightsPass(ModulePass):
             pattern.on_quantized = lambda name: bar.update()
             PatternRewriteWalker(pattern, apply_recursively=False).rewrite_module(op)
         region_dce(op.body)
+        if choices:
+            self._print_allocation(pattern, choices)
         target = "Q3P5" if self.layout == "q3p5" else self.layout
         for name, error in pattern.rel_rmse.items():
             if name in sources:
                 print(f"q35c: note: {name} ({sources[name]}) re-encoded to {target}: added "
                       f"rel RMSE {error:.3f}", file=sys.stderr)
+
+    def _allocate(self, module: ModuleOp, pattern: QuantizeMatmulWeights) -> list[Choice]:
+        """Group size per weight within `bpw` (the weights in module order, each once)."""
+        names: list[str] = []
+        for m in module.walk():
+            if isinstance(m, (linalg.MatmulOp, q35nn.BatchMatmulOp)):
+                w = pattern.float_weight(m.operands[1])
+                if w is not None and w.weight_name.data not in names:
+                    names.append(w.weight_name.data)
+        choices = []
+        for name in names:
+            if pattern.store.spec(name) is not None:
+                raise Q35cError(f"--passes {self.name}: bpw needs weight data (not "
+                                "--shape-only)")
+            data = pattern.store[name]
+            gram = None if pattern.statistics is None else pattern.statistics.gram(
+                name, data.shape[0])
+            choices.append(choice_for(name, data, None if gram is None else np.diag(gram)))
+        allocate(choices, self.bpw)
+        return choices
+
+    def _print_allocation(self, pattern: QuantizeMatmulWeights, choices: list[Choice]
+                          ) -> None:
+        """The allocation table on stderr: each weight's group size, bits and errors."""
+        bits = params = 0
+        print(f"q35c: bit allocation for --bpw {self.bpw:g} (weight, shape, group size, "
+              "bits/weight, estimated and measured error):", file=sys.stderr)
+        for c in choices:
+            measured = pattern.output_errors.get(c.name)
+            kind = "output error" if measured is not None else "rel RMSE"
+            value = measured if measured is not None else pattern.rel_rmse.get(c.name, 0.0)
+            n = c.shape[0] * c.shape[1]
+            bits += c.bits[c.chosen]
+            params += n
+            print(f"q35c:   {c.name} {c.shape[0]}x{c.shape[1]} g{c.group_size} "
+                  f"{c.bits[c.chosen] / n:.3f} bpw, estimated {c.errors[c.chosen]:.4f}, "
+                  f"{kind} {value:.4f}", file=sys.stderr)
+        print(f"q35c: bit allocation total: {bits / max(params, 1):.4f} bits per matmul weight "
+              f"over {params:,} weights", file=sys.stderr)
