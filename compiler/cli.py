@@ -147,12 +147,16 @@ def main() -> None:
                    "(docs/quantization.md).")
 @click.option("--tokenizer", type=click.Path(path_type=Path), metavar="FILE",
               help="tokenizer.json for a --calibration text.")
+@click.option("--bpw", type=click.FloatRange(min=3.5, min_open=True), metavar="B",
+              help="Bits per matmul weight (all metadata counted): a Q3P5 group size per "
+                   "weight chosen within the budget (docs/quantization.md).")
 @_DEBUG
 def compile_command(input: Path, target: str, output: Path | None, passes: str | None,
                     dump_ir: Path | None, print_ir_after_all: bool, entry: str | None,
                     shapes: tuple[str, ...], keep_float: str | None, act: str,
                     max_tensor_bytes: str, report: bool, shape_only: bool,
-                    calibration: Path | None, tokenizer: Path | None, debug: bool) -> None:
+                    calibration: Path | None, tokenizer: Path | None, bpw: float | None,
+                    debug: bool) -> None:
     """Compile INPUT (.onnx, .f90 or .mlir) for a target."""
     from q35c.compiler.calibration import statistics_for
     from q35c.compiler.driver import compile_file
@@ -160,6 +164,7 @@ def compile_command(input: Path, target: str, output: Path | None, passes: str |
     def action() -> None:
         options = _options(target, passes, dump_ir, print_ir_after_all, entry, shapes,
                            keep_float, report, act, shape_only, max_tensor_bytes)
+        options.bpw = bpw
         with statistics_for(input, calibration, tokenizer) as statistics:
             options.calibration = statistics
             compile_file(input, output, options, stdout=sys.stdout)
@@ -301,6 +306,8 @@ _LLM_OPTIONS = [
     click.option("--calibration", type=click.Path(path_type=Path), metavar="FILE",
                  help="Calibrate the weight quantizer on a text (tokenized with --tokenizer) "
                       "or a statistics .npz from `q35c calibrate`."),
+    click.option("--bpw", type=click.FloatRange(min=3.5, min_open=True), metavar="B",
+                 help="Bits per matmul weight: a Q3P5 group size per weight within B."),
     _MAX_INPUT,
 ]
 
@@ -314,7 +321,7 @@ def _llm_options(fn):
 def _decoder(model: Path, target: str, context: int, prefill_chunk: int,
              threads: int | None, passes: str | None, keep_float: str | None, act: str,
              report: bool = False, calibration: Path | None = None,
-             tokenizer: Path | None = None):
+             tokenizer: Path | None = None, bpw: float | None = None):
     """Compile MODEL once per graph size (1 token, and `prefill_chunk` tokens)."""
     from q35c.compiler.calibration import statistics_for
     from q35c.compiler.generate import CompileRequest, Decoder, compile_step
@@ -322,7 +329,8 @@ def _decoder(model: Path, target: str, context: int, prefill_chunk: int,
     start = time.perf_counter()
     with statistics_for(model, calibration, tokenizer) as statistics:
         request = CompileRequest(target=target, passes=passes, act=act, keep_float=keep_float,
-                                 context=context, threads=threads, calibration=statistics)
+                                 context=context, threads=threads, calibration=statistics,
+                                 bpw=bpw)
         steps = {1: compile_step(model, request, 1)}
         if prefill_chunk > 1 and not model.is_dir():
             steps[prefill_chunk] = compile_step(model, request, prefill_chunk)
@@ -380,7 +388,7 @@ def generate_command(model: Path, prompt: str, max_new_tokens: int, temperature:
                      top_p: float, seed: int, chat: bool, tokenizer: Path, target: str,
                      context: int | None, prefill_chunk: int, threads: int | None,
                      passes: str | None, keep_float: str | None, act: str,
-                     calibration: Path | None, debug: bool) -> None:
+                     calibration: Path | None, bpw: float | None, debug: bool) -> None:
     """Generate text with a decoder-only language model (a decode graph with a KV cache):
     the text goes to stdout as it is generated, speeds to stderr (docs/generate.md)."""
     from q35c.compiler.generate import Sampler, Timing, Tokenizer, generate_ids, stream_text
@@ -389,7 +397,8 @@ def generate_command(model: Path, prompt: str, max_new_tokens: int, temperature:
         tok = Tokenizer(tokenizer)
         ids = tok.encode(tok.chat(prompt) if chat else prompt)
         decoder = _decoder(model, target, context or 256, prefill_chunk, threads, passes,
-                           keep_float, act, calibration=calibration, tokenizer=tokenizer)
+                           keep_float, act, calibration=calibration, tokenizer=tokenizer,
+                           bpw=bpw)
         timing = Timing()
         try:
             stream_text(tok, generate_ids(decoder, ids, max_new_tokens,
@@ -415,7 +424,8 @@ def generate_command(model: Path, prompt: str, max_new_tokens: int, temperature:
 def perplexity_command(model: Path, text_file: Path, stride: int | None, tokenizer: Path,
                        target: str, context: int | None, prefill_chunk: int,
                        threads: int | None, passes: str | None, keep_float: str | None,
-                       act: str, calibration: Path | None, debug: bool) -> None:
+                       act: str, calibration: Path | None, bpw: float | None,
+                       debug: bool) -> None:
     """Sliding-window perplexity of FILE (windows of --context tokens every --stride
     tokens, each scoring only the tokens past the previous window; docs/generate.md)."""
     from q35c.compiler.generate import Tokenizer, check_windows, perplexity
@@ -428,7 +438,8 @@ def perplexity_command(model: Path, text_file: Path, stride: int | None, tokeniz
         with open_input(text_file, text=True) as f:
             ids = tok.encode(f.read().decode("utf-8", errors="replace"))
         decoder = _decoder(model, target, window, prefill_chunk, threads, passes,
-                           keep_float, act, calibration=calibration, tokenizer=tokenizer)
+                           keep_float, act, calibration=calibration, tokenizer=tokenizer,
+                           bpw=bpw)
         start = time.perf_counter()
         try:
             with progress_bar(max(len(ids) - 1, 0), "perplexity") as bar:

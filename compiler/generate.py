@@ -212,6 +212,8 @@ class CompileRequest:
     threads: int | None = None
     calibration: str | None = None
     """A calibration statistics .npz for quantize-weights (compiler/calibration.py)."""
+    bpw: float | None = None
+    """--bpw: the bit budget per matmul weight."""
 
 
 def compile_step(path: Path, request: CompileRequest, step: int) -> CompiledStep:
@@ -234,6 +236,7 @@ def compile_step(path: Path, request: CompileRequest, step: int) -> CompiledStep
                        request.keep_float, act=request.act)
     options.shapes = shapes
     options.calibration = request.calibration
+    options.bpw = request.bpw
     target = get_target(request.target)
     _, module = compile_to_module(path, options, target)
     store = store_of(module)

@@ -237,3 +237,49 @@ def test_verification_bounds_hold_on_calibrated_weights(tiny, tmp_path):
                   "--tokenizer", tiny / "tokenizer.json", "--report", "-o", tmp_path / "o",
                   "--target", "c")
     assert result.returncode == 0
+
+
+# -- bit allocation (quantize-weights{bpw=B}, --bpw) -----------------------------------------
+
+
+@settings(max_examples=15, deadline=None)
+@given(seed=st.integers(0, 2**31), extra=st.floats(0.0, 0.8))
+def test_allocation_stays_within_budget_and_leaves_no_affordable_upgrade(seed, extra):
+    from q35c.passes.quantize_allocation import allocate, choice_for
+
+    rng = np.random.default_rng(seed)
+    weights = {f"w{i}": (rng.standard_normal((k, n)) * rng.uniform(0.1, 2)).astype(np.float32)
+               for i, (k, n) in enumerate([(256, 48), (512, 32), (384, 64)])}
+    choices = [choice_for(name, w, None) for name, w in weights.items()]
+    params = sum(c.shape[0] * c.shape[1] for c in choices)
+    bpw = sum(c.bits[0] for c in choices) / params + extra
+    allocate(choices, bpw)
+    spent = sum(c.bits[c.chosen] for c in choices)
+    assert spent <= bpw * params
+    for c in choices:
+        assert (c.chosen + 1 == len(c.sizes)
+                or spent + c.bits[c.chosen + 1] - c.bits[c.chosen] > bpw * params
+                or c.errors[c.chosen + 1] >= c.errors[c.chosen])  # no gain: not taken
+
+
+def test_allocation_gives_the_important_weight_the_finer_group():
+    from q35c.passes.quantize_allocation import allocate, choice_for
+
+    rng = np.random.default_rng(3)
+    w = (rng.standard_normal((512, 64))).astype(np.float32)
+    w[::37] *= 20  # outlier rows: a coarse group follows them badly
+    plain = rng.standard_normal((512, 64)).astype(np.float32)
+    choices = [choice_for("outliers", w, None), choice_for("plain", plain, None)]
+    budget = (choices[0].bits[1] + choices[1].bits[0]) / (2 * 512 * 64)
+    allocate(choices, budget)
+    assert choices[0].chosen >= 1 and choices[1].chosen == 0
+
+
+def test_bpw_cli_prints_the_allocation_and_refuses_a_budget_too_small(tiny, tmp_path):
+    model = tiny / "decode.onnx"
+    result = q35c(model, *_shapes(model), "--bpw", "6")
+    assert "bit allocation total:" in result.stderr
+    assert "lm_head" in result.stderr
+    small = q35c(model, *_shapes(model), "--bpw", "4", check=False)
+    assert small.returncode == 2 and "need at least" in small.stderr
+    assert len(small.stderr.strip().splitlines()) == 1
