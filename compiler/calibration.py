@@ -226,15 +226,17 @@ def _token_inputs(path: Path, window: int) -> tuple[dict[str, tuple[int, ...]],
     return shapes, inputs
 
 
-def collect_from_text(path: Path, ids: list[int], window: int = DEFAULT_WINDOW,
+def collect_from_text(path: Path, texts: list[list[int]], window: int = DEFAULT_WINDOW,
                       progress: Callable[[int], None] = lambda n: None) -> Statistics:
-    """Run the float model `path` (ONNX) on the interpreter over windows of `ids`."""
+    """Run the float model `path` (ONNX) on the interpreter over the windows of each
+    text's token ids (the model is compiled once, for windows of `window` tokens or the
+    shortest text's length)."""
     from q35c.compiler.cli import _options
     from q35c.compiler.driver import compile_to_module, get_target
     from q35c.compiler.weights import store_of
     from q35c.semantics import run_module
 
-    window = min(window, len(ids))
+    window = min(window, *map(len, texts))
     shapes, inputs = _token_inputs(path, window)
     options = _options("interp", "", None, False, None, (), None)
     options.shapes = shapes
@@ -244,9 +246,10 @@ def collect_from_text(path: Path, ids: list[int], window: int = DEFAULT_WINDOW,
     if not watched:
         raise Q35cError(f"{path}: no float matmul weights to calibrate")
     with observing(watched, stats):
-        for begin in range(0, len(ids) - window + 1, window):
-            run_module(module, store, inputs(ids[begin:begin + window]))
-            progress(window)
+        for ids in texts:
+            for begin in range(0, len(ids) - window + 1, window):
+                run_module(module, store, inputs(ids[begin:begin + window]))
+                progress(window)
     return stats
 
 
@@ -256,17 +259,19 @@ def is_statistics_file(path: Path) -> bool:
         return f.read(4) == b"PK\x03\x04"
 
 
-def calibrate_text(model: Path, text_file: Path, tokenizer: Path | None, out: Path,
-                   window: int = DEFAULT_WINDOW) -> Statistics:
-    """`q35c calibrate`: statistics of `model` on `text_file`, written to `out`."""
+def calibrate_text(model: Path, text_files: Path | list[Path], tokenizer: Path | None,
+                   out: Path, window: int = DEFAULT_WINDOW) -> Statistics:
+    """`q35c calibrate`: statistics of `model` on the texts (each cut into its own
+    windows), written to `out`."""
     from q35c.compiler.progress import progress_bar
 
     if window < 2:
         raise Q35cError(f"--window must be at least 2, got {window}")
-    ids = read_text_tokens(text_file, tokenizer)
-    usable = len(ids) - len(ids) % min(window, len(ids))
-    with progress_bar(usable, "calibrate") as bar:
-        stats = collect_from_text(model, ids, window, bar.update)
+    files = [text_files] if isinstance(text_files, Path) else list(text_files)
+    texts = [read_text_tokens(f, tokenizer) for f in files]
+    size = min(window, *map(len, texts))
+    with progress_bar(sum(len(t) - len(t) % size for t in texts), "calibrate") as bar:
+        stats = collect_from_text(model, texts, window, bar.update)
     stats.save(out)
     return stats
 

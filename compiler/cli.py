@@ -345,8 +345,10 @@ def _decoder(model: Path, target: str, context: int, prefill_chunk: int,
 
 @main.command("calibrate")
 @click.argument("model", type=click.Path(path_type=Path))
-@click.option("--text", "text_file", type=click.Path(path_type=Path), required=True,
-              metavar="FILE", help="Plain calibration text (not the text you evaluate on).")
+@click.option("--text", "text_files", type=click.Path(path_type=Path), required=True,
+              multiple=True, metavar="FILE",
+              help="Plain calibration text, not the text you evaluate on (repeatable: each "
+                   "text is cut into its own windows).")
 @click.option("--tokenizer", type=click.Path(path_type=Path), required=True, metavar="FILE",
               help="tokenizer.json of the model.")
 @click.option("-o", "output", type=click.Path(path_type=Path), required=True,
@@ -355,15 +357,15 @@ def _decoder(model: Path, target: str, context: int, prefill_chunk: int,
               metavar="N", help="Tokens per run of the float model.")
 @_MAX_INPUT
 @_DEBUG
-def calibrate_command(model: Path, text_file: Path, tokenizer: Path, output: Path,
-                      window: int, debug: bool) -> None:
+def calibrate_command(model: Path, text_files: tuple[Path, ...], tokenizer: Path,
+                      output: Path, window: int, debug: bool) -> None:
     """Run the float MODEL (an ONNX language model) on the interpreter over a text and
     write each matmul weight's input statistics, for `--calibration STATS.npz`."""
     from q35c.compiler.calibration import calibrate_text
 
     def action() -> None:
         start = time.perf_counter()
-        stats = calibrate_text(model, text_file, tokenizer, output, window)
+        stats = calibrate_text(model, list(text_files), tokenizer, output, window)
         click.echo(f"q35c: calibrated {len(stats.names)} weights ({len(stats.grams)} distinct "
                    f"inputs, {max(stats.rows, default=0)} tokens) in "
                    f"{time.perf_counter() - start:.1f} s -> {output}", err=True)
