@@ -30,7 +30,7 @@ from xdsl.dialects.builtin import ModuleOp
 from xdsl.dialects.linalg import ops as linalg
 from xdsl.ir import SSAValue
 
-from q35c.compiler.diagnostics import Q35cError
+from q35c.compiler.diagnostics import Q35cError, first_line
 from q35c.compiler.quantizable import DEFAULT_MIN_ELEMENTS, quantizable_weight
 from q35c.compiler.weights import WeightStore
 from q35c.dialects import q35nn
@@ -81,8 +81,7 @@ class StatisticsFile:
                 raise ValueError("names is not a JSON object")
         except (OSError, ValueError, KeyError, zipfile.BadZipFile) as err:
             raise Q35cError(f"{self.path}: not a q35c calibration statistics file "
-                            f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})"
-                            ) from None
+                            f"({type(err).__name__}: {first_line(err)})") from None
 
     def __contains__(self, name: str) -> bool:
         return name in self._index

@@ -28,9 +28,9 @@ from __future__ import annotations
 
 import re
 import sys
-from pathlib import Path
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 from xdsl.context import Context
@@ -64,9 +64,9 @@ from q35c.compiler.quant import (
 from q35c.compiler.quant.calibrated import output_error, quantize_calibrated
 from q35c.compiler.quantizable import DEFAULT_LAYOUT, DEFAULT_MIN_ELEMENTS, quantizable_weight
 from q35c.compiler.weights import ShapeOnlyWeight, WeightStore, store_of
-from q35c.passes.quantize_allocation import Choice, allocate, choice_for
 from q35c.dialects import q35nn, quant3p5
 from q35c.passes.matching import copy_origin
+from q35c.passes.quantize_allocation import Choice, allocate, choice_for
 
 REL_RMSE_ATTR = "q35c.rel_rmse"
 """On a packed weight: ||W - deq(q(W))|| / ||W|| of its float source W."""

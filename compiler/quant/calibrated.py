@@ -29,6 +29,7 @@ from functools import cache
 import numpy as np
 
 from .q3p5 import (
+    _LATTICE,
     CODEBOOK,
     DEFAULT_GROUP_SIZE,
     OFFSET_GRID,
@@ -37,7 +38,6 @@ from .q3p5 import (
     _check_group_size,
     _check_matrix,
     _choose_meta,
-    _LATTICE,
     _group_stats,
     _nearest_code_table,
     pack_codes,
