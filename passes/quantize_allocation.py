@@ -7,7 +7,7 @@ relative output error: the round-to-nearest error weighted by the calibration in
 mean squares (diag of X^T X / tokens, llama.cpp's importance matrix), or the plain
 relative weight error without calibration. A greedy marginal allocation starts every
 weight at the cheapest size and repeatedly upgrades the weight with the largest drop of
-squared error per added bit while the total (all metadata counted: `storage_bytes`) stays
+squared error (relative error squared times its parameter count) per added bit while the total (all metadata counted: `storage_bytes`) stays
 within B bits per matmul weight. The result is deterministic (ties: the first weight in
 module order).
 """
@@ -59,8 +59,10 @@ def estimated_errors(w: np.ndarray, importance: np.ndarray | None, sizes: list[i
 
 
 def allocate(choices: list[Choice], bpw: float) -> None:
-    """Set `chosen` on every choice: minimize the sum of squared errors within
-    `bpw` bits per weight over all of them (greedy by error drop per added bit)."""
+    """Set `chosen` on every choice: minimize the sum over weights of squared relative error
+    times parameter count (every weight element counts alike, so a large matrix such as
+    the LM head is not outvoted by many small ones) within `bpw` bits per weight (greedy
+    by error drop per added bit)."""
     params = sum(c.shape[0] * c.shape[1] for c in choices)
     budget = bpw * params
     spent = sum(c.bits[0] for c in choices)
@@ -76,7 +78,8 @@ def allocate(choices: list[Choice], bpw: float) -> None:
             extra = c.bits[c.chosen + 1] - c.bits[c.chosen]
             if spent + extra > budget:
                 continue
-            gain = (c.errors[c.chosen] ** 2 - c.errors[c.chosen + 1] ** 2) / extra
+            params = c.shape[0] * c.shape[1]
+            gain = params * (c.errors[c.chosen] ** 2 - c.errors[c.chosen + 1] ** 2) / extra
             if gain > best_gain:
                 best, best_gain = c, gain
         if best is None:
