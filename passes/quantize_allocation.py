@@ -7,9 +7,9 @@ relative output error: the round-to-nearest error weighted by the calibration in
 mean squares (diag of X^T X / tokens, llama.cpp's importance matrix), or the plain
 relative weight error without calibration. A greedy marginal allocation starts every
 weight at the cheapest size and repeatedly upgrades the weight with the largest drop of
-squared error (relative error squared times its parameter count) per added bit while the total (all metadata counted: `storage_bytes`) stays
-within B bits per matmul weight. The result is deterministic (ties: the first weight in
-module order).
+squared error (relative error squared times its parameter count) per added bit while
+the total (all metadata counted: `storage_bytes`) stays within B bits per matmul weight.
+The result is deterministic (ties: the first weight in module order).
 """
 
 from __future__ import annotations
