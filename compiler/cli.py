@@ -141,17 +141,35 @@ def main() -> None:
               help="Never read weight data: import shapes and packed types only (.onnx "
                    "input), for targets that support it: groq writes the multi-chip plan "
                    "(plan.json, report.txt, report.json), mlir the shape-only IR.")
+@click.option("--calibration", type=click.Path(path_type=Path), metavar="FILE",
+              help="Calibrate the weight quantizer: a text (with --tokenizer) run through the "
+                   "float model, or a statistics .npz from `q35c calibrate` "
+                   "(docs/quantization.md).")
+@click.option("--tokenizer", type=click.Path(path_type=Path), metavar="FILE",
+              help="tokenizer.json for a --calibration text.")
+@click.option("--bpw", type=click.FloatRange(min=3.5, min_open=True), metavar="B",
+              help="Bits per matmul weight (all metadata counted): a Q3P5 group size per "
+                   "weight chosen within the budget (docs/quantization.md).")
 @_DEBUG
 def compile_command(input: Path, target: str, output: Path | None, passes: str | None,
                     dump_ir: Path | None, print_ir_after_all: bool, entry: str | None,
                     shapes: tuple[str, ...], keep_float: str | None, act: str,
-                    max_tensor_bytes: str, report: bool, shape_only: bool, debug: bool) -> None:
+                    max_tensor_bytes: str, report: bool, shape_only: bool,
+                    calibration: Path | None, tokenizer: Path | None, bpw: float | None,
+                    debug: bool) -> None:
     """Compile INPUT (.onnx, .f90 or .mlir) for a target."""
+    from q35c.compiler.calibration import statistics_for
     from q35c.compiler.driver import compile_file
 
-    _guarded(debug, lambda: compile_file(input, output, _options(
-        target, passes, dump_ir, print_ir_after_all, entry, shapes, keep_float, report, act,
-        shape_only, max_tensor_bytes), stdout=sys.stdout))
+    def action() -> None:
+        options = _options(target, passes, dump_ir, print_ir_after_all, entry, shapes,
+                           keep_float, report, act, shape_only, max_tensor_bytes)
+        options.bpw = bpw
+        with statistics_for(input, calibration, tokenizer) as statistics:
+            options.calibration = statistics
+            compile_file(input, output, options, stdout=sys.stdout)
+
+    _guarded(debug, action)
 
 
 def _parse_shapes(values: tuple[str, ...]) -> dict[str, tuple[int, ...]]:
@@ -286,6 +304,11 @@ _LLM_OPTIONS = [
                  help="Keep weights whose name matches REGEX in float."),
     click.option("--act", type=click.Choice(["float", "int8"]), default="float",
                  show_default=True, help="Activations of quantized matmuls."),
+    click.option("--calibration", type=click.Path(path_type=Path), metavar="FILE",
+                 help="Calibrate the weight quantizer on a text (tokenized with --tokenizer) "
+                      "or a statistics .npz from `q35c calibrate`."),
+    click.option("--bpw", type=click.FloatRange(min=3.5, min_open=True), metavar="B",
+                 help="Bits per matmul weight: a Q3P5 group size per weight within B."),
     _MAX_INPUT,
 ]
 
@@ -298,16 +321,20 @@ def _llm_options(fn):
 
 def _decoder(model: Path, target: str, context: int, prefill_chunk: int,
              threads: int | None, passes: str | None, keep_float: str | None, act: str,
-             report: bool = False):
+             report: bool = False, calibration: Path | None = None,
+             tokenizer: Path | None = None, bpw: float | None = None):
     """Compile MODEL once per graph size (1 token, and `prefill_chunk` tokens)."""
+    from q35c.compiler.calibration import statistics_for
     from q35c.compiler.generate import CompileRequest, Decoder, compile_step
 
-    request = CompileRequest(target=target, passes=passes, act=act, keep_float=keep_float,
-                             context=context, threads=threads)
     start = time.perf_counter()
-    steps = {1: compile_step(model, request, 1)}
-    if prefill_chunk > 1 and not model.is_dir():
-        steps[prefill_chunk] = compile_step(model, request, prefill_chunk)
+    with statistics_for(model, calibration, tokenizer) as statistics:
+        request = CompileRequest(target=target, passes=passes, act=act, keep_float=keep_float,
+                                 context=context, threads=threads, calibration=statistics,
+                                 bpw=bpw)
+        steps = {1: compile_step(model, request, 1)}
+        if prefill_chunk > 1 and not model.is_dir():
+            steps[prefill_chunk] = compile_step(model, request, prefill_chunk)
     storage = steps[1].storage
     click.echo(f"q35c: compiled {model} for --target {target} ({steps[1].signature.layers} "
                f"layers, {steps[1].signature.past} cache slots) in "
@@ -315,6 +342,36 @@ def _decoder(model: Path, target: str, context: int, prefill_chunk: int,
     if storage is not None:
         click.echo(f"q35c: {storage.line()}", err=True)
     return Decoder(steps)
+
+
+@main.command("calibrate")
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("--text", "text_files", type=click.Path(path_type=Path), required=True,
+              multiple=True, metavar="FILE",
+              help="Plain calibration text, not the text you evaluate on (repeatable: each "
+                   "text is cut into its own windows).")
+@click.option("--tokenizer", type=click.Path(path_type=Path), required=True, metavar="FILE",
+              help="tokenizer.json of the model.")
+@click.option("-o", "output", type=click.Path(path_type=Path), required=True,
+              metavar="STATS.npz", help="Where to write the statistics.")
+@click.option("--window", type=click.IntRange(min=2), default=256, show_default=True,
+              metavar="N", help="Tokens per run of the float model.")
+@_MAX_INPUT
+@_DEBUG
+def calibrate_command(model: Path, text_files: tuple[Path, ...], tokenizer: Path,
+                      output: Path, window: int, debug: bool) -> None:
+    """Run the float MODEL (an ONNX language model) on the interpreter over a text and
+    write each matmul weight's input statistics, for `--calibration STATS.npz`."""
+    from q35c.compiler.calibration import calibrate_text
+
+    def action() -> None:
+        start = time.perf_counter()
+        stats = calibrate_text(model, list(text_files), tokenizer, output, window)
+        click.echo(f"q35c: calibrated {len(stats.names)} weights ({len(stats.grams)} distinct "
+                   f"inputs, {max(stats.rows, default=0)} tokens) in "
+                   f"{time.perf_counter() - start:.1f} s -> {output}", err=True)
+
+    _guarded(debug, action)
 
 
 @main.command("generate")
@@ -334,7 +391,7 @@ def generate_command(model: Path, prompt: str, max_new_tokens: int, temperature:
                      top_p: float, seed: int, chat: bool, tokenizer: Path, target: str,
                      context: int | None, prefill_chunk: int, threads: int | None,
                      passes: str | None, keep_float: str | None, act: str,
-                     debug: bool) -> None:
+                     calibration: Path | None, bpw: float | None, debug: bool) -> None:
     """Generate text with a decoder-only language model (a decode graph with a KV cache):
     the text goes to stdout as it is generated, speeds to stderr (docs/generate.md)."""
     from q35c.compiler.generate import Sampler, Timing, Tokenizer, generate_ids, stream_text
@@ -343,7 +400,8 @@ def generate_command(model: Path, prompt: str, max_new_tokens: int, temperature:
         tok = Tokenizer(tokenizer)
         ids = tok.encode(tok.chat(prompt) if chat else prompt)
         decoder = _decoder(model, target, context or 256, prefill_chunk, threads, passes,
-                           keep_float, act)
+                           keep_float, act, calibration=calibration, tokenizer=tokenizer,
+                           bpw=bpw)
         timing = Timing()
         try:
             stream_text(tok, generate_ids(decoder, ids, max_new_tokens,
@@ -369,7 +427,8 @@ def generate_command(model: Path, prompt: str, max_new_tokens: int, temperature:
 def perplexity_command(model: Path, text_file: Path, stride: int | None, tokenizer: Path,
                        target: str, context: int | None, prefill_chunk: int,
                        threads: int | None, passes: str | None, keep_float: str | None,
-                       act: str, debug: bool) -> None:
+                       act: str, calibration: Path | None, bpw: float | None,
+                       debug: bool) -> None:
     """Sliding-window perplexity of FILE (windows of --context tokens every --stride
     tokens, each scoring only the tokens past the previous window; docs/generate.md)."""
     from q35c.compiler.generate import Tokenizer, check_windows, perplexity
@@ -382,7 +441,8 @@ def perplexity_command(model: Path, text_file: Path, stride: int | None, tokeniz
         with open_input(text_file, text=True) as f:
             ids = tok.encode(f.read().decode("utf-8", errors="replace"))
         decoder = _decoder(model, target, window, prefill_chunk, threads, passes,
-                           keep_float, act)
+                           keep_float, act, calibration=calibration, tokenizer=tokenizer,
+                           bpw=bpw)
         start = time.perf_counter()
         try:
             with progress_bar(max(len(ids) - 1, 0), "perplexity") as bar:

@@ -99,12 +99,16 @@ def _split_top_level(spec: str) -> list[str]:
 
 
 def build_pipeline(spec: str | None, registry: Registry | None = None,
-                   keep_float: str | None = None, verify: bool = True) -> list[ModulePass]:
+                   keep_float: str | None = None, verify: bool = True,
+                   calibration: str | None = None, bpw: float | None = None
+                   ) -> list[ModulePass]:
     """Pass instances for a pipeline spec in xDSL syntax (None means the default pipeline).
 
     `keep_float` (from --keep-float) sets the option of that name on every
     `quantize-weights` in the pipeline. `verify=False` leaves the verification passes out
-    of `default` (--shape-only: they read weight data).
+    of `default` (--shape-only: they read weight data). `calibration` (a statistics .npz,
+    from --calibration) and `bpw` (--bpw) set the options of those names on every
+    `quantize-weights`.
     """
     registry = registry or load_registry()
     text = _expand_default("default" if spec is None else spec, verify)
@@ -135,6 +139,10 @@ def build_pipeline(spec: str | None, registry: Registry | None = None,
                             f"{describe_exception(err)}") from None
         if keep_float and pass_spec.name == "quantize-weights":
             pass_ = dataclasses.replace(pass_, keep_float=keep_float)
+        if calibration and pass_spec.name == "quantize-weights":
+            pass_ = dataclasses.replace(pass_, calibration=calibration)
+        if bpw and pass_spec.name == "quantize-weights":
+            pass_ = dataclasses.replace(pass_, bpw=float(bpw))
         passes.append(pass_)
     return passes
 
@@ -283,6 +291,10 @@ class Options:
     whose `supports_shape_only` is set). `default` then omits the verification passes."""
     max_tensor_bytes: int = DEFAULT_MAX_TENSOR_BYTES
     """`--max-tensor-bytes`: the frontends' size limit (FrontendOptions.max_tensor_bytes)."""
+    calibration: str | None = None
+    """`--calibration`: a statistics .npz for `quantize-weights` (compiler/calibration.py)."""
+    bpw: float | None = None
+    """`--bpw`: the bit budget per matmul weight of `quantize-weights`."""
 
 
 SHAPE_ONLY_INPUTS = (".onnx",)
@@ -295,7 +307,8 @@ def compile_to_module(path: Path, options: Options, target: Q35cTarget | None = 
     registry = load_registry()
     ctx = make_context(registry)
     passes = build_pipeline(options.passes, registry, options.keep_float,
-                            verify=not options.shape_only)
+                            verify=not options.shape_only, calibration=options.calibration,
+                            bpw=options.bpw)
     if target is not None:
         passes += target_pipeline(target, registry, options.shape_only)
     if options.shape_only and path.suffix.lower() not in SHAPE_ONLY_INPUTS:

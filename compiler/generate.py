@@ -210,6 +210,10 @@ class CompileRequest:
     keep_float: str | None = None
     context: int = DEFAULT_CONTEXT
     threads: int | None = None
+    calibration: str | None = None
+    """A calibration statistics .npz for quantize-weights (compiler/calibration.py)."""
+    bpw: float | None = None
+    """--bpw: the bit budget per matmul weight."""
 
 
 def compile_step(path: Path, request: CompileRequest, step: int) -> CompiledStep:
@@ -231,6 +235,8 @@ def compile_step(path: Path, request: CompileRequest, step: int) -> CompiledStep
     options = _options(request.target, request.passes, None, False, None, (),
                        request.keep_float, act=request.act)
     options.shapes = shapes
+    options.calibration = request.calibration
+    options.bpw = request.bpw
     target = get_target(request.target)
     _, module = compile_to_module(path, options, target)
     store = store_of(module)

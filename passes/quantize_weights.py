@@ -13,6 +13,12 @@ frontend dequantized from a pre-quantized form (an int4 DequantizeLinear, MatMul
 For those, re-encoding adds error on top of the source quantization, so the pass reports
 it on stderr, one line per tensor; weights that were float in the input stay silent.
 
+With calibration statistics (`calibration=STATS.npz`, written by `q35c calibrate` or by the
+CLI's `--calibration`), every weight that has statistics is encoded by a calibrated encoder
+(`method`: `gptq`, the default, or `imatrix`; compiler/quant/calibrated.py) that minimizes
+the layer's output error on the calibration inputs; the format does not change. Its op
+then also records `q35c.output_error` (||X (W - deq)|| / ||X W|| on those inputs).
+
 A shape-only weight (`--shape-only`) is never read: the pass stores a shape-only packed
 entry (layout and group, no data) and rewrites the matmul the same way, without
 `q35c.rel_rmse`.
@@ -24,6 +30,7 @@ import re
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 from xdsl.context import Context
@@ -40,6 +47,8 @@ from xdsl.pattern_rewriter import (
 )
 from xdsl.transforms.dead_code_elimination import region_dce
 
+from q35c.compiler.calibration import StatisticsFile
+from q35c.compiler.diagnostics import Q35cError
 from q35c.compiler.ir_attrs import SOURCE_ATTR
 from q35c.compiler.options import check_choice, check_int, check_regex
 from q35c.compiler.progress import progress_bar
@@ -52,13 +61,19 @@ from q35c.compiler.quant import (
     quantize,
     quantize_legacy,
 )
+from q35c.compiler.quant.calibrated import output_error, quantize_calibrated
 from q35c.compiler.quantizable import DEFAULT_LAYOUT, DEFAULT_MIN_ELEMENTS, quantizable_weight
 from q35c.compiler.weights import ShapeOnlyWeight, WeightStore, store_of
 from q35c.dialects import q35nn, quant3p5
 from q35c.passes.matching import copy_origin
+from q35c.passes.quantize_allocation import Choice, allocate, choice_for
 
 REL_RMSE_ATTR = "q35c.rel_rmse"
 """On a packed weight: ||W - deq(q(W))|| / ||W|| of its float source W."""
+OUTPUT_ERROR_ATTR = "q35c.output_error"
+"""On a calibrated packed weight: ||X (W - deq)|| / ||X W|| over the calibration inputs X."""
+CALIBRATED_METHODS = ("gptq", "imatrix", "rtn")
+"""`method`: a calibrated encoder, or `rtn` (round to nearest; output error still reported)."""
 
 
 MAX_GROUP_SIZE = 0xFFF0
@@ -114,9 +129,15 @@ class QuantizeMatmulWeights(RewritePattern):
     keep_float: re.Pattern[str] | None
     layout: str
     on_quantized: Callable[[str], None] = lambda name: None
+    statistics: StatisticsFile | None = None
+    method: str = "gptq"
+    group_sizes: dict[str, int] = field(default_factory=dict)
+    """Per-weight group sizes chosen by the bit allocation (`bpw`)."""
     packed_names: dict[str, str] = field(default_factory=dict)
     rel_rmse: dict[str, float] = field(default_factory=dict)
     """Float weight name -> the relative RMSE its packing added, in quantization order."""
+    output_errors: dict[str, float] = field(default_factory=dict)
+    """Float weight name -> its calibrated output error (weights with statistics only)."""
 
     def float_weight(self, value: SSAValue) -> quant3p5.WeightOp | None:
         """The weight op behind `value` if it is a 2-D float weight this pass quantizes."""
@@ -125,7 +146,7 @@ class QuantizeMatmulWeights(RewritePattern):
     def packed(self, weight: quant3p5.WeightOp) -> quant3p5.WeightOp:
         name = weight.weight_name.data
         k, n = weight.result.type.get_shape()
-        group = k if self.layout == "pair43" else self.group_size
+        group = k if self.layout == "pair43" else self.group_sizes.get(name, self.group_size)
         spec = self.store.spec(name)
         if spec is not None and name not in self.packed_names:  # --shape-only: no data
             packed_name = self.store.fresh_name(f"{name}.{self.layout}")
@@ -135,21 +156,36 @@ class QuantizeMatmulWeights(RewritePattern):
         if name not in self.packed_names:
             data = self.store[name]
             packed_name = self.store.fresh_name(f"{name}.{self.layout}")
+            gram = None if self.statistics is None else self.statistics.gram(name, k)
             if self.layout == "pair43":
                 self.store[packed_name] = quantize_legacy(data, name=name)
+            elif gram is not None and self.method != "rtn":
+                self.store[packed_name] = quantize_calibrated(
+                    data, gram, group_size=group, method=self.method, name=name)
             else:
                 self.store[packed_name] = quantize(data, group_size=group, name=name)
             self.packed_names[name] = packed_name
             self.rel_rmse[name] = relative_rmse(data, self.store[packed_name])
+            if gram is not None:
+                self.output_errors[name] = output_error(data, self._dequantized(packed_name),
+                                                        gram)
             self.on_quantized(name)
         op = quant3p5.WeightOp(self.packed_names[name],
                                quant3p5.PackedWeightType((k, n), group, self.layout))
         if name in self.rel_rmse:  # not for shape-only weights
             op.attributes[REL_RMSE_ATTR] = FloatAttr(self.rel_rmse[name], f32)
+        if name in self.output_errors:
+            op.attributes[OUTPUT_ERROR_ATTR] = FloatAttr(self.output_errors[name], f32)
         source = weight.attributes.get(SOURCE_ATTR)
         if isinstance(source, StringAttr):
             op.attributes[SOURCE_ATTR] = source
         return op
+
+    def _dequantized(self, packed_name: str) -> np.ndarray:
+        packed = self.store[packed_name]
+        if isinstance(packed, LegacyPairTensor):
+            return dequantize_legacy(packed)
+        return dequantize(packed)
 
     def rewrite(self, op: Operation, lhs: SSAValue, weight: quant3p5.WeightOp,
                 acc: SSAValue | None, rewriter: PatternRewriter) -> None:
@@ -190,9 +226,20 @@ class QuantizeWeightsPass(ModulePass):
     min_elements: int = DEFAULT_MIN_ELEMENTS
     keep_float: str = ""
     layout: str = DEFAULT_LAYOUT
+    calibration: str = ""
+    """A statistics .npz (compiler/calibration.py); empty: data-free round to nearest."""
+    method: str = "gptq"
+    """With `calibration`: the encoder (CALIBRATED_METHODS)."""
+    bpw: float = 0.0
+    """> 0: a budget in bits per matmul weight (all metadata counted); each weight gets
+    the Q3P5 group size the allocation chooses (passes/quantize_allocation.py)."""
 
     def __post_init__(self) -> None:
         where = f"--passes {self.name}"
+        check_choice(where, "method", self.method, CALIBRATED_METHODS)
+        if not (self.bpw == 0 or 3.5 < self.bpw <= 64):
+            raise Q35cError(f"{where}: option bpw must be 0 (off) or in (3.5, 64], got "
+                            f"{self.bpw}")
         check_int(where, "group-size", self.group_size, 16, MAX_GROUP_SIZE, multiple_of=16)
         check_int(where, "min-elements", self.min_elements, 0)
         check_regex(where, "keep-float", self.keep_float)
@@ -201,10 +248,18 @@ class QuantizeWeightsPass(ModulePass):
     def apply(self, ctx: Context, op: ModuleOp) -> None:
         pattern = QuantizeMatmulWeights(
             store_of(op), self.group_size, self.min_elements,
-            re.compile(self.keep_float) if self.keep_float else None, self.layout)
+            re.compile(self.keep_float) if self.keep_float else None, self.layout,
+            statistics=StatisticsFile(Path(self.calibration)) if self.calibration else None,
+            method=self.method)
         candidates = {w.weight_name.data for m in op.walk()
                       if isinstance(m, (linalg.MatmulOp, q35nn.BatchMatmulOp))
                       for w in [pattern.float_weight(m.operands[1])] if w is not None}
+        if pattern.statistics is not None and candidates and not any(
+                name in pattern.statistics for name in candidates):
+            raise Q35cError(f"{self.calibration}: the calibration statistics match none of "
+                            "the model's matmul weights (collected on another model?)")
+        choices = self._allocate(op, pattern) if self.bpw and self.layout == "q3p5" else []
+        pattern.group_sizes = {c.name: c.group_size for c in choices}
         sources: dict[str, str] = {}
         for weight in op.walk():
             if (isinstance(weight, quant3p5.WeightOp)
@@ -214,8 +269,49 @@ class QuantizeWeightsPass(ModulePass):
             pattern.on_quantized = lambda name: bar.update()
             PatternRewriteWalker(pattern, apply_recursively=False).rewrite_module(op)
         region_dce(op.body)
+        if choices:
+            self._print_allocation(pattern, choices)
         target = "Q3P5" if self.layout == "q3p5" else self.layout
         for name, error in pattern.rel_rmse.items():
             if name in sources:
                 print(f"q35c: note: {name} ({sources[name]}) re-encoded to {target}: added "
                       f"rel RMSE {error:.3f}", file=sys.stderr)
+
+    def _allocate(self, module: ModuleOp, pattern: QuantizeMatmulWeights) -> list[Choice]:
+        """Group size per weight within `bpw` (the weights in module order, each once)."""
+        names: list[str] = []
+        for m in module.walk():
+            if isinstance(m, (linalg.MatmulOp, q35nn.BatchMatmulOp)):
+                w = pattern.float_weight(m.operands[1])
+                if w is not None and w.weight_name.data not in names:
+                    names.append(w.weight_name.data)
+        choices = []
+        for name in names:
+            if pattern.store.spec(name) is not None:
+                raise Q35cError(f"--passes {self.name}: bpw needs weight data (not "
+                                "--shape-only)")
+            data = pattern.store[name]
+            gram = None if pattern.statistics is None else pattern.statistics.gram(
+                name, data.shape[0])
+            choices.append(choice_for(name, data, None if gram is None else np.diag(gram)))
+        allocate(choices, self.bpw)
+        return choices
+
+    def _print_allocation(self, pattern: QuantizeMatmulWeights, choices: list[Choice]
+                          ) -> None:
+        """The allocation table on stderr: each weight's group size, bits and errors."""
+        bits = params = 0
+        print(f"q35c: bit allocation for --bpw {self.bpw:g} (weight, shape, group size, "
+              "bits/weight, estimated and measured error):", file=sys.stderr)
+        for c in choices:
+            measured = pattern.output_errors.get(c.name)
+            kind = "output error" if measured is not None else "rel RMSE"
+            value = measured if measured is not None else pattern.rel_rmse.get(c.name, 0.0)
+            n = c.shape[0] * c.shape[1]
+            bits += c.bits[c.chosen]
+            params += n
+            print(f"q35c:   {c.name} {c.shape[0]}x{c.shape[1]} g{c.group_size} "
+                  f"{c.bits[c.chosen] / n:.3f} bpw, estimated {c.errors[c.chosen]:.4f}, "
+                  f"{kind} {value:.4f}", file=sys.stderr)
+        print(f"q35c: bit allocation total: {bits / max(params, 1):.4f} bits per matmul weight "
+              f"over {params:,} weights", file=sys.stderr)

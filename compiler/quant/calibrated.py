@@ -1,0 +1,255 @@
+"""Calibrated Q3P5 encoders: minimize a layer's OUTPUT error instead of its weight error.
+
+Given the Gram matrix ``H = X^T X`` of a matmul's inputs ``X`` (rows = tokens, collected on
+calibration data: compiler/calibration.py), the output error of a quantized weight
+``W + D`` is ``||X D||^2 = sum_n D[:, n]^T H D[:, n]``.  These encoders write ordinary Q3P5
+tensors (the format, docs/format.md, does not change; every decoder reads them); they differ
+from :func:`q3p5.quantize` only in which codes and group codes they choose:
+
+``gptq``  error feedback over the input Hessian (Frantar et al. 2022, "GPTQ"), adapted to
+          the pair code: the K axis is walked a pair at a time; both weights of a pair get
+          one code, chosen as the nearest codebook point under the pair's own 2x2 metric
+          (from the Cholesky factor of H^-1, so the choice sees the correlation of the two
+          inputs), and the pair's error is pushed onto the weights not yet quantized.
+          Group codes (scale step and offset) are chosen when the walk reaches a group,
+          from the weights as the feedback has updated them, by a search over scale steps
+          that minimizes the group's diag(H)-weighted error.
+``imatrix`` no feedback: the diagonal of H only (llama.cpp's importance matrix).  Codes are
+          the nearest points under that diagonal metric and the group scale step is
+          searched to minimize the importance-weighted error.
+
+Both keep the per-column words (super-scale, offset grid) of the round-to-nearest encoder.
+The result is deterministic: the same W and H give byte-identical tensors.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+
+import numpy as np
+
+from .q3p5 import (
+    _LATTICE,
+    CODEBOOK,
+    DEFAULT_GROUP_SIZE,
+    OFFSET_GRID,
+    SCALE_STEPS,
+    Q3P5Tensor,
+    _check_group_size,
+    _check_matrix,
+    _choose_meta,
+    _group_stats,
+    _nearest_code_table,
+    pack_codes,
+)
+
+METHODS = ("gptq", "imatrix")
+DEFAULT_METHOD = "gptq"
+DEFAULT_DAMP = 0.01
+"""Dampening: H + DAMP * mean(diag H) * I, GPTQ's default (keeps H^-1 well conditioned)."""
+
+_SCALE_CANDIDATES = (-1, 0, 1, 2, 3)
+"""Scale steps tried per group, relative to the round-to-nearest encoder's choice (each step
+is a fifth of an octave; positive = a finer scale that clips the group's extremes)."""
+_CANDIDATES = 12
+"""Codes the metric search compares per pair: the Euclidean-nearest one and its nearest
+codebook neighbours (the pair metrics of real Hessians are not anisotropic enough for a
+farther code to win; tests/quant/test_calibrated.py checks against the full search)."""
+
+_LEVELS = CODEBOOK.astype(np.float64)  # [128, 2]
+_ORIGIN_CODE = int(np.argmin((_LEVELS**2).sum(axis=1)))  # the code nearest (0, 0)
+
+
+def output_error(w: np.ndarray, deq: np.ndarray, gram: np.ndarray) -> float:
+    """||X (W - deq)|| / ||X W|| from H = X^T X (0 when X W = 0), in float64."""
+    w = np.asarray(w, np.float64)
+    d = w - np.asarray(deq, np.float64)
+    err = float(np.einsum("ij,ij->", d, gram @ d))
+    ref = float(np.einsum("ij,ij->", w, gram @ w))
+    return float(np.sqrt(max(err, 0.0) / ref)) if ref > 0 else 0.0
+
+
+def _prepare_hessian(gram: np.ndarray, k: int, padded: int, damp: float) -> np.ndarray:
+    """The dampened H, padded to `padded` rows with an identity block (padding weights are
+    independent of the real ones); dead inputs (zero diagonal) get 1 on the diagonal."""
+    h = np.zeros((padded, padded), np.float64)
+    h[:k, :k] = gram
+    diag = np.diagonal(h)[:k].copy()
+    dead = diag <= 0
+    h[np.arange(k)[dead], np.arange(k)[dead]] = 1.0
+    mean = float(np.mean(diag[~dead])) if (~dead).any() else 1.0
+    h[np.arange(k), np.arange(k)] += damp * mean
+    h[np.arange(k, padded), np.arange(k, padded)] = 1.0
+    return h
+
+
+def _inverse_cholesky(h: np.ndarray) -> np.ndarray:
+    """Upper-triangular U with U^T U = H^-1 (GPTQ's factor: row i is the update of input i)."""
+    hinv = np.linalg.inv(h)
+    hinv = (hinv + hinv.T) * 0.5
+    return np.linalg.cholesky(hinv).T
+
+
+def _pair_metric(u: np.ndarray, a: int) -> np.ndarray:
+    """2x2 metric M of pair (a, a+1): the loss of errors (e_a, e_b) is e^T M e when a's
+    error feeds into b first (GPTQ's sequential update), from the rows a, a+1 of U."""
+    uaa, uab, ubb = u[a, a], u[a, a + 1], u[a + 1, a + 1]
+    t = np.array([[1 / uaa, 0.0], [-uab / (uaa * ubb), 1 / ubb]])
+    return t.T @ t
+
+
+@cache
+def _neighbours() -> np.ndarray:
+    """intp [128, _CANDIDATES]: each code's nearest codes (itself first; by Euclidean
+    distance, ties to the lower code), the candidates of the metric search."""
+    d = ((_LEVELS[:, None, :] - _LEVELS[None, :, :]) ** 2).sum(axis=2)
+    return np.argsort(d, axis=1, kind="stable")[:, :_CANDIDATES]
+
+
+def _lattice_codes(y: np.ndarray) -> np.ndarray:
+    """The reference encoder's codes (Euclidean nearest via its lattice table) of
+    normalized pairs y [..., 2]."""
+    lattice = np.clip(np.floor(y + (_LATTICE + 0.5)), 0, 2 * _LATTICE).astype(np.intp)
+    return _nearest_code_table()[lattice[..., 0] * (2 * _LATTICE + 1) + lattice[..., 1]]
+
+
+def _nearest_codes(y: np.ndarray, metric: np.ndarray) -> np.ndarray:
+    """Codes [N] nearest to normalized pairs y [N, 2] under the 2x2 metric, searched among
+    the _CANDIDATES codebook neighbours of the Euclidean-nearest code (ties: first)."""
+    candidates = _neighbours()[_lattice_codes(y)]  # [N, C]
+    d = y[:, None, :] - _LEVELS[candidates]  # [N, C, 2]
+    cost = (metric[0, 0] * d[..., 0] ** 2 + 2 * metric[0, 1] * d[..., 0] * d[..., 1]
+            + metric[1, 1] * d[..., 1] ** 2)
+    return np.take_along_axis(candidates, cost.argmin(axis=1)[:, None], axis=1)[:, 0]
+
+
+def _decode_pair(codes: np.ndarray, scale: np.ndarray, offset: np.ndarray) -> np.ndarray:
+    """float64 [2, N] of the decoder's float32 values scale * level + offset."""
+    levels = CODEBOOK.astype(np.float32)[codes].T  # [2, N]
+    return (scale * levels + offset).astype(np.float64)
+
+
+def _round_to_nearest(rows: np.ndarray, scale: np.ndarray, offset: np.ndarray) -> np.ndarray:
+    """float64 [g, N]: rows [g, N] (g even) through the Euclidean-nearest codes of the
+    reference encoder's lattice (fast: one table look-up per pair), decoded."""
+    y = (rows - offset) * np.divide(1.0, scale, out=np.zeros(scale.shape, np.float64),
+                                    where=scale > 0)
+    codes = _lattice_codes(y.reshape(-1, 2, y.shape[1]).transpose(0, 2, 1))  # [g/2, N]
+    levels = CODEBOOK.astype(np.float32)[codes]  # [g/2, N, 2]
+    levels = levels.transpose(0, 2, 1).reshape(rows.shape)
+    return (scale * levels + offset).astype(np.float64)
+
+
+def _normalized(w: np.ndarray, scale: np.ndarray, offset: np.ndarray) -> np.ndarray:
+    """(w - offset) / scale as [N, 2] from rows w [2, N]; 0 where the scale is 0."""
+    inv = np.divide(1.0, scale, out=np.zeros(scale.shape, np.float64), where=scale > 0)
+    return ((w - offset) * inv).T
+
+
+class _Encoder:
+    """The state of one calibrated encoding: working weights, column words, group codes."""
+
+    def __init__(self, w: np.ndarray, gram: np.ndarray, group_size: int, method: str,
+                 damp: float, name: str):
+        k, n = w.shape
+        self.k, self.n, self.g = k, n, group_size
+        self.groups = -(-k // group_size)
+        padded = self.groups * group_size
+        mean, hi, lo = _group_stats(w, group_size, name)
+        self.group_codes, self.super_scale, self.offset_base, self.offset_step = \
+            _choose_meta(mean, hi, lo)
+        self.w = np.zeros((padded, n), np.float64)
+        self.w[:k] = w
+        h = _prepare_hessian(np.asarray(gram, np.float64), k, padded, damp)
+        self.importance = np.diagonal(h).copy()
+        if method == "imatrix":
+            h = np.diag(self.importance)
+        self.u = _inverse_cholesky(h)
+        self.codes = np.full((padded // 2, n), _ORIGIN_CODE, np.uint8)
+
+    def group_meta(self, g: int, e: np.ndarray, j: np.ndarray) -> tuple[np.ndarray, ...]:
+        """float32 scale and offset [N] of group g with codes e, j (the decoding rule)."""
+        scale = self.super_scale * SCALE_STEPS[e]
+        offset = self.offset_base + self.offset_step * OFFSET_GRID[j]
+        return scale.astype(np.float32), offset.astype(np.float32)
+
+    def real_rows(self, g: int) -> tuple[int, int]:
+        return g * self.g, min(self.k, (g + 1) * self.g)
+
+    def choose_group(self, g: int) -> None:
+        """Group codes of group g from the current weights: the offset bin of the group's
+        mean, then the scale step (around the min/max choice) whose round-to-nearest codes
+        have the least importance-weighted error."""
+        r0, r1 = self.real_rows(g)
+        rows = self.w[r0:r0 + self.g]
+        mean = self.w[r0:r1].mean(axis=0).astype(np.float32)
+        bins = np.divide(mean - self.offset_base, self.offset_step,
+                         out=np.zeros_like(mean), where=self.offset_step > 0)
+        j = np.clip(np.floor(bins) + 2, 0, 3).astype(np.uint8)
+        base = (self.group_codes[g] & 31).astype(np.int64)
+        weights = np.zeros((self.g, 1))
+        weights[:r1 - r0, 0] = self.importance[r0:r1]
+        best_err = np.full(self.n, np.inf)
+        best_e = base.astype(np.uint8)
+        for delta in _SCALE_CANDIDATES:
+            e = np.clip(base + delta, 0, 31).astype(np.uint8)
+            scale, offset = self.group_meta(g, e, j)
+            deq = _round_to_nearest(rows, scale, offset)
+            err = (weights * (rows - deq) ** 2).sum(axis=0)
+            better = err < best_err
+            best_err[better] = err[better]
+            best_e[better] = e[better]
+        self.group_codes[g] = best_e | (j << 5)
+
+    def encode_group(self, g: int) -> None:
+        """Codes of group g's pairs with error feedback inside the group, then the group's
+        accumulated error pushed onto every later row (GPTQ's lazy block update)."""
+        scale, offset = self.group_meta(g, self.group_codes[g] & 31, self.group_codes[g] >> 5)
+        r0, r1 = g * self.g, (g + 1) * self.g
+        u = self.u
+        err = np.zeros((self.g, self.n), np.float64)
+        for a in range(r0, r1, 2):
+            pair = self.w[a:a + 2]
+            if a >= self.k:  # padding pairs keep the origin code (as the reference encoder)
+                continue
+            codes = _nearest_codes(_normalized(pair, scale, offset), _pair_metric(u, a))
+            if a + 1 >= self.k:  # odd K: the second weight is padding
+                codes = _nearest_codes(_normalized(pair, scale, offset),
+                                       np.diag([1.0, 1e-12]))
+            self.codes[a // 2] = codes
+            q = _decode_pair(codes, scale, offset)
+            ea = (pair[0] - q[0]) / u[a, a]
+            self.w[a + 1:r1] -= np.outer(u[a, a + 1:r1], ea)
+            eb = (self.w[a + 1] - q[1]) / u[a + 1, a + 1]
+            self.w[a + 2:r1] -= np.outer(u[a + 1, a + 2:r1], eb)
+            err[a - r0], err[a + 1 - r0] = ea, eb
+        if r1 < self.w.shape[0]:
+            self.w[r1:] -= u[r0:r1, r1:].T @ err
+
+    def tensor(self) -> Q3P5Tensor:
+        return Q3P5Tensor((self.k, self.n), self.g, pack_codes(self.codes),
+                          pack_codes(self.group_codes), self.super_scale, self.offset_base,
+                          self.offset_step)
+
+
+def quantize_calibrated(w: np.ndarray, gram: np.ndarray, *, group_size: int =
+                        DEFAULT_GROUP_SIZE, method: str = DEFAULT_METHOD,
+                        damp: float = DEFAULT_DAMP, name: str = "tensor") -> Q3P5Tensor:
+    """Quantize W[K, N] to Q3P5 minimizing ||X (W - deq)|| for inputs with Gram H = X^T X
+    (float [K, K], symmetric positive semi-definite). Raises ValueError on a bad W, H or
+    method (the message names `name`)."""
+    _check_group_size(group_size)
+    w = _check_matrix(w, name)
+    if method not in METHODS:
+        raise ValueError(f"{name!r}: unknown calibrated method {method!r} "
+                         f"(one of {', '.join(METHODS)})")
+    gram = np.asarray(gram)
+    if gram.shape != (w.shape[0], w.shape[0]) or not np.isfinite(gram).all():
+        raise ValueError(f"{name!r}: calibration statistics of shape {gram.shape} do not fit "
+                         f"a weight of shape {w.shape} (expected a finite "
+                         f"[{w.shape[0]}, {w.shape[0]}] Gram matrix)")
+    enc = _Encoder(w, gram, group_size, method, damp, name)
+    for g in range(enc.groups):
+        enc.choose_group(g)
+        enc.encode_group(g)
+    return enc.tensor()
