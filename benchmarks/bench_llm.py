@@ -283,11 +283,15 @@ def ort_session(path: Path, threads: int):
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
+HEAD_DIM = 64  # SmolLM2; onnxruntime-genai's graphs leave it symbolic ('kv_cache_dim')
+
+
 def ort_empty_past(session) -> dict[str, np.ndarray]:
     empty = {}
     for value in session.get_inputs():
         if value.name.startswith("past_key_values."):
             heads, head_dim = value.shape[1], value.shape[3]
+            head_dim = head_dim if isinstance(head_dim, int) else HEAD_DIM
             dtype = np.float16 if "float16" in value.type else np.float32
             empty[value.name] = np.zeros((1, heads, 0, head_dim), dtype)
     return empty
