@@ -80,6 +80,7 @@ class Setup:
     quick: bool
     q35c_target: str
     protocols: list[tuple[int, int]]
+    params: int  # the model's parameter count: model_params(model_dir)
 
 
 def log(msg: str) -> None:
@@ -244,9 +245,11 @@ def onnx_tally(path: Path, vocab: int) -> Tally:
             return int({e.key: e.value for e in init.external_data}["length"])
         return len(init.raw_data) or onnx.numpy_helper.to_array(init).nbytes
 
-    for node in graph.node:
-        if node.op_type not in ("MatMul", "MatMulNBits", "Gather", "GatherBlockQuantized"):
-            continue
+    # matmuls first: a table shared by the LM head and the embedding Gather (tied, as
+    # onnxruntime-genai's int4 model stores it) counts once, as the LM head
+    order = {"MatMul": 0, "MatMulNBits": 0, "Gather": 1, "GatherBlockQuantized": 1}
+    for node in sorted((n for n in graph.node if n.op_type in order),
+                       key=lambda n: order[n.op_type]):
         names = [n for n in node.input if n in inits and n not in seen]
         if not names:
             continue
@@ -265,6 +268,15 @@ def onnx_tally(path: Path, vocab: int) -> Tally:
                 and init.data_type in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16):
             tally.add(OTHER, nbytes(init) * 8, int(np.prod(init.dims)))
     return tally
+
+
+def model_params(model_dir: Path) -> int:
+    """The model's parameter count (a tied table once), from the safetensors header of
+    the hf/ folder: the denominator of every whole-model bits per weight."""
+    with open(model_dir / "hf" / "model.safetensors", "rb") as f:
+        header = json.loads(f.read(int.from_bytes(f.read(8), "little")))
+    header.pop("__metadata__", None)
+    return sum(int(np.prod(v["shape"])) for v in header.values())
 
 
 def folder_bytes(paths: list[Path]) -> int:
@@ -357,8 +369,8 @@ def q35c_compile(path: Path, target: str, act: str, context: int, step: int):
 
 
 def q35c_tally(module, store) -> Tally:
-    """generate.weight_storage's accounting, split by kind; the tied table counts its
-    parameters once (`unique_params`)."""
+    """generate.weight_storage's accounting, split by kind (the tied table is stored twice:
+    float for the embedding Gather, Q3P5 for the LM head)."""
     from xdsl.dialects import arith
     from xdsl.dialects.builtin import DenseIntOrFPElementsAttr, TensorType
 
@@ -366,7 +378,7 @@ def q35c_tally(module, store) -> Tally:
     from q35c.compiler.quant import LegacyPairTensor, Q3P5Tensor
     from q35c.dialects import quant3p5
 
-    tally, seen, tables = Tally(), set(), 0
+    tally, seen = Tally(), set()
 
     def feeds_matmul(op) -> bool:
         return any(use.operation.name in MATMUL_OPS for use in op.results[0].uses)
@@ -390,7 +402,6 @@ def q35c_tally(module, store) -> Tally:
                 bits, shape, matmul = array.nbytes * 8, array.shape, feeds_matmul(op)
             params = int(np.prod(shape))
             kind = kind_of(name, shape, VOCAB, matmul)
-            tables += len(shape) == 2 and VOCAB in shape
             tally.add(kind, bits, params)
         elif isinstance(op, arith.ConstantOp) and isinstance(op.value, DenseIntOrFPElementsAttr):
             t = op.result.type
@@ -399,8 +410,6 @@ def q35c_tally(module, store) -> Tally:
                 if count >= 2:
                     kind = PROJECTION if feeds_matmul(op) else OTHER
                     tally.add(kind, count * t.get_element_type().bitwidth, count)
-    if tables == 2:  # the tied table, stored for the Gather and for the LM head
-        tally.unique_params = sum(tally.params.values()) - tally.params[LM_HEAD]
     return tally
 
 
@@ -440,36 +449,31 @@ def ppl_row(results: Path, system: str, ids: list[int], logits_of, context: int,
     return result
 
 
-def tally_row(results: Path, system: str, tally: Tally, size: int | None) -> None:
+def tally_row(results: Path, setup: Setup, system: str, tally: Tally,
+              size: int | None) -> None:
+    tally.unique_params = setup.params
     record(results, {"stage": "storage", "system": system, "bits": tally.bits,
                      "params": tally.params, "unique_params": tally.unique_params,
                      "file_bytes": size})
 
 
 def stage_ppl(setup: Setup, systems: list[str], results: Path, threads: int) -> None:
+    """Perplexity rows; q35c's also record its storage (known only after a compile)."""
     ids = token_ids(setup, setup.text)
-    vocab = VOCAB
     protocols = setup.protocols[:1] if setup.quick else setup.protocols
+    runs: dict[str, Callable[[int], Callable[[list[int]], np.ndarray]]] = {}
     if "ort" in systems:
-        onnx_path = setup.model_dir / "decode.dynamo.onnx"
-        run = ort_logits(onnx_path, threads)
-        for context, stride in protocols:
-            ppl_row(results, "onnxruntime fp32", ids, run, context, stride)
-        tally_row(results, "onnxruntime fp32", onnx_tally(onnx_path, vocab),
-                  folder_bytes([onnx_path, Path(f"{onnx_path}.data")]))
+        run = ort_logits(setup.model_dir / "decode.dynamo.onnx", threads)
+        runs["onnxruntime fp32"] = lambda context, run=run: run
     if "genai" in systems:
-        folder = genai_model(setup)
-        run = ort_logits(folder / "model.onnx", threads)
-        for context, stride in protocols:
-            ppl_row(results, "onnxruntime-genai int4", ids, run, context, stride)
-        tally_row(results, "onnxruntime-genai int4", onnx_tally(folder / "model.onnx", vocab),
-                  folder_bytes(list(folder.glob("model.onnx*"))))
+        run = ort_logits(genai_model(setup) / "model.onnx", threads)
+        runs["onnxruntime-genai int4"] = lambda context, run=run: run
     if "llama" in systems:
         for name, path in gguf_files(setup).items():
-            for context, stride in protocols:
-                ppl_row(results, name, ids, llama_logits(path, context, threads), context,
-                        stride)
-            tally_row(results, name, gguf_tally(path, vocab), path.stat().st_size)
+            runs[name] = lambda context, path=path: llama_logits(path, context, threads)
+    for system, make in runs.items():
+        for context, stride in protocols:
+            ppl_row(results, system, ids, make(context), context, stride)
     for act in ("float", "int8"):
         if f"q35c-{act}" not in systems:
             continue
@@ -480,7 +484,22 @@ def stage_ppl(setup: Setup, systems: list[str], results: Path, threads: int) -> 
             ppl_row(results, system, ids, q35c_logits(compiled), context, stride,
                     {"target": setup.q35c_target, "compile_s": seconds})
             compiled.close()
-        tally_row(results, system, tally, None)
+        tally_row(results, setup, system, tally, None)
+
+
+def stage_storage(setup: Setup, systems: list[str], results: Path) -> None:
+    """Bits per weight and file size of each peer's model file."""
+    if "ort" in systems:
+        path = setup.model_dir / "decode.dynamo.onnx"
+        tally_row(results, setup, "onnxruntime fp32", onnx_tally(path, VOCAB),
+                  folder_bytes([path, Path(f"{path}.data")]))
+    if "genai" in systems:
+        path = genai_model(setup) / "model.onnx"
+        tally_row(results, setup, "onnxruntime-genai int4", onnx_tally(path, VOCAB),
+                  folder_bytes(list(path.parent.glob("model.onnx*"))))
+    if "llama" in systems:
+        for name, path in gguf_files(setup).items():
+            tally_row(results, setup, name, gguf_tally(path, VOCAB), path.stat().st_size)
 
 
 def stage_speed(setup: Setup, systems: list[str], results: Path, threads: list[int],
@@ -622,7 +641,9 @@ def stage_compile(setup: Setup, results: Path, repeats: int) -> None:
 # -- the tables ----------------------------------------------------------------------------
 
 
-def tables(results: Path) -> str:
+def tables(results: Path, params: int) -> str:
+    """Markdown tables of the rows in `results`; whole-model bits per weight are over
+    `params`, the model's parameter count."""
     rows = json.loads(results.read_text()) if results.exists() else []
     out = []
     ppl = [r for r in rows if r["stage"] == "ppl"]
@@ -640,7 +661,7 @@ def tables(results: Path) -> str:
             s = storage.get(system)
             cols = ["n/a"] * 4
             if s:
-                tally = Tally(s["bits"], s["params"], s["unique_params"])
+                tally = Tally(s["bits"], s["params"], params)
                 cols = [f"{tally.bpw(PROJECTION):.3f}",
                         f"{tally.bpw(LM_HEAD):.3f}" if LM_HEAD in tally.bits else "n/a",
                         f"{tally.whole_bpw:.3f}",
@@ -675,8 +696,8 @@ def main() -> None:
                         help="JSON rows (default: WORKDIR/results.json)")
     parser.add_argument("--llama-tools", type=Path, default=None,
                         help="folder with llama-imatrix and llama-quantize")
-    parser.add_argument("--only", default="ppl,speed,compile",
-                        help="stages: ppl (with storage), speed, compile, report")
+    parser.add_argument("--only", default="ppl,storage,speed,compile",
+                        help="stages: ppl, storage, speed, compile (none: only the tables)")
     parser.add_argument("--systems", default="ort,genai,llama,q35c-float,q35c-int8")
     parser.add_argument("--protocols", default="256/256,128/64",
                         help="perplexity windows, CONTEXT/STRIDE,...")
@@ -690,7 +711,8 @@ def main() -> None:
     args = parser.parse_args()
     setup = Setup(args.model_dir, args.text, args.calibration, args.workdir,
                   args.llama_tools, args.quick, args.q35c_target,
-                  [tuple(int(v) for v in p.split("/")) for p in args.protocols.split(",")])
+                  [tuple(int(v) for v in p.split("/")) for p in args.protocols.split(",")],
+                  model_params(args.model_dir))
     results = args.results or args.workdir / "results.json"
     args.workdir.mkdir(parents=True, exist_ok=True)
     stages, systems = args.only.split(","), args.systems.split(",")
@@ -700,12 +722,14 @@ def main() -> None:
           flush=True)
     if "ppl" in stages:
         stage_ppl(setup, systems, results, max(threads))
+    if "storage" in stages:
+        stage_storage(setup, systems, results)
     if "speed" in stages:
         stage_speed(setup, systems, results, threads, repeats, args.prefill,
                     8 if args.quick else args.decode)
     if "compile" in stages:
         stage_compile(setup, results, 1 if args.quick else 3)
-    print(tables(results))
+    print(tables(results, setup.params))
     if shutil.which("lscpu") is None:
         print("(lscpu not found: the CPU model is platform.processor())")
 
