@@ -654,17 +654,18 @@ def tables(results: Path, params: int) -> str:
         ref = chosen.get("onnxruntime fp32")
         out.append(f"\nPerplexity, context {context}, stride {stride}")
         out.append("| system | perplexity | vs float | scored tokens | projection bits/weight "
-                   "| LM head bits/weight | whole model bits/weight | file MiB | load |")
-        out.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+                   "| LM head bits/weight | whole model bits/weight | weights MiB | file MiB "
+                   "| load |")
+        out.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         for system, r in chosen.items():
             rel = f"{100 * (r['ppl'] / ref['ppl'] - 1):+.1f}%" if ref else "n/a"
             s = storage.get(system)
-            cols = ["n/a"] * 4
+            cols = ["n/a"] * 5
             if s:
                 tally = Tally(s["bits"], s["params"], params)
                 cols = [f"{tally.bpw(PROJECTION):.3f}",
-                        f"{tally.bpw(LM_HEAD):.3f}" if LM_HEAD in tally.bits else "n/a",
-                        f"{tally.whole_bpw:.3f}",
+                        f"{tally.bpw(LM_HEAD):.3f}" if LM_HEAD in tally.bits else "tied",
+                        f"{tally.whole_bpw:.3f}", f"{tally.total_bits / 8 / 2**20:.1f}",
                         f"{s['file_bytes'] / 2**20:.1f}" if s["file_bytes"] else "n/a"]
             out.append(f"| {system} | {r['ppl']:.3f} | {rel} | {r['tokens']} | "
                        f"{' | '.join(cols)} | {r['load']} |")
