@@ -167,7 +167,7 @@ def gguf_files(setup: Setup) -> dict[str, Path]:
     work.mkdir(parents=True, exist_ok=True)
     src = find_gguf()
     f32 = llama_quantize(src, work / "smollm2-f32.gguf", "F32", None, None)
-    files = {"GGUF Q4_1 (as shipped)": src}
+    files = {"llama.cpp F32 (the Q4_1 file dequantized)": f32, "GGUF Q4_1 (as shipped)": src}
     imatrix = work / f"imatrix-{setup.calibration.stem}.gguf"
     if not imatrix.exists():
         log(f"llama-imatrix on {setup.calibration}")
