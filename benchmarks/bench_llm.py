@@ -705,6 +705,7 @@ def main() -> None:
     parser.add_argument("--q35c-target", default="interp", choices=["interp", "c"])
     parser.add_argument("--threads", default="1,2")
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--compile-repeats", type=int, default=3)
     parser.add_argument("--prefill", type=int, default=128)
     parser.add_argument("--decode", type=int, default=32)
     parser.add_argument("--quick", action="store_true",
@@ -729,7 +730,7 @@ def main() -> None:
         stage_speed(setup, systems, results, threads, repeats, args.prefill,
                     8 if args.quick else args.decode)
     if "compile" in stages:
-        stage_compile(setup, results, 1 if args.quick else 3)
+        stage_compile(setup, results, 1 if args.quick else args.compile_repeats)
     print(tables(results, setup.params))
     if shutil.which("lscpu") is None:
         print("(lscpu not found: the CPU model is platform.processor())")
