@@ -160,16 +160,17 @@ def run_tool(tools: Path | None, name: str, *args: str) -> None:
         raise SystemExit(f"{name} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
 
 
-def gguf_files(setup: Setup) -> dict[str, Path]:
+def gguf_files(setup: Setup, with_imatrix: bool = True) -> dict[str, Path]:
     """name -> GGUF: the F32 dequantization of the wheel's Q4_1 file, and each quant with
-    and without the importance matrix (computed on the F32 file from --calibration)."""
+    (`with_imatrix`) and without the importance matrix (computed on the F32 file from
+    --calibration)."""
     work = setup.workdir
     work.mkdir(parents=True, exist_ok=True)
     src = find_gguf()
     f32 = llama_quantize(src, work / "smollm2-f32.gguf", "F32", None, None)
     files = {"llama.cpp F32 (the Q4_1 file dequantized)": f32, "GGUF Q4_1 (as shipped)": src}
     imatrix = work / f"imatrix-{setup.calibration.stem}.gguf"
-    if not imatrix.exists():
+    if with_imatrix and not imatrix.exists():
         log(f"llama-imatrix on {setup.calibration}")
         run_tool(setup.llama_tools, "llama-imatrix", "-m", str(f32), "-f",
                  str(setup.calibration), "-o", str(imatrix), "-c", "256", "-b", "256",
@@ -177,8 +178,10 @@ def gguf_files(setup: Setup) -> dict[str, Path]:
     for quant in LLAMA_QUANTS:
         files[f"llama.cpp {quant}"] = llama_quantize(f32, work / f"smollm2-{quant}.gguf",
                                                      quant, None, None)
-        files[f"llama.cpp {quant} + imatrix"] = llama_quantize(
-            f32, work / f"smollm2-{quant}-imatrix.gguf", quant, imatrix, setup.llama_tools)
+        if with_imatrix:
+            files[f"llama.cpp {quant} + imatrix"] = llama_quantize(
+                f32, work / f"smollm2-{quant}-imatrix.gguf", quant, imatrix,
+                setup.llama_tools)
     return files
 
 
@@ -516,7 +519,7 @@ def stage_speed(setup: Setup, systems: list[str], results: Path, threads: list[i
             runners["onnxruntime-genai int4", t] = genai_speed(genai_model(setup), t, ids,
                                                                decode)
         if "llama" in systems:
-            files = gguf_files(setup)
+            files = gguf_files(setup, with_imatrix=False)
             for quant in SPEED_QUANTS:
                 runners[f"llama.cpp {quant}", t] = llama_speed(
                     files[f"llama.cpp {quant}"], t, ids, decode)
