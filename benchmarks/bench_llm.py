@@ -160,9 +160,10 @@ def run_tool(tools: Path | None, name: str, *args: str) -> None:
         raise SystemExit(f"{name} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
 
 
-def gguf_files(setup: Setup, with_imatrix: bool = True) -> dict[str, Path]:
-    """name -> GGUF: the F32 dequantization of the wheel's Q4_1 file, and each quant with
-    (`with_imatrix`) and without the importance matrix (computed on the F32 file from
+def gguf_files(setup: Setup, quants: tuple[str, ...] = LLAMA_QUANTS,
+               with_imatrix: bool = True) -> dict[str, Path]:
+    """name -> GGUF: the F32 dequantization of the wheel's Q4_1 file, and each of `quants`
+    with (`with_imatrix`) and without the importance matrix (computed on the F32 file from
     --calibration)."""
     work = setup.workdir
     work.mkdir(parents=True, exist_ok=True)
@@ -175,7 +176,7 @@ def gguf_files(setup: Setup, with_imatrix: bool = True) -> dict[str, Path]:
         run_tool(setup.llama_tools, "llama-imatrix", "-m", str(f32), "-f",
                  str(setup.calibration), "-o", str(imatrix), "-c", "256", "-b", "256",
                  "-t", str(os.cpu_count() or 1), "--no-ppl")
-    for quant in LLAMA_QUANTS:
+    for quant in quants:
         files[f"llama.cpp {quant}"] = llama_quantize(f32, work / f"smollm2-{quant}.gguf",
                                                      quant, None, None)
         if with_imatrix:
@@ -519,7 +520,7 @@ def stage_speed(setup: Setup, systems: list[str], results: Path, threads: list[i
             runners["onnxruntime-genai int4", t] = genai_speed(genai_model(setup), t, ids,
                                                                decode)
         if "llama" in systems:
-            files = gguf_files(setup, with_imatrix=False)
+            files = gguf_files(setup, SPEED_QUANTS, with_imatrix=False)
             for quant in SPEED_QUANTS:
                 runners[f"llama.cpp {quant}", t] = llama_speed(
                     files[f"llama.cpp {quant}"], t, ids, decode)
