@@ -591,9 +591,10 @@ def genai_speed(folder: Path, threads: int, ids: list[int], decode: int):
 def llama_speed(path: Path, threads: int, ids: list[int], decode: int):
     from llama_cpp import Llama
 
-    llm = Llama(model_path=str(path), n_ctx=len(ids) + decode + 8, n_batch=len(ids),
-                n_ubatch=len(ids), n_threads=threads, n_threads_batch=threads,
-                verbose=False)
+    context = len(ids) + decode + 8
+    # n_batch = n_ctx: Llama keeps n_batch rows of scores without logits_all
+    llm = Llama(model_path=str(path), n_ctx=context, n_batch=context, n_ubatch=len(ids),
+                n_threads=threads, n_threads_batch=threads, verbose=False)
 
     def run() -> tuple[float, float]:
         llm.reset()
