@@ -688,7 +688,7 @@ def tables(results: Path, params: int) -> str:
             out.append(f"\n{r['system']}: wall {median(r['wall_s']):.1f} s (in process "
                        f"{median(r['in_process_s']):.1f} s), peak RSS "
                        f"{median(r['peak_rss_mib']):.0f} MiB, median of {len(r['wall_s'])} "
-                       f"(load {r['load_start']})")
+                       f"(load {r['load_start']:.1f})")
     return "\n".join(out)
 
 
