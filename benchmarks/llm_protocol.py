@@ -4,7 +4,8 @@ tests/test_bench_llm.py can check them without llama.cpp, onnxruntime-genai or a
 - `chunks`: the perplexity windows. stride == context is the non-overlapping protocol of
   issue 16's goal figures: floor(n / context) full windows, each scoring all its tokens but
   the first (the text's tail that does not fill a window is dropped; llama.cpp's
-  perplexity tool cuts the same windows but scores only their second halves). stride < context is `q35c perplexity`'s sliding window
+  perplexity tool cuts the same windows but scores only their second halves).
+  stride < context is `q35c perplexity`'s sliding window
   (q35c.compiler.generate.windows, docs/generate.md): every token but the first is scored
   once, with at least `context - stride` tokens before it in its window.
 - `score`: the mean negative log-likelihood over those windows, from any logits function,
