@@ -518,7 +518,7 @@ class CudaPrinter:
             "        q35_status = e;",
             "}",
             "",
-            "static q35_q3p5 q35_view(const uint8_t *entry, int k, int n, int group, "
+            "[[maybe_unused]] static q35_q3p5 q35_view(const uint8_t *entry, int k, int n, int group, "
             "int meta_row, int prow, int meta_off, int payload_off)",
             "{",
             "    q35_q3p5 t;",
@@ -536,7 +536,7 @@ class CudaPrinter:
             "    return t;",
             "}",
             "",
-            "static q35_epilogue q35_epi(const float *bias, const float *residual, int act)",
+            "[[maybe_unused]] static q35_epilogue q35_epi(const float *bias, const float *residual, int act)",
             "{",
             "    q35_epilogue e;",
             "    e.bias = bias;",

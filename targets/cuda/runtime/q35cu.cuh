@@ -737,7 +737,7 @@ __global__ void q35_fill(T *y, T value, int64_t count)
 }
 
 /* Grid size of a grid-stride kernel over `count` elements. */
-static inline unsigned q35_grid(int64_t count)
+[[maybe_unused]] static unsigned q35_grid(int64_t count)
 {
     const int64_t blocks = (count + Q35_THREADS - 1) / Q35_THREADS;
     return (unsigned)(blocks < 1 ? 1 : blocks > 8192 ? 8192 : blocks);
