@@ -132,8 +132,11 @@ def prepare_model(out: Path, model: str, kind: str) -> list[str]:
 
     if model in QMATMULS:
         rows, k, n, group = QMATMULS[model]
+        from q35c.compiler.entry import argument_names, entry_function
+
         module = qmatmul_module(rows, k, n, group, kind == "int8")
-        inputs = _x(np.random.default_rng(35), (rows, k))
+        (arg,) = argument_names(entry_function(module, None))
+        inputs = {arg: _x(np.random.default_rng(35), (rows, k))["x"]}
     else:
         _, module = compile_model(model, PASSES[kind])
         _, _, shape, make_inputs = MODELS[model]
@@ -201,19 +204,23 @@ static q35_q3p5 view(const uint8_t *e, int k, int n, int meta_row, int prow, int
     return t;
 }
 
-static void launch(int path, int rows, float *y, const float *x, const int8_t *q,
+static void launch(int path, int ks, int rows, float *y, const float *x, const int8_t *q,
                    const float *s, q35_q3p5 t)
 {
     q35_epilogue e = {NULL, NULL, Q35_ACT_NONE};
-    const int grid = (t.n + Q35_GEMV_WARPS * Q35_COLS - 1) / (Q35_GEMV_WARPS * Q35_COLS);
+    const int per_block = (ks == 1 ? Q35_GEMV_WARPS : 1) * Q35_COLS;
+    const int grid = (t.n + per_block - 1) / per_block;
     for (int r0 = 0; r0 < rows; r0 += 8) {
         const int m = rows - r0 < 8 ? rows - r0 : 8;
         float *yr = y + (int64_t)r0 * t.n;
         const float *xr = x + (int64_t)r0 * t.k;
         const int8_t *qr = q + (int64_t)r0 * t.k;
 #define GEMV_CASE(M) case M: \
-        if (path == 0) q35_gemv_f32<M><<<grid, Q35_GEMV_WARPS * 32>>>(yr, xr, t, e); \
-        else q35_gemv_i8<M><<<grid, Q35_GEMV_WARPS * 32>>>(yr, qr, s + r0, t); break;
+        if (path == 0 && ks == 1) q35_gemv_f32<M, 1><<<grid, Q35_GEMV_WARPS * 32>>>(yr, xr, t, e); \
+        else if (path == 0) q35_gemv_f32<M, Q35_GEMV_WARPS><<<grid, Q35_GEMV_WARPS * 32>>>(yr, xr, t, e); \
+        else if (ks == 1) q35_gemv_i8<M, 1><<<grid, Q35_GEMV_WARPS * 32>>>(yr, qr, s + r0, t); \
+        else q35_gemv_i8<M, Q35_GEMV_WARPS><<<grid, Q35_GEMV_WARPS * 32>>>(yr, qr, s + r0, t); \
+        break;
         switch (m) {
         GEMV_CASE(1) GEMV_CASE(2) GEMV_CASE(3) GEMV_CASE(4)
         GEMV_CASE(5) GEMV_CASE(6) GEMV_CASE(7) GEMV_CASE(8)
@@ -267,12 +274,14 @@ int main(int argc, char **argv)
         check(cudaMemcpy(q, hq, qs, cudaMemcpyHostToDevice), "copy q");
         check(cudaMemcpy(s, hs, ss, cudaMemcpyHostToDevice), "copy s");
         std::vector<float> out((size_t)8 * n);
+        for (int ks = 1; ks <= Q35_GEMV_WARPS; ks += Q35_GEMV_WARPS - 1)
         for (int path_ = 0; path_ < 2; path_++)
             for (int m = 1; m <= 8; m++) {
-                launch(path_, m, y, x, q, s, view(e, k, n, meta_row, prow, meta_off, payload_off));
+                launch(path_, ks, m, y, x, q, s, view(e, k, n, meta_row, prow, meta_off, payload_off));
                 check(cudaDeviceSynchronize(), "check run");
                 check(cudaMemcpy(out.data(), y, (size_t)m * n * 4, cudaMemcpyDeviceToHost), "y");
-                snprintf(path, sizeof path, "%s/y_%s_%d.bin", argv[2], path_ ? "i8" : "f32", m);
+                snprintf(path, sizeof path, "%s/y_%s_ks%d_%d.bin", argv[2], path_ ? "i8" : "f32",
+                         ks, m);
                 FILE *f = fopen(path, "wb");
                 fwrite(out.data(), 4, (size_t)m * n, f);
                 fclose(f);
@@ -299,18 +308,19 @@ int main(int argc, char **argv)
     cudaEventCreate(&a);
     cudaEventCreate(&b);
     const int rows_list[] = {1, 2, 4, 8, 16};
+    for (int ks = 1; ks <= Q35_GEMV_WARPS; ks += Q35_GEMV_WARPS - 1)
     for (int path_ = 0; path_ < 2; path_++)
         for (int ri = 0; ri < 5; ri++) {
             const int rows = rows_list[ri];
             std::vector<float> times;
             for (int it = 0; it < 10; it++)
-                launch(path_, rows, y, x, q, s, view(entries[it % copies], k, n, meta_row, prow,
+                launch(path_, ks, rows, y, x, q, s, view(entries[it % copies], k, n, meta_row, prow,
                                                       meta_off, payload_off));
             for (int it = 0; it < 300; it++) {
                 q35_q3p5 t = view(entries[it % copies], k, n, meta_row, prow, meta_off,
                                   payload_off);
                 cudaEventRecord(a);
-                launch(path_, rows, y, x, q, s, t);
+                launch(path_, ks, rows, y, x, q, s, t);
                 cudaEventRecord(b);
                 cudaEventSynchronize(b);
                 float ms;
@@ -319,8 +329,8 @@ int main(int argc, char **argv)
             }
             check(cudaGetLastError(), "launch");
             std::sort(times.begin(), times.end());
-            printf("gemv %s K=%d N=%d M=%d median_us %.2f min_us %.2f weight_bytes %lld "
-                   "GBps_median %.1f\n", path_ ? "i8" : "f32", k, n, rows, times[150],
+            printf("gemv %s ks=%d K=%d N=%d M=%d median_us %.2f min_us %.2f weight_bytes %lld "
+                   "GBps_median %.1f\n", path_ ? "i8" : "f32", ks, k, n, rows, times[150],
                    times[0], (long long)bytes, bytes / (times[150] * 1e3));
         }
     return 0;
@@ -447,18 +457,23 @@ def gemv():
     r = subprocess.run(["./gemv_bench", "check", str(check), k, n, meta_row, prow, meta_off,
                         payload_off], cwd=g, capture_output=True, text=True)
     lines.append(f"check rc={r.returncode} {r.stderr.strip()}")
-    for m in range(1, 9):
-        for path in ("f32", "i8"):
-            want = np.load(check / f"want_{path}_{m}.npy")
-            f = check / f"y_{path}_{m}.bin"
-            if not f.exists():
-                continue
-            got = np.fromfile(f, dtype=np.float32).reshape(want.shape)
-            if path == "i8":
-                lines.append(f"check i8 M={m}: bit-exact={bool(np.array_equal(got.view(np.uint32), want.view(np.uint32)))}")
-            else:
-                rel = np.abs(got.astype(np.float64) - want) / (np.abs(want).max())
-                lines.append(f"check f32 M={m}: max_err/max|ref|={rel.max():.3e}")
+    for ks in (1, 4):
+        for m in range(1, 9):
+            for path in ("f32", "i8"):
+                want = np.load(check / f"want_{path}_{m}.npy")
+                f = check / f"y_{path}_ks{ks}_{m}.bin"
+                if not f.exists():
+                    lines.append(f"check {path} ks={ks} M={m}: MISSING")
+                    continue
+                got = np.fromfile(f, dtype=np.float32).reshape(want.shape)
+                if path == "i8":
+                    same = bool(np.array_equal(got.view(np.uint32), want.view(np.uint32)))
+                    lines.append(f"check i8 ks={ks} M={m}: bit-exact={same}")
+                else:
+                    err = np.abs(got.astype(np.float64) - want)
+                    lines.append(f"check f32 ks={ks} M={m}: max_err/max|ref|="
+                                 f"{err.max() / np.abs(want).max():.3e} max_rel_err="
+                                 f"{(err / np.maximum(np.abs(want), 1e-30)).max():.3e}")
     for row in (g / "shapes.txt").read_text().split("\n"):
         if not row.strip():
             continue

@@ -27,6 +27,7 @@ from q35c.targets.cuda.emit import emit
 from q35c.targets.cuda.printer import (
     GEMV_COLS,
     GEMV_MAX_ROWS,
+    FILL_BLOCKS,
     GEMV_WARPS,
     gemv_launches,
     io_offsets,
@@ -128,23 +129,28 @@ def test_gpu_blob_decodes_bit_for_bit_like_the_interpreter(k, n, group, seed):
 
 
 @pytest.mark.parametrize("rows", [1, 3, 8, 9, 16, 17, 40])
-@pytest.mark.parametrize("n", [1, 15, 16, 200, 4096])
-def test_gemv_launches_cover_every_row_and_column_once(rows, n):
-    launches = gemv_launches(rows, n)
+@pytest.mark.parametrize(("k", "n"), [(64, 1), (4096, 15), (128, 16), (256, 200),
+                                      (4096, 4096), (4096, 14336), (14336, 4096)])
+def test_gemv_launches_cover_every_row_and_column_once(rows, k, n):
+    launches = gemv_launches(rows, k, n)
     covered = [r for launch in launches for r in range(launch.row0, launch.row0 + launch.rows)]
     assert covered == list(range(rows))
     assert all(1 <= launch.rows <= GEMV_MAX_ROWS for launch in launches)
     for launch in launches:
-        assert launch.block == GEMV_WARPS * 32
-        assert (launch.grid - 1) * GEMV_WARPS * GEMV_COLS < n <= launch.grid * GEMV_WARPS * GEMV_COLS
+        assert launch.block == GEMV_WARPS * 32 and launch.ksplit in (1, GEMV_WARPS)
+        cols = GEMV_WARPS // launch.ksplit * GEMV_COLS  # columns per block
+        assert (launch.grid - 1) * cols < n <= launch.grid * cols
+        # K is split only where there are too few blocks to fill the GPU
+        assert launch.ksplit == 1 or (-(-n // (GEMV_WARPS * GEMV_COLS)) < FILL_BLOCKS
+                                      and k >= 64 * 64)
 
 
 def test_kernel_selection_gemv_for_group_32_and_portable_otherwise():
     source = emitted("mlp", "float").files["model.cu"].decode()
     launches = source[source.index("_launch("):]
-    assert "q35_gemv_f32<4><<<" in launches and "q35_qmatmul_f32_simple<<<" not in launches
+    assert "q35_gemv_f32<4, 1><<<" in launches and "q35_qmatmul_f32_simple<<<" not in launches
     int8 = emitted("mlp", "int8").files["model.cu"].decode()
-    assert "q35_gemv_i8<4><<<" in int8[int8.index("_launch("):]
+    assert "q35_gemv_i8<4, 1><<<" in int8[int8.index("_launch("):]
     pair = emitted("mlp", "pair43").files["model.cu"].decode()
     assert "q35_pair_matmul_f32<<<" in pair[pair.index("_launch("):]
     path, shapes = MODELS["mlp"]

@@ -53,21 +53,35 @@ def ctype(buf: Buffer) -> str:
     return C_TYPES[buf.dtype]
 
 
+FILL_BLOCKS = 528
+"""Blocks of GEMV_WARPS warps that keep every SM of an H100 (132 SMs) at 16 warps."""
+
+
 @dataclass(frozen=True)
 class GemvLaunch:
-    """One launch of a GEMV kernel: rows [row0, row0 + rows) of the activations."""
+    """One launch of a GEMV kernel: rows [row0, row0 + rows) of the activations; `ksplit`
+    warps share the K range of each GEMV_COLS columns (1 or GEMV_WARPS)."""
 
     row0: int
     rows: int
     grid: int
+    ksplit: int
     block: int = GEMV_WARPS * 32
 
 
-def gemv_launches(rows: int, n: int) -> list[GemvLaunch]:
-    """The launches of a GEMV over `rows` activation rows and `n` columns: up to 8 rows
-    each; a block of GEMV_WARPS warps computes GEMV_WARPS * GEMV_COLS columns."""
-    grid = -(-n // (GEMV_WARPS * GEMV_COLS))
-    return [GemvLaunch(r, min(GEMV_MAX_ROWS, rows - r), grid)
+def gemv_ksplit(k: int, n: int) -> int:
+    """GEMV_WARPS (a block's warps split K) when one warp per GEMV_COLS columns would leave
+    the GPU under-occupied and K has at least 64 units of 64 weights, else 1."""
+    blocks = -(-n // (GEMV_WARPS * GEMV_COLS))
+    return GEMV_WARPS if blocks < FILL_BLOCKS and -(-k // 64) >= 64 else 1
+
+
+def gemv_launches(rows: int, k: int, n: int) -> list[GemvLaunch]:
+    """The launches of a GEMV over `rows` activation rows: up to 8 rows each; a block of
+    GEMV_WARPS warps computes GEMV_WARPS / ksplit * GEMV_COLS columns."""
+    ksplit = gemv_ksplit(k, n)
+    grid = -(-n // (GEMV_WARPS // ksplit * GEMV_COLS))
+    return [GemvLaunch(r, min(GEMV_MAX_ROWS, rows - r), grid, ksplit)
             for r in range(0, rows, GEMV_MAX_ROWS)]
 
 
@@ -302,10 +316,10 @@ class CudaPrinter:
                     f"{self.ptr(out)}, {self.ptr(x)}, {rows}, {self.q3p5(w)}, "
                     f"{self._epilogue(bias, residual, act)});")
         return "\n".join(
-            f"q35_gemv_f32<{launch.rows}><<<{launch.grid}, {launch.block}, 0, s>>>("
+            f"q35_gemv_f32<{launch.rows}, {launch.ksplit}><<<{launch.grid}, {launch.block}, 0, s>>>("
             f"{self.ptr(out)} + {launch.row0 * lay.n}, {self.ptr(x)} + {launch.row0 * lay.k}, "
             f"{self.q3p5(w)}, {self._epilogue(bias, residual, act, launch.row0 * lay.n)});"
-            for launch in gemv_launches(rows, lay.n))
+            for launch in gemv_launches(rows, lay.k, lay.n))
 
     def render_qmatmul_f32(self, index: int, step: Step) -> str:
         x, w = step.ins
@@ -329,10 +343,10 @@ class CudaPrinter:
             return (f"q35_qmatmul_i8_simple<<<{grid}, {SIMPLE_THREADS}, 0, s>>>("
                     f"{self.ptr(out)}, {self.ptr(q)}, {self.ptr(s)}, {rows}, {self.q3p5(w)});")
         return "\n".join(
-            f"q35_gemv_i8<{launch.rows}><<<{launch.grid}, {launch.block}, 0, s>>>("
+            f"q35_gemv_i8<{launch.rows}, {launch.ksplit}><<<{launch.grid}, {launch.block}, 0, s>>>("
             f"{self.ptr(out)} + {launch.row0 * lay.n}, {self.ptr(q)} + {launch.row0 * lay.k}, "
             f"{self.ptr(s)} + {launch.row0}, {self.q3p5(w)});"
-            for launch in gemv_launches(rows, lay.n))
+            for launch in gemv_launches(rows, lay.k, lay.n))
 
     def _pair(self, step: Step, x: Buffer, w: Buffer, epilogue: str) -> str:
         """The legacy pair43 matmul (one thread per column), with `epilogue`."""

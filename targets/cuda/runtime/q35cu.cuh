@@ -158,15 +158,17 @@ __device__ __forceinline__ void q35_load_unit(const q35_q3p5 &t, int n, int u, u
 }
 
 /* ---- float-path GEMV: y[M, N] = epilogue(x[M, K] @ W), group 32 ----------------------- */
-template <int M>
+template <int M, int KSPLIT>
 __global__ void __launch_bounds__(Q35_GEMV_WARPS * 32)
 q35_gemv_f32(float *y, const float *x, q35_q3p5 t, q35_epilogue e)
 {
+    static_assert(KSPLIT == 1 || KSPLIT == Q35_GEMV_WARPS, "a block is 1 or all K parts");
     __shared__ q35_tables tab;
+    __shared__ float partial[KSPLIT][M * Q35_COLS];
     q35_load_tables(&tab);
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    const int n0 = (blockIdx.x * Q35_GEMV_WARPS + warp) * Q35_COLS;
-    if (n0 >= t.n)
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, part = warp % KSPLIT;
+    const int n0 = (blockIdx.x * (Q35_GEMV_WARPS / KSPLIT) + warp / KSPLIT) * Q35_COLS;
+    if (n0 >= t.n) /* the same for all warps of a column group (KSPLIT > 1: the block) */
         return;
     const int units = (t.groups + 1) / 2;
     float acc[M][Q35_COLS];
@@ -175,7 +177,7 @@ q35_gemv_f32(float *y, const float *x, q35_q3p5 t, q35_epilogue e)
 #pragma unroll
         for (int c = 0; c < Q35_COLS; c++)
             acc[r][c] = 0.0f;
-    for (int u = lane; u < units; u += 32) {
+    for (int u = part * 32 + lane; u < units; u += 32 * KSPLIT) {
         uint32_t words[Q35_COLS][7];
         float scale[Q35_COLS][2], offset[Q35_COLS][2];
 #pragma unroll
@@ -245,29 +247,48 @@ q35_gemv_f32(float *y, const float *x, q35_q3p5 t, q35_epilogue e)
             for (int cc = 0; cc < Q35_COLS; cc++)
                 if (rr == r && cc == c)
                     v = acc[rr][cc];
+        if (KSPLIT > 1)
+            partial[part][lane] = v;
+        else if (n0 + c < t.n)
+            y[(int64_t)r * t.n + n0 + c] = q35_epilogue_apply(e, v, r, n0 + c, t.n);
+    }
+    if (KSPLIT > 1) { /* the K parts' sums, in part order */
+        __syncthreads();
+        if (part != 0 || lane >= M * Q35_COLS)
+            return;
+        float v = 0.0f;
+        for (int p = 0; p < KSPLIT; p++)
+            v += partial[p][lane];
+        const int r = lane / Q35_COLS, c = lane % Q35_COLS;
         if (n0 + c < t.n)
             y[(int64_t)r * t.n + n0 + c] = q35_epilogue_apply(e, v, r, n0 + c, t.n);
     }
 }
 
 /* ---- int8-path GEMV: y[M, N] = row_scale * sum_g (s_g * acc_g + o_g * sx_g), group 32 -- */
-template <int M>
+template <int M, int KSPLIT>
 __global__ void __launch_bounds__(Q35_GEMV_WARPS * 32)
 q35_gemv_i8(float *y, const int8_t *q, const float *row_scale, q35_q3p5 t)
 {
+    static_assert(KSPLIT == 1 || KSPLIT == Q35_GEMV_WARPS, "a block is 1 or all K parts");
+    constexpr int SETS = Q35_GEMV_WARPS / KSPLIT; /* column groups per block */
+    constexpr int SPAN = 64 * KSPLIT;             /* groups per round */
     __shared__ q35_tables tab;
-    /* The rescale terms of 64 groups for every (row, column) of each warp (+1: no bank
-     * conflicts when lane j reads row j). */
-    __shared__ float terms[Q35_GEMV_WARPS][M * Q35_COLS][65];
+    /* The rescale terms of a round's groups for every (row, column) of each column group
+     * (+1: no bank conflicts when lane j reads row j). */
+    __shared__ float terms[SETS][M * Q35_COLS][SPAN + 1];
     q35_load_tables(&tab);
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    const int n0 = (blockIdx.x * Q35_GEMV_WARPS + warp) * Q35_COLS;
-    if (n0 >= t.n)
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, part = warp % KSPLIT;
+    const int set = warp / KSPLIT;
+    const int n0 = (blockIdx.x * SETS + set) * Q35_COLS;
+    if (n0 >= t.n) /* the same for all warps of a column group (KSPLIT > 1: the block) */
         return;
     const int units = (t.groups + 1) / 2;
-    float total = 0.0f; /* lane j < M * COLS: the running sum of (row j / COLS, col j % COLS) */
-    for (int base = 0; base < units; base += 32) {
-        const int u = base + lane;
+    float total = 0.0f; /* lane j < M * COLS of part 0: the running sum of (row j / COLS,
+                         * column j % COLS) */
+    for (int base = 0; base < units; base += 32 * KSPLIT) {
+        const int slot = part * 32 + lane; /* this lane's unit in the round */
+        const int u = base + slot;
         if (u < units) {
             uint32_t words[Q35_COLS][7];
 #pragma unroll
@@ -309,21 +330,27 @@ q35_gemv_i8(float *y, const int8_t *q, const float *row_scale, q35_q3p5 t)
                         q35_group_meta(t, n0 + c, g, tab.steps, &scale, &offset);
 #pragma unroll
                     for (int r = 0; r < M; r++)
-                        terms[warp][r * Q35_COLS + c][2 * lane + h] =
+                        terms[set][r * Q35_COLS + c][2 * slot + h] =
                             __fadd_rn(__fmul_rn(scale, __int2float_rn(acc[r])),
                                       __fmul_rn(offset, __int2float_rn(sx[r])));
                 }
             }
         }
-        __syncwarp();
-        if (lane < M * Q35_COLS) {
-            const int count = min(64, t.groups - 2 * base);
+        if (KSPLIT > 1)
+            __syncthreads();
+        else
+            __syncwarp();
+        if (part == 0 && lane < M * Q35_COLS) {
+            const int count = min(SPAN, t.groups - 2 * base);
             for (int i = 0; i < count; i++)
-                total = __fadd_rn(total, terms[warp][lane][i]);
+                total = __fadd_rn(total, terms[set][lane][i]);
         }
-        __syncwarp();
+        if (KSPLIT > 1)
+            __syncthreads();
+        else
+            __syncwarp();
     }
-    if (lane < M * Q35_COLS) {
+    if (part == 0 && lane < M * Q35_COLS) {
         const int r = lane / Q35_COLS, c = lane % Q35_COLS;
         if (n0 + c < t.n)
             y[(int64_t)r * t.n + n0 + c] = __fmul_rn(total, row_scale[r]);
