@@ -208,7 +208,7 @@ static void launch(int path, int ks, int rows, float *y, const float *x, const i
                    const float *s, q35_q3p5 t)
 {
     q35_epilogue e = {NULL, NULL, Q35_ACT_NONE};
-    const int per_block = (ks == 1 ? Q35_GEMV_WARPS : 1) * Q35_COLS;
+    const int per_block = (ks == 1 ? Q35_GEMV_WARPS : 1) * Q35_COLS, B = Q35_GEMV_WARPS * 32;
     const int grid = (t.n + per_block - 1) / per_block;
     for (int r0 = 0; r0 < rows; r0 += 8) {
         const int m = rows - r0 < 8 ? rows - r0 : 8;
@@ -216,10 +216,10 @@ static void launch(int path, int ks, int rows, float *y, const float *x, const i
         const float *xr = x + (int64_t)r0 * t.k;
         const int8_t *qr = q + (int64_t)r0 * t.k;
 #define GEMV_CASE(M) case M: \
-        if (path == 0 && ks == 1) q35_gemv_f32<M, 1><<<grid, Q35_GEMV_WARPS * 32>>>(yr, xr, t, e); \
-        else if (path == 0) q35_gemv_f32<M, Q35_GEMV_WARPS><<<grid, Q35_GEMV_WARPS * 32>>>(yr, xr, t, e); \
-        else if (ks == 1) q35_gemv_i8<M, 1><<<grid, Q35_GEMV_WARPS * 32>>>(yr, qr, s + r0, t); \
-        else q35_gemv_i8<M, Q35_GEMV_WARPS><<<grid, Q35_GEMV_WARPS * 32>>>(yr, qr, s + r0, t); \
+        if (path == 0 && ks == 1) q35_gemv_f32<M, 1><<<grid, B>>>(yr, xr, t, e); \
+        else if (path == 0) q35_gemv_f32<M, Q35_GEMV_WARPS><<<grid, B>>>(yr, xr, t, e); \
+        else if (ks == 1) q35_gemv_i8<M, 1><<<grid, B>>>(yr, qr, s + r0, t); \
+        else q35_gemv_i8<M, Q35_GEMV_WARPS><<<grid, B>>>(yr, qr, s + r0, t); \
         break;
         switch (m) {
         GEMV_CASE(1) GEMV_CASE(2) GEMV_CASE(3) GEMV_CASE(4)
@@ -277,7 +277,8 @@ int main(int argc, char **argv)
         for (int ks = 1; ks <= Q35_GEMV_WARPS; ks += Q35_GEMV_WARPS - 1)
         for (int path_ = 0; path_ < 2; path_++)
             for (int m = 1; m <= 8; m++) {
-                launch(path_, ks, m, y, x, q, s, view(e, k, n, meta_row, prow, meta_off, payload_off));
+                launch(path_, ks, m, y, x, q, s,
+                       view(e, k, n, meta_row, prow, meta_off, payload_off));
                 check(cudaDeviceSynchronize(), "check run");
                 check(cudaMemcpy(out.data(), y, (size_t)m * n * 4, cudaMemcpyDeviceToHost), "y");
                 snprintf(path, sizeof path, "%s/y_%s_ks%d_%d.bin", argv[2], path_ ? "i8" : "f32",
@@ -389,7 +390,7 @@ nvidia-smi --query-gpu=name,memory.total,clocks.max.memory --format=csv > "$RESU
 python3 "$HERE/device_checks.py" "$HERE" "$RESULTS"
 """
 
-DEVICE_CHECKS = r'''"""Device half of bench_cuda.py: run the prepared cases and benchmarks (numpy, torch)."""
+DEVICE_CHECKS = r'''"""Device half of bench_cuda.py: the prepared cases and benchmarks."""
 import shutil
 import subprocess
 import sys
@@ -398,9 +399,12 @@ from pathlib import Path
 import numpy as np
 
 HERE, RESULTS = Path(sys.argv[1]), Path(sys.argv[2])
-SANITIZE = ("mlp.float", "mlp.int8", "llama_tiny.float", "llama_tiny.int8", "mlp.pair43",
-            "qmm_r9_k256_n200_g32.int8", "qmm_r3_k100_n70_g16.float",
-            "encoder_tiny.fused", "llama_tiny.fused")
+ALL_TOOLS = ("memcheck", "racecheck", "initcheck")
+SANITIZE = {"mlp.float": ALL_TOOLS, "mlp.int8": ALL_TOOLS, "llama_tiny.float": ("memcheck",),
+            "llama_tiny.int8": ("memcheck",), "mlp.pair43": ("memcheck",),
+            "qmm_r9_k256_n200_g32.int8": ALL_TOOLS, "qmm_r1_k4096_n512_g32.int8": ALL_TOOLS,
+            "qmm_r1_k4096_n512_g32.float": ALL_TOOLS, "qmm_r3_k100_n70_g16.float": ("memcheck",),
+            "encoder_tiny.fused": ALL_TOOLS, "llama_tiny.fused": ("memcheck",)}
 
 
 def compare(case, out):
@@ -424,9 +428,60 @@ def compare(case, out):
     return ok, lines
 
 
+def tool(name):
+    """A CUDA tool on PATH or in the usual install folders."""
+    found = shutil.which(name)
+    if found:
+        return found
+    for pattern in (f"/usr/local/cuda*/bin/{name}", f"/usr/local/cuda*/{name}/{name}",
+                    f"/opt/nvidia/*/{name}"):
+        hits = sorted(Path("/").glob(pattern.lstrip("/")))
+        if hits:
+            return str(hits[-1])
+    return None
+
+
+def ensure_built():
+    """Rebuild everything with this machine's nvcc if the prepared binaries do not run
+    (a driver older than the CUDA that built them)."""
+    probe = subprocess.run(["./main", "model.bin", "in", "out"], cwd=HERE / "models" / "mlp.float",
+                           capture_output=True, text=True)
+    log = RESULTS / "build.txt"
+    if probe.returncode == 0:
+        log.write_text("prepared binaries run\n")
+        return
+    nvcc = tool("nvcc")
+    log.write_text(f"prepared binaries fail ({probe.returncode}: {probe.stderr.strip()}); "
+                   f"rebuilding with {nvcc}\n")
+    flags = ["-std=c++17", "-O3", "-fmad=false", "-arch=sm_90"]
+    jobs = [([nvcc, *flags, "main.cu", "model.cu", "-o", "main"], case)
+            for case in sorted((HERE / "models").iterdir())]
+    jobs.append(([nvcc, *flags, "gemv_bench.cu", "-o", "gemv_bench"], HERE / "gemv"))
+    import concurrent.futures
+    with concurrent.futures.ThreadPoolExecutor(16) as pool:
+        for (cmd, cwd), r in zip(jobs, pool.map(
+                lambda j: subprocess.run(j[0], cwd=j[1], capture_output=True, text=True), jobs)):
+            with log.open("a") as f:
+                f.write(f"{cwd.name}: rc={r.returncode} {r.stderr[-500:]}\n")
+
+
+class Log(list):
+    """Lines that are also appended to a file at once (a timeout keeps what was done)."""
+
+    def __init__(self, path):
+        super().__init__()
+        self.path = path
+        path.write_text("")
+
+    def append(self, line):
+        super().append(line)
+        with self.path.open("a") as f:
+            f.write(line + "\n")
+
+
 def models():
-    report = []
-    san = []
+    report = Log(RESULTS / "models.txt")
+    san = Log(RESULTS / "sanitizer.txt")
     for case in sorted((HERE / "models").iterdir()):
         out = case / "out"
         out.mkdir(exist_ok=True)
@@ -438,15 +493,14 @@ def models():
         ok, lines = compare(case, out)
         report.append(f"{case.name}: {'PASS' if ok else 'FAIL'} " + "; ".join(lines))
         report.append("    " + run.stdout.strip().replace("\n", "\n    "))
-        if case.name in SANITIZE and shutil.which("compute-sanitizer"):
-            for tool in ("memcheck", "racecheck", "initcheck"):
-                s = subprocess.run(["compute-sanitizer", "--tool", tool, "--error-exitcode",
+        sanitizer = tool("compute-sanitizer")
+        if case.name in SANITIZE and sanitizer:
+            for check in SANITIZE[case.name]:
+                s = subprocess.run([sanitizer, "--tool", check, "--error-exitcode",
                                     "9", "./main", "model.bin", "in", "out"], cwd=case,
                                    capture_output=True, text=True)
                 last = (s.stdout.strip().splitlines() or [""])[-1]
-                san.append(f"{case.name} {tool}: rc={s.returncode} {last}")
-    (RESULTS / "models.txt").write_text("\n".join(report) + "\n")
-    (RESULTS / "sanitizer.txt").write_text("\n".join(san) + "\n")
+                san.append(f"{case.name} {check}: rc={s.returncode} {last}")
 
 
 def gemv():
@@ -513,7 +567,8 @@ def peers():
     src = torch.empty(1 << 28, dtype=torch.uint8, device=dev)
     dst = torch.empty_like(src)
     med, mn = timed(lambda it: dst.copy_(src), 100)
-    lines.append(f"copy 256MiB d2d median_us {med:.1f} GBps(read+write) {2 * src.numel() / (med * 1e3):.1f}")
+    rate = 2 * src.numel() / (med * 1e3)
+    lines.append(f"copy 256MiB d2d median_us {med:.1f} GBps(read+write) {rate:.1f}")
     for k, n in ((4096, 4096), (4096, 11008), (4096, 14336), (11008, 4096), (14336, 4096)):
         nbytes = k * n * 2
         copies = max(2, -(-4 * l2 // nbytes))
@@ -527,7 +582,7 @@ def peers():
     (RESULTS / "torch.txt").write_text("\n".join(lines) + "\n")
 
 
-for step in (models, gemv, peers):
+for step in (ensure_built, models, gemv, peers):
     try:
         step()
     except Exception as err:  # report and go on: one call must bring back everything

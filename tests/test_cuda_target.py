@@ -13,8 +13,7 @@ import subprocess
 import numpy as np
 import pytest
 from conftest import EXAMPLES, INT8, MODELS_DIR, q35c
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
 from q35c.compiler.diagnostics import Q35cError
 from q35c.compiler.driver import Options, compile_to_module
@@ -25,9 +24,9 @@ from q35c.targets.cuda.blob import gpu_q3p5_bytes, layout_of
 from q35c.targets.cuda.build import FLAGS, has_gpu, nvcc
 from q35c.targets.cuda.emit import emit
 from q35c.targets.cuda.printer import (
+    FILL_BLOCKS,
     GEMV_COLS,
     GEMV_MAX_ROWS,
-    FILL_BLOCKS,
     GEMV_WARPS,
     gemv_launches,
     io_offsets,

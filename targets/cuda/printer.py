@@ -316,7 +316,8 @@ class CudaPrinter:
                     f"{self.ptr(out)}, {self.ptr(x)}, {rows}, {self.q3p5(w)}, "
                     f"{self._epilogue(bias, residual, act)});")
         return "\n".join(
-            f"q35_gemv_f32<{launch.rows}, {launch.ksplit}><<<{launch.grid}, {launch.block}, 0, s>>>("
+            f"q35_gemv_f32<{launch.rows}, {launch.ksplit}><<<{launch.grid}, {launch.block}, "
+            "0, s>>>("
             f"{self.ptr(out)} + {launch.row0 * lay.n}, {self.ptr(x)} + {launch.row0 * lay.k}, "
             f"{self.q3p5(w)}, {self._epilogue(bias, residual, act, launch.row0 * lay.n)});"
             for launch in gemv_launches(rows, lay.k, lay.n))
@@ -532,7 +533,8 @@ class CudaPrinter:
             "        q35_status = e;",
             "}",
             "",
-            "[[maybe_unused]] static q35_q3p5 q35_view(const uint8_t *entry, int k, int n, int group, "
+            "[[maybe_unused]] static q35_q3p5 q35_view(const uint8_t *entry, int k, int n, "
+            "int group, "
             "int meta_row, int prow, int meta_off, int payload_off)",
             "{",
             "    q35_q3p5 t;",
@@ -550,7 +552,8 @@ class CudaPrinter:
             "    return t;",
             "}",
             "",
-            "[[maybe_unused]] static q35_epilogue q35_epi(const float *bias, const float *residual, int act)",
+            "[[maybe_unused]] static q35_epilogue q35_epi(const float *bias, "
+            "const float *residual, int act)",
             "{",
             "    q35_epilogue e;",
             "    e.bias = bias;",
@@ -582,7 +585,7 @@ class CudaPrinter:
             f"struct {P}_model {{",
             "    uint8_t *blob;              /* device: the weights */",
             "    uint8_t *region;            /* device: arena, then inputs and outputs */",
-            f"    int *bad;                   /* device: a flag per step (gather indices) */",
+            "    int *bad;                   /* device: a flag per step (gather indices) */",
             f"    const int64_t *tables[{n_tables}];  /* device: offset tables of steps */",
             "    cudaStream_t stream;",
             "    cudaGraphExec_t graph;",
@@ -696,7 +699,8 @@ class CudaPrinter:
             "    if (!m->use_graph) {",
             f"        {P}_launch(m, m->stream);",
             "        q35_check(cudaGetLastError());",
-            f"        return q35_status == cudaSuccess ? 0 : {P}_fail(cudaGetErrorString(q35_status));",
+            "        return q35_status == cudaSuccess ? 0 : "
+            f"{P}_fail(cudaGetErrorString(q35_status));",
             "    }",
             "    if (!m->graph) {",
             "        cudaGraph_t graph;",
@@ -734,7 +738,7 @@ class CudaPrinter:
                 f"        return {P}_fail(\"cannot read the error flags\");",
                 f"    for (i = 0; i < {steps}; i++)",
                 "        if (bad[i]) {",
-                f"            cudaMemset(m->bad, 0, sizeof bad);",
+                "            cudaMemset(m->bad, 0, sizeof bad);",
                 f"            return {P}_fail(\"a gather index is out of range\");",
                 "        }",
             ]
@@ -763,7 +767,8 @@ class CudaPrinter:
             "        return -1;",
             f"    for (i = 0; i < {len(self.p.outputs)}; i++)",
             f"        if (cudaMemcpyAsync(outputs[i], m->region + {P}_output_offsets[i],",
-            f"                            (size_t)({P}_outputs[i].size * {P}_outputs[i].elem_size),",
+            f"                            (size_t)({P}_outputs[i].size * "
+            f"{P}_outputs[i].elem_size),",
             "                            cudaMemcpyDeviceToHost, m->stream) != cudaSuccess)",
             f"            return {P}_fail(\"cannot copy an output from the GPU\");",
             f"    return {P}_finish(m);",
