@@ -508,34 +508,41 @@ def gemv():
     lines = []
     check = g / "check"
     k, n, meta_row, prow, meta_off, payload_off = (check / "layout.txt").read_text().split()
-    r = subprocess.run(["./gemv_bench", "check", str(check), k, n, meta_row, prow, meta_off,
-                        payload_off], cwd=g, capture_output=True, text=True)
-    lines.append(f"check rc={r.returncode} {r.stderr.strip()}")
-    for ks in (1, 4):
-        for m in range(1, 9):
-            for path in ("f32", "i8"):
-                want = np.load(check / f"want_{path}_{m}.npy")
-                f = check / f"y_{path}_ks{ks}_{m}.bin"
-                if not f.exists():
-                    lines.append(f"check {path} ks={ks} M={m}: MISSING")
-                    continue
-                got = np.fromfile(f, dtype=np.float32).reshape(want.shape)
-                if path == "i8":
-                    same = bool(np.array_equal(got.view(np.uint32), want.view(np.uint32)))
-                    lines.append(f"check i8 ks={ks} M={m}: bit-exact={same}")
-                else:
-                    err = np.abs(got.astype(np.float64) - want)
-                    lines.append(f"check f32 ks={ks} M={m}: max_err/max|ref|="
-                                 f"{err.max() / np.abs(want).max():.3e} max_rel_err="
-                                 f"{(err / np.maximum(np.abs(want), 1e-30)).max():.3e}")
-    for row in (g / "shapes.txt").read_text().split("\n"):
-        if not row.strip():
+    for binary in sorted(g.glob("gemv_bench*")):
+        if binary.suffix == ".cu":
             continue
-        k, n, meta_row, prow, meta_off, payload_off, size = row.split()
-        r = subprocess.run(["./gemv_bench", "time", "-", k, n, meta_row, prow, meta_off,
-                            payload_off, size], cwd=g, capture_output=True, text=True)
-        lines.append(r.stdout.strip() + (f" ERR {r.stderr.strip()}" if r.returncode else ""))
-    (RESULTS / "gemv.txt").write_text("\n".join(lines) + "\n")
+        name = binary.name
+        for old in check.glob("y_*.bin"):
+            old.unlink()
+        r = subprocess.run([f"./{name}", "check", str(check), k, n, meta_row, prow, meta_off,
+                            payload_off], cwd=g, capture_output=True, text=True)
+        lines.append(f"{name} check rc={r.returncode} {r.stderr.strip()}")
+        for ks in (1, 4):
+            for m in range(1, 9):
+                for path in ("f32", "i8"):
+                    want = np.load(check / f"want_{path}_{m}.npy")
+                    f = check / f"y_{path}_ks{ks}_{m}.bin"
+                    if not f.exists():
+                        lines.append(f"{name} check {path} ks={ks} M={m}: MISSING")
+                        continue
+                    got = np.fromfile(f, dtype=np.float32).reshape(want.shape)
+                    if path == "i8":
+                        same = bool(np.array_equal(got.view(np.uint32), want.view(np.uint32)))
+                        lines.append(f"{name} check i8 ks={ks} M={m}: bit-exact={same}")
+                    else:
+                        err = np.abs(got.astype(np.float64) - want)
+                        lines.append(f"{name} check f32 ks={ks} M={m}: max_err/max|ref|="
+                                     f"{err.max() / np.abs(want).max():.3e} max_rel_err="
+                                     f"{(err / np.maximum(np.abs(want), 1e-30)).max():.3e}")
+        for row in (g / "shapes.txt").read_text().split("\n"):
+            if not row.strip():
+                continue
+            k2, n2, mr, pr, mo, po, size = row.split()
+            r = subprocess.run([f"./{name}", "time", "-", k2, n2, mr, pr, mo, po, size], cwd=g,
+                               capture_output=True, text=True)
+            out = r.stdout.strip().replace("\ngemv", f"\n{name} gemv")
+            lines.append(f"{name} {out}" + (f" ERR {r.stderr.strip()}" if r.returncode else ""))
+        (RESULTS / "gemv.txt").write_text("\n".join(lines) + "\n")
 
 
 def peers():

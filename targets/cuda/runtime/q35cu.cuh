@@ -30,8 +30,12 @@
 #include <cuda_runtime.h>
 #include <stdint.h>
 
+#ifndef Q35_GEMV_WARPS
 #define Q35_GEMV_WARPS 4
+#endif
+#ifndef Q35_COLS
 #define Q35_COLS 4
+#endif
 #define Q35_GEMV_MAX_ROWS 8
 #define Q35_THREADS 256
 
