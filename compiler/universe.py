@@ -74,12 +74,12 @@ TARGETS: dict[str, Callable[[], type[Target]]] = {
     "mlir": _target("mlir", "MLIRTarget"),
     "interp": _target("interp", "InterpTarget"),
     "c": _target("c", "CTarget"),
+    "cuda": _target("cuda", "CudaTarget"),
     "groq": _target("groq", "GroqTarget"),
 }
 """q35c's code-generation targets (`Q35cTarget` subclasses), by `--target` name."""
 PLANNED_TARGETS: dict[str, str] = {
     "cerebras": "a Cerebras wafer-scale program",
-    "cuda": "CUDA kernels for NVIDIA GPUs",
 }
 """Targets that are planned but not written yet: `--target` names them as such."""
 XDSL_TARGET_NAMES = ("mlir",)

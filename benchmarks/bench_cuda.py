@@ -1,0 +1,644 @@
+"""All GPU checks and benchmarks of the CUDA target, prepared here and run in one command.
+
+    python benchmarks/bench_cuda.py prepare OUT     # on any machine with nvcc (no GPU needed)
+    cd OUT && bash run_all.sh RESULTS              # on the GPU machine (numpy; torch optional)
+
+`prepare` compiles every example model for `--target cuda` on the float path, the int8
+path and with every fusion pass (plus other shapes of the base models), builds each with
+nvcc for sm_90, and saves the inputs and the reference interpreter's outputs as .npy. It
+also builds `gemv_bench`, which times the Q3P5 GEMV kernels of runtime/q35cu.cuh on the
+shapes of docs/cuda.md (weights rotated through more memory than the L2 cache holds, CUDA
+events) and checks them against the interpreter on a real 4096x4096 Q3P5 tensor.
+
+`run_all.sh` then runs, on the device: every model against the interpreter (int8 path
+bit-exact, float path within 1e-3 relative; results in RESULTS/models.txt), the models
+under `compute-sanitizer` (RESULTS/sanitizer.txt), `main --bench` per model
+(RESULTS/models.txt), the GEMV check and timings (RESULTS/gemv.txt), and the peers on the
+same GPU: torch fp16 matmul (cuBLAS) on the same shapes and a device-to-device copy
+(RESULTS/torch.txt). The output folder stays under 64 MiB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = ROOT / "examples"
+MODELS_DIR = EXAMPLES / "models"
+INT8 = "default,int8-activations"
+FUSED = ("default,fuse-dequant-matmul,fuse-norms,fuse-swiglu,fuse-gelu,fuse-attention,"
+         "fuse-matmul-bias-act,fuse-residual,canonicalize")
+PAIR43 = 'quantize-weights{layout="pair43"},canonicalize,cse'
+PASSES = {"float": None, "int8": INT8, "fused": FUSED,
+          "pair43": PAIR43, "pair43int8": PAIR43 + ",int8-activations"}
+SHAPES = [(4096, 4096), (4096, 11008), (4096, 14336), (11008, 4096), (14336, 4096)]
+"""GEMV shapes K x N (the weight of a [M, K] @ [K, N] product)."""
+CHECK_SHAPE = (4096, 4096)
+ROWS = (1, 2, 4, 8, 16)
+
+
+def _ids(rng, shape):
+    return {"input_ids": rng.integers(0, 256, shape)}
+
+
+def _hidden(rng, shape):
+    return {"hidden": rng.standard_normal(shape).astype(np.float32)}
+
+
+def _x(rng, shape):
+    return {"x": rng.standard_normal(shape).astype(np.float32)}
+
+
+MODELS = {
+    "mlp": (EXAMPLES / "mlp.mlir", "x", (4, 128), _x),
+    **{stem: (MODELS_DIR / f"{stem}.onnx", "input_ids", (1, 8), _ids) for stem in (
+        "llama_tiny", "llama_tiny_gather_quantized", "llama_tiny_matmulnbits",
+        "llama_tiny_qdq_int4")},
+    "llama_tiny@1x1": (MODELS_DIR / "llama_tiny.onnx", "input_ids", (1, 1), _ids),
+    "llama_tiny@2x5": (MODELS_DIR / "llama_tiny.onnx", "input_ids", (2, 5), _ids),
+    **{stem: (MODELS_DIR / f"{stem}.onnx", "hidden", (1, 8, 64), _hidden) for stem in (
+        "encoder_tiny", "encoder_tiny_qdq_int8")},
+    "encoder_tiny@2x3": (MODELS_DIR / "encoder_tiny.onnx", "hidden", (2, 3, 64), _hidden),
+}
+"""name -> (file, input name, shape, input maker): the models of tests/test_c_target.py."""
+
+
+QMATMULS = {f"qmm_r{r}_k{k}_n{n}_g{g}": (r, k, n, g) for r, k, n, g in (
+    (1, 4096, 512, 32), (9, 256, 200, 32), (3, 100, 70, 16), (5, 192, 64, 64))}
+"""Single quantized matmuls (rows, K, N, group): the GEMV at a long K, over two launches
+and a ragged N, and the portable kernels (K not a multiple of 16, other group sizes)."""
+
+
+def qmatmul_module(rows: int, k: int, n: int, group: int, int8: bool):
+    """A module computing x[rows, K] @ W[K, N] with W quantized at `group` (as the C
+    target's tests build it)."""
+    from xdsl.builder import Builder
+    from xdsl.dialects import func
+    from xdsl.dialects.builtin import ModuleOp, TensorType, f32
+    from xdsl.ir import Block, Region
+    from xdsl.rewriter import InsertPoint
+
+    from q35c.compiler.quant import quantize
+    from q35c.compiler.weights import WeightStore, attach_store
+    from q35c.dialects import quant3p5
+
+    store = WeightStore()
+    w = np.random.default_rng(k * n + group).standard_t(4, (k, n)).astype(np.float32)
+    store["w"] = quantize(w, group_size=group)
+    block = Block(arg_types=[TensorType(f32, (rows, k))])
+    b = Builder(InsertPoint.at_end(block))
+    weights = b.insert(quant3p5.WeightOp("w", quant3p5.PackedWeightType((k, n), group))).result
+    x = block.args[0]
+    if int8:
+        qa = b.insert(quant3p5.QuantizeActivationsOp(x))
+        y = b.insert(quant3p5.MatmulInt8Op(qa.quantized, qa.scale, weights)).result
+    else:
+        y = b.insert(quant3p5.MatmulOp(x, weights)).result
+    b.insert(func.ReturnOp(y))
+    module = ModuleOp([func.FuncOp("main", ([x.type], [y.type]), Region(block))])
+    attach_store(module, store)
+    return module
+
+
+def nvcc() -> str:
+    from q35c.targets.cuda.build import nvcc as find
+
+    return find()
+
+
+def compile_model(model: str, passes: str | None):
+    from q35c.compiler.driver import Options, compile_to_module
+
+    path, input_name, shape, _ = MODELS[model]
+    shapes = {} if path.suffix == ".mlir" else {input_name: shape}
+    return compile_to_module(path, Options(passes=passes, shapes=shapes))
+
+
+def prepare_model(out: Path, model: str, kind: str) -> list[str]:
+    """Sources, inputs and expected outputs of one case; the nvcc command that builds it."""
+    from q35c.compiler.weights import store_of
+    from q35c.semantics import run_module
+    from q35c.targets.c.printer import io_file_stems
+    from q35c.targets.cuda.build import FLAGS
+    from q35c.targets.cuda.emit import emit
+
+    if model in QMATMULS:
+        rows, k, n, group = QMATMULS[model]
+        from q35c.compiler.entry import argument_names, entry_function
+
+        module = qmatmul_module(rows, k, n, group, kind == "int8")
+        (arg,) = argument_names(entry_function(module, None))
+        inputs = {arg: _x(np.random.default_rng(35), (rows, k))["x"]}
+    else:
+        _, module = compile_model(model, PASSES[kind])
+        _, _, shape, make_inputs = MODELS[model]
+        inputs = make_inputs(np.random.default_rng(35), shape)
+    store = store_of(module)
+    want = run_module(module, store, inputs)
+    emitted = emit(module, store, None, "model")
+    case = out / "models" / f"{model.replace('@', '_')}.{kind}"
+    shutil.rmtree(case, ignore_errors=True)
+    (case / "in").mkdir(parents=True)
+    (case / "want").mkdir()
+    for name, data in emitted.files.items():
+        (case / name).write_bytes(data)
+    in_stems, out_stems = io_file_stems(emitted.program)
+    for (name, buf), stem in zip(emitted.program.inputs, in_stems):
+        data = np.asarray(inputs[name]).astype(buf.dtype.newbyteorder("<"))
+        (case / "in" / f"{stem}.raw").write_bytes(np.ascontiguousarray(data).tobytes())
+    for (name, _), stem in zip(emitted.program.outputs, out_stems):
+        np.save(case / "want" / f"{stem}.npy", want[name])
+    return [nvcc(), *FLAGS, "main.cu", "model.cu", "-o", "main"], case
+
+
+GEMV_MAIN = r"""
+/* gemv_bench: times and checks the Q3P5 GEMV kernels (generated by bench_cuda.py). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <vector>
+#include <algorithm>
+
+static void check(cudaError_t e, const char *what)
+{
+    if (e != cudaSuccess) {
+        fprintf(stderr, "gemv_bench: %s: %s\n", what, cudaGetErrorString(e));
+        exit(1);
+    }
+}
+
+/* Plausible per-column words and random codes: the kernels' cost does not depend on
+ * the values. */
+__global__ void fill_entry(uint8_t *e, int64_t bytes, int n, uint32_t seed)
+{
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < bytes;
+         i += (int64_t)gridDim.x * blockDim.x) {
+        uint32_t h = (uint32_t)i * 2654435761u ^ seed;
+        h ^= h >> 15;
+        h *= 2246822519u;
+        h ^= h >> 13;
+        if (i < 12 * (int64_t)n && i % 4 == 0)
+            *(float *)(e + i) = 0.01f;
+        else if (i >= 12 * (int64_t)n)
+            e[i] = (uint8_t)h;
+    }
+}
+
+static q35_q3p5 view(const uint8_t *e, int k, int n, int meta_row, int prow, int meta_off,
+                     int payload_off)
+{
+    q35_q3p5 t;
+    t.k = k; t.n = n; t.group = 32; t.groups = (k + 31) / 32;
+    t.meta_row = meta_row; t.prow = prow;
+    t.super_scale = (const float *)(const void *)e;
+    t.offset_base = t.super_scale + n; t.offset_step = t.offset_base + n;
+    t.meta = e + meta_off; t.payload = e + payload_off;
+    return t;
+}
+
+static void launch(int path, int ks, int rows, float *y, const float *x, const int8_t *q,
+                   const float *s, q35_q3p5 t)
+{
+    q35_epilogue e = {NULL, NULL, Q35_ACT_NONE};
+    const int per_block = (ks == 1 ? Q35_GEMV_WARPS : 1) * Q35_COLS, B = Q35_GEMV_WARPS * 32;
+    const int grid = (t.n + per_block - 1) / per_block;
+    for (int r0 = 0; r0 < rows; r0 += 8) {
+        const int m = rows - r0 < 8 ? rows - r0 : 8;
+        float *yr = y + (int64_t)r0 * t.n;
+        const float *xr = x + (int64_t)r0 * t.k;
+        const int8_t *qr = q + (int64_t)r0 * t.k;
+#define GEMV_CASE(M) case M: \
+        if (path == 0 && ks == 1) q35_gemv_f32<M, 1><<<grid, B>>>(yr, xr, t, e); \
+        else if (path == 0) q35_gemv_f32<M, Q35_GEMV_WARPS><<<grid, B>>>(yr, xr, t, e); \
+        else if (ks == 1) q35_gemv_i8<M, 1><<<grid, B>>>(yr, qr, s + r0, t); \
+        else q35_gemv_i8<M, Q35_GEMV_WARPS><<<grid, B>>>(yr, qr, s + r0, t); \
+        break;
+        switch (m) {
+        GEMV_CASE(1) GEMV_CASE(2) GEMV_CASE(3) GEMV_CASE(4)
+        GEMV_CASE(5) GEMV_CASE(6) GEMV_CASE(7) GEMV_CASE(8)
+        }
+    }
+}
+
+static void *read_file(const char *path, size_t *size)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) { fprintf(stderr, "gemv_bench: cannot open %s\n", path); exit(1); }
+    fseek(f, 0, SEEK_END);
+    *size = (size_t)ftell(f);
+    fseek(f, 0, SEEK_SET);
+    void *p = malloc(*size);
+    if (fread(p, 1, *size, f) != *size) { fprintf(stderr, "short read\n"); exit(1); }
+    fclose(f);
+    return p;
+}
+
+/* gemv_bench check DIR K N meta_row prow meta_off payload_off: runs rows 1..8 on DIR's
+ * entry.bin, x.bin (float [8, K]), q.bin (int8 [8, K]), s.bin (float [8]) and writes
+ * DIR/y_{f32,i8}_M.bin.
+ * gemv_bench time K N meta_row prow meta_off payload_off bytes: prints the timings. */
+int main(int argc, char **argv)
+{
+    if (argc < 9) { fprintf(stderr, "usage: see bench_cuda.py\n"); return 2; }
+    const int k = atoi(argv[3]), n = atoi(argv[4]), meta_row = atoi(argv[5]),
+              prow = atoi(argv[6]), meta_off = atoi(argv[7]), payload_off = atoi(argv[8]);
+    float *x, *y, *s;
+    int8_t *q;
+    check(cudaMalloc((void **)&x, 16 * (size_t)k * 4), "malloc x");
+    check(cudaMalloc((void **)&q, 16 * (size_t)k), "malloc q");
+    check(cudaMalloc((void **)&s, 16 * 4), "malloc s");
+    check(cudaMalloc((void **)&y, 16 * (size_t)n * 4), "malloc y");
+    if (strcmp(argv[1], "check") == 0) {
+        char path[4096];
+        size_t size, xs, qs, ss;
+        snprintf(path, sizeof path, "%s/entry.bin", argv[2]);
+        void *entry = read_file(path, &size);
+        snprintf(path, sizeof path, "%s/x.bin", argv[2]);
+        void *hx = read_file(path, &xs);
+        snprintf(path, sizeof path, "%s/q.bin", argv[2]);
+        void *hq = read_file(path, &qs);
+        snprintf(path, sizeof path, "%s/s.bin", argv[2]);
+        void *hs = read_file(path, &ss);
+        uint8_t *e;
+        check(cudaMalloc((void **)&e, size), "malloc entry");
+        check(cudaMemcpy(e, entry, size, cudaMemcpyHostToDevice), "copy entry");
+        check(cudaMemcpy(x, hx, xs, cudaMemcpyHostToDevice), "copy x");
+        check(cudaMemcpy(q, hq, qs, cudaMemcpyHostToDevice), "copy q");
+        check(cudaMemcpy(s, hs, ss, cudaMemcpyHostToDevice), "copy s");
+        std::vector<float> out((size_t)8 * n);
+        for (int ks = 1; ks <= Q35_GEMV_WARPS; ks += Q35_GEMV_WARPS - 1)
+        for (int path_ = 0; path_ < 2; path_++)
+            for (int m = 1; m <= 8; m++) {
+                launch(path_, ks, m, y, x, q, s,
+                       view(e, k, n, meta_row, prow, meta_off, payload_off));
+                check(cudaDeviceSynchronize(), "check run");
+                check(cudaMemcpy(out.data(), y, (size_t)m * n * 4, cudaMemcpyDeviceToHost), "y");
+                snprintf(path, sizeof path, "%s/y_%s_ks%d_%d.bin", argv[2], path_ ? "i8" : "f32",
+                         ks, m);
+                FILE *f = fopen(path, "wb");
+                fwrite(out.data(), 4, (size_t)m * n, f);
+                fclose(f);
+            }
+        return 0;
+    }
+    /* time: enough copies of the weights to overflow the L2 cache, used in turn */
+    const int64_t bytes = atoll(argv[9]);
+    int dev = 0, l2 = 0;
+    check(cudaGetDevice(&dev), "device");
+    check(cudaDeviceGetAttribute(&l2, cudaDevAttrL2CacheSize, dev), "l2");
+    int copies = (int)((4 * (int64_t)l2 + bytes - 1) / bytes);
+    copies = copies < 2 ? 2 : copies;
+    std::vector<uint8_t *> entries(copies);
+    for (int c = 0; c < copies; c++) {
+        check(cudaMalloc((void **)&entries[c], (size_t)bytes), "malloc entries");
+        fill_entry<<<1024, 256>>>(entries[c], bytes, n, 77u + c);
+    }
+    check(cudaMemset(x, 0, 16 * (size_t)k * 4), "x");
+    check(cudaMemset(q, 1, 16 * (size_t)k), "q");
+    check(cudaMemset(s, 0, 16 * 4), "s");
+    check(cudaDeviceSynchronize(), "fill");
+    cudaEvent_t a, b;
+    cudaEventCreate(&a);
+    cudaEventCreate(&b);
+    const int rows_list[] = {1, 2, 4, 8, 16};
+    for (int ks = 1; ks <= Q35_GEMV_WARPS; ks += Q35_GEMV_WARPS - 1)
+    for (int path_ = 0; path_ < 2; path_++)
+        for (int ri = 0; ri < 5; ri++) {
+            const int rows = rows_list[ri];
+            std::vector<float> times;
+            for (int it = 0; it < 10; it++)
+                launch(path_, ks, rows, y, x, q, s, view(entries[it % copies], k, n, meta_row, prow,
+                                                      meta_off, payload_off));
+            for (int it = 0; it < 300; it++) {
+                q35_q3p5 t = view(entries[it % copies], k, n, meta_row, prow, meta_off,
+                                  payload_off);
+                cudaEventRecord(a);
+                launch(path_, ks, rows, y, x, q, s, t);
+                cudaEventRecord(b);
+                cudaEventSynchronize(b);
+                float ms;
+                cudaEventElapsedTime(&ms, a, b);
+                times.push_back(ms * 1000.0f);
+            }
+            check(cudaGetLastError(), "launch");
+            std::sort(times.begin(), times.end());
+            printf("gemv %s ks=%d K=%d N=%d M=%d median_us %.2f min_us %.2f weight_bytes %lld "
+                   "GBps_median %.1f\n", path_ ? "i8" : "f32", ks, k, n, rows, times[150],
+                   times[0], (long long)bytes, bytes / (times[150] * 1e3));
+        }
+    return 0;
+}
+"""
+
+
+def prepare_gemv(out: Path) -> list[str]:
+    """gemv_bench.cu, the check data of CHECK_SHAPE, the shape table; the build command."""
+    from q35c.compiler.quant import quantize
+    from q35c.semantics import matmul_int8, quantize_activations
+    from q35c.semantics.numerics import matmul_unordered
+    from q35c.semantics.quant3p5 import dequantized
+    from q35c.targets.cuda.blob import gpu_q3p5_bytes, layout_of
+    from q35c.targets.cuda.printer import CudaPrinter
+    from q35c.targets.native.program import Program
+
+    gemv = out / "gemv"
+    gemv.mkdir()
+    runtime = CudaPrinter(Program("gemv", [], [], [], [], []), b"", {}).runtime()
+    (gemv / "gemv_bench.cu").write_text(runtime + GEMV_MAIN)
+    rng = np.random.default_rng(35)
+    k, n = CHECK_SHAPE
+    w = quantize((rng.standard_normal((k, n)) * 0.02).astype(np.float32))
+    entry, lay = gpu_q3p5_bytes(w.to_bytes())
+    check = gemv / "check"
+    check.mkdir()
+    (check / "entry.bin").write_bytes(entry)
+    x = rng.standard_normal((8, k)).astype(np.float32)
+    q, s = quantize_activations(x)
+    (check / "x.bin").write_bytes(x.tobytes())
+    (check / "q.bin").write_bytes(q.tobytes())
+    (check / "s.bin").write_bytes(s.tobytes())
+    weights = dequantized(w)
+    for m in range(1, 9):
+        np.save(check / f"want_f32_{m}.npy", np.float32(matmul_unordered(x[:m], weights)))
+        np.save(check / f"want_i8_{m}.npy", matmul_int8(q[:m], s[:m], w))
+    rows = [f"{kk} {nn} {layout_of(kk, nn, 32).meta_row} {layout_of(kk, nn, 32).prow} "
+            f"{layout_of(kk, nn, 32).meta_off} {layout_of(kk, nn, 32).payload_off} "
+            f"{layout_of(kk, nn, 32).size}" for kk, nn in SHAPES]
+    (gemv / "shapes.txt").write_text("\n".join(rows) + "\n")
+    (check / "layout.txt").write_text(f"{k} {n} {lay.meta_row} {lay.prow} {lay.meta_off} "
+                                      f"{lay.payload_off}\n")
+    from q35c.targets.cuda.build import FLAGS
+
+    return [nvcc(), *FLAGS, "gemv_bench.cu", "-o", "gemv_bench"], gemv
+
+
+RUN_ALL = r"""#!/bin/bash
+# Runs every GPU check and benchmark of the CUDA target (see bench_cuda.py); results in $1.
+set -u
+RESULTS=${1:-results}
+mkdir -p "$RESULTS"
+HERE=$(cd "$(dirname "$0")" && pwd)
+nvidia-smi --query-gpu=name,memory.total,clocks.max.memory --format=csv > "$RESULTS/gpu.txt" 2>&1
+python3 "$HERE/device_checks.py" "$HERE" "$RESULTS"
+"""
+
+DEVICE_CHECKS = r'''"""Device half of bench_cuda.py: the prepared cases and benchmarks."""
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+HERE, RESULTS = Path(sys.argv[1]), Path(sys.argv[2])
+ALL_TOOLS = ("memcheck", "racecheck", "initcheck")
+SANITIZE = {"mlp.float": ALL_TOOLS, "mlp.int8": ALL_TOOLS, "llama_tiny.float": ("memcheck",),
+            "llama_tiny.int8": ("memcheck",), "mlp.pair43": ("memcheck",),
+            "qmm_r9_k256_n200_g32.int8": ALL_TOOLS, "qmm_r1_k4096_n512_g32.int8": ALL_TOOLS,
+            "qmm_r1_k4096_n512_g32.float": ALL_TOOLS, "qmm_r3_k100_n70_g16.float": ("memcheck",),
+            "encoder_tiny.fused": ALL_TOOLS, "llama_tiny.fused": ("memcheck",)}
+
+
+def compare(case, out):
+    lines, ok = [], True
+    exact = case.name.rsplit(".", 1)[-1].endswith("int8")
+    for want_path in sorted((case / "want").glob("*.npy")):
+        want = np.load(want_path)
+        got = np.fromfile(out / (want_path.stem + ".raw"), dtype=want.dtype).reshape(want.shape)
+        if exact:
+            bad = int(np.sum(got.view(np.uint8) != want.view(np.uint8)))
+            good = bad == 0
+            lines.append(f"{want_path.stem}: bit-exact={good}")
+        else:
+            scale = float(np.max(np.abs(want))) or 1.0
+            err = float(np.max(np.abs(got.astype(np.float64) - want)))
+            good = bool(np.all(np.abs(got.astype(np.float64) - want)
+                               <= 1e-3 * np.abs(want) + 1e-3 * scale))
+            lines.append(f"{want_path.stem}: max_abs_err={err:.3e} max|ref|={scale:.3e} "
+                         f"within_1e-3={good}")
+        ok = ok and good
+    return ok, lines
+
+
+def tool(name):
+    """A CUDA tool on PATH or in the usual install folders."""
+    found = shutil.which(name)
+    if found:
+        return found
+    for pattern in (f"/usr/local/cuda*/bin/{name}", f"/usr/local/cuda*/{name}/{name}",
+                    f"/opt/nvidia/*/{name}"):
+        hits = sorted(Path("/").glob(pattern.lstrip("/")))
+        if hits:
+            return str(hits[-1])
+    return None
+
+
+def ensure_built():
+    """Rebuild everything with this machine's nvcc if the prepared binaries do not run
+    (a driver older than the CUDA that built them)."""
+    probe = subprocess.run(["./main", "model.bin", "in", "out"], cwd=HERE / "models" / "mlp.float",
+                           capture_output=True, text=True)
+    log = RESULTS / "build.txt"
+    if probe.returncode == 0:
+        log.write_text("prepared binaries run\n")
+        return
+    nvcc = tool("nvcc")
+    log.write_text(f"prepared binaries fail ({probe.returncode}: {probe.stderr.strip()}); "
+                   f"rebuilding with {nvcc}\n")
+    flags = ["-std=c++17", "-O3", "-fmad=false", "-arch=sm_90"]
+    jobs = [([nvcc, *flags, "main.cu", "model.cu", "-o", "main"], case)
+            for case in sorted((HERE / "models").iterdir())]
+    jobs.append(([nvcc, *flags, "gemv_bench.cu", "-o", "gemv_bench"], HERE / "gemv"))
+    import concurrent.futures
+    with concurrent.futures.ThreadPoolExecutor(16) as pool:
+        for (cmd, cwd), r in zip(jobs, pool.map(
+                lambda j: subprocess.run(j[0], cwd=j[1], capture_output=True, text=True), jobs)):
+            with log.open("a") as f:
+                f.write(f"{cwd.name}: rc={r.returncode} {r.stderr[-500:]}\n")
+
+
+class Log(list):
+    """Lines that are also appended to a file at once (a timeout keeps what was done)."""
+
+    def __init__(self, path):
+        super().__init__()
+        self.path = path
+        path.write_text("")
+
+    def append(self, line):
+        super().append(line)
+        with self.path.open("a") as f:
+            f.write(line + "\n")
+
+
+def models():
+    report = Log(RESULTS / "models.txt")
+    san = Log(RESULTS / "sanitizer.txt")
+    for case in sorted((HERE / "models").iterdir()):
+        out = case / "out"
+        out.mkdir(exist_ok=True)
+        run = subprocess.run(["./main", "--bench", "100", "model.bin", "in", "out"], cwd=case,
+                             capture_output=True, text=True)
+        if run.returncode != 0:
+            report.append(f"{case.name}: FAILED rc={run.returncode} {run.stderr.strip()}")
+            continue
+        ok, lines = compare(case, out)
+        report.append(f"{case.name}: {'PASS' if ok else 'FAIL'} " + "; ".join(lines))
+        report.append("    " + run.stdout.strip().replace("\n", "\n    "))
+        sanitizer = tool("compute-sanitizer")
+        if case.name in SANITIZE and sanitizer:
+            for check in SANITIZE[case.name]:
+                s = subprocess.run([sanitizer, "--tool", check, "--error-exitcode",
+                                    "9", "./main", "model.bin", "in", "out"], cwd=case,
+                                   capture_output=True, text=True)
+                last = (s.stdout.strip().splitlines() or [""])[-1]
+                san.append(f"{case.name} {check}: rc={s.returncode} {last}")
+
+
+def gemv():
+    g = HERE / "gemv"
+    lines = []
+    check = g / "check"
+    k, n, meta_row, prow, meta_off, payload_off = (check / "layout.txt").read_text().split()
+    for binary in sorted(g.glob("gemv_bench*")):
+        if binary.suffix == ".cu":
+            continue
+        name = binary.name
+        for old in check.glob("y_*.bin"):
+            old.unlink()
+        r = subprocess.run([f"./{name}", "check", str(check), k, n, meta_row, prow, meta_off,
+                            payload_off], cwd=g, capture_output=True, text=True)
+        lines.append(f"{name} check rc={r.returncode} {r.stderr.strip()}")
+        for ks in (1, 4):
+            for m in range(1, 9):
+                for path in ("f32", "i8"):
+                    want = np.load(check / f"want_{path}_{m}.npy")
+                    f = check / f"y_{path}_ks{ks}_{m}.bin"
+                    if not f.exists():
+                        lines.append(f"{name} check {path} ks={ks} M={m}: MISSING")
+                        continue
+                    got = np.fromfile(f, dtype=np.float32).reshape(want.shape)
+                    if path == "i8":
+                        same = bool(np.array_equal(got.view(np.uint32), want.view(np.uint32)))
+                        lines.append(f"{name} check i8 ks={ks} M={m}: bit-exact={same}")
+                    else:
+                        err = np.abs(got.astype(np.float64) - want)
+                        lines.append(f"{name} check f32 ks={ks} M={m}: max_err/max|ref|="
+                                     f"{err.max() / np.abs(want).max():.3e} max_rel_err="
+                                     f"{(err / np.maximum(np.abs(want), 1e-30)).max():.3e}")
+        for row in (g / "shapes.txt").read_text().split("\n"):
+            if not row.strip():
+                continue
+            k2, n2, mr, pr, mo, po, size = row.split()
+            r = subprocess.run([f"./{name}", "time", "-", k2, n2, mr, pr, mo, po, size], cwd=g,
+                               capture_output=True, text=True)
+            out = r.stdout.strip().replace("\ngemv", f"\n{name} gemv")
+            lines.append(f"{name} {out}" + (f" ERR {r.stderr.strip()}" if r.returncode else ""))
+        (RESULTS / "gemv.txt").write_text("\n".join(lines) + "\n")
+
+
+def peers():
+    lines = []
+    try:
+        import torch
+    except ImportError:
+        (RESULTS / "torch.txt").write_text("torch missing\n")
+        return
+    dev = torch.device("cuda")
+    lines.append(f"device {torch.cuda.get_device_name(0)} torch {torch.__version__}")
+    l2 = 64 << 20
+
+    def timed(fn, iters=300):
+        for _ in range(10):
+            fn(0)
+        times = []
+        for it in range(iters):
+            a = torch.cuda.Event(enable_timing=True)
+            b = torch.cuda.Event(enable_timing=True)
+            a.record()
+            fn(it)
+            b.record()
+            b.synchronize()
+            times.append(a.elapsed_time(b) * 1000)
+        times.sort()
+        return times[len(times) // 2], times[0]
+
+    src = torch.empty(1 << 28, dtype=torch.uint8, device=dev)
+    dst = torch.empty_like(src)
+    med, mn = timed(lambda it: dst.copy_(src), 100)
+    rate = 2 * src.numel() / (med * 1e3)
+    lines.append(f"copy 256MiB d2d median_us {med:.1f} GBps(read+write) {rate:.1f}")
+    for k, n in ((4096, 4096), (4096, 11008), (4096, 14336), (11008, 4096), (14336, 4096)):
+        nbytes = k * n * 2
+        copies = max(2, -(-4 * l2 // nbytes))
+        ws = [torch.randn(n, k, dtype=torch.float16, device=dev) for _ in range(copies)]
+        for m in (1, 2, 4, 8, 16):
+            x = torch.randn(m, k, dtype=torch.float16, device=dev)
+            med, mn = timed(lambda it: torch.nn.functional.linear(x, ws[it % copies]))
+            lines.append(f"torch_fp16 K={k} N={n} M={m} median_us {med:.2f} min_us {mn:.2f} "
+                         f"weight_bytes {nbytes} GBps_median {nbytes / (med * 1e3):.1f}")
+        del ws
+    (RESULTS / "torch.txt").write_text("\n".join(lines) + "\n")
+
+
+for step in (ensure_built, models, gemv, peers):
+    try:
+        step()
+    except Exception as err:  # report and go on: one call must bring back everything
+        (RESULTS / f"{step.__name__}.error.txt").write_text(repr(err))
+'''
+
+
+def cases() -> list[tuple[str, str]]:
+    """(model, kind) of every prepared model case."""
+    out = [(model, kind) for model in MODELS for kind in ("float", "int8", "fused")
+           if not (kind == "fused" and "@" in model)]
+    out += [("mlp", "pair43"), ("mlp", "pair43int8")]
+    return out + [(model, kind) for model in QMATMULS for kind in ("float", "int8")]
+
+
+def prepare(out: Path, jobs: int, only: str | None) -> None:
+    if only is None and out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    builds = [prepare_gemv(out)] if only is None else []
+    for model, kind in cases():
+        if only is None or re.search(only, f"{model}.{kind}"):
+            builds.append(prepare_model(out, model, kind))
+    (out / "run_all.sh").write_text(RUN_ALL)
+    (out / "device_checks.py").write_text(DEVICE_CHECKS)
+
+    def build(item):
+        command, cwd = item
+        result = subprocess.run(command, cwd=cwd, capture_output=True, text=True)
+        return cwd, result.returncode, result.stderr
+
+    failed = 0
+    with concurrent.futures.ThreadPoolExecutor(jobs) as pool:
+        for cwd, rc, err in pool.map(build, builds):
+            print(f"built {cwd.relative_to(out)}: rc={rc}" + (f"\n{err}" if rc else ""))
+            failed += rc != 0
+    sys.exit(1 if failed else 0)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("prepare", help="generate and build everything into OUT")
+    p.add_argument("out", type=Path)
+    p.add_argument("--jobs", type=int, default=2)
+    p.add_argument("--only", help="(re)build only the model cases matching this regex")
+    args = parser.parse_args()
+    prepare(args.out, args.jobs, args.only)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,215 @@
+"""The CUDA target without a GPU: emitted files, nvcc -Werror cleanliness of the generated
+code for every example model (sm_90), and host-side checks of what the GPU will run: the
+weight blob's layout decoded the way the GEMV kernels decode it against the interpreter's
+decode, GEMV launch configurations, kernel selection and the device buffer plan. Runs on
+the GPU (models against the interpreter, GEMV timings) are in benchmarks/bench_cuda.py."""
+
+from __future__ import annotations
+
+import functools
+import re
+import subprocess
+
+import numpy as np
+import pytest
+from conftest import EXAMPLES, INT8, MODELS_DIR, q35c
+from hypothesis import given, settings, strategies as st
+
+from q35c.compiler.diagnostics import Q35cError
+from q35c.compiler.driver import Options, compile_to_module
+from q35c.compiler.quant import CODEBOOK, SCALE_STEPS, dequantize, quantize
+from q35c.compiler.weights import store_of
+from q35c.targets.cuda import CudaTarget
+from q35c.targets.cuda.blob import gpu_q3p5_bytes, layout_of
+from q35c.targets.cuda.build import FLAGS, has_gpu, nvcc
+from q35c.targets.cuda.emit import emit
+from q35c.targets.cuda.printer import (
+    FILL_BLOCKS,
+    GEMV_COLS,
+    GEMV_MAX_ROWS,
+    GEMV_WARPS,
+    gemv_launches,
+    io_offsets,
+)
+
+FUSED = ("default,fuse-dequant-matmul,fuse-norms,fuse-swiglu,fuse-gelu,fuse-attention,"
+         "fuse-matmul-bias-act,fuse-residual,canonicalize")
+PAIR43 = 'quantize-weights{layout="pair43"},canonicalize,cse'
+MODELS = {
+    "mlp": (EXAMPLES / "mlp.mlir", {}),
+    **{stem: (MODELS_DIR / f"{stem}.onnx", {"input_ids": (1, 8)}) for stem in (
+        "llama_tiny", "llama_tiny_gather_quantized", "llama_tiny_matmulnbits",
+        "llama_tiny_qdq_int4")},
+    **{stem: (MODELS_DIR / f"{stem}.onnx", {"hidden": (1, 8, 64)}) for stem in (
+        "encoder_tiny", "encoder_tiny_qdq_int8")},
+}
+# Every example model on the float path; the other paths on the two base models and mlp.
+CASES = ([(model, "float") for model in MODELS]
+         + [(model, kind) for model in ("mlp", "llama_tiny", "encoder_tiny")
+            for kind in ("int8", "fused")] + [("mlp", "pair43")])
+PASSES = {"float": None, "int8": INT8, "fused": FUSED, "pair43": PAIR43}
+
+
+def test_every_example_onnx_model_is_covered():
+    assert {p.name for p in MODELS_DIR.glob("*.onnx")} <= {p.name for p, _ in MODELS.values()}
+
+
+@functools.cache
+def emitted(model: str, kind: str):
+    path, shapes = MODELS[model]
+    _, module = compile_to_module(path, Options(passes=PASSES[kind], shapes=shapes))
+    return emit(module, store_of(module), None, "model")
+
+
+def nvcc_or_skip() -> str:
+    try:
+        return nvcc()
+    except Q35cError:
+        pytest.skip("nvcc is not installed")
+
+
+@pytest.mark.parametrize(("model", "kind"), CASES, ids=[f"{m}-{k}" for m, k in CASES])
+def test_generated_code_compiles_warning_free(model, kind, tmp_path):
+    """nvcc -Werror all-warnings (and the host compiler's -Wall -Wextra -Werror), sm_90
+    plus PTX, exactly as `q35c run --target cuda` builds it."""
+    compiler = nvcc_or_skip()
+    for name, data in emitted(model, kind).files.items():
+        (tmp_path / name).write_bytes(data)
+    sources = ["main.cu", "model.cu"] if model == "mlp" else ["-c", "model.cu"]
+    result = subprocess.run([compiler, *FLAGS, *sources], cwd=tmp_path, capture_output=True,
+                            text=True)
+    assert result.returncode == 0, result.stderr
+    assert "warning" not in result.stderr.lower(), result.stderr
+
+
+def test_makefile_builds_for_sm90_with_ptx_and_exact_rounding():
+    text = emitted("mlp", "float").files["Makefile"].decode()
+    assert "ARCH ?= sm_90" in text and "code=$(PTX)" in text and "-fmad=false" in text
+
+
+def decode_like_the_gemv(entry: bytes, k: int, n: int, group: int) -> np.ndarray:
+    """float32 [K, N] from a GPU blob entry, decoded as q35_gemv_* and q35_group_meta do:
+    code i of 64-weight unit u is bits 7i..7i+6 of the unit's 7 little-endian words; a group
+    code is 7 bits at bit 7 (g % 8) of its 7-byte block; w = f32(scale * level) + offset."""
+    lay = layout_of(k, n, group)
+    words = np.frombuffer(entry, "<f4", 3 * n).reshape(3, n)
+    out = np.zeros((k, n), np.float32)
+    for col in range(n):
+        row = entry[lay.payload_off + col * lay.prow:][:lay.prow]
+        meta = entry[lay.meta_off + col * lay.meta_row:][:lay.meta_row]
+        bits = int.from_bytes(row, "little")
+        for kk in range(k):
+            code = (bits >> (7 * (kk // 2))) & 127
+            g = kk // group
+            block = int.from_bytes(meta[(g // 8) * 7:(g // 8) * 7 + 7], "little")
+            gcode = (block >> (7 * (g % 8))) & 127
+            scale = np.float32(words[0, col] * SCALE_STEPS[gcode & 31])
+            offset = np.float32(words[1, col] + np.float32(
+                words[2, col] * np.float32((gcode >> 5) - 1.5)))
+            out[kk, col] = np.float32(scale * np.float32(CODEBOOK[code, kk % 2])) + offset
+    return out
+
+
+@settings(max_examples=15, deadline=None)
+@given(k=st.integers(1, 130), n=st.integers(1, 5), group=st.sampled_from([16, 32, 48, 64]),
+       seed=st.integers(0, 2**16))
+def test_gpu_blob_decodes_bit_for_bit_like_the_interpreter(k, n, group, seed):
+    w = np.random.default_rng(seed).standard_t(4, (k, n)).astype(np.float32)
+    q = quantize(w, group_size=group)
+    entry, lay = gpu_q3p5_bytes(q.to_bytes())
+    assert len(entry) == lay.size and lay.prow % 16 == 0
+    assert lay.meta_off % 16 == 0 and lay.payload_off % 16 == 0
+    assert lay.prow >= -(-lay.groups * group // 64) * 28  # whole units, never past the row
+    np.testing.assert_array_equal(decode_like_the_gemv(entry, k, n, group).view(np.uint32),
+                                  dequantize(q).view(np.uint32))
+    for col in range(n):  # padding is zero (pair code 0)
+        row = entry[lay.payload_off + col * lay.prow:][:lay.prow]
+        assert set(row[lay.payload_row:]) <= {0}
+
+
+@pytest.mark.parametrize("rows", [1, 3, 8, 9, 16, 17, 40])
+@pytest.mark.parametrize(("k", "n"), [(64, 1), (4096, 15), (128, 16), (256, 200),
+                                      (4096, 4096), (4096, 14336), (14336, 4096)])
+def test_gemv_launches_cover_every_row_and_column_once(rows, k, n):
+    launches = gemv_launches(rows, k, n)
+    covered = [r for launch in launches for r in range(launch.row0, launch.row0 + launch.rows)]
+    assert covered == list(range(rows))
+    assert all(1 <= launch.rows <= GEMV_MAX_ROWS for launch in launches)
+    for launch in launches:
+        assert launch.block == GEMV_WARPS * 32 and launch.ksplit in (1, GEMV_WARPS)
+        cols = GEMV_WARPS // launch.ksplit * GEMV_COLS  # columns per block
+        assert (launch.grid - 1) * cols < n <= launch.grid * cols
+        # K is split only where there are too few blocks to fill the GPU
+        assert launch.ksplit == 1 or (-(-n // (GEMV_WARPS * GEMV_COLS)) < FILL_BLOCKS
+                                      and k >= 64 * 64)
+
+
+def test_kernel_selection_gemv_for_group_32_and_portable_otherwise():
+    source = emitted("mlp", "float").files["model.cu"].decode()
+    launches = source[source.index("_launch("):]
+    assert "q35_gemv_f32<4, 1><<<" in launches and "q35_qmatmul_f32_simple<<<" not in launches
+    int8 = emitted("mlp", "int8").files["model.cu"].decode()
+    assert "q35_gemv_i8<4, 1><<<" in int8[int8.index("_launch("):]
+    pair = emitted("mlp", "pair43").files["model.cu"].decode()
+    assert "q35_pair_matmul_f32<<<" in pair[pair.index("_launch("):]
+    path, shapes = MODELS["mlp"]
+    _, module = compile_to_module(path, Options(passes="quantize-weights{group_size=16}",
+                                                shapes=shapes))
+    other = emit(module, store_of(module), None, "model").files["model.cu"].decode()
+    launches = other[other.index("_launch("):]
+    assert "q35_qmatmul_f32_simple<<<" in launches and "q35_gemv_f32<" not in launches
+
+
+@pytest.mark.parametrize(("model", "kind"), CASES, ids=[f"{m}-{k}" for m, k in CASES])
+def test_device_buffer_plan(model, kind):
+    """Inputs and outputs sit after the arena, aligned and disjoint; every device pointer
+    of the launcher (arena A + offset, blob W + offset) lies inside its allocation."""
+    e = emitted(model, kind)
+    program = e.program
+    offsets, region = io_offsets(program)
+    spans = sorted((offsets[id(b)], offsets[id(b)] + b.nbytes)
+                   for _, b in program.inputs + program.outputs)
+    assert all(start % 256 == 0 and start >= program.arena_bytes for start, _ in spans)
+    assert all(a_end <= b_start for (_, a_end), (b_start, _) in zip(spans, spans[1:]))
+    assert spans[-1][1] <= region
+    source = e.files["model.cu"].decode()
+    launcher = source[source.index("_launch("):]
+    blob = len(e.files["model.bin"])
+    assert all(int(off) < region for off in re.findall(r"\bA \+ (\d+)", launcher))
+    assert all(int(off) < blob for off in re.findall(r"\bW \+ (\d+)", launcher))
+
+
+def test_cli_writes_the_project(tmp_path):
+    result = q35c(EXAMPLES / "mlp.mlir", "--target", "cuda", "-o", tmp_path / "out")
+    assert "cuda target: 8 steps" in result.stdout
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "Makefile", "main.cu", "model.bin", "model.cu", "model.cuh"]
+
+
+def test_emit_is_deterministic():
+    a = emitted("llama_tiny", "float").files
+    path, shapes = MODELS["llama_tiny"]
+    _, module = compile_to_module(path, Options(shapes=shapes))
+    b = emit(module, store_of(module), None, "model").files
+    assert a == b
+
+
+@pytest.mark.skipif(has_gpu(), reason="this machine has a GPU")
+def test_run_without_a_gpu_says_so_in_one_line(tmp_path):
+    result = q35c("run", EXAMPLES / "mlp.mlir", "--target", "cuda", "-o", tmp_path / "r",
+                  check=False)
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.splitlines() == [result.stderr.strip()]
+    assert "no CUDA GPU on this machine" in result.stderr
+    assert not (tmp_path / "r").exists()
+
+
+def test_run_without_a_gpu_raises_before_building(monkeypatch):
+    import q35c.targets.cuda.build as build
+
+    monkeypatch.setattr(build, "has_gpu", lambda: False)
+    monkeypatch.setattr(build, "nvcc", lambda: pytest.fail("built without a GPU"))
+    path, _ = MODELS["mlp"]
+    ctx, module = compile_to_module(path, Options())
+    with pytest.raises(Q35cError, match="no CUDA GPU on this machine"):
+        CudaTarget().run(ctx, module, store_of(module), {}, None)
