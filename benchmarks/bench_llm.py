@@ -15,7 +15,9 @@ ONNX graphs, tokenizer.json and the hf/ folder in --model-dir, and the GGUF of t
 - bits per weight of each (the per-layer projection matrices, the LM head, the whole
   model) and its file size;
 - prefill (--prefill tokens) and decode tokens/s at --threads: onnxruntime fp32,
-  onnxruntime-genai int4 (its Generator), llama.cpp Q4_0 / Q3_K_M; the systems take turns
+  onnxruntime-genai int4 (its Generator), llama.cpp Q4_0 / Q3_K_M, and with
+  --q35c-target c q35c's C target (float and --act int8, `q35c generate`'s Decoder with a
+  --prefill-token graph and the 1-token graph); the systems take turns
   within every repeat and the table gives medians;
 - q35c compile time and peak RSS for the full model, each in a fresh process.
 
@@ -524,6 +526,12 @@ def stage_speed(setup: Setup, systems: list[str], results: Path, threads: list[i
             for quant in SPEED_QUANTS:
                 runners[f"llama.cpp {quant}", t] = llama_speed(
                     files[f"llama.cpp {quant}"], t, ids, decode)
+    for act in ("float", "int8"):
+        if f"q35c-{act}" in systems and setup.q35c_target == "c":
+            run = q35c_speed(setup.model_dir / "decode.dynamo.onnx", act, ids, decode)
+            for t in threads:
+                system = f"q35c c, --act {act}" if act == "int8" else "q35c c"
+                runners[system, t] = lambda t=t, run=run: run(t)
     times: dict[tuple[str, int], tuple[list[float], list[float]]] = {
         key: ([], []) for key in runners}
     loads = []
@@ -558,6 +566,42 @@ def ort_speed(path: Path, threads: int, ids: list[int], decode: int):
             out = dict(zip(outputs, session.run(outputs,
                                                 ort_feed(session, [token], past, pos))))
             pos += 1
+        return prefill_s, time.perf_counter() - start
+
+    return run
+
+
+def omp_threads(n: int) -> None:
+    """Set the OpenMP thread count of later parallel regions started from this thread.
+
+    The C target's library reads OMP_NUM_THREADS once, when libgomp starts; the systems
+    take turns at 1 and 2 threads in one process, so the count is set through libgomp
+    (the C target built with gcc; checked, so that a clang/libomp build fails loudly)."""
+    with open("/proc/self/maps") as maps:
+        if "libgomp" not in maps.read():
+            raise SystemExit("q35c c speed: the C target did not load libgomp (build with gcc)")
+    ctypes.CDLL("libgomp.so.1").omp_set_num_threads(n)
+
+
+def q35c_speed(path: Path, act: str, ids: list[int], decode: int):
+    """`q35c generate --target c`'s decoder: a graph for len(ids) tokens (the prefill, one
+    call) and the 1-token graph, len(ids) + decode cache slots; returns run(threads)."""
+    from q35c.compiler.generate import Decoder, Sampler
+
+    context = len(ids) + decode
+    decoder = Decoder({step: q35c_compile(path, "c", act, context, step)[0]
+                       for step in (len(ids), 1)})
+    greedy = Sampler()
+
+    def run(threads: int) -> tuple[float, float]:
+        omp_threads(threads)
+        decoder.reset()
+        start = time.perf_counter()
+        logits = decoder.feed(ids)[-1]
+        prefill_s = time.perf_counter() - start
+        start = time.perf_counter()
+        for _ in range(decode):
+            logits = decoder.feed([greedy(logits)])[0]
         return prefill_s, time.perf_counter() - start
 
     return run

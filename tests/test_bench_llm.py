@@ -88,3 +88,26 @@ def test_tally_bits_per_weight():
 
 def test_per_second_takes_the_median_run():
     assert proto.per_second(128, [2.0, 1.0, 100.0]) == pytest.approx(64.0)
+
+
+def test_q35c_speed_runs_the_c_decoder_at_the_thread_count_asked(tmp_path):
+    """bench_llm's q35c c runner on the tiny decoder: it times a prefill and decode steps,
+    and each run sets the OpenMP thread count of the C library it runs (libgomp's)."""
+    import ctypes
+
+    _bench_spec = importlib.util.spec_from_file_location(
+        "bench_llm", ROOT / "benchmarks" / "bench_llm.py")
+    bench = importlib.util.module_from_spec(_bench_spec)
+    sys.modules["bench_llm"] = bench  # its dataclasses look their module up there
+    _bench_spec.loader.exec_module(bench)
+    tiny_spec = importlib.util.spec_from_file_location(
+        "tiny_decoder", ROOT / "examples" / "smollm2" / "tiny_decoder.py")
+    tiny = importlib.util.module_from_spec(tiny_spec)
+    tiny_spec.loader.exec_module(tiny)
+    tiny.write(tmp_path)
+    run = bench.q35c_speed(tmp_path / "decode.onnx", "int8", [1, 2, 3, 4], 3)
+    gomp = ctypes.CDLL("libgomp.so.1")
+    for threads in (1, 2, 1):
+        prefill_s, decode_s = run(threads)
+        assert prefill_s > 0 and decode_s > 0
+        assert gomp.omp_get_max_threads() == threads

@@ -90,3 +90,32 @@ def test_int8_generation_runs_and_stays_close_to_float(cut):
     error = np.abs(logits - float_ref).max() / np.abs(float_ref).max()
     assert error < 0.25, error
     assert len(list(generate_ids(decoder, prompt, 4, Sampler(), set(), Timing()))) == 4
+
+
+def _prompt(cut: Path) -> list[int]:
+    return [int(t) for t in np.load(cut / "reference" / "input_ids.npy")[0]]
+
+
+@pytest.mark.slow
+def test_int8_token_streams_are_identical_on_interp_and_c(cut):
+    """--act int8, greedy: the C target's logits are bit-exact with the interpreter's, so
+    the prefill logits and the generated tokens are the same on both."""
+    prompt = _prompt(cut)
+    interp = _decoder(cut, "dynamo", len(prompt), act="int8")
+    c = _decoder(cut, "dynamo", len(prompt), act="int8", target="c")
+    np.testing.assert_array_equal(c.feed(prompt), interp.feed(prompt))
+    streams = [list(generate_ids(d, prompt, 12, Sampler(), set(), Timing()))
+               for d in (interp, c)]
+    assert streams[0] == streams[1]
+
+
+@pytest.mark.slow
+def test_float_c_logits_match_interp(cut):
+    """The default (float activation) pipeline: the C target's prefill and decode logits
+    within 1e-5 of the interpreter's, relative to the scale of the logits."""
+    prompt = _prompt(cut)
+    interp = _decoder(cut, "dynamo", len(prompt))
+    c = _decoder(cut, "dynamo", len(prompt), target="c")
+    _within(c.feed(prompt), interp.feed(prompt), 1e-5)
+    for token in (1, 42, 1000, 3):
+        _within(c.feed([token])[0], interp.feed([token])[0], 1e-5)
