@@ -34,17 +34,11 @@ class CTarget(Q35cTarget):
         the ops with a `lower` rule of their own (the fused ops included), func.return, and
         the generic ONNX op for the op types with a native rule (targets/native/onnx_node.py);
         and the loop-level ops of Fortran kernels, which loops.py prints (`LOOP_OPS`)."""
-        from xdsl.ir import Operation
-
-        from q35c.dialects.q35nn import OnnxNodeOp
         from q35c.targets.c.loops import LOOP_OPS
-        from q35c.targets.native.lower import ELEMENTWISE, Lowering
+        from q35c.targets.native.lower import lowered_ops
         from q35c.targets.native.onnx_node import accepted_keys
 
-        rules = Lowering.__dict__["lower"].dispatcher.registry
-        return LOOP_OPS | frozenset({"func.return"} | {t.name for t in ELEMENTWISE} | {
-            t.name for t in rules if isinstance(t, type) and issubclass(t, Operation)
-            and t not in (Operation, OnnxNodeOp)} | accepted_keys())
+        return lowered_ops() | accepted_keys() | LOOP_OPS
 
     def write(self, ctx: Context, module: ModuleOp, store: WeightStore, out_dir: Path,
               stem: str) -> None:

@@ -31,10 +31,12 @@ class CudaTarget(Q35cTarget):
     name = "cuda"
 
     def accepted_ops(self) -> frozenset[str]:
-        """What the native lowering lowers: the same ops as the C target."""
-        from q35c.targets.c import CTarget
+        """What the native lowering lowers by itself (`lowered_ops`): the C target's ops
+        less those whose kernels only the C printer has (the generic ONNX op's kernel
+        families, Fortran kernels' loops)."""
+        from q35c.targets.native.lower import lowered_ops
 
-        return CTarget().accepted_ops()
+        return lowered_ops()
 
     def write(self, ctx: Context, module: ModuleOp, store: WeightStore, out_dir: Path,
               stem: str) -> None:

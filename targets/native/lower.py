@@ -546,6 +546,17 @@ def work_bytes(rows: int, w: Q3P5Tensor, int8: bool) -> int:
     return max(rows * (groups * 4 + kp), rows16 * (kp + groups * 4))
 
 
+def lowered_ops() -> frozenset[str]:
+    """Names of the ops `Lowering` lowers by itself: the elementwise ops, the ops with a
+    `lower` rule of their own (the fused ops included) and func.return. The generic ONNX op
+    is not among them: its rules are per op type (onnx_node.py), and each printer renders
+    the kernels of their steps (the C target's: targets/c/kernels.py)."""
+    rules = Lowering.__dict__["lower"].dispatcher.registry
+    return frozenset({"func.return"} | {t.name for t in ELEMENTWISE} | {
+        t.name for t in rules if isinstance(t, type) and issubclass(t, Operation)
+        and t not in (Operation, q35nn.OnnxNodeOp)})
+
+
 def lower_module(module: ModuleOp, store: WeightStore, entry: str | None, name: str,
                  target: str = "c") -> Program:
     """The `Program` for the entry function of `module`; storage is planned separately.
