@@ -217,3 +217,23 @@ def test_run_without_a_gpu_raises_before_building(monkeypatch):
     ctx, module = compile_to_module(path, Options())
     with pytest.raises(Q35cError, match="no CUDA GPU on this machine"):
         CudaTarget().run(ctx, module, store_of(module), {}, None)
+
+
+def test_generic_onnx_ops_the_c_target_lowers_are_refused_up_front(tmp_path):
+    """The C target's generic-op kernel families have no CUDA printer: such a model gets
+    the one-line unsupported-op error (exit 2, nothing written), not a printer failure."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("IsNaN", ["x"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4])],
+        [helper.make_tensor_value_info("y", TensorProto.BOOL, [4])])
+    path = tmp_path / "isnan.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)]), path)
+    result = q35c(path, "--target", "cuda", "-o", tmp_path / "out", check=False)
+    assert result.returncode == 2, result.stderr
+    assert 'target cuda does not support: q35nn.onnx_node "IsNaN"' in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+    assert q35c(path, "--target", "c", "-o", tmp_path / "c").returncode == 0
