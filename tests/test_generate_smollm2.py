@@ -48,7 +48,7 @@ def cut() -> Path:
 
 
 def _decoder(cut: Path, exporter: str, prompt_len: int, **request) -> Decoder:
-    request = CompileRequest(context=32, **request)
+    request = CompileRequest(**{"context": 32, **request})
     graph = cut / f"decode.{exporter}.onnx"
     return Decoder({1: compile_step(graph, request, 1),
                     prompt_len: compile_step(graph, request, prompt_len)})
@@ -119,3 +119,56 @@ def test_float_c_logits_match_interp(cut):
     _within(c.feed(prompt), interp.feed(prompt), 1e-5)
     for token in (1, 42, 1000, 3):
         _within(c.feed([token])[0], interp.feed([token])[0], 1e-5)
+
+
+def _onnxruntime_steps(model: bytes | str, prompt: list[int], steps: int
+                       ) -> tuple[list[np.ndarray], list[int]]:
+    """onnxruntime on a decode graph: the prompt's logits, then `steps` greedy decode steps
+    with the KV cache fed back (the logits of each, and the tokens chosen)."""
+    import onnxruntime as ort
+
+    from q35c.compiler.generate import PAST
+
+    session = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
+    past = {v.name: np.zeros((1, v.shape[1], 0, v.shape[3]), np.float32)
+            for v in session.get_inputs() if PAST.match(v.name)}
+    names = [o.name for o in session.get_outputs()]
+    ids, done, logits, tokens = list(prompt), 0, [], []
+    for _ in range(steps + 1):
+        new = ids[done:]
+        feed = {"input_ids": np.array([new], np.int64),
+                "attention_mask": np.ones((1, len(ids)), np.int64),
+                "position_ids": np.arange(done, len(ids), dtype=np.int64)[None], **past}
+        out = dict(zip(names, session.run(names, feed)))
+        past = {name: out[name.replace("past_key_values", "present")] for name in past}
+        logits.append(out["logits"][0])
+        done = len(ids)
+        tokens.append(int(out["logits"][0, -1].argmax()))
+        ids.append(tokens[-1])
+    return logits, tokens[:-1]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("passes", ["", None], ids=["float", "default"])
+def test_32_decode_steps_match_onnxruntime(cut, passes):
+    """On the C target, prefill and 32 greedy decode steps against onnxruntime: with
+    `--passes ''` against the exported float graph (1e-4 of the logits' scale), with the
+    default pipeline (Q3P5 weights, float activations) against a fake-quant run, the same
+    graph with q35c's dequantized weights in place of the float ones (1e-3): the weights
+    decode exactly to those matrices, so what is left is the kernels' arithmetic."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from bench_quant import patched_model, quantized_weights
+
+    graph = cut / "decode.dynamo.onnx"
+    prompt = _prompt(cut)
+    if passes == "":
+        model, tolerance = str(graph), 1e-4
+    else:
+        model, tolerance = patched_model(graph, quantized_weights(graph, None)[0]), 1e-3
+    reference, tokens = _onnxruntime_steps(model, prompt, 32)
+    decoder = _decoder(cut, "dynamo", len(prompt), passes=passes, target="c",
+                       context=len(prompt) + 40)
+    _within(decoder.feed(prompt), reference[0], tolerance)
+    for step, token in enumerate(tokens):
+        _within(decoder.feed([token])[0], reference[step + 1][0], tolerance)
+
