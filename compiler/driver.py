@@ -350,6 +350,22 @@ def print_report(module: ModuleOp, stream) -> None:
     stream.flush()
 
 
+def in_target(path: Path, call, *args):
+    """`call(*args)`, a target's write or run, with its errors naming the input file: a
+    target's lowering knows the op and node that it refuses, not the file they came from."""
+    from q35c.semantics import SourceLineError
+
+    try:
+        return call(*args)
+    except SourceLineError:  # located at a line of the source: run_file names the file
+        raise
+    except Q35cError as err:
+        message = str(err)
+        if message.startswith(f"{path}:") or message.startswith(f"{path} "):
+            raise
+        raise Q35cError(f"{path}: {message}") from None
+
+
 def compile_file(path: Path, out_dir: Path | None, options: Options, stdout=sys.stdout) -> None:
     """`q35c INPUT --target T -o OUT` (with --shape-only, what the target writes then)."""
     target = get_target(options.target or COMPILE_TARGET, shape_only=options.shape_only)
@@ -359,15 +375,17 @@ def compile_file(path: Path, out_dir: Path | None, options: Options, stdout=sys.
         if out_dir is None:
             target.emit_shape_only(ctx, module, stdout, options.entry)
         else:
-            write_atomically(out_dir, lambda tmp: target.write_shape_only(
-                ctx, module, store, tmp, path.stem, options.entry))
+            write_atomically(out_dir, lambda tmp: in_target(
+                path, target.write_shape_only, ctx, module, store, tmp, path.stem,
+                options.entry))
         return
     if out_dir is None:
         if options.report:  # on stderr: the IR itself goes to stdout
             print_report(module, sys.stderr)
         target.emit(ctx, module, stdout)
         return
-    write_atomically(out_dir, lambda tmp: target.write(ctx, module, store, tmp, path.stem))
+    write_atomically(out_dir, lambda tmp: in_target(path, target.write, ctx, module, store,
+                                                    tmp, path.stem))
     if options.report:
         print_report(module, stdout)
 
@@ -467,8 +485,8 @@ def run_file(path: Path, inputs: dict[str, np.ndarray], out_dir: Path, options: 
         print_report(module, sys.stdout)
     with step_limit(DEFAULT_MAX_STEPS if max_steps is None else max_steps):
         try:
-            outputs = target.run(ctx, module, store_of(module), {**inputs, **generated},
-                                 options.entry)
+            outputs = in_target(path, target.run, ctx, module, store_of(module),
+                                {**inputs, **generated}, options.entry)
         except SourceLineError as err:  # a run-time error at a line of the source
             raise Q35cError(f"{path}:{err.line}: {err.message}") from None
 
