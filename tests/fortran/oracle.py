@@ -89,6 +89,11 @@ def shapes(info: ProcInfo, scalars: dict[str, object]) -> dict[str, tuple[int, .
             lo = _eval(d.lower, values, consts) if d.lower is not None else 1
             dims.append(_eval(d.upper, values, consts) - lo + 1)
         out[sym.name] = tuple(dims)
+    if info.result is not None:  # an array result (a trailing argument in the IR)
+        out["result_"] = tuple(
+            _eval(d.upper, values, consts) - (_eval(d.lower, values, consts) if d.lower
+                                              is not None else 1) + 1
+            for d in info.result.dims or [])
     return out
 
 
@@ -151,7 +156,10 @@ def driver_source(module: str | None, info: ProcInfo, dims: dict[str, tuple[int,
             decl += f" :: v_{sym.name}"
         lines.append(decl)
         actuals.append(f"v_{sym.name}")
-    if info.result is not None:
+    if info.result is not None and info.result.rank:
+        lines.append(f"  {fortran_type(info.result.type)}, allocatable :: "
+                     f"v_result_({', '.join(':' for _ in range(info.result.rank))})")
+    elif info.result is not None:
         lines.append(f"  {fortran_type(info.result.type)} :: v_result_")
     for sym in info.args:
         shape = dims[sym.name]
@@ -197,7 +205,7 @@ def run_gfortran(path: Path, info: ProcInfo, case: Case, inputs: dict[str, np.nd
     for out in workdir.glob("out_*.bin"):
         name = out.stem[4:]
         if name == "result_":
-            sym_type, shape, key = info.result.type, (), info.result.spelling
+            sym_type, shape, key = info.result.type, dims["result_"], info.result.spelling
             if info.result.name == info.proc.name:
                 key = info.proc.spelling
         else:

@@ -38,6 +38,10 @@ CASES = [
     Case("int_ops.f90", "nearest_sum", {"N": 25}, ranges={"X": (0.0, 40.0)}),
     Case("derived_params.f90", "layer_norm", {"p%n": 6, "p%eps": np.float32(1e-5)},
          ranges={"x": (0.5, 2.0)}, exact=False),
+    Case("elemental_arrays.f90", "epilogue", {"n": 7, "scale": np.float32(0.02)},
+         ranges={"acc": (-8000, 8000)}, exact=False),
+    Case("elemental_arrays.f90", "affine", {"n": 5, "s": np.float32(-1.5)}, exact=False),
+    Case("elemental_arrays.f90", "odds", {"n": 9}),
     Case("features.f90", "kernels", {"n": 5, "m": 3}, ranges={"B": (-9, 9)}, exact=False),
 ]
 

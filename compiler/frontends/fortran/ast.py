@@ -104,6 +104,19 @@ class Designator(Expr):
 @dataclass(kw_only=True)
 class ArrayCtor(Expr):
     items: list[Expr]
+    """Scalars, rank-1 arrays (their elements in order) and implied-do loops."""
+
+
+@dataclass(kw_only=True)
+class ImpliedDo(Expr):
+    """`(items, var = start, stop[, step])` inside an array constructor: the items for each
+    value of `var`, a statement-scope variable that leaves the variable of that name alone."""
+    items: list[Expr]
+    var: str
+    var_spelling: str
+    start: Expr
+    stop: Expr
+    step: Expr | None = None
 
 
 # -- statements ----------------------------------------------------------------------------

@@ -39,6 +39,7 @@ from xdsl.dialects.builtin import (
 from xdsl.ir import Attribute, Block, Operation, Region, SSAValue
 
 from . import ast
+from .irgen_arrays import ArrayGen
 from .irgen_common import DYN, INDEX, LoopCtx, Var, mlir_type
 from .irgen_exprs import ExpressionGen
 from .irgen_intrinsics import IntrinsicGen
@@ -47,10 +48,10 @@ from .irgen_stmts import StatementGen
 from .semantics import CheckedProgram, Checker, FType, ProcInfo, Symbol, _walk
 
 
-class IRGen(StatementGen, LoopGen, ExpressionGen, IntrinsicGen):
-    """The IR generator: the program and its procedures here; statements, loops, expressions and
-    intrinsics in the mixins of irgen_stmts.py, irgen_loops.py, irgen_exprs.py and
-    irgen_intrinsics.py."""
+class IRGen(StatementGen, LoopGen, ExpressionGen, IntrinsicGen, ArrayGen):
+    """The IR generator: the program and its procedures here; statements, loops, expressions,
+    intrinsics and array temporaries in the mixins of irgen_stmts.py, irgen_loops.py,
+    irgen_exprs.py, irgen_intrinsics.py and irgen_arrays.py."""
 
     def __init__(self, checked: CheckedProgram, raise_idioms: bool = True):
         self.raise_idioms = raise_idioms
@@ -173,21 +174,30 @@ class IRGen(StatementGen, LoopGen, ExpressionGen, IntrinsicGen):
     def declare_function(self, info: ProcInfo) -> None:
         self.scope = info.scope
         proc = info.proc
-        inputs = [self.arg_type(s) for s in info.args]
-        outputs = [mlir_type(info.result.type)] if info.result is not None else []
+        result = info.result
+        array_result = result is not None and bool(result.rank)
+        # an array result is a trailing intent(out) argument that the caller provides
+        params = info.args + ([result] if array_result else [])
+        inputs = [self.arg_type(s) for s in params]
+        outputs = [mlir_type(result.type)] if result is not None and not array_result else []
+        result_name = None if result is None else (
+            result.spelling if result.name != proc.name else proc.spelling)
         arg_attrs = []
-        for sym in info.args:
+        for sym in params:
             attrs: dict[str, Attribute] = {"q35c.name": StringAttr(sym.spelling),
                                            "q35c.intent": StringAttr(self.intent(sym))}
+            if sym is result:
+                attrs["q35c.name"] = StringAttr(result_name)
+                attrs["q35c.intent"] = StringAttr("out")
+                attrs["q35c.result"] = UnitAttr()
             if sym.rank and any(e is None for e in self.static_extents(sym)):
                 dims = self.dims_attr(sym, info)
                 if dims is not None:
                     attrs["q35c.dims"] = ArrayAttr([StringAttr(d) for d in dims])
             arg_attrs.append(DictionaryAttr(attrs))
         res_attrs = None
-        if info.result is not None:
-            res_attrs = ArrayAttr([DictionaryAttr({"q35c.name": StringAttr(
-                info.result.spelling if info.result.name != proc.name else proc.spelling)})])
+        if result is not None and not array_result:
+            res_attrs = ArrayAttr([DictionaryAttr({"q35c.name": StringAttr(result_name)})])
         fn = func.FuncOp(proc.name, (inputs, outputs), Region(Block(arg_types=inputs)),
                          arg_attrs=ArrayAttr(arg_attrs), res_attrs=res_attrs)
         # Fortran integer arithmetic wraps (as with gfortran -fwrapv): overflow is defined
@@ -248,6 +258,7 @@ class IRGen(StatementGen, LoopGen, ExpressionGen, IntrinsicGen):
         self.block = fn.body.block
         self.consts: list[dict] = [{}]
         self.vars: dict[str, Var] = {}
+        self.temps: dict[int, Var] = {}
         self.loops: list[LoopCtx] = []
         self.loop_flags: dict[int, LoopCtx] = {}
         for sym, arg in zip(info.args, fn.body.block.args):
@@ -258,6 +269,9 @@ class IRGen(StatementGen, LoopGen, ExpressionGen, IntrinsicGen):
         for sym, arg in zip(info.args, fn.body.block.args):
             if sym.rank:
                 self.vars[sym.name] = self.array_var(sym, arg)
+        array_result = info.result is not None and bool(info.result.rank)
+        if array_result:
+            self.vars[info.result.name] = self.array_var(info.result, fn.body.block.args[-1])
         for sym in info.scope.symbols.values():
             if sym.kind != "var" or sym.is_arg or sym.name in self.vars:
                 continue
@@ -274,7 +288,7 @@ class IRGen(StatementGen, LoopGen, ExpressionGen, IntrinsicGen):
         self.depth = 0
         self.stmts(body)
         results = []
-        if info.result is not None:
+        if info.result is not None and not array_result:
             cell = self.vars[info.result.name].value
             results = [self.emit(memref.LoadOp.get(cell, []))]
         self.emit(func.ReturnOp(*results))

@@ -106,7 +106,10 @@ class ExpressionGen:
 
     def extents_of(self, e: ast.Expr) -> list:
         """Extents (int or index value) of an array-valued expression."""
-        if isinstance(e, ast.Designator) and not self.is_intrinsic(e):
+        if id(e) in self.temps:
+            return list(self.temps[id(e)].extents)
+        if isinstance(e, ast.Designator) and not self.is_intrinsic(e) and \
+                not self.is_proc(e):
             var = self.var(e)
             args = e.parts[0].args
             if args is None:
@@ -141,7 +144,7 @@ class ExpressionGen:
             return self.extents_of(e.operand)
         if isinstance(e, ast.ArrayCtor):
             return [len(e.items)]
-        if isinstance(e, ast.Designator):  # elemental intrinsic on arrays
+        if isinstance(e, ast.Designator):  # elemental intrinsic or function on arrays
             for a in e.parts[0].args:
                 a = a.value if isinstance(a, ast.KeywordArg) else a
                 if a.type is not None and a.type.rank:
@@ -158,6 +161,12 @@ class ExpressionGen:
         idx = self.element_indices(var, target.parts[0], ivs)
         self.emit(memref.StoreOp.get(v, var.value, idx))
 
+    def is_proc(self, d: ast.Designator) -> bool:
+        """A call of a user function (not a reference to the result variable)."""
+        sym = self.scope.lookup(d.name)
+        return sym is not None and sym.kind == "proc" and not (
+            self.info.result is not None and d.name == self.info.result.name)
+
     def is_intrinsic(self, d: ast.Designator) -> bool:
         sym = self.scope.lookup(d.name)
         return (sym is None or (sym.kind == "var" and not sym.declared)) and \
@@ -166,6 +175,8 @@ class ExpressionGen:
     def expr(self, e: ast.Expr, ivs: list | None = None) -> SSAValue:
         """The scalar value of `e`; for an array expression, its element at `ivs`."""
         t = e.type
+        if id(e) in self.temps:  # an array constructor or array-valued call (irgen_arrays)
+            return self.load_temp(e, ivs)
         if isinstance(e, ast.IntLit):
             return self.const_int(e.value, mlir_type(t))
         if isinstance(e, ast.BozLit):
@@ -188,9 +199,6 @@ class ExpressionGen:
             return self.binop(e, ivs)
         if isinstance(e, ast.Designator):
             return self.designator(e, ivs)
-        if isinstance(e, ast.ArrayCtor):
-            raise self.err(e, "array constructors are supported as a whole right-hand side "
-                              "or a parameter value only")
         raise self.err(e, f"unsupported expression {type(e).__name__}")
 
     def binop(self, e: ast.BinOp, ivs) -> SSAValue:
@@ -245,9 +253,8 @@ class ExpressionGen:
         sym = self.scope.lookup(d.name)
         if self.is_intrinsic(d):
             return self.intrinsic(d, ivs)
-        if sym is not None and sym.kind == "proc" and not (
-                self.info.result is not None and d.name == self.info.result.name):
-            return self.call(d)
+        if self.is_proc(d):
+            return self.call(d, ivs)
         var = self.var(d)
         if var.kind == "const":
             value = sym.value

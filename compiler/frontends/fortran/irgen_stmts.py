@@ -84,7 +84,9 @@ class StatementGen:
 
     def stmt(self, stmt: ast.Stmt) -> None:
         block, last = self.block, self.block.last_op
+        made = self.hoist(stmt)
         getattr(self, "stmt_" + type(stmt).__name__.lower())(stmt)
+        self.free(made)
         if stmt.line and block is self.block:
             op = last.next_op if last is not None else block.first_op
             while op is not None:
@@ -177,7 +179,7 @@ class StatementGen:
         if isinstance(value, ast.Designator) and value.name == "matmul" and \
                 value.parts[0].args is not None and self.is_intrinsic(value):
             return self.matmul(target, value)
-        if isinstance(value, ast.ArrayCtor):
+        if isinstance(value, ast.ArrayCtor) and id(value) not in self.temps:
             return self.store_ctor(target, value)
         extents = self.extents_of(target)
         if self.reads(value, target.name):
@@ -214,9 +216,13 @@ class StatementGen:
                         visit(x)
             elif isinstance(e, ast.KeywordArg):
                 visit(e.value)
-            elif isinstance(e, ast.ArrayCtor):
+            elif isinstance(e, (ast.ArrayCtor, ast.ImpliedDo)):
                 for x in e.items:
                     visit(x)
+                if isinstance(e, ast.ImpliedDo):
+                    for x in (e.start, e.stop, e.step):
+                        if x is not None:
+                            visit(x)
         visit(expr)
         return found
 
@@ -283,24 +289,29 @@ class StatementGen:
     def stmt_call(self, stmt: ast.Call) -> None:
         self.call(stmt.callee)
 
-    def call(self, d: ast.Designator):
-        part = d.parts[0]
-        sym = self.scope.lookup(part.name)
-        info = sym.proc
+    def call(self, d: ast.Designator, ivs: list | None = None):
+        """A call; an elemental function with array arguments is called on their elements
+        at `ivs` (scalar arguments are broadcast)."""
+        info = self.scope.lookup(d.parts[0].name).proc
         fn = self.funcs[info.proc.name]
+        operands = self.call_operands(d, info, fn, ivs)
+        outs = list(fn.function_type.outputs)
+        op = func.CallOp(info.proc.name, operands, outs)
+        self.emit(op)
+        return op.results[0] if outs else None
+
+    def call_operands(self, d: ast.Designator, info, fn: func.FuncOp, ivs) -> list[SSAValue]:
         operands = []
-        for actual, _dummy, want in zip(part.args or [], info.args, fn.function_type.inputs):
+        for actual, _dummy, want in zip(d.parts[0].args or [], info.args,
+                                        fn.function_type.inputs):
             if isinstance(want, MemRefType):
                 v = self.var(actual).value
                 if v.type != want:
                     v = self.emit(memref.CastOp.get(v, want))
                 operands.append(v)
             else:
-                operands.append(self.expr(actual))
-        outs = list(fn.function_type.outputs)
-        op = func.CallOp(info.proc.name, operands, outs)
-        self.emit(op)
-        return op.results[0] if outs else None
+                operands.append(self.expr(actual, ivs if actual.type.rank else None))
+        return operands
 
     def stmt_allocate(self, stmt: ast.Allocate) -> None:
         if self.depth:

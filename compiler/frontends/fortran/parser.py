@@ -332,6 +332,13 @@ class _Builder(Transformer):
     def array_ctor(self, meta, items):
         return ast.ArrayCtor(items=list(items), **_pos(meta))
 
+    def implied_do(self, meta, items):
+        at = next(k for k, item in enumerate(items) if isinstance(item, Token))
+        var, bounds = items[at], items[at + 1:]
+        return ast.ImpliedDo(items=list(items[:at]), var=str(var).lower(), var_spelling=str(var),
+                             start=bounds[0], stop=bounds[1],
+                             step=bounds[2] if len(bounds) > 2 else None, **_pos(meta))
+
     def designator(self, meta, items):
         return ast.Designator(parts=list(items), **_pos(meta))
 

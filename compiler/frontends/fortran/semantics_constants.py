@@ -31,10 +31,12 @@ class ConstantFolder:
         if isinstance(expr, ast.LogicalLit):
             return expr.value
         if isinstance(expr, ast.ArrayCtor):
+            if any(isinstance(i, ast.ImpliedDo) for i in expr.items):
+                return None
             values = [self.fold(i, scope) for i in expr.items]
             if any(v is None for v in values):
                 return None
-            return _convert(np.asarray(values), expr.type)
+            return _convert(np.concatenate([np.atleast_1d(v) for v in values]), expr.type)
         if isinstance(expr, ast.UnOp):
             v = self.fold(expr.operand, scope)
             if v is None:

@@ -74,9 +74,12 @@ class DeclarationChecker:
                 raise self.err(proc, f"function '{proc.spelling}' has no result type "
                                      "(implicit none)")
             info.result.type = self.implicit_type(info.result.name)
-        if info.result is not None and info.result.rank:
-            raise self.err(proc, "array-valued function results are not supported; "
-                                 "use a subroutine with an intent(out) argument")
+        if info.result is not None and info.result.rank and (
+                info.result.allocatable or any(d.upper is None for d in info.result.dims)):
+            raise self.err(proc, "an array-valued function result needs an explicit shape "
+                                 "(allocatable and assumed-shape results are not supported)")
+        if info.result is not None and info.result.rank and "elemental" in proc.prefixes:
+            raise self.err(proc, "an elemental function must have a scalar result")
 
     def implicit_type(self, name: str) -> FType:
         return INTEGER if name[0] in "ijklmn" else REAL

@@ -70,20 +70,49 @@ class ExpressionChecker:
         if isinstance(expr, ast.ArrayCtor):
             if not expr.items:
                 raise self.err(expr, "empty array constructors are not supported")
-            types = [self.expr(i, scope) for i in expr.items]
-            first = types[0]
-            for i, t in zip(expr.items, types):
-                if t.rank:
-                    raise self.err(i, "nested arrays in a constructor are not supported")
-                if (t.base, t.kind) != (first.base, first.kind):
-                    raise self.err(i, f"array constructor items must have the same type and "
-                                      f"kind: {first.base}({first.kind}) and {t.base}({t.kind})")
-            return first.with_rank(1)
+            return self.ctor_items(expr.items, scope, None).with_rank(1)
+        if isinstance(expr, ast.ImpliedDo):
+            raise self.err(expr, "an implied-do loop is allowed inside an array constructor "
+                                 "only")
         if isinstance(expr, (ast.Section, ast.KeywordArg)):
             raise self.err(expr, "a section or keyword argument is not allowed here")
         if isinstance(expr, ast.Designator):
             return self.designator(expr, scope)
         raise self.err(expr, f"unsupported expression {type(expr).__name__}")
+
+    def ctor_items(self, items: list[ast.Expr], scope: Scope, first: FType | None) -> FType:
+        """The common scalar type of array constructor items (scalars, rank-1 arrays and
+        implied-do loops), which must agree in type and kind (as gfortran requires)."""
+        for item in items:
+            if isinstance(item, ast.ImpliedDo):
+                self.implied_do(item, scope)
+                t = first = self.ctor_items(item.items, scope, first)
+                item.type = t.with_rank(1)
+            else:
+                t = self.expr(item, scope)
+                if t.rank > 1:
+                    raise self.err(item, f"a rank-{t.rank} array inside an array constructor "
+                                         "is not supported (only scalars and rank-1 arrays)")
+            if first is not None and (t.base, t.kind) != (first.base, first.kind):
+                raise self.err(item, f"array constructor items must have the same type and "
+                                     f"kind: {first.base}({first.kind}) and {t.base}({t.kind})")
+            first = first or t.scalar()
+        return first.scalar()
+
+    def implied_do(self, item: ast.ImpliedDo, scope: Scope) -> None:
+        part = ast.Part(name=item.var, spelling=item.var_spelling, line=item.line,
+                        col=item.col)
+        sym = self.resolve(part, scope)
+        if sym.kind != "var" or sym.rank or sym.type.base != "integer":
+            raise self.err(item, f"the implied-do variable '{item.var_spelling}' must be a "
+                                 "scalar integer variable")
+        for bound in (item.start, item.stop, item.step):
+            if bound is not None:
+                t = self.expr(bound, scope)
+                if t.base != "integer" or t.rank:
+                    raise self.err(bound, f"implied-do bounds must be scalar integers, got {t}")
+        if item.step is not None and self.fold(item.step, scope) == 0:
+            raise self.err(item.step, "the implied-do step must not be zero")
 
     def binop(self, expr: ast.BinOp, scope: Scope) -> FType:
         a, b = self.expr(expr.lhs, scope), self.expr(expr.rhs, scope)
@@ -135,6 +164,8 @@ class ExpressionChecker:
                     raise self.err(part, f"calling function '{part.spelling}' with an "
                                          f"intent({d.intent or 'inout'}) argument in an "
                                          "expression is not supported")
+            if "elemental" in info.proc.prefixes:
+                return self.elemental_call(part, info, scope)
             self.check_actuals(part, info, scope)
             return info.result.type
         t = sym.type

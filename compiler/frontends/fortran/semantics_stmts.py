@@ -5,9 +5,9 @@ allocation."""
 from __future__ import annotations
 
 from . import ast
-from .semantics_intrinsics import INTRINSICS
+from .semantics_intrinsics import ELEMENTAL_INTRINSICS, INTRINSICS
 from .semantics_scopes import ProcInfo, Scope, Symbol, _spelling
-from .semantics_types import _assignable, _fmt_shape
+from .semantics_types import FType, _assignable, _fmt_shape
 
 
 class StatementChecker:
@@ -56,7 +56,9 @@ class StatementChecker:
             return None
         if isinstance(expr, ast.Designator) and len(expr.parts) == 1:
             sym = scope.lookup(expr.name)
-            if sym is None or sym.kind == "proc" or not sym.dims:
+            if sym is None or sym.kind == "proc":
+                return self.call_shape(expr, scope)
+            if not sym.dims:
                 return None
             part = expr.parts[0]
             extents = []
@@ -83,8 +85,46 @@ class StatementChecker:
         if isinstance(expr, ast.UnOp):
             return self.static_shape(expr.operand, scope)
         if isinstance(expr, ast.ArrayCtor):
-            return [len(expr.items)]
+            n = self.static_length(expr.items, scope)
+            return [n] if n is not None else None
+        if isinstance(expr, ast.Designator) and len(expr.parts) == 1:
+            return self.call_shape(expr, scope)
         return None
+
+    def call_shape(self, expr: ast.Designator, scope: Scope) -> list[int | None] | None:
+        """The static shape of an elemental or array-valued function call."""
+        sym = scope.lookup(expr.name)
+        if sym is not None and sym.kind == "proc" and \
+                "elemental" not in sym.proc.proc.prefixes:
+            result = sym.proc.result
+            return [self.static_extent(d, sym.proc.scope) for d in result.dims]
+        if sym is None and expr.name not in ELEMENTAL_INTRINSICS:
+            return None
+        for a in expr.parts[0].args or []:
+            a = a.value if isinstance(a, ast.KeywordArg) else a
+            if a.type is not None and a.type.rank:
+                return self.static_shape(a, scope)
+        return None
+
+    def static_length(self, items: list[ast.Expr], scope: Scope) -> int | None:
+        """The number of elements of array constructor items, if constant."""
+        total = 0
+        for item in items:
+            if isinstance(item, ast.ImpliedDo):
+                lo, hi = self.fold(item.start, scope), self.fold(item.stop, scope)
+                st = self.fold(item.step, scope) if item.step is not None else 1
+                inner = self.static_length(item.items, scope)
+                if lo is None or hi is None or st is None or inner is None:
+                    return None
+                total += max(0, (int(hi) - int(lo) + int(st)) // int(st)) * inner
+            elif item.type.rank:
+                shape = self.static_shape(item, scope)
+                if not shape or shape[0] is None:
+                    return None
+                total += shape[0]
+            else:
+                total += 1
+        return total
 
     def static_extent(self, d: ast.Dim, scope: Scope) -> int | None:
         if d.upper is None:
@@ -178,6 +218,37 @@ class StatementChecker:
                 self.variable(actual, scope, writing=True)
             if t.rank and (not isinstance(actual, ast.Designator) or actual.parts[0].args):
                 raise self.err(actual, "array arguments must be whole arrays")
+
+    def elemental_call(self, part: ast.Part, info: ProcInfo, scope: Scope) -> FType:
+        """An elemental function applied to scalars and conformable arrays (scalars are
+        broadcast): the result has the shape of the array arguments."""
+        args = part.args or []
+        if len(args) != len(info.proc.args):
+            raise self.err(part, f"'{part.spelling}' takes {len(info.proc.args)} argument(s), "
+                                 f"{len(args)} given")
+        shaped = None
+        for actual, dummy in zip(args, info.args):
+            if isinstance(actual, (ast.KeywordArg, ast.Section)):
+                raise self.err(actual, "keyword arguments and sections are not supported in "
+                                       "calls")
+            t = self.expr(actual, scope)
+            if dummy.rank:
+                raise self.err(actual, f"argument '{dummy.spelling}' of elemental "
+                                       f"'{part.spelling}' must be a scalar dummy")
+            if t.base != dummy.type.base or t.kind != dummy.type.kind:
+                raise self.err(actual, f"argument '{dummy.spelling}' of '{part.spelling}' is "
+                                       f"{dummy.type.base}({dummy.type.kind}), got "
+                                       f"{t.base}({t.kind})")
+            if not t.rank:
+                continue
+            if shaped is None:
+                shaped = actual
+            elif t.rank != shaped.type.rank:
+                raise self.err(actual, f"arguments of elemental '{part.spelling}' are not "
+                                       f"conformable: rank {shaped.type.rank} and rank {t.rank}")
+            else:
+                self.check_conformable(shaped, actual, scope)
+        return info.result.type.with_rank(shaped.type.rank if shaped is not None else 0)
 
     def stmt_if(self, stmt: ast.If, scope: Scope) -> None:
         for cond, body in stmt.branches:
