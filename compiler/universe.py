@@ -57,6 +57,7 @@ PASSES: dict[str, Callable[[], type[ModulePass]]] = {
     "unfuse-ops": _pass("unfuse_ops", "UnfuseOpsPass"),
     "verify-overflow": _pass("verify_overflow", "VerifyOverflowPass"),
     "verify-quant-error": _pass("verify_quant_error", "VerifyQuantErrorPass"),
+    "raise-fortran-tensors": _pass("raise_fortran_tensors", "RaiseFortranTensorsPass"),
 }
 
 
