@@ -176,6 +176,17 @@ def _function(op: Operation) -> str:
     return f"'{parent.sym_name.data}'" if parent is not None else "?"
 
 
+def _within(op: Operation, block: Block) -> bool:
+    """Whether `op` is in `block` or in a region nested in it."""
+    current = op.parent_block()
+    while current is not None:
+        if current is block:
+            return True
+        parent = current.parent_op()
+        current = parent.parent_block() if parent is not None else None
+    return False
+
+
 def _dims(fn: func.FuncOp, index: int) -> list[str] | None:
     attrs = fn.arg_attrs.data[index].data if fn.arg_attrs else {}
     dims = attrs.get("q35c.dims")
@@ -215,6 +226,8 @@ class FunctionPrinter:
         self.depth = 1
         self.values: dict[SSAValue, str | Array | Packed] = {}
         self.count = 0
+        self.parallel = 0
+        """Depth of enclosing OpenMP parallel loops (nested ones stay serial)."""
 
     def fresh(self, hint: str = "v") -> str:
         self.count += 1
@@ -508,6 +521,14 @@ class FunctionPrinter:
             self.emit(f"{name} = {self.scalar(init)};")
         body = op.body.block
         iv = self.fresh("i")
+        parallel = self.parallel_loop(op)
+        if parallel is not None:
+            cells = [self.array(c).ptr for c in parallel]
+            clause = f" private({', '.join(cells)})" if cells else ""
+            self.emit("#ifdef _OPENMP")
+            self.emit(f"#pragma omp parallel for{clause}")
+            self.emit("#endif")
+            self.parallel += 1
         self.emit(f"for (int64_t {iv} = {lb}; {iv} < {ub}; {iv} += {step}) {{")
         self.depth += 1
         self.values[body.args[0]] = iv
@@ -516,8 +537,54 @@ class FunctionPrinter:
         self.region_body(body, carried)
         self.depth -= 1
         self.emit("}")
+        if parallel is not None:
+            self.parallel -= 1
         for result, name in zip(op.results, carried):
             self.values[result] = name
+
+    def parallel_loop(self, op: scf.ForOp) -> list[SSAValue] | None:
+        """For a loop that `!$omp parallel do` or `do concurrent` declares free of
+        cross-iteration dependences (not inside another parallel loop, no loop-carried
+        SSA values): the scalar cells (rank-0 `memref.alloca`s of the function) it must
+        make private; None where it stays serial. A cell written in the loop is private
+        when each iteration writes it before any read (its first access is a store, and
+        every access in the loop is in the block of that store, after it) and nothing
+        after the loop reads it; otherwise the loop
+        carries a value between iterations and runs serially. Arrays are shared: the
+        directive asserts that iterations touch different elements."""
+        hints = op.attributes.get("q35c.hints")
+        asked = "q35c.concurrent" in op.attributes or (
+            isinstance(hints, ArrayAttr) and any(
+                " ".join(h.data.lower().split()).startswith("omp parallel do")
+                for h in hints.data))
+        if not asked or self.parallel or op.results:
+            return None
+        inside = set(op.walk())
+        cells: list[SSAValue] = []
+        seen: set[SSAValue] = set()
+        for inner in op.body.walk():
+            if not isinstance(inner, (memref.LoadOp, memref.StoreOp)):
+                continue
+            cell = inner.memref
+            if cell in seen or cell.type.get_shape():
+                continue
+            seen.add(cell)
+            writes = any(isinstance(u.operation, memref.StoreOp) and u.operation in inside
+                         and u.operation.memref is cell for u in cell.uses)
+            if not writes or (isinstance(cell.owner, memref.AllocaOp) and cell.owner in inside):
+                continue
+            if not isinstance(cell.owner, memref.AllocaOp) or not isinstance(
+                    inner, memref.StoreOp):
+                return None
+            block = inner.parent_block()  # each run of it writes the cell before reading it
+            if any(u.operation in inside and not _within(u.operation, block)
+                   for u in cell.uses):
+                return None
+            if any(isinstance(u.operation, memref.LoadOp) and u.operation not in inside
+                   for u in cell.uses):
+                return None
+            cells.append(cell)
+        return cells
 
     def region_body(self, block: Block, targets: list[str]) -> None:
         """The ops of `block`; its terminator's operands are assigned to `targets`."""
@@ -856,7 +923,7 @@ MAKEFILE = """\
 # CFLAGS to check every array subscript. -ffp-contract=off keeps one rounding per
 # operation, as the reference semantics define.
 CC ?= cc
-CFLAGS ?= -std=c99 -O2 -ffp-contract=off
+CFLAGS ?= -std=c99 -O2 -ffp-contract=off -fopenmp
 
 libkernels.a: kernels.o
 \tar rcs $@ kernels.o
@@ -987,7 +1054,7 @@ def run(module: ModuleOp, inputs: dict[str, np.ndarray], entry: str | None
         shapes.append(values[-1].shape)
     files = {HEADER: unit.header().encode(), SOURCE: source.encode(),
              "main.c": _harness(unit, sig, shapes).encode()}
-    command = [compiler(), *DEFAULT_FLAGS, "-DQ35C_BOUNDS_CHECK", *extra_flags(),
+    command = [compiler(), *DEFAULT_FLAGS, "-fopenmp", "-DQ35C_BOUNDS_CHECK", *extra_flags(),
                "main.c", SOURCE, "-o", "main", "-lm"]
     directory = cached_build(files, command, "main", prefix="fortran-")
     with tempfile.TemporaryDirectory(prefix="q35c-c-loops-") as tmp:

@@ -23,7 +23,7 @@ from q35c.compiler.weights import WeightStore
 from q35c.semantics import run_module
 from q35c.targets.c.loops import run as run_c
 
-GFORTRAN_FLAGS = ["-O1", "-fwrapv", "-ffp-contract=off", "-ffree-line-length-none",
+GFORTRAN_FLAGS = ["-O1", "-fopenmp", "-fwrapv", "-ffp-contract=off", "-ffree-line-length-none",
                   "-fno-range-check"]
 
 
