@@ -191,6 +191,10 @@ class _Analysis:
     cells: dict[SSAValue, Range] = field(default_factory=dict)
     """Flow-sensitive ranges of the integer scalar variables (rank-0 memrefs) at this point."""
     visits: int = 0
+    extremes: list[tuple[dict[str, int], int]] = field(default_factory=list)
+    """For accumulators whose closed-form bound leaves their type: the array values that
+    reach that bound (argument name -> the value filling it) and the interpreter steps a
+    run takes, tried first by the witness search (verify_overflow_witness.confirm)."""
 
     def run(self) -> None:
         for name, arg in zip(argument_names(self.fn), self.fn.args):
@@ -242,7 +246,8 @@ class _Analysis:
             out.append((lo if lo >= olo else tlo, hi if hi <= ohi else thi))
         return out
 
-    def fixpoint(self, entry_cells: dict, init: list[Range], body, trips: int | None):
+    def fixpoint(self, entry_cells: dict, init: list[Range], body, trips: int | None,
+                 closed: _Accumulators | None = None):
         """The loop-head state: iterate `body(cells, carried) -> (cells, carried)` from the
         entry state, joining. A loop of at most `trips` iterations (None: unknown) stops
         after that many rounds (the head state then covers every iteration: exact interval
@@ -250,7 +255,9 @@ class _Analysis:
         state after it); otherwise bounds still moving after WIDEN_AFTER rounds widen to
         their type's end, so the iteration ends, and the last round runs on the returned
         stable state. Either way the attributes the last round records hold for every
-        iteration."""
+        iteration. `closed`: accumulators of a loop of `closed.trips` iterations too long to
+        iterate, whose head state is the closed form entry + k * (range of one iteration's
+        increments), k < trips, instead of a widened bound."""
         exact = trips is not None
         cells, carried = dict(entry_cells), list(init)
         rounds = 0
@@ -258,24 +265,84 @@ class _Analysis:
             out_cells, out_carried = body(dict(cells), list(carried))
             new_cells = self.join_cells(cells, out_cells)
             new_carried = [_hull(a, b) for a, b in zip(carried, out_carried)]
+            if closed is not None and rounds < 2 * WIDEN_AFTER:
+                for cell, terms in closed.cells.items():
+                    new_cells[cell] = self.closed_form(
+                        entry_cells.get(cell) or self.initial(cell), terms, closed.trips)
+                for k, terms in closed.carried.items():
+                    new_carried[k] = self.closed_form(init[k], terms, closed.trips)
             if exact and rounds >= trips - 1:  # the body ran on every iteration's state
                 return (cells, carried) if trips == 0 else (new_cells, new_carried)
             if new_cells == cells and new_carried == carried:
                 return cells, carried
             rounds += 1
             if (not exact and rounds >= WIDEN_AFTER) or self.visits > VISIT_BUDGET:
-                new_cells = self.widen(cells, new_cells)
-                new_carried = self.widen_values(carried, new_carried, body.values)
+                keep = closed if closed is not None and rounds < 2 * WIDEN_AFTER else None
+                widened_cells = self.widen(cells, new_cells)
+                widened = self.widen_values(carried, new_carried, body.values)
+                if keep is not None:  # accumulators keep their closed form a while longer
+                    widened_cells.update({c: new_cells[c] for c in keep.cells})
+                    for k in keep.carried:
+                        widened[k] = new_carried[k]
+                new_cells, new_carried = widened_cells, widened
                 exact = False
             cells, carried = new_cells, new_carried
+
+    def closed_form(self, entry: Range, terms: list[tuple[SSAValue, int]], trips: int
+                    ) -> Range:
+        """The range of an accumulator before each of `trips` iterations that each add
+        `terms` (value, sign): entry + k * [sum of the terms' lows, sum of their highs] for
+        k = 0 .. trips - 1 (the increments' ranges come from the round just run; they cannot
+        depend on the accumulator)."""
+        dlo = dhi = 0
+        for value, sign in terms:
+            lo, hi = self.rng(value)
+            dlo, dhi = (dlo + lo, dhi + hi) if sign > 0 else (dlo - hi, dhi - lo)
+        k = max(0, trips - 1)
+        return entry[0] + min(0, k * dlo), entry[1] + max(0, k * dhi)
+
+    def note_extreme(self, op: scf.ForOp, final: Range, width: int | None,
+                     terms: list[tuple[SSAValue, int]], closed: _Accumulators) -> None:
+        """Where an accumulator's closed-form bound leaves its type: the array arguments'
+        values that push every increment to that end (each increment a read-only array
+        element, or a product of two, possibly widened), if the terms are of that form."""
+        if width is None:
+            return
+        tlo, thi = _type_range(width)
+        if tlo <= final[0] and final[1] <= thi:
+            return
+        up = final[1] > thi
+        names = dict(zip(self.fn.args, argument_names(self.fn)))
+        values: dict[str, int] = {}
+        for value, sign in terms:
+            factors = [value]
+            if isinstance(value.owner, arith.MuliOp):
+                factors = list(value.owner.operands)
+            sources = [_array_argument(f, names) for f in factors]
+            if any(s is None for s in sources):
+                return
+            ends = [(self.initial(a)[0], self.initial(a)[1]) for a in sources]
+            best = None
+            for choice in np.ndindex(*(2,) * len(ends)):
+                picked = [e[c] for e, c in zip(ends, choice)]
+                product = sign * int(np.prod(picked, dtype=object))
+                if best is None or (product > best[0] if up else product < best[0]):
+                    best = (product, picked)
+            for a, v in zip(sources, best[1]):
+                if values.setdefault(names[a], v) != v:
+                    return  # one array would need two values
+        steps = closed.trips * (sum(1 for _ in op.body.walk()) + 2)
+        self.extremes.append((values, steps))
 
     def visit_for(self, op: scf.ForOp) -> None:
         (lb, _), (_, ub) = self.rng(op.lb), self.rng(op.ub)
         slo, shi = self.rng(op.step)
         iv_range = (lb, max(lb, ub - 1))
         trips = max(0, (ub - lb + slo - 1) // slo) if slo > 0 else None
+        closed = None
         if trips is not None and trips * sum(1 for _ in op.body.walk()) > UNROLL_LIMIT:
-            trips = None  # too long to iterate: widen
+            closed = _accumulators(op, trips)  # too long to iterate: closed forms, widening
+            trips = None
         block = op.body.block
         iv, args = block.args[0], block.args[1:]
 
@@ -289,7 +356,17 @@ class _Analysis:
 
         body.values = list(args)
         init = [self.rng(v) for v in op.iter_args]
-        self.cells, carried = self.fixpoint(dict(self.cells), init, body, trips)
+        entry = dict(self.cells)
+        self.cells, carried = self.fixpoint(dict(self.cells), init, body, trips, closed)
+        if closed is not None:  # the state after the last iteration: one more increment
+            for cell, terms in closed.cells.items():
+                self.cells[cell] = _hull(self.cells[cell], self.closed_form(
+                    entry.get(cell) or self.initial(cell), terms, closed.trips + 1))
+                self.note_extreme(op, self.cells[cell], _cell_width(cell), terms, closed)
+            for k, terms in closed.carried.items():
+                carried[k] = _hull(carried[k], self.closed_form(init[k], terms,
+                                                                closed.trips + 1))
+                self.note_extreme(op, carried[k], _width(op.results[k]), terms, closed)
         for result, r in zip(op.results, carried):
             self.set(op, result, *r)
 
@@ -616,6 +693,74 @@ class _Analysis:
         return None
 
 
+@dataclass
+class _Accumulators:
+    """The accumulators of a counted loop of `trips` iterations: variable cells and
+    loop-carried values (by position) each iteration increments by a sum of terms."""
+    trips: int
+    cells: dict[SSAValue, list[tuple[SSAValue, int]]]
+    carried: dict[int, list[tuple[SSAValue, int]]]
+
+
+def _accumulators(op: scf.ForOp, trips: int) -> _Accumulators | None:
+    """`s = s + e1 - e2 + ...` in the body of `op` (dot products, sums, counts): a chain of
+    `arith.addi`/`subi` at the top of the body from the body's only read of s (its only
+    load of cell s, or the loop-carried block argument) to its only write (the store to
+    the cell, or the yielded value), each chain value used only by the next link, so no
+    increment e_i can depend on s. Their terms (e_i, +1 or -1)."""
+    block = op.body.block
+    inside = set(op.body.walk())
+    cells: dict[SSAValue, list[tuple[SSAValue, int]]] = {}
+    for load in block.ops:
+        if not isinstance(load, memref.LoadOp) or not _is_cell(load.memref):
+            continue
+        uses = [u.operation for u in load.memref.uses if u.operation in inside]
+        stores = [u for u in uses if isinstance(u, memref.StoreOp)]
+        if len(uses) != 2 or len(stores) != 1 or stores[0].parent_block() is not block:
+            continue
+        terms = _chain(load.res, stores[0].value, block)
+        if terms:
+            cells[load.memref] = terms
+    carried: dict[int, list[tuple[SSAValue, int]]] = {}
+    yielded = block.last_op.operands if isinstance(block.last_op, scf.YieldOp) else ()
+    for k, (arg, out) in enumerate(zip(block.args[1:], yielded)):
+        terms = _chain(arg, out, block)
+        if terms:
+            carried[k] = terms
+    return _Accumulators(trips, cells, carried) if cells or carried else None
+
+
+def _array_argument(value: SSAValue, names: dict) -> SSAValue | None:
+    """The array argument of the function that `value` is an element of (through integer
+    widening), or None."""
+    while isinstance(value.owner, arith.ExtSIOp):
+        value = value.owner.input
+    if isinstance(value.owner, memref.LoadOp) and value.owner.memref in names and \
+            value.owner.memref.type.get_shape():
+        return value.owner.memref
+    return None
+
+
+def _chain(start: SSAValue, end: SSAValue, block) -> list[tuple[SSAValue, int]] | None:
+    terms = []
+    value = start
+    while value is not end:
+        uses = list(value.uses)
+        if len(uses) != 1 or _width(value) is None:
+            return None
+        user, index = uses[0].operation, uses[0].index
+        if user.parent_block() is not block:
+            return None
+        if isinstance(user, arith.AddiOp):
+            terms.append((user.operands[1 - index], 1))
+        elif isinstance(user, arith.SubiOp) and index == 0:
+            terms.append((user.operands[1], -1))
+        else:
+            return None
+        value = user.result
+    return terms or None
+
+
 def _trunc_div(x: int, y: int) -> int:
     """x / y rounded toward zero, as arith.divsi (exact for Python's big integers)."""
     q = abs(x) // abs(y)
@@ -663,10 +808,11 @@ class VerifyOverflowPass(ModulePass):
         for fn in op.walk():
             if isinstance(fn, func.FuncOp) and fn.body.blocks:
                 try:
-                    _Analysis(store, ranges, fn, self.check_arith).run()
+                    analysis = _Analysis(store, ranges, fn, self.check_arith)
+                    analysis.run()
                     if ("q35c.integer_overflow" in fn.attributes and not self.allowed(fn)
                             and "q35c.allow_wrap" not in fn.attributes):
-                        _reject_confirmed(op, fn, ranges)
+                        _reject_confirmed(op, fn, ranges, analysis.extremes)
                 except OverflowFound as err:
                     if self.witness_dir and err.witness:
                         out = Path(self.witness_dir)
@@ -676,15 +822,16 @@ class VerifyOverflowPass(ModulePass):
                     raise
 
 
-def _reject_confirmed(module: ModuleOp, fn: func.FuncOp, ranges) -> None:
+def _reject_confirmed(module: ModuleOp, fn: func.FuncOp, ranges, extremes=()) -> None:
     """Fail if an op of Fortran procedure `fn` marked `q35c.may_wrap` overflows for a
-    candidate input, confirmed by the interpreter; the witness is in the error."""
+    candidate input, confirmed by the interpreter; the witness is in the error. The inputs
+    that reach an accumulator's closed-form bound (`extremes`) are tried first."""
     from q35c.passes.verify_overflow_witness import confirm
 
     flagged = [op for op in fn.walk() if ATTR_MAY_WRAP in op.attributes]
     if not flagged:
         return
-    found = confirm(module, fn, flagged, ranges)
+    found = confirm(module, fn, flagged, ranges, extremes)
     if found is None:
         return
     name = fn.sym_name.data

@@ -19,7 +19,7 @@ are inconclusive.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from itertools import islice, product
 
@@ -42,6 +42,9 @@ STEP_BUDGET = 300_000
 of CPU time on the development machine: ~3 us a step, docs/fortran.md); a run stopped by it
 is inconclusive, so an overflow that needs a longer run (an int8 x int8 dot product needs
 2^17 terms to pass 2^31) stays a `q35c.may_wrap` note."""
+EXTREME_BUDGET = 4_000_000
+"""The most interpreter steps one run at an accumulator's extreme inputs may take (about
+twelve seconds): a 2^17-term int8 dot product takes 1.4 million."""
 _EXACT = {arith.AddiOp: lambda a, b: a + b, arith.SubiOp: lambda a, b: a - b,
           arith.MuliOp: lambda a, b: a * b}
 
@@ -116,8 +119,12 @@ def candidates(fn: func.FuncOp, ranges: dict[str, tuple[int, int]]
 
 
 def confirm(module, fn: func.FuncOp, flagged: list[Operation],
-            ranges: dict[str, tuple[int, int]]) -> Witness | None:
-    """A candidate input for which the interpreter overflows one of `flagged`, or None."""
+            ranges: dict[str, tuple[int, int]],
+            extremes: Sequence[tuple[dict[str, int], int]] = ()) -> Witness | None:
+    """A candidate input for which the interpreter overflows one of `flagged`, or None.
+    `extremes` (array values that reach an accumulator's closed-form bound, and the steps a
+    run takes) go first, each with a budget of its own run's steps (up to EXTREME_BUDGET):
+    a long accumulation gets the one run that decides it."""
     from q35c.compiler.weights import WeightStore
     from q35c.semantics import IMPLEMENTATIONS, Interpreter, InterpreterError
 
@@ -139,6 +146,20 @@ def confirm(module, fn: func.FuncOp, flagged: list[Operation],
 
     try:
         IMPLEMENTATIONS.update({t: watching(f) for t, f in saved.items()})
+        first = next(candidates(fn, ranges), None)
+        for values, steps in extremes:
+            if first is None or steps > EXTREME_BUDGET:
+                continue
+            inputs = {n: np.full_like(v, values[n]) if n in values else v
+                      for n, v in first.items()}
+            interp = Interpreter(module, WeightStore(), steps + STEP_BUDGET)
+            try:
+                interp.run(inputs, fn.sym_name.data)
+            except _Overflowed as hit:
+                op, operands, exact, width = hit.found
+                return Witness(op, inputs, operands, exact, width)
+            except (Q35cError, InterpreterError):
+                pass  # inconclusive
         budget = STEP_BUDGET
         for inputs in candidates(fn, ranges):
             if budget <= 0:

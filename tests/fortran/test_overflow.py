@@ -173,15 +173,72 @@ end subroutine count
 """
 
 
-def test_a_loop_too_long_to_iterate_widens_soundly():
-    # 10^6 iterations are not iterated one by one: the moving bound widens to the type's
-    # end, so the add is (imprecisely, but soundly) marked as a possible wrap
-    module = _verify(COUNT, '{arg-ranges="n=0:1000000"}')
+def test_a_count_too_long_to_iterate_gets_its_closed_form_bound():
+    # 10^6 iterations are not iterated one by one: `s = s + 1` is an accumulator, bounded
+    # by the trip count times its increment
+    module = _verify(COUNT, '{arg-ranges="n=0:1000000" check-arith=true}')
+    add = _at(module, "arith.addi", 7)
+    assert _range(add) == (1, 1000000) and "q35c.may_wrap" not in add.attributes
+    out = run_module(compile_source(COUNT, "kernel.f90"), WeightStore(), {"n": 1000}, "count")
+    assert 1 <= int(out["s"]) <= 1000000
+
+
+def test_a_loop_too_long_to_iterate_that_is_no_accumulator_widens_soundly():
+    # `s = 2 * s + 1` is not a sum of increments: the moving bound widens to the type's
+    # end, so the add is (imprecisely, but soundly) marked as a possible wrap (it does
+    # wrap: allowed here, the witness search would reject it)
+    source = COUNT.replace("s = s + 1", "s = 2 * s + 1")
+    module = _verify(source, '{arg-ranges="n=0:1000000" allow-wrap=count}')
     add = _at(module, "arith.addi", 7)
     lo, hi = _range(add)
-    assert lo <= 1 and hi == 2**31 - 1 and "q35c.may_wrap" in add.attributes
-    out = run_module(compile_source(COUNT, "kernel.f90"), WeightStore(), {"n": 1000}, "count")
-    assert lo <= int(out["s"]) <= hi
+    assert hi == 2**31 - 1 and "q35c.may_wrap" in add.attributes
+
+
+LONG_DOT = """subroutine dot(x, y, s)
+  use iso_fortran_env, only: int8, int32
+  integer(int8), intent(in) :: x({n}), y({n})
+  integer(int32), intent(out) :: s
+  integer :: i
+  s = 0
+  do i = 1, {n}
+    s = s + int(x(i), int32) * int(y(i), int32)
+  end do
+end subroutine dot
+"""
+
+
+def test_a_2_to_the_16_term_int8_dot_product_is_proven():
+    """Too long to iterate (65536 iterations): trip count x the product's range."""
+    module = _verify(LONG_DOT.format(n=65536), "{check-arith=true}")
+    add = _at(module, "arith.addi", 8)
+    assert _range(add) == (65536 * -128 * 127, 65536 * 128 * 128)
+    assert "q35c.may_wrap" not in add.attributes
+
+
+def test_a_2_to_the_17_term_int8_dot_product_is_rejected_with_its_extreme_witness():
+    """2^17 products of (-128) * (-128) reach 2^31: the closed form says which inputs do,
+    and one interpreter run at them confirms it (about 1.4 million steps)."""
+    with pytest.raises(OverflowFound, match=r"arith.addi \(in 'dot' at line 8\) overflows "
+                                            r"i32: 2147467264 and 16384 give 2147483648") as info:
+        _verify(LONG_DOT.format(n=131072))
+    assert set(np.unique(info.value.witness["x"])) == {-128}
+    assert set(np.unique(info.value.witness["y"])) == {-128}
+
+
+DOT_PRODUCT = """subroutine dp(x, y, s)
+  use iso_fortran_env, only: int8, int32
+  integer(int8), intent(in) :: x(65536), y(65536)
+  integer(int32), intent(out) :: s
+  s = dot_product(int(x, int32), int(y, int32)) - sum(int(x, int32))
+end subroutine dp
+"""
+
+
+def test_reductions_carried_through_loop_values_get_closed_forms_too():
+    module = _verify(DOT_PRODUCT, "{check-arith=true}")
+    sub = _at(module, "arith.subi", 5)
+    dot_hi, sum_lo = 65536 * 128 * 128, 65536 * -128
+    assert _range(sub)[1] == dot_hi - sum_lo
 
 
 def test_short_symbolic_loop_is_exact_and_undeclared_n_widens_to_a_wrap():
