@@ -29,12 +29,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
+from xdsl.builder import Builder
 from xdsl.context import Context
 from xdsl.dialects import arith, bufferization, func, memref, tensor
 from xdsl.dialects.builtin import (
     ArrayAttr,
     DenseArrayBase,
+    DenseIntOrFPElementsAttr,
     DictionaryAttr,
     IntegerAttr,
     MemRefType,
@@ -46,11 +47,10 @@ from xdsl.dialects.builtin import (
     i64,
 )
 from xdsl.dialects.linalg import ops as linalg
-from xdsl.ir import Block, Operation, Region, SSAValue
+from xdsl.ir import Attribute, Block, Region, SSAValue
 from xdsl.passes import ModulePass
+from xdsl.rewriter import InsertPoint
 
-from q35c.compiler.frontends.onnx.builder import TensorBuilder, shape_of
-from q35c.compiler.weights import store_of
 from q35c.dialects import q35nn, quant3p5
 
 _ONNX_INT32 = 6  # onnx.TensorProto.INT32
@@ -95,11 +95,62 @@ def _intent(fn: func.FuncOp, i: int) -> str:
     return intent.data if isinstance(intent, StringAttr) else "inout"
 
 
+def shape_of(value: SSAValue) -> tuple[int, ...]:
+    return tuple(value.type.get_shape())
+
+
+class _Builder:
+    """Appends tensor ops to a block: constants, reshapes, broadcasts, concatenation."""
+
+    def __init__(self, block: Block):
+        self.builder = Builder(InsertPoint.at_end(block))
+
+    def insert(self, op):
+        return self.builder.insert(op)
+
+    def splat(self, value: int, shape, element: Attribute = i32) -> SSAValue:
+        t = TensorType(element, list(shape))
+        return self.insert(arith.ConstantOp(DenseIntOrFPElementsAttr.from_list(t, [value]))
+                           ).result
+
+    def reshape(self, value: SSAValue, shape) -> SSAValue:
+        shape = tuple(int(d) for d in shape)
+        if shape_of(value) == shape:
+            return value
+        spec = self.insert(arith.ConstantOp(DenseIntOrFPElementsAttr.from_list(
+            TensorType(i64, [len(shape)]), list(shape)))).result
+        return self.insert(tensor.ReshapeOp(value, spec, TensorType(
+            value.type.get_element_type(), list(shape)))).result
+
+    def broadcast_to(self, value: SSAValue, shape) -> SSAValue:
+        """numpy.broadcast_to for a value whose dims equal `shape`'s or are 1."""
+        shape = tuple(shape)
+        src = shape_of(value)
+        if src == shape:
+            return value
+        padded = (1,) * (len(shape) - len(src)) + src
+        kept = [i for i, (s, d) in enumerate(zip(padded, shape)) if s == d and s != 1]
+        squeezed = self.reshape(value, [shape[i] for i in kept])
+        added = [i for i in range(len(shape)) if i not in kept]
+        init = self.empty(shape, value.type.get_element_type())
+        return self.insert(linalg.BroadcastOp(squeezed, init, DenseArrayBase.from_list(
+            i64, added))).results[0]
+
+    def concat(self, values: list[SSAValue], axis: int) -> SSAValue:
+        out = list(shape_of(values[0]))
+        out[axis] = sum(shape_of(v)[axis] for v in values)
+        return self.insert(tensor.ConcatOp(values, axis, TensorType(
+            values[0].type.get_element_type(), out))).results[0]
+
+    def empty(self, shape, element: Attribute) -> SSAValue:
+        return self.insert(tensor.EmptyOp([], TensorType(element, list(shape)))).results[0]
+
+
 @dataclass
 class _Raiser:
-    """Builds the tensor function of one raisable Fortran function."""
+    """Builds the tensor ops that replace a run-time pair matmul."""
 
-    builder: TensorBuilder
+    builder: _Builder
 
     def pair_matmul(self, pack: quant3p5.PackOp, mm: quant3p5.MatmulInt8Op,
                     mapping: dict[SSAValue, SSAValue]) -> SSAValue:
@@ -109,9 +160,6 @@ class _Raiser:
         x, xscale = mapping[mm.operands[0]], mapping[mm.operands[1]]
         k2, n = shape_of(w)
         m, k = shape_of(x)
-
-        def splat(value: int, shape) -> SSAValue:
-            return b.broadcast_to(b.constant(np.array([value], np.int32), exact=True), shape)
 
         def cast(v: SSAValue, shape, element) -> SSAValue:
             """ONNX Cast (xDSL's arith.extsi and sitofp take no tensors): int8 -> int32
@@ -125,15 +173,16 @@ class _Raiser:
             return cast(v, shape, i32)
 
         def field(v: SSAValue, left: int, right: int) -> SSAValue:
-            """Bits (31 - left) .. (31 - left - (32 - right) + 1) of v, sign-extended."""
-            shl = b.insert(arith.ShLIOp(v, splat(left, (k2, n)))).result
-            return b.insert(arith.ShRSIOp(shl, splat(right, (k2, n)))).result
+            """(v << left) >> right, arithmetic: bits 31 - left down to right - left of v,
+            sign-extended."""
+            shl = b.insert(arith.ShLIOp(v, b.splat(left, (k2, n)))).result
+            return b.insert(arith.ShRSIOp(shl, b.splat(right, (k2, n)))).result
 
         w32 = widen(w, (k2, n))
         v4 = field(w32, 25, 28)  # bits 6..3 of the byte: iand(ishft(W, -3), 15), 8.. -> -8..
         v3 = field(w32, 29, 29)  # bits 2..0: iand(W, 7), 4.. -> -4..
-        odd = b.insert(arith.AddiOp(b.insert(arith.ShLIOp(v3, splat(1, (k2, n)))).result,
-                                    splat(1, (k2, n)))).result  # 2*v3 + 1
+        odd = b.insert(arith.AddiOp(b.insert(arith.ShLIOp(v3, b.splat(1, (k2, n)))).result,
+                                    b.splat(1, (k2, n)))).result  # 2*v3 + 1
         l32 = b.reshape(b.concat([b.reshape(v4, (k2, 1, n)), b.reshape(odd, (k2, 1, n))], 1),
                         (k, n))  # L(2p-1, j) = v4, L(2p, j) = 2*v3 + 1
         x32 = widen(x, (m, k))
@@ -164,7 +213,7 @@ class _Raiser:
                                         Region(body))).results[0]
 
 
-def raise_function(fn: func.FuncOp, store) -> func.FuncOp:
+def raise_function(fn: func.FuncOp) -> func.FuncOp:
     """The tensor function of raisable Fortran function `fn` (see the module docstring)."""
     old_args = list(fn.args)
     inputs = [i for i, a in enumerate(old_args) if _intent(fn, i) == "in"]
@@ -173,7 +222,7 @@ def raise_function(fn: func.FuncOp, store) -> func.FuncOp:
     block = Block(arg_types=in_types)
     mapping: dict[SSAValue, SSAValue] = {}
     arg_of = {old_args[i]: block.args[j] for j, i in enumerate(inputs)}
-    raiser = _Raiser(TensorBuilder(block, store))
+    raiser = _Raiser(_Builder(block))
     results: dict[int, SSAValue] = {}
     notes = []
     for op in list(fn.body.block.ops):
@@ -219,13 +268,10 @@ class RaiseFortranTensorsPass(ModulePass):
     name = "raise-fortran-tensors"
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
-        store = None
         called = {c.callee.root_reference.data for c in op.walk() if isinstance(c, func.CallOp)}
         for fn in [f for f in op.body.block.ops if isinstance(f, func.FuncOp)]:
             if not _is_fortran(fn) or fn.sym_name.data in called or not _raisable(fn):
                 continue
-            if store is None:
-                store = store_of(op)
-            new = raise_function(fn, store)
+            new = raise_function(fn)
             op.body.block.insert_op_before(new, fn)
             op.body.block.erase_op(fn)
