@@ -47,7 +47,8 @@ class Compiled:
 PIPELINE = ('raise-fortran-tensors,unfuse-ops{ops="quant3p5.fused_matmul"},int8-activations,'
             'verify-overflow')
 """GroqTarget's own passes: Fortran kernels whose loops were raised become tensor functions
-(passes/raise_fortran_tensors.py; a no-op for other inputs), the fused matmuls of `fuse-matmul-bias-act`/`fuse-residual` back
+(passes/raise_fortran_tensors.py; a no-op for other inputs), the fused matmuls of
+`fuse-matmul-bias-act`/`fuse-residual` back
 into matmul and epilogue ops (lower.py has no fused matmul; the chip runs the epilogue on
 the VXM either way), the chip computes matmuls on int8 activations, and the overflow check
 must see the int8 IR it runs."""
