@@ -34,8 +34,8 @@ def test_targets_lists_builtin_and_planned_targets():
 
 def test_target_pipeline_passes_are_dumped_and_printed(tmp_path):
     """groq's raise-fortran-tensors, unfuse-ops, int8-activations and verify-overflow run in
-    the driver, after the
-    user's pipeline: they are stages of --dump-ir and --print-ir-after-all like any pass."""
+    the driver, after the user's pipeline: they are stages of --dump-ir and
+    --print-ir-after-all like any pass."""
     result = q35c(MLP, "--target", "groq", "-o", tmp_path / "out", "--dump-ir",
                   tmp_path / "dumps", "--print-ir-after-all")
     dumps = sorted(p.name for p in (tmp_path / "dumps").glob("*.mlir"))
