@@ -1,28 +1,36 @@
-"""`raise-fortran-tensors`: a Fortran kernel whose loops were all raised, as a tensor function.
+"""`raise-fortran-tensors`: a Fortran kernel whose loops all map to tensor ops, as a tensor
+function.
 
 The Fortran frontend gives a procedure memref arguments (its dummies, in their declared
-shapes) and, where it recognises a loop nest, replaces it by tensor ops between
-`bufferization.to_tensor` of the arguments it reads and
-`bufferization.materialize_in_destination` into the argument it writes
+shapes), loop nests over them, and, where it recognises the pair-layout matmul, tensor ops
+between `bufferization.to_tensor` of the arguments it reads and
+`bufferization.materialize_in_destination` into the one it writes
 (compiler/frontends/fortran/raising.py). Targets that take tensor functions (groq) need the
-procedure as such a function: this pass rewrites every Fortran function whose body is only
-raised ops into one with
+procedure as such a function: this pass rewrites every Fortran function (not called by
+another) whose arrays all have constant shapes and whose body is only
 
-- the `intent(in)` arrays as tensor arguments (same order, names and shapes),
-- each `intent(out)` array that is materialized as a result, named by its dummy,
-- the run-time pair-layout matmul (`quant3p5.pack` of argument bytes feeding
-  `quant3p5.matmul_int8`, which needs the weights at compile time on groq) spelled as the
-  tensor ops of the Fortran loop nest it came from: decode the two levels of each byte with
-  shifts (`L(2p-1) = v4`, `L(2p) = 2*v3 + 1`, interleaved along K), the int32 products
-  `X * L` summed over K (`linalg.broadcast`, `arith.muli`, `linalg.reduce`), the int32 row
-  sums of X, and the rescale `(scale(j) * acc + offset(j) * sx) * xscale(i)` in the loop's
+- elementwise loop nests: a perfect nest of counted loops from 0 by 1 to constant extents
+  whose innermost body loads arrays at the loop indices, computes with elementwise
+  `arith`/`math` ops and conversions, and stores one array at the same indices (what
+  whole-array statements such as `y = real(q) * s + x / (1 + exp(-x))` become, the
+  frontend's temporaries included): the same ops on whole tensors (conversions as ONNX
+  `Cast`, as xDSL's `arith` casts take no tensors);
+- the raised pair matmul, with `quant3p5.pack` of run-time bytes feeding
+  `quant3p5.matmul_int8` (which needs its weights at compile time on groq) spelled as the
+  tensor ops of the loop nest it came from: decode the two levels of each byte with shifts
+  (`L(2p-1) = v4`, `L(2p) = 2*v3 + 1`, interleaved along K), the int32 products `X * L`
+  summed over K (`linalg.broadcast`, `arith.muli`, `linalg.reduce`), the int32 row sums of
+  X, and the rescale `(scale(j) * acc + offset(j) * sx) * xscale(i)` in the loop's
   operation order, so the result is bit-identical to the loops (the byte's bit 7 is
-  ignored, as the loops' `iand` masks do).
+  ignored, as the loops' `iand` masks do),
 
-Functions that still hold loops are left as they are: the target then refuses the loop op
-in one line with its source line (driver.check_accepted_ops). Other functions are not
-touched. The pass records what it did as `q35c.raised = ["line 49: loop nest -> ..."]` on
-the function (printed by `--dump-ir`).
+into one with the `intent(in)` arrays as tensor arguments (same order, names and shapes)
+and the `intent(out)` arrays as results, named by their dummies. It records what it raised
+as `q35c.raised = ["line 14: loop nest -> y (elementwise tensor ops)", ...]`.
+
+Any other function (a reduction or a scalar carried between iterations, a section, a
+dynamic shape, a scalar argument, an `intent(inout)` array) is left as it is: the target
+then refuses its loop op in one line with its source line (driver.check_accepted_ops).
 """
 
 from __future__ import annotations
@@ -31,7 +39,7 @@ from dataclasses import dataclass
 
 from xdsl.builder import Builder
 from xdsl.context import Context
-from xdsl.dialects import arith, bufferization, func, memref, tensor
+from xdsl.dialects import arith, bufferization, func, math as xmath, memref, scf, tensor
 from xdsl.dialects.builtin import (
     ArrayAttr,
     DenseArrayBase,
@@ -57,8 +65,19 @@ _ONNX_INT32 = 6  # onnx.TensorProto.INT32
 _ONNX_FLOAT = 1  # onnx.TensorProto.FLOAT
 _CAST_OPSET = 21
 
-_RAISED_OPS = (bufferization.ToTensorOp, bufferization.MaterializeInDestinationOp,
-               quant3p5.PackOp, quant3p5.MatmulInt8Op, arith.ConstantOp, func.ReturnOp)
+_ELEMENTWISE = (arith.AddfOp, arith.SubfOp, arith.MulfOp, arith.DivfOp, arith.NegfOp,
+                arith.AddiOp, arith.SubiOp, arith.MuliOp, arith.MaxSIOp, arith.MinSIOp,
+                arith.AndIOp, arith.OrIOp, arith.XOrIOp, arith.SelectOp, arith.CmpfOp,
+                arith.CmpiOp, xmath.ExpOp, xmath.TanhOp, xmath.SqrtOp, xmath.AbsFOp)
+"""Scalar ops of an elementwise loop body that become the same op on tensors."""
+_CASTS = (arith.SIToFPOp, arith.FPToSIOp, arith.ExtSIOp, arith.TruncIOp, arith.ExtFOp,
+          arith.TruncFOp)
+"""Conversions, which xDSL's arith has for scalars only: ONNX Cast on tensors."""
+_ONNX_TYPES = {"f32": 1, "f64": 11, "i8": 3, "i16": 5, "i32": 6, "i64": 7}
+
+
+class _NotRaisable(Exception):
+    """The function keeps its loops (the target then refuses them, with their lines)."""
 
 
 def _is_fortran(fn: func.FuncOp) -> bool:
@@ -66,27 +85,9 @@ def _is_fortran(fn: func.FuncOp) -> bool:
         isinstance(t, MemRefType) for t in fn.function_type.inputs.data)
 
 
-def _raisable(fn: func.FuncOp) -> bool:
-    """Only raised ops (and unused scalar cells) in the body; array arguments with static
-    shapes, read through `to_tensor` or written through `materialize_in_destination`."""
-    for op in fn.body.block.ops:
-        if isinstance(op, memref.AllocaOp) and not op.results[0].uses:
-            continue
-        if not isinstance(op, _RAISED_OPS):
-            return False
-        if isinstance(op, quant3p5.PackOp) and any(
-                not isinstance(u.operation, quant3p5.MatmulInt8Op) for u in op.result.uses):
-            return False
-    for arg in fn.args:
-        t = arg.type
-        if not isinstance(t, MemRefType) or not t.get_shape() or \
-                any(d < 0 for d in t.get_shape()):
-            return False
-        if any(not isinstance(u.operation, (bufferization.ToTensorOp,
-                                            bufferization.MaterializeInDestinationOp))
-               for u in arg.uses):
-            return False
-    return True
+def _static_arrays(fn: func.FuncOp) -> bool:
+    return all(isinstance(a.type, MemRefType) and a.type.get_shape() and
+               all(d >= 0 for d in a.type.get_shape()) for a in fn.args)
 
 
 def _intent(fn: func.FuncOp, i: int) -> str:
@@ -202,6 +203,75 @@ class _Raiser:
         total = b.insert(arith.AddfOp(cols, mulf(b.broadcast_to(offset, (m, n)), rows))).result
         return mulf(total, b.broadcast_to(b.reshape(xscale, (m, 1)), (m, n)))
 
+    def elementwise(self, nest: scf.ForOp, current: dict[SSAValue, SSAValue],
+                    shapes: dict[SSAValue, tuple[int, ...]]) -> SSAValue:
+        """A perfect nest of counted loops (from 0 by 1 to constant extents) whose innermost
+        body loads arrays at the loop indices, computes with elementwise ops and stores one
+        array at the same indices: the same ops on whole tensors. Returns the array it
+        writes (its new tensor is in `current`)."""
+        ivs, extents = {}, {}
+        loop = nest
+        while True:
+            if loop.results or _constant_index(loop.lb) != 0 or _constant_index(loop.step) != 1:
+                raise _NotRaisable
+            iv = loop.body.block.args[0]
+            ivs[iv] = len(ivs)
+            extents[iv] = _constant_index(loop.ub)
+            ops = [o for o in loop.body.block.ops
+                   if not (isinstance(o, arith.ConstantOp) and not o.result.uses)]
+            inner = [o for o in ops if not isinstance(o, (arith.ConstantOp, scf.YieldOp))]
+            if len(inner) == 1 and isinstance(inner[0], scf.ForOp):
+                loop = inner[0]
+                continue
+            break
+        stores = [o for o in loop.body.block.ops if isinstance(o, memref.StoreOp)]
+        if len(stores) != 1:
+            raise _NotRaisable
+        index = list(stores[0].indices)
+        shape = tuple(extents.get(i, -1) for i in index)
+        if sorted(index, key=lambda i: ivs.get(i, -1)) != sorted(ivs, key=ivs.get) or \
+                shapes.get(stores[0].memref) != shape:
+            raise _NotRaisable
+        b = self.builder
+        values: dict[SSAValue, SSAValue] = {}
+
+        def tensor_of(v: SSAValue) -> SSAValue:
+            if v in values:
+                return values[v]
+            if isinstance(v.owner, arith.ConstantOp) and not isinstance(v.type, TensorType):
+                attr = v.owner.value
+                values[v] = b.insert(arith.ConstantOp(DenseIntOrFPElementsAttr.from_list(
+                    TensorType(v.type, list(shape)), [attr.value.data]))).result
+                return values[v]
+            raise _NotRaisable
+
+        for op in loop.body.block.ops:
+            if isinstance(op, (arith.ConstantOp, scf.YieldOp)):
+                continue
+            if isinstance(op, memref.LoadOp):
+                if list(op.indices) != index or shapes.get(op.memref) != shape:
+                    raise _NotRaisable
+                values[op.res] = _read(current, op.memref)
+            elif isinstance(op, _ELEMENTWISE):
+                result = TensorType(op.results[0].type, list(shape))
+                new = b.insert(type(op).build(operands=[tensor_of(v) for v in op.operands],
+                                              result_types=[result],
+                                              properties=dict(op.properties)))
+                values[op.results[0]] = new.results[0]
+            elif isinstance(op, _CASTS):
+                to = _ONNX_TYPES.get(str(op.results[0].type))
+                if to is None:
+                    raise _NotRaisable
+                values[op.results[0]] = b.insert(q35nn.OnnxNodeOp(
+                    "Cast", _CAST_OPSET, [tensor_of(op.operands[0])],
+                    [TensorType(op.results[0].type, list(shape))],
+                    DictionaryAttr({"to": IntegerAttr(to, i64)}))).results[0]
+            elif op is stores[0]:
+                current[op.memref] = tensor_of(op.value)
+            else:
+                raise _NotRaisable
+        return stores[0].memref
+
     def sum_i32(self, v: SSAValue, axis: int, out: list[int]) -> SSAValue:
         b = self.builder
         init = b.insert(linalg.FillOp((b.insert(arith.ConstantOp(IntegerAttr(0, i32))).result,),
@@ -214,50 +284,96 @@ class _Raiser:
 
 
 def raise_function(fn: func.FuncOp) -> func.FuncOp:
-    """The tensor function of raisable Fortran function `fn` (see the module docstring)."""
+    """The tensor function of Fortran function `fn` (see the module docstring); raises
+    `_NotRaisable` where some op or argument does not fit."""
+    if not _static_arrays(fn):
+        raise _NotRaisable
     old_args = list(fn.args)
-    inputs = [i for i, a in enumerate(old_args) if _intent(fn, i) == "in"]
+    intents = [_intent(fn, i) for i in range(len(old_args))]
+    if any(intent not in ("in", "out") for intent in intents):
+        raise _NotRaisable
+    inputs = [i for i, intent in enumerate(intents) if intent == "in"]
     in_types = [TensorType(old_args[i].type.element_type, old_args[i].type.get_shape())
                 for i in inputs]
     block = Block(arg_types=in_types)
-    mapping: dict[SSAValue, SSAValue] = {}
-    arg_of = {old_args[i]: block.args[j] for j, i in enumerate(inputs)}
     raiser = _Raiser(_Builder(block))
-    results: dict[int, SSAValue] = {}
-    notes = []
+    # the tensor each array (argument or temporary) holds at this point of the body
+    current: dict[SSAValue, SSAValue] = {old_args[i]: block.args[j]
+                                         for j, i in enumerate(inputs)}
+    shapes: dict[SSAValue, tuple[int, ...]] = {a: tuple(a.type.get_shape()) for a in old_args}
+    mapping: dict[SSAValue, SSAValue] = {}
+    notes: list[tuple[int | None, SSAValue, str]] = []
     for op in list(fn.body.block.ops):
-        if isinstance(op, (memref.AllocaOp, func.ReturnOp, quant3p5.PackOp)):
+        if isinstance(op, (func.ReturnOp, memref.DeallocOp)) or (
+                isinstance(op, memref.AllocaOp) and not op.results[0].uses):
             continue
-        if isinstance(op, bufferization.ToTensorOp):
-            mapping[op.results[0]] = arg_of[op.operands[0]]
+        if isinstance(op, arith.ConstantOp) and not isinstance(op.result.type, TensorType):
+            continue  # scalars: splatted where an elementwise loop uses them
+        if isinstance(op, memref.AllocOp):
+            shapes[op.memref] = _alloc_shape(op)
+        elif isinstance(op, bufferization.ToTensorOp):
+            mapping[op.results[0]] = _read(current, op.operands[0])
         elif isinstance(op, bufferization.MaterializeInDestinationOp):
-            dest = old_args.index(op.operands[1])
-            results[dest] = mapping[op.operands[0]]
+            current[op.operands[1]] = mapping[op.operands[0]]
             line = op.attributes.get("q35c.raised_from_line")
-            notes.append((line.value.data if isinstance(line, IntegerAttr) else None, dest))
+            notes.append((line.value.data if isinstance(line, IntegerAttr) else None,
+                          op.operands[1], "pair matmul"))
+        elif isinstance(op, quant3p5.PackOp):
+            if any(not isinstance(u.operation, quant3p5.MatmulInt8Op) for u in op.result.uses):
+                raise _NotRaisable
         elif isinstance(op, quant3p5.MatmulInt8Op) and isinstance(op.operands[2].owner,
                                                                    quant3p5.PackOp):
             mapping[op.results[0]] = raiser.pair_matmul(op.operands[2].owner, op, mapping)
+        elif isinstance(op, scf.ForOp):
+            target = raiser.elementwise(op, current, shapes)
+            line = op.attributes.get("q35c.source_line")
+            notes.append((line.value.data if isinstance(line, IntegerAttr) else None, target,
+                          "elementwise"))
         else:
-            clone = op.clone(value_mapper=mapping)
-            raiser.builder.insert(clone)
-            for old, new in zip(op.results, clone.results):
-                mapping[old] = new
-    order = sorted(results)
-    raiser.builder.insert(func.ReturnOp(*(results[i] for i in order)))
-    arg_attrs = [fn.arg_attrs.data[i] for i in inputs]
-    res_attrs = [DictionaryAttr({"q35c.name": fn.arg_attrs.data[i].data["q35c.name"]})
-                 for i in order]
-    new = func.FuncOp(fn.sym_name.data, (in_types, [results[i].type for i in order]),
-                      Region(block), arg_attrs=ArrayAttr(arg_attrs),
-                      res_attrs=ArrayAttr(res_attrs))
-    new.attributes.update({k: v for k, v in fn.attributes.items()
-                           if k.startswith("q35c.")})
-    names = {i: fn.arg_attrs.data[i].data["q35c.name"].data for i in order}
+            raise _NotRaisable
+    outputs = [i for i, intent in enumerate(intents) if intent == "out"]
+    values = [_read(current, old_args[i]) for i in outputs]
+    raiser.builder.insert(func.ReturnOp(*values))
+    names = [fn.arg_attrs.data[i].data["q35c.name"] for i in range(len(old_args))]
+    new = func.FuncOp(fn.sym_name.data, (in_types, [v.type for v in values]),
+                      Region(block), arg_attrs=ArrayAttr([fn.arg_attrs.data[i] for i in inputs]),
+                      res_attrs=ArrayAttr([DictionaryAttr({"q35c.name": names[i]})
+                                           for i in outputs]))
+    new.attributes.update({k: v for k, v in fn.attributes.items() if k.startswith("q35c.")})
+    label = {a: names[i].data for i, a in enumerate(old_args)}
     new.attributes["q35c.raised"] = ArrayAttr([StringAttr(
-        f"line {line}: loop nest -> {names[dest]} (tensor ops)" if line is not None
-        else f"{names[dest]} (tensor ops)") for line, dest in notes])
+        (f"line {line}: " if line is not None else "") + f"loop nest -> "
+        f"{label.get(target, 'a temporary')} ({what} tensor ops)")
+        for line, target, what in notes])
     return new
+
+
+def _read(current: dict[SSAValue, SSAValue], ref: SSAValue) -> SSAValue:
+    if ref not in current:
+        raise _NotRaisable  # read before it is written
+    return current[ref]
+
+
+def _alloc_shape(op: memref.AllocOp) -> tuple[int, ...]:
+    """The static shape of a temporary whose dynamic sizes are constants."""
+    sizes = iter(op.dynamic_sizes)
+    shape = []
+    for d in op.memref.type.get_shape():
+        if d >= 0:
+            shape.append(d)
+            continue
+        size = next(sizes)
+        if not isinstance(size.owner, arith.ConstantOp):
+            raise _NotRaisable
+        shape.append(size.owner.value.value.data)
+    return tuple(shape)
+
+
+def _constant_index(v: SSAValue) -> int:
+    if not isinstance(v.owner, arith.ConstantOp) or not isinstance(v.owner.value,
+                                                                     IntegerAttr):
+        raise _NotRaisable
+    return v.owner.value.value.data
 
 
 @dataclass(frozen=True)
@@ -270,8 +386,11 @@ class RaiseFortranTensorsPass(ModulePass):
     def apply(self, ctx: Context, op: ModuleOp) -> None:
         called = {c.callee.root_reference.data for c in op.walk() if isinstance(c, func.CallOp)}
         for fn in [f for f in op.body.block.ops if isinstance(f, func.FuncOp)]:
-            if not _is_fortran(fn) or fn.sym_name.data in called or not _raisable(fn):
+            if not _is_fortran(fn) or fn.sym_name.data in called:
                 continue
-            new = raise_function(fn)
+            try:
+                new = raise_function(fn)
+            except _NotRaisable:
+                continue
             op.body.block.insert_op_before(new, fn)
             op.body.block.erase_op(fn)

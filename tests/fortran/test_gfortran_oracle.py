@@ -42,6 +42,7 @@ CASES = [
          ranges={"acc": (-8000, 8000)}, exact=False),
     Case("elemental_arrays.f90", "affine", {"n": 5, "s": np.float32(-1.5)}, exact=False),
     Case("elemental_arrays.f90", "odds", {"n": 9}),
+    Case("dequant_silu.f90", "dequant_silu", {}, exact=False),
     Case("features.f90", "kernels", {"n": 5, "m": 3}, ranges={"B": (-9, 9)}, exact=False),
 ]
 

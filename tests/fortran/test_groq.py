@@ -1,7 +1,9 @@
 """Fortran kernels on `--target groq`: the fixed-size pair-layout matmul, raised by the
-frontend and turned into a tensor function by `raise-fortran-tensors`, compiles and its
-simulation is bit-identical to the interpreter running the Fortran loops (all 256 byte
-values of W, which the loops' masks and the raised decode both read by bits 6..0)."""
+frontend and turned into a tensor function by `raise-fortran-tensors`, and a fixed-size
+elementwise kernel (its whole-array loops raised to elementwise tensor ops) compile, and
+their simulation is bit-identical to the interpreter running the Fortran loops (for the
+matmul, all 256 byte values of W, which the loops' masks and the raised decode both read by
+bits 6..0)."""
 
 from __future__ import annotations
 
@@ -18,7 +20,8 @@ from q35c.compiler.weights import WeightStore
 from q35c.passes.raise_fortran_tensors import RaiseFortranTensorsPass
 from q35c.semantics import run_module
 
-QMATMUL = Path(__file__).resolve().parents[2] / "examples" / "fortran" / "qmatmul_pair.f90"
+CORPUS = Path(__file__).resolve().parents[2] / "examples" / "fortran"
+QMATMUL = CORPUS / "qmatmul_pair.f90"
 ENTRY = "qmatmul_pair_4x64x16"
 
 
@@ -53,7 +56,7 @@ def test_the_raised_kernel_is_a_tensor_function_that_says_what_was_raised():
     assert all(isinstance(t, TensorType) for t in fn.function_type.inputs.data)
     assert [str(t) for t in fn.function_type.outputs.data] == ["tensor<4x16xf32>"]
     assert [a.data for a in fn.attributes["q35c.raised"].data] == [
-        "line 49: loop nest -> Y (tensor ops)"]
+        "line 49: loop nest -> Y (pair matmul tensor ops)"]
     # the dynamic-size kernel keeps its loops (groq refuses it in one line, test_targets.py)
     assert not any(isinstance(t, TensorType) for t in fns["qmatmul_pair"].function_type.inputs)
     inputs = _inputs(5)
@@ -61,3 +64,42 @@ def test_the_raised_kernel_is_a_tensor_function_that_says_what_was_raised():
                       WeightStore(), inputs, ENTRY)["Y"]
     got = run_module(module, WeightStore(), inputs, ENTRY)["Y"]
     assert np.array_equal(np.asarray(got).view(np.int32), np.asarray(want).view(np.int32))
+
+
+def test_an_elementwise_kernel_simulates_on_groq_bit_exactly(tmp_path):
+    path = CORPUS / "dequant_silu.f90"
+    rng = np.random.default_rng(4)
+    inputs = {"q": rng.integers(-128, 128, (8, 16)).astype(np.int8),
+              "s": (rng.random((8, 16)) * 0.1).astype(np.float32),
+              "x": (rng.standard_normal((8, 16)) * 3).astype(np.float32)}
+    args = []
+    for name, value in inputs.items():
+        np.save(tmp_path / f"{name}.npy", value)
+        args += ["--input", f"{name}={tmp_path / name}.npy"]
+    q35c("run", path, "--target", "groq", *args, "-o", tmp_path / "out")
+    got = np.load(tmp_path / "out" / "y.npy")
+    want = run_module(compile_source(path.read_text(), str(path)), WeightStore(), inputs,
+                      "dequant_silu")["y"]
+    assert np.array_equal(got.view(np.int32), np.asarray(want).view(np.int32))
+    module = compile_source(path.read_text(), str(path))
+    RaiseFortranTensorsPass().apply(Context(), module)
+    (fn,) = [f for f in module.body.block.ops if isinstance(f, func.FuncOp)]
+    assert [a.data for a in fn.attributes["q35c.raised"].data] == [
+        "line 14: loop nest -> y (elementwise tensor ops)",
+        "line 15: loop nest -> a temporary (elementwise tensor ops)",
+        "line 15: loop nest -> y (elementwise tensor ops)"]
+    assert not any(op.name.startswith(("scf.", "memref.")) for op in fn.walk())
+
+
+def test_loops_that_do_not_fit_keep_their_loops():
+    """A section, a dynamic extent or a scalar carried between iterations: not raised (groq
+    then refuses the loop with its line, test_targets.py)."""
+    for body, decl in [("y(1:4, :) = x(1:4, :)", "real, intent(out) :: y(8, 16)"),
+                       ("y = x * n", "real, intent(out) :: y(8, 16)")]:
+        source = (f"subroutine k(x, n, y)\n  integer, intent(in) :: n\n"
+                  f"  real, intent(in) :: x(8, 16)\n  {decl}\n  {body}\nend subroutine k\n")
+        module = compile_source(source, "k.f90")
+        RaiseFortranTensorsPass().apply(Context(), module)
+        (fn,) = [f for f in module.body.block.ops if isinstance(f, func.FuncOp)]
+        assert "q35c.raised" not in fn.attributes
+        assert any(op.name == "scf.for" for op in fn.walk())
