@@ -26,12 +26,11 @@ from q35c.targets.native.onnx_tensor import (
     _error,
     _ins,
     _results,
-    _step,
     attributes,
     broadcast_strides,
     operands,
 )
-from q35c.targets.native.program import Buffer
+from q35c.targets.native.program import Buffer, Step
 
 F64, F32, F16, BF16, BOOL = (np.dtype(np.float64), np.dtype(np.float32),
                              np.dtype(np.float16), np.dtype(ml_dtypes.bfloat16),
@@ -63,6 +62,13 @@ def _layout(shape: tuple[int, ...], heads: int) -> tuple[int, int, int, int]:
     _, s, hd = shape
     d = hd // heads
     return s, d, [s * hd, d, hd]
+
+
+def _step(lowering, op, kernel: str, outs, ins, params: dict) -> None:
+    """Appends the step; its origin (for the C comments and run-time failures) names the
+    op type."""
+    origin = f'{op.name} "{op.op_type.data}"'
+    lowering.steps.append(Step(kernel, outs, ins, params, origin))
 
 
 def _scratch(lowering, count: int) -> Buffer:
