@@ -120,20 +120,19 @@ def render_einsum(printer, step: Step) -> str:
     product = " * ".join(f"{cast}{load(printer, buf, at(st))}"
                          for buf, st in zip(step.ins, q["strides"]))
     ost = strides(out.shape)
-    lines = [f"int64_t {', '.join(idx)};"] if idx else []
-    loops = [f"for ({i} = 0; {i} < {n}; {i}++)" for i, n in zip(idx, extents)]
-    depth = 0
-    for loop in loops[:outer]:
-        lines.append("    " * depth + loop)
-        depth += 1
-    pad = "    " * depth
     acc_t = "double" if fl else "uint64_t"
     final = "(double)(float)acc" if fl and out.dtype.itemsize <= 4 else "acc"
-    lines += [pad + "{", pad + f"    {acc_t} acc = 0;"]
-    for n, loop in enumerate(loops[outer:]):
-        lines.append(pad + "    " * (n + 1) + loop)
-    inner = pad + "    " * (len(loops) - outer + 1)
-    lines += [inner + f"acc += {product};",
-              pad + f"    {printer.ptr(out)}[{at(ost) if outer else '0'}] = "
-              f"{store(out, final, fl)};", pad + "}"]
+    loops = [f"for ({i} = 0; {i} < {n}; {i}++)" for i, n in zip(idx, extents)]
+    lines = [f"int64_t {', '.join(idx)};"] if idx else []
+    lines += ["    " * depth + loop for depth, loop in enumerate(loops[:outer])]
+    if lines and outer:
+        lines[-1] += " {"
+    else:
+        lines.append("{")
+    pad = "    " * max(outer, 1)
+    lines.append(f"{pad}{acc_t} acc = 0;")
+    lines += [pad + "    " * depth + loop for depth, loop in enumerate(loops[outer:])]
+    lines += [pad + "    " * (len(loops) - outer) + f"acc += {product};",
+              f"{pad}{printer.ptr(out)}[{at(ost) if outer else '0'}] = {store(out, final, fl)};",
+              "    " * max(outer - 1, 0) + "}"]
     return "\n".join(lines)
