@@ -287,3 +287,54 @@ def test_runtime_fragments_come_after_those_they_build_on():
         "q35rt_onnx.c", "q35rt_attn.c", "q35rt_cnn.c"]
     assert kernels.runtime_fragments(["onnx_map", "conv"]) == ["q35rt_cnn.c", "q35rt_onnx.c"]
     assert kernels.runtime_fragments(["onnx_einsum"]) == ["q35rt_onnx.c"]
+
+
+def test_variants_the_suite_leaves_out(tmp_path):
+    """Element types and combinations no node-suite case has, in one model: float64
+    Attention (3-D, grouped heads, causal with a past cache, softcap, a float mask shorter
+    than the keys, every output, scores with bias); bfloat16 interleaved RotaryEmbedding of
+    a 3-D input without position ids; LinearAttention with float16 activations and a
+    float32 state; bfloat16 CausalConvWithState with a bias, a past state and SiLU."""
+    rng = np.random.default_rng(3)
+    f64, bf16, f16 = np.float64, ml_dtypes.bfloat16, np.float16
+    feeds = {
+        "q": rng.standard_normal((2, 3, 4 * 6)), "k": rng.standard_normal((2, 3, 2 * 6)),
+        "v": rng.standard_normal((2, 3, 2 * 5)), "mask": rng.standard_normal((3, 4)),
+        "pk": rng.standard_normal((2, 2, 2, 6)), "pv": rng.standard_normal((2, 2, 2, 5)),
+        "rx": rng.standard_normal((2, 3, 2 * 8)).astype(bf16),
+        "rc": rng.standard_normal((2, 3, 3)).astype(bf16),
+        "rs": rng.standard_normal((2, 3, 3)).astype(bf16),
+        "lq": rng.standard_normal((1, 3, 4 * 4)).astype(f16),
+        "lk": rng.standard_normal((1, 3, 2 * 4)).astype(f16),
+        "lv": rng.standard_normal((1, 3, 2 * 3)).astype(f16),
+        "ls": rng.standard_normal((1, 2, 4, 3)).astype(np.float32),
+        "lg": -np.abs(rng.standard_normal((1, 3, 2))).astype(f16),
+        "lb": rng.random((1, 3, 1)).astype(f16),
+        "cx": rng.standard_normal((2, 3, 5)).astype(bf16),
+        "cw": rng.standard_normal((3, 1, 3)).astype(bf16),
+        "cb": rng.standard_normal((3,)).astype(bf16),
+        "cs": rng.standard_normal((2, 3, 2)).astype(bf16)}
+    nodes = [
+        helper.make_node("Attention", ["q", "k", "v", "mask", "pk", "pv"],
+                         ["y", "present_k", "present_v", "scores"], q_num_heads=4,
+                         kv_num_heads=2, is_causal=1, softcap=1.5, qk_matmul_output_mode=2),
+        helper.make_node("RotaryEmbedding", ["rx", "rc", "rs"], ["ry"], interleaved=1,
+                         num_heads=2, rotary_embedding_dim=6),
+        helper.make_node("LinearAttention", ["lq", "lk", "lv", "ls", "lg", "lb"],
+                         ["ly", "lstate"], q_num_heads=4, kv_num_heads=2),
+        helper.make_node("CausalConvWithState", ["cx", "cw", "cb", "cs"], ["cy", "cstate"],
+                         activation="silu")]
+    outputs = {"y": (f64, (2, 3, 20)), "present_k": (f64, (2, 2, 5, 6)),
+               "present_v": (f64, (2, 2, 5, 5)), "scores": (f64, (2, 4, 3, 5)),
+               "ry": (bf16, (2, 3, 16)), "ly": (f16, (1, 3, 12)),
+               "lstate": (np.float32, (1, 2, 4, 3)), "cy": (bf16, (2, 3, 5)),
+               "cstate": (bf16, (2, 3, 2))}
+    info = lambda n, t, s: helper.make_tensor_value_info(  # noqa: E731
+        n, helper.np_dtype_to_tensor_dtype(np.dtype(t)), list(s))
+    graph = helper.make_graph(nodes, "g", [info(k, v.dtype, v.shape) for k, v in feeds.items()],
+                              [info(k, *v) for k, v in outputs.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 27)])
+    interp = _run(model, feeds, "interp", tmp_path)
+    c = _run(model, feeds, "c", tmp_path)
+    problems = agree(c, interp)
+    assert not problems, "\n".join(problems)
