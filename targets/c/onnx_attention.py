@@ -12,8 +12,7 @@ from __future__ import annotations
 
 from q35c.compiler.codegen_names import c_string
 from q35c.targets.c.kernels import renders
-from q35c.targets.c.onnx_tensor import RUNTIME as ONNX_RUNTIME
-from q35c.targets.c.onnx_tensor import is_float, load, store
+from q35c.targets.c.onnx_tensor import RUNTIME as ONNX_RUNTIME, is_float, load, store
 from q35c.targets.c.printer import _float_literal, _int_array
 from q35c.targets.native.lower import strides
 from q35c.targets.native.program import Step
