@@ -224,30 +224,36 @@ def test_generated_einsums_match_the_interpreter(tmp_path_factory, batch, dtype)
 
 # -- refusals and names ---------------------------------------------------------------------
 
-def _attention_model(mask_type: int, node_name: str = "attn") -> onnx.ModelProto:
+def _attention_model(mask_type: int, mask_shape: list[int]) -> onnx.ModelProto:
     shape = [1, 2, 3, 4]
     info = lambda n, t, s: helper.make_tensor_value_info(n, t, s)  # noqa: E731
     graph = helper.make_graph(
-        [helper.make_node("Attention", ["q", "k", "v", "m"], ["y"], name=node_name)],
+        [helper.make_node("Attention", ["q", "k", "v", "m"], ["y"])],
         "g", [info("q", onnx.TensorProto.FLOAT, shape), info("k", onnx.TensorProto.FLOAT, shape),
-              info("v", onnx.TensorProto.FLOAT, shape), info("m", mask_type, [3, 3])],
+              info("v", onnx.TensorProto.FLOAT, shape), info("m", mask_type, mask_shape)],
         [info("y", onnx.TensorProto.FLOAT, shape)])
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 23)])
 
 
-def test_an_unsupported_variant_is_a_one_line_refusal_naming_the_file(tmp_path):
-    """An integer attn_mask (allowed by the schema, numpy would promote the scores to
-    float64) is refused by the C lowering: one line naming the model file and the op."""
-    model = _attention_model(onnx.TensorProto.INT64)
-    path = tmp_path / "int_mask.onnx"
-    onnx.save(model, path)
+@pytest.mark.parametrize(("mask_type", "mask_shape", "why"), [
+    # allowed by the schema; numpy would promote the scores to float64
+    (onnx.TensorProto.INT64, [3, 3], "attn_mask of element type int64 is not supported"),
+    (onnx.TensorProto.FLOAT, [5, 3], r"attn_mask of shape \[5, 3\] does not broadcast to "
+                                     r"\[1, 2, 3, 3\]"),
+], ids=["int-mask", "mask-shape"])
+def test_an_unsupported_variant_is_a_one_line_refusal_naming_the_file(
+        tmp_path, mask_type, mask_shape, why):
+    """The C lowering refuses with one line naming the model file and the op type, and
+    writes nothing."""
+    path = tmp_path / "bad_mask.onnx"
+    onnx.save(_attention_model(mask_type, mask_shape), path)
     feeds = {n: np.zeros((1, 2, 3, 4), np.float32) for n in "qkv"}
-    feeds["m"] = np.zeros((3, 3), np.int64)
+    feeds["m"] = np.zeros(mask_shape, helper.tensor_dtype_to_np_dtype(mask_type))
     with pytest.raises(Q35cError) as err:
         run_file(path, feeds, tmp_path / "out", Options(target="c", passes=""))
     message = str(err.value)
-    assert "\n" not in message and "int_mask.onnx" in message
-    assert re.search(r'Attention.*attn_mask of element type int64 is not supported', message)
+    assert "\n" not in message and "bad_mask.onnx" in message
+    assert re.search(r'q35nn.onnx_node "Attention".*' + why, message), message
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
 

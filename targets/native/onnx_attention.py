@@ -95,11 +95,16 @@ def lower_attention(lowering, op) -> None:
         raise _error(lowering, op, "Q, K and V must all be 3-D or all 4-D")
     batch = q.shape[0]
     if len(q.shape) == 4:
+        if op.opset.value.data >= 25 and ("q_num_heads" in attrs or "kv_num_heads" in attrs):
+            raise _error(lowering, op, "q_num_heads and kv_num_heads must not be given for "
+                         "4-D inputs")
         hq, hkv = q.shape[1], k.shape[1]
     else:
         hq, hkv = attrs.get("q_num_heads"), attrs.get("kv_num_heads")
         if not hq or not hkv:
             raise _error(lowering, op, "3-D inputs need q_num_heads and kv_num_heads")
+        if q.shape[2] % hq or k.shape[2] % hkv or v.shape[2] % hkv:
+            raise _error(lowering, op, "the hidden sizes must be multiples of the head counts")
     if hq % hkv:
         raise _error(lowering, op, f"{hq} query heads are not a multiple of {hkv} "
                      "key/value heads")
@@ -127,9 +132,11 @@ def lower_attention(lowering, op) -> None:
     mask_code, mask_st, mask_len = -1, [0, 0, 0, 0], 0
     if mask is not None:
         mask_code = code(lowering, op, mask, "attn_mask", (q.dtype, BOOL))
-        if not 1 <= len(mask.shape) <= 4 or mask.shape[-1] > kv:
+        full = (batch, hq, sq, kv)
+        if not 1 <= len(mask.shape) <= 4 or mask.shape[-1] > kv or any(
+                n not in (1, m) for n, m in zip(mask.shape[::-1][1:], full[::-1][1:])):
             raise _error(lowering, op, f"attn_mask of shape {list(mask.shape)} does not "
-                         f"broadcast to {[batch, hq, sq, kv]}")
+                         f"broadcast to {list(full)}")
         mask_len = mask.shape[-1]
         mask_st = broadcast_strides(mask.shape, (batch, hq, sq, mask_len))
 
