@@ -18,7 +18,7 @@ FAMILIES: tuple[str, ...] = ("onnx_tensor", "onnx_cnn", "onnx_attention")
 
 Renderer = Callable[..., str]
 _RENDERERS: dict[str, Renderer] = {}
-_RUNTIME: dict[str, str] = {}
+_RUNTIME: dict[str, tuple[str, ...]] = {}
 _loaded = False
 
 
@@ -57,6 +57,7 @@ def runtime_fragments(kernels: Iterable[str]) -> list[str]:
     by the name of each kernel's own fragment, the fragments it builds on before it."""
     _load()
     fragments: list[str] = []
-    for needed in sorted({_RUNTIME[k] for k in kernels if k in _RUNTIME}, key=lambda f: f[-1]):
+    for needed in sorted({_RUNTIME[k] for k in kernels if k in _RUNTIME},
+                         key=lambda f: (f[-1], f)):
         fragments += [name for name in needed if name not in fragments]
     return fragments
