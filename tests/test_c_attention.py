@@ -343,3 +343,88 @@ def test_variants_the_suite_leaves_out(tmp_path):
     c = _run(model, feeds, "c", tmp_path)
     problems = agree(c, interp)
     assert not problems, "\n".join(problems)
+
+
+# -- generated Attention nodes --------------------------------------------------------------
+
+ATTENTION_TYPES = [np.float32, np.float64, np.float16, ml_dtypes.bfloat16]
+
+
+@st.composite
+def attention_nodes(draw, n: int):
+    """One Attention-25 node with its operands: 3-D or 4-D, grouped heads, a past cache or
+    nonpad_kv_seqlen, a boolean or additive mask of any rank (shorter than the keys or
+    not), causal, windows, softcap, scale, softmax_precision, any qk_matmul_output_mode."""
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    dtype = np.dtype(draw(st.sampled_from(ATTENTION_TYPES)))
+    b, hkv, group = draw(st.integers(1, 2)), draw(st.integers(1, 2)), draw(st.integers(1, 3))
+    hq = hkv * group
+    sq, skv, dk, dv = (draw(st.integers(1, 4)) for _ in range(4))
+    npast = draw(st.integers(0, 3))
+    kv = npast + skv
+    rank = draw(st.sampled_from([3, 4]))
+    attrs = {}
+    if rank == 4:
+        shapes = [(b, hq, sq, dk), (b, hkv, skv, dk), (b, hkv, skv, dv)]
+    else:
+        shapes = [(b, sq, hq * dk), (b, skv, hkv * dk), (b, skv, hkv * dv)]
+        attrs.update(q_num_heads=hq, kv_num_heads=hkv)
+    names = [f"a{n}_{x}" for x in ("q", "k", "v", "mask", "pk", "pv", "nonpad")]
+    feeds = {name: rng.standard_normal(s).astype(dtype) for name, s in zip(names, shapes)}
+    inputs = names[:3]
+    mask = draw(st.sampled_from(["none", "bool", "float"]))
+    if mask != "none":
+        full = [b, hq, sq, draw(st.integers(1, kv))]
+        mrank = draw(st.integers(2, 4))  # the reference's causal mask fails on rank 1
+        mshape = [n if draw(st.booleans()) else 1 for n in full[4 - mrank:-1]] + full[-1:]
+        feeds[names[3]] = (rng.random(mshape) > 0.3 if mask == "bool" else
+                           rng.standard_normal(mshape).astype(dtype))
+    inputs.append(names[3] if mask != "none" else "")
+    if npast:
+        feeds[names[4]] = rng.standard_normal((b, hkv, npast, dk)).astype(dtype)
+        feeds[names[5]] = rng.standard_normal((b, hkv, npast, dv)).astype(dtype)
+        inputs += names[4:6]
+    elif draw(st.booleans()):
+        feeds[names[6]] = rng.integers(0, kv + 1, b).astype(np.int64)
+        inputs += ["", "", names[6]]
+    attrs["is_causal"] = int(draw(st.booleans()))
+    for key, values in (("softcap", [0.7, 3.0]), ("scale", [0.3]),
+                        ("softmax_precision", [1, 11]), ("left_window_size", [-1, 0, 2]),
+                        ("right_window_size", [-1, 1])):
+        if draw(st.booleans()):
+            attrs[key] = draw(st.sampled_from(values))
+    mode = draw(st.integers(0, 3))
+    attrs["qk_matmul_output_mode"] = mode
+    outputs = {f"a{n}_y": shapes[0][:-1] + ((dv,) if rank == 4 else (hq * dv,))}
+    if npast:
+        outputs[f"a{n}_out_pk"] = (b, hkv, kv, dk)
+        outputs[f"a{n}_out_pv"] = (b, hkv, kv, dv)
+    if draw(st.booleans()):
+        outputs[f"a{n}_qk"] = (b, hq, sq, kv)
+    slots = [f"a{n}_y", f"a{n}_out_pk" if npast else "", f"a{n}_out_pv" if npast else "",
+             f"a{n}_qk" if f"a{n}_qk" in outputs else ""]
+    while slots[-1] == "":
+        slots.pop()
+    node = helper.make_node("Attention", inputs, slots, **attrs)
+    return node, feeds, {k: (dtype, s) for k, s in outputs.items()}
+
+
+@settings(max_examples=3, deadline=None, database=None)
+@given(st.tuples(*(attention_nodes(n) for n in range(8))))
+def test_generated_attention_nodes_match_the_interpreter(tmp_path_factory, nodes):
+    """Eight generated Attention nodes per model (one compile)."""
+    feeds, outputs = {}, {}
+    for _, f, o in nodes:
+        feeds.update(f)
+        outputs.update(o)
+    info = lambda n, t, s: helper.make_tensor_value_info(  # noqa: E731
+        n, helper.np_dtype_to_tensor_dtype(np.dtype(t)), list(s))
+    graph = helper.make_graph([node for node, _, _ in nodes], "g",
+                              [info(k, v.dtype, v.shape) for k, v in feeds.items()],
+                              [info(k, *v) for k, v in outputs.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 25)])
+    tmp_path = tmp_path_factory.mktemp("attention")
+    interp = _run(model, feeds, "interp", tmp_path)
+    c = _run(model, feeds, "c", tmp_path)
+    problems = agree(c, interp)
+    assert not problems, "\n".join(problems)

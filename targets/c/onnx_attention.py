@@ -42,7 +42,8 @@ def render_attention(printer, step: Step) -> str:
     past_k, past_v = (next(ins), next(ins)) if q["past"] else (None, None)
     nonpad = next(ins) if q["nonpad"] else None
     table = [q["mode"], q["softmax_mode"], *q["dims"], *q["qst"], *q["kst"], *q["vst"],
-             *q["yst"], *q["mask"], q["causal"], *q["window"], q["qk_mode"]]
+             *q["yst"], *q["mask"], q["causal"], *q["window"], q["qk_mode"], q["score_mode"],
+             q["causal_per_query"]]
     return (f"static const int64_t p[] = {_int_array(table)};\n"
             f"q35_attention({_ptr(printer, y)}, {_ptr(printer, present_k)}, "
             f"{_ptr(printer, present_v)}, {_ptr(printer, qk)}, {printer.ptr(work)}, "

@@ -140,20 +140,34 @@ def lower_attention(lowering, op) -> None:
         mask_len = mask.shape[-1]
         mask_st = broadcast_strides(mask.shape, (batch, hq, sq, mask_len))
 
+    causal = bool(attrs.get("is_causal", 0))
+    window = [int(attrs.get("left_window_size", -1)), int(attrs.get("right_window_size", -1))]
+    # The reference builds the causal mask on the attn_mask's own last two axes (a window
+    # first widens them to (queries, keys)): a mask with one row gives every query the
+    # first query's causal frontier, and a 1-D mask fails.
+    causal_per_query = 1
+    if causal and mask is not None and max(window) < 0:
+        if len(mask.shape) == 1:
+            raise _error(lowering, op, "is_causal with a 1-D attn_mask and no window fails "
+                         "in the reference implementation")
+        causal_per_query = int(mask.shape[-2] == sq)
     qk_mode = int(attrs.get("qk_matmul_output_mode", 0))
     if qk_mode not in (0, 1, 2, 3):
         raise _error(lowering, op, f"qk_matmul_output_mode={qk_mode} is not supported")
+    # The reference's float attributes are numpy float32 scalars, which numpy does not
+    # cast down to float16 / bfloat16 operands: a softcap makes the scores (and so the
+    # softmax) float32 for them. A given scale's square root is a float32 one.
+    softcap = np.float32(attrs.get("softcap", 0.0))
+    score_mode = CODES[F32] if softcap > 0 and q.dtype in (F16, BF16) else mode
     precision = attrs.get("softmax_precision")
-    softmax_mode = mode
+    softmax_mode = score_mode
     if precision is not None:
         softmax_dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(precision))
         if softmax_dtype not in FLOATS:
             raise _error(lowering, op, f"softmax_precision {softmax_dtype} is not supported")
         softmax_mode = CODES[softmax_dtype]
     scale = attrs.get("scale")
-    if scale is None:
-        scale = 1 / np.sqrt(dk)
-    softcap = float(attrs.get("softcap", 0.0))
+    scale = 1 / np.sqrt(dk) if scale is None else np.float32(scale)
 
     _, out_slots = op.slots()
     outs = dict(zip(out_slots, _results(lowering, op)))
@@ -163,12 +177,10 @@ def lower_attention(lowering, op) -> None:
         "dims": [batch, hq, hkv, sq, skv, npast, dk, dv],
         "qst": qst, "kst": kst, "vst": vst, "yst": _layout(y.shape, hq)[2],
         "mask": [mask_code, *mask_st, mask_len],
-        "causal": int(bool(attrs.get("is_causal", 0))),
-        "window": [int(attrs.get("left_window_size", -1)),
-                   int(attrs.get("right_window_size", -1))],
+        "causal": int(causal), "window": window, "causal_per_query": causal_per_query,
         "qk_mode": qk_mode,
-        "scale": rounded(np.sqrt(scale), q.dtype),
-        "softcap": rounded(softcap, q.dtype) if softcap > 0 else 0.0,
+        "scale": rounded(np.sqrt(scale), q.dtype), "score_mode": score_mode,
+        "softcap": float(softcap) if softcap > 0 else 0.0,
         "past": int(bool(past)), "nonpad": int(nonpad is not None), "slots": sorted(outs)}
     ins = [q, k, v, *([mask] if mask is not None else []), *past,
            *([nonpad] if nonpad is not None else [])]

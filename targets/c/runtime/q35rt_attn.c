@@ -104,6 +104,10 @@ Q35_FN double q35_sum_add(double acc, double x, int t)
  *   8 Dk  9 Dv  10..12 Q strides (batch, head, position)  13..15 K's  16..18 V's  19..21 Y's
  *   22 mask type (-1: none)  23..26 mask strides over (B, Hq, Sq, its length)  27 mask
  *   length  28 causal  29 left window  30 right window  31 qk_matmul_output_mode
+ *   32 the scores' type from the softcap on (float32 for float16 / bfloat16 operands: the
+ *   reference's softcap is a float32 scalar, which numpy does not cast down)  33 whether
+ *   each query has its own causal frontier (0: all have the first query's, as the
+ *   reference's causal mask over a one-row attn_mask gives)
  * present_k / present_v / qk / mask / past_k / past_v / nonpad may be NULL. work: Dk + Kv
  * doubles. Per (batch, query head, query): scores against the past and new keys of its key
  * head (query heads grouped onto key/value heads), the bias of the mask and of the causal,
@@ -119,6 +123,8 @@ Q35_FN void q35_attention(void *y, void *present_k, void *present_v, void *qk, d
     const int64_t *qs = p + 10, *ks = p + 13, *vs = p + 16, *ys = p + 19, *ms = p + 23;
     const int mt = (int)p[22];
     const int64_t mlen = p[27], causal = p[28], left = p[29], right = p[30], mode = p[31];
+    const int tc = (int)p[32];
+    const int64_t per_query = p[33];
     double *qrow = work, *row = work + Dk;
     int64_t b, h, i, j, d, kh;
     for (b = 0; b < B; b++)
@@ -162,7 +168,8 @@ Q35_FN void q35_attention(void *y, void *present_k, void *present_v, void *qk, d
                     }
                     s = q35_dot_end(acc, t);
                     if (softcap > 0)
-                        s = q35_rnd(q35_rnd_fn(tanh(q35_rnd(s / softcap, t)), t) * softcap, t);
+                        s = q35_rnd(q35_rnd_fn(tanh(q35_rnd(s / softcap, tc)), tc) * softcap,
+                                    tc);
                     if (mask) {
                         double m = -INFINITY; /* past the mask's length: padded */
                         if (j < mlen) {
@@ -173,7 +180,7 @@ Q35_FN void q35_attention(void *y, void *present_k, void *present_v, void *qk, d
                         bias = causal ? m : 0.0 + m;
                     }
                     if (causal)
-                        bias += j <= i + off ? 0.0 : -INFINITY;
+                        bias += j <= (per_query ? i : 0) + off ? 0.0 : -INFINITY;
                     if (left >= 0 || right >= 0) {
                         const int64_t diff = i + off - j;
                         const int allowed = (left < 0 || diff <= left) &&
@@ -184,7 +191,7 @@ Q35_FN void q35_attention(void *y, void *present_k, void *present_v, void *qk, d
                         bias += j < nonpad[b] ? 0.0 : -INFINITY;
                     if (bias != -INFINITY)
                         masked = 0;
-                    x = q35_rnd(s + bias, t);
+                    x = q35_rnd(s + bias, tc);
                     if (qk && mode < 3)
                         q35_st(qk, t, qat + j, mode == 2 ? x : s);
                     row[j] = q35_rnd(x, ts);
