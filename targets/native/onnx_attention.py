@@ -53,7 +53,7 @@ def rounded(value: float, dtype: np.dtype) -> float:
     return float(dtype.type(value))
 
 
-def _layout(shape: tuple[int, ...], heads: int) -> tuple[int, int, int, int]:
+def _layout(shape: tuple[int, ...], heads: int) -> tuple[int, int, list[int]]:
     """(sequence length, head size, and the element strides of batch, head and position)
     of a (B, H, S, D) tensor, or of a (B, S, H*D) one split into `heads` heads."""
     if len(shape) == 4:
