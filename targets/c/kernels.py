@@ -13,24 +13,27 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable, Iterable
 
-FAMILIES: tuple[str, ...] = ("onnx_tensor", "onnx_cnn")
+FAMILIES: tuple[str, ...] = ("onnx_tensor", "onnx_cnn", "onnx_attention")
 """Modules of `q35c.targets.c` that register renderers, imported by `renderer()`."""
 
 Renderer = Callable[..., str]
 _RENDERERS: dict[str, Renderer] = {}
-_RUNTIME: dict[str, str] = {}
+_RUNTIME: dict[str, tuple[str, ...]] = {}
 _loaded = False
 
 
-def renders(*kernels: str, runtime: str | None = None) -> Callable[[Renderer], Renderer]:
-    """Register the decorated function as the C renderer of each of `kernels`."""
+def renders(*kernels: str, runtime: str | tuple[str, ...] | None = None
+            ) -> Callable[[Renderer], Renderer]:
+    """Register the decorated function as the C renderer of each of `kernels`; `runtime`
+    may list several fragments, those the kernels' own fragment (the last) builds on
+    first."""
     def register(render: Renderer) -> Renderer:
         for kernel in kernels:
             if kernel in _RENDERERS:
                 raise ValueError(f"two C renderers for kernel {kernel}")
             _RENDERERS[kernel] = render
             if runtime is not None:
-                _RUNTIME[kernel] = runtime
+                _RUNTIME[kernel] = (runtime,) if isinstance(runtime, str) else runtime
         return render
     return register
 
@@ -50,6 +53,11 @@ def renderer(kernel: str) -> Renderer | None:
 
 
 def runtime_fragments(kernels: Iterable[str]) -> list[str]:
-    """The runtime fragments the registered `kernels` among these need, in a fixed order."""
+    """The runtime fragments the registered `kernels` among these need, in a fixed order:
+    by the name of each kernel's own fragment, the fragments it builds on before it."""
     _load()
-    return sorted({_RUNTIME[k] for k in kernels if k in _RUNTIME})
+    fragments: list[str] = []
+    for needed in sorted({_RUNTIME[k] for k in kernels if k in _RUNTIME},
+                         key=lambda f: (f[-1], f)):
+        fragments += [name for name in needed if name not in fragments]
+    return fragments
