@@ -14,6 +14,7 @@ from q35c.compiler.quant import (
     CODEBOOK,
     LegacyPairTensor,
     Q3P5Tensor,
+    decode_meta,
     dequantize,
     dequantize_legacy,
     group_scales,
@@ -113,7 +114,8 @@ def matmul_q3p5_f16(x: np.ndarray, weights: Q3P5Tensor, k_tile: int) -> np.ndarr
 
     x [M, K] is rounded to float16; the levels (integers |l| <= 99) are exact in float16,
     and so is every float16 x level product in float32. K is cut into tiles of `k_tile`
-    rows (a multiple of the group size; x is padded with zeros). Per tile, column n and
+    rows (a multiple of the group size; x is padded with zeros, and groups past the
+    tensor decode group code 0). Per tile, column n and
     group g, in float32 with one rounding per operation:
     s = sum over k of x[k] * level[k, n] (k ascending, from 0), xs = sum over k of x[k];
     acc = acc + scale[g, n] * s, then acc = acc + offset[g, n] * xs (groups ascending,
@@ -129,9 +131,9 @@ def matmul_q3p5_f16(x: np.ndarray, weights: Q3P5Tensor, k_tile: int) -> np.ndarr
     codes = unpack_codes(weights.payload, stored // 2, n)
     levels = np.zeros((padded, n), np.float32)
     levels[:min(stored, padded)] = pair_levels(codes, CODEBOOK, stored, np.float32)[:padded]
-    scale, offset = weights.scales(), weights.offsets()
-    groups = np.zeros((padded // gs, n), np.float32), np.zeros((padded // gs, n), np.float32)
-    groups[0][:len(scale)], groups[1][:len(offset)] = scale, offset
+    gcodes = np.zeros((padded // gs, n), np.uint8)  # groups past the tensor decode code 0
+    gcodes[:weights.num_groups] = weights.group_codes()[:padded // gs]
+    groups = decode_meta(gcodes, weights.super_scale, weights.offset_base, weights.offset_step)
     out = np.empty((x.shape[0], n), np.float32)
     for row, xv in enumerate(np.asarray(x, np.float32).reshape(-1, k)):
         xr = np.zeros(padded, np.float32)
