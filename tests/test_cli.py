@@ -63,13 +63,6 @@ def test_print_ir_after_all_goes_to_stderr():
     assert "IR after" not in result.stdout
 
 
-@pytest.mark.parametrize("target", ["cerebras"])
-def test_planned_targets_say_not_implemented(target, tmp_path):
-    result = q35c(MLP, "--target", target, "-o", tmp_path / "o", check=False)
-    assert_user_error(result, f"target {target} is not implemented yet")
-    assert not (tmp_path / "o").exists()
-
-
 def test_unknown_target_and_pass_are_one_line_errors():
     assert_user_error(q35c(MLP, "--target", "tpu", check=False), "unknown target 'tpu'")
     assert_user_error(q35c(MLP, "--passes", "no-such-pass", check=False),

@@ -25,10 +25,10 @@ def assert_one_line_error(result, message: str) -> None:
 def test_targets_lists_builtin_and_planned_targets():
     result = q35c("targets")
     rows = {line.split()[0]: line for line in result.stdout.splitlines()}
-    assert list(rows) == ["c", "cuda", "groq", "interp", "mlir", "cerebras"]
+    assert list(rows) == ["c", "cerebras", "cuda", "groq", "interp", "mlir"]
     assert "TSP program" in rows["groq"] and "[--shape-only]" in rows["groq"]
     assert "[--shape-only]" in rows["mlir"] and "[--shape-only]" not in rows["c"]
-    assert "not implemented yet" in rows["cerebras"] and "planned" not in rows["cuda"]
+    assert "CSL project" in rows["cerebras"] and "planned" not in rows["cuda"]
     assert "plugin" not in result.stdout and result.stderr == ""
 
 

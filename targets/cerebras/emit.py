@@ -54,6 +54,7 @@ from q35c.targets.cerebras.plan import (
 
 f16, f32 = Float16Type(), Float32Type()
 u16 = IntegerType(16, Signedness.UNSIGNED)
+COLOR_ID = IntegerType(5, Signedness.UNSIGNED)
 PAIRS = 16
 """Pair codes per group of 32."""
 
@@ -212,7 +213,7 @@ class _Program:
             if color is not None:
                 fab[kind] = csl.GetFabDsdOp.build(
                     operands=[[_int(nt)]],
-                    properties={"fabric_color": IntegerAttr(color, IntegerType(5, Signedness.UNSIGNED)),
+                    properties={"fabric_color": IntegerAttr(color, COLOR_ID),
                                 "queue_id": IntegerAttr(queue, IntegerType(3))},
                     result_types=[csl.DsdType(csl.DsdKind(kind))]).result
         src = fab.get("fabin_dsd")

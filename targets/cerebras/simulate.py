@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from xdsl.dialects import arith, csl, memref, scf
-from xdsl.dialects.builtin import Float16Type, Float32Type, MemRefType, ModuleOp
+from xdsl.dialects.builtin import Float16Type, Float32Type, ModuleOp
 from xdsl.ir import Operation, SSAValue
 
 from q35c.compiler.diagnostics import Q35cError
