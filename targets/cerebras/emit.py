@@ -137,9 +137,11 @@ class _Program:
         loop = scf.ForOp(_int(0), _int(nt), _int(1), [], Block(arg_types=[i16]))
         with ImplicitBuilder(loop.body.block) as (n,):
             ni = _index(n)
+            codes: dict[str, SSAValue] = {}
             for dst, table, idx in pairs:
-                code = memref.LoadOp.get(self.bufs[idx], [ni]).res
-                value = memref.LoadOp.get(self.bufs[table], [_index(code)]).res
+                if idx not in codes:  # one load of each index array per element
+                    codes[idx] = _index(memref.LoadOp.get(self.bufs[idx], [ni]).res)
+                value = memref.LoadOp.get(self.bufs[table], [codes[idx]]).res
                 memref.StoreOp.get(value, self.bufs[dst], [ni])
             scf.YieldOp()
 

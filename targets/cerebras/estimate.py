@@ -39,10 +39,13 @@ def estimate(plan: GemvPlan, m: Machine) -> dict:
     row = GemvPlan(plan.k, min(plan.n, plan.n_tile), plan.group, plan.k_tile, plan.n_tile)
     zeros = quantize(np.zeros((row.k, row.n), np.float32), group_size=row.group)
     project = Project(row, csl_module(row), zeros, "x", "y")
-    _, cycles = simulate(project, m, np.zeros((1, row.k), np.float32), seed=0)
+    _, sim = simulate(project, m, np.zeros((1, row.k), np.float32), seed=0)
+    cycles = sim.cycles
+    last = sim.pes[(row.width - 1, 0)]
     bound = lower_bound(plan, m)
     return {"k": plan.k, "n": plan.n, "rectangle": f"{plan.width}x{plan.height}",
-            "pes": plan.width * plan.height, "cycles": cycles, "lower_bound": bound,
+            "pes": plan.width * plan.height, "cycles": cycles, "last_pe": last.spent,
+            "lower_bound": bound,
             "ratio": round(cycles / bound["total"], 2),
             "microseconds": round(cycles / m.clock_hz * 1e6, 2)}
 
@@ -62,6 +65,8 @@ def main(argv: list[str] | None = None) -> None:
           f"({r['microseconds']} us at {m.clock_hz / 1e6:g} MHz); lower bound {lb['total']} "
           f"(memory {lb['memory']}, f16 MACs {lb['compute']}, chain {lb['chain']}); "
           f"ratio {r['ratio']}")
+    spent = ", ".join(f"{k} {v}" for k, v in sorted(r["last_pe"].items()))
+    print(f"east-most PE of a row, cycles by kind: {spent}")
 
 
 if __name__ == "__main__":

@@ -92,8 +92,9 @@ def compile_project(module: ModuleOp, store: WeightStore, entry: str | None, k_t
 
 
 def simulate(project: Project, machine: Machine, x: np.ndarray, seed: int
-             ) -> tuple[np.ndarray, int]:
-    """Check the project, then run it under `seed`: y [1, N] and the cycles."""
+             ) -> tuple[np.ndarray, Simulation]:
+    """Check the project, then run it under `seed`: y [1, N] and the finished simulation
+    (its `cycles`, each PE's `spent` cycles by kind)."""
     plan = project.plan
     layout = check(project.csl, machine)
     sim = Simulation(project.csl, layout, machine, seed)
@@ -104,9 +105,9 @@ def simulate(project: Project, machine: Machine, x: np.ndarray, seed: int
         for name in ("payload", "meta", "ss", "ob", "os"):
             sim.load(px, py, name, data[f"{px}_{py}/{name}"])
         sim.load(px, py, "x", x_slice(plan, x, px))
-    cycles = sim.run()
+    sim.run()
     y = np.concatenate([sim.pes[(plan.width - 1, j)].memory["y"] for j in range(plan.height)])
-    return y[:plan.n].reshape(1, plan.n), cycles
+    return y[:plan.n].reshape(1, plan.n), sim
 
 
 RUN_PY = '''#!/usr/bin/env cs_python

@@ -277,7 +277,12 @@ class PE:
     program: csl.CslModuleOp
     memory: dict[str, np.ndarray]
     clock: int = 0
-    busy: int = 0
+    spent: dict[str, int] = field(default_factory=dict)
+    """Cycles by kind of work: scalar, dsd, fabric (including waits), task."""
+
+    def charge(self, kind: str, cycles: int) -> None:
+        self.clock += cycles
+        self.spent[kind] = self.spent.get(kind, 0) + cycles
     wait: tuple[str, tuple] | None = None
     done: bool = False
     tasks: deque = field(default_factory=deque)
@@ -341,7 +346,8 @@ class Simulation:
             if q:
                 raise SimulationError(f"PE ({key[0]},{key[1]}) color {key[2]}: {len(q)} "
                                       "wavelet(s) left undelivered after every PE finished")
-        return max(pe.clock for pe in self.pes.values())
+        self.cycles = max(pe.clock for pe in self.pes.values())
+        return self.cycles
 
     def _ready(self, pe: PE) -> bool:
         kind, key = pe.wait
@@ -394,7 +400,7 @@ class Simulation:
                  if isinstance(op, csl.TaskOp) and op.id is not None}
         yield from self._block(pe, fns[entry].body.block, env)
         while pe.tasks:
-            pe.clock += self.machine.task_switch
+            pe.charge("task", self.machine.task_switch)
             yield from self._block(pe, tasks[pe.tasks.popleft()].body.block, env)
 
     def _block(self, pe: PE, block, env) -> Iterator:
@@ -413,7 +419,7 @@ class Simulation:
         if isinstance(op, (csl.ZerosOp,)):
             env[op.result] = op.result.name_hint
             return
-        pe.clock += m.scalar_op
+        pe.charge("scalar", m.scalar_op)
         if isinstance(op, (csl.ParamOp, csl.ImportModuleConstOp, csl.AddressOfOp)):
             env[op.results[0]] = None
         elif isinstance(op, csl.GetMemDsdOp):
@@ -448,7 +454,7 @@ class Simulation:
             carried = [env[v] for v in op.iter_args]
             block = op.body.block
             for i in range(env[op.lb], env[op.ub], env[op.step]):
-                pe.clock += m.scalar_op
+                pe.charge("scalar", m.scalar_op)
                 env[block.args[0]] = i
                 env.update(zip(block.args[1:], carried))
                 yield from self._block(pe, block, env)
@@ -487,7 +493,7 @@ class Simulation:
         n = dst.length
         width = self.machine.simd["i16" if name.endswith("16") else
                                   "f16" if name in ("fmachs", "fs2h", "fh2s") else "f32"]
-        pe.clock += self.machine.dsd_issue + -(-n // width)
+        pe.charge("dsd", self.machine.dsd_issue + -(-n // width))
         vals = [self._view(pe, s) if isinstance(s, MemDsd) else s for s in srcs]
         out = self._view(pe, dst)
         out[:] = compute(name, vals)
@@ -495,7 +501,7 @@ class Simulation:
     def _fabric(self, pe: PE, name: str, dst, srcs: list) -> Iterator:
         """A DSD operation with fabric operands, one wavelet at a time."""
         n = dst.extent if isinstance(dst, FabDsd) else dst.length
-        pe.clock += self.machine.dsd_issue
+        pe.charge("fabric", self.machine.dsd_issue)
         for i in range(n):
             row = []
             for s in srcs:
@@ -503,14 +509,14 @@ class Simulation:
                     key = (pe.x, pe.y, s.color, "PE")
                     yield ("receive", key)
                     w = self.queue(key).popleft()
-                    pe.clock = max(pe.clock, w.time)
+                    pe.charge("fabric", max(0, w.time - pe.clock))
                     row.append(np.float32(w.value))
                 elif isinstance(s, MemDsd):
                     row.append(self._view(pe, s)[i:i + 1])
                 else:
                     row.append(s)
             value = compute(name, row)
-            pe.clock += 1
+            pe.charge("fabric", 1)
             if isinstance(dst, FabDsd):
                 key = (pe.x, pe.y, dst.color, "RAMP")
                 yield ("send", key)
