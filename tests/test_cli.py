@@ -1,7 +1,6 @@
 """The q35c command line: outputs, dumps, determinism, and one-line errors with exit code 2."""
 
 import numpy as np
-import pytest
 from conftest import EXAMPLES, q35c
 
 MLP = EXAMPLES / "mlp.mlir"
