@@ -33,6 +33,7 @@ class CerebrasTarget(Q35cTarget):
     """A CSL project for a Cerebras wafer (batch-1 Q3P5 GEMV) and its tile simulator."""
 
     name = "cerebras"
+    supports_shape_only = True
     machine: str = "wse2"
     k_tile: int = 0
     """Rows of the weight matrix per PE (a multiple of 64; 0: min(512, K))."""
@@ -53,6 +54,10 @@ class CerebrasTarget(Q35cTarget):
         from q35c.targets.cerebras.project import ACCEPTED_OPS
 
         return ACCEPTED_OPS
+
+    @classmethod
+    def shape_only_from_spec(cls, spec) -> Q35cTarget:
+        return CerebrasPlanTarget.from_spec(spec)
 
     def _project(self, module: ModuleOp, store: WeightStore, entry: str | None):
         from q35c.targets.cerebras.machine import load_machine
@@ -95,4 +100,34 @@ class CerebrasTarget(Q35cTarget):
         return {project.y_name: first}
 
 
-__all__ = ["CerebrasTarget"]
+@dataclass(frozen=True)
+class CerebrasPlanTarget(CerebrasTarget):
+    """`--target cerebras --shape-only`: where the model's GEMVs would sit on one wafer
+    (plan.json, report.txt; the text goes to stdout), from shapes alone."""
+
+    def accepted_ops(self) -> None:
+        return None  # the planner places every GEMV and lists the other ops
+
+    def _plan(self, module: ModuleOp, entry: str | None) -> dict:
+        from q35c.targets.cerebras.machine import load_machine
+        from q35c.targets.cerebras.shape_only import shape_only_plan
+
+        return shape_only_plan(module, entry, load_machine(self.machine))
+
+    def write_shape_only(self, ctx: Context, module: ModuleOp, store: WeightStore,
+                         out_dir: Path, stem: str, entry: str | None) -> None:
+        from q35c.targets.cerebras.shape_only import plan_text, write_plan
+
+        plan = self._plan(module, entry)
+        write_plan(plan, out_dir)
+        print(plan_text(plan), end="", flush=True)
+
+    def emit_shape_only(self, ctx: Context, module: ModuleOp, output, entry: str | None
+                        ) -> None:
+        from q35c.targets.cerebras.shape_only import plan_text
+
+        output.write(plan_text(self._plan(module, entry)))
+        output.flush()
+
+
+__all__ = ["CerebrasPlanTarget", "CerebrasTarget"]

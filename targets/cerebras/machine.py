@@ -16,8 +16,10 @@ from q35c.compiler.diagnostics import Q35cError
 MACHINES = Path(__file__).with_name("machines")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Machine:
+    """One machine file (hashed by identity: a loaded machine keys the planners' caches)."""
+
     name: str
     width: int
     height: int
