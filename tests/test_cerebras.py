@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import ast
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -321,3 +323,23 @@ def test_two_gemvs_are_refused_in_one_line(tmp_path):
     assert "the function has 2 quant3p5.matmul ops; the lowering maps exactly one GEMV" in \
         result.stderr
     assert not (tmp_path / "o").exists()
+
+
+def test_shape_only_places_every_gemv_of_a_llama_shaped_graph(tmp_path):
+    model = tmp_path / "tiny.onnx"
+    subprocess.run([sys.executable, EXAMPLES / "models" / "build_llama_shapes.py", "tiny",
+                    model, "--layers", "2", "--hidden", "512"], check=True,
+                   capture_output=True)
+    result = q35c(model, "--shape-only", "--target", "cerebras", "-o", tmp_path / "plan")
+    plan = json.loads((tmp_path / "plan" / "plan.json").read_text())
+    t = plan["totals"]
+    assert t["gemvs"] == 15 and sum(r["count"] for r in plan["gemv_shapes"]) == 15
+    assert t["pes"] == sum(r["pes"] * r["count"] for r in plan["gemv_shapes"]) <= t["wafer_pes"]
+    assert t["cycles_per_token"] == sum(r["cycles"] * r["count"] for r in plan["gemv_shapes"])
+    for r in plan["gemv_shapes"]:
+        assert r["pe_memory_bytes"] <= 49152
+        assert r["rectangle"] == [-(-r["k"] // r["k_tile"]), -(-r["n"] // r["n_tile"])]
+    assert "q35nn.rms_norm" in plan["not_costed"] and "quant3p5.matmul" not in \
+        plan["not_costed"]
+    assert result.stdout == (tmp_path / "plan" / "report.txt").read_text()
+    assert "fits on one wafer" in result.stdout and "WaferLLM" in result.stdout
