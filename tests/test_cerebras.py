@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from conftest import EXAMPLES, q35c
 from xdsl.dialects import arith, csl
-from xdsl.dialects.builtin import IntAttr, IntegerAttr, i16
+from xdsl.dialects.builtin import ArrayAttr, IntAttr, IntegerAttr, StringAttr, i16
 from xdsl.parser import Parser
 
 from q35c.compiler.context import make_context
@@ -343,3 +343,51 @@ def test_shape_only_places_every_gemv_of_a_llama_shaped_graph(tmp_path):
         plan["not_costed"]
     assert result.stdout == (tmp_path / "plan" / "report.txt").read_text()
     assert "fits on one wafer" in result.stdout and "WaferLLM" in result.stdout
+
+
+def _route(project, x: int, rx: str) -> SetColorConfigOp:
+    return next(op for op in project.csl.walk() if isinstance(op, SetColorConfigOp)
+                and op.rx.data[0].data == rx and op.x_coord.owner.value.value.data == x)
+
+
+def _dirs(*names: str) -> ArrayAttr:
+    return ArrayAttr([StringAttr(n) for n in names])
+
+
+def test_a_route_cycle_is_caught():
+    p = _project(192, 8, 64, 8)  # a 3-PE chain
+    middle = _route(p, 1, "WEST")  # PE 1's color 0: forward to the east, accept from both
+    middle.properties["rx"], middle.properties["tx"] = _dirs("WEST", "EAST"), _dirs("EAST")
+    last = _route(p, 2, "WEST")  # PE 2 turns color 0 back to the west
+    last.properties["color"], last.properties["tx"] = IntAttr(0), _dirs("WEST")
+    with pytest.raises(SimulationError, match=r"color 0: the routes form a cycle through PE "
+                       r"\(1,0\)"):
+        check(p.csl, WSE2)
+
+
+def test_inject_and_forward_on_one_color_is_caught():
+    p = _small()
+    _route(p, 0, "RAMP").properties["rx"] = _dirs("RAMP", "EAST")
+    with pytest.raises(SimulationError, match=r"PE \(0,0\) color 0: the PE both injects "
+                       r"\(RAMP\) and forwards EAST"):
+        check(p.csl, WSE2)
+
+
+def test_a_route_off_the_rectangle_is_caught():
+    p = _small()
+    _route(p, 1, "WEST").properties["tx"] = _dirs("EAST")
+    with pytest.raises(SimulationError, match=r"PE \(1,0\) color 0: route leaves the "
+                       "rectangle to the EAST"):
+        check(p.csl, WSE2)
+
+
+def test_a_task_bound_twice_is_caught():
+    p = _small()
+    prog = next(m for m in p.csl.body.ops if m.sym_name.data == "pe_first")
+    task = next(op for op in prog.walk() if isinstance(op, csl.TaskOp))
+    twin = task.clone()
+    twin.properties["sym_name"] = StringAttr("reduce2")
+    prog.body.block.insert_op_after(twin, task)
+    with pytest.raises(SimulationError, match="pe_first.csl: task ID 8 bound twice "
+                       r"\(task reduce and task reduce2\)"):
+        check(p.csl, WSE2)
