@@ -391,3 +391,21 @@ def test_a_task_bound_twice_is_caught():
     with pytest.raises(SimulationError, match="pe_first.csl: task ID 8 bound twice "
                        r"\(task reduce and task reduce2\)"):
         check(p.csl, WSE2)
+
+
+def test_report_draws_the_pe_grid_and_the_traffic(tmp_path):
+    _write_model(tmp_path, 192, 64)
+    out = tmp_path / "out"
+    q35c(tmp_path / "gemv.mlir", "--target", "cerebras{k_tile=64 n_tile=32}", "-o", out)
+    q35c("report", out)
+    page = (out / "report.html").read_text()
+    assert page.count("<rect ") == 6  # 3x2 PEs
+    assert "<title>PE (1,1) pe_mid_odd.csl: " in page and "of 49152 bytes</title>" in page
+    doc = json.loads((out / "project.json").read_text())
+    chain = {"senders": 2, "wavelets": 64, "link_wavelets": 64}  # one PE per row, 32 each
+    assert doc["traffic"] == {"0": chain, "1": chain}
+    assert "<tr><td>0</td><td>2</td><td>64</td><td>64</td></tr>" in page
+    (out / "project.json").write_text("{}")
+    result = q35c("report", out, check=False)
+    assert result.returncode == 2 and len(result.stderr.splitlines()) == 1
+    assert "project.json: not a cerebras project" in result.stderr

@@ -34,6 +34,7 @@ class CerebrasTarget(Q35cTarget):
 
     name = "cerebras"
     supports_shape_only = True
+    output_markers = ("project.json",)
     machine: str = "wse2"
     k_tile: int = 0
     """Rows of the weight matrix per PE (a multiple of 64; 0: min(512, K))."""
@@ -54,6 +55,13 @@ class CerebrasTarget(Q35cTarget):
         from q35c.targets.cerebras.project import ACCEPTED_OPS
 
         return ACCEPTED_OPS
+
+    @classmethod
+    def report(cls, out_dir: Path) -> Path:
+        """OUT/report.html: the PE grid (memory per PE) and the traffic per color."""
+        from q35c.targets.cerebras.report import write_report
+
+        return write_report(out_dir)
 
     @classmethod
     def shape_only_from_spec(cls, spec) -> Q35cTarget:

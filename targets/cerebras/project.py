@@ -197,6 +197,7 @@ def write_project(project: Project, machine: Machine, out_dir: Path, stem: str) 
     memory = {name: memory_use(prog, machine) for name, prog in programs(project.csl).items()}
     summary = {
         "machine": machine.name,
+        "pe_memory_capacity": machine.pe_memory_bytes,
         "plan": {"k": plan.k, "n": plan.n, "group": plan.group, "k_tile": plan.k_tile,
                  "n_tile": plan.n_tile, "width": plan.width, "height": plan.height},
         "input": project.x_name, "output": project.y_name,
@@ -204,6 +205,8 @@ def write_project(project: Project, machine: Machine, out_dir: Path, stem: str) 
         "pe_memory_bytes": {name: sum(use.values()) for name, use in memory.items()},
         "pe_memory_parts": memory,
         "routes": len(layout.routes),
+        "columns": [plan.role(x) for x in range(plan.width)],
+        "traffic": {str(c): t for c, t in sorted(layout.traffic.items())},
     }
     (out_dir / "project.json").write_text(json.dumps(summary, indent=1) + "\n")
     return summary

@@ -66,6 +66,8 @@ class Layout:
     tiles: dict[tuple[int, int], str]
     routes: dict[tuple[int, int, int], tuple[tuple[str, ...], tuple[str, ...]]]
     """(x, y, color) -> (rx, tx) at switch position 0 (the only one q35c uses)."""
+    traffic: dict[int, dict[str, int]] = field(default_factory=dict)
+    """color -> senders, wavelets sent, wavelet link crossings (filled by `check`)."""
 
 
 def _layout_values(op: Operation, env: dict[SSAValue, object]) -> None:
@@ -205,9 +207,15 @@ def check(module: ModuleOp, machine: Machine) -> Layout:
             book = produced if kind == "fabout_dsd" else consumed
             book[(x, y, color)] = book.get((x, y, color), 0) + extent
     received: dict[tuple[int, int, int], int] = {}
+    layout.traffic = {}
     for (x, y, color), count in produced.items():
-        for dest in _trace(layout, x, y, color):
+        dests, hops = _trace(layout, x, y, color)
+        for dest in dests:
             received[dest] = received.get(dest, 0) + count
+        t = layout.traffic.setdefault(color, {"senders": 0, "wavelets": 0, "link_wavelets": 0})
+        t["senders"] += 1
+        t["wavelets"] += count
+        t["link_wavelets"] += count * hops
     for key in sorted(set(received) | set(consumed)):
         got, used = received.get(key, 0), consumed.get(key, 0)
         if got != used:
@@ -216,13 +224,15 @@ def check(module: ModuleOp, machine: Machine) -> Layout:
     return layout
 
 
-def _trace(layout: Layout, x: int, y: int, color: int) -> list[tuple[int, int, int]]:
-    """The PEs whose RAMP a wavelet injected at (x, y) on `color` reaches."""
+def _trace(layout: Layout, x: int, y: int, color: int
+           ) -> tuple[list[tuple[int, int, int]], int]:
+    """The PEs whose RAMP a wavelet injected at (x, y) on `color` reaches, and the links
+    it crosses."""
     route = layout.routes.get((x, y, color))
     if route is None or "RAMP" not in route[0]:
         raise SimulationError(f"PE ({x},{y}) color {color}: the program sends, but the "
                               "route does not take the color from RAMP")
-    out, seen = [], set()
+    out, seen, hops = [], set(), 0
     stack = [(x, y, "RAMP")]
     while stack:
         px, py, came = stack.pop()
@@ -241,8 +251,9 @@ def _trace(layout: Layout, x: int, y: int, color: int) -> list[tuple[int, int, i
             if d == "RAMP":
                 out.append((px, py, color))
             else:
+                hops += 1
                 stack.append((px + STEP[d][0], py + STEP[d][1], OPPOSITE[d]))
-    return out
+    return out, hops
 
 
 # -- execution ---------------------------------------------------------------------------
