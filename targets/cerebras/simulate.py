@@ -406,7 +406,7 @@ class Simulation:
             if isinstance(op, csl.FuncOp | csl.TaskOp):
                 fns[op.sym_name.data] = op
             elif not isinstance(op, (csl.SymbolExportOp,)):
-                yield from self._op(pe, op, env)
+                yield from self._op(pe, op, env, comptime=True)
         tasks = {op.id.value.data: op for op in fns.values()
                  if isinstance(op, csl.TaskOp) and op.id is not None}
         yield from self._block(pe, fns[entry].body.block, env)
@@ -420,7 +420,8 @@ class Simulation:
                 return
             yield from self._op(pe, op, env)
 
-    def _op(self, pe: PE, op: Operation, env: dict) -> Iterator:
+    def _op(self, pe: PE, op: Operation, env: dict, comptime: bool = False) -> Iterator:
+        """Run `op`; `comptime`: a module-scope declaration, which costs no cycles."""
         m = self.machine
         if isinstance(op, arith.ConstantOp):
             v = op.value
@@ -430,7 +431,7 @@ class Simulation:
         if isinstance(op, (csl.ZerosOp,)):
             env[op.result] = op.result.name_hint
             return
-        pe.charge("scalar", m.scalar_op)
+        pe.charge("scalar", 0 if comptime else m.scalar_op)
         if isinstance(op, (csl.ParamOp, csl.ImportModuleConstOp, csl.AddressOfOp)):
             env[op.results[0]] = None
         elif isinstance(op, csl.GetMemDsdOp):
