@@ -331,7 +331,7 @@ def test_shape_only_places_every_gemv_of_a_llama_shaped_graph(tmp_path):
                     model, "--layers", "2", "--hidden", "512"], check=True,
                    capture_output=True)
     result = q35c(model, "--shape-only", "--target", "cerebras", "-o", tmp_path / "plan")
-    plan = json.loads((tmp_path / "plan" / "plan.json").read_text())
+    plan = json.loads((tmp_path / "plan" / "cerebras_plan.json").read_text())
     t = plan["totals"]
     assert t["gemvs"] == 15 and sum(r["count"] for r in plan["gemv_shapes"]) == 15
     assert t["pes"] == sum(r["pes"] * r["count"] for r in plan["gemv_shapes"]) <= t["wafer_pes"]

@@ -97,17 +97,18 @@ def test_unsupported_op_in_a_fortran_kernel_names_its_line(tmp_path):
 def test_shape_only_is_refused_by_targets_without_it(target, tmp_path):
     result = q35c(LLAMA, "--shape", "input_ids=1,4", "--shape-only", "--target", target,
                   "-o", tmp_path / "out", check=False)
-    assert_one_line_error(result, "--shape-only is supported by --target groq and mlir, "
-                                  f"not '{target}'")
+    assert_one_line_error(result, "--shape-only is supported by --target cerebras and groq "
+                                  f"and mlir, not '{target}'")
     assert not (tmp_path / "out").exists()
 
 
 def test_report_on_a_directory_no_target_wrote(tmp_path):
-    """`q35c report` picks the target by its output markers; with none, the only target
-    that has a report says what it needs."""
+    """`q35c report` picks the target by its output markers; with none, it names what
+    each target with a report looks for."""
     (tmp_path / "out").mkdir()
     result = q35c("report", tmp_path / "out", check=False)
-    assert_one_line_error(result, "program.json: no such file")
+    assert_one_line_error(result, "no target output to report on (cerebras: project.json; "
+                          "groq: program.json or plan.json)")
 
 
 def test_bad_target_option_is_one_line(tmp_path):

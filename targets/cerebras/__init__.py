@@ -111,7 +111,7 @@ class CerebrasTarget(Q35cTarget):
 @dataclass(frozen=True)
 class CerebrasPlanTarget(CerebrasTarget):
     """`--target cerebras --shape-only`: where the model's GEMVs would sit on one wafer
-    (plan.json, report.txt; the text goes to stdout), from shapes alone."""
+    (cerebras_plan.json, report.txt; the text goes to stdout), from shapes alone."""
 
     def accepted_ops(self) -> None:
         return None  # the planner places every GEMV and lists the other ops

@@ -167,5 +167,5 @@ def shape_only_plan(module: ModuleOp, entry: str | None, machine: Machine) -> di
 
 
 def write_plan(plan: dict, out_dir: Path) -> None:
-    (out_dir / "plan.json").write_text(json.dumps(plan, indent=1) + "\n")
+    (out_dir / "cerebras_plan.json").write_text(json.dumps(plan, indent=1) + "\n")
     (out_dir / "report.txt").write_text(plan_text(plan))
