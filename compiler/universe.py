@@ -77,11 +77,10 @@ TARGETS: dict[str, Callable[[], type[Target]]] = {
     "c": _target("c", "CTarget"),
     "cuda": _target("cuda", "CudaTarget"),
     "groq": _target("groq", "GroqTarget"),
+    "cerebras": _target("cerebras", "CerebrasTarget"),
 }
 """q35c's code-generation targets (`Q35cTarget` subclasses), by `--target` name."""
-PLANNED_TARGETS: dict[str, str] = {
-    "cerebras": "a Cerebras wafer-scale program",
-}
+PLANNED_TARGETS: dict[str, str] = {}
 """Targets that are planned but not written yet: `--target` names them as such."""
 XDSL_TARGET_NAMES = ("mlir",)
 """Names of q35c targets that xDSL's own universe already uses for a target of its own.

@@ -66,6 +66,7 @@ from .numerics import (
 from .quant3p5 import (
     dequantized,
     matmul_int8,
+    matmul_q3p5_f16,
     quantize_activations,
     rescale_group,
     rescale_rows,
@@ -88,6 +89,7 @@ __all__ = [
     "located_error",
     "matmul_f64",
     "matmul_int8",
+    "matmul_q3p5_f16",
     "matmul_unordered",
     "quantize_activations",
     "rescale_group",

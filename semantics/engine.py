@@ -39,7 +39,7 @@ from q35c.compiler.entry import (
 from q35c.compiler.tensors import numpy_dtype
 from q35c.compiler.weights import WeightStore
 
-from .core import IMPLEMENTATIONS, InterpreterError, Value, located_error
+from .core import IMPLEMENTATIONS, InterpreterError, OpImpl, Value, located_error
 
 DEFAULT_MAX_STEPS = 10**8
 """Steps (executed ops plus entered regions) one run may take: minutes of interpretation,
@@ -74,9 +74,13 @@ class SourceLineError(Q35cError):
 class Interpreter:
     """Runs the functions of one module on numpy values, with weights from a store."""
 
-    def __init__(self, module: ModuleOp, store: WeightStore, max_steps: int | None = None):
+    def __init__(self, module: ModuleOp, store: WeightStore, max_steps: int | None = None,
+                 overrides: Mapping[type, OpImpl] | None = None):
         self.module = module
         self.store = store
+        self.overrides = dict(overrides or {})
+        """A target's numeric mode: implementations that replace IMPLEMENTATIONS' for
+        their op types (e.g. the Cerebras target's `matmul_q3p5_f16`)."""
         self.max_steps = _MAX_STEPS.get() if max_steps is None else max_steps
         self.steps = 0
 
@@ -112,7 +116,7 @@ class Interpreter:
             self.steps += 1  # inline: the one cost every op pays
             if self.steps > self.max_steps:
                 self._step(op)
-            run = IMPLEMENTATIONS.get(type(op))
+            run = self.overrides.get(type(op)) or IMPLEMENTATIONS.get(type(op))
             if run is None:
                 raise InterpreterError(f"{op.name} is not supported by the interpreter")
             results = run(self, op, [env[v] for v in op.operands])

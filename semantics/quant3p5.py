@@ -11,15 +11,19 @@ import numpy as np
 from xdsl.ir import Operation
 
 from q35c.compiler.quant import (
+    CODEBOOK,
     LegacyPairTensor,
     Q3P5Tensor,
+    decode_meta,
     dequantize,
     dequantize_legacy,
     group_scales,
     group_size_of,
     integer_levels,
+    pair_levels,
     quantize,
     quantize_legacy,
+    unpack_codes,
 )
 from q35c.compiler.tensors import numpy_dtype
 from q35c.dialects import quant3p5
@@ -102,6 +106,51 @@ def _pack(interp, op: quant3p5.PackOp, args):
 def _quant_matmul(interp, op, args):
     x, weights = args
     return (f32(matmul_unordered(x, dequantized(weights))),)
+
+
+def matmul_q3p5_f16(x: np.ndarray, weights: Q3P5Tensor, k_tile: int) -> np.ndarray:
+    """The Cerebras target's numeric mode for `quant3p5.matmul` on Q3P5 weights
+    (docs/cerebras.md): what its PE programs compute, bit for bit.
+
+    x [M, K] is rounded to float16; the levels (integers |l| <= 99) are exact in float16,
+    and so is every float16 x level product in float32. K is cut into tiles of `k_tile`
+    rows (a multiple of the group size; x is padded with zeros, and groups past the
+    tensor decode group code 0). Per tile, column n and
+    group g, in float32 with one rounding per operation:
+    s = sum over k of x[k] * level[k, n] (k ascending, from 0), xs = sum over k of x[k];
+    acc = acc + scale[g, n] * s, then acc = acc + offset[g, n] * xs (groups ascending,
+    acc from 0). The tiles' partial sums are then added in tile order:
+    y = ((p0 + p1) + p2) + ... (the PE row's reduction chain)."""
+    gs = weights.group_size
+    if k_tile < gs or k_tile % gs:
+        raise InterpreterError(f"k_tile {k_tile} is not a multiple of the group size {gs}")
+    k, n = weights.shape
+    tiles = -(-k // k_tile)
+    padded = tiles * k_tile
+    stored = weights.num_groups * gs
+    codes = unpack_codes(weights.payload, stored // 2, n)
+    levels = np.zeros((padded, n), np.float32)
+    levels[:min(stored, padded)] = pair_levels(codes, CODEBOOK, stored, np.float32)[:padded]
+    gcodes = np.zeros((padded // gs, n), np.uint8)  # groups past the tensor decode code 0
+    gcodes[:weights.num_groups] = weights.group_codes()[:padded // gs]
+    groups = decode_meta(gcodes, weights.super_scale, weights.offset_base, weights.offset_step)
+    out = np.empty((x.shape[0], n), np.float32)
+    for row, xv in enumerate(np.asarray(x, np.float32).reshape(-1, k)):
+        xr = np.zeros(padded, np.float32)
+        xr[:k] = xv.astype(np.float16).astype(np.float32)
+        y = None
+        for t in range(tiles):
+            acc = np.zeros(n, np.float32)
+            for g in range(t * k_tile // gs, (t + 1) * k_tile // gs):
+                s, xs = np.zeros(n, np.float32), F32(0)
+                for kk in range(g * gs, (g + 1) * gs):
+                    s = s + xr[kk] * levels[kk]
+                    xs = F32(xs + xr[kk])
+                acc = acc + groups[0][g] * s
+                acc = acc + groups[1][g] * xs
+            y = acc if y is None else y + acc
+        out[row] = y
+    return out
 
 
 def quantize_activations(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -1,7 +1,6 @@
 """The q35c command line: outputs, dumps, determinism, and one-line errors with exit code 2."""
 
 import numpy as np
-import pytest
 from conftest import EXAMPLES, q35c
 
 MLP = EXAMPLES / "mlp.mlir"
@@ -61,13 +60,6 @@ def test_print_ir_after_all_goes_to_stderr():
     result = q35c(MLP, "--passes", "quantize-weights", "--print-ir-after-all")
     assert "// -----// IR after quantize-weights{" in result.stderr
     assert "IR after" not in result.stdout
-
-
-@pytest.mark.parametrize("target", ["cerebras"])
-def test_planned_targets_say_not_implemented(target, tmp_path):
-    result = q35c(MLP, "--target", target, "-o", tmp_path / "o", check=False)
-    assert_user_error(result, f"target {target} is not implemented yet")
-    assert not (tmp_path / "o").exists()
 
 
 def test_unknown_target_and_pass_are_one_line_errors():

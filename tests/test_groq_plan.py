@@ -235,7 +235,8 @@ def test_shape_only_mlir_target(small_model, tmp_path):
 
 
 @pytest.mark.parametrize("args,message", [
-    (["--target", "c"], "--shape-only is supported by --target groq and mlir, not 'c'"),
+    (["--target", "c"], "--shape-only is supported by --target cerebras and groq and mlir, "
+                         "not 'c'"),
     (["--target", "interp"], "not 'interp'"),
     (["--target", "groq{bogus=1}"], "unknown option 'bogus'"),
     (["--target", "groq{chips=0}"], "option 'chips' must be an integer in [1, inf], got 0"),

@@ -25,10 +25,10 @@ def assert_one_line_error(result, message: str) -> None:
 def test_targets_lists_builtin_and_planned_targets():
     result = q35c("targets")
     rows = {line.split()[0]: line for line in result.stdout.splitlines()}
-    assert list(rows) == ["c", "cuda", "groq", "interp", "mlir", "cerebras"]
+    assert list(rows) == ["c", "cerebras", "cuda", "groq", "interp", "mlir"]
     assert "TSP program" in rows["groq"] and "[--shape-only]" in rows["groq"]
     assert "[--shape-only]" in rows["mlir"] and "[--shape-only]" not in rows["c"]
-    assert "not implemented yet" in rows["cerebras"] and "planned" not in rows["cuda"]
+    assert "CSL project" in rows["cerebras"] and "planned" not in rows["cuda"]
     assert "plugin" not in result.stdout and result.stderr == ""
 
 
@@ -98,17 +98,18 @@ def test_unsupported_op_in_a_fortran_kernel_names_its_line(tmp_path):
 def test_shape_only_is_refused_by_targets_without_it(target, tmp_path):
     result = q35c(LLAMA, "--shape", "input_ids=1,4", "--shape-only", "--target", target,
                   "-o", tmp_path / "out", check=False)
-    assert_one_line_error(result, "--shape-only is supported by --target groq and mlir, "
-                                  f"not '{target}'")
+    assert_one_line_error(result, "--shape-only is supported by --target cerebras and groq "
+                                  f"and mlir, not '{target}'")
     assert not (tmp_path / "out").exists()
 
 
 def test_report_on_a_directory_no_target_wrote(tmp_path):
-    """`q35c report` picks the target by its output markers; with none, the only target
-    that has a report says what it needs."""
+    """`q35c report` picks the target by its output markers; with none, it names what
+    each target with a report looks for."""
     (tmp_path / "out").mkdir()
     result = q35c("report", tmp_path / "out", check=False)
-    assert_one_line_error(result, "program.json: no such file")
+    assert_one_line_error(result, "no target output to report on (cerebras: project.json; "
+                          "groq: program.json or plan.json)")
 
 
 def test_bad_target_option_is_one_line(tmp_path):

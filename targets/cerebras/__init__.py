@@ -1,0 +1,141 @@
+"""The Cerebras target: a batch-1 Q3P5 GEMV as a CSL project for a WSE-like wafer, and a
+tile simulator that checks and runs it.
+
+    graph IR --project.py/plan.py--> tiling over a PE rectangle --emit.py--> xDSL csl IR
+    --printer.py--> layout.csl, pe_<role>.csl (+ run.py, host.npz, project.json)
+    --simulate.py--> static checks, event-driven run: y bit-exact with the interpreter's
+    numeric mode for this target (`q35c.semantics.matmul_q3p5_f16`)
+
+`--target cerebras` (options `cerebras{machine=wse2 k_tile=0 n_tile=0 seeds=2}`; 0 picks
+the default tile) writes the project; `q35c run --target cerebras` simulates it under
+`seeds` interleavings and requires them to agree. docs/cerebras.md describes the mapping,
+the machine model and what is not there yet.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from xdsl.context import Context
+from xdsl.dialects.builtin import ModuleOp
+
+from q35c.compiler.diagnostics import Q35cError
+from q35c.compiler.weights import WeightStore
+from q35c.targets.target import Q35cTarget
+
+MAX_SEEDS = 64
+
+
+@dataclass(frozen=True)
+class CerebrasTarget(Q35cTarget):
+    """A CSL project for a Cerebras wafer (batch-1 Q3P5 GEMV) and its tile simulator."""
+
+    name = "cerebras"
+    supports_shape_only = True
+    output_markers = ("project.json",)
+    machine: str = "wse2"
+    k_tile: int = 0
+    """Rows of the weight matrix per PE (a multiple of 64; 0: min(512, K))."""
+    n_tile: int = 0
+    """Columns per PE (0: min(64, N))."""
+    seeds: int = 2
+    """Interleaving seeds `q35c run` simulates (their outputs must agree)."""
+
+    def __post_init__(self) -> None:
+        from q35c.compiler.options import check_int, check_text
+
+        check_text("--target cerebras", "machine", self.machine)
+        check_int("--target cerebras", "k_tile", self.k_tile, 0, 1 << 14, multiple_of=64)
+        check_int("--target cerebras", "n_tile", self.n_tile, 0, 1 << 12)
+        check_int("--target cerebras", "seeds", self.seeds, 1, MAX_SEEDS)
+
+    def accepted_ops(self) -> frozenset[str]:
+        from q35c.targets.cerebras.project import ACCEPTED_OPS
+
+        return ACCEPTED_OPS
+
+    @classmethod
+    def report(cls, out_dir: Path) -> Path:
+        """OUT/report.html: the PE grid (memory per PE) and the traffic per color."""
+        from q35c.targets.cerebras.report import write_report
+
+        return write_report(out_dir)
+
+    @classmethod
+    def shape_only_from_spec(cls, spec) -> Q35cTarget:
+        return CerebrasPlanTarget.from_spec(spec)
+
+    def _project(self, module: ModuleOp, store: WeightStore, entry: str | None):
+        from q35c.targets.cerebras.machine import load_machine
+        from q35c.targets.cerebras.project import compile_project
+
+        machine = load_machine(self.machine)
+        return compile_project(module, store, entry, self.k_tile, self.n_tile), machine
+
+    def write(self, ctx: Context, module: ModuleOp, store: WeightStore, out_dir: Path,
+              stem: str) -> None:
+        from q35c.targets.cerebras.project import write_project
+
+        project, machine = self._project(module, store, None)
+        s = write_project(project, machine, out_dir, stem)
+        p = s["plan"]
+        worst = max(s["pe_memory_bytes"].values())
+        print(f"cerebras target: {p['width']}x{p['height']} PEs on {machine.name}, "
+              f"{len(s['files'])} CSL files, at most {worst} of "
+              f"{machine.pe_memory_bytes} bytes per PE; see project.json")
+
+    def run(self, ctx: Context, module: ModuleOp, store: WeightStore,
+            inputs: dict[str, np.ndarray], entry: str | None) -> dict[str, np.ndarray]:
+        from q35c.targets.cerebras.project import simulate
+
+        project, machine = self._project(module, store, entry)
+        if project.x_name not in inputs:
+            raise Q35cError(f"cerebras target: missing input '{project.x_name}'")
+        x = np.asarray(inputs[project.x_name], np.float32)
+        if x.shape != (1, project.plan.k):
+            raise Q35cError(f"cerebras target: input '{project.x_name}' has shape "
+                            f"{x.shape}, expected (1, {project.plan.k})")
+        first = None
+        for seed in range(self.seeds):
+            y, _ = simulate(project, machine, x, seed)
+            if first is None:
+                first = y
+            elif not np.array_equal(first.view(np.uint32), y.view(np.uint32)):
+                raise Q35cError(f"cerebras target: interleaving seed {seed} gives different "
+                                "outputs than seed 0 (a race between colors)")
+        return {project.y_name: first}
+
+
+@dataclass(frozen=True)
+class CerebrasPlanTarget(CerebrasTarget):
+    """`--target cerebras --shape-only`: where the model's GEMVs would sit on one wafer
+    (cerebras_plan.json, report.txt; the text goes to stdout), from shapes alone."""
+
+    def accepted_ops(self) -> None:
+        return None  # the planner places every GEMV and lists the other ops
+
+    def _plan(self, module: ModuleOp, entry: str | None) -> dict:
+        from q35c.targets.cerebras.machine import load_machine
+        from q35c.targets.cerebras.shape_only import shape_only_plan
+
+        return shape_only_plan(module, entry, load_machine(self.machine))
+
+    def write_shape_only(self, ctx: Context, module: ModuleOp, store: WeightStore,
+                         out_dir: Path, stem: str, entry: str | None) -> None:
+        from q35c.targets.cerebras.shape_only import plan_text, write_plan
+
+        plan = self._plan(module, entry)
+        write_plan(plan, out_dir)
+        print(plan_text(plan), end="", flush=True)
+
+    def emit_shape_only(self, ctx: Context, module: ModuleOp, output, entry: str | None
+                        ) -> None:
+        from q35c.targets.cerebras.shape_only import plan_text
+
+        output.write(plan_text(self._plan(module, entry)))
+        output.flush()
+
+
+__all__ = ["CerebrasPlanTarget", "CerebrasTarget"]

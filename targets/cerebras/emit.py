@@ -1,0 +1,302 @@
+"""Build the CSL program of a GEMV plan as xDSL `csl` IR: one program module per PE role
+and one layout module. `printer.py` prints it as CSL files; `simulate.py` runs this IR.
+
+The PE program (`compute`, launched by the host over memcpy's RPC):
+
+    x16 = f16(x); xr = f32(x16); acc = 0
+    for each pair of groups (2p, 2p+1):              # scf.for, body unrolled per group
+        s = 0
+        for each of the 16 pair codes i (unrolled):  # 16-bit DSD ops on n_tile columns
+            code = ((w[q] >> sh) | ((w[q+1] << 1) << (15 - sh))) & 0x7F
+            lev0[n], lev1[n] = cb0[code[n]], cb1[code[n]]     # scalar table look-up
+            s += lev0 * x16[k]; s += lev1 * x16[k+1]          # @fmachs (f16 x f16, f32 sum)
+        xs = sum of xr over the group                          # scalar, k ascending
+        e, j = meta byte of the group & 31, >> 5              # 16-bit DSD ops
+        sc = ss * steps[e]; of = ob + os * grid[j]            # look-up, then @fmuls/@fadds
+        acc += sc * s; acc += of * xs                          # @fmuls, @fadds
+    activate(reduce)
+
+and the local task `reduce`: the chain step (`@fmovs` to the fabric on the first PE,
+`@fadds(fabout, fabin, acc)` in the middle, `@fadds(y, fabin, acc)` on the last).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from xdsl.builder import ImplicitBuilder
+from xdsl.dialects import arith, csl, memref, scf
+from xdsl.dialects.builtin import (
+    Float16Type,
+    Float32Type,
+    FloatAttr,
+    IndexType,
+    IntegerAttr,
+    IntegerType,
+    MemRefType,
+    ModuleOp,
+    Signedness,
+    StringAttr,
+    i16,
+)
+from xdsl.ir import Attribute, Block, Region, SSAValue
+
+from q35c.targets.cerebras.ops import SetColorConfigOp
+from q35c.targets.cerebras.plan import (
+    CHAIN_COLORS,
+    INPUT_QUEUE,
+    OUTPUT_QUEUE,
+    REDUCE_TASK_ID,
+    WORDS_PER_GROUP,
+    GemvPlan,
+    role_colors,
+)
+
+f16, f32 = Float16Type(), Float32Type()
+u16 = IntegerType(16, Signedness.UNSIGNED)
+COLOR_ID = IntegerType(5, Signedness.UNSIGNED)
+PAIRS = 16
+"""Pair codes per group of 32."""
+
+TABLES = ("cb0", "cb1", "steps", "grid")
+"""The decoding tables: CODEBOOK's two level columns (f16, exact) and SCALE_STEPS and
+OFFSET_GRID (f32), copied in by the host."""
+HOST_SYMBOLS = ("payload", "meta", "ss", "ob", "os", "x", "cb0", "cb1", "steps", "grid")
+"""Arrays the host copies into every PE before launching `compute` (run.py)."""
+
+
+def buffers(plan: GemvPlan, role: str) -> dict[str, tuple[Attribute, int]]:
+    """Every array of a PE program: name -> (element type, length)."""
+    nt, kt = plan.n_tile, plan.k_tile
+    out = {
+        "payload": (u16, (plan.groups * WORDS_PER_GROUP + 1) * nt),
+        "meta": (u16, plan.groups // 2 * nt),
+        "ss": (f32, nt), "ob": (f32, nt), "os": (f32, nt),
+        "x": (f32, kt), "x16": (f16, kt), "xr": (f32, kt),
+        "cb0": (f16, 128), "cb1": (f16, 128), "steps": (f32, 32), "grid": (f32, 4),
+        "code": (u16, nt), "t16": (u16, nt), "e16": (u16, nt), "j16": (u16, nt),
+        "lev0": (f16, nt), "lev1": (f16, nt), "stepv": (f32, nt), "gridv": (f32, nt),
+        "s": (f32, nt), "sc": (f32, nt), "of": (f32, nt), "t": (f32, nt), "acc": (f32, nt),
+    }
+    if role in ("single", "last_odd", "last_even"):
+        out["y"] = (f32, nt)
+    return out
+
+
+def _int(value: int) -> SSAValue:
+    return arith.ConstantOp(IntegerAttr(value, i16)).result
+
+
+def _u16(value: int) -> SSAValue:
+    """An unsigned 16-bit constant (arith.constant is signless: cast it)."""
+    return csl.SignednessCastOp.build(operands=[_int(value)], result_types=[u16]).result
+
+
+def _index(value: SSAValue) -> SSAValue:
+    return arith.IndexCastOp(value, IndexType()).result
+
+
+@dataclass
+class _Program:
+    """Builds one PE program module (inside an ImplicitBuilder of its body)."""
+
+    plan: GemvPlan
+    role: str
+    bufs: dict[str, SSAValue] = field(default_factory=dict)
+    dsds: dict[str, SSAValue] = field(default_factory=dict)
+
+    def declare(self) -> None:
+        """The arrays and one DSD per array: n_tile long (k_tile for the input vector),
+        from element 0; the tables, read by scalar code only, get none."""
+        for name, (elem, size) in buffers(self.plan, self.role).items():
+            buf = csl.ZerosOp(MemRefType(elem, (size,)))
+            buf.result.name_hint = name
+            self.bufs[name] = buf.result
+            if name in TABLES:
+                continue
+            length = self.plan.k_tile if name in ("x", "x16", "xr") else self.plan.n_tile
+            dsd = csl.GetMemDsdOp.build(operands=[buf, [_int(length)]],
+                                        result_types=[csl.DsdType(csl.DsdKind.mem1d_dsd)])
+            dsd.result.name_hint = f"{name}_dsd"
+            self.dsds[name] = dsd.result
+
+    def vec(self, name: str, offset: SSAValue | None = None) -> SSAValue:
+        """The DSD of `name`, moved to start at element `offset`."""
+        dsd = self.dsds[name]
+        if offset is not None:
+            elem = self.bufs[name].type.get_element_type()
+            dsd = csl.IncrementDsdOffsetOp.build(
+                operands=[dsd, offset], properties={"elem_type": elem},
+                result_types=[csl.DsdType(csl.DsdKind.mem1d_dsd)]).result
+        return dsd
+
+    def lookup(self, pairs: list[tuple[str, str, str]]) -> None:
+        """for n: dst[n] = table[idx[n]] for each (dst, table, idx): the scalar table
+        look-up no DSD operation does."""
+        nt = self.plan.n_tile
+        loop = scf.ForOp(_int(0), _int(nt), _int(1), [], Block(arg_types=[i16]))
+        with ImplicitBuilder(loop.body.block) as (n,):
+            ni = _index(n)
+            codes: dict[str, SSAValue] = {}
+            for dst, table, idx in pairs:
+                if idx not in codes:  # one load of each index array per element
+                    codes[idx] = _index(memref.LoadOp.get(self.bufs[idx], [ni]).res)
+                value = memref.LoadOp.get(self.bufs[table], [codes[idx]]).res
+                memref.StoreOp.get(value, self.bufs[dst], [ni])
+            scf.YieldOp()
+
+    def group(self, g: SSAValue, parity: int) -> None:
+        """The body for group g (parity: which byte of its meta word)."""
+        nt, gs = self.plan.n_tile, self.plan.group
+        zero = arith.ConstantOp(FloatAttr(0.0, f32)).result
+        csl.FmovsOp(operands=[[self.vec("s"), zero]])
+        base = arith.MuliOp(g, _int(WORDS_PER_GROUP * nt)).result
+        kbase = arith.MuliOp(g, _int(gs)).result
+        for i in range(PAIRS):
+            q, sh = divmod(7 * i, 16)
+            w0 = self.vec("payload", arith.AddiOp(base, _int(q * nt)).result)
+            w1 = self.vec("payload", arith.AddiOp(base, _int((q + 1) * nt)).result)
+            code, t16 = self.vec("code"), self.vec("t16")
+            csl.Slr16Op(operands=[[code, w0, _u16(sh)]])
+            csl.Sll16Op(operands=[[t16, w1, _u16(1)]])
+            csl.Sll16Op(operands=[[t16, t16, _u16(15 - sh)]])
+            csl.Or16Op(operands=[[code, code, t16]])
+            csl.And16Op(operands=[[code, code, _u16(0x7F)]])
+            self.lookup([("lev0", "cb0", "code"), ("lev1", "cb1", "code")])
+            for half, lev in ((0, "lev0"), (1, "lev1")):
+                k = arith.AddiOp(kbase, _int(2 * i + half)).result
+                xk = memref.LoadOp.get(self.bufs["x16"], [_index(k)]).res
+                csl.FmachsOp(operands=[[self.vec("s"), self.vec("s"), self.vec(lev), xk]])
+        loop = scf.ForOp(_int(0), _int(gs), _int(1), [zero], Block(arg_types=[i16, f32]))
+        with ImplicitBuilder(loop.body.block) as (k, xs):
+            v = memref.LoadOp.get(self.bufs["xr"], [_index(arith.AddiOp(kbase, k).result)]).res
+            scf.YieldOp(arith.AddfOp(xs, v))
+        xs = loop.res[0]
+        half = arith.DivSIOp(g, _int(2)).result
+        meta = self.vec("meta", arith.MuliOp(half, _int(nt)).result)
+        e16, j16 = self.vec("e16"), self.vec("j16")
+        if parity:
+            csl.Slr16Op(operands=[[e16, meta, _u16(8)]])
+        else:
+            csl.And16Op(operands=[[e16, meta, _u16(0x7F)]])
+        csl.Slr16Op(operands=[[j16, e16, _u16(5)]])
+        csl.And16Op(operands=[[j16, j16, _u16(3)]])
+        csl.And16Op(operands=[[e16, e16, _u16(31)]])
+        self.lookup([("stepv", "steps", "e16"), ("gridv", "grid", "j16")])
+        v = self.vec
+        csl.FmulsOp(operands=[[v("sc"), v("ss"), v("stepv")]])
+        csl.FmulsOp(operands=[[v("of"), v("os"), v("gridv")]])
+        csl.FaddsOp(operands=[[v("of"), v("ob"), v("of")]])
+        csl.FmulsOp(operands=[[v("t"), v("sc"), v("s")]])
+        csl.FaddsOp(operands=[[v("acc"), v("acc"), v("t")]])
+        csl.FmulsOp(operands=[[v("t"), v("of"), xs]])
+        csl.FaddsOp(operands=[[v("acc"), v("acc"), v("t")]])
+
+    def compute(self) -> None:
+        csl.Fs2hOp(operands=[[self.vec("x16"), self.vec("x")]])
+        csl.Fh2sOp(operands=[[self.vec("xr"), self.vec("x16")]])
+        csl.FmovsOp(operands=[[self.vec("acc"), arith.ConstantOp(FloatAttr(0.0, f32))]])
+        loop = scf.ForOp(_int(0), _int(self.plan.groups // 2), _int(1), [],
+                         Block(arg_types=[i16]))
+        with ImplicitBuilder(loop.body.block) as (p,):
+            for parity in (0, 1):
+                self.group(arith.AddiOp(arith.MuliOp(p, _int(2)), _int(parity)).result,
+                           parity)
+            scf.YieldOp()
+        csl.ActivateOp(REDUCE_TASK_ID, csl.TaskKind.LOCAL)
+
+    def reduce(self, memcpy: SSAValue) -> None:
+        """The chain step of this role, then hand the command stream back to the host."""
+        nt = self.plan.n_tile
+        cin, cout = role_colors(self.role)
+        fab = {}
+        for kind, color, queue in (("fabin_dsd", cin, INPUT_QUEUE),
+                                   ("fabout_dsd", cout, OUTPUT_QUEUE)):
+            if color is not None:
+                fab[kind] = csl.GetFabDsdOp.build(
+                    operands=[[_int(nt)]],
+                    properties={"fabric_color": IntegerAttr(color, COLOR_ID),
+                                "queue_id": IntegerAttr(queue, IntegerType(3))},
+                    result_types=[csl.DsdType(csl.DsdKind(kind))]).result
+        src = fab.get("fabin_dsd")
+        dst = fab.get("fabout_dsd") or self.vec("y")
+        if src is None:
+            csl.FmovsOp(operands=[[dst, self.vec("acc")]])
+        else:
+            csl.FaddsOp(operands=[[dst, src, self.vec("acc")]])
+        csl.MemberCallOp("unblock_cmd_stream", None, memcpy, [])
+
+
+def program_module(plan: GemvPlan, role: str) -> csl.CslModuleOp:
+    """The program of every PE of one role (file pe_<role>.csl)."""
+    body = Block()
+    prog = _Program(plan, role)
+    with ImplicitBuilder(body):
+        params = csl.ParamOp("memcpy_params", csl.ComptimeStructType())
+        memcpy = csl.ImportModuleConstOp("<memcpy/memcpy>", params)
+        prog.declare()
+        fn = csl.FuncOp("compute", ((), None))
+        with ImplicitBuilder(fn.body.block):
+            prog.compute()
+            csl.ReturnOp()
+        task = csl.TaskOp("reduce", ((), None), task_kind=csl.TaskKind.LOCAL,
+                          id=REDUCE_TASK_ID)
+        with ImplicitBuilder(task.body.block):
+            prog.reduce(memcpy.result)
+            csl.ReturnOp()
+        for name in HOST_SYMBOLS + (("y",) if "y" in prog.bufs else ()):
+            elem = prog.bufs[name].type.get_element_type()
+            ptr = csl.AddressOfOp(prog.bufs[name], csl.PtrType(
+                elem, csl.PtrKindAttr(csl.PtrKind.MANY), csl.PtrConstAttr(csl.PtrConst.VAR)))
+            csl.SymbolExportOp(name, ptr.res)
+        csl.SymbolExportOp("compute", fn.function_type)
+    return csl.CslModuleOp(regions=[Region(body)], properties={
+        "kind": csl.ModuleKindAttr(csl.ModuleKind.PROGRAM),
+        "sym_name": StringAttr(f"pe_{role}")})
+
+
+def routes(plan: GemvPlan, x: int) -> list[tuple[int, tuple[str, ...], tuple[str, ...]]]:
+    """The routes of PE column x: (color, rx, tx)."""
+    out = []
+    cin, cout = role_colors(plan.role(x))
+    if cout is not None:
+        out.append((cout, ("RAMP",), ("EAST",)))
+    if cin is not None:
+        out.append((cin, ("WEST",), ("RAMP",)))
+    return out
+
+
+def layout_module(plan: GemvPlan) -> csl.CslModuleOp:
+    """The layout: the rectangle, each PE column's program, and the chain's routes."""
+    body = Block()
+    with ImplicitBuilder(body):
+        w, h = _int(plan.width), _int(plan.height)
+        get_params = csl.ImportModuleConstOp(
+            "<memcpy/get_params>", csl.ConstStructOp(("width", w), ("height", h)))
+        layout = csl.LayoutOp(Region(Block()))
+        with ImplicitBuilder(layout.body.block):
+            csl.SetRectangleOp(operands=[w, h])
+            for x in range(plan.width):
+                xc = _int(x)
+                loop = scf.ForOp(_int(0), h, _int(1), [], Block(arg_types=[i16]))
+                with ImplicitBuilder(loop.body.block) as (y,):
+                    mp = csl.MemberCallOp("get_params", csl.ComptimeStructType(),
+                                          get_params, [xc])
+                    params = csl.ConstStructOp(("memcpy_params", mp))
+                    csl.SetTileCodeOp(f"pe_{plan.role(x)}.csl", xc, y, params)
+                    for color, rx, tx in routes(plan, x):
+                        SetColorConfigOp(xc, y, color, rx, tx)
+                    scf.YieldOp()
+    return csl.CslModuleOp(regions=[Region(body)], properties={
+        "kind": csl.ModuleKindAttr(csl.ModuleKind.LAYOUT),
+        "sym_name": StringAttr("layout")})
+
+
+def csl_module(plan: GemvPlan) -> ModuleOp:
+    """The whole CSL project as IR: one program module per role, then the layout."""
+    module = ModuleOp([*(program_module(plan, r) for r in plan.roles()), layout_module(plan)])
+    module.verify()
+    return module
+
+
+__all__ = ["CHAIN_COLORS", "HOST_SYMBOLS", "buffers", "csl_module", "routes"]

@@ -1,0 +1,73 @@
+"""Cycle estimate and lower bound of a GEMV plan on a machine model.
+
+    python -m q35c.targets.cerebras.estimate K N [--machine wse2] [--k-tile T] [--n-tile T]
+
+The estimate is the simulator's cycle count for one PE row (rows share no link and run
+the same program, so every row takes as long; the weights are zero: the programs' control
+flow and so their cycles do not depend on data). The lower bound holds for any program of
+this tiling whose PEs finish their partial sums before the chain adds them: each PE must
+read its packed tile from memory (bytes / read bandwidth) and do k_tile x n_tile
+multiply-adds (f16 SIMD width), whichever is slower; then the last PE must receive n_tile
+wavelets, which cross width - 1 links.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+
+from q35c.compiler.quant import quantize
+from q35c.targets.cerebras.emit import csl_module
+from q35c.targets.cerebras.machine import Machine, load_machine
+from q35c.targets.cerebras.plan import GemvPlan
+from q35c.targets.cerebras.project import Project, simulate
+
+
+def lower_bound(plan: GemvPlan, m: Machine) -> dict[str, int]:
+    tile_bytes = plan.k_tile * plan.n_tile * 7 // 16 + plan.groups * plan.n_tile // 2 \
+        + 12 * plan.n_tile
+    memory = -(-tile_bytes // m.memory_read_bytes_per_cycle)
+    compute = -(-plan.k_tile * plan.n_tile // m.simd["f16"])
+    chain = plan.n_tile + (plan.width - 1) * m.hop_cycles
+    return {"memory": memory, "compute": compute, "chain": chain,
+            "total": max(memory, compute) + chain}
+
+
+def estimate(plan: GemvPlan, m: Machine) -> dict:
+    """Simulated cycles of one PE row, the lower bound, their ratio, and the time."""
+    row = GemvPlan(plan.k, min(plan.n, plan.n_tile), plan.group, plan.k_tile, plan.n_tile)
+    zeros = quantize(np.zeros((row.k, row.n), np.float32), group_size=row.group)
+    project = Project(row, csl_module(row), zeros, "x", "y")
+    _, sim = simulate(project, m, np.zeros((1, row.k), np.float32), seed=0)
+    cycles = sim.cycles
+    last = sim.pes[(row.width - 1, 0)]
+    bound = lower_bound(plan, m)
+    return {"k": plan.k, "n": plan.n, "rectangle": f"{plan.width}x{plan.height}",
+            "pes": plan.width * plan.height, "cycles": cycles, "last_pe": last.spent,
+            "lower_bound": bound,
+            "ratio": round(cycles / bound["total"], 2),
+            "microseconds": round(cycles / m.clock_hz * 1e6, 2)}
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("k", type=int)
+    ap.add_argument("n", type=int)
+    ap.add_argument("--machine", default="wse2")
+    ap.add_argument("--k-tile", type=int, default=0)
+    ap.add_argument("--n-tile", type=int, default=0)
+    a = ap.parse_args(argv)
+    m = load_machine(a.machine)
+    r = estimate(GemvPlan.choose(a.k, a.n, 32, a.k_tile, a.n_tile), m)
+    lb = r["lower_bound"]
+    print(f"GEMV {r['k']}x{r['n']} on {m.name}: {r['rectangle']} PEs, {r['cycles']} cycles "
+          f"({r['microseconds']} us at {m.clock_hz / 1e6:g} MHz); lower bound {lb['total']} "
+          f"(memory {lb['memory']}, f16 MACs {lb['compute']}, chain {lb['chain']}); "
+          f"ratio {r['ratio']}")
+    spent = ", ".join(f"{k} {v}" for k, v in sorted(r["last_pe"].items()))
+    print(f"east-most PE of a row, cycles by kind: {spent}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,171 @@
+"""`--shape-only --target cerebras`: where a model's GEMVs would sit on one wafer.
+
+From shapes and packed types alone (no weight data): every `quant3p5.matmul` of the entry
+function becomes a resident GEMV rectangle. One tile bound serves every GEMV: the smallest
+(the fastest) whose programs fit a PE (the real programs' memory, as the checker counts
+it) and that puts every GEMV on the wafer at once, else the largest that fits a PE. The
+plan adds up PEs, weight bytes and cycles per token. Cycles of one GEMV: the simulator's
+cycles for one PE of that tile (its compute does not depend on data) plus the chain,
+n_tile + (width - 1) x (hop + 1) cycles (a model of the chain, not simulated here); the
+GEMVs of a decode step run one after another. Everything else in the graph (norms,
+attention, RoPE, embeddings, ...) is listed but not costed: the target does not map it yet
+(docs/cerebras.md).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+from xdsl.dialects.builtin import ModuleOp
+
+from q35c.compiler.diagnostics import Q35cError
+from q35c.compiler.entry import entry_function
+from q35c.compiler.quant import quantize
+from q35c.dialects import quant3p5
+from q35c.targets.cerebras.emit import csl_module
+from q35c.targets.cerebras.machine import Machine
+from q35c.targets.cerebras.plan import GemvPlan
+from q35c.targets.cerebras.project import Project, simulate
+from q35c.targets.cerebras.simulate import SimulationError, check, memory_use, programs
+
+K_TILES = (1024, 512, 256, 128, 64)
+N_TILES = (64, 32, 16, 8)
+WAFERLLM = ("WaferLLM (OSDI'25, arXiv 2502.04563 v2 abstract): Llama-3-8B decode at about "
+            "2,700 tokens/s per request in 16-bit on a WSE-2")
+
+
+@dataclass(frozen=True)
+class Gemv:
+    name: str
+    k: int
+    n: int
+    group: int
+
+
+def gemvs(module: ModuleOp, entry: str | None) -> tuple[list[Gemv], dict[str, int]]:
+    """The entry function's quant3p5.matmul ops, and a count of every other op kind."""
+    fn = entry_function(module, entry)
+    out, other = [], {}
+    for op in fn.body.block.ops:
+        t = op.operands[1].type if isinstance(op, quant3p5.MatmulOp) else None
+        if isinstance(t, quant3p5.PackedWeightType) and t.layout.data == "q3p5":
+            k, n = t.get_shape()
+            label = op.attributes.get("q35c.onnx_node")
+            out.append(Gemv(label.data if label else f"matmul {len(out)}", k, n, t.group))
+        elif op.name not in ("func.return", "quant3p5.weight"):
+            other[op.name] = other.get(op.name, 0) + 1
+    return out, other
+
+
+@cache
+def _fits(k_tile: int, n_tile: int, machine: Machine) -> int | None:
+    """The largest per-PE memory of a 3-wide chain of this tile (None: does not fit)."""
+    plan = GemvPlan(3 * k_tile, n_tile, 32, k_tile, n_tile)
+    module = csl_module(plan)
+    try:
+        check(module, machine)
+    except SimulationError:
+        return None
+    return max(sum(memory_use(p, machine).values()) for p in programs(module).values())
+
+
+@cache
+def _pe_cycles(k_tile: int, n_tile: int, machine: Machine) -> int:
+    """Simulated cycles of one PE computing one tile (one-PE plan, zero weights)."""
+    plan = GemvPlan(k_tile, n_tile, 32, k_tile, n_tile)
+    zeros = quantize(np.zeros((k_tile, n_tile), np.float32), group_size=32)
+    _, sim = simulate(Project(plan, csl_module(plan), zeros, "x", "y"), machine,
+                      np.zeros((1, k_tile), np.float32), seed=0)
+    return sim.cycles
+
+
+def place(g: Gemv, machine: Machine, k_tile: int, n_tile: int) -> dict:
+    """GEMV `g` with tiles of at most k_tile x n_tile, and what it costs."""
+    if g.group != 32:
+        raise Q35cError(f"cerebras target: {g.name}: Q3P5 group size {g.group} (only 32)")
+    kt, nt = min(k_tile, -(-g.k // 64) * 64), min(n_tile, g.n)
+    plan = GemvPlan.choose(g.k, g.n, g.group, kt, nt)
+    chain = plan.n_tile + (plan.width - 1) * (machine.hop_cycles + 1)
+    return {"name": g.name, "k": g.k, "n": g.n, "k_tile": kt, "n_tile": nt,
+            "rectangle": [plan.width, plan.height], "pes": plan.width * plan.height,
+            "pe_memory_bytes": _fits(kt, nt, machine), "weight_bytes": g.k * g.n * 7 // 16,
+            "cycles": _pe_cycles(kt, nt, machine) + (chain if plan.width > 1 else 0)}
+
+
+def choose_tile(found: list[Gemv], machine: Machine) -> tuple[int, int]:
+    """One tile bound for every GEMV: the smallest (fastest) that fits a PE's memory and
+    puts all GEMVs on the wafer at once, else the largest that fits a PE."""
+    tiles = sorted(((kt, nt) for kt in K_TILES for nt in N_TILES),
+                   key=lambda t: (t[0] * t[1], t[0]))
+    wafer = machine.width * machine.height
+    fitting = []
+    for kt, nt in tiles:
+        if _fits(kt, nt, machine) is None:
+            continue
+        fitting.append((kt, nt))
+        pes = sum(-(-g.k // min(kt, -(-g.k // 64) * 64)) * -(-g.n // min(nt, g.n))
+                  for g in found)
+        if pes <= wafer:
+            return kt, nt
+    if not fitting:
+        raise Q35cError("cerebras target: no tile fits a PE's memory")
+    return fitting[-1]
+
+
+def _counts(ops: dict[str, int]) -> str:
+    return ", ".join(f"{k} x{v}" for k, v in ops.items()) or "nothing"
+
+
+def plan_text(plan: dict) -> str:
+    t = plan["totals"]
+    lines = [f"cerebras --shape-only plan on {plan['machine']} "
+             f"({plan['fabric'][0]}x{plan['fabric'][1]} = {t['wafer_pes']} PEs)"]
+    for row in plan["gemv_shapes"]:
+        lines.append(f"  {row['count']:4d} x GEMV {row['k']}x{row['n']}: tile "
+                     f"{row['k_tile']}x{row['n_tile']}, {row['rectangle'][0]}x"
+                     f"{row['rectangle'][1]} PEs, {row['pe_memory_bytes']} B/PE, "
+                     f"{row['cycles']} cycles")
+    fit = "fits" if t["pes"] <= t["wafer_pes"] else "does NOT fit"
+    lines += [f"GEMVs: {t['gemvs']}, {t['pes']} PEs ({fit} on one wafer), packed weights "
+              f"{t['weight_bytes'] / 1e9:.2f} GB",
+              f"cycles per token (GEMVs only, one after another): {t['cycles_per_token']} "
+              f"= {t['tokens_per_second']:.1f} tokens/s at {plan['clock_hz'] / 1e6:g} MHz",
+              f"not mapped or costed: {_counts(plan['not_costed'])}",
+              f"for comparison: {WAFERLLM}"]
+    return "\n".join(lines) + "\n"
+
+
+def shape_only_plan(module: ModuleOp, entry: str | None, machine: Machine) -> dict:
+    found, other = gemvs(module, entry)
+    if not found:
+        raise Q35cError("cerebras target: --shape-only found no quant3p5.matmul on Q3P5 "
+                        "weights to place")
+    k_tile, n_tile = choose_tile(found, machine)
+    shapes: dict[tuple[int, int], dict] = {}
+    for g in found:
+        key = (g.k, g.n)
+        if key not in shapes:
+            shapes[key] = {**place(g, machine, k_tile, n_tile), "count": 0}
+        shapes[key]["count"] += 1
+    rows = [shapes[(g.k, g.n)] for g in found]
+    cycles = sum(r["cycles"] for r in rows)
+    totals = {"gemvs": len(found), "pes": sum(r["pes"] for r in rows),
+              "wafer_pes": machine.width * machine.height,
+              "weight_bytes": sum(r["weight_bytes"] for r in rows),
+              "cycles_per_token": cycles,
+              "tokens_per_second": round(machine.clock_hz / cycles, 1)}
+    for row in shapes.values():
+        row.pop("name")
+    return {"machine": machine.name, "fabric": [machine.width, machine.height],
+            "clock_hz": machine.clock_hz, "gemv_shapes": list(shapes.values()),
+            "totals": totals, "not_costed": dict(sorted(other.items())),
+            "comparison": WAFERLLM}
+
+
+def write_plan(plan: dict, out_dir: Path) -> None:
+    (out_dir / "cerebras_plan.json").write_text(json.dumps(plan, indent=1) + "\n")
+    (out_dir / "report.txt").write_text(plan_text(plan))

@@ -1,0 +1,411 @@
+"""The Cerebras target: machine files, the numeric mode, packing, CSL emission and its
+grammar, the tile simulator (bit-exact with the interpreter's numeric mode under several
+interleavings; corrupted programs rejected), the estimate, and the CLI."""
+
+from __future__ import annotations
+
+import ast
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from conftest import EXAMPLES, q35c
+from xdsl.dialects import arith, csl
+from xdsl.dialects.builtin import ArrayAttr, IntAttr, IntegerAttr, StringAttr, i16
+from xdsl.parser import Parser
+
+from q35c.compiler.context import make_context
+from q35c.compiler.diagnostics import Q35cError
+from q35c.compiler.quant import CODEBOOK, dequantize, quantize
+from q35c.compiler.weights import WeightStore, store_of
+from q35c.dialects import quant3p5
+from q35c.semantics import Interpreter, matmul_q3p5_f16
+from q35c.targets.cerebras.emit import csl_module
+from q35c.targets.cerebras.estimate import estimate, lower_bound
+from q35c.targets.cerebras.machine import MACHINES, load_machine
+from q35c.targets.cerebras.ops import SetColorConfigOp
+from q35c.targets.cerebras.parse import parse_csl
+from q35c.targets.cerebras.plan import GemvPlan, pe_data
+from q35c.targets.cerebras.printer import csl_files
+from q35c.targets.cerebras.project import Project, simulate
+from q35c.targets.cerebras.simulate import Simulation, SimulationError, check
+
+WSE2 = load_machine("wse2")
+
+
+def _weights(k: int, n: int, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    return quantize((rng.standard_normal((k, n)) / 16).astype(np.float32), group_size=32)
+
+
+def _project(k: int, n: int, k_tile: int, n_tile: int, seed: int = 0) -> Project:
+    plan = GemvPlan.choose(k, n, 32, k_tile, n_tile)
+    return Project(plan, csl_module(plan), _weights(k, n, seed), "x", "y")
+
+
+# -- machine model -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["wse2", "wse3"])
+def test_machine_files_give_every_figure_a_source(name):
+    doc = json.loads((MACHINES / f"{name}.json").read_text())
+    m = load_machine(name)
+    assert m.pe_memory_bytes == 48 * 1024 and m.colors == 24 and m.clock_hz == 850_000_000
+    assert doc["wavelet_bits"] == 32 and doc["dsd_element_bits"] == [16, 32]
+    assert {21, 22, 23} <= m.reserved_colors
+    for key in ("costs", "simd"):  # not public: parameters marked as assumptions
+        assert "ASSUMPTION" in doc[key]["source"]
+    assert "ASSUMPTION" in doc["link_buffer_source"]
+    assert m.color_problem(22) and m.color_problem(24) and m.color_problem(0) is None
+
+
+def test_unknown_machine_is_a_one_line_error():
+    with pytest.raises(Q35cError, match="unknown machine 'wse9' \\(known: wse2, wse3\\)"):
+        load_machine("wse9")
+
+
+# -- numeric mode ------------------------------------------------------------------------
+
+
+def _mode_by_hand(x, w, k_tile):
+    """The order docs/cerebras.md states, one scalar at a time (an independent spelling)."""
+    f32 = np.float32
+    k, n = w.shape
+    lev = np.zeros((-(-k // k_tile) * k_tile, n), f32)
+    codes = w.codes()
+    for kk in range(k):
+        lev[kk] = CODEBOOK[codes[kk // 2], kk % 2]
+    scale, offset = w.scales(), w.offsets()
+    xr = [f32(np.float16(v)) for v in x] + [f32(0)] * (len(lev) - k)
+    out = []
+    for col in range(n):
+        y = None
+        for t in range(len(lev) // k_tile):
+            acc = f32(0)
+            for g in range(t * k_tile // 32, (t + 1) * k_tile // 32):
+                s = xs = f32(0)
+                for kk in range(g * 32, g * 32 + 32):
+                    s = f32(s + f32(xr[kk] * lev[kk, col]))
+                    xs = f32(xs + xr[kk])
+                acc = f32(acc + f32(scale[g, col] * s))
+                acc = f32(acc + f32(offset[g, col] * xs))
+            y = acc if y is None else f32(y + acc)
+        out.append(y)
+    return np.array(out, f32)
+
+
+def test_numeric_mode_is_the_stated_order_and_close_to_float():
+    w = _weights(128, 5)
+    x = np.random.default_rng(1).standard_normal((1, 128)).astype(np.float32)
+    got = matmul_q3p5_f16(x, w, 64)[0]
+    assert np.array_equal(got.view(np.uint32), _mode_by_hand(x[0], w, 64).view(np.uint32))
+    ref = x[0].astype(np.float64) @ dequantize(w).astype(np.float64)
+    assert np.allclose(got, ref, rtol=0, atol=4e-3 * np.abs(ref).max())
+
+
+def test_interpreter_overrides_select_the_numeric_mode(tmp_path):
+    _write_model(tmp_path, 128, 16, seed=2)
+    out = tmp_path / "o"
+    q35c(tmp_path / "gemv.mlir", "--target", "mlir", "-o", out)
+    module = Parser(make_context(), (out / "gemv.mlir").read_text()).parse_module()
+    store = store_of(module, out)
+    w = store["fc.weight.q3p5"]
+    x = np.random.default_rng(3).standard_normal((1, 128)).astype(np.float32)
+    mode = {quant3p5.MatmulOp: lambda interp, op, args: (matmul_q3p5_f16(*args, 64),)}
+    got = Interpreter(module, store, overrides=mode).run({"x": x})["y"]
+    assert np.array_equal(got, matmul_q3p5_f16(x, w, 64))
+    assert not np.array_equal(Interpreter(module, store).run({"x": x})["y"], got)
+
+
+# -- packing -----------------------------------------------------------------------------
+
+
+def test_pe_tiles_unpack_to_the_codes_with_16_bit_shifts():
+    """The emitted unpacking, ((w[q] >> sh) | ((w[q+1] << 1) << (15 - sh))) & 0x7F in
+    uint16, gives back every pair code of every PE's tile."""
+    k, n = 320, 40
+    w = _weights(k, n)
+    plan = GemvPlan.choose(k, n, 32, 128, 16)
+    codes = w.codes()
+    for x in range(plan.width):
+        for y in range(plan.height):
+            words = pe_data(plan, w, x, y)["payload"].reshape(-1, plan.n_tile)
+            for g in range(plan.groups):
+                for i in range(16):
+                    q, sh = divmod(7 * i, 16)
+                    lo = words[g * 7 + q] >> np.uint16(sh)
+                    hi = (words[g * 7 + q + 1] << np.uint16(1)) << np.uint16(15 - sh)
+                    got = (lo | hi) & np.uint16(0x7F)
+                    pair = (x * plan.k_tile + g * 32) // 2 + i
+                    cols = slice(y * 16, min(y * 16 + 16, n))
+                    if pair < len(codes):
+                        assert np.array_equal(got[:cols.stop - cols.start], codes[pair, cols])
+
+
+# -- CSL emission and its grammar --------------------------------------------------------
+
+
+def test_every_emitted_file_parses_and_slips_do_not():
+    files = csl_files(_project(256, 64, 64, 32).csl)
+    assert sorted(files) == ["layout.csl", "pe_first.csl", "pe_last_odd.csl",
+                             "pe_mid_even.csl", "pe_mid_odd.csl"]
+    for name, text in files.items():
+        parse_csl(text, name)
+    text = files["pe_first.csl"]
+    assert "@fmachs(s_dsd, s_dsd, lev0_dsd," in text and "@slr16(code_dsd," in text
+    assert "task reduce() void {" in text and ".fabric_color = @get_color(0)" in text
+    assert "@set_color_config(1, " in files["layout.csl"]
+    for slip in (text.replace("@fs2h(x16_dsd, x_dsd);", "@fs2h(x16_dsd, x_dsd)"),
+                 text.replace("fn compute() void {", "fn compute() void"),
+                 text + "\nconst v = 3 +;\n"):
+        with pytest.raises(Q35cError, match="pe_first.csl:[0-9]+:[0-9]+: not in q35c's CSL"):
+            parse_csl(slip, "pe_first.csl")
+
+
+# -- the simulator -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("k", "n", "k_tile", "n_tile"), [
+    (200, 70, 128, 32),  # 2x3 PEs, K and N not multiples of the tiles
+    (192, 24, 64, 24),  # 3x1: first, middle and last PE of a chain
+    (64, 8, 64, 8),  # one PE, no fabric
+])
+def test_simulator_is_bit_exact_with_the_numeric_mode_under_every_seed(k, n, k_tile, n_tile):
+    project = _project(k, n, k_tile, n_tile)
+    x = np.random.default_rng(k).standard_normal((1, k)).astype(np.float32)
+    want = matmul_q3p5_f16(x, project.weights, project.plan.k_tile)
+    for seed in (0, 1, 2):
+        got, sim = simulate(project, WSE2, x, seed)
+        assert np.array_equal(got.view(np.uint32), want.view(np.uint32)), seed
+        assert sim.cycles == max(sum(pe.spent.values()) for pe in sim.pes.values()) > 0
+
+
+def _small():
+    return _project(128, 16, 64, 16)
+
+
+def test_a_dropped_route_is_caught():
+    p = _small()
+    route = next(op for op in p.csl.walk()
+                 if isinstance(op, SetColorConfigOp) and op.rx.data[0].data == "WEST")
+    route.detach()
+    with pytest.raises(SimulationError, match=r"PE \(1,0\) color 0: wavelets arrive from the "
+                       "WEST but the PE has no route for the color"):
+        check(p.csl, WSE2)
+
+
+def _fab(project, program: str, kind: str) -> csl.GetFabDsdOp:
+    prog = next(m for m in project.csl.body.ops if m.sym_name.data == program)
+    return next(op for op in prog.walk() if isinstance(op, csl.GetFabDsdOp)
+                and op.result.type.data.value == kind)
+
+
+def test_swapped_colors_are_caught_statically_and_deadlock_dynamically():
+    p = _small()
+    fab = _fab(p, "pe_last_odd", "fabin_dsd")
+    fab.properties["fabric_color"] = IntegerAttr(1, fab.fabric_color.type)
+    with pytest.raises(SimulationError, match=r"PE \(1,0\) color 0: 16 wavelets arrive, its "
+                       "program consumes 0"):
+        check(p.csl, WSE2)
+    layout = check(_small().csl, WSE2)  # the layout is untouched; run the bad programs
+    with pytest.raises(SimulationError, match=r"deadlock: PE \(0,0\) waits to send color 0; "
+                       r"PE \(1,0\) waits to receive color 1$"):
+        Simulation(p.csl, layout, WSE2, seed=0).run()
+
+
+def test_one_wavelet_too_many_is_caught():
+    p = _small()
+    fab = _fab(p, "pe_first", "fabout_dsd")
+    extent = fab.sizes[0].owner
+    extent.properties["value"] = IntegerAttr(17, i16)
+    assert isinstance(extent, arith.ConstantOp)
+    with pytest.raises(SimulationError, match=r"PE \(1,0\) color 0: 17 wavelets arrive, its "
+                       "program consumes 16"):
+        check(p.csl, WSE2)
+
+
+def test_memory_overflow_is_caught():
+    p = _project(1024, 128, 1024, 128)
+    with pytest.raises(SimulationError, match=r"PE \(0,0\) \(pe_single.csl\): memory [0-9]+ "
+                       r"bytes > 49152 \(arrays [0-9]+, code [0-9]+, stack 1024, memcpy 4096\)"):
+        check(p.csl, WSE2)
+
+
+def test_reserved_color_is_caught():
+    p = _small()
+    route = next(op for op in p.csl.walk() if isinstance(op, SetColorConfigOp))
+    route.properties["color"] = IntAttr(22)
+    with pytest.raises(SimulationError, match=r"PE \(0,0\) route: color 22 is reserved by the "
+                       "memcpy runtime on wse2"):
+        check(p.csl, WSE2)
+
+
+def test_estimate_is_above_its_lower_bound():
+    plan = GemvPlan.choose(128, 16, 32, 64, 16)
+    r = estimate(plan, WSE2)
+    lb = lower_bound(plan, WSE2)
+    assert r["lower_bound"] == lb and r["cycles"] >= lb["total"] > 0
+    assert r["ratio"] == round(r["cycles"] / lb["total"], 2)
+    assert sum(r["last_pe"].values()) == r["cycles"] and r["last_pe"]["fabric"] >= 16
+
+
+# -- the CLI -----------------------------------------------------------------------------
+
+
+def _write_model(tmp, k: int, n: int, seed: int = 0) -> str:
+    text = f"""builtin.module attributes {{quant3p5.weights = "gemv.q35w"}} {{
+  func.func @main(%x: tensor<1x{k}xf32> {{q35c.name = "x"}})
+      -> (tensor<1x{n}xf32> {{q35c.name = "y"}}) {{
+    %zero = arith.constant 0.000000e+00 : f32
+    %w = quant3p5.weight "fc.weight" : tensor<{k}x{n}xf32>
+    %e = tensor.empty() : tensor<1x{n}xf32>
+    %a = linalg.fill ins(%zero : f32) outs(%e : tensor<1x{n}xf32>) -> tensor<1x{n}xf32>
+    %y = linalg.matmul ins(%x, %w : tensor<1x{k}xf32>, tensor<{k}x{n}xf32>)
+                       outs(%a : tensor<1x{n}xf32>) -> tensor<1x{n}xf32>
+    func.return %y : tensor<1x{n}xf32>
+  }}
+}}
+"""
+    (tmp / "gemv.mlir").write_text(text)
+    store = WeightStore()
+    rng = np.random.default_rng(seed)
+    store["fc.weight"] = (rng.standard_normal((k, n)) / 16).astype(np.float32)
+    store.save(tmp / "gemv.q35w")
+    return text
+
+
+def test_cli_writes_the_project_and_runs_it_bit_exactly(tmp_path):
+    _write_model(tmp_path, 128, 24)
+    out = tmp_path / "out"
+    result = q35c(tmp_path / "gemv.mlir", "--target", "cerebras{k_tile=64 n_tile=16}",
+                  "-o", out)
+    assert "cerebras target: 2x2 PEs on wse2" in result.stdout
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["host.npz", "layout.csl", "pe_first.csl", "pe_last_odd.csl",
+                     "project.json", "run.py"]
+    for f in out.glob("*.csl"):
+        parse_csl(f.read_text(), f.name)
+    ast.parse((out / "run.py").read_text())
+    doc = json.loads((out / "project.json").read_text())
+    assert doc["plan"]["width"] == 2 and max(doc["pe_memory_bytes"].values()) <= 49152
+    runs = tmp_path / "runs"
+    q35c("run", tmp_path / "gemv.mlir", "--target", "cerebras{k_tile=64 n_tile=16 seeds=3}",
+         "-o", runs)
+    x, y = np.load(runs / "x.npy"), np.load(runs / "y.npy")
+    module = Parser(make_context(), (out.parent / "gemv.mlir").read_text()).parse_module()
+    w = store_of(module, out.parent)["fc.weight"]
+    want = matmul_q3p5_f16(x, quantize(w, group_size=32), 64)
+    assert np.array_equal(y.view(np.uint32), want.view(np.uint32))
+
+
+def test_unsupported_ops_are_refused_in_one_line(tmp_path):
+    result = q35c(EXAMPLES / "mlp.mlir", "--target", "cerebras", "-o", tmp_path / "o",
+                  check=False)
+    assert result.returncode == 2 and len(result.stderr.splitlines()) == 1, result.stderr
+    assert result.stderr.startswith("q35c: error: ") and "q35nn.rms_norm" in result.stderr
+    assert "target cerebras does not support" in result.stderr
+    assert not (tmp_path / "o").exists()
+
+
+def test_two_gemvs_are_refused_in_one_line(tmp_path):
+    _write_model(tmp_path, 64, 64)
+    text = (tmp_path / "gemv.mlir").read_text().replace(
+        "    func.return %y", """    %y2 = linalg.matmul
+                        ins(%y, %w : tensor<1x64xf32>, tensor<64x64xf32>)
+                        outs(%a : tensor<1x64xf32>) -> tensor<1x64xf32>
+    func.return %y2""")
+    (tmp_path / "gemv.mlir").write_text(text)
+    result = q35c(tmp_path / "gemv.mlir", "--target", "cerebras", "-o", tmp_path / "o",
+                  check=False)
+    assert result.returncode == 2 and len(result.stderr.splitlines()) == 1, result.stderr
+    assert "the function has 2 quant3p5.matmul ops; the lowering maps exactly one GEMV" in \
+        result.stderr
+    assert not (tmp_path / "o").exists()
+
+
+def test_shape_only_places_every_gemv_of_a_llama_shaped_graph(tmp_path):
+    model = tmp_path / "tiny.onnx"
+    subprocess.run([sys.executable, EXAMPLES / "models" / "build_llama_shapes.py", "tiny",
+                    model, "--layers", "2", "--hidden", "512"], check=True,
+                   capture_output=True)
+    result = q35c(model, "--shape-only", "--target", "cerebras", "-o", tmp_path / "plan")
+    plan = json.loads((tmp_path / "plan" / "cerebras_plan.json").read_text())
+    t = plan["totals"]
+    assert t["gemvs"] == 15 and sum(r["count"] for r in plan["gemv_shapes"]) == 15
+    assert t["pes"] == sum(r["pes"] * r["count"] for r in plan["gemv_shapes"]) <= t["wafer_pes"]
+    assert t["cycles_per_token"] == sum(r["cycles"] * r["count"] for r in plan["gemv_shapes"])
+    for r in plan["gemv_shapes"]:
+        assert r["pe_memory_bytes"] <= 49152
+        assert r["rectangle"] == [-(-r["k"] // r["k_tile"]), -(-r["n"] // r["n_tile"])]
+    assert "q35nn.rms_norm" in plan["not_costed"] and "quant3p5.matmul" not in \
+        plan["not_costed"]
+    assert result.stdout == (tmp_path / "plan" / "report.txt").read_text()
+    assert "fits on one wafer" in result.stdout and "WaferLLM" in result.stdout
+
+
+def _route(project, x: int, rx: str) -> SetColorConfigOp:
+    return next(op for op in project.csl.walk() if isinstance(op, SetColorConfigOp)
+                and op.rx.data[0].data == rx and op.x_coord.owner.value.value.data == x)
+
+
+def _dirs(*names: str) -> ArrayAttr:
+    return ArrayAttr([StringAttr(n) for n in names])
+
+
+def test_a_route_cycle_is_caught():
+    p = _project(192, 8, 64, 8)  # a 3-PE chain
+    middle = _route(p, 1, "WEST")  # PE 1's color 0: forward to the east, accept from both
+    middle.properties["rx"], middle.properties["tx"] = _dirs("WEST", "EAST"), _dirs("EAST")
+    last = _route(p, 2, "WEST")  # PE 2 turns color 0 back to the west
+    last.properties["color"], last.properties["tx"] = IntAttr(0), _dirs("WEST")
+    with pytest.raises(SimulationError, match=r"color 0: the routes form a cycle through PE "
+                       r"\(1,0\)"):
+        check(p.csl, WSE2)
+
+
+def test_inject_and_forward_on_one_color_is_caught():
+    p = _small()
+    _route(p, 0, "RAMP").properties["rx"] = _dirs("RAMP", "EAST")
+    with pytest.raises(SimulationError, match=r"PE \(0,0\) color 0: the PE both injects "
+                       r"\(RAMP\) and forwards EAST"):
+        check(p.csl, WSE2)
+
+
+def test_a_route_off_the_rectangle_is_caught():
+    p = _small()
+    _route(p, 1, "WEST").properties["tx"] = _dirs("EAST")
+    with pytest.raises(SimulationError, match=r"PE \(1,0\) color 0: route leaves the "
+                       "rectangle to the EAST"):
+        check(p.csl, WSE2)
+
+
+def test_a_task_bound_twice_is_caught():
+    p = _small()
+    prog = next(m for m in p.csl.body.ops if m.sym_name.data == "pe_first")
+    task = next(op for op in prog.walk() if isinstance(op, csl.TaskOp))
+    twin = task.clone()
+    twin.properties["sym_name"] = StringAttr("reduce2")
+    prog.body.block.insert_op_after(twin, task)
+    with pytest.raises(SimulationError, match="pe_first.csl: task ID 8 bound twice "
+                       r"\(task reduce and task reduce2\)"):
+        check(p.csl, WSE2)
+
+
+def test_report_draws_the_pe_grid_and_the_traffic(tmp_path):
+    _write_model(tmp_path, 192, 64)
+    out = tmp_path / "out"
+    q35c(tmp_path / "gemv.mlir", "--target", "cerebras{k_tile=64 n_tile=32}", "-o", out)
+    q35c("report", out)
+    page = (out / "report.html").read_text()
+    assert page.count("<rect ") == 6  # 3x2 PEs
+    assert "<title>PE (1,1) pe_mid_odd.csl: " in page and "of 49152 bytes</title>" in page
+    doc = json.loads((out / "project.json").read_text())
+    chain = {"senders": 2, "wavelets": 64, "link_wavelets": 64}  # one PE per row, 32 each
+    assert doc["traffic"] == {"0": chain, "1": chain}
+    assert "<tr><td>0</td><td>2</td><td>64</td><td>64</td></tr>" in page
+    (out / "project.json").write_text("{}")
+    result = q35c("report", out, check=False)
+    assert result.returncode == 2 and len(result.stderr.splitlines()) == 1
+    assert "project.json: not a cerebras project" in result.stderr
