@@ -18,19 +18,21 @@ FAMILIES: tuple[str, ...] = ("onnx_tensor", "onnx_cnn")
 
 Renderer = Callable[..., str]
 _RENDERERS: dict[str, Renderer] = {}
-_RUNTIME: dict[str, str] = {}
+_RUNTIME: dict[str, tuple[str, ...]] = {}
 _loaded = False
 
 
-def renders(*kernels: str, runtime: str | None = None) -> Callable[[Renderer], Renderer]:
-    """Register the decorated function as the C renderer of each of `kernels`."""
+def renders(*kernels: str, runtime: str | tuple[str, ...] | None = None
+            ) -> Callable[[Renderer], Renderer]:
+    """Register the decorated function as the C renderer of each of `kernels` (`runtime`:
+    the fragment, or fragments, they call)."""
     def register(render: Renderer) -> Renderer:
         for kernel in kernels:
             if kernel in _RENDERERS:
                 raise ValueError(f"two C renderers for kernel {kernel}")
             _RENDERERS[kernel] = render
             if runtime is not None:
-                _RUNTIME[kernel] = runtime
+                _RUNTIME[kernel] = (runtime,) if isinstance(runtime, str) else runtime
         return render
     return register
 
@@ -49,7 +51,15 @@ def renderer(kernel: str) -> Renderer | None:
     return _RENDERERS.get(kernel)
 
 
-def runtime_fragments(kernels: Iterable[str]) -> list[str]:
-    """The runtime fragments the registered `kernels` among these need, in a fixed order."""
+def runtime_fragments(steps: Iterable) -> list[str]:
+    """The runtime fragments these steps need, in a fixed order: those of their registered
+    kernels, and the narrow element types' conversions where a buffer has one."""
+    from q35c.targets.c.narrow import RUNTIME as NARROW_RUNTIME, is_narrow
+
     _load()
-    return sorted({_RUNTIME[k] for k in kernels if k in _RUNTIME})
+    names: set[str] = set()
+    for step in steps:
+        names.update(_RUNTIME.get(step.kernel, ()))
+        if any(is_narrow(b.dtype) for b in (*step.ins, *step.outs)):
+            names.add(NARROW_RUNTIME)
+    return sorted(names)
