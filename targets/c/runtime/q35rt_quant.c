@@ -157,3 +157,12 @@ Q35_FN int64_t q35_f64_to_int_or0(double x, double lo, double hi)
     double t = trunc(x);
     return (t >= lo && t <= hi) ? (int64_t)t : 0;
 }
+
+/* numpy's float to int32 (x86's cvttsd2si): truncation, INT32_MIN when out of range or
+ * NaN. */
+Q35_FN int32_t q35_f2i32(double x)
+{
+    if (!(x > -2147483649.0 && x < 2147483648.0))
+        return INT32_MIN;
+    return (int32_t)x;
+}
