@@ -16,7 +16,16 @@ import numpy as np
 
 from q35c.targets.c import narrow
 from q35c.targets.c.kernels import renders
-from q35c.targets.c.onnx_tensor import HALF, RUNTIME, _fail, compute_type, load, store
+from q35c.targets.c.onnx_tensor import (
+    HALF,
+    RUNTIME,
+    _fail,
+    compute_type,
+    load,
+    operand_index,
+    store,
+)
+from q35c.targets.c.printer import _int_array
 from q35c.targets.native.program import Step
 
 INT_RANGES = {"int8": (-128, 127), "uint8": (0, 255), "int16": (-32768, 32767),
@@ -104,3 +113,96 @@ def render_quant(printer, step: Step) -> str:
     if step.params["op"] == "QuantizeLinear":
         return _quantize(printer, step)
     return _dequantize(printer, step)
+
+
+def _dims(values) -> str:
+    return _int_array(values or [1])
+
+
+@renders("onnx_matmul_int", runtime=RUNTIME)
+def render_matmul_int(printer, step: Step) -> str:
+    """int32 products accumulated with wrap-around (uint32), per broadcast batch."""
+    out, q = step.outs[0], step.params
+    a, b, *zeros = step.ins
+    m, k, n = q["m"], q["k"], q["n"]
+    decls = [f"static const int64_t odims[] = {_dims(q['batch'])}, "
+             f"ast[] = {_dims(q['a_batch'])}, bst[] = {_dims(q['b_batch'])};"]
+    value = {0: f"(int32_t){load(printer, a, 'ai')}", 1: f"(int32_t){load(printer, b, 'bi')}"}
+    for (slot, st), zp in zip(q["zero"], zeros):
+        shape = q["a_shape"] if slot == 0 else q["b_shape"]
+        name = "az" if slot == 0 else "bz"
+        decls.append(f"static const int64_t {name}dims[] = {_dims(shape)}, "
+                     f"{name}st[] = {_dims(st)};")
+        at = "ai" if slot == 0 else "bi"
+        index = f"q35_bcast({at}, {len(shape)}, {name}dims, {name}st)"
+        value[slot] += f" - (int32_t){load(printer, zp, index)}"
+    rank = len(q["batch"])
+    return "\n".join(decls + [
+        "int64_t bt, r, c, t;",
+        f"for (bt = 0; bt < {max(1, int(np.prod(q['batch'], dtype=np.int64)))}; bt++) {{",
+        f"    const int64_t ao = q35_bcast(bt, {rank}, odims, ast), "
+        f"bo = q35_bcast(bt, {rank}, odims, bst);",
+        f"    for (r = 0; r < {m}; r++)",
+        f"        for (c = 0; c < {n}; c++) {{",
+        "            uint32_t acc = 0;",
+        f"            for (t = 0; t < {k}; t++) {{",
+        f"                const int64_t ai = ao + r * {k} + t, bi = bo + t * {n} + c;",
+        f"                acc += (uint32_t)({value[0]}) * (uint32_t)({value[1]});",
+        "            }",
+        f"            {printer.ptr(out)}[(bt * {m} + r) * {n} + c] = (int32_t)acc;",
+        "        }",
+        "}"])
+
+
+@renders("onnx_qlinear_out", runtime=RUNTIME)
+def render_qlinear_out(printer, step: Step) -> str:
+    """D = C * (a_scale * b_scale / y_scale) in double (numpy's int32 times float), plus
+    the output zero point, rounded to nearest-even and clipped to the output's range."""
+    out, q = step.outs[0], step.params
+    product, *scales = step.ins
+    decls, args = "", []
+    for n, (buf, st) in enumerate(zip(scales, q["strides"])):
+        decl, index = operand_index(buf, st, out, printer, f"st{n}")
+        decls += decl
+        args.append(load(printer, buf, index))
+    if "q35_bcast" in "".join(args):
+        decls = f"static const int64_t dims[] = {_int_array(out.shape)};\n" + decls
+    ab, mult = np.dtype(q["ab"]), np.dtype(q["mult"])
+    c1, c2 = compute_type(ab), compute_type(mult)
+    scale = rounded(mult, f"({c2}){rounded(ab, f'({c1}){args[0]} * ({c1}){args[1]}')} / "
+                          f"({c2}){args[2]}")
+    d = f"(double){printer.ptr(product, True)}[i] * (double){scale}"
+    if len(args) > 3:
+        d += f" + (double){args[3]}"
+    info = np.iinfo(out.dtype)
+    return (f"{decls}for (i = 0; i < {out.size}; i++) {{\n"
+            f"    double d = nearbyint({d});\n"
+            f"    d = d < {info.min}.0 ? {info.min}.0 : (d > {info.max}.0 ? {info.max}.0 : d);\n"
+            f"    {printer.ptr(out)}[i] = {store(out, 'd', True)};\n}}")
+
+
+@renders("onnx_dynamic_quant", runtime=RUNTIME)
+def render_dynamic_quant(printer, step: Step) -> str:
+    """The reference's float32 steps: the range extended to 0 (NaN propagating), the
+    scale, the zero point (Python's min / max, then rint), then each value."""
+    y, y_scale, y_zero = step.outs
+    x = printer.ptr(step.ins[0], True)
+    n = step.ins[0].size
+    return "\n".join([
+        "float mx = 0, mn = 0, scale, start;",
+        "double zp;",
+        f"for (i = 0; i < {n}; i++) {{",
+        f"    mx = (float)q35_fmaxn(mx, {x}[i]);",
+        f"    mn = (float)q35_fminn(mn, {x}[i]);",
+        "}",
+        "scale = (mx == mn ? 1.0f : mx - mn) / 255.0f;",
+        "start = 0.0f - mn / scale;",
+        "zp = start < 255.0f ? (double)start : 255.0;",
+        "zp = nearbyint(zp > 0 ? zp : 0.0);",
+        f"{printer.ptr(y_scale)}[0] = {store(y_scale, 'scale', True)};",
+        f"{printer.ptr(y_zero)}[0] = {store(y_zero, 'zp', True)};",
+        f"for (i = 0; i < {n}; i++) {{",
+        f"    double v = (double)nearbyintf({x}[i] / scale) + zp;",
+        "    v = v < 0 ? 0 : (v > 255 ? 255 : v);",
+        f"    {printer.ptr(y)}[i] = {store(y, 'v', True)};",
+        "}"])
