@@ -104,8 +104,11 @@ def float_to_int(out: np.dtype, value: str) -> str:
     """A narrow float's value converted to the (ordinary) integer type `out` as ml_dtypes
     converts: truncated, 0 when out of `out`'s range or NaN."""
     info = np.iinfo(out)
-    hi = min(float(info.max), 2.0 ** 63 - 1024)  # int64_t holds every truncated value
-    return f"q35_f64_to_int_or0((double)({value}), {float(info.min)!r}, {hi!r})"
+    if out == np.uint64:
+        return f"q35_f64_to_u64_or0((double)({value}))"
+    if out == np.int64:
+        return f"q35_f64_to_i64_or0((double)({value}))"
+    return f"q35_f64_to_int_or0((double)({value}), {float(info.min)!r}, {float(info.max)!r})"
 
 
 def cast_store(out: np.dtype, src: np.dtype, value: str, value_is_float: bool,

@@ -88,12 +88,14 @@ def _dequantize(printer, step: Step) -> str:
     cs, cm = compute_type(sub), compute_type(mul)
     dx = f"({cs})(float){load(printer, x, 'i')}"
     head = []
+    if not q["subtract"] and zero:  # float8 (checked) and float4 data: not subtracted
+        head = [f"(void){printer.ptr(zero[0], True)};"]
     if zero and q["zero_check"]:
         head = [f"for (i = 0; i < {zero[0].size}; i++)",
                 f"    if ({narrow.float_to_int(np.dtype(np.uint8), load(printer, zero[0], 'i'))}"
                 " != 0)",
                 f"        {_fail(printer, step, 'a float8 zero point must be zero')}"]
-    elif zero:
+    elif q["subtract"]:
         dx = rounded(sub, f"{dx} - ({cs}){load(printer, zero[0], 'k')}")
     y = rounded(mul, f"({cm}){dx} * ({cm}){load(printer, scale, 'k')}")
     return "\n".join(head) + ("\n" if head else "") + _loop(

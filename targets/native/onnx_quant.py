@@ -74,6 +74,7 @@ def lower_quant(lowering, op) -> None:
         if zero and _is_plain(x.dtype):
             low = np.result_type(np.float32, zero[0].dtype)
         params.update(sub=str(low), mul=str(np.result_type(low, scale.dtype)),
+                      subtract=bool(zero) and _is_plain(x.dtype),
                       zero_check=bool(zero) and str(x.dtype).startswith("float8"))
     params["op"] = op.op_type.data
     _step(lowering, op, "onnx_quant", [out], [x, scale, *zero], params)

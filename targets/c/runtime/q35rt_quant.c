@@ -33,7 +33,7 @@ Q35_FN float q35_f8_to_f32(uint8_t b, int ebits, int mbits, int bias, int kind)
     const int e = (b >> mbits) & ((1 << ebits) - 1), m = b & ((1 << mbits) - 1);
     double v;
     if (kind == Q35_F8_FNUZ && b == (1u << (ebits + mbits)))
-        return NAN;
+        return -NAN; /* the sign bit's NaN reads as a negative one, as in ml_dtypes */
     if (kind == Q35_F8_FN && e == (1 << ebits) - 1 && m == (1 << mbits) - 1)
         return sign ? -NAN : NAN;
     if (kind == Q35_F8_IEEE && e == (1 << ebits) - 1)
@@ -156,6 +156,18 @@ Q35_FN int64_t q35_f64_to_int_or0(double x, double lo, double hi)
 {
     double t = trunc(x);
     return (t >= lo && t <= hi) ? (int64_t)t : 0;
+}
+
+Q35_FN int64_t q35_f64_to_i64_or0(double x)
+{
+    double t = trunc(x);
+    return (t >= -9223372036854775808.0 && t < 9223372036854775808.0) ? (int64_t)t : 0;
+}
+
+Q35_FN uint64_t q35_f64_to_u64_or0(double x)
+{
+    double t = trunc(x);
+    return (t >= 0 && t < 18446744073709551616.0) ? (uint64_t)t : 0;
 }
 
 /* numpy's float to int32 (x86's cvttsd2si): truncation, INT32_MIN when out of range or
