@@ -13,7 +13,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable, Iterable
 
-FAMILIES: tuple[str, ...] = ("onnx_tensor", "onnx_cnn", "onnx_quant")
+FAMILIES: tuple[str, ...] = ("onnx_tensor", "onnx_cnn", "onnx_quant", "onnx_rnn")
 """Modules of `q35c.targets.c` that register renderers, imported by `renderer()`."""
 
 Renderer = Callable[..., str]
