@@ -13,7 +13,8 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable, Iterable
 
-FAMILIES: tuple[str, ...] = ("onnx_tensor", "onnx_cnn", "onnx_quant", "onnx_rnn")
+FAMILIES: tuple[str, ...] = ("onnx_tensor", "onnx_cnn", "onnx_quant", "onnx_rnn",
+                             "onnx_misc")
 """Modules of `q35c.targets.c` that register renderers, imported by `renderer()`."""
 
 Renderer = Callable[..., str]
