@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from q35c.targets.c.kernels import renders
-from q35c.targets.c.onnx_tensor import RUNTIME, compute_type, load, store
+from q35c.targets.c.onnx_tensor import RUNTIME, _fail, compute_type, load, store
+from q35c.targets.c.printer import _int_array
 from q35c.targets.native.program import Step
 
 
@@ -40,4 +41,70 @@ def render_dropout_train(printer, step: Step) -> str:
     if 1 in out:
         lines.append(f"    {printer.ptr(out[1])}[i] = (uint8_t)keep;")
     lines.append("}")
+    return "\n".join(lines)
+
+
+@renders("onnx_dft", runtime=RUNTIME)
+def render_dft(printer, step: Step) -> str:
+    """A direct transform in double, twiddles from (k * n mod N) / N."""
+    q = step.params
+    x, *rest = step.ins
+    given = dict(zip(q["in_slots"], rest))
+    out = step.outs[0]
+    shape, rank = q["shape"], len(q["shape"])
+    c, cout = shape[-1], q["out_shape"][-1]
+    axis = f"(int64_t){load(printer, given[2], '0')}" if 2 in given else str(q["axis"])
+    inverse, onesided = int(q["inverse"]), int(q["onesided"])
+    length = (f"(int64_t){load(printer, given[1], '0')}" if 1 in given else
+              f"({inverse} && {onesided} ? 2 * (len - 1) : len)")
+    xp = lambda n, part: load(printer, x, f"((o * len + {n}) * inner + r) * {c} + {part}")  # noqa: E731
+    lines = [f"static const int64_t shape[] = {_int_array(shape)}, "
+             f"oshape[] = {_int_array(q['out_shape'])};",
+             f"int64_t a = {axis}, len, n_fft, bins, outer = 1, inner = 1, o, r, k, n;",
+             "int d;",
+             f"if (a < 0)\n    a += {rank};",
+             f"if (a < 0 || a >= {rank - 1})\n    {_fail(printer, step, 'axis out of range')}",
+             "len = shape[a];",
+             f"n_fft = {length};",
+             f"if (n_fft < 1)\n    {_fail(printer, step, 'dft_length must be positive')}",
+             f"bins = {int(onesided and not inverse)} ? n_fft / 2 + 1 : n_fft;",
+             f"for (d = 0; d < {rank - 1}; d++) {{",
+             "    if (d < a)\n        outer *= shape[d];",
+             "    if (d > a)\n        inner *= shape[d];",
+             "    if (oshape[d] != (d == a ? bins : shape[d]))",
+             f"        {_fail(printer, step, 'the output shape does not match the axis')}",
+             "}",
+             "for (o = 0; o < outer; o++)",
+             "    for (k = 0; k < bins; k++)",
+             "        for (r = 0; r < inner; r++) {",
+             "            double re = 0, im = 0;",
+             "            const int64_t at = ((o * bins + k) * inner + r);"]
+    im = (lambda n: f"(double){xp(n, 1)}") if c == 2 else (lambda n: "0.0")
+    if inverse and onesided:  # numpy's irfft: Hermitian bins, real output
+        lines += ["            for (n = 0; n < len && n <= n_fft / 2; n++) {",
+                  "                const double ang = 6.283185307179586 * "
+                  "(double)((n * k) % n_fft) / (double)n_fft;",
+                  f"                const double xr = (double){xp('n', 0)}, xi = {im('n')};",
+                  "                if (n == 0)\n                    re += xr;",
+                  "                else if (n_fft % 2 == 0 && n == n_fft / 2)",
+                  "                    re += xr * cos(ang);",
+                  "                else",
+                  "                    re += 2.0 * (xr * cos(ang) - xi * sin(ang));",
+                  "            }",
+                  "            re /= (double)n_fft;"]
+    else:
+        sign = "" if inverse else "-"
+        lines += ["            for (n = 0; n < len && n < n_fft; n++) {",
+                  f"                const double ang = {sign}6.283185307179586 * "
+                  "(double)((n * k) % n_fft) / (double)n_fft;",
+                  f"                const double xr = (double){xp('n', 0)}, xi = {im('n')};",
+                  "                re += xr * cos(ang) - xi * sin(ang);",
+                  "                im += xr * sin(ang) + xi * cos(ang);",
+                  "            }"]
+        if inverse:
+            lines += ["            re /= (double)n_fft;", "            im /= (double)n_fft;"]
+    lines += [f"            {printer.ptr(out)}[at * {cout}] = {store(out, 're', True)};"]
+    if cout == 2:
+        lines += [f"            {printer.ptr(out)}[at * {cout} + 1] = {store(out, 'im', True)};"]
+    lines += ["            (void)im;", "        }"]
     return "\n".join(lines)

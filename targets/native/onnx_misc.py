@@ -1,11 +1,12 @@
 """Native rules for the generic ONNX ops that fit no other family: Dropout in training
-mode (seeded: the reference draws its mask from numpy's RandomState(seed)).
+mode (seeded: the reference draws its mask from numpy's RandomState(seed)) and DFT.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from q35c.targets.native.onnx_node import lowers
 from q35c.targets.native.onnx_tensor import _error, _ins, _results, _step, attributes, operands
 
 
@@ -29,3 +30,23 @@ def lower_training_dropout(lowering, op) -> None:
     _step(lowering, op, "onnx_dropout_train", outs, [x, *rest], {
         "seed": int(seed), "out_slots": out_slots,
         "in_slots": [s for s in (1, 2) if s in given], "x_type": str(np.dtype(x.dtype))})
+
+
+@lowers("DFT")
+def lower_dft(lowering, op) -> None:
+    """The discrete Fourier transform along one axis (forward, inverse, one-sided, or a
+    one-sided inverse: numpy's fft / ifft / rfft-like slice / irfft), as the reference
+    computes it; the axis (opset 20: an operand) and dft_length may be read at run time,
+    the output's static shape must then agree (the run fails otherwise)."""
+    attrs = attributes(op)
+    given = operands(op)
+    x = _ins(lowering, op, [given[0]])[0]
+    [out] = _results(lowering, op)
+    rest = {s: _ins(lowering, op, [given[s]])[0] for s in (1, 2) if s in given}
+    params = {"shape": list(x.shape), "out_shape": list(out.shape),
+              "inverse": bool(attrs.get("inverse", 0)),
+              "onesided": bool(attrs.get("onesided", 0)), "in_slots": sorted(rest),
+              "axis": int(attrs.get("axis", 1 if op.opset.value.data < 20 else -2))}
+    if x.shape[-1] not in (1, 2) or out.shape[-1] not in (1, 2):
+        raise _error(lowering, op, "the last axis must hold a real or complex value (1 or 2)")
+    _step(lowering, op, "onnx_dft", [out], [x, *(rest[s] for s in sorted(rest))], params)
