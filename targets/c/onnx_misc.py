@@ -108,3 +108,60 @@ def render_dft(printer, step: Step) -> str:
         lines += [f"            {printer.ptr(out)}[at * {cout} + 1] = {store(out, 'im', True)};"]
     lines += ["            (void)im;", "        }"]
     return "\n".join(lines)
+
+
+@renders("onnx_nms", runtime=(RUNTIME, "q35rt_misc.c"))
+def render_nms(printer, step: Step) -> str:
+    q = step.params
+    out, scratch = step.outs
+    boxes, scores, *rest = step.ins
+    given = dict(zip(q["in_slots"], rest))
+    n, sel = q["boxes"], q["selected"]
+    cand, chosen = printer.ptr(scratch), f"{printer.ptr(scratch)} + {n}"
+    bp, sp = printer.ptr(boxes, True), printer.ptr(scores, True)
+    limit = f"(int64_t){load(printer, given[2], '0')}"
+    iou = f"(float){load(printer, given[3], '0')}" if 3 in given else "0.0f"
+    score = f"(float){load(printer, given[4], '0')}" if 4 in given else "0.0f"
+    too_many = _fail(printer, step, "more boxes selected than the compiled shape has")
+    return "\n".join([
+        f"const int64_t limit = {limit} > 0 ? {limit} : 0;",
+        f"const float iou = {iou}, threshold = {score};",
+        f"int64_t *cand = {cand}, *chosen = {chosen};",
+        "int64_t b, c, j, t, count = 0;",
+        f"(void)threshold;",
+        f"for (b = 0; b < {q['batches']}; b++)",
+        f"    for (c = 0; c < {q['classes']}; c++) {{",
+        f"        const float *s = {sp} + (b * {q['classes']} + c) * {n};",
+        f"        const float *bx = {bp} + b * {n} * 4;",
+        "        int64_t left = 0, taken = 0;",
+        f"        for (j = 0; j < {n}; j++)",
+        f"            if ({int(4 not in given)} || s[j] > threshold)",
+        "                cand[left++] = j;",
+        "        while (left > 0 && taken < limit) {",
+        "            int64_t best = 0, top;",
+        "            int keep = 1;",
+        "            for (j = 1; j < left; j++)",
+        "                if (s[cand[j]] > s[cand[best]] || "
+        "(s[cand[j]] == s[cand[best]] && cand[j] < cand[best]))",
+        "                    best = j;",
+        "            top = cand[best];",
+        "            cand[best] = cand[--left];",
+        "            for (t = 0; t < taken; t++)",
+        f"                if (q35_nms_suppress(bx + top * 4, bx + chosen[t] * 4, {q['center']}, "
+        "iou)) {",
+        "                    keep = 0;",
+        "                    break;",
+        "                }",
+        "            if (!keep)",
+        "                continue;",
+        "            chosen[taken++] = top;",
+        f"            if (count == {sel})",
+        f"                {too_many}",
+        f"            {printer.ptr(out)}[count * 3] = b;",
+        f"            {printer.ptr(out)}[count * 3 + 1] = c;",
+        f"            {printer.ptr(out)}[count * 3 + 2] = top;",
+        "            count++;",
+        "        }",
+        "    }",
+        f"if (count != {sel})",
+        f"    {_fail(printer, step, 'fewer boxes selected than the compiled shape has')}"])

@@ -50,3 +50,27 @@ def lower_dft(lowering, op) -> None:
     if x.shape[-1] not in (1, 2) or out.shape[-1] not in (1, 2):
         raise _error(lowering, op, "the last axis must hold a real or complex value (1 or 2)")
     _step(lowering, op, "onnx_dft", [out], [x, *(rest[s] for s in sorted(rest))], params)
+
+
+@lowers("NonMaxSuppression")
+def lower_nms(lowering, op) -> None:
+    """Per batch and class, the reference's greedy selection (scores above the threshold,
+    highest first, ties by lower index, dropped when their IoU with a selected box exceeds
+    the threshold, at most max_output_boxes_per_class), in float32 as the reference's
+    numpy scalars compute; the number selected must be the output's static extent (the
+    run fails otherwise)."""
+    given = operands(op)
+    if 2 not in given:
+        raise _error(lowering, op, "max_output_boxes_per_class is required")
+    boxes, scores = _ins(lowering, op, [given[0], given[1]])
+    rest = {s: _ins(lowering, op, [given[s]])[0] for s in (2, 3, 4) if s in given}
+    [out] = _results(lowering, op)
+    if boxes.dtype != np.float32 or scores.dtype != np.float32:
+        raise _error(lowering, op, "boxes and scores must be float32")
+    n = boxes.shape[1]
+    scratch = lowering.new("arena", np.dtype(np.int64), (2 * n,), "nms")
+    _step(lowering, op, "onnx_nms", [out, scratch],
+          [boxes, scores, *(rest[s] for s in sorted(rest))],
+          {"batches": boxes.shape[0], "classes": scores.shape[1], "boxes": n,
+           "center": int(attributes(op).get("center_point_box", 0)),
+           "in_slots": sorted(rest), "selected": out.shape[0]})
