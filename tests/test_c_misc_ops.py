@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from onnx import helper
 from onnx.reference import ReferenceEvaluator
+from test_c_quant_ops import _agree, _model, _run
 
 from q35c.compiler.diagnostics import Q35cError
-from test_c_quant_ops import _agree, _model, _run
 
 
 @pytest.mark.parametrize("train", [True, False])

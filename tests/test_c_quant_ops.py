@@ -19,8 +19,7 @@ import numpy as np
 import onnx
 import pytest
 from conftest import ROOT
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 from hypothesis.extra.numpy import arrays
 from onnx import TensorProto, helper
 
@@ -52,7 +51,8 @@ def _run(model, feeds, target: str, tmp_path) -> dict[str, np.ndarray]:
     path = tmp_path / "model.onnx"
     onnx.save(model, path)
     return run_file(path, feeds, tmp_path / target,
-                    Options(target=target, passes="", shapes={k: v.shape for k, v in feeds.items()}))
+                    Options(target=target, passes="",
+                            shapes={k: v.shape for k, v in feeds.items()}))
 
 
 def _agree(model, feeds, tmp_path) -> dict[str, np.ndarray]:

@@ -7,18 +7,17 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from onnx import helper
-
 from test_c_quant_ops import _model, _run
 
-T, N, I, H = 4, 3, 5, 6
+T, N, K, H = 4, 3, 5, 6
 
 
 def _case(op: str, direction: str, layout: int, rng, **attrs):
     gates = {"RNN": 1, "GRU": 3, "LSTM": 4}[op]
     dirs = 2 if direction == "bidirectional" else 1
-    x = rng.normal(0, 1, (N, T, I) if layout else (T, N, I)).astype(np.float32)
+    x = rng.normal(0, 1, (N, T, K) if layout else (T, N, K)).astype(np.float32)
     state = (N, dirs, H) if layout else (dirs, N, H)
-    feeds = {"x": x, "w": rng.normal(0, 0.5, (dirs, gates * H, I)).astype(np.float32),
+    feeds = {"x": x, "w": rng.normal(0, 0.5, (dirs, gates * H, K)).astype(np.float32),
              "r": rng.normal(0, 0.5, (dirs, gates * H, H)).astype(np.float32),
              "b": rng.normal(0, 0.3, (dirs, 2 * gates * H)).astype(np.float32),
              "h0": rng.normal(0, 0.5, state).astype(np.float32)}

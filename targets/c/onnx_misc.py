@@ -37,7 +37,8 @@ def render_dropout_train(printer, step: Step) -> str:
              f"    const {c} v = {load(printer, x, 'i')};"]
     if 0 in out:
         value = f"train ? ({c})(({c})(keep ? v : ({c})0 * v) * scale) : v"
-        lines.append(f"    {printer.ptr(out[0])}[i] = {store(out[0], value, c in ('float', 'double'))};")
+        stored = store(out[0], value, c in ("float", "double"))
+        lines.append(f"    {printer.ptr(out[0])}[i] = {stored};")
     if 1 in out:
         lines.append(f"    {printer.ptr(out[1])}[i] = (uint8_t)keep;")
     lines.append("}")
@@ -128,7 +129,7 @@ def render_nms(printer, step: Step) -> str:
         f"const float iou = {iou}, threshold = {score};",
         f"int64_t *cand = {cand}, *chosen = {chosen};",
         "int64_t b, c, j, t, count = 0;",
-        f"(void)threshold;",
+        "(void)threshold;",
         f"for (b = 0; b < {q['batches']}; b++)",
         f"    for (c = 0; c < {q['classes']}; c++) {{",
         f"        const float *s = {sp} + (b * {q['classes']} + c) * {n};",

@@ -28,10 +28,10 @@ def render_rnn(printer, step: Step) -> str:
     x, w, r, *rest = step.ins
     given = dict(zip(q["in_slots"], rest))
     out = dict(zip(q["out_slots"], outs))
-    T, N, I, H, D, G = (q[k] for k in ("steps", "batch", "input", "hidden", "dirs", "gates"))
+    T, N, K, H, D, G = (q[k] for k in ("steps", "batch", "input", "hidden", "dirs", "gates"))
     lay = q["layout"]
     s = printer.ptr(scratch)
-    xi = f"((n * {T} + t) * {I} + i)" if lay else f"((t * {N} + n) * {I} + i)"
+    xi = f"((n * {T} + t) * {K} + i)" if lay else f"((t * {N} + n) * {K} + i)"
     state = (lambda j: f"((n * {D} + d) * {H} + {j})") if lay else \
         (lambda j: f"((d * {N} + n) * {H} + {j})")
     yi = f"(((n * {T} + t) * {D} + d) * {H} + j)" if lay else \
@@ -44,9 +44,9 @@ def render_rnn(printer, step: Step) -> str:
     h, c, g, hn = (f"{s}[{off} + " for off in (0, N * H, 2 * N * H, 2 * N * H + G * H))
 
     def dot(buf, row: str, vec: str, length: int, var: str) -> list[str]:
+        weight = load(printer, buf, f"(d * {G * H} + {row}) * {length} + {var}")
         return [f"for ({var} = 0; {var} < {length}; {var}++)",
-                f"    acc += (double){load(printer, buf, f'(d * {G * H} + {row}) * {length} + {var}')}"
-                f" * {vec};"]
+                f"    acc += (double){weight} * {vec};"]
 
     lines = ["int64_t d, st, t, n, i, j, k;",
              f"for (d = 0; d < {D}; d++) {{",
@@ -66,7 +66,7 @@ def render_rnn(printer, step: Step) -> str:
     with_r = 2 * H if q["op"] == "GRU" else G * H
     body += [f"for (k = 0; k < {with_r}; k++) {{",
              f"    double acc = {bias('k')} + {rbias('k')};",
-             *("    " + line for line in dot(w, "k", f"(double){load(printer, x, xi)}", I, "i")),
+             *("    " + line for line in dot(w, "k", f"(double){load(printer, x, xi)}", K, "i")),
              *("    " + line for line in dot(r, "k", f"{h}n * {H} + i]", H, "i")),
              f"    {g}k] = acc;",
              "}"]
@@ -90,7 +90,7 @@ def render_rnn(printer, step: Step) -> str:
                  f"    {g}j] = {SIGMOID.format(f'{g}j]')};",
                  f"for (j = 0; j < {H}; j++) {{",
                  "    double acc = 0, xw, hr;",
-                 *("    " + line for line in dot(w, hk, f"(double){load(printer, x, xi)}", I, "i")),
+                 *("    " + line for line in dot(w, hk, f"(double){load(printer, x, xi)}", K, "i")),
                  "    xw = acc;",
                  "    acc = 0;"]
         if q["lbr"]:

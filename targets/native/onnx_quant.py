@@ -11,9 +11,8 @@ renderer rounds where numpy does.
 
 from __future__ import annotations
 
-import numpy as np
-
 import ml_dtypes
+import numpy as np
 
 from q35c.targets.native.onnx_node import lowers
 from q35c.targets.native.onnx_tensor import (
@@ -25,7 +24,6 @@ from q35c.targets.native.onnx_tensor import (
     broadcast_strides,
     operands,
 )
-
 
 FLOAT4 = np.dtype(ml_dtypes.float4_e2m1fn)
 
