@@ -261,6 +261,25 @@ def test_integer_matmuls_and_dynamic_quantization(tmp_path):
     _agree(_model(nodes, feeds, outputs, opset=21), feeds, tmp_path)
 
 
+def test_integer_convolutions(tmp_path):
+    """ConvInteger and QLinearConv with pads, strides, dilations and groups, a per-output-
+    channel weight zero point and scale, an int32 bias."""
+    rng = np.random.default_rng(8)
+    feeds = {"x": rng.integers(0, 256, (2, 4, 7, 6), dtype=np.uint8),
+             "w": rng.integers(0, 256, (6, 2, 3, 2), dtype=np.uint8),
+             "xz": np.array(100, np.uint8), "wz": rng.integers(0, 256, 6, dtype=np.uint8),
+             "xs": np.array(0.02, np.float32), "ws": rng.uniform(0.001, 0.01, 6).astype(
+                 np.float32), "ys": np.array(0.3, np.float32), "yz": np.array(120, np.uint8),
+             "bias": rng.integers(-5000, 5000, 6, dtype=np.int32)}
+    geometry = {"pads": [1, 0, 2, 1], "strides": [2, 1], "dilations": [1, 2], "group": 2}
+    nodes = [helper.make_node("ConvInteger", ["x", "w", "xz", "wz"], ["ci"], **geometry),
+             helper.make_node("QLinearConv", ["x", "xs", "xz", "w", "ws", "wz", "ys", "yz",
+                                              "bias"], ["qc"], **geometry)]
+    shape = (2, 6, 4, 5)
+    _agree(_model(nodes, feeds, {"ci": (np.int32, shape), "qc": (np.uint8, shape)},
+                  opset=10), feeds, tmp_path)
+
+
 def test_a_nonzero_float8_zero_point_fails_the_run(tmp_path):
     """DequantizeLinear's float8 zero point must be zero: the reference raises, the
     compiled model fails with one line naming the node."""
@@ -276,7 +295,8 @@ def test_a_nonzero_float8_zero_point_fails_the_run(tmp_path):
 
 
 SUITE_OPS = ("Cast", "CastLike", "QuantizeLinear", "DequantizeLinear",
-             "DynamicQuantizeLinear", "MatMulInteger", "QLinearMatMul")
+             "DynamicQuantizeLinear", "MatMulInteger", "QLinearMatMul", "ConvInteger",
+             "QLinearConv")
 SUITE_STEP = 4
 """Every 4th node-suite case of these ops (in name order) runs here; all of them:
 `python benchmarks/onnx_node_suite.py --target c -k cast` (and -k quantize, qlinear,

@@ -208,3 +208,54 @@ def render_dynamic_quant(printer, step: Step) -> str:
         "    v = v < 0 ? 0 : (v > 255 ? 255 : v);",
         f"    {printer.ptr(y)}[i] = {store(y, 'v', True)};",
         "}"])
+
+
+@renders("onnx_conv_int", runtime=RUNTIME)
+def render_conv_int(printer, step: Step) -> str:
+    """A direct convolution in int64 (exact), wrapped to int32 as the reference's astype;
+    q holds Conv's geometry (targets/native/onnx_cnn.py `spatial`)."""
+    out, q = step.outs[0], step.params
+    x, w, *rest = step.ins
+    rest = iter(rest)
+    xzp = next(rest) if q["xzp"] else None
+    wzp = next(rest) if q["wzp"] else None
+    bias = next(rest) if q["bias"] else None
+    n, c, m, group, *sp = q["q"]
+    xv = f"(int64_t){load(printer, x, 'xi')}"
+    if xzp is not None:
+        xv += f" - (int64_t){load(printer, xzp, '0')}"
+    wv = f"(int64_t){load(printer, w, 'wi')}"
+    if wzp is not None:
+        wv += f" - (int64_t){load(printer, wzp, 'oc' if q['wzp'] > 1 else '0')}"
+    init = f"(int64_t){load(printer, bias, 'oc')}" if bias is not None else "0"
+    return "\n".join([
+        f"static const int64_t sp[] = {_int_array(sp)};",
+        f"const int64_t cg = {c // group}, mg = {m // group};",
+        "int64_t b, oc, od, oh, ow, ic, a, e, f;",
+        f"for (b = 0; b < {n}; b++)",
+        f"    for (oc = 0; oc < {m}; oc++)",
+        "        for (od = 0; od < sp[3]; od++)",
+        "            for (oh = 0; oh < sp[4]; oh++)",
+        "                for (ow = 0; ow < sp[5]; ow++) {",
+        f"                    int64_t acc = {init};",
+        "                    const int64_t g = oc / mg;",
+        "                    for (ic = 0; ic < cg; ic++)",
+        "                        for (a = 0; a < sp[6]; a++)",
+        "                            for (e = 0; e < sp[7]; e++)",
+        "                                for (f = 0; f < sp[8]; f++) {",
+        "                                    const int64_t xd = od * sp[9] - sp[12] + a * sp[15],",
+        "                                        xh = oh * sp[10] - sp[13] + e * sp[16],",
+        "                                        xw = ow * sp[11] - sp[14] + f * sp[17];",
+        "                                    int64_t xi, wi;",
+        "                                    if (xd < 0 || xd >= sp[0] || xh < 0 || xh >= sp[1]"
+        " || xw < 0 || xw >= sp[2])",
+        "                                        continue;",
+        f"                                    xi = (((b * {c} + g * cg + ic) * sp[0] + xd) * sp[1]"
+        " + xh) * sp[2] + xw;",
+        "                                    wi = (((oc * cg + ic) * sp[6] + a) * sp[7] + e)"
+        " * sp[8] + f;",
+        f"                                    acc += ({xv}) * ({wv});",
+        "                                }",
+        f"                    {printer.ptr(out)}[(((b * {m} + oc) * sp[3] + od) * sp[4] + oh)"
+        " * sp[5] + ow] = (int32_t)(uint32_t)(uint64_t)acc;",
+        "                }"])

@@ -143,3 +143,64 @@ def lower_dynamic_quantize(lowering, op) -> None:
     if x.dtype != np.float32:
         raise _error(lowering, op, f"data of type {x.dtype} is not supported (float32)")
     _step(lowering, op, "onnx_dynamic_quant", outs, [x], {})
+
+
+def _conv_int(lowering, op, x, w, xzp, wzp, bias, out) -> None:
+    """out (int32) = the convolution of (x - xzp) and (w - wzp) (a scalar zero point, or
+    one per output channel for w), plus an int32 bias; the geometry as Conv's
+    (targets/native/onnx_cnn.py)."""
+    from q35c.targets.native.onnx_cnn import Node, _pads, spatial
+
+    node = Node(lowering, op)
+    rank = len(x.shape) - 2
+    kernel = list(node.attr("kernel_shape", w.shape[2:]))
+    strides = list(node.attr("strides", [1] * rank))
+    dilations = list(node.attr("dilations", [1] * rank))
+    y_shape = out.shape
+    total = [(o - 1) * s + (k - 1) * d + 1 - i for o, s, k, d, i in
+             zip(y_shape[2:], strides, kernel, dilations, x.shape[2:])]
+    pads = _pads(node, rank, total)
+    group = int(node.attr("group", 1))
+    for zp, what in ((xzp, "x"), (wzp, "w")):
+        if zp is not None and zp.size != 1 and (what == "x" or zp.size != w.shape[0]):
+            raise _error(lowering, op, f"the {what} zero point must be a scalar"
+                                       + (" or one per output channel" if what == "w" else ""))
+    q = [x.shape[0], x.shape[1], w.shape[0], group,
+         *spatial(node, x.shape[2:], y_shape[2:], kernel, strides, pads[:rank], dilations)]
+    ins = [x, w] + [b for b in (xzp, wzp, bias) if b is not None]
+    _step(lowering, op, "onnx_conv_int", [out], ins, {
+        "q": q, "xzp": xzp is not None, "wzp": None if wzp is None else wzp.size,
+        "bias": bias is not None})
+
+
+@lowers("ConvInteger")
+def lower_conv_integer(lowering, op) -> None:
+    given = operands(op)
+    x, w = _ins(lowering, op, [given[0], given[1]])
+    xzp = _ins(lowering, op, [given[2]])[0] if 2 in given else None
+    wzp = _ins(lowering, op, [given[3]])[0] if 3 in given else None
+    [out] = _results(lowering, op)
+    _conv_int(lowering, op, x, w, xzp, wzp, None, out)
+
+
+@lowers("QLinearConv")
+def lower_qlinear_conv(lowering, op) -> None:
+    """The int32 convolution of the shifted operands plus the bias, times
+    `x_scale * w_scale / y_scale` (w_scale one value or one per output channel) in
+    float64, plus the output zero point, clipped and rounded."""
+    given = operands(op)
+    x, x_scale, xzp, w, w_scale, wzp, y_scale = _ins(lowering, op,
+                                                     [given[s] for s in range(7)])
+    yzp = _ins(lowering, op, [given[7]])[0] if 7 in given else None
+    bias = _ins(lowering, op, [given[8]])[0] if 8 in given else None
+    [out] = _results(lowering, op)
+    product = lowering.new("arena", np.dtype(np.int32), out.shape, "qlinearconv")
+    _conv_int(lowering, op, x, w, xzp, wzp, bias, product)
+    per_channel = [0] * len(out.shape)
+    per_channel[1] = 1
+    scales = [x_scale, w_scale, y_scale, *([yzp] if yzp is not None else [])]
+    strides = [per_channel if s is w_scale and s.size > 1 else [0] * len(out.shape)
+               for s in scales]
+    ab = np.result_type(x_scale.dtype, w_scale.dtype)
+    _step(lowering, op, "onnx_qlinear_out", [out], [product, *scales], {
+        "ab": str(ab), "mult": str(np.result_type(ab, y_scale.dtype)), "strides": strides})
