@@ -74,3 +74,20 @@ def test_non_max_suppression_matches_interpreter(tmp_path, center):
     model = _model([node], feeds, {"sel": (np.int64, (count, 3))}, opset=11)
     c = _agree(model, feeds, tmp_path)
     assert 10 < c["sel"].shape[0] <= 30
+
+
+@pytest.mark.parametrize("mode, weighted", [("TF", False), ("IDF", True), ("TFIDF", True)])
+def test_tfidf_vectorizer_matches_interpreter(tmp_path, mode, weighted):
+    """Uni-, bi- and trigrams with skips over a batch of int64 rows (IDF and TFIDF with
+    weights: onnx's reference fails without them)."""
+    rng = np.random.default_rng(24)
+    feeds = {"x": rng.integers(0, 6, (3, 16), dtype=np.int64)}
+    pool = [1, 2, 3, 4, 1, 2, 2, 3, 5, 1, 0, 4, 1, 2, 3, 5, 5, 0]
+    attrs = {"mode": mode, "min_gram_length": 1, "max_gram_length": 3, "pool_int64s": pool,
+             "max_skip_count": 2, "ngram_counts": [0, 4, 12],
+             "ngram_indexes": [7, 0, 1, 2, 3, 4, 5, 6, 8, 9]}
+    if weighted:
+        attrs["weights"] = [0.1 * (k + 1) for k in range(10)]
+    node = helper.make_node("TfIdfVectorizer", ["x"], ["y"], **attrs)
+    c = _agree(_model([node], feeds, {"y": (np.float32, (3, 10))}, opset=9), feeds, tmp_path)
+    assert c["y"].any()

@@ -166,3 +166,73 @@ def render_nms(printer, step: Step) -> str:
         "    }",
         f"if (count != {sel})",
         f"    {_fail(printer, step, 'fewer boxes selected than the compiled shape has')}"])
+
+
+@renders("onnx_tfidf", runtime=RUNTIME)
+def render_tfidf(printer, step: Step) -> str:
+    """onnx.reference's compute_impl per row over the trie's tables, counts in int64, then
+    the weighting (TFIDF: the double product rounded to float32, as the reference's
+    assignment does)."""
+    q = step.params
+    out, freq = step.outs
+    x = step.ins[0]
+    size = max(q["indexes"]) + 1
+    first, count, keys, kids = [], [], [], []
+    for node in q["children"]:
+        first.append(len(keys))
+        count.append(len(node))
+        keys += [k for k, _ in node]
+        kids += [c for _, c in node]
+    weights = q["weights"]
+    f = printer.ptr(freq)
+    value = {"TF": "(double)fr",
+             "IDF": "fr > 0 ? w[j] : 0.0" if weights else "fr > 0 ? 1.0 : 0.0",
+             "TFIDF": "w[j] * (double)fr" if weights else "(double)fr"}[q["mode"]]
+    lines = [f"static const int64_t first[] = {_int_array(first)}, "
+             f"count[] = {_int_array(count)}, key[] = {_int_array(keys or [0])}, "
+             f"kid[] = {_int_array(kids or [0])}, id[] = {_int_array(q['ids'])}, "
+             f"index[] = {_int_array(q['indexes'])};"]
+    if weights:
+        lines.append("static const double w[] = {"
+                     + ", ".join(repr(v) for v in weights) + "};")
+    cols = q["cols"]
+    lines += [
+        "int64_t row, skip, at, item, node, size, start, c, j;",
+        f"for (i = 0; i < {freq.size}; i++)",
+        f"    {f}[i] = 0;",
+        f"for (row = 0; row < {q['rows']}; row++) {{",
+        f"    start = {q['min']};",
+        f"    for (skip = 1; skip <= {q['skip'] + 1}; skip++) {{",
+        f"        for (at = 0; at < {cols}; at++) {{",
+        f"            if (at + skip * (start - 1) >= {cols})",
+        "                break;",
+        "            item = at;",
+        "            node = 0;",
+        "            size = 1;",
+        f"            while (count[node] > 0 && size <= {q['max']} && item < {cols}) {{",
+        f"                const int64_t v = (int64_t){printer.ptr(x, True)}[row * {cols} + item];",
+        "                for (c = first[node]; c < first[node] + count[node]; c++)",
+        "                    if (key[c] == v)",
+        "                        break;",
+        "                if (c == first[node] + count[node])",
+        "                    break;",
+        "                if (size >= start && id[kid[c]] != 0)",
+        f"                    {f}[row * {size} + index[id[kid[c]] - 1]]++;",
+        "                node = kid[c];",
+        "                size++;",
+        "                item += skip;",
+        "            }",
+        "        }",
+        "        if (start == 1) {",
+        "            start++;",
+        f"            if (start > {q['max']})",
+        "                break;",
+        "        }",
+        "    }",
+        "}",
+        f"for (row = 0; row < {q['rows']}; row++)",
+        f"    for (j = 0; j < {size}; j++) {{",
+        f"        const int64_t fr = {f}[row * {size} + j];",
+        f"        {printer.ptr(out)}[row * {size} + j] = {store(out, value, True)};",
+        "    }"]
+    return "\n".join(lines)

@@ -1,5 +1,6 @@
 """Native rules for the generic ONNX ops that fit no other family: Dropout in training
-mode (seeded: the reference draws its mask from numpy's RandomState(seed)) and DFT.
+mode (seeded: the reference draws its mask from numpy's RandomState(seed)), DFT,
+NonMaxSuppression and TfIdfVectorizer.
 """
 
 from __future__ import annotations
@@ -74,3 +75,63 @@ def lower_nms(lowering, op) -> None:
           {"batches": boxes.shape[0], "classes": scores.shape[1], "boxes": n,
            "center": int(attributes(op).get("center_point_box", 0)),
            "in_slots": sorted(rest), "selected": out.shape[0]})
+
+
+def _ngram_trie(pool: list[int], counts: list[int], lo: int, hi: int
+                ) -> tuple[list[list[tuple[int, int]]], list[int]]:
+    """The reference's n-gram trie of TfIdfVectorizer (onnx.reference's populate_grams),
+    flattened: for each node, its (key, child node) pairs, and each node's n-gram id (0:
+    none). Node 0 is the root."""
+    children: list[dict[int, int]] = [{}]
+    ids = [0]
+    ngram_id, size = 1, 1
+    for i, start in enumerate(counts):
+        end = counts[i + 1] if i + 1 < len(counts) else len(pool)
+        items = end - start
+        if items > 0:
+            ngrams = items // size
+            if lo <= size <= hi:
+                at = start
+                for _ in range(ngrams):
+                    node, n = 0, 1
+                    while at < len(pool):
+                        key = int(pool[at])
+                        if key not in children[node]:
+                            children[node][key] = len(ids)
+                            children.append({})
+                            ids.append(0)
+                        child = children[node][key]
+                        at += 1
+                        if n == size:
+                            ids[child] = ngram_id
+                            ngram_id += 1
+                            break
+                        node, n = child, n + 1
+            else:
+                ngram_id += ngrams
+        size += 1
+    return [list(c.items()) for c in children], ids
+
+
+@lowers("TfIdfVectorizer")
+def lower_tfidf(lowering, op) -> None:
+    """The reference's n-gram counting (skips, minimum and maximum lengths) over an int32 /
+    int64 input of one or two dims, then TF, IDF or TFIDF weighting; the trie of the
+    pool's n-grams is built now and becomes tables of the step."""
+    attrs = attributes(op)
+    [x] = _ins(lowering, op, op.inputs[:1])
+    [out] = _results(lowering, op)
+    if x.dtype.kind != "i" or len(x.shape) not in (1, 2):
+        raise _error(lowering, op, "the input must be int32 or int64 of rank 1 or 2")
+    if not attrs.get("pool_int64s"):
+        raise _error(lowering, op, "only pool_int64s is supported")
+    lo, hi = int(attrs["min_gram_length"]), int(attrs["max_gram_length"])
+    children, ids = _ngram_trie(list(attrs["pool_int64s"]), list(attrs["ngram_counts"]),
+                                lo, hi)
+    indexes = [int(v) for v in attrs["ngram_indexes"]]
+    rows, cols = (1, x.shape[0]) if len(x.shape) == 1 else x.shape
+    scratch = lowering.new("arena", np.dtype(np.int64), (rows * (max(indexes) + 1),), "tfidf")
+    _step(lowering, op, "onnx_tfidf", [out, scratch], [x], {
+        "children": children, "ids": ids, "indexes": indexes, "rows": rows, "cols": cols,
+        "min": lo, "max": hi, "skip": int(attrs["max_skip_count"]), "mode": attrs["mode"],
+        "weights": [float(w) for w in attrs.get("weights") or []]})
