@@ -91,3 +91,17 @@ def test_tfidf_vectorizer_matches_interpreter(tmp_path, mode, weighted):
     node = helper.make_node("TfIdfVectorizer", ["x"], ["y"], **attrs)
     c = _agree(_model([node], feeds, {"y": (np.float32, (3, 10))}, opset=9), feeds, tmp_path)
     assert c["y"].any()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.int8, np.bool_],
+                         ids=lambda t: np.dtype(t).name)
+def test_nonzero_matches_interpreter(tmp_path, dtype):
+    """Row-major indices, NaN counted and -0.0 not (numpy's nonzero)."""
+    rng = np.random.default_rng(25)
+    x = rng.integers(0, 3, (3, 4, 5)).astype(dtype)
+    if dtype == np.float32:
+        x.reshape(-1)[[0, 7]] = [np.nan, -0.0]
+    feeds = {"x": x}
+    count = int(np.count_nonzero(x))
+    _agree(_model([helper.make_node("NonZero", ["x"], ["y"])], feeds,
+                  {"y": (np.int64, (3, count))}, opset=13), feeds, tmp_path)

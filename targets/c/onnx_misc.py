@@ -236,3 +236,28 @@ def render_tfidf(printer, step: Step) -> str:
         f"        {printer.ptr(out)}[row * {size} + j] = {store(out, value, True)};",
         "    }"]
     return "\n".join(lines)
+
+
+@renders("onnx_nonzero", runtime=RUNTIME)
+def render_nonzero(printer, step: Step) -> str:
+    q = step.params
+    out, x = step.outs[0], step.ins[0]
+    shape, count = q["shape"], q["count"]
+    return "\n".join([
+        f"static const int64_t dims[] = {_int_array(shape)};",
+        "int64_t k = 0, r;",
+        "int a;",
+        f"for (i = 0; i < {x.size}; i++) {{",
+        f"    if (!({load(printer, x, 'i')} != 0))",
+        "        continue;",
+        f"    if (k == {count})",
+        f"        {_fail(printer, step, 'more non-zero elements than the compiled shape has')}",
+        "    r = i;",
+        f"    for (a = {len(shape) - 1}; a >= 0; a--) {{",
+        f"        {printer.ptr(out)}[a * {count} + k] = r % dims[a];",
+        "        r /= dims[a];",
+        "    }",
+        "    k++;",
+        "}",
+        f"if (k != {count})",
+        f"    {_fail(printer, step, 'fewer non-zero elements than the compiled shape has')}"])

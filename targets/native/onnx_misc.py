@@ -1,6 +1,6 @@
 """Native rules for the generic ONNX ops that fit no other family: Dropout in training
 mode (seeded: the reference draws its mask from numpy's RandomState(seed)), DFT,
-NonMaxSuppression and TfIdfVectorizer.
+NonMaxSuppression, TfIdfVectorizer and NonZero.
 """
 
 from __future__ import annotations
@@ -135,3 +135,15 @@ def lower_tfidf(lowering, op) -> None:
         "children": children, "ids": ids, "indexes": indexes, "rows": rows, "cols": cols,
         "min": lo, "max": hi, "skip": int(attrs["max_skip_count"]), "mode": attrs["mode"],
         "weights": [float(w) for w in attrs.get("weights") or []]})
+
+
+@lowers("NonZero")
+def lower_nonzero(lowering, op) -> None:
+    """numpy's nonzero: the indices of the non-zero elements in row-major order, one row
+    per axis; their count must be the output's static extent (the run fails otherwise)."""
+    [x] = _ins(lowering, op, op.inputs[:1])
+    [out] = _results(lowering, op)
+    if not x.shape:
+        raise _error(lowering, op, "a scalar input is not supported")
+    _step(lowering, op, "onnx_nonzero", [out], [x], {"shape": list(x.shape),
+                                                    "count": out.shape[1]})
