@@ -105,3 +105,24 @@ def test_nonzero_matches_interpreter(tmp_path, dtype):
     count = int(np.count_nonzero(x))
     _agree(_model([helper.make_node("NonZero", ["x"], ["y"])], feeds,
                   {"y": (np.int64, (3, count))}, opset=13), feeds, tmp_path)
+
+
+@pytest.mark.parametrize("channels, window, onesided", [(1, True, 1), (2, False, 0)])
+def test_stft_matches_interpreter(tmp_path, channels, window, onesided):
+    """Frames every 5 samples (the last ones zero-padded), a Hann-like window or none."""
+    rng = np.random.default_rng(26)
+    feeds = {"x": rng.normal(0, 1, (2, 40, channels)).astype(np.float32),
+             "step": np.array(5, np.int64)}
+    inputs = ["x", "step"]
+    if window:
+        feeds["w"] = (0.5 - 0.5 * np.cos(np.arange(12) / 12 * 2 * np.pi)).astype(np.float32)
+        inputs.append("w")
+    else:
+        feeds["n"] = np.array(12, np.int64)
+        inputs += ["", "n"]
+    bins = 7 if onesided else 12
+    model = _model([helper.make_node("STFT", inputs, ["y"], onesided=onesided)], feeds,
+                   {"y": (np.float32, (2, 6, bins, 2))}, opset=17)
+    want = _run(model, feeds, "interp", tmp_path)["y"]
+    got = _run(model, feeds, "c", tmp_path)["y"]
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)

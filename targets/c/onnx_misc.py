@@ -261,3 +261,55 @@ def render_nonzero(printer, step: Step) -> str:
         "}",
         f"if (k != {count})",
         f"    {_fail(printer, step, 'fewer non-zero elements than the compiled shape has')}"])
+
+
+@renders("onnx_stft", runtime=RUNTIME)
+def render_stft(printer, step: Step) -> str:
+    """Per frame, the windowed samples rounded to the data's type (the reference multiplies
+    in it), then a direct transform in double."""
+    q = step.params
+    out = step.outs[0]
+    x, hop_buf, *rest = step.ins
+    given = dict(zip(q["in_slots"], rest))
+    batch, length, c = x.shape
+    _, frames, bins, _ = q["out_shape"]
+    ct = compute_type(x.dtype)
+    wsize = f"{given[2].size}" if 2 in given else ("flen" if 3 in given else str(length))
+    flen = (f"(int64_t){load(printer, given[3], '0')}" if 3 in given else wsize)
+    weight = f"({ct}){load(printer, given[2], 'n')}" if 2 in given else f"({ct})1"
+    xv = lambda part: f"{load(printer, x, f'(b * {length} + at) * {c} + {part}')}"  # noqa: E731
+    im = f"(double)({ct})({xv(1)} * w)" if c == 2 else "0.0"
+    mismatch = _fail(printer, step, "the output shape does not match frame_step / frame_length")
+    positive = _fail(printer, step, "frame_step and frame_length must be positive")
+    return "\n".join([
+        f"const int64_t hop = (int64_t){load(printer, hop_buf, '0')};",
+        "int64_t flen, wsize, frames, bins, b, f, k, n;",
+        f"flen = {flen};",
+        f"wsize = {wsize};",
+        f"if (hop < 1 || flen < 1)\n    {positive}",
+        f"frames = {length} - flen >= 0 ? 1 + ({length} - flen) / hop : "
+        f"1 - (flen - {length} + hop - 1) / hop;",
+        f"bins = {int(q['onesided'])} ? flen / 2 + 1 : flen;",
+        f"if (frames != {frames} || bins != {bins})\n    {mismatch}",
+        f"for (b = 0; b < {batch}; b++)",
+        "    for (f = 0; f < frames; f++)",
+        "        for (k = 0; k < bins; k++) {",
+        "            double re = 0, im = 0;",
+        "            for (n = 0; n < wsize && n < flen; n++) {",
+        "                const int64_t at = f * hop + n;",
+        "                double ang, vr, vi;",
+        f"                {ct} w;",
+        f"                if (at >= {length})",
+        "                    break;",
+        f"                w = {weight};",
+        f"                vr = (double)({ct})({xv(0)} * w);",
+        f"                vi = {im};",
+        "                ang = -6.283185307179586 * (double)((n * k) % flen) / (double)flen;",
+        "                re += vr * cos(ang) - vi * sin(ang);",
+        "                im += vr * sin(ang) + vi * cos(ang);",
+        "            }",
+        f"            {printer.ptr(out)}[((b * frames + f) * bins + k) * 2] = "
+        f"{store(out, 're', True)};",
+        f"            {printer.ptr(out)}[((b * frames + f) * bins + k) * 2 + 1] = "
+        f"{store(out, 'im', True)};",
+        "        }"])

@@ -1,5 +1,5 @@
 """Native rules for the generic ONNX ops that fit no other family: Dropout in training
-mode (seeded: the reference draws its mask from numpy's RandomState(seed)), DFT,
+mode (seeded: the reference draws its mask from numpy's RandomState(seed)), DFT, STFT,
 NonMaxSuppression, TfIdfVectorizer and NonZero.
 """
 
@@ -147,3 +147,20 @@ def lower_nonzero(lowering, op) -> None:
         raise _error(lowering, op, "a scalar input is not supported")
     _step(lowering, op, "onnx_nonzero", [out], [x], {"shape": list(x.shape),
                                                     "count": out.shape[1]})
+
+
+@lowers("STFT")
+def lower_stft(lowering, op) -> None:
+    """The reference's short-time Fourier transform: frames of the signal every frame_step
+    (zero-padded at the end), times the window (ones by default), each transformed like
+    DFT (one-sided by default); frame_step and frame_length are read at run time and the
+    output's static shape must agree with them (the run fails otherwise)."""
+    given = operands(op)
+    x, step = _ins(lowering, op, [given[0], given[1]])
+    rest = {s: _ins(lowering, op, [given[s]])[0] for s in (2, 3) if s in given}
+    [out] = _results(lowering, op)
+    if len(x.shape) != 3 or x.shape[-1] not in (1, 2):
+        raise _error(lowering, op, "the signal must be [batch, length, 1 or 2]")
+    _step(lowering, op, "onnx_stft", [out], [x, step, *(rest[s] for s in sorted(rest))], {
+        "in_slots": sorted(rest), "onesided": bool(attributes(op).get("onesided", 1)),
+        "out_shape": list(out.shape)})
