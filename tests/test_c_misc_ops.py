@@ -126,3 +126,17 @@ def test_stft_matches_interpreter(tmp_path, channels, window, onesided):
     want = _run(model, feeds, "interp", tmp_path)["y"]
     got = _run(model, feeds, "c", tmp_path)["y"]
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_det_matches_interpreter(tmp_path):
+    """Batched 4x4 determinants, one of them singular, one needing a row swap."""
+    rng = np.random.default_rng(27)
+    x = rng.normal(0, 1, (3, 4, 4)).astype(np.float32)
+    x[1, 3] = x[1, 0]
+    x[2, 0, 0] = 0
+    feeds = {"x": x}
+    model = _model([helper.make_node("Det", ["x"], ["y"])], feeds, {"y": (np.float32, (3,))},
+                   opset=22)
+    want = _run(model, feeds, "interp", tmp_path)["y"]
+    got = _run(model, feeds, "c", tmp_path)["y"]
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)

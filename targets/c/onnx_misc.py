@@ -313,3 +313,40 @@ def render_stft(printer, step: Step) -> str:
         f"            {printer.ptr(out)}[((b * frames + f) * bins + k) * 2 + 1] = "
         f"{store(out, 'im', True)};",
         "        }"])
+
+
+@renders("onnx_det", runtime=RUNTIME)
+def render_det(printer, step: Step) -> str:
+    out, lu = step.outs
+    x, n = step.ins[0], step.params["n"]
+    a = printer.ptr(lu)
+    return "\n".join([
+        "int64_t m, r, c, p;",
+        f"for (m = 0; m < {out.size}; m++) {{",
+        "    double det = 1;",
+        f"    for (r = 0; r < {n * n}; r++)",
+        f"        {a}[r] = (double){load(printer, x, f'm * {n * n} + r')};",
+        f"    for (c = 0; c < {n}; c++) {{",
+        "        p = c;",
+        f"        for (r = c + 1; r < {n}; r++)",
+        f"            if (fabs({a}[r * {n} + c]) > fabs({a}[p * {n} + c]))",
+        "                p = r;",
+        "        if (p != c) {",
+        f"            for (r = 0; r < {n}; r++) {{",
+        f"                const double t = {a}[c * {n} + r];",
+        f"                {a}[c * {n} + r] = {a}[p * {n} + r];",
+        f"                {a}[p * {n} + r] = t;",
+        "            }",
+        "            det = -det;",
+        "        }",
+        f"        det *= {a}[c * {n} + c];",
+        f"        if ({a}[c * {n} + c] == 0)",
+        "            break;",
+        f"        for (r = c + 1; r < {n}; r++) {{",
+        f"            const double f = {a}[r * {n} + c] / {a}[c * {n} + c];",
+        f"            for (p = c; p < {n}; p++)",
+        f"                {a}[r * {n} + p] -= f * {a}[c * {n} + p];",
+        "        }",
+        "    }",
+        f"    {printer.ptr(out)}[m] = {store(out, 'det', True)};",
+        "}"])

@@ -1,6 +1,6 @@
 """Native rules for the generic ONNX ops that fit no other family: Dropout in training
 mode (seeded: the reference draws its mask from numpy's RandomState(seed)), DFT, STFT,
-NonMaxSuppression, TfIdfVectorizer and NonZero.
+NonMaxSuppression, TfIdfVectorizer, NonZero and Det.
 """
 
 from __future__ import annotations
@@ -164,3 +164,17 @@ def lower_stft(lowering, op) -> None:
     _step(lowering, op, "onnx_stft", [out], [x, step, *(rest[s] for s in sorted(rest))], {
         "in_slots": sorted(rest), "onesided": bool(attributes(op).get("onesided", 1)),
         "out_shape": list(out.shape)})
+
+
+@lowers("Det")
+def lower_det(lowering, op) -> None:
+    """The determinant of each trailing square matrix, by LU with partial pivoting in
+    double (numpy's is LAPACK's LU in the data's type: within the float path's
+    tolerance)."""
+    [x] = _ins(lowering, op, op.inputs[:1])
+    [out] = _results(lowering, op)
+    if len(x.shape) < 2 or x.shape[-1] != x.shape[-2] or x.dtype.kind != "f":
+        raise _error(lowering, op, "the input must be float square matrices")
+    n = x.shape[-1]
+    scratch = lowering.new("arena", np.dtype(np.float64), (n * n,), "det")
+    _step(lowering, op, "onnx_det", [out, scratch], [x], {"n": n})
