@@ -144,17 +144,19 @@ def test_casts_from_every_narrow_value(tmp_path):
                      elements=st.floats(width=32, allow_nan=True, allow_infinity=True)),
        saturate=st.booleans())
 def test_float8_casts_match_onnx_converters(tmp_path_factory, values, saturate):
-    """Cast float32 -> float8 on the C target gives what onnx's reference converters give
-    (`saturate_cast`, or ml_dtypes' conversion without saturation)."""
+    """Cast float32 -> float8 / int4 / uint4 on the C target gives what onnx's reference
+    converters give (`saturate_cast`, or ml_dtypes' conversion without saturation; the 4-bit
+    integers ignore `saturate`)."""
+    targets = [*FLOAT8, ml_dtypes.int4, ml_dtypes.uint4]
     nodes = [helper.make_node("Cast", ["x"], [f"y{n}"], to=_tensor_type(t),
-                              saturate=int(saturate)) for n, t in enumerate(FLOAT8)]
-    outputs = {f"y{n}": (t, values.shape) for n, t in enumerate(FLOAT8)}
+                              saturate=int(saturate)) for n, t in enumerate(targets)]
+    outputs = {f"y{n}": (t, values.shape) for n, t in enumerate(targets)}
     got = _run(_model(nodes, {"x": values}, outputs), {"x": values}, "c",
                tmp_path_factory.mktemp("h"))
-    for n, dtype in enumerate(FLOAT8):
+    for n, dtype in enumerate(targets):
         with np.errstate(all="ignore"):
-            want = (onnx.numpy_helper.saturate_cast(values, np.dtype(dtype)) if saturate
-                    else values.astype(dtype))
+            want = (onnx.numpy_helper.saturate_cast(values, np.dtype(dtype))
+                    if saturate and dtype in FLOAT8 else values.astype(dtype))
         assert np.array_equal(got[f"y{n}"].view(np.uint8), want.view(np.uint8)), dtype
 
 
