@@ -286,12 +286,18 @@ def test_a_position_id_out_of_range_fails_the_run_naming_the_op(tmp_path):
 def test_runtime_fragments_come_after_those_they_build_on():
     """The attention kernels' fragment follows q35rt_onnx.c, whatever else the model uses;
     models without them keep the plain sorted order."""
+    from types import SimpleNamespace
+
     from q35c.targets.c import kernels
 
-    assert kernels.runtime_fragments(["onnx_attention", "conv"]) == [
+    def fragments(*names):
+        return kernels.runtime_fragments(
+            SimpleNamespace(kernel=name, ins=(), outs=()) for name in names)
+
+    assert fragments("onnx_attention", "conv") == [
         "q35rt_onnx.c", "q35rt_attn.c", "q35rt_cnn.c"]
-    assert kernels.runtime_fragments(["onnx_map", "conv"]) == ["q35rt_cnn.c", "q35rt_onnx.c"]
-    assert kernels.runtime_fragments(["onnx_einsum"]) == ["q35rt_onnx.c"]
+    assert fragments("onnx_map", "conv") == ["q35rt_cnn.c", "q35rt_onnx.c"]
+    assert fragments("onnx_einsum") == ["q35rt_onnx.c"]
 
 
 def test_variants_the_suite_leaves_out(tmp_path):

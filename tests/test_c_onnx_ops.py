@@ -259,18 +259,22 @@ def test_run_time_operands_that_only_set_shapes(tmp_path):
 
 
 def test_a_lowering_refusal_names_the_model_file(tmp_path):
-    """An op the up-front check accepts by op type but the C lowering refuses (here a Cast
-    to float8) gives one line naming the model file and the op, exit 2, nothing written."""
+    """An op the up-front check accepts by op type but the C lowering refuses (here a
+    training-mode Dropout without a seed) gives one line naming the model file and the op,
+    exit 2, nothing written."""
     from conftest import q35c
 
     graph = helper.make_graph(
-        [helper.make_node("Cast", ["x"], ["y"], to=TensorProto.FLOAT8E4M3FN)], "g",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT8E4M3FN, [4])])
-    path = tmp_path / "cast8.onnx"
+        [helper.make_node("Dropout", ["x", "r", "t"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4]),
+         helper.make_tensor_value_info("r", TensorProto.FLOAT, []),
+         helper.make_tensor_value_info("t", TensorProto.BOOL, [])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4])])
+    path = tmp_path / "dropout.onnx"
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)]), path)
     result = q35c(path, "--passes", "", "--target", "c", "-o", tmp_path / "out", check=False)
     assert result.returncode == 2
-    assert result.stderr.startswith(f'q35c: error: {path}: c target: q35nn.onnx_node "Cast"')
+    assert result.stderr.startswith(
+        f'q35c: error: {path}: c target: q35nn.onnx_node "Dropout"')
     assert len(result.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "out").exists()

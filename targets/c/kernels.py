@@ -13,7 +13,8 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable, Iterable
 
-FAMILIES: tuple[str, ...] = ("onnx_tensor", "onnx_cnn", "onnx_attention")
+FAMILIES: tuple[str, ...] = ("onnx_tensor", "onnx_cnn", "onnx_attention", "onnx_quant",
+                             "onnx_rnn", "onnx_misc")
 """Modules of `q35c.targets.c` that register renderers, imported by `renderer()`."""
 
 Renderer = Callable[..., str]
@@ -52,12 +53,20 @@ def renderer(kernel: str) -> Renderer | None:
     return _RENDERERS.get(kernel)
 
 
-def runtime_fragments(kernels: Iterable[str]) -> list[str]:
-    """The runtime fragments the registered `kernels` among these need, in a fixed order:
-    by the name of each kernel's own fragment, the fragments it builds on before it."""
+def runtime_fragments(steps: Iterable) -> list[str]:
+    """The runtime fragments these steps need, in a fixed order: those of their registered
+    kernels (by the name of each kernel's own fragment, the fragments it builds on before
+    it), and the narrow element types' conversions where a buffer has one."""
+    from q35c.targets.c.narrow import RUNTIME as NARROW_RUNTIME, is_narrow
+
     _load()
+    needs: set[tuple[str, ...]] = set()
+    for step in steps:
+        if step.kernel in _RUNTIME:
+            needs.add(_RUNTIME[step.kernel])
+        if any(is_narrow(b.dtype) for b in (*step.ins, *step.outs)):
+            needs.add((NARROW_RUNTIME,))
     fragments: list[str] = []
-    for needed in sorted({_RUNTIME[k] for k in kernels if k in _RUNTIME},
-                         key=lambda f: (f[-1], f)):
+    for needed in sorted(needs, key=lambda f: (f[-1], f)):
         fragments += [name for name in needed if name not in fragments]
     return fragments

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from q35c.compiler.codegen_names import c_string
+from q35c.targets.c import narrow
 from q35c.targets.c.kernels import renders
 from q35c.targets.c.printer import _float_literal, _int_array, ctype
 from q35c.targets.native.program import Buffer, Step
@@ -29,6 +30,8 @@ HALF = {"float16": ("q35_f16_to_f32", "q35_f64_to_f16"),
 
 def compute_type(dtype: np.dtype) -> str:
     """The C type values of `dtype` are computed in."""
+    if narrow.is_narrow(dtype):
+        return narrow.compute_type(dtype)
     if str(dtype) in HALF or dtype == np.float32:
         return "float"
     if dtype == np.float64:
@@ -44,12 +47,16 @@ def is_float(dtype: np.dtype) -> bool:
 def load(printer, buf: Buffer, index: str) -> str:
     """The element `index` of `buf` in its compute type."""
     value = f"{printer.ptr(buf, True)}[{index}]"
+    if narrow.is_narrow(buf.dtype):
+        return narrow.load(buf.dtype, value)
     half = HALF.get(str(buf.dtype))
     return f"{half[0]}({value})" if half else value
 
 
 def store(out: Buffer, value: str, value_is_float: bool) -> str:
     """`value` converted to `out`'s element type, as numpy's astype does."""
+    if narrow.is_narrow(out.dtype):
+        return narrow.store(out.dtype, value, value_is_float)
     half = HALF.get(str(out.dtype))
     if half:
         return f"{half[1]}((double)({value}))"
@@ -318,8 +325,12 @@ def render_map(printer, step: Step) -> str:
         decls = f"static const int64_t dims[] = {_int_array(out.shape)};\n" + decls
     x = Ctx(args, [b.dtype for b in step.ins], q["attrs"], q["slots"], out.dtype)
     value = EXPRESSIONS[q["op"]](x)
+    converted = store(out, value, _result_is_float(q["op"], x))
+    if q["op"] in ("Cast", "CastLike"):
+        converted = narrow.cast_store(out.dtype, step.ins[0].dtype, value, x.fl,
+                                      q["attrs"]) or converted
     return (f"{decls}for (i = 0; i < {out.size}; i++)\n"
-            f"    {printer.ptr(out)}[i] = {store(out, value, _result_is_float(q['op'], x))};")
+            f"    {printer.ptr(out)}[i] = {converted};")
 
 
 # -- indexing ------------------------------------------------------------------------------

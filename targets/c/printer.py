@@ -44,6 +44,10 @@ C_TYPES = {
     np.dtype(np.uint64): "uint64_t",
     # stored as their bits; the generic ONNX ops' kernels convert them (onnx_tensor.py)
     np.dtype(np.float16): "uint16_t", np.dtype(ml_dtypes.bfloat16): "uint16_t",
+    **{np.dtype(t): "uint8_t" for t in (
+        ml_dtypes.float8_e4m3fn, ml_dtypes.float8_e4m3fnuz, ml_dtypes.float8_e5m2,
+        ml_dtypes.float8_e5m2fnuz, ml_dtypes.float8_e8m0fnu, ml_dtypes.float4_e2m1fn,
+        ml_dtypes.int4, ml_dtypes.uint4, ml_dtypes.int2, ml_dtypes.uint2)},
 }
 """The C element type of each of the native program's element types."""
 DTYPE_CODES = {"float": 1, "double": 2, "int64_t": 3, "int32_t": 4, "int16_t": 5,
@@ -428,7 +432,7 @@ class CPrinter:
                            for i in range(0, 128, 8))
         if any(step.kernel in FUSED_KERNELS for step in self.p.steps):
             text += "\n" + (RUNTIME_DIR / "q35rt_fused.c").read_text()
-        for name in kernels.runtime_fragments(step.kernel for step in self.p.steps):
+        for name in kernels.runtime_fragments(self.p.steps):
             text += "\n" + (RUNTIME_DIR / name).read_text()
         return (text.replace("Q35_CODEBOOK_ROWS", rows).replace("Q35_SCALE_STEP_BITS", bits)
                 .replace("Q35_LEGACY_LEVEL_ROWS", legacy))

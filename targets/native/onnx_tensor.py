@@ -156,11 +156,13 @@ def lower_view(lowering, op) -> None:
 @lowers("Dropout")
 def lower_dropout(lowering, op) -> None:
     """Inference mode (no training_mode operand, or a constant false one): the data, and a
-    mask of ones."""
+    mask of ones; otherwise targets/native/onnx_misc.py's seeded training mode."""
     mode = operands(op).get(2)
     if mode is not None and (constant(lowering, mode) is None or
                              bool(constant(lowering, mode))):
-        raise _error(lowering, op, "training mode is not supported (its mask is random)")
+        from q35c.targets.native.onnx_misc import lower_training_dropout
+
+        return lower_training_dropout(lowering, op)
     _, outs = op.slots()
     src = _ins(lowering, op, op.inputs[:1])[0]
     for slot, result in zip(outs, op.outputs):

@@ -16,9 +16,14 @@ import numpy as np
 
 ELEMENT_TYPES = frozenset(np.dtype(t) for t in (
     np.float32, np.float64, np.int64, np.int32, np.int16, np.int8, np.bool_, np.uint8,
-    np.uint16, np.uint32, np.uint64, np.float16, ml_dtypes.bfloat16))
-"""The element types a native program's buffers may have (float16 and bfloat16 are kept
-as their bits; the kernels of the generic ONNX ops convert them, targets/c/onnx_tensor.py)."""
+    np.uint16, np.uint32, np.uint64, np.float16, ml_dtypes.bfloat16,
+    # ONNX's narrow types, one byte each (ml_dtypes' layout): targets/c/narrow.py
+    ml_dtypes.float8_e4m3fn, ml_dtypes.float8_e4m3fnuz, ml_dtypes.float8_e5m2,
+    ml_dtypes.float8_e5m2fnuz, ml_dtypes.float8_e8m0fnu, ml_dtypes.float4_e2m1fn,
+    ml_dtypes.int4, ml_dtypes.uint4, ml_dtypes.int2, ml_dtypes.uint2))
+"""The element types a native program's buffers may have (float16, bfloat16 and the narrow
+types are kept as their bits; the kernels of the generic ONNX ops convert them,
+targets/c/onnx_tensor.py and targets/c/narrow.py)."""
 
 
 @dataclass(eq=False)
