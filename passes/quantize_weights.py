@@ -61,7 +61,12 @@ from q35c.compiler.quant import (
     quantize,
     quantize_legacy,
 )
-from q35c.compiler.quant.calibrated import DEFAULT_DAMP, output_error, quantize_calibrated
+from q35c.compiler.quant.calibrated import (
+    DEFAULT_ACT_ORDER,
+    DEFAULT_DAMP,
+    output_error,
+    quantize_calibrated,
+)
 from q35c.compiler.quantizable import DEFAULT_LAYOUT, DEFAULT_MIN_ELEMENTS, quantizable_weight
 from q35c.compiler.weights import ShapeOnlyWeight, WeightStore, store_of
 from q35c.dialects import q35nn, quant3p5
@@ -132,7 +137,7 @@ class QuantizeMatmulWeights(RewritePattern):
     statistics: StatisticsFile | None = None
     method: str = "gptq"
     damp: float = DEFAULT_DAMP
-    act_order: bool = False
+    act_order: bool = DEFAULT_ACT_ORDER
     group_sizes: dict[str, int] = field(default_factory=dict)
     """Per-weight group sizes chosen by the bit allocation (`bpw`)."""
     packed_names: dict[str, str] = field(default_factory=dict)
@@ -235,7 +240,7 @@ class QuantizeWeightsPass(ModulePass):
     """With `calibration`: the encoder (CALIBRATED_METHODS)."""
     damp: float = DEFAULT_DAMP
     """With `calibration`: H + damp * mean(diag H) * I is what the encoders invert."""
-    act_order: bool = False
+    act_order: bool = DEFAULT_ACT_ORDER
     """With `calibration` and `gptq`: walk the pairs by decreasing input energy, group codes
     chosen up front (compiler/quant/calibrated.py)."""
     bpw: float = 0.0
