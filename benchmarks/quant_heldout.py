@@ -62,7 +62,13 @@ def main() -> None:
     parser.add_argument("fit", type=Path)
     parser.add_argument("held", type=Path)
     parser.add_argument("--columns", type=int, default=2048)
+    parser.add_argument("--only", default="", help="comma-separated variant names to run")
     args = parser.parse_args()
+    chosen = args.only.split(",") if args.only else list(VARIANTS)
+    unknown = [v for v in chosen if v not in VARIANTS]
+    if unknown:
+        raise SystemExit(f"unknown variants {unknown}; known: {list(VARIANTS)}")
+    variants = {v: VARIANTS[v] for v in chosen}
     fit, held = StatisticsFile(args.fit), StatisticsFile(args.held)
     options = _options("interp", "", None, False, None, (), None)
     options.shapes = static_shapes(args.model, 8, 8)
@@ -71,13 +77,13 @@ def main() -> None:
 
     store = store_of(module)
     _, empty = watched_matmuls(module)
-    sums = {v: [0.0, 0.0] for v in VARIANTS}
-    print("weight shape " + " | ".join(VARIANTS))
+    sums = {v: [0.0, 0.0] for v in variants}
+    print("weight shape " + " | ".join(variants))
     for name in empty.names:
         w = np.asarray(store[name], np.float32)[:, :args.columns]
         h_fit, h_held = fit.gram(name, w.shape[0]), held.gram(name, w.shape[0])
         row = []
-        for variant, encode in VARIANTS.items():
+        for variant, encode in variants.items():
             deq = encode(w, h_fit)
             inside, outside = output_error(w, deq, h_fit), output_error(w, deq, h_held)
             sums[variant][0] += inside**2
