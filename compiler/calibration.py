@@ -134,32 +134,92 @@ def _fast_batch_matmul(interp, op, args):
     return (np.matmul(args[0], args[1], dtype=np.float32),)
 
 
+def _fast_softmax(interp, op, args):
+    x = np.asarray(args[0])
+    e = np.exp(x - x.max(axis=op.axis.value.data, keepdims=True))
+    return ((e / e.sum(axis=op.axis.value.data, keepdims=True)).astype(x.dtype),)
+
+
+def _fast_unary(fn: Callable[[np.ndarray], np.ndarray]) -> Callable:
+    """An elementwise op as one vectorized numpy call in the operand's own precision."""
+    def run(interp, op, args):
+        x = np.asarray(args[0])
+        return (fn(x).astype(x.dtype),)
+    return run
+
+
+def _fast_silu(x: np.ndarray) -> np.ndarray:
+    return x / (1 + np.exp(-x))
+
+
+def _fast_swiglu(interp, op, args):
+    gate, up = (np.asarray(a, np.float32) for a in args)
+    return ((_fast_silu(gate) * up).astype(np.float32),)
+
+
+def _fast_implementations() -> dict[type, Callable]:
+    """Vectorized float32 numpy versions of the ops that dominate a float LLM's run on the
+    reference semantics (BLAS instead of sequential float64 sums, numpy's exp instead of
+    libm one element at a time): statistics need neither bit-exact products nor
+    correctly rounded transcendentals."""
+    from xdsl.dialects import math as xmath
+
+    return {linalg.MatmulOp: _fast_linalg_matmul, q35nn.BatchMatmulOp: _fast_batch_matmul,
+            q35nn.SoftmaxOp: _fast_softmax, q35nn.SiluOp: _fast_unary(_fast_silu),
+            q35nn.SwigluOp: _fast_swiglu, xmath.ExpOp: _fast_unary(np.exp),
+            xmath.TanhOp: _fast_unary(np.tanh)}
+
+
+def _feeds_only_outputs(op) -> bool:
+    """Whether every use of the op's result is the function's return (a graph output such
+    as an LLM's logits): calibration needs the op's input, never that output."""
+    from xdsl.dialects import func
+
+    uses = list(op.results[0].uses)
+    return bool(uses) and all(isinstance(u.operation, func.ReturnOp) for u in uses)
+
+
 @contextmanager
 def observing(watched: dict[object, int], stats: Statistics) -> Iterator[None]:
     """While active, the interpreter adds the left operand of every watched matmul to the
-    statistics, and runs the two float matmul ops with BLAS in float32 instead of the
-    reference semantics' sequential float64 sums (statistics do not need bit-exact
-    products, and the sequential sums would take hours on a 135M-parameter model).
-    The implementations are restored on exit."""
+    statistics (once per distinct operand value and run: q/k/v read one input), and runs
+    the float matmuls, softmax and activations as vectorized float32 numpy
+    (`_fast_implementations`) instead of the reference semantics' sequential float64
+    sums and per-element libm calls, which would take hours on a 135M-parameter model.
+    A watched matmul whose result is only a graph output (the LM head's logits) is not
+    computed: it returns zeros of its shape. The implementations are restored on exit."""
     from q35c.semantics import IMPLEMENTATIONS
 
-    fast = {linalg.MatmulOp: _fast_linalg_matmul, q35nn.BatchMatmulOp: _fast_batch_matmul}
-    originals = {t: IMPLEMENTATIONS[t] for t in fast}
+    fast = _fast_implementations()
+    originals = {t: IMPLEMENTATIONS[t] for t in fast if t in IMPLEMENTATIONS}
+    unused = {op for op in watched if _feeds_only_outputs(op)}
+    last: dict[int, object] = {}
 
     def wrap(run: Callable) -> Callable:
         def observed(interp, op, args):
             index = watched.get(op)
-            if index is not None:
+            if index is None:
+                return run(interp, op, args)
+            if last.get(index) is not args[0]:  # the same operand object: already added
                 stats.add(index, np.asarray(args[0]))
+                last[index] = args[0]
+            if op in unused:
+                shape = op.results[0].type.get_shape()
+                return (np.zeros(shape, np.float32),)
             return run(interp, op, args)
         return observed
 
     try:
         for t, run in fast.items():
-            IMPLEMENTATIONS[t] = wrap(run)
+            IMPLEMENTATIONS[t] = wrap(run) if t in (linalg.MatmulOp, q35nn.BatchMatmulOp) \
+                else run
         yield
     finally:
-        IMPLEMENTATIONS.update(originals)
+        for t in fast:
+            if t in originals:
+                IMPLEMENTATIONS[t] = originals[t]
+            else:
+                IMPLEMENTATIONS.pop(t, None)
 
 
 def read_text_tokens(text_file: Path, tokenizer: Path | None) -> list[int]:

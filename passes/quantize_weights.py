@@ -61,7 +61,12 @@ from q35c.compiler.quant import (
     quantize,
     quantize_legacy,
 )
-from q35c.compiler.quant.calibrated import output_error, quantize_calibrated
+from q35c.compiler.quant.calibrated import (
+    DEFAULT_ACT_ORDER,
+    DEFAULT_DAMP,
+    output_error,
+    quantize_calibrated,
+)
 from q35c.compiler.quantizable import DEFAULT_LAYOUT, DEFAULT_MIN_ELEMENTS, quantizable_weight
 from q35c.compiler.weights import ShapeOnlyWeight, WeightStore, store_of
 from q35c.dialects import q35nn, quant3p5
@@ -131,6 +136,8 @@ class QuantizeMatmulWeights(RewritePattern):
     on_quantized: Callable[[str], None] = lambda name: None
     statistics: StatisticsFile | None = None
     method: str = "gptq"
+    damp: float = DEFAULT_DAMP
+    act_order: bool = DEFAULT_ACT_ORDER
     group_sizes: dict[str, int] = field(default_factory=dict)
     """Per-weight group sizes chosen by the bit allocation (`bpw`)."""
     packed_names: dict[str, str] = field(default_factory=dict)
@@ -161,7 +168,8 @@ class QuantizeMatmulWeights(RewritePattern):
                 self.store[packed_name] = quantize_legacy(data, name=name)
             elif gram is not None and self.method != "rtn":
                 self.store[packed_name] = quantize_calibrated(
-                    data, gram, group_size=group, method=self.method, name=name)
+                    data, gram, group_size=group, method=self.method, damp=self.damp,
+                    act_order=self.act_order, name=name)
             else:
                 self.store[packed_name] = quantize(data, group_size=group, name=name)
             self.packed_names[name] = packed_name
@@ -230,6 +238,11 @@ class QuantizeWeightsPass(ModulePass):
     """A statistics .npz (compiler/calibration.py); empty: data-free round to nearest."""
     method: str = "gptq"
     """With `calibration`: the encoder (CALIBRATED_METHODS)."""
+    damp: float = DEFAULT_DAMP
+    """With `calibration`: H + damp * mean(diag H) * I is what the encoders invert."""
+    act_order: bool = DEFAULT_ACT_ORDER
+    """With `calibration` and `gptq`: walk the pairs by decreasing input energy, group codes
+    chosen up front (compiler/quant/calibrated.py)."""
     bpw: float = 0.0
     """> 0: a budget in bits per matmul weight (all metadata counted); each weight gets
     the Q3P5 group size the allocation chooses (passes/quantize_allocation.py)."""
@@ -237,6 +250,8 @@ class QuantizeWeightsPass(ModulePass):
     def __post_init__(self) -> None:
         where = f"--passes {self.name}"
         check_choice(where, "method", self.method, CALIBRATED_METHODS)
+        if not (isinstance(self.damp, int | float) and 0 < self.damp <= 10):
+            raise Q35cError(f"{where}: option damp must be in (0, 10], got {self.damp}")
         if not (self.bpw == 0 or 3.5 < self.bpw <= 64):
             raise Q35cError(f"{where}: option bpw must be 0 (off) or in (3.5, 64], got "
                             f"{self.bpw}")
@@ -250,7 +265,7 @@ class QuantizeWeightsPass(ModulePass):
             store_of(op), self.group_size, self.min_elements,
             re.compile(self.keep_float) if self.keep_float else None, self.layout,
             statistics=StatisticsFile(Path(self.calibration)) if self.calibration else None,
-            method=self.method)
+            method=self.method, damp=self.damp, act_order=self.act_order)
         candidates = {w.weight_name.data for m in op.walk()
                       if isinstance(m, (linalg.MatmulOp, q35nn.BatchMatmulOp))
                       for w in [pattern.float_weight(m.operands[1])] if w is not None}

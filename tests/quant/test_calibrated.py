@@ -151,6 +151,9 @@ def test_calibrate_then_compile_is_byte_identical_and_records_output_errors(tiny
     assert _tree_digest(out) == digests[0]
     ir = q35c(model, *_shapes(model), "--calibration", stats[0]).stdout
     assert "q35c.output_error" in ir
+    options = f'quantize-weights{{calibration="{stats[0]}" act-order=false damp=0.01}}'
+    ordered = q35c(model, *_shapes(model), "--passes", options).stdout
+    assert "q35c.output_error" in ordered and ordered != ir
     plain = q35c(model, *_shapes(model)).stdout
     assert "q35c.output_error" not in plain
 
@@ -197,6 +200,7 @@ def test_perplexity_with_calibration_runs(tiny, tmp_path):
     ("missing", "missing.txt"),
     ("other-model", "match none of the model's matmul weights"),
     ("bad-method", "method"),
+    ("bad-damp", "option damp must be in (0, 10]"),
 ])
 def test_bad_calibration_is_one_line_exit_2(tiny, tmp_path, kind, message):
     model = tiny / "decode.onnx"
@@ -222,7 +226,8 @@ def test_bad_calibration_is_one_line_exit_2(tiny, tmp_path, kind, message):
         args += [tmp_path / "other.npz"]
     else:
         args += [tiny / "calibration.txt"]
-        passes = ["--passes", "quantize-weights{method=awq}"]
+        option = "method=awq" if kind == "bad-method" else "damp=0.0"
+        passes = ["--passes", f"quantize-weights{{{option}}}"]
     result = q35c(model, *_shapes(model), *args, *tokenizer, *passes, check=False)
     assert result.returncode == 2, result.stderr
     assert message in result.stderr
@@ -283,3 +288,80 @@ def test_bpw_cli_prints_the_allocation_and_refuses_a_budget_too_small(tiny, tmp_
     small = q35c(model, *_shapes(model), "--bpw", "4", check=False)
     assert small.returncode == 2 and "need at least" in small.stderr
     assert len(small.stderr.strip().splitlines()) == 1
+
+
+# -- GPTQ options: act-order (static groups), dampening --------------------------------------
+
+
+@settings(max_examples=10, deadline=None)
+@given(seed=st.integers(0, 2**31), k=st.sampled_from([64, 80, 97]), n=st.integers(4, 24))
+def test_act_order_with_a_diagonal_hessian_changes_nothing(seed, k, n):
+    """Uncorrelated inputs: no error feedback, so the walk order cannot matter and the
+    static group codes equal the dynamic ones; any slip of the pair permutation (codes
+    stored at the wrong pair, a group's scale taken for another) breaks the equality."""
+    rng = np.random.default_rng(seed)
+    w = (rng.standard_normal((k, n)) * 0.05).astype(np.float32)
+    gram = np.diag(np.exp(2 * rng.standard_normal(k)))
+    plain = quantize_calibrated(w, gram, act_order=False)
+    ordered = quantize_calibrated(w, gram, act_order=True)
+    assert ordered.to_bytes() == plain.to_bytes()
+
+
+@pytest.mark.parametrize("act_order", [False, True])
+def test_act_order_and_damp_give_valid_deterministic_tensors(act_order):
+    w, gram = _correlated_layer(3, 96, 40, 0.9)
+    gram[:, 7] *= 30
+    gram[7, :] *= 30
+    a = quantize_calibrated(w, gram, act_order=act_order, damp=0.1)
+    b = quantize_calibrated(w, gram, act_order=act_order, damp=0.1)
+    assert a.to_bytes() == b.to_bytes()
+    assert Q3P5Tensor.from_bytes(a.to_bytes()).shape == (96, 40)
+    rtn = output_error(w, dequantize(quantize(w)), gram)
+    assert output_error(w, dequantize(a), gram) < rtn
+
+
+def test_calibration_statistics_equal_the_reference_semantics_inputs(tiny):
+    """The fast calibration run (BLAS matmuls, numpy softmax/activations, one update per
+    distinct input, the logits not computed) gives the Gram matrices of the inputs the
+    reference interpreter computes, and counts each token once per matrix."""
+    from q35c.compiler import calibration as cal
+    from q35c.compiler.cli import _options
+    from q35c.compiler.driver import compile_to_module, get_target
+    from q35c.compiler.weights import store_of
+    from q35c.semantics import IMPLEMENTATIONS, run_module
+
+    model, ids = tiny / "decode.onnx", list(range(3, 35))
+    shapes, inputs = cal._token_inputs(model, 16)
+    options = _options("interp", "", None, False, None, (), None)
+    options.shapes = shapes
+    _, module = compile_to_module(model, options, get_target("interp"))
+    store = store_of(module)
+    watched, fast = cal.watched_matmuls(module)
+    assert any(cal._feeds_only_outputs(op) for op in watched)  # the LM head
+    with cal.observing(watched, fast):
+        for begin in (0, 16):
+            run_module(module, store, inputs(ids[begin:begin + 16]))
+    _, reference = cal.watched_matmuls(module)
+    originals = {t: IMPLEMENTATIONS[t] for t in (cal.linalg.MatmulOp, cal.q35nn.BatchMatmulOp)}
+    seen: dict[int, set[int]] = {}
+
+    def capture(run):
+        def observed(interp, op, args):
+            index = watched.get(op)
+            if index is not None and id(args[0]) not in seen.setdefault(index, set()):
+                seen[index].add(id(args[0]))
+                reference.add(index, np.asarray(args[0], np.float64))
+            return run(interp, op, args)
+        return observed
+
+    try:
+        for t, run in originals.items():
+            IMPLEMENTATIONS[t] = capture(run)
+        for begin in (0, 16):
+            seen.clear()
+            run_module(module, store, inputs(ids[begin:begin + 16]))
+    finally:
+        IMPLEMENTATIONS.update(originals)
+    assert fast.rows == reference.rows == [32] * len(fast.rows)
+    for got, want in zip(fast.grams, reference.grams, strict=True):
+        np.testing.assert_allclose(got, want, rtol=2e-3, atol=1e-4 * np.abs(want).max())
