@@ -38,6 +38,7 @@ from q35c.targets.c.printer import (
     io_file_stems,
     model_prefix,
 )
+from q35c.targets.cuda import onnx
 from q35c.targets.cuda.blob import Q3P5Layout
 from q35c.targets.native.program import Buffer, Program, Step
 
@@ -109,7 +110,7 @@ class CudaPrinter:
         self.layouts = layouts
         self.io, self.region_bytes = io_offsets(program)
         self.tables: list[tuple[str, list[int]]] = []  # device int64 arrays: name, values
-        self.uses_gather = any(s.kernel == "gather" for s in program.steps)
+        self.uses_gather = any(s.kernel in ("gather", "onnx_index") for s in program.steps)
 
     # -- buffers --------------------------------------------------------------------------
 
@@ -277,6 +278,12 @@ class CudaPrinter:
         return (f"q35_gather<{ctype(out)}><<<{self.grid(out.size)}>>>({self.ptr(out)}, "
                 f"{self.ptr(data)}, {self.ptr(idx)}, {q['count']}, {q['outer']}, {q['size']}, "
                 f"{q['inner']}, m->bad + {index});")
+
+    def render_onnx_map(self, index: int, step: Step) -> str:
+        return onnx.render_map(self, index, step)
+
+    def render_onnx_index(self, index: int, step: Step) -> str:
+        return onnx.render_index(self, index, step)
 
     def render_attention(self, index: int, step: Step) -> str:
         out = step.outs[0]
@@ -476,7 +483,11 @@ class CudaPrinter:
         return "\n".join(lines)
 
     def runtime(self) -> str:
+        """q35cu.cuh with its tables filled in, and the generic ONNX op's device helpers
+        (q35cu_onnx.cuh) when a step needs them."""
         text = (RUNTIME_DIR / "q35cu.cuh").read_text()
+        if any(s.kernel in onnx.KERNELS for s in self.p.steps):
+            text += "\n" + (RUNTIME_DIR / onnx.RUNTIME).read_text()
         rows = ",\n".join("    " + ", ".join(f"{{{a}, {b}}}" for a, b in CODEBOOK[i:i + 8])
                           for i in range(0, 128, 8))
         steps = SCALE_STEPS.view(np.uint32)
@@ -504,8 +515,9 @@ class CudaPrinter:
     def source(self) -> str:
         P = self.prefix
         launcher = self.launcher()  # first: it collects the tables
-        kernels = [self.elementwise_kernel(i, s) for i, s in enumerate(self.p.steps)
-                   if s.kernel == "elementwise"]
+        kernels = [self.elementwise_kernel(i, s) if s.kernel == "elementwise"
+                   else onnx.map_kernel(i, s) for i, s in enumerate(self.p.steps)
+                   if s.kernel in ("elementwise", "onnx_map")]
         tables = [f"__device__ const int64_t {name}[] = {_int_array(values)};"
                   for name, values in self.tables]
         n_tables = max(1, len(self.tables))
