@@ -1,6 +1,6 @@
 """Text generation and perplexity with a compiled decoder-only language model.
 
-    q35c generate MODEL --tokenizer tokenizer.json --prompt TEXT [--target interp|c] ...
+    q35c generate MODEL --tokenizer tokenizer.json --prompt TEXT [--target interp|c|cuda] ...
     q35c perplexity MODEL --tokenizer tokenizer.json --text FILE [--context N --stride S]
 
 MODEL is a decode-step graph with a KV cache in the naming of optimum and onnxruntime-genai
@@ -230,6 +230,10 @@ def compile_step(path: Path, request: CompileRequest, step: int) -> CompiledStep
 
     if not path.exists():
         raise Q35cError(f"{path}: no such file")
+    if request.target == "cuda":
+        from q35c.targets.cuda.build import require_gpu
+
+        require_gpu()  # before the compile: it takes a while
     onnx_cache_dims(path)
     shapes = static_shapes(path, request.context, step)
     options = _options(request.target, request.passes, None, False, None, (),
@@ -257,7 +261,13 @@ def compile_step(path: Path, request: CompileRequest, step: int) -> CompiledStep
 
         session = CSession.from_emitted(emit(module, store, None, "model"), request.threads)
         return CompiledStep(session.run, signature, storage, session.close)
-    raise Q35cError(f"generate runs on --target interp or c, not '{request.target}'")
+    if request.target == "cuda":
+        from q35c.targets.cuda.emit import emit as emit_cuda
+        from q35c.targets.cuda.session import CudaSession
+
+        session = CudaSession.from_emitted(emit_cuda(module, store, None, "model"))
+        return CompiledStep(session.run, signature, storage, session.close)
+    raise Q35cError(f"generate runs on --target interp, c or cuda, not '{request.target}'")
 
 
 def _c_directory(path: Path, request: CompileRequest) -> CompiledStep:
