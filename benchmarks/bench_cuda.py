@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import os
 import re
 import shutil
 import subprocess
@@ -108,6 +109,131 @@ def qmatmul_module(rows: int, k: int, n: int, group: int, int8: bool):
     return module
 
 
+SMOLLM2_DIR = Path(os.environ.get("Q35C_SMOLLM2_DIR", "/work/models/smollm2/layers2"))
+"""SmolLM2-135M's 2-layer cut (examples/smollm2/export.py); its cases are skipped without it."""
+SMOLLM2_CONTEXT = 256
+SMOLLM2 = {"smollm2_s16": 16, "smollm2_s1": 1}
+"""SmolLM2 cases: the decode graph compiled for 16 new tokens (a prefill chunk: the prompt
+of reference/input_ids.npy, M = 16 matmul rows) and for 1 (a decode step after that
+prompt, its cache from the interpreter's prefill), both with 256 cache slots."""
+SEGMENT = 4 << 20
+
+
+def smollm2_graph(tmp: Path) -> Path:
+    """layers2's decode graph with its embedding table untied from lm_head: the Gather reads
+    a copy whose rows no prepared input uses are zero (lm_head keeps the full table), so the
+    weight blob compresses to fit the bundle; on the prepared inputs the model computes what
+    the real one computes."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(SMOLLM2_DIR / "decode.dynamo.onnx"))
+    inits = {i.name: i for i in model.graph.initializer}
+    [gather] = [n for n in model.graph.node if n.op_type == "Gather" and n.input[0] in inits]
+    table = numpy_helper.to_array(inits[gather.input[0]])
+    keep = np.zeros(table.shape[0], bool)
+    prompt, after = smollm2_tokens()
+    keep[prompt] = True
+    keep[after] = True
+    sparse = np.where(keep[:, None], table, np.float32(0))
+    model.graph.initializer.append(numpy_helper.from_array(sparse, "q35c_bench_embedding"))
+    gather.input[0] = "q35c_bench_embedding"
+    path = tmp / "decode.onnx"
+    onnx.save(model, str(path), save_as_external_data=True, location="decode.onnx.data")
+    return path
+
+
+def smollm2_tokens() -> tuple[np.ndarray, int]:
+    """The prompt (reference/input_ids.npy) and the token the decode case is fed after it
+    (the reference's first generated token, reference/dynamo.tokens.npy)."""
+    ref = SMOLLM2_DIR / "reference"
+    prompt = np.load(ref / "input_ids.npy").reshape(-1)[:16]
+    return prompt, int(np.load(ref / "dynamo.tokens.npy").reshape(-1)[0])
+
+
+def smollm2_inputs(step: int, prefill: dict | None, shapes: dict) -> dict[str, np.ndarray]:
+    """Inputs of a SmolLM2 case: the prompt at position 0 (step 16), or (step 1) the token
+    after it with the prompt's keys and values (`prefill`: the s16 case's outputs) cached."""
+    from q35c.compiler.generate import PAST
+
+    prompt, after = smollm2_tokens()
+    n, L = len(prompt), SMOLLM2_CONTEXT
+    mask = np.zeros((1, L + step), np.int64)
+    inputs = {}
+    if step > 1:
+        ids = np.zeros((1, step), np.int64)
+        ids[0, :n] = prompt
+        mask[0, L:L + n] = 1
+        inputs.update(input_ids=ids, position_ids=np.arange(step, dtype=np.int64)[None])
+    else:
+        mask[0, :n] = 1
+        mask[0, L] = 1
+        inputs.update(input_ids=np.array([[after]], np.int64),
+                      position_ids=np.array([[n]], np.int64))
+    inputs["attention_mask"] = mask
+    for name, shape in shapes.items():
+        if PAST.match(name):
+            cache = np.zeros(shape, np.float32)
+            if prefill is not None:
+                present = prefill[name.replace("past_key_values", "present")]
+                cache[:, :, :n] = present[:, :, L:L + n]
+            inputs[name] = cache
+    return inputs
+
+
+def prepare_smollm2(out: Path, kind: str) -> list:
+    """The SmolLM2 cases of `kind` (float: within 1e-3 of the interpreter, and how far from
+    onnxruntime's float model; int8: bit-exact): one (command, folder) per case."""
+    import tempfile
+
+    import onnxruntime
+
+    from q35c.compiler.driver import Options, compile_to_module
+    from q35c.compiler.generate import static_shapes
+    from q35c.compiler.weights import store_of
+    from q35c.semantics import run_module
+
+    builds, prefill = [], None
+    with tempfile.TemporaryDirectory(prefix="q35c-smollm2-") as tmp:
+        path = smollm2_graph(Path(tmp))
+        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        for name, step in SMOLLM2.items():
+            shapes = static_shapes(path, SMOLLM2_CONTEXT, step)
+            _, module = compile_to_module(path, Options(passes=PASSES[kind], shapes=shapes))
+            inputs = smollm2_inputs(step, prefill, shapes)
+            store = store_of(module)
+            want = run_module(module, store, inputs)
+            if step > 1:
+                prefill = want
+            names = [o.name for o in session.get_outputs()]
+            ort = dict(zip(names, session.run(None, inputs))) if kind == "float" else None
+            builds.append(write_case(out, f"{name}.{kind}", module, store, inputs, want, ort))
+    return builds
+
+
+def pack_blob(out: Path, case: Path, emitted) -> None:
+    """model.bin as segments stored once under OUT/blobs (zlib), cut at every weight's start
+    and every SEGMENT bytes within it, so weights that several cases share travel once;
+    case/model.bin.segments lists them (device_checks.py reassembles model.bin)."""
+    import hashlib
+    import zlib
+
+    blob = emitted.files["model.bin"]
+    starts = sorted({0, *(e.buffer.offset for e in emitted.program.blob), len(blob)})
+    cuts = sorted({c for a, b in zip(starts, starts[1:]) for c in range(a, b, SEGMENT)}
+                  | {len(blob)})
+    names = []
+    (out / "blobs").mkdir(exist_ok=True)
+    for a, b in zip(cuts, cuts[1:]):
+        piece = blob[a:b]
+        name = hashlib.sha256(piece).hexdigest()[:32]
+        target = out / "blobs" / name
+        if not target.exists():
+            target.write_bytes(zlib.compress(piece, 6))
+        names.append(name)
+    (case / "model.bin.segments").write_text("\n".join(names) + "\n")
+
+
 def nvcc() -> str:
     from q35c.targets.cuda.build import nvcc as find
 
@@ -126,9 +252,6 @@ def prepare_model(out: Path, model: str, kind: str) -> list[str]:
     """Sources, inputs and expected outputs of one case; the nvcc command that builds it."""
     from q35c.compiler.weights import store_of
     from q35c.semantics import run_module
-    from q35c.targets.c.printer import io_file_stems
-    from q35c.targets.cuda.build import FLAGS
-    from q35c.targets.cuda.emit import emit
 
     if model in QMATMULS:
         rows, k, n, group = QMATMULS[model]
@@ -143,19 +266,37 @@ def prepare_model(out: Path, model: str, kind: str) -> list[str]:
         inputs = make_inputs(np.random.default_rng(35), shape)
     store = store_of(module)
     want = run_module(module, store, inputs)
+    return write_case(out, f"{model.replace('@', '_')}.{kind}", module, store, inputs, want)
+
+
+def write_case(out: Path, name: str, module, store, inputs: dict, want: dict,
+               peer: dict | None = None):
+    """A case folder: the emitted project, in/*.raw, want/*.npy (the interpreter's outputs)
+    and ort/*.npy (`peer`: onnxruntime's float outputs); the nvcc command that builds it.
+    A weight blob over SEGMENT bytes is stored as segments (`pack_blob`)."""
+    from q35c.targets.c.printer import io_file_stems
+    from q35c.targets.cuda.build import FLAGS
+    from q35c.targets.cuda.emit import emit
+
     emitted = emit(module, store, None, "model")
-    case = out / "models" / f"{model.replace('@', '_')}.{kind}"
+    case = out / "models" / name
     shutil.rmtree(case, ignore_errors=True)
     (case / "in").mkdir(parents=True)
     (case / "want").mkdir()
-    for name, data in emitted.files.items():
-        (case / name).write_bytes(data)
+    for file, data in emitted.files.items():
+        if file == "model.bin" and len(data) > SEGMENT:
+            pack_blob(out, case, emitted)
+        else:
+            (case / file).write_bytes(data)
     in_stems, out_stems = io_file_stems(emitted.program)
-    for (name, buf), stem in zip(emitted.program.inputs, in_stems):
-        data = np.asarray(inputs[name]).astype(buf.dtype.newbyteorder("<"))
+    for (key, buf), stem in zip(emitted.program.inputs, in_stems):
+        data = np.asarray(inputs[key]).astype(buf.dtype.newbyteorder("<"))
         (case / "in" / f"{stem}.raw").write_bytes(np.ascontiguousarray(data).tobytes())
-    for (name, _), stem in zip(emitted.program.outputs, out_stems):
-        np.save(case / "want" / f"{stem}.npy", want[name])
+    for (key, _), stem in zip(emitted.program.outputs, out_stems):
+        np.save(case / "want" / f"{stem}.npy", want[key])
+        if peer is not None:
+            (case / "ort").mkdir(exist_ok=True)
+            np.save(case / "ort" / f"{stem}.npy", peer[key])
     return [nvcc(), *FLAGS, "main.cu", "model.cu", "-o", "main"], case
 
 
@@ -391,6 +532,7 @@ python3 "$HERE/device_checks.py" "$HERE" "$RESULTS"
 """
 
 DEVICE_CHECKS = r'''"""Device half of bench_cuda.py: the prepared cases and benchmarks."""
+import re
 import shutil
 import subprocess
 import sys
@@ -404,7 +546,8 @@ SANITIZE = {"mlp.float": ALL_TOOLS, "mlp.int8": ALL_TOOLS, "llama_tiny.float": (
             "llama_tiny.int8": ("memcheck",), "mlp.pair43": ("memcheck",),
             "qmm_r9_k256_n200_g32.int8": ALL_TOOLS, "qmm_r1_k4096_n512_g32.int8": ALL_TOOLS,
             "qmm_r1_k4096_n512_g32.float": ALL_TOOLS, "qmm_r3_k100_n70_g16.float": ("memcheck",),
-            "encoder_tiny.fused": ALL_TOOLS, "llama_tiny.fused": ("memcheck",)}
+            "encoder_tiny.fused": ALL_TOOLS, "llama_tiny.fused": ("memcheck",),
+            "smollm2_s1.float": ("memcheck",), "smollm2_s16.int8": ("memcheck",)}
 
 
 def compare(case, out):
@@ -426,6 +569,30 @@ def compare(case, out):
                          f"within_1e-3={good}")
         ok = ok and good
     return ok, lines
+
+
+def peer_error(case):
+    """How far the case's outputs are from onnxruntime's float model (ort/*.npy; weight
+    quantization error, reported, not checked)."""
+    lines = []
+    for ref_path in sorted((case / "ort").glob("*.npy")):
+        ref = np.load(ref_path)
+        got = np.fromfile(case / "out" / (ref_path.stem + ".raw"),
+                          dtype=ref.dtype).reshape(ref.shape)
+        scale = float(np.max(np.abs(ref))) or 1.0
+        err = float(np.max(np.abs(got.astype(np.float64) - ref)))
+        lines.append(f"{ref_path.stem}: max_abs_err_vs_onnxruntime={err:.3e} "
+                     f"max|ref|={scale:.3e}")
+    return lines
+
+
+def unpack_blobs():
+    """model.bin of the cases whose blob travels as shared segments (blobs/, zlib)."""
+    import zlib
+    for listing in sorted((HERE / "models").glob("*/model.bin.segments")):
+        with (listing.parent / "model.bin").open("wb") as f:
+            for name in listing.read_text().split():
+                f.write(zlib.decompress((HERE / "blobs" / name).read_bytes()))
 
 
 def tool(name):
@@ -492,6 +659,12 @@ def models():
             continue
         ok, lines = compare(case, out)
         report.append(f"{case.name}: {'PASS' if ok else 'FAIL'} " + "; ".join(lines))
+        if (case / "ort").is_dir():
+            report.append("    " + "; ".join(peer_error(case)))
+        timing = re.search(r"device runs \d+ +median ([0-9.]+) ms", run.stdout)
+        if case.name.startswith("smollm2_s1.") and timing:
+            report.append(f"    decode tokens/s (2 layers, 256 cache slots, device median): "
+                          f"{1000 / float(timing.group(1)):.1f}")
         report.append("    " + run.stdout.strip().replace("\n", "\n    "))
         sanitizer = tool("compute-sanitizer")
         if case.name in SANITIZE and sanitizer:
@@ -589,7 +762,7 @@ def peers():
     (RESULTS / "torch.txt").write_text("\n".join(lines) + "\n")
 
 
-for step in (ensure_built, models, gemv, peers):
+for step in (unpack_blobs, ensure_built, models, gemv, peers):
     try:
         step()
     except Exception as err:  # report and go on: one call must bring back everything
@@ -613,6 +786,10 @@ def prepare(out: Path, jobs: int, only: str | None) -> None:
     for model, kind in cases():
         if only is None or re.search(only, f"{model}.{kind}"):
             builds.append(prepare_model(out, model, kind))
+    for kind in ("float", "int8"):
+        if (SMOLLM2_DIR / "decode.dynamo.onnx").exists() and (
+                only is None or re.search(only, f"smollm2.{kind}")):
+            builds += prepare_smollm2(out, kind)
     (out / "run_all.sh").write_text(RUN_ALL)
     (out / "device_checks.py").write_text(DEVICE_CHECKS)
 
