@@ -7,7 +7,8 @@ MODEL is a decode-step graph with a KV cache in the naming of optimum and onnxru
 (inputs `input_ids`, `attention_mask`, `position_ids`, `past_key_values.N.key/value`;
 outputs `logits`, `present.N.key/value`, where present = past followed by the new tokens),
 such as examples/smollm2/export.py's `decode.*.onnx`; for `--target c` also a directory
-written by `q35c MODEL --target c -o OUT`.
+written by `q35c MODEL --target c -o OUT`. `--target cuda` runs it on the GPU
+(targets/cuda/session.py).
 
 The design (docs/generate.md): static shapes with masking. The graph is compiled once with
 a fixed past length L (the maximum context) and a fixed number S of new tokens per call
@@ -202,7 +203,8 @@ def weight_storage(module, store) -> Storage:
 
 @dataclass
 class CompileRequest:
-    """How to compile MODEL: target ('interp' or 'c'), pipeline and --act, cache length."""
+    """How to compile MODEL: target ('interp', 'c' or 'cuda'), pipeline and --act, cache
+    length."""
 
     target: str = "interp"
     passes: str | None = None
