@@ -388,9 +388,24 @@ static q35_q3p5 view(const uint8_t *e, int k, int n, int meta_row, int prow, int
     return t;
 }
 
+/* The tensor-core GEMM over `rows` rows (the row tile printer.gemm_launch picks). */
+static void launch_gemm(int rows, float *y, const float *x, q35_q3p5 t)
+{
+    q35_epilogue e = {NULL, NULL, Q35_ACT_NONE};
+    const int mt = rows <= 16 ? 1 : rows <= 32 ? 2 : 4;
+    const dim3 grid((t.n + Q35_GEMM_BN - 1) / Q35_GEMM_BN, (rows + 16 * mt - 1) / (16 * mt));
+    if (mt == 1) q35_gemm_f16<1><<<grid, 128>>>(y, x, rows, t, e);
+    else if (mt == 2) q35_gemm_f16<2><<<grid, 128>>>(y, x, rows, t, e);
+    else q35_gemm_f16<4><<<grid, 128>>>(y, x, rows, t, e);
+}
+
 static void launch(int path, int ks, int rows, float *y, const float *x, const int8_t *q,
                    const float *s, q35_q3p5 t)
 {
+    if (path == 2) {
+        launch_gemm(rows, y, x, t);
+        return;
+    }
     q35_epilogue e = {NULL, NULL, Q35_ACT_NONE};
     const int per_block = (ks == 1 ? Q35_GEMV_WARPS : 1) * Q35_COLS, B = Q35_GEMV_WARPS * 32;
     const int grid = (t.n + per_block - 1) / per_block;
@@ -428,18 +443,45 @@ static void *read_file(const char *path, size_t *size)
 /* gemv_bench check DIR K N meta_row prow meta_off payload_off: runs rows 1..8 on DIR's
  * entry.bin, x.bin (float [8, K]), q.bin (int8 [8, K]), s.bin (float [8]) and writes
  * DIR/y_{f32,i8}_M.bin.
+ * gemv_bench gemm DIR K N meta_row prow meta_off payload_off ROWS: the tensor-core GEMM
+ * on DIR's entry.bin and x_tc_ROWS.bin (float [ROWS, K]); writes DIR/y_tc_ROWS.bin.
  * gemv_bench time K N meta_row prow meta_off payload_off bytes: prints the timings. */
 int main(int argc, char **argv)
 {
     if (argc < 9) { fprintf(stderr, "usage: see bench_cuda.py\n"); return 2; }
     const int k = atoi(argv[3]), n = atoi(argv[4]), meta_row = atoi(argv[5]),
               prow = atoi(argv[6]), meta_off = atoi(argv[7]), payload_off = atoi(argv[8]);
+    const int max_rows = 512;
     float *x, *y, *s;
     int8_t *q;
-    check(cudaMalloc((void **)&x, 16 * (size_t)k * 4), "malloc x");
-    check(cudaMalloc((void **)&q, 16 * (size_t)k), "malloc q");
-    check(cudaMalloc((void **)&s, 16 * 4), "malloc s");
-    check(cudaMalloc((void **)&y, 16 * (size_t)n * 4), "malloc y");
+    check(cudaMalloc((void **)&x, max_rows * (size_t)k * 4), "malloc x");
+    check(cudaMalloc((void **)&q, max_rows * (size_t)k), "malloc q");
+    check(cudaMalloc((void **)&s, max_rows * 4), "malloc s");
+    check(cudaMalloc((void **)&y, max_rows * (size_t)n * 4), "malloc y");
+    if (strcmp(argv[1], "gemm") == 0) {
+        char path[4096];
+        size_t size, xs;
+        const int rows = atoi(argv[9]);
+        snprintf(path, sizeof path, "%s/entry.bin", argv[2]);
+        void *entry = read_file(path, &size);
+        snprintf(path, sizeof path, "%s/x_tc_%d.bin", argv[2], rows);
+        void *hx = read_file(path, &xs);
+        if (rows > max_rows || xs != (size_t)rows * k * 4) { fprintf(stderr, "x.bin\n"); return 1; }
+        uint8_t *e;
+        check(cudaMalloc((void **)&e, size), "malloc entry");
+        check(cudaMemcpy(e, entry, size, cudaMemcpyHostToDevice), "copy entry");
+        check(cudaMemcpy(x, hx, xs, cudaMemcpyHostToDevice), "copy x");
+        check(cudaMemset(y, 0xff, (size_t)rows * n * 4), "poison y"); /* NaN if not written */
+        launch_gemm(rows, y, x, view(e, k, n, meta_row, prow, meta_off, payload_off));
+        check(cudaDeviceSynchronize(), "gemm run");
+        std::vector<float> out((size_t)rows * n);
+        check(cudaMemcpy(out.data(), y, out.size() * 4, cudaMemcpyDeviceToHost), "y");
+        snprintf(path, sizeof path, "%s/y_tc_%d.bin", argv[2], rows);
+        FILE *f = fopen(path, "wb");
+        fwrite(out.data(), 4, out.size(), f);
+        fclose(f);
+        return 0;
+    }
     if (strcmp(argv[1], "check") == 0) {
         char path[4096];
         size_t size, xs, qs, ss;
@@ -485,42 +527,70 @@ int main(int argc, char **argv)
         check(cudaMalloc((void **)&entries[c], (size_t)bytes), "malloc entries");
         fill_entry<<<1024, 256>>>(entries[c], bytes, n, 77u + c);
     }
-    check(cudaMemset(x, 0, 16 * (size_t)k * 4), "x");
-    check(cudaMemset(q, 1, 16 * (size_t)k), "q");
-    check(cudaMemset(s, 0, 16 * 4), "s");
+    check(cudaMemset(x, 0, max_rows * (size_t)k * 4), "x");
+    check(cudaMemset(q, 1, max_rows * (size_t)k), "q");
+    check(cudaMemset(s, 0, max_rows * 4), "s");
     check(cudaDeviceSynchronize(), "fill");
     cudaEvent_t a, b;
     cudaEventCreate(&a);
     cudaEventCreate(&b);
+    auto time_one = [&](int path, int ks, int rows) {
+        std::vector<float> times;
+        for (int it = 0; it < 10; it++)
+            launch(path, ks, rows, y, x, q, s, view(entries[it % copies], k, n, meta_row, prow,
+                                                   meta_off, payload_off));
+        for (int it = 0; it < 300; it++) {
+            q35_q3p5 t = view(entries[it % copies], k, n, meta_row, prow, meta_off, payload_off);
+            cudaEventRecord(a);
+            launch(path, ks, rows, y, x, q, s, t);
+            cudaEventRecord(b);
+            cudaEventSynchronize(b);
+            float ms;
+            cudaEventElapsedTime(&ms, a, b);
+            times.push_back(ms * 1000.0f);
+        }
+        check(cudaGetLastError(), "launch");
+        std::sort(times.begin(), times.end());
+        const char *name = path == 2 ? "tc" : path == 1 ? "i8" : "f32";
+        printf("%s %s ks=%d K=%d N=%d M=%d median_us %.2f min_us %.2f weight_bytes %lld "
+               "GBps_median %.1f TFLOPs_median %.2f\n", path == 2 ? "gemm" : "gemv", name, ks,
+               k, n, rows, times[150], times[0], (long long)bytes, bytes / (times[150] * 1e3),
+               2.0 * rows * k * n / (times[150] * 1e6));
+    };
+    /* the GEMVs (float, int8; K parts 1 and 4) at 1..16 rows */
     const int rows_list[] = {1, 2, 4, 8, 16};
     for (int ks = 1; ks <= Q35_GEMV_WARPS; ks += Q35_GEMV_WARPS - 1)
-    for (int path_ = 0; path_ < 2; path_++)
-        for (int ri = 0; ri < 5; ri++) {
-            const int rows = rows_list[ri];
-            std::vector<float> times;
-            for (int it = 0; it < 10; it++)
-                launch(path_, ks, rows, y, x, q, s, view(entries[it % copies], k, n, meta_row, prow,
-                                                      meta_off, payload_off));
-            for (int it = 0; it < 300; it++) {
-                q35_q3p5 t = view(entries[it % copies], k, n, meta_row, prow, meta_off,
-                                  payload_off);
-                cudaEventRecord(a);
-                launch(path_, ks, rows, y, x, q, s, t);
-                cudaEventRecord(b);
-                cudaEventSynchronize(b);
-                float ms;
-                cudaEventElapsedTime(&ms, a, b);
-                times.push_back(ms * 1000.0f);
-            }
-            check(cudaGetLastError(), "launch");
-            std::sort(times.begin(), times.end());
-            printf("gemv %s ks=%d K=%d N=%d M=%d median_us %.2f min_us %.2f weight_bytes %lld "
-                   "GBps_median %.1f\n", path_ ? "i8" : "f32", ks, k, n, rows, times[150],
-                   times[0], (long long)bytes, bytes / (times[150] * 1e3));
-        }
+        for (int path = 0; path < 2; path++)
+            for (int rows : rows_list)
+                time_one(path, ks, rows);
+    /* prefill: the tensor-core GEMM and the float GEMV launches it replaces (8 rows each) */
+    const int big_rows[] = {16, 128, 512};
+    for (int rows : big_rows) {
+        time_one(2, 1, rows);
+        time_one(0, 1, rows);
+    }
     return 0;
 }
 """
+
+
+GEMM_CHECK_ROWS = {CHECK_SHAPE: (9, 64), (64, 64): (9, 16), (80, 70): (17, 33),
+                   (1040, 200): (37, 100), (2048, 520): (130,)}
+"""Tensor-core GEMM checks: K x N -> row counts (every row tile, ragged rows, columns and
+K tails: K % 64 of 16, N % 64 of 6 and 8)."""
+
+
+def gemm_check_data(folder: Path, w, rng, rows: int) -> None:
+    """x_tc_ROWS.bin and the interpreter's product (want_tc_ROWS.npy, float64 sums rounded
+    once) with the tensor-core contract's scale sum_k |x_k w_k| (bound_tc_ROWS.npy)."""
+    from q35c.semantics.numerics import matmul_unordered
+    from q35c.semantics.quant3p5 import dequantized
+
+    weights = dequantized(w).astype(np.float64)
+    x = rng.standard_normal((rows, weights.shape[0])).astype(np.float32)
+    (folder / f"x_tc_{rows}.bin").write_bytes(x.tobytes())
+    np.save(folder / f"want_tc_{rows}.npy", np.float32(matmul_unordered(x, weights)))
+    np.save(folder / f"bound_tc_{rows}.npy", np.float32(np.abs(x.astype(np.float64)) @ np.abs(weights)))
 
 
 def prepare_gemv(out: Path) -> list[str]:
@@ -553,6 +623,20 @@ def prepare_gemv(out: Path) -> list[str]:
     for m in range(1, 9):
         np.save(check / f"want_f32_{m}.npy", np.float32(matmul_unordered(x[:m], weights)))
         np.save(check / f"want_i8_{m}.npy", matmul_int8(q[:m], s[:m], w))
+    for m in GEMM_CHECK_ROWS[CHECK_SHAPE]:
+        gemm_check_data(check, w, rng, m)
+    for (kk, nn), ms in GEMM_CHECK_ROWS.items():
+        if (kk, nn) == CHECK_SHAPE:
+            continue
+        folder = gemv / f"gemm_{kk}x{nn}"
+        folder.mkdir()
+        wt = quantize((rng.standard_normal((kk, nn)) * 0.02).astype(np.float32))
+        entry, small = gpu_q3p5_bytes(wt.to_bytes())
+        (folder / "entry.bin").write_bytes(entry)
+        (folder / "layout.txt").write_text(f"{kk} {nn} {small.meta_row} {small.prow} "
+                                           f"{small.meta_off} {small.payload_off}\n")
+        for m in ms:
+            gemm_check_data(folder, wt, rng, m)
     rows = [f"{kk} {nn} {layout_of(kk, nn, 32).meta_row} {layout_of(kk, nn, 32).prow} "
             f"{layout_of(kk, nn, 32).meta_off} {layout_of(kk, nn, 32).payload_off} "
             f"{layout_of(kk, nn, 32).size}" for kk, nn in SHAPES]
@@ -756,15 +840,47 @@ def gemv():
                         lines.append(f"{name} check f32 ks={ks} M={m}: max_err/max|ref|="
                                      f"{err.max() / np.abs(want).max():.3e} max_rel_err="
                                      f"{(err / np.maximum(np.abs(want), 1e-30)).max():.3e}")
+        lines.extend(gemm_checks(g, name))
         for row in (g / "shapes.txt").read_text().split("\n"):
             if not row.strip():
                 continue
             k2, n2, mr, pr, mo, po, size = row.split()
             r = subprocess.run([f"./{name}", "time", "-", k2, n2, mr, pr, mo, po, size], cwd=g,
                                capture_output=True, text=True)
-            out = r.stdout.strip().replace("\ngemv", f"\n{name} gemv")
+            out = re.sub(r"\n(gem[mv]) ", f"\n{name} \\1 ", r.stdout.strip())
             lines.append(f"{name} {out}" + (f" ERR {r.stderr.strip()}" if r.returncode else ""))
         (RESULTS / "gemv.txt").write_text("\n".join(lines) + "\n")
+
+
+def gemm_checks(g, name):
+    """The tensor-core GEMM on every prepared check against the interpreter: each output
+    within (2^-10 + K 2^-24) sum_k |x_k w_k| (docs/cuda.md), and every output written."""
+    lines = []
+    for folder in [g / "check", *sorted(g.glob("gemm_*"))]:
+        k, n, meta_row, prow, meta_off, payload_off = (folder / "layout.txt").read_text().split()
+        for want_path in sorted(folder.glob("want_tc_*.npy")):
+            rows = want_path.stem.rsplit("_", 1)[1]
+            r = subprocess.run([f"./{name}", "gemm", str(folder), k, n, meta_row, prow,
+                                meta_off, payload_off, rows], cwd=g, capture_output=True,
+                               text=True)
+            label = f"{name} check tc K={k} N={n} M={rows}"
+            if r.returncode:
+                lines.append(f"{label}: rc={r.returncode} {r.stderr.strip()} FAIL")
+                continue
+            want = np.load(want_path).astype(np.float64)
+            bound = np.load(folder / f"bound_tc_{rows}.npy").astype(np.float64)
+            got = np.fromfile(folder / f"y_tc_{rows}.bin", dtype=np.float32).reshape(want.shape)
+            err = np.abs(got.astype(np.float64) - want)
+            limit = (2.0 ** -10 + int(k) * 2.0 ** -24) * bound
+            ok = bool(np.isfinite(got).all() and (err <= limit).all())
+            lines.append(f"{label}: {'ok' if ok else 'FAIL'} max_err/limit="
+                         f"{(err / np.maximum(limit, 1e-30)).max():.3e} max_err/max|ref|="
+                         f"{err.max() / np.abs(want).max():.3e} within_1e-3_rel+1e-3_max="
+                         f"{bool((err <= 1e-3 * np.abs(want) + 1e-3 * np.abs(want).max()).all())}")
+    return lines
+
+
+PREFILL = ((4096, 4096), (4096, 11008))  # shapes of the prefill GEMM peers (M 128, 512)
 
 
 def peers():
@@ -802,11 +918,12 @@ def peers():
         nbytes = k * n * 2
         copies = max(2, -(-4 * l2 // nbytes))
         ws = [torch.randn(n, k, dtype=torch.float16, device=dev) for _ in range(copies)]
-        for m in (1, 2, 4, 8, 16):
+        for m in (1, 2, 4, 8, 16, *((128, 512) if (k, n) in PREFILL else ())):
             x = torch.randn(m, k, dtype=torch.float16, device=dev)
             med, mn = timed(lambda it: torch.nn.functional.linear(x, ws[it % copies]))
             lines.append(f"torch_fp16 K={k} N={n} M={m} median_us {med:.2f} min_us {mn:.2f} "
-                         f"weight_bytes {nbytes} GBps_median {nbytes / (med * 1e3):.1f}")
+                         f"weight_bytes {nbytes} GBps_median {nbytes / (med * 1e3):.1f} "
+                         f"TFLOPs_median {2 * m * k * n / (med * 1e6):.2f}")
         del ws
     (RESULTS / "torch.txt").write_text("\n".join(lines) + "\n")
 

@@ -86,6 +86,27 @@ def gemv_launches(rows: int, k: int, n: int) -> list[GemvLaunch]:
             for r in range(0, rows, GEMV_MAX_ROWS)]
 
 
+GEMM_BN = 64  # Q35_GEMM_BN: columns of a tensor-core GEMM block
+GEMM_THREADS = 128
+
+
+@dataclass(frozen=True)
+class GemmLaunch:
+    """The launch of the tensor-core GEMM `q35_gemm_f16<mt>`: blocks of 16 * mt rows by
+    GEMM_BN columns."""
+
+    mt: int
+    grid: tuple[int, int]
+    block: int = GEMM_THREADS
+
+
+def gemm_launch(rows: int, n: int) -> GemmLaunch:
+    """The tensor-core GEMM launch for `rows` activation rows (more than GEMV_MAX_ROWS):
+    the smallest row tile of 16, 32 or 64 that holds them, else 64."""
+    mt = next((m for m in (1, 2) if rows <= 16 * m), 4)
+    return GemmLaunch(mt, (-(-n // GEMM_BN), -(-rows // (16 * mt))))
+
+
 def uses_gemv(lay: Q3P5Layout) -> bool:
     """Whether the fast GEMV kernels handle this tensor (else the portable kernels)."""
     return lay.group == 32 and lay.k % 16 == 0
@@ -322,12 +343,21 @@ class CudaPrinter:
             return (f"q35_qmatmul_f32_simple<<<{grid}, {SIMPLE_THREADS}, 0, s>>>("
                     f"{self.ptr(out)}, {self.ptr(x)}, {rows}, {self.q3p5(w)}, "
                     f"{self._epilogue(bias, residual, act)});")
-        return "\n".join(
+        gemv = "\n".join(
             f"q35_gemv_f32<{launch.rows}, {launch.ksplit}><<<{launch.grid}, {launch.block}, "
             "0, s>>>("
             f"{self.ptr(out)} + {launch.row0 * lay.n}, {self.ptr(x)} + {launch.row0 * lay.k}, "
             f"{self.q3p5(w)}, {self._epilogue(bias, residual, act, launch.row0 * lay.n)});"
             for launch in gemv_launches(rows, lay.k, lay.n))
+        if rows <= GEMV_MAX_ROWS:
+            return gemv
+        gemm = gemm_launch(rows, lay.n)
+        return "\n".join((
+            "#if Q35_TENSOR_CORES",
+            f"q35_gemm_f16<{gemm.mt}><<<dim3({gemm.grid[0]}, {gemm.grid[1]}), {gemm.block}, "
+            f"0, s>>>({self.ptr(out)}, {self.ptr(x)}, {rows}, {self.q3p5(w)}, "
+            f"{self._epilogue(bias, residual, act)});",
+            "#else", gemv, "#endif"))
 
     def render_qmatmul_f32(self, index: int, step: Step) -> str:
         x, w = step.ins
