@@ -384,7 +384,7 @@ q35_gemv_i8(float *y, const int8_t *q, const float *row_scale, q35_q3p5 t)
 #define Q35_GEMM_PAD 72 /* halves per tile row: 144 bytes, conflict-free fragment loads */
 
 template <int MT>
-struct q35_gemm_tiles {
+struct __align__(16) q35_gemm_tiles {
     __half a[16 * MT][Q35_GEMM_PAD];
     __half b[Q35_GEMM_BN][Q35_GEMM_PAD];
 };
@@ -489,6 +489,9 @@ template <int MT>
 __global__ void __launch_bounds__(128)
 q35_gemm_f16(float *y, const float *x, int rows, q35_q3p5 t, q35_epilogue e)
 {
+    static_assert(MT == 1 || MT == 2 || MT == 4, "16, 32 or 64 rows per block");
+    static_assert(alignof(q35_gemm_tiles<MT>) == 16 && sizeof(__half) * 16 * MT * Q35_GEMM_PAD % 16 == 0,
+                  "the weight tile's rows take 16-byte stores");
     __shared__ q35_tables tab;
     __shared__ q35_gemm_tiles<MT> tile;
     q35_load_tables(&tab);
