@@ -24,6 +24,7 @@ import argparse
 import concurrent.futures
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -73,9 +74,11 @@ MODELS = {
 
 
 QMATMULS = {f"qmm_r{r}_k{k}_n{n}_g{g}": (r, k, n, g) for r, k, n, g in (
-    (1, 4096, 512, 32), (9, 256, 200, 32), (3, 100, 70, 16), (5, 192, 64, 64))}
+    (1, 4096, 512, 32), (9, 256, 200, 32), (3, 100, 70, 16), (5, 192, 64, 64),
+    (70, 1040, 136, 32))}
 """Single quantized matmuls (rows, K, N, group): the GEMV at a long K, over two launches
-and a ragged N, and the portable kernels (K not a multiple of 16, other group sizes)."""
+and a ragged N, the portable kernels (K not a multiple of 16, other group sizes), and 70
+rows for the tensor-core GEMM's 64-row tile (two row blocks, K % 64 == 16, N % 64 == 8)."""
 
 
 def qmatmul_module(rows: int, k: int, n: int, group: int, int8: bool):
@@ -675,6 +678,7 @@ SANITIZE = {"mlp.float": ALL_TOOLS, "mlp.int8": ALL_TOOLS, "llama_tiny.float": (
             "qmm_r1_k4096_n512_g32.float": ALL_TOOLS, "qmm_r3_k100_n70_g16.float": ("memcheck",),
             "encoder_tiny.fused": ALL_TOOLS, "llama_tiny.fused": ("memcheck",),
             "smollm2_s1.float": ("memcheck",), "smollm2_s16.int8": ("memcheck",)}
+SANITIZE_TC = ("qmm_r9_k256_n200_g32.float", "qmm_r70_k1040_n136_g32.float")
 
 
 def compare(case, out):
@@ -757,6 +761,26 @@ def ensure_built():
     jobs = [([nvcc, *flags, "main.cu", "model.cu", "-o", "main"], case)
             for case in sorted((HERE / "models").iterdir())]
     jobs.append(([nvcc, *flags, "gemv_bench.cu", "-o", "gemv_bench"], HERE / "gemv"))
+    run_jobs(jobs, log)
+
+
+def tc_cases():
+    """The float cases with steps of more than 8 rows (the tensor-core GEMM's)."""
+    return [case for case in sorted((HERE / "models").iterdir())
+            if "q35_gemm_f16<" in (case / "model.cu").read_text()]
+
+
+def build_tc():
+    """main_tc of every tc case: its model.cu built with Q35_TENSOR_CORES=1."""
+    log = RESULTS / "build_tc.txt"
+    log.write_text("")
+    flags = ["-std=c++17", "-O3", "-fmad=false", "-arch=sm_90", "-DQ35_TENSOR_CORES=1"]
+    run_jobs([([tool("nvcc"), *flags, "main.cu", "model.cu", "-o", "main_tc"], case)
+              for case in tc_cases()], log)
+
+
+def run_jobs(jobs, log):
+    """Runs the (command, folder) builds, 16 at a time, logging each one's status."""
     import concurrent.futures
     with concurrent.futures.ThreadPoolExecutor(16) as pool:
         for (cmd, cwd), r in zip(jobs, pool.map(
@@ -807,6 +831,30 @@ def models():
                                    capture_output=True, text=True)
                 last = (s.stdout.strip().splitlines() or [""])[-1]
                 san.append(f"{case.name} {check}: rc={s.returncode} {last}")
+
+
+def models_tc():
+    """The tc cases again with the tensor-core GEMM, held to the float tolerance."""
+    report = Log(RESULTS / "models_tc.txt")
+    sanitizer = tool("compute-sanitizer")
+    for case in tc_cases():
+        out = case / "out_tc"
+        out.mkdir(exist_ok=True)
+        run = subprocess.run(["./main_tc", "--bench", "100", "model.bin", "in", "out_tc"],
+                             cwd=case, capture_output=True, text=True)
+        if run.returncode != 0:
+            report.append(f"{case.name} tc: FAILED rc={run.returncode} {run.stderr.strip()}")
+            continue
+        ok, lines = compare(case, out)
+        report.append(f"{case.name} tc: {'PASS' if ok else 'FAIL'} " + "; ".join(lines))
+        report.append("    " + run.stdout.strip().replace("\n", "\n    "))
+        if sanitizer and case.name in SANITIZE_TC:
+            for check in ALL_TOOLS:
+                s = subprocess.run([sanitizer, "--tool", check, "--error-exitcode", "9",
+                                    "./main_tc", "model.bin", "in", "out_tc"], cwd=case,
+                                   capture_output=True, text=True)
+                last = (s.stdout.strip().splitlines() or [""])[-1]
+                report.append(f"    {check}: rc={s.returncode} {last}")
 
 
 def gemv():
@@ -928,7 +976,7 @@ def peers():
     (RESULTS / "torch.txt").write_text("\n".join(lines) + "\n")
 
 
-for step in (unpack_blobs, ensure_built, models, gemv, peers):
+for step in (unpack_blobs, ensure_built, build_tc, models, models_tc, gemv, peers):
     try:
         step()
     except Exception as err:  # report and go on: one call must bring back everything
@@ -944,6 +992,17 @@ def cases() -> list[tuple[str, str]]:
     return out + [(model, kind) for model in QMATMULS for kind in ("float", "int8")]
 
 
+def tc_build(build: tuple[list[str], Path]) -> tuple[list[str], Path]:
+    """The case's build, followed, where model.cu has tensor-core GEMM steps, by its
+    Q35_TENSOR_CORES=1 build (main_tc): both must compile warning-free here."""
+    command, case = build
+    if "q35_gemm_f16<" not in (case / "model.cu").read_text():
+        return build
+    tc = [*command[:-1], "main_tc"]
+    tc.insert(1, "-DQ35_TENSOR_CORES=1")
+    return ["bash", "-c", f"{shlex.join(command)} && {shlex.join(tc)}"], case
+
+
 def prepare(out: Path, jobs: int, only: str | None, keep_binaries: bool = False) -> None:
     if only is None and out.exists():
         shutil.rmtree(out)
@@ -951,11 +1010,11 @@ def prepare(out: Path, jobs: int, only: str | None, keep_binaries: bool = False)
     builds = [prepare_gemv(out)] if only is None else []
     for model, kind in cases():
         if only is None or re.search(only, f"{model}.{kind}"):
-            builds.append(prepare_model(out, model, kind))
+            builds.append(tc_build(prepare_model(out, model, kind)))
     for kind in ("float", "int8"):
         if (SMOLLM2_DIR / "decode.dynamo.onnx").exists() and (
                 only is None or re.search(only, f"smollm2.{kind}")):
-            builds += prepare_smollm2(out, kind)
+            builds += [tc_build(b) for b in prepare_smollm2(out, kind)]
     (out / "run_all.sh").write_text(RUN_ALL)
     (out / "device_checks.py").write_text(DEVICE_CHECKS)
 
@@ -970,7 +1029,8 @@ def prepare(out: Path, jobs: int, only: str | None, keep_binaries: bool = False)
             print(f"built {cwd.relative_to(out)}: rc={rc}" + (f"\n{err}" if rc else ""))
             failed += rc != 0
     if not keep_binaries:  # built here to check; device_checks.py rebuilds them there
-        for binary in [*out.glob("models/*/main"), out / "gemv" / "gemv_bench"]:
+        for binary in [*out.glob("models/*/main"), *out.glob("models/*/main_tc"),
+                       out / "gemv" / "gemv_bench"]:
             binary.unlink(missing_ok=True)
     sys.exit(1 if failed else 0)
 
