@@ -6,15 +6,20 @@
 `prepare` compiles every example model for `--target cuda` on the float path, the int8
 path and with every fusion pass (plus other shapes of the base models), builds each with
 nvcc for sm_90, and saves the inputs and the reference interpreter's outputs as .npy. It
-also builds `gemv_bench`, which times the Q3P5 GEMV kernels of runtime/q35cu.cuh on the
-shapes of docs/cuda.md (weights rotated through more memory than the L2 cache holds, CUDA
-events) and checks them against the interpreter on a real 4096x4096 Q3P5 tensor.
+also builds `gemv_bench` (and `gemv_bench_noprefetch`, the float GEMV without its code
+prefetch, for an A/B in the same run), which times the Q3P5 GEMV kernels of
+runtime/q35cu.cuh and the opt-in tensor-core GEMM on the shapes of docs/cuda.md (weights
+rotated through more memory than the L2 cache holds, CUDA events) and checks them against
+the interpreter: the GEMVs on a real 4096x4096 Q3P5 tensor at 1..8 rows, the GEMM on it and
+on ragged shapes (GEMM_CHECK_ROWS) at 9..130 rows.
 
 `run_all.sh` then runs, on the device: every model against the interpreter (int8 path
-bit-exact, float path within 1e-3 relative; results in RESULTS/models.txt), the models
-under `compute-sanitizer` (RESULTS/sanitizer.txt), `main --bench` per model
-(RESULTS/models.txt), the GEMV check and timings (RESULTS/gemv.txt), and the peers on the
-same GPU: torch fp16 matmul (cuBLAS) on the same shapes and a device-to-device copy
+bit-exact, float path within 1e-3 relative; results in RESULTS/models.txt), the float cases
+with steps of more than 8 rows again built with the tensor-core GEMM
+(RESULTS/models_tc.txt), the models under `compute-sanitizer` (RESULTS/sanitizer.txt),
+`main --bench` per model (RESULTS/models.txt), the GEMV and GEMM checks and timings
+(RESULTS/gemv.txt), and the peers on the same GPU: torch fp16 matmul (cuBLAS) on the same
+shapes (M 1..16, and 128 and 512 for the prefill shapes) and a device-to-device copy
 (RESULTS/torch.txt). The output folder stays under 64 MiB.
 """
 
@@ -648,7 +653,9 @@ def prepare_gemv(out: Path) -> list[str]:
                                       f"{lay.payload_off}\n")
     from q35c.targets.cuda.build import FLAGS
 
-    return [nvcc(), *FLAGS, "gemv_bench.cu", "-o", "gemv_bench"], gemv
+    base = [nvcc(), *FLAGS, "gemv_bench.cu", "-o"]
+    return ["bash", "-c", f"{shlex.join([*base, 'gemv_bench'])} && "
+            f"{shlex.join([*base, 'gemv_bench_noprefetch', '-DQ35_GEMV_PREFETCH=0'])}"], gemv
 
 
 RUN_ALL = r"""#!/bin/bash
@@ -761,6 +768,8 @@ def ensure_built():
     jobs = [([nvcc, *flags, "main.cu", "model.cu", "-o", "main"], case)
             for case in sorted((HERE / "models").iterdir())]
     jobs.append(([nvcc, *flags, "gemv_bench.cu", "-o", "gemv_bench"], HERE / "gemv"))
+    jobs.append(([nvcc, *flags, "-DQ35_GEMV_PREFETCH=0", "gemv_bench.cu", "-o",
+                  "gemv_bench_noprefetch"], HERE / "gemv"))
     run_jobs(jobs, log)
 
 
@@ -1030,7 +1039,7 @@ def prepare(out: Path, jobs: int, only: str | None, keep_binaries: bool = False)
             failed += rc != 0
     if not keep_binaries:  # built here to check; device_checks.py rebuilds them there
         for binary in [*out.glob("models/*/main"), *out.glob("models/*/main_tc"),
-                       out / "gemv" / "gemv_bench"]:
+                       out / "gemv" / "gemv_bench", out / "gemv" / "gemv_bench_noprefetch"]:
             binary.unlink(missing_ok=True)
     sys.exit(1 if failed else 0)
 

@@ -41,6 +41,10 @@
 #define Q35_COLS 4
 #endif
 #define Q35_GEMV_MAX_ROWS 8
+#ifndef Q35_GEMV_PREFETCH
+#define Q35_GEMV_PREFETCH 1 /* float GEMV, up to 4 rows: the next unit's codes are loaded
+                               * before this unit's products (0: after them) */
+#endif
 #define Q35_THREADS 256
 
 /* CODEBOOK[code][0 or 1]: the integer levels of the even-k and odd-k weight of a pair. */
@@ -171,6 +175,8 @@ __global__ void __launch_bounds__(Q35_GEMV_WARPS * 32)
 q35_gemv_f32(float *y, const float *x, q35_q3p5 t, q35_epilogue e)
 {
     static_assert(KSPLIT == 1 || KSPLIT == Q35_GEMV_WARPS, "a block is 1 or all K parts");
+    /* up to 4 rows the registers hold a second unit's codes without spilling */
+    constexpr bool PREFETCH = Q35_GEMV_PREFETCH && M <= 4;
     __shared__ q35_tables tab;
     __shared__ float partial[KSPLIT][M * Q35_COLS];
     q35_load_tables(&tab);
@@ -185,13 +191,26 @@ q35_gemv_f32(float *y, const float *x, q35_q3p5 t, q35_epilogue e)
 #pragma unroll
         for (int c = 0; c < Q35_COLS; c++)
             acc[r][c] = 0.0f;
+    uint32_t words[Q35_COLS][7]; /* the codes of unit u */
+    if (PREFETCH && part * 32 + lane < units)
+#pragma unroll
+        for (int c = 0; c < Q35_COLS; c++)
+            q35_load_unit(t, n0 + c < t.n ? n0 + c : t.n - 1, part * 32 + lane, words[c]);
     for (int u = part * 32 + lane; u < units; u += 32 * KSPLIT) {
-        uint32_t words[Q35_COLS][7];
+        /* PREFETCH: the next unit's codes are in flight while this unit's products run */
+        uint32_t next[Q35_COLS][7];
+#pragma unroll
+        for (int c = 0; c < Q35_COLS; c++) {
+            const int n = n0 + c < t.n ? n0 + c : t.n - 1;
+            if (!PREFETCH)
+                q35_load_unit(t, n, u, words[c]);
+            else if (u + 32 * KSPLIT < units)
+                q35_load_unit(t, n, u + 32 * KSPLIT, next[c]);
+        }
         float scale[Q35_COLS][2], offset[Q35_COLS][2];
 #pragma unroll
         for (int c = 0; c < Q35_COLS; c++) {
             const int n = n0 + c < t.n ? n0 + c : t.n - 1;
-            q35_load_unit(t, n, u, words[c]);
 #pragma unroll
             for (int h = 0; h < 2; h++) {
                 if (2 * u + h < t.groups) {
@@ -235,6 +254,12 @@ q35_gemv_f32(float *y, const float *x, q35_q3p5 t, q35_epilogue e)
                         acc[r][c] = fmaf(xv[i], w[c][i], acc[r][c]);
             }
         }
+        if (PREFETCH)
+#pragma unroll
+            for (int c = 0; c < Q35_COLS; c++)
+#pragma unroll
+                for (int j = 0; j < 7; j++)
+                    words[c][j] = next[c][j];
     }
 #pragma unroll
     for (int r = 0; r < M; r++)
