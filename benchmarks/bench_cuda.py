@@ -6,15 +6,20 @@
 `prepare` compiles every example model for `--target cuda` on the float path, the int8
 path and with every fusion pass (plus other shapes of the base models), builds each with
 nvcc for sm_90, and saves the inputs and the reference interpreter's outputs as .npy. It
-also builds `gemv_bench`, which times the Q3P5 GEMV kernels of runtime/q35cu.cuh on the
-shapes of docs/cuda.md (weights rotated through more memory than the L2 cache holds, CUDA
-events) and checks them against the interpreter on a real 4096x4096 Q3P5 tensor.
+also builds `gemv_bench` (and `gemv_bench_noprefetch`, the float GEMV without its code
+prefetch, for an A/B in the same run), which times the Q3P5 GEMV kernels of
+runtime/q35cu.cuh and the opt-in tensor-core GEMM on the shapes of docs/cuda.md (weights
+rotated through more memory than the L2 cache holds, CUDA events) and checks them against
+the interpreter: the GEMVs on a real 4096x4096 Q3P5 tensor at 1..8 rows, the GEMM on it and
+on ragged shapes (GEMM_CHECK_ROWS) at 9..130 rows.
 
 `run_all.sh` then runs, on the device: every model against the interpreter (int8 path
-bit-exact, float path within 1e-3 relative; results in RESULTS/models.txt), the models
-under `compute-sanitizer` (RESULTS/sanitizer.txt), `main --bench` per model
-(RESULTS/models.txt), the GEMV check and timings (RESULTS/gemv.txt), and the peers on the
-same GPU: torch fp16 matmul (cuBLAS) on the same shapes and a device-to-device copy
+bit-exact, float path within 1e-3 relative; results in RESULTS/models.txt), the float cases
+with steps of more than 8 rows again built with the tensor-core GEMM
+(RESULTS/models_tc.txt), the models under `compute-sanitizer` (RESULTS/sanitizer.txt),
+`main --bench` per model (RESULTS/models.txt), the GEMV and GEMM checks and timings
+(RESULTS/gemv.txt), and the peers on the same GPU: torch fp16 matmul (cuBLAS) on the same
+shapes (M 1..16, and 128 and 512 for the prefill shapes) and a device-to-device copy
 (RESULTS/torch.txt). The output folder stays under 64 MiB.
 """
 
@@ -22,7 +27,9 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -72,9 +79,11 @@ MODELS = {
 
 
 QMATMULS = {f"qmm_r{r}_k{k}_n{n}_g{g}": (r, k, n, g) for r, k, n, g in (
-    (1, 4096, 512, 32), (9, 256, 200, 32), (3, 100, 70, 16), (5, 192, 64, 64))}
+    (1, 4096, 512, 32), (9, 256, 200, 32), (3, 100, 70, 16), (5, 192, 64, 64),
+    (70, 1040, 136, 32))}
 """Single quantized matmuls (rows, K, N, group): the GEMV at a long K, over two launches
-and a ragged N, and the portable kernels (K not a multiple of 16, other group sizes)."""
+and a ragged N, the portable kernels (K not a multiple of 16, other group sizes), and 70
+rows for the tensor-core GEMM's 64-row tile (two row blocks, K % 64 == 16, N % 64 == 8)."""
 
 
 def qmatmul_module(rows: int, k: int, n: int, group: int, int8: bool):
@@ -108,6 +117,169 @@ def qmatmul_module(rows: int, k: int, n: int, group: int, int8: bool):
     return module
 
 
+def onnx_ops_model(path: Path) -> Path:
+    """An ONNX model of generic ops with CUDA kernels (targets/cuda/onnx.py) over bool,
+    int64, float16 and float32 tensors with broadcasting: IsNaN, Not, And, Where, Cast
+    (float to int64, to and from float16), float16 Mul, Gather, GatherElements (a negative
+    index), GatherND. Written to `path`."""
+    import onnx
+    from onnx import TensorProto as T, helper as h
+
+    F, B, INT, H = T.FLOAT, T.BOOL, T.INT64, T.FLOAT16
+    nodes = [
+        h.make_node("IsNaN", ["x"], ["nan"]), h.make_node("Not", ["nan"], ["num"]),
+        h.make_node("And", ["num", "m"], ["keep"]),
+        h.make_node("Where", ["keep", "x", "zero"], ["w"]),
+        h.make_node("Cast", ["w"], ["wi"], to=INT),
+        h.make_node("Cast", ["w"], ["wh"], to=H), h.make_node("Mul", ["wh", "wh"], ["sq"]),
+        h.make_node("Cast", ["sq"], ["sqf"], to=F),
+        h.make_node("Gather", ["x", "idx"], ["g"], axis=1),
+        h.make_node("GatherElements", ["x", "idx2"], ["ge"], axis=1),
+        h.make_node("GatherND", ["x", "idx3"], ["gnd"])]
+    graph = h.make_graph(
+        nodes, "onnx_ops",
+        [h.make_tensor_value_info("x", F, [2, 3]), h.make_tensor_value_info("m", B, [3]),
+         h.make_tensor_value_info("idx", INT, [2])],
+        [h.make_tensor_value_info(n, t, None) for n, t in (
+            ("w", F), ("wi", INT), ("sqf", F), ("g", F), ("ge", F), ("gnd", F))],
+        [h.make_tensor("zero", F, [1], [0.0]),
+         h.make_tensor("idx2", INT, [2, 2], [2, 0, -1, 1]),
+         h.make_tensor("idx3", INT, [2, 1], [1, 0])])
+    onnx.save(h.make_model(graph, opset_imports=[h.make_opsetid("", 21)]), path)
+    return path
+
+
+def _onnx_ops_inputs(rng, shape):
+    x = (rng.standard_normal(shape) * 300).astype(np.float32)
+    x[0, 1] = np.nan
+    return {"x": x, "m": np.array([True, False, True]), "idx": np.array([2, -3], np.int64)}
+
+
+SMOLLM2_DIR = Path(os.environ.get("Q35C_SMOLLM2_DIR", "/work/models/smollm2/layers2"))
+"""SmolLM2-135M's 2-layer cut (examples/smollm2/export.py); its cases are skipped without it."""
+SMOLLM2_CONTEXT = 256
+SMOLLM2 = {"smollm2_s16": 16, "smollm2_s1": 1}
+"""SmolLM2 cases: the decode graph compiled for 16 new tokens (a prefill chunk: the prompt
+of reference/input_ids.npy, M = 16 matmul rows) and for 1 (a decode step after that
+prompt, its cache from the interpreter's prefill), both with 256 cache slots."""
+SEGMENT = 4 << 20
+
+
+def smollm2_graph(tmp: Path) -> Path:
+    """layers2's decode graph with its embedding table untied from lm_head: the Gather reads
+    a copy whose rows no prepared input uses are zero (lm_head keeps the full table), so the
+    weight blob compresses to fit the bundle; on the prepared inputs the model computes what
+    the real one computes."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(SMOLLM2_DIR / "decode.dynamo.onnx"))
+    inits = {i.name: i for i in model.graph.initializer}
+    [gather] = [n for n in model.graph.node if n.op_type == "Gather" and n.input[0] in inits]
+    table = numpy_helper.to_array(inits[gather.input[0]])
+    keep = np.zeros(table.shape[0], bool)
+    prompt, after = smollm2_tokens()
+    keep[prompt] = True
+    keep[after] = True
+    sparse = np.where(keep[:, None], table, np.float32(0))
+    model.graph.initializer.append(numpy_helper.from_array(sparse, "q35c_bench_embedding"))
+    gather.input[0] = "q35c_bench_embedding"
+    path = tmp / "decode.onnx"
+    onnx.save(model, str(path), save_as_external_data=True, location="decode.onnx.data")
+    return path
+
+
+def smollm2_tokens() -> tuple[np.ndarray, int]:
+    """The prompt (reference/input_ids.npy) and the token the decode case is fed after it
+    (the reference's first generated token, reference/dynamo.tokens.npy)."""
+    ref = SMOLLM2_DIR / "reference"
+    prompt = np.load(ref / "input_ids.npy").reshape(-1)[:16]
+    return prompt, int(np.load(ref / "dynamo.tokens.npy").reshape(-1)[0])
+
+
+def smollm2_inputs(step: int, prefill: dict | None, shapes: dict) -> dict[str, np.ndarray]:
+    """Inputs of a SmolLM2 case: the prompt at position 0 (step 16), or (step 1) the token
+    after it with the prompt's keys and values (`prefill`: the s16 case's outputs) cached."""
+    from q35c.compiler.generate import PAST
+
+    prompt, after = smollm2_tokens()
+    n, L = len(prompt), SMOLLM2_CONTEXT
+    mask = np.zeros((1, L + step), np.int64)
+    inputs = {}
+    if step > 1:
+        ids = np.zeros((1, step), np.int64)
+        ids[0, :n] = prompt
+        mask[0, L:L + n] = 1
+        inputs.update(input_ids=ids, position_ids=np.arange(step, dtype=np.int64)[None])
+    else:
+        mask[0, :n] = 1
+        mask[0, L] = 1
+        inputs.update(input_ids=np.array([[after]], np.int64),
+                      position_ids=np.array([[n]], np.int64))
+    inputs["attention_mask"] = mask
+    for name, shape in shapes.items():
+        if PAST.match(name):
+            cache = np.zeros(shape, np.float32)
+            if prefill is not None:
+                present = prefill[name.replace("past_key_values", "present")]
+                cache[:, :, :n] = present[:, :, L:L + n]
+            inputs[name] = cache
+    return inputs
+
+
+def prepare_smollm2(out: Path, kind: str) -> list:
+    """The SmolLM2 cases of `kind` (float: within 1e-3 of the interpreter, and how far from
+    onnxruntime's float model; int8: bit-exact): one (command, folder) per case."""
+    import tempfile
+
+    import onnxruntime
+
+    from q35c.compiler.driver import Options, compile_to_module
+    from q35c.compiler.generate import static_shapes
+    from q35c.compiler.weights import store_of
+    from q35c.semantics import run_module
+
+    builds, prefill = [], None
+    with tempfile.TemporaryDirectory(prefix="q35c-smollm2-") as tmp:
+        path = smollm2_graph(Path(tmp))
+        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        for name, step in SMOLLM2.items():
+            shapes = static_shapes(path, SMOLLM2_CONTEXT, step)
+            _, module = compile_to_module(path, Options(passes=PASSES[kind], shapes=shapes))
+            inputs = smollm2_inputs(step, prefill, shapes)
+            store = store_of(module)
+            want = run_module(module, store, inputs)
+            if step > 1:
+                prefill = want
+            names = [o.name for o in session.get_outputs()]
+            ort = dict(zip(names, session.run(None, inputs))) if kind == "float" else None
+            builds.append(write_case(out, f"{name}.{kind}", module, store, inputs, want, ort))
+    return builds
+
+
+def pack_blob(out: Path, case: Path, emitted) -> None:
+    """model.bin as segments stored once under OUT/blobs (zlib), cut at every weight's start
+    and every SEGMENT bytes within it, so weights that several cases share travel once;
+    case/model.bin.segments lists them (device_checks.py reassembles model.bin)."""
+    import hashlib
+    import zlib
+
+    blob = emitted.files["model.bin"]
+    starts = sorted({0, *(e.buffer.offset for e in emitted.program.blob), len(blob)})
+    cuts = sorted({c for a, b in zip(starts, starts[1:]) for c in range(a, b, SEGMENT)}
+                  | {len(blob)})
+    names = []
+    (out / "blobs").mkdir(exist_ok=True)
+    for a, b in zip(cuts, cuts[1:]):
+        piece = blob[a:b]
+        name = hashlib.sha256(piece).hexdigest()[:32]
+        target = out / "blobs" / name
+        if not target.exists():
+            target.write_bytes(zlib.compress(piece, 6))
+        names.append(name)
+    (case / "model.bin.segments").write_text("\n".join(names) + "\n")
+
+
 def nvcc() -> str:
     from q35c.targets.cuda.build import nvcc as find
 
@@ -126,9 +298,6 @@ def prepare_model(out: Path, model: str, kind: str) -> list[str]:
     """Sources, inputs and expected outputs of one case; the nvcc command that builds it."""
     from q35c.compiler.weights import store_of
     from q35c.semantics import run_module
-    from q35c.targets.c.printer import io_file_stems
-    from q35c.targets.cuda.build import FLAGS
-    from q35c.targets.cuda.emit import emit
 
     if model in QMATMULS:
         rows, k, n, group = QMATMULS[model]
@@ -137,25 +306,48 @@ def prepare_model(out: Path, model: str, kind: str) -> list[str]:
         module = qmatmul_module(rows, k, n, group, kind == "int8")
         (arg,) = argument_names(entry_function(module, None))
         inputs = {arg: _x(np.random.default_rng(35), (rows, k))["x"]}
+    elif model == "onnx_ops":
+        from q35c.compiler.driver import Options, compile_to_module
+
+        _, module = compile_to_module(onnx_ops_model(out / "onnx_ops.onnx"), Options())
+        inputs = _onnx_ops_inputs(np.random.default_rng(35), (2, 3))
     else:
         _, module = compile_model(model, PASSES[kind])
         _, _, shape, make_inputs = MODELS[model]
         inputs = make_inputs(np.random.default_rng(35), shape)
     store = store_of(module)
     want = run_module(module, store, inputs)
+    return write_case(out, f"{model.replace('@', '_')}.{kind}", module, store, inputs, want)
+
+
+def write_case(out: Path, name: str, module, store, inputs: dict, want: dict,
+               peer: dict | None = None):
+    """A case folder: the emitted project, in/*.raw, want/*.npy (the interpreter's outputs)
+    and ort/*.npy (`peer`: onnxruntime's float outputs); the nvcc command that builds it.
+    A weight blob over SEGMENT bytes is stored as segments (`pack_blob`)."""
+    from q35c.targets.c.printer import io_file_stems
+    from q35c.targets.cuda.build import FLAGS
+    from q35c.targets.cuda.emit import emit
+
     emitted = emit(module, store, None, "model")
-    case = out / "models" / f"{model.replace('@', '_')}.{kind}"
+    case = out / "models" / name
     shutil.rmtree(case, ignore_errors=True)
     (case / "in").mkdir(parents=True)
     (case / "want").mkdir()
-    for name, data in emitted.files.items():
-        (case / name).write_bytes(data)
+    for file, data in emitted.files.items():
+        if file == "model.bin" and len(data) > SEGMENT:
+            pack_blob(out, case, emitted)
+        else:
+            (case / file).write_bytes(data)
     in_stems, out_stems = io_file_stems(emitted.program)
-    for (name, buf), stem in zip(emitted.program.inputs, in_stems):
-        data = np.asarray(inputs[name]).astype(buf.dtype.newbyteorder("<"))
+    for (key, buf), stem in zip(emitted.program.inputs, in_stems):
+        data = np.asarray(inputs[key]).astype(buf.dtype.newbyteorder("<"))
         (case / "in" / f"{stem}.raw").write_bytes(np.ascontiguousarray(data).tobytes())
-    for (name, _), stem in zip(emitted.program.outputs, out_stems):
-        np.save(case / "want" / f"{stem}.npy", want[name])
+    for (key, _), stem in zip(emitted.program.outputs, out_stems):
+        np.save(case / "want" / f"{stem}.npy", want[key])
+        if peer is not None:
+            (case / "ort").mkdir(exist_ok=True)
+            np.save(case / "ort" / f"{stem}.npy", peer[key])
     return [nvcc(), *FLAGS, "main.cu", "model.cu", "-o", "main"], case
 
 
@@ -204,9 +396,24 @@ static q35_q3p5 view(const uint8_t *e, int k, int n, int meta_row, int prow, int
     return t;
 }
 
+/* The tensor-core GEMM over `rows` rows (the row tile printer.gemm_launch picks). */
+static void launch_gemm(int rows, float *y, const float *x, q35_q3p5 t)
+{
+    q35_epilogue e = {NULL, NULL, Q35_ACT_NONE};
+    const int mt = rows <= 16 ? 1 : rows <= 32 ? 2 : 4;
+    const dim3 grid((t.n + Q35_GEMM_BN - 1) / Q35_GEMM_BN, (rows + 16 * mt - 1) / (16 * mt));
+    if (mt == 1) q35_gemm_f16<1><<<grid, 128>>>(y, x, rows, t, e);
+    else if (mt == 2) q35_gemm_f16<2><<<grid, 128>>>(y, x, rows, t, e);
+    else q35_gemm_f16<4><<<grid, 128>>>(y, x, rows, t, e);
+}
+
 static void launch(int path, int ks, int rows, float *y, const float *x, const int8_t *q,
                    const float *s, q35_q3p5 t)
 {
+    if (path == 2) {
+        launch_gemm(rows, y, x, t);
+        return;
+    }
     q35_epilogue e = {NULL, NULL, Q35_ACT_NONE};
     const int per_block = (ks == 1 ? Q35_GEMV_WARPS : 1) * Q35_COLS, B = Q35_GEMV_WARPS * 32;
     const int grid = (t.n + per_block - 1) / per_block;
@@ -244,18 +451,45 @@ static void *read_file(const char *path, size_t *size)
 /* gemv_bench check DIR K N meta_row prow meta_off payload_off: runs rows 1..8 on DIR's
  * entry.bin, x.bin (float [8, K]), q.bin (int8 [8, K]), s.bin (float [8]) and writes
  * DIR/y_{f32,i8}_M.bin.
+ * gemv_bench gemm DIR K N meta_row prow meta_off payload_off ROWS: the tensor-core GEMM
+ * on DIR's entry.bin and x_tc_ROWS.bin (float [ROWS, K]); writes DIR/y_tc_ROWS.bin.
  * gemv_bench time K N meta_row prow meta_off payload_off bytes: prints the timings. */
 int main(int argc, char **argv)
 {
     if (argc < 9) { fprintf(stderr, "usage: see bench_cuda.py\n"); return 2; }
     const int k = atoi(argv[3]), n = atoi(argv[4]), meta_row = atoi(argv[5]),
               prow = atoi(argv[6]), meta_off = atoi(argv[7]), payload_off = atoi(argv[8]);
+    const int max_rows = 512;
     float *x, *y, *s;
     int8_t *q;
-    check(cudaMalloc((void **)&x, 16 * (size_t)k * 4), "malloc x");
-    check(cudaMalloc((void **)&q, 16 * (size_t)k), "malloc q");
-    check(cudaMalloc((void **)&s, 16 * 4), "malloc s");
-    check(cudaMalloc((void **)&y, 16 * (size_t)n * 4), "malloc y");
+    check(cudaMalloc((void **)&x, max_rows * (size_t)k * 4), "malloc x");
+    check(cudaMalloc((void **)&q, max_rows * (size_t)k), "malloc q");
+    check(cudaMalloc((void **)&s, max_rows * 4), "malloc s");
+    check(cudaMalloc((void **)&y, max_rows * (size_t)n * 4), "malloc y");
+    if (strcmp(argv[1], "gemm") == 0) {
+        char path[4096];
+        size_t size, xs;
+        const int rows = atoi(argv[9]);
+        snprintf(path, sizeof path, "%s/entry.bin", argv[2]);
+        void *entry = read_file(path, &size);
+        snprintf(path, sizeof path, "%s/x_tc_%d.bin", argv[2], rows);
+        void *hx = read_file(path, &xs);
+        if (rows > max_rows || xs != (size_t)rows * k * 4) { fprintf(stderr, "x.bin\n"); return 1; }
+        uint8_t *e;
+        check(cudaMalloc((void **)&e, size), "malloc entry");
+        check(cudaMemcpy(e, entry, size, cudaMemcpyHostToDevice), "copy entry");
+        check(cudaMemcpy(x, hx, xs, cudaMemcpyHostToDevice), "copy x");
+        check(cudaMemset(y, 0xff, (size_t)rows * n * 4), "poison y"); /* NaN if not written */
+        launch_gemm(rows, y, x, view(e, k, n, meta_row, prow, meta_off, payload_off));
+        check(cudaDeviceSynchronize(), "gemm run");
+        std::vector<float> out((size_t)rows * n);
+        check(cudaMemcpy(out.data(), y, out.size() * 4, cudaMemcpyDeviceToHost), "y");
+        snprintf(path, sizeof path, "%s/y_tc_%d.bin", argv[2], rows);
+        FILE *f = fopen(path, "wb");
+        fwrite(out.data(), 4, out.size(), f);
+        fclose(f);
+        return 0;
+    }
     if (strcmp(argv[1], "check") == 0) {
         char path[4096];
         size_t size, xs, qs, ss;
@@ -301,42 +535,70 @@ int main(int argc, char **argv)
         check(cudaMalloc((void **)&entries[c], (size_t)bytes), "malloc entries");
         fill_entry<<<1024, 256>>>(entries[c], bytes, n, 77u + c);
     }
-    check(cudaMemset(x, 0, 16 * (size_t)k * 4), "x");
-    check(cudaMemset(q, 1, 16 * (size_t)k), "q");
-    check(cudaMemset(s, 0, 16 * 4), "s");
+    check(cudaMemset(x, 0, max_rows * (size_t)k * 4), "x");
+    check(cudaMemset(q, 1, max_rows * (size_t)k), "q");
+    check(cudaMemset(s, 0, max_rows * 4), "s");
     check(cudaDeviceSynchronize(), "fill");
     cudaEvent_t a, b;
     cudaEventCreate(&a);
     cudaEventCreate(&b);
+    auto time_one = [&](int path, int ks, int rows) {
+        std::vector<float> times;
+        for (int it = 0; it < 10; it++)
+            launch(path, ks, rows, y, x, q, s, view(entries[it % copies], k, n, meta_row, prow,
+                                                   meta_off, payload_off));
+        for (int it = 0; it < 300; it++) {
+            q35_q3p5 t = view(entries[it % copies], k, n, meta_row, prow, meta_off, payload_off);
+            cudaEventRecord(a);
+            launch(path, ks, rows, y, x, q, s, t);
+            cudaEventRecord(b);
+            cudaEventSynchronize(b);
+            float ms;
+            cudaEventElapsedTime(&ms, a, b);
+            times.push_back(ms * 1000.0f);
+        }
+        check(cudaGetLastError(), "launch");
+        std::sort(times.begin(), times.end());
+        const char *name = path == 2 ? "tc" : path == 1 ? "i8" : "f32";
+        printf("%s %s ks=%d K=%d N=%d M=%d median_us %.2f min_us %.2f weight_bytes %lld "
+               "GBps_median %.1f TFLOPs_median %.2f\n", path == 2 ? "gemm" : "gemv", name, ks,
+               k, n, rows, times[150], times[0], (long long)bytes, bytes / (times[150] * 1e3),
+               2.0 * rows * k * n / (times[150] * 1e6));
+    };
+    /* the GEMVs (float, int8; K parts 1 and 4) at 1..16 rows */
     const int rows_list[] = {1, 2, 4, 8, 16};
     for (int ks = 1; ks <= Q35_GEMV_WARPS; ks += Q35_GEMV_WARPS - 1)
-    for (int path_ = 0; path_ < 2; path_++)
-        for (int ri = 0; ri < 5; ri++) {
-            const int rows = rows_list[ri];
-            std::vector<float> times;
-            for (int it = 0; it < 10; it++)
-                launch(path_, ks, rows, y, x, q, s, view(entries[it % copies], k, n, meta_row, prow,
-                                                      meta_off, payload_off));
-            for (int it = 0; it < 300; it++) {
-                q35_q3p5 t = view(entries[it % copies], k, n, meta_row, prow, meta_off,
-                                  payload_off);
-                cudaEventRecord(a);
-                launch(path_, ks, rows, y, x, q, s, t);
-                cudaEventRecord(b);
-                cudaEventSynchronize(b);
-                float ms;
-                cudaEventElapsedTime(&ms, a, b);
-                times.push_back(ms * 1000.0f);
-            }
-            check(cudaGetLastError(), "launch");
-            std::sort(times.begin(), times.end());
-            printf("gemv %s ks=%d K=%d N=%d M=%d median_us %.2f min_us %.2f weight_bytes %lld "
-                   "GBps_median %.1f\n", path_ ? "i8" : "f32", ks, k, n, rows, times[150],
-                   times[0], (long long)bytes, bytes / (times[150] * 1e3));
-        }
+        for (int path = 0; path < 2; path++)
+            for (int rows : rows_list)
+                time_one(path, ks, rows);
+    /* prefill: the tensor-core GEMM and the float GEMV launches it replaces (8 rows each) */
+    const int big_rows[] = {16, 128, 512};
+    for (int rows : big_rows) {
+        time_one(2, 1, rows);
+        time_one(0, 1, rows);
+    }
     return 0;
 }
 """
+
+
+GEMM_CHECK_ROWS = {CHECK_SHAPE: (9, 64), (64, 64): (9, 16), (80, 70): (17, 33),
+                   (1040, 200): (37, 100), (2048, 520): (130,)}
+"""Tensor-core GEMM checks: K x N -> row counts (every row tile, ragged rows, columns and
+K tails: K % 64 of 16, N % 64 of 6 and 8)."""
+
+
+def gemm_check_data(folder: Path, w, rng, rows: int) -> None:
+    """x_tc_ROWS.bin and the interpreter's product (want_tc_ROWS.npy, float64 sums rounded
+    once) with the tensor-core contract's scale sum_k |x_k w_k| (bound_tc_ROWS.npy)."""
+    from q35c.semantics.numerics import matmul_unordered
+    from q35c.semantics.quant3p5 import dequantized
+
+    weights = dequantized(w).astype(np.float64)
+    x = rng.standard_normal((rows, weights.shape[0])).astype(np.float32)
+    (folder / f"x_tc_{rows}.bin").write_bytes(x.tobytes())
+    np.save(folder / f"want_tc_{rows}.npy", np.float32(matmul_unordered(x, weights)))
+    np.save(folder / f"bound_tc_{rows}.npy", np.float32(np.abs(x.astype(np.float64)) @ np.abs(weights)))
 
 
 def prepare_gemv(out: Path) -> list[str]:
@@ -369,6 +631,20 @@ def prepare_gemv(out: Path) -> list[str]:
     for m in range(1, 9):
         np.save(check / f"want_f32_{m}.npy", np.float32(matmul_unordered(x[:m], weights)))
         np.save(check / f"want_i8_{m}.npy", matmul_int8(q[:m], s[:m], w))
+    for m in GEMM_CHECK_ROWS[CHECK_SHAPE]:
+        gemm_check_data(check, w, rng, m)
+    for (kk, nn), ms in GEMM_CHECK_ROWS.items():
+        if (kk, nn) == CHECK_SHAPE:
+            continue
+        folder = gemv / f"gemm_{kk}x{nn}"
+        folder.mkdir()
+        wt = quantize((rng.standard_normal((kk, nn)) * 0.02).astype(np.float32))
+        entry, small = gpu_q3p5_bytes(wt.to_bytes())
+        (folder / "entry.bin").write_bytes(entry)
+        (folder / "layout.txt").write_text(f"{kk} {nn} {small.meta_row} {small.prow} "
+                                           f"{small.meta_off} {small.payload_off}\n")
+        for m in ms:
+            gemm_check_data(folder, wt, rng, m)
     rows = [f"{kk} {nn} {layout_of(kk, nn, 32).meta_row} {layout_of(kk, nn, 32).prow} "
             f"{layout_of(kk, nn, 32).meta_off} {layout_of(kk, nn, 32).payload_off} "
             f"{layout_of(kk, nn, 32).size}" for kk, nn in SHAPES]
@@ -377,7 +653,9 @@ def prepare_gemv(out: Path) -> list[str]:
                                       f"{lay.payload_off}\n")
     from q35c.targets.cuda.build import FLAGS
 
-    return [nvcc(), *FLAGS, "gemv_bench.cu", "-o", "gemv_bench"], gemv
+    base = [nvcc(), *FLAGS, "gemv_bench.cu", "-o"]
+    return ["bash", "-c", f"{shlex.join([*base, 'gemv_bench'])} && "
+            f"{shlex.join([*base, 'gemv_bench_noprefetch', '-DQ35_GEMV_PREFETCH=0'])}"], gemv
 
 
 RUN_ALL = r"""#!/bin/bash
@@ -391,6 +669,7 @@ python3 "$HERE/device_checks.py" "$HERE" "$RESULTS"
 """
 
 DEVICE_CHECKS = r'''"""Device half of bench_cuda.py: the prepared cases and benchmarks."""
+import re
 import shutil
 import subprocess
 import sys
@@ -404,7 +683,9 @@ SANITIZE = {"mlp.float": ALL_TOOLS, "mlp.int8": ALL_TOOLS, "llama_tiny.float": (
             "llama_tiny.int8": ("memcheck",), "mlp.pair43": ("memcheck",),
             "qmm_r9_k256_n200_g32.int8": ALL_TOOLS, "qmm_r1_k4096_n512_g32.int8": ALL_TOOLS,
             "qmm_r1_k4096_n512_g32.float": ALL_TOOLS, "qmm_r3_k100_n70_g16.float": ("memcheck",),
-            "encoder_tiny.fused": ALL_TOOLS, "llama_tiny.fused": ("memcheck",)}
+            "encoder_tiny.fused": ALL_TOOLS, "llama_tiny.fused": ("memcheck",),
+            "smollm2_s1.float": ("memcheck",), "smollm2_s16.int8": ("memcheck",)}
+SANITIZE_TC = ("qmm_r9_k256_n200_g32.float", "qmm_r70_k1040_n136_g32.float")
 
 
 def compare(case, out):
@@ -418,14 +699,41 @@ def compare(case, out):
             good = bad == 0
             lines.append(f"{want_path.stem}: bit-exact={good}")
         else:
-            scale = float(np.max(np.abs(want))) or 1.0
-            err = float(np.max(np.abs(got.astype(np.float64) - want)))
-            good = bool(np.all(np.abs(got.astype(np.float64) - want)
-                               <= 1e-3 * np.abs(want) + 1e-3 * scale))
+            finite = np.abs(want[np.isfinite(want)])
+            scale = float(np.max(finite, initial=0.0)) or 1.0
+            diff = np.abs(got.astype(np.float64) - want)
+            if want.dtype.kind == "f":  # equal infinities and NaN against NaN agree
+                diff[(got == want) | (np.isnan(got) & np.isnan(want))] = 0
+            err = float(np.max(diff, initial=0.0))
+            good = bool(np.all((diff == 0) | (diff <= 1e-3 * np.abs(want) + 1e-3 * scale)))
             lines.append(f"{want_path.stem}: max_abs_err={err:.3e} max|ref|={scale:.3e} "
                          f"within_1e-3={good}")
         ok = ok and good
     return ok, lines
+
+
+def peer_error(case):
+    """How far the case's outputs are from onnxruntime's float model (ort/*.npy; weight
+    quantization error, reported, not checked)."""
+    lines = []
+    for ref_path in sorted((case / "ort").glob("*.npy")):
+        ref = np.load(ref_path)
+        got = np.fromfile(case / "out" / (ref_path.stem + ".raw"),
+                          dtype=ref.dtype).reshape(ref.shape)
+        scale = float(np.max(np.abs(ref))) or 1.0
+        err = float(np.max(np.abs(got.astype(np.float64) - ref)))
+        lines.append(f"{ref_path.stem}: max_abs_err_vs_onnxruntime={err:.3e} "
+                     f"max|ref|={scale:.3e}")
+    return lines
+
+
+def unpack_blobs():
+    """model.bin of the cases whose blob travels as shared segments (blobs/, zlib)."""
+    import zlib
+    for listing in sorted((HERE / "models").glob("*/model.bin.segments")):
+        with (listing.parent / "model.bin").open("wb") as f:
+            for name in listing.read_text().split():
+                f.write(zlib.decompress((HERE / "blobs" / name).read_bytes()))
 
 
 def tool(name):
@@ -444,12 +752,15 @@ def tool(name):
 def ensure_built():
     """Rebuild everything with this machine's nvcc if the prepared binaries do not run
     (a driver older than the CUDA that built them)."""
-    probe = subprocess.run(["./main", "model.bin", "in", "out"], cwd=HERE / "models" / "mlp.float",
-                           capture_output=True, text=True)
     log = RESULTS / "build.txt"
-    if probe.returncode == 0:
-        log.write_text("prepared binaries run\n")
-        return
+    if (HERE / "models" / "mlp.float" / "main").exists():
+        probe = subprocess.run(["./main", "model.bin", "in", "out"],
+                               cwd=HERE / "models" / "mlp.float", capture_output=True, text=True)
+        if probe.returncode == 0:
+            log.write_text("prepared binaries run\n")
+            return
+    else:  # prepared without binaries (they would not fit the 64 MiB transfer)
+        probe = subprocess.CompletedProcess([], -1, "", "not shipped")
     nvcc = tool("nvcc")
     log.write_text(f"prepared binaries fail ({probe.returncode}: {probe.stderr.strip()}); "
                    f"rebuilding with {nvcc}\n")
@@ -457,6 +768,28 @@ def ensure_built():
     jobs = [([nvcc, *flags, "main.cu", "model.cu", "-o", "main"], case)
             for case in sorted((HERE / "models").iterdir())]
     jobs.append(([nvcc, *flags, "gemv_bench.cu", "-o", "gemv_bench"], HERE / "gemv"))
+    jobs.append(([nvcc, *flags, "-DQ35_GEMV_PREFETCH=0", "gemv_bench.cu", "-o",
+                  "gemv_bench_noprefetch"], HERE / "gemv"))
+    run_jobs(jobs, log)
+
+
+def tc_cases():
+    """The float cases with steps of more than 8 rows (the tensor-core GEMM's)."""
+    return [case for case in sorted((HERE / "models").iterdir())
+            if "q35_gemm_f16<" in (case / "model.cu").read_text()]
+
+
+def build_tc():
+    """main_tc of every tc case: its model.cu built with Q35_TENSOR_CORES=1."""
+    log = RESULTS / "build_tc.txt"
+    log.write_text("")
+    flags = ["-std=c++17", "-O3", "-fmad=false", "-arch=sm_90", "-DQ35_TENSOR_CORES=1"]
+    run_jobs([([tool("nvcc"), *flags, "main.cu", "model.cu", "-o", "main_tc"], case)
+              for case in tc_cases()], log)
+
+
+def run_jobs(jobs, log):
+    """Runs the (command, folder) builds, 16 at a time, logging each one's status."""
     import concurrent.futures
     with concurrent.futures.ThreadPoolExecutor(16) as pool:
         for (cmd, cwd), r in zip(jobs, pool.map(
@@ -492,6 +825,12 @@ def models():
             continue
         ok, lines = compare(case, out)
         report.append(f"{case.name}: {'PASS' if ok else 'FAIL'} " + "; ".join(lines))
+        if (case / "ort").is_dir():
+            report.append("    " + "; ".join(peer_error(case)))
+        timing = re.search(r"device runs \d+ +median ([0-9.]+) ms", run.stdout)
+        if case.name.startswith("smollm2_s1.") and timing:
+            report.append(f"    decode tokens/s (2 layers, 256 cache slots, device median): "
+                          f"{1000 / float(timing.group(1)):.1f}")
         report.append("    " + run.stdout.strip().replace("\n", "\n    "))
         sanitizer = tool("compute-sanitizer")
         if case.name in SANITIZE and sanitizer:
@@ -501,6 +840,30 @@ def models():
                                    capture_output=True, text=True)
                 last = (s.stdout.strip().splitlines() or [""])[-1]
                 san.append(f"{case.name} {check}: rc={s.returncode} {last}")
+
+
+def models_tc():
+    """The tc cases again with the tensor-core GEMM, held to the float tolerance."""
+    report = Log(RESULTS / "models_tc.txt")
+    sanitizer = tool("compute-sanitizer")
+    for case in tc_cases():
+        out = case / "out_tc"
+        out.mkdir(exist_ok=True)
+        run = subprocess.run(["./main_tc", "--bench", "100", "model.bin", "in", "out_tc"],
+                             cwd=case, capture_output=True, text=True)
+        if run.returncode != 0:
+            report.append(f"{case.name} tc: FAILED rc={run.returncode} {run.stderr.strip()}")
+            continue
+        ok, lines = compare(case, out)
+        report.append(f"{case.name} tc: {'PASS' if ok else 'FAIL'} " + "; ".join(lines))
+        report.append("    " + run.stdout.strip().replace("\n", "\n    "))
+        if sanitizer and case.name in SANITIZE_TC:
+            for check in ALL_TOOLS:
+                s = subprocess.run([sanitizer, "--tool", check, "--error-exitcode", "9",
+                                    "./main_tc", "model.bin", "in", "out_tc"], cwd=case,
+                                   capture_output=True, text=True)
+                last = (s.stdout.strip().splitlines() or [""])[-1]
+                report.append(f"    {check}: rc={s.returncode} {last}")
 
 
 def gemv():
@@ -534,15 +897,47 @@ def gemv():
                         lines.append(f"{name} check f32 ks={ks} M={m}: max_err/max|ref|="
                                      f"{err.max() / np.abs(want).max():.3e} max_rel_err="
                                      f"{(err / np.maximum(np.abs(want), 1e-30)).max():.3e}")
+        lines.extend(gemm_checks(g, name))
         for row in (g / "shapes.txt").read_text().split("\n"):
             if not row.strip():
                 continue
             k2, n2, mr, pr, mo, po, size = row.split()
             r = subprocess.run([f"./{name}", "time", "-", k2, n2, mr, pr, mo, po, size], cwd=g,
                                capture_output=True, text=True)
-            out = r.stdout.strip().replace("\ngemv", f"\n{name} gemv")
+            out = re.sub(r"\n(gem[mv]) ", f"\n{name} \\1 ", r.stdout.strip())
             lines.append(f"{name} {out}" + (f" ERR {r.stderr.strip()}" if r.returncode else ""))
         (RESULTS / "gemv.txt").write_text("\n".join(lines) + "\n")
+
+
+def gemm_checks(g, name):
+    """The tensor-core GEMM on every prepared check against the interpreter: each output
+    within (2^-10 + K 2^-24) sum_k |x_k w_k| (docs/cuda.md), and every output written."""
+    lines = []
+    for folder in [g / "check", *sorted(g.glob("gemm_*"))]:
+        k, n, meta_row, prow, meta_off, payload_off = (folder / "layout.txt").read_text().split()
+        for want_path in sorted(folder.glob("want_tc_*.npy")):
+            rows = want_path.stem.rsplit("_", 1)[1]
+            r = subprocess.run([f"./{name}", "gemm", str(folder), k, n, meta_row, prow,
+                                meta_off, payload_off, rows], cwd=g, capture_output=True,
+                               text=True)
+            label = f"{name} check tc K={k} N={n} M={rows}"
+            if r.returncode:
+                lines.append(f"{label}: rc={r.returncode} {r.stderr.strip()} FAIL")
+                continue
+            want = np.load(want_path).astype(np.float64)
+            bound = np.load(folder / f"bound_tc_{rows}.npy").astype(np.float64)
+            got = np.fromfile(folder / f"y_tc_{rows}.bin", dtype=np.float32).reshape(want.shape)
+            err = np.abs(got.astype(np.float64) - want)
+            limit = (2.0 ** -10 + int(k) * 2.0 ** -24) * bound
+            ok = bool(np.isfinite(got).all() and (err <= limit).all())
+            lines.append(f"{label}: {'ok' if ok else 'FAIL'} max_err/limit="
+                         f"{(err / np.maximum(limit, 1e-30)).max():.3e} max_err/max|ref|="
+                         f"{err.max() / np.abs(want).max():.3e} within_1e-3_rel+1e-3_max="
+                         f"{bool((err <= 1e-3 * np.abs(want) + 1e-3 * np.abs(want).max()).all())}")
+    return lines
+
+
+PREFILL = ((4096, 4096), (4096, 11008))  # shapes of the prefill GEMM peers (M 128, 512)
 
 
 def peers():
@@ -580,16 +975,17 @@ def peers():
         nbytes = k * n * 2
         copies = max(2, -(-4 * l2 // nbytes))
         ws = [torch.randn(n, k, dtype=torch.float16, device=dev) for _ in range(copies)]
-        for m in (1, 2, 4, 8, 16):
+        for m in (1, 2, 4, 8, 16, *((128, 512) if (k, n) in PREFILL else ())):
             x = torch.randn(m, k, dtype=torch.float16, device=dev)
             med, mn = timed(lambda it: torch.nn.functional.linear(x, ws[it % copies]))
             lines.append(f"torch_fp16 K={k} N={n} M={m} median_us {med:.2f} min_us {mn:.2f} "
-                         f"weight_bytes {nbytes} GBps_median {nbytes / (med * 1e3):.1f}")
+                         f"weight_bytes {nbytes} GBps_median {nbytes / (med * 1e3):.1f} "
+                         f"TFLOPs_median {2 * m * k * n / (med * 1e6):.2f}")
         del ws
     (RESULTS / "torch.txt").write_text("\n".join(lines) + "\n")
 
 
-for step in (ensure_built, models, gemv, peers):
+for step in (unpack_blobs, ensure_built, build_tc, models, models_tc, gemv, peers):
     try:
         step()
     except Exception as err:  # report and go on: one call must bring back everything
@@ -601,18 +997,33 @@ def cases() -> list[tuple[str, str]]:
     """(model, kind) of every prepared model case."""
     out = [(model, kind) for model in MODELS for kind in ("float", "int8", "fused")
            if not (kind == "fused" and "@" in model)]
-    out += [("mlp", "pair43"), ("mlp", "pair43int8")]
+    out += [("mlp", "pair43"), ("mlp", "pair43int8"), ("onnx_ops", "float")]
     return out + [(model, kind) for model in QMATMULS for kind in ("float", "int8")]
 
 
-def prepare(out: Path, jobs: int, only: str | None) -> None:
+def tc_build(build: tuple[list[str], Path]) -> tuple[list[str], Path]:
+    """The case's build, followed, where model.cu has tensor-core GEMM steps, by its
+    Q35_TENSOR_CORES=1 build (main_tc): both must compile warning-free here."""
+    command, case = build
+    if "q35_gemm_f16<" not in (case / "model.cu").read_text():
+        return build
+    tc = [*command[:-1], "main_tc"]
+    tc.insert(1, "-DQ35_TENSOR_CORES=1")
+    return ["bash", "-c", f"{shlex.join(command)} && {shlex.join(tc)}"], case
+
+
+def prepare(out: Path, jobs: int, only: str | None, keep_binaries: bool = False) -> None:
     if only is None and out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
     builds = [prepare_gemv(out)] if only is None else []
     for model, kind in cases():
         if only is None or re.search(only, f"{model}.{kind}"):
-            builds.append(prepare_model(out, model, kind))
+            builds.append(tc_build(prepare_model(out, model, kind)))
+    for kind in ("float", "int8"):
+        if (SMOLLM2_DIR / "decode.dynamo.onnx").exists() and (
+                only is None or re.search(only, f"smollm2.{kind}")):
+            builds += [tc_build(b) for b in prepare_smollm2(out, kind)]
     (out / "run_all.sh").write_text(RUN_ALL)
     (out / "device_checks.py").write_text(DEVICE_CHECKS)
 
@@ -626,6 +1037,10 @@ def prepare(out: Path, jobs: int, only: str | None) -> None:
         for cwd, rc, err in pool.map(build, builds):
             print(f"built {cwd.relative_to(out)}: rc={rc}" + (f"\n{err}" if rc else ""))
             failed += rc != 0
+    if not keep_binaries:  # built here to check; device_checks.py rebuilds them there
+        for binary in [*out.glob("models/*/main"), *out.glob("models/*/main_tc"),
+                       out / "gemv" / "gemv_bench", out / "gemv" / "gemv_bench_noprefetch"]:
+            binary.unlink(missing_ok=True)
     sys.exit(1 if failed else 0)
 
 
@@ -636,8 +1051,12 @@ def main() -> None:
     p.add_argument("out", type=Path)
     p.add_argument("--jobs", type=int, default=2)
     p.add_argument("--only", help="(re)build only the model cases matching this regex")
+    p.add_argument("--keep-binaries", action="store_true",
+                   help="keep the nvcc-built runners (by default removed after the build "
+                        "check, so the folder fits 64 MiB; run_all.sh builds them with the "
+                        "GPU machine's nvcc)")
     args = parser.parse_args()
-    prepare(args.out, args.jobs, args.only)
+    prepare(args.out, args.jobs, args.only, args.keep_binaries)
 
 
 if __name__ == "__main__":

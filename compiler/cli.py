@@ -289,7 +289,7 @@ _LLM_OPTIONS = [
                  metavar="FILE", help="tokenizer.json (tokenizer_config.json beside it gives "
                                       "the end-of-sequence token and the chat template)."),
     click.option("--target", "-t", default="interp", show_default=True,
-                 type=click.Choice(["interp", "c"]), help="Where the model runs."),
+                 type=click.Choice(["interp", "c", "cuda"]), help="Where the model runs."),
     click.option("--context", type=click.IntRange(min=2), default=None, metavar="N",
                  help="Cache slots the model is compiled with: the maximum context "
                       "[generate: 256; perplexity: --context]."),

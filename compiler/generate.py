@@ -1,13 +1,14 @@
 """Text generation and perplexity with a compiled decoder-only language model.
 
-    q35c generate MODEL --tokenizer tokenizer.json --prompt TEXT [--target interp|c] ...
+    q35c generate MODEL --tokenizer tokenizer.json --prompt TEXT [--target interp|c|cuda] ...
     q35c perplexity MODEL --tokenizer tokenizer.json --text FILE [--context N --stride S]
 
 MODEL is a decode-step graph with a KV cache in the naming of optimum and onnxruntime-genai
 (inputs `input_ids`, `attention_mask`, `position_ids`, `past_key_values.N.key/value`;
 outputs `logits`, `present.N.key/value`, where present = past followed by the new tokens),
 such as examples/smollm2/export.py's `decode.*.onnx`; for `--target c` also a directory
-written by `q35c MODEL --target c -o OUT`.
+written by `q35c MODEL --target c -o OUT`. `--target cuda` runs it on the GPU
+(targets/cuda/session.py).
 
 The design (docs/generate.md): static shapes with masking. The graph is compiled once with
 a fixed past length L (the maximum context) and a fixed number S of new tokens per call
@@ -202,7 +203,8 @@ def weight_storage(module, store) -> Storage:
 
 @dataclass
 class CompileRequest:
-    """How to compile MODEL: target ('interp' or 'c'), pipeline and --act, cache length."""
+    """How to compile MODEL: target ('interp', 'c' or 'cuda'), pipeline and --act, cache
+    length."""
 
     target: str = "interp"
     passes: str | None = None
@@ -230,6 +232,10 @@ def compile_step(path: Path, request: CompileRequest, step: int) -> CompiledStep
 
     if not path.exists():
         raise Q35cError(f"{path}: no such file")
+    if request.target == "cuda":
+        from q35c.targets.cuda.build import require_gpu
+
+        require_gpu()  # before the compile: it takes a while
     onnx_cache_dims(path)
     shapes = static_shapes(path, request.context, step)
     options = _options(request.target, request.passes, None, False, None, (),
@@ -257,7 +263,13 @@ def compile_step(path: Path, request: CompileRequest, step: int) -> CompiledStep
 
         session = CSession.from_emitted(emit(module, store, None, "model"), request.threads)
         return CompiledStep(session.run, signature, storage, session.close)
-    raise Q35cError(f"generate runs on --target interp or c, not '{request.target}'")
+    if request.target == "cuda":
+        from q35c.targets.cuda.emit import emit as emit_cuda
+        from q35c.targets.cuda.session import CudaSession
+
+        session = CudaSession.from_emitted(emit_cuda(module, store, None, "model"))
+        return CompiledStep(session.run, signature, storage, session.close)
+    raise Q35cError(f"generate runs on --target interp, c or cuda, not '{request.target}'")
 
 
 def _c_directory(path: Path, request: CompileRequest) -> CompiledStep:

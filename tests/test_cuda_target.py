@@ -7,9 +7,11 @@ the GPU (models against the interpreter, GEMV timings) are in benchmarks/bench_c
 from __future__ import annotations
 
 import functools
+import importlib.util
 import os
 import re
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -33,6 +35,7 @@ from q35c.targets.cuda.printer import (
     io_offsets,
 )
 
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 FUSED = ("default,fuse-dequant-matmul,fuse-norms,fuse-swiglu,fuse-gelu,fuse-attention,"
          "fuse-matmul-bias-act,fuse-residual,canonicalize")
 PAIR43 = 'quantize-weights{layout="pair43"},canonicalize,cse'
@@ -219,21 +222,150 @@ def test_run_without_a_gpu_raises_before_building(monkeypatch):
         CudaTarget().run(ctx, module, store_of(module), {}, None)
 
 
-def test_generic_onnx_ops_the_c_target_lowers_are_refused_up_front(tmp_path):
-    """The C target's generic-op kernel families have no CUDA printer: such a model gets
-    the one-line unsupported-op error (exit 2, nothing written), not a printer failure."""
+def test_generic_onnx_ops_without_cuda_kernels_are_refused_up_front(tmp_path):
+    """A generic-op kernel family only the C target has (here CumSum's): the one-line
+    unsupported-op error (exit 2, nothing written), not a printer failure."""
     import onnx
     from onnx import TensorProto, helper
 
     graph = helper.make_graph(
-        [helper.make_node("IsNaN", ["x"], ["y"])], "g",
+        [helper.make_node("CumSum", ["x", "axis"], ["y"])], "g",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4])],
-        [helper.make_tensor_value_info("y", TensorProto.BOOL, [4])])
-    path = tmp_path / "isnan.onnx"
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4])],
+        [helper.make_tensor("axis", TensorProto.INT64, [], [0])])
+    path = tmp_path / "cumsum.onnx"
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)]), path)
     result = q35c(path, "--target", "cuda", "-o", tmp_path / "out", check=False)
     assert result.returncode == 2, result.stderr
-    assert 'target cuda does not support: q35nn.onnx_node "IsNaN"' in result.stderr
+    assert 'target cuda does not support: q35nn.onnx_node "CumSum"' in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "out").exists()
     assert q35c(path, "--target", "c", "-o", tmp_path / "c").returncode == 0
+
+
+# -- the generic ONNX op's kernels (targets/cuda/onnx.py) ------------------------------------
+
+_spec = importlib.util.spec_from_file_location("bench_cuda", BENCHMARKS / "bench_cuda.py")
+bench_cuda = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(bench_cuda)
+
+
+@functools.cache
+def onnx_ops_emitted(tmp: str):
+    path = bench_cuda.onnx_ops_model(Path(tmp) / "onnx_ops.onnx")
+    _, module = compile_to_module(path, Options())
+    return emit(module, store_of(module), None, "model")
+
+
+@pytest.fixture
+def onnx_ops(tmp_path_factory):
+    return onnx_ops_emitted(str(tmp_path_factory.mktemp("onnx_ops")))
+
+
+def test_every_elementwise_and_gather_op_type_is_accepted():
+    from q35c.targets.native.onnx_tensor import MAP_OPS
+
+    accepted = CudaTarget().accepted_ops()
+    for op in (*MAP_OPS, "Gather", "GatherElements", "GatherND"):
+        assert f'q35nn.onnx_node "{op}"' in accepted
+    for op in ("ScatterND", "CumSum", "Softmax", "Trilu", "TopK"):
+        assert f'q35nn.onnx_node "{op}"' not in accepted
+
+
+def test_onnx_op_kernels_compile_warning_free(onnx_ops, tmp_path):
+    compiler = nvcc_or_skip()
+    kinds = [s.kernel for s in onnx_ops.program.steps]
+    assert kinds.count("onnx_map") == 8 and kinds.count("onnx_index") == 2
+    for name, data in onnx_ops.files.items():
+        (tmp_path / name).write_bytes(data)
+    result = subprocess.run([compiler, *FLAGS, "main.cu", "model.cu"], cwd=tmp_path,
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "warning" not in result.stderr.lower(), result.stderr
+
+
+def test_onnx_map_kernels_index_broadcast_operands_by_their_strides(onnx_ops):
+    """And(num[2,3], m[3]): m is read at q35_bcast(i) with strides [0, 1] over dims [2, 3];
+    Where's scalar `zero` at [0]; same-shape operands at [i]; one thread per element."""
+    source = onnx_ops.files["model.cu"].decode()
+    steps = onnx_ops.program.steps
+    [and_] = [i for i, s in enumerate(steps) if s.params.get("op") == "And"]
+    [where] = [i for i, s in enumerate(steps) if s.params.get("op") == "Where"]
+    assert f"q35_step{and_}_dims[] = {{2, 3}};" in source
+    assert f"q35_step{and_}_st1[] = {{0, 1}};" in source
+    assert f"in0[i] && in1[q35_bcast(i, 2, q35_step{and_}_dims, q35_step{and_}_st1)]" in source
+    assert re.search(rf"q35_step{where}\(float \*out, const uint8_t \*in0, const float \*in1, "
+                     r"const float \*in2\)", source)
+    assert f"q35_step{where}<<<q35_grid(6), Q35_THREADS, 0, s>>>" in source
+
+
+def test_onnx_map_conversions_match_the_c_target(onnx_ops):
+    """Casts use the C runtime's helpers (ported to the device): float to int64 through
+    q35_f2i64, float16 as bits through q35_f64_to_f16 / q35_f16_to_f32."""
+    source = onnx_ops.files["model.cu"].decode()
+    assert "(int64_t)q35_f2i64((double)(in0[i]))" in source
+    assert "q35_f64_to_f16((double)(q35_f16_to_f32(in0[i]) * q35_f16_to_f32(in1[i])))" in source
+    assert "Q35_DFN int64_t q35_f2i64(double x)" in source
+
+
+def test_onnx_gathers_launch_one_thread_per_element_and_flag_bad_indices(onnx_ops):
+    source = onnx_ops.files["model.cu"].decode()
+    steps = onnx_ops.program.steps
+    [ge] = [i for i, s in enumerate(steps) if s.params.get("op") == "GatherElements"]
+    [gnd] = [i for i, s in enumerate(steps) if s.params.get("op") == "GatherND"]
+    # GatherElements: 4 indices into axis 1 (size 3) of x[2, 3]; tables idims and dst
+    assert re.search(rf"q35_gather_elements<float><<<q35_grid\(4\), Q35_THREADS, 0, s>>>\("
+                     rf".*, 4, 2, 1, 3, m->tables\[\d+\], m->tables\[\d+\], "
+                     rf"m->bad \+ {ge}\);", source)
+    # GatherND: 2 tuples of 1 index selecting rows of 3 elements
+    assert re.search(rf"q35_gather_nd<float><<<q35_grid\(6\), Q35_THREADS, 0, s>>>\("
+                     rf".*, 2, 1, 3, 2, 6, m->tables\[\d+\], m->tables\[\d+\], "
+                     rf"m->bad \+ {gnd}\);", source)
+    assert "a gather index is out of range" in source
+    assert f"__device__ const int64_t q35_s{ge}_dst[] = {{3, 1}};" in source
+
+
+def test_models_without_onnx_ops_leave_out_their_helpers():
+    assert "q35_f2i64" not in emitted("mlp", "float").files["model.cu"].decode()
+
+
+def test_generate_without_a_gpu_says_so_before_compiling(monkeypatch, tmp_path):
+    """`q35c generate --target cuda` compiles through compile_step: without a GPU it
+    raises the one-line error before reading the model."""
+    import q35c.targets.cuda.build as build
+    from q35c.compiler.generate import CompileRequest, compile_step
+
+    monkeypatch.setattr(build, "has_gpu", lambda: False)
+    model = tmp_path / "decode.onnx"
+    model.write_bytes(b"not an onnx model")
+    with pytest.raises(Q35cError, match=r"^cuda target: no CUDA GPU on this machine"):
+        compile_step(model, CompileRequest(target="cuda"), 1)
+
+
+SMOLLM2 = Path(os.environ.get("Q35C_SMOLLM2_DIR", "/work/models/smollm2/layers2"))
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (SMOLLM2 / "decode.dynamo.onnx").exists(),
+                    reason="no SmolLM2 export (Q35C_SMOLLM2_DIR)")
+@pytest.mark.parametrize("step", [1, 16])
+def test_smollm2_decode_graph_compiles_for_cuda(step, tmp_path):
+    """SmolLM2's decode graph (its generic ops: IsNaN, And, Cast, Where, GatherND) emits
+    and compiles warning-free; 16 rows run the GEMV in two launches of 8."""
+    from q35c.compiler.generate import static_shapes
+
+    compiler = nvcc_or_skip()
+    path = SMOLLM2 / "decode.dynamo.onnx"
+    _, module = compile_to_module(path, Options(shapes=static_shapes(path, 8, step)))
+    e = emit(module, store_of(module), None, "model")
+    ops = {s.params["op"] for s in e.program.steps if s.kernel.startswith("onnx_")}
+    assert ops == {"IsNaN", "And", "Cast", "Where", "GatherND"}
+    source = e.files["model.cu"].decode()
+    assert source.count("q35_gemv_f32<8,") == (30 if step == 16 else 0)
+    for name, data in e.files.items():
+        if name != "model.bin":
+            (tmp_path / name).write_bytes(data)
+    result = subprocess.run([compiler, *FLAGS, "-c", "model.cu"], cwd=tmp_path,
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "warning" not in result.stderr.lower(), result.stderr

@@ -31,12 +31,13 @@ class CudaTarget(Q35cTarget):
     name = "cuda"
 
     def accepted_ops(self) -> frozenset[str]:
-        """What the native lowering lowers by itself (`lowered_ops`): the C target's ops
-        less those whose kernels only the C printer has (the generic ONNX op's kernel
-        families, Fortran kernels' loops)."""
+        """What the native lowering lowers by itself (`lowered_ops`), and the generic ONNX
+        op types with CUDA kernels (onnx.py: elementwise maps and gathers); not the C-only
+        kernel families (the other ONNX ops, Fortran kernels' loops)."""
+        from q35c.targets.cuda.onnx import accepted_keys
         from q35c.targets.native.lower import lowered_ops
 
-        return lowered_ops()
+        return lowered_ops() | accepted_keys()
 
     def write(self, ctx: Context, module: ModuleOp, store: WeightStore, out_dir: Path,
               stem: str) -> None:

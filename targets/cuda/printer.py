@@ -38,6 +38,7 @@ from q35c.targets.c.printer import (
     io_file_stems,
     model_prefix,
 )
+from q35c.targets.cuda import onnx
 from q35c.targets.cuda.blob import Q3P5Layout
 from q35c.targets.native.program import Buffer, Program, Step
 
@@ -85,6 +86,27 @@ def gemv_launches(rows: int, k: int, n: int) -> list[GemvLaunch]:
             for r in range(0, rows, GEMV_MAX_ROWS)]
 
 
+GEMM_BN = 64  # Q35_GEMM_BN: columns of a tensor-core GEMM block
+GEMM_THREADS = 128
+
+
+@dataclass(frozen=True)
+class GemmLaunch:
+    """The launch of the tensor-core GEMM `q35_gemm_f16<mt>`: blocks of 16 * mt rows by
+    GEMM_BN columns."""
+
+    mt: int
+    grid: tuple[int, int]
+    block: int = GEMM_THREADS
+
+
+def gemm_launch(rows: int, n: int) -> GemmLaunch:
+    """The tensor-core GEMM launch for `rows` activation rows (more than GEMV_MAX_ROWS):
+    the smallest row tile of 16, 32 or 64 that holds them, else 64."""
+    mt = next((m for m in (1, 2) if rows <= 16 * m), 4)
+    return GemmLaunch(mt, (-(-n // GEMM_BN), -(-rows // (16 * mt))))
+
+
 def uses_gemv(lay: Q3P5Layout) -> bool:
     """Whether the fast GEMV kernels handle this tensor (else the portable kernels)."""
     return lay.group == 32 and lay.k % 16 == 0
@@ -109,7 +131,7 @@ class CudaPrinter:
         self.layouts = layouts
         self.io, self.region_bytes = io_offsets(program)
         self.tables: list[tuple[str, list[int]]] = []  # device int64 arrays: name, values
-        self.uses_gather = any(s.kernel == "gather" for s in program.steps)
+        self.uses_gather = any(s.kernel in ("gather", "onnx_index") for s in program.steps)
 
     # -- buffers --------------------------------------------------------------------------
 
@@ -278,6 +300,12 @@ class CudaPrinter:
                 f"{self.ptr(data)}, {self.ptr(idx)}, {q['count']}, {q['outer']}, {q['size']}, "
                 f"{q['inner']}, m->bad + {index});")
 
+    def render_onnx_map(self, index: int, step: Step) -> str:
+        return onnx.render_map(self, index, step)
+
+    def render_onnx_index(self, index: int, step: Step) -> str:
+        return onnx.render_index(self, index, step)
+
     def render_attention(self, index: int, step: Step) -> str:
         out = step.outs[0]
         q, k, v, *mask = step.ins
@@ -315,12 +343,21 @@ class CudaPrinter:
             return (f"q35_qmatmul_f32_simple<<<{grid}, {SIMPLE_THREADS}, 0, s>>>("
                     f"{self.ptr(out)}, {self.ptr(x)}, {rows}, {self.q3p5(w)}, "
                     f"{self._epilogue(bias, residual, act)});")
-        return "\n".join(
+        gemv = "\n".join(
             f"q35_gemv_f32<{launch.rows}, {launch.ksplit}><<<{launch.grid}, {launch.block}, "
             "0, s>>>("
             f"{self.ptr(out)} + {launch.row0 * lay.n}, {self.ptr(x)} + {launch.row0 * lay.k}, "
             f"{self.q3p5(w)}, {self._epilogue(bias, residual, act, launch.row0 * lay.n)});"
             for launch in gemv_launches(rows, lay.k, lay.n))
+        if rows <= GEMV_MAX_ROWS:
+            return gemv
+        gemm = gemm_launch(rows, lay.n)
+        return "\n".join((
+            "#if Q35_TENSOR_CORES",
+            f"q35_gemm_f16<{gemm.mt}><<<dim3({gemm.grid[0]}, {gemm.grid[1]}), {gemm.block}, "
+            f"0, s>>>({self.ptr(out)}, {self.ptr(x)}, {rows}, {self.q3p5(w)}, "
+            f"{self._epilogue(bias, residual, act)});",
+            "#else", gemv, "#endif"))
 
     def render_qmatmul_f32(self, index: int, step: Step) -> str:
         x, w = step.ins
@@ -476,7 +513,11 @@ class CudaPrinter:
         return "\n".join(lines)
 
     def runtime(self) -> str:
+        """q35cu.cuh with its tables filled in, and the generic ONNX op's device helpers
+        (q35cu_onnx.cuh) when a step needs them."""
         text = (RUNTIME_DIR / "q35cu.cuh").read_text()
+        if any(s.kernel in onnx.KERNELS for s in self.p.steps):
+            text += "\n" + (RUNTIME_DIR / onnx.RUNTIME).read_text()
         rows = ",\n".join("    " + ", ".join(f"{{{a}, {b}}}" for a, b in CODEBOOK[i:i + 8])
                           for i in range(0, 128, 8))
         steps = SCALE_STEPS.view(np.uint32)
@@ -504,8 +545,9 @@ class CudaPrinter:
     def source(self) -> str:
         P = self.prefix
         launcher = self.launcher()  # first: it collects the tables
-        kernels = [self.elementwise_kernel(i, s) for i, s in enumerate(self.p.steps)
-                   if s.kernel == "elementwise"]
+        kernels = [self.elementwise_kernel(i, s) if s.kernel == "elementwise"
+                   else onnx.map_kernel(i, s) for i, s in enumerate(self.p.steps)
+                   if s.kernel in ("elementwise", "onnx_map")]
         tables = [f"__device__ const int64_t {name}[] = {_int_array(values)};"
                   for name, values in self.tables]
         n_tables = max(1, len(self.tables))

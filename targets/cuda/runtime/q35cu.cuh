@@ -24,9 +24,13 @@
  *   by a shuffle tree. int8 path: dp4a on four int8 levels at a time, an exact int32 sum
  *   per group and row, then the float32 rescale term of each group and its running sum in
  *   group order (through shared memory), as q35c.semantics.rescale_group does: bit-exact.
+ * - the tensor-core GEMM (q35_gemm_f16, opt-in with Q35_TENSOR_CORES=1): float path,
+ *   more than 8 rows; fp16 tiles of the activations and of the decoded weights into
+ *   mma.sync m16n8k16 with fp32 accumulation (its own tolerance, docs/cuda.md).
  * - portable kernels (q35_qmatmul_f32_simple, q35_qmatmul_i8_simple): any group size and
  *   K; one thread per column, the C runtime's order (float path summed in double).
  */
+#include <cuda_fp16.h>
 #include <cuda_runtime.h>
 #include <stdint.h>
 
@@ -37,6 +41,10 @@
 #define Q35_COLS 4
 #endif
 #define Q35_GEMV_MAX_ROWS 8
+#ifndef Q35_GEMV_PREFETCH
+#define Q35_GEMV_PREFETCH 1 /* float GEMV, up to 4 rows: the next unit's codes are loaded
+                               * before this unit's products (0: after them) */
+#endif
 #define Q35_THREADS 256
 
 /* CODEBOOK[code][0 or 1]: the integer levels of the even-k and odd-k weight of a pair. */
@@ -167,6 +175,8 @@ __global__ void __launch_bounds__(Q35_GEMV_WARPS * 32)
 q35_gemv_f32(float *y, const float *x, q35_q3p5 t, q35_epilogue e)
 {
     static_assert(KSPLIT == 1 || KSPLIT == Q35_GEMV_WARPS, "a block is 1 or all K parts");
+    /* up to 4 rows the registers hold a second unit's codes without spilling */
+    constexpr bool PREFETCH = Q35_GEMV_PREFETCH && M <= 4;
     __shared__ q35_tables tab;
     __shared__ float partial[KSPLIT][M * Q35_COLS];
     q35_load_tables(&tab);
@@ -181,13 +191,26 @@ q35_gemv_f32(float *y, const float *x, q35_q3p5 t, q35_epilogue e)
 #pragma unroll
         for (int c = 0; c < Q35_COLS; c++)
             acc[r][c] = 0.0f;
+    uint32_t words[Q35_COLS][7]; /* the codes of unit u */
+    if (PREFETCH && part * 32 + lane < units)
+#pragma unroll
+        for (int c = 0; c < Q35_COLS; c++)
+            q35_load_unit(t, n0 + c < t.n ? n0 + c : t.n - 1, part * 32 + lane, words[c]);
     for (int u = part * 32 + lane; u < units; u += 32 * KSPLIT) {
-        uint32_t words[Q35_COLS][7];
+        /* PREFETCH: the next unit's codes are in flight while this unit's products run */
+        uint32_t next[Q35_COLS][7];
+#pragma unroll
+        for (int c = 0; c < Q35_COLS; c++) {
+            const int n = n0 + c < t.n ? n0 + c : t.n - 1;
+            if (!PREFETCH)
+                q35_load_unit(t, n, u, words[c]);
+            else if (u + 32 * KSPLIT < units)
+                q35_load_unit(t, n, u + 32 * KSPLIT, next[c]);
+        }
         float scale[Q35_COLS][2], offset[Q35_COLS][2];
 #pragma unroll
         for (int c = 0; c < Q35_COLS; c++) {
             const int n = n0 + c < t.n ? n0 + c : t.n - 1;
-            q35_load_unit(t, n, u, words[c]);
 #pragma unroll
             for (int h = 0; h < 2; h++) {
                 if (2 * u + h < t.groups) {
@@ -231,6 +254,12 @@ q35_gemv_f32(float *y, const float *x, q35_q3p5 t, q35_epilogue e)
                         acc[r][c] = fmaf(xv[i], w[c][i], acc[r][c]);
             }
         }
+        if (PREFETCH)
+#pragma unroll
+            for (int c = 0; c < Q35_COLS; c++)
+#pragma unroll
+                for (int j = 0; j < 7; j++)
+                    words[c][j] = next[c][j];
     }
 #pragma unroll
     for (int r = 0; r < M; r++)
@@ -359,6 +388,191 @@ q35_gemv_i8(float *y, const int8_t *q, const float *row_scale, q35_q3p5 t)
         if (n0 + c < t.n)
             y[(int64_t)r * t.n + n0 + c] = __fmul_rn(total, row_scale[r]);
     }
+}
+
+/* ---- float-path tensor-core GEMM (prefill, opt-in): y[M, N] = epilogue(x[M, K] @ W) ---
+ *
+ * Built only with Q35_TENSOR_CORES=1 (`make TC=1`); the default float path is the fp32
+ * GEMV. A block of 4 warps computes a (16 * MT) x 64 output tile. Per 64-weight unit of K
+ * (two groups), the block stages the activations, rounded to fp16, and the weights, each
+ * decoded exactly as the interpreter decodes it (float32 `scale * level + offset`) and then
+ * rounded to fp16, as [row][k] and [column][k] tiles in shared memory; warp w multiplies
+ * all rows by columns 16w..16w+15 with mma.sync m16n8k16 (fp16 inputs, fp32 accumulation).
+ * The next unit's codes and activations are loaded into registers while the current unit's
+ * products run (one stage of register prefetch). Rows, columns and weights past M, N, K are
+ * zero in the tiles and never stored. Needs sm_80+ (mma.sync m16n8k16). */
+#ifndef Q35_TENSOR_CORES
+#define Q35_TENSOR_CORES 0
+#endif
+#define Q35_GEMM_BN 64
+#define Q35_GEMM_BK 64
+#define Q35_GEMM_PAD 72 /* halves per tile row: 144 bytes, conflict-free fragment loads */
+
+template <int MT>
+struct __align__(16) q35_gemm_tiles {
+    __half a[16 * MT][Q35_GEMM_PAD];
+    __half b[Q35_GEMM_BN][Q35_GEMM_PAD];
+};
+
+/* What one thread fetches from global memory for one unit: 2 * MT float4 of activations
+ * (16 * MT rows x 64 floats over 128 threads), and the unit's codes of one column with the
+ * scale and offset of one of its two groups. */
+template <int MT>
+struct q35_gemm_stage {
+    float4 x[2 * MT];
+    uint32_t w[7];
+    float scale, offset;
+};
+
+template <int MT>
+__device__ __forceinline__ void q35_gemm_fetch(const q35_q3p5 &t, const float *x, int rows,
+                                               int m0, int n0, int u, const float *steps,
+                                               q35_gemm_stage<MT> &st)
+{
+#pragma unroll
+    for (int i = 0; i < 2 * MT; i++) {
+        const int idx = threadIdx.x + 128 * i; /* float4 index in the 16 MT x 16 tile */
+        const int r = m0 + idx / 16, k = u * Q35_GEMM_BK + 4 * (idx % 16);
+        st.x[i] = r < rows && k < t.k
+            ? __ldg((const float4 *)(const void *)(x + (int64_t)r * t.k + k))
+            : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    }
+    const int n = n0 + threadIdx.x / 2, g = 2 * u + threadIdx.x % 2;
+    if (n < t.n && g < t.groups) {
+        q35_load_unit(t, n, u, st.w);
+        q35_group_meta(t, n, g, steps, &st.scale, &st.offset);
+    } else {
+#pragma unroll
+        for (int j = 0; j < 7; j++)
+            st.w[j] = 0u;
+        st.scale = 0.0f;
+        st.offset = 0.0f;
+    }
+}
+
+/* The fetched unit into the shared tiles: activations to fp16, weights decoded (float32,
+ * the interpreter's order) then rounded to fp16; weights past K are zero. */
+template <int MT>
+__device__ __forceinline__ void q35_gemm_stage_store(const q35_q3p5 &t, int u,
+                                                     const q35_gemm_stage<MT> &st,
+                                                     const q35_tables &tab,
+                                                     q35_gemm_tiles<MT> &tile)
+{
+#pragma unroll
+    for (int i = 0; i < 2 * MT; i++) {
+        const int idx = threadIdx.x + 128 * i;
+        __half2 *dst = (__half2 *)(void *)&tile.a[idx / 16][4 * (idx % 16)];
+        dst[0] = __floats2half2_rn(st.x[i].x, st.x[i].y);
+        dst[1] = __floats2half2_rn(st.x[i].z, st.x[i].w);
+    }
+    const int c = threadIdx.x / 2, h = threadIdx.x % 2;
+    /* group h's 16 codes are bits 112h..112h+111 of the unit: a 4-word window starting
+     * at that bit, so that every index below is a compile-time constant */
+    uint32_t win[5];
+#pragma unroll
+    for (int j = 0; j < 4; j++)
+        win[j] = h ? __funnelshift_r(st.w[3 + j], j + 4 < 7 ? st.w[4 + j] : 0u, 16) : st.w[j];
+    win[4] = 0u;
+    uint32_t packed[16];
+#pragma unroll
+    for (int i = 0; i < 16; i++) {
+        const int k = u * Q35_GEMM_BK + 32 * h + 2 * i;
+        const int bit = 7 * i;
+        const float2 l = tab.levels[__funnelshift_r(win[bit / 32], win[bit / 32 + 1], bit % 32)
+                                    & 127u];
+        const float w0 = __fadd_rn(__fmul_rn(st.scale, l.x), st.offset);
+        const float w1 = __fadd_rn(__fmul_rn(st.scale, l.y), st.offset);
+        const __half2 v = k < t.k ? __floats2half2_rn(w0, w1) : __floats2half2_rn(0.0f, 0.0f);
+        packed[i] = *(const uint32_t *)(const void *)&v;
+    }
+    uint4 *dst = (uint4 *)(void *)&tile.b[c][32 * h];
+#pragma unroll
+    for (int j = 0; j < 4; j++)
+        dst[j] = make_uint4(packed[4 * j], packed[4 * j + 1], packed[4 * j + 2], packed[4 * j + 3]);
+}
+
+/* d += a (16 x 16, row-major fragments) * b (16 x 8, column fragments), fp32 accumulators. */
+__device__ __forceinline__ void q35_mma_16816(float d[4], const uint32_t a[4], const uint32_t b[2])
+{
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 "
+                 "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+#else
+    (void)d; (void)a; (void)b;
+    __trap(); /* the tensor-core GEMM needs sm_80 or newer */
+#endif
+}
+
+__device__ __forceinline__ uint32_t q35_half2_at(const __half *p)
+{
+    return *(const uint32_t *)(const void *)p;
+}
+
+template <int MT>
+__global__ void __launch_bounds__(128)
+q35_gemm_f16(float *y, const float *x, int rows, q35_q3p5 t, q35_epilogue e)
+{
+    static_assert(MT == 1 || MT == 2 || MT == 4, "16, 32 or 64 rows per block");
+    static_assert(alignof(q35_gemm_tiles<MT>) == 16 && sizeof(__half) * 16 * MT * Q35_GEMM_PAD % 16 == 0,
+                  "the weight tile's rows take 16-byte stores");
+    __shared__ q35_tables tab;
+    __shared__ q35_gemm_tiles<MT> tile;
+    q35_load_tables(&tab);
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int gid = lane >> 2, tid = lane & 3;
+    const int n0 = blockIdx.x * Q35_GEMM_BN, m0 = blockIdx.y * 16 * MT;
+    const int units = (t.k + Q35_GEMM_BK - 1) / Q35_GEMM_BK;
+    float acc[MT][2][4];
+#pragma unroll
+    for (int i = 0; i < MT; i++)
+#pragma unroll
+        for (int j = 0; j < 2; j++)
+#pragma unroll
+            for (int v = 0; v < 4; v++)
+                acc[i][j][v] = 0.0f;
+    q35_gemm_stage<MT> st;
+    q35_gemm_fetch<MT>(t, x, rows, m0, n0, 0, tab.steps, st);
+    for (int u = 0; u < units; u++) {
+        q35_gemm_stage_store<MT>(t, u, st, tab, tile);
+        __syncthreads();
+        if (u + 1 < units) /* in flight while the products below run */
+            q35_gemm_fetch<MT>(t, x, rows, m0, n0, u + 1, tab.steps, st);
+#pragma unroll
+        for (int kk = 0; kk < Q35_GEMM_BK; kk += 16) {
+            uint32_t b[2][2];
+#pragma unroll
+            for (int j = 0; j < 2; j++) {
+                const __half *col = tile.b[16 * warp + 8 * j + gid];
+                b[j][0] = q35_half2_at(col + kk + 2 * tid);
+                b[j][1] = q35_half2_at(col + kk + 8 + 2 * tid);
+            }
+#pragma unroll
+            for (int i = 0; i < MT; i++) {
+                const __half *r0 = tile.a[16 * i + gid], *r8 = tile.a[16 * i + gid + 8];
+                const uint32_t a[4] = {q35_half2_at(r0 + kk + 2 * tid),
+                                       q35_half2_at(r8 + kk + 2 * tid),
+                                       q35_half2_at(r0 + kk + 8 + 2 * tid),
+                                       q35_half2_at(r8 + kk + 8 + 2 * tid)};
+#pragma unroll
+                for (int j = 0; j < 2; j++)
+                    q35_mma_16816(acc[i][j], a, b[j]);
+            }
+        }
+        __syncthreads();
+    }
+#pragma unroll
+    for (int i = 0; i < MT; i++)
+#pragma unroll
+        for (int j = 0; j < 2; j++)
+#pragma unroll
+            for (int v = 0; v < 4; v++) {
+                const int r = m0 + 16 * i + gid + 8 * (v / 2);
+                const int n = n0 + 16 * warp + 8 * j + 2 * tid + v % 2;
+                if (r < rows && n < t.n)
+                    y[(int64_t)r * t.n + n] = q35_epilogue_apply(e, acc[i][j][v], r, n, t.n);
+            }
 }
 
 /* ---- portable quantized matmuls: any group size and K, one thread per column --------- */
