@@ -118,3 +118,20 @@ def test_long_runs_are_split_and_short_ones_are_not(monkeypatch):
     parts = -(-steps // printer.RUN_PART_STEPS)
     assert text.count("Q35_RUN_PART int m_run_part") == parts
     assert text.count("    if (m_run_part") == parts
+
+
+def test_step_profile_times_every_step_kind_of_a_compiled_model(tmp_path):
+    """benchmarks/c_step_profile.py on the mlp example: a row per step kind, and the run."""
+    import subprocess
+    import sys
+
+    from conftest import EXAMPLES, ROOT, q35c
+
+    q35c(EXAMPLES / "mlp.mlir", "--target", "c", "-o", tmp_path / "out")
+    result = subprocess.run([sys.executable, ROOT / "benchmarks" / "c_step_profile.py",
+                             tmp_path / "out", "--runs", "3"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    rows = [line for line in result.stderr.splitlines() if line.startswith("| ")]
+    kinds = {row.split("|")[4].strip() for row in rows[1:]}
+    assert "qmatmul_f32: quant3p5.matmul" in kinds and "softmax: q35nn.softmax" in kinds
+    assert "runs 3" in result.stdout
