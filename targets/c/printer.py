@@ -561,7 +561,7 @@ class CPrinter:
         """`<m>_run`: the steps in order. A program of more than RUN_PART_STEPS steps is
         split into functions of that many steps that `<m>_run` calls in turn: C compilers
         optimize a function in time that grows faster than its length (gcc -O3: 8.6 s of
-        CPU for one function of the 2,500 steps of SmolLM2-135M's decode graph, 3.7 s
+        CPU for one function of the 2,699 steps of SmolLM2-135M's decode graph, 3.7 s
         split)."""
         P = self.prefix
         steps = list(enumerate(self.p.steps))
