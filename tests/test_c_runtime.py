@@ -5,7 +5,8 @@ the interpreter, and a long run split into functions (printer.RUN_PART_STEPS).
   concatenation), broadcasts (a fill), 2-d transposes by 16 x 16 tiles with ragged edges,
   a transpose too small for tiles, and a permutation of three axes;
 - q35_batch_matmul_f32: N below, at and above its 32-output tile, broadcast batches;
-- q35_softmax_f32: the last axis (each exp once) and a middle axis.
+- q35_softmax_f32: the last axis (each exp once), a middle axis, and a row longer than its
+  stack scratch (Q35_SOFTMAX_ROW).
 """
 
 from __future__ import annotations
@@ -79,16 +80,19 @@ def test_batch_matmul_and_softmax_are_bit_exact_on_every_tile_shape(tmp_path):
     feeds = {"q": rng.standard_normal((2, 3, 5, 24)).astype(np.float32),
              "k": rng.standard_normal((2, 3, 24, 70)).astype(np.float32),
              "v": rng.standard_normal((1, 3, 70, 32)).astype(np.float32),
-             "w": rng.standard_normal((24, 7)).astype(np.float32)}
+             "w": rng.standard_normal((24, 7)).astype(np.float32),
+             "long": (rng.standard_normal((2, 4100)) * 8).astype(np.float32)}
     nodes = [
         helper.make_node("MatMul", ["q", "k"], ["s"]),  # N = 70: two tiles and a tail
         helper.make_node("Softmax", ["s"], ["p"], axis=-1),
         helper.make_node("MatMul", ["p", "v"], ["o"]),  # N = 32: one tile, batch broadcast
         helper.make_node("MatMul", ["q", "w"], ["small"]),  # N = 7: tail only
         helper.make_node("Softmax", ["s"], ["p1"], axis=2),  # a middle axis
+        helper.make_node("Softmax", ["long"], ["p_long"], axis=-1),  # past the stack row
     ]
     model = _model(nodes, feeds, {"s": (2, 3, 5, 70), "p": (2, 3, 5, 70), "o": (2, 3, 5, 32),
-                                  "small": (2, 3, 5, 7), "p1": (2, 3, 5, 70)})
+                                  "small": (2, 3, 5, 7), "p1": (2, 3, 5, 70),
+                                  "p_long": (2, 4100)})
     _agree(model, feeds, tmp_path)
 
 

@@ -460,10 +460,13 @@ Q35_FN void q35_reduce_f32(float *out, const float *in, const float *init, int o
 }
 
 /* Softmax over the middle axis of [outer, len, inner], in double. Each exp is computed
- * once, into a scratch row of len doubles (the two-pass loop if it cannot be allocated). */
+ * once, into a scratch row on the stack, for rows of up to Q35_SOFTMAX_ROW elements (an
+ * attention row over that many keys); longer rows compute it twice (nothing is allocated
+ * by a run). */
+#define Q35_SOFTMAX_ROW 4096
 Q35_FN void q35_softmax_f32(float *y, const float *x, int64_t outer, int64_t len, int64_t inner)
 {
-    double *e = len > 0 ? (double *)malloc((size_t)len * sizeof(double)) : NULL;
+    double e[Q35_SOFTMAX_ROW];
     int64_t o, i, l;
     for (o = 0; o < outer; o++)
         for (i = 0; i < inner; i++) {
@@ -472,7 +475,7 @@ Q35_FN void q35_softmax_f32(float *y, const float *x, int64_t outer, int64_t len
             double m = xs[0], s = 0.0;
             for (l = 1; l < len; l++)
                 m = xs[l * inner] > m ? xs[l * inner] : m;
-            if (e) {
+            if (len <= Q35_SOFTMAX_ROW) {
                 for (l = 0; l < len; l++) {
                     e[l] = exp((double)xs[l * inner] - m);
                     s += e[l];
@@ -486,7 +489,6 @@ Q35_FN void q35_softmax_f32(float *y, const float *x, int64_t outer, int64_t len
             for (l = 0; l < len; l++)
                 ys[l * inner] = (float)(exp((double)xs[l * inner] - m) / s);
         }
-    free(e);
 }
 
 /* Layer norm over the last axis (beta may be NULL: RMS norm without mean removal). */
