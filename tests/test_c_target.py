@@ -244,6 +244,8 @@ def _qmatmul_module(rows: int, k: int, n: int, group: int, int8: bool):
     (1, 5, 3, 16), (9, 77, 10, 32), (3, 130, 7, 64), (2, 256, 33, 32),
     # group 32 with a multiple of 16 groups: the SIMD kernels where the CPU has them
     (1, 512, 40, 32), (3, 1000, 17, 32), (1, 2048, 16, 32),
+    # 18 groups (SmolLM2's K = 576): the second block of 16 groups is mostly padding
+    (1, 576, 50, 32), (2, 576, 33, 32),
     # 8 rows and more: the GEMM kernels (rows in lanes, 16 per block; K blocks of 64 groups)
     (8, 300, 20, 32), (16, 4096, 16, 32), (37, 2500, 35, 32), (40, 64, 3, 32)])
 @pytest.mark.parametrize("int8", [False, True], ids=["float", "int8"])

@@ -278,57 +278,142 @@ Q35_FN void q35_matmul_f32(float *out, const float *a, const float *b, const flo
 }
 
 /* Batched matmul: for every batch index, c[M, N] = a[M, K] @ b[K, N] in double.
- * a_off / b_off give each batch's element offset (broadcast batches repeat offsets). */
+ * a_off / b_off give each batch's element offset (broadcast batches repeat offsets).
+ * Every output is summed from 0.0 in k order, as the interpreter's matmul_f64; the loops
+ * run over Q35_BMM_TILE outputs of a row at once (vectorized), and a float * float product
+ * is exact in double, so any instruction mix gives the same bits. */
+#define Q35_BMM_TILE 32
 Q35_FN void q35_batch_matmul_f32(float *c, const float *a, const float *b, int64_t batches,
                                  const int64_t *a_off, const int64_t *b_off, int64_t m,
                                  int64_t k, int64_t n)
 {
+    const int64_t nfull = n / Q35_BMM_TILE * Q35_BMM_TILE;
     int64_t t;
     for (t = 0; t < batches; t++) {
         const float *ab = a + a_off[t], *bb = b + b_off[t];
         float *cb = c + t * m * n;
         int64_t i, j, p;
-        for (i = 0; i < m; i++)
-            for (j = 0; j < n; j++) {
+        int l;
+        for (i = 0; i < m; i++) {
+            const float *ai = ab + i * k;
+            float *ci = cb + i * n;
+            for (j = 0; j < nfull; j += Q35_BMM_TILE) {
+                double acc[Q35_BMM_TILE];
+                for (l = 0; l < Q35_BMM_TILE; l++)
+                    acc[l] = 0.0;
+                for (p = 0; p < k; p++) {
+                    const double av = ai[p];
+                    const float *bp = bb + p * n + j;
+                    for (l = 0; l < Q35_BMM_TILE; l++)
+                        acc[l] += av * (double)bp[l];
+                }
+                for (l = 0; l < Q35_BMM_TILE; l++)
+                    ci[j + l] = (float)acc[l];
+            }
+            for (j = nfull; j < n; j++) {
                 double s = 0.0;
                 for (p = 0; p < k; p++)
-                    s += (double)ab[i * k + p] * (double)bb[p * n + j];
-                cb[i * n + j] = (float)s;
+                    s += (double)ai[p] * (double)bb[p * n + j];
+                ci[j] = (float)s;
             }
+        }
     }
 }
 
 /* dst[dst_off + sum_d i_d * dst_stride_d] = src[src_off + sum_d i_d * src_stride_d] for
- * every index i of `dims`: transposes, broadcasts, slices and concatenation. */
+ * every index i of `dims`: transposes, broadcasts, slices and concatenation.
+ *
+ * Unit dimensions are dropped and neighbours that step through memory as one are merged
+ * (a slice of whole rows is one run), so the innermost loop is as long as it can be; it is
+ * a memcpy where both sides are contiguous, a fill where the source does not move (a
+ * broadcast), else an element loop. A 2-d transpose (source contiguous along the outer
+ * of the last two axes, destination along the inner) goes by 16 x 16 tiles. */
+#define Q35_COPY_TILE 16
 Q35_FN void q35_copy_strided(void *dst, const void *src, size_t elem, int rank,
                              const int64_t *dims, int64_t dst_off, const int64_t *dst_stride,
                              int64_t src_off, const int64_t *src_stride)
 {
-    /* Outer indices step like an odometer; the innermost axis is a tight loop. */
-    int64_t idx[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-    const int64_t inner = dims[rank - 1], ds = dst_stride[rank - 1], ss = src_stride[rank - 1];
-    int64_t outer = 1, e, j;
-    int d;
-    for (d = 0; d < rank - 1; d++)
-        outer *= dims[d];
+    int64_t dm[8], ds[8], ss[8], idx[8], inner, outer = 1, e, j;
+    int d, r = 0, tile;
+    char *const db = (char *)dst;
+    const char *const sb = (const char *)src;
+    const int64_t es = (int64_t)elem;
+    for (d = 0; d < rank; d++) {
+        if (dims[d] == 0)
+            return;
+        if (dims[d] == 1)
+            continue;
+        if (r > 0 && ds[r - 1] == dims[d] * dst_stride[d] &&
+            ss[r - 1] == dims[d] * src_stride[d]) {
+            dm[r - 1] *= dims[d];
+            ds[r - 1] = dst_stride[d];
+            ss[r - 1] = src_stride[d];
+        } else {
+            dm[r] = dims[d];
+            ds[r] = dst_stride[d];
+            ss[r] = src_stride[d];
+            r++;
+        }
+    }
+    if (r == 0) {
+        memcpy(db + dst_off * es, sb + src_off * es, elem);
+        return;
+    }
+    /* the transposed pair: handled by tiles over the last two axes */
+    tile = r >= 2 && ds[r - 1] == 1 && ss[r - 2] == 1 && ss[r - 1] != 1 && dm[r - 1] >= 8 &&
+           dm[r - 2] >= 8;
+    inner = dm[r - 1];
+    for (d = 0; d < r - 1 - tile; d++)
+        outer *= dm[d];
+    for (d = 0; d < 8; d++)
+        idx[d] = 0;
     for (e = 0; e < outer; e++) {
         int64_t so = src_off, doff = dst_off;
-        for (d = 0; d < rank - 1; d++) {
-            so += idx[d] * src_stride[d];
-            doff += idx[d] * dst_stride[d];
+        for (d = 0; d < r - 1 - tile; d++) {
+            so += idx[d] * ss[d];
+            doff += idx[d] * ds[d];
         }
-        if (elem == 4) {
+        if (tile) {
+            /* dst[a * ds_a + b] = src[a + b * ss_b] for a < dm[r-2], b < dm[r-1] */
+            const int64_t na = dm[r - 2], nb = dm[r - 1], dsa = ds[r - 2], ssb = ss[r - 1];
+            int64_t a0, b0, a, b;
+            for (a0 = 0; a0 < na; a0 += Q35_COPY_TILE)
+                for (b0 = 0; b0 < nb; b0 += Q35_COPY_TILE) {
+                    const int64_t ae = a0 + Q35_COPY_TILE < na ? a0 + Q35_COPY_TILE : na;
+                    const int64_t be = b0 + Q35_COPY_TILE < nb ? b0 + Q35_COPY_TILE : nb;
+                    if (elem == 4) {
+                        float *o = (float *)dst + doff;
+                        const float *i = (const float *)src + so;
+                        for (a = a0; a < ae; a++)
+                            for (b = b0; b < be; b++)
+                                o[a * dsa + b] = i[a + b * ssb];
+                    } else {
+                        for (a = a0; a < ae; a++)
+                            for (b = b0; b < be; b++)
+                                memcpy(db + (doff + a * dsa + b) * es,
+                                       sb + (so + a + b * ssb) * es, elem);
+                    }
+                }
+        } else if (ds[r - 1] == 1 && ss[r - 1] == 1) {
+            memmove(db + doff * es, sb + so * es, (size_t)(inner * es));
+        } else if (elem == 4) {
             float *o = (float *)dst + doff;
             const float *i = (const float *)src + so;
-            for (j = 0; j < inner; j++)
-                o[j * ds] = i[j * ss];
+            const int64_t dstep = ds[r - 1], sstep = ss[r - 1];
+            if (sstep == 0 && dstep == 1) {
+                const float v = i[0];
+                for (j = 0; j < inner; j++)
+                    o[j] = v;
+            } else {
+                for (j = 0; j < inner; j++)
+                    o[j * dstep] = i[j * sstep];
+            }
         } else {
             for (j = 0; j < inner; j++)
-                memcpy((char *)dst + (doff + j * ds) * (int64_t)elem,
-                       (const char *)src + (so + j * ss) * (int64_t)elem, elem);
+                memcpy(db + (doff + j * ds[r - 1]) * es, sb + (so + j * ss[r - 1]) * es, elem);
         }
-        for (d = rank - 2; d >= 0; d--) {
-            if (++idx[d] < dims[d])
+        for (d = r - 2 - tile; d >= 0; d--) {
+            if (++idx[d] < dm[d])
                 break;
             idx[d] = 0;
         }
@@ -374,9 +459,14 @@ Q35_FN void q35_reduce_f32(float *out, const float *in, const float *init, int o
         }
 }
 
-/* Softmax over the middle axis of [outer, len, inner], in double. */
+/* Softmax over the middle axis of [outer, len, inner], in double. Each exp is computed
+ * once, into a scratch row on the stack, for rows of up to Q35_SOFTMAX_ROW elements (an
+ * attention row over that many keys); longer rows compute it twice (nothing is allocated
+ * by a run). */
+#define Q35_SOFTMAX_ROW 4096
 Q35_FN void q35_softmax_f32(float *y, const float *x, int64_t outer, int64_t len, int64_t inner)
 {
+    double e[Q35_SOFTMAX_ROW];
     int64_t o, i, l;
     for (o = 0; o < outer; o++)
         for (i = 0; i < inner; i++) {
@@ -385,6 +475,15 @@ Q35_FN void q35_softmax_f32(float *y, const float *x, int64_t outer, int64_t len
             double m = xs[0], s = 0.0;
             for (l = 1; l < len; l++)
                 m = xs[l * inner] > m ? xs[l * inner] : m;
+            if (len <= Q35_SOFTMAX_ROW) {
+                for (l = 0; l < len; l++) {
+                    e[l] = exp((double)xs[l * inner] - m);
+                    s += e[l];
+                }
+                for (l = 0; l < len; l++)
+                    ys[l * inner] = (float)(e[l] / s);
+                continue;
+            }
             for (l = 0; l < len; l++)
                 s += exp((double)xs[l * inner] - m);
             for (l = 0; l < len; l++)

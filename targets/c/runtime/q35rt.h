@@ -234,6 +234,13 @@ static int q35_pool_start(void)
 }
 #endif
 
+/* The least work (multiply-adds) a matmul hands to the pool: 2^18, about 120 KB of Q3P5
+ * weights, some 10 microseconds of one core, against a microsecond or two to publish a
+ * job to spinning workers. Below it the caller runs the job alone. (At 2^22, the bound
+ * before, no matrix of SmolLM2-135M but its LM head reached the pool: a decode step did
+ * not gain from a second thread.) */
+#define Q35_POOL_MIN_WORK ((int64_t)1 << 18)
+
 /* Runs fn over the job's columns in units of `unit` columns (a kernel's tile width), on the
  * pool when there is one and the work (multiply-adds) pays for waking it. */
 static void q35_parallel_columns(q35_columns_fn fn, const q35_qjob *job, int64_t unit,
@@ -241,7 +248,8 @@ static void q35_parallel_columns(q35_columns_fn fn, const q35_qjob *job, int64_t
 {
     const int64_t n = job->t.n, units = (n + unit - 1) / unit;
 #ifdef _OPENMP
-    if (work >= (1 << 22) && units > 1 && pthread_mutex_trylock(&q35_pool.busy) == 0) {
+    if (work >= Q35_POOL_MIN_WORK && units > 1 &&
+        pthread_mutex_trylock(&q35_pool.busy) == 0) {
         if (q35_pool_start() > 1) {
             const uint32_t gen =
                 (uint32_t)(__atomic_load_n(&q35_pool.ticket, __ATOMIC_RELAXED) >> 32) + 1;

@@ -626,6 +626,8 @@ static Q35_AVX512 void q35_f32_avx512_columns(const q35_qjob *job, int64_t n_beg
                 acc_lo[j] = acc_hi[j] = _mm512_setzero_pd();
             for (gb = 0; gb < G / 16; gb++) {
                 const int64_t left = t->payload_row - gb * 224;
+                /* chunks of 4 groups holding real groups (the rest is padding) */
+                const int64_t chunks = (t->groups - gb * 16 + 3) / 4;
                 const __m512 xs = _mm512_loadu_ps(xsum + row * G + gb * 16);
                 const uint8_t *p[Q35_GEMV_COLS];
                 float sc[Q35_GEMV_COLS][16];
@@ -651,6 +653,12 @@ static Q35_AVX512 void q35_f32_avx512_columns(const q35_qjob *job, int64_t n_beg
                     __m512i levels[Q35_GEMV_COLS][2];
                     __m512 sum[Q35_GEMV_COLS];
                     int g;
+                    if (ch >= chunks) { /* only padding groups: zero activations */
+                        Q35_UNROLL
+                        for (j = 0; j < Q35_GEMV_COLS; j++)
+                            part[j][ch] = _mm512_setzero_ps();
+                        continue;
+                    }
                     Q35_UNROLL
                     for (j = 0; j < Q35_GEMV_COLS; j++) {
                         const __m512i codes =
