@@ -12,6 +12,7 @@ import json
 import math
 import re
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -275,7 +276,17 @@ def test_without_shape_only_missing_weights_fail(small_model, tmp_path):
 def test_packed_bytes_match_the_format(k, n, g):
     """On-chip bytes = the serialized size (docs/format.md section 6) minus the 16-byte
     header and 4-byte CRC."""
-    assert CostModel.packed_bytes(k, n, g) == storage_bytes((k, n), g) - 20
+    assert CostModel(load_machine()).packed_bytes(k, n, g) == storage_bytes((k, n), g) - 20
+
+
+@pytest.mark.parametrize("k,n,g", [(512, 512, 32), (100, 7, 32), (4096, 11008, 64)])
+def test_decoded_scales_bytes(k, n, g):
+    """With decoded scales a column holds its pair codes and two float32 words per group
+    (scale, offset) instead of the group codes and the three column words."""
+    groups = -(-k // g)
+    codes = CostModel(load_machine()).packed_bytes(k, n, g)
+    decoded = CostModel(replace(load_machine(), decoded_scales=True)).packed_bytes(k, n, g)
+    assert decoded - codes == n * (8 * groups - 7 * -(-groups // 8) - 12)
 
 
 def test_matmul_cost_formula():

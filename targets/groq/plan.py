@@ -42,10 +42,10 @@ from xdsl.ir import Operation, SSAValue
 
 from q35c.compiler.diagnostics import Q35cError
 from q35c.compiler.entry import EntryError, entry_function
-from q35c.compiler.options import check_int, check_text
+from q35c.compiler.options import check_choice, check_int, check_text
 from q35c.dialects import q35nn, quant3p5
 from q35c.targets.groq import cost as costs
-from q35c.targets.groq.machine import DEFAULT_MACHINE, Machine, load_machine
+from q35c.targets.groq.machine import DEFAULT_MACHINE, SCALES, Machine, load_machine, with_scales
 
 PLAN_SCHEMA = "q35c-groq-plan/1"
 REPORT_SCHEMA = "q35c-groq-plan-report/1"
@@ -74,8 +74,12 @@ class PlanOptions:
     chunks of at most that size, so that chips fill up; chunks of one op that land on one
     chip are merged again. 1: split only what does not fit a chip at all."""
 
+    scales: str = "codes"
+    """The weight layout (GroqTarget's `scales`): "codes" the packed group codes and column
+    words, "f32" decoded float32 scales and offsets per group."""
+
     KEYS = {"machine": "machine", "chips": "chips", "table-bytes": "table_bytes",
-            "granule": "granule"}
+            "granule": "granule", "scales": "scales"}
     MAX_TABLE_BYTES = 8
     """An embedding element is at most a float64."""
     MAX_GRANULE = 1024
@@ -89,6 +93,7 @@ class PlanOptions:
         if self.table_bytes is not None:
             check_int(where, "table-bytes", self.table_bytes, 1, self.MAX_TABLE_BYTES)
         check_int(where, "granule", self.granule, 1, self.MAX_GRANULE)
+        check_choice(where, "scales", self.scales, SCALES)
 
     @classmethod
     def from_spec_args(cls, args: dict[str, tuple]) -> PlanOptions:
@@ -133,8 +138,10 @@ class CostModel:
         """`nbytes` rounded up to whole MEM vectors (MEM addresses are vector-granular)."""
         return -(-nbytes // self.vector_bytes) * self.vector_bytes
 
-    packed_bytes = staticmethod(costs.packed_bytes)
-    """Exact on-chip bytes of a Q3P5 [K, n] weight (targets/groq/cost.py)."""
+    def packed_bytes(self, k: int, n: int, group: int) -> int:
+        """Exact on-chip bytes of a Q3P5 [K, n] weight in the machine's weight layout
+        (targets/groq/cost.py)."""
+        return costs.packed_bytes(k, n, group, self.machine.decoded_scales)
 
     def matmul(self, k: int, n: int, group: int, rows: int) -> dict[str, int]:
         """Cycle components of one packed matmul (or column shard) over `rows` activation
@@ -666,7 +673,7 @@ def plan_module(module: ModuleOp, options: PlanOptions | None = None,
     fewest chips of `machine` (default: `options.machine`) whose SRAM holds it; see the
     module docstring and docs/groq-multichip.md."""
     options = options or PlanOptions()
-    machine = machine or load_machine(options.machine)
+    machine = machine or with_scales(load_machine(options.machine), options.scales)
     cost = CostModel(machine)
     program = _build_units(module, cost, options, entry)
     units = program.units

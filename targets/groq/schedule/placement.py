@@ -23,8 +23,17 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from q35c.compiler.diagnostics import Q35cError
+from q35c.compiler.quant import group_scales
 from q35c.dialects import q35nn
-from q35c.targets.groq.cost import BLOCK_BYTES, COLUMN_WORDS, DATA_SLICES, INSTALL_BLOCK_ROWS
+from q35c.targets.groq.cost import (
+    BLOCK_BYTES,
+    COLUMN_WORDS,
+    DATA_SLICES,
+    DECODED_WORDS,
+    INSTALL_BLOCK_ROWS,
+    packed_bytes,
+    rescale_spans,
+)
 from q35c.targets.groq.lower import Buf, Graph, MacroNode, MatmulNode, encode
 from q35c.targets.groq.machine import Machine
 
@@ -42,7 +51,8 @@ GROUP_CODE_BLOCK = 8
 @dataclass
 class WeightTile:
     """`lanes` columns [cols[0], cols[1]) of a matmul's weight, on MXM plane `plane`: the
-    packed pair codes (`payload`), group codes (`meta`), column words (`words`), the int32
+    packed pair codes (`payload`), group codes (`meta`), column words (`words`) or, with
+    decoded scales, the float32 scales and offsets of its groups (`scales`), the int32
     group partials of each K chunk, and the float32 running sum of the rescale between
     chunks (`running_sum`, only with several chunks)."""
 
@@ -50,10 +60,13 @@ class WeightTile:
     plane: str
     cols: tuple[int, int]
     payload: Buf
-    meta: Buf
-    words: Buf
+    meta: Buf | None
+    words: Buf | None
     partials: list[Buf] = field(default_factory=list)
     running_sum: Buf | None = None
+    scales: dict[int, Buf] = field(default_factory=dict)
+    """Decoded scales: the float32 scales and offsets of each rescale macro's groups, by
+    its first group."""
 
     @property
     def hemisphere(self) -> str:
@@ -167,8 +180,7 @@ class Placer:
             self.next_plane += 1
             cols = (t * lanes, min(n, (t + 1) * lanes))
             ncols = cols[1] - cols[0]
-            packed = ncols * (BLOCK_BYTES * blocks + BLOCK_BYTES * meta_blocks
-                              + 4 * COLUMN_WORDS)
+            packed = packed_bytes(w.shape[0], ncols, w.group_size, m.decoded_scales)
             tile = self._weight_tile(node, t, plane, cols, blocks, meta_blocks, packed,
                                      slice_groups)
             self.result.packed_bytes += packed
@@ -195,10 +207,13 @@ class Placer:
         group = min(near or fits, key=lambda g: (self.weight_top[g[0]], g[0]))
         base = self.weight_top[group[0]]
         bufs = {}
-        for part, rows, layout, dtype in (
-                ("payload", BLOCK_BYTES * blocks, "raw", "uint8"),
-                ("meta", BLOCK_BYTES * meta_blocks, "raw", "uint8"),
-                ("words", COLUMN_WORDS, "planes", "float32")):
+        parts = [("payload", BLOCK_BYTES * blocks, "raw", "uint8")]
+        spans = rescale_spans(w.num_groups, node.chunk // w.group_size)
+        parts += [(f"scales{g0}", DECODED_WORDS * (g1 - g0), "planes", "float32")
+                  for g0, g1 in spans] if m.decoded_scales else \
+            [("meta", BLOCK_BYTES * meta_blocks, "raw", "uint8"),
+             ("words", COLUMN_WORDS, "planes", "float32")]
+        for part, rows, layout, dtype in parts:
             b = Buf(f"{node.weight}:t{t}:{part}", (rows, lanes), dtype, layout, "weight",
                     label=node.weight)
             b.nvec = b.vectors(lanes)
@@ -206,7 +221,7 @@ class Placer:
                 b.slices = list(group)
                 b.addr = base
                 base += b.addresses()
-            else:  # group codes and column words: next to the VXM (the rescale)
+            else:  # group codes and column words (scales): next to the VXM (the rescale)
                 b.hemisphere = side
             b.used = True
             b.chip = self.chip
@@ -218,20 +233,33 @@ class Placer:
         payload = np.zeros((lanes, BLOCK_BYTES * blocks), np.uint8)
         payload[:ncols] = w.payload[columns]
         bufs["payload"].value = encode(bufs["payload"], payload.T.copy(), lanes)
-        meta = np.zeros((lanes, BLOCK_BYTES * meta_blocks), np.uint8)
-        meta[:ncols] = w.meta[columns]
-        bufs["meta"].value = encode(bufs["meta"], meta.T.copy(), lanes)
-        words = np.zeros((COLUMN_WORDS, lanes), np.float32)
-        words[0, :ncols] = w.super_scale[columns]
-        words[1, :ncols] = w.offset_base[columns]
-        words[2, :ncols] = w.offset_step[columns]
-        bufs["words"].value = encode(bufs["words"], words, lanes)
+        if m.decoded_scales:
+            # docs/format.md section 3 evaluated at compile time (bit-identical float32), one
+            # buffer per rescale macro: its groups' scales, then their offsets
+            scales, offsets = group_scales(w)  # [G, N] each
+            for g0, g1 in spans:
+                words = np.zeros((DECODED_WORDS * (g1 - g0), lanes), np.float32)
+                words[:g1 - g0, :ncols] = scales[g0:g1, columns]
+                words[g1 - g0:, :ncols] = offsets[g0:g1, columns]
+                b = bufs[f"scales{g0}"]
+                b.value = encode(b, words, lanes)
+        else:
+            meta = np.zeros((lanes, BLOCK_BYTES * meta_blocks), np.uint8)
+            meta[:ncols] = w.meta[columns]
+            bufs["meta"].value = encode(bufs["meta"], meta.T.copy(), lanes)
+            words = np.zeros((COLUMN_WORDS, lanes), np.float32)
+            words[0, :ncols] = w.super_scale[columns]
+            words[1, :ncols] = w.offset_base[columns]
+            words[2, :ncols] = w.offset_step[columns]
+            bufs["words"].value = encode(bufs["words"], words, lanes)
         bufs["payload"].packed_bytes = packed
         for s in group:
             self.weight_top[s] = base
         for b in bufs.values():
             self.graph.buffers[b.name] = b
-        return WeightTile(t, plane, cols, bufs["payload"], bufs["meta"], bufs["words"])
+        return WeightTile(t, plane, cols, bufs["payload"], bufs.get("meta"), bufs.get("words"),
+                          scales={g0: bufs[f"scales{g0}"] for g0, _ in spans
+                                  if f"scales{g0}" in bufs})
 
     def _group_sums(self, node: MatmulNode) -> None:
         """The activation group sums, shared by the matmuls that read the same

@@ -500,7 +500,11 @@ class Scheduler:
                 tag = f"{node.weight}:t{tile.index}:c{c}"
                 b0 = c * node.chunk // INSTALL_BLOCK_ROWS
                 b1 = min(groups * group_size, (c + 1) * node.chunk) // INSTALL_BLOCK_ROWS
-                earliest = self.weight_buffer_free.get((plane, weight_buffer), 0)
+                # the buffer is free for installs after its last pass: the first unpack may
+                # issue its travel and unpack latency earlier
+                hops_out = abs(self.pos(self.m.plane_unit(plane)) - self.vxm_position)
+                earliest = max(0, self.weight_buffer_free.get((plane, weight_buffer), 0)
+                               - self.unpack_latency - hops_out)
                 installed = 0
                 for block in range(b0, b1):
                     ic = self.install_block(tile, plane, weight_buffer,
@@ -508,8 +512,7 @@ class Scheduler:
                                             tag)
                     installs += 1
                     installed = max(installed, ic + 1)
-                    earliest = ic - self.unpack_latency - abs(
-                        self.pos(self.m.plane_unit(plane)) - self.vxm_position)
+                    earliest = ic - self.unpack_latency - hops_out
                     first_install = ic if first_install is None else min(first_install, ic)
                 start = max(installed, passes_start)
                 for row in range(node.rows):
@@ -553,18 +556,22 @@ class Scheduler:
         g1 = min(w.num_groups, (chunks[-1] + 1) * groups_per_chunk)
         partials = [tile.partials[x].name for x in chunks]
         running_sum = tile.running_sum.name if tile.running_sum else None
-        reads = partials + [tile.meta.name, tile.words.name, sums]
+        scales = tile.scales[g0].name if tile.scales else None
+        weight_words = [scales] if scales else [tile.meta.name, tile.words.name]
+        reads = partials + weight_words + [sums]
         if not first:
             reads.append(running_sum)
         if last:
             reads.append(node.scale)
         result = node.out if last else running_sum
         return self.schedule_macro(
-            "VXM", "vxm", reads, [result], costs.rescale_elements(node.rows, g1 - g0,
-                                                                  self.lanes), 1,
+            "VXM", "vxm", reads, [result], costs.rescale_elements(self.m, node.rows, g1 - g0),
+            1,
             Rescale, tile=tile.index, cols=tile.cols, group=w.group_size,
             groups=w.num_groups, g0=g0, g1=g1, first=first, last=last, k=w.shape[0],
-            partials=tuple(partials), meta=tile.meta.name, words=tile.words.name, sx=sums,
+            partials=tuple(partials), meta=tile.meta.name if tile.meta else None,
+            words=tile.words.name if tile.words else None,
+            scales=scales, sx=sums,
             acc=None if first else running_sum, row_scale=node.scale if last else None,
             result=result)
 
