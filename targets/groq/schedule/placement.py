@@ -351,7 +351,14 @@ class Placer:
             # filling up) the next window of the round robin over the inner slices
             addr, low = -1, 0
             if near:
-                b.slices = candidates[:width]
+                # a weight tile's rescale operands (group codes and words, or scales) go
+                # one 8-slice group out: a rescale holds the read queues of the slices it
+                # reads while it streams them in, and the matmul's passes read their
+                # activations from the nearest slices all along (GEMV 4096x4096 with
+                # decoded scales: 80-cycle holds stalled every pass behind each rescale)
+                out = 2 * DATA_SLICES if b.kind == "weight" and \
+                    len(candidates) >= 2 * DATA_SLICES + width else 0
+                b.slices = candidates[out:out + width]
                 addr, low = self._fit(b, placed, fresh=True)
             # the next window of the round robin; when it is full, the windows after it
             # (weights from below can fill some inner slices, e.g. a large table's model)

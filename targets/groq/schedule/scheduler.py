@@ -82,6 +82,19 @@ class MacroSlot:
         return self.cycle + self.duration
 
 
+@dataclass
+class _MatmulRun:
+    """The running totals of one matmul's scheduling (for its layer entry)."""
+
+    node: MatmulNode
+    sums: str
+    input_ready: int
+    ends: list[int] = field(default_factory=list)
+    first_install: int | None = None
+    mxm_passes: int = 0
+    installs: int = 0
+
+
 class Scheduler:
     """Schedules the nodes of one chip; the schedulers of a multi-chip program share the
     program, the buffer readiness and the writer tables (buffer names are unique)."""
@@ -477,74 +490,87 @@ class Scheduler:
         return writes
 
     def schedule_matmul(self, node: MatmulNode) -> dict:
-        """All instructions of one matmul; returns its layer entry (for the report)."""
+        """All instructions of one matmul; returns its layer entry (for the report).
+
+        Tiles go in waves of one tile per plane, and a wave's tiles take turns chunk by
+        chunk, so that the planes share the VXM's streams and queues rather than the
+        first tile of a wave taking them all (the list scheduler gives each instruction
+        the earliest free slot in issue order; tile after tile, the planes of one
+        hemisphere ran one after the other: GEMV 4096x4096 2330 -> see docs/groq.md)."""
         w = node.tensor
         tiles = self.tiles[node.index]
-        input_ready = max(self.ready[node.q], self.ready[node.scale])
-        ends = []
-        first_install = None
+        groups, group_size = w.num_groups, w.group_size
+        chunks = -(-groups * group_size // node.chunk)
+        run = _MatmulRun(node, self.group_sums[node.index],
+                         input_ready=max(self.ready[node.q], self.ready[node.scale]))
+        planes = len(self.m.mxm_plane_names)
+        for w0 in range(0, len(tiles), planes):
+            wave = tiles[w0:w0 + planes]
+            pending: dict[int, list[int]] = {t.index: [] for t in wave}
+            for c in range(chunks):
+                for tile in wave:
+                    self._matmul_chunk(run, tile, c)
+                    # the ordered float32 rescale of the groups of the last `RESCALE_CHUNKS`
+                    # chunks for the tile's columns, added to the running sum in group
+                    # order; scales and offsets are decoded lane-locally from the packed
+                    # group codes and column words on the way (ALU ops per lane: 5 per row
+                    # and group, 9 per group; none to decode with decoded scales)
+                    pending[tile.index].append(c)
+                    last = c == chunks - 1
+                    if len(pending[tile.index]) < RESCALE_CHUNKS and not last:
+                        continue
+                    rs = self._rescale(node, tile, pending[tile.index], last, run.sums)
+                    pending[tile.index] = []
+                    if last:
+                        run.ends.append(rs.end)
+        groups_per_chunk = node.chunk // group_size
+        return dict(op_index=node.index, weight=node.weight, shape=list(w.shape),
+                    group=group_size, rows=node.rows, tiles=len(tiles),
+                    mxm_passes=run.mxm_passes, installs=run.installs,
+                    input_ready=run.input_ready, end=max(run.ends),
+                    last_rescale_groups=groups - (chunks - 1) * groups_per_chunk,
+                    first_install=run.first_install, packed_bytes=sum(
+                        t.payload.packed_bytes for t in tiles))
+
+    def _matmul_chunk(self, run: _MatmulRun, tile: WeightTile, c: int) -> None:
+        """K chunk `c` of one tile: its install blocks into the plane's next weight buffer,
+        then its masked passes (and, after the matmul's first passes, the group sums)."""
+        node, w = run.node, run.node.tensor
         groups, group_size = w.num_groups, w.group_size
         groups_per_chunk = node.chunk // group_size
-        chunks = -(-groups * group_size // node.chunk)
-        mxm_passes = installs = 0
-        sums = self.group_sums[node.index]
-        for tile in tiles:
-            plane = tile.plane
-            pending: list[int] = []  # chunks whose partials the next rescale consumes
-            for c in range(chunks):
-                partials = tile.partials[c]
-                passes_start = self.reuse_ready(partials.name)
-                last_pass = 0
-                weight_buffer = self.next_weight_buffer.get(plane, 0)
-                self.next_weight_buffer[plane] = (weight_buffer + 1) % self.weight_buffers
-                tag = f"{node.weight}:t{tile.index}:c{c}"
-                b0 = c * node.chunk // INSTALL_BLOCK_ROWS
-                b1 = min(groups * group_size, (c + 1) * node.chunk) // INSTALL_BLOCK_ROWS
-                # the buffer is free for installs after its last pass: the first unpack may
-                # issue its travel and unpack latency earlier
-                hops_out = abs(self.pos(self.m.plane_unit(plane)) - self.vxm_position)
-                earliest = max(0, self.weight_buffer_free.get((plane, weight_buffer), 0)
-                               - self.unpack_latency - hops_out)
-                installed = 0
-                for block in range(b0, b1):
-                    ic = self.install_block(tile, plane, weight_buffer,
-                                            INSTALL_BLOCK_ROWS * (block - b0), block, earliest,
-                                            tag)
-                    installs += 1
-                    installed = max(installed, ic + 1)
-                    earliest = ic - self.unpack_latency - hops_out
-                    first_install = ic if first_install is None else min(first_install, ic)
-                start = max(installed, passes_start)
-                for row in range(node.rows):
-                    for g in range(c * groups_per_chunk,
-                                   min(groups, (c + 1) * groups_per_chunk)):
-                        pc = self.matmul_pass(node, tile, plane, weight_buffer, row, c, g,
-                                              start, tag)
-                        mxm_passes += 1
-                        last_pass = max(last_pass, pc)
-                self.weight_buffer_free[(plane, weight_buffer)] = last_pass + 1
-                if sums not in self.ready:  # after the passes: they need q's MEM ports first
-                    self.schedule_macro("VXM", "vxm", [node.q], [sums],
-                                        node.rows * groups * group_size, 1, GroupSums,
-                                        group=group_size, k=w.shape[0])
-                # the ordered float32 rescale of the groups of the last `RESCALE_CHUNKS`
-                # chunks for the tile's columns, added to the running sum in group order;
-                # scales and offsets are decoded lane-locally from the packed group codes
-                # and column words on the way (ALU ops per lane: 5 per row and group, 9 per
-                # group)
-                pending.append(c)
-                last = c == chunks - 1
-                if len(pending) < RESCALE_CHUNKS and not last:
-                    continue
-                rs = self._rescale(node, tile, pending, last, sums)
-                pending = []
-            ends.append(rs.end)
-        return dict(op_index=node.index, weight=node.weight, shape=list(w.shape),
-                    group=group_size, rows=node.rows, tiles=len(tiles), mxm_passes=mxm_passes,
-                    installs=installs, input_ready=input_ready, end=max(ends),
-                    last_rescale_groups=groups - (chunks - 1) * groups_per_chunk,
-                    first_install=first_install, packed_bytes=sum(
-                        t.payload.packed_bytes for t in tiles))
+        plane = tile.plane
+        partials = tile.partials[c]
+        passes_start = self.reuse_ready(partials.name)
+        last_pass = 0
+        weight_buffer = self.next_weight_buffer.get(plane, 0)
+        self.next_weight_buffer[plane] = (weight_buffer + 1) % self.weight_buffers
+        tag = f"{node.weight}:t{tile.index}:c{c}"
+        b0 = c * node.chunk // INSTALL_BLOCK_ROWS
+        b1 = min(groups * group_size, (c + 1) * node.chunk) // INSTALL_BLOCK_ROWS
+        # the buffer is free for installs after its last pass: the first unpack may issue
+        # its travel and unpack latency earlier
+        hops_out = abs(self.pos(self.m.plane_unit(plane)) - self.vxm_position)
+        earliest = max(0, self.weight_buffer_free.get((plane, weight_buffer), 0)
+                       - self.unpack_latency - hops_out)
+        installed = 0
+        for block in range(b0, b1):
+            ic = self.install_block(tile, plane, weight_buffer,
+                                    INSTALL_BLOCK_ROWS * (block - b0), block, earliest, tag)
+            run.installs += 1
+            installed = max(installed, ic + 1)
+            earliest = ic - self.unpack_latency - hops_out
+            run.first_install = ic if run.first_install is None else min(run.first_install, ic)
+        start = max(installed, passes_start)
+        for row in range(node.rows):
+            for g in range(c * groups_per_chunk, min(groups, (c + 1) * groups_per_chunk)):
+                pc = self.matmul_pass(node, tile, plane, weight_buffer, row, c, g, start, tag)
+                run.mxm_passes += 1
+                last_pass = max(last_pass, pc)
+        self.weight_buffer_free[(plane, weight_buffer)] = last_pass + 1
+        if run.sums not in self.ready:  # after the passes: they need q's MEM ports first
+            self.schedule_macro("VXM", "vxm", [node.q], [run.sums],
+                                node.rows * groups * group_size, 1, GroupSums,
+                                group=group_size, k=w.shape[0])
 
     def _rescale(self, node: MatmulNode, tile: WeightTile, chunks: list[int], last: bool,
                  sums: str) -> Instruction:
