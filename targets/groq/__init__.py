@@ -111,15 +111,20 @@ class GroqTarget(Q35cTarget):
     """The weight layout: "codes" (the packed group codes and column words, decoded by every
     rescale on the VXM) or "f32" (each group's float32 scale and offset decoded at compile
     time: bit-identical results, no decode work on the VXM, 8 bytes per group and column
-    of SRAM instead of 7/8; docs/groq.md "Decoded group scales")."""
+    of SRAM instead of 7/8; docs/groq.md "Weight layouts")."""
+    levels: str = "packed"
+    """The weights: "packed" (3.5-bit pair codes, unpacked on the VXM on their way to the
+    MXM) or "int8" (the int8 levels decoded at compile time, 8 bits per weight, installed
+    from MEM straight into the MXM; bit-identical results)."""
 
     def __post_init__(self) -> None:
         from q35c.compiler.options import check_choice, check_int, check_text
-        from q35c.targets.groq.machine import SCALES
+        from q35c.targets.groq.machine import LEVELS, SCALES
 
         check_text("--target groq", "machine", self.machine)
         check_int("--target groq", "chips", self.chips, 0, MAX_CHIPS)
         check_choice("--target groq", "scales", self.scales, SCALES)
+        check_choice("--target groq", "levels", self.levels, LEVELS)
 
     def pipeline(self, shape_only: bool = False) -> str:
         return "" if shape_only else PIPELINE
@@ -145,7 +150,7 @@ class GroqTarget(Q35cTarget):
         from q35c.targets.groq.report import report_text
 
         c = compile_module(ctx, module, store, None, self.machine, self.chips,
-                           self.scales)
+                           self.scales, self.levels)
         (out_dir / "program.json").write_text(dumps(c.doc))
         (out_dir / "memory.bin").write_bytes(c.image)
         (out_dir / "memory.json").write_text(json.dumps(c.memory, indent=1) + "\n")
@@ -170,7 +175,7 @@ class GroqTarget(Q35cTarget):
         from q35c.targets.groq.simulate import simulate
 
         c = compile_module(ctx, module, store, entry, self.machine, self.chips,
-                           self.scales)
+                           self.scales, self.levels)
         return simulate(c.doc, c.image, load_machine(self.machine), c.ops,
                         Interpreter(c.module, c.store or store), inputs)
 

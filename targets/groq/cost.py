@@ -92,14 +92,16 @@ def vxm_mxm_hops(m: Machine) -> int:
     return abs(m.position("VXM") - m.position("MXM_W"))
 
 
-def packed_bytes(k: int, n: int, group: int, decoded: bool = False) -> int:
+def packed_bytes(k: int, n: int, group: int, decoded: bool = False,
+                 levels: bool = False) -> int:
     """Exact on-chip bytes of a Q3P5 [K, n] weight (docs/format.md section 5): per column the
     pair codes (G*g/16 blocks of 7 bytes), the group codes (ceil(G/8) blocks of 7 bytes) and
     three float32 words; the file header and CRC are not loaded. `decoded`
     (`Machine.decoded_scales`): per column the pair codes and G float32 scales and G float32
-    offsets instead of the group codes and words."""
+    offsets instead of the group codes and words. `levels` (`Machine.int8_levels`): one
+    int8 level per row of every group instead of the pair codes."""
     groups = -(-k // group)
-    pairs = groups * group // INSTALL_BLOCK_ROWS * BLOCK_BYTES
+    pairs = groups * group if levels else groups * group // INSTALL_BLOCK_ROWS * BLOCK_BYTES
     if decoded:
         return n * (pairs + 4 * DECODED_WORDS * groups)
     return n * (pairs + -(-groups // 8) * BLOCK_BYTES + 4 * COLUMN_WORDS)
@@ -169,7 +171,7 @@ def matmul_work(m: Machine, k: int, n: int, group: int, rows: int) -> dict[str, 
         "groups": G, "tiles": tiles, "rows": rows,
         "mxm_passes": rows * G * tiles,
         "installs": tiles * per_tile,
-        "packed_bytes": packed_bytes(k, n, group, m.decoded_scales),
+        "packed_bytes": packed_bytes(k, n, group, m.decoded_scales, m.int8_levels),
         "rescale_alu_cycles": tiles * rescale,
         "group_sums_alu_cycles": macro_alu_cycles(m, rows * G * group, 1),
         "last_rescale_groups": last_groups,
@@ -193,8 +195,9 @@ def matmul_cost(m: Machine, work: dict[str, int], prefetch: bool = True) -> dict
     install = -(-late // planes)
     groups = work["last_rescale_groups"]
     last = -(-(work["rows"] * groups * 5 + groups * decode_ops(m)) // alus_per_queue(m))
-    vxm = max(0, -(-(late + work["rescale_alu_cycles"] + work["group_sums_alu_cycles"] - last)
-                   // vxm_queues(m)))
+    unpacks = 0 if m.int8_levels else late  # int8 levels go from MEM to the MXM
+    vxm = max(0, -(-(unpacks + work["rescale_alu_cycles"] + work["group_sums_alu_cycles"]
+                     - last) // vxm_queues(m)))
     hops = vxm_mxm_hops(m)
     latency = (int(m.param("mem_read_latency")) + 2 * hops + int(m.param("mxm_latency"))
                + int(m.param("mem_write_latency")) + int(m.param("vxm_latency")) + last)

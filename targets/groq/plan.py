@@ -45,7 +45,14 @@ from q35c.compiler.entry import EntryError, entry_function
 from q35c.compiler.options import check_choice, check_int, check_text
 from q35c.dialects import q35nn, quant3p5
 from q35c.targets.groq import cost as costs
-from q35c.targets.groq.machine import DEFAULT_MACHINE, SCALES, Machine, load_machine, with_scales
+from q35c.targets.groq.machine import (
+    DEFAULT_MACHINE,
+    LEVELS,
+    SCALES,
+    Machine,
+    load_machine,
+    with_layout,
+)
 
 PLAN_SCHEMA = "q35c-groq-plan/1"
 REPORT_SCHEMA = "q35c-groq-plan-report/1"
@@ -78,8 +85,11 @@ class PlanOptions:
     """The weight layout (GroqTarget's `scales`): "codes" the packed group codes and column
     words, "f32" decoded float32 scales and offsets per group."""
 
+    levels: str = "packed"
+    """The weights (GroqTarget's `levels`): "packed" pair codes, "int8" levels."""
+
     KEYS = {"machine": "machine", "chips": "chips", "table-bytes": "table_bytes",
-            "granule": "granule", "scales": "scales"}
+            "granule": "granule", "scales": "scales", "levels": "levels"}
     MAX_TABLE_BYTES = 8
     """An embedding element is at most a float64."""
     MAX_GRANULE = 1024
@@ -94,6 +104,7 @@ class PlanOptions:
             check_int(where, "table-bytes", self.table_bytes, 1, self.MAX_TABLE_BYTES)
         check_int(where, "granule", self.granule, 1, self.MAX_GRANULE)
         check_choice(where, "scales", self.scales, SCALES)
+        check_choice(where, "levels", self.levels, LEVELS)
 
     @classmethod
     def from_spec_args(cls, args: dict[str, tuple]) -> PlanOptions:
@@ -141,7 +152,8 @@ class CostModel:
     def packed_bytes(self, k: int, n: int, group: int) -> int:
         """Exact on-chip bytes of a Q3P5 [K, n] weight in the machine's weight layout
         (targets/groq/cost.py)."""
-        return costs.packed_bytes(k, n, group, self.machine.decoded_scales)
+        return costs.packed_bytes(k, n, group, self.machine.decoded_scales,
+                                  self.machine.int8_levels)
 
     def matmul(self, k: int, n: int, group: int, rows: int) -> dict[str, int]:
         """Cycle components of one packed matmul (or column shard) over `rows` activation
@@ -673,7 +685,8 @@ def plan_module(module: ModuleOp, options: PlanOptions | None = None,
     fewest chips of `machine` (default: `options.machine`) whose SRAM holds it; see the
     module docstring and docs/groq-multichip.md."""
     options = options or PlanOptions()
-    machine = machine or with_scales(load_machine(options.machine), options.scales)
+    machine = machine or with_layout(load_machine(options.machine), options.scales,
+                                     options.levels)
     cost = CostModel(machine)
     program = _build_units(module, cost, options, entry)
     units = program.units

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from q35c.compiler.diagnostics import Q35cError
-from q35c.compiler.quant import group_scales
+from q35c.compiler.quant import group_scales, integer_levels
 from q35c.dialects import q35nn
 from q35c.targets.groq.cost import (
     BLOCK_BYTES,
@@ -86,11 +86,19 @@ class Placement:
     packed_bytes: int = 0
 
 
+def weight_group_width(m: Machine) -> int:
+    """Slices per weight slice group: the `BLOCK_BYTES` byte vectors of a packed install
+    block, or with int8 levels its `INSTALL_BLOCK_ROWS` level rows (one read per slice and
+    cycle: the vectors of one install travel together)."""
+    return INSTALL_BLOCK_ROWS if m.int8_levels else BLOCK_BYTES
+
+
 def weight_slice_groups(m: Machine) -> dict[str, list[list[int]]]:
-    """Per hemisphere, groups of `BLOCK_BYTES` slices from the outer edge inwards."""
+    """Per hemisphere, groups of `weight_group_width` slices from the outer edge inwards."""
     h = m.mem_slices_per_hemisphere
-    outer = [list(range(h - 1 - BLOCK_BYTES * i, h - 1 - BLOCK_BYTES * (i + 1), -1))
-             for i in range(h // BLOCK_BYTES)]
+    width = weight_group_width(m)
+    outer = [list(range(h - 1 - width * i, h - 1 - width * (i + 1), -1))
+             for i in range(h // width)]
     return {"W": outer, "E": [[h + s for s in g] for g in outer]}
 
 
@@ -140,7 +148,7 @@ class Placer:
         return out
 
     def place_table(self, b: Buf) -> None:
-        """A table in one 7-slice weight slice group (the outer ones first, alternating
+        """A table in one weight slice group (the outer ones first, alternating
         hemispheres), growing up from the weights' free address like a weight tile; a
         table that fits no group is an SRAM overflow naming it."""
         m = self.m
@@ -148,12 +156,13 @@ class Placer:
         b.nvec = b.vectors(m.lanes)
         groups = weight_slice_groups(m)
         order = [g for pair in zip(groups["W"], groups["E"]) for g in pair]
-        need = -(-b.nvec // BLOCK_BYTES)
+        need = -(-b.nvec // weight_group_width(m))
         fits = [g for g in order if self.weight_top[g[0]] + need <= m.vectors_per_slice]
         if not fits:
             raise Q35cError(
                 f"groq target: SRAM overflow: table '{b.label or b.name}' ({b.nbytes} bytes) "
-                f"does not fit in any free 7-slice group of chip {self.chip} "
+                f"does not fit in any free {weight_group_width(m)}-slice group of chip "
+                f"{self.chip} "
                 f"({need} of {m.vectors_per_slice} addresses per slice); machine {m.name} "
                 f"has {m.sram_bytes} bytes of SRAM")
         group = min(fits, key=lambda g: self.weight_top[g[0]])
@@ -180,7 +189,8 @@ class Placer:
             self.next_plane += 1
             cols = (t * lanes, min(n, (t + 1) * lanes))
             ncols = cols[1] - cols[0]
-            packed = packed_bytes(w.shape[0], ncols, w.group_size, m.decoded_scales)
+            packed = packed_bytes(w.shape[0], ncols, w.group_size, m.decoded_scales,
+                                  m.int8_levels)
             tile = self._weight_tile(node, t, plane, cols, blocks, meta_blocks, packed,
                                      slice_groups)
             self.result.packed_bytes += packed
@@ -207,7 +217,8 @@ class Placer:
         group = min(near or fits, key=lambda g: (self.weight_top[g[0]], g[0]))
         base = self.weight_top[group[0]]
         bufs = {}
-        parts = [("payload", BLOCK_BYTES * blocks, "raw", "uint8")]
+        rows_per_block = INSTALL_BLOCK_ROWS if m.int8_levels else BLOCK_BYTES
+        parts = [("payload", rows_per_block * blocks, "raw", "uint8")]
         spans = rescale_spans(w.num_groups, node.chunk // w.group_size)
         parts += [(f"scales{g0}", DECODED_WORDS * (g1 - g0), "planes", "float32")
                   for g0, g1 in spans] if m.decoded_scales else \
@@ -230,8 +241,12 @@ class Placer:
         # initial contents, lane j = column cols[0] + j
         columns = slice(*cols)
         ncols = cols[1] - cols[0]
-        payload = np.zeros((lanes, BLOCK_BYTES * blocks), np.uint8)
-        payload[:ncols] = w.payload[columns]
+        payload = np.zeros((lanes, rows_per_block * blocks), np.uint8)
+        if m.int8_levels:  # level row k of the tile's columns in lane order; 0 past K
+            levels = np.ascontiguousarray(integer_levels(w)[:, columns].T, dtype=np.int8)
+            payload[:ncols, :levels.shape[1]] = levels.view(np.uint8)
+        else:
+            payload[:ncols] = w.payload[columns]
         bufs["payload"].value = encode(bufs["payload"], payload.T.copy(), lanes)
         if m.decoded_scales:
             # docs/format.md section 3 evaluated at compile time (bit-identical float32), one
@@ -352,12 +367,13 @@ class Placer:
             addr, low = -1, 0
             if near:
                 # a weight tile's rescale operands (group codes and words, or scales) go
-                # one 8-slice group out: a rescale holds the read queues of the slices it
+                # one data slice group out: a rescale holds the read queues of the slices it
                 # reads while it streams them in, and the matmul's passes read their
                 # activations from the nearest slices all along (GEMV 4096x4096 with
-                # decoded scales: 80-cycle holds stalled every pass behind each rescale)
-                out = 2 * DATA_SLICES if b.kind == "weight" and \
-                    len(candidates) >= 2 * DATA_SLICES + width else 0
+                # decoded scales: 80-cycle holds stalled every pass behind each rescale);
+                # not further out, where weight slice groups begin (int8 levels: slice 12)
+                out = DATA_SLICES if b.kind == "weight" and \
+                    len(candidates) >= DATA_SLICES + width else 0
                 b.slices = candidates[out:out + width]
                 addr, low = self._fit(b, placed, fresh=True)
             # the next window of the round robin; when it is full, the windows after it
@@ -408,5 +424,8 @@ def weight_vectors(node: MacroNode | MatmulNode, m: Machine) -> int:
     w = node.tensor
     groups = w.num_groups
     tiles = -(-w.shape[1] // m.lanes)
+    if m.int8_levels or m.decoded_scales:  # the layout's bytes, in whole vectors per tile
+        return tiles * -(-packed_bytes(w.shape[0], m.lanes, w.group_size, m.decoded_scales,
+                                       m.int8_levels) // m.lanes)
     return tiles * (BLOCK_BYTES * (groups * w.group_size // INSTALL_BLOCK_ROWS)
                     + BLOCK_BYTES * -(-groups // GROUP_CODE_BLOCK) + COLUMN_WORDS)

@@ -346,6 +346,68 @@ class Scheduler:
         self.touch(payload.name, max(read_cycles) + 1)
         return install
 
+    def install_levels(self, tile: WeightTile, plane: str, weight_buffer: int, row: int,
+                       block: int, earliest: int, tag: str) -> int:
+        """Int8 levels (`Machine.int8_levels`): read the 16 level rows of install block
+        `block` from the 16 slices of the tile's slice group so that they reach the plane
+        together, and install them as rows row..row+15 of its weight buffer, with no VXM
+        on the way. `earliest`: the install's earliest cycle. Returns the install's cycle."""
+        m, tables = self.m, self.tables
+        payload = tile.payload
+        places = [payload.place(INSTALL_BLOCK_ROWS * block + j)
+                  for j in range(INSTALL_BLOCK_ROWS)]
+        read_pos = [self.slice_pos(s) for s, _ in places]
+        plane_pos = self.pos(m.plane_unit(plane))
+        install_queue = f"{plane}.iw"
+        install = max(earliest, self.read_latency + max(abs(p - plane_pos) for p in read_pos))
+        while True:
+            if not tables.queue_free(install_queue, install):
+                install = tables.queue_next_free(install_queue, install)
+                continue
+            slot = self._levels_slot(places, read_pos, plane_pos, install)
+            if slot is not None:
+                break
+            install += 1
+        read_cycles, streams = slot
+        reads = []
+        for (s, a), r, p, (way, stream) in zip(places, read_cycles, read_pos, streams):
+            queue = f"{m.slice_name(s)}.r"
+            tables.take_queue(queue, r)
+            tables.take_bank(s, r, "r", a)
+            tables.take_path(way, stream, p, plane_pos, r + self.read_latency)
+            reads.append(self.emit(Read, unit=m.slice_name(s), queue=queue, cycle=r, cycles=1,
+                                   buf=payload.name, addr=a, src=-1,
+                                   out=(StreamValue(stream, way, "i8"),)))
+        tables.take_queue(install_queue, install)
+        self.emit(Install, unit=plane, queue=install_queue, cycle=install, cycles=1,
+                  buffer=weight_buffer, row=row, tag=tag,
+                  in_=tuple(rd.out[0].consumed_by(rd.id, 0) for rd in reads))
+        self.touch(payload.name, max(read_cycles) + 1)
+        return install
+
+    def _levels_slot(self, places: list[tuple[int, int]], read_pos: list[int],
+                     plane_pos: int, install: int
+                     ) -> tuple[list[int], list[tuple[str, int]]] | None:
+        """Reads of 16 level rows reaching the plane at `install`: (their cycles, their
+        streams), or None if a MEM port, bank or stream is taken then."""
+        m, tables = self.m, self.tables
+        read_cycles = []
+        for (s, a), p in zip(places, read_pos):
+            r = install - self.read_latency - abs(p - plane_pos)
+            if not tables.queue_free(f"{m.slice_name(s)}.r", r) or \
+                    not tables.bank_free(s, r, "r", a):
+                return None
+            read_cycles.append(r)
+        streams: list[tuple[str, int]] = []
+        for p, r in zip(read_pos, read_cycles):
+            way = direction(p, plane_pos)
+            got = self.free_streams(1, way, p, plane_pos, r + self.read_latency,
+                                    avoid=[x for w, x in streams if w == way])
+            if got is None:
+                return None
+            streams.append((way, got[0]))
+        return read_cycles, streams
+
     def _unpack_slot(self, places: list[tuple[int, int]], read_pos: list[int],
                      plane_pos: int, unpack: int
                      ) -> tuple[list[int], str, list[tuple[str, int]], str, list[int]] | None:
@@ -548,17 +610,18 @@ class Scheduler:
         b0 = c * node.chunk // INSTALL_BLOCK_ROWS
         b1 = min(groups * group_size, (c + 1) * node.chunk) // INSTALL_BLOCK_ROWS
         # the buffer is free for installs after its last pass: the first unpack may issue
-        # its travel and unpack latency earlier
-        hops_out = abs(self.pos(self.m.plane_unit(plane)) - self.vxm_position)
-        earliest = max(0, self.weight_buffer_free.get((plane, weight_buffer), 0)
-                       - self.unpack_latency - hops_out)
+        # its travel and unpack latency earlier (int8 levels: `earliest` is the install's)
+        hops_out = 0 if self.m.int8_levels else \
+            self.unpack_latency + abs(self.pos(self.m.plane_unit(plane)) - self.vxm_position)
+        install = self.install_levels if self.m.int8_levels else self.install_block
+        earliest = max(0, self.weight_buffer_free.get((plane, weight_buffer), 0) - hops_out)
         installed = 0
         for block in range(b0, b1):
-            ic = self.install_block(tile, plane, weight_buffer,
-                                    INSTALL_BLOCK_ROWS * (block - b0), block, earliest, tag)
+            ic = install(tile, plane, weight_buffer, INSTALL_BLOCK_ROWS * (block - b0), block,
+                         earliest, tag)
             run.installs += 1
             installed = max(installed, ic + 1)
-            earliest = ic - self.unpack_latency - hops_out
+            earliest = ic - hops_out
             run.first_install = ic if run.first_install is None else min(run.first_install, ic)
         start = max(installed, passes_start)
         for row in range(node.rows):
