@@ -614,11 +614,16 @@ class Plan:
             "chips": s["chips"],
             "cycles": s["cycles_per_pass"],
             "lower_bound_cycles": s["lower_bound_cycles"],
+            "bound_terms": s["bound_terms"],
+            "roofline_cycles": s["roofline_cycles"],
+            "weight_layout": {"scales": "f32" if self.machine.decoded_scales else "codes",
+                              "levels": "int8" if self.machine.int8_levels else "packed"},
             "sram_bytes": s["sram_bytes"],
             "sram_capacity_bytes_per_chip": self.machine.sram_bytes,
             "sram_bytes_per_chip": [c["sram_bytes"] for c in self.chips],
             "cycles_per_token": s["cycles_per_token"],
             "tokens_per_s": s["tokens_per_s"],
+            "tokens_per_s_per_chip": round(s["tokens_per_s"] / s["chips"], 3),
             "pipelined_tokens_per_s": s["pipelined_tokens_per_s"],
             "c2c_bytes_per_token": s["c2c_bytes_per_token"],
             "c2c_cycles_per_token": s["c2c_cycles_per_token"],
@@ -631,8 +636,10 @@ class Plan:
         s, m = self.summary, self.machine
         lines = [
             f"groq plan ({m.name}, {m.clock_hz / 1e6:g} MHz, {_mib(m.sram_bytes)} SRAM per chip)",
-            f"  parameters      {s['parameters']:,} ({s['packed_weight_bytes']:,} bytes packed "
-            "Q3P5)",
+            f"  parameters      {s['parameters']:,} ({s['packed_weight_bytes']:,} bytes "
+            + ("packed Q3P5)" if not (m.decoded_scales or m.int8_levels) else
+               f"of weights: levels {'int8' if m.int8_levels else 'packed'}, scales "
+               f"{'f32' if m.decoded_scales else 'codes'})"),
             f"  chips           {s['chips']}",
             f"  SRAM            {s['sram_bytes']:,} bytes used of "
             f"{s['chips'] * m.sram_bytes:,} ({100 * s['sram_utilization']:.1f}%)",
@@ -642,6 +649,9 @@ class Plan:
             f"at {m.clock_hz / 1e6:g} MHz (one sequence)",
             f"  pipelined       {s['stage_cycles']:,} cycles/stage -> "
             f"{s['pipelined_tokens_per_s']:.1f} tokens/s ({s['chips']} sequences in flight)",
+            "  bound terms     " + ", ".join(f"{k} {v:,}" for k, v in s["bound_terms"].items())
+            + f" (matmuls summed; roofline sum of max(mxm, install, mem) + c2c "
+            f"{s['roofline_cycles']:,})",
             f"  C2C per token   {s['c2c_bytes_per_token']:,} bytes, "
             f"{s['c2c_cycles_per_token']:,} cycles over {len(self.transfers)} transfer(s)",
             f"  column splits   {s['column_splits']}",
@@ -763,6 +773,10 @@ def plan_module(module: ModuleOp, options: PlanOptions | None = None,
     lower = sum(max(m["mxm"], m["install"], m["mem"], m["vxm"]) for m in matmuls
                 if m["kind"] == "matmul")
     sram = sum(c["sram_bytes"] for c in chips)
+    mm = [m for m in matmuls if m["kind"] == "matmul"]
+    terms = {t: sum(m[t] for m in mm) for t in ("mxm", "install", "mem", "vxm", "latency")}
+    terms["vector"] = sum(u.cycles for c in merged for u in c if u.kind != "matmul")
+    terms["c2c"] = c2c_cycles
     summary = {
         "chips": len(chips),
         "parameters": program.parameters,
@@ -773,6 +787,8 @@ def plan_module(module: ModuleOp, options: PlanOptions | None = None,
         "cycles_per_pass": per_pass,
         "compute_cycles_per_pass": compute,
         "lower_bound_cycles": lower,
+        "bound_terms": terms,
+        "roofline_cycles": sum(max(m["mxm"], m["install"], m["mem"]) for m in mm) + c2c_cycles,
         "cycles_per_token": per_token,
         "tokens_per_s": round(machine.clock_hz / per_token, 3),
         "stage_cycles": stage,
