@@ -44,6 +44,10 @@ side (nearest its MXM plane)."""
 INNER_GROUPS = 4
 """Groups of `DATA_SLICES` slices next to the VXM, per hemisphere, that data buffers take."""
 
+HOLD_OUT = 8
+"""Addresses per slice above which a weight tile's rescale operands are placed one data
+slice group out of the activations (see `_place_data`)."""
+
 GROUP_CODE_BLOCK = 8
 """Group codes per 7-byte block of the packed group codes (docs/format.md)."""
 
@@ -366,14 +370,16 @@ class Placer:
             # filling up) the next window of the round robin over the inner slices
             addr, low = -1, 0
             if near:
-                # a weight tile's rescale operands (group codes and words, or scales) go
-                # one data slice group out: a rescale holds the read queues of the slices it
-                # reads while it streams them in, and the matmul's passes read their
-                # activations from the nearest slices all along (GEMV 4096x4096 with
-                # decoded scales: 80-cycle holds stalled every pass behind each rescale);
-                # not further out, where weight slice groups begin (int8 levels: slice 12)
-                out = DATA_SLICES if b.kind == "weight" and \
-                    len(candidates) >= DATA_SLICES + width else 0
+                # a weight tile's large rescale operands (group codes and words, or
+                # scales, of more than `HOLD_OUT` addresses per slice) go one data slice
+                # group out: a rescale holds the read queues of the slices it reads while
+                # it streams them in, and the matmul's passes read their activations from
+                # the nearest slices all along (GEMV 4096x4096 with decoded scales:
+                # 80-cycle holds stalled every pass behind each rescale); not further out,
+                # where weight slice groups begin (int8 levels: slice 12). Small ones stay
+                # nearest: their holds are short and the travel is on every rescale.
+                out = DATA_SLICES if b.kind == "weight" and -(-b.nvec // width) > HOLD_OUT \
+                    and len(candidates) >= DATA_SLICES + width else 0
                 b.slices = candidates[out:out + width]
                 addr, low = self._fit(b, placed, fresh=True)
             # the next window of the round robin; when it is full, the windows after it
