@@ -132,7 +132,8 @@ def compile_groq(path: Path, shapes: dict, out_dir: Path, scales: str = "codes",
     store = store_of(module)
     out_dir.mkdir(parents=True, exist_ok=True)
     with contextlib.redirect_stdout(io.StringIO()):  # its one-line summary
-        GroqTarget(mlir=False, scales=scales, levels=levels).write(ctx, module, store, out_dir, path.stem)
+        GroqTarget(mlir=False, scales=scales, levels=levels).write(ctx, module, store, out_dir,
+                                                                   path.stem)
     return ctx, module, store
 
 
@@ -239,7 +240,8 @@ def main() -> None:
     if unknown:
         parser.error(f"unknown model(s) {', '.join(unknown)}; choose from {', '.join(MODELS)}")
     print(f"q35c Groq target benchmark; numpy {np.__version__}; {os.cpu_count()} CPUs; "
-          f"load average {os.getloadavg()[0]:.2f}; repeat {args.repeat}; scales {args.scales}; levels {args.levels}"
+          f"load average {os.getloadavg()[0]:.2f}; repeat {args.repeat}; scales {args.scales}; "
+          f"levels {args.levels}"
           f"{'' if args.no_simulate else '; simulating'}")
     sys.stdout.flush()
     with tempfile.TemporaryDirectory(prefix="q35c-groq-") as tmp:

@@ -230,7 +230,7 @@ def _cached_attention(g: _Graph, c: LlamaConfig, p: str, w: str, heads: dict[str
                       scale: str) -> str:
     """Grouped-query attention of the new tokens over the layer's KV cache and themselves
     (module docstring); returns the context [1, heads, seq, head_dim]. `scale`: 1/sqrt(d)."""
-    s, d, nkv, n = c.seq, c.head_dim, c.kv_heads, c.context
+    d, nkv, n = c.head_dim, c.kv_heads, c.context
     past_k = g.weight(f"{w}.past_key", (1, nkv, d, n))
     past_v = g.weight(f"{w}.past_value", (1, nkv, n, d))
     q = g.node("Reshape", [heads["q"], "shape_q_grouped"], f"{p}/self_attn/q/grouped")
