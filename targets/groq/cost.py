@@ -10,8 +10,10 @@ Per Q3P5 matmul `[K, N]`, group `g`, `G = ceil(K / g)` groups, `tiles = ceil(N /
 column tiles, over `M` activation rows (`matmul_work`):
 
     passes     = M * G * tiles                 masked MXM passes (one group x 320 columns)
-    installs   = tiles * G * g / 16            16-row install blocks (= VXM unpacks)
-    bytes      = packed Q3P5 bytes (format.md section 5, no header/CRC)
+    installs   = tiles * G * g / 16            16-row install blocks (= VXM unpacks, none
+                                               with int8 levels)
+    bytes      = the weight layout's bytes (`packed_bytes`: packed Q3P5 as format.md
+                 section 5 without header/CRC, or decoded scales, or int8 levels)
     rescale    = per tile and rescale macro of ng groups: ceil((5 M ng + d ng) / A) VXM
                  ALU cycles on one queue (A = alus_per_lane / vxm_queues ALUs per lane;
                  d = 9 decode ops per group, 0 with decoded scales)
@@ -25,7 +27,7 @@ MXM weight buffers before the activations are ready (all of them with `prefetch=
     mem      = ceil(ceil(bytes / (slices * reads_per_cycle * vector_bytes)) * late / installs)
     vxm      = ceil((late + rescale + group sums - last) / vxm_queues)   (unpacks + ALU work
                over the VXM queues; `last` = the rescale of one tile's last K chunk, which
-               is in the latency)
+               is in the latency; no unpacks with int8 levels)
     latency  = mem_read_latency + 2 hops (VXM <-> MXM) + mxm_latency + mem_write_latency
                + vxm_latency + last
     bound    = max(mxm, install, mem) + latency           (the issue's per-layer bound)
