@@ -2,8 +2,9 @@
 where its queue, MEM banks and streams are free (`reservations.py`).
 
 A graph op becomes one macro instruction on the VXM (or an SXM); a Q3P5 matmul becomes, per
-column tile and K chunk, MEM reads of the packed weights, VXM unpacks, MXM installs into one
-of the plane's weight buffers, one masked MXM pass per activation row and group writing int32
+column tile and K chunk, MEM reads of the packed weights, VXM unpacks (with int8 levels: MEM
+reads of the levels straight to the plane), MXM installs into one of the plane's weight
+buffers, one masked MXM pass per activation row and group writing int32
 partials, the activation group sums (once per activations) and a float32 rescale macro per
 `RESCALE_CHUNKS` chunks.
 
