@@ -134,7 +134,8 @@ class Simulator:
         reads = [self.bufs[n] for n in ins.reads if n in self.bufs
                  and self.bufs[n].kind != "virtual"]
         writes = [self.bufs[n] for n in ins.writes]
-        return macro_mem_spans(self.m, reads, writes, ins.cycle, ins.cycles)
+        cols = ins.cols if isinstance(ins, Rescale) and ins.last else None
+        return macro_mem_spans(self.m, reads, writes, ins.cycle, ins.cycles, cols)
 
     def check_memory(self) -> None:
         m = self.m

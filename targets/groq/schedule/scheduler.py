@@ -38,6 +38,7 @@ from q35c.targets.groq.schedule.placement import Placer, WeightTile
 from q35c.targets.groq.schedule.reservations import (
     HeldStream,
     ReservationTables,
+    column_vectors,
     macro_mem_spans,
     read_addresses,
 )
@@ -188,13 +189,14 @@ class Scheduler:
     # -- macros ----------------------------------------------------------------------------
 
     def _macro_slot(self, units: list[str], queues: list[str], reads: list[Buf],
-                    writes: list[Buf], read_names: list[str], base: int, earliest: int
-                    ) -> MacroSlot:
+                    writes: list[Buf], read_names: list[str], base: int, earliest: int,
+                    cols: tuple[int, int] | None = None) -> MacroSlot:
         """The earliest slot of a macro of `base` cycles plus its stream travel on one of
-        `queues` (of `units`)."""
+        `queues` (of `units`); `cols`: see `macro_mem_spans`."""
         m, tables = self.m, self.tables
         read_slices = sorted({s for b in reads for s in b.slices})
-        write_slices = sorted({s for b in writes for s in b.slices})
+        write_slices = sorted({s for b in writes for s in (
+            column_vectors(b, cols, m.lanes) if cols and b.layout == "flat" else b.slices)})
         unit_pos = self.pos(units[0])
         travel = max([abs(self.slice_pos(s) - unit_pos) for s in read_slices] + [0]) + \
             max([abs(self.slice_pos(s) - unit_pos) for s in write_slices] + [0])
@@ -204,7 +206,7 @@ class Scheduler:
             c = max(c, self.reuse_ready(b.name))
         for name in read_names:
             c = max(c, self.ready[name])
-        spans = macro_mem_spans(m, reads, writes, 0, duration)
+        spans = macro_mem_spans(m, reads, writes, 0, duration, cols)
         while True:
             # the MEM slices' queues (while the macro streams its operands in / results out)
             later = c
@@ -255,13 +257,20 @@ class Scheduler:
     def schedule_macro(self, unit_kind: str, kind: str, read_names: list[str],
                        write_names: list[str], elements: int, passes: int,
                        make: type[Instruction], **fields) -> Instruction:
-        """A macro instruction of class `make` (Macro, GroupSums, Rescale) with `fields`."""
+        """A macro instruction of class `make` (Macro, GroupSums, Rescale) with `fields`. A
+        matmul's last rescale of one column tile writes only that tile's columns of the
+        result (`macro_mem_spans`'s `cols`): its io and MEM holds count those vectors, not
+        the whole result (SmolLM2's 154-tile LM head: every rescale held the whole
+        [1, 49152] result's write queues, 77 cycles, one after the other)."""
         m = self.m
         reads = [self.graph.buffers[b] for b in read_names
                  if self.graph.buffers[b].kind != "virtual"]
         writes = [self.graph.buffers[b] for b in write_names]
+        cols = fields["cols"] if make is Rescale and fields.get("last") else None
         io = max([read_addresses(b, writes) for b in reads]
-                 + [-(-b.nvec // len(b.slices)) for b in writes] + [1])
+                 + [max(column_vectors(b, cols, m.lanes).values()) if cols
+                    and b.layout == "flat" else -(-b.nvec // len(b.slices)) for b in writes]
+                 + [1])
         base = costs.macro_cycles(m, kind, elements, passes, io)
         if unit_kind == "SXM":
             # either SXM (the one whose result lands first; ties: the one on the hemisphere
@@ -276,7 +285,7 @@ class Scheduler:
             options = [(["VXM"] * len(queues), queues)]
         best: MacroSlot | None = None
         for units, queues in options:
-            slot = self._macro_slot(units, queues, reads, writes, read_names, base, 0)
+            slot = self._macro_slot(units, queues, reads, writes, read_names, base, 0, cols)
             if best is None or slot.end < best.end:
                 best = slot
         assert best is not None
