@@ -7,6 +7,7 @@ Models:
   mlp           examples/mlp.mlir (x 4x128)
   gemv4096      y[1, 4096] = x[1, 4096] @ W[4096, 4096]
   gemv2048      y[1, 8192] = x[1, 2048] @ W[2048, 8192]
+  gemv11008     y[1, 11008] = x[1, 4096] @ W[4096, 11008]
   gemm8x4096    y[8, 4096] = x[8, 4096] @ W[4096, 4096]
 
 The GEMV/GEMM models are written by this script as a .mlir like examples/mlp.mlir (one
@@ -30,7 +31,8 @@ frontend + pipeline + groq target; simulate: load + check + execute) are medians
 --repeat runs, in this one process.
 
     python benchmarks/bench_groq.py [--models llama_tiny,gemv4096,...] [--repeat 1]
-                                    [--no-simulate] [--out DIR]
+                                    [--no-simulate] [--scales codes|f32]
+                                    [--levels packed|int8] [--out DIR]
 """
 
 from __future__ import annotations
@@ -94,6 +96,8 @@ MODELS = {
     "mlp": Model("mlp.mlir", _floats("x", (4, 128)), EXAMPLES / "mlp.mlir"),
     "gemv4096": Model("GEMV 1×4096 · 4096×4096", _floats("x", (1, 4096)), mkn=(1, 4096, 4096)),
     "gemv2048": Model("GEMV 1×2048 · 2048×8192", _floats("x", (1, 2048)), mkn=(1, 2048, 8192)),
+    "gemv11008": Model("GEMV 1×4096 · 4096×11008", _floats("x", (1, 4096)),
+                       mkn=(1, 4096, 11008)),
     "gemm8x4096": Model("GEMM 8×4096 · 4096×4096", _floats("x", (8, 4096)), mkn=(8, 4096, 4096)),
 }
 
@@ -115,8 +119,10 @@ def write_matmul(stem: str, mkn: tuple[int, int, int], directory: Path) -> Path:
     return path
 
 
-def compile_groq(path: Path, shapes: dict, out_dir: Path):
-    """What `q35c PATH --target 'groq{mlir=false}' -o OUT_DIR` does, in this process.
+def compile_groq(path: Path, shapes: dict, out_dir: Path, scales: str = "codes",
+                 levels: str = "packed"):
+    """What `q35c PATH --target 'groq{mlir=false scales=SCALES levels=LEVELS}' -o OUT_DIR`
+    does, in this process.
     Returns (ctx, module after the default pipeline, its store)."""
     from q35c.compiler.driver import Options, compile_to_module
     from q35c.compiler.weights import store_of
@@ -126,7 +132,8 @@ def compile_groq(path: Path, shapes: dict, out_dir: Path):
     store = store_of(module)
     out_dir.mkdir(parents=True, exist_ok=True)
     with contextlib.redirect_stdout(io.StringIO()):  # its one-line summary
-        GroqTarget(mlir=False).write(ctx, module, store, out_dir, path.stem)
+        GroqTarget(mlir=False, scales=scales, levels=levels).write(ctx, module, store, out_dir,
+                                                                   path.stem)
     return ctx, module, store
 
 
@@ -144,7 +151,8 @@ def dominant(report: dict) -> str:
     return text
 
 
-def bench_model(name: str, model: Model, work: Path, repeat: int, simulate: bool) -> dict:
+def bench_model(name: str, model: Model, work: Path, repeat: int, simulate: bool,
+                scales: str = "codes", levels: str = "packed") -> dict:
     from q35c.semantics import run_module
     from q35c.targets.groq import int8_module, simulate_dir
 
@@ -157,7 +165,7 @@ def bench_model(name: str, model: Model, work: Path, repeat: int, simulate: bool
     compile_s = []
     for _ in range(repeat):
         t0 = time.perf_counter()
-        ctx, module, store = compile_groq(path, model.shapes, out_dir)
+        ctx, module, store = compile_groq(path, model.shapes, out_dir, scales, levels)
         compile_s.append(time.perf_counter() - t0)
     report = json.loads((out_dir / "report.json").read_text())
     row = {"name": name, "model": model, "report": report,
@@ -217,6 +225,12 @@ def main() -> None:
                         help="compile and simulate runs per model (wall times: median)")
     parser.add_argument("--no-simulate", action="store_true",
                         help="skip the simulator run and the comparison with the interpreter")
+    parser.add_argument("--scales", choices=("codes", "f32"), default="codes",
+                        help="the weight layout (groq{scales=...}): packed group codes, or "
+                             "decoded float32 scales and offsets")
+    parser.add_argument("--levels", choices=("packed", "int8"), default="packed",
+                        help="the weights (groq{levels=...}): packed pair codes, or int8 "
+                             "levels installed from MEM")
     parser.add_argument("--out", type=Path, default=None,
                         help="keep the artifacts (DIR/MODEL/report.json, program.json, ...; "
                              "DIR/src/ the written GEMV/GEMM models)")
@@ -226,7 +240,8 @@ def main() -> None:
     if unknown:
         parser.error(f"unknown model(s) {', '.join(unknown)}; choose from {', '.join(MODELS)}")
     print(f"q35c Groq target benchmark; numpy {np.__version__}; {os.cpu_count()} CPUs; "
-          f"load average {os.getloadavg()[0]:.2f}; repeat {args.repeat}"
+          f"load average {os.getloadavg()[0]:.2f}; repeat {args.repeat}; scales {args.scales}; "
+          f"levels {args.levels}"
           f"{'' if args.no_simulate else '; simulating'}")
     sys.stdout.flush()
     with tempfile.TemporaryDirectory(prefix="q35c-groq-") as tmp:
@@ -234,7 +249,8 @@ def main() -> None:
         work.mkdir(parents=True, exist_ok=True)
         rows = []
         for name in names:
-            rows.append(bench_model(name, MODELS[name], work, args.repeat, not args.no_simulate))
+            rows.append(bench_model(name, MODELS[name], work, args.repeat, not args.no_simulate,
+                                    args.scales, args.levels))
             print(f"  {name}: {rows[-1]['report']['cycles']} cycles, compile "
                   f"{rows[-1]['compile_s']:.2f} s", file=sys.stderr)
         print_table(rows, rows[0]["report"]["clock_hz"])

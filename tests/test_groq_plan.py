@@ -12,8 +12,10 @@ import json
 import math
 import re
 import sys
+from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -276,7 +278,17 @@ def test_without_shape_only_missing_weights_fail(small_model, tmp_path):
 def test_packed_bytes_match_the_format(k, n, g):
     """On-chip bytes = the serialized size (docs/format.md section 6) minus the 16-byte
     header and 4-byte CRC."""
-    assert CostModel.packed_bytes(k, n, g) == storage_bytes((k, n), g) - 20
+    assert CostModel(load_machine()).packed_bytes(k, n, g) == storage_bytes((k, n), g) - 20
+
+
+@pytest.mark.parametrize("k,n,g", [(512, 512, 32), (100, 7, 32), (4096, 11008, 64)])
+def test_decoded_scales_bytes(k, n, g):
+    """With decoded scales a column holds its pair codes and two float32 words per group
+    (scale, offset) instead of the group codes and the three column words."""
+    groups = -(-k // g)
+    codes = CostModel(load_machine()).packed_bytes(k, n, g)
+    decoded = CostModel(replace(load_machine(), decoded_scales=True)).packed_bytes(k, n, g)
+    assert decoded - codes == n * (8 * groups - 7 * -(-groups // 8) - 12)
 
 
 def test_matmul_cost_formula():
@@ -320,3 +332,87 @@ def test_llama_70b_graph_has_only_unwritten_external_weights(tmp_path):
     assert sum(math.prod(t.dims) for t in big) == config.parameters() + 2 * 128
     assert sorted(p.name for p in tmp_path.iterdir()) == ["llama70b.onnx"]
     assert b.main(["tiny", str(tmp_path / "bad.onnx"), "--heads", "7"]) == 2
+
+
+def _filled(model, rng, values: dict):
+    """`model` with every external initializer given data: `values[name]` or seeded noise."""
+    import onnx
+    from onnx import numpy_helper
+
+    for i, t in enumerate(model.graph.initializer):
+        if t.name in values or t.data_location == onnx.TensorProto.EXTERNAL:
+            array = values.get(t.name)
+            if array is None:
+                array = (0.2 * rng.standard_normal(tuple(t.dims))).astype(np.float32)
+            model.graph.initializer[i].CopyFrom(numpy_helper.from_array(
+                np.asarray(array, np.float32).reshape(tuple(t.dims)), t.name))
+    return model
+
+
+def test_context_decode_step_equals_attention_over_the_whole_sequence():
+    """`--context C` (one new token over a KV cache of C) gives the last position's logits
+    of the cache-free graph over C + 1 tokens, when the cache holds that graph's keys (after
+    RoPE) and values of the first C tokens (onnxruntime, seeded weights)."""
+    ort = pytest.importorskip("onnxruntime")
+    from onnx import TensorProto, helper
+
+    def run(model, ids):
+        session = ort.InferenceSession(model.SerializeToString(),
+                                       providers=["CPUExecutionProvider"])
+        return dict(zip([o.name for o in model.graph.output],
+                        session.run(None, {"input_ids": ids})))
+
+    b = _builder()
+    C = 5
+    base = replace(b.PRESETS["tiny"], layers=2, hidden=32, ffn=48, heads=4, kv_heads=2,
+                   vocab=40)
+    full_cfg, step_cfg = replace(base, seq=C + 1), replace(base, context=C)
+    d, s = base.head_dim, C + 1
+    rng = np.random.default_rng(3)
+    rope = {"rope.cos": rng.standard_normal((s, d)), "rope.sin": rng.standard_normal((s, d)),
+            "causal_mask": np.triu(np.full((s, s), -np.inf), 1)}
+    full = b.build(full_cfg, "x.weights")
+    names = [t.name for t in full.graph.initializer]
+    keep = {}
+    for i in range(base.layers):  # expose each layer's keys (after RoPE) and values
+        for out in (f"/model/layers.{i}/rope/k/Add_out",
+                    f"/model/layers.{i}/self_attn/v/Transpose_out"):
+            full.graph.output.append(helper.make_tensor_value_info(out, TensorProto.FLOAT,
+                                                                   None))
+            keep[i] = keep.get(i, ()) + (out,)
+    weights = {n: (0.2 * rng.standard_normal(tuple(t.dims))).astype(np.float32)
+               for n, t in zip(names, full.graph.initializer)
+               if t.data_location == 1 and n not in rope}
+    _filled(full, rng, {**weights, **rope})
+    ids = rng.integers(0, base.vocab, (1, s))
+    got_full = run(full, ids)
+    cache = {}
+    for i, (k_name, v_name) in keep.items():
+        k, v = got_full[k_name], got_full[v_name]  # [1, kv, s, d]
+        cache[f"model.layers.{i}.past_key"] = np.swapaxes(k[:, :, :C], 2, 3)
+        cache[f"model.layers.{i}.past_value"] = v[:, :, :C]
+    step = _filled(b.build(step_cfg, "x.weights"), rng, {
+        **weights, **cache, "rope.cos": rope["rope.cos"][C:], "rope.sin": rope["rope.sin"][C:]})
+    logits = run(step, ids[:, C:])["logits"]
+    np.testing.assert_allclose(logits[0, 0], got_full["logits"][0, C], rtol=1e-4, atol=1e-5)
+
+
+def test_context_plan_holds_the_kv_cache(small_model, tmp_path):
+    """The planner keeps each layer's cache in SRAM as resident state: the plan's weight
+    bytes grow by exactly 2 * layers caches of kv_heads * head_dim * context float32 values,
+    each in whole 320-byte MEM vectors."""
+    b = _builder()
+    config = b.PRESETS["tiny"]
+    path = b.write(replace(config, context=256), tmp_path / "ctx.onnx")
+    totals = []
+    for model, out in ((small_model, tmp_path / "a"), (path, tmp_path / "b")):
+        result = _compile([str(model), "--target", "groq", "--shape-only", "-o", str(out)])
+        assert result.exit_code == 0, result.output
+        plan = json.loads((out / "plan.json").read_text())
+        totals.append(sum(c["weight_bytes"] for c in plan["chips"]))
+    cache = CostModel(load_machine()).vectors(config.kv_heads * config.head_dim * 256 * 4)
+    assert totals[1] - totals[0] == 2 * config.layers * cache
+    report = json.loads((tmp_path / "b" / "report.json").read_text())
+    assert set(report["bound_terms"]) == {"mxm", "install", "mem", "vxm", "latency", "vector",
+                                          "c2c"}
+    assert report["roofline_cycles"] <= report["cycles"]

@@ -659,3 +659,76 @@ def test_cost_model_counts_match_the_schedule():
             assert work["packed_bytes"] == layer["packed_bytes"], layer["weight"]
             assert work["last_rescale_groups"] == layer["last_rescale_groups"]
             assert work["rescale_alu_cycles"] == vxm_alu[f"v{layer['op_index']}"]
+
+
+# -- weight layouts (groq{scales=f32}, groq{levels=int8}) --------------------------------
+
+LAYOUTS = [("f32", "packed"), ("codes", "int8"), ("f32", "int8")]
+
+
+@functools.cache
+def compiled_layout(name: str, scales: str, levels: str):
+    ctx, module, store, _ = compiled(name)
+    return compile_module(ctx, module, store, scales=scales, levels=levels)
+
+
+@pytest.mark.parametrize("scales,levels", LAYOUTS)
+@pytest.mark.parametrize("name", ["mlp", "llama_tiny", "llama_tiny@2x5", "encoder_tiny"])
+def test_weight_layouts_bit_exact(name, scales, levels):
+    """Decoded scales and int8 levels change where the bytes sit and which unit decodes
+    them, never a result: bit-exact with the interpreter's int8 path."""
+    _, module, store, _ = compiled(name)
+    c = compiled_layout(name, scales, levels)
+    _, _, shape, make = MODELS[name]
+    inputs = make(np.random.default_rng(7), shape)
+    want = run_module(module, store, inputs)
+    got = _simulate(c, store, inputs)
+    for key in want:
+        assert np.array_equal(got[key], want[key]), key
+    ops = {ins["op"] for ins in c.doc["instructions"]}
+    assert ("unpack" in ops) == (levels == "packed")
+    rescales = [ins for ins in c.doc["instructions"] if ins["op"] == "rescale"]
+    assert all((ins.get("scales") is not None) == (scales == "f32") for ins in rescales)
+
+
+@pytest.mark.parametrize("scales,levels", LAYOUTS)
+def test_weight_layout_cost_model_counts_match_the_schedule(scales, levels):
+    """cost.py's work per matmul in each layout (installs, bytes, rescale ALU cycles: no
+    decode ops with decoded scales) equals what the scheduler issues."""
+    from q35c.targets.groq import cost
+    from q35c.targets.groq.machine import with_layout
+
+    m = with_layout(MACHINE, scales, levels)
+    c = compiled_layout("llama_tiny", scales, levels)
+    vxm_alu = {}
+    for ins in c.doc["instructions"]:
+        if ins["op"] == "rescale":
+            key = ins["partials"][0].split(":")[0]
+            vxm_alu[key] = vxm_alu.get(key, 0) + ins["alu_cycles"]
+    for layer in c.report["matmul_layers"]:
+        k, n = layer["shape"]
+        work = cost.matmul_work(m, k, n, layer["group"], layer["rows"])
+        assert work["installs"] == layer["installs"]
+        assert work["packed_bytes"] == layer["packed_bytes"]
+        assert work["rescale_alu_cycles"] == vxm_alu[f"v{layer['op_index']}"]
+
+
+def test_int8_levels_corrupted_install_read_rejected():
+    """An install fed by MEM reads checks them like unpacked levels: a level row read one
+    cycle late no longer reaches the plane with the others."""
+    c = compiled_layout("mlp", "codes", "int8")
+    doc = copy.deepcopy(c.doc)
+    busy = {(i["queue"], i["cycle"]) for i in doc["instructions"]}
+    ins = next(i for i in doc["instructions"] if i["op"] == "read"
+               and i["buf"].endswith(":payload") and (i["queue"], i["cycle"] + 1) not in busy)
+    ins["cycle"] += 1
+    _, _, store, _ = compiled("mlp")
+    with pytest.raises(IllegalProgram, match="reads"):
+        _simulate(c, store, {"x": np.zeros((4, 128), np.float32)}, doc)
+
+
+def test_weight_layout_options_checked(tmp_path):
+    result = q35c(EXAMPLES / "mlp.mlir", "--target", "groq{levels=int4}", "-o",
+                  tmp_path / "out", check=False)
+    assert result.returncode == 2 and "levels" in result.stderr
+    assert not (tmp_path / "out" / "program.json").exists()

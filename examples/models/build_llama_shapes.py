@@ -2,12 +2,24 @@
 
     python examples/models/build_llama_shapes.py llama-70b /tmp/llama70b.onnx
     python examples/models/build_llama_shapes.py tiny out.onnx --layers 4 --hidden 512
+    python examples/models/build_llama_shapes.py llama-70b /tmp/l70.onnx --context 4096
     q35c /tmp/llama70b.onnx --target groq --shape-only -o out/     # the multi-chip plan
 
 The graph is a decoder forward pass over `seq` tokens (default 1: one decode step):
 token embedding (Gather), then per layer RMSNorm -> q/k/v projections -> RoPE -> grouped-
 query attention (causal) -> o projection -> residual, RMSNorm -> SwiGLU FFN (gate, up,
-down) -> residual; a final RMSNorm and the lm_head projection. Matmul weights are stored
+down) -> residual; a final RMSNorm and the lm_head projection.
+
+`--context N` (default 0) adds a KV cache of N earlier tokens per layer, so that a pass is
+a real decode step: the cache is resident state of the layer's chip, written as float32
+initializers `model.layers.<i>.past_key` [1, kv_heads, head_dim, N] (keys stored
+transposed, as the score product reads them) and `...past_value` [1, kv_heads, N,
+head_dim]. Attention groups the query heads by KV head (GQA without copying the cache:
+q [1, heads, seq, d] -> [1, kv_heads, heads/kv_heads * seq, d]), scores the cache and the
+new keys separately, concatenates the scores (mask on the new block only: every cached
+token is visible), softmax, and adds the two weighted sums of the cached and the new
+values. Appending the new keys and values to the cache (one [kv_heads, seq, d] row pair
+per layer) is not an op of the graph. Matmul weights are stored
 [K, N] for `MatMul`. Every initializer with more than 64 elements is an external-data
 tensor pointing into `<stem>.weights`, which this script does NOT write: the model is only
 usable with `--shape-only`, which never reads weight data. Small shape constants (Reshape
@@ -42,6 +54,7 @@ class LlamaConfig:
     kv_heads: int
     vocab: int
     seq: int = 1
+    context: int = 0
     rms_eps: float = 1e-5
     rope_theta: float = 10000.0
 
@@ -52,8 +65,8 @@ class LlamaConfig:
     def check(self) -> None:
         values = (self.layers, self.hidden, self.ffn, self.heads, self.kv_heads, self.vocab,
                   self.seq)
-        if min(values) <= 0:
-            raise ValueError("every size must be positive")
+        if min(values) <= 0 or self.context < 0:
+            raise ValueError("every size must be positive (the context may be 0)")
         if self.hidden % self.heads or self.heads % self.kv_heads:
             raise ValueError("hidden must be a multiple of heads, heads of kv_heads")
         if self.head_dim % 2:
@@ -127,6 +140,15 @@ def build(config: LlamaConfig, data_file: str) -> onnx.ModelProto:
     g.ints("half_1", [d // 2])
     g.ints("half_2", [d])
     g.ints("axis_last", [-1])
+    if c.context:  # the cached attention's shapes, Slice bounds and new-block mask
+        rows = rep * s
+        g.ints("shape_q_grouped", [1, nkv, rows, d])
+        g.ints("cache_n", [c.context])
+        g.ints("cache_end", [c.context + s])
+        # row r * seq + i (query head r of a group, new token i) sees the new tokens <= i
+        causal = np.where(np.arange(s)[None, :] > np.arange(rows)[:, None] % s, -np.inf, 0.0)
+        g.inits.append(helper.make_tensor("new_mask", TensorProto.FLOAT, [rows, s],
+                                          causal.astype(np.float32).ravel().tolist()))
     # RoPE tables and the causal mask are initializers too (external when large).
     cos = g.weight("rope.cos", (s, d)) if s * d > 64 else _inline(g, "rope.cos", (s, d), 1.0)
     sin = g.weight("rope.sin", (s, d)) if s * d > 64 else _inline(g, "rope.sin", (s, d), 0.0)
@@ -158,16 +180,19 @@ def build(config: LlamaConfig, data_file: str) -> onnx.ModelProto:
                                          g.node("Mul", [rot, sin], f"{p}/rope/{proj}/sin")],
                                  f"{p}/rope/{proj}/Add")
         for proj in ("k", "v"):
-            if rep > 1:
+            if rep > 1 and not c.context:  # with a cache: q is grouped by KV head instead
                 t = g.node("Unsqueeze", [heads[proj], "axis_2"], f"{p}/gqa/{proj}/Unsqueeze")
                 t = g.node("Expand", [t, "shape_kv_rep"], f"{p}/gqa/{proj}/Expand")
                 heads[proj] = g.node("Reshape", [t, "shape_kv_heads"], f"{p}/gqa/{proj}/Reshape")
-        kt = g.node("Transpose", [heads["k"]], f"{p}/self_attn/kT", perm=[0, 1, 3, 2])
-        scores = g.node("MatMul", [heads["q"], kt], f"{p}/self_attn/scores")
-        scores = g.node("Mul", [scores, scale], f"{p}/self_attn/scale")
-        scores = g.node("Add", [scores, mask], f"{p}/self_attn/mask")
-        probs = g.node("Softmax", [scores], f"{p}/self_attn/Softmax", axis=-1)
-        ctx = g.node("MatMul", [probs, heads["v"]], f"{p}/self_attn/context")
+        if c.context:
+            ctx = _cached_attention(g, c, p, w, heads, scale)
+        else:
+            kt = g.node("Transpose", [heads["k"]], f"{p}/self_attn/kT", perm=[0, 1, 3, 2])
+            scores = g.node("MatMul", [heads["q"], kt], f"{p}/self_attn/scores")
+            scores = g.node("Mul", [scores, scale], f"{p}/self_attn/scale")
+            scores = g.node("Add", [scores, mask], f"{p}/self_attn/mask")
+            probs = g.node("Softmax", [scores], f"{p}/self_attn/Softmax", axis=-1)
+            ctx = g.node("MatMul", [probs, heads["v"]], f"{p}/self_attn/context")
         ctx = g.node("Transpose", [ctx], f"{p}/self_attn/ctx/Transpose", perm=[0, 2, 1, 3])
         ctx = g.node("Reshape", [ctx, "shape_hidden"], f"{p}/self_attn/ctx/Reshape")
         o = g.node("MatMul", [ctx, g.weight(f"{w}.self_attn.o_proj.weight", (nh * d, h))],
@@ -201,6 +226,30 @@ def build(config: LlamaConfig, data_file: str) -> onnx.ModelProto:
     return model
 
 
+def _cached_attention(g: _Graph, c: LlamaConfig, p: str, w: str, heads: dict[str, str],
+                      scale: str) -> str:
+    """Grouped-query attention of the new tokens over the layer's KV cache and themselves
+    (module docstring); returns the context [1, heads, seq, head_dim]. `scale`: 1/sqrt(d)."""
+    d, nkv, n = c.head_dim, c.kv_heads, c.context
+    past_k = g.weight(f"{w}.past_key", (1, nkv, d, n))
+    past_v = g.weight(f"{w}.past_value", (1, nkv, n, d))
+    q = g.node("Reshape", [heads["q"], "shape_q_grouped"], f"{p}/self_attn/q/grouped")
+    kt = g.node("Transpose", [heads["k"]], f"{p}/self_attn/kT", perm=[0, 1, 3, 2])
+    old = g.node("MatMul", [q, past_k], f"{p}/self_attn/scores_cache")
+    new = g.node("Add", [g.node("MatMul", [q, kt], f"{p}/self_attn/scores_new"), "new_mask"],
+                 f"{p}/self_attn/mask")
+    scores = g.node("Concat", [old, new], f"{p}/self_attn/scores", axis=-1)
+    scores = g.node("Mul", [scores, scale], f"{p}/self_attn/scale")
+    probs = g.node("Softmax", [scores], f"{p}/self_attn/Softmax", axis=-1)
+    p_old = g.node("Slice", [probs, "half_0", "cache_n", "axis_last"], f"{p}/self_attn/p_cache")
+    p_new = g.node("Slice", [probs, "cache_n", "cache_end", "axis_last"],
+                   f"{p}/self_attn/p_new")
+    ctx = g.node("Add", [g.node("MatMul", [p_old, past_v], f"{p}/self_attn/context_cache"),
+                         g.node("MatMul", [p_new, heads["v"]], f"{p}/self_attn/context_new")],
+                 f"{p}/self_attn/context")
+    return g.node("Reshape", [ctx, "shape_kv_heads"], f"{p}/self_attn/context/heads")
+
+
 def _inline(g: _Graph, name: str, shape: tuple[int, ...], value: float) -> str:
     g.inits.append(helper.make_tensor(name, TensorProto.FLOAT, list(shape),
                                       np.full(shape, value, np.float32).ravel().tolist()))
@@ -219,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("preset", choices=sorted(PRESETS))
     parser.add_argument("output", type=Path)
-    for field in ("layers", "hidden", "ffn", "heads", "kv_heads", "vocab", "seq"):
+    for field in ("layers", "hidden", "ffn", "heads", "kv_heads", "vocab", "seq", "context"):
         parser.add_argument(f"--{field.replace('_', '-')}", type=int, dest=field)
     args = parser.parse_args(argv)
     overrides = {k: v for k, v in vars(args).items()
@@ -232,6 +281,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(f"{path}: {config.layers} layers, hidden {config.hidden}, FFN {config.ffn}, "
           f"heads {config.heads}/{config.kv_heads}, vocab {config.vocab}, "
+          f"{config.seq} token(s) per pass over a context of {config.context}, "
           f"{config.parameters() / 1e9:.2f} G parameters (weights not written)")
     return 0
 

@@ -4,7 +4,8 @@
     stream ids, issue cycles --program.py--> program.json, memory.bin, memory.json,
     program.s --simulate.py--> outputs (bit-exact with the interpreter's int8 path)
 
-`--target groq` (options: `groq{machine=NAME_OR_PATH chips=N mlir=false}`) writes the
+`--target groq` (options: `groq{machine=NAME_OR_PATH chips=N mlir=false scales=codes|f32
+levels=packed|int8}`) writes the
 artifacts; `q35c run --target groq` compiles and simulates. The target's pipeline
 (`GroqTarget.pipeline`: `unfuse-ops` of fused matmuls, `int8-activations`, then
 `verify-overflow` on the int8 IR) runs in the
@@ -110,11 +111,24 @@ class GroqTarget(Q35cTarget):
     """Also write program.mlir (the groq dialect); `groq{mlir=false}` skips it (large
     programs: printing 40k ops takes longer than scheduling them)."""
 
+    scales: str = "codes"
+    """The weight layout: "codes" (the packed group codes and column words, decoded by every
+    rescale on the VXM) or "f32" (each group's float32 scale and offset decoded at compile
+    time: bit-identical results, no decode work on the VXM, 8 bytes per group and column
+    of SRAM instead of 7/8; docs/groq.md "Weight layouts")."""
+    levels: str = "packed"
+    """The weights: "packed" (3.5-bit pair codes, unpacked on the VXM on their way to the
+    MXM) or "int8" (the int8 levels decoded at compile time, 8 bits per weight, installed
+    from MEM straight into the MXM; bit-identical results)."""
+
     def __post_init__(self) -> None:
-        from q35c.compiler.options import check_int, check_text
+        from q35c.compiler.options import check_choice, check_int, check_text
+        from q35c.targets.groq.machine import LEVELS, SCALES
 
         check_text("--target groq", "machine", self.machine)
         check_int("--target groq", "chips", self.chips, 0, MAX_CHIPS)
+        check_choice("--target groq", "scales", self.scales, SCALES)
+        check_choice("--target groq", "levels", self.levels, LEVELS)
 
     def pipeline(self, shape_only: bool = False) -> str:
         return "" if shape_only else PIPELINE
@@ -139,7 +153,8 @@ class GroqTarget(Q35cTarget):
         from q35c.targets.groq.program import dumps, listing
         from q35c.targets.groq.report import report_text
 
-        c = compile_module(ctx, module, store, None, self.machine, self.chips)
+        c = compile_module(ctx, module, store, None, self.machine, self.chips,
+                           self.scales, self.levels)
         (out_dir / "program.json").write_text(dumps(c.doc))
         (out_dir / "memory.bin").write_bytes(c.image)
         (out_dir / "memory.json").write_text(json.dumps(c.memory, indent=1) + "\n")
@@ -163,7 +178,8 @@ class GroqTarget(Q35cTarget):
         from q35c.targets.groq.machine import load_machine
         from q35c.targets.groq.simulate import simulate
 
-        c = compile_module(ctx, module, store, entry, self.machine, self.chips)
+        c = compile_module(ctx, module, store, entry, self.machine, self.chips,
+                           self.scales, self.levels)
         return simulate(c.doc, c.image, load_machine(self.machine), c.ops,
                         Interpreter(c.module, c.store or store), inputs)
 

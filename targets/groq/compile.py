@@ -34,7 +34,7 @@ from q35c.compiler.entry import entry_function
 from q35c.compiler.weights import WeightStore
 from q35c.targets.groq.columns import chip_assignment, split_columns, table_rows
 from q35c.targets.groq.lower import Graph, lower
-from q35c.targets.groq.machine import Machine, load_machine
+from q35c.targets.groq.machine import Machine, load_machine, with_layout
 from q35c.targets.groq.plan import Plan, PlanOptions, plan_module
 from q35c.targets.groq.program import to_documents
 from q35c.targets.groq.report import build_report
@@ -110,12 +110,14 @@ def plan_and_schedule(module: ModuleOp, store: WeightStore, m: Machine,
 
 
 def compile_module(ctx: Context, module: ModuleOp, store: WeightStore,
-                   entry: str | None = None, machine: str = "tsp-v1", chips: int = 0):
+                   entry: str | None = None, machine: str = "tsp-v1", chips: int = 0,
+                   scales: str = "codes", levels: str = "packed"):
     """Compile `module` (int8 activations are added if its pipeline did not) to the
-    program documents of GroqTarget (`Compiled`)."""
+    program documents of GroqTarget (`Compiled`); `scales`, `levels`: the weight layout
+    (`machine.SCALES`, `machine.LEVELS`)."""
     from q35c.targets.groq import Compiled, int8_module
 
-    m = load_machine(machine)
+    m = with_layout(load_machine(machine), scales, levels)
     module = int8_module(ctx, module)
     done = plan_and_schedule(module, store, m, entry, chips)
     graph, prog, plan = done.graph, done.program, done.plan

@@ -10,10 +10,13 @@ Per Q3P5 matmul `[K, N]`, group `g`, `G = ceil(K / g)` groups, `tiles = ceil(N /
 column tiles, over `M` activation rows (`matmul_work`):
 
     passes     = M * G * tiles                 masked MXM passes (one group x 320 columns)
-    installs   = tiles * G * g / 16            16-row install blocks (= VXM unpacks)
-    bytes      = packed Q3P5 bytes (format.md section 5, no header/CRC)
-    rescale    = per tile and rescale macro of ng groups: ceil((5 M ng + 9 ng) / A) VXM
-                 ALU cycles on one queue (A = alus_per_lane / vxm_queues ALUs per lane)
+    installs   = tiles * G * g / 16            16-row install blocks (= VXM unpacks, none
+                                               with int8 levels)
+    bytes      = the weight layout's bytes (`packed_bytes`: packed Q3P5 as format.md
+                 section 5 without header/CRC, or decoded scales, or int8 levels)
+    rescale    = per tile and rescale macro of ng groups: ceil((5 M ng + d ng) / A) VXM
+                 ALU cycles on one queue (A = alus_per_lane / vxm_queues ALUs per lane;
+                 d = 9 decode ops per group, 0 with decoded scales)
     group sums = ceil(M * G * g / (lanes * A))
 
 and its cost (`matmul_cost`), with `late` = installs that cannot be prefetched into the
@@ -24,7 +27,7 @@ MXM weight buffers before the activations are ready (all of them with `prefetch=
     mem      = ceil(ceil(bytes / (slices * reads_per_cycle * vector_bytes)) * late / installs)
     vxm      = ceil((late + rescale + group sums - last) / vxm_queues)   (unpacks + ALU work
                over the VXM queues; `last` = the rescale of one tile's last K chunk, which
-               is in the latency)
+               is in the latency; no unpacks with int8 levels)
     latency  = mem_read_latency + 2 hops (VXM <-> MXM) + mxm_latency + mem_write_latency
                + vxm_latency + last
     bound    = max(mxm, install, mem) + latency           (the issue's per-layer bound)
@@ -60,6 +63,14 @@ block of 8 group codes."""
 COLUMN_WORDS = 3
 """float32 words per column: super scale, offset base, offset step (docs/format.md)."""
 
+DECODED_WORDS = 2
+"""float32 words per group and column with decoded scales: the scale and the offset."""
+
+DECODE_OPS = 9
+"""VXM ALU ops per group and column that decode its scale and offset from the packed group
+code and the column words (code extraction, the two table lookups, 2 mul, 1 add ...);
+none with decoded scales, which the rescale reads as float32 words."""
+
 
 # -- machine rates ---------------------------------------------------------------------------
 
@@ -83,13 +94,19 @@ def vxm_mxm_hops(m: Machine) -> int:
     return abs(m.position("VXM") - m.position("MXM_W"))
 
 
-def packed_bytes(k: int, n: int, group: int) -> int:
+def packed_bytes(k: int, n: int, group: int, decoded: bool = False,
+                 levels: bool = False) -> int:
     """Exact on-chip bytes of a Q3P5 [K, n] weight (docs/format.md section 5): per column the
     pair codes (G*g/16 blocks of 7 bytes), the group codes (ceil(G/8) blocks of 7 bytes) and
-    three float32 words; the file header and CRC are not loaded."""
+    three float32 words; the file header and CRC are not loaded. `decoded`
+    (`Machine.decoded_scales`): per column the pair codes and G float32 scales and G float32
+    offsets instead of the group codes and words. `levels` (`Machine.int8_levels`): one
+    int8 level per row of every group instead of the pair codes."""
     groups = -(-k // group)
-    return n * (groups * group // INSTALL_BLOCK_ROWS * BLOCK_BYTES + -(-groups // 8) * BLOCK_BYTES
-                + 4 * COLUMN_WORDS)
+    pairs = groups * group if levels else groups * group // INSTALL_BLOCK_ROWS * BLOCK_BYTES
+    if decoded:
+        return n * (pairs + 4 * DECODED_WORDS * groups)
+    return n * (pairs + -(-groups // 8) * BLOCK_BYTES + 4 * COLUMN_WORDS)
 
 
 def chunk_rows(lanes: int, group: int) -> int:
@@ -115,13 +132,26 @@ def macro_cycles(m: Machine, kind: str, elements: int, passes: int, io: int) -> 
     return max(io, macro_alu_cycles(m, elements, passes)) + lat
 
 
-def rescale_elements(rows: int, groups: int, lanes: int) -> int:
+def decode_ops(m: Machine) -> int:
+    """VXM ALU ops per group and column spent decoding scale and offset (`DECODE_OPS`)."""
+    return 0 if m.decoded_scales else DECODE_OPS
+
+
+def rescale_elements(m: Machine, rows: int, groups: int) -> int:
     """ALU operations of one rescale macro over `groups` groups of one 320-column tile: per
-    row and group cvt, 2 mul, 2 add; per group code extraction and scale/offset decode."""
-    return (rows * groups * 5 + groups * 9) * lanes
+    row and group cvt, 2 mul, 2 add; per group code extraction and scale/offset decode
+    (`decode_ops`)."""
+    return (rows * groups * 5 + groups * decode_ops(m)) * m.lanes
 
 
 # -- the int8 matmul -------------------------------------------------------------------------
+
+def rescale_spans(groups: int, groups_per_chunk: int) -> list[tuple[int, int]]:
+    """The groups [g0, g1) of each rescale macro of one tile: `RESCALE_CHUNKS` K chunks of
+    `groups_per_chunk` groups each (the last takes the rest)."""
+    step = RESCALE_CHUNKS * groups_per_chunk
+    return [(g0, min(groups, g0 + step)) for g0 in range(0, groups, step)]
+
 
 def matmul_work(m: Machine, k: int, n: int, group: int, rows: int) -> dict[str, int]:
     """The work of one Q3P5 matmul `[K, n]` over `rows` activation rows, exactly as
@@ -137,13 +167,13 @@ def matmul_work(m: Machine, k: int, n: int, group: int, rows: int) -> dict[str, 
     rescale = 0
     for c0 in range(0, nch, RESCALE_CHUNKS):  # one macro per RESCALE_CHUNKS chunks
         ng = min(G, (c0 + RESCALE_CHUNKS) * gpc) - c0 * gpc
-        rescale += macro_alu_cycles(m, rescale_elements(rows, ng, L), 1)
+        rescale += macro_alu_cycles(m, rescale_elements(m, rows, ng), 1)
     last_groups = G - (nch - 1) * gpc
     return {
         "groups": G, "tiles": tiles, "rows": rows,
         "mxm_passes": rows * G * tiles,
         "installs": tiles * per_tile,
-        "packed_bytes": packed_bytes(k, n, group),
+        "packed_bytes": packed_bytes(k, n, group, m.decoded_scales, m.int8_levels),
         "rescale_alu_cycles": tiles * rescale,
         "group_sums_alu_cycles": macro_alu_cycles(m, rows * G * group, 1),
         "last_rescale_groups": last_groups,
@@ -166,9 +196,10 @@ def matmul_cost(m: Machine, work: dict[str, int], prefetch: bool = True) -> dict
     mem = -(-mem_all * late // max(1, installs))
     install = -(-late // planes)
     groups = work["last_rescale_groups"]
-    last = -(-(work["rows"] * groups * 5 + groups * 9) // alus_per_queue(m))
-    vxm = max(0, -(-(late + work["rescale_alu_cycles"] + work["group_sums_alu_cycles"] - last)
-                   // vxm_queues(m)))
+    last = -(-(work["rows"] * groups * 5 + groups * decode_ops(m)) // alus_per_queue(m))
+    unpacks = 0 if m.int8_levels else late  # int8 levels go from MEM to the MXM
+    vxm = max(0, -(-(unpacks + work["rescale_alu_cycles"] + work["group_sums_alu_cycles"]
+                     - last) // vxm_queues(m)))
     hops = vxm_mxm_hops(m)
     latency = (int(m.param("mem_read_latency")) + 2 * hops + int(m.param("mxm_latency"))
                + int(m.param("mem_write_latency")) + int(m.param("vxm_latency")) + last)

@@ -316,7 +316,10 @@ class Rescale(BufferOp):
     """The matmul's float32 rescale of groups [g0, g1) of column tile `tile` (columns
     `cols`): the int32 `partials` of those groups, scaled and offset by the decoded group
     codes (`meta`) and column words (`words`) with the group sums `sx`, added to the running
-    sum `acc` (none for the first), times the `row_scale` (only the last), into `result`."""
+    sum `acc` (none for the first), times the `row_scale` (only the last), into `result`.
+    With decoded scales (`groq{scales=f32}`) `meta` and `words` are None and `scales` names
+    the float32 scales and offsets of groups g0..g1-1 ([2 (g1 - g0), 320] planes: the scale
+    rows, then the offset rows), which it reads instead of decoding."""
 
     op: ClassVar[str] = "rescale"
     tile: int
@@ -329,12 +332,13 @@ class Rescale(BufferOp):
     last: bool
     k: int
     partials: tuple[str, ...]
-    meta: str
-    words: str
+    meta: str | None
+    words: str | None
     sx: str
     acc: str | None
     row_scale: str | None
     result: str
+    scales: str | None = None
 
     def to_json(self) -> Json:
         return {**self._head(), "alu_cycles": self.alu_cycles, "op": self.op,
@@ -342,7 +346,8 @@ class Rescale(BufferOp):
                 "groups": self.groups, "g0": self.g0, "g1": self.g1, "first": self.first,
                 "last": self.last, "k": self.k, "partials": list(self.partials),
                 "meta": self.meta, "words": self.words, "sx": self.sx, "acc": self.acc,
-                "row_scale": self.row_scale, "result": self.result, **self._buffers_json()}
+                "row_scale": self.row_scale, "result": self.result,
+                **({"scales": self.scales} if self.scales else {}), **self._buffers_json()}
 
     @classmethod
     def from_json(cls, doc: Json) -> Rescale:
@@ -352,7 +357,7 @@ class Rescale(BufferOp):
                    g1=doc["g1"], first=doc["first"], last=doc["last"], k=doc["k"],
                    partials=tuple(doc["partials"]), meta=doc["meta"], words=doc["words"],
                    sx=doc["sx"], acc=doc["acc"], row_scale=doc["row_scale"],
-                   result=doc["result"])
+                   result=doc["result"], scales=doc.get("scales"))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -56,6 +56,15 @@ class Machine:
     c2c_link_bytes_per_s: float
     assumed: dict[str, Any] = field(default_factory=dict)
     raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    int8_levels: bool = False
+    """The weight layout too (`groq{levels=int8}`, docs/groq.md "Weight layouts"): the
+    weights' int8 levels decoded at compile time, one byte per weight, so installs read
+    them from MEM straight into the MXM instead of unpacking pair codes on the VXM."""
+    decoded_scales: bool = False
+    """Not a figure of the file but the weight layout the target compiles for
+    (`groq{scales=f32}`, docs/groq.md "Decoded group scales"): each group's float32 scale
+    and offset decoded at compile time and held in MEM instead of the packed group codes and
+    column words, so the rescale does no decode work on the VXM."""
 
     @property
     def mem_slices(self) -> int:
@@ -110,6 +119,20 @@ class Machine:
     def plane_unit(plane: str) -> str:
         """The floorplan position of an MXM plane: its hemisphere's MXM (MXM_W0 -> MXM_W)."""
         return plane.rstrip("0123456789")
+
+
+SCALES = ("codes", "f32")
+"""The group scales of `groq{scales=...}`: the packed group codes and column words
+(decoded on the VXM by every rescale), or decoded float32 scales and offsets."""
+
+LEVELS = ("packed", "int8")
+"""The weights of `groq{levels=...}`: packed pair codes (unpacked on the VXM on their way
+to the MXM), or int8 levels installed from MEM."""
+
+
+def with_layout(m: Machine, scales: str = "codes", levels: str = "packed") -> Machine:
+    """`m` compiling weights in the layout `scales` (one of `SCALES`), `levels` (`LEVELS`)."""
+    return replace(m, decoded_scales=scales == "f32", int8_levels=levels == "int8")
 
 
 def load_machine(name_or_path: str | Path = DEFAULT_MACHINE) -> Machine:

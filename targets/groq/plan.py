@@ -42,10 +42,17 @@ from xdsl.ir import Operation, SSAValue
 
 from q35c.compiler.diagnostics import Q35cError
 from q35c.compiler.entry import EntryError, entry_function
-from q35c.compiler.options import check_int, check_text
+from q35c.compiler.options import check_choice, check_int, check_text
 from q35c.dialects import q35nn, quant3p5
 from q35c.targets.groq import cost as costs
-from q35c.targets.groq.machine import DEFAULT_MACHINE, Machine, load_machine
+from q35c.targets.groq.machine import (
+    DEFAULT_MACHINE,
+    LEVELS,
+    SCALES,
+    Machine,
+    load_machine,
+    with_layout,
+)
 
 PLAN_SCHEMA = "q35c-groq-plan/1"
 REPORT_SCHEMA = "q35c-groq-plan-report/1"
@@ -74,8 +81,15 @@ class PlanOptions:
     chunks of at most that size, so that chips fill up; chunks of one op that land on one
     chip are merged again. 1: split only what does not fit a chip at all."""
 
+    scales: str = "codes"
+    """The weight layout (GroqTarget's `scales`): "codes" the packed group codes and column
+    words, "f32" decoded float32 scales and offsets per group."""
+
+    levels: str = "packed"
+    """The weights (GroqTarget's `levels`): "packed" pair codes, "int8" levels."""
+
     KEYS = {"machine": "machine", "chips": "chips", "table-bytes": "table_bytes",
-            "granule": "granule"}
+            "granule": "granule", "scales": "scales", "levels": "levels"}
     MAX_TABLE_BYTES = 8
     """An embedding element is at most a float64."""
     MAX_GRANULE = 1024
@@ -89,6 +103,8 @@ class PlanOptions:
         if self.table_bytes is not None:
             check_int(where, "table-bytes", self.table_bytes, 1, self.MAX_TABLE_BYTES)
         check_int(where, "granule", self.granule, 1, self.MAX_GRANULE)
+        check_choice(where, "scales", self.scales, SCALES)
+        check_choice(where, "levels", self.levels, LEVELS)
 
     @classmethod
     def from_spec_args(cls, args: dict[str, tuple]) -> PlanOptions:
@@ -133,8 +149,11 @@ class CostModel:
         """`nbytes` rounded up to whole MEM vectors (MEM addresses are vector-granular)."""
         return -(-nbytes // self.vector_bytes) * self.vector_bytes
 
-    packed_bytes = staticmethod(costs.packed_bytes)
-    """Exact on-chip bytes of a Q3P5 [K, n] weight (targets/groq/cost.py)."""
+    def packed_bytes(self, k: int, n: int, group: int) -> int:
+        """Exact on-chip bytes of a Q3P5 [K, n] weight in the machine's weight layout
+        (targets/groq/cost.py)."""
+        return costs.packed_bytes(k, n, group, self.machine.decoded_scales,
+                                  self.machine.int8_levels)
 
     def matmul(self, k: int, n: int, group: int, rows: int) -> dict[str, int]:
         """Cycle components of one packed matmul (or column shard) over `rows` activation
@@ -595,11 +614,16 @@ class Plan:
             "chips": s["chips"],
             "cycles": s["cycles_per_pass"],
             "lower_bound_cycles": s["lower_bound_cycles"],
+            "bound_terms": s["bound_terms"],
+            "roofline_cycles": s["roofline_cycles"],
+            "weight_layout": {"scales": "f32" if self.machine.decoded_scales else "codes",
+                              "levels": "int8" if self.machine.int8_levels else "packed"},
             "sram_bytes": s["sram_bytes"],
             "sram_capacity_bytes_per_chip": self.machine.sram_bytes,
             "sram_bytes_per_chip": [c["sram_bytes"] for c in self.chips],
             "cycles_per_token": s["cycles_per_token"],
             "tokens_per_s": s["tokens_per_s"],
+            "tokens_per_s_per_chip": round(s["tokens_per_s"] / s["chips"], 3),
             "pipelined_tokens_per_s": s["pipelined_tokens_per_s"],
             "c2c_bytes_per_token": s["c2c_bytes_per_token"],
             "c2c_cycles_per_token": s["c2c_cycles_per_token"],
@@ -612,8 +636,10 @@ class Plan:
         s, m = self.summary, self.machine
         lines = [
             f"groq plan ({m.name}, {m.clock_hz / 1e6:g} MHz, {_mib(m.sram_bytes)} SRAM per chip)",
-            f"  parameters      {s['parameters']:,} ({s['packed_weight_bytes']:,} bytes packed "
-            "Q3P5)",
+            f"  parameters      {s['parameters']:,} ({s['packed_weight_bytes']:,} bytes "
+            + ("packed Q3P5)" if not (m.decoded_scales or m.int8_levels) else
+               f"of weights: levels {'int8' if m.int8_levels else 'packed'}, scales "
+               f"{'f32' if m.decoded_scales else 'codes'})"),
             f"  chips           {s['chips']}",
             f"  SRAM            {s['sram_bytes']:,} bytes used of "
             f"{s['chips'] * m.sram_bytes:,} ({100 * s['sram_utilization']:.1f}%)",
@@ -623,6 +649,9 @@ class Plan:
             f"at {m.clock_hz / 1e6:g} MHz (one sequence)",
             f"  pipelined       {s['stage_cycles']:,} cycles/stage -> "
             f"{s['pipelined_tokens_per_s']:.1f} tokens/s ({s['chips']} sequences in flight)",
+            "  bound terms     " + ", ".join(f"{k} {v:,}" for k, v in s["bound_terms"].items())
+            + f" (matmuls summed; roofline sum of max(mxm, install, mem) + c2c "
+            f"{s['roofline_cycles']:,})",
             f"  C2C per token   {s['c2c_bytes_per_token']:,} bytes, "
             f"{s['c2c_cycles_per_token']:,} cycles over {len(self.transfers)} transfer(s)",
             f"  column splits   {s['column_splits']}",
@@ -666,7 +695,8 @@ def plan_module(module: ModuleOp, options: PlanOptions | None = None,
     fewest chips of `machine` (default: `options.machine`) whose SRAM holds it; see the
     module docstring and docs/groq-multichip.md."""
     options = options or PlanOptions()
-    machine = machine or load_machine(options.machine)
+    machine = machine or with_layout(load_machine(options.machine), options.scales,
+                                     options.levels)
     cost = CostModel(machine)
     program = _build_units(module, cost, options, entry)
     units = program.units
@@ -743,6 +773,10 @@ def plan_module(module: ModuleOp, options: PlanOptions | None = None,
     lower = sum(max(m["mxm"], m["install"], m["mem"], m["vxm"]) for m in matmuls
                 if m["kind"] == "matmul")
     sram = sum(c["sram_bytes"] for c in chips)
+    mm = [m for m in matmuls if m["kind"] == "matmul"]
+    terms = {t: sum(m[t] for m in mm) for t in ("mxm", "install", "mem", "vxm", "latency")}
+    terms["vector"] = sum(u.cycles for c in merged for u in c if u.kind != "matmul")
+    terms["c2c"] = c2c_cycles
     summary = {
         "chips": len(chips),
         "parameters": program.parameters,
@@ -753,6 +787,8 @@ def plan_module(module: ModuleOp, options: PlanOptions | None = None,
         "cycles_per_pass": per_pass,
         "compute_cycles_per_pass": compute,
         "lower_bound_cycles": lower,
+        "bound_terms": terms,
+        "roofline_cycles": sum(max(m["mxm"], m["install"], m["mem"]) for m in mm) + c2c_cycles,
         "cycles_per_token": per_token,
         "tokens_per_s": round(machine.clock_hz / per_token, 3),
         "stage_cycles": stage,

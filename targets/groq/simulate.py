@@ -134,7 +134,8 @@ class Simulator:
         reads = [self.bufs[n] for n in ins.reads if n in self.bufs
                  and self.bufs[n].kind != "virtual"]
         writes = [self.bufs[n] for n in ins.writes]
-        return macro_mem_spans(self.m, reads, writes, ins.cycle, ins.cycles)
+        cols = ins.cols if isinstance(ins, Rescale) and ins.last else None
+        return macro_mem_spans(self.m, reads, writes, ins.cycle, ins.cycles, cols)
 
     def check_memory(self) -> None:
         m = self.m
@@ -533,13 +534,20 @@ class Simulator:
             results = {ins.writes[0]: sums.astype(np.int32)}
         elif isinstance(ins, Rescale):
             B = self.bufs
-            meta_b, words_b, sx_b = B[ins.meta], B[ins.words], B[ins.sx]
-            out_b = B[ins.result]
+            sx_b, out_b = B[ins.sx], B[ins.result]
             G, g0, g1 = ins.groups, ins.g0, ins.g1
-            meta = decode(meta_b, self._load(meta_b), lanes)  # [7*MB, lanes]: (block, byte) rows
-            words = decode(words_b, self._load(words_b), lanes)
-            codes = unpack_codes(np.ascontiguousarray(meta.T), G, lanes)  # [G, lanes] group codes
-            scales, offsets = decode_meta(codes, words[0], words[1], words[2])
+            if ins.scales:  # decoded at compile time: float32 scales, offsets of g0..g1-1
+                words = decode(B[ins.scales], self._load(B[ins.scales]), lanes)
+                n = g1 - g0
+                scales = np.zeros((G, lanes), np.float32)
+                offsets = np.zeros((G, lanes), np.float32)
+                scales[g0:g1], offsets[g0:g1] = words[:n], words[n:]
+            else:
+                meta_b, words_b = B[ins.meta], B[ins.words]
+                meta = decode(meta_b, self._load(meta_b), lanes)  # [7*MB, lanes]: (block, byte)
+                words = decode(words_b, self._load(words_b), lanes)
+                codes = unpack_codes(np.ascontiguousarray(meta.T), G, lanes)  # [G, lanes]
+                scales, offsets = decode_meta(codes, words[0], words[1], words[2])
             sxs = decode(sx_b, self._load(sx_b), lanes)
             rows = sxs.shape[0]
             # partials of each chunk: [rows, groups of the chunk, lanes]; concatenated by group

@@ -23,8 +23,17 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from q35c.compiler.diagnostics import Q35cError
+from q35c.compiler.quant import group_scales, integer_levels
 from q35c.dialects import q35nn
-from q35c.targets.groq.cost import BLOCK_BYTES, COLUMN_WORDS, DATA_SLICES, INSTALL_BLOCK_ROWS
+from q35c.targets.groq.cost import (
+    BLOCK_BYTES,
+    COLUMN_WORDS,
+    DATA_SLICES,
+    DECODED_WORDS,
+    INSTALL_BLOCK_ROWS,
+    packed_bytes,
+    rescale_spans,
+)
 from q35c.targets.groq.lower import Buf, Graph, MacroNode, MatmulNode, encode
 from q35c.targets.groq.machine import Machine
 
@@ -35,6 +44,10 @@ side (nearest its MXM plane)."""
 INNER_GROUPS = 4
 """Groups of `DATA_SLICES` slices next to the VXM, per hemisphere, that data buffers take."""
 
+HOLD_OUT = 8
+"""Addresses per slice above which a weight tile's rescale operands are placed one data
+slice group out of the activations (see `_place_data`)."""
+
 GROUP_CODE_BLOCK = 8
 """Group codes per 7-byte block of the packed group codes (docs/format.md)."""
 
@@ -42,7 +55,8 @@ GROUP_CODE_BLOCK = 8
 @dataclass
 class WeightTile:
     """`lanes` columns [cols[0], cols[1]) of a matmul's weight, on MXM plane `plane`: the
-    packed pair codes (`payload`), group codes (`meta`), column words (`words`), the int32
+    packed pair codes (`payload`), group codes (`meta`), column words (`words`) or, with
+    decoded scales, the float32 scales and offsets of its groups (`scales`), the int32
     group partials of each K chunk, and the float32 running sum of the rescale between
     chunks (`running_sum`, only with several chunks)."""
 
@@ -50,10 +64,13 @@ class WeightTile:
     plane: str
     cols: tuple[int, int]
     payload: Buf
-    meta: Buf
-    words: Buf
+    meta: Buf | None
+    words: Buf | None
     partials: list[Buf] = field(default_factory=list)
     running_sum: Buf | None = None
+    scales: dict[int, Buf] = field(default_factory=dict)
+    """Decoded scales: the float32 scales and offsets of each rescale macro's groups, by
+    its first group."""
 
     @property
     def hemisphere(self) -> str:
@@ -73,11 +90,19 @@ class Placement:
     packed_bytes: int = 0
 
 
+def weight_group_width(m: Machine) -> int:
+    """Slices per weight slice group: the `BLOCK_BYTES` byte vectors of a packed install
+    block, or with int8 levels its `INSTALL_BLOCK_ROWS` level rows (one read per slice and
+    cycle: the vectors of one install travel together)."""
+    return INSTALL_BLOCK_ROWS if m.int8_levels else BLOCK_BYTES
+
+
 def weight_slice_groups(m: Machine) -> dict[str, list[list[int]]]:
-    """Per hemisphere, groups of `BLOCK_BYTES` slices from the outer edge inwards."""
+    """Per hemisphere, groups of `weight_group_width` slices from the outer edge inwards."""
     h = m.mem_slices_per_hemisphere
-    outer = [list(range(h - 1 - BLOCK_BYTES * i, h - 1 - BLOCK_BYTES * (i + 1), -1))
-             for i in range(h // BLOCK_BYTES)]
+    width = weight_group_width(m)
+    outer = [list(range(h - 1 - width * i, h - 1 - width * (i + 1), -1))
+             for i in range(h // width)]
     return {"W": outer, "E": [[h + s for s in g] for g in outer]}
 
 
@@ -127,7 +152,7 @@ class Placer:
         return out
 
     def place_table(self, b: Buf) -> None:
-        """A table in one 7-slice weight slice group (the outer ones first, alternating
+        """A table in one weight slice group (the outer ones first, alternating
         hemispheres), growing up from the weights' free address like a weight tile; a
         table that fits no group is an SRAM overflow naming it."""
         m = self.m
@@ -135,12 +160,13 @@ class Placer:
         b.nvec = b.vectors(m.lanes)
         groups = weight_slice_groups(m)
         order = [g for pair in zip(groups["W"], groups["E"]) for g in pair]
-        need = -(-b.nvec // BLOCK_BYTES)
+        need = -(-b.nvec // weight_group_width(m))
         fits = [g for g in order if self.weight_top[g[0]] + need <= m.vectors_per_slice]
         if not fits:
             raise Q35cError(
                 f"groq target: SRAM overflow: table '{b.label or b.name}' ({b.nbytes} bytes) "
-                f"does not fit in any free 7-slice group of chip {self.chip} "
+                f"does not fit in any free {weight_group_width(m)}-slice group of chip "
+                f"{self.chip} "
                 f"({need} of {m.vectors_per_slice} addresses per slice); machine {m.name} "
                 f"has {m.sram_bytes} bytes of SRAM")
         group = min(fits, key=lambda g: self.weight_top[g[0]])
@@ -167,8 +193,8 @@ class Placer:
             self.next_plane += 1
             cols = (t * lanes, min(n, (t + 1) * lanes))
             ncols = cols[1] - cols[0]
-            packed = ncols * (BLOCK_BYTES * blocks + BLOCK_BYTES * meta_blocks
-                              + 4 * COLUMN_WORDS)
+            packed = packed_bytes(w.shape[0], ncols, w.group_size, m.decoded_scales,
+                                  m.int8_levels)
             tile = self._weight_tile(node, t, plane, cols, blocks, meta_blocks, packed,
                                      slice_groups)
             self.result.packed_bytes += packed
@@ -195,10 +221,14 @@ class Placer:
         group = min(near or fits, key=lambda g: (self.weight_top[g[0]], g[0]))
         base = self.weight_top[group[0]]
         bufs = {}
-        for part, rows, layout, dtype in (
-                ("payload", BLOCK_BYTES * blocks, "raw", "uint8"),
-                ("meta", BLOCK_BYTES * meta_blocks, "raw", "uint8"),
-                ("words", COLUMN_WORDS, "planes", "float32")):
+        rows_per_block = INSTALL_BLOCK_ROWS if m.int8_levels else BLOCK_BYTES
+        parts = [("payload", rows_per_block * blocks, "raw", "uint8")]
+        spans = rescale_spans(w.num_groups, node.chunk // w.group_size)
+        parts += [(f"scales{g0}", DECODED_WORDS * (g1 - g0), "planes", "float32")
+                  for g0, g1 in spans] if m.decoded_scales else \
+            [("meta", BLOCK_BYTES * meta_blocks, "raw", "uint8"),
+             ("words", COLUMN_WORDS, "planes", "float32")]
+        for part, rows, layout, dtype in parts:
             b = Buf(f"{node.weight}:t{t}:{part}", (rows, lanes), dtype, layout, "weight",
                     label=node.weight)
             b.nvec = b.vectors(lanes)
@@ -206,7 +236,7 @@ class Placer:
                 b.slices = list(group)
                 b.addr = base
                 base += b.addresses()
-            else:  # group codes and column words: next to the VXM (the rescale)
+            else:  # group codes and column words (scales): next to the VXM (the rescale)
                 b.hemisphere = side
             b.used = True
             b.chip = self.chip
@@ -215,23 +245,40 @@ class Placer:
         # initial contents, lane j = column cols[0] + j
         columns = slice(*cols)
         ncols = cols[1] - cols[0]
-        payload = np.zeros((lanes, BLOCK_BYTES * blocks), np.uint8)
-        payload[:ncols] = w.payload[columns]
+        payload = np.zeros((lanes, rows_per_block * blocks), np.uint8)
+        if m.int8_levels:  # level row k of the tile's columns in lane order; 0 past K
+            levels = np.ascontiguousarray(integer_levels(w)[:, columns].T, dtype=np.int8)
+            payload[:ncols, :levels.shape[1]] = levels.view(np.uint8)
+        else:
+            payload[:ncols] = w.payload[columns]
         bufs["payload"].value = encode(bufs["payload"], payload.T.copy(), lanes)
-        meta = np.zeros((lanes, BLOCK_BYTES * meta_blocks), np.uint8)
-        meta[:ncols] = w.meta[columns]
-        bufs["meta"].value = encode(bufs["meta"], meta.T.copy(), lanes)
-        words = np.zeros((COLUMN_WORDS, lanes), np.float32)
-        words[0, :ncols] = w.super_scale[columns]
-        words[1, :ncols] = w.offset_base[columns]
-        words[2, :ncols] = w.offset_step[columns]
-        bufs["words"].value = encode(bufs["words"], words, lanes)
+        if m.decoded_scales:
+            # docs/format.md section 3 evaluated at compile time (bit-identical float32), one
+            # buffer per rescale macro: its groups' scales, then their offsets
+            scales, offsets = group_scales(w)  # [G, N] each
+            for g0, g1 in spans:
+                words = np.zeros((DECODED_WORDS * (g1 - g0), lanes), np.float32)
+                words[:g1 - g0, :ncols] = scales[g0:g1, columns]
+                words[g1 - g0:, :ncols] = offsets[g0:g1, columns]
+                b = bufs[f"scales{g0}"]
+                b.value = encode(b, words, lanes)
+        else:
+            meta = np.zeros((lanes, BLOCK_BYTES * meta_blocks), np.uint8)
+            meta[:ncols] = w.meta[columns]
+            bufs["meta"].value = encode(bufs["meta"], meta.T.copy(), lanes)
+            words = np.zeros((COLUMN_WORDS, lanes), np.float32)
+            words[0, :ncols] = w.super_scale[columns]
+            words[1, :ncols] = w.offset_base[columns]
+            words[2, :ncols] = w.offset_step[columns]
+            bufs["words"].value = encode(bufs["words"], words, lanes)
         bufs["payload"].packed_bytes = packed
         for s in group:
             self.weight_top[s] = base
         for b in bufs.values():
             self.graph.buffers[b.name] = b
-        return WeightTile(t, plane, cols, bufs["payload"], bufs["meta"], bufs["words"])
+        return WeightTile(t, plane, cols, bufs["payload"], bufs.get("meta"), bufs.get("words"),
+                          scales={g0: bufs[f"scales{g0}"] for g0, _ in spans
+                                  if f"scales{g0}" in bufs})
 
     def _group_sums(self, node: MatmulNode) -> None:
         """The activation group sums, shared by the matmuls that read the same
@@ -323,7 +370,17 @@ class Placer:
             # filling up) the next window of the round robin over the inner slices
             addr, low = -1, 0
             if near:
-                b.slices = candidates[:width]
+                # a weight tile's large rescale operands (group codes and words, or
+                # scales, of more than `HOLD_OUT` addresses per slice) go one data slice
+                # group out: a rescale holds the read queues of the slices it reads while
+                # it streams them in, and the matmul's passes read their activations from
+                # the nearest slices all along (GEMV 4096x4096 with decoded scales:
+                # 80-cycle holds stalled every pass behind each rescale); not further out,
+                # where weight slice groups begin (int8 levels: slice 12). Small ones stay
+                # nearest: their holds are short and the travel is on every rescale.
+                out = DATA_SLICES if b.kind == "weight" and -(-b.nvec // width) > HOLD_OUT \
+                    and len(candidates) >= DATA_SLICES + width else 0
+                b.slices = candidates[out:out + width]
                 addr, low = self._fit(b, placed, fresh=True)
             # the next window of the round robin; when it is full, the windows after it
             # (weights from below can fill some inner slices, e.g. a large table's model)
@@ -373,5 +430,8 @@ def weight_vectors(node: MacroNode | MatmulNode, m: Machine) -> int:
     w = node.tensor
     groups = w.num_groups
     tiles = -(-w.shape[1] // m.lanes)
+    if m.int8_levels or m.decoded_scales:  # the layout's bytes, in whole vectors per tile
+        return tiles * -(-packed_bytes(w.shape[0], m.lanes, w.group_size, m.decoded_scales,
+                                       m.int8_levels) // m.lanes)
     return tiles * (BLOCK_BYTES * (groups * w.group_size // INSTALL_BLOCK_ROWS)
                     + BLOCK_BYTES * -(-groups // GROUP_CODE_BLOCK) + COLUMN_WORDS)

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from q35c.targets.groq.lower import Buf
 from q35c.targets.groq.machine import Machine
 
@@ -36,19 +38,40 @@ def read_addresses(b: Buf, writes: list[Buf]) -> int:
     return max(1, -(-sum(w.nvec for w in writes) // len(b.slices)))
 
 
+def column_vectors(b: Buf, cols: tuple[int, int], lanes: int) -> dict[int, int]:
+    """Vectors per slice that hold columns [c0, c1) of every row of a row-major (`flat`)
+    buffer: what a rescale of one column tile writes of the matmul's result."""
+    item = np.dtype(b.dtype).itemsize
+    n = b.shape[-1] if b.shape else 1
+    rows = int(np.prod(b.shape[:-1], dtype=np.int64)) if b.shape else 1
+    out: dict[int, int] = {}
+    for r in range(rows):
+        first = (r * n + cols[0]) * item // lanes
+        last = ((r * n + cols[1]) * item - 1) // lanes
+        for v in range(first, last + 1):
+            s = b.place(v)[0]
+            out[s] = out.get(s, 0) + 1
+    return out
+
+
 def macro_mem_spans(m: Machine, reads: list[Buf], writes: list[Buf], cycle: int,
-                    duration: int) -> list[tuple[str, int, int]]:
+                    duration: int, cols: tuple[int, int] | None = None
+                    ) -> list[tuple[str, int, int]]:
     """The MEM queues a macro holds: (queue, first cycle, end cycle). A slice's read queue
     for the first `addresses` cycles (operands stream out, one vector per slice per cycle),
-    its write queue for the last `addresses` cycles (results land at the end)."""
+    its write queue for the last `addresses` cycles (results land at the end). `cols`: the
+    macro writes only these columns of each row of its (`flat`) results (a matmul's last
+    rescale of one column tile), so only the vectors holding them."""
     read_vectors: dict[int, int] = {}
     write_vectors: dict[int, int] = {}
     for b in reads:
         for s in b.slices:
             read_vectors[s] = max(read_vectors.get(s, 0), read_addresses(b, writes))
     for b in writes:
-        for s in b.slices:
-            write_vectors[s] = max(write_vectors.get(s, 0), b.addresses())
+        touched = column_vectors(b, cols, m.lanes) if cols and b.layout == "flat" else \
+            {s: b.addresses() for s in b.slices}
+        for s, n in touched.items():
+            write_vectors[s] = max(write_vectors.get(s, 0), n)
     spans = [(f"{m.slice_name(s)}.r", cycle, cycle + min(duration, n))
              for s, n in sorted(read_vectors.items())]
     spans += [(f"{m.slice_name(s)}.w", cycle + duration - min(duration, n), cycle + duration)

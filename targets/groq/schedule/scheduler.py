@@ -2,8 +2,9 @@
 where its queue, MEM banks and streams are free (`reservations.py`).
 
 A graph op becomes one macro instruction on the VXM (or an SXM); a Q3P5 matmul becomes, per
-column tile and K chunk, MEM reads of the packed weights, VXM unpacks, MXM installs into one
-of the plane's weight buffers, one masked MXM pass per activation row and group writing int32
+column tile and K chunk, MEM reads of the packed weights, VXM unpacks (with int8 levels: MEM
+reads of the levels straight to the plane), MXM installs into one of the plane's weight
+buffers, one masked MXM pass per activation row and group writing int32
 partials, the activation group sums (once per activations) and a float32 rescale macro per
 `RESCALE_CHUNKS` chunks.
 
@@ -37,6 +38,7 @@ from q35c.targets.groq.schedule.placement import Placer, WeightTile
 from q35c.targets.groq.schedule.reservations import (
     HeldStream,
     ReservationTables,
+    column_vectors,
     macro_mem_spans,
     read_addresses,
 )
@@ -80,6 +82,19 @@ class MacroSlot:
     @property
     def end(self) -> int:
         return self.cycle + self.duration
+
+
+@dataclass
+class _MatmulRun:
+    """The running totals of one matmul's scheduling (for its layer entry)."""
+
+    node: MatmulNode
+    sums: str
+    input_ready: int
+    ends: list[int] = field(default_factory=list)
+    first_install: int | None = None
+    mxm_passes: int = 0
+    installs: int = 0
 
 
 class Scheduler:
@@ -174,13 +189,14 @@ class Scheduler:
     # -- macros ----------------------------------------------------------------------------
 
     def _macro_slot(self, units: list[str], queues: list[str], reads: list[Buf],
-                    writes: list[Buf], read_names: list[str], base: int, earliest: int
-                    ) -> MacroSlot:
+                    writes: list[Buf], read_names: list[str], base: int, earliest: int,
+                    cols: tuple[int, int] | None = None) -> MacroSlot:
         """The earliest slot of a macro of `base` cycles plus its stream travel on one of
-        `queues` (of `units`)."""
+        `queues` (of `units`); `cols`: see `macro_mem_spans`."""
         m, tables = self.m, self.tables
         read_slices = sorted({s for b in reads for s in b.slices})
-        write_slices = sorted({s for b in writes for s in b.slices})
+        write_slices = sorted({s for b in writes for s in (
+            column_vectors(b, cols, m.lanes) if cols and b.layout == "flat" else b.slices)})
         unit_pos = self.pos(units[0])
         travel = max([abs(self.slice_pos(s) - unit_pos) for s in read_slices] + [0]) + \
             max([abs(self.slice_pos(s) - unit_pos) for s in write_slices] + [0])
@@ -190,7 +206,7 @@ class Scheduler:
             c = max(c, self.reuse_ready(b.name))
         for name in read_names:
             c = max(c, self.ready[name])
-        spans = macro_mem_spans(m, reads, writes, 0, duration)
+        spans = macro_mem_spans(m, reads, writes, 0, duration, cols)
         while True:
             # the MEM slices' queues (while the macro streams its operands in / results out)
             later = c
@@ -241,13 +257,20 @@ class Scheduler:
     def schedule_macro(self, unit_kind: str, kind: str, read_names: list[str],
                        write_names: list[str], elements: int, passes: int,
                        make: type[Instruction], **fields) -> Instruction:
-        """A macro instruction of class `make` (Macro, GroupSums, Rescale) with `fields`."""
+        """A macro instruction of class `make` (Macro, GroupSums, Rescale) with `fields`. A
+        matmul's last rescale of one column tile writes only that tile's columns of the
+        result (`macro_mem_spans`'s `cols`): its io and MEM holds count those vectors, not
+        the whole result (SmolLM2's 154-tile LM head: every rescale held the whole
+        [1, 49152] result's write queues, 77 cycles, one after the other)."""
         m = self.m
         reads = [self.graph.buffers[b] for b in read_names
                  if self.graph.buffers[b].kind != "virtual"]
         writes = [self.graph.buffers[b] for b in write_names]
+        cols = fields["cols"] if make is Rescale and fields.get("last") else None
         io = max([read_addresses(b, writes) for b in reads]
-                 + [-(-b.nvec // len(b.slices)) for b in writes] + [1])
+                 + [max(column_vectors(b, cols, m.lanes).values()) if cols
+                    and b.layout == "flat" else -(-b.nvec // len(b.slices)) for b in writes]
+                 + [1])
         base = costs.macro_cycles(m, kind, elements, passes, io)
         if unit_kind == "SXM":
             # either SXM (the one whose result lands first; ties: the one on the hemisphere
@@ -262,7 +285,7 @@ class Scheduler:
             options = [(["VXM"] * len(queues), queues)]
         best: MacroSlot | None = None
         for units, queues in options:
-            slot = self._macro_slot(units, queues, reads, writes, read_names, base, 0)
+            slot = self._macro_slot(units, queues, reads, writes, read_names, base, 0, cols)
             if best is None or slot.end < best.end:
                 best = slot
         assert best is not None
@@ -332,6 +355,68 @@ class Scheduler:
                   in_=tuple(v.consumed_by(un.id, k) for k, v in enumerate(levels)))
         self.touch(payload.name, max(read_cycles) + 1)
         return install
+
+    def install_levels(self, tile: WeightTile, plane: str, weight_buffer: int, row: int,
+                       block: int, earliest: int, tag: str) -> int:
+        """Int8 levels (`Machine.int8_levels`): read the 16 level rows of install block
+        `block` from the 16 slices of the tile's slice group so that they reach the plane
+        together, and install them as rows row..row+15 of its weight buffer, with no VXM
+        on the way. `earliest`: the install's earliest cycle. Returns the install's cycle."""
+        m, tables = self.m, self.tables
+        payload = tile.payload
+        places = [payload.place(INSTALL_BLOCK_ROWS * block + j)
+                  for j in range(INSTALL_BLOCK_ROWS)]
+        read_pos = [self.slice_pos(s) for s, _ in places]
+        plane_pos = self.pos(m.plane_unit(plane))
+        install_queue = f"{plane}.iw"
+        install = max(earliest, self.read_latency + max(abs(p - plane_pos) for p in read_pos))
+        while True:
+            if not tables.queue_free(install_queue, install):
+                install = tables.queue_next_free(install_queue, install)
+                continue
+            slot = self._levels_slot(places, read_pos, plane_pos, install)
+            if slot is not None:
+                break
+            install += 1
+        read_cycles, streams = slot
+        reads = []
+        for (s, a), r, p, (way, stream) in zip(places, read_cycles, read_pos, streams):
+            queue = f"{m.slice_name(s)}.r"
+            tables.take_queue(queue, r)
+            tables.take_bank(s, r, "r", a)
+            tables.take_path(way, stream, p, plane_pos, r + self.read_latency)
+            reads.append(self.emit(Read, unit=m.slice_name(s), queue=queue, cycle=r, cycles=1,
+                                   buf=payload.name, addr=a, src=-1,
+                                   out=(StreamValue(stream, way, "i8"),)))
+        tables.take_queue(install_queue, install)
+        self.emit(Install, unit=plane, queue=install_queue, cycle=install, cycles=1,
+                  buffer=weight_buffer, row=row, tag=tag,
+                  in_=tuple(rd.out[0].consumed_by(rd.id, 0) for rd in reads))
+        self.touch(payload.name, max(read_cycles) + 1)
+        return install
+
+    def _levels_slot(self, places: list[tuple[int, int]], read_pos: list[int],
+                     plane_pos: int, install: int
+                     ) -> tuple[list[int], list[tuple[str, int]]] | None:
+        """Reads of 16 level rows reaching the plane at `install`: (their cycles, their
+        streams), or None if a MEM port, bank or stream is taken then."""
+        m, tables = self.m, self.tables
+        read_cycles = []
+        for (s, a), p in zip(places, read_pos):
+            r = install - self.read_latency - abs(p - plane_pos)
+            if not tables.queue_free(f"{m.slice_name(s)}.r", r) or \
+                    not tables.bank_free(s, r, "r", a):
+                return None
+            read_cycles.append(r)
+        streams: list[tuple[str, int]] = []
+        for p, r in zip(read_pos, read_cycles):
+            way = direction(p, plane_pos)
+            got = self.free_streams(1, way, p, plane_pos, r + self.read_latency,
+                                    avoid=[x for w, x in streams if w == way])
+            if got is None:
+                return None
+            streams.append((way, got[0]))
+        return read_cycles, streams
 
     def _unpack_slot(self, places: list[tuple[int, int]], read_pos: list[int],
                      plane_pos: int, unpack: int
@@ -477,71 +562,88 @@ class Scheduler:
         return writes
 
     def schedule_matmul(self, node: MatmulNode) -> dict:
-        """All instructions of one matmul; returns its layer entry (for the report)."""
+        """All instructions of one matmul; returns its layer entry (for the report).
+
+        Tiles go in waves of one tile per plane, and a wave's tiles take turns chunk by
+        chunk, so that the planes share the VXM's streams and queues rather than the
+        first tile of a wave taking them all (the list scheduler gives each instruction
+        the earliest free slot in issue order; tile after tile, the planes of one
+        hemisphere ran one after the other: GEMV 4096x4096 2330 -> see docs/groq.md)."""
         w = node.tensor
         tiles = self.tiles[node.index]
-        input_ready = max(self.ready[node.q], self.ready[node.scale])
-        ends = []
-        first_install = None
+        groups, group_size = w.num_groups, w.group_size
+        chunks = -(-groups * group_size // node.chunk)
+        run = _MatmulRun(node, self.group_sums[node.index],
+                         input_ready=max(self.ready[node.q], self.ready[node.scale]))
+        planes = len(self.m.mxm_plane_names)
+        for w0 in range(0, len(tiles), planes):
+            wave = tiles[w0:w0 + planes]
+            pending: dict[int, list[int]] = {t.index: [] for t in wave}
+            for c in range(chunks):
+                for tile in wave:
+                    self._matmul_chunk(run, tile, c)
+                    # the ordered float32 rescale of the groups of the last `RESCALE_CHUNKS`
+                    # chunks for the tile's columns, added to the running sum in group
+                    # order; scales and offsets are decoded lane-locally from the packed
+                    # group codes and column words on the way (ALU ops per lane: 5 per row
+                    # and group, 9 per group; none to decode with decoded scales)
+                    pending[tile.index].append(c)
+                    last = c == chunks - 1
+                    if len(pending[tile.index]) < RESCALE_CHUNKS and not last:
+                        continue
+                    rs = self._rescale(node, tile, pending[tile.index], last, run.sums)
+                    pending[tile.index] = []
+                    if last:
+                        run.ends.append(rs.end)
+        groups_per_chunk = node.chunk // group_size
+        return dict(op_index=node.index, weight=node.weight, shape=list(w.shape),
+                    group=group_size, rows=node.rows, tiles=len(tiles),
+                    mxm_passes=run.mxm_passes, installs=run.installs,
+                    input_ready=run.input_ready, end=max(run.ends),
+                    last_rescale_groups=groups - (chunks - 1) * groups_per_chunk,
+                    first_install=run.first_install, packed_bytes=sum(
+                        t.payload.packed_bytes for t in tiles))
+
+    def _matmul_chunk(self, run: _MatmulRun, tile: WeightTile, c: int) -> None:
+        """K chunk `c` of one tile: its install blocks into the plane's next weight buffer,
+        then its masked passes (and, after the matmul's first passes, the group sums)."""
+        node, w = run.node, run.node.tensor
         groups, group_size = w.num_groups, w.group_size
         groups_per_chunk = node.chunk // group_size
-        chunks = -(-groups * group_size // node.chunk)
-        mxm_passes = installs = 0
-        sums = self.group_sums[node.index]
-        for tile in tiles:
-            plane = tile.plane
-            pending: list[int] = []  # chunks whose partials the next rescale consumes
-            for c in range(chunks):
-                partials = tile.partials[c]
-                passes_start = self.reuse_ready(partials.name)
-                last_pass = 0
-                weight_buffer = self.next_weight_buffer.get(plane, 0)
-                self.next_weight_buffer[plane] = (weight_buffer + 1) % self.weight_buffers
-                tag = f"{node.weight}:t{tile.index}:c{c}"
-                b0 = c * node.chunk // INSTALL_BLOCK_ROWS
-                b1 = min(groups * group_size, (c + 1) * node.chunk) // INSTALL_BLOCK_ROWS
-                earliest = self.weight_buffer_free.get((plane, weight_buffer), 0)
-                installed = 0
-                for block in range(b0, b1):
-                    ic = self.install_block(tile, plane, weight_buffer,
-                                            INSTALL_BLOCK_ROWS * (block - b0), block, earliest,
-                                            tag)
-                    installs += 1
-                    installed = max(installed, ic + 1)
-                    earliest = ic - self.unpack_latency - abs(
-                        self.pos(self.m.plane_unit(plane)) - self.vxm_position)
-                    first_install = ic if first_install is None else min(first_install, ic)
-                start = max(installed, passes_start)
-                for row in range(node.rows):
-                    for g in range(c * groups_per_chunk,
-                                   min(groups, (c + 1) * groups_per_chunk)):
-                        pc = self.matmul_pass(node, tile, plane, weight_buffer, row, c, g,
-                                              start, tag)
-                        mxm_passes += 1
-                        last_pass = max(last_pass, pc)
-                self.weight_buffer_free[(plane, weight_buffer)] = last_pass + 1
-                if sums not in self.ready:  # after the passes: they need q's MEM ports first
-                    self.schedule_macro("VXM", "vxm", [node.q], [sums],
-                                        node.rows * groups * group_size, 1, GroupSums,
-                                        group=group_size, k=w.shape[0])
-                # the ordered float32 rescale of the groups of the last `RESCALE_CHUNKS`
-                # chunks for the tile's columns, added to the running sum in group order;
-                # scales and offsets are decoded lane-locally from the packed group codes
-                # and column words on the way (ALU ops per lane: 5 per row and group, 9 per
-                # group)
-                pending.append(c)
-                last = c == chunks - 1
-                if len(pending) < RESCALE_CHUNKS and not last:
-                    continue
-                rs = self._rescale(node, tile, pending, last, sums)
-                pending = []
-            ends.append(rs.end)
-        return dict(op_index=node.index, weight=node.weight, shape=list(w.shape),
-                    group=group_size, rows=node.rows, tiles=len(tiles), mxm_passes=mxm_passes,
-                    installs=installs, input_ready=input_ready, end=max(ends),
-                    last_rescale_groups=groups - (chunks - 1) * groups_per_chunk,
-                    first_install=first_install, packed_bytes=sum(
-                        t.payload.packed_bytes for t in tiles))
+        plane = tile.plane
+        partials = tile.partials[c]
+        passes_start = self.reuse_ready(partials.name)
+        last_pass = 0
+        weight_buffer = self.next_weight_buffer.get(plane, 0)
+        self.next_weight_buffer[plane] = (weight_buffer + 1) % self.weight_buffers
+        tag = f"{node.weight}:t{tile.index}:c{c}"
+        b0 = c * node.chunk // INSTALL_BLOCK_ROWS
+        b1 = min(groups * group_size, (c + 1) * node.chunk) // INSTALL_BLOCK_ROWS
+        # the buffer is free for installs after its last pass: the first unpack may issue
+        # its travel and unpack latency earlier (int8 levels: `earliest` is the install's)
+        hops_out = 0 if self.m.int8_levels else \
+            self.unpack_latency + abs(self.pos(self.m.plane_unit(plane)) - self.vxm_position)
+        install = self.install_levels if self.m.int8_levels else self.install_block
+        earliest = max(0, self.weight_buffer_free.get((plane, weight_buffer), 0) - hops_out)
+        installed = 0
+        for block in range(b0, b1):
+            ic = install(tile, plane, weight_buffer, INSTALL_BLOCK_ROWS * (block - b0), block,
+                         earliest, tag)
+            run.installs += 1
+            installed = max(installed, ic + 1)
+            earliest = ic - hops_out
+            run.first_install = ic if run.first_install is None else min(run.first_install, ic)
+        start = max(installed, passes_start)
+        for row in range(node.rows):
+            for g in range(c * groups_per_chunk, min(groups, (c + 1) * groups_per_chunk)):
+                pc = self.matmul_pass(node, tile, plane, weight_buffer, row, c, g, start, tag)
+                run.mxm_passes += 1
+                last_pass = max(last_pass, pc)
+        self.weight_buffer_free[(plane, weight_buffer)] = last_pass + 1
+        if run.sums not in self.ready:  # after the passes: they need q's MEM ports first
+            self.schedule_macro("VXM", "vxm", [node.q], [run.sums],
+                                node.rows * groups * group_size, 1, GroupSums,
+                                group=group_size, k=w.shape[0])
 
     def _rescale(self, node: MatmulNode, tile: WeightTile, chunks: list[int], last: bool,
                  sums: str) -> Instruction:
@@ -553,18 +655,22 @@ class Scheduler:
         g1 = min(w.num_groups, (chunks[-1] + 1) * groups_per_chunk)
         partials = [tile.partials[x].name for x in chunks]
         running_sum = tile.running_sum.name if tile.running_sum else None
-        reads = partials + [tile.meta.name, tile.words.name, sums]
+        scales = tile.scales[g0].name if tile.scales else None
+        weight_words = [scales] if scales else [tile.meta.name, tile.words.name]
+        reads = partials + weight_words + [sums]
         if not first:
             reads.append(running_sum)
         if last:
             reads.append(node.scale)
         result = node.out if last else running_sum
         return self.schedule_macro(
-            "VXM", "vxm", reads, [result], costs.rescale_elements(node.rows, g1 - g0,
-                                                                  self.lanes), 1,
+            "VXM", "vxm", reads, [result], costs.rescale_elements(self.m, node.rows, g1 - g0),
+            1,
             Rescale, tile=tile.index, cols=tile.cols, group=w.group_size,
             groups=w.num_groups, g0=g0, g1=g1, first=first, last=last, k=w.shape[0],
-            partials=tuple(partials), meta=tile.meta.name, words=tile.words.name, sx=sums,
+            partials=tuple(partials), meta=tile.meta.name if tile.meta else None,
+            words=tile.words.name if tile.words else None,
+            scales=scales, sx=sums,
             acc=None if first else running_sum, row_scale=node.scale if last else None,
             result=result)
 
