@@ -1,0 +1,141 @@
+"""C renderers of targets/native/onnx_extra.py's steps: inline loops typed by the buffers,
+using the float16 / bfloat16 conversions of runtime/q35rt_onnx.c."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from q35c.targets.c.kernels import renders
+from q35c.targets.c.onnx_tensor import HALF, RUNTIME, _fail, compute_type, is_float, load, store
+from q35c.targets.c.printer import _float_literal
+from q35c.targets.native.program import Step
+
+
+def _rounded(dtype: np.dtype, expr: str) -> str:
+    """`expr` rounded to `dtype` and back to its compute type, as each numpy operation on
+    arrays of `dtype` rounds its result."""
+    half = HALF.get(str(dtype))
+    if half:
+        return f"{half[0]}({half[1]}((double)({expr})))"
+    return f"({compute_type(dtype)})({expr})"
+
+
+@renders("onnx_swiglu", runtime=RUNTIME)
+def render_swiglu(printer, step: Step) -> str:
+    """The reference's `a * (1 / (1 + exp(-alpha * a))) * b`, every operation rounded to the
+    data's type (alpha too: numpy converts the Python float to the arrays' type), exp the C
+    library's double one."""
+    a, b = step.ins
+    [out] = step.outs
+    dt, ct = a.dtype, compute_type(a.dtype)
+    neg_alpha = np.asarray(-step.params["alpha"]).astype(
+        np.float64 if dt == np.float64 else np.float32 if str(dt) != "float16" else np.float16)
+    t = _rounded(dt, f"({ct}){_float_literal(float(neg_alpha), ct)} * x")
+    s = _rounded(dt, f"({ct})1 / {_rounded(dt, f'({ct})1 + e')}")
+    y = _rounded(dt, f"{_rounded(dt, 'x * s')} * {load(printer, b, 'i')}")
+    return "\n".join([
+        "int64_t i;",
+        f"for (i = 0; i < {out.size}; i++) {{",
+        f"    const {ct} x = {load(printer, a, 'i')};",
+        f"    const {ct} t = {t};",
+        f"    const {ct} e = {_rounded(dt, 'exp((double)t)')};",
+        f"    const {ct} s = {s};",
+        f"    const {ct} y = {y};",
+        f"    {printer.ptr(out)}[i] = {store(out, 'y', True)};",
+        "}"])
+
+
+@renders("onnx_group_norm", runtime=RUNTIME)
+def render_group_norm(printer, step: Step) -> str:
+    """Per (batch row, group): the mean and the mean squared deviation summed in double,
+    first element to last; then each element normalized in double, rounded to float32 (the
+    reference's stash type) and scaled and shifted per channel (or group) in float32."""
+    q = step.params
+    x, scale, bias = step.ins
+    [out] = step.outs
+    C, G, S = q["channels"], q["groups"], q["spatial"]
+    cpg = C // G
+    n = cpg * S
+    k = "g" if q["per_group"] else "c"
+    y = (f"(float)((double)({load(printer, x, 'at')} - mean) * inv) * "
+         f"(float){load(printer, scale, k)} + (float){load(printer, bias, k)}")
+    return "\n".join([
+        "int64_t b, g, c, i;",
+        f"for (b = 0; b < {q['batch']}; b++)",
+        f"    for (g = 0; g < {G}; g++) {{",
+        f"        const int64_t base = (b * {C} + g * {cpg}) * {S};",
+        "        double mean = 0.0, var = 0.0, inv;",
+        f"        for (i = 0; i < {n}; i++)",
+        f"            mean += (double){load(printer, x, 'base + i')};",
+        f"        mean /= {n}.0;",
+        f"        for (i = 0; i < {n}; i++) {{",
+        f"            const double d = (double){load(printer, x, 'base + i')} - mean;",
+        "            var += d * d;",
+        "        }",
+        f"        inv = 1.0 / sqrt((double)(float)(var / {n}.0) + "
+        f"(double){_float_literal(q['epsilon'], 'float')});",
+        f"        for (c = g * {cpg}; c < (g + 1) * {cpg}; c++)",
+        f"            for (i = 0; i < {S}; i++) {{",
+        f"                const int64_t at = c * {S} + i + b * {C * S};",
+        f"                {printer.ptr(out)}[at] = {store(out, y, True)};",
+        "            }",
+        "    }",
+        "(void)c;"])
+
+
+@renders("onnx_center_crop_pad", runtime=RUNTIME)
+def render_center_crop_pad(printer, step: Step) -> str:
+    """Zeros, then the centred region copied; the run fails if the `shape` operand does not
+    name the compiled output shape on the given axes."""
+    q = step.params
+    x, shape = step.ins
+    [out] = step.outs
+    o = printer.ptr(out)
+    lines = ["int64_t i, rest, src, dst;"]
+    for k, axis in enumerate(q["axes"]):
+        lines += [f"if ((int64_t){printer.ptr(shape, True)}[{k}] != {q['out_shape'][axis]})",
+                  f"    {_fail(printer, step, 'shape does not match the compiled output shape')}"]
+    lines += [f"for (i = 0; i < {out.size}; i++)", f"    {o}[i] = {store(out, '0', False)};"]
+    region = q["region"]
+    total = int(np.prod(region)) if region else 1
+    lines += [f"for (i = 0; i < {total}; i++) {{",
+              "    rest = i;", f"    src = {q['src']};", f"    dst = {q['dst']};"]
+    for axis in reversed(range(len(region))):
+        lines += [f"    src += (rest % {region[axis]}) * {q['in_strides'][axis]};",
+                  f"    dst += (rest % {region[axis]}) * {q['out_strides'][axis]};",
+                  f"    rest /= {region[axis]};"]
+    lines += [f"    {o}[dst] = {store(out, load(printer, x, 'src'), is_float(x.dtype))};", "}"]
+    return "\n".join(lines)
+
+
+@renders("onnx_tensor_scatter", runtime=RUNTIME)
+def render_tensor_scatter(printer, step: Step) -> str:
+    """The cache copied to the output, then each update row written at its batch row's
+    write index plus its position (modulo the axis length when circular)."""
+    q = step.params
+    past, update, *rest = step.ins
+    [out] = step.outs
+    o = printer.ptr(out)
+    B, P, M, L, I = (q[k] for k in ("batch", "prefix", "max_len", "len", "inner"))
+    start = f"(int64_t){printer.ptr(rest[0], True)}[b]" if q["has_indices"] else "0"
+    if q["circular"]:
+        pos = [f"pos = ((start + s) % {M} + {M}) % {M};"]
+    else:
+        pos = ["pos = start + s;", "if (pos < 0)", f"    pos += {M};",
+               f"if (pos < 0 || pos >= {M})",
+               f"    {_fail(printer, step, 'write index out of range')}"]
+    fl = is_float(past.dtype)
+    return "\n".join([
+        "int64_t i, b, p, s, pos, start;",
+        f"for (i = 0; i < {out.size}; i++)",
+        f"    {o}[i] = {store(out, load(printer, past, 'i'), fl)};",
+        f"for (b = 0; b < {B}; b++) {{",
+        f"    start = {start};",
+        f"    for (p = 0; p < {P}; p++)",
+        f"        for (s = 0; s < {L}; s++) {{",
+        *("            " + line for line in pos),
+        f"            for (i = 0; i < {I}; i++)",
+        f"                {o}[((b * {P} + p) * {M} + pos) * {I} + i] = "
+        f"{store(out, load(printer, update, f'((b * {P} + p) * {L} + s) * {I} + i'), fl)};",
+        "        }",
+        "}"])

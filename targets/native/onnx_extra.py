@@ -1,0 +1,104 @@
+"""Native rules for ONNX ops added late to the C target: SwiGLU, GroupNormalization,
+CenterCropPad and TensorScatter, as onnx's reference computes them (the interpreter's
+semantics). Each is one step rendered by targets/c/onnx_extra.py; what depends only on the
+static shapes (crop and pad offsets, group sizes) is resolved here.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from q35c.targets.native.lower import strides
+from q35c.targets.native.onnx_node import lowers
+from q35c.targets.native.onnx_tensor import _error, _ins, _results, _step, attributes, operands
+
+
+@lowers("SwiGLU")
+def lower_swiglu(lowering, op) -> None:
+    """`a * sigmoid(alpha * a) * b` elementwise; A and B have the same shape (the operator
+    does not broadcast) and a float type."""
+    a, b = _ins(lowering, op, list(op.inputs))
+    [out] = _results(lowering, op)
+    if a.shape != b.shape or a.dtype != b.dtype or a.dtype.kind != "f":
+        raise _error(lowering, op, "A and B must have the same float type and shape")
+    _step(lowering, op, "onnx_swiglu", [out], [a, b],
+          {"alpha": float(attributes(op).get("alpha", 1.0))})
+
+
+@lowers("GroupNormalization")
+def lower_group_norm(lowering, op) -> None:
+    """Per batch row and group of channels, `(x - mean) / sqrt(var + epsilon)` times the
+    scale and plus the bias of each channel (opset 21) or group (opset 18)."""
+    x, scale, bias = _ins(lowering, op, list(op.inputs))
+    [out] = _results(lowering, op)
+    attrs = attributes(op)
+    groups = int(attrs["num_groups"])
+    if len(x.shape) < 2 or groups < 1 or x.shape[1] % groups:
+        raise _error(lowering, op, f"{x.shape[1] if len(x.shape) > 1 else 0} channels do "
+                                   f"not split into {groups} groups")
+    if x.dtype.kind != "f":
+        raise _error(lowering, op, f"element type {x.dtype} is not supported (float only)")
+    per_group = op.opset.value.data < 21
+    if scale.size != (groups if per_group else x.shape[1]) or bias.size != scale.size:
+        raise _error(lowering, op, "scale and bias do not match the channels or groups")
+    _step(lowering, op, "onnx_group_norm", [out], [x, scale, bias], {
+        "batch": x.shape[0], "channels": x.shape[1], "groups": groups,
+        "spatial": math.prod(x.shape[2:]), "per_group": per_group,
+        "epsilon": float(np.float32(attrs.get("epsilon", 1e-5)))})
+
+
+def _center(inner: int, outer: int) -> int:
+    """The reference's offset of a centred extent `inner` inside `outer` (odd margins put
+    the extra element at the end)."""
+    return (outer - inner) // 2
+
+
+@lowers("CenterCropPad")
+def lower_center_crop_pad(lowering, op) -> None:
+    """Crop or zero-pad the given axes to the (static) output shape around the centre. The
+    `shape` operand is read at run time and must agree with the output shape."""
+    given = operands(op)
+    x, shape = _ins(lowering, op, [given[0], given[1]])
+    [out] = _results(lowering, op)
+    rank = len(x.shape)
+    axes = attributes(op).get("axes")
+    axes = list(range(rank)) if axes is None else [int(a) % rank for a in axes]
+    if shape.shape != (len(axes),):
+        raise _error(lowering, op, f"shape has {shape.shape} elements for {len(axes)} axes")
+    region = [min(i, o) for i, o in zip(x.shape, out.shape)]
+    src = [_center(r, i) for r, i in zip(region, x.shape)]
+    dst = [_center(r, o) for r, o in zip(region, out.shape)]
+    _step(lowering, op, "onnx_center_crop_pad", [out], [x, shape], {
+        "axes": axes, "out_shape": list(out.shape), "region": region,
+        "src": int(np.dot(src, strides(x.shape))) if rank else 0,
+        "dst": int(np.dot(dst, strides(out.shape))) if rank else 0,
+        "in_strides": list(strides(x.shape)), "out_strides": list(strides(out.shape))})
+
+
+@lowers("TensorScatter")
+def lower_tensor_scatter(lowering, op) -> None:
+    """The past cache copied, then each batch row's update written along `axis` from that
+    row's write index (linear: out-of-range positions fail the run; circular: modulo the
+    axis length)."""
+    given = operands(op)
+    ins = _ins(lowering, op, [given[s] for s in sorted(given)])
+    past, update = ins[0], ins[1]
+    [out] = _results(lowering, op)
+    attrs = attributes(op)
+    mode = attrs.get("mode", "linear")
+    rank = len(past.shape)
+    axis = int(attrs.get("axis", -2)) % max(rank, 1)
+    if mode not in ("linear", "circular"):
+        raise _error(lowering, op, f"mode '{mode}' is not supported (linear, circular)")
+    if rank < 2 or axis == 0 or any(p != u for i, (p, u) in
+                                     enumerate(zip(past.shape, update.shape)) if i != axis) \
+            or update.shape[axis] > past.shape[axis]:
+        raise _error(lowering, op, f"update shape {update.shape} does not fit the cache "
+                                   f"{past.shape} along axis {axis}")
+    _step(lowering, op, "onnx_tensor_scatter", [out], ins, {
+        "circular": mode == "circular", "batch": past.shape[0],
+        "prefix": math.prod(past.shape[1:axis]), "max_len": past.shape[axis],
+        "len": update.shape[axis], "inner": math.prod(past.shape[axis + 1:]),
+        "has_indices": 2 in given})
