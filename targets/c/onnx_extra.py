@@ -116,7 +116,7 @@ def render_tensor_scatter(printer, step: Step) -> str:
     past, update, *rest = step.ins
     [out] = step.outs
     o = printer.ptr(out)
-    B, P, M, L, I = (q[k] for k in ("batch", "prefix", "max_len", "len", "inner"))
+    B, P, M, L, In = (q[k] for k in ("batch", "prefix", "max_len", "len", "inner"))
     start = f"(int64_t){printer.ptr(rest[0], True)}[b]" if q["has_indices"] else "0"
     if q["circular"]:
         pos = [f"pos = ((start + s) % {M} + {M}) % {M};"]
@@ -134,8 +134,8 @@ def render_tensor_scatter(printer, step: Step) -> str:
         f"    for (p = 0; p < {P}; p++)",
         f"        for (s = 0; s < {L}; s++) {{",
         *("            " + line for line in pos),
-        f"            for (i = 0; i < {I}; i++)",
-        f"                {o}[((b * {P} + p) * {M} + pos) * {I} + i] = "
-        f"{store(out, load(printer, update, f'((b * {P} + p) * {L} + s) * {I} + i'), fl)};",
+        f"            for (i = 0; i < {In}; i++)",
+        f"                {o}[((b * {P} + p) * {M} + pos) * {In} + i] = "
+        f"{store(out, load(printer, update, f'((b * {P} + p) * {L} + s) * {In} + i'), fl)};",
         "        }",
         "}"])
