@@ -22,24 +22,24 @@ def _rounded(dtype: np.dtype, expr: str) -> str:
 
 @renders("onnx_swiglu", runtime=RUNTIME)
 def render_swiglu(printer, step: Step) -> str:
-    """The reference's `a * (1 / (1 + exp(-alpha * a))) * b`, every operation rounded to the
-    data's type (alpha too: numpy converts the Python float to the arrays' type), exp the C
-    library's double one."""
+    """The reference's `a * (1 / (1 + exp(-alpha * a))).astype(T) * b`: alpha is a float32
+    scalar, so the sigmoid is computed in float32 (float64 for float64 data) and rounded to
+    the data's type T once; the two products are T's operations. exp is the C library's
+    double one."""
     a, b = step.ins
     [out] = step.outs
     dt, ct = a.dtype, compute_type(a.dtype)
-    neg_alpha = np.asarray(-step.params["alpha"]).astype(
-        np.float64 if dt == np.float64 else np.float32 if str(dt) != "float16" else np.float16)
-    t = _rounded(dt, f"({ct}){_float_literal(float(neg_alpha), ct)} * x")
-    s = _rounded(dt, f"({ct})1 / {_rounded(dt, f'({ct})1 + e')}")
+    st = "double" if dt == np.float64 else "float"
+    neg_alpha = _float_literal(float(-np.float32(step.params["alpha"])), "float")
+    sig = _rounded(dt, f"({st})1 / (({st})1 + e)")
     y = _rounded(dt, f"{_rounded(dt, 'x * s')} * {load(printer, b, 'i')}")
     return "\n".join([
         "int64_t i;",
         f"for (i = 0; i < {out.size}; i++) {{",
         f"    const {ct} x = {load(printer, a, 'i')};",
-        f"    const {ct} t = {t};",
-        f"    const {ct} e = {_rounded(dt, 'exp((double)t)')};",
-        f"    const {ct} s = {s};",
+        f"    const {st} t = ({st}){neg_alpha} * ({st})x;",
+        f"    const {st} e = ({st})exp((double)t);",
+        f"    const {ct} s = {sig};",
         f"    const {ct} y = {y};",
         f"    {printer.ptr(out)}[i] = {store(out, 'y', True)};",
         "}"])
