@@ -13,7 +13,7 @@ from test_c_quant_ops import _model, _run, _suite
 
 from q35c.compiler.diagnostics import Q35cError
 
-EXTRA_OPS = ("SwiGLU", "GroupNormalization", "CenterCropPad", "TensorScatter")
+EXTRA_OPS = ("SwiGLU", "GroupNormalization", "CenterCropPad", "TensorScatter", "AffineGrid")
 EXACT_OPS = ("CenterCropPad", "TensorScatter")
 """Copies: bit-identical to the interpreter. SwiGLU rounds every operation as numpy does, but
 its exp is the C library's (numpy's float32 exp differs from it in the last bit for some

@@ -139,3 +139,42 @@ def render_tensor_scatter(printer, step: Step) -> str:
         f"{store(out, load(printer, update, f'((b * {P} + p) * {L} + s) * {In} + i'), fl)};",
         "        }",
         "}"])
+
+
+@renders("onnx_affine_grid", runtime=RUNTIME)
+def render_affine_grid(printer, step: Step) -> str:
+    """Per batch row and grid point, theta times the homogeneous coordinates (x, y[, z], 1)
+    summed in double in that order and rounded to float32, as the reference's float64
+    matmul; the run fails if `size` is not the compiled output's batch and spatial sizes."""
+    q = step.params
+    theta, size = step.ins
+    [out] = step.outs
+    spatial, dims = q["spatial"], len(q["spatial"])
+    points = int(np.prod(spatial))
+    lines = ["int64_t n, p, k, rest;"]
+    wanted = [q["batch"], None, *spatial]
+    for k, want in enumerate(wanted):
+        if want is not None:
+            lines += [f"if ((int64_t){printer.ptr(size, True)}[{k}] != {want})",
+                      f"    {_fail(printer, step, 'size does not match the compiled output')}"]
+    for j, values in enumerate(q["axes"]):
+        lines += [f"static const double ax{j}[{len(values)}] = "
+                  f"{{{', '.join(repr(v) for v in values)}}};"]
+    lines += [f"for (n = 0; n < {q['batch']}; n++)",
+              f"    for (p = 0; p < {points}; p++) {{",
+              f"        double c[{dims + 1}];",
+              "        rest = p;"]
+    for j in range(dims):  # x along the last spatial axis, then y, z
+        extent = spatial[dims - 1 - j]
+        lines += [f"        c[{j}] = ax{j}[rest % {extent}];", f"        rest /= {extent};"]
+    t = load(printer, theta, f"(n * {dims} + k) * {dims + 1} + j")
+    lines += [f"        c[{dims}] = 1.0;",
+              f"        for (k = 0; k < {dims}; k++) {{",
+              "            double acc = 0.0;",
+              "            int64_t j;",
+              f"            for (j = 0; j <= {dims}; j++)",
+              f"                acc += (double){t} * c[j];",
+              f"            {printer.ptr(out)}[(n * {points} + p) * {dims} + k] = (float)acc;",
+              "        }",
+              "    }"]
+    return "\n".join(lines)

@@ -102,3 +102,34 @@ def lower_tensor_scatter(lowering, op) -> None:
         "prefix": math.prod(past.shape[1:axis]), "max_len": past.shape[axis],
         "len": update.shape[axis], "inner": math.prod(past.shape[axis + 1:]),
         "has_indices": 2 in given})
+
+
+@lowers("AffineGrid")
+def lower_affine_grid(lowering, op) -> None:
+    """Each batch row's theta applied to the base grid of the (static) output's spatial
+    shape. The grid's coordinates per axis are those the reference constructs (computed here
+    by its own function); the `size` operand is read at run time and must name the output's
+    batch and spatial sizes."""
+    from onnx.reference.ops.op_affine_grid import construct_original_grid
+
+    theta, size = _ins(lowering, op, list(op.inputs))
+    [out] = _results(lowering, op)
+    spatial = list(out.shape[1:-1])
+    dims = len(spatial)
+    if dims not in (2, 3) or theta.shape != (out.shape[0], dims, dims + 1) \
+            or size.shape != (dims + 2,) or out.dtype != np.float32:
+        raise _error(lowering, op, f"theta {theta.shape} and output {out.shape} are not a "
+                                   "2-D or 3-D affine grid")
+    try:
+        with np.errstate(all="raise"):
+            grid = construct_original_grid(spatial, int(attributes(op).get("align_corners", 0)))
+    except (FloatingPointError, ValueError) as err:
+        raise _error(lowering, op, f"the base grid of {spatial} is undefined ({err})") from None
+    # coordinate j (x, y, z) varies along spatial axis dims - 1 - j
+    axes = []
+    for j in range(dims):
+        index = [0] * dims
+        index[dims - 1 - j] = slice(None)
+        axes.append([float(v) for v in grid[(*index, j)]])
+    _step(lowering, op, "onnx_affine_grid", [out], [theta, size], {
+        "batch": out.shape[0], "spatial": spatial, "axes": axes})
