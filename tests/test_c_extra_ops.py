@@ -1,8 +1,9 @@
-"""SwiGLU, GroupNormalization, CenterCropPad and TensorScatter on the C target
-(targets/native/onnx_extra.py, rendered by targets/c/onnx_extra.py): every node-suite case of
-these ops against the interpreter (onnx's reference) and the suite's expected outputs, and
-the run-time checks (a write index out of range, a `shape` operand that is not the compiled
-output shape) failing the run with one line."""
+"""SwiGLU, GroupNormalization, CenterCropPad, TensorScatter, AffineGrid and GridSample on the
+C target (targets/native/onnx_extra.py, rendered by targets/c/onnx_extra.py, GridSample's
+kernel in runtime/q35rt_extra.c): every node-suite case of these ops against the interpreter
+(onnx's reference) and the suite's expected outputs, GridSample's modes and paddings on
+grids reaching past the borders, and the run-time checks (a write index out of range, a
+`shape` operand that is not the compiled output shape) failing the run with one line."""
 
 from __future__ import annotations
 
@@ -13,12 +14,14 @@ from test_c_quant_ops import _model, _run, _suite
 
 from q35c.compiler.diagnostics import Q35cError
 
-EXTRA_OPS = ("SwiGLU", "GroupNormalization", "CenterCropPad", "TensorScatter", "AffineGrid")
+EXTRA_OPS = ("SwiGLU", "GroupNormalization", "CenterCropPad", "TensorScatter", "AffineGrid",
+             "GridSample")
 EXACT_OPS = ("CenterCropPad", "TensorScatter")
 """Copies: bit-identical to the interpreter. SwiGLU rounds every operation as numpy does, but
 its exp is the C library's (numpy's float32 exp differs from it in the last bit for some
-inputs), and GroupNormalization sums in double (numpy pairwise in float32), so these agree
-within the float path's tolerance."""
+inputs), GroupNormalization sums in double (numpy pairwise in float32), AffineGrid's and
+GridSample's small dot products are numpy's (BLAS) in the reference, so these agree within
+the float path's tolerance."""
 
 SUITE = _suite()
 CASES = [c for c in SUITE.collect() if SUITE.op_type(c) in EXTRA_OPS
@@ -78,3 +81,21 @@ def test_center_crop_pad_checks_the_shape_operand(tmp_path):
     feeds["shape"] = np.array([3, 7], np.int64)
     with pytest.raises(Q35cError, match="shape does not match the compiled output shape"):
         _run(model, feeds, "c", tmp_path)
+
+
+@pytest.mark.parametrize("mode", ["nearest", "linear", "cubic"])
+@pytest.mark.parametrize("padding", ["zeros", "border", "reflection"])
+def test_grid_sample_past_the_borders(tmp_path, mode, padding):
+    """Grid coordinates up to 1.8 times the normalized range, both align_corners values."""
+    rng = np.random.default_rng(5)
+    for align in (0, 1):
+        feeds = {"x": rng.normal(size=(2, 3, 4, 5)).astype(np.float32),
+                 "grid": rng.uniform(-1.8, 1.8, size=(2, 6, 3, 2)).astype(np.float32)}
+        node = helper.make_node("GridSample", ["x", "grid"], ["y"], mode=mode,
+                                padding_mode=padding, align_corners=align)
+        model = _model([node], feeds, {"y": (np.float32, (2, 3, 6, 3))}, opset=22)
+        work = tmp_path / str(align)
+        work.mkdir()
+        want = _run(model, feeds, "interp", work)["y"]
+        np.testing.assert_allclose(_run(model, feeds, "c", work)["y"], want, rtol=1e-5,
+                                   atol=1e-6, err_msg=f"align_corners={align}")

@@ -7,7 +7,8 @@ import numpy as np
 
 from q35c.targets.c.kernels import renders
 from q35c.targets.c.onnx_tensor import HALF, RUNTIME, _fail, compute_type, is_float, load, store
-from q35c.targets.c.printer import _float_literal
+from q35c.targets.c.printer import _float_literal, _int_array
+from q35c.targets.native.lower import strides
 from q35c.targets.native.program import Step
 
 
@@ -178,3 +179,28 @@ def render_affine_grid(printer, step: Step) -> str:
               "        }",
               "    }"]
     return "\n".join(lines)
+
+
+@renders("onnx_grid_sample", runtime=(RUNTIME, "q35rt_extra.c"))
+def render_grid_sample(printer, step: Step) -> str:
+    """A call of runtime/q35rt_extra.c's `q35_grid_sample_point` per output element."""
+    q = step.params
+    x, grid = step.ins
+    [out] = step.outs
+    dims, nd = q["dims"], len(q["dims"])
+    plane, points = int(np.prod(dims)), q["points"]
+    doubles = lambda vs: "{" + ", ".join(repr(float(v)) for v in vs) + "}"  # noqa: E731
+    return "\n".join([
+        f"static const int64_t dims[{nd}] = {_int_array(dims)};",
+        f"static const int64_t step[{nd}] = {_int_array(strides(dims))};",
+        f"static const double lo[{nd}] = {doubles(q['lo'])}, hi[{nd}] = {doubles(q['hi'])};",
+        "int64_t n, ch, p;",
+        f"for (n = 0; n < {q['batch']}; n++)",
+        f"    for (ch = 0; ch < {q['channels']}; ch++) {{",
+        f"        const q35_gs g = {{{printer.ptr(x, True)} + (n * {q['channels']} + ch) * "
+        f"{plane}, dims, step, lo, hi, {nd}, {q['pad']}, {int(q['mode'] == 1)}}};",
+        f"        for (p = 0; p < {points}; p++)",
+        f"            {printer.ptr(out)}[(n * {q['channels']} + ch) * {points} + p] = "
+        f"q35_grid_sample_point(&g, {printer.ptr(grid, True)} + (n * {points} + p) * {nd}, "
+        f"{q['align']}, {int(q['mode'] == 2)});",
+        "    }"])

@@ -133,3 +133,34 @@ def lower_affine_grid(lowering, op) -> None:
         axes.append([float(v) for v in grid[(*index, j)]])
     _step(lowering, op, "onnx_affine_grid", [out], [theta, size], {
         "batch": out.shape[0], "spatial": spatial, "axes": axes})
+
+
+GRID_MODES = {"linear": 0, "bilinear": 0, "cubic": 1, "bicubic": 1, "nearest": 2}
+PADDING_MODES = ("zeros", "border", "reflection")
+
+
+@lowers("GridSample")
+def lower_grid_sample(lowering, op) -> None:
+    """Per batch row, channel and grid point, the input sampled at the grid's normalized
+    coordinates (nearest, linear or cubic; zeros, border or reflection padding), float32,
+    1 to 3 spatial axes."""
+    x, grid = _ins(lowering, op, list(op.inputs))
+    [out] = _results(lowering, op)
+    attrs = attributes(op)
+    mode, padding = attrs.get("mode", "linear"), attrs.get("padding_mode", "zeros")
+    nd = len(x.shape) - 2
+    if mode not in GRID_MODES or padding not in PADDING_MODES:
+        raise _error(lowering, op, f"mode '{mode}' with padding '{padding}' is not supported")
+    if not 1 <= nd <= 3 or grid.shape[-1] != nd or len(grid.shape) != nd + 2:
+        raise _error(lowering, op, f"input {x.shape} and grid {grid.shape} are not 1 to 3 "
+                                   "spatial axes")
+    if x.dtype != np.float32 or grid.dtype != np.float32:
+        raise _error(lowering, op, "only float32 input and grid are supported")
+    align = int(attrs.get("align_corners", 0))
+    dims = list(x.shape[2:])
+    _step(lowering, op, "onnx_grid_sample", [out], [x, grid], {
+        "batch": x.shape[0], "channels": x.shape[1], "dims": dims,
+        "points": math.prod(grid.shape[1:-1]), "align": align,
+        "mode": GRID_MODES[mode], "pad": PADDING_MODES.index(padding),
+        "lo": [0.0 if align else -0.5] * nd,
+        "hi": [d - 1.0 if align else d - 0.5 for d in dims]})
