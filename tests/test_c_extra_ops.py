@@ -15,7 +15,7 @@ from test_c_quant_ops import _model, _run, _suite
 from q35c.compiler.diagnostics import Q35cError
 
 EXTRA_OPS = ("SwiGLU", "GroupNormalization", "CenterCropPad", "TensorScatter", "AffineGrid",
-             "GridSample")
+             "GridSample", "MelWeightMatrix")
 EXACT_OPS = ("CenterCropPad", "TensorScatter")
 """Copies: bit-identical to the interpreter. SwiGLU rounds every operation as numpy does, but
 its exp is the C library's (numpy's float32 exp differs from it in the last bit for some
@@ -99,3 +99,19 @@ def test_grid_sample_past_the_borders(tmp_path, mode, padding):
         want = _run(model, feeds, "interp", work)["y"]
         np.testing.assert_allclose(_run(model, feeds, "c", work)["y"], want, rtol=1e-5,
                                    atol=1e-6, err_msg=f"align_corners={align}")
+
+
+@pytest.mark.parametrize("edge_type, out_type", [(np.float32, np.float64),
+                                                 (np.float64, np.float32)])
+def test_mel_weight_matrix_operands_at_run_time(tmp_path, edge_type, out_type):
+    feeds = {"bins": np.array(10, np.int64), "dft": np.array(64, np.int64),
+             "rate": np.array(16000, np.int64), "lo": np.array(125.0, edge_type),
+             "hi": np.array(7600.0, edge_type)}
+    node = helper.make_node("MelWeightMatrix", list(feeds), ["y"],
+                            output_datatype=helper.np_dtype_to_tensor_dtype(np.dtype(out_type)))
+    model = _model([node], feeds, {"y": (out_type, (33, 10))}, opset=17)
+    want = _run(model, feeds, "interp", tmp_path)["y"]
+    assert want.any()
+    got = _run(model, feeds, "c", tmp_path)["y"]
+    assert got.dtype == want.dtype
+    np.testing.assert_array_equal(got, want)

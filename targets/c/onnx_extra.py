@@ -204,3 +204,54 @@ def render_grid_sample(printer, step: Step) -> str:
         f"q35_grid_sample_point(&g, {printer.ptr(grid, True)} + (n * {points} + p) * {nd}, "
         f"{q['align']}, {int(q['mode'] == 2)});",
         "    }"])
+
+
+@renders("onnx_mel_weight_matrix", runtime=(RUNTIME, "q35rt_extra.c"))
+def render_mel_weight_matrix(printer, step: Step) -> str:
+    """The reference's filter bank: the edges' mels `2595 * log1p(hz / 700)` in the edges'
+    type, divided by log(10) in double, the bin frequencies in double, numpy's floor
+    division by the sample rate truncated to integers, then each triangle's weights as
+    `(j - left) / (center - left)` and `(right - j) / (right - center)` in double. The run
+    fails if the operands do not give the compiled shape or a bin falls outside it (the
+reference raises an IndexError)."""
+    q = step.params
+    bins_in, dft, rate, low, high = step.ins
+    [out] = step.outs
+    o = printer.ptr(out)
+    rows, bins = q["rows"], q["bins"]
+
+    def mel(edge) -> str:
+        if edge.dtype == np.float32:
+            return f"(double)(2595.0f * log1pf({load(printer, edge, '0')} / 700.0f))"
+        return f"(2595.0 * log1p((double){load(printer, edge, '0')} / 700.0))"
+
+    def at(j: str, i: str) -> str:
+        return f"{o}[({j}) * {bins} + ({i})]"
+
+    rise = store(out, "(double)(j - f[i]) / (double)(f[i + 1] - f[i])", True)
+    fall = store(out, "(double)(f[i + 2] - j) / (double)(f[i + 2] - f[i + 1])", True)
+    return "\n".join([
+        "int64_t i, j, f[" + str(bins + 2) + "];",
+        f"const int64_t dft = (int64_t){load(printer, dft, '0')};",
+        f"const double rate = (double){load(printer, rate, '0')};",
+        f"const double lo = {mel(low)} / log(10.0);",
+        f"const double step = ({mel(high)} / log(10.0) - lo) / {bins + 2}.0;",
+        f"if ((int64_t){load(printer, bins_in, '0')} != {bins} || dft / 2 + 1 != {rows})",
+        f"    {_fail(printer, step, 'the operands do not give the compiled output shape')}",
+        f"for (i = 0; i < {bins + 2}; i++) {{",
+        "    const double hz = 700.0 * expm1(((double)i * step + lo) / 2595.0 * log(10.0));",
+        "    f[i] = (int64_t)q35_floor_divide((double)(dft + 1) * hz, rate);",
+        f"    if (f[i] < 0 || f[i] >= {rows} + (i == {bins + 1}))",
+        f"        {_fail(printer, step, 'a mel bin falls outside the spectrogram bins')}",
+        "}",
+        f"for (i = 0; i < {rows * bins}; i++)",
+        f"    {o}[i] = {store(out, '0', False)};",
+        f"for (i = 0; i < {bins}; i++) {{",
+        "    if (f[i + 1] == f[i])",
+        f"        {at('f[i + 1]', 'i')} = {store(out, '1', False)};",
+        "    else",
+        "        for (j = f[i]; j <= f[i + 1]; j++)",
+        f"            {at('j', 'i')} = {rise};",
+        "    for (j = f[i + 1]; j < f[i + 2]; j++)",
+        f"        {at('j', 'i')} = {fall};",
+        "}"])

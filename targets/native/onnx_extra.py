@@ -1,7 +1,9 @@
 """Native rules for ONNX ops added late to the C target: SwiGLU, GroupNormalization,
-CenterCropPad and TensorScatter, as onnx's reference computes them (the interpreter's
-semantics). Each is one step rendered by targets/c/onnx_extra.py; what depends only on the
-static shapes (crop and pad offsets, group sizes) is resolved here.
+CenterCropPad, TensorScatter, AffineGrid, GridSample and MelWeightMatrix, as onnx's reference
+computes them (the interpreter's semantics). Each is one step rendered by
+targets/c/onnx_extra.py; what depends only on the static shapes (crop and pad offsets, group
+sizes, the affine base grid) is resolved here, operands that must agree with the static
+output shape are checked at run time.
 """
 
 from __future__ import annotations
@@ -164,3 +166,17 @@ def lower_grid_sample(lowering, op) -> None:
         "mode": GRID_MODES[mode], "pad": PADDING_MODES.index(padding),
         "lo": [0.0 if align else -0.5] * nd,
         "hi": [d - 1.0 if align else d - 0.5 for d in dims]})
+
+
+@lowers("MelWeightMatrix")
+def lower_mel_weight_matrix(lowering, op) -> None:
+    """The triangular mel filter bank of the reference from its five scalar operands, read
+    at run time; the output's static shape must be (dft_length // 2 + 1, num_mel_bins)."""
+    ins = _ins(lowering, op, list(op.inputs))
+    [out] = _results(lowering, op)
+    if len(out.shape) != 2 or any(b.size != 1 for b in ins):
+        raise _error(lowering, op, "the operands must be scalars and the output a matrix")
+    if any(b.dtype not in (np.float32, np.float64) for b in ins[3:]):
+        raise _error(lowering, op, "the edge frequencies must be float32 or float64")
+    _step(lowering, op, "onnx_mel_weight_matrix", [out], ins,
+          {"rows": out.shape[0], "bins": out.shape[1]})

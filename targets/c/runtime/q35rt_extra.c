@@ -111,3 +111,23 @@ Q35_FN float q35_grid_sample_point(const q35_gs *g, const float *grid, int align
     }
     return nearest ? q35_gs_nearest(g, pos) : q35_gs_interp(g, 0, 0, pos);
 }
+
+/* numpy's floor_divide of two doubles (npy_divmod). */
+Q35_FN double q35_floor_divide(double a, double b)
+{
+    double mod, div, floordiv;
+    if (b == 0.0)
+        return a / b;
+    mod = fmod(a, b);
+    div = (a - mod) / b;
+    if (mod != 0.0 && ((b < 0) != (mod < 0)))
+        div -= 1.0;
+    if (div != 0.0) {
+        floordiv = floor(div);
+        if (div - floordiv > 0.5)
+            floordiv += 1.0;
+    } else {
+        floordiv = copysign(0.0, a / b);
+    }
+    return floordiv;
+}
