@@ -16,12 +16,12 @@ from q35c.compiler.diagnostics import Q35cError
 
 EXTRA_OPS = ("SwiGLU", "GroupNormalization", "CenterCropPad", "TensorScatter", "AffineGrid",
              "GridSample", "MelWeightMatrix")
-EXACT_OPS = ("CenterCropPad", "TensorScatter")
-"""Copies: bit-identical to the interpreter. SwiGLU rounds every operation as numpy does, but
-its exp is the C library's (numpy's float32 exp differs from it in the last bit for some
-inputs), GroupNormalization sums in double (numpy pairwise in float32), AffineGrid's and
-GridSample's small dot products are numpy's (BLAS) in the reference, so these agree within
-the float path's tolerance."""
+EXACT_OPS = ("CenterCropPad", "TensorScatter", "MelWeightMatrix")
+"""Copies, and the filter bank (double throughout, as the reference): bit-identical to the
+interpreter. SwiGLU rounds every operation as numpy does, but its exp is the C library's
+(numpy's float32 exp differs from it in the last bit for some inputs), GroupNormalization
+sums in double (numpy pairwise in float32), AffineGrid's and GridSample's small dot products
+are numpy's (BLAS) in the reference, so these agree within the float path's tolerance."""
 
 SUITE = _suite()
 CASES = [c for c in SUITE.collect() if SUITE.op_type(c) in EXTRA_OPS
@@ -115,3 +115,24 @@ def test_mel_weight_matrix_operands_at_run_time(tmp_path, edge_type, out_type):
     got = _run(model, feeds, "c", tmp_path)["y"]
     assert got.dtype == want.dtype
     np.testing.assert_array_equal(got, want)
+
+
+def test_group_norm_per_group_and_scatter_on_another_axis(tmp_path):
+    """GroupNormalization-18's scale and bias per group; TensorScatter along axis 1 with no
+    write indices (all zero)."""
+    rng = np.random.default_rng(7)
+    feeds = {"x": rng.normal(size=(2, 6, 3, 2)).astype(np.float32),
+             "s": rng.normal(size=(3,)).astype(np.float32),
+             "b": rng.normal(size=(3,)).astype(np.float32)}
+    node = helper.make_node("GroupNormalization", ["x", "s", "b"], ["y"], num_groups=3,
+                            epsilon=1e-3)
+    model = _model([node], feeds, {"y": (np.float32, (2, 6, 3, 2))}, opset=18)
+    np.testing.assert_allclose(_run(model, feeds, "c", tmp_path)["y"],
+                               _run(model, feeds, "interp", tmp_path)["y"], rtol=1e-5,
+                               atol=1e-6)
+    feeds = {"past": rng.normal(size=(2, 5, 3)).astype(np.float32),
+             "update": rng.normal(size=(2, 2, 3)).astype(np.float32)}
+    node = helper.make_node("TensorScatter", ["past", "update"], ["y"], axis=1)
+    model = _model([node], feeds, {"y": (np.float32, (2, 5, 3))}, opset=24)
+    np.testing.assert_array_equal(_run(model, feeds, "c", tmp_path)["y"],
+                                  _run(model, feeds, "interp", tmp_path)["y"])
