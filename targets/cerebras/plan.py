@@ -27,7 +27,7 @@ INPUT_QUEUE, OUTPUT_QUEUE = 2, 3
 WORDS_PER_GROUP = 7
 """A group of 32 weights is 16 pair codes of 7 bits: 112 bits, exactly 7 u16 words."""
 DEFAULT_K_TILE, DEFAULT_N_TILE = 512, 64
-DECODED_K_TILE, DECODED_N_TILE = 128, 64
+DECODED_K_TILE, DECODED_N_TILE = 64, 128
 """Default tile of a decoded plan: its f16 levels (16 KB) and the rest fit a PE's 48 KB."""
 
 
