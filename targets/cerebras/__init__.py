@@ -7,9 +7,9 @@ tile simulator that checks and runs it.
     numeric mode for this target (`q35c.semantics.matmul_q3p5_f16`)
 
 `--target cerebras` (options `cerebras{machine=wse2 k_tile=0 n_tile=0 seeds=2
-weights=packed}`; 0 picks the default tile) writes the project; `q35c run --target cerebras` simulates it under
-`seeds` interleavings and requires them to agree. docs/cerebras.md describes the mapping,
-the machine model and what is not there yet.
+weights=packed}`; 0 picks the default tile) writes the project; `q35c run --target
+cerebras` simulates it under `seeds` interleavings and requires them to agree.
+docs/cerebras.md describes the mapping, the machine model and what is not there yet.
 """
 
 from __future__ import annotations

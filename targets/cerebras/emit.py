@@ -16,6 +16,11 @@ The PE program (`compute`, launched by the host over memcpy's RPC):
         acc += sc * s; acc += of * xs                          # @fmuls, @fadds
     activate(reduce)
 
+A decoded plan (`weights=decoded`) adds the function `decode`, launched once after the
+host's copies: the unpacking and look-ups above, written to `lev` (f16 levels, row k at
+k * n_tile) and to `scg`/`ofg` (each group's sc and of); its `compute` is then, per group,
+`s = 0`, 32 `@fmachs(s, s, lev[k], x16[k])`, xs, and the same two `acc +=` steps.
+
 and the local task `reduce`: the chain step (`@fmovs` to the fabric on the first PE,
 `@fadds(fabout, fabin, acc)` in the middle, `@fadds(y, fabin, acc)` on the last).
 """
