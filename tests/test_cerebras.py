@@ -12,7 +12,7 @@ import sys
 import numpy as np
 import pytest
 from conftest import EXAMPLES, q35c
-from xdsl.dialects import arith, csl
+from xdsl.dialects import arith, csl, memref
 from xdsl.dialects.builtin import ArrayAttr, IntAttr, IntegerAttr, StringAttr, i16
 from xdsl.parser import Parser
 
@@ -40,8 +40,9 @@ def _weights(k: int, n: int, seed: int = 0):
     return quantize((rng.standard_normal((k, n)) / 16).astype(np.float32), group_size=32)
 
 
-def _project(k: int, n: int, k_tile: int, n_tile: int, seed: int = 0) -> Project:
-    plan = GemvPlan.choose(k, n, 32, k_tile, n_tile)
+def _project(k: int, n: int, k_tile: int, n_tile: int, seed: int = 0,
+             decoded: bool = False) -> Project:
+    plan = GemvPlan.choose(k, n, 32, k_tile, n_tile, decoded)
     return Project(plan, csl_module(plan), _weights(k, n, seed), "x", "y")
 
 
@@ -167,19 +168,48 @@ def test_every_emitted_file_parses_and_slips_do_not():
 # -- the simulator -----------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("decoded", [False, True])
 @pytest.mark.parametrize(("k", "n", "k_tile", "n_tile"), [
     (200, 70, 128, 32),  # 2x3 PEs, K and N not multiples of the tiles
     (192, 24, 64, 24),  # 3x1: first, middle and last PE of a chain
     (64, 8, 64, 8),  # one PE, no fabric
 ])
-def test_simulator_is_bit_exact_with_the_numeric_mode_under_every_seed(k, n, k_tile, n_tile):
-    project = _project(k, n, k_tile, n_tile)
+def test_simulator_is_bit_exact_with_the_numeric_mode_under_every_seed(k, n, k_tile, n_tile,
+                                                                         decoded):
+    project = _project(k, n, k_tile, n_tile, decoded=decoded)
     x = np.random.default_rng(k).standard_normal((1, k)).astype(np.float32)
     want = matmul_q3p5_f16(x, project.weights, project.plan.k_tile)
     for seed in (0, 1, 2):
         got, sim = simulate(project, WSE2, x, seed)
         assert np.array_equal(got.view(np.uint32), want.view(np.uint32)), seed
         assert sim.cycles == max(sum(pe.spent.values()) for pe in sim.pes.values()) > 0
+        assert (sim.load_cycles > 0) == decoded
+
+
+def test_decoded_compute_looks_nothing_up_and_keeps_the_packed_tile():
+    """weights=decoded: the host copies the same packed arrays; only `decode` reads the
+    codebook, and `compute` has no scalar look-up loop over the columns."""
+    plan = GemvPlan.choose(128, 16, 32, 64, 16, decoded=True)
+    prog = next(iter(csl_module(plan).ops))
+    fns = {op.sym_name.data: op for op in prog.body.block.ops if isinstance(op, csl.FuncOp)}
+    assert set(fns) == {"decode", "compute"}
+    names = {op.results[0].name_hint for op in prog.body.block.ops
+             if isinstance(op, csl.ZerosOp)}
+    assert {"payload", "meta", "lev", "scg", "ofg"} <= names and "lev0" not in names
+
+    def loads(fn):
+        return {op.memref.owner.result.name_hint for op in fn.walk()
+                if isinstance(op, memref.LoadOp)}
+    assert {"cb0", "cb1", "steps", "grid"} <= loads(fns["decode"])
+    assert loads(fns["compute"]) == {"x16", "xr"}
+    want = pe_data(GemvPlan.choose(128, 16, 32, 64, 16), _weights(128, 16), 0, 0)
+    got = pe_data(plan, _weights(128, 16), 0, 0)
+    assert all(np.array_equal(want[key], got[key]) for key in want)
+
+
+def test_a_decoded_tile_too_large_for_a_pe_is_caught():
+    with pytest.raises(SimulationError, match=r"memory \d+ bytes > 49152"):
+        check(_project(512, 64, 512, 64, decoded=True).csl, WSE2)
 
 
 def _small():
@@ -251,6 +281,16 @@ def test_estimate_is_above_its_lower_bound():
     assert sum(r["last_pe"].values()) == r["cycles"] and r["last_pe"]["fabric"] >= 16
 
 
+def test_decoded_weights_cut_the_simulated_cycles_of_the_same_tiling():
+    packed = estimate(GemvPlan.choose(256, 64, 32, 128, 64), WSE2)
+    decoded = estimate(GemvPlan.choose(256, 64, 32, 128, 64, decoded=True), WSE2)
+    assert decoded["lower_bound"] == packed["lower_bound"]
+    assert decoded["lower_bound"]["total"] <= decoded["cycles"] < packed["cycles"]
+    assert decoded["load_cycles"] > 0 and "load_cycles" not in packed
+    assert "scalar" in packed["last_pe"] and decoded["last_pe"]["scalar"] < \
+        packed["last_pe"]["scalar"]
+
+
 # -- the CLI -----------------------------------------------------------------------------
 
 
@@ -298,6 +338,28 @@ def test_cli_writes_the_project_and_runs_it_bit_exactly(tmp_path):
     w = store_of(module, out.parent)["fc.weight"]
     want = matmul_q3p5_f16(x, quantize(w, group_size=32), 64)
     assert np.array_equal(y.view(np.uint32), want.view(np.uint32))
+
+
+def test_cli_decoded_weights_write_and_run_bit_exactly(tmp_path):
+    _write_model(tmp_path, 128, 24)
+    target = "cerebras{k_tile=64 n_tile=16 weights=decoded}"
+    q35c(tmp_path / "gemv.mlir", "--target", target, "-o", tmp_path / "out")
+    out = tmp_path / "out"
+    for f in out.glob("*.csl"):
+        parse_csl(f.read_text(), f.name)
+    run_py = (out / "run.py").read_text()
+    ast.parse(run_py)
+    assert run_py.index('launch("decode"') < run_py.index('launch("compute"')
+    assert json.loads((out / "project.json").read_text())["plan"]["weights"] == "decoded"
+    q35c("run", tmp_path / "gemv.mlir", "--target", target, "-o", tmp_path / "runs")
+    x, y = np.load(tmp_path / "runs" / "x.npy"), np.load(tmp_path / "runs" / "y.npy")
+    module = Parser(make_context(), (tmp_path / "gemv.mlir").read_text()).parse_module()
+    w = store_of(module, tmp_path)["fc.weight"]
+    want = matmul_q3p5_f16(x, quantize(w, group_size=32), 64)
+    assert np.array_equal(y.view(np.uint32), want.view(np.uint32))
+    bad = q35c(tmp_path / "gemv.mlir", "--target", "cerebras{weights=f16}", "-o",
+               tmp_path / "o", check=False)
+    assert bad.returncode == 2 and "weights" in bad.stderr and not (tmp_path / "o").exists()
 
 
 def test_unsupported_ops_are_refused_in_one_line(tmp_path):

@@ -6,10 +6,10 @@ tile simulator that checks and runs it.
     --simulate.py--> static checks, event-driven run: y bit-exact with the interpreter's
     numeric mode for this target (`q35c.semantics.matmul_q3p5_f16`)
 
-`--target cerebras` (options `cerebras{machine=wse2 k_tile=0 n_tile=0 seeds=2}`; 0 picks
-the default tile) writes the project; `q35c run --target cerebras` simulates it under
-`seeds` interleavings and requires them to agree. docs/cerebras.md describes the mapping,
-the machine model and what is not there yet.
+`--target cerebras` (options `cerebras{machine=wse2 k_tile=0 n_tile=0 seeds=2
+weights=packed}`; 0 picks the default tile) writes the project; `q35c run --target
+cerebras` simulates it under `seeds` interleavings and requires them to agree.
+docs/cerebras.md describes the mapping, the machine model and what is not there yet.
 """
 
 from __future__ import annotations
@@ -42,14 +42,20 @@ class CerebrasTarget(Q35cTarget):
     """Columns per PE (0: min(64, N))."""
     seeds: int = 2
     """Interleaving seeds `q35c run` simulates (their outputs must agree)."""
+    weights: str = "packed"
+    """`packed`: PEs keep the Q3P5 tile packed and decode it in every `compute`;
+    `decoded`: the host still copies the packed tile, a load-time `decode` turns it into
+    f16 levels in PE memory (4x the bytes: small tiles only), and `compute` runs DSD
+    operations but for x's loads and sums."""
 
     def __post_init__(self) -> None:
-        from q35c.compiler.options import check_int, check_text
+        from q35c.compiler.options import check_choice, check_int, check_text
 
         check_text("--target cerebras", "machine", self.machine)
         check_int("--target cerebras", "k_tile", self.k_tile, 0, 1 << 14, multiple_of=64)
         check_int("--target cerebras", "n_tile", self.n_tile, 0, 1 << 12)
         check_int("--target cerebras", "seeds", self.seeds, 1, MAX_SEEDS)
+        check_choice("--target cerebras", "weights", self.weights, ("packed", "decoded"))
 
     def accepted_ops(self) -> frozenset[str]:
         from q35c.targets.cerebras.project import ACCEPTED_OPS
@@ -72,7 +78,8 @@ class CerebrasTarget(Q35cTarget):
         from q35c.targets.cerebras.project import compile_project
 
         machine = load_machine(self.machine)
-        return compile_project(module, store, entry, self.k_tile, self.n_tile), machine
+        return compile_project(module, store, entry, self.k_tile, self.n_tile,
+                               self.weights == "decoded"), machine
 
     def write(self, ctx: Context, module: ModuleOp, store: WeightStore, out_dir: Path,
               stem: str) -> None:

@@ -16,6 +16,11 @@ The PE program (`compute`, launched by the host over memcpy's RPC):
         acc += sc * s; acc += of * xs                          # @fmuls, @fadds
     activate(reduce)
 
+A decoded plan (`weights=decoded`) adds the function `decode`, launched once after the
+host's copies: the unpacking and look-ups above, written to `lev` (f16 levels, row k at
+k * n_tile) and to `scg`/`ofg` (each group's sc and of); its `compute` is then, per group,
+`s = 0`, 32 `@fmachs(s, s, lev[k], x16[k])`, xs, and the same two `acc +=` steps.
+
 and the local task `reduce`: the chain step (`@fmovs` to the fabric on the first PE,
 `@fadds(fabout, fabin, acc)` in the middle, `@fadds(y, fabin, acc)` on the last).
 """
@@ -78,6 +83,10 @@ def buffers(plan: GemvPlan, role: str) -> dict[str, tuple[Attribute, int]]:
         "lev0": (f16, nt), "lev1": (f16, nt), "stepv": (f32, nt), "gridv": (f32, nt),
         "s": (f32, nt), "sc": (f32, nt), "of": (f32, nt), "t": (f32, nt), "acc": (f32, nt),
     }
+    if plan.decoded:  # the decoded tile: f16 levels, row k at k * n_tile; f32 per group
+        del out["lev0"], out["lev1"]
+        out.update({"lev": (f16, kt * nt), "scg": (f32, plan.groups * nt),
+                    "ofg": (f32, plan.groups * nt)})
     if role in ("single", "last_odd", "last_even"):
         out["y"] = (f32, nt)
     return out
@@ -130,48 +139,48 @@ class _Program:
                 result_types=[csl.DsdType(csl.DsdKind.mem1d_dsd)]).result
         return dsd
 
-    def lookup(self, pairs: list[tuple[str, str, str]]) -> None:
+    def lookup(self, pairs: list[tuple[str, str, str]],
+               at: list[SSAValue] | None = None) -> None:
         """for n: dst[n] = table[idx[n]] for each (dst, table, idx): the scalar table
-        look-up no DSD operation does."""
+        look-up no DSD operation does; `at[i]`: pair i's dst starts at that element."""
         nt = self.plan.n_tile
         loop = scf.ForOp(_int(0), _int(nt), _int(1), [], Block(arg_types=[i16]))
         with ImplicitBuilder(loop.body.block) as (n,):
             ni = _index(n)
             codes: dict[str, SSAValue] = {}
-            for dst, table, idx in pairs:
+            for i, (dst, table, idx) in enumerate(pairs):
                 if idx not in codes:  # one load of each index array per element
                     codes[idx] = _index(memref.LoadOp.get(self.bufs[idx], [ni]).res)
                 value = memref.LoadOp.get(self.bufs[table], [codes[idx]]).res
-                memref.StoreOp.get(value, self.bufs[dst], [ni])
+                where = ni if at is None else _index(arith.AddiOp(at[i], n).result)
+                memref.StoreOp.get(value, self.bufs[dst], [where])
             scf.YieldOp()
 
-    def group(self, g: SSAValue, parity: int) -> None:
-        """The body for group g (parity: which byte of its meta word)."""
-        nt, gs = self.plan.n_tile, self.plan.group
-        zero = arith.ConstantOp(FloatAttr(0.0, f32)).result
-        csl.FmovsOp(operands=[[self.vec("s"), zero]])
-        base = arith.MuliOp(g, _int(WORDS_PER_GROUP * nt)).result
-        kbase = arith.MuliOp(g, _int(gs)).result
-        for i in range(PAIRS):
-            q, sh = divmod(7 * i, 16)
-            w0 = self.vec("payload", arith.AddiOp(base, _int(q * nt)).result)
-            w1 = self.vec("payload", arith.AddiOp(base, _int((q + 1) * nt)).result)
-            code, t16 = self.vec("code"), self.vec("t16")
-            csl.Slr16Op(operands=[[code, w0, _u16(sh)]])
-            csl.Sll16Op(operands=[[t16, w1, _u16(1)]])
-            csl.Sll16Op(operands=[[t16, t16, _u16(15 - sh)]])
-            csl.Or16Op(operands=[[code, code, t16]])
-            csl.And16Op(operands=[[code, code, _u16(0x7F)]])
-            self.lookup([("lev0", "cb0", "code"), ("lev1", "cb1", "code")])
-            for half, lev in ((0, "lev0"), (1, "lev1")):
-                k = arith.AddiOp(kbase, _int(2 * i + half)).result
-                xk = memref.LoadOp.get(self.bufs["x16"], [_index(k)]).res
-                csl.FmachsOp(operands=[[self.vec("s"), self.vec("s"), self.vec(lev), xk]])
-        loop = scf.ForOp(_int(0), _int(gs), _int(1), [zero], Block(arg_types=[i16, f32]))
+    def unpack(self, base: SSAValue, i: int) -> None:
+        """code[n] = pair code i of the group whose payload words start at `base`."""
+        nt = self.plan.n_tile
+        q, sh = divmod(7 * i, 16)
+        w0 = self.vec("payload", arith.AddiOp(base, _int(q * nt)).result)
+        w1 = self.vec("payload", arith.AddiOp(base, _int((q + 1) * nt)).result)
+        code, t16 = self.vec("code"), self.vec("t16")
+        csl.Slr16Op(operands=[[code, w0, _u16(sh)]])
+        csl.Sll16Op(operands=[[t16, w1, _u16(1)]])
+        csl.Sll16Op(operands=[[t16, t16, _u16(15 - sh)]])
+        csl.Or16Op(operands=[[code, code, t16]])
+        csl.And16Op(operands=[[code, code, _u16(0x7F)]])
+
+    def xsum(self, kbase: SSAValue, zero: SSAValue) -> SSAValue:
+        """The group's sum of x (f32, k ascending, from `zero`)."""
+        loop = scf.ForOp(_int(0), _int(self.plan.group), _int(1), [zero],
+                         Block(arg_types=[i16, f32]))
         with ImplicitBuilder(loop.body.block) as (k, xs):
             v = memref.LoadOp.get(self.bufs["xr"], [_index(arith.AddiOp(kbase, k).result)]).res
             scf.YieldOp(arith.AddfOp(xs, v))
-        xs = loop.res[0]
+        return loop.res[0]
+
+    def scale_offset(self, g: SSAValue, parity: int) -> None:
+        """sc[n], of[n]: group g's scale and offset (parity: which byte of its meta word)."""
+        nt = self.plan.n_tile
         half = arith.DivSIOp(g, _int(2)).result
         meta = self.vec("meta", arith.MuliOp(half, _int(nt)).result)
         e16, j16 = self.vec("e16"), self.vec("j16")
@@ -187,22 +196,90 @@ class _Program:
         csl.FmulsOp(operands=[[v("sc"), v("ss"), v("stepv")]])
         csl.FmulsOp(operands=[[v("of"), v("os"), v("gridv")]])
         csl.FaddsOp(operands=[[v("of"), v("ob"), v("of")]])
-        csl.FmulsOp(operands=[[v("t"), v("sc"), v("s")]])
+
+    def accumulate(self, sc: SSAValue, of: SSAValue, xs: SSAValue) -> None:
+        """acc += sc * s; acc += of * xs."""
+        v = self.vec
+        csl.FmulsOp(operands=[[v("t"), sc, v("s")]])
         csl.FaddsOp(operands=[[v("acc"), v("acc"), v("t")]])
-        csl.FmulsOp(operands=[[v("t"), v("of"), xs]])
+        csl.FmulsOp(operands=[[v("t"), of, xs]])
         csl.FaddsOp(operands=[[v("acc"), v("acc"), v("t")]])
+
+    def group(self, g: SSAValue, parity: int) -> None:
+        """The body for group g (parity: which byte of its meta word)."""
+        nt, gs = self.plan.n_tile, self.plan.group
+        zero = arith.ConstantOp(FloatAttr(0.0, f32)).result
+        csl.FmovsOp(operands=[[self.vec("s"), zero]])
+        base = arith.MuliOp(g, _int(WORDS_PER_GROUP * nt)).result
+        kbase = arith.MuliOp(g, _int(gs)).result
+        for i in range(PAIRS):
+            self.unpack(base, i)
+            self.lookup([("lev0", "cb0", "code"), ("lev1", "cb1", "code")])
+            for half, lev in ((0, "lev0"), (1, "lev1")):
+                k = arith.AddiOp(kbase, _int(2 * i + half)).result
+                xk = memref.LoadOp.get(self.bufs["x16"], [_index(k)]).res
+                csl.FmachsOp(operands=[[self.vec("s"), self.vec("s"), self.vec(lev), xk]])
+        xs = self.xsum(kbase, zero)
+        self.scale_offset(g, parity)
+        self.accumulate(self.vec("sc"), self.vec("of"), xs)
+
+    def decode_group(self, g: SSAValue, parity: int) -> None:
+        """Load time (decoded plans): group g's levels into rows of `lev` (row k at k *
+        n_tile), its scale and offset into `scg` and `ofg` (at g * n_tile)."""
+        nt, gs = self.plan.n_tile, self.plan.group
+        base = arith.MuliOp(g, _int(WORDS_PER_GROUP * nt)).result
+        rows = arith.MuliOp(g, _int(gs * nt)).result
+        for i in range(PAIRS):
+            self.unpack(base, i)
+            at = [arith.AddiOp(rows, _int(r * nt)).result for r in (2 * i, 2 * i + 1)]
+            self.lookup([("lev", "cb0", "code"), ("lev", "cb1", "code")], at)
+        self.scale_offset(g, parity)
+        col = arith.MuliOp(g, _int(nt)).result
+        csl.FmovsOp(operands=[[self.vec("scg", col), self.vec("sc")]])
+        csl.FmovsOp(operands=[[self.vec("ofg", col), self.vec("of")]])
+
+    def decoded_group(self, g: SSAValue) -> None:
+        """The body for group g of a decoded plan: f16 levels from memory, DSD ops only
+        (but x's scalar loads and the group's x sum)."""
+        nt, gs = self.plan.n_tile, self.plan.group
+        zero = arith.ConstantOp(FloatAttr(0.0, f32)).result
+        csl.FmovsOp(operands=[[self.vec("s"), zero]])
+        kbase = arith.MuliOp(g, _int(gs)).result
+        rows = arith.MuliOp(g, _int(gs * nt)).result
+        for k in range(gs):
+            xk = memref.LoadOp.get(
+                self.bufs["x16"], [_index(arith.AddiOp(kbase, _int(k)).result)]).res
+            lev = self.vec("lev", arith.AddiOp(rows, _int(k * nt)).result)
+            csl.FmachsOp(operands=[[self.vec("s"), self.vec("s"), lev, xk]])
+        xs = self.xsum(kbase, zero)
+        col = arith.MuliOp(g, _int(nt)).result
+        self.accumulate(self.vec("scg", col), self.vec("ofg", col), xs)
+
+    def _pairs_of_groups(self, body) -> None:
+        """for each pair of groups (2p, 2p+1): body(g, parity), unrolled per group."""
+        loop = scf.ForOp(_int(0), _int(self.plan.groups // 2), _int(1), [],
+                         Block(arg_types=[i16]))
+        with ImplicitBuilder(loop.body.block) as (p,):
+            for parity in (0, 1):
+                body(arith.AddiOp(arith.MuliOp(p, _int(2)), _int(parity)).result, parity)
+            scf.YieldOp()
+
+    def decode(self) -> None:
+        """The load-time decode of a decoded plan (run once, after the host's copies)."""
+        self._pairs_of_groups(self.decode_group)
 
     def compute(self) -> None:
         csl.Fs2hOp(operands=[[self.vec("x16"), self.vec("x")]])
         csl.Fh2sOp(operands=[[self.vec("xr"), self.vec("x16")]])
         csl.FmovsOp(operands=[[self.vec("acc"), arith.ConstantOp(FloatAttr(0.0, f32))]])
-        loop = scf.ForOp(_int(0), _int(self.plan.groups // 2), _int(1), [],
-                         Block(arg_types=[i16]))
-        with ImplicitBuilder(loop.body.block) as (p,):
-            for parity in (0, 1):
-                self.group(arith.AddiOp(arith.MuliOp(p, _int(2)), _int(parity)).result,
-                           parity)
-            scf.YieldOp()
+        if self.plan.decoded:
+            loop = scf.ForOp(_int(0), _int(self.plan.groups), _int(1), [],
+                             Block(arg_types=[i16]))
+            with ImplicitBuilder(loop.body.block) as (g,):
+                self.decoded_group(g)
+                scf.YieldOp()
+        else:
+            self._pairs_of_groups(self.group)
         csl.ActivateOp(REDUCE_TASK_ID, csl.TaskKind.LOCAL)
 
     def reduce(self, memcpy: SSAValue) -> None:
@@ -235,6 +312,12 @@ def program_module(plan: GemvPlan, role: str) -> csl.CslModuleOp:
         params = csl.ParamOp("memcpy_params", csl.ComptimeStructType())
         memcpy = csl.ImportModuleConstOp("<memcpy/memcpy>", params)
         prog.declare()
+        if plan.decoded:
+            decode = csl.FuncOp("decode", ((), None))
+            with ImplicitBuilder(decode.body.block):
+                prog.decode()
+                csl.MemberCallOp("unblock_cmd_stream", None, memcpy.result, [])
+                csl.ReturnOp()
         fn = csl.FuncOp("compute", ((), None))
         with ImplicitBuilder(fn.body.block):
             prog.compute()
@@ -249,6 +332,8 @@ def program_module(plan: GemvPlan, role: str) -> csl.CslModuleOp:
             ptr = csl.AddressOfOp(prog.bufs[name], csl.PtrType(
                 elem, csl.PtrKindAttr(csl.PtrKind.MANY), csl.PtrConstAttr(csl.PtrConst.VAR)))
             csl.SymbolExportOp(name, ptr.res)
+        if plan.decoded:
+            csl.SymbolExportOp("decode", decode.function_type)
         csl.SymbolExportOp("compute", fn.function_type)
     return csl.CslModuleOp(regions=[Region(body)], properties={
         "kind": csl.ModuleKindAttr(csl.ModuleKind.PROGRAM),

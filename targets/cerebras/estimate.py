@@ -1,6 +1,7 @@
 """Cycle estimate and lower bound of a GEMV plan on a machine model.
 
     python -m q35c.targets.cerebras.estimate K N [--machine wse2] [--k-tile T] [--n-tile T]
+        [--weights packed|decoded]
 
 The estimate is the simulator's cycle count for one PE row (rows share no link and run
 the same program, so every row takes as long; the weights are zero: the programs' control
@@ -8,7 +9,9 @@ flow and so their cycles do not depend on data). The lower bound holds for any p
 this tiling whose PEs finish their partial sums before the chain adds them: each PE must
 read its packed tile from memory (bytes / read bandwidth) and do k_tile x n_tile
 multiply-adds (f16 SIMD width), whichever is slower; then the last PE must receive n_tile
-wavelets, which cross width - 1 links.
+wavelets, which cross width - 1 links. With `--weights decoded` the estimate times
+`compute` after the load-time `decode` (reported apart as load cycles); the bound stays
+the packed tiling's (a decoded tile reads more bytes, so its own bound is no lower).
 """
 
 from __future__ import annotations
@@ -36,7 +39,8 @@ def lower_bound(plan: GemvPlan, m: Machine) -> dict[str, int]:
 
 def estimate(plan: GemvPlan, m: Machine) -> dict:
     """Simulated cycles of one PE row, the lower bound, their ratio, and the time."""
-    row = GemvPlan(plan.k, min(plan.n, plan.n_tile), plan.group, plan.k_tile, plan.n_tile)
+    row = GemvPlan(plan.k, min(plan.n, plan.n_tile), plan.group, plan.k_tile, plan.n_tile,
+                   plan.decoded)
     zeros = quantize(np.zeros((row.k, row.n), np.float32), group_size=row.group)
     project = Project(row, csl_module(row), zeros, "x", "y")
     _, sim = simulate(project, m, np.zeros((1, row.k), np.float32), seed=0)
@@ -47,7 +51,8 @@ def estimate(plan: GemvPlan, m: Machine) -> dict:
             "pes": plan.width * plan.height, "cycles": cycles, "last_pe": last.spent,
             "lower_bound": bound,
             "ratio": round(cycles / bound["total"], 2),
-            "microseconds": round(cycles / m.clock_hz * 1e6, 2)}
+            "microseconds": round(cycles / m.clock_hz * 1e6, 2),
+            **({"load_cycles": sim.load_cycles} if plan.decoded else {})}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -57,9 +62,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--machine", default="wse2")
     ap.add_argument("--k-tile", type=int, default=0)
     ap.add_argument("--n-tile", type=int, default=0)
+    ap.add_argument("--weights", choices=("packed", "decoded"), default="packed")
     a = ap.parse_args(argv)
     m = load_machine(a.machine)
-    r = estimate(GemvPlan.choose(a.k, a.n, 32, a.k_tile, a.n_tile), m)
+    r = estimate(GemvPlan.choose(a.k, a.n, 32, a.k_tile, a.n_tile,
+                                 a.weights == "decoded"), m)
     lb = r["lower_bound"]
     print(f"GEMV {r['k']}x{r['n']} on {m.name}: {r['rectangle']} PEs, {r['cycles']} cycles "
           f"({r['microseconds']} us at {m.clock_hz / 1e6:g} MHz); lower bound {lb['total']} "
@@ -67,6 +74,8 @@ def main(argv: list[str] | None = None) -> None:
           f"ratio {r['ratio']}")
     spent = ", ".join(f"{k} {v}" for k, v in sorted(r["last_pe"].items()))
     print(f"east-most PE of a row, cycles by kind: {spent}")
+    if "load_cycles" in r:
+        print(f"load-time decode (once, not per GEMV): {r['load_cycles']} cycles")
 
 
 if __name__ == "__main__":

@@ -27,6 +27,8 @@ INPUT_QUEUE, OUTPUT_QUEUE = 2, 3
 WORDS_PER_GROUP = 7
 """A group of 32 weights is 16 pair codes of 7 bits: 112 bits, exactly 7 u16 words."""
 DEFAULT_K_TILE, DEFAULT_N_TILE = 512, 64
+DECODED_K_TILE, DECODED_N_TILE = 64, 128
+"""Default tile of a decoded plan: its f16 levels (16 KB) and the rest fit a PE's 48 KB."""
 
 
 @dataclass(frozen=True)
@@ -38,20 +40,26 @@ class GemvPlan:
     group: int
     k_tile: int
     n_tile: int
+    decoded: bool = False
+    """Decode the packed tile once at load time (the `decode` function) into f16 levels and
+    f32 group scales and offsets kept in PE memory; `compute` then runs DSD operations
+    only. The host still transfers the packed form."""
 
     @classmethod
-    def choose(cls, k: int, n: int, group: int, k_tile: int = 0, n_tile: int = 0
-               ) -> GemvPlan:
+    def choose(cls, k: int, n: int, group: int, k_tile: int = 0, n_tile: int = 0,
+               decoded: bool = False) -> GemvPlan:
         """The plan for given tile sizes (0: the default, capped by the matrix)."""
         if group != 32:
             raise Q35cError(f"cerebras target: Q3P5 group size {group} (only 32 maps onto "
                             "7 u16 words per group)")
         pair = 2 * group  # the group loop is unrolled by two (one meta word per two groups)
-        k_tile = k_tile or min(DEFAULT_K_TILE, -(-k // pair) * pair)
-        n_tile = n_tile or min(DEFAULT_N_TILE, n)
+        kd, nd = (DECODED_K_TILE, DECODED_N_TILE) if decoded else (DEFAULT_K_TILE,
+                                                                    DEFAULT_N_TILE)
+        k_tile = k_tile or min(kd, -(-k // pair) * pair)
+        n_tile = n_tile or min(nd, n)
         if k_tile % pair:
             raise Q35cError(f"cerebras target: k_tile {k_tile} must be a multiple of {pair}")
-        return cls(k, n, group, k_tile, n_tile)
+        return cls(k, n, group, k_tile, n_tile, decoded)
 
     @property
     def width(self) -> int:

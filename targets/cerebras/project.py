@@ -74,7 +74,7 @@ def _gemv(fn: func.FuncOp) -> quant3p5.MatmulOp:
 
 
 def compile_project(module: ModuleOp, store: WeightStore, entry: str | None, k_tile: int,
-                    n_tile: int) -> Project:
+                    n_tile: int, decoded: bool = False) -> Project:
     fn = entry_function(module, entry)
     mm = _gemv(fn)
     w_op = mm.operands[1].owner
@@ -86,7 +86,7 @@ def compile_project(module: ModuleOp, store: WeightStore, entry: str | None, k_t
         raise Q35cError(f"cerebras target: weight '{w_op.weight_name.data}' is not in the "
                         "q3p5 layout")
     k, n = weights.shape
-    plan = GemvPlan.choose(k, n, weights.group_size, k_tile, n_tile)
+    plan = GemvPlan.choose(k, n, weights.group_size, k_tile, n_tile, decoded)
     x_name = argument_names(fn)[mm.operands[0].index]
     return Project(plan, csl_module(plan), weights, x_name, result_names(fn)[0])
 
@@ -105,6 +105,9 @@ def simulate(project: Project, machine: Machine, x: np.ndarray, seed: int
         for name in ("payload", "meta", "ss", "ob", "os"):
             sim.load(px, py, name, data[f"{px}_{py}/{name}"])
         sim.load(px, py, "x", x_slice(plan, x, px))
+    if plan.decoded:  # load time: decode the packed tiles once, then time `compute` alone
+        sim.load_cycles = sim.run("decode")
+        sim.restart()
     sim.run()
     y = np.concatenate([sim.pes[(plan.width - 1, j)].memory["y"] for j in range(plan.height)])
     return y[:plan.n].reshape(1, plan.n), sim
@@ -168,7 +171,7 @@ for px in range(plan["width"]):
         for name in ("payload", "meta", "ss", "ob", "os"):
             h2d(name, px, py, data[f"{{px}}_{{py}}/{{name}}"])
         h2d("x", px, py, xs)
-runner.launch("compute", nonblock=False)
+{decode}runner.launch("compute", nonblock=False)
 y = np.zeros(plan["height"] * plan["n_tile"], np.uint32)
 last = plan["width"] - 1
 for py in range(plan["height"]):
@@ -192,14 +195,17 @@ def write_project(project: Project, machine: Machine, out_dir: Path, stem: str) 
         (out_dir / name).write_text(text)
     np.savez(out_dir / "host.npz", **project.host_data())
     plan = project.plan
-    (out_dir / "run.py").write_text(RUN_PY.format(name=stem, fw=plan.width + 7,
+    decode = 'runner.launch("decode", nonblock=False)  # once, at load time\n' \
+        if plan.decoded else ""
+    (out_dir / "run.py").write_text(RUN_PY.format(name=stem, decode=decode, fw=plan.width + 7,
                                                   fh=plan.height + 2))
     memory = {name: memory_use(prog, machine) for name, prog in programs(project.csl).items()}
     summary = {
         "machine": machine.name,
         "pe_memory_capacity": machine.pe_memory_bytes,
         "plan": {"k": plan.k, "n": plan.n, "group": plan.group, "k_tile": plan.k_tile,
-                 "n_tile": plan.n_tile, "width": plan.width, "height": plan.height},
+                 "n_tile": plan.n_tile, "width": plan.width, "height": plan.height,
+                 **({"weights": "decoded"} if plan.decoded else {})},
         "input": project.x_name, "output": project.y_name,
         "files": sorted(files),
         "pe_memory_bytes": {name: sum(use.values()) for name, use in memory.items()},

@@ -317,6 +317,8 @@ class Simulation:
         """(x, y, color, from) -> FIFO at the router input; (x, y, color, 'PE') -> the
         PE's input queue."""
         self.link_free: dict[tuple, int] = {}
+        self.load_cycles = 0
+        """Cycles of a load-time launch before `restart` (a decoded plan's `decode`)."""
 
     def load(self, x: int, y: int, name: str, values: np.ndarray) -> None:
         """memcpy_h2d: copy `values` into array `name` of PE (x, y)."""
@@ -324,6 +326,12 @@ class Simulation:
         if name not in mem or mem[name].size < values.size:
             raise SimulationError(f"PE ({x},{y}): no array '{name}' of {values.size} elements")
         mem[name][:values.size] = values.astype(mem[name].dtype)
+
+    def restart(self) -> None:
+        """Ready every PE for the next host launch: memory stays, clocks restart at 0."""
+        for pe in self.pes.values():
+            pe.clock, pe.spent, pe.wait, pe.done = 0, {}, None, False
+        self.link_free.clear()
 
     def queue(self, key: tuple) -> deque:
         return self.queues.setdefault(key, deque())
