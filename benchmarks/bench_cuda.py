@@ -598,7 +598,8 @@ def gemm_check_data(folder: Path, w, rng, rows: int) -> None:
     x = rng.standard_normal((rows, weights.shape[0])).astype(np.float32)
     (folder / f"x_tc_{rows}.bin").write_bytes(x.tobytes())
     np.save(folder / f"want_tc_{rows}.npy", np.float32(matmul_unordered(x, weights)))
-    np.save(folder / f"bound_tc_{rows}.npy", np.float32(np.abs(x.astype(np.float64)) @ np.abs(weights)))
+    bound = np.abs(x.astype(np.float64)) @ np.abs(weights)
+    np.save(folder / f"bound_tc_{rows}.npy", np.float32(bound))
 
 
 def prepare_gemv(out: Path) -> list[str]:

@@ -175,7 +175,7 @@ def test_big_programs_are_aggregated(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("program,report,message", [
-    (None, None, "program.json: no such file"),
+    (None, None, "no target output to report on (cerebras: project.json; groq: program.json"),
     ("{not json", None, "program.json: not valid JSON"),
     (json.dumps({"schema": "other/1", "cycles": 1, "instructions": []}), None,
      "not a q35c-groq-program/1 program"),
