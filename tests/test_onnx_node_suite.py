@@ -105,8 +105,7 @@ C_SLICE_STEP = 12
 the compiles are the cost). The whole suite on c: `python benchmarks/onnx_node_suite.py
 --target c` (docs/onnx.md)."""
 C_PASS_FLOOR = 143
-"""Measured: 143 of the 144 slice cases pass on c; the other is refused up front (an op type
-docs/c-target.md lists as not lowered: Scan/Loop/If)."""
+"""Measured: 143 of the 144 slice cases pass on c; the other is refused in one line."""
 
 
 @pytest.fixture(scope="module")
