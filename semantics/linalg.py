@@ -55,9 +55,8 @@ def _linalg_reduce(interp, op: linalg.ReduceOp, args):
     # The reduced axes last, flattened in row-major order: [kept..., reduced].
     kept = [d for d in range(wide.ndim) if d not in axes]
     flat = np.transpose(wide, kept + list(axes)).reshape(*(wide.shape[d] for d in kept), -1)
-    if flat.shape[-1] == 0:
-        reduced = combiner.reduce(flat, axis=-1)
-    else:
-        reduced = combiner.accumulate(flat, axis=-1)[..., -1]  # x0 op x1 op ... in order
+    if flat.shape[-1] == 0:  # nothing to combine: the result is the init (max has no identity)
+        return (np.array(init, dtype=init.dtype, copy=True),)
+    reduced = combiner.accumulate(flat, axis=-1)[..., -1]  # x0 op x1 op ... in order
     reduced = reduced.astype(init.dtype)
     return (combiner(init, reduced).astype(init.dtype),)

@@ -235,6 +235,27 @@ def test_axis_ops_and_reductions(tmp_path):
     _agree(model, feeds, tmp_path, rtol=1e-5)
 
 
+def test_max_and_min_of_an_empty_set(tmp_path):
+    """ReduceMax / ReduceMin over an empty axis give the reference's extremes (-inf / inf,
+    the integer type's limits, False / True); the C target read one element past the
+    (empty) input instead."""
+    types = [np.float32, np.int8, np.int64, np.uint64, np.bool_]
+    feeds = {f"x{k}": np.zeros((0, 3), t) for k, t in enumerate(types)}
+    axes = helper.make_tensor("axes", TensorProto.INT64, [1], [0])
+    nodes, outputs = [], {}
+    for k, t in enumerate(types):
+        for op in ("ReduceMax", "ReduceMin"):
+            nodes.append(helper.make_node(op, [f"x{k}", "axes"], [f"{op}{k}"], keepdims=1))
+            outputs[f"{op}{k}"] = (t, (1, 3))
+    model = _model(nodes, feeds, outputs, opset=20)
+    model.graph.initializer.append(axes)
+    c = _agree(model, feeds, tmp_path)
+    assert np.all(c["ReduceMax0"] == -np.inf) and np.all(c["ReduceMin0"] == np.inf)
+    assert np.all(c["ReduceMax2"] == np.iinfo(np.int64).min)
+    assert np.all(c["ReduceMin3"] == np.iinfo(np.uint64).max)
+    assert not c["ReduceMax4"].any() and c["ReduceMin4"].all()
+
+
 def test_rank0_constant_output_keeps_its_shape(tmp_path):
     """Size folds to a 0-d constant: the C target returned it as shape (1,) (the weight
     blob's np.ascontiguousarray made it 1-d)."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import ml_dtypes
 import numpy as np
 
 from q35c.compiler.codegen_names import c_string
@@ -494,6 +495,20 @@ def _axes_setup(printer, step: Step, shape: list[int], axes_buf: Buffer | None,
     return lines
 
 
+def _empty_extreme(dtype: np.dtype, op: str) -> str:
+    """ReduceMax's (lowest) or ReduceMin's (highest) value of an empty set, as onnx's
+    reference gives it: False / True for bool, the integer type's limit, -inf / inf."""
+    lowest = op == "ReduceMax"
+    dtype = np.dtype(dtype)
+    if dtype.kind == "b":
+        return "0" if lowest else "1"
+    if is_float(dtype):
+        return "-INFINITY" if lowest else "INFINITY"
+    info = ml_dtypes.iinfo(dtype)
+    value = int(info.min if lowest else info.max)
+    return "INT64_MIN" if value == -2**63 else f"{value}{'ULL' if value >= 2**63 else 'LL'}"
+
+
 @renders("onnx_reduce", runtime=RUNTIME)
 def render_reduce(printer, step: Step) -> str:
     """Kept axes outer, reduced axes inner: every output element sums (or ...) its
@@ -542,7 +557,10 @@ def render_reduce(printer, step: Step) -> str:
                   "    }",
                   "    if (mx == -INFINITY)",
                   "        mx = 0;"]
-    lines += [f"    acc = {load(printer, src, 'base') if init == 'v' else init};",
+    if init == "v":  # an empty set gives the reference's identity (onnx ReduceMax-18)
+        init = (f"rcount ? ({acc_t})({load(printer, src, 'base')}) : "
+                f"({acc_t})({_empty_extreme(src.dtype, op)})")
+    lines += [f"    acc = {init};",
               "    for (r = 0; r < rcount; r++) {",
               f"        {vt} v = {x};",
               f"        {update}",
