@@ -3,6 +3,8 @@ kernels are in `runtime/q35rt_cnn.c`, appended to model.c only when a step uses 
 
 from __future__ import annotations
 
+import numpy as np
+
 from q35c.compiler.codegen_names import c_string
 from q35c.targets.c.kernels import renders
 from q35c.targets.c.printer import _float_literal, _int_array, ctype
@@ -29,9 +31,13 @@ def render_conv(printer, step) -> str:
 def render_pool(printer, step) -> str:
     p = step.params
     indices = printer.ptr(step.outs[1]) if len(step.outs) > 1 else "NULL"
-    return (f"static const int64_t sp[] = {_int_array(p['sp'])}, end[] = "
-            f"{_int_array(p['end'])};\n"
-            f"q35_pool_f32({printer.ptr(step.outs[0])}, {indices}, "
+    head = (f"static const int64_t sp[] = {_int_array(p['sp'])}, end[] = "
+            f"{_int_array(p['end'])};\n")
+    if step.ins[0].dtype == np.uint8:  # MaxPool only (the rule checks)
+        return (f"{head}q35_maxpool_u8({printer.ptr(step.outs[0])}, {indices}, "
+                f"{printer.ptr(step.ins[0], True)}, {p['planes']}, sp, end, "
+                f"{p['storage_order']});")
+    return (f"{head}q35_pool_f32({printer.ptr(step.outs[0])}, {indices}, "
             f"{printer.ptr(step.ins[0], True)}, {p['planes']}, sp, end, "
             f"{POOL_MODES[p['mode']]}, {p['count_include_pad']}, {p['p']!r}, "
             f"{p['storage_order']});")
@@ -130,3 +136,32 @@ def render_resize_taps(printer, step) -> str:
             f"{p['out_len']}, {p['taps']}, {printer.ptr(scale, True)}[{p['axis']}], {roi0}, "
             f"{roi1}, {p['coordinate']}, {p['kind']}, {p['nearest']}, {p['cubic_a']!r}, "
             f"{p['exclude_outside']});")
+
+
+@renders("col2im", runtime=RUNTIME)
+def render_col2im(printer, step) -> str:
+    p = step.params
+    x, image, block = (printer.ptr(b, True) for b in step.ins)
+    return (f"static const int64_t image[] = {_int_array(p['image'])}, dil[] = "
+            f"{_int_array(p['dilations'])}, pads[] = {_int_array(p['pads'])}, strides[] = "
+            f"{_int_array(p['strides'])};\n"
+            f"if (q35_col2im_f32({printer.ptr(step.outs[0])}, {x}, {p['n']}, {p['c']}, "
+            f"{len(p['image'])}, image, {image}, {block}, dil, pads, strides, {p['ck']}, "
+            f"{p['len']}) != 0)\n"
+            f"    return {printer.prefix}_fail("
+            f"{c_string(step.origin + ': the image and block shapes do not fit the compiled shapes')});")
+
+
+@renders("max_unpool", runtime=RUNTIME)
+def render_max_unpool(printer, step) -> str:
+    p = step.params
+    x, idx, *shape = step.ins
+    out = step.outs[0]
+    shape_ptr = printer.ptr(shape[0], True) if shape else "NULL"
+    return (f"static const int64_t inferred[] = {_int_array(p['inferred'])}, ydims[] = "
+            f"{_int_array(p['ydims'])};\n"
+            f"if (q35_max_unpool({printer.ptr(out)}, {printer.ptr(x, True)}, "
+            f"{printer.ptr(idx, True)}, sizeof({ctype(out)}), {x.size}, {len(p['ydims'])}, "
+            f"inferred, ydims, {shape_ptr}) != 0)\n"
+            f"    return {printer.prefix}_fail("
+            f"{c_string(step.origin + ': an index or the output shape does not fit')});")

@@ -209,7 +209,9 @@ POOL_MODES = {"MaxPool": 0, "AveragePool": 1, "LpPool": 2,
 @lowers(*POOL_MODES)
 def pool(lowering, op) -> None:
     node = Node(lowering, op)
-    x = node.float_buffer(0)
+    x = node.buffer(0)
+    if not (node.type == "MaxPool" and x.dtype == np.uint8):  # uint8: max needs no arithmetic
+        x = node.float_buffer(0)
     y_shape = _shape(node.outputs[0])
     rank = len(x.shape) - 2
     if node.type.startswith("Global"):
@@ -518,3 +520,56 @@ def resize_at_run_time(node: Node, x: Buffer, y_shape: tuple[int, ...], mode: st
             "out_len": n_out, "inner": int(np.prod(shape[axis + 1:], dtype=np.int64)),
             "taps": taps, "extrapolation": float(node.attr("extrapolation_value", 0.0))})
         current = out
+
+
+# -- Col2Im and MaxUnpool -------------------------------------------------------------------
+
+
+def _int64_input(node: Node, slot: int, size: int) -> Buffer:
+    buf = node.buffer(slot)
+    if buf.dtype != np.int64 or buf.shape != (size,):
+        raise node.error(f"input {slot} must be {size} int64 values")
+    return buf
+
+
+@lowers("Col2Im")
+def col2im(lowering, op) -> None:
+    """Col2Im with its image and block shapes read at run time (the kernel checks that
+    they give the compiled shapes); dilations, pads and strides are attributes."""
+    node = Node(lowering, op)
+    x = node.float_buffer(0)
+    y_shape = _shape(node.outputs[0])
+    rank = len(y_shape) - 2
+    if len(x.shape) != 3 or not 1 <= rank <= 8:
+        raise node.error("needs a 3-D input and 1 to 8 image dimensions")
+    image, block = _int64_input(node, 1, rank), _int64_input(node, 2, rank)
+    node.step("col2im", [node.result()], [x, image, block], {
+        "n": x.shape[0], "c": y_shape[1], "image": list(y_shape[2:]),
+        "dilations": list(node.attr("dilations", [1] * rank)),
+        "pads": list(node.attr("pads", [0] * 2 * rank)),
+        "strides": list(node.attr("strides", [1] * rank)),
+        "ck": x.shape[1], "len": x.shape[2]})
+
+
+@lowers("MaxUnpool")
+def max_unpool(lowering, op) -> None:
+    """MaxUnpool: zeros, then each value of X at its flat index (I) in the unpooled shape,
+    which the attributes give; an output_shape input (checked at run time) may only
+    enlarge it, at the end of each dim."""
+    node = Node(lowering, op)
+    x, idx = node.buffer(0), node.buffer(1)
+    y_shape = _shape(node.outputs[0])
+    rank = len(x.shape) - 2
+    if idx.dtype != np.int64 or idx.shape != x.shape:
+        raise node.error("the indices must be int64 of the values' shape")
+    kernel = list(node.attr("kernel_shape"))
+    strides = list(node.attr("strides", [1] * rank))
+    pads = list(node.attr("pads", [0] * 2 * rank))
+    inferred = [*x.shape[:2], *((i - 1) * s - (pads[d] + pads[rank + d]) + k for d, (i, s, k)
+                                in enumerate(zip(x.shape[2:], strides, kernel)))]
+    if len(y_shape) != len(inferred) or any(i > y for i, y in zip(inferred, y_shape)):
+        raise node.error(f"output shape {list(y_shape)} is smaller than the unpooled "
+                         f"{inferred}")
+    shape_in = [_int64_input(node, 2, len(y_shape))] if 2 in node.inputs else []
+    node.step("max_unpool", [node.result()], [x, idx, *shape_in], {
+        "inferred": inferred, "ydims": list(y_shape)})

@@ -262,6 +262,55 @@ Q35_FN void q35_pool_f32(float *y, int64_t *indices, const float *x, int64_t pla
     }
 }
 
+/* MaxPool of uint8 planes: q35_pool_f32's max windows and indices (the same geometry),
+ * on uint8 values, which compare exactly; an empty window gives 0 (index -1). */
+Q35_FN void q35_maxpool_u8(uint8_t *y, int64_t *indices, const uint8_t *x, int64_t planes,
+                           const int64_t *sp, const int64_t *end, int storage_order)
+{
+    const int64_t id = sp[0], ih = sp[1], iw = sp[2], od = sp[3], oh = sp[4], ow = sp[5];
+    const int64_t kd = sp[6], kh = sp[7], kw = sp[8], sd = sp[9], sh = sp[10], sw = sp[11];
+    const int64_t pd = sp[12], ph = sp[13], pw = sp[14], dd = sp[15], dh = sp[16], dw = sp[17];
+    const int64_t inplane = id * ih * iw, plane = od * oh * ow;
+    int64_t pl;
+    Q35_CNN_PARALLEL_FOR(planes * plane * kd * kh * kw)
+    for (pl = 0; pl < planes; pl++) {
+        const uint8_t *xp = x + pl * inplane;
+        int64_t zd, zh, zw, a, e, f;
+        for (zd = 0; zd < od; zd++)
+            for (zh = 0; zh < oh; zh++)
+                for (zw = 0; zw < ow; zw++) {
+                    const int64_t at = pl * plane + (zd * oh + zh) * ow + zw;
+                    uint8_t best = 0;
+                    int64_t where = -1;
+                    for (a = 0; a < kd; a++) {
+                        const int64_t xd = zd * sd - pd + a * dd;
+                        if (xd < 0 || xd >= id || xd >= id + end[0])
+                            continue;
+                        for (e = 0; e < kh; e++) {
+                            const int64_t xh = zh * sh - ph + e * dh;
+                            if (xh < 0 || xh >= ih || xh >= ih + end[1])
+                                continue;
+                            for (f = 0; f < kw; f++) {
+                                const int64_t xw = zw * sw - pw + f * dw;
+                                uint8_t v;
+                                if (xw < 0 || xw >= iw || xw >= iw + end[2])
+                                    continue;
+                                v = xp[(xd * ih + xh) * iw + xw];
+                                if (where < 0 || v > best) {
+                                    best = v;
+                                    where = storage_order == 0 ? (xd * ih + xh) * iw + xw
+                                                               : xd + xh * id + xw * id * ih;
+                                }
+                            }
+                        }
+                    }
+                    y[at] = best;
+                    if (indices)
+                        indices[at] = where < 0 ? -1 : pl * inplane + where;
+                }
+    }
+}
+
 /* BatchNormalization in inference mode, per channel c of x[n, c, inner]:
  * y = scale * (x - mean) / sqrt(var + eps) + bias, each step rounded in float32 in the
  * order of the reference's numpy expression. */
@@ -602,4 +651,87 @@ Q35_FN void q35_resize_taps(int64_t *at, double *wt, int64_t in, int64_t out, in
             wt[j * taps + t] = exclude_outside ? c[t] / sum : c[t];
         }
     }
+}
+
+/* ONNX Col2Im of x[n, c*K, L] (K = prod(block), L the number of block positions) into
+ * y[n, c, image...] (`rank` spatial dims, each at most 8): y[n, c, l*s - p + k*d] +=
+ * x[n, c*K + k, l] for every block offset k and position l that lands inside the image,
+ * summed in the reference's order (k, then l, row-major) in float32. The image and block
+ * shapes are run-time inputs; returns nonzero if they do not give the compiled shapes. */
+Q35_FN int q35_col2im_f32(float *y, const float *x, int64_t n, int64_t c, int64_t rank,
+                          const int64_t *image, const int64_t *image_in,
+                          const int64_t *block, const int64_t *dil, const int64_t *pads,
+                          const int64_t *strides, int64_t ck, int64_t len)
+{
+    int64_t blocks[8], kk = 1, ll = 1, plane = 1, d, b;
+    if (rank < 1 || rank > 8)
+        return 1;
+    for (d = 0; d < rank; d++) {
+        if (image_in[d] != image[d] || block[d] < 1)
+            return 1;
+        blocks[d] = (image[d] + pads[d] + pads[rank + d] - dil[d] * (block[d] - 1) - 1) /
+                        strides[d] + 1;
+        if (blocks[d] < 1)
+            return 1;
+        kk *= block[d];
+        ll *= blocks[d];
+        plane *= image[d];
+    }
+    if (kk * c != ck || ll != len)
+        return 1;
+    for (b = 0; b < n * c; b++) {
+        float *yp = y + b * plane;
+        int64_t k, l, i;
+        for (i = 0; i < plane; i++)
+            yp[i] = 0.0f;
+        for (k = 0; k < kk; k++) {
+            const float *xr = x + (b * kk + k) * len;
+            for (l = 0; l < len; l++) {
+                int64_t at = 0, rk = k, rl = l, stride = 1, inside = 1;
+                for (d = rank - 1; d >= 0; d--) {
+                    const int64_t ko = rk % block[d], lo = rl % blocks[d];
+                    const int64_t pos = lo * strides[d] - pads[d] + ko * dil[d];
+                    rk /= block[d];
+                    rl /= blocks[d];
+                    if (pos < 0 || pos >= image[d])
+                        inside = 0;
+                    at += pos * stride;
+                    stride *= image[d];
+                }
+                if (inside)
+                    yp[at] += xr[l];
+            }
+        }
+    }
+    return 0;
+}
+
+/* ONNX MaxUnpool: y (dims `ydims`) all zeros, then x[i] stored at the flat index idx[i]
+ * (negative ones counted from the end, as numpy does) of the unpooled shape `inferred`,
+ * which sits at the start of each dim of y. Elements of `esize` bytes; returns nonzero
+ * on an index out of range or a run-time output_shape (if not NULL) unlike ydims. */
+Q35_FN int q35_max_unpool(void *y, const void *x, const int64_t *idx, size_t esize,
+                          int64_t count, int64_t rank, const int64_t *inferred,
+                          const int64_t *ydims, const int64_t *output_shape)
+{
+    int64_t total = 1, ytotal = 1, i, d;
+    for (d = 0; d < rank; d++) {
+        if (output_shape && output_shape[d] != ydims[d])
+            return 1;
+        total *= inferred[d];
+        ytotal *= ydims[d];
+    }
+    memset(y, 0, (size_t)ytotal * esize);
+    for (i = 0; i < count; i++) {
+        int64_t k = idx[i] < 0 ? idx[i] + total : idx[i], at = 0, stride = 1;
+        if (k < 0 || k >= total)
+            return 1;
+        for (d = rank - 1; d >= 0; d--) {
+            at += k % inferred[d] * stride;
+            k /= inferred[d];
+            stride *= ydims[d];
+        }
+        memcpy((char *)y + at * esize, (const char *)x + i * esize, esize);
+    }
+    return 0;
 }
