@@ -28,7 +28,6 @@ CNN_OPS = frozenset({
 """The op types of this family (Flatten, Gemm, Concat, Softmax have dedicated converters)."""
 
 C_REFUSED = {
-    "test_maxpool_2d_uint8": "only float32",
     **{f"test_training_dropout{s}": "must be known at compile time" for s in (
         "", "_default", "_default_mask", "_mask", "_zero_ratio", "_zero_ratio_mask")},
     **{f"test_resize_downsample_{s}_antialias": "antialias needs its scales or sizes known"

@@ -149,7 +149,7 @@ def render_col2im(printer, step) -> str:
             f"{len(p['image'])}, image, {image}, {block}, dil, pads, strides, {p['ck']}, "
             f"{p['len']}) != 0)\n"
             f"    return {printer.prefix}_fail("
-            f"{c_string(step.origin + ': the image and block shapes do not fit the compiled shapes')});")
+            f"{c_string(step.origin + ': the image and block shapes do not fit')});")
 
 
 @renders("max_unpool", runtime=RUNTIME)

@@ -1,0 +1,110 @@
+"""The CNN-family ops lowered for issue #13 on the C target: MaxPool of uint8, Col2Im and
+MaxUnpool. Each node-suite case runs on c and on the interpreter (the oracle): both match
+the suite's expected outputs and c matches the interpreter exactly. Hand-built nodes check
+the run-time refusals (the shapes and indices only known when the model runs)."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import warnings
+
+import numpy as np
+import onnx
+import pytest
+from conftest import require_tool
+from onnx import TensorProto, helper
+from test_c_cnn import _suite
+
+from q35c.compiler.diagnostics import Q35cError
+from q35c.compiler.driver import Options, run_file
+
+CASES = ["test_maxpool_2d_uint8",
+         "test_col2im", "test_col2im_5d", "test_col2im_dilations", "test_col2im_pads",
+         "test_col2im_strides",
+         "test_maxunpool_export_with_output_shape", "test_maxunpool_export_without_output_shape"]
+
+
+@pytest.fixture(scope="module")
+def suite():
+    require_tool("cc")
+    return _suite()
+
+
+def run(path, feeds: dict[str, np.ndarray], target: str, out) -> dict[str, np.ndarray]:
+    options = Options(target=target, passes="", shapes={k: v.shape for k, v in feeds.items()})
+    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return run_file(path, feeds, out, options)
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_node_case_on_c_equals_interp(suite, tmp_path, name):
+    [case] = [c for c in suite.collect(name) if c.name == name]
+    path = tmp_path / f"{name}.onnx"
+    onnx.save(case.model, path)
+    inputs, outputs = case.data_sets[0]
+    feeds = {i.name: suite._to_array(v) for i, v in zip(case.model.graph.input, inputs)}
+    got = {t: run(path, feeds, t, tmp_path / t) for t in ("interp", "c")}
+    for o, want in zip(case.model.graph.output, outputs):
+        want = suite._to_array(want)
+        assert suite._matches(got["interp"][o.name], want) == ""
+        assert got["c"][o.name].dtype == got["interp"][o.name].dtype
+        np.testing.assert_array_equal(got["c"][o.name], got["interp"][o.name])
+
+
+def _model(node, inputs, output) -> onnx.ModelProto:
+    graph = helper.make_graph([node], "g", inputs, [output])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+
+
+def test_maxpool_uint8_with_indices_equals_interp(tmp_path):
+    """uint8 MaxPool with its Indices output, strides and pads (first maximum
+    of ties, flat index into x)."""
+    require_tool("cc")
+    node = helper.make_node("MaxPool", ["x"], ["y", "i"], kernel_shape=[3, 2],
+                            strides=[2, 2], pads=[1, 0, 1, 1])
+    graph = helper.make_graph(
+        [node], "g", [helper.make_tensor_value_info("x", TensorProto.UINT8, [2, 3, 7, 6])],
+        [helper.make_tensor_value_info("y", TensorProto.UINT8, None),
+         helper.make_tensor_value_info("i", TensorProto.INT64, None)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    path = tmp_path / "pool.onnx"
+    onnx.save(model, path)
+    x = np.random.default_rng(0).integers(0, 8, (2, 3, 7, 6), dtype=np.uint8)  # many ties
+    want = run(path, {"x": x}, "interp", tmp_path / "i")
+    got = run(path, {"x": x}, "c", tmp_path / "c")
+    for name in ("y", "i"):
+        np.testing.assert_array_equal(got[name], want[name])
+
+
+def test_col2im_refuses_an_image_shape_unlike_the_compiled_one(tmp_path):
+    require_tool("cc")
+    node = helper.make_node("Col2Im", ["x", "image", "block"], ["y"])
+    model = _model(node, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 16]),
+                          helper.make_tensor_value_info("image", TensorProto.INT64, [2]),
+                          helper.make_tensor_value_info("block", TensorProto.INT64, [2])],
+                   helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1, 5, 5]))
+    path = tmp_path / "col2im.onnx"
+    onnx.save(model, path)
+    x = np.arange(64, dtype=np.float32).reshape(1, 4, 16)
+    good = {"x": x, "image": np.array([5, 5]), "block": np.array([2, 2])}
+    np.testing.assert_array_equal(run(path, good, "c", tmp_path / "ok")["y"],
+                                  run(path, good, "interp", tmp_path / "i")["y"])
+    bad = {**good, "block": np.array([1, 4])}  # 4 values per block too, but 10 positions
+    with pytest.raises(Q35cError, match="image and block shapes"):
+        run(path, bad, "c", tmp_path / "bad")
+
+
+def test_max_unpool_refuses_an_index_out_of_range(tmp_path):
+    require_tool("cc")
+    node = helper.make_node("MaxUnpool", ["x", "i"], ["y"], kernel_shape=[2, 2],
+                            strides=[2, 2])
+    model = _model(node, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 2, 2]),
+                          helper.make_tensor_value_info("i", TensorProto.INT64, [1, 1, 2, 2])],
+                   helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1, 4, 4]))
+    path = tmp_path / "unpool.onnx"
+    onnx.save(model, path)
+    x = np.array([1, 2, 3, 4], dtype=np.float32).reshape(1, 1, 2, 2)
+    with pytest.raises(Q35cError, match="an index or the output shape"):
+        run(path, {"x": x, "i": np.array([0, 5, 16, 3]).reshape(1, 1, 2, 2)}, "c", tmp_path)
