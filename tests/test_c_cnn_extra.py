@@ -1,7 +1,8 @@
-"""The CNN-family ops lowered for issue #13 on the C target: MaxPool of uint8, Col2Im and
-MaxUnpool. Each node-suite case runs on c and on the interpreter (the oracle): both match
-the suite's expected outputs and c matches the interpreter exactly. Hand-built nodes check
-the run-time refusals (the shapes and indices only known when the model runs)."""
+"""The CNN-family ops lowered for issue #13 on the C target: MaxPool of uint8, Col2Im,
+MaxUnpool and RoiAlign. Each node-suite case runs on c and on the interpreter (the
+oracle): both match the suite's expected outputs and c matches the interpreter exactly.
+Hand-built nodes cover other settings and the run-time refusals (the shapes and indices
+only known when the model runs)."""
 
 from __future__ import annotations
 
@@ -22,7 +23,8 @@ from q35c.compiler.driver import Options, run_file
 CASES = ["test_maxpool_2d_uint8",
          "test_col2im", "test_col2im_5d", "test_col2im_dilations", "test_col2im_pads",
          "test_col2im_strides",
-         "test_maxunpool_export_with_output_shape", "test_maxunpool_export_without_output_shape"]
+         "test_maxunpool_export_with_output_shape", "test_maxunpool_export_without_output_shape",
+         "test_roialign_aligned_false", "test_roialign_aligned_true", "test_roialign_mode_max"]
 
 
 @pytest.fixture(scope="module")
@@ -108,3 +110,30 @@ def test_max_unpool_refuses_an_index_out_of_range(tmp_path):
     x = np.array([1, 2, 3, 4], dtype=np.float32).reshape(1, 1, 2, 2)
     with pytest.raises(Q35cError, match="an index or the output shape"):
         run(path, {"x": x, "i": np.array([0, 5, 16, 3]).reshape(1, 1, 2, 2)}, "c", tmp_path)
+
+
+@pytest.mark.parametrize("attrs", [
+    {"coordinate_transformation_mode": "output_half_pixel", "spatial_scale": 0.5},
+    {"coordinate_transformation_mode": "half_pixel", "spatial_scale": 0.25, "mode": "max"},
+    {"coordinate_transformation_mode": "output_half_pixel", "sampling_ratio": 3,
+     "mode": "max"}])
+def test_roi_align_equals_interp(tmp_path, attrs):
+    """RoiAlign off the suite's settings: adaptive sampling grids (sampling_ratio 0),
+    rois thinner than a pixel (widened to 1 with output_half_pixel), rois partly off
+    the image, two images."""
+    require_tool("cc")
+    node = helper.make_node("RoiAlign", ["x", "rois", "b"], ["y"], output_height=3,
+                            output_width=4, **attrs)
+    model = _model(node, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, 9, 8]),
+                          helper.make_tensor_value_info("rois", TensorProto.FLOAT, [4, 4]),
+                          helper.make_tensor_value_info("b", TensorProto.INT64, [4])],
+                   helper.make_tensor_value_info("y", TensorProto.FLOAT, [4, 3, 3, 4]))
+    path = tmp_path / "roi.onnx"
+    onnx.save(model, path)
+    rng = np.random.default_rng(1)
+    feeds = {"x": rng.standard_normal((2, 3, 9, 8), dtype=np.float32),
+             "rois": np.array([[0, 0, 15, 17], [3.3, 2.1, 3.7, 2.4], [-4, 5, 20, 30],
+                               [7.5, 1.25, 12.5, 9]], dtype=np.float32),
+             "b": np.array([1, 0, 1, 0])}
+    np.testing.assert_array_equal(run(path, feeds, "c", tmp_path / "c")["y"],
+                                  run(path, feeds, "interp", tmp_path / "i")["y"])

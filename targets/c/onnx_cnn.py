@@ -165,3 +165,15 @@ def render_max_unpool(printer, step) -> str:
             f"inferred, ydims, {shape_ptr}) != 0)\n"
             f"    return {printer.prefix}_fail("
             f"{c_string(step.origin + ': an index or the output shape does not fit')});")
+
+
+@renders("roi_align", runtime=RUNTIME)
+def render_roi_align(printer, step) -> str:
+    p = step.params
+    x, rois, idx = (printer.ptr(b, True) for b in step.ins)
+    return (f"if (q35_roi_align_f32({printer.ptr(step.outs[0])}, {x}, {rois}, {idx}, "
+            f"{p['rois']}, {p['n']}, {p['c']}, {p['h']}, {p['w']}, {p['oh']}, {p['ow']}, "
+            f"{p['sampling']}, {_float_literal(p['scale'], 'float')}, {p['half_pixel']}, "
+            f"{p['max']}) != 0)\n"
+            f"    return {printer.prefix}_fail("
+            f"{c_string(step.origin + ': a batch index is out of range')});")

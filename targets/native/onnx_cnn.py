@@ -573,3 +573,27 @@ def max_unpool(lowering, op) -> None:
     shape_in = [_int64_input(node, 2, len(y_shape))] if 2 in node.inputs else []
     node.step("max_unpool", [node.result()], [x, idx, *shape_in], {
         "inferred": inferred, "ydims": list(y_shape)})
+
+
+@lowers("RoiAlign")
+def roi_align(lowering, op) -> None:
+    """RoiAlign of float32 NCHW features over run-time rois and batch indices (the kernel
+    checks each index); before opset 16 the coordinates are output_half_pixel."""
+    node = Node(lowering, op)
+    x, rois = node.float_buffer(0), node.float_buffer(1)
+    idx = node.buffer(2)
+    y_shape = _shape(node.outputs[0])
+    if len(x.shape) != 4 or len(rois.shape) != 2 or rois.shape[1] != 4 or (
+            idx.dtype != np.int64 or idx.shape != (rois.shape[0],)):
+        raise node.error("needs 4-D X, rois of shape (R, 4) and R int64 batch indices")
+    default = "half_pixel" if op.opset.value.data >= 16 else "output_half_pixel"
+    coordinate = node.attr("coordinate_transformation_mode", default)
+    mode = node.attr("mode", "avg")
+    if coordinate not in ("half_pixel", "output_half_pixel") or mode not in ("avg", "max"):
+        raise node.error(f"mode '{mode}' with coordinates '{coordinate}' is not supported")
+    node.step("roi_align", [node.result()], [x, rois, idx], {
+        "n": x.shape[0], "c": x.shape[1], "h": x.shape[2], "w": x.shape[3],
+        "rois": rois.shape[0], "oh": y_shape[2], "ow": y_shape[3],
+        "sampling": int(node.attr("sampling_ratio", 0)),
+        "scale": float(np.float32(node.attr("spatial_scale", 1.0))),
+        "half_pixel": int(coordinate == "half_pixel"), "max": int(mode == "max")})

@@ -735,3 +735,124 @@ Q35_FN int q35_max_unpool(void *y, const void *x, const int64_t *idx, size_t esi
     }
     return 0;
 }
+
+/* One sampling coordinate of RoiAlign along an axis: start + p*bin + (i + 0.5)*bin/grid,
+ * rounded as the reference's numpy scalars are: in float32, unless the roi was widened to
+ * 1 (output_half_pixel), when the bin is a Python float and each term is a double
+ * rounded to float32 as it is added. */
+static float q35_roi_coord(float start, int64_t p, int64_t i, int64_t grid, float bin,
+                           int widened, int64_t pooled)
+{
+    if (widened) {
+        const double b = 1.0 / (double)pooled;
+        return (start + (float)((double)p * b)) + (float)(((double)i + 0.5) * b / (double)grid);
+    }
+    return (start + (float)p * bin) + ((float)i + 0.5f) * bin / (float)grid;
+}
+
+/* The 4 bilinear taps (flat positions and float32 weights) of the sample (y, x) in an
+ * h x w plane, as the reference's pre_calc_for_bilinear_interpolate: all 0 outside
+ * [-1, h] x [-1, w]. */
+static void q35_roi_taps(float y, float x, int64_t h, int64_t w, int64_t *pos, float *wt)
+{
+    int64_t yl, xl, yh, xh;
+    float ly, lx, hy, hx;
+    if (y < -1.0f || y > (float)h || x < -1.0f || x > (float)w) {
+        pos[0] = pos[1] = pos[2] = pos[3] = 0;
+        wt[0] = wt[1] = wt[2] = wt[3] = 0.0f;
+        return;
+    }
+    y = y < 0.0f ? 0.0f : y;
+    x = x < 0.0f ? 0.0f : x;
+    yl = (int64_t)y;
+    xl = (int64_t)x;
+    if (yl >= h - 1) {
+        yh = yl = h - 1;
+        y = (float)yl;
+    } else
+        yh = yl + 1;
+    if (xl >= w - 1) {
+        xh = xl = w - 1;
+        x = (float)xl;
+    } else
+        xh = xl + 1;
+    ly = y - (float)yl;
+    lx = x - (float)xl;
+    hy = 1.0f - ly;
+    hx = 1.0f - lx;
+    pos[0] = yl * w + xl;
+    pos[1] = yl * w + xh;
+    pos[2] = yh * w + xl;
+    pos[3] = yh * w + xh;
+    wt[0] = hy * hx;
+    wt[1] = hy * lx;
+    wt[2] = ly * hx;
+    wt[3] = ly * lx;
+}
+
+/* ONNX RoiAlign of x[n, c, h, w] over `nrois` rois (x1, y1, x2, y2 rows of float32 rois,
+ * image batch_idx[r]) into y[r, c, oh, ow]: per output bin the average (or the max of the
+ * weighted taps, as the reference computes "max") of grid_h x grid_w bilinear samples,
+ * each step in the reference's float32 order. Returns nonzero on a batch index out of
+ * range. */
+Q35_FN int q35_roi_align_f32(float *y, const float *x, const float *rois,
+                             const int64_t *batch_idx, int64_t nrois, int64_t n, int64_t c,
+                             int64_t h, int64_t w, int64_t oh, int64_t ow, int64_t sampling,
+                             float scale, int half_pixel, int max_mode)
+{
+    int64_t r;
+    for (r = 0; r < nrois; r++)
+        if (batch_idx[r] < 0 || batch_idx[r] >= n)
+            return 1;
+    for (r = 0; r < nrois; r++) {
+        const float off = half_pixel ? 0.5f : 0.0f;
+        const float sw = rois[r * 4] * scale - off, sh = rois[r * 4 + 1] * scale - off;
+        const float ew = rois[r * 4 + 2] * scale - off, eh = rois[r * 4 + 3] * scale - off;
+        float rw = ew - sw, rh = eh - sh, bw, bh;
+        int wide_w = 0, wide_h = 0;
+        int64_t gh, gw, count, ch, ph, pw, iy, ix;
+        if (!half_pixel) {
+            wide_w = !(rw >= 1.0f);
+            wide_h = !(rh >= 1.0f);
+            rw = wide_w ? 1.0f : rw;
+            rh = wide_h ? 1.0f : rh;
+        }
+        bh = rh / (float)oh;
+        bw = rw / (float)ow;
+        gh = sampling > 0 ? sampling : (int64_t)ceil(wide_h ? 1.0 / (double)oh : (double)bh);
+        gw = sampling > 0 ? sampling : (int64_t)ceil(wide_w ? 1.0 / (double)ow : (double)bw);
+        count = gh * gw > 1 ? gh * gw : 1;
+        for (ch = 0; ch < c; ch++) {
+            const float *xp = x + (batch_idx[r] * c + ch) * h * w;
+            for (ph = 0; ph < oh; ph++)
+                for (pw = 0; pw < ow; pw++) {
+                    float acc = 0.0f;
+                    int seen = 0;
+                    for (iy = 0; iy < gh; iy++) {
+                        const float yy = q35_roi_coord(sh, ph, iy, gh, bh, wide_h, oh);
+                        for (ix = 0; ix < gw; ix++) {
+                            const float xx = q35_roi_coord(sw, pw, ix, gw, bw, wide_w, ow);
+                            int64_t pos[4];
+                            float wt[4];
+                            q35_roi_taps(yy, xx, h, w, pos, wt);
+                            if (!max_mode)
+                                acc += wt[0] * xp[pos[0]] + wt[1] * xp[pos[1]] +
+                                       wt[2] * xp[pos[2]] + wt[3] * xp[pos[3]];
+                            else {
+                                float v = wt[0] * xp[pos[0]];
+                                int k;
+                                for (k = 1; k < 4; k++)
+                                    if (wt[k] * xp[pos[k]] > v)
+                                        v = wt[k] * xp[pos[k]];
+                                if (!seen || v > acc)
+                                    acc = v;
+                                seen = 1;
+                            }
+                        }
+                    }
+                    y[((r * c + ch) * oh + ph) * ow + pw] = max_mode ? acc : acc / (float)count;
+                }
+        }
+    }
+    return 0;
+}
