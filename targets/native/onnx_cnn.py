@@ -1,7 +1,7 @@
 """Native rules for the CNN family of `q35nn.onnx_node`: Conv, ConvTranspose, the pools,
 BatchNormalization, InstanceNormalization, LRN, Pad, DepthToSpace, SpaceToDepth,
-Resize / Upsample (inference-mode Dropout, and Sum for ResNet's residual adds, are
-onnx_tensor.py's).
+Resize / Upsample, Col2Im, MaxUnpool, RoiAlign (inference-mode Dropout, and Sum for
+ResNet's residual adds, are onnx_tensor.py's).
 
 Each rule works out the node's static geometry here (auto_pad, ceil_mode, output_padding,
 interpolation tables) from the attributes and the operand and result shapes the importer
@@ -9,7 +9,8 @@ fixed, and appends kernel steps whose parameters are plain numbers; the kernels 
 `targets/c/runtime/q35rt_cnn.c` (`targets/c/onnx_cnn.py` renders them). Pure data movement
 (DepthToSpace, SpaceToDepth) reuses the strided copy.
 The semantics are ONNX's, as onnx's reference implementation (the interpreter) computes
-them; float32 only for the arithmetic kernels, any element type for data movement.
+them; float32 only for the arithmetic kernels (MaxPool also uint8), any element type for
+data movement (Pad, MaxUnpool).
 """
 
 from __future__ import annotations
