@@ -1,6 +1,8 @@
 """The CNN-family ops lowered for issue #13 on the C target: MaxPool of uint8, Col2Im,
-MaxUnpool and RoiAlign. Each node-suite case runs on c and on the interpreter (the
-oracle): both match the suite's expected outputs and c matches the interpreter exactly.
+MaxUnpool, RoiAlign and antialiased Resize with run-time sizes. Each node-suite case runs
+on c and on the interpreter (the oracle): both match the suite's expected outputs and c
+matches the interpreter exactly (Resize within the suite's tolerance: its taps are summed
+in another order).
 Hand-built nodes cover other settings and the run-time refusals (the shapes and indices
 only known when the model runs)."""
 
@@ -25,6 +27,8 @@ CASES = ["test_maxpool_2d_uint8",
          "test_col2im_strides",
          "test_maxunpool_export_with_output_shape", "test_maxunpool_export_without_output_shape",
          "test_roialign_aligned_false", "test_roialign_aligned_true", "test_roialign_mode_max"]
+RESIZE_CASES = ["test_resize_downsample_sizes_cubic_antialias",
+                "test_resize_downsample_sizes_linear_antialias"]
 
 
 @pytest.fixture(scope="module")
@@ -40,8 +44,8 @@ def run(path, feeds: dict[str, np.ndarray], target: str, out) -> dict[str, np.nd
         return run_file(path, feeds, out, options)
 
 
-@pytest.mark.parametrize("name", CASES)
-def test_node_case_on_c_equals_interp(suite, tmp_path, name):
+def node_case_outputs(suite, tmp_path, name):
+    """(c's, the interpreter's, the expected) outputs of node-suite case `name`."""
     [case] = [c for c in suite.collect(name) if c.name == name]
     path = tmp_path / f"{name}.onnx"
     onnx.save(case.model, path)
@@ -49,10 +53,22 @@ def test_node_case_on_c_equals_interp(suite, tmp_path, name):
     feeds = {i.name: suite._to_array(v) for i, v in zip(case.model.graph.input, inputs)}
     got = {t: run(path, feeds, t, tmp_path / t) for t in ("interp", "c")}
     for o, want in zip(case.model.graph.output, outputs):
-        want = suite._to_array(want)
-        assert suite._matches(got["interp"][o.name], want) == ""
-        assert got["c"][o.name].dtype == got["interp"][o.name].dtype
-        np.testing.assert_array_equal(got["c"][o.name], got["interp"][o.name])
+        yield got["c"][o.name], got["interp"][o.name], suite._to_array(want)
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_node_case_on_c_equals_interp(suite, tmp_path, name):
+    for c, interp, want in node_case_outputs(suite, tmp_path, name):
+        assert suite._matches(interp, want) == ""
+        assert c.dtype == interp.dtype
+        np.testing.assert_array_equal(c, interp)
+
+
+@pytest.mark.parametrize("name", RESIZE_CASES)
+def test_antialiased_resize_case_on_c_matches_interp(suite, tmp_path, name):
+    for c, interp, want in node_case_outputs(suite, tmp_path, name):
+        assert suite._matches(interp, want) == ""
+        assert suite._matches(c, interp) == ""
 
 
 def _model(node, inputs, output) -> onnx.ModelProto:
@@ -137,3 +153,11 @@ def test_roi_align_equals_interp(tmp_path, attrs):
              "b": np.array([1, 0, 1, 0])}
     np.testing.assert_array_equal(run(path, feeds, "c", tmp_path / "c")["y"],
                                   run(path, feeds, "interp", tmp_path / "i")["y"])
+
+
+def test_antialiased_resize_with_run_time_scales_is_a_clean_refusal(suite, tmp_path):
+    """Run-time scales set the antialias tap count only when the model runs: refused."""
+    [case] = suite.collect("test_resize_downsample_scales_linear_antialias")
+    outcome = suite.run_case(case, "c", tmp_path)
+    assert outcome.status == "refused"
+    assert "antialias needs its scales or sizes known at compile time" in outcome.detail

@@ -432,6 +432,14 @@ def resize(lowering, op) -> None:
         resize_at_run_time(node, x, y_shape, mode)
         return
     scale, rois = _resize_geometry(node, x.shape, y_shape)
+    resize_with_tables(node, x, y_shape, scale, rois, mode)
+
+
+def resize_with_tables(node: Node, x: Buffer, y_shape: tuple[int, ...], scale: list[float],
+                       rois: list, mode: str) -> None:
+    """The resized axes as `resize_axis` steps whose taps are compile-time tables, from
+    each axis's scale factor and roi."""
+    lowering = node.lowering
     extrapolation = float(node.attr("extrapolation_value", 0.0))
     resized = [a for a in range(len(x.shape)) if y_shape[a] != x.shape[a] or not (
         math.isclose(scale[a], 1.0) and (rois[a] is None or (
@@ -469,13 +477,13 @@ def resize_at_run_time(node: Node, x: Buffer, y_shape: tuple[int, ...], mode: st
     """Resize whose scales, sizes or roi are run-time values: a `resize_scales` step finds
     every axis's scale (and checks the output shape), then per axis in `axes` a
     `resize_taps` step computes the taps the reference would, and `resize_axis` applies
-    them (2 taps for nearest and linear, 4 for cubic; antialias is refused here)."""
+    them (2 taps for nearest and linear, 4 for cubic). Antialias makes the tap count depend
+    on the scale: it is taken only with run-time sizes under the stretch policy, whose
+    checked output shape fixes every scale, so the taps are compile-time tables."""
     lowering = node.lowering
     upsample = node.type == "Upsample"  # nearest: each input repeated (asymmetric, floor)
     if not upsample and node.op.opset.value.data < 11:
         raise node.error(f"Resize of opset {node.op.opset.value.data} is not supported")
-    if node.attr("antialias", 0):
-        raise node.error("antialias needs its scales or sizes known at compile time")
     if upsample and mode != "nearest":
         raise node.error("only nearest Upsample is supported")
     coordinate = ("asymmetric" if upsample
@@ -497,10 +505,18 @@ def resize_at_run_time(node: Node, x: Buffer, y_shape: tuple[int, ...], mode: st
             sizes is not None and sizes.dtype != np.int64):
         raise node.error("needs float32 scales or int64 sizes, one per axis")
     roi = node.float_buffer(1) if coordinate == "tf_crop_and_resize" else None
+    antialias = bool(node.attr("antialias", 0))
+    if antialias and (sizes is None or policy != "stretch" or roi is not None):
+        raise node.error("antialias needs its scales or sizes known at compile time "
+                         "(run-time sizes only with the stretch policy and no roi)")
     scale = lowering.new("arena", np.dtype(np.float64), (rank,), "scale")
     node.step("resize_scales", [scale], [scales if scales is not None else sizes], {
         "sizes": sizes is not None, "axes": axes, "xdims": list(x.shape),
         "ydims": list(y_shape), "policy": ASPECT_POLICIES[policy]})
+    if antialias:  # stretched sizes: the checked output shape gives every scale
+        resize_with_tables(node, x, y_shape, [y / i for y, i in zip(y_shape, x.shape)],
+                           [None] * rank, mode)
+        return
     taps = 4 if mode == "cubic" else 2
     current, shape = x, list(x.shape)
     for k, axis in enumerate(axes):
