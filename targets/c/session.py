@@ -67,6 +67,9 @@ class CSession:
     `sources` are the emitted files (model.c, model.h and the blob `model.bin`); `prefix`
     is the API prefix of model.h (the stem the model was emitted with)."""
 
+    LABEL = "c target"
+    """How errors name the target (the CUDA target's session shares this class)."""
+
     def __init__(self, sources: dict[str, bytes], prefix: str, blob_path: Path | None = None,
                  threads: int | None = None):
         if threads:
@@ -76,7 +79,12 @@ class CSession:
             blob_path = directory / BLOB_FILE
             if not blob_path.exists():
                 blob_path.write_bytes(sources[BLOB_FILE])
-        self._lib = ctypes.CDLL(str(directory / LIBRARY))
+        self._open(directory / LIBRARY, blob_path, sources["model.h"], prefix)
+
+    def _open(self, library: Path, blob_path: Path, header: bytes, prefix: str) -> None:
+        """Load `library`, bind its `<prefix>_*` API, describe its tensors from `header`
+        and load the weights of `blob_path`."""
+        self._lib = ctypes.CDLL(str(library))
         p = prefix
         self._load = getattr(self._lib, f"{p}_load")
         self._load.restype = ctypes.c_void_p
@@ -88,7 +96,7 @@ class CSession:
         self._free.argtypes = [ctypes.c_void_p]
         self._error = getattr(self._lib, f"{p}_error")
         self._error.restype = ctypes.c_char_p
-        counts = dict(re.findall(rb"#define \w+_NUM_(INPUTS|OUTPUTS) (\d+)", sources["model.h"]))
+        counts = dict(re.findall(rb"#define \w+_NUM_(INPUTS|OUTPUTS) (\d+)", header))
         self.inputs = self._specs(f"{p}_inputs", int(counts[b"INPUTS"]))
         self.outputs = self._specs(f"{p}_outputs", int(counts[b"OUTPUTS"]))
         self._out_arrays = [np.zeros(s.shape, s.dtype) for s in self.outputs]
@@ -96,7 +104,7 @@ class CSession:
             *[a.ctypes.data for a in self._out_arrays])
         self._handle = self._load(str(blob_path).encode())
         if not self._handle:
-            raise Q35cError(f"c target: cannot load {blob_path}: {self._message()}")
+            raise Q35cError(f"{self.LABEL}: cannot load {blob_path}: {self._message()}")
 
     def _specs(self, symbol: str, count: int) -> list[TensorSpec]:
         table = (_TensorInfo * count).in_dll(self._lib, symbol)
@@ -135,15 +143,15 @@ class CSession:
         keep = []
         for spec in self.inputs:
             if spec.name not in inputs:
-                raise Q35cError(f"c target: missing input '{plain_text(spec.name)}'")
+                raise Q35cError(f"{self.LABEL}: missing input '{plain_text(spec.name)}'")
             value = np.ascontiguousarray(inputs[spec.name], dtype=spec.dtype)
             if value.shape != spec.shape:
-                raise Q35cError(f"c target: input '{plain_text(spec.name)}' has shape "
+                raise Q35cError(f"{self.LABEL}: input '{plain_text(spec.name)}' has shape "
                                 f"{value.shape}, expected {spec.shape}")
             keep.append(value)
-        pointers = (ctypes.c_void_p * len(keep))(*[a.ctypes.data for a in keep])
+        pointers = (ctypes.c_void_p * max(1, len(keep)))(*[a.ctypes.data for a in keep])
         if self._run(self._handle, pointers, self._out_ptrs) != 0:
-            raise Q35cError(f"c target: the compiled model failed: {self._message()}")
+            raise Q35cError(f"{self.LABEL}: the compiled model failed: {self._message()}")
         return {s.name: a.copy() for s, a in zip(self.outputs, self._out_arrays)}
 
     def close(self) -> None:
