@@ -22,6 +22,7 @@ from onnx.reference.ops.op_batch_normalization import (
     BatchNormalization_14,
     _batchnorm_test_mode,
 )
+from onnx.reference.ops.op_loop import Loop as _ReferenceLoop
 
 from q35c.compiler.tensors import numpy_dtype
 from q35c.dialects import q35nn
@@ -73,7 +74,7 @@ def _evaluator(op: q35nn.OnnxNodeOp) -> ReferenceEvaluator:
         graph = onnx.helper.make_graph([op.node_proto()], op.op_type.data, inputs, outputs)
         model = onnx.helper.make_model(
             graph, opset_imports=[onnx.helper.make_opsetid("", op.opset.value.data)])
-        evaluator = ReferenceEvaluator(model, new_ops=[BatchNormalization, LRN])
+        evaluator = ReferenceEvaluator(model, new_ops=[BatchNormalization, LRN, Loop])
         if len(_EVALUATORS) >= _CACHE_LIMIT:
             _EVALUATORS.clear()
         _EVALUATORS[key] = evaluator
@@ -111,3 +112,49 @@ class LRN(OpRun):
             begin, end = max(0, c - before), min(x.shape[1], c + after)
             square_sum[:, c] = np.sum(x[:, begin:end] ** 2, axis=1)
         return ((x / ((bias + (alpha / size) * square_sum) ** beta)).astype(x.dtype),)
+
+
+class Loop(_ReferenceLoop):
+    """Loop as the operator defines it. onnx's reference (1.23) runs no iteration when the
+    condition input is omitted (`while None`), where the specification runs up to the trip
+    count and ignores the body's condition output; and it stacks scan outputs with
+    `np.vstack`, which merges the iteration axis into the first axis of each value of rank
+    2 or more (and gives [T, 1] for scalars) instead of adding it: the specification's
+    (and shape inference's) scan output is [T, *value shape]. With both the trip count
+    and the condition omitted the specification's loop never ends (`for (i = 0; ; ++i)`,
+    the body's condition ignored): that is an error here, not a hang."""
+
+    def _run(self, M, cond, *args, context=None, body=None, attributes=None, bindings=None):
+        body = self.body
+        names = body.input_names
+        inputs = dict.fromkeys(names)
+        for name, value in zip(names[2:], args):
+            inputs[name] = value
+        if context is not None:
+            inputs.update(context)
+        if M is None and cond is None:
+            raise RuntimeError("a Loop with neither a trip count nor a condition never ends")
+        use_cond = cond is not None
+        going = True if cond is None else bool(np.asarray(cond).reshape(-1)[0])
+        scans: list[list[np.ndarray]] = [[] for _ in range(self.K)]
+        carried = [inputs[name] for name in names[2:]]
+        it = 0
+        while going and (M is None or it < int(np.asarray(M).reshape(-1)[0])):
+            if names and names[0]:
+                inputs[names[0]] = np.array(it, dtype=np.int64 if M is None else M.dtype)
+            if len(names) > 1 and names[1]:
+                inputs[names[1]] = np.array(going)
+            outputs = self._run_body(inputs, attributes=attributes, bindings=bindings)
+            for k in range(self.K):
+                scans[k].append(np.asarray(outputs[len(outputs) - self.K + k]))
+            if use_cond:
+                going = bool(np.asarray(outputs[0]).reshape(-1)[0])
+            carried = list(outputs[1:1 + self.N])
+            for name, value in zip(names[2:], carried):
+                inputs[name] = value
+            it += 1
+        results = [*carried, *(np.stack(values) for values in scans if values)]
+        if any(not values for values in scans):
+            raise RuntimeError("a Loop with scan outputs ran no iteration (their shape is "
+                               "unknown)")
+        return self._check_and_fix_outputs(tuple(results))

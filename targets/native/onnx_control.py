@@ -159,6 +159,9 @@ def lower_loop(lowering, op) -> None:
     if n_carried < 0 or n_scan < 0:
         raise _error(lowering, op, "the body must take the iteration number and the "
                                    "condition, and return the condition")
+    if 0 not in given and 1 not in given:
+        raise _error(lowering, op, "a Loop with neither a trip count nor a condition never "
+                                   "ends")
     trip = _ins(lowering, op, [given[0]])[0] if 0 in given else None
     cond = _ins(lowering, op, [given[1]])[0] if 1 in given else None
     inits = _ins(lowering, op, [given[2 + j] for j in range(n_carried)])
