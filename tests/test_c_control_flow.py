@@ -17,6 +17,7 @@ import numpy as np
 import onnx
 import pytest
 from conftest import require_tool
+from hypothesis import given, settings, strategies as st
 from onnx import TensorProto, helper
 from test_c_cnn import _suite
 from test_c_cnn_extra import node_case_outputs
@@ -261,7 +262,7 @@ def test_growing_loop_carried_value_is_refused_on_c(tmp_path):
 def test_scan_axes_and_directions_follow_the_spec(tmp_path):
     """A running sum over axis 1 of x [2, 4], read backwards; the per-step sums stacked on
     axis 1 of the output, written backwards too (onnx's reference implements axis 0 and
-    forward only, so numpy is the oracle here)."""
+    forward only: semantics/onnx_node.py's Scan does the rest; numpy is the oracle)."""
     body = helper.make_graph([helper.make_node("Add", ["s_in", "xi"], ["s_out"]),
                               helper.make_node("Identity", ["s_out"], ["scan"])], "body",
                              [_vi("s_in", F, [2]), _vi("xi", F, [2])],
@@ -273,15 +274,57 @@ def test_scan_axes_and_directions_follow_the_spec(tmp_path):
                    [_vi("s", F, [2]), _vi("ys", F, [2, 4])])
     s0 = np.array([10, 20], np.float32)
     x = np.arange(8, dtype=np.float32).reshape(2, 4)
-    require_tool("cc")
-    c = _run(model, {"s0": s0, "x": x}, "c", tmp_path)
+    c, interp = _both(model, {"s0": s0, "x": x}, tmp_path)
     sums, s = [], s0.copy()
     for t in range(3, -1, -1):  # input read backwards
         s = s + x[:, t]
         sums.append(s)
     ys = np.stack(sums[::-1], axis=1)  # output written backwards: the last sum first
-    np.testing.assert_array_equal(c["s"], s)
-    np.testing.assert_array_equal(c["ys"], ys)
+    for got in (c, interp):
+        np.testing.assert_array_equal(got["s"], s)
+        np.testing.assert_array_equal(got["ys"], ys)
+
+
+@settings(max_examples=4, deadline=None, database=None)
+@given(data=st.data())
+def test_scan_axes_and_directions_property(tmp_path_factory, data):
+    """Any input axis and direction of a rank-3 scan input, any output axis (negative
+    ones too) and direction: c equals the interpreter and numpy's moveaxis / flip, bit
+    for bit (the body: a state times 0.5 plus the slice, and the slice's square)."""
+    shape = tuple(data.draw(st.lists(st.integers(1, 3), min_size=3, max_size=3)))
+    in_axis = data.draw(st.integers(-3, 2))
+    in_dir, out_dir = data.draw(st.integers(0, 1)), data.draw(st.integers(0, 1))
+    out_axis = data.draw(st.integers(-3, 2))
+    piece = tuple(int(d) for d in np.delete(np.array(shape), in_axis % 3))
+    half = onnx.numpy_helper.from_array(np.float32(0.5), "half")
+    body = helper.make_graph(
+        [helper.make_node("Constant", [], ["h"], value=half),
+         helper.make_node("Mul", ["s_in", "h"], ["sh"]),
+         helper.make_node("Add", ["sh", "xi"], ["s_out"]),
+         helper.make_node("Mul", ["xi", "xi"], ["sq"])], "body",
+        [_vi("s_in", F, list(piece)), _vi("xi", F, list(piece))],
+        [_vi("s_out", F, list(piece)), _vi("sq", F, list(piece))])
+    node = helper.make_node("Scan", ["s0", "x"], ["s", "ys"], body=body, num_scan_inputs=1,
+                            scan_input_axes=[in_axis], scan_input_directions=[in_dir],
+                            scan_output_axes=[out_axis], scan_output_directions=[out_dir])
+    steps = shape[in_axis % 3]
+    ys_shape = [int(d) for d in np.insert(np.array(piece), out_axis % 3, steps)]
+    model = _model([node], [_vi("s0", F, list(piece)), _vi("x", F, list(shape))],
+                   [_vi("s", F, list(piece)), _vi("ys", F, ys_shape)])
+    rng = np.random.default_rng(abs(hash((shape, in_axis, out_axis))) % 1000)
+    x = rng.standard_normal(shape).astype(np.float32)
+    s0 = rng.standard_normal(piece).astype(np.float32)
+    c, interp = _both(model, {"s0": s0, "x": x}, tmp_path_factory.mktemp("scan"))
+    xs = np.moveaxis(x, in_axis, 0)
+    xs = xs[::-1] if in_dir else xs
+    s, squares = s0, []
+    for t in range(steps):
+        s = s * np.float32(0.5) + xs[t]
+        squares.append(xs[t] * xs[t])
+    ys = np.moveaxis(np.stack(squares[::-1] if out_dir else squares), 0, out_axis % 3)
+    for got in (c, interp):
+        np.testing.assert_array_equal(got["s"], s)
+        np.testing.assert_array_equal(got["ys"], ys)
 
 
 def test_loop_output_is_byte_identical_across_compiles(tmp_path):
