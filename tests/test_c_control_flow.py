@@ -339,3 +339,51 @@ def test_loop_output_is_byte_identical_across_compiles(tmp_path):
             compile_file(path, tmp_path / out, Options(target="c", passes=""))
         texts.append((tmp_path / out / "model.c").read_bytes())
     assert texts[0] == texts[1]
+
+
+def test_bodies_read_weights_of_their_own_and_of_the_enclosing_graph(tmp_path):
+    """Large initializers (they go to the weight store, then the blob) inside a body and in
+    the enclosing graph, read by both branches of an If in a Scan's body."""
+    rng = np.random.default_rng(3)
+    inner = rng.standard_normal(100).astype(np.float32)
+    outer = rng.standard_normal(100).astype(np.float32)
+    then = helper.make_graph([helper.make_node("Add", ["xi", "w_inner"], ["a"])], "then", [],
+                             [_vi("a", F, [100])],
+                             [onnx.numpy_helper.from_array(inner, "w_inner")])
+    other = helper.make_graph([helper.make_node("Mul", ["xi", "w_outer"], ["b"])], "else", [],
+                              [_vi("b", F, [100])])
+    body = helper.make_graph(
+        [helper.make_node("ReduceSum", ["xi"], ["r"], keepdims=0),
+         _const("zero", np.float32(0)),
+         helper.make_node("Greater", ["r", "zero"], ["pos"]),
+         helper.make_node("If", ["pos"], ["y"], then_branch=then, else_branch=other),
+         helper.make_node("Add", ["s_in", "y"], ["s_out"])], "body",
+        [_vi("s_in", F, [100]), _vi("xi", F, [100])],
+        [_vi("s_out", F, [100]), _vi("y", F, [100])])
+    graph = helper.make_graph(
+        [helper.make_node("Scan", ["s0", "x"], ["s", "ys"], body=body, num_scan_inputs=1)],
+        "g", [_vi("s0", F, [100]), _vi("x", F, [3, 100])],
+        [_vi("s", F, [100]), _vi("ys", F, [3, 100])],
+        [onnx.numpy_helper.from_array(outer, "w_outer")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)])
+    x = rng.standard_normal((3, 100)).astype(np.float32)
+    x[1] = -np.abs(x[1])  # the else branch once
+    x[0], x[2] = np.abs(x[0]), np.abs(x[2])
+    s0 = np.zeros(100, np.float32)
+    c, interp = _both(model, {"s0": s0, "x": x}, tmp_path)
+    ys = np.stack([x[0] + inner, x[1] * outer, x[2] + inner])
+    for got in (c, interp):
+        np.testing.assert_array_equal(got["ys"], ys)
+        np.testing.assert_array_equal(got["s"], s0 + ys[0] + ys[1] + ys[2])
+
+
+def test_a_body_the_c_target_cannot_compile_is_refused_in_one_line(suite, tmp_path):
+    """test_loop11's body slices a constant at the run-time iteration number: no static
+    shape; the refusal names the Loop, its body and the Slice."""
+    [case] = [c for c in suite.collect("test_loop11") if c.name == "test_loop11"]
+    inputs, _ = case.data_sets[0]
+    feeds = {i.name: suite._to_array(v) for i, v in zip(case.model.graph.input, inputs)}
+    with pytest.raises(Q35cError, match=r"Loop.* body 'body': node 'Slice'") as err:
+        _run(case.model, feeds, "c", tmp_path)
+    assert "\n" not in str(err.value)
+    assert str(err.value).startswith(f"{tmp_path / 'm.onnx'}: ")
