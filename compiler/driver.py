@@ -350,13 +350,22 @@ def print_report(module: ModuleOp, stream) -> None:
     stream.flush()
 
 
+def _import_body(request):
+    """The ONNX frontend's body importer, imported when a target first asks for a body."""
+    from q35c.compiler.frontends.onnx.bodies import import_body
+
+    return import_body(request)
+
+
 def in_target(path: Path, call, *args):
     """`call(*args)`, a target's write or run, with its errors naming the input file: a
     target's lowering knows the op and node that it refuses, not the file they came from."""
+    from q35c.compiler.subgraphs import body_importer
     from q35c.semantics import SourceLineError
 
     try:
-        return call(*args)
+        with body_importer(_import_body):  # If/Loop/Scan bodies (compiler/subgraphs.py)
+            return call(*args)
     except SourceLineError:  # located at a line of the source: run_file names the file
         raise
     except Q35cError as err:
