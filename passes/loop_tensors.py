@@ -161,7 +161,9 @@ class LoopRaiser:
 
     def constant(self, array: np.ndarray, element: Attribute) -> SSAValue:
         t = TensorType(element, list(array.shape))
-        values = [bool(v) if str(element) == "i1" else v.item() for v in array.reshape(-1)]
+        kind = bool if str(element) == "i1" else int if isinstance(
+            element, (IntegerType, IndexType)) else float
+        values = [kind(v) for v in array.reshape(-1).tolist()]
         if len(set(values)) == 1 and values:
             attr = DenseIntOrFPElementsAttr.from_list(t, values[:1])
         else:

@@ -290,8 +290,10 @@ def _describe(loops: LoopRaiser, op: scf.ForOp, label: dict[SSAValue, str]) -> s
                      if name not in ("arith.constant", "tensor.empty"))
 
     def loops_of(found):
-        return ", ".join(f"line {line} ({trips})" if line is not None else f"({trips})"
-                         for line, trips in found)
+        counts = Counter(found)
+        return ", ".join((f"line {line} ({trips})" if line is not None else f"({trips})") +
+                         (f" x{counts[line, trips]}" if counts[line, trips] > 1 else "")
+                         for line, trips in dict.fromkeys(found))
 
     parts = [f"vectorized {loops_of(loops.vectorized[vec:])}"] if loops.vectorized[vec:] else []
     if loops.unrolled[unr:]:
@@ -299,7 +301,7 @@ def _describe(loops: LoopRaiser, op: scf.ForOp, label: dict[SSAValue, str]) -> s
     line = line_of(op)
     return (f"line {line}: " if line is not None else "") + \
         f"loop nest -> {', '.join(written) or 'a temporary'}: " + \
-        "; ".join(parts + [f"tensor ops {kept or 'none'}"])
+        "; ".join(parts + [f"tensor ops {kept or 'none (constants)'}"])
 
 
 @dataclass(frozen=True)
