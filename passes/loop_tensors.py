@@ -305,7 +305,10 @@ class LoopRaiser:
             return folded
         from q35c.semantics import IMPLEMENTATIONS
 
-        if type(op) not in IMPLEMENTATIONS or isinstance(op, arith.IndexCastOp):
+        if isinstance(op, arith.IndexCastOp):
+            raise NotRaised(line_of(op), "a subscript computed from array values (indirect "
+                                         "indexing) has no tensor form")
+        if type(op) not in IMPLEMENTATIONS:
             raise NotRaised(line_of(op), f"{op.name} has no tensor form")
         depth = max(self.depth_of(v) for v in vals)
         args = [self.tensor(v, depth) for v in vals]
