@@ -300,7 +300,7 @@ def _describe(loops: LoopRaiser, op: scf.ForOp, label: dict[SSAValue, str]) -> s
         parts.append(f"unrolled {loops_of(loops.unrolled[unr:])}")
     line = line_of(op)
     return (f"line {line}: " if line is not None else "") + \
-        f"loop nest -> {', '.join(written) or 'a temporary'}: " + \
+        f"loop nest -> {', '.join(written) or ('a value' if op.results else 'a temporary')}: " + \
         "; ".join(parts + [f"tensor ops {kept or 'none (constants)'}"])
 
 

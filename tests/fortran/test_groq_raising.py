@@ -29,6 +29,8 @@ def _inputs(entry: str, rng: np.random.Generator) -> dict[str, np.ndarray]:
         "token_stats": lambda: {"x": rng.standard_normal((24, 4)).astype(f32),
                                 "thresh": np.asarray(0.25)},
         "code_sums": lambda: {"q": rng.integers(-128, 128, (4, 24)).astype(np.int8)},
+        "logit_filter": lambda: {"logits": (rng.standard_normal((16, 3)) * 2).astype(f32),
+                                 "cutoff": np.asarray(float(rng.choice([0.5, 9.0])))},
         "causal_softmax": lambda: {"scores": (rng.standard_normal((16, 4)) * 6).astype(f32),
                                    "pos0": np.asarray(int(rng.integers(-3, 14)))},
         "rmsnorm_q8": lambda: {"x": (rng.standard_normal((32, 3)) * 3).astype(f32),
@@ -38,6 +40,7 @@ def _inputs(entry: str, rng: np.random.Generator) -> dict[str, np.ndarray]:
 
 
 KERNELS = [("reductions.f90", "token_stats"), ("reductions.f90", "code_sums"),
+           ("reductions.f90", "logit_filter"),
            ("attn_softmax.f90", "causal_softmax"), ("rmsnorm_q8.f90", "rmsnorm_q8")]
 
 
@@ -144,3 +147,57 @@ def test_sections_and_scalar_arguments_are_raised(tmp_path):
     want = run_module(compile_source(source, str(path)), WeightStore(),
                       {"x": x, "s": np.asarray(1.5)}, "k")["y"]
     assert np.load(tmp_path / "out" / "y.npy").tobytes() == np.asarray(want).tobytes()
+
+
+_DIM_MASK = """subroutine k(x, lim, s, m, c, far, tot)
+  real, intent(in) :: x(5, 3)
+  real, value :: lim
+  real, intent(out) :: s(5), m(3), tot
+  integer, intent(out) :: c(3), far(5)
+  s = sum(x, 2, x > lim)
+  m = maxval(x, dim=1, mask=x < lim)
+  c = count(x > lim, dim=1)
+  far = merge(1, 0, any(x > 2 * lim, dim=2) .and. .not. all(x > lim, 2))
+  tot = product(x, mask=x > 0)
+end subroutine k
+"""
+
+
+@pytest.mark.parametrize("lim", [0.3, -9.0, 9.0])
+def test_dim_and_mask_reductions_mean_what_fortran_says(lim):
+    """On the interpreter (loops) and raised: numpy's reading of the standard, an
+    all-false mask included (maxval gives -huge, product 1, count 0)."""
+    x = np.random.default_rng(2).standard_normal((5, 3)).astype(np.float32) * 3
+    inputs = {"x": x, "lim": np.asarray(lim)}
+    raised = compile_source(_DIM_MASK, "k.f90")
+    RaiseFortranTensorsPass().apply(Context(), raised)
+    assert "q35c.raised" in raised.body.block.first_op.attributes
+    loops = run_module(compile_source(_DIM_MASK, "k.f90"), WeightStore(), dict(inputs), "k")
+    got = run_module(raised, WeightStore(), dict(inputs), "k")
+    for name in loops:
+        assert np.asarray(got[name]).tobytes() == np.asarray(loops[name]).tobytes(), name
+    lim32, big = np.float32(lim), np.finfo(np.float32).max
+    s = np.zeros(5, np.float32)
+    for j in range(3):  # element order, one rounding per addition
+        s = np.where(x[:, j] > lim32, s + x[:, j], s)
+    assert np.array_equal(loops["s"], s)
+    assert np.array_equal(loops["m"], np.where(x < lim32, x, -big).max(axis=0))
+    assert np.array_equal(loops["c"], (x > lim32).sum(axis=0))
+    assert np.array_equal(loops["far"], ((x > 2 * lim32).any(axis=1) &
+                                         ~(x > lim32).all(axis=1)).astype(np.int32))
+
+
+@pytest.mark.parametrize("call,message", [
+    ("sum(x, dim=3)", "4:18: dim=3 is out of range for rank 2"),
+    ("sum(x, mask=x)", "4:19: the mask of sum must be logical, got real"),
+    ("count(x, dim=1)", "4:13: the mask of count must be logical, got real"),
+    ("sum(x, 1, x(1, :) > 0)", "4:25: the mask of sum has rank 1, the array 2"),
+    ("maxval(x, 1, x > 0, 2)", "4:7: maxval takes at most 3 arguments"),
+], ids=["dim-range", "mask-type", "count-type", "mask-rank", "too-many"])
+def test_bad_reduction_arguments_are_located_errors(tmp_path, call, message):
+    path = tmp_path / "k.f90"
+    path.write_text("subroutine k(x, y)\n  real, intent(in) :: x(4, 2)\n"
+                    f"  real, intent(out) :: y(2)\n  y = {call}\nend subroutine k\n")
+    result = q35c(path, check=False)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.splitlines()[0] == f"q35c: error: {path}:{message}"
