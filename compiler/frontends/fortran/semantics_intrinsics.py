@@ -14,6 +14,11 @@ ELEMENTAL_INTRINSICS = {"int", "real", "nint", "abs", "min", "max", "mod", "sqrt
 REDUCTION_INTRINSICS = {"sum", "maxval", "minval", "dot_product", "product"}
 INQUIRY_INTRINSICS = {"size", "huge", "kind", "lbound", "ubound", "tiny", "epsilon"}
 INTRINSICS = ELEMENTAL_INTRINSICS | REDUCTION_INTRINSICS | INQUIRY_INTRINSICS | {"matmul"}
+INTRINSIC_MODULE_FUNCTIONS: dict[str, dict[str, FType]] = {
+    # A sequential run's values (one thread, thread 0) and no clock (docs/fortran.md).
+    "omp_lib": {"omp_get_thread_num": INTEGER, "omp_get_num_threads": INTEGER,
+                "omp_get_max_threads": INTEGER, "omp_get_wtime": FType("real", 8)},
+}
 
 class IntrinsicChecker:
     """The Checker's intrinsic calls (a mixin of `Checker`)."""
@@ -151,6 +156,13 @@ class IntrinsicChecker:
             elif name != "size":
                 raise self.err(part, f"{name} without dim is not supported")
             return INTEGER
+        module_function = next((fns[name] for fns in INTRINSIC_MODULE_FUNCTIONS.values()
+                                if name in fns), None)
+        if module_function is not None:
+            need(0)
+            if kw:
+                raise self.err(part, f"{name} takes no arguments")
+            return module_function
         if name in ("huge", "kind", "tiny", "epsilon"):
             need(1)
             if name == "kind":
