@@ -32,6 +32,8 @@ class IntrinsicGen:
 
         if name in ("int", "real", "dble"):
             return self.convert(arg(0), pos[0].type, t)
+        if name == "allocated":  # known at compile time: see IRGen.allocation_status
+            return self.const_int(int(self.allocation_status(pos[0])), mlir_type(t))
         if name in SEQUENTIAL_OMP_VALUES:  # omp_lib as one thread runs it; no clock
             value = SEQUENTIAL_OMP_VALUES[name]
             if t.base == "real":

@@ -34,6 +34,7 @@ class Checker(DeclarationChecker, ConstantFolder, StatementChecker, ExpressionCh
         self.program = program
         self.diags = diags
         self.bindings = {k.lower(): v for k, v in (bindings or {}).items()}
+        self.binding_names = {k.lower(): k for k in (bindings or {})}
         """`--bind NAME=VALUE`: scalar parameters named NAME, and the scalar argument NAME
         of the entry procedure, take VALUE (semantics_decls.bound_value)."""
         self.bound: set[str] = set()

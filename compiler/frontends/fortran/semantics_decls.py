@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from q35c.compiler.diagnostics import Q35cError
+
 from . import ast
 from .semantics_intrinsics import INTRINSIC_MODULE_FUNCTIONS
 from .semantics_scopes import DerivedType, ProcInfo, Scope, Symbol, _spelling
@@ -68,6 +70,7 @@ class DeclarationChecker:
                 sym.type = self.implicit_type(name)
             if name in self.bindings and proc.name == self.bind_entry:
                 self.bind_argument(sym, proc)
+                info.bound.append(spelling)
                 continue
             if sym.kind == "derived":  # one argument per component
                 info.args += [scope.symbols[f"{name}%{c.name}"] for c in sym.derived.components]
@@ -89,6 +92,7 @@ class DeclarationChecker:
         """The value `--bind NAME=VALUE` gives the scalar `sym`, in its type."""
         text = self.bindings[name]
         self.bound.add(name)
+        flag = f"--bind {self.binding_names[name]}={text}"
         value = None
         for kind in (int, float):
             try:
@@ -98,11 +102,12 @@ class DeclarationChecker:
                 continue
         if value is None or sym.type.base == "logical" or (
                 sym.type.base == "integer" and not isinstance(value, int)):
-            raise self.err(sym, f"--bind {name}={text}: not a {sym.type.base} literal for "
+            article = "an" if sym.type.base == "integer" else "a"
+            raise self.err(sym, f"{flag}: not {article} {sym.type.base} literal for "
                                 f"'{sym.spelling}'", col=sym.col)
         converted = _convert(np.asarray(value), sym.type.scalar())
         if sym.type.base == "integer" and int(converted) != value:
-            raise self.err(sym, f"--bind {name}={text}: out of range for "
+            raise self.err(sym, f"{flag}: out of range for "
                                 f"integer({sym.type.kind}) '{sym.spelling}'", col=sym.col)
         return converted[()]
 
@@ -110,7 +115,8 @@ class DeclarationChecker:
         """`--bind NAME=VALUE` on a dummy argument of the entry: a constant inside it, no
         longer an argument, so extents that use it are static."""
         if sym.kind != "var" or sym.rank or not (sym.intent == "in" or sym.value_attr):
-            raise self.err(sym, f"--bind {sym.name}: '{sym.spelling}' of '{proc.spelling}' "
+            raise self.err(sym, f"--bind {self.binding_names[sym.name]}: '{sym.spelling}' of "
+                                f"'{proc.spelling}' "
                                 "is not a scalar intent(in) or value argument", col=sym.col)
         sym.value = self.bound_value(sym.name, sym)
         sym.kind, sym.is_arg = "param", False
@@ -120,10 +126,11 @@ class DeclarationChecker:
         unused = sorted(set(self.bindings) - self.bound)
         if not unused:
             return
-        where = (f"a scalar intent(in) or value argument of '{self.bind_entry}'"
-                 if self.bind_entry else "a dummy argument (name the procedure with --entry)")
-        raise self.diags.error(1, 1, f"--bind {unused[0]}: no scalar parameter and no "
-                                     f"{where} is named '{unused[0]}'")
+        name = self.binding_names[unused[0]]
+        where = (f"no scalar intent(in) or value argument of '{self.bind_entry}'"
+                 if self.bind_entry else "no argument of the entry (name it with --entry)")
+        raise Q35cError(f"{self.diags.path}: --bind {name}: no scalar parameter and {where} "
+                        f"is named '{name}'")
 
     def implicit_type(self, name: str) -> FType:
         return INTEGER if name[0] in "ijklmn" else REAL

@@ -5,14 +5,15 @@ from __future__ import annotations
 
 from . import ast
 from .semantics_scopes import Scope
-from .semantics_types import INT_KINDS, INTEGER, REAL_KINDS, FType, _promote
+from .semantics_types import INT_KINDS, INTEGER, LOGICAL, REAL_KINDS, FType, _promote
 
 # intrinsic name -> category; types are decided in Checker._intrinsic
 ELEMENTAL_INTRINSICS = {"int", "real", "nint", "abs", "min", "max", "mod", "sqrt", "exp", "log",
                         "tanh", "sin", "cos", "iand", "ior", "ieor", "not", "ishft", "ibits",
                         "shiftl", "shiftr", "dble", "merge"}
 REDUCTION_INTRINSICS = {"sum", "maxval", "minval", "dot_product", "product"}
-INQUIRY_INTRINSICS = {"size", "huge", "kind", "lbound", "ubound", "tiny", "epsilon"}
+INQUIRY_INTRINSICS = {"size", "huge", "kind", "lbound", "ubound", "tiny", "epsilon",
+                      "allocated"}
 INTRINSICS = ELEMENTAL_INTRINSICS | REDUCTION_INTRINSICS | INQUIRY_INTRINSICS | {"matmul"}
 INTRINSIC_MODULE_FUNCTIONS: dict[str, dict[str, FType]] = {
     # A sequential run's values (one thread, thread 0) and no clock (docs/fortran.md).
@@ -156,6 +157,13 @@ class IntrinsicChecker:
             elif name != "size":
                 raise self.err(part, f"{name} without dim is not supported")
             return INTEGER
+        if name == "allocated":
+            need(1)
+            target = pos[0]
+            sym = scope.lookup(target.name) if isinstance(target, ast.Designator) else None
+            if sym is None or not sym.allocatable or target.parts[0].args is not None:
+                raise self.err(target, "allocated needs the name of an allocatable array")
+            return LOGICAL
         module_function = next((fns[name] for fns in INTRINSIC_MODULE_FUNCTIONS.values()
                                 if name in fns), None)
         if module_function is not None:

@@ -187,6 +187,10 @@ class StatementChecker:
 
     def check_actuals(self, part: ast.Part, info: ProcInfo, scope: Scope) -> None:
         args = part.args or []
+        if info.bound:
+            raise self.err(part, f"'{part.spelling}' is called here, but --bind made its "
+                                 f"argument '{info.bound[0]}' a constant: bind the arguments "
+                                 "of a procedure that no other procedure calls")
         if len(args) != len(info.proc.args):
             raise self.err(part, f"'{part.spelling}' takes {len(info.proc.args)} argument(s), "
                                  f"{len(args)} given")
@@ -223,6 +227,9 @@ class StatementChecker:
         """An elemental function applied to scalars and conformable arrays (scalars are
         broadcast): the result has the shape of the array arguments."""
         args = part.args or []
+        if info.bound:
+            raise self.err(part, f"'{part.spelling}' is called here, but --bind made its "
+                                 f"argument '{info.bound[0]}' a constant")
         if len(args) != len(info.proc.args):
             raise self.err(part, f"'{part.spelling}' takes {len(info.proc.args)} argument(s), "
                                  f"{len(args)} given")
