@@ -83,6 +83,10 @@ class Interpreter:
         their op types (e.g. the Cerebras target's `matmul_q3p5_f16`)."""
         self.max_steps = _MAX_STEPS.get() if max_steps is None else max_steps
         self.steps = 0
+        self.mutable_globals: dict[str, np.ndarray] = {}
+        """The buffers of `memref.global`s without `constant` (Fortran's random_number
+        state): made from their initial value on first use, kept for this interpreter's
+        lifetime, as a C program's static variables are."""
 
     def function(self, name: str) -> func.FuncOp:
         try:

@@ -776,14 +776,18 @@ class LoopUnit:
         return Array(name, [str(d) for d in values.shape], element, "")
 
     @staticmethod
-    def array_text(name: str, values: np.ndarray, element: Attribute) -> str:
+    def array_text(name: str, values: np.ndarray, element: Attribute,
+                   constant: bool = True) -> str:
+        """A static C array; a variable (`memref.global` without `constant`: the state of
+        random_number) keeps its value from call to call, as the global does."""
         ctype = c_type(element)
         flat = np.asarray(values).reshape(-1)
         if ctype in ("float", "double"):
             items = [float_literal(float(v), ctype) for v in flat]
         else:
             items = [int_literal(int(v), element) for v in flat]
-        return (f"static const {ctype} {name}[{max(1, flat.size)}] = {{"
+        qualifier = "static const" if constant else "static"
+        return (f"{qualifier} {ctype} {name}[{max(1, flat.size)}] = {{"
                 + ", ".join(items or ["0"]) + "};")
 
     # -- files ----------------------------------------------------------------------------
@@ -862,7 +866,7 @@ class LoopUnit:
                      and op.sym_name.data == name)
             tensor = TensorType(t.get_element_type(), t.get_shape())
             out.append(self.array_text(ident, constant_value(g.initial_value, tensor),
-                                       t.get_element_type()))
+                                       t.get_element_type(), g.constant is not None))
         if self.need_levels:
             rows = ", ".join(f"{{{a}, {b}}}" for a, b in LEGACY_LEVELS)
             out.append(f"static const int8_t q35f_levels[128][2] = {{{rows}}};")

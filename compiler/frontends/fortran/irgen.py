@@ -44,11 +44,12 @@ from .irgen_common import DYN, INDEX, LoopCtx, Var, mlir_type
 from .irgen_exprs import ExpressionGen
 from .irgen_intrinsics import IntrinsicGen
 from .irgen_loops import LoopGen
+from .irgen_random import RandomGen
 from .irgen_stmts import StatementGen
 from .semantics import CheckedProgram, Checker, FType, ProcInfo, Symbol, _walk
 
 
-class IRGen(StatementGen, LoopGen, ExpressionGen, IntrinsicGen, ArrayGen):
+class IRGen(StatementGen, LoopGen, ExpressionGen, IntrinsicGen, ArrayGen, RandomGen):
     """The IR generator: the program and its procedures here; statements, loops, expressions,
     intrinsics and array temporaries in the mixins of irgen_stmts.py, irgen_loops.py,
     irgen_exprs.py, irgen_intrinsics.py and irgen_arrays.py."""
@@ -59,7 +60,9 @@ class IRGen(StatementGen, LoopGen, ExpressionGen, IntrinsicGen, ArrayGen):
         self.folder = Checker(checked.program, checked.diags)
         self.diags = checked.diags
         self.module = ModuleOp([])
-        self.globals: dict[int, str] = {}
+        self.globals: dict[int | str, str] = {}
+        """memref.global names: of parameter arrays (by symbol id), "random": the state of
+        random_number (irgen_random.py)."""
         self.funcs: dict[str, func.FuncOp] = {}
 
     def err(self, node, message: str):

@@ -12,6 +12,7 @@ from xdsl.ir import Operation, SSAValue
 from . import ast
 from .irgen_common import DYN, INDEX, Var, mlir_type
 from .semantics import FType, _promote
+from .semantics_intrinsics import INTRINSIC_SUBROUTINES
 
 
 class StatementGen:
@@ -326,6 +327,9 @@ class StatementGen:
     # calls, allocation
 
     def stmt_call(self, stmt: ast.Call) -> None:
+        if stmt.callee.name in INTRINSIC_SUBROUTINES and self.is_intrinsic(stmt.callee):
+            getattr(self, f"stmt_{stmt.callee.name}")(stmt.callee)  # irgen_random.py
+            return
         self.call(stmt.callee)
 
     def call(self, d: ast.Designator, ivs: list | None = None):
