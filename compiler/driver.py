@@ -511,7 +511,7 @@ def run_file(path: Path, inputs: dict[str, np.ndarray], out_dir: Path, options: 
             outputs = in_target(path, target.run, ctx, module, store_of(module),
                                 {**inputs, **generated}, options.entry)
         except SourceLineError as err:  # a run-time error at a line of the source
-            raise Q35cError(f"{path}:{err.line}: {err.message}") from None
+            raise Q35cError(f"{err.file or path}:{err.line}: {err.message}") from None
 
     names = result_names(fn)
     twice = sorted({n for n in names if names.count(n) > 1})

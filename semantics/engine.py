@@ -65,10 +65,12 @@ class SourceLineError(Q35cError):
     """A run-time error at a line of the input's source (a Fortran statement). `str()` is
     `line N: message`; the driver, which knows the input file, reports `FILE:N: message`."""
 
-    def __init__(self, message: str, line: int):
+    def __init__(self, message: str, line: int, file: str | None = None):
         super().__init__(f"line {line}: {message}")
         self.message = message
         self.line = line
+        self.file = file
+        """The file of `line` when it is not the input (a module of another file)."""
 
 
 class Interpreter:

@@ -157,6 +157,23 @@ def test_an_error_in_a_module_of_another_file_names_that_file(tmp_path):
     assert "weightz" in line
 
 
+@pytest.mark.parametrize("target", ["interp", "c"])
+def test_a_run_time_error_in_a_module_of_another_file_names_that_file(tmp_path, target):
+    lib = _write(tmp_path / "lib", "divmod.f90",
+                 "module divmod\ncontains\n  subroutine divide(a, b, q)\n"
+                 "    integer, intent(in) :: a, b\n    integer, intent(out) :: q\n"
+                 "    q = a / b\n  end subroutine divide\nend module divmod\n")
+    kernel = _write(tmp_path, "k.f90", "subroutine k(a, b, q)\n  use divmod\n"
+                                       "  integer, intent(in) :: a, b\n"
+                                       "  integer, intent(out) :: q\n  call divide(a, b, q)\n"
+                                       "end subroutine k\n")
+    line = _one_line_error(q35c("run", kernel, "-I", lib.parent, "--entry", "k", "--input",
+                                "a=1", "--input", "b=0", "--target", target, "-o",
+                                tmp_path / "out", check=False))
+    assert line == (f"q35c: error: {lib}:6: integer division by zero (arith.divsi in "
+                    "'divide')")
+
+
 def test_modules_that_use_each_other_across_files_are_an_error(tmp_path):
     a = _write(tmp_path, "ma.f90", "module ma\n  use mb\nend module ma\n")
     _write(tmp_path, "mb.f90", "module mb\n  use ma\nend module mb\n")
