@@ -304,9 +304,16 @@ class Options:
     """`--calibration`: a statistics .npz for `quantize-weights` (compiler/calibration.py)."""
     bpw: float | None = None
     """`--bpw`: the bit budget per matmul weight of `quantize-weights`."""
+    sources: tuple[Path, ...] = ()
+    """Further Fortran inputs whose modules the input uses (FrontendOptions.sources)."""
+    include_dirs: tuple[Path, ...] = ()
+    """`-I DIR` (FrontendOptions.include_dirs)."""
+    bindings: dict[str, str] = field(default_factory=dict)
+    """`--bind NAME=VALUE` (FrontendOptions.bindings)."""
 
 
 SHAPE_ONLY_INPUTS = (".onnx",)
+FORTRAN_SUFFIXES = (".f90", ".f95", ".f03", ".f08")
 
 
 def compile_to_module(path: Path, options: Options, target: Q35cTarget | None = None
@@ -323,9 +330,25 @@ def compile_to_module(path: Path, options: Options, target: Q35cTarget | None = 
     if options.shape_only and path.suffix.lower() not in SHAPE_ONLY_INPUTS:
         raise Q35cError(f"{path}: --shape-only imports ONNX models only (.onnx), not "
                         f"'{path.suffix}'")
+    fortran_only = [flag for flag, given in (("further inputs", options.sources),
+                                             ("-I", options.include_dirs),
+                                             ("--bind", options.bindings)) if given]
+    if fortran_only and path.suffix.lower() not in FORTRAN_SUFFIXES:
+        raise Q35cError(f"{path}: {fortran_only[0]}: only for Fortran inputs "
+                        f"({', '.join(FORTRAN_SUFFIXES)}), not '{path.suffix}'")
+    for source in options.sources:
+        if source.suffix.lower() not in FORTRAN_SUFFIXES:
+            raise Q35cError(f"{source}: a further input must be a Fortran source "
+                            f"({', '.join(FORTRAN_SUFFIXES)})")
+        if not source.is_file():
+            raise Q35cError(f"{source}: no such file")
     module = load_input(path, ctx, FrontendOptions(shapes=options.shapes,
                                                    shape_only=options.shape_only,
-                                                   max_tensor_bytes=options.max_tensor_bytes))
+                                                   max_tensor_bytes=options.max_tensor_bytes,
+                                                   sources=options.sources,
+                                                   include_dirs=options.include_dirs,
+                                                   bindings=options.bindings,
+                                                   entry=options.entry))
     dumper = IRDumper(options.dump_ir) if options.dump_ir else None
     run_pipeline(ctx, module, passes, dumper=dumper,
                  print_after_all=options.print_ir_after_all, registry=registry)
@@ -506,7 +529,7 @@ def run_file(path: Path, inputs: dict[str, np.ndarray], out_dir: Path, options: 
             outputs = in_target(path, target.run, ctx, module, store_of(module),
                                 {**inputs, **generated}, options.entry)
         except SourceLineError as err:  # a run-time error at a line of the source
-            raise Q35cError(f"{path}:{err.line}: {err.message}") from None
+            raise Q35cError(f"{err.file or path}:{err.line}: {err.message}") from None
 
     names = result_names(fn)
     twice = sorted({n for n in names if names.count(n) > 1})

@@ -177,6 +177,8 @@ class ExpressionGen:
 
     def is_intrinsic(self, d: ast.Designator) -> bool:
         sym = self.scope.lookup(d.name)
+        if sym is not None and sym.kind == "intrinsic":  # from an intrinsic module (omp_lib)
+            return d.parts[0].args is not None
         return (sym is None or (sym.kind == "var" and not sym.declared)) and \
             d.parts[0].args is not None and d.name not in self.vars
 

@@ -11,6 +11,11 @@ from . import ast
 from .irgen_common import INDEX, mlir_type
 from .semantics import FType
 
+SEQUENTIAL_OMP_VALUES = {"omp_get_thread_num": 0, "omp_get_num_threads": 1,
+                         "omp_get_max_threads": 1, "omp_get_wtime": 0.0}
+"""omp_lib's functions as q35c defines them (docs/fortran.md, OpenMP): the values of a
+sequential run, and a clock that reads 0.0 (runs are deterministic; there is no time)."""
+
 
 class IntrinsicGen:
     """IRGen's intrinsic calls (a mixin of `IRGen`)."""
@@ -27,6 +32,13 @@ class IntrinsicGen:
 
         if name in ("int", "real", "dble"):
             return self.convert(arg(0), pos[0].type, t)
+        if name == "allocated":  # known at compile time: see IRGen.allocation_status
+            return self.const_int(int(self.allocation_status(pos[0])), mlir_type(t))
+        if name in SEQUENTIAL_OMP_VALUES:  # omp_lib as one thread runs it; no clock
+            value = SEQUENTIAL_OMP_VALUES[name]
+            if t.base == "real":
+                return self.const_float(value, mlir_type(t))
+            return self.const_int(value, mlir_type(t))
         if name == "nint":
             r = self.emit(xmath.RoundOp(arg(0)))
             return self.convert(r, pos[0].type, t)
