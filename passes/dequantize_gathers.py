@@ -69,8 +69,10 @@ class DequantizeGatherTables(RewritePattern):
         table = quant3p5.WeightOp(name, TensorType(Float32Type(), shape[::-1]))
         gather = q35nn.GatherOp(table.result, op.indices, 0)
         copy_origin(op, gather)
+        hint = op.result.name_hint
         rewriter.replace_matched_op([table, gather])
-        gather.result.name_hint = op.result.name_hint
+        table.result.name_hint = weight.result.name_hint
+        gather.result.name_hint = hint
 
 
 @dataclass(frozen=True)

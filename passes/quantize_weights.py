@@ -307,8 +307,10 @@ class QuantizeGatherTables(RewritePattern):
         gather = quant3p5.GatherOp(packed.result, op.indices)
         gather.attributes[TABLE_ATTR] = StringAttr(name)
         copy_origin(op, gather)
+        hint = op.result.name_hint
         rewriter.replace_matched_op([packed, gather])
-        gather.result.name_hint = op.result.name_hint
+        packed.result.name_hint = (head or table).result.name_hint
+        gather.result.name_hint = hint
 
 
 @dataclass(frozen=True)
