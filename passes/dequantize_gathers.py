@@ -70,7 +70,7 @@ class DequantizeGatherTables(RewritePattern):
         gather = q35nn.GatherOp(table.result, op.indices, 0)
         copy_origin(op, gather)
         hint = op.result.name_hint
-        rewriter.replace_matched_op([table, gather])
+        rewriter.replace(op, [table, gather])
         table.result.name_hint = weight.result.name_hint
         gather.result.name_hint = hint
 

@@ -308,7 +308,7 @@ class QuantizeGatherTables(RewritePattern):
         gather.attributes[TABLE_ATTR] = StringAttr(name)
         copy_origin(op, gather)
         hint = op.result.name_hint
-        rewriter.replace_matched_op([packed, gather])
+        rewriter.replace(op, [packed, gather])
         packed.result.name_hint = (head or table).result.name_hint
         gather.result.name_hint = hint
 
