@@ -45,9 +45,11 @@ class Compiled:
     """The store of `module`: the caller's, plus the column shards of split weights."""
 
 
-PIPELINE = ('raise-fortran-tensors,unfuse-ops{ops="quant3p5.fused_matmul"},int8-activations,'
-            'verify-overflow')
-"""GroqTarget's own passes: Fortran kernels whose loops were raised become tensor functions
+PIPELINE = ('dequantize-gathers,raise-fortran-tensors,unfuse-ops{ops="quant3p5.fused_matmul"},'
+            'int8-activations,verify-overflow')
+"""GroqTarget's own passes: gathers from packed embedding tables read decoded float tables
+(passes/dequantize_gathers.py: the chip gathers float rows, groq/tables.py), Fortran
+kernels whose loops were raised become tensor functions
 (passes/raise_fortran_tensors.py; a no-op for other inputs), the fused matmuls of
 `fuse-matmul-bias-act`/`fuse-residual` back
 into matmul and epilogue ops (lower.py has no fused matmul; the chip runs the epilogue on
@@ -146,7 +148,7 @@ class GroqTarget(Q35cTarget):
         check_choice("--target groq", "levels", self.levels, LEVELS)
 
     def pipeline(self, shape_only: bool = False) -> str:
-        return "" if shape_only else PIPELINE
+        return "dequantize-gathers" if shape_only else PIPELINE
 
     def accepted_ops(self) -> frozenset[str]:
         return _accepted_ops()
