@@ -27,6 +27,22 @@ def render_conv(printer, step) -> str:
             f"{printer.ptr(w, True)}, {b}, q);")
 
 
+
+@renders("deform_conv", runtime=RUNTIME)
+def render_deform_conv(printer, step) -> str:
+    x, w, offset, *rest = step.ins
+    y, col, prod = step.outs
+    p = step.params
+    rest_ptrs = iter(printer.ptr(b, True) for b in rest)
+    bias = next(rest_ptrs) if p["bias"] else "NULL"
+    mask = next(rest_ptrs) if p["mask"] else "NULL"
+    return (f"static const int64_t q[] = {_int_array(p['q'])};\n"
+            f"if (q35_deform_conv_f32({printer.ptr(y)}, {printer.ptr(x, True)}, "
+            f"{printer.ptr(w, True)}, {printer.ptr(offset, True)}, {bias}, {mask}, "
+            f"{printer.ptr(col)}, {printer.ptr(prod)}, q) != 0)\n"
+            f"    return {printer.prefix}_fail("
+            f"{c_string(step.origin + ': a sampling position is not finite')});")
+
 @renders("pool", runtime=RUNTIME)
 def render_pool(printer, step) -> str:
     p = step.params

@@ -1,6 +1,6 @@
 """Native rules for the CNN family of `q35nn.onnx_node`: Conv, ConvTranspose, the pools,
 BatchNormalization, InstanceNormalization, LRN, Pad, DepthToSpace, SpaceToDepth,
-Resize / Upsample, Col2Im, MaxUnpool, RoiAlign (inference-mode Dropout, and Sum for
+Resize / Upsample, Col2Im, MaxUnpool, RoiAlign, DeformConv (inference-mode Dropout, and Sum for
 ResNet's residual adds, are onnx_tensor.py's).
 
 Each rule works out the node's static geometry here (auto_pad, ceil_mode, output_padding,
@@ -169,6 +169,44 @@ def conv(lowering, op) -> None:
     node.step("conv", [out], [x, w, *([bias] if bias is not None else [])],
               {"q": q, "bias": bias is not None})
 
+
+
+@lowers("DeformConv")
+def deform_conv(lowering, op) -> None:
+    """2-D DeformConv (the only rank the reference implements) of float32 operands: one
+    `deform_conv` step that samples every input channel at the offset kernel taps into a
+    scratch buffer, then sums them as the reference does (see q35_deform_conv_f32)."""
+    node = Node(lowering, op)
+    x, w, offset = (node.float_buffer(slot) for slot in range(3))
+    bias = node.float_buffer(3) if 3 in node.inputs else None
+    mask = node.float_buffer(4) if 4 in node.inputs else None
+    y_shape = _shape(node.outputs[0])
+    if len(x.shape) != 4:
+        raise node.error(f"{len(x.shape) - 2} spatial dimensions are not supported (2, as "
+                         "onnx's reference)")
+    n, c, ih, iw = x.shape
+    if ih < 2 or iw < 2:
+        raise node.error("an input of height or width 1 is not supported (the reference "
+                         "divides by size - 1)")
+    kernel = list(node.attr("kernel_shape", w.shape[2:]))
+    strides = list(node.attr("strides", [1, 1]))
+    dilations = list(node.attr("dilations", [1, 1]))
+    pads = list(node.attr("pads", [0, 0, 0, 0]))
+    group, og = int(node.attr("group", 1)), int(node.attr("offset_group", 1))
+    k = kernel[0] * kernel[1]
+    if (group < 1 or og < 1 or c % group or c % og or w.shape[0] % group
+            or w.shape[1] * group != c or list(w.shape[2:]) != kernel
+            or offset.shape != (n, og * k * 2, *y_shape[2:])
+            or (mask is not None and mask.shape != (n, og * k, *y_shape[2:]))):
+        raise node.error("operand shapes do not fit its group, offset_group and kernel")
+    q = [n, c, w.shape[0], group, og, ih, iw, y_shape[2], y_shape[3], *kernel, *strides,
+         pads[0], pads[1], *dilations]
+    col = lowering.new("arena", F32, (c * k * y_shape[2] * y_shape[3],), "samples")
+    prod = lowering.new("arena", np.dtype(np.float64), (k,), "products")
+    node.step("deform_conv", [node.result(), col, prod],
+              [x, w, offset, *([bias] if bias is not None else []),
+               *([mask] if mask is not None else [])],
+              {"q": q, "bias": bias is not None, "mask": mask is not None})
 
 @lowers("ConvTranspose")
 def conv_transpose(lowering, op) -> None:
