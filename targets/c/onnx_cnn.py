@@ -148,10 +148,12 @@ def render_resize_taps(printer, step) -> str:
     scale, *roi = step.ins
     roi0 = f"{printer.ptr(roi[0], True)} + {p['roi0']}" if roi else "NULL"
     roi1 = f"{printer.ptr(roi[0], True)} + {p['roi1']}" if roi else "NULL"
-    return (f"q35_resize_taps({printer.ptr(at)}, {printer.ptr(wt)}, {p['in_len']}, "
+    return (f"if (q35_resize_taps({printer.ptr(at)}, {printer.ptr(wt)}, {p['in_len']}, "
             f"{p['out_len']}, {p['taps']}, {printer.ptr(scale, True)}[{p['axis']}], {roi0}, "
             f"{roi1}, {p['coordinate']}, {p['kind']}, {p['nearest']}, {p['cubic_a']!r}, "
-            f"{p['exclude_outside']});")
+            f"{p['exclude_outside']}, {int(p['antialias'])}) != 0)\n"
+            f"    return {printer.prefix}_fail("
+            f"{c_string(step.origin + ': the scales need a wider antialias filter')});")
 
 
 @renders("col2im", runtime=RUNTIME)
