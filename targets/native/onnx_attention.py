@@ -2,8 +2,9 @@
 grouped-query heads, boolean or additive masks, causal and sliding-window masks, softcap,
 past/present key-value cache, `nonpad_kv_seqlen`, every `qk_matmul_output_mode`,
 `softmax_precision`), RotaryEmbedding, LinearAttention (the linear, gated, delta and
-gated-delta update rules), CausalConvWithState and Einsum (any equation: ellipsis, repeated
-labels, sums over labels, implicit outputs).
+gated-delta update rules), CausalConvWithState, Einsum (any equation: ellipsis, repeated
+labels, sums over labels, implicit outputs) and MatMul of the element types the dedicated
+converter leaves to the generic op (as an Einsum).
 
 The rules work out each node's geometry here (heads, sequence lengths, element strides of
 every operand's layout, scale factors rounded as the reference rounds them) and append one
@@ -394,7 +395,29 @@ def lower_einsum(lowering, op) -> None:
     axes broadcast)."""
     ins = _ins(lowering, op, list(op.inputs))
     [out] = _results(lowering, op)
-    equation = attributes(op)["equation"]
+    einsum_step(lowering, op, ins, out, attributes(op)["equation"])
+
+
+@lowers("MatMul")
+def lower_matmul(lowering, op) -> None:
+    """numpy's matmul of the element types the dedicated converter leaves to the generic
+    op (float16, bfloat16, float64, the integers) as the Einsum of its ranks: batch axes
+    broadcast, a 1-D operand's axis contracted and dropped. Floats accumulate in double
+    (the reference: float32 for float16, BLAS's order for float64), integers wrap as
+    numpy's."""
+    a, b = _ins(lowering, op, list(op.inputs))
+    [out] = _results(lowering, op)
+    if not a.shape or not b.shape:
+        raise _error(lowering, op, "a scalar operand is not supported (numpy refuses it)")
+    left = "j" if len(a.shape) == 1 else "...ij"
+    right = "j" if len(b.shape) == 1 else "...jk"
+    result = ("..." if len(a.shape) > 1 or len(b.shape) > 1 else "") + (
+        "i" if len(a.shape) > 1 else "") + ("k" if len(b.shape) > 1 else "")
+    einsum_step(lowering, op, [a, b], out, f"{left},{right}->{result}")
+
+
+def einsum_step(lowering, op, ins: list[Buffer], out: Buffer, equation: str) -> None:
+    """The `onnx_einsum` step of `equation` over `ins` into `out`."""
     try:
         ops_labels, out_labels, extents = parse_einsum(equation, [b.shape for b in ins])
     except ValueError as err:
