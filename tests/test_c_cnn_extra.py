@@ -80,20 +80,23 @@ def _model(node, inputs, output) -> onnx.ModelProto:
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
 
 
-def test_maxpool_uint8_with_indices_equals_interp(tmp_path):
-    """uint8 MaxPool with its Indices output, strides and pads (first maximum
+@pytest.mark.parametrize("dtype", [np.uint8, np.int8])
+def test_maxpool_uint8_with_indices_equals_interp(tmp_path, dtype):
+    """uint8 and int8 MaxPool with its Indices output, strides and pads (first maximum
     of ties, flat index into x)."""
     require_tool("cc")
     node = helper.make_node("MaxPool", ["x"], ["y", "i"], kernel_shape=[3, 2],
                             strides=[2, 2], pads=[1, 0, 1, 1])
+    elem = helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
     graph = helper.make_graph(
-        [node], "g", [helper.make_tensor_value_info("x", TensorProto.UINT8, [2, 3, 7, 6])],
-        [helper.make_tensor_value_info("y", TensorProto.UINT8, None),
+        [node], "g", [helper.make_tensor_value_info("x", elem, [2, 3, 7, 6])],
+        [helper.make_tensor_value_info("y", elem, None),
          helper.make_tensor_value_info("i", TensorProto.INT64, None)])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
     path = tmp_path / "pool.onnx"
     onnx.save(model, path)
-    x = np.random.default_rng(0).integers(0, 8, (2, 3, 7, 6), dtype=np.uint8)  # many ties
+    low = 0 if dtype == np.uint8 else -8  # many ties; int8 windows of negatives only
+    x = np.random.default_rng(0).integers(low, 8, (2, 3, 7, 6), dtype=dtype)
     want = run(path, {"x": x}, "interp", tmp_path / "i")
     got = run(path, {"x": x}, "c", tmp_path / "c")
     for name in ("y", "i"):

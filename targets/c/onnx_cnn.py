@@ -49,8 +49,9 @@ def render_pool(printer, step) -> str:
     indices = printer.ptr(step.outs[1]) if len(step.outs) > 1 else "NULL"
     head = (f"static const int64_t sp[] = {_int_array(p['sp'])}, end[] = "
             f"{_int_array(p['end'])};\n")
-    if step.ins[0].dtype == np.uint8:  # MaxPool only (the rule checks)
-        return (f"{head}q35_maxpool_u8({printer.ptr(step.outs[0])}, {indices}, "
+    if step.ins[0].dtype in (np.uint8, np.int8):  # MaxPool only (the rule checks)
+        name = "q35_maxpool_u8" if step.ins[0].dtype == np.uint8 else "q35_maxpool_i8"
+        return (f"{head}{name}({printer.ptr(step.outs[0])}, {indices}, "
                 f"{printer.ptr(step.ins[0], True)}, {p['planes']}, sp, end, "
                 f"{p['storage_order']});")
     return (f"{head}q35_pool_f32({printer.ptr(step.outs[0])}, {indices}, "

@@ -9,7 +9,7 @@ fixed, and appends kernel steps whose parameters are plain numbers; the kernels 
 `targets/c/runtime/q35rt_cnn.c` (`targets/c/onnx_cnn.py` renders them). Pure data movement
 (DepthToSpace, SpaceToDepth) reuses the strided copy.
 The semantics are ONNX's, as onnx's reference implementation (the interpreter) computes
-them; float32 only for the arithmetic kernels (MaxPool also uint8), any element type for
+them; float32 only for the arithmetic kernels (MaxPool also uint8 and int8), any element type for
 data movement (Pad, MaxUnpool).
 """
 
@@ -249,7 +249,7 @@ POOL_MODES = {"MaxPool": 0, "AveragePool": 1, "LpPool": 2,
 def pool(lowering, op) -> None:
     node = Node(lowering, op)
     x = node.buffer(0)
-    if not (node.type == "MaxPool" and x.dtype == np.uint8):  # uint8: max needs no arithmetic
+    if not (node.type == "MaxPool" and x.dtype in (np.uint8, np.int8)):  # max: no arithmetic
         x = node.float_buffer(0)
     y_shape = _shape(node.outputs[0])
     rank = len(x.shape) - 2

@@ -262,54 +262,60 @@ Q35_FN void q35_pool_f32(float *y, int64_t *indices, const float *x, int64_t pla
     }
 }
 
-/* MaxPool of uint8 planes: q35_pool_f32's max windows and indices (the same geometry),
- * on uint8 values, which compare exactly; an empty window gives 0 (index -1). */
-Q35_FN void q35_maxpool_u8(uint8_t *y, int64_t *indices, const uint8_t *x, int64_t planes,
-                           const int64_t *sp, const int64_t *end, int storage_order)
-{
-    const int64_t id = sp[0], ih = sp[1], iw = sp[2], od = sp[3], oh = sp[4], ow = sp[5];
-    const int64_t kd = sp[6], kh = sp[7], kw = sp[8], sd = sp[9], sh = sp[10], sw = sp[11];
-    const int64_t pd = sp[12], ph = sp[13], pw = sp[14], dd = sp[15], dh = sp[16], dw = sp[17];
-    const int64_t inplane = id * ih * iw, plane = od * oh * ow;
-    int64_t pl;
-    Q35_CNN_PARALLEL_FOR(planes * plane * kd * kh * kw)
-    for (pl = 0; pl < planes; pl++) {
-        const uint8_t *xp = x + pl * inplane;
-        int64_t zd, zh, zw, a, e, f;
-        for (zd = 0; zd < od; zd++)
-            for (zh = 0; zh < oh; zh++)
-                for (zw = 0; zw < ow; zw++) {
-                    const int64_t at = pl * plane + (zd * oh + zh) * ow + zw;
-                    uint8_t best = 0;
-                    int64_t where = -1;
-                    for (a = 0; a < kd; a++) {
-                        const int64_t xd = zd * sd - pd + a * dd;
-                        if (xd < 0 || xd >= id || xd >= id + end[0])
-                            continue;
-                        for (e = 0; e < kh; e++) {
-                            const int64_t xh = zh * sh - ph + e * dh;
-                            if (xh < 0 || xh >= ih || xh >= ih + end[1])
-                                continue;
-                            for (f = 0; f < kw; f++) {
-                                const int64_t xw = zw * sw - pw + f * dw;
-                                uint8_t v;
-                                if (xw < 0 || xw >= iw || xw >= iw + end[2])
-                                    continue;
-                                v = xp[(xd * ih + xh) * iw + xw];
-                                if (where < 0 || v > best) {
-                                    best = v;
-                                    where = storage_order == 0 ? (xd * ih + xh) * iw + xw
-                                                               : xd + xh * id + xw * id * ih;
-                                }
-                            }
-                        }
-                    }
-                    y[at] = best;
-                    if (indices)
-                        indices[at] = where < 0 ? -1 : pl * inplane + where;
-                }
+/* MaxPool of uint8 or int8 planes: q35_pool_f32's max windows and indices (the same
+ * geometry), on integer values, which compare exactly; an empty window gives 0 (index -1). */
+#define Q35_MAXPOOL_INT(NAME, T)                                                            \
+    Q35_FN void NAME(T *y, int64_t *indices, const T *x, int64_t planes, const int64_t *sp,  \
+                     const int64_t *end, int storage_order)                                 \
+    {                                                                                       \
+        const int64_t id = sp[0], ih = sp[1], iw = sp[2], od = sp[3], oh = sp[4];           \
+        const int64_t ow = sp[5], kd = sp[6], kh = sp[7], kw = sp[8], sd = sp[9];           \
+        const int64_t sh = sp[10], sw = sp[11], pd = sp[12], ph = sp[13], pw = sp[14];      \
+        const int64_t dd = sp[15], dh = sp[16], dw = sp[17];                                \
+        const int64_t inplane = id * ih * iw, plane = od * oh * ow;                         \
+        int64_t pl;                                                                         \
+        Q35_CNN_PARALLEL_FOR(planes * plane * kd * kh * kw)                                 \
+        for (pl = 0; pl < planes; pl++) {                                                   \
+            const T *xp = x + pl * inplane;                                                 \
+            int64_t zd, zh, zw, a, e, f;                                                    \
+            for (zd = 0; zd < od; zd++)                                                     \
+                for (zh = 0; zh < oh; zh++)                                                 \
+                    for (zw = 0; zw < ow; zw++) {                                           \
+                        const int64_t at = pl * plane + (zd * oh + zh) * ow + zw;           \
+                        T best = 0;                                                         \
+                        int64_t where = -1;                                                 \
+                        for (a = 0; a < kd; a++) {                                          \
+                            const int64_t xd = zd * sd - pd + a * dd;                       \
+                            if (xd < 0 || xd >= id || xd >= id + end[0])                    \
+                                continue;                                                   \
+                            for (e = 0; e < kh; e++) {                                      \
+                                const int64_t xh = zh * sh - ph + e * dh;                   \
+                                if (xh < 0 || xh >= ih || xh >= ih + end[1])                \
+                                    continue;                                               \
+                                for (f = 0; f < kw; f++) {                                  \
+                                    const int64_t xw = zw * sw - pw + f * dw;               \
+                                    T v;                                                    \
+                                    if (xw < 0 || xw >= iw || xw >= iw + end[2])            \
+                                        continue;                                           \
+                                    v = xp[(xd * ih + xh) * iw + xw];                       \
+                                    if (where < 0 || v > best) {                            \
+                                        best = v;                                           \
+                                        where = storage_order == 0                          \
+                                                    ? (xd * ih + xh) * iw + xw              \
+                                                    : xd + xh * id + xw * id * ih;          \
+                                    }                                                       \
+                                }                                                           \
+                            }                                                               \
+                        }                                                                   \
+                        y[at] = best;                                                       \
+                        if (indices)                                                        \
+                            indices[at] = where < 0 ? -1 : pl * inplane + where;            \
+                    }                                                                       \
+        }                                                                                   \
     }
-}
+
+Q35_MAXPOOL_INT(q35_maxpool_u8, uint8_t)
+Q35_MAXPOOL_INT(q35_maxpool_i8, int8_t)
 
 /* BatchNormalization in inference mode, per channel c of x[n, c, inner]:
  * y = scale * (x - mean) / sqrt(var + eps) + bias, each step rounded in float32 in the
