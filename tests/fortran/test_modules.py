@@ -315,6 +315,30 @@ def test_omp_lib_gives_a_sequential_runs_values(tmp_path):
     assert [int(v) for v in out.split()] == [0, 1, 1]
 
 
+@pytest.mark.parametrize("use, message", [
+    ("use, intrinsic :: omp_lib", None),
+    ("use :: iso_fortran_env, only: int8", None),
+    ("use ieee_arithmetic", "k.f90:2:3: the intrinsic module 'ieee_arithmetic' is not "
+                            "supported (q35c provides iso_fortran_env, iso_c_binding, omp_lib)"),
+    ("use, intrinsic :: mymod", "k.f90:2:3: 'mymod' is not an intrinsic module (q35c provides "
+                                "iso_fortran_env, iso_c_binding, omp_lib)"),
+    ("use, bogus :: omp_lib", "k.f90:2:6: a module nature is intrinsic or non_intrinsic, "
+                              "not 'bogus'"),
+    ("use, non_intrinsic :: omp_lib", "k.f90:2:3: module 'omp_lib' not found: no input "
+                                      "defines it and no directory is searched; give its "
+                                      "source file as another input or its directory with "
+                                      "-I"),
+])
+def test_intrinsic_modules_are_never_looked_up_as_files(use, message):
+    source = f"subroutine k()\n  {use}\nend subroutine k\n"
+    if message is None:
+        compile_source(source, "k.f90")
+        return
+    with pytest.raises(FortranError) as err:
+        compile_source(source, "k.f90")
+    assert str(err.value).splitlines()[0] == message
+
+
 def test_omp_lib_names_are_checked():
     with pytest.raises(FortranError, match="'omp_get_nothing' is not in module omp_lib"):
         compile_source("subroutine k()\n  use omp_lib, only: omp_get_nothing\n"
