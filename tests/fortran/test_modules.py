@@ -108,6 +108,7 @@ def test_modules_from_further_inputs_and_the_search_path_compile_the_same(tmp_pa
     assert by_search == by_inputs
     assert '"func.func"() <{sym_name = "scaled"' in by_search
     assert f'q35c.source_file = "{consts}"' in by_search
+    assert by_search.count("q35c.source_file") == 2  # scaled and apply, not run_layer
 
 
 def test_the_input_directory_is_searched_first(tmp_path):
