@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 from xdsl.context import Context
-from xdsl.dialects.builtin import ModuleOp
+from xdsl.dialects.builtin import ModuleOp, StringAttr
 from xdsl.passes import ModulePass
 from xdsl.utils.arg_spec import parse_spec
 
@@ -266,6 +266,15 @@ def check_accepted_ops(target: Q35cTarget, module: ModuleOp, path: Path,
         if op_key(op) not in accepted:
             where = origin_of(op) or f"op {index} of @{fn.sym_name.data}"
             found.setdefault(op_key(op), []).append(where)
+    not_raised = fn.attributes.get("q35c.not_raised")
+    if found and isinstance(not_raised, StringAttr):
+        # raise-fortran-tensors kept the loops: say which loop, and why
+        line, sep, reason = not_raised.data.partition(": ")
+        where = f"{path}:{line.removeprefix('line ')}" if sep and line.startswith("line ") \
+            else str(path)
+        reason = reason if sep and line.startswith("line ") else not_raised.data
+        raise Q35cError(f"{where}: target {target.name} cannot raise "
+                        f"'{fn.sym_name.data}' to tensor ops: {reason}")
     if found:
         parts = []
         for name, places in sorted(found.items()):
@@ -373,13 +382,22 @@ def print_report(module: ModuleOp, stream) -> None:
     stream.flush()
 
 
+def _import_body(request):
+    """The ONNX frontend's body importer, imported when a target first asks for a body."""
+    from q35c.compiler.frontends.onnx.bodies import import_body
+
+    return import_body(request)
+
+
 def in_target(path: Path, call, *args):
     """`call(*args)`, a target's write or run, with its errors naming the input file: a
     target's lowering knows the op and node that it refuses, not the file they came from."""
+    from q35c.compiler.subgraphs import body_importer
     from q35c.semantics import SourceLineError
 
     try:
-        return call(*args)
+        with body_importer(_import_body):  # If/Loop/Scan bodies (compiler/subgraphs.py)
+            return call(*args)
     except SourceLineError:  # located at a line of the source: run_file names the file
         raise
     except Q35cError as err:

@@ -118,14 +118,10 @@ class IntrinsicChecker:
             for i in range(3):
                 numeric(i, ("integer",))
             return types[0]
-        if name in ("sum", "maxval", "minval", "product"):
-            need(1)
-            if kw:
-                raise self.err(part, f"{name} with dim or mask is not supported")
-            numeric(0)
-            if not types[0].rank:
-                raise self.err(pos[0], f"{name} needs an array argument")
-            return types[0].scalar()
+        if name in ("sum", "maxval", "minval", "product", "count", "any", "all"):
+            from .semantics_reductions import check_reduction  # dim= and mask=
+
+            return check_reduction(self, part, scope)
         if name == "dot_product":
             need(2)
             numeric(0)
@@ -222,3 +218,7 @@ class IntrinsicChecker:
                                       f"integer array, got {t.base}({t.kind}) of rank {t.rank}")
             if key != "put":
                 self.variable(value, scope, writing=True)
+
+
+REDUCTION_INTRINSICS |= {"count", "any", "all"}  # semantics_reductions.MASK_REDUCTIONS
+INTRINSICS |= {"count", "any", "all"}
