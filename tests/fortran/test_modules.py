@@ -474,3 +474,36 @@ def test_random_subroutine_arguments_are_checked(call, message):
               f"  real, intent(inout) :: v(4)\n  {call}\nend subroutine k\n")
     with pytest.raises(FortranError, match=message):
         compile_source(source, "k.f90")
+
+
+DEQUANT = """\
+subroutine dequant(c, scales, out, m, n)
+  use iso_fortran_env, only: int32, real32
+  implicit none
+  integer(int32), intent(in) :: m, n
+  integer(int32), intent(in) :: c(m, n)
+  real(real32), intent(in) :: scales(n)
+  real(real32), intent(out) :: out(m, n)
+  integer(int32) :: i, j
+  do concurrent(j = 1:n, i = 1:m)
+    out(i, j) = real(c(i, j), real32) * scales(j)
+  end do
+end subroutine dequant
+"""
+
+
+def test_bind_lets_a_run_time_shape_kernel_run_on_groq(tmp_path):
+    kernel = _write(tmp_path, "dequant.f90", DEQUANT)
+    refused = q35c(kernel, "--target", "groq", "-o", tmp_path / "refused", check=False)
+    assert refused.returncode == 2 and "run-time shape" in refused.stderr, refused.stderr
+    rng = np.random.default_rng(2)
+    np.save(tmp_path / "c.npy", rng.integers(-1000, 1000, (4, 16), dtype=np.int32))
+    np.save(tmp_path / "s.npy", rng.standard_normal(16).astype(np.float32))
+    results = {}
+    for target in ("groq", "interp"):
+        out = tmp_path / target
+        q35c("run", kernel, "--bind", "m=4", "--bind", "n=16", "--input",
+             f"c={tmp_path / 'c.npy'}", "--input", f"scales={tmp_path / 's.npy'}",
+             "--target", target, "-o", out)
+        results[target] = np.load(out / "out.npy")
+    np.testing.assert_array_equal(results["groq"], results["interp"])
