@@ -108,6 +108,7 @@ def test_modules_from_further_inputs_and_the_search_path_compile_the_same(tmp_pa
     assert by_search == by_inputs
     assert '"func.func"() <{sym_name = "scaled"' in by_search
     assert f'q35c.source_file = "{consts}"' in by_search
+    assert by_search.count("q35c.source_file") == 2  # scaled and apply, not run_layer
 
 
 def test_the_input_directory_is_searched_first(tmp_path):
@@ -315,6 +316,30 @@ def test_omp_lib_gives_a_sequential_runs_values(tmp_path):
     assert [int(v) for v in out.split()] == [0, 1, 1]
 
 
+@pytest.mark.parametrize("use, message", [
+    ("use, intrinsic :: omp_lib", None),
+    ("use :: iso_fortran_env, only: int8", None),
+    ("use ieee_arithmetic", "k.f90:2:3: the intrinsic module 'ieee_arithmetic' is not "
+                            "supported (q35c provides iso_fortran_env, iso_c_binding, omp_lib)"),
+    ("use, intrinsic :: mymod", "k.f90:2:3: 'mymod' is not an intrinsic module (q35c provides "
+                                "iso_fortran_env, iso_c_binding, omp_lib)"),
+    ("use, bogus :: omp_lib", "k.f90:2:6: a module nature is intrinsic or non_intrinsic, "
+                              "not 'bogus'"),
+    ("use, non_intrinsic :: omp_lib", "k.f90:2:3: module 'omp_lib' not found: no input "
+                                      "defines it and no directory is searched; give its "
+                                      "source file as another input or its directory with "
+                                      "-I"),
+])
+def test_intrinsic_modules_are_never_looked_up_as_files(use, message):
+    source = f"subroutine k()\n  {use}\nend subroutine k\n"
+    if message is None:
+        compile_source(source, "k.f90")
+        return
+    with pytest.raises(FortranError) as err:
+        compile_source(source, "k.f90")
+    assert str(err.value).splitlines()[0] == message
+
+
 def test_omp_lib_names_are_checked():
     with pytest.raises(FortranError, match="'omp_get_nothing' is not in module omp_lib"):
         compile_source("subroutine k()\n  use omp_lib, only: omp_get_nothing\n"
@@ -449,3 +474,36 @@ def test_random_subroutine_arguments_are_checked(call, message):
               f"  real, intent(inout) :: v(4)\n  {call}\nend subroutine k\n")
     with pytest.raises(FortranError, match=message):
         compile_source(source, "k.f90")
+
+
+DEQUANT = """\
+subroutine dequant(c, scales, out, m, n)
+  use iso_fortran_env, only: int32, real32
+  implicit none
+  integer(int32), intent(in) :: m, n
+  integer(int32), intent(in) :: c(m, n)
+  real(real32), intent(in) :: scales(n)
+  real(real32), intent(out) :: out(m, n)
+  integer(int32) :: i, j
+  do concurrent(j = 1:n, i = 1:m)
+    out(i, j) = real(c(i, j), real32) * scales(j)
+  end do
+end subroutine dequant
+"""
+
+
+def test_bind_lets_a_run_time_shape_kernel_run_on_groq(tmp_path):
+    kernel = _write(tmp_path, "dequant.f90", DEQUANT)
+    refused = q35c(kernel, "--target", "groq", "-o", tmp_path / "refused", check=False)
+    assert refused.returncode == 2 and "run-time shape" in refused.stderr, refused.stderr
+    rng = np.random.default_rng(2)
+    np.save(tmp_path / "c.npy", rng.integers(-1000, 1000, (4, 16), dtype=np.int32))
+    np.save(tmp_path / "s.npy", rng.standard_normal(16).astype(np.float32))
+    results = {}
+    for target in ("groq", "interp"):
+        out = tmp_path / target
+        q35c("run", kernel, "--bind", "m=4", "--bind", "n=16", "--input",
+             f"c={tmp_path / 'c.npy'}", "--input", f"scales={tmp_path / 's.npy'}",
+             "--target", target, "-o", out)
+        results[target] = np.load(out / "out.npy")
+    np.testing.assert_array_equal(results["groq"], results["interp"])

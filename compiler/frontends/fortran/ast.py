@@ -163,6 +163,8 @@ class Decl(Stmt):
 class Use(Stmt):
     module: str
     only: list[tuple[str, int, int]] | None = None
+    nature: str | None = None
+    """`use, intrinsic ::` / `use, non_intrinsic ::`: "intrinsic" / "non_intrinsic"."""
 
 
 @dataclass(kw_only=True)

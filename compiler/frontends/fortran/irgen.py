@@ -220,7 +220,7 @@ class IRGen(StatementGen, LoopGen, ExpressionGen, IntrinsicGen, ArrayGen, Random
             attrs["q35c.bind_c"] = StringAttr(proc.bind or proc.name)
         if proc.prefixes:
             attrs["q35c.prefixes"] = ArrayAttr([StringAttr(p) for p in proc.prefixes])
-        if self.diags is not self.checked.diags:  # a module of another file (sources.py)
+        if self.diags.path != self.checked.diags.path:  # a module of another file (sources.py)
             attrs["q35c.source_file"] = StringAttr(self.diags.path)
         fn.attributes.update(attrs)
         self.funcs[proc.name] = fn

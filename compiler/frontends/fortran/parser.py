@@ -11,6 +11,7 @@ import functools
 import re
 import sys
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 
 import lark
@@ -119,11 +120,19 @@ class _Builder(Transformer):
         return list(items)
 
     # -- specification --
+    def use_nature(self, meta, items):
+        return _UseNature(str(items[0]).lower() if items else None, meta.line, meta.column)
+
     def use_stmt(self, meta, items):
+        nature = items.pop(0) if isinstance(items[0], _UseNature) else None
+        if nature is not None and nature.name not in (None, "intrinsic", "non_intrinsic"):
+            raise _SyntaxProblem(nature.line, nature.col, "a module nature is intrinsic or "
+                                 f"non_intrinsic, not '{nature.name}'")
         only = None
         if len(items) > 1:
             only = [(str(t).lower(), t.line, t.column) for t in items[1:]]
-        return ast.Use(module=str(items[0]).lower(), only=only, **_pos(meta))
+        return ast.Use(module=str(items[0]).lower(), only=only,
+                       nature=nature.name if nature is not None else None, **_pos(meta))
 
     def implicit_none(self, meta, items):
         return ast.ImplicitNone(**_pos(meta))
@@ -389,6 +398,14 @@ class _Builder(Transformer):
 
     def string_lit(self, meta, items):
         return ast.StringLit(value=str(items[0])[1:-1], **_tpos(items[0]))
+
+
+@dataclass
+class _UseNature:
+    """`, intrinsic ::` (name "intrinsic"), `, non_intrinsic ::`, or a bare `::` (None)."""
+    name: str | None
+    line: int
+    col: int
 
 
 class _Prefixed:

@@ -19,6 +19,7 @@ from .semantics_types import (
     FType,
     _assignable,
     _convert,
+    unsupported_intrinsic_module,
 )
 
 
@@ -161,7 +162,9 @@ class DeclarationChecker:
             self.spec_expr(bound, bscope, ent)
 
     def use(self, stmt: ast.Use, scope: Scope) -> None:
-        if stmt.module in INTRINSIC_MODULES:
+        if stmt.nature == "intrinsic" and stmt.module not in INTRINSIC_MODULES:
+            raise self.err(stmt, unsupported_intrinsic_module(stmt.module))
+        if stmt.module in INTRINSIC_MODULES and stmt.nature != "non_intrinsic":
             table = INTRINSIC_MODULES[stmt.module]
             functions = INTRINSIC_MODULE_FUNCTIONS.get(stmt.module, {})
             names = [n for n, _, _ in stmt.only] if stmt.only is not None else [

@@ -19,6 +19,19 @@ INTRINSIC_MODULES: dict[str, dict[str, int]] = {
 }
 
 
+STANDARD_INTRINSIC_MODULES = ("iso_fortran_env", "iso_c_binding", "ieee_arithmetic",
+                              "ieee_exceptions", "ieee_features", "omp_lib", "omp_lib_kinds",
+                              "openacc")
+"""The intrinsic modules of Fortran 2018, OpenMP and OpenACC: never looked up as files."""
+
+
+def unsupported_intrinsic_module(name: str) -> str:
+    provided = ", ".join(INTRINSIC_MODULES)
+    if name not in STANDARD_INTRINSIC_MODULES:
+        return f"'{name}' is not an intrinsic module (q35c provides {provided})"
+    return f"the intrinsic module '{name}' is not supported (q35c provides {provided})"
+
+
 @dataclass(frozen=True)
 class FType:
     base: str  # integer | real | logical

@@ -11,7 +11,9 @@ their own file, so that a checker error in a module of another file names that f
 
 It does not compile modules separately (there are no `.mod` files): every module's
 declarations and procedures are checked and lowered with the input, as if one file.
-Intrinsic modules (`iso_fortran_env`, `iso_c_binding`, `omp_lib`) are never searched for.
+Intrinsic modules (Fortran's, OpenMP's, OpenACC's) are never searched for, unless a `use,
+non_intrinsic ::` asks for a module of that name; those q35c does not provide (`ieee_*`)
+are errors at the `use`.
 """
 
 from __future__ import annotations
@@ -24,7 +26,11 @@ from q35c.compiler.files import read_input_text
 from . import ast
 from .diagnostics import Diagnostics
 from .parser import parse
-from .semantics_types import INTRINSIC_MODULES
+from .semantics_types import (
+    INTRINSIC_MODULES,
+    STANDARD_INTRINSIC_MODULES,
+    unsupported_intrinsic_module,
+)
 
 SOURCE_SUFFIXES = (".f90", ".f95", ".f03", ".f08")
 
@@ -78,8 +84,11 @@ def gather(main_path: str, main_text: str, inputs: tuple[Path, ...] = (),
     while pending:
         file = pending.pop(0)
         for use in file.uses:
-            if use.module in INTRINSIC_MODULES or use.module in defined:
-                continue
+            if use.module in defined or use.nature == "intrinsic" or (
+                    use.module in INTRINSIC_MODULES and use.nature != "non_intrinsic"):
+                continue  # intrinsic modules: the checker's
+            if use.module in STANDARD_INTRINSIC_MODULES and use.nature != "non_intrinsic":
+                raise file.diags.error(use, message=unsupported_intrinsic_module(use.module))
             found = _search(use.module, dirs)
             if found is None or _key(found) in loaded:
                 raise file.diags.error(use, message=_missing(use.module, dirs, found))
@@ -132,9 +141,10 @@ def _search(name: str, dirs: list[Path]) -> Path | None:
 def _missing(name: str, dirs: list[Path], found: Path | None) -> str:
     if found is not None:
         return f"module '{name}' is not defined in {found}, the file its name finds"
-    where = ", ".join(str(d) or "." for d in dirs)
-    return (f"module '{name}' not found: no input defines it and no {name}.f90 is in "
-            f"{where}; give its source file as another input or its directory with -I")
+    where = (f"no {name}.f90 is in {', '.join(str(d) for d in dirs)}" if dirs
+             else "no directory is searched")
+    return (f"module '{name}' not found: no input defines it and {where}; give its source "
+            "file as another input or its directory with -I")
 
 
 def _order(files: list[SourceFile], defined: dict[str, SourceFile]) -> list[SourceFile]:
