@@ -171,33 +171,38 @@ static Q35_AVX512 void q35_group_meta16(const q35_q3p5 *t, int64_t n, int64_t g0
                             _mm512_mul_ps(_mm512_set1_ps(t->offset_step[n]), j));
 }
 
-/* Transpose 16 x 16 floats held as 16 rows: four stages that swap off-diagonal blocks of
- * 8, 4, 2 and 1 lanes between rows i and i + b. */
-static const int32_t q35_swap_index[4][2][16] = {
-    {{0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23},
-     {8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31}},
-    {{0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25, 26, 27},
-     {4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14, 15, 28, 29, 30, 31}},
-    {{0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29},
-     {2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27, 14, 15, 30, 31}},
-    {{0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14, 30},
-     {1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13, 29, 15, 31}},
-};
-
+/* Transpose 16 x 16 floats held as 16 rows (r[j] lane i becomes r[i] lane j): 4 x 4
+ * transposes inside 128-bit lanes (32-bit, then 64-bit unpacks), then two stages of
+ * 128-bit lane shuffles. Every step is a plain permutation, so the bits are kept. The
+ * unpacks run on more ports than the two-source `vpermt2ps` of the earlier four
+ * block-swap stages (the same 64 shuffles): docs/benchmarks.md, "Small M". */
 static Q35_AVX512 void q35_transpose16(__m512 r[16])
 {
-    int stage, i;
-    for (stage = 0; stage < 4; stage++) {
-        const int b = 8 >> stage;
-        const __m512i ilo = _mm512_loadu_si512((const void *)q35_swap_index[stage][0]);
-        const __m512i ihi = _mm512_loadu_si512((const void *)q35_swap_index[stage][1]);
-        for (i = 0; i < 16; i++) {
-            if ((i & b) == 0) {
-                __m512 a = r[i], c = r[i + b];
-                r[i] = _mm512_permutex2var_ps(a, ilo, c);
-                r[i + b] = _mm512_permutex2var_ps(a, ihi, c);
-            }
-        }
+    __m512 t[16], u[16];
+    int i, m;
+    for (i = 0; i < 8; i++) {
+        t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+    /* u[4 i + m], 128-bit lane l: rows 4 i .. 4 i + 3 at column 4 l + m */
+    for (i = 0; i < 4; i++) {
+        const __m512d a = _mm512_castps_pd(t[4 * i]), b = _mm512_castps_pd(t[4 * i + 1]),
+                      c = _mm512_castps_pd(t[4 * i + 2]), d = _mm512_castps_pd(t[4 * i + 3]);
+        u[4 * i] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, c));
+        u[4 * i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, c));
+        u[4 * i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(b, d));
+        u[4 * i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(b, d));
+    }
+    /* column 4 l + m: lane l of u[m], u[4 + m], u[8 + m], u[12 + m] */
+    for (m = 0; m < 4; m++) {
+        const __m512 x0 = _mm512_shuffle_f32x4(u[m], u[4 + m], 0x88),
+                     x1 = _mm512_shuffle_f32x4(u[m], u[4 + m], 0xdd),
+                     y0 = _mm512_shuffle_f32x4(u[8 + m], u[12 + m], 0x88),
+                     y1 = _mm512_shuffle_f32x4(u[8 + m], u[12 + m], 0xdd);
+        r[m] = _mm512_shuffle_f32x4(x0, y0, 0x88);
+        r[4 + m] = _mm512_shuffle_f32x4(x1, y1, 0x88);
+        r[8 + m] = _mm512_shuffle_f32x4(x0, y0, 0xdd);
+        r[12 + m] = _mm512_shuffle_f32x4(x1, y1, 0xdd);
     }
 }
 
