@@ -2,8 +2,8 @@
 bit-exact with the interpreter on odd shapes at every kernel level this CPU runs
 (Q35_KERNELS caps the run-time choice: AVX-512 VBMI/VNNI, AVX2, portable C).
 
-On AVX-512, 2 to 7 rows take the groups-in-lanes kernel (q35_i8_lanes_columns: a column's
-decoded levels serve every row), 1 row the two-column GEMV kernel, 8 rows and more the
+On AVX-512, 2 to 8 rows take the groups-in-lanes kernel (q35_i8_lanes_columns: a column's
+decoded levels serve every row), 1 row the two-column GEMV kernel, 9 rows and more the
 GEMM; each case here runs one of them. Several matmuls share one module, so one C build
 covers a whole list of shapes."""
 
@@ -30,7 +30,8 @@ SANITIZE = "-O1 -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit
 # (rows, K, N): K with partial groups, partial 4-group chunks, a mostly-padding second
 # 16-group block (576: 18 groups), a partial last 7-byte block; N not a multiple of 16.
 SHAPES = [(2, 5, 3), (3, 33, 17), (4, 77, 10), (5, 130, 1), (6, 500, 33), (7, 576, 50),
-          (2, 1000, 19), (3, 2080, 40), (7, 4096, 18), (1, 77, 5), (1, 576, 33), (8, 300, 20)]
+          (2, 1000, 19), (3, 2080, 40), (7, 4096, 18), (8, 300, 20), (1, 77, 5), (1, 576, 33),
+          (9, 77, 20)]
 
 
 @pytest.fixture(autouse=True)
@@ -114,19 +115,19 @@ def test_small_m_int8_gemv_is_bit_exact_at_every_kernel_level(level, monkeypatch
 
 @pytest.mark.parametrize("threads", ["1", "2"])
 def test_small_m_int8_gemv_through_the_pool_under_sanitizers(threads, monkeypatch):
-    """Big enough (2^18 multiply-adds and more) for the thread pool: 2 to 7 rows at 1 and 2
+    """Big enough (2^18 multiply-adds and more) for the thread pool: 2 to 8 rows at 1 and 2
     threads, bit-exact, under AddressSanitizer and UBSan (the lanes kernel's term buffer,
     the activation layout past K, the last partial code block)."""
     monkeypatch.setenv("Q35C_CFLAGS", SANITIZE)
     monkeypatch.setenv("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0")
     monkeypatch.setenv("OMP_NUM_THREADS", threads)
     monkeypatch.delenv("Q35_KERNELS", raising=False)
-    _check([(2, 4096, 70), (5, 2500, 45), (7, 1100, 300)], 4096)
+    _check([(2, 4096, 70), (5, 2500, 45), (8, 1100, 300)], 4096)
 
 
 def test_rows_of_a_batch_do_not_interact():
     """Row r of a 7-row product equals the 1-row product of that row alone (the kernels for
-    1 and for 2 to 7 rows differ; the per-row int8 scale makes rows independent)."""
+    1 and for 2 to 8 rows differ; the per-row int8 scale makes rows independent)."""
     k, n = 1000, 37
     many = _module([(7, k, n)], 11)
     x = _inputs([(7, k, n)], 11)["arg0"]

@@ -373,7 +373,7 @@ static Q35_AVX512 void q35_i8_avx512_columns(const q35_qjob *job, int64_t n_begi
     }
 }
 
-/* ---- int8 GEMV of 2 to 7 rows, groups in lanes ----------------------------------------
+/* ---- int8 GEMV of 2 to 8 rows, groups in lanes ----------------------------------------
  *
  * The decoded codes of a column's 16-group block (four vectors of 64 codes, 128-bit lane i
  * of vector m holding group 4m + i) are transposed by dwords (eight in-lane unpacks: dword
@@ -387,9 +387,11 @@ static Q35_AVX512 void q35_i8_avx512_columns(const q35_qjob *job, int64_t n_begi
  * and are summed in group order, 16 columns side by side (as q35_i8_avx512_columns does):
  * bit-exact with the interpreter for every row count. One row keeps q35_i8_avx512_columns
  * (two columns share the activation loads; the 8 unpacks cost more than the group sums they
- * save when nothing else shares the decode); 8 rows and more go to the GEMM below, which
- * was as fast at 8 rows (docs/benchmarks.md, "Small M"). */
-enum { Q35_GEMM_MIN_ROWS = 8, Q35_LANES_ROWS_MAX = Q35_GEMM_MIN_ROWS - 1, Q35_LANES_SEGMENT = 64 };
+ * save when nothing else shares the decode); 9 rows and more go to the GEMM below (rows
+ * in lanes, 16 a block), which was about as fast at 10 rows and faster at 12
+ * (docs/benchmarks.md, "Small M"). */
+/* The float GEMM from 8 rows; the int8 GEMM from Q35_LANES_ROWS_MAX + 1 rows. */
+enum { Q35_GEMM_MIN_ROWS = 8, Q35_LANES_ROWS_MAX = 8, Q35_LANES_SEGMENT = 64 };
 
 /* `work` (q35_qmatmul_work_bytes), per row: float(sum(q)) per group in q35_group_order
  * within each 16 groups, then per 16-group block 512 bytes: vector (h, j) (h = 0 even k,
@@ -552,7 +554,7 @@ static Q35_AVX512 void q35_i8_lanes_columns(const q35_qjob *job, int64_t n_begin
     }
 }
 
-/* ---- int8 GEMM (rows >= Q35_GEMM_MIN_ROWS: prefill, batches) ----------------------------
+/* ---- int8 GEMM (rows > Q35_LANES_ROWS_MAX: prefill, batches) ----------------------------
  *
  * Rows go in vector lanes, 16 per block, so that a group's exact int32 dot product for 16
  * rows builds up in one accumulator with no horizontal sums: per group, 8 vpdpbusd of the
@@ -747,7 +749,7 @@ static Q35_AVX512 void q35_i8_gemm_columns(const q35_qjob *job, int64_t n_begin,
 static void q35_qmatmul_i8_avx512(const q35_qjob *job)
 {
     const int64_t G = (job->t.groups + 15) / 16 * 16;
-    if (job->rows >= Q35_GEMM_MIN_ROWS) {
+    if (job->rows > Q35_LANES_ROWS_MAX) {
         q35_i8_gemm_prepare(job);
         q35_parallel_columns(q35_i8_gemm_columns, job, 16, job->rows * job->t.n * G * 32);
         return;
