@@ -15,7 +15,6 @@ model.h), so a session works on an emitted model (`emit`) and on a directory wri
 from __future__ import annotations
 
 import ctypes
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,20 +71,33 @@ class CSession:
 
     def __init__(self, sources: dict[str, bytes], prefix: str, blob_path: Path | None = None,
                  threads: int | None = None):
-        if threads:
-            os.environ["OMP_NUM_THREADS"] = str(threads)
         directory = build_library(sources)
         if blob_path is None:
             blob_path = directory / BLOB_FILE
             if not blob_path.exists():
                 blob_path.write_bytes(sources[BLOB_FILE])
         self._open(directory / LIBRARY, blob_path, sources["model.h"], prefix)
+        if threads:
+            self.set_threads(threads)
+
+    def set_threads(self, threads: int) -> int:
+        """Run on `threads` threads from now on (the library's `<prefix>_set_threads`: its
+        quantized-matmul pool and OpenMP loops, for runs from the calling Python thread);
+        0 goes back to OMP_NUM_THREADS. Returns the count in force. Setting
+        OMP_NUM_THREADS in os.environ would not do: libgomp reads it once, when the first
+        library that needs it loads."""
+        setter = getattr(self._lib, f"{self._prefix}_set_threads", None)
+        if setter is None:  # a library without the call (the CUDA target's)
+            return 1
+        setter.restype = ctypes.c_int
+        setter.argtypes = [ctypes.c_int]
+        return int(setter(int(threads)))
 
     def _open(self, library: Path, blob_path: Path, header: bytes, prefix: str) -> None:
         """Load `library`, bind its `<prefix>_*` API, describe its tensors from `header`
         and load the weights of `blob_path`."""
         self._lib = ctypes.CDLL(str(library))
-        p = prefix
+        self._prefix = p = prefix
         self._load = getattr(self._lib, f"{p}_load")
         self._load.restype = ctypes.c_void_p
         self._load.argtypes = [ctypes.c_char_p]

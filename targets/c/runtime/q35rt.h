@@ -124,36 +124,86 @@ typedef void (*q35_columns_fn)(const q35_qjob *job, int64_t n0, int64_t n1);
 /* ---- the thread pool of the quantized matmuls ------------------------------------------
  *
  * With OpenMP (whose builds link pthreads) the column kernels run on a persistent pool of
- * omp_get_max_threads() - 1 POSIX threads plus the calling thread. A job is published by
- * bumping a 64-bit ticket (generation << 32 | next unit); every thread, the caller too,
- * claims units of `unit` columns by compare-and-swap on the ticket, so the split adapts to
- * threads that start late or run slow. The caller returns when the units are *done*
- * (a counter), not when every worker has arrived: a worker the OS has not scheduled yet
+ * POSIX threads plus the calling thread. The thread count is read at every matmul
+ * (q35_threads): the count set by q35_set_threads (the model's <prefix>_set_threads, the
+ * runner's --threads), else omp_get_max_threads() of the calling thread (OMP_NUM_THREADS,
+ * omp_set_num_threads), at most Q35_THREADS_MAX. The pool grows to the count when a job
+ * asks for more workers than it has and never shrinks: worker i (1, 2, ...) works on a job
+ * only if i < the job's count, so a later, smaller count leaves the others asleep. (Until
+ * 2026-12-07 the pool was sized once, at its first job: a process that ran a model at 1
+ * thread and then at 2 - benchmarks/bench_llm.py alternates them - kept 1.)
+ *
+ * A job is published by bumping a 64-bit ticket (generation << 32 | next unit) after its
+ * fields and its limit (generation << 32 | units); every thread, the caller too, claims
+ * units of `unit` columns by compare-and-swap on the ticket, so the split adapts to
+ * threads that start late or run slow. The caller returns when the units are *done* (a
+ * counter), not when every worker has arrived: a worker the OS has not scheduled yet
  * claims nothing and holds nobody up, where an OpenMP join would wait a scheduler tick for
  * it on a busy machine. Idle workers spin for 20000 `pause`s (tens to hundreds of
  * microseconds by CPU: back-to-back matmuls of a decode step find them awake), then sleep
- * on a condition variable. One job at a time: a caller
- * that finds the pool busy (another thread's job) runs its job alone. Each output is
- * computed by one call the same way whatever the split, so results do not depend on it. */
+ * on a condition variable. One job at a time: a caller that finds the pool busy (another
+ * thread's job) runs its job alone. Each output is computed by one call the same way
+ * whatever the split, so results do not depend on it. */
+
+/* The most threads one quantized matmul uses (the calling thread included). */
+#ifndef Q35_THREADS_MAX
+#define Q35_THREADS_MAX 256
+#endif
+
+/* The thread count q35_set_threads set (0: OpenMP's). */
+static int q35_threads_set = 0;
+
+#ifdef _OPENMP
+extern void omp_set_num_threads(int n);
+#endif
+
+/* Threads for the quantized matmuls and the OpenMP loops of later runs from this thread:
+ * n >= 1, at most Q35_THREADS_MAX; 0 goes back to OpenMP's count. Returns the count now in
+ * force (1 in a build without OpenMP). */
+Q35_FN int q35_set_threads(int n)
+{
+    n = n < 0 ? 0 : n > Q35_THREADS_MAX ? Q35_THREADS_MAX : n;
+    __atomic_store_n(&q35_threads_set, n, __ATOMIC_RELAXED);
+#ifdef _OPENMP
+    if (n > 0)
+        omp_set_num_threads(n);
+    n = n > 0 ? n : omp_get_max_threads();
+    return n > Q35_THREADS_MAX ? Q35_THREADS_MAX : n < 1 ? 1 : n;
+#else
+    return 1;
+#endif
+}
+
 #ifdef _OPENMP
 #include <pthread.h>
+
+/* The thread count of the next job, the caller included. */
+static int q35_threads(void)
+{
+    int n = __atomic_load_n(&q35_threads_set, __ATOMIC_RELAXED);
+    if (n <= 0)
+        n = omp_get_max_threads();
+    return n > Q35_THREADS_MAX ? Q35_THREADS_MAX : n < 1 ? 1 : n;
+}
 
 typedef struct {
     pthread_mutex_t lock; /* the sleepers' mutex */
     pthread_cond_t wake;
     pthread_mutex_t busy; /* held by the caller of the running job */
-    int started, threads;
+    int threads;          /* the caller and the workers started so far */
+    int active;           /* threads of the current job: workers 1 .. active - 1 join it */
     int sleepers;
     uint64_t ticket;      /* generation << 32 | next unit */
+    uint64_t limit;       /* generation << 32 | units of that generation */
     int64_t done;         /* units finished in this generation */
     /* the job of the current generation (written before the ticket is published) */
     q35_columns_fn fn;
     const q35_qjob *job;
-    int64_t unit, units;
+    int64_t unit;
 } q35_pool_state;
 
 static q35_pool_state q35_pool = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER,
-                                  PTHREAD_MUTEX_INITIALIZER, 0, 0, 0, 0, 0, 0, 0, 0, 0};
+                                  PTHREAD_MUTEX_INITIALIZER, 1, 1, 0, 0, 0, 0, 0, 0, 0};
 
 static void q35_pause(void)
 {
@@ -162,19 +212,20 @@ static void q35_pause(void)
 #endif
 }
 
-/* Claims and runs units of generation gen until none is left; the job's fields are read
- * between loading the ticket and claiming it, so a successful claim proves they were the
- * generation's (the next job is written only after every unit of this one is done). */
+/* Claims and runs units of generation gen until none is left. A claim is valid only if
+ * the limit read after the ticket is gen's (the next job's limit is written before its
+ * ticket, and only once every unit of this one is done): then the unit exists, its job is
+ * unfinished, and the fields read between loading the ticket and claiming it are gen's. */
 static void q35_pool_drain(uint32_t gen)
 {
     for (;;) {
         uint64_t cur = __atomic_load_n(&q35_pool.ticket, __ATOMIC_ACQUIRE);
+        const uint64_t limit = __atomic_load_n(&q35_pool.limit, __ATOMIC_ACQUIRE);
         const q35_columns_fn fn = __atomic_load_n(&q35_pool.fn, __ATOMIC_RELAXED);
         const q35_qjob *job = __atomic_load_n(&q35_pool.job, __ATOMIC_RELAXED);
         const int64_t unit = __atomic_load_n(&q35_pool.unit, __ATOMIC_RELAXED);
-        const int64_t units = __atomic_load_n(&q35_pool.units, __ATOMIC_RELAXED);
-        const int64_t u = (int64_t)(cur & 0xffffffffu);
-        if ((uint32_t)(cur >> 32) != gen || u >= units)
+        const int64_t u = (int64_t)(cur & 0xffffffffu), units = (int64_t)(limit & 0xffffffffu);
+        if ((uint32_t)(cur >> 32) != gen || (uint32_t)(limit >> 32) != gen || u >= units)
             return;
         if (__atomic_compare_exchange_n(&q35_pool.ticket, &cur, cur + 1, 0, __ATOMIC_ACQ_REL,
                                         __ATOMIC_ACQUIRE)) {
@@ -185,10 +236,14 @@ static void q35_pool_drain(uint32_t gen)
     }
 }
 
+/* Worker `arg` (1, 2, ...): joins the jobs whose thread count exceeds its number. */
 static void *q35_pool_worker(void *arg)
 {
-    uint32_t seen = 0;
-    (void)arg;
+    const int id = (int)(intptr_t)arg;
+    /* "seen" the generation before the current one: a worker started for a job that is
+     * published by the time it runs joins it at once (stale generations drain nothing) */
+    uint32_t seen =
+        (uint32_t)(__atomic_load_n(&q35_pool.ticket, __ATOMIC_ACQUIRE) >> 32) - 1u;
     for (;;) {
         uint32_t gen = (uint32_t)(__atomic_load_n(&q35_pool.ticket, __ATOMIC_ACQUIRE) >> 32);
         int spin;
@@ -205,32 +260,32 @@ static void *q35_pool_worker(void *arg)
             __atomic_sub_fetch(&q35_pool.sleepers, 1, __ATOMIC_SEQ_CST);
             pthread_mutex_unlock(&q35_pool.lock);
         }
-        q35_pool_drain(gen);
+        if (id < __atomic_load_n(&q35_pool.active, __ATOMIC_ACQUIRE))
+            q35_pool_drain(gen);
         seen = gen;
     }
     return NULL;
 }
 
-/* Starts the workers once (under the busy mutex); returns the pool's thread count. */
-static int q35_pool_start(void)
+/* Starts workers until the pool has `want` threads (under the busy mutex); returns the
+ * pool's thread count (fewer if the system refuses threads). */
+static int q35_pool_grow(int want)
 {
-    if (!q35_pool.started) {
-        const int want = omp_get_max_threads();
-        int i;
-        q35_pool.started = 1;
-        q35_pool.threads = 1;
-        for (i = 1; i < want; i++) {
-            pthread_t thread;
-            pthread_attr_t attr;
-            pthread_attr_init(&attr);
-            pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-            pthread_attr_setstacksize(&attr, (size_t)1 << 22); /* the kernels' buffers */
-            if (pthread_create(&thread, &attr, q35_pool_worker, NULL) == 0)
-                q35_pool.threads++;
-            pthread_attr_destroy(&attr);
-        }
+    while (q35_pool.threads < want) {
+        pthread_t thread;
+        pthread_attr_t attr;
+        int ok;
+        pthread_attr_init(&attr);
+        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+        pthread_attr_setstacksize(&attr, (size_t)1 << 22); /* the kernels' buffers */
+        ok = pthread_create(&thread, &attr, q35_pool_worker,
+                            (void *)(intptr_t)q35_pool.threads) == 0;
+        pthread_attr_destroy(&attr);
+        if (!ok)
+            break;
+        q35_pool.threads++;
     }
-    return q35_pool.threads;
+    return q35_pool.threads < want ? q35_pool.threads : want;
 }
 #endif
 
@@ -248,16 +303,20 @@ static void q35_parallel_columns(q35_columns_fn fn, const q35_qjob *job, int64_t
 {
     const int64_t n = job->t.n, units = (n + unit - 1) / unit;
 #ifdef _OPENMP
-    if (work >= Q35_POOL_MIN_WORK && units > 1 &&
+    int want;
+    if (work >= Q35_POOL_MIN_WORK && units > 1 && (want = q35_threads()) > 1 &&
         pthread_mutex_trylock(&q35_pool.busy) == 0) {
-        if (q35_pool_start() > 1) {
+        const int active = q35_pool_grow(want);
+        if (active > 1) {
             const uint32_t gen =
                 (uint32_t)(__atomic_load_n(&q35_pool.ticket, __ATOMIC_RELAXED) >> 32) + 1;
             __atomic_store_n(&q35_pool.fn, fn, __ATOMIC_RELAXED);
             __atomic_store_n(&q35_pool.job, job, __ATOMIC_RELAXED);
             __atomic_store_n(&q35_pool.unit, unit, __ATOMIC_RELAXED);
-            __atomic_store_n(&q35_pool.units, units, __ATOMIC_RELAXED);
+            __atomic_store_n(&q35_pool.active, active, __ATOMIC_RELAXED);
             __atomic_store_n(&q35_pool.done, 0, __ATOMIC_RELAXED);
+            __atomic_store_n(&q35_pool.limit, (uint64_t)gen << 32 | (uint64_t)units,
+                             __ATOMIC_SEQ_CST);
             __atomic_store_n(&q35_pool.ticket, (uint64_t)gen << 32, __ATOMIC_SEQ_CST);
             if (__atomic_load_n(&q35_pool.sleepers, __ATOMIC_SEQ_CST) > 0) {
                 pthread_mutex_lock(&q35_pool.lock);

@@ -257,10 +257,91 @@ static Q35_AVX2 void q35_i8_avx2_columns(const q35_qjob *job, int64_t n_begin, i
     }
 }
 
+/* The levels of the group pairs at g0 and g0 + 2 (as q35_avx2_dot4 decodes them; zero
+ * levels past G, where the activations are zero too). */
+static inline Q35_AVX2 void q35_avx2_levels4(const q35_avx2_tables *t, const uint8_t *pay,
+                                             int64_t g0, int64_t G, __m256i lev[4])
+{
+    __m256i a, b;
+    if (g0 + 4 <= G) {
+        a = q35_avx2_codes(pay + g0 * 14, 0);
+        b = q35_avx2_codes(pay + g0 * 14 + 28, 0);
+    } else if (g0 < G) {
+        a = q35_avx2_codes(pay + g0 * 14, g0 + 1 >= G);
+        b = g0 + 2 < G ? q35_avx2_codes(pay + g0 * 14 + 28, g0 + 3 >= G) : a;
+    } else {
+        lev[0] = lev[1] = lev[2] = lev[3] = _mm256_setzero_si256();
+        return;
+    }
+    q35_avx2_levels2(t, a, b, &lev[0], &lev[1], &lev[2], &lev[3]);
+}
+
+/* Several rows (batched decode, prefill: AVX2 has no int8 GEMM): per column and block of
+ * 8 groups the levels are decoded once, for up to Q35_AVX2_ROWS rows at a time; per row
+ * the same dot products, group sums and in-order float32 rescale as q35_i8_avx2_columns,
+ * so the bits are the same. */
+enum { Q35_AVX2_ROWS = 8 };
+static Q35_AVX2 void q35_i8_avx2_rows(const q35_qjob *job, int64_t n_begin, int64_t n_end)
+{
+    const q35_q3p5 *t = &job->t;
+    const int64_t rows = job->rows, G = t->groups, G8 = (G + 7) / 8 * 8;
+    const float *sxf = (const float *)(const void *)job->work;
+    const int8_t *xd = (const int8_t *)(job->work + rows * G8 * 4);
+    q35_avx2_tables tables;
+    int64_t n, r0;
+    q35_avx2_tables_make(&tables);
+    for (n = n_begin; n < n_end; n++) {
+        q35_avx2_tables tb = tables;
+        const uint8_t *pay = t->payload + n * t->payload_row;
+        const uint8_t *meta = t->meta + n * t->meta_row;
+        const q35_avx2_column col = q35_avx2_column_make(t, n);
+        Q35_AVX2_HIDE(tb.sixteen);
+        Q35_AVX2_HIDE(tb.ones);
+        for (r0 = 0; r0 < rows; r0 += Q35_AVX2_ROWS) {
+            const int64_t rn = rows - r0 < Q35_AVX2_ROWS ? rows - r0 : Q35_AVX2_ROWS;
+            float acc_y[Q35_AVX2_ROWS];
+            int64_t row, gb;
+            for (row = 0; row < rn; row++)
+                acc_y[row] = 0.0f;
+            for (gb = 0; gb < G8; gb += 8) {
+                const int64_t gend = G - gb < 8 ? G - gb : 8;
+                __m256i lev[8];
+                __m256 scale, offset;
+                q35_avx2_levels4(&tb, pay, gb, G, lev);
+                q35_avx2_levels4(&tb, pay, gb + 4, G, lev + 4);
+                q35_avx2_group_meta(&col, meta + gb / 8 * 7, &scale, &offset);
+                for (row = 0; row < rn; row++) {
+                    const int8_t *xe = xd + (r0 + row) * G8 * 32 + gb * 16, *xo = xe + G8 * 16;
+                    const float *sx = sxf + (r0 + row) * G8;
+                    __m256i v0 = q35_avx2_dot(&tb, lev[0], lev[1], xe, xo);
+                    __m256i v1 = q35_avx2_dot(&tb, lev[2], lev[3], xe + 32, xo + 32);
+                    __m256i v2 = q35_avx2_dot(&tb, lev[4], lev[5], xe + 64, xo + 64);
+                    __m256i v3 = q35_avx2_dot(&tb, lev[6], lev[7], xe + 96, xo + 96);
+                    __m256i h;
+                    float terms[8], acc = acc_y[row];
+                    int g;
+                    /* lanes 0-3: groups 0, 2, 4, 6; lanes 4-7: groups 1, 3, 5, 7 */
+                    h = _mm256_hadd_epi32(_mm256_hadd_epi32(v0, v1), _mm256_hadd_epi32(v2, v3));
+                    h = _mm256_permutevar8x32_epi32(h, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+                    _mm256_storeu_ps(terms, _mm256_add_ps(
+                        _mm256_mul_ps(scale, _mm256_cvtepi32_ps(h)),
+                        _mm256_mul_ps(offset, _mm256_loadu_ps(sx + gb))));
+                    for (g = 0; g < gend; g++)
+                        acc = acc + terms[g];
+                    acc_y[row] = acc;
+                }
+            }
+            for (row = 0; row < rn; row++)
+                job->y[(r0 + row) * t->n + n] = acc_y[row] * job->row_scale[r0 + row];
+        }
+    }
+}
+
 static void q35_qmatmul_i8_avx2(const q35_qjob *job)
 {
     q35_i8_avx2_prepare(job);
-    q35_parallel_columns(q35_i8_avx2_columns, job, 16, job->rows * job->t.n * job->t.k);
+    q35_parallel_columns(job->rows > 1 ? q35_i8_avx2_rows : q35_i8_avx2_columns, job, 16,
+                         job->rows * job->t.n * job->t.k);
 }
 
 /* Float path for group size 32 (AVX2, with FMA where available): the codes are decoded and

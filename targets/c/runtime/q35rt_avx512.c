@@ -171,33 +171,38 @@ static Q35_AVX512 void q35_group_meta16(const q35_q3p5 *t, int64_t n, int64_t g0
                             _mm512_mul_ps(_mm512_set1_ps(t->offset_step[n]), j));
 }
 
-/* Transpose 16 x 16 floats held as 16 rows: four stages that swap off-diagonal blocks of
- * 8, 4, 2 and 1 lanes between rows i and i + b. */
-static const int32_t q35_swap_index[4][2][16] = {
-    {{0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23},
-     {8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31}},
-    {{0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25, 26, 27},
-     {4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14, 15, 28, 29, 30, 31}},
-    {{0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29},
-     {2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27, 14, 15, 30, 31}},
-    {{0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14, 30},
-     {1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13, 29, 15, 31}},
-};
-
+/* Transpose 16 x 16 floats held as 16 rows (r[j] lane i becomes r[i] lane j): 4 x 4
+ * transposes inside 128-bit lanes (32-bit, then 64-bit unpacks), then two stages of
+ * 128-bit lane shuffles. Every step is a plain permutation, so the bits are kept. The
+ * unpacks run on more ports than the two-source `vpermt2ps` of the earlier four
+ * block-swap stages (the same 64 shuffles): docs/benchmarks.md, "Small M". */
 static Q35_AVX512 void q35_transpose16(__m512 r[16])
 {
-    int stage, i;
-    for (stage = 0; stage < 4; stage++) {
-        const int b = 8 >> stage;
-        const __m512i ilo = _mm512_loadu_si512((const void *)q35_swap_index[stage][0]);
-        const __m512i ihi = _mm512_loadu_si512((const void *)q35_swap_index[stage][1]);
-        for (i = 0; i < 16; i++) {
-            if ((i & b) == 0) {
-                __m512 a = r[i], c = r[i + b];
-                r[i] = _mm512_permutex2var_ps(a, ilo, c);
-                r[i + b] = _mm512_permutex2var_ps(a, ihi, c);
-            }
-        }
+    __m512 t[16], u[16];
+    int i, m;
+    for (i = 0; i < 8; i++) {
+        t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+    /* u[4 i + m], 128-bit lane l: rows 4 i .. 4 i + 3 at column 4 l + m */
+    for (i = 0; i < 4; i++) {
+        const __m512d a = _mm512_castps_pd(t[4 * i]), b = _mm512_castps_pd(t[4 * i + 1]),
+                      c = _mm512_castps_pd(t[4 * i + 2]), d = _mm512_castps_pd(t[4 * i + 3]);
+        u[4 * i] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, c));
+        u[4 * i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, c));
+        u[4 * i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(b, d));
+        u[4 * i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(b, d));
+    }
+    /* column 4 l + m: lane l of u[m], u[4 + m], u[8 + m], u[12 + m] */
+    for (m = 0; m < 4; m++) {
+        const __m512 x0 = _mm512_shuffle_f32x4(u[m], u[4 + m], 0x88),
+                     x1 = _mm512_shuffle_f32x4(u[m], u[4 + m], 0xdd),
+                     y0 = _mm512_shuffle_f32x4(u[8 + m], u[12 + m], 0x88),
+                     y1 = _mm512_shuffle_f32x4(u[8 + m], u[12 + m], 0xdd);
+        r[m] = _mm512_shuffle_f32x4(x0, y0, 0x88);
+        r[4 + m] = _mm512_shuffle_f32x4(x1, y1, 0x88);
+        r[8 + m] = _mm512_shuffle_f32x4(x0, y0, 0xdd);
+        r[12 + m] = _mm512_shuffle_f32x4(x1, y1, 0xdd);
     }
 }
 
@@ -368,7 +373,188 @@ static Q35_AVX512 void q35_i8_avx512_columns(const q35_qjob *job, int64_t n_begi
     }
 }
 
-/* ---- int8 GEMM (rows >= Q35_GEMM_MIN_ROWS: prefill, batches) ----------------------------
+/* ---- int8 GEMV of 2 to 8 rows, groups in lanes ----------------------------------------
+ *
+ * The decoded codes of a column's 16-group block (four vectors of 64 codes, 128-bit lane i
+ * of vector m holding group 4m + i) are transposed by dwords (eight in-lane unpacks: dword
+ * j of every 128-bit lane of the four vectors into vector j), so that dword lane L of
+ * vector j holds codes 4j .. 4j + 3 of group q35_group_order(L). The activations are laid
+ * out the same way once per call (q35_i8_lanes_prepare), so the 8 vpdpbusd of a row and a
+ * 16-group block add up in one accumulator whose lane L is the exact int32 dot product of
+ * group q35_group_order(L): no horizontal sums at all, and the levels (8 registers),
+ * decoded once, serve every row. Then the float32 terms
+ * `s * acc + o * sx` of up to Q35_LANES_SEGMENT groups per row and column wait in a buffer
+ * and are summed in group order, 16 columns side by side (as q35_i8_avx512_columns does):
+ * bit-exact with the interpreter for every row count. One row keeps q35_i8_avx512_columns
+ * (two columns share the activation loads; the 8 unpacks cost more than the group sums they
+ * save when nothing else shares the decode); 9 rows and more go to the GEMM below (rows
+ * in lanes, 16 a block), which was about as fast at 10 rows and faster at 12
+ * (docs/benchmarks.md, "Small M"). */
+/* The float GEMM from 8 rows; the int8 GEMM from Q35_LANES_ROWS_MAX + 1 rows. */
+enum { Q35_GEMM_MIN_ROWS = 8, Q35_LANES_ROWS_MAX = 8, Q35_LANES_SEGMENT = 64 };
+
+/* `work` (q35_qmatmul_work_bytes), per row: float(sum(q)) per group in q35_group_order
+ * within each 16 groups, then per 16-group block 512 bytes: vector (h, j) (h = 0 even k,
+ * 1 odd k; bytes 256 h + 64 j) with dword lane L holding q[32 g + 8 j + 2 i + h], i = 0..3,
+ * g = the block's group q35_group_order(L); zero past K. */
+static Q35_AVX512 void q35_i8_lanes_prepare(const q35_qjob *job)
+{
+    const q35_q3p5 *t = &job->t;
+    const int64_t rows = job->rows, G = (t->groups + 15) / 16 * 16, kp = G * 32;
+    float *sxf = (float *)(void *)job->work;
+    int8_t *qa = (int8_t *)(job->work + rows * G * 4);
+    int64_t r, g;
+    int j, i, h;
+    for (r = 0; r < rows; r++) {
+        const int8_t *qr = job->q + r * t->k;
+        for (g = 0; g < G; g++) {
+            const int lane = q35_group_order((int)(g % 16));
+            int8_t *dst = qa + r * kp + g / 16 * 512 + 4 * lane;
+            int32_t sum = 0;
+            if (32 * g + 32 <= t->k) {
+                /* the group's 32 activations: even k to bytes 0-15, odd k to 16-31 */
+                const __m256i v = _mm256_loadu_si256((const __m256i *)(const void *)(qr + 32 * g));
+                const __m256i split = _mm256_shuffle_epi8(
+                    v, _mm256_setr_epi8(0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15, 0,
+                                        2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15));
+                int32_t words[8];
+                _mm256_storeu_si256((__m256i *)(void *)words,
+                                    _mm256_permute4x64_epi64(split, 0xd8));
+                for (j = 0; j < 4; j++) {
+                    memcpy(dst + 64 * j, &words[j], 4);
+                    memcpy(dst + 256 + 64 * j, &words[4 + j], 4);
+                }
+                for (i = 0; i < 32; i++)
+                    sum += qr[32 * g + i];
+            } else {
+                for (h = 0; h < 2; h++)
+                    for (j = 0; j < 4; j++)
+                        for (i = 0; i < 4; i++) {
+                            const int64_t k = 32 * g + 8 * j + 2 * i + h;
+                            const int8_t v = k < t->k ? qr[k] : 0;
+                            dst[256 * h + 64 * j + i] = v;
+                            sum += v;
+                        }
+            }
+            sxf[r * G + g / 16 * 16 + lane] = (float)sum;
+        }
+    }
+}
+
+/* Columns [n_begin, n_end) (n_begin a multiple of 16) of the job prepared above. */
+static Q35_AVX512 void q35_i8_lanes_columns(const q35_qjob *job, int64_t n_begin, int64_t n_end)
+{
+    const q35_q3p5 *t = &job->t;
+    const int64_t rows = job->rows, G = (t->groups + 15) / 16 * 16, kp = G * 32;
+    const float *sxf = (const float *)(const void *)job->work;
+    const int8_t *qa = (const int8_t *)(job->work + rows * G * 4);
+    const q35_decoder d = q35_decoder_make(1);
+    float terms[Q35_LANES_ROWS_MAX][16][Q35_LANES_SEGMENT], out[16];
+    int64_t tile;
+    for (tile = n_begin / 16; tile * 16 < n_end; tile++) {
+        const q35_decoder dc = d; /* a private copy the compiler keeps in registers */
+        const int64_t n0 = tile * 16, cols = t->n - n0 < 16 ? t->n - n0 : 16;
+        __m512 yv[Q35_LANES_ROWS_MAX];
+        int64_t row, seg, gb, c, g;
+        for (row = 0; row < rows; row++) {
+            yv[row] = _mm512_setzero_ps();
+            for (c = cols; c < 16; c++) /* columns past N add zeros */
+                for (g = 0; g < Q35_LANES_SEGMENT; g++)
+                    terms[row][c][g] = 0.0f;
+        }
+        for (seg = 0; seg < G; seg += Q35_LANES_SEGMENT) {
+            const int64_t gend = G - seg < Q35_LANES_SEGMENT ? G : seg + Q35_LANES_SEGMENT;
+            for (c = 0; c < cols; c++) {
+                const int64_t n = n0 + c;
+                const q35_column_meta meta = q35_column_meta_make(t, n);
+                for (gb = seg / 16; gb < gend / 16; gb++) {
+                    const uint8_t *p = t->payload + n * t->payload_row + gb * 224;
+                    const int64_t left = t->payload_row - gb * 224;
+                    /* chunks of 4 groups holding real groups (the rest is padding, whose
+                     * activations are zero: its codes are never read) */
+                    const int64_t chunks = (t->groups - gb * 16 + 3) / 4;
+                    __m512i code[4], v0, v1, v2, v3, w0, w1, w2, w3;
+                    __m512i e0, e1, e2, e3, o0, o1, o2, o3;
+                    __m512 scale, offset;
+                    int ch;
+                    _mm_prefetch((const char *)(p + 1792), _MM_HINT_T0);
+                    _mm_prefetch((const char *)(p + 1856), _MM_HINT_T0);
+                    _mm_prefetch((const char *)(p + 1920), _MM_HINT_T0);
+                    _mm_prefetch((const char *)(p + 1984), _MM_HINT_T0);
+                    Q35_UNROLL
+                    for (ch = 0; ch < 4; ch++) {
+                        const int64_t bytes = left - 56 * ch;
+                        code[ch] = ch >= chunks ? _mm512_setzero_si512()
+                                   : left >= 224 ? q35_codes_full(&dc, p + 56 * ch)
+                                                 : q35_codes_raw(&dc, p + 56 * ch,
+                                                                 bytes >= 56 ? 56 : (int)bytes);
+                    }
+                    /* dword j of every 128-bit lane to vector j */
+                    v0 = _mm512_unpacklo_epi32(code[0], code[1]);
+                    v1 = _mm512_unpackhi_epi32(code[0], code[1]);
+                    v2 = _mm512_unpacklo_epi32(code[2], code[3]);
+                    v3 = _mm512_unpackhi_epi32(code[2], code[3]);
+                    w0 = _mm512_unpacklo_epi64(v0, v2);
+                    w1 = _mm512_unpackhi_epi64(v0, v2);
+                    w2 = _mm512_unpacklo_epi64(v1, v3);
+                    w3 = _mm512_unpackhi_epi64(v1, v3);
+                    e0 = _mm512_permutex2var_epi8(dc.even_lo, w0, dc.even_hi);
+                    e1 = _mm512_permutex2var_epi8(dc.even_lo, w1, dc.even_hi);
+                    e2 = _mm512_permutex2var_epi8(dc.even_lo, w2, dc.even_hi);
+                    e3 = _mm512_permutex2var_epi8(dc.even_lo, w3, dc.even_hi);
+                    o0 = _mm512_permutex2var_epi8(dc.odd_lo, w0, dc.odd_hi);
+                    o1 = _mm512_permutex2var_epi8(dc.odd_lo, w1, dc.odd_hi);
+                    o2 = _mm512_permutex2var_epi8(dc.odd_lo, w2, dc.odd_hi);
+                    o3 = _mm512_permutex2var_epi8(dc.odd_lo, w3, dc.odd_hi);
+                    q35_group_meta16_ordered(t->meta + n * t->meta_row + gb * 14, &dc, &meta,
+                                             &scale, &offset);
+                    for (row = 0; row < rows; row++) {
+                        const __m512i *a =
+                            (const __m512i *)(const void *)(qa + row * kp + gb * 512);
+                        const __m512 sx = _mm512_loadu_ps(sxf + row * G + gb * 16);
+                        /* sum(q * (level + 128)), group by group: at most 32 * 127 * 255 in
+                         * magnitude, so exact in float32, as is 128 sum(q) and their
+                         * difference, the exact int32 dot product (|.| < 2^20) */
+                        __m512i acc = _mm512_dpbusd_epi32(_mm512_setzero_si512(), e0,
+                                                          _mm512_loadu_si512(a + 0));
+                        __m512 term;
+                        acc = _mm512_dpbusd_epi32(acc, o0, _mm512_loadu_si512(a + 4));
+                        acc = _mm512_dpbusd_epi32(acc, e1, _mm512_loadu_si512(a + 1));
+                        acc = _mm512_dpbusd_epi32(acc, o1, _mm512_loadu_si512(a + 5));
+                        acc = _mm512_dpbusd_epi32(acc, e2, _mm512_loadu_si512(a + 2));
+                        acc = _mm512_dpbusd_epi32(acc, o2, _mm512_loadu_si512(a + 6));
+                        acc = _mm512_dpbusd_epi32(acc, e3, _mm512_loadu_si512(a + 3));
+                        acc = _mm512_dpbusd_epi32(acc, o3, _mm512_loadu_si512(a + 7));
+                        term = _mm512_sub_ps(_mm512_cvtepi32_ps(acc),
+                                             _mm512_mul_ps(sx, _mm512_set1_ps(128.0f)));
+                        /* s * acc + o * sx */
+                        term = _mm512_add_ps(_mm512_mul_ps(scale, term), _mm512_mul_ps(offset, sx));
+                        _mm512_storeu_ps(&terms[row][c][gb * 16 - seg], term);
+                    }
+                }
+            }
+            for (row = 0; row < rows; row++) {
+                __m512 yr = yv[row];
+                for (g = 0; g < gend - seg; g += 16) {
+                    __m512 r[16];
+                    for (c = 0; c < 16; c++)
+                        r[c] = _mm512_loadu_ps(&terms[row][c][g]);
+                    q35_transpose16(r); /* r[j]: group g + q35_group_order(j) of 16 columns */
+                    for (c = 0; c < 16; c++) /* groups in order: r[order(c)] is group c */
+                        yr = _mm512_add_ps(yr, r[q35_group_order(c)]);
+                }
+                yv[row] = yr;
+            }
+        }
+        for (row = 0; row < rows; row++) {
+            _mm512_storeu_ps(out, _mm512_mul_ps(yv[row], _mm512_set1_ps(job->row_scale[row])));
+            for (c = 0; c < cols; c++)
+                job->y[row * t->n + n0 + c] = out[c];
+        }
+    }
+}
+
+/* ---- int8 GEMM (rows > Q35_LANES_ROWS_MAX: prefill, batches) ----------------------------
  *
  * Rows go in vector lanes, 16 per block, so that a group's exact int32 dot product for 16
  * rows builds up in one accumulator with no horizontal sums: per group, 8 vpdpbusd of the
@@ -378,7 +564,7 @@ static Q35_AVX512 void q35_i8_avx512_columns(const q35_qjob *job, int64_t n_begi
  * an L1/L2 buffer and reused by every row block; the 16 columns' float32 sums over groups
  * stay in registers (rows in lanes), in group order as the interpreter adds them. Between
  * K blocks the unscaled sums wait in y; the last block multiplies by the row scale. */
-enum { Q35_GEMM_MIN_ROWS = 8, Q35_GEMM_KBLOCK = 64 };
+enum { Q35_GEMM_KBLOCK = 64 };
 /* Bytes per column of the level buffer: 64 more than the K block, so that the 16 columns'
  * levels of one k do not fall in one L1 set (4 KiB apart they would, and thrash it). */
 enum { Q35_GEMM_STRIDE = Q35_GEMM_KBLOCK * 32 + 64 };
@@ -563,9 +749,14 @@ static Q35_AVX512 void q35_i8_gemm_columns(const q35_qjob *job, int64_t n_begin,
 static void q35_qmatmul_i8_avx512(const q35_qjob *job)
 {
     const int64_t G = (job->t.groups + 15) / 16 * 16;
-    if (job->rows >= Q35_GEMM_MIN_ROWS) {
+    if (job->rows > Q35_LANES_ROWS_MAX) {
         q35_i8_gemm_prepare(job);
         q35_parallel_columns(q35_i8_gemm_columns, job, 16, job->rows * job->t.n * G * 32);
+        return;
+    }
+    if (job->rows > 1) { /* 2 to Q35_LANES_ROWS_MAX rows: the levels decoded once */
+        q35_i8_lanes_prepare(job);
+        q35_parallel_columns(q35_i8_lanes_columns, job, 16, job->rows * job->t.n * G * 32);
         return;
     }
     q35_i8_avx512_prepare(job);

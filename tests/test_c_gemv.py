@@ -1,0 +1,138 @@
+"""The C target's int8 GEMV kernels at small M (decode, batched decode: 1 to 8 rows),
+bit-exact with the interpreter on odd shapes at every kernel level this CPU runs
+(Q35_KERNELS caps the run-time choice: AVX-512 VBMI/VNNI, AVX2, portable C).
+
+On AVX-512, 2 to 8 rows take the groups-in-lanes kernel (q35_i8_lanes_columns: a column's
+decoded levels serve every row), 1 row the two-column GEMV kernel, 9 rows and more the
+GEMM; each case here runs one of them. Several matmuls share one module, so one C build
+covers a whole list of shapes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from xdsl.builder import Builder
+from xdsl.dialects import func
+from xdsl.dialects.builtin import ModuleOp, TensorType, f32
+from xdsl.ir import Block, Region
+from xdsl.rewriter import InsertPoint
+
+from q35c.compiler.quant import quantize
+from q35c.compiler.weights import WeightStore
+from q35c.dialects import quant3p5
+from q35c.semantics import run_module
+from q35c.targets.c import CTarget
+
+SANITIZE = "-O1 -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer -g"
+
+# (rows, K, N): K with partial groups, partial 4-group chunks, a mostly-padding second
+# 16-group block (576: 18 groups), a partial last 7-byte block; N not a multiple of 16.
+SHAPES = [(2, 5, 3), (3, 33, 17), (4, 77, 10), (5, 130, 1), (6, 500, 33), (7, 576, 50),
+          (2, 1000, 19), (3, 2080, 40), (7, 4096, 18), (8, 300, 20), (1, 77, 5), (1, 576, 33),
+          (9, 77, 20)]
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path_factory, monkeypatch):
+    monkeypatch.setenv("Q35C_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "c-cache"))
+
+
+def _cpu_flags() -> set[str]:
+    try:
+        return set(Path("/proc/cpuinfo").read_text().split())
+    except OSError:
+        return set()
+
+
+AVX512 = {"avx512f", "avx512bw", "avx512dq", "avx512vl", "avx512vbmi", "avx512_vbmi2",
+          "avx512_vnni"}
+LEVELS = ["native", "avx2", "portable"]
+
+
+def _require_level(level: str) -> None:
+    flags = _cpu_flags()
+    if level == "native" and not AVX512 <= flags:
+        pytest.skip("no AVX-512 VBMI/VNNI: the native level is AVX2 or portable, run below")
+    if level == "avx2" and not {"avx2", "fma"} <= flags:
+        pytest.skip("no AVX2")
+
+
+def _module(shapes, seed: int):
+    """@main(x_0, x_1, ...) -> (y_0, y_1, ...), y_i = matmul_int8(quantize(x_i), W_i)."""
+    store = WeightStore()
+    block = Block(arg_types=[TensorType(f32, (m, k)) for m, k, _ in shapes])
+    b = Builder(InsertPoint.at_end(block))
+    outs = []
+    for i, (_, k, n) in enumerate(shapes):
+        rng = np.random.default_rng(seed + 97 * i)
+        store[f"w{i}"] = quantize(rng.standard_t(4, (k, n)).astype(np.float32), group_size=32)
+        w = b.insert(quant3p5.WeightOp(f"w{i}", quant3p5.PackedWeightType((k, n), 32))).result
+        qa = b.insert(quant3p5.QuantizeActivationsOp(block.args[i]))
+        outs.append(b.insert(quant3p5.MatmulInt8Op(qa.quantized, qa.scale, w)).result)
+    b.insert(func.ReturnOp(*outs))
+    fn = func.FuncOp("main", ([a.type for a in block.args], [o.type for o in outs]),
+                     Region(block))
+    module = ModuleOp([fn])
+    module.verify()
+    return module, store
+
+
+def _inputs(shapes, seed: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    inputs = {}
+    for i, (m, k, _) in enumerate(shapes):
+        x = rng.standard_normal((m, k)).astype(np.float32)
+        x[0, : k // 3] = 0.0  # a partly zero row
+        if m > 2:
+            x[1] = 0.0  # an all-zero row (scale 1)
+            x[2] = np.where(rng.random(k) < 0.5, -1e3, 1e3)  # every q at +-127
+        if m > 4:
+            x[3] *= 1e-30  # tiny, far from the others: the per-row scales differ
+        inputs[f"arg{i}"] = x
+    return inputs
+
+
+def _check(shapes, seed: int) -> None:
+    module, store = _module(shapes, seed)
+    inputs = _inputs(shapes, seed)
+    want = run_module(module, store, inputs)
+    got = CTarget().run(None, module, store, inputs, None)
+    for name, ref in want.items():
+        np.testing.assert_array_equal(got[name], ref, err_msg=name)
+
+
+@pytest.mark.parametrize("level", LEVELS)
+def test_small_m_int8_gemv_is_bit_exact_at_every_kernel_level(level, monkeypatch):
+    _require_level(level)
+    if level == "native":
+        monkeypatch.delenv("Q35_KERNELS", raising=False)
+    else:
+        monkeypatch.setenv("Q35_KERNELS", level)
+    _check(SHAPES, 35)
+
+
+@pytest.mark.parametrize("threads", ["1", "2"])
+def test_small_m_int8_gemv_through_the_pool_under_sanitizers(threads, monkeypatch):
+    """Big enough (2^18 multiply-adds and more) for the thread pool: 2 to 8 rows at 1 and 2
+    threads, bit-exact, under AddressSanitizer and UBSan (the lanes kernel's term buffer,
+    the activation layout past K, the last partial code block)."""
+    monkeypatch.setenv("Q35C_CFLAGS", SANITIZE)
+    monkeypatch.setenv("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0")
+    monkeypatch.setenv("OMP_NUM_THREADS", threads)
+    monkeypatch.delenv("Q35_KERNELS", raising=False)
+    _check([(2, 4096, 70), (5, 2500, 45), (8, 1100, 300)], 4096)
+
+
+def test_rows_of_a_batch_do_not_interact():
+    """Row r of a 7-row product equals the 1-row product of that row alone (the kernels for
+    1 and for 2 to 8 rows differ; the per-row int8 scale makes rows independent)."""
+    k, n = 1000, 37
+    many = _module([(7, k, n)], 11)
+    x = _inputs([(7, k, n)], 11)["arg0"]
+    got = CTarget().run(None, *many, {"arg0": x}, None)["out0"]
+    one = _module([(1, k, n)], 11)
+    for r in range(7):
+        row = CTarget().run(None, *one, {"arg0": x[r : r + 1]}, None)["out0"]
+        np.testing.assert_array_equal(got[r : r + 1], row, err_msg=f"row {r}")
