@@ -40,8 +40,6 @@ from q35c.targets.native.program import Buffer, Program, Step
 BYPASSABLE = frozenset({"copy_strided", "elementwise"})
 """Step kinds that folding may bypass and then drop once nothing reads their result."""
 FLOAT = np.dtype(np.float32)
-TILE = 32
-"""Columns of B per tile of the strided batch matmul (Q35_BMM_TILE in runtime/q35rt.c)."""
 
 
 @dataclass
@@ -172,9 +170,7 @@ class Folder:
         """(root, element) if every element of `buf` is that one element of root."""
         if buf.size == 1:
             return buf.root, 0
-        saved = set(self.bypassed)
         acc = self.access(buf, reader)
-        self.bypassed = saved  # a splat's broadcast is kept: other steps may read it
         if acc.scale is not None:
             return None
         flat = acc.index.ravel()
@@ -214,9 +210,9 @@ class Folder:
                 params[f"{name}_scale"] = acc.scale_index
                 ins.append(acc.scale)
         outs = [out]
-        if b_lay[2] != 1 or b_acc.scale is not None or n % TILE:  # B is packed by tiles
-            tile = Buffer(f"t{len(self.p.buffers)}_work", np.dtype(np.uint8),
-                          (k * TILE * 4,), "arena")
+        if b_lay[2] != 1:  # B is transposed into a scratch matrix (runtime/q35rt_bmm.c)
+            tile = Buffer(f"t{len(self.p.buffers)}_work", np.dtype(np.uint8), (k * n * 4,),
+                          "arena")
             self.p.buffers.append(tile)
             outs.append(tile)
         return Step("batch_matmul_strided", outs, ins, params, step.origin)

@@ -12,11 +12,47 @@
  * sum in double, from 0.0 in p order, of the exact products, rounded once to float: the
  * bits of q35_batch_matmul_f32 on the materialized operands.
  *
- * B is read as tiles of Q35_BMM_TILE columns: in place where its columns are contiguous
- * and it is not scaled, else packed once into `tile` (k x Q35_BMM_TILE floats; the last
- * partial tile is padded with zeros, whose lanes are computed and dropped) and reused by
- * every batch that reads the same B (consecutive batches with equal b_off: the heads of a
- * GQA group share their key and value heads). */
+ * B is read in place where its columns are contiguous (b_col 1), else transposed once by
+ * q35_copy_strided into `tile` (k x n floats) and reused by every batch that reads the same
+ * B (consecutive batches with equal b_off: the heads of a GQA group share their key and
+ * value heads). Q35_BMM_TILE outputs of a row run side by side (vectorized); the scales
+ * apply to each element as it is used, in float, before the widening. */
+Q35_FN void q35_bmm_row(float *ci, const float *ai, int64_t a_col, const float *a_scale,
+                     const float *bt, int64_t bt_row, const float *b_scale, int64_t k,
+                     int64_t n)
+{
+    const int64_t nfull = n / Q35_BMM_TILE * Q35_BMM_TILE;
+    const float sa = a_scale != NULL ? *a_scale : 1.0f, sb = b_scale != NULL ? *b_scale : 1.0f;
+    int64_t j, p;
+    int l;
+    for (j = 0; j < nfull; j += Q35_BMM_TILE) {
+        double acc[Q35_BMM_TILE];
+        for (l = 0; l < Q35_BMM_TILE; l++)
+            acc[l] = 0.0;
+        for (p = 0; p < k; p++) {
+            const float x = ai[p * a_col];
+            const double av = a_scale != NULL ? (double)(x * sa) : (double)x;
+            const float *bp = bt + p * bt_row + j;
+            if (b_scale != NULL)
+                for (l = 0; l < Q35_BMM_TILE; l++)
+                    acc[l] += av * (double)(bp[l] * sb);
+            else
+                for (l = 0; l < Q35_BMM_TILE; l++)
+                    acc[l] += av * (double)bp[l];
+        }
+        for (l = 0; l < Q35_BMM_TILE; l++)
+            ci[j + l] = (float)acc[l];
+    }
+    for (j = nfull; j < n; j++) {
+        double s = 0.0;
+        for (p = 0; p < k; p++) {
+            const float x = ai[p * a_col], y = bt[p * bt_row + j];
+            s += (double)(a_scale != NULL ? x * sa : x) * (double)(b_scale != NULL ? y * sb : y);
+        }
+        ci[j] = (float)s;
+    }
+}
+
 Q35_FN void q35_batch_matmul_strided_f32(float *c, const float *a, const float *b,
                                          int64_t batches, const int64_t *a_off, int64_t a_row,
                                          int64_t a_col, const float *a_scale,
@@ -24,60 +60,23 @@ Q35_FN void q35_batch_matmul_strided_f32(float *c, const float *a, const float *
                                          const float *b_scale, int64_t m, int64_t k, int64_t n,
                                          float *tile)
 {
-    const int64_t nfull = n / Q35_BMM_TILE * Q35_BMM_TILE;
-    const int direct = b_col == 1 && b_scale == NULL;
     int64_t t0 = 0;
     while (t0 < batches) {
-        int64_t t1 = t0 + 1, j, t, i, p;
-        int l;
+        int64_t t1 = t0 + 1, t, i;
+        const float *bt = b + b_off[t0];
+        int64_t bt_row = b_row;
         while (t1 < batches && b_off[t1] == b_off[t0])
             t1++;
-        for (j = 0; j < n; j += Q35_BMM_TILE) {
-            const int width = (int)(n - j < Q35_BMM_TILE ? n - j : Q35_BMM_TILE);
-            const float *bt;
-            int64_t bt_row;
-            if (direct && j < nfull) {
-                bt = b + b_off[t0] + j;
-                bt_row = b_row;
-            } else {
-                const float *bb = b + b_off[t0] + j * b_col;
-                for (p = 0; p < k; p++) {
-                    float *row = tile + p * Q35_BMM_TILE;
-                    for (l = 0; l < width; l++) {
-                        float v = bb[p * b_row + l * b_col];
-                        if (b_scale != NULL)
-                            v = v * *b_scale;
-                        row[l] = v;
-                    }
-                    for (; l < Q35_BMM_TILE; l++)
-                        row[l] = 0.0f;
-                }
-                bt = tile;
-                bt_row = Q35_BMM_TILE;
-            }
-            for (t = t0; t < t1; t++) {
-                const float *ab = a + a_off[t];
-                float *cb = c + t * m * n;
-                for (i = 0; i < m; i++) {
-                    const float *ai = ab + i * a_row;
-                    double acc[Q35_BMM_TILE];
-                    for (l = 0; l < Q35_BMM_TILE; l++)
-                        acc[l] = 0.0;
-                    for (p = 0; p < k; p++) {
-                        float x = ai[p * a_col];
-                        double av;
-                        const float *bp = bt + p * bt_row;
-                        if (a_scale != NULL)
-                            x = x * *a_scale;
-                        av = x;
-                        for (l = 0; l < Q35_BMM_TILE; l++)
-                            acc[l] += av * (double)bp[l];
-                    }
-                    for (l = 0; l < width; l++)
-                        cb[i * n + j + l] = (float)acc[l];
-                }
-            }
+        if (b_col != 1) {
+            const int64_t dims[2] = {k, n}, dst_st[2] = {n, 1}, src_st[2] = {b_row, b_col};
+            q35_copy_strided(tile, b, sizeof(float), 2, dims, 0, dst_st, b_off[t0], src_st);
+            bt = tile;
+            bt_row = n;
         }
+        for (t = t0; t < t1; t++)
+            for (i = 0; i < m; i++)
+                q35_bmm_row(c + (t * m + i) * n, a + a_off[t] + i * a_row, a_col, a_scale, bt,
+                            bt_row, b_scale, k, n);
         t0 = t1;
     }
 }
