@@ -180,7 +180,7 @@ def simulate(program: Program, inputs: dict[str, np.ndarray]) -> dict[str, np.nd
             a, b = (flat(x) for x in step.ins[:2])
             scales = iter(step.ins[2:])
             layout = {}
-            for side, (rows, cols) in (("a", (m, k)), ("b", (k, n))):
+            for side, cols in (("a", k), ("b", n)):
                 row, col, scale = cols, 1, None
                 if step.kernel == "batch_matmul_strided":
                     row, col = q[f"{side}_row"], q[f"{side}_col"]
