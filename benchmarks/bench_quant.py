@@ -12,7 +12,10 @@ exactly the weight quantization of `q35c generate --act float` (weights decode b
 to these float32 matrices) without the hours the reference interpreter would take for a
 135M-parameter model, and without the C target (which does not run these graphs yet).
 `--errors` also prints each quantized weight's `q35c.rel_rmse` and, when calibrated,
-`q35c.output_error`.
+`q35c.output_error`. A quantized embedding table (`quant3p5.gather`, named by its
+`q35c.table` attribute) is replaced by its decoded rows, the transpose of the packed tensor
+it gathers from (for a tied table, the LM head's). The last line also gives q35c's storage
+line for the compiled graph (`weight_storage`: every stored weight, embeddings included).
 """
 
 from __future__ import annotations
@@ -26,12 +29,14 @@ from pathlib import Path
 import numpy as np
 
 
-def quantized_weights(model: Path, passes: str | None) -> tuple[dict[str, np.ndarray], list]:
-    """{ONNX value name: dequantized float32 matrix} and rows (name, shape, rel RMSE,
-    output error) of the q35c-compiled decode graph."""
+def quantized_weights(model: Path, passes: str | None
+                      ) -> tuple[dict[str, np.ndarray], list, str]:
+    """{ONNX value name: dequantized float32 matrix}, rows (name, shape, rel RMSE, output
+    error, bits per weight) of the q35c-compiled decode graph's quantized matmul weights,
+    and its storage line."""
     from q35c.compiler.cli import _options
     from q35c.compiler.driver import compile_to_module
-    from q35c.compiler.generate import static_shapes
+    from q35c.compiler.generate import static_shapes, weight_storage
     from q35c.compiler.quant import Q3P5Tensor, dequantize
     from q35c.compiler.weights import store_of
     from q35c.dialects import quant3p5
@@ -42,8 +47,14 @@ def quantized_weights(model: Path, passes: str | None) -> tuple[dict[str, np.nda
     store = store_of(module)
     weights, rows = {}, []
     for op in module.walk():
+        if isinstance(op, quant3p5.GatherOp) and "q35c.table" in op.attributes:
+            packed = store[op.table.owner.weight_name.data]
+            weights[op.attributes["q35c.table"].data] = dequantize(packed).T
+            continue
         if not isinstance(op, quant3p5.WeightOp) or not op.weight_name.data.endswith(".q3p5"):
             continue
+        if all(isinstance(use.operation, quant3p5.GatherOp) for use in op.result.uses):
+            continue  # an untied table, replaced through its gather
         packed = store[op.weight_name.data]
         if not isinstance(packed, Q3P5Tensor):
             continue
@@ -53,7 +64,7 @@ def quantized_weights(model: Path, passes: str | None) -> tuple[dict[str, np.nda
         rows.append((source, packed.shape, float(attr["q35c.rel_rmse"].value.data),
                      float(attr["q35c.output_error"].value.data)
                      if "q35c.output_error" in attr else None, packed.bits_per_weight()))
-    return weights, rows
+    return weights, rows, weight_storage(module, store).line()
 
 
 def patched_model(model: Path, weights: dict[str, np.ndarray]) -> bytes:
@@ -119,7 +130,7 @@ def main() -> None:
     check_windows(args.context, args.stride)
     ids = Tokenizer(args.tokenizer).encode(args.text.read_text(encoding="utf-8"))
     start = time.perf_counter()
-    weights, rows = quantized_weights(args.model, args.passes)
+    weights, rows, storage = quantized_weights(args.model, args.passes)
     compiled = time.perf_counter() - start
     if args.errors:
         for name, shape, rel, out, bpw in rows:
@@ -136,6 +147,7 @@ def main() -> None:
           f"{len(rows)} quantized matrices at {bits / max(params, 1):.3f} bpw{mean_out}; "
           f"compile {compiled:.0f} s, total {time.perf_counter() - start:.0f} s, peak RSS "
           f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB")
+    print(storage)
 
 
 if __name__ == "__main__":

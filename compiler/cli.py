@@ -96,6 +96,14 @@ _PIPELINE_OPTIONS = [
     click.option("--print-ir-after-all", is_flag=True,
                  help="Print the IR after every pass to stderr."),
     click.option("--entry", metavar="NAME", help="Function to compile or run."),
+    click.option("-I", "include_dirs", multiple=True, metavar="DIR",
+                 type=click.Path(path_type=Path, file_okay=False),
+                 help="Fortran: look for the source <module>.f90 of a `use`d module in DIR "
+                      "(after the input's directory; repeatable)."),
+    click.option("--bind", "bindings", multiple=True, metavar="NAME=VALUE",
+                 help="Fortran: give VALUE to the scalar parameter NAME, or to the scalar "
+                      "intent(in) argument NAME of the entry (which then is no argument), "
+                      "so that shapes using it are static (repeatable)."),
     click.option("--shape", "shapes", multiple=True, metavar="NAME=d1,d2,...",
                  help="Static shape for a model input with dynamic dimensions (repeatable)."),
     click.option("--keep-float", metavar="REGEX",
@@ -132,6 +140,7 @@ def main() -> None:
 
 @main.command("compile")
 @click.argument("input", type=click.Path(path_type=Path))
+@click.argument("sources", nargs=-1, type=click.Path(path_type=Path))
 @click.option("--target", "-t", default=COMPILE_TARGET, show_default=True,
               help="A target spec such as 'c' or 'groq{chips=2}'; `q35c targets` lists them.")
 @click.option("-o", "output", type=click.Path(path_type=Path), metavar="OUT",
@@ -151,25 +160,40 @@ def main() -> None:
               help="Bits per matmul weight (all metadata counted): a Q3P5 group size per "
                    "weight chosen within the budget (docs/quantization.md).")
 @_DEBUG
-def compile_command(input: Path, target: str, output: Path | None, passes: str | None,
+def compile_command(input: Path, sources: tuple[Path, ...], target: str,
+                    output: Path | None, passes: str | None,
                     dump_ir: Path | None, print_ir_after_all: bool, entry: str | None,
+                    include_dirs: tuple[Path, ...], bindings: tuple[str, ...],
                     shapes: tuple[str, ...], keep_float: str | None, act: str,
                     max_tensor_bytes: str, report: bool, shape_only: bool,
                     calibration: Path | None, tokenizer: Path | None, bpw: float | None,
                     debug: bool) -> None:
-    """Compile INPUT (.onnx, .f90 or .mlir) for a target."""
+    """Compile INPUT (.onnx, .f90 or .mlir) for a target. Further SOURCES (Fortran) hold
+    modules that INPUT uses."""
     from q35c.compiler.calibration import statistics_for
     from q35c.compiler.driver import compile_file
 
     def action() -> None:
         options = _options(target, passes, dump_ir, print_ir_after_all, entry, shapes,
                            keep_float, report, act, shape_only, max_tensor_bytes)
+        _fortran_options(options, sources, include_dirs, bindings)
         options.bpw = bpw
         with statistics_for(input, calibration, tokenizer) as statistics:
             options.calibration = statistics
             compile_file(input, output, options, stdout=sys.stdout)
 
     _guarded(debug, action)
+
+
+def _fortran_options(options, sources: tuple[Path, ...], include_dirs: tuple[Path, ...],
+                     bindings: tuple[str, ...]) -> None:
+    options.sources = tuple(sources)
+    options.include_dirs = tuple(include_dirs)
+    for item in bindings:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip() or not value.strip():
+            raise Q35cError(f"--bind expects NAME=VALUE, got '{item}'")
+        options.bindings[name.strip()] = value.strip()
 
 
 def _parse_shapes(values: tuple[str, ...]) -> dict[str, tuple[int, ...]]:
@@ -247,6 +271,7 @@ def _scalar_literal(text: str) -> np.ndarray | None:
 
 @main.command("run")
 @click.argument("input", type=click.Path(path_type=Path))
+@click.argument("sources", nargs=-1, type=click.Path(path_type=Path))
 @click.option("--target", "-t", default=RUN_TARGET, show_default=True,
               help="Target that executes (`q35c targets` lists them).")
 @click.option("--input", "inputs", multiple=True, metavar="NAME=FILE.npy",
@@ -261,18 +286,22 @@ def _scalar_literal(text: str) -> np.ndarray | None:
                    "default 100000000.")
 @_pipeline_options
 @_DEBUG
-def run_command(input: Path, target: str, inputs: tuple[str, ...], seed: int, output: Path,
+def run_command(input: Path, sources: tuple[Path, ...], target: str, inputs: tuple[str, ...],
+                seed: int, output: Path,
                 max_steps: int | None, passes: str | None, dump_ir: Path | None,
-                print_ir_after_all: bool, entry: str | None, shapes: tuple[str, ...],
+                print_ir_after_all: bool, entry: str | None, include_dirs: tuple[Path, ...],
+                bindings: tuple[str, ...], shapes: tuple[str, ...],
                 keep_float: str | None, act: str, max_tensor_bytes: str, report: bool,
                 debug: bool) -> None:
-    """Compile INPUT and execute it; write each output as OUTDIR/<name>.npy."""
+    """Compile INPUT (with further Fortran SOURCES of its modules) and execute it; write
+    each output as OUTDIR/<name>.npy."""
     from q35c.compiler.codegen_names import plain_text
     from q35c.compiler.driver import run_file, run_file_stems
 
     def action() -> None:
         options = _options(target, passes, dump_ir, print_ir_after_all, entry, shapes,
                            keep_float, report, act, max_tensor_bytes=max_tensor_bytes)
+        _fortran_options(options, sources, include_dirs, bindings)
         outputs = run_file(input, _parse_inputs(inputs), output, options, seed=seed,
                            max_steps=max_steps)
         stems = run_file_stems(outputs, [])

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 from xdsl.context import Context
-from xdsl.dialects.builtin import ModuleOp
+from xdsl.dialects.builtin import ModuleOp, StringAttr
 from xdsl.passes import ModulePass
 from xdsl.utils.arg_spec import parse_spec
 
@@ -266,6 +266,15 @@ def check_accepted_ops(target: Q35cTarget, module: ModuleOp, path: Path,
         if op_key(op) not in accepted:
             where = origin_of(op) or f"op {index} of @{fn.sym_name.data}"
             found.setdefault(op_key(op), []).append(where)
+    not_raised = fn.attributes.get("q35c.not_raised")
+    if found and isinstance(not_raised, StringAttr):
+        # raise-fortran-tensors kept the loops: say which loop, and why
+        line, sep, reason = not_raised.data.partition(": ")
+        where = f"{path}:{line.removeprefix('line ')}" if sep and line.startswith("line ") \
+            else str(path)
+        reason = reason if sep and line.startswith("line ") else not_raised.data
+        raise Q35cError(f"{where}: target {target.name} cannot raise "
+                        f"'{fn.sym_name.data}' to tensor ops: {reason}")
     if found:
         parts = []
         for name, places in sorted(found.items()):
@@ -295,9 +304,16 @@ class Options:
     """`--calibration`: a statistics .npz for `quantize-weights` (compiler/calibration.py)."""
     bpw: float | None = None
     """`--bpw`: the bit budget per matmul weight of `quantize-weights`."""
+    sources: tuple[Path, ...] = ()
+    """Further Fortran inputs whose modules the input uses (FrontendOptions.sources)."""
+    include_dirs: tuple[Path, ...] = ()
+    """`-I DIR` (FrontendOptions.include_dirs)."""
+    bindings: dict[str, str] = field(default_factory=dict)
+    """`--bind NAME=VALUE` (FrontendOptions.bindings)."""
 
 
 SHAPE_ONLY_INPUTS = (".onnx",)
+FORTRAN_SUFFIXES = (".f90", ".f95", ".f03", ".f08")
 
 
 def compile_to_module(path: Path, options: Options, target: Q35cTarget | None = None
@@ -314,9 +330,25 @@ def compile_to_module(path: Path, options: Options, target: Q35cTarget | None = 
     if options.shape_only and path.suffix.lower() not in SHAPE_ONLY_INPUTS:
         raise Q35cError(f"{path}: --shape-only imports ONNX models only (.onnx), not "
                         f"'{path.suffix}'")
+    fortran_only = [flag for flag, given in (("further inputs", options.sources),
+                                             ("-I", options.include_dirs),
+                                             ("--bind", options.bindings)) if given]
+    if fortran_only and path.suffix.lower() not in FORTRAN_SUFFIXES:
+        raise Q35cError(f"{path}: {fortran_only[0]}: only for Fortran inputs "
+                        f"({', '.join(FORTRAN_SUFFIXES)}), not '{path.suffix}'")
+    for source in options.sources:
+        if source.suffix.lower() not in FORTRAN_SUFFIXES:
+            raise Q35cError(f"{source}: a further input must be a Fortran source "
+                            f"({', '.join(FORTRAN_SUFFIXES)})")
+        if not source.is_file():
+            raise Q35cError(f"{source}: no such file")
     module = load_input(path, ctx, FrontendOptions(shapes=options.shapes,
                                                    shape_only=options.shape_only,
-                                                   max_tensor_bytes=options.max_tensor_bytes))
+                                                   max_tensor_bytes=options.max_tensor_bytes,
+                                                   sources=options.sources,
+                                                   include_dirs=options.include_dirs,
+                                                   bindings=options.bindings,
+                                                   entry=options.entry))
     dumper = IRDumper(options.dump_ir) if options.dump_ir else None
     run_pipeline(ctx, module, passes, dumper=dumper,
                  print_after_all=options.print_ir_after_all, registry=registry)
@@ -350,13 +382,22 @@ def print_report(module: ModuleOp, stream) -> None:
     stream.flush()
 
 
+def _import_body(request):
+    """The ONNX frontend's body importer, imported when a target first asks for a body."""
+    from q35c.compiler.frontends.onnx.bodies import import_body
+
+    return import_body(request)
+
+
 def in_target(path: Path, call, *args):
     """`call(*args)`, a target's write or run, with its errors naming the input file: a
     target's lowering knows the op and node that it refuses, not the file they came from."""
+    from q35c.compiler.subgraphs import body_importer
     from q35c.semantics import SourceLineError
 
     try:
-        return call(*args)
+        with body_importer(_import_body):  # If/Loop/Scan bodies (compiler/subgraphs.py)
+            return call(*args)
     except SourceLineError:  # located at a line of the source: run_file names the file
         raise
     except Q35cError as err:
@@ -488,7 +529,7 @@ def run_file(path: Path, inputs: dict[str, np.ndarray], out_dir: Path, options: 
             outputs = in_target(path, target.run, ctx, module, store_of(module),
                                 {**inputs, **generated}, options.entry)
         except SourceLineError as err:  # a run-time error at a line of the source
-            raise Q35cError(f"{path}:{err.line}: {err.message}") from None
+            raise Q35cError(f"{err.file or path}:{err.line}: {err.message}") from None
 
     names = result_names(fn)
     twice = sorted({n for n in names if names.count(n) > 1})

@@ -134,8 +134,10 @@ class Storage:
 
     Counted over the weights the compiled module reads (`quant3p5.weight`, every entry
     once) and its float constants of at least two elements (small tables such as
-    norm scales that stay inline). A tied table stored twice (float for the embedding
-    Gather, quantized for the LM head) counts twice, in bits and in parameters."""
+    norm scales that stay inline). "Matmul weights" are the entries a matmul reads. A
+    tied table is stored once by default (the embedding gather reads the LM head's packed
+    weights) and counts once, as a matmul weight; kept float for the gather
+    (`quantize-weights{gathers=false}`, `--keep-float`) it is stored, and counted, twice."""
 
     bits: int = 0
     params: int = 0
@@ -176,6 +178,9 @@ def weight_storage(module, store) -> Storage:
     def feeds_matmul(op) -> bool:
         return any(use.operation.name in MATMUL_OPS for use in op.results[0].uses)
 
+    # a weight read by a matmul anywhere (one op for a tied LM head, another for its gather)
+    matmul_weights = {op.weight_name.data for op in module.walk()
+                      if isinstance(op, quant3p5.WeightOp) and feeds_matmul(op)}
     for op in module.walk():
         if isinstance(op, quant3p5.WeightOp):
             name = op.weight_name.data
@@ -183,14 +188,14 @@ def weight_storage(module, store) -> Storage:
                 continue
             seen.add(name)
             value = store[name]
-            if isinstance(value, Q3P5Tensor):
-                add(value.nbytes() * 8, value.shape[0] * value.shape[1], True)
+            if isinstance(value, Q3P5Tensor):  # an untied embedding table is not a matmul's
+                add(value.nbytes() * 8, value.shape[0] * value.shape[1], name in matmul_weights)
             elif isinstance(value, LegacyPairTensor):
                 bits = 8 * (value.packed.nbytes + value.scale.nbytes + value.offset.nbytes)
                 add(bits, value.shape[0] * value.shape[1], True)
             elif np.issubdtype(np.asarray(value).dtype, np.floating):
                 value = np.asarray(value)
-                add(value.nbytes * 8, value.size, feeds_matmul(op))
+                add(value.nbytes * 8, value.size, name in matmul_weights)
         elif isinstance(op, arith.ConstantOp) and isinstance(op.value, DenseIntOrFPElementsAttr):
             t = op.result.type
             if isinstance(t, TensorType) and t.get_element_type().name.startswith(("f", "bf")):

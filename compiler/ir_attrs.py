@@ -16,6 +16,9 @@ ONNX_NODE_ATTR = "q35c.onnx_node"
 """Set by the ONNX importer on the matmuls it creates: the ONNX node's name."""
 SOURCE_LINE_ATTR = "q35c.source_line"
 """Set by the Fortran frontend (on functions, and on ops where it knows the line)."""
+SOURCE_FILE_ATTR = "q35c.source_file"
+"""Set by the Fortran frontend on functions from a file other than the input (a module of a
+further input or of the search path): the file their `q35c.source_line`s are lines of."""
 SOURCE_ATTR = "q35c.source"
 """A weight dequantized from a pre-quantized input format: which one (set by frontends)."""
 
@@ -53,6 +56,13 @@ def source_line(op: Operation) -> tuple[Operation | None, int] | None:
                 return fn, line.value.data
             following = following.next_op if level is not fn else None
     return None
+
+
+def source_file(fn: Operation | None) -> str | None:
+    """The file of function `fn`'s source lines when it is not the input (SOURCE_FILE_ATTR),
+    else None."""
+    name = fn.attributes.get(SOURCE_FILE_ATTR) if fn is not None else None
+    return name.data if isinstance(name, StringAttr) else None
 
 
 def origin_of(op: Operation) -> str | None:

@@ -55,6 +55,7 @@ PASSES: dict[str, Callable[[], type[ModulePass]]] = {
     "fuse-norms": _pass("fuse_norms", "FuseNormsPass"),
     "fuse-attention": _pass("fuse_attention", "FuseAttentionPass"),
     "unfuse-ops": _pass("unfuse_ops", "UnfuseOpsPass"),
+    "dequantize-gathers": _pass("dequantize_gathers", "DequantizeGathersPass"),
     "verify-overflow": _pass("verify_overflow", "VerifyOverflowPass"),
     "verify-quant-error": _pass("verify_quant_error", "VerifyQuantErrorPass"),
     "raise-fortran-tensors": _pass("raise_fortran_tensors", "RaiseFortranTensorsPass"),

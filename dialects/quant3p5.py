@@ -362,6 +362,51 @@ class MatmulOp(IRDLOperation):
 
 
 @irdl_op_definition
+class GatherOp(IRDLOperation):
+    """Gather rows of an embedding table stored transposed as packed weights, decoded.
+
+    The table `E[V, D]` is stored as the packed matrix `W = E^T` (`[K, N] = [D, V]`), the
+    layout of a tied LM head's weight: `y[i..., k] = deq(W)[k, ids[i...]]`, so row `t` of
+    the table is column `t` of `W`, which the Q3P5 format stores contiguously (its pair
+    codes, its group codes, its three column words). Negative indices count from `V`, as
+    ONNX Gather's; an index outside [-V, V) is an error at run time.
+
+    ```mlir
+    %y = quant3p5.gather %p, %ids : !quant3p5.packed<[64 : i64, 100 : i64], 32 : i64, "q3p5">, tensor<1x5xi64> -> tensor<1x5x64xf32>
+    ```
+    """  # noqa: E501
+
+    name = "quant3p5.gather"
+
+    table = operand_def(PackedWeightType)
+    indices = operand_def(TensorType[IntegerType])
+    result = result_def(TensorType[Float32Type])
+
+    traits = traits_def(Pure())
+    assembly_format = (
+        "$table `,` $indices attr-dict `:` type($table) `,` type($indices) `->` type($result)"
+    )
+
+    def __init__(self, table: SSAValue, indices: SSAValue):
+        assert isinstance(table.type, PackedWeightType)
+        assert isinstance(indices.type, TensorType)
+        shape = (*indices.type.get_shape(), table.type.get_shape()[0])
+        super().__init__(operands=[table, indices],
+                         result_types=[TensorType(Float32Type(), shape)])
+
+    def verify_(self) -> None:
+        packed = self.table.type
+        assert isinstance(packed, PackedWeightType)
+        if packed.layout.data != "q3p5":
+            raise VerifyException(
+                f"quant3p5.gather: gathers from the q3p5 layout only, got "
+                f"\"{packed.layout.data}\" (pair43 tables have no row-gather kernel)")
+        ids = _tensor_shape(self.indices, self, "indices")
+        want = (*ids, packed.get_shape()[0])
+        _expect(self, "result shape", _tensor_shape(self.result, self, "result"), want)
+
+
+@irdl_op_definition
 class QuantizeActivationsOp(IRDLOperation):
     """Quantize activations to int8, symmetric, one scale per row (last axis).
 
@@ -506,7 +551,7 @@ class FusedMatmulOp(IRDLOperation):
 
 Quant3p5 = Dialect(
     "quant3p5",
-    [WeightOp, QuantizeOp, DequantizeOp, UnpackOp, PackOp, MatmulOp,
+    [WeightOp, QuantizeOp, DequantizeOp, UnpackOp, PackOp, MatmulOp, GatherOp,
      QuantizeActivationsOp, MatmulInt8Op, FusedMatmulOp],
     [PackedWeightType],
 )

@@ -19,9 +19,20 @@ CLI's `--calibration`), every weight that has statistics is encoded by a calibra
 the layer's output error on the calibration inputs; the format does not change. Its op
 then also records `q35c.output_error` (||X (W - deq)|| / ||X W|| on those inputs).
 
+Embedding tables (`gathers`, default true, Q3P5 layout only): a `q35nn.gather` along axis 0
+of a 2-D float weight table `E[V, D]` (the same `min-elements` and `keep-float` rules)
+becomes `quant3p5.gather` from packed weights `W = E^T` ([D, V]: one column per table row,
+so a row is one column's contiguous bytes). When a quantized matmul weight is that same
+tensor transposed (a tied LM head: the same file range, or equal data), the gather reads the
+LM head's packed tensor, so the table is stored once, quantized as the LM head is (its
+calibration and group size); otherwise `E^T` is packed by round to nearest at `group-size`
+under `<E>.T.q3p5`. The gather records the float table's name in `q35c.table`.
+`gathers=false` keeps every table in float.
+
 A shape-only weight (`--shape-only`) is never read: the pass stores a shape-only packed
 entry (layout and group, no data) and rewrites the matmul the same way, without
-`q35c.rel_rmse`.
+`q35c.rel_rmse`. A shape-only table is never found tied (there is no data to compare): it
+gets a shape-only packed entry of its own.
 """
 
 from __future__ import annotations
@@ -40,6 +51,7 @@ from xdsl.dialects.linalg import ops as linalg
 from xdsl.ir import Operation, SSAValue
 from xdsl.passes import ModulePass
 from xdsl.pattern_rewriter import (
+    GreedyRewritePatternApplier,
     PatternRewriter,
     PatternRewriteWalker,
     RewritePattern,
@@ -75,6 +87,8 @@ from q35c.passes.quantize_allocation import Choice, allocate, choice_for
 
 REL_RMSE_ATTR = "q35c.rel_rmse"
 """On a packed weight: ||W - deq(q(W))|| / ||W|| of its float source W."""
+TABLE_ATTR = "q35c.table"
+"""On a `quant3p5.gather` made by this pass: the name of the float table it replaced."""
 OUTPUT_ERROR_ATTR = "q35c.output_error"
 """On a calibrated packed weight: ||X (W - deq)|| / ||X W|| over the calibration inputs X."""
 CALIBRATED_METHODS = ("gptq", "imatrix", "rtn")
@@ -145,6 +159,10 @@ class QuantizeMatmulWeights(RewritePattern):
     """Float weight name -> the relative RMSE its packing added, in quantization order."""
     output_errors: dict[str, float] = field(default_factory=dict)
     """Float weight name -> its calibrated output error (weights with statistics only)."""
+    table_names: dict[str, str] = field(default_factory=dict)
+    """Untied embedding table name -> the name of its packed transpose."""
+    table_rmse: dict[str, float] = field(default_factory=dict)
+    """Untied embedding table name -> the relative RMSE of its packed transpose."""
 
     def float_weight(self, value: SSAValue) -> quant3p5.WeightOp | None:
         """The weight op behind `value` if it is a 2-D float weight this pass quantizes."""
@@ -189,6 +207,28 @@ class QuantizeMatmulWeights(RewritePattern):
             op.attributes[SOURCE_ATTR] = source
         return op
 
+    def packed_table(self, table: quant3p5.WeightOp) -> quant3p5.WeightOp:
+        """Packed weights `E^T` for the float table `E[V, D]` of an untied gather (round to
+        nearest, this pass's group size), created once per table."""
+        name = table.weight_name.data
+        v, d = table.result.type.get_shape()
+        if name not in self.table_names:
+            packed_name = self.store.fresh_name(f"{name}.T.{self.layout}")
+            if self.store.spec(name) is not None:  # --shape-only: no data
+                self.store[packed_name] = ShapeOnlyWeight((d, v), self.layout, self.layout,
+                                                          self.group_size)
+            else:
+                data = np.ascontiguousarray(np.asarray(self.store[name], np.float32).T)
+                self.store[packed_name] = quantize(data, group_size=self.group_size, name=name)
+                self.table_rmse[name] = relative_rmse(data, self.store[packed_name])
+            self.table_names[name] = packed_name
+            self.on_quantized(name)
+        op = quant3p5.WeightOp(self.table_names[name],
+                               quant3p5.PackedWeightType((d, v), self.group_size, self.layout))
+        if name in self.table_rmse:
+            op.attributes[REL_RMSE_ATTR] = FloatAttr(self.table_rmse[name], f32)
+        return op
+
     def _dequantized(self, packed_name: str) -> np.ndarray:
         packed = self.store[packed_name]
         if isinstance(packed, LegacyPairTensor):
@@ -224,6 +264,55 @@ class QuantizeMatmulWeights(RewritePattern):
         self.rewrite(op, lhs, weight, acc, rewriter)
 
 
+def tied_transpose(store: WeightStore, table: str, head: str) -> bool:
+    """Whether weight `head` [D, V] is exactly the transpose of weight `table` [V, D]: the
+    same range of the same file read transposed, or (weights in memory, or two copies in
+    a file) bit-equal data. Shape-only weights are never tied (nothing to compare)."""
+    if store.spec(table) is not None or store.spec(head) is not None:
+        return False
+    a, b = store.file_weight(table), store.file_weight(head)
+    if a is not None and b is not None and a.transpose != b.transpose and (
+            a.path, a.offset, a.dtype, a.shape) == (b.path, b.offset, b.dtype, b.shape):
+        return True
+    t, h = np.asarray(store[table]), np.asarray(store[head])
+    if t.ndim != 2 or t.shape != h.shape[::-1] or t.dtype != h.dtype:
+        return False
+    return bool(np.array_equal(t.T, h))
+
+
+@dataclass
+class QuantizeGatherTables(RewritePattern):
+    """Rewrite `q35nn.gather` (axis 0) of a float weight table into `quant3p5.gather`."""
+
+    weights: QuantizeMatmulWeights
+    heads: dict[str, quant3p5.WeightOp]
+    """Table name -> the matmul weight op that is its transpose (tied LM heads)."""
+
+    def table(self, op: q35nn.GatherOp) -> quant3p5.WeightOp | None:
+        """The float table behind `op` if this pass quantizes it."""
+        table = self.weights.float_weight(op.data)  # 2-D, or None
+        if table is None or op.axis.value.data % 2 != 0:
+            return None  # a column gather would read every stored column
+        return table
+
+    @op_type_rewrite_pattern
+    def match_and_rewrite(self, op: q35nn.GatherOp, rewriter: PatternRewriter, /):
+        table = self.table(op)
+        if table is None:
+            return
+        name = table.weight_name.data
+        head = self.heads.get(name)
+        packed = self.weights.packed(head) if head is not None else (
+            self.weights.packed_table(table))
+        gather = quant3p5.GatherOp(packed.result, op.indices)
+        gather.attributes[TABLE_ATTR] = StringAttr(name)
+        copy_origin(op, gather)
+        hint = op.result.name_hint
+        rewriter.replace(op, [packed, gather])
+        packed.result.name_hint = (head or table).result.name_hint
+        gather.result.name_hint = hint
+
+
 @dataclass(frozen=True)
 class QuantizeWeightsPass(ModulePass):
     """Quantize float matmul weights in the weight store to Q3P5 (or the legacy layout)."""
@@ -246,6 +335,9 @@ class QuantizeWeightsPass(ModulePass):
     bpw: float = 0.0
     """> 0: a budget in bits per matmul weight (all metadata counted); each weight gets
     the Q3P5 group size the allocation chooses (passes/quantize_allocation.py)."""
+    gathers: bool = True
+    """Quantize the float tables of gathers (embeddings) too, sharing a tied LM head's
+    packed weights; false keeps them in float."""
 
     def __post_init__(self) -> None:
         where = f"--passes {self.name}"
@@ -280,9 +372,15 @@ class QuantizeWeightsPass(ModulePass):
             if (isinstance(weight, quant3p5.WeightOp)
                     and isinstance(attr := weight.attributes.get(SOURCE_ATTR), StringAttr)):
                 sources[weight.weight_name.data] = attr.data
-        with progress_bar(len(candidates), "quantize-weights") as bar:
+        gathers = self._gathers(op, pattern)
+        untied = set() if gathers is None else {
+            t.weight_name.data for m in op.walk() if isinstance(m, q35nn.GatherOp)
+            for t in [gathers.table(m)] if t is not None} - set(gathers.heads)
+        with progress_bar(len(candidates) + len(untied), "quantize-weights") as bar:
             pattern.on_quantized = lambda name: bar.update()
-            PatternRewriteWalker(pattern, apply_recursively=False).rewrite_module(op)
+            patterns = [pattern] if gathers is None else [pattern, gathers]
+            PatternRewriteWalker(GreedyRewritePatternApplier(patterns),
+                                 apply_recursively=False).rewrite_module(op)
         region_dce(op.body)
         if choices:
             self._print_allocation(pattern, choices)
@@ -291,6 +389,32 @@ class QuantizeWeightsPass(ModulePass):
             if name in sources:
                 print(f"q35c: note: {name} ({sources[name]}) re-encoded to {target}: added "
                       f"rel RMSE {error:.3f}", file=sys.stderr)
+
+    def _gathers(self, module: ModuleOp, pattern: QuantizeMatmulWeights
+                 ) -> QuantizeGatherTables | None:
+        """The gather pattern (None with `gathers=false` or a layout other than q3p5), with
+        each table's tied LM head among the matmul weights this pass quantizes."""
+        if not self.gathers or self.layout != "q3p5":
+            return None
+        gathers = QuantizeGatherTables(pattern, {})
+        heads: dict[tuple[int, int], dict[str, quant3p5.WeightOp]] = {}
+        for m in module.walk():
+            if isinstance(m, (linalg.MatmulOp, q35nn.BatchMatmulOp)):
+                w = pattern.float_weight(m.operands[1])
+                if w is not None:
+                    shape = tuple(w.result.type.get_shape())
+                    heads.setdefault(shape, {}).setdefault(w.weight_name.data, w)
+        for m in module.walk():
+            table = gathers.table(m) if isinstance(m, q35nn.GatherOp) else None
+            if table is None or table.weight_name.data in gathers.heads:
+                continue
+            v, d = table.result.type.get_shape()
+            for head in heads.get((d, v), {}).values():
+                if tied_transpose(pattern.store, table.weight_name.data,
+                                  head.weight_name.data):
+                    gathers.heads[table.weight_name.data] = head
+                    break
+        return gathers
 
     def _allocate(self, module: ModuleOp, pattern: QuantizeMatmulWeights) -> list[Choice]:
         """Group size per weight within `bpw` (the weights in module order, each once)."""

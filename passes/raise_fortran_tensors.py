@@ -35,11 +35,12 @@ then refuses its loop op in one line with its source line (driver.check_accepted
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 
 from xdsl.builder import Builder
 from xdsl.context import Context
-from xdsl.dialects import arith, bufferization, func, math as xmath, memref, scf, tensor
+from xdsl.dialects import arith, bufferization, func, math as xmath, scf, tensor
 from xdsl.dialects.builtin import (
     ArrayAttr,
     DenseArrayBase,
@@ -60,6 +61,7 @@ from xdsl.passes import ModulePass
 from xdsl.rewriter import InsertPoint
 
 from q35c.dialects import q35nn, quant3p5
+from q35c.passes.loop_tensors import Cell, LoopRaiser, NotRaised, Ten, line_of
 
 _ONNX_INT32 = 6  # onnx.TensorProto.INT32
 _ONNX_FLOAT = 1  # onnx.TensorProto.FLOAT
@@ -76,18 +78,9 @@ _CASTS = (arith.SIToFPOp, arith.FPToSIOp, arith.ExtSIOp, arith.TruncIOp, arith.E
 _ONNX_TYPES = {"f32": 1, "f64": 11, "i8": 3, "i16": 5, "i32": 6, "i64": 7}
 
 
-class _NotRaisable(Exception):
-    """The function keeps its loops (the target then refuses them, with their lines)."""
-
-
 def _is_fortran(fn: func.FuncOp) -> bool:
     return "q35c.integer_overflow" in fn.attributes and any(
         isinstance(t, MemRefType) for t in fn.function_type.inputs.data)
-
-
-def _static_arrays(fn: func.FuncOp) -> bool:
-    return all(isinstance(a.type, MemRefType) and a.type.get_shape() and
-               all(d >= 0 for d in a.type.get_shape()) for a in fn.args)
 
 
 def _intent(fn: func.FuncOp, i: int) -> str:
@@ -203,75 +196,6 @@ class _Raiser:
         total = b.insert(arith.AddfOp(cols, mulf(b.broadcast_to(offset, (m, n)), rows))).result
         return mulf(total, b.broadcast_to(b.reshape(xscale, (m, 1)), (m, n)))
 
-    def elementwise(self, nest: scf.ForOp, current: dict[SSAValue, SSAValue],
-                    shapes: dict[SSAValue, tuple[int, ...]]) -> SSAValue:
-        """A perfect nest of counted loops (from 0 by 1 to constant extents) whose innermost
-        body loads arrays at the loop indices, computes with elementwise ops and stores one
-        array at the same indices: the same ops on whole tensors. Returns the array it
-        writes (its new tensor is in `current`)."""
-        ivs, extents = {}, {}
-        loop = nest
-        while True:
-            if loop.results or _constant_index(loop.lb) != 0 or _constant_index(loop.step) != 1:
-                raise _NotRaisable
-            iv = loop.body.block.args[0]
-            ivs[iv] = len(ivs)
-            extents[iv] = _constant_index(loop.ub)
-            ops = [o for o in loop.body.block.ops
-                   if not (isinstance(o, arith.ConstantOp) and not o.result.uses)]
-            inner = [o for o in ops if not isinstance(o, (arith.ConstantOp, scf.YieldOp))]
-            if len(inner) == 1 and isinstance(inner[0], scf.ForOp):
-                loop = inner[0]
-                continue
-            break
-        stores = [o for o in loop.body.block.ops if isinstance(o, memref.StoreOp)]
-        if len(stores) != 1:
-            raise _NotRaisable
-        index = list(stores[0].indices)
-        shape = tuple(extents.get(i, -1) for i in index)
-        if sorted(index, key=lambda i: ivs.get(i, -1)) != sorted(ivs, key=ivs.get) or \
-                shapes.get(stores[0].memref) != shape:
-            raise _NotRaisable
-        b = self.builder
-        values: dict[SSAValue, SSAValue] = {}
-
-        def tensor_of(v: SSAValue) -> SSAValue:
-            if v in values:
-                return values[v]
-            if isinstance(v.owner, arith.ConstantOp) and not isinstance(v.type, TensorType):
-                attr = v.owner.value
-                values[v] = b.insert(arith.ConstantOp(DenseIntOrFPElementsAttr.from_list(
-                    TensorType(v.type, list(shape)), [attr.value.data]))).result
-                return values[v]
-            raise _NotRaisable
-
-        for op in loop.body.block.ops:
-            if isinstance(op, (arith.ConstantOp, scf.YieldOp)):
-                continue
-            if isinstance(op, memref.LoadOp):
-                if list(op.indices) != index or shapes.get(op.memref) != shape:
-                    raise _NotRaisable
-                values[op.res] = _read(current, op.memref)
-            elif isinstance(op, _ELEMENTWISE):
-                result = TensorType(op.results[0].type, list(shape))
-                new = b.insert(type(op).build(operands=[tensor_of(v) for v in op.operands],
-                                              result_types=[result],
-                                              properties=dict(op.properties)))
-                values[op.results[0]] = new.results[0]
-            elif isinstance(op, _CASTS):
-                to = _ONNX_TYPES.get(str(op.results[0].type))
-                if to is None:
-                    raise _NotRaisable
-                values[op.results[0]] = b.insert(q35nn.OnnxNodeOp(
-                    "Cast", _CAST_OPSET, [tensor_of(op.operands[0])],
-                    [TensorType(op.results[0].type, list(shape))],
-                    DictionaryAttr({"to": IntegerAttr(to, i64)}))).results[0]
-            elif op is stores[0]:
-                current[op.memref] = tensor_of(op.value)
-            else:
-                raise _NotRaisable
-        return stores[0].memref
-
     def sum_i32(self, v: SSAValue, axis: int, out: list[int]) -> SSAValue:
         b = self.builder
         init = b.insert(linalg.FillOp((b.insert(arith.ConstantOp(IntegerAttr(0, i32))).result,),
@@ -285,95 +209,99 @@ class _Raiser:
 
 def raise_function(fn: func.FuncOp) -> func.FuncOp:
     """The tensor function of Fortran function `fn` (see the module docstring); raises
-    `_NotRaisable` where some op or argument does not fit."""
-    if not _static_arrays(fn):
-        raise _NotRaisable
+    `NotRaised` (line, reason) where some loop, op or argument does not fit."""
     old_args = list(fn.args)
+    names = [fn.arg_attrs.data[i].data["q35c.name"].data for i in range(len(old_args))]
+    for arg, name in zip(old_args, names):
+        if isinstance(arg.type, MemRefType) and not all(
+                d >= 0 for d in arg.type.get_shape()):
+            raise NotRaised(line_of(fn), f"array '{name}' has a run-time shape (the tensor "
+                                         "form needs constant extents)")
     intents = [_intent(fn, i) for i in range(len(old_args))]
-    if any(intent not in ("in", "out") for intent in intents):
-        raise _NotRaisable
-    inputs = [i for i, intent in enumerate(intents) if intent == "in"]
-    in_types = [TensorType(old_args[i].type.element_type, old_args[i].type.get_shape())
-                for i in inputs]
+    inputs = [i for i, a in enumerate(old_args)
+              if not isinstance(a.type, MemRefType) or intents[i] in ("in", "inout")]
+    outputs = [i for i, a in enumerate(old_args)
+               if isinstance(a.type, MemRefType) and intents[i] in ("out", "inout")]
+    in_types = [TensorType(a.type.element_type, a.type.get_shape()) if isinstance(
+        a.type, MemRefType) else TensorType(a.type, []) for a in
+        (old_args[i] for i in inputs)]
     block = Block(arg_types=in_types)
-    raiser = _Raiser(_Builder(block))
-    # the tensor each array (argument or temporary) holds at this point of the body
-    current: dict[SSAValue, SSAValue] = {old_args[i]: block.args[j]
-                                         for j, i in enumerate(inputs)}
-    shapes: dict[SSAValue, tuple[int, ...]] = {a: tuple(a.type.get_shape()) for a in old_args}
+    builder = _Builder(block)
+    raiser = _Raiser(builder)
+    loops = LoopRaiser(builder, {a: tuple(a.type.get_shape()) for a in old_args
+                                 if isinstance(a.type, MemRefType)},
+                       {a: n for a, n in zip(old_args, names)})
+    for j, i in enumerate(inputs):
+        if isinstance(old_args[i].type, MemRefType):
+            loops.mem[old_args[i]] = Cell(block.args[j], 0)
+        else:
+            loops.env[old_args[i]] = Ten(block.args[j], 0)
     mapping: dict[SSAValue, SSAValue] = {}
-    notes: list[tuple[int | None, SSAValue, str]] = []
+    notes: list[str] = []
+    label = {a: n for a, n in zip(old_args, names)}
     for op in list(fn.body.block.ops):
-        if isinstance(op, (func.ReturnOp, memref.DeallocOp)) or (
-                isinstance(op, memref.AllocaOp) and not op.results[0].uses):
+        if isinstance(op, func.ReturnOp):
             continue
-        if isinstance(op, arith.ConstantOp) and not isinstance(op.result.type, TensorType):
-            continue  # scalars: splatted where an elementwise loop uses them
-        if isinstance(op, memref.AllocOp):
-            shapes[op.memref] = _alloc_shape(op)
-        elif isinstance(op, bufferization.ToTensorOp):
-            mapping[op.results[0]] = _read(current, op.operands[0])
+        if isinstance(op, bufferization.ToTensorOp):
+            mapping[op.results[0]] = loops.cell(op.operands[0], op).value
         elif isinstance(op, bufferization.MaterializeInDestinationOp):
-            current[op.operands[1]] = mapping[op.operands[0]]
+            loops.mem[op.operands[1]] = Cell(mapping[op.operands[0]], 0)
             line = op.attributes.get("q35c.raised_from_line")
-            notes.append((line.value.data if isinstance(line, IntegerAttr) else None,
-                          op.operands[1], "pair matmul"))
+            notes.append((f"line {line.value.data}: " if isinstance(line, IntegerAttr) else
+                          "") + f"loop nest -> {label.get(op.operands[1], 'a temporary')}: "
+                         "pair matmul tensor ops")
         elif isinstance(op, quant3p5.PackOp):
             if any(not isinstance(u.operation, quant3p5.MatmulInt8Op) for u in op.result.uses):
-                raise _NotRaisable
+                raise NotRaised(line_of(op), "quant3p5.pack of run-time bytes feeds "
+                                             "something other than quant3p5.matmul_int8")
         elif isinstance(op, quant3p5.MatmulInt8Op) and isinstance(op.operands[2].owner,
                                                                    quant3p5.PackOp):
             mapping[op.results[0]] = raiser.pair_matmul(op.operands[2].owner, op, mapping)
         elif isinstance(op, scf.ForOp):
-            target = raiser.elementwise(op, current, shapes)
-            line = op.attributes.get("q35c.source_line")
-            notes.append((line.value.data if isinstance(line, IntegerAttr) else None, target,
-                          "elementwise"))
+            notes.append(_describe(loops, op, label))
         else:
-            raise _NotRaisable
-    outputs = [i for i, intent in enumerate(intents) if intent == "out"]
-    values = [_read(current, old_args[i]) for i in outputs]
-    raiser.builder.insert(func.ReturnOp(*values))
-    names = [fn.arg_attrs.data[i].data["q35c.name"] for i in range(len(old_args))]
+            loops.step(op)
+    values = [loops.cell(old_args[i], fn).value for i in outputs]
+    if any(loops.mem[old_args[i]].pdepth for i in outputs):
+        raise NotRaised(line_of(fn), "an output is private to a loop")
+    builder.insert(func.ReturnOp(*values))
     new = func.FuncOp(fn.sym_name.data, (in_types, [v.type for v in values]),
                       Region(block), arg_attrs=ArrayAttr([fn.arg_attrs.data[i] for i in inputs]),
-                      res_attrs=ArrayAttr([DictionaryAttr({"q35c.name": names[i]})
+                      res_attrs=ArrayAttr([DictionaryAttr({"q35c.name": StringAttr(names[i])})
                                            for i in outputs]))
     new.attributes.update({k: v for k, v in fn.attributes.items() if k.startswith("q35c.")})
-    label = {a: names[i].data for i, a in enumerate(old_args)}
-    new.attributes["q35c.raised"] = ArrayAttr([StringAttr(
-        (f"line {line}: " if line is not None else "") + f"loop nest -> "
-        f"{label.get(target, 'a temporary')} ({what} tensor ops)")
-        for line, target, what in notes])
+    new.attributes["q35c.raised"] = ArrayAttr([StringAttr(n) for n in notes])
     return new
 
 
-def _read(current: dict[SSAValue, SSAValue], ref: SSAValue) -> SSAValue:
-    if ref not in current:
-        raise _NotRaisable  # read before it is written
-    return current[ref]
+def _describe(loops: LoopRaiser, op: scf.ForOp, label: dict[SSAValue, str]) -> str:
+    """Runs a top-level loop nest on `loops` and says what it became: the arrays it writes,
+    its loops vectorized (trip counts) and unrolled, and the tensor ops it emitted."""
+    block = loops.builder.builder.insertion_point.block
+    before = len(list(block.ops))
+    vec, unr = len(loops.vectorized), len(loops.unrolled)
+    cells = dict(loops.mem)
+    loops.step(op)
+    written = sorted({label[r] for r, c in loops.mem.items()
+                      if r in label and cells.get(r) is not c})
+    ops = Counter(o.name if not isinstance(o, q35nn.OnnxNodeOp) else f"onnx {o.op_type.data}"
+                  for o in list(block.ops)[before:])
+    kept = ", ".join(f"{name} x{n}" if n > 1 else name for name, n in sorted(ops.items())
+                     if name not in ("arith.constant", "tensor.empty"))
 
+    def loops_of(found):
+        counts = Counter(found)
+        return ", ".join((f"line {line} ({trips})" if line is not None else f"({trips})") +
+                         (f" x{counts[line, trips]}" if counts[line, trips] > 1 else "")
+                         for line, trips in dict.fromkeys(found))
 
-def _alloc_shape(op: memref.AllocOp) -> tuple[int, ...]:
-    """The static shape of a temporary whose dynamic sizes are constants."""
-    sizes = iter(op.dynamic_sizes)
-    shape = []
-    for d in op.memref.type.get_shape():
-        if d >= 0:
-            shape.append(d)
-            continue
-        size = next(sizes)
-        if not isinstance(size.owner, arith.ConstantOp):
-            raise _NotRaisable
-        shape.append(size.owner.value.value.data)
-    return tuple(shape)
-
-
-def _constant_index(v: SSAValue) -> int:
-    if not isinstance(v.owner, arith.ConstantOp) or not isinstance(v.owner.value,
-                                                                     IntegerAttr):
-        raise _NotRaisable
-    return v.owner.value.value.data
+    parts = [f"vectorized {loops_of(loops.vectorized[vec:])}"] if loops.vectorized[vec:] else []
+    if loops.unrolled[unr:]:
+        parts.append(f"unrolled {loops_of(loops.unrolled[unr:])}")
+    line = line_of(op)
+    return (f"line {line}: " if line is not None else "") + \
+        f"loop nest -> {', '.join(written) or ('a value' if op.results else 'a temporary')}: " + \
+        "; ".join(parts + [f"tensor ops {kept or 'none (constants)'}"])
 
 
 @dataclass(frozen=True)
@@ -390,7 +318,9 @@ class RaiseFortranTensorsPass(ModulePass):
                 continue
             try:
                 new = raise_function(fn)
-            except _NotRaisable:
+            except NotRaised as err:
+                fn.attributes["q35c.not_raised"] = StringAttr(
+                    (f"line {err.line}: " if err.line is not None else "") + err.reason)
                 continue
             op.body.block.insert_op_before(new, fn)
             op.body.block.erase_op(fn)

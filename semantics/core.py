@@ -16,7 +16,7 @@ import numpy as np
 from xdsl.dialects.builtin import TensorType
 from xdsl.ir import Attribute, Operation, SSAValue
 
-from q35c.compiler.ir_attrs import function_name, source_line
+from q35c.compiler.ir_attrs import function_name, source_file, source_line
 from q35c.compiler.tensors import numpy_dtype
 
 F32 = np.float32
@@ -33,10 +33,12 @@ class InterpreterError(RuntimeError):
     fails at run time. `line` is the source line (Fortran) when the failing op has one;
     `message` is the text without it."""
 
-    def __init__(self, message: str, line: int | None = None):
+    def __init__(self, message: str, line: int | None = None, file: str | None = None):
         super().__init__(message if line is None else f"line {line}: {message}")
         self.message = message
         self.line = line
+        self.file = file
+        """The file of `line` when it is not the input's (a module of another file)."""
 
 
 def located_error(op: Operation, message: str) -> InterpreterError:
@@ -44,7 +46,8 @@ def located_error(op: Operation, message: str) -> InterpreterError:
     located = source_line(op)
     fn = located[0] if located is not None else _function_of(op)
     where = f"{op.name} in {function_name(fn)}" if fn is not None else op.name
-    return InterpreterError(f"{message} ({where})", located[1] if located else None)
+    return InterpreterError(f"{message} ({where})", located[1] if located else None,
+                            source_file(fn))
 
 
 def _function_of(op: Operation) -> Operation | None:

@@ -65,10 +65,12 @@ class SourceLineError(Q35cError):
     """A run-time error at a line of the input's source (a Fortran statement). `str()` is
     `line N: message`; the driver, which knows the input file, reports `FILE:N: message`."""
 
-    def __init__(self, message: str, line: int):
+    def __init__(self, message: str, line: int, file: str | None = None):
         super().__init__(f"line {line}: {message}")
         self.message = message
         self.line = line
+        self.file = file
+        """The file of `line` when it is not the input (a module of another file)."""
 
 
 class Interpreter:
@@ -83,6 +85,10 @@ class Interpreter:
         their op types (e.g. the Cerebras target's `matmul_q3p5_f16`)."""
         self.max_steps = _MAX_STEPS.get() if max_steps is None else max_steps
         self.steps = 0
+        self.mutable_globals: dict[str, np.ndarray] = {}
+        """The buffers of `memref.global`s without `constant` (Fortran's random_number
+        state): made from their initial value on first use, kept for this interpreter's
+        lifetime, as a C program's static variables are."""
 
     def function(self, name: str) -> func.FuncOp:
         try:

@@ -85,11 +85,17 @@ def _memref_cast(interp, op, args):
 @impl(memref.GetGlobalOp)
 def _memref_get_global(interp, op: memref.GetGlobalOp, args):
     name = op.name_.root_reference.data
+    mutable = interp.mutable_globals
+    if name in mutable:
+        return (mutable[name],)
     for g in interp.module.ops:
         if isinstance(g, memref.GlobalOp) and g.sym_name.data == name:
             t = g.type
             tensor_type = TensorType(t.get_element_type(), t.get_shape())
             value = constant_value(g.initial_value, tensor_type)
+            if g.constant is None:  # a variable: one buffer per interpreter, from its value
+                mutable[name] = value
+                return (value,)
             value.setflags(write=False)
             return (value,)
     raise InterpreterError(f"memref.get_global: no memref.global @{name}")

@@ -22,6 +22,8 @@ from onnx.reference.ops.op_batch_normalization import (
     BatchNormalization_14,
     _batchnorm_test_mode,
 )
+from onnx.reference.ops.op_loop import Loop as _ReferenceLoop
+from onnx.reference.ops.op_scan import Scan as _ReferenceScan
 
 from q35c.compiler.tensors import numpy_dtype
 from q35c.dialects import q35nn
@@ -73,7 +75,7 @@ def _evaluator(op: q35nn.OnnxNodeOp) -> ReferenceEvaluator:
         graph = onnx.helper.make_graph([op.node_proto()], op.op_type.data, inputs, outputs)
         model = onnx.helper.make_model(
             graph, opset_imports=[onnx.helper.make_opsetid("", op.opset.value.data)])
-        evaluator = ReferenceEvaluator(model, new_ops=[BatchNormalization, LRN])
+        evaluator = ReferenceEvaluator(model, new_ops=[BatchNormalization, LRN, Loop, Scan])
         if len(_EVALUATORS) >= _CACHE_LIMIT:
             _EVALUATORS.clear()
         _EVALUATORS[key] = evaluator
@@ -111,3 +113,98 @@ class LRN(OpRun):
             begin, end = max(0, c - before), min(x.shape[1], c + after)
             square_sum[:, c] = np.sum(x[:, begin:end] ** 2, axis=1)
         return ((x / ((bias + (alpha / size) * square_sum) ** beta)).astype(x.dtype),)
+
+
+class Loop(_ReferenceLoop):
+    """Loop as the operator defines it. onnx's reference (1.23) runs no iteration when the
+    condition input is omitted (`while None`), where the specification runs up to the trip
+    count and ignores the body's condition output; and it stacks scan outputs with
+    `np.vstack`, which merges the iteration axis into the first axis of each value of rank
+    2 or more (and gives [T, 1] for scalars) instead of adding it: the specification's
+    (and shape inference's) scan output is [T, *value shape]. With both the trip count
+    and the condition omitted the specification's loop never ends (`for (i = 0; ; ++i)`,
+    the body's condition ignored): that is an error here, not a hang."""
+
+    def _run(self, M, cond, *args, context=None, body=None, attributes=None, bindings=None):
+        body = self.body
+        names = body.input_names
+        inputs = dict.fromkeys(names)
+        for name, value in zip(names[2:], args):
+            inputs[name] = value
+        if context is not None:
+            inputs.update(context)
+        if M is None and cond is None:
+            raise RuntimeError("a Loop with neither a trip count nor a condition never ends")
+        use_cond = cond is not None
+        going = True if cond is None else bool(np.asarray(cond).reshape(-1)[0])
+        scans: list[list[np.ndarray]] = [[] for _ in range(self.K)]
+        carried = [inputs[name] for name in names[2:]]
+        it = 0
+        while going and (M is None or it < int(np.asarray(M).reshape(-1)[0])):
+            if names and names[0]:
+                inputs[names[0]] = np.array(it, dtype=np.int64 if M is None else M.dtype)
+            if len(names) > 1 and names[1]:
+                inputs[names[1]] = np.array(going)
+            outputs = self._run_body(inputs, attributes=attributes, bindings=bindings)
+            for k in range(self.K):
+                scans[k].append(np.asarray(outputs[len(outputs) - self.K + k]))
+            if use_cond:
+                going = bool(np.asarray(outputs[0]).reshape(-1)[0])
+            carried = list(outputs[1:1 + self.N])
+            for name, value in zip(names[2:], carried):
+                inputs[name] = value
+            it += 1
+        results = [*carried, *(np.stack(values) for values in scans if values)]
+        if any(not values for values in scans):
+            raise RuntimeError("a Loop with scan outputs ran no iteration (their shape is "
+                               "unknown)")
+        return self._check_and_fix_outputs(tuple(results))
+
+
+class Scan(_ReferenceScan):
+    """Scan (opset 9+) as the operator defines it: onnx's reference (1.23) implements
+    `scan_input_axes`, `scan_output_axes` and both directions only at their defaults (axis
+    0, forward) and refuses the others. A scan input is read along its axis, from the end
+    when its direction is 1; a scan output stacks the per-iteration values along its axis
+    (negative: counted from the end of the output's rank), the first iteration's value last
+    when its direction is 1."""
+
+    def __init__(self, onnx_node, run_params):  # the reference's checks refuse other axes
+        OpRun.__init__(self, onnx_node, run_params)
+        self.input_names = self.body.input_names
+        self.output_names = self.body.output_names
+
+    def _run(self, *args, context=None, body=None, num_scan_inputs=None,
+             scan_input_axes=None, scan_input_directions=None, scan_output_axes=None,
+             scan_output_directions=None, attributes=None, bindings=None):
+        m = int(self.num_scan_inputs)
+        n = len(args) - m
+        k = len(self.output_names) - n
+
+        def listed(values, count):
+            return [int(v) for v in (list(values or []) + [0] * count)[:count]]
+
+        xs = []
+        for x, axis, reverse in zip(args[n:], listed(self.scan_input_axes, m),
+                                    listed(self.scan_input_directions, m)):
+            x = np.moveaxis(np.asarray(x), axis, 0)
+            xs.append(x[::-1] if reverse else x)
+        states = list(args[:n])
+        stacked: list[list[np.ndarray]] = [[] for _ in range(k)]
+        for t in range(xs[0].shape[0] if xs else 0):
+            inputs = dict(context or {})
+            inputs.update(zip(self.input_names[:n], states))
+            inputs.update(zip(self.input_names[n:], (x[t] for x in xs)))
+            outputs = self._run_body(inputs, bindings=bindings)
+            states = list(outputs[:n])
+            for i in range(k):
+                stacked[i].append(np.asarray(outputs[n + i]))
+        results = list(states)
+        for values, axis, reverse in zip(stacked, listed(self.scan_output_axes, k),
+                                         listed(self.scan_output_directions, k)):
+            if not values:
+                raise RuntimeError("a Scan with scan outputs ran no iteration (their shape "
+                                   "is unknown)")
+            y = np.stack(values[::-1] if reverse else values)
+            results.append(np.moveaxis(y, 0, axis % y.ndim))
+        return self._check_and_fix_outputs(tuple(results))

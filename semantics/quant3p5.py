@@ -16,6 +16,7 @@ from q35c.compiler.quant import (
     Q3P5Tensor,
     decode_meta,
     dequantize,
+    dequantize_columns,
     dequantize_legacy,
     group_scales,
     group_size_of,
@@ -106,6 +107,28 @@ def _pack(interp, op: quant3p5.PackOp, args):
 def _quant_matmul(interp, op, args):
     x, weights = args
     return (f32(matmul_unordered(x, dequantized(weights))),)
+
+
+def gather_rows(table: Value, indices: np.ndarray) -> np.ndarray:
+    """`quant3p5.gather`: float32 [*indices.shape, K] with row i equal to column
+    `indices[i]` of `dequantize(table)` (negative indices count from N). Only the
+    gathered columns are decoded; each decodes bit for bit as in the whole matrix."""
+    if not isinstance(table, Q3P5Tensor):
+        raise InterpreterError(f"quant3p5.gather: expected a Q3P5 table, got "
+                               f"{type(table).__name__}")
+    k, n = table.shape
+    ids = np.asarray(indices).astype(np.int64, copy=False)
+    if np.any((ids < -n) | (ids >= n)):
+        raise InterpreterError(f"quant3p5.gather: index out of range for a table of {n} rows")
+    ids = np.where(ids < 0, ids + n, ids)
+    unique, inverse = np.unique(ids.reshape(-1), return_inverse=True)
+    rows = dequantize_columns(table, unique).T
+    return np.ascontiguousarray(rows[inverse]).reshape(*ids.shape, k)
+
+
+@impl(quant3p5.GatherOp)
+def _gather(interp, op, args):
+    return (gather_rows(*args),)
 
 
 def matmul_q3p5_f16(x: np.ndarray, weights: Q3P5Tensor, k_tile: int) -> np.ndarray:

@@ -30,14 +30,10 @@ CNN_OPS = frozenset({
 C_REFUSED = {
     **{f"test_training_dropout{s}": "must be known at compile time" for s in (
         "", "_default", "_default_mask", "_mask", "_zero_ratio", "_zero_ratio_mask")},
-    **{f"test_resize_downsample_{s}_antialias": "antialias needs its scales or sizes known"
-       for s in ("scales_cubic", "scales_linear")},
 }
 """Node-suite cases of the family that pass on the interpreter and that the C target
 refuses, with the reason. The suite gives Resize its scales and sizes as run-time inputs;
-antialiased taps need the scales at compile time (they set the number of taps; run-time
-sizes fix them through the output shape), so those cases are also run below with the
-inputs made initializers, as exporters write them."""
+its cases are also run below with the inputs made initializers, as exporters write them."""
 
 FAST_CASES = [
     "test_basic_conv_with_padding", "test_conv_with_strides_and_asymmetric_padding",

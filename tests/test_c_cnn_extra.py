@@ -1,8 +1,8 @@
 """The CNN-family ops lowered for issue #13 on the C target: MaxPool of uint8, Col2Im,
-MaxUnpool, RoiAlign and antialiased Resize with run-time sizes. Each node-suite case runs
-on c and on the interpreter (the oracle): both match the suite's expected outputs and c
-matches the interpreter exactly (Resize within the suite's tolerance: its taps are summed
-in another order).
+MaxUnpool, RoiAlign, DeformConv and antialiased Resize with run-time sizes or scales. Each
+node-suite case runs on c and on the interpreter (the oracle): both match the suite's
+expected outputs and c matches the interpreter exactly (Resize within the suite's
+tolerance: its taps are summed in another order).
 Hand-built nodes cover other settings and the run-time refusals (the shapes and indices
 only known when the model runs)."""
 
@@ -26,9 +26,13 @@ CASES = ["test_maxpool_2d_uint8",
          "test_col2im", "test_col2im_5d", "test_col2im_dilations", "test_col2im_pads",
          "test_col2im_strides",
          "test_maxunpool_export_with_output_shape", "test_maxunpool_export_without_output_shape",
-         "test_roialign_aligned_false", "test_roialign_aligned_true", "test_roialign_mode_max"]
+         "test_roialign_aligned_false", "test_roialign_aligned_true", "test_roialign_mode_max",
+         "test_basic_deform_conv_with_padding", "test_basic_deform_conv_without_padding",
+         "test_deform_conv_with_mask_bias", "test_deform_conv_with_multiple_offset_groups"]
 RESIZE_CASES = ["test_resize_downsample_sizes_cubic_antialias",
-                "test_resize_downsample_sizes_linear_antialias"]
+                "test_resize_downsample_sizes_linear_antialias",
+                "test_resize_downsample_scales_cubic_antialias",
+                "test_resize_downsample_scales_linear_antialias"]
 
 
 @pytest.fixture(scope="module")
@@ -76,20 +80,23 @@ def _model(node, inputs, output) -> onnx.ModelProto:
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
 
 
-def test_maxpool_uint8_with_indices_equals_interp(tmp_path):
-    """uint8 MaxPool with its Indices output, strides and pads (first maximum
+@pytest.mark.parametrize("dtype", [np.uint8, np.int8])
+def test_maxpool_uint8_with_indices_equals_interp(tmp_path, dtype):
+    """uint8 and int8 MaxPool with its Indices output, strides and pads (first maximum
     of ties, flat index into x)."""
     require_tool("cc")
     node = helper.make_node("MaxPool", ["x"], ["y", "i"], kernel_shape=[3, 2],
                             strides=[2, 2], pads=[1, 0, 1, 1])
+    elem = helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
     graph = helper.make_graph(
-        [node], "g", [helper.make_tensor_value_info("x", TensorProto.UINT8, [2, 3, 7, 6])],
-        [helper.make_tensor_value_info("y", TensorProto.UINT8, None),
+        [node], "g", [helper.make_tensor_value_info("x", elem, [2, 3, 7, 6])],
+        [helper.make_tensor_value_info("y", elem, None),
          helper.make_tensor_value_info("i", TensorProto.INT64, None)])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
     path = tmp_path / "pool.onnx"
     onnx.save(model, path)
-    x = np.random.default_rng(0).integers(0, 8, (2, 3, 7, 6), dtype=np.uint8)  # many ties
+    low = 0 if dtype == np.uint8 else -8  # many ties; int8 windows of negatives only
+    x = np.random.default_rng(0).integers(low, 8, (2, 3, 7, 6), dtype=dtype)
     want = run(path, {"x": x}, "interp", tmp_path / "i")
     got = run(path, {"x": x}, "c", tmp_path / "c")
     for name in ("y", "i"):
@@ -155,9 +162,99 @@ def test_roi_align_equals_interp(tmp_path, attrs):
                                   run(path, feeds, "interp", tmp_path / "i")["y"])
 
 
-def test_antialiased_resize_with_run_time_scales_is_a_clean_refusal(suite, tmp_path):
-    """Run-time scales set the antialias tap count only when the model runs: refused."""
-    [case] = suite.collect("test_resize_downsample_scales_linear_antialias")
-    outcome = suite.run_case(case, "c", tmp_path)
-    assert outcome.status == "refused"
-    assert "antialias needs its scales or sizes known at compile time" in outcome.detail
+@pytest.mark.parametrize("x_shape, y_shape, feeds, attrs", [
+    ((1, 2, 9, 11), (1, 2, 3, 4), {"scales": [1, 1, 0.37, 0.4]},
+     {"mode": "cubic", "exclude_outside": 1}),
+    ((1, 1, 5, 4), (1, 1, 8, 2), {"scales": [1, 1, 1.7, 0.6]}, {"mode": "linear"}),
+    ((2, 12, 7), (2, 3, 7), {"scales": [0.3]},
+     {"mode": "cubic", "axes": [1], "coordinate_transformation_mode": "pytorch_half_pixel"}),
+    ((1, 1, 200, 3), (1, 1, 1, 3), {"scales": [1, 1, 0.0051, 1]}, {"mode": "cubic"}),
+    ((1, 1, 13, 9), (1, 1, 5, 3), {"sizes": [5, 4]},
+     {"mode": "linear", "axes": [2, 3], "keep_aspect_ratio_policy": "not_larger"}),
+    ((1, 1, 13, 13), (1, 1, 4, 5),
+     {"roi": [0, 0, 0.1, 0.2, 1, 1, 0.9, 0.7], "scales": [1, 1, 0.33, 0.4]},
+     {"mode": "linear", "coordinate_transformation_mode": "tf_crop_and_resize",
+      "extrapolation_value": 3.0})])
+def test_antialiased_resize_with_run_time_scales_matches_interp(tmp_path, x_shape, y_shape,
+                                                                feeds, attrs):
+    """Antialias whose filter width is only known at run time (scales, sizes under a
+    keep_aspect_ratio_policy, a roi): the taps are computed when the model runs, up to
+    a compile-time bound (400-odd for the 200 -> 1 cubic axis). Within 1e-5 relative of
+    the interpreter (c rounds to float32 between axes, the reference does not)."""
+    require_tool("cc")
+    feeds = {"x": np.random.default_rng(0).standard_normal(x_shape, dtype=np.float32),
+             **{k: np.array(v, dtype=np.int64 if k == "sizes" else np.float32)
+                for k, v in feeds.items()}}
+    names = ["x", "roi" if "roi" in feeds else "", "scales" if "scales" in feeds else "",
+             "sizes" if "sizes" in feeds else ""]
+    while not names[-1]:
+        names.pop()
+    node = helper.make_node("Resize", names, ["y"], antialias=1, **attrs)
+    graph = helper.make_graph(
+        [node], "g", [helper.make_tensor_value_info(
+            k, helper.np_dtype_to_tensor_dtype(v.dtype), v.shape) for k, v in feeds.items()],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, y_shape)])
+    path = tmp_path / "resize.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)]), path)
+    want = run(path, feeds, "interp", tmp_path / "i")["y"]
+    got = run(path, feeds, "c", tmp_path / "c")["y"]
+    assert got.shape == want.shape == y_shape
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def _deform_conv_model(path, feeds, **attrs) -> None:
+    names = ["x", "w", "off", "b" if "b" in feeds else "", "mask" if "mask" in feeds else ""]
+    while not names[-1]:
+        names.pop()
+    node = helper.make_node("DeformConv", names, ["y"], **attrs)
+    graph = helper.make_graph(
+        [node], "g", [helper.make_tensor_value_info(k, TensorProto.FLOAT, v.shape)
+                      for k, v in feeds.items()],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 22)]), path)
+
+
+def _deform_conv_feeds(rng, n, c, m, hw, k, out, group, og, scale, bias, mask):
+    feeds = {"x": rng.standard_normal((n, c, *hw), dtype=np.float32),
+             "w": rng.standard_normal((m, c // group, *k), dtype=np.float32),
+             "off": (rng.standard_normal((n, og * k[0] * k[1] * 2, *out)) * scale
+                     ).astype(np.float32)}
+    if bias:
+        feeds["b"] = rng.standard_normal(m, dtype=np.float32)
+    if mask:
+        feeds["mask"] = rng.random((n, og * k[0] * k[1], *out), dtype=np.float32)
+    return feeds
+
+
+@pytest.mark.parametrize("shapes, attrs", [
+    # groups and offset groups, a mask, padding on every side
+    ((2, 4, 6, (7, 6), (3, 3), (7, 6), 2, 2, 1.5, True, True),
+     {"group": 2, "offset_group": 2, "pads": [1, 1, 1, 1]}),
+    # strides, dilations, uneven pads, offsets reaching far past the borders, no bias/mask
+    ((1, 6, 3, (9, 8), (3, 2), (3, 9), 3, 3, 40.0, False, False),
+     {"group": 3, "offset_group": 3, "strides": [2, 1], "pads": [0, 2, 1, 0],
+      "dilations": [2, 1]}),
+    # a 5x5 kernel: 25 products per channel, numpy's 8-accumulator pairwise sum
+    ((1, 2, 2, (10, 10), (5, 5), (10, 10), 1, 1, 2.0, True, False),
+     {"pads": [2, 2, 2, 2]})])
+def test_deform_conv_equals_interp(tmp_path, shapes, attrs):
+    """DeformConv off the suite's settings, bit for bit: c samples and sums in the
+    reference's float32/float64 order."""
+    require_tool("cc")
+    feeds = _deform_conv_feeds(np.random.default_rng(len(attrs)), *shapes)
+    path = tmp_path / "deform.onnx"
+    _deform_conv_model(path, feeds, **attrs)
+    want = run(path, feeds, "interp", tmp_path / "i")["y"]
+    np.testing.assert_array_equal(run(path, feeds, "c", tmp_path / "c")["y"], want)
+
+
+def test_deform_conv_fails_on_a_non_finite_offset(tmp_path):
+    """A NaN offset gives no sampling position (the reference raises): the run fails."""
+    require_tool("cc")
+    feeds = _deform_conv_feeds(np.random.default_rng(0), 1, 1, 1, (4, 4), (2, 2), (3, 3),
+                               1, 1, 1.0, False, False)
+    feeds["off"][0, 3, 1, 1] = np.nan
+    path = tmp_path / "deform.onnx"
+    _deform_conv_model(path, feeds)
+    with pytest.raises(Q35cError, match="sampling position is not finite"):
+        run(path, feeds, "c", tmp_path / "c")

@@ -160,6 +160,26 @@ def test_float_unary_ops_within_1e5(tmp_path):
     _agree(_model(nodes, feeds, outputs), feeds, tmp_path, rtol=1e-5)
 
 
+def test_float64_erf_gelu_hardswish_equal_interp(tmp_path):
+    """float64 Erf, Gelu and HardSwish bit for bit: the reference rounds Erf to float32
+    (math.erf vectorized with otypes 'f'), and Gelu's and HardSwish's function bodies carry
+    float32 constants (1/6; sqrt(2/pi) as 0.63661975 and 0.044715 for the tanh form, which
+    is within 1e-12: numpy's float64 tanh and power differ from libm's in the last bit, and
+    1 + tanh cancels for negative x)."""
+    x = np.linspace(-3.5, 3.5, 81, dtype=np.float64)
+    feeds = {"x": x}
+    for sub in ("exact", "tanh"):
+        (tmp_path / sub).mkdir()
+    nodes = [helper.make_node("Erf", ["x"], ["erf"]),
+             helper.make_node("Gelu", ["x"], ["gelu"]),
+             helper.make_node("HardSwish", ["x"], ["hswish"])]
+    outputs = {name: (np.float64, x.shape) for name in ("erf", "gelu", "hswish")}
+    _agree(_model(nodes, feeds, outputs, opset=22), feeds, tmp_path / "exact")
+    tanh = [helper.make_node("Gelu", ["x"], ["tanh"], approximate="tanh")]
+    _agree(_model(tanh, feeds, {"tanh": (np.float64, x.shape)}, opset=22), feeds,
+           tmp_path / "tanh", rtol=1e-12)
+
+
 def test_where_isnan_and_broadcasting(tmp_path):
     """The attention guard both torch exporters write, `Where(IsNaN(s), 0, s)`, with
     And/Equal on broadcast bool masks (SmolLM2's)."""

@@ -291,6 +291,20 @@ def test_decoded_weights_cut_the_simulated_cycles_of_the_same_tiling():
         packed["last_pe"]["scalar"]
 
 
+@pytest.mark.parametrize("args, message", [
+    (["1024", "256", "--k-tile", "100"], "k_tile 100 must be a multiple of 64"),
+    (["0", "16"], "K, N must be positive"),
+    (["4096", "4096", "--machine", "nope"], "unknown machine 'nope'"),
+    (["100000000", "100000000"], "PE rectangle; wse2's fabric is 750x994"),
+    (["64000000", "64", "--k-tile", "64000000"], "bytes packed; a PE has 49152"),
+])
+def test_estimate_cli_refuses_bad_sizes_in_one_line(args, message):
+    r = subprocess.run([sys.executable, "-m", "q35c.targets.cerebras.estimate", *args],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and r.stdout == ""
+    assert message in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
 # -- the CLI -----------------------------------------------------------------------------
 
 

@@ -233,11 +233,16 @@ def test_generate_command_streams_the_same_text_on_interp_and_c(tiny):
 
 
 def test_generate_storage_counts_quantized_matmuls_and_float_tables(tiny):
-    err = _cli(tiny, "--prompt", "a", "--max-new-tokens", "1").stderr
-    line = next(x for x in err.splitlines() if "storage:" in x)
-    overall = float(line.split("bits/weight overall")[0].split()[-1])
-    matmul = float(line.split("bits/weight")[-2].split()[-1])
-    assert 3 < matmul < 8 < overall < 32  # Q3P5 matmuls; float32 embeddings and norms
+    def bits(*args):
+        err = _cli(tiny, "--prompt", "a", "--max-new-tokens", "1", *args).stderr
+        line = next(x for x in err.splitlines() if "storage:" in x)
+        overall = float(line.split("bits/weight overall")[0].split()[-1])
+        return float(line.split("bits/weight")[-2].split()[-1]), overall
+
+    matmul, overall = bits()  # Q3P5 matmuls and embedding tables (token and position)
+    assert 3 < matmul < overall < 8
+    float_tables = bits("--passes", "quantize-weights{gathers=false},canonicalize,cse")
+    assert float_tables[0] == matmul and 8 < float_tables[1] < 32  # float32 embeddings
 
 
 def test_generate_from_a_compiled_c_folder(tiny, tmp_path):

@@ -33,18 +33,19 @@ def test_targets_lists_builtin_and_planned_targets():
 
 
 def test_target_pipeline_passes_are_dumped_and_printed(tmp_path):
-    """groq's raise-fortran-tensors, unfuse-ops, int8-activations and verify-overflow run in
-    the driver, after the user's pipeline: they are stages of --dump-ir and
-    --print-ir-after-all like any pass."""
+    """groq's dequantize-gathers, raise-fortran-tensors, unfuse-ops, int8-activations and
+    verify-overflow run in the driver, after the user's pipeline: they are stages of
+    --dump-ir and --print-ir-after-all like any pass."""
     result = q35c(MLP, "--target", "groq", "-o", tmp_path / "out", "--dump-ir",
                   tmp_path / "dumps", "--print-ir-after-all")
     dumps = sorted(p.name for p in (tmp_path / "dumps").glob("*.mlir"))
     assert dumps == ["00-input.mlir", "01-quantize-weights.mlir", "02-canonicalize.mlir",
                      "03-cse.mlir", "04-verify-overflow.mlir", "05-verify-quant-error.mlir",
-                     "06-raise-fortran-tensors.mlir", "07-unfuse-ops.mlir",
-                     "08-int8-activations.mlir", "09-verify-overflow.mlir"]
+                     "06-dequantize-gathers.mlir", "07-raise-fortran-tensors.mlir",
+                     "08-unfuse-ops.mlir", "09-int8-activations.mlir",
+                     "10-verify-overflow.mlir"]
     assert '"quant3p5.matmul"' in (tmp_path / "dumps" / "05-verify-quant-error.mlir").read_text()
-    final = (tmp_path / "dumps" / "09-verify-overflow.mlir").read_text()
+    final = (tmp_path / "dumps" / "10-verify-overflow.mlir").read_text()
     assert '"quant3p5.matmul"' not in final and '"quant3p5.matmul_int8"' in final
     # what the target compiled is the last dump's IR (which names its weight file)
     assert final.replace(' {quant3p5.weights = "weights.q35w"}', "").endswith(
@@ -85,12 +86,12 @@ def test_fused_ops_are_accepted_by_the_c_target(tmp_path):
 
 
 def test_unsupported_op_in_a_fortran_kernel_names_its_line(tmp_path):
-    """A Fortran kernel's loops are not groq ops: the error names each op's routine and
-    line."""
+    """A Fortran kernel whose loops cannot be raised to groq's tensor ops: the error names
+    the file, the routine's line and the reason."""
     result = q35c(EXAMPLES / "fortran" / "softmax.f90", "--target", "groq", "-o",
                   tmp_path / "out", check=False)
-    assert_one_line_error(result, "target groq does not support: ")
-    assert re.search(r"scf\.for x\d+ \(in 'softmax_rows' at line \d+", result.stderr), \
+    assert_one_line_error(result, "target groq cannot raise 'softmax_rows' to tensor ops: ")
+    assert re.search(r"softmax\.f90:\d+: .* array 'S' has a run-time shape", result.stderr), \
         result.stderr
 
 

@@ -26,6 +26,17 @@ class FrontendOptions:
     max_tensor_bytes: int = DEFAULT_MAX_TENSOR_BYTES
     """`--max-tensor-bytes`: the largest tensor a frontend computes at import time, and the
     largest static shape of an input or intermediate value (docs/security.md)."""
+    sources: tuple[Path, ...] = ()
+    """Further inputs (`q35c kernel.f90 mods.f90`): Fortran sources whose modules the
+    input may use. Only the Fortran frontend takes them."""
+    include_dirs: tuple[Path, ...] = ()
+    """`-I DIR`: where the Fortran frontend looks for `<module>.f90` of a `use`d module
+    (after the input's directory)."""
+    bindings: dict[str, str] = field(default_factory=dict)
+    """`--bind NAME=VALUE`: values for scalar parameters and scalar arguments of the entry,
+    which fix shapes at compile time. Only the Fortran frontend takes them."""
+    entry: str | None = None
+    """`--entry NAME`, for frontends that specialize the entry (Fortran `--bind`)."""
 
 
 Frontend = Callable[[Path, Context, FrontendOptions], ModuleOp]

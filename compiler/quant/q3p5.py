@@ -492,6 +492,19 @@ def dequantize(q: Q3P5Tensor) -> np.ndarray:
     return out.reshape(-1, n)[:k]
 
 
+def dequantize_columns(q: Q3P5Tensor, columns: np.ndarray) -> np.ndarray:
+    """float32 [K, len(columns)]: columns `columns` (0 <= c < N) of ``dequantize(q)``, bit
+    for bit (every column decodes from its own stored row, words and group codes alone),
+    without decoding the others: what a row gather from a transposed table reads."""
+    columns = np.asarray(columns, dtype=np.intp).reshape(-1)
+    if columns.size == 0:
+        return np.zeros((q.shape[0], 0), np.float32)
+    part = Q3P5Tensor((q.shape[0], columns.size), q.group_size, q.payload[columns],
+                      q.meta[columns], q.super_scale[columns], q.offset_base[columns],
+                      q.offset_step[columns])
+    return dequantize(part)
+
+
 @cache
 def _radius_error_table() -> np.ndarray:
     """float32 [128]: entry r is the largest per-coordinate distance between a

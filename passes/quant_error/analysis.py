@@ -696,6 +696,17 @@ class IntervalAnalysis:
             hi = np.expand_dims(data.hi.max(axis=axis), tuple(range(axis, axis + len(idx))))
             shape = _shape(op.result)
             return [Box(np.broadcast_to(lo, shape).copy(), np.broadcast_to(hi, shape).copy())]
+        if isinstance(op, quant3p5.GatherOp):  # any row of the decoded table, per element
+            table = self.env.get(op.table)
+            if not isinstance(table, Q3P5Tensor):
+                return None
+            dec = _Decoded(table)
+            lo, hi = np.full(dec.k, np.inf), np.full(dec.k, -np.inf)
+            for c0, c1 in dec.chunks():
+                w = dec.columns(c0, c1, False)
+                lo, hi = np.minimum(lo, w.min(axis=1)), np.maximum(hi, w.max(axis=1))
+            shape = _shape(op.result)
+            return [Box(np.broadcast_to(lo, shape).copy(), np.broadcast_to(hi, shape).copy())]
         return None
 
     def fused_stages(self, op, product: Box) -> list[Box]:

@@ -28,6 +28,7 @@ runtime errors do.
 from __future__ import annotations
 
 import ast
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -51,7 +52,7 @@ from xdsl.ir import Attribute, Block, Operation, SSAValue
 from q35c.compiler.codegen_names import c_comment, c_identifier, c_string
 from q35c.compiler.diagnostics import Q35cError
 from q35c.compiler.entry import argument_attr_strings, argument_names, result_names
-from q35c.compiler.ir_attrs import origin_of, source_line
+from q35c.compiler.ir_attrs import origin_of, source_file, source_line
 from q35c.compiler.quant import LEGACY_LEVELS
 from q35c.compiler.tensors import constant_value
 from q35c.dialects import quant3p5
@@ -174,6 +175,17 @@ def _function(op: Operation) -> str:
     while parent is not None and not isinstance(parent, func.FuncOp):
         parent = parent.parent_op()
     return f"'{parent.sym_name.data}'" if parent is not None else "?"
+
+
+def _file_of_message(module: ModuleOp, text: str) -> str | None:
+    """The source file of a run-time message's function (`... (op in 'name')`), when it
+    is not the input's (ir_attrs.source_file)."""
+    found = re.search(r" in '([^']*)'\)$", text)
+    if found is None:
+        return None
+    fn = next((op for op in module.ops if isinstance(op, func.FuncOp)
+               and op.sym_name.data == found.group(1)), None)
+    return source_file(fn)
 
 
 def _within(op: Operation, block: Block) -> bool:
@@ -776,14 +788,18 @@ class LoopUnit:
         return Array(name, [str(d) for d in values.shape], element, "")
 
     @staticmethod
-    def array_text(name: str, values: np.ndarray, element: Attribute) -> str:
+    def array_text(name: str, values: np.ndarray, element: Attribute,
+                   constant: bool = True) -> str:
+        """A static C array; a variable (`memref.global` without `constant`: the state of
+        random_number) keeps its value from call to call, as the global does."""
         ctype = c_type(element)
         flat = np.asarray(values).reshape(-1)
         if ctype in ("float", "double"):
             items = [float_literal(float(v), ctype) for v in flat]
         else:
             items = [int_literal(int(v), element) for v in flat]
-        return (f"static const {ctype} {name}[{max(1, flat.size)}] = {{"
+        qualifier = "static const" if constant else "static"
+        return (f"{qualifier} {ctype} {name}[{max(1, flat.size)}] = {{"
                 + ", ".join(items or ["0"]) + "};")
 
     # -- files ----------------------------------------------------------------------------
@@ -862,7 +878,7 @@ class LoopUnit:
                      and op.sym_name.data == name)
             tensor = TensorType(t.get_element_type(), t.get_shape())
             out.append(self.array_text(ident, constant_value(g.initial_value, tensor),
-                                       t.get_element_type()))
+                                       t.get_element_type(), g.constant is not None))
         if self.need_levels:
             rows = ", ".join(f"{{{a}, {b}}}" for a, b in LEGACY_LEVELS)
             out.append(f"static const int8_t q35f_levels[128][2] = {{{rows}}};")
@@ -1070,7 +1086,7 @@ def run(module: ModuleOp, inputs: dict[str, np.ndarray], entry: str | None
             message = (done.stderr.strip().splitlines() or ["(no message)"])[0]
             if done.returncode == 2 and message.startswith("line "):
                 line, _, text = message[5:].partition(": ")
-                raise SourceLineError(text, int(line))
+                raise SourceLineError(text, int(line), _file_of_message(module, text))
             raise Q35cError(f"c target: the compiled kernel failed (exit code "
                             f"{done.returncode}): {message} (sources kept in {directory})")
         outputs: dict[str, np.ndarray] = {}

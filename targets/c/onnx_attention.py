@@ -136,3 +136,20 @@ def render_einsum(printer, step: Step) -> str:
               f"{pad}{printer.ptr(out)}[{at(ost) if outer else '0'}] = {store(out, final, fl)};",
               "    " * max(outer - 1, 0) + "}"]
     return "\n".join(lines)
+
+
+@renders("onnx_gemm_scale", runtime=ONNX_RUNTIME)
+def render_gemm_scale(printer, step: Step) -> str:
+    """Gemm's `o * alpha + c * beta` as the reference computes it (see lower_gemm): alpha
+    and beta are float32 scalars, so float16, bfloat16 and float32 compute in float32
+    (rounded to the element type once, at the end), float64 and the integers in double."""
+    out, (dot, *c) = step.outs[0], step.ins
+    q = step.params
+    r = "double" if out.dtype.itemsize == 8 or out.dtype.kind in "iu" else "float"
+    value = f"({r}){load(printer, dot, 'i')} * {_float_literal(q['alpha'], r)}"
+    if c:
+        n, (s0, s1) = q["n"], q["c_strides"]
+        cv = load(printer, c[0], f"(i / {n}) * {s0} + (i % {n}) * {s1}")
+        value = f"({r})({value}) + ({r})(({r}){cv} * {_float_literal(q['beta'], r)})"
+    return (f"for (i = 0; i < {out.size}; i++)\n"
+            f"    {printer.ptr(out)}[i] = {store(out, f'({r})({value})', True)};")

@@ -27,14 +27,31 @@ def render_conv(printer, step) -> str:
             f"{printer.ptr(w, True)}, {b}, q);")
 
 
+
+@renders("deform_conv", runtime=RUNTIME)
+def render_deform_conv(printer, step) -> str:
+    x, w, offset, *rest = step.ins
+    y, col, prod = step.outs
+    p = step.params
+    rest_ptrs = iter(printer.ptr(b, True) for b in rest)
+    bias = next(rest_ptrs) if p["bias"] else "NULL"
+    mask = next(rest_ptrs) if p["mask"] else "NULL"
+    return (f"static const int64_t q[] = {_int_array(p['q'])};\n"
+            f"if (q35_deform_conv_f32({printer.ptr(y)}, {printer.ptr(x, True)}, "
+            f"{printer.ptr(w, True)}, {printer.ptr(offset, True)}, {bias}, {mask}, "
+            f"{printer.ptr(col)}, {printer.ptr(prod)}, q) != 0)\n"
+            f"    return {printer.prefix}_fail("
+            f"{c_string(step.origin + ': a sampling position is not finite')});")
+
 @renders("pool", runtime=RUNTIME)
 def render_pool(printer, step) -> str:
     p = step.params
     indices = printer.ptr(step.outs[1]) if len(step.outs) > 1 else "NULL"
     head = (f"static const int64_t sp[] = {_int_array(p['sp'])}, end[] = "
             f"{_int_array(p['end'])};\n")
-    if step.ins[0].dtype == np.uint8:  # MaxPool only (the rule checks)
-        return (f"{head}q35_maxpool_u8({printer.ptr(step.outs[0])}, {indices}, "
+    if step.ins[0].dtype in (np.uint8, np.int8):  # MaxPool only (the rule checks)
+        name = "q35_maxpool_u8" if step.ins[0].dtype == np.uint8 else "q35_maxpool_i8"
+        return (f"{head}{name}({printer.ptr(step.outs[0])}, {indices}, "
                 f"{printer.ptr(step.ins[0], True)}, {p['planes']}, sp, end, "
                 f"{p['storage_order']});")
     return (f"{head}q35_pool_f32({printer.ptr(step.outs[0])}, {indices}, "
@@ -132,10 +149,12 @@ def render_resize_taps(printer, step) -> str:
     scale, *roi = step.ins
     roi0 = f"{printer.ptr(roi[0], True)} + {p['roi0']}" if roi else "NULL"
     roi1 = f"{printer.ptr(roi[0], True)} + {p['roi1']}" if roi else "NULL"
-    return (f"q35_resize_taps({printer.ptr(at)}, {printer.ptr(wt)}, {p['in_len']}, "
+    return (f"if (q35_resize_taps({printer.ptr(at)}, {printer.ptr(wt)}, {p['in_len']}, "
             f"{p['out_len']}, {p['taps']}, {printer.ptr(scale, True)}[{p['axis']}], {roi0}, "
             f"{roi1}, {p['coordinate']}, {p['kind']}, {p['nearest']}, {p['cubic_a']!r}, "
-            f"{p['exclude_outside']});")
+            f"{p['exclude_outside']}, {int(p['antialias'])}) != 0)\n"
+            f"    return {printer.prefix}_fail("
+            f"{c_string(step.origin + ': the scales need a wider antialias filter')});")
 
 
 @renders("col2im", runtime=RUNTIME)

@@ -350,3 +350,49 @@ def render_det(printer, step: Step) -> str:
         "    }",
         f"    {printer.ptr(out)}[m] = {store(out, 'det', True)};",
         "}"])
+
+
+@renders("onnx_unique", runtime=(RUNTIME, "q35rt_misc.c"))
+def render_unique(printer, step: Step) -> str:
+    """Sort keys loaded from x, `q35_unique`, then Y gathered (bytes, any element type)
+    and the int64 outputs copied from the scratch."""
+    q = step.params
+    x = step.ins[0]
+    slots = q["out_slots"]
+    outs = dict(zip(slots, step.outs))
+    keys, perm, tmp, first, inverse, counts = step.outs[len(slots):]
+    length, outer, inner, count = q["length"], q["outer"], q["inner"], q["count"]
+    kind = {"float64": 0, "int64": 1, "uint64": 2}[str(keys.dtype)]
+    key_type = {0: "double", 1: "int64_t", 2: "uint64_t"}[kind]
+    t_outer, t_len, t_inner = q["take"]
+    y = outs[0]
+    lines = [
+        "{",
+        "int64_t o, j, p, u;",
+        f"for (o = 0; o < {outer}; o++)",
+        f"    for (j = 0; j < {length}; j++)",
+        f"        for (p = 0; p < {inner}; p++)",
+        f"            {printer.ptr(keys)}[j * {outer * inner} + o * {inner} + p] = "
+        f"({key_type}){load(printer, x, f'(o * {length} + j) * {inner} + p')};",
+        f"u = q35_unique({printer.ptr(keys, True)}, {kind}, {length}, {outer * inner}, "
+        f"{int(q['nan_equal'])}, {int(q['sorted'])}, {printer.ptr(perm)}, {printer.ptr(tmp)}, "
+        f"{printer.ptr(first)}, {printer.ptr(inverse)}, {printer.ptr(counts)});",
+        f"if (u != {count})",
+        f"    {_fail(printer, step, f'the number of unique values is not the compiled {count}')}",
+        f"for (j = 0; j < {count}; j++) {{",
+        f"    const int64_t at = {printer.ptr(first, True)}[j];",
+        f"    if (at >= {t_len})",
+        f"        {_fail(printer, step, 'an index is out of range for axis 0 (sorted=0)')}",
+        f"    for (o = 0; o < {t_outer}; o++)",
+        f"        memcpy((unsigned char *){printer.ptr(y)} + (size_t)((o * {count} + j) * "
+        f"{t_inner}) * sizeof *{printer.ptr(y)},",
+        f"               (const unsigned char *){printer.ptr(x, True)} + (size_t)((o * {t_len} "
+        f"+ at) * {t_inner}) * sizeof *{printer.ptr(y)},",
+        f"               (size_t){t_inner} * sizeof *{printer.ptr(y)});",
+        "}"]
+    for slot, src, size in ((1, first, count), (2, inverse, length), (3, counts, count)):
+        if slot in outs:
+            lines.append(f"memcpy({printer.ptr(outs[slot])}, {printer.ptr(src, True)}, "
+                         f"(size_t){size} * sizeof(int64_t));")
+    lines += ["(void)u;", "}"]
+    return "\n".join(lines)

@@ -192,13 +192,24 @@ def _isinf(x: Ctx) -> str:
     return " || ".join(tests) or "0"
 
 
+def _erf(x: Ctx, arg: str) -> str:
+    """The reference's Erf: math.erf vectorized with otypes 'f', so rounded to float32
+    whatever the input's type (then converted back to it)."""
+    return f"(double)(float)erf({arg})" if x.c == "double" else x.f("erf", arg)
+
+
 def _gelu(x: Ctx) -> str:
+    """Gelu's function body (opset 20): its constants are float32 tensors cast to the
+    input's type, the square roots taken in that type, Erf rounded as the reference's."""
     v, c = x.a[0], x.c
+    f32 = np.float32
     if x.attrs.get("approximate", "none") == "tanh":
-        inner = (f"{x.lit(np.sqrt(2 / np.pi))} * ({v} + {x.lit(0.044715)} * "
-                 f"{v} * {v} * {v})")
-        return f"{x.lit(0.5)} * {v} * ({x.lit(1)} + {x.f('tanh', inner)})"
-    return f"{x.lit(0.5)} * {v} * ({x.lit(1)} + {x.f('erf', f'({c})({v} / {x.lit(np.sqrt(2))})')})"
+        root = np.sqrt(f32(0.63661975)) if c == "float" else np.sqrt(float(f32(0.63661975)))
+        cube = f"pow({v}, 3.0)" if c == "double" else f"({c})pow((double){v}, 3.0)"
+        inner = f"({c})({x.lit(root)} * ({c})({v} + ({c})({x.lit(f32(0.044715))} * {cube})))"
+        return f"({c})({x.lit(0.5)} * {v}) * ({x.lit(1)} + {x.f('tanh', inner)})"
+    root = np.sqrt(f32(2)) if c == "float" else np.sqrt(2.0)
+    return f"({c})({x.lit(0.5)} * {v}) * ({x.lit(1)} + {_erf(x, f'({c})({v} / {x.lit(root)})')})"
 
 
 def _celu(x: Ctx) -> str:
@@ -227,6 +238,7 @@ FLOAT_UNARY = ("Acos", "Acosh", "Asin", "Asinh", "Atan", "Atanh", "Cos", "Cosh",
                "Sinh", "Tan", "Tanh", "Exp", "Log", "Sqrt", "Erf")
 EXPRESSIONS: dict[str, Callable[[Ctx], str]] = {
     **{op: _unary_float(op.lower()) for op in FLOAT_UNARY},
+    "Erf": lambda x: _erf(x, x.a[0]),
     "Abs": lambda x: (x.f("fabs", x.a[0]) if x.fl else
                       f"({x.a[0]} < 0 ? 0u - (uint64_t){x.a[0]} : (uint64_t){x.a[0]})"
                       if x.dtypes[0].kind == "i" else x.a[0]),
@@ -254,8 +266,9 @@ EXPRESSIONS: dict[str, Callable[[Ctx], str]] = {
     "LeakyRelu": lambda x: f"({x.a[0]} > 0 ? {x.a[0]} : {x.a[0]} * {x.lit(x.attrs['alpha'])})",
     "HardSigmoid": lambda x: (f"q35_fmaxn(0, q35_fminn(1, {x.a[0]} * "
                               f"{x.lit(x.attrs['alpha'])} + {x.lit(x.attrs['beta'])}))"),
+    # HardSwish's body is HardSigmoid with the float32 attribute alpha = 1/6
     "HardSwish": lambda x: (f"{x.a[0]} * ({x.c})q35_fmaxn(0, q35_fminn(1, {x.a[0]} * "
-                            f"{x.lit(1 / 6)} + {x.lit(0.5)}))"),
+                            f"{x.lit(np.float32(1 / 6))} + {x.lit(0.5)}))"),
     "ThresholdedRelu": lambda x: f"({x.a[0]} > {x.lit(x.attrs['alpha'])} ? {x.a[0]} : 0)",
     "Shrink": lambda x: (f"({x.a[0]} < -{x.lit(x.attrs['lambd'])} ? {x.a[0]} + "
                          f"{x.lit(x.attrs['bias'])} : ({x.a[0]} > {x.lit(x.attrs['lambd'])}"

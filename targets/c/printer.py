@@ -28,7 +28,7 @@ from q35c.compiler.codegen_names import (
 )
 from q35c.compiler.quant import CODEBOOK, LEGACY_LEVELS, SCALE_STEPS
 from q35c.targets.c import kernels
-from q35c.targets.native.program import Buffer, Program, Step
+from q35c.targets.native.program import Buffer, Program, Step, all_steps
 
 RUNTIME_DIR = Path(__file__).parent / "runtime"
 # The runtime's fragments, concatenated into model.c in this order (q35rt.h says why).
@@ -433,9 +433,9 @@ class CPrinter:
                           for i in range(0, 32, 8))
         legacy = ",\n".join("    " + ", ".join(f"{{{a}, {b}}}" for a, b in LEGACY_LEVELS[i:i + 8])
                            for i in range(0, 128, 8))
-        if any(step.kernel in FUSED_KERNELS for step in self.p.steps):
+        if any(step.kernel in FUSED_KERNELS for step in all_steps(self.p.steps)):
             text += "\n" + (RUNTIME_DIR / "q35rt_fused.c").read_text()
-        for name in kernels.runtime_fragments(self.p.steps):
+        for name in kernels.runtime_fragments(all_steps(self.p.steps)):
             text += "\n" + (RUNTIME_DIR / name).read_text()
         return (text.replace("Q35_CODEBOOK_ROWS", rows).replace("Q35_SCALE_STEP_BITS", bits)
                 .replace("Q35_LEGACY_LEVEL_ROWS", legacy))

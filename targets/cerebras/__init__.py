@@ -57,6 +57,12 @@ class CerebrasTarget(Q35cTarget):
         check_int("--target cerebras", "seeds", self.seeds, 1, MAX_SEEDS)
         check_choice("--target cerebras", "weights", self.weights, ("packed", "decoded"))
 
+    def pipeline(self, shape_only: bool = False) -> str:
+        """Gathers from packed embedding tables read decoded float tables, as before
+        embeddings were quantized (passes/dequantize_gathers.py; the shape-only plan lists
+        them among the ops it does not cost)."""
+        return "dequantize-gathers"
+
     def accepted_ops(self) -> frozenset[str]:
         from q35c.targets.cerebras.project import ACCEPTED_OPS
 

@@ -17,9 +17,11 @@ the packed tiling's (a decoded tile reads more bytes, so its own bound is no low
 from __future__ import annotations
 
 import argparse
+import sys
 
 import numpy as np
 
+from q35c.compiler.diagnostics import Q35cError, first_line
 from q35c.compiler.quant import quantize
 from q35c.targets.cerebras.emit import csl_module
 from q35c.targets.cerebras.machine import Machine, load_machine
@@ -27,10 +29,14 @@ from q35c.targets.cerebras.plan import GemvPlan
 from q35c.targets.cerebras.project import Project, simulate
 
 
-def lower_bound(plan: GemvPlan, m: Machine) -> dict[str, int]:
-    tile_bytes = plan.k_tile * plan.n_tile * 7 // 16 + plan.groups * plan.n_tile // 2 \
+def tile_bytes(plan: GemvPlan) -> int:
+    """Bytes of one PE's packed tile: codes, group metadata, per-column words."""
+    return plan.k_tile * plan.n_tile * 7 // 16 + plan.groups * plan.n_tile // 2 \
         + 12 * plan.n_tile
-    memory = -(-tile_bytes // m.memory_read_bytes_per_cycle)
+
+
+def lower_bound(plan: GemvPlan, m: Machine) -> dict[str, int]:
+    memory = -(-tile_bytes(plan) // m.memory_read_bytes_per_cycle)
     compute = -(-plan.k_tile * plan.n_tile // m.simd["f16"])
     chain = plan.n_tile + (plan.width - 1) * m.hop_cycles
     return {"memory": memory, "compute": compute, "chain": chain,
@@ -64,9 +70,22 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--n-tile", type=int, default=0)
     ap.add_argument("--weights", choices=("packed", "decoded"), default="packed")
     a = ap.parse_args(argv)
-    m = load_machine(a.machine)
-    r = estimate(GemvPlan.choose(a.k, a.n, 32, a.k_tile, a.n_tile,
-                                 a.weights == "decoded"), m)
+    try:
+        m = load_machine(a.machine)
+        if a.k <= 0 or a.n <= 0 or a.k_tile < 0 or a.n_tile < 0:
+            raise Q35cError(f"K, N must be positive and tiles non-negative (got K={a.k} "
+                            f"N={a.n} k_tile={a.k_tile} n_tile={a.n_tile})")
+        plan = GemvPlan.choose(a.k, a.n, 32, a.k_tile, a.n_tile, a.weights == "decoded")
+        if plan.width > m.width or plan.height > m.height:
+            raise Q35cError(f"GEMV {a.k}x{a.n} needs a {plan.width}x{plan.height} PE "
+                            f"rectangle; {m.name}'s fabric is {m.width}x{m.height}")
+        if tile_bytes(plan) > m.pe_memory_bytes:
+            raise Q35cError(f"a {plan.k_tile}x{plan.n_tile} tile takes {tile_bytes(plan)} "
+                            f"bytes packed; a PE has {m.pe_memory_bytes}")
+        r = estimate(plan, m)
+    except (Q35cError, ValueError) as e:
+        print(f"{ap.prog}: error: {first_line(e)}", file=sys.stderr)
+        sys.exit(2)
     lb = r["lower_bound"]
     print(f"GEMV {r['k']}x{r['n']} on {m.name}: {r['rectangle']} PEs, {r['cycles']} cycles "
           f"({r['microseconds']} us at {m.clock_hz / 1e6:g} MHz); lower bound {lb['total']} "

@@ -45,9 +45,11 @@ class Compiled:
     """The store of `module`: the caller's, plus the column shards of split weights."""
 
 
-PIPELINE = ('raise-fortran-tensors,unfuse-ops{ops="quant3p5.fused_matmul"},int8-activations,'
-            'verify-overflow')
-"""GroqTarget's own passes: Fortran kernels whose loops were raised become tensor functions
+PIPELINE = ('dequantize-gathers,raise-fortran-tensors,unfuse-ops{ops="quant3p5.fused_matmul"},'
+            'int8-activations,verify-overflow')
+"""GroqTarget's own passes: gathers from packed embedding tables read decoded float tables
+(passes/dequantize_gathers.py: the chip gathers float rows, groq/tables.py), Fortran
+kernels whose loops were raised become tensor functions
 (passes/raise_fortran_tensors.py; a no-op for other inputs), the fused matmuls of
 `fuse-matmul-bias-act`/`fuse-residual` back
 into matmul and epilogue ops (lower.py has no fused matmul; the chip runs the epilogue on
@@ -97,6 +99,21 @@ def _accepted_ops() -> frozenset[str]:
             not t.get_irdl_definition().regions or issubclass(t, with_regions))})
 
 
+def _raised_loops(module: ModuleOp) -> list[str]:
+    """The entry function's `q35c.raised` notes (raise-fortran-tensors: which loops of a
+    Fortran kernel became which tensor ops)."""
+    from xdsl.dialects.builtin import ArrayAttr, StringAttr
+
+    from q35c.compiler.entry import entry_function
+
+    try:
+        notes = entry_function(module, None).attributes.get("q35c.raised")
+    except Exception:
+        return []
+    return [a.data for a in notes.data if isinstance(a, StringAttr)] if isinstance(
+        notes, ArrayAttr) else []
+
+
 @dataclass(frozen=True)
 class GroqTarget(Q35cTarget):
     """A statically scheduled TSP program (program.json, program.s) and its simulator."""
@@ -131,7 +148,7 @@ class GroqTarget(Q35cTarget):
         check_choice("--target groq", "levels", self.levels, LEVELS)
 
     def pipeline(self, shape_only: bool = False) -> str:
-        return "" if shape_only else PIPELINE
+        return "dequantize-gathers" if shape_only else PIPELINE
 
     def accepted_ops(self) -> frozenset[str]:
         return _accepted_ops()
@@ -155,6 +172,9 @@ class GroqTarget(Q35cTarget):
 
         c = compile_module(ctx, module, store, None, self.machine, self.chips,
                            self.scales, self.levels)
+        raised = _raised_loops(module)
+        if raised:
+            c.report["raised_loops"] = raised
         (out_dir / "program.json").write_text(dumps(c.doc))
         (out_dir / "memory.bin").write_bytes(c.image)
         (out_dir / "memory.json").write_text(json.dumps(c.memory, indent=1) + "\n")
@@ -171,6 +191,9 @@ class GroqTarget(Q35cTarget):
         print(f"groq target: {r['chips']} chip(s), {r['cycles']} cycles ({r['microseconds']} us), "
               f"lower bound {r['lower_bound_cycles']} (ratio {r['ratio']}), {r['instructions']} "
               f"instructions, SRAM {r['sram_bytes']} bytes; see report.txt")
+        if raised:
+            print(f"groq target: {len(raised)} Fortran loop nest(s) raised to tensor ops; "
+                  "listed in report.txt")
 
     def run(self, ctx: Context, module: ModuleOp, store: WeightStore,
             inputs: dict[str, np.ndarray], entry: str | None) -> dict[str, np.ndarray]:

@@ -147,4 +147,8 @@ def report_text(rep: dict) -> str:
     tot = rep["matmul_layers_total"]
     lines.append(f"  total{'':>62} {tot['achieved_cycles']:>9} {tot['bound_cycles']:>7} "
                  f"{tot['ratio']:>6}")
+    if rep.get("raised_loops"):
+        lines += ["", "Fortran loops raised to tensor ops (raise-fortran-tensors; loops "
+                  "vectorized or unrolled with their trip counts, ops emitted):"]
+        lines += [f"  {plain_text(note)}" for note in rep["raised_loops"]]
     return "\n".join(lines) + "\n"

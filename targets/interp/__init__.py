@@ -32,5 +32,5 @@ class InterpTarget(Q35cTarget):
             return run_module(module, store, inputs, entry)
         except InterpreterError as err:
             if err.line is not None:  # the driver adds the file: FILE:LINE: message
-                raise SourceLineError(err.message, err.line) from None
+                raise SourceLineError(err.message, err.line, err.file) from None
             raise Q35cError(str(err)) from None

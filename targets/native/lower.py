@@ -448,6 +448,17 @@ class Lowering:
             "rows": rows, "k": w.shape[0], "n": w.shape[1]}, op.name))
 
     @lower.register
+    def _(self, op: quant3p5.GatherOp) -> None:
+        """Rows of a Q3P5-packed table (kernel `qgather_f32`: targets/c/quant_gather.py)."""
+        wbuf, w = self.packed_operand(op, op.table)
+        idx = self.buffer_of(op.indices, op)
+        if idx.dtype != np.int64:
+            raise self.error(f"quant3p5.gather: indices must be i64, got {idx.dtype}")
+        out = self.result(op.result, "qgather")
+        self.steps.append(Step("qgather_f32", [out], [wbuf, idx], {
+            "count": idx.size, "k": w.shape[0], "n": w.shape[1]}, op.name))
+
+    @lower.register
     def _(self, op: quant3p5.QuantizeActivationsOp) -> None:
         x = self.buffer_of(op.input, op)
         q = self.result(op.quantized, "q")

@@ -2,8 +2,9 @@
 grouped-query heads, boolean or additive masks, causal and sliding-window masks, softcap,
 past/present key-value cache, `nonpad_kv_seqlen`, every `qk_matmul_output_mode`,
 `softmax_precision`), RotaryEmbedding, LinearAttention (the linear, gated, delta and
-gated-delta update rules), CausalConvWithState and Einsum (any equation: ellipsis, repeated
-labels, sums over labels, implicit outputs).
+gated-delta update rules), CausalConvWithState, Einsum (any equation: ellipsis, repeated
+labels, sums over labels, implicit outputs), and MatMul and Gemm of the element types the
+dedicated converters leave to the generic op (as an Einsum).
 
 The rules work out each node's geometry here (heads, sequence lengths, element strides of
 every operand's layout, scale factors rounded as the reference rounds them) and append one
@@ -394,7 +395,64 @@ def lower_einsum(lowering, op) -> None:
     axes broadcast)."""
     ins = _ins(lowering, op, list(op.inputs))
     [out] = _results(lowering, op)
-    equation = attributes(op)["equation"]
+    einsum_step(lowering, op, ins, out, attributes(op)["equation"])
+
+
+@lowers("MatMul")
+def lower_matmul(lowering, op) -> None:
+    """numpy's matmul of the element types the dedicated converter leaves to the generic
+    op (float16, bfloat16, float64, the integers) as the Einsum of its ranks: batch axes
+    broadcast, a 1-D operand's axis contracted and dropped. Floats accumulate in double
+    (the reference: float32 for float16, BLAS's order for float64), integers wrap as
+    numpy's."""
+    a, b = _ins(lowering, op, list(op.inputs))
+    [out] = _results(lowering, op)
+    if not a.shape or not b.shape:
+        raise _error(lowering, op, "a scalar operand is not supported (numpy refuses it)")
+    left = "j" if len(a.shape) == 1 else "...ij"
+    right = "j" if len(b.shape) == 1 else "...jk"
+    result = ("..." if len(a.shape) > 1 or len(b.shape) > 1 else "") + (
+        "i" if len(a.shape) > 1 else "") + ("k" if len(b.shape) > 1 else "")
+    einsum_step(lowering, op, [a, b], out, f"{left},{right}->{result}")
+
+
+@lowers("Gemm")
+def lower_gemm(lowering, op) -> None:
+    """The reference's Gemm (opset 7+) of the element types the dedicated converter leaves
+    to the generic op: `dot(A', B') * alpha + C * beta` with numpy's types, the product as
+    an Einsum, then (unless alpha is 1 and C absent, for floats) a `onnx_gemm_scale` step.
+    The reference's alpha and beta are numpy float32 scalars: float16 and bfloat16
+    products are scaled and summed in float32 and rounded once at the end, integers go
+    through float64 (numpy's int * float32) and are cast back."""
+    given = operands(op)
+    a, b = _ins(lowering, op, [given[0], given[1]])
+    c = _ins(lowering, op, [given[2]])[0] if 2 in given else None
+    [out] = _results(lowering, op)
+    attrs = attributes(op)
+    alpha, beta = float(attrs.get("alpha", 1.0)), float(attrs.get("beta", 1.0))
+    if op.opset.value.data < 7:
+        raise _error(lowering, op, "opset < 7 (the broadcast attribute) is not supported")
+    if out.dtype not in FLOATS and out.dtype.kind not in "iu":
+        raise _error(lowering, op, f"element type {out.dtype} is not supported")
+    if len(a.shape) != 2 or len(b.shape) != 2 or len(out.shape) != 2 or (
+            c is not None and len(c.shape) > 2):
+        raise _error(lowering, op, "A and B must be matrices, C of rank 2 at most")
+    use_c = c is not None and beta != 0
+    plain = out.dtype in FLOATS and alpha == 1.0 and not use_c
+    dot = out if plain else lowering.new("arena", out.dtype, out.shape, "gemm")
+    left = "ki" if attrs.get("transA", 0) else "ik"
+    right = "jk" if attrs.get("transB", 0) else "kj"
+    einsum_step(lowering, op, [a, b], dot, f"{left},{right}->ij")
+    if plain:
+        return
+    params = {"alpha": alpha, "beta": beta, "n": out.shape[1]}
+    if use_c:
+        params["c_strides"] = broadcast_strides(c.shape, out.shape)
+    _step(lowering, op, "onnx_gemm_scale", [out], [dot, *([c] if use_c else [])], params)
+
+
+def einsum_step(lowering, op, ins: list[Buffer], out: Buffer, equation: str) -> None:
+    """The `onnx_einsum` step of `equation` over `ins` into `out`."""
     try:
         ops_labels, out_labels, extents = parse_einsum(equation, [b.shape for b in ins])
     except ValueError as err:

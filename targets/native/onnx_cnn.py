@@ -1,6 +1,6 @@
 """Native rules for the CNN family of `q35nn.onnx_node`: Conv, ConvTranspose, the pools,
 BatchNormalization, InstanceNormalization, LRN, Pad, DepthToSpace, SpaceToDepth,
-Resize / Upsample, Col2Im, MaxUnpool, RoiAlign (inference-mode Dropout, and Sum for
+Resize / Upsample, Col2Im, MaxUnpool, RoiAlign, DeformConv (inference-mode Dropout, and Sum for
 ResNet's residual adds, are onnx_tensor.py's).
 
 Each rule works out the node's static geometry here (auto_pad, ceil_mode, output_padding,
@@ -9,7 +9,7 @@ fixed, and appends kernel steps whose parameters are plain numbers; the kernels 
 `targets/c/runtime/q35rt_cnn.c` (`targets/c/onnx_cnn.py` renders them). Pure data movement
 (DepthToSpace, SpaceToDepth) reuses the strided copy.
 The semantics are ONNX's, as onnx's reference implementation (the interpreter) computes
-them; float32 only for the arithmetic kernels (MaxPool also uint8), any element type for
+them; float32 only for the arithmetic kernels (MaxPool also uint8 and int8), any element type for
 data movement (Pad, MaxUnpool).
 """
 
@@ -170,6 +170,44 @@ def conv(lowering, op) -> None:
               {"q": q, "bias": bias is not None})
 
 
+
+@lowers("DeformConv")
+def deform_conv(lowering, op) -> None:
+    """2-D DeformConv (the only rank the reference implements) of float32 operands: one
+    `deform_conv` step that samples every input channel at the offset kernel taps into a
+    scratch buffer, then sums them as the reference does (see q35_deform_conv_f32)."""
+    node = Node(lowering, op)
+    x, w, offset = (node.float_buffer(slot) for slot in range(3))
+    bias = node.float_buffer(3) if 3 in node.inputs else None
+    mask = node.float_buffer(4) if 4 in node.inputs else None
+    y_shape = _shape(node.outputs[0])
+    if len(x.shape) != 4:
+        raise node.error(f"{len(x.shape) - 2} spatial dimensions are not supported (2, as "
+                         "onnx's reference)")
+    n, c, ih, iw = x.shape
+    if ih < 2 or iw < 2:
+        raise node.error("an input of height or width 1 is not supported (the reference "
+                         "divides by size - 1)")
+    kernel = list(node.attr("kernel_shape", w.shape[2:]))
+    strides = list(node.attr("strides", [1, 1]))
+    dilations = list(node.attr("dilations", [1, 1]))
+    pads = list(node.attr("pads", [0, 0, 0, 0]))
+    group, og = int(node.attr("group", 1)), int(node.attr("offset_group", 1))
+    k = kernel[0] * kernel[1]
+    if (group < 1 or og < 1 or c % group or c % og or w.shape[0] % group
+            or w.shape[1] * group != c or list(w.shape[2:]) != kernel
+            or offset.shape != (n, og * k * 2, *y_shape[2:])
+            or (mask is not None and mask.shape != (n, og * k, *y_shape[2:]))):
+        raise node.error("operand shapes do not fit its group, offset_group and kernel")
+    q = [n, c, w.shape[0], group, og, ih, iw, y_shape[2], y_shape[3], *kernel, *strides,
+         pads[0], pads[1], *dilations]
+    col = lowering.new("arena", F32, (c * k * y_shape[2] * y_shape[3],), "samples")
+    prod = lowering.new("arena", np.dtype(np.float64), (k,), "products")
+    node.step("deform_conv", [node.result(), col, prod],
+              [x, w, offset, *([bias] if bias is not None else []),
+               *([mask] if mask is not None else [])],
+              {"q": q, "bias": bias is not None, "mask": mask is not None})
+
 @lowers("ConvTranspose")
 def conv_transpose(lowering, op) -> None:
     node = Node(lowering, op)
@@ -211,7 +249,7 @@ POOL_MODES = {"MaxPool": 0, "AveragePool": 1, "LpPool": 2,
 def pool(lowering, op) -> None:
     node = Node(lowering, op)
     x = node.buffer(0)
-    if not (node.type == "MaxPool" and x.dtype == np.uint8):  # uint8: max needs no arithmetic
+    if not (node.type == "MaxPool" and x.dtype in (np.uint8, np.int8)):  # max: no arithmetic
         x = node.float_buffer(0)
     y_shape = _shape(node.outputs[0])
     rank = len(x.shape) - 2
@@ -473,13 +511,30 @@ NEAREST_MODES = {"round_prefer_floor": 0, "round_prefer_ceil": 1, "floor": 2, "c
 ASPECT_POLICIES = {"stretch": 0, "not_larger": 1, "not_smaller": 2}
 
 
+def antialias_taps(mode: str, n_in: int, n_out: int, rounded: bool) -> int:
+    """An upper bound on the taps of onnx's antialiased filter along an axis of n_in ->
+    n_out elements whose scale is only known at run time. The reference's filter
+    (`_linear_coeffs_antialias`, `_cubic_coeffs_antialias`) has 2 - 2 * (floor(-reach / s)
+    + 1) taps for s = min(scale, 1) and reach 1 (linear) or 2 (cubic); the run-time check
+    of the output shape bounds the scale from below: scale * n_in >= n_out (n_out - 1/2
+    where sizes are rounded, under a keep_aspect_ratio_policy). Two more taps cover the
+    rounding of that product; q35_resize_taps fails the run if the scale needs more."""
+    if n_out == 0:
+        return 2
+    low = min(((n_out - 0.5) if rounded else n_out) / n_in, 1.0)
+    reach = 2 if mode == "cubic" else 1
+    return 2 - 2 * (math.floor(-reach / low) + 1) + 2
+
+
 def resize_at_run_time(node: Node, x: Buffer, y_shape: tuple[int, ...], mode: str) -> None:
     """Resize whose scales, sizes or roi are run-time values: a `resize_scales` step finds
     every axis's scale (and checks the output shape), then per axis in `axes` a
     `resize_taps` step computes the taps the reference would, and `resize_axis` applies
     them (2 taps for nearest and linear, 4 for cubic). Antialias makes the tap count depend
-    on the scale: it is taken only with run-time sizes under the stretch policy, whose
-    checked output shape fixes every scale, so the taps are compile-time tables."""
+    on the scale: with run-time sizes under the stretch policy (and no roi) the checked
+    output shape fixes every scale, so the taps are compile-time tables; otherwise
+    `resize_taps` computes the antialiased filter at run time into `antialias_taps`
+    slots, the unused ones of weight 0."""
     lowering = node.lowering
     upsample = node.type == "Upsample"  # nearest: each input repeated (asymmetric, floor)
     if not upsample and node.op.opset.value.data < 11:
@@ -506,21 +561,23 @@ def resize_at_run_time(node: Node, x: Buffer, y_shape: tuple[int, ...], mode: st
         raise node.error("needs float32 scales or int64 sizes, one per axis")
     roi = node.float_buffer(1) if coordinate == "tf_crop_and_resize" else None
     antialias = bool(node.attr("antialias", 0))
-    if antialias and (sizes is None or policy != "stretch" or roi is not None):
-        raise node.error("antialias needs its scales or sizes known at compile time "
-                         "(run-time sizes only with the stretch policy and no roi)")
+    if antialias and mode == "nearest":
+        raise node.error("antialias is not supported with mode 'nearest'")
     scale = lowering.new("arena", np.dtype(np.float64), (rank,), "scale")
     node.step("resize_scales", [scale], [scales if scales is not None else sizes], {
         "sizes": sizes is not None, "axes": axes, "xdims": list(x.shape),
         "ydims": list(y_shape), "policy": ASPECT_POLICIES[policy]})
-    if antialias:  # stretched sizes: the checked output shape gives every scale
+    if antialias and sizes is not None and policy == "stretch" and roi is None:
+        # stretched sizes: the checked output shape gives every scale
         resize_with_tables(node, x, y_shape, [y / i for y, i in zip(y_shape, x.shape)],
                            [None] * rank, mode)
         return
-    taps = 4 if mode == "cubic" else 2
     current, shape = x, list(x.shape)
     for k, axis in enumerate(axes):
         n_in, n_out = shape[axis], y_shape[axis]
+        taps = 4 if mode == "cubic" else 2
+        if antialias:
+            taps = antialias_taps(mode, n_in, n_out, sizes is not None and policy != "stretch")
         at = lowering.new("arena", np.dtype(np.int64), (n_out * taps,), "taps")
         wt = lowering.new("arena", np.dtype(np.float64), (n_out * taps,), "weights")
         node.step("resize_taps", [at, wt], [scale, *([roi] if roi is not None else [])], {
@@ -528,7 +585,7 @@ def resize_at_run_time(node: Node, x: Buffer, y_shape: tuple[int, ...], mode: st
             "out_len": n_out, "taps": taps, "coordinate": COORDINATE_MODES[coordinate],
             "kind": INTERPOLATIONS[mode], "nearest": NEAREST_MODES[nearest],
             "cubic_a": float(node.attr("cubic_coeff_a", -0.75)),
-            "exclude_outside": int(node.attr("exclude_outside", 0))})
+            "exclude_outside": int(node.attr("exclude_outside", 0)), "antialias": antialias})
         shape[axis] = n_out
         out = node.result() if k == len(axes) - 1 else lowering.new(
             "arena", F32, tuple(shape), "resize")

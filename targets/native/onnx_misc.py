@@ -1,6 +1,6 @@
 """Native rules for the generic ONNX ops that fit no other family: Dropout in training
 mode (seeded: the reference draws its mask from numpy's RandomState(seed)), DFT, STFT,
-NonMaxSuppression, TfIdfVectorizer, NonZero and Det.
+NonMaxSuppression, TfIdfVectorizer, NonZero, Unique and Det.
 """
 
 from __future__ import annotations
@@ -178,3 +178,58 @@ def lower_det(lowering, op) -> None:
     n = x.shape[-1]
     scratch = lowering.new("arena", np.dtype(np.float64), (n * n,), "det")
     _step(lowering, op, "onnx_det", [out, scratch], [x], {"n": n})
+
+
+@lowers("Unique")
+def lower_unique(lowering, op) -> None:
+    """The reference's numpy.unique (with return_index, return_inverse, return_counts), of
+    any element type: every element (or, with `axis`, every slice along it, flattened) is
+    loaded into an 8-byte sort key (double for the float types, int64 or uint64 for the
+    integers and bool), the keys are sorted stably (NaN last, as numpy), equal runs become
+    one unique value (NaNs one value without an axis for numpy's float16/32/64: numpy's
+    equal_nan), and with sorted=0 the groups are put in first-occurrence order and Y is
+    `take(x, indices, axis=0)`, as the reference does. The number of unique values must be
+    the compiled extent of the declared outputs (the run fails otherwise)."""
+    [x] = _ins(lowering, op, op.inputs[:1])
+    _, out_slots = op.slots()
+    outs = dict(zip(out_slots, _results(lowering, op)))
+    attrs = attributes(op)
+    shape, rank = tuple(x.shape), len(x.shape)
+    keep_sorted = bool(attrs.get("sorted", 1)) or len(op.node_proto().output) == 1
+    axis = attrs.get("axis")
+    if axis is not None and not -rank <= int(axis) < rank:
+        raise _error(lowering, op, f"axis {axis} is out of range for rank {rank}")
+    if axis is None:
+        length, outer, inner = x.size, 1, 1
+    else:
+        axis = int(axis) % rank
+        length = shape[axis]
+        outer = int(np.prod(shape[:axis], dtype=np.int64))
+        inner = int(np.prod(shape[axis + 1:], dtype=np.int64))
+    y = outs[0]
+    if not keep_sorted:  # Y = take(x, indices, axis=0), whatever the axis
+        if not shape:
+            raise _error(lowering, op, "sorted=0 of a scalar is not supported")
+        count = y.shape[0] if y.shape else -1
+        want = (count, *shape[1:])
+        take = (1, shape[0], int(np.prod(shape[1:], dtype=np.int64)))
+    else:
+        where = 0 if axis is None else axis
+        count = y.shape[where] if len(y.shape) > where else -1
+        want = (count,) if axis is None else (*shape[:axis], count, *shape[axis + 1:])
+        take = (outer, length, inner)
+    declared = {1: (count,), 2: (length,), 3: (count,)}
+    if count < 0 or tuple(y.shape) != want or any(
+            tuple(outs[s].shape) != declared[s] for s in outs if s):
+        raise _error(lowering, op, f"the declared output shapes do not fit an input of "
+                                   f"shape {list(shape)}")
+    name = str(x.dtype)  # ml_dtypes' types (bfloat16, float8, int4...) are of kind V
+    key = (np.float64 if x.dtype.kind == "f" or "float" in name
+           else np.uint64 if x.dtype.kind in "bu" or name.startswith("uint") else np.int64)
+    keys = lowering.new("arena", np.dtype(key), (length * outer * inner,), "keys")
+    scratch = [lowering.new("arena", np.dtype(np.int64), (length,), name)
+               for name in ("perm", "tmp", "first", "inverse", "counts")]
+    _step(lowering, op, "onnx_unique", [*(outs[s] for s in sorted(outs)), keys, *scratch],
+          [x], {"out_slots": sorted(outs), "length": length, "outer": outer, "inner": inner,
+                "count": count, "sorted": keep_sorted, "take": list(take),
+                "nan_equal": axis is None and x.dtype.kind == "f"})

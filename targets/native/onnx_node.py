@@ -19,7 +19,7 @@ from collections.abc import Callable
 from q35c.compiler.codegen_names import plain_text
 
 FAMILIES: tuple[str, ...] = ("onnx_tensor", "onnx_cnn", "onnx_attention", "onnx_quant",
-                             "onnx_rnn", "onnx_misc", "onnx_extra")
+                             "onnx_rnn", "onnx_misc", "onnx_extra", "onnx_control")
 """Modules of `q35c.targets.native` that register rules, imported by `rules()`."""
 
 Rule = Callable[..., None]

@@ -82,3 +82,12 @@ class Program:
     steps: list[Step]
     blob: list[BlobEntry]
     arena_bytes: int = 0
+
+
+def all_steps(steps: list[Step]):
+    """`steps`, each followed by the steps of the sub-programs it runs (the bodies of
+    If, Loop and Scan, `params["bodies"]`: targets/native/onnx_control.py), depth first."""
+    for step in steps:
+        yield step
+        for body in step.params.get("bodies", ()):
+            yield from all_steps(body.steps)

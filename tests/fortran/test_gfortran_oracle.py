@@ -43,6 +43,11 @@ CASES = [
     Case("elemental_arrays.f90", "affine", {"n": 5, "s": np.float32(-1.5)}, exact=False),
     Case("elemental_arrays.f90", "odds", {"n": 9}),
     Case("dequant_silu.f90", "dequant_silu", {}, exact=False),
+    Case("reductions.f90", "token_stats", {"thresh": np.float32(0.25)}, exact=False),
+    Case("reductions.f90", "code_sums", {}),
+    Case("reductions.f90", "logit_filter", {"cutoff": np.float32(0.5)}, exact=False),
+    Case("attn_softmax.f90", "causal_softmax", {"pos0": 5}, exact=False),
+    Case("rmsnorm_q8.f90", "rmsnorm_q8", {"eps": np.float32(1e-5)}, exact=False),
     Case("features.f90", "kernels", {"n": 5, "m": 3}, ranges={"B": (-9, 9)}, exact=False),
 ]
 

@@ -215,6 +215,7 @@ def test_a_2_to_the_16_term_int8_dot_product_is_proven():
     assert "q35c.may_wrap" not in add.attributes
 
 
+@pytest.mark.slow  # about 1.4 million interpreter steps; smaller witnesses run in the fast tier
 def test_a_2_to_the_17_term_int8_dot_product_is_rejected_with_its_extreme_witness():
     """2^17 products of (-128) * (-128) reach 2^31: the closed form says which inputs do,
     and one interpreter run at them confirms it (about 1.4 million steps)."""

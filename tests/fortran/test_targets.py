@@ -48,11 +48,12 @@ def test_the_entry_is_recorded_in_the_ir(tmp_path):
 
 def test_entry_is_honoured_by_the_groq_target_which_refuses_loops_in_one_line(tmp_path):
     """Without --entry the groq target cannot pick one of two procedures; with it, the
-    kernel's loop nest is refused with the op and its line."""
+    kernel's loop nest is refused with the file:line of the procedure and the reason."""
     line = _one_error_line(q35c(QMATMUL, "--entry", "qmatmul_pair", "--target", "groq",
                                 "-o", tmp_path / "out", check=False))
-    assert line == (f"q35c: error: {QMATMUL}: target groq does not support: scf.for x1 "
-                    "(in 'qmatmul_pair' at line 23)")
+    assert line == (f"q35c: error: {QMATMUL}:13: target groq cannot raise 'qmatmul_pair' to "
+                    "tensor ops: array 'X' has a run-time shape (the tensor form needs constant "
+                    "extents)")
 
 
 @pytest.mark.skipif(shutil.which("make") is None or shutil.which("cc") is None,

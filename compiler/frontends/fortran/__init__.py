@@ -23,22 +23,31 @@ from q35c.compiler.verification import verify_reason
 
 from .diagnostics import Diagnostics, FortranError
 from .irgen import generate
-from .parser import parse, run_deep
+from .parser import run_deep
 from .semantics import check
+from .sources import gather
 
 __all__ = ["FortranError", "compile_source", "load_fortran"]
 
 
-def compile_source(source: str, path: str = "<input>", *, raise_idioms: bool = True
+def compile_source(source: str, path: str = "<input>", *, raise_idioms: bool = True,
+                   inputs: tuple[Path, ...] = (), include_dirs: tuple[Path, ...] = (),
+                   bindings: dict[str, str] | None = None, entry: str | None = None
                    ) -> ModuleOp:
-    """Parse, check and lower one Fortran source; verified module (idioms raised). Runs
-    with a deep stack: nesting up to parser.MAX_NESTING levels compiles."""
-    return run_deep(_compile, source, path, raise_idioms)
+    """Parse, check and lower one Fortran source, with the modules it uses from `inputs`
+    and the search path (`path`'s directory, then `include_dirs`; sources.py); verified
+    module (idioms raised). `bindings` (`--bind NAME=VALUE`) give values to scalar
+    parameters and to scalar arguments of `entry` (semantics_decls.py). Runs with a deep
+    stack: nesting up to parser.MAX_NESTING levels compiles."""
+    return run_deep(_compile, source, path, raise_idioms, inputs, include_dirs,
+                    bindings or {}, entry)
 
 
-def _compile(source: str, path: str, raise_idioms: bool) -> ModuleOp:
-    program = parse(source, path)
-    checked = check(program, Diagnostics(path, source))
+def _compile(source: str, path: str, raise_idioms: bool, inputs: tuple[Path, ...],
+             include_dirs: tuple[Path, ...], bindings: dict[str, str],
+             entry: str | None) -> ModuleOp:
+    program = gather(path, source, inputs, include_dirs)
+    checked = check(program, Diagnostics(path, source), bindings, entry)
     module = generate(checked, raise_idioms)
     try:
         module.verify()
@@ -49,4 +58,6 @@ def _compile(source: str, path: str, raise_idioms: bool) -> ModuleOp:
 
 
 def load_fortran(path: Path, ctx: Context, options: FrontendOptions) -> ModuleOp:
-    return compile_source(read_input_text(path), str(path))
+    return compile_source(read_input_text(path), str(path), inputs=options.sources,
+                          include_dirs=options.include_dirs, bindings=options.bindings,
+                          entry=options.entry)

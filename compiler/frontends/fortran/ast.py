@@ -287,6 +287,8 @@ class Procedure(Node):
     module: str | None = None
     allow_wrap: bool = False
     """`!$q35c allow-wrap` in the procedure: its integer overflow is intended wrapping."""
+    diags: Any = field(default=None, compare=False, repr=False)
+    """The Diagnostics of the file that defines it (sources.py; None: the input)."""
 
 
 @dataclass(kw_only=True)
@@ -294,6 +296,8 @@ class Module(Node):
     name: str
     body: list[Stmt]
     procedures: list[Procedure]
+    diags: Any = field(default=None, compare=False, repr=False)
+    """The Diagnostics of the file that defines it (sources.py; None: the input)."""
 
 
 @dataclass(kw_only=True)

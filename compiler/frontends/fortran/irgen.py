@@ -44,11 +44,12 @@ from .irgen_common import DYN, INDEX, LoopCtx, Var, mlir_type
 from .irgen_exprs import ExpressionGen
 from .irgen_intrinsics import IntrinsicGen
 from .irgen_loops import LoopGen
+from .irgen_random import RandomGen
 from .irgen_stmts import StatementGen
 from .semantics import CheckedProgram, Checker, FType, ProcInfo, Symbol, _walk
 
 
-class IRGen(StatementGen, LoopGen, ExpressionGen, IntrinsicGen, ArrayGen):
+class IRGen(StatementGen, LoopGen, ExpressionGen, IntrinsicGen, ArrayGen, RandomGen):
     """The IR generator: the program and its procedures here; statements, loops, expressions,
     intrinsics and array temporaries in the mixins of irgen_stmts.py, irgen_loops.py,
     irgen_exprs.py, irgen_intrinsics.py and irgen_arrays.py."""
@@ -59,11 +60,18 @@ class IRGen(StatementGen, LoopGen, ExpressionGen, IntrinsicGen, ArrayGen):
         self.folder = Checker(checked.program, checked.diags)
         self.diags = checked.diags
         self.module = ModuleOp([])
-        self.globals: dict[int, str] = {}
+        self.globals: dict[int | str, str] = {}
+        """memref.global names: of parameter arrays (by symbol id), "random": the state of
+        random_number (irgen_random.py)."""
         self.funcs: dict[str, func.FuncOp] = {}
 
     def err(self, node, message: str):
         return self.diags.error(node.line, max(node.col, 1), message)
+
+    def enter_unit(self, proc: ast.Procedure) -> None:
+        """Errors from here on name the file that defines `proc` (sources.py)."""
+        self.diags = proc.diags if proc.diags is not None else self.checked.diags
+        self.folder.diags = self.diags
 
     # -- emission helpers ----------------------------------------------------------------
 
@@ -138,6 +146,7 @@ class IRGen(StatementGen, LoopGen, ExpressionGen, IntrinsicGen, ArrayGen):
         names: dict[str, ast.Procedure] = {}
         for info in self.checked.procedures:
             proc = info.proc
+            self.enter_unit(proc)
             if proc.name in names:
                 raise self.err(proc, f"procedure '{proc.spelling}' is defined twice (module "
                                      f"'{names[proc.name].module}')")
@@ -174,6 +183,7 @@ class IRGen(StatementGen, LoopGen, ExpressionGen, IntrinsicGen, ArrayGen):
     def declare_function(self, info: ProcInfo) -> None:
         self.scope = info.scope
         proc = info.proc
+        self.enter_unit(proc)
         result = info.result
         array_result = result is not None and bool(result.rank)
         # an array result is a trailing intent(out) argument that the caller provides
@@ -210,6 +220,8 @@ class IRGen(StatementGen, LoopGen, ExpressionGen, IntrinsicGen, ArrayGen):
             attrs["q35c.bind_c"] = StringAttr(proc.bind or proc.name)
         if proc.prefixes:
             attrs["q35c.prefixes"] = ArrayAttr([StringAttr(p) for p in proc.prefixes])
+        if self.diags is not self.checked.diags:  # a module of another file (sources.py)
+            attrs["q35c.source_file"] = StringAttr(self.diags.path)
         fn.attributes.update(attrs)
         self.funcs[proc.name] = fn
         self.module.body.block.add_op(fn)
@@ -254,6 +266,7 @@ class IRGen(StatementGen, LoopGen, ExpressionGen, IntrinsicGen, ArrayGen):
     def function(self, info: ProcInfo) -> None:
         self.info = info
         self.scope = info.scope
+        self.enter_unit(info.proc)
         fn = self.funcs[info.proc.name]
         self.block = fn.body.block
         self.consts: list[dict] = [{}]

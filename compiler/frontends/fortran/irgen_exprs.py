@@ -144,6 +144,14 @@ class ExpressionGen:
             return self.extents_of(e.operand)
         if isinstance(e, ast.ArrayCtor):
             return [len(e.items)]
+        if isinstance(e, ast.Designator) and e.parts[0].name in (
+                "sum", "product", "maxval", "minval", "count", "any", "all"):
+            from .semantics_reductions import reduction_args  # a reduction along dim=
+
+            a, dim, _, _ = reduction_args(e.parts[0])
+            extents = self.extents_of(a)
+            k = int(self.fold(dim)) - 1
+            return extents[:k] + extents[k + 1:]
         if isinstance(e, ast.Designator):  # elemental intrinsic or function on arrays
             for a in e.parts[0].args:
                 a = a.value if isinstance(a, ast.KeywordArg) else a
@@ -169,6 +177,8 @@ class ExpressionGen:
 
     def is_intrinsic(self, d: ast.Designator) -> bool:
         sym = self.scope.lookup(d.name)
+        if sym is not None and sym.kind == "intrinsic":  # from an intrinsic module (omp_lib)
+            return d.parts[0].args is not None
         return (sym is None or (sym.kind == "var" and not sym.declared)) and \
             d.parts[0].args is not None and d.name not in self.vars
 

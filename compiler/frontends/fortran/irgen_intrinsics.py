@@ -11,6 +11,11 @@ from . import ast
 from .irgen_common import INDEX, mlir_type
 from .semantics import FType
 
+SEQUENTIAL_OMP_VALUES = {"omp_get_thread_num": 0, "omp_get_num_threads": 1,
+                         "omp_get_max_threads": 1, "omp_get_wtime": 0.0}
+"""omp_lib's functions as q35c defines them (docs/fortran.md, OpenMP): the values of a
+sequential run, and a clock that reads 0.0 (runs are deterministic; there is no time)."""
+
 
 class IntrinsicGen:
     """IRGen's intrinsic calls (a mixin of `IRGen`)."""
@@ -27,6 +32,13 @@ class IntrinsicGen:
 
         if name in ("int", "real", "dble"):
             return self.convert(arg(0), pos[0].type, t)
+        if name == "allocated":  # known at compile time: see IRGen.allocation_status
+            return self.const_int(int(self.allocation_status(pos[0])), mlir_type(t))
+        if name in SEQUENTIAL_OMP_VALUES:  # omp_lib as one thread runs it; no clock
+            value = SEQUENTIAL_OMP_VALUES[name]
+            if t.base == "real":
+                return self.const_float(value, mlir_type(t))
+            return self.const_int(value, mlir_type(t))
         if name == "nint":
             r = self.emit(xmath.RoundOp(arg(0)))
             return self.convert(r, pos[0].type, t)
@@ -71,8 +83,8 @@ class IntrinsicGen:
             full = self.emit(arith.CmpiOp(n, self.const_int(bits, ty), "sge"))
             mask = self.emit(arith.SelectOp(full, ones, mask))
             return self.emit(arith.AndIOp(shifted, mask))
-        if name in ("sum", "product", "maxval", "minval"):
-            return self.reduce(name, pos[0], t)
+        if name in ("sum", "product", "maxval", "minval", "count", "any", "all"):
+            return self.reduce(d, ivs)
         if name == "dot_product":
             return self.dot(pos[0], pos[1], t)
         if name in ("size", "lbound", "ubound"):
@@ -125,11 +137,21 @@ class IntrinsicGen:
         big = self.emit(arith.CmpiOp(mag, self.const_int(8 * t.kind, ty), "sge"))
         return self.emit(arith.SelectOp(big, zero, v))
 
-    def reduce(self, name: str, a: ast.Expr, t: FType) -> SSAValue:
+    def reduce(self, d: ast.Designator, ivs) -> SSAValue:
+        """sum/product/maxval/minval/count/any/all, in array element order (first index
+        fastest); with `dim=` the loop runs over that dimension at the result element `ivs`
+        (the other dimensions); with `mask=` an element counts only where the mask is true
+        (the accumulator is kept by a select)."""
+        from .semantics_reductions import reduction_args
+
+        name, t = d.parts[0].name, d.type
+        a, dim, mask, _ = reduction_args(d.parts[0])
         ty = mlir_type(t)
         extents = self.extents_of(a)
-        if name == "sum":
+        if name in ("sum", "count"):
             init = self.const_float(0.0, ty) if t.base == "real" else self.const_int(0, ty)
+        elif name in ("any", "all"):
+            init = self.const_int(int(name == "all"), ty)
         elif name == "product":
             init = self.const_float(1.0, ty) if t.base == "real" else self.const_int(1, ty)
         elif t.base == "real":
@@ -140,6 +162,11 @@ class IntrinsicGen:
                                   else (1 << (8 * t.kind - 1)) - 1, ty)
 
         def combine(acc, x):
+            if name == "count":
+                return self.emit(arith.AddiOp(acc, self.emit(arith.SelectOp(
+                    x, self.const_int(1, ty), self.const_int(0, ty)))))
+            if name in ("any", "all"):
+                return self.emit((arith.OrIOp if name == "any" else arith.AndIOp)(acc, x))
             if name == "sum":
                 return self.emit((arith.AddfOp if t.base == "real" else arith.AddiOp)(acc, x))
             if name == "product":
@@ -149,8 +176,19 @@ class IntrinsicGen:
                 return self.emit(arith.SelectOp(self.emit(arith.CmpfOp(x, acc, pred)), x, acc))
             return self.emit((arith.MaxSIOp if name == "maxval" else arith.MinSIOp)(acc, x))
 
-        return self.fold_loops(extents, init, lambda ivs, acc: combine(
-            acc, self.expr(a, ivs)))
+        def step(at, acc):
+            new = combine(acc, self.expr(a, at))
+            if mask is None:
+                return new
+            return self.emit(arith.SelectOp(self.expr(mask, at if mask.type.rank else None),
+                                            new, acc))
+
+        if dim is None:
+            return self.fold_loops(extents, init, step)
+        k = int(self.fold(dim)) - 1
+        outer = list(ivs or [])
+        return self.fold_loops([extents[k]], init,
+                               lambda inner, acc: step(outer[:k] + inner + outer[k:], acc))
 
     def dot(self, a: ast.Expr, b: ast.Expr, t: FType) -> SSAValue:
         ty = mlir_type(t)

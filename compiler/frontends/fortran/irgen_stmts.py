@@ -12,6 +12,7 @@ from xdsl.ir import Operation, SSAValue
 from . import ast
 from .irgen_common import DYN, INDEX, Var, mlir_type
 from .semantics import FType, _promote
+from .semantics_intrinsics import INTRINSIC_SUBROUTINES
 
 
 class StatementGen:
@@ -108,9 +109,48 @@ class StatementGen:
         self.emit(memref.StoreOp.get(self.const_int(1, i1), ctx.cycle_flag, []))
 
     def stmt_if(self, stmt: ast.If) -> None:
+        taken = self.static_branch(stmt)
+        if taken is not None:  # `if (allocated(x)) deallocate(x)`: decided here
+            self.stmts(taken)
+            return
         self.depth += 1
         self.if_chain(stmt.branches, stmt.orelse)
         self.depth -= 1
+
+    def static_branch(self, stmt: ast.If) -> list[ast.Stmt] | None:
+        """The statements an `if` on allocation status runs, when it allocates or
+        deallocates: `allocate` and `deallocate` happen at the top level of a procedure only,
+        so `allocated(x)` is known at every point of it, and the `if` is decided at compile
+        time (its branch then runs at the top level). None for any other `if`."""
+        bodies = [body for _, body in stmt.branches] + [stmt.orelse or []]
+        if not any(isinstance(s, (ast.Allocate, ast.Deallocate)) for b in bodies for s in b):
+            return None
+        for cond, body in stmt.branches:
+            value = self.allocation_condition(cond)
+            if value is None:
+                return None
+            if value:
+                return body
+        return stmt.orelse or []
+
+    def allocation_condition(self, e: ast.Expr) -> bool | None:
+        """The value of `allocated(x)`, `.not.`, `.and.` and `.or.` of such; else None."""
+        if isinstance(e, ast.UnOp) and e.op == ".not.":
+            inner = self.allocation_condition(e.operand)
+            return None if inner is None else not inner
+        if isinstance(e, ast.BinOp) and e.op in (".and.", ".or."):
+            a, b = self.allocation_condition(e.lhs), self.allocation_condition(e.rhs)
+            if a is None or b is None:
+                return None
+            return (a and b) if e.op == ".and." else (a or b)
+        if isinstance(e, ast.Designator) and e.name == "allocated" and self.is_intrinsic(e):
+            return self.allocation_status(e.parts[0].args[0])
+        return None
+
+    def allocation_status(self, d: ast.Designator) -> bool:
+        """Whether the allocatable `d` is allocated here (allocation is at the top level
+        of a procedure only, so this is known at compile time)."""
+        return d.name in self.vars
 
     def if_chain(self, branches, orelse) -> None:
         (cond, body), rest = branches[0], branches[1:]
@@ -287,6 +327,9 @@ class StatementGen:
     # calls, allocation
 
     def stmt_call(self, stmt: ast.Call) -> None:
+        if stmt.callee.name in INTRINSIC_SUBROUTINES and self.is_intrinsic(stmt.callee):
+            getattr(self, f"stmt_{stmt.callee.name}")(stmt.callee)  # irgen_random.py
+            return
         self.call(stmt.callee)
 
     def call(self, d: ast.Designator, ivs: list | None = None):

@@ -29,9 +29,16 @@ class Checker(DeclarationChecker, ConstantFolder, StatementChecker, ExpressionCh
     statements, expressions and intrinsics in the mixins of semantics_decls.py,
     semantics_constants.py, semantics_stmts.py, semantics_exprs.py and semantics_intrinsics.py."""
 
-    def __init__(self, program: ast.Program, diags: Diagnostics):
+    def __init__(self, program: ast.Program, diags: Diagnostics,
+                 bindings: dict[str, str] | None = None, entry: str | None = None):
         self.program = program
         self.diags = diags
+        self.bindings = {k.lower(): v for k, v in (bindings or {}).items()}
+        self.binding_names = {k.lower(): k for k in (bindings or {})}
+        """`--bind NAME=VALUE`: scalar parameters named NAME, and the scalar argument NAME
+        of the entry procedure, take VALUE (semantics_decls.bound_value)."""
+        self.bound: set[str] = set()
+        self.bind_entry = entry.lower() if entry else None
         self.modules: dict[str, Scope] = {}
         self.procs: list[ProcInfo] = []
         self.globals = Scope(None)  # external procedures
@@ -43,8 +50,14 @@ class Checker(DeclarationChecker, ConstantFolder, StatementChecker, ExpressionCh
 
     # -- program structure ---------------------------------------------------------------
 
+    def unit_diags(self, unit) -> Diagnostics:
+        """The Diagnostics of the file that defines a module or procedure (sources.py)."""
+        return unit.diags if unit.diags is not None else self.input_diags
+
     def check(self) -> CheckedProgram:
+        self.input_diags = self.diags
         for mod in self.program.modules:
+            self.diags = self.unit_diags(mod)
             if mod.name in self.modules:
                 raise self.err(mod, f"module '{mod.name}' is defined twice")
             scope = Scope(None)
@@ -53,15 +66,23 @@ class Checker(DeclarationChecker, ConstantFolder, StatementChecker, ExpressionCh
             for proc in mod.procedures:
                 self.declare_proc(proc, scope)
         for proc in self.program.procedures:
+            self.diags = self.unit_diags(proc)
             self.declare_proc(proc, self.globals)
+        if self.bind_entry is None and len(self.procs) == 1:
+            self.bind_entry = self.procs[0].proc.name
         for info in self.procs:
+            self.diags = self.unit_diags(info.proc)
             self.spec_of_proc(info)
         for info in self.procs:
+            self.diags = self.unit_diags(info.proc)
             self.exec_part(info)
+        self.diags = self.input_diags
+        self.check_bindings()
         return CheckedProgram(self.program, self.procs, self.diags)
 
 
-def check(program: ast.Program, diags: Diagnostics) -> CheckedProgram:
-    checker = Checker(program, diags)
+def check(program: ast.Program, diags: Diagnostics, bindings: dict[str, str] | None = None,
+          entry: str | None = None) -> CheckedProgram:
+    checker = Checker(program, diags, bindings, entry)
     checker.current = None
     return checker.check()

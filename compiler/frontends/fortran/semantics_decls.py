@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from q35c.compiler.diagnostics import Q35cError
+
 from . import ast
+from .semantics_intrinsics import INTRINSIC_MODULE_FUNCTIONS
 from .semantics_scopes import DerivedType, ProcInfo, Scope, Symbol, _spelling
 from .semantics_types import (
     INT_KINDS,
@@ -65,6 +68,10 @@ class DeclarationChecker:
                     raise self.diags.error(line, col, f"dummy argument '{spelling}' has no "
                                                       "type declaration (implicit none)")
                 sym.type = self.implicit_type(name)
+            if name in self.bindings and proc.name == self.bind_entry:
+                self.bind_argument(sym, proc)
+                info.bound.append(spelling)
+                continue
             if sym.kind == "derived":  # one argument per component
                 info.args += [scope.symbols[f"{name}%{c.name}"] for c in sym.derived.components]
             else:
@@ -80,6 +87,50 @@ class DeclarationChecker:
                                  "(allocatable and assumed-shape results are not supported)")
         if info.result is not None and info.result.rank and "elemental" in proc.prefixes:
             raise self.err(proc, "an elemental function must have a scalar result")
+
+    def bound_value(self, name: str, sym: Symbol):
+        """The value `--bind NAME=VALUE` gives the scalar `sym`, in its type."""
+        text = self.bindings[name]
+        self.bound.add(name)
+        flag = f"--bind {self.binding_names[name]}={text}"
+        value = None
+        for kind in (int, float):
+            try:
+                value = kind(text)
+                break
+            except ValueError:
+                continue
+        if value is None or sym.type.base == "logical" or (
+                sym.type.base == "integer" and not isinstance(value, int)):
+            article = "an" if sym.type.base == "integer" else "a"
+            raise self.err(sym, f"{flag}: not {article} {sym.type.base} literal for "
+                                f"'{sym.spelling}'", col=sym.col)
+        converted = _convert(np.asarray(value), sym.type.scalar())
+        if sym.type.base == "integer" and int(converted) != value:
+            raise self.err(sym, f"{flag}: out of range for "
+                                f"integer({sym.type.kind}) '{sym.spelling}'", col=sym.col)
+        return converted[()]
+
+    def bind_argument(self, sym: Symbol, proc: ast.Procedure) -> None:
+        """`--bind NAME=VALUE` on a dummy argument of the entry: a constant inside it, no
+        longer an argument, so extents that use it are static."""
+        if sym.kind != "var" or sym.rank or not (sym.intent == "in" or sym.value_attr):
+            raise self.err(sym, f"--bind {self.binding_names[sym.name]}: '{sym.spelling}' of "
+                                f"'{proc.spelling}' "
+                                "is not a scalar intent(in) or value argument", col=sym.col)
+        sym.value = self.bound_value(sym.name, sym)
+        sym.kind, sym.is_arg = "param", False
+
+    def check_bindings(self) -> None:
+        """Every `--bind NAME` must have given a value to something."""
+        unused = sorted(set(self.bindings) - self.bound)
+        if not unused:
+            return
+        name = self.binding_names[unused[0]]
+        where = (f"no scalar intent(in) or value argument of '{self.bind_entry}'"
+                 if self.bind_entry else "no argument of the entry (name it with --entry)")
+        raise Q35cError(f"{self.diags.path}: --bind {name}: no scalar parameter and {where} "
+                        f"is named '{name}'")
 
     def implicit_type(self, name: str) -> FType:
         return INTEGER if name[0] in "ijklmn" else REAL
@@ -112,11 +163,18 @@ class DeclarationChecker:
     def use(self, stmt: ast.Use, scope: Scope) -> None:
         if stmt.module in INTRINSIC_MODULES:
             table = INTRINSIC_MODULES[stmt.module]
-            names = [n for n, _, _ in stmt.only] if stmt.only is not None else list(table)
+            functions = INTRINSIC_MODULE_FUNCTIONS.get(stmt.module, {})
+            names = [n for n, _, _ in stmt.only] if stmt.only is not None else [
+                *table, *functions]
             for (n, line, col) in (stmt.only or [(n, stmt.line, stmt.col) for n in names]):
-                if n not in table:
+                if n not in table and n not in functions:
                     raise self.diags.error(line, col, f"'{n}' is not in module {stmt.module}")
-                if n not in scope.symbols:
+                if n in scope.symbols:
+                    continue
+                if n in functions:
+                    scope.symbols[n] = Symbol(n, n, line, col, kind="intrinsic",
+                                              type=functions[n], declared=True)
+                else:
                     scope.symbols[n] = Symbol(n, n, line, col, kind="param", type=INTEGER,
                                               value=table[n], declared=True)
             return
@@ -250,6 +308,8 @@ class DeclarationChecker:
                     raise self.err(ent, f"parameter '{ent.spelling}' needs a value")
                 sym.kind = "param"
                 sym.value = self.fold_param(ent, sym, scope)
+                if ent.name in self.bindings and not sym.rank:
+                    sym.value = self.bound_value(ent.name, sym)
             elif ent.init is not None:
                 raise self.err(ent.init, f"initializing '{ent.spelling}' in its declaration "
                                          "implies SAVE, which kernels do not support; assign "

@@ -5,15 +5,22 @@ from __future__ import annotations
 
 from . import ast
 from .semantics_scopes import Scope
-from .semantics_types import INT_KINDS, INTEGER, REAL_KINDS, FType, _promote
+from .semantics_types import INT_KINDS, INTEGER, LOGICAL, REAL_KINDS, FType, _promote
 
 # intrinsic name -> category; types are decided in Checker._intrinsic
 ELEMENTAL_INTRINSICS = {"int", "real", "nint", "abs", "min", "max", "mod", "sqrt", "exp", "log",
                         "tanh", "sin", "cos", "iand", "ior", "ieor", "not", "ishft", "ibits",
                         "shiftl", "shiftr", "dble", "merge"}
 REDUCTION_INTRINSICS = {"sum", "maxval", "minval", "dot_product", "product"}
-INQUIRY_INTRINSICS = {"size", "huge", "kind", "lbound", "ubound", "tiny", "epsilon"}
+INQUIRY_INTRINSICS = {"size", "huge", "kind", "lbound", "ubound", "tiny", "epsilon",
+                      "allocated"}
 INTRINSICS = ELEMENTAL_INTRINSICS | REDUCTION_INTRINSICS | INQUIRY_INTRINSICS | {"matmul"}
+INTRINSIC_SUBROUTINES = {"random_number", "random_seed"}
+INTRINSIC_MODULE_FUNCTIONS: dict[str, dict[str, FType]] = {
+    # A sequential run's values (one thread, thread 0) and no clock (docs/fortran.md).
+    "omp_lib": {"omp_get_thread_num": INTEGER, "omp_get_num_threads": INTEGER,
+                "omp_get_max_threads": INTEGER, "omp_get_wtime": FType("real", 8)},
+}
 
 class IntrinsicChecker:
     """The Checker's intrinsic calls (a mixin of `Checker`)."""
@@ -111,14 +118,10 @@ class IntrinsicChecker:
             for i in range(3):
                 numeric(i, ("integer",))
             return types[0]
-        if name in ("sum", "maxval", "minval", "product"):
-            need(1)
-            if kw:
-                raise self.err(part, f"{name} with dim or mask is not supported")
-            numeric(0)
-            if not types[0].rank:
-                raise self.err(pos[0], f"{name} needs an array argument")
-            return types[0].scalar()
+        if name in ("sum", "maxval", "minval", "product", "count", "any", "all"):
+            from .semantics_reductions import check_reduction  # dim= and mask=
+
+            return check_reduction(self, part, scope)
         if name == "dot_product":
             need(2)
             numeric(0)
@@ -151,6 +154,20 @@ class IntrinsicChecker:
             elif name != "size":
                 raise self.err(part, f"{name} without dim is not supported")
             return INTEGER
+        if name == "allocated":
+            need(1)
+            target = pos[0]
+            sym = scope.lookup(target.name) if isinstance(target, ast.Designator) else None
+            if sym is None or not sym.allocatable or target.parts[0].args is not None:
+                raise self.err(target, "allocated needs the name of an allocatable array")
+            return LOGICAL
+        module_function = next((fns[name] for fns in INTRINSIC_MODULE_FUNCTIONS.values()
+                                if name in fns), None)
+        if module_function is not None:
+            need(0)
+            if kw:
+                raise self.err(part, f"{name} takes no arguments")
+            return module_function
         if name in ("huge", "kind", "tiny", "epsilon"):
             need(1)
             if name == "kind":
@@ -159,3 +176,49 @@ class IntrinsicChecker:
                 numeric(0, ("real",))
             return types[0].scalar()
         raise self.err(part, f"intrinsic {name} is not supported")
+
+    def random_subroutine(self, part: ast.Part, scope: Scope) -> None:
+        """`call random_number(harvest)` (a real scalar, element or whole array) and `call
+        random_seed([size=k | put=seeds | get=seeds])` (integer, seeds a whole rank-1
+        default-integer array): q35c's deterministic generator (irgen_random.py)."""
+        name = part.name
+        args = part.args or []
+        keywords = {"harvest"} if name == "random_number" else {"size", "put", "get"}
+        given: dict[str, ast.Expr] = {}
+        for i, a in enumerate(args):
+            key = a.name if isinstance(a, ast.KeywordArg) else (
+                "harvest" if name == "random_number" else "size")
+            if isinstance(a, ast.KeywordArg) and a.name not in keywords:
+                raise self.err(a, f"{name} has no argument '{a.name}' (it takes "
+                                  f"{', '.join(sorted(keywords))})")
+            if not isinstance(a, ast.KeywordArg) and i:
+                raise self.err(a, f"{name} takes one argument here")
+            if isinstance(a, ast.Section):
+                raise self.err(a, f"sections are not supported as arguments of {name}")
+            if key in given:
+                raise self.err(a, f"argument '{key}' of {name} is given twice")
+            given[key] = a.value if isinstance(a, ast.KeywordArg) else a
+        if name == "random_number" and not given:
+            raise self.err(part, "random_number needs its argument 'harvest'")
+        if len(given) > 1:
+            raise self.err(part, f"{name} takes at most one argument")
+        for key, value in given.items():
+            t = self.expr(value, scope)
+            if not isinstance(value, ast.Designator):
+                raise self.err(value, f"argument '{key}' of {name} must be a variable")
+            whole = value.parts[0].args is None
+            if key == "harvest":
+                if t.base != "real" or (t.rank and not whole):
+                    raise self.err(value, "random_number needs a real variable, element or "
+                                          "whole array")
+            elif key == "size" and (t.base != "integer" or t.rank):
+                raise self.err(value, "random_seed's size must be an integer scalar variable")
+            elif key in ("put", "get") and (t != INTEGER.with_rank(1) or not whole):
+                raise self.err(value, f"random_seed's {key} must be a whole rank-1 default "
+                                      f"integer array, got {t.base}({t.kind}) of rank {t.rank}")
+            if key != "put":
+                self.variable(value, scope, writing=True)
+
+
+REDUCTION_INTRINSICS |= {"count", "any", "all"}  # semantics_reductions.MASK_REDUCTIONS
+INTRINSICS |= {"count", "any", "all"}

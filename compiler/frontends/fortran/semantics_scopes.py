@@ -53,6 +53,8 @@ class ProcInfo:
     scope: Scope
     args: list[Symbol] = field(default_factory=list)
     result: Symbol | None = None
+    bound: list[str] = field(default_factory=list)
+    """Dummy arguments that `--bind` made constants (no longer arguments)."""
 
 
 @dataclass

@@ -5,7 +5,7 @@ allocation."""
 from __future__ import annotations
 
 from . import ast
-from .semantics_intrinsics import ELEMENTAL_INTRINSICS, INTRINSICS
+from .semantics_intrinsics import ELEMENTAL_INTRINSICS, INTRINSIC_SUBROUTINES, INTRINSICS
 from .semantics_scopes import ProcInfo, Scope, Symbol, _spelling
 from .semantics_types import FType, _assignable, _fmt_shape
 
@@ -179,6 +179,9 @@ class StatementChecker:
     def stmt_call(self, stmt: ast.Call, scope: Scope) -> None:
         part = stmt.callee.parts[0]
         sym = scope.lookup(part.name)
+        if sym is None and part.name in INTRINSIC_SUBROUTINES:
+            self.random_subroutine(part, scope)
+            return
         if sym is None or sym.kind != "proc":
             raise self.err(stmt.callee, f"'{part.spelling}' is not a known subroutine")
         if sym.proc.proc.kind != "subroutine":
@@ -187,6 +190,10 @@ class StatementChecker:
 
     def check_actuals(self, part: ast.Part, info: ProcInfo, scope: Scope) -> None:
         args = part.args or []
+        if info.bound:
+            raise self.err(part, f"'{part.spelling}' is called here, but --bind made its "
+                                 f"argument '{info.bound[0]}' a constant: bind the arguments "
+                                 "of a procedure that no other procedure calls")
         if len(args) != len(info.proc.args):
             raise self.err(part, f"'{part.spelling}' takes {len(info.proc.args)} argument(s), "
                                  f"{len(args)} given")
@@ -223,6 +230,9 @@ class StatementChecker:
         """An elemental function applied to scalars and conformable arrays (scalars are
         broadcast): the result has the shape of the array arguments."""
         args = part.args or []
+        if info.bound:
+            raise self.err(part, f"'{part.spelling}' is called here, but --bind made its "
+                                 f"argument '{info.bound[0]}' a constant")
         if len(args) != len(info.proc.args):
             raise self.err(part, f"'{part.spelling}' takes {len(info.proc.args)} argument(s), "
                                  f"{len(args)} given")

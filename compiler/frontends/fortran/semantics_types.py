@@ -15,6 +15,7 @@ INTRINSIC_MODULES: dict[str, dict[str, int]] = {
                         "real64": 8},
     "iso_c_binding": {"c_int8_t": 1, "c_int16_t": 2, "c_int32_t": 4, "c_int64_t": 8,
                       "c_int": 4, "c_long": 8, "c_float": 4, "c_double": 8, "c_bool": 1},
+    "omp_lib": {},  # no kind constants used; its functions are in INTRINSIC_MODULE_FUNCTIONS
 }
 
 

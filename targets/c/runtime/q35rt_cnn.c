@@ -262,54 +262,60 @@ Q35_FN void q35_pool_f32(float *y, int64_t *indices, const float *x, int64_t pla
     }
 }
 
-/* MaxPool of uint8 planes: q35_pool_f32's max windows and indices (the same geometry),
- * on uint8 values, which compare exactly; an empty window gives 0 (index -1). */
-Q35_FN void q35_maxpool_u8(uint8_t *y, int64_t *indices, const uint8_t *x, int64_t planes,
-                           const int64_t *sp, const int64_t *end, int storage_order)
-{
-    const int64_t id = sp[0], ih = sp[1], iw = sp[2], od = sp[3], oh = sp[4], ow = sp[5];
-    const int64_t kd = sp[6], kh = sp[7], kw = sp[8], sd = sp[9], sh = sp[10], sw = sp[11];
-    const int64_t pd = sp[12], ph = sp[13], pw = sp[14], dd = sp[15], dh = sp[16], dw = sp[17];
-    const int64_t inplane = id * ih * iw, plane = od * oh * ow;
-    int64_t pl;
-    Q35_CNN_PARALLEL_FOR(planes * plane * kd * kh * kw)
-    for (pl = 0; pl < planes; pl++) {
-        const uint8_t *xp = x + pl * inplane;
-        int64_t zd, zh, zw, a, e, f;
-        for (zd = 0; zd < od; zd++)
-            for (zh = 0; zh < oh; zh++)
-                for (zw = 0; zw < ow; zw++) {
-                    const int64_t at = pl * plane + (zd * oh + zh) * ow + zw;
-                    uint8_t best = 0;
-                    int64_t where = -1;
-                    for (a = 0; a < kd; a++) {
-                        const int64_t xd = zd * sd - pd + a * dd;
-                        if (xd < 0 || xd >= id || xd >= id + end[0])
-                            continue;
-                        for (e = 0; e < kh; e++) {
-                            const int64_t xh = zh * sh - ph + e * dh;
-                            if (xh < 0 || xh >= ih || xh >= ih + end[1])
-                                continue;
-                            for (f = 0; f < kw; f++) {
-                                const int64_t xw = zw * sw - pw + f * dw;
-                                uint8_t v;
-                                if (xw < 0 || xw >= iw || xw >= iw + end[2])
-                                    continue;
-                                v = xp[(xd * ih + xh) * iw + xw];
-                                if (where < 0 || v > best) {
-                                    best = v;
-                                    where = storage_order == 0 ? (xd * ih + xh) * iw + xw
-                                                               : xd + xh * id + xw * id * ih;
-                                }
-                            }
-                        }
-                    }
-                    y[at] = best;
-                    if (indices)
-                        indices[at] = where < 0 ? -1 : pl * inplane + where;
-                }
+/* MaxPool of uint8 or int8 planes: q35_pool_f32's max windows and indices (the same
+ * geometry), on integer values, which compare exactly; an empty window gives 0 (index -1). */
+#define Q35_MAXPOOL_INT(NAME, T)                                                            \
+    Q35_FN void NAME(T *y, int64_t *indices, const T *x, int64_t planes, const int64_t *sp,  \
+                     const int64_t *end, int storage_order)                                 \
+    {                                                                                       \
+        const int64_t id = sp[0], ih = sp[1], iw = sp[2], od = sp[3], oh = sp[4];           \
+        const int64_t ow = sp[5], kd = sp[6], kh = sp[7], kw = sp[8], sd = sp[9];           \
+        const int64_t sh = sp[10], sw = sp[11], pd = sp[12], ph = sp[13], pw = sp[14];      \
+        const int64_t dd = sp[15], dh = sp[16], dw = sp[17];                                \
+        const int64_t inplane = id * ih * iw, plane = od * oh * ow;                         \
+        int64_t pl;                                                                         \
+        Q35_CNN_PARALLEL_FOR(planes * plane * kd * kh * kw)                                 \
+        for (pl = 0; pl < planes; pl++) {                                                   \
+            const T *xp = x + pl * inplane;                                                 \
+            int64_t zd, zh, zw, a, e, f;                                                    \
+            for (zd = 0; zd < od; zd++)                                                     \
+                for (zh = 0; zh < oh; zh++)                                                 \
+                    for (zw = 0; zw < ow; zw++) {                                           \
+                        const int64_t at = pl * plane + (zd * oh + zh) * ow + zw;           \
+                        T best = 0;                                                         \
+                        int64_t where = -1;                                                 \
+                        for (a = 0; a < kd; a++) {                                          \
+                            const int64_t xd = zd * sd - pd + a * dd;                       \
+                            if (xd < 0 || xd >= id || xd >= id + end[0])                    \
+                                continue;                                                   \
+                            for (e = 0; e < kh; e++) {                                      \
+                                const int64_t xh = zh * sh - ph + e * dh;                   \
+                                if (xh < 0 || xh >= ih || xh >= ih + end[1])                \
+                                    continue;                                               \
+                                for (f = 0; f < kw; f++) {                                  \
+                                    const int64_t xw = zw * sw - pw + f * dw;               \
+                                    T v;                                                    \
+                                    if (xw < 0 || xw >= iw || xw >= iw + end[2])            \
+                                        continue;                                           \
+                                    v = xp[(xd * ih + xh) * iw + xw];                       \
+                                    if (where < 0 || v > best) {                            \
+                                        best = v;                                           \
+                                        where = storage_order == 0                          \
+                                                    ? (xd * ih + xh) * iw + xw              \
+                                                    : xd + xh * id + xw * id * ih;          \
+                                    }                                                       \
+                                }                                                           \
+                            }                                                               \
+                        }                                                                   \
+                        y[at] = best;                                                       \
+                        if (indices)                                                        \
+                            indices[at] = where < 0 ? -1 : pl * inplane + where;            \
+                    }                                                                       \
+        }                                                                                   \
     }
-}
+
+Q35_MAXPOOL_INT(q35_maxpool_u8, uint8_t)
+Q35_MAXPOOL_INT(q35_maxpool_i8, int8_t)
 
 /* BatchNormalization in inference mode, per channel c of x[n, c, inner]:
  * y = scale * (x - mean) / sqrt(var + eps) + bias, each step rounded in float32 in the
@@ -516,6 +522,65 @@ Q35_FN void q35_resize_axis_f32(float *y, const float *x, int64_t outer, int64_t
     }
 }
 
+/* numpy's pairwise sum (add.reduce of a contiguous float32 / float64 vector): below 8
+ * elements a sequential sum from 0, up to 128 eight accumulators combined as a tree, beyond
+ * that the two halves (a multiple of 8 first) summed separately. */
+static float q35_pairwise_f32(const float *a, int64_t n)
+{
+    if (n < 8) {
+        float res = 0.0f;
+        int64_t i;
+        for (i = 0; i < n; i++)
+            res += a[i];
+        return res;
+    }
+    if (n <= 128) {
+        float r[8], res;
+        int64_t i, j;
+        for (j = 0; j < 8; j++)
+            r[j] = a[j];
+        for (i = 8; i < n - n % 8; i += 8)
+            for (j = 0; j < 8; j++)
+                r[j] += a[i + j];
+        res = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]));
+        for (; i < n; i++)
+            res += a[i];
+        return res;
+    } else {
+        int64_t n2 = n / 2;
+        n2 -= n2 % 8;
+        return q35_pairwise_f32(a, n2) + q35_pairwise_f32(a + n2, n - n2);
+    }
+}
+
+static double q35_pairwise_f64(const double *a, int64_t n)
+{
+    if (n < 8) {
+        double res = 0.0;
+        int64_t i;
+        for (i = 0; i < n; i++)
+            res += a[i];
+        return res;
+    }
+    if (n <= 128) {
+        double r[8], res;
+        int64_t i, j;
+        for (j = 0; j < 8; j++)
+            r[j] = a[j];
+        for (i = 8; i < n - n % 8; i += 8)
+            for (j = 0; j < 8; j++)
+                r[j] += a[i + j];
+        res = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]));
+        for (; i < n; i++)
+            res += a[i];
+        return res;
+    } else {
+        int64_t n2 = n / 2;
+        n2 -= n2 % 8;
+        return q35_pairwise_f64(a, n2) + q35_pairwise_f64(a + n2, n - n2);
+    }
+}
+
 /* Resize with scales or sizes known only at run time: the per-axis scale factors, then
  * each resized axis's taps, computed as onnx's reference (op_resize.py,
  * _interpolate_1d_along_axis) computes them, in double. */
@@ -586,20 +651,65 @@ static void q35_resize_coeffs(double *c, int kind, double r, int nearest, double
     }
 }
 
+/* The number of taps of onnx's antialiased filter at `scale` (op_resize.py,
+ * _linear_coeffs_antialias / _cubic_coeffs_antialias): the filter is widened by
+ * 1 / min(scale, 1), so its support covers 2 (linear) or 4 (cubic) output pixels. */
+static int64_t q35_resize_antialias_taps(int kind, double scale)
+{
+    const double s = scale < 1.0 ? scale : 1.0;
+    const int64_t start = (int64_t)(floor((kind == Q35_RS_CUBIC ? -2.0 : -1.0) / s) + 1.0);
+    return 2 - 2 * start;
+}
+
+/* The n antialiased coefficients at ratio r, as the reference computes them in double:
+ * the triangle (linear) or Keys cubic kernel at (i - r) * min(scale, 1) for the n integer
+ * offsets i around 0, each divided by their sum (taken from 0, in order). */
+static void q35_resize_antialias_coeffs(double *c, int64_t n, int kind, double r,
+                                        double scale, double a)
+{
+    const double s = scale < 1.0 ? scale : 1.0;
+    const int64_t start = 1 - n / 2;
+    double sum = 0.0;
+    int64_t t;
+    for (t = 0; t < n; t++) {
+        double v;
+        if (kind == Q35_RS_CUBIC) {
+            const double x = fabs(s * ((double)(start + t) - r));
+            const double x2 = x * x, x3 = x * x2;
+            v = x <= 1.0 ? (a + 2) * x3 - (a + 3) * x2 + 1
+                : x < 2.0 ? a * x3 - 5 * a * x2 + 8 * a * x - 4 * a : 0.0;
+        } else {
+            v = 1.0 - fabs(((double)(start + t) - r) * s);
+            v = v < 0.0 ? 0.0 : v > 1.0 ? 1.0 : v;
+        }
+        c[t] = v;
+        sum += v;
+    }
+    for (t = 0; t < n; t++)
+        c[t] = c[t] / sum;
+}
+
 /* The taps (at[j*taps + t], wt[...]) of output index j of one axis of in -> out
- * elements: taps is 2 (nearest, linear) or 4 (cubic); at[j*taps] = -1 marks an
+ * elements: taps is 2 (nearest, linear) or 4 (cubic), or with antialias at least the
+ * filter's run-time tap count (the rest get weight 0); at[j*taps] = -1 marks an
  * extrapolated output (tf_crop_and_resize outside the roi [*roi0, *roi1]; the roi
- * pointers are NULL for other modes). */
-Q35_FN void q35_resize_taps(int64_t *at, double *wt, int64_t in, int64_t out, int64_t taps,
-                            double scale, const float *roi0, const float *roi1, int coord,
-                            int kind, int nearest, double cubic_a, int exclude_outside)
+ * pointers are NULL for other modes). Returns nonzero if the antialiased filter at
+ * `scale` needs more than `taps` taps. */
+Q35_FN int q35_resize_taps(int64_t *at, double *wt, int64_t in, int64_t out, int64_t taps,
+                           double scale, const float *roi0, const float *roi1, int coord,
+                           int kind, int nearest, double cubic_a, int exclude_outside,
+                           int antialias)
 {
     const double width = scale * (double)in;
-    const int64_t pad = (taps + 1) / 2;
+    const int64_t n = antialias ? q35_resize_antialias_taps(kind, scale) : taps;
+    const int64_t pad = (n + 1) / 2;
     int64_t j, t;
+    if (out > 0 && n > taps)
+        return 1;
     for (j = 0; j < out; j++) {
         const double y = (double)j;
-        double x, r, xp, frac, c[4], sum = 0.0;
+        double *c = wt + j * taps;
+        double x, r, xp, frac, sum = 0.0;
         int64_t base, p, start;
         switch (coord) {
         case Q35_RS_ALIGN_CORNERS:
@@ -630,27 +740,36 @@ Q35_FN void q35_resize_taps(int64_t *at, double *wt, int64_t in, int64_t out, in
             continue;
         }
         r = x == floor(x) ? 1.0 : x - floor(x);
-        q35_resize_coeffs(c, kind, r, nearest, cubic_a);
+        if (antialias)
+            q35_resize_antialias_coeffs(c, n, kind, r, scale, cubic_a);
+        else
+            q35_resize_coeffs(c, kind, r, nearest, cubic_a);
         xp = x + (double)pad;
         p = (int64_t)floor(xp);
         frac = xp - (double)p;
-        base = taps % 2 == 0 ? (frac == 0 ? -(taps / 2) : -(taps / 2) + 1)
-                             : (frac <= 0.5 ? -((taps - 1) / 2) : -((taps - 1) / 2) + 1);
+        base = n % 2 == 0 ? (frac == 0 ? -(n / 2) : -(n / 2) + 1)
+                          : (frac <= 0.5 ? -((n - 1) / 2) : -((n - 1) / 2) + 1);
         start = p + base - pad;
-        for (t = 0; t < taps; t++) {
-            const int64_t i = start + t;
-            if (exclude_outside && (i < 0 || i >= in))
-                c[t] = 0.0;
-            sum += c[t];
+        if (exclude_outside) {
+            for (t = 0; t < n; t++)
+                if (start + t < 0 || start + t >= in)
+                    c[t] = 0.0;
+            sum = q35_pairwise_f64(c, n);
+            if (sum == 0.0)
+                sum = 1.0;
         }
-        if (exclude_outside && sum == 0.0)
-            sum = 1.0;
-        for (t = 0; t < taps; t++) {
+        for (t = 0; t < n; t++) {
             const int64_t i = start + t;
             at[j * taps + t] = i < 0 ? 0 : i >= in ? in - 1 : i;
-            wt[j * taps + t] = exclude_outside ? c[t] / sum : c[t];
+            if (exclude_outside)
+                c[t] /= sum;
+        }
+        for (; t < taps; t++) { /* unused taps of a smaller antialias filter */
+            at[j * taps + t] = at[j * taps];
+            c[t] = 0.0;
         }
     }
+    return 0;
 }
 
 /* ONNX Col2Im of x[n, c*K, L] (K = prod(block), L the number of block positions) into
@@ -852,6 +971,110 @@ Q35_FN int q35_roi_align_f32(float *y, const float *x, const float *rois,
                     }
                     y[((r * c + ch) * oh + ph) * ow + pw] = max_mode ? acc : acc / (float)count;
                 }
+        }
+    }
+    return 0;
+}
+
+/* The sampling position of DeformConv along one axis as the reference computes it: the
+ * kernel tap `k` (dilated) plus the float32 sum of the window start and the offset, in
+ * double, normalized for GridSample (align_corners) and denormalized again, then rounded
+ * to float32. */
+static float q35_deform_pos(int64_t k, int64_t start, float off, int64_t len)
+{
+    const float t = (float)start + off;
+    const double p = (double)k + (double)t;
+    const double n = p / (double)(len - 1) * 2.0 - 1.0;
+    return (float)((n + 1.0) / 2.0 * (double)(len - 1));
+}
+
+/* GridSample's float32 linear interpolation of the plane x[h, w] at (ph, pw), zero
+ * padding: each of the two rows around ph interpolated along w, then the rows along h,
+ * each a float32 dot product (0 + c0*v0) + c1*v1 as the reference's. */
+static float q35_deform_sample(const float *x, int64_t h, int64_t w, float ph, float pw)
+{
+    const float fh = floorf(ph), fw = floorf(pw);
+    const float th = fabsf(ph - fh), tw = fabsf(pw - fw);
+    const float ch[2] = {1.0f - th, th}, cw[2] = {1.0f - tw, tw};
+    float acc = 0.0f;
+    int r, s;
+    for (r = 0; r < 2; r++) {
+        const float row = fh + (float)r;
+        float v = 0.0f;
+        if (row >= 0.0f && row < (float)h) {
+            const float *xr = x + (int64_t)row * w;
+            for (s = 0; s < 2; s++) {
+                const float col = fw + (float)s;
+                const float p = col >= 0.0f && col < (float)w ? xr[(int64_t)col] : 0.0f;
+                v = s == 0 ? 0.0f + cw[0] * p : v + cw[1] * p;
+            }
+        }
+        acc = r == 0 ? 0.0f + ch[0] * v : acc + ch[1] * v;
+    }
+    return acc;
+}
+
+/* ONNX DeformConv (2-D) as onnx's reference computes it: each input channel sampled
+ * bilinearly (GridSample, align_corners, zero padding) at the kernel taps moved by
+ * `offset` (n, offset_group*kh*kw*2, oh, ow; (dy, dx) pairs), the samples times the
+ * weights (times `mask` if given) summed over the kernel as numpy sums (float32 with a
+ * mask, float64 without: the reference's mask of ones is float64), added to y in float32
+ * channel after channel, starting from the bias. `col` holds c*kh*kw*oh*ow samples of one
+ * batch, `prod` kh*kw products (float32 with a mask, else float64). q[] = n c m group
+ * offset_group ih iw oh ow kh kw sh sw ph pw dh dw. Returns nonzero if a sampling position
+ * is not finite (the reference fails). */
+Q35_FN int q35_deform_conv_f32(float *y, const float *x, const float *w, const float *offset,
+                               const float *b, const float *mask, float *col, void *prod,
+                               const int64_t *q)
+{
+    const int64_t n = q[0], c = q[1], m = q[2], group = q[3], og = q[4], ih = q[5],
+                  iw = q[6], oh = q[7], ow = q[8], kh = q[9], kw = q[10], sh = q[11],
+                  sw = q[12], ph = q[13], pw = q[14], dh = q[15], dw = q[16];
+    const int64_t k = kh * kw, plane = oh * ow, cg = c / group, mg = m / group,
+                  cog = c / og;
+    float *prodf = (float *)prod;
+    double *prodd = (double *)prod;
+    int64_t bn, ci, mi, a, i, j;
+    for (bn = 0; bn < n; bn++) {
+        for (ci = 0; ci < c; ci++) {
+            const int64_t g = ci / cog;
+            const float *xp = x + (bn * c + ci) * ih * iw;
+            for (a = 0; a < k; a++) {
+                const float *offh = offset + ((bn * og + g) * k * 2 + a * 2) * plane;
+                const float *offw = offh + plane;
+                for (i = 0; i < oh; i++)
+                    for (j = 0; j < ow; j++) {
+                        const float py = q35_deform_pos((a / kw) * dh, i * sh - ph,
+                                                        offh[i * ow + j], ih);
+                        const float px = q35_deform_pos((a % kw) * dw, j * sw - pw,
+                                                        offw[i * ow + j], iw);
+                        if (!isfinite(py) || !isfinite(px))
+                            return 1;
+                        col[(ci * k + a) * plane + i * ow + j] =
+                            q35_deform_sample(xp, ih, iw, py, px);
+                    }
+            }
+        }
+        for (mi = 0; mi < m; mi++) {
+            const int64_t g = mi / mg;
+            float *yp = y + (bn * m + mi) * plane;
+            for (i = 0; i < plane; i++)
+                yp[i] = b ? b[mi] : 0.0f;
+            for (ci = g * cg; ci < (g + 1) * cg; ci++) {
+                const float *wp = w + (mi * cg + ci - g * cg) * k;
+                const float *mp = mask ? mask + (bn * og + ci / cog) * k * plane : NULL;
+                for (i = 0; i < plane; i++) {
+                    for (a = 0; a < k; a++) {
+                        const float v = col[(ci * k + a) * plane + i] * wp[a];
+                        if (mp)
+                            prodf[a] = v * mp[a * plane + i];
+                        else
+                            prodd[a] = (double)v;
+                    }
+                    yp[i] = mp ? yp[i] + q35_pairwise_f32(prodf, k)
+                               : (float)((double)yp[i] + q35_pairwise_f64(prodd, k));
+                }
+            }
         }
     }
     return 0;

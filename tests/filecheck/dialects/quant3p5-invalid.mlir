@@ -54,3 +54,28 @@ func.func @pack_q3p5(%c: tensor<32x32xi8>, %s: tensor<1x32xf32>) {
   func.return
 }
 // CHECK: quant3p5.pack: builds only the pair43 layout, got "q3p5" (Q3P5 weights come from quant3p5.quantize)
+
+// -----
+
+func.func @gather_shape(%p: !quant3p5.packed<[64 : i64, 100 : i64], 32 : i64, "q3p5">, %ids: tensor<1x5xi64>) {
+  %y = quant3p5.gather %p, %ids : !quant3p5.packed<[64 : i64, 100 : i64], 32 : i64, "q3p5">, tensor<1x5xi64> -> tensor<1x5x100xf32>
+  func.return
+}
+// CHECK: quant3p5.gather: result shape is (1, 5, 100), expected (1, 5, 64)
+
+// -----
+
+func.func @gather_layout(%p: !quant3p5.packed<[64 : i64, 100 : i64], 64 : i64, "pair43">, %ids: tensor<3xi64>) {
+  %y = quant3p5.gather %p, %ids : !quant3p5.packed<[64 : i64, 100 : i64], 64 : i64, "pair43">, tensor<3xi64> -> tensor<3x64xf32>
+  func.return
+}
+// CHECK: quant3p5.gather: gathers from the q3p5 layout only, got "pair43" (pair43 tables have no row-gather kernel)
+
+// -----
+
+func.func @gather_indices(%p: !quant3p5.packed<[64 : i64, 100 : i64], 32 : i64, "q3p5">, %ids: tensor<3xf32>) {
+  %y = "quant3p5.gather"(%p, %ids) : (!quant3p5.packed<[64 : i64, 100 : i64], 32 : i64, "q3p5">, tensor<3xf32>) -> tensor<3x64xf32>
+  func.return
+}
+// CHECK: operand 'indices' at position 1 does not verify:
+// CHECK-NEXT: f32 should be of base attribute integer_type

@@ -14,6 +14,11 @@ builtin.module {
     %z = quant3p5.matmul_int8 %xq, %xs, %legacy : tensor<4x64xi8>, tensor<4xf32>, !quant3p5.packed<[64 : i64, 32 : i64], 64 : i64, "pair43"> -> tensor<4x32xf32>
     func.return %z : tensor<4x32xf32>
   }
+  func.func @gather(%ids: tensor<1x5xi64>) -> tensor<1x5x64xf32> {
+    %t = quant3p5.weight "embed.weight.T.q3p5" : !quant3p5.packed<[64 : i64, 100 : i64], 32 : i64, "q3p5">
+    %e = quant3p5.gather %t, %ids : !quant3p5.packed<[64 : i64, 100 : i64], 32 : i64, "q3p5">, tensor<1x5xi64> -> tensor<1x5x64xf32>
+    func.return %e : tensor<1x5x64xf32>
+  }
 }
 
 // CHECK:      %p = quant3p5.weight "fc.weight.q3p5" : !quant3p5.packed<[64 : i64, 32 : i64], 64 : i64, "q3p5">
@@ -24,6 +29,8 @@ builtin.module {
 // CHECK-NEXT: %y = quant3p5.matmul %x, %p : tensor<4x64xf32>, !quant3p5.packed<[64 : i64, 32 : i64], 64 : i64, "q3p5"> -> tensor<4x32xf32>
 // CHECK-NEXT: %xq, %xs = quant3p5.quantize_activations %x : tensor<4x64xf32> -> tensor<4x64xi8>, tensor<4xf32>
 // CHECK-NEXT: %z = quant3p5.matmul_int8 %xq, %xs, %legacy : tensor<4x64xi8>, tensor<4xf32>, !quant3p5.packed<[64 : i64, 32 : i64], 64 : i64, "pair43"> -> tensor<4x32xf32>
+// CHECK:      %e = quant3p5.gather %t, %ids : !quant3p5.packed<[64 : i64, 100 : i64], 32 : i64, "q3p5">, tensor<1x5xi64> -> tensor<1x5x64xf32>
 
 // GENERIC:      "quant3p5.weight"() {name = "fc.weight.q3p5"} : () -> !quant3p5.packed<[64 : i64, 32 : i64], 64 : i64, "q3p5">
 // GENERIC:      "quant3p5.matmul_int8"(%xq, %xs, %legacy) : (tensor<4x64xi8>, tensor<4xf32>, !quant3p5.packed<[64 : i64, 32 : i64], 64 : i64, "pair43">) -> tensor<4x32xf32>
+// GENERIC:      "quant3p5.gather"(%t, %ids) : (!quant3p5.packed<[64 : i64, 100 : i64], 32 : i64, "q3p5">, tensor<1x5xi64>) -> tensor<1x5x64xf32>
