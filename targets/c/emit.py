@@ -8,6 +8,7 @@ from xdsl.dialects.builtin import ModuleOp
 
 from q35c.compiler.weights import WeightStore
 from q35c.targets.c.printer import BLOB_HEADER, CPrinter, blob_bytes
+from q35c.targets.native.fold import fold_program
 from q35c.targets.native.lower import lower_module
 from q35c.targets.native.memory import plan_arena, plan_blob
 from q35c.targets.native.program import Program
@@ -28,8 +29,13 @@ class Emitted:
                 f"intermediate tensors; weights {weights} bytes ({len(p.blob)} entries)")
 
 
-def emit(module: ModuleOp, store: WeightStore, entry: str | None, name: str) -> Emitted:
+def emit(module: ModuleOp, store: WeightStore, entry: str | None, name: str,
+         fold: bool = True) -> Emitted:
+    """The C target's files; `fold=False` skips targets/native/fold.py's copy removal (the
+    same outputs, bit for bit: tests compare the two)."""
     program = lower_module(module, store, entry, name)
+    if fold:
+        fold_program(program)
     plan_arena(program)
     blob = blob_bytes(program, plan_blob(program, BLOB_HEADER))
     printer = CPrinter(program, blob)

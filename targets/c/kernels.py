@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable
 
 FAMILIES: tuple[str, ...] = ("onnx_tensor", "onnx_cnn", "onnx_attention", "onnx_quant",
                              "onnx_rnn", "onnx_misc", "onnx_extra", "onnx_control",
-                             "quant_gather")
+                             "quant_gather", "fold")
 """Modules of `q35c.targets.c` that register renderers, imported by `renderer()`."""
 
 Renderer = Callable[..., str]
