@@ -118,7 +118,8 @@ _HEAD = ("subroutine k(x, idx, y)\n  integer, intent(in) :: idx(8)\n"
 
 @pytest.mark.parametrize("body,line,reason", [
     ("  do i = 1, 8\n    y(i) = x(idx(i))\n  end do\n", 6,
-     "a subscript computed from array values (indirect indexing) has no tensor form"),
+     "a subscript or loop bound computed from run-time values (array elements, scalar "
+     "arguments) has no tensor form"),
     ("  do i = 1, 8\n    y(i) = x(i + 1)\n  end do\n", 6,
      "index (8,) of array 'x' is out of bounds for shape (8,) (memref.load)"),
     ("  y = 0\n  i = 1\n  do while (i < 8)\n    y(i) = x(i)\n    i = i + 2\n  end do\n", 8,
@@ -201,3 +202,33 @@ def test_bad_reduction_arguments_are_located_errors(tmp_path, call, message):
     result = q35c(path, check=False)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.splitlines()[0] == f"q35c: error: {path}:{message}"
+
+
+def test_a_scalar_function_runs_on_groq_and_a_called_one_is_refused_with_its_caller(tmp_path):
+    """A function's result is the tensor function's first result (rank 0); a procedure that
+    another one calls keeps its memref form, and groq says so at its line."""
+    path = tmp_path / "g.f90"
+    source = ("pure real function gelu_tanh(x) result(y)\n  real, intent(in) :: x\n"
+              "  y = 0.5 * x * (1.0 + tanh(0.7978846 * (x + 0.044715 * x**3)))\n"
+              "end function gelu_tanh\n")
+    path.write_text(source)
+    q35c("run", path, "--target", "groq", "--input", "x=0.75", "-o", tmp_path / "out")
+    want = run_module(compile_source(source, str(path)), WeightStore(),
+                      {"x": np.asarray(0.75)}, "gelu_tanh")["y"]
+    got = np.load(tmp_path / "out" / "y.npy")
+    assert got.shape == () and got.tobytes() == np.asarray(want).tobytes()
+    line = _refusal(tmp_path, source + "subroutine k(x, y)\n  real, intent(in) :: x(4)\n"
+                    "  real, intent(out) :: y(4)\n  integer :: i\n  do i = 1, 4\n"
+                    "    y(i) = gelu_tanh(x(i))\n  end do\nend subroutine k\n")
+    assert line == ("q35c: error: k.f90: groq plan: cannot pick an entry point among "
+                    "['gelu_tanh', 'k']: name one with --entry")
+    path = tmp_path / "k.f90"
+    result = q35c(path, "--entry", "gelu_tanh", "--target", "groq", "-o", tmp_path / "o2",
+                  check=False)
+    assert result.stderr.strip() == (
+        f"q35c: error: {path}:1: target groq cannot raise 'gelu_tanh' to tensor ops: it is "
+        "called by 'k' (a procedure that another one calls is left as it is)")
+    result = q35c(path, "--entry", "k", "--target", "groq", "-o", tmp_path / "o3", check=False)
+    assert result.stderr.strip() == (
+        f"q35c: error: {path}:10: target groq cannot raise 'k' to tensor ops: a call of "
+        "'gelu_tanh' (calls are not inlined)")
