@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import q35c
+from hypothesis import given, settings, strategies as st
 from xdsl.context import Context
 from xdsl.dialects import func
 
@@ -232,3 +233,36 @@ def test_a_scalar_function_runs_on_groq_and_a_called_one_is_refused_with_its_cal
     assert result.stderr.strip() == (
         f"q35c: error: {path}:10: target groq cannot raise 'k' to tensor ops: a call of "
         "'gelu_tanh' (calls are not inlined)")
+
+
+@settings(max_examples=30, deadline=None)
+@given(m=st.integers(1, 4), n=st.integers(1, 4),
+       op=st.sampled_from(["sum", "product", "maxval", "minval", "count", "any", "all"]),
+       dim=st.sampled_from([None, 1, 2]), masked=st.booleans(),
+       lim=st.floats(-1.5, 1.5, width=32), seed=st.integers(0, 2**16))
+def test_random_reductions_raise_to_the_loops_results(m, n, op, dim, masked, lim, seed):
+    """Any reduction, along any dimension, with or without a mask, after an elementwise
+    step and inside a row loop: the raised function equals the loops bit for bit."""
+    logical = op in ("count", "any", "all")
+    arg = "x > lim" if logical else "x * 2.0 - 1.0"
+    args = arg + (f", dim={dim}" if dim else "") + (", mask=x < lim" if masked and not
+                                                    logical else "")
+    rank = 0 if dim is None else 1
+    extent = {1: n, 2: m}.get(dim, 1)
+    kind = "integer" if op == "count" else "logical" if logical else "real"
+    shape = f"({extent})" if rank else ""
+    value = "merge(1.0, 0.0, r)" if op in ("any", "all") else "real(r)"
+    source = (f"subroutine k(x, lim, y, z)\n  real, intent(in) :: x({m}, {n})\n"
+              f"  real, value :: lim\n  real, intent(out) :: y{shape}, z({m})\n"
+              f"  {kind} :: r{shape}\n  integer :: i\n  r = {op}({args})\n  y = {value}\n"
+              f"  do i = 1, {m}\n    z(i) = maxval(x(i, :) + y{'(1)' if rank else ''})\n"
+              "  end do\nend subroutine k\n")
+    x = np.random.default_rng(seed).standard_normal((m, n)).astype(np.float32)
+    inputs = {"x": x, "lim": np.asarray(lim, np.float32)}
+    raised = compile_source(source, "k.f90")
+    RaiseFortranTensorsPass().apply(Context(), raised)
+    assert "q35c.raised" in raised.body.block.first_op.attributes, source
+    want = run_module(compile_source(source, "k.f90"), WeightStore(), dict(inputs), "k")
+    got = run_module(raised, WeightStore(), dict(inputs), "k")
+    for name in ("y", "z"):
+        assert np.asarray(got[name]).tobytes() == np.asarray(want[name]).tobytes(), source
