@@ -267,8 +267,9 @@ def check_accepted_ops(target: Q35cTarget, module: ModuleOp, path: Path,
             where = origin_of(op) or f"op {index} of @{fn.sym_name.data}"
             found.setdefault(op_key(op), []).append(where)
     not_raised = fn.attributes.get("q35c.not_raised")
-    if found and isinstance(not_raised, StringAttr):
-        # raise-fortran-tensors kept the loops: say which loop, and why
+    if isinstance(not_raised, StringAttr):
+        # raise-fortran-tensors kept the function as it was (loops, memref arguments): say
+        # which loop, and why
         line, sep, reason = not_raised.data.partition(": ")
         where = f"{path}:{line.removeprefix('line ')}" if sep and line.startswith("line ") \
             else str(path)

@@ -32,7 +32,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-from xdsl.dialects import arith, memref, scf, tensor
+from xdsl.dialects import arith, func, memref, scf, tensor
 from xdsl.dialects.builtin import (
     DenseArrayBase,
     DenseIntOrFPElementsAttr,
@@ -306,9 +306,13 @@ class LoopRaiser:
         from q35c.semantics import IMPLEMENTATIONS
 
         if isinstance(op, arith.IndexCastOp):
-            raise NotRaised(line_of(op), "a subscript computed from array values (indirect "
-                                         "indexing) has no tensor form")
-        if type(op) not in IMPLEMENTATIONS:
+            raise NotRaised(line_of(op), "a subscript or loop bound computed from run-time "
+                                         "values (array elements, scalar arguments) has no "
+                                         "tensor form")
+        if isinstance(op, func.CallOp):
+            raise NotRaised(line_of(op), f"a call of '{op.callee.root_reference.data}' (calls "
+                                         "are not inlined)")
+        if type(op) not in IMPLEMENTATIONS or op.name.split(".")[0] not in ("arith", "math"):
             raise NotRaised(line_of(op), f"{op.name} has no tensor form")
         depth = max(self.depth_of(v) for v in vals)
         args = [self.tensor(v, depth) for v in vals]

@@ -79,8 +79,8 @@ _ONNX_TYPES = {"f32": 1, "f64": 11, "i8": 3, "i16": 5, "i32": 6, "i64": 7}
 
 
 def _is_fortran(fn: func.FuncOp) -> bool:
-    return "q35c.integer_overflow" in fn.attributes and any(
-        isinstance(t, MemRefType) for t in fn.function_type.inputs.data)
+    return "q35c.integer_overflow" in fn.attributes and not any(
+        isinstance(t, TensorType) for t in fn.function_type.inputs.data)
 
 
 def _intent(fn: func.FuncOp, i: int) -> str:
@@ -239,8 +239,10 @@ def raise_function(fn: func.FuncOp) -> func.FuncOp:
     mapping: dict[SSAValue, SSAValue] = {}
     notes: list[str] = []
     label = {a: n for a, n in zip(old_args, names)}
+    returned: list[SSAValue] = []
     for op in list(fn.body.block.ops):
         if isinstance(op, func.ReturnOp):
+            returned = [loops.tensor(loops.env[v], 0) for v in op.operands]
             continue
         if isinstance(op, bufferization.ToTensorOp):
             mapping[op.results[0]] = loops.cell(op.operands[0], op).value
@@ -264,11 +266,16 @@ def raise_function(fn: func.FuncOp) -> func.FuncOp:
     values = [loops.cell(old_args[i], fn).value for i in outputs]
     if any(loops.mem[old_args[i]].pdepth for i in outputs):
         raise NotRaised(line_of(fn), "an output is private to a loop")
+    # a function's result (a scalar: rank 0) first, then the intent(out) arrays
+    result_attrs = list(fn.res_attrs.data) if fn.res_attrs is not None else [
+        DictionaryAttr({"q35c.name": StringAttr("result")})] * len(returned)
+    values = returned + values
     builder.insert(func.ReturnOp(*values))
     new = func.FuncOp(fn.sym_name.data, (in_types, [v.type for v in values]),
                       Region(block), arg_attrs=ArrayAttr([fn.arg_attrs.data[i] for i in inputs]),
-                      res_attrs=ArrayAttr([DictionaryAttr({"q35c.name": StringAttr(names[i])})
-                                           for i in outputs]))
+                      res_attrs=ArrayAttr(result_attrs + [
+                          DictionaryAttr({"q35c.name": StringAttr(names[i])})
+                          for i in outputs]))
     new.attributes.update({k: v for k, v in fn.attributes.items() if k.startswith("q35c.")})
     new.attributes["q35c.raised"] = ArrayAttr([StringAttr(n) for n in notes])
     return new
@@ -312,9 +319,19 @@ class RaiseFortranTensorsPass(ModulePass):
     name = "raise-fortran-tensors"
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
-        called = {c.callee.root_reference.data for c in op.walk() if isinstance(c, func.CallOp)}
+        callers: dict[str, str] = {}
         for fn in [f for f in op.body.block.ops if isinstance(f, func.FuncOp)]:
-            if not _is_fortran(fn) or fn.sym_name.data in called:
+            for c in fn.walk():
+                if isinstance(c, func.CallOp):
+                    callers.setdefault(c.callee.root_reference.data, fn.sym_name.data)
+        for fn in [f for f in op.body.block.ops if isinstance(f, func.FuncOp)]:
+            if not _is_fortran(fn):
+                continue
+            if fn.sym_name.data in callers:  # its callers pass memrefs: keep it as it is
+                fn.attributes["q35c.not_raised"] = StringAttr(
+                    (f"line {line_of(fn)}: " if line_of(fn) is not None else "") +
+                    f"it is called by '{callers[fn.sym_name.data]}' (a procedure that "
+                    "another one calls is left as it is)")
                 continue
             try:
                 new = raise_function(fn)

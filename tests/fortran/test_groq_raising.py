@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import q35c
+from hypothesis import given, settings, strategies as st
 from xdsl.context import Context
 from xdsl.dialects import func
 
@@ -118,7 +119,8 @@ _HEAD = ("subroutine k(x, idx, y)\n  integer, intent(in) :: idx(8)\n"
 
 @pytest.mark.parametrize("body,line,reason", [
     ("  do i = 1, 8\n    y(i) = x(idx(i))\n  end do\n", 6,
-     "a subscript computed from array values (indirect indexing) has no tensor form"),
+     "a subscript or loop bound computed from run-time values (array elements, scalar "
+     "arguments) has no tensor form"),
     ("  do i = 1, 8\n    y(i) = x(i + 1)\n  end do\n", 6,
      "index (8,) of array 'x' is out of bounds for shape (8,) (memref.load)"),
     ("  y = 0\n  i = 1\n  do while (i < 8)\n    y(i) = x(i)\n    i = i + 2\n  end do\n", 8,
@@ -201,3 +203,66 @@ def test_bad_reduction_arguments_are_located_errors(tmp_path, call, message):
     result = q35c(path, check=False)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.splitlines()[0] == f"q35c: error: {path}:{message}"
+
+
+def test_a_scalar_function_runs_on_groq_and_a_called_one_is_refused_with_its_caller(tmp_path):
+    """A function's result is the tensor function's first result (rank 0); a procedure that
+    another one calls keeps its memref form, and groq says so at its line."""
+    path = tmp_path / "g.f90"
+    source = ("pure real function gelu_tanh(x) result(y)\n  real, intent(in) :: x\n"
+              "  y = 0.5 * x * (1.0 + tanh(0.7978846 * (x + 0.044715 * x**3)))\n"
+              "end function gelu_tanh\n")
+    path.write_text(source)
+    q35c("run", path, "--target", "groq", "--input", "x=0.75", "-o", tmp_path / "out")
+    want = run_module(compile_source(source, str(path)), WeightStore(),
+                      {"x": np.asarray(0.75)}, "gelu_tanh")["y"]
+    got = np.load(tmp_path / "out" / "y.npy")
+    assert got.shape == () and got.tobytes() == np.asarray(want).tobytes()
+    line = _refusal(tmp_path, source + "subroutine k(x, y)\n  real, intent(in) :: x(4)\n"
+                    "  real, intent(out) :: y(4)\n  integer :: i\n  do i = 1, 4\n"
+                    "    y(i) = gelu_tanh(x(i))\n  end do\nend subroutine k\n")
+    assert line == ("q35c: error: k.f90: groq plan: cannot pick an entry point among "
+                    "['gelu_tanh', 'k']: name one with --entry")
+    path = tmp_path / "k.f90"
+    result = q35c(path, "--entry", "gelu_tanh", "--target", "groq", "-o", tmp_path / "o2",
+                  check=False)
+    assert result.stderr.strip() == (
+        f"q35c: error: {path}:1: target groq cannot raise 'gelu_tanh' to tensor ops: it is "
+        "called by 'k' (a procedure that another one calls is left as it is)")
+    result = q35c(path, "--entry", "k", "--target", "groq", "-o", tmp_path / "o3", check=False)
+    assert result.stderr.strip() == (
+        f"q35c: error: {path}:10: target groq cannot raise 'k' to tensor ops: a call of "
+        "'gelu_tanh' (calls are not inlined)")
+
+
+@settings(max_examples=30, deadline=None)
+@given(m=st.integers(1, 4), n=st.integers(1, 4),
+       op=st.sampled_from(["sum", "product", "maxval", "minval", "count", "any", "all"]),
+       dim=st.sampled_from([None, 1, 2]), masked=st.booleans(),
+       lim=st.floats(-1.5, 1.5, width=32), seed=st.integers(0, 2**16))
+def test_random_reductions_raise_to_the_loops_results(m, n, op, dim, masked, lim, seed):
+    """Any reduction, along any dimension, with or without a mask, after an elementwise
+    step and inside a row loop: the raised function equals the loops bit for bit."""
+    logical = op in ("count", "any", "all")
+    arg = "x > lim" if logical else "x * 2.0 - 1.0"
+    args = arg + (f", dim={dim}" if dim else "") + (", mask=x < lim" if masked and not
+                                                    logical else "")
+    rank = 0 if dim is None else 1
+    extent = {1: n, 2: m}.get(dim, 1)
+    kind = "integer" if op == "count" else "logical" if logical else "real"
+    shape = f"({extent})" if rank else ""
+    value = "merge(1.0, 0.0, r)" if op in ("any", "all") else "real(r)"
+    source = (f"subroutine k(x, lim, y, z)\n  real, intent(in) :: x({m}, {n})\n"
+              f"  real, value :: lim\n  real, intent(out) :: y{shape}, z({m})\n"
+              f"  {kind} :: r{shape}\n  integer :: i\n  r = {op}({args})\n  y = {value}\n"
+              f"  do i = 1, {m}\n    z(i) = maxval(x(i, :) + y{'(1)' if rank else ''})\n"
+              "  end do\nend subroutine k\n")
+    x = np.random.default_rng(seed).standard_normal((m, n)).astype(np.float32)
+    inputs = {"x": x, "lim": np.asarray(lim, np.float32)}
+    raised = compile_source(source, "k.f90")
+    RaiseFortranTensorsPass().apply(Context(), raised)
+    assert "q35c.raised" in raised.body.block.first_op.attributes, source
+    want = run_module(compile_source(source, "k.f90"), WeightStore(), dict(inputs), "k")
+    got = run_module(raised, WeightStore(), dict(inputs), "k")
+    for name in ("y", "z"):
+        assert np.asarray(got[name]).tobytes() == np.asarray(want[name]).tobytes(), source
