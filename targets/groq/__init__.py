@@ -45,7 +45,10 @@ class Compiled:
     """The store of `module`: the caller's, plus the column shards of split weights."""
 
 
-PIPELINE = ('dequantize-gathers,raise-fortran-tensors,unfuse-ops{ops="quant3p5.fused_matmul"},'
+SHAPE_ONLY_PIPELINE = "dequantize-gathers"
+"""The passes of `--shape-only` compiles (the plan and the program alike): the planner costs
+the decoded float table a packed embedding table becomes on the chip."""
+PIPELINE = (SHAPE_ONLY_PIPELINE + ',raise-fortran-tensors,unfuse-ops{ops="quant3p5.fused_matmul"},'
             'int8-activations,verify-overflow')
 """GroqTarget's own passes: gathers from packed embedding tables read decoded float tables
 (passes/dequantize_gathers.py: the chip gathers float rows, groq/tables.py), Fortran
@@ -148,7 +151,7 @@ class GroqTarget(Q35cTarget):
         check_choice("--target groq", "levels", self.levels, LEVELS)
 
     def pipeline(self, shape_only: bool = False) -> str:
-        return "dequantize-gathers" if shape_only else PIPELINE
+        return SHAPE_ONLY_PIPELINE if shape_only else PIPELINE
 
     def accepted_ops(self) -> frozenset[str]:
         return _accepted_ops()
@@ -215,6 +218,9 @@ class GroqPlanTarget(Q35cTarget):
     name = "groq"
     plan: PlanOptions = field(default_factory=PlanOptions)
     supports_shape_only = True
+
+    def pipeline(self, shape_only: bool = False) -> str:
+        return SHAPE_ONLY_PIPELINE
 
     def accepted_ops(self) -> None:
         return None  # the planner costs every op it knows and ignores the others
