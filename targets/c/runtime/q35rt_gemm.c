@@ -7,16 +7,18 @@
  *   - the activations are packed once per call (serially, before the columns are split
  *     between threads) into row blocks with the rows in vector lanes: block b, k holds
  *     x[rows of b, k] side by side, zero past M;
- *   - a thread takes a unit of a few column tiles (q35_parallel_columns); per row chunk of
- *     at most Q35_FG_MCHUNK rows (whose packed activations of a K block stay in L2), per K
- *     block of at most Q35_FG_KBLOCK_CHUNKS chunks of 128 k, and per column tile, the
- *     tile's weights `scale * level + offset` (format.md section 3, float32, exactly the
- *     interpreter's decoded weights) are decoded once into a small buffer that stays in L1
- *     and is reused by every row block of the chunk;
- *   - a register-blocked micro-kernel: per k, the row block's activations (a vector or two
- *     of rows) meet each column's weight (a broadcast) in one FMA per vector; the
- *     accumulators (rows x columns) stay in registers over the K block; between K blocks
- *     the partial sums wait in y (transposed back and forth, rows <-> lanes).
+ *   - a thread takes a unit of up to Q35_FG_UNIT_TILES column tiles (q35_parallel_columns);
+ *     per row chunk, per K block and per tile of the unit, the tile's weights `scale *
+ *     level + offset` (format.md section 3, float32: exactly the interpreter's decoded
+ *     weights) are decoded once into a buffer (L1/L2) that every row block of the chunk
+ *     reuses, and the chunk's packed activations of the K block are reused by every tile
+ *     of the unit;
+ *   - a register-blocked micro-kernel (AVX-512: 32 rows x 14 columns in 28 zmm
+ *     accumulators; AVX2: 16 x 6 in 12 ymm): per k, the row block's activations (two
+ *     vectors of rows) meet each column's weight (a broadcast from the buffer) in one FMA
+ *     per vector; between K blocks the AVX-512 partial sums wait in a per-thread scratch
+ *     in registers' layout, the AVX2 ones in y (transposed, rows <-> lanes); y is written
+ *     after the last K block. The portable version runs one row against 16 columns.
  * Numerics: every output is one float32 fused-multiply-add chain over k = 0, 1, ..., K - 1
  * in order, from +0: acc = fma(x[m, k], w[k, n], acc), w the float32 decoded weight. The
  * blocking (row blocks, column tiles, K blocks, thread split) changes nothing of it, so the
@@ -26,12 +28,21 @@
  * The interpreter sums the products in float64: the difference is the float32 rounding of
  * K partial sums (tests allow 1e-5 of the output scale). */
 
-/* Chunks of 128 k (4 groups) per K block at most: 640 k, 36 KiB of decoded weights for
- * the AVX-512 tile of 14 columns (L1 is 32 to 48 KiB on the CPUs of the AVX-512 kernels). */
-enum { Q35_FG_KBLOCK_CHUNKS = 5, Q35_FG_MCHUNK = 256, Q35_FG_MIN_ROWS = 8 };
+/* The blocking. Rows: chunks of at most Q35_FG_MCHUNK rows (the weights of a tile are
+ * decoded once per chunk; 64 KiB of partial sums per thread on AVX-512). K: even blocks of
+ * whole 128-k chunks (4 groups), at most Q35_FG_KBLOCK_CHUNKS of them (the decoded-weight
+ * buffer: 115 KiB for the AVX-512 tile of 14 columns, in L2; each 64-byte line of it
+ * serves 16 k of a row block). Measured on the AMD EPYC of docs/benchmarks.md (Zen 5,
+ * 48 KiB L1d, 1 MiB L2, 32 MiB L3; one thread, CPU time under load): with the partial
+ * sums kept in registers' layout between K blocks, blocks of 512 to 4096 k and row chunks
+ * of 128 to 512 rows ran 128 x 4096 x 4096 in 19 to 21 ms and 512 x 4096 x 4096 in 76 to
+ * 86 ms, within the noise; blocks of 256 k (whose activations of a 512-row chunk fit L2)
+ * were slower (99 to 107 ms): a kernel call per 256 k costs more than L3 reads here. */
+enum { Q35_FG_KBLOCK_CHUNKS = 16, Q35_FG_MCHUNK = 256, Q35_FG_MIN_ROWS = 8 };
+enum { Q35_FG_UNIT_TILES = 4 }; /* column tiles per parallel unit, at most */
 enum { Q35_FG_STRIDE = Q35_FG_KBLOCK_CHUNKS * 128 + 16 }; /* floats per buffered column */
 
-/* The K blocking: `blocks` blocks of `per` chunks of 128 k (the last one shorter). */
+/* The K blocking: blocks of `per` chunks of 128 k (the last one shorter). */
 typedef struct {
     int64_t chunks, per;
 } q35_fg_plan;
@@ -51,7 +62,7 @@ static q35_fg_plan q35_fg_plan_make(int64_t k)
 static int64_t q35_fg_unit(int64_t n, int64_t tile)
 {
     int64_t tiles = (n / tile) / 8;
-    return (tiles < 1 ? 1 : tiles > 4 ? 4 : tiles) * tile;
+    return (tiles < 1 ? 1 : tiles > Q35_FG_UNIT_TILES ? Q35_FG_UNIT_TILES : tiles) * tile;
 }
 
 /* Portable: scalar decode of the 128-k chunks [j0, j1) of column n into dst[k - 128 j0]
@@ -193,16 +204,7 @@ static Q35_AVX512 void q35_fg_decode_avx512(const q35_q3p5 *t, const q35_decoder
     }
 }
 
-/* acc[c] (lanes: 16 rows) = y[row0 .. row0 + nrows, n0 + c] for c < 14 (0 past nrows). */
-static inline Q35_AVX512 void q35_fg_load16(const float *y, int64_t ldy, int64_t nrows,
-                                            __mmask16 colmask, __m512 acc[16])
-{
-    int64_t i;
-    for (i = 0; i < 16; i++)
-        acc[i] = i < nrows ? _mm512_maskz_loadu_ps(colmask, y + i * ldy) : _mm512_setzero_ps();
-    q35_transpose16(acc);
-}
-
+/* acc[c] (lanes: the 16 rows from y, c < 14) to y[., n0 + c] for the first nrows rows. */
 static inline Q35_AVX512 void q35_fg_store16(float *y, int64_t ldy, int64_t nrows,
                                              __mmask16 colmask, __m512 acc[16])
 {
@@ -257,7 +259,11 @@ static Q35_AVX512 void q35_fg_kernel16(const float *a, const float *w, int64_t k
 #undef Q35_FG_OUT
 }
 
-/* Columns [n_begin, n_end) (n_begin a multiple of 14) of the prepared job. */
+/* Columns [n_begin, n_end) (n_begin a multiple of 14) of the prepared job, in groups of up
+ * to Q35_FG_UNIT_TILES tiles: per row chunk and K block, the chunk's packed activations of
+ * the block are read by every tile of the group (from L2), and the partial sums of each
+ * (row block, tile) wait between K blocks in `part`, in registers' layout (a plain reload,
+ * no transposes); y is written once, after the last K block. */
 static Q35_AVX512 void q35_fg_columns_avx512(const q35_qjob *job, int64_t n_begin,
                                              int64_t n_end)
 {
@@ -266,44 +272,44 @@ static Q35_AVX512 void q35_fg_columns_avx512(const q35_qjob *job, int64_t n_begi
     const int64_t rows = job->rows, ldy = t->n;
     const float *xp = (const float *)(const void *)job->work;
     const q35_decoder d = q35_decoder_make(0);
-    float w[Q35_FG_COLS][Q35_FG_STRIDE]; /* 36 KiB */
-    int64_t m0, j0, n0, b, c;
-    for (m0 = 0; m0 < rows; m0 += Q35_FG_MCHUNK) {
-        const int64_t m1 = rows - m0 < Q35_FG_MCHUNK ? rows : m0 + Q35_FG_MCHUNK;
-        for (j0 = 0; j0 < plan.chunks; j0 += plan.per) {
-            const int64_t j1 = j0 + plan.per < plan.chunks ? j0 + plan.per : plan.chunks;
-            const int64_t k0 = 128 * j0, kn = (128 * j1 < t->k ? 128 * j1 : t->k) - k0;
-            for (n0 = n_begin; n0 < n_end; n0 += Q35_FG_COLS) {
-                const int64_t cols = t->n - n0 < Q35_FG_COLS ? t->n - n0 : Q35_FG_COLS;
-                const __mmask16 colmask = (__mmask16)((1u << cols) - 1);
-                for (c = 0; c < Q35_FG_COLS; c++) {
-                    if (c < cols)
-                        q35_fg_decode_avx512(t, &d, n0 + c, j0, j1, w[c]);
-                    else /* columns past N: zero weights, outputs not stored */
-                        memset(w[c], 0, sizeof w[c]);
-                }
-                for (b = m0 / Q35_FG_ROWS; b * Q35_FG_ROWS < m1; b++) {
-                    const int64_t r0 = Q35_FG_ROWS * b, width = q35_fg_width(rows, b);
-                    const int64_t nr = rows - r0 < width ? rows - r0 : width;
-                    const float *a = xp + r0 * t->k + k0 * width;
-                    float *yb = job->y + r0 * ldy + n0;
-                    __m512 acc[32];
-                    int h;
-                    for (h = 0; h < width / 16; h++) {
-                        if (k0 == 0)
-                            for (c = 0; c < 16; c++)
-                                acc[16 * h + c] = _mm512_setzero_ps();
-                        else
-                            q35_fg_load16(yb + 16 * h * ldy, ldy, nr - 16 * h, colmask,
-                                          acc + 16 * h);
+    float w[Q35_FG_COLS][Q35_FG_STRIDE];                                  /* 115 KiB */
+    __m512 part[Q35_FG_MCHUNK / Q35_FG_ROWS][Q35_FG_UNIT_TILES][32];     /* 64 KiB */
+    int64_t u0, m0, j0, n0, b, c;
+    for (u0 = n_begin; u0 < n_end; u0 += Q35_FG_UNIT_TILES * Q35_FG_COLS) {
+        const int64_t u1 = n_end - u0 < Q35_FG_UNIT_TILES * Q35_FG_COLS
+                               ? n_end : u0 + Q35_FG_UNIT_TILES * Q35_FG_COLS;
+        for (m0 = 0; m0 < rows; m0 += Q35_FG_MCHUNK) {
+            const int64_t m1 = rows - m0 < Q35_FG_MCHUNK ? rows : m0 + Q35_FG_MCHUNK;
+            for (j0 = 0; j0 < plan.chunks; j0 += plan.per) {
+                const int64_t j1 = j0 + plan.per < plan.chunks ? j0 + plan.per : plan.chunks;
+                const int64_t k0 = 128 * j0, kn = (128 * j1 < t->k ? 128 * j1 : t->k) - k0;
+                for (n0 = u0; n0 < u1; n0 += Q35_FG_COLS) {
+                    const int64_t cols = t->n - n0 < Q35_FG_COLS ? t->n - n0 : Q35_FG_COLS;
+                    const __mmask16 colmask = (__mmask16)((1u << cols) - 1);
+                    for (c = 0; c < Q35_FG_COLS; c++) {
+                        if (c < cols)
+                            q35_fg_decode_avx512(t, &d, n0 + c, j0, j1, w[c]);
+                        else /* columns past N: zero weights, outputs not stored */
+                            memset(w[c], 0, sizeof w[c]);
                     }
-                    if (width == 32)
-                        q35_fg_kernel32(a, w[0], kn, acc);
-                    else
-                        q35_fg_kernel16(a, w[0], kn, acc);
-                    for (h = 0; h < width / 16; h++)
-                        q35_fg_store16(yb + 16 * h * ldy, ldy, nr - 16 * h, colmask,
-                                       acc + 16 * h);
+                    for (b = m0 / Q35_FG_ROWS; b * Q35_FG_ROWS < m1; b++) {
+                        const int64_t r0 = Q35_FG_ROWS * b, width = q35_fg_width(rows, b);
+                        const int64_t nr = rows - r0 < width ? rows - r0 : width;
+                        const float *a = xp + r0 * t->k + k0 * width;
+                        __m512 *acc = part[b - m0 / Q35_FG_ROWS][(n0 - u0) / Q35_FG_COLS];
+                        int h;
+                        if (j0 == 0)
+                            for (c = 0; c < 32; c++)
+                                acc[c] = _mm512_setzero_ps();
+                        if (width == 32)
+                            q35_fg_kernel32(a, w[0], kn, acc);
+                        else
+                            q35_fg_kernel16(a, w[0], kn, acc);
+                        if (j1 == plan.chunks)
+                            for (h = 0; h < width / 16; h++)
+                                q35_fg_store16(job->y + (r0 + 16 * h) * ldy + n0, ldy,
+                                               nr - 16 * h, colmask, acc + 16 * h);
+                    }
                 }
             }
         }
