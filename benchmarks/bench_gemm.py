@@ -17,9 +17,12 @@ through IOBinding with a bound output buffer, q35c through its run entry point w
 copying the output). Per round every contender does `runs` timed runs after one warm-up,
 in turn; the table gives the median over rounds of each round's median, the minimum over
 all runs, GFLOP/s (2 M K N / median) and "it / q35c", the contender's median over q35c
-float's (above 1: q35c is faster). Each thread count runs in its own process (the thread
-pools are sized once per process), and the load average (`uptime`) is printed before and
-after it: the machine may be shared.
+float's (above 1: q35c is faster). "CPU ms" is the median of the process's CPU time per
+run (all its threads, spinning included): on a shared machine, where a run longer than a
+scheduler time slice waits for other jobs, it shows the work a run took (at one thread;
+at two, a pool that spins while it waits counts that too). Each thread count runs in its
+own process (the thread pools are sized once per process), and the load average
+(`uptime`) is printed before and after it: the machine may be shared.
 
     python benchmarks/bench_gemm.py [--shapes 128x576x576,512x4096x4096] [--threads 1,2]
                                     [--rounds 5] [--runs 20] [--before REV]
@@ -175,6 +178,7 @@ def bench_shape(m: int, k: int, n: int, threads: int, rounds: int, runs: int,
         contenders[name] = once
         keep.append(ref)
     medians = {name: [] for name in contenders}
+    cpu = {name: [] for name in contenders}
     least = dict.fromkeys(contenders, float("inf"))
     for once in contenders.values():
         once()
@@ -182,22 +186,26 @@ def bench_shape(m: int, k: int, n: int, threads: int, rounds: int, runs: int,
     for _ in range(rounds):
         for name, once in contenders.items():
             once()
-            times = []
+            times, cpus = [], []
             for _ in range(runs):
-                t0 = time.perf_counter()
+                c0, t0 = time.process_time(), time.perf_counter()
                 once()
                 times.append(time.perf_counter() - t0)
+                cpus.append(time.process_time() - c0)
             medians[name].append(statistics.median(times))
+            cpu[name].append(statistics.median(cpus))
             least[name] = min(least[name], min(times))
     base = statistics.median(medians["q35c float"])
     print(f"\n#### {m}x{k}x{n} (M x K x N), {threads} thread(s); {rounds} rounds of {runs} "
           f"runs; load average {load0} -> {load_average()}\n")
-    print("| kernel | median ms | min ms | GFLOP/s | it / q35c float |")
-    print("|---|---:|---:|---:|---:|")
+    base_cpu = statistics.median(cpu["q35c float"])
+    print("| kernel | median ms | min ms | GFLOP/s | it / q35c float | CPU ms | CPU it / q35c |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
     for name in contenders:
-        med = statistics.median(medians[name])
+        med, med_cpu = statistics.median(medians[name]), statistics.median(cpu[name])
         print(f"| {name} | {med * 1e3:.3f} | {least[name] * 1e3:.3f} | "
-              f"{flops / med / 1e9:.1f} | {med / base:.2f} |")
+              f"{flops / med / 1e9:.1f} | {med / base:.2f} | {med_cpu * 1e3:.3f} | "
+              f"{med_cpu / base_cpu:.2f} |")
     sys.stdout.flush()
 
 
