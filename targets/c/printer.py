@@ -32,7 +32,7 @@ from q35c.targets.native.program import Buffer, Program, Step, all_steps
 
 RUNTIME_DIR = Path(__file__).parent / "runtime"
 # The runtime's fragments, concatenated into model.c in this order (q35rt.h says why).
-RUNTIME_FILES = ("q35rt.h", "q35rt_avx512.c", "q35rt_avx2.c", "q35rt.c")
+RUNTIME_FILES = ("q35rt.h", "q35rt_avx512.c", "q35rt_avx2.c", "q35rt_gemm.c", "q35rt.c")
 BLOB_MAGIC = b"Q35CBLOB"
 BLOB_HEADER = 64
 C_TYPES = {

@@ -22,14 +22,28 @@ Q35_FN int64_t q35_qmatmul_work_bytes(int64_t rows, int64_t k, int64_t group, in
     return gemv > gemm ? gemv : gemm;
 }
 
-/* y[m, n] = sum_k x[m, k] * w[k, n], float activations; w decoded group by group into 32
- * (or group-size) registers' worth of floats, products summed in double. */
+/* y[m, n] = sum_k x[m, k] * w[k, n], float activations. Group size 32 and 8 rows or more:
+ * the float GEMM (q35rt_gemm.c: one float32 FMA chain per output, k in order). Else the
+ * SIMD GEMVs or, portably, w decoded group by group into 32 (or group-size) registers'
+ * worth of floats, products summed in double. */
 #define Q35_MAX_ROWS_PER_PASS 8
 Q35_FN void q35_qmatmul_f32(float *y, const float *x, int64_t rows, const uint8_t *entry,
                             uint8_t *work)
 {
     const q35_q3p5 t = q35_q3p5_view(entry);
     int64_t n;
+    if (t.group == 32 && rows >= Q35_FG_MIN_ROWS) { /* the GEMM (q35rt_gemm.c) */
+        q35_qjob job;
+        job.y = y;
+        job.q = NULL;
+        job.row_scale = NULL;
+        job.x = x;
+        job.rows = rows;
+        job.t = t;
+        job.work = work;
+        q35_qmatmul_f32_gemm(&job);
+        return;
+    }
 #ifdef Q35_X86
     if (t.group == 32 && q35_isa() >= Q35_ISA_AVX2) {
         q35_qjob job;

@@ -11,10 +11,11 @@
  * 7-bit pair codes, 8 codes in 7 bytes, and a row of 7-bit group codes. Codes are decoded
  * inside the dot product, group by group; no float weight matrix ever exists.
  *
- * The runtime is four fragments that the C printer concatenates into model.c in this
+ * The runtime is five fragments that the C printer concatenates into model.c in this
  * order: q35rt.h (common definitions, CPU feature dispatch), q35rt_avx512.c and
  * q35rt_avx2.c (the x86 SIMD kernels, each function compiled for its instruction set by a
- * target attribute), q35rt.c (portable kernels, the dispatching entry points, other ops).
+ * target attribute), q35rt_gemm.c (the float GEMM: AVX-512, AVX2 and portable versions),
+ * q35rt.c (portable kernels, the dispatching entry points, other ops).
  * The SIMD kernels are chosen at run time by the CPU's features, not by -march, so one
  * build uses AVX-512 on a machine that has it and AVX2 or portable C elsewhere; the
  * environment variable Q35_KERNELS=avx2 or =portable caps the choice (for testing and
