@@ -266,3 +266,28 @@ def test_random_reductions_raise_to_the_loops_results(m, n, op, dim, masked, lim
     got = run_module(raised, WeightStore(), dict(inputs), "k")
     for name in ("y", "z"):
         assert np.asarray(got[name]).tobytes() == np.asarray(want[name]).tobytes(), source
+
+
+BOUND = [("softmax.f90", ["R=4", "C=16"], {"S": (4, 16)}),
+         ("rmsnorm.f90", ["D=16", "T=3"], {"X": (16, 3), "g": (16,), "eps": ()})]
+
+
+@pytest.mark.parametrize("file,binds,shapes", BOUND, ids=[f for f, _, _ in BOUND])
+def test_run_time_shape_kernels_raise_for_groq_once_bound(tmp_path, file, binds, shapes):
+    """The corpus's run-time-shape kernels: refused for groq as they are (their arrays have
+    run-time shapes), raised and bit-identical to the interpreter once --bind fixes them."""
+    path = CORPUS / file
+    refused = q35c(path, "--target", "groq", "-o", tmp_path / "no", check=False)
+    assert refused.returncode == 2 and "has a run-time shape" in refused.stderr
+    rng = np.random.default_rng(3)
+    inputs = {n: (rng.standard_normal(s) * 3).astype(np.float32) if s else np.asarray(1e-5)
+              for n, s in shapes.items()}
+    bind = [a for b in binds for a in ("--bind", b)]
+    outs = {}
+    for target in ("groq", "interp"):
+        out = tmp_path / target
+        q35c("run", path, "--target", target, *bind, *_args(inputs, tmp_path), "-o", out)
+        outs[target] = {p.name: np.load(p) for p in out.glob("*.npy")}
+    assert outs["groq"].keys() == outs["interp"].keys() and outs["groq"]
+    for name, got in outs["groq"].items():
+        assert got.tobytes() == outs["interp"][name].tobytes(), name
