@@ -136,7 +136,7 @@ class GroqTarget(Q35cTarget):
         check_choice("--target groq", "levels", self.levels, LEVELS)
 
     def pipeline(self, shape_only: bool = False) -> str:
-        return "dequantize-gathers" if shape_only else PIPELINE
+        return PIPELINE
 
     def accepted_ops(self) -> frozenset[str]:
         return _accepted_ops()
@@ -197,6 +197,10 @@ class GroqPlanTarget(Q35cTarget):
     name = "groq"
     plan: PlanOptions = field(default_factory=PlanOptions)
     supports_shape_only = True
+
+    def pipeline(self, shape_only: bool = False) -> str:
+        """Gathers from packed embedding tables gather float rows on the chip (tables.py)."""
+        return "dequantize-gathers"
 
     def accepted_ops(self) -> None:
         return None  # the planner costs every op it knows and ignores the others
