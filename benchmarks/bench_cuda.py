@@ -238,6 +238,7 @@ def prepare_smollm2(out: Path, kind: str) -> list:
     from q35c.compiler.generate import static_shapes
     from q35c.compiler.weights import store_of
     from q35c.semantics import run_module
+    from q35c.targets.cuda import CudaTarget
 
     builds, prefill = [], None
     with tempfile.TemporaryDirectory(prefix="q35c-smollm2-") as tmp:
@@ -245,7 +246,8 @@ def prepare_smollm2(out: Path, kind: str) -> list:
         session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         for name, step in SMOLLM2.items():
             shapes = static_shapes(path, SMOLLM2_CONTEXT, step)
-            _, module = compile_to_module(path, Options(passes=PASSES[kind], shapes=shapes))
+            _, module = compile_to_module(path, Options(passes=PASSES[kind], shapes=shapes),
+                                          CudaTarget())  # its pipeline: dequantize-gathers
             inputs = smollm2_inputs(step, prefill, shapes)
             store = store_of(module)
             want = run_module(module, store, inputs)
@@ -288,10 +290,12 @@ def nvcc() -> str:
 
 def compile_model(model: str, passes: str | None):
     from q35c.compiler.driver import Options, compile_to_module
+    from q35c.targets.cuda import CudaTarget
 
     path, input_name, shape, _ = MODELS[model]
     shapes = {} if path.suffix == ".mlir" else {input_name: shape}
-    return compile_to_module(path, Options(passes=passes, shapes=shapes))
+    # with the target's own pipeline (dequantize-gathers), as `--target cuda` compiles
+    return compile_to_module(path, Options(passes=passes, shapes=shapes), CudaTarget())
 
 
 def prepare_model(out: Path, model: str, kind: str) -> list[str]:

@@ -3,10 +3,11 @@
 For targets without a row-gather kernel for packed tables (groq, cuda, cerebras: their
 `pipeline()` runs this pass first), every `quant3p5.gather` of packed weights `W[D, V]`
 becomes `q35nn.gather` (axis 0) of the float table `deq(W)^T` [V, D], stored once per
-packed tensor under `<packed name>.rows` in the weight store. The gathered values are
-exactly those of `quant3p5.gather` (the same float32 decode), so results do not change;
-what changes is storage: the table is float again (a tied LM head keeps its packed
-weights beside it). With `--shape-only` the table is a shape-only float entry.
+packed tensor under `<table>.rows` in the weight store (`<table>`: the float table's name
+that `quantize-weights` recorded in `q35c.table`, else the packed weight's name). The
+gathered values are exactly those of `quant3p5.gather` (the same float32 decode), so
+results do not change; what changes is storage: the table is float again (a tied LM head
+keeps its packed weights beside it). With `--shape-only` the table is a shape-only float entry.
 
 A table that does not come from `quant3p5.weight` (a function argument) is refused in one
 line naming the op: there is no constant to decode.
@@ -18,7 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from xdsl.context import Context
-from xdsl.dialects.builtin import Float32Type, ModuleOp, TensorType
+from xdsl.dialects.builtin import Float32Type, ModuleOp, StringAttr, TensorType
 from xdsl.passes import ModulePass
 from xdsl.pattern_rewriter import (
     PatternRewriter,
@@ -43,10 +44,10 @@ class DequantizeGatherTables(RewritePattern):
     tables: dict[str, str] = field(default_factory=dict)
     """Packed weight name -> the name of its decoded, transposed float table."""
 
-    def table_name(self, packed: str, shape: tuple[int, int]) -> str:
+    def table_name(self, packed: str, shape: tuple[int, int], base: str) -> str:
         if packed in self.tables:
             return self.tables[packed]
-        name = self.store.fresh_name(f"{packed}.rows")
+        name = self.store.fresh_name(f"{base}.rows")
         d, v = shape
         if self.store.spec(packed) is not None:  # --shape-only: no data
             self.store[name] = ShapeOnlyWeight((v, d), "float32")
@@ -65,7 +66,9 @@ class DequantizeGatherTables(RewritePattern):
             raise Q35cError("dequantize-gathers: the table of quant3p5.gather must come from "
                             "quant3p5.weight (a constant), not a function argument")
         shape = op.table.type.get_shape()
-        name = self.table_name(weight.weight_name.data, shape)
+        table_attr = op.attributes.get("q35c.table")  # the float table it replaced
+        base = table_attr.data if isinstance(table_attr, StringAttr) else weight.weight_name.data
+        name = self.table_name(weight.weight_name.data, shape, base)
         table = quant3p5.WeightOp(name, TensorType(Float32Type(), shape[::-1]))
         gather = q35nn.GatherOp(table.result, op.indices, 0)
         copy_origin(op, gather)

@@ -61,7 +61,9 @@ def test_every_example_onnx_model_is_covered():
 @functools.cache
 def emitted(model: str, kind: str):
     path, shapes = MODELS[model]
-    _, module = compile_to_module(path, Options(passes=PASSES[kind], shapes=shapes))
+    # with the target's own pipeline (dequantize-gathers), as `--target cuda` compiles
+    _, module = compile_to_module(path, Options(passes=PASSES[kind], shapes=shapes),
+                                  CudaTarget())
     return emit(module, store_of(module), None, "model")
 
 
@@ -196,7 +198,7 @@ def test_cli_writes_the_project(tmp_path):
 def test_emit_is_deterministic():
     a = emitted("llama_tiny", "float").files
     path, shapes = MODELS["llama_tiny"]
-    _, module = compile_to_module(path, Options(shapes=shapes))
+    _, module = compile_to_module(path, Options(shapes=shapes), CudaTarget())
     b = emit(module, store_of(module), None, "model").files
     assert a == b
 
@@ -253,7 +255,7 @@ _spec.loader.exec_module(bench_cuda)
 @functools.cache
 def onnx_ops_emitted(tmp: str):
     path = bench_cuda.onnx_ops_model(Path(tmp) / "onnx_ops.onnx")
-    _, module = compile_to_module(path, Options())
+    _, module = compile_to_module(path, Options(), CudaTarget())
     return emit(module, store_of(module), None, "model")
 
 
@@ -356,7 +358,8 @@ def test_smollm2_decode_graph_compiles_for_cuda(step, tmp_path):
 
     compiler = nvcc_or_skip()
     path = SMOLLM2 / "decode.dynamo.onnx"
-    _, module = compile_to_module(path, Options(shapes=static_shapes(path, 8, step)))
+    _, module = compile_to_module(path, Options(shapes=static_shapes(path, 8, step)),
+                                  CudaTarget())
     e = emit(module, store_of(module), None, "model")
     ops = {s.params["op"] for s in e.program.steps if s.kernel.startswith("onnx_")}
     assert ops == {"IsNaN", "And", "Cast", "Where", "GatherND"}

@@ -23,6 +23,7 @@ from q35c.compiler.cli import main
 from q35c.compiler.driver import Options, compile_to_module
 from q35c.compiler.quant import storage_bytes
 from q35c.compiler.weights import ShapeOnlyWeight, WeightStore, WeightStoreError, store_of
+from q35c.targets.groq import GroqPlanTarget
 from q35c.targets.groq.machine import MACHINES_DIR, load_machine
 from q35c.targets.groq.plan import CostModel, PlanOptions, plan_module
 
@@ -128,7 +129,7 @@ def _check_plan(out: Path, model_weights: dict[str, tuple[int, int]]) -> dict:
 def _weights(config) -> dict[str, tuple[int, int]]:
     """Planner weight names -> [K, N] (tables: [vocab, hidden]) of a build_llama_shapes model."""
     h, f, kv = config.hidden, config.ffn, config.kv_heads * config.head_dim
-    out = {"model.embed_tokens.weight": (config.vocab, config.vocab),
+    out = {"model.embed_tokens.weight.rows": (config.vocab, config.vocab),
            "lm_head.weight.q3p5": (h, config.vocab)}
     for i in range(config.layers):
         w = f"model.layers.{i}."
@@ -217,7 +218,8 @@ def test_shape_only_and_real_weights_give_the_same_plan(tmp_path):
     result = _compile([str(LLAMA_TINY), "--shape", "input_ids=1,1", "--target", "groq",
                        "--shape-only", "-o", str(out)])
     assert result.exit_code == 0, result.output
-    _, module = compile_to_module(LLAMA_TINY, Options(shapes={"input_ids": (1, 1)}))
+    _, module = compile_to_module(LLAMA_TINY, Options(shapes={"input_ids": (1, 1)}),
+                                  GroqPlanTarget())  # its pipeline: dequantize-gathers
     plan = plan_module(module, PlanOptions())
     assert plan.to_json() == json.loads((out / "plan.json").read_text())
     assert plan.summary["chips"] == 1
@@ -232,8 +234,10 @@ def test_shape_only_mlir_target(small_model, tmp_path):
     store = WeightStore(out / "small.q35w")
     assert store.spec("model.layers.3.mlp.down_proj.weight.q3p5") == ShapeOnlyWeight(
         (1536, 512), "q3p5", "q3p5", 32)
+    # the embedding table is packed too (transposed; not found tied without data)
+    assert store.spec("model.embed_tokens.weight.T.q3p5").layout == "q3p5"
     with pytest.raises(WeightStoreError, match="shape-only"):
-        store["model.embed_tokens.weight"]
+        store["model.embed_tokens.weight.T.q3p5"]
 
 
 @pytest.mark.parametrize("args,message", [

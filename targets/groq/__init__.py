@@ -61,16 +61,18 @@ must see the int8 IR it runs."""
 
 
 def int8_module(ctx: Context, module: ModuleOp) -> ModuleOp:
-    """The module on the int8-activation path (a copy when a pass has to run).
+    """The module on the int8-activation path, gathers from packed tables decoded (a copy
+    when a pass has to run).
 
     Through the driver the target's pipeline (PIPELINE) has already run and this returns
     `module` itself; it is for callers of `compile_module` that skip the driver."""
     from q35c.dialects import quant3p5
 
-    if not any(isinstance(op, (quant3p5.MatmulOp, quant3p5.FusedMatmulOp))
+    if not any(isinstance(op, (quant3p5.MatmulOp, quant3p5.FusedMatmulOp, quant3p5.GatherOp))
                for op in module.walk()):
         return module
     from q35c.compiler.weights import attach_store, store_of
+    from q35c.passes.dequantize_gathers import DequantizeGathersPass
     from q35c.passes.int8_activations import Int8ActivationsPass
     from q35c.passes.unfuse_ops import UnfuseOpsPass
     from q35c.passes.verify_overflow import VerifyOverflowPass
@@ -78,6 +80,7 @@ def int8_module(ctx: Context, module: ModuleOp) -> ModuleOp:
     store = store_of(module)
     copy = module.clone()
     attach_store(copy, store)
+    DequantizeGathersPass().apply(ctx, copy)
     UnfuseOpsPass(("quant3p5.fused_matmul",)).apply(ctx, copy)
     Int8ActivationsPass().apply(ctx, copy)
     VerifyOverflowPass().apply(ctx, copy)
@@ -220,6 +223,7 @@ class GroqPlanTarget(Q35cTarget):
     supports_shape_only = True
 
     def pipeline(self, shape_only: bool = False) -> str:
+        """Gathers from packed embedding tables gather float rows on the chip (tables.py)."""
         return SHAPE_ONLY_PIPELINE
 
     def accepted_ops(self) -> None:

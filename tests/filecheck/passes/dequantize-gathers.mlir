@@ -2,7 +2,7 @@
 // RUN: q35c %s --passes 'quantize-weights{min-elements=64},cse' --target groq -o %t.groq --dump-ir %t.dumps
 // RUN: filecheck %s --input-file %t.dumps/03-dequantize-gathers.mlir
 // dequantize-gathers turns each quant3p5.gather back into q35nn.gather (axis 0) of the
-// decoded, transposed table, stored once per packed tensor as "<packed>.rows". The tied LM
+// decoded, transposed table, stored once per packed tensor as "<table>.rows". The tied LM
 // head keeps its packed weights; the untied table's packed weights are dead and removed.
 // groq runs the pass first in its own pipeline (stage 03 of the second RUN line).
 
@@ -20,10 +20,10 @@ func.func @main(%ids: tensor<2x3xi64>, %h: tensor<2x32xf32>) -> (tensor<2x3x32xf
 }
 
 // CHECK:      %[[P:.*]] = "quant3p5.weight"() {name = "const.1.q3p5", q35c.rel_rmse = {{.*}} : f32} : () -> !quant3p5.packed<[32 : i64, 8 : i64], 32 : i64, "q3p5">
-// CHECK-NEXT: %[[T:.*]] = "quant3p5.weight"() {name = "const.1.q3p5.rows"} : () -> tensor<8x32xf32>
+// CHECK-NEXT: %[[T:.*]] = "quant3p5.weight"() {name = "const.rows"} : () -> tensor<8x32xf32>
 // CHECK-NEXT: %{{.*}} = "q35nn.gather"(%[[T]], %ids) {axis = 0 : i64} : (tensor<8x32xf32>, tensor<2x3xi64>) -> tensor<2x3x32xf32>
 // CHECK:      "quant3p5.matmul"(%h, %[[P]])
-// CHECK-NEXT: %[[U:.*]] = "quant3p5.weight"() {name = "const.2.T.q3p5.rows"} : () -> tensor<8x32xf32>
+// CHECK-NEXT: %[[U:.*]] = "quant3p5.weight"() {name = "const.2.rows"} : () -> tensor<8x32xf32>
 // CHECK-NEXT: "q35nn.gather"(%[[U]], %ids) {axis = 0 : i64}
 // CHECK-NOT:  quant3p5.gather
 // CHECK-NOT:  "const.2.T.q3p5"
