@@ -378,6 +378,7 @@ class StatementChecker:
             sym = self.resolve(item.parts[0], scope)
             if not sym.allocatable:
                 raise self.err(item, f"'{sym.spelling}' is not allocatable")
+            self.check_not_dummy(item, sym, "allocate")
             args = item.parts[0].args or []
             if len(args) != sym.rank:
                 raise self.err(item, f"allocate of '{sym.spelling}' needs {sym.rank} extents")
@@ -392,9 +393,20 @@ class StatementChecker:
 
     def stmt_deallocate(self, stmt: ast.Deallocate, scope: Scope) -> None:
         for item in stmt.items:
+            self.flatten(item, scope)
             sym = self.resolve(item.parts[0], scope)
             if not sym.allocatable or item.parts[0].args is not None:
                 raise self.err(item, f"'{sym.spelling}' is not an allocatable array name")
+            self.check_not_dummy(item, sym, "deallocate")
+
+    def check_not_dummy(self, item: ast.Designator, sym, verb: str) -> None:
+        """An allocatable dummy (or component of a derived dummy) arrives allocated, as an
+        array argument with its run-time shape; re-allocating it would not reach the
+        caller, so it is refused."""
+        if sym.is_arg:
+            raise self.err(item, f"{verb} of the dummy argument '{sym.spelling}' is not "
+                                 "supported (allocatable dummies and allocatable components "
+                                 "of derived-type dummies are passed allocated)")
 
 
 def _walk(body):
