@@ -64,6 +64,26 @@ ERRORS = [
     ("module m\n  type :: t\n    real :: a\n  end type\ncontains\n  subroutine f(p)\n"
      "    type(t), intent(in) :: p\n    p%a = 1.0\n  end subroutine\nend module\n", 8, 5,
      "cannot assign to 'p%a': it is intent(in)"),
+    # allocatable components
+    ("module m\n  type :: t\n    real, allocatable :: w(4)\n  end type\nend module\n", 3, 26,
+     "allocatable component 'w' needs a deferred shape"),
+    ("module m\n  type :: t\n    real, allocatable, target :: w(:)\n  end type\nend module\n",
+     3, 5, "component attributes ['target'] are not supported"),
+    ("module m\n  type :: t\n    real, allocatable :: w(:)\n  end type\ncontains\n"
+     "  subroutine f(p, n)\n    integer, intent(in) :: n\n    type(t), intent(inout) :: p\n"
+     "    allocate(p%w(n))\n  end subroutine\nend module\n", 9, 14,
+     "allocate of the dummy argument 'p%w' is not supported"),
+    ("module m\n  type :: t\n    real, allocatable :: w(:)\n  end type\ncontains\n"
+     "  subroutine f(p)\n    type(t), intent(out) :: p\n  end subroutine\nend module\n",
+     7, 29, "intent(out) dummy 'p' has allocatable components"),
+    ("module m\n  type :: t\n    real, allocatable :: w(:)\n  end type\ncontains\n"
+     "  subroutine f(x, n)\n    integer, intent(in) :: n\n    real, intent(out) :: x\n"
+     "    type(t) :: q\n    allocate(q%w(n))\n    deallocate(q%w)\n    x = q%w(1)\n"
+     "  end subroutine\nend module\n", 12, 9, "'q%w' is used before it is allocated"),
+    ("module m\n  type :: t\n    real, allocatable :: w(:)\n  end type\ncontains\n"
+     "  subroutine f(x, n)\n    integer, intent(in) :: n\n    real, intent(inout) :: x\n"
+     "    type(t) :: q\n    if (x > 0.0) allocate(q%w(n))\n  end subroutine\nend module\n",
+     10, 18, "allocate is supported at the top level of a procedure only"),
     # syntax errors
     ("subroutine f(a)\n  real :: a\n  a = (1.0 + \nend subroutine\n", 3, 14,
      "syntax error: unexpected end of line"),
