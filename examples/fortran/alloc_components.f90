@@ -30,6 +30,19 @@ contains
     end do
   end subroutine dequant_cols
 
+  ! column sums of the workspace: ws arrives with its components allocated
+  subroutine ws_accumulate(ws, wq, k, n)
+    integer(int32), intent(in) :: k, n
+    type(workspace), intent(inout) :: ws
+    integer(int8), intent(in) :: wq(k, n)
+    integer(int32) :: j
+    ws%total = 0.0
+    do j = 1, size(ws%deq, 2)
+      ws%acc(j) = sum(int(wq(:, j), int32))
+      ws%total = ws%total + sum(ws%deq(:, j))
+    end do
+  end subroutine ws_accumulate
+
   ! y(m, n) = x(m, k) * (layer%wq * layer%scales); the layer arrives allocated
   subroutine qlayer_forward(layer, x, y, m, k, n)
     integer(int32), intent(in) :: m, k, n
@@ -58,20 +71,20 @@ contains
     real(real32), intent(in) :: scales(n), x(m, k)
     real(real32), intent(out) :: y(m, n)
     integer(int32), intent(out) :: rowsum(n)
-    type(workspace) :: ws
+    type(workspace) :: ws, tmp
     integer(int32) :: i, j
     if (.not. allocated(ws%deq)) allocate(ws%deq(k, n))
-    allocate(ws%acc(0:n - 1))
+    allocate(ws%acc(n), tmp%acc(0:n - 1))
     call dequant_cols(wq, scales, ws%deq, k, n)
-    ws%total = 0.0
     do j = 1, n
       do i = 1, m
         y(i, j) = dot_product(x(i, :), ws%deq(:, j))
       end do
-      ws%acc(j - 1) = sum(int(wq(:, j), int32))
-      ws%total = ws%total + sum(ws%deq(:, j))
     end do
-    rowsum = ws%acc
+    call ws_accumulate(ws, wq, k, n)
+    tmp%acc(0:n - 1) = ws%acc * 2
+    rowsum = tmp%acc + lbound(tmp%acc, 1)
+    deallocate(tmp%acc)
     if (allocated(ws%acc)) then
       deallocate(ws%acc)
     end if

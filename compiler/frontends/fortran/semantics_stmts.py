@@ -194,9 +194,12 @@ class StatementChecker:
             raise self.err(part, f"'{part.spelling}' is called here, but --bind made its "
                                  f"argument '{info.bound[0]}' a constant: bind the arguments "
                                  "of a procedure that no other procedure calls")
-        if len(args) != len(info.proc.args):
-            raise self.err(part, f"'{part.spelling}' takes {len(info.proc.args)} argument(s), "
-                                 f"{len(args)} given")
+        if not part.expanded:
+            if len(args) != len(info.proc.args):
+                raise self.err(part, f"'{part.spelling}' takes {len(info.proc.args)} "
+                                     f"argument(s), {len(args)} given")
+            args = part.args = self.expand_derived_actuals(part, info, scope)
+            part.expanded = True
         for actual, dummy in zip(args, info.args):
             if isinstance(actual, (ast.KeywordArg, ast.Section)):
                 raise self.err(actual, "keyword arguments and sections are not supported in "
@@ -225,6 +228,38 @@ class StatementChecker:
                 self.variable(actual, scope, writing=True)
             if t.rank and (not isinstance(actual, ast.Designator) or actual.parts[0].args):
                 raise self.err(actual, "array arguments must be whole arrays")
+
+    def expand_derived_actuals(self, part: ast.Part, info: ProcInfo, scope: Scope
+                               ) -> list[ast.Expr]:
+        """The actuals of `part` with each derived-type actual `q` (for a derived-type
+        dummy) replaced by its components `q%c1, q%c2, ...`: the dummy is flattened into
+        one argument per component, so the actual is too. An allocatable component goes
+        as the array it is, and must be allocated at the call (the callee receives it
+        allocated)."""
+        out: list[ast.Expr] = []
+        for actual, (name, spelling, *_) in zip(part.args or [], info.proc.args):
+            dummy = info.scope.symbols[name]
+            if dummy.kind != "derived":
+                out.append(actual)
+                continue
+            sym = None
+            if isinstance(actual, ast.Designator) and len(actual.parts) == 1 \
+                    and actual.parts[0].args is None:
+                sym = scope.lookup(actual.name)
+            if sym is None or sym.kind != "derived":
+                raise self.err(actual, f"argument '{spelling}' of '{part.spelling}' is "
+                                       f"type({dummy.derived.spelling}) and needs a variable "
+                                       "of that type")
+            if sym.derived is not dummy.derived:
+                raise self.err(actual, f"argument '{spelling}' of '{part.spelling}' is "
+                                       f"type({dummy.derived.spelling}), got "
+                                       f"type({sym.derived.spelling})")
+            base = actual.parts[0]
+            out += [ast.Designator(parts=[ast.Part(
+                        name=f"{base.name}%{c.name}", spelling=f"{base.spelling}%{c.spelling}",
+                        line=base.line, col=base.col)], line=actual.line, col=actual.col)
+                    for c in dummy.derived.components]
+        return out
 
     def elemental_call(self, part: ast.Part, info: ProcInfo, scope: Scope) -> FType:
         """An elemental function applied to scalars and conformable arrays (scalars are
