@@ -54,6 +54,9 @@ class Case:
     """Integer kernels: identical results; real32 kernels: <= max_ulp."""
     max_ulp: int = 2
     raise_idioms: bool = False
+    extents: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    """Shapes of allocatable components of derived-type dummies (`"p%w": (4, 3)`): the
+    driver allocates them, q35c gets them as arrays of that run-time shape."""
 
 
 def _eval(expr: ast.Expr, values: dict[str, int], consts) -> int:
@@ -72,8 +75,10 @@ def _eval(expr: ast.Expr, values: dict[str, int], consts) -> int:
     raise ValueError(f"cannot evaluate the bound {expr}")
 
 
-def shapes(info: ProcInfo, scalars: dict[str, object]) -> dict[str, tuple[int, ...]]:
+def shapes(info: ProcInfo, scalars: dict[str, object],
+           extents: dict[str, tuple[int, ...]] | None = None) -> dict[str, tuple[int, ...]]:
     values = {k.lower(): v for k, v in scalars.items()}
+    extents = {k.lower(): v for k, v in (extents or {}).items()}
 
     def consts(name):
         sym = info.scope.lookup(name)
@@ -83,6 +88,9 @@ def shapes(info: ProcInfo, scalars: dict[str, object]) -> dict[str, tuple[int, .
     for sym in info.args:
         if not sym.rank:
             out[sym.name] = ()
+            continue
+        if sym.allocatable:
+            out[sym.name] = tuple(extents[sym.name])
             continue
         dims = []
         for d in sym.dims:
@@ -105,7 +113,7 @@ def procedure(path: Path, entry: str) -> ProcInfo:
 
 def random_inputs(info: ProcInfo, case: Case, rng: np.random.Generator
                   ) -> dict[str, np.ndarray]:
-    dims = shapes(info, case.scalars)
+    dims = shapes(info, case.scalars, case.extents)
     inputs = {}
     for sym in info.args:
         spelling = sym.spelling
@@ -163,7 +171,7 @@ def driver_source(module: str | None, info: ProcInfo, dims: dict[str, tuple[int,
         lines.append(f"  {fortran_type(info.result.type)} :: v_result_")
     for sym in info.args:
         shape = dims[sym.name]
-        if shape and sym.parent is None:
+        if shape and (sym.parent is None or sym.allocatable):
             lines.append(f"  allocate(v_{sym.name}({', '.join(map(str, shape))}))")
         if sym.intent != "out":
             lines += [f"  open(newunit=u, file='in_{sym.name}.bin', access='stream', "
@@ -190,7 +198,7 @@ def driver_source(module: str | None, info: ProcInfo, dims: dict[str, tuple[int,
 
 def run_gfortran(path: Path, info: ProcInfo, case: Case, inputs: dict[str, np.ndarray],
                  workdir: Path) -> dict[str, np.ndarray]:
-    dims = shapes(info, case.scalars)
+    dims = shapes(info, case.scalars, case.extents)
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "driver.f90").write_text(driver_source(info.proc.module, info, dims))
     shutil.copy(path, workdir / path.name)

@@ -16,6 +16,12 @@ CORPUS = Path(__file__).resolve().parents[2] / "examples" / "fortran"
 
 SUB = "subroutine f(n, A)\n  implicit none\n  integer, intent(in) :: n\n"
 
+CALLS_T = ("module m\n  type :: t\n    real, allocatable :: w(:)\n  end type\n"
+           "  type :: u\n    real :: a\n  end type\ncontains\n"
+           "  subroutine g(p)\n    type(t), intent(inout) :: p\n    p%w = 1.0\n  end subroutine\n"
+           "  subroutine f(n)\n    integer, intent(in) :: n\n    type(t) :: q\n    type(u) :: r\n")
+"""A caller f of g(p), p of type t with an allocatable component; the body follows."""
+
 ERRORS = [
     # (source, line, col, message fragment)
     (SUB + "  real, intent(inout) :: A(n)\n  x = n\nend subroutine\n", 5, 3,
@@ -64,6 +70,35 @@ ERRORS = [
     ("module m\n  type :: t\n    real :: a\n  end type\ncontains\n  subroutine f(p)\n"
      "    type(t), intent(in) :: p\n    p%a = 1.0\n  end subroutine\nend module\n", 8, 5,
      "cannot assign to 'p%a': it is intent(in)"),
+    # allocatable components
+    ("module m\n  type :: t\n    real, allocatable :: w(4)\n  end type\nend module\n", 3, 26,
+     "allocatable component 'w' needs a deferred shape"),
+    ("module m\n  type :: t\n    real, allocatable, target :: w(:)\n  end type\nend module\n",
+     3, 5, "component attributes ['target'] are not supported"),
+    ("module m\n  type :: t\n    real, allocatable :: w(:)\n  end type\ncontains\n"
+     "  subroutine f(p, n)\n    integer, intent(in) :: n\n    type(t), intent(inout) :: p\n"
+     "    allocate(p%w(n))\n  end subroutine\nend module\n", 9, 14,
+     "allocate of the dummy argument 'p%w' is not supported"),
+    ("module m\n  type :: t\n    real, allocatable :: w(:)\n  end type\ncontains\n"
+     "  subroutine f(p)\n    type(t), intent(out) :: p\n  end subroutine\nend module\n",
+     7, 29, "intent(out) dummy 'p' has allocatable components"),
+    ("module m\n  type :: t\n    real, allocatable :: w(:)\n  end type\ncontains\n"
+     "  subroutine f(x, n)\n    integer, intent(in) :: n\n    real, intent(out) :: x\n"
+     "    type(t) :: q\n    allocate(q%w(n))\n    deallocate(q%w)\n    x = q%w(1)\n"
+     "  end subroutine\nend module\n", 12, 9, "'q%w' is used before it is allocated"),
+    ("module m\n  type :: t\n    real, allocatable :: w(:)\n  end type\ncontains\n"
+     "  subroutine f(x, n)\n    integer, intent(in) :: n\n    real, intent(inout) :: x\n"
+     "    type(t) :: q\n    if (x > 0.0) allocate(q%w(n))\n  end subroutine\nend module\n",
+     10, 18, "allocate is supported at the top level of a procedure only"),
+    # derived-type actual arguments
+    (CALLS_T + "    allocate(q%w(0:n))\n    call g(q)\n  end subroutine\nend module\n", 18, 12,
+     "'q%w' is allocated with lower bounds other than 1"),
+    (CALLS_T + "    call g(r)\n  end subroutine\nend module\n", 17, 12,
+     "argument 'p' of 'g' is type(t), got type(u)"),
+    (CALLS_T + "    call g(q%w)\n  end subroutine\nend module\n", 17, 12,
+     "argument 'p' of 'g' is type(t) and needs a variable of that type"),
+    (CALLS_T + "    call g(q)\n  end subroutine\nend module\n", 17, 12,
+     "'q%w' is used before it is allocated"),
     # syntax errors
     ("subroutine f(a)\n  real :: a\n  a = (1.0 + \nend subroutine\n", 3, 14,
      "syntax error: unexpected end of line"),

@@ -89,6 +89,8 @@ class Part(Node):
     spelling: str
     args: list[Expr] | None = None
     """None for a bare name, [] for `name()`."""
+    expanded: bool = field(default=False, compare=False, repr=False)
+    """A call whose derived-type actuals the checker replaced by their components."""
 
 
 @dataclass(kw_only=True)

@@ -348,7 +348,14 @@ class StatementGen:
         for actual, _dummy, want in zip(d.parts[0].args or [], info.args,
                                         fn.function_type.inputs):
             if isinstance(want, MemRefType):
-                v = self.var(actual).value
+                var = self.var(actual)
+                if var.sym.parent is not None and var.sym.allocatable and \
+                        not all(_is_one(lb) for lb in var.lbounds):
+                    raise self.err(actual, f"'{var.sym.spelling}' is allocated with lower "
+                                           "bounds other than 1; an allocatable component "
+                                           "is passed with lower bounds 1, so this is not "
+                                           "supported")
+                v = var.value
                 if v.type != want:
                     v = self.emit(memref.CastOp.get(v, want))
                 operands.append(v)
@@ -368,7 +375,8 @@ class StatementGen:
                     lo = self.index(self.expr(a.lo)) if a.lo is not None else \
                         self.const_int(1, INDEX)
                     hi = self.index(self.expr(a.hi))
-                    lbs.append(lo)
+                    known = self.fold(a.lo) if a.lo is not None else 1
+                    lbs.append(int(known) if known is not None else lo)
                     ext = self.emit(arith.AddiOp(self.emit(arith.SubiOp(hi, lo)),
                                                  self.const_int(1, INDEX)))
                 else:
@@ -396,6 +404,11 @@ class _CaseCond:
     case: ast.Case
     selector: SSAValue
     type: FType
+
+
+def _is_one(bound) -> bool:
+    """Whether a lower bound (python int, or an index SSA value: not known) is 1."""
+    return isinstance(bound, int) and bound == 1
 
 
 def _mark_line(op: Operation, line: int) -> None:

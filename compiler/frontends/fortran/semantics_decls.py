@@ -200,15 +200,26 @@ class DeclarationChecker:
             if decl.type_spec.base == "type":
                 raise self.err(decl, "derived-type components of derived type are not "
                                      "supported")
-            if set(decl.attrs) - {"dimension"}:
-                raise self.err(decl, f"component attributes {sorted(set(decl.attrs))} are "
-                                     "not supported")
+            if set(decl.attrs) - {"dimension", "allocatable"}:
+                extra = sorted(set(decl.attrs) - {"dimension", "allocatable"})
+                raise self.err(decl, f"component attributes {extra} are not supported")
+            allocatable = bool(decl.attrs.get("allocatable"))
             ftype = self.type_of_spec(decl.type_spec, scope)
             for ent in decl.entities:
                 if ent.init is not None:
                     raise self.err(ent, "default component values are not supported")
                 dims = ent.dims if ent.dims is not None else decl.attrs.get("dimension")
+                if allocatable:
+                    if not dims or not all(d.is_range and d.upper is None and d.lower is None
+                                           for d in dims):
+                        raise self.err(ent, f"allocatable component '{ent.spelling}' needs a "
+                                            "deferred shape like (:, :)")
+                    if len(dims) > 3:
+                        raise self.err(ent, f"component '{ent.spelling}' has rank "
+                                            f"{len(dims)}; at most 3 is supported")
                 for d in dims or []:
+                    if allocatable:
+                        continue
                     if d.upper is None:
                         raise self.err(ent, f"component '{ent.spelling}' needs a constant "
                                             "shape")
@@ -218,7 +229,8 @@ class DeclarationChecker:
                 if ent.name in names:
                     raise self.err(ent, f"component '{ent.spelling}' is declared twice")
                 comp = Symbol(ent.name, ent.spelling, ent.line, ent.col, declared=True,
-                              type=ftype.with_rank(len(dims) if dims else 0), dims=dims)
+                              type=ftype.with_rank(len(dims) if dims else 0), dims=dims,
+                              allocatable=allocatable)
                 names[ent.name] = comp
                 components.append(comp)
         spelling = _spelling(self.diags, stmt.line, stmt.col, stmt.name)
@@ -341,12 +353,19 @@ class DeclarationChecker:
                                                     ent.col), ent)
             sym.kind, sym.declared, sym.derived = "derived", True, dtype
             sym.intent = attrs.get("intent")
+            if sym.is_arg and sym.intent == "out" and any(c.allocatable
+                                                          for c in dtype.components):
+                raise self.err(ent, f"intent(out) dummy '{ent.spelling}' has allocatable "
+                                    "components, which intent(out) deallocates on entry; "
+                                    "only intent(in) and intent(inout) are supported (each "
+                                    "allocatable component is passed allocated, as an "
+                                    "array argument with its run-time shape)")
             for comp in dtype.components:
                 name = f"{ent.name}%{comp.name}"
                 scope.symbols[name] = Symbol(
                     name, f"{sym.spelling}%{comp.spelling}", ent.line, ent.col,
                     type=comp.type, dims=comp.dims, intent=sym.intent, is_arg=sym.is_arg,
-                    declared=True, parent=sym)
+                    allocatable=comp.allocatable, declared=True, parent=sym)
 
     def spec_expr(self, expr: ast.Expr, scope: Scope, ent) -> None:
         t = self.expr(expr, scope)

@@ -157,6 +157,8 @@ class IntrinsicChecker:
         if name == "allocated":
             need(1)
             target = pos[0]
+            if isinstance(target, ast.Designator):
+                self.flatten(target, scope)
             sym = scope.lookup(target.name) if isinstance(target, ast.Designator) else None
             if sym is None or not sym.allocatable or target.parts[0].args is not None:
                 raise self.err(target, "allocated needs the name of an allocatable array")

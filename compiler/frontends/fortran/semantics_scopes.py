@@ -40,8 +40,9 @@ class Symbol:
 
 @dataclass
 class DerivedType:
-    """A `type ... end type` with scalar or constant-shape array components. Variables of
-    the type are flattened: component `c` of `p` is the variable `p%c`."""
+    """A `type ... end type` with scalar, constant-shape array or allocatable (deferred-shape)
+    array components. Variables of the type are flattened: component `c` of `p` is the
+    variable `p%c` (allocatable if the component is)."""
     name: str
     spelling: str
     components: list[Symbol]

@@ -194,9 +194,12 @@ class StatementChecker:
             raise self.err(part, f"'{part.spelling}' is called here, but --bind made its "
                                  f"argument '{info.bound[0]}' a constant: bind the arguments "
                                  "of a procedure that no other procedure calls")
-        if len(args) != len(info.proc.args):
-            raise self.err(part, f"'{part.spelling}' takes {len(info.proc.args)} argument(s), "
-                                 f"{len(args)} given")
+        if not part.expanded:
+            if len(args) != len(info.proc.args):
+                raise self.err(part, f"'{part.spelling}' takes {len(info.proc.args)} "
+                                     f"argument(s), {len(args)} given")
+            args = part.args = self.expand_derived_actuals(part, info, scope)
+            part.expanded = True
         for actual, dummy in zip(args, info.args):
             if isinstance(actual, (ast.KeywordArg, ast.Section)):
                 raise self.err(actual, "keyword arguments and sections are not supported in "
@@ -225,6 +228,38 @@ class StatementChecker:
                 self.variable(actual, scope, writing=True)
             if t.rank and (not isinstance(actual, ast.Designator) or actual.parts[0].args):
                 raise self.err(actual, "array arguments must be whole arrays")
+
+    def expand_derived_actuals(self, part: ast.Part, info: ProcInfo, scope: Scope
+                               ) -> list[ast.Expr]:
+        """The actuals of `part` with each derived-type actual `q` (for a derived-type
+        dummy) replaced by its components `q%c1, q%c2, ...`: the dummy is flattened into
+        one argument per component, so the actual is too. An allocatable component goes
+        as the array it is, and must be allocated at the call (the callee receives it
+        allocated)."""
+        out: list[ast.Expr] = []
+        for actual, (name, spelling, *_) in zip(part.args or [], info.proc.args):
+            dummy = info.scope.symbols[name]
+            if dummy.kind != "derived":
+                out.append(actual)
+                continue
+            sym = None
+            if isinstance(actual, ast.Designator) and len(actual.parts) == 1 \
+                    and actual.parts[0].args is None:
+                sym = scope.lookup(actual.name)
+            if sym is None or sym.kind != "derived":
+                raise self.err(actual, f"argument '{spelling}' of '{part.spelling}' is "
+                                       f"type({dummy.derived.spelling}) and needs a variable "
+                                       "of that type")
+            if sym.derived is not dummy.derived:
+                raise self.err(actual, f"argument '{spelling}' of '{part.spelling}' is "
+                                       f"type({dummy.derived.spelling}), got "
+                                       f"type({sym.derived.spelling})")
+            base = actual.parts[0]
+            out += [ast.Designator(parts=[ast.Part(
+                        name=f"{base.name}%{c.name}", spelling=f"{base.spelling}%{c.spelling}",
+                        line=base.line, col=base.col)], line=actual.line, col=actual.col)
+                    for c in dummy.derived.components]
+        return out
 
     def elemental_call(self, part: ast.Part, info: ProcInfo, scope: Scope) -> FType:
         """An elemental function applied to scalars and conformable arrays (scalars are
@@ -378,6 +413,7 @@ class StatementChecker:
             sym = self.resolve(item.parts[0], scope)
             if not sym.allocatable:
                 raise self.err(item, f"'{sym.spelling}' is not allocatable")
+            self.check_not_dummy(item, sym, "allocate")
             args = item.parts[0].args or []
             if len(args) != sym.rank:
                 raise self.err(item, f"allocate of '{sym.spelling}' needs {sym.rank} extents")
@@ -392,9 +428,20 @@ class StatementChecker:
 
     def stmt_deallocate(self, stmt: ast.Deallocate, scope: Scope) -> None:
         for item in stmt.items:
+            self.flatten(item, scope)
             sym = self.resolve(item.parts[0], scope)
             if not sym.allocatable or item.parts[0].args is not None:
                 raise self.err(item, f"'{sym.spelling}' is not an allocatable array name")
+            self.check_not_dummy(item, sym, "deallocate")
+
+    def check_not_dummy(self, item: ast.Designator, sym, verb: str) -> None:
+        """An allocatable dummy (or component of a derived dummy) arrives allocated, as an
+        array argument with its run-time shape; re-allocating it would not reach the
+        caller, so it is refused."""
+        if sym.is_arg:
+            raise self.err(item, f"{verb} of the dummy argument '{sym.spelling}' is not "
+                                 "supported (allocatable dummies and allocatable components "
+                                 "of derived-type dummies are passed allocated)")
 
 
 def _walk(body):
