@@ -525,61 +525,37 @@ Q35_FN void q35_resize_axis_f32(float *y, const float *x, int64_t outer, int64_t
 /* numpy's pairwise sum (add.reduce of a contiguous float32 / float64 vector): below 8
  * elements a sequential sum from 0, up to 128 eight accumulators combined as a tree, beyond
  * that the two halves (a multiple of 8 first) summed separately. */
-static float q35_pairwise_f32(const float *a, int64_t n)
-{
-    if (n < 8) {
-        float res = 0.0f;
-        int64_t i;
-        for (i = 0; i < n; i++)
-            res += a[i];
-        return res;
+#define Q35_PAIRWISE_SUM(NAME, T)                                                          \
+    static T NAME(const T *a, int64_t n)                                                   \
+    {                                                                                      \
+        if (n < 8) {                                                                       \
+            T res = 0;                                                                     \
+            int64_t i;                                                                     \
+            for (i = 0; i < n; i++)                                                        \
+                res += a[i];                                                               \
+            return res;                                                                    \
+        }                                                                                  \
+        if (n <= 128) {                                                                    \
+            T r[8], res;                                                                   \
+            int64_t i, j;                                                                  \
+            for (j = 0; j < 8; j++)                                                        \
+                r[j] = a[j];                                                               \
+            for (i = 8; i < n - n % 8; i += 8)                                             \
+                for (j = 0; j < 8; j++)                                                    \
+                    r[j] += a[i + j];                                                      \
+            res = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]));       \
+            for (; i < n; i++)                                                             \
+                res += a[i];                                                               \
+            return res;                                                                    \
+        } else {                                                                           \
+            int64_t n2 = n / 2;                                                            \
+            n2 -= n2 % 8;                                                                  \
+            return NAME(a, n2) + NAME(a + n2, n - n2);                                     \
+        }                                                                                  \
     }
-    if (n <= 128) {
-        float r[8], res;
-        int64_t i, j;
-        for (j = 0; j < 8; j++)
-            r[j] = a[j];
-        for (i = 8; i < n - n % 8; i += 8)
-            for (j = 0; j < 8; j++)
-                r[j] += a[i + j];
-        res = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]));
-        for (; i < n; i++)
-            res += a[i];
-        return res;
-    } else {
-        int64_t n2 = n / 2;
-        n2 -= n2 % 8;
-        return q35_pairwise_f32(a, n2) + q35_pairwise_f32(a + n2, n - n2);
-    }
-}
 
-static double q35_pairwise_f64(const double *a, int64_t n)
-{
-    if (n < 8) {
-        double res = 0.0;
-        int64_t i;
-        for (i = 0; i < n; i++)
-            res += a[i];
-        return res;
-    }
-    if (n <= 128) {
-        double r[8], res;
-        int64_t i, j;
-        for (j = 0; j < 8; j++)
-            r[j] = a[j];
-        for (i = 8; i < n - n % 8; i += 8)
-            for (j = 0; j < 8; j++)
-                r[j] += a[i + j];
-        res = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]));
-        for (; i < n; i++)
-            res += a[i];
-        return res;
-    } else {
-        int64_t n2 = n / 2;
-        n2 -= n2 % 8;
-        return q35_pairwise_f64(a, n2) + q35_pairwise_f64(a + n2, n - n2);
-    }
-}
+Q35_PAIRWISE_SUM(q35_pairwise_f32, float)
+Q35_PAIRWISE_SUM(q35_pairwise_f64, double)
 
 /* Resize with scales or sizes known only at run time: the per-axis scale factors, then
  * each resized axis's taps, computed as onnx's reference (op_resize.py,
