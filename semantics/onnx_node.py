@@ -22,11 +22,13 @@ from onnx.reference.ops.op_batch_normalization import (
     BatchNormalization_14,
     _batchnorm_test_mode,
 )
+from onnx.reference.ops.op_einsum import Einsum as _ReferenceEinsum
 from onnx.reference.ops.op_loop import Loop as _ReferenceLoop
 from onnx.reference.ops.op_scan import Scan as _ReferenceScan
 
 from q35c.compiler.tensors import numpy_dtype
 from q35c.dialects import q35nn
+from q35c.semantics import einsum as _einsum
 
 
 class OnnxNodeError(RuntimeError):
@@ -75,7 +77,7 @@ def _evaluator(op: q35nn.OnnxNodeOp) -> ReferenceEvaluator:
         graph = onnx.helper.make_graph([op.node_proto()], op.op_type.data, inputs, outputs)
         model = onnx.helper.make_model(
             graph, opset_imports=[onnx.helper.make_opsetid("", op.opset.value.data)])
-        evaluator = ReferenceEvaluator(model, new_ops=[BatchNormalization, LRN, Loop, Scan])
+        evaluator = ReferenceEvaluator(model, new_ops=[BatchNormalization, Einsum, LRN, Loop, Scan])
         if len(_EVALUATORS) >= _CACHE_LIMIT:
             _EVALUATORS.clear()
         _EVALUATORS[key] = evaluator
@@ -100,6 +102,20 @@ class BatchNormalization(OpRun):
             return BatchNormalization_14._run(self, x, scale, bias, mean, var, epsilon,
                                               momentum, training_mode)
         return (_batchnorm_test_mode(x, scale, bias, mean, var, epsilon=epsilon),)
+
+class Einsum(_ReferenceEinsum):
+    """Einsum of float16 and bfloat16 as `q35c.semantics.einsum` defines it (float64 sums
+    in a fixed order, rounded once): onnx's reference (1.23) runs `np.einsum(...,
+    optimize=True)`, whose float16 result depends on the contraction path numpy picks
+    (it rounds intermediates to float16). Other element types are the reference's."""
+
+    def _run(self, *args, equation=None):
+        if args and all(np.asarray(a).dtype == args[0].dtype for a in args) and \
+                args[0].dtype in _einsum.EXPLICIT and isinstance(equation, str) and \
+                equation.strip():
+            return (_einsum.einsum(equation.strip(), [np.asarray(a) for a in args]),)
+        return super()._run(*args, equation=equation)
+
 
 class LRN(OpRun):
     """LRN as the operator defines it, over a window of channels. onnx's reference (1.23)

@@ -6,7 +6,8 @@ Einsum equations.
 The node-suite cases of one op type and opset are merged into one model (their names
 prefixed by the case), so each group costs one C compile. float16 and bfloat16 results
 must be the interpreter's to the last bit but for a few elements one unit in the last place
-off (the order of long sums), float32 and float64 ones within 1e-5 relative.
+off (the order of long sums), float32 and float64 ones within 1e-5 relative; float16
+results of generated Einsum equations to the last bit (q35c.semantics.einsum defines them).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import ml_dtypes
 import numpy as np
 import onnx
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import example, given, settings, strategies as st
 from onnx import helper, numpy_helper
 
 from q35c.compiler.diagnostics import Q35cError
@@ -99,8 +100,9 @@ def _ulps(got: np.ndarray, want: np.ndarray) -> np.ndarray:
     return np.where(same_nan, 0, np.abs(ordered(got) - ordered(want)))
 
 
-def agree(c: dict, interp: dict) -> list[str]:
-    """Why `c` differs from `interp`, output by output (empty when they agree)."""
+def agree(c: dict, interp: dict, exact_half: bool = False) -> list[str]:
+    """Why `c` differs from `interp`, output by output (empty when they agree); float16 and
+    bfloat16 ones to the last bit with `exact_half`."""
     problems = []
     assert c.keys() == interp.keys()
     for name, want in interp.items():
@@ -109,7 +111,7 @@ def agree(c: dict, interp: dict) -> list[str]:
             problems.append(f"{name}: {got.dtype}{got.shape} != {want.dtype}{want.shape}")
         elif want.dtype in (np.float16, ml_dtypes.bfloat16):
             ulps = _ulps(got, want)
-            if ulps.size and (ulps.max() > HALF_ULPS or
+            if ulps.size and (ulps.max() > HALF_ULPS or exact_half and ulps.max() or
                               np.count_nonzero(ulps) > max(1, HALF_SHARE * ulps.size)):
                 problems.append(f"{name}: {np.count_nonzero(ulps)} of {ulps.size} elements "
                                 f"off, by up to {ulps.max()} ulps")
@@ -188,11 +190,22 @@ def test_einsum_parse_gives_numpys_output_shape(case):
     assert tuple(extents[label] for label in out) == want
 
 
+# Three operands or more, where numpy's optimized einsum (onnx's reference) contracts a
+# pair first and rounds that to float16; `,iju,->i` came out 1 ulp off on 2 of 3 elements
+# before the interpreter's float16 Einsum was made explicit (q35c.semantics.einsum).
+HALF_CASES = [(",iju,->i", [(), (3, 3, 3), ()]), ("ij,jk,k->i", [(3, 2), (2, 3), (3,)]),
+              ("i,i,i->", [(3,), (3,), (3,)]), ("a...b,b...->...a", [(2, 3, 2), (2, 1)]),
+              ("iju,,->ui", [(3, 3, 3), (), ()]), ("ii,i->i", [(3, 3), (3,)])]
+
+
 @settings(max_examples=3, deadline=None, database=None)
 @given(st.lists(equations(), min_size=6, max_size=6),
        st.sampled_from([np.float32, np.float64, np.float16, np.int32, np.int64, np.uint8]))
+@example(HALF_CASES, np.float16)
 def test_generated_einsums_match_the_interpreter(tmp_path_factory, batch, dtype):
-    """Equations numpy accepts, several per model (one compile), on random data."""
+    """Equations numpy accepts, several per model (one compile), on random data; float16
+    results to the last bit (both compute the float64 loop nest that
+    `q35c.semantics.einsum` defines; Einsum has no bfloat16)."""
     rng = np.random.default_rng(0)
     nodes, feeds, outputs = [], {}, []
     for n, (equation, shapes) in enumerate(batch):
@@ -218,7 +231,7 @@ def test_generated_einsums_match_the_interpreter(tmp_path_factory, batch, dtype)
     tmp_path = tmp_path_factory.mktemp("einsum")
     interp = _run(model, feeds, "interp", tmp_path)
     c = _run(model, feeds, "c", tmp_path)
-    problems = agree(c, interp)
+    problems = agree(c, interp, exact_half=True)
     assert not problems, "\n".join(problems)
 
 

@@ -121,7 +121,8 @@ def render_einsum(printer, step: Step) -> str:
                          for buf, st in zip(step.ins, q["strides"]))
     ost = strides(out.shape)
     acc_t = "double" if fl else "uint64_t"
-    final = "(double)(float)acc" if fl and out.dtype.itemsize <= 4 else "acc"
+    via_float = fl and out.dtype.itemsize <= 4 and not q.get("round_once")
+    final = "(double)(float)acc" if via_float else "acc"
     loops = [f"for ({i} = 0; {i} < {n}; {i}++)" for i, n in zip(idx, extents)]
     lines = [f"int64_t {', '.join(idx)};"] if idx else []
     lines += ["    " * depth + loop for depth, loop in enumerate(loops[:outer])]

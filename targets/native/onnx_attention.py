@@ -21,7 +21,7 @@ import ml_dtypes
 import numpy as np
 import onnx
 
-from q35c.targets.native.lower import strides
+from q35c.semantics.einsum import label_strides, parse_einsum
 from q35c.targets.native.onnx_node import lowers
 from q35c.targets.native.onnx_tensor import (
     _error,
@@ -331,63 +331,6 @@ def lower_causal_conv(lowering, op) -> None:
 
 # -- Einsum ---------------------------------------------------------------------------------
 
-def parse_einsum(equation: str, shapes: list[tuple[int, ...]]
-                 ) -> tuple[list[list[str]], list[str], dict[str, int]]:
-    """The equation's operands and output as lists of labels (the ellipsis expanded into
-    labels of its own, numbered, broadcast as numpy does), and each label's extent; the
-    implicit output (no '->') is numpy's: the ellipsis, then the labels used once, sorted.
-    Raises ValueError on an equation that does not fit the shapes."""
-    equation = equation.replace(" ", "")
-    lhs, arrow, rhs = equation.partition("->")
-    terms = lhs.split(",")
-    if len(terms) != len(shapes):
-        raise ValueError(f"{len(terms)} operand terms for {len(shapes)} operands")
-    ellipsis_rank = 0
-    parsed = []
-    for term, shape in zip(terms, shapes):
-        head, dots, tail = term.partition("...")
-        letters = list(head) + list(tail)
-        if not all(c.isalpha() for c in letters) or "." in tail:
-            raise ValueError(f"term '{term}' is not letters around at most one ellipsis")
-        extra = len(shape) - len(letters)
-        if extra < 0 or (extra and not dots):
-            raise ValueError(f"term '{term}' does not fit an operand of rank {len(shape)}")
-        parsed.append((list(head), extra if dots else None, list(tail)))
-        ellipsis_rank = max(ellipsis_rank, extra if dots else 0)
-    dots_labels = [f"...{n}" for n in range(ellipsis_rank)]
-    ops_labels = []
-    for head, extra, tail in parsed:
-        middle = dots_labels[ellipsis_rank - extra:] if extra is not None else []
-        ops_labels.append(head + middle + tail)
-    extents: dict[str, int] = {}
-    for labels, shape in zip(ops_labels, shapes):
-        for label, n in zip(labels, shape):
-            if label.startswith("...") and n == 1:
-                extents.setdefault(label, 1)
-                continue
-            if extents.get(label, n) not in (n, 1) or (
-                    not label.startswith("...") and extents.get(label, n) != n):
-                raise ValueError(f"label '{label}' has extents {extents[label]} and {n}")
-            extents[label] = n
-    if arrow:
-        head, dots, tail = rhs.partition("...")
-        if not all(c.isalpha() for c in head + tail) or "." in tail:
-            raise ValueError(f"output '{rhs}' is not letters around at most one ellipsis")
-        out = list(head) + (dots_labels if dots else []) + list(tail)
-        if len(set(out)) != len(out) or any(label not in extents for label in out):
-            raise ValueError(f"output '{rhs}' repeats a label or has one no operand has")
-        if not dots and dots_labels and any(extents[d] != 1 for d in dots_labels):
-            raise ValueError("the output drops the ellipsis")
-    else:
-        counts: dict[str, int] = {}
-        for labels in ops_labels:
-            for label in labels:
-                if not label.startswith("..."):
-                    counts[label] = counts.get(label, 0) + 1
-        out = dots_labels + sorted(c for c, n in counts.items() if n == 1)
-    return ops_labels, out, extents
-
-
 @lowers("Einsum")
 def lower_einsum(lowering, op) -> None:
     """Every output element sums, over the labels the output lacks, the product of the
@@ -395,7 +338,7 @@ def lower_einsum(lowering, op) -> None:
     axes broadcast)."""
     ins = _ins(lowering, op, list(op.inputs))
     [out] = _results(lowering, op)
-    einsum_step(lowering, op, ins, out, attributes(op)["equation"])
+    einsum_step(lowering, op, ins, out, attributes(op)["equation"], round_once=True)
 
 
 @lowers("MatMul")
@@ -451,8 +394,12 @@ def lower_gemm(lowering, op) -> None:
     _step(lowering, op, "onnx_gemm_scale", [out], [dot, *([c] if use_c else [])], params)
 
 
-def einsum_step(lowering, op, ins: list[Buffer], out: Buffer, equation: str) -> None:
-    """The `onnx_einsum` step of `equation` over `ins` into `out`."""
+def einsum_step(lowering, op, ins: list[Buffer], out: Buffer, equation: str,
+                round_once: bool = False) -> None:
+    """The `onnx_einsum` step of `equation` over `ins` into `out`: the float64 loop nest
+    `q35c.semantics.einsum` defines, rounded once to the element type with `round_once`
+    (Einsum), else through float32 (MatMul and Gemm, whose reference accumulates float16
+    in float32)."""
     try:
         ops_labels, out_labels, extents = parse_einsum(equation, [b.shape for b in ins])
     except ValueError as err:
@@ -467,11 +414,7 @@ def einsum_step(lowering, op, ins: list[Buffer], out: Buffer, equation: str) -> 
     order = out_labels + summed
     op_strides = []
     for labels, buf in zip(ops_labels, ins):
-        st = dict.fromkeys(order, 0)
-        for label, n, s in zip(labels, buf.shape, strides(buf.shape)):
-            if n != 1 or extents[label] == 1:
-                st[label] += s
-        op_strides.append([st[label] for label in order])
+        op_strides.append(label_strides(labels, buf.shape, extents, order))
     _step(lowering, op, "onnx_einsum", [out], ins, {
         "extents": [extents[label] for label in order], "outer": len(out_labels),
-        "strides": op_strides})
+        "strides": op_strides, "round_once": int(round_once)})
