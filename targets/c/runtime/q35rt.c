@@ -32,28 +32,20 @@ Q35_FN void q35_qmatmul_f32(float *y, const float *x, int64_t rows, const uint8_
 {
     const q35_q3p5 t = q35_q3p5_view(entry);
     int64_t n;
+    q35_qjob job;
+    job.y = y;
+    job.q = NULL;
+    job.row_scale = NULL;
+    job.x = x;
+    job.rows = rows;
+    job.t = t;
+    job.work = work;
     if (t.group == 32 && rows >= Q35_FG_MIN_ROWS) { /* the GEMM (q35rt_gemm.c) */
-        q35_qjob job;
-        job.y = y;
-        job.q = NULL;
-        job.row_scale = NULL;
-        job.x = x;
-        job.rows = rows;
-        job.t = t;
-        job.work = work;
         q35_qmatmul_f32_gemm(&job);
         return;
     }
 #ifdef Q35_X86
     if (t.group == 32 && q35_isa() >= Q35_ISA_AVX2) {
-        q35_qjob job;
-        job.y = y;
-        job.q = NULL;
-        job.row_scale = NULL;
-        job.x = x;
-        job.rows = rows;
-        job.t = t;
-        job.work = work;
         if (q35_isa() == Q35_ISA_AVX512 && t.groups >= 8) /* below, 16-group padding costs */
             q35_qmatmul_f32_avx512(&job);
         else
