@@ -79,7 +79,13 @@ from q35c.compiler.quant.calibrated import (
     output_error,
     quantize_calibrated,
 )
-from q35c.compiler.quantizable import DEFAULT_LAYOUT, DEFAULT_MIN_ELEMENTS, quantizable_weight
+from q35c.compiler.quantizable import (
+    DEFAULT_LAYOUT,
+    DEFAULT_MIN_ELEMENTS,
+    quantizable_table,
+    quantizable_weight,
+    tied_transpose,
+)
 from q35c.compiler.weights import ShapeOnlyWeight, WeightStore, store_of
 from q35c.dialects import q35nn, quant3p5
 from q35c.passes.matching import copy_origin
@@ -264,22 +270,6 @@ class QuantizeMatmulWeights(RewritePattern):
         self.rewrite(op, lhs, weight, acc, rewriter)
 
 
-def tied_transpose(store: WeightStore, table: str, head: str) -> bool:
-    """Whether weight `head` [D, V] is exactly the transpose of weight `table` [V, D]: the
-    same range of the same file read transposed, or (weights in memory, or two copies in
-    a file) bit-equal data. Shape-only weights are never tied (nothing to compare)."""
-    if store.spec(table) is not None or store.spec(head) is not None:
-        return False
-    a, b = store.file_weight(table), store.file_weight(head)
-    if a is not None and b is not None and a.transpose != b.transpose and (
-            a.path, a.offset, a.dtype, a.shape) == (b.path, b.offset, b.dtype, b.shape):
-        return True
-    t, h = np.asarray(store[table]), np.asarray(store[head])
-    if t.ndim != 2 or t.shape != h.shape[::-1] or t.dtype != h.dtype:
-        return False
-    return bool(np.array_equal(t.T, h))
-
-
 @dataclass
 class QuantizeGatherTables(RewritePattern):
     """Rewrite `q35nn.gather` (axis 0) of a float weight table into `quant3p5.gather`."""
@@ -290,10 +280,7 @@ class QuantizeGatherTables(RewritePattern):
 
     def table(self, op: q35nn.GatherOp) -> quant3p5.WeightOp | None:
         """The float table behind `op` if this pass quantizes it."""
-        table = self.weights.float_weight(op.data)  # 2-D, or None
-        if table is None or op.axis.value.data % 2 != 0:
-            return None  # a column gather would read every stored column
-        return table
+        return quantizable_table(op, self.weights.min_elements, self.weights.keep_float)
 
     @op_type_rewrite_pattern
     def match_and_rewrite(self, op: q35nn.GatherOp, rewriter: PatternRewriter, /):

@@ -62,10 +62,15 @@ def test_llama_summary():
     assert "unsupported operators: none" in lines
     packed = re.findall(r"^  (\S+) +(\d+x\d+) .* Q3P5$", out, re.M)
     assert len(packed) == 15 and ("lm_head.weight_t", "64x256") in packed
-    assert re.search(r"^  embed_tokens\.weight +256x64 +16,384 +65,536 +65,536  float \(not a "
-                     r"matmul weight: used by q35nn\.gather\)$", out, re.M)
-    assert "  quantized:  15 weights, 90,112 elements" in lines
-    assert lines[-1] == "bytes: 425,984 before -> 129,580 after (3.29x smaller)"
+    # the embedding table is not tied to lm_head here: its gathers read its own packed
+    # transpose, and the float table is not stored at all
+    assert re.search(r"^  embed_tokens\.weight +256x64 +16,384 +65,536 +0  dropped \(embedding "
+                     r"table: gathers read embed_tokens\.weight\.T \(Q3P5\)\)$", out, re.M)
+    assert re.search(r"^  embed_tokens\.weight\.T +64x256 +16,384 +0 +12,052  Q3P5 \(embedding "
+                     r"table embed_tokens\.weight, transposed\)$", out, re.M)
+    assert "  quantized:  16 weights, 106,496 elements" in lines
+    assert "  kept float: 0 weights, 0 elements" in lines
+    assert lines[-1] == "bytes: 425,984 before -> 76,096 after (5.60x smaller)"
 
 
 def test_shape_and_keep_float_are_respected():
@@ -76,7 +81,7 @@ def test_shape_and_keep_float_are_respected():
     kept = re.findall(r"^  (\S+) .* float \(matches --keep-float\)$", out, re.M)
     assert sorted(kept) == ["layers.0.mlp.down_proj.weight_t", "layers.1.mlp.down_proj.weight_t",
                             "lm_head.weight_t"]
-    assert "  quantized:  12 weights, 57,344 elements" in out
+    assert "  quantized:  13 weights, 73,728 elements" in out
 
 
 def test_bad_flags_are_one_line_errors(tmp_path):
@@ -122,9 +127,11 @@ def test_shared_small_and_transposed_weights(tmp_path):
         r"^  (\S+) +(\d+x\d+) +([\d,]+) +([\d,]+) +([\d,]+)  (.*)$", out, re.M)}
     from q35c.compiler.quant import storage_bytes
 
-    w = rows["W"]
-    assert w[5] == "Q3P5 (+ float copy for q35nn.gather)"
-    assert int(w[4].replace(",", "")) == storage_bytes((32, 64)) + 32 * 64 * 4
+    w = rows["W"]  # the MatMul packs W, the Gather reads W's own packed transpose
+    assert w[5] == "Q3P5"
+    assert int(w[4].replace(",", "")) == storage_bytes((32, 64))
+    assert rows["W.T"][1] == "64x32" and rows["W.T"][5].startswith("Q3P5 (embedding table W")
+    assert int(rows["W.T"][4].replace(",", "")) == storage_bytes((64, 32))
     assert rows["V"][5] == "float (< 1024 elements)"
     assert rows["P.T"][1] == "64x32" and rows["P.T"][5] == "Q3P5"
     out = q35c("inspect", tmp_path / "tied.onnx", "--keep-float", r"^P\b").stdout
@@ -138,7 +145,7 @@ def test_external_data_is_reported(tmp_path):
     out = q35c("inspect", tmp_path / "llama.onnx", "--shape", "input_ids=1,3").stdout
     assert re.search(r"parameters: 106,816 in 21 initializers, 417.2 KB as stored, 16 in "
                      r"external data \(416\.0 KB\)", out)
-    assert "  quantized:  15 weights, 90,112 elements" in out
+    assert "  quantized:  16 weights, 106,496 elements" in out
 
 
 # -- agreement with quantize-weights -------------------------------------------------------------

@@ -41,7 +41,13 @@ from q35c.compiler.frontends.onnx.model import (
     storage_size,
     type_name,
 )
-from q35c.compiler.quantizable import DEFAULT_GROUP_SIZE, DEFAULT_MIN_ELEMENTS, quantizable_weight
+from q35c.compiler.quantizable import (
+    DEFAULT_GROUP_SIZE,
+    DEFAULT_MIN_ELEMENTS,
+    quantizable_table,
+    quantizable_weight,
+    tied_transpose,
+)
 
 ASSUMED_DIM = 2
 """Size given to dynamic input dimensions that --shape leaves unbound."""
@@ -97,7 +103,9 @@ class Summary:
 
     @property
     def kept(self) -> list[WeightInfo]:
-        return [w for w in self.weights or [] if not w.quantized]
+        """Weights that stay float (an embedding table whose gathers all read packed weights
+        is in neither list: nothing of it is stored)."""
+        return [w for w in self.weights or [] if not w.quantized and w.after_bytes]
 
     def bytes_before(self) -> int:
         return sum(w.float_bytes for w in self.weights or [])
@@ -145,7 +153,7 @@ class Summary:
             return "\n".join(lines) + "\n"
         rows = [("weight", "shape", "elements", "before", "after", "")]
         for w in self.weights:
-            verdict = "Q3P5" if w.quantized else "float"
+            verdict = "Q3P5" if w.quantized else "float" if w.after_bytes else "dropped"
             if w.source:
                 verdict += f" <- {w.source}"
             rows.append((w.name, "x".join(map(str, w.shape)) or "scalar", f"{w.elements:,}",
@@ -269,10 +277,27 @@ def _weights(path: Path, shapes: dict[str, tuple[int, ...]], keep_float: str | N
     for op in module.walk():
         if isinstance(op, quant3p5.WeightOp):
             weight_ops.setdefault(op.weight_name.data, []).append(op)
+    matmuls = (linalg.MatmulOp, q35nn.BatchMatmulOp)
     candidates = {w.weight_name.data for m in module.walk()
-                  if isinstance(m, (linalg.MatmulOp, q35nn.BatchMatmulOp))
+                  if isinstance(m, matmuls)
                   for w in [quantizable_weight(m.operands[1], DEFAULT_MIN_ELEMENTS, keep)]
                   if w is not None}
+    # Row gathers of float tables become quant3p5.gather: of the tied LM head's packed
+    # weights when one is the table's transpose, else of the table's own packed transpose.
+    table_gathers: set[object] = set()
+    tables: dict[str, str] = {}  # table -> the packed weights its gathers read
+    for m in module.walk():
+        table = quantizable_table(m, DEFAULT_MIN_ELEMENTS, keep) \
+            if isinstance(m, q35nn.GatherOp) else None
+        if table is None:
+            continue
+        table_gathers.add(m)
+        name = table.weight_name.data
+        if name not in tables:
+            v, d = table.result.type.get_shape()
+            tables[name] = next(
+                (h for h in sorted(candidates) if np.shape(store[h]) == (d, v)
+                 and tied_transpose(store, name, h)), f"{name}.T")
     infos = []
     for name, ops in weight_ops.items():
         value = store[name]
@@ -282,19 +307,28 @@ def _weights(path: Path, shapes: dict[str, tuple[int, ...]], keep_float: str | N
         shape = tuple(array.shape)
         float_bytes = array.nbytes
         quantized = name in candidates
-        # Does a use other than a packed matmul keep the float tensor alive?
-        still_float = any(not (quantized and isinstance(
-            use.operation, (linalg.MatmulOp, q35nn.BatchMatmulOp)) and use.index == 1)
+        # Does a use other than a packed matmul or a packed gather keep the float alive?
+        still_float = any(
+            not ((quantized and isinstance(use.operation, matmuls) and use.index == 1)
+                 or use.operation in table_gathers)
             for op in ops for use in op.result.uses)
         after = storage_bytes(shape, DEFAULT_GROUP_SIZE) if quantized else 0
-        if still_float or not quantized:
+        if still_float:
             after += float_bytes
-        reason = "" if quantized and not still_float else _why_float(
-            name, shape, array, ops, DEFAULT_MIN_ELEMENTS, keep_float, quantized)
+        if not still_float and not quantized:
+            reason = f"embedding table: gathers read {tables[name]} (Q3P5)"
+        else:
+            reason = "" if quantized and not still_float else _why_float(
+                name, shape, array, ops, DEFAULT_MIN_ELEMENTS, keep_float, quantized)
         sources = [op.attributes[SOURCE_ATTR] for op in ops if SOURCE_ATTR in op.attributes]
         source = sources[0].data if sources and isinstance(sources[0], StringAttr) else ""
         infos.append(WeightInfo(name, shape, str(array.dtype), float_bytes, quantized, after,
                                 reason, source))
+        if tables.get(name) == f"{name}.T":  # an untied table's own packed transpose
+            packed = shape[::-1]
+            infos.append(WeightInfo(f"{name}.T", packed, str(array.dtype), 0, True,
+                                    storage_bytes(packed, DEFAULT_GROUP_SIZE),
+                                    f"embedding table {name}, transposed", source))
     return sorted(infos, key=lambda w: w.name)
 
 
