@@ -77,7 +77,7 @@ def _evaluator(op: q35nn.OnnxNodeOp) -> ReferenceEvaluator:
         graph = onnx.helper.make_graph([op.node_proto()], op.op_type.data, inputs, outputs)
         model = onnx.helper.make_model(
             graph, opset_imports=[onnx.helper.make_opsetid("", op.opset.value.data)])
-        evaluator = ReferenceEvaluator(model, new_ops=[BatchNormalization, Einsum, LRN, Loop, Scan])
+        evaluator = ReferenceEvaluator(model, new_ops=REFERENCE_FIXES)
         if len(_EVALUATORS) >= _CACHE_LIMIT:
             _EVALUATORS.clear()
         _EVALUATORS[key] = evaluator
@@ -115,6 +115,34 @@ class Einsum(_ReferenceEinsum):
                 equation.strip():
             return (_einsum.einsum(equation.strip(), [np.asarray(a) for a in args]),)
         return super()._run(*args, equation=equation)
+
+
+class GatherElements(OpRun):
+    """GatherElements as the operator defines it (`np.take_along_axis`, negative indices
+    counted from the end of the axis, an index out of range an error). onnx's reference
+    (1.23) uses `np.choose`, which takes at most 64 choices, and its fallback for longer
+    axes returns one element: it fails on the token-type-id gather over a 512-entry axis
+    that torch.onnx's exports of BERT-style models contain."""
+
+    def _run(self, data, indices, axis=None):
+        axis = int(axis or 0)
+        rank = data.ndim
+        if not -rank <= axis < rank:
+            raise ValueError(f"axis {axis} out of range for rank {rank}")
+        axis %= rank
+        if indices.ndim != rank:
+            raise ValueError(f"indices of rank {indices.ndim} for data of rank {rank}")
+        size = data.shape[axis]
+        index = indices.astype(np.int64)
+        if index.size and (index.min() < -size or index.max() >= size):
+            raise IndexError(f"an index is out of range [-{size}, {size}) on axis {axis}")
+        index = np.where(index < 0, index + size, index)
+        for dim, (d, i) in enumerate(zip(data.shape, index.shape)):
+            if dim != axis and i > d:
+                raise ValueError(f"indices dimension {dim} ({i}) exceeds the data's ({d})")
+        view = data[tuple(slice(0, i) if dim != axis else slice(None)
+                          for dim, i in enumerate(index.shape))]
+        return (np.take_along_axis(view, index, axis=axis),)
 
 
 class LRN(OpRun):
@@ -224,3 +252,8 @@ class Scan(_ReferenceScan):
             y = np.stack(values[::-1] if reverse else values)
             results.append(np.moveaxis(y, 0, axis % y.ndim))
         return self._check_and_fix_outputs(tuple(results))
+
+
+#: The operators whose onnx reference implementation q35c replaces (above): the interpreter's
+#: `onnx_node` and the ONNX frontend's import-time folding both evaluate with these.
+REFERENCE_FIXES = [BatchNormalization, Einsum, GatherElements, LRN, Loop, Scan]

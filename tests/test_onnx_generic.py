@@ -6,6 +6,7 @@ from __future__ import annotations
 import ml_dtypes
 import numpy as np
 import onnx
+import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 from xdsl.dialects import arith
@@ -210,3 +211,35 @@ def test_scan_body_reading_an_outer_constant_gets_its_output_shapes(tmp_path):
     want = np.ones(3, np.float32) + np.cumsum(xs, axis=0)
     np.testing.assert_array_equal(outputs["ys"], want[:, None, :])
     np.testing.assert_array_equal(outputs["s"], want[-1])
+
+
+@pytest.mark.parametrize("folded", [True, False])
+def test_gather_elements_over_a_long_axis(tmp_path, folded):
+    """GatherElements over an axis of more than 64 entries, as torch.onnx's BERT exports
+    gather token-type ids from a [1, 512] buffer: onnx's reference (1.23) fails there
+    (np.choose takes at most 64 choices), so the interpreter and the import-time fold define
+    it with take_along_axis; negative indices count from the end."""
+    rng = np.random.default_rng(3)
+    data = rng.standard_normal((3, 200)).astype(np.float32)
+    index = rng.integers(-200, 200, size=(2, 9)).astype(np.int64)
+    node = helper.make_node("GatherElements", ["data", "index"], ["out"], name="ge", axis=1)
+    inits = [numpy_helper.from_array(data, "data")]
+    inputs = [_info("index", TensorProto.INT64, [2, 9])]
+    if folded:
+        inits.append(numpy_helper.from_array(index, "index"))
+        inputs = []
+    path = _save(tmp_path, [node], inputs, [_info("out", TensorProto.FLOAT, [2, 9])], inits)
+    got = run_file(path, {} if folded else {"index": index}, tmp_path / "out", INTERP)
+    want = np.take_along_axis(data[:2], np.where(index < 0, index + 200, index), axis=1)
+    assert np.array_equal(got["out"], want)
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    assert np.array_equal(sess.run(None, {} if folded else {"index": index})[0], want)
+
+
+def test_gather_elements_index_out_of_range_is_an_error(tmp_path):
+    node = helper.make_node("GatherElements", ["data", "index"], ["out"], name="ge", axis=0)
+    path = _save(tmp_path, [node], [_info("index", TensorProto.INT64, [1, 2])],
+                 [_info("out", TensorProto.FLOAT, [1, 2])],
+                 [numpy_helper.from_array(np.zeros((70, 2), np.float32), "data")])
+    with pytest.raises(Exception, match="out of range"):
+        run_file(path, {"index": np.array([[0, 70]], np.int64)}, tmp_path / "out", INTERP)

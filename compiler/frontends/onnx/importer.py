@@ -56,6 +56,7 @@ from q35c.compiler.tensors import exact_element
 from q35c.compiler.verification import VerifiedIR, verify_op, verify_reason
 from q35c.compiler.weights import FileWeight, WeightStore
 from q35c.dialects import q35nn, quant3p5
+from q35c.semantics.onnx_node import REFERENCE_FIXES
 
 NUMPY_FOLDERS: dict[str, Callable[[OnnxImporter, NodeProto, list[Value]], list[Value]]] = {}
 """op key -> a numpy folder used instead of onnx's reference evaluator when all inputs are
@@ -344,7 +345,7 @@ class OnnxImporter:
         try:
             with np.errstate(all="ignore"), warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # folding follows ONNX, overflow and all
-                evaluator = ReferenceEvaluator(node, opsets=self.opsets)
+                evaluator = ReferenceEvaluator(node, opsets=self.opsets, new_ops=REFERENCE_FIXES)
                 results = evaluator.run(None, feeds)
         except Exception as err:
             raise self.error(node, f"cannot evaluate at import time: {first_line(err)}") from None
