@@ -1,0 +1,43 @@
+"""Real exporter graphs of other architectures (examples/exporters/zoo.py): tiny random-init
+Hugging Face models (LLaMA, Qwen2, Mistral, Gemma, Phi-3, GPT-NeoX, GPT-2, OPT, BERT,
+DistilBERT, ViT) exported by both torch.onnx exporters, run through q35c's interpreter and C
+target and compared with onnxruntime. Needs the `models` extra (torch, transformers,
+onnxscript; docs/smollm2.md), so it is in the slow tier and skipped without them."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+
+import pytest
+from conftest import EXAMPLES
+
+pytestmark = pytest.mark.slow
+
+pytest.importorskip("torch")
+pytest.importorskip("transformers")
+pytest.importorskip("onnxscript")
+
+spec = importlib.util.spec_from_file_location("exporter_zoo", EXAMPLES / "exporters" / "zoo.py")
+zoo = importlib.util.module_from_spec(spec)
+sys.modules[spec.name] = zoo
+spec.loader.exec_module(zoo)
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    out = tmp_path_factory.mktemp("zoo")
+    status = {name: zoo.export(name, out) for name in zoo.ARCHITECTURES}
+    return out, status
+
+
+@pytest.mark.parametrize("name", list(zoo.ARCHITECTURES))
+@pytest.mark.parametrize("exporter", zoo.EXPORTERS)
+@pytest.mark.parametrize("target", ["interp", "c"])
+def test_exported_architecture_matches_onnxruntime(exported, name, exporter, target):
+    out, status = exported
+    assert status[name][exporter].startswith("ok"), status[name][exporter]
+    result = zoo.check(out / f"{name}.{exporter}.onnx", target, quantized=False,
+                       q35c=[sys.executable, "-m", "q35c.compiler.cli"])
+    assert result["status"] == "ok"
+    assert result["rel"] < 1e-5
