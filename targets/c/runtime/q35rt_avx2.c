@@ -64,17 +64,15 @@ static inline Q35_AVX2 __m256i q35_avx2_codes(const uint8_t *p, int one_group)
             _mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)(const void *)(p - 1))),
             _mm_loadu_si128((const __m128i *)(const void *)(p + 13)), 1);
     }
-    /* qwords: bytes 0-7, 7-14 of each group (block 0, block 1; byte 7 of each is garbage) */
+    /* qwords: bytes 0-7, 7-14 of each group (block 0, block 1; byte 7 of each is garbage).
+     * Each step moves the upper half of every field up by a blend at dword, then word
+     * granularity (what lands above a field is garbage that the next step leaves behind),
+     * the last one by masks, which also clear bit 7 of every code byte */
     x = _mm256_blend_epi32(a, b, 0xCC);
-    x = _mm256_or_si256(_mm256_and_si256(x, _mm256_set1_epi64x(0x000000000FFFFFFFLL)),
-                        _mm256_and_si256(_mm256_slli_epi64(x, 4),
-                                         _mm256_set1_epi64x(0x0FFFFFFF00000000LL)));
-    x = _mm256_or_si256(_mm256_and_si256(x, _mm256_set1_epi64x(0x00003FFF00003FFFLL)),
-                        _mm256_and_si256(_mm256_slli_epi64(x, 2),
-                                         _mm256_set1_epi64x(0x3FFF00003FFF0000LL)));
-    return _mm256_or_si256(_mm256_and_si256(x, _mm256_set1_epi64x(0x007F007F007F007FLL)),
-                           _mm256_and_si256(_mm256_slli_epi64(x, 1),
-                                            _mm256_set1_epi64x(0x7F007F007F007F00LL)));
+    x = _mm256_blend_epi32(x, _mm256_slli_epi64(x, 4), 0xAA);
+    x = _mm256_blend_epi16(x, _mm256_slli_epi32(x, 2), 0xAA);
+    return _mm256_or_si256(_mm256_and_si256(x, _mm256_set1_epi16(0x007F)),
+                           _mm256_and_si256(_mm256_slli_epi16(x, 1), _mm256_set1_epi16(0x7F00)));
 }
 
 /* int32 dot products of codes and activations (even-k at xe, odd-k at xo): lanes 0-3
@@ -109,6 +107,12 @@ static inline Q35_AVX2 void q35_avx2_levels2(const q35_avx2_tables *t, __m256i a
         tab = t->odd[h];
         o1 = _mm256_xor_si256(o1, _mm256_shuffle_epi8(tab, a));
         o2 = _mm256_xor_si256(o2, _mm256_shuffle_epi8(tab, b));
+        /* one table at a time: else gcc computes all 32 lookups before the XORs and spills
+         * them to the stack */
+        Q35_AVX2_HIDE(e1);
+        Q35_AVX2_HIDE(e2);
+        Q35_AVX2_HIDE(o1);
+        Q35_AVX2_HIDE(o2);
     }
     *ae = e1;
     *ao = o1;
