@@ -386,28 +386,57 @@ static void q35_f32_avx2_prepare(const q35_qjob *job)
 
 /* The float work of one decoded 8-group block (lev: as q35_f32_avx2_columns decodes it;
  * sc, offset: the groups' scales and offsets) for rows 0 .. rn - 1 of xd: each row's
- * block sum goes into its double accumulators. */
+ * block sum goes into its double accumulators. One row converts the levels as it goes
+ * (sign-extending loads and `vcvtdq2ps`); several rows convert them once into 32 vectors
+ * of float levels and share them (the conversion is exact, so every row's bits are those
+ * of the 1-row loop). */
+static inline __attribute__((always_inline)) Q35_AVX2 __m256 q35_f32_avx2_row(
+    const __m256 *wf, const __m256i *lev, const float *sc, __m256 offset, const float *xe,
+    const float *xo, const float *xs, int64_t gb)
+{
+    __m256 sum = _mm256_setzero_ps();
+    int g;
+    for (g = 0; g < 8; g++) {
+        /* group g: even levels at byte 16 (g % 2) of lev[2 (g / 2)], odd of the next */
+        const int8_t *le = (const int8_t *)(const void *)&lev[2 * (g / 2)] + 16 * (g % 2);
+        const int8_t *lo = (const int8_t *)(const void *)&lev[2 * (g / 2) + 1] + 16 * (g % 2);
+        const float *xeg = xe + (gb + g) * 16, *xog = xo + (gb + g) * 16;
+        __m256 d;
+        if (wf) {
+            d = _mm256_mul_ps(_mm256_loadu_ps(xog + 8), wf[4 * g]);
+            d = Q35_AVX2_FMADD(_mm256_loadu_ps(xog), wf[4 * g + 1], d);
+            d = Q35_AVX2_FMADD(_mm256_loadu_ps(xeg + 8), wf[4 * g + 2], d);
+            d = Q35_AVX2_FMADD(_mm256_loadu_ps(xeg), wf[4 * g + 3], d);
+        } else {
+            d = _mm256_mul_ps(_mm256_loadu_ps(xog + 8), Q35_AVX2_LEVELS(lo + 8));
+            d = Q35_AVX2_FMADD(_mm256_loadu_ps(xog), Q35_AVX2_LEVELS(lo), d);
+            d = Q35_AVX2_FMADD(_mm256_loadu_ps(xeg + 8), Q35_AVX2_LEVELS(le + 8), d);
+            d = Q35_AVX2_FMADD(_mm256_loadu_ps(xeg), Q35_AVX2_LEVELS(le), d);
+        }
+        sum = Q35_AVX2_FMADD(_mm256_broadcast_ss(sc + g), d, sum);
+    }
+    return _mm256_add_ps(sum, _mm256_mul_ps(offset, _mm256_loadu_ps(xs + gb)));
+}
+
 static inline __attribute__((always_inline)) Q35_AVX2 void q35_f32_avx2_rows(
     const __m256i *lev, const float *sc, __m256 offset, const float *xd, int64_t stride,
     int64_t G8, int64_t gb, int64_t rn, __m256d *acc_lo, __m256d *acc_hi)
 {
+    __m256 wf[32];
     int64_t row;
-    for (row = 0; row < rn; row++) {
-        const float *xe = xd + row * stride, *xo = xe + G8 * 16, *xs = xo + G8 * 16;
-        __m256 sum = _mm256_setzero_ps();
-        int g;
+    int g;
+    if (rn > 1)
         for (g = 0; g < 8; g++) {
-            /* group g: even levels at byte 16 (g % 2) of lev[2 (g / 2)], odd of the next */
             const int8_t *le = (const int8_t *)(const void *)&lev[2 * (g / 2)] + 16 * (g % 2);
             const int8_t *lo = (const int8_t *)(const void *)&lev[2 * (g / 2) + 1] + 16 * (g % 2);
-            const float *xeg = xe + (gb + g) * 16, *xog = xo + (gb + g) * 16;
-            __m256 d = _mm256_mul_ps(_mm256_loadu_ps(xog + 8), Q35_AVX2_LEVELS(lo + 8));
-            d = Q35_AVX2_FMADD(_mm256_loadu_ps(xog), Q35_AVX2_LEVELS(lo), d);
-            d = Q35_AVX2_FMADD(_mm256_loadu_ps(xeg + 8), Q35_AVX2_LEVELS(le + 8), d);
-            d = Q35_AVX2_FMADD(_mm256_loadu_ps(xeg), Q35_AVX2_LEVELS(le), d);
-            sum = Q35_AVX2_FMADD(_mm256_broadcast_ss(sc + g), d, sum);
+            wf[4 * g] = Q35_AVX2_LEVELS(lo + 8);
+            wf[4 * g + 1] = Q35_AVX2_LEVELS(lo);
+            wf[4 * g + 2] = Q35_AVX2_LEVELS(le + 8);
+            wf[4 * g + 3] = Q35_AVX2_LEVELS(le);
         }
-        sum = _mm256_add_ps(sum, _mm256_mul_ps(offset, _mm256_loadu_ps(xs + gb)));
+    for (row = 0; row < rn; row++) {
+        const float *xe = xd + row * stride, *xo = xe + G8 * 16, *xs = xo + G8 * 16;
+        const __m256 sum = q35_f32_avx2_row(rn > 1 ? wf : NULL, lev, sc, offset, xe, xo, xs, gb);
         acc_lo[row] = _mm256_add_pd(acc_lo[row], _mm256_cvtps_pd(_mm256_castps256_ps128(sum)));
         acc_hi[row] = _mm256_add_pd(acc_hi[row], _mm256_cvtps_pd(_mm256_extractf128_ps(sum, 1)));
     }
@@ -472,10 +501,13 @@ static Q35_AVX2 void q35_f32_avx2_columns(const q35_qjob *job, int64_t n_begin, 
             int64_t row, gb;
             if (rn == 1) {
                 __m256d lo = _mm256_setzero_pd(), hi = _mm256_setzero_pd();
+                const float *xe = xd + r0 * stride, *xo = xe + G8 * 16, *xs = xo + G8 * 16;
                 for (gb = 0; gb < G8; gb += 8) {
+                    __m256 sum;
                     q35_f32_avx2_decode(&tb, &col, pay, meta, gb, G, lev, sc, &offset);
-                    q35_f32_avx2_rows(lev, sc, offset, xd + r0 * stride, stride, G8, gb, 1, &lo,
-                                      &hi);
+                    sum = q35_f32_avx2_row(NULL, lev, sc, offset, xe, xo, xs, gb);
+                    lo = _mm256_add_pd(lo, _mm256_cvtps_pd(_mm256_castps256_ps128(sum)));
+                    hi = _mm256_add_pd(hi, _mm256_cvtps_pd(_mm256_extractf128_ps(sum, 1)));
                 }
                 acc_lo[0] = lo;
                 acc_hi[0] = hi;
