@@ -6,8 +6,8 @@ Contenders, for y[M, N] = x[M, K] @ W[K, N]:
   q35c float   Q3P5 weights (group 32), float activations: the runtime's GEMM
                (q35rt_gemm.c), loaded into this process as a shared library (CSession)
   q35c int8    the same weights, int8 activations (--act int8): the int8 GEMM, for reference
-  q35c float @REV   (with --before REV) the float path of the runtime at git revision REV,
-               same generated program otherwise
+  q35c float @REV, q35c int8 @REV   (with --before REV) the float and int8 paths of the
+               runtime at git revision REV, same generated program otherwise
   ort fp32     onnxruntime MatMul on the float32 weights (prepacked by MLAS)
   ort nbits0   onnxruntime MatMulNBits, 4 bit, block 32, accuracy_level 0 (float compute)
   ort nbits4   the same, accuracy_level 4 (int8 activations)
@@ -170,9 +170,10 @@ def bench_shape(m: int, k: int, n: int, threads: int, rounds: int, runs: int,
         contenders[f"q35c {mode}"] = once
         keep.append(ref)
     if before:
-        once, ref = q35c_runner(m, k, n, "float", before)
-        contenders[f"q35c float @{before}"] = once
-        keep.append(ref)
+        for mode in ("float", "int8"):
+            once, ref = q35c_runner(m, k, n, mode, before)
+            contenders[f"q35c {mode} @{before}"] = once
+            keep.append(ref)
     for name, model in ort_models(m, k, n).items():
         once, ref = ort_runner(model, m, k, n, threads)
         contenders[name] = once
@@ -216,7 +217,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--runs", type=int, default=20, help="timed runs per round (at most)")
     parser.add_argument("--before", default=None,
-                        help="also time the float GEMM of the runtime at this git revision")
+                        help="also time the float and int8 paths of the runtime at this revision")
     parser.add_argument("--child", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
     shapes = [tuple(int(v) for v in s.split("x")) for s in args.shapes.split(",") if s]

@@ -2,6 +2,10 @@
 bit-exact with the interpreter on odd shapes at every kernel level this CPU runs
 (Q35_KERNELS caps the run-time choice: AVX-512 VBMI/VNNI, AVX2, portable C).
 
+The float GEMV of 2 to 7 rows (the AVX2 kernel decodes each block of a column once for
+every row): each row of the product equals that row's 1-row product bit for bit, and the
+interpreter within the float path's 1e-5.
+
 On AVX-512, 2 to 8 rows take the groups-in-lanes kernel (q35_i8_lanes_columns: a column's
 decoded levels serve every row), 1 row the two-column GEMV kernel, 9 rows and more the
 GEMM; each case here runs one of them. Several matmuls share one module, so one C build
@@ -13,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings, strategies as st
 from xdsl.builder import Builder
 from xdsl.dialects import func
 from xdsl.dialects.builtin import ModuleOp, TensorType, f32
@@ -136,3 +141,84 @@ def test_rows_of_a_batch_do_not_interact():
     for r in range(7):
         row = CTarget().run(None, *one, {"arg0": x[r : r + 1]}, None)["out0"]
         np.testing.assert_array_equal(got[r : r + 1], row, err_msg=f"row {r}")
+
+
+def _float_module(shapes, seed: int):
+    """@main(x_0, x_0 row 0, x_0 row 1, ..., x_1, ...) -> (x_0 @ W_0, row 0 @ W_0, ...):
+    every row of each product also alone, against the same weights."""
+    store = WeightStore()
+    types = []
+    for m, k, _ in shapes:
+        types += [TensorType(f32, (m, k))] + [TensorType(f32, (1, k))] * m
+    block = Block(arg_types=types)
+    b = Builder(InsertPoint.at_end(block))
+    outs, arg = [], 0
+    for i, (m, k, n) in enumerate(shapes):
+        rng = np.random.default_rng(seed + 97 * i)
+        store[f"w{i}"] = quantize(rng.standard_t(4, (k, n)).astype(np.float32), group_size=32)
+        w = b.insert(quant3p5.WeightOp(f"w{i}", quant3p5.PackedWeightType((k, n), 32))).result
+        for _ in range(m + 1):
+            outs.append(b.insert(quant3p5.MatmulOp(block.args[arg], w)).result)
+            arg += 1
+    b.insert(func.ReturnOp(*outs))
+    fn = func.FuncOp("main", (types, [o.type for o in outs]), Region(block))
+    module = ModuleOp([fn])
+    module.verify()
+    return module, store
+
+
+def _check_float_rows(shapes, seed: int) -> None:
+    module, store = _float_module(shapes, seed)
+    inputs, arg = {}, 0
+    for i, (m, k, _) in enumerate(shapes):
+        x = _inputs([(m, k, 0)], seed + i)["arg0"]
+        inputs[f"arg{arg}"] = x
+        for r in range(m):
+            inputs[f"arg{arg + 1 + r}"] = x[r : r + 1]
+        arg += m + 1
+    want = run_module(module, store, inputs)
+    got = CTarget().run(None, module, store, inputs, None)
+    out = 0
+    for m, k, n in shapes:
+        many = got[f"out{out}"]
+        ref = want[f"out{out}"]
+        np.testing.assert_allclose(many, ref, rtol=1e-5, atol=1e-5 * np.abs(ref).max(),
+                                   err_msg=f"{m}x{k}x{n}")
+        for r in range(m):
+            np.testing.assert_array_equal(many[r : r + 1], got[f"out{out + 1 + r}"],
+                                          err_msg=f"{m}x{k}x{n} row {r}")
+        out += m + 1
+
+
+# (rows, K, N): 2 to 7 rows (8 and more take the GEMM); K odd, not a multiple of the
+# group, with a partial last 8-group block and one below a single block.
+FLOAT_SHAPES = [(2, 5, 3), (3, 33, 17), (4, 77, 10), (5, 500, 9), (6, 576, 20), (7, 1000, 19),
+                (7, 4096, 6), (2, 300, 33)]
+
+
+@pytest.mark.parametrize("level", LEVELS)
+def test_small_m_float_gemv_rows_equal_their_one_row_products(level, monkeypatch):
+    _require_level(level)
+    if level == "native":
+        monkeypatch.delenv("Q35_KERNELS", raising=False)
+    else:
+        monkeypatch.setenv("Q35_KERNELS", level)
+    _check_float_rows(FLOAT_SHAPES, 7)
+
+
+@settings(max_examples=6, deadline=None)
+@given(st.lists(st.tuples(st.integers(2, 7), st.integers(1, 700), st.integers(1, 12)),
+                min_size=1, max_size=3), st.integers(0, 1000))
+def test_small_m_float_gemv_on_drawn_shapes(shapes, seed):
+    """The kernel this CPU runs (no cap), on drawn row counts, K and N."""
+    _check_float_rows(shapes, seed)
+
+
+def test_small_m_float_gemv_under_sanitizers(monkeypatch):
+    """AddressSanitizer and UBSan on the float GEMV of 2 to 7 rows: the decoded-level buffer
+    shared by the rows and the activation layout past K (2 threads: the pool)."""
+    monkeypatch.setenv("Q35C_CFLAGS", SANITIZE)
+    monkeypatch.setenv("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0")
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    monkeypatch.delenv("Q35_KERNELS", raising=False)
+    _check_float_rows([(7, 2500, 45), (3, 1100, 300)], 4096)

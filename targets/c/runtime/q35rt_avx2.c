@@ -64,17 +64,15 @@ static inline Q35_AVX2 __m256i q35_avx2_codes(const uint8_t *p, int one_group)
             _mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)(const void *)(p - 1))),
             _mm_loadu_si128((const __m128i *)(const void *)(p + 13)), 1);
     }
-    /* qwords: bytes 0-7, 7-14 of each group (block 0, block 1; byte 7 of each is garbage) */
+    /* qwords: bytes 0-7, 7-14 of each group (block 0, block 1; byte 7 of each is garbage).
+     * Each step moves the upper half of every field up by a blend at dword, then word
+     * granularity (what lands above a field is garbage that the next step leaves behind),
+     * the last one by masks, which also clear bit 7 of every code byte */
     x = _mm256_blend_epi32(a, b, 0xCC);
-    x = _mm256_or_si256(_mm256_and_si256(x, _mm256_set1_epi64x(0x000000000FFFFFFFLL)),
-                        _mm256_and_si256(_mm256_slli_epi64(x, 4),
-                                         _mm256_set1_epi64x(0x0FFFFFFF00000000LL)));
-    x = _mm256_or_si256(_mm256_and_si256(x, _mm256_set1_epi64x(0x00003FFF00003FFFLL)),
-                        _mm256_and_si256(_mm256_slli_epi64(x, 2),
-                                         _mm256_set1_epi64x(0x3FFF00003FFF0000LL)));
-    return _mm256_or_si256(_mm256_and_si256(x, _mm256_set1_epi64x(0x007F007F007F007FLL)),
-                           _mm256_and_si256(_mm256_slli_epi64(x, 1),
-                                            _mm256_set1_epi64x(0x7F007F007F007F00LL)));
+    x = _mm256_blend_epi32(x, _mm256_slli_epi64(x, 4), 0xAA);
+    x = _mm256_blend_epi16(x, _mm256_slli_epi32(x, 2), 0xAA);
+    return _mm256_or_si256(_mm256_and_si256(x, _mm256_set1_epi16(0x007F)),
+                           _mm256_and_si256(_mm256_slli_epi16(x, 1), _mm256_set1_epi16(0x7F00)));
 }
 
 /* int32 dot products of codes and activations (even-k at xe, odd-k at xo): lanes 0-3
@@ -109,6 +107,12 @@ static inline Q35_AVX2 void q35_avx2_levels2(const q35_avx2_tables *t, __m256i a
         tab = t->odd[h];
         o1 = _mm256_xor_si256(o1, _mm256_shuffle_epi8(tab, a));
         o2 = _mm256_xor_si256(o2, _mm256_shuffle_epi8(tab, b));
+        /* one table at a time: else gcc computes all 32 lookups before the XORs and spills
+         * them to the stack */
+        Q35_AVX2_HIDE(e1);
+        Q35_AVX2_HIDE(e2);
+        Q35_AVX2_HIDE(o1);
+        Q35_AVX2_HIDE(o2);
     }
     *ae = e1;
     *ao = o1;
@@ -380,70 +384,148 @@ static void q35_f32_avx2_prepare(const q35_qjob *job)
     }
 }
 
-/* Columns [n_begin, n_end) of the float job prepared above. */
+/* The float work of one decoded 8-group block (lev: as q35_f32_avx2_columns decodes it;
+ * sc, offset: the groups' scales and offsets) for rows 0 .. rn - 1 of xd: each row's
+ * block sum goes into its double accumulators. One row converts the levels as it goes
+ * (sign-extending loads and `vcvtdq2ps`); several rows convert them once into 32 vectors
+ * of float levels and share them (the conversion is exact, so every row's bits are those
+ * of the 1-row loop). */
+static inline __attribute__((always_inline)) Q35_AVX2 __m256 q35_f32_avx2_row(
+    const __m256 *wf, const __m256i *lev, const float *sc, __m256 offset, const float *xe,
+    const float *xo, const float *xs, int64_t gb)
+{
+    __m256 sum = _mm256_setzero_ps();
+    int g;
+    for (g = 0; g < 8; g++) {
+        /* group g: even levels at byte 16 (g % 2) of lev[2 (g / 2)], odd of the next */
+        const int8_t *le = (const int8_t *)(const void *)&lev[2 * (g / 2)] + 16 * (g % 2);
+        const int8_t *lo = (const int8_t *)(const void *)&lev[2 * (g / 2) + 1] + 16 * (g % 2);
+        const float *xeg = xe + (gb + g) * 16, *xog = xo + (gb + g) * 16;
+        __m256 d;
+        if (wf) {
+            d = _mm256_mul_ps(_mm256_loadu_ps(xog + 8), wf[4 * g]);
+            d = Q35_AVX2_FMADD(_mm256_loadu_ps(xog), wf[4 * g + 1], d);
+            d = Q35_AVX2_FMADD(_mm256_loadu_ps(xeg + 8), wf[4 * g + 2], d);
+            d = Q35_AVX2_FMADD(_mm256_loadu_ps(xeg), wf[4 * g + 3], d);
+        } else {
+            d = _mm256_mul_ps(_mm256_loadu_ps(xog + 8), Q35_AVX2_LEVELS(lo + 8));
+            d = Q35_AVX2_FMADD(_mm256_loadu_ps(xog), Q35_AVX2_LEVELS(lo), d);
+            d = Q35_AVX2_FMADD(_mm256_loadu_ps(xeg + 8), Q35_AVX2_LEVELS(le + 8), d);
+            d = Q35_AVX2_FMADD(_mm256_loadu_ps(xeg), Q35_AVX2_LEVELS(le), d);
+        }
+        sum = Q35_AVX2_FMADD(_mm256_broadcast_ss(sc + g), d, sum);
+    }
+    return _mm256_add_ps(sum, _mm256_mul_ps(offset, _mm256_loadu_ps(xs + gb)));
+}
+
+static inline __attribute__((always_inline)) Q35_AVX2 void q35_f32_avx2_rows(
+    const __m256i *lev, const float *sc, __m256 offset, const float *xd, int64_t stride,
+    int64_t G8, int64_t gb, int64_t rn, __m256d *acc_lo, __m256d *acc_hi)
+{
+    __m256 wf[32];
+    int64_t row;
+    int g;
+    if (rn > 1)
+        for (g = 0; g < 8; g++) {
+            const int8_t *le = (const int8_t *)(const void *)&lev[2 * (g / 2)] + 16 * (g % 2);
+            const int8_t *lo = (const int8_t *)(const void *)&lev[2 * (g / 2) + 1] + 16 * (g % 2);
+            wf[4 * g] = Q35_AVX2_LEVELS(lo + 8);
+            wf[4 * g + 1] = Q35_AVX2_LEVELS(lo);
+            wf[4 * g + 2] = Q35_AVX2_LEVELS(le + 8);
+            wf[4 * g + 3] = Q35_AVX2_LEVELS(le);
+        }
+    for (row = 0; row < rn; row++) {
+        const float *xe = xd + row * stride, *xo = xe + G8 * 16, *xs = xo + G8 * 16;
+        const __m256 sum = q35_f32_avx2_row(rn > 1 ? wf : NULL, lev, sc, offset, xe, xo, xs, gb);
+        acc_lo[row] = _mm256_add_pd(acc_lo[row], _mm256_cvtps_pd(_mm256_castps256_ps128(sum)));
+        acc_hi[row] = _mm256_add_pd(acc_hi[row], _mm256_cvtps_pd(_mm256_extractf128_ps(sum, 1)));
+    }
+}
+
+/* The levels of the 8-group block gb of a column (codes at pay, group codes at meta): even
+ * and odd levels of groups (0, 1), (2, 3), ... in lev, zero for blocks past G; the groups'
+ * scales in sc and offsets in *offset. */
+static inline __attribute__((always_inline)) Q35_AVX2 void q35_f32_avx2_decode(
+    const q35_avx2_tables *tb, const q35_avx2_column *col, const uint8_t *pay,
+    const uint8_t *meta, int64_t gb, int64_t G, __m256i *lev, float *sc, __m256 *offset)
+{
+    __m256 scale;
+    int half;
+    q35_avx2_group_meta(col, meta + gb / 8 * 7, &scale, offset);
+    _mm256_storeu_ps(sc, scale);
+    for (half = 0; half < 2; half++) {
+        const int64_t g0 = gb + 4 * half;
+        __m256i ca, cb;
+        if (g0 >= G) { /* only padding groups: zero activations */
+            lev[4 * half] = lev[4 * half + 1] = lev[4 * half + 2] = lev[4 * half + 3] =
+                _mm256_setzero_si256();
+            continue;
+        }
+        if (g0 + 4 <= G) {
+            ca = q35_avx2_codes(pay + g0 * 14, 0);
+            cb = q35_avx2_codes(pay + g0 * 14 + 28, 0);
+        } else {
+            ca = q35_avx2_codes(pay + g0 * 14, g0 + 1 >= G);
+            cb = g0 + 2 < G ? q35_avx2_codes(pay + g0 * 14 + 28, g0 + 3 >= G) : ca;
+        }
+        q35_avx2_levels2(tb, ca, cb, &lev[4 * half], &lev[4 * half + 1], &lev[4 * half + 2],
+                         &lev[4 * half + 3]);
+    }
+    Q35_AVX2_HIDE_MEM(lev); /* loads stay loads, not extracts */
+}
+
+/* Columns [n_begin, n_end) of the float job prepared above. Each 8-group block of a
+ * column is decoded once for up to Q35_AVX2_ROWS rows (1 to 7 rows come here; 8 and more
+ * take the float GEMM); every row's sums are formed in the same order whatever the row
+ * count. One row has its own loop, whose accumulators stay in registers. */
 static Q35_AVX2 void q35_f32_avx2_columns(const q35_qjob *job, int64_t n_begin, int64_t n_end)
 {
     const q35_q3p5 *t = &job->t;
     const int64_t rows = job->rows, G = t->groups, G8 = (G + 7) / 8 * 8, stride = G8 * 33;
     const float *xd = (const float *)(const void *)job->work;
-    float *y = job->y;
     q35_avx2_tables tables;
-    int64_t n;
+    int64_t n, r0;
     q35_avx2_tables_make(&tables);
     for (n = n_begin; n < n_end; n++) {
         q35_avx2_tables tb = tables;
         const uint8_t *pay = t->payload + n * t->payload_row;
         const uint8_t *meta = t->meta + n * t->meta_row;
         const q35_avx2_column col = q35_avx2_column_make(t, n);
-        int64_t row, gb;
         Q35_AVX2_HIDE(tb.sixteen);
-        for (row = 0; row < rows; row++) {
-            const float *xe = xd + row * stride, *xo = xe + G8 * 16, *xs = xo + G8 * 16;
-            __m256d acc_lo = _mm256_setzero_pd(), acc_hi = _mm256_setzero_pd();
-            double lanes[4];
-            for (gb = 0; gb < G8; gb += 8) {
-                __m256i lev[8]; /* even, odd levels of groups (0, 1), (2, 3), ... */
-                __m256 scale, offset, sum = _mm256_setzero_ps();
-                float sc[8];
-                int half, g;
-                q35_avx2_group_meta(&col, meta + gb / 8 * 7, &scale, &offset);
-                _mm256_storeu_ps(sc, scale);
-                for (half = 0; half < 2; half++) {
-                    const int64_t g0 = gb + 4 * half;
-                    __m256i ca, cb;
-                    if (g0 >= G) { /* only padding groups: zero activations */
-                        lev[4 * half] = lev[4 * half + 1] = lev[4 * half + 2] =
-                            lev[4 * half + 3] = _mm256_setzero_si256();
-                        continue;
-                    }
-                    if (g0 + 4 <= G) {
-                        ca = q35_avx2_codes(pay + g0 * 14, 0);
-                        cb = q35_avx2_codes(pay + g0 * 14 + 28, 0);
-                    } else {
-                        ca = q35_avx2_codes(pay + g0 * 14, g0 + 1 >= G);
-                        cb = g0 + 2 < G ? q35_avx2_codes(pay + g0 * 14 + 28, g0 + 3 >= G) : ca;
-                    }
-                    q35_avx2_levels2(&tb, ca, cb, &lev[4 * half], &lev[4 * half + 1],
-                                     &lev[4 * half + 2], &lev[4 * half + 3]);
+        for (r0 = 0; r0 < rows; r0 += Q35_AVX2_ROWS) {
+            const int64_t rn = rows - r0 < Q35_AVX2_ROWS ? rows - r0 : Q35_AVX2_ROWS;
+            __m256d acc_lo[Q35_AVX2_ROWS], acc_hi[Q35_AVX2_ROWS];
+            __m256i lev[8];
+            __m256 offset;
+            float sc[8];
+            int64_t row, gb;
+            if (rn == 1) {
+                __m256d lo = _mm256_setzero_pd(), hi = _mm256_setzero_pd();
+                const float *xe = xd + r0 * stride, *xo = xe + G8 * 16, *xs = xo + G8 * 16;
+                for (gb = 0; gb < G8; gb += 8) {
+                    __m256 sum;
+                    q35_f32_avx2_decode(&tb, &col, pay, meta, gb, G, lev, sc, &offset);
+                    sum = q35_f32_avx2_row(NULL, lev, sc, offset, xe, xo, xs, gb);
+                    lo = _mm256_add_pd(lo, _mm256_cvtps_pd(_mm256_castps256_ps128(sum)));
+                    hi = _mm256_add_pd(hi, _mm256_cvtps_pd(_mm256_extractf128_ps(sum, 1)));
                 }
-                Q35_AVX2_HIDE_MEM(lev); /* loads stay loads, not extracts */
-                for (g = 0; g < 8; g++) {
-                    /* group g: even levels at byte 16 (g % 2) of lev[2 (g / 2)], odd of the next */
-                    const int8_t *le = (const int8_t *)(const void *)&lev[2 * (g / 2)] + 16 * (g % 2);
-                    const int8_t *lo = (const int8_t *)(const void *)&lev[2 * (g / 2) + 1] + 16 * (g % 2);
-                    const float *xeg = xe + (gb + g) * 16, *xog = xo + (gb + g) * 16;
-                    __m256 d = _mm256_mul_ps(_mm256_loadu_ps(xog + 8), Q35_AVX2_LEVELS(lo + 8));
-                    d = Q35_AVX2_FMADD(_mm256_loadu_ps(xog), Q35_AVX2_LEVELS(lo), d);
-                    d = Q35_AVX2_FMADD(_mm256_loadu_ps(xeg + 8), Q35_AVX2_LEVELS(le + 8), d);
-                    d = Q35_AVX2_FMADD(_mm256_loadu_ps(xeg), Q35_AVX2_LEVELS(le), d);
-                    sum = Q35_AVX2_FMADD(_mm256_broadcast_ss(sc + g), d, sum);
+                acc_lo[0] = lo;
+                acc_hi[0] = hi;
+            } else {
+                for (row = 0; row < rn; row++)
+                    acc_lo[row] = acc_hi[row] = _mm256_setzero_pd();
+                for (gb = 0; gb < G8; gb += 8) {
+                    q35_f32_avx2_decode(&tb, &col, pay, meta, gb, G, lev, sc, &offset);
+                    q35_f32_avx2_rows(lev, sc, offset, xd + r0 * stride, stride, G8, gb, rn,
+                                      acc_lo, acc_hi);
                 }
-                sum = _mm256_add_ps(sum, _mm256_mul_ps(offset, _mm256_loadu_ps(xs + gb)));
-                acc_lo = _mm256_add_pd(acc_lo, _mm256_cvtps_pd(_mm256_castps256_ps128(sum)));
-                acc_hi = _mm256_add_pd(acc_hi, _mm256_cvtps_pd(_mm256_extractf128_ps(sum, 1)));
             }
-            _mm256_storeu_pd(lanes, _mm256_add_pd(acc_lo, acc_hi));
-            y[row * t->n + n] = (float)((lanes[0] + lanes[1]) + (lanes[2] + lanes[3]));
+            for (row = 0; row < rn; row++) {
+                double lanes[4];
+                _mm256_storeu_pd(lanes, _mm256_add_pd(acc_lo[row], acc_hi[row]));
+                job->y[(r0 + row) * t->n + n] =
+                    (float)((lanes[0] + lanes[1]) + (lanes[2] + lanes[3]));
+            }
         }
     }
 }
