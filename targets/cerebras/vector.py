@@ -1,0 +1,234 @@
+"""Vector stages of a decode step on a row of PEs: elementwise add and mul, SiLU, SwiGLU
+and RMSNorm, as xDSL `csl` IR (numeric mode: `q35c.semantics.cerebras`).
+
+A vector of D elements lies on a 1 x `width` row of PEs, `v_tile` elements per PE (PE p
+holds [p*v_tile, (p+1)*v_tile), zero-padded). The host copies the inputs into `a` (and
+`b`, the second operand, or `g`, RMSNorm's gamma), launches the stage's function and reads
+`y` back.
+
+* add, mul: one `@fadds` / `@fmuls` over the tile.
+* silu, swiglu: a scalar loop per element (exp and the division have no DSD operation):
+  the `silu_f32` order of the numeric mode, 2^n from the table `pow2` (copied in by the
+  host); swiglu then `@fmuls(y, y, b)`.
+* rms_norm: each PE sums its squares (scalar loop, ascending); the partials go west to east
+  over the checkerboard chain of the GEMV (colors 0/1, one wavelet per PE); the east-most
+  PE computes r = rsqrt(total * (1/D) + eps) (the numeric mode's scalar rsqrt) and
+  broadcasts it west on color `BCAST_COLOR` (every PE on the way takes it from EAST to RAMP
+  and WEST); then `@fmuls(y, a, r)`, `@fmuls(y, y, g)`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from xdsl.builder import ImplicitBuilder
+from xdsl.dialects import arith, csl, memref, scf
+from xdsl.dialects.builtin import FloatAttr, IntegerAttr, IntegerType, MemRefType, i16
+from xdsl.ir import Block, SSAValue
+
+from q35c.compiler.diagnostics import Q35cError
+from q35c.semantics import cerebras as mode
+from q35c.targets.cerebras.emit import COLOR_ID, _index, _int, f32
+from q35c.targets.cerebras.plan import INPUT_QUEUE, OUTPUT_QUEUE, role_colors
+
+KINDS = ("add", "mul", "silu", "swiglu", "rms_norm")
+BCAST_COLOR = 2
+"""RMSNorm's broadcast of r from the east-most PE back west."""
+BCAST_QUEUE = 4
+"""The input queue the broadcast is read from (the chain's is INPUT_QUEUE)."""
+DEFAULT_V_TILE = 64
+
+
+@dataclass(frozen=True)
+class VectorPlan:
+    kind: str
+    n: int
+    v_tile: int
+    eps: float = 0.0
+
+    @classmethod
+    def choose(cls, kind: str, n: int, v_tile: int = 0, eps: float = 0.0) -> VectorPlan:
+        if kind not in KINDS:
+            raise Q35cError(f"cerebras target: no vector stage '{kind}'")
+        return cls(kind, n, v_tile or min(DEFAULT_V_TILE, n), eps)
+
+    @property
+    def width(self) -> int:
+        return -(-self.n // self.v_tile)
+
+    height = 1
+
+    def role(self, x: int) -> str:
+        if self.kind != "rms_norm" or self.width == 1:
+            return "single"
+        if x == 0:
+            return "first"
+        parity = "odd" if x % 2 else "even"
+        return f"{'last' if x == self.width - 1 else 'mid'}_{parity}"
+
+    def roles(self) -> list[str]:
+        return sorted({self.role(x) for x in range(self.width)})
+
+    def inputs(self) -> tuple[str, ...]:
+        """The arrays the host copies per launch (`g` and `pow2` are copied once)."""
+        return ("a", "b") if self.kind in ("add", "mul", "swiglu") else ("a",)
+
+    def constants(self) -> tuple[str, ...]:
+        return {"silu": ("pow2",), "swiglu": ("pow2",), "rms_norm": ("g",)}.get(self.kind, ())
+
+
+def buffers(plan: VectorPlan) -> dict[str, tuple[object, int]]:
+    vt = plan.v_tile
+    out = {name: (f32, vt) for name in (*plan.inputs(), "y")}
+    if "pow2" in plan.constants():
+        out["pow2"] = (f32, len(mode.POW2))
+    if plan.kind == "rms_norm":
+        out.update({"g": (f32, vt), "part": (f32, 1), "tot": (f32, 1), "r": (f32, 1)})
+    return out
+
+
+def routes(plan: VectorPlan, x: int) -> list[tuple[int, tuple[str, ...], tuple[str, ...]]]:
+    """(color, rx, tx) of column x of the stage (RMSNorm only: the chain and the broadcast)."""
+    if plan.kind != "rms_norm" or plan.width == 1:
+        return []
+    out = []
+    cin, cout = role_colors(plan.role(x))
+    if cout is not None:
+        out.append((cout, ("RAMP",), ("EAST",)))
+    if cin is not None:
+        out.append((cin, ("WEST",), ("RAMP",)))
+    if x == plan.width - 1:
+        out.append((BCAST_COLOR, ("RAMP",), ("WEST",)))
+    else:
+        out.append((BCAST_COLOR, ("EAST",), ("RAMP",) if x == 0 else ("RAMP", "WEST")))
+    return out
+
+
+def _f(value: float) -> SSAValue:
+    return arith.ConstantOp(FloatAttr(float(value), f32)).result
+
+
+def _select(cond: SSAValue, a: SSAValue, b: SSAValue) -> SSAValue:
+    return arith.SelectOp(cond, a, b).result
+
+
+class VectorProgram:
+    """Builds one vector stage's PE program body (inside an ImplicitBuilder)."""
+
+    def __init__(self, plan: VectorPlan, role: str):
+        self.plan, self.role = plan, role
+        self.bufs: dict[str, SSAValue] = {}
+        self.dsds: dict[str, SSAValue] = {}
+
+    def declare(self) -> None:
+        for name, (elem, size) in buffers(self.plan).items():
+            buf = csl.ZerosOp(MemRefType(elem, (size,)))
+            buf.result.name_hint = name
+            self.bufs[name] = buf.result
+            if name == "pow2":
+                continue
+            dsd = csl.GetMemDsdOp.build(operands=[buf, [_int(size)]],
+                                        result_types=[csl.DsdType(csl.DsdKind.mem1d_dsd)])
+            dsd.result.name_hint = f"{name}_dsd"
+            self.dsds[name] = dsd.result
+
+    def _fab(self, kind: str, color: int, queue: int) -> SSAValue:
+        return csl.GetFabDsdOp.build(
+            operands=[[_int(1)]],
+            properties={"fabric_color": IntegerAttr(color, COLOR_ID),
+                        "queue_id": IntegerAttr(queue, IntegerType(3))},
+            result_types=[csl.DsdType(csl.DsdKind(kind))]).result
+
+    def silu(self, x: SSAValue) -> SSAValue:
+        """silu_f32 of one element (q35c.semantics.cerebras), scalar f32 operations."""
+        zero, one = _f(0.0), _f(1.0)
+        a = _select(arith.CmpfOp(x, zero, "olt").result, x, arith.SubfOp(zero, x).result)
+        lo = _f(mode.EXP_CLAMP)
+        a = _select(arith.CmpfOp(a, lo, "olt").result, lo, a)
+        t = arith.SubfOp(arith.MulfOp(a, _f(mode.LOG2E)).result, _f(0.5)).result
+        n = arith.FPToSIOp(t, i16).result
+        nf = arith.SIToFPOp(n, f32).result
+        r = arith.SubfOp(a, arith.MulfOp(nf, _f(mode.LN2_HI)).result).result
+        r = arith.SubfOp(r, arith.MulfOp(nf, _f(mode.LN2_LO)).result).result
+        p = _f(mode.TAYLOR[0])
+        for c in mode.TAYLOR[1:]:
+            p = arith.AddfOp(arith.MulfOp(p, r).result, _f(c)).result
+        j = _index(arith.AddiOp(n, _int(126)).result)
+        e = arith.MulfOp(p, memref.LoadOp.get(self.bufs["pow2"], [j]).res).result
+        d = arith.AddfOp(one, e).result
+        num = _select(arith.CmpfOp(x, zero, "oge").result, one, e)
+        return arith.MulfOp(x, arith.DivfOp(num, d).result).result
+
+    def rsqrt(self, v: SSAValue) -> SSAValue:
+        """rsqrt_f32 (q35c.semantics.cerebras): scale into [1, 4), Newton steps."""
+        s = _f(1.0)
+        for test, scale, back in (("oge", 0.25, 0.5), ("olt", 4.0, 2.0)):
+            bound = _f(4.0 if test == "oge" else 1.0)
+            loop = scf.ForOp(_int(0), _int(mode.SCALE_STEPS), _int(1), [v, s],
+                             Block(arg_types=[i16, f32, f32]))
+            with ImplicitBuilder(loop.body.block) as (_, vv, ss):
+                big = arith.CmpfOp(vv, bound, test).result
+                scf.YieldOp(_select(big, arith.MulfOp(vv, _f(scale)).result, vv),
+                            _select(big, arith.MulfOp(ss, _f(back)).result, ss))
+            v, s = loop.res
+        h = arith.MulfOp(v, _f(0.5)).result
+        y = arith.SubfOp(_f(1.0), arith.MulfOp(arith.SubfOp(v, _f(1.0)).result,
+                                               _f(mode.SIXTH)).result).result
+        for _ in range(mode.NEWTON_STEPS):
+            t = arith.MulfOp(arith.MulfOp(y, y).result, h).result
+            y = arith.MulfOp(y, arith.SubfOp(_f(1.5), t).result).result
+        return arith.MulfOp(y, s).result
+
+    def body(self) -> None:
+        """The stage's work on this PE (the launch function's body, before unblocking)."""
+        kind, d, v = self.plan.kind, self.dsds, self.plan.v_tile
+        if kind == "add":
+            csl.FaddsOp(operands=[[d["y"], d["a"], d["b"]]])
+        elif kind == "mul":
+            csl.FmulsOp(operands=[[d["y"], d["a"], d["b"]]])
+        elif kind in ("silu", "swiglu"):
+            loop = scf.ForOp(_int(0), _int(v), _int(1), [], Block(arg_types=[i16]))
+            with ImplicitBuilder(loop.body.block) as (i,):
+                ii = _index(i)
+                x = memref.LoadOp.get(self.bufs["a"], [ii]).res
+                memref.StoreOp.get(self.silu(x), self.bufs["y"], [ii])
+                scf.YieldOp()
+            if kind == "swiglu":
+                csl.FmulsOp(operands=[[d["y"], d["y"], d["b"]]])
+        else:
+            self.rms_norm()
+
+    def rms_norm(self) -> None:
+        d, v, plan = self.dsds, self.plan.v_tile, self.plan
+        loop = scf.ForOp(_int(0), _int(v), _int(1), [_f(0.0)], Block(arg_types=[i16, f32]))
+        with ImplicitBuilder(loop.body.block) as (i, acc):
+            x = memref.LoadOp.get(self.bufs["a"], [_index(i)]).res
+            scf.YieldOp(arith.AddfOp(acc, arith.MulfOp(x, x).result))
+        zero = _index(_int(0))
+        memref.StoreOp.get(loop.res[0], self.bufs["part"], [zero])
+        cin, cout = role_colors(self.role)
+        if cout is not None:
+            out = self._fab("fabout_dsd", cout, OUTPUT_QUEUE)
+            if cin is None:
+                csl.FmovsOp(operands=[[out, d["part"]]])
+            else:
+                csl.FaddsOp(operands=[[out, self._fab("fabin_dsd", cin, INPUT_QUEUE),
+                                       d["part"]]])
+            csl.FmovsOp(operands=[[d["r"], self._fab("fabin_dsd", BCAST_COLOR, BCAST_QUEUE)]])
+        else:
+            if cin is None:
+                csl.FmovsOp(operands=[[d["tot"], d["part"]]])
+            else:
+                csl.FaddsOp(operands=[[d["tot"], self._fab("fabin_dsd", cin, INPUT_QUEUE),
+                                       d["part"]]])
+            tot = memref.LoadOp.get(self.bufs["tot"], [zero]).res
+            ms = arith.MulfOp(tot, _f(mode.F32(1.0 / plan.n))).result
+            r = self.rsqrt(arith.AddfOp(ms, _f(mode.F32(plan.eps))).result)
+            memref.StoreOp.get(r, self.bufs["r"], [zero])
+            if plan.width > 1:
+                csl.FmovsOp(operands=[[self._fab("fabout_dsd", BCAST_COLOR, OUTPUT_QUEUE),
+                                       d["r"]]])
+        r = memref.LoadOp.get(self.bufs["r"], [zero]).res
+        csl.FmulsOp(operands=[[d["y"], d["a"], r]])
+        csl.FmulsOp(operands=[[d["y"], d["y"], d["g"]]])
+
