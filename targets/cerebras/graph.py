@@ -18,7 +18,7 @@ copies), so the chain adds no rounding. The host's copies are not in the cycle c
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -82,7 +82,6 @@ class GraphProject:
     width: int
     height: int
     decoded: bool = False
-    names: dict[str, str] = field(default_factory=dict)
 
     def host_data(self) -> dict[str, np.ndarray]:
         """What run.py copies in once: decoding tables, each GEMV PE's packed tile
@@ -176,9 +175,6 @@ def stages(fn: func.FuncOp, store: WeightStore, k_tile: int, n_tile: int, v_tile
         raise Q35cError("cerebras target: the function has no func.return")
     if not out:
         raise Q35cError("cerebras target: the function computes nothing")
-    x0 = 0
-    for st in out:
-        st.x0, x0 = x0, x0 + st.width
     return out, inputs, results
 
 
@@ -286,9 +282,17 @@ def compile_graph(module: ModuleOp, store: WeightStore, entry: str | None, k_til
                   n_tile: int, v_tile: int, decoded: bool) -> GraphProject:
     fn = entry_function(module, entry)
     sts, inputs, results = stages(fn, store, k_tile, n_tile, v_tile, decoded)
-    csl_ir = graph_module(sts, decoded)
-    return GraphProject(sts, csl_ir, inputs, results, result_names(fn),
-                        sum(st.width for st in sts), max(st.height for st in sts), decoded)
+    return project_of(sts, inputs, results, result_names(fn), decoded)
+
+
+def project_of(sts: list[Stage], inputs: dict[str, tuple[int, ...]], results: list[str],
+               names: list[str], decoded: bool = False) -> GraphProject:
+    """Place the stages side by side (stage i from column x0) and build the csl IR."""
+    x0 = 0
+    for st in sts:
+        st.x0, x0 = x0, x0 + st.width
+    return GraphProject(sts, graph_module(sts, decoded), inputs, results, names,
+                        x0, max(st.height for st in sts), decoded)
 
 
 def numeric_mode(k_tile: int = 0, n_tile: int = 0, v_tile: int = 0) -> dict:
