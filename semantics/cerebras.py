@@ -15,6 +15,9 @@ programs run, targets/cerebras/vector.py):
 - `rms_norm_f32(x, gamma, eps, v_tile)`: per slice of v_tile elements (one PE each),
   part = sum of x[i] * x[i] (i ascending, from 0); total = ((part0 + part1) + part2) + ...
   (the PE row's chain); r = rsqrt_f32(total * f32(1 / D) + eps); y = (x * r) * gamma.
+- `softmax_f32(x, v_tile)` over the last axis of [1, D]: M = max of x (exact, any order);
+  per slice e[i] = exp_neg_f32(x[i] - M), part = sum of e (ascending, from 0);
+  total = ((part0 + part1) + part2) + ...; inv = 1 / total; y = e * inv.
 - `swiglu_f32(gate, up)` = silu_f32(gate) * up; elementwise `arith.addf`/`mulf` are already
   float32 with one rounding in the interpreter.
 """
@@ -98,3 +101,16 @@ def rms_norm_f32(x: np.ndarray, gamma: np.ndarray, eps: float, v_tile: int) -> n
     r = rsqrt_f32(F32(F32(total * F32(1.0 / d)) + F32(eps)))
     y = ((xv * r).astype(F32) * np.asarray(gamma, F32).reshape(-1)).astype(F32)
     return y.reshape(np.shape(x))
+
+
+def softmax_f32(x: np.ndarray, v_tile: int) -> np.ndarray:
+    """x [1, D] (or [D]); one PE per v_tile elements."""
+    xv = np.asarray(x, F32).reshape(-1)
+    e = exp_neg_f32((xv - np.max(xv)).astype(F32))
+    total = None
+    for p0 in range(0, xv.size, v_tile):
+        part = F32(0)
+        for ei in e[p0:p0 + v_tile]:
+            part = F32(part + ei)
+        total = part if total is None else F32(total + part)
+    return (e * F32(F32(1) / total)).astype(F32).reshape(np.shape(x))

@@ -65,6 +65,21 @@ def test_rms_norm_mode_is_the_stated_order_and_close_to_the_interpreter():
     assert np.allclose(got, ref, rtol=1e-6, atol=1e-6)
 
 
+def test_softmax_mode_is_close_to_the_interpreter():
+    x = (np.random.default_rng(5).standard_normal((1, 300)) * 6).astype(np.float32)
+    from q35c.semantics import softmax
+    got, ref = mode.softmax_f32(x, 64), softmax(x, -1)
+    assert np.allclose(got, ref, rtol=2e-6, atol=1e-12) and got.dtype == np.float32
+
+
+@pytest.mark.parametrize("n,v_tile", [(1, 1), (7, 3), (130, 64)])
+def test_softmax_stage_excludes_padding_from_max_and_sum(n, v_tile):
+    x = -np.abs(np.random.default_rng(n).standard_normal((1, n)) * 3).astype(np.float32) - 1
+    outs, _, _ = simulate_graph(_vector_project("softmax", n, v_tile), WSE2, {"a": x}, 0)
+    want = mode.softmax_f32(x, v_tile)  # every x < 0: a padding 0 would win the max
+    assert np.array_equal(outs["y"].view(np.uint32), want.view(np.uint32))
+
+
 # -- vector stages in the simulator ------------------------------------------------------
 
 
@@ -79,11 +94,12 @@ def _want(kind, ins, gamma, v_tile, eps=1e-5):
     a = ins["a"]
     return {"add": lambda: a + ins["b"], "mul": lambda: a * ins["b"],
             "silu": lambda: mode.silu_f32(a), "swiglu": lambda: mode.swiglu_f32(a, ins["b"]),
-            "rms_norm": lambda: mode.rms_norm_f32(a, gamma, eps, v_tile)}[kind]()
+            "rms_norm": lambda: mode.rms_norm_f32(a, gamma, eps, v_tile),
+            "softmax": lambda: mode.softmax_f32(a, v_tile)}[kind]()
 
 
-@settings(max_examples=12, deadline=None)
-@given(kind=st.sampled_from(["add", "mul", "silu", "swiglu", "rms_norm"]),
+@settings(max_examples=16, deadline=None)
+@given(kind=st.sampled_from(["add", "mul", "silu", "swiglu", "rms_norm", "softmax"]),
        n=st.integers(1, 150), v_tile=st.integers(1, 48), seed=st.integers(0, 3))
 def test_vector_stages_are_bit_exact_over_random_sizes(kind, n, v_tile, seed):
     rng = np.random.default_rng(seed)
@@ -98,7 +114,7 @@ def test_vector_stages_are_bit_exact_over_random_sizes(kind, n, v_tile, seed):
 
 
 def test_every_vector_program_parses():
-    for kind in ("add", "silu", "swiglu", "rms_norm"):
+    for kind in ("add", "silu", "swiglu", "rms_norm", "softmax"):
         gamma = np.ones(100, np.float32) if kind == "rms_norm" else None
         for name, text in csl_files(_vector_project(kind, 100, 16, gamma).csl).items():
             parse_csl(text, name)
@@ -194,6 +210,8 @@ def test_a_llama_mlp_block_compiles_and_runs_bit_exactly(tmp_path, swiglu):
     for f in out.glob("*.csl"):
         parse_csl(f.read_text(), f.name)
     compile((out / "run.py").read_text(), "run.py", "exec")
+    q35c("report", out)
+    assert f"{len(doc['stages'])} stages ({kinds})" in (out / "report.html").read_text()
     runs = tmp_path / "runs"
     q35c("run", tmp_path / "mlp.mlir", "--target", target[:-1] + " seeds=2}", "-o", runs)
     x, y = np.load(runs / "x.npy"), np.load(runs / "y.npy")

@@ -62,9 +62,11 @@ def estimate(plan: GemvPlan, m: Machine) -> dict:
             **({"load_cycles": sim.load_cycles} if plan.decoded else {})}
 
 
-VECTOR_OPS_PER_ELEMENT = {"add": 1, "mul": 1, "silu": 4, "swiglu": 5, "rms_norm": 3}
+VECTOR_OPS_PER_ELEMENT = {"add": 1, "mul": 1, "silu": 4, "swiglu": 5, "rms_norm": 3,
+                          "softmax": 5}
 """f32 operations per element any program needs (exp counted as one operation; silu:
-exp, 1 + e, the division, x * q; swiglu: and * up; rms_norm: x * x + s, x * r, * g)."""
+exp, 1 + e, the division, x * q; swiglu: and * up; rms_norm: x * x + s, x * r, * g;
+softmax: the max, x - max, exp, the sum, * inv)."""
 
 
 def vector_lower_bound(plan: VectorPlan, m: Machine) -> int:
@@ -72,7 +74,8 @@ def vector_lower_bound(plan: VectorPlan, m: Machine) -> int:
     operations (f32 SIMD width); RMSNorm adds its chain and broadcast hops."""
     memory = -(-plan.v_tile * 4 * len(plan.inputs()) // m.memory_read_bytes_per_cycle)
     compute = -(-plan.v_tile * VECTOR_OPS_PER_ELEMENT[plan.kind] // m.simd["f32"])
-    hops = 2 * (plan.width - 1) * m.hop_cycles if plan.kind == "rms_norm" else 0
+    rounds = {"rms_norm": 1, "softmax": 2}.get(plan.kind, 0)  # reduce + broadcast each
+    hops = 2 * rounds * (plan.width - 1) * m.hop_cycles
     return max(memory, compute) + hops
 
 
@@ -82,7 +85,8 @@ def vector_estimate(plan: VectorPlan, m: Machine) -> int:
     from q35c.targets.cerebras.graph import Stage, project_of, simulate_graph
 
     names = ["a", "b"][:len(plan.inputs())]
-    gamma = np.ones(plan.n, np.float32) if plan.kind == "rms_norm" else None
+    gamma = np.ones(plan.n, np.float32) if plan.kind == "rms_norm" else None  # control
+    # flow is data-independent, so zero inputs time every program
     p = project_of([Stage(plan.kind, plan, names, "t0", gamma=gamma)],
                    {k: (1, plan.n) for k in names}, ["t0"], ["y"])
     _, sim, _ = simulate_graph(p, m, {k: np.zeros((1, plan.n), np.float32) for k in names},

@@ -44,7 +44,7 @@ from q35c.targets.cerebras.simulate import Simulation, check, memory_use, progra
 from q35c.targets.cerebras.vector import VectorPlan, VectorProgram, routes as vector_routes
 
 VECTOR_OPS = {q35nn.SiluOp: "silu", q35nn.SwigluOp: "swiglu", arith.AddfOp: "add",
-              arith.MulfOp: "mul", q35nn.RMSNormOp: "rms_norm"}
+              arith.MulfOp: "mul", q35nn.RMSNormOp: "rms_norm", q35nn.SoftmaxOp: "softmax"}
 TABLES = ("cb0", "cb1", "steps", "grid")
 WEIGHT_ARRAYS = ("payload", "meta", "ss", "ob", "os")
 
@@ -164,6 +164,9 @@ def stages(fn: func.FuncOp, store: WeightStore, k_tile: int, n_tile: int, v_tile
                 if _vector_shape(a, f"{op.name} operand") != n:
                     raise Q35cError(f"cerebras target: {op.name} operands of different "
                                     "shapes (no broadcasting is mapped)")
+            if kind == "softmax" and op.axis.value.data not in (-1, 1):
+                raise Q35cError("cerebras target: q35nn.softmax over the batch axis is not "
+                                "mapped (only the last axis of [1, D])")
             eps = op.epsilon.value.data if kind == "rms_norm" else 0.0
             plan = VectorPlan.choose(kind, n, v_tile, eps)
             out.append(Stage(kind, plan, [operand(a, op) for a in args], tag,
@@ -309,7 +312,11 @@ def numeric_mode(k_tile: int = 0, n_tile: int = 0, v_tile: int = 0) -> dict:
         vt = VectorPlan.choose("rms_norm", n, v_tile).v_tile
         return (mode.rms_norm_f32(args[0], args[1], op.epsilon.value.data, vt),)
 
-    return {quant3p5.MatmulOp: matmul, q35nn.RMSNormOp: rms,
+    def softmax(interp, op, args):
+        vt = VectorPlan.choose("softmax", args[0].shape[-1], v_tile).v_tile
+        return (mode.softmax_f32(args[0], vt),)
+
+    return {quant3p5.MatmulOp: matmul, q35nn.RMSNormOp: rms, q35nn.SoftmaxOp: softmax,
             q35nn.SiluOp: lambda interp, op, args: (mode.silu_f32(args[0]),),
             q35nn.SwigluOp: lambda interp, op, args: (mode.swiglu_f32(*args),)}
 
@@ -447,7 +454,7 @@ for i, st in enumerate(stages):  # constants, once
                     h2d(name, *pe, data[f"s{{i}}/{{x}}_{{y}}/{{name}}"])
             elif st["kind"] == "rms_norm":
                 h2d("g", *pe, tile(data[f"s{{i}}/g"], st["v_tile"], x))
-            elif st["kind"] in ("silu", "swiglu"):
+            elif st["kind"] in ("silu", "swiglu", "softmax"):
                 h2d("pow2", *pe, data["pow2"])
 {decode}for i, st in enumerate(stages):
     ins = [values[name] for name in st["inputs"]]
@@ -511,6 +518,8 @@ def write_graph(project: GraphProject, machine: Machine, out_dir: Path, stem: st
         "pe_memory_bytes": {name: sum(use.values()) for name, use in memory.items()},
         "pe_memory_parts": memory,
         "routes": len(layout.routes),
+        "grid": [[layout.tiles[(x, y)] for y in range(project.height)]
+                 for x in range(project.width)],
         "traffic": {str(c): t for c, t in sorted(layout.traffic.items())},
     }
     (out_dir / "project.json").write_text(json.dumps(summary, indent=1) + "\n")

@@ -31,7 +31,9 @@ from q35c.semantics import cerebras as mode
 from q35c.targets.cerebras.emit import COLOR_ID, _index, _int, f32
 from q35c.targets.cerebras.plan import INPUT_QUEUE, OUTPUT_QUEUE, role_colors
 
-KINDS = ("add", "mul", "silu", "swiglu", "rms_norm")
+KINDS = ("add", "mul", "silu", "swiglu", "rms_norm", "softmax")
+CHAINED = ("rms_norm", "softmax")
+"""Stages whose PEs reduce over the row (chain) and share the result (broadcast)."""
 BCAST_COLOR = 2
 """RMSNorm's broadcast of r from the east-most PE back west."""
 BCAST_QUEUE = 4
@@ -59,7 +61,7 @@ class VectorPlan:
     height = 1
 
     def role(self, x: int) -> str:
-        if self.kind != "rms_norm" or self.width == 1:
+        if self.kind not in CHAINED or self.width == 1:
             return "single"
         if x == 0:
             return "first"
@@ -74,7 +76,12 @@ class VectorPlan:
         return ("a", "b") if self.kind in ("add", "mul", "swiglu") else ("a",)
 
     def constants(self) -> tuple[str, ...]:
-        return {"silu": ("pow2",), "swiglu": ("pow2",), "rms_norm": ("g",)}.get(self.kind, ())
+        return {"silu": ("pow2",), "swiglu": ("pow2",), "softmax": ("pow2",),
+                "rms_norm": ("g",)}.get(self.kind, ())
+
+    def valid(self, x: int) -> int:
+        """Elements of PE x that are part of the vector (the rest is padding)."""
+        return min(self.v_tile, self.n - x * self.v_tile)
 
 
 def buffers(plan: VectorPlan) -> dict[str, tuple[object, int]]:
@@ -83,13 +90,15 @@ def buffers(plan: VectorPlan) -> dict[str, tuple[object, int]]:
     if "pow2" in plan.constants():
         out["pow2"] = (f32, len(mode.POW2))
     if plan.kind == "rms_norm":
-        out.update({"g": (f32, vt), "part": (f32, 1), "tot": (f32, 1), "r": (f32, 1)})
+        out["g"] = (f32, vt)
+    if plan.kind in CHAINED:
+        out.update({"part": (f32, 1), "tot": (f32, 1), "r": (f32, 1)})
     return out
 
 
 def routes(plan: VectorPlan, x: int) -> list[tuple[int, tuple[str, ...], tuple[str, ...]]]:
     """(color, rx, tx) of column x of the stage (RMSNorm only: the chain and the broadcast)."""
-    if plan.kind != "rms_norm" or plan.width == 1:
+    if plan.kind not in CHAINED or plan.width == 1:
         return []
     out = []
     cin, cout = role_colors(plan.role(x))
@@ -139,10 +148,8 @@ class VectorProgram:
                         "queue_id": IntegerAttr(queue, IntegerType(3))},
             result_types=[csl.DsdType(csl.DsdKind(kind))]).result
 
-    def silu(self, x: SSAValue) -> SSAValue:
-        """silu_f32 of one element (q35c.semantics.cerebras), scalar f32 operations."""
-        zero, one = _f(0.0), _f(1.0)
-        a = _select(arith.CmpfOp(x, zero, "olt").result, x, arith.SubfOp(zero, x).result)
+    def exp_neg(self, a: SSAValue) -> SSAValue:
+        """exp_neg_f32 of one element a <= 0 (q35c.semantics.cerebras)."""
         lo = _f(mode.EXP_CLAMP)
         a = _select(arith.CmpfOp(a, lo, "olt").result, lo, a)
         t = arith.SubfOp(arith.MulfOp(a, _f(mode.LOG2E)).result, _f(0.5)).result
@@ -154,7 +161,13 @@ class VectorProgram:
         for c in mode.TAYLOR[1:]:
             p = arith.AddfOp(arith.MulfOp(p, r).result, _f(c)).result
         j = _index(arith.AddiOp(n, _int(126)).result)
-        e = arith.MulfOp(p, memref.LoadOp.get(self.bufs["pow2"], [j]).res).result
+        return arith.MulfOp(p, memref.LoadOp.get(self.bufs["pow2"], [j]).res).result
+
+    def silu(self, x: SSAValue) -> SSAValue:
+        """silu_f32 of one element (q35c.semantics.cerebras), scalar f32 operations."""
+        zero, one = _f(0.0), _f(1.0)
+        a = _select(arith.CmpfOp(x, zero, "olt").result, x, arith.SubfOp(zero, x).result)
+        e = self.exp_neg(a)
         d = arith.AddfOp(one, e).result
         num = _select(arith.CmpfOp(x, zero, "oge").result, one, e)
         return arith.MulfOp(x, arith.DivfOp(num, d).result).result
@@ -195,40 +208,88 @@ class VectorProgram:
                 scf.YieldOp()
             if kind == "swiglu":
                 csl.FmulsOp(operands=[[d["y"], d["y"], d["b"]]])
-        else:
+        elif kind == "rms_norm":
             self.rms_norm()
+        else:
+            self.softmax()
 
-    def rms_norm(self) -> None:
-        d, v, plan = self.dsds, self.plan.v_tile, self.plan
-        loop = scf.ForOp(_int(0), _int(v), _int(1), [_f(0.0)], Block(arg_types=[i16, f32]))
-        with ImplicitBuilder(loop.body.block) as (i, acc):
-            x = memref.LoadOp.get(self.bufs["a"], [_index(i)]).res
-            scf.YieldOp(arith.AddfOp(acc, arith.MulfOp(x, x).result))
-        zero = _index(_int(0))
-        memref.StoreOp.get(loop.res[0], self.bufs["part"], [zero])
+    def _valid(self) -> int:
+        """Elements of this program's PEs that belong to the vector: a role's programs
+        are either all full tiles or the east-most (last) PE."""
+        plan = self.plan
+        last = self.role == "single" or self.role.startswith("last")
+        return plan.valid(plan.width - 1) if last else plan.v_tile
+
+    def _reduce_and_share(self, combine: type, finish) -> SSAValue:
+        """The row's reduction of `part` (west to east over the chain, `combine` the DSD
+        op), `finish(total)` on the east-most PE, its result broadcast back west; the
+        shared value on every PE."""
+        d, zero = self.dsds, _index(_int(0))
         cin, cout = role_colors(self.role)
         if cout is not None:
             out = self._fab("fabout_dsd", cout, OUTPUT_QUEUE)
             if cin is None:
                 csl.FmovsOp(operands=[[out, d["part"]]])
             else:
-                csl.FaddsOp(operands=[[out, self._fab("fabin_dsd", cin, INPUT_QUEUE),
-                                       d["part"]]])
+                combine(operands=[[out, self._fab("fabin_dsd", cin, INPUT_QUEUE), d["part"]]])
             csl.FmovsOp(operands=[[d["r"], self._fab("fabin_dsd", BCAST_COLOR, BCAST_QUEUE)]])
         else:
             if cin is None:
                 csl.FmovsOp(operands=[[d["tot"], d["part"]]])
             else:
-                csl.FaddsOp(operands=[[d["tot"], self._fab("fabin_dsd", cin, INPUT_QUEUE),
-                                       d["part"]]])
+                combine(operands=[[d["tot"], self._fab("fabin_dsd", cin, INPUT_QUEUE),
+                                   d["part"]]])
             tot = memref.LoadOp.get(self.bufs["tot"], [zero]).res
-            ms = arith.MulfOp(tot, _f(mode.F32(1.0 / plan.n))).result
-            r = self.rsqrt(arith.AddfOp(ms, _f(mode.F32(plan.eps))).result)
-            memref.StoreOp.get(r, self.bufs["r"], [zero])
-            if plan.width > 1:
+            memref.StoreOp.get(finish(tot), self.bufs["r"], [zero])
+            if self.plan.width > 1:
                 csl.FmovsOp(operands=[[self._fab("fabout_dsd", BCAST_COLOR, OUTPUT_QUEUE),
                                        d["r"]]])
-        r = memref.LoadOp.get(self.bufs["r"], [zero]).res
+        return memref.LoadOp.get(self.bufs["r"], [zero]).res
+
+    def _local(self, init: SSAValue, step) -> None:
+        """part = fold of `step(acc, i)` over this PE's valid elements (ascending)."""
+        loop = scf.ForOp(_int(0), _int(self._valid()), _int(1), [init],
+                         Block(arg_types=[i16, f32]))
+        with ImplicitBuilder(loop.body.block) as (i, acc):
+            scf.YieldOp(step(acc, _index(i)))
+        memref.StoreOp.get(loop.res[0], self.bufs["part"], [_index(_int(0))])
+
+    def rms_norm(self) -> None:
+        d, plan = self.dsds, self.plan
+
+        def square(acc, i):
+            x = memref.LoadOp.get(self.bufs["a"], [i]).res
+            return arith.AddfOp(acc, arith.MulfOp(x, x).result).result
+
+        def finish(tot):
+            ms = arith.MulfOp(tot, _f(mode.F32(1.0 / plan.n))).result
+            return self.rsqrt(arith.AddfOp(ms, _f(mode.F32(plan.eps))).result)
+
+        self._local(_f(0.0), square)
+        r = self._reduce_and_share(csl.FaddsOp, finish)
         csl.FmulsOp(operands=[[d["y"], d["a"], r]])
         csl.FmulsOp(operands=[[d["y"], d["y"], d["g"]]])
+
+    def softmax(self) -> None:
+        """The row's max (chain of @fmaxs, broadcast), y = exp(a - max) and its sum (chain
+        of @fadds), inv = 1 / sum (broadcast), y *= inv."""
+        d, a, y = self.dsds, self.bufs["a"], self.bufs["y"]
+        first = memref.LoadOp.get(a, [_index(_int(0))]).res
+
+        def bigger(acc, i):
+            x = memref.LoadOp.get(a, [i]).res
+            return _select(arith.CmpfOp(x, acc, "ogt").result, x, acc)
+
+        self._local(first, bigger)
+        top = self._reduce_and_share(csl.FmaxsOp, lambda tot: tot)
+
+        def exp_sum(acc, i):
+            e = self.exp_neg(arith.SubfOp(memref.LoadOp.get(a, [i]).res, top).result)
+            memref.StoreOp.get(e, y, [i])
+            return arith.AddfOp(acc, e).result
+
+        self._local(_f(0.0), exp_sum)
+        inv = self._reduce_and_share(csl.FaddsOp,
+                                     lambda tot: arith.DivfOp(_f(1.0), tot).result)
+        csl.FmulsOp(operands=[[d["y"], d["y"], inv]])
 
