@@ -196,13 +196,48 @@ def _write_mlp(tmp, d: int, f: int, seed: int = 0, swiglu: bool = False) -> None
     store.save(tmp / "mlp.q35w")
 
 
-@pytest.mark.parametrize("swiglu", [False, True])
-def test_a_llama_mlp_block_compiles_and_runs_bit_exactly(tmp_path, swiglu):
-    _write_mlp(tmp_path, 64, 96, swiglu=swiglu)
+def _write_mlp_onnx(tmp, d: int, f: int, seed: int = 0) -> None:
+    """The same block as ONNX: SimplifiedLayerNormalization, MatMul, Sigmoid, Mul, Add
+    (the target's pipeline fuses the decomposed SiLU * up into q35nn.swiglu)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(seed)
+    inits = [numpy_helper.from_array((1 + rng.standard_normal(d) / 8).astype(np.float32),
+                                     "norm.weight")]
+    for name, shape in (("gate", (d, f)), ("up", (d, f)), ("down", (f, d))):
+        inits.append(numpy_helper.from_array(
+            (rng.standard_normal(shape) / 16).astype(np.float32), f"{name}.weight"))
+    node = helper.make_node
+    nodes = [node("SimplifiedLayerNormalization", ["x", "norm.weight"], ["h"], epsilon=1e-5,
+                  axis=-1),
+             node("MatMul", ["h", "gate.weight"], ["g"]),
+             node("MatMul", ["h", "up.weight"], ["u"]),
+             node("Sigmoid", ["g"], ["sg"]), node("Mul", ["g", "sg"], ["s"]),
+             node("Mul", ["s", "u"], ["m"]), node("MatMul", ["m", "down.weight"], ["dn"]),
+             node("Add", ["x", "dn"], ["y"])]
+    graph = helper.make_graph(
+        nodes, "mlp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, d])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, d])], inits)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]),
+              tmp / "mlp.onnx")
+
+
+TARGET_PASSES = "default,dequantize-gathers,fuse-norms,fuse-swiglu,canonicalize"
+"""The IR `--target cerebras` lowers: the default pipeline, then the target's passes."""
+
+
+@pytest.mark.parametrize("source", ["mlir", "mlir-swiglu", "onnx"])
+def test_a_llama_mlp_block_compiles_and_runs_bit_exactly(tmp_path, source):
+    if source == "onnx":
+        _write_mlp_onnx(tmp_path, 64, 96)
+    else:
+        _write_mlp(tmp_path, 64, 96, swiglu=source == "mlir-swiglu")
+    model = tmp_path / ("mlp.onnx" if source == "onnx" else "mlp.mlir")
     target = "cerebras{n_tile=32 v_tile=32}"
     out = tmp_path / "out"
-    result = q35c(tmp_path / "mlp.mlir", "--target", target, "-o", out)
-    kinds = "rms_norm, gemv, gemv, " + ("swiglu" if swiglu else "silu, mul") + ", gemv, add"
+    result = q35c(model, "--target", target, "-o", out)
+    kinds = "rms_norm, gemv, gemv, swiglu, gemv, add"  # silu * up is fused into swiglu
     assert f"stages ({kinds})" in result.stdout
     doc = json.loads((out / "project.json").read_text())
     assert [s["kind"] for s in doc["stages"]] == kinds.split(", ")
@@ -213,16 +248,28 @@ def test_a_llama_mlp_block_compiles_and_runs_bit_exactly(tmp_path, swiglu):
     q35c("report", out)
     assert f"{len(doc['stages'])} stages ({kinds})" in (out / "report.html").read_text()
     runs = tmp_path / "runs"
-    q35c("run", tmp_path / "mlp.mlir", "--target", target[:-1] + " seeds=2}", "-o", runs)
+    q35c("run", model, "--target", target[:-1] + " seeds=2}", "-o", runs)
     x, y = np.load(runs / "x.npy"), np.load(runs / "y.npy")
     ir = tmp_path / "ir"
-    q35c(tmp_path / "mlp.mlir", "--target", "mlir", "-o", ir)
+    q35c(model, "--target", "mlir", "--passes", TARGET_PASSES, "-o", ir)
     module = Parser(make_context(), (ir / "mlp.mlir").read_text()).parse_module()
+    assert "q35nn.swiglu" in (ir / "mlp.mlir").read_text()
     store = store_of(module, ir)
     want = Interpreter(module, store, overrides=numeric_mode(0, 32, 32)).run({"x": x})["y"]
     assert np.array_equal(y.view(np.uint32), want.view(np.uint32))
     ref = Interpreter(module, store).run({"x": x})["y"]  # the default semantics: close
     assert np.allclose(y, ref, rtol=0, atol=1e-3 * np.abs(ref).max())
+
+
+def test_silu_then_mul_are_two_stages_when_not_fused():
+    rng = np.random.default_rng(2)
+    g, u = (rng.standard_normal((1, 70)).astype(np.float32) * 3 for _ in range(2))
+    sts = [Stage("silu", VectorPlan.choose("silu", 70, 16), ["g"], "t0"),
+           Stage("mul", VectorPlan.choose("mul", 70, 16), ["t0", "u"], "t1")]
+    p = project_of(sts, {"g": (1, 70), "u": (1, 70)}, ["t1"], ["y"])
+    outs, _, cycles = simulate_graph(p, WSE2, {"g": g, "u": u}, 1)
+    assert np.array_equal(outs["y"].view(np.uint32), mode.swiglu_f32(g, u).view(np.uint32))
+    assert len(cycles) == 2
 
 
 def test_chained_gemvs_run_bit_exactly_on_two_rectangles():

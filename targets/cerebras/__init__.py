@@ -63,8 +63,12 @@ class CerebrasTarget(Q35cTarget):
     def pipeline(self, shape_only: bool = False) -> str:
         """Gathers from packed embedding tables read decoded float tables, as before
         embeddings were quantized (passes/dequantize_gathers.py; the shape-only plan lists
-        them among the ops it does not cost)."""
-        return "dequantize-gathers"
+        them among the ops it does not cost). Decomposed RMSNorms and SiLU * up become
+        `q35nn.rms_norm` and `q35nn.swiglu` (the vector stages a graph maps; an ONNX
+        Sigmoid arrives as exp and a division), and canonicalize drops what they leave."""
+        if shape_only:
+            return "dequantize-gathers"
+        return "dequantize-gathers,fuse-norms,fuse-swiglu,canonicalize"
 
     def accepted_ops(self) -> frozenset[str]:
         from q35c.targets.cerebras.project import ACCEPTED_OPS

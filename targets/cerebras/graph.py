@@ -30,6 +30,7 @@ from xdsl.ir import Block, Region, SSAValue
 from q35c.compiler.diagnostics import Q35cError
 from q35c.compiler.entry import argument_names, entry_function, result_names
 from q35c.compiler.quant import CODEBOOK, OFFSET_GRID, SCALE_STEPS, Q3P5Tensor
+from q35c.compiler.tensors import constant_value
 from q35c.compiler.weights import WeightStore
 from q35c.dialects import q35nn, quant3p5
 from q35c.semantics import cerebras as mode, matmul_q3p5_f16
@@ -137,6 +138,10 @@ def stages(fn: func.FuncOp, store: WeightStore, k_tile: int, n_tile: int, v_tile
         if isinstance(op, quant3p5.WeightOp):
             weights[op.results[0]] = store[op.weight_name.data]
             continue
+        if isinstance(op, arith.ConstantOp):  # a folded small initializer (a gamma)
+            if isinstance(op.result.type, TensorType):
+                weights[op.result] = np.asarray(constant_value(op.value, op.result.type))
+            continue
         if isinstance(op, func.ReturnOp):
             results = [operand(v, op) for v in op.operands]
             break
@@ -158,7 +163,7 @@ def stages(fn: func.FuncOp, store: WeightStore, k_tile: int, n_tile: int, v_tile
                 gamma = weights.get(op.operands[1])
                 if not isinstance(gamma, np.ndarray) or gamma.shape != (n,):
                     raise Q35cError("cerebras target: q35nn.rms_norm gamma must be a float "
-                                    f"quant3p5.weight of shape ({n},)")
+                                    f"quant3p5.weight or constant of shape ({n},)")
                 args = args[:1]
             for a in args:
                 if _vector_shape(a, f"{op.name} operand") != n:

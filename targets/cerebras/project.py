@@ -30,7 +30,7 @@ from q35c.targets.cerebras.simulate import Simulation, check, memory_use, progra
 
 ACCEPTED_OPS = frozenset({"quant3p5.weight", "quant3p5.matmul", "func.return",
                           "q35nn.rms_norm", "q35nn.silu", "q35nn.swiglu", "q35nn.softmax",
-                          "arith.addf", "arith.mulf"})
+                          "arith.addf", "arith.mulf", "arith.constant"})
 """What the lowering maps today: batch-1 GEMVs on Q3P5 weights, RMSNorm, SiLU, SwiGLU and
 elementwise add and mul on [1, D] vectors (docs/cerebras.md). A function that is one GEMV
 is the single-GEMV project below; any other is a graph of stages (graph.py)."""
