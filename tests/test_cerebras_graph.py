@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from conftest import q35c
 from hypothesis import given, settings, strategies as st
+from xdsl.dialects import csl
 from xdsl.dialects.builtin import ArrayAttr, IntAttr, StringAttr
 from xdsl.parser import Parser
 
@@ -153,6 +154,19 @@ def test_a_broadcast_on_a_chain_color_is_caught():
     _bcast_route(p, 1).properties["color"] = IntAttr(0)  # PE 1 receives the chain on 0
     with pytest.raises(SimulationError, match=r"PE \(1,0\) color 0: a second route at switch "
                        "position 0"):
+        check(p.csl, WSE2)
+
+
+def test_a_softmax_broadcast_sent_once_instead_of_twice_is_caught():
+    p = _vector_project("softmax", 96, 32)  # max, then 1 / sum: two wavelets per PE
+    prog = next(m for m in p.csl.body.ops if m.sym_name.data == "s0_last_even")
+    sends = [op for op in prog.walk() if isinstance(op, csl.FmovsOp)
+             and isinstance(op.operands[0].owner, csl.GetFabDsdOp)
+             and op.operands[0].owner.fabric_color.value.data == BCAST_COLOR]
+    assert len(sends) == 2
+    sends[1].detach()
+    with pytest.raises(SimulationError, match=rf"PE \(0,0\) color {BCAST_COLOR}: 1 wavelets "
+                       "arrive, its program consumes 2"):
         check(p.csl, WSE2)
 
 

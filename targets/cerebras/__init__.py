@@ -1,12 +1,16 @@
-"""The Cerebras target: a batch-1 Q3P5 GEMV as a CSL project for a WSE-like wafer, and a
-tile simulator that checks and runs it.
+"""The Cerebras target: batch-1 Q3P5 GEMVs and the vector ops around them (RMSNorm, SiLU,
+SwiGLU, softmax, add, mul) as a CSL project for a WSE-like wafer, and a tile simulator
+that checks and runs it.
 
     graph IR --project.py/plan.py--> tiling over a PE rectangle --emit.py--> xDSL csl IR
     --printer.py--> layout.csl, pe_<role>.csl (+ run.py, host.npz, project.json)
     --simulate.py--> static checks, event-driven run: y bit-exact with the interpreter's
     numeric mode for this target (`q35c.semantics.matmul_q3p5_f16`)
 
-`--target cerebras` (options `cerebras{machine=wse2 k_tile=0 n_tile=0 seeds=2
+A function that is more than one GEMV is a graph of stages (graph.py, vector.py: one PE
+region per op, vectors chained through the host; numeric mode `q35c.semantics.cerebras`).
+
+`--target cerebras` (options `cerebras{machine=wse2 k_tile=0 n_tile=0 v_tile=0 seeds=2
 weights=packed}`; 0 picks the default tile) writes the project; `q35c run --target
 cerebras` simulates it under `seeds` interleavings and requires them to agree.
 docs/cerebras.md describes the mapping, the machine model and what is not there yet.
@@ -30,7 +34,7 @@ MAX_SEEDS = 64
 
 @dataclass(frozen=True)
 class CerebrasTarget(Q35cTarget):
-    """A CSL project for a Cerebras wafer (batch-1 Q3P5 GEMV) and its tile simulator."""
+    """A CSL project for a Cerebras wafer (batch-1 GEMVs, norms, SwiGLU), tile-simulated."""
 
     name = "cerebras"
     supports_shape_only = True
