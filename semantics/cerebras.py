@@ -9,9 +9,11 @@ programs run, targets/cerebras/vector.py):
   p = the degree-7 Taylor polynomial of exp at 0 in Horner form, e = p * 2^n (a table).
 - `silu_f32(x)`: a = x if x < 0 else 0 - x; e = exp_neg_f32(a); d = 1 + e;
   q = (1 if x >= 0 else e) / d; y = x * q.
-- `rsqrt_f32(v)` for v in [2^-128, 2^128): v is scaled by powers of 4 into [1, 4) (64
-  steps each way, exact), y = 1 - (v - 1) / 6 (as y = 1 - (v - 1) * SIXTH), six Newton
-  steps y = y * (1.5 - (y * y) * (v * 0.5)), times the power of 2 (exact).
+- `rsqrt_f32(v)` for v > 0 finite: v is scaled by powers of 4 into [1, 4), exactly:
+  for k in DOWN_STEPS, if v >= 4^k: v = v * 4^-k, s = s * 2^-k; then for k in UP_STEPS,
+  if v < 4^(1-k): v = v * 4^k, s = s * 2^k (each step keeps v < 4, and the steps reach
+  [1, 4) from every positive float32, subnormals included); y = 1 - (v - 1) * SIXTH; six
+  Newton steps y = y * (1.5 - (y * y) * (v * 0.5)); the result y * s (exact).
 - `rms_norm_f32(x, gamma, eps, v_tile)`: per slice of v_tile elements (one PE each),
   part = sum of x[i] * x[i] (i ascending, from 0); total = ((part0 + part1) + part2) + ...
   (the PE row's chain); r = rsqrt_f32(total * f32(1 / D) + eps); y = (x * r) * gamma.
@@ -37,7 +39,10 @@ TAYLOR = tuple(F32(1.0 / f) for f in (5040, 720, 120, 24, 6, 2, 1, 1))
 POW2 = np.array([2.0 ** (j - 126) for j in range(127)], F32)
 """2^n for n = -126..0, index n + 126 (every entry a normal float32)."""
 SIXTH = F32(1.0 / 6.0)
-SCALE_STEPS = 64
+DOWN_STEPS = (32, 16, 8, 4, 2, 1)
+"""v < 2^128 = 4^64: after the step k, v < 4^k."""
+UP_STEPS = (32, 32, 16, 8, 4, 2, 1)
+"""v >= 2^-149 > 4^-75: after the steps 32, 32, v >= 4^-31, after the step k, v >= 4^(1-k)."""
 NEWTON_STEPS = 6
 
 
@@ -72,12 +77,12 @@ def swiglu_f32(gate: np.ndarray, up: np.ndarray) -> np.ndarray:
 
 def rsqrt_f32(v: F32) -> F32:
     v, s = F32(v), F32(1)
-    for _ in range(SCALE_STEPS):
-        if v >= F32(4):
-            v, s = F32(v * F32(0.25)), F32(s * F32(0.5))
-    for _ in range(SCALE_STEPS):
-        if v < F32(1):
-            v, s = F32(v * F32(4)), F32(s * F32(2))
+    for k in DOWN_STEPS:
+        if v >= F32(4.0 ** k):
+            v, s = F32(v * F32(4.0 ** -k)), F32(s * F32(2.0 ** -k))
+    for k in UP_STEPS:
+        if v < F32(4.0 ** (1 - k)):
+            v, s = F32(v * F32(4.0 ** k)), F32(s * F32(2.0 ** k))
     h = F32(v * F32(0.5))
     y = F32(F32(1) - F32(F32(v - F32(1)) * SIXTH))
     for _ in range(NEWTON_STEPS):

@@ -46,7 +46,9 @@ def test_silu_and_rsqrt_modes_are_close_to_float64():
     assert np.all(np.abs(got - ref)[inside] <= 4e-7 * np.abs(ref)[inside] + 1e-38)
     assert np.all(np.abs(got - ref)[~inside] <= np.abs(x[~inside]) * np.exp(-87.0))
     assert mode.silu_f32(np.float32([0.0]))[0] == 0
-    v = (10.0 ** np.linspace(-30, 30, 601)).astype(np.float32)
+    v = np.concatenate([(10.0 ** np.linspace(-30, 30, 601)).astype(np.float32),
+                        np.float32([2.0 ** -149, 2.0 ** -127, 1.5 * 2.0 ** -140,
+                                    np.finfo(np.float32).max, 3.99999976, 4.0, 1.0])])
     r = np.array([mode.rsqrt_f32(t) for t in v])
     assert np.all(np.abs(r - 1 / np.sqrt(v.astype(np.float64))) * np.sqrt(v) <= 2.5e-7)
 

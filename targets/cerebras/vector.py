@@ -175,15 +175,12 @@ class VectorProgram:
     def rsqrt(self, v: SSAValue) -> SSAValue:
         """rsqrt_f32 (q35c.semantics.cerebras): scale into [1, 4), Newton steps."""
         s = _f(1.0)
-        for test, scale, back in (("oge", 0.25, 0.5), ("olt", 4.0, 2.0)):
-            bound = _f(4.0 if test == "oge" else 1.0)
-            loop = scf.ForOp(_int(0), _int(mode.SCALE_STEPS), _int(1), [v, s],
-                             Block(arg_types=[i16, f32, f32]))
-            with ImplicitBuilder(loop.body.block) as (_, vv, ss):
-                big = arith.CmpfOp(vv, bound, test).result
-                scf.YieldOp(_select(big, arith.MulfOp(vv, _f(scale)).result, vv),
-                            _select(big, arith.MulfOp(ss, _f(back)).result, ss))
-            v, s = loop.res
+        steps = [("oge", 4.0 ** k, -k) for k in mode.DOWN_STEPS] + \
+            [("olt", 4.0 ** (1 - k), k) for k in mode.UP_STEPS]
+        for test, bound, k in steps:  # unrolled: 13 steps of compare, 2 products, 2 selects
+            take = arith.CmpfOp(v, _f(bound), test).result
+            v, s = (_select(take, arith.MulfOp(v, _f(4.0 ** k)).result, v),
+                    _select(take, arith.MulfOp(s, _f(2.0 ** k)).result, s))
         h = arith.MulfOp(v, _f(0.5)).result
         y = arith.SubfOp(_f(1.0), arith.MulfOp(arith.SubfOp(v, _f(1.0)).result,
                                                _f(mode.SIXTH)).result).result
