@@ -305,6 +305,47 @@ def test_chained_gemvs_run_bit_exactly_on_two_rectangles():
         assert sim.cycles == sum(cycles)
 
 
+@settings(max_examples=3, deadline=None)
+@given(d=st.integers(20, 100), f=st.integers(20, 140), n_tile=st.sampled_from([16, 32]),
+       v_tile=st.integers(8, 40), seed=st.integers(0, 9))
+def test_mlp_stages_over_random_sizes_match_the_numeric_mode(d, f, n_tile, v_tile, seed):
+    """The block built from stages (no CLI), against the numeric mode's functions composed
+    by hand: the GEMVs' chains, the vector rows and the host's hand-offs together."""
+    rng = np.random.default_rng(seed)
+    w = {name: quantize((rng.standard_normal(shape) / 16).astype(np.float32), group_size=32)
+         for name, shape in (("g", (d, f)), ("u", (d, f)), ("d", (f, d)))}
+    gamma = (1 + rng.standard_normal(d) / 8).astype(np.float32)
+
+    def gemv(k, n, src, out, name):
+        return Stage("gemv", GemvPlan.choose(k, n, 32, 0, n_tile), [src], out, weights=w[name])
+
+    sts = [Stage("rms_norm", VectorPlan.choose("rms_norm", d, v_tile, 1e-5), ["x"], "h",
+                 gamma=gamma),
+           gemv(d, f, "h", "g", "g"), gemv(d, f, "h", "u", "u"),
+           Stage("swiglu", VectorPlan.choose("swiglu", f, v_tile), ["g", "u"], "m"),
+           gemv(f, d, "m", "dn", "d"),
+           Stage("add", VectorPlan.choose("add", d, v_tile), ["x", "dn"], "y")]
+    p = project_of(sts, {"x": (1, d)}, ["y"], ["y"])
+    x = rng.standard_normal((1, d)).astype(np.float32)
+    from q35c.semantics import matmul_q3p5_f16
+
+    def mm(v, name):
+        k = w[name].shape[0]
+        return matmul_q3p5_f16(v, w[name], GemvPlan.choose(k, 1, 32).k_tile)
+
+    h = mode.rms_norm_f32(x, gamma, 1e-5, min(v_tile, d))
+    want = x + mm(mode.swiglu_f32(mm(h, "g"), mm(h, "u")), "d")
+    outs, _, _ = simulate_graph(p, WSE2, {"x": x}, seed)
+    assert np.array_equal(outs["y"].view(np.uint32), want.view(np.uint32))
+
+
+def test_a_vector_tile_too_large_for_a_pe_is_caught():
+    p = _vector_project("swiglu", 4096, 4096)
+    with pytest.raises(SimulationError, match=r"PE \(0,0\) \(s0_single.csl\): memory [0-9]+ "
+                       r"bytes > 49152 \(arrays 49660, "):
+        check(p.csl, WSE2)
+
+
 def test_graph_estimate_is_above_its_lower_bound():
     r = graph_estimate(64, 96, WSE2, n_tile=32, v_tile=32)
     assert [s["kind"] for s in r["stages"]] == ["rms_norm", "gemv", "gemv", "swiglu", "gemv",
