@@ -304,8 +304,24 @@ class _Program:
         csl.MemberCallOp("unblock_cmd_stream", None, memcpy, [])
 
 
-def program_module(plan: GemvPlan, role: str) -> csl.CslModuleOp:
-    """The program of every PE of one role (file pe_<role>.csl)."""
+def noop_functions(names: tuple[str, ...], memcpy: SSAValue) -> list[csl.FuncOp]:
+    """Launch functions of the other stages of a program (graph.py): they only hand the
+    command stream back, since the host's launch reaches every PE."""
+    out = []
+    for name in names:
+        fn = csl.FuncOp(name, ((), None))
+        with ImplicitBuilder(fn.body.block):
+            csl.MemberCallOp("unblock_cmd_stream", None, memcpy, [])
+            csl.ReturnOp()
+        out.append(fn)
+    return out
+
+
+def program_module(plan: GemvPlan, role: str, name: str | None = None,
+                   entry: str = "compute", noops: tuple[str, ...] = ()) -> csl.CslModuleOp:
+    """The program of every PE of one role (file pe_<role>.csl, or `name`.csl); `entry`:
+    the launch function's name; `noops`: further launch functions that do nothing."""
+    module_name = name or f"pe_{role}"
     body = Block()
     prog = _Program(plan, role)
     with ImplicitBuilder(body):
@@ -318,10 +334,11 @@ def program_module(plan: GemvPlan, role: str) -> csl.CslModuleOp:
                 prog.decode()
                 csl.MemberCallOp("unblock_cmd_stream", None, memcpy.result, [])
                 csl.ReturnOp()
-        fn = csl.FuncOp("compute", ((), None))
+        fn = csl.FuncOp(entry, ((), None))
         with ImplicitBuilder(fn.body.block):
             prog.compute()
             csl.ReturnOp()
+        others = noop_functions(noops, memcpy.result)
         task = csl.TaskOp("reduce", ((), None), task_kind=csl.TaskKind.LOCAL,
                           id=REDUCE_TASK_ID)
         with ImplicitBuilder(task.body.block):
@@ -334,10 +351,11 @@ def program_module(plan: GemvPlan, role: str) -> csl.CslModuleOp:
             csl.SymbolExportOp(name, ptr.res)
         if plan.decoded:
             csl.SymbolExportOp("decode", decode.function_type)
-        csl.SymbolExportOp("compute", fn.function_type)
+        for f in (fn, *others):
+            csl.SymbolExportOp(f.sym_name.data, f.function_type)
     return csl.CslModuleOp(regions=[Region(body)], properties={
         "kind": csl.ModuleKindAttr(csl.ModuleKind.PROGRAM),
-        "sym_name": StringAttr(f"pe_{role}")})
+        "sym_name": StringAttr(module_name)})
 
 
 def routes(plan: GemvPlan, x: int) -> list[tuple[int, tuple[str, ...], tuple[str, ...]]]:

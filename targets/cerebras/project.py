@@ -28,8 +28,18 @@ from q35c.targets.cerebras.plan import GemvPlan, pe_data, x_slice
 from q35c.targets.cerebras.printer import csl_files
 from q35c.targets.cerebras.simulate import Simulation, check, memory_use, programs
 
-ACCEPTED_OPS = frozenset({"quant3p5.weight", "quant3p5.matmul", "func.return"})
-"""What the lowering maps today: one batch-1 GEMV on Q3P5 weights (docs/cerebras.md)."""
+ACCEPTED_OPS = frozenset({"quant3p5.weight", "quant3p5.matmul", "func.return",
+                          "q35nn.rms_norm", "q35nn.silu", "q35nn.swiglu", "q35nn.softmax",
+                          "arith.addf", "arith.mulf", "arith.constant"})
+"""What the lowering maps today: batch-1 GEMVs on Q3P5 weights, RMSNorm, SiLU, SwiGLU and
+elementwise add and mul on [1, D] vectors (docs/cerebras.md). A function that is one GEMV
+is the single-GEMV project below; any other is a graph of stages (graph.py)."""
+
+
+def is_single_gemv(fn: func.FuncOp) -> bool:
+    """One quant3p5.matmul and nothing but its weight and the return."""
+    ops = [op for op in fn.body.block.ops if not isinstance(op, quant3p5.WeightOp)]
+    return len(ops) == 2 and isinstance(ops[0], quant3p5.MatmulOp)
 
 
 @dataclass

@@ -29,10 +29,11 @@ def render(doc: dict) -> str:
     width, height = plan["width"], plan["height"]
     rows = height if width * height <= MAX_CELLS else 1
     cells = []
-    for x, role in enumerate(doc["columns"]):
-        used = doc["pe_memory_bytes"][f"pe_{role}.csl"]
+    grid = doc.get("grid") or [[f"pe_{role}.csl"] * height for role in doc["columns"]]
+    for x, column in enumerate(grid):  # a graph's project.json lists each PE's program
         for y in range(rows):
-            tip = html.escape(f"PE ({x},{y}) pe_{role}.csl: {used} of {capacity} bytes")
+            used = doc["pe_memory_bytes"][column[y]]
+            tip = html.escape(f"PE ({x},{y}) {column[y]}: {used} of {capacity} bytes")
             cells.append(f'<rect x="{x * CELL}" y="{y * CELL}" width="{CELL - 1}" '
                          f'height="{CELL - 1}" fill="{_shade(used, capacity)}">'
                          f"<title>{tip}</title></rect>")
@@ -46,8 +47,13 @@ def render(doc: dict) -> str:
         + "".join(f"<td>{doc['pe_memory_parts'][name][k]}</td>"
                   for k in ("arrays", "code", "stack", "memcpy")) + "</tr>"
         for name, total in sorted(doc["pe_memory_bytes"].items()))
-    title = html.escape(f"GEMV {plan['k']}x{plan['n']} on {doc['machine']}: "
-                        f"{width}x{height} PEs, tiles {plan['k_tile']}x{plan['n_tile']}")
+    if "stages" in doc:
+        kinds = ", ".join(st["kind"] for st in doc["stages"])
+        title = html.escape(f"{len(doc['stages'])} stages ({kinds}) on {doc['machine']}: "
+                            f"{width}x{height} PEs")
+    else:
+        title = html.escape(f"GEMV {plan['k']}x{plan['n']} on {doc['machine']}: "
+                            f"{width}x{height} PEs, tiles {plan['k_tile']}x{plan['n_tile']}")
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{title}</title>
 <style>body {{ font: 13px/1.4 system-ui, sans-serif; margin: 12px; }}

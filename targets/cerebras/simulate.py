@@ -460,8 +460,27 @@ class Simulation:
                 raise SimulationError(f"PE ({pe.x},{pe.y}) ({_where(op)}): i16 overflow "
                                       f"in {op.name} ({r})")
             env[op.result] = r
-        elif isinstance(op, arith.AddfOp):
-            env[op.result] = np.float32(np.float32(env[op.lhs]) + np.float32(env[op.rhs]))
+        elif isinstance(op, (arith.AddfOp, arith.SubfOp, arith.MulfOp, arith.DivfOp)):
+            a, b = np.float32(env[op.lhs]), np.float32(env[op.rhs])
+            with np.errstate(all="ignore"):  # IEEE results (inf, nan) as the PE gives them
+                env[op.result] = np.float32(_FLOAT_OPS[type(op)](a, b))
+        elif isinstance(op, arith.CmpfOp):
+            pred = arith.CMPF_COMPARISON_OPERATIONS[op.predicate.value.data]
+            if pred not in _CMPF:
+                raise SimulationError(f"PE ({pe.x},{pe.y}) ({_where(op)}): the simulator "
+                                      f"does not model arith.cmpf {pred}")
+            env[op.result] = bool(_CMPF[pred](np.float32(env[op.lhs]),
+                                              np.float32(env[op.rhs])))
+        elif isinstance(op, arith.SelectOp):
+            env[op.result] = env[op.lhs] if env[op.cond] else env[op.rhs]
+        elif isinstance(op, arith.FPToSIOp):
+            v = float(env[op.input])
+            if not -2**15 <= math.trunc(v) < 2**15:
+                raise SimulationError(f"PE ({pe.x},{pe.y}) ({_where(op)}): {v} does not "
+                                      "convert to i16")
+            env[op.result] = math.trunc(v)  # toward zero
+        elif isinstance(op, arith.SIToFPOp):
+            env[op.result] = np.float32(env[op.input])
         elif isinstance(op, memref.LoadOp):
             arr, (i,) = pe.memory[env[op.memref]], [env[v] for v in op.indices]
             self._bounds(pe, op, arr, i)
@@ -545,6 +564,12 @@ class Simulation:
                 self._view(pe, dst)[i:i + 1] = value
 
 
+_FLOAT_OPS = {arith.AddfOp: np.add, arith.SubfOp: np.subtract, arith.MulfOp: np.multiply,
+              arith.DivfOp: np.divide}
+_CMPF = {"olt": lambda a, b: a < b, "oge": lambda a, b: a >= b,
+         "ogt": lambda a, b: a > b, "ole": lambda a, b: a <= b}
+
+
 def compute(name: str, vals: list) -> np.ndarray:
     """The numbers of one DSD operation (the numeric mode: one rounding per op; f16 x f16
     products are exact in f32, so @fmachs has one rounding too)."""
@@ -557,6 +582,8 @@ def compute(name: str, vals: list) -> np.ndarray:
         return np.asarray(vals[0], f32)
     if name == "fadds":
         return np.asarray(vals[0], f32) + np.asarray(vals[1], f32)
+    if name == "fmaxs":
+        return np.maximum(np.asarray(vals[0], f32), np.asarray(vals[1], f32))
     if name == "fmuls":
         return np.asarray(vals[0], f32) * np.asarray(vals[1], f32)
     if name == "fmachs":
