@@ -6,6 +6,8 @@
     builder.py   numpy-style tensor operations as xDSL ops
 
     quantized.py pre-quantized weights (DequantizeLinear, MatMulNBits, GatherBlockQuantized)
+    contrib.py   onnxruntime contrib ops (GroupQueryAttention, Skip/SimplifiedLayerNormalization)
+                 expanded into standard ONNX nodes
 
 Float MatMul/Gemm weights enter the IR as named float `quant3p5.weight`s; the default
 pipeline's `quantize-weights` pass turns them into Q3P5. Weights dequantized from a
@@ -21,6 +23,7 @@ from xdsl.dialects.builtin import ModuleOp
 
 from q35c.compiler.diagnostics import Q35cError
 from q35c.compiler.frontends import FrontendOptions
+from q35c.compiler.frontends.onnx import contrib  # noqa: F401  (registers converters)
 from q35c.compiler.frontends.onnx.importer import OnnxImporter
 from q35c.compiler.frontends.onnx.model import load_model
 from q35c.compiler.frontends.onnx.quantized import mark_sources  # also registers converters

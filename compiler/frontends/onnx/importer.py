@@ -382,6 +382,19 @@ class OnnxImporter:
                                    f"{len(node.output)}")
         return outputs
 
+    def expand(self, node: NodeProto, nodes: list[NodeProto], constants: dict[str, np.ndarray],
+               outputs: list[str | None]) -> list[Value]:
+        """Import `nodes` (standard ONNX nodes that together compute `node`; contrib.py) in
+        place of `node`, with `constants` as initializers; return the values of `outputs`
+        (None where the node's output is not computed)."""
+        self.env.update(constants)
+        for inner in nodes:
+            self.current = inner
+            self.bind(inner, self.convert_node(inner, self.block,
+                                               [self.lookup(n) for n in inner.input]))
+        self.current = node
+        return [self.lookup(name) if name else None for name in outputs]
+
     def convert(self, node: NodeProto, inputs: list[Value]) -> list[Value]:
         key = _op_key(node)
         if key == "If":

@@ -1,0 +1,283 @@
+"""onnxruntime contrib ops that LLM exporters emit, expanded into standard ONNX nodes.
+
+onnxruntime-genai's model builder (and onnxruntime's transformer optimizer) write decoder
+graphs with fused operators of onnxruntime's `com.microsoft` domain. Each converter here
+rewrites one such node into standard ONNX nodes with onnxruntime's semantics and imports
+those in its place (`OnnxImporter.expand`), so every target runs them with the ops it
+already has:
+
+* `SimplifiedLayerNormalization` (RMSNorm; registered by onnxruntime in the default domain)
+  and `com.microsoft.SkipSimplifiedLayerNormalization` (residual add, then RMSNorm);
+* `com.microsoft.SkipLayerNormalization` (residual add, then LayerNorm);
+* `com.microsoft.GroupQueryAttention`: packed or separate Q/K/V, rotary embedding from
+  `cos_cache`/`sin_cache` (half-split or interleaved, full or partial), the KV cache as
+  `past_key`/`past_value` concatenated with the new keys and values into `present_*`,
+  causal masking (optionally within a local window), `softcap`, `attention_bias`,
+  `position_ids`, and keys beyond each row's `seqlens_k` masked.
+
+GroupQueryAttention's cache semantics are those of a dense batch: every row's past is the
+whole `past_key` buffer (its sequence axis, known at compile time), as in batch-1 decoding
+and in batches of equal length. onnxruntime also accepts ragged batches, where a row's past
+is shorter than the buffer (`seqlens_k[b] + 1 - sequence_length`) and its new keys are
+written at that offset; there this expansion's `present_*` and attention differ.
+A first prompt (an empty past buffer) takes rotary positions 0..S-1, as onnxruntime does.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import onnx
+from onnx import NodeProto
+
+from q35c.compiler.frontends.onnx.builder import shape_of
+from q35c.compiler.frontends.onnx.ops import converter
+
+
+class _Graph:
+    """Standard ONNX nodes replacing one contrib node: fresh value names under the node's
+    name, constants, and a `reduce_last` that follows the model's opset."""
+
+    def __init__(self, imp, node: NodeProto):
+        self.imp, self.node = imp, node
+        self.prefix = f"{node.name or node.output[0]}/q35c."
+        self.nodes: list[NodeProto] = []
+        self.constants: dict[str, np.ndarray] = {}
+        self.counter = itertools.count()
+        self.opset = imp.opsets.get("", imp.opsets.get("ai.onnx", 13))
+
+    def fresh(self, what: str) -> str:
+        return f"{self.prefix}{what}{next(self.counter)}"
+
+    def const(self, value, dtype=np.int64) -> str:
+        name = self.fresh("c")
+        self.constants[name] = np.asarray(value, dtype=dtype)
+        return name
+
+    def op(self, op_type: str, inputs: list[str], **attrs) -> str:
+        out = self.fresh(op_type.lower())
+        self.nodes.append(onnx.helper.make_node(op_type, inputs, [out], name=out, **attrs))
+        return out
+
+    def reduce_last(self, op_type: str, x: str) -> str:
+        """`op_type` (ReduceSum, ReduceMax) over the last axis, keepdims."""
+        if op_type == "ReduceSum" and self.opset >= 13 or self.opset >= 18:
+            return self.op(op_type, [x, self.const([-1])], keepdims=1)
+        return self.op(op_type, [x], axes=[-1], keepdims=1)
+
+    def slice_last(self, x: str, start: int, end: int, axis: int = -1) -> str:
+        return self.op("Slice", [x, self.const([start]), self.const([end]),
+                                 self.const([axis])])
+
+    def run(self, outputs: list[str | None]):
+        return self.imp.expand(self.node, self.nodes, self.constants, outputs)
+
+
+def _static_shape(imp, node, value, what: str) -> tuple[int, ...]:
+    if value is None:
+        raise imp.error(node, f"{what} is missing")
+    shape = np.shape(value) if isinstance(value, np.ndarray) else shape_of(value)
+    if not shape and not isinstance(value, np.ndarray):
+        raise imp.error(node, f"{what} needs a static shape (bind it with --shape)")
+    return tuple(int(d) for d in shape)
+
+
+def _input_name(node: NodeProto, index: int) -> str:
+    return node.input[index] if len(node.input) > index else ""
+
+
+def _rms_norm(g: _Graph, x: str, gamma: str, eps: float, width: int) -> str:
+    """x / sqrt(mean(x^2) + eps) * gamma over the last axis (onnxruntime's float32 RMSNorm,
+    summed in another order)."""
+    mean = g.op("Mul", [g.reduce_last("ReduceSum", g.op("Mul", [x, x])),
+                        g.const(1.0 / width, np.float32)])
+    inv = g.op("Reciprocal", [g.op("Sqrt", [g.op("Add", [mean, g.const(eps, np.float32)])])])
+    return g.op("Mul", [g.op("Mul", [x, inv]), gamma])
+
+
+def _layer_norm(g: _Graph, x: str, gamma: str, beta: str, eps: float, width: int) -> str:
+    scale = g.const(1.0 / width, np.float32)
+    centred = g.op("Sub", [x, g.op("Mul", [g.reduce_last("ReduceSum", x), scale])])
+    var = g.op("Mul", [g.reduce_last("ReduceSum", g.op("Mul", [centred, centred])), scale])
+    inv = g.op("Reciprocal", [g.op("Sqrt", [g.op("Add", [var, g.const(eps, np.float32)])])])
+    out = g.op("Mul", [g.op("Mul", [centred, inv]), gamma])
+    return g.op("Add", [out, beta]) if beta else out
+
+
+def _norm_width(imp, node, x) -> int:
+    shape = _static_shape(imp, node, x, "the input")
+    if not shape or shape[-1] <= 0:
+        raise imp.error(node, f"the input has shape {list(shape)}; a normalized last axis "
+                              "is needed")
+    return shape[-1]
+
+
+@converter("SimplifiedLayerNormalization", "com.microsoft.SimplifiedLayerNormalization")
+def _simplified_layer_norm(imp, node, inputs):
+    """onnxruntime's RMSNorm: Y = X / sqrt(mean(X^2, last axis) + epsilon) * scale."""
+    width = _norm_width(imp, node, inputs[0])
+    rank = len(_static_shape(imp, node, inputs[0], "the input"))
+    axis = int(imp.attr(node, "axis", -1))
+    if axis % rank != rank - 1:
+        raise imp.error(node, f"axis {axis} is not supported (only the last axis)")
+    g = _Graph(imp, node)
+    y = _rms_norm(g, node.input[0], node.input[1], float(imp.attr(node, "epsilon", 1e-5)),
+                  width)
+    return g.run([y] + [None] * (len(node.output) - 1))
+
+
+@converter("com.microsoft.SkipSimplifiedLayerNormalization",
+           "com.microsoft.SkipLayerNormalization")
+def _skip_layer_norm(imp, node, inputs):
+    """sum = input + skip (+ bias); output = norm(sum) * gamma (+ beta); output 3 is sum."""
+    width = _norm_width(imp, node, inputs[0])
+    simplified = node.op_type == "SkipSimplifiedLayerNormalization"
+    g = _Graph(imp, node)
+    total = g.op("Add", [node.input[0], node.input[1]])
+    bias = _input_name(node, 3 if simplified else 4)
+    if bias:
+        total = g.op("Add", [total, bias])
+    eps = float(imp.attr(node, "epsilon", 1e-5 if not simplified else 1e-6))
+    if simplified:
+        y = _rms_norm(g, total, node.input[2], eps, width)
+    else:
+        y = _layer_norm(g, total, node.input[2], _input_name(node, 3), eps, width)
+    outputs = [y, None, None, total][:len(node.output)]
+    return g.run(outputs)
+
+
+def _rotate(g: _Graph, x: str, cos: str, sin: str, shape: tuple[int, ...], rot: int,
+            interleaved: bool) -> str:
+    """Rotary embedding of the first `rot` features of x [B, heads, S, D]; cos/sin are
+    broadcastable to [B, 1, S, rot/2]."""
+    b, heads, s, d = shape
+    half = rot // 2
+    part = g.slice_last(x, 0, rot) if rot < d else x
+    if interleaved:
+        pairs = g.op("Reshape", [part, g.const([b, heads, s, half, 2])])
+        x1 = g.op("Reshape", [g.slice_last(pairs, 0, 1), g.const([b, heads, s, half])])
+        x2 = g.op("Reshape", [g.slice_last(pairs, 1, 2), g.const([b, heads, s, half])])
+    else:
+        x1, x2 = g.slice_last(part, 0, half), g.slice_last(part, half, rot)
+    r1 = g.op("Sub", [g.op("Mul", [x1, cos]), g.op("Mul", [x2, sin])])
+    r2 = g.op("Add", [g.op("Mul", [x2, cos]), g.op("Mul", [x1, sin])])
+    if interleaved:
+        shape5 = g.const([b, heads, s, half, 1])
+        both = g.op("Concat", [g.op("Reshape", [r1, shape5]), g.op("Reshape", [r2, shape5])],
+                    axis=-1)
+        rotated = g.op("Reshape", [both, g.const([b, heads, s, rot])])
+    else:
+        rotated = g.op("Concat", [r1, r2], axis=-1)
+    if rot < d:
+        rotated = g.op("Concat", [rotated, g.slice_last(x, rot, d)], axis=-1)
+    return rotated
+
+
+@converter("com.microsoft.GroupQueryAttention")
+def _group_query_attention(imp, node, inputs):
+    heads = int(imp.attr(node, "num_heads", 0))
+    kv_heads = int(imp.attr(node, "kv_num_heads", 0))
+    if heads <= 0 or kv_heads <= 0 or heads % kv_heads:
+        raise imp.error(node, f"num_heads {heads} and kv_num_heads {kv_heads} must be "
+                              "positive, num_heads a multiple of kv_num_heads")
+    if imp.attr(node, "qk_output", 0) or _input_name(node, 11) or len(node.output) > 3 and \
+            any(node.output[3:]):
+        raise imp.error(node, "head_sink and qk_output are not supported")
+    if _input_name(node, 3) == "" or _input_name(node, 4) == "":
+        raise imp.error(node, "past_key and past_value are required")
+    b, s, hidden = _static_shape(imp, node, inputs[0], "query")
+    packed = not _input_name(node, 1)
+    d = hidden // (heads + 2 * kv_heads) if packed else hidden // heads
+    if d <= 0 or hidden != d * ((heads + 2 * kv_heads) if packed else heads):
+        raise imp.error(node, f"query width {hidden} does not split into {heads} heads"
+                              + (f" and 2 x {kv_heads} key/value heads" if packed else ""))
+    past_shape = _static_shape(imp, node, inputs[3], "past_key")
+    if len(past_shape) != 4 or past_shape[0] != b or past_shape[1] != kv_heads or \
+            past_shape[3] != d:
+        raise imp.error(node, f"past_key has shape {list(past_shape)}, expected "
+                              f"[{b}, {kv_heads}, past, {d}]")
+    if _static_shape(imp, node, inputs[4], "past_value") != past_shape:
+        raise imp.error(node, "past_value's shape differs from past_key's")
+    past = past_shape[2]
+    total = past + s
+    g = _Graph(imp, node)
+    query = node.input[0]
+    if packed:
+        q = g.slice_last(query, 0, heads * d)
+        k = g.slice_last(query, heads * d, (heads + kv_heads) * d)
+        v = g.slice_last(query, (heads + kv_heads) * d, (heads + 2 * kv_heads) * d)
+    else:
+        q, k, v = query, node.input[1], node.input[2]
+        for value in (inputs[1], inputs[2]):
+            if _static_shape(imp, node, value, "key/value") != (b, s, kv_heads * d):
+                raise imp.error(node, f"key and value must have shape [{b}, {s}, "
+                                      f"{kv_heads * d}]")
+
+    def split_heads(x: str, n: int) -> str:
+        return g.op("Transpose", [g.op("Reshape", [x, g.const([b, s, n, d])])],
+                    perm=[0, 2, 1, 3])
+
+    q, k, v = split_heads(q, heads), split_heads(k, kv_heads), split_heads(v, kv_heads)
+    seqlens = g.op("Cast", [node.input[5]], to=onnx.TensorProto.INT64)
+    if imp.attr(node, "do_rotary", 0):
+        cos_cache, sin_cache = _input_name(node, 7), _input_name(node, 8)
+        if not cos_cache or not sin_cache:
+            raise imp.error(node, "do_rotary needs cos_cache and sin_cache")
+        cache_shape = _static_shape(imp, node, inputs[7], "cos_cache")
+        rot = 2 * cache_shape[-1]
+        if len(cache_shape) != 2 or rot > d or rot <= 0:
+            raise imp.error(node, f"cos_cache has shape {list(cache_shape)}; expected "
+                                  f"[positions, <= {d // 2}]")
+        if _input_name(node, 9):
+            positions = node.input[9]
+        elif past == 0:  # a first prompt: positions 0..S-1
+            positions = g.const(np.arange(s).reshape(1, s))
+        else:  # row b continues after its seqlens_k[b] + 1 - S past tokens
+            start = g.op("Add", [g.op("Reshape", [seqlens, g.const([b, 1])]),
+                                 g.const(1 - s)])
+            positions = g.op("Add", [start, g.const(np.arange(s).reshape(1, s))])
+        cos = g.op("Reshape", [g.op("Gather", [cos_cache, positions], axis=0),
+                               g.const([-1, 1, s, rot // 2])])
+        sin = g.op("Reshape", [g.op("Gather", [sin_cache, positions], axis=0),
+                               g.const([-1, 1, s, rot // 2])])
+        interleaved = bool(imp.attr(node, "rotary_interleaved", 0))
+        q = _rotate(g, q, cos, sin, (b, heads, s, d), rot, interleaved)
+        k = _rotate(g, k, cos, sin, (b, kv_heads, s, d), rot, interleaved)
+    present_k = g.op("Concat", [node.input[3], k], axis=2)
+    present_v = g.op("Concat", [node.input[4], v], axis=2)
+
+    def repeat_heads(x: str) -> str:
+        if heads == kv_heads:
+            return x
+        grouped = g.op("Reshape", [x, g.const([b, kv_heads, 1, total, d])])
+        spread = g.op("Expand", [grouped, g.const([b, kv_heads, heads // kv_heads, total, d])])
+        return g.op("Reshape", [spread, g.const([b, heads, total, d])])
+
+    keys, values = repeat_heads(present_k), repeat_heads(present_v)
+    scale = float(imp.attr(node, "scale", 0.0)) or 1.0 / float(np.sqrt(d))
+    scores = g.op("Mul", [g.op("MatMul", [q, g.op("Transpose", [keys], perm=[0, 1, 3, 2])]),
+                          g.const(scale, np.float32)])
+    softcap = float(imp.attr(node, "softcap", 0.0))
+    if softcap > 0:
+        scores = g.op("Mul", [g.op("Tanh", [g.op("Mul", [scores, g.const(1 / softcap,
+                                                                        np.float32)])]),
+                              g.const(softcap, np.float32)])
+    if _input_name(node, 10):
+        scores = g.op("Add", [scores, node.input[10]])
+    i = np.arange(s).reshape(s, 1) + past
+    j = np.arange(total).reshape(1, total)
+    allowed = j <= i
+    window = int(imp.attr(node, "local_window_size", -1))
+    if window > 0:
+        allowed &= j > i - window
+    within = g.op("Less", [g.const(np.arange(total).reshape(1, 1, 1, total)),
+                           g.op("Reshape", [g.op("Add", [seqlens, g.const(1)]),
+                                            g.const([b, 1, 1, 1])])])
+    mask = g.op("And", [within, g.const(allowed.reshape(1, 1, s, total), np.bool_)])
+    lowest = g.const(np.finfo(np.float32).min, np.float32)
+    probs = g.op("Softmax", [g.op("Where", [mask, scores, lowest])], axis=-1)
+    attended = g.op("MatMul", [probs, values])
+    out = g.op("Reshape", [g.op("Transpose", [attended], perm=[0, 2, 1, 3]),
+                           g.const([b, s, heads * d])])
+    return g.run([out, present_k, present_v][:len(node.output)])

@@ -1,0 +1,127 @@
+"""onnxruntime contrib ops (compiler/frontends/onnx/contrib.py) against onnxruntime itself:
+the fused normalizations and GroupQueryAttention that onnxruntime-genai's model builder
+writes, on the interpreter and the C target."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from q35c.compiler.diagnostics import Q35cError
+from q35c.compiler.driver import Options, run_file
+
+F = TensorProto.FLOAT
+
+
+def _model(tmp_path, nodes, inputs, outputs, inits=()):
+    graph = helper.make_graph(nodes, "m", inputs, outputs, list(inits))
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21),
+                                                    helper.make_opsetid("com.microsoft", 1)])
+    model.ir_version = 10
+    path = tmp_path / "m.onnx"
+    onnx.save(model, path)
+    return path
+
+
+def _check(tmp_path, path, feeds, target, rtol=2e-6):
+    want = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, feeds)
+    names = [o.name for o in onnx.load(path).graph.output]
+    got = run_file(path, feeds, tmp_path / f"out-{target}", Options(target=target, passes=""))
+    for name, w in zip(names, want):
+        g = got[name]
+        assert g.shape == w.shape, name
+        scale = max(float(np.max(np.abs(w))), 1e-30)
+        assert float(np.max(np.abs(g - w))) / scale < rtol, name
+
+
+@pytest.mark.parametrize("target", ["interp", "c"])
+def test_skip_and_simplified_layer_norms(tmp_path, target):
+    rng = np.random.default_rng(0)
+    d = 48
+    inits = [numpy_helper.from_array(rng.standard_normal(d).astype(np.float32), n)
+             for n in ("gamma", "beta", "bias", "gamma2")]
+    nodes = [
+        helper.make_node("SkipSimplifiedLayerNormalization", ["x", "skip", "gamma", "bias"],
+                         ["rms", "", "", "sum"], domain="com.microsoft", epsilon=1e-5),
+        helper.make_node("SkipLayerNormalization", ["rms", "skip", "gamma2", "beta"],
+                         ["ln", "", "", "sum2"], domain="com.microsoft", epsilon=1e-4),
+        helper.make_node("SimplifiedLayerNormalization", ["ln", "gamma"], ["out"],
+                         epsilon=1e-6, axis=-1, stash_type=1),
+    ]
+    shape = [2, 5, d]
+    path = _model(tmp_path, nodes, [helper.make_tensor_value_info("x", F, shape),
+                                    helper.make_tensor_value_info("skip", F, shape)],
+                  [helper.make_tensor_value_info(n, F, shape) for n in ("out", "sum", "sum2")],
+                  inits)
+    feeds = {"x": rng.standard_normal(shape).astype(np.float32),
+             "skip": rng.standard_normal(shape).astype(np.float32)}
+    _check(tmp_path, path, feeds, target)
+
+
+GQA_CASES = {
+    # name: (batch, seq, past, heads, kv_heads, head, packed, rotary, interleaved, rot, extra)
+    "prompt-packed-rotary": (1, 6, 0, 4, 2, 16, True, True, False, 16, {}),
+    "decode-packed-rotary": (1, 1, 7, 4, 2, 16, True, True, False, 16, {}),
+    "batch2-decode-separate-interleaved": (2, 1, 5, 4, 1, 16, False, True, True, 16, {}),
+    "chunk-after-past": (1, 3, 5, 4, 2, 16, False, True, False, 16, {}),
+    "partial-rotary": (1, 1, 4, 2, 2, 32, True, True, False, 16, {}),
+    "no-rotary-window-softcap": (1, 5, 3, 6, 3, 16, True, False, False, 0,
+                                 {"local_window_size": 3, "softcap": 2.0}),
+    "scale": (1, 4, 2, 4, 4, 16, False, False, False, 0, {"scale": 0.5}),
+}
+
+
+@pytest.mark.parametrize("target", ["interp", "c"])
+@pytest.mark.parametrize("case", list(GQA_CASES))
+def test_group_query_attention_matches_onnxruntime(tmp_path, case, target):
+    b, s, past, h, kvh, d, packed, rotary, interleaved, rot, extra = GQA_CASES[case]
+    rng = np.random.default_rng(len(case))
+    total = past + s
+    feeds = {}
+    if packed:
+        inputs = ["qkv", "", ""]
+        feeds["qkv"] = rng.standard_normal((b, s, (h + 2 * kvh) * d)).astype(np.float32)
+    else:
+        inputs = ["q", "k", "v"]
+        feeds["q"] = rng.standard_normal((b, s, h * d)).astype(np.float32)
+        feeds["k"] = rng.standard_normal((b, s, kvh * d)).astype(np.float32)
+        feeds["v"] = rng.standard_normal((b, s, kvh * d)).astype(np.float32)
+    feeds["past_k"] = rng.standard_normal((b, kvh, past, d)).astype(np.float32)
+    feeds["past_v"] = rng.standard_normal((b, kvh, past, d)).astype(np.float32)
+    inputs += ["past_k", "past_v", "seqlens", "total"]
+    inits = [numpy_helper.from_array(np.full(b, total - 1, np.int32), "seqlens"),
+             numpy_helper.from_array(np.array(total, np.int32), "total")]
+    if rotary:
+        angles = np.arange(32)[:, None] / 10000 ** (np.arange(rot // 2) / (rot // 2))
+        inits += [numpy_helper.from_array(np.cos(angles).astype(np.float32), "cos"),
+                  numpy_helper.from_array(np.sin(angles).astype(np.float32), "sin")]
+        inputs += ["cos", "sin"]
+    node = helper.make_node("GroupQueryAttention", inputs, ["out", "present_k", "present_v"],
+                            domain="com.microsoft", num_heads=h, kv_num_heads=kvh,
+                            do_rotary=int(rotary), rotary_interleaved=int(interleaved),
+                            **extra)
+    ins = [helper.make_tensor_value_info(n, F, list(v.shape)) for n, v in feeds.items()]
+    outs = [helper.make_tensor_value_info("out", F, [b, s, h * d]),
+            helper.make_tensor_value_info("present_k", F, [b, kvh, total, d]),
+            helper.make_tensor_value_info("present_v", F, [b, kvh, total, d])]
+    path = _model(tmp_path, [node], ins, outs, inits)
+    _check(tmp_path, path, feeds, target, rtol=1e-5)
+
+
+def test_group_query_attention_bad_heads_is_one_line(tmp_path):
+    node = helper.make_node("GroupQueryAttention", ["q", "k", "v", "pk", "pv", "sl", "t"],
+                            ["out"], domain="com.microsoft", num_heads=3, kv_num_heads=2)
+    ins = [helper.make_tensor_value_info("q", F, [1, 2, 24]),
+           helper.make_tensor_value_info("k", F, [1, 2, 16]),
+           helper.make_tensor_value_info("v", F, [1, 2, 16]),
+           helper.make_tensor_value_info("pk", F, [1, 2, 0, 8]),
+           helper.make_tensor_value_info("pv", F, [1, 2, 0, 8])]
+    inits = [numpy_helper.from_array(np.array([1], np.int32), "sl"),
+             numpy_helper.from_array(np.array(2, np.int32), "t")]
+    path = _model(tmp_path, [node], ins, [helper.make_tensor_value_info("out", F, [1, 2, 24])],
+                  inits)
+    with pytest.raises(Q35cError, match="GroupQueryAttention.*num_heads 3"):
+        run_file(path, {}, tmp_path / "out", Options(target="interp", passes=""))
