@@ -146,11 +146,25 @@ def rescale_elements(m: Machine, rows: int, groups: int) -> int:
 
 # -- the int8 matmul -------------------------------------------------------------------------
 
+def rescale_chunk_spans(chunks: int) -> list[tuple[int, int]]:
+    """The K chunks [c0, c1) of each rescale macro of one tile: `RESCALE_CHUNKS` chunks at a
+    time, and the last chunk in a macro of its own (with more than one chunk), so that what
+    follows a tile's last pass is the rescale of one chunk's groups (the latency's `last`),
+    not of up to `RESCALE_CHUNKS` chunks (GEMV 4096x4096, int8 levels: the tail after the
+    last pass was a 48-group macro)."""
+    if chunks <= 1:
+        return [(0, chunks)]
+    spans = [(c0, min(chunks - 1, c0 + RESCALE_CHUNKS))
+             for c0 in range(0, chunks - 1, RESCALE_CHUNKS)]
+    return spans + [(chunks - 1, chunks)]
+
+
 def rescale_spans(groups: int, groups_per_chunk: int) -> list[tuple[int, int]]:
-    """The groups [g0, g1) of each rescale macro of one tile: `RESCALE_CHUNKS` K chunks of
-    `groups_per_chunk` groups each (the last takes the rest)."""
-    step = RESCALE_CHUNKS * groups_per_chunk
-    return [(g0, min(groups, g0 + step)) for g0 in range(0, groups, step)]
+    """The groups [g0, g1) of each rescale macro of one tile (`rescale_chunk_spans` of its
+    K chunks of `groups_per_chunk` groups each; the last chunk may have fewer)."""
+    chunks = -(-groups // groups_per_chunk)
+    return [(c0 * groups_per_chunk, min(groups, c1 * groups_per_chunk))
+            for c0, c1 in rescale_chunk_spans(chunks)]
 
 
 def matmul_work(m: Machine, k: int, n: int, group: int, rows: int) -> dict[str, int]:
@@ -165,9 +179,8 @@ def matmul_work(m: Machine, k: int, n: int, group: int, rows: int) -> dict[str, 
     per_tile = sum(min(G * group, (c + 1) * chunk) // INSTALL_BLOCK_ROWS
                    - c * chunk // INSTALL_BLOCK_ROWS for c in range(nch))
     rescale = 0
-    for c0 in range(0, nch, RESCALE_CHUNKS):  # one macro per RESCALE_CHUNKS chunks
-        ng = min(G, (c0 + RESCALE_CHUNKS) * gpc) - c0 * gpc
-        rescale += macro_alu_cycles(m, rescale_elements(m, rows, ng), 1)
+    for g0, g1 in rescale_spans(G, gpc):  # one macro per span of chunks
+        rescale += macro_alu_cycles(m, rescale_elements(m, rows, g1 - g0), 1)
     last_groups = G - (nch - 1) * gpc
     return {
         "groups": G, "tiles": tiles, "rows": rows,

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from q35c.compiler.diagnostics import Q35cError
 from q35c.targets.groq import cost as costs
-from q35c.targets.groq.cost import INSTALL_BLOCK_ROWS, RESCALE_CHUNKS
+from q35c.targets.groq.cost import INSTALL_BLOCK_ROWS
 from q35c.targets.groq.instructions import (
     GroupSums,
     Install,
@@ -123,6 +123,9 @@ class Scheduler:
         self.weight_buffer_free: dict[tuple[str, int], int] = {}  # (plane, buffer) -> cycle
         self.next_weight_buffer: dict[str, int] = {}
         self.next_unpack_queue = 0
+        # (activation buffer, vector, plane position, pass cycle) -> the read that delivers
+        # that vector there then: passes of the planes at one MXM edge share it
+        self.pass_reads: dict[tuple[str, int, int, int], Read] = {}
         self.tiles: dict[int, list[WeightTile]] = {}
         self.group_sums: dict[int, str] = {}
 
@@ -280,8 +283,10 @@ class Scheduler:
                 ["SXM_E", "SXM_W"]
             options = [([u], [f"{u}.0"]) for u in sides]
         else:
-            # the first VXM queue is left to unpacks (weight decode feeds the MXM planes)
-            queues = self.vxm_queues[1:] or self.vxm_queues
+            # the first VXM queue is left to unpacks (weight decode feeds the MXM planes);
+            # with int8 levels there are none
+            queues = self.vxm_queues if self.m.int8_levels else \
+                self.vxm_queues[1:] or self.vxm_queues
             options = [(["VXM"] * len(queues), queues)]
         best: MacroSlot | None = None
         for units, queues in options:
@@ -464,11 +469,15 @@ class Scheduler:
                     row: int, chunk: int, group: int, earliest: int, tag: str) -> int:
         """One masked MXM pass: activation row `row`, K chunk `chunk`, weight group `group`:
         read the activation vector, multiply on the plane, write the int32 result's 4 byte
-        planes to the chunk's partials. Returns the pass's cycle."""
+        planes to the chunk's partials. A read that already brings the same vector to the
+        plane's MXM edge in the pass's cycle (another plane's pass there) is shared: the
+        value on the stream reaches both planes, so the pass takes no MEM port or stream
+        of its own. Returns the pass's cycle."""
         m, tables = self.m, self.tables
         q = self.graph.buffers[node.q]
         chunks = -(-node.tensor.shape[0] // node.chunk)
-        mem_slice, addr = q.place(row * chunks + chunk)
+        vector = row * chunks + chunk
+        mem_slice, addr = q.place(vector)
         slice_pos = self.slice_pos(mem_slice)
         plane_pos = self.pos(m.plane_unit(plane))
         acc_queue = f"{plane}.acc"
@@ -492,19 +501,33 @@ class Scheduler:
             if not tables.queue_free(acc_queue, c):
                 c = tables.queue_next_free(acc_queue, c)
                 continue
+            shared = self.pass_reads.get((q.name, vector, plane_pos, c))
+            if shared is not None:
+                slot = self._pass_out_slot(write_places, write_pos, plane_pos, way_out,
+                                           farthest, c)
+                if slot is not None:
+                    break
             read = c - hops_in - self.read_latency
             slot = self._pass_slot(mem_slice, addr, read, way_in, slice_pos, plane_pos,
                                    write_places, write_pos, way_out, farthest, c)
             if slot is not None:
+                shared = None
                 break
             c += 1
-        stream_in, writes, streams_out = slot
-        tables.take_queue(read_queue, read)
-        tables.take_bank(mem_slice, read, "r", addr)
-        tables.take_path(way_in, stream_in[0], slice_pos, plane_pos, read + self.read_latency)
-        rd = self.emit(Read, unit=m.slice_name(mem_slice), queue=read_queue, cycle=read, cycles=1,
-                       buf=q.name, addr=addr, src=self.last_writer(q.name),
-                       out=(StreamValue(stream_in[0], way_in, "i8"),))
+        if shared is None:
+            stream_in, writes, streams_out = slot
+            tables.take_queue(read_queue, read)
+            tables.take_bank(mem_slice, read, "r", addr)
+            tables.take_path(way_in, stream_in[0], slice_pos, plane_pos,
+                             read + self.read_latency)
+            rd = self.emit(Read, unit=m.slice_name(mem_slice), queue=read_queue, cycle=read,
+                           cycles=1, buf=q.name, addr=addr, src=self.last_writer(q.name),
+                           out=(StreamValue(stream_in[0], way_in, "i8"),))
+            self.pass_reads[(q.name, vector, plane_pos, c)] = rd
+            self.touch(q.name, read + 1)
+        else:
+            rd = shared
+            writes, streams_out = slot
         tables.take_queue(acc_queue, c)
         for j, stream in enumerate(streams_out):
             # byte plane j goes to slice j of the group; the stream is held to that slice
@@ -522,7 +545,6 @@ class Scheduler:
             wr = self.emit(Write, unit=m.slice_name(x), queue=queue, cycle=w, cycles=1,
                            buf=partials.name, addr=wa, in_=(result[j].consumed_by(mp.id, j),))
             self.wrote(partials.name, wr.id, w + self.write_latency)
-        self.touch(q.name, read + 1)
         self.touch(partials.name, max(writes) + self.write_latency)
         return c
 
@@ -539,6 +561,16 @@ class Scheduler:
         stream_in = self.free_streams(1, way_in, slice_pos, plane_pos, read + self.read_latency)
         if stream_in is None:
             return None
+        out = self._pass_out_slot(write_places, write_pos, plane_pos, way_out, farthest, c)
+        if out is None:
+            return None
+        return stream_in, *out
+
+    def _pass_out_slot(self, write_places: list[tuple[int, int]], write_pos: list[int],
+                       plane_pos: int, way_out: str, farthest: int, c: int
+                       ) -> tuple[list[int], list[int]] | None:
+        """The result of a pass at cycle `c`: (the write cycles of its byte planes, its
+        stream group), or None if a MEM port, bank or stream is taken then."""
         writes = self._pass_writes(write_places, write_pos, plane_pos, c)
         if writes is None:
             return None
@@ -546,7 +578,7 @@ class Scheduler:
                                         c + self.mxm_latency, group=INT32_STREAMS)
         if streams_out is None:
             return None
-        return stream_in, writes, streams_out
+        return writes, streams_out
 
     def _pass_writes(self, places: list[tuple[int, int]], positions: list[int],
                      plane_pos: int, c: int) -> list[int] | None:
@@ -576,23 +608,23 @@ class Scheduler:
         run = _MatmulRun(node, self.group_sums[node.index],
                          input_ready=max(self.ready[node.q], self.ready[node.scale]))
         planes = len(self.m.mxm_plane_names)
+        spans = costs.rescale_chunk_spans(chunks)
         for w0 in range(0, len(tiles), planes):
             wave = tiles[w0:w0 + planes]
-            pending: dict[int, list[int]] = {t.index: [] for t in wave}
             for c in range(chunks):
+                self._wave_chunk(run, wave, c)
+                span = next(((c0, c1) for c0, c1 in spans if c1 == c + 1), None)
+                if span is None:
+                    continue
                 for tile in wave:
-                    self._matmul_chunk(run, tile, c)
-                    # the ordered float32 rescale of the groups of the last `RESCALE_CHUNKS`
-                    # chunks for the tile's columns, added to the running sum in group
-                    # order; scales and offsets are decoded lane-locally from the packed
-                    # group codes and column words on the way (ALU ops per lane: 5 per row
-                    # and group, 9 per group; none to decode with decoded scales)
-                    pending[tile.index].append(c)
+                    # the ordered float32 rescale of the groups of the span's chunks
+                    # (`cost.rescale_chunk_spans`) for the tile's columns, added to the
+                    # running sum in group order; scales and offsets are decoded lane-locally
+                    # from the packed group codes and column words on the way (ALU ops per
+                    # lane: 5 per row and group, 9 per group; none to decode with decoded
+                    # scales)
                     last = c == chunks - 1
-                    if len(pending[tile.index]) < RESCALE_CHUNKS and not last:
-                        continue
-                    rs = self._rescale(node, tile, pending[tile.index], last, run.sums)
-                    pending[tile.index] = []
+                    rs = self._rescale(node, tile, list(range(*span)), last, run.sums)
                     if last:
                         run.ends.append(rs.end)
         groups_per_chunk = node.chunk // group_size
@@ -604,42 +636,67 @@ class Scheduler:
                     first_install=run.first_install, packed_bytes=sum(
                         t.payload.packed_bytes for t in tiles))
 
-    def _matmul_chunk(self, run: _MatmulRun, tile: WeightTile, c: int) -> None:
-        """K chunk `c` of one tile: its install blocks into the plane's next weight buffer,
-        then its masked passes (and, after the matmul's first passes, the group sums)."""
+    def _wave_chunk(self, run: _MatmulRun, wave: list[WeightTile], c: int) -> None:
+        """K chunk `c` of a wave's tiles: their install blocks into their planes' next
+        weight buffers, block by block in turn (the planes of one MXM edge share its 32
+        streams, 16 per install: taking turns, both finish the chunk together), then their
+        masked passes, group by group in turn, so that the two planes of an edge pass in
+        the same cycle on one read of the activation vector (`matmul_pass`); the second
+        plane of an edge takes the chunk's groups in pairs swapped (1, 0, 3, 2, ...), so
+        that the two results go to different slices of the partials (a group's int32 row
+        fills 4 of their 8). After the matmul's first passes: the group sums."""
         node, w = run.node, run.node.tensor
         groups, group_size = w.num_groups, w.group_size
         groups_per_chunk = node.chunk // group_size
-        plane = tile.plane
-        partials = tile.partials[c]
-        passes_start = self.reuse_ready(partials.name)
-        last_pass = 0
-        weight_buffer = self.next_weight_buffer.get(plane, 0)
-        self.next_weight_buffer[plane] = (weight_buffer + 1) % self.weight_buffers
-        tag = f"{node.weight}:t{tile.index}:c{c}"
         b0 = c * node.chunk // INSTALL_BLOCK_ROWS
         b1 = min(groups * group_size, (c + 1) * node.chunk) // INSTALL_BLOCK_ROWS
-        # the buffer is free for installs after its last pass: the first unpack may issue
-        # its travel and unpack latency earlier (int8 levels: `earliest` is the install's)
-        hops_out = 0 if self.m.int8_levels else \
-            self.unpack_latency + abs(self.pos(self.m.plane_unit(plane)) - self.vxm_position)
         install = self.install_levels if self.m.int8_levels else self.install_block
-        earliest = max(0, self.weight_buffer_free.get((plane, weight_buffer), 0) - hops_out)
-        installed = 0
+        states = []
+        for tile in wave:
+            plane = tile.plane
+            weight_buffer = self.next_weight_buffer.get(plane, 0)
+            self.next_weight_buffer[plane] = (weight_buffer + 1) % self.weight_buffers
+            # the buffer is free for installs after its last pass: the first unpack may
+            # issue its travel and unpack latency earlier (int8 levels: `earliest` is the
+            # install's)
+            hops_out = 0 if self.m.int8_levels else \
+                self.unpack_latency + abs(self.pos(self.m.plane_unit(plane)) - self.vxm_position)
+            states.append(dict(
+                tile=tile, plane=plane, buffer=weight_buffer, hops_out=hops_out,
+                tag=f"{node.weight}:t{tile.index}:c{c}", installed=0,
+                earliest=max(0, self.weight_buffer_free.get((plane, weight_buffer), 0)
+                             - hops_out)))
         for block in range(b0, b1):
-            ic = install(tile, plane, weight_buffer, INSTALL_BLOCK_ROWS * (block - b0), block,
-                         earliest, tag)
-            run.installs += 1
-            installed = max(installed, ic + 1)
-            earliest = ic - hops_out
-            run.first_install = ic if run.first_install is None else min(run.first_install, ic)
-        start = max(installed, passes_start)
+            for st in states:
+                ic = install(st["tile"], st["plane"], st["buffer"],
+                             INSTALL_BLOCK_ROWS * (block - b0), block, st["earliest"],
+                             st["tag"])
+                run.installs += 1
+                st["installed"] = max(st["installed"], ic + 1)
+                st["earliest"] = ic - st["hops_out"]
+                run.first_install = ic if run.first_install is None else \
+                    min(run.first_install, ic)
+        # the planes of one edge start their passes together; the second swaps group pairs
+        edges: dict[int, list[dict]] = {}
+        for st in states:
+            edges.setdefault(self.pos(self.m.plane_unit(st["plane"])), []).append(st)
+        for same in edges.values():
+            start = max(st["installed"] for st in same)
+            for i, st in enumerate(same):
+                st["start"] = max(start, self.reuse_ready(st["tile"].partials[c].name))
+                st["swap"] = i % 2 == 1
+                st["last_pass"] = 0
+        g0, g1 = c * groups_per_chunk, min(groups, (c + 1) * groups_per_chunk)
         for row in range(node.rows):
-            for g in range(c * groups_per_chunk, min(groups, (c + 1) * groups_per_chunk)):
-                pc = self.matmul_pass(node, tile, plane, weight_buffer, row, c, g, start, tag)
-                run.mxm_passes += 1
-                last_pass = max(last_pass, pc)
-        self.weight_buffer_free[(plane, weight_buffer)] = last_pass + 1
+            for k in range(g1 - g0):
+                for st in states:
+                    g = g0 + (k ^ 1 if st["swap"] and (k ^ 1) < g1 - g0 else k)
+                    pc = self.matmul_pass(node, st["tile"], st["plane"], st["buffer"], row, c,
+                                          g, st["start"], st["tag"])
+                    run.mxm_passes += 1
+                    st["last_pass"] = max(st["last_pass"], pc)
+        for st in states:
+            self.weight_buffer_free[(st["plane"], st["buffer"])] = st["last_pass"] + 1
         if run.sums not in self.ready:  # after the passes: they need q's MEM ports first
             self.schedule_macro("VXM", "vxm", [node.q], [run.sums],
                                 node.rows * groups * group_size, 1, GroupSums,
