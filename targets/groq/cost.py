@@ -41,7 +41,7 @@ from typing import Any
 
 from q35c.targets.groq.machine import Machine
 
-RESCALE_CHUNKS = 8
+RESCALE_CHUNKS = 4
 """K chunks per rescale macro (schedule/scheduler.py): one macro per tile and up to this
 many chunks. 8 rather than 16: for K > 8 * 320 the first macro of a tile runs while its last
 chunks are still being installed and multiplied, so the tail after the last pass is shorter

@@ -313,13 +313,12 @@ class Scheduler:
 
     # -- the int8 matmul -------------------------------------------------------------------
 
-    def install_block(self, tile: WeightTile, plane: str, weight_buffer: int, row: int,
+    def install_block(self, payload: Buf, plane: str, weight_buffer: int, row: int,
                       block: int, earliest: int, tag: str) -> int:
-        """Read the 7 packed byte vectors of install block `block`, unpack them to 16 level
-        vectors on the VXM, install them as rows row..row+15 of the plane's weight buffer.
-        Returns the install's cycle."""
+        """Read the 7 packed byte vectors of install block `block` of `payload`, unpack them
+        to 16 level vectors on the VXM, install them as rows row..row+15 of the plane's
+        weight buffer. Returns the install's cycle."""
         m, tables = self.m, self.tables
-        payload = tile.payload
         places = [payload.place(costs.BLOCK_BYTES * block + j)
                   for j in range(costs.BLOCK_BYTES)]
         read_pos = [self.slice_pos(s) for s, _ in places]
@@ -361,16 +360,19 @@ class Scheduler:
         self.touch(payload.name, max(read_cycles) + 1)
         return install
 
-    def install_levels(self, tile: WeightTile, plane: str, weight_buffer: int, row: int,
-                       block: int, earliest: int, tag: str) -> int:
-        """Int8 levels (`Machine.int8_levels`): read the 16 level rows of install block
-        `block` from the 16 slices of the tile's slice group so that they reach the plane
-        together, and install them as rows row..row+15 of its weight buffer, with no VXM
-        on the way. `earliest`: the install's earliest cycle. Returns the install's cycle."""
+    def install_levels(self, payload: Buf, plane: str, weight_buffer: int, row: int,
+                       first: int, count: int, earliest: int, tag: str) -> tuple[int, int]:
+        """Int8 levels (`Machine.int8_levels`): read level rows `first .. first+count-1`
+        of `payload` (at most 16, consecutive K rows: one per slice of the tile's slice
+        group) so that they reach the plane together, and install them as rows row.. of
+        its weight buffer, with no VXM on the way. Where fewer streams into the plane's
+        MXM edge are free than rows (the other plane of the edge installs 16 in the cycle
+        and a pass takes one), the install takes the rows that fit, at least one, and
+        the caller installs the rest later: the planes of an edge share its 32 streams
+        rather than one of them losing the cycle. `earliest`: the install's earliest
+        cycle. Returns (the install's cycle, the rows it installed)."""
         m, tables = self.m, self.tables
-        payload = tile.payload
-        places = [payload.place(INSTALL_BLOCK_ROWS * block + j)
-                  for j in range(INSTALL_BLOCK_ROWS)]
+        places = [payload.place(first + j) for j in range(count)]
         read_pos = [self.slice_pos(s) for s, _ in places]
         plane_pos = self.pos(m.plane_unit(plane))
         install_queue = f"{plane}.iw"
@@ -398,30 +400,30 @@ class Scheduler:
                   buffer=weight_buffer, row=row, tag=tag,
                   in_=tuple(rd.out[0].consumed_by(rd.id, 0) for rd in reads))
         self.touch(payload.name, max(read_cycles) + 1)
-        return install
+        return install, len(reads)
 
     def _levels_slot(self, places: list[tuple[int, int]], read_pos: list[int],
                      plane_pos: int, install: int
                      ) -> tuple[list[int], list[tuple[str, int]]] | None:
-        """Reads of 16 level rows reaching the plane at `install`: (their cycles, their
-        streams), or None if a MEM port, bank or stream is taken then."""
+        """Reads of the longest prefix of the level rows at `places` that can reach the
+        plane at `install`: (their cycles, their streams), or None if not even the first
+        row can (a MEM port, bank or stream taken then)."""
         m, tables = self.m, self.tables
-        read_cycles = []
+        read_cycles: list[int] = []
+        streams: list[tuple[str, int]] = []
         for (s, a), p in zip(places, read_pos):
             r = install - self.read_latency - abs(p - plane_pos)
             if not tables.queue_free(f"{m.slice_name(s)}.r", r) or \
                     not tables.bank_free(s, r, "r", a):
-                return None
-            read_cycles.append(r)
-        streams: list[tuple[str, int]] = []
-        for p, r in zip(read_pos, read_cycles):
+                break
             way = direction(p, plane_pos)
             got = self.free_streams(1, way, p, plane_pos, r + self.read_latency,
                                     avoid=[x for w, x in streams if w == way])
             if got is None:
-                return None
+                break
+            read_cycles.append(r)
             streams.append((way, got[0]))
-        return read_cycles, streams
+        return (read_cycles, streams) if read_cycles else None
 
     def _unpack_slot(self, places: list[tuple[int, int]], read_pos: list[int],
                      plane_pos: int, unpack: int
@@ -597,10 +599,13 @@ class Scheduler:
         """All instructions of one matmul; returns its layer entry (for the report).
 
         Tiles go in waves of one tile per plane, and a wave's tiles take turns chunk by
-        chunk, so that the planes share the VXM's streams and queues rather than the
-        first tile of a wave taking them all (the list scheduler gives each instruction
-        the earliest free slot in issue order; tile after tile, the planes of one
-        hemisphere ran one after the other: GEMV 4096x4096 2330 -> see docs/groq.md)."""
+        chunk, so that the planes share the MXM edges' streams and the VXM's queues rather
+        than the first tile of a wave taking them all (the list scheduler gives each
+        instruction the earliest free slot in issue order; tile after tile, the planes of
+        one hemisphere ran one after the other: GEMV 4096x4096 2330 -> see docs/groq.md).
+        The tiles split by K over the planes (`WeightTile.parts`: those past the last whole
+        wave) go first, as one wave of each plane's chunks in turn, so that their rescales
+        run while the whole waves install and multiply."""
         w = node.tensor
         tiles = self.tiles[node.index]
         groups, group_size = w.num_groups, w.group_size
@@ -609,24 +614,42 @@ class Scheduler:
                          input_ready=max(self.ready[node.q], self.ready[node.scale]))
         planes = len(self.m.mxm_plane_names)
         spans = costs.rescale_chunk_spans(chunks)
-        for w0 in range(0, len(tiles), planes):
-            wave = tiles[w0:w0 + planes]
-            for c in range(chunks):
-                self._wave_chunk(run, wave, c)
-                span = next(((c0, c1) for c0, c1 in spans if c1 == c + 1), None)
-                if span is None:
-                    continue
-                for tile in wave:
-                    # the ordered float32 rescale of the groups of the span's chunks
-                    # (`cost.rescale_chunk_spans`) for the tile's columns, added to the
-                    # running sum in group order; scales and offsets are decoded lane-locally
-                    # from the packed group codes and column words on the way (ALU ops per
-                    # lane: 5 per row and group, 9 per group; none to decode with decoded
-                    # scales)
-                    last = c == chunks - 1
-                    rs = self._rescale(node, tile, list(range(*span)), last, run.sums)
-                    if last:
-                        run.ends.append(rs.end)
+        split = [t for t in tiles if t.parts]
+        whole = [t for t in tiles if not t.parts]
+        waves: list[list[list[tuple[WeightTile, int]]]] = []  # wave -> step -> jobs
+        if split:
+            lanes: dict[str, list[tuple[WeightTile, int]]] = {}
+            for t in split:
+                for c0, c1, plane, _ in t.parts:
+                    lanes.setdefault(plane, []).extend((t, c) for c in range(c0, c1))
+            steps = max(len(x) for x in lanes.values())
+            waves.append([[x[i] for x in lanes.values() if i < len(x)] for i in range(steps)])
+        for w0 in range(0, len(whole), planes):
+            waves.append([[(t, c) for t in whole[w0:w0 + planes]] for c in range(chunks)])
+        for wave in waves:
+            done: dict[int, set[int]] = {}
+            issued: dict[int, int] = {}  # tile -> rescale spans issued
+            order = list({t.index: t for step in wave for t, _ in step}.values())
+            for step in wave:
+                self._wave_chunk(run, step)
+                for t, c in step:
+                    done.setdefault(t.index, set()).add(c)
+                for tile in order:
+                    # the ordered float32 rescale of the groups of each span's chunks
+                    # (`cost.rescale_chunk_spans`), in order, once they are all multiplied,
+                    # for the tile's columns, added to the running sum in group order;
+                    # scales and offsets are decoded lane-locally from the packed group
+                    # codes and column words on the way (ALU ops per lane: 5 per row and
+                    # group, 9 per group; none to decode with decoded scales)
+                    while issued.get(tile.index, 0) < len(spans):
+                        c0, c1 = spans[issued.get(tile.index, 0)]
+                        if not done.get(tile.index, set()) >= set(range(c0, c1)):
+                            break
+                        last = c1 == chunks
+                        rs = self._rescale(node, tile, list(range(c0, c1)), last, run.sums)
+                        issued[tile.index] = issued.get(tile.index, 0) + 1
+                        if last:
+                            run.ends.append(rs.end)
         groups_per_chunk = node.chunk // group_size
         return dict(op_index=node.index, weight=node.weight, shape=list(w.shape),
                     group=group_size, rows=node.rows, tiles=len(tiles),
@@ -634,26 +657,25 @@ class Scheduler:
                     input_ready=run.input_ready, end=max(run.ends),
                     last_rescale_groups=groups - (chunks - 1) * groups_per_chunk,
                     first_install=run.first_install, packed_bytes=sum(
-                        t.payload.packed_bytes for t in tiles))
+                        t.packed_bytes for t in tiles))
 
-    def _wave_chunk(self, run: _MatmulRun, wave: list[WeightTile], c: int) -> None:
-        """K chunk `c` of a wave's tiles: their install blocks into their planes' next
-        weight buffers, block by block in turn (the planes of one MXM edge share its 32
-        streams, 16 per install: taking turns, both finish the chunk together), then their
-        masked passes, group by group in turn, so that the two planes of an edge pass in
-        the same cycle on one read of the activation vector (`matmul_pass`); the second
-        plane of an edge takes the chunk's groups in pairs swapped (1, 0, 3, 2, ...), so
-        that the two results go to different slices of the partials (a group's int32 row
-        fills 4 of their 8). After the matmul's first passes: the group sums."""
+    def _wave_chunk(self, run: _MatmulRun, jobs: list[tuple[WeightTile, int]]) -> None:
+        """One step of a wave: a K chunk of each of its tiles (`jobs`: tile, chunk; one per
+        plane): their install blocks into their planes' next weight buffers, block by block
+        in turn (the planes of one MXM edge share its 32 streams, 16 per install: taking
+        turns, both finish the chunk together), then their masked passes, group by group in
+        turn, so that the two planes of an edge pass in the same cycle on one read of the
+        activation vector (`matmul_pass`) when they multiply the same chunk; the second
+        plane of an edge takes the chunk's groups in pairs swapped (1, 0, 3, 2, ...), so that
+        the two results go to different slices of the partials (a group's int32 row fills 4
+        of their 8). After the matmul's first passes: the group sums."""
         node, w = run.node, run.node.tensor
         groups, group_size = w.num_groups, w.group_size
         groups_per_chunk = node.chunk // group_size
-        b0 = c * node.chunk // INSTALL_BLOCK_ROWS
-        b1 = min(groups * group_size, (c + 1) * node.chunk) // INSTALL_BLOCK_ROWS
-        install = self.install_levels if self.m.int8_levels else self.install_block
         states = []
-        for tile in wave:
-            plane = tile.plane
+        for tile, c in jobs:
+            plane = tile.chunk_plane(c)
+            payload, first = tile.chunk_payload(c)
             weight_buffer = self.next_weight_buffer.get(plane, 0)
             self.next_weight_buffer[plane] = (weight_buffer + 1) % self.weight_buffers
             # the buffer is free for installs after its last pass: the first unpack may
@@ -662,20 +684,49 @@ class Scheduler:
             hops_out = 0 if self.m.int8_levels else \
                 self.unpack_latency + abs(self.pos(self.m.plane_unit(plane)) - self.vxm_position)
             states.append(dict(
-                tile=tile, plane=plane, buffer=weight_buffer, hops_out=hops_out,
+                tile=tile, c=c, plane=plane, buffer=weight_buffer, hops_out=hops_out,
+                payload=payload, b0=c * node.chunk // INSTALL_BLOCK_ROWS,
+                b1=min(groups * group_size, (c + 1) * node.chunk) // INSTALL_BLOCK_ROWS,
+                base=first * node.chunk // INSTALL_BLOCK_ROWS,
+                g0=c * groups_per_chunk, g1=min(groups, (c + 1) * groups_per_chunk),
                 tag=f"{node.weight}:t{tile.index}:c{c}", installed=0,
                 earliest=max(0, self.weight_buffer_free.get((plane, weight_buffer), 0)
                              - hops_out)))
-        for block in range(b0, b1):
+        if self.m.int8_levels:
+            # level rows, up to 16 per install (`install_levels`), the planes in turn
             for st in states:
-                ic = install(st["tile"], st["plane"], st["buffer"],
-                             INSTALL_BLOCK_ROWS * (block - b0), block, st["earliest"],
-                             st["tag"])
-                run.installs += 1
-                st["installed"] = max(st["installed"], ic + 1)
-                st["earliest"] = ic - st["hops_out"]
-                run.first_install = ic if run.first_install is None else \
-                    min(run.first_install, ic)
+                st["rows"] = INSTALL_BLOCK_ROWS * (st["b1"] - st["b0"])
+                st["done"] = 0
+                run.installs += st["b1"] - st["b0"]  # counted in 16-row blocks
+            while any(st["done"] < st["rows"] for st in states):
+                for st in states:
+                    left = st["rows"] - st["done"]
+                    if not left:
+                        continue
+                    first = INSTALL_BLOCK_ROWS * (st["b0"] - st["base"]) + st["done"]
+                    want = min(INSTALL_BLOCK_ROWS, left)  # consecutive rows: one per slice
+                    ic, n = self.install_levels(st["payload"], st["plane"], st["buffer"],
+                                                st["done"], first, want, st["earliest"],
+                                                st["tag"])
+                    st["done"] += n
+                    st["installed"] = max(st["installed"], ic + 1)
+                    st["earliest"] = ic
+                    run.first_install = ic if run.first_install is None else \
+                        min(run.first_install, ic)
+        else:
+            for i in range(max(st["b1"] - st["b0"] for st in states)):
+                for st in states:
+                    block = st["b0"] + i
+                    if block >= st["b1"]:
+                        continue
+                    ic = self.install_block(st["payload"], st["plane"], st["buffer"],
+                                            INSTALL_BLOCK_ROWS * i, block - st["base"],
+                                            st["earliest"], st["tag"])
+                    run.installs += 1
+                    st["installed"] = max(st["installed"], ic + 1)
+                    st["earliest"] = ic - st["hops_out"]
+                    run.first_install = ic if run.first_install is None else \
+                        min(run.first_install, ic)
         # the planes of one edge start their passes together; the second swaps group pairs
         edges: dict[int, list[dict]] = {}
         for st in states:
@@ -683,16 +734,18 @@ class Scheduler:
         for same in edges.values():
             start = max(st["installed"] for st in same)
             for i, st in enumerate(same):
-                st["start"] = max(start, self.reuse_ready(st["tile"].partials[c].name))
+                st["start"] = max(start, self.reuse_ready(st["tile"].partials[st["c"]].name))
                 st["swap"] = i % 2 == 1
                 st["last_pass"] = 0
-        g0, g1 = c * groups_per_chunk, min(groups, (c + 1) * groups_per_chunk)
         for row in range(node.rows):
-            for k in range(g1 - g0):
+            for k in range(max(st["g1"] - st["g0"] for st in states)):
                 for st in states:
-                    g = g0 + (k ^ 1 if st["swap"] and (k ^ 1) < g1 - g0 else k)
-                    pc = self.matmul_pass(node, st["tile"], st["plane"], st["buffer"], row, c,
-                                          g, st["start"], st["tag"])
+                    n = st["g1"] - st["g0"]
+                    if k >= n:
+                        continue
+                    g = st["g0"] + (k ^ 1 if st["swap"] and (k ^ 1) < n else k)
+                    pc = self.matmul_pass(node, st["tile"], st["plane"], st["buffer"], row,
+                                          st["c"], g, st["start"], st["tag"])
                     run.mxm_passes += 1
                     st["last_pass"] = max(st["last_pass"], pc)
         for st in states:
