@@ -261,7 +261,7 @@ class Placer:
         bufs = {}
         rows_per_block = INSTALL_BLOCK_ROWS if m.int8_levels else BLOCK_BYTES
         parts = [("payload", rows_per_block * blocks, "raw", "uint8")] if not split else []
-        spans = rescale_spans(w.num_groups, node.chunk // w.group_size)
+        spans = rescale_spans(m, w.num_groups, node.chunk // w.group_size)
         parts += [(f"scales{g0}", DECODED_WORDS * (g1 - g0), "planes", "float32")
                   for g0, g1 in spans] if m.decoded_scales else \
             [("meta", BLOCK_BYTES * meta_blocks, "raw", "uint8"),

@@ -613,7 +613,7 @@ class Scheduler:
         run = _MatmulRun(node, self.group_sums[node.index],
                          input_ready=max(self.ready[node.q], self.ready[node.scale]))
         planes = len(self.m.mxm_plane_names)
-        spans = costs.rescale_chunk_spans(chunks)
+        spans = costs.rescale_chunk_spans(self.m, chunks)
         split = [t for t in tiles if t.parts]
         whole = [t for t in tiles if not t.parts]
         waves: list[list[list[tuple[WeightTile, int]]]] = []  # wave -> step -> jobs
@@ -625,7 +625,11 @@ class Scheduler:
             steps = max(len(x) for x in lanes.values())
             waves.append([[x[i] for x in lanes.values() if i < len(x)] for i in range(steps)])
         for w0 in range(0, len(whole), planes):
-            waves.append([[(t, c) for t in whole[w0:w0 + planes]] for c in range(chunks)])
+            # the east edge takes the chunks in pairs swapped (1, 0, 3, 2, ...): both edges'
+            # passes read their activation vector in the same cycles, and chunk c's is in
+            # slice c % 4 of the activations (one read per slice and cycle)
+            waves.append([[(t, c ^ 1 if t.plane[4] == "E" and (c ^ 1) < chunks else c)
+                           for t in whole[w0:w0 + planes]] for c in range(chunks)])
         for wave in waves:
             done: dict[int, set[int]] = {}
             issued: dict[int, int] = {}  # tile -> rescale spans issued
