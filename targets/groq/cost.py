@@ -14,9 +14,9 @@ column tiles, over `M` activation rows (`matmul_work`):
                                                with int8 levels)
     bytes      = the weight layout's bytes (`packed_bytes`: packed Q3P5 as format.md
                  section 5 without header/CRC, or decoded scales, or int8 levels)
-    rescale    = per tile and rescale macro of ng groups: ceil((5 M ng + d ng) / A) VXM
-                 ALU cycles on one queue (A = alus_per_lane / vxm_queues ALUs per lane;
-                 d = 9 decode ops per group, 0 with decoded scales)
+    rescale    = per tile and rescale macro of ng groups (`rescale_spans`): ceil((5 M ng +
+                 d ng) / A) VXM ALU cycles on one queue (A = alus_per_lane / vxm_queues
+                 ALUs per lane; d = 9 decode ops per group, 0 with decoded scales)
     group sums = ceil(M * G * g / (lanes * A))
 
 and its cost (`matmul_cost`), with `late` = installs that cannot be prefetched into the

@@ -6,7 +6,8 @@ column tile and K chunk, MEM reads of the packed weights, VXM unpacks (with int8
 reads of the levels straight to the plane), MXM installs into one of the plane's weight
 buffers, one masked MXM pass per activation row and group writing int32
 partials, the activation group sums (once per activations) and a float32 rescale macro per
-`RESCALE_CHUNKS` chunks.
+span of chunks (`cost.rescale_chunk_spans`); the tiles go in waves of one per plane,
+chunk by chunk (`schedule_matmul`, `_wave_chunk`; docs/groq.md, "The int8 matmul").
 
 Everything iterates in list order (no dict/set-order dependence), so output is
 deterministic.
