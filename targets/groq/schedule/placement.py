@@ -276,6 +276,12 @@ class Placer:
                 base += b.addresses()
             else:  # group codes and column words (scales): next to the VXM (the rescale)
                 b.hemisphere = side
+                if split and part.startswith("scales") and \
+                        [f"scales{g0}" for g0, _ in spans].index(part) % 2:
+                    # a split tile's decoded scales alternate hemispheres span by span: a
+                    # rescale holds the read ports of the slices it streams its scales
+                    # from, and the extra tile's would all load one hemisphere's
+                    b.hemisphere = other
             b.used = True
             b.chip = self.chip
             b.order = (0, len(self.graph.nodes) + 1)
