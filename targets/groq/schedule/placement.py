@@ -297,9 +297,9 @@ class Placer:
             payload[:ncols] = w.payload[columns]
         pieces = []
         if split:
-            total = groups_rows = w.num_groups * w.group_size
+            total = w.num_groups * w.group_size  # K rows
             for c0, c1, part_plane in split:
-                k0, k1 = c0 * node.chunk, min(groups_rows, c1 * node.chunk)
+                k0, k1 = c0 * node.chunk, min(total, c1 * node.chunk)
                 nb = (k1 - k0) // INSTALL_BLOCK_ROWS
                 b = self._payload(node, t, f"payload.c{c0}", part_plane, nb, slice_groups)
                 r0 = k0 // INSTALL_BLOCK_ROWS * rows_per_block
