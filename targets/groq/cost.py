@@ -14,9 +14,9 @@ column tiles, over `M` activation rows (`matmul_work`):
                                                with int8 levels)
     bytes      = the weight layout's bytes (`packed_bytes`: packed Q3P5 as format.md
                  section 5 without header/CRC, or decoded scales, or int8 levels)
-    rescale    = per tile and rescale macro of ng groups: ceil((5 M ng + d ng) / A) VXM
-                 ALU cycles on one queue (A = alus_per_lane / vxm_queues ALUs per lane;
-                 d = 9 decode ops per group, 0 with decoded scales)
+    rescale    = per tile and rescale macro of ng groups (`rescale_spans`): ceil((5 M ng +
+                 d ng) / A) VXM ALU cycles on one queue (A = alus_per_lane / vxm_queues
+                 ALUs per lane; d = 9 decode ops per group, 0 with decoded scales)
     group sums = ceil(M * G * g / (lanes * A))
 
 and its cost (`matmul_cost`), with `late` = installs that cannot be prefetched into the
@@ -42,12 +42,21 @@ from typing import Any
 from q35c.targets.groq.machine import Machine
 
 RESCALE_CHUNKS = 8
-"""K chunks per rescale macro (schedule/scheduler.py): one macro per tile and up to this
-many chunks. 8 rather than 16: for K > 8 * 320 the first macro of a tile runs while its last
-chunks are still being installed and multiplied, so the tail after the last pass is shorter
-(measured:
-GEMV 4096x4096 3204 -> 3178 cycles, GEMM 8x4096x4096 9250 -> 8966; smaller values lose
-more to each macro's stream travel and latency than they gain)."""
+"""K chunks per rescale macro (schedule/scheduler.py) with packed levels: one macro per tile
+and up to this many chunks. 8 rather than 16: for K > 8 * 320 the first macro of a tile runs
+while its last chunks are still being installed and multiplied, so the tail after the last
+pass is shorter (measured: GEMV 4096x4096 3204 -> 3178 cycles, GEMM 8x4096x4096 9250 ->
+8966); smaller values lose more to each macro's stream travel and latency than they gain:
+with packed levels the VXM's queues are the limit (unpacks, and the rescale's decode)."""
+
+RESCALE_CHUNKS_INT8 = 4
+"""K chunks per rescale macro with int8 levels (no unpacks: the VXM has room for more
+macros), and `RESCALE_TAIL_INT8` chunks in the last macro of a tile: the chain of a tile's
+rescales keeps closer to its partials as they land, so less of it follows the last pass
+(GEMV 4096x4096 f32/int8, --no-simulate, with this branch's other changes: 8 chunks per
+macro 1416 cycles; 4 and the last chunk alone 1372; 4 and the last 3 chunks 1289)."""
+
+RESCALE_TAIL_INT8 = 3
 
 DATA_SLICES = 4
 """MEM slices an activation/scratch buffer is spread over (schedule/placement.py places data
@@ -146,11 +155,24 @@ def rescale_elements(m: Machine, rows: int, groups: int) -> int:
 
 # -- the int8 matmul -------------------------------------------------------------------------
 
-def rescale_spans(groups: int, groups_per_chunk: int) -> list[tuple[int, int]]:
-    """The groups [g0, g1) of each rescale macro of one tile: `RESCALE_CHUNKS` K chunks of
-    `groups_per_chunk` groups each (the last takes the rest)."""
-    step = RESCALE_CHUNKS * groups_per_chunk
-    return [(g0, min(groups, g0 + step)) for g0 in range(0, groups, step)]
+def rescale_chunk_spans(m: Machine, chunks: int) -> list[tuple[int, int]]:
+    """The K chunks [c0, c1) of each rescale macro of one tile: `RESCALE_CHUNKS` chunks at a
+    time; with int8 levels `RESCALE_CHUNKS_INT8` at a time and the last `RESCALE_TAIL_INT8`
+    chunks in a macro of their own."""
+    if not m.int8_levels:
+        return [(c0, min(chunks, c0 + RESCALE_CHUNKS)) for c0 in range(0, chunks, RESCALE_CHUNKS)]
+    rest = max(0, chunks - RESCALE_TAIL_INT8)
+    spans = [(c0, min(rest, c0 + RESCALE_CHUNKS_INT8))
+             for c0 in range(0, rest, RESCALE_CHUNKS_INT8)]
+    return spans + [(rest, chunks)]
+
+
+def rescale_spans(m: Machine, groups: int, groups_per_chunk: int) -> list[tuple[int, int]]:
+    """The groups [g0, g1) of each rescale macro of one tile (`rescale_chunk_spans` of its
+    K chunks of `groups_per_chunk` groups each; the last chunk may have fewer)."""
+    chunks = -(-groups // groups_per_chunk)
+    return [(c0 * groups_per_chunk, min(groups, c1 * groups_per_chunk))
+            for c0, c1 in rescale_chunk_spans(m, chunks)]
 
 
 def matmul_work(m: Machine, k: int, n: int, group: int, rows: int) -> dict[str, int]:
@@ -165,9 +187,8 @@ def matmul_work(m: Machine, k: int, n: int, group: int, rows: int) -> dict[str, 
     per_tile = sum(min(G * group, (c + 1) * chunk) // INSTALL_BLOCK_ROWS
                    - c * chunk // INSTALL_BLOCK_ROWS for c in range(nch))
     rescale = 0
-    for c0 in range(0, nch, RESCALE_CHUNKS):  # one macro per RESCALE_CHUNKS chunks
-        ng = min(G, (c0 + RESCALE_CHUNKS) * gpc) - c0 * gpc
-        rescale += macro_alu_cycles(m, rescale_elements(m, rows, ng), 1)
+    for g0, g1 in rescale_spans(m, G, gpc):  # one macro per span of chunks
+        rescale += macro_alu_cycles(m, rescale_elements(m, rows, g1 - g0), 1)
     last_groups = G - (nch - 1) * gpc
     return {
         "groups": G, "tiles": tiles, "rows": rows,

@@ -71,10 +71,27 @@ class WeightTile:
     scales: dict[int, Buf] = field(default_factory=dict)
     """Decoded scales: the float32 scales and offsets of each rescale macro's groups, by
     its first group."""
+    parts: list[tuple[int, int, str, Buf]] = field(default_factory=list)
+    """A tile split by K over several planes (`Placer.place_matmul`): per part its K chunks
+    [c0, c1), its plane and its payload (those chunks' install blocks, in a slice group on
+    the plane's side); empty: all chunks on `plane` from `payload`."""
 
     @property
     def hemisphere(self) -> str:
         return self.plane[4]  # MXM_W0 -> W
+
+    def chunk_plane(self, c: int) -> str:
+        return next((p for c0, c1, p, _ in self.parts if c0 <= c < c1), self.plane)
+
+    def chunk_payload(self, c: int) -> tuple[Buf, int]:
+        """(the payload holding K chunk `c`'s install blocks, the first chunk it holds)."""
+        return next(((b, c0) for c0, c1, _, b in self.parts if c0 <= c < c1),
+                    (self.payload, 0))
+
+    @property
+    def packed_bytes(self) -> int:
+        return sum(b.packed_bytes for _, _, _, b in self.parts) if self.parts else \
+            self.payload.packed_bytes
 
 
 @dataclass
@@ -188,15 +205,31 @@ class Placer:
         slice_groups = weight_slice_groups(m)
         planes = m.mxm_plane_names
         tiles = []
-        for t in range(-(-n // lanes)):
-            plane = planes[self.next_plane % len(planes)]
-            self.next_plane += 1
+        count = -(-n // lanes)
+        chunks = -(-groups * w.group_size // node.chunk)
+        # the tiles past the last whole wave (one tile per plane) are split by K chunks over
+        # all planes, so that no plane does one more tile than the others (GEMV 4096x4096:
+        # 13 tiles, the 13th alone on one plane for a quarter of the run)
+        whole = count - count % len(planes) if chunks > 1 else count
+        units = [(t, c) for t in range(whole, count) for c in range(chunks)]
+        split: dict[int, list[tuple[int, int, str]]] = {}
+        for j in range(len(planes) if units else 0):
+            a, b = j * len(units) // len(planes), (j + 1) * len(units) // len(planes)
+            plane = planes[(self.next_plane + j) % len(planes)]
+            for t in range(whole, count):
+                mine = [c for u, c in units[a:b] if u == t]
+                if mine:
+                    split.setdefault(t, []).append((mine[0], mine[-1] + 1, plane))
+        for t in range(count):
+            plane = split[t][0][2] if t in split else planes[self.next_plane % len(planes)]
+            if t not in split:
+                self.next_plane += 1
             cols = (t * lanes, min(n, (t + 1) * lanes))
             ncols = cols[1] - cols[0]
             packed = packed_bytes(w.shape[0], ncols, w.group_size, m.decoded_scales,
                                   m.int8_levels)
             tile = self._weight_tile(node, t, plane, cols, blocks, meta_blocks, packed,
-                                     slice_groups)
+                                     slice_groups, split.get(t, []))
             self.result.packed_bytes += packed
             tiles.append(tile)
         self.result.tiles[node.index] = tiles
@@ -205,12 +238,17 @@ class Placer:
 
     def _weight_tile(self, node: MatmulNode, t: int, plane: str, cols: tuple[int, int],
                      blocks: int, meta_blocks: int, packed: int,
-                     slice_groups: dict[str, list[list[int]]]) -> WeightTile:
+                     slice_groups: dict[str, list[list[int]]],
+                     split: list[tuple[int, int, str]]) -> WeightTile:
+        """One column tile; `split`: its parts (chunks [c0, c1), plane), each with a
+        payload of its own."""
         m, lanes, w = self.m, self.m.lanes, node.tensor
         side = plane[4]
         other = "E" if side == "W" else "W"
         fits = [g for g in slice_groups[side] + slice_groups[other]
                 if self.weight_top[g[0]] + blocks <= m.vectors_per_slice]
+        if split:  # the payload is in parts (`_payload`)
+            fits = fits or slice_groups[side]
         if not fits:
             raise Q35cError(
                 f"groq target: SRAM overflow: weight {node.weight} tile {t} "
@@ -222,8 +260,8 @@ class Placer:
         base = self.weight_top[group[0]]
         bufs = {}
         rows_per_block = INSTALL_BLOCK_ROWS if m.int8_levels else BLOCK_BYTES
-        parts = [("payload", rows_per_block * blocks, "raw", "uint8")]
-        spans = rescale_spans(w.num_groups, node.chunk // w.group_size)
+        parts = [("payload", rows_per_block * blocks, "raw", "uint8")] if not split else []
+        spans = rescale_spans(m, w.num_groups, node.chunk // w.group_size)
         parts += [(f"scales{g0}", DECODED_WORDS * (g1 - g0), "planes", "float32")
                   for g0, g1 in spans] if m.decoded_scales else \
             [("meta", BLOCK_BYTES * meta_blocks, "raw", "uint8"),
@@ -238,6 +276,12 @@ class Placer:
                 base += b.addresses()
             else:  # group codes and column words (scales): next to the VXM (the rescale)
                 b.hemisphere = side
+                if split and part.startswith("scales") and \
+                        [f"scales{g0}" for g0, _ in spans].index(part) % 2:
+                    # a split tile's decoded scales alternate hemispheres span by span: a
+                    # rescale holds the read ports of the slices it streams its scales
+                    # from, and the extra tile's would all load one hemisphere's
+                    b.hemisphere = other
             b.used = True
             b.chip = self.chip
             b.order = (0, len(self.graph.nodes) + 1)
@@ -251,7 +295,21 @@ class Placer:
             payload[:ncols, :levels.shape[1]] = levels.view(np.uint8)
         else:
             payload[:ncols] = w.payload[columns]
-        bufs["payload"].value = encode(bufs["payload"], payload.T.copy(), lanes)
+        pieces = []
+        if split:
+            total = w.num_groups * w.group_size  # K rows
+            for c0, c1, part_plane in split:
+                k0, k1 = c0 * node.chunk, min(total, c1 * node.chunk)
+                nb = (k1 - k0) // INSTALL_BLOCK_ROWS
+                b = self._payload(node, t, f"payload.c{c0}", part_plane, nb, slice_groups)
+                r0 = k0 // INSTALL_BLOCK_ROWS * rows_per_block
+                b.value = encode(b, payload[:, r0:r0 + nb * rows_per_block].T.copy(), lanes)
+                b.packed_bytes = packed * (k1 - k0) // total  # by K rows (for the report)
+                pieces.append((c0, c1, part_plane, b))
+            pieces[-1][3].packed_bytes += packed - sum(x[3].packed_bytes for x in pieces)
+            bufs["payload"] = pieces[0][3]
+        else:
+            bufs["payload"].value = encode(bufs["payload"], payload.T.copy(), lanes)
         if m.decoded_scales:
             # docs/format.md section 3 evaluated at compile time (bit-identical float32), one
             # buffer per rescale macro: its groups' scales, then their offsets
@@ -271,14 +329,44 @@ class Placer:
             words[1, :ncols] = w.offset_base[columns]
             words[2, :ncols] = w.offset_step[columns]
             bufs["words"].value = encode(bufs["words"], words, lanes)
-        bufs["payload"].packed_bytes = packed
-        for s in group:
-            self.weight_top[s] = base
+        if not split:
+            bufs["payload"].packed_bytes = packed
+            for s in group:
+                self.weight_top[s] = base
         for b in bufs.values():
             self.graph.buffers[b.name] = b
         return WeightTile(t, plane, cols, bufs["payload"], bufs.get("meta"), bufs.get("words"),
                           scales={g0: bufs[f"scales{g0}"] for g0, _ in spans
-                                  if f"scales{g0}" in bufs})
+                                  if f"scales{g0}" in bufs}, parts=pieces)
+
+    def _payload(self, node: MatmulNode, t: int, part: str, plane: str, blocks: int,
+                 slice_groups: dict[str, list[list[int]]]) -> Buf:
+        """A payload of `blocks` install blocks in the least filled weight slice group near
+        `plane` (else any group with room), at that group's free address."""
+        m, lanes = self.m, self.m.lanes
+        side = plane[4]
+        other = "E" if side == "W" else "W"
+        fits = [g for g in slice_groups[side] + slice_groups[other]
+                if self.weight_top[g[0]] + blocks <= m.vectors_per_slice]
+        if not fits:
+            raise Q35cError(
+                f"groq target: SRAM overflow: weight {node.weight} tile {t} ({part}) does "
+                f"not fit; machine {m.name} has {m.sram_bytes} bytes of SRAM")
+        near = [g for g in fits[:WEIGHT_GROUPS_NEAR]
+                if g in slice_groups[side][:WEIGHT_GROUPS_NEAR]]
+        group = min(near or fits, key=lambda g: (self.weight_top[g[0]], g[0]))
+        rows_per_block = INSTALL_BLOCK_ROWS if m.int8_levels else BLOCK_BYTES
+        b = Buf(f"{node.weight}:t{t}:{part}", (rows_per_block * blocks, lanes), "uint8",
+                "raw", "weight", label=node.weight)
+        b.nvec = b.vectors(lanes)
+        b.slices = list(group)
+        b.addr = self.weight_top[group[0]]
+        b.used, b.chip = True, self.chip
+        b.order = (0, len(self.graph.nodes) + 1)
+        for s in group:
+            self.weight_top[s] = b.addr + b.addresses()
+        self.graph.buffers[b.name] = b
+        return b
 
     def _group_sums(self, node: MatmulNode) -> None:
         """The activation group sums, shared by the matmuls that read the same
@@ -304,21 +392,22 @@ class Placer:
         chunks = -(-groups // groups_per_chunk)
         order = self.graph.nodes.index(node) + 1
 
-        def scratch(name: str, shape: tuple[int, int], dtype: str, tile: WeightTile) -> Buf:
+        def scratch(name: str, shape: tuple[int, int], dtype: str, side: str) -> Buf:
             b = Buf(name, shape, dtype, "planes", "temp", label=node.weight)
-            b.used, b.order, b.hemisphere = True, (order, order), tile.hemisphere
+            b.used, b.order, b.hemisphere = True, (order, order), side
             b.chip = self.chip
             return b
 
         for tile in tiles:
             for c in range(chunks):
                 ng = min(groups, (c + 1) * groups_per_chunk) - c * groups_per_chunk
+                # next to the VXM on the side of the plane that makes them
                 part = scratch(f"v{node.index}:t{tile.index}:c{c}:partials",
-                               (node.rows * ng, lanes), "int32", tile)
+                               (node.rows * ng, lanes), "int32", tile.chunk_plane(c)[4])
                 tile.partials.append(part)
                 if chunks > 1 and c == 0:
                     acc = scratch(f"v{node.index}:t{tile.index}:yacc", (node.rows, lanes),
-                                  "float32", tile)
+                                  "float32", tile.hemisphere)
                     tile.running_sum = acc
                     self.graph.buffers[acc.name] = acc
                 self.graph.buffers[part.name] = part

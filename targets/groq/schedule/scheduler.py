@@ -6,7 +6,8 @@ column tile and K chunk, MEM reads of the packed weights, VXM unpacks (with int8
 reads of the levels straight to the plane), MXM installs into one of the plane's weight
 buffers, one masked MXM pass per activation row and group writing int32
 partials, the activation group sums (once per activations) and a float32 rescale macro per
-`RESCALE_CHUNKS` chunks.
+span of chunks (`cost.rescale_chunk_spans`); the tiles go in waves of one per plane,
+chunk by chunk (`schedule_matmul`, `_wave_chunk`; docs/groq.md, "The int8 matmul").
 
 Everything iterates in list order (no dict/set-order dependence), so output is
 deterministic.
@@ -18,7 +19,7 @@ from dataclasses import dataclass, field
 
 from q35c.compiler.diagnostics import Q35cError
 from q35c.targets.groq import cost as costs
-from q35c.targets.groq.cost import INSTALL_BLOCK_ROWS, RESCALE_CHUNKS
+from q35c.targets.groq.cost import INSTALL_BLOCK_ROWS
 from q35c.targets.groq.instructions import (
     GroupSums,
     Install,
@@ -123,6 +124,9 @@ class Scheduler:
         self.weight_buffer_free: dict[tuple[str, int], int] = {}  # (plane, buffer) -> cycle
         self.next_weight_buffer: dict[str, int] = {}
         self.next_unpack_queue = 0
+        # (activation buffer, vector, plane position, pass cycle) -> the read that delivers
+        # that vector there then: passes of the planes at one MXM edge share it
+        self.pass_reads: dict[tuple[str, int, int, int], Read] = {}
         self.tiles: dict[int, list[WeightTile]] = {}
         self.group_sums: dict[int, str] = {}
 
@@ -280,8 +284,10 @@ class Scheduler:
                 ["SXM_E", "SXM_W"]
             options = [([u], [f"{u}.0"]) for u in sides]
         else:
-            # the first VXM queue is left to unpacks (weight decode feeds the MXM planes)
-            queues = self.vxm_queues[1:] or self.vxm_queues
+            # the first VXM queue is left to unpacks (weight decode feeds the MXM planes);
+            # with int8 levels there are none
+            queues = self.vxm_queues if self.m.int8_levels else \
+                self.vxm_queues[1:] or self.vxm_queues
             options = [(["VXM"] * len(queues), queues)]
         best: MacroSlot | None = None
         for units, queues in options:
@@ -308,13 +314,12 @@ class Scheduler:
 
     # -- the int8 matmul -------------------------------------------------------------------
 
-    def install_block(self, tile: WeightTile, plane: str, weight_buffer: int, row: int,
+    def install_block(self, payload: Buf, plane: str, weight_buffer: int, row: int,
                       block: int, earliest: int, tag: str) -> int:
-        """Read the 7 packed byte vectors of install block `block`, unpack them to 16 level
-        vectors on the VXM, install them as rows row..row+15 of the plane's weight buffer.
-        Returns the install's cycle."""
+        """Read the 7 packed byte vectors of install block `block` of `payload`, unpack them
+        to 16 level vectors on the VXM, install them as rows row..row+15 of the plane's
+        weight buffer. Returns the install's cycle."""
         m, tables = self.m, self.tables
-        payload = tile.payload
         places = [payload.place(costs.BLOCK_BYTES * block + j)
                   for j in range(costs.BLOCK_BYTES)]
         read_pos = [self.slice_pos(s) for s, _ in places]
@@ -356,16 +361,19 @@ class Scheduler:
         self.touch(payload.name, max(read_cycles) + 1)
         return install
 
-    def install_levels(self, tile: WeightTile, plane: str, weight_buffer: int, row: int,
-                       block: int, earliest: int, tag: str) -> int:
-        """Int8 levels (`Machine.int8_levels`): read the 16 level rows of install block
-        `block` from the 16 slices of the tile's slice group so that they reach the plane
-        together, and install them as rows row..row+15 of its weight buffer, with no VXM
-        on the way. `earliest`: the install's earliest cycle. Returns the install's cycle."""
+    def install_levels(self, payload: Buf, plane: str, weight_buffer: int, row: int,
+                       first: int, count: int, earliest: int, tag: str) -> tuple[int, int]:
+        """Int8 levels (`Machine.int8_levels`): read level rows `first .. first+count-1`
+        of `payload` (at most 16, consecutive K rows: one per slice of the tile's slice
+        group) so that they reach the plane together, and install them as rows row.. of
+        its weight buffer, with no VXM on the way. Where fewer streams into the plane's
+        MXM edge are free than rows (the other plane of the edge installs 16 in the cycle
+        and a pass takes one), the install takes the rows that fit, at least one, and
+        the caller installs the rest later: the planes of an edge share its 32 streams
+        rather than one of them losing the cycle. `earliest`: the install's earliest
+        cycle. Returns (the install's cycle, the rows it installed)."""
         m, tables = self.m, self.tables
-        payload = tile.payload
-        places = [payload.place(INSTALL_BLOCK_ROWS * block + j)
-                  for j in range(INSTALL_BLOCK_ROWS)]
+        places = [payload.place(first + j) for j in range(count)]
         read_pos = [self.slice_pos(s) for s, _ in places]
         plane_pos = self.pos(m.plane_unit(plane))
         install_queue = f"{plane}.iw"
@@ -393,30 +401,30 @@ class Scheduler:
                   buffer=weight_buffer, row=row, tag=tag,
                   in_=tuple(rd.out[0].consumed_by(rd.id, 0) for rd in reads))
         self.touch(payload.name, max(read_cycles) + 1)
-        return install
+        return install, len(reads)
 
     def _levels_slot(self, places: list[tuple[int, int]], read_pos: list[int],
                      plane_pos: int, install: int
                      ) -> tuple[list[int], list[tuple[str, int]]] | None:
-        """Reads of 16 level rows reaching the plane at `install`: (their cycles, their
-        streams), or None if a MEM port, bank or stream is taken then."""
+        """Reads of the longest prefix of the level rows at `places` that can reach the
+        plane at `install`: (their cycles, their streams), or None if not even the first
+        row can (a MEM port, bank or stream taken then)."""
         m, tables = self.m, self.tables
-        read_cycles = []
+        read_cycles: list[int] = []
+        streams: list[tuple[str, int]] = []
         for (s, a), p in zip(places, read_pos):
             r = install - self.read_latency - abs(p - plane_pos)
             if not tables.queue_free(f"{m.slice_name(s)}.r", r) or \
                     not tables.bank_free(s, r, "r", a):
-                return None
-            read_cycles.append(r)
-        streams: list[tuple[str, int]] = []
-        for p, r in zip(read_pos, read_cycles):
+                break
             way = direction(p, plane_pos)
             got = self.free_streams(1, way, p, plane_pos, r + self.read_latency,
                                     avoid=[x for w, x in streams if w == way])
             if got is None:
-                return None
+                break
+            read_cycles.append(r)
             streams.append((way, got[0]))
-        return read_cycles, streams
+        return (read_cycles, streams) if read_cycles else None
 
     def _unpack_slot(self, places: list[tuple[int, int]], read_pos: list[int],
                      plane_pos: int, unpack: int
@@ -464,11 +472,15 @@ class Scheduler:
                     row: int, chunk: int, group: int, earliest: int, tag: str) -> int:
         """One masked MXM pass: activation row `row`, K chunk `chunk`, weight group `group`:
         read the activation vector, multiply on the plane, write the int32 result's 4 byte
-        planes to the chunk's partials. Returns the pass's cycle."""
+        planes to the chunk's partials. A read that already brings the same vector to the
+        plane's MXM edge in the pass's cycle (another plane's pass there) is shared: the
+        value on the stream reaches both planes, so the pass takes no MEM port or stream
+        of its own. Returns the pass's cycle."""
         m, tables = self.m, self.tables
         q = self.graph.buffers[node.q]
         chunks = -(-node.tensor.shape[0] // node.chunk)
-        mem_slice, addr = q.place(row * chunks + chunk)
+        vector = row * chunks + chunk
+        mem_slice, addr = q.place(vector)
         slice_pos = self.slice_pos(mem_slice)
         plane_pos = self.pos(m.plane_unit(plane))
         acc_queue = f"{plane}.acc"
@@ -492,19 +504,33 @@ class Scheduler:
             if not tables.queue_free(acc_queue, c):
                 c = tables.queue_next_free(acc_queue, c)
                 continue
+            shared = self.pass_reads.get((q.name, vector, plane_pos, c))
+            if shared is not None:
+                slot = self._pass_out_slot(write_places, write_pos, plane_pos, way_out,
+                                           farthest, c)
+                if slot is not None:
+                    break
             read = c - hops_in - self.read_latency
             slot = self._pass_slot(mem_slice, addr, read, way_in, slice_pos, plane_pos,
                                    write_places, write_pos, way_out, farthest, c)
             if slot is not None:
+                shared = None
                 break
             c += 1
-        stream_in, writes, streams_out = slot
-        tables.take_queue(read_queue, read)
-        tables.take_bank(mem_slice, read, "r", addr)
-        tables.take_path(way_in, stream_in[0], slice_pos, plane_pos, read + self.read_latency)
-        rd = self.emit(Read, unit=m.slice_name(mem_slice), queue=read_queue, cycle=read, cycles=1,
-                       buf=q.name, addr=addr, src=self.last_writer(q.name),
-                       out=(StreamValue(stream_in[0], way_in, "i8"),))
+        if shared is None:
+            stream_in, writes, streams_out = slot
+            tables.take_queue(read_queue, read)
+            tables.take_bank(mem_slice, read, "r", addr)
+            tables.take_path(way_in, stream_in[0], slice_pos, plane_pos,
+                             read + self.read_latency)
+            rd = self.emit(Read, unit=m.slice_name(mem_slice), queue=read_queue, cycle=read,
+                           cycles=1, buf=q.name, addr=addr, src=self.last_writer(q.name),
+                           out=(StreamValue(stream_in[0], way_in, "i8"),))
+            self.pass_reads[(q.name, vector, plane_pos, c)] = rd
+            self.touch(q.name, read + 1)
+        else:
+            rd = shared
+            writes, streams_out = slot
         tables.take_queue(acc_queue, c)
         for j, stream in enumerate(streams_out):
             # byte plane j goes to slice j of the group; the stream is held to that slice
@@ -522,7 +548,6 @@ class Scheduler:
             wr = self.emit(Write, unit=m.slice_name(x), queue=queue, cycle=w, cycles=1,
                            buf=partials.name, addr=wa, in_=(result[j].consumed_by(mp.id, j),))
             self.wrote(partials.name, wr.id, w + self.write_latency)
-        self.touch(q.name, read + 1)
         self.touch(partials.name, max(writes) + self.write_latency)
         return c
 
@@ -539,6 +564,16 @@ class Scheduler:
         stream_in = self.free_streams(1, way_in, slice_pos, plane_pos, read + self.read_latency)
         if stream_in is None:
             return None
+        out = self._pass_out_slot(write_places, write_pos, plane_pos, way_out, farthest, c)
+        if out is None:
+            return None
+        return stream_in, *out
+
+    def _pass_out_slot(self, write_places: list[tuple[int, int]], write_pos: list[int],
+                       plane_pos: int, way_out: str, farthest: int, c: int
+                       ) -> tuple[list[int], list[int]] | None:
+        """The result of a pass at cycle `c`: (the write cycles of its byte planes, its
+        stream group), or None if a MEM port, bank or stream is taken then."""
         writes = self._pass_writes(write_places, write_pos, plane_pos, c)
         if writes is None:
             return None
@@ -546,7 +581,7 @@ class Scheduler:
                                         c + self.mxm_latency, group=INT32_STREAMS)
         if streams_out is None:
             return None
-        return stream_in, writes, streams_out
+        return writes, streams_out
 
     def _pass_writes(self, places: list[tuple[int, int]], positions: list[int],
                      plane_pos: int, c: int) -> list[int] | None:
@@ -565,10 +600,13 @@ class Scheduler:
         """All instructions of one matmul; returns its layer entry (for the report).
 
         Tiles go in waves of one tile per plane, and a wave's tiles take turns chunk by
-        chunk, so that the planes share the VXM's streams and queues rather than the
-        first tile of a wave taking them all (the list scheduler gives each instruction
-        the earliest free slot in issue order; tile after tile, the planes of one
-        hemisphere ran one after the other: GEMV 4096x4096 2330 -> see docs/groq.md)."""
+        chunk, so that the planes share the MXM edges' streams and the VXM's queues rather
+        than the first tile of a wave taking them all (the list scheduler gives each
+        instruction the earliest free slot in issue order; tile after tile, the planes of
+        one hemisphere ran one after the other: GEMV 4096x4096 2330 -> see docs/groq.md).
+        The tiles split by K over the planes (`WeightTile.parts`: those past the last whole
+        wave) go first, as one wave of each plane's chunks in turn, so that their rescales
+        run while the whole waves install and multiply."""
         w = node.tensor
         tiles = self.tiles[node.index]
         groups, group_size = w.num_groups, w.group_size
@@ -576,25 +614,47 @@ class Scheduler:
         run = _MatmulRun(node, self.group_sums[node.index],
                          input_ready=max(self.ready[node.q], self.ready[node.scale]))
         planes = len(self.m.mxm_plane_names)
-        for w0 in range(0, len(tiles), planes):
-            wave = tiles[w0:w0 + planes]
-            pending: dict[int, list[int]] = {t.index: [] for t in wave}
-            for c in range(chunks):
-                for tile in wave:
-                    self._matmul_chunk(run, tile, c)
-                    # the ordered float32 rescale of the groups of the last `RESCALE_CHUNKS`
-                    # chunks for the tile's columns, added to the running sum in group
-                    # order; scales and offsets are decoded lane-locally from the packed
-                    # group codes and column words on the way (ALU ops per lane: 5 per row
-                    # and group, 9 per group; none to decode with decoded scales)
-                    pending[tile.index].append(c)
-                    last = c == chunks - 1
-                    if len(pending[tile.index]) < RESCALE_CHUNKS and not last:
-                        continue
-                    rs = self._rescale(node, tile, pending[tile.index], last, run.sums)
-                    pending[tile.index] = []
-                    if last:
-                        run.ends.append(rs.end)
+        spans = costs.rescale_chunk_spans(self.m, chunks)
+        split = [t for t in tiles if t.parts]
+        whole = [t for t in tiles if not t.parts]
+        waves: list[list[list[tuple[WeightTile, int]]]] = []  # wave -> step -> jobs
+        if split:
+            lanes: dict[str, list[tuple[WeightTile, int]]] = {}
+            for t in split:
+                for c0, c1, plane, _ in t.parts:
+                    lanes.setdefault(plane, []).extend((t, c) for c in range(c0, c1))
+            steps = max(len(x) for x in lanes.values())
+            waves.append([[x[i] for x in lanes.values() if i < len(x)] for i in range(steps)])
+        for w0 in range(0, len(whole), planes):
+            # the east edge takes the chunks in pairs swapped (1, 0, 3, 2, ...): both edges'
+            # passes read their activation vector in the same cycles, and chunk c's is in
+            # slice c % 4 of the activations (one read per slice and cycle)
+            waves.append([[(t, c ^ 1 if t.plane[4] == "E" and (c ^ 1) < chunks else c)
+                           for t in whole[w0:w0 + planes]] for c in range(chunks)])
+        for wave in waves:
+            done: dict[int, set[int]] = {}
+            issued: dict[int, int] = {}  # tile -> rescale spans issued
+            order = list({t.index: t for step in wave for t, _ in step}.values())
+            for step in wave:
+                self._wave_chunk(run, step)
+                for t, c in step:
+                    done.setdefault(t.index, set()).add(c)
+                for tile in order:
+                    # the ordered float32 rescale of the groups of each span's chunks
+                    # (`cost.rescale_chunk_spans`), in order, once they are all multiplied,
+                    # for the tile's columns, added to the running sum in group order;
+                    # scales and offsets are decoded lane-locally from the packed group
+                    # codes and column words on the way (ALU ops per lane: 5 per row and
+                    # group, 9 per group; none to decode with decoded scales)
+                    while issued.get(tile.index, 0) < len(spans):
+                        c0, c1 = spans[issued.get(tile.index, 0)]
+                        if not done.get(tile.index, set()) >= set(range(c0, c1)):
+                            break
+                        last = c1 == chunks
+                        rs = self._rescale(node, tile, list(range(c0, c1)), last, run.sums)
+                        issued[tile.index] = issued.get(tile.index, 0) + 1
+                        if last:
+                            run.ends.append(rs.end)
         groups_per_chunk = node.chunk // group_size
         return dict(op_index=node.index, weight=node.weight, shape=list(w.shape),
                     group=group_size, rows=node.rows, tiles=len(tiles),
@@ -602,44 +662,99 @@ class Scheduler:
                     input_ready=run.input_ready, end=max(run.ends),
                     last_rescale_groups=groups - (chunks - 1) * groups_per_chunk,
                     first_install=run.first_install, packed_bytes=sum(
-                        t.payload.packed_bytes for t in tiles))
+                        t.packed_bytes for t in tiles))
 
-    def _matmul_chunk(self, run: _MatmulRun, tile: WeightTile, c: int) -> None:
-        """K chunk `c` of one tile: its install blocks into the plane's next weight buffer,
-        then its masked passes (and, after the matmul's first passes, the group sums)."""
+    def _wave_chunk(self, run: _MatmulRun, jobs: list[tuple[WeightTile, int]]) -> None:
+        """One step of a wave: a K chunk of each of its tiles (`jobs`: tile, chunk; one per
+        plane): their install blocks into their planes' next weight buffers, block by block
+        in turn (the planes of one MXM edge share its 32 streams, 16 per install: taking
+        turns, both finish the chunk together), then their masked passes, group by group in
+        turn, so that the two planes of an edge pass in the same cycle on one read of the
+        activation vector (`matmul_pass`) when they multiply the same chunk; the second
+        plane of an edge takes the chunk's groups in pairs swapped (1, 0, 3, 2, ...), so that
+        the two results go to different slices of the partials (a group's int32 row fills 4
+        of their 8). After the matmul's first passes: the group sums."""
         node, w = run.node, run.node.tensor
         groups, group_size = w.num_groups, w.group_size
         groups_per_chunk = node.chunk // group_size
-        plane = tile.plane
-        partials = tile.partials[c]
-        passes_start = self.reuse_ready(partials.name)
-        last_pass = 0
-        weight_buffer = self.next_weight_buffer.get(plane, 0)
-        self.next_weight_buffer[plane] = (weight_buffer + 1) % self.weight_buffers
-        tag = f"{node.weight}:t{tile.index}:c{c}"
-        b0 = c * node.chunk // INSTALL_BLOCK_ROWS
-        b1 = min(groups * group_size, (c + 1) * node.chunk) // INSTALL_BLOCK_ROWS
-        # the buffer is free for installs after its last pass: the first unpack may issue
-        # its travel and unpack latency earlier (int8 levels: `earliest` is the install's)
-        hops_out = 0 if self.m.int8_levels else \
-            self.unpack_latency + abs(self.pos(self.m.plane_unit(plane)) - self.vxm_position)
-        install = self.install_levels if self.m.int8_levels else self.install_block
-        earliest = max(0, self.weight_buffer_free.get((plane, weight_buffer), 0) - hops_out)
-        installed = 0
-        for block in range(b0, b1):
-            ic = install(tile, plane, weight_buffer, INSTALL_BLOCK_ROWS * (block - b0), block,
-                         earliest, tag)
-            run.installs += 1
-            installed = max(installed, ic + 1)
-            earliest = ic - hops_out
-            run.first_install = ic if run.first_install is None else min(run.first_install, ic)
-        start = max(installed, passes_start)
+        states = []
+        for tile, c in jobs:
+            plane = tile.chunk_plane(c)
+            payload, first = tile.chunk_payload(c)
+            weight_buffer = self.next_weight_buffer.get(plane, 0)
+            self.next_weight_buffer[plane] = (weight_buffer + 1) % self.weight_buffers
+            # the buffer is free for installs after its last pass: the first unpack may
+            # issue its travel and unpack latency earlier (int8 levels: `earliest` is the
+            # install's)
+            hops_out = 0 if self.m.int8_levels else \
+                self.unpack_latency + abs(self.pos(self.m.plane_unit(plane)) - self.vxm_position)
+            states.append(dict(
+                tile=tile, c=c, plane=plane, buffer=weight_buffer, hops_out=hops_out,
+                payload=payload, b0=c * node.chunk // INSTALL_BLOCK_ROWS,
+                b1=min(groups * group_size, (c + 1) * node.chunk) // INSTALL_BLOCK_ROWS,
+                base=first * node.chunk // INSTALL_BLOCK_ROWS,
+                g0=c * groups_per_chunk, g1=min(groups, (c + 1) * groups_per_chunk),
+                tag=f"{node.weight}:t{tile.index}:c{c}", installed=0,
+                earliest=max(0, self.weight_buffer_free.get((plane, weight_buffer), 0)
+                             - hops_out)))
+        if self.m.int8_levels:
+            # level rows, up to 16 per install (`install_levels`), the planes in turn
+            for st in states:
+                st["rows"] = INSTALL_BLOCK_ROWS * (st["b1"] - st["b0"])
+                st["done"] = 0
+                run.installs += st["b1"] - st["b0"]  # counted in 16-row blocks
+            while any(st["done"] < st["rows"] for st in states):
+                for st in states:
+                    left = st["rows"] - st["done"]
+                    if not left:
+                        continue
+                    first = INSTALL_BLOCK_ROWS * (st["b0"] - st["base"]) + st["done"]
+                    want = min(INSTALL_BLOCK_ROWS, left)  # consecutive rows: one per slice
+                    ic, n = self.install_levels(st["payload"], st["plane"], st["buffer"],
+                                                st["done"], first, want, st["earliest"],
+                                                st["tag"])
+                    st["done"] += n
+                    st["installed"] = max(st["installed"], ic + 1)
+                    st["earliest"] = ic
+                    run.first_install = ic if run.first_install is None else \
+                        min(run.first_install, ic)
+        else:
+            for i in range(max(st["b1"] - st["b0"] for st in states)):
+                for st in states:
+                    block = st["b0"] + i
+                    if block >= st["b1"]:
+                        continue
+                    ic = self.install_block(st["payload"], st["plane"], st["buffer"],
+                                            INSTALL_BLOCK_ROWS * i, block - st["base"],
+                                            st["earliest"], st["tag"])
+                    run.installs += 1
+                    st["installed"] = max(st["installed"], ic + 1)
+                    st["earliest"] = ic - st["hops_out"]
+                    run.first_install = ic if run.first_install is None else \
+                        min(run.first_install, ic)
+        # the planes of one edge start their passes together; the second swaps group pairs
+        edges: dict[int, list[dict]] = {}
+        for st in states:
+            edges.setdefault(self.pos(self.m.plane_unit(st["plane"])), []).append(st)
+        for same in edges.values():
+            start = max(st["installed"] for st in same)
+            for i, st in enumerate(same):
+                st["start"] = max(start, self.reuse_ready(st["tile"].partials[st["c"]].name))
+                st["swap"] = i % 2 == 1
+                st["last_pass"] = 0
         for row in range(node.rows):
-            for g in range(c * groups_per_chunk, min(groups, (c + 1) * groups_per_chunk)):
-                pc = self.matmul_pass(node, tile, plane, weight_buffer, row, c, g, start, tag)
-                run.mxm_passes += 1
-                last_pass = max(last_pass, pc)
-        self.weight_buffer_free[(plane, weight_buffer)] = last_pass + 1
+            for k in range(max(st["g1"] - st["g0"] for st in states)):
+                for st in states:
+                    n = st["g1"] - st["g0"]
+                    if k >= n:
+                        continue
+                    g = st["g0"] + (k ^ 1 if st["swap"] and (k ^ 1) < n else k)
+                    pc = self.matmul_pass(node, st["tile"], st["plane"], st["buffer"], row,
+                                          st["c"], g, st["start"], st["tag"])
+                    run.mxm_passes += 1
+                    st["last_pass"] = max(st["last_pass"], pc)
+        for st in states:
+            self.weight_buffer_free[(st["plane"], st["buffer"])] = st["last_pass"] + 1
         if run.sums not in self.ready:  # after the passes: they need q's MEM ports first
             self.schedule_macro("VXM", "vxm", [node.q], [run.sums],
                                 node.rows * groups * group_size, 1, GroupSums,
