@@ -6,9 +6,9 @@ rewrites one such node into standard ONNX nodes with onnxruntime's semantics and
 those in its place (`OnnxImporter.expand`), so every target runs them with the ops it
 already has:
 
-* `SimplifiedLayerNormalization` (RMSNorm; registered by onnxruntime in the default domain)
-  and `com.microsoft.SkipSimplifiedLayerNormalization` (residual add, then RMSNorm);
-* `com.microsoft.SkipLayerNormalization` (residual add, then LayerNorm);
+* `com.microsoft.SkipSimplifiedLayerNormalization` (residual add, then RMSNorm) and
+  `com.microsoft.SkipLayerNormalization` (residual add, then LayerNorm), into q35c's
+  dedicated norm ops (ops.py converts onnxruntime's `SimplifiedLayerNormalization`);
 * `com.microsoft.GroupQueryAttention`: packed or separate Q/K/V, rotary embedding from
   `cos_cache`/`sin_cache` (half-split or interleaved, full or partial), the KV cache as
   `past_key`/`past_value` concatenated with the new keys and values into `present_*`,
@@ -37,7 +37,7 @@ from q35c.compiler.frontends.onnx.ops import converter
 
 class _Graph:
     """Standard ONNX nodes replacing one contrib node: fresh value names under the node's
-    name, constants, and a `reduce_last` that follows the model's opset."""
+    name, and constants (initializers)."""
 
     def __init__(self, imp, node: NodeProto):
         self.imp, self.node = imp, node
@@ -45,7 +45,6 @@ class _Graph:
         self.nodes: list[NodeProto] = []
         self.constants: dict[str, np.ndarray] = {}
         self.counter = itertools.count()
-        self.opset = imp.opsets.get("", imp.opsets.get("ai.onnx", 13))
 
     def fresh(self, what: str) -> str:
         return f"{self.prefix}{what}{next(self.counter)}"
@@ -59,12 +58,6 @@ class _Graph:
         out = self.fresh(op_type.lower())
         self.nodes.append(onnx.helper.make_node(op_type, inputs, [out], name=out, **attrs))
         return out
-
-    def reduce_last(self, op_type: str, x: str) -> str:
-        """`op_type` (ReduceSum, ReduceMax) over the last axis, keepdims."""
-        if op_type == "ReduceSum" and self.opset >= 13 or self.opset >= 18:
-            return self.op(op_type, [x, self.const([-1])], keepdims=1)
-        return self.op(op_type, [x], axes=[-1], keepdims=1)
 
     def slice_last(self, x: str, start: int, end: int, axis: int = -1) -> str:
         return self.op("Slice", [x, self.const([start]), self.const([end]),
@@ -87,24 +80,6 @@ def _input_name(node: NodeProto, index: int) -> str:
     return node.input[index] if len(node.input) > index else ""
 
 
-def _rms_norm(g: _Graph, x: str, gamma: str, eps: float, width: int) -> str:
-    """x / sqrt(mean(x^2) + eps) * gamma over the last axis (onnxruntime's float32 RMSNorm,
-    summed in another order)."""
-    mean = g.op("Mul", [g.reduce_last("ReduceSum", g.op("Mul", [x, x])),
-                        g.const(1.0 / width, np.float32)])
-    inv = g.op("Reciprocal", [g.op("Sqrt", [g.op("Add", [mean, g.const(eps, np.float32)])])])
-    return g.op("Mul", [g.op("Mul", [x, inv]), gamma])
-
-
-def _layer_norm(g: _Graph, x: str, gamma: str, beta: str, eps: float, width: int) -> str:
-    scale = g.const(1.0 / width, np.float32)
-    centred = g.op("Sub", [x, g.op("Mul", [g.reduce_last("ReduceSum", x), scale])])
-    var = g.op("Mul", [g.reduce_last("ReduceSum", g.op("Mul", [centred, centred])), scale])
-    inv = g.op("Reciprocal", [g.op("Sqrt", [g.op("Add", [var, g.const(eps, np.float32)])])])
-    out = g.op("Mul", [g.op("Mul", [centred, inv]), gamma])
-    return g.op("Add", [out, beta]) if beta else out
-
-
 def _norm_width(imp, node, x) -> int:
     shape = _static_shape(imp, node, x, "the input")
     if not shape or shape[-1] <= 0:
@@ -113,38 +88,26 @@ def _norm_width(imp, node, x) -> int:
     return shape[-1]
 
 
-@converter("SimplifiedLayerNormalization", "com.microsoft.SimplifiedLayerNormalization")
-def _simplified_layer_norm(imp, node, inputs):
-    """onnxruntime's RMSNorm: Y = X / sqrt(mean(X^2, last axis) + epsilon) * scale."""
-    width = _norm_width(imp, node, inputs[0])
-    rank = len(_static_shape(imp, node, inputs[0], "the input"))
-    axis = int(imp.attr(node, "axis", -1))
-    if axis % rank != rank - 1:
-        raise imp.error(node, f"axis {axis} is not supported (only the last axis)")
-    g = _Graph(imp, node)
-    y = _rms_norm(g, node.input[0], node.input[1], float(imp.attr(node, "epsilon", 1e-5)),
-                  width)
-    return g.run([y] + [None] * (len(node.output) - 1))
-
-
 @converter("com.microsoft.SkipSimplifiedLayerNormalization",
            "com.microsoft.SkipLayerNormalization")
 def _skip_layer_norm(imp, node, inputs):
-    """sum = input + skip (+ bias); output = norm(sum) * gamma (+ beta); output 3 is sum."""
-    width = _norm_width(imp, node, inputs[0])
+    """sum = input + skip (+ bias); output = RMSNorm(sum) * gamma, or LayerNorm(sum) * gamma
+    (+ beta), over the last axis (q35c's dedicated norm ops); output 3 is sum."""
+    _norm_width(imp, node, inputs[0])
     simplified = node.op_type == "SkipSimplifiedLayerNormalization"
     g = _Graph(imp, node)
     total = g.op("Add", [node.input[0], node.input[1]])
     bias = _input_name(node, 3 if simplified else 4)
     if bias:
         total = g.op("Add", [total, bias])
-    eps = float(imp.attr(node, "epsilon", 1e-5 if not simplified else 1e-6))
+    eps = float(imp.attr(node, "epsilon", 1e-5))
     if simplified:
-        y = _rms_norm(g, total, node.input[2], eps, width)
+        y = g.op("SimplifiedLayerNormalization", [total, node.input[2]], epsilon=eps, axis=-1)
     else:
-        y = _layer_norm(g, total, node.input[2], _input_name(node, 3), eps, width)
-    outputs = [y, None, None, total][:len(node.output)]
-    return g.run(outputs)
+        beta = _input_name(node, 3)
+        y = g.op("LayerNormalization", [total, node.input[2]] + ([beta] if beta else []),
+                 epsilon=eps, axis=-1)
+    return g.run([y, None, None, total][:len(node.output)])
 
 
 def _rotate(g: _Graph, x: str, cos: str, sin: str, shape: tuple[int, ...], rot: int,
