@@ -71,6 +71,16 @@ GQA_CASES = {
     "no-rotary-window-softcap": (1, 5, 3, 6, 3, 16, True, False, False, 0,
                                  {"local_window_size": 3, "softcap": 2.0}),
     "scale": (1, 4, 2, 4, 4, 16, False, False, False, 0, {"scale": 0.5}),
+    # ragged rows and cache buffers longer than the rows' pasts (seqlens_k, and
+    # total_sequence_length above the buffer or equal to S for a first prompt)
+    "ragged-decode-batch2": (2, 1, 6, 4, 2, 16, True, True, False, 16,
+                             {"seqlens": [3, 6], "total": 7}),
+    "decode-in-a-longer-buffer": (1, 1, 8, 4, 2, 16, False, True, False, 16,
+                                  {"seqlens": [4], "total": 9}),
+    "ragged-first-prompt": (2, 5, 0, 4, 2, 16, True, True, False, 16,
+                            {"seqlens": [4, 2], "total": 5}),
+    "chunk-in-a-longer-buffer": (1, 3, 8, 2, 1, 16, True, True, True, 16,
+                                 {"seqlens": [7], "total": 11, "local_window_size": 4}),
 }
 
 
@@ -78,8 +88,11 @@ GQA_CASES = {
 @pytest.mark.parametrize("case", list(GQA_CASES))
 def test_group_query_attention_matches_onnxruntime(tmp_path, case, target):
     b, s, past, h, kvh, d, packed, rotary, interleaved, rot, extra = GQA_CASES[case]
+    extra = dict(extra)
+    total = extra.pop("total", past + s)
+    seqlens = extra.pop("seqlens", [total - 1] * b)
+    slots = max(total, past)
     rng = np.random.default_rng(len(case))
-    total = past + s
     feeds = {}
     if packed:
         inputs = ["qkv", "", ""]
@@ -92,7 +105,7 @@ def test_group_query_attention_matches_onnxruntime(tmp_path, case, target):
     feeds["past_k"] = rng.standard_normal((b, kvh, past, d)).astype(np.float32)
     feeds["past_v"] = rng.standard_normal((b, kvh, past, d)).astype(np.float32)
     inputs += ["past_k", "past_v", "seqlens", "total"]
-    inits = [numpy_helper.from_array(np.full(b, total - 1, np.int32), "seqlens"),
+    inits = [numpy_helper.from_array(np.array(seqlens, np.int32), "seqlens"),
              numpy_helper.from_array(np.array(total, np.int32), "total")]
     if rotary:
         angles = np.arange(32)[:, None] / 10000 ** (np.arange(rot // 2) / (rot // 2))
@@ -105,8 +118,8 @@ def test_group_query_attention_matches_onnxruntime(tmp_path, case, target):
                             **extra)
     ins = [helper.make_tensor_value_info(n, F, list(v.shape)) for n, v in feeds.items()]
     outs = [helper.make_tensor_value_info("out", F, [b, s, h * d]),
-            helper.make_tensor_value_info("present_k", F, [b, kvh, total, d]),
-            helper.make_tensor_value_info("present_v", F, [b, kvh, total, d])]
+            helper.make_tensor_value_info("present_k", F, [b, kvh, slots, d]),
+            helper.make_tensor_value_info("present_v", F, [b, kvh, slots, d])]
     path = _model(tmp_path, [node], ins, outs, inits)
     _check(tmp_path, path, feeds, target, rtol=1e-5)
 

@@ -15,12 +15,12 @@ already has:
   causal masking (optionally within a local window), `softcap`, `attention_bias`,
   `position_ids`, and keys beyond each row's `seqlens_k` masked.
 
-GroupQueryAttention's cache semantics are those of a dense batch: every row's past is the
-whole `past_key` buffer (its sequence axis, known at compile time), as in batch-1 decoding
-and in batches of equal length. onnxruntime also accepts ragged batches, where a row's past
-is shorter than the buffer (`seqlens_k[b] + 1 - sequence_length`) and its new keys are
-written at that offset; there this expansion's `present_*` and attention differ.
-A first prompt (an empty past buffer) takes rotary positions 0..S-1, as onnxruntime does.
+GroupQueryAttention follows onnxruntime's cache layout: `present_*` has max(total, past
+buffer) slots; row b's past is its first `seqlens_k[b] + 1 - S` slots of the buffer, its new
+keys and values follow at that offset, and later slots are zero. A first prompt
+(`total_sequence_length` == S, known at compile time) starts every row at position 0, and
+keys beyond a row's `seqlens_k` are masked. With `total_sequence_length` a run-time value
+the present is taken to be past + S slots long.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from onnx import NodeProto
 
 from q35c.compiler.frontends.onnx.builder import shape_of
 from q35c.compiler.frontends.onnx.ops import converter
+from q35c.compiler.tensors import numpy_dtype
 
 
 class _Graph:
@@ -74,6 +75,15 @@ def _static_shape(imp, node, value, what: str) -> tuple[int, ...]:
     if not shape and not isinstance(value, np.ndarray):
         raise imp.error(node, f"{what} needs a static shape (bind it with --shape)")
     return tuple(int(d) for d in shape)
+
+
+def _float_dtype(imp, node, value) -> np.dtype:
+    """The element type of a float operand (float32, float16, bfloat16...)."""
+    dtype = value.dtype if isinstance(value, np.ndarray) else \
+        numpy_dtype(value.type.get_element_type())
+    if np.dtype(dtype).kind != "f" and np.dtype(dtype).name != "bfloat16":
+        raise imp.error(node, f"query has element type {np.dtype(dtype).name}, not float")
+    return np.dtype(dtype)
 
 
 def _input_name(node: NodeProto, index: int) -> str:
@@ -163,8 +173,21 @@ def _group_query_attention(imp, node, inputs):
     if _static_shape(imp, node, inputs[4], "past_value") != past_shape:
         raise imp.error(node, "past_value's shape differs from past_key's")
     past = past_shape[2]
-    total = past + s
+    known_total = inputs[6] if len(inputs) > 6 and isinstance(inputs[6], np.ndarray) else None
+    if known_total is not None and known_total.size != 1:
+        raise imp.error(node, "total_sequence_length must be a scalar")
+    # present holds max(total_sequence_length, past buffer) slots (onnxruntime); a run-time
+    # total_sequence_length is taken as past + S, the dense case
+    total = max(int(known_total.reshape(-1)[0]), past) if known_total is not None \
+        else past + s
+    if total < s:
+        raise imp.error(node, f"total_sequence_length {total} is less than the "
+                              f"sequence length {s}")
+    # a first prompt (onnxruntime: total_sequence_length == sequence_length) starts every
+    # row at position 0; otherwise row b's past is seqlens_k[b] + 1 - S slots long
+    first = known_total is not None and int(known_total.reshape(-1)[0]) == s
     g = _Graph(imp, node)
+    fdt = _float_dtype(imp, node, inputs[0])
     query = node.input[0]
     if packed:
         q = g.slice_last(query, 0, heads * d)
@@ -183,6 +206,8 @@ def _group_query_attention(imp, node, inputs):
 
     q, k, v = split_heads(q, heads), split_heads(k, kv_heads), split_heads(v, kv_heads)
     seqlens = g.op("Cast", [node.input[5]], to=onnx.TensorProto.INT64)
+    # row b's past length: 0 for a first prompt, else seqlens_k[b] + 1 - S
+    start = g.const(np.zeros(b, np.int64)) if first else g.op("Add", [seqlens, g.const(1 - s)])
     if imp.attr(node, "do_rotary", 0):
         cos_cache, sin_cache = _input_name(node, 7), _input_name(node, 8)
         if not cos_cache or not sin_cache:
@@ -194,12 +219,11 @@ def _group_query_attention(imp, node, inputs):
                                   f"[positions, <= {d // 2}]")
         if _input_name(node, 9):
             positions = node.input[9]
-        elif past == 0:  # a first prompt: positions 0..S-1
+        elif first:
             positions = g.const(np.arange(s).reshape(1, s))
-        else:  # row b continues after its seqlens_k[b] + 1 - S past tokens
-            start = g.op("Add", [g.op("Reshape", [seqlens, g.const([b, 1])]),
-                                 g.const(1 - s)])
-            positions = g.op("Add", [start, g.const(np.arange(s).reshape(1, s))])
+        else:  # row b continues after its past
+            positions = g.op("Add", [g.op("Reshape", [start, g.const([b, 1])]),
+                                     g.const(np.arange(s).reshape(1, s))])
         cos = g.op("Reshape", [g.op("Gather", [cos_cache, positions], axis=0),
                                g.const([-1, 1, s, rot // 2])])
         sin = g.op("Reshape", [g.op("Gather", [sin_cache, positions], axis=0),
@@ -207,8 +231,36 @@ def _group_query_attention(imp, node, inputs):
         interleaved = bool(imp.attr(node, "rotary_interleaved", 0))
         q = _rotate(g, q, cos, sin, (b, heads, s, d), rot, interleaved)
         k = _rotate(g, k, cos, sin, (b, kv_heads, s, d), rot, interleaved)
-    present_k = g.op("Concat", [node.input[3], k], axis=2)
-    present_v = g.op("Concat", [node.input[4], v], axis=2)
+    # present[b, :, t]: the past for t < start[b], the new token t - start[b] for
+    # start[b] <= t < start[b] + S, zero after (onnxruntime's layout; the dense case is
+    # past followed by the new tokens)
+    slot = g.const(np.arange(total).reshape(1, 1, total, 1))
+    first_new = g.op("Reshape", [start, g.const([b, 1, 1, 1])])
+    is_past = g.op("Less", [slot, first_new])
+    is_new = g.op("And", [g.op("Not", [is_past]),
+                          g.op("Less", [slot, g.op("Add", [first_new, g.const(s)])])])
+
+    def place(past_name: str, new: str) -> str:
+        room = total - past
+        if room > 0:
+            padded = g.op("Concat", [past_name, g.const(np.zeros((b, kv_heads, room, d)),
+                                                        fdt)], axis=2)
+        else:
+            padded = past_name if room == 0 else g.slice_last(past_name, 0, total, axis=2)
+        if s == 1:
+            shifted = new  # broadcast along the slots
+        else:
+            offset = g.op("Max", [g.op("Min", [g.op("Sub", [slot, first_new]),
+                                               g.const(s - 1)]), g.const(0)])
+            index = g.op("Expand", [offset, g.const([b, kv_heads, total, d])])
+            wide = g.op("Concat", [new, g.const(np.zeros((b, kv_heads, total - s, d)), fdt)],
+                        axis=2) if total > s else new
+            shifted = g.op("GatherElements", [wide, index], axis=2)
+        zero = g.const(0.0, fdt)
+        return g.op("Where", [is_past, padded, g.op("Where", [is_new, shifted, zero])])
+
+    present_k = place(node.input[3], k)
+    present_v = place(node.input[4], v)
 
     def repeat_heads(x: str) -> str:
         if heads == kv_heads:
@@ -220,25 +272,25 @@ def _group_query_attention(imp, node, inputs):
     keys, values = repeat_heads(present_k), repeat_heads(present_v)
     scale = float(imp.attr(node, "scale", 0.0)) or 1.0 / float(np.sqrt(d))
     scores = g.op("Mul", [g.op("MatMul", [q, g.op("Transpose", [keys], perm=[0, 1, 3, 2])]),
-                          g.const(scale, np.float32)])
+                          g.const(scale, fdt)])
     softcap = float(imp.attr(node, "softcap", 0.0))
     if softcap > 0:
-        scores = g.op("Mul", [g.op("Tanh", [g.op("Mul", [scores, g.const(1 / softcap,
-                                                                        np.float32)])]),
-                              g.const(softcap, np.float32)])
+        scores = g.op("Mul", [g.op("Tanh", [g.op("Mul", [scores, g.const(1 / softcap, fdt)])]),
+                              g.const(softcap, fdt)])
     if _input_name(node, 10):
         scores = g.op("Add", [scores, node.input[10]])
-    i = np.arange(s).reshape(s, 1) + past
-    j = np.arange(total).reshape(1, total)
-    allowed = j <= i
+    # query i of row b sits at start[b] + i: it sees keys up to there (within the local
+    # window) and none past the row's seqlens_k[b]
+    query_at = g.op("Add", [first_new, g.const(np.arange(s).reshape(1, 1, s, 1))])
+    key_at = g.const(np.arange(total).reshape(1, 1, 1, total))
+    mask = g.op("And", [g.op("Not", [g.op("Greater", [key_at, query_at])]),
+                        g.op("Not", [g.op("Greater", [key_at, g.op("Reshape", [
+                            seqlens, g.const([b, 1, 1, 1])])])])])
     window = int(imp.attr(node, "local_window_size", -1))
     if window > 0:
-        allowed &= j > i - window
-    within = g.op("Less", [g.const(np.arange(total).reshape(1, 1, 1, total)),
-                           g.op("Reshape", [g.op("Add", [seqlens, g.const(1)]),
-                                            g.const([b, 1, 1, 1])])])
-    mask = g.op("And", [within, g.const(allowed.reshape(1, 1, s, total), np.bool_)])
-    lowest = g.const(np.finfo(np.float32).min, np.float32)
+        mask = g.op("And", [mask, g.op("Greater", [
+            key_at, g.op("Sub", [query_at, g.const(window)])])])
+    lowest = g.const(np.finfo(fdt).min, fdt)
     probs = g.op("Softmax", [g.op("Where", [mask, scores, lowest])], axis=-1)
     attended = g.op("MatMul", [probs, values])
     out = g.op("Reshape", [g.op("Transpose", [attended], perm=[0, 2, 1, 3]),
