@@ -54,6 +54,11 @@ class Signature:
     step: int  # S: new tokens per call
     vocab: int
     kv_shape: tuple[int, ...]  # [1, heads, L, head_dim]
+    positions: bool = True
+    """Whether the graph takes `position_ids` (optimum's layout: present = past followed by
+    the new tokens). Without them (onnxruntime-genai's GroupQueryAttention graphs) the
+    positions follow from the mask's count and the new tokens land in present at the
+    position they take (docs/generate.md)."""
 
     @classmethod
     def of(cls, inputs: dict[str, tuple[int, ...]], outputs: dict[str, tuple[int, ...]],
@@ -61,7 +66,7 @@ class Signature:
         """From the input and output shapes by name; one line says what does not fit."""
         pasts = {m.group(1, 2): shape for name, shape in inputs.items()
                  if (m := PAST.match(name))}
-        missing = [n for n in (INPUT_IDS, MASK, POSITIONS) if n not in inputs]
+        missing = [n for n in (INPUT_IDS, MASK) if n not in inputs]
         if LOGITS not in outputs:
             missing.append(f"output {LOGITS}")
         if missing or not pasts:
@@ -79,7 +84,8 @@ class Signature:
         if len(ids) != 2 or ids[0] != 1 or len(kv_shape) != 4:
             raise Q35cError(f"{where}: batch 1 and [1, heads, past, head_dim] caches "
                             f"expected, got input_ids {list(ids)}, past {list(kv_shape)}")
-        return cls(layers, kv_shape[2], ids[1], outputs[LOGITS][-1], tuple(kv_shape))
+        return cls(layers, kv_shape[2], ids[1], outputs[LOGITS][-1], tuple(kv_shape),
+                   POSITIONS in inputs)
 
 
 def onnx_cache_dims(path: Path) -> tuple[int, list[str]]:
@@ -103,16 +109,35 @@ def static_shapes(path: Path, context: int, step: int) -> dict[str, tuple[int, .
     import onnx
 
     model = onnx.load(str(path), load_external_data=False)
-    shapes = {INPUT_IDS: (1, step), POSITIONS: (1, step), MASK: (1, context + step)}
+    shapes = {INPUT_IDS: (1, step), MASK: (1, context + step)}
+    if any(value.name == POSITIONS for value in model.graph.input):
+        shapes[POSITIONS] = (1, step)
+    heads, head_dim = _genai_cache_dims(path)
     for value in model.graph.input:
         if not PAST.match(value.name):
             continue
         dims = [d.dim_value for d in value.type.tensor_type.shape.dim]
+        if len(dims) == 4:
+            dims[1], dims[3] = dims[1] or heads, dims[3] or head_dim
         if len(dims) != 4 or not dims[1] or not dims[3]:
             raise Q35cError(f"{path}: input {value.name} must be [batch, heads, past, "
-                            "head_dim] with static heads and head_dim")
+                            "head_dim] with static heads and head_dim (or a "
+                            "genai_config.json beside the model that gives them)")
         shapes[value.name] = (1, dims[1], context, dims[3])
     return shapes
+
+
+def _genai_cache_dims(path: Path) -> tuple[int, int]:
+    """(key/value heads, head size) from onnxruntime-genai's genai_config.json beside the
+    model, whose graphs leave the cache's head size symbolic; (0, 0) without one."""
+    config = path.parent / "genai_config.json"
+    if not config.is_file():
+        return 0, 0
+    try:
+        decoder = json.loads(config.read_text(encoding="utf-8"))["model"]["decoder"]
+        return int(decoder.get("num_key_value_heads", 0)), int(decoder.get("head_size", 0))
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise Q35cError(f"{config}: cannot read the decoder's head size: {err}") from None
 
 
 # -- compiled models -----------------------------------------------------------------------
@@ -344,16 +369,24 @@ class Decoder:
         ids = np.zeros((1, S), np.int64)
         ids[0, :n] = tokens
         mask = np.zeros((1, L + S), np.int64)
-        mask[0, :self.pos] = 1
-        mask[0, L:L + n] = 1
-        inputs = {INPUT_IDS: ids, MASK: mask,
-                  POSITIONS: (self.pos + np.arange(S, dtype=np.int64))[None, :]}
+        if step.signature.positions:  # present = past, then the S new tokens
+            mask[0, :self.pos] = 1
+            mask[0, L:L + n] = 1
+            first_new = L
+        else:  # GroupQueryAttention: the mask's count places the S tokens at pos (the
+            # padding after the n real ones is attended only by itself and never kept)
+            mask[0, :self.pos + S] = 1
+            first_new = self.pos
+        inputs = {INPUT_IDS: ids, MASK: mask}
+        if step.signature.positions:
+            inputs[POSITIONS] = (self.pos + np.arange(S, dtype=np.int64))[None, :]
         for key, value in self.cache.items():
             inputs[f"past_key_values.{key}"] = value
         outputs = step.run(inputs)
         self.calls += 1
         for key, value in self.cache.items():
-            value[:, :, self.pos:self.pos + n] = outputs[f"present.{key}"][:, :, L:L + n]
+            value[:, :, self.pos:self.pos + n] = \
+                outputs[f"present.{key}"][:, :, first_new:first_new + n]
         self.pos += n
         return list(np.asarray(outputs[LOGITS], np.float32)[0, :n])
 
