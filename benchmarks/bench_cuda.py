@@ -425,10 +425,10 @@ static void launch_gemm(int rows, float *y, const float *x, q35_q3p5 t)
  * tensor-core GEMM. */
 static int pick_ks(int path, int k, int n, int rows)
 {
-    const int limit = path == 1 ? (16 / rows < 4 ? 16 / rows : 4) : 8;
+    const int limit = path == 1 ? (16 / rows < 8 ? 16 / rows : 8) : 8;
     const int tiles = (n + 31) / 32, chunks = (k + 255) / 256;
     int ks = 1;
-    while (ks < limit && tiles * ks < 2048 && chunks >= 4 * ks)
+    while (2 * ks <= limit && tiles * ks < 2048 && chunks >= 4 * ks)
         ks *= 2;
     return ks;
 }
@@ -445,6 +445,12 @@ static void launch_m(int path, int ks, float *y, const float *x, const int8_t *q
         else if (ks == 4) q35_gemv_f32<M, 4><<<grid, 128>>>(y, x, t, e);
         else q35_gemv_f32<M, 8><<<grid, 256>>>(y, x, t, e);
     } else {
+        if constexpr (M <= 2) {
+            if (ks == 8) {
+                q35_gemv_i8<M, 8><<<grid, 256>>>(y, q, s, t);
+                return;
+            }
+        }
         if constexpr (M <= 4) {
             if (ks == 4) {
                 q35_gemv_i8<M, 4><<<grid, 128>>>(y, q, s, t);
@@ -559,7 +565,7 @@ int main(int argc, char **argv)
         for (int ks = 1; ks <= 8; ks *= 2)
         for (int path_ = 0; path_ < 2; path_++)
             for (int m = 1; m <= 8; m++) {
-                if (path_ == 1 && (ks > 4 || ks * m > 16))
+                if (path_ == 1 && ks * m > 16)
                     continue;
                 check(cudaMemset(y, 0xff, (size_t)8 * n * 4), "poison y");
                 launch(path_, ks, m, y, x, q, s,
@@ -608,6 +614,21 @@ int main(int argc, char **argv)
             cudaEventElapsedTime(&ms, a, b);
             times.push_back(ms * 1000.0f);
         }
+        /* back to back: 30 launches (weights in turn) between two events, as a CUDA graph
+         * or a stream replays them; the median of 11 such batches, per launch */
+        std::vector<float> batches;
+        for (int it = 0; it < 11; it++) {
+            cudaEventRecord(a);
+            for (int j = 0; j < 30; j++)
+                launch(path, ks, rows, y, x, q, s, view(entries[(it * 30 + j) % copies], k, n,
+                                                        meta_row, prow, meta_off, payload_off));
+            cudaEventRecord(b);
+            cudaEventSynchronize(b);
+            float ms;
+            cudaEventElapsedTime(&ms, a, b);
+            batches.push_back(ms * 1000.0f / 30);
+        }
+        std::sort(batches.begin(), batches.end());
         check(cudaGetLastError(), "launch");
         std::sort(times.begin(), times.end());
         const char *name = path == 2 ? "tc" : path == 1 ? "i8" : "f32";
@@ -618,6 +639,7 @@ int main(int argc, char **argv)
                path != 2 && ks == pick_ks(path, k, n, rows < 8 ? rows : 8) ? "(pick)" : "",
                k, n, rows, times[150], times[0], (long long)bytes, bytes / (times[150] * 1e3),
                2.0 * rows * k * n / (times[150] * 1e6));
+        printf("    b2b_us %.2f GBps_b2b %.1f\n", batches[5], bytes / (batches[5] * 1e3));
     };
     /* the GEMVs (float, int8) at 1..16 rows: the printer's K split (ks=0 in the output
      * line: "pick"), then every other one */
@@ -629,7 +651,7 @@ int main(int argc, char **argv)
         for (int rows : rows_list)
             for (int ks = 0; ks <= 8; ks = ks ? 2 * ks : 1) {
                 const int m = rows < 8 ? rows : 8;
-                if (ks && (ks == pick_ks(path, k, n, m) || (path == 1 && (ks > 4 || ks * m > 16))))
+                if (ks && (ks == pick_ks(path, k, n, m) || (path == 1 && ks * m > 16)))
                     continue;
                 time_one(path, ks, rows);
                 if (getenv("Q35_BENCH_FIRST")) /* one configuration (for a profiler) */
@@ -718,6 +740,16 @@ def prepare_gemv_old(out: Path) -> list[str]:
     main = main[main.index('GEMV_MAIN = r"""') + len('GEMV_MAIN = r"""'):]
     main = main[:main.index('"""')].replace("const int big_rows[] = {16, 128, 512};",
                                             "const int big_rows[] = {16};")
+    # the back-to-back timing of today's time_one, into the old one
+    ours = GEMV_MAIN[GEMV_MAIN.index("        /* back to back:"):]
+    ours = ours[:ours.index('        check(cudaGetLastError(), "launch");')]
+    at = '        check(cudaGetLastError(), "launch");\n        std::sort(times.begin()'
+    main = main.replace(at, ours + at)
+    at = "2.0 * rows * k * n / (times[150] * 1e6));\n"
+    main = main.replace(at, at + '        printf("    b2b_us %.2f GBps_b2b %.1f\\n", '
+                        'batches[5], bytes / (batches[5] * 1e3));\n')
+    if "b2b_us" not in main:
+        raise RuntimeError("the old gemv_bench did not take the back-to-back timing")
     (old / "gemv_bench_old.cu").write_text(header + main)
     namespace: dict = {}
     exec(compile(show("targets/cuda/blob.py"), "blob_old.py", "exec"), namespace)
@@ -1104,6 +1136,21 @@ def peers():
         times.sort()
         return times[len(times) // 2], times[0]
 
+    def b2b(fn, batch=30):
+        """Median per-call time of 11 batches of `batch` back-to-back calls."""
+        fn(0)
+        per = []
+        for it in range(11):
+            a = torch.cuda.Event(enable_timing=True)
+            b = torch.cuda.Event(enable_timing=True)
+            a.record()
+            for j in range(batch):
+                fn(it * batch + j)
+            b.record()
+            b.synchronize()
+            per.append(a.elapsed_time(b) * 1000 / batch)
+        return sorted(per)[5]
+
     src = torch.empty(1 << 28, dtype=torch.uint8, device=dev)
     dst = torch.empty_like(src)
     med, mn = timed(lambda it: dst.copy_(src), 100)
@@ -1120,9 +1167,11 @@ def peers():
                 1, 2, 4, 8, 16, *((128, 512) if (k, n) in PREFILL else ())):
             x = torch.randn(m, k, dtype=torch.float16, device=dev)
             med, mn = timed(lambda it: torch.nn.functional.linear(x, ws[it % copies]))
+            back = b2b(lambda it: torch.nn.functional.linear(x, ws[it % copies]))
             lines.append(f"torch_fp16 K={k} N={n} M={m} median_us {med:.2f} min_us {mn:.2f} "
                          f"weight_bytes {nbytes} GBps_median {nbytes / (med * 1e3):.1f} "
-                         f"TFLOPs_median {2 * m * k * n / (med * 1e6):.2f}")
+                         f"TFLOPs_median {2 * m * k * n / (med * 1e6):.2f} b2b_us {back:.2f} "
+                         f"GBps_b2b {nbytes / (back * 1e3):.1f}")
         del ws
     for k, n in PEER_SHAPES:  # int4 tinygemm (gpt-fast's kernel): group 32, bf16 scale+zero
         try:
@@ -1135,11 +1184,14 @@ def peers():
             sz = torch.rand(k // 32, n, 2, dtype=torch.bfloat16, device=dev)
             for m in (1, 4, 16):
                 x = torch.randn(m, k, dtype=torch.bfloat16, device=dev)
-                med, mn = timed(lambda it: torch.ops.aten._weight_int4pack_mm(
-                    x, packed[it % copies], 32, sz))
+                def int4(it):
+                    return torch.ops.aten._weight_int4pack_mm(x, packed[it % copies], 32, sz)
+                med, mn = timed(int4)
+                back = b2b(int4)
                 lines.append(f"torch_int4 K={k} N={n} M={m} median_us {med:.2f} min_us "
                              f"{mn:.2f} weight_bytes {nbytes} GBps_median "
-                             f"{nbytes / (med * 1e3):.1f}")
+                             f"{nbytes / (med * 1e3):.1f} b2b_us {back:.2f} GBps_b2b "
+                             f"{nbytes / (back * 1e3):.1f}")
             del packed
         except Exception as err:  # report, go on
             lines.append(f"torch_int4 K={k} N={n}: {err!r}"[:400])
