@@ -425,7 +425,7 @@ static void launch_gemm(int rows, float *y, const float *x, q35_q3p5 t)
  * tensor-core GEMM. */
 static int pick_ks(int path, int k, int n, int rows)
 {
-    const int limit = path == 1 ? (16 / rows < 8 ? 16 / rows : 8) : 8;
+    const int limit = path == 1 ? (16 / rows < 4 ? 16 / rows : 4) : 8;
     const int tiles = (n + 31) / 32, chunks = (k + 255) / 256;
     int ks = 1;
     while (2 * ks <= limit && tiles * ks < 2048 && chunks >= 4 * ks)
@@ -445,12 +445,6 @@ static void launch_m(int path, int ks, float *y, const float *x, const int8_t *q
         else if (ks == 4) q35_gemv_f32<M, 4><<<grid, 128>>>(y, x, t, e);
         else q35_gemv_f32<M, 8><<<grid, 256>>>(y, x, t, e);
     } else {
-        if constexpr (M <= 2) {
-            if (ks == 8) {
-                q35_gemv_i8<M, 8><<<grid, 256>>>(y, q, s, t);
-                return;
-            }
-        }
         if constexpr (M <= 4) {
             if (ks == 4) {
                 q35_gemv_i8<M, 4><<<grid, 128>>>(y, q, s, t);
@@ -565,7 +559,7 @@ int main(int argc, char **argv)
         for (int ks = 1; ks <= 8; ks *= 2)
         for (int path_ = 0; path_ < 2; path_++)
             for (int m = 1; m <= 8; m++) {
-                if (path_ == 1 && ks * m > 16)
+                if (path_ == 1 && (ks > 4 || ks * m > 16))
                     continue;
                 check(cudaMemset(y, 0xff, (size_t)8 * n * 4), "poison y");
                 launch(path_, ks, m, y, x, q, s,
@@ -651,7 +645,7 @@ int main(int argc, char **argv)
         for (int rows : rows_list)
             for (int ks = 0; ks <= 8; ks = ks ? 2 * ks : 1) {
                 const int m = rows < 8 ? rows : 8;
-                if (ks && (ks == pick_ks(path, k, n, m) || (path == 1 && ks * m > 16)))
+                if (ks && (ks == pick_ks(path, k, n, m) || (path == 1 && (ks > 4 || ks * m > 16))))
                     continue;
                 time_one(path, ks, rows);
                 if (getenv("Q35_BENCH_FIRST")) /* one configuration (for a profiler) */
