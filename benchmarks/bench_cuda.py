@@ -6,12 +6,13 @@
 `prepare` compiles every example model for `--target cuda` on the float path, the int8
 path and with every fusion pass (plus other shapes of the base models), builds each with
 nvcc for sm_90, and saves the inputs and the reference interpreter's outputs as .npy. It
-also builds `gemv_bench` (and `gemv_bench_noprefetch`, the float GEMV without its code
-prefetch, for an A/B in the same run), which times the Q3P5 GEMV kernels of
-runtime/q35cu.cuh and the opt-in tensor-core GEMM on the shapes of docs/cuda.md (weights
+also builds `gemv_bench`, which times the Q3P5 GEMV kernels of runtime/q35cu.cuh (every K
+split; single launches and back to back) and the opt-in tensor-core GEMM on SHAPES (weights
 rotated through more memory than the L2 cache holds, CUDA events) and checks them against
-the interpreter: the GEMVs on a real 4096x4096 Q3P5 tensor at 1..8 rows, the GEMM on it and
-on ragged shapes (GEMM_CHECK_ROWS) at 9..130 rows.
+the interpreter: the GEMVs on a real 4096x4096 and a ragged 1040x200 Q3P5 tensor at 1..8
+rows and every K split, the GEMM on it and on ragged shapes (GEMM_CHECK_ROWS) at 9..130
+rows. `prepare OUT --only gemv` makes a bundle of the GEMV part alone, with BASE_COMMIT's
+kernels (gemv_old/) timed beside today's and torch's int4 tinygemm among the peers.
 
 `run_all.sh` then runs, on the device: every model against the interpreter (int8 path
 bit-exact, float path within 1e-3 relative; results in RESULTS/models.txt), the float cases
@@ -19,7 +20,8 @@ with steps of more than 8 rows again built with the tensor-core GEMM
 (RESULTS/models_tc.txt), the models under `compute-sanitizer` (RESULTS/sanitizer.txt),
 `main --bench` per model (RESULTS/models.txt), the GEMV and GEMM checks and timings
 (RESULTS/gemv.txt), and the peers on the same GPU: torch fp16 matmul (cuBLAS) on the same
-shapes (M 1..16, and 128 and 512 for the prefill shapes) and a device-to-device copy
+shapes (M 1..16, and 128 and 512 for the prefill shapes), torch's int4 tinygemm
+(`_weight_int4pack_mm`, group 32) on PEER_SHAPES at M 1, 4, 16, and a device-to-device copy
 (RESULTS/torch.txt). The output folder stays under 64 MiB.
 """
 
