@@ -6,12 +6,13 @@
 `prepare` compiles every example model for `--target cuda` on the float path, the int8
 path and with every fusion pass (plus other shapes of the base models), builds each with
 nvcc for sm_90, and saves the inputs and the reference interpreter's outputs as .npy. It
-also builds `gemv_bench` (and `gemv_bench_noprefetch`, the float GEMV without its code
-prefetch, for an A/B in the same run), which times the Q3P5 GEMV kernels of
-runtime/q35cu.cuh and the opt-in tensor-core GEMM on the shapes of docs/cuda.md (weights
+also builds `gemv_bench`, which times the Q3P5 GEMV kernels of runtime/q35cu.cuh (every K
+split; single launches and back to back) and the opt-in tensor-core GEMM on SHAPES (weights
 rotated through more memory than the L2 cache holds, CUDA events) and checks them against
-the interpreter: the GEMVs on a real 4096x4096 Q3P5 tensor at 1..8 rows, the GEMM on it and
-on ragged shapes (GEMM_CHECK_ROWS) at 9..130 rows.
+the interpreter: the GEMVs on a real 4096x4096 and a ragged 1040x200 Q3P5 tensor at 1..8
+rows and every K split, the GEMM on it and on ragged shapes (GEMM_CHECK_ROWS) at 9..130
+rows. `prepare OUT --only gemv` makes a bundle of the GEMV part alone, with BASE_COMMIT's
+kernels (gemv_old/) timed beside today's and torch's int4 tinygemm among the peers.
 
 `run_all.sh` then runs, on the device: every model against the interpreter (int8 path
 bit-exact, float path within 1e-3 relative; results in RESULTS/models.txt), the float cases
@@ -19,7 +20,8 @@ with steps of more than 8 rows again built with the tensor-core GEMM
 (RESULTS/models_tc.txt), the models under `compute-sanitizer` (RESULTS/sanitizer.txt),
 `main --bench` per model (RESULTS/models.txt), the GEMV and GEMM checks and timings
 (RESULTS/gemv.txt), and the peers on the same GPU: torch fp16 matmul (cuBLAS) on the same
-shapes (M 1..16, and 128 and 512 for the prefill shapes) and a device-to-device copy
+shapes (M 1..16, and 128 and 512 for the prefill shapes), torch's int4 tinygemm
+(`_weight_int4pack_mm`, group 32) on PEER_SHAPES at M 1, 4, 16, and a device-to-device copy
 (RESULTS/torch.txt). The output folder stays under 64 MiB.
 """
 
@@ -46,9 +48,17 @@ FUSED = ("default,fuse-dequant-matmul,fuse-norms,fuse-swiglu,fuse-gelu,fuse-atte
 PAIR43 = 'quantize-weights{layout="pair43"},canonicalize,cse'
 PASSES = {"float": None, "int8": INT8, "fused": FUSED,
           "pair43": PAIR43, "pair43int8": PAIR43 + ",int8-activations"}
-SHAPES = [(4096, 4096), (4096, 11008), (4096, 14336), (11008, 4096), (14336, 4096)]
+SHAPES = [(4096, 4096), (4096, 11008), (4096, 14336), (11008, 4096), (14336, 4096),
+          (8192, 28672), (28672, 8192)]
 """GEMV shapes K x N (the weight of a [M, K] @ [K, N] product)."""
+PEER_SHAPES = [(4096, 4096), (4096, 11008), (11008, 4096), (8192, 28672), (28672, 8192)]
+"""The shapes of the issue's GEMV goals: the torch int4 tinygemm peer runs on these."""
 CHECK_SHAPE = (4096, 4096)
+CHECK_RAGGED = (1040, 200)
+"""A second GEMV check: a K tail (1040 = 4 chunks of 256 + 16, half a group) and ragged N."""
+BASE_COMMIT = "47103fb"
+"""The commit whose GEMV kernels (and blob layout) `--only gemv` times beside the current
+ones (gemv_old/): the kernels before the tiled layout."""
 ROWS = (1, 2, 4, 8, 16)
 
 
@@ -394,6 +404,7 @@ static q35_q3p5 view(const uint8_t *e, int k, int n, int meta_row, int prow, int
     q35_q3p5 t;
     t.k = k; t.n = n; t.group = 32; t.groups = (k + 31) / 32;
     t.meta_row = meta_row; t.prow = prow;
+    t.tiled = k % 16 == 0; /* blob.py: group 32, K % 16 == 0 */
     t.super_scale = (const float *)(const void *)e;
     t.offset_base = t.super_scale + n; t.offset_step = t.offset_base + n;
     t.meta = e + meta_off; t.payload = e + payload_off;
@@ -411,6 +422,42 @@ static void launch_gemm(int rows, float *y, const float *x, q35_q3p5 t)
     else q35_gemm_f16<4><<<grid, 128>>>(y, x, rows, t, e);
 }
 
+/* The float (path 0) or int8 (path 1) GEMV over `rows` rows, 8 a launch, blocks of ks warps
+ * (ks = 0: the printer's choice, gemv_ksplit in targets/cuda/printer.py); or (path 2) the
+ * tensor-core GEMM. */
+static int pick_ks(int path, int k, int n, int rows)
+{
+    const int limit = path == 1 ? (16 / rows < 4 ? 16 / rows : 4) : 8;
+    const int tiles = (n + 31) / 32, chunks = (k + 255) / 256;
+    int ks = 1;
+    while (2 * ks <= limit && tiles * ks < 2048 && chunks >= 4 * ks)
+        ks *= 2;
+    return ks;
+}
+
+template <int M>
+static void launch_m(int path, int ks, float *y, const float *x, const int8_t *q,
+                     const float *s, q35_q3p5 t)
+{
+    q35_epilogue e = {NULL, NULL, Q35_ACT_NONE};
+    const int grid = (t.n + 31) / 32;
+    if (path == 0) {
+        if (ks == 1) q35_gemv_f32<M, 1><<<grid, 32>>>(y, x, t, e);
+        else if (ks == 2) q35_gemv_f32<M, 2><<<grid, 64>>>(y, x, t, e);
+        else if (ks == 4) q35_gemv_f32<M, 4><<<grid, 128>>>(y, x, t, e);
+        else q35_gemv_f32<M, 8><<<grid, 256>>>(y, x, t, e);
+    } else {
+        if constexpr (M <= 4) {
+            if (ks == 4) {
+                q35_gemv_i8<M, 4><<<grid, 128>>>(y, q, s, t);
+                return;
+            }
+        }
+        if (ks == 1) q35_gemv_i8<M, 1><<<grid, 32>>>(y, q, s, t);
+        else q35_gemv_i8<M, 2><<<grid, 64>>>(y, q, s, t); /* ks * M <= 16 */
+    }
+}
+
 static void launch(int path, int ks, int rows, float *y, const float *x, const int8_t *q,
                    const float *s, q35_q3p5 t)
 {
@@ -418,23 +465,21 @@ static void launch(int path, int ks, int rows, float *y, const float *x, const i
         launch_gemm(rows, y, x, t);
         return;
     }
-    q35_epilogue e = {NULL, NULL, Q35_ACT_NONE};
-    const int per_block = (ks == 1 ? Q35_GEMV_WARPS : 1) * Q35_COLS, B = Q35_GEMV_WARPS * 32;
-    const int grid = (t.n + per_block - 1) / per_block;
     for (int r0 = 0; r0 < rows; r0 += 8) {
         const int m = rows - r0 < 8 ? rows - r0 : 8;
+        const int k_s = ks ? ks : pick_ks(path, t.k, t.n, m);
         float *yr = y + (int64_t)r0 * t.n;
         const float *xr = x + (int64_t)r0 * t.k;
         const int8_t *qr = q + (int64_t)r0 * t.k;
-#define GEMV_CASE(M) case M: \
-        if (path == 0 && ks == 1) q35_gemv_f32<M, 1><<<grid, B>>>(yr, xr, t, e); \
-        else if (path == 0) q35_gemv_f32<M, Q35_GEMV_WARPS><<<grid, B>>>(yr, xr, t, e); \
-        else if (ks == 1) q35_gemv_i8<M, 1><<<grid, B>>>(yr, qr, s + r0, t); \
-        else q35_gemv_i8<M, Q35_GEMV_WARPS><<<grid, B>>>(yr, qr, s + r0, t); \
-        break;
         switch (m) {
-        GEMV_CASE(1) GEMV_CASE(2) GEMV_CASE(3) GEMV_CASE(4)
-        GEMV_CASE(5) GEMV_CASE(6) GEMV_CASE(7) GEMV_CASE(8)
+        case 1: launch_m<1>(path, k_s, yr, xr, qr, s + r0, t); break;
+        case 2: launch_m<2>(path, k_s, yr, xr, qr, s + r0, t); break;
+        case 3: launch_m<3>(path, k_s, yr, xr, qr, s + r0, t); break;
+        case 4: launch_m<4>(path, k_s, yr, xr, qr, s + r0, t); break;
+        case 5: launch_m<5>(path, k_s, yr, xr, qr, s + r0, t); break;
+        case 6: launch_m<6>(path, k_s, yr, xr, qr, s + r0, t); break;
+        case 7: launch_m<7>(path, k_s, yr, xr, qr, s + r0, t); break;
+        default: launch_m<8>(path, k_s, yr, xr, qr, s + r0, t); break;
         }
     }
 }
@@ -453,8 +498,8 @@ static void *read_file(const char *path, size_t *size)
 }
 
 /* gemv_bench check DIR K N meta_row prow meta_off payload_off: runs rows 1..8 on DIR's
- * entry.bin, x.bin (float [8, K]), q.bin (int8 [8, K]), s.bin (float [8]) and writes
- * DIR/y_{f32,i8}_M.bin.
+ * entry.bin, x.bin (float [8, K]), q.bin (int8 [8, K]), s.bin (float [8]) with every K
+ * split and writes DIR/y_{f32,i8}_ksKS_M.bin.
  * gemv_bench gemm DIR K N meta_row prow meta_off payload_off ROWS: the tensor-core GEMM
  * on DIR's entry.bin and x_tc_ROWS.bin (float [ROWS, K]); writes DIR/y_tc_ROWS.bin.
  * gemv_bench time K N meta_row prow meta_off payload_off bytes: prints the timings. */
@@ -512,9 +557,13 @@ int main(int argc, char **argv)
         check(cudaMemcpy(q, hq, qs, cudaMemcpyHostToDevice), "copy q");
         check(cudaMemcpy(s, hs, ss, cudaMemcpyHostToDevice), "copy s");
         std::vector<float> out((size_t)8 * n);
-        for (int ks = 1; ks <= Q35_GEMV_WARPS; ks += Q35_GEMV_WARPS - 1)
+        check(cudaMemset(y, 0xff, (size_t)8 * n * 4), "poison y"); /* NaN if not written */
+        for (int ks = 1; ks <= 8; ks *= 2)
         for (int path_ = 0; path_ < 2; path_++)
             for (int m = 1; m <= 8; m++) {
+                if (path_ == 1 && (ks > 4 || ks * m > 16))
+                    continue;
+                check(cudaMemset(y, 0xff, (size_t)8 * n * 4), "poison y");
                 launch(path_, ks, m, y, x, q, s,
                        view(e, k, n, meta_row, prow, meta_off, payload_off));
                 check(cudaDeviceSynchronize(), "check run");
@@ -561,26 +610,59 @@ int main(int argc, char **argv)
             cudaEventElapsedTime(&ms, a, b);
             times.push_back(ms * 1000.0f);
         }
+        /* back to back: 30 launches (weights in turn) between two events, as a CUDA graph
+         * or a stream replays them; the median of 11 such batches, per launch */
+        std::vector<float> batches;
+        for (int it = 0; it < 11; it++) {
+            cudaEventRecord(a);
+            for (int j = 0; j < 30; j++)
+                launch(path, ks, rows, y, x, q, s, view(entries[(it * 30 + j) % copies], k, n,
+                                                        meta_row, prow, meta_off, payload_off));
+            cudaEventRecord(b);
+            cudaEventSynchronize(b);
+            float ms;
+            cudaEventElapsedTime(&ms, a, b);
+            batches.push_back(ms * 1000.0f / 30);
+        }
+        std::sort(batches.begin(), batches.end());
         check(cudaGetLastError(), "launch");
         std::sort(times.begin(), times.end());
         const char *name = path == 2 ? "tc" : path == 1 ? "i8" : "f32";
-        printf("%s %s ks=%d K=%d N=%d M=%d median_us %.2f min_us %.2f weight_bytes %lld "
+        if (path != 2 && ks == 0)
+            ks = pick_ks(path, k, n, rows < 8 ? rows : 8);
+        printf("%s %s ks=%d%s K=%d N=%d M=%d median_us %.2f min_us %.2f weight_bytes %lld "
                "GBps_median %.1f TFLOPs_median %.2f\n", path == 2 ? "gemm" : "gemv", name, ks,
+               path != 2 && ks == pick_ks(path, k, n, rows < 8 ? rows : 8) ? "(pick)" : "",
                k, n, rows, times[150], times[0], (long long)bytes, bytes / (times[150] * 1e3),
                2.0 * rows * k * n / (times[150] * 1e6));
+        printf("    b2b_us %.2f GBps_b2b %.1f\n", batches[5], bytes / (batches[5] * 1e3));
     };
-    /* the GEMVs (float, int8; K parts 1 and 4) at 1..16 rows */
+    /* the GEMVs (float, int8) at 1..16 rows: the printer's K split (ks=0 in the output
+     * line: "pick"), then every other one */
     const int rows_list[] = {1, 2, 4, 8, 16};
-    for (int ks = 1; ks <= Q35_GEMV_WARPS; ks += Q35_GEMV_WARPS - 1)
-        for (int path = 0; path < 2; path++)
-            for (int rows : rows_list)
+    const char *only_path = getenv("Q35_BENCH_PATH"); /* 0 or 1: that path only */
+    for (int path = 0; path < 2; path++) {
+        if (only_path && atoi(only_path) != path)
+            continue;
+        for (int rows : rows_list)
+            for (int ks = 0; ks <= 8; ks = ks ? 2 * ks : 1) {
+                const int m = rows < 8 ? rows : 8;
+                if (ks && (ks == pick_ks(path, k, n, m) || (path == 1 && (ks > 4 || ks * m > 16))))
+                    continue;
                 time_one(path, ks, rows);
-    /* prefill: the tensor-core GEMM and the float GEMV launches it replaces (8 rows each) */
-    const int big_rows[] = {16, 128, 512};
-    for (int rows : big_rows) {
-        time_one(2, 1, rows);
-        time_one(0, 1, rows);
+                if (getenv("Q35_BENCH_FIRST")) /* one configuration (for a profiler) */
+                    return 0;
+            }
     }
+    /* prefill (unless Q35_BENCH_PREFILL=0): the tensor-core GEMM and the float GEMV
+     * launches it replaces (8 rows each) */
+    const char *prefill = getenv("Q35_BENCH_PREFILL");
+    const int big_rows[] = {16, 128, 512};
+    if (!only_path && (!prefill || strcmp(prefill, "0") != 0))
+        for (int rows : big_rows) {
+            time_one(2, 1, rows);
+            time_one(0, 0, rows);
+        }
     return 0;
 }
 """
@@ -606,12 +688,82 @@ def gemm_check_data(folder: Path, w, rng, rows: int) -> None:
     np.save(folder / f"bound_tc_{rows}.npy", np.float32(bound))
 
 
-def prepare_gemv(out: Path) -> list[str]:
-    """gemv_bench.cu, the check data of CHECK_SHAPE, the shape table; the build command."""
-    from q35c.compiler.quant import quantize
+def gemv_check_data(folder: Path, w, rng) -> None:
+    """entry.bin, layout.txt, x.bin, q.bin, s.bin (8 rows) and the interpreter's outputs at
+    1..8 rows: want_f32_M.npy (float64 sums rounded once), want_i8_M.npy (matmul_int8)."""
     from q35c.semantics import matmul_int8, quantize_activations
     from q35c.semantics.numerics import matmul_unordered
     from q35c.semantics.quant3p5 import dequantized
+    from q35c.targets.cuda.blob import gpu_q3p5_bytes
+
+    entry, lay = gpu_q3p5_bytes(w.to_bytes())
+    folder.mkdir()
+    (folder / "entry.bin").write_bytes(entry)
+    (folder / "layout.txt").write_text(f"{lay.k} {lay.n} {lay.meta_row} {lay.prow} "
+                                       f"{lay.meta_off} {lay.payload_off}\n")
+    x = rng.standard_normal((8, lay.k)).astype(np.float32)
+    q, s = quantize_activations(x)
+    (folder / "x.bin").write_bytes(x.tobytes())
+    (folder / "q.bin").write_bytes(q.tobytes())
+    (folder / "s.bin").write_bytes(s.tobytes())
+    weights = dequantized(w)
+    for m in range(1, 9):
+        np.save(folder / f"want_f32_{m}.npy", np.float32(matmul_unordered(x[:m], weights)))
+        np.save(folder / f"want_i8_{m}.npy", matmul_int8(q[:m], s[:m], w))
+
+
+def prepare_gemv_old(out: Path) -> list[str]:
+    """gemv_old/: the GEMV kernels and gemv_bench of BASE_COMMIT (the layout before the
+    tiled one), to time them beside the current ones in the same run (`time` only)."""
+    from q35c.targets.cuda.printer import CudaPrinter
+    from q35c.targets.native.program import Program
+
+    def show(path):
+        return subprocess.run(["git", "-C", str(ROOT), "show", f"{BASE_COMMIT}:{path}"],
+                              check=True, capture_output=True, text=True).stdout
+
+    old = out / "gemv_old"
+    old.mkdir()
+    # the tables as today's runtime() fills them in (they did not change)
+    filled = CudaPrinter(Program("gemv", [], [], [], [], []), b"", {}).runtime()
+    header = show("targets/cuda/runtime/q35cu.cuh")
+    for name, table in (("Q35_CODEBOOK_ROWS", "q35_codebook[128][2] = {\n"),
+                        ("Q35_SCALE_STEP_BITS", "q35_scale_step_bits[32] = {\n"),
+                        ("Q35_LEGACY_LEVEL_ROWS", "q35_legacy_levels[128][2] = {\n")):
+        body = filled[filled.index(table) + len(table):]
+        header = header.replace(name, body[:body.index("\n};")])
+    main = show("benchmarks/bench_cuda.py")
+    main = main[main.index('GEMV_MAIN = r"""') + len('GEMV_MAIN = r"""'):]
+    main = main[:main.index('"""')].replace("const int big_rows[] = {16, 128, 512};",
+                                            "const int big_rows[] = {16};")
+    # the back-to-back timing of today's time_one, into the old one
+    ours = GEMV_MAIN[GEMV_MAIN.index("        /* back to back:"):]
+    ours = ours[:ours.index('        check(cudaGetLastError(), "launch");')]
+    at = '        check(cudaGetLastError(), "launch");\n        std::sort(times.begin()'
+    main = main.replace(at, ours + at)
+    at = "2.0 * rows * k * n / (times[150] * 1e6));\n"
+    main = main.replace(at, at + '        printf("    b2b_us %.2f GBps_b2b %.1f\\n", '
+                        'batches[5], bytes / (batches[5] * 1e3));\n')
+    if "b2b_us" not in main:
+        raise RuntimeError("the old gemv_bench did not take the back-to-back timing")
+    (old / "gemv_bench_old.cu").write_text(header + main)
+    namespace: dict = {}
+    exec(compile(show("targets/cuda/blob.py"), "blob_old.py", "exec"), namespace)
+    rows = []
+    for kk, nn in SHAPES:
+        lay = namespace["layout_of"](kk, nn, 32)
+        rows.append(f"{kk} {nn} {lay.meta_row} {lay.prow} {lay.meta_off} {lay.payload_off} "
+                    f"{lay.size}")
+    (old / "shapes.txt").write_text("\n".join(rows) + "\n")
+    from q35c.targets.cuda.build import FLAGS
+
+    return [nvcc(), *FLAGS, "gemv_bench_old.cu", "-o", "gemv_bench_old"], old
+
+
+def prepare_gemv(out: Path, gemm_checks: bool = True) -> list[str]:
+    """gemv_bench.cu, the check data of CHECK_SHAPE and CHECK_RAGGED, the GEMM's checks
+    (unless gemm_checks is false), the shape table; the build command."""
+    from q35c.compiler.quant import quantize
     from q35c.targets.cuda.blob import gpu_q3p5_bytes, layout_of
     from q35c.targets.cuda.printer import CudaPrinter
     from q35c.targets.native.program import Program
@@ -623,44 +775,33 @@ def prepare_gemv(out: Path) -> list[str]:
     rng = np.random.default_rng(35)
     k, n = CHECK_SHAPE
     w = quantize((rng.standard_normal((k, n)) * 0.02).astype(np.float32))
-    entry, lay = gpu_q3p5_bytes(w.to_bytes())
     check = gemv / "check"
-    check.mkdir()
-    (check / "entry.bin").write_bytes(entry)
-    x = rng.standard_normal((8, k)).astype(np.float32)
-    q, s = quantize_activations(x)
-    (check / "x.bin").write_bytes(x.tobytes())
-    (check / "q.bin").write_bytes(q.tobytes())
-    (check / "s.bin").write_bytes(s.tobytes())
-    weights = dequantized(w)
-    for m in range(1, 9):
-        np.save(check / f"want_f32_{m}.npy", np.float32(matmul_unordered(x[:m], weights)))
-        np.save(check / f"want_i8_{m}.npy", matmul_int8(q[:m], s[:m], w))
-    for m in GEMM_CHECK_ROWS[CHECK_SHAPE]:
-        gemm_check_data(check, w, rng, m)
-    for (kk, nn), ms in GEMM_CHECK_ROWS.items():
-        if (kk, nn) == CHECK_SHAPE:
-            continue
-        folder = gemv / f"gemm_{kk}x{nn}"
-        folder.mkdir()
-        wt = quantize((rng.standard_normal((kk, nn)) * 0.02).astype(np.float32))
-        entry, small = gpu_q3p5_bytes(wt.to_bytes())
-        (folder / "entry.bin").write_bytes(entry)
-        (folder / "layout.txt").write_text(f"{kk} {nn} {small.meta_row} {small.prow} "
-                                           f"{small.meta_off} {small.payload_off}\n")
-        for m in ms:
-            gemm_check_data(folder, wt, rng, m)
+    gemv_check_data(check, w, rng)
+    kr, nr = CHECK_RAGGED
+    gemv_check_data(gemv / f"check_{kr}x{nr}",
+                    quantize((rng.standard_normal((kr, nr)) * 0.02).astype(np.float32)), rng)
+    if gemm_checks:
+        for m in GEMM_CHECK_ROWS[CHECK_SHAPE]:
+            gemm_check_data(check, w, rng, m)
+        for (kk, nn), ms in GEMM_CHECK_ROWS.items():
+            if (kk, nn) == CHECK_SHAPE:
+                continue
+            folder = gemv / f"gemm_{kk}x{nn}"
+            folder.mkdir()
+            wt = quantize((rng.standard_normal((kk, nn)) * 0.02).astype(np.float32))
+            entry, small = gpu_q3p5_bytes(wt.to_bytes())
+            (folder / "entry.bin").write_bytes(entry)
+            (folder / "layout.txt").write_text(f"{kk} {nn} {small.meta_row} {small.prow} "
+                                               f"{small.meta_off} {small.payload_off}\n")
+            for m in ms:
+                gemm_check_data(folder, wt, rng, m)
     rows = [f"{kk} {nn} {layout_of(kk, nn, 32).meta_row} {layout_of(kk, nn, 32).prow} "
             f"{layout_of(kk, nn, 32).meta_off} {layout_of(kk, nn, 32).payload_off} "
             f"{layout_of(kk, nn, 32).size}" for kk, nn in SHAPES]
     (gemv / "shapes.txt").write_text("\n".join(rows) + "\n")
-    (check / "layout.txt").write_text(f"{k} {n} {lay.meta_row} {lay.prow} {lay.meta_off} "
-                                      f"{lay.payload_off}\n")
     from q35c.targets.cuda.build import FLAGS
 
-    base = [nvcc(), *FLAGS, "gemv_bench.cu", "-o"]
-    return ["bash", "-c", f"{shlex.join([*base, 'gemv_bench'])} && "
-            f"{shlex.join([*base, 'gemv_bench_noprefetch', '-DQ35_GEMV_PREFETCH=0'])}"], gemv
+    return [nvcc(), *FLAGS, "gemv_bench.cu", "-o", "gemv_bench"], gemv
 
 
 RUN_ALL = r"""#!/bin/bash
@@ -758,7 +899,13 @@ def ensure_built():
     """Rebuild everything with this machine's nvcc if the prepared binaries do not run
     (a driver older than the CUDA that built them)."""
     log = RESULTS / "build.txt"
-    if (HERE / "models" / "mlp.float" / "main").exists():
+    if not (HERE / "models").is_dir():  # a GEMV-only bundle (prepare --only gemv)
+        probe = subprocess.run(["./gemv_bench"], cwd=HERE / "gemv", capture_output=True,
+                               text=True)
+        if probe.returncode == 2:  # its usage line: the binary runs here
+            log.write_text("prepared binaries run\n")
+            return
+    elif (HERE / "models" / "mlp.float" / "main").exists():
         probe = subprocess.run(["./main", "model.bin", "in", "out"],
                                cwd=HERE / "models" / "mlp.float", capture_output=True, text=True)
         if probe.returncode == 0:
@@ -771,10 +918,11 @@ def ensure_built():
                    f"rebuilding with {nvcc}\n")
     flags = ["-std=c++17", "-O3", "-fmad=false", "-arch=sm_90"]
     jobs = [([nvcc, *flags, "main.cu", "model.cu", "-o", "main"], case)
-            for case in sorted((HERE / "models").iterdir())]
+            for case in sorted((HERE / "models").iterdir())] if (HERE / "models").is_dir() else []
     jobs.append(([nvcc, *flags, "gemv_bench.cu", "-o", "gemv_bench"], HERE / "gemv"))
-    jobs.append(([nvcc, *flags, "-DQ35_GEMV_PREFETCH=0", "gemv_bench.cu", "-o",
-                  "gemv_bench_noprefetch"], HERE / "gemv"))
+    if (HERE / "gemv_old").is_dir():
+        jobs.append(([nvcc, *flags, "gemv_bench_old.cu", "-o", "gemv_bench_old"],
+                     HERE / "gemv_old"))
     run_jobs(jobs, log)
 
 
@@ -872,46 +1020,57 @@ def models_tc():
 
 
 def gemv():
+    """The GEMV checks against the interpreter (every K split, 1..8 rows; int8 bit-exact),
+    compute-sanitizer on the ragged check, the GEMM checks, and the timings of the current
+    kernels (gemv/) and, where prepared, of BASE_COMMIT's (gemv_old/)."""
     g = HERE / "gemv"
-    lines = []
-    check = g / "check"
-    k, n, meta_row, prow, meta_off, payload_off = (check / "layout.txt").read_text().split()
-    for binary in sorted(g.glob("gemv_bench*")):
-        if binary.suffix == ".cu":
-            continue
-        name = binary.name
+    lines = Log(RESULTS / "gemv.txt")
+    name = "gemv_bench"
+    for check in sorted(g.glob("check*")):
+        layout = (check / "layout.txt").read_text().split()
         for old in check.glob("y_*.bin"):
             old.unlink()
-        r = subprocess.run([f"./{name}", "check", str(check), k, n, meta_row, prow, meta_off,
-                            payload_off], cwd=g, capture_output=True, text=True)
-        lines.append(f"{name} check rc={r.returncode} {r.stderr.strip()}")
-        for ks in (1, 4):
-            for m in range(1, 9):
-                for path in ("f32", "i8"):
-                    want = np.load(check / f"want_{path}_{m}.npy")
-                    f = check / f"y_{path}_ks{ks}_{m}.bin"
-                    if not f.exists():
-                        lines.append(f"{name} check {path} ks={ks} M={m}: MISSING")
-                        continue
-                    got = np.fromfile(f, dtype=np.float32).reshape(want.shape)
-                    if path == "i8":
-                        same = bool(np.array_equal(got.view(np.uint32), want.view(np.uint32)))
-                        lines.append(f"{name} check i8 ks={ks} M={m}: bit-exact={same}")
-                    else:
-                        err = np.abs(got.astype(np.float64) - want)
-                        lines.append(f"{name} check f32 ks={ks} M={m}: max_err/max|ref|="
-                                     f"{err.max() / np.abs(want).max():.3e} max_rel_err="
-                                     f"{(err / np.maximum(np.abs(want), 1e-30)).max():.3e}")
-        lines.extend(gemm_checks(g, name))
-        for row in (g / "shapes.txt").read_text().split("\n"):
+        r = subprocess.run([f"./{name}", "check", str(check), *layout], cwd=g,
+                           capture_output=True, text=True)
+        lines.append(f"{name} check {check.name} rc={r.returncode} {r.stderr.strip()}")
+        for f in sorted(check.glob("y_*.bin")):
+            path, ks, m = re.fullmatch(r"y_(f32|i8)_ks(\d+)_(\d+)\.bin", f.name).groups()
+            want = np.load(check / f"want_{path}_{m}.npy")
+            got = np.fromfile(f, dtype=np.float32).reshape(want.shape)
+            label = f"{name} check {check.name} {path} ks={ks} M={m}"
+            if path == "i8":
+                same = bool(np.array_equal(got.view(np.uint32), want.view(np.uint32)))
+                lines.append(f"{label}: bit-exact={same}")
+            else:
+                err = np.abs(got.astype(np.float64) - want)
+                ok = bool(np.isfinite(got).all() and (
+                    err <= 1e-3 * np.abs(want) + 1e-3 * np.abs(want).max()).all())
+                lines.append(f"{label}: {'ok' if ok else 'FAIL'} max_err/max|ref|="
+                             f"{err.max() / np.abs(want).max():.3e} max_rel_err="
+                             f"{(err / np.maximum(np.abs(want), 1e-30)).max():.3e}")
+    sanitizer = tool("compute-sanitizer")
+    ragged = sorted(g.glob("check_*"))
+    if sanitizer and ragged:
+        layout = (ragged[0] / "layout.txt").read_text().split()
+        for check in ALL_TOOLS:
+            s = subprocess.run([sanitizer, "--tool", check, "--error-exitcode", "9",
+                                f"./{name}", "check", str(ragged[0]), *layout], cwd=g,
+                               capture_output=True, text=True)
+            last = (s.stdout.strip().splitlines() or [""])[-1]
+            lines.append(f"{name} {ragged[0].name} {check}: rc={s.returncode} {last}")
+    for line in gemm_checks(g, name):
+        lines.append(line)
+    for folder, binary in ((g, name), (HERE / "gemv_old", "gemv_bench_old")):
+        if not (folder / binary).exists():
+            continue
+        for row in (folder / "shapes.txt").read_text().split("\n"):
             if not row.strip():
                 continue
             k2, n2, mr, pr, mo, po, size = row.split()
-            r = subprocess.run([f"./{name}", "time", "-", k2, n2, mr, pr, mo, po, size], cwd=g,
-                               capture_output=True, text=True)
-            out = re.sub(r"\n(gem[mv]) ", f"\n{name} \\1 ", r.stdout.strip())
-            lines.append(f"{name} {out}" + (f" ERR {r.stderr.strip()}" if r.returncode else ""))
-        (RESULTS / "gemv.txt").write_text("\n".join(lines) + "\n")
+            r = subprocess.run([f"./{binary}", "time", "-", k2, n2, mr, pr, mo, po, size],
+                               cwd=folder, capture_output=True, text=True)
+            out = re.sub(r"\n(gem[mv]) ", f"\n{binary} \\1 ", r.stdout.strip())
+            lines.append(f"{binary} {out}" + (f" ERR {r.stderr.strip()}" if r.returncode else ""))
 
 
 def gemm_checks(g, name):
@@ -943,6 +1102,7 @@ def gemm_checks(g, name):
 
 
 PREFILL = ((4096, 4096), (4096, 11008))  # shapes of the prefill GEMM peers (M 128, 512)
+PEER_SHAPES = ((4096, 4096), (4096, 11008), (11008, 4096), (8192, 28672), (28672, 8192))
 
 
 def peers():
@@ -953,6 +1113,7 @@ def peers():
         (RESULTS / "torch.txt").write_text("torch missing\n")
         return
     dev = torch.device("cuda")
+    lines = Log(RESULTS / "torch.txt")
     lines.append(f"device {torch.cuda.get_device_name(0)} torch {torch.__version__}")
     l2 = 64 << 20
 
@@ -971,23 +1132,65 @@ def peers():
         times.sort()
         return times[len(times) // 2], times[0]
 
+    def b2b(fn, batch=30):
+        """Median per-call time of 11 batches of `batch` back-to-back calls."""
+        fn(0)
+        per = []
+        for it in range(11):
+            a = torch.cuda.Event(enable_timing=True)
+            b = torch.cuda.Event(enable_timing=True)
+            a.record()
+            for j in range(batch):
+                fn(it * batch + j)
+            b.record()
+            b.synchronize()
+            per.append(a.elapsed_time(b) * 1000 / batch)
+        return sorted(per)[5]
+
     src = torch.empty(1 << 28, dtype=torch.uint8, device=dev)
     dst = torch.empty_like(src)
     med, mn = timed(lambda it: dst.copy_(src), 100)
     rate = 2 * src.numel() / (med * 1e3)
     lines.append(f"copy 256MiB d2d median_us {med:.1f} GBps(read+write) {rate:.1f}")
-    for k, n in ((4096, 4096), (4096, 11008), (4096, 14336), (11008, 4096), (14336, 4096)):
+    gemv_only = not (HERE / "models").is_dir()
+    fp16_shapes = PEER_SHAPES if gemv_only else (
+        (4096, 4096), (4096, 11008), (4096, 14336), (11008, 4096), (14336, 4096))
+    for k, n in fp16_shapes:
         nbytes = k * n * 2
         copies = max(2, -(-4 * l2 // nbytes))
         ws = [torch.randn(n, k, dtype=torch.float16, device=dev) for _ in range(copies)]
-        for m in (1, 2, 4, 8, 16, *((128, 512) if (k, n) in PREFILL else ())):
+        for m in (1, 4, 16) if gemv_only else (
+                1, 2, 4, 8, 16, *((128, 512) if (k, n) in PREFILL else ())):
             x = torch.randn(m, k, dtype=torch.float16, device=dev)
             med, mn = timed(lambda it: torch.nn.functional.linear(x, ws[it % copies]))
+            back = b2b(lambda it: torch.nn.functional.linear(x, ws[it % copies]))
             lines.append(f"torch_fp16 K={k} N={n} M={m} median_us {med:.2f} min_us {mn:.2f} "
                          f"weight_bytes {nbytes} GBps_median {nbytes / (med * 1e3):.1f} "
-                         f"TFLOPs_median {2 * m * k * n / (med * 1e6):.2f}")
+                         f"TFLOPs_median {2 * m * k * n / (med * 1e6):.2f} b2b_us {back:.2f} "
+                         f"GBps_b2b {nbytes / (back * 1e3):.1f}")
         del ws
-    (RESULTS / "torch.txt").write_text("\n".join(lines) + "\n")
+    for k, n in PEER_SHAPES:  # int4 tinygemm (gpt-fast's kernel): group 32, bf16 scale+zero
+        try:
+            nbytes = n * k // 2 + (k // 32) * n * 4
+            copies = max(2, -(-4 * l2 // nbytes))
+            packed = []
+            for _ in range(copies):
+                codes = torch.randint(0, 256, (n, k // 2), dtype=torch.uint8, device=dev)
+                packed.append(torch.ops.aten._convert_weight_to_int4pack(codes, 8))
+            sz = torch.rand(k // 32, n, 2, dtype=torch.bfloat16, device=dev)
+            for m in (1, 4, 16):
+                x = torch.randn(m, k, dtype=torch.bfloat16, device=dev)
+                def int4(it):
+                    return torch.ops.aten._weight_int4pack_mm(x, packed[it % copies], 32, sz)
+                med, mn = timed(int4)
+                back = b2b(int4)
+                lines.append(f"torch_int4 K={k} N={n} M={m} median_us {med:.2f} min_us "
+                             f"{mn:.2f} weight_bytes {nbytes} GBps_median "
+                             f"{nbytes / (med * 1e3):.1f} b2b_us {back:.2f} GBps_b2b "
+                             f"{nbytes / (back * 1e3):.1f}")
+            del packed
+        except Exception as err:  # report, go on
+            lines.append(f"torch_int4 K={k} N={n}: {err!r}"[:400])
 
 
 for step in (unpack_blobs, ensure_built, build_tc, models, models_tc, gemv, peers):
@@ -1018,15 +1221,19 @@ def tc_build(build: tuple[list[str], Path]) -> tuple[list[str], Path]:
 
 
 def prepare(out: Path, jobs: int, only: str | None, keep_binaries: bool = False) -> None:
-    if only is None and out.exists():
+    if (only is None or only == "gemv") and out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
-    builds = [prepare_gemv(out)] if only is None else []
-    for model, kind in cases():
+    if only == "gemv":  # the GEMV checks and timings (old and new kernels) and the peers
+        builds = [prepare_gemv(out), prepare_gemv_old(out)]
+        keep_binaries = True
+    else:
+        builds = [prepare_gemv(out)] if only is None else []
+    for model, kind in cases() if only != "gemv" else ():
         if only is None or re.search(only, f"{model}.{kind}"):
             builds.append(tc_build(prepare_model(out, model, kind)))
     for kind in ("float", "int8"):
-        if (SMOLLM2_DIR / "decode.dynamo.onnx").exists() and (
+        if (SMOLLM2_DIR / "decode.dynamo.onnx").exists() and only != "gemv" and (
                 only is None or re.search(only, f"smollm2.{kind}")):
             builds += [tc_build(b) for b in prepare_smollm2(out, kind)]
     (out / "run_all.sh").write_text(RUN_ALL)
@@ -1044,7 +1251,7 @@ def prepare(out: Path, jobs: int, only: str | None, keep_binaries: bool = False)
             failed += rc != 0
     if not keep_binaries:  # built here to check; device_checks.py rebuilds them there
         for binary in [*out.glob("models/*/main"), *out.glob("models/*/main_tc"),
-                       out / "gemv" / "gemv_bench", out / "gemv" / "gemv_bench_noprefetch"]:
+                       out / "gemv" / "gemv_bench"]:
             binary.unlink(missing_ok=True)
     sys.exit(1 if failed else 0)
 
@@ -1055,7 +1262,9 @@ def main() -> None:
     p = sub.add_parser("prepare", help="generate and build everything into OUT")
     p.add_argument("out", type=Path)
     p.add_argument("--jobs", type=int, default=2)
-    p.add_argument("--only", help="(re)build only the model cases matching this regex")
+    p.add_argument("--only", help="(re)build only the model cases matching this regex; "
+                   "'gemv': a bundle of the GEMV checks and timings only (current kernels, "
+                   "BASE_COMMIT's, cuBLAS fp16 and torch int4 peers), with its binaries")
     p.add_argument("--keep-binaries", action="store_true",
                    help="keep the nvcc-built runners (by default removed after the build "
                         "check, so the folder fits 64 MiB; run_all.sh builds them with the "

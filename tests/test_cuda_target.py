@@ -23,14 +23,13 @@ from q35c.compiler.driver import Options, compile_to_module
 from q35c.compiler.quant import CODEBOOK, SCALE_STEPS, dequantize, quantize
 from q35c.compiler.weights import store_of
 from q35c.targets.cuda import CudaTarget
-from q35c.targets.cuda.blob import gpu_q3p5_bytes, layout_of
+from q35c.targets.cuda.blob import RECORD, gpu_q3p5_bytes, layout_of
 from q35c.targets.cuda.build import FLAGS, has_gpu, nvcc
 from q35c.targets.cuda.emit import emit
 from q35c.targets.cuda.printer import (
-    FILL_BLOCKS,
-    GEMV_COLS,
+    FILL_WARPS,
+    GEMV_MAX_KS,
     GEMV_MAX_ROWS,
-    GEMV_WARPS,
     gemv_launches,
     io_offsets,
 )
@@ -97,15 +96,31 @@ def test_makefile_builds_for_sm90_with_ptx_and_exact_rounding():
 
 
 def decode_like_the_gemv(entry: bytes, k: int, n: int, group: int) -> np.ndarray:
-    """float32 [K, N] from a GPU blob entry, decoded as q35_gemv_* and q35_group_meta do:
-    code i of 64-weight unit u is bits 7i..7i+6 of the unit's 7 little-endian words; a group
-    code is 7 bits at bit 7 (g % 8) of its 7-byte block; w = f32(scale * level) + offset."""
+    """float32 [K, N] from a GPU blob entry, decoded as the kernels do. Tiled (group 32,
+    K % 16 == 0, the GEMV's): column n's chunk c is record (n // 32, c); its codes are
+    bytes 16j..16j+15 of uint4 32j + n % 32 (j = 0..6), code i of the chunk at bits
+    7i..7i+6 of those 112 little-endian bytes; its group codes 8 bytes at 3584 + 8 (n % 32),
+    group code h at bit 7h. Otherwise (the portable kernels' layout): code i of a column is
+    bits 7i..7i+6 of its padded row; a group code 7 bits at bit 7 (g % 8) of its 7-byte
+    block. Then w = f32(scale * level) + offset."""
     lay = layout_of(k, n, group)
     words = np.frombuffer(entry, "<f4", 3 * n).reshape(3, n)
     out = np.zeros((k, n), np.float32)
     for col in range(n):
-        row = entry[lay.payload_off + col * lay.prow:][:lay.prow]
-        meta = entry[lay.meta_off + col * lay.meta_row:][:lay.meta_row]
+        if lay.tiled:
+            tile, lane = divmod(col, 32)
+            codes, metas = bytearray(), bytearray()
+            for c in range(lay.chunks):
+                rec = lay.payload_off + (tile * lay.chunks + c) * RECORD
+                for j in range(7):
+                    at = rec + (32 * j + lane) * 16
+                    codes += entry[at:at + 16]
+                metas += entry[rec + 3584 + 8 * lane:][:7]
+                assert entry[rec + 3584 + 8 * lane + 7] == 0
+            row, meta = bytes(codes), bytes(metas)
+        else:
+            row = entry[lay.payload_off + col * lay.prow:][:lay.prow]
+            meta = entry[lay.meta_off + col * lay.meta_row:][:lay.meta_row]
         bits = int.from_bytes(row, "little")
         for kk in range(k):
             code = (bits >> (7 * (kk // 2))) & 127
@@ -119,38 +134,52 @@ def decode_like_the_gemv(entry: bytes, k: int, n: int, group: int) -> np.ndarray
     return out
 
 
-@settings(max_examples=15, deadline=None)
-@given(k=st.integers(1, 130), n=st.integers(1, 5), group=st.sampled_from([16, 32, 48, 64]),
+@settings(max_examples=20, deadline=None)
+@given(k=st.integers(1, 600), n=st.integers(1, 40), group=st.sampled_from([16, 32, 48, 64]),
        seed=st.integers(0, 2**16))
 def test_gpu_blob_decodes_bit_for_bit_like_the_interpreter(k, n, group, seed):
+    k = k if group != 32 or k % 3 else k // 16 * 16 + 16  # often the GEMV's K % 16 == 0
     w = np.random.default_rng(seed).standard_t(4, (k, n)).astype(np.float32)
     q = quantize(w, group_size=group)
     entry, lay = gpu_q3p5_bytes(q.to_bytes())
     assert len(entry) == lay.size and lay.prow % 16 == 0
     assert lay.meta_off % 16 == 0 and lay.payload_off % 16 == 0
-    assert lay.prow >= -(-lay.groups * group // 64) * 28  # whole units, never past the row
+    assert lay.tiled == (group == 32 and k % 16 == 0)
     np.testing.assert_array_equal(decode_like_the_gemv(entry, k, n, group).view(np.uint32),
                                   dequantize(q).view(np.uint32))
+    if lay.tiled:  # the records, then SLACK bytes; columns past N are zero bytes
+        assert lay.size == lay.payload_off + -(-n // 32) * lay.chunks * RECORD + 16
+        for tile in range(-(-n // 32)):
+            for c in range(lay.chunks):
+                rec = lay.payload_off + (tile * lay.chunks + c) * RECORD
+                for lane in range(n - 32 * tile, 32):
+                    assert not any(any(entry[rec + (32 * j + lane) * 16:][:16])
+                                   for j in range(7))
+                    assert not any(entry[rec + 3584 + 8 * lane:][:8])
+        return
+    assert lay.prow >= -(-lay.groups * group // 64) * 28  # whole units, never past the row
     for col in range(n):  # padding is zero (pair code 0)
         row = entry[lay.payload_off + col * lay.prow:][:lay.prow]
         assert set(row[lay.payload_row:]) <= {0}
 
 
-@pytest.mark.parametrize("rows", [1, 3, 8, 9, 16, 17, 40])
+@pytest.mark.parametrize("int8", [False, True])
+@pytest.mark.parametrize("rows", [1, 3, 5, 6, 8, 9, 16, 17, 40])
 @pytest.mark.parametrize(("k", "n"), [(64, 1), (4096, 15), (128, 16), (256, 200),
-                                      (4096, 4096), (4096, 14336), (14336, 4096)])
-def test_gemv_launches_cover_every_row_and_column_once(rows, k, n):
-    launches = gemv_launches(rows, k, n)
+                                      (4096, 4096), (4096, 14336), (14336, 4096),
+                                      (8192, 28672), (28672, 8192)])
+def test_gemv_launches_cover_every_row_and_column_once(rows, k, n, int8):
+    launches = gemv_launches(rows, k, n, int8)
     covered = [r for launch in launches for r in range(launch.row0, launch.row0 + launch.rows)]
     assert covered == list(range(rows))
     assert all(1 <= launch.rows <= GEMV_MAX_ROWS for launch in launches)
     for launch in launches:
-        assert launch.block == GEMV_WARPS * 32 and launch.ksplit in (1, GEMV_WARPS)
-        cols = GEMV_WARPS // launch.ksplit * GEMV_COLS  # columns per block
-        assert (launch.grid - 1) * cols < n <= launch.grid * cols
-        # K is split only where there are too few blocks to fill the GPU
-        assert launch.ksplit == 1 or (-(-n // (GEMV_WARPS * GEMV_COLS)) < FILL_BLOCKS
-                                      and k >= 64 * 64)
+        ks = launch.ksplit
+        assert launch.block == ks * 32 and ks in (1, 2, 4, 8) and ks <= GEMV_MAX_KS[int8]
+        assert not int8 or ks * launch.rows <= 16  # the int8 round's terms: 16 KiB
+        assert (launch.grid - 1) * 32 < n <= launch.grid * 32  # a column per lane
+        # K is split only where the warps would not fill the GPU, two chunks a warp at least
+        assert ks == 1 or (launch.grid * ks // 2 < FILL_WARPS and -(-k // 256) >= 4 * ks // 2)
 
 
 def test_kernel_selection_gemv_for_group_32_and_portable_otherwise():

@@ -9,10 +9,23 @@ order, each section 16-byte aligned from the entry's start:
                                                      serialized, zero-padded to prow bytes
 
 `prow` is the serialized row (G * g/16 * 7 bytes) rounded up to whole 64-weight units of
-28 bytes and then to 16 bytes, so the GEMV kernels read a column's codes as aligned 32-bit
-words and never past its row (runtime/q35cu.cuh). Zero bytes are pair code 0, which only
-ever meets activations the kernels treat as zero. Everything else (float tensors, legacy
-pair43 entries) is stored as the C target stores it.
+28 bytes and then to 16 bytes (the portable kernels read it, runtime/q35cu.cuh).
+
+The tensors the GEMV kernels take (group 32, K % 16 == 0: `tiled`) store the codes and
+group codes in tiles instead, so that a warp's loads are whole, contiguous 512-byte lines
+with one column per lane:
+
+    super_scale[N], offset_base[N], offset_step[N]   float32, as above
+    record[ceil(N / 32)][chunks]                     3840 bytes each (RECORD)
+
+A chunk is 256 weights of K (8 groups, 4 units, 128 pair codes: 112 bytes of a column's
+serialized row, one 7-byte block of its group codes); chunks = ceil(units / 4). Record
+(tile, c) holds, for the columns n = 32 tile + l (l = 0..31): bytes 16j..16j+15 of column
+n's 112 bytes of chunk c at offset (32 j + l) * 16 (j = 0..6), then its 7 group-code bytes
+zero-padded to 8 at 3584 + 8 l. Columns past N and codes past the row are zero bytes:
+pair code 0, which only ever meets activations the kernels treat as zero, and group code
+0, whose groups the kernels skip. Everything else (float tensors, legacy pair43 entries) is
+stored as the C target stores it.
 """
 
 from __future__ import annotations
@@ -26,6 +39,10 @@ from q35c.targets.native.program import BlobEntry
 
 HEADER = struct.Struct("<4sHHII")  # magic, version, group size, K, N (format.md)
 SLACK = 16  # readable bytes after the payload
+TILE = 32  # columns per tiled record (one per lane)
+CHUNK = 256  # weights of K per record
+CODE_BYTES = 112  # pair-code bytes of a column in a chunk (7 uint4)
+RECORD = TILE * CODE_BYTES + TILE * 8  # 3840
 
 
 def _align16(n: int) -> int:
@@ -45,6 +62,12 @@ class Q3P5Layout:
     meta_off: int
     payload_off: int
     size: int
+    tiled: bool = False
+
+    @property
+    def chunks(self) -> int:
+        """Chunks of 256 weights per column (tiled layout)."""
+        return -(-self.groups * self.group // CHUNK)
 
     @property
     def payload_row(self) -> int:
@@ -59,9 +82,35 @@ def layout_of(k: int, n: int, group: int) -> Q3P5Layout:
     units = -(-groups * group // 64)  # 64-weight units the GEMV kernels read
     prow = _align16(max(groups * group // 16 * 7, units * 28))
     meta_off = _align16(12 * n)
+    if tiled(k, group):
+        chunks = -(-groups * group // CHUNK)
+        return Q3P5Layout(k, n, group, groups, meta_row, prow, meta_off, meta_off,
+                          meta_off + -(-n // TILE) * chunks * RECORD + SLACK, True)
     payload_off = _align16(meta_off + n * meta_row)
     return Q3P5Layout(k, n, group, groups, meta_row, prow, meta_off, payload_off,
                       payload_off + n * prow + SLACK)
+
+
+def tiled(k: int, group: int) -> bool:
+    """Whether a [K, N] tensor of this group size takes the tiled layout (the GEMV's)."""
+    return group == 32 and k % 16 == 0
+
+
+def tile_records(payload: np.ndarray, meta: np.ndarray, chunks: int) -> np.ndarray:
+    """The tiled records (uint8 [tiles, chunks, RECORD]) of the rows of pair codes
+    `payload` (uint8 [N, >= chunks * 112], zero-padded) and group codes `meta`
+    (uint8 [N, >= chunks * 7])."""
+    n = payload.shape[0]
+    tiles = -(-n // TILE)
+    codes = np.zeros((tiles * TILE, chunks * CODE_BYTES), np.uint8)
+    codes[:n] = payload[:, :chunks * CODE_BYTES]
+    groups = np.zeros((tiles * TILE, chunks, 8), np.uint8)
+    groups[:n, :, :7] = meta[:, :chunks * 7].reshape(n, chunks, 7)
+    # [tile, lane, chunk, j, 16] -> [tile, chunk, j, lane, 16]
+    codes = codes.reshape(tiles, TILE, chunks, 7, 16).transpose(0, 2, 3, 1, 4)
+    groups = groups.reshape(tiles, TILE, chunks, 8).transpose(0, 2, 1, 3)
+    return np.concatenate([codes.reshape(tiles, chunks, -1), groups.reshape(tiles, chunks, -1)],
+                          axis=2)
 
 
 def gpu_q3p5_bytes(serialized: bytes) -> tuple[bytes, Q3P5Layout]:
@@ -78,6 +127,15 @@ def gpu_q3p5_bytes(serialized: bytes) -> tuple[bytes, Q3P5Layout]:
     payload = np.frombuffer(serialized, np.uint8, n * lay.payload_row, at).reshape(n, -1)
     out = bytearray(lay.size)
     out[:12 * n] = words
+    if lay.tiled:
+        chunks = lay.chunks
+        rows = np.zeros((n, chunks * CODE_BYTES), np.uint8)
+        rows[:, :lay.payload_row] = payload
+        metas = np.zeros((n, chunks * 7), np.uint8)
+        metas[:, :lay.meta_row] = np.frombuffer(meta, np.uint8).reshape(n, lay.meta_row)
+        records = tile_records(rows, metas, chunks).tobytes()
+        out[lay.payload_off:lay.payload_off + len(records)] = records
+        return bytes(out), lay
     out[lay.meta_off:lay.meta_off + len(meta)] = meta
     rows = np.zeros((n, lay.prow), np.uint8)
     rows[:, :lay.payload_row] = payload

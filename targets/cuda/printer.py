@@ -43,9 +43,9 @@ from q35c.targets.cuda.blob import Q3P5Layout
 from q35c.targets.native.program import Buffer, Program, Step
 
 RUNTIME_DIR = Path(__file__).parent / "runtime"
-GEMV_WARPS = 4  # Q35_GEMV_WARPS in runtime/q35cu.cuh
-GEMV_COLS = 4  # Q35_COLS
+GEMV_TILE = 32  # columns of a GEMV block (blob.TILE: one per lane)
 GEMV_MAX_ROWS = 8  # Q35_GEMV_MAX_ROWS
+GEMV_MAX_KS = {False: 8, True: 4}  # warps splitting K, by path (int8: True)
 SIMPLE_THREADS = 128  # block size of the one-thread-per-column kernels
 IO_ALIGN = 256
 
@@ -54,36 +54,44 @@ def ctype(buf: Buffer) -> str:
     return C_TYPES[buf.dtype]
 
 
-FILL_BLOCKS = 528
-"""Blocks of GEMV_WARPS warps that keep every SM of an H100 (132 SMs) at 16 warps."""
+FILL_WARPS = 2048
+"""GEMV warps that keep every SM of an H100 (132 SMs) at about 16 warps."""
 
 
 @dataclass(frozen=True)
 class GemvLaunch:
-    """One launch of a GEMV kernel: rows [row0, row0 + rows) of the activations; `ksplit`
-    warps share the K range of each GEMV_COLS columns (1 or GEMV_WARPS)."""
+    """One launch of a GEMV kernel: rows [row0, row0 + rows) of the activations; blocks of
+    `ksplit` warps, each block 32 columns (a column per lane), its warps splitting K."""
 
     row0: int
     rows: int
     grid: int
     ksplit: int
-    block: int = GEMV_WARPS * 32
+
+    @property
+    def block(self) -> int:
+        return self.ksplit * 32
 
 
-def gemv_ksplit(k: int, n: int) -> int:
-    """GEMV_WARPS (a block's warps split K) when one warp per GEMV_COLS columns would leave
-    the GPU under-occupied and K has at least 64 units of 64 weights, else 1."""
-    blocks = -(-n // (GEMV_WARPS * GEMV_COLS))
-    return GEMV_WARPS if blocks < FILL_BLOCKS and -(-k // 64) >= 64 else 1
+def gemv_ksplit(k: int, n: int, rows: int, int8: bool) -> int:
+    """Warps per GEMV block (1, 2, 4 or 8; the int8 path at most 4 and 16 / rows, its
+    round's terms in 16 KiB of shared memory): doubled while the GPU would hold fewer than
+    FILL_WARPS warps and every warp keeps at least two chunks of 256 weights."""
+    limit = min(GEMV_MAX_KS[int8], 16 // rows) if int8 else GEMV_MAX_KS[int8]
+    tiles, chunks = -(-n // GEMV_TILE), -(-k // 256)
+    ks = 1
+    while 2 * ks <= limit and tiles * ks < FILL_WARPS and chunks >= 4 * ks:
+        ks *= 2
+    return ks
 
 
-def gemv_launches(rows: int, k: int, n: int) -> list[GemvLaunch]:
-    """The launches of a GEMV over `rows` activation rows: up to 8 rows each; a block of
-    GEMV_WARPS warps computes GEMV_WARPS / ksplit * GEMV_COLS columns."""
-    ksplit = gemv_ksplit(k, n)
-    grid = -(-n // (GEMV_WARPS // ksplit * GEMV_COLS))
-    return [GemvLaunch(r, min(GEMV_MAX_ROWS, rows - r), grid, ksplit)
-            for r in range(0, rows, GEMV_MAX_ROWS)]
+def gemv_launches(rows: int, k: int, n: int, int8: bool = False) -> list[GemvLaunch]:
+    """The launches of a GEMV over `rows` activation rows: up to 8 rows each, one block per
+    32 columns."""
+    grid = -(-n // GEMV_TILE)
+    return [GemvLaunch(r, m, grid, gemv_ksplit(k, n, m, int8))
+            for r in range(0, rows, GEMV_MAX_ROWS)
+            for m in [min(GEMV_MAX_ROWS, rows - r)]]
 
 
 GEMM_BN = 64  # Q35_GEMM_BN: columns of a tensor-core GEMM block
@@ -109,7 +117,7 @@ def gemm_launch(rows: int, n: int) -> GemmLaunch:
 
 def uses_gemv(lay: Q3P5Layout) -> bool:
     """Whether the fast GEMV kernels handle this tensor (else the portable kernels)."""
-    return lay.group == 32 and lay.k % 16 == 0
+    return lay.tiled
 
 
 def io_offsets(program: Program) -> tuple[dict[int, int], int]:
@@ -348,7 +356,7 @@ class CudaPrinter:
             "0, s>>>("
             f"{self.ptr(out)} + {launch.row0 * lay.n}, {self.ptr(x)} + {launch.row0 * lay.k}, "
             f"{self.q3p5(w)}, {self._epilogue(bias, residual, act, launch.row0 * lay.n)});"
-            for launch in gemv_launches(rows, lay.k, lay.n))
+            for launch in gemv_launches(rows, lay.k, lay.n, False))
         if rows <= GEMV_MAX_ROWS:
             return gemv
         gemm = gemm_launch(rows, lay.n)
@@ -384,7 +392,7 @@ class CudaPrinter:
             f"q35_gemv_i8<{launch.rows}, {launch.ksplit}><<<{launch.grid}, {launch.block}, 0, s>>>("
             f"{self.ptr(out)} + {launch.row0 * lay.n}, {self.ptr(q)} + {launch.row0 * lay.k}, "
             f"{self.ptr(s)} + {launch.row0}, {self.q3p5(w)});"
-            for launch in gemv_launches(rows, lay.k, lay.n))
+            for launch in gemv_launches(rows, lay.k, lay.n, True))
 
     def _pair(self, step: Step, x: Buffer, w: Buffer, epilogue: str) -> str:
         """The legacy pair43 matmul (one thread per column), with `epilogue`."""
@@ -586,6 +594,7 @@ class CudaPrinter:
             "    t.groups = (k + group - 1) / group;",
             "    t.meta_row = meta_row;",
             "    t.prow = prow;",
+            "    t.tiled = group == 32 && k % 16 == 0; /* blob.py's tiled layout */",
             "    t.super_scale = (const float *)(const void *)entry;",
             "    t.offset_base = t.super_scale + n;",
             "    t.offset_step = t.offset_base + n;",

@@ -10,20 +10,21 @@
  * with fmaf().
  *
  * Q3P5 weights stay packed in GPU memory: 7-bit pair codes (8 in 7 bytes), 7-bit group
- * codes and three float32 words per column, as docs/format.md stores them, except that
- * every column's row of pair codes is padded to a multiple of 16 bytes (the blob layout of
- * targets/cuda/blob.py) so that a warp reads it with aligned loads. They are decoded in
- * registers inside the dot products; no float weight matrix ever exists.
+ * codes and three float32 words per column, as docs/format.md stores them; the tensors the
+ * GEMV takes (group 32, K % 16 == 0) have their codes rearranged into tiles of 32 columns
+ * by 256 weights (the blob layout of targets/cuda/blob.py) so that a warp reads whole
+ * 512-byte lines, one column per lane. They are decoded in registers inside the dot
+ * products; no float weight matrix ever exists.
  *
  * Two matmul families:
  * - the GEMV kernels (q35_gemv_f32, q35_gemv_i8): group size 32, K a multiple of 16, up
- *   to 8 activation rows per launch. A warp computes Q35_COLS adjacent columns; each lane
- *   takes 64-weight units (28 bytes of codes per column, two groups) strided by 32 units.
- *   Float path: every weight decoded exactly as the interpreter decodes it (float32
- *   scale * level, then + offset), products accumulated in float32 with fmaf, lanes summed
- *   by a shuffle tree. int8 path: dp4a on four int8 levels at a time, an exact int32 sum
- *   per group and row, then the float32 rescale term of each group and its running sum in
- *   group order (through shared memory), as q35c.semantics.rescale_group does: bit-exact.
+ *   to 8 activation rows per launch. A lane computes one column; the KS warps of a block
+ *   share 32 columns and split K in chunks of 256 weights. Pair codes are looked up in
+ *   shared tables with one copy per lane (no bank conflicts). Float path: each weight
+ *   fmaf(scale, level, offset), products accumulated in float32 with fmaf. int8 path: dp4a
+ *   on four int8 levels at a time, an exact int32 sum per group and row, then the float32
+ *   rescale term of each group and its running sum in group order, as
+ *   q35c.semantics.rescale_group does: bit-exact.
  * - the tensor-core GEMM (q35_gemm_f16, opt-in with Q35_TENSOR_CORES=1): float path,
  *   more than 8 rows; fp16 tiles of the activations and of the decoded weights into
  *   mma.sync m16n8k16 with fp32 accumulation (its own tolerance, docs/cuda.md).
@@ -34,17 +35,9 @@
 #include <cuda_runtime.h>
 #include <stdint.h>
 
-#ifndef Q35_GEMV_WARPS
-#define Q35_GEMV_WARPS 4
-#endif
-#ifndef Q35_COLS
-#define Q35_COLS 4
-#endif
 #define Q35_GEMV_MAX_ROWS 8
-#ifndef Q35_GEMV_PREFETCH
-#define Q35_GEMV_PREFETCH 1 /* float GEMV, up to 4 rows: the next unit's codes are loaded
-                               * before this unit's products (0: after them) */
-#endif
+#define Q35_RECORD_CODES 3584 /* a tiled record: 7 x 32 uint4 of pair codes, */
+#define Q35_RECORD 3840       /* then 32 x 8 bytes of group codes (blob.py RECORD) */
 #define Q35_THREADS 256
 
 /* CODEBOOK[code][0 or 1]: the integer levels of the even-k and odd-k weight of a pair. */
@@ -63,14 +56,29 @@ Q35_LEGACY_LEVEL_ROWS
 };
 
 /* A Q3P5 tensor in the GPU blob: per column super_scale, offset_base, offset_step
- * (float32 [N] each), the group codes (N rows of meta_row bytes, as serialized) and the
- * pair codes (N rows of prow bytes: the serialized row, zero-padded to 16 bytes). */
+ * (float32 [N] each), then either (tiled: group 32, K % 16 == 0) the records of
+ * ceil(N / 32) x chunks at payload (== meta), or the group codes (N rows of meta_row bytes,
+ * as serialized) and the pair codes (N rows of prow bytes: the serialized row, zero-padded
+ * to 16 bytes). */
 struct q35_q3p5 {
     int k, n, group, groups;
     int meta_row, prow;
+    int tiled;
     const float *super_scale, *offset_base, *offset_step;
     const uint8_t *meta, *payload;
 };
+
+/* Chunks of 256 weights per column (tiled layout). */
+__host__ __device__ __forceinline__ int q35_chunks(const q35_q3p5 &t)
+{
+    return (t.groups + 7) / 8;
+}
+
+/* The tiled record of column n's chunk c. */
+__device__ __forceinline__ const uint8_t *q35_record(const q35_q3p5 &t, int n, int c)
+{
+    return t.payload + ((int64_t)(n / 32) * q35_chunks(t) + c) * Q35_RECORD;
+}
 
 /* The activation of a fused matmul (targets/native/lower.py's "activation"). */
 enum { Q35_ACT_NONE, Q35_ACT_RELU, Q35_ACT_GELU, Q35_ACT_GELU_TANH, Q35_ACT_SILU };
@@ -124,7 +132,8 @@ __device__ __forceinline__ void q35_group_meta(const q35_q3p5 &t, int n, int g,
                                                const float *steps, float *scale,
                                                float *offset)
 {
-    const uint8_t *m = t.meta + (int64_t)n * t.meta_row + (g / 8) * 7;
+    const uint8_t *m = t.tiled ? q35_record(t, n, g / 8) + Q35_RECORD_CODES + (n % 32) * 8
+                               : t.meta + (int64_t)n * t.meta_row + (g / 8) * 7;
     const int bit = 7 * (g % 8);
     const unsigned lo = m[bit / 8];
     const unsigned hi = bit % 8 > 1 ? m[bit / 8 + 1] : 0u;
@@ -152,242 +161,283 @@ __device__ __forceinline__ void q35_load_tables(q35_tables *tab)
     __syncthreads();
 }
 
-/* Code i (0..31) of a 64-weight unit: bits 7i..7i+6 of its 7 little-endian words. */
-__device__ __forceinline__ unsigned q35_code(const uint32_t w[7], int i)
-{
-    const int bit = 7 * i, lo = bit / 32, sh = bit % 32;
-    const uint32_t next = lo + 1 < 7 ? w[lo + 1] : 0u;
-    return __funnelshift_r(w[lo], next, sh) & 127u;
-}
-
-/* The 7 words of unit u of column n (28 bytes, 4-byte aligned since prow % 16 == 0). */
+/* The 7 words of unit u of column n (28 bytes, 4-byte aligned): in the tiled layout,
+ * bytes 28 (u % 4) .. + 27 of the column's 112 bytes of chunk u / 4. */
 __device__ __forceinline__ void q35_load_unit(const q35_q3p5 &t, int n, int u, uint32_t w[7])
 {
+    if (t.tiled) {
+        const uint8_t *rec = q35_record(t, n, u / 4) + (n % 32) * 16;
+#pragma unroll
+        for (int j = 0; j < 7; j++) {
+            const int b = 28 * (u % 4) + 4 * j;
+            w[j] = __ldg((const uint32_t *)(const void *)(rec + (b / 16) * 512 + b % 16));
+        }
+        return;
+    }
     const uint32_t *p = (const uint32_t *)(const void *)(t.payload + (int64_t)n * t.prow) + u * 7;
 #pragma unroll
     for (int j = 0; j < 7; j++)
         w[j] = __ldg(p + j);
 }
 
-/* ---- float-path GEMV: y[M, N] = epilogue(x[M, K] @ W), group 32 ----------------------- */
-template <int M, int KSPLIT>
-__global__ void __launch_bounds__(Q35_GEMV_WARPS * 32)
-q35_gemv_f32(float *y, const float *x, q35_q3p5 t, q35_epilogue e)
+/* ---- the GEMV kernels: one column per lane over the tiled layout ----------------------
+ *
+ * A block of KS warps computes the 32 columns of one record tile (lane l: column
+ * 32 blockIdx.x + l); warp p takes the chunks p, p + KS, ... (256 weights of K each). Per
+ * chunk a lane loads its column's 112 bytes of codes as 7 uint4 and its 8 group codes as
+ * one uint2; lane l's 16 bytes are the l-th of each 512-byte line, so every load of the
+ * warp is one whole line. The next chunk's loads are issued before the current chunk's
+ * arithmetic. Pair codes are looked up in shared tables with one copy per lane
+ * (table[code][lane]: lane l always reads bank l, never a conflict). */
+
+/* One chunk of one column: codes (7 uint4 = 28 words, code i at bits 7i..7i+6) and group
+ * codes (8 x 7 bits, little-endian). */
+struct q35_chunk {
+    uint4 w[7];
+    uint2 meta;
+};
+
+__device__ __forceinline__ void q35_load_chunk(const uint8_t *record, int lane, q35_chunk &c)
 {
-    static_assert(KSPLIT == 1 || KSPLIT == Q35_GEMV_WARPS, "a block is 1 or all K parts");
-    /* up to 4 rows the registers hold a second unit's codes without spilling */
-    constexpr bool PREFETCH = Q35_GEMV_PREFETCH && M <= 4;
-    __shared__ q35_tables tab;
-    __shared__ float partial[KSPLIT][M * Q35_COLS];
-    q35_load_tables(&tab);
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, part = warp % KSPLIT;
-    const int n0 = (blockIdx.x * (Q35_GEMV_WARPS / KSPLIT) + warp / KSPLIT) * Q35_COLS;
-    if (n0 >= t.n) /* the same for all warps of a column group (KSPLIT > 1: the block) */
-        return;
-    const int units = (t.groups + 1) / 2;
-    float acc[M][Q35_COLS];
+    const uint4 *p = (const uint4 *)(const void *)record + lane;
 #pragma unroll
-    for (int r = 0; r < M; r++)
-#pragma unroll
-        for (int c = 0; c < Q35_COLS; c++)
-            acc[r][c] = 0.0f;
-    uint32_t words[Q35_COLS][7]; /* the codes of unit u */
-    if (PREFETCH && part * 32 + lane < units)
-#pragma unroll
-        for (int c = 0; c < Q35_COLS; c++)
-            q35_load_unit(t, n0 + c < t.n ? n0 + c : t.n - 1, part * 32 + lane, words[c]);
-    for (int u = part * 32 + lane; u < units; u += 32 * KSPLIT) {
-        /* PREFETCH: the next unit's codes are in flight while this unit's products run */
-        uint32_t next[Q35_COLS][7];
-#pragma unroll
-        for (int c = 0; c < Q35_COLS; c++) {
-            const int n = n0 + c < t.n ? n0 + c : t.n - 1;
-            if (!PREFETCH)
-                q35_load_unit(t, n, u, words[c]);
-            else if (u + 32 * KSPLIT < units)
-                q35_load_unit(t, n, u + 32 * KSPLIT, next[c]);
-        }
-        float scale[Q35_COLS][2], offset[Q35_COLS][2];
-#pragma unroll
-        for (int c = 0; c < Q35_COLS; c++) {
-            const int n = n0 + c < t.n ? n0 + c : t.n - 1;
-#pragma unroll
-            for (int h = 0; h < 2; h++) {
-                if (2 * u + h < t.groups) {
-                    q35_group_meta(t, n, 2 * u + h, tab.steps, &scale[c][h], &offset[c][h]);
-                } else {
-                    scale[c][h] = 0.0f;
-                    offset[c][h] = 0.0f;
-                }
-            }
-        }
-#pragma unroll
-        for (int b = 0; b < 4; b++) { /* 16 weights: codes 8b..8b+7 */
-            const int kb = u * 64 + b * 16;
-            if (kb >= t.k)
-                break;
-            float w[Q35_COLS][16];
-#pragma unroll
-            for (int c = 0; c < Q35_COLS; c++)
-#pragma unroll
-                for (int i = 0; i < 8; i++) {
-                    const float2 l = tab.levels[q35_code(words[c], 8 * b + i)];
-                    w[c][2 * i] = __fadd_rn(__fmul_rn(scale[c][b / 2], l.x), offset[c][b / 2]);
-                    w[c][2 * i + 1] = __fadd_rn(__fmul_rn(scale[c][b / 2], l.y), offset[c][b / 2]);
-                }
-#pragma unroll
-            for (int r = 0; r < M; r++) {
-                const float4 *xr = (const float4 *)(const void *)(x + (int64_t)r * t.k + kb);
-                float xv[16];
-#pragma unroll
-                for (int j = 0; j < 4; j++) {
-                    const float4 v = __ldg(xr + j);
-                    xv[4 * j] = v.x;
-                    xv[4 * j + 1] = v.y;
-                    xv[4 * j + 2] = v.z;
-                    xv[4 * j + 3] = v.w;
-                }
-#pragma unroll
-                for (int c = 0; c < Q35_COLS; c++)
-#pragma unroll
-                    for (int i = 0; i < 16; i++)
-                        acc[r][c] = fmaf(xv[i], w[c][i], acc[r][c]);
-            }
-        }
-        if (PREFETCH)
-#pragma unroll
-            for (int c = 0; c < Q35_COLS; c++)
-#pragma unroll
-                for (int j = 0; j < 7; j++)
-                    words[c][j] = next[c][j];
-    }
-#pragma unroll
-    for (int r = 0; r < M; r++)
-#pragma unroll
-        for (int c = 0; c < Q35_COLS; c++) {
-            float v = acc[r][c];
-#pragma unroll
-            for (int s = 16; s > 0; s /= 2)
-                v += __shfl_xor_sync(0xffffffffu, v, s);
-            acc[r][c] = v;
-        }
-    if (lane < M * Q35_COLS) {
-        const int r = lane / Q35_COLS, c = lane % Q35_COLS;
-        float v = 0.0f;
-#pragma unroll
-        for (int rr = 0; rr < M; rr++)
-#pragma unroll
-            for (int cc = 0; cc < Q35_COLS; cc++)
-                if (rr == r && cc == c)
-                    v = acc[rr][cc];
-        if (KSPLIT > 1)
-            partial[part][lane] = v;
-        else if (n0 + c < t.n)
-            y[(int64_t)r * t.n + n0 + c] = q35_epilogue_apply(e, v, r, n0 + c, t.n);
-    }
-    if (KSPLIT > 1) { /* the K parts' sums, in part order */
-        __syncthreads();
-        if (part != 0 || lane >= M * Q35_COLS)
-            return;
-        float v = 0.0f;
-        for (int p = 0; p < KSPLIT; p++)
-            v += partial[p][lane];
-        const int r = lane / Q35_COLS, c = lane % Q35_COLS;
-        if (n0 + c < t.n)
-            y[(int64_t)r * t.n + n0 + c] = q35_epilogue_apply(e, v, r, n0 + c, t.n);
-    }
+    for (int j = 0; j < 7; j++)
+        c.w[j] = __ldg(p + 32 * j);
+    c.meta = __ldg((const uint2 *)(const void *)(record + Q35_RECORD_CODES) + lane);
 }
 
-/* ---- int8-path GEMV: y[M, N] = row_scale * sum_g (s_g * acc_g + o_g * sx_g), group 32 -- */
-template <int M, int KSPLIT>
-__global__ void __launch_bounds__(Q35_GEMV_WARPS * 32)
+__device__ __forceinline__ uint32_t q35_chunk_word(const q35_chunk &c, int i)
+{
+    const uint4 v = c.w[i / 4];
+    return i % 4 == 0 ? v.x : i % 4 == 1 ? v.y : i % 4 == 2 ? v.z : v.w;
+}
+
+/* Byte offset of code i's row in a [128][32] per-lane table of 4-byte entries
+ * (code * 128; the caller adds its lane's 4 * lane). i is a compile-time constant. */
+__device__ __forceinline__ uint32_t q35_chunk_code(const q35_chunk &c, int i)
+{
+    const int bit = 7 * i, lo = bit / 32, sh = bit % 32;
+    const uint32_t next = lo + 1 < 28 ? q35_chunk_word(c, lo + 1) : 0u;
+    return (__funnelshift_r(q35_chunk_word(c, lo), next, sh) & 127u) << 7;
+}
+
+/* Scale and offset of group h (0..7) of a chunk: as q35_group_meta. */
+__device__ __forceinline__ void q35_chunk_meta(const q35_chunk &c, int h, float super_scale,
+                                               float offset_base, float offset_step,
+                                               const float *steps, float *scale, float *offset)
+{
+    const uint64_t m = (uint64_t)c.meta.x | (uint64_t)c.meta.y << 32;
+    const unsigned code = (unsigned)(m >> (7 * h)) & 127u;
+    *scale = __fmul_rn(super_scale, steps[code & 31u]);
+    *offset = __fadd_rn(offset_base, __fmul_rn(offset_step, (float)(code >> 5) - 1.5f));
+}
+
+/* The per-lane tables: half2 levels (float path) or packed int8 levels (int8 path). */
+template <bool INT8>
+__device__ __forceinline__ void q35_load_lane_tables(uint32_t *table, float *steps)
+{
+    for (int i = threadIdx.x; i < 128 * 32; i += blockDim.x) {
+        const int a = q35_codebook[i / 32][0], b = q35_codebook[i / 32][1];
+        if (INT8) {
+            table[i] = (uint32_t)(uint8_t)(int8_t)a | (uint32_t)(uint8_t)(int8_t)b << 8;
+        } else {
+            const __half2 v = __floats2half2_rn((float)a, (float)b); /* exact: |level| < 100 */
+            table[i] = *(const uint32_t *)(const void *)&v;
+        }
+    }
+    for (int i = threadIdx.x; i < 32; i += blockDim.x)
+        steps[i] = __uint_as_float(q35_scale_step_bits[i]);
+    __syncthreads();
+}
+
+__device__ __forceinline__ uint32_t q35_lane_entry(const uint32_t *lane_table, uint32_t off)
+{
+    return *(const uint32_t *)(const void *)((const char *)(const void *)lane_table + off);
+}
+
+/* ---- float-path GEMV: y[M, N] = epilogue(x[M, K] @ W), group 32 -----------------------
+ * Each weight is fmaf(scale, level, offset) (the interpreter rounds scale * level first:
+ * a difference of one rounding of the weight), products accumulated in float32 with fmaf
+ * in k order per lane; the KS warps' sums are added in warp order. */
+template <int M, int KS>
+__global__ void __launch_bounds__(KS * 32)
+q35_gemv_f32(float *y, const float *x, q35_q3p5 t, q35_epilogue e)
+{
+    static_assert(KS == 1 || KS == 2 || KS == 4 || KS == 8, "1, 2, 4 or 8 warps split K");
+    __shared__ uint32_t table[128 * 32];
+    __shared__ float steps[32];
+    __shared__ float partial[KS][M][32];
+    q35_load_lane_tables<false>(table, steps);
+    const int lane = threadIdx.x & 31, part = threadIdx.x >> 5;
+    const int n = blockIdx.x * 32 + lane, nc = n < t.n ? n : t.n - 1;
+    const float ss = t.super_scale[nc], ob = t.offset_base[nc], os = t.offset_step[nc];
+    const int chunks = q35_chunks(t);
+    const uint8_t *records = t.payload + (int64_t)blockIdx.x * chunks * Q35_RECORD;
+    const uint32_t *lt = table + lane;
+    float acc[M];
+#pragma unroll
+    for (int r = 0; r < M; r++)
+        acc[r] = 0.0f;
+    q35_chunk cur;
+    if (part < chunks)
+        q35_load_chunk(records + (int64_t)part * Q35_RECORD, lane, cur);
+    for (int c = part; c < chunks; c += KS) {
+        q35_chunk nxt; /* in flight while this chunk's products run */
+        const int cn = c + KS < chunks ? c + KS : c;
+        q35_load_chunk(records + (int64_t)cn * Q35_RECORD, lane, nxt);
+#pragma unroll
+        for (int h = 0; h < 8; h++) {
+            if (c * 8 + h >= t.groups)
+                break;
+            float scale, offset;
+            q35_chunk_meta(cur, h, ss, ob, os, steps, &scale, &offset);
+#pragma unroll
+            for (int b = 0; b < 2; b++) { /* 16 weights: codes 16h + 8b .. + 7 */
+                const int kb = c * 256 + h * 32 + b * 16;
+                if (kb >= t.k) /* K % 16 == 0: a block is all in or all out */
+                    break;
+                float w[16];
+#pragma unroll
+                for (int i = 0; i < 8; i++) {
+                    const uint32_t v = q35_lane_entry(lt, q35_chunk_code(cur, 16 * h + 8 * b + i));
+                    const float2 l = __half22float2(*(const __half2 *)(const void *)&v);
+                    w[2 * i] = fmaf(scale, l.x, offset);
+                    w[2 * i + 1] = fmaf(scale, l.y, offset);
+                }
+#pragma unroll
+                for (int r = 0; r < M; r++) {
+                    const float4 *xr = (const float4 *)(const void *)(x + (int64_t)r * t.k + kb);
+#pragma unroll
+                    for (int j = 0; j < 4; j++) {
+                        const float4 v = __ldg(xr + j);
+                        acc[r] = fmaf(v.x, w[4 * j], acc[r]);
+                        acc[r] = fmaf(v.y, w[4 * j + 1], acc[r]);
+                        acc[r] = fmaf(v.z, w[4 * j + 2], acc[r]);
+                        acc[r] = fmaf(v.w, w[4 * j + 3], acc[r]);
+                    }
+                }
+            }
+        }
+        cur = nxt;
+    }
+    if (KS > 1) { /* the K parts' sums, in part order */
+#pragma unroll
+        for (int r = 0; r < M; r++)
+            partial[part][r][lane] = acc[r];
+        __syncthreads();
+        if (part != 0)
+            return;
+#pragma unroll
+        for (int r = 0; r < M; r++)
+            for (int p = 1; p < KS; p++)
+                acc[r] += partial[p][r][lane];
+    }
+    if (n < t.n)
+#pragma unroll
+        for (int r = 0; r < M; r++)
+            y[(int64_t)r * t.n + n] = q35_epilogue_apply(e, acc[r], r, n, t.n);
+}
+
+/* ---- int8-path GEMV: y[M, N] = row_scale * sum_g (s_g * acc_g + o_g * sx_g), group 32 --
+ * dp4a on four int8 levels and four int8 activations: exact int32 per group and row; each
+ * group's term scale * f32(acc) + offset * f32(sx) and the running sum in group order, then
+ * * row_scale, each rounded as q35c.semantics.rescale_group/rescale_rows round (bit-exact).
+ * KS = 1: a lane adds its own terms in order. KS > 1: a round's KS chunks leave their terms
+ * in shared memory and warp r % KS adds row r's in group order. */
+template <int M, int KS>
+__global__ void __launch_bounds__(KS * 32)
 q35_gemv_i8(float *y, const int8_t *q, const float *row_scale, q35_q3p5 t)
 {
-    static_assert(KSPLIT == 1 || KSPLIT == Q35_GEMV_WARPS, "a block is 1 or all K parts");
-    constexpr int SETS = Q35_GEMV_WARPS / KSPLIT; /* column groups per block */
-    constexpr int SPAN = 64 * KSPLIT;             /* groups per round */
-    __shared__ q35_tables tab;
-    /* The rescale terms of a round's groups for every (row, column) of each column group
-     * (+1: no bank conflicts when lane j reads row j). */
-    __shared__ float terms[SETS][M * Q35_COLS][SPAN + 1];
-    q35_load_tables(&tab);
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, part = warp % KSPLIT;
-    const int set = warp / KSPLIT;
-    const int n0 = (blockIdx.x * SETS + set) * Q35_COLS;
-    if (n0 >= t.n) /* the same for all warps of a column group (KSPLIT > 1: the block) */
-        return;
-    const int units = (t.groups + 1) / 2;
-    float total = 0.0f; /* lane j < M * COLS of part 0: the running sum of (row j / COLS,
-                         * column j % COLS) */
-    for (int base = 0; base < units; base += 32 * KSPLIT) {
-        const int slot = part * 32 + lane; /* this lane's unit in the round */
-        const int u = base + slot;
-        if (u < units) {
-            uint32_t words[Q35_COLS][7];
+    static_assert(KS == 1 || KS == 2 || KS == 4, "1, 2 or 4 warps split K");
+    static_assert(KS * M <= 16, "the terms of a round fit 16 KiB");
+    __shared__ uint32_t table[128 * 32];
+    __shared__ float steps[32];
+    __shared__ float terms[KS > 1 ? KS : 1][8][M][32];
+    q35_load_lane_tables<true>(table, steps);
+    const int lane = threadIdx.x & 31, part = threadIdx.x >> 5;
+    const int n = blockIdx.x * 32 + lane, nc = n < t.n ? n : t.n - 1;
+    const float ss = t.super_scale[nc], ob = t.offset_base[nc], os = t.offset_step[nc];
+    const int chunks = q35_chunks(t);
+    const uint8_t *records = t.payload + (int64_t)blockIdx.x * chunks * Q35_RECORD;
+    const uint32_t *lt = table + lane;
+    float total[M];
 #pragma unroll
-            for (int c = 0; c < Q35_COLS; c++)
-                q35_load_unit(t, n0 + c < t.n ? n0 + c : t.n - 1, u, words[c]);
+    for (int r = 0; r < M; r++)
+        total[r] = 0.0f;
+    q35_chunk cur;
+    if (part < chunks)
+        q35_load_chunk(records + (int64_t)part * Q35_RECORD, lane, cur);
+    for (int base = 0; base < chunks; base += KS) {
+        const int c = base + part;
+        q35_chunk nxt; /* in flight while this chunk's products run */
+        const int cn = c + KS < chunks ? c + KS : c < chunks ? c : chunks - 1;
+        q35_load_chunk(records + (int64_t)cn * Q35_RECORD, lane, nxt);
+        if (c < chunks) {
 #pragma unroll
-            for (int h = 0; h < 2; h++) {
-                const int g = 2 * u + h;
-                const int k0 = g * 32;
-                int qv[M][8], sx[M];
+            for (int h = 0; h < 8; h++) {
+                const int g = c * 8 + h;
+                if (g >= t.groups)
+                    break;
+                int qv[M][8], sx[M], acc[M];
 #pragma unroll
                 for (int r = 0; r < M; r++) {
                     sx[r] = 0;
+                    acc[r] = 0;
 #pragma unroll
-                    for (int j = 0; j < 8; j++) {
+                    for (int b = 0; b < 2; b++) {
                         /* K % 16 == 0, so a 16-weight block is all in or all out */
-                        const int k = k0 + 4 * j;
-                        qv[r][j] = k < t.k && g < t.groups
-                            ? __ldg((const int *)(const void *)(q + (int64_t)r * t.k + k)) : 0;
-                        sx[r] = __dp4a(qv[r][j], 0x01010101, sx[r]);
+                        const int kb = g * 32 + 16 * b;
+                        const int4 v = kb < t.k
+                            ? __ldg((const int4 *)(const void *)(q + (int64_t)r * t.k + kb))
+                            : make_int4(0, 0, 0, 0);
+                        qv[r][4 * b] = v.x;
+                        qv[r][4 * b + 1] = v.y;
+                        qv[r][4 * b + 2] = v.z;
+                        qv[r][4 * b + 3] = v.w;
                     }
+#pragma unroll
+                    for (int j = 0; j < 8; j++)
+                        sx[r] = __dp4a(qv[r][j], 0x01010101, sx[r]);
                 }
 #pragma unroll
-                for (int c = 0; c < Q35_COLS; c++) {
-                    int acc[M];
+                for (int j = 0; j < 8; j++) {
+                    const uint32_t a = q35_lane_entry(lt, q35_chunk_code(cur, 16 * h + 2 * j));
+                    const uint32_t b = q35_lane_entry(lt, q35_chunk_code(cur, 16 * h + 2 * j + 1));
+                    const int wv = (int)__byte_perm(a, b, 0x5410);
 #pragma unroll
                     for (int r = 0; r < M; r++)
-                        acc[r] = 0;
+                        acc[r] = __dp4a(qv[r][j], wv, acc[r]);
+                }
+                float scale, offset;
+                q35_chunk_meta(cur, h, ss, ob, os, steps, &scale, &offset);
 #pragma unroll
-                    for (int j = 0; j < 8; j++) {
-                        const int wv = (int)(tab.packed[q35_code(words[c], 16 * h + 2 * j)] |
-                                             tab.packed[q35_code(words[c], 16 * h + 2 * j + 1)] << 16);
-#pragma unroll
-                        for (int r = 0; r < M; r++)
-                            acc[r] = __dp4a(qv[r][j], wv, acc[r]);
-                    }
-                    float scale = 0.0f, offset = 0.0f;
-                    if (g < t.groups && n0 + c < t.n)
-                        q35_group_meta(t, n0 + c, g, tab.steps, &scale, &offset);
-#pragma unroll
-                    for (int r = 0; r < M; r++)
-                        terms[set][r * Q35_COLS + c][2 * slot + h] =
-                            __fadd_rn(__fmul_rn(scale, __int2float_rn(acc[r])),
-                                      __fmul_rn(offset, __int2float_rn(sx[r])));
+                for (int r = 0; r < M; r++) {
+                    const float term = __fadd_rn(__fmul_rn(scale, __int2float_rn(acc[r])),
+                                                 __fmul_rn(offset, __int2float_rn(sx[r])));
+                    if (KS == 1)
+                        total[r] = __fadd_rn(total[r], term);
+                    else
+                        terms[part][h][r][lane] = term;
                 }
             }
         }
-        if (KSPLIT > 1)
+        cur = nxt;
+        if (KS > 1) {
             __syncthreads();
-        else
-            __syncwarp();
-        if (part == 0 && lane < M * Q35_COLS) {
-            const int count = min(SPAN, t.groups - 2 * base);
-            for (int i = 0; i < count; i++)
-                total = __fadd_rn(total, terms[set][lane][i]);
+            const int groups = min(8 * KS, t.groups - 8 * base); /* this round's groups */
+#pragma unroll
+            for (int r = 0; r < M; r++)
+                if (r % KS == part)
+                    for (int i = 0; i < groups; i++)
+                        total[r] = __fadd_rn(total[r], terms[i / 8][i % 8][r][lane]);
+            __syncthreads();
         }
-        if (KSPLIT > 1)
-            __syncthreads();
-        else
-            __syncwarp();
     }
-    if (part == 0 && lane < M * Q35_COLS) {
-        const int r = lane / Q35_COLS, c = lane % Q35_COLS;
-        if (n0 + c < t.n)
-            y[(int64_t)r * t.n + n0 + c] = __fmul_rn(total, row_scale[r]);
-    }
+    if (n < t.n)
+#pragma unroll
+        for (int r = 0; r < M; r++)
+            if (KS == 1 || r % KS == part)
+                y[(int64_t)r * t.n + n] = __fmul_rn(total[r], row_scale[r]);
 }
 
 /* ---- float-path tensor-core GEMM (prefill, opt-in): y[M, N] = epilogue(x[M, K] @ W) ---
