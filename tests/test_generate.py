@@ -331,3 +331,47 @@ def test_the_onnxruntime_reference_script_agrees_with_q35c(tiny, tmp_path):
                 "--text", text, "--context", "16", "--stride", "8", "--passes", "").stdout
     assert ort_line.split()[2:] == ours.split()[2:]
     assert float(ort_line.split()[1]) == pytest.approx(float(ours.split()[1]), rel=1e-4)
+
+
+# -- onnxruntime-genai's layout (GroupQueryAttention, no position_ids) ---------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_gqa(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("tiny_gqa")
+    _tiny_module().write(out, gqa=True)
+    return out
+
+
+def _ort_greedy_gqa(model: Path, prompt: list[int], n: int) -> list[int]:
+    """Greedy decoding with onnxruntime as onnxruntime-genai feeds the graph: a cache that
+    grows by the new tokens, an all-ones mask, no position_ids."""
+    ort = pytest.importorskip("onnxruntime")
+    tiny_decoder = _tiny_module()
+    session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    past = {f"past_key_values.{layer}.{kind}":
+            np.zeros((1, tiny_decoder.KV_HEADS, 0, tiny_decoder.HEAD_DIM), np.float32)
+            for layer in range(tiny_decoder.LAYERS) for kind in ("key", "value")}
+    tokens, ids, total = [], list(prompt), 0
+    for _ in range(n):
+        total += len(ids)
+        out = dict(zip(names, session.run(None, {
+            "input_ids": np.array([ids], np.int64),
+            "attention_mask": np.ones((1, total), np.int64), **past})))
+        tokens.append(int(np.argmax(out["logits"][0, -1])))
+        past = {k: out[k.replace("past_key_values", "present")] for k in past}
+        ids = [tokens[-1]]
+    return tokens
+
+
+@pytest.mark.parametrize("target,chunk", [("interp", 1), ("c", 4)])
+def test_genai_layout_decodes_greedily_as_onnxruntime(tiny_gqa, target, chunk):
+    """GroupQueryAttention graphs: the cache head size from genai_config.json, the new
+    tokens placed at the mask's count (a padded prefill chunk included)."""
+    tok = Tokenizer(tiny_gqa / "tokenizer.json")
+    prompt = tok.encode(PROMPT)
+    want = _ort_greedy_gqa(tiny_gqa / "decode.onnx", prompt, 10)
+    decoder = _decoder(tiny_gqa, target, passes="", chunk=chunk)
+    assert not decoder.sig.positions
+    assert _greedy(decoder, prompt, 10) == want

@@ -2,6 +2,8 @@
 
     python examples/smollm2/tiny_decoder.py OUT_DIR    OUT_DIR/decode.onnx, tokenizer.json,
                                                        tokenizer_config.json
+    python examples/smollm2/tiny_decoder.py OUT_DIR --gqa    the same in onnxruntime-genai's
+                                                       layout (+ genai_config.json)
 
 The graph has the interface of examples/smollm2/export.py's decode graphs (the naming of
 optimum and onnxruntime-genai): inputs `input_ids` [1, sequence_length], `attention_mask`
@@ -143,6 +145,104 @@ def build_decoder(seed: int = 0) -> onnx.ModelProto:
     return model
 
 
+KV_HEADS = 1
+
+
+def build_gqa_decoder(seed: int = 1) -> onnx.ModelProto:
+    """The layout onnxruntime-genai's model builder writes: no position_ids (positions
+    follow from the mask), RMSNorm as `SimplifiedLayerNormalization` and
+    `com.microsoft.SkipSimplifiedLayerNormalization`, packed QKV into
+    `com.microsoft.GroupQueryAttention` (rotary from cos/sin caches, the cache's head size
+    symbolic: genai_config.json gives it), and a SiLU-gated MLP."""
+    rng = np.random.default_rng(seed)
+    inits: list[TensorProto] = []
+    nodes: list[onnx.NodeProto] = []
+
+    def init(name: str, value) -> str:
+        inits.append(numpy_helper.from_array(np.asarray(value), name))
+        return name
+
+    def weight(name: str, *shape: int, scale: float | None = None) -> str:
+        std = scale if scale is not None else 1 / math.sqrt(shape[0])
+        return init(name, (rng.standard_normal(shape) * std).astype(np.float32))
+
+    def node(op: str, inputs: list[str], outputs: list[str] | str, domain: str = "",
+             **attrs) -> str:
+        outputs = [outputs] if isinstance(outputs, str) else outputs
+        nodes.append(helper.make_node(op, inputs, outputs, name=outputs[0], domain=domain,
+                                      **attrs))
+        return outputs[0]
+
+    def gamma(name: str) -> str:
+        return init(name, (1 + 0.1 * rng.standard_normal(HIDDEN)).astype(np.float32))
+
+    init("c.one", np.array([1], np.int64))
+    init("c.index1", np.array(1, np.int64))
+    angles = np.arange(MAX_POSITIONS)[:, None] / 10000 ** (np.arange(HEAD_DIM // 2)
+                                                          / (HEAD_DIM // 2))
+    init("cos_cache", np.cos(angles).astype(np.float32))
+    init("sin_cache", np.sin(angles).astype(np.float32))
+    summed = node("ReduceSum", ["attention_mask", "c.one"], "mask/sum", keepdims=0)
+    seqlens = node("Cast", [node("Sub", [summed, "c.one"], "mask/sub")], "mask/seqlens",
+                   to=TensorProto.INT32)
+    total = node("Cast", [node("Gather", [node("Shape", ["attention_mask"], "mask/shape"),
+                                          "c.index1"], "mask/total64", axis=0)],
+                 "mask/total", to=TensorProto.INT32)
+    inputs = [helper.make_tensor_value_info("input_ids", TensorProto.INT64,
+                                            ["batch_size", "sequence_length"]),
+              helper.make_tensor_value_info("attention_mask", TensorProto.INT64,
+                                            ["batch_size", "total_sequence_length"])]
+    outputs = [helper.make_tensor_value_info("logits", TensorProto.FLOAT,
+                                             ["batch_size", "sequence_length", VOCAB])]
+    x = node("Gather", [weight("embed", VOCAB, HIDDEN, scale=1.0), "input_ids"], "embed/out")
+    h = node("SimplifiedLayerNormalization", [x, gamma("layers.0.norm1")], "layers.0/norm1",
+             epsilon=1e-6, axis=-1)
+    kv_dims = ["batch_size", KV_HEADS, "past_sequence_length", "kv_cache_dim"]
+    for i in range(LAYERS):
+        p = f"layers.{i}"
+        qkv = node("MatMul", [h, weight(f"{p}.qkv_proj", HIDDEN,
+                                        (HEADS + 2 * KV_HEADS) * HEAD_DIM)], f"{p}/qkv")
+        for kind in ("key", "value"):
+            inputs.append(helper.make_tensor_value_info(f"past_key_values.{i}.{kind}",
+                                                        TensorProto.FLOAT, kv_dims))
+            outputs.append(helper.make_tensor_value_info(
+                f"present.{i}.{kind}", TensorProto.FLOAT,
+                ["batch_size", KV_HEADS, "total_sequence_length", "kv_cache_dim"]))
+        attn = node("GroupQueryAttention",
+                    [qkv, "", "", f"past_key_values.{i}.key", f"past_key_values.{i}.value",
+                     seqlens, total, "cos_cache", "sin_cache"],
+                    [f"{p}/attn", f"present.{i}.key", f"present.{i}.value"],
+                    domain="com.microsoft", num_heads=HEADS, kv_num_heads=KV_HEADS,
+                    do_rotary=1, rotary_interleaved=0, local_window_size=-1)
+        o = node("MatMul", [attn, weight(f"{p}.o_proj", HEADS * HEAD_DIM, HIDDEN)], f"{p}/o")
+        h2 = node("SkipSimplifiedLayerNormalization", [x, o, gamma(f"{p}.norm2")],
+                  [f"{p}/norm2", "", "", f"{p}/x1"], domain="com.microsoft", epsilon=1e-6)
+        x = f"{p}/x1"
+        gate = node("MatMul", [h2, weight(f"{p}.gate_proj", HIDDEN, FFN)], f"{p}/gate")
+        up = node("MatMul", [h2, weight(f"{p}.up_proj", HIDDEN, FFN)], f"{p}/up")
+        act = node("Mul", [node("Mul", [gate, node("Sigmoid", [gate], f"{p}/sig")],
+                                f"{p}/silu"), up], f"{p}/act")
+        down = node("MatMul", [act, weight(f"{p}.down_proj", FFN, HIDDEN)], f"{p}/down")
+        name = f"layers.{i + 1}.norm1" if i + 1 < LAYERS else "final_norm"
+        h = node("SkipSimplifiedLayerNormalization", [x, down, gamma(name)],
+                 [f"{name}/out", "", "", f"{p}/x2"], domain="com.microsoft", epsilon=1e-6)
+        x = f"{p}/x2"
+    node("MatMul", [h, weight("lm_head", HIDDEN, VOCAB, scale=0.5)], "logits")
+    graph = helper.make_graph(nodes, "tiny_gqa_decoder", inputs, outputs, initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21),
+                                                    helper.make_opsetid("com.microsoft", 1)],
+                              producer_name="q35c-tiny-decoder")
+    model.ir_version = 10
+    return model
+
+
+def genai_config() -> dict:
+    """The part of onnxruntime-genai's genai_config.json that q35c reads."""
+    return {"model": {"decoder": {"num_hidden_layers": LAYERS, "num_attention_heads": HEADS,
+                                  "num_key_value_heads": KV_HEADS, "head_size": HEAD_DIM,
+                                  "hidden_size": HIDDEN}, "vocab_size": VOCAB}}
+
+
 def build_tokenizer():
     """A byte-level BPE tokenizer without merges: token i < 256 is byte i's symbol."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
@@ -169,10 +269,15 @@ def _byte_of(symbol: str) -> int:
     return others[code - 256]
 
 
-def write(out_dir: Path) -> Path:
-    """decode.onnx, tokenizer.json and tokenizer_config.json in `out_dir`; the graph."""
+def write(out_dir: Path, gqa: bool = False) -> Path:
+    """decode.onnx, tokenizer.json and tokenizer_config.json in `out_dir` (with `gqa`, the
+    onnxruntime-genai layout of `build_gqa_decoder` and its genai_config.json); the graph."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    onnx.save_model(build_decoder(), out_dir / "decode.onnx")
+    if gqa:
+        onnx.save_model(build_gqa_decoder(), out_dir / "decode.onnx")
+        (out_dir / "genai_config.json").write_text(json.dumps(genai_config(), indent=1))
+    else:
+        onnx.save_model(build_decoder(), out_dir / "decode.onnx")
     build_tokenizer().save(str(out_dir / "tokenizer.json"))
     (out_dir / "tokenizer_config.json").write_text(json.dumps(
         {"eos_token": EOS, "chat_template": CHAT_TEMPLATE}, indent=1))
@@ -180,4 +285,4 @@ def write(out_dir: Path) -> Path:
 
 
 if __name__ == "__main__":
-    print(write(Path(sys.argv[1])))
+    print(write(Path(sys.argv[1]), gqa="--gqa" in sys.argv[2:]))
