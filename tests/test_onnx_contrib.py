@@ -138,3 +138,19 @@ def test_group_query_attention_bad_heads_is_one_line(tmp_path):
                   inits)
     with pytest.raises(Q35cError, match="GroupQueryAttention.*num_heads 3"):
         run_file(path, {}, tmp_path / "out", Options(target="interp", passes=""))
+
+
+def test_group_query_attention_crafted_total_length_is_bounded(tmp_path):
+    """A total_sequence_length of 2^31 - 1 would make a present of 2^31 slots: refused by
+    --max-tensor-bytes before anything of that size is built."""
+    node = helper.make_node("GroupQueryAttention", ["q", "k", "v", "pk", "pv", "sl", "t"],
+                            ["out", "pk2", "pv2"], domain="com.microsoft", num_heads=2,
+                            kv_num_heads=2)
+    ins = [helper.make_tensor_value_info(n, F, shape) for n, shape in (
+        ("q", [1, 1, 32]), ("k", [1, 1, 32]), ("v", [1, 1, 32]), ("pk", [1, 2, 4, 16]),
+        ("pv", [1, 2, 4, 16]))]
+    inits = [numpy_helper.from_array(np.array([4], np.int32), "sl"),
+             numpy_helper.from_array(np.array(2**31 - 1, np.int32), "t")]
+    path = _model(tmp_path, [node], ins, [helper.make_tensor_value_info("out", F, None)], inits)
+    with pytest.raises(Q35cError, match="max-tensor-bytes"):
+        run_file(path, {}, tmp_path / "out", Options(target="interp", passes=""))

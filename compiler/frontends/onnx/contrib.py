@@ -186,8 +186,11 @@ def _group_query_attention(imp, node, inputs):
     # a first prompt (onnxruntime: total_sequence_length == sequence_length) starts every
     # row at position 0; otherwise row b's past is seqlens_k[b] + 1 - S slots long
     first = known_total is not None and int(known_total.reshape(-1)[0]) == s
-    g = _Graph(imp, node)
     fdt = _float_dtype(imp, node, inputs[0])
+    # bounded before any constant of these sizes is made (a crafted total_sequence_length)
+    imp.check_static_size(node, "present_key", (b, kv_heads, total, d), fdt.itemsize)
+    imp.check_static_size(node, "the attention scores", (b, heads, s, total), fdt.itemsize)
+    g = _Graph(imp, node)
     query = node.input[0]
     if packed:
         q = g.slice_last(query, 0, heads * d)
