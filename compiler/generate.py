@@ -130,14 +130,21 @@ def static_shapes(path: Path, context: int, step: int) -> dict[str, tuple[int, .
 def _genai_cache_dims(path: Path) -> tuple[int, int]:
     """(key/value heads, head size) from onnxruntime-genai's genai_config.json beside the
     model, whose graphs leave the cache's head size symbolic; (0, 0) without one."""
+    from q35c.compiler.files import InputFileError, confined_file, read_input_text
+
     config = path.parent / "genai_config.json"
-    if not config.is_file():
+    if not config.exists() and not config.is_symlink():
         return 0, 0
-    try:
-        decoder = json.loads(config.read_text(encoding="utf-8"))["model"]["decoder"]
+    try:  # a regular file inside the model's folder, of bounded size
+        text = read_input_text(confined_file(path.parent, config.name, limit=1 << 20))
+        decoder = json.loads(text)["model"]["decoder"]
         return int(decoder.get("num_key_value_heads", 0)), int(decoder.get("head_size", 0))
-    except (OSError, ValueError, KeyError, TypeError) as err:
-        raise Q35cError(f"{config}: cannot read the decoder's head size: {err}") from None
+    except InputFileError as err:
+        raise Q35cError(f"{config}: {err}") from None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+        raise Q35cError(f"{config}: cannot read the decoder's head size: "
+                        f"{str(err).splitlines()[0] if str(err) else type(err).__name__}"
+                        ) from None
 
 
 # -- compiled models -----------------------------------------------------------------------

@@ -375,3 +375,16 @@ def test_genai_layout_decodes_greedily_as_onnxruntime(tiny_gqa, target, chunk):
     decoder = _decoder(tiny_gqa, target, passes="", chunk=chunk)
     assert not decoder.sig.positions
     assert _greedy(decoder, prompt, 10) == want
+
+
+def test_genai_config_outside_the_models_folder_is_refused(tiny_gqa, tmp_path):
+    """genai_config.json is read only as a regular file inside the model's folder."""
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "decode.onnx").write_bytes((tiny_gqa / "decode.onnx").read_bytes())
+    elsewhere = tmp_path / "elsewhere.json"
+    elsewhere.write_text((tiny_gqa / "genai_config.json").read_text())
+    (folder / "genai_config.json").symlink_to(elsewhere)
+    with pytest.raises(Q35cError, match="genai_config.json.*outside"):
+        compile_step(folder / "decode.onnx", CompileRequest(target="interp", passes="",
+                                                              context=CONTEXT), 1)
