@@ -12,7 +12,8 @@ rotated through more memory than the L2 cache holds, CUDA events) and checks the
 the interpreter: the GEMVs on a real 4096x4096 and a ragged 1040x200 Q3P5 tensor at 1..8
 rows and every K split, the GEMM on it and on ragged shapes (GEMM_CHECK_ROWS) at 9..130
 rows. `prepare OUT --only gemv` makes a bundle of the GEMV part alone, with BASE_COMMIT's
-kernels (gemv_old/) timed beside today's and torch's int4 tinygemm among the peers.
+kernels (gemv_old/; `--base COMMIT` for another commit's) timed beside today's and torch's
+int4 tinygemm among the peers.
 
 `run_all.sh` then runs, on the device: every model against the interpreter (int8 path
 bit-exact, float path within 1e-3 relative; results in RESULTS/models.txt), the float cases
@@ -427,7 +428,7 @@ static void launch_gemm(int rows, float *y, const float *x, q35_q3p5 t)
  * tensor-core GEMM. */
 static int pick_ks(int path, int k, int n, int rows)
 {
-    const int limit = path == 1 ? (16 / rows < 4 ? 16 / rows : 4) : 8;
+    const int limit = path == 1 ? (16 / rows < 8 ? 16 / rows : 8) : 8;
     const int tiles = (n + 31) / 32, chunks = (k + 255) / 256;
     int ks = 1;
     while (2 * ks <= limit && tiles * ks < 2048 && chunks >= 4 * ks)
@@ -447,6 +448,12 @@ static void launch_m(int path, int ks, float *y, const float *x, const int8_t *q
         else if (ks == 4) q35_gemv_f32<M, 4><<<grid, 128>>>(y, x, t, e);
         else q35_gemv_f32<M, 8><<<grid, 256>>>(y, x, t, e);
     } else {
+        if constexpr (M <= 2) {
+            if (ks == 8) {
+                q35_gemv_i8<M, 8><<<grid, 256>>>(y, q, s, t);
+                return;
+            }
+        }
         if constexpr (M <= 4) {
             if (ks == 4) {
                 q35_gemv_i8<M, 4><<<grid, 128>>>(y, q, s, t);
@@ -561,7 +568,7 @@ int main(int argc, char **argv)
         for (int ks = 1; ks <= 8; ks *= 2)
         for (int path_ = 0; path_ < 2; path_++)
             for (int m = 1; m <= 8; m++) {
-                if (path_ == 1 && (ks > 4 || ks * m > 16))
+                if (path_ == 1 && ks * m > 16)
                     continue;
                 check(cudaMemset(y, 0xff, (size_t)8 * n * 4), "poison y");
                 launch(path_, ks, m, y, x, q, s,
@@ -647,7 +654,7 @@ int main(int argc, char **argv)
         for (int rows : rows_list)
             for (int ks = 0; ks <= 8; ks = ks ? 2 * ks : 1) {
                 const int m = rows < 8 ? rows : 8;
-                if (ks && (ks == pick_ks(path, k, n, m) || (path == 1 && (ks > 4 || ks * m > 16))))
+                if (ks && (ks == pick_ks(path, k, n, m) || (path == 1 && ks * m > 16)))
                     continue;
                 time_one(path, ks, rows);
                 if (getenv("Q35_BENCH_FIRST")) /* one configuration (for a profiler) */
@@ -712,14 +719,15 @@ def gemv_check_data(folder: Path, w, rng) -> None:
         np.save(folder / f"want_i8_{m}.npy", matmul_int8(q[:m], s[:m], w))
 
 
-def prepare_gemv_old(out: Path) -> list[str]:
-    """gemv_old/: the GEMV kernels and gemv_bench of BASE_COMMIT (the layout before the
-    tiled one), to time them beside the current ones in the same run (`time` only)."""
+def prepare_gemv_old(out: Path, base: str = BASE_COMMIT) -> list[str]:
+    """gemv_old/: the GEMV kernels and gemv_bench of commit `base` (by default BASE_COMMIT,
+    the layout before the tiled one), to time them beside the current ones in the same run
+    (`time` only)."""
     from q35c.targets.cuda.printer import CudaPrinter
     from q35c.targets.native.program import Program
 
     def show(path):
-        return subprocess.run(["git", "-C", str(ROOT), "show", f"{BASE_COMMIT}:{path}"],
+        return subprocess.run(["git", "-C", str(ROOT), "show", f"{base}:{path}"],
                               check=True, capture_output=True, text=True).stdout
 
     old = out / "gemv_old"
@@ -736,14 +744,15 @@ def prepare_gemv_old(out: Path) -> list[str]:
     main = main[main.index('GEMV_MAIN = r"""') + len('GEMV_MAIN = r"""'):]
     main = main[:main.index('"""')].replace("const int big_rows[] = {16, 128, 512};",
                                             "const int big_rows[] = {16};")
-    # the back-to-back timing of today's time_one, into the old one
-    ours = GEMV_MAIN[GEMV_MAIN.index("        /* back to back:"):]
-    ours = ours[:ours.index('        check(cudaGetLastError(), "launch");')]
-    at = '        check(cudaGetLastError(), "launch");\n        std::sort(times.begin()'
-    main = main.replace(at, ours + at)
-    at = "2.0 * rows * k * n / (times[150] * 1e6));\n"
-    main = main.replace(at, at + '        printf("    b2b_us %.2f GBps_b2b %.1f\\n", '
-                        'batches[5], bytes / (batches[5] * 1e3));\n')
+    # the back-to-back timing of today's time_one, into an old one without it
+    ours = "" if "b2b_us" in main else GEMV_MAIN[GEMV_MAIN.index("        /* back to back:"):]
+    if ours:
+        ours = ours[:ours.index('        check(cudaGetLastError(), "launch");')]
+        at = '        check(cudaGetLastError(), "launch");\n        std::sort(times.begin()'
+        main = main.replace(at, ours + at)
+        at = "2.0 * rows * k * n / (times[150] * 1e6));\n"
+        main = main.replace(at, at + '        printf("    b2b_us %.2f GBps_b2b %.1f\\n", '
+                            'batches[5], bytes / (batches[5] * 1e3));\n')
     if "b2b_us" not in main:
         raise RuntimeError("the old gemv_bench did not take the back-to-back timing")
     (old / "gemv_bench_old.cu").write_text(header + main)
@@ -1220,12 +1229,13 @@ def tc_build(build: tuple[list[str], Path]) -> tuple[list[str], Path]:
     return ["bash", "-c", f"{shlex.join(command)} && {shlex.join(tc)}"], case
 
 
-def prepare(out: Path, jobs: int, only: str | None, keep_binaries: bool = False) -> None:
+def prepare(out: Path, jobs: int, only: str | None, keep_binaries: bool = False,
+            base: str = BASE_COMMIT) -> None:
     if (only is None or only == "gemv") and out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
     if only == "gemv":  # the GEMV checks and timings (old and new kernels) and the peers
-        builds = [prepare_gemv(out), prepare_gemv_old(out)]
+        builds = [prepare_gemv(out), prepare_gemv_old(out, base)]
         keep_binaries = True
     else:
         builds = [prepare_gemv(out)] if only is None else []
@@ -1269,8 +1279,11 @@ def main() -> None:
                    help="keep the nvcc-built runners (by default removed after the build "
                         "check, so the folder fits 64 MiB; run_all.sh builds them with the "
                         "GPU machine's nvcc)")
+    p.add_argument("--base", default=BASE_COMMIT,
+                   help="with --only gemv: the commit whose GEMV kernels gemv_old/ times "
+                        f"(default {BASE_COMMIT})")
     args = parser.parse_args()
-    prepare(args.out, args.jobs, args.only, args.keep_binaries)
+    prepare(args.out, args.jobs, args.only, args.keep_binaries, args.base)
 
 
 if __name__ == "__main__":

@@ -45,7 +45,7 @@ from q35c.targets.native.program import Buffer, Program, Step
 RUNTIME_DIR = Path(__file__).parent / "runtime"
 GEMV_TILE = 32  # columns of a GEMV block (blob.TILE: one per lane)
 GEMV_MAX_ROWS = 8  # Q35_GEMV_MAX_ROWS
-GEMV_MAX_KS = {False: 8, True: 4}  # warps splitting K, by path (int8: True)
+GEMV_MAX_KS = {False: 8, True: 8}  # warps splitting K, by path (int8: True)
 SIMPLE_THREADS = 128  # block size of the one-thread-per-column kernels
 IO_ALIGN = 256
 
@@ -74,8 +74,8 @@ class GemvLaunch:
 
 
 def gemv_ksplit(k: int, n: int, rows: int, int8: bool) -> int:
-    """Warps per GEMV block (1, 2, 4 or 8; the int8 path at most 4 and 16 / rows, its
-    round's terms in 16 KiB of shared memory): doubled while the GPU would hold fewer than
+    """Warps per GEMV block (1, 2, 4 or 8; the int8 path at most 16 / rows, its round's
+    terms in 16 KiB of shared memory): doubled while the GPU would hold fewer than
     FILL_WARPS warps and every warp keeps at least two chunks of 256 weights."""
     limit = min(GEMV_MAX_KS[int8], 16 // rows) if int8 else GEMV_MAX_KS[int8]
     tiles, chunks = -(-n // GEMV_TILE), -(-k // 256)

@@ -233,10 +233,11 @@ __device__ __forceinline__ void q35_chunk_meta(const q35_chunk &c, int h, float 
 }
 
 /* The per-lane tables: half2 levels (float path) or packed int8 levels (int8 path). */
-template <bool INT8>
+template <bool INT8, int THREADS>
 __device__ __forceinline__ void q35_load_lane_tables(uint32_t *table, float *steps)
 {
-    for (int i = threadIdx.x; i < 128 * 32; i += blockDim.x) {
+#pragma unroll
+    for (int i = threadIdx.x; i < 128 * 32; i += THREADS) {
         const int a = q35_codebook[i / 32][0], b = q35_codebook[i / 32][1];
         if (INT8) {
             table[i] = (uint32_t)(uint8_t)(int8_t)a | (uint32_t)(uint8_t)(int8_t)b << 8;
@@ -245,14 +246,57 @@ __device__ __forceinline__ void q35_load_lane_tables(uint32_t *table, float *ste
             table[i] = *(const uint32_t *)(const void *)&v;
         }
     }
-    for (int i = threadIdx.x; i < 32; i += blockDim.x)
-        steps[i] = __uint_as_float(q35_scale_step_bits[i]);
+    if (threadIdx.x < 32)
+        steps[threadIdx.x] = __uint_as_float(q35_scale_step_bits[threadIdx.x]);
     __syncthreads();
 }
 
 __device__ __forceinline__ uint32_t q35_lane_entry(const uint32_t *lane_table, uint32_t off)
 {
     return *(const uint32_t *)(const void *)((const char *)(const void *)lane_table + off);
+}
+
+/* One chunk (c) of the float GEMV into acc[r][block parity]. FULL: all 256 weights are
+ * inside K (no bounds checks: the compiler may issue the activation loads early). */
+template <int M, bool FULL>
+__device__ __forceinline__ void q35_gemv_f32_chunk(float (&acc)[M][2], const q35_chunk &cur,
+                                                   int c, const q35_q3p5 &t, const float *x,
+                                                   const uint32_t *lt, const float *steps,
+                                                   float ss, float ob, float os)
+{
+#pragma unroll
+    for (int h = 0; h < 8; h++) {
+        if (!FULL && c * 8 + h >= t.groups)
+            break;
+        float scale, offset;
+        q35_chunk_meta(cur, h, ss, ob, os, steps, &scale, &offset);
+#pragma unroll
+        for (int b = 0; b < 2; b++) { /* 16 weights: codes 16h + 8b .. + 7 */
+            const int kb = c * 256 + h * 32 + b * 16;
+            if (!FULL && kb >= t.k) /* K % 16 == 0: a block is all in or all out */
+                break;
+            float w[16];
+#pragma unroll
+            for (int i = 0; i < 8; i++) {
+                const uint32_t v = q35_lane_entry(lt, q35_chunk_code(cur, 16 * h + 8 * b + i));
+                const float2 l = __half22float2(*(const __half2 *)(const void *)&v);
+                w[2 * i] = fmaf(scale, l.x, offset);
+                w[2 * i + 1] = fmaf(scale, l.y, offset);
+            }
+#pragma unroll
+            for (int r = 0; r < M; r++) {
+                const float4 *xr = (const float4 *)(const void *)(x + (int64_t)r * t.k + kb);
+#pragma unroll
+                for (int j = 0; j < 4; j++) {
+                    const float4 v = __ldg(xr + j);
+                    acc[r][b] = fmaf(v.x, w[4 * j], acc[r][b]);
+                    acc[r][b] = fmaf(v.y, w[4 * j + 1], acc[r][b]);
+                    acc[r][b] = fmaf(v.z, w[4 * j + 2], acc[r][b]);
+                    acc[r][b] = fmaf(v.w, w[4 * j + 3], acc[r][b]);
+                }
+            }
+        }
+    }
 }
 
 /* ---- float-path GEMV: y[M, N] = epilogue(x[M, K] @ W), group 32 -----------------------
@@ -267,17 +311,17 @@ q35_gemv_f32(float *y, const float *x, q35_q3p5 t, q35_epilogue e)
     __shared__ uint32_t table[128 * 32];
     __shared__ float steps[32];
     __shared__ float partial[KS][M][32];
-    q35_load_lane_tables<false>(table, steps);
+    q35_load_lane_tables<false, KS * 32>(table, steps);
     const int lane = threadIdx.x & 31, part = threadIdx.x >> 5;
     const int n = blockIdx.x * 32 + lane, nc = n < t.n ? n : t.n - 1;
     const float ss = t.super_scale[nc], ob = t.offset_base[nc], os = t.offset_step[nc];
     const int chunks = q35_chunks(t);
     const uint8_t *records = t.payload + (int64_t)blockIdx.x * chunks * Q35_RECORD;
     const uint32_t *lt = table + lane;
-    float acc[M];
+    float acc[M][2]; /* even and odd 16-weight blocks: two chains of fmaf */
 #pragma unroll
     for (int r = 0; r < M; r++)
-        acc[r] = 0.0f;
+        acc[r][0] = acc[r][1] = 0.0f;
     q35_chunk cur;
     if (part < chunks)
         q35_load_chunk(records + (int64_t)part * Q35_RECORD, lane, cur);
@@ -285,57 +329,91 @@ q35_gemv_f32(float *y, const float *x, q35_q3p5 t, q35_epilogue e)
         q35_chunk nxt; /* in flight while this chunk's products run */
         const int cn = c + KS < chunks ? c + KS : c;
         q35_load_chunk(records + (int64_t)cn * Q35_RECORD, lane, nxt);
-#pragma unroll
-        for (int h = 0; h < 8; h++) {
-            if (c * 8 + h >= t.groups)
-                break;
-            float scale, offset;
-            q35_chunk_meta(cur, h, ss, ob, os, steps, &scale, &offset);
-#pragma unroll
-            for (int b = 0; b < 2; b++) { /* 16 weights: codes 16h + 8b .. + 7 */
-                const int kb = c * 256 + h * 32 + b * 16;
-                if (kb >= t.k) /* K % 16 == 0: a block is all in or all out */
-                    break;
-                float w[16];
-#pragma unroll
-                for (int i = 0; i < 8; i++) {
-                    const uint32_t v = q35_lane_entry(lt, q35_chunk_code(cur, 16 * h + 8 * b + i));
-                    const float2 l = __half22float2(*(const __half2 *)(const void *)&v);
-                    w[2 * i] = fmaf(scale, l.x, offset);
-                    w[2 * i + 1] = fmaf(scale, l.y, offset);
-                }
-#pragma unroll
-                for (int r = 0; r < M; r++) {
-                    const float4 *xr = (const float4 *)(const void *)(x + (int64_t)r * t.k + kb);
-#pragma unroll
-                    for (int j = 0; j < 4; j++) {
-                        const float4 v = __ldg(xr + j);
-                        acc[r] = fmaf(v.x, w[4 * j], acc[r]);
-                        acc[r] = fmaf(v.y, w[4 * j + 1], acc[r]);
-                        acc[r] = fmaf(v.z, w[4 * j + 2], acc[r]);
-                        acc[r] = fmaf(v.w, w[4 * j + 3], acc[r]);
-                    }
-                }
-            }
-        }
+        if ((c + 1) * 256 <= t.k) /* a whole chunk: no bounds in the way of the scheduler */
+            q35_gemv_f32_chunk<M, true>(acc, cur, c, t, x, lt, steps, ss, ob, os);
+        else
+            q35_gemv_f32_chunk<M, false>(acc, cur, c, t, x, lt, steps, ss, ob, os);
         cur = nxt;
     }
+    float sum[M];
+#pragma unroll
+    for (int r = 0; r < M; r++)
+        sum[r] = acc[r][0] + acc[r][1];
     if (KS > 1) { /* the K parts' sums, in part order */
 #pragma unroll
         for (int r = 0; r < M; r++)
-            partial[part][r][lane] = acc[r];
+            partial[part][r][lane] = sum[r];
         __syncthreads();
         if (part != 0)
             return;
 #pragma unroll
         for (int r = 0; r < M; r++)
             for (int p = 1; p < KS; p++)
-                acc[r] += partial[p][r][lane];
+                sum[r] += partial[p][r][lane];
     }
     if (n < t.n)
 #pragma unroll
         for (int r = 0; r < M; r++)
-            y[(int64_t)r * t.n + n] = q35_epilogue_apply(e, acc[r], r, n, t.n);
+            y[(int64_t)r * t.n + n] = q35_epilogue_apply(e, sum[r], r, n, t.n);
+}
+
+/* One chunk (c) of the int8 GEMV: each group's rescale term added to total[r] (KS = 1) or
+ * left in tp[h][r][lane] (KS > 1). FULL: all 256 weights inside K (no bounds checks). */
+template <int M, int KS, bool FULL>
+__device__ __forceinline__ void q35_gemv_i8_chunk(float (&total)[M], float (*tp)[M][32],
+                                                  const q35_chunk &cur, int c,
+                                                  const q35_q3p5 &t, const int8_t *q,
+                                                  const uint32_t *lt, const float *steps,
+                                                  float ss, float ob, float os)
+{
+    const int lane = threadIdx.x & 31;
+#pragma unroll
+    for (int h = 0; h < 8; h++) {
+        const int g = c * 8 + h;
+        if (!FULL && g >= t.groups)
+            break;
+        int qv[M][8], sx[M], acc[M];
+#pragma unroll
+        for (int r = 0; r < M; r++) {
+            sx[r] = 0;
+            acc[r] = 0;
+#pragma unroll
+            for (int b = 0; b < 2; b++) {
+                /* K % 16 == 0, so a 16-weight block is all in or all out */
+                const int kb = g * 32 + 16 * b;
+                const int4 v = FULL || kb < t.k
+                    ? __ldg((const int4 *)(const void *)(q + (int64_t)r * t.k + kb))
+                    : make_int4(0, 0, 0, 0);
+                qv[r][4 * b] = v.x;
+                qv[r][4 * b + 1] = v.y;
+                qv[r][4 * b + 2] = v.z;
+                qv[r][4 * b + 3] = v.w;
+            }
+#pragma unroll
+            for (int j = 0; j < 8; j++)
+                sx[r] = __dp4a(qv[r][j], 0x01010101, sx[r]);
+        }
+#pragma unroll
+        for (int j = 0; j < 8; j++) {
+            const uint32_t a = q35_lane_entry(lt, q35_chunk_code(cur, 16 * h + 2 * j));
+            const uint32_t b = q35_lane_entry(lt, q35_chunk_code(cur, 16 * h + 2 * j + 1));
+            const int wv = (int)__byte_perm(a, b, 0x5410);
+#pragma unroll
+            for (int r = 0; r < M; r++)
+                acc[r] = __dp4a(qv[r][j], wv, acc[r]);
+        }
+        float scale, offset;
+        q35_chunk_meta(cur, h, ss, ob, os, steps, &scale, &offset);
+#pragma unroll
+        for (int r = 0; r < M; r++) {
+            const float term = __fadd_rn(__fmul_rn(scale, __int2float_rn(acc[r])),
+                                         __fmul_rn(offset, __int2float_rn(sx[r])));
+            if (KS == 1)
+                total[r] = __fadd_rn(total[r], term);
+            else
+                tp[h][r][lane] = term;
+        }
+    }
 }
 
 /* ---- int8-path GEMV: y[M, N] = row_scale * sum_g (s_g * acc_g + o_g * sx_g), group 32 --
@@ -348,12 +426,12 @@ template <int M, int KS>
 __global__ void __launch_bounds__(KS * 32)
 q35_gemv_i8(float *y, const int8_t *q, const float *row_scale, q35_q3p5 t)
 {
-    static_assert(KS == 1 || KS == 2 || KS == 4, "1, 2 or 4 warps split K");
+    static_assert(KS == 1 || KS == 2 || KS == 4 || KS == 8, "1, 2, 4 or 8 warps split K");
     static_assert(KS * M <= 16, "the terms of a round fit 16 KiB");
     __shared__ uint32_t table[128 * 32];
     __shared__ float steps[32];
     __shared__ float terms[KS > 1 ? KS : 1][8][M][32];
-    q35_load_lane_tables<true>(table, steps);
+    q35_load_lane_tables<true, KS * 32>(table, steps);
     const int lane = threadIdx.x & 31, part = threadIdx.x >> 5;
     const int n = blockIdx.x * 32 + lane, nc = n < t.n ? n : t.n - 1;
     const float ss = t.super_scale[nc], ob = t.offset_base[nc], os = t.offset_step[nc];
@@ -372,64 +450,28 @@ q35_gemv_i8(float *y, const int8_t *q, const float *row_scale, q35_q3p5 t)
         q35_chunk nxt; /* in flight while this chunk's products run */
         const int cn = c + KS < chunks ? c + KS : c < chunks ? c : chunks - 1;
         q35_load_chunk(records + (int64_t)cn * Q35_RECORD, lane, nxt);
-        if (c < chunks) {
-#pragma unroll
-            for (int h = 0; h < 8; h++) {
-                const int g = c * 8 + h;
-                if (g >= t.groups)
-                    break;
-                int qv[M][8], sx[M], acc[M];
-#pragma unroll
-                for (int r = 0; r < M; r++) {
-                    sx[r] = 0;
-                    acc[r] = 0;
-#pragma unroll
-                    for (int b = 0; b < 2; b++) {
-                        /* K % 16 == 0, so a 16-weight block is all in or all out */
-                        const int kb = g * 32 + 16 * b;
-                        const int4 v = kb < t.k
-                            ? __ldg((const int4 *)(const void *)(q + (int64_t)r * t.k + kb))
-                            : make_int4(0, 0, 0, 0);
-                        qv[r][4 * b] = v.x;
-                        qv[r][4 * b + 1] = v.y;
-                        qv[r][4 * b + 2] = v.z;
-                        qv[r][4 * b + 3] = v.w;
-                    }
-#pragma unroll
-                    for (int j = 0; j < 8; j++)
-                        sx[r] = __dp4a(qv[r][j], 0x01010101, sx[r]);
-                }
-#pragma unroll
-                for (int j = 0; j < 8; j++) {
-                    const uint32_t a = q35_lane_entry(lt, q35_chunk_code(cur, 16 * h + 2 * j));
-                    const uint32_t b = q35_lane_entry(lt, q35_chunk_code(cur, 16 * h + 2 * j + 1));
-                    const int wv = (int)__byte_perm(a, b, 0x5410);
-#pragma unroll
-                    for (int r = 0; r < M; r++)
-                        acc[r] = __dp4a(qv[r][j], wv, acc[r]);
-                }
-                float scale, offset;
-                q35_chunk_meta(cur, h, ss, ob, os, steps, &scale, &offset);
-#pragma unroll
-                for (int r = 0; r < M; r++) {
-                    const float term = __fadd_rn(__fmul_rn(scale, __int2float_rn(acc[r])),
-                                                 __fmul_rn(offset, __int2float_rn(sx[r])));
-                    if (KS == 1)
-                        total[r] = __fadd_rn(total[r], term);
-                    else
-                        terms[part][h][r][lane] = term;
-                }
-            }
-        }
+        if (c < chunks && (c + 1) * 256 <= t.k) /* a whole chunk: no bounds checks */
+            q35_gemv_i8_chunk<M, KS, true>(total, terms[KS > 1 ? part : 0], cur, c, t, q, lt,
+                                           steps, ss, ob, os);
+        else if (c < chunks)
+            q35_gemv_i8_chunk<M, KS, false>(total, terms[KS > 1 ? part : 0], cur, c, t, q, lt,
+                                            steps, ss, ob, os);
         cur = nxt;
         if (KS > 1) {
             __syncthreads();
             const int groups = min(8 * KS, t.groups - 8 * base); /* this round's groups */
 #pragma unroll
             for (int r = 0; r < M; r++)
-                if (r % KS == part)
-                    for (int i = 0; i < groups; i++)
-                        total[r] = __fadd_rn(total[r], terms[i / 8][i % 8][r][lane]);
+                if (r % KS == part) {
+                    if (groups == 8 * KS) { /* unrolled: the loads ahead of the adds */
+#pragma unroll
+                        for (int i = 0; i < 8 * KS; i++)
+                            total[r] = __fadd_rn(total[r], terms[i / 8][i % 8][r][lane]);
+                    } else {
+                        for (int i = 0; i < groups; i++)
+                            total[r] = __fadd_rn(total[r], terms[i / 8][i % 8][r][lane]);
+                    }
+                }
             __syncthreads();
         }
     }
