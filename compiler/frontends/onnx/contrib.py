@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import itertools
 
+import ml_dtypes
 import numpy as np
 import onnx
 from onnx import NodeProto
@@ -293,7 +294,7 @@ def _group_query_attention(imp, node, inputs):
     if window > 0:
         mask = g.op("And", [mask, g.op("Greater", [
             key_at, g.op("Sub", [query_at, g.const(window)])])])
-    lowest = g.const(np.finfo(fdt).min, fdt)
+    lowest = g.const(ml_dtypes.finfo(fdt).min, fdt)  # numpy's finfo has no bfloat16
     probs = g.op("Softmax", [g.op("Where", [mask, scores, lowest])], axis=-1)
     attended = g.op("MatMul", [probs, values])
     out = g.op("Reshape", [g.op("Transpose", [attended], perm=[0, 2, 1, 3]),
