@@ -37,18 +37,28 @@ CHAT_TEMPLATE = ("{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}{{ e
                  "{% endfor %}{% if add_generation_prompt %}<assistant>{% endif %}")
 
 
-def build_decoder(seed: int = 0) -> onnx.ModelProto:
-    rng = np.random.default_rng(seed)
-    inits: list[TensorProto] = []
-    nodes: list[onnx.NodeProto] = []
+class _Initializers(list):
+    """The graph's initializers: constants (`init`) and seeded random weights (`weight`,
+    N(0, 1/fan-in) unless `scale` is given); both return the name."""
 
-    def init(name: str, value) -> str:
-        inits.append(numpy_helper.from_array(np.asarray(value), name))
+    def __init__(self, rng: np.random.Generator):
+        super().__init__()
+        self.rng = rng
+
+    def init(self, name: str, value) -> str:
+        self.append(numpy_helper.from_array(np.asarray(value), name))
         return name
 
-    def weight(name: str, *shape: int, scale: float | None = None) -> str:
+    def weight(self, name: str, *shape: int, scale: float | None = None) -> str:
         std = scale if scale is not None else 1 / math.sqrt(shape[0])
-        return init(name, (rng.standard_normal(shape) * std).astype(np.float32))
+        return self.init(name, (self.rng.standard_normal(shape) * std).astype(np.float32))
+
+
+def build_decoder(seed: int = 0) -> onnx.ModelProto:
+    rng = np.random.default_rng(seed)
+    inits = _Initializers(rng)
+    init, weight = inits.init, inits.weight
+    nodes: list[onnx.NodeProto] = []
 
     def node(op: str, inputs: list[str], name: str, **attrs) -> str:
         nodes.append(helper.make_node(op, inputs, [name], name=name, **attrs))
@@ -155,16 +165,9 @@ def build_gqa_decoder(seed: int = 1) -> onnx.ModelProto:
     `com.microsoft.GroupQueryAttention` (rotary from cos/sin caches, the cache's head size
     symbolic: genai_config.json gives it), and a SiLU-gated MLP."""
     rng = np.random.default_rng(seed)
-    inits: list[TensorProto] = []
+    inits = _Initializers(rng)
+    init, weight = inits.init, inits.weight
     nodes: list[onnx.NodeProto] = []
-
-    def init(name: str, value) -> str:
-        inits.append(numpy_helper.from_array(np.asarray(value), name))
-        return name
-
-    def weight(name: str, *shape: int, scale: float | None = None) -> str:
-        std = scale if scale is not None else 1 / math.sqrt(shape[0])
-        return init(name, (rng.standard_normal(shape) * std).astype(np.float32))
 
     def node(op: str, inputs: list[str], outputs: list[str] | str, domain: str = "",
              **attrs) -> str:
