@@ -369,14 +369,9 @@ class OnnxImporter:
         branch = next((a.g for a in node.attribute if a.name == name), None)
         if branch is None:
             raise self.error(node, f"has no {name}")
-        for tensor in branch.initializer:
-            self.env[tensor.name] = numpy_helper.to_array(tensor)
-        for inner in branch.node:
-            self.current = inner
-            self.bind(inner, self.convert_node(inner, self.block,
-                                               [self.lookup(n) for n in inner.input]))
-        self.current = node
-        outputs = [self.lookup(info.name) for info in branch.output]
+        constants = {t.name: numpy_helper.to_array(t) for t in branch.initializer}
+        outputs = self.expand(node, list(branch.node), constants,
+                              [info.name for info in branch.output])
         if len(outputs) != len(node.output):
             raise self.error(node, f"its {name} has {len(outputs)} outputs, the node "
                                    f"{len(node.output)}")
@@ -384,9 +379,10 @@ class OnnxImporter:
 
     def expand(self, node: NodeProto, nodes: list[NodeProto], constants: dict[str, np.ndarray],
                outputs: list[str | None]) -> list[Value]:
-        """Import `nodes` (standard ONNX nodes that together compute `node`; contrib.py) in
-        place of `node`, with `constants` as initializers; return the values of `outputs`
-        (None where the node's output is not computed)."""
+        """Import `nodes` (standard ONNX nodes that together compute `node`: an expansion
+        from contrib.py, or an If's taken branch) in place of `node`, with `constants` as
+        initializers; return the values of `outputs` (None where the node's output is not
+        computed)."""
         self.env.update(constants)
         for inner in nodes:
             self.current = inner
