@@ -64,6 +64,15 @@ def _require_level(level: str) -> None:
         pytest.skip("no AVX2")
 
 
+def _use_level(level: str, monkeypatch) -> None:
+    """Run the C target's kernels at `level` (Q35_KERNELS; "native" = the CPU's best)."""
+    _require_level(level)
+    if level == "native":
+        monkeypatch.delenv("Q35_KERNELS", raising=False)
+    else:
+        monkeypatch.setenv("Q35_KERNELS", level)
+
+
 def _module(shapes, seed: int):
     """@main(x_0, x_1, ...) -> (y_0, y_1, ...), y_i = matmul_int8(quantize(x_i), W_i)."""
     store = WeightStore()
@@ -110,11 +119,7 @@ def _check(shapes, seed: int) -> None:
 
 @pytest.mark.parametrize("level", LEVELS)
 def test_small_m_int8_gemv_is_bit_exact_at_every_kernel_level(level, monkeypatch):
-    _require_level(level)
-    if level == "native":
-        monkeypatch.delenv("Q35_KERNELS", raising=False)
-    else:
-        monkeypatch.setenv("Q35_KERNELS", level)
+    _use_level(level, monkeypatch)
     _check(SHAPES, 35)
 
 
@@ -198,11 +203,7 @@ FLOAT_SHAPES = [(2, 5, 3), (3, 33, 17), (4, 77, 10), (5, 500, 9), (6, 576, 20), 
 
 @pytest.mark.parametrize("level", LEVELS)
 def test_small_m_float_gemv_rows_equal_their_one_row_products(level, monkeypatch):
-    _require_level(level)
-    if level == "native":
-        monkeypatch.delenv("Q35_KERNELS", raising=False)
-    else:
-        monkeypatch.setenv("Q35_KERNELS", level)
+    _use_level(level, monkeypatch)
     _check_float_rows(FLOAT_SHAPES, 7)
 
 
