@@ -126,37 +126,15 @@ def ort_runner(model, m: int, k: int, n: int, threads: int):
 
 
 def ort_models(m: int, k: int, n: int) -> dict:
-    """onnxruntime fp32 MatMul on bench_gemv's weights, and MatMulNBits at levels 0 and 4."""
-    from onnx import TensorProto, helper, numpy_helper
-
+    """onnxruntime fp32 MatMul on bench_gemv's weights, and MatMulNBits at levels 0 and 4
+    (bench_gemv builds them)."""
     sys.path.insert(0, str(HERE))
-    from bench_gemv import weights
+    from bench_gemv import ort_models as gemv_models
 
-    models = {}
-    rng = np.random.default_rng(7)
-    blocks = k // 32
-    w = weights(k, n)[0]
-    graph = helper.make_graph(
-        [helper.make_node("MatMul", ["A", "W"], ["Y"])], "fp32",
-        [helper.make_tensor_value_info("A", TensorProto.FLOAT, [m, k])],
-        [helper.make_tensor_value_info("Y", TensorProto.FLOAT, [m, n])],
-        [numpy_helper.from_array(w, "W")])
-    models["ort fp32"] = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    for level in (0, 4):
-        b = rng.integers(0, 256, (n, blocks, 16), dtype=np.uint8)
-        scales = (rng.random(n * blocks, dtype=np.float32) * 0.02).astype(np.float32)
-        node = helper.make_node("MatMulNBits", ["A", "B", "scales"], ["Y"],
-                                domain="com.microsoft", K=k, N=n, bits=4, block_size=32,
-                                accuracy_level=level)
-        graph = helper.make_graph(
-            [node], "nbits",
-            [helper.make_tensor_value_info("A", TensorProto.FLOAT, [m, k])],
-            [helper.make_tensor_value_info("Y", TensorProto.FLOAT, [m, n])],
-            [numpy_helper.from_array(b, "B"), numpy_helper.from_array(scales, "scales")])
-        models[f"ort nbits{level}"] = helper.make_model(
-            graph, opset_imports=[helper.make_opsetid("", 17),
-                                  helper.make_opsetid("com.microsoft", 1)])
-    return models
+    models = gemv_models(k, n, m)
+    if "ort fp32" not in models:
+        raise SystemExit(f"{k}x{n} is too large for bench_gemv's float weights")
+    return {name: models[name][0] for name in ("ort fp32", "ort nbits0", "ort nbits4")}
 
 
 def bench_shape(m: int, k: int, n: int, threads: int, rounds: int, runs: int,
