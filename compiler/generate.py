@@ -35,7 +35,8 @@ from typing import IO
 
 import numpy as np
 
-from q35c.compiler.diagnostics import Q35cError
+from q35c.compiler.diagnostics import Q35cError, first_line
+from q35c.compiler.files import InputFileError, confined_file, read_input_text
 
 INPUT_IDS, MASK, POSITIONS, LOGITS = "input_ids", "attention_mask", "position_ids", "logits"
 PAST = re.compile(r"past_key_values\.(\d+)\.(key|value)$")
@@ -130,21 +131,33 @@ def static_shapes(path: Path, context: int, step: int) -> dict[str, tuple[int, .
 def _genai_cache_dims(path: Path) -> tuple[int, int]:
     """(key/value heads, head size) from onnxruntime-genai's genai_config.json beside the
     model, whose graphs leave the cache's head size symbolic; (0, 0) without one."""
-    from q35c.compiler.files import InputFileError, confined_file, read_input_text
-
-    config = path.parent / "genai_config.json"
-    if not config.exists() and not config.is_symlink():
+    config = read_json_beside(path.parent, "genai_config.json", limit=1 << 20)
+    if config is None:
         return 0, 0
-    try:  # a regular file inside the model's folder, of bounded size
-        text = read_input_text(confined_file(path.parent, config.name, limit=1 << 20))
-        decoder = json.loads(text)["model"]["decoder"]
+    try:
+        decoder = config["model"]["decoder"]
         return int(decoder.get("num_key_value_heads", 0)), int(decoder.get("head_size", 0))
+    except (ValueError, KeyError, TypeError, AttributeError, OverflowError) as err:
+        raise Q35cError(f"{path.parent / 'genai_config.json'}: cannot read the decoder's head "
+                        f"size: {first_line(err) or type(err).__name__}") from None
+
+
+def read_json_beside(folder: Path, name: str, limit: int) -> dict | None:
+    """The JSON object in the file `name` of `folder` (a regular file inside the folder, at
+    most `limit` bytes), or None when there is no such file; Q35cError naming the file
+    for anything else."""
+    path = folder / name
+    if not path.exists() and not path.is_symlink():
+        return None
+    try:
+        doc = json.loads(read_input_text(confined_file(folder, name, limit=limit)))
     except InputFileError as err:
-        raise Q35cError(f"{config}: {err}") from None
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
-        raise Q35cError(f"{config}: cannot read the decoder's head size: "
-                        f"{str(err).splitlines()[0] if str(err) else type(err).__name__}"
-                        ) from None
+        raise Q35cError(f"{path}: {err}") from None
+    except (ValueError, RecursionError) as err:
+        raise Q35cError(f"{path}: not valid JSON: {first_line(err)}") from None
+    if not isinstance(doc, dict):
+        raise Q35cError(f"{path}: not a JSON object")
+    return doc
 
 
 # -- compiled models -----------------------------------------------------------------------
@@ -447,14 +460,15 @@ class Tokenizer:
         except Exception as err:
             raise Q35cError(f"{path}: cannot load the tokenizer: {err}") from None
         self.path = path
-        config_path = path.with_name("tokenizer_config.json")
-        self.config = json.loads(config_path.read_text()) if config_path.exists() else {}
+        self.config = read_json_beside(path.parent, "tokenizer_config.json",
+                                       limit=64 << 20) or {}
         self.eos = self._special("eos_token")
         self.bos = self._special("bos_token")
 
     def _special(self, key: str) -> str | None:
         value = self.config.get(key)
-        return value.get("content") if isinstance(value, dict) else value
+        value = value.get("content") if isinstance(value, dict) else value
+        return value if isinstance(value, str) else None
 
     def encode(self, text: str) -> list[int]:
         return self.tok.encode(text, add_special_tokens=False).ids
@@ -470,19 +484,29 @@ class Tokenizer:
         """The chat template applied to one user message, with the generation prompt."""
         template = self.config.get("chat_template")
         jinja_file = self.path.with_name("chat_template.jinja")
-        if not template and jinja_file.exists():
-            template = jinja_file.read_text()
-        if not template:
+        if not template and (jinja_file.exists() or jinja_file.is_symlink()):
+            try:
+                template = read_input_text(confined_file(jinja_file.parent, jinja_file.name,
+                                                         limit=1 << 20))
+            except InputFileError as err:
+                raise Q35cError(f"{jinja_file}: {err}") from None
+        if not isinstance(template, str) or not template:
             raise Q35cError(f"{self.path}: --chat needs a chat template (tokenizer_config."
                             "json's chat_template or chat_template.jinja beside it)")
         try:
             from jinja2.sandbox import ImmutableSandboxedEnvironment
         except ImportError:
             raise Q35cError("--chat needs the jinja2 package: pip install 'q35c[llm]'") from None
+        from jinja2 import TemplateError
+
         env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
-        return env.from_string(template).render(
-            messages=[{"role": "user", "content": prompt}], add_generation_prompt=True,
-            bos_token=self.bos or "", eos_token=self.eos or "")
+        try:
+            return env.from_string(template).render(
+                messages=[{"role": "user", "content": prompt}], add_generation_prompt=True,
+                bos_token=self.bos or "", eos_token=self.eos or "")
+        except TemplateError as err:
+            raise Q35cError(f"{self.path}: the chat template fails: {first_line(err)}"
+                            ) from None
 
 
 def stream_text(tokenizer: Tokenizer, ids: Iterator[int], out: IO[str]) -> list[int]:

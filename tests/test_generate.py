@@ -388,3 +388,41 @@ def test_genai_config_outside_the_models_folder_is_refused(tiny_gqa, tmp_path):
     with pytest.raises(Q35cError, match="genai_config.json.*outside"):
         compile_step(folder / "decode.onnx", CompileRequest(target="interp", passes="",
                                                               context=CONTEXT), 1)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("{not json", "not valid JSON"),
+    ("[" * 100_000 + "]" * 100_000, "not valid JSON"),  # nesting past the parser's limit
+    ('{"model": {"decoder": {"head_size": 1e999}}}', "head size"),
+    ('{"model": [1, 2]}', "head size"),
+    ("[1, 2]", "not a JSON object"),
+])
+def test_a_hostile_genai_config_is_one_line(tiny_gqa, tmp_path, text, message):
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "decode.onnx").write_bytes((tiny_gqa / "decode.onnx").read_bytes())
+    (folder / "genai_config.json").write_text(text)
+    with pytest.raises(Q35cError, match=f"genai_config.json: .*{message}"):
+        compile_step(folder / "decode.onnx", CompileRequest(target="interp", passes="",
+                                                              context=CONTEXT), 1)
+
+
+@pytest.mark.parametrize("config, template, message", [
+    ("{broken", None, "tokenizer_config.json: not valid JSON"),
+    ('"a string"', None, "tokenizer_config.json: not a JSON object"),
+    ('{"chat_template": "{% for %}"}', None, "the chat template fails"),
+    ('{"chat_template": 7}', None, "needs a chat template"),
+    ("{}", "outside", "chat_template.jinja: .*outside"),
+])
+def test_hostile_tokenizer_side_files_are_one_line(tiny, tmp_path, config, template, message):
+    """tokenizer_config.json and chat_template.jinja beside the tokenizer come from the same
+    untrusted folder as the model: read bounded, from inside the folder, errors naming them."""
+    folder = tmp_path / "tok"
+    folder.mkdir()
+    (folder / "tokenizer.json").write_bytes((tiny / "tokenizer.json").read_bytes())
+    (folder / "tokenizer_config.json").write_text(config)
+    if template == "outside":
+        (tmp_path / "secret.jinja").write_text("{{ messages }}")
+        (folder / "chat_template.jinja").symlink_to(tmp_path / "secret.jinja")
+    with pytest.raises(Q35cError, match=message):
+        Tokenizer(folder / "tokenizer.json").chat("hi")
