@@ -41,3 +41,25 @@ def test_exported_architecture_matches_onnxruntime(exported, name, exporter, tar
                        q35c=[sys.executable, "-m", "q35c.compiler.cli"])
     assert result["status"] == "ok"
     assert result["rel"] < 1e-5
+
+
+@pytest.fixture(scope="module")
+def optimized(exported):
+    out, _ = exported
+    return out, zoo.optimize(out)
+
+
+@pytest.mark.parametrize("name", list(zoo.OPTIMIZER_TYPES))
+@pytest.mark.parametrize("exporter", zoo.EXPORTERS)
+@pytest.mark.parametrize("target", ["interp", "c"])
+def test_onnxruntime_optimized_graph_matches_onnxruntime(optimized, name, exporter, target):
+    """The same exports after onnxruntime's transformer optimizer (contrib-domain
+    SkipLayerNormalization, Gelu, FastGelu, BiasGelu)."""
+    out, status = optimized
+    file = f"{name}.{exporter}-ortopt.onnx"
+    if status[file] != "ok":  # onnxruntime's optimizer itself fails (gpt2 dynamo, 1.32)
+        pytest.skip(f"onnxruntime's optimizer: {status[file]}")
+    result = zoo.check(out / file, target, quantized=False,
+                       q35c=[sys.executable, "-m", "q35c.compiler.cli"])
+    assert result["status"] == "ok"
+    assert result["rel"] < 1e-5

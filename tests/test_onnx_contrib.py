@@ -154,3 +154,71 @@ def test_group_query_attention_crafted_total_length_is_bounded(tmp_path):
     path = _model(tmp_path, [node], ins, [helper.make_tensor_value_info("out", F, None)], inits)
     with pytest.raises(Q35cError, match="max-tensor-bytes"):
         run_file(path, {}, tmp_path / "out", Options(target="interp", passes=""))
+
+
+@pytest.mark.parametrize("target", ["interp", "c"])
+def test_transformer_optimizer_activations(tmp_path, target):
+    """Gelu, BiasGelu, FastGelu (with and without its bias) and QuickGelu, as onnxruntime's
+    transformer optimizer writes them."""
+    rng = np.random.default_rng(3)
+    shape = [2, 3, 40]
+    inits = [numpy_helper.from_array(rng.standard_normal(40).astype(np.float32), "bias")]
+    nodes = [
+        helper.make_node("Gelu", ["x"], ["gelu"], domain="com.microsoft"),
+        helper.make_node("BiasGelu", ["x", "bias"], ["bias_gelu"], domain="com.microsoft"),
+        helper.make_node("FastGelu", ["x", "bias"], ["fast_bias"], domain="com.microsoft"),
+        helper.make_node("FastGelu", ["x"], ["fast"], domain="com.microsoft"),
+        helper.make_node("QuickGelu", ["x"], ["quick"], domain="com.microsoft"),
+        helper.make_node("QuickGelu", ["x"], ["quick_alpha"], domain="com.microsoft",
+                         alpha=1.5),
+    ]
+    outs = [n.output[0] for n in nodes]
+    path = _model(tmp_path, nodes, [helper.make_tensor_value_info("x", F, shape)],
+                  [helper.make_tensor_value_info(n, F, shape) for n in outs], inits)
+    feeds = {"x": (3 * rng.standard_normal(shape)).astype(np.float32)}
+    _check(tmp_path, path, feeds, target, rtol=1e-5)
+
+
+ROTARY_CASES = {
+    # name: (input shape, attributes, position_ids, cache width)
+    "3d-heads-given": ([1, 5, 64], {"num_heads": 4}, "rows", 8),
+    "3d-head-is-rotary": ([2, 3, 48], {}, "rows", 8),
+    "4d": ([2, 3, 4, 16], {}, "rows", 8),
+    "interleaved": ([1, 4, 32], {"num_heads": 2, "interleaved": 1}, "rows", 8),
+    "partial": ([1, 4, 64], {"num_heads": 2, "rotary_embedding_dim": 16}, "rows", 8),
+    "start-position": ([2, 4, 32], {"num_heads": 2}, "start", 8),
+}
+
+
+@pytest.mark.parametrize("target", ["interp", "c"])
+@pytest.mark.parametrize("case", list(ROTARY_CASES))
+def test_rotary_embedding_matches_onnxruntime(tmp_path, case, target):
+    shape, attrs, positions, half = ROTARY_CASES[case]
+    rng = np.random.default_rng(len(case))
+    b, s = shape[0], shape[-2] if len(shape) == 4 else shape[1]
+    angles = np.arange(32)[:, None] / 10000 ** (np.arange(half) / half)
+    if positions == "start":
+        pos = np.array([5], np.int64)
+    else:
+        pos = rng.integers(0, 32, (b, s)).astype(np.int64)
+    inits = [numpy_helper.from_array(pos, "pos"),
+             numpy_helper.from_array(np.cos(angles).astype(np.float32), "cos"),
+             numpy_helper.from_array(np.sin(angles).astype(np.float32), "sin")]
+    node = helper.make_node("RotaryEmbedding", ["x", "pos", "cos", "sin"], ["y"],
+                            domain="com.microsoft", **attrs)
+    path = _model(tmp_path, [node], [helper.make_tensor_value_info("x", F, shape)],
+                  [helper.make_tensor_value_info("y", F, shape)], inits)
+    _check(tmp_path, path, {"x": rng.standard_normal(shape).astype(np.float32)}, target,
+           rtol=1e-6)
+
+
+def test_rotary_embedding_bad_cache_is_one_line(tmp_path):
+    inits = [numpy_helper.from_array(np.zeros((1, 4), np.int64), "pos"),
+             numpy_helper.from_array(np.zeros((32, 8), np.float32), "cos"),
+             numpy_helper.from_array(np.zeros((32, 6), np.float32), "sin")]
+    node = helper.make_node("RotaryEmbedding", ["x", "pos", "cos", "sin"], ["y"],
+                            domain="com.microsoft", num_heads=2)
+    path = _model(tmp_path, [node], [helper.make_tensor_value_info("x", F, [1, 4, 32])],
+                  [helper.make_tensor_value_info("y", F, [1, 4, 32])], inits)
+    with pytest.raises(Q35cError, match="RotaryEmbedding.*sin_cache must match"):
+        run_file(path, {}, tmp_path / "out", Options(target="interp", passes=""))

@@ -13,7 +13,11 @@ already has:
   `cos_cache`/`sin_cache` (half-split or interleaved, full or partial), the KV cache as
   `past_key`/`past_value` concatenated with the new keys and values into `present_*`,
   causal masking (optionally within a local window), `softcap`, `attention_bias`,
-  `position_ids`, and keys beyond each row's `seqlens_k` masked.
+  `position_ids`, and keys beyond each row's `seqlens_k` masked;
+* `com.microsoft.Gelu`, `BiasGelu`, `FastGelu` and `QuickGelu` (onnxruntime's transformer
+  optimizer), into q35c's GELU (erf or tanh form) or x * sigmoid(alpha x);
+* `com.microsoft.RotaryEmbedding`: 3-D or 4-D input, per-row positions or one start
+  position, half-split or interleaved, full or partial.
 
 GroupQueryAttention follows onnxruntime's cache layout: `present_*` has max(total, past
 buffer) slots; row b's past is its first `seqlens_k[b] + 1 - S` slots of the buffer, its new
@@ -300,3 +304,87 @@ def _group_query_attention(imp, node, inputs):
     out = g.op("Reshape", [g.op("Transpose", [attended], perm=[0, 2, 1, 3]),
                            g.const([b, s, heads * d])])
     return g.run([out, present_k, present_v][:len(node.output)])
+
+
+# -- activations of onnxruntime's transformer optimizer ----------------------------------------
+
+
+@converter("com.microsoft.Gelu", "com.microsoft.BiasGelu", "com.microsoft.FastGelu")
+def _gelu(imp, node, inputs):
+    """Gelu (erf), BiasGelu (erf, of A + B) and FastGelu (the tanh form, of X + bias when a
+    bias is given): onnxruntime's transformer optimizer writes them for BERT and GPT-2."""
+    g = _Graph(imp, node)
+    x = node.input[0]
+    if _input_name(node, 1):
+        x = g.op("Add", [x, node.input[1]])
+    tanh = node.op_type == "FastGelu"
+    y = g.op("Gelu", [x], approximate="tanh" if tanh else "none")
+    return g.run([y])
+
+
+@converter("com.microsoft.QuickGelu")
+def _quick_gelu(imp, node, inputs):
+    """x * sigmoid(alpha * x), alpha 1.702 unless given (CLIP's activation)."""
+    fdt = _float_dtype(imp, node, inputs[0])
+    g = _Graph(imp, node)
+    alpha = g.const(float(imp.attr(node, "alpha", 1.702)), fdt)
+    y = g.op("Mul", [node.input[0], g.op("Sigmoid", [g.op("Mul", [node.input[0], alpha])])])
+    return g.run([y])
+
+
+@converter("com.microsoft.RotaryEmbedding")
+def _rotary_embedding(imp, node, inputs):
+    """Rotary embedding of `input` ([B, S, hidden] or [B, heads, S, head]) at `position_ids`
+    ([B, S], or one start position for every row), from `cos_cache` / `sin_cache`
+    ([positions, rotary_dim / 2]); half-split or interleaved, over the first
+    `rotary_embedding_dim` features of each head (all of them by default)."""
+    if int(imp.attr(node, "is_packed_batching", 0)):
+        raise imp.error(node, "is_packed_batching is not supported")
+    shape = _static_shape(imp, node, inputs[0], "input")
+    cache = _static_shape(imp, node, inputs[2], "cos_cache")
+    if len(cache) != 2 or cache[1] <= 0 or _static_shape(imp, node, inputs[3], "sin_cache") \
+            != cache:
+        raise imp.error(node, f"cos_cache has shape {list(cache)}, sin_cache must match and "
+                              "both be [positions, rotary_dim / 2]")
+    rot = int(imp.attr(node, "rotary_embedding_dim", 0)) or 2 * cache[1]
+    heads = int(imp.attr(node, "num_heads", 0))
+    if len(shape) == 4:
+        b, heads, s, d = shape
+    elif len(shape) == 3:
+        b, s, hidden = shape
+        if heads <= 0:  # onnxruntime: the head size is the rotary size then
+            heads = hidden // rot if rot > 0 and hidden % rot == 0 else 0
+        d = hidden // heads if heads > 0 else 0
+        if d <= 0 or heads * d != hidden:
+            raise imp.error(node, f"input width {hidden} does not split into heads of the "
+                                  "rotary size; give num_heads")
+    else:
+        raise imp.error(node, f"input has shape {list(shape)}; expected [batch, sequence, "
+                              "hidden] or [batch, heads, sequence, head]")
+    if rot != 2 * cache[1] or rot > d or rot % 2:
+        raise imp.error(node, f"rotary_embedding_dim {rot} must be twice cos_cache's width "
+                              f"{cache[1]} and at most the head size {d}")
+    g = _Graph(imp, node)
+    positions = node.input[1]
+    pos_shape = _static_shape(imp, node, inputs[1], "position_ids")
+    if int(np.prod(pos_shape)) == 1:  # one start position: it, it + 1, ...
+        positions = g.op("Add", [g.op("Reshape", [positions, g.const([1, 1])]),
+                                 g.const(np.arange(s).reshape(1, s))])
+    elif pos_shape != (b, s):
+        raise imp.error(node, f"position_ids has shape {list(pos_shape)}, expected [{b}, "
+                              f"{s}] or [1]")
+    positions = g.op("Cast", [positions], to=onnx.TensorProto.INT64)
+    cos = g.op("Reshape", [g.op("Gather", [node.input[2], positions], axis=0),
+                           g.const([-1, 1, s, rot // 2])])
+    sin = g.op("Reshape", [g.op("Gather", [node.input[3], positions], axis=0),
+                           g.const([-1, 1, s, rot // 2])])
+    x = node.input[0]
+    if len(shape) == 3:
+        x = g.op("Transpose", [g.op("Reshape", [x, g.const([b, s, heads, d])])],
+                 perm=[0, 2, 1, 3])
+    y = _rotate(g, x, cos, sin, (b, heads, s, d), rot,
+                bool(imp.attr(node, "interleaved", 0)))
+    if len(shape) == 3:
+        y = g.op("Reshape", [g.op("Transpose", [y], perm=[0, 2, 1, 3]),
+                             g.const([b, s, heads * d])])
+    return g.run([y])
