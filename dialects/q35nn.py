@@ -407,10 +407,16 @@ ONNX_GENERIC_EXCLUDED = frozenset({
 """Default-domain ops that onnx.reference implements but `q35nn.onnx_node` does not take."""
 
 
+#: Default-domain ops onnx's reference implementation lacks and q35c's semantics define
+#: (semantics/onnx_node.py, REFERENCE_FIXES).
+ONNX_GENERIC_DEFINED_BY_Q35C = frozenset({"GlobalLpPool"})
+
+
 def onnx_generic_ops() -> frozenset[str]:
     """The op types `q35nn.onnx_node` accepts: every default-domain op onnx's reference
     implementation defines (a class in `onnx.reference.ops`, or a function body in its
-    schema, which the reference evaluator expands), less ONNX_GENERIC_EXCLUDED."""
+    schema, which the reference evaluator expands) and those q35c defines in its place
+    (ONNX_GENERIC_DEFINED_BY_Q35C), less ONNX_GENERIC_EXCLUDED."""
     global _GENERIC_OPS
     if _GENERIC_OPS is None:
         import onnx.defs
@@ -419,7 +425,7 @@ def onnx_generic_ops() -> frozenset[str]:
         names = {name.split("_")[0] for name in _op_list.__all__ if name != "load_op"}
         names |= {s.name for s in onnx.defs.get_all_schemas() if s.domain == "" and (
             s.has_function or s.has_context_dependent_function)}
-        _GENERIC_OPS = frozenset(names - ONNX_GENERIC_EXCLUDED)
+        _GENERIC_OPS = frozenset((names | ONNX_GENERIC_DEFINED_BY_Q35C) - ONNX_GENERIC_EXCLUDED)
     return _GENERIC_OPS
 
 

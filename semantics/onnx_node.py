@@ -22,6 +22,7 @@ from onnx.reference.ops.op_batch_normalization import (
     BatchNormalization_14,
     _batchnorm_test_mode,
 )
+from onnx.reference.ops.op_dequantize_linear import DequantizeLinear_25
 from onnx.reference.ops.op_einsum import Einsum as _ReferenceEinsum
 from onnx.reference.ops.op_loop import Loop as _ReferenceLoop
 from onnx.reference.ops.op_scan import Scan as _ReferenceScan
@@ -117,6 +118,15 @@ class Einsum(_ReferenceEinsum):
         return super()._run(*args, equation=equation)
 
 
+class DequantizeLinear(DequantizeLinear_25):
+    """DequantizeLinear at every opset. onnx's reference (1.23) implements opset 19 and later
+    only, so the opset 10 and 13 forms had no implementation: onnxruntime's quantization
+    tools write them into every model below opset 19 (`quantize_dynamic` of a legacy export
+    at opset 17, the ONNX model zoo's int8 models). The later operator with its defaults
+    (per-tensor or per-axis scale, no blocks, the scale's element type out) is the earlier
+    one."""
+
+
 class GatherElements(OpRun):
     """GatherElements as the operator defines it (`np.take_along_axis`, negative indices
     counted from the end of the axis, an index out of range an error). onnx's reference
@@ -143,6 +153,17 @@ class GatherElements(OpRun):
         view = data[tuple(slice(0, i) if dim != axis else slice(None)
                           for dim, i in enumerate(index.shape))]
         return (np.take_along_axis(view, index, axis=axis),)
+
+
+class GlobalLpPool(OpRun):
+    """GlobalLpPool (the p-norm over all spatial axes, kept as size-1 axes), which onnx's
+    reference (1.23) does not implement."""
+
+    def _run(self, x, p=None):
+        p = 2 if p is None else int(p)
+        axes = tuple(range(2, x.ndim))
+        norm = np.sum(np.abs(x.astype(np.float64)) ** p, axis=axes, keepdims=True) ** (1 / p)
+        return (norm.astype(x.dtype),)
 
 
 class LRN(OpRun):
@@ -256,4 +277,5 @@ class Scan(_ReferenceScan):
 
 #: The operators whose onnx reference implementation q35c replaces (above): the interpreter's
 #: `onnx_node` and the ONNX frontend's import-time folding both evaluate with these.
-REFERENCE_FIXES = [BatchNormalization, Einsum, GatherElements, LRN, Loop, Scan]
+REFERENCE_FIXES = [BatchNormalization, DequantizeLinear, Einsum, GatherElements,
+                   GlobalLpPool, LRN, Loop, Scan]

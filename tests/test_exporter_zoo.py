@@ -63,3 +63,27 @@ def test_onnxruntime_optimized_graph_matches_onnxruntime(optimized, name, export
                        q35c=[sys.executable, "-m", "q35c.compiler.cli"])
     assert result["status"] == "ok"
     assert result["rel"] < 1e-5
+
+
+@pytest.fixture(scope="module")
+def quantized(exported):
+    out, _ = exported
+    return out, zoo.quantize(out)
+
+
+@pytest.mark.parametrize("name", list(zoo.ARCHITECTURES))
+@pytest.mark.parametrize("exporter", zoo.EXPORTERS)
+@pytest.mark.parametrize("form", zoo.QUANTIZED_FORMS)
+def test_onnxruntime_quantized_graph_matches(quantized, name, exporter, form):
+    """The exports after onnxruntime's quantization tools (dynamic int8 with uint8 or int8
+    weights, DequantizeLinear at the export's opset; 4-bit MatMulNBits), on the interpreter:
+    against onnxruntime, or for int8 weights against onnx's reference (onnxruntime's x86
+    uint8 x int8 kernels are not exact)."""
+    out, status = quantized
+    file = f"{name}.{exporter}-{form}.onnx"
+    assert status[file] == "ok", status[file]
+    result = zoo.check(out / file, "interp", quantized=False,
+                       q35c=[sys.executable, "-m", "q35c.compiler.cli"],
+                       reference="onnx" if form == "dyn-s8" else "onnxruntime")
+    assert result["status"] == "ok"
+    assert result["rel"] < 1e-5

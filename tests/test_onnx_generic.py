@@ -243,3 +243,51 @@ def test_gather_elements_index_out_of_range_is_an_error(tmp_path):
                  [numpy_helper.from_array(np.zeros((70, 2), np.float32), "data")])
     with pytest.raises(Exception, match="out of range"):
         run_file(path, {"index": np.array([[0, 70]], np.int64)}, tmp_path / "out", INTERP)
+
+
+@pytest.mark.parametrize("opset", [10, 13, 17])
+@pytest.mark.parametrize("folded", [True, False])
+def test_dequantize_linear_below_opset_19(tmp_path, opset, folded):
+    """DequantizeLinear at the opsets onnxruntime's quantization tools write below 19 (10:
+    per tensor; 13: per axis): onnx's reference (1.23) implements 19 and later only, q35c
+    defines the earlier forms. Folded (int8 weights, as quantize_dynamic writes them) and at
+    run time, against onnxruntime."""
+    rng = np.random.default_rng(opset)
+    x = rng.integers(-128, 128, (4, 6)).astype(np.int8)
+    per_axis = opset >= 13
+    scale = (rng.random(6 if per_axis else ()) + 0.1).astype(np.float32)
+    zero = rng.integers(-5, 5, 6 if per_axis else ()).astype(np.int8)
+    inits = [numpy_helper.from_array(scale, "scale"), numpy_helper.from_array(zero, "zero")]
+    attrs = {"axis": 1} if per_axis else {}
+    node = helper.make_node("DequantizeLinear", ["x", "scale", "zero"], ["y"], name="dq",
+                            **attrs)
+    inputs = [_info("x", TensorProto.INT8, [4, 6])]
+    if folded:
+        inits.append(numpy_helper.from_array(x, "x"))
+        inputs = []
+    path = _save(tmp_path, [node], inputs, [_info("y", TensorProto.FLOAT, [4, 6])], inits,
+                 opset=opset)
+    feeds = {} if folded else {"x": x}
+    got = run_file(path, feeds, tmp_path / "out", INTERP)["y"]
+    want = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, feeds)
+    np.testing.assert_array_equal(got, want[0])
+    np.testing.assert_array_equal(got, (x.astype(np.float32) - zero) * scale)
+
+
+@pytest.mark.parametrize("p", [1, 2, 3])
+def test_global_lp_pool(tmp_path, p):
+    """GlobalLpPool, which onnx's reference (1.23) lacks, against onnxruntime."""
+    x = np.random.default_rng(p).standard_normal((2, 3, 4, 5)).astype(np.float32)
+    node = helper.make_node("GlobalLpPool", ["x"], ["y"], name="lp", p=p)
+    path = _save(tmp_path, [node], [_info("x", TensorProto.FLOAT, [2, 3, 4, 5])],
+                 [_info("y", TensorProto.FLOAT, [2, 3, 1, 1])])
+    got = run_file(path, {"x": x}, tmp_path / "out", INTERP)["y"]
+    want = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(
+        None, {"x": x})[0]
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+
+
+def test_every_operator_q35c_defines_is_accepted_by_the_generic_op():
+    from q35c.semantics.onnx_node import REFERENCE_FIXES
+
+    assert {fix.__name__ for fix in REFERENCE_FIXES} <= q35nn.onnx_generic_ops()

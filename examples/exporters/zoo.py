@@ -3,15 +3,18 @@ both torch.onnx exporters, then run through q35c and compared with onnxruntime.
 
     python examples/exporters/zoo.py export OUT [NAME ...]     # OUT/<name>.<exporter>.onnx
     python examples/exporters/zoo.py optimize OUT              # OUT/<name>.<exporter>-ortopt.onnx
+    python examples/exporters/zoo.py quantize OUT              # OUT/<name>.<exporter>-<form>.onnx
     python examples/exporters/zoo.py check OUT [--target c] [--quantized] [--markdown]
 
-`export` needs the `models` extra (torch, transformers, onnxscript); `optimize` (onnxruntime's
-transformer optimizer, as users run it on such exports: fused SkipLayerNormalization, Gelu,
-FastGelu, BiasGelu nodes of onnxruntime's contrib domain) and `check` need only q35c and
-onnxruntime. Weights are random (seeded) and layers tiny (width 64, 2 layers), so the
-graphs are exactly what the exporters emit for the real architectures (attention masks,
-rotary tables, GQA, token-type buffers, patch embeddings), at a size a test can run. An
-export that torch itself cannot do is listed as such, not as a q35c failure. docs/onnx.md
+`export` needs the `models` extra (torch, transformers, onnxscript); `optimize`
+(onnxruntime's transformer optimizer, as users run it on such exports: fused
+SkipLayerNormalization, Gelu, FastGelu, BiasGelu nodes of onnxruntime's contrib domain),
+`quantize` (onnxruntime's quantization tools: dynamic int8 with uint8 or int8 weights, 4-bit
+MatMulNBits) and `check` need only q35c and onnxruntime. Weights are random (seeded) and
+layers tiny (width 64, 2 layers), so the graphs are exactly what the exporters emit for the
+real architectures (attention masks, rotary tables, GQA, token-type buffers, patch
+embeddings), at a size a test can run. An export that torch itself cannot do is listed as
+such, not as a q35c failure. docs/onnx.md
 ("Exporter graphs of other architectures") has the measured table.
 """
 
@@ -158,20 +161,69 @@ def optimize(out: Path) -> dict[str, str]:
     return status
 
 
-def check(path: Path, target: str, quantized: bool, q35c: list[str]) -> dict:
+#: onnxruntime's quantized forms `quantize` writes: dynamic int8 quantization
+#: (DynamicQuantizeLinear, MatMulInteger, ConvInteger, DequantizeLinear at the export's
+#: opset) with uint8 or int8 weights, and 4-bit MatMulNBits (block 32, float compute)
+QUANTIZED_FORMS = ("dyn-u8", "dyn-s8", "nbits")
+
+
+def quantize(out: Path, names: list[str] | None = None) -> dict[str, str]:
+    """Quantize OUT's exports with onnxruntime's tools, writing
+    `<name>.<exporter>-<form>.onnx` for each of QUANTIZED_FORMS; {file: "ok" | error}."""
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+    status = {}
+    for name in names or ARCHITECTURES:
+        for exporter in EXPORTERS:
+            source = out / f"{name}.{exporter}.onnx"
+            if not source.exists():
+                continue
+            for form in QUANTIZED_FORMS:
+                target = out / f"{name}.{exporter}-{form}.onnx"
+                try:
+                    if form == "nbits":
+                        quantizer = MatMulNBitsQuantizer(onnx.load(source), block_size=32,
+                                                         is_symmetric=False, accuracy_level=0)
+                        quantizer.process()
+                        quantizer.model.save_model_to_file(str(target), False)
+                    else:
+                        quantize_dynamic(source, target, weight_type=QuantType.QUInt8
+                                         if form == "dyn-u8" else QuantType.QInt8)
+                    status[target.name] = "ok"
+                except Exception as err:  # the tools' own limits
+                    target.unlink(missing_ok=True)
+                    status[target.name] = f"{type(err).__name__}: {str(err)[:160]}"
+    return status
+
+
+def check(path: Path, target: str, quantized: bool, q35c: list[str],
+          reference: str = "onnxruntime") -> dict:
     """Run `path` through `q35c run --target TARGET` (float import unless `quantized`) and
-    compare with onnxruntime: {"status": "ok" | q35c's error line, "rel": max abs error over
-    max |reference|}."""
+    compare with `reference`: {"status": "ok" | q35c's error line, "rel": max abs error over
+    max |reference|}. The reference is onnxruntime with its graph optimizations off (1.32
+    cannot load some of its own optimizer's output with them on), or "onnx": onnx's
+    reference implementation, exact in integer arithmetic where onnxruntime's x86 kernels
+    for int8 weights (uint8 x int8 products) are not."""
+    import onnx
     import onnxruntime as ort
 
     name = path.name.split(".")[0]
     x = example_input(name)
-    options = ort.SessionOptions()  # the graph as written (onnxruntime 1.32 cannot load
-    # some of its own optimizer's output with its graph optimizations on)
+    options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     feed_name = session.get_inputs()[0].name
-    want = session.run(None, {feed_name: x})[0]
+    if reference == "onnx":
+        from onnx.reference import ReferenceEvaluator
+
+        from q35c.semantics.onnx_node import REFERENCE_FIXES  # operators onnx lacks
+
+        want = ReferenceEvaluator(onnx.load(path), new_ops=REFERENCE_FIXES).run(
+            None, {feed_name: x})[0]
+    else:
+        want = session.run(None, {feed_name: x})[0]
     with tempfile.TemporaryDirectory() as tmp:
         np.save(Path(tmp) / "x.npy", x)
         cmd = [*q35c, "run", str(path), "--target", target, "-o", str(Path(tmp) / "out"),
@@ -184,7 +236,7 @@ def check(path: Path, target: str, quantized: bool, q35c: list[str]) -> dict:
             return {"status": lines[-1], "rel": None}
         got = np.load(Path(tmp) / "out" / f"{session.get_outputs()[0].name}.npy")
     if got.shape != want.shape:
-        return {"status": f"shape {got.shape}, onnxruntime {want.shape}", "rel": None}
+        return {"status": f"shape {got.shape}, {reference} {want.shape}", "rel": None}
     rel = float(np.max(np.abs(got.astype(np.float64) - want)) / max(np.max(np.abs(want)), 1e-30))
     return {"status": "ok", "rel": rel}
 
@@ -197,12 +249,18 @@ def main(argv: list[str] | None = None) -> int:
     ex.add_argument("names", nargs="*", metavar="NAME", help=", ".join(ARCHITECTURES))
     op = sub.add_parser("optimize", help="onnxruntime's transformer optimizer over the exports")
     op.add_argument("out", type=Path)
+    qu = sub.add_parser("quantize", help="onnxruntime's quantization tools over the exports")
+    qu.add_argument("out", type=Path)
+    qu.add_argument("names", nargs="*", metavar="NAME")
     ch = sub.add_parser("check", help="run every OUT/*.onnx through q35c against onnxruntime")
     ch.add_argument("out", type=Path)
     ch.add_argument("--target", default="interp")
     ch.add_argument("--quantized", action="store_true",
                     help="the default pipeline (Q3P5 weights) instead of the float import")
     ch.add_argument("--markdown", action="store_true")
+    ch.add_argument("--reference", choices=["onnxruntime", "onnx"], default="onnxruntime",
+                    help="onnxruntime (graph optimizations off), or onnx's reference "
+                         "implementation (exact integer arithmetic)")
     args = parser.parse_args(argv)
     if args.command == "export":
         unknown = sorted(set(args.names) - set(ARCHITECTURES))
@@ -216,8 +274,10 @@ def main(argv: list[str] | None = None) -> int:
             for exporter, result in status.items():
                 print(f"{name}.{exporter}: {result}")
         return 0
-    if args.command == "optimize":
-        for name, result in optimize(args.out).items():
+    if args.command in ("optimize", "quantize"):
+        done = optimize(args.out) if args.command == "optimize" else \
+            quantize(args.out, args.names)
+        for name, result in done.items():
             print(f"{name}: {result}")
         return 0
     q35c = [sys.executable, "-m", "q35c.compiler.cli"]
@@ -225,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.markdown:
         print("| model | exporter | q35c | max abs error / max abs |\n|---|---|---|---:|")
     for path in sorted(args.out.glob("*.onnx")):
-        result = check(path, args.target, args.quantized, q35c)
+        result = check(path, args.target, args.quantized, q35c, args.reference)
         failures += result["status"] != "ok"
         name, exporter = path.name.split(".")[:2]
         rel = "" if result["rel"] is None else f"{result['rel']:.2e}"
