@@ -319,3 +319,23 @@ def test_a_lowering_refusal_names_the_model_file(tmp_path):
         f'q35c: error: {path}: c target: q35nn.onnx_node "Dropout"')
     assert len(result.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("dtype", [np.float16, ml_dtypes.bfloat16, np.int8, np.uint16,
+                                   np.float64])
+def test_transpose_and_concat_of_other_element_types(tmp_path, dtype):
+    """Transpose (given and default perm) and Concat (an empty input among them) of the
+    element types the dedicated converters do not take, as float16 LLM exports have them:
+    strided copies, bit for bit."""
+    rng = np.random.default_rng(5)
+    a = rng.integers(-100, 100, (2, 3, 4)).astype(dtype)
+    b = rng.integers(-100, 100, (2, 5, 4)).astype(dtype)
+    e = np.zeros((2, 0, 4), dtype)
+    nodes = [helper.make_node("Transpose", ["a"], ["t"], perm=[1, 2, 0]),
+             helper.make_node("Transpose", ["b"], ["r"]),
+             helper.make_node("Concat", ["a", "e", "b", "a"], ["c"], axis=-2)]
+    model = _model(nodes, {"a": a, "b": b, "e": e},
+                   {"t": (dtype, (3, 4, 2)), "r": (dtype, (4, 5, 2)), "c": (dtype, (2, 11, 4))})
+    c = _agree(model, {"a": a, "b": b, "e": e}, tmp_path)
+    np.testing.assert_array_equal(c["t"], a.transpose(1, 2, 0))
+    np.testing.assert_array_equal(c["c"], np.concatenate([a, b, a], axis=1))

@@ -332,6 +332,34 @@ def lower_split(lowering, op) -> None:
         at += out.shape[axis]
 
 
+@lowers("Transpose")
+def lower_transpose(lowering, op) -> None:
+    """A strided copy (element types the dedicated path does not take: float16, int8...)."""
+    [src] = _ins(lowering, op, op.inputs[:1])
+    [out] = _results(lowering, op)
+    rank = len(src.shape)
+    perm = attributes(op).get("perm")
+    perm = list(range(rank))[::-1] if perm is None else [int(p) % rank for p in perm]
+    st = strides(src.shape)
+    lowering.strided_copy(op, out, src, out.shape, 0, strides(out.shape), 0,
+                          [st[p] for p in perm])
+
+
+@lowers("Concat")
+def lower_concat(lowering, op) -> None:
+    """One strided copy per (non-empty) input into its place along the axis."""
+    srcs = _ins(lowering, op, op.inputs)
+    [out] = _results(lowering, op)
+    axis = int(attributes(op)["axis"]) % len(out.shape)
+    st = strides(out.shape)
+    at = 0
+    for src in srcs:
+        if all(src.shape):
+            lowering.strided_copy(op, out, src, src.shape, at * st[axis], st, 0,
+                                  strides(src.shape))
+        at += src.shape[axis]
+
+
 @lowers("Slice")
 def lower_slice(lowering, op) -> None:
     """Starts, ends, axes and steps must be constants (the output's static shape needs them
