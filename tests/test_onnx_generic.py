@@ -291,3 +291,22 @@ def test_every_operator_q35c_defines_is_accepted_by_the_generic_op():
     from q35c.semantics.onnx_node import REFERENCE_FIXES
 
     assert {fix.__name__ for fix in REFERENCE_FIXES} <= q35nn.onnx_generic_ops()
+
+
+@pytest.mark.parametrize("dtype", [TensorProto.FLOAT16, TensorProto.DOUBLE, TensorProto.INT32])
+def test_shape_of_a_generic_tensor_is_a_constant(tmp_path, dtype):
+    """Shape and Size of a tensor of a type the dedicated converters do not take (float16
+    exports) stay compile-time constants, so the Reshape / Slice they feed has a static
+    shape (the legacy exporter's float16 ViT and Phi-3 graphs)."""
+    nodes = [helper.make_node("Shape", ["x"], ["s"], name="shape"),
+             helper.make_node("Size", ["x"], ["n"], name="size"),
+             helper.make_node("Gather", ["s", "zero"], ["d0"], name="g", axis=0),
+             helper.make_node("Div", ["n", "d0"], ["rest"], name="div"),
+             helper.make_node("Concat", ["d0", "rest"], ["target"], name="cat", axis=0),
+             helper.make_node("Reshape", ["x", "target"], ["y"], name="reshape")]
+    inits = [numpy_helper.from_array(np.array([0], np.int64), "zero")]
+    path = _save(tmp_path, nodes, [_info("x", dtype, [2, 3, 4])], [_info("y", dtype, None)],
+                 inits)
+    x = np.arange(24).reshape(2, 3, 4).astype(helper.tensor_dtype_to_np_dtype(dtype))
+    got = run_file(path, {"x": x}, tmp_path / "out", INTERP)["y"]
+    np.testing.assert_array_equal(got, x.reshape(2, 12))

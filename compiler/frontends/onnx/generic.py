@@ -60,6 +60,8 @@ def _dtype(value: Value) -> np.dtype:
 def needs_generic(imp: OnnxImporter, node: NodeProto, inputs: list[Value]) -> bool:
     """Whether `node` (with a run-time input) must take the generic path although it may
     have a dedicated converter: its types are not the dedicated ones (module docstring)."""
+    if node.op_type in ("Shape", "Size"):  # constants from the static shape, any dtype
+        return False
     runtime = [_dtype(v) for v in inputs if isinstance(v, SSAValue)]
     if any(d not in DEDICATED_DTYPES for d in runtime):
         return True
