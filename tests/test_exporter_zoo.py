@@ -97,7 +97,7 @@ def exported_half(tmp_path_factory):
 
 
 #: legacy float16 exports onnxruntime refuses to load (torch writes a float32 LayerNorm
-#: scale beside float16 input), and the C target's float32-only Conv (ViT)
+#: scale beside float16 input); the C target refuses ViT's float16 Conv (float32 only)
 NO_REFERENCE = {("gpt2", "legacy"), ("gptneox", "legacy"), ("opt", "legacy")}
 
 
