@@ -258,3 +258,55 @@ def test_deform_conv_fails_on_a_non_finite_offset(tmp_path):
     _deform_conv_model(path, feeds)
     with pytest.raises(Q35cError, match="sampling position is not finite"):
         run(path, feeds, "c", tmp_path / "c")
+
+
+@pytest.mark.parametrize("elem", [TensorProto.FLOAT16, TensorProto.BFLOAT16])
+def test_half_precision_cnn_ops_compute_in_float32_on_c(tmp_path, elem):
+    """Conv (with bias), BatchNormalization, MaxPool (with Indices), AveragePool and
+    GlobalAveragePool of float16 / bfloat16 (a `model.half()` export's patch embedding or
+    CNN): the C target widens the operands exactly, computes in float32 and rounds each
+    result once, so it agrees with the interpreter (which rounds inside onnx's reference
+    kernels) to the half type's precision and equals float32 arithmetic on the same
+    values rounded once."""
+    require_tool("cc")
+    import ml_dtypes
+
+    dtype = np.float16 if elem == TensorProto.FLOAT16 else ml_dtypes.bfloat16
+    rng = np.random.default_rng(1)
+
+    def init(name, shape):
+        return onnx.numpy_helper.from_array(
+            rng.standard_normal(shape).astype(np.float32).astype(dtype), name)
+
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("BatchNormalization", ["c", "g", "beta", "m", "v"], ["n"]),
+             helper.make_node("MaxPool", ["n"], ["p", "i"], kernel_shape=[2, 2], strides=[2, 2]),
+             helper.make_node("AveragePool", ["n"], ["a"], kernel_shape=[3, 3]),
+             helper.make_node("GlobalAveragePool", ["p"], ["ga"])]
+    inits = [init("w", (4, 3, 3, 3)), init("b", (4,)), init("g", (4,)), init("beta", (4,)),
+             init("m", (4,)),
+             onnx.numpy_helper.from_array(np.full(4, 1.5, np.float32).astype(dtype), "v")]
+    outs = [helper.make_tensor_value_info(n, elem, None) for n in ("c", "n", "p", "a", "ga")]
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", elem, [1, 3, 8, 8])],
+        outs + [helper.make_tensor_value_info("i", TensorProto.INT64, None)], inits)
+    path = tmp_path / "half.onnx"  # bfloat16 Conv and pools since opset 22
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 22)]), path)
+    x = rng.standard_normal((1, 3, 8, 8)).astype(np.float32).astype(dtype)
+    want = run(path, {"x": x}, "interp", tmp_path / "i")
+    got = run(path, {"x": x}, "c", tmp_path / "c")
+    eps = float(ml_dtypes.finfo(dtype).eps)
+    for name in ("c", "n", "p", "a", "ga"):
+        assert got[name].dtype == want[name].dtype == np.dtype(dtype), name
+        g, w = got[name].astype(np.float64), want[name].astype(np.float64)
+        assert np.max(np.abs(g - w)) <= 8 * eps * max(np.max(np.abs(w)), 1.0), name
+    np.testing.assert_array_equal(got["i"], want["i"])
+    # the Conv alone: float32 arithmetic on the half values, rounded once
+    conv = np.zeros((1, 4, 8, 8), np.float64)
+    xp = np.pad(x.astype(np.float64), ((0, 0), (0, 0), (1, 1), (1, 1)))
+    w4 = onnx.numpy_helper.to_array(inits[0]).astype(np.float64)
+    for r in range(8):
+        for c in range(8):
+            conv[0, :, r, c] = np.tensordot(w4, xp[0, :, r:r + 3, c:c + 3], axes=3)
+    conv += onnx.numpy_helper.to_array(inits[1]).astype(np.float64)[:, None, None]
+    assert np.max(np.abs(got["c"].astype(np.float64) - conv)) <= eps * np.max(np.abs(conv))

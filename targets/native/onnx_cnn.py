@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 
+import ml_dtypes
 import numpy as np
 import onnx
 from xdsl.dialects import arith
@@ -29,6 +30,8 @@ from q35c.targets.native.onnx_node import lowers
 from q35c.targets.native.program import Buffer, Step
 
 F32 = np.dtype(np.float32)
+HALF_FLOATS = (np.dtype(np.float16), np.dtype(ml_dtypes.bfloat16))
+"""Computed in float32: read widened (exactly), the result rounded back once at the end."""
 
 
 # -- operands and attributes ---------------------------------------------------------------
@@ -46,6 +49,8 @@ class Node:
         self.attrs = {a.name: onnx.helper.get_attribute_value(a)
                       for a in op.node_proto().attribute}
         self.type = op.op_type.data
+        self.narrowed: list[tuple[Buffer, Buffer]] = []  # (float32 result, the real one)
+        self.widened = False
 
     def error(self, message: str):
         return self.lowering.error(f'q35nn.onnx_node "{self.type}": {message}')
@@ -58,13 +63,33 @@ class Node:
         return self.lowering.buffer_of(self.inputs[slot], self.op)
 
     def float_buffer(self, slot: int) -> Buffer:
+        """Input `slot` as float32: float16 and bfloat16 inputs are widened (exactly) into a
+        float32 copy, and the node's results of those types are then computed in float32
+        and rounded once (`result`); other types are refused."""
         buf = self.buffer(slot)
+        if buf.dtype in HALF_FLOATS:
+            wide = self.lowering.new("arena", F32, buf.shape, "wide")
+            self._cast(wide, buf)
+            self.widened = True
+            return wide
         if buf.dtype != F32:
-            raise self.error(f"input {slot} is {buf.dtype}; only float32 is supported")
+            raise self.error(f"input {slot} is {buf.dtype}; only float32, float16 and "
+                             "bfloat16 are supported")
         return buf
 
     def result(self, slot: int = 0) -> Buffer:
-        return self.lowering.result(self.outputs[slot], self.type.lower())
+        real = self.lowering.result(self.outputs[slot], self.type.lower())
+        if not (self.widened and real.dtype in HALF_FLOATS):
+            return real
+        wide = self.lowering.new("arena", F32, real.shape, "wide")
+        self.narrowed.append((wide, real))
+        return wide
+
+    def _cast(self, out: Buffer, src: Buffer) -> None:
+        to = onnx.helper.np_dtype_to_tensor_dtype(out.dtype)
+        self.lowering.steps.append(Step("onnx_map", [out], [src], {
+            "op": "Cast", "attrs": {"to": to, "saturate": 1}, "slots": [0],
+            "strides": [_strides(src.shape)]}, self.op.name))
 
     def is_known(self, slot: int) -> bool:
         """Whether input `slot` is absent or known at compile time."""
@@ -94,6 +119,9 @@ class Node:
 
     def step(self, kernel: str, outs: list[Buffer], ins: list[Buffer], params: dict) -> None:
         self.lowering.steps.append(Step(kernel, outs, ins, params, self.op.name))
+        for wide, real in self.narrowed:  # after the last step, the rounding that counts
+            if wide in outs:
+                self._cast(real, wide)
 
 
 def _shape(value: SSAValue) -> tuple[int, ...]:
