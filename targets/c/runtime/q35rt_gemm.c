@@ -327,27 +327,41 @@ static Q35_AVX512 void q35_fg_columns_avx512(const q35_qjob *job, int64_t n_begi
 
 /* ---- AVX2: micro-tiles of 16 rows (two vectors) x 6 columns -----------------------------
  * Rows in vector lanes, weights broadcast: per k, two loads of 16 rows' activations, six
- * broadcasts of decoded weights and 12 FMAs into 12 ymm accumulators (of the 16 registers:
+ * broadcasts of decoded weights and 12 FMAs into 12 ymm accumulators (of the 16 registers;
  * BLIS's Haswell kernel, 6 x 16, with the roles of rows and columns exchanged, so that a
  * column's decoded weights are read in the order the decoder writes them, k after k, and
- * need no transpose). Blocking as BLIS, for Zen 3's 32 KiB L1d and 512 KiB L2:
- *   - K blocks of Q35_FG2_KC = 256 k;
- *   - the activations are packed once per call, K block by K block, each block the rows
- *     (rounded up to 16) x 256 k contiguous, in row blocks of 16 rows x 256 k (16 KiB,
- *     k-major), so a row chunk's K block (Q35_FG2_MC rows: 256 KiB) is one stretch of
- *     memory that L2 holds without set conflicts;
- *   - per unit of up to Q35_FG_UNIT_TILES tiles of 6 columns, per row chunk and K block,
- *     the unit's weights are decoded once (6 KiB per tile, column-major: in L1 while the
- *     tile meets every row block of the chunk; the payload of the next K block is
- *     prefetched meanwhile);
+ * need no transpose). Blocking:
+ *   - K blocks of Q35_FG2_KC = 2048 k; the activations are packed once per call, K block
+ *     by K block, each block the rows (rounded up to 16) x its k, in row blocks of 16 rows
+ *     (k-major, 16 floats per k: 128 KiB, one sequential stream per kernel call);
+ *   - per unit of up to Q35_FG2_UNIT_TILES tiles of 6 columns, per row chunk of
+ *     Q35_FG2_MC rows and K block, each tile's weights are decoded once (48 KiB,
+ *     column-major) and meet every row block of the chunk;
  *   - the partial sums of each (row block, tile) wait between K blocks in a per-thread
- *     scratch in registers' layout (64 KiB); y is written once, after the last K block,
- *     by 8 x 8 transposes. */
-enum { Q35_FG2_COLS = 6, Q35_FG2_ROWS = 16, Q35_FG2_KC = 256, Q35_FG2_MC = 256 };
+ *     scratch in registers' layout (32 KiB); y is written once, after the last K block,
+ *     by 8 x 8 transposes.
+ * Measured on the AMD EPYC (Zen 3: 32 KiB L1d, 512 KiB L2) of docs/benchmarks.md under
+ * load 10 to 12, one thread: K blocks of 256 k (a tile's weights in L1, a row chunk's
+ * activations in L2, as BLIS blocks for these caches) ran 512 x 4096 x 4096 in 227 to 284
+ * ms against 211 to 232 for blocks of 2048 k, whose activations stream from L3 (at 128
+ * rows: even, 51 to 53 ms). */
+#ifndef Q35_FG2_TUNE
+enum { Q35_FG2_KC = 2048, Q35_FG2_MC = 256, Q35_FG2_UNIT_TILES = 4 };
+#endif
+enum { Q35_FG2_COLS = 6, Q35_FG2_ROWS = 16 };
 
-/* The packed activations of K block k0 / 256 and row block b: xp + k0 rows16 + 16 b 256
- * (k-major: 16 floats per k, zero past M). Fits q35_qmatmul_work_bytes: rows rounded up
- * to 16 x K rounded up to 512 floats. */
+/* Columns per parallel unit: whole tiles, up to Q35_FG2_UNIT_TILES of them, but at least 8
+ * units a call where N allows. */
+static int64_t q35_fg2_unit(int64_t n)
+{
+    int64_t tiles = (n / Q35_FG2_COLS) / 8;
+    return (tiles < 1 ? 1 : tiles > Q35_FG2_UNIT_TILES ? Q35_FG2_UNIT_TILES : tiles) *
+           Q35_FG2_COLS;
+}
+
+/* The packed activations of the K block [k0, k0 + kn) and row block b: xp + k0 rows16 +
+ * 16 b kn (k-major: 16 floats per k, zero past M). Fits q35_qmatmul_work_bytes: rows
+ * rounded up to 16 x K floats. */
 static int64_t q35_fg2_rows(int64_t rows)
 {
     return (rows + Q35_FG2_ROWS - 1) / Q35_FG2_ROWS * Q35_FG2_ROWS;
@@ -361,7 +375,7 @@ static Q35_AVX2 void q35_fg_prepare_avx2(const q35_qjob *job)
     for (k0 = 0; k0 < k; k0 += Q35_FG2_KC) {
         const int64_t kn = k - k0 < Q35_FG2_KC ? k - k0 : Q35_FG2_KC;
         for (r0 = 0; r0 < rows16; r0 += 8) {
-            float *dst = xp + k0 * rows16 + r0 / Q35_FG2_ROWS * (Q35_FG2_ROWS * Q35_FG2_KC) +
+            float *dst = xp + k0 * rows16 + r0 / Q35_FG2_ROWS * (Q35_FG2_ROWS * kn) +
                          r0 % Q35_FG2_ROWS;
             for (kk = 0; kk < kn; kk += 8) {
                 const int64_t km = kn - kk < 8 ? kn - kk : 8;
@@ -385,8 +399,9 @@ static Q35_AVX2 void q35_fg_prepare_avx2(const q35_qjob *job)
     }
 }
 
-/* The float32 weights of the 128-k chunks [j0, j1) of column n into dst[k - 128 j0]; the
- * payload of the next chunks' (j1 - j0) is prefetched. */
+/* The float32 weights of the 128-k chunks [j0, j1) of column n into dst[k - 128 j0]. The
+ * levels go from registers to the float conversion by extracts and byte shifts, the group's
+ * scale and offset by vpermps (not through stack buffers). */
 static Q35_AVX2 void q35_fg_decode_avx2(const q35_q3p5 *t, const q35_avx2_tables *tables,
                                         int64_t n, int64_t j0, int64_t j1, float *dst)
 {
@@ -396,8 +411,6 @@ static Q35_AVX2 void q35_fg_decode_avx2(const q35_q3p5 *t, const q35_avx2_tables
     q35_avx2_tables tb = *tables;
     int64_t j;
     Q35_AVX2_HIDE(tb.sixteen);
-    for (j = 0; j < 56 * (j1 - j0); j += 64) /* hints: never fault past the payload */
-        _mm_prefetch((const char *)(pay + 56 * j1 + j), _MM_HINT_T0);
     for (j = j0; j < j1; j++) {
         const int64_t ga = 4 * j; /* groups ga .. ga + 3, ga < G */
         __m256i lev[4], ca, cb;
@@ -488,36 +501,34 @@ static Q35_AVX2 void q35_fg_columns_avx2(const q35_qjob *job, int64_t n_begin, i
     const int64_t rows = job->rows, ldy = t->n, K = t->k, rows16 = q35_fg2_rows(rows);
     const int64_t chunks = (K + 127) / 128, per = Q35_FG2_KC / 128;
     const float *xp = (const float *)(const void *)job->work;
-    float w[Q35_FG_UNIT_TILES][Q35_FG2_COLS][Q35_FG2_STRIDE];                  /* 26 KiB */
-    __m256 part[Q35_FG2_MC / Q35_FG2_ROWS][Q35_FG_UNIT_TILES][16];             /* 32 KiB */
+    float w[Q35_FG2_COLS][Q35_FG2_STRIDE];                                     /* 48 KiB */
+    __m256 part[Q35_FG2_MC / Q35_FG2_ROWS][Q35_FG2_UNIT_TILES][16];            /* 32 KiB */
     q35_avx2_tables tables;
     int64_t u0, m0, j0, n0, r0, c;
     q35_avx2_tables_make(&tables);
-    for (u0 = n_begin; u0 < n_end; u0 += Q35_FG_UNIT_TILES * Q35_FG2_COLS) {
-        const int64_t u1 = n_end - u0 < Q35_FG_UNIT_TILES * Q35_FG2_COLS
-                               ? n_end : u0 + Q35_FG_UNIT_TILES * Q35_FG2_COLS;
+    for (u0 = n_begin; u0 < n_end; u0 += Q35_FG2_UNIT_TILES * Q35_FG2_COLS) {
+        const int64_t u1 = n_end - u0 < Q35_FG2_UNIT_TILES * Q35_FG2_COLS
+                               ? n_end : u0 + Q35_FG2_UNIT_TILES * Q35_FG2_COLS;
         for (m0 = 0; m0 < rows; m0 += Q35_FG2_MC) {
             const int64_t m1 = rows16 - m0 < Q35_FG2_MC ? rows16 : m0 + Q35_FG2_MC;
             for (j0 = 0; j0 < chunks; j0 += per) {
                 const int64_t j1 = j0 + per < chunks ? j0 + per : chunks;
                 const int64_t k0 = 128 * j0, kn = (128 * j1 < K ? 128 * j1 : K) - k0;
-                for (n0 = u0; n0 < u1; n0 += Q35_FG2_COLS)
-                    for (c = 0; c < Q35_FG2_COLS; c++) {
-                        float *dst = w[(n0 - u0) / Q35_FG2_COLS][c];
-                        if (n0 + c < t->n)
-                            q35_fg_decode_avx2(t, &tables, n0 + c, j0, j1, dst);
-                        else /* columns past N: zero weights, outputs not stored */
-                            memset(dst, 0, Q35_FG2_STRIDE * sizeof(float));
-                    }
                 for (n0 = u0; n0 < u1; n0 += Q35_FG2_COLS) {
                     const int64_t tile = (n0 - u0) / Q35_FG2_COLS;
                     const int64_t cols = t->n - n0 < Q35_FG2_COLS ? t->n - n0 : Q35_FG2_COLS;
+                    for (c = 0; c < Q35_FG2_COLS; c++) {
+                        if (c < cols)
+                            q35_fg_decode_avx2(t, &tables, n0 + c, j0, j1, w[c]);
+                        else /* columns past N: zero weights, outputs not stored */
+                            memset(w[c], 0, sizeof w[c]);
+                    }
                     for (r0 = m0; r0 < m1; r0 += Q35_FG2_ROWS) {
                         __m256 *acc = part[(r0 - m0) / Q35_FG2_ROWS][tile];
                         if (j0 == 0)
                             for (c = 0; c < 16; c++)
                                 acc[c] = _mm256_setzero_ps();
-                        q35_fg2_kernel(xp + k0 * rows16 + r0 * Q35_FG2_KC, w[tile][0], kn, acc);
+                        q35_fg2_kernel(xp + k0 * rows16 + r0 * kn, w[0], kn, acc);
                         if (j1 == chunks) {
                             q35_fg2_store8(job->y + r0 * ldy + n0, ldy, rows - r0, cols, acc);
                             q35_fg2_store8(job->y + (r0 + 8) * ldy + n0, ldy, rows - r0 - 8,
@@ -544,7 +555,7 @@ static void q35_qmatmul_f32_gemm(const q35_qjob *job)
     }
     if (q35_isa() == Q35_ISA_AVX2) {
         q35_fg_prepare_avx2(job);
-        q35_parallel_columns(q35_fg_columns_avx2, job, q35_fg_unit(job->t.n, Q35_FG2_COLS),
+        q35_parallel_columns(q35_fg_columns_avx2, job, q35_fg2_unit(job->t.n),
                              work);
         return;
     }
