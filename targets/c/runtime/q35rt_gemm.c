@@ -359,12 +359,17 @@ static int64_t q35_fg2_unit(int64_t n)
            Q35_FG2_COLS;
 }
 
-/* The packed activations of the K block [k0, k0 + kn) and row block b: xp + k0 rows16 +
- * 16 b kn (k-major: 16 floats per k, zero past M). Fits q35_qmatmul_work_bytes: rows
- * rounded up to 16 x K floats. */
+/* The packed activations of the K block [k0, k0 + kn) and row block b (rows 16 b ..): xp +
+ * k0 rows16 + 16 b kn, k-major, `width` floats per k: 16, or 8 for a last block of at most
+ * 8 rows (zero past M). Fits q35_qmatmul_work_bytes: rows rounded up to 16 x K floats. */
 static int64_t q35_fg2_rows(int64_t rows)
 {
     return (rows + Q35_FG2_ROWS - 1) / Q35_FG2_ROWS * Q35_FG2_ROWS;
+}
+
+static int64_t q35_fg2_width(int64_t rows, int64_t r0)
+{
+    return rows - r0 > 8 ? 16 : 8;
 }
 
 static Q35_AVX2 void q35_fg_prepare_avx2(const q35_qjob *job)
@@ -374,9 +379,9 @@ static Q35_AVX2 void q35_fg_prepare_avx2(const q35_qjob *job)
     int64_t k0, r0, kk, i;
     for (k0 = 0; k0 < k; k0 += Q35_FG2_KC) {
         const int64_t kn = k - k0 < Q35_FG2_KC ? k - k0 : Q35_FG2_KC;
-        for (r0 = 0; r0 < rows16; r0 += 8) {
-            float *dst = xp + k0 * rows16 + r0 / Q35_FG2_ROWS * (Q35_FG2_ROWS * kn) +
-                         r0 % Q35_FG2_ROWS;
+        for (r0 = 0; r0 < rows; r0 += 8) { /* 8 rows (a half block) at a time */
+            const int64_t b0 = r0 / Q35_FG2_ROWS * Q35_FG2_ROWS, width = q35_fg2_width(rows, b0);
+            float *dst = xp + k0 * rows16 + b0 * kn + (r0 - b0);
             for (kk = 0; kk < kn; kk += 8) {
                 const int64_t km = kn - kk < 8 ? kn - kk : 8;
                 __m256 v[8];
@@ -393,7 +398,7 @@ static Q35_AVX2 void q35_fg_prepare_avx2(const q35_qjob *job)
                 }
                 q35_avx2_transpose8(v);
                 for (i = 0; i < km; i++)
-                    _mm256_storeu_ps(dst + (kk + i) * Q35_FG2_ROWS, v[i]);
+                    _mm256_storeu_ps(dst + (kk + i) * width, v[i]);
             }
         }
     }
@@ -449,10 +454,12 @@ static Q35_AVX2 void q35_fg_decode_avx2(const q35_q3p5 *t, const q35_avx2_tables
 }
 
 #define Q35_FG_EACH6(X) X(0) X(1) X(2) X(3) X(4) X(5)
-/* The micro-kernel: k in [0, kn) of a packed row block (a: 16 floats per k) and a tile's
- * weights (w + c * Q35_FG2_STRIDE + k), into acc[c] (rows 0-7) and acc[8 + c] (rows 8-15). */
+/* The micro-kernel: k in [0, kn) of a packed row block (a: `width` floats per k, 16 or 8)
+ * and a tile's weights (w + c * Q35_FG2_STRIDE + k), into acc[c] (rows 0-7) and acc[8 + c]
+ * (rows 8-15). */
 enum { Q35_FG2_STRIDE = Q35_FG2_KC + 16 }; /* floats per buffered column */
-static Q35_AVX2 void q35_fg2_kernel(const float *a, const float *w, int64_t kn, __m256 acc[16])
+static Q35_AVX2 void q35_fg2_kernel(const float *a, const float *w, int64_t kn, int64_t width,
+                                    __m256 acc[16])
 {
     int64_t k;
 #define Q35_FG_IN(c) __m256 p##c = acc[c], q##c = acc[8 + c];
@@ -462,15 +469,25 @@ static Q35_AVX2 void q35_fg2_kernel(const float *a, const float *w, int64_t kn, 
         p##c = _mm256_fmadd_ps(x0, b, p##c);                               \
         q##c = _mm256_fmadd_ps(x1, b, q##c);                               \
     }
+#define Q35_FG_FMA1(c) \
+    p##c = _mm256_fmadd_ps(x0, _mm256_broadcast_ss(w + (c) * Q35_FG2_STRIDE + k), p##c);
 #define Q35_FG_OUT(c) acc[c] = p##c, acc[8 + c] = q##c;
     Q35_FG_EACH6(Q35_FG_IN)
-    for (k = 0; k < kn; k++) {
-        const __m256 x0 = _mm256_loadu_ps(a + 16 * k), x1 = _mm256_loadu_ps(a + 16 * k + 8);
-        Q35_FG_EACH6(Q35_FG_FMA2)
+    if (width == 16) {
+        for (k = 0; k < kn; k++) {
+            const __m256 x0 = _mm256_loadu_ps(a + 16 * k), x1 = _mm256_loadu_ps(a + 16 * k + 8);
+            Q35_FG_EACH6(Q35_FG_FMA2)
+        }
+    } else {
+        for (k = 0; k < kn; k++) {
+            const __m256 x0 = _mm256_loadu_ps(a + 8 * k);
+            Q35_FG_EACH6(Q35_FG_FMA1)
+        }
     }
     Q35_FG_EACH6(Q35_FG_OUT)
 #undef Q35_FG_IN
 #undef Q35_FG_FMA2
+#undef Q35_FG_FMA1
 #undef Q35_FG_OUT
 }
 
@@ -525,14 +542,16 @@ static Q35_AVX2 void q35_fg_columns_avx2(const q35_qjob *job, int64_t n_begin, i
                     }
                     for (r0 = m0; r0 < m1; r0 += Q35_FG2_ROWS) {
                         __m256 *acc = part[(r0 - m0) / Q35_FG2_ROWS][tile];
+                        const int64_t width = q35_fg2_width(rows, r0);
                         if (j0 == 0)
                             for (c = 0; c < 16; c++)
                                 acc[c] = _mm256_setzero_ps();
-                        q35_fg2_kernel(xp + k0 * rows16 + r0 * kn, w[0], kn, acc);
+                        q35_fg2_kernel(xp + k0 * rows16 + r0 * kn, w[0], kn, width, acc);
                         if (j1 == chunks) {
                             q35_fg2_store8(job->y + r0 * ldy + n0, ldy, rows - r0, cols, acc);
-                            q35_fg2_store8(job->y + (r0 + 8) * ldy + n0, ldy, rows - r0 - 8,
-                                           cols, acc + 8);
+                            if (width == 16)
+                                q35_fg2_store8(job->y + (r0 + 8) * ldy + n0, ldy,
+                                               rows - r0 - 8, cols, acc + 8);
                         }
                     }
                 }
