@@ -334,30 +334,21 @@ static Q35_AVX512 void q35_fg_columns_avx512(const q35_qjob *job, int64_t n_begi
  *   - K blocks of Q35_FG2_KC = 2048 k; the activations are packed once per call, K block
  *     by K block, each block the rows (rounded up to 16) x its k, in row blocks of 16 rows
  *     (k-major, 16 floats per k: 128 KiB, one sequential stream per kernel call);
- *   - per unit of up to Q35_FG2_UNIT_TILES tiles of 6 columns, per row chunk of
- *     Q35_FG2_MC rows and K block, each tile's weights are decoded once (48 KiB,
- *     column-major) and meet every row block of the chunk;
- *   - the partial sums of each (row block, tile) wait between K blocks in a per-thread
- *     scratch in registers' layout (32 KiB); y is written once, after the last K block,
- *     by 8 x 8 transposes.
- * Measured on the AMD EPYC (Zen 3: 32 KiB L1d, 512 KiB L2) of docs/benchmarks.md under
- * load 10 to 12, one thread: K blocks of 256 k (a tile's weights in L1, a row chunk's
- * activations in L2, as BLIS blocks for these caches) ran 512 x 4096 x 4096 in 227 to 284
- * ms against 211 to 232 for blocks of 2048 k, whose activations stream from L3 (at 128
- * rows: even, 51 to 53 ms). */
-#ifndef Q35_FG2_TUNE
-enum { Q35_FG2_KC = 2048, Q35_FG2_MC = 256, Q35_FG2_UNIT_TILES = 4 };
-#endif
-enum { Q35_FG2_COLS = 6, Q35_FG2_ROWS = 16 };
-
-/* Columns per parallel unit: whole tiles, up to Q35_FG2_UNIT_TILES of them, but at least 8
- * units a call where N allows. */
-static int64_t q35_fg2_unit(int64_t n)
-{
-    int64_t tiles = (n / Q35_FG2_COLS) / 8;
-    return (tiles < 1 ? 1 : tiles > Q35_FG2_UNIT_TILES ? Q35_FG2_UNIT_TILES : tiles) *
-           Q35_FG2_COLS;
-}
+ *   - per row chunk of Q35_FG2_MC rows and K block, every tile of 6 columns of the range
+ *     in turn: its weights are decoded once (48 KiB, column-major) and meet every row
+ *     block of the chunk, so the tiles share the chunk's activations of the block (2 MiB
+ *     at most) in L3;
+ *   - between K blocks the partial sums wait in y (8 x 8 transposes: with K = 4096, once
+ *     per 2048 k of 16 rows x 6 columns).
+ * Measured on the AMD EPYC (Zen 3: 32 KiB L1d, 512 KiB L2, 32 MiB L3 shared with other
+ * jobs) of docs/benchmarks.md under load 10 to 12, one thread, the best of 6 to 8 runs:
+ * K blocks of 256 k (a tile's weights in L1, a row chunk's activations in L2, as BLIS
+ * blocks for these caches) ran 512 x 4096 x 4096 in 227 to 284 ms against 211 to 232 for
+ * blocks of 2048 k (at 128 rows: even, 51 to 53 ms); keeping the partial sums in a
+ * per-thread scratch instead of y, which makes a thread's units of 4 tiles the outer loop
+ * (each streaming all of the activations, 8 MiB at 512 rows, through L3), 243 against
+ * 216 ms. */
+enum { Q35_FG2_KC = 2048, Q35_FG2_MC = 256, Q35_FG2_COLS = 6, Q35_FG2_ROWS = 16 };
 
 /* The packed activations of the K block [k0, k0 + kn) and row block b (rows 16 b ..): xp +
  * k0 rows16 + 16 b kn, k-major, `width` floats per k: 16, or 8 for a last block of at most
@@ -491,7 +482,26 @@ static Q35_AVX2 void q35_fg2_kernel(const float *a, const float *w, int64_t kn, 
 #undef Q35_FG_OUT
 }
 
-/* acc[c] (lanes: 8 rows, c < 6) to y[row, n0 + c] for the first nrows rows, cols columns. */
+/* 8 rows' partial sums between y and lanes: acc[c] = y[row0 .. row0 + 8, n0 + c] for the
+ * first nrows rows and cols columns (c < 6), by an 8 x 8 transpose. */
+static inline Q35_AVX2 void q35_fg2_load8(const float *y, int64_t ldy, int64_t nrows,
+                                          int64_t cols, __m256 acc[8])
+{
+    __m256 v[8];
+    int64_t i;
+    for (i = 0; i < 8; i++) {
+        float tmp[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+        if (i < nrows && cols == Q35_FG2_COLS) /* a constant size: inlined */
+            memcpy(tmp, y + i * ldy, Q35_FG2_COLS * sizeof(float));
+        else if (i < nrows)
+            memcpy(tmp, y + i * ldy, (size_t)cols * sizeof(float));
+        v[i] = _mm256_loadu_ps(tmp);
+    }
+    q35_avx2_transpose8(v);
+    for (i = 0; i < 6; i++)
+        acc[i] = v[i];
+}
+
 static inline Q35_AVX2 void q35_fg2_store8(float *y, int64_t ldy, int64_t nrows, int64_t cols,
                                            const __m256 acc[8])
 {
@@ -511,7 +521,9 @@ static inline Q35_AVX2 void q35_fg2_store8(float *y, int64_t ldy, int64_t nrows,
     }
 }
 
-/* Columns [n_begin, n_end) (n_begin a multiple of 6) of the prepared job. */
+/* Columns [n_begin, n_end) (n_begin a multiple of 6) of the prepared job: per row chunk and
+ * K block, every tile of the range in turn (so the chunk's packed activations of the
+ * block, 2 MiB at most, are what the tiles share in L3). */
 static Q35_AVX2 void q35_fg_columns_avx2(const q35_qjob *job, int64_t n_begin, int64_t n_end)
 {
     const q35_q3p5 *t = &job->t;
@@ -519,41 +531,41 @@ static Q35_AVX2 void q35_fg_columns_avx2(const q35_qjob *job, int64_t n_begin, i
     const int64_t chunks = (K + 127) / 128, per = Q35_FG2_KC / 128;
     const float *xp = (const float *)(const void *)job->work;
     float w[Q35_FG2_COLS][Q35_FG2_STRIDE];                                     /* 48 KiB */
-    __m256 part[Q35_FG2_MC / Q35_FG2_ROWS][Q35_FG2_UNIT_TILES][16];            /* 32 KiB */
     q35_avx2_tables tables;
-    int64_t u0, m0, j0, n0, r0, c;
+    int64_t m0, j0, n0, r0, c;
     q35_avx2_tables_make(&tables);
-    for (u0 = n_begin; u0 < n_end; u0 += Q35_FG2_UNIT_TILES * Q35_FG2_COLS) {
-        const int64_t u1 = n_end - u0 < Q35_FG2_UNIT_TILES * Q35_FG2_COLS
-                               ? n_end : u0 + Q35_FG2_UNIT_TILES * Q35_FG2_COLS;
-        for (m0 = 0; m0 < rows; m0 += Q35_FG2_MC) {
-            const int64_t m1 = rows16 - m0 < Q35_FG2_MC ? rows16 : m0 + Q35_FG2_MC;
-            for (j0 = 0; j0 < chunks; j0 += per) {
-                const int64_t j1 = j0 + per < chunks ? j0 + per : chunks;
-                const int64_t k0 = 128 * j0, kn = (128 * j1 < K ? 128 * j1 : K) - k0;
-                for (n0 = u0; n0 < u1; n0 += Q35_FG2_COLS) {
-                    const int64_t tile = (n0 - u0) / Q35_FG2_COLS;
-                    const int64_t cols = t->n - n0 < Q35_FG2_COLS ? t->n - n0 : Q35_FG2_COLS;
-                    for (c = 0; c < Q35_FG2_COLS; c++) {
-                        if (c < cols)
-                            q35_fg_decode_avx2(t, &tables, n0 + c, j0, j1, w[c]);
-                        else /* columns past N: zero weights, outputs not stored */
-                            memset(w[c], 0, sizeof w[c]);
-                    }
-                    for (r0 = m0; r0 < m1; r0 += Q35_FG2_ROWS) {
-                        __m256 *acc = part[(r0 - m0) / Q35_FG2_ROWS][tile];
-                        const int64_t width = q35_fg2_width(rows, r0);
+    for (m0 = 0; m0 < rows; m0 += Q35_FG2_MC) {
+        const int64_t m1 = rows - m0 < Q35_FG2_MC ? rows : m0 + Q35_FG2_MC;
+        for (j0 = 0; j0 < chunks; j0 += per) {
+            const int64_t j1 = j0 + per < chunks ? j0 + per : chunks;
+            const int64_t k0 = 128 * j0, kn = (128 * j1 < K ? 128 * j1 : K) - k0;
+            for (n0 = n_begin; n0 < n_end; n0 += Q35_FG2_COLS) {
+                const int64_t cols = t->n - n0 < Q35_FG2_COLS ? t->n - n0 : Q35_FG2_COLS;
+                for (c = 0; c < Q35_FG2_COLS; c++) {
+                    if (c < cols)
+                        q35_fg_decode_avx2(t, &tables, n0 + c, j0, j1, w[c]);
+                    else /* columns past N: zero weights, outputs not stored */
+                        memset(w[c], 0, sizeof w[c]);
+                }
+                for (r0 = m0; r0 < m1; r0 += Q35_FG2_ROWS) {
+                    const int64_t width = q35_fg2_width(rows, r0);
+                    float *yb = job->y + r0 * ldy + n0;
+                    __m256 acc[16];
+                    int h;
+                    for (c = 8; c < 16; c++) /* rows 8-15: unused by an 8-row block */
+                        acc[c] = _mm256_setzero_ps();
+                    for (h = 0; h < width / 8; h++) {
                         if (j0 == 0)
-                            for (c = 0; c < 16; c++)
-                                acc[c] = _mm256_setzero_ps();
-                        q35_fg2_kernel(xp + k0 * rows16 + r0 * kn, w[0], kn, width, acc);
-                        if (j1 == chunks) {
-                            q35_fg2_store8(job->y + r0 * ldy + n0, ldy, rows - r0, cols, acc);
-                            if (width == 16)
-                                q35_fg2_store8(job->y + (r0 + 8) * ldy + n0, ldy,
-                                               rows - r0 - 8, cols, acc + 8);
-                        }
+                            for (c = 0; c < 8; c++)
+                                acc[8 * h + c] = _mm256_setzero_ps();
+                        else
+                            q35_fg2_load8(yb + 8 * h * ldy, ldy, rows - r0 - 8 * h, cols,
+                                          acc + 8 * h);
                     }
+                    q35_fg2_kernel(xp + k0 * rows16 + r0 * kn, w[0], kn, width, acc);
+                    for (h = 0; h < width / 8; h++)
+                        q35_fg2_store8(yb + 8 * h * ldy, ldy, rows - r0 - 8 * h, cols,
+                                       acc + 8 * h);
                 }
             }
         }
@@ -574,7 +586,7 @@ static void q35_qmatmul_f32_gemm(const q35_qjob *job)
     }
     if (q35_isa() == Q35_ISA_AVX2) {
         q35_fg_prepare_avx2(job);
-        q35_parallel_columns(q35_fg_columns_avx2, job, q35_fg2_unit(job->t.n),
+        q35_parallel_columns(q35_fg_columns_avx2, job, q35_fg_unit(job->t.n, Q35_FG2_COLS),
                              work);
         return;
     }
