@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings, strategies as st
 from test_c_target import SANITIZE, _qmatmul_module
 
 from q35c.semantics import run_module
@@ -127,3 +128,25 @@ def test_gemm_runs_clean_under_sanitizers_at_two_threads(level, monkeypatch):
     want = run_module(module, store, {"arg0": x})["out0"]
     y = _run(module, store, x, level, 2, monkeypatch)
     np.testing.assert_allclose(y, want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
+
+
+@settings(max_examples=12, deadline=None)
+@given(rows=st.integers(8, 41), n=st.integers(1, 30),
+       k=st.one_of(st.integers(1, 700), st.integers(2040, 2120)), seed=st.integers(0, 2**16))
+def test_gemm_odd_shapes_property(rows, k, n, seed):
+    """Any shape: K not a multiple of the group (32), of the 128-k chunk or of the K block
+    (2048 on AVX2: k up to 2120 crosses it), M not a multiple of the row block (16, or a
+    last block of at most 8 rows), N below or between the column tiles (6 / 14 / 16). Each
+    SIMD level matches the interpreter and gives the portable level's bits (the same FMA
+    chains; this build's fmaf is the hardware's where the CPU has AVX2)."""
+    module, store = _qmatmul_module(rows, k, n, 32, False)
+    x = np.random.default_rng(seed).standard_normal((rows, k)).astype(np.float32)
+    want = run_module(module, store, {"arg0": x})["out0"]
+    with pytest.MonkeyPatch.context() as mp:
+        got = {level: _run(module, store, x, level, 1, mp) for level in levels()}
+    for level, y in got.items():
+        np.testing.assert_allclose(y, want, rtol=1e-5, atol=1e-5 * np.abs(want).max(),
+                                   err_msg=level)
+    if "avx2" in got:
+        for level in got:
+            np.testing.assert_array_equal(got[level], got["avx2"], err_msg=level)

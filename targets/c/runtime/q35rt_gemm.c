@@ -325,36 +325,79 @@ static Q35_AVX512 void q35_fg_columns_avx512(const q35_qjob *job, int64_t n_begi
     }
 }
 
-/* ---- AVX2: tiles of 6 columns, row blocks of 16 rows (two vectors of 8) --------------- */
-enum { Q35_FG2_COLS = 6, Q35_FG2_ROWS = 16 };
+/* ---- AVX2: micro-tiles of 16 rows (two vectors) x 6 columns -----------------------------
+ * Rows in vector lanes, weights broadcast: per k, two loads of 16 rows' activations, six
+ * broadcasts of decoded weights and 12 FMAs into 12 ymm accumulators (of the 16 registers;
+ * BLIS's Haswell kernel, 6 x 16, with the roles of rows and columns exchanged, so that a
+ * column's decoded weights are read in the order the decoder writes them, k after k, and
+ * need no transpose). Blocking:
+ *   - K blocks of Q35_FG2_KC = 2048 k; the activations are packed once per call, K block
+ *     by K block, each block the rows (rounded up to 16) x its k, in row blocks of 16 rows
+ *     (k-major, 16 floats per k: 128 KiB, one sequential stream per kernel call);
+ *   - per row chunk of Q35_FG2_MC rows and K block, every tile of 6 columns of the range
+ *     in turn: its weights are decoded once (48 KiB, column-major) and meet every row
+ *     block of the chunk, so the tiles share the chunk's activations of the block (2 MiB
+ *     at most) in L3;
+ *   - between K blocks the partial sums wait in y (8 x 8 transposes: with K = 4096, once
+ *     per 2048 k of 16 rows x 6 columns).
+ * Measured on the AMD EPYC (Zen 3: 32 KiB L1d, 512 KiB L2, 32 MiB L3 shared with other
+ * jobs) of docs/benchmarks.md under load 10 to 12, one thread, the best of 6 to 8 runs:
+ * K blocks of 256 k (a tile's weights in L1, a row chunk's activations in L2, as BLIS
+ * blocks for these caches) ran 512 x 4096 x 4096 in 227 to 284 ms against 211 to 232 for
+ * blocks of 2048 k (at 128 rows: even, 51 to 53 ms); keeping the partial sums in a
+ * per-thread scratch instead of y, which makes a thread's units of 4 tiles the outer loop
+ * (each streaming all of the activations, 8 MiB at 512 rows, through L3), 243 against
+ * 216 ms. */
+enum { Q35_FG2_KC = 2048, Q35_FG2_MC = 256, Q35_FG2_COLS = 6, Q35_FG2_ROWS = 16 };
 
-static int64_t q35_fg2_width(int64_t rows, int64_t b)
+/* The packed activations of the K block [k0, k0 + kn) and row block b (rows 16 b ..): xp +
+ * k0 rows16 + 16 b kn, k-major, `width` floats per k: 16, or 8 for a last block of at most
+ * 8 rows (zero past M). Fits q35_qmatmul_work_bytes: rows rounded up to 16 x K floats. */
+static int64_t q35_fg2_rows(int64_t rows)
 {
-    return rows - Q35_FG2_ROWS * b > 8 ? 16 : 8;
+    return (rows + Q35_FG2_ROWS - 1) / Q35_FG2_ROWS * Q35_FG2_ROWS;
 }
 
-/* Packed as the AVX-512 version's with blocks of 16 rows (8 for a last block of at most 8). */
+static int64_t q35_fg2_width(int64_t rows, int64_t r0)
+{
+    return rows - r0 > 8 ? 16 : 8;
+}
+
 static Q35_AVX2 void q35_fg_prepare_avx2(const q35_qjob *job)
 {
-    const int64_t rows = job->rows, k = job->t.k, blocks = (rows + 15) / 16;
+    const int64_t rows = job->rows, k = job->t.k, rows16 = q35_fg2_rows(rows);
     float *xp = (float *)(void *)job->work;
-    int64_t b, r, i;
-    for (b = 0; b < blocks; b++) {
-        const int64_t width = q35_fg2_width(rows, b);
-        float *dst = xp + Q35_FG2_ROWS * b * k;
-        for (r = 0; r < width; r++) {
-            const int64_t row = Q35_FG2_ROWS * b + r;
-            if (row < rows)
-                for (i = 0; i < k; i++)
-                    dst[i * width + r] = job->x[row * k + i];
-            else
-                for (i = 0; i < k; i++)
-                    dst[i * width + r] = 0.0f;
+    int64_t k0, r0, kk, i;
+    for (k0 = 0; k0 < k; k0 += Q35_FG2_KC) {
+        const int64_t kn = k - k0 < Q35_FG2_KC ? k - k0 : Q35_FG2_KC;
+        for (r0 = 0; r0 < rows; r0 += 8) { /* 8 rows (a half block) at a time */
+            const int64_t b0 = r0 / Q35_FG2_ROWS * Q35_FG2_ROWS, width = q35_fg2_width(rows, b0);
+            float *dst = xp + k0 * rows16 + b0 * kn + (r0 - b0);
+            for (kk = 0; kk < kn; kk += 8) {
+                const int64_t km = kn - kk < 8 ? kn - kk : 8;
+                __m256 v[8];
+                for (i = 0; i < 8; i++) {
+                    if (r0 + i < rows && km == 8) {
+                        v[i] = _mm256_loadu_ps(job->x + (r0 + i) * k + k0 + kk);
+                    } else {
+                        float tmp[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+                        if (r0 + i < rows)
+                            memcpy(tmp, job->x + (r0 + i) * k + k0 + kk,
+                                   (size_t)km * sizeof(float));
+                        v[i] = _mm256_loadu_ps(tmp);
+                    }
+                }
+                q35_avx2_transpose8(v);
+                for (i = 0; i < km; i++)
+                    _mm256_storeu_ps(dst + (kk + i) * width, v[i]);
+            }
         }
     }
 }
 
-/* The float32 weights of the 128-k chunks [j0, j1) of column n into dst[k - 128 j0]. */
+/* The float32 weights of the 128-k chunks [j0, j1) of column n into dst[k - 128 j0]. The
+ * levels go from registers to the float conversion by extracts and byte shifts, the group's
+ * scale and offset by vpermps (not through stack buffers). */
 static Q35_AVX2 void q35_fg_decode_avx2(const q35_q3p5 *t, const q35_avx2_tables *tables,
                                         int64_t n, int64_t j0, int64_t j1, float *dst)
 {
@@ -368,11 +411,8 @@ static Q35_AVX2 void q35_fg_decode_avx2(const q35_q3p5 *t, const q35_avx2_tables
         const int64_t ga = 4 * j; /* groups ga .. ga + 3, ga < G */
         __m256i lev[4], ca, cb;
         __m256 scale, offset;
-        float sc[8], of[8];
-        int g, h;
+        int g, h, i;
         q35_avx2_group_meta(&col, meta + ga / 8 * 7, &scale, &offset);
-        _mm256_storeu_ps(sc, scale);
-        _mm256_storeu_ps(of, offset);
         if (ga + 4 <= G) {
             ca = q35_avx2_codes(pay + ga * 14, 0);
             cb = q35_avx2_codes(pay + ga * 14 + 28, 0);
@@ -381,65 +421,47 @@ static Q35_AVX2 void q35_fg_decode_avx2(const q35_q3p5 *t, const q35_avx2_tables
             cb = ga + 2 < G ? q35_avx2_codes(pay + ga * 14 + 28, ga + 3 >= G) : ca;
         }
         q35_avx2_levels2(&tb, ca, cb, &lev[0], &lev[1], &lev[2], &lev[3]);
-        for (g = 0; g < 4; g++) {
-            /* group ga + g: even levels at byte 16 (g % 2) of lev[2 (g / 2)], odd of the
-             * next; interleaved they are the group's 32 levels in k order */
-            const __m128i e = _mm_loadu_si128(
-                (const __m128i *)(const void *)((const int8_t *)(const void *)&lev[2 * (g / 2)] + 16 * (g % 2)));
-            const __m128i o = _mm_loadu_si128(
-                (const __m128i *)(const void *)((const int8_t *)(const void *)&lev[2 * (g / 2) + 1] + 16 * (g % 2)));
-            const __m128i part[2] = {_mm_unpacklo_epi8(e, o), _mm_unpackhi_epi8(e, o)};
-            const __m256 s = _mm256_set1_ps(sc[ga % 8 + g]), off = _mm256_set1_ps(of[ga % 8 + g]);
-            float *out = dst + (j - j0) * 128 + 32 * g;
-            for (h = 0; h < 4; h++) {
-                const __m128i bytes = h % 2 ? _mm_srli_si128(part[h / 2], 8) : part[h / 2];
-                const __m256 lv = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(bytes));
-                _mm256_storeu_ps(out + 8 * h, _mm256_add_ps(_mm256_mul_ps(s, lv), off));
+        for (h = 0; h < 2; h++) {
+            /* lev[2 h] / lev[2 h + 1]: the even-k / odd-k levels of groups ga + 2 h (low
+             * 128-bit lane) and ga + 2 h + 1 (high lane); interleaved: k 0-15 and 16-31 */
+            const __m256i l0 = _mm256_unpacklo_epi8(lev[2 * h], lev[2 * h + 1]);
+            const __m256i l1 = _mm256_unpackhi_epi8(lev[2 * h], lev[2 * h + 1]);
+            const __m128i q[2][2] = {
+                {_mm256_castsi256_si128(l0), _mm256_castsi256_si128(l1)},
+                {_mm256_extracti128_si256(l0, 1), _mm256_extracti128_si256(l1, 1)}};
+            for (g = 0; g < 2; g++) {
+                const __m256i idx = _mm256_set1_epi32((int)(ga % 8) + 2 * h + g);
+                const __m256 s = _mm256_permutevar8x32_ps(scale, idx),
+                             off = _mm256_permutevar8x32_ps(offset, idx);
+                float *out = dst + (j - j0) * 128 + 32 * (2 * h + g);
+                for (i = 0; i < 4; i++) {
+                    const __m128i bytes = i % 2 ? _mm_srli_si128(q[g][i / 2], 8) : q[g][i / 2];
+                    const __m256 lv = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(bytes));
+                    _mm256_storeu_ps(out + 8 * i, _mm256_add_ps(_mm256_mul_ps(s, lv), off));
+                }
             }
         }
     }
 }
 
-/* 8 rows' partial sums to/from lanes: acc[c] = y[row0 .. row0 + 8, n0 + c], c < 6. */
-static inline Q35_AVX2 void q35_fg2_load8(const float *y, int64_t ldy, int64_t nrows,
-                                          int64_t cols, __m256 acc[8])
-{
-    int64_t i;
-    for (i = 0; i < 8; i++) {
-        float tmp[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-        if (i < nrows)
-            memcpy(tmp, y + i * ldy, (size_t)cols * sizeof(float));
-        acc[i] = _mm256_loadu_ps(tmp);
-    }
-    q35_avx2_transpose8(acc);
-}
-
-static inline Q35_AVX2 void q35_fg2_store8(float *y, int64_t ldy, int64_t nrows, int64_t cols,
-                                           __m256 acc[8])
-{
-    int64_t i;
-    acc[6] = acc[7] = _mm256_setzero_ps();
-    q35_avx2_transpose8(acc);
-    for (i = 0; i < nrows && i < 8; i++) {
-        float tmp[8];
-        _mm256_storeu_ps(tmp, acc[i]);
-        memcpy(y + i * ldy, tmp, (size_t)cols * sizeof(float));
-    }
-}
-
 #define Q35_FG_EACH6(X) X(0) X(1) X(2) X(3) X(4) X(5)
-static Q35_AVX2 void q35_fg_kernel_avx2(const float *a, const float *w, int64_t kn, int width,
-                                        __m256 acc[16])
+/* The micro-kernel: k in [0, kn) of a packed row block (a: `width` floats per k, 16 or 8)
+ * and a tile's weights (w + c * Q35_FG2_STRIDE + k), into acc[c] (rows 0-7) and acc[8 + c]
+ * (rows 8-15). */
+enum { Q35_FG2_STRIDE = Q35_FG2_KC + 16 }; /* floats per buffered column */
+static Q35_AVX2 void q35_fg2_kernel(const float *a, const float *w, int64_t kn, int64_t width,
+                                    __m256 acc[16])
 {
     int64_t k;
 #define Q35_FG_IN(c) __m256 p##c = acc[c], q##c = acc[8 + c];
-#define Q35_FG_FMA2(c)                                                  \
-    {                                                                  \
-        const __m256 b = _mm256_broadcast_ss(w + (c) * Q35_FG_STRIDE + k); \
-        p##c = _mm256_fmadd_ps(x0, b, p##c);                           \
-        q##c = _mm256_fmadd_ps(x1, b, q##c);                           \
+#define Q35_FG_FMA2(c)                                                      \
+    {                                                                      \
+        const __m256 b = _mm256_broadcast_ss(w + (c) * Q35_FG2_STRIDE + k); \
+        p##c = _mm256_fmadd_ps(x0, b, p##c);                               \
+        q##c = _mm256_fmadd_ps(x1, b, q##c);                               \
     }
-#define Q35_FG_FMA1(c) p##c = _mm256_fmadd_ps(x0, _mm256_broadcast_ss(w + (c) * Q35_FG_STRIDE + k), p##c);
+#define Q35_FG_FMA1(c) \
+    p##c = _mm256_fmadd_ps(x0, _mm256_broadcast_ss(w + (c) * Q35_FG2_STRIDE + k), p##c);
 #define Q35_FG_OUT(c) acc[c] = p##c, acc[8 + c] = q##c;
     Q35_FG_EACH6(Q35_FG_IN)
     if (width == 16) {
@@ -460,46 +482,90 @@ static Q35_AVX2 void q35_fg_kernel_avx2(const float *a, const float *w, int64_t 
 #undef Q35_FG_OUT
 }
 
+/* 8 rows' partial sums between y and lanes: acc[c] = y[row0 .. row0 + 8, n0 + c] for the
+ * first nrows rows and cols columns (c < 6), by an 8 x 8 transpose. */
+static inline Q35_AVX2 void q35_fg2_load8(const float *y, int64_t ldy, int64_t nrows,
+                                          int64_t cols, __m256 acc[8])
+{
+    __m256 v[8];
+    int64_t i;
+    for (i = 0; i < 8; i++) {
+        float tmp[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+        if (i < nrows && cols == Q35_FG2_COLS) /* a constant size: inlined */
+            memcpy(tmp, y + i * ldy, Q35_FG2_COLS * sizeof(float));
+        else if (i < nrows)
+            memcpy(tmp, y + i * ldy, (size_t)cols * sizeof(float));
+        v[i] = _mm256_loadu_ps(tmp);
+    }
+    q35_avx2_transpose8(v);
+    for (i = 0; i < 6; i++)
+        acc[i] = v[i];
+}
+
+static inline Q35_AVX2 void q35_fg2_store8(float *y, int64_t ldy, int64_t nrows, int64_t cols,
+                                           const __m256 acc[8])
+{
+    __m256 v[8];
+    int64_t i;
+    for (i = 0; i < 6; i++)
+        v[i] = acc[i];
+    v[6] = v[7] = _mm256_setzero_ps();
+    q35_avx2_transpose8(v);
+    for (i = 0; i < nrows && i < 8; i++) {
+        float tmp[8];
+        _mm256_storeu_ps(tmp, v[i]);
+        if (cols == Q35_FG2_COLS) /* a constant size: inlined */
+            memcpy(y + i * ldy, tmp, Q35_FG2_COLS * sizeof(float));
+        else
+            memcpy(y + i * ldy, tmp, (size_t)cols * sizeof(float));
+    }
+}
+
+/* Columns [n_begin, n_end) (n_begin a multiple of 6) of the prepared job: per row chunk and
+ * K block, every tile of the range in turn (so the chunk's packed activations of the
+ * block, 2 MiB at most, are what the tiles share in L3). */
 static Q35_AVX2 void q35_fg_columns_avx2(const q35_qjob *job, int64_t n_begin, int64_t n_end)
 {
     const q35_q3p5 *t = &job->t;
-    const q35_fg_plan plan = q35_fg_plan_make(t->k);
-    const int64_t rows = job->rows, ldy = t->n;
+    const int64_t rows = job->rows, ldy = t->n, K = t->k, rows16 = q35_fg2_rows(rows);
+    const int64_t chunks = (K + 127) / 128, per = Q35_FG2_KC / 128;
     const float *xp = (const float *)(const void *)job->work;
-    float w[Q35_FG2_COLS][Q35_FG_STRIDE];
+    float w[Q35_FG2_COLS][Q35_FG2_STRIDE];                                     /* 48 KiB */
     q35_avx2_tables tables;
-    int64_t m0, j0, n0, b, c;
+    int64_t m0, j0, n0, r0, c;
     q35_avx2_tables_make(&tables);
-    for (m0 = 0; m0 < rows; m0 += Q35_FG_MCHUNK) {
-        const int64_t m1 = rows - m0 < Q35_FG_MCHUNK ? rows : m0 + Q35_FG_MCHUNK;
-        for (j0 = 0; j0 < plan.chunks; j0 += plan.per) {
-            const int64_t j1 = j0 + plan.per < plan.chunks ? j0 + plan.per : plan.chunks;
-            const int64_t k0 = 128 * j0, kn = (128 * j1 < t->k ? 128 * j1 : t->k) - k0;
+    for (m0 = 0; m0 < rows; m0 += Q35_FG2_MC) {
+        const int64_t m1 = rows - m0 < Q35_FG2_MC ? rows : m0 + Q35_FG2_MC;
+        for (j0 = 0; j0 < chunks; j0 += per) {
+            const int64_t j1 = j0 + per < chunks ? j0 + per : chunks;
+            const int64_t k0 = 128 * j0, kn = (128 * j1 < K ? 128 * j1 : K) - k0;
             for (n0 = n_begin; n0 < n_end; n0 += Q35_FG2_COLS) {
                 const int64_t cols = t->n - n0 < Q35_FG2_COLS ? t->n - n0 : Q35_FG2_COLS;
                 for (c = 0; c < Q35_FG2_COLS; c++) {
                     if (c < cols)
                         q35_fg_decode_avx2(t, &tables, n0 + c, j0, j1, w[c]);
-                    else
+                    else /* columns past N: zero weights, outputs not stored */
                         memset(w[c], 0, sizeof w[c]);
                 }
-                for (b = m0 / Q35_FG2_ROWS; b * Q35_FG2_ROWS < m1; b++) {
-                    const int64_t r0 = Q35_FG2_ROWS * b, width = q35_fg2_width(rows, b);
-                    const int64_t nr = rows - r0 < width ? rows - r0 : width;
-                    const float *a = xp + r0 * t->k + k0 * width;
+                for (r0 = m0; r0 < m1; r0 += Q35_FG2_ROWS) {
+                    const int64_t width = q35_fg2_width(rows, r0);
                     float *yb = job->y + r0 * ldy + n0;
                     __m256 acc[16];
                     int h;
+                    for (c = 8; c < 16; c++) /* rows 8-15: unused by an 8-row block */
+                        acc[c] = _mm256_setzero_ps();
                     for (h = 0; h < width / 8; h++) {
-                        if (k0 == 0)
+                        if (j0 == 0)
                             for (c = 0; c < 8; c++)
                                 acc[8 * h + c] = _mm256_setzero_ps();
                         else
-                            q35_fg2_load8(yb + 8 * h * ldy, ldy, nr - 8 * h, cols, acc + 8 * h);
+                            q35_fg2_load8(yb + 8 * h * ldy, ldy, rows - r0 - 8 * h, cols,
+                                          acc + 8 * h);
                     }
-                    q35_fg_kernel_avx2(a, w[0], kn, (int)width, acc);
+                    q35_fg2_kernel(xp + k0 * rows16 + r0 * kn, w[0], kn, width, acc);
                     for (h = 0; h < width / 8; h++)
-                        q35_fg2_store8(yb + 8 * h * ldy, ldy, nr - 8 * h, cols, acc + 8 * h);
+                        q35_fg2_store8(yb + 8 * h * ldy, ldy, rows - r0 - 8 * h, cols,
+                                       acc + 8 * h);
                 }
             }
         }
