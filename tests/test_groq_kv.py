@@ -17,8 +17,10 @@ import pytest
 from conftest import INT8
 from onnx import numpy_helper
 
-from q35c.compiler.driver import Options, compile_to_module
+from q35c.compiler.diagnostics import Q35cError
+from q35c.compiler.driver import Options, build_pipeline, compile_to_module
 from q35c.compiler.weights import store_of
+from q35c.dialects import quant3p5
 from q35c.semantics import Interpreter, run_module
 from q35c.targets.groq import compile_module
 from q35c.targets.groq.machine import load_machine, with_layout
@@ -127,3 +129,32 @@ def test_heads_cache_error_is_close_to_the_float_cache_error(tmp):
     err = {kv: np.linalg.norm(logits(kv, INT8) - ref) / np.linalg.norm(ref)
            for kv in ("float", "heads")}
     assert 0 < err["heads"] <= 1.2 * err["float"]
+
+
+def test_group_for_sets_the_cache_groups_and_stays_bit_exact(tmp):
+    """`quantize-weights{group-for=...}` gives the matching weights their own Q3P5 group size
+    (first matching entry), the others keep `group-size`; the program stays bit-exact."""
+    path = _cached_decoder(tmp / "groups.onnx", "heads")
+    passes = ('quantize-weights{group-for="past_value=64;past_=16;past_key=48"},canonicalize,'
+              'cse,int8-activations')
+    ctx, module = compile_to_module(path, Options(passes=passes, shapes={"input_ids": (1, 1)}))
+    groups = {op.weight_name.data: op.result.type.group for op in module.walk()
+              if isinstance(op, quant3p5.WeightOp)
+              and isinstance(op.result.type, quant3p5.PackedWeightType)}
+    assert groups["model.layers.0.past_value.1.q3p5"] == 64
+    assert groups["model.layers.0.past_key.0.q3p5"] == 16
+    assert groups["model.layers.0.self_attn.q_proj.weight.q3p5"] == 32
+    store = store_of(module)
+    c = compile_module(ctx, module, store, scales="f32", levels="int8")
+    inputs = {"input_ids": np.array([[3]])}
+    got = simulate(c.doc, c.image, with_layout(load_machine(), "f32", "int8"), c.ops,
+                   Interpreter(c.module, store), inputs)["logits"]
+    assert np.array_equal(got, run_module(module, store, inputs)["logits"])
+
+
+@pytest.mark.parametrize("option,fragment", [
+    ('group-for="past_=17"', "group-for"), ('group-for="past_"', "REGEX=G"),
+    ('group-for="(=32"', "regular expression"), ('group-for="x=32" bpw=4.5', "exclude")])
+def test_group_for_rejects_bad_entries(option, fragment):
+    with pytest.raises(Q35cError, match=fragment):
+        build_pipeline(f"quantize-weights{{{option}}}")
