@@ -3,6 +3,7 @@
     python examples/models/build_llama_shapes.py llama-70b /tmp/llama70b.onnx
     python examples/models/build_llama_shapes.py tiny out.onnx --layers 4 --hidden 512
     python examples/models/build_llama_shapes.py llama-70b /tmp/l70.onnx --context 4096
+    python examples/models/build_llama_shapes.py llama-70b h.onnx --context 4096 --kv-cache heads
     q35c /tmp/llama70b.onnx --target groq --shape-only -o out/     # the multi-chip plan
 
 The graph is a decoder forward pass over `seq` tokens (default 1: one decode step):
@@ -19,7 +20,12 @@ q [1, heads, seq, d] -> [1, kv_heads, heads/kv_heads * seq, d]), scores the cach
 new keys separately, concatenates the scores (mask on the new block only: every cached
 token is visible), softmax, and adds the two weighted sums of the cached and the new
 values. Appending the new keys and values to the cache (one [kv_heads, seq, d] row pair
-per layer) is not an op of the graph. Matmul weights are stored
+per layer) is not an op of the graph. `--kv-cache heads` writes the cache as one 2-D
+initializer per KV head and product instead (`...past_key.<j>` [head_dim, N],
+`...past_value.<j>` [N, head_dim]), each cached product a MatMul of that head's query rows
+by it, so that quantize-weights packs the cache and the products run as int8 matmuls (on
+Groq: the MXM); q is scaled by 1/sqrt(d) before the score products, and each KV head has
+its own Concat, Softmax and Slices. Matmul weights are stored
 [K, N] for `MatMul`. Every initializer with more than 64 elements is an external-data
 tensor pointing into `<stem>.weights`, which this script does NOT write: the model is only
 usable with `--shape-only`, which never reads weight data. Small shape constants (Reshape
