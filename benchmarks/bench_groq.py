@@ -9,7 +9,16 @@ Models:
   gemv2048      y[1, 8192] = x[1, 2048] @ W[2048, 8192]
   gemv11008     y[1, 11008] = x[1, 4096] @ W[4096, 11008]
   gemm8x4096    y[8, 4096] = x[8, 4096] @ W[4096, 4096]
+  decode4096    one LLaMA decoder layer's decode step over a 4,096-token KV cache: hidden
+                1024, 8 query heads on 1 KV head of dim 128 (a LLaMA-70B KV head's share),
+                FFN 320, vocab 320 (examples/models/build_llama_shapes.py --kv-cache heads:
+                the cached products are int8 MXM matmuls, the caches packed with group 128,
+                `quantize-weights{group-for="past_=128"}`)
+  decode4096f   the same layer with the float cache (--kv-cache float: the cached products
+                are float batched-matmul macros on the VXM)
 
+The decode models are written by this script too (build_llama_shapes.py's graph, every
+weight N(0, 0.2^2) float32 from seed 4096, as ONNX initializers), with input_ids 1x1.
 The GEMV/GEMM models are written by this script as a .mlir like examples/mlp.mlir (one
 `linalg.matmul` of the input and a `quant3p5.weight "w"` of float32) and a .q35w holding W
 (N(0, 1/K) float32, seed 4096), which the default pipeline quantizes to Q3P5 (group 32).
@@ -86,6 +95,10 @@ class Model:
     """An example model; None: a matmul written by `write_matmul` from `mkn`."""
     shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
     mkn: tuple[int, int, int] | None = None
+    kv_cache: str | None = None
+    """A decode layer written by `write_decoder` with this --kv-cache."""
+    passes: str | None = None
+    """The pipeline (--passes); None: the default."""
 
 
 MODELS = {
@@ -99,6 +112,11 @@ MODELS = {
     "gemv11008": Model("GEMV 1×4096 · 4096×11008", _floats("x", (1, 4096)),
                        mkn=(1, 4096, 11008)),
     "gemm8x4096": Model("GEMM 8×4096 · 4096×4096", _floats("x", (8, 4096)), mkn=(8, 4096, 4096)),
+    "decode4096": Model("decode layer, 8 q / 1 KV head, cache 4096, int8 MXM", _ids((1, 1)),
+                        shapes={"input_ids": (1, 1)}, kv_cache="heads",
+                        passes='quantize-weights{group-for="past_=128"},canonicalize,cse'),
+    "decode4096f": Model("decode layer, 8 q / 1 KV head, cache 4096, float VXM", _ids((1, 1)),
+                         shapes={"input_ids": (1, 1)}, kv_cache="float"),
 }
 
 TERM_NAMES = {"mxm_compute": "MXM", "weight_install": "install", "mem_read_bandwidth": "MEM",
@@ -119,16 +137,44 @@ def write_matmul(stem: str, mkn: tuple[int, int, int], directory: Path) -> Path:
     return path
 
 
+def write_decoder(stem: str, kv_cache: str, directory: Path) -> Path:
+    """`stem.onnx`: build_llama_shapes.py's graph of one decoder layer over a 4,096-token
+    cache (see `decode4096`), every weight N(0, 0.2^2) float32 from seed 4096."""
+    import importlib.util
+    from dataclasses import replace
+
+    import onnx
+    from onnx import numpy_helper
+
+    spec = importlib.util.spec_from_file_location(
+        "build_llama_shapes", EXAMPLES / "models" / "build_llama_shapes.py")
+    builder = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = builder  # dataclasses look their module up
+    spec.loader.exec_module(builder)
+    config = replace(builder.PRESETS["tiny"], layers=1, hidden=1024, ffn=320, heads=8,
+                     kv_heads=1, vocab=320, context=4096, kv_cache=kv_cache)
+    model = builder.build(config, f"{stem}.weights")
+    rng = np.random.default_rng(4096)
+    for i, t in enumerate(model.graph.initializer):
+        if t.data_location == onnx.TensorProto.EXTERNAL:
+            data = (0.2 * rng.standard_normal(tuple(t.dims))).astype(np.float32)
+            model.graph.initializer[i].CopyFrom(numpy_helper.from_array(data, t.name))
+    path = directory / f"{stem}.onnx"
+    onnx.save(model, path)
+    return path
+
+
 def compile_groq(path: Path, shapes: dict, out_dir: Path, scales: str = "codes",
-                 levels: str = "packed"):
-    """What `q35c PATH --target 'groq{mlir=false scales=SCALES levels=LEVELS}' -o OUT_DIR`
-    does, in this process.
-    Returns (ctx, module after the default pipeline, its store)."""
+                 levels: str = "packed", passes: str | None = None):
+    """What `q35c PATH [--passes PASSES] --target 'groq{mlir=false scales=SCALES
+    levels=LEVELS}' -o OUT_DIR` does, in this process.
+    Returns (ctx, module after the pipeline, its store)."""
     from q35c.compiler.driver import Options, compile_to_module
     from q35c.compiler.weights import store_of
     from q35c.targets.groq import GroqTarget
 
-    ctx, module = compile_to_module(path, Options(target="groq", shapes=shapes))
+    ctx, module = compile_to_module(path, Options(target="groq", shapes=shapes,
+                                                  passes=passes))
     store = store_of(module)
     out_dir.mkdir(parents=True, exist_ok=True)
     with contextlib.redirect_stdout(io.StringIO()):  # its one-line summary
@@ -158,14 +204,16 @@ def bench_model(name: str, model: Model, work: Path, repeat: int, simulate: bool
 
     if model.path is None:
         (work / "src").mkdir(parents=True, exist_ok=True)
-        path = write_matmul(name, model.mkn, work / "src")
+        path = (write_decoder(name, model.kv_cache, work / "src") if model.kv_cache
+                else write_matmul(name, model.mkn, work / "src"))
     else:
         path = model.path
     out_dir = work / name
     compile_s = []
     for _ in range(repeat):
         t0 = time.perf_counter()
-        ctx, module, store = compile_groq(path, model.shapes, out_dir, scales, levels)
+        ctx, module, store = compile_groq(path, model.shapes, out_dir, scales, levels,
+                                          model.passes)
         compile_s.append(time.perf_counter() - t0)
     report = json.loads((out_dir / "report.json").read_text())
     row = {"name": name, "model": model, "report": report,
@@ -215,6 +263,18 @@ def print_table(rows: list[dict], clock_hz: float) -> None:
         t = row["report"]["lower_bound_terms"]
         print(f"| {row['model'].label} | {t['mxm_compute']} | {t['weight_install']} | "
               f"{t['mem_read_bandwidth']} | {t['critical_path']} |")
+    layers = [(row, layer) for row in rows for layer in row["report"]["matmul_layers"]
+              if ".past_" in layer["weight"]]
+    if layers:
+        print("\nKV-cache matmuls (cycles from input ready to result; bound = max(MXM, "
+              "install, MEM) + latency):\n")
+        print("| model | weight | K x N | rows | group | achieved | bound | with VXM |")
+        print("|---|---|---|---:|---:|---:|---:|---:|")
+        for row, layer in layers:
+            k, n = layer["shape"]
+            print(f"| {row['model'].label} | {layer['weight']} | {k}×{n} | {layer['rows']} | "
+                  f"{layer['group']} | {layer['achieved_cycles']} | {layer['bound_cycles']} | "
+                  f"{layer['bound_with_vxm_cycles']} |")
 
 
 def main() -> None:
@@ -233,7 +293,7 @@ def main() -> None:
                              "levels installed from MEM")
     parser.add_argument("--out", type=Path, default=None,
                         help="keep the artifacts (DIR/MODEL/report.json, program.json, ...; "
-                             "DIR/src/ the written GEMV/GEMM models)")
+                             "DIR/src/ the written GEMV/GEMM and decode models)")
     args = parser.parse_args()
     names = [n for n in args.models.split(",") if n]
     unknown = [n for n in names if n not in MODELS]

@@ -325,6 +325,25 @@ class QuantizeWeightsPass(ModulePass):
     gathers: bool = True
     """Quantize the float tables of gathers (embeddings) too, sharing a tied LM head's
     packed weights; false keeps them in float."""
+    group_for: str = ""
+    """Per-weight group sizes: `REGEX=G` entries separated by `;`; a matmul weight whose
+    name the first matching regular expression finds (`re.search`) gets group size G
+    (e.g. `past_value=128` for the value caches of `build_llama_shapes.py --kv-cache
+    heads`), any other `group-size`. Not with `bpw`, which chooses every weight's group."""
+
+    def group_rules(self) -> list[tuple[re.Pattern[str], int]]:
+        """`group_for` parsed: (regex, group size) in order."""
+        rules = []
+        for entry in filter(None, (e.strip() for e in self.group_for.split(";"))):
+            regex, _, group = entry.rpartition("=")
+            where = f"--passes {self.name}"
+            check_regex(where, "group-for", regex)
+            if not regex or not group.strip().isdigit():
+                raise Q35cError(f"{where}: option group-for must be REGEX=G entries separated "
+                                f"by ';', got {entry!r}")
+            check_int(where, "group-for", int(group), 16, MAX_GROUP_SIZE, multiple_of=16)
+            rules.append((re.compile(regex), int(group)))
+        return rules
 
     def __post_init__(self) -> None:
         where = f"--passes {self.name}"
@@ -338,6 +357,9 @@ class QuantizeWeightsPass(ModulePass):
         check_int(where, "min-elements", self.min_elements, 0)
         check_regex(where, "keep-float", self.keep_float)
         check_choice(where, "layout", self.layout, quant3p5.LAYOUTS)
+        if self.group_rules() and self.bpw:
+            raise Q35cError(f"{where}: options group-for and bpw exclude each other (the "
+                            "budget chooses every weight's group size)")
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
         pattern = QuantizeMatmulWeights(
@@ -354,6 +376,11 @@ class QuantizeWeightsPass(ModulePass):
                             "the model's matmul weights (collected on another model?)")
         choices = self._allocate(op, pattern) if self.bpw and self.layout == "q3p5" else []
         pattern.group_sizes = {c.name: c.group_size for c in choices}
+        rules = self.group_rules()
+        for name in sorted(candidates) if rules else ():
+            group = next((g for regex, g in rules if regex.search(name)), None)
+            if group is not None:
+                pattern.group_sizes[name] = group
         sources: dict[str, str] = {}
         for weight in op.walk():
             if (isinstance(weight, quant3p5.WeightOp)

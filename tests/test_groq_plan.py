@@ -23,7 +23,7 @@ from q35c.compiler.cli import main
 from q35c.compiler.driver import Options, compile_to_module
 from q35c.compiler.quant import storage_bytes
 from q35c.compiler.weights import ShapeOnlyWeight, WeightStore, WeightStoreError, store_of
-from q35c.targets.groq import GroqPlanTarget
+from q35c.targets.groq import GroqPlanTarget, cost as costs
 from q35c.targets.groq.machine import MACHINES_DIR, load_machine
 from q35c.targets.groq.plan import CostModel, PlanOptions, plan_module
 
@@ -353,10 +353,12 @@ def _filled(model, rng, values: dict):
     return model
 
 
-def test_context_decode_step_equals_attention_over_the_whole_sequence():
+@pytest.mark.parametrize("kv_cache", ["float", "heads"])
+def test_context_decode_step_equals_attention_over_the_whole_sequence(kv_cache):
     """`--context C` (one new token over a KV cache of C) gives the last position's logits
     of the cache-free graph over C + 1 tokens, when the cache holds that graph's keys (after
-    RoPE) and values of the first C tokens (onnxruntime, seeded weights)."""
+    RoPE) and values of the first C tokens (onnxruntime, seeded weights); with `--kv-cache
+    heads` the cache is one [d, C] key and one [C, d] value initializer per KV head."""
     ort = pytest.importorskip("onnxruntime")
     from onnx import TensorProto, helper
 
@@ -370,7 +372,7 @@ def test_context_decode_step_equals_attention_over_the_whole_sequence():
     C = 5
     base = replace(b.PRESETS["tiny"], layers=2, hidden=32, ffn=48, heads=4, kv_heads=2,
                    vocab=40)
-    full_cfg, step_cfg = replace(base, seq=C + 1), replace(base, context=C)
+    full_cfg, step_cfg = replace(base, seq=C + 1), replace(base, context=C, kv_cache=kv_cache)
     d, s = base.head_dim, C + 1
     rng = np.random.default_rng(3)
     rope = {"rope.cos": rng.standard_normal((s, d)), "rope.sin": rng.standard_normal((s, d)),
@@ -393,8 +395,13 @@ def test_context_decode_step_equals_attention_over_the_whole_sequence():
     cache = {}
     for i, (k_name, v_name) in keep.items():
         k, v = got_full[k_name], got_full[v_name]  # [1, kv, s, d]
-        cache[f"model.layers.{i}.past_key"] = np.swapaxes(k[:, :, :C], 2, 3)
-        cache[f"model.layers.{i}.past_value"] = v[:, :, :C]
+        if kv_cache == "heads":
+            for j in range(base.kv_heads):
+                cache[f"model.layers.{i}.past_key.{j}"] = k[0, j, :C].T
+                cache[f"model.layers.{i}.past_value.{j}"] = v[0, j, :C]
+        else:
+            cache[f"model.layers.{i}.past_key"] = np.swapaxes(k[:, :, :C], 2, 3)
+            cache[f"model.layers.{i}.past_value"] = v[:, :, :C]
     step = _filled(b.build(step_cfg, "x.weights"), rng, {
         **weights, **cache, "rope.cos": rope["rope.cos"][C:], "rope.sin": rope["rope.sin"][C:]})
     logits = run(step, ids[:, C:])["logits"]
@@ -420,3 +427,30 @@ def test_context_plan_holds_the_kv_cache(small_model, tmp_path):
     assert set(report["bound_terms"]) == {"mxm", "install", "mem", "vxm", "latency", "vector",
                                           "c2c"}
     assert report["roofline_cycles"] <= report["cycles"]
+
+
+def test_context_heads_plan_packs_the_kv_cache(small_model, tmp_path):
+    """With `--kv-cache heads` every KV head's cache is a packed matmul weight: the plan's
+    weight bytes grow by exactly the packed bytes of 2 * layers * kv_heads caches ([d, C]
+    keys, [C, d] values, each in whole MEM vectors), and the cached products are matmul units
+    (16 per layer more than without a cache), not vector ops."""
+    b = _builder()
+    config, context = b.PRESETS["tiny"], 256
+    path = b.write(replace(config, context=context, kv_cache="heads"), tmp_path / "ctx.onnx")
+    plans = []
+    for model, out in ((small_model, tmp_path / "a"), (path, tmp_path / "b")):
+        result = _compile([str(model), "--target", "groq", "--shape-only", "-o", str(out)])
+        assert result.exit_code == 0, result.output
+        plans.append(json.loads((out / "plan.json").read_text()))
+    totals = [sum(c["weight_bytes"] for c in plan["chips"]) for plan in plans]
+    cost = CostModel(load_machine())
+    d, group = config.head_dim, 32
+    cache = (cost.vectors(costs.packed_bytes(d, context, group))
+             + cost.vectors(costs.packed_bytes(context, d, group)))
+    assert totals[1] - totals[0] == config.layers * config.kv_heads * cache
+    cached = [m for m in plans[1]["matmuls"] if ".past_" in m["weight"]]
+    assert len(cached) == 2 * config.layers * config.kv_heads
+    rows = config.heads // config.kv_heads
+    assert {(m["k"], m["n"], m["rows"]) for m in cached} == {(d, context, rows),
+                                                             (context, d, rows)}
+    assert len(plans[1]["matmuls"]) == len(plans[0]["matmuls"]) + len(cached)

@@ -3,6 +3,7 @@
     python examples/models/build_llama_shapes.py llama-70b /tmp/llama70b.onnx
     python examples/models/build_llama_shapes.py tiny out.onnx --layers 4 --hidden 512
     python examples/models/build_llama_shapes.py llama-70b /tmp/l70.onnx --context 4096
+    python examples/models/build_llama_shapes.py llama-70b h.onnx --context 4096 --kv-cache heads
     q35c /tmp/llama70b.onnx --target groq --shape-only -o out/     # the multi-chip plan
 
 The graph is a decoder forward pass over `seq` tokens (default 1: one decode step):
@@ -19,7 +20,12 @@ q [1, heads, seq, d] -> [1, kv_heads, heads/kv_heads * seq, d]), scores the cach
 new keys separately, concatenates the scores (mask on the new block only: every cached
 token is visible), softmax, and adds the two weighted sums of the cached and the new
 values. Appending the new keys and values to the cache (one [kv_heads, seq, d] row pair
-per layer) is not an op of the graph. Matmul weights are stored
+per layer) is not an op of the graph. `--kv-cache heads` writes the cache as one 2-D
+initializer per KV head and product instead (`...past_key.<j>` [head_dim, N],
+`...past_value.<j>` [N, head_dim]), each cached product a MatMul of that head's query rows
+by it, so that quantize-weights packs the cache and the products run as int8 matmuls (on
+Groq: the MXM); q is scaled by 1/sqrt(d) before the score products, and each KV head has
+its own Concat, Softmax and Slices. Matmul weights are stored
 [K, N] for `MatMul`. Every initializer with more than 64 elements is an external-data
 tensor pointing into `<stem>.weights`, which this script does NOT write: the model is only
 usable with `--shape-only`, which never reads weight data. Small shape constants (Reshape
@@ -55,6 +61,7 @@ class LlamaConfig:
     vocab: int
     seq: int = 1
     context: int = 0
+    kv_cache: str = "float"
     rms_eps: float = 1e-5
     rope_theta: float = 10000.0
 
@@ -67,6 +74,8 @@ class LlamaConfig:
                   self.seq)
         if min(values) <= 0 or self.context < 0:
             raise ValueError("every size must be positive (the context may be 0)")
+        if self.kv_cache not in KV_CACHES:
+            raise ValueError(f"kv_cache must be one of {', '.join(KV_CACHES)}")
         if self.hidden % self.heads or self.heads % self.kv_heads:
             raise ValueError("hidden must be a multiple of heads, heads of kv_heads")
         if self.head_dim % 2:
@@ -79,6 +88,8 @@ class LlamaConfig:
                  + 3 * self.hidden * self.ffn + 2 * self.hidden)
         return 2 * self.vocab * self.hidden + self.layers * layer + self.hidden
 
+
+KV_CACHES = ("float", "heads")
 
 PRESETS: dict[str, LlamaConfig] = {
     "llama-70b": LlamaConfig(layers=80, hidden=8192, ffn=28672, heads=64, kv_heads=8,
@@ -145,6 +156,10 @@ def build(config: LlamaConfig, data_file: str) -> onnx.ModelProto:
         g.ints("shape_q_grouped", [1, nkv, rows, d])
         g.ints("cache_n", [c.context])
         g.ints("cache_end", [c.context + s])
+        g.ints("axis_1", [1])
+        if c.kv_cache == "heads":  # Slice bounds of KV head j: [j, j + 1) on axis 1
+            for j in range(nkv + 1):
+                g.ints(f"head_{j}", [j])
         # row r * seq + i (query head r of a group, new token i) sees the new tokens <= i
         causal = np.where(np.arange(s)[None, :] > np.arange(rows)[:, None] % s, -np.inf, 0.0)
         g.inits.append(helper.make_tensor("new_mask", TensorProto.FLOAT, [rows, s],
@@ -231,10 +246,12 @@ def _cached_attention(g: _Graph, c: LlamaConfig, p: str, w: str, heads: dict[str
     """Grouped-query attention of the new tokens over the layer's KV cache and themselves
     (module docstring); returns the context [1, heads, seq, head_dim]. `scale`: 1/sqrt(d)."""
     d, nkv, n = c.head_dim, c.kv_heads, c.context
-    past_k = g.weight(f"{w}.past_key", (1, nkv, d, n))
-    past_v = g.weight(f"{w}.past_value", (1, nkv, n, d))
     q = g.node("Reshape", [heads["q"], "shape_q_grouped"], f"{p}/self_attn/q/grouped")
     kt = g.node("Transpose", [heads["k"]], f"{p}/self_attn/kT", perm=[0, 1, 3, 2])
+    if c.kv_cache == "heads":
+        return _cached_attention_heads(g, c, p, w, q, kt, heads["v"], scale)
+    past_k = g.weight(f"{w}.past_key", (1, nkv, d, n))
+    past_v = g.weight(f"{w}.past_value", (1, nkv, n, d))
     old = g.node("MatMul", [q, past_k], f"{p}/self_attn/scores_cache")
     new = g.node("Add", [g.node("MatMul", [q, kt], f"{p}/self_attn/scores_new"), "new_mask"],
                  f"{p}/self_attn/mask")
@@ -246,6 +263,40 @@ def _cached_attention(g: _Graph, c: LlamaConfig, p: str, w: str, heads: dict[str
                    f"{p}/self_attn/p_new")
     ctx = g.node("Add", [g.node("MatMul", [p_old, past_v], f"{p}/self_attn/context_cache"),
                          g.node("MatMul", [p_new, heads["v"]], f"{p}/self_attn/context_new")],
+                 f"{p}/self_attn/context")
+    return g.node("Reshape", [ctx, "shape_kv_heads"], f"{p}/self_attn/context/heads")
+
+
+def _cached_attention_heads(g: _Graph, c: LlamaConfig, p: str, w: str, q: str, kt: str,
+                            v: str, scale: str) -> str:
+    """`--kv-cache heads`: the same attention with a 2-D cache initializer per KV head and
+    product (`past_key.<j>` [head_dim, context], `past_value.<j>` [context, head_dim]), so
+    that each cached product is a matmul on a 2-D weight, which quantize-weights packs and
+    int8-activations turns into an int8 MXM matmul. The scale is applied to q (before both
+    score products, [kv_heads, rows, head_dim] elements rather than the scores' rows *
+    (context + seq)); each KV head's group of rows has its own Concat, Softmax and Slices,
+    so no op copies all heads' scores or probabilities."""
+    d, nkv, n = c.head_dim, c.kv_heads, c.context
+    q = g.node("Mul", [q, scale], f"{p}/self_attn/q/scale")
+    new = g.node("Add", [g.node("MatMul", [q, kt], f"{p}/self_attn/scores_new"), "new_mask"],
+                 f"{p}/self_attn/mask")
+    cached, p_new = [], []
+    for j in range(nkv):
+        name, bounds = f"{p}/self_attn/head_{j}", [f"head_{j}", f"head_{j + 1}", "axis_1"]
+        q_j = g.node("Slice", [q] + bounds, f"{name}/q")
+        old = g.node("MatMul", [q_j, g.weight(f"{w}.past_key.{j}", (d, n))],
+                     f"{name}/scores_cache")
+        scores = g.node("Concat", [old, g.node("Slice", [new] + bounds, f"{name}/scores_new")],
+                        f"{name}/scores", axis=-1)
+        probs = g.node("Softmax", [scores], f"{name}/Softmax", axis=-1)
+        p_old = g.node("Slice", [probs, "half_0", "cache_n", "axis_last"], f"{name}/p_cache")
+        p_new.append(g.node("Slice", [probs, "cache_n", "cache_end", "axis_last"],
+                            f"{name}/p_new"))
+        cached.append(g.node("MatMul", [p_old, g.weight(f"{w}.past_value.{j}", (n, d))],
+                             f"{name}/context_cache"))
+    p_new = g.node("Concat", p_new, f"{p}/self_attn/p_new", axis=1)
+    ctx = g.node("Add", [g.node("Concat", cached, f"{p}/self_attn/context_cache", axis=1),
+                         g.node("MatMul", [p_new, v], f"{p}/self_attn/context_new")],
                  f"{p}/self_attn/context")
     return g.node("Reshape", [ctx, "shape_kv_heads"], f"{p}/self_attn/context/heads")
 
@@ -270,6 +321,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("output", type=Path)
     for field in ("layers", "hidden", "ffn", "heads", "kv_heads", "vocab", "seq", "context"):
         parser.add_argument(f"--{field.replace('_', '-')}", type=int, dest=field)
+    parser.add_argument("--kv-cache", choices=KV_CACHES, dest="kv_cache",
+                        help="with --context: 'float' (default) one [1, kv_heads, ...] "
+                        "float32 cache per layer and product; 'heads' a 2-D [K, N] cache "
+                        "initializer per KV head and product, which quantize-weights packs "
+                        "like any matmul weight (the products run as int8 matmuls)")
     args = parser.parse_args(argv)
     overrides = {k: v for k, v in vars(args).items()
                  if k not in ("preset", "output") and v is not None}
@@ -281,7 +337,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(f"{path}: {config.layers} layers, hidden {config.hidden}, FFN {config.ffn}, "
           f"heads {config.heads}/{config.kv_heads}, vocab {config.vocab}, "
-          f"{config.seq} token(s) per pass over a context of {config.context}, "
+          f"{config.seq} token(s) per pass over a context of {config.context} "
+          f"({config.kv_cache} cache), "
           f"{config.parameters() / 1e9:.2f} G parameters (weights not written)")
     return 0
 

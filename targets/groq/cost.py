@@ -54,9 +54,14 @@ RESCALE_CHUNKS_INT8 = 4
 macros), and `RESCALE_TAIL_INT8` chunks in the last macro of a tile: the chain of a tile's
 rescales keeps closer to its partials as they land, so less of it follows the last pass
 (GEMV 4096x4096 f32/int8, --no-simulate, with this branch's other changes: 8 chunks per
-macro 1416 cycles; 4 and the last chunk alone 1372; 4 and the last 3 chunks 1289)."""
+macro 1416 cycles; 4 and the last chunk alone 1372; 4 and the last 3 chunks 1289). With
+the wave scheduling, 4 and the last 5 (13 chunks: spans 0-4, 4-8, 8-13) rather than the last
+3 (0-4, 4-8, 8-10, 10-13): one macro less per tile on the VXM queues, whose chains of
+rescales the last wave waits for (GEMV 4096 f32/int8 1216 -> 1162 cycles; measured tail
+sizes 2 to 7 and spans of 3 to 10 chunks: 1162 to 1376; GEMV 2048x8192 1172 -> 1167,
+4096x11008 2932 -> 2757, GEMM 8x4096 5618 -> 5546)."""
 
-RESCALE_TAIL_INT8 = 3
+RESCALE_TAIL_INT8 = 5
 
 DATA_SLICES = 4
 """MEM slices an activation/scratch buffer is spread over (schedule/placement.py places data
