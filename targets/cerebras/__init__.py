@@ -72,7 +72,7 @@ class CerebrasTarget(Q35cTarget):
         Sigmoid arrives as exp and a division), and canonicalize drops what they leave."""
         if shape_only:
             return "dequantize-gathers"
-        return "dequantize-gathers,fuse-norms,fuse-swiglu,canonicalize"
+        return "dequantize-gathers,fuse-norms,fuse-swiglu,canonicalize,fuse-attention"
 
     def accepted_ops(self) -> frozenset[str]:
         from q35c.targets.cerebras.project import ACCEPTED_OPS
@@ -164,7 +164,9 @@ class CerebrasTarget(Q35cTarget):
         for name, shape in project.inputs.items():
             if name not in inputs:
                 raise Q35cError(f"cerebras target: missing input '{name}'")
-            xs[name] = np.asarray(inputs[name], np.float32)
+            xs[name] = np.asarray(inputs[name])
+            if xs[name].dtype.kind == "f":  # token numbers (a gather's) stay integers
+                xs[name] = xs[name].astype(np.float32)
             if xs[name].shape != shape:
                 raise Q35cError(f"cerebras target: input '{name}' has shape "
                                 f"{xs[name].shape}, expected {shape}")

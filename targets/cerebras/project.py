@@ -23,6 +23,7 @@ from q35c.compiler.weights import WeightStore
 from q35c.dialects import quant3p5
 from q35c.targets.cerebras.emit import csl_module
 from q35c.targets.cerebras.machine import Machine
+from q35c.targets.cerebras.moves import MOVE_OP_NAMES
 from q35c.targets.cerebras.parse import parse_csl
 from q35c.targets.cerebras.plan import GemvPlan, pe_data, x_slice
 from q35c.targets.cerebras.printer import csl_files
@@ -30,10 +31,13 @@ from q35c.targets.cerebras.simulate import Simulation, check, memory_use, progra
 
 ACCEPTED_OPS = frozenset({"quant3p5.weight", "quant3p5.matmul", "func.return",
                           "q35nn.rms_norm", "q35nn.silu", "q35nn.swiglu", "q35nn.softmax",
-                          "arith.addf", "arith.mulf", "arith.constant"})
-"""What the lowering maps today: batch-1 GEMVs on Q3P5 weights, RMSNorm, SiLU, SwiGLU and
-elementwise add and mul on [1, D] vectors (docs/cerebras.md). A function that is one GEMV
-is the single-GEMV project below; any other is a graph of stages (graph.py)."""
+                          "q35nn.gather", "q35nn.attention", "arith.addf", "arith.mulf",
+                          "arith.negf", "arith.constant"}) | MOVE_OP_NAMES
+"""What the lowering maps today: batch-1 GEMVs on Q3P5 weights, RMSNorm, SiLU, SwiGLU,
+softmax, elementwise add, mul and neg, the embedding gather of one token, attention of one
+token over a KV cache, and the data movement between them (reshapes, transposes,
+broadcasts, static slices, concatenations: moves.py) (docs/cerebras.md). A function that
+is one GEMV is the single-GEMV project below; any other is a graph of stages (graph.py)."""
 
 
 def is_single_gemv(fn: func.FuncOp) -> bool:
