@@ -241,8 +241,9 @@ def stages(fn: func.FuncOp, store: WeightStore, k_tile: int, n_tile: int, v_tile
             srcs = [operand(v, op) for v in data_operands(op)]
             index = index_map(op)
             prev = by_output.get(srcs[0])
-            if len(srcs) == 1 and prev is not None and prev.kind == "move":
-                srcs, index = list(prev.inputs), prev.plan.index[index]  # compose
+            if len(srcs) == 1 and prev is not None and prev.kind == "move" and \
+                    len(prev.inputs) == 1:  # compose moves of one source
+                srcs, index = list(prev.inputs), prev.plan.index[index]
             add(Stage("move", MovePlan(index), srcs, tag), op)
         elif isinstance(op, q35nn.GatherOp):
             table = weights.get(op.operands[0])
