@@ -3,11 +3,13 @@ head) as a stage of PEs, as xDSL `csl` IR (numeric mode: `attention_f32` of
 `q35c.semantics.cerebras`).
 
 The keys and values are distributed over PEs: PE (x, y) holds the tokens
-[x*t_tile, (x+1)*t_tile) of KV head y: `k` [t_tile, d] and `v` [t_tile, dv] row by row
-(zero past the last token), and the query rows of the `group` query heads that share KV
-head y (grouped-query attention: the cache is not copied per query head) in `q`
-[group, d], and, with a mask, its part of each row's mask in `m` [group, t_tile]. Row y of
-PEs runs query head y*group + j for j = 0 .. group-1, one after another:
+[x*t_tile, (x+1)*t_tile) of KV head y (t_tile: `v_tile`, by default
+min(64, S, the tokens whose keys and values fit 32 KB)): `k` [t_tile, d] and `v`
+[t_tile, dv] row by row (zero past the last token), and the query rows of the `group`
+query heads that share KV head y (grouped-query attention: the cache is not copied per
+query head) in `q` [group, d], and, with a mask, its part of each row's mask in `m`
+[group, t_tile]. Row y of PEs runs query head y*group + j for j = 0 .. group-1, one after
+another:
 
 * scores (scalar loop per token: the dot product in c ascending, `* scale`, `+ m`) into
   `a`;
@@ -38,6 +40,8 @@ from q35c.targets.cerebras.plan import INPUT_QUEUE, OUTPUT_QUEUE, role_colors
 from q35c.targets.cerebras.vector import VectorPlan, VectorProgram
 
 DEFAULT_T_TILE = 64
+CACHE_BYTES = 32768
+"""The most bytes of keys and values per PE the default tokens per PE asks for."""
 
 
 @dataclass(frozen=True)
@@ -55,7 +59,8 @@ class AttentionPlan(VectorPlan):
     @classmethod
     def make(cls, tokens: int, kv_heads: int, group: int, d: int, dv: int, scale: float,
              masked: bool, t_tile: int = 0) -> AttentionPlan:
-        return cls("attention", tokens, t_tile or min(DEFAULT_T_TILE, tokens), 0.0,
+        t_tile = t_tile or max(1, min(DEFAULT_T_TILE, tokens, CACHE_BYTES // (4 * (d + dv))))
+        return cls("attention", tokens, t_tile, 0.0,
                    kv_heads, group, d, dv, float(np.float32(scale)), masked)
 
     @property

@@ -56,6 +56,7 @@ from q35c.targets.cerebras.ops import SetColorConfigOp
 from q35c.targets.cerebras.parse import parse_csl
 from q35c.targets.cerebras.plan import GemvPlan, pe_data, x_slice
 from q35c.targets.cerebras.printer import csl_files
+from q35c.targets.cerebras.project import RUNTIME_PY
 from q35c.targets.cerebras.simulate import Simulation, check, memory_use, programs
 from q35c.targets.cerebras.vector import VectorPlan, VectorProgram, routes as vector_routes
 
@@ -610,24 +611,7 @@ for item in args.inputs:
     if values[key].dtype.kind == "f":
         values[key] = values[key].astype(np.float32)
 
-runner = SdkRuntime(args.name, cmaddr=None)
-runner.load()
-runner.run()
-
-
-def h2d(symbol, px, py, values):
-    """Copy `values` into array `symbol` of PE (px, py), 32 bits per element."""
-    values = np.ascontiguousarray(values)
-    if values.dtype.itemsize == 2:  # 16-bit arrays travel zero-extended to 32 bits
-        values = values.view(np.uint16).astype(np.uint32)
-        kind = MemcpyDataType.MEMCPY_16BIT
-    else:
-        values = values.view(np.uint32)
-        kind = MemcpyDataType.MEMCPY_32BIT
-    runner.memcpy_h2d(runner.get_id(symbol), values, px, py, 1, 1, values.size,
-                      streaming=False, data_type=kind, order=MemcpyOrder.ROW_MAJOR,
-                      nonblock=False)
-
+{runtime}
 
 def d2h(symbol, px, py, count):
     out = np.zeros(count, np.uint32)
@@ -752,8 +736,8 @@ def write_graph(project: GraphProject, machine: Machine, out_dir: Path, stem: st
     decode = ('runner.launch("decode", nonblock=False)  # once, at load time\n'
               if project.decoded else "")
     (out_dir / "run.py").write_text(RUN_PY.format(
-        name=stem, decode=decode, fw=project.width + 7, fh=project.height + 2,
-        decode_doc=", launches `decode` once" if project.decoded else ""))
+        runtime=RUNTIME_PY, name=stem, decode=decode, fw=project.width + 7,
+        fh=project.height + 2, decode_doc=", launches `decode` once" if project.decoded else ""))
     memory = {name: memory_use(prog, machine) for name, prog in programs(project.csl).items()}
     summary = {
         "machine": machine.name,
