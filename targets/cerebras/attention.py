@@ -3,16 +3,17 @@ head) as a stage of PEs, as xDSL `csl` IR (numeric mode: `attention_f32` of
 `q35c.semantics.cerebras`).
 
 The keys and values are distributed over PEs: PE (x, y) holds the tokens
-[x*t_tile, (x+1)*t_tile) of KV head y (t_tile: `v_tile`, by default
-min(64, S, the tokens whose keys and values fit 32 KB)): `k` [t_tile, d] and `v`
-[t_tile, dv] row by row (zero past the last token), and the query rows of the `group`
-query heads that share KV head y (grouped-query attention: the cache is not copied per
-query head) in `q` [group, d], and, with a mask, its part of each row's mask in `m`
-[group, t_tile]. Row y of PEs runs query head y*group + j for j = 0 .. group-1, one after
-another:
+[x*t_tile, (x+1)*t_tile) of KV head y (t_tile: `v_tile`, by default min(64, S, the tokens
+whose keys and values fit 32 KB)): `k` [d, t_tile] (transposed: row c holds component c
+of every token) and `v` [t_tile, dv] (zero past the last token), and the query rows of
+the `group` query heads that share KV head y (grouped-query attention: the cache is not
+copied per query head) in `q` [group, d], and, with a mask, its part of each row's mask
+in `m` [group, t_tile]. Row y of PEs runs query head y*group + j for j = 0 .. group-1,
+one after another:
 
-* scores (scalar loop per token: the dot product in c ascending, `* scale`, `+ m`) into
-  `a`;
+* scores into `a`: per component c, `@fmuls(ts, k[c, :], q[c])`, `@fadds(a, a, ts)`
+  (every token's dot product summed in c ascending), then `@fmuls` by the scale and
+  `@fadds` of the mask;
 * softmax over the row of PEs exactly as the softmax stage (vector.py): the local max, the
   max chain west to east (colors 0/1) and its broadcast back west (color 2), `exp` and the
   local sums, the sum chain, `1 / total` broadcast, `@fmuls` into `y`;
@@ -83,7 +84,8 @@ def buffers(plan: AttentionPlan, role: str) -> dict[str, tuple[object, int]]:
     out = {"q": (f32, g * plan.d), "k": (f32, t * plan.d), "v": (f32, t * plan.dv)}
     if plan.masked:
         out["m"] = (f32, g * t)
-    out.update({"a": (f32, t), "y": (f32, t), "c": (f32, plan.dv), "t": (f32, plan.dv),
+    out.update({"a": (f32, t), "ts": (f32, t), "y": (f32, t), "c": (f32, plan.dv),
+                "t": (f32, plan.dv),
                 "pow2": (f32, len(mode.POW2)),
                 "part": (f32, 1), "tot": (f32, 1), "r": (f32, 1)})
     if role == "single" or role.startswith("last"):
@@ -100,8 +102,8 @@ def host_inputs(plan: AttentionPlan, q, k, v, mask) -> dict[tuple[int, int], dic
     for y in range(plan.kv_heads):
         for x in range(plan.width):
             lo, hi = x * t, min((x + 1) * t, plan.n)
-            kk = np.zeros((t, plan.d), np.float32)
-            kk[:hi - lo] = k[y, lo:hi]
+            kk = np.zeros((plan.d, t), np.float32)  # transposed: component c of every token
+            kk[:, :hi - lo] = k[y, lo:hi].T
             vv = np.zeros((t, plan.dv), np.float32)
             vv[:hi - lo] = v[y, lo:hi]
             arrs = {"q": np.ascontiguousarray(q[y * g:(y + 1) * g], np.float32).reshape(-1),
@@ -124,9 +126,10 @@ class AttentionProgram(VectorProgram):
             buf = csl.ZerosOp(MemRefType(elem, (size,)))
             buf.result.name_hint = name
             self.bufs[name] = buf.result
-            if name in ("q", "k", "m", "pow2"):  # read by scalar code only
+            if name in ("q", "pow2"):  # read by scalar code only
                 continue
-            length = self.plan.dv if name in ("v", "o") else size
+            length = {"v": self.plan.dv, "o": self.plan.dv, "k": self.plan.v_tile,
+                      "m": self.plan.v_tile}.get(name, size)
             dsd = csl.GetMemDsdOp.build(operands=[buf, [_int(length)]],
                                         result_types=[csl.DsdType(csl.DsdKind.mem1d_dsd)])
             dsd.result.name_hint = f"{name}_dsd"
@@ -138,25 +141,23 @@ class AttentionProgram(VectorProgram):
             result_types=[csl.DsdType(csl.DsdKind.mem1d_dsd)]).result
 
     def _scores(self, j: int) -> None:
-        """a[i] = dot(q_j, k[i]) * scale (+ m[j, i]) for this PE's valid tokens."""
-        plan, b = self.plan, self.bufs
-        loop = scf.ForOp(_int(0), _int(self._valid()), _int(1), [], Block(arg_types=[i16]))
-        with ImplicitBuilder(loop.body.block) as (i,):
-            row = arith.MuliOp(i, _int(plan.d)).result
-            dot = scf.ForOp(_int(0), _int(plan.d), _int(1),
-                            [arith.ConstantOp(FloatAttr(0.0, f32)).result],
-                            Block(arg_types=[i16, f32]))
-            with ImplicitBuilder(dot.body.block) as (c, acc):
-                qc = memref.LoadOp.get(b["q"], [_index(arith.AddiOp(c, _int(j * plan.d)))]).res
-                kc = memref.LoadOp.get(b["k"], [_index(arith.AddiOp(row, c))]).res
-                scf.YieldOp(arith.AddfOp(acc, arith.MulfOp(qc, kc)))
-            s = arith.MulfOp(dot.res[0], arith.ConstantOp(FloatAttr(plan.scale, f32))).result
-            if plan.masked:
-                mi = memref.LoadOp.get(
-                    b["m"], [_index(arith.AddiOp(i, _int(j * plan.v_tile)))]).res
-                s = arith.AddfOp(s, mi).result
-            memref.StoreOp.get(s, b["a"], [_index(i)])
+        """a = (sum over c of q_j[c] * k[c, :]) * scale (+ m_j) over the PE's tokens: per
+        c, `@fmuls(ts, k row c, q[c])` and `@fadds(a, a, ts)` (keys stored transposed, so
+        row c of `k` holds component c of every token: each token's dot product is summed
+        in c ascending, from 0)."""
+        plan, d = self.plan, self.dsds
+        csl.FmovsOp(operands=[[d["a"], arith.ConstantOp(FloatAttr(0.0, f32))]])
+        loop = scf.ForOp(_int(0), _int(plan.d), _int(1), [], Block(arg_types=[i16]))
+        with ImplicitBuilder(loop.body.block) as (c,):
+            qc = memref.LoadOp.get(self.bufs["q"],
+                                   [_index(arith.AddiOp(c, _int(j * plan.d)))]).res
+            krow = self._at("k", arith.MuliOp(c, _int(plan.v_tile)).result)
+            csl.FmulsOp(operands=[[d["ts"], krow, qc]])
+            csl.FaddsOp(operands=[[d["a"], d["a"], d["ts"]]])
             scf.YieldOp()
+        csl.FmulsOp(operands=[[d["a"], d["a"], arith.ConstantOp(FloatAttr(plan.scale, f32))]])
+        if plan.masked:
+            csl.FaddsOp(operands=[[d["a"], d["a"], self._at("m", _int(j * plan.v_tile))]])
 
     def _context(self, j: int) -> None:
         """c = sum of y[i] * v[i] over the valid tokens; the chain; o[j*dv ...] on the

@@ -661,7 +661,10 @@ def attention_inputs(st, q, k, v, mask):
         for x in range(st["width"]):
             pe, lo = (st["x0"] + x, y), x * t
             h2d("q", *pe, np.ascontiguousarray(q[y * g:(y + 1) * g]).reshape(-1))
-            h2d("k", *pe, tile(k[y].reshape(-1), t * st["d"], x))
+            kk = np.zeros((st["d"], t), np.float32)  # transposed: row c, every token
+            part = k[y, lo:lo + t]
+            kk[:, :part.shape[0]] = part.T
+            h2d("k", *pe, kk.reshape(-1))
             h2d("v", *pe, tile(v[y].reshape(-1), t * st["dv"], x))
             if mask is not None:
                 m = np.zeros((g, t), np.float32)
