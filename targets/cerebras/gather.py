@@ -1,12 +1,15 @@
 """The embedding gather of a decode step (`q35nn.gather` of one row of a float table) as a
 stage on a row of PEs, as xDSL `csl` IR.
 
-The table [V, D] is cut by columns: PE p holds columns [p*v_tile, (p+1)*v_tile) of every
-row, row r at element r*v_tile of its array `tab` (zero-padded past D), copied in once by
-the host. Per launch the host copies the row number into `idx` (i16, after numpy's rule for
-negative numbers and a range check, as the interpreter's gather does) and every PE copies
-its slice of that row with one `@fmovs(y, tab[idx*v_tile ...])`: a DSD whose offset is
-computed at run time. No value changes, so the stage is exact in any numeric mode.
+The table [V, D] is cut into blocks of `block` rows by `v_tile` columns: PE (x, y) holds
+rows [y*block, (y+1)*block) of columns [x*v_tile, (x+1)*v_tile), row r at element
+(r - y*block)*v_tile of its array `tab` (zero-padded), copied in once by the host; `block`
+is as many rows as fit 32 KB. Per launch the host finds the token's row (numpy's rule for
+negative numbers, a range check, as the interpreter's gather does), copies its number
+within the block into `idx` (i16) of the PEs of that block's row (0 elsewhere), and every
+PE copies one row slice with one `@fmovs(y, tab[idx*v_tile ...])`: a DSD whose offset is
+computed at run time. The host reads `y` of the token's PE row. No value changes, so the
+stage is exact in any numeric mode.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from q35c.compiler.diagnostics import Q35cError
 from q35c.targets.cerebras.emit import _index, _int, f32
 
 TABLE_BYTES = 32768
-"""The most bytes of table per PE the default tile asks for (of a PE's 48 KB)."""
+"""The most bytes of table per PE (of a PE's 48 KB)."""
 
 
 @dataclass(frozen=True)
@@ -32,24 +35,27 @@ class GatherPlan:
     n: int
     """D, the elements of a row (the output)."""
     v_tile: int
+    """Columns per PE."""
+    block: int
+    """Rows per PE: PE (x, y) holds rows [y*block, (y+1)*block)."""
     kind: str = "gather"
-    height = 1
 
     @classmethod
     def choose(cls, rows: int, n: int, v_tile: int = 0) -> GatherPlan:
-        vt = v_tile or min(64, n, TABLE_BYTES // (4 * rows))
-        if vt < 1:
-            raise Q35cError(f"cerebras target: an embedding table of {rows} rows does not "
-                            f"fit one PE column ({4 * rows} bytes per column; splitting the "
-                            "rows over PEs is not implemented)")
-        if rows * vt >= 2 ** 15:
-            raise Q35cError(f"cerebras target: an embedding table of {rows} x {vt} per PE "
-                            "needs offsets beyond i16")
-        return cls(rows, n, vt)
+        vt = v_tile or min(64, n)
+        block = min(rows, TABLE_BYTES // (4 * vt))
+        if block < 1:
+            raise Q35cError(f"cerebras target: a gather tile of {vt} columns does not fit "
+                            f"{TABLE_BYTES} bytes of a PE")
+        return cls(rows, n, vt, block)
 
     @property
     def width(self) -> int:
         return -(-self.n // self.v_tile)
+
+    @property
+    def height(self) -> int:
+        return -(-self.rows // self.block)
 
     def role(self, x: int) -> str:
         return "single"
@@ -65,7 +71,7 @@ class GatherPlan:
 
 
 def buffers(plan: GatherPlan) -> dict[str, tuple[object, int]]:
-    return {"tab": (f32, plan.rows * plan.v_tile), "idx": (i16, 1), "y": (f32, plan.v_tile)}
+    return {"tab": (f32, plan.block * plan.v_tile), "idx": (i16, 1), "y": (f32, plan.v_tile)}
 
 
 class GatherProgram:
@@ -97,17 +103,19 @@ class GatherProgram:
         csl.FmovsOp(operands=[[self.dsds["y"], src]])
 
 
-def table_slice(plan: GatherPlan, table, x: int):
-    """PE x's part of the table: columns [x*v_tile, ...), rows one after another."""
-    out = np.zeros((plan.rows, plan.v_tile), np.float32)
-    part = np.asarray(table, np.float32)[:, x * plan.v_tile:(x + 1) * plan.v_tile]
-    out[:, :part.shape[1]] = part
+def table_slice(plan: GatherPlan, table, x: int, y: int) -> np.ndarray:
+    """PE (x, y)'s part of the table: rows [y*block, ...) of columns [x*v_tile, ...), row
+    after row, zero-padded."""
+    out = np.zeros((plan.block, plan.v_tile), np.float32)
+    part = np.asarray(table, np.float32)[y * plan.block:(y + 1) * plan.block,
+                                         x * plan.v_tile:(x + 1) * plan.v_tile]
+    out[:part.shape[0], :part.shape[1]] = part
     return out.reshape(-1)
 
 
-def row_number(plan: GatherPlan, ids) -> int:
-    """The table row of a [1]-element index input (numpy's negative numbers), range
-    checked as the interpreter's `q35nn.gather` does."""
+def row_number(plan: GatherPlan, ids) -> tuple[int, int]:
+    """(PE row holding the token's row, the row within it) for a [1]-element index input
+    (numpy's negative numbers), range checked as the interpreter's `q35nn.gather` does."""
     flat = np.asarray(ids).reshape(-1)
     if flat.size != 1:
         raise Q35cError(f"cerebras target: a gather of {flat.size} rows (one token per "
@@ -116,4 +124,4 @@ def row_number(plan: GatherPlan, ids) -> int:
     if not -plan.rows <= r < plan.rows:
         raise Q35cError(f"cerebras target: gather index {r} out of range for a table of "
                         f"{plan.rows} rows")
-    return r % plan.rows
+    return divmod(r % plan.rows, plan.block)

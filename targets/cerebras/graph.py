@@ -127,7 +127,8 @@ class GraphProject:
                             out[f"s{i}/{x}_{y}/{name}"] = arr
             elif st.kind == "gather":
                 for x in range(st.width):
-                    out[f"s{i}/{x}_0/tab"] = table_slice(st.plan, st.gamma, x)
+                    for y in range(st.height):
+                        out[f"s{i}/{x}_{y}/tab"] = table_slice(st.plan, st.gamma, x, y)
             elif st.kind == "move":
                 out[f"s{i}/index"] = st.plan.index
             elif st.gamma is not None:
@@ -519,15 +520,19 @@ def pe_inputs(st: Stage, ins: list[np.ndarray]):
             if st.kind == "gemv":
                 yield (x, y), "x", x_slice(st.plan, ins[0], x)
             elif st.kind == "gather":
-                yield (x, y), "idx", np.array([row_number(st.plan, ins[0])], np.int16)
+                block, row = row_number(st.plan, ins[0])
+                yield (x, y), "idx", np.array([row if y == block else 0], np.int16)
             else:
                 for name, v in zip(st.plan.inputs(), ins):
                     yield (x, y), name, _slice(st.plan, _padded(st.plan, v), x)
 
 
-def stage_output(st: Stage, read) -> np.ndarray:
+def stage_output(st: Stage, read, ins: list[np.ndarray]) -> np.ndarray:
     """The stage's output as a flat host vector; `read(x, y, name)` reads a PE's array
-    (x, y within the stage)."""
+    (x, y within the stage); `ins`: the stage's inputs."""
+    if st.kind == "gather":  # the PE row that holds the token's row
+        block = row_number(st.plan, ins[0])[0]
+        return np.concatenate([read(x, block, "y") for x in range(st.width)])[:st.plan.n]
     if st.kind == "gemv":
         y = np.concatenate([read(st.width - 1, j, "y") for j in range(st.height)])
     elif st.kind == "attention":  # every head's context, in head order
@@ -564,7 +569,7 @@ def simulate_graph(project: GraphProject, machine: Machine, inputs: dict[str, np
         cycles.append(sim.run(f"s{i}"))
         sim.restart()
         values[st.output] = stage_output(
-            st, lambda x, y, name, st=st: sim.pes[(st.x0 + x, y)].memory[name])
+            st, lambda x, y, name, st=st: sim.pes[(st.x0 + x, y)].memory[name], ins)
     sim.cycles = sum(cycles)
     outs = {}
     for name, v in zip(project.output_names, project.outputs):
@@ -686,10 +691,11 @@ for i, st in enumerate(stages):
             pe = (st["x0"] + x, y)
             if st["kind"] == "gemv":
                 h2d("x", *pe, tile(ins[0], st["k_tile"], x))
-            elif st["kind"] == "gather":
+            elif st["kind"] == "gather":  # the row within its block, on the block's PEs
                 row = int(ins[0].reshape(-1)[0])
                 assert -st["rows"] <= row < st["rows"], f"token {{row}} out of range"
-                h2d("idx", *pe, np.array([row % st["rows"]], np.int16))
+                block, row = divmod(row % st["rows"], st["block"])
+                h2d("idx", *pe, np.array([row if y == block else 0], np.int16))
             elif st["kind"] != "attention":
                 for name, v in zip(("a", "b"), ins):
                     h2d(name, *pe, tile(v, st["v_tile"], x))
@@ -697,6 +703,10 @@ for i, st in enumerate(stages):
     if st["kind"] == "gemv":
         last = st["x0"] + st["width"] - 1
         y = np.concatenate([d2h("y", last, j, st["n_tile"]) for j in range(st["height"])])
+    elif st["kind"] == "gather":
+        block = (int(ins[0].reshape(-1)[0]) % st["rows"]) // st["block"]
+        y = np.concatenate([d2h("y", st["x0"] + x, block, st["v_tile"])
+                            for x in range(st["width"])])
     elif st["kind"] == "attention":
         last, size = st["x0"] + st["width"] - 1, st["group"] * st["dv"]
         y = np.concatenate([d2h("o", last, j, size) for j in range(st["height"])])
@@ -721,7 +731,7 @@ def stage_summary(st: Stage) -> dict:
                     "d": p.d, "dv": p.dv, "masked": p.masked,
                     "q_shape": list(st.shapes[0]), "mask_shape": list(st.shapes[1])})
     elif st.kind == "gather":
-        out.update({"v_tile": p.v_tile, "rows": p.rows})
+        out.update({"v_tile": p.v_tile, "rows": p.rows, "block": p.block})
     elif st.kind != "move":
         out["v_tile"] = p.v_tile
     return out
