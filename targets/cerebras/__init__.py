@@ -172,14 +172,26 @@ class CerebrasTarget(Q35cTarget):
                                 f"{xs[name].shape}, expected {shape}")
         first = None
         for seed in range(self.seeds):
-            outs, _, _ = simulate_graph(project, machine, xs, seed)
+            outs, _, cycles = simulate_graph(project, machine, xs, seed)
             if first is None:
                 first = outs
+                _print_cycles(project, cycles)
             elif any(not np.array_equal(first[k].view(np.uint32), v.view(np.uint32))
                      for k, v in outs.items()):
                 raise Q35cError(f"cerebras target: interleaving seed {seed} gives different "
                                 "outputs than seed 0 (a race between colors)")
         return first
+
+
+def _print_cycles(project, cycles: list[int]) -> None:
+    """One line: the simulated cycles of the graph's launches, by stage kind."""
+    by: dict[str, list[int]] = {}
+    for st, c in zip([st for st in project.stages if st.kind != "move"], cycles):
+        by.setdefault(st.kind, []).append(c)
+    parts = ", ".join(f"{k} x{len(v)} {sum(v)}" for k, v in
+                      sorted(by.items(), key=lambda kv: -sum(kv[1])))
+    print(f"cerebras target: {sum(cycles)} cycles simulated over {len(cycles)} launches "
+          f"({parts}); the host's copies and moves are not counted", flush=True)
 
 
 @dataclass(frozen=True)

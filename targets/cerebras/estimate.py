@@ -149,7 +149,7 @@ def decode_estimate(d: int, vocab: int, tokens: int, heads: int, kv_heads: int, 
     head = d // heads
     out = []
     g = GatherPlan.choose(vocab, d)
-    out.append({"kind": "gather", "shape": [vocab, d], "pes": g.width,
+    out.append({"kind": "gather", "shape": [vocab, d], "pes": g.width * g.height,
                 "cycles": stage_estimate(g, m), "lower_bound": gather_lower_bound(g, m)})
     n = VectorPlan.choose("neg", d // 2, v_tile)
     out.append({"kind": "neg", "shape": [d // 2], "pes": n.width,
