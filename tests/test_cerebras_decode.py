@@ -195,6 +195,8 @@ def test_a_llama_decode_step_with_a_kv_cache_is_bit_exact(tmp_path):
     for f in out.glob("*.csl"):
         parse_csl(f.read_text(), f.name)
     compile((out / "run.py").read_text(), "run.py", "exec")
+    q35c("report", out)
+    assert "attention" in (out / "report.html").read_text()
     rng = np.random.default_rng(3)
     ins = {"input_ids": np.array([[11]], np.int64), "position_ids": np.array([[7]], np.int64),
            "past_key_values.0.key": rng.standard_normal((1, 2, 7, 16)).astype(np.float32),
