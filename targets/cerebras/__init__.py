@@ -7,8 +7,9 @@ that checks and runs it.
     --simulate.py--> static checks, event-driven run: y bit-exact with the interpreter's
     numeric mode for this target (`q35c.semantics.matmul_q3p5_f16`)
 
-A function that is more than one GEMV is a graph of stages (graph.py, vector.py: one PE
-region per op, vectors chained through the host; numeric mode `q35c.semantics.cerebras`).
+A function that is more than one GEMV is a graph of stages (graph.py, vector.py,
+gather.py, attention.py: one PE region per op, vectors chained through the host, data
+movement as the host's index maps, moves.py; numeric mode `q35c.semantics.cerebras`).
 
 `--target cerebras` (options `cerebras{machine=wse2 k_tile=0 n_tile=0 v_tile=0 seeds=2
 weights=packed}`; 0 picks the default tile) writes the project; `q35c run --target

@@ -194,7 +194,8 @@ class AttentionProgram(VectorProgram):
             self._context(j)
 
 
-def check_decode(q_shape, k_shape, v_shape) -> None:
+def check_decode(q_shape) -> None:
+    """Only a decode step's attention is mapped: one query row per head."""
     if len(q_shape) < 2 or q_shape[-2] != 1:
         raise Q35cError(f"cerebras target: q35nn.attention with query {tuple(q_shape)}: "
                         "only one query row per head (a decode step) is mapped")

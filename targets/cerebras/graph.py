@@ -1,8 +1,11 @@
 """A batch-1 decode-step graph of several ops as one CSL program: every op is a *stage* on
 its own PE region, and the host chains them.
 
-    func (quant3p5.matmul, q35nn.rms_norm/silu/swiglu, arith.addf/mulf on [1, D] vectors)
-    --stages()--> [GEMV plans (plan.py), vector plans (vector.py)], regions side by side
+    func (quant3p5.matmul, q35nn.rms_norm/silu/swiglu/softmax/gather/attention,
+          arith.addf/mulf/negf on one row; reshapes, transposes, broadcasts, slices, concats)
+    --stages()--> [GEMV plans (plan.py), vector plans (vector.py), gathers (gather.py),
+                   attention (attention.py), moves (moves.py: the host's, no PEs)],
+                  regions side by side
     --graph_module()--> csl IR: programs s<i>_<role> (and `idle`), one layout
 
 Stage i occupies columns [x0, x0 + width) and rows [0, height) of the rectangle; PEs of the
@@ -12,7 +15,9 @@ command stream back, because a memcpy launch reaches every PE. **Vectors move be
 stages through the host**: after launching `s<i>`, run.py reads the stage's output (the
 east-most column of a GEMV, every PE of a vector stage) with memcpy_d2h and copies it into
 the next stages' input arrays with memcpy_h2d; the values never change on the way (32-bit
-copies), so the chain adds no rounding. The host's copies are not in the cycle count.
+copies), so the chain adds no rounding. Data movement between stages (a reshape, a
+transpose, a broadcast, a slice, a concatenation) is a *move*: an index map the host
+applies on the way. The host's copies and moves are not in the cycle count.
 """
 
 from __future__ import annotations
@@ -163,7 +168,7 @@ def _row(value: SSAValue, what: str) -> int:
     return n
 
 
-def _grouping(sts: list[Stage], by_output: dict[str, Stage], name: str, heads: int,
+def _grouping(by_output: dict[str, Stage], name: str, heads: int,
               per_head: int) -> tuple[str, int]:
     """(source, group) if host value `name` ([heads, per_head] flat) is a move that
     repeats each row of a [heads / group, per_head] source `group` times (repeat_kv of
@@ -262,12 +267,12 @@ def stages(fn: func.FuncOp, store: WeightStore, k_tile: int, n_tile: int, v_tile
                       gamma=np.asarray(table, np.float32)), op)
         elif isinstance(op, q35nn.AttentionOp):
             q_shape, k_shape = shape_of(op.query), shape_of(op.key)
-            check_decode(q_shape, k_shape, shape_of(op.values))
+            check_decode(q_shape)
             d, dv, s_len = q_shape[-1], shape_of(op.values)[-1], k_shape[-2]
             heads = int(np.prod(q_shape[:-2], dtype=np.int64))
             args = [operand(v, op) for v in (op.query, op.key, op.values)]
-            args[1], group = _grouping(out, by_output, args[1], heads, s_len * d)
-            args[2], gv = _grouping(out, by_output, args[2], heads, s_len * dv)
+            args[1], group = _grouping(by_output, args[1], heads, s_len * d)
+            args[2], gv = _grouping(by_output, args[2], heads, s_len * dv)
             if gv != group:  # keys and values must share the grouping
                 args[1:3] = [operand(op.key, op), operand(op.values, op)]
                 group = 1
@@ -470,7 +475,7 @@ def numeric_mode(k_tile: int = 0, n_tile: int = 0, v_tile: int = 0) -> dict:
 
     def attention(interp, op, args):
         q, k, v, *mask = args
-        check_decode(q.shape, k.shape, v.shape)
+        check_decode(q.shape)
         plan = AttentionPlan.make(k.shape[-2], 1, 1, q.shape[-1], v.shape[-1],
                                   op.scale.value.data, bool(mask), v_tile)
         return (mode.attention_f32(q, k, v, mask[0] if mask else None, plan.scale,
