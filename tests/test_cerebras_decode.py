@@ -377,3 +377,17 @@ func.func @main(%x: {_t(shape)}) -> tensor<1x{flat}xf32> {{
     want = Interpreter(module, WeightStore()).run({name: x})
     got, ref = next(iter(outs.values())), next(iter(want.values()))
     assert np.array_equal(got.reshape(-1).view(np.uint32), ref.reshape(-1).view(np.uint32))
+
+
+def test_gather_and_attention_tiles_too_large_for_a_pe_are_caught():
+    rows = 400
+    big = GatherPlan(rows, 64, 64, rows)  # 400 x 64 f32 = 102,400 bytes on one PE
+    table = np.zeros((rows, 64), np.float32)
+    p = project_of([Stage("gather", big, ["ids"], "t0", gamma=table)], {"ids": (1, 1)},
+                   ["t0"], ["y"])
+    with pytest.raises(SimulationError, match=r"PE \(0,0\) \(s0_single.csl\): memory \d+ "
+                       r"bytes > 49152"):
+        check(p.csl, WSE2)
+    p = _attention(128, 1, 1, 64, 64, 128, False)  # keys and values: 64 KB per PE
+    with pytest.raises(SimulationError, match=r"memory \d+ bytes > 49152"):
+        check(p.csl, WSE2)
