@@ -22,6 +22,11 @@ programs run, targets/cerebras/vector.py):
   total = ((part0 + part1) + part2) + ...; inv = 1 / total; y = e * inv.
 - `swiglu_f32(gate, up)` = silu_f32(gate) * up; elementwise `arith.addf`/`mulf` are already
   float32 with one rounding in the interpreter.
+- `attention_f32(q, k, v, mask, scale, t_tile)`, one query row per head ([..., 1, d]):
+  per head, scores s[i] = (dot(q, k[i]) * scale) + mask[i] with the dot product summed in
+  c ascending from 0; p = softmax_f32(s, t_tile) (the tokens split into blocks of t_tile,
+  one PE each); per block the partial context ctx_b = sum of p[i] * v[i] (i ascending,
+  from 0, a product and a sum rounding per step); the result ((ctx_0 + ctx_1) + ...).
 """
 
 from __future__ import annotations
@@ -119,3 +124,28 @@ def softmax_f32(x: np.ndarray, v_tile: int) -> np.ndarray:
             part = F32(part + ei)
         total = part if total is None else F32(total + part)
     return (e * F32(F32(1) / total)).astype(F32).reshape(np.shape(x))
+
+
+def attention_f32(q: np.ndarray, k: np.ndarray, v: np.ndarray, mask: np.ndarray | None,
+                  scale: float, t_tile: int) -> np.ndarray:
+    """q [..., 1, d], k [..., S, d], v [..., S, dv], mask broadcasting to [..., 1, S]."""
+    q, k, v = (np.asarray(a, F32) for a in (q, k, v))
+    batch, s_len, d, dv = q.shape[:-2], k.shape[-2], q.shape[-1], v.shape[-1]
+    m = np.broadcast_to(np.zeros((), F32) if mask is None else np.asarray(mask, F32),
+                        (*batch, 1, s_len)).reshape(-1, s_len)
+    qs, ks, vs = (a.reshape(-1, *a.shape[-2:]) for a in (q, k, v))
+    out = np.zeros((qs.shape[0], dv), F32)
+    for h in range(qs.shape[0]):
+        acc = np.zeros(s_len, F32)
+        for c in range(d):
+            acc = (acc + (ks[h, :, c] * qs[h, 0, c]).astype(F32)).astype(F32)
+        sc = ((acc * F32(scale)).astype(F32) + m[h]).astype(F32)
+        p = softmax_f32(sc, t_tile)
+        total = None
+        for b0 in range(0, s_len, t_tile):
+            part = np.zeros(dv, F32)
+            for i in range(b0, min(b0 + t_tile, s_len)):
+                part = (part + (vs[h, i] * p[i]).astype(F32)).astype(F32)
+            total = part if total is None else (total + part).astype(F32)
+        out[h] = total
+    return out.reshape(*batch, 1, dv)

@@ -377,14 +377,22 @@ def test_cli_decoded_weights_write_and_run_bit_exactly(tmp_path):
 
 
 def test_unsupported_ops_are_refused_in_one_line(tmp_path):
-    result = q35c(EXAMPLES / "mlp.mlir", "--target", "cerebras", "-o", tmp_path / "o",
-                  check=False)
+    model = EXAMPLES / "models" / "encoder_tiny.onnx"  # layer norm, erf GELU
+    result = q35c(model, "--target", "cerebras", "--shape", "hidden=1,1,64", "-o",
+                  tmp_path / "o", check=False)
     assert result.returncode == 2 and len(result.stderr.splitlines()) == 1, result.stderr
-    assert result.stderr.startswith("q35c: error: ") and "linalg.broadcast" in result.stderr
-    assert "target cerebras does not support" in result.stderr
-    for mapped in ("q35nn.rms_norm", "q35nn.silu", "q35nn.softmax"):
+    assert result.stderr.startswith("q35c: error: ") and "q35nn.layer_norm" in result.stderr
+    assert "target cerebras does not support" in result.stderr and "math.erf" in result.stderr
+    for mapped in ("linalg.transpose", "tensor.reshape", "q35nn.softmax", "arith.addf"):
         assert mapped not in result.stderr
     assert not (tmp_path / "o").exists()
+
+
+def test_a_batch_of_rows_is_refused_in_one_line(tmp_path):
+    result = q35c(EXAMPLES / "mlp.mlir", "--target", "cerebras", "-o", tmp_path / "o",
+                  check=False)  # x is [4, 128]
+    assert result.returncode == 2 and len(result.stderr.splitlines()) == 1, result.stderr
+    assert "only one row" in result.stderr and not (tmp_path / "o").exists()
 
 
 def test_a_gemv_on_a_batch_of_rows_is_refused_in_one_line(tmp_path):

@@ -7,8 +7,9 @@ that checks and runs it.
     --simulate.py--> static checks, event-driven run: y bit-exact with the interpreter's
     numeric mode for this target (`q35c.semantics.matmul_q3p5_f16`)
 
-A function that is more than one GEMV is a graph of stages (graph.py, vector.py: one PE
-region per op, vectors chained through the host; numeric mode `q35c.semantics.cerebras`).
+A function that is more than one GEMV is a graph of stages (graph.py, vector.py,
+gather.py, attention.py: one PE region per op, vectors chained through the host, data
+movement as the host's index maps, moves.py; numeric mode `q35c.semantics.cerebras`).
 
 `--target cerebras` (options `cerebras{machine=wse2 k_tile=0 n_tile=0 v_tile=0 seeds=2
 weights=packed}`; 0 picks the default tile) writes the project; `q35c run --target
@@ -72,7 +73,7 @@ class CerebrasTarget(Q35cTarget):
         Sigmoid arrives as exp and a division), and canonicalize drops what they leave."""
         if shape_only:
             return "dequantize-gathers"
-        return "dequantize-gathers,fuse-norms,fuse-swiglu,canonicalize"
+        return "dequantize-gathers,fuse-norms,fuse-swiglu,canonicalize,fuse-attention"
 
     def accepted_ops(self) -> frozenset[str]:
         from q35c.targets.cerebras.project import ACCEPTED_OPS
@@ -164,20 +165,34 @@ class CerebrasTarget(Q35cTarget):
         for name, shape in project.inputs.items():
             if name not in inputs:
                 raise Q35cError(f"cerebras target: missing input '{name}'")
-            xs[name] = np.asarray(inputs[name], np.float32)
+            xs[name] = np.asarray(inputs[name])
+            if xs[name].dtype.kind == "f":  # token numbers (a gather's) stay integers
+                xs[name] = xs[name].astype(np.float32)
             if xs[name].shape != shape:
                 raise Q35cError(f"cerebras target: input '{name}' has shape "
                                 f"{xs[name].shape}, expected {shape}")
         first = None
         for seed in range(self.seeds):
-            outs, _, _ = simulate_graph(project, machine, xs, seed)
+            outs, _, cycles = simulate_graph(project, machine, xs, seed)
             if first is None:
                 first = outs
+                _print_cycles(project, cycles)
             elif any(not np.array_equal(first[k].view(np.uint32), v.view(np.uint32))
                      for k, v in outs.items()):
                 raise Q35cError(f"cerebras target: interleaving seed {seed} gives different "
                                 "outputs than seed 0 (a race between colors)")
         return first
+
+
+def _print_cycles(project, cycles: list[int]) -> None:
+    """One line: the simulated cycles of the graph's launches, by stage kind."""
+    by: dict[str, list[int]] = {}
+    for st, c in zip([st for st in project.stages if st.kind != "move"], cycles):
+        by.setdefault(st.kind, []).append(c)
+    parts = ", ".join(f"{k} x{len(v)} {sum(v)}" for k, v in
+                      sorted(by.items(), key=lambda kv: -sum(kv[1])))
+    print(f"cerebras target: {sum(cycles)} cycles simulated over {len(cycles)} launches "
+          f"({parts}); the host's copies and moves are not counted", flush=True)
 
 
 @dataclass(frozen=True)

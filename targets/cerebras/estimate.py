@@ -23,7 +23,9 @@ import numpy as np
 
 from q35c.compiler.diagnostics import Q35cError, first_line
 from q35c.compiler.quant import quantize
+from q35c.targets.cerebras.attention import AttentionPlan
 from q35c.targets.cerebras.emit import csl_module
+from q35c.targets.cerebras.gather import GatherPlan
 from q35c.targets.cerebras.machine import Machine, load_machine
 from q35c.targets.cerebras.plan import GemvPlan
 from q35c.targets.cerebras.project import Project, simulate
@@ -62,7 +64,7 @@ def estimate(plan: GemvPlan, m: Machine) -> dict:
             **({"load_cycles": sim.load_cycles} if plan.decoded else {})}
 
 
-VECTOR_OPS_PER_ELEMENT = {"add": 1, "mul": 1, "silu": 4, "swiglu": 5, "rms_norm": 3,
+VECTOR_OPS_PER_ELEMENT = {"add": 1, "mul": 1, "neg": 1, "silu": 4, "swiglu": 5, "rms_norm": 3,
                           "softmax": 5}
 """f32 operations per element any program needs (exp counted as one operation; silu:
 exp, 1 + e, the division, x * q; swiglu: and * up; rms_norm: x * x + s, x * r, * g;
@@ -92,6 +94,72 @@ def vector_estimate(plan: VectorPlan, m: Machine) -> int:
     _, sim, _ = simulate_graph(p, m, {k: np.zeros((1, plan.n), np.float32) for k in names},
                                seed=0)
     return sim.cycles
+
+
+def gather_lower_bound(plan: GatherPlan, m: Machine) -> int:
+    """Reading the row's slice of a PE (4 bytes per element)."""
+    return -(-plan.v_tile * 4 // m.memory_read_bytes_per_cycle)
+
+
+def attention_lower_bound(plan: AttentionPlan, m: Machine) -> int:
+    """One row of PEs (the KV heads' rows run side by side): the slower of reading a PE's
+    keys and values once and the f32 operations of its `group` query heads (per token:
+    d multiply-adds for the score, the scale, softmax's 5 as for the softmax stage, dv
+    multiply-adds of the context; 2 operations per multiply-add), plus per query head
+    the two reduce-and-broadcast rounds' hops and the context chain (dv wavelets over
+    width - 1 hops)."""
+    t = plan.v_tile
+    memory = -(-t * (plan.d + plan.dv) * 4 // m.memory_read_bytes_per_cycle)
+    ops = plan.group * t * (2 * plan.d + 1 + VECTOR_OPS_PER_ELEMENT["softmax"] + 2 * plan.dv)
+    compute = -(-ops // m.simd["f32"])
+    hops = (plan.width - 1) * m.hop_cycles
+    chains = plan.group * (4 * hops + (hops + plan.dv if plan.width > 1 else 0))
+    return max(memory, compute) + chains
+
+
+def stage_estimate(stage, m: Machine) -> int:
+    """Simulated cycles of one gather or attention stage, zero inputs (their control flow
+    does not depend on data); an attention stage is timed on one row of PEs (one KV
+    head: the rows share no link and run the same program)."""
+    from q35c.targets.cerebras.graph import Stage, project_of, simulate_graph
+
+    plan = stage
+    if isinstance(plan, GatherPlan):
+        st = Stage("gather", plan, ["ids"], "t0",
+                   gamma=np.zeros((plan.rows, plan.n), np.float32))
+        p = project_of([st], {"ids": (1, 1)}, ["t0"], ["y"])
+        ins = {"ids": np.zeros((1, 1), np.int64)}
+    else:
+        plan = AttentionPlan.make(plan.n, 1, plan.group, plan.d, plan.dv, plan.scale, False,
+                                  plan.v_tile)
+        h = plan.group
+        st = Stage("attention", plan, ["q", "k", "v"], "t0", shapes=((1, h, 1, plan.d), ()))
+        shapes = {"q": (1, h, 1, plan.d), "k": (1, 1, plan.n, plan.d),
+                  "v": (1, 1, plan.n, plan.dv)}
+        p = project_of([st], shapes, ["t0"], ["y"], shapes={"t0": (1, h, 1, plan.dv)})
+        ins = {k: np.zeros(v, np.float32) for k, v in shapes.items()}
+    _, sim, _ = simulate_graph(p, m, ins, seed=0)
+    return sim.cycles
+
+
+def decode_estimate(d: int, vocab: int, tokens: int, heads: int, kv_heads: int, m: Machine,
+                    v_tile: int = 0) -> list[dict]:
+    """The decode step's new stages: the embedding gather of a [vocab, d] table, RoPE's
+    neg over the query heads (d elements), attention of one token over `tokens`."""
+    head = d // heads
+    out = []
+    g = GatherPlan.choose(vocab, d)
+    out.append({"kind": "gather", "shape": [vocab, d], "pes": g.width * g.height,
+                "cycles": stage_estimate(g, m), "lower_bound": gather_lower_bound(g, m)})
+    n = VectorPlan.choose("neg", d // 2, v_tile)
+    out.append({"kind": "neg", "shape": [d // 2], "pes": n.width,
+                "cycles": vector_estimate(n, m), "lower_bound": vector_lower_bound(n, m)})
+    a = AttentionPlan.make(tokens, kv_heads, heads // kv_heads, head, head,
+                           1 / head ** 0.5, False, v_tile)
+    out.append({"kind": "attention", "shape": [tokens, kv_heads, heads // kv_heads, head],
+                "pes": a.width * a.height, "cycles": stage_estimate(a, m),
+                "lower_bound": attention_lower_bound(a, m)})
+    return out
 
 
 def graph_estimate(d: int, f: int, m: Machine, k_tile: int = 0, n_tile: int = 0,
@@ -132,7 +200,26 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--mlp", action="store_true",
                     help="a LLaMA MLP block with hidden size K and intermediate size N")
     ap.add_argument("--v-tile", type=int, default=0)
+    ap.add_argument("--decode", type=int, default=0, metavar="S",
+                    help="the decode step's gather ([N, K] table), neg and attention of "
+                    "one token over S tokens (K: hidden size, --heads, --kv-heads)")
+    ap.add_argument("--heads", type=int, default=4)
+    ap.add_argument("--kv-heads", type=int, default=2)
     a = ap.parse_args(argv)
+    if a.decode:
+        try:
+            m = load_machine(a.machine)
+            if a.heads <= 0 or a.kv_heads <= 0 or a.heads % a.kv_heads or a.k % a.heads:
+                raise Q35cError("heads must divide K and kv-heads divide heads")
+            rows = decode_estimate(a.k, a.n, a.decode, a.heads, a.kv_heads, m, a.v_tile)
+        except (Q35cError, ValueError) as e:
+            print(f"{ap.prog}: error: {first_line(e)}", file=sys.stderr)
+            sys.exit(2)
+        for s in rows:
+            print(f"  {s['kind']:9} {'x'.join(map(str, s['shape'])):>14} {s['pes']:6} PEs "
+                  f"{s['cycles']:9} cycles  bound {s['lower_bound']:7}  ratio "
+                  f"{s['cycles'] / s['lower_bound']:.2f}")
+        return
     try:
         m = load_machine(a.machine)
         if a.k <= 0 or a.n <= 0 or a.k_tile < 0 or a.n_tile < 0:

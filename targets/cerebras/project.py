@@ -23,6 +23,7 @@ from q35c.compiler.weights import WeightStore
 from q35c.dialects import quant3p5
 from q35c.targets.cerebras.emit import csl_module
 from q35c.targets.cerebras.machine import Machine
+from q35c.targets.cerebras.moves import MOVE_OP_NAMES
 from q35c.targets.cerebras.parse import parse_csl
 from q35c.targets.cerebras.plan import GemvPlan, pe_data, x_slice
 from q35c.targets.cerebras.printer import csl_files
@@ -30,10 +31,13 @@ from q35c.targets.cerebras.simulate import Simulation, check, memory_use, progra
 
 ACCEPTED_OPS = frozenset({"quant3p5.weight", "quant3p5.matmul", "func.return",
                           "q35nn.rms_norm", "q35nn.silu", "q35nn.swiglu", "q35nn.softmax",
-                          "arith.addf", "arith.mulf", "arith.constant"})
-"""What the lowering maps today: batch-1 GEMVs on Q3P5 weights, RMSNorm, SiLU, SwiGLU and
-elementwise add and mul on [1, D] vectors (docs/cerebras.md). A function that is one GEMV
-is the single-GEMV project below; any other is a graph of stages (graph.py)."""
+                          "q35nn.gather", "q35nn.attention", "arith.addf", "arith.mulf",
+                          "arith.negf", "arith.constant"}) | MOVE_OP_NAMES
+"""What the lowering maps today: batch-1 GEMVs on Q3P5 weights, RMSNorm, SiLU, SwiGLU,
+softmax, elementwise add, mul and neg, the embedding gather of one token, attention of one
+token over a KV cache, and the data movement between them (reshapes, transposes,
+broadcasts, static slices, concatenations: moves.py) (docs/cerebras.md). A function that
+is one GEMV is the single-GEMV project below; any other is a graph of stages (graph.py)."""
 
 
 def is_single_gemv(fn: func.FuncOp) -> bool:
@@ -123,6 +127,26 @@ def simulate(project: Project, machine: Machine, x: np.ndarray, seed: int
     return y[:plan.n].reshape(1, plan.n), sim
 
 
+RUNTIME_PY = '''runner = SdkRuntime(args.name, cmaddr=None)
+runner.load()
+runner.run()
+
+
+def h2d(symbol, px, py, values):
+    """Copy `values` into array `symbol` of PE (px, py), 32 bits per element."""
+    values = np.ascontiguousarray(values)
+    if values.dtype.itemsize == 2:  # 16-bit arrays travel zero-extended to 32 bits
+        values = values.view(np.uint16).astype(np.uint32)
+        kind = MemcpyDataType.MEMCPY_16BIT
+    else:
+        values = values.view(np.uint32)
+        kind = MemcpyDataType.MEMCPY_32BIT
+    runner.memcpy_h2d(runner.get_id(symbol), values, px, py, 1, 1, values.size,
+                      streaming=False, data_type=kind, order=MemcpyOrder.ROW_MAJOR,
+                      nonblock=False)
+'''
+"""run.py's start of the SDK runtime and its host-to-device copy (both templates)."""
+
 RUN_PY = '''#!/usr/bin/env cs_python
 """Host program for {name} (Cerebras SDK style; written by q35c, not run here: no SDK).
 
@@ -152,24 +176,7 @@ plan = project["plan"]
 data = np.load("host.npz")
 x = np.load(args.x).astype(np.float32).reshape(-1)
 
-runner = SdkRuntime(args.name, cmaddr=None)
-runner.load()
-runner.run()
-
-
-def h2d(symbol, px, py, values):
-    """Copy `values` into array `symbol` of PE (px, py), 32 bits per element."""
-    values = np.ascontiguousarray(values)
-    if values.dtype.itemsize == 2:  # 16-bit arrays travel zero-extended to 32 bits
-        values = values.view(np.uint16).astype(np.uint32)
-        kind = MemcpyDataType.MEMCPY_16BIT
-    else:
-        values = values.view(np.uint32)
-        kind = MemcpyDataType.MEMCPY_32BIT
-    runner.memcpy_h2d(runner.get_id(symbol), values, px, py, 1, 1, values.size,
-                      streaming=False, data_type=kind, order=MemcpyOrder.ROW_MAJOR,
-                      nonblock=False)
-
+{runtime}
 
 for px in range(plan["width"]):
     xs = np.zeros(plan["k_tile"], np.float32)
@@ -207,8 +214,8 @@ def write_project(project: Project, machine: Machine, out_dir: Path, stem: str) 
     plan = project.plan
     decode = 'runner.launch("decode", nonblock=False)  # once, at load time\n' \
         if plan.decoded else ""
-    (out_dir / "run.py").write_text(RUN_PY.format(name=stem, decode=decode, fw=plan.width + 7,
-                                                  fh=plan.height + 2))
+    (out_dir / "run.py").write_text(RUN_PY.format(name=stem, decode=decode, runtime=RUNTIME_PY,
+                                                  fw=plan.width + 7, fh=plan.height + 2))
     memory = {name: memory_use(prog, machine) for name, prog in programs(project.csl).items()}
     summary = {
         "machine": machine.name,

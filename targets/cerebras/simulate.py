@@ -584,6 +584,8 @@ def compute(name: str, vals: list) -> np.ndarray:
         return np.asarray(vals[0], f32) + np.asarray(vals[1], f32)
     if name == "fmaxs":
         return np.maximum(np.asarray(vals[0], f32), np.asarray(vals[1], f32))
+    if name == "fnegs":
+        return -np.asarray(vals[0], f32)
     if name == "fmuls":
         return np.asarray(vals[0], f32) * np.asarray(vals[1], f32)
     if name == "fmachs":

@@ -6,7 +6,7 @@ holds [p*v_tile, (p+1)*v_tile), zero-padded). The host copies the inputs into `a
 `b`, the second operand, or `g`, RMSNorm's gamma), launches the stage's function and reads
 `y` back.
 
-* add, mul: one `@fadds` / `@fmuls` over the tile.
+* add, mul, neg: one `@fadds` / `@fmuls` / `@fnegs` over the tile.
 * silu, swiglu: a scalar loop per element (exp and the division have no DSD operation):
   the `silu_f32` order of the numeric mode, 2^n from the table `pow2` (copied in by the
   host); swiglu then `@fmuls(y, y, b)`.
@@ -31,8 +31,8 @@ from q35c.semantics import cerebras as mode
 from q35c.targets.cerebras.emit import COLOR_ID, _index, _int, f32
 from q35c.targets.cerebras.plan import INPUT_QUEUE, OUTPUT_QUEUE, role_colors
 
-KINDS = ("add", "mul", "silu", "swiglu", "rms_norm", "softmax")
-CHAINED = ("rms_norm", "softmax")
+KINDS = ("add", "mul", "neg", "silu", "swiglu", "rms_norm", "softmax")
+CHAINED = ("rms_norm", "softmax", "attention")
 """Stages whose PEs reduce over the row (chain) and share the result (broadcast)."""
 BCAST_COLOR = 2
 """RMSNorm's broadcast of r from the east-most PE back west."""
@@ -196,6 +196,8 @@ class VectorProgram:
             csl.FaddsOp(operands=[[d["y"], d["a"], d["b"]]])
         elif kind == "mul":
             csl.FmulsOp(operands=[[d["y"], d["a"], d["b"]]])
+        elif kind == "neg":
+            csl.FnegsOp(operands=[[d["y"], d["a"]]])
         elif kind in ("silu", "swiglu"):
             loop = scf.ForOp(_int(0), _int(v), _int(1), [], Block(arg_types=[i16]))
             with ImplicitBuilder(loop.body.block) as (i,):
