@@ -387,6 +387,25 @@ def test_version_1_worked_example_of_the_old_spec():
     assert q.to_bytes(version=1) == blob
 
 
+def test_version_2_worked_examples_of_the_spec():
+    """docs/format.md section 7: the same W in version 2, with its own words and with
+    float16 words shared by both columns."""
+    w = np.array([[0.50, -1.25], [-0.75, 0.40], [1.00, 0.10], [0.25, -0.30], [-2.00, 0.95]],
+                 np.float32)
+    q = quantize(w, group_size=16)
+    assert q.words == (1, "float32")
+    assert q.to_bytes().hex() == (
+        "51335035020010000500000002000000010000000000000 0bc74933cef85493c"
+        "cdcc4cbe33d7a3bc0000000000000000402000000000006679 4060cc0300b6364a7a"
+    ).replace(" ", "")
+    shared = quantize(w, group_size=16, words=(2, "float16"))
+    assert shared.to_bytes().hex() == (
+        "51335035020010000500000002000000020000 0001ebedecab780afbc3798031"
+        "0000000000667940 00cd0300311ed89d").replace(" ", "")
+    np.testing.assert_array_equal(shared.super_scale.view(np.uint32), [0x3C956000] * 2)
+    np.testing.assert_array_equal(shared.group_codes(), [[0, 99]])
+
+
 def test_padding_that_version_2_would_not_restore_keeps_version_1():
     """A version-1 blob from another encoder may hold any codes in padding pairs and
     padding group codes; they are kept by writing version 1."""
