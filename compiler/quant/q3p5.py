@@ -209,6 +209,13 @@ def _v2_bytes(shape: tuple[int, int], group_size: int, column_block: int, word_f
             + _dense_bytes(n * -(-k // 2)) + _CRC.size)
 
 
+def _v2_group_ok(k: int, group_size: int) -> bool:
+    """Version 2 stores a group size no longer than K rounded up to 16: its padding rows
+    are not stored, so this bounds what decoding a blob allocates (a longer group decodes
+    like that one anyway, but pads every column with up to group_size rows)."""
+    return group_size <= -(-k // 16) * 16
+
+
 def _check_words(shape: tuple[int, int], words: tuple[int, str]) -> tuple[int, str]:
     column_block, word_format = words
     if word_format not in WORD_FORMATS:
@@ -230,7 +237,7 @@ def word_layout(shape: tuple[int, int], group_size: int = DEFAULT_GROUP_SIZE
     _check_group_size(group_size)
     k, n = shape
     budget = k * n * 15 // 32  # bytes: 3.75 bits per weight is 15/32 bytes
-    if _v2_bytes(shape, group_size, 1, "float32") <= budget:
+    if not _v2_group_ok(k, group_size) or _v2_bytes(shape, group_size, 1, "float32") <= budget:
         return 1, "float32"
     block_bytes = _COLUMN_WORDS * _WORD_BYTES["float16"]
     blocks = (budget - _v2_bytes(shape, group_size, n, "float16") + block_bytes) // block_bytes
@@ -240,15 +247,21 @@ def word_layout(shape: tuple[int, int], group_size: int = DEFAULT_GROUP_SIZE
 
 
 def storage_bytes(shape: tuple[int, int], group_size: int = DEFAULT_GROUP_SIZE, *,
-                  version: int = _VERSION, words: tuple[int, str] | None = None) -> int:
+                  version: int | None = None, words: tuple[int, str] | None = None) -> int:
     """Exact size in bytes of a serialized [K, N] tensor (header, arrays, checksum) in
-    format `version`; for version 2 with `words` = (column block, word format), by
-    default the encoders' choice `word_layout(shape, group_size)`."""
+    format `version`: by default what `to_bytes()` writes for `quantize`'s output (version
+    2, or 1 for a group longer than K rounded up to 16); for version 2 with `words` =
+    (column block, word format), by default the encoders' `word_layout(shape, group_size)`."""
     _check_group_size(group_size)
+    if version is None:
+        version = 2 if _v2_group_ok(shape[0], group_size) else 1
     if version == 1:
         return _v1_bytes(shape, group_size)
     if version != 2:
         raise ValueError(f"unknown Q3P5 version {version!r}")
+    if not _v2_group_ok(shape[0], group_size):
+        raise ValueError(f"version 2 stores groups of at most K = {shape[0]} rounded up to "
+                         f"16, not {group_size}")
     words = word_layout(shape, group_size) if words is None else _check_words(shape, words)
     return _v2_bytes(shape, group_size, *words)
 
@@ -269,7 +282,7 @@ def serialized_size(header: bytes) -> tuple[tuple[int, int], int, int]:
     if len(header) < _HEADER.size + _HEADER_V2.size:
         raise ValueError(f"Q3P5 header too short ({len(header)} bytes)")
     block, fmt = _HEADER_V2.unpack_from(header, _HEADER.size)[:2]
-    if fmt >= len(WORD_FORMATS) or not 1 <= block <= n:
+    if fmt >= len(WORD_FORMATS) or not 1 <= block <= n or not _v2_group_ok(k, group_size):
         raise ValueError("not a Q3P5 header")
     return (k, n), group_size, _v2_bytes((k, n), group_size, block, WORD_FORMATS[fmt])
 
@@ -415,7 +428,7 @@ class Q3P5Tensor:
 
     def nbytes(self) -> int:
         """Size of :meth:`to_bytes`: header, words, group codes, payload, checksum."""
-        if self._canonical_padding():
+        if self._v2_ok():
             return _v2_bytes(self.shape, self.group_size, *self.words)
         return _v1_bytes(self.shape, self.group_size)
 
@@ -446,6 +459,10 @@ class Q3P5Tensor:
         stored = unpack_codes(self.payload, self._stored_pairs(), self.shape[1])
         return stored[: -(-self.shape[0] // 2)]
 
+    def _v2_ok(self) -> bool:
+        """Whether version 2 holds this tensor exactly (else to_bytes() writes version 1)."""
+        return _v2_group_ok(self.shape[0], self.group_size) and self._canonical_padding()
+
     def _canonical_padding(self) -> bool:
         """Whether the padding that version 2 does not store is what it restores: the
         origin code in every pair of padding rows, code 0 in every padding group code."""
@@ -463,11 +480,14 @@ class Q3P5Tensor:
         restore (a version-1 blob from another encoder) is written as version 1 by default;
         both decode to the same arrays."""
         if version is None:
-            version = 2 if self._canonical_padding() else 1
+            version = 2 if self._v2_ok() else 1
         if version == 1:
             return self._to_bytes_v1()
         if version != 2:
             raise ValueError(f"unknown Q3P5 version {version!r}")
+        if not _v2_group_ok(self.shape[0], self.group_size):
+            raise ValueError(f"version 2 stores groups of at most K = {self.shape[0]} rounded "
+                             f"up to 16, not {self.group_size} (write it as version 1)")
         if not self._canonical_padding():
             raise ValueError("this tensor's padding codes are not the ones version 2 "
                              "restores (write it as version 1)")
@@ -567,6 +587,9 @@ class Q3P5Tensor:
         word_format = WORD_FORMATS[fmt]
         if not 1 <= block <= n:
             raise ValueError(f"Q3P5 blob has a column block of {block} for N = {n}")
+        if not _v2_group_ok(k, group_size):
+            raise ValueError(f"Q3P5 version-2 blob has a group size of {group_size} for "
+                             f"K = {k} (at most K rounded up to 16)")
         cls._check_length_and_crc(data, _v2_bytes((k, n), group_size, block, word_format))
         at = _HEADER.size + _HEADER_V2.size
         blocks = -(-n // block)
