@@ -249,7 +249,6 @@ class WeightStore:
     def check_types(self, module: ModuleOp) -> None:
         """Check every `quant3p5.weight` of `module` against this store: the entry exists
         and its kind, shape and dtype (or packed size) fit the op's result type."""
-        from q35c.compiler.quant.q3p5 import storage_bytes
         from q35c.compiler.tensors import numpy_dtype
         from q35c.dialects.quant3p5 import PackedWeightType, WeightOp
 
@@ -270,9 +269,8 @@ class WeightStore:
             if isinstance(type_, PackedWeightType):
                 if kind != type_.layout.data:
                     raise mismatch(f"kind '{kind}'")
-                if kind == "q3p5" and blobs["bytes"].shape != (
-                        storage_bytes(type_.get_shape(), type_.group),):
-                    raise mismatch(f"{blobs['bytes'].shape[0]} bytes")
+                if kind == "q3p5":
+                    self._check_q3p5_blob(blobs["bytes"], type_, mismatch)
                 if kind == "pair43":
                     k, n = type_.get_shape()
                     if blobs["packed"].shape != (-(-k // 2), n):
@@ -290,6 +288,23 @@ class WeightStore:
                 continue
             if (np.dtype(blob.dtype).kind == "f") != (expected.kind == "f"):
                 raise mismatch(f"dtype {np.dtype(blob.dtype)}")
+
+    def _check_q3p5_blob(self, blob: _Blob, type_, mismatch) -> None:
+        """A q3p5 entry's serialization (either format version, docs/format.md) declares
+        the IR type's shape and group size, and exactly the blob's length."""
+        from q35c.compiler.quant import serialized_size
+
+        assert self._map is not None
+        length = blob.shape[0]
+        try:
+            shape, group, size = serialized_size(
+                bytes(self._map[blob.offset:blob.offset + min(length, 64)]))
+        except ValueError:
+            raise mismatch("a malformed Q3P5 header") from None
+        if shape != tuple(type_.get_shape()) or group != type_.group:
+            raise mismatch(f"shape {list(shape)} with group size {group}")
+        if size != length:
+            raise mismatch(f"{length} bytes")
 
     def _where(self) -> str:
         return f" in {self.path}" if self.path else ""

@@ -308,7 +308,8 @@ def test_weights_blob_holds_q3p5_at_its_exact_size():
     _, module, store, _ = compiled("llama_tiny", None)
     emitted = emit(module, store, None, "llama_tiny")
     q3p5 = [e for e in emitted.program.blob if e.buffer.dtype == np.uint8]
-    assert q3p5 and all(e.data == store[e.name].to_bytes() for e in q3p5)
+    # the version-1 layout (per-column words and group-code rows) the kernels read
+    assert q3p5 and all(e.data == store[e.name].to_bytes(version=1) for e in q3p5)
     model_c = emitted.files["model.c"].decode()
     assert "q35_qmatmul_f32" in model_c and "w[i] = scale * w[i] + offset" in model_c
 

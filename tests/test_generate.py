@@ -240,7 +240,9 @@ def test_generate_storage_counts_quantized_matmuls_and_float_tables(tiny):
         return float(line.split("bits/weight")[-2].split()[-1]), overall
 
     matmul, overall = bits()  # Q3P5 matmuls and embedding tables (token and position)
-    assert 3 < matmul < overall < 8
+    # (the tables may take fewer bits than these tiny matmuls: their shapes let format
+    # version 2 share the words, so overall can be below the matmul figure)
+    assert 3 < matmul < 8 and 3 < overall < 8
     float_tables = bits("--passes", "quantize-weights{gathers=false},canonicalize,cse")
     assert float_tables[0] == matmul and 8 < float_tables[1] < 32  # float32 embeddings
 

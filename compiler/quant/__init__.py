@@ -17,10 +17,12 @@ from .levels import (
     pair_codes,
 )
 from .q3p5 import (
+    BUDGET_BITS,
     CODEBOOK,
     DEFAULT_GROUP_SIZE,
     OFFSET_GRID,
     SCALE_STEPS,
+    WORD_FORMATS,
     Q3P5Tensor,
     decode_meta,
     dequantize,
@@ -29,16 +31,20 @@ from .q3p5 import (
     pack_codes,
     pair_levels,
     quantize,
+    serialized_size,
     storage_bytes,
     unpack_codes,
+    word_layout,
 )
 
 __all__ = [
+    "BUDGET_BITS",
     "CODEBOOK",
     "DEFAULT_GROUP_SIZE",
     "LEGACY_LEVELS",
     "OFFSET_GRID",
     "SCALE_STEPS",
+    "WORD_FORMATS",
     "LegacyPairTensor",
     "PackedWeights",
     "Q3P5Tensor",
@@ -57,6 +63,8 @@ __all__ = [
     "pair_levels",
     "quantize",
     "quantize_legacy",
+    "serialized_size",
     "storage_bytes",
     "unpack_codes",
+    "word_layout",
 ]

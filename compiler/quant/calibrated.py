@@ -18,7 +18,9 @@ from :func:`q3p5.quantize` only in which codes and group codes they choose:
           the nearest points under that diagonal metric and the group scale step is
           searched to minimize the importance-weighted error.
 
-Both keep the per-column words (super-scale, offset grid) of the round-to-nearest encoder.
+Both keep the per-column words (super-scale, offset grid) of the round-to-nearest encoder,
+with its constraint (shared by column blocks, float16 where the shape needs it to stay within
+3.75 bits per weight: `word_layout`), so the tensors serialize as compactly as its own.
 The result is deterministic: the same W and H give byte-identical tensors.
 """
 
@@ -37,10 +39,12 @@ from .q3p5 import (
     Q3P5Tensor,
     _check_group_size,
     _check_matrix,
+    _check_words,
     _choose_meta,
     _group_stats,
     _nearest_code_table,
     pack_codes,
+    word_layout,
 )
 
 METHODS = ("gptq", "imatrix")
@@ -161,14 +165,14 @@ class _Encoder:
     the original weights (`act_order`: a block then mixes groups, GPTQ's static groups)."""
 
     def __init__(self, w: np.ndarray, gram: np.ndarray, group_size: int, method: str,
-                 damp: float, act_order: bool, name: str):
+                 damp: float, act_order: bool, name: str, words: tuple[int, str]):
         k, n = w.shape
-        self.k, self.n, self.g = k, n, group_size
+        self.k, self.n, self.g, self.words = k, n, group_size, words
         self.groups = -(-k // group_size)
         padded = self.groups * group_size
         mean, hi, lo = _group_stats(w, group_size, name)
         self.group_codes, self.super_scale, self.offset_base, self.offset_step = \
-            _choose_meta(mean, hi, lo)
+            _choose_meta(mean, hi, lo, words)
         self.scale = np.zeros((self.groups, n), np.float32)
         self.offset = np.zeros((self.groups, n), np.float32)
         self.w = np.zeros((padded, n), np.float64)
@@ -261,16 +265,18 @@ class _Encoder:
     def tensor(self) -> Q3P5Tensor:
         return Q3P5Tensor((self.k, self.n), self.g, pack_codes(self.codes),
                           pack_codes(self.group_codes), self.super_scale, self.offset_base,
-                          self.offset_step)
+                          self.offset_step, *self.words)
 
 
 def quantize_calibrated(w: np.ndarray, gram: np.ndarray, *, group_size: int =
                         DEFAULT_GROUP_SIZE, method: str = DEFAULT_METHOD,
                         damp: float = DEFAULT_DAMP, act_order: bool = DEFAULT_ACT_ORDER,
-                        name: str = "tensor") -> Q3P5Tensor:
+                        name: str = "tensor", words: tuple[int, str] | None = None
+                        ) -> Q3P5Tensor:
     """Quantize W[K, N] to Q3P5 minimizing ||X (W - deq)|| for inputs with Gram H = X^T X
-    (float [K, K], symmetric positive semi-definite). Raises ValueError on a bad W, H or
-    method (the message names `name`)."""
+    (float [K, K], symmetric positive semi-definite). `words` = (column block, word
+    format) as in `q3p5.quantize` (default: `word_layout`). Raises ValueError on a bad W,
+    H or method (the message names `name`)."""
     _check_group_size(group_size)
     w = _check_matrix(w, name)
     if method not in METHODS:
@@ -281,6 +287,8 @@ def quantize_calibrated(w: np.ndarray, gram: np.ndarray, *, group_size: int =
         raise ValueError(f"{name!r}: calibration statistics of shape {gram.shape} do not fit "
                          f"a weight of shape {w.shape} (expected a finite "
                          f"[{w.shape[0]}, {w.shape[0]}] Gram matrix)")
-    enc = _Encoder(w, gram, group_size, method, damp, act_order, name)
+    shape = (w.shape[0], w.shape[1])
+    words = word_layout(shape, group_size) if words is None else _check_words(shape, words)
+    enc = _Encoder(w, gram, group_size, method, damp, act_order, name, words)
     enc.encode()
     return enc.tensor()

@@ -35,6 +35,7 @@ The byte-level specification and the codebook's derivation are in docs/format.md
 
 from __future__ import annotations
 
+import math
 import struct
 import zlib
 from collections.abc import Iterator
@@ -45,9 +46,11 @@ import numpy as np
 
 __all__ = [
     "CODEBOOK",
+    "BUDGET_BITS",
     "DEFAULT_GROUP_SIZE",
     "OFFSET_GRID",
     "SCALE_STEPS",
+    "WORD_FORMATS",
     "Q3P5Tensor",
     "decode_meta",
     "dequantize",
@@ -55,8 +58,10 @@ __all__ = [
     "pack_codes",
     "pair_levels",
     "quantize",
+    "serialized_size",
     "storage_bytes",
     "unpack_codes",
+    "word_layout",
 ]
 
 #: Decode table: ``CODEBOOK[code]`` = (level of the even-k weight, level of the odd-k weight).
@@ -100,10 +105,21 @@ OFFSET_GRID: np.ndarray = np.array([-1.5, -0.5, 0.5, 1.5], dtype=np.float32)
 OFFSET_GRID.setflags(write=False)
 
 _MAGIC = b"Q3P5"
-_VERSION = 1
-_HEADER = struct.Struct("<4sHHII")  # magic, version, group_size, K, N
+_VERSION = 2  # what to_bytes writes; from_bytes reads versions 1 and 2
+_HEADER = struct.Struct("<4sHHII")  # magic, version, group_size, K, N (both versions)
+_HEADER_V2 = struct.Struct("<IBbbb")  # column block B, word format, three float16 shifts
 _CRC = struct.Struct("<I")
-_COLUMN_WORDS = 3  # float32 super_scale, offset_base, offset_step per column
+_COLUMN_WORDS = 3  # super_scale, offset_base, offset_step per column
+
+#: Word formats of version 2: how each stored word decodes to the in-memory float32.
+WORD_FORMATS: tuple[str, ...] = ("float32", "float16")
+_WORD_BYTES = {"float32": 4, "float16": 2}
+_SHIFT_RANGE = (-125, 112)  # float16 * 2**shift is an exact float32 for shifts in this range
+_F16_MAX = 65504.0
+BUDGET_BITS = 3.75
+"""Bits per weight (everything stored counted) that `word_layout` keeps a tensor within
+wherever the shape allows (docs/format.md section 6)."""
+_ORIGIN_CODE = 58  # CODEBOOK[58] = (-5, -2), the code nearest (0, 0): every padding pair
 
 # Encoder constants (not part of the decoding rule).
 _RANGE = np.float32(100.0)  # a group's largest |w - offset| maps to 100 level units
@@ -169,16 +185,163 @@ def _check_group_size(group_size: int) -> None:
 
 
 def _layout(shape: tuple[int, int], group_size: int) -> tuple[int, int, int]:
-    """(groups per column, payload bytes per column, group-code bytes per column)."""
+    """(groups per column, payload bytes per column, group-code bytes per column) of the
+    in-memory arrays (and of version 1, which stores them as they are)."""
     groups = -(-shape[0] // group_size)
     return groups, groups * group_size // 16 * 7, -(-groups // 8) * 7
 
 
-def storage_bytes(shape: tuple[int, int], group_size: int = DEFAULT_GROUP_SIZE) -> int:
-    """Exact size in bytes of a serialized [K, N] tensor: header, arrays, checksum."""
-    _check_group_size(group_size)
+def _dense_bytes(codes: int) -> int:
+    """Bytes of `codes` 7-bit codes packed densely, 8 per 7 bytes."""
+    return -(-codes // 8) * 7
+
+
+def _v1_bytes(shape: tuple[int, int], group_size: int) -> int:
     _, payload_bytes, meta_bytes = _layout(shape, group_size)
     return _HEADER.size + shape[1] * (4 * _COLUMN_WORDS + meta_bytes + payload_bytes) + _CRC.size
+
+
+def _v2_bytes(shape: tuple[int, int], group_size: int, column_block: int, word_format: str
+              ) -> int:
+    k, n = shape
+    words = _COLUMN_WORDS * _WORD_BYTES[word_format] * -(-n // column_block)
+    return (_HEADER.size + _HEADER_V2.size + words + _dense_bytes(n * -(-k // group_size))
+            + _dense_bytes(n * -(-k // 2)) + _CRC.size)
+
+
+def _v2_group_ok(k: int, group_size: int) -> bool:
+    """Version 2 stores a group size no longer than K rounded up to 16: its padding rows
+    are not stored, so this bounds what decoding a blob allocates (a longer group decodes
+    like that one anyway, but pads every column with up to group_size rows)."""
+    return group_size <= -(-k // 16) * 16
+
+
+def _check_words(shape: tuple[int, int], words: tuple[int, str]) -> tuple[int, str]:
+    column_block, word_format = words
+    if word_format not in WORD_FORMATS:
+        raise ValueError(f"word format must be one of {WORD_FORMATS}, got {word_format!r}")
+    if (not isinstance(column_block, (int, np.integer)) or isinstance(column_block, bool)
+            or not 1 <= column_block <= shape[1]):
+        raise ValueError(f"column block must be an integer in 1..N = {shape[1]}, "
+                         f"got {column_block!r}")
+    return int(column_block), word_format
+
+
+def word_layout(shape: tuple[int, int], group_size: int = DEFAULT_GROUP_SIZE
+                ) -> tuple[int, str]:
+    """(column block B, word format) that the encoders give a [K, N] tensor: per-column
+    float32 words (B = 1, the words of format version 1) if the serialized tensor then
+    fits BUDGET_BITS per weight; else float16 words shared by blocks of the smallest B
+    that fits; else (no B fits: K < 256, or a tiny N) per-column float32 again, since
+    sharing would cost accuracy without reaching the budget (docs/format.md section 6)."""
+    _check_group_size(group_size)
+    k, n = shape
+    budget = k * n * 15 // 32  # bytes: 3.75 bits per weight is 15/32 bytes
+    if not _v2_group_ok(k, group_size) or _v2_bytes(shape, group_size, 1, "float32") <= budget:
+        return 1, "float32"
+    block_bytes = _COLUMN_WORDS * _WORD_BYTES["float16"]
+    blocks = (budget - _v2_bytes(shape, group_size, n, "float16") + block_bytes) // block_bytes
+    if blocks >= 1:
+        return -(-n // blocks), "float16"
+    return 1, "float32"
+
+
+def storage_bytes(shape: tuple[int, int], group_size: int = DEFAULT_GROUP_SIZE, *,
+                  version: int | None = None, words: tuple[int, str] | None = None) -> int:
+    """Exact size in bytes of a serialized [K, N] tensor (header, arrays, checksum) in
+    format `version`: by default what `to_bytes()` writes for `quantize`'s output (version
+    2, or 1 for a group longer than K rounded up to 16); for version 2 with `words` =
+    (column block, word format), by default the encoders' `word_layout(shape, group_size)`."""
+    _check_group_size(group_size)
+    if version is None:
+        version = 2 if _v2_group_ok(shape[0], group_size) else 1
+    if version == 1:
+        return _v1_bytes(shape, group_size)
+    if version != 2:
+        raise ValueError(f"unknown Q3P5 version {version!r}")
+    if not _v2_group_ok(shape[0], group_size):
+        raise ValueError(f"version 2 stores groups of at most K = {shape[0]} rounded up to "
+                         f"16, not {group_size}")
+    words = word_layout(shape, group_size) if words is None else _check_words(shape, words)
+    return _v2_bytes(shape, group_size, *words)
+
+
+def serialized_size(header: bytes) -> tuple[tuple[int, int], int, int]:
+    """((K, N), group size, total bytes) that a serialization starting with `header` (its
+    first 24 bytes or more, either version) declares; ValueError if they are malformed.
+    Lets a reader check a blob's length without parsing it."""
+    header = bytes(header)
+    if len(header) < _HEADER.size:
+        raise ValueError(f"Q3P5 header too short ({len(header)} bytes)")
+    magic, version, group_size, k, n = _HEADER.unpack_from(header)
+    if magic != _MAGIC or version not in (1, 2) or k < 1 or n < 1:
+        raise ValueError("not a Q3P5 header")
+    _check_group_size(group_size)
+    if version == 1:
+        return (k, n), group_size, _v1_bytes((k, n), group_size)
+    if len(header) < _HEADER.size + _HEADER_V2.size:
+        raise ValueError(f"Q3P5 header too short ({len(header)} bytes)")
+    block, fmt = _HEADER_V2.unpack_from(header, _HEADER.size)[:2]
+    if fmt >= len(WORD_FORMATS) or not 1 <= block <= n or not _v2_group_ok(k, group_size):
+        raise ValueError("not a Q3P5 header")
+    return (k, n), group_size, _v2_bytes((k, n), group_size, block, WORD_FORMATS[fmt])
+
+
+# --------------------------------------------------------------------------- #
+# Version-2 words: shared by column blocks, float32 or float16 * 2**shift        #
+# --------------------------------------------------------------------------- #
+
+
+def _float16_shift(values: np.ndarray) -> int:
+    """The smallest shift s in _SHIFT_RANGE with max|values| <= 65504 * 2**s: the one
+    shift that version 2 stores for a float16 word array (the finest that cannot
+    overflow, so it represents every array that any other shift represents)."""
+    top = float(np.abs(values).max()) if values.size else 0.0
+    shift = _SHIFT_RANGE[0]
+    if top > 0:
+        exponent = math.frexp(top)[1]  # top < 2**exponent
+        shift = max(shift, exponent - 16 if top <= math.ldexp(_F16_MAX, exponent - 16)
+                    else exponent - 15)
+    return min(shift, _SHIFT_RANGE[1])
+
+
+def _float16_words(values: np.ndarray) -> tuple[int, np.ndarray] | None:
+    """(shift, float16 h) with values == float32(h) * 2**shift bit for bit, or None when
+    float32 `values` have no such form (too many significant bits, out of range)."""
+    shift = _float16_shift(values)
+    with np.errstate(over="ignore"):
+        h = np.ldexp(values.astype(np.float64), -shift).astype(np.float16)
+    if not np.isfinite(h).all():
+        return None
+    back = np.ldexp(h.astype(np.float32), shift).astype(np.float32)
+    return (shift, h) if np.array_equal(back.view(np.uint32), values.view(np.uint32)) else None
+
+
+def _round_float16(values: np.ndarray, up: bool) -> np.ndarray:
+    """float32 `values` rounded to the float16 * 2**shift grid of their array (to nearest,
+    or upwards when `up`): the encoder's version-2 word constraint."""
+    shift = _float16_shift(values)
+    x = np.ldexp(values.astype(np.float64), -shift)
+    h = x.astype(np.float16)  # round to nearest even; |x| <= 65504 cannot overflow
+    if up:
+        low = h.astype(np.float64) < x
+        h[low] = np.nextafter(h[low], np.float16(np.inf))
+    return np.ldexp(h.astype(np.float32), shift).astype(np.float32)
+
+
+def _per_block(values: np.ndarray, block: int, reduce) -> np.ndarray:
+    """[N] -> [ceil(N / block)]: `reduce` over each block of `block` adjacent columns."""
+    if block == 1:
+        return values
+    pad = -values.shape[0] % block
+    if pad:
+        values = np.concatenate([values, np.repeat(values[-1:], pad)])
+    return reduce(values.reshape(-1, block), axis=1)
+
+
+def _per_column(values: np.ndarray, block: int, n: int) -> np.ndarray:
+    """[ceil(N / block)] -> [N]: each block's value repeated over its columns."""
+    return values if block == 1 else np.repeat(values, block)[:n]
 
 
 def decode_meta(
@@ -197,13 +360,22 @@ def decode_meta(
 
 @dataclass(frozen=True, eq=False)
 class Q3P5Tensor:
-    """A quantized [K, N] matrix, holding exactly the arrays that are stored.
+    """A quantized [K, N] matrix, holding the decoded arrays (per column, as every target
+    reads them; version 1 stores exactly these).
 
     payload      uint8 [N, G*group_size/16*7]  column n's pair codes, 8 per 7 bytes
     meta         uint8 [N, ceil(G/8)*7]         column n's group codes e | j << 5, 8 per 7 bytes
     super_scale  float32 [N]                    scale unit of each column
     offset_base  float32 [N]                    centre of each column's offset grid
     offset_step  float32 [N]                    spacing of each column's offset grid
+    column_block B: the three words are equal over each block of B adjacent columns
+                 (columns b*B .. b*B + B - 1; the last block may be shorter)
+    word_format  "float32", or "float16": every word is float16 * 2**shift exactly, one
+                 shift per word array
+
+    The last two are the constraint that format version 2 stores compactly: one word of
+    each kind per block, in 2 or 4 bytes (docs/format.md section 6). The defaults (1,
+    "float32") constrain nothing.
     """
 
     shape: tuple[int, int]
@@ -213,12 +385,15 @@ class Q3P5Tensor:
     super_scale: np.ndarray
     offset_base: np.ndarray
     offset_step: np.ndarray
+    column_block: int = 1
+    word_format: str = "float32"
 
     def __post_init__(self) -> None:
         k, n = self.shape
         if k < 1 or n < 1:
             raise ValueError(f"shape must be positive, got {self.shape}")
         _check_group_size(self.group_size)
+        _check_words(self.shape, (self.column_block, self.word_format))
         _, payload_bytes, meta_bytes = _layout(self.shape, self.group_size)
         for field, dtype, shape in (
             ("payload", np.uint8, (n, payload_bytes)),
@@ -233,14 +408,29 @@ class Q3P5Tensor:
         words = np.stack([self.super_scale, self.offset_base, self.offset_step])
         if not np.isfinite(words).all() or (self.super_scale < 0).any():
             raise ValueError("per-column words must be finite, super_scale non-negative")
+        block = self.column_block
+        for name, arr in zip(("super_scale", "offset_base", "offset_step"), words, strict=True):
+            heads = arr[::block]
+            if block > 1 and not np.array_equal(
+                    _per_column(heads, block, n).view(np.uint32), arr.view(np.uint32)):
+                raise ValueError(f"{name} differs within a block of {block} columns")
+            if self.word_format == "float16" and _float16_words(heads) is None:
+                raise ValueError(f"{name} is not float16 * 2**shift for one shift")
 
     @property
     def num_groups(self) -> int:
         return _layout(self.shape, self.group_size)[0]
 
+    @property
+    def words(self) -> tuple[int, str]:
+        """(column block, word format)."""
+        return self.column_block, self.word_format
+
     def nbytes(self) -> int:
-        """Everything stored: header, per-column words, group codes, payload, checksum."""
-        return storage_bytes(self.shape, self.group_size)
+        """Size of :meth:`to_bytes`: header, words, group codes, payload, checksum."""
+        if self._v2_ok():
+            return _v2_bytes(self.shape, self.group_size, *self.words)
+        return _v1_bytes(self.shape, self.group_size)
 
     def bits_per_weight(self) -> float:
         return self.nbytes() * 8 / (self.shape[0] * self.shape[1])
@@ -261,17 +451,53 @@ class Q3P5Tensor:
         words = (self.super_scale, self.offset_base, self.offset_step)
         return decode_meta(self.group_codes(), *words)
 
+    def _stored_pairs(self) -> int:
+        return self.num_groups * self.group_size // 2
+
     def codes(self) -> np.ndarray:
         """uint8 [ceil(K/2), N] pair codes, padding pairs dropped."""
-        stored = unpack_codes(self.payload, self.num_groups * self.group_size // 2, self.shape[1])
+        stored = unpack_codes(self.payload, self._stored_pairs(), self.shape[1])
         return stored[: -(-self.shape[0] // 2)]
 
-    def to_bytes(self) -> bytes:
-        """Header, the three per-column float32 arrays, meta, payload, CRC-32 (see format.md)."""
+    def _v2_ok(self) -> bool:
+        """Whether version 2 holds this tensor exactly (else to_bytes() writes version 1)."""
+        return _v2_group_ok(self.shape[0], self.group_size) and self._canonical_padding()
+
+    def _canonical_padding(self) -> bool:
+        """Whether the padding that version 2 does not store is what it restores: the
+        origin code in every pair of padding rows, code 0 in every padding group code."""
+        k, n = self.shape
+        groups, stored, real = self.num_groups, self._stored_pairs(), -(-k // 2)
+        if real < stored and (unpack_codes(self.payload, stored, n)[real:] != _ORIGIN_CODE).any():
+            return False
+        return not (groups % 8 and unpack_codes(self.meta, -(-groups // 8) * 8, n)[groups:].any())
+
+    def to_bytes(self, version: int | None = None) -> bytes:
+        """The serialization (docs/format.md section 6). Version 2 (the default) stores one
+        word of each kind per column block and packs the group codes and the real pair
+        codes densely across the matrix; version 1 stores the arrays as they are (the
+        layout the targets' kernels read). A tensor whose padding codes version 2 would not
+        restore (a version-1 blob from another encoder) is written as version 1 by default;
+        both decode to the same arrays."""
+        if version is None:
+            version = 2 if self._v2_ok() else 1
+        if version == 1:
+            return self._to_bytes_v1()
+        if version != 2:
+            raise ValueError(f"unknown Q3P5 version {version!r}")
+        if not _v2_group_ok(self.shape[0], self.group_size):
+            raise ValueError(f"version 2 stores groups of at most K = {self.shape[0]} rounded "
+                             f"up to 16, not {self.group_size} (write it as version 1)")
+        if not self._canonical_padding():
+            raise ValueError("this tensor's padding codes are not the ones version 2 "
+                             "restores (write it as version 1)")
+        return self._to_bytes_v2()
+
+    def _to_bytes_v1(self) -> bytes:
         k, n = self.shape
         body = b"".join(
             (
-                _HEADER.pack(_MAGIC, _VERSION, self.group_size, k, n),
+                _HEADER.pack(_MAGIC, 1, self.group_size, k, n),
                 self.super_scale.astype("<f4").tobytes(),
                 self.offset_base.astype("<f4").tobytes(),
                 self.offset_step.astype("<f4").tobytes(),
@@ -281,25 +507,65 @@ class Q3P5Tensor:
         )
         return body + _CRC.pack(zlib.crc32(body))
 
+    def _to_bytes_v2(self) -> bytes:
+        k, n = self.shape
+        block, word_format = self.words
+        shifts, words = [], []
+        for arr in (self.super_scale, self.offset_base, self.offset_step):
+            heads = arr[::block]
+            if word_format == "float32":
+                shifts.append(0)
+                words.append(heads.astype("<f4").tobytes())
+            else:
+                shift, h = _float16_words(heads)
+                shifts.append(shift)
+                words.append(h.astype("<f2").tobytes())
+        groups = self.num_groups
+        meta = (self.meta if groups % 8 == 0
+                else pack_codes(self.group_codes().T.reshape(-1, 1)))
+        payload = (self.payload if -(-k // 2) == self._stored_pairs()
+                   else pack_codes(self.codes().T.reshape(-1, 1)))
+        body = b"".join(
+            (
+                _HEADER.pack(_MAGIC, 2, self.group_size, k, n),
+                _HEADER_V2.pack(block, WORD_FORMATS.index(word_format), *shifts),
+                *words,
+                meta.tobytes(),
+                payload.tobytes(),
+            )
+        )
+        return body + _CRC.pack(zlib.crc32(body))
+
     @classmethod
     def from_bytes(cls, data: bytes) -> Q3P5Tensor:
-        """Parse :meth:`to_bytes` output; malformed input raises ValueError."""
+        """Parse :meth:`to_bytes` output of either version; malformed input raises
+        ValueError."""
         data = bytes(data)
         if len(data) < _HEADER.size + _CRC.size:
             raise ValueError(f"Q3P5 blob too short ({len(data)} bytes)")
         magic, version, group_size, k, n = _HEADER.unpack_from(data)
         if magic != _MAGIC:
             raise ValueError(f"not a Q3P5 blob (magic {magic!r})")
-        if version != _VERSION:
+        if version not in (1, 2):
             raise ValueError(f"unsupported Q3P5 version {version}")
         if k < 1 or n < 1:
             raise ValueError(f"Q3P5 blob has an empty shape ({k}, {n})")
-        expected = storage_bytes((k, n), group_size)  # also validates group_size
+        _check_group_size(group_size)
+        if version == 1:
+            return cls._from_bytes_v1(data, group_size, k, n)
+        return cls._from_bytes_v2(data, group_size, k, n)
+
+    @staticmethod
+    def _check_length_and_crc(data: bytes, expected: int) -> None:
         if len(data) != expected:
             raise ValueError(f"Q3P5 blob has {len(data)} bytes, its header implies {expected}")
         (crc,) = _CRC.unpack_from(data, len(data) - _CRC.size)
         if crc != zlib.crc32(data[: -_CRC.size]):
             raise ValueError("Q3P5 blob checksum mismatch (corrupt data)")
+
+    @classmethod
+    def _from_bytes_v1(cls, data: bytes, group_size: int, k: int, n: int) -> Q3P5Tensor:
+        cls._check_length_and_crc(data, _v1_bytes((k, n), group_size))
         _, payload_bytes, meta_bytes = _layout((k, n), group_size)
         words = np.frombuffer(data, "<f4", _COLUMN_WORDS * n, _HEADER.size).astype(np.float32)
         super_scale, offset_base, offset_step = words.reshape(_COLUMN_WORDS, n)
@@ -310,6 +576,68 @@ class Q3P5Tensor:
             (k, n), group_size, payload.reshape(n, payload_bytes).copy(), meta.copy(),
             super_scale.copy(), offset_base.copy(), offset_step.copy(),
         )
+
+    @classmethod
+    def _from_bytes_v2(cls, data: bytes, group_size: int, k: int, n: int) -> Q3P5Tensor:
+        if len(data) < _HEADER.size + _HEADER_V2.size + _CRC.size:
+            raise ValueError(f"Q3P5 blob too short ({len(data)} bytes)")
+        block, fmt, *shifts = _HEADER_V2.unpack_from(data, _HEADER.size)
+        if fmt >= len(WORD_FORMATS):
+            raise ValueError(f"Q3P5 blob has an unknown word format {fmt}")
+        word_format = WORD_FORMATS[fmt]
+        if not 1 <= block <= n:
+            raise ValueError(f"Q3P5 blob has a column block of {block} for N = {n}")
+        if not _v2_group_ok(k, group_size):
+            raise ValueError(f"Q3P5 version-2 blob has a group size of {group_size} for "
+                             f"K = {k} (at most K rounded up to 16)")
+        cls._check_length_and_crc(data, _v2_bytes((k, n), group_size, block, word_format))
+        at = _HEADER.size + _HEADER_V2.size
+        blocks = -(-n // block)
+        words = []
+        for shift in shifts:
+            if word_format == "float32":
+                if shift:
+                    raise ValueError("Q3P5 blob has a shift for float32 words")
+                heads = np.frombuffer(data, "<f4", blocks, at).astype(np.float32)
+            else:
+                if not _SHIFT_RANGE[0] <= shift <= _SHIFT_RANGE[1]:
+                    raise ValueError(f"Q3P5 blob has a float16 shift {shift} outside "
+                                     f"{_SHIFT_RANGE[0]}..{_SHIFT_RANGE[1]}")
+                h = np.frombuffer(data, "<f2", blocks, at)
+                if not np.isfinite(h).all():
+                    raise ValueError("Q3P5 blob has non-finite words")
+                heads = np.ldexp(h.astype(np.float32), shift).astype(np.float32)
+                if _float16_shift(heads) != shift:
+                    raise ValueError(f"Q3P5 blob's float16 shift {shift} is not the "
+                                     f"canonical {_float16_shift(heads)}")
+            at += heads.size * _WORD_BYTES[word_format]
+            words.append(_per_column(heads, block, n).copy())
+        groups, payload_bytes, meta_bytes = _layout((k, n), group_size)
+        real, stored = -(-k // 2), groups * group_size // 2
+        if groups % 8 == 0:  # whole blocks per column: the dense stream is the rows
+            meta = np.frombuffer(data, np.uint8, n * meta_bytes, at).reshape(n, meta_bytes)
+            meta = meta.copy()
+        else:
+            meta = pack_codes(_dense_codes(data, at, n * groups).reshape(n, groups).T)
+        at += _dense_bytes(n * groups)
+        if real == stored:
+            payload = np.frombuffer(data, np.uint8, n * payload_bytes, at)
+            payload = payload.reshape(n, payload_bytes).copy()
+        else:
+            codes = np.full((stored, n), _ORIGIN_CODE, np.uint8)
+            codes[:real] = _dense_codes(data, at, n * real).reshape(n, real).T
+            payload = pack_codes(codes)
+        return cls((k, n), group_size, payload, meta, *words, block, word_format)
+
+
+def _dense_codes(data: bytes, at: int, count: int) -> np.ndarray:
+    """`count` codes packed densely at byte `at` of `data`; the codes that pad the last
+    block of 8 must be 0 (version 2 has one encoding of each tensor)."""
+    blocks = -(-count // 8)
+    codes = unpack_codes(np.frombuffer(data, np.uint8, blocks * 7, at), blocks * 8, 1)[:, 0]
+    if codes[count:].any():
+        raise ValueError("Q3P5 blob has non-zero padding codes")
+    return codes[:count]
 
 
 # --------------------------------------------------------------------------- #
@@ -366,27 +694,45 @@ def _group_stats(w: np.ndarray, group_size: int, name: str) -> tuple[np.ndarray,
     return np.clip(total / rows, lo, hi), hi, lo  # clip: rounding must not leave [lo, hi]
 
 
-def _choose_meta(mean: np.ndarray, hi: np.ndarray, lo: np.ndarray) -> tuple[np.ndarray, ...]:
+def _choose_meta(
+    mean: np.ndarray, hi: np.ndarray, lo: np.ndarray, words: tuple[int, str] = (1, "float32")
+) -> tuple[np.ndarray, ...]:
     """The encoder's choice of per-column words and group codes.
 
-    Offsets: each column's grid spans its group means in four equal bins; every
+    Offsets: each column block's grid spans its group means in four equal bins; every
     group takes the bin of its mean.  Scales: the decoded offset's largest
     distance to the group's max or min maps to _RANGE level units (the
     normalization the codebook was trained for), rounded to the nearest fifth
-    of an octave below the column's largest group scale.
+    of an octave below the block's largest group scale.  `words` = (column block B,
+    word format): the words are shared by blocks of B adjacent columns and, for
+    "float16", rounded to float16 * 2**shift (offset_base to nearest, offset_step and
+    super_scale upwards, so the grid still spans the means and the largest scale fits).
+    With (1, "float32") every column has its own words, as in format version 1.
     Returns (group_codes [G, N], super_scale, offset_base, offset_step).
     """
-    top, bottom = mean.max(axis=0), mean.min(axis=0)
+    block, word_format = words
+    n = mean.shape[1]
+    half = word_format == "float16"
+    top = _per_block(mean.max(axis=0), block, np.max)
+    bottom = _per_block(mean.min(axis=0), block, np.min)
     offset_base = (top + bottom) * np.float32(0.5)
     offset_step = (top - bottom) * np.float32(0.25)
+    if half:
+        offset_base = _round_float16(offset_base, up=False)
+        offset_step = _round_float16(offset_step, up=True)
+    offset_base = _per_column(offset_base, block, n)
+    offset_step = _per_column(offset_step, block, n)
     bins = np.divide(
         mean - offset_base, offset_step, out=np.zeros_like(mean), where=offset_step > 0
     )
     j = np.clip(np.floor(bins) + 2, 0, 3).astype(np.uint8)
     offset = offset_base + offset_step * OFFSET_GRID[j]
     scale = np.maximum(hi - offset, offset - lo) / _RANGE
-    super_scale = scale.max(axis=0)
+    super_scale = _per_block(scale.max(axis=0), block, np.max)
+    if half:
+        super_scale = _round_float16(super_scale, up=True)
     super_scale[super_scale < _MIN_SUPER_SCALE] = 0
+    super_scale = _per_column(super_scale, block, n)
     ratio = np.divide(super_scale, scale, out=np.full_like(scale, np.inf), where=scale > 0)
     with np.errstate(divide="ignore"):  # ratio 0 (zero column) -> e = 0
         e = np.clip(np.rint(5 * np.log2(ratio)), 0, 31).astype(np.uint8)
@@ -447,23 +793,30 @@ def _lattice_extent(
 
 
 def quantize(
-    w: np.ndarray, *, group_size: int = DEFAULT_GROUP_SIZE, name: str = "tensor"
+    w: np.ndarray, *, group_size: int = DEFAULT_GROUP_SIZE, name: str = "tensor",
+    words: tuple[int, str] | None = None,
 ) -> Q3P5Tensor:
     """Quantize a real matrix W[K, N] (groups run along K) to Q3P5.
+
+    `words` = (column block, word format) constrains the per-column words (see
+    :class:`Q3P5Tensor`); by default `word_layout(W.shape, group_size)`, which keeps the
+    serialized tensor within BUDGET_BITS per weight wherever the shape allows.
 
     Raises ValueError if W is not 2-D, is empty, or holds NaN or Inf (the
     message names ``name``)."""
     _check_group_size(group_size)
     w = _check_matrix(w, name)
+    shape = (w.shape[0], w.shape[1])
+    words = word_layout(shape, group_size) if words is None else _check_words(shape, words)
     mean, hi, lo = _group_stats(w, group_size, name)
-    group_codes, super_scale, offset_base, offset_step = _choose_meta(mean, hi, lo)
+    group_codes, super_scale, offset_base, offset_step = _choose_meta(mean, hi, lo, words)
     inv, bias = _lattice_map(*decode_meta(group_codes, super_scale, offset_base, offset_step))
     y_lo, y_hi = _lattice_extent(hi, lo, inv, bias)
     needs_clip = (y_lo < 0) | (y_hi >= 2 * _LATTICE + 1)
     payload = _encode(w, group_size, inv, bias, needs_clip)
     return Q3P5Tensor(
-        (w.shape[0], w.shape[1]), group_size, payload, pack_codes(group_codes),
-        super_scale, offset_base, offset_step,
+        shape, group_size, payload, pack_codes(group_codes),
+        super_scale, offset_base, offset_step, *words,
     )
 
 

@@ -114,10 +114,14 @@ def tile_records(payload: np.ndarray, meta: np.ndarray, chunks: int) -> np.ndarr
 
 
 def gpu_q3p5_bytes(serialized: bytes) -> tuple[bytes, Q3P5Layout]:
-    """A serialized Q3P5 tensor (`Q3P5Tensor.to_bytes`) re-laid for the GPU."""
-    magic, _version, group, k, n = HEADER.unpack_from(serialized)
+    """A serialized Q3P5 tensor (`Q3P5Tensor.to_bytes`, either version) re-laid for the GPU."""
+    magic, version, group, k, n = HEADER.unpack_from(serialized)
     if magic != b"Q3P5":
         raise ValueError("not a Q3P5 serialization")
+    if version != 1:  # the GPU layout starts from version 1's per-column arrays
+        from q35c.compiler.quant import Q3P5Tensor
+
+        serialized = Q3P5Tensor.from_bytes(serialized).to_bytes(version=1)
     lay = layout_of(k, n, group)
     at = HEADER.size
     words = serialized[at:at + 12 * n]

@@ -238,7 +238,9 @@ class Lowering:
                 raise self.error(f"weight '{plain_text(name)}': packed weights must "
                                 f"be q3p5 or pair43 (got {type(value).__name__})")
             if name not in self.blob_by_name:
-                data = (value.to_bytes() if isinstance(value, Q3P5Tensor)
+                # Q3P5: the version-1 layout (per-column float32 words and group-code rows)
+                # that the kernels read, whatever the store's file holds (format.md).
+                data = (value.to_bytes(version=1) if isinstance(value, Q3P5Tensor)
                         else pair43_bytes(value))
                 hint = "q3p5" if isinstance(value, Q3P5Tensor) else "pair43"
                 buf = self.new("weight", np.dtype(np.uint8), (len(data),), hint)
