@@ -450,11 +450,13 @@ static void launch_m(int path, int ks, float *y, const float *x, const int8_t *q
     q35_epilogue e = {NULL, NULL, Q35_ACT_NONE};
     const int grid = (t.n + 31) / 32;
     if (path == 0) {
-        if (ks == 1) q35_gemv_f32<M, 1><<<grid, 32>>>(y, x, t, e);
-        else if (ks == 2) q35_gemv_f32<M, 2><<<grid, 64>>>(y, x, t, e);
-        else if (ks == 4) q35_gemv_f32<M, 4><<<grid, 128>>>(y, x, t, e);
-        else if (ks == 8) q35_gemv_f32<M, 8><<<grid, 256>>>(y, x, t, e);
-        else q35_gemv_f32<M, 16><<<grid, 512>>>(y, x, t, e);
+        if constexpr (M <= 8) { /* float launches take 8 rows at most */
+            if (ks == 1) q35_gemv_f32<M, 1><<<grid, 32>>>(y, x, t, e);
+            else if (ks == 2) q35_gemv_f32<M, 2><<<grid, 64>>>(y, x, t, e);
+            else if (ks == 4) q35_gemv_f32<M, 4><<<grid, 128>>>(y, x, t, e);
+            else if (ks == 8) q35_gemv_f32<M, 8><<<grid, 256>>>(y, x, t, e);
+            else q35_gemv_f32<M, 16><<<grid, 512>>>(y, x, t, e);
+        }
     } else if (path == 3) {
         if (ks == 1) q35_gemv_i8_mma<1, (M > 8)><<<grid, 32>>>(y, q, s, M, t);
         else if (ks == 2) q35_gemv_i8_mma<2, (M > 8)><<<grid, 64>>>(y, q, s, M, t);
