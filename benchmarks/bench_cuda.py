@@ -423,17 +423,24 @@ static void launch_gemm(int rows, float *y, const float *x, q35_q3p5 t)
     else q35_gemm_f16<4><<<grid, 128>>>(y, x, rows, t, e);
 }
 
-/* The float (path 0) or int8 (path 1) GEMV over `rows` rows, 8 a launch, blocks of ks warps
- * (ks = 0: the printer's choice, gemv_ksplit in targets/cuda/printer.py); or (path 2) the
- * tensor-core GEMM. */
+/* The GEMV paths: 0 float (8 rows a launch), 1 int8 on dp4a (q35_gemv_i8, 8 rows a launch),
+ * 3 int8 on tensor cores (q35_gemv_i8_mma, 16 rows a launch), 4 int8 as the printer routes
+ * it (dp4a below GEMV_MMA_ROWS rows, else tensor cores); 2: the tensor-core GEMM. ks = 0:
+ * the printer's K split (gemv_ksplit in targets/cuda/printer.py, mirrored here). */
+#define MMA_ROWS Q35_BENCH_MMA_ROWS
+static int route(int path, int rows)
+{
+    return path == 4 ? (rows >= MMA_ROWS ? 3 : 1) : path;
+}
+
+static int max_ks(int path, int rows)
+{
+    return path == 3 ? 4 : path == 1 ? (16 / rows < 16 ? 16 / rows : 16) : 16;
+}
+
 static int pick_ks(int path, int k, int n, int rows)
 {
-    const int limit = path == 1 ? (16 / rows < 8 ? 16 / rows : 8) : 8;
-    const int tiles = (n + 31) / 32, chunks = (k + 255) / 256;
-    int ks = 1;
-    while (2 * ks <= limit && tiles * ks < 2048 && chunks >= 4 * ks)
-        ks *= 2;
-    return ks;
+    return Q35_BENCH_PICK_KS(route(path, rows), k, n, rows);
 }
 
 template <int M>
@@ -443,11 +450,24 @@ static void launch_m(int path, int ks, float *y, const float *x, const int8_t *q
     q35_epilogue e = {NULL, NULL, Q35_ACT_NONE};
     const int grid = (t.n + 31) / 32;
     if (path == 0) {
-        if (ks == 1) q35_gemv_f32<M, 1><<<grid, 32>>>(y, x, t, e);
-        else if (ks == 2) q35_gemv_f32<M, 2><<<grid, 64>>>(y, x, t, e);
-        else if (ks == 4) q35_gemv_f32<M, 4><<<grid, 128>>>(y, x, t, e);
-        else q35_gemv_f32<M, 8><<<grid, 256>>>(y, x, t, e);
-    } else {
+        if constexpr (M <= 8) { /* float launches take 8 rows at most */
+            if (ks == 1) q35_gemv_f32<M, 1><<<grid, 32>>>(y, x, t, e);
+            else if (ks == 2) q35_gemv_f32<M, 2><<<grid, 64>>>(y, x, t, e);
+            else if (ks == 4) q35_gemv_f32<M, 4><<<grid, 128>>>(y, x, t, e);
+            else if (ks == 8) q35_gemv_f32<M, 8><<<grid, 256>>>(y, x, t, e);
+            else q35_gemv_f32<M, 16><<<grid, 512>>>(y, x, t, e);
+        }
+    } else if (path == 3) {
+        if (ks == 1) q35_gemv_i8_mma<1, (M > 8)><<<grid, 32>>>(y, q, s, M, t);
+        else if (ks == 2) q35_gemv_i8_mma<2, (M > 8)><<<grid, 64>>>(y, q, s, M, t);
+        else q35_gemv_i8_mma<4, (M > 8)><<<grid, 128>>>(y, q, s, M, t);
+    } else if constexpr (M <= 8) {
+        if constexpr (M == 1) {
+            if (ks == 16) {
+                q35_gemv_i8<M, 16><<<grid, 512>>>(y, q, s, t);
+                return;
+            }
+        }
         if constexpr (M <= 2) {
             if (ks == 8) {
                 q35_gemv_i8<M, 8><<<grid, 256>>>(y, q, s, t);
@@ -472,8 +492,10 @@ static void launch(int path, int ks, int rows, float *y, const float *x, const i
         launch_gemm(rows, y, x, t);
         return;
     }
-    for (int r0 = 0; r0 < rows; r0 += 8) {
-        const int m = rows - r0 < 8 ? rows - r0 : 8;
+    path = route(path, rows);
+    const int per = path == 3 ? 16 : 8;
+    for (int r0 = 0; r0 < rows; r0 += per) {
+        const int m = rows - r0 < per ? rows - r0 : per;
         const int k_s = ks ? ks : pick_ks(path, t.k, t.n, m);
         float *yr = y + (int64_t)r0 * t.n;
         const float *xr = x + (int64_t)r0 * t.k;
@@ -486,7 +508,8 @@ static void launch(int path, int ks, int rows, float *y, const float *x, const i
         case 5: launch_m<5>(path, k_s, yr, xr, qr, s + r0, t); break;
         case 6: launch_m<6>(path, k_s, yr, xr, qr, s + r0, t); break;
         case 7: launch_m<7>(path, k_s, yr, xr, qr, s + r0, t); break;
-        default: launch_m<8>(path, k_s, yr, xr, qr, s + r0, t); break;
+        case 8: launch_m<8>(path, k_s, yr, xr, qr, s + r0, t); break;
+        default: launch_m<16>(path, k_s, yr, xr, qr, s + r0, t); break; /* mma: 9..16 */
         }
     }
 }
@@ -505,7 +528,7 @@ static void *read_file(const char *path, size_t *size)
 }
 
 /* gemv_bench check DIR K N meta_row prow meta_off payload_off: runs rows 1..8 on DIR's
- * entry.bin, x.bin (float [8, K]), q.bin (int8 [8, K]), s.bin (float [8]) with every K
+ * entry.bin, x.bin (float [16, K]), q.bin (int8 [16, K]), s.bin (float [16]) with every K
  * split and writes DIR/y_{f32,i8}_ksKS_M.bin.
  * gemv_bench gemm DIR K N meta_row prow meta_off payload_off ROWS: the tensor-core GEMM
  * on DIR's entry.bin and x_tc_ROWS.bin (float [ROWS, K]); writes DIR/y_tc_ROWS.bin.
@@ -563,24 +586,25 @@ int main(int argc, char **argv)
         check(cudaMemcpy(x, hx, xs, cudaMemcpyHostToDevice), "copy x");
         check(cudaMemcpy(q, hq, qs, cudaMemcpyHostToDevice), "copy q");
         check(cudaMemcpy(s, hs, ss, cudaMemcpyHostToDevice), "copy s");
-        std::vector<float> out((size_t)8 * n);
-        check(cudaMemset(y, 0xff, (size_t)8 * n * 4), "poison y"); /* NaN if not written */
-        for (int ks = 1; ks <= 8; ks *= 2)
-        for (int path_ = 0; path_ < 2; path_++)
-            for (int m = 1; m <= 8; m++) {
-                if (path_ == 1 && ks * m > 16)
-                    continue;
-                check(cudaMemset(y, 0xff, (size_t)8 * n * 4), "poison y");
-                launch(path_, ks, m, y, x, q, s,
-                       view(e, k, n, meta_row, prow, meta_off, payload_off));
-                check(cudaDeviceSynchronize(), "check run");
-                check(cudaMemcpy(out.data(), y, (size_t)m * n * 4, cudaMemcpyDeviceToHost), "y");
-                snprintf(path, sizeof path, "%s/y_%s_ks%d_%d.bin", argv[2], path_ ? "i8" : "f32",
-                         ks, m);
-                FILE *f = fopen(path, "wb");
-                fwrite(out.data(), 4, (size_t)m * n, f);
-                fclose(f);
-            }
+        std::vector<float> out((size_t)16 * n);
+        const char *names[] = {"f32", "i8", "", "mma"};
+        for (int path_ : {0, 1, 3})
+            for (int ks = 1; ks <= max_ks(path_, 1); ks *= 2)
+                for (int m = 1; m <= (path_ == 3 ? 16 : 8); m++) {
+                    if (ks > max_ks(path_, m > 8 ? 8 : m))
+                        continue;
+                    check(cudaMemset(y, 0xff, (size_t)16 * n * 4), "poison y");
+                    launch(path_, ks, m, y, x, q, s,
+                           view(e, k, n, meta_row, prow, meta_off, payload_off));
+                    check(cudaDeviceSynchronize(), "check run");
+                    check(cudaMemcpy(out.data(), y, (size_t)m * n * 4, cudaMemcpyDeviceToHost),
+                          "y");
+                    snprintf(path, sizeof path, "%s/y_%s_ks%d_%d.bin", argv[2], names[path_], ks,
+                             m);
+                    FILE *f = fopen(path, "wb");
+                    fwrite(out.data(), 4, (size_t)m * n, f);
+                    fclose(f);
+                }
         return 0;
     }
     /* time: enough copies of the weights to overflow the L2 cache, used in turn */
@@ -634,12 +658,15 @@ int main(int argc, char **argv)
         std::sort(batches.begin(), batches.end());
         check(cudaGetLastError(), "launch");
         std::sort(times.begin(), times.end());
-        const char *name = path == 2 ? "tc" : path == 1 ? "i8" : "f32";
+        const char *name = path == 2 ? "tc" : path == 3 ? "mma" : path == 1 ? "i8" : "f32";
+        const int per = path == 3 ? 16 : 8;
+        const int pick = path == 2 ? 0 : pick_ks(path, k, n, rows < per ? rows : per);
         if (path != 2 && ks == 0)
-            ks = pick_ks(path, k, n, rows < 8 ? rows : 8);
-        printf("%s %s ks=%d%s K=%d N=%d M=%d median_us %.2f min_us %.2f weight_bytes %lld "
+            ks = pick;
+        printf("%s %s ks=%d%s%s K=%d N=%d M=%d median_us %.2f min_us %.2f weight_bytes %lld "
                "GBps_median %.1f TFLOPs_median %.2f\n", path == 2 ? "gemm" : "gemv", name, ks,
-               path != 2 && ks == pick_ks(path, k, n, rows < 8 ? rows : 8) ? "(pick)" : "",
+               path != 2 && ks == pick ? "(pick)" : "",
+               path != 2 && path != 0 && route(4, rows) == path ? "(route)" : "",
                k, n, rows, times[150], times[0], (long long)bytes, bytes / (times[150] * 1e3),
                2.0 * rows * k * n / (times[150] * 1e6));
         printf("    b2b_us %.2f GBps_b2b %.1f\n", batches[5], bytes / (batches[5] * 1e3));
@@ -647,19 +674,22 @@ int main(int argc, char **argv)
     /* the GEMVs (float, int8) at 1..16 rows: the printer's K split (ks=0 in the output
      * line: "pick"), then every other one */
     const int rows_list[] = {1, 2, 4, 8, 16};
-    const char *only_path = getenv("Q35_BENCH_PATH"); /* 0 or 1: that path only */
-    for (int path = 0; path < 2; path++) {
+    const char *only_path = getenv("Q35_BENCH_PATH"); /* 0, 1 or 3: that path only */
+    for (int path : {0, 1, 3}) {
         if (only_path && atoi(only_path) != path)
             continue;
-        for (int rows : rows_list)
-            for (int ks = 0; ks <= 8; ks = ks ? 2 * ks : 1) {
-                const int m = rows < 8 ? rows : 8;
-                if (ks && (ks == pick_ks(path, k, n, m) || (path == 1 && ks * m > 16)))
+        for (int rows : rows_list) {
+            if (path == 3 && rows < 4)
+                continue;
+            const int m = rows < (path == 3 ? 16 : 8) ? rows : (path == 3 ? 16 : 8);
+            for (int ks = 0; ks <= max_ks(path, m); ks = ks ? 2 * ks : 1) {
+                if (ks && ks == pick_ks(path, k, n, m))
                     continue;
                 time_one(path, ks, rows);
                 if (getenv("Q35_BENCH_FIRST")) /* one configuration (for a profiler) */
                     return 0;
             }
+        }
     }
     /* prefill (unless Q35_BENCH_PREFILL=0): the tensor-core GEMM and the float GEMV
      * launches it replaces (8 rows each) */
@@ -697,7 +727,8 @@ def gemm_check_data(folder: Path, w, rng, rows: int) -> None:
 
 def gemv_check_data(folder: Path, w, rng) -> None:
     """entry.bin, layout.txt, x.bin, q.bin, s.bin (8 rows) and the interpreter's outputs at
-    1..8 rows: want_f32_M.npy (float64 sums rounded once), want_i8_M.npy (matmul_int8)."""
+    1..8 rows: want_f32_M.npy (float64 sums rounded once) and at 1..16 rows want_i8_M.npy
+    (matmul_int8); x.bin and q.bin have 16 rows."""
     from q35c.semantics import matmul_int8, quantize_activations
     from q35c.semantics.numerics import matmul_unordered
     from q35c.semantics.quant3p5 import dequantized
@@ -708,14 +739,15 @@ def gemv_check_data(folder: Path, w, rng) -> None:
     (folder / "entry.bin").write_bytes(entry)
     (folder / "layout.txt").write_text(f"{lay.k} {lay.n} {lay.meta_row} {lay.prow} "
                                        f"{lay.meta_off} {lay.payload_off}\n")
-    x = rng.standard_normal((8, lay.k)).astype(np.float32)
+    x = rng.standard_normal((16, lay.k)).astype(np.float32)
     q, s = quantize_activations(x)
     (folder / "x.bin").write_bytes(x.tobytes())
     (folder / "q.bin").write_bytes(q.tobytes())
     (folder / "s.bin").write_bytes(s.tobytes())
     weights = dequantized(w)
-    for m in range(1, 9):
-        np.save(folder / f"want_f32_{m}.npy", np.float32(matmul_unordered(x[:m], weights)))
+    for m in range(1, 17):
+        if m <= 8:
+            np.save(folder / f"want_f32_{m}.npy", np.float32(matmul_unordered(x[:m], weights)))
         np.save(folder / f"want_i8_{m}.npy", matmul_int8(q[:m], s[:m], w))
 
 
@@ -769,6 +801,28 @@ def prepare_gemv_old(out: Path, base: str = BASE_COMMIT) -> list[str]:
     return [nvcc(), *FLAGS, "gemv_bench_old.cu", "-o", "gemv_bench_old"], old
 
 
+def pick_table() -> str:
+    """The printer's K split (gemv_ksplit) and int8 routing for gemv_bench, as a C table over
+    the timed and checked shapes and 1..16 rows."""
+    from q35c.targets.cuda.printer import GEMV_MMA_ROWS, gemv_ksplit
+
+    kernels = {0: "f32", 1: "i8", 3: "mma"}
+    rows = [f"{{{path}, {k}, {n}, {m}, {gemv_ksplit(k, n, m, kern)}}},"
+            for k, n in [*SHAPES, CHECK_SHAPE, CHECK_RAGGED] for path, kern in kernels.items()
+            for m in range(1, 17 if kern == "mma" else 9)]
+    return ("\n/* generated by bench_cuda.py from targets/cuda/printer.py */\n"
+            "#include <stdio.h>\n#include <stdlib.h>\n"
+            f"#define Q35_BENCH_MMA_ROWS {GEMV_MMA_ROWS}\n"
+            "static const int q35_bench_picks[][5] = {\n" + "\n".join(rows) + "\n};\n"
+            "static int q35_bench_pick(int path, int k, int n, int rows)\n{\n"
+            "    for (const auto &p : q35_bench_picks)\n"
+            "        if (p[0] == path && p[1] == k && p[2] == n && p[3] == rows)\n"
+            "            return p[4];\n"
+            "    fprintf(stderr, \"gemv_bench: no K split for %d %d %d %d\\n\",\n"
+            "            path, k, n, rows);\n"
+            "    exit(1);\n}\n#define Q35_BENCH_PICK_KS q35_bench_pick\n")
+
+
 def prepare_gemv(out: Path, gemm_checks: bool = True) -> list[str]:
     """gemv_bench.cu, the check data of CHECK_SHAPE and CHECK_RAGGED, the GEMM's checks
     (unless gemm_checks is false), the shape table; the build command."""
@@ -780,7 +834,7 @@ def prepare_gemv(out: Path, gemm_checks: bool = True) -> list[str]:
     gemv = out / "gemv"
     gemv.mkdir()
     runtime = CudaPrinter(Program("gemv", [], [], [], [], []), b"", {}).runtime()
-    (gemv / "gemv_bench.cu").write_text(runtime + GEMV_MAIN)
+    (gemv / "gemv_bench.cu").write_text(runtime + pick_table() + GEMV_MAIN)
     rng = np.random.default_rng(35)
     k, n = CHECK_SHAPE
     w = quantize((rng.standard_normal((k, n)) * 0.02).astype(np.float32))
@@ -1043,11 +1097,11 @@ def gemv():
                            capture_output=True, text=True)
         lines.append(f"{name} check {check.name} rc={r.returncode} {r.stderr.strip()}")
         for f in sorted(check.glob("y_*.bin")):
-            path, ks, m = re.fullmatch(r"y_(f32|i8)_ks(\d+)_(\d+)\.bin", f.name).groups()
-            want = np.load(check / f"want_{path}_{m}.npy")
+            path, ks, m = re.fullmatch(r"y_(f32|i8|mma)_ks(\d+)_(\d+)\.bin", f.name).groups()
+            want = np.load(check / f"want_{'i8' if path == 'mma' else path}_{m}.npy")
             got = np.fromfile(f, dtype=np.float32).reshape(want.shape)
             label = f"{name} check {check.name} {path} ks={ks} M={m}"
-            if path == "i8":
+            if path != "f32":
                 same = bool(np.array_equal(got.view(np.uint32), want.view(np.uint32)))
                 lines.append(f"{label}: bit-exact={same}")
             else:

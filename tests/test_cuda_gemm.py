@@ -19,10 +19,10 @@ from q35c.targets.cuda.emit import emit
 from q35c.targets.cuda.printer import (
     GEMM_BN,
     GEMM_THREADS,
-    GEMV_MAX_KS,
     GEMV_MAX_ROWS,
     CudaPrinter,
     gemm_launch,
+    gemv_max_ks,
 )
 from q35c.targets.native.program import Program
 
@@ -78,15 +78,18 @@ def test_gemm_build_compiles_warning_free(encoder_16_rows, tensor_cores, tmp_pat
 
 def test_every_gemv_and_gemm_instance_compiles_warning_free(tmp_path):
     """All template instances of the runtime's GEMVs (1..8 rows, every K split the launches
-    may pick) and GEMM (row tiles 1, 2, 4)."""
+    may pick; the tensor-core int8 GEMV at 8 and 16 rows) and GEMM (row tiles 1, 2, 4)."""
     compiler = nvcc_or_skip()
     runtime = CudaPrinter(Program("kernels", [], [], [], [], []), b"", {}).runtime()
-    instances = [f"template __global__ void q35_gemv_{path}<{m}, {k}>({args});"
-                 for path, int8, args in (
-                     ("f32", False, "float *, const float *, q35_q3p5, q35_epilogue"),
-                     ("i8", True, "float *, const int8_t *, const float *, q35_q3p5"))
-                 for m in range(1, GEMV_MAX_ROWS + 1) for k in (1, 2, 4, 8)
-                 if k <= GEMV_MAX_KS[int8] and (not int8 or k * m <= 16)]
+    instances = [f"template __global__ void q35_gemv_{kernel}<{m}, {k}>({args});"
+                 for kernel, args in (
+                     ("f32", "float *, const float *, q35_q3p5, q35_epilogue"),
+                     ("i8", "float *, const int8_t *, const float *, q35_q3p5"))
+                 for m in range(1, GEMV_MAX_ROWS + 1) for k in (1, 2, 4, 8, 16)
+                 if k <= gemv_max_ks(kernel, m)]
+    instances += [f"template __global__ void q35_gemv_i8_mma<{k}, {h16}>(float *, "
+                  "const int8_t *, const float *, int, q35_q3p5);"
+                  for k in (1, 2, 4) if k <= gemv_max_ks("mma", 16) for h16 in ("false", "true")]
     instances += [f"template __global__ void q35_gemm_f16<{mt}>(float *, const float *, int, "
                   "q35_q3p5, q35_epilogue);" for mt in (1, 2, 4)]
     (tmp_path / "kernels.cu").write_text(runtime + "\n".join(instances) + "\n")

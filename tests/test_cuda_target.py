@@ -27,10 +27,12 @@ from q35c.targets.cuda.blob import RECORD, gpu_q3p5_bytes, layout_of
 from q35c.targets.cuda.build import FLAGS, has_gpu, nvcc
 from q35c.targets.cuda.emit import emit
 from q35c.targets.cuda.printer import (
-    FILL_WARPS,
-    GEMV_MAX_KS,
     GEMV_MAX_ROWS,
+    GEMV_MMA_ROWS,
+    MMA_MAX_ROWS,
+    gemv_ksplit,
     gemv_launches,
+    gemv_max_ks,
     io_offsets,
 )
 
@@ -172,14 +174,21 @@ def test_gemv_launches_cover_every_row_and_column_once(rows, k, n, int8):
     launches = gemv_launches(rows, k, n, int8)
     covered = [r for launch in launches for r in range(launch.row0, launch.row0 + launch.rows)]
     assert covered == list(range(rows))
-    assert all(1 <= launch.rows <= GEMV_MAX_ROWS for launch in launches)
     for launch in launches:
         ks = launch.ksplit
-        assert launch.block == ks * 32 and ks in (1, 2, 4, 8) and ks <= GEMV_MAX_KS[int8]
-        assert not int8 or ks * launch.rows <= 16  # the int8 round's terms: 16 KiB
+        if launch.kernel == "mma":  # int8 steps of GEMV_MMA_ROWS rows or more: tensor cores
+            assert int8 and rows >= GEMV_MMA_ROWS and GEMV_MMA_ROWS <= launch.rows <= MMA_MAX_ROWS
+        else:
+            assert launch.kernel == ("i8" if int8 else "f32")
+            assert 1 <= launch.rows <= GEMV_MAX_ROWS
+            assert not int8 or launch.rows < GEMV_MMA_ROWS
+        assert launch.block == ks * 32 and ks in (1, 2, 4, 8, 16)
+        assert ks <= gemv_max_ks(launch.kernel, launch.rows)
+        assert not launch.kernel == "i8" or ks * launch.rows <= 16  # the round's terms: 16 KiB
         assert (launch.grid - 1) * 32 < n <= launch.grid * 32  # a column per lane
-        # K is split only where the warps would not fill the GPU, two chunks a warp at least
-        assert ks == 1 or (launch.grid * ks // 2 < FILL_WARPS and -(-k // 256) >= 4 * ks // 2)
+        assert ks == gemv_ksplit(k, n, launch.rows, launch.kernel)
+        # every warp keeps two chunks of 256 weights at least (or K has fewer than 2)
+        assert ks == 1 or -(-k // 256) >= 2 * ks
 
 
 def test_kernel_selection_gemv_for_group_32_and_portable_otherwise():

@@ -44,8 +44,14 @@ from q35c.targets.native.program import Buffer, Program, Step
 
 RUNTIME_DIR = Path(__file__).parent / "runtime"
 GEMV_TILE = 32  # columns of a GEMV block (blob.TILE: one per lane)
-GEMV_MAX_ROWS = 8  # Q35_GEMV_MAX_ROWS
-GEMV_MAX_KS = {False: 8, True: 8}  # warps splitting K, by path (int8: True)
+GEMV_MAX_ROWS = 8  # Q35_GEMV_MAX_ROWS: rows of a q35_gemv_f32 / q35_gemv_i8 launch
+GEMV_MMA_ROWS = 9
+"""int8 steps of at least this many rows take q35_gemv_i8_mma (tensor cores), up to
+MMA_MAX_ROWS rows a launch; fewer rows take q35_gemv_i8 (dp4a). Measured on an H100
+(docs/benchmarks.md, fifth run): at 16 rows faster than two 8-row dp4a launches on all
+five goal shapes, at 8 rows on 3 of 5 only."""
+MMA_MAX_ROWS = 16
+GEMV_MAX_KS = {"f32": 16, "i8": 16, "mma": 4}  # warps splitting K, by kernel
 SIMPLE_THREADS = 128  # block size of the one-thread-per-column kernels
 IO_ALIGN = 256
 
@@ -61,23 +67,31 @@ FILL_WARPS = 2048
 @dataclass(frozen=True)
 class GemvLaunch:
     """One launch of a GEMV kernel: rows [row0, row0 + rows) of the activations; blocks of
-    `ksplit` warps, each block 32 columns (a column per lane), its warps splitting K."""
+    `ksplit` warps, each block 32 columns (a column per lane), its warps splitting K;
+    `kernel` is "f32" (q35_gemv_f32), "i8" (q35_gemv_i8) or "mma" (q35_gemv_i8_mma)."""
 
     row0: int
     rows: int
     grid: int
     ksplit: int
+    kernel: str = "f32"
 
     @property
     def block(self) -> int:
         return self.ksplit * 32
 
 
-def gemv_ksplit(k: int, n: int, rows: int, int8: bool) -> int:
-    """Warps per GEMV block (1, 2, 4 or 8; the int8 path at most 16 / rows, its round's
-    terms in 16 KiB of shared memory): doubled while the GPU would hold fewer than
-    FILL_WARPS warps and every warp keeps at least two chunks of 256 weights."""
-    limit = min(GEMV_MAX_KS[int8], 16 // rows) if int8 else GEMV_MAX_KS[int8]
+def gemv_max_ks(kernel: str, rows: int) -> int:
+    """The largest K split of a kernel at `rows` rows (q35_gemv_i8: its round's terms,
+    ks * rows <= 16, fit 16 KiB of shared memory)."""
+    return min(GEMV_MAX_KS[kernel], 16 // rows) if kernel == "i8" else GEMV_MAX_KS[kernel]
+
+
+def gemv_ksplit(k: int, n: int, rows: int, kernel: str) -> int:
+    """Warps per GEMV block (1, 2, 4, 8 or 16, at most gemv_max_ks): doubled while the GPU
+    would hold fewer than FILL_WARPS warps and every warp keeps at least two chunks of 256
+    weights."""
+    limit = gemv_max_ks(kernel, rows)
     tiles, chunks = -(-n // GEMV_TILE), -(-k // 256)
     ks = 1
     while 2 * ks <= limit and tiles * ks < FILL_WARPS and chunks >= 4 * ks:
@@ -85,13 +99,23 @@ def gemv_ksplit(k: int, n: int, rows: int, int8: bool) -> int:
     return ks
 
 
+def gemv_kernel(rows: int, int8: bool) -> str:
+    """The GEMV kernel of a step of `rows` activation rows."""
+    return "f32" if not int8 else "mma" if rows >= GEMV_MMA_ROWS else "i8"
+
+
 def gemv_launches(rows: int, k: int, n: int, int8: bool = False) -> list[GemvLaunch]:
-    """The launches of a GEMV over `rows` activation rows: up to 8 rows each, one block per
-    32 columns."""
+    """The launches of a GEMV over `rows` activation rows: up to 8 rows each (16 on the
+    tensor-core kernel), one block per 32 columns."""
     grid = -(-n // GEMV_TILE)
-    return [GemvLaunch(r, m, grid, gemv_ksplit(k, n, m, int8))
-            for r in range(0, rows, GEMV_MAX_ROWS)
-            for m in [min(GEMV_MAX_ROWS, rows - r)]]
+    kernel = gemv_kernel(rows, int8)
+    per = MMA_MAX_ROWS if kernel == "mma" else GEMV_MAX_ROWS
+    launches = []
+    for r in range(0, rows, per):
+        m = min(per, rows - r)
+        kern = kernel if kernel != "mma" or m >= GEMV_MMA_ROWS else "i8"
+        launches.append(GemvLaunch(r, m, grid, gemv_ksplit(k, n, m, kern), kern))
+    return launches
 
 
 GEMM_BN = 64  # Q35_GEMM_BN: columns of a tensor-core GEMM block
@@ -388,11 +412,19 @@ class CudaPrinter:
             grid = -(-lay.n // SIMPLE_THREADS)
             return (f"q35_qmatmul_i8_simple<<<{grid}, {SIMPLE_THREADS}, 0, s>>>("
                     f"{self.ptr(out)}, {self.ptr(q)}, {self.ptr(s)}, {rows}, {self.q3p5(w)});")
-        return "\n".join(
-            f"q35_gemv_i8<{launch.rows}, {launch.ksplit}><<<{launch.grid}, {launch.block}, 0, s>>>("
-            f"{self.ptr(out)} + {launch.row0 * lay.n}, {self.ptr(q)} + {launch.row0 * lay.k}, "
-            f"{self.ptr(s)} + {launch.row0}, {self.q3p5(w)});"
-            for launch in gemv_launches(rows, lay.k, lay.n, True))
+        return "\n".join(self._i8_launch(launch, out, q, s, w, lay)
+                         for launch in gemv_launches(rows, lay.k, lay.n, True))
+
+    def _i8_launch(self, launch: GemvLaunch, out: Buffer, q: Buffer, s: Buffer, w: Buffer,
+                   lay: Q3P5Layout) -> str:
+        args = (f"{self.ptr(out)} + {launch.row0 * lay.n}, {self.ptr(q)} + {launch.row0 * lay.k}, "
+                f"{self.ptr(s)} + {launch.row0}")
+        if launch.kernel == "mma":
+            return (f"q35_gemv_i8_mma<{launch.ksplit}, {'true' if launch.rows > 8 else 'false'}>"
+                    f"<<<{launch.grid}, {launch.block}, 0, s>>>({args}, {launch.rows}, "
+                    f"{self.q3p5(w)});")
+        return (f"q35_gemv_i8<{launch.rows}, {launch.ksplit}><<<{launch.grid}, {launch.block}, "
+                f"0, s>>>({args}, {self.q3p5(w)});")
 
     def _pair(self, step: Step, x: Buffer, w: Buffer, epilogue: str) -> str:
         """The legacy pair43 matmul (one thread per column), with `epilogue`."""

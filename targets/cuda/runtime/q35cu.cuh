@@ -212,13 +212,21 @@ __device__ __forceinline__ uint32_t q35_chunk_word(const q35_chunk &c, int i)
     return i % 4 == 0 ? v.x : i % 4 == 1 ? v.y : i % 4 == 2 ? v.z : v.w;
 }
 
-/* Byte offset of code i's row in a [128][32] per-lane table of 4-byte entries
- * (code * 128; the caller adds its lane's 4 * lane). i is a compile-time constant. */
-__device__ __forceinline__ uint32_t q35_chunk_code(const q35_chunk &c, int i)
+/* Byte offset of code i's entry for this lane in a [128][32] per-lane table of 4-byte
+ * entries: code * 128 + lane4 (lane4 = 4 * lane). i is a compile-time constant, so this is
+ * one funnel shift (the code's 7 bits moved to bits 7..13) and one LOP3 (mask, or lane4). */
+__device__ __forceinline__ uint32_t q35_chunk_code(const q35_chunk &c, int i, uint32_t lane4)
 {
     const int bit = 7 * i, lo = bit / 32, sh = bit % 32;
-    const uint32_t next = lo + 1 < 28 ? q35_chunk_word(c, lo + 1) : 0u;
-    return (__funnelshift_r(q35_chunk_word(c, lo), next, sh) & 127u) << 7;
+    uint32_t v;
+    if (sh >= 7)
+        v = __funnelshift_r(q35_chunk_word(c, lo), lo + 1 < 28 ? q35_chunk_word(c, lo + 1) : 0u,
+                            sh - 7);
+    else if (lo > 0)
+        v = __funnelshift_r(q35_chunk_word(c, lo - 1), q35_chunk_word(c, lo), sh + 25);
+    else
+        v = q35_chunk_word(c, 0) << 7;
+    return (v & (127u << 7)) | lane4;
 }
 
 /* Scale and offset of group h (0..7) of a chunk: as q35_group_meta. */
@@ -251,9 +259,46 @@ __device__ __forceinline__ void q35_load_lane_tables(uint32_t *table, float *ste
     __syncthreads();
 }
 
-__device__ __forceinline__ uint32_t q35_lane_entry(const uint32_t *lane_table, uint32_t off)
+/* The entry at byte offset off (q35_chunk_code) of a per-lane table. */
+__device__ __forceinline__ uint32_t q35_lane_entry(const uint32_t *table, uint32_t off)
 {
-    return *(const uint32_t *)(const void *)((const char *)(const void *)lane_table + off);
+    return *(const uint32_t *)(const void *)((const char *)(const void *)table + off);
+}
+
+/* How a GEMV warp keeps its next chunk coming: 1 (the default), in the L2 cache (a
+ * prefetch of each 128-byte line of its next record, then plain loads of it at the top of
+ * the next iteration: no registers held, so more warps fit an SM); 0, in registers (the
+ * next record's loads issued before the current chunk's arithmetic, 30 registers). */
+#ifndef Q35_GEMV_PIPE
+#define Q35_GEMV_PIPE 1
+#endif
+
+/* Registers a thread of a GEMV kernel may use (kind 0: q35_gemv_f32, 1: q35_gemv_i8, 2:
+ * q35_gemv_i8_mma; 255: no limit) under Q35_GEMV_PIPE 1: about as few as compile without
+ * spills (ptxas -warn-spills), so that more warps fit an SM. */
+__host__ __device__ constexpr int q35_gemv_regs(int kind, int m, int ks)
+{
+    return Q35_GEMV_PIPE == 0 ? 255
+        : kind == 2 ? (ks == 4 ? 80 : 96)
+        : m == 1 ? 64 : m == 2 ? 80
+        : kind == 1 ? (m == 3 ? 80 : m == 4 ? 96 : 255)
+        : m == 3 ? 96 : m == 4 ? 128 : 255;
+}
+
+/* __launch_bounds__'s minimum of resident blocks that holds a thread to those registers
+ * (one-warp blocks: at most 12, as their 16 KiB tables allow). */
+__host__ __device__ constexpr int q35_gemv_min_blocks(int kind, int m, int ks)
+{
+    return q35_gemv_regs(kind, m, ks) >= 255 || 65536 / (q35_gemv_regs(kind, m, ks) * 32 * ks) < 1
+        ? 1 : ks == 1 && 65536 / (q35_gemv_regs(kind, m, ks) * 32) > 12 ? 12
+        : 65536 / (q35_gemv_regs(kind, m, ks) * 32 * ks);
+}
+
+/* The next chunk of a warp (Q35_GEMV_PIPE 1): an L2 prefetch of the record's 30 lines. */
+__device__ __forceinline__ void q35_prefetch_record(const uint8_t *record, int lane)
+{
+    if (lane < Q35_RECORD / 128)
+        asm volatile("prefetch.global.L2 [%0];" ::"l"(record + 128 * lane));
 }
 
 /* One chunk (c) of the float GEMV into acc[r][block parity]. FULL: all 256 weights are
@@ -261,8 +306,9 @@ __device__ __forceinline__ uint32_t q35_lane_entry(const uint32_t *lane_table, u
 template <int M, bool FULL>
 __device__ __forceinline__ void q35_gemv_f32_chunk(float (&acc)[M][2], const q35_chunk &cur,
                                                    int c, const q35_q3p5 &t, const float *x,
-                                                   const uint32_t *lt, const float *steps,
-                                                   float ss, float ob, float os)
+                                                   const uint32_t *table, uint32_t lane4,
+                                                   const float *steps, float ss, float ob,
+                                                   float os)
 {
 #pragma unroll
     for (int h = 0; h < 8; h++) {
@@ -278,7 +324,8 @@ __device__ __forceinline__ void q35_gemv_f32_chunk(float (&acc)[M][2], const q35
             float w[16];
 #pragma unroll
             for (int i = 0; i < 8; i++) {
-                const uint32_t v = q35_lane_entry(lt, q35_chunk_code(cur, 16 * h + 8 * b + i));
+                const uint32_t v = q35_lane_entry(table,
+                                                  q35_chunk_code(cur, 16 * h + 8 * b + i, lane4));
                 const float2 l = __half22float2(*(const __half2 *)(const void *)&v);
                 w[2 * i] = fmaf(scale, l.x, offset);
                 w[2 * i + 1] = fmaf(scale, l.y, offset);
@@ -302,38 +349,47 @@ __device__ __forceinline__ void q35_gemv_f32_chunk(float (&acc)[M][2], const q35
 /* ---- float-path GEMV: y[M, N] = epilogue(x[M, K] @ W), group 32 -----------------------
  * Each weight is fmaf(scale, level, offset) (the interpreter rounds scale * level first:
  * a difference of one rounding of the weight), products accumulated in float32 with fmaf
- * in k order per lane; the KS warps' sums are added in warp order. */
+ * in k order per lane; the KS warps' sums are added in warp order. The first chunk's loads
+ * are issued before the shared tables are built, so the two overlap. */
 template <int M, int KS>
-__global__ void __launch_bounds__(KS * 32)
+__global__ void __launch_bounds__(KS * 32, q35_gemv_min_blocks(0, M, KS))
 q35_gemv_f32(float *y, const float *x, q35_q3p5 t, q35_epilogue e)
 {
-    static_assert(KS == 1 || KS == 2 || KS == 4 || KS == 8, "1, 2, 4 or 8 warps split K");
+    static_assert(KS == 1 || KS == 2 || KS == 4 || KS == 8 || KS == 16,
+                  "1, 2, 4, 8 or 16 warps split K");
     __shared__ uint32_t table[128 * 32];
     __shared__ float steps[32];
     __shared__ float partial[KS][M][32];
-    q35_load_lane_tables<false, KS * 32>(table, steps);
     const int lane = threadIdx.x & 31, part = threadIdx.x >> 5;
+    const uint32_t lane4 = 4u * (uint32_t)lane;
     const int n = blockIdx.x * 32 + lane, nc = n < t.n ? n : t.n - 1;
-    const float ss = t.super_scale[nc], ob = t.offset_base[nc], os = t.offset_step[nc];
     const int chunks = q35_chunks(t);
     const uint8_t *records = t.payload + (int64_t)blockIdx.x * chunks * Q35_RECORD;
-    const uint32_t *lt = table + lane;
+    q35_chunk cur;
+    if (part < chunks)
+        q35_load_chunk(records + (int64_t)part * Q35_RECORD, lane, cur);
+    const float ss = t.super_scale[nc], ob = t.offset_base[nc], os = t.offset_step[nc];
+    q35_load_lane_tables<false, KS * 32>(table, steps);
     float acc[M][2]; /* even and odd 16-weight blocks: two chains of fmaf */
 #pragma unroll
     for (int r = 0; r < M; r++)
         acc[r][0] = acc[r][1] = 0.0f;
-    q35_chunk cur;
-    if (part < chunks)
-        q35_load_chunk(records + (int64_t)part * Q35_RECORD, lane, cur);
     for (int c = part; c < chunks; c += KS) {
         q35_chunk nxt; /* in flight while this chunk's products run */
         const int cn = c + KS < chunks ? c + KS : c;
-        q35_load_chunk(records + (int64_t)cn * Q35_RECORD, lane, nxt);
+        if (Q35_GEMV_PIPE == 0) {
+            q35_load_chunk(records + (int64_t)cn * Q35_RECORD, lane, nxt);
+        } else {
+            if (c != part)
+                q35_load_chunk(records + (int64_t)c * Q35_RECORD, lane, cur);
+            q35_prefetch_record(records + (int64_t)cn * Q35_RECORD, lane);
+        }
         if ((c + 1) * 256 <= t.k) /* a whole chunk: no bounds in the way of the scheduler */
-            q35_gemv_f32_chunk<M, true>(acc, cur, c, t, x, lt, steps, ss, ob, os);
+            q35_gemv_f32_chunk<M, true>(acc, cur, c, t, x, table, lane4, steps, ss, ob, os);
         else
-            q35_gemv_f32_chunk<M, false>(acc, cur, c, t, x, lt, steps, ss, ob, os);
-        cur = nxt;
+            q35_gemv_f32_chunk<M, false>(acc, cur, c, t, x, table, lane4, steps, ss, ob, os);
+        if (Q35_GEMV_PIPE == 0)
+            cur = nxt;
     }
     float sum[M];
 #pragma unroll
@@ -357,14 +413,29 @@ q35_gemv_f32(float *y, const float *x, q35_q3p5 t, q35_epilogue e)
             y[(int64_t)r * t.n + n] = q35_epilogue_apply(e, sum[r], r, n, t.n);
 }
 
+/* One group (h) of a chunk on the int8 path: lane's column's 32 levels as 8 words of four
+ * int8 levels (word j: k = 4j .. 4j + 3 of the group). */
+__device__ __forceinline__ void q35_i8_group_levels(const q35_chunk &cur, int h,
+                                                    const uint32_t *table, uint32_t lane4,
+                                                    int (&wv)[8])
+{
+#pragma unroll
+    for (int j = 0; j < 8; j++) {
+        const uint32_t a = q35_lane_entry(table, q35_chunk_code(cur, 16 * h + 2 * j, lane4));
+        const uint32_t b = q35_lane_entry(table, q35_chunk_code(cur, 16 * h + 2 * j + 1, lane4));
+        wv[j] = (int)__byte_perm(a, b, 0x5410);
+    }
+}
+
 /* One chunk (c) of the int8 GEMV: each group's rescale term added to total[r] (KS = 1) or
  * left in tp[h][r][lane] (KS > 1). FULL: all 256 weights inside K (no bounds checks). */
 template <int M, int KS, bool FULL>
 __device__ __forceinline__ void q35_gemv_i8_chunk(float (&total)[M], float (*tp)[M][32],
                                                   const q35_chunk &cur, int c,
                                                   const q35_q3p5 &t, const int8_t *q,
-                                                  const uint32_t *lt, const float *steps,
-                                                  float ss, float ob, float os)
+                                                  const uint32_t *table, uint32_t lane4,
+                                                  const float *steps, float ss, float ob,
+                                                  float os)
 {
     const int lane = threadIdx.x & 31;
 #pragma unroll
@@ -393,15 +464,13 @@ __device__ __forceinline__ void q35_gemv_i8_chunk(float (&total)[M], float (*tp)
             for (int j = 0; j < 8; j++)
                 sx[r] = __dp4a(qv[r][j], 0x01010101, sx[r]);
         }
+        int wv[8];
+        q35_i8_group_levels(cur, h, table, lane4, wv);
 #pragma unroll
-        for (int j = 0; j < 8; j++) {
-            const uint32_t a = q35_lane_entry(lt, q35_chunk_code(cur, 16 * h + 2 * j));
-            const uint32_t b = q35_lane_entry(lt, q35_chunk_code(cur, 16 * h + 2 * j + 1));
-            const int wv = (int)__byte_perm(a, b, 0x5410);
+        for (int j = 0; j < 8; j++)
 #pragma unroll
             for (int r = 0; r < M; r++)
-                acc[r] = __dp4a(qv[r][j], wv, acc[r]);
-        }
+                acc[r] = __dp4a(qv[r][j], wv[j], acc[r]);
         float scale, offset;
         q35_chunk_meta(cur, h, ss, ob, os, steps, &scale, &offset);
 #pragma unroll
@@ -423,40 +492,48 @@ __device__ __forceinline__ void q35_gemv_i8_chunk(float (&total)[M], float (*tp)
  * KS = 1: a lane adds its own terms in order. KS > 1: a round's KS chunks leave their terms
  * in shared memory and warp r % KS adds row r's in group order. */
 template <int M, int KS>
-__global__ void __launch_bounds__(KS * 32)
+__global__ void __launch_bounds__(KS * 32, q35_gemv_min_blocks(1, M, KS))
 q35_gemv_i8(float *y, const int8_t *q, const float *row_scale, q35_q3p5 t)
 {
-    static_assert(KS == 1 || KS == 2 || KS == 4 || KS == 8, "1, 2, 4 or 8 warps split K");
+    static_assert(KS == 1 || KS == 2 || KS == 4 || KS == 8 || KS == 16,
+                  "1, 2, 4, 8 or 16 warps split K");
     static_assert(KS * M <= 16, "the terms of a round fit 16 KiB");
     __shared__ uint32_t table[128 * 32];
     __shared__ float steps[32];
     __shared__ float terms[KS > 1 ? KS : 1][8][M][32];
-    q35_load_lane_tables<true, KS * 32>(table, steps);
     const int lane = threadIdx.x & 31, part = threadIdx.x >> 5;
+    const uint32_t lane4 = 4u * (uint32_t)lane;
     const int n = blockIdx.x * 32 + lane, nc = n < t.n ? n : t.n - 1;
-    const float ss = t.super_scale[nc], ob = t.offset_base[nc], os = t.offset_step[nc];
     const int chunks = q35_chunks(t);
     const uint8_t *records = t.payload + (int64_t)blockIdx.x * chunks * Q35_RECORD;
-    const uint32_t *lt = table + lane;
+    q35_chunk cur;
+    if (part < chunks)
+        q35_load_chunk(records + (int64_t)part * Q35_RECORD, lane, cur);
+    const float ss = t.super_scale[nc], ob = t.offset_base[nc], os = t.offset_step[nc];
+    q35_load_lane_tables<true, KS * 32>(table, steps);
     float total[M];
 #pragma unroll
     for (int r = 0; r < M; r++)
         total[r] = 0.0f;
-    q35_chunk cur;
-    if (part < chunks)
-        q35_load_chunk(records + (int64_t)part * Q35_RECORD, lane, cur);
     for (int base = 0; base < chunks; base += KS) {
         const int c = base + part;
         q35_chunk nxt; /* in flight while this chunk's products run */
         const int cn = c + KS < chunks ? c + KS : c < chunks ? c : chunks - 1;
-        q35_load_chunk(records + (int64_t)cn * Q35_RECORD, lane, nxt);
+        if (Q35_GEMV_PIPE == 0) {
+            q35_load_chunk(records + (int64_t)cn * Q35_RECORD, lane, nxt);
+        } else {
+            if (base != 0 && c < chunks)
+                q35_load_chunk(records + (int64_t)c * Q35_RECORD, lane, cur);
+            q35_prefetch_record(records + (int64_t)cn * Q35_RECORD, lane);
+        }
         if (c < chunks && (c + 1) * 256 <= t.k) /* a whole chunk: no bounds checks */
-            q35_gemv_i8_chunk<M, KS, true>(total, terms[KS > 1 ? part : 0], cur, c, t, q, lt,
-                                           steps, ss, ob, os);
+            q35_gemv_i8_chunk<M, KS, true>(total, terms[KS > 1 ? part : 0], cur, c, t, q, table,
+                                           lane4, steps, ss, ob, os);
         else if (c < chunks)
-            q35_gemv_i8_chunk<M, KS, false>(total, terms[KS > 1 ? part : 0], cur, c, t, q, lt,
-                                            steps, ss, ob, os);
-        cur = nxt;
+            q35_gemv_i8_chunk<M, KS, false>(total, terms[KS > 1 ? part : 0], cur, c, t, q,
+                                            table, lane4, steps, ss, ob, os);
+        if (Q35_GEMV_PIPE == 0)
+            cur = nxt;
         if (KS > 1) {
             __syncthreads();
             const int groups = min(8 * KS, t.groups - 8 * base); /* this round's groups */
@@ -480,6 +557,208 @@ q35_gemv_i8(float *y, const int8_t *q, const float *row_scale, q35_q3p5 t)
         for (int r = 0; r < M; r++)
             if (KS == 1 || r % KS == part)
                 y[(int64_t)r * t.n + n] = __fmul_rn(total[r], row_scale[r]);
+}
+
+/* ---- int8-path GEMV on tensor cores: up to 16 rows, the same packed layout ------------
+ *
+ * The same numbers as q35_gemv_i8 (bit-exact), for 5..16 activation rows in one launch: a
+ * group's int32 dot products come from one mma.sync m16n8k32 (s8 x s8 -> s32, exact) per 8
+ * columns instead of rows x 8 dp4a per lane. A block of KS warps takes one record tile (32
+ * columns) and walks all its chunks; warp p decodes the groups h = p, p + KS, ... of every
+ * chunk: lane l decodes column l's 32 levels of the group (q35_i8_group_levels, as the dp4a
+ * kernel) and leaves them with the group's scale and offset in a warp-private shared
+ * buffer, from which each lane reads its B fragments (column 8j + l / 4, k = 4 (l % 4) ..
+ * + 3 and 16 + 4 (l % 4) .. + 3). A fragments: the activation rows as int8 words from
+ * global memory (rows past `rows` and k past K are zero). One more mma with B = all ones
+ * gives the rows' activation sums. Each (row, column)'s rescale term is then rounded as in
+ * q35_gemv_i8; KS = 1 keeps the running sums in registers (the mma's C layout); KS > 1:
+ * the KS groups of a step (consecutive in k) leave their terms in shared memory, and after
+ * a barrier warp w adds rows w, w + KS, ...'s in group order. */
+#define Q35_MMA_ROWS 16
+#define Q35_MMA_TERMS_PAD 40 /* floats per row of a term tile: conflict-free float2 stores */
+
+__device__ __forceinline__ void q35_mma_s8(int d[4], const uint32_t a[4], uint32_t b0,
+                                           uint32_t b1)
+{
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    asm("mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 "
+                 "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%10, %10, %10, %10};\n"
+                 : "=r"(d[0]), "=r"(d[1]), "=r"(d[2]), "=r"(d[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1), "r"(0));
+#else
+    (void)a; (void)b0; (void)b1;
+    d[0] = d[1] = d[2] = d[3] = 0;
+    __trap(); /* the tensor-core GEMV needs sm_80 or newer */
+#endif
+}
+
+/* A warp's staging of one decoded group: 32 columns x 8 words of levels (column l's words
+ * in the order 0 4 1 5 | 2 6 3 7, the two 16-byte halves swapped where bit 2 of l is set:
+ * conflict-free 16-byte stores and 8-byte fragment loads), and (scale, offset) per column. */
+struct q35_mma_stage {
+    uint32_t w[32 * 8];
+    float2 so[32];
+};
+
+template <int KS, bool H16>
+struct q35_mma_shared {
+    uint32_t table[128 * 32];
+    float steps[32];
+    q35_mma_stage stage[KS][2];
+    float terms[KS > 1 ? 2 : 1][KS > 1 ? KS : 1][H16 ? 16 : 8][Q35_MMA_TERMS_PAD];
+};
+
+/* Group g (h of chunk c) of warp `part`: the int32 dot products of the block's rows with
+ * its 32 columns, then the rescale terms: into tot (KS = 1) or terms[p] (KS > 1). */
+template <int KS, bool H16, bool FULL>
+__device__ __forceinline__ void q35_mma_group(float (&tot)[4][4], float (*tp)[Q35_MMA_TERMS_PAD],
+                                              q35_mma_stage &st, const q35_chunk &cur, int h,
+                                              int g, const q35_q3p5 &t, const int8_t *q,
+                                              int rows, const uint32_t *table, uint32_t lane4,
+                                              const float *steps, float ss, float ob, float os)
+{
+    const int lane = threadIdx.x & 31, gid = lane >> 2, tid = lane & 3;
+    /* this lane's column: levels and group metadata into the warp's stage */
+    int wv[8];
+    q35_i8_group_levels(cur, h, table, lane4, wv);
+    float scale, offset;
+    q35_chunk_meta(cur, h, ss, ob, os, steps, &scale, &offset);
+    const int sw = (lane >> 2) & 1;
+    uint4 *dst = (uint4 *)(void *)(st.w + 8 * lane);
+    dst[sw] = make_uint4(wv[0], wv[4], wv[1], wv[5]);
+    dst[sw ^ 1] = make_uint4(wv[2], wv[6], wv[3], wv[7]);
+    st.so[lane] = make_float2(scale, offset);
+    /* A fragments: rows gid (+ 8), k = 4 tid and 16 + 4 tid of the group */
+    uint32_t a[4];
+    const int k0 = g * 32 + 4 * tid;
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        const int r = gid + 8 * (i & 1), k = k0 + 16 * (i >> 1);
+        a[i] = (H16 || r < 8) && r < rows && (FULL || k < t.k)
+            ? __ldg((const uint32_t *)(const void *)(q + (int64_t)r * t.k + k)) : 0u;
+    }
+    __syncwarp();
+    int sx[4];
+    q35_mma_s8(sx, a, 0x01010101u, 0x01010101u); /* the rows' sums, in every column */
+    const float sx0 = __int2float_rn(sx[0]), sx8 = __int2float_rn(sx[2]);
+#pragma unroll
+    for (int j = 0; j < 4; j++) {
+        const int col = 8 * j + gid;
+        const uint2 b = *(const uint2 *)(const void *)(st.w + 8 * col +
+                                                       4 * ((tid >> 1) ^ ((col >> 2) & 1)) +
+                                                       2 * (tid & 1));
+        int d[4];
+        q35_mma_s8(d, a, b.x, b.y);
+        const float4 so = *(const float4 *)(const void *)&st.so[8 * j + 2 * tid];
+        float term[4];
+#pragma unroll
+        for (int v = 0; v < (H16 ? 4 : 2); v++)
+            term[v] = __fadd_rn(__fmul_rn(v & 1 ? so.z : so.x, __int2float_rn(d[v])),
+                                __fmul_rn(v & 1 ? so.w : so.y, v < 2 ? sx0 : sx8));
+#pragma unroll
+        for (int v = 0; v < (H16 ? 4 : 2); v += 2) {
+            if (KS == 1) {
+                tot[j][v] = __fadd_rn(tot[j][v], term[v]);
+                tot[j][v + 1] = __fadd_rn(tot[j][v + 1], term[v + 1]);
+            } else {
+                *(float2 *)(void *)&tp[gid + 4 * v][8 * j + 2 * tid] =
+                    make_float2(term[v], term[v + 1]);
+            }
+        }
+    }
+}
+
+template <int KS, bool H16>
+__global__ void __launch_bounds__(KS * 32, q35_gemv_min_blocks(2, H16 ? 16 : 8, KS))
+q35_gemv_i8_mma(float *y, const int8_t *q, const float *row_scale, int rows, q35_q3p5 t)
+{
+    static_assert(KS == 1 || KS == 2 || KS == 4, "1, 2 or 4 warps split K");
+    static_assert(sizeof(q35_mma_shared<KS, H16>) <= 48 * 1024, "static shared memory");
+    constexpr int R = H16 ? 16 : 8; /* rows of the mma tile that can be live */
+    __shared__ __align__(16) q35_mma_shared<KS, H16> sh;
+    const int lane = threadIdx.x & 31, part = threadIdx.x >> 5;
+    const int gid = lane >> 2, tid = lane & 3;
+    const uint32_t lane4 = 4u * (uint32_t)lane;
+    const int n = blockIdx.x * 32 + lane, nc = n < t.n ? n : t.n - 1;
+    const int chunks = q35_chunks(t);
+    const uint8_t *records = t.payload + (int64_t)blockIdx.x * chunks * Q35_RECORD;
+    q35_chunk cur;
+    q35_load_chunk(records, lane, cur);
+    const float ss = t.super_scale[nc], ob = t.offset_base[nc], os = t.offset_step[nc];
+    q35_load_lane_tables<true, KS * 32>(sh.table, sh.steps);
+    float tot[4][4]; /* KS = 1: rows gid (v < 2), gid + 8; columns 8j + 2 tid + v % 2 */
+    float total[(R + KS - 1) / KS]; /* KS > 1: rows part + KS i, column lane */
+#pragma unroll
+    for (int j = 0; j < 4; j++)
+#pragma unroll
+        for (int v = 0; v < 4; v++)
+            tot[j][v] = 0.0f;
+#pragma unroll
+    for (int i = 0; i < (R + KS - 1) / KS; i++)
+        total[i] = 0.0f;
+    int step = 0; /* parity: which stage and terms buffer */
+    for (int c = 0; c < chunks; c++) {
+        q35_chunk nxt; /* in flight while this chunk's products run */
+        const uint8_t *rn = records + (int64_t)(c + 1 < chunks ? c + 1 : c) * Q35_RECORD;
+        if (Q35_GEMV_PIPE == 0) {
+            q35_load_chunk(rn, lane, nxt);
+        } else {
+            if (c != 0)
+                q35_load_chunk(records + (int64_t)c * Q35_RECORD, lane, cur);
+            q35_prefetch_record(rn, lane);
+        }
+        const bool full = (c + 1) * 256 <= t.k;
+#pragma unroll
+        for (int s = 0; s < 8 / KS; s++) {
+            float (*tp)[Q35_MMA_TERMS_PAD] = sh.terms[KS > 1 ? step & 1 : 0][KS > 1 ? part : 0];
+#pragma unroll
+            for (int p = 0; p < KS; p++) /* warp-uniform: h is a constant in each branch */
+                if (p == part) {
+                    const int h = s * KS + p, g = c * 8 + h;
+                    q35_mma_stage &st = sh.stage[part][step & 1];
+                    if (full)
+                        q35_mma_group<KS, H16, true>(tot, tp, st, cur, h, g, t, q, rows,
+                                                     sh.table, lane4, sh.steps, ss, ob, os);
+                    else if (g < t.groups)
+                        q35_mma_group<KS, H16, false>(tot, tp, st, cur, h, g, t, q, rows,
+                                                      sh.table, lane4, sh.steps, ss, ob, os);
+                }
+            if (KS > 1) {
+                __syncthreads();
+                const int g0 = c * 8 + s * KS; /* this step's groups: g0 .. g0 + KS - 1 */
+#pragma unroll
+                for (int i = 0; i < (R + KS - 1) / KS; i++) {
+                    const int r = part + KS * i;
+                    if (r < R)
+#pragma unroll
+                        for (int p = 0; p < KS; p++)
+                            if (g0 + p < t.groups)
+                                total[i] = __fadd_rn(
+                                    total[i], sh.terms[step & 1][p][r][lane]);
+                }
+            }
+            step++;
+        }
+        if (Q35_GEMV_PIPE == 0)
+            cur = nxt;
+    }
+    if (KS == 1) {
+#pragma unroll
+        for (int j = 0; j < 4; j++)
+#pragma unroll
+            for (int v = 0; v < (H16 ? 4 : 2); v++) {
+                const int r = gid + 8 * (v >> 1), col = blockIdx.x * 32 + 8 * j + 2 * tid + v % 2;
+                if (r < rows && col < t.n)
+                    y[(int64_t)r * t.n + col] = __fmul_rn(tot[j][v], row_scale[r]);
+            }
+    } else if (n < t.n) {
+#pragma unroll
+        for (int i = 0; i < (R + KS - 1) / KS; i++) {
+            const int r = part + KS * i;
+            if (r < R && r < rows)
+                y[(int64_t)r * t.n + n] = __fmul_rn(total[i], row_scale[r]);
+        }
+    }
 }
 
 /* ---- float-path tensor-core GEMM (prefill, opt-in): y[M, N] = epilogue(x[M, K] @ W) ---
