@@ -310,7 +310,9 @@ __device__ __forceinline__ void q35_gemv_f32_chunk(float (&acc)[M][2], const q35
                                                    const float *steps, float ss, float ob,
                                                    float os)
 {
-#pragma unroll
+    /* 5 to 8 rows: groups one after another (unrolled, the activation loads hoisted over
+     * all 8 groups need more than 255 registers); the same fmaf order either way */
+#pragma unroll(M <= 4 ? 8 : 1)
     for (int h = 0; h < 8; h++) {
         if (!FULL && c * 8 + h >= t.groups)
             break;
