@@ -6,8 +6,6 @@ layout (docs/groq-multichip.md, "LLaMA-70B: weight layouts and a decode step")."
 from __future__ import annotations
 
 import functools
-import importlib.util
-import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -16,6 +14,7 @@ import onnx
 import pytest
 from conftest import INT8
 from onnx import numpy_helper
+from test_groq_plan import _builder
 
 from q35c.compiler.diagnostics import Q35cError
 from q35c.compiler.driver import Options, build_pipeline, compile_to_module
@@ -25,19 +24,6 @@ from q35c.semantics import Interpreter, run_module
 from q35c.targets.groq import compile_module
 from q35c.targets.groq.machine import load_machine, with_layout
 from q35c.targets.groq.simulate import simulate
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-@functools.cache
-def _builder():
-    spec = importlib.util.spec_from_file_location(
-        "build_llama_shapes", ROOT / "examples" / "models" / "build_llama_shapes.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
-
 
 def _cached_decoder(path: Path, kv_cache: str, context: int = 64) -> Path:
     """One decoder layer (hidden 128, 4/2 heads of 32, context `context`) over a seeded
