@@ -25,6 +25,7 @@ from q35c.targets.groq import compile_module
 from q35c.targets.groq.machine import load_machine, with_layout
 from q35c.targets.groq.simulate import simulate
 
+
 def _cached_decoder(path: Path, kv_cache: str, context: int = 64) -> Path:
     """One decoder layer (hidden 128, 4/2 heads of 32, context `context`) over a seeded
     cache, every weight given data; the same weights and cache for both cache layouts
