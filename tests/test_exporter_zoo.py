@@ -24,6 +24,20 @@ sys.modules[spec.name] = zoo
 spec.loader.exec_module(zoo)
 
 
+def run(path, target="interp", reference="onnxruntime"):
+    """`zoo.check` (float import) through this Python's q35c CLI."""
+    return zoo.check(path, target, quantized=False,
+                     q35c=[sys.executable, "-m", "q35c.compiler.cli"], reference=reference)
+
+
+def check(path, target="interp", reference="onnxruntime", tolerance=1e-5):
+    """Fail unless q35c's outputs on `path` match the reference within `tolerance`."""
+    result = run(path, target, reference)
+    assert result["status"] == "ok", result["status"]
+    assert result["rel"] < tolerance
+    return result
+
+
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     out = tmp_path_factory.mktemp("zoo")
@@ -37,10 +51,7 @@ def exported(tmp_path_factory):
 def test_exported_architecture_matches_onnxruntime(exported, name, exporter, target):
     out, status = exported
     assert status[name][exporter].startswith("ok"), status[name][exporter]
-    result = zoo.check(out / f"{name}.{exporter}.onnx", target, quantized=False,
-                       q35c=[sys.executable, "-m", "q35c.compiler.cli"])
-    assert result["status"] == "ok"
-    assert result["rel"] < 1e-5
+    check(out / f"{name}.{exporter}.onnx", target)
 
 
 @pytest.fixture(scope="module")
@@ -59,10 +70,7 @@ def test_onnxruntime_optimized_graph_matches_onnxruntime(optimized, name, export
     file = f"{name}.{exporter}-ortopt.onnx"
     if status[file] != "ok":  # onnxruntime's optimizer itself fails (gpt2 dynamo, 1.32)
         pytest.skip(f"onnxruntime's optimizer: {status[file]}")
-    result = zoo.check(out / file, target, quantized=False,
-                       q35c=[sys.executable, "-m", "q35c.compiler.cli"])
-    assert result["status"] == "ok"
-    assert result["rel"] < 1e-5
+    check(out / file, target)
 
 
 @pytest.fixture(scope="module")
@@ -82,11 +90,7 @@ def test_onnxruntime_quantized_graph_matches(quantized, name, exporter, form):
     out, status = quantized
     file = f"{name}.{exporter}-{form}.onnx"
     assert status[file] == "ok", status[file]
-    result = zoo.check(out / file, "interp", quantized=False,
-                       q35c=[sys.executable, "-m", "q35c.compiler.cli"],
-                       reference="onnx" if form == "dyn-s8" else "onnxruntime")
-    assert result["status"] == "ok"
-    assert result["rel"] < 1e-5
+    check(out / file, reference="onnx" if form == "dyn-s8" else "onnxruntime")
 
 
 @pytest.fixture(scope="module")
@@ -107,10 +111,8 @@ NO_REFERENCE = {("gpt2", "legacy"), ("gptneox", "legacy"), ("opt", "legacy")}
 def test_float16_export_matches_onnxruntime(exported_half, name, exporter, target):
     out, status = exported_half
     assert status[name][exporter].startswith("ok"), status[name][exporter]
-    result = zoo.check(out / f"{name}.{exporter}-fp16.onnx", target, quantized=False,
-                       q35c=[sys.executable, "-m", "q35c.compiler.cli"])
+    path = out / f"{name}.{exporter}-fp16.onnx"
     if (name, exporter) in NO_REFERENCE:
-        assert result["status"].startswith("onnxruntime cannot load it")
+        assert run(path, target)["status"].startswith("onnxruntime cannot load it")
         return
-    assert result["status"] == "ok"
-    assert result["rel"] < 5e-3  # float16 kernels differ (11 significant bits)
+    check(path, target, tolerance=5e-3)  # float16 kernels differ (11 significant bits)

@@ -222,3 +222,125 @@ def test_rotary_embedding_bad_cache_is_one_line(tmp_path):
                   [helper.make_tensor_value_info("y", F, [1, 4, 32])], inits)
     with pytest.raises(Q35cError, match="RotaryEmbedding.*sin_cache must match"):
         run_file(path, {}, tmp_path / "out", Options(target="interp", passes=""))
+
+
+ATTENTION_CASES = {
+    # name: (batch, seq, past, heads, head, mask form, extra attributes)
+    "bert-key-padding": (2, 5, 0, 4, 8, "2d", {}),
+    "no-mask": (1, 4, 0, 2, 16, None, {}),
+    "key-lengths": (2, 6, 0, 2, 8, "1d", {}),
+    "end-and-start": (2, 6, 0, 2, 8, "1d-start", {}),
+    "3d-mask-scale": (1, 5, 0, 4, 8, "3d", {"scale": 0.3}),
+    "gpt2-causal-past": (1, 3, 4, 4, 8, "2d", {"unidirectional": 1}),
+    "causal-no-mask": (2, 5, 0, 2, 8, None, {"unidirectional": 1}),
+    "filter-value": (1, 4, 0, 2, 8, "2d", {"mask_filter_value": -1e4 * 3}),
+    "qkv-hidden-sizes": (1, 4, 0, 2, 8, "2d", {"qkv_hidden_sizes": [16, 16, 32]}),
+}
+
+
+def _mask_feed(rng, form, b, s, total):
+    if form == "2d":
+        mask = np.ones((b, total), np.int32)
+        mask[0, -2:] = 0
+        return mask
+    if form == "3d":
+        return (rng.random((b, s, total)) > 0.3).astype(np.int32)
+    lengths = np.array([total - 1 - i for i in range(b)], np.int32)
+    if form == "1d-start":
+        return np.concatenate([lengths, np.arange(b, dtype=np.int32) + 1])
+    return lengths
+
+
+@pytest.mark.parametrize("target", ["interp", "c"])
+@pytest.mark.parametrize("case", list(ATTENTION_CASES))
+def test_attention_matches_onnxruntime(tmp_path, case, target):
+    """com.microsoft.Attention (onnxruntime's transformer optimizer fuses BERT's and GPT-2's
+    self-attention into it) against onnxruntime."""
+    b, s, past, heads, d, form, extra = ATTENTION_CASES[case]
+    rng = np.random.default_rng(len(case))
+    sizes = extra.get("qkv_hidden_sizes", [heads * d] * 3)
+    hidden = 3 * heads * d
+    total = past + s
+    inputs = [helper.make_tensor_value_info("x", F, [b, s, hidden])]
+    feeds = {"x": rng.standard_normal((b, s, hidden)).astype(np.float32)}
+    names = ["x", "w", "bias", "mask" if form else ""]
+    if form:
+        feeds["mask"] = _mask_feed(rng, form, b, s, total)
+        inputs.append(helper.make_tensor_value_info("mask", TensorProto.INT32,
+                                                    list(feeds["mask"].shape)))
+    outputs = [helper.make_tensor_value_info("out", F, [b, s, sizes[2]])]
+    if past:
+        names.append("past")
+        feeds["past"] = rng.standard_normal((2, b, heads, past, d)).astype(np.float32)
+        inputs.append(helper.make_tensor_value_info("past", F, [2, b, heads, past, d]))
+        outputs.append(helper.make_tensor_value_info("present", F, [2, b, heads, total, d]))
+    inits = [numpy_helper.from_array(
+        (rng.standard_normal((hidden, sum(sizes))) / np.sqrt(hidden)).astype(np.float32), "w"),
+        numpy_helper.from_array(rng.standard_normal(sum(sizes)).astype(np.float32), "bias")]
+    node = helper.make_node("Attention", names, [o.name for o in outputs],
+                            domain="com.microsoft", num_heads=heads, **extra)
+    path = _model(tmp_path, [node], inputs, outputs, inits)
+    _check(tmp_path, path, feeds, target, rtol=1e-5)
+
+
+MHA_CASES = {
+    # name: (batch, seq, key length, past, heads, head, value head, key form, mask, extra)
+    "encoder": (2, 4, 4, 0, 2, 8, 8, "3d", "2d", {}),
+    "cross-attention-bias": (1, 3, 7, 0, 4, 8, 16, "3d", None, {"bias": True}),
+    "decoder-past-causal": (1, 2, 2, 5, 2, 8, 8, "3d", None, {"unidirectional": 1}),
+    "per-head-keys": (2, 3, 6, 0, 2, 8, 8, "4d", "1d", {}),
+    "attention-bias-scale": (1, 4, 4, 0, 2, 8, 8, "3d", None, {"attention_bias": True,
+                                                                "scale": 0.2}),
+}
+
+
+@pytest.mark.parametrize("target", ["interp", "c"])
+@pytest.mark.parametrize("case", list(MHA_CASES))
+def test_multi_head_attention_matches_onnxruntime(tmp_path, case, target):
+    """com.microsoft.MultiHeadAttention (onnxruntime's optimizer writes it for encoder,
+    decoder and cross attention) against onnxruntime."""
+    b, s, length, past, heads, d, dv, key_form, form, extra = MHA_CASES[case]
+    extra = dict(extra)
+    rng = np.random.default_rng(len(case) + 7)
+    total = past + length
+    shapes = {"q": [b, s, heads * d]}
+    shapes["k"], shapes["v"] = ([b, length, heads * d], [b, length, heads * dv]) \
+        if key_form == "3d" else ([b, heads, length, d], [b, heads, length, dv])
+    names = ["q", "k", "v", "", "", "", "", ""]
+    if extra.pop("bias", False):
+        names[3] = "bias"
+        shapes["bias"] = [2 * heads * d + heads * dv]
+    if extra.pop("attention_bias", False):
+        names[5] = "attention_bias"
+        shapes["attention_bias"] = [1, heads, s, total]
+    if past:
+        names[6], names[7] = "past_key", "past_value"
+        shapes["past_key"], shapes["past_value"] = [b, heads, past, d], [b, heads, past, dv]
+    feeds = {n: rng.standard_normal(shape).astype(np.float32) for n, shape in shapes.items()}
+    inputs = [helper.make_tensor_value_info(n, F, shape) for n, shape in shapes.items()]
+    if form:
+        names[4] = "mask"
+        feeds["mask"] = _mask_feed(rng, form, b, s, total)
+        inputs.append(helper.make_tensor_value_info("mask", TensorProto.INT32,
+                                                    list(feeds["mask"].shape)))
+    while names and not names[-1]:
+        names.pop()
+    outputs = [helper.make_tensor_value_info("out", F, [b, s, heads * dv])]
+    if past:
+        outputs += [helper.make_tensor_value_info("present_key", F, [b, heads, total, d]),
+                    helper.make_tensor_value_info("present_value", F, [b, heads, total, dv])]
+    node = helper.make_node("MultiHeadAttention", names, [o.name for o in outputs],
+                            domain="com.microsoft", num_heads=heads, **extra)
+    path = _model(tmp_path, [node], inputs, outputs)
+    _check(tmp_path, path, feeds, target, rtol=1e-5)
+
+
+def test_attention_unsupported_forms_are_one_line(tmp_path):
+    node = helper.make_node("Attention", ["x", "w"], ["out"], domain="com.microsoft",
+                            num_heads=2, do_rotary=1)
+    w = numpy_helper.from_array(np.zeros((8, 24), np.float32), "w")
+    path = _model(tmp_path, [node], [helper.make_tensor_value_info("x", F, [1, 3, 8])],
+                  [helper.make_tensor_value_info("out", F, [1, 3, 8])], [w])
+    with pytest.raises(Q35cError, match="do_rotary is not supported"):
+        run_file(path, {"x": np.zeros((1, 3, 8), np.float32)}, tmp_path / "o",
+                 Options(target="interp", passes=""))

@@ -17,7 +17,10 @@ already has:
 * `com.microsoft.Gelu`, `BiasGelu`, `FastGelu` and `QuickGelu` (onnxruntime's transformer
   optimizer), into q35c's GELU (erf or tanh form) or x * sigmoid(alpha x);
 * `com.microsoft.RotaryEmbedding`: 3-D or 4-D input, per-row positions or one start
-  position, half-split or interleaved, full or partial.
+  position, half-split or interleaved, full or partial;
+* `com.microsoft.Attention` and `MultiHeadAttention` (the transformer optimizer's fused
+  attention of BERT, GPT-2 and encoder-decoder models): projections, past/present,
+  onnxruntime's mask forms, causal masking, attention bias.
 
 GroupQueryAttention follows onnxruntime's cache layout: `present_*` has max(total, past
 buffer) slots; row b's past is its first `seqlens_k[b] + 1 - S` slots of the buffer, its new
@@ -388,3 +391,219 @@ def _rotary_embedding(imp, node, inputs):
         y = g.op("Reshape", [g.op("Transpose", [y], perm=[0, 2, 1, 3]),
                              g.const([b, s, heads * d])])
     return g.run([y])
+
+
+# -- attention of onnxruntime's transformer optimizer (BERT, GPT-2, ViT, T5...) ----------------
+
+
+def _split_heads(g: _Graph, x: str, b: int, s: int, heads: int, d: int) -> str:
+    """[B, S, heads * d] -> [B, heads, S, d]."""
+    return g.op("Transpose", [g.op("Reshape", [x, g.const([b, s, heads, d])])],
+                perm=[0, 2, 1, 3])
+
+
+def _key_mask(imp, node, g: _Graph, index: int, value, b: int, s: int, total: int,
+              past: int, causal: bool, fdt: np.dtype, filter_value: float) -> str | None:
+    """onnxruntime's additive attention mask, broadcastable to [B, heads, S, total]:
+    `mask_filter_value` where a key is masked, 0 elsewhere. The mask input may be key
+    lengths [B] (keys at or past the length are masked), end and start positions [2B],
+    a 0/1 key padding mask [B, total] or a 0/1 attention mask [B, S, total]; with `causal`,
+    query i (at position past + i) sees no key after it. Each source adds its own
+    `mask_filter_value`."""
+    key_at = g.const(np.arange(total).reshape(1, 1, 1, total))
+    terms = []
+    name = _input_name(node, index)
+    shape = _static_shape(imp, node, value, "the mask") if name else ()
+    if name and shape not in ((1, 1), (b, 1)):  # onnxruntime: [1, 1] or [B, 1] is no mask
+        if shape in ((b,), (2 * b,)):
+            bounds = g.op("Reshape", [g.op("Cast", [name], to=onnx.TensorProto.INT64),
+                                      g.const([len(shape) and shape[0] // b, b, 1, 1, 1])])
+            end = g.op("Squeeze", [g.slice_last(bounds, 0, 1, axis=0), g.const([0])])
+            keep = g.op("Less", [key_at, end])
+            if shape == (2 * b,):
+                begin = g.op("Squeeze", [g.slice_last(bounds, 1, 2, axis=0), g.const([0])])
+                keep = g.op("And", [keep, g.op("Not", [g.op("Less", [key_at, begin])])])
+        elif shape in ((b, total), (b, s, total)):
+            keep = g.op("Greater", [g.op("Cast", [name], to=onnx.TensorProto.FLOAT),
+                                    g.const(0.0, np.float32)])
+            keep = g.op("Reshape", [keep, g.const([b, 1, shape[1] if len(shape) == 3 else 1,
+                                                   total])])
+        else:
+            raise imp.error(node, f"the mask has shape {list(shape)}; supported: [{b}], "
+                                  f"[{2 * b}], [{b}, {total}] or [{b}, {s}, {total}]")
+        terms.append(keep)
+    if causal:
+        query_at = g.const(np.arange(past, past + s).reshape(1, 1, s, 1))
+        terms.append(g.op("Not", [g.op("Greater", [key_at, query_at])]))
+    if not terms:
+        return None
+    zero, masked = g.const(0.0, fdt), g.const(filter_value, fdt)
+    additive = [g.op("Where", [keep, zero, masked]) for keep in terms]
+    return additive[0] if len(additive) == 1 else g.op("Add", additive)
+
+
+def _attend(g: _Graph, q: str, k: str, v: str, scale: float, fdt: np.dtype,
+            bias: list[str], shape: tuple[int, int, int, int]) -> str:
+    """softmax(scale * q k^T + sum(bias)) v for q [B, N, S, d], k/v [B, N, T, d(v)];
+    the result merged back to [B, S, N * dv]."""
+    b, heads, s, dv = shape
+    scores = g.op("Mul", [g.op("MatMul", [q, g.op("Transpose", [k], perm=[0, 1, 3, 2])]),
+                          g.const(scale, fdt)])
+    if bias:
+        scores = g.op("Add", [scores, bias[0] if len(bias) == 1 else g.op("Add", bias)])
+    probs = g.op("Softmax", [scores], axis=-1)
+    return g.op("Reshape", [g.op("Transpose", [g.op("MatMul", [probs, v])], perm=[0, 2, 1, 3]),
+                            g.const([b, s, heads * dv])])
+
+
+def _unsupported(imp, node, attributes: tuple[str, ...], inputs: dict[int, str],
+                 outputs: dict[int, str]):
+    for name in attributes:
+        if imp.attr(node, name, 0):
+            raise imp.error(node, f"attribute {name} is not supported")
+    for index, what in inputs.items():
+        if _input_name(node, index):
+            raise imp.error(node, f"input {what} is not supported")
+    for index, what in outputs.items():
+        if len(node.output) > index and node.output[index]:
+            raise imp.error(node, f"output {what} is not supported")
+
+
+def _heads(imp, node) -> int:
+    heads = int(imp.attr(node, "num_heads", 0))
+    if heads <= 0:
+        raise imp.error(node, f"num_heads {heads} must be positive")
+    return heads
+
+
+@converter("com.microsoft.Attention")
+def _attention(imp, node, inputs):
+    """Self-attention with its input projection (BERT-style, onnxruntime's transformer
+    optimizer): qkv = input @ weights + bias split by `qkv_hidden_sizes` (three equal parts
+    by default); an optional `past` [2, B, N, P, d] before the new keys and values, returned
+    as `present` [2, B, N, P + S, d]; the mask (`_key_mask`), `unidirectional` (causal) and
+    `attention_bias` added to the scaled scores (`scale`, 1/sqrt(d) by default)."""
+    heads = _heads(imp, node)
+    _unsupported(imp, node, ("do_rotary", "past_present_share_buffer"),
+                 {6: "past_sequence_length"}, {})
+    b, s, _ = _static_shape(imp, node, inputs[0], "input")
+    width = _static_shape(imp, node, inputs[1], "weights")
+    sizes = list(imp.attr(node, "qkv_hidden_sizes", [])) or [width[-1] // 3] * 3
+    if len(width) != 2 or len(sizes) != 3 or sum(sizes) != width[1] or sizes[0] != sizes[1] \
+            or any(size <= 0 or size % heads for size in sizes):
+        raise imp.error(node, f"weights of shape {list(width)} do not split into query, key "
+                              f"and value widths {sizes} of {heads} heads each")
+    d, dv = sizes[0] // heads, sizes[2] // heads
+    fdt = _float_dtype(imp, node, inputs[0])
+    past = 0
+    if _input_name(node, 4):
+        past_shape = _static_shape(imp, node, inputs[4], "past")
+        if len(past_shape) != 5 or past_shape[:3] != (2, b, heads) or past_shape[4] != d \
+                or dv != d:
+            raise imp.error(node, f"past has shape {list(past_shape)}, expected [2, {b}, "
+                                  f"{heads}, past, {d}] (and value heads as wide)")
+        past = past_shape[3]
+    total = past + s
+    imp.check_static_size(node, "the attention scores", (b, heads, s, total), fdt.itemsize)
+    g = _Graph(imp, node)
+    qkv = g.op("MatMul", [node.input[0], node.input[1]])
+    if _input_name(node, 2):
+        qkv = g.op("Add", [qkv, node.input[2]])
+    q = _split_heads(g, g.slice_last(qkv, 0, sizes[0]), b, s, heads, d)
+    k = _split_heads(g, g.slice_last(qkv, sizes[0], 2 * sizes[0]), b, s, heads, d)
+    v = _split_heads(g, g.slice_last(qkv, 2 * sizes[0], width[1]), b, s, heads, dv)
+    present = None
+    if past:
+        def cached(i: int, new: str) -> str:
+            old = g.op("Squeeze", [g.slice_last(node.input[4], i, i + 1, axis=0),
+                                   g.const([0])])
+            return g.op("Concat", [old, new], axis=2)
+
+        k, v = cached(0, k), cached(1, v)
+    if len(node.output) > 1 and node.output[1]:
+        present = g.op("Concat", [g.op("Unsqueeze", [k, g.const([0])]),
+                                  g.op("Unsqueeze", [v, g.const([0])])], axis=0)
+    bias = []
+    mask = _key_mask(imp, node, g, 3, inputs[3] if len(inputs) > 3 else None, b, s, total,
+                     past, bool(imp.attr(node, "unidirectional", 0)), fdt,
+                     float(imp.attr(node, "mask_filter_value", -10000.0)))
+    if mask is not None:
+        bias.append(mask)
+    if _input_name(node, 5):
+        bias.append(node.input[5])
+    scale = float(imp.attr(node, "scale", 0.0)) or 1.0 / float(np.sqrt(d))
+    out = _attend(g, q, k, v, scale, fdt, bias, (b, heads, s, dv))
+    return g.run([out, present][:len(node.output)])
+
+
+@converter("com.microsoft.MultiHeadAttention")
+def _multi_head_attention(imp, node, inputs):
+    """Attention over separate query [B, S, D], key [B, L, D] and value [B, L, Dv]
+    (projected already; `bias` [D + D + Dv] added to each), or over key and value given per
+    head [B, N, L, d] (cross attention whose keys were computed before); `past_key` /
+    `past_value` [B, N, P, d] go before the new keys and values and come back as
+    `present_key` / `present_value`; `key_padding_mask`, `unidirectional` and
+    `attention_bias` as in Attention."""
+    heads = _heads(imp, node)
+    _unsupported(imp, node, (), {8: "past_sequence_length", 9: "cache_indirection"},
+                 {3: "qk"})
+    query = _static_shape(imp, node, inputs[0], "query")
+    if len(query) != 3 or not _input_name(node, 1) or not _input_name(node, 2):
+        raise imp.error(node, f"query has shape {list(query)} without separate key and "
+                              "value; packed QKV/KV forms are not supported")
+    b, s, width = query
+    key = _static_shape(imp, node, inputs[1], "key")
+    value = _static_shape(imp, node, inputs[2], "value")
+    d = width // heads
+    per_head = len(key) == 4
+    if per_head:
+        if key[:2] != (b, heads) or key[3] != d or value[:3] != key[:3] or \
+                width != heads * d or _input_name(node, 6):
+            raise imp.error(node, f"key/value of shapes {list(key)}/{list(value)} must be "
+                                  f"[{b}, {heads}, L, {d}], without a past")
+        length, dv = key[2], value[3]
+    else:
+        if len(key) != 3 or key[0] != b or key[2] != width or len(value) != 3 or \
+                value[:2] != key[:2] or width % heads or value[2] % heads:
+            raise imp.error(node, f"query/key/value of shapes {list(query)}/{list(key)}/"
+                                  f"{list(value)} do not split into {heads} heads")
+        length, dv = key[1], value[2] // heads
+    fdt = _float_dtype(imp, node, inputs[0])
+    past = 0
+    if _input_name(node, 6) or _input_name(node, 7):
+        past_shape = _static_shape(imp, node, inputs[6] if len(inputs) > 6 else None,
+                                   "past_key")
+        if len(past_shape) != 4 or past_shape[:2] != (b, heads) or past_shape[3] != d or \
+                _static_shape(imp, node, inputs[7] if len(inputs) > 7 else None,
+                              "past_value") != past_shape[:3] + (dv,):
+            raise imp.error(node, f"past_key/past_value must be [{b}, {heads}, past, {d}] "
+                                  f"and [{b}, {heads}, past, {dv}]")
+        past = past_shape[2]
+    total = past + length
+    imp.check_static_size(node, "the attention scores", (b, heads, s, total), fdt.itemsize)
+    g = _Graph(imp, node)
+    q, k, v = node.input[0], node.input[1], node.input[2]
+    if _input_name(node, 3):
+        _static_shape(imp, node, inputs[3], "bias")
+        q = g.op("Add", [q, g.slice_last(node.input[3], 0, width)])
+        if not per_head:
+            k = g.op("Add", [k, g.slice_last(node.input[3], width, 2 * width)])
+            v = g.op("Add", [v, g.slice_last(node.input[3], 2 * width, 2 * width + heads * dv)])
+    q = _split_heads(g, q, b, s, heads, d)
+    if not per_head:
+        k = _split_heads(g, k, b, length, heads, d)
+        v = _split_heads(g, v, b, length, heads, dv)
+    if past:
+        k = g.op("Concat", [node.input[6], k], axis=2)
+        v = g.op("Concat", [node.input[7], v], axis=2)
+    bias = []
+    mask = _key_mask(imp, node, g, 4, inputs[4] if len(inputs) > 4 else None, b, s, total,
+                     past, bool(imp.attr(node, "unidirectional", 0)), fdt,
+                     float(imp.attr(node, "mask_filter_value", -10000.0)))
+    if mask is not None:
+        bias.append(mask)
+    if _input_name(node, 5):
+        bias.append(node.input[5])
+    scale = float(imp.attr(node, "scale", 0.0)) or 1.0 / float(np.sqrt(d))
+    out = _attend(g, q, k, v, scale, fdt, bias, (b, heads, s, dv))
+    return g.run([out, k, v][:len(node.output)])
