@@ -234,14 +234,17 @@ ATTENTION_CASES = {
     "gpt2-causal-past": (1, 3, 4, 4, 8, "2d", {"unidirectional": 1}),
     "causal-no-mask": (2, 5, 0, 2, 8, None, {"unidirectional": 1}),
     "filter-value": (1, 4, 0, 2, 8, "2d", {"mask_filter_value": -1e4 * 3}),
+    "row-with-every-key-masked": (2, 4, 0, 2, 8, "2d-empty", {"unidirectional": 1}),
     "qkv-hidden-sizes": (1, 4, 0, 2, 8, "2d", {"qkv_hidden_sizes": [16, 16, 32]}),
 }
 
 
 def _mask_feed(rng, form, b, s, total):
-    if form == "2d":
+    if form in ("2d", "2d-empty"):
         mask = np.ones((b, total), np.int32)
         mask[0, -2:] = 0
+        if form == "2d-empty":
+            mask[1] = 0
         return mask
     if form == "3d":
         return (rng.random((b, s, total)) > 0.3).astype(np.int32)
