@@ -444,6 +444,88 @@ class Sampler:
 
 # -- the tokenizer -------------------------------------------------------------------------
 
+#: a chat template comes with the model, so it is untrusted: jinja's sandbox keeps it away
+#: from Python's internals, and these bound what it may cost (a template is a program:
+#: nested loops or a huge `center` width would otherwise run or allocate without end)
+CHAT_TEMPLATE_SECONDS = 10.0
+CHAT_TEMPLATE_MEMORY = 512 << 20
+CHAT_TEMPLATE_CHARS = 1 << 20
+
+
+class BoundExceeded(Exception):
+    """A bounded computation ran out of time, memory or output room."""
+
+
+def _vm_bytes() -> int:
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmSize:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def run_bounded(work: Callable[[], str], seconds: float, memory: int, limit: int) -> str:
+    """`work()` in a forked child with `seconds` of wall time, `memory` bytes of address
+    space beyond what this process has mapped, and at most `limit` characters of result;
+    its exception comes back as BoundExceeded with the exception's first line."""
+    import resource
+    import select
+    import signal
+
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: limits, work, one tagged message, exit without cleanup
+        status = 0
+        try:
+            os.close(read_end)
+            cap = _vm_bytes() + memory
+            resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
+            try:
+                message = b"o" + work()[:limit + 1].encode("utf-8", "surrogatepass")
+            except MemoryError:
+                message = b"e" + b"it needs more than %d MiB" % (memory >> 20)
+            except BaseException as err:  # noqa: BLE001 - reported to the parent
+                message = b"e" + f"{type(err).__name__}: {first_line(err)}".encode()
+            with os.fdopen(write_end, "wb") as out:
+                out.write(message)
+        except BaseException:  # noqa: BLE001
+            status = 1
+        os._exit(status)
+    os.close(write_end)
+    chunks, size, deadline = [], 0, time.monotonic() + seconds
+    try:
+        with os.fdopen(read_end, "rb") as source:
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0 or not select.select([source], [], [], left)[0]:
+                    raise BoundExceeded(f"it runs longer than {seconds:g} s")
+                chunk = source.read1(1 << 16)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                size += len(chunk)
+                if size > 4 * limit + 8:
+                    raise BoundExceeded(f"its output is longer than {limit} characters")
+    finally:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        os.waitpid(pid, 0)
+    message = b"".join(chunks)
+    if not message:
+        raise BoundExceeded("it ended without a result")
+    text = message[1:].decode("utf-8", "surrogatepass")
+    if message[:1] != b"o":
+        raise BoundExceeded(text)
+    if len(text) > limit:
+        raise BoundExceeded(f"its output is longer than {limit} characters")
+    return text
+
+
 
 class Tokenizer:
     """A `tokenizers` tokenizer.json, plus tokenizer_config.json beside it when present
@@ -500,11 +582,16 @@ class Tokenizer:
         from jinja2 import TemplateError
 
         env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
-        try:
+
+        def render() -> str:
             return env.from_string(template).render(
                 messages=[{"role": "user", "content": prompt}], add_generation_prompt=True,
                 bos_token=self.bos or "", eos_token=self.eos or "")
-        except TemplateError as err:
+
+        try:
+            return run_bounded(render, seconds=CHAT_TEMPLATE_SECONDS,
+                               memory=CHAT_TEMPLATE_MEMORY, limit=CHAT_TEMPLATE_CHARS)
+        except (TemplateError, BoundExceeded) as err:
             raise Q35cError(f"{self.path}: the chat template fails: {first_line(err)}"
                             ) from None
 

@@ -415,10 +415,20 @@ def test_a_hostile_genai_config_is_one_line(tiny_gqa, tmp_path, text, message):
     ('{"chat_template": "{% for %}"}', None, "the chat template fails"),
     ('{"chat_template": 7}', None, "needs a chat template"),
     ("{}", "outside", "chat_template.jinja: .*outside"),
+    # a template is a program: its time, memory and output are bounded
+    ('{"chat_template": "{% for i in range(99999) %}{% for j in range(99999) %}'
+     '{% endfor %}{% endfor %}"}', None, "the chat template fails: it runs longer than"),
+    ('{"chat_template": "{{ \'x\' | center(4000000000) }}"}', None,
+     "the chat template fails: it needs more than"),
+    ('{"chat_template": "{% for i in range(99999) %}{{ \'x\' | center(99) }}{% endfor %}"}',
+     None, "the chat template fails: its output is longer than"),
 ])
-def test_hostile_tokenizer_side_files_are_one_line(tiny, tmp_path, config, template, message):
+def test_hostile_tokenizer_side_files_are_one_line(tiny, tmp_path, monkeypatch, config,
+                                                   template, message):
     """tokenizer_config.json and chat_template.jinja beside the tokenizer come from the same
-    untrusted folder as the model: read bounded, from inside the folder, errors naming them."""
+    untrusted folder as the model: read bounded, from inside the folder, errors naming them;
+    the template renders with bounded time, memory and output."""
+    monkeypatch.setattr("q35c.compiler.generate.CHAT_TEMPLATE_SECONDS", 1.0)
     folder = tmp_path / "tok"
     folder.mkdir()
     (folder / "tokenizer.json").write_bytes((tiny / "tokenizer.json").read_bytes())
