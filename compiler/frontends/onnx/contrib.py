@@ -442,11 +442,22 @@ def _key_mask(imp, node, g: _Graph, index: int, value, b: int, s: int, total: in
     return additive[0] if len(additive) == 1 else g.op("Add", additive)
 
 
-def _attend(g: _Graph, q: str, k: str, v: str, scale: float, fdt: np.dtype,
-            bias: list[str], shape: tuple[int, int, int, int]) -> str:
-    """softmax(scale * q k^T + sum(bias)) v for q [B, N, S, d], k/v [B, N, T, d(v)];
-    the result merged back to [B, S, N * dv]."""
-    b, heads, s, dv = shape
+def _attend(imp, node, inputs, g: _Graph, q: str, k: str, v: str, mask_slot: int,
+            dims: tuple[int, ...], fdt: np.dtype) -> str:
+    """softmax(scale * q k^T + mask + attention_bias) v for q [B, N, S, d] and k/v
+    [B, N, total, d(v)], merged back to [B, S, N * dv]: the mask from input `mask_slot`
+    and `unidirectional` (`_key_mask`), attention_bias from input 5, `scale` 1/sqrt(d)
+    unless given (Attention's and MultiHeadAttention's common tail)."""
+    b, heads, s, total, past, d, dv = dims
+    bias = []
+    mask = _key_mask(imp, node, g, mask_slot, inputs[mask_slot] if len(inputs) > mask_slot
+                     else None, b, s, total, past, bool(imp.attr(node, "unidirectional", 0)),
+                     fdt, float(imp.attr(node, "mask_filter_value", -10000.0)))
+    if mask is not None:
+        bias.append(mask)
+    if _input_name(node, 5):
+        bias.append(node.input[5])
+    scale = float(imp.attr(node, "scale", 0.0)) or 1.0 / float(np.sqrt(d))
     scores = g.op("Mul", [g.op("MatMul", [q, g.op("Transpose", [k], perm=[0, 1, 3, 2])]),
                           g.const(scale, fdt)])
     if bias:
@@ -523,16 +534,7 @@ def _attention(imp, node, inputs):
     if len(node.output) > 1 and node.output[1]:
         present = g.op("Concat", [g.op("Unsqueeze", [k, g.const([0])]),
                                   g.op("Unsqueeze", [v, g.const([0])])], axis=0)
-    bias = []
-    mask = _key_mask(imp, node, g, 3, inputs[3] if len(inputs) > 3 else None, b, s, total,
-                     past, bool(imp.attr(node, "unidirectional", 0)), fdt,
-                     float(imp.attr(node, "mask_filter_value", -10000.0)))
-    if mask is not None:
-        bias.append(mask)
-    if _input_name(node, 5):
-        bias.append(node.input[5])
-    scale = float(imp.attr(node, "scale", 0.0)) or 1.0 / float(np.sqrt(d))
-    out = _attend(g, q, k, v, scale, fdt, bias, (b, heads, s, dv))
+    out = _attend(imp, node, inputs, g, q, k, v, 3, (b, heads, s, total, past, d, dv), fdt)
     return g.run([out, present][:len(node.output)])
 
 
@@ -596,14 +598,5 @@ def _multi_head_attention(imp, node, inputs):
     if past:
         k = g.op("Concat", [node.input[6], k], axis=2)
         v = g.op("Concat", [node.input[7], v], axis=2)
-    bias = []
-    mask = _key_mask(imp, node, g, 4, inputs[4] if len(inputs) > 4 else None, b, s, total,
-                     past, bool(imp.attr(node, "unidirectional", 0)), fdt,
-                     float(imp.attr(node, "mask_filter_value", -10000.0)))
-    if mask is not None:
-        bias.append(mask)
-    if _input_name(node, 5):
-        bias.append(node.input[5])
-    scale = float(imp.attr(node, "scale", 0.0)) or 1.0 / float(np.sqrt(d))
-    out = _attend(g, q, k, v, scale, fdt, bias, (b, heads, s, dv))
+    out = _attend(imp, node, inputs, g, q, k, v, 4, (b, heads, s, total, past, d, dv), fdt)
     return g.run([out, k, v][:len(node.output)])
