@@ -31,6 +31,7 @@ from xdsl.ir import SSAValue
 
 from q35c.compiler.diagnostics import first_line
 from q35c.compiler.frontends.onnx.builder import element_of
+from q35c.compiler.frontends.onnx.loop_shapes import loop_result_dims
 from q35c.compiler.tensors import exact_element, numpy_dtype
 from q35c.dialects import q35nn
 
@@ -215,6 +216,7 @@ def infer_result_types(imp: OnnxImporter, node: NodeProto, inputs: list[Value],
     except Exception as err:  # InferenceError, ValidationError: the node is malformed
         raise imp.error(node, f"shape inference: {first_line(err)}") from None
     infos = {v.name: v.type for v in inferred.graph.value_info}
+    loop_dims = None
     types = []
     for slot in out_slots:
         proto = infos.get(f"o{slot}")
@@ -226,6 +228,11 @@ def infer_result_types(imp: OnnxImporter, node: NodeProto, inputs: list[Value],
                                   "tensor, or it depends on run-time values)")
         tensor_type = proto.tensor_type
         dims = _static_dims(tensor_type)
+        if dims is None and node.op_type == "Loop":  # a trip count known at compile time
+            if loop_dims is None:
+                loop_dims = loop_result_dims(imp, node, inputs,
+                                             {n: known.get(n, v) for n, v in outer})
+            dims = loop_dims.get(slot)
         if dims is None and declared is not None and declared.HasField("tensor_type"):
             dims = _static_dims(declared.tensor_type)  # the model's promise, checked at run
         if dims is None:

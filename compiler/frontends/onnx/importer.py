@@ -44,7 +44,12 @@ from q35c.compiler.frontends.onnx.builder import (
     mlir_element,
     shape_of,
 )
-from q35c.compiler.frontends.onnx.generic import convert_generic, generic_ops, needs_generic
+from q35c.compiler.frontends.onnx.generic import (
+    convert_generic,
+    generic_ops,
+    needs_generic,
+    outer_names,
+)
 from q35c.compiler.frontends.onnx.model import (
     InitializerReader,
     bind_input_shapes,
@@ -342,6 +347,8 @@ class OnnxImporter:
     # -- the walk --------------------------------------------------------------------------
     def fold(self, node: NodeProto, inputs: list[Value]) -> list[Value]:
         feeds = {n: np.asarray(v) for n, v in zip(node.input, inputs) if n}
+        # what the node's bodies (Loop, Scan) read from this graph: known, since it folds
+        feeds.update((n, np.asarray(self.lookup(n))) for n in outer_names(node))
         try:
             with np.errstate(all="ignore"), warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # folding follows ONNX, overflow and all
@@ -395,7 +402,8 @@ class OnnxImporter:
         key = _op_key(node)
         if key == "If":
             return self.inline_if(node, inputs)
-        known = all(v is None or isinstance(v, np.ndarray) for v in inputs)
+        known = all(v is None or isinstance(v, np.ndarray) for v in inputs) and all(
+            isinstance(self.lookup(name), np.ndarray) for name in outer_names(node))
         folds = known and (key in NUMPY_FOLDERS or (key != "Identity" and key == node.op_type))
         if folds:
             self.check_fold_size(node, inputs, self.inferred_outputs(node, inputs))
