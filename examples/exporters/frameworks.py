@@ -1,0 +1,200 @@
+"""ONNX graphs from other frameworks' exporters: Keras models through tf2onnx and Flax (NNX)
+modules through jax2onnx, then run through q35c and compared with onnxruntime.
+
+    python examples/exporters/frameworks.py export OUT     # OUT/<name>.<exporter>.onnx
+    python examples/exporters/frameworks.py check OUT [--target c] [--quantized] [--markdown]
+
+`export` needs TensorFlow, tf2onnx, JAX, Flax and jax2onnx (`pip install tensorflow-cpu
+tf2onnx jax2onnx`, best in a virtual environment of its own: they pin other versions of
+numpy and protobuf than torch does); a framework that is missing is skipped with a note.
+`check` needs only q35c and onnxruntime. The models are small and random (seeded): a CNN
+(convolution, batch norm, depthwise convolution, pooling, swish, softmax), a transformer
+encoder block (Keras MultiHeadAttention, LayerNorm, GELU) and a recurrent model (LSTM and
+GRU, which tf2onnx writes as Loop nodes with while-loop conditions) from Keras; an MLP, a
+pre-norm transformer block (RMSNorm, MultiHeadAttention, SiLU) and a CNN from Flax.
+docs/onnx.md ("Other frameworks' exporters") has the measured table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+SEED = 0
+
+
+def _keras(out: Path) -> dict[str, str]:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    import tensorflow as tf
+    import tf2onnx
+
+    tf.random.set_seed(SEED)
+    layers = tf.keras.layers
+    status = {}
+
+    def save(name, inputs, outputs):
+        spec = [tf.TensorSpec(inputs.shape, tf.float32, name=inputs.name)]
+        try:
+            tf2onnx.convert.from_keras(tf.keras.Model(inputs, outputs), input_signature=spec,
+                                       opset=17, output_path=str(out / f"{name}.tf2onnx.onnx"))
+            status[name] = "ok"
+        except Exception as err:  # the exporter's own failure, not q35c's
+            status[name] = f"tf2onnx: {type(err).__name__}: {str(err)[:120]}"
+
+    image = tf.keras.Input((32, 32, 3), batch_size=1, name="image")
+    x = layers.Conv2D(8, 3, padding="same", activation="relu")(image)
+    x = layers.BatchNormalization()(x)
+    x = layers.DepthwiseConv2D(3, padding="same")(x)
+    x = layers.MaxPooling2D()(x)
+    x = layers.Conv2D(16, 3, strides=2, activation="swish")(x)
+    x = layers.GlobalAveragePooling2D()(x)
+    save("keras_cnn", image, layers.Dense(10, activation="softmax")(x))
+
+    tokens = tf.keras.Input((16, 64), batch_size=1, name="tokens")
+    h = layers.LayerNormalization()(tokens + layers.MultiHeadAttention(4, 16)(tokens, tokens))
+    f = layers.Dense(128, activation=lambda t: tf.keras.activations.gelu(t, approximate=True))(h)
+    save("keras_encoder", tokens, layers.LayerNormalization()(h + layers.Dense(64)(f)))
+
+    seq = tf.keras.Input((12, 20), batch_size=1, name="seq")
+    x = layers.GRU(16)(layers.LSTM(32, return_sequences=True)(seq))
+    save("keras_rnn", seq, layers.Dense(4)(x))
+    return status
+
+
+def _flax(out: Path) -> dict[str, str]:
+    import jax
+    from flax import nnx
+    from jax2onnx import to_onnx
+
+    class MLP(nnx.Module):
+        def __init__(self, rngs):
+            self.l1, self.ln = nnx.Linear(32, 64, rngs=rngs), nnx.LayerNorm(64, rngs=rngs)
+            self.l2 = nnx.Linear(64, 10, rngs=rngs)
+
+        def __call__(self, x):
+            return jax.nn.softmax(self.l2(jax.nn.gelu(self.ln(self.l1(x)))))
+
+    class Block(nnx.Module):
+        def __init__(self, rngs):
+            self.att = nnx.MultiHeadAttention(num_heads=4, in_features=64, qkv_features=64,
+                                              decode=False, rngs=rngs)
+            self.n1, self.n2 = nnx.RMSNorm(64, rngs=rngs), nnx.RMSNorm(64, rngs=rngs)
+            self.up, self.down = nnx.Linear(64, 128, rngs=rngs), nnx.Linear(128, 64, rngs=rngs)
+
+        def __call__(self, x):
+            h = x + self.att(self.n1(x))
+            return h + self.down(jax.nn.silu(self.up(self.n2(h))))
+
+    class CNN(nnx.Module):
+        def __init__(self, rngs):
+            self.c1 = nnx.Conv(3, 8, kernel_size=(3, 3), rngs=rngs)
+            self.c2 = nnx.Conv(8, 16, kernel_size=(3, 3), strides=(2, 2), rngs=rngs)
+            self.fc = nnx.Linear(16, 5, rngs=rngs)
+
+        def __call__(self, x):
+            x = jax.nn.relu(self.c2(jax.nn.relu(self.c1(x))))
+            return self.fc(x.mean(axis=(1, 2)))
+
+    status = {}
+    for name, module, shape in [("flax_mlp", MLP, (2, 32)), ("flax_block", Block, (1, 16, 64)),
+                                ("flax_cnn", CNN, (1, 16, 16, 3))]:
+        try:
+            to_onnx(module(nnx.Rngs(SEED)), [shape], return_mode="file",
+                    output_path=str(out / f"{name}.jax2onnx.onnx"))
+            status[name] = "ok"
+        except Exception as err:
+            status[name] = f"jax2onnx: {type(err).__name__}: {str(err)[:120]}"
+    return status
+
+
+EXPORTERS = {"tf2onnx": _keras, "jax2onnx": _flax}
+
+
+def export(out: Path) -> dict[str, str]:
+    out.mkdir(parents=True, exist_ok=True)
+    status = {}
+    for exporter, make in EXPORTERS.items():
+        try:
+            status.update(make(out))
+        except ImportError as err:
+            status[exporter] = f"skipped: {err.name} is not installed"
+    return status
+
+
+def feeds_for(session, seed: int = SEED) -> dict[str, np.ndarray]:
+    """Standard-normal float32 inputs of the graph's (static) input shapes."""
+    rng = np.random.default_rng(seed)
+    return {i.name: rng.standard_normal([d if isinstance(d, int) else 1 for d in i.shape])
+            .astype(np.float32) for i in session.get_inputs()}
+
+
+def check(path: Path, target: str, quantized: bool, q35c: list[str]) -> dict:
+    """`q35c run --target TARGET` (float import unless `quantized`) against onnxruntime on
+    every output: {"status": "ok" | q35c's error line, "rel": the largest over the outputs
+    of max abs error / max abs of onnxruntime's output}."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3  # tf2onnx leaves unused initializers: not our business
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    feeds = feeds_for(session)
+    want = session.run(None, feeds)
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd = [*q35c, "run", str(path), "--target", target, "-o", str(Path(tmp) / "out")]
+        for index, (name, value) in enumerate(feeds.items()):
+            np.save(Path(tmp) / f"in{index}.npy", value)
+            cmd += ["--input", f"{name}={Path(tmp) / f'in{index}.npy'}"]
+        if not quantized:
+            cmd += ["--passes", ""]
+        run = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
+        if run.returncode:
+            lines = run.stderr.strip().splitlines() or [f"exit {run.returncode}"]
+            return {"status": lines[-1], "rel": None}
+        rel = 0.0
+        for info, reference in zip(session.get_outputs(), want):
+            got = np.load(Path(tmp) / "out" / f"{info.name}.npy")
+            if got.shape != reference.shape:
+                return {"status": f"{info.name}: shape {got.shape}, onnxruntime "
+                                  f"{reference.shape}", "rel": None}
+            rel = max(rel, float(np.max(np.abs(got.astype(np.float64) - reference)) /
+                                 max(float(np.max(np.abs(reference))), 1e-30)))
+    return {"status": "ok", "rel": rel}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("export", help="export the models").add_argument("out", type=Path)
+    ch = sub.add_parser("check", help="run every OUT/*.onnx through q35c against onnxruntime")
+    ch.add_argument("out", type=Path)
+    ch.add_argument("--target", default="interp")
+    ch.add_argument("--quantized", action="store_true",
+                    help="the default pipeline (Q3P5 weights) instead of the float import")
+    ch.add_argument("--markdown", action="store_true")
+    args = parser.parse_args(argv)
+    if args.command == "export":
+        for name, status in export(args.out).items():
+            print(f"{name}: {status}")
+        return 0
+    q35c = [sys.executable, "-m", "q35c.compiler.cli"]
+    failed = 0
+    if args.markdown:
+        print("| model | exporter | status | max abs error / max abs |\n|---|---|---|---:|")
+    for path in sorted(args.out.glob("*.onnx")):
+        result = check(path, args.target, args.quantized, q35c)
+        failed += result["status"] != "ok"
+        name, exporter = path.name.split(".")[:2]
+        rel = f"{result['rel']:.2e}" if result["rel"] is not None else "-"
+        print(f"| {name} | {exporter} | {result['status']} | {rel} |" if args.markdown
+              else f"{path.name}: {result['status']} {rel}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
