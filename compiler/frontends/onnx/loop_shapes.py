@@ -23,6 +23,7 @@ as before, unless the model declares the shape.
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -40,6 +41,8 @@ if TYPE_CHECKING:
 
 MAX_ITERATIONS = 10_000
 """A condition still true after this many compile-time iterations leaves the shapes unknown."""
+MAX_SECONDS = 5.0
+"""Nor may counting the iterations take longer than this (a crafted slice of heavy ops)."""
 
 
 def _type_of(value: Value) -> tuple[np.dtype, tuple[int, ...]]:
@@ -178,9 +181,9 @@ def _iterations(imp: OnnxImporter, body: onnx.GraphProto, inputs: list[Value],
             graph, opset_imports=list(imp.model.opset_import),
             ir_version=imp.model.ir_version or onnx.IR_VERSION), new_ops=REFERENCE_FIXES)
         state = {n: v for n, (_, v) in carried.items()}
-        count = 0
+        count, deadline = 0, time.monotonic() + MAX_SECONDS
         while running and (limit is None or count < limit):
-            if count >= MAX_ITERATIONS:
+            if count >= MAX_ITERATIONS or time.monotonic() > deadline:
                 return None
             results = dict(zip(dict.fromkeys(outputs), evaluator.run(None, {
                 names[0]: np.array(count, np.int64), names[1]: np.array(True), **state})))
