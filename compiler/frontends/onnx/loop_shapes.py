@@ -11,10 +11,10 @@ time, and so are the result shapes:
   values' types, gives the output the input's shape) has that shape;
 * the iteration count is the trip count where the node has no condition input (the body's
   condition is then ignored, as the specification says); otherwise it comes from running
-  the part of the body the condition depends on
-  (the *static slice*: nodes whose inputs are the iteration number, the condition, known
-  constants and loop-carried values that are themselves static) with onnx's reference
-  implementation, iteration by iteration, up to `MAX_ITERATIONS`;
+  the part of the body the condition depends on (the *static slice*: nodes whose inputs
+  are the iteration number, the condition, known constants and loop-carried values that
+  are themselves static) with onnx's reference implementation, iteration by iteration, up
+  to `MAX_ITERATIONS` iterations and `MAX_SECONDS`;
 * a scan output has shape [iterations, *body output shape].
 
 Where any of this is not known, the result stays unshaped and the importer refuses the node
