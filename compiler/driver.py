@@ -293,6 +293,8 @@ class Options:
     print_ir_after_all: bool = False
     entry: str | None = None
     shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    given_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    """Shapes of the arrays a run was given (`run_file`): they bind dynamic input dims."""
     keep_float: str | None = None
     report: bool = False
     """Print the per-layer verification table (`--report`) after compiling."""
@@ -344,6 +346,7 @@ def compile_to_module(path: Path, options: Options, target: Q35cTarget | None = 
         if not source.is_file():
             raise Q35cError(f"{source}: no such file")
     module = load_input(path, ctx, FrontendOptions(shapes=options.shapes,
+                                                   given_shapes=options.given_shapes,
                                                    shape_only=options.shape_only,
                                                    max_tensor_bytes=options.max_tensor_bytes,
                                                    sources=options.sources,
@@ -493,6 +496,8 @@ def run_file(path: Path, inputs: dict[str, np.ndarray], out_dir: Path, options: 
     from q35c.semantics import DEFAULT_MAX_STEPS, SourceLineError, step_limit
 
     target = get_target(options.target or RUN_TARGET)
+    options = dataclasses.replace(options, given_shapes={
+        name: tuple(np.shape(value)) for name, value in inputs.items()})
     ctx, module = compile_to_module(path, options, target)
     try:
         fn = entry_function(module, options.entry)

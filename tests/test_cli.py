@@ -148,3 +148,33 @@ def test_run_keeps_output_files_inside_the_output_directory(tmp_path):
     assert output_file_stem("../escaped") == "_.._escaped"
     assert output_file_stem("/layers.0/Add_output_0") == "_layers.0_Add_output_0"
     assert output_file_stem("logits") == "logits"
+
+
+def test_run_binds_dynamic_input_dimensions_from_the_given_arrays(tmp_path):
+    """`q35c run` on an ONNX graph with dynamic dims (exporters' batch and sequence axes)
+    takes their values from the arrays given with --input; --shape still wins, and an
+    array that does not fit the declared shape is a one-line error."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "seq", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", "seq", 3])],
+        [onnx.numpy_helper.from_array(np.arange(12, dtype=np.float32).reshape(4, 3), "w")])
+    model = tmp_path / "dyn.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), model)
+    x = np.random.default_rng(0).standard_normal((2, 5, 4)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    q35c("run", model, "--input", f"x={tmp_path / 'x.npy'}", "--passes", "", "-o",
+         tmp_path / "o")
+    np.testing.assert_allclose(np.load(tmp_path / "o" / "y.npy"),
+                               x @ np.arange(12, dtype=np.float32).reshape(4, 3), rtol=1e-6)
+    np.save(tmp_path / "bad.npy", np.zeros((2, 5, 7), np.float32))
+    assert_user_error(q35c("run", model, "--input", f"x={tmp_path / 'bad.npy'}", "-o",
+                           tmp_path / "o2", check=False),
+                      "--input x has shape [2, 5, 7], which does not fit the declared shape")
+    assert_user_error(q35c("run", model, "--input", f"x={tmp_path / 'x.npy'}", "--shape",
+                           "x=1,5,4", "-o", tmp_path / "o3", check=False),
+                      "input 'x' has shape (2, 5, 4), expected (1, 5, 4)")
+    assert not (tmp_path / "o2").exists() and not (tmp_path / "o3").exists()

@@ -20,6 +20,9 @@ Initializers are file ranges and do not count."""
 class FrontendOptions:
     shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
     """Values for dynamic input dimensions, from `--shape NAME=d1,d2,...`."""
+    given_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    """The shapes of the arrays `q35c run --input` was given: they bind an input's dynamic
+    dimensions that `shapes` leaves open."""
     shape_only: bool = False
     """`--shape-only`: never read weight data; large initializers become shape-only
     store entries (`ShapeOnlyWeight`). Only the ONNX frontend supports it."""

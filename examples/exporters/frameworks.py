@@ -1,17 +1,23 @@
-"""ONNX graphs from other frameworks' exporters: Keras models through tf2onnx and Flax (NNX)
-modules through jax2onnx, then run through q35c and compared with onnxruntime.
+"""ONNX graphs from other exporters: Keras models through tf2onnx, Flax (NNX) modules through
+jax2onnx and Hugging Face models through optimum, then run through q35c and compared with
+onnxruntime.
 
     python examples/exporters/frameworks.py export OUT     # OUT/<name>.<exporter>.onnx
     python examples/exporters/frameworks.py check OUT [--target c] [--quantized] [--markdown]
 
 `export` needs TensorFlow, tf2onnx, JAX, Flax and jax2onnx (`pip install tensorflow-cpu
-tf2onnx jax2onnx`, best in a virtual environment of its own: they pin other versions of
-numpy and protobuf than torch does); a framework that is missing is skipped with a note.
+tf2onnx jax2onnx`), and torch with optimum (`pip install torch==2.13.0 optimum-onnx`, which
+pins transformers 4.x), best each in a virtual environment of its own: they pin other
+versions of numpy, protobuf and transformers than q35c's `models` extra does; an exporter
+that is missing is skipped with a note, so running `export` in each environment collects
+them all.
 `check` needs only q35c and onnxruntime. The models are small and random (seeded): a CNN
 (convolution, batch norm, depthwise convolution, pooling, swish, softmax), a transformer
 encoder block (Keras MultiHeadAttention, LayerNorm, GELU) and a recurrent model (LSTM and
 GRU, which tf2onnx writes as Loop nodes with while-loop conditions) from Keras; an MLP, a
-pre-norm transformer block (RMSNorm, MultiHeadAttention, SiLU) and a CNN from Flax.
+pre-norm transformer block (RMSNorm, MultiHeadAttention, SiLU) and a CNN from Flax;
+LLaMA, Qwen2 and GPT-2 decoders with their KV cache (optimum's `text-generation-with-past`:
+`past_key_values.*` in, `present.*` out) and a BERT encoder from optimum.
 docs/onnx.md ("Other frameworks' exporters") has the measured table.
 """
 
@@ -113,7 +119,42 @@ def _flax(out: Path) -> dict[str, str]:
     return status
 
 
-EXPORTERS = {"tf2onnx": _keras, "jax2onnx": _flax}
+def _optimum(out: Path) -> dict[str, str]:
+    """Tiny random Hugging Face models through optimum's ONNX exporter (`optimum-cli export
+    onnx`): decoders with their KV cache as inputs and outputs, and a BERT encoder."""
+    import torch
+    import transformers
+    from optimum.exporters.onnx import main_export
+
+    torch.manual_seed(SEED)
+    small = {"vocab_size": VOCAB, "hidden_size": 64, "num_hidden_layers": 2,
+             "num_attention_heads": 4, "intermediate_size": 128,
+             "max_position_embeddings": 128}
+    models = {
+        "llama": (transformers.LlamaConfig(**small, num_key_value_heads=2),
+                  transformers.LlamaForCausalLM, "text-generation-with-past"),
+        "qwen2": (transformers.Qwen2Config(**small, num_key_value_heads=2),
+                  transformers.Qwen2ForCausalLM, "text-generation-with-past"),
+        "gpt2": (transformers.GPT2Config(vocab_size=VOCAB, n_embd=64, n_layer=2, n_head=4,
+                                         n_positions=128),
+                 transformers.GPT2LMHeadModel, "text-generation-with-past"),
+        "bert": (transformers.BertConfig(**small), transformers.BertModel,
+                 "feature-extraction"),
+    }
+    status = {}
+    for name, (config, model_class, task) in models.items():
+        with tempfile.TemporaryDirectory() as tmp:
+            model_class(config).save_pretrained(Path(tmp) / "hf")
+            try:
+                main_export(str(Path(tmp) / "hf"), output=Path(tmp) / "onnx", task=task)
+                (Path(tmp) / "onnx" / "model.onnx").replace(out / f"optimum_{name}.optimum.onnx")
+                status[f"optimum_{name}"] = "ok"
+            except Exception as err:
+                status[f"optimum_{name}"] = f"optimum: {type(err).__name__}: {str(err)[:120]}"
+    return status
+
+
+EXPORTERS = {"tf2onnx": _keras, "jax2onnx": _flax, "optimum": _optimum}
 
 
 def export(out: Path) -> dict[str, str]:
@@ -127,11 +168,34 @@ def export(out: Path) -> dict[str, str]:
     return status
 
 
+#: values of the symbolic input dimensions the exporters write (others are 1)
+DIMS = {"sequence_length": 4, "past_sequence_length": 3,
+        "past_sequence_length + sequence_length": 7}
+VOCAB = 256
+
+
 def feeds_for(session, seed: int = SEED) -> dict[str, np.ndarray]:
-    """Standard-normal float32 inputs of the graph's (static) input shapes."""
+    """Inputs of the graph's input shapes (symbolic dims from DIMS, else 1): token ids
+    below VOCAB, an all-ones attention mask, positions after the past, zero token types,
+    standard-normal floats (images, states, the past keys and values)."""
     rng = np.random.default_rng(seed)
-    return {i.name: rng.standard_normal([d if isinstance(d, int) else 1 for d in i.shape])
-            .astype(np.float32) for i in session.get_inputs()}
+    past = DIMS["past_sequence_length"] if any(
+        i.name.startswith("past") for i in session.get_inputs()) else 0
+    feeds = {}
+    for info in session.get_inputs():
+        shape = [d if isinstance(d, int) else DIMS.get(d, 1) for d in info.shape]
+        if info.type == "tensor(float)":
+            feeds[info.name] = rng.standard_normal(shape).astype(np.float32)
+        elif info.name == "input_ids":
+            feeds[info.name] = rng.integers(0, VOCAB, shape).astype(np.int64)
+        elif info.name == "position_ids":
+            feeds[info.name] = np.broadcast_to(np.arange(past, past + shape[-1]),
+                                               shape).astype(np.int64)
+        elif info.name == "attention_mask":
+            feeds[info.name] = np.ones(shape, np.int64)
+        else:
+            feeds[info.name] = np.zeros(shape, np.int64)
+    return feeds
 
 
 def check(path: Path, target: str, quantized: bool, q35c: list[str]) -> dict:

@@ -35,7 +35,8 @@ def load_onnx(path: Path, ctx: Context, options: FrontendOptions) -> ModuleOp:
     model = load_model(path, shape_only=options.shape_only)
     store = WeightStore()
     importer = OnnxImporter(path, model, options.shapes, store, shape_only=options.shape_only,
-                            max_tensor_bytes=options.max_tensor_bytes)
+                            max_tensor_bytes=options.max_tensor_bytes,
+                            given_shapes=options.given_shapes)
     module = importer.run()
     mark_sources(importer)
     attach_store(module, store)

@@ -110,7 +110,8 @@ class OnnxImporter:
 
     def __init__(self, path: Path, model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]],
                  store: WeightStore, shape_only: bool = False,
-                 max_tensor_bytes: int = DEFAULT_MAX_TENSOR_BYTES):
+                 max_tensor_bytes: int = DEFAULT_MAX_TENSOR_BYTES,
+                 given_shapes: dict[str, tuple[int, ...]] | None = None):
         self.path = path
         self.shape_only = shape_only
         """Large initializers become shape-only weights: their data is never read."""
@@ -127,7 +128,7 @@ class OnnxImporter:
         found = unsupported_ops(self.graph)  # before --shape: binding cannot help these
         if found:
             raise Q35cError(unsupported_message(path, found))
-        self.input_shapes = bind_input_shapes(path, model, shapes)
+        self.input_shapes = bind_input_shapes(path, model, shapes, given_shapes or {})
         self.env: dict[str, Value] = {}
         self.materialized: dict[str, SSAValue] = {}
         self.used_names = _used_names(self.graph)

@@ -395,9 +395,12 @@ def graph_inputs(model: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
     return [i for i in model.graph.input if i.name not in initializers]
 
 
-def bind_input_shapes(path: Path, model: onnx.ModelProto,
-                      shapes: dict[str, tuple[int, ...]]) -> dict[str, tuple[int, ...]]:
-    """Static shapes of the graph inputs, dynamic dims taken from `--shape NAME=d1,d2,...`."""
+def bind_input_shapes(path: Path, model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]],
+                      given: dict[str, tuple[int, ...]] | None = None
+                      ) -> dict[str, tuple[int, ...]]:
+    """Static shapes of the graph inputs, dynamic dims taken from `--shape NAME=d1,d2,...`,
+    else from the shape of the array `q35c run --input NAME=...` was `given`."""
+    given = given or {}
     inputs = graph_inputs(model)
     unknown = sorted(set(shapes) - {i.name for i in inputs})
     if unknown:
@@ -420,6 +423,13 @@ def bind_input_shapes(path: Path, model: onnx.ModelProto,
             bound[info.name] = tuple(given)
         elif declared is not None and all(isinstance(d, int) for d in declared):
             bound[info.name] = tuple(declared)  # type: ignore[arg-type]
+        elif info.name in given:
+            shape = tuple(given[info.name])
+            if declared is not None and (len(shape) != len(declared) or any(
+                    isinstance(d, int) and d != g for d, g in zip(declared, shape))):
+                raise Q35cError(f"{path}: --input {info.name} has shape {list(shape)}, which "
+                                f"does not fit the declared shape {shape_text(declared)}")
+            bound[info.name] = shape
         else:
             unbound.append(f"{info.name}{shape_text(declared)}")
     if unbound:
