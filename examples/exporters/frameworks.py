@@ -18,7 +18,7 @@ GRU, which tf2onnx writes as Loop nodes with while-loop conditions) from Keras; 
 pre-norm transformer block (RMSNorm, MultiHeadAttention, SiLU) and a CNN from Flax;
 LLaMA, Qwen2 and GPT-2 decoders with their KV cache (optimum's `text-generation-with-past`:
 `past_key_values.*` in, `present.*` out) and a BERT encoder from optimum.
-docs/onnx.md ("Other frameworks' exporters") has the measured table.
+docs/onnx.md ("Other exporters") has the measured table.
 """
 
 from __future__ import annotations
