@@ -142,6 +142,7 @@ class Placer:
         self.weight_top = [0] * m.mem_slices  # next free address per slice (weights)
         self.next_plane = 0
         self.result = Placement()
+        self.scratch_rows: dict[str, int] = {}  # matmul partials, running sums -> rows
 
     def run(self) -> Placement:
         for b in self.tables():
@@ -261,7 +262,8 @@ class Placer:
         bufs = {}
         rows_per_block = INSTALL_BLOCK_ROWS if m.int8_levels else BLOCK_BYTES
         parts = [("payload", rows_per_block * blocks, "raw", "uint8")] if not split else []
-        spans = rescale_spans(m, w.num_groups, node.chunk // w.group_size)
+        spans = rescale_spans(m, w.num_groups, node.chunk // w.group_size, t,
+                              -(-w.shape[1] // lanes), node.rows)
         parts += [(f"scales{g0}", DECODED_WORDS * (g1 - g0), "planes", "float32")
                   for g0, g1 in spans] if m.decoded_scales else \
             [("meta", BLOCK_BYTES * meta_blocks, "raw", "uint8"),
@@ -396,6 +398,7 @@ class Placer:
             b = Buf(name, shape, dtype, "planes", "temp", label=node.weight)
             b.used, b.order, b.hemisphere = True, (order, order), side
             b.chip = self.chip
+            self.scratch_rows[name] = node.rows
             return b
 
         for tile in tiles:
@@ -450,7 +453,7 @@ class Placer:
         next_hemisphere = 0  # buffers without a hemisphere alternate W, E
         for b in order:
             b.nvec = b.vectors(lanes)
-            width = 2 * DATA_SLICES if b.layout == "planes" else min(DATA_SLICES, b.nvec)
+            width = min(2 * DATA_SLICES if b.layout == "planes" else DATA_SLICES, b.nvec)
             side = b.hemisphere or "WE"[next_hemisphere % 2]
             if not b.hemisphere:
                 next_hemisphere += 1
@@ -469,6 +472,15 @@ class Placer:
                 # nearest: their holds are short and the travel is on every rescale.
                 out = DATA_SLICES if b.kind == "weight" and -(-b.nvec // width) > HOLD_OUT \
                     and len(candidates) >= DATA_SLICES + width else 0
+                # a matmul's partials and running sums of several activation rows go one
+                # data slice group out too, away from the activations: a rescale holds
+                # the read queues of its partials' slices for up to 40 cycles, and
+                # passes of several rows read an activation vector nearly every cycle
+                # (GEMM 8x4096x4096 f32/int8: its passes ended at cycle 4483 rather than
+                # 3662); with one row the travel costs more than the waits
+                if self.scratch_rows.get(b.name, 1) > 1 and \
+                        len(candidates) >= DATA_SLICES + width:
+                    out = DATA_SLICES
                 b.slices = candidates[out:out + width]
                 addr, low = self._fit(b, placed, fresh=True)
             # the next window of the round robin; when it is full, the windows after it
