@@ -255,9 +255,7 @@ class Placer:
                 f"groq target: SRAM overflow: weight {node.weight} tile {t} "
                 f"({packed} packed bytes) does not fit; machine {m.name} has {m.sram_bytes} "
                 f"bytes of SRAM")
-        near = [g for g in fits[:WEIGHT_GROUPS_NEAR]
-                if g in slice_groups[side][:WEIGHT_GROUPS_NEAR]]
-        group = min(near or fits, key=lambda g: (self.weight_top[g[0]], g[0]))
+        group = self._weight_group(fits, plane, slice_groups)
         base = self.weight_top[group[0]]
         bufs = {}
         rows_per_block = INSTALL_BLOCK_ROWS if m.int8_levels else BLOCK_BYTES
@@ -341,6 +339,23 @@ class Placer:
                           scales={g0: bufs[f"scales{g0}"] for g0, _ in spans
                                   if f"scales{g0}" in bufs}, parts=pieces)
 
+    def _weight_group(self, fits: list[list[int]], plane: str,
+                      slice_groups: dict[str, list[list[int]]]) -> list[int]:
+        """The weight slice group, of those with room (`fits`), for a payload installed into
+        `plane`: the least filled near the plane. With int8 levels, each plane of a
+        hemisphere installs from a 16-slice group of its own while it has room: an install
+        reads one level row per slice and cycle, so two planes on one group install 16 rows
+        per cycle between them rather than 32 (SmolLM2's LM head: the east planes took 70
+        and 8 of their tiles from the two east groups, the outer one being mostly the
+        embedding table's pieces)."""
+        m, side = self.m, plane[4]
+        near = [g for g in fits[:WEIGHT_GROUPS_NEAR]
+                if g in slice_groups[side][:WEIGHT_GROUPS_NEAR]]
+        per_side = m.mxm_planes_per_hemisphere
+        own = [g for g in near if m.int8_levels
+               and slice_groups[side].index(g) % per_side == int(plane[5:]) % per_side]
+        return min(own or near or fits, key=lambda g: (self.weight_top[g[0]], g[0]))
+
     def _payload(self, node: MatmulNode, t: int, part: str, plane: str, blocks: int,
                  slice_groups: dict[str, list[list[int]]]) -> Buf:
         """A payload of `blocks` install blocks in the least filled weight slice group near
@@ -354,9 +369,7 @@ class Placer:
             raise Q35cError(
                 f"groq target: SRAM overflow: weight {node.weight} tile {t} ({part}) does "
                 f"not fit; machine {m.name} has {m.sram_bytes} bytes of SRAM")
-        near = [g for g in fits[:WEIGHT_GROUPS_NEAR]
-                if g in slice_groups[side][:WEIGHT_GROUPS_NEAR]]
-        group = min(near or fits, key=lambda g: (self.weight_top[g[0]], g[0]))
+        group = self._weight_group(fits, plane, slice_groups)
         rows_per_block = INSTALL_BLOCK_ROWS if m.int8_levels else BLOCK_BYTES
         b = Buf(f"{node.weight}:t{t}:{part}", (rows_per_block * blocks, lanes), "uint8",
                 "raw", "weight", label=node.weight)
