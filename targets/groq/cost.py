@@ -74,7 +74,7 @@ RESCALE_RAMP_INT8 = (1, 2, 3)
 group and column), the chunks of a tile's first rescale macros, before
 `RESCALE_CHUNKS_INT8` at a time: the VXM's queues start as soon as a tile's first chunk is
 multiplied rather than after 4 (GEMM 8x4096x4096 f32/int8 with the other changes of the
-same commit: 4 at a time and the last 5 5300 cycles, 1, 2, 3 then 4 at a time 5274)."""
+same commit: 4 at a time and the last 5 5151 cycles, 1, 2, 3 then 4 at a time 5114)."""
 
 DATA_SLICES = 4
 """MEM slices an activation/scratch buffer is spread over (schedule/placement.py places data

@@ -466,6 +466,9 @@ class Placer:
         next_hemisphere = 0  # buffers without a hemisphere alternate W, E
         for b in order:
             b.nvec = b.vectors(lanes)
+            # int32/float32 planes over up to 8 slices, others up to 4; a running sum of one
+            # row (4 vectors) on 4, as its rescale's travel counts the slices it spans
+            # (GEMV 4096x4096 f32/int8: 1162 -> 1150 cycles)
             width = min(2 * DATA_SLICES if b.layout == "planes" else DATA_SLICES, b.nvec)
             side = b.hemisphere or "WE"[next_hemisphere % 2]
             if not b.hemisphere:
@@ -490,7 +493,8 @@ class Placer:
                 # the read queues of its partials' slices for up to 40 cycles, and
                 # passes of several rows read an activation vector nearly every cycle
                 # (GEMM 8x4096x4096 f32/int8: its passes ended at cycle 4483 rather than
-                # 3662); with one row the travel costs more than the waits
+                # 3662, 5546 -> 5400 cycles); with one row the travel costs more than the
+                # waits (GEMV 4096x4096: 1142 -> 1159)
                 if self.scratch_rows.get(b.name, 1) > 1 and \
                         len(candidates) >= DATA_SLICES + width:
                     out = DATA_SLICES
