@@ -779,3 +779,55 @@ def test_split_tiles_and_shared_reads_bit_exact(tmp_path_factory, scales, levels
     want = run_module(module, store, {"x": x})
     got = _simulate(c, store, {"x": x})
     assert np.array_equal(got["y"], want["y"])
+
+
+def test_macro_queue_window():
+    """A macro holds its unit's queue from its operands' arrival to its results' leaving
+    (`macro_queue_window`): llama_tiny's program has macros on one queue whose durations
+    overlap only in their stream travel, which the simulator accepts; moving one so that
+    the windows overlap is rejected."""
+    from q35c.targets.groq.schedule.reservations import macro_queue_window, macro_travel
+    from q35c.targets.groq.simulate import Simulator
+
+    _, _, store, c = compiled("llama_tiny")
+    doc = c.doc
+    sim = Simulator(doc, c.image, MACHINE, c.ops, Interpreter(c.module, store))
+    macros = [i for i in sim.ins if i.op in ("macro", "rescale", "group_sums")]
+
+    def window(i):
+        reads = [sim.bufs[n] for n in i.reads if sim.bufs[n].kind != "virtual"]
+        cols = i.cols if i.op == "rescale" and i.last else None
+        a, n = macro_queue_window(i.cycles, macro_travel(
+            MACHINE, i.unit, reads, [sim.bufs[n] for n in i.writes], cols))
+        return i.cycle + a, i.cycle + a + n
+
+    pairs = [(a, b) for a in macros for b in macros if a.queue == b.queue
+             and a.cycle < b.cycle < a.cycle + a.cycles]
+    assert pairs  # durations overlap on one queue, windows do not
+    for a, b in pairs:
+        assert window(a)[1] <= window(b)[0]
+    a, b = pairs[0]
+    bad = copy.deepcopy(doc)
+    moved = bad["instructions"][b.id]
+    shift = window(a)[1] - 1 - window(b)[0]  # b's window starts in a's last cycle
+    moved["cycle"] += shift
+    for h in moved["holds"]:
+        h["t0"] += shift
+        h["t1"] += shift
+    _, _, shape, make = MODELS["llama_tiny"]
+    with pytest.raises(IllegalProgram, match="two instructions issue"):
+        _simulate(c, store, make(np.random.default_rng(1), shape), bad)
+
+
+def test_rescale_spans_per_tile():
+    """Int8 levels: one row ends the last wave's tiles with the last K chunk alone; several
+    rows ramp up 1, 2, 3 chunks; the planner's work counts the same spans."""
+    from q35c.targets.groq import cost
+    from q35c.targets.groq.machine import with_layout
+
+    m = with_layout(MACHINE, "f32", "int8")
+    assert cost.tile_chunk_spans(m, 13, 0, 13, 1) == [(0, 4), (4, 8), (8, 13)]
+    assert cost.tile_chunk_spans(m, 13, 11, 13, 1) == [(0, 4), (4, 8), (8, 12), (12, 13)]
+    assert cost.tile_chunk_spans(m, 13, 12, 13, 1) == [(0, 4), (4, 8), (8, 13)]  # split
+    assert cost.tile_chunk_spans(m, 13, 0, 13, 8) == [(0, 1), (1, 3), (3, 6), (6, 10),
+                                                      (10, 13)]

@@ -63,6 +63,19 @@ sizes 2 to 7 and spans of 3 to 10 chunks: 1162 to 1376; GEMV 2048x8192 1172 -> 1
 
 RESCALE_TAIL_INT8 = 5
 
+RESCALE_LAST_INT8 = 1
+"""With int8 levels and one activation row, the last rescale macro of a tile of the
+matmul's last wave takes only this many chunks: it is the one that follows the last pass
+(GEMV 4096x4096 f32/int8: with the last 5 chunks 1150 cycles, the last 1 1142, the last 2
+1147)."""
+
+RESCALE_RAMP_INT8 = (1, 2, 3)
+"""With int8 levels and several activation rows (the VXM is the limit: 5 ALU ops per row,
+group and column), the chunks of a tile's first rescale macros, before
+`RESCALE_CHUNKS_INT8` at a time: the VXM's queues start as soon as a tile's first chunk is
+multiplied rather than after 4 (GEMM 8x4096x4096 f32/int8 with the other changes of the
+same commit: 4 at a time and the last 5 5151 cycles, 1, 2, 3 then 4 at a time 5114)."""
+
 DATA_SLICES = 4
 """MEM slices an activation/scratch buffer is spread over (schedule/placement.py places data
 buffers in groups of up to 4 slices next to the VXM)."""
@@ -160,24 +173,59 @@ def rescale_elements(m: Machine, rows: int, groups: int) -> int:
 
 # -- the int8 matmul -------------------------------------------------------------------------
 
-def rescale_chunk_spans(m: Machine, chunks: int) -> list[tuple[int, int]]:
-    """The K chunks [c0, c1) of each rescale macro of one tile: `RESCALE_CHUNKS` chunks at a
-    time; with int8 levels `RESCALE_CHUNKS_INT8` at a time and the last `RESCALE_TAIL_INT8`
-    chunks in a macro of their own."""
+def rescale_chunk_spans(m: Machine, chunks: int, last_wave: bool = True, rows: int = 1
+                        ) -> list[tuple[int, int]]:
+    """The K chunks [c0, c1) of each rescale macro of one tile. Packed levels:
+    `RESCALE_CHUNKS` chunks at a time. Int8 levels, one activation row: `RESCALE_CHUNKS_INT8`
+    at a time and the last `RESCALE_TAIL_INT8` chunks in a macro of their own, or, in the
+    matmul's last wave (`last_wave`), the last chunk alone; several rows: the first macros
+    take `RESCALE_RAMP_INT8` chunks, then `RESCALE_CHUNKS_INT8` at a time."""
     if not m.int8_levels:
         return [(c0, min(chunks, c0 + RESCALE_CHUNKS)) for c0 in range(0, chunks, RESCALE_CHUNKS)]
-    rest = max(0, chunks - RESCALE_TAIL_INT8)
+    if rows > 1:
+        spans: list[tuple[int, int]] = []
+        c0 = 0
+        while c0 < chunks:
+            n = RESCALE_RAMP_INT8[len(spans)] if len(spans) < len(RESCALE_RAMP_INT8) else \
+                RESCALE_CHUNKS_INT8
+            spans.append((c0, min(chunks, c0 + n)))
+            c0 += n
+        return spans
+    tail = RESCALE_LAST_INT8 if last_wave else RESCALE_TAIL_INT8
+    rest = max(0, chunks - tail)
     spans = [(c0, min(rest, c0 + RESCALE_CHUNKS_INT8))
              for c0 in range(0, rest, RESCALE_CHUNKS_INT8)]
     return spans + [(rest, chunks)]
 
 
-def rescale_spans(m: Machine, groups: int, groups_per_chunk: int) -> list[tuple[int, int]]:
-    """The groups [g0, g1) of each rescale macro of one tile (`rescale_chunk_spans` of its
-    K chunks of `groups_per_chunk` groups each; the last chunk may have fewer)."""
+def tile_waves(m: Machine, tiles: int, chunks: int) -> tuple[int, int]:
+    """(whole, last): the tiles [0, whole) go in whole waves of one per plane, the tiles
+    past them are split by K over the planes (`schedule/placement.py`) and go before the
+    last whole wave (`schedule/scheduler.py`); the tiles [last, whole) are the last wave (all
+    tiles when there is no whole wave)."""
+    planes = m.mxm_planes
+    whole = tiles - tiles % planes if chunks > 1 else tiles
+    last = whole - planes if whole >= planes else 0
+    return whole, last
+
+
+def tile_chunk_spans(m: Machine, chunks: int, tile: int, tiles: int, rows: int
+                     ) -> list[tuple[int, int]]:
+    """`rescale_chunk_spans` of column tile `tile` of `tiles` over `rows` activation rows:
+    whether it is in the last wave (`tile_waves`; a tile split by K is in it only when there
+    is no whole wave)."""
+    whole, last = tile_waves(m, tiles, chunks)
+    return rescale_chunk_spans(m, chunks, last <= tile < whole or whole == 0, rows)
+
+
+def rescale_spans(m: Machine, groups: int, groups_per_chunk: int, tile: int, tiles: int,
+                  rows: int) -> list[tuple[int, int]]:
+    """The groups [g0, g1) of each rescale macro of column tile `tile` of `tiles`
+    (`tile_chunk_spans` of its K chunks of `groups_per_chunk` groups each; the last chunk
+    may have fewer)."""
     chunks = -(-groups // groups_per_chunk)
     return [(c0 * groups_per_chunk, min(groups, c1 * groups_per_chunk))
-            for c0, c1 in rescale_chunk_spans(m, chunks)]
+            for c0, c1 in tile_chunk_spans(m, chunks, tile, tiles, rows)]
 
 
 def matmul_work(m: Machine, k: int, n: int, group: int, rows: int) -> dict[str, int]:
@@ -192,15 +240,16 @@ def matmul_work(m: Machine, k: int, n: int, group: int, rows: int) -> dict[str, 
     per_tile = sum(min(G * group, (c + 1) * chunk) // INSTALL_BLOCK_ROWS
                    - c * chunk // INSTALL_BLOCK_ROWS for c in range(nch))
     rescale = 0
-    for g0, g1 in rescale_spans(m, G, gpc):  # one macro per span of chunks
-        rescale += macro_alu_cycles(m, rescale_elements(m, rows, g1 - g0), 1)
+    for t in range(tiles):
+        for g0, g1 in rescale_spans(m, G, gpc, t, tiles, rows):  # one macro per span of chunks
+            rescale += macro_alu_cycles(m, rescale_elements(m, rows, g1 - g0), 1)
     last_groups = G - (nch - 1) * gpc
     return {
         "groups": G, "tiles": tiles, "rows": rows,
         "mxm_passes": rows * G * tiles,
         "installs": tiles * per_tile,
         "packed_bytes": packed_bytes(k, n, group, m.decoded_scales, m.int8_levels),
-        "rescale_alu_cycles": tiles * rescale,
+        "rescale_alu_cycles": rescale,
         "group_sums_alu_cycles": macro_alu_cycles(m, rows * G * group, 1),
         "last_rescale_groups": last_groups,
     }

@@ -2,8 +2,9 @@
 
 Checks (each failure is one line naming cycle, unit and stream or queue, raised as
 `IllegalProgram`):
-1. queues: at most one instruction per queue per cycle (macros hold their queue and the
-   read/write queues of every MEM slice they touch for their whole duration);
+1. queues: at most one instruction per queue per cycle (macros hold their unit's queue
+   from their operands' arrival to their results' leaving, and the read/write queues of
+   every MEM slice they touch while they stream from / to it);
 2. MEM: a read and a write in one slice in one cycle hit different banks; every address is
    inside its buffer and the slice; placed buffers that share addresses have disjoint live
    ranges (SRAM overflow and overlap);
@@ -50,7 +51,13 @@ from q35c.targets.groq.instructions import (
 )
 from q35c.targets.groq.lower import Buf, decode, encode
 from q35c.targets.groq.machine import INT32_STREAMS
-from q35c.targets.groq.schedule.reservations import TIME_BUCKET, diagonal, macro_mem_spans
+from q35c.targets.groq.schedule.reservations import (
+    TIME_BUCKET,
+    diagonal,
+    macro_mem_spans,
+    macro_queue_window,
+    macro_travel,
+)
 
 
 class IllegalProgram(Q35cError):
@@ -114,6 +121,14 @@ class Simulator:
             if not 0 <= chip < self.chips:
                 raise IllegalProgram(f"cycle {c}, unit {ins.unit}: {self.where(ins)} on chip "
                                      f"{chip} of a {self.chips}-chip program")
+            if isinstance(ins, BufferOp) and ins.unit != "C2C":
+                # a macro holds its unit's queue from its operands' arrival to its results'
+                # leaving (`macro_queue_window`)
+                a, n = macro_queue_window(d, self._macro_travel(ins))
+                if n < 1:
+                    raise IllegalProgram(f"cycle {c}, unit {ins.unit}: {self.where(ins)} is "
+                                         f"shorter than its stream travel")
+                c, d = c + a, n
             occ.setdefault((chip, ins.queue), []).append((c, c + d, ins.id))
             if isinstance(ins, BufferOp):
                 for q, a, b in self._macro_mem_spans(ins):
@@ -129,6 +144,13 @@ class Simulator:
                     raise IllegalProgram(
                         f"cycle {b0}, {on}unit {q.split('.')[0]}, queue {q}: two {what} "
                         f"({self.where(x)} and {self.where(y)})")
+
+    def _macro_travel(self, ins: BufferOp) -> tuple[int, int]:
+        reads = [self.bufs[n] for n in ins.reads if n in self.bufs
+                 and self.bufs[n].kind != "virtual"]
+        writes = [self.bufs[n] for n in ins.writes]
+        cols = ins.cols if isinstance(ins, Rescale) and ins.last else None
+        return macro_travel(self.m, ins.unit, reads, writes, cols)
 
     def _macro_mem_spans(self, ins: BufferOp) -> list[tuple[str, int, int]]:
         reads = [self.bufs[n] for n in ins.reads if n in self.bufs

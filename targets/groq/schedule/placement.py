@@ -142,6 +142,7 @@ class Placer:
         self.weight_top = [0] * m.mem_slices  # next free address per slice (weights)
         self.next_plane = 0
         self.result = Placement()
+        self.scratch_rows: dict[str, int] = {}  # matmul partials, running sums -> rows
 
     def run(self) -> Placement:
         for b in self.tables():
@@ -254,14 +255,13 @@ class Placer:
                 f"groq target: SRAM overflow: weight {node.weight} tile {t} "
                 f"({packed} packed bytes) does not fit; machine {m.name} has {m.sram_bytes} "
                 f"bytes of SRAM")
-        near = [g for g in fits[:WEIGHT_GROUPS_NEAR]
-                if g in slice_groups[side][:WEIGHT_GROUPS_NEAR]]
-        group = min(near or fits, key=lambda g: (self.weight_top[g[0]], g[0]))
+        group = self._weight_group(fits, plane, slice_groups)
         base = self.weight_top[group[0]]
         bufs = {}
         rows_per_block = INSTALL_BLOCK_ROWS if m.int8_levels else BLOCK_BYTES
         parts = [("payload", rows_per_block * blocks, "raw", "uint8")] if not split else []
-        spans = rescale_spans(m, w.num_groups, node.chunk // w.group_size)
+        spans = rescale_spans(m, w.num_groups, node.chunk // w.group_size, t,
+                              -(-w.shape[1] // lanes), node.rows)
         parts += [(f"scales{g0}", DECODED_WORDS * (g1 - g0), "planes", "float32")
                   for g0, g1 in spans] if m.decoded_scales else \
             [("meta", BLOCK_BYTES * meta_blocks, "raw", "uint8"),
@@ -339,6 +339,23 @@ class Placer:
                           scales={g0: bufs[f"scales{g0}"] for g0, _ in spans
                                   if f"scales{g0}" in bufs}, parts=pieces)
 
+    def _weight_group(self, fits: list[list[int]], plane: str,
+                      slice_groups: dict[str, list[list[int]]]) -> list[int]:
+        """The weight slice group, of those with room (`fits`), for a payload installed into
+        `plane`: the least filled near the plane. With int8 levels, each plane of a
+        hemisphere installs from a 16-slice group of its own while it has room: an install
+        reads one level row per slice and cycle, so two planes on one group install 16 rows
+        per cycle between them rather than 32 (SmolLM2's LM head: the east planes took 70
+        and 8 of their tiles from the two east groups, the outer one being mostly the
+        embedding table's pieces)."""
+        m, side = self.m, plane[4]
+        near = [g for g in fits[:WEIGHT_GROUPS_NEAR]
+                if g in slice_groups[side][:WEIGHT_GROUPS_NEAR]]
+        per_side = m.mxm_planes_per_hemisphere
+        own = [g for g in near if m.int8_levels
+               and slice_groups[side].index(g) % per_side == int(plane[5:]) % per_side]
+        return min(own or near or fits, key=lambda g: (self.weight_top[g[0]], g[0]))
+
     def _payload(self, node: MatmulNode, t: int, part: str, plane: str, blocks: int,
                  slice_groups: dict[str, list[list[int]]]) -> Buf:
         """A payload of `blocks` install blocks in the least filled weight slice group near
@@ -352,9 +369,7 @@ class Placer:
             raise Q35cError(
                 f"groq target: SRAM overflow: weight {node.weight} tile {t} ({part}) does "
                 f"not fit; machine {m.name} has {m.sram_bytes} bytes of SRAM")
-        near = [g for g in fits[:WEIGHT_GROUPS_NEAR]
-                if g in slice_groups[side][:WEIGHT_GROUPS_NEAR]]
-        group = min(near or fits, key=lambda g: (self.weight_top[g[0]], g[0]))
+        group = self._weight_group(fits, plane, slice_groups)
         rows_per_block = INSTALL_BLOCK_ROWS if m.int8_levels else BLOCK_BYTES
         b = Buf(f"{node.weight}:t{t}:{part}", (rows_per_block * blocks, lanes), "uint8",
                 "raw", "weight", label=node.weight)
@@ -396,6 +411,7 @@ class Placer:
             b = Buf(name, shape, dtype, "planes", "temp", label=node.weight)
             b.used, b.order, b.hemisphere = True, (order, order), side
             b.chip = self.chip
+            self.scratch_rows[name] = node.rows
             return b
 
         for tile in tiles:
@@ -450,7 +466,10 @@ class Placer:
         next_hemisphere = 0  # buffers without a hemisphere alternate W, E
         for b in order:
             b.nvec = b.vectors(lanes)
-            width = 2 * DATA_SLICES if b.layout == "planes" else min(DATA_SLICES, b.nvec)
+            # int32/float32 planes over up to 8 slices, others up to 4; a running sum of one
+            # row (4 vectors) on 4, as its rescale's travel counts the slices it spans
+            # (GEMV 4096x4096 f32/int8: 1162 -> 1150 cycles)
+            width = min(2 * DATA_SLICES if b.layout == "planes" else DATA_SLICES, b.nvec)
             side = b.hemisphere or "WE"[next_hemisphere % 2]
             if not b.hemisphere:
                 next_hemisphere += 1
@@ -469,6 +488,16 @@ class Placer:
                 # nearest: their holds are short and the travel is on every rescale.
                 out = DATA_SLICES if b.kind == "weight" and -(-b.nvec // width) > HOLD_OUT \
                     and len(candidates) >= DATA_SLICES + width else 0
+                # a matmul's partials and running sums of several activation rows go one
+                # data slice group out too, away from the activations: a rescale holds
+                # the read queues of its partials' slices for up to 40 cycles, and
+                # passes of several rows read an activation vector nearly every cycle
+                # (GEMM 8x4096x4096 f32/int8: its passes ended at cycle 4483 rather than
+                # 3662, 5546 -> 5400 cycles); with one row the travel costs more than the
+                # waits (GEMV 4096x4096: 1142 -> 1159)
+                if self.scratch_rows.get(b.name, 1) > 1 and \
+                        len(candidates) >= DATA_SLICES + width:
+                    out = DATA_SLICES
                 b.slices = candidates[out:out + width]
                 addr, low = self._fit(b, placed, fresh=True)
             # the next window of the round robin; when it is full, the windows after it

@@ -1,7 +1,8 @@
 """Reservation tables: which queue, MEM bank and stream segment is taken in which cycle.
 
-- queues: one instruction per queue per cycle (a macro holds its queue, and the read/write
-  queues of every MEM slice it touches, for its whole duration: `macro_mem_spans`);
+- queues: one instruction per queue per cycle (a macro holds its unit's queue from its
+  operands' arrival to its results' leaving, `macro_queue_window`, and the read/write
+  queues of every MEM slice it touches while it streams from / to them: `macro_mem_spans`);
 - MEM banks: a read and a write in one slice in one cycle must hit different banks;
 - streams: (direction, stream, diagonal, position). A value put on an eastward stream at
   position p at cycle t is at p + k at t + k, so it keeps the diagonal d = t - p (westward:
@@ -77,6 +78,31 @@ def macro_mem_spans(m: Machine, reads: list[Buf], writes: list[Buf], cycle: int,
     spans += [(f"{m.slice_name(s)}.w", cycle + duration - min(duration, n), cycle + duration)
               for s, n in sorted(write_vectors.items())]
     return spans
+
+
+def macro_travel(m: Machine, unit: str, reads: list[Buf], writes: list[Buf],
+                 cols: tuple[int, int] | None = None) -> tuple[int, int]:
+    """(travel in, travel out) of a macro on `unit`: the stream hops from the farthest slice
+    it reads to the unit, and from the unit to the farthest slice it writes (`cols`: see
+    `macro_mem_spans`)."""
+    unit_pos = m.position(unit)
+    read_slices = {s for b in reads for s in b.slices}
+    write_slices = {s for b in writes for s in (
+        column_vectors(b, cols, m.lanes) if cols and b.layout == "flat" else b.slices)}
+
+    def hops(slices: set[int]) -> int:
+        return max([abs(m.position(m.slice_name(s)) - unit_pos) for s in slices] + [0])
+
+    return hops(read_slices), hops(write_slices)
+
+
+def macro_queue_window(duration: int, travel: tuple[int, int]) -> tuple[int, int]:
+    """The cycles (offset from its issue, count) in which a macro of `duration` cycles holds
+    its unit's queue: from its first operands' arrival at the unit to its last results'
+    leaving it, i.e. its duration less the stream travel in and out (`macro_travel`).
+    While its operands and results travel, they are on the streams the macro holds, and
+    the unit issues nothing for it."""
+    return travel[0], duration - travel[0] - travel[1]
 
 
 def diagonal(direction: str, position: int, cycle: int) -> int:
