@@ -25,12 +25,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import zoo  # noqa: E402  (q35c run and the result table, shared with zoo.py)
 
 SEED = 0
 
@@ -208,26 +210,17 @@ def check(path: Path, target: str, quantized: bool, q35c: list[str]) -> dict:
     options.log_severity_level = 3  # tf2onnx leaves unused initializers: not our business
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     feeds = feeds_for(session)
-    want = session.run(None, feeds)
-    with tempfile.TemporaryDirectory() as tmp:
-        cmd = [*q35c, "run", str(path), "--target", target, "-o", str(Path(tmp) / "out")]
-        for index, (name, value) in enumerate(feeds.items()):
-            np.save(Path(tmp) / f"in{index}.npy", value)
-            cmd += ["--input", f"{name}={Path(tmp) / f'in{index}.npy'}"]
-        if not quantized:
-            cmd += ["--passes", ""]
-        run = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
-        if run.returncode:
-            lines = run.stderr.strip().splitlines() or [f"exit {run.returncode}"]
-            return {"status": lines[-1], "rel": None}
-        rel = 0.0
-        for info, reference in zip(session.get_outputs(), want):
-            got = np.load(Path(tmp) / "out" / f"{info.name}.npy")
-            if got.shape != reference.shape:
-                return {"status": f"{info.name}: shape {got.shape}, onnxruntime "
-                                  f"{reference.shape}", "rel": None}
-            rel = max(rel, float(np.max(np.abs(got.astype(np.float64) - reference)) /
-                                 max(float(np.max(np.abs(reference))), 1e-30)))
+    outputs = zoo.run_q35c(path, feeds, target, quantized, q35c)
+    if isinstance(outputs, str):
+        return {"status": outputs, "rel": None}
+    rel = 0.0
+    for info, reference in zip(session.get_outputs(), session.run(None, feeds)):
+        got = outputs[info.name]
+        if got.shape != reference.shape:
+            return {"status": f"{info.name}: shape {got.shape}, onnxruntime "
+                              f"{reference.shape}", "rel": None}
+        rel = max(rel, float(np.max(np.abs(got.astype(np.float64) - reference)) /
+                             max(float(np.max(np.abs(reference))), 1e-30)))
     return {"status": "ok", "rel": rel}
 
 
@@ -247,18 +240,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name}: {status}")
         return 0
     q35c = [sys.executable, "-m", "q35c.compiler.cli"]
-    failed = 0
-    if args.markdown:
-        print("| model | exporter | status | max abs error / max abs |\n|---|---|---|---:|")
-    for path in sorted(args.out.glob("*.onnx")):
-        result = check(path, args.target, args.quantized, q35c)
-        failed += result["status"] != "ok"
-        name, exporter = path.name.split(".")[:2]
-        rel = f"{result['rel']:.2e}" if result["rel"] is not None else "-"
-        print(f"| {name} | {exporter} | {result['status']} | {rel} |" if args.markdown
-              else f"{path.name}: {result['status']} {rel}")
-    return 1 if failed else 0
-
+    results = {path: check(path, args.target, args.quantized, q35c)
+               for path in sorted(args.out.glob("*.onnx"))}
+    return 1 if zoo.print_results(results, args.target, args.markdown) else 0
 
 if __name__ == "__main__":
     sys.exit(main())

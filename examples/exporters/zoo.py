@@ -201,6 +201,45 @@ def quantize(out: Path, names: list[str] | None = None) -> dict[str, str]:
     return status
 
 
+def run_q35c(path: Path, feeds: dict[str, np.ndarray], target: str, quantized: bool,
+             q35c: list[str]) -> dict[str, np.ndarray] | str:
+    """`q35c run --target TARGET` on `feeds` (float import unless `quantized`): every
+    output by name, or q35c's error line."""
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd = [*q35c, "run", str(path), "--target", target, "-o", str(Path(tmp) / "out")]
+        for index, (name, value) in enumerate(feeds.items()):
+            np.save(Path(tmp) / f"in{index}.npy", value)
+            cmd += ["--input", f"{name}={Path(tmp) / f'in{index}.npy'}"]
+        if not quantized:
+            cmd += ["--passes", ""]
+        run = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
+        if run.returncode:
+            lines = run.stderr.strip().splitlines() or [f"exit {run.returncode}"]
+            return lines[-1]
+        import onnx
+
+        from q35c.compiler.driver import run_file_stems
+
+        names = [info.name for info in onnx.load(path, load_external_data=False).graph.output]
+        stems = run_file_stems(names, [])
+        return {name: np.load(Path(tmp) / "out" / f"{stems['output', name]}.npy")
+                for name in names}
+
+
+def print_results(results: dict[Path, dict], target: str, markdown: bool) -> int:
+    """One line (or markdown row) per checked graph; the number that did not match."""
+    if markdown:
+        print("| model | exporter | q35c | max abs error / max abs |\n|---|---|---|---:|")
+    for path, result in results.items():
+        name, exporter = path.name.split(".")[:2]
+        rel = "" if result["rel"] is None else f"{result['rel']:.2e}"
+        if markdown:
+            print(f"| {name} | {exporter} | {result['status']} | {rel} |")
+        else:
+            print(f"{name}.{exporter} [{target}]: {result['status']} {rel}")
+    return sum(result["status"] != "ok" for result in results.values())
+
+
 def check(path: Path, target: str, quantized: bool, q35c: list[str],
           reference: str = "onnxruntime") -> dict:
     """Run `path` through `q35c run --target TARGET` (float import unless `quantized`) and
@@ -237,17 +276,10 @@ def check(path: Path, target: str, quantized: bool, q35c: list[str],
                     "rel": None}
     else:
         want = session.run(None, {feed_name: x})[0]
-    with tempfile.TemporaryDirectory() as tmp:
-        np.save(Path(tmp) / "x.npy", x)
-        cmd = [*q35c, "run", str(path), "--target", target, "-o", str(Path(tmp) / "out"),
-               "--input", f"{feed_name}={Path(tmp) / 'x.npy'}"]
-        if not quantized:
-            cmd += ["--passes", ""]
-        run = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
-        if run.returncode:
-            lines = run.stderr.strip().splitlines() or [f"exit {run.returncode}"]
-            return {"status": lines[-1], "rel": None}
-        got = np.load(Path(tmp) / "out" / f"{session.get_outputs()[0].name}.npy")
+    outputs = run_q35c(path, {feed_name: x}, target, quantized, q35c)
+    if isinstance(outputs, str):
+        return {"status": outputs, "rel": None}
+    got = outputs[session.get_outputs()[0].name]
     if got.shape != want.shape:
         return {"status": f"shape {got.shape}, {reference} {want.shape}", "rel": None}
     rel = float(np.max(np.abs(got.astype(np.float64) - want)) / max(np.max(np.abs(want)), 1e-30))
@@ -298,19 +330,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name}: {result}")
         return 0
     q35c = [sys.executable, "-m", "q35c.compiler.cli"]
-    failures = 0
-    if args.markdown:
-        print("| model | exporter | q35c | max abs error / max abs |\n|---|---|---|---:|")
-    for path in sorted(args.out.glob("*.onnx")):
-        result = check(path, args.target, args.quantized, q35c, args.reference)
-        failures += result["status"] != "ok"
-        name, exporter = path.name.split(".")[:2]
-        rel = "" if result["rel"] is None else f"{result['rel']:.2e}"
-        if args.markdown:
-            print(f"| {name} | {exporter} | {result['status']} | {rel} |")
-        else:
-            print(f"{name}.{exporter} [{args.target}]: {result['status']} {rel}")
-    return 1 if failures else 0
+    results = {path: check(path, args.target, args.quantized, q35c, args.reference)
+               for path in sorted(args.out.glob("*.onnx"))}
+    return 1 if print_results(results, args.target, args.markdown) else 0
 
 
 if __name__ == "__main__":
