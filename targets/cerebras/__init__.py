@@ -53,17 +53,20 @@ class CerebrasTarget(Q35cTarget):
     """`packed`: PEs keep the Q3P5 tile packed and decode it in every `compute`;
     `decoded`: the host still copies the packed tile, a load-time `decode` turns it into
     f16 levels in PE memory (4x the bytes: small tiles only), and `compute` runs DSD
-    operations but for x's loads and sums."""
+    operations but for x's loads and sums; `f16`: the host decodes the tile to float16
+    weights (numeric mode `q35c.semantics.matmul_q3p5_w16`, 16 bits per weight in PE
+    memory) and `compute` is one `@fmachs` per weight row."""
 
     def __post_init__(self) -> None:
         from q35c.compiler.options import check_choice, check_int, check_text
+        from q35c.targets.cerebras.plan import WEIGHT_MODES
 
         check_text("--target cerebras", "machine", self.machine)
         check_int("--target cerebras", "k_tile", self.k_tile, 0, 1 << 14, multiple_of=64)
         check_int("--target cerebras", "n_tile", self.n_tile, 0, 1 << 12)
         check_int("--target cerebras", "seeds", self.seeds, 1, MAX_SEEDS)
         check_int("--target cerebras", "v_tile", self.v_tile, 0, 1 << 12)
-        check_choice("--target cerebras", "weights", self.weights, ("packed", "decoded"))
+        check_choice("--target cerebras", "weights", self.weights, WEIGHT_MODES)
 
     def pipeline(self, shape_only: bool = False) -> str:
         """Gathers from packed embedding tables read decoded float tables, as before
@@ -99,18 +102,17 @@ class CerebrasTarget(Q35cTarget):
         from q35c.targets.cerebras.project import compile_project, is_single_gemv
 
         machine = load_machine(self.machine)
-        decoded = self.weights == "decoded"
         if is_single_gemv(entry_function(module, entry)):
             return compile_project(module, store, entry, self.k_tile, self.n_tile,
-                                   decoded), machine
+                                   self.weights), machine
         return compile_graph(module, store, entry, self.k_tile, self.n_tile, self.v_tile,
-                             decoded), machine
+                             self.weights), machine
 
     def numeric_mode(self) -> dict:
         """Interpreter overrides for this target's numeric mode (graph.numeric_mode)."""
         from q35c.targets.cerebras.graph import numeric_mode
 
-        return numeric_mode(self.k_tile, self.n_tile, self.v_tile)
+        return numeric_mode(self.k_tile, self.n_tile, self.v_tile, self.weights)
 
     def write(self, ctx: Context, module: ModuleOp, store: WeightStore, out_dir: Path,
               stem: str) -> None:

@@ -52,6 +52,7 @@ from q35c.targets.cerebras.plan import (
     INPUT_QUEUE,
     OUTPUT_QUEUE,
     REDUCE_TASK_ID,
+    TABLES,
     WORDS_PER_GROUP,
     GemvPlan,
     role_colors,
@@ -62,17 +63,26 @@ u16 = IntegerType(16, Signedness.UNSIGNED)
 COLOR_ID = IntegerType(5, Signedness.UNSIGNED)
 PAIRS = 16
 """Pair codes per group of 32."""
+F16_UNROLLED_GROUPS = 4
+"""Groups of an f16 plan's `compute` unrolled with constant offsets (128 rows, about
+4 KB of code); the rest run in a loop."""
 
-TABLES = ("cb0", "cb1", "steps", "grid")
-"""The decoding tables: CODEBOOK's two level columns (f16, exact) and SCALE_STEPS and
-OFFSET_GRID (f32), copied in by the host."""
-HOST_SYMBOLS = ("payload", "meta", "ss", "ob", "os", "x", "cb0", "cb1", "steps", "grid")
-"""Arrays the host copies into every PE before launching `compute` (run.py)."""
+
+
+def host_symbols(plan: GemvPlan) -> tuple[str, ...]:
+    """Arrays the host copies into every PE before launching `compute` (run.py)."""
+    return (*plan.weight_arrays(), "x", *plan.tables())
 
 
 def buffers(plan: GemvPlan, role: str) -> dict[str, tuple[Attribute, int]]:
     """Every array of a PE program: name -> (element type, length)."""
     nt, kt = plan.n_tile, plan.k_tile
+    if plan.f16:  # f16 weights, row k at k * n_tile; `zero` is never written
+        out = {"w16": (f16, kt * nt), "x": (f32, kt), "x16": (f16, kt), "zero": (f32, nt),
+               "acc": (f32, nt)}
+        if role in ("single", "last_odd", "last_even"):
+            out["y"] = (f32, nt)
+        return out
     out = {
         "payload": (u16, (plan.groups * WORDS_PER_GROUP + 1) * nt),
         "meta": (u16, plan.groups // 2 * nt),
@@ -255,6 +265,26 @@ class _Program:
         col = arith.MuliOp(g, _int(nt)).result
         self.accumulate(self.vec("scg", col), self.vec("ofg", col), xs)
 
+    def f16_rows(self, g: SSAValue | int) -> None:
+        """Rows of group g of an f16 plan: acc += w16[k] * x16[k] (@fmachs), k ascending;
+        the tile's first row adds to `zero` instead (0 + p, as acc = 0 then acc += p,
+        without the f32 pass that setting acc to 0 takes)."""
+        nt, gs = self.plan.n_tile, self.plan.group
+        const = isinstance(g, int)
+        if not const:
+            kbase = arith.MuliOp(g, _int(gs)).result
+            rows = arith.MuliOp(g, _int(gs * nt)).result
+        for k in range(gs):
+            if const:  # index constants cost no operation
+                kk = arith.ConstantOp(IntegerAttr(g * gs + k, IndexType())).result
+                at = _int((g * gs + k) * nt)
+            else:
+                kk = _index(arith.AddiOp(kbase, _int(k)).result)
+                at = arith.AddiOp(rows, _int(k * nt)).result
+            xk = memref.LoadOp.get(self.bufs["x16"], [kk]).res
+            src = self.vec("zero" if const and g == 0 and k == 0 else "acc")
+            csl.FmachsOp(operands=[[self.vec("acc"), src, self.vec("w16", at), xk]])
+
     def _pairs_of_groups(self, body) -> None:
         """for each pair of groups (2p, 2p+1): body(g, parity), unrolled per group."""
         loop = scf.ForOp(_int(0), _int(self.plan.groups // 2), _int(1), [],
@@ -270,6 +300,18 @@ class _Program:
 
     def compute(self) -> None:
         csl.Fs2hOp(operands=[[self.vec("x16"), self.vec("x")]])
+        if self.plan.f16:  # the first groups unrolled with constant offsets, then a loop
+            unrolled = min(self.plan.groups, F16_UNROLLED_GROUPS)
+            for g in range(unrolled):
+                self.f16_rows(g)
+            if self.plan.groups > unrolled:
+                loop = scf.ForOp(_int(unrolled), _int(self.plan.groups), _int(1), [],
+                                 Block(arg_types=[i16]))
+                with ImplicitBuilder(loop.body.block) as (g,):
+                    self.f16_rows(g)
+                    scf.YieldOp()
+            csl.ActivateOp(REDUCE_TASK_ID, csl.TaskKind.LOCAL)
+            return
         csl.Fh2sOp(operands=[[self.vec("xr"), self.vec("x16")]])
         csl.FmovsOp(operands=[[self.vec("acc"), arith.ConstantOp(FloatAttr(0.0, f32))]])
         if self.plan.decoded:
@@ -344,7 +386,7 @@ def program_module(plan: GemvPlan, role: str, name: str | None = None,
         with ImplicitBuilder(task.body.block):
             prog.reduce(memcpy.result)
             csl.ReturnOp()
-        for name in HOST_SYMBOLS + (("y",) if "y" in prog.bufs else ()):
+        for name in host_symbols(plan) + (("y",) if "y" in prog.bufs else ()):
             elem = prog.bufs[name].type.get_element_type()
             ptr = csl.AddressOfOp(prog.bufs[name], csl.PtrType(
                 elem, csl.PtrKindAttr(csl.PtrKind.MANY), csl.PtrConstAttr(csl.PtrConst.VAR)))
@@ -402,4 +444,4 @@ def csl_module(plan: GemvPlan) -> ModuleOp:
     return module
 
 
-__all__ = ["CHAIN_COLORS", "HOST_SYMBOLS", "buffers", "csl_module", "routes"]
+__all__ = ["CHAIN_COLORS", "buffers", "csl_module", "host_symbols", "routes"]

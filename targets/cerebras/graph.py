@@ -34,11 +34,11 @@ from xdsl.ir import Block, Region, SSAValue
 
 from q35c.compiler.diagnostics import Q35cError
 from q35c.compiler.entry import argument_names, entry_function, result_names
-from q35c.compiler.quant import CODEBOOK, OFFSET_GRID, SCALE_STEPS, Q3P5Tensor
+from q35c.compiler.quant import Q3P5Tensor
 from q35c.compiler.tensors import constant_value
 from q35c.compiler.weights import WeightStore
 from q35c.dialects import q35nn, quant3p5
-from q35c.semantics import cerebras as mode, matmul_q3p5_f16
+from q35c.semantics import cerebras as mode, matmul_q3p5_f16, matmul_q3p5_w16
 from q35c.targets.cerebras import emit
 from q35c.targets.cerebras.attention import (
     AttentionPlan,
@@ -59,17 +59,15 @@ from q35c.targets.cerebras.moves import (
 )
 from q35c.targets.cerebras.ops import SetColorConfigOp
 from q35c.targets.cerebras.parse import parse_csl
-from q35c.targets.cerebras.plan import GemvPlan, pe_data, x_slice
+from q35c.targets.cerebras.plan import GemvPlan, tiles_data, x_slice
 from q35c.targets.cerebras.printer import csl_files
-from q35c.targets.cerebras.project import RUNTIME_PY
+from q35c.targets.cerebras.project import RUNTIME_PY, decoding_tables, names_tuple
 from q35c.targets.cerebras.simulate import Simulation, check, memory_use, programs
 from q35c.targets.cerebras.vector import VectorPlan, VectorProgram, routes as vector_routes
 
 VECTOR_OPS = {q35nn.SiluOp: "silu", q35nn.SwigluOp: "swiglu", arith.AddfOp: "add",
               arith.MulfOp: "mul", arith.NegfOp: "neg", q35nn.RMSNormOp: "rms_norm",
               q35nn.SoftmaxOp: "softmax"}
-TABLES = ("cb0", "cb1", "steps", "grid")
-WEIGHT_ARRAYS = ("payload", "meta", "ss", "ob", "os")
 
 
 @dataclass
@@ -109,7 +107,8 @@ class GraphProject:
     output_names: list[str]
     width: int
     height: int
-    decoded: bool = False
+    weights: str = "packed"
+    """The GEMV stages' weight mode (plan.WEIGHT_MODES)."""
     constants: dict[str, np.ndarray] = field(default_factory=dict)
     """Host values that are constants of the function (a RoPE table, a mask)."""
     shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
@@ -120,16 +119,12 @@ class GraphProject:
         ('s<i>/<x>_<y>/<symbol>', x and y within the stage), gammas, gather tables and the
         pow2 table; the moves' index maps ('s<i>/index') and the constants ('const/<name>')
         the host uses between launches."""
-        out = {"cb0": CODEBOOK[:, 0].astype(np.float16),
-               "cb1": CODEBOOK[:, 1].astype(np.float16),
-               "steps": np.asarray(SCALE_STEPS, np.float32),
-               "grid": np.asarray(OFFSET_GRID, np.float32), "pow2": mode.POW2}
+        out = {**(decoding_tables() if self.weights != "f16" else {}), "pow2": mode.POW2}
         for i, st in enumerate(self.stages):
             if st.kind == "gemv":
-                for x in range(st.width):
-                    for y in range(st.height):
-                        for name, arr in pe_data(st.plan, st.weights, x, y).items():
-                            out[f"s{i}/{x}_{y}/{name}"] = arr
+                for (x, y), arrs in tiles_data(st.plan, st.weights):
+                    for name, arr in arrs.items():
+                        out[f"s{i}/{x}_{y}/{name}"] = arr
             elif st.kind == "gather":
                 for x in range(st.width):
                     for y in range(st.height):
@@ -191,7 +186,7 @@ def _grouping(by_output: dict[str, Stage], name: str, heads: int,
 
 
 def stages(fn: func.FuncOp, store: WeightStore, k_tile: int, n_tile: int, v_tile: int,
-           decoded: bool) -> tuple[list[Stage], dict[str, tuple[int, ...]], list[str],
+           weights: str) -> tuple[list[Stage], dict[str, tuple[int, ...]], list[str],
                                    dict[str, np.ndarray], dict[str, tuple[int, ...]]]:
     """The function's ops in order as stages; its inputs; the host value of each result;
     the constants the host holds; every host value's shape."""
@@ -242,7 +237,7 @@ def stages(fn: func.FuncOp, store: WeightStore, k_tile: int, n_tile: int, v_tile
                 raise Q35cError("cerebras target: quant3p5.matmul weights must be a Q3P5 "
                                 "quant3p5.weight")
             k = _row(op.operands[0], "quant3p5.matmul input")
-            plan = GemvPlan.choose(k, w.shape[1], w.group_size, k_tile, n_tile, decoded)
+            plan = GemvPlan.choose(k, w.shape[1], w.group_size, k_tile, n_tile, weights)
             add(Stage("gemv", plan, [operand(op.operands[0], op)], tag, weights=w), op)
         elif isinstance(op, MOVE_OPS):
             srcs = [operand(v, op) for v in data_operands(op)]
@@ -436,33 +431,36 @@ def _layout(sts: list[Stage], height: int) -> csl.CslModuleOp:
 
 
 def compile_graph(module: ModuleOp, store: WeightStore, entry: str | None, k_tile: int,
-                  n_tile: int, v_tile: int, decoded: bool) -> GraphProject:
+                  n_tile: int, v_tile: int, weights: str = "packed") -> GraphProject:
     fn = entry_function(module, entry)
-    sts, inputs, results, consts, shapes = stages(fn, store, k_tile, n_tile, v_tile, decoded)
-    return project_of(sts, inputs, results, result_names(fn), decoded, consts, shapes)
+    sts, inputs, results, consts, shapes = stages(fn, store, k_tile, n_tile, v_tile, weights)
+    return project_of(sts, inputs, results, result_names(fn), weights, consts, shapes)
 
 
 def project_of(sts: list[Stage], inputs: dict[str, tuple[int, ...]], results: list[str],
-               names: list[str], decoded: bool = False,
+               names: list[str], weights: str = "packed",
                constants: dict[str, np.ndarray] | None = None,
                shapes: dict[str, tuple[int, ...]] | None = None) -> GraphProject:
     """Place the stages side by side (stage i from column x0) and build the csl IR."""
     x0 = 0
     for st in sts:
         st.x0, x0 = x0, x0 + st.width
-    return GraphProject(sts, graph_module(sts, decoded), inputs, results, names,
-                        x0, max(st.height for st in sts), decoded, constants or {},
+    return GraphProject(sts, graph_module(sts, weights == "decoded"), inputs, results,
+                        names, x0, max(st.height for st in sts), weights, constants or {},
                         shapes or {})
 
 
-def numeric_mode(k_tile: int = 0, n_tile: int = 0, v_tile: int = 0) -> dict:
+def numeric_mode(k_tile: int = 0, n_tile: int = 0, v_tile: int = 0,
+                 weights: str = "packed") -> dict:
     """Interpreter overrides: the target's numeric mode for every op it maps (for
     `Interpreter(module, store, overrides=...)`; q35c.semantics.cerebras)."""
+    gemv = matmul_q3p5_w16 if weights == "f16" else matmul_q3p5_f16
 
     def matmul(interp, op, args):
         k = args[0].shape[-1]
-        plan = GemvPlan.choose(k, args[1].shape[1], args[1].group_size, k_tile, n_tile)
-        return (matmul_q3p5_f16(args[0], args[1], plan.k_tile),)
+        plan = GemvPlan.choose(k, args[1].shape[1], args[1].group_size, k_tile, n_tile,
+                               weights)
+        return (gemv(args[0], args[1], plan.k_tile),)
 
     def rms(interp, op, args):
         n = args[0].shape[-1]
@@ -492,9 +490,9 @@ def pe_constants(i: int, st: Stage, data: dict[str, np.ndarray]):
     for x in range(st.width):
         for y in range(st.height):
             if st.kind == "gemv":
-                for name in TABLES:
+                for name in st.plan.tables():
                     yield (x, y), name, data[name]
-                for name in WEIGHT_ARRAYS:
+                for name in st.plan.weight_arrays():
                     yield (x, y), name, data[f"s{i}/{x}_{y}/{name}"]
             elif st.kind == "gather":
                 yield (x, y), "tab", data[f"s{i}/{x}_{y}/tab"]
@@ -560,7 +558,7 @@ def simulate_graph(project: GraphProject, machine: Machine, inputs: dict[str, np
         for (x, y), name, arr in pe_constants(i, st, data):
             sim.load(st.x0 + x, y, name, arr)
     cycles = []
-    if project.decoded:
+    if project.weights == "decoded":
         sim.load_cycles = sim.run("decode")
         sim.restart()
     for i, st in enumerate(project.stages):
@@ -646,9 +644,9 @@ for i, st in enumerate(stages):  # constants, once
         for y in range(st["height"]):
             pe = (st["x0"] + x, y)
             if st["kind"] == "gemv":
-                for name in ("cb0", "cb1", "steps", "grid"):
+                for name in {tables}:
                     h2d(name, *pe, data[name])
-                for name in ("payload", "meta", "ss", "ob", "os"):
+                for name in {arrays}:
                     h2d(name, *pe, data[f"s{{i}}/{{x}}_{{y}}/{{name}}"])
             elif st["kind"] == "gather":
                 h2d("tab", *pe, data[f"s{{i}}/{{x}}_{{y}}/tab"])
@@ -751,17 +749,20 @@ def write_graph(project: GraphProject, machine: Machine, out_dir: Path, stem: st
     for name, text in files.items():
         (out_dir / name).write_text(text)
     np.savez(out_dir / "host.npz", **project.host_data())
+    decoded = project.weights == "decoded"
     decode = ('runner.launch("decode", nonblock=False)  # once, at load time\n'
-              if project.decoded else "")
+              if decoded else "")
+    gemv = GemvPlan(1, 1, 32, 64, 1, project.weights)  # the mode's array names
     (out_dir / "run.py").write_text(RUN_PY.format(
         runtime=RUNTIME_PY, name=stem, decode=decode, fw=project.width + 7,
-        fh=project.height + 2, decode_doc=", launches `decode` once" if project.decoded else ""))
+        fh=project.height + 2, decode_doc=", launches `decode` once" if decoded else "",
+        tables=names_tuple(gemv.tables()), arrays=names_tuple(gemv.weight_arrays())))
     memory = {name: memory_use(prog, machine) for name, prog in programs(project.csl).items()}
     summary = {
         "machine": machine.name,
         "pe_memory_capacity": machine.pe_memory_bytes,
         "plan": {"width": project.width, "height": project.height,
-                 **({"weights": "decoded"} if project.decoded else {})},
+                 **({"weights": project.weights} if project.weights != "packed" else {})},
         "stages": [stage_summary(st) for st in project.stages],
         "inputs": {k: list(v) for k, v in project.inputs.items()},
         "outputs": project.output_names, "output_values": project.outputs,
