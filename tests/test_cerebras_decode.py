@@ -297,7 +297,7 @@ def test_run_py_drives_the_decode_step_bit_exactly(tmp_path, monkeypatch):
     ir = tmp_path / "ir"
     q35c(model, "--target", "mlir", "--passes", TARGET_PASSES, "-o", ir)
     module = Parser(make_context(), (ir / "llama_decode.mlir").read_text()).parse_module()
-    project = compile_graph(module, store_of(module, ir), None, 0, 0, 0, False)
+    project = compile_graph(module, store_of(module, ir), None, 0, 0, 0)
     want, _, _ = simulate_graph(project, WSE2, ins, 0)
     _SimRuntime.sim = Simulation(project.csl, check(project.csl, WSE2), WSE2, 1)
     fake = types.ModuleType("cerebras.sdk.runtime.sdkruntimepybind")
@@ -367,7 +367,7 @@ func.func @main(%x: {_t(shape)}) -> tensor<1x{flat}xf32> {{
     from q35c.targets.cerebras.graph import compile_graph
 
     module = Parser(make_context(), text).parse_module()
-    project = compile_graph(module, WeightStore(), None, 0, 0, 0, False)
+    project = compile_graph(module, WeightStore(), None, 0, 0, 0)
     # transpose and slice compose into one move, broadcast and reshape into another (a
     # move of several sources, the concat, is not composed through)
     assert [s.kind for s in project.stages] == ["move", "move", "move", "neg"]

@@ -186,7 +186,7 @@ def _grouping(by_output: dict[str, Stage], name: str, heads: int,
 
 
 def stages(fn: func.FuncOp, store: WeightStore, k_tile: int, n_tile: int, v_tile: int,
-           weights: str) -> tuple[list[Stage], dict[str, tuple[int, ...]], list[str],
+           weight_mode: str) -> tuple[list[Stage], dict[str, tuple[int, ...]], list[str],
                                    dict[str, np.ndarray], dict[str, tuple[int, ...]]]:
     """The function's ops in order as stages; its inputs; the host value of each result;
     the constants the host holds; every host value's shape."""
@@ -237,7 +237,7 @@ def stages(fn: func.FuncOp, store: WeightStore, k_tile: int, n_tile: int, v_tile
                 raise Q35cError("cerebras target: quant3p5.matmul weights must be a Q3P5 "
                                 "quant3p5.weight")
             k = _row(op.operands[0], "quant3p5.matmul input")
-            plan = GemvPlan.choose(k, w.shape[1], w.group_size, k_tile, n_tile, weights)
+            plan = GemvPlan.choose(k, w.shape[1], w.group_size, k_tile, n_tile, weight_mode)
             add(Stage("gemv", plan, [operand(op.operands[0], op)], tag, weights=w), op)
         elif isinstance(op, MOVE_OPS):
             srcs = [operand(v, op) for v in data_operands(op)]
