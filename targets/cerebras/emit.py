@@ -115,6 +115,59 @@ def _index(value: SSAValue) -> SSAValue:
     return arith.IndexCastOp(value, IndexType()).result
 
 
+def declare_arrays(spec: dict[str, tuple[Attribute, int]], dsd_length
+                   ) -> tuple[dict[str, SSAValue], dict[str, SSAValue]]:
+    """A program's arrays and their DSDs (inside an ImplicitBuilder): one zero-filled
+    array per entry of `spec` (name -> (element type, length)) and one DSD over it from
+    element 0, `dsd_length(name, length)` elements long (None: no DSD, the array is read
+    by scalar code only)."""
+    bufs, dsds = {}, {}
+    for name, (elem, size) in spec.items():
+        buf = csl.ZerosOp(MemRefType(elem, (size,)))
+        buf.result.name_hint = name
+        bufs[name] = buf.result
+        length = dsd_length(name, size)
+        if length is None:
+            continue
+        dsd = csl.GetMemDsdOp.build(operands=[buf, [_int(length)]],
+                                    result_types=[csl.DsdType(csl.DsdKind.mem1d_dsd)])
+        dsd.result.name_hint = f"{name}_dsd"
+        dsds[name] = dsd.result
+    return bufs, dsds
+
+
+def moved_dsd(dsd: SSAValue, offset: SSAValue, elem: Attribute) -> SSAValue:
+    """`dsd` moved to start `offset` elements (of type `elem`) later."""
+    return csl.IncrementDsdOffsetOp.build(
+        operands=[dsd, offset], properties={"elem_type": elem},
+        result_types=[csl.DsdType(csl.DsdKind.mem1d_dsd)]).result
+
+
+def fab_dsd(kind: str, color: int, queue: int, extent: int) -> SSAValue:
+    """A fabric DSD (`fabin_dsd` or `fabout_dsd`) of `extent` wavelets on `color`, through
+    input or output queue `queue`."""
+    return csl.GetFabDsdOp.build(
+        operands=[[_int(extent)]],
+        properties={"fabric_color": IntegerAttr(color, COLOR_ID),
+                    "queue_id": IntegerAttr(queue, IntegerType(3))},
+        result_types=[csl.DsdType(csl.DsdKind(kind))]).result
+
+
+def chain_step(role: str, extent: int, src: SSAValue, last_dst) -> None:
+    """The reduction chain's step of one position (plan.role_colors) over `extent`
+    elements of `src`: the first PE sends them east, a middle one adds what arrives from
+    the west and sends the sum on, the last adds what arrives into `last_dst()` (built
+    after the fabric DSDs), and a PE alone copies `src` there."""
+    cin, cout = role_colors(role)
+    fin = fab_dsd("fabin_dsd", cin, INPUT_QUEUE, extent) if cin is not None else None
+    dst = fab_dsd("fabout_dsd", cout, OUTPUT_QUEUE, extent) if cout is not None \
+        else last_dst()
+    if fin is None:
+        csl.FmovsOp(operands=[[dst, src]])
+    else:
+        csl.FaddsOp(operands=[[dst, fin, src]])
+
+
 @dataclass
 class _Program:
     """Builds one PE program module (inside an ImplicitBuilder of its body)."""
@@ -127,26 +180,16 @@ class _Program:
     def declare(self) -> None:
         """The arrays and one DSD per array: n_tile long (k_tile for the input vector),
         from element 0; the tables, read by scalar code only, get none."""
-        for name, (elem, size) in buffers(self.plan, self.role).items():
-            buf = csl.ZerosOp(MemRefType(elem, (size,)))
-            buf.result.name_hint = name
-            self.bufs[name] = buf.result
-            if name in TABLES:
-                continue
-            length = self.plan.k_tile if name in ("x", "x16", "xr") else self.plan.n_tile
-            dsd = csl.GetMemDsdOp.build(operands=[buf, [_int(length)]],
-                                        result_types=[csl.DsdType(csl.DsdKind.mem1d_dsd)])
-            dsd.result.name_hint = f"{name}_dsd"
-            self.dsds[name] = dsd.result
+        plan = self.plan
+        self.bufs, self.dsds = declare_arrays(
+            buffers(plan, self.role), lambda name, size: None if name in TABLES else
+            plan.k_tile if name in ("x", "x16", "xr") else plan.n_tile)
 
     def vec(self, name: str, offset: SSAValue | None = None) -> SSAValue:
         """The DSD of `name`, moved to start at element `offset`."""
         dsd = self.dsds[name]
         if offset is not None:
-            elem = self.bufs[name].type.get_element_type()
-            dsd = csl.IncrementDsdOffsetOp.build(
-                operands=[dsd, offset], properties={"elem_type": elem},
-                result_types=[csl.DsdType(csl.DsdKind.mem1d_dsd)]).result
+            dsd = moved_dsd(dsd, offset, self.bufs[name].type.get_element_type())
         return dsd
 
     def lookup(self, pairs: list[tuple[str, str, str]],
@@ -326,23 +369,7 @@ class _Program:
 
     def reduce(self, memcpy: SSAValue) -> None:
         """The chain step of this role, then hand the command stream back to the host."""
-        nt = self.plan.n_tile
-        cin, cout = role_colors(self.role)
-        fab = {}
-        for kind, color, queue in (("fabin_dsd", cin, INPUT_QUEUE),
-                                   ("fabout_dsd", cout, OUTPUT_QUEUE)):
-            if color is not None:
-                fab[kind] = csl.GetFabDsdOp.build(
-                    operands=[[_int(nt)]],
-                    properties={"fabric_color": IntegerAttr(color, COLOR_ID),
-                                "queue_id": IntegerAttr(queue, IntegerType(3))},
-                    result_types=[csl.DsdType(csl.DsdKind(kind))]).result
-        src = fab.get("fabin_dsd")
-        dst = fab.get("fabout_dsd") or self.vec("y")
-        if src is None:
-            csl.FmovsOp(operands=[[dst, self.vec("acc")]])
-        else:
-            csl.FaddsOp(operands=[[dst, src, self.vec("acc")]])
+        chain_step(self.role, self.plan.n_tile, self.vec("acc"), lambda: self.vec("y"))
         csl.MemberCallOp("unblock_cmd_stream", None, memcpy, [])
 
 

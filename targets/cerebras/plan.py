@@ -37,8 +37,26 @@ TABLES = ("cb0", "cb1", "steps", "grid")
 columns, SCALE_STEPS, OFFSET_GRID)."""
 
 
+class Grid:
+    """A plan cut into tiles along x and y: `spans()` gives (extent, tile) of each; the
+    rectangle is `width` x `height` PEs."""
+
+    def spans(self) -> tuple[tuple[int, int], tuple[int, int]]:
+        raise NotImplementedError
+
+    @property
+    def width(self) -> int:
+        (extent, tile), _ = self.spans()
+        return -(-extent // tile)
+
+    @property
+    def height(self) -> int:
+        _, (extent, tile) = self.spans()
+        return -(-extent // tile)
+
+
 @dataclass(frozen=True)
-class GemvPlan:
+class GemvPlan(Grid):
     """The tiling of one [K, N] GEMV (group size 32) over a width x height rectangle."""
 
     k: int
@@ -88,13 +106,8 @@ class GemvPlan:
             raise Q35cError(f"cerebras target: k_tile {k_tile} must be a multiple of {pair}")
         return cls(k, n, group, k_tile, n_tile, weights)
 
-    @property
-    def width(self) -> int:
-        return -(-self.k // self.k_tile)
-
-    @property
-    def height(self) -> int:
-        return -(-self.n // self.n_tile)
+    def spans(self) -> tuple[tuple[int, int], tuple[int, int]]:
+        return (self.k, self.k_tile), (self.n, self.n_tile)
 
     @property
     def groups(self) -> int:
