@@ -76,7 +76,8 @@ class CerebrasTarget(Q35cTarget):
         Sigmoid arrives as exp and a division), and canonicalize drops what they leave."""
         if shape_only:
             return "dequantize-gathers"
-        return "dequantize-gathers,fuse-norms,fuse-swiglu,canonicalize,fuse-attention"
+        return ("dequantize-gathers,fuse-norms,fuse-swiglu,canonicalize,drop-nan-guards,"
+                "fuse-attention")
 
     def accepted_ops(self) -> frozenset[str]:
         from q35c.targets.cerebras.project import ACCEPTED_OPS
@@ -188,8 +189,10 @@ class CerebrasTarget(Q35cTarget):
 
 def _print_cycles(project, cycles: list[int]) -> None:
     """One line: the simulated cycles of the graph's launches, by stage kind."""
+    from q35c.targets.cerebras.graph import HOST_KINDS
+
     by: dict[str, list[int]] = {}
-    for st, c in zip([st for st in project.stages if st.kind != "move"], cycles):
+    for st, c in zip([st for st in project.stages if st.kind not in HOST_KINDS], cycles):
         by.setdefault(st.kind, []).append(c)
     parts = ", ".join(f"{k} x{len(v)} {sum(v)}" for k, v in
                       sorted(by.items(), key=lambda kv: -sum(kv[1])))

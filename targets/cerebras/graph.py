@@ -48,6 +48,7 @@ from q35c.targets.cerebras.attention import (
 )
 from q35c.targets.cerebras.emit import _int, noop_functions
 from q35c.targets.cerebras.gather import GatherPlan, GatherProgram, row_number, table_slice
+from q35c.targets.cerebras.host import HostPlan, evaluate, host_module, is_host_op
 from q35c.targets.cerebras.machine import Machine
 from q35c.targets.cerebras.moves import (
     MOVE_OPS,
@@ -65,6 +66,8 @@ from q35c.targets.cerebras.project import RUNTIME_PY, decoding_tables, names_tup
 from q35c.targets.cerebras.simulate import Simulation, check, memory_use, programs
 from q35c.targets.cerebras.vector import VectorPlan, VectorProgram, routes as vector_routes
 
+HOST_KINDS = ("move", "host")
+"""Stages the host does between launches (no PEs, no cycles)."""
 VECTOR_OPS = {q35nn.SiluOp: "silu", q35nn.SwigluOp: "swiglu", arith.AddfOp: "add",
               arith.MulfOp: "mul", arith.NegfOp: "neg", q35nn.RMSNormOp: "rms_norm",
               q35nn.SoftmaxOp: "softmax"}
@@ -131,6 +134,8 @@ class GraphProject:
                         out[f"s{i}/{x}_{y}/tab"] = table_slice(st.plan, st.gamma, x, y)
             elif st.kind == "move":
                 out[f"s{i}/index"] = st.plan.index
+            elif st.kind == "host":
+                continue
             elif st.gamma is not None:
                 out[f"s{i}/g"] = _padded(st.plan, st.gamma)
         for name, value in self.constants.items():
@@ -193,9 +198,12 @@ def stages(fn: func.FuncOp, store: WeightStore, k_tile: int, n_tile: int, v_tile
     names: dict[SSAValue, str] = {}
     inputs = {}
     shapes: dict[str, tuple[int, ...]] = {}
+    host_only: set[str] = set()
+    """Values the host has without any PE stage: inputs, constants, host stages' results."""
     for arg, name in zip(fn.body.block.args, argument_names(fn)):
         inputs[name] = shapes[name] = shape_of(arg)
         names[arg] = name
+        host_only.add(name)
     weights: dict[SSAValue, object] = {}
     consts: dict[str, np.ndarray] = {}
     out: list[Stage] = []
@@ -204,7 +212,10 @@ def stages(fn: func.FuncOp, store: WeightStore, k_tile: int, n_tile: int, v_tile
     def operand(v: SSAValue, op) -> str:
         if v not in names and isinstance(weights.get(v), np.ndarray):  # a host constant
             names[v] = f"c{len(consts)}"
-            consts[names[v]] = np.asarray(weights[v], np.float32).reshape(-1)
+            const = np.asarray(weights[v])  # integers and booleans (a host stage's) stay
+            consts[names[v]] = (const.astype(np.float32) if const.dtype.kind == "f"
+                                else const).reshape(-1)
+            host_only.add(names[v])
             shapes[names[v]] = tuple(np.shape(weights[v]))
         if v not in names:
             raise Q35cError(f"cerebras target: {op.name} reads a value that is neither a "
@@ -217,6 +228,7 @@ def stages(fn: func.FuncOp, store: WeightStore, k_tile: int, n_tile: int, v_tile
         names[op.results[0]] = stage.output
         shapes[stage.output] = shape_of(op.results[0])
 
+    on_host = _host_side(fn)
     for op in fn.body.block.ops:
         if isinstance(op, quant3p5.WeightOp):
             weights[op.results[0]] = store[op.weight_name.data]
@@ -247,6 +259,8 @@ def stages(fn: func.FuncOp, store: WeightStore, k_tile: int, n_tile: int, v_tile
                     len(prev.inputs) == 1:  # compose moves of one source
                 srcs, index = list(prev.inputs), prev.plan.index[index]
             add(Stage("move", MovePlan(index), srcs, tag), op)
+            if all(s in host_only for s in srcs):
+                host_only.add(tag)
         elif isinstance(op, q35nn.GatherOp):
             table = weights.get(op.operands[0])
             if not isinstance(table, np.ndarray) or table.ndim != 2 or \
@@ -278,6 +292,9 @@ def stages(fn: func.FuncOp, store: WeightStore, k_tile: int, n_tile: int, v_tile
             plan = AttentionPlan.make(s_len, heads // group, group, d, dv,
                                       op.scale.value.data, op.mask is not None, v_tile)
             add(Stage("attention", plan, args, tag, shapes=(q_shape, mask_shape)), op)
+        elif type(op) in VECTOR_OPS and op.results[0] in on_host:  # feeds a host stage
+            add(Stage("host", HostPlan(op), [operand(v, op) for v in op.operands], tag), op)
+            host_only.add(tag)
         elif type(op) in VECTOR_OPS:
             kind = VECTOR_OPS[type(op)]
             n = _size(op.results[0], op.name)
@@ -303,14 +320,41 @@ def stages(fn: func.FuncOp, store: WeightStore, k_tile: int, n_tile: int, v_tile
             plan = VectorPlan.choose(kind, n, v_tile, eps)
             add(Stage(kind, plan, [operand(a, op) for a in args], tag,
                       gamma=None if gamma is None else np.asarray(gamma, np.float32)), op)
+        elif is_host_op(op) and len(op.results) == 1:
+            srcs = [operand(v, op) for v in op.operands]
+            if not all(s in host_only for s in srcs):
+                raise Q35cError(f"cerebras target: {op.name} reads a value computed on "
+                                "the PEs (only the step's inputs and constants are "
+                                "prepared on the host)")
+            add(Stage("host", HostPlan(op), srcs, tag), op)
+            host_only.add(tag)
         else:
             raise Q35cError(f"cerebras target: {op.name} is not mapped")
     else:
         raise Q35cError("cerebras target: the function has no func.return")
     out = _live(out, results)
-    if not any(st.kind != "move" for st in out):
+    if not any(st.kind not in HOST_KINDS for st in out):
         raise Q35cError("cerebras target: the function computes nothing on the PEs")
     return out, inputs, results, consts, shapes
+
+
+def _host_side(fn: func.FuncOp) -> set[SSAValue]:
+    """Results of elementwise ops (add, mul, neg) the host computes: those that read only
+    inputs and constants (through moves and host ops) and whose result a host op reads,
+    directly or through moves (the position times the RoPE frequencies, before cos)."""
+    ops = list(fn.body.block.ops)
+    free = set(fn.body.block.args)
+    for op in ops:
+        if isinstance(op, (quant3p5.WeightOp, arith.ConstantOp, tensor.EmptyOp)) or (
+                isinstance(op, MOVE_OPS + tuple(VECTOR_OPS)) or is_host_op(op)) and \
+                all(v in free for v in op.operands):
+            free.update(op.results)
+    needed: set[SSAValue] = set()
+    for op in reversed(ops):
+        if is_host_op(op) or (isinstance(op, MOVE_OPS + tuple(VECTOR_OPS))
+                              and op.results and op.results[0] in needed):
+            needed.update(v for v in op.operands if v in free)
+    return {v for v in needed if isinstance(v.owner, tuple(VECTOR_OPS))}
 
 
 def _live(sts: list[Stage], results: list[str]) -> list[Stage]:
@@ -318,7 +362,7 @@ def _live(sts: list[Stage], results: list[str]) -> list[Stage]:
     used = set(results)
     keep = []
     for st in reversed(sts):
-        if st.output in used or st.kind != "move":
+        if st.output in used or st.kind not in HOST_KINDS:
             keep.append(st)
             used.update(st.inputs)
     return keep[::-1]
@@ -372,7 +416,7 @@ def _idle_module(launches: tuple[str, ...]) -> csl.CslModuleOp:
 def _launches(sts: list[Stage], decoded: bool) -> tuple[str, ...]:
     """The launch functions: `decode` (decoded weights), one per stage with PEs."""
     return (*(("decode",) if decoded else ()),
-            *(f"s{i}" for i, st in enumerate(sts) if st.kind != "move"))
+            *(f"s{i}" for i, st in enumerate(sts) if st.kind not in HOST_KINDS))
 
 
 def graph_module(sts: list[Stage], decoded: bool) -> ModuleOp:
@@ -566,6 +610,11 @@ def simulate_graph(project: GraphProject, machine: Machine, inputs: dict[str, np
         if st.kind == "move":
             values[st.output] = apply_move(st.plan, ins)
             continue
+        if st.kind == "host":
+            args = [np.asarray(v).reshape(project.shapes[name])
+                    for v, name in zip(ins, st.inputs)]
+            values[st.output] = evaluate(st.plan.op, args).reshape(-1)
+            continue
         ins = [v if st.kind == "gather" else np.asarray(v, np.float32) for v in ins]
         for (x, y), name, arr in pe_inputs(st, ins):
             sim.load(st.x0 + x, y, name, arr)
@@ -637,6 +686,15 @@ def tile(v, size, i):
 
 
 stages = project["stages"]
+host_ops = None
+if any(st["kind"] == "host" for st in stages):  # input preparation: q35c's interpreter
+    from q35c.compiler.context import make_context
+    from q35c.compiler.weights import WeightStore
+    from q35c.semantics import Interpreter
+    from xdsl.parser import Parser
+
+    host_ops = Interpreter(Parser(make_context(), open("host_ops.mlir").read())
+                           .parse_module(), WeightStore())
 for name in project["constants"]:  # host values that are constants (tables, masks)
     values[name] = data[f"const/{{name}}"]
 for i, st in enumerate(stages):  # constants, once
@@ -687,6 +745,12 @@ for i, st in enumerate(stages):
         values[st["output"]] = np.concatenate([v.reshape(-1) for v in ins])[
             data[f"s{{i}}/index"]]
         continue
+    if st["kind"] == "host":  # host_ops.mlir's function s<i>, by q35c's interpreter
+        args = [np.asarray(v).reshape(project["shapes"][name])
+                for v, name in zip(ins, st["inputs"])]
+        (out,) = host_ops.call(host_ops.function(f"s{{i}}"), args)
+        values[st["output"]] = np.asarray(out).reshape(-1)
+        continue
     if st["kind"] == "attention":
         attention_inputs(st, *ins[:3], ins[3] if st["masked"] else None)
     for x in range(st["width"]):
@@ -735,7 +799,7 @@ def stage_summary(st: Stage) -> dict:
                     "q_shape": list(st.shapes[0]), "mask_shape": list(st.shapes[1])})
     elif st.kind == "gather":
         out.update({"v_tile": p.v_tile, "rows": p.rows, "block": p.block})
-    elif st.kind != "move":
+    elif st.kind not in HOST_KINDS:
         out["v_tile"] = p.v_tile
     return out
 
@@ -749,6 +813,9 @@ def write_graph(project: GraphProject, machine: Machine, out_dir: Path, stem: st
     for name, text in files.items():
         (out_dir / name).write_text(text)
     np.savez(out_dir / "host.npz", **project.host_data())
+    hosted = [(i, st.plan.op) for i, st in enumerate(project.stages) if st.kind == "host"]
+    if hosted:
+        (out_dir / "host_ops.mlir").write_text(str(host_module(hosted)) + "\n")
     decoded = project.weights == "decoded"
     decode = ('runner.launch("decode", nonblock=False)  # once, at load time\n'
               if decoded else "")

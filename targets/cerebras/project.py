@@ -22,6 +22,7 @@ from q35c.compiler.quant import CODEBOOK, OFFSET_GRID, SCALE_STEPS, Q3P5Tensor
 from q35c.compiler.weights import WeightStore
 from q35c.dialects import quant3p5
 from q35c.targets.cerebras.emit import csl_module
+from q35c.targets.cerebras.host import HOST_OP_NAMES
 from q35c.targets.cerebras.machine import Machine
 from q35c.targets.cerebras.moves import MOVE_OP_NAMES
 from q35c.targets.cerebras.parse import parse_csl
@@ -32,7 +33,7 @@ from q35c.targets.cerebras.simulate import Simulation, check, memory_use, progra
 ACCEPTED_OPS = frozenset({"quant3p5.weight", "quant3p5.matmul", "func.return",
                           "q35nn.rms_norm", "q35nn.silu", "q35nn.swiglu", "q35nn.softmax",
                           "q35nn.gather", "q35nn.attention", "arith.addf", "arith.mulf",
-                          "arith.negf", "arith.constant"}) | MOVE_OP_NAMES
+                          "arith.negf", "arith.constant"}) | MOVE_OP_NAMES | HOST_OP_NAMES
 """What the lowering maps today: batch-1 GEMVs on Q3P5 weights, RMSNorm, SiLU, SwiGLU,
 softmax, elementwise add, mul and neg, the embedding gather of one token, attention of one
 token over a KV cache, and the data movement between them (reshapes, transposes,
