@@ -59,9 +59,9 @@ class AttentionPlan(VectorPlan):
     @classmethod
     def make(cls, tokens: int, kv_heads: int, group: int, d: int, dv: int, scale: float,
              masked: bool, t_tile: int = 0) -> AttentionPlan:
-        # v_tile (shared with the vector stages) is capped by the tokens and the cache
-        # bytes a PE holds
-        t_tile = max(1, min(t_tile or DEFAULT_T_TILE, tokens, CACHE_BYTES // (4 * (d + dv))))
+        # a given v_tile (shared with the vector stages) is capped by the tokens
+        t_tile = min(t_tile, tokens) if t_tile else max(
+            1, min(DEFAULT_T_TILE, tokens, CACHE_BYTES // (4 * (d + dv))))
         return cls("attention", tokens, t_tile, 0.0,
                    kv_heads, group, d, dv, float(np.float32(scale)), masked)
 
