@@ -274,10 +274,7 @@ class _SimRuntime:
 def test_run_py_drives_the_decode_step_bit_exactly(tmp_path, monkeypatch):
     """The emitted host program (moves, gathers, attention inputs, launches) on a
     stand-in runtime backed by the simulator gives the simulator's own outputs."""
-    import types
-
     from q35c.targets.cerebras.graph import compile_graph
-    from q35c.targets.cerebras.simulate import Simulation
 
     sys.path.insert(0, str(EXAMPLES / "models"))
     from build_llama_decode import Config, write
@@ -299,6 +296,16 @@ def test_run_py_drives_the_decode_step_bit_exactly(tmp_path, monkeypatch):
     q35c(model, "--target", "mlir", "--passes", TARGET_PASSES, "-o", ir)
     module = Parser(make_context(), (ir / "llama_decode.mlir").read_text()).parse_module()
     project = compile_graph(module, store_of(module, ir), None, 0, 0, 0)
+    _run_py(project, out, ins, args, monkeypatch)
+
+
+def _run_py(project, out: Path, ins: dict, args: list[str], monkeypatch) -> None:
+    """Run out/run.py on the stand-in runtime (a fresh simulation of `project`, seed 1);
+    its outputs must be the simulator's own (seed 0) bit for bit."""
+    import types
+
+    from q35c.targets.cerebras.simulate import Simulation
+
     want, _, _ = simulate_graph(project, WSE2, ins, 0)
     _SimRuntime.sim = Simulation(project.csl, check(project.csl, WSE2), WSE2, 1)
     fake = types.ModuleType("cerebras.sdk.runtime.sdkruntimepybind")
@@ -431,7 +438,7 @@ def _sdpa_model(path: Path) -> Path:
     return path
 
 
-def test_torch_sdpa_with_a_nan_guard_and_host_ops_is_bit_exact(tmp_path):
+def test_torch_sdpa_with_a_nan_guard_and_host_ops_is_bit_exact(tmp_path, monkeypatch):
     """fuse-attention takes torch's pattern (drop-nan-guards first), the mask's Cast and
     Where and the cos run as host stages (host_ops.mlir for run.py), and the simulated
     step equals the interpreter's numeric mode; on finite inputs the lowered IR equals
@@ -465,3 +472,7 @@ def test_torch_sdpa_with_a_nan_guard_and_host_ops_is_bit_exact(tmp_path):
     unfused = Interpreter(plain, store_of(plain, tmp_path / "plain")).run(ins)["y"]
     fused = Interpreter(module, store_of(module, tmp_path / "ir")).run(ins)["y"]
     assert np.array_equal(unfused.view(np.uint32), fused.view(np.uint32))
+    from q35c.targets.cerebras.graph import compile_graph  # run.py's host_ops.mlir path
+
+    project = compile_graph(module, store_of(module, tmp_path / "ir"), None, 0, 0, 0)
+    _run_py(project, out, ins, [a for a in args if a != "--input"], monkeypatch)
