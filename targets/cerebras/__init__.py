@@ -12,7 +12,8 @@ gather.py, attention.py: one PE region per op, vectors chained through the host,
 movement as the host's index maps, moves.py; numeric mode `q35c.semantics.cerebras`).
 
 `--target cerebras` (options `cerebras{machine=wse2 k_tile=0 n_tile=0 v_tile=0 seeds=2
-weights=packed}`; 0 picks the default tile) writes the project; `q35c run --target
+weights=packed}`, weights one of packed, decoded, f16; 0 picks the default tile) writes
+the project; `q35c run --target
 cerebras` simulates it under `seeds` interleavings and requires them to agree.
 docs/cerebras.md describes the mapping, the machine model and what is not there yet.
 """

@@ -21,6 +21,10 @@ host's copies: the unpacking and look-ups above, written to `lev` (f16 levels, r
 k * n_tile) and to `scg`/`ofg` (each group's sc and of); its `compute` is then, per group,
 `s = 0`, 32 `@fmachs(s, s, lev[k], x16[k])`, xs, and the same two `acc +=` steps.
 
+An f16 plan (`weights=f16`) holds the host-decoded float16 weights `w16` (row k at
+k * n_tile); its `compute` is `x16 = f16(x)` and one `@fmachs(acc, acc, w16[k], x16[k])`
+per row (the first into a zero vector), the first 4 groups unrolled.
+
 and the local task `reduce`: the chain step (`@fmovs` to the fabric on the first PE,
 `@fadds(fabout, fabin, acc)` in the middle, `@fadds(y, fabin, acc)` on the last).
 """
