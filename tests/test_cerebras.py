@@ -462,6 +462,12 @@ def test_shape_only_places_every_gemv_of_a_llama_shaped_graph(tmp_path):
         plan["not_costed"]
     assert result.stdout == (tmp_path / "plan" / "report.txt").read_text()
     assert "fits on one wafer" in result.stdout and "WaferLLM" in result.stdout
+    q35c(model, "--shape-only", "--target", "cerebras{weights=f16}", "-o", tmp_path / "f16")
+    f16 = json.loads((tmp_path / "f16" / "cerebras_plan.json").read_text())
+    assert f16["weights"] == "f16" and plan["weights"] == "packed"
+    assert f16["totals"]["weight_bytes"] == sum(r["k"] * r["n"] * 2 * r["count"]
+                                                for r in f16["gemv_shapes"])
+    assert f16["totals"]["cycles_per_token"] < t["cycles_per_token"]
 
 
 def _route(project, x: int, rx: str) -> SetColorConfigOp:

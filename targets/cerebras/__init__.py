@@ -213,7 +213,7 @@ class CerebrasPlanTarget(CerebrasTarget):
         from q35c.targets.cerebras.machine import load_machine
         from q35c.targets.cerebras.shape_only import shape_only_plan
 
-        return shape_only_plan(module, entry, load_machine(self.machine))
+        return shape_only_plan(module, entry, load_machine(self.machine), self.weights)
 
     def write_shape_only(self, ctx: Context, module: ModuleOp, store: WeightStore,
                          out_dir: Path, stem: str, entry: str | None) -> None:
