@@ -54,6 +54,7 @@ PASSES: dict[str, Callable[[], type[ModulePass]]] = {
     "fuse-gelu": _pass("fuse_gelu", "FuseGeluPass"),
     "fuse-norms": _pass("fuse_norms", "FuseNormsPass"),
     "fuse-attention": _pass("fuse_attention", "FuseAttentionPass"),
+    "drop-nan-guards": _pass("drop_nan_guards", "DropNanGuardsPass"),
     "unfuse-ops": _pass("unfuse_ops", "UnfuseOpsPass"),
     "dequantize-gathers": _pass("dequantize_gathers", "DequantizeGathersPass"),
     "verify-overflow": _pass("verify_overflow", "VerifyOverflowPass"),

@@ -1,10 +1,13 @@
 """`fuse-attention`: recognize scaled dot-product attention as one `q35nn.attention`.
 
 Matches `batch_matmul(softmax(scores * c + mask), v)` with
-`scores = batch_matmul(q, transpose(k))` (the last two axes swapped), a constant scale `c`
-(`mulf`, or `divf` by a power of two, which is the same multiply exactly), an optional
-additive mask, and softmax over the last axis. Intermediate values must have no other use.
-Bit-identical: `q35nn.attention` is defined as exactly that sequence of roundings.
+`scores = batch_matmul(q, kt)`, a constant scale `c` (`mulf`, or `divf` by a power of two,
+which is the same multiply exactly; none: c = 1, an exact multiply), an optional additive
+mask, and softmax over the last axis. `kt` is k with its last two axes swapped: a
+transpose (k is its source), or any other value (k is a new transpose of it: torch's
+exporter scales q and kt apart, so kt is a product). Intermediate values must have no
+other use. Bit-identical: `q35nn.attention` is defined as exactly that sequence of
+roundings.
 """
 
 from __future__ import annotations
@@ -60,26 +63,39 @@ def _scale(value: SSAValue) -> tuple[SSAValue, float] | None:
     return None
 
 
-def _key(value: SSAValue, rewriter: PatternRewriter) -> SSAValue | None:
+def _key(value: SSAValue, at, rewriter: PatternRewriter) -> SSAValue:
     """k such that `value` is k with its last two axes swapped.
 
-    `value` must be a transpose. Exporters often transpose straight from [B, S, H, D] to
-    [B, H, D, S]; then k is that source transposed to [B, H, S, D] (a new transpose).
+    If `value` is a transpose, k comes from its source: exporters often transpose straight
+    from [B, S, H, D] to [B, H, D, S]; then k is that source transposed to [B, H, S, D] (a
+    new transpose). Otherwise k is `value` with its last two axes swapped (a new
+    transpose, inserted before `at`).
     """
     transpose = owner(value, linalg.TransposeOp)
     if transpose is None:
-        return None
-    perm = list(transpose.permutation.get_values())
+        perm, source, at = list(range(_rank(value))), value, at
+    else:
+        perm, source, at = list(transpose.permutation.get_values()), transpose.inputs[0], \
+            transpose
     perm[-1], perm[-2] = perm[-2], perm[-1]
-    source = transpose.inputs[0]
     if perm == sorted(perm):
         return source
     assert isinstance(source.type, TensorType)
     shape = source.type.get_shape()
     init = tensor.EmptyOp([], TensorType(source.type.get_element_type(), [shape[p] for p in perm]))
     key = linalg.TransposeOp(source, init.tensor, DenseArrayBase.from_list(i64, perm))
-    rewriter.insert([init, key], InsertPoint.before(transpose))
+    rewriter.insert([init, key], InsertPoint.before(at))
     return key.results[0]
+
+
+def _scores(value: SSAValue) -> tuple[SSAValue, float] | None:
+    """(batch_matmul result, c) if `value` is that result * c, or that result (c = 1)."""
+    if owner(value, q35nn.BatchMatmulOp) is not None:
+        return value, 1.0
+    scaled = _scale(value)
+    if scaled is not None and owner(scaled[0], q35nn.BatchMatmulOp) is not None:
+        return scaled
+    return None
 
 
 class FuseAttention(RewritePattern):
@@ -90,11 +106,11 @@ class FuseAttention(RewritePattern):
             return
         logits, mask = softmax.input, None
         if (add := owner(logits, arith.AddfOp)) is not None:
-            pair = operands_matching(add, lambda v: _scale(v) is not None)
+            pair = operands_matching(add, lambda v: _scores(v) is not None)
             if pair is None:
                 return
             logits, mask = pair[0], leading_broadcast_source(pair[1])
-        scaled = _scale(logits)
+        scaled = _scores(logits)
         scores = owner(scaled[0], q35nn.BatchMatmulOp) if scaled else None
         if scores is None or not all(single_use(v) for v in (softmax.input, logits, scaled[0])):
             return
@@ -104,9 +120,7 @@ class FuseAttention(RewritePattern):
         batch = _shape(key_t)[:-2]
         if _shape(scores.lhs)[:-2] != batch or batch != _shape(op.rhs)[:-2]:
             return  # broadcast batch dims: not what q35nn.attention covers
-        key = _key(key_t, rewriter)
-        if key is None:
-            return
+        key = _key(key_t, scores, rewriter)
         fused = q35nn.AttentionOp(scores.lhs, key, op.rhs, mask, scaled[1])
         fused.result.name_hint = op.results[0].name_hint
         copy_origin(op, fused)

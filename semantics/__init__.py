@@ -64,9 +64,11 @@ from .numerics import (
     tanh64,
 )
 from .quant3p5 import (
+    dequantize_f16,
     dequantized,
     matmul_int8,
     matmul_q3p5_f16,
+    matmul_q3p5_w16,
     quantize_activations,
     rescale_group,
     rescale_rows,
@@ -81,6 +83,7 @@ __all__ = [
     "SourceLineError",
     "Value",
     "apply_activation",
+    "dequantize_f16",
     "dequantized",
     "erf64",
     "exp64",
@@ -90,6 +93,7 @@ __all__ = [
     "matmul_f64",
     "matmul_int8",
     "matmul_q3p5_f16",
+    "matmul_q3p5_w16",
     "matmul_unordered",
     "quantize_activations",
     "rescale_group",

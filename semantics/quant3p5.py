@@ -131,6 +131,28 @@ def _gather(interp, op, args):
     return (gather_rows(*args),)
 
 
+def _tile_decode(weights: Q3P5Tensor, k_tile: int
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """The levels [tiles * k_tile, N] (float32, exact; zero past the tensor), each group's
+    float32 scale and offset [G, N] (groups past the tensor decode group code 0), and the
+    number of K tiles."""
+    gs = weights.group_size
+    if k_tile < gs or k_tile % gs:
+        raise InterpreterError(f"k_tile {k_tile} is not a multiple of the group size {gs}")
+    k, n = weights.shape
+    tiles = -(-k // k_tile)
+    padded = tiles * k_tile
+    stored = weights.num_groups * gs
+    codes = unpack_codes(weights.payload, stored // 2, n)
+    levels = np.zeros((padded, n), np.float32)
+    levels[:min(stored, padded)] = pair_levels(codes, CODEBOOK, stored, np.float32)[:padded]
+    gcodes = np.zeros((padded // gs, n), np.uint8)  # groups past the tensor decode code 0
+    gcodes[:weights.num_groups] = weights.group_codes()[:padded // gs]
+    scales, offsets = decode_meta(gcodes, weights.super_scale, weights.offset_base,
+                                  weights.offset_step)
+    return levels, scales, offsets, tiles
+
+
 def matmul_q3p5_f16(x: np.ndarray, weights: Q3P5Tensor, k_tile: int) -> np.ndarray:
     """The Cerebras target's numeric mode for `quant3p5.matmul` on Q3P5 weights
     (docs/cerebras.md): what its PE programs compute, bit for bit.
@@ -145,18 +167,9 @@ def matmul_q3p5_f16(x: np.ndarray, weights: Q3P5Tensor, k_tile: int) -> np.ndarr
     acc from 0). The tiles' partial sums are then added in tile order:
     y = ((p0 + p1) + p2) + ... (the PE row's reduction chain)."""
     gs = weights.group_size
-    if k_tile < gs or k_tile % gs:
-        raise InterpreterError(f"k_tile {k_tile} is not a multiple of the group size {gs}")
     k, n = weights.shape
-    tiles = -(-k // k_tile)
+    levels, scales, offsets, tiles = _tile_decode(weights, k_tile)
     padded = tiles * k_tile
-    stored = weights.num_groups * gs
-    codes = unpack_codes(weights.payload, stored // 2, n)
-    levels = np.zeros((padded, n), np.float32)
-    levels[:min(stored, padded)] = pair_levels(codes, CODEBOOK, stored, np.float32)[:padded]
-    gcodes = np.zeros((padded // gs, n), np.uint8)  # groups past the tensor decode code 0
-    gcodes[:weights.num_groups] = weights.group_codes()[:padded // gs]
-    groups = decode_meta(gcodes, weights.super_scale, weights.offset_base, weights.offset_step)
     out = np.empty((x.shape[0], n), np.float32)
     for row, xv in enumerate(np.asarray(x, np.float32).reshape(-1, k)):
         xr = np.zeros(padded, np.float32)
@@ -169,8 +182,48 @@ def matmul_q3p5_f16(x: np.ndarray, weights: Q3P5Tensor, k_tile: int) -> np.ndarr
                 for kk in range(g * gs, (g + 1) * gs):
                     s = s + xr[kk] * levels[kk]
                     xs = F32(xs + xr[kk])
-                acc = acc + groups[0][g] * s
-                acc = acc + groups[1][g] * xs
+                acc = acc + scales[g] * s
+                acc = acc + offsets[g] * xs
+            y = acc if y is None else y + acc
+        out[row] = y
+    return out
+
+
+def dequantize_f16(weights: Q3P5Tensor, k_tile: int) -> np.ndarray:
+    """The Cerebras target's float16 weights (`weights=f16`): w = f16(scale * level +
+    offset), the product and the sum in float32 (one rounding each), then one rounding to
+    float16; [tiles * k_tile, N], zero rows past the tensor (the padding x meets). A
+    weight beyond float16's range is an error."""
+    levels, scales, offsets, _ = _tile_decode(weights, k_tile)
+    gs = weights.group_size
+    rows = np.arange(levels.shape[0]) // gs
+    with np.errstate(over="ignore"):
+        w = ((scales[rows] * levels) + offsets[rows]).astype(np.float16)
+    w[weights.shape[0]:] = 0
+    if not np.isfinite(w).all():
+        raise InterpreterError("weights=f16: a dequantized weight is beyond float16's range "
+                               "(65504)")
+    return w
+
+
+def matmul_q3p5_w16(x: np.ndarray, weights: Q3P5Tensor, k_tile: int) -> np.ndarray:
+    """The numeric mode of `weights=f16` (docs/cerebras.md): x [M, K] rounded to float16,
+    the weights `dequantize_f16`; per K tile of `k_tile` rows, acc = acc + x[k] * w[k, n]
+    in float32 (k ascending, acc from 0; each f16 x f16 product is exact in float32, so
+    one rounding per step); the tiles' partial sums added in tile order,
+    y = ((p0 + p1) + p2) + ..."""
+    k, n = weights.shape
+    w = dequantize_f16(weights, k_tile).astype(np.float32)
+    tiles = w.shape[0] // k_tile
+    out = np.empty((x.shape[0], n), np.float32)
+    for row, xv in enumerate(np.asarray(x, np.float32).reshape(-1, k)):
+        xr = np.zeros(w.shape[0], np.float32)
+        xr[:k] = xv.astype(np.float16).astype(np.float32)
+        y = None
+        for t in range(tiles):
+            acc = np.zeros(n, np.float32)
+            for kk in range(t * k_tile, (t + 1) * k_tile):
+                acc = acc + xr[kk] * w[kk]
             y = acc if y is None else y + acc
         out[row] = y
     return out

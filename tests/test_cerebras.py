@@ -21,7 +21,7 @@ from q35c.compiler.diagnostics import Q35cError
 from q35c.compiler.quant import CODEBOOK, dequantize, quantize
 from q35c.compiler.weights import WeightStore, store_of
 from q35c.dialects import quant3p5
-from q35c.semantics import Interpreter, matmul_q3p5_f16
+from q35c.semantics import Interpreter, dequantize_f16, matmul_q3p5_f16, matmul_q3p5_w16
 from q35c.targets.cerebras.emit import csl_module
 from q35c.targets.cerebras.estimate import estimate, lower_bound
 from q35c.targets.cerebras.machine import MACHINES, load_machine
@@ -41,8 +41,8 @@ def _weights(k: int, n: int, seed: int = 0):
 
 
 def _project(k: int, n: int, k_tile: int, n_tile: int, seed: int = 0,
-             decoded: bool = False) -> Project:
-    plan = GemvPlan.choose(k, n, 32, k_tile, n_tile, decoded)
+             weights: str = "packed") -> Project:
+    plan = GemvPlan.choose(k, n, 32, k_tile, n_tile, weights)
     return Project(plan, csl_module(plan), _weights(k, n, seed), "x", "y")
 
 
@@ -168,28 +168,59 @@ def test_every_emitted_file_parses_and_slips_do_not():
 # -- the simulator -----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("decoded", [False, True])
+@pytest.mark.parametrize("weights", ["packed", "decoded", "f16"])
 @pytest.mark.parametrize(("k", "n", "k_tile", "n_tile"), [
     (200, 70, 128, 32),  # 2x3 PEs, K and N not multiples of the tiles
     (192, 24, 64, 24),  # 3x1: first, middle and last PE of a chain
     (64, 8, 64, 8),  # one PE, no fabric
+    (320, 8, 320, 8),  # f16: unrolled groups, then the loop over the rest
 ])
 def test_simulator_is_bit_exact_with_the_numeric_mode_under_every_seed(k, n, k_tile, n_tile,
-                                                                         decoded):
-    project = _project(k, n, k_tile, n_tile, decoded=decoded)
+                                                                         weights):
+    if k_tile == 320 and weights != "f16":
+        pytest.skip("the loop past the unrolled groups is the f16 program's")
+    project = _project(k, n, k_tile, n_tile, weights=weights)
     x = np.random.default_rng(k).standard_normal((1, k)).astype(np.float32)
-    want = matmul_q3p5_f16(x, project.weights, project.plan.k_tile)
+    mode = matmul_q3p5_w16 if weights == "f16" else matmul_q3p5_f16
+    want = mode(x, project.weights, project.plan.k_tile)
     for seed in (0, 1, 2):
         got, sim = simulate(project, WSE2, x, seed)
         assert np.array_equal(got.view(np.uint32), want.view(np.uint32)), seed
         assert sim.cycles == max(sum(pe.spent.values()) for pe in sim.pes.values()) > 0
-        assert (sim.load_cycles > 0) == decoded
+        assert (sim.load_cycles > 0) == (weights == "decoded")
+
+
+def test_f16_weights_are_the_dequantized_weights_rounded_once():
+    """dequantize_f16 against the format's own float64-free decode, an independent path:
+    every weight within half an f16 ulp of scale * level + offset (float32), and the
+    w16 mode's GEMV within 2e-3 of max |y| of the float64 product."""
+    w = _weights(96, 40, 3)
+    w16 = dequantize_f16(w, 64)
+    assert w16.dtype == np.float16 and w16.shape == (128, 40) and not w16[96:].any()
+    exact = dequantize(w).astype(np.float64)
+    err = np.abs(w16[:96].astype(np.float64) - exact)
+    assert (err <= np.spacing(np.abs(w16[:96]).astype(np.float16)).astype(np.float64) / 2
+            + 1e-7).all()
+    x = np.random.default_rng(1).standard_normal((1, 96)).astype(np.float32)
+    y = matmul_q3p5_w16(x, w, 64)
+    ref = x.astype(np.float64) @ exact
+    assert np.abs(y - ref).max() <= 2e-3 * np.abs(ref).max()
+
+
+def test_f16_compute_is_one_fmachs_per_row():
+    plan = GemvPlan.choose(192, 16, 32, 192, 16, "f16")
+    prog = next(iter(csl_module(plan).ops))
+    fn = next(op for op in prog.body.block.ops
+              if isinstance(op, csl.FuncOp) and op.sym_name.data == "compute")
+    ops = [op.name for op in fn.walk() if isinstance(op, csl.BuiltinDsdOp)]
+    assert ops == ["csl.fs2h"] + ["csl.fmachs"] * (4 + 1) * 32  # 4 groups unrolled, a loop
+    assert sum(isinstance(op, csl.FuncOp) for op in prog.body.block.ops) == 1  # no decode
 
 
 def test_decoded_compute_looks_nothing_up_and_keeps_the_packed_tile():
     """weights=decoded: the host copies the same packed arrays; only `decode` reads the
     codebook, and `compute` has no scalar look-up loop over the columns."""
-    plan = GemvPlan.choose(128, 16, 32, 64, 16, decoded=True)
+    plan = GemvPlan.choose(128, 16, 32, 64, 16, "decoded")
     prog = next(iter(csl_module(plan).ops))
     fns = {op.sym_name.data: op for op in prog.body.block.ops if isinstance(op, csl.FuncOp)}
     assert set(fns) == {"decode", "compute"}
@@ -209,7 +240,7 @@ def test_decoded_compute_looks_nothing_up_and_keeps_the_packed_tile():
 
 def test_a_decoded_tile_too_large_for_a_pe_is_caught():
     with pytest.raises(SimulationError, match=r"memory \d+ bytes > 49152"):
-        check(_project(512, 64, 512, 64, decoded=True).csl, WSE2)
+        check(_project(512, 64, 512, 64, weights="decoded").csl, WSE2)
 
 
 def _small():
@@ -283,7 +314,10 @@ def test_estimate_is_above_its_lower_bound():
 
 def test_decoded_weights_cut_the_simulated_cycles_of_the_same_tiling():
     packed = estimate(GemvPlan.choose(256, 64, 32, 128, 64), WSE2)
-    decoded = estimate(GemvPlan.choose(256, 64, 32, 128, 64, decoded=True), WSE2)
+    decoded = estimate(GemvPlan.choose(256, 64, 32, 128, 64, "decoded"), WSE2)
+    f16 = estimate(GemvPlan.choose(256, 64, 32, 128, 64, "f16"), WSE2)
+    assert f16["lower_bound"] == packed["lower_bound"]
+    assert f16["lower_bound"]["total"] <= f16["cycles"] < decoded["cycles"]
     assert decoded["lower_bound"] == packed["lower_bound"]
     assert decoded["lower_bound"]["total"] <= decoded["cycles"] < packed["cycles"]
     assert decoded["load_cycles"] > 0 and "load_cycles" not in packed
@@ -354,24 +388,28 @@ def test_cli_writes_the_project_and_runs_it_bit_exactly(tmp_path):
     assert np.array_equal(y.view(np.uint32), want.view(np.uint32))
 
 
-def test_cli_decoded_weights_write_and_run_bit_exactly(tmp_path):
+@pytest.mark.parametrize("weights", ["decoded", "f16"])
+def test_cli_decoded_and_f16_weights_write_and_run_bit_exactly(tmp_path, weights):
     _write_model(tmp_path, 128, 24)
-    target = "cerebras{k_tile=64 n_tile=16 weights=decoded}"
+    target = f"cerebras{{k_tile=64 n_tile=16 weights={weights}}}"
     q35c(tmp_path / "gemv.mlir", "--target", target, "-o", tmp_path / "out")
     out = tmp_path / "out"
     for f in out.glob("*.csl"):
         parse_csl(f.read_text(), f.name)
     run_py = (out / "run.py").read_text()
     ast.parse(run_py)
-    assert run_py.index('launch("decode"') < run_py.index('launch("compute"')
-    assert json.loads((out / "project.json").read_text())["plan"]["weights"] == "decoded"
+    assert ('launch("decode"' in run_py) == (weights == "decoded")
+    assert ('"w16"' in run_py) == (weights == "f16")
+    assert json.loads((out / "project.json").read_text())["plan"]["weights"] == weights
+    host = np.load(out / "host.npz")
+    assert ("0_0/w16" in host) == (weights == "f16") and ("cb0" in host) != (weights == "f16")
     q35c("run", tmp_path / "gemv.mlir", "--target", target, "-o", tmp_path / "runs")
     x, y = np.load(tmp_path / "runs" / "x.npy"), np.load(tmp_path / "runs" / "y.npy")
     module = Parser(make_context(), (tmp_path / "gemv.mlir").read_text()).parse_module()
-    w = store_of(module, tmp_path)["fc.weight"]
-    want = matmul_q3p5_f16(x, quantize(w, group_size=32), 64)
+    w = quantize(store_of(module, tmp_path)["fc.weight"], group_size=32)
+    want = (matmul_q3p5_w16 if weights == "f16" else matmul_q3p5_f16)(x, w, 64)
     assert np.array_equal(y.view(np.uint32), want.view(np.uint32))
-    bad = q35c(tmp_path / "gemv.mlir", "--target", "cerebras{weights=f16}", "-o",
+    bad = q35c(tmp_path / "gemv.mlir", "--target", "cerebras{weights=int4}", "-o",
                tmp_path / "o", check=False)
     assert bad.returncode == 2 and "weights" in bad.stderr and not (tmp_path / "o").exists()
 
@@ -424,6 +462,12 @@ def test_shape_only_places_every_gemv_of_a_llama_shaped_graph(tmp_path):
         plan["not_costed"]
     assert result.stdout == (tmp_path / "plan" / "report.txt").read_text()
     assert "fits on one wafer" in result.stdout and "WaferLLM" in result.stdout
+    q35c(model, "--shape-only", "--target", "cerebras{weights=f16}", "-o", tmp_path / "f16")
+    f16 = json.loads((tmp_path / "f16" / "cerebras_plan.json").read_text())
+    assert f16["weights"] == "f16" and plan["weights"] == "packed"
+    assert f16["totals"]["weight_bytes"] == sum(r["k"] * r["n"] * 2 * r["count"]
+                                                for r in f16["gemv_shapes"])
+    assert f16["totals"]["cycles_per_token"] < t["cycles_per_token"]
 
 
 def _route(project, x: int, rx: str) -> SetColorConfigOp:

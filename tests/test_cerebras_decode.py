@@ -32,7 +32,8 @@ from q35c.targets.cerebras.vector import BCAST_COLOR
 
 WSE2 = load_machine("wse2")
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
-TARGET_PASSES = "default,dequantize-gathers,fuse-norms,fuse-swiglu,canonicalize,fuse-attention"
+TARGET_PASSES = ("default,dequantize-gathers,fuse-norms,fuse-swiglu,canonicalize,drop-nan-guards,"
+                 "fuse-attention")
 """The IR `--target cerebras` lowers: the default pipeline, then the target's passes."""
 
 
@@ -273,10 +274,7 @@ class _SimRuntime:
 def test_run_py_drives_the_decode_step_bit_exactly(tmp_path, monkeypatch):
     """The emitted host program (moves, gathers, attention inputs, launches) on a
     stand-in runtime backed by the simulator gives the simulator's own outputs."""
-    import types
-
     from q35c.targets.cerebras.graph import compile_graph
-    from q35c.targets.cerebras.simulate import Simulation
 
     sys.path.insert(0, str(EXAMPLES / "models"))
     from build_llama_decode import Config, write
@@ -297,7 +295,17 @@ def test_run_py_drives_the_decode_step_bit_exactly(tmp_path, monkeypatch):
     ir = tmp_path / "ir"
     q35c(model, "--target", "mlir", "--passes", TARGET_PASSES, "-o", ir)
     module = Parser(make_context(), (ir / "llama_decode.mlir").read_text()).parse_module()
-    project = compile_graph(module, store_of(module, ir), None, 0, 0, 0, False)
+    project = compile_graph(module, store_of(module, ir), None, 0, 0, 0)
+    _run_py(project, out, ins, args, monkeypatch)
+
+
+def _run_py(project, out: Path, ins: dict, args: list[str], monkeypatch) -> None:
+    """Run out/run.py on the stand-in runtime (a fresh simulation of `project`, seed 1);
+    its outputs must be the simulator's own (seed 0) bit for bit."""
+    import types
+
+    from q35c.targets.cerebras.simulate import Simulation
+
     want, _, _ = simulate_graph(project, WSE2, ins, 0)
     _SimRuntime.sim = Simulation(project.csl, check(project.csl, WSE2), WSE2, 1)
     fake = types.ModuleType("cerebras.sdk.runtime.sdkruntimepybind")
@@ -367,7 +375,7 @@ func.func @main(%x: {_t(shape)}) -> tensor<1x{flat}xf32> {{
     from q35c.targets.cerebras.graph import compile_graph
 
     module = Parser(make_context(), text).parse_module()
-    project = compile_graph(module, WeightStore(), None, 0, 0, 0, False)
+    project = compile_graph(module, WeightStore(), None, 0, 0, 0)
     # transpose and slice compose into one move, broadcast and reshape into another (a
     # move of several sources, the concat, is not composed through)
     assert [s.kind for s in project.stages] == ["move", "move", "move", "neg"]
@@ -391,3 +399,80 @@ def test_gather_and_attention_tiles_too_large_for_a_pe_are_caught():
     p = _attention(128, 1, 1, 64, 64, 128, False)  # keys and values: 64 KB per PE
     with pytest.raises(SimulationError, match=r"memory \d+ bytes > 49152"):
         check(p.csl, WSE2)
+
+
+def _sdpa_model(path: Path) -> Path:
+    """Attention as torch's exporter writes it: q and the transposed keys each scaled by
+    d**-0.25, the mask from a boolean input (Where), the probabilities guarded by
+    Where(IsNaN(p), 0, p); the position's cos as a host-side op."""
+    import onnx
+    from onnx import TensorProto, helper as oh
+
+    s = float(np.float32(8 ** -0.25))
+    f = TensorProto.FLOAT
+    nodes = [
+        oh.make_node("Mul", ["q", "s"], ["qs"]),
+        oh.make_node("Transpose", ["k"], ["kt"], perm=[0, 1, 3, 2]),
+        oh.make_node("Mul", ["kt", "s"], ["kts"]),
+        oh.make_node("MatMul", ["qs", "kts"], ["scores"]),
+        oh.make_node("Cast", ["keep"], ["keepb"], to=TensorProto.BOOL),
+        oh.make_node("Where", ["keepb", "zero", "low"], ["mask"]),
+        oh.make_node("Add", ["scores", "mask"], ["masked"]),
+        oh.make_node("Softmax", ["masked"], ["p"], axis=-1),
+        oh.make_node("IsNaN", ["p"], ["nan"]),
+        oh.make_node("Where", ["nan", "zero", "p"], ["pg"]),
+        oh.make_node("MatMul", ["pg", "v"], ["ctx"]),
+        oh.make_node("Cos", ["pos"], ["cpos"]),
+        oh.make_node("Mul", ["ctx", "cpos"], ["y"]),
+    ]
+    inits = [oh.make_tensor("s", f, [], [s]), oh.make_tensor("zero", f, [], [0.0]),
+             oh.make_tensor("low", f, [], [float(np.finfo(np.float32).min)])]
+    graph = oh.make_graph(nodes, "sdpa", [
+        oh.make_tensor_value_info("q", f, [1, 2, 1, 8]),
+        oh.make_tensor_value_info("k", f, [1, 2, 5, 8]),
+        oh.make_tensor_value_info("v", f, [1, 2, 5, 8]),
+        oh.make_tensor_value_info("keep", TensorProto.INT64, [1, 1, 1, 5]),
+        oh.make_tensor_value_info("pos", f, [1, 2, 1, 8])],
+        [oh.make_tensor_value_info("y", f, [1, 2, 1, 8])], inits)
+    onnx.save(oh.make_model(graph, opset_imports=[oh.make_opsetid("", 18)]), path)
+    return path
+
+
+def test_torch_sdpa_with_a_nan_guard_and_host_ops_is_bit_exact(tmp_path, monkeypatch):
+    """fuse-attention takes torch's pattern (drop-nan-guards first), the mask's Cast and
+    Where and the cos run as host stages (host_ops.mlir for run.py), and the simulated
+    step equals the interpreter's numeric mode; on finite inputs the lowered IR equals
+    the unlowered graph's default interpretation bit for bit."""
+    model = _sdpa_model(tmp_path / "sdpa.onnx")
+    rng = np.random.default_rng(2)
+    ins = {n: rng.standard_normal(s).astype(np.float32) for n, s in
+           (("q", (1, 2, 1, 8)), ("k", (1, 2, 5, 8)), ("v", (1, 2, 5, 8)), ("pos", (1, 2, 1, 8)))}
+    ins["keep"] = np.array([[[[1, 1, 0, 1, 1]]]], np.int64)
+    args = []
+    for name, v in ins.items():
+        np.save(tmp_path / f"{name}.npy", v)
+        args += ["--input", f"{name}={tmp_path / f'{name}.npy'}"]
+    out = tmp_path / "out"
+    q35c(model, "--target", "cerebras", "-o", out)
+    doc = json.loads((out / "project.json").read_text())
+    kinds = [s["kind"] for s in doc["stages"]]
+    assert "attention" in kinds and kinds.count("host") == 3, kinds  # Cast, Where, cos
+    assert "func.func" in (out / "host_ops.mlir").read_text()
+    compile((out / "run.py").read_text(), "run.py", "exec")
+    q35c("run", model, "--target", "cerebras{seeds=2}", "-o", tmp_path / "runs", *args)
+    want, _ = _interp(model, tmp_path, ins)
+    y = np.load(tmp_path / "runs" / "y.npy").reshape(want["y"].shape)
+    assert np.array_equal(y.view(np.uint32), want["y"].view(np.uint32))
+    module = Parser(make_context(), (tmp_path / "ir" / "sdpa.mlir").read_text()).parse_module()
+    assert {"q35nn.attention"} <= {op.name for op in module.walk()}
+    assert not {"q35nn.batch_matmul", "q35nn.onnx_node"} & {
+        op.name for op in module.walk() if "IsNaN" in str(op) or op.name.endswith("matmul")}
+    q35c(model, "--target", "mlir", "--passes", "", "-o", tmp_path / "plain")
+    plain = Parser(make_context(), (tmp_path / "plain" / "sdpa.mlir").read_text()).parse_module()
+    unfused = Interpreter(plain, store_of(plain, tmp_path / "plain")).run(ins)["y"]
+    fused = Interpreter(module, store_of(module, tmp_path / "ir")).run(ins)["y"]
+    assert np.array_equal(unfused.view(np.uint32), fused.view(np.uint32))
+    from q35c.targets.cerebras.graph import compile_graph  # run.py's host_ops.mlir path
+
+    project = compile_graph(module, store_of(module, tmp_path / "ir"), None, 0, 0, 0)
+    _run_py(project, out, ins, [a for a in args if a != "--input"], monkeypatch)

@@ -12,7 +12,8 @@ gather.py, attention.py: one PE region per op, vectors chained through the host,
 movement as the host's index maps, moves.py; numeric mode `q35c.semantics.cerebras`).
 
 `--target cerebras` (options `cerebras{machine=wse2 k_tile=0 n_tile=0 v_tile=0 seeds=2
-weights=packed}`; 0 picks the default tile) writes the project; `q35c run --target
+weights=packed}`, weights one of packed, decoded, f16; 0 picks the default tile) writes
+the project; `q35c run --target
 cerebras` simulates it under `seeds` interleavings and requires them to agree.
 docs/cerebras.md describes the mapping, the machine model and what is not there yet.
 """
@@ -53,17 +54,20 @@ class CerebrasTarget(Q35cTarget):
     """`packed`: PEs keep the Q3P5 tile packed and decode it in every `compute`;
     `decoded`: the host still copies the packed tile, a load-time `decode` turns it into
     f16 levels in PE memory (4x the bytes: small tiles only), and `compute` runs DSD
-    operations but for x's loads and sums."""
+    operations but for x's loads and sums; `f16`: the host decodes the tile to float16
+    weights (numeric mode `q35c.semantics.matmul_q3p5_w16`, 16 bits per weight in PE
+    memory) and `compute` is one `@fmachs` per weight row."""
 
     def __post_init__(self) -> None:
         from q35c.compiler.options import check_choice, check_int, check_text
+        from q35c.targets.cerebras.plan import WEIGHT_MODES
 
         check_text("--target cerebras", "machine", self.machine)
         check_int("--target cerebras", "k_tile", self.k_tile, 0, 1 << 14, multiple_of=64)
         check_int("--target cerebras", "n_tile", self.n_tile, 0, 1 << 12)
         check_int("--target cerebras", "seeds", self.seeds, 1, MAX_SEEDS)
         check_int("--target cerebras", "v_tile", self.v_tile, 0, 1 << 12)
-        check_choice("--target cerebras", "weights", self.weights, ("packed", "decoded"))
+        check_choice("--target cerebras", "weights", self.weights, WEIGHT_MODES)
 
     def pipeline(self, shape_only: bool = False) -> str:
         """Gathers from packed embedding tables read decoded float tables, as before
@@ -73,7 +77,8 @@ class CerebrasTarget(Q35cTarget):
         Sigmoid arrives as exp and a division), and canonicalize drops what they leave."""
         if shape_only:
             return "dequantize-gathers"
-        return "dequantize-gathers,fuse-norms,fuse-swiglu,canonicalize,fuse-attention"
+        return ("dequantize-gathers,fuse-norms,fuse-swiglu,canonicalize,drop-nan-guards,"
+                "fuse-attention")
 
     def accepted_ops(self) -> frozenset[str]:
         from q35c.targets.cerebras.project import ACCEPTED_OPS
@@ -99,18 +104,17 @@ class CerebrasTarget(Q35cTarget):
         from q35c.targets.cerebras.project import compile_project, is_single_gemv
 
         machine = load_machine(self.machine)
-        decoded = self.weights == "decoded"
         if is_single_gemv(entry_function(module, entry)):
             return compile_project(module, store, entry, self.k_tile, self.n_tile,
-                                   decoded), machine
+                                   self.weights), machine
         return compile_graph(module, store, entry, self.k_tile, self.n_tile, self.v_tile,
-                             decoded), machine
+                             self.weights), machine
 
     def numeric_mode(self) -> dict:
         """Interpreter overrides for this target's numeric mode (graph.numeric_mode)."""
         from q35c.targets.cerebras.graph import numeric_mode
 
-        return numeric_mode(self.k_tile, self.n_tile, self.v_tile)
+        return numeric_mode(self.k_tile, self.n_tile, self.v_tile, self.weights)
 
     def write(self, ctx: Context, module: ModuleOp, store: WeightStore, out_dir: Path,
               stem: str) -> None:
@@ -186,8 +190,10 @@ class CerebrasTarget(Q35cTarget):
 
 def _print_cycles(project, cycles: list[int]) -> None:
     """One line: the simulated cycles of the graph's launches, by stage kind."""
+    from q35c.targets.cerebras.graph import HOST_KINDS
+
     by: dict[str, list[int]] = {}
-    for st, c in zip([st for st in project.stages if st.kind != "move"], cycles):
+    for st, c in zip([st for st in project.stages if st.kind not in HOST_KINDS], cycles):
         by.setdefault(st.kind, []).append(c)
     parts = ", ".join(f"{k} x{len(v)} {sum(v)}" for k, v in
                       sorted(by.items(), key=lambda kv: -sum(kv[1])))
@@ -207,7 +213,7 @@ class CerebrasPlanTarget(CerebrasTarget):
         from q35c.targets.cerebras.machine import load_machine
         from q35c.targets.cerebras.shape_only import shape_only_plan
 
-        return shape_only_plan(module, entry, load_machine(self.machine))
+        return shape_only_plan(module, entry, load_machine(self.machine), self.weights)
 
     def write_shape_only(self, ctx: Context, module: ModuleOp, store: WeightStore,
                          out_dir: Path, stem: str, entry: str | None) -> None:

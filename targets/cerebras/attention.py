@@ -31,13 +31,12 @@ from dataclasses import dataclass
 import numpy as np
 from xdsl.builder import ImplicitBuilder
 from xdsl.dialects import arith, csl, memref, scf
-from xdsl.dialects.builtin import FloatAttr, IntegerAttr, IntegerType, MemRefType, i16
+from xdsl.dialects.builtin import FloatAttr, i16
 from xdsl.ir import Block
 
 from q35c.compiler.diagnostics import Q35cError
 from q35c.semantics import cerebras as mode
-from q35c.targets.cerebras.emit import COLOR_ID, _index, _int, f32
-from q35c.targets.cerebras.plan import INPUT_QUEUE, OUTPUT_QUEUE, role_colors
+from q35c.targets.cerebras.emit import _index, _int, chain_step, declare_arrays, f32, moved_dsd
 from q35c.targets.cerebras.vector import VectorPlan, VectorProgram
 
 DEFAULT_T_TILE = 64
@@ -60,7 +59,9 @@ class AttentionPlan(VectorPlan):
     @classmethod
     def make(cls, tokens: int, kv_heads: int, group: int, d: int, dv: int, scale: float,
              masked: bool, t_tile: int = 0) -> AttentionPlan:
-        t_tile = t_tile or max(1, min(DEFAULT_T_TILE, tokens, CACHE_BYTES // (4 * (d + dv))))
+        # a given v_tile (shared with the vector stages) is capped by the tokens
+        t_tile = min(t_tile, tokens) if t_tile else max(
+            1, min(DEFAULT_T_TILE, tokens, CACHE_BYTES // (4 * (d + dv))))
         return cls("attention", tokens, t_tile, 0.0,
                    kv_heads, group, d, dv, float(np.float32(scale)), masked)
 
@@ -122,23 +123,14 @@ class AttentionProgram(VectorProgram):
     plan: AttentionPlan
 
     def declare(self) -> None:
-        for name, (elem, size) in buffers(self.plan, self.role).items():
-            buf = csl.ZerosOp(MemRefType(elem, (size,)))
-            buf.result.name_hint = name
-            self.bufs[name] = buf.result
-            if name in ("q", "pow2"):  # read by scalar code only
-                continue
-            length = {"v": self.plan.dv, "o": self.plan.dv, "k": self.plan.v_tile,
-                      "m": self.plan.v_tile}.get(name, size)
-            dsd = csl.GetMemDsdOp.build(operands=[buf, [_int(length)]],
-                                        result_types=[csl.DsdType(csl.DsdKind.mem1d_dsd)])
-            dsd.result.name_hint = f"{name}_dsd"
-            self.dsds[name] = dsd.result
+        p = self.plan
+        lengths = {"v": p.dv, "o": p.dv, "k": p.v_tile, "m": p.v_tile,
+                   "q": None, "pow2": None}  # q, pow2: read by scalar code only
+        self.bufs, self.dsds = declare_arrays(buffers(p, self.role),
+                                              lambda name, size: lengths.get(name, size))
 
     def _at(self, name: str, offset) -> object:
-        return csl.IncrementDsdOffsetOp.build(
-            operands=[self.dsds[name], offset], properties={"elem_type": f32},
-            result_types=[csl.DsdType(csl.DsdKind.mem1d_dsd)]).result
+        return moved_dsd(self.dsds[name], offset, f32)
 
     def _scores(self, j: int) -> None:
         """a = (sum over c of q_j[c] * k[c, :]) * scale (+ m_j) over the PE's tokens: per
@@ -171,21 +163,7 @@ class AttentionProgram(VectorProgram):
             csl.FmulsOp(operands=[[d["t"], vrow, p]])
             csl.FaddsOp(operands=[[d["c"], d["c"], d["t"]]])
             scf.YieldOp()
-        cin, cout = role_colors(self.role)
-        fab = {}
-        for kind, color, queue in (("fabin_dsd", cin, INPUT_QUEUE),
-                                   ("fabout_dsd", cout, OUTPUT_QUEUE)):
-            if color is not None:
-                fab[kind] = csl.GetFabDsdOp.build(
-                    operands=[[_int(plan.dv)]],
-                    properties={"fabric_color": IntegerAttr(color, COLOR_ID),
-                                "queue_id": IntegerAttr(queue, IntegerType(3))},
-                    result_types=[csl.DsdType(csl.DsdKind(kind))]).result
-        dst = fab.get("fabout_dsd") or self._at("o", _int(j * plan.dv))
-        if "fabin_dsd" in fab:
-            csl.FaddsOp(operands=[[dst, fab["fabin_dsd"], d["c"]]])
-        else:
-            csl.FmovsOp(operands=[[dst, d["c"]]])
+        chain_step(self.role, plan.dv, d["c"], lambda: self._at("o", _int(j * plan.dv)))
 
     def body(self) -> None:
         for j in range(self.plan.group):

@@ -21,6 +21,10 @@ host's copies: the unpacking and look-ups above, written to `lev` (f16 levels, r
 k * n_tile) and to `scg`/`ofg` (each group's sc and of); its `compute` is then, per group,
 `s = 0`, 32 `@fmachs(s, s, lev[k], x16[k])`, xs, and the same two `acc +=` steps.
 
+An f16 plan (`weights=f16`) holds the host-decoded float16 weights `w16` (row k at
+k * n_tile); its `compute` is `x16 = f16(x)` and one `@fmachs(acc, acc, w16[k], x16[k])`
+per row (the first into a zero vector), the first 4 groups unrolled.
+
 and the local task `reduce`: the chain step (`@fmovs` to the fabric on the first PE,
 `@fadds(fabout, fabin, acc)` in the middle, `@fadds(y, fabin, acc)` on the last).
 """
@@ -52,6 +56,7 @@ from q35c.targets.cerebras.plan import (
     INPUT_QUEUE,
     OUTPUT_QUEUE,
     REDUCE_TASK_ID,
+    TABLES,
     WORDS_PER_GROUP,
     GemvPlan,
     role_colors,
@@ -62,17 +67,26 @@ u16 = IntegerType(16, Signedness.UNSIGNED)
 COLOR_ID = IntegerType(5, Signedness.UNSIGNED)
 PAIRS = 16
 """Pair codes per group of 32."""
+F16_UNROLLED_GROUPS = 4
+"""Groups of an f16 plan's `compute` unrolled with constant offsets (128 rows, about
+4 KB of code); the rest run in a loop."""
 
-TABLES = ("cb0", "cb1", "steps", "grid")
-"""The decoding tables: CODEBOOK's two level columns (f16, exact) and SCALE_STEPS and
-OFFSET_GRID (f32), copied in by the host."""
-HOST_SYMBOLS = ("payload", "meta", "ss", "ob", "os", "x", "cb0", "cb1", "steps", "grid")
-"""Arrays the host copies into every PE before launching `compute` (run.py)."""
+
+
+def host_symbols(plan: GemvPlan) -> tuple[str, ...]:
+    """Arrays the host copies into every PE before launching `compute` (run.py)."""
+    return (*plan.weight_arrays(), "x", *plan.tables())
 
 
 def buffers(plan: GemvPlan, role: str) -> dict[str, tuple[Attribute, int]]:
     """Every array of a PE program: name -> (element type, length)."""
     nt, kt = plan.n_tile, plan.k_tile
+    if plan.f16:  # f16 weights, row k at k * n_tile; `zero` is never written
+        out = {"w16": (f16, kt * nt), "x": (f32, kt), "x16": (f16, kt), "zero": (f32, nt),
+               "acc": (f32, nt)}
+        if role in ("single", "last_odd", "last_even"):
+            out["y"] = (f32, nt)
+        return out
     out = {
         "payload": (u16, (plan.groups * WORDS_PER_GROUP + 1) * nt),
         "meta": (u16, plan.groups // 2 * nt),
@@ -105,6 +119,59 @@ def _index(value: SSAValue) -> SSAValue:
     return arith.IndexCastOp(value, IndexType()).result
 
 
+def declare_arrays(spec: dict[str, tuple[Attribute, int]], dsd_length
+                   ) -> tuple[dict[str, SSAValue], dict[str, SSAValue]]:
+    """A program's arrays and their DSDs (inside an ImplicitBuilder): one zero-filled
+    array per entry of `spec` (name -> (element type, length)) and one DSD over it from
+    element 0, `dsd_length(name, length)` elements long (None: no DSD, the array is read
+    by scalar code only)."""
+    bufs, dsds = {}, {}
+    for name, (elem, size) in spec.items():
+        buf = csl.ZerosOp(MemRefType(elem, (size,)))
+        buf.result.name_hint = name
+        bufs[name] = buf.result
+        length = dsd_length(name, size)
+        if length is None:
+            continue
+        dsd = csl.GetMemDsdOp.build(operands=[buf, [_int(length)]],
+                                    result_types=[csl.DsdType(csl.DsdKind.mem1d_dsd)])
+        dsd.result.name_hint = f"{name}_dsd"
+        dsds[name] = dsd.result
+    return bufs, dsds
+
+
+def moved_dsd(dsd: SSAValue, offset: SSAValue, elem: Attribute) -> SSAValue:
+    """`dsd` moved to start `offset` elements (of type `elem`) later."""
+    return csl.IncrementDsdOffsetOp.build(
+        operands=[dsd, offset], properties={"elem_type": elem},
+        result_types=[csl.DsdType(csl.DsdKind.mem1d_dsd)]).result
+
+
+def fab_dsd(kind: str, color: int, queue: int, extent: int) -> SSAValue:
+    """A fabric DSD (`fabin_dsd` or `fabout_dsd`) of `extent` wavelets on `color`, through
+    input or output queue `queue`."""
+    return csl.GetFabDsdOp.build(
+        operands=[[_int(extent)]],
+        properties={"fabric_color": IntegerAttr(color, COLOR_ID),
+                    "queue_id": IntegerAttr(queue, IntegerType(3))},
+        result_types=[csl.DsdType(csl.DsdKind(kind))]).result
+
+
+def chain_step(role: str, extent: int, src: SSAValue, last_dst) -> None:
+    """The reduction chain's step of one position (plan.role_colors) over `extent`
+    elements of `src`: the first PE sends them east, a middle one adds what arrives from
+    the west and sends the sum on, the last adds what arrives into `last_dst()` (built
+    after the fabric DSDs), and a PE alone copies `src` there."""
+    cin, cout = role_colors(role)
+    fin = fab_dsd("fabin_dsd", cin, INPUT_QUEUE, extent) if cin is not None else None
+    dst = fab_dsd("fabout_dsd", cout, OUTPUT_QUEUE, extent) if cout is not None \
+        else last_dst()
+    if fin is None:
+        csl.FmovsOp(operands=[[dst, src]])
+    else:
+        csl.FaddsOp(operands=[[dst, fin, src]])
+
+
 @dataclass
 class _Program:
     """Builds one PE program module (inside an ImplicitBuilder of its body)."""
@@ -117,26 +184,16 @@ class _Program:
     def declare(self) -> None:
         """The arrays and one DSD per array: n_tile long (k_tile for the input vector),
         from element 0; the tables, read by scalar code only, get none."""
-        for name, (elem, size) in buffers(self.plan, self.role).items():
-            buf = csl.ZerosOp(MemRefType(elem, (size,)))
-            buf.result.name_hint = name
-            self.bufs[name] = buf.result
-            if name in TABLES:
-                continue
-            length = self.plan.k_tile if name in ("x", "x16", "xr") else self.plan.n_tile
-            dsd = csl.GetMemDsdOp.build(operands=[buf, [_int(length)]],
-                                        result_types=[csl.DsdType(csl.DsdKind.mem1d_dsd)])
-            dsd.result.name_hint = f"{name}_dsd"
-            self.dsds[name] = dsd.result
+        plan = self.plan
+        self.bufs, self.dsds = declare_arrays(
+            buffers(plan, self.role), lambda name, size: None if name in TABLES else
+            plan.k_tile if name in ("x", "x16", "xr") else plan.n_tile)
 
     def vec(self, name: str, offset: SSAValue | None = None) -> SSAValue:
         """The DSD of `name`, moved to start at element `offset`."""
         dsd = self.dsds[name]
         if offset is not None:
-            elem = self.bufs[name].type.get_element_type()
-            dsd = csl.IncrementDsdOffsetOp.build(
-                operands=[dsd, offset], properties={"elem_type": elem},
-                result_types=[csl.DsdType(csl.DsdKind.mem1d_dsd)]).result
+            dsd = moved_dsd(dsd, offset, self.bufs[name].type.get_element_type())
         return dsd
 
     def lookup(self, pairs: list[tuple[str, str, str]],
@@ -255,6 +312,26 @@ class _Program:
         col = arith.MuliOp(g, _int(nt)).result
         self.accumulate(self.vec("scg", col), self.vec("ofg", col), xs)
 
+    def f16_rows(self, g: SSAValue | int) -> None:
+        """Rows of group g of an f16 plan: acc += w16[k] * x16[k] (@fmachs), k ascending;
+        the tile's first row adds to `zero` instead (0 + p, as acc = 0 then acc += p,
+        without the f32 pass that setting acc to 0 takes)."""
+        nt, gs = self.plan.n_tile, self.plan.group
+        const = isinstance(g, int)
+        if not const:
+            kbase = arith.MuliOp(g, _int(gs)).result
+            rows = arith.MuliOp(g, _int(gs * nt)).result
+        for k in range(gs):
+            if const:  # index constants cost no operation
+                kk = arith.ConstantOp(IntegerAttr(g * gs + k, IndexType())).result
+                at = _int((g * gs + k) * nt)
+            else:
+                kk = _index(arith.AddiOp(kbase, _int(k)).result)
+                at = arith.AddiOp(rows, _int(k * nt)).result
+            xk = memref.LoadOp.get(self.bufs["x16"], [kk]).res
+            src = self.vec("zero" if const and g == 0 and k == 0 else "acc")
+            csl.FmachsOp(operands=[[self.vec("acc"), src, self.vec("w16", at), xk]])
+
     def _pairs_of_groups(self, body) -> None:
         """for each pair of groups (2p, 2p+1): body(g, parity), unrolled per group."""
         loop = scf.ForOp(_int(0), _int(self.plan.groups // 2), _int(1), [],
@@ -270,6 +347,18 @@ class _Program:
 
     def compute(self) -> None:
         csl.Fs2hOp(operands=[[self.vec("x16"), self.vec("x")]])
+        if self.plan.f16:  # the first groups unrolled with constant offsets, then a loop
+            unrolled = min(self.plan.groups, F16_UNROLLED_GROUPS)
+            for g in range(unrolled):
+                self.f16_rows(g)
+            if self.plan.groups > unrolled:
+                loop = scf.ForOp(_int(unrolled), _int(self.plan.groups), _int(1), [],
+                                 Block(arg_types=[i16]))
+                with ImplicitBuilder(loop.body.block) as (g,):
+                    self.f16_rows(g)
+                    scf.YieldOp()
+            csl.ActivateOp(REDUCE_TASK_ID, csl.TaskKind.LOCAL)
+            return
         csl.Fh2sOp(operands=[[self.vec("xr"), self.vec("x16")]])
         csl.FmovsOp(operands=[[self.vec("acc"), arith.ConstantOp(FloatAttr(0.0, f32))]])
         if self.plan.decoded:
@@ -284,23 +373,7 @@ class _Program:
 
     def reduce(self, memcpy: SSAValue) -> None:
         """The chain step of this role, then hand the command stream back to the host."""
-        nt = self.plan.n_tile
-        cin, cout = role_colors(self.role)
-        fab = {}
-        for kind, color, queue in (("fabin_dsd", cin, INPUT_QUEUE),
-                                   ("fabout_dsd", cout, OUTPUT_QUEUE)):
-            if color is not None:
-                fab[kind] = csl.GetFabDsdOp.build(
-                    operands=[[_int(nt)]],
-                    properties={"fabric_color": IntegerAttr(color, COLOR_ID),
-                                "queue_id": IntegerAttr(queue, IntegerType(3))},
-                    result_types=[csl.DsdType(csl.DsdKind(kind))]).result
-        src = fab.get("fabin_dsd")
-        dst = fab.get("fabout_dsd") or self.vec("y")
-        if src is None:
-            csl.FmovsOp(operands=[[dst, self.vec("acc")]])
-        else:
-            csl.FaddsOp(operands=[[dst, src, self.vec("acc")]])
+        chain_step(self.role, self.plan.n_tile, self.vec("acc"), lambda: self.vec("y"))
         csl.MemberCallOp("unblock_cmd_stream", None, memcpy, [])
 
 
@@ -344,7 +417,7 @@ def program_module(plan: GemvPlan, role: str, name: str | None = None,
         with ImplicitBuilder(task.body.block):
             prog.reduce(memcpy.result)
             csl.ReturnOp()
-        for name in HOST_SYMBOLS + (("y",) if "y" in prog.bufs else ()):
+        for name in host_symbols(plan) + (("y",) if "y" in prog.bufs else ()):
             elem = prog.bufs[name].type.get_element_type()
             ptr = csl.AddressOfOp(prog.bufs[name], csl.PtrType(
                 elem, csl.PtrKindAttr(csl.PtrKind.MANY), csl.PtrConstAttr(csl.PtrConst.VAR)))
@@ -402,4 +475,4 @@ def csl_module(plan: GemvPlan) -> ModuleOp:
     return module
 
 
-__all__ = ["CHAIN_COLORS", "HOST_SYMBOLS", "buffers", "csl_module", "routes"]
+__all__ = ["CHAIN_COLORS", "buffers", "csl_module", "host_symbols", "routes"]

@@ -27,7 +27,7 @@ from q35c.targets.cerebras.attention import AttentionPlan
 from q35c.targets.cerebras.emit import csl_module
 from q35c.targets.cerebras.gather import GatherPlan
 from q35c.targets.cerebras.machine import Machine, load_machine
-from q35c.targets.cerebras.plan import GemvPlan
+from q35c.targets.cerebras.plan import WEIGHT_MODES, GemvPlan
 from q35c.targets.cerebras.project import Project, simulate
 from q35c.targets.cerebras.vector import VectorPlan
 
@@ -49,7 +49,7 @@ def lower_bound(plan: GemvPlan, m: Machine) -> dict[str, int]:
 def estimate(plan: GemvPlan, m: Machine) -> dict:
     """Simulated cycles of one PE row, the lower bound, their ratio, and the time."""
     row = GemvPlan(plan.k, min(plan.n, plan.n_tile), plan.group, plan.k_tile, plan.n_tile,
-                   plan.decoded)
+                   plan.weights)
     zeros = quantize(np.zeros((row.k, row.n), np.float32), group_size=row.group)
     project = Project(row, csl_module(row), zeros, "x", "y")
     _, sim = simulate(project, m, np.zeros((1, row.k), np.float32), seed=0)
@@ -163,7 +163,7 @@ def decode_estimate(d: int, vocab: int, tokens: int, heads: int, kv_heads: int, 
 
 
 def graph_estimate(d: int, f: int, m: Machine, k_tile: int = 0, n_tile: int = 0,
-                   v_tile: int = 0, decoded: bool = False) -> dict:
+                   v_tile: int = 0, weights: str = "packed") -> dict:
     """A LLaMA MLP block (RMSNorm, gate and up GEMVs [d, f], SwiGLU, down GEMV [f, d],
     residual add), its stages run one after another: cycles and lower bound per stage
     and in all (the host's copies between stages are not counted)."""
@@ -173,7 +173,7 @@ def graph_estimate(d: int, f: int, m: Machine, k_tile: int = 0, n_tile: int = 0,
                        ("gemv", f, d), ("add", 0, d)):
         if kind == "gemv":
             if (k, n) not in gemv:
-                gemv[(k, n)] = estimate(GemvPlan.choose(k, n, 32, k_tile, n_tile, decoded), m)
+                gemv[(k, n)] = estimate(GemvPlan.choose(k, n, 32, k_tile, n_tile, weights), m)
             r = gemv[(k, n)]
             out.append({"kind": kind, "shape": [k, n], "pes": r["pes"],
                         "cycles": r["cycles"], "lower_bound": r["lower_bound"]["total"]})
@@ -196,7 +196,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--machine", default="wse2")
     ap.add_argument("--k-tile", type=int, default=0)
     ap.add_argument("--n-tile", type=int, default=0)
-    ap.add_argument("--weights", choices=("packed", "decoded"), default="packed")
+    ap.add_argument("--weights", choices=WEIGHT_MODES, default="packed")
     ap.add_argument("--mlp", action="store_true",
                     help="a LLaMA MLP block with hidden size K and intermediate size N")
     ap.add_argument("--v-tile", type=int, default=0)
@@ -225,7 +225,7 @@ def main(argv: list[str] | None = None) -> None:
         if a.k <= 0 or a.n <= 0 or a.k_tile < 0 or a.n_tile < 0:
             raise Q35cError(f"K, N must be positive and tiles non-negative (got K={a.k} "
                             f"N={a.n} k_tile={a.k_tile} n_tile={a.n_tile})")
-        plan = GemvPlan.choose(a.k, a.n, 32, a.k_tile, a.n_tile, a.weights == "decoded")
+        plan = GemvPlan.choose(a.k, a.n, 32, a.k_tile, a.n_tile, a.weights)
         if plan.width > m.width or plan.height > m.height:
             raise Q35cError(f"GEMV {a.k}x{a.n} needs a {plan.width}x{plan.height} PE "
                             f"rectangle; {m.name}'s fabric is {m.width}x{m.height}")
@@ -235,8 +235,7 @@ def main(argv: list[str] | None = None) -> None:
         if a.v_tile < 0:
             raise Q35cError(f"v_tile must be non-negative (got {a.v_tile})")
         if a.mlp:
-            r = graph_estimate(a.k, a.n, m, a.k_tile, a.n_tile, a.v_tile,
-                               a.weights == "decoded")
+            r = graph_estimate(a.k, a.n, m, a.k_tile, a.n_tile, a.v_tile, a.weights)
         else:
             r = estimate(plan, m)
     except (Q35cError, ValueError) as e:

@@ -18,18 +18,19 @@ from dataclasses import dataclass
 
 import numpy as np
 from xdsl.dialects import arith, csl, memref
-from xdsl.dialects.builtin import MemRefType, i16
+from xdsl.dialects.builtin import i16
 from xdsl.ir import SSAValue
 
 from q35c.compiler.diagnostics import Q35cError
-from q35c.targets.cerebras.emit import _index, _int, f32
+from q35c.targets.cerebras.emit import _index, _int, declare_arrays, f32, moved_dsd
+from q35c.targets.cerebras.plan import Grid
 
 TABLE_BYTES = 32768
 """The most bytes of table per PE (of a PE's 48 KB)."""
 
 
 @dataclass(frozen=True)
-class GatherPlan:
+class GatherPlan(Grid):
     rows: int
     """V, the table's rows."""
     n: int
@@ -49,13 +50,8 @@ class GatherPlan:
                             f"{TABLE_BYTES} bytes of a PE")
         return cls(rows, n, vt, block)
 
-    @property
-    def width(self) -> int:
-        return -(-self.n // self.v_tile)
-
-    @property
-    def height(self) -> int:
-        return -(-self.rows // self.block)
+    def spans(self) -> tuple[tuple[int, int], tuple[int, int]]:
+        return (self.n, self.v_tile), (self.rows, self.block)
 
     def role(self, x: int) -> str:
         return "single"
@@ -83,23 +79,14 @@ class GatherProgram:
         self.dsds: dict[str, SSAValue] = {}
 
     def declare(self) -> None:
-        for name, (elem, size) in buffers(self.plan).items():
-            buf = csl.ZerosOp(MemRefType(elem, (size,)))
-            buf.result.name_hint = name
-            self.bufs[name] = buf.result
-            if name == "idx":
-                continue
-            dsd = csl.GetMemDsdOp.build(operands=[buf, [_int(self.plan.v_tile)]],
-                                        result_types=[csl.DsdType(csl.DsdKind.mem1d_dsd)])
-            dsd.result.name_hint = f"{name}_dsd"
-            self.dsds[name] = dsd.result
+        vt = self.plan.v_tile
+        self.bufs, self.dsds = declare_arrays(
+            buffers(self.plan), lambda name, size: None if name == "idx" else vt)
 
     def body(self) -> None:
         row = memref.LoadOp.get(self.bufs["idx"], [_index(_int(0))]).res
         offset = arith.MuliOp(row, _int(self.plan.v_tile)).result
-        src = csl.IncrementDsdOffsetOp.build(
-            operands=[self.dsds["tab"], offset], properties={"elem_type": f32},
-            result_types=[csl.DsdType(csl.DsdKind.mem1d_dsd)]).result
+        src = moved_dsd(self.dsds["tab"], offset, f32)
         csl.FmovsOp(operands=[[self.dsds["y"], src]])
 
 

@@ -34,11 +34,11 @@ from xdsl.ir import Block, Region, SSAValue
 
 from q35c.compiler.diagnostics import Q35cError
 from q35c.compiler.entry import argument_names, entry_function, result_names
-from q35c.compiler.quant import CODEBOOK, OFFSET_GRID, SCALE_STEPS, Q3P5Tensor
+from q35c.compiler.quant import Q3P5Tensor
 from q35c.compiler.tensors import constant_value
 from q35c.compiler.weights import WeightStore
 from q35c.dialects import q35nn, quant3p5
-from q35c.semantics import cerebras as mode, matmul_q3p5_f16
+from q35c.semantics import cerebras as mode, matmul_q3p5_f16, matmul_q3p5_w16
 from q35c.targets.cerebras import emit
 from q35c.targets.cerebras.attention import (
     AttentionPlan,
@@ -48,6 +48,7 @@ from q35c.targets.cerebras.attention import (
 )
 from q35c.targets.cerebras.emit import _int, noop_functions
 from q35c.targets.cerebras.gather import GatherPlan, GatherProgram, row_number, table_slice
+from q35c.targets.cerebras.host import HostPlan, evaluate, host_module, is_host_op
 from q35c.targets.cerebras.machine import Machine
 from q35c.targets.cerebras.moves import (
     MOVE_OPS,
@@ -59,17 +60,17 @@ from q35c.targets.cerebras.moves import (
 )
 from q35c.targets.cerebras.ops import SetColorConfigOp
 from q35c.targets.cerebras.parse import parse_csl
-from q35c.targets.cerebras.plan import GemvPlan, pe_data, x_slice
+from q35c.targets.cerebras.plan import GemvPlan, tiles_data, x_slice
 from q35c.targets.cerebras.printer import csl_files
-from q35c.targets.cerebras.project import RUNTIME_PY
+from q35c.targets.cerebras.project import RUNTIME_PY, decoding_tables, names_tuple
 from q35c.targets.cerebras.simulate import Simulation, check, memory_use, programs
 from q35c.targets.cerebras.vector import VectorPlan, VectorProgram, routes as vector_routes
 
+HOST_KINDS = ("move", "host")
+"""Stages the host does between launches (no PEs, no cycles)."""
 VECTOR_OPS = {q35nn.SiluOp: "silu", q35nn.SwigluOp: "swiglu", arith.AddfOp: "add",
               arith.MulfOp: "mul", arith.NegfOp: "neg", q35nn.RMSNormOp: "rms_norm",
               q35nn.SoftmaxOp: "softmax"}
-TABLES = ("cb0", "cb1", "steps", "grid")
-WEIGHT_ARRAYS = ("payload", "meta", "ss", "ob", "os")
 
 
 @dataclass
@@ -109,7 +110,8 @@ class GraphProject:
     output_names: list[str]
     width: int
     height: int
-    decoded: bool = False
+    weights: str = "packed"
+    """The GEMV stages' weight mode (plan.WEIGHT_MODES)."""
     constants: dict[str, np.ndarray] = field(default_factory=dict)
     """Host values that are constants of the function (a RoPE table, a mask)."""
     shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
@@ -120,22 +122,20 @@ class GraphProject:
         ('s<i>/<x>_<y>/<symbol>', x and y within the stage), gammas, gather tables and the
         pow2 table; the moves' index maps ('s<i>/index') and the constants ('const/<name>')
         the host uses between launches."""
-        out = {"cb0": CODEBOOK[:, 0].astype(np.float16),
-               "cb1": CODEBOOK[:, 1].astype(np.float16),
-               "steps": np.asarray(SCALE_STEPS, np.float32),
-               "grid": np.asarray(OFFSET_GRID, np.float32), "pow2": mode.POW2}
+        out = {**(decoding_tables() if self.weights != "f16" else {}), "pow2": mode.POW2}
         for i, st in enumerate(self.stages):
             if st.kind == "gemv":
-                for x in range(st.width):
-                    for y in range(st.height):
-                        for name, arr in pe_data(st.plan, st.weights, x, y).items():
-                            out[f"s{i}/{x}_{y}/{name}"] = arr
+                for (x, y), arrs in tiles_data(st.plan, st.weights):
+                    for name, arr in arrs.items():
+                        out[f"s{i}/{x}_{y}/{name}"] = arr
             elif st.kind == "gather":
                 for x in range(st.width):
                     for y in range(st.height):
                         out[f"s{i}/{x}_{y}/tab"] = table_slice(st.plan, st.gamma, x, y)
             elif st.kind == "move":
                 out[f"s{i}/index"] = st.plan.index
+            elif st.kind == "host":
+                continue
             elif st.gamma is not None:
                 out[f"s{i}/g"] = _padded(st.plan, st.gamma)
         for name, value in self.constants.items():
@@ -191,16 +191,19 @@ def _grouping(by_output: dict[str, Stage], name: str, heads: int,
 
 
 def stages(fn: func.FuncOp, store: WeightStore, k_tile: int, n_tile: int, v_tile: int,
-           decoded: bool) -> tuple[list[Stage], dict[str, tuple[int, ...]], list[str],
+           weight_mode: str) -> tuple[list[Stage], dict[str, tuple[int, ...]], list[str],
                                    dict[str, np.ndarray], dict[str, tuple[int, ...]]]:
     """The function's ops in order as stages; its inputs; the host value of each result;
     the constants the host holds; every host value's shape."""
     names: dict[SSAValue, str] = {}
     inputs = {}
     shapes: dict[str, tuple[int, ...]] = {}
+    host_only: set[str] = set()
+    """Values the host has without any PE stage: inputs, constants, host stages' results."""
     for arg, name in zip(fn.body.block.args, argument_names(fn)):
         inputs[name] = shapes[name] = shape_of(arg)
         names[arg] = name
+        host_only.add(name)
     weights: dict[SSAValue, object] = {}
     consts: dict[str, np.ndarray] = {}
     out: list[Stage] = []
@@ -209,7 +212,10 @@ def stages(fn: func.FuncOp, store: WeightStore, k_tile: int, n_tile: int, v_tile
     def operand(v: SSAValue, op) -> str:
         if v not in names and isinstance(weights.get(v), np.ndarray):  # a host constant
             names[v] = f"c{len(consts)}"
-            consts[names[v]] = np.asarray(weights[v], np.float32).reshape(-1)
+            const = np.asarray(weights[v])  # integers and booleans (a host stage's) stay
+            consts[names[v]] = (const.astype(np.float32) if const.dtype.kind == "f"
+                                else const).reshape(-1)
+            host_only.add(names[v])
             shapes[names[v]] = tuple(np.shape(weights[v]))
         if v not in names:
             raise Q35cError(f"cerebras target: {op.name} reads a value that is neither a "
@@ -222,6 +228,7 @@ def stages(fn: func.FuncOp, store: WeightStore, k_tile: int, n_tile: int, v_tile
         names[op.results[0]] = stage.output
         shapes[stage.output] = shape_of(op.results[0])
 
+    on_host = _host_side(fn)
     for op in fn.body.block.ops:
         if isinstance(op, quant3p5.WeightOp):
             weights[op.results[0]] = store[op.weight_name.data]
@@ -242,7 +249,7 @@ def stages(fn: func.FuncOp, store: WeightStore, k_tile: int, n_tile: int, v_tile
                 raise Q35cError("cerebras target: quant3p5.matmul weights must be a Q3P5 "
                                 "quant3p5.weight")
             k = _row(op.operands[0], "quant3p5.matmul input")
-            plan = GemvPlan.choose(k, w.shape[1], w.group_size, k_tile, n_tile, decoded)
+            plan = GemvPlan.choose(k, w.shape[1], w.group_size, k_tile, n_tile, weight_mode)
             add(Stage("gemv", plan, [operand(op.operands[0], op)], tag, weights=w), op)
         elif isinstance(op, MOVE_OPS):
             srcs = [operand(v, op) for v in data_operands(op)]
@@ -252,6 +259,8 @@ def stages(fn: func.FuncOp, store: WeightStore, k_tile: int, n_tile: int, v_tile
                     len(prev.inputs) == 1:  # compose moves of one source
                 srcs, index = list(prev.inputs), prev.plan.index[index]
             add(Stage("move", MovePlan(index), srcs, tag), op)
+            if all(s in host_only for s in srcs):
+                host_only.add(tag)
         elif isinstance(op, q35nn.GatherOp):
             table = weights.get(op.operands[0])
             if not isinstance(table, np.ndarray) or table.ndim != 2 or \
@@ -283,6 +292,9 @@ def stages(fn: func.FuncOp, store: WeightStore, k_tile: int, n_tile: int, v_tile
             plan = AttentionPlan.make(s_len, heads // group, group, d, dv,
                                       op.scale.value.data, op.mask is not None, v_tile)
             add(Stage("attention", plan, args, tag, shapes=(q_shape, mask_shape)), op)
+        elif type(op) in VECTOR_OPS and op.results[0] in on_host:  # feeds a host stage
+            add(Stage("host", HostPlan(op), [operand(v, op) for v in op.operands], tag), op)
+            host_only.add(tag)
         elif type(op) in VECTOR_OPS:
             kind = VECTOR_OPS[type(op)]
             n = _size(op.results[0], op.name)
@@ -308,14 +320,41 @@ def stages(fn: func.FuncOp, store: WeightStore, k_tile: int, n_tile: int, v_tile
             plan = VectorPlan.choose(kind, n, v_tile, eps)
             add(Stage(kind, plan, [operand(a, op) for a in args], tag,
                       gamma=None if gamma is None else np.asarray(gamma, np.float32)), op)
+        elif is_host_op(op) and len(op.results) == 1:
+            srcs = [operand(v, op) for v in op.operands]
+            if not all(s in host_only for s in srcs):
+                raise Q35cError(f"cerebras target: {op.name} reads a value computed on "
+                                "the PEs (only the step's inputs and constants are "
+                                "prepared on the host)")
+            add(Stage("host", HostPlan(op), srcs, tag), op)
+            host_only.add(tag)
         else:
             raise Q35cError(f"cerebras target: {op.name} is not mapped")
     else:
         raise Q35cError("cerebras target: the function has no func.return")
     out = _live(out, results)
-    if not any(st.kind != "move" for st in out):
+    if not any(st.kind not in HOST_KINDS for st in out):
         raise Q35cError("cerebras target: the function computes nothing on the PEs")
     return out, inputs, results, consts, shapes
+
+
+def _host_side(fn: func.FuncOp) -> set[SSAValue]:
+    """Results of elementwise ops (add, mul, neg) the host computes: those that read only
+    inputs and constants (through moves and host ops) and whose result a host op reads,
+    directly or through moves (the position times the RoPE frequencies, before cos)."""
+    ops = list(fn.body.block.ops)
+    free = set(fn.body.block.args)
+    for op in ops:
+        if isinstance(op, (quant3p5.WeightOp, arith.ConstantOp, tensor.EmptyOp)) or (
+                isinstance(op, MOVE_OPS + tuple(VECTOR_OPS)) or is_host_op(op)) and \
+                all(v in free for v in op.operands):
+            free.update(op.results)
+    needed: set[SSAValue] = set()
+    for op in reversed(ops):
+        if is_host_op(op) or (isinstance(op, MOVE_OPS + tuple(VECTOR_OPS))
+                              and op.results and op.results[0] in needed):
+            needed.update(v for v in op.operands if v in free)
+    return {v for v in needed if isinstance(v.owner, tuple(VECTOR_OPS))}
 
 
 def _live(sts: list[Stage], results: list[str]) -> list[Stage]:
@@ -323,7 +362,7 @@ def _live(sts: list[Stage], results: list[str]) -> list[Stage]:
     used = set(results)
     keep = []
     for st in reversed(sts):
-        if st.output in used or st.kind != "move":
+        if st.output in used or st.kind not in HOST_KINDS:
             keep.append(st)
             used.update(st.inputs)
     return keep[::-1]
@@ -377,7 +416,7 @@ def _idle_module(launches: tuple[str, ...]) -> csl.CslModuleOp:
 def _launches(sts: list[Stage], decoded: bool) -> tuple[str, ...]:
     """The launch functions: `decode` (decoded weights), one per stage with PEs."""
     return (*(("decode",) if decoded else ()),
-            *(f"s{i}" for i, st in enumerate(sts) if st.kind != "move"))
+            *(f"s{i}" for i, st in enumerate(sts) if st.kind not in HOST_KINDS))
 
 
 def graph_module(sts: list[Stage], decoded: bool) -> ModuleOp:
@@ -436,33 +475,36 @@ def _layout(sts: list[Stage], height: int) -> csl.CslModuleOp:
 
 
 def compile_graph(module: ModuleOp, store: WeightStore, entry: str | None, k_tile: int,
-                  n_tile: int, v_tile: int, decoded: bool) -> GraphProject:
+                  n_tile: int, v_tile: int, weights: str = "packed") -> GraphProject:
     fn = entry_function(module, entry)
-    sts, inputs, results, consts, shapes = stages(fn, store, k_tile, n_tile, v_tile, decoded)
-    return project_of(sts, inputs, results, result_names(fn), decoded, consts, shapes)
+    sts, inputs, results, consts, shapes = stages(fn, store, k_tile, n_tile, v_tile, weights)
+    return project_of(sts, inputs, results, result_names(fn), weights, consts, shapes)
 
 
 def project_of(sts: list[Stage], inputs: dict[str, tuple[int, ...]], results: list[str],
-               names: list[str], decoded: bool = False,
+               names: list[str], weights: str = "packed",
                constants: dict[str, np.ndarray] | None = None,
                shapes: dict[str, tuple[int, ...]] | None = None) -> GraphProject:
     """Place the stages side by side (stage i from column x0) and build the csl IR."""
     x0 = 0
     for st in sts:
         st.x0, x0 = x0, x0 + st.width
-    return GraphProject(sts, graph_module(sts, decoded), inputs, results, names,
-                        x0, max(st.height for st in sts), decoded, constants or {},
+    return GraphProject(sts, graph_module(sts, weights == "decoded"), inputs, results,
+                        names, x0, max(st.height for st in sts), weights, constants or {},
                         shapes or {})
 
 
-def numeric_mode(k_tile: int = 0, n_tile: int = 0, v_tile: int = 0) -> dict:
+def numeric_mode(k_tile: int = 0, n_tile: int = 0, v_tile: int = 0,
+                 weights: str = "packed") -> dict:
     """Interpreter overrides: the target's numeric mode for every op it maps (for
     `Interpreter(module, store, overrides=...)`; q35c.semantics.cerebras)."""
+    gemv = matmul_q3p5_w16 if weights == "f16" else matmul_q3p5_f16
 
     def matmul(interp, op, args):
         k = args[0].shape[-1]
-        plan = GemvPlan.choose(k, args[1].shape[1], args[1].group_size, k_tile, n_tile)
-        return (matmul_q3p5_f16(args[0], args[1], plan.k_tile),)
+        plan = GemvPlan.choose(k, args[1].shape[1], args[1].group_size, k_tile, n_tile,
+                               weights)
+        return (gemv(args[0], args[1], plan.k_tile),)
 
     def rms(interp, op, args):
         n = args[0].shape[-1]
@@ -492,9 +534,9 @@ def pe_constants(i: int, st: Stage, data: dict[str, np.ndarray]):
     for x in range(st.width):
         for y in range(st.height):
             if st.kind == "gemv":
-                for name in TABLES:
+                for name in st.plan.tables():
                     yield (x, y), name, data[name]
-                for name in WEIGHT_ARRAYS:
+                for name in st.plan.weight_arrays():
                     yield (x, y), name, data[f"s{i}/{x}_{y}/{name}"]
             elif st.kind == "gather":
                 yield (x, y), "tab", data[f"s{i}/{x}_{y}/tab"]
@@ -560,13 +602,18 @@ def simulate_graph(project: GraphProject, machine: Machine, inputs: dict[str, np
         for (x, y), name, arr in pe_constants(i, st, data):
             sim.load(st.x0 + x, y, name, arr)
     cycles = []
-    if project.decoded:
+    if project.weights == "decoded":
         sim.load_cycles = sim.run("decode")
         sim.restart()
     for i, st in enumerate(project.stages):
         ins = [values[name] for name in st.inputs]
         if st.kind == "move":
             values[st.output] = apply_move(st.plan, ins)
+            continue
+        if st.kind == "host":
+            args = [np.asarray(v).reshape(project.shapes[name])
+                    for v, name in zip(ins, st.inputs)]
+            values[st.output] = evaluate(st.plan.op, args).reshape(-1)
             continue
         ins = [v if st.kind == "gather" else np.asarray(v, np.float32) for v in ins]
         for (x, y), name, arr in pe_inputs(st, ins):
@@ -639,6 +686,15 @@ def tile(v, size, i):
 
 
 stages = project["stages"]
+host_ops = None
+if any(st["kind"] == "host" for st in stages):  # input preparation: q35c's interpreter
+    from q35c.compiler.context import make_context
+    from q35c.compiler.weights import WeightStore
+    from q35c.semantics import Interpreter
+    from xdsl.parser import Parser
+
+    host_ops = Interpreter(Parser(make_context(), open("host_ops.mlir").read())
+                           .parse_module(), WeightStore())
 for name in project["constants"]:  # host values that are constants (tables, masks)
     values[name] = data[f"const/{{name}}"]
 for i, st in enumerate(stages):  # constants, once
@@ -646,9 +702,9 @@ for i, st in enumerate(stages):  # constants, once
         for y in range(st["height"]):
             pe = (st["x0"] + x, y)
             if st["kind"] == "gemv":
-                for name in ("cb0", "cb1", "steps", "grid"):
+                for name in {tables}:
                     h2d(name, *pe, data[name])
-                for name in ("payload", "meta", "ss", "ob", "os"):
+                for name in {arrays}:
                     h2d(name, *pe, data[f"s{{i}}/{{x}}_{{y}}/{{name}}"])
             elif st["kind"] == "gather":
                 h2d("tab", *pe, data[f"s{{i}}/{{x}}_{{y}}/tab"])
@@ -688,6 +744,12 @@ for i, st in enumerate(stages):
     if st["kind"] == "move":  # data movement between stages: the host's
         values[st["output"]] = np.concatenate([v.reshape(-1) for v in ins])[
             data[f"s{{i}}/index"]]
+        continue
+    if st["kind"] == "host":  # host_ops.mlir's function s<i>, by q35c's interpreter
+        args = [np.asarray(v).reshape(project["shapes"][name])
+                for v, name in zip(ins, st["inputs"])]
+        (out,) = host_ops.call(host_ops.function(f"s{{i}}"), args)
+        values[st["output"]] = np.asarray(out).reshape(-1)
         continue
     if st["kind"] == "attention":
         attention_inputs(st, *ins[:3], ins[3] if st["masked"] else None)
@@ -737,7 +799,7 @@ def stage_summary(st: Stage) -> dict:
                     "q_shape": list(st.shapes[0]), "mask_shape": list(st.shapes[1])})
     elif st.kind == "gather":
         out.update({"v_tile": p.v_tile, "rows": p.rows, "block": p.block})
-    elif st.kind != "move":
+    elif st.kind not in HOST_KINDS:
         out["v_tile"] = p.v_tile
     return out
 
@@ -751,17 +813,23 @@ def write_graph(project: GraphProject, machine: Machine, out_dir: Path, stem: st
     for name, text in files.items():
         (out_dir / name).write_text(text)
     np.savez(out_dir / "host.npz", **project.host_data())
+    hosted = [(i, st.plan.op) for i, st in enumerate(project.stages) if st.kind == "host"]
+    if hosted:
+        (out_dir / "host_ops.mlir").write_text(str(host_module(hosted)) + "\n")
+    decoded = project.weights == "decoded"
     decode = ('runner.launch("decode", nonblock=False)  # once, at load time\n'
-              if project.decoded else "")
+              if decoded else "")
+    gemv = GemvPlan(1, 1, 32, 64, 1, project.weights)  # the mode's array names
     (out_dir / "run.py").write_text(RUN_PY.format(
         runtime=RUNTIME_PY, name=stem, decode=decode, fw=project.width + 7,
-        fh=project.height + 2, decode_doc=", launches `decode` once" if project.decoded else ""))
+        fh=project.height + 2, decode_doc=", launches `decode` once" if decoded else "",
+        tables=names_tuple(gemv.tables()), arrays=names_tuple(gemv.weight_arrays())))
     memory = {name: memory_use(prog, machine) for name, prog in programs(project.csl).items()}
     summary = {
         "machine": machine.name,
         "pe_memory_capacity": machine.pe_memory_bytes,
         "plan": {"width": project.width, "height": project.height,
-                 **({"weights": "decoded"} if project.decoded else {})},
+                 **({"weights": project.weights} if project.weights != "packed" else {})},
         "stages": [stage_summary(st) for st in project.stages],
         "inputs": {k: list(v) for k, v in project.inputs.items()},
         "outputs": project.output_names, "output_values": project.outputs,

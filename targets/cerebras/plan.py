@@ -16,6 +16,7 @@ import numpy as np
 
 from q35c.compiler.diagnostics import Q35cError
 from q35c.compiler.quant import Q3P5Tensor, unpack_codes
+from q35c.semantics import InterpreterError, dequantize_f16
 
 CHAIN_COLORS = (0, 1)
 """The reduction chain's two colors (routable, reserved by no runtime on WSE-2/WSE-3)."""
@@ -28,11 +29,34 @@ WORDS_PER_GROUP = 7
 """A group of 32 weights is 16 pair codes of 7 bits: 112 bits, exactly 7 u16 words."""
 DEFAULT_K_TILE, DEFAULT_N_TILE = 512, 64
 DECODED_K_TILE, DECODED_N_TILE = 64, 128
-"""Default tile of a decoded plan: its f16 levels (16 KB) and the rest fit a PE's 48 KB."""
+"""Default tile of a decoded or f16 plan: its f16 levels or weights (16 KB) and the rest
+fit a PE's 48 KB."""
+WEIGHT_MODES = ("packed", "decoded", "f16")
+TABLES = ("cb0", "cb1", "steps", "grid")
+"""The decoding tables every PE of a packed or decoded plan holds (CODEBOOK's two level
+columns, SCALE_STEPS, OFFSET_GRID)."""
+
+
+class Grid:
+    """A plan cut into tiles along x and y: `spans()` gives (extent, tile) of each; the
+    rectangle is `width` x `height` PEs."""
+
+    def spans(self) -> tuple[tuple[int, int], tuple[int, int]]:
+        raise NotImplementedError
+
+    @property
+    def width(self) -> int:
+        (extent, tile), _ = self.spans()
+        return -(-extent // tile)
+
+    @property
+    def height(self) -> int:
+        _, (extent, tile) = self.spans()
+        return -(-extent // tile)
 
 
 @dataclass(frozen=True)
-class GemvPlan:
+class GemvPlan(Grid):
     """The tiling of one [K, N] GEMV (group size 32) over a width x height rectangle."""
 
     k: int
@@ -40,34 +64,50 @@ class GemvPlan:
     group: int
     k_tile: int
     n_tile: int
-    decoded: bool = False
-    """Decode the packed tile once at load time (the `decode` function) into f16 levels and
-    f32 group scales and offsets kept in PE memory; `compute` then runs DSD operations
-    only. The host still transfers the packed form."""
+    weights: str = "packed"
+    """`packed`: the tile stays packed and every `compute` decodes it. `decoded`: the host
+    transfers the packed tile, a load-time `decode` turns it into f16 levels and f32 group
+    scales and offsets kept in PE memory. `f16`: the host decodes the tile to float16
+    weights (`q35c.semantics.dequantize_f16`) and transfers those; `compute` is one
+    `@fmachs` per weight row."""
+
+    @property
+    def decoded(self) -> bool:
+        return self.weights == "decoded"
+
+    @property
+    def f16(self) -> bool:
+        return self.weights == "f16"
+
+    def weight_arrays(self) -> tuple[str, ...]:
+        """The per-PE weight arrays the host copies in (`pe_data`'s keys)."""
+        return ("w16",) if self.f16 else ("payload", "meta", "ss", "ob", "os")
+
+    def tables(self) -> tuple[str, ...]:
+        """The decoding tables the host copies into every PE."""
+        return () if self.f16 else TABLES
 
     @classmethod
     def choose(cls, k: int, n: int, group: int, k_tile: int = 0, n_tile: int = 0,
-               decoded: bool = False) -> GemvPlan:
+               weights: str = "packed") -> GemvPlan:
         """The plan for given tile sizes (0: the default, capped by the matrix)."""
         if group != 32:
             raise Q35cError(f"cerebras target: Q3P5 group size {group} (only 32 maps onto "
                             "7 u16 words per group)")
         pair = 2 * group  # the group loop is unrolled by two (one meta word per two groups)
-        kd, nd = (DECODED_K_TILE, DECODED_N_TILE) if decoded else (DEFAULT_K_TILE,
-                                                                    DEFAULT_N_TILE)
+        if weights not in WEIGHT_MODES:
+            raise Q35cError(f"cerebras target: weights={weights} (one of "
+                            f"{', '.join(WEIGHT_MODES)})")
+        kd, nd = (DEFAULT_K_TILE, DEFAULT_N_TILE) if weights == "packed" else (
+            DECODED_K_TILE, DECODED_N_TILE)
         k_tile = k_tile or min(kd, -(-k // pair) * pair)
         n_tile = n_tile or min(nd, n)
         if k_tile % pair:
             raise Q35cError(f"cerebras target: k_tile {k_tile} must be a multiple of {pair}")
-        return cls(k, n, group, k_tile, n_tile, decoded)
+        return cls(k, n, group, k_tile, n_tile, weights)
 
-    @property
-    def width(self) -> int:
-        return -(-self.k // self.k_tile)
-
-    @property
-    def height(self) -> int:
-        return -(-self.n // self.n_tile)
+    def spans(self) -> tuple[tuple[int, int], tuple[int, int]]:
+        return (self.k, self.k_tile), (self.n, self.n_tile)
 
     @property
     def groups(self) -> int:
@@ -122,6 +162,28 @@ def pe_data(plan: GemvPlan, w: Q3P5Tensor, x: int, y: int) -> dict[str, np.ndarr
     for name, src in (("ss", w.super_scale), ("ob", w.offset_base), ("os", w.offset_step)):
         words[name][:width] = src[cols]
     return {"payload": payload.reshape(-1), "meta": meta.reshape(-1), **words}
+
+
+def tiles_data(plan: GemvPlan, w: Q3P5Tensor):
+    """((x, y), {array: values}) of every PE of the plan, as the host copies them in: the
+    packed tile (`pe_data`), or with f16 weights the PE's rows and columns of
+    `dequantize_f16` (row k at k * n_tile, zero padding)."""
+    if not plan.f16:
+        for x in range(plan.width):
+            for y in range(plan.height):
+                yield (x, y), pe_data(plan, w, x, y)
+        return
+    try:
+        full = dequantize_f16(w, plan.k_tile)
+    except InterpreterError as e:
+        raise Q35cError(f"cerebras target: {e}") from None
+    kt, nt = plan.k_tile, plan.n_tile
+    for x in range(plan.width):
+        for y in range(plan.height):
+            tile = np.zeros((kt, nt), np.float16)
+            part = full[x * kt:(x + 1) * kt, y * nt:(y + 1) * nt]
+            tile[:, :part.shape[1]] = part
+            yield (x, y), {"w16": tile.reshape(-1)}
 
 
 def x_slice(plan: GemvPlan, xv: np.ndarray, x: int) -> np.ndarray:

@@ -22,17 +22,18 @@ from q35c.compiler.quant import CODEBOOK, OFFSET_GRID, SCALE_STEPS, Q3P5Tensor
 from q35c.compiler.weights import WeightStore
 from q35c.dialects import quant3p5
 from q35c.targets.cerebras.emit import csl_module
+from q35c.targets.cerebras.host import HOST_OP_NAMES
 from q35c.targets.cerebras.machine import Machine
 from q35c.targets.cerebras.moves import MOVE_OP_NAMES
 from q35c.targets.cerebras.parse import parse_csl
-from q35c.targets.cerebras.plan import GemvPlan, pe_data, x_slice
+from q35c.targets.cerebras.plan import GemvPlan, tiles_data, x_slice
 from q35c.targets.cerebras.printer import csl_files
 from q35c.targets.cerebras.simulate import Simulation, check, memory_use, programs
 
 ACCEPTED_OPS = frozenset({"quant3p5.weight", "quant3p5.matmul", "func.return",
                           "q35nn.rms_norm", "q35nn.silu", "q35nn.swiglu", "q35nn.softmax",
                           "q35nn.gather", "q35nn.attention", "arith.addf", "arith.mulf",
-                          "arith.negf", "arith.constant"}) | MOVE_OP_NAMES
+                          "arith.negf", "arith.constant"}) | MOVE_OP_NAMES | HOST_OP_NAMES
 """What the lowering maps today: batch-1 GEMVs on Q3P5 weights, RMSNorm, SiLU, SwiGLU,
 softmax, elementwise add, mul and neg, the embedding gather of one token, attention of one
 token over a KV cache, and the data movement between them (reshapes, transposes,
@@ -57,14 +58,10 @@ class Project:
     def host_data(self) -> dict[str, np.ndarray]:
         """What run.py copies into the PEs, by '<x>_<y>/<symbol>' (weights) and
         '<symbol>' (the decoding tables, the same on every PE)."""
-        out = {"cb0": CODEBOOK[:, 0].astype(np.float16),
-               "cb1": CODEBOOK[:, 1].astype(np.float16),
-               "steps": np.asarray(SCALE_STEPS, np.float32),
-               "grid": np.asarray(OFFSET_GRID, np.float32)}
-        for x in range(self.plan.width):
-            for y in range(self.plan.height):
-                for name, arr in pe_data(self.plan, self.weights, x, y).items():
-                    out[f"{x}_{y}/{name}"] = arr
+        out = {k: v for k, v in decoding_tables().items() if k in self.plan.tables()}
+        for (x, y), arrs in tiles_data(self.plan, self.weights):
+            for name, arr in arrs.items():
+                out[f"{x}_{y}/{name}"] = arr
         return out
 
 
@@ -88,7 +85,7 @@ def _gemv(fn: func.FuncOp) -> quant3p5.MatmulOp:
 
 
 def compile_project(module: ModuleOp, store: WeightStore, entry: str | None, k_tile: int,
-                    n_tile: int, decoded: bool = False) -> Project:
+                    n_tile: int, weights_mode: str = "packed") -> Project:
     fn = entry_function(module, entry)
     mm = _gemv(fn)
     w_op = mm.operands[1].owner
@@ -100,7 +97,7 @@ def compile_project(module: ModuleOp, store: WeightStore, entry: str | None, k_t
         raise Q35cError(f"cerebras target: weight '{w_op.weight_name.data}' is not in the "
                         "q3p5 layout")
     k, n = weights.shape
-    plan = GemvPlan.choose(k, n, weights.group_size, k_tile, n_tile, decoded)
+    plan = GemvPlan.choose(k, n, weights.group_size, k_tile, n_tile, weights_mode)
     x_name = argument_names(fn)[mm.operands[0].index]
     return Project(plan, csl_module(plan), weights, x_name, result_names(fn)[0])
 
@@ -114,9 +111,9 @@ def simulate(project: Project, machine: Machine, x: np.ndarray, seed: int
     sim = Simulation(project.csl, layout, machine, seed)
     data = project.host_data()
     for (px, py) in sim.pes:
-        for name in ("cb0", "cb1", "steps", "grid"):
+        for name in plan.tables():
             sim.load(px, py, name, data[name])
-        for name in ("payload", "meta", "ss", "ob", "os"):
+        for name in plan.weight_arrays():
             sim.load(px, py, name, data[f"{px}_{py}/{name}"])
         sim.load(px, py, "x", x_slice(plan, x, px))
     if plan.decoded:  # load time: decode the packed tiles once, then time `compute` alone
@@ -153,7 +150,7 @@ RUN_PY = '''#!/usr/bin/env cs_python
     cs_python run.py --name out   # after: cslc layout.csl --fabric-dims={fw},{fh} \\
                                   #   --fabric-offsets=4,1 --memcpy --channels=1 -o out
 
-Loads every PE's packed weight tile and the decoding tables with memcpy_h2d, copies x,
+Loads every PE's {what} with memcpy_h2d, copies x,
 launches `compute` on every PE and reads y from the east-most column (project.json).
 """
 
@@ -183,9 +180,9 @@ for px in range(plan["width"]):
     part = x[px * plan["k_tile"]:(px + 1) * plan["k_tile"]]
     xs[:part.size] = part
     for py in range(plan["height"]):
-        for name in ("cb0", "cb1", "steps", "grid"):
+        for name in {tables}:
             h2d(name, px, py, data[name])
-        for name in ("payload", "meta", "ss", "ob", "os"):
+        for name in {arrays}:
             h2d(name, px, py, data[f"{{px}}_{{py}}/{{name}}"])
         h2d("x", px, py, xs)
 {decode}runner.launch("compute", nonblock=False)
@@ -202,6 +199,20 @@ np.save("y.npy", y.view(np.float32)[:plan["n"]].reshape(1, -1))
 '''
 
 
+def names_tuple(names: tuple[str, ...]) -> str:
+    """A tuple of names as run.py spells it: ("a", "b") or ("a",) or ()."""
+    inner = ", ".join(f'"{n}"' for n in names)
+    return f"({inner}{',' if len(names) == 1 else ''})"
+
+
+def decoding_tables() -> dict[str, np.ndarray]:
+    """The decoding tables a packed or decoded GEMV's PEs hold (plan.TABLES)."""
+    return {"cb0": CODEBOOK[:, 0].astype(np.float16),
+            "cb1": CODEBOOK[:, 1].astype(np.float16),
+            "steps": np.asarray(SCALE_STEPS, np.float32),
+            "grid": np.asarray(OFFSET_GRID, np.float32)}
+
+
 def write_project(project: Project, machine: Machine, out_dir: Path, stem: str) -> dict:
     """layout.csl, pe_<role>.csl, run.py, host.npz, project.json; the project summary."""
     layout = check(project.csl, machine)
@@ -214,15 +225,18 @@ def write_project(project: Project, machine: Machine, out_dir: Path, stem: str) 
     plan = project.plan
     decode = 'runner.launch("decode", nonblock=False)  # once, at load time\n' \
         if plan.decoded else ""
-    (out_dir / "run.py").write_text(RUN_PY.format(name=stem, decode=decode, runtime=RUNTIME_PY,
-                                                  fw=plan.width + 7, fh=plan.height + 2))
+    (out_dir / "run.py").write_text(RUN_PY.format(
+        name=stem, decode=decode, runtime=RUNTIME_PY, fw=plan.width + 7, fh=plan.height + 2,
+        tables=names_tuple(plan.tables()), arrays=names_tuple(plan.weight_arrays()),
+        what="float16 weight tile" if plan.f16 else
+        "packed weight tile and the decoding tables"))
     memory = {name: memory_use(prog, machine) for name, prog in programs(project.csl).items()}
     summary = {
         "machine": machine.name,
         "pe_memory_capacity": machine.pe_memory_bytes,
         "plan": {"k": plan.k, "n": plan.n, "group": plan.group, "k_tile": plan.k_tile,
                  "n_tile": plan.n_tile, "width": plan.width, "height": plan.height,
-                 **({"weights": "decoded"} if plan.decoded else {})},
+                 **({"weights": plan.weights} if plan.weights != "packed" else {})},
         "input": project.x_name, "output": project.y_name,
         "files": sorted(files),
         "pe_memory_bytes": {name: sum(use.values()) for name, use in memory.items()},

@@ -62,9 +62,9 @@ def gemvs(module: ModuleOp, entry: str | None) -> tuple[list[Gemv], dict[str, in
 
 
 @cache
-def _fits(k_tile: int, n_tile: int, machine: Machine) -> int | None:
+def _fits(k_tile: int, n_tile: int, machine: Machine, weights: str = "packed") -> int | None:
     """The largest per-PE memory of a 3-wide chain of this tile (None: does not fit)."""
-    plan = GemvPlan(3 * k_tile, n_tile, 32, k_tile, n_tile)
+    plan = GemvPlan(3 * k_tile, n_tile, 32, k_tile, n_tile, weights)
     module = csl_module(plan)
     try:
         check(module, machine)
@@ -74,29 +74,33 @@ def _fits(k_tile: int, n_tile: int, machine: Machine) -> int | None:
 
 
 @cache
-def _pe_cycles(k_tile: int, n_tile: int, machine: Machine) -> int:
-    """Simulated cycles of one PE computing one tile (one-PE plan, zero weights)."""
-    plan = GemvPlan(k_tile, n_tile, 32, k_tile, n_tile)
+def _pe_cycles(k_tile: int, n_tile: int, machine: Machine, weights: str = "packed") -> int:
+    """Simulated cycles of one PE computing one tile (one-PE plan, zero weights; with
+    decoded weights `compute` alone, after the load-time decode)."""
+    plan = GemvPlan(k_tile, n_tile, 32, k_tile, n_tile, weights)
     zeros = quantize(np.zeros((k_tile, n_tile), np.float32), group_size=32)
     _, sim = simulate(Project(plan, csl_module(plan), zeros, "x", "y"), machine,
                       np.zeros((1, k_tile), np.float32), seed=0)
     return sim.cycles
 
 
-def place(g: Gemv, machine: Machine, k_tile: int, n_tile: int) -> dict:
+def place(g: Gemv, machine: Machine, k_tile: int, n_tile: int, weights: str = "packed"
+          ) -> dict:
     """GEMV `g` with tiles of at most k_tile x n_tile, and what it costs."""
     if g.group != 32:
         raise Q35cError(f"cerebras target: {g.name}: Q3P5 group size {g.group} (only 32)")
     kt, nt = min(k_tile, -(-g.k // 64) * 64), min(n_tile, g.n)
-    plan = GemvPlan.choose(g.k, g.n, g.group, kt, nt)
+    plan = GemvPlan.choose(g.k, g.n, g.group, kt, nt, weights)
     chain = plan.n_tile + (plan.width - 1) * (machine.hop_cycles + 1)
     return {"name": g.name, "k": g.k, "n": g.n, "k_tile": kt, "n_tile": nt,
             "rectangle": [plan.width, plan.height], "pes": plan.width * plan.height,
-            "pe_memory_bytes": _fits(kt, nt, machine), "weight_bytes": g.k * g.n * 7 // 16,
-            "cycles": _pe_cycles(kt, nt, machine) + (chain if plan.width > 1 else 0)}
+            "pe_memory_bytes": _fits(kt, nt, machine, weights),
+            "weight_bytes": g.k * g.n * 7 // 16 if weights == "packed" else g.k * g.n * 2,
+            "cycles": _pe_cycles(kt, nt, machine, weights) + (chain if plan.width > 1 else 0)}
 
 
-def choose_tile(found: list[Gemv], machine: Machine) -> tuple[int, int]:
+def choose_tile(found: list[Gemv], machine: Machine, weights: str = "packed"
+                ) -> tuple[int, int]:
     """One tile bound for every GEMV: the smallest (fastest) that fits a PE's memory and
     puts all GEMVs on the wafer at once, else the largest that fits a PE."""
     tiles = sorted(((kt, nt) for kt in K_TILES for nt in N_TILES),
@@ -104,7 +108,7 @@ def choose_tile(found: list[Gemv], machine: Machine) -> tuple[int, int]:
     wafer = machine.width * machine.height
     fitting = []
     for kt, nt in tiles:
-        if _fits(kt, nt, machine) is None:
+        if _fits(kt, nt, machine, weights) is None:
             continue
         fitting.append((kt, nt))
         pes = sum(-(-g.k // min(kt, -(-g.k // 64) * 64)) * -(-g.n // min(nt, g.n))
@@ -130,7 +134,8 @@ def plan_text(plan: dict) -> str:
                      f"{row['rectangle'][1]} PEs, {row['pe_memory_bytes']} B/PE, "
                      f"{row['cycles']} cycles")
     fit = "fits" if t["pes"] <= t["wafer_pes"] else "does NOT fit"
-    lines += [f"GEMVs: {t['gemvs']}, {t['pes']} PEs ({fit} on one wafer), packed weights "
+    kind = {"packed": "packed", "decoded": "decoded f16", "f16": "f16"}[plan["weights"]]
+    lines += [f"GEMVs: {t['gemvs']}, {t['pes']} PEs ({fit} on one wafer), {kind} weights "
               f"{t['weight_bytes'] / 1e9:.2f} GB",
               f"cycles per token (GEMVs only, one after another): {t['cycles_per_token']} "
               f"= {t['tokens_per_second']:.1f} tokens/s at {plan['clock_hz'] / 1e6:g} MHz",
@@ -139,17 +144,20 @@ def plan_text(plan: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def shape_only_plan(module: ModuleOp, entry: str | None, machine: Machine) -> dict:
+def shape_only_plan(module: ModuleOp, entry: str | None, machine: Machine,
+                    weights: str = "packed") -> dict:
+    """`weights`: the GEMVs' weight mode (plan.WEIGHT_MODES); packed weights are 3.5 bits
+    per weight, decoded and f16 ones 16 bits in PE memory."""
     found, other = gemvs(module, entry)
     if not found:
         raise Q35cError("cerebras target: --shape-only found no quant3p5.matmul on Q3P5 "
                         "weights to place")
-    k_tile, n_tile = choose_tile(found, machine)
+    k_tile, n_tile = choose_tile(found, machine, weights)
     shapes: dict[tuple[int, int], dict] = {}
     for g in found:
         key = (g.k, g.n)
         if key not in shapes:
-            shapes[key] = {**place(g, machine, k_tile, n_tile), "count": 0}
+            shapes[key] = {**place(g, machine, k_tile, n_tile, weights), "count": 0}
         shapes[key]["count"] += 1
     rows = [shapes[(g.k, g.n)] for g in found]
     cycles = sum(r["cycles"] for r in rows)
@@ -160,7 +168,8 @@ def shape_only_plan(module: ModuleOp, entry: str | None, machine: Machine) -> di
               "tokens_per_second": round(machine.clock_hz / cycles, 1)}
     for row in shapes.values():
         row.pop("name")
-    return {"machine": machine.name, "fabric": [machine.width, machine.height],
+    return {"machine": machine.name, "weights": weights,
+            "fabric": [machine.width, machine.height],
             "clock_hz": machine.clock_hz, "gemv_shapes": list(shapes.values()),
             "totals": totals, "not_costed": dict(sorted(other.items())),
             "comparison": WAFERLLM}

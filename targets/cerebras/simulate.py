@@ -339,22 +339,34 @@ class Simulation:
     # -- the scheduler -----------------------------------------------------------------
 
     def run(self, entry: str = "compute") -> int:
-        """Launch `entry` on every PE, run to the end; the cycle count (the latest PE)."""
-        gens = {pos: self._launch(pe, entry) for pos, pe in self.pes.items()}
+        """Launch `entry` on every PE, run to the end; the cycle count (the latest PE).
+
+        A PE whose `entry` only hands the command stream back (another stage's launch) is
+        finished at once, charged its one call. The others and the routers move one at a
+        time, drawn by the seeded RNG from those that can move: the set is kept up to date
+        as queues change (a PE waits on one queue; a router's input queue can move when it
+        holds a wavelet and every queue it feeds has room)."""
+        gens = {}
+        for pos, pe in self.pes.items():
+            if self._noop(pe.program, entry):
+                pe.charge("scalar", self.machine.scalar_op)  # unblock_cmd_stream
+                pe.done, pe.wait = True, None
+            else:
+                gens[pos] = self._launch(pe, entry)
+        self._movable: list[tuple] = []
+        self._slot: dict[tuple, int] = {}
+        self._waiter: dict[tuple, tuple[int, int]] = {}
+        self._dirty: set[tuple] = set()
         for pos, gen in gens.items():
-            self._advance(self.pes[pos], gen)
-        while True:
-            moves = [("pe", pos) for pos, pe in self.pes.items()
-                     if not pe.done and self._ready(pe)]
-            moves += [("router", key) for key, q in list(self.queues.items())
-                      if q and key[3] != "PE" and self._can_forward(key)]
-            if not moves:
-                break
-            kind, key = moves[self.rng.randrange(len(moves))]
+            self._step_pe(pos, gen)
+        while self._movable:
+            kind, key = self._movable[self.rng.randrange(len(self._movable))]
             if kind == "pe":
-                self._advance(self.pes[key], gens[key])
+                self._step_pe(key, gens[key])
             else:
                 self._forward(key)
+                self._update(("router", key))
+            self._settle()
         blocked = [pe for pe in self.pes.values() if not pe.done]
         if blocked:
             waits = "; ".join(f"PE ({pe.x},{pe.y}) waits to {pe.wait[0]} color {pe.wait[1][2]}"
@@ -367,6 +379,74 @@ class Simulation:
                                       "wavelet(s) left undelivered after every PE finished")
         self.cycles = max(pe.clock for pe in self.pes.values())
         return self.cycles
+
+    def _noop(self, prog: csl.CslModuleOp, entry: str) -> bool:
+        """Whether `entry` of `prog` is only `unblock_cmd_stream()` and a return."""
+        cache = self.__dict__.setdefault("_noops", {})
+        key = (prog.sym_name.data, entry)
+        if key not in cache:
+            fn = next((op for op in prog.body.block.ops
+                       if isinstance(op, csl.FuncOp) and op.sym_name.data == entry), None)
+            ops = list(fn.body.block.ops) if fn is not None else []
+            cache[key] = len(ops) == 2 and isinstance(ops[0], csl.MemberCallOp) and \
+                ops[0].field.data == "unblock_cmd_stream" and isinstance(ops[1], csl.ReturnOp)
+        return cache[key]
+
+    def _step_pe(self, pos: tuple[int, int], gen: Iterator) -> None:
+        """Run PE `pos` to its next wait (or its end), then update what can move."""
+        pe = self.pes[pos]
+        if pe.wait is not None:
+            self._waiter.pop(pe.wait[1], None)
+        self._advance(pe, gen)
+        if pe.wait is not None:
+            self._waiter[pe.wait[1]] = pos
+        self._update(("pe", pos))
+        self._settle()
+
+    def _touch(self, key: tuple) -> None:
+        """Queue `key` changed: what waits on it or feeds it is looked at again."""
+        self._dirty.add(key)
+
+    def _settle(self) -> None:
+        while self._dirty:
+            key = self._dirty.pop()
+            if (pos := self._waiter.get(key)) is not None:
+                self._update(("pe", pos))
+            if key[3] != "PE":
+                self._update(("router", key))
+            for src in self._upstream().get(key, ()):
+                self._update(("router", src))
+
+    def _upstream(self) -> dict[tuple, list[tuple]]:
+        """Queue key -> the router input queues that feed it (from the routes)."""
+        if "_feeds" not in self.__dict__:
+            feeds: dict[tuple, list[tuple]] = {}
+            for (x, y, color), (rx, _) in self.layout.routes.items():
+                for came in rx:
+                    src = (x, y, color, came)
+                    for dest, _ in self._destinations(src):
+                        feeds.setdefault(dest, []).append(src)
+            self._feeds = feeds
+        return self._feeds
+
+    def _update(self, item: tuple) -> None:
+        """Put `item` (("pe", pos) or ("router", key)) in the movable set or take it out."""
+        kind, key = item
+        if kind == "pe":
+            pe = self.pes[key]
+            can = not pe.done and self._ready(pe)
+        else:
+            can = bool(self.queues.get(key)) and self._can_forward(key)
+        at = self._slot.get(item)
+        if can and at is None:
+            self._slot[item] = len(self._movable)
+            self._movable.append(item)
+        elif not can and at is not None:
+            last = self._movable.pop()
+            if last != item:
+                self._movable[at] = last
+                self._slot[last] = at
+            del self._slot[item]
 
     def _ready(self, pe: PE) -> bool:
         kind, key = pe.wait
@@ -399,11 +479,13 @@ class Simulation:
 
     def _forward(self, key: tuple) -> None:
         w = self.queue(key).popleft()
+        self._touch(key)
         for dest, d in self._destinations(key):
             link = (key[0], key[1], d)
             leave = max(w.time, self.link_free.get(link, 0))
             self.link_free[link] = leave + 1
             self.queue(dest).append(Wavelet(w.value, leave + self.machine.hop_cycles))
+            self._touch(dest)
 
     # -- one PE's program --------------------------------------------------------------
 
@@ -548,6 +630,7 @@ class Simulation:
                     key = (pe.x, pe.y, s.color, "PE")
                     yield ("receive", key)
                     w = self.queue(key).popleft()
+                    self._touch(key)
                     pe.charge("fabric", max(0, w.time - pe.clock))
                     row.append(np.float32(w.value))
                 elif isinstance(s, MemDsd):
@@ -560,6 +643,7 @@ class Simulation:
                 key = (pe.x, pe.y, dst.color, "RAMP")
                 yield ("send", key)
                 self.queue(key).append(Wavelet(np.float32(value).reshape(-1)[0], pe.clock))
+                self._touch(key)
             else:
                 self._view(pe, dst)[i:i + 1] = value
 

@@ -23,12 +23,12 @@ from dataclasses import dataclass
 
 from xdsl.builder import ImplicitBuilder
 from xdsl.dialects import arith, csl, memref, scf
-from xdsl.dialects.builtin import FloatAttr, IntegerAttr, IntegerType, MemRefType, i16
+from xdsl.dialects.builtin import FloatAttr, i16
 from xdsl.ir import Block, SSAValue
 
 from q35c.compiler.diagnostics import Q35cError
 from q35c.semantics import cerebras as mode
-from q35c.targets.cerebras.emit import COLOR_ID, _index, _int, f32
+from q35c.targets.cerebras.emit import _index, _int, declare_arrays, f32, fab_dsd
 from q35c.targets.cerebras.plan import INPUT_QUEUE, OUTPUT_QUEUE, role_colors
 
 KINDS = ("add", "mul", "neg", "silu", "swiglu", "rms_norm", "softmax")
@@ -130,23 +130,11 @@ class VectorProgram:
         self.dsds: dict[str, SSAValue] = {}
 
     def declare(self) -> None:
-        for name, (elem, size) in buffers(self.plan).items():
-            buf = csl.ZerosOp(MemRefType(elem, (size,)))
-            buf.result.name_hint = name
-            self.bufs[name] = buf.result
-            if name == "pow2":
-                continue
-            dsd = csl.GetMemDsdOp.build(operands=[buf, [_int(size)]],
-                                        result_types=[csl.DsdType(csl.DsdKind.mem1d_dsd)])
-            dsd.result.name_hint = f"{name}_dsd"
-            self.dsds[name] = dsd.result
+        self.bufs, self.dsds = declare_arrays(
+            buffers(self.plan), lambda name, size: None if name == "pow2" else size)
 
     def _fab(self, kind: str, color: int, queue: int) -> SSAValue:
-        return csl.GetFabDsdOp.build(
-            operands=[[_int(1)]],
-            properties={"fabric_color": IntegerAttr(color, COLOR_ID),
-                        "queue_id": IntegerAttr(queue, IntegerType(3))},
-            result_types=[csl.DsdType(csl.DsdKind(kind))]).result
+        return fab_dsd(kind, color, queue, 1)
 
     def exp_neg(self, a: SSAValue) -> SSAValue:
         """exp_neg_f32 of one element a <= 0 (q35c.semantics.cerebras)."""
