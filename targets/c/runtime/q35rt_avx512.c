@@ -930,6 +930,64 @@ static int64_t q35_fd_row_bytes(int64_t G)
     return 3 * G * 32 + 16 * G;
 }
 
+/* The digits of a full group of 32 finite activations (x / u rounded to nearest in float32,
+ * then clamped), de-interleaved: out[d] gets digit d of the even k, out[d] + kp / 2 that
+ * of the odd k; sums[d] the sum of digit d. Returns u (0: the group adds +0). */
+static Q35_AVX512 float q35_fd_group_avx512(const float *x, int8_t *out[3], int64_t half,
+                                            int32_t sums[3], double *sum)
+{
+    const __m512 v0 = _mm512_loadu_ps(x), v1 = _mm512_loadu_ps(x + 16);
+    const float maxabs = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(v0), _mm512_abs_ps(v1)));
+    const float unit = maxabs / (float)Q35_DIGIT_MAX;
+    int8_t idx[32];
+    __m256i deinterleave;
+    __m512i X[2];
+    int i, dgt;
+    *sum = _mm512_reduce_add_pd(_mm512_add_pd(
+        _mm512_add_pd(_mm512_cvtps_pd(_mm512_castps512_ps256(v0)),
+                      _mm512_cvtps_pd(_mm512_extractf32x8_ps(v0, 1))),
+        _mm512_add_pd(_mm512_cvtps_pd(_mm512_castps512_ps256(v1)),
+                      _mm512_cvtps_pd(_mm512_extractf32x8_ps(v1, 1)))));
+    if (!(unit > 0.0f)) { /* all zero, or too small for a float32 step */
+        for (dgt = 0; dgt < 3; dgt++) {
+            memset(out[dgt], 0, 16);
+            memset(out[dgt] + half, 0, 16);
+            sums[dgt] = 0;
+        }
+        return 0.0f;
+    }
+    for (i = 0; i < 16; i++) {
+        idx[i] = (int8_t)(2 * i);
+        idx[16 + i] = (int8_t)(2 * i + 1);
+    }
+    deinterleave = _mm256_loadu_si256((const __m256i *)(const void *)idx);
+    for (i = 0; i < 2; i++) {
+        const __m512 q = _mm512_div_ps(i ? v1 : v0, _mm512_set1_ps(unit));
+        X[i] = _mm512_cvtps_epi32(q); /* round to nearest even (MXCSR default) */
+        X[i] = _mm512_max_epi32(_mm512_min_epi32(X[i], _mm512_set1_epi32(Q35_DIGIT_MAX)),
+                                _mm512_set1_epi32(-Q35_DIGIT_MAX));
+    }
+    for (dgt = 2; dgt >= 0; dgt--) { /* c, then b, then a: X = 256 X' + digit */
+        __m512i dv[2];
+        __m256i bytes;
+        for (i = 0; i < 2; i++) {
+            const __m512i bias = _mm512_set1_epi32(128);
+            dv[i] = dgt ? _mm512_sub_epi32(
+                              _mm512_and_si512(_mm512_add_epi32(X[i], bias), _mm512_set1_epi32(255)),
+                              bias)
+                        : X[i];
+            X[i] = _mm512_srai_epi32(_mm512_sub_epi32(X[i], dv[i]), 8);
+        }
+        sums[dgt] = _mm512_reduce_add_epi32(_mm512_add_epi32(dv[0], dv[1]));
+        bytes = _mm256_permutexvar_epi8(
+            deinterleave, _mm256_inserti128_si256(_mm256_castsi128_si256(_mm512_cvtepi32_epi8(dv[0])),
+                                                  _mm512_cvtepi32_epi8(dv[1]), 1));
+        _mm_storeu_si128((__m128i *)(void *)out[dgt], _mm256_castsi256_si128(bytes));
+        _mm_storeu_si128((__m128i *)(void *)(out[dgt] + half), _mm256_extracti128_si256(bytes, 1));
+    }
+    return unit;
+}
+
 /* Writes the digits of the job's rows; returns 0 (nothing usable written) when an
  * activation is not finite. */
 static int q35_fd_prepare(const q35_qjob *job)
@@ -952,6 +1010,18 @@ static int q35_fd_prepare(const q35_qjob *job)
             double sum = 0.0, inv = 0.0;
             float maxabs = 0.0f, unit;
             int32_t sa = 0, sb = 0, sc = 0;
+            if (k1 - k0 == 32) {
+                int8_t *out[3];
+                int32_t sums[3];
+                out[0] = digits + k0 / 2;
+                out[1] = out[0] + kp;
+                out[2] = out[1] + kp;
+                u[slot] = q35_fd_group_avx512(x + k0, out, kp / 2, sums, &sum);
+                xs[slot] = (float)sum;
+                bias_a[slot] = 128 * sums[0];
+                bias_bc[slot] = 128 * (256 * sums[1] + sums[2]);
+                continue;
+            }
             for (k = k0; k < k1; k++) {
                 sum += x[k];
                 maxabs = fabsf(x[k]) > maxabs ? fabsf(x[k]) : maxabs;
