@@ -100,6 +100,43 @@ static inline Q35_AVX512 __m512i q35_codes_full(const q35_decoder *d, const uint
     return _mm512_multishift_epi64_epi8(d->shifts, v);
 }
 
+/* The codes of chunk ch (56 bytes, 4 groups) of the 16-group block whose codes start at p,
+ * `left` code bytes of the column from p on: plain loads when the whole block is there. */
+static inline Q35_AVX512 __m512i q35_codes_chunk(const q35_decoder *d, const uint8_t *p,
+                                                 int64_t left, int ch)
+{
+    const int64_t bytes = left - 56 * ch;
+    return left >= 224 ? q35_codes_full(d, p + 56 * ch)
+                       : q35_codes_raw(d, p + 56 * ch,
+                                       bytes >= 56 ? 56 : bytes > 0 ? (int)bytes : 0);
+}
+
+/* How many of the 4 chunks of 16-group block gb hold real groups (the rest is padding, whose
+ * activations are zero: the kernels skip those chunks). */
+static inline int64_t q35_block_chunks(const q35_q3p5 *t, int64_t gb)
+{
+    return (t->groups - gb * 16 + 3) / 4;
+}
+
+/* The codes of column n's 16-group block gb, with the column's stream prefetched 3 KiB
+ * ahead (the GEMVs read each column start to end). */
+static inline Q35_AVX512 const uint8_t *q35_block_codes(const q35_q3p5 *t, int64_t n, int64_t gb)
+{
+    const uint8_t *p = t->payload + n * t->payload_row + gb * 224;
+    _mm_prefetch((const char *)(p + 3072), _MM_HINT_T0);
+    _mm_prefetch((const char *)(p + 3136), _MM_HINT_T0);
+    _mm_prefetch((const char *)(p + 3200), _MM_HINT_T0);
+    _mm_prefetch((const char *)(p + 3264), _MM_HINT_T0);
+    return p;
+}
+
+/* v's 16 floats added to two vectors of 8 doubles (lanes 0-7 to lo, 8-15 to hi). */
+static inline Q35_AVX512 void q35_add_pd16(__m512d *lo, __m512d *hi, __m512 v)
+{
+    *lo = _mm512_add_pd(*lo, _mm512_cvtps_pd(_mm512_castps512_ps256(v)));
+    *hi = _mm512_add_pd(*hi, _mm512_cvtps_pd(_mm512_extractf32x8_ps(v, 1)));
+}
+
 /* Per column: the 32 possible group scales super_scale * 2^(-e/5) (two vectors) and the
  * 4 possible group offsets offset_base + offset_step * {-1.5, -0.5, 0.5, 1.5} (repeated 4
  * times), each the float32 operation format.md section 3 defines, so that a group's scale
@@ -300,24 +337,17 @@ static Q35_AVX512 void q35_i8_avx512_columns(const q35_qjob *job, int64_t n_begi
                     for (gb = seg / 16; gb < gend / 16; gb++) {
                         const uint8_t *p[Q35_GEMV_COLS];
                         const int64_t left = t->payload_row - gb * 224;
-                        /* chunks of 4 groups holding real groups (the rest is padding) */
-                        const int64_t chunks = (t->groups - gb * 16 + 3) / 4;
+                        const int64_t chunks = q35_block_chunks(t, gb);
                         const __m512 sx = _mm512_loadu_ps(sxf + row * G + gb * 16);
                         /* 128 sum(q) per group: acc = sum(q * (level + 128)) - 128 sum(q) */
                         const __m512i bias = _mm512_slli_epi32(_mm512_cvtps_epi32(sx), 7);
                         __m512i acc[Q35_GEMV_COLS][4];
                         int ch;
                         Q35_UNROLL
-                        for (j = 0; j < Q35_GEMV_COLS; j++) {
-                            p[j] = t->payload + n[j] * t->payload_row + gb * 224;
-                            _mm_prefetch((const char *)(p[j] + 3072), _MM_HINT_T0);
-                            _mm_prefetch((const char *)(p[j] + 3136), _MM_HINT_T0);
-                            _mm_prefetch((const char *)(p[j] + 3200), _MM_HINT_T0);
-                            _mm_prefetch((const char *)(p[j] + 3264), _MM_HINT_T0);
-                        }
+                        for (j = 0; j < Q35_GEMV_COLS; j++)
+                            p[j] = q35_block_codes(t, n[j], gb);
                         Q35_UNROLL
                         for (ch = 0; ch < 4; ch++) {
-                            const int64_t bytes = left - 56 * ch;
                             __m512i ve, vo;
                             if (ch >= chunks) { /* only padding groups: zero activations */
                                 Q35_UNROLL
@@ -330,10 +360,7 @@ static Q35_AVX512 void q35_i8_avx512_columns(const q35_qjob *job, int64_t n_begi
                             Q35_UNROLL
                             for (j = 0; j < Q35_GEMV_COLS; j++) {
                                 const __m512i codes =
-                                    left >= 224 ? q35_codes_full(&dc, p[j] + 56 * ch)
-                                                : q35_codes_raw(&dc, p[j] + 56 * ch,
-                                                                bytes >= 56 ? 56
-                                                                : bytes > 0 ? (int)bytes : 0);
+                                    q35_codes_chunk(&dc, p[j], left, ch);
                                 const __m512i le =
                                     _mm512_permutex2var_epi8(dc.even_lo, codes, dc.even_hi);
                                 const __m512i lo =
@@ -470,9 +497,7 @@ static Q35_AVX512 void q35_i8_lanes_columns(const q35_qjob *job, int64_t n_begin
                 for (gb = seg / 16; gb < gend / 16; gb++) {
                     const uint8_t *p = t->payload + n * t->payload_row + gb * 224;
                     const int64_t left = t->payload_row - gb * 224;
-                    /* chunks of 4 groups holding real groups (the rest is padding, whose
-                     * activations are zero: its codes are never read) */
-                    const int64_t chunks = (t->groups - gb * 16 + 3) / 4;
+                    const int64_t chunks = q35_block_chunks(t, gb);
                     __m512i code[4], v0, v1, v2, v3, w0, w1, w2, w3;
                     __m512i e0, e1, e2, e3, o0, o1, o2, o3;
                     __m512 scale, offset;
@@ -483,11 +508,8 @@ static Q35_AVX512 void q35_i8_lanes_columns(const q35_qjob *job, int64_t n_begin
                     _mm_prefetch((const char *)(p + 1984), _MM_HINT_T0);
                     Q35_UNROLL
                     for (ch = 0; ch < 4; ch++) {
-                        const int64_t bytes = left - 56 * ch;
                         code[ch] = ch >= chunks ? _mm512_setzero_si512()
-                                   : left >= 224 ? q35_codes_full(&dc, p + 56 * ch)
-                                                 : q35_codes_raw(&dc, p + 56 * ch,
-                                                                 bytes >= 56 ? 56 : (int)bytes);
+                                                : q35_codes_chunk(&dc, p, left, ch);
                     }
                     /* dword j of every 128-bit lane to vector j */
                     v0 = _mm512_unpacklo_epi32(code[0], code[1]);
@@ -639,7 +661,6 @@ static Q35_AVX512 void q35_i8_gemm_decode(const q35_q3p5 *t, const q35_decoder *
             __m512 s, o;
             int ch;
             for (ch = 0; ch < 4; ch++) {
-                const int64_t bytes = left - 56 * ch;
                 __m512i codes, le, lo;
                 if (ch >= chunks) {
                     _mm512_storeu_si512((void *)(lv + 128 * ch), _mm512_setzero_si512());
@@ -647,9 +668,7 @@ static Q35_AVX512 void q35_i8_gemm_decode(const q35_q3p5 *t, const q35_decoder *
                     sums[ch] = _mm512_setzero_si512();
                     continue;
                 }
-                codes = left >= 224 ? q35_codes_full(d, p + 56 * ch)
-                                    : q35_codes_raw(d, p + 56 * ch,
-                                                    bytes >= 56 ? 56 : bytes > 0 ? (int)bytes : 0);
+                codes = q35_codes_chunk(d, p, left, ch);
                 le = _mm512_permutex2var_epi8(d->even_lo, codes, d->even_hi);
                 lo = _mm512_permutex2var_epi8(d->odd_lo, codes, d->odd_hi);
                 _mm512_storeu_si512((void *)(lv + 128 * ch), le);
@@ -817,8 +836,7 @@ static Q35_AVX512 void q35_f32_avx512_columns(const q35_qjob *job, int64_t n_beg
                 acc_lo[j] = acc_hi[j] = _mm512_setzero_pd();
             for (gb = 0; gb < G / 16; gb++) {
                 const int64_t left = t->payload_row - gb * 224;
-                /* chunks of 4 groups holding real groups (the rest is padding) */
-                const int64_t chunks = (t->groups - gb * 16 + 3) / 4;
+                const int64_t chunks = q35_block_chunks(t, gb);
                 const __m512 xs = _mm512_loadu_ps(xsum + row * G + gb * 16);
                 const uint8_t *p[Q35_GEMV_COLS];
                 float sc[Q35_GEMV_COLS][16];
@@ -827,17 +845,12 @@ static Q35_AVX512 void q35_f32_avx512_columns(const q35_qjob *job, int64_t n_beg
                 Q35_UNROLL
                 for (j = 0; j < Q35_GEMV_COLS; j++) {
                     __m512 scale;
-                    p[j] = t->payload + n[j] * t->payload_row + gb * 224;
-                    _mm_prefetch((const char *)(p[j] + 3072), _MM_HINT_T0);
-                    _mm_prefetch((const char *)(p[j] + 3136), _MM_HINT_T0);
-                    _mm_prefetch((const char *)(p[j] + 3200), _MM_HINT_T0);
-                    _mm_prefetch((const char *)(p[j] + 3264), _MM_HINT_T0);
+                    p[j] = q35_block_codes(t, n[j], gb);
                     q35_group_meta16(t, n[j], gb * 16, &d, &scale, &offset[j]);
                     _mm512_storeu_ps(sc[j], scale);
                 }
                 Q35_UNROLL
                 for (ch = 0; ch < 4; ch++) {
-                    const int64_t bytes = left - 56 * ch;
                     const float *xe4 = xe + gb * 256 + 64 * ch, *xo4 = xo + gb * 256 + 64 * ch;
                     /* The levels go through memory: a sign-extending load of 16 bytes costs
                      * one shuffle-port uop, an extract plus an extend in registers two. */
@@ -853,10 +866,7 @@ static Q35_AVX512 void q35_f32_avx512_columns(const q35_qjob *job, int64_t n_beg
                     Q35_UNROLL
                     for (j = 0; j < Q35_GEMV_COLS; j++) {
                         const __m512i codes =
-                            left >= 224 ? q35_codes_full(&d, p[j] + 56 * ch)
-                                        : q35_codes_raw(&d, p[j] + 56 * ch,
-                                                        bytes >= 56 ? 56
-                                                        : bytes > 0 ? (int)bytes : 0);
+                            q35_codes_chunk(&d, p[j], left, ch);
                         _mm512_storeu_si512((void *)levels[j],
                                             _mm512_permutex2var_epi8(d.even_lo, codes, d.even_hi));
                         _mm512_storeu_si512((void *)(levels[j] + 1),
@@ -892,10 +902,7 @@ static Q35_AVX512 void q35_f32_avx512_columns(const q35_qjob *job, int64_t n_beg
                         _mm512_mul_ps(offset[j], xs),
                         _mm512_add_ps(_mm512_add_ps(part[j][0], part[j][1]),
                                       _mm512_add_ps(part[j][2], part[j][3])));
-                    acc_lo[j] = _mm512_add_pd(acc_lo[j],
-                                              _mm512_cvtps_pd(_mm512_castps512_ps256(block)));
-                    acc_hi[j] = _mm512_add_pd(acc_hi[j],
-                                              _mm512_cvtps_pd(_mm512_extractf32x8_ps(block, 1)));
+                    q35_add_pd16(&acc_lo[j], &acc_hi[j], block);
                 }
             }
             for (j = 0; j < Q35_GEMV_COLS; j++)
@@ -1071,7 +1078,7 @@ static Q35_AVX512 void q35_fd_avx512_columns(const q35_qjob *job, int64_t n_begi
         const q35_decoder dc = d; /* a private copy the compiler keeps in registers */
         int64_t n[Q35_GEMV_COLS], row, gb;
         q35_column_meta meta[Q35_GEMV_COLS];
-        int j;
+        int j, ch;
         Q35_UNROLL
         for (j = 0; j < Q35_GEMV_COLS; j++) {
             n[j] = c + j < n_end ? c + j : n_end - 1;
@@ -1086,26 +1093,20 @@ static Q35_AVX512 void q35_fd_avx512_columns(const q35_qjob *job, int64_t n_begi
                          *dd = db + kp;
             __m512d acc_lo[Q35_GEMV_COLS], acc_hi[Q35_GEMV_COLS];
             Q35_UNROLL
-            for (j = 0; j < Q35_GEMV_COLS; j++)
-                acc_lo[j] = acc_hi[j] = _mm512_setzero_pd();
+            for (j = 0; j < Q35_GEMV_COLS; j++) { /* sums of the 16-group blocks' terms */
+                acc_lo[j] = _mm512_setzero_pd();
+                acc_hi[j] = acc_lo[j];
+            }
             for (gb = 0; gb < G / 16; gb++) {
-                const int64_t left = t->payload_row - gb * 224;
-                /* chunks of 4 groups holding real groups (the rest is padding) */
-                const int64_t chunks = (t->groups - gb * 16 + 3) / 4;
+                const int64_t chunks = q35_block_chunks(t, gb), left = t->payload_row - gb * 224;
                 const uint8_t *p[Q35_GEMV_COLS];
                 __m512i hi[Q35_GEMV_COLS][4], lo[Q35_GEMV_COLS][4];
-                int ch;
                 Q35_UNROLL
-                for (j = 0; j < Q35_GEMV_COLS; j++) {
-                    p[j] = t->payload + n[j] * t->payload_row + gb * 224;
-                    _mm_prefetch((const char *)(p[j] + 3072), _MM_HINT_T0);
-                    _mm_prefetch((const char *)(p[j] + 3136), _MM_HINT_T0);
-                    _mm_prefetch((const char *)(p[j] + 3200), _MM_HINT_T0);
-                    _mm_prefetch((const char *)(p[j] + 3264), _MM_HINT_T0);
-                }
+                for (j = 0; j < Q35_GEMV_COLS; j++)
+                    p[j] = q35_block_codes(t, n[j], gb);
                 Q35_UNROLL
                 for (ch = 0; ch < 4; ch++) {
-                    const int64_t bytes = left - 56 * ch, at = gb * 256 + 64 * ch;
+                    const int64_t at = gb * 256 + 64 * ch;
                     __m512i ae, ao, be, bo, ce, co;
                     if (ch >= chunks) { /* only padding groups: zero activations */
                         Q35_UNROLL
@@ -1122,10 +1123,7 @@ static Q35_AVX512 void q35_fd_avx512_columns(const q35_qjob *job, int64_t n_begi
                     Q35_UNROLL
                     for (j = 0; j < Q35_GEMV_COLS; j++) {
                         const __m512i codes =
-                            left >= 224 ? q35_codes_full(&dc, p[j] + 56 * ch)
-                                        : q35_codes_raw(&dc, p[j] + 56 * ch,
-                                                        bytes >= 56 ? 56
-                                                        : bytes > 0 ? (int)bytes : 0);
+                            q35_codes_chunk(&dc, p[j], left, ch);
                         const __m512i le = _mm512_permutex2var_epi8(dc.even_lo, codes, dc.even_hi);
                         const __m512i lo_ = _mm512_permutex2var_epi8(dc.odd_lo, codes, dc.odd_hi);
                         __m512i bc = _mm512_dpbusd_epi32(
@@ -1154,10 +1152,7 @@ static Q35_AVX512 void q35_fd_avx512_columns(const q35_qjob *job, int64_t n_begi
                         dot = _mm512_mul_ps(
                             _mm512_add_ps(_mm512_mul_ps(fa, _mm512_set1_ps(65536.0f)), fbc), uv);
                         term = _mm512_add_ps(_mm512_mul_ps(scale, dot), _mm512_mul_ps(offset, xsv));
-                        acc_lo[j] = _mm512_add_pd(acc_lo[j],
-                                                  _mm512_cvtps_pd(_mm512_castps512_ps256(term)));
-                        acc_hi[j] = _mm512_add_pd(acc_hi[j],
-                                                  _mm512_cvtps_pd(_mm512_extractf32x8_ps(term, 1)));
+                        q35_add_pd16(&acc_lo[j], &acc_hi[j], term);
                     }
                 }
             }
