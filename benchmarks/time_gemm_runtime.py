@@ -8,11 +8,12 @@ driver makes a Q3P5 weight of random codes (K x N, group 32), random activations
 and prints the least and the mean process CPU time of `reps` calls. Revisions take turns,
 `--alternations` times, and the table gives each one's least time over all its runs (on a
 shared machine the least is the run with the fewest interruptions). Q35_KERNELS and
-OMP_NUM_THREADS (default 1 here) pass through.
+OMP_NUM_THREADS (default 1 here) pass through. `--wall` times wall-clock (monotonic) time
+instead, for thread counts above 1 (process CPU time adds up the threads).
 
     python benchmarks/time_gemm_runtime.py [--shapes 128x4096x4096,512x4096x4096]
                                            [--revisions 1fac3fc,.] [--reps 3]
-                                           [--alternations 3]
+                                           [--alternations 3] [--wall]
 """
 
 from __future__ import annotations
@@ -105,11 +106,12 @@ def runtime_source(revision: str) -> str:
             .replace("Q35_LEGACY_LEVEL_ROWS", legacy))
 
 
-def build(revision: str, folder: Path) -> Path:
+def build(revision: str, folder: Path, wall: bool = False) -> Path:
     from q35c.targets.c.build import DEFAULT_FLAGS, compiler
 
     source = folder / f"time_{len(list(folder.iterdir()))}.c"
-    source.write_text(runtime_source(revision) + DRIVER)
+    driver = DRIVER.replace("CLOCK_PROCESS_CPUTIME_ID", "CLOCK_MONOTONIC") if wall else DRIVER
+    source.write_text(runtime_source(revision) + driver)
     binary = source.with_suffix("")
     subprocess.run([compiler(), *DEFAULT_FLAGS, "-fopenmp", "-D_GNU_SOURCE", str(source), "-o",
                     str(binary), "-lm"], check=True)
@@ -122,11 +124,13 @@ def main() -> None:
     parser.add_argument("--revisions", default="1fac3fc,.")
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--alternations", type=int, default=3)
+    parser.add_argument("--wall", action="store_true",
+                        help="wall-clock time (for OMP_NUM_THREADS above 1)")
     args = parser.parse_args()
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
     revisions = args.revisions.split(",")
     with tempfile.TemporaryDirectory(prefix="q35c-time-") as tmp:
-        binaries = {rev: build(rev, Path(tmp)) for rev in revisions}
+        binaries = {rev: build(rev, Path(tmp), args.wall) for rev in revisions}
         print(f"load average before {os.getloadavg()}")
         print("| M x K x N | " + " | ".join(f"{rev} least ms" for rev in revisions) + " |")
         print("|---|" + "---:|" * len(revisions))

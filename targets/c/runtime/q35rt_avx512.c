@@ -100,6 +100,43 @@ static inline Q35_AVX512 __m512i q35_codes_full(const q35_decoder *d, const uint
     return _mm512_multishift_epi64_epi8(d->shifts, v);
 }
 
+/* The codes of chunk ch (56 bytes, 4 groups) of the 16-group block whose codes start at p,
+ * `left` code bytes of the column from p on: plain loads when the whole block is there. */
+static inline Q35_AVX512 __m512i q35_codes_chunk(const q35_decoder *d, const uint8_t *p,
+                                                 int64_t left, int ch)
+{
+    const int64_t bytes = left - 56 * ch;
+    return left >= 224 ? q35_codes_full(d, p + 56 * ch)
+                       : q35_codes_raw(d, p + 56 * ch,
+                                       bytes >= 56 ? 56 : bytes > 0 ? (int)bytes : 0);
+}
+
+/* How many of the 4 chunks of 16-group block gb hold real groups (the rest is padding, whose
+ * activations are zero: the kernels skip those chunks). */
+static inline int64_t q35_block_chunks(const q35_q3p5 *t, int64_t gb)
+{
+    return (t->groups - gb * 16 + 3) / 4;
+}
+
+/* The codes of column n's 16-group block gb, with the column's stream prefetched 3 KiB
+ * ahead (the GEMVs read each column start to end). */
+static inline Q35_AVX512 const uint8_t *q35_block_codes(const q35_q3p5 *t, int64_t n, int64_t gb)
+{
+    const uint8_t *p = t->payload + n * t->payload_row + gb * 224;
+    _mm_prefetch((const char *)(p + 3072), _MM_HINT_T0);
+    _mm_prefetch((const char *)(p + 3136), _MM_HINT_T0);
+    _mm_prefetch((const char *)(p + 3200), _MM_HINT_T0);
+    _mm_prefetch((const char *)(p + 3264), _MM_HINT_T0);
+    return p;
+}
+
+/* v's 16 floats added to two vectors of 8 doubles (lanes 0-7 to lo, 8-15 to hi). */
+static inline Q35_AVX512 void q35_add_pd16(__m512d *lo, __m512d *hi, __m512 v)
+{
+    *lo = _mm512_add_pd(*lo, _mm512_cvtps_pd(_mm512_castps512_ps256(v)));
+    *hi = _mm512_add_pd(*hi, _mm512_cvtps_pd(_mm512_extractf32x8_ps(v, 1)));
+}
+
 /* Per column: the 32 possible group scales super_scale * 2^(-e/5) (two vectors) and the
  * 4 possible group offsets offset_base + offset_step * {-1.5, -0.5, 0.5, 1.5} (repeated 4
  * times), each the float32 operation format.md section 3 defines, so that a group's scale
@@ -300,24 +337,17 @@ static Q35_AVX512 void q35_i8_avx512_columns(const q35_qjob *job, int64_t n_begi
                     for (gb = seg / 16; gb < gend / 16; gb++) {
                         const uint8_t *p[Q35_GEMV_COLS];
                         const int64_t left = t->payload_row - gb * 224;
-                        /* chunks of 4 groups holding real groups (the rest is padding) */
-                        const int64_t chunks = (t->groups - gb * 16 + 3) / 4;
+                        const int64_t chunks = q35_block_chunks(t, gb);
                         const __m512 sx = _mm512_loadu_ps(sxf + row * G + gb * 16);
                         /* 128 sum(q) per group: acc = sum(q * (level + 128)) - 128 sum(q) */
                         const __m512i bias = _mm512_slli_epi32(_mm512_cvtps_epi32(sx), 7);
                         __m512i acc[Q35_GEMV_COLS][4];
                         int ch;
                         Q35_UNROLL
-                        for (j = 0; j < Q35_GEMV_COLS; j++) {
-                            p[j] = t->payload + n[j] * t->payload_row + gb * 224;
-                            _mm_prefetch((const char *)(p[j] + 3072), _MM_HINT_T0);
-                            _mm_prefetch((const char *)(p[j] + 3136), _MM_HINT_T0);
-                            _mm_prefetch((const char *)(p[j] + 3200), _MM_HINT_T0);
-                            _mm_prefetch((const char *)(p[j] + 3264), _MM_HINT_T0);
-                        }
+                        for (j = 0; j < Q35_GEMV_COLS; j++)
+                            p[j] = q35_block_codes(t, n[j], gb);
                         Q35_UNROLL
                         for (ch = 0; ch < 4; ch++) {
-                            const int64_t bytes = left - 56 * ch;
                             __m512i ve, vo;
                             if (ch >= chunks) { /* only padding groups: zero activations */
                                 Q35_UNROLL
@@ -330,10 +360,7 @@ static Q35_AVX512 void q35_i8_avx512_columns(const q35_qjob *job, int64_t n_begi
                             Q35_UNROLL
                             for (j = 0; j < Q35_GEMV_COLS; j++) {
                                 const __m512i codes =
-                                    left >= 224 ? q35_codes_full(&dc, p[j] + 56 * ch)
-                                                : q35_codes_raw(&dc, p[j] + 56 * ch,
-                                                                bytes >= 56 ? 56
-                                                                : bytes > 0 ? (int)bytes : 0);
+                                    q35_codes_chunk(&dc, p[j], left, ch);
                                 const __m512i le =
                                     _mm512_permutex2var_epi8(dc.even_lo, codes, dc.even_hi);
                                 const __m512i lo =
@@ -470,9 +497,7 @@ static Q35_AVX512 void q35_i8_lanes_columns(const q35_qjob *job, int64_t n_begin
                 for (gb = seg / 16; gb < gend / 16; gb++) {
                     const uint8_t *p = t->payload + n * t->payload_row + gb * 224;
                     const int64_t left = t->payload_row - gb * 224;
-                    /* chunks of 4 groups holding real groups (the rest is padding, whose
-                     * activations are zero: its codes are never read) */
-                    const int64_t chunks = (t->groups - gb * 16 + 3) / 4;
+                    const int64_t chunks = q35_block_chunks(t, gb);
                     __m512i code[4], v0, v1, v2, v3, w0, w1, w2, w3;
                     __m512i e0, e1, e2, e3, o0, o1, o2, o3;
                     __m512 scale, offset;
@@ -483,11 +508,8 @@ static Q35_AVX512 void q35_i8_lanes_columns(const q35_qjob *job, int64_t n_begin
                     _mm_prefetch((const char *)(p + 1984), _MM_HINT_T0);
                     Q35_UNROLL
                     for (ch = 0; ch < 4; ch++) {
-                        const int64_t bytes = left - 56 * ch;
                         code[ch] = ch >= chunks ? _mm512_setzero_si512()
-                                   : left >= 224 ? q35_codes_full(&dc, p + 56 * ch)
-                                                 : q35_codes_raw(&dc, p + 56 * ch,
-                                                                 bytes >= 56 ? 56 : (int)bytes);
+                                                : q35_codes_chunk(&dc, p, left, ch);
                     }
                     /* dword j of every 128-bit lane to vector j */
                     v0 = _mm512_unpacklo_epi32(code[0], code[1]);
@@ -639,7 +661,6 @@ static Q35_AVX512 void q35_i8_gemm_decode(const q35_q3p5 *t, const q35_decoder *
             __m512 s, o;
             int ch;
             for (ch = 0; ch < 4; ch++) {
-                const int64_t bytes = left - 56 * ch;
                 __m512i codes, le, lo;
                 if (ch >= chunks) {
                     _mm512_storeu_si512((void *)(lv + 128 * ch), _mm512_setzero_si512());
@@ -647,9 +668,7 @@ static Q35_AVX512 void q35_i8_gemm_decode(const q35_q3p5 *t, const q35_decoder *
                     sums[ch] = _mm512_setzero_si512();
                     continue;
                 }
-                codes = left >= 224 ? q35_codes_full(d, p + 56 * ch)
-                                    : q35_codes_raw(d, p + 56 * ch,
-                                                    bytes >= 56 ? 56 : bytes > 0 ? (int)bytes : 0);
+                codes = q35_codes_chunk(d, p, left, ch);
                 le = _mm512_permutex2var_epi8(d->even_lo, codes, d->even_hi);
                 lo = _mm512_permutex2var_epi8(d->odd_lo, codes, d->odd_hi);
                 _mm512_storeu_si512((void *)(lv + 128 * ch), le);
@@ -817,8 +836,7 @@ static Q35_AVX512 void q35_f32_avx512_columns(const q35_qjob *job, int64_t n_beg
                 acc_lo[j] = acc_hi[j] = _mm512_setzero_pd();
             for (gb = 0; gb < G / 16; gb++) {
                 const int64_t left = t->payload_row - gb * 224;
-                /* chunks of 4 groups holding real groups (the rest is padding) */
-                const int64_t chunks = (t->groups - gb * 16 + 3) / 4;
+                const int64_t chunks = q35_block_chunks(t, gb);
                 const __m512 xs = _mm512_loadu_ps(xsum + row * G + gb * 16);
                 const uint8_t *p[Q35_GEMV_COLS];
                 float sc[Q35_GEMV_COLS][16];
@@ -827,17 +845,12 @@ static Q35_AVX512 void q35_f32_avx512_columns(const q35_qjob *job, int64_t n_beg
                 Q35_UNROLL
                 for (j = 0; j < Q35_GEMV_COLS; j++) {
                     __m512 scale;
-                    p[j] = t->payload + n[j] * t->payload_row + gb * 224;
-                    _mm_prefetch((const char *)(p[j] + 3072), _MM_HINT_T0);
-                    _mm_prefetch((const char *)(p[j] + 3136), _MM_HINT_T0);
-                    _mm_prefetch((const char *)(p[j] + 3200), _MM_HINT_T0);
-                    _mm_prefetch((const char *)(p[j] + 3264), _MM_HINT_T0);
+                    p[j] = q35_block_codes(t, n[j], gb);
                     q35_group_meta16(t, n[j], gb * 16, &d, &scale, &offset[j]);
                     _mm512_storeu_ps(sc[j], scale);
                 }
                 Q35_UNROLL
                 for (ch = 0; ch < 4; ch++) {
-                    const int64_t bytes = left - 56 * ch;
                     const float *xe4 = xe + gb * 256 + 64 * ch, *xo4 = xo + gb * 256 + 64 * ch;
                     /* The levels go through memory: a sign-extending load of 16 bytes costs
                      * one shuffle-port uop, an extract plus an extend in registers two. */
@@ -853,10 +866,7 @@ static Q35_AVX512 void q35_f32_avx512_columns(const q35_qjob *job, int64_t n_beg
                     Q35_UNROLL
                     for (j = 0; j < Q35_GEMV_COLS; j++) {
                         const __m512i codes =
-                            left >= 224 ? q35_codes_full(&d, p[j] + 56 * ch)
-                                        : q35_codes_raw(&d, p[j] + 56 * ch,
-                                                        bytes >= 56 ? 56
-                                                        : bytes > 0 ? (int)bytes : 0);
+                            q35_codes_chunk(&d, p[j], left, ch);
                         _mm512_storeu_si512((void *)levels[j],
                                             _mm512_permutex2var_epi8(d.even_lo, codes, d.even_hi));
                         _mm512_storeu_si512((void *)(levels[j] + 1),
@@ -892,10 +902,258 @@ static Q35_AVX512 void q35_f32_avx512_columns(const q35_qjob *job, int64_t n_beg
                         _mm512_mul_ps(offset[j], xs),
                         _mm512_add_ps(_mm512_add_ps(part[j][0], part[j][1]),
                                       _mm512_add_ps(part[j][2], part[j][3])));
-                    acc_lo[j] = _mm512_add_pd(acc_lo[j],
-                                              _mm512_cvtps_pd(_mm512_castps512_ps256(block)));
-                    acc_hi[j] = _mm512_add_pd(acc_hi[j],
-                                              _mm512_cvtps_pd(_mm512_extractf32x8_ps(block, 1)));
+                    q35_add_pd16(&acc_lo[j], &acc_hi[j], block);
+                }
+            }
+            for (j = 0; j < Q35_GEMV_COLS; j++)
+                y[row * t->n + n[j]] =
+                    (float)_mm512_reduce_add_pd(_mm512_add_pd(acc_lo[j], acc_hi[j]));
+        }
+    }
+}
+
+/* ---- Float path through int8 digits ----------------------------------------------------
+ *
+ * Each group's 32 activations are written in fixed point with 24-bit integers: x = u * X,
+ * u = max|x| / (127 * 65536) per group and row, X = round(x / u) in [-127 * 65536, 127 *
+ * 65536]; X in three balanced base-256 digits, X = 65536 a + 256 b + c (a in [-127, 127],
+ * b and c in [-128, 127]). The integer dot products of the levels with the digits are then
+ * exact (vpdpbusd, as on the int8 path, three times), sum(level * x) = u * (65536 A + 256 B
+ * + C) with A and 256 B + C exact in int32 and converted to float32, and each weight costs
+ * 1.5 vpdpbusd lanes where the float kernel above spends a convert, an extend and an FMA.
+ * The only error is the rounding of x to a step of u / 2, about 2^-24 of the group's largest
+ * activation (a float32 rounding of it), and the float32 roundings of the group terms,
+ * which are summed in double as above. Rows with a non-finite activation take the float
+ * kernel above (their infinities and NaNs propagate as the interpreter's do).
+ *
+ * `work` per row (q35_qmatmul_work_bytes; 3 kp + 16 G bytes of its 4 kp + 4 G): per group,
+ * in q35_group_order within each 16 groups, u, sum(x) (float32), 128 sum(a) and 128 (256
+ * sum(b) + sum(c)) (int32, the +128 bias of the levels); then the digits a, b, c, each
+ * de-interleaved into even-k and odd-k halves as on the int8 path. */
+enum { Q35_DIGIT_MAX = 127 * 65536 };
+
+static int64_t q35_fd_row_bytes(int64_t G)
+{
+    return 3 * G * 32 + 16 * G;
+}
+
+/* The digits of a full group of 32 finite activations (x / u rounded to nearest in float32,
+ * then clamped), de-interleaved: out[d] gets digit d of the even k, out[d] + kp / 2 that
+ * of the odd k; sums[d] the sum of digit d. Returns u (0: the group adds +0). */
+static Q35_AVX512 float q35_fd_group_avx512(const float *x, int8_t *out[3], int64_t half,
+                                            int32_t sums[3], double *sum)
+{
+    const __m512 v0 = _mm512_loadu_ps(x), v1 = _mm512_loadu_ps(x + 16);
+    const float maxabs = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(v0), _mm512_abs_ps(v1)));
+    const float unit = maxabs / (float)Q35_DIGIT_MAX;
+    int8_t idx[32];
+    __m256i deinterleave;
+    __m512i X[2];
+    int i, dgt;
+    *sum = _mm512_reduce_add_pd(_mm512_add_pd(
+        _mm512_add_pd(_mm512_cvtps_pd(_mm512_castps512_ps256(v0)),
+                      _mm512_cvtps_pd(_mm512_extractf32x8_ps(v0, 1))),
+        _mm512_add_pd(_mm512_cvtps_pd(_mm512_castps512_ps256(v1)),
+                      _mm512_cvtps_pd(_mm512_extractf32x8_ps(v1, 1)))));
+    if (!(unit > 0.0f)) { /* all zero, or too small for a float32 step */
+        for (dgt = 0; dgt < 3; dgt++) {
+            memset(out[dgt], 0, 16);
+            memset(out[dgt] + half, 0, 16);
+            sums[dgt] = 0;
+        }
+        return 0.0f;
+    }
+    for (i = 0; i < 16; i++) {
+        idx[i] = (int8_t)(2 * i);
+        idx[16 + i] = (int8_t)(2 * i + 1);
+    }
+    deinterleave = _mm256_loadu_si256((const __m256i *)(const void *)idx);
+    for (i = 0; i < 2; i++) {
+        const __m512 q = _mm512_div_ps(i ? v1 : v0, _mm512_set1_ps(unit));
+        X[i] = _mm512_cvtps_epi32(q); /* round to nearest even (MXCSR default) */
+        X[i] = _mm512_max_epi32(_mm512_min_epi32(X[i], _mm512_set1_epi32(Q35_DIGIT_MAX)),
+                                _mm512_set1_epi32(-Q35_DIGIT_MAX));
+    }
+    for (dgt = 2; dgt >= 0; dgt--) { /* c, then b, then a: X = 256 X' + digit */
+        __m512i dv[2];
+        __m256i bytes;
+        for (i = 0; i < 2; i++) {
+            const __m512i bias = _mm512_set1_epi32(128);
+            dv[i] = dgt ? _mm512_sub_epi32(
+                              _mm512_and_si512(_mm512_add_epi32(X[i], bias), _mm512_set1_epi32(255)),
+                              bias)
+                        : X[i];
+            X[i] = _mm512_srai_epi32(_mm512_sub_epi32(X[i], dv[i]), 8);
+        }
+        sums[dgt] = _mm512_reduce_add_epi32(_mm512_add_epi32(dv[0], dv[1]));
+        bytes = _mm256_permutexvar_epi8(
+            deinterleave, _mm256_inserti128_si256(_mm256_castsi128_si256(_mm512_cvtepi32_epi8(dv[0])),
+                                                  _mm512_cvtepi32_epi8(dv[1]), 1));
+        _mm_storeu_si128((__m128i *)(void *)out[dgt], _mm256_castsi256_si128(bytes));
+        _mm_storeu_si128((__m128i *)(void *)(out[dgt] + half), _mm256_extracti128_si256(bytes, 1));
+    }
+    return unit;
+}
+
+/* Writes the digits of the job's rows; returns 0 (nothing usable written) when an
+ * activation is not finite. */
+static int q35_fd_prepare(const q35_qjob *job)
+{
+    const q35_q3p5 *t = &job->t;
+    const int64_t rows = job->rows, G = (t->groups + 15) / 16 * 16, kp = G * 32;
+    int64_t r, g, k;
+    for (r = 0; r < rows * t->k; r++)
+        if (!isfinite(job->x[r]))
+            return 0;
+    for (r = 0; r < rows; r++) {
+        const float *x = job->x + r * t->k;
+        uint8_t *base = job->work + r * q35_fd_row_bytes(G);
+        float *u = (float *)(void *)base, *xs = u + G;
+        int32_t *bias_a = (int32_t *)(void *)(xs + G), *bias_bc = bias_a + G;
+        int8_t *digits = (int8_t *)(void *)(bias_bc + G);
+        for (g = 0; g < G; g++) {
+            const int64_t k0 = g * 32, k1 = k0 + 32 < t->k ? k0 + 32 : t->k;
+            const int64_t slot = g / 16 * 16 + q35_group_order(g % 16);
+            double sum = 0.0, inv = 0.0;
+            float maxabs = 0.0f, unit;
+            int32_t sa = 0, sb = 0, sc = 0;
+            if (k1 - k0 == 32) {
+                int8_t *out[3];
+                int32_t sums[3];
+                out[0] = digits + k0 / 2;
+                out[1] = out[0] + kp;
+                out[2] = out[1] + kp;
+                u[slot] = q35_fd_group_avx512(x + k0, out, kp / 2, sums, &sum);
+                xs[slot] = (float)sum;
+                bias_a[slot] = 128 * sums[0];
+                bias_bc[slot] = 128 * (256 * sums[1] + sums[2]);
+                continue;
+            }
+            for (k = k0; k < k1; k++) {
+                sum += x[k];
+                maxabs = fabsf(x[k]) > maxabs ? fabsf(x[k]) : maxabs;
+            }
+            unit = maxabs / (float)Q35_DIGIT_MAX;
+            if (unit > 0.0f)
+                inv = 1.0 / (double)unit;
+            else /* all zero, or too small for a float32 step: the group adds +0 */
+                unit = 0.0f;
+            for (k = k0; k < k0 + 32; k++) {
+                int64_t X = 0, X1;
+                int a, b, c;
+                if (k < k1 && unit > 0.0f) {
+                    X = (int64_t)llrint((double)x[k] * inv);
+                    X = X > Q35_DIGIT_MAX ? Q35_DIGIT_MAX : X < -Q35_DIGIT_MAX ? -Q35_DIGIT_MAX : X;
+                }
+                c = (int)(((X + 128) & 255) - 128);
+                X1 = (X - c) / 256;
+                b = (int)(((X1 + 128) & 255) - 128);
+                a = (int)((X1 - b) / 256);
+                sa += a;
+                sb += b;
+                sc += c;
+                /* digit d, parity k % 2, position k / 2 */
+                digits[(k % 2) * (kp / 2) + k / 2] = (int8_t)a;
+                digits[kp + (k % 2) * (kp / 2) + k / 2] = (int8_t)b;
+                digits[2 * kp + (k % 2) * (kp / 2) + k / 2] = (int8_t)c;
+            }
+            u[slot] = unit;
+            xs[slot] = (float)sum;
+            bias_a[slot] = 128 * sa;
+            bias_bc[slot] = 128 * (256 * sb + sc);
+        }
+    }
+    return 1;
+}
+
+/* Columns [n_begin, n_end) of the job prepared by q35_fd_prepare. */
+static Q35_AVX512 void q35_fd_avx512_columns(const q35_qjob *job, int64_t n_begin, int64_t n_end)
+{
+    const q35_q3p5 *t = &job->t;
+    const int64_t rows = job->rows, G = (t->groups + 15) / 16 * 16, kp = G * 32;
+    float *y = job->y;
+    const q35_decoder d = q35_decoder_make(1);
+    int64_t c;
+    for (c = n_begin; c < n_end; c += Q35_GEMV_COLS) {
+        const q35_decoder dc = d; /* a private copy the compiler keeps in registers */
+        int64_t n[Q35_GEMV_COLS], row, gb;
+        q35_column_meta meta[Q35_GEMV_COLS];
+        int j, ch;
+        Q35_UNROLL
+        for (j = 0; j < Q35_GEMV_COLS; j++) {
+            n[j] = c + j < n_end ? c + j : n_end - 1;
+            meta[j] = q35_column_meta_make(t, n[j]);
+        }
+        for (row = 0; row < rows; row++) {
+            const uint8_t *base = job->work + row * q35_fd_row_bytes(G);
+            const float *u = (const float *)(const void *)base, *xs = u + G;
+            const int32_t *bias_a = (const int32_t *)(const void *)(xs + G),
+                          *bias_bc = bias_a + G;
+            const int8_t *da = (const int8_t *)(const void *)(bias_bc + G), *db = da + kp,
+                         *dd = db + kp;
+            __m512d acc_lo[Q35_GEMV_COLS], acc_hi[Q35_GEMV_COLS];
+            Q35_UNROLL
+            for (j = 0; j < Q35_GEMV_COLS; j++) { /* sums of the 16-group blocks' terms */
+                acc_lo[j] = _mm512_setzero_pd();
+                acc_hi[j] = acc_lo[j];
+            }
+            for (gb = 0; gb < G / 16; gb++) {
+                const int64_t chunks = q35_block_chunks(t, gb), left = t->payload_row - gb * 224;
+                const uint8_t *p[Q35_GEMV_COLS];
+                __m512i hi[Q35_GEMV_COLS][4], lo[Q35_GEMV_COLS][4];
+                Q35_UNROLL
+                for (j = 0; j < Q35_GEMV_COLS; j++)
+                    p[j] = q35_block_codes(t, n[j], gb);
+                Q35_UNROLL
+                for (ch = 0; ch < 4; ch++) {
+                    const int64_t at = gb * 256 + 64 * ch;
+                    __m512i ae, ao, be, bo, ce, co;
+                    if (ch >= chunks) { /* only padding groups: zero activations */
+                        Q35_UNROLL
+                        for (j = 0; j < Q35_GEMV_COLS; j++)
+                            hi[j][ch] = lo[j][ch] = _mm512_setzero_si512();
+                        continue;
+                    }
+                    ae = _mm512_loadu_si512((const void *)(da + at));
+                    ao = _mm512_loadu_si512((const void *)(da + kp / 2 + at));
+                    be = _mm512_loadu_si512((const void *)(db + at));
+                    bo = _mm512_loadu_si512((const void *)(db + kp / 2 + at));
+                    ce = _mm512_loadu_si512((const void *)(dd + at));
+                    co = _mm512_loadu_si512((const void *)(dd + kp / 2 + at));
+                    Q35_UNROLL
+                    for (j = 0; j < Q35_GEMV_COLS; j++) {
+                        const __m512i codes =
+                            q35_codes_chunk(&dc, p[j], left, ch);
+                        const __m512i le = _mm512_permutex2var_epi8(dc.even_lo, codes, dc.even_hi);
+                        const __m512i lo_ = _mm512_permutex2var_epi8(dc.odd_lo, codes, dc.odd_hi);
+                        __m512i bc = _mm512_dpbusd_epi32(
+                            _mm512_dpbusd_epi32(_mm512_setzero_si512(), le, be), lo_, bo);
+                        bc = _mm512_slli_epi32(bc, 8);
+                        lo[j][ch] = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(bc, le, ce), lo_, co);
+                        hi[j][ch] = _mm512_dpbusd_epi32(
+                            _mm512_dpbusd_epi32(_mm512_setzero_si512(), le, ae), lo_, ao);
+                    }
+                }
+                {
+                    const __m512 uv = _mm512_loadu_ps(u + gb * 16),
+                                 xsv = _mm512_loadu_ps(xs + gb * 16);
+                    const __m512i ba = _mm512_loadu_si512((const void *)(bias_a + gb * 16)),
+                                  bbc = _mm512_loadu_si512((const void *)(bias_bc + gb * 16));
+                    Q35_UNROLL
+                    for (j = 0; j < Q35_GEMV_COLS; j++) {
+                        __m512 scale, offset, dot, term;
+                        const __m512 fa = _mm512_cvtepi32_ps(_mm512_sub_epi32(
+                            q35_group_sums16(hi[j][0], hi[j][1], hi[j][2], hi[j][3]), ba));
+                        const __m512 fbc = _mm512_cvtepi32_ps(_mm512_sub_epi32(
+                            q35_group_sums16(lo[j][0], lo[j][1], lo[j][2], lo[j][3]), bbc));
+                        q35_group_meta16_ordered(t->meta + n[j] * t->meta_row + gb * 14, &dc,
+                                                 &meta[j], &scale, &offset);
+                        /* sum(level * x) = u (65536 A + (256 B + C)) */
+                        dot = _mm512_mul_ps(
+                            _mm512_add_ps(_mm512_mul_ps(fa, _mm512_set1_ps(65536.0f)), fbc), uv);
+                        term = _mm512_add_ps(_mm512_mul_ps(scale, dot), _mm512_mul_ps(offset, xsv));
+                        q35_add_pd16(&acc_lo[j], &acc_hi[j], term);
+                    }
                 }
             }
             for (j = 0; j < Q35_GEMV_COLS; j++)
@@ -908,6 +1166,10 @@ static Q35_AVX512 void q35_f32_avx512_columns(const q35_qjob *job, int64_t n_beg
 static void q35_qmatmul_f32_avx512(const q35_qjob *job)
 {
     const int64_t G = (job->t.groups + 15) / 16 * 16;
+    if (q35_fd_prepare(job)) {
+        q35_parallel_columns(q35_fd_avx512_columns, job, 16, job->rows * job->t.n * G * 32);
+        return;
+    }
     q35_f32_avx512_prepare(job);
     q35_parallel_columns(q35_f32_avx512_columns, job, 16, job->rows * job->t.n * G * 32);
 }
