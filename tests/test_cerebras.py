@@ -335,11 +335,22 @@ def test_decoded_weights_cut_the_simulated_cycles_of_the_same_tiling():
     (["100000000", "100000000"], "PE rectangle; wse2's fabric is 750x994"),
     (["64000000", "64", "--k-tile", "64000000"], "bytes packed; a PE has 49152"),
 ])
-def test_estimate_cli_refuses_bad_sizes_in_one_line(args, message):
-    r = subprocess.run([sys.executable, "-m", "q35c.targets.cerebras.estimate", *args],
+def test_estimate_cli_refuses_bad_sizes_in_one_line(args, message, capsys):
+    """The estimate's main in-process (each refusal); the module's entry point once below."""
+    from q35c.targets.cerebras.estimate import main
+
+    with pytest.raises(SystemExit) as e:
+        main(args)
+    r = capsys.readouterr()
+    assert e.value.code == 2 and r.out == ""
+    assert message in r.err and len(r.err.strip().splitlines()) == 1, r.err
+
+
+def test_estimate_module_refuses_in_one_line():
+    r = subprocess.run([sys.executable, "-m", "q35c.targets.cerebras.estimate", "0", "16"],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and r.stdout == ""
-    assert message in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert "K, N must be positive" in r.stderr and len(r.stderr.strip().splitlines()) == 1
 
 
 # -- the CLI -----------------------------------------------------------------------------
