@@ -33,6 +33,8 @@ from q35c.targets.cerebras.project import Project, simulate
 from q35c.targets.cerebras.simulate import Simulation, SimulationError, check
 
 WSE2 = load_machine("wse2")
+# Several interleaving seeds run in the slow tier; the default tier runs one.
+SEEDS = [1, pytest.param(3, marks=pytest.mark.slow)]
 
 
 def _weights(k: int, n: int, seed: int = 0):
@@ -168,6 +170,7 @@ def test_every_emitted_file_parses_and_slips_do_not():
 # -- the simulator -----------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("seeds", SEEDS)
 @pytest.mark.parametrize("weights", ["packed", "decoded", "f16"])
 @pytest.mark.parametrize(("k", "n", "k_tile", "n_tile"), [
     (200, 70, 128, 32),  # 2x3 PEs, K and N not multiples of the tiles
@@ -176,14 +179,14 @@ def test_every_emitted_file_parses_and_slips_do_not():
     (320, 8, 320, 8),  # f16: unrolled groups, then the loop over the rest
 ])
 def test_simulator_is_bit_exact_with_the_numeric_mode_under_every_seed(k, n, k_tile, n_tile,
-                                                                         weights):
+                                                                         weights, seeds):
     if k_tile == 320 and weights != "f16":
         pytest.skip("the loop past the unrolled groups is the f16 program's")
     project = _project(k, n, k_tile, n_tile, weights=weights)
     x = np.random.default_rng(k).standard_normal((1, k)).astype(np.float32)
     mode = matmul_q3p5_w16 if weights == "f16" else matmul_q3p5_f16
     want = mode(x, project.weights, project.plan.k_tile)
-    for seed in (0, 1, 2):
+    for seed in range(seeds):
         got, sim = simulate(project, WSE2, x, seed)
         assert np.array_equal(got.view(np.uint32), want.view(np.uint32)), seed
         assert sim.cycles == max(sum(pe.spent.values()) for pe in sim.pes.values()) > 0
@@ -332,11 +335,22 @@ def test_decoded_weights_cut_the_simulated_cycles_of_the_same_tiling():
     (["100000000", "100000000"], "PE rectangle; wse2's fabric is 750x994"),
     (["64000000", "64", "--k-tile", "64000000"], "bytes packed; a PE has 49152"),
 ])
-def test_estimate_cli_refuses_bad_sizes_in_one_line(args, message):
-    r = subprocess.run([sys.executable, "-m", "q35c.targets.cerebras.estimate", *args],
+def test_estimate_cli_refuses_bad_sizes_in_one_line(args, message, capsys):
+    """The estimate's main in-process (each refusal); the module's entry point once below."""
+    from q35c.targets.cerebras.estimate import main
+
+    with pytest.raises(SystemExit) as e:
+        main(args)
+    r = capsys.readouterr()
+    assert e.value.code == 2 and r.out == ""
+    assert message in r.err and len(r.err.strip().splitlines()) == 1, r.err
+
+
+def test_estimate_module_refuses_in_one_line():
+    r = subprocess.run([sys.executable, "-m", "q35c.targets.cerebras.estimate", "0", "16"],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and r.stdout == ""
-    assert message in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert "K, N must be positive" in r.stderr and len(r.stderr.strip().splitlines()) == 1
 
 
 # -- the CLI -----------------------------------------------------------------------------
@@ -364,7 +378,8 @@ def _write_model(tmp, k: int, n: int, seed: int = 0) -> str:
     return text
 
 
-def test_cli_writes_the_project_and_runs_it_bit_exactly(tmp_path):
+@pytest.mark.parametrize("seeds", SEEDS)
+def test_cli_writes_the_project_and_runs_it_bit_exactly(tmp_path, seeds):
     _write_model(tmp_path, 128, 24)
     out = tmp_path / "out"
     result = q35c(tmp_path / "gemv.mlir", "--target", "cerebras{k_tile=64 n_tile=16}",
@@ -379,8 +394,8 @@ def test_cli_writes_the_project_and_runs_it_bit_exactly(tmp_path):
     doc = json.loads((out / "project.json").read_text())
     assert doc["plan"]["width"] == 2 and max(doc["pe_memory_bytes"].values()) <= 49152
     runs = tmp_path / "runs"
-    q35c("run", tmp_path / "gemv.mlir", "--target", "cerebras{k_tile=64 n_tile=16 seeds=3}",
-         "-o", runs)
+    q35c("run", tmp_path / "gemv.mlir", "--target",
+         f"cerebras{{k_tile=64 n_tile=16 seeds={seeds}}}", "-o", runs)
     x, y = np.load(runs / "x.npy"), np.load(runs / "y.npy")
     module = Parser(make_context(), (out.parent / "gemv.mlir").read_text()).parse_module()
     w = store_of(module, out.parent)["fc.weight"]

@@ -32,6 +32,8 @@ from q35c.targets.cerebras.simulate import SimulationError, check
 from q35c.targets.cerebras.vector import BCAST_COLOR, VectorPlan
 
 WSE2 = load_machine("wse2")
+# Several interleaving seeds run in the slow tier; the default tier runs one.
+SEEDS = [1, pytest.param(3, marks=pytest.mark.slow)]
 
 
 # -- numeric mode ------------------------------------------------------------------------
@@ -243,8 +245,9 @@ TARGET_PASSES = "default,dequantize-gathers,fuse-norms,fuse-swiglu,canonicalize"
 """The IR `--target cerebras` lowers: the default pipeline, then the target's passes."""
 
 
+@pytest.mark.parametrize("seeds", SEEDS)
 @pytest.mark.parametrize("source", ["mlir", "mlir-swiglu", "onnx"])
-def test_a_llama_mlp_block_compiles_and_runs_bit_exactly(tmp_path, source):
+def test_a_llama_mlp_block_compiles_and_runs_bit_exactly(tmp_path, source, seeds):
     if source == "onnx":
         _write_mlp_onnx(tmp_path, 64, 96)
     else:
@@ -265,7 +268,7 @@ def test_a_llama_mlp_block_compiles_and_runs_bit_exactly(tmp_path, source):
     q35c("report", out)
     assert f"{len(doc['stages'])} stages ({kinds})" in (out / "report.html").read_text()
     runs = tmp_path / "runs"
-    q35c("run", model, "--target", target[:-1] + " seeds=2}", "-o", runs)
+    q35c("run", model, "--target", target[:-1] + f" seeds={seeds}}}", "-o", runs)
     x, y = np.load(runs / "x.npy"), np.load(runs / "y.npy")
     ir = tmp_path / "ir"
     q35c(model, "--target", "mlir", "--passes", TARGET_PASSES, "-o", ir)
@@ -290,7 +293,8 @@ def test_silu_then_mul_are_two_stages_when_not_fused():
     assert len(cycles) == 2
 
 
-def test_chained_gemvs_run_bit_exactly_on_two_rectangles():
+@pytest.mark.parametrize("seeds", SEEDS)
+def test_chained_gemvs_run_bit_exactly_on_two_rectangles(seeds):
     rng = np.random.default_rng(4)
     w1 = quantize((rng.standard_normal((128, 48)) / 16).astype(np.float32), group_size=32)
     w2 = quantize((rng.standard_normal((48, 40)) / 16).astype(np.float32), group_size=32)
@@ -301,7 +305,7 @@ def test_chained_gemvs_run_bit_exactly_on_two_rectangles():
     x = rng.standard_normal((1, 128)).astype(np.float32)
     from q35c.semantics import matmul_q3p5_f16
     want = matmul_q3p5_f16(matmul_q3p5_f16(x, w1, 64), w2, 64)
-    for seed in range(3):
+    for seed in range(seeds):
         outs, sim, cycles = simulate_graph(p, WSE2, {"x": x}, seed)
         assert np.array_equal(outs["y"].view(np.uint32), want.view(np.uint32))
         assert sim.cycles == sum(cycles)
