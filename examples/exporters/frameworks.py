@@ -228,12 +228,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("export", help="export the models").add_argument("out", type=Path)
-    ch = sub.add_parser("check", help="run every OUT/*.onnx through q35c against onnxruntime")
-    ch.add_argument("out", type=Path)
-    ch.add_argument("--target", default="interp")
-    ch.add_argument("--quantized", action="store_true",
-                    help="the default pipeline (Q3P5 weights) instead of the float import")
-    ch.add_argument("--markdown", action="store_true")
+    zoo.add_check_command(sub)
     args = parser.parse_args(argv)
     if args.command == "export":
         for name, status in export(args.out).items():

@@ -226,6 +226,17 @@ def run_q35c(path: Path, feeds: dict[str, np.ndarray], target: str, quantized: b
                 for name in names}
 
 
+def add_check_command(sub) -> argparse.ArgumentParser:
+    """The `check OUT [--target T] [--quantized] [--markdown]` subcommand."""
+    ch = sub.add_parser("check", help="run every OUT/*.onnx through q35c against onnxruntime")
+    ch.add_argument("out", type=Path)
+    ch.add_argument("--target", default="interp")
+    ch.add_argument("--quantized", action="store_true",
+                    help="the default pipeline (Q3P5 weights) instead of the float import")
+    ch.add_argument("--markdown", action="store_true")
+    return ch
+
+
 def print_results(results: dict[Path, dict], target: str, markdown: bool) -> int:
     """One line (or markdown row) per checked graph; the number that did not match."""
     if markdown:
@@ -299,12 +310,7 @@ def main(argv: list[str] | None = None) -> int:
     qu = sub.add_parser("quantize", help="onnxruntime's quantization tools over the exports")
     qu.add_argument("out", type=Path)
     qu.add_argument("names", nargs="*", metavar="NAME")
-    ch = sub.add_parser("check", help="run every OUT/*.onnx through q35c against onnxruntime")
-    ch.add_argument("out", type=Path)
-    ch.add_argument("--target", default="interp")
-    ch.add_argument("--quantized", action="store_true",
-                    help="the default pipeline (Q3P5 weights) instead of the float import")
-    ch.add_argument("--markdown", action="store_true")
+    ch = add_check_command(sub)
     ch.add_argument("--reference", choices=["onnxruntime", "onnx"], default="onnxruntime",
                     help="onnxruntime (graph optimizations off), or onnx's reference "
                          "implementation (exact integer arithmetic)")
