@@ -104,6 +104,15 @@ class Scorer:
             graph.node.remove(node)
             graph.initializer.append(numpy_helper.from_array(value, name))
         self.head = next((n for n, v in weights.items() if n not in inits), None)
+        # Each weight's matmul input, as an extra graph output (for --collect).
+        self.inputs: dict[str, str] = {}
+        for node in graph.node:
+            if node.op_type in ("MatMul", "Gemm") and node.input[1] in weights:
+                self.inputs.setdefault(node.input[1], node.input[0])
+        outputs = {o.name for o in graph.output}
+        for x in sorted(set(self.inputs.values()) - outputs):
+            graph.output.append(onnx.helper.make_tensor_value_info(x, onnx.TensorProto.FLOAT,
+                                                                   None))
         self.onnx = proto.SerializeToString()
         del proto
         self.ids = ids
@@ -150,6 +159,44 @@ class Scorer:
         if self.reference is None:
             self.reference = logps
         return math.exp(nll / count), kl / count, count
+
+
+def collect(scorer: Scorer, texts: list[list[int]], window: int, out: Path) -> None:
+    """Gram matrices of every weight's matmul input over windows of `window` tokens of each
+    text (a last partial window dropped), in q35c's statistics format: what `q35c
+    calibrate` collects, computed by onnxruntime instead of the reference interpreter."""
+    import onnxruntime as ort
+
+    from q35c.compiler.calibration import Statistics
+    from q35c.compiler.generate import PAST
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = scorer.threads
+    options.log_severity_level = 3
+    session = ort.InferenceSession(scorer.onnx, options, providers=["CPUExecutionProvider"])
+    empty = {v.name: np.zeros((1, v.shape[1], 0, v.shape[3]), np.float32)
+             for v in session.get_inputs() if PAST.match(v.name)}
+    stats = Statistics()
+    index: dict[str, int] = {}
+    xs = sorted(set(scorer.inputs.values()))
+    for weight, x in sorted(scorer.inputs.items()):
+        if x not in index:
+            index[x] = len(stats.grams)
+            stats.grams.append(None)
+            stats.rows.append(0)
+        stats.names[weight] = index[x]
+    for ids in texts:
+        for begin in range(0, len(ids) - window + 1, window):
+            tokens = ids[begin:begin + window]
+            feed = {"input_ids": np.array([tokens], np.int64),
+                    "attention_mask": np.ones((1, window), np.int64),
+                    "position_ids": np.arange(window, dtype=np.int64)[None], **empty}
+            for x, value in zip(xs, session.run(xs, feed), strict=True):
+                i = index[x]
+                if stats.grams[i] is None:
+                    stats.grams[i] = np.zeros((value.shape[-1],) * 2, np.float32)
+                stats.add(i, value)
+    stats.save(out)
 
 
 class Encoders:
@@ -215,6 +262,8 @@ def main() -> None:
     parser.add_argument("--stride", type=int, default=255)
     parser.add_argument("--windows", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--collect", type=Path, help="write statistics of --calib-text here")
+    parser.add_argument("--calib-text", type=Path, action="append", default=[])
     args = parser.parse_args()
     check_windows(args.context, args.stride)
     default = "gptq" if args.stats else "rtn"
@@ -228,6 +277,16 @@ def main() -> None:
           f"parameters (import {time.perf_counter() - start:.0f} s)", flush=True)
     scorer = Scorer(args.model, ids, args.context, args.stride, args.windows, args.threads,
                     weights)
+    if args.collect:
+        start = time.perf_counter()
+        tokenizer = Tokenizer(args.tokenizer)
+        collect(scorer, [tokenizer.encode(t.read_text(encoding="utf-8"))
+                         for t in args.calib_text], args.context, args.collect)
+        print(f"statistics written to {args.collect} ({time.perf_counter() - start:.0f} s)",
+              flush=True)
+        if not args.stats:
+            args.stats = args.collect
+            default = "gptq"
     encoders = Encoders(weights, args.stats, args.cache)
     start = time.perf_counter()
     ppl, _, count = scorer.run({})
