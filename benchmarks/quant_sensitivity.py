@@ -4,19 +4,21 @@
         [--stats STATS.npz] [--cache DIR] [--windows W] --config SPEC [--config SPEC ...]
 
 A SPEC is `;`-separated rules `REGEX=ENCODER` (the first rule whose regular expression
-`re.search`es a matmul weight's name decides it; weights no rule matches are quantized by
+`re.search`es a matmul weight's label decides it: q35c's name, a space and the initializer
+it comes from, e.g. `val_84 model.layers.0.self_attn.q_proj.weight`; weights no rule matches are quantized by
 `gptq` when --stats is given, else `rtn`). ENCODER is `float`, `rtn`, `imatrix` or `gptq`,
 optionally followed by `/gG` (Q3P5 group size G) and `,key=value` options of
 `quantize_calibrated` (`damp=0.03`, `act_order=0`). Examples: `v_proj=float` (every v
-projection float, the rest the default), `.=rtn/g16`, `lm_head|embed=gptq/g64`.
+projection float, the rest the default), `.=rtn/g16`, `embed_tokens.weight$=gptq/g64` (the
+tied LM head).
 
 Each matmul weight of the decode graph (q35c's names, as `q35c calibrate` writes them) is
 encoded with the library functions directly (no q35c compile of the quantized model:
 `compiler/quant`), its decoded float32 matrix is given to onnxruntime in place of the float
 one (`SessionOptions.add_initializer`), and the text is scored with `q35c perplexity`'s
 windows and formula (the first W windows only with --windows). The embedding table follows
-the tied LM head (q35c stores them once) unless a rule names the table itself
-(`embed_tokens=float`). Prints per SPEC: perplexity, mean KL(float || quantized) of the
+the tied LM head (q35c stores them once) unless a rule matches the table's label, its name
+followed by `[table]` (`\\[table\\]=float` keeps it float). Prints per SPEC: perplexity, mean KL(float || quantized) of the
 next-token distributions over the scored tokens, bits per matmul weight (`storage_bytes`
 of every packed tensor, float weights at 32 bits), and the mean output error of the
 calibrated weights. Decoded matrices are cached under --cache by weight and encoder.
@@ -91,19 +93,31 @@ class Scorer:
         inits = {i.name for i in graph.initializer}
         # Values that are node outputs (a folded LM-head Transpose) become initializers, so
         # every weight can be overridden; the float model is unchanged by this.
-        self.table = None
+        # The name each weight is known by: its initializer, or the initializer a
+        # Transpose node reads (the dynamo export transposes every nn.Linear weight).
+        producer = {o: n for n in graph.node for o in n.output}
+        self.display: dict[str, str] = {}
+        for name in weights:
+            node = producer.get(name)
+            source = (node.input[0] if node is not None and node.op_type == "Transpose"
+                      and node.input[0] in inits else name)
+            self.display[name] = source
+        for node in graph.node:  # the torch parameter a dynamo-exported MatMul reads
+            if node.op_type == "MatMul" and self.display.get(node.input[1]) == node.input[1]:
+                fx = next((p.value for p in node.metadata_props
+                           if p.key == "pkg.torch.onnx.fx_node"), "")
+                if match := re.search(r"%p_(\w+_weight)\b", fx):
+                    self.display[node.input[1]] = match.group(1)
+        tables = {n.input[0] for n in graph.node if n.op_type == "Gather"
+                  and n.input[0] in inits}
+        self.head = next((n for n, src in self.display.items() if src in tables), None)
+        self.table = self.display[self.head] if self.head else None
         for name, value in weights.items():
             if name in inits:
                 continue
-            producers = [n for n in graph.node if name in n.output]
-            if len(producers) != 1:
-                raise SystemExit(f"cannot replace {name}: not an initializer or one node")
-            node = producers[0]
-            if node.op_type == "Transpose" and node.input[0] in inits:
-                self.table = node.input[0]
+            node = producer[name]
             graph.node.remove(node)
             graph.initializer.append(numpy_helper.from_array(value, name))
-        self.head = next((n for n, v in weights.items() if n not in inits), None)
         # Each weight's matmul input, as an extra graph output (for --collect).
         self.inputs: dict[str, str] = {}
         for node in graph.node:
@@ -297,11 +311,12 @@ def main() -> None:
         replaced, params, bits, errors = {}, 0, 0.0, []
         table_rule = None
         for regex, encoder in rules:
-            if scorer.table and regex.search(scorer.table):
+            if scorer.table and regex.search(f"{scorer.table}[table]"):
                 table_rule = encoder
                 break
         for name, w in weights.items():
-            encoder = next((e for r, e in rules if r.search(name)), default)
+            label = f"{name} {scorer.display[name]}"
+            encoder = next((e for r, e in rules if r.search(label)), default)
             deq, b, err = encoders.encode(name, encoder)
             params += w.size
             bits += w.size * b

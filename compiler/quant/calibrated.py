@@ -57,6 +57,9 @@ inputs from few tokens is nearly singular and the feedback overfits it."""
 DEFAULT_ACT_ORDER = True
 """Walk the pairs by decreasing input energy with static group codes (docs/quantization.md)."""
 
+DEFAULT_REFINE = 0
+"""Coordinate-descent passes after the GPTQ walk (`refine`, docs/quantization.md)."""
+
 _SCALE_CANDIDATES = (-1, 0, 1, 2, 3)
 """Scale steps tried per group, relative to the round-to-nearest encoder's choice (each step
 is a fifth of an octave; positive = a finer scale that clips the group's extremes)."""
@@ -377,7 +380,7 @@ def quantize_calibrated(w: np.ndarray, gram: np.ndarray, *, group_size: int =
                         DEFAULT_GROUP_SIZE, method: str = DEFAULT_METHOD,
                         damp: float = DEFAULT_DAMP, act_order: bool = DEFAULT_ACT_ORDER,
                         name: str = "tensor", words: tuple[int, str] | None = None,
-                        refine: int = 0, scales: bool = True) -> Q3P5Tensor:
+                        refine: int = DEFAULT_REFINE, scales: bool = True) -> Q3P5Tensor:
     """Quantize W[K, N] to Q3P5 minimizing ||X (W - deq)|| for inputs with Gram H = X^T X
     (float [K, K], symmetric positive semi-definite). `words` = (column block, word
     format) as in `q3p5.quantize` (default: `word_layout`). Raises ValueError on a bad W,
