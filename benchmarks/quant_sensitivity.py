@@ -4,24 +4,28 @@
         [--stats STATS.npz] [--cache DIR] [--windows W] --config SPEC [--config SPEC ...]
 
 A SPEC is `;`-separated rules `REGEX=ENCODER` (the first rule whose regular expression
-`re.search`es a matmul weight's label decides it: q35c's name, a space and the initializer
-it comes from, e.g. `val_84 model.layers.0.self_attn.q_proj.weight`; weights no rule matches are quantized by
-`gptq` when --stats is given, else `rtn`). ENCODER is `float`, `rtn`, `imatrix` or `gptq`,
-optionally followed by `/gG` (Q3P5 group size G) and `,key=value` options of
-`quantize_calibrated` (`damp=0.03`, `act_order=0`). Examples: `v_proj=float` (every v
-projection float, the rest the default), `.=rtn/g16`, `embed_tokens.weight$=gptq/g64` (the
-tied LM head).
+`re.search`es a matmul weight's label decides it: q35c's name, a space and the torch
+parameter or initializer it comes from, e.g. `val_76 p_model_model_layers_0_self_attn_q_
+proj_weight` for a dynamo export; weights no rule matches are quantized by `gptq` when
+--stats is given, else `rtn`). ENCODER is `float`, `rtn`, `imatrix` or `gptq`, optionally
+followed by `/gG` (Q3P5 group size G) and `,key=value` options of `quantize_calibrated`
+(`damp=0.03`, `act_order=0`, `refine=1`). Examples: `v_proj=float` (every v projection
+float, the rest the default), `.=rtn/g16`, `lm_head.weight$=gptq/g64` (the tied LM head),
+`v_proj=gptq;.=float` (only the v projections quantized).
 
-Each matmul weight of the decode graph (q35c's names, as `q35c calibrate` writes them) is
-encoded with the library functions directly (no q35c compile of the quantized model:
+Each matmul weight of the graph (q35c's names, as `q35c calibrate` writes them) is encoded
+with the library functions directly (no q35c compile of the quantized model:
 `compiler/quant`), its decoded float32 matrix is given to onnxruntime in place of the float
 one (`SessionOptions.add_initializer`), and the text is scored with `q35c perplexity`'s
 windows and formula (the first W windows only with --windows). The embedding table follows
 the tied LM head (q35c stores them once) unless a rule matches the table's label, its name
-followed by `[table]` (`\\[table\\]=float` keeps it float). Prints per SPEC: perplexity, mean KL(float || quantized) of the
-next-token distributions over the scored tokens, bits per matmul weight (`storage_bytes`
-of every packed tensor, float weights at 32 bits), and the mean output error of the
-calibrated weights. Decoded matrices are cached under --cache by weight and encoder.
+followed by `[table]` (`\\[table\\]=float` keeps it float). Prints per SPEC: perplexity,
+mean KL(float || quantized) of the next-token distributions over the scored tokens, bits
+per matmul weight (`storage_bytes` of every packed tensor, float weights at 32 bits), and
+the mean output error of the calibrated weights. Decoded matrices are cached under --cache
+by weight, encoder and statistics. `--collect OUT.npz --calib-text T ...` first writes the
+statistics of the texts (windows of --context tokens) in q35c's format, computed by
+onnxruntime rather than the reference interpreter.
 """
 
 from __future__ import annotations
@@ -54,7 +58,10 @@ def parse_encoder(text: str) -> tuple[str, int, dict]:
 def parse_spec(spec: str) -> list[tuple[re.Pattern, str]]:
     rules = []
     for entry in filter(None, spec.split(";")):
-        regex, _, encoder = entry.rpartition("=")
+        match = re.match(rf"(.*?)=((?:{'|'.join(ENCODERS)})\b.*)$", entry)
+        if match is None:
+            raise SystemExit(f"bad rule {entry!r}: expected REGEX=ENCODER")
+        regex, encoder = match.groups()
         parse_encoder(encoder)
         rules.append((re.compile(regex), encoder))
     return rules

@@ -162,6 +162,12 @@ def _normalized(w: np.ndarray, scale: np.ndarray, offset: np.ndarray) -> np.ndar
     return ((w - offset) * inv).T
 
 
+def _objective_change(delta: np.ndarray, grad: np.ndarray, h: np.ndarray) -> np.ndarray:
+    """Per column, how much tr(D^T H D) changes when the rows D_g (with grad = (H D)_g and
+    h = H_gg) change by delta: 2 delta^T grad + delta^T h delta."""
+    return 2 * (delta * grad).sum(axis=0) + (delta * (h @ delta)).sum(axis=0)
+
+
 class _Encoder:
     """The state of one calibrated encoding: working weights, column words, group codes.
 
@@ -341,19 +347,14 @@ class _Encoder:
                 best_e, best_j = e.astype(np.uint8), j.copy()
                 if scales:
                     before, fixed = d[idx], grad[idx]
-
-                    def change(delta: np.ndarray) -> np.ndarray:
-                        return 2 * (delta * fixed).sum(axis=0) + (delta * (hg @ delta)
-                                                                   ).sum(axis=0)
-
-                    best = change(d_g - before)
+                    best = _objective_change(d_g - before, fixed, hg)
                     for step, shift in _REFINE_STEPS:
                         e_try = np.clip(e + step, 0, 31).astype(np.uint8)
                         j_try = np.clip(j.astype(np.int64) + shift, 0, 3).astype(np.uint8)
                         scale, offset = self.group_meta(g, e_try, j_try)
                         d_try, grad_try = before.copy(), fixed.copy()
                         codes_try = self._sweep(positions, d_try, grad_try, hg, scale, offset)
-                        cost = change(d_try - before)
+                        cost = _objective_change(d_try - before, fixed, hg)
                         better = cost < best
                         if better.any():
                             best[better] = cost[better]

@@ -217,6 +217,7 @@ def test_perplexity_with_calibration_runs(tiny, tmp_path):
     ("other-model", "match none of the model's matmul weights"),
     ("bad-method", "method"),
     ("bad-damp", "option damp must be in (0, 10]"),
+    ("bad-refine", "option 'refine' must be an integer in [0, 16]"),
 ])
 def test_bad_calibration_is_one_line_exit_2(tiny, tmp_path, kind, message):
     model = tiny / "decode.onnx"
@@ -242,7 +243,7 @@ def test_bad_calibration_is_one_line_exit_2(tiny, tmp_path, kind, message):
         args += [tmp_path / "other.npz"]
     else:
         args += [tiny / "calibration.txt"]
-        option = "method=awq" if kind == "bad-method" else "damp=0.0"
+        option = {"bad-method": "method=awq", "bad-damp": "damp=0.0"}.get(kind, "refine=17")
         passes = ["--passes", f"quantize-weights{{{option}}}"]
     result = q35c(model, *_shapes(model), *args, *tokenizer, *passes, check=False)
     assert result.returncode == 2, result.stderr
