@@ -76,6 +76,7 @@ from q35c.compiler.quant import (
 from q35c.compiler.quant.calibrated import (
     DEFAULT_ACT_ORDER,
     DEFAULT_DAMP,
+    DEFAULT_REFINE,
     output_error,
     quantize_calibrated,
 )
@@ -158,6 +159,7 @@ class QuantizeMatmulWeights(RewritePattern):
     method: str = "gptq"
     damp: float = DEFAULT_DAMP
     act_order: bool = DEFAULT_ACT_ORDER
+    refine: int = DEFAULT_REFINE
     group_sizes: dict[str, int] = field(default_factory=dict)
     """Per-weight group sizes chosen by the bit allocation (`bpw`)."""
     packed_names: dict[str, str] = field(default_factory=dict)
@@ -193,7 +195,7 @@ class QuantizeMatmulWeights(RewritePattern):
             elif gram is not None and self.method != "rtn":
                 self.store[packed_name] = quantize_calibrated(
                     data, gram, group_size=group, method=self.method, damp=self.damp,
-                    act_order=self.act_order, name=name)
+                    act_order=self.act_order, refine=self.refine, name=name)
             else:
                 self.store[packed_name] = quantize(data, group_size=group, name=name)
             self.packed_names[name] = packed_name
@@ -319,6 +321,9 @@ class QuantizeWeightsPass(ModulePass):
     act_order: bool = DEFAULT_ACT_ORDER
     """With `calibration` and `gptq`: walk the pairs by decreasing input energy, group codes
     chosen up front (compiler/quant/calibrated.py)."""
+    refine: int = DEFAULT_REFINE
+    """With `calibration` and `gptq`: passes of coordinate descent on the output error after
+    the walk (codes, then each group's neighbouring scale and offset codes)."""
     bpw: float = 0.0
     """> 0: a budget in bits per matmul weight (all metadata counted); each weight gets
     the Q3P5 group size the allocation chooses (passes/quantize_allocation.py)."""
@@ -355,6 +360,7 @@ class QuantizeWeightsPass(ModulePass):
                             f"{self.bpw}")
         check_int(where, "group-size", self.group_size, 16, MAX_GROUP_SIZE, multiple_of=16)
         check_int(where, "min-elements", self.min_elements, 0)
+        check_int(where, "refine", self.refine, 0, 16)
         check_regex(where, "keep-float", self.keep_float)
         check_choice(where, "layout", self.layout, quant3p5.LAYOUTS)
         if self.group_rules() and self.bpw:
@@ -366,7 +372,7 @@ class QuantizeWeightsPass(ModulePass):
             store_of(op), self.group_size, self.min_elements,
             re.compile(self.keep_float) if self.keep_float else None, self.layout,
             statistics=StatisticsFile(Path(self.calibration)) if self.calibration else None,
-            method=self.method, damp=self.damp, act_order=self.act_order)
+            method=self.method, damp=self.damp, act_order=self.act_order, refine=self.refine)
         candidates = {w.weight_name.data for m in op.walk()
                       if isinstance(m, (linalg.MatmulOp, q35nn.BatchMatmulOp))
                       for w in [pattern.float_weight(m.operands[1])] if w is not None}

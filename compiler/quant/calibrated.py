@@ -57,6 +57,9 @@ inputs from few tokens is nearly singular and the feedback overfits it."""
 DEFAULT_ACT_ORDER = True
 """Walk the pairs by decreasing input energy with static group codes (docs/quantization.md)."""
 
+DEFAULT_REFINE = 0
+"""Coordinate-descent passes after the GPTQ walk (`refine`, docs/quantization.md)."""
+
 _SCALE_CANDIDATES = (-1, 0, 1, 2, 3)
 """Scale steps tried per group, relative to the round-to-nearest encoder's choice (each step
 is a fifth of an octave; positive = a finer scale that clips the group's extremes)."""
@@ -64,6 +67,10 @@ _CANDIDATES = 12
 """Codes the metric search compares per pair: the Euclidean-nearest one and its nearest
 codebook neighbours (the pair metrics of real Hessians are not anisotropic enough for a
 farther code to win; tests/quant/test_calibrated.py checks against the full search)."""
+
+_REFINE_STEPS = ((-1, 0), (1, 0), (0, -1), (0, 1))
+"""Group codes the refinement tries besides the current one: (scale step, offset index)
+changes."""
 
 _LEVELS = CODEBOOK.astype(np.float64)  # [128, 2]
 _ORIGIN_CODE = int(np.argmin((_LEVELS**2).sum(axis=1)))  # the code nearest (0, 0)
@@ -155,6 +162,12 @@ def _normalized(w: np.ndarray, scale: np.ndarray, offset: np.ndarray) -> np.ndar
     return ((w - offset) * inv).T
 
 
+def _objective_change(delta: np.ndarray, grad: np.ndarray, h: np.ndarray) -> np.ndarray:
+    """Per column, how much tr(D^T H D) changes when the rows D_g (with grad = (H D)_g and
+    h = H_gg) change by delta: 2 delta^T grad + delta^T h delta."""
+    return 2 * (delta * grad).sum(axis=0) + (delta * (h @ delta)).sum(axis=0)
+
+
 class _Encoder:
     """The state of one calibrated encoding: working weights, column words, group codes.
 
@@ -192,6 +205,8 @@ class _Encoder:
             self.rows = np.stack([2 * pairs, 2 * pairs + 1], axis=1).ravel()
             self.w = self.w[self.rows]
             h = h[np.ix_(self.rows, self.rows)]
+        self.h = h  # in walk order: the metric the walk and the refinement minimize
+        self.w0 = self.w.copy()  # the weights before any feedback, in walk order
         self.u = _inverse_cholesky(h)
         self.codes = np.full((padded // 2, n), _ORIGIN_CODE, np.uint8)
 
@@ -262,6 +277,100 @@ class _Encoder:
                 self.choose_group(b0 // self.g)
             self.encode_block(b0)
 
+    def _pair_block(self, a: int) -> np.ndarray:
+        """H's 2x2 block of the pair at walk position a (a padding partner costs nothing)."""
+        block = self.h[a:a + 2, a:a + 2].copy()
+        if self.rows[a + 1] >= self.k:
+            block[0, 1] = block[1, 0] = 0.0
+            block[1, 1] = block[0, 0] * 1e-12
+        return block
+
+    def _sweep(self, positions: list[int], d: np.ndarray, grad: np.ndarray, h: np.ndarray,
+               scale: np.ndarray, offset: np.ndarray) -> np.ndarray:
+        """One coordinate-descent sweep over the pairs at walk positions `positions` (of one
+        group, under `scale`/`offset`), updating d (their errors, the pairs' rows in order)
+        and grad (= h @ d plus the fixed rest) in place; returns the codes [len, N]."""
+        w0, all_codes = self.w0, []
+        for i, a in enumerate(positions):
+            block = self._pair_block(a)
+            rest = grad[2 * i:2 * i + 2] - block @ d[2 * i:2 * i + 2]
+            padded = self.rows[a + 1] >= self.k
+            if padded:
+                rest[1] = 0.0
+            target = w0[a:a + 2] + np.linalg.solve(block, rest)
+            codes = _nearest_codes(_normalized(target, scale, offset), block)
+            new = w0[a:a + 2] - _decode_pair(codes, scale, offset)
+            if padded:
+                new[1] = 0.0
+            delta = new - d[2 * i:2 * i + 2]
+            if delta.any():
+                grad += h[:, 2 * i:2 * i + 2] @ delta
+                d[2 * i:2 * i + 2] = new
+            all_codes.append(codes)
+        return np.array(all_codes)
+
+    def refine(self, passes: int, scales: bool = True) -> None:
+        """Coordinate descent after the walk on the whole layer's output error tr(D^T H D)
+        (D = W - deq, H dampened), group by group: each pair gets the code nearest, under
+        its 2x2 block of H, to its weights plus the other pairs' errors fed back through H
+        (the best code with every other code fixed); with `scales`, each group then also
+        tries the neighbouring scale steps (e - 1, e + 1) with its codes re-chosen the same
+        way, and each column keeps whichever lowers the objective most. The objective never
+        rises; the column words stay as they are."""
+        h, w0 = self.h, self.w0
+        padded = w0.shape[0]
+        deq = np.zeros_like(w0)
+        real = self.rows < self.k
+        for a in range(0, padded, 2):
+            first = self.rows[a]
+            if first < self.k:
+                g = first // self.g
+                deq[a:a + 2] = _decode_pair(self.codes[first // 2], self.scale[g],
+                                            self.offset[g])
+        d = np.where(real[:, None], w0 - deq, 0.0)
+        grad = h @ d
+        groups: list[list[int]] = [[] for _ in range(self.groups)]
+        for a in range(0, padded, 2):
+            if self.rows[a] < self.k:
+                groups[self.rows[a] // self.g].append(a)
+        for _ in range(passes):
+            for g, positions in enumerate(groups):
+                if not positions:
+                    continue
+                idx = np.array([p + i for p in positions for i in (0, 1)])
+                hg = h[np.ix_(idx, idx)]
+                d_g, grad_g = d[idx], grad[idx]
+                codes = self._sweep(positions, d_g, grad_g, hg, self.scale[g], self.offset[g])
+                new_d, new_codes = d_g, codes
+                e = (self.group_codes[g] & 31).astype(np.int64)
+                j = self.group_codes[g] >> 5
+                best_e, best_j = e.astype(np.uint8), j.copy()
+                if scales:
+                    before, fixed = d[idx], grad[idx]
+                    best = _objective_change(d_g - before, fixed, hg)
+                    for step, shift in _REFINE_STEPS:
+                        e_try = np.clip(e + step, 0, 31).astype(np.uint8)
+                        j_try = np.clip(j.astype(np.int64) + shift, 0, 3).astype(np.uint8)
+                        scale, offset = self.group_meta(g, e_try, j_try)
+                        d_try, grad_try = before.copy(), fixed.copy()
+                        codes_try = self._sweep(positions, d_try, grad_try, hg, scale, offset)
+                        cost = _objective_change(d_try - before, fixed, hg)
+                        better = cost < best
+                        if better.any():
+                            best[better] = cost[better]
+                            new_d, new_codes = new_d.copy(), new_codes.copy()
+                            new_d[:, better] = d_try[:, better]
+                            new_codes[:, better] = codes_try[:, better]
+                            best_e[better] = e_try[better]
+                            best_j[better] = j_try[better]
+                delta = new_d - d[idx]
+                grad += h[:, idx] @ delta
+                d[idx] = new_d
+                for i, a in enumerate(positions):
+                    self.codes[self.rows[a] // 2] = new_codes[i]
+                self.group_codes[g] = best_e | (best_j << 5)
+                self.scale[g], self.offset[g] = self.group_meta(g, best_e, best_j)
+
     def tensor(self) -> Q3P5Tensor:
         return Q3P5Tensor((self.k, self.n), self.g, pack_codes(self.codes),
                           pack_codes(self.group_codes), self.super_scale, self.offset_base,
@@ -271,8 +380,8 @@ class _Encoder:
 def quantize_calibrated(w: np.ndarray, gram: np.ndarray, *, group_size: int =
                         DEFAULT_GROUP_SIZE, method: str = DEFAULT_METHOD,
                         damp: float = DEFAULT_DAMP, act_order: bool = DEFAULT_ACT_ORDER,
-                        name: str = "tensor", words: tuple[int, str] | None = None
-                        ) -> Q3P5Tensor:
+                        name: str = "tensor", words: tuple[int, str] | None = None,
+                        refine: int = DEFAULT_REFINE, scales: bool = True) -> Q3P5Tensor:
     """Quantize W[K, N] to Q3P5 minimizing ||X (W - deq)|| for inputs with Gram H = X^T X
     (float [K, K], symmetric positive semi-definite). `words` = (column block, word
     format) as in `q3p5.quantize` (default: `word_layout`). Raises ValueError on a bad W,
@@ -291,4 +400,6 @@ def quantize_calibrated(w: np.ndarray, gram: np.ndarray, *, group_size: int =
     words = word_layout(shape, group_size) if words is None else _check_words(shape, words)
     enc = _Encoder(w, gram, group_size, method, damp, act_order, name, words)
     enc.encode()
+    if method == "gptq" and refine:
+        enc.refine(refine, scales)
     return enc.tensor()

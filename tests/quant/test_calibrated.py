@@ -217,6 +217,7 @@ def test_perplexity_with_calibration_runs(tiny, tmp_path):
     ("other-model", "match none of the model's matmul weights"),
     ("bad-method", "method"),
     ("bad-damp", "option damp must be in (0, 10]"),
+    ("bad-refine", "option 'refine' must be an integer in [0, 16]"),
 ])
 def test_bad_calibration_is_one_line_exit_2(tiny, tmp_path, kind, message):
     model = tiny / "decode.onnx"
@@ -242,7 +243,7 @@ def test_bad_calibration_is_one_line_exit_2(tiny, tmp_path, kind, message):
         args += [tmp_path / "other.npz"]
     else:
         args += [tiny / "calibration.txt"]
-        option = "method=awq" if kind == "bad-method" else "damp=0.0"
+        option = {"bad-method": "method=awq", "bad-damp": "damp=0.0"}.get(kind, "refine=17")
         passes = ["--passes", f"quantize-weights{{{option}}}"]
     result = q35c(model, *_shapes(model), *args, *tokenizer, *passes, check=False)
     assert result.returncode == 2, result.stderr
@@ -381,3 +382,32 @@ def test_calibration_statistics_equal_the_reference_semantics_inputs(tiny):
     assert fast.rows == reference.rows == [32] * len(fast.rows)
     for got, want in zip(fast.grams, reference.grams, strict=True):
         np.testing.assert_allclose(got, want, rtol=2e-3, atol=1e-4 * np.abs(want).max())
+
+
+def _damped_objective(w, deq, gram, damp):
+    """tr(D^T (H + damp * mean(diag H) * I) D): what the refinement descends on."""
+    h = np.asarray(gram, np.float64)
+    h = h + damp * np.mean(np.diag(h)) * np.eye(h.shape[0])
+    d = np.asarray(w, np.float64) - np.asarray(deq, np.float64)
+    return float(np.einsum("ij,ij->", d, h @ d))
+
+
+@settings(max_examples=8, deadline=None)
+@given(seed=st.integers(0, 2**31), k=st.sampled_from([64, 70, 97]), n=st.integers(4, 24),
+       act_order=st.booleans(), scales=st.booleans())
+def test_refinement_never_raises_the_objective_and_is_deterministic(seed, k, n, act_order,
+                                                                    scales):
+    """Coordinate descent after the walk (codes, and with `scales` the group codes) only
+    accepts changes that lower the dampened output error; odd K and partial groups (a
+    padding partner) included; the result is a valid, deterministic tensor."""
+    w, gram = _correlated_layer(seed, k, n, 0.8)
+    w = w + np.float32(0.02) * np.random.default_rng(seed).standard_normal(n, np.float32)
+    plain = quantize_calibrated(w, gram, act_order=act_order)
+    refined = quantize_calibrated(w, gram, act_order=act_order, refine=2, scales=scales)
+    again = quantize_calibrated(w, gram, act_order=act_order, refine=2, scales=scales)
+    assert refined.to_bytes() == again.to_bytes()
+    back = Q3P5Tensor.from_bytes(refined.to_bytes())
+    assert np.array_equal(dequantize(back), dequantize(refined))
+    before = _damped_objective(w, dequantize(plain), gram, 0.1)
+    after = _damped_objective(w, dequantize(refined), gram, 0.1)
+    assert after <= before * (1 + 1e-9)
