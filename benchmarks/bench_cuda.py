@@ -399,6 +399,19 @@ __global__ void fill_entry(uint8_t *e, int64_t bytes, int n, uint32_t seed)
     }
 }
 
+/* Activations in [-1, 1) from a hash (timings never run on zeros). */
+__global__ void fill_x(float *x, int64_t count, uint32_t seed)
+{
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < count;
+         i += (int64_t)gridDim.x * blockDim.x) {
+        uint32_t h = (uint32_t)i * 2654435761u ^ seed;
+        h ^= h >> 15;
+        h *= 2246822519u;
+        h ^= h >> 13;
+        x[i] = (float)(h >> 8) * (2.0f / 16777216.0f) - 1.0f;
+    }
+}
+
 static q35_q3p5 view(const uint8_t *e, int k, int n, int meta_row, int prow, int meta_off,
                      int payload_off)
 {
@@ -415,12 +428,22 @@ static q35_q3p5 view(const uint8_t *e, int k, int n, int meta_row, int prow, int
 /* The tensor-core GEMM over `rows` rows (the row tile printer.gemm_launch picks). */
 static void launch_gemm(int rows, float *y, const float *x, q35_q3p5 t)
 {
+    static bool ready = false;
+    if (!ready) {
+        check(q35_gemm_setup<1>(), "gemm setup");
+        check(q35_gemm_setup<2>(), "gemm setup");
+        check(q35_gemm_setup<4>(), "gemm setup");
+        ready = true;
+    }
     q35_epilogue e = {NULL, NULL, Q35_ACT_NONE};
-    const int mt = rows <= 16 ? 1 : rows <= 32 ? 2 : 4;
-    const dim3 grid((t.n + Q35_GEMM_BN - 1) / Q35_GEMM_BN, (rows + 16 * mt - 1) / (16 * mt));
-    if (mt == 1) q35_gemm_f16<1><<<grid, 128>>>(y, x, rows, t, e);
-    else if (mt == 2) q35_gemm_f16<2><<<grid, 128>>>(y, x, rows, t, e);
-    else q35_gemm_f16<4><<<grid, 128>>>(y, x, rows, t, e);
+    const int mt = rows <= 32 ? 1 : rows <= 64 ? 2 : 4;
+    const dim3 grid((rows + 32 * mt - 1) / (32 * mt), (t.n + Q35_GEMM_BN - 1) / Q35_GEMM_BN);
+    if (mt == 1)
+        q35_gemm_f16<1><<<grid, Q35_GEMM_THREADS, sizeof(q35_gemm_smem<1>)>>>(y, x, rows, t, e);
+    else if (mt == 2)
+        q35_gemm_f16<2><<<grid, Q35_GEMM_THREADS, sizeof(q35_gemm_smem<2>)>>>(y, x, rows, t, e);
+    else
+        q35_gemm_f16<4><<<grid, Q35_GEMM_THREADS, sizeof(q35_gemm_smem<4>)>>>(y, x, rows, t, e);
 }
 
 /* The GEMV paths: 0 float (8 rows a launch), 1 int8 on dp4a (q35_gemv_i8, 8 rows a launch),
@@ -619,7 +642,7 @@ int main(int argc, char **argv)
         check(cudaMalloc((void **)&entries[c], (size_t)bytes), "malloc entries");
         fill_entry<<<1024, 256>>>(entries[c], bytes, n, 77u + c);
     }
-    check(cudaMemset(x, 0, max_rows * (size_t)k * 4), "x");
+    fill_x<<<1024, 256>>>(x, max_rows * (int64_t)k, 5u); /* not zeros: real data's cost */
     check(cudaMemset(q, 1, max_rows * (size_t)k), "q");
     check(cudaMemset(s, 0, max_rows * 4), "s");
     check(cudaDeviceSynchronize(), "fill");
@@ -694,21 +717,23 @@ int main(int argc, char **argv)
     /* prefill (unless Q35_BENCH_PREFILL=0): the tensor-core GEMM and the float GEMV
      * launches it replaces (8 rows each) */
     const char *prefill = getenv("Q35_BENCH_PREFILL");
-    const int big_rows[] = {16, 128, 512};
-    if (!only_path && (!prefill || strcmp(prefill, "0") != 0))
+    const int big_rows[] = {16, 64, 128, 256, 512};
+    const bool gemm_only = only_path && atoi(only_path) == 2; /* the GEMM alone */
+    if ((!only_path || gemm_only) && (!prefill || strcmp(prefill, "0") != 0))
         for (int rows : big_rows) {
             time_one(2, 1, rows);
-            time_one(0, 0, rows);
+            if (!gemm_only && rows <= 128)
+                time_one(0, 0, rows);
         }
     return 0;
 }
 """
 
 
-GEMM_CHECK_ROWS = {CHECK_SHAPE: (9, 64), (64, 64): (9, 16), (80, 70): (17, 33),
+GEMM_CHECK_ROWS = {CHECK_SHAPE: (9, 64, 200), (64, 64): (9, 16), (80, 70): (17, 33),
                    (1040, 200): (37, 100), (2048, 520): (130,)}
-"""Tensor-core GEMM checks: K x N -> row counts (every row tile, ragged rows, columns and
-K tails: K % 64 of 16, N % 64 of 6 and 8)."""
+"""Tensor-core GEMM checks: K x N -> row counts (row tiles of 32, 64 and 128, several row
+blocks, ragged rows and columns (N % 128 of 64, 70, 72, 8), K tails of half a group)."""
 
 
 def gemm_check_data(folder: Path, w, rng, rows: int) -> None:
@@ -878,6 +903,7 @@ python3 "$HERE/device_checks.py" "$HERE" "$RESULTS"
 """
 
 DEVICE_CHECKS = r'''"""Device half of bench_cuda.py: the prepared cases and benchmarks."""
+import os
 import re
 import shutil
 import subprocess
@@ -1113,7 +1139,7 @@ def gemv():
                              f"{(err / np.maximum(np.abs(want), 1e-30)).max():.3e}")
     sanitizer = tool("compute-sanitizer")
     ragged = sorted(g.glob("check_*"))
-    if sanitizer and ragged:
+    if sanitizer and ragged and os.environ.get("Q35_BENCH_PATH") != "2":  # GEMM-only run
         layout = (ragged[0] / "layout.txt").read_text().split()
         for check in ALL_TOOLS:
             s = subprocess.run([sanitizer, "--tool", check, "--error-exitcode", "9",
@@ -1166,6 +1192,8 @@ def gemm_checks(g, name):
 
 PREFILL = ((4096, 4096), (4096, 11008))  # shapes of the prefill GEMM peers (M 128, 512)
 PEER_SHAPES = ((4096, 4096), (4096, 11008), (11008, 4096), (8192, 28672), (28672, 8192))
+GEMM_SHAPES = ((4096, 4096), (4096, 11008), (4096, 14336), (11008, 4096), (14336, 4096),
+               (8192, 28672), (28672, 8192))  # gemv_bench's SHAPES
 
 
 def peers():
@@ -1216,13 +1244,14 @@ def peers():
     rate = 2 * src.numel() / (med * 1e3)
     lines.append(f"copy 256MiB d2d median_us {med:.1f} GBps(read+write) {rate:.1f}")
     gemv_only = not (HERE / "models").is_dir()
-    fp16_shapes = PEER_SHAPES if gemv_only else (
+    gemm_only = os.environ.get("Q35_BENCH_PATH") == "2"  # the GEMM's peers alone
+    fp16_shapes = GEMM_SHAPES if gemm_only else PEER_SHAPES if gemv_only else (
         (4096, 4096), (4096, 11008), (4096, 14336), (11008, 4096), (14336, 4096))
     for k, n in fp16_shapes:
         nbytes = k * n * 2
         copies = max(2, -(-4 * l2 // nbytes))
         ws = [torch.randn(n, k, dtype=torch.float16, device=dev) for _ in range(copies)]
-        for m in (1, 4, 16) if gemv_only else (
+        for m in (16, 64, 128, 256, 512) if gemm_only else (1, 4, 16) if gemv_only else (
                 1, 2, 4, 8, 16, *((128, 512) if (k, n) in PREFILL else ())):
             x = torch.randn(m, k, dtype=torch.float16, device=dev)
             med, mn = timed(lambda it: torch.nn.functional.linear(x, ws[it % copies]))
@@ -1232,7 +1261,8 @@ def peers():
                          f"TFLOPs_median {2 * m * k * n / (med * 1e6):.2f} b2b_us {back:.2f} "
                          f"GBps_b2b {nbytes / (back * 1e3):.1f}")
         del ws
-    for k, n in PEER_SHAPES:  # int4 tinygemm (gpt-fast's kernel): group 32, bf16 scale+zero
+    for k, n in () if gemm_only else PEER_SHAPES:  # int4 tinygemm (gpt-fast's kernel):
+        # group 32, bf16 scale+zero
         try:
             nbytes = n * k // 2 + (k // 32) * n * 4
             copies = max(2, -(-4 * l2 // nbytes))
@@ -1264,6 +1294,10 @@ for step in (unpack_blobs, ensure_built, build_tc, models, models_tc, gemv, peer
 '''
 
 
+GEMM_CASES = r"^(qmm_r9_|qmm_r70_|llama_tiny@2x5\.).*float$"
+"""`prepare --only gemm`: the float model cases with steps of more than 8 rows."""
+
+
 def cases() -> list[tuple[str, str]]:
     """(model, kind) of every prepared model case."""
     out = [(model, kind) for model in MODELS for kind in ("float", "int8", "fused")
@@ -1291,13 +1325,17 @@ def prepare(out: Path, jobs: int, only: str | None, keep_binaries: bool = False,
     if only == "gemv":  # the GEMV checks and timings (old and new kernels) and the peers
         builds = [prepare_gemv(out), prepare_gemv_old(out, base)]
         keep_binaries = True
+    elif only == "gemm":  # the GEMV/GEMM checks, the float models with GEMM steps
+        builds = [prepare_gemv(out)]
+        keep_binaries = True
     else:
         builds = [prepare_gemv(out)] if only is None else []
     for model, kind in cases() if only != "gemv" else ():
-        if only is None or re.search(only, f"{model}.{kind}"):
+        if only is None or re.search(GEMM_CASES if only == "gemm" else only,
+                                     f"{model}.{kind}"):
             builds.append(tc_build(prepare_model(out, model, kind)))
     for kind in ("float", "int8"):
-        if (SMOLLM2_DIR / "decode.dynamo.onnx").exists() and only != "gemv" and (
+        if (SMOLLM2_DIR / "decode.dynamo.onnx").exists() and only not in ("gemv", "gemm") and (
                 only is None or re.search(only, f"smollm2.{kind}")):
             builds += [tc_build(b) for b in prepare_smollm2(out, kind)]
     (out / "run_all.sh").write_text(RUN_ALL)

@@ -118,25 +118,32 @@ def gemv_launches(rows: int, k: int, n: int, int8: bool = False) -> list[GemvLau
     return launches
 
 
-GEMM_BN = 64  # Q35_GEMM_BN: columns of a tensor-core GEMM block
-GEMM_THREADS = 128
+GEMM_BN = 128  # Q35_GEMM_BN: columns of a tensor-core GEMM block
+GEMM_THREADS = 256  # Q35_GEMM_THREADS: 8 warps, 2 (rows) by 4 (columns)
 
 
 @dataclass(frozen=True)
 class GemmLaunch:
-    """The launch of the tensor-core GEMM `q35_gemm_f16<mt>`: blocks of 16 * mt rows by
-    GEMM_BN columns."""
+    """The launch of the tensor-core GEMM `q35_gemm_f16<mt>`: blocks of 32 * mt rows
+    (grid x) by GEMM_BN columns (grid y), with sizeof(q35_gemm_smem<mt>) bytes of dynamic
+    shared memory."""
 
     mt: int
     grid: tuple[int, int]
     block: int = GEMM_THREADS
 
+    @property
+    def rows(self) -> int:
+        return 32 * self.mt
+
 
 def gemm_launch(rows: int, n: int) -> GemmLaunch:
     """The tensor-core GEMM launch for `rows` activation rows (more than GEMV_MAX_ROWS):
-    the smallest row tile of 16, 32 or 64 that holds them, else 64."""
-    mt = next((m for m in (1, 2) if rows <= 16 * m), 4)
-    return GemmLaunch(mt, (-(-n // GEMM_BN), -(-rows // (16 * mt))))
+    the smallest row tile of 32, 64 or 128 that holds them, else 128. The row blocks of
+    one column block are consecutive blocks (grid x), so they run together and the
+    weights come from DRAM about once."""
+    mt = next((m for m in (1, 2) if rows <= 32 * m), 4)
+    return GemmLaunch(mt, (-(-rows // (32 * mt)), -(-n // GEMM_BN)))
 
 
 def uses_gemv(lay: Q3P5Layout) -> bool:
@@ -163,6 +170,7 @@ class CudaPrinter:
         self.layouts = layouts
         self.io, self.region_bytes = io_offsets(program)
         self.tables: list[tuple[str, list[int]]] = []  # device int64 arrays: name, values
+        self.gemm_tiles: set[int] = set()  # the q35_gemm_f16<mt> the launcher uses
         self.uses_gather = any(s.kernel in ("gather", "onnx_index") for s in program.steps)
 
     # -- buffers --------------------------------------------------------------------------
@@ -384,10 +392,12 @@ class CudaPrinter:
         if rows <= GEMV_MAX_ROWS:
             return gemv
         gemm = gemm_launch(rows, lay.n)
+        self.gemm_tiles.add(gemm.mt)
         return "\n".join((
             "#if Q35_TENSOR_CORES",
             f"q35_gemm_f16<{gemm.mt}><<<dim3({gemm.grid[0]}, {gemm.grid[1]}), {gemm.block}, "
-            f"0, s>>>({self.ptr(out)}, {self.ptr(x)}, {rows}, {self.q3p5(w)}, "
+            f"sizeof(q35_gemm_smem<{gemm.mt}>), s>>>({self.ptr(out)}, {self.ptr(x)}, {rows}, "
+            f"{self.q3p5(w)}, "
             f"{self._epilogue(bias, residual, act)});",
             "#else", gemv, "#endif"))
 
@@ -752,6 +762,14 @@ class CudaPrinter:
             f"        return {P}_load_fail(m, \"cannot upload the weights\", NULL, host);",
             "    free(host);",
         ]
+        if self.gemm_tiles:  # the GEMM's dynamic shared memory, before any capture
+            out += ["#if Q35_TENSOR_CORES",
+                    "    if (" + " ||\n        ".join(
+                        f"q35_gemm_setup<{mt}>() != cudaSuccess"
+                        for mt in sorted(self.gemm_tiles)) + ")",
+                    f"        return {P}_load_fail(m, \"cannot set up the tensor-core GEMM\", "
+                    "NULL, NULL);",
+                    "#endif"]
         for t, (name, _) in enumerate(self.tables):
             out += [f"    if (cudaGetSymbolAddress((void **)&m->tables[{t}], {name}) != "
                     "cudaSuccess)",

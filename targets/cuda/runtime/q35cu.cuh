@@ -766,99 +766,128 @@ q35_gemv_i8_mma(float *y, const int8_t *q, const float *row_scale, int rows, q35
 /* ---- float-path tensor-core GEMM (prefill, opt-in): y[M, N] = epilogue(x[M, K] @ W) ---
  *
  * Built only with Q35_TENSOR_CORES=1 (`make TC=1`); the default float path is the fp32
- * GEMV. A block of 4 warps computes a (16 * MT) x 64 output tile. Per 64-weight unit of K
- * (two groups), the block stages the activations, rounded to fp16, and the weights, each
- * decoded exactly as the interpreter decodes it (float32 `scale * level + offset`) and then
- * rounded to fp16, as [row][k] and [column][k] tiles in shared memory; warp w multiplies
- * all rows by columns 16w..16w+15 with mma.sync m16n8k16 (fp16 inputs, fp32 accumulation).
- * The next unit's codes and activations are loaded into registers while the current unit's
- * products run (one stage of register prefetch). Rows, columns and weights past M, N, K are
- * zero in the tiles and never stored. Needs sm_80+ (mma.sync m16n8k16). */
+ * GEMV. A block of 8 warps computes a (32 MT) x 128 output tile (MT = 4: 128 x 128), its
+ * warps 2 by 4, each (16 MT) x 32 with mma.sync m16n8k16 (fp16 operands, fp32
+ * accumulators) on fragments read by ldmatrix.x4. K goes by units of 64 weights (two
+ * groups) through two shared stages of fp16 tiles, [row][k] activations and [column][k]
+ * weights, rows padded to 72 halves (ldmatrix and the 16-byte stores conflict-free): the
+ * activations rounded to fp16, the weights decoded from their packed codes exactly as the
+ * interpreter decodes them (float32 `scale * level + offset`) and then rounded to fp16, so
+ * each weight is decoded once per block and no fp16 weight matrix exists in memory.
+ * Software pipeline, one barrier per unit: in the same straight-line body a thread issues
+ * the tensor-core products of unit u (shared stage u % 2), converts and decodes unit u + 1
+ * from its registers into the other stage, and issues the global loads of unit u + 2 into
+ * those registers (in flight for a whole unit). Decoding thread: column tid / 2, group
+ * tid % 2 of the unit; pair codes looked up in a per-lane half2 table (table[code][lane],
+ * conflict-free; levels are exact in fp16). Rows, columns and groups past M, N, K give
+ * zeros (activations past K are zero, so the codes of half a group past K add nothing) and
+ * are never stored. Needs sm_80+ (mma.sync m16n8k16, ldmatrix); 90 KiB of dynamic shared
+ * memory at MT = 4 (q35_gemm_setup raises the limit once). */
 #ifndef Q35_TENSOR_CORES
 #define Q35_TENSOR_CORES 0
 #endif
-#define Q35_GEMM_BN 64
+#define Q35_GEMM_BN 128
 #define Q35_GEMM_BK 64
-#define Q35_GEMM_PAD 72 /* halves per tile row: 144 bytes, conflict-free fragment loads */
+#define Q35_GEMM_PAD 72 /* halves per tile row: 144 bytes */
+#define Q35_GEMM_THREADS 256
 
 template <int MT>
-struct __align__(16) q35_gemm_tiles {
-    __half a[16 * MT][Q35_GEMM_PAD];
-    __half b[Q35_GEMM_BN][Q35_GEMM_PAD];
+struct __align__(16) q35_gemm_smem {
+    __half a[2][32 * MT][Q35_GEMM_PAD];
+    __half b[2][Q35_GEMM_BN][Q35_GEMM_PAD];
+    uint32_t table[128 * 32]; /* q35_load_lane_tables: half2 levels, one copy per lane */
+    float steps[32];
 };
 
-/* What one thread fetches from global memory for one unit: 2 * MT float4 of activations
- * (16 * MT rows x 64 floats over 128 threads), and the unit's codes of one column with the
- * scale and offset of one of its two groups. */
+/* What a thread loads from global memory for one unit: 2 MT float4 of activations
+ * ((32 MT) rows x 64 floats over 256 threads), the 4 code words holding its group's 16
+ * pair codes and the 8 group-code bytes of its column's chunk. */
 template <int MT>
-struct q35_gemm_stage {
+struct q35_gemm_regs {
     float4 x[2 * MT];
-    uint32_t w[7];
-    float scale, offset;
+    uint32_t w[4];
+    uint2 meta;
+    bool live; /* the group exists (column < N, group < groups) */
 };
 
 template <int MT>
 __device__ __forceinline__ void q35_gemm_fetch(const q35_q3p5 &t, const float *x, int rows,
-                                               int m0, int n0, int u, const float *steps,
-                                               q35_gemm_stage<MT> &st)
+                                               int m0, int n, int h, int u,
+                                               q35_gemm_regs<MT> &st)
 {
 #pragma unroll
     for (int i = 0; i < 2 * MT; i++) {
-        const int idx = threadIdx.x + 128 * i; /* float4 index in the 16 MT x 16 tile */
+        const int idx = threadIdx.x + Q35_GEMM_THREADS * i; /* float4 of the 32 MT x 16 tile */
         const int r = m0 + idx / 16, k = u * Q35_GEMM_BK + 4 * (idx % 16);
         st.x[i] = r < rows && k < t.k
             ? __ldg((const float4 *)(const void *)(x + (int64_t)r * t.k + k))
             : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
     }
-    const int n = n0 + threadIdx.x / 2, g = 2 * u + threadIdx.x % 2;
-    if (n < t.n && g < t.groups) {
-        q35_load_unit(t, n, u, st.w);
-        q35_group_meta(t, n, g, steps, &st.scale, &st.offset);
+    st.live = n < t.n && 2 * u + h < t.groups;
+    if (st.live) {
+        /* unit u = bytes 28 (u % 4) .. + 27 of the column's 112 bytes of chunk u / 4
+         * (q35_load_unit); group h's codes are its bits 112 h .. 112 h + 111: words
+         * 3 h .. 3 h + 3 of the unit */
+        const uint8_t *rec = q35_record(t, n, u / 4);
+        const uint8_t *col = rec + (n % 32) * 16;
+#pragma unroll
+        for (int j = 0; j < 4; j++) {
+            const int b = 28 * (u % 4) + 4 * (3 * h + j);
+            st.w[j] = __ldg((const uint32_t *)(const void *)(col + (b / 16) * 512 + b % 16));
+        }
+        st.meta = __ldg((const uint2 *)(const void *)(rec + Q35_RECORD_CODES + (n % 32) * 8));
     } else {
 #pragma unroll
-        for (int j = 0; j < 7; j++)
+        for (int j = 0; j < 4; j++)
             st.w[j] = 0u;
-        st.scale = 0.0f;
-        st.offset = 0.0f;
+        st.meta = make_uint2(0u, 0u);
     }
 }
 
-/* The fetched unit into the shared tiles: activations to fp16, weights decoded (float32,
- * the interpreter's order) then rounded to fp16; weights past K are zero. */
+/* A fetched unit into shared stage `s`: activations to fp16; the thread's 32 weights
+ * decoded (float32, the interpreter's order) then rounded to fp16. */
 template <int MT>
-__device__ __forceinline__ void q35_gemm_stage_store(const q35_q3p5 &t, int u,
-                                                     const q35_gemm_stage<MT> &st,
-                                                     const q35_tables &tab,
-                                                     q35_gemm_tiles<MT> &tile)
+__device__ __forceinline__ void q35_gemm_store(q35_gemm_smem<MT> &sm, int s, int u, int h,
+                                               const q35_gemm_regs<MT> &st, float ss, float ob,
+                                               float os, uint32_t lane4)
 {
 #pragma unroll
     for (int i = 0; i < 2 * MT; i++) {
-        const int idx = threadIdx.x + 128 * i;
-        __half2 *dst = (__half2 *)(void *)&tile.a[idx / 16][4 * (idx % 16)];
-        dst[0] = __floats2half2_rn(st.x[i].x, st.x[i].y);
-        dst[1] = __floats2half2_rn(st.x[i].z, st.x[i].w);
+        const int idx = threadIdx.x + Q35_GEMM_THREADS * i;
+        const __half2 lo = __floats2half2_rn(st.x[i].x, st.x[i].y);
+        const __half2 hi = __floats2half2_rn(st.x[i].z, st.x[i].w);
+        *(uint2 *)(void *)&sm.a[s][idx / 16][4 * (idx % 16)] =
+            make_uint2(*(const uint32_t *)(const void *)&lo, *(const uint32_t *)(const void *)&hi);
     }
-    const int c = threadIdx.x / 2, h = threadIdx.x % 2;
-    /* group h's 16 codes are bits 112h..112h+111 of the unit: a 4-word window starting
-     * at that bit, so that every index below is a compile-time constant */
+    const uint64_t m = (uint64_t)st.meta.x | (uint64_t)st.meta.y << 32;
+    const unsigned code = (unsigned)(m >> (7 * ((2 * u + h) % 8))) & 127u;
+    float scale = __fmul_rn(ss, sm.steps[code & 31u]);
+    float offset = __fadd_rn(ob, __fmul_rn(os, (float)(code >> 5) - 1.5f));
+    if (!st.live) {
+        scale = 0.0f;
+        offset = 0.0f;
+    }
+    /* the group's 16 codes from bit 0 of a 4-word window (+ a zero word) */
     uint32_t win[5];
 #pragma unroll
     for (int j = 0; j < 4; j++)
-        win[j] = h ? __funnelshift_r(st.w[3 + j], j + 4 < 7 ? st.w[4 + j] : 0u, 16) : st.w[j];
+        win[j] = h ? __funnelshift_r(st.w[j], j < 3 ? st.w[j + 1] : 0u, 16) : st.w[j];
     win[4] = 0u;
     uint32_t packed[16];
 #pragma unroll
     for (int i = 0; i < 16; i++) {
-        const int k = u * Q35_GEMM_BK + 32 * h + 2 * i;
-        const int bit = 7 * i;
-        const float2 l = tab.levels[__funnelshift_r(win[bit / 32], win[bit / 32 + 1], bit % 32)
-                                    & 127u];
-        const float w0 = __fadd_rn(__fmul_rn(st.scale, l.x), st.offset);
-        const float w1 = __fadd_rn(__fmul_rn(st.scale, l.y), st.offset);
-        const __half2 v = k < t.k ? __floats2half2_rn(w0, w1) : __floats2half2_rn(0.0f, 0.0f);
-        packed[i] = *(const uint32_t *)(const void *)&v;
+        const int bit = 7 * i, lo = bit / 32, sh = bit % 32;
+        /* the code's 7 bits moved to bits 7..13: its byte offset in the per-lane table */
+        const uint32_t v = sh >= 7 ? __funnelshift_r(win[lo], win[lo + 1], sh - 7)
+                                   : lo > 0 ? __funnelshift_r(win[lo - 1], win[lo], sh + 25)
+                                            : win[0] << 7;
+        const uint32_t e = q35_lane_entry(sm.table, (v & (127u << 7)) | lane4);
+        const float2 l = __half22float2(*(const __half2 *)(const void *)&e);
+        const __half2 w = __floats2half2_rn(__fadd_rn(__fmul_rn(scale, l.x), offset),
+                                            __fadd_rn(__fmul_rn(scale, l.y), offset));
+        packed[i] = *(const uint32_t *)(const void *)&w;
     }
-    uint4 *dst = (uint4 *)(void *)&tile.b[c][32 * h];
+    uint4 *dst = (uint4 *)(void *)&sm.b[s][threadIdx.x / 2][32 * h];
 #pragma unroll
     for (int j = 0; j < 4; j++)
         dst[j] = make_uint4(packed[4 * j], packed[4 * j + 1], packed[4 * j + 2], packed[4 * j + 3]);
@@ -878,74 +907,102 @@ __device__ __forceinline__ void q35_mma_16816(float d[4], const uint32_t a[4], c
 #endif
 }
 
-__device__ __forceinline__ uint32_t q35_half2_at(const __half *p)
+/* Four 8x8 fp16 matrices from shared memory, lane l giving the address of row l % 8 of
+ * matrix l / 8. */
+__device__ __forceinline__ void q35_ldmatrix_x4(uint32_t r[4], const __half *p)
 {
-    return *(const uint32_t *)(const void *)p;
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    const unsigned addr = (unsigned)__cvta_generic_to_shared(p);
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(addr));
+#else
+    (void)p;
+    r[0] = r[1] = r[2] = r[3] = 0u;
+    __trap();
+#endif
+}
+
+/* The products of one unit (shared stage s) into the warp's accumulators. */
+template <int MT>
+__device__ __forceinline__ void q35_gemm_unit(const q35_gemm_smem<MT> &sm, int s, int wm,
+                                              int wn, int lane, float (&acc)[MT][4][4])
+{
+#pragma unroll
+    for (int kk = 0; kk < Q35_GEMM_BK; kk += 16) {
+        uint32_t b[2][4]; /* n8 tiles 2p, 2p + 1: {b0, b1} each */
+#pragma unroll
+        for (int p = 0; p < 2; p++)
+            q35_ldmatrix_x4(b[p], &sm.b[s][32 * wn + 16 * p + 8 * (lane / 16) + lane % 8]
+                                      [kk + 8 * ((lane / 8) % 2)]);
+#pragma unroll
+        for (int i = 0; i < MT; i++) {
+            uint32_t a[4];
+            q35_ldmatrix_x4(a, &sm.a[s][16 * MT * wm + 16 * i + lane % 16][kk + 8 * (lane / 16)]);
+#pragma unroll
+            for (int j = 0; j < 4; j++)
+                q35_mma_16816(acc[i][j], a, &b[j / 2][2 * (j % 2)]);
+        }
+    }
 }
 
 template <int MT>
-__global__ void __launch_bounds__(128)
+__global__ void __launch_bounds__(Q35_GEMM_THREADS, 1)
 q35_gemm_f16(float *y, const float *x, int rows, q35_q3p5 t, q35_epilogue e)
 {
-    static_assert(MT == 1 || MT == 2 || MT == 4, "16, 32 or 64 rows per block");
-    static_assert(alignof(q35_gemm_tiles<MT>) == 16 && sizeof(__half) * 16 * MT * Q35_GEMM_PAD % 16 == 0,
-                  "the weight tile's rows take 16-byte stores");
-    __shared__ q35_tables tab;
-    __shared__ q35_gemm_tiles<MT> tile;
-    q35_load_tables(&tab);
+    static_assert(MT == 1 || MT == 2 || MT == 4, "32, 64 or 128 rows per block");
+    extern __shared__ __align__(16) unsigned char q35_gemm_shared[];
+    q35_gemm_smem<MT> &sm = *(q35_gemm_smem<MT> *)(void *)q35_gemm_shared;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    const int gid = lane >> 2, tid = lane & 3;
-    const int n0 = blockIdx.x * Q35_GEMM_BN, m0 = blockIdx.y * 16 * MT;
+    const int wm = warp >> 2, wn = warp & 3;
+    const int m0 = blockIdx.x * 32 * MT, n0 = blockIdx.y * Q35_GEMM_BN;
     const int units = (t.k + Q35_GEMM_BK - 1) / Q35_GEMM_BK;
-    float acc[MT][2][4];
+    const int h = threadIdx.x & 1, n = n0 + (threadIdx.x >> 1);
+    const uint32_t lane4 = 4u * lane;
+    q35_gemm_regs<MT> st;
+    q35_gemm_fetch<MT>(t, x, rows, m0, n, h, 0, st); /* in flight while the tables fill */
+    const bool col = n < t.n;
+    const float ss = col ? t.super_scale[n] : 0.0f, ob = col ? t.offset_base[n] : 0.0f,
+                os = col ? t.offset_step[n] : 0.0f;
+    q35_load_lane_tables<false, Q35_GEMM_THREADS>(sm.table, sm.steps);
+    float acc[MT][4][4];
 #pragma unroll
     for (int i = 0; i < MT; i++)
 #pragma unroll
-        for (int j = 0; j < 2; j++)
+        for (int j = 0; j < 4; j++)
 #pragma unroll
             for (int v = 0; v < 4; v++)
                 acc[i][j][v] = 0.0f;
-    q35_gemm_stage<MT> st;
-    q35_gemm_fetch<MT>(t, x, rows, m0, n0, 0, tab.steps, st);
+    q35_gemm_store<MT>(sm, 0, 0, h, st, ss, ob, os, lane4);
+    q35_gemm_fetch<MT>(t, x, rows, m0, n, h, 1, st);
     for (int u = 0; u < units; u++) {
-        q35_gemm_stage_store<MT>(t, u, st, tab, tile);
-        __syncthreads();
-        if (u + 1 < units) /* in flight while the products below run */
-            q35_gemm_fetch<MT>(t, x, rows, m0, n0, u + 1, tab.steps, st);
-#pragma unroll
-        for (int kk = 0; kk < Q35_GEMM_BK; kk += 16) {
-            uint32_t b[2][2];
-#pragma unroll
-            for (int j = 0; j < 2; j++) {
-                const __half *col = tile.b[16 * warp + 8 * j + gid];
-                b[j][0] = q35_half2_at(col + kk + 2 * tid);
-                b[j][1] = q35_half2_at(col + kk + 8 + 2 * tid);
-            }
-#pragma unroll
-            for (int i = 0; i < MT; i++) {
-                const __half *r0 = tile.a[16 * i + gid], *r8 = tile.a[16 * i + gid + 8];
-                const uint32_t a[4] = {q35_half2_at(r0 + kk + 2 * tid),
-                                       q35_half2_at(r8 + kk + 2 * tid),
-                                       q35_half2_at(r0 + kk + 8 + 2 * tid),
-                                       q35_half2_at(r8 + kk + 8 + 2 * tid)};
-#pragma unroll
-                for (int j = 0; j < 2; j++)
-                    q35_mma_16816(acc[i][j], a, b[j]);
-            }
-        }
-        __syncthreads();
+        __syncthreads(); /* stage u % 2 complete; stage (u + 1) % 2 no longer read */
+        q35_gemm_unit<MT>(sm, u & 1, wm, wn, lane, acc);
+        /* past the last unit these store zeros nobody reads and load nothing */
+        q35_gemm_store<MT>(sm, (u + 1) & 1, u + 1, h, st, ss, ob, os, lane4);
+        q35_gemm_fetch<MT>(t, x, rows, m0, n, h, u + 2, st);
     }
+    const int gid = lane >> 2, tid = lane & 3;
 #pragma unroll
     for (int i = 0; i < MT; i++)
 #pragma unroll
-        for (int j = 0; j < 2; j++)
+        for (int j = 0; j < 4; j++)
 #pragma unroll
             for (int v = 0; v < 4; v++) {
-                const int r = m0 + 16 * i + gid + 8 * (v / 2);
-                const int n = n0 + 16 * warp + 8 * j + 2 * tid + v % 2;
-                if (r < rows && n < t.n)
-                    y[(int64_t)r * t.n + n] = q35_epilogue_apply(e, acc[i][j][v], r, n, t.n);
+                const int r = m0 + 16 * MT * wm + 16 * i + gid + 8 * (v / 2);
+                const int c = n0 + 32 * wn + 8 * j + 2 * tid + v % 2;
+                if (r < rows && c < t.n)
+                    y[(int64_t)r * t.n + c] = q35_epilogue_apply(e, acc[i][j][v], r, c, t.n);
             }
+}
+
+/* Raises q35_gemm_f16<MT>'s dynamic shared-memory limit to its sizeof(q35_gemm_smem<MT>)
+ * (once, before any launch or graph capture). */
+template <int MT>
+inline cudaError_t q35_gemm_setup()
+{
+    return cudaFuncSetAttribute(q35_gemm_f16<MT>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                (int)sizeof(q35_gemm_smem<MT>));
 }
 
 /* ---- portable quantized matmuls: any group size and K, one thread per column --------- */
