@@ -496,8 +496,9 @@ def run_file(path: Path, inputs: dict[str, np.ndarray], out_dir: Path, options: 
     from q35c.semantics import DEFAULT_MAX_STEPS, SourceLineError, step_limit
 
     target = get_target(options.target or RUN_TARGET)
-    options = dataclasses.replace(options, given_shapes={
-        name: tuple(np.shape(value)) for name, value in inputs.items()})
+    options = dataclasses.replace(options, given_shapes={  # sequences (lists) bind nothing
+        name: tuple(value.shape) for name, value in inputs.items()
+        if isinstance(value, (np.ndarray, np.generic))})
     ctx, module = compile_to_module(path, options, target)
     try:
         fn = entry_function(module, options.entry)
