@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import gzip
 import os
 import re
 import shlex
@@ -166,8 +167,10 @@ def _onnx_ops_inputs(rng, shape):
     return {"x": x, "m": np.array([True, False, True]), "idx": np.array([2, -3], np.int64)}
 
 
-SMOLLM2_DIR = Path(os.environ.get("Q35C_SMOLLM2_DIR", "/work/models/smollm2/layers2"))
+SMOLLM2_DIR = Path(os.environ.get("Q35C_SMOLLM2_DIR", EXAMPLES / "smollm2" / "out" / "layers2"))
 """SmolLM2-135M's 2-layer cut (examples/smollm2/export.py); its cases are skipped without it."""
+SMOLLM2_FULL_DIR = Path(os.environ.get("Q35C_SMOLLM2_FULL_DIR", SMOLLM2_DIR.parent / "full"))
+"""The whole SmolLM2-135M export: `prepare --only decode` times its decode step."""
 SMOLLM2_CONTEXT = 256
 SMOLLM2 = {"smollm2_s16": 16, "smollm2_s1": 1}
 """SmolLM2 cases: the decode graph compiled for 16 new tokens (a prefill chunk: the prompt
@@ -176,7 +179,7 @@ prompt, its cache from the interpreter's prefill), both with 256 cache slots."""
 SEGMENT = 4 << 20
 
 
-def smollm2_graph(tmp: Path) -> Path:
+def smollm2_graph(tmp: Path, folder: Path = SMOLLM2_DIR) -> Path:
     """layers2's decode graph with its embedding table untied from lm_head: the Gather reads
     a copy whose rows no prepared input uses are zero (lm_head keeps the full table), so the
     weight blob compresses to fit the bundle; on the prepared inputs the model computes what
@@ -184,12 +187,12 @@ def smollm2_graph(tmp: Path) -> Path:
     import onnx
     from onnx import numpy_helper
 
-    model = onnx.load(str(SMOLLM2_DIR / "decode.dynamo.onnx"))
+    model = onnx.load(str(folder / "decode.dynamo.onnx"))
     inits = {i.name: i for i in model.graph.initializer}
     [gather] = [n for n in model.graph.node if n.op_type == "Gather" and n.input[0] in inits]
     table = numpy_helper.to_array(inits[gather.input[0]])
     keep = np.zeros(table.shape[0], bool)
-    prompt, after = smollm2_tokens()
+    prompt, after = smollm2_tokens(folder)
     keep[prompt] = True
     keep[after] = True
     sparse = np.where(keep[:, None], table, np.float32(0))
@@ -200,20 +203,22 @@ def smollm2_graph(tmp: Path) -> Path:
     return path
 
 
-def smollm2_tokens() -> tuple[np.ndarray, int]:
+def smollm2_tokens(folder: Path = SMOLLM2_DIR) -> tuple[np.ndarray, int]:
     """The prompt (reference/input_ids.npy) and the token the decode case is fed after it
     (the reference's first generated token, reference/dynamo.tokens.npy)."""
-    ref = SMOLLM2_DIR / "reference"
+    ref = folder / "reference"
     prompt = np.load(ref / "input_ids.npy").reshape(-1)[:16]
     return prompt, int(np.load(ref / "dynamo.tokens.npy").reshape(-1)[0])
 
 
-def smollm2_inputs(step: int, prefill: dict | None, shapes: dict) -> dict[str, np.ndarray]:
+def smollm2_inputs(step: int, prefill: dict | None, shapes: dict,
+                   folder: Path = SMOLLM2_DIR) -> dict[str, np.ndarray]:
     """Inputs of a SmolLM2 case: the prompt at position 0 (step 16), or (step 1) the token
-    after it with the prompt's keys and values (`prefill`: the s16 case's outputs) cached."""
+    after it with the prompt's keys and values (`prefill`: the s16 case's outputs) cached
+    (zeros without `prefill`: the same work)."""
     from q35c.compiler.generate import PAST
 
-    prompt, after = smollm2_tokens()
+    prompt, after = smollm2_tokens(folder)
     n, L = len(prompt), SMOLLM2_CONTEXT
     mask = np.zeros((1, L + step), np.int64)
     inputs = {}
@@ -268,6 +273,44 @@ def prepare_smollm2(out: Path, kind: str) -> list:
             ort = dict(zip(names, session.run(None, inputs))) if kind == "float" else None
             builds.append(write_case(out, f"{name}.{kind}", module, store, inputs, want, ort))
     return builds
+
+
+def prepare_smollm2_full(out: Path, kind: str) -> list:
+    """The whole SmolLM2-135M's decode step (`smollm2_full_s1.KIND`, 256 cache slots): one
+    token after the prompt with a zero cache in the prompt's slots, checked against the
+    interpreter like the cut's cases and timed on the device beside a PyTorch fp16 decode
+    step of the same shapes (`torch_decode` in device_checks.py). bytes.txt: the bytes a
+    step reads (weights without the embedding table, of which it reads one row; the KV
+    cache), for the fraction of the bandwidth limit."""
+    import tempfile
+
+    from q35c.compiler.driver import Options, compile_to_module
+    from q35c.compiler.generate import static_shapes
+    from q35c.compiler.weights import store_of
+    from q35c.semantics import run_module
+    from q35c.targets.cuda import CudaTarget
+    from q35c.targets.cuda.emit import emit
+
+    with tempfile.TemporaryDirectory(prefix="q35c-smollm2-full-") as tmp:
+        path = smollm2_graph(Path(tmp), SMOLLM2_FULL_DIR)
+        shapes = static_shapes(path, SMOLLM2_CONTEXT, 1)
+        _, module = compile_to_module(path, Options(passes=PASSES[kind], shapes=shapes),
+                                      CudaTarget())
+        inputs = smollm2_inputs(1, None, shapes, SMOLLM2_FULL_DIR)
+        store = store_of(module)
+        want = run_module(module, store, inputs)
+        build = write_case(out, f"smollm2_full_s1.{kind}", module, store, inputs, want)
+        program = emit(module, store, None, "model").program
+    gathered = {id(s.ins[0]) for s in program.steps if s.kernel.startswith("onnx_") and
+                s.params.get("op") == "Gather"} | {
+        id(s.ins[0]) for s in program.steps if s.kernel == "gather"}
+    weights = sum(len(e.data) for e in program.blob if id(e.buffer) not in gathered)
+    cache = sum(np.asarray(v).nbytes for k, v in inputs.items() if k.startswith("past"))
+    (build[1] / "bytes.txt").write_text(f"weights {weights} cache {cache}\n")
+    for file in [build[1] / "model.cu", *build[1].glob("in/*"), *build[1].glob("want/*")]:
+        if file.stat().st_size > 1 << 16:  # to fit the 64 MiB transfer (unpack_blobs)
+            file.with_name(file.name + ".gz").write_bytes(gzip.compress(file.read_bytes(), 6))
+    return [build]
 
 
 def pack_blob(out: Path, case: Path, emitted) -> None:
@@ -963,8 +1006,13 @@ def peer_error(case):
 
 
 def unpack_blobs():
-    """model.bin of the cases whose blob travels as shared segments (blobs/, zlib)."""
+    """model.bin of the cases whose blob travels as shared segments (blobs/, zlib), and
+    the case files that travel gzipped (FILE.gz)."""
+    import gzip
     import zlib
+    for packed in sorted((HERE / "models").glob("*/**/*.gz")):
+        packed.with_suffix("").write_bytes(gzip.decompress(packed.read_bytes()))
+        packed.unlink()
     for listing in sorted((HERE / "models").glob("*/model.bin.segments")):
         with (listing.parent / "model.bin").open("wb") as f:
             for name in listing.read_text().split():
@@ -988,6 +1036,7 @@ def ensure_built():
     """Rebuild everything with this machine's nvcc if the prepared binaries do not run
     (a driver older than the CUDA that built them)."""
     log = RESULTS / "build.txt"
+    decode = not (HERE / "gemv").is_dir()  # prepare --only decode: no GEMV part
     if not (HERE / "models").is_dir():  # a GEMV-only bundle (prepare --only gemv)
         probe = subprocess.run(["./gemv_bench"], cwd=HERE / "gemv", capture_output=True,
                                text=True)
@@ -1008,7 +1057,8 @@ def ensure_built():
     flags = ["-std=c++17", "-O3", "-fmad=false", "-arch=sm_90"]
     jobs = [([nvcc, *flags, "main.cu", "model.cu", "-o", "main"], case)
             for case in sorted((HERE / "models").iterdir())] if (HERE / "models").is_dir() else []
-    jobs.append(([nvcc, *flags, "gemv_bench.cu", "-o", "gemv_bench"], HERE / "gemv"))
+    if not decode:
+        jobs.append(([nvcc, *flags, "gemv_bench.cu", "-o", "gemv_bench"], HERE / "gemv"))
     if (HERE / "gemv_old").is_dir():
         jobs.append(([nvcc, *flags, "gemv_bench_old.cu", "-o", "gemv_bench_old"],
                      HERE / "gemv_old"))
@@ -1070,9 +1120,16 @@ def models():
         if (case / "ort").is_dir():
             report.append("    " + "; ".join(peer_error(case)))
         timing = re.search(r"device runs \d+ +median ([0-9.]+) ms", run.stdout)
-        if case.name.startswith("smollm2_s1.") and timing:
-            report.append(f"    decode tokens/s (2 layers, 256 cache slots, device median): "
-                          f"{1000 / float(timing.group(1)):.1f}")
+        if case.name.startswith(("smollm2_s1.", "smollm2_full_s1.")) and timing:
+            ms = float(timing.group(1))
+            layers = 30 if "full" in case.name else 2
+            report.append(f"    decode tokens/s ({layers} layers, 256 cache slots, device "
+                          f"median): {1000 / ms:.1f}")
+            if (case / "bytes.txt").exists():
+                fields = (case / "bytes.txt").read_text().split()
+                read = int(fields[1]) + int(fields[3])
+                report.append(f"    bytes read per step {read} (weights {fields[1]}, cache "
+                              f"{fields[3]}): {read / (ms * 1e6):.1f} GB/s")
         report.append("    " + run.stdout.strip().replace("\n", "\n    "))
         sanitizer = tool("compute-sanitizer")
         if case.name in SANITIZE and sanitizer:
@@ -1113,6 +1170,8 @@ def gemv():
     compute-sanitizer on the ragged check, the GEMM checks, and the timings of the current
     kernels (gemv/) and, where prepared, of BASE_COMMIT's (gemv_old/)."""
     g = HERE / "gemv"
+    if not g.is_dir():  # prepare --only decode
+        return
     lines = Log(RESULTS / "gemv.txt")
     name = "gemv_bench"
     for check in sorted(g.glob("check*")):
@@ -1243,6 +1302,8 @@ def peers():
     med, mn = timed(lambda it: dst.copy_(src), 100)
     rate = 2 * src.numel() / (med * 1e3)
     lines.append(f"copy 256MiB d2d median_us {med:.1f} GBps(read+write) {rate:.1f}")
+    if not (HERE / "gemv").is_dir():  # prepare --only decode: its peer is torch_decode
+        return
     gemv_only = not (HERE / "models").is_dir()
     gemm_only = os.environ.get("Q35_BENCH_PATH") == "2"  # the GEMM's peers alone
     fp16_shapes = GEMM_SHAPES if gemm_only else PEER_SHAPES if gemv_only else (
@@ -1286,7 +1347,105 @@ def peers():
             lines.append(f"torch_int4 K={k} N={n}: {err!r}"[:400])
 
 
-for step in (unpack_blobs, ensure_built, build_tc, models, models_tc, gemv, peers):
+def torch_decode():
+    """The PyTorch peer of the smollm2_full_s1 cases: SmolLM2-135M's decode step (LLaMA:
+    30 layers, hidden 576, 9 query and 3 key/value heads of 64, SwiGLU 1536, 49152-token
+    tied embedding) written with torch ops in float16, random weights (a step's work does
+    not depend on them), a static 256-slot KV cache and greedy sampling on the device;
+    timed eager and replayed from a CUDA graph (the next token and position stay on the
+    device, so a replay is a whole step). tokens/s from the median of 11 batches of 50."""
+    if not (HERE / "models" / "smollm2_full_s1.float").is_dir():
+        return
+    import torch
+    import torch.nn.functional as F
+    lines = Log(RESULTS / "torch_decode.txt")
+    dev, dt = torch.device("cuda"), torch.float16
+    hidden, layers, heads, kv, hd, inter, vocab, ctx = 576, 30, 9, 3, 64, 1536, 49152, 256
+    gen = torch.Generator(device=dev).manual_seed(0)
+
+    def w(*shape):
+        return torch.randn(*shape, device=dev, dtype=dt, generator=gen) * 0.02
+
+    ones = torch.ones(hidden, device=dev, dtype=dt)
+    blocks = [dict(q=w(heads * hd, hidden), k=w(kv * hd, hidden), v=w(kv * hd, hidden),
+                   o=w(hidden, heads * hd), gate=w(inter, hidden), up=w(inter, hidden),
+                   down=w(hidden, inter)) for _ in range(layers)]
+    emb = w(vocab, hidden)
+    kcache = torch.zeros(layers, 1, kv, ctx, hd, device=dev, dtype=dt)
+    vcache = torch.zeros_like(kcache)
+    inv_freq = 1.0 / (100000.0 ** (torch.arange(0, hd, 2, device=dev).float() / hd))
+    slots = torch.arange(ctx, device=dev)
+    token = torch.zeros(1, 1, dtype=torch.long, device=dev)
+    pos = torch.zeros(1, dtype=torch.long, device=dev)
+
+    def rms(x):
+        x32 = x.float()
+        return (x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + 1e-5)).to(dt) * ones
+
+    def rope(x, cos, sin):
+        x1, x2 = x[..., :hd // 2], x[..., hd // 2:]
+        return torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), -1)
+
+    def step():
+        x = emb[token]
+        freqs = pos.float()[:, None] * inv_freq
+        cos, sin = freqs.cos().to(dt), freqs.sin().to(dt)
+        mask = (slots <= pos)[None, None, None, :]
+        for i, b in enumerate(blocks):
+            h = rms(x)
+            q = rope(F.linear(h, b["q"]).view(1, 1, heads, hd).transpose(1, 2), cos, sin)
+            k = rope(F.linear(h, b["k"]).view(1, 1, kv, hd).transpose(1, 2), cos, sin)
+            v = F.linear(h, b["v"]).view(1, 1, kv, hd).transpose(1, 2)
+            kcache[i].index_copy_(2, pos, k)
+            vcache[i].index_copy_(2, pos, v)
+            o = F.scaled_dot_product_attention(q, kcache[i], vcache[i], attn_mask=mask,
+                                               enable_gqa=True)
+            x = x + F.linear(o.transpose(1, 2).reshape(1, 1, heads * hd), b["o"])
+            h = rms(x)
+            x = x + F.linear(F.silu(F.linear(h, b["gate"])) * F.linear(h, b["up"]), b["down"])
+        token.copy_(F.linear(rms(x), emb).argmax(-1))
+        pos.add_(1)
+        pos.remainder_(ctx)
+
+    def per_step(fn, batch=50):
+        per = []
+        for _ in range(11):
+            a = torch.cuda.Event(enable_timing=True)
+            b = torch.cuda.Event(enable_timing=True)
+            a.record()
+            for _ in range(batch):
+                fn()
+            b.record()
+            b.synchronize()
+            per.append(a.elapsed_time(b) / batch)
+        return sorted(per)[5], min(per)
+
+    lines.append(f"device {torch.cuda.get_device_name(0)} torch {torch.__version__}")
+    weights = sum(t.numel() * 2 for b in blocks for t in b.values()) + emb.numel() * 2
+    cache = 2 * kcache.numel() * 2
+    with torch.no_grad():
+        for _ in range(3):
+            step()
+        med, mn = per_step(step)
+        lines.append(f"torch_fp16 eager decode step median_ms {med:.4f} min_ms {mn:.4f} "
+                     f"tokens/s {1000 / med:.1f} bytes {weights + cache} (weights {weights} "
+                     f"cache {cache}) GB/s {(weights + cache) / (med * 1e6):.1f}")
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(3):
+                step()
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            step()
+        med, mn = per_step(graph.replay)
+        lines.append(f"torch_fp16 cuda-graph decode step median_ms {med:.4f} min_ms {mn:.4f} "
+                     f"tokens/s {1000 / med:.1f} GB/s {(weights + cache) / (med * 1e6):.1f}")
+
+
+for step in (unpack_blobs, ensure_built, build_tc, models, models_tc, gemv, peers,
+             torch_decode):
     try:
         step()
     except Exception as err:  # report and go on: one call must bring back everything
@@ -1319,7 +1478,7 @@ def tc_build(build: tuple[list[str], Path]) -> tuple[list[str], Path]:
 
 def prepare(out: Path, jobs: int, only: str | None, keep_binaries: bool = False,
             base: str = BASE_COMMIT) -> None:
-    if (only is None or only == "gemv") and out.exists():
+    if only in (None, "gemv", "decode") and out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
     if only == "gemv":  # the GEMV checks and timings (old and new kernels) and the peers
@@ -1330,12 +1489,14 @@ def prepare(out: Path, jobs: int, only: str | None, keep_binaries: bool = False,
         keep_binaries = True
     else:
         builds = [prepare_gemv(out)] if only is None else []
-    for model, kind in cases() if only != "gemv" else ():
+    for model, kind in cases() if only not in ("gemv", "decode") else ():
         if only is None or re.search(GEMM_CASES if only == "gemm" else only,
                                      f"{model}.{kind}"):
             builds.append(tc_build(prepare_model(out, model, kind)))
     for kind in ("float", "int8"):
-        if (SMOLLM2_DIR / "decode.dynamo.onnx").exists() and only not in ("gemv", "gemm") and (
+        if only == "decode":
+            builds += prepare_smollm2_full(out, kind)
+        elif (SMOLLM2_DIR / "decode.dynamo.onnx").exists() and only not in ("gemv", "gemm") and (
                 only is None or re.search(only, f"smollm2.{kind}")):
             builds += [tc_build(b) for b in prepare_smollm2(out, kind)]
     (out / "run_all.sh").write_text(RUN_ALL)
@@ -1351,6 +1512,8 @@ def prepare(out: Path, jobs: int, only: str | None, keep_binaries: bool = False,
         for cwd, rc, err in pool.map(build, builds):
             print(f"built {cwd.relative_to(out)}: rc={rc}" + (f"\n{err}" if rc else ""))
             failed += rc != 0
+    for packed in out.glob("models/*/**/*.gz"):  # built: the packed copies travel alone
+        packed.with_suffix("").unlink(missing_ok=True)
     if not keep_binaries:  # built here to check; device_checks.py rebuilds them there
         for binary in [*out.glob("models/*/main"), *out.glob("models/*/main_tc"),
                        out / "gemv" / "gemv_bench"]:
@@ -1366,7 +1529,9 @@ def main() -> None:
     p.add_argument("--jobs", type=int, default=2)
     p.add_argument("--only", help="(re)build only the model cases matching this regex; "
                    "'gemv': a bundle of the GEMV checks and timings only (current kernels, "
-                   "BASE_COMMIT's, cuBLAS fp16 and torch int4 peers), with its binaries")
+                   "BASE_COMMIT's, cuBLAS fp16 and torch int4 peers), with its binaries; "
+                   "'gemm': the GEMM's checks, timings and peers; 'decode': the whole "
+                   "SmolLM2-135M's decode step against a PyTorch fp16 decode step")
     p.add_argument("--keep-binaries", action="store_true",
                    help="keep the nvcc-built runners (by default removed after the build "
                         "check, so the folder fits 64 MiB; run_all.sh builds them with the "

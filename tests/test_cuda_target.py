@@ -382,7 +382,8 @@ def test_generate_without_a_gpu_says_so_before_compiling(monkeypatch, tmp_path):
         compile_step(model, CompileRequest(target="cuda"), 1)
 
 
-SMOLLM2 = Path(os.environ.get("Q35C_SMOLLM2_DIR", "/work/models/smollm2/layers2"))
+SMOLLM2 = Path(os.environ.get(
+    "Q35C_SMOLLM2_DIR", Path(__file__).parents[1] / "examples" / "smollm2" / "out" / "layers2"))
 
 
 @pytest.mark.slow
