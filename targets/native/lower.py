@@ -259,11 +259,14 @@ class Lowering:
     @lower.register(tensor.CollapseShapeOp)
     @lower.register(tensor.ExpandShapeOp)
     def _(self, op: Operation) -> None:
-        src = self.buffer_of(op.operands[0], op)
-        view = Buffer(f"{src.root.name}_v{len(self.buffers)}", src.dtype,
-                      _shape(op.results[0]), src.root.kind, alias_of=src)
+        self.view(op.results[0], self.buffer_of(op.operands[0], op))
+
+    def view(self, result: SSAValue, src: Buffer) -> None:
+        """`result` as `src`'s bytes under another shape (no step)."""
+        view = Buffer(f"{src.root.name}_v{len(self.buffers)}", src.dtype, _shape(result),
+                      src.root.kind, alias_of=src)
         self.buffers.append(view)
-        self.values[op.results[0]] = view
+        self.values[result] = view
 
     @lower.register
     def _(self, op: linalg.FillOp) -> None:
@@ -283,6 +286,9 @@ class Lowering:
     def _(self, op: linalg.TransposeOp) -> None:
         src = self.buffer_of(op.inputs[0], op)
         perm = tuple(op.permutation.get_values())
+        moved = [p for p in perm if src.shape[p] != 1]
+        if moved == sorted(moved):  # only axes of size 1 move: the same bytes in order
+            return self.view(op.results[0], src)
         out = self.result(op.results[0], "transpose")
         st = strides(src.shape)
         self.strided_copy(op, out, src, out.shape, 0, strides(out.shape), 0,
@@ -292,6 +298,8 @@ class Lowering:
     def _(self, op: linalg.BroadcastOp) -> None:
         src = self.buffer_of(op.operands[0], op)
         added = set(op.dimensions.get_values())
+        if all(_shape(op.results[0])[d] == 1 for d in added):  # axes of size 1 added
+            return self.view(op.results[0], src)
         out = self.result(op.results[0], "broadcast")
         src_st = iter(strides(src.shape))
         st = [0 if d in added else next(src_st) for d in range(len(out.shape))]
