@@ -33,6 +33,7 @@ from q35c.targets.cerebras.project import Project, simulate
 from q35c.targets.cerebras.simulate import Simulation, SimulationError, check
 
 WSE2 = load_machine("wse2")
+WSE3 = load_machine("wse3")
 # Several interleaving seeds run in the slow tier; the default tier runs one.
 SEEDS = [1, pytest.param(3, marks=pytest.mark.slow)]
 
@@ -313,6 +314,21 @@ def test_estimate_is_above_its_lower_bound():
     assert r["lower_bound"] == lb and r["cycles"] >= lb["total"] > 0
     assert r["ratio"] == round(r["cycles"] / lb["total"], 2)
     assert sum(r["last_pe"].values()) == r["cycles"] and r["last_pe"]["fabric"] >= 16
+
+
+@pytest.mark.parametrize("machine", [WSE2, WSE3])
+def test_packed_programs_respect_the_lookup_floor(machine):
+    """The packed look-up floor (2 scalar operations per pair code, every DSD operation
+    overlapped) is a lower bound the packed programs must respect; it is 4x (f16 width 4)
+    or 8x (width 8) the multiply-adds of the tile, so no packed program reaches 1.5x of
+    the tiling's bound."""
+    plan = GemvPlan.choose(128, 16, 32, 64, 16)
+    r = estimate(plan, machine)
+    f, lb = r["lookup_floor"], r["lower_bound"]
+    assert f["scalar"] == 64 // 2 * 16 * 2 * machine.scalar_op
+    assert f["scalar"] == lb["compute"] * machine.simd["f16"] * machine.scalar_op
+    assert r["cycles"] >= f["total"] > lb["total"]
+    assert f["over_bound"] > 1.5
 
 
 def test_decoded_weights_cut_the_simulated_cycles_of_the_same_tiling():
