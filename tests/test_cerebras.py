@@ -5,6 +5,7 @@ interleavings; corrupted programs rejected), the estimate, and the CLI."""
 from __future__ import annotations
 
 import ast
+import dataclasses
 import json
 import subprocess
 import sys
@@ -29,6 +30,7 @@ from q35c.targets.cerebras.ops import SetColorConfigOp
 from q35c.targets.cerebras.parse import parse_csl
 from q35c.targets.cerebras.plan import GemvPlan, pe_data
 from q35c.targets.cerebras.printer import csl_files
+from q35c.targets.cerebras.shape_only import Gemv, shelf_rows, tile_of
 from q35c.targets.cerebras.project import Project, simulate
 from q35c.targets.cerebras.simulate import Simulation, SimulationError, check
 
@@ -565,3 +567,42 @@ def test_report_draws_the_pe_grid_and_the_traffic(tmp_path):
     result = q35c("report", out, check=False)
     assert result.returncode == 2 and len(result.stderr.splitlines()) == 1
     assert "project.json: not a cerebras project" in result.stderr
+
+
+def test_shelf_rows_places_rectangles_tallest_first():
+    assert shelf_rows([(3, 2), (4, 5)], 7) == 5  # one shelf, 4 + 3 wide
+    assert shelf_rows([(3, 2), (4, 5), (4, 1)], 7) == 6  # (4, 1) starts a second shelf
+    assert shelf_rows([(7, 1)] * 3, 7) == 3
+
+
+def test_shape_only_gives_a_too_tall_gemv_a_wider_tile():
+    """A GEMV whose rectangle would be taller than the fabric with the common tile gets
+    the smallest wider tile that fits a PE and puts it within the fabric."""
+    small = dataclasses.replace(WSE2, name="small", width=40, height=24)
+    head = Gemv("lm_head", 512, 4096, 32)
+    assert tile_of(head, WSE2, 64, 8) == (64, 8)  # 8 x 512 fits a WSE-2
+    kt, nt = tile_of(head, small, 64, 8)
+    w, h = -(-512 // kt), -(-4096 // nt)
+    assert w <= 40 and h <= 24 and nt >= 4096 // 24
+    with pytest.raises(Q35cError, match=r"--shape-only: GEMV lm_head \(512x65536\) needs a "
+                       r"8x8192 PE rectangle with 64x8 tiles, and no tile of at most "
+                       r"1024x1024 that fits a PE's memory puts it within small's fabric of "
+                       r"40x24 PEs"):
+        tile_of(Gemv("lm_head", 512, 65536, 32), small, 64, 8)
+
+
+def test_shape_only_refuses_a_model_too_large_for_the_fabric_in_one_line(tmp_path):
+    model = tmp_path / "tiny.onnx"
+    subprocess.run([sys.executable, EXAMPLES / "models" / "build_llama_shapes.py", "tiny",
+                    model, "--layers", "1", "--hidden", "512", "--vocab", "65536"],
+                   check=True, capture_output=True)
+    doc = json.loads((MACHINES / "wse2.json").read_text())
+    doc["name"], doc["fabric"]["width"], doc["fabric"]["height"] = "small", 40, 24
+    (tmp_path / "small.json").write_text(json.dumps(doc))
+    result = q35c(model, "--shape-only", "--target",
+                  f'cerebras{{machine="{tmp_path / "small.json"}"}}', "-o", tmp_path / "plan",
+                  check=False)
+    assert result.returncode == 2 and len(result.stderr.splitlines()) == 1, result.stderr
+    assert "needs a 8x8192 PE rectangle" in result.stderr and \
+        "small's fabric of 40x24 PEs" in result.stderr
+    assert not (tmp_path / "plan").exists()
