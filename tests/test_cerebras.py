@@ -30,7 +30,7 @@ from q35c.targets.cerebras.ops import SetColorConfigOp
 from q35c.targets.cerebras.parse import parse_csl
 from q35c.targets.cerebras.plan import GemvPlan, pe_data
 from q35c.targets.cerebras.printer import csl_files
-from q35c.targets.cerebras.shape_only import Gemv, shelf_rows, tile_of
+from q35c.targets.cerebras.shape_only import Gemv, placed_rows, tile_of
 from q35c.targets.cerebras.project import Project, simulate
 from q35c.targets.cerebras.simulate import Simulation, SimulationError, check
 
@@ -160,7 +160,8 @@ def test_every_emitted_file_parses_and_slips_do_not():
     for name, text in files.items():
         parse_csl(text, name)
     text = files["pe_first.csl"]
-    assert "@fmachs(s_dsd, s_dsd, lev0_dsd," in text and "@slr16(code_dsd," in text
+    assert "@fmachs(s_dsd, s_dsd, lev01_dsd," in text and "@and16(code_dsd," in text
+    assert "@ptrcast([*]u32, &lev01)[" in text and "-> lev01[ (d0 * 2) ]" in text
     assert "task reduce() void {" in text and ".fabric_color = @get_color(0)" in text
     assert "@set_color_config(1, " in files["layout.csl"]
     for slip in (text.replace("@fs2h(x16_dsd, x_dsd);", "@fs2h(x16_dsd, x_dsd)"),
@@ -569,21 +570,22 @@ def test_report_draws_the_pe_grid_and_the_traffic(tmp_path):
     assert "project.json: not a cerebras project" in result.stderr
 
 
-def test_shelf_rows_places_rectangles_tallest_first():
-    assert shelf_rows([(3, 2), (4, 5)], 7) == 5  # one shelf, 4 + 3 wide
-    assert shelf_rows([(3, 2), (4, 5), (4, 1)], 7) == 6  # (4, 1) starts a second shelf
-    assert shelf_rows([(7, 1)] * 3, 7) == 3
+def test_placed_rows_stacks_rectangles_where_they_rest_lowest():
+    assert placed_rows([(3, 2), (4, 5)], 7) == 5  # side by side
+    assert placed_rows([(3, 2), (4, 5), (3, 3)], 7) == 5  # (3, 2) on top of (3, 3)
+    assert placed_rows([(3, 2), (4, 5), (4, 1)], 7) == 6  # (4, 1) on top of (4, 5)
+    assert placed_rows([(7, 1)] * 3, 7) == 3
 
 
 def test_shape_only_gives_a_too_tall_gemv_a_wider_tile():
     """A GEMV whose rectangle would be taller than the fabric with the common tile gets
     the smallest wider tile that fits a PE and puts it within the fabric."""
     small = dataclasses.replace(WSE2, name="small", width=40, height=24)
-    head = Gemv("lm_head", 512, 4096, 32)
-    assert tile_of(head, WSE2, 64, 8) == (64, 8)  # 8 x 512 fits a WSE-2
+    head = Gemv("lm_head", 512, 2048, 32)
+    assert tile_of(head, WSE2, 64, 8) == (64, 8)  # 8 x 256 fits a WSE-2
     kt, nt = tile_of(head, small, 64, 8)
-    w, h = -(-512 // kt), -(-4096 // nt)
-    assert w <= 40 and h <= 24 and nt >= 4096 // 24
+    w, h = -(-512 // kt), -(-2048 // nt)
+    assert w <= 40 and h <= 24 and nt >= 2048 // 24
     with pytest.raises(Q35cError, match=r"--shape-only: GEMV lm_head \(512x65536\) needs a "
                        r"8x8192 PE rectangle with 64x8 tiles, and no tile of at most "
                        r"1024x1024 that fits a PE's memory puts it within small's fabric of "

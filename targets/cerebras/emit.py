@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from xdsl.builder import ImplicitBuilder
 from xdsl.dialects import arith, csl, memref, scf
 from xdsl.dialects.builtin import (
+    AffineMapAttr,
     Float16Type,
     Float32Type,
     FloatAttr,
@@ -49,8 +50,9 @@ from xdsl.dialects.builtin import (
     i16,
 )
 from xdsl.ir import Attribute, Block, Region, SSAValue
+from xdsl.ir.affine import AffineExpr, AffineMap
 
-from q35c.targets.cerebras.ops import SetColorConfigOp
+from q35c.targets.cerebras.ops import Copy32Op, SetColorConfigOp
 from q35c.targets.cerebras.plan import (
     CHAIN_COLORS,
     INPUT_QUEUE,
@@ -92,13 +94,14 @@ def buffers(plan: GemvPlan, role: str) -> dict[str, tuple[Attribute, int]]:
         "meta": (u16, plan.groups // 2 * nt),
         "ss": (f32, nt), "ob": (f32, nt), "os": (f32, nt),
         "x": (f32, kt), "x16": (f16, kt), "xr": (f32, kt),
-        "cb0": (f16, 128), "cb1": (f16, 128), "steps": (f32, 32), "grid": (f32, 4),
-        "code": (u16, nt), "t16": (u16, nt), "e16": (u16, nt), "j16": (u16, nt),
-        "lev0": (f16, nt), "lev1": (f16, nt), "stepv": (f32, nt), "gridv": (f32, nt),
+        "cb01": (f16, 256), "steps": (f32, 32), "grid": (f32, 4),
+        "code": (u16, PAIRS * nt), "t16": (u16, nt), "e16": (u16, nt), "j16": (u16, nt),
+        "lev01": (f16, 2 * PAIRS * nt), "stepv": (f32, nt), "gridv": (f32, nt),
         "s": (f32, nt), "sc": (f32, nt), "of": (f32, nt), "t": (f32, nt), "acc": (f32, nt),
     }
     if plan.decoded:  # the decoded tile: f16 levels, row k at k * n_tile; f32 per group
-        del out["lev0"], out["lev1"]
+        del out["lev01"], out["cb01"]
+        out.update({"cb0": (f16, 128), "cb1": (f16, 128), "code": (u16, nt)})
         out.update({"lev": (f16, kt * nt), "scg": (f32, plan.groups * nt),
                     "ofg": (f32, plan.groups * nt)})
     if role in ("single", "last_odd", "last_even"):
@@ -113,6 +116,11 @@ def _int(value: int) -> SSAValue:
 def _u16(value: int) -> SSAValue:
     """An unsigned 16-bit constant (arith.constant is signless: cast it)."""
     return csl.SignednessCastOp.build(operands=[_int(value)], result_types=[u16]).result
+
+
+def _idx(value: int) -> SSAValue:
+    """An index constant (costs no operation)."""
+    return arith.ConstantOp(IntegerAttr(value, IndexType())).result
 
 
 def _index(value: SSAValue) -> SSAValue:
@@ -186,8 +194,18 @@ class _Program:
         from element 0; the tables, read by scalar code only, get none."""
         plan = self.plan
         self.bufs, self.dsds = declare_arrays(
-            buffers(plan, self.role), lambda name, size: None if name in TABLES else
-            plan.k_tile if name in ("x", "x16", "xr") else plan.n_tile)
+            buffers(plan, self.role), lambda name, size: None if name in TABLES + (
+                "cb01", "lev01") else plan.k_tile if name in ("x", "x16", "xr") else
+            plan.n_tile)
+        if "lev01" in self.bufs:  # every second element: the even (or, moved by one,
+            # the odd) rows' levels of one code row
+            dsd = csl.GetMemDsdOp.build(
+                operands=[self.bufs["lev01"], [_int(plan.n_tile)]],
+                properties={"tensor_access": AffineMapAttr(AffineMap(
+                    1, 0, (AffineExpr.dimension(0) * 2,)))},
+                result_types=[csl.DsdType(csl.DsdKind.mem1d_dsd)])
+            dsd.result.name_hint = "lev01_dsd"
+            self.dsds["lev01"] = dsd.result
 
     def vec(self, name: str, offset: SSAValue | None = None) -> SSAValue:
         """The DSD of `name`, moved to start at element `offset`."""
@@ -197,13 +215,18 @@ class _Program:
         return dsd
 
     def lookup(self, pairs: list[tuple[str, str, str]],
-               at: list[SSAValue] | None = None) -> None:
+               at: list[SSAValue] | None = None, count: int = 0) -> None:
         """for n: dst[n] = table[idx[n]] for each (dst, table, idx): the scalar table
-        look-up no DSD operation does; `at[i]`: pair i's dst starts at that element."""
+        look-up no DSD operation does; `at[i]`: pair i's dst starts at that element.
+        `count`: over n < count with an index-typed loop (no cast of n), else n < n_tile."""
         nt = self.plan.n_tile
-        loop = scf.ForOp(_int(0), _int(nt), _int(1), [], Block(arg_types=[i16]))
+        if count:
+            loop = scf.ForOp(_idx(0), _idx(count), _idx(1), [],
+                             Block(arg_types=[IndexType()]))
+        else:
+            loop = scf.ForOp(_int(0), _int(nt), _int(1), [], Block(arg_types=[i16]))
         with ImplicitBuilder(loop.body.block) as (n,):
-            ni = _index(n)
+            ni = n if count else _index(n)
             codes: dict[str, SSAValue] = {}
             for i, (dst, table, idx) in enumerate(pairs):
                 if idx not in codes:  # one load of each index array per element
@@ -213,18 +236,35 @@ class _Program:
                 memref.StoreOp.get(value, self.bufs[dst], [where])
             scf.YieldOp()
 
-    def unpack(self, base: SSAValue, i: int) -> None:
-        """code[n] = pair code i of the group whose payload words start at `base`."""
+    def pair_lookup(self, count: int) -> None:
+        """for m < count: lev01[2m], lev01[2m + 1] = cb01[2c], cb01[2c + 1] with c =
+        code[m]: both levels of a pair code with one 32-bit load and store (`copy32`)."""
+        loop = scf.ForOp(_idx(0), _idx(count), _idx(1), [], Block(arg_types=[IndexType()]))
+        with ImplicitBuilder(loop.body.block) as (m,):
+            c = _index(memref.LoadOp.get(self.bufs["code"], [m]).res)
+            Copy32Op(self.bufs["lev01"], m, self.bufs["cb01"], c)
+            scf.YieldOp()
+
+    def unpack(self, base: SSAValue, i: int, slot: int = 0) -> None:
+        """code[slot * n_tile + n] = pair code i of the group whose payload words start at
+        `base`: bits 7i..7i+6 of the group's 7 words. A code within one word (shift sh =
+        7i % 16 <= 9) is `(w >> sh) & 0x7F` (no shift for sh 0, no mask for sh 9); one
+        that straddles two is `((w0 >> sh) | (w1 << (16 - sh))) & 0x7F`."""
         nt = self.plan.n_tile
         q, sh = divmod(7 * i, 16)
         w0 = self.vec("payload", arith.AddiOp(base, _int(q * nt)).result)
-        w1 = self.vec("payload", arith.AddiOp(base, _int((q + 1) * nt)).result)
-        code, t16 = self.vec("code"), self.vec("t16")
+        code = self.vec("code", _int(slot * nt) if slot else None)
+        if sh == 0:
+            csl.And16Op(operands=[[code, w0, _u16(0x7F)]])
+            return
         csl.Slr16Op(operands=[[code, w0, _u16(sh)]])
-        csl.Sll16Op(operands=[[t16, w1, _u16(1)]])
-        csl.Sll16Op(operands=[[t16, t16, _u16(15 - sh)]])
-        csl.Or16Op(operands=[[code, code, t16]])
-        csl.And16Op(operands=[[code, code, _u16(0x7F)]])
+        if sh + 7 > 16:
+            w1 = self.vec("payload", arith.AddiOp(base, _int((q + 1) * nt)).result)
+            t16 = self.vec("t16")
+            csl.Sll16Op(operands=[[t16, w1, _u16(16 - sh)]])
+            csl.Or16Op(operands=[[code, code, t16]])
+        if sh + 7 != 16:
+            csl.And16Op(operands=[[code, code, _u16(0x7F)]])
 
     def xsum(self, kbase: SSAValue, zero: SSAValue) -> SSAValue:
         """The group's sum of x (f32, k ascending, from `zero`)."""
@@ -270,12 +310,15 @@ class _Program:
         base = arith.MuliOp(g, _int(WORDS_PER_GROUP * nt)).result
         kbase = arith.MuliOp(g, _int(gs)).result
         for i in range(PAIRS):
-            self.unpack(base, i)
-            self.lookup([("lev0", "cb0", "code"), ("lev1", "cb1", "code")])
-            for half, lev in ((0, "lev0"), (1, "lev1")):
+            self.unpack(base, i, i)
+        self.pair_lookup(PAIRS * nt)
+        for i in range(PAIRS):
+            for half in (0, 1):
                 k = arith.AddiOp(kbase, _int(2 * i + half)).result
                 xk = memref.LoadOp.get(self.bufs["x16"], [_index(k)]).res
-                csl.FmachsOp(operands=[[self.vec("s"), self.vec("s"), self.vec(lev), xk]])
+                at = 2 * i * nt + half
+                src = self.vec("lev01", _int(at) if at else None)
+                csl.FmachsOp(operands=[[self.vec("s"), self.vec("s"), src, xk]])
         xs = self.xsum(kbase, zero)
         self.scale_offset(g, parity)
         self.accumulate(self.vec("sc"), self.vec("of"), xs)

@@ -33,8 +33,11 @@ DECODED_K_TILE, DECODED_N_TILE = 64, 128
 fit a PE's 48 KB."""
 WEIGHT_MODES = ("packed", "decoded", "f16")
 TABLES = ("cb0", "cb1", "steps", "grid")
-"""The decoding tables every PE of a packed or decoded plan holds (CODEBOOK's two level
-columns, SCALE_STEPS, OFFSET_GRID)."""
+"""The decoding tables every PE of a decoded plan holds (CODEBOOK's two level columns,
+SCALE_STEPS, OFFSET_GRID)."""
+PACKED_TABLES = ("cb01", "steps", "grid")
+"""A packed plan's: CODEBOOK as f16 pairs (code c's levels at 2c, 2c + 1, so one 32-bit
+load reads both), SCALE_STEPS, OFFSET_GRID."""
 
 
 class Grid:
@@ -85,7 +88,7 @@ class GemvPlan(Grid):
 
     def tables(self) -> tuple[str, ...]:
         """The decoding tables the host copies into every PE."""
-        return () if self.f16 else TABLES
+        return () if self.f16 else TABLES if self.decoded else PACKED_TABLES
 
     @classmethod
     def choose(cls, k: int, n: int, group: int, k_tile: int = 0, n_tile: int = 0,

@@ -134,7 +134,7 @@ def choose_tile(found: list[Gemv], machine: Machine, weights: str = "packed"
                 ) -> tuple[int, int]:
     """One tile bound for every GEMV: the smallest (fastest) that fits a PE's memory and
     puts all GEMVs on the wafer at once (each GEMV's rectangle within the fabric, with
-    `tile_of`'s wider tile where needed, and `shelf_rows` places them all within the
+    `tile_of`'s wider tile where needed, and `placed_rows` places them all within the
     fabric's rows), else the largest that fits a PE."""
     tiles = sorted(((kt, nt) for kt in K_TILES for nt in N_TILES),
                    key=lambda t: (t[0] * t[1], t[0]))
@@ -146,23 +146,24 @@ def choose_tile(found: list[Gemv], machine: Machine, weights: str = "packed"
         fitting.append((kt, nt))
         rects = [_rectangle(g, *tile_of(g, machine, kt, nt, weights)) for g in found]
         if sum(w * h for w, h in rects) <= wafer and \
-                shelf_rows(rects, machine.width) <= machine.height:
+                placed_rows(rects, machine.width) <= machine.height:
             return kt, nt
     if not fitting:
         raise Q35cError("cerebras target: no tile fits a PE's memory")
     return fitting[-1]
 
 
-def shelf_rows(rects: list[tuple[int, int]], width: int) -> int:
-    """Fabric rows a placement of the rectangles (w, h) takes: tallest first, left to
-    right in shelves `width` PEs wide, each shelf as tall as its first rectangle (every
-    w <= width). A placement exists if that is at most the fabric's height."""
-    rows, used, shelf = 0, width, 0
+def placed_rows(rects: list[tuple[int, int]], width: int) -> int:
+    """Fabric rows a placement of the rectangles (w, h) takes (every w <= width): tallest
+    first, each at the column where it rests lowest on those already placed (a skyline,
+    bottom-left); they never overlap. A placement exists if that is at most the fabric's
+    height."""
+    sky = np.zeros(width, np.int64)
     for w, h in sorted(rects, key=lambda r: (-r[1], -r[0])):
-        if used + w > width:
-            rows, used, shelf = rows + shelf, 0, h
-        used += w
-    return rows + shelf
+        tops = np.lib.stride_tricks.sliding_window_view(sky, w).max(axis=1)
+        x = int(np.argmin(tops))
+        sky[x:x + w] = tops[x] + h
+    return int(sky.max())
 
 
 def _counts(ops: dict[str, int]) -> str:
@@ -209,7 +210,7 @@ def shape_only_plan(module: ModuleOp, entry: str | None, machine: Machine,
     rows = [shapes[(g.k, g.n)] for g in found]
     cycles = sum(r["cycles"] for r in rows)
     pes = sum(r["pes"] for r in rows)
-    fabric_rows = shelf_rows([tuple(r["rectangle"]) for r in rows], machine.width)
+    fabric_rows = placed_rows([tuple(r["rectangle"]) for r in rows], machine.width)
     totals = {"gemvs": len(found), "pes": pes,
               "wafer_pes": machine.width * machine.height, "fabric_rows": fabric_rows,
               "fits": pes <= machine.width * machine.height and fabric_rows <= machine.height,
