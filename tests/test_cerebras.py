@@ -160,8 +160,8 @@ def test_every_emitted_file_parses_and_slips_do_not():
     for name, text in files.items():
         parse_csl(text, name)
     text = files["pe_first.csl"]
-    assert "@fmachs(s_dsd, s_dsd, lev01_dsd," in text and "@and16(code_dsd," in text
-    assert "@ptrcast([*]u32, &lev01)[" in text and "-> lev01[ (d0 * 2) ]" in text
+    assert "@fmachs(s_dsd, s_dsd, pair0_dsd," in text and "@and16(code0_dsd," in text
+    assert "@ptrcast([*]u32, &pair15)[" in text and "-> pair0[ (d0 * 2) ]" in text
     assert "task reduce() void {" in text and ".fabric_color = @get_color(0)" in text
     assert "@set_color_config(1, " in files["layout.csl"]
     for slip in (text.replace("@fs2h(x16_dsd, x_dsd);", "@fs2h(x16_dsd, x_dsd)"),
@@ -233,12 +233,12 @@ def test_decoded_compute_looks_nothing_up_and_keeps_the_packed_tile():
     assert set(fns) == {"decode", "compute"}
     names = {op.results[0].name_hint for op in prog.body.block.ops
              if isinstance(op, csl.ZerosOp)}
-    assert {"payload", "meta", "lev", "scg", "ofg"} <= names and "lev0" not in names
+    assert {"payload", "meta", "lev", "scg", "ofg"} <= names and "pair0" not in names
 
     def loads(fn):
         return {op.memref.owner.result.name_hint for op in fn.walk()
                 if isinstance(op, memref.LoadOp)}
-    assert {"cb0", "cb1", "steps", "grid"} <= loads(fns["decode"])
+    assert {"cb0", "cb1", "stepm", "gridm"} <= loads(fns["decode"])
     assert loads(fns["compute"]) == {"x16", "xr"}
     want = pe_data(GemvPlan.choose(128, 16, 32, 64, 16), _weights(128, 16), 0, 0)
     got = pe_data(plan, _weights(128, 16), 0, 0)

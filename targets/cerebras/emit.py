@@ -94,13 +94,17 @@ def buffers(plan: GemvPlan, role: str) -> dict[str, tuple[Attribute, int]]:
         "meta": (u16, plan.groups // 2 * nt),
         "ss": (f32, nt), "ob": (f32, nt), "os": (f32, nt),
         "x": (f32, kt), "x16": (f16, kt), "xr": (f32, kt),
-        "cb01": (f16, 256), "steps": (f32, 32), "grid": (f32, 4),
-        "code": (u16, PAIRS * nt), "t16": (u16, nt), "e16": (u16, nt), "j16": (u16, nt),
-        "lev01": (f16, 2 * PAIRS * nt), "stepv": (f32, nt), "gridv": (f32, nt),
+        "cb01": (f16, 256), "stepm": (f32, 128), "gridm": (f32, 128),
+        **{f"code{i}": (u16, nt) for i in range(PAIRS)},
+        **{f"pair{i}": (f16, 2 * nt) for i in range(PAIRS)},
+        "t16": (u16, nt), "e16": (u16, nt),
+        "stepv": (f32, nt), "gridv": (f32, nt),
         "s": (f32, nt), "sc": (f32, nt), "of": (f32, nt), "t": (f32, nt), "acc": (f32, nt),
     }
     if plan.decoded:  # the decoded tile: f16 levels, row k at k * n_tile; f32 per group
-        del out["lev01"], out["cb01"]
+        for i in range(PAIRS):
+            del out[f"code{i}"], out[f"pair{i}"]
+        del out["cb01"]
         out.update({"cb0": (f16, 128), "cb1": (f16, 128), "code": (u16, nt)})
         out.update({"lev": (f16, kt * nt), "scg": (f32, plan.groups * nt),
                     "ofg": (f32, plan.groups * nt)})
@@ -137,6 +141,8 @@ def declare_arrays(spec: dict[str, tuple[Attribute, int]], dsd_length
     for name, (elem, size) in spec.items():
         buf = csl.ZerosOp(MemRefType(elem, (size,)))
         buf.result.name_hint = name
+        if buf.result.name_hint != name:  # xDSL drops hints it cannot print (`x_0`)
+            raise ValueError(f"array name {name!r} is not a valid name hint")
         bufs[name] = buf.result
         length = dsd_length(name, size)
         if length is None:
@@ -195,17 +201,17 @@ class _Program:
         plan = self.plan
         self.bufs, self.dsds = declare_arrays(
             buffers(plan, self.role), lambda name, size: None if name in TABLES + (
-                "cb01", "lev01") else plan.k_tile if name in ("x", "x16", "xr") else
-            plan.n_tile)
-        if "lev01" in self.bufs:  # every second element: the even (or, moved by one,
-            # the odd) rows' levels of one code row
+                "cb01",) or name.startswith("pair") else plan.k_tile if name in (
+                "x", "x16", "xr") else plan.n_tile)
+        for name in [b for b in self.bufs if b.startswith("pair")]:  # every second
+            # element: the even (or, moved by one, the odd) row's levels of a code row
             dsd = csl.GetMemDsdOp.build(
-                operands=[self.bufs["lev01"], [_int(plan.n_tile)]],
+                operands=[self.bufs[name], [_int(plan.n_tile)]],
                 properties={"tensor_access": AffineMapAttr(AffineMap(
                     1, 0, (AffineExpr.dimension(0) * 2,)))},
                 result_types=[csl.DsdType(csl.DsdKind.mem1d_dsd)])
-            dsd.result.name_hint = "lev01_dsd"
-            self.dsds["lev01"] = dsd.result
+            dsd.result.name_hint = f"{name}_dsd"
+            self.dsds[name] = dsd.result
 
     def vec(self, name: str, offset: SSAValue | None = None) -> SSAValue:
         """The DSD of `name`, moved to start at element `offset`."""
@@ -236,24 +242,27 @@ class _Program:
                 memref.StoreOp.get(value, self.bufs[dst], [where])
             scf.YieldOp()
 
-    def pair_lookup(self, count: int) -> None:
-        """for m < count: lev01[2m], lev01[2m + 1] = cb01[2c], cb01[2c + 1] with c =
-        code[m]: both levels of a pair code with one 32-bit load and store (`copy32`)."""
-        loop = scf.ForOp(_idx(0), _idx(count), _idx(1), [], Block(arg_types=[IndexType()]))
-        with ImplicitBuilder(loop.body.block) as (m,):
-            c = _index(memref.LoadOp.get(self.bufs["code"], [m]).res)
-            Copy32Op(self.bufs["lev01"], m, self.bufs["cb01"], c)
+    def pair_lookup(self) -> None:
+        """for n < n_tile, for each code row i (unrolled): pair<i>[2n], pair<i>[2n + 1] =
+        cb01[2c], cb01[2c + 1] with c = code<i>[n]: both levels of a pair code with one
+        32-bit load and store (`copy32`)."""
+        loop = scf.ForOp(_idx(0), _idx(self.plan.n_tile), _idx(1), [],
+                         Block(arg_types=[IndexType()]))
+        with ImplicitBuilder(loop.body.block) as (n,):
+            for i in range(PAIRS):
+                c = _index(memref.LoadOp.get(self.bufs[f"code{i}"], [n]).res)
+                Copy32Op(self.bufs[f"pair{i}"], n, self.bufs["cb01"], c)
             scf.YieldOp()
 
-    def unpack(self, base: SSAValue, i: int, slot: int = 0) -> None:
-        """code[slot * n_tile + n] = pair code i of the group whose payload words start at
+    def unpack(self, base: SSAValue, i: int, dst: str = "code") -> None:
+        """dst[n] = pair code i of the group whose payload words start at
         `base`: bits 7i..7i+6 of the group's 7 words. A code within one word (shift sh =
         7i % 16 <= 9) is `(w >> sh) & 0x7F` (no shift for sh 0, no mask for sh 9); one
         that straddles two is `((w0 >> sh) | (w1 << (16 - sh))) & 0x7F`."""
         nt = self.plan.n_tile
         q, sh = divmod(7 * i, 16)
         w0 = self.vec("payload", arith.AddiOp(base, _int(q * nt)).result)
-        code = self.vec("code", _int(slot * nt) if slot else None)
+        code = self.vec(dst)
         if sh == 0:
             csl.And16Op(operands=[[code, w0, _u16(0x7F)]])
             return
@@ -280,15 +289,12 @@ class _Program:
         nt = self.plan.n_tile
         half = arith.DivSIOp(g, _int(2)).result
         meta = self.vec("meta", arith.MuliOp(half, _int(nt)).result)
-        e16, j16 = self.vec("e16"), self.vec("j16")
+        e16 = self.vec("e16")  # the group's 7-bit meta code, both tables' index
         if parity:
             csl.Slr16Op(operands=[[e16, meta, _u16(8)]])
         else:
             csl.And16Op(operands=[[e16, meta, _u16(0x7F)]])
-        csl.Slr16Op(operands=[[j16, e16, _u16(5)]])
-        csl.And16Op(operands=[[j16, j16, _u16(3)]])
-        csl.And16Op(operands=[[e16, e16, _u16(31)]])
-        self.lookup([("stepv", "steps", "e16"), ("gridv", "grid", "j16")])
+        self.lookup([("stepv", "stepm", "e16"), ("gridv", "gridm", "e16")], count=nt)
         v = self.vec
         csl.FmulsOp(operands=[[v("sc"), v("ss"), v("stepv")]])
         csl.FmulsOp(operands=[[v("of"), v("os"), v("gridv")]])
@@ -310,14 +316,13 @@ class _Program:
         base = arith.MuliOp(g, _int(WORDS_PER_GROUP * nt)).result
         kbase = arith.MuliOp(g, _int(gs)).result
         for i in range(PAIRS):
-            self.unpack(base, i, i)
-        self.pair_lookup(PAIRS * nt)
+            self.unpack(base, i, f"code{i}")
+        self.pair_lookup()
         for i in range(PAIRS):
             for half in (0, 1):
                 k = arith.AddiOp(kbase, _int(2 * i + half)).result
                 xk = memref.LoadOp.get(self.bufs["x16"], [_index(k)]).res
-                at = 2 * i * nt + half
-                src = self.vec("lev01", _int(at) if at else None)
+                src = self.vec(f"pair{i}", _int(1) if half else None)
                 csl.FmachsOp(operands=[[self.vec("s"), self.vec("s"), src, xk]])
         xs = self.xsum(kbase, zero)
         self.scale_offset(g, parity)
