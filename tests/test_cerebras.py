@@ -30,8 +30,8 @@ from q35c.targets.cerebras.ops import SetColorConfigOp
 from q35c.targets.cerebras.parse import parse_csl
 from q35c.targets.cerebras.plan import GemvPlan, pe_data
 from q35c.targets.cerebras.printer import csl_files
-from q35c.targets.cerebras.shape_only import Gemv, placed_rows, tile_of
 from q35c.targets.cerebras.project import Project, simulate
+from q35c.targets.cerebras.shape_only import Gemv, placed_rows, tile_of
 from q35c.targets.cerebras.simulate import Simulation, SimulationError, check
 
 WSE2 = load_machine("wse2")

@@ -7,18 +7,22 @@ The PE program (`compute`, launched by the host over memcpy's RPC):
     for each pair of groups (2p, 2p+1):              # scf.for, body unrolled per group
         s = 0
         for each of the 16 pair codes i (unrolled):  # 16-bit DSD ops on n_tile columns
-            code = ((w[q] >> sh) | ((w[q+1] << 1) << (15 - sh))) & 0x7F
-            lev0[n], lev1[n] = cb0[code[n]], cb1[code[n]]     # scalar table look-up
-            s += lev0 * x16[k]; s += lev1 * x16[k+1]          # @fmachs (f16 x f16, f32 sum)
+            code<i> = bits 7i..7i+6 of the group's 7 words    # 1, 2 or 4 ops
+        for n (one index loop, the 16 code rows unrolled):    # scalar: no gather DSD
+            pair<i>[2n], pair<i>[2n+1] = cb01[2c], cb01[2c+1] with c = code<i>[n]
+                                                              # one 32-bit copy (copy32)
+        for each code row i, each of its two weight rows k:
+            s += pair<i>[even or odd] * x16[k]                 # @fmachs, stride-2 DSD
         xs = sum of xr over the group                          # scalar, k ascending
-        e, j = meta byte of the group & 31, >> 5              # 16-bit DSD ops
-        sc = ss * steps[e]; of = ob + os * grid[j]            # look-up, then @fmuls/@fadds
+        b = the group's meta byte                              # @and16 or @slr16
+        sc = ss * stepm[b]; of = ob + os * gridm[b]            # look-up, @fmuls/@fadds
         acc += sc * s; acc += of * xs                          # @fmuls, @fadds
     activate(reduce)
 
 A decoded plan (`weights=decoded`) adds the function `decode`, launched once after the
-host's copies: the unpacking and look-ups above, written to `lev` (f16 levels, row k at
-k * n_tile) and to `scg`/`ofg` (each group's sc and of); its `compute` is then, per group,
+host's copies: the unpacking above and look-ups from `cb0`, `cb1` (one per level),
+written to `lev` (f16 levels, row k at k * n_tile) and to `scg`/`ofg` (each group's sc
+and of); its `compute` is then, per group,
 `s = 0`, 32 `@fmachs(s, s, lev[k], x16[k])`, xs, and the same two `acc +=` steps.
 
 An f16 plan (`weights=f16`) holds the host-decoded float16 weights `w16` (row k at

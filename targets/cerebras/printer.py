@@ -1,5 +1,6 @@
-"""Print the CSL project: xDSL's CSL printer, plus q35c's `set_color_config` and `copy32`, split into
-one file per `csl.module` (the printer writes one stream with `// FILE:` markers)."""
+"""Print the CSL project: xDSL's CSL printer, plus q35c's `set_color_config` and `copy32`,
+split into one file per `csl.module` (the printer writes one stream with `// FILE:`
+markers)."""
 
 from __future__ import annotations
 
