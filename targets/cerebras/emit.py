@@ -73,6 +73,10 @@ u16 = IntegerType(16, Signedness.UNSIGNED)
 COLOR_ID = IntegerType(5, Signedness.UNSIGNED)
 PAIRS = 16
 """Pair codes per group of 32."""
+LOOKUP_ROWS = 8
+"""Code rows per look-up loop of a packed plan (two loops per group): the loop step costs
+1/8 cycle per code, and the code and level arrays take 48 bytes per column (16 rows would
+take 96, which keeps 64x256 tiles out of a PE)."""
 F16_UNROLLED_GROUPS = 4
 """Groups of an f16 plan's `compute` unrolled with constant offsets (128 rows, about
 4 KB of code); the rest run in a loop."""
@@ -99,14 +103,14 @@ def buffers(plan: GemvPlan, role: str) -> dict[str, tuple[Attribute, int]]:
         "ss": (f32, nt), "ob": (f32, nt), "os": (f32, nt),
         "x": (f32, kt), "x16": (f16, kt), "xr": (f32, kt),
         "cb01": (f16, 256), "stepm": (f32, 128), "gridm": (f32, 128),
-        **{f"code{i}": (u16, nt) for i in range(PAIRS)},
-        **{f"pair{i}": (f16, 2 * nt) for i in range(PAIRS)},
+        **{f"code{i}": (u16, nt) for i in range(LOOKUP_ROWS)},
+        **{f"pair{i}": (f16, 2 * nt) for i in range(LOOKUP_ROWS)},
         "t16": (u16, nt), "e16": (u16, nt),
         "stepv": (f32, nt), "gridv": (f32, nt),
         "s": (f32, nt), "sc": (f32, nt), "of": (f32, nt), "t": (f32, nt), "acc": (f32, nt),
     }
     if plan.decoded:  # the decoded tile: f16 levels, row k at k * n_tile; f32 per group
-        for i in range(PAIRS):
+        for i in range(LOOKUP_ROWS):
             del out[f"code{i}"], out[f"pair{i}"]
         del out["cb01"]
         out.update({"cb0": (f16, 128), "cb1": (f16, 128), "code": (u16, nt)})
@@ -247,13 +251,13 @@ class _Program:
             scf.YieldOp()
 
     def pair_lookup(self) -> None:
-        """for n < n_tile, for each code row i (unrolled): pair<i>[2n], pair<i>[2n + 1] =
-        cb01[2c], cb01[2c + 1] with c = code<i>[n]: both levels of a pair code with one
-        32-bit load and store (`copy32`)."""
+        """for n < n_tile, for each of LOOKUP_ROWS code rows i (unrolled): pair<i>[2n],
+        pair<i>[2n + 1] = cb01[2c], cb01[2c + 1] with c = code<i>[n]: both levels of a
+        pair code with one 32-bit load and store (`copy32`)."""
         loop = scf.ForOp(_idx(0), _idx(self.plan.n_tile), _idx(1), [],
                          Block(arg_types=[IndexType()]))
         with ImplicitBuilder(loop.body.block) as (n,):
-            for i in range(PAIRS):
+            for i in range(LOOKUP_ROWS):
                 c = _index(memref.LoadOp.get(self.bufs[f"code{i}"], [n]).res)
                 Copy32Op(self.bufs[f"pair{i}"], n, self.bufs["cb01"], c)
             scf.YieldOp()
@@ -319,15 +323,17 @@ class _Program:
         csl.FmovsOp(operands=[[self.vec("s"), zero]])
         base = arith.MuliOp(g, _int(WORDS_PER_GROUP * nt)).result
         kbase = arith.MuliOp(g, _int(gs)).result
-        for i in range(PAIRS):
-            self.unpack(base, i, f"code{i}")
-        self.pair_lookup()
-        for i in range(PAIRS):
-            for half in (0, 1):
-                k = arith.AddiOp(kbase, _int(2 * i + half)).result
-                xk = memref.LoadOp.get(self.bufs["x16"], [_index(k)]).res
-                src = self.vec(f"pair{i}", _int(1) if half else None)
-                csl.FmachsOp(operands=[[self.vec("s"), self.vec("s"), src, xk]])
+        for first in range(0, PAIRS, LOOKUP_ROWS):  # code rows [first, first + 8)
+            rows = range(LOOKUP_ROWS)
+            for i in rows:
+                self.unpack(base, first + i, f"code{i}")
+            self.pair_lookup()
+            for i in rows:
+                for half in (0, 1):
+                    k = arith.AddiOp(kbase, _int(2 * (first + i) + half)).result
+                    xk = memref.LoadOp.get(self.bufs["x16"], [_index(k)]).res
+                    src = self.vec(f"pair{i}", _int(1) if half else None)
+                    csl.FmachsOp(operands=[[self.vec("s"), self.vec("s"), src, xk]])
         xs = self.xsum(kbase, zero)
         self.scale_offset(g, parity)
         self.accumulate(self.vec("sc"), self.vec("of"), xs)
