@@ -6,13 +6,13 @@ The PE program (`compute`, launched by the host over memcpy's RPC):
     x16 = f16(x); xr = f32(x16); acc = 0
     for each pair of groups (2p, 2p+1):              # scf.for, body unrolled per group
         s = 0
-        for each of the 16 pair codes i (unrolled):  # 16-bit DSD ops on n_tile columns
-            code<i> = bits 7i..7i+6 of the group's 7 words    # 1, 2 or 4 ops
-        for n (one index loop, the 16 code rows unrolled):    # scalar: no gather DSD
-            pair<i>[2n], pair<i>[2n+1] = cb01[2c], cb01[2c+1] with c = code<i>[n]
+        for each half of the group's 16 pair codes (8 code rows, unrolled):
+            code<i> = bits 7i..7i+6 of the group's 7 words    # 16-bit DSD ops, 1-4 each
+            for n (one index loop, the 8 code rows unrolled): # scalar: no gather DSD
+                pair<i>[2n], pair<i>[2n+1] = cb01[2c], cb01[2c+1] with c = code<i>[n]
                                                               # one 32-bit copy (copy32)
-        for each code row i, each of its two weight rows k:
-            s += pair<i>[even or odd] * x16[k]                 # @fmachs, stride-2 DSD
+            for each code row i, each of its two weight rows k:
+                s += pair<i>[even or odd] * x16[k]             # @fmachs, stride-2 DSD
         xs = sum of xr over the group                          # scalar, k ascending
         b = the group's meta byte                              # @and16 or @slr16
         sc = ss * stepm[b]; of = ob + os * gridm[b]            # look-up, @fmuls/@fadds
