@@ -161,7 +161,7 @@ def test_every_emitted_file_parses_and_slips_do_not():
         parse_csl(text, name)
     text = files["pe_first.csl"]
     assert "@fmachs(s_dsd, s_dsd, pair0_dsd," in text and "@and16(code0_dsd," in text
-    assert "@ptrcast([*]u32, &pair15)[" in text and "-> pair0[ (d0 * 2) ]" in text
+    assert "@ptrcast([*]u32, &pair7)[" in text and "-> pair0[ (d0 * 2) ]" in text
     assert "task reduce() void {" in text and ".fabric_color = @get_color(0)" in text
     assert "@set_color_config(1, " in files["layout.csl"]
     for slip in (text.replace("@fs2h(x16_dsd, x_dsd);", "@fs2h(x16_dsd, x_dsd)"),
