@@ -14,8 +14,18 @@ import numpy as np
 import pytest
 from conftest import EXAMPLES, q35c
 from xdsl.dialects import arith, csl, memref
-from xdsl.dialects.builtin import ArrayAttr, IntAttr, IntegerAttr, StringAttr, i16
+from xdsl.dialects.builtin import (
+    AffineMapAttr,
+    ArrayAttr,
+    IndexType,
+    IntAttr,
+    IntegerAttr,
+    StringAttr,
+    i16,
+)
+from xdsl.ir.affine import AffineExpr, AffineMap
 from xdsl.parser import Parser
+from xdsl.rewriter import InsertPoint, Rewriter
 
 from q35c.compiler.context import make_context
 from q35c.compiler.diagnostics import Q35cError
@@ -26,7 +36,7 @@ from q35c.semantics import Interpreter, dequantize_f16, matmul_q3p5_f16, matmul_
 from q35c.targets.cerebras.emit import csl_module
 from q35c.targets.cerebras.estimate import estimate, lower_bound
 from q35c.targets.cerebras.machine import MACHINES, load_machine
-from q35c.targets.cerebras.ops import SetColorConfigOp
+from q35c.targets.cerebras.ops import Copy32Op, SetColorConfigOp
 from q35c.targets.cerebras.parse import parse_csl
 from q35c.targets.cerebras.plan import GemvPlan, pe_data
 from q35c.targets.cerebras.printer import csl_files
@@ -292,6 +302,30 @@ def test_one_wavelet_too_many_is_caught():
     with pytest.raises(SimulationError, match=r"PE \(1,0\) color 0: 17 wavelets arrive, its "
                        "program consumes 16"):
         check(p.csl, WSE2)
+
+
+def test_a_strided_dsd_or_a_pair_copy_leaving_its_array_is_caught():
+    """The packed look-up's stride-2 DSDs and 32-bit copies are bounds-checked: a stride
+    of 3 over `pair0`, or a copy into the element pair past `pair7`, stops the run."""
+    x = np.ones((1, 64), np.float32)
+    p = _project(64, 16, 64, 16)
+    dsd = next(op for op in p.csl.walk() if isinstance(op, csl.GetMemDsdOp)
+               and op.base_addr.owner.result.name_hint == "pair0")
+    dsd.properties["tensor_access"] = AffineMapAttr(AffineMap(
+        1, 0, (AffineExpr.dimension(0) * 3,)))
+    with pytest.raises(SimulationError, match=r"PE \(0,0\): DSD over pair0\[0:46:3\] "
+                       r"leaves the array of 32"):
+        simulate(p, WSE2, x, 0)
+    p = _project(64, 16, 64, 16)
+    copy = next(op for op in p.csl.walk() if isinstance(op, Copy32Op)
+                and op.dst.owner.result.name_hint == "pair7")
+    sixteen = arith.ConstantOp(IntegerAttr(16, IndexType()))
+    past = arith.AddiOp(copy.dst_index, sixteen)
+    Rewriter.insert_op([sixteen, past], InsertPoint.before(copy))
+    copy.operands[1] = past.result
+    with pytest.raises(SimulationError, match=r"PE \(0,0\) \(fn compute\): index 33 "
+                       r"outside an array of 32"):
+        simulate(p, WSE2, x, 0)
 
 
 def test_memory_overflow_is_caught():
