@@ -5,6 +5,7 @@ interleavings; corrupted programs rejected), the estimate, and the CLI."""
 from __future__ import annotations
 
 import ast
+import dataclasses
 import json
 import subprocess
 import sys
@@ -13,8 +14,18 @@ import numpy as np
 import pytest
 from conftest import EXAMPLES, q35c
 from xdsl.dialects import arith, csl, memref
-from xdsl.dialects.builtin import ArrayAttr, IntAttr, IntegerAttr, StringAttr, i16
+from xdsl.dialects.builtin import (
+    AffineMapAttr,
+    ArrayAttr,
+    IndexType,
+    IntAttr,
+    IntegerAttr,
+    StringAttr,
+    i16,
+)
+from xdsl.ir.affine import AffineExpr, AffineMap
 from xdsl.parser import Parser
+from xdsl.rewriter import InsertPoint, Rewriter
 
 from q35c.compiler.context import make_context
 from q35c.compiler.diagnostics import Q35cError
@@ -25,14 +36,16 @@ from q35c.semantics import Interpreter, dequantize_f16, matmul_q3p5_f16, matmul_
 from q35c.targets.cerebras.emit import csl_module
 from q35c.targets.cerebras.estimate import estimate, lower_bound
 from q35c.targets.cerebras.machine import MACHINES, load_machine
-from q35c.targets.cerebras.ops import SetColorConfigOp
+from q35c.targets.cerebras.ops import Copy32Op, SetColorConfigOp
 from q35c.targets.cerebras.parse import parse_csl
 from q35c.targets.cerebras.plan import GemvPlan, pe_data
 from q35c.targets.cerebras.printer import csl_files
 from q35c.targets.cerebras.project import Project, simulate
+from q35c.targets.cerebras.shape_only import Gemv, placed_rows, tile_of
 from q35c.targets.cerebras.simulate import Simulation, SimulationError, check
 
 WSE2 = load_machine("wse2")
+WSE3 = load_machine("wse3")
 # Several interleaving seeds run in the slow tier; the default tier runs one.
 SEEDS = [1, pytest.param(3, marks=pytest.mark.slow)]
 
@@ -157,7 +170,8 @@ def test_every_emitted_file_parses_and_slips_do_not():
     for name, text in files.items():
         parse_csl(text, name)
     text = files["pe_first.csl"]
-    assert "@fmachs(s_dsd, s_dsd, lev0_dsd," in text and "@slr16(code_dsd," in text
+    assert "@fmachs(s_dsd, s_dsd, pair0_dsd," in text and "@and16(code0_dsd," in text
+    assert "@ptrcast([*]u32, &pair7)[" in text and "-> pair0[ (d0 * 2) ]" in text
     assert "task reduce() void {" in text and ".fabric_color = @get_color(0)" in text
     assert "@set_color_config(1, " in files["layout.csl"]
     for slip in (text.replace("@fs2h(x16_dsd, x_dsd);", "@fs2h(x16_dsd, x_dsd)"),
@@ -229,12 +243,12 @@ def test_decoded_compute_looks_nothing_up_and_keeps_the_packed_tile():
     assert set(fns) == {"decode", "compute"}
     names = {op.results[0].name_hint for op in prog.body.block.ops
              if isinstance(op, csl.ZerosOp)}
-    assert {"payload", "meta", "lev", "scg", "ofg"} <= names and "lev0" not in names
+    assert {"payload", "meta", "lev", "scg", "ofg"} <= names and "pair0" not in names
 
     def loads(fn):
         return {op.memref.owner.result.name_hint for op in fn.walk()
                 if isinstance(op, memref.LoadOp)}
-    assert {"cb0", "cb1", "steps", "grid"} <= loads(fns["decode"])
+    assert {"cb0", "cb1", "stepm", "gridm"} <= loads(fns["decode"])
     assert loads(fns["compute"]) == {"x16", "xr"}
     want = pe_data(GemvPlan.choose(128, 16, 32, 64, 16), _weights(128, 16), 0, 0)
     got = pe_data(plan, _weights(128, 16), 0, 0)
@@ -290,6 +304,30 @@ def test_one_wavelet_too_many_is_caught():
         check(p.csl, WSE2)
 
 
+def test_a_strided_dsd_or_a_pair_copy_leaving_its_array_is_caught():
+    """The packed look-up's stride-2 DSDs and 32-bit copies are bounds-checked: a stride
+    of 3 over `pair0`, or a copy into the element pair past `pair7`, stops the run."""
+    x = np.ones((1, 64), np.float32)
+    p = _project(64, 16, 64, 16)
+    dsd = next(op for op in p.csl.walk() if isinstance(op, csl.GetMemDsdOp)
+               and op.base_addr.owner.result.name_hint == "pair0")
+    dsd.properties["tensor_access"] = AffineMapAttr(AffineMap(
+        1, 0, (AffineExpr.dimension(0) * 3,)))
+    with pytest.raises(SimulationError, match=r"PE \(0,0\): DSD over pair0\[0:46:3\] "
+                       r"leaves the array of 32"):
+        simulate(p, WSE2, x, 0)
+    p = _project(64, 16, 64, 16)
+    copy = next(op for op in p.csl.walk() if isinstance(op, Copy32Op)
+                and op.dst.owner.result.name_hint == "pair7")
+    sixteen = arith.ConstantOp(IntegerAttr(16, IndexType()))
+    past = arith.AddiOp(copy.dst_index, sixteen)
+    Rewriter.insert_op([sixteen, past], InsertPoint.before(copy))
+    copy.operands[1] = past.result
+    with pytest.raises(SimulationError, match=r"PE \(0,0\) \(fn compute\): index 33 "
+                       r"outside an array of 32"):
+        simulate(p, WSE2, x, 0)
+
+
 def test_memory_overflow_is_caught():
     p = _project(1024, 128, 1024, 128)
     with pytest.raises(SimulationError, match=r"PE \(0,0\) \(pe_single.csl\): memory [0-9]+ "
@@ -313,6 +351,21 @@ def test_estimate_is_above_its_lower_bound():
     assert r["lower_bound"] == lb and r["cycles"] >= lb["total"] > 0
     assert r["ratio"] == round(r["cycles"] / lb["total"], 2)
     assert sum(r["last_pe"].values()) == r["cycles"] and r["last_pe"]["fabric"] >= 16
+
+
+@pytest.mark.parametrize("machine", [WSE2, WSE3])
+def test_packed_programs_respect_the_lookup_floor(machine):
+    """The packed look-up floor (2 scalar operations per pair code, every DSD operation
+    overlapped) is a lower bound the packed programs must respect; it is 4x (f16 width 4)
+    or 8x (width 8) the multiply-adds of the tile, so no packed program reaches 1.5x of
+    the tiling's bound."""
+    plan = GemvPlan.choose(128, 16, 32, 64, 16)
+    r = estimate(plan, machine)
+    f, lb = r["lookup_floor"], r["lower_bound"]
+    assert f["scalar"] == 64 // 2 * 16 * 2 * machine.scalar_op
+    assert f["scalar"] == lb["compute"] * machine.simd["f16"] * machine.scalar_op
+    assert r["cycles"] >= f["total"] > lb["total"]
+    assert f["over_bound"] > 1.5
 
 
 def test_decoded_weights_cut_the_simulated_cycles_of_the_same_tiling():
@@ -549,3 +602,43 @@ def test_report_draws_the_pe_grid_and_the_traffic(tmp_path):
     result = q35c("report", out, check=False)
     assert result.returncode == 2 and len(result.stderr.splitlines()) == 1
     assert "project.json: not a cerebras project" in result.stderr
+
+
+def test_placed_rows_stacks_rectangles_where_they_rest_lowest():
+    assert placed_rows([(3, 2), (4, 5)], 7) == 5  # side by side
+    assert placed_rows([(3, 2), (4, 5), (3, 3)], 7) == 5  # (3, 2) on top of (3, 3)
+    assert placed_rows([(3, 2), (4, 5), (4, 1)], 7) == 6  # (4, 1) on top of (4, 5)
+    assert placed_rows([(7, 1)] * 3, 7) == 3
+
+
+def test_shape_only_gives_a_too_tall_gemv_a_wider_tile():
+    """A GEMV whose rectangle would be taller than the fabric with the common tile gets
+    the smallest wider tile that fits a PE and puts it within the fabric."""
+    small = dataclasses.replace(WSE2, name="small", width=40, height=24)
+    head = Gemv("lm_head", 512, 2048, 32)
+    assert tile_of(head, WSE2, 64, 8) == (64, 8)  # 8 x 256 fits a WSE-2
+    kt, nt = tile_of(head, small, 64, 8)
+    w, h = -(-512 // kt), -(-2048 // nt)
+    assert w <= 40 and h <= 24 and nt >= 2048 // 24
+    with pytest.raises(Q35cError, match=r"--shape-only: GEMV lm_head \(512x65536\) needs a "
+                       r"8x8192 PE rectangle with 64x8 tiles, and no tile of at most "
+                       r"1024x1024 that fits a PE's memory puts it within small's fabric of "
+                       r"40x24 PEs"):
+        tile_of(Gemv("lm_head", 512, 65536, 32), small, 64, 8)
+
+
+def test_shape_only_refuses_a_model_too_large_for_the_fabric_in_one_line(tmp_path):
+    model = tmp_path / "tiny.onnx"
+    subprocess.run([sys.executable, EXAMPLES / "models" / "build_llama_shapes.py", "tiny",
+                    model, "--layers", "1", "--hidden", "512", "--vocab", "65536"],
+                   check=True, capture_output=True)
+    doc = json.loads((MACHINES / "wse2.json").read_text())
+    doc["name"], doc["fabric"]["width"], doc["fabric"]["height"] = "small", 40, 24
+    (tmp_path / "small.json").write_text(json.dumps(doc))
+    result = q35c(model, "--shape-only", "--target",
+                  f'cerebras{{machine="{tmp_path / "small.json"}"}}', "-o", tmp_path / "plan",
+                  check=False)
+    assert result.returncode == 2 and len(result.stderr.splitlines()) == 1, result.stderr
+    assert "needs a 8x8192 PE rectangle" in result.stderr and \
+        "small's fabric of 40x24 PEs" in result.stderr
+    assert not (tmp_path / "plan").exists()

@@ -6,19 +6,23 @@ The PE program (`compute`, launched by the host over memcpy's RPC):
     x16 = f16(x); xr = f32(x16); acc = 0
     for each pair of groups (2p, 2p+1):              # scf.for, body unrolled per group
         s = 0
-        for each of the 16 pair codes i (unrolled):  # 16-bit DSD ops on n_tile columns
-            code = ((w[q] >> sh) | ((w[q+1] << 1) << (15 - sh))) & 0x7F
-            lev0[n], lev1[n] = cb0[code[n]], cb1[code[n]]     # scalar table look-up
-            s += lev0 * x16[k]; s += lev1 * x16[k+1]          # @fmachs (f16 x f16, f32 sum)
+        for each half of the group's 16 pair codes (8 code rows, unrolled):
+            code<i> = bits 7i..7i+6 of the group's 7 words    # 16-bit DSD ops, 1-4 each
+            for n (one index loop, the 8 code rows unrolled): # scalar: no gather DSD
+                pair<i>[2n], pair<i>[2n+1] = cb01[2c], cb01[2c+1] with c = code<i>[n]
+                                                              # one 32-bit copy (copy32)
+            for each code row i, each of its two weight rows k:
+                s += pair<i>[even or odd] * x16[k]             # @fmachs, stride-2 DSD
         xs = sum of xr over the group                          # scalar, k ascending
-        e, j = meta byte of the group & 31, >> 5              # 16-bit DSD ops
-        sc = ss * steps[e]; of = ob + os * grid[j]            # look-up, then @fmuls/@fadds
+        b = the group's meta byte                              # @and16 or @slr16
+        sc = ss * stepm[b]; of = ob + os * gridm[b]            # look-up, @fmuls/@fadds
         acc += sc * s; acc += of * xs                          # @fmuls, @fadds
     activate(reduce)
 
 A decoded plan (`weights=decoded`) adds the function `decode`, launched once after the
-host's copies: the unpacking and look-ups above, written to `lev` (f16 levels, row k at
-k * n_tile) and to `scg`/`ofg` (each group's sc and of); its `compute` is then, per group,
+host's copies: the unpacking above and look-ups from `cb0`, `cb1` (one per level),
+written to `lev` (f16 levels, row k at k * n_tile) and to `scg`/`ofg` (each group's sc
+and of); its `compute` is then, per group,
 `s = 0`, 32 `@fmachs(s, s, lev[k], x16[k])`, xs, and the same two `acc +=` steps.
 
 An f16 plan (`weights=f16`) holds the host-decoded float16 weights `w16` (row k at
@@ -36,6 +40,7 @@ from dataclasses import dataclass, field
 from xdsl.builder import ImplicitBuilder
 from xdsl.dialects import arith, csl, memref, scf
 from xdsl.dialects.builtin import (
+    AffineMapAttr,
     Float16Type,
     Float32Type,
     FloatAttr,
@@ -49,8 +54,9 @@ from xdsl.dialects.builtin import (
     i16,
 )
 from xdsl.ir import Attribute, Block, Region, SSAValue
+from xdsl.ir.affine import AffineExpr, AffineMap
 
-from q35c.targets.cerebras.ops import SetColorConfigOp
+from q35c.targets.cerebras.ops import Copy32Op, SetColorConfigOp
 from q35c.targets.cerebras.plan import (
     CHAIN_COLORS,
     INPUT_QUEUE,
@@ -67,6 +73,10 @@ u16 = IntegerType(16, Signedness.UNSIGNED)
 COLOR_ID = IntegerType(5, Signedness.UNSIGNED)
 PAIRS = 16
 """Pair codes per group of 32."""
+LOOKUP_ROWS = 8
+"""Code rows per look-up loop of a packed plan (two loops per group): the loop step costs
+1/8 cycle per code, and the code and level arrays take 48 bytes per column (16 rows would
+take 96, which keeps 64x256 tiles out of a PE)."""
 F16_UNROLLED_GROUPS = 4
 """Groups of an f16 plan's `compute` unrolled with constant offsets (128 rows, about
 4 KB of code); the rest run in a loop."""
@@ -92,13 +102,18 @@ def buffers(plan: GemvPlan, role: str) -> dict[str, tuple[Attribute, int]]:
         "meta": (u16, plan.groups // 2 * nt),
         "ss": (f32, nt), "ob": (f32, nt), "os": (f32, nt),
         "x": (f32, kt), "x16": (f16, kt), "xr": (f32, kt),
-        "cb0": (f16, 128), "cb1": (f16, 128), "steps": (f32, 32), "grid": (f32, 4),
-        "code": (u16, nt), "t16": (u16, nt), "e16": (u16, nt), "j16": (u16, nt),
-        "lev0": (f16, nt), "lev1": (f16, nt), "stepv": (f32, nt), "gridv": (f32, nt),
+        "cb01": (f16, 256), "stepm": (f32, 128), "gridm": (f32, 128),
+        **{f"code{i}": (u16, nt) for i in range(LOOKUP_ROWS)},
+        **{f"pair{i}": (f16, 2 * nt) for i in range(LOOKUP_ROWS)},
+        "t16": (u16, nt), "e16": (u16, nt),
+        "stepv": (f32, nt), "gridv": (f32, nt),
         "s": (f32, nt), "sc": (f32, nt), "of": (f32, nt), "t": (f32, nt), "acc": (f32, nt),
     }
     if plan.decoded:  # the decoded tile: f16 levels, row k at k * n_tile; f32 per group
-        del out["lev0"], out["lev1"]
+        for i in range(LOOKUP_ROWS):
+            del out[f"code{i}"], out[f"pair{i}"]
+        del out["cb01"]
+        out.update({"cb0": (f16, 128), "cb1": (f16, 128), "code": (u16, nt)})
         out.update({"lev": (f16, kt * nt), "scg": (f32, plan.groups * nt),
                     "ofg": (f32, plan.groups * nt)})
     if role in ("single", "last_odd", "last_even"):
@@ -115,6 +130,11 @@ def _u16(value: int) -> SSAValue:
     return csl.SignednessCastOp.build(operands=[_int(value)], result_types=[u16]).result
 
 
+def _idx(value: int) -> SSAValue:
+    """An index constant (costs no operation)."""
+    return arith.ConstantOp(IntegerAttr(value, IndexType())).result
+
+
 def _index(value: SSAValue) -> SSAValue:
     return arith.IndexCastOp(value, IndexType()).result
 
@@ -129,6 +149,8 @@ def declare_arrays(spec: dict[str, tuple[Attribute, int]], dsd_length
     for name, (elem, size) in spec.items():
         buf = csl.ZerosOp(MemRefType(elem, (size,)))
         buf.result.name_hint = name
+        if buf.result.name_hint != name:  # xDSL drops hints it cannot print (`x_0`)
+            raise ValueError(f"array name {name!r} is not a valid name hint")
         bufs[name] = buf.result
         length = dsd_length(name, size)
         if length is None:
@@ -186,8 +208,18 @@ class _Program:
         from element 0; the tables, read by scalar code only, get none."""
         plan = self.plan
         self.bufs, self.dsds = declare_arrays(
-            buffers(plan, self.role), lambda name, size: None if name in TABLES else
-            plan.k_tile if name in ("x", "x16", "xr") else plan.n_tile)
+            buffers(plan, self.role), lambda name, size: None if name in TABLES + (
+                "cb01",) or name.startswith("pair") else plan.k_tile if name in (
+                "x", "x16", "xr") else plan.n_tile)
+        for name in [b for b in self.bufs if b.startswith("pair")]:  # every second
+            # element: the even (or, moved by one, the odd) row's levels of a code row
+            dsd = csl.GetMemDsdOp.build(
+                operands=[self.bufs[name], [_int(plan.n_tile)]],
+                properties={"tensor_access": AffineMapAttr(AffineMap(
+                    1, 0, (AffineExpr.dimension(0) * 2,)))},
+                result_types=[csl.DsdType(csl.DsdKind.mem1d_dsd)])
+            dsd.result.name_hint = f"{name}_dsd"
+            self.dsds[name] = dsd.result
 
     def vec(self, name: str, offset: SSAValue | None = None) -> SSAValue:
         """The DSD of `name`, moved to start at element `offset`."""
@@ -197,13 +229,18 @@ class _Program:
         return dsd
 
     def lookup(self, pairs: list[tuple[str, str, str]],
-               at: list[SSAValue] | None = None) -> None:
+               at: list[SSAValue] | None = None, count: int = 0) -> None:
         """for n: dst[n] = table[idx[n]] for each (dst, table, idx): the scalar table
-        look-up no DSD operation does; `at[i]`: pair i's dst starts at that element."""
+        look-up no DSD operation does; `at[i]`: pair i's dst starts at that element.
+        `count`: over n < count with an index-typed loop (no cast of n), else n < n_tile."""
         nt = self.plan.n_tile
-        loop = scf.ForOp(_int(0), _int(nt), _int(1), [], Block(arg_types=[i16]))
+        if count:
+            loop = scf.ForOp(_idx(0), _idx(count), _idx(1), [],
+                             Block(arg_types=[IndexType()]))
+        else:
+            loop = scf.ForOp(_int(0), _int(nt), _int(1), [], Block(arg_types=[i16]))
         with ImplicitBuilder(loop.body.block) as (n,):
-            ni = _index(n)
+            ni = n if count else _index(n)
             codes: dict[str, SSAValue] = {}
             for i, (dst, table, idx) in enumerate(pairs):
                 if idx not in codes:  # one load of each index array per element
@@ -213,18 +250,38 @@ class _Program:
                 memref.StoreOp.get(value, self.bufs[dst], [where])
             scf.YieldOp()
 
-    def unpack(self, base: SSAValue, i: int) -> None:
-        """code[n] = pair code i of the group whose payload words start at `base`."""
+    def pair_lookup(self) -> None:
+        """for n < n_tile, for each of LOOKUP_ROWS code rows i (unrolled): pair<i>[2n],
+        pair<i>[2n + 1] = cb01[2c], cb01[2c + 1] with c = code<i>[n]: both levels of a
+        pair code with one 32-bit load and store (`copy32`)."""
+        loop = scf.ForOp(_idx(0), _idx(self.plan.n_tile), _idx(1), [],
+                         Block(arg_types=[IndexType()]))
+        with ImplicitBuilder(loop.body.block) as (n,):
+            for i in range(LOOKUP_ROWS):
+                c = _index(memref.LoadOp.get(self.bufs[f"code{i}"], [n]).res)
+                Copy32Op(self.bufs[f"pair{i}"], n, self.bufs["cb01"], c)
+            scf.YieldOp()
+
+    def unpack(self, base: SSAValue, i: int, dst: str = "code") -> None:
+        """dst[n] = pair code i of the group whose payload words start at
+        `base`: bits 7i..7i+6 of the group's 7 words. A code within one word (shift sh =
+        7i % 16 <= 9) is `(w >> sh) & 0x7F` (no shift for sh 0, no mask for sh 9); one
+        that straddles two is `((w0 >> sh) | (w1 << (16 - sh))) & 0x7F`."""
         nt = self.plan.n_tile
         q, sh = divmod(7 * i, 16)
         w0 = self.vec("payload", arith.AddiOp(base, _int(q * nt)).result)
-        w1 = self.vec("payload", arith.AddiOp(base, _int((q + 1) * nt)).result)
-        code, t16 = self.vec("code"), self.vec("t16")
+        code = self.vec(dst)
+        if sh == 0:
+            csl.And16Op(operands=[[code, w0, _u16(0x7F)]])
+            return
         csl.Slr16Op(operands=[[code, w0, _u16(sh)]])
-        csl.Sll16Op(operands=[[t16, w1, _u16(1)]])
-        csl.Sll16Op(operands=[[t16, t16, _u16(15 - sh)]])
-        csl.Or16Op(operands=[[code, code, t16]])
-        csl.And16Op(operands=[[code, code, _u16(0x7F)]])
+        if sh + 7 > 16:
+            w1 = self.vec("payload", arith.AddiOp(base, _int((q + 1) * nt)).result)
+            t16 = self.vec("t16")
+            csl.Sll16Op(operands=[[t16, w1, _u16(16 - sh)]])
+            csl.Or16Op(operands=[[code, code, t16]])
+        if sh + 7 != 16:
+            csl.And16Op(operands=[[code, code, _u16(0x7F)]])
 
     def xsum(self, kbase: SSAValue, zero: SSAValue) -> SSAValue:
         """The group's sum of x (f32, k ascending, from `zero`)."""
@@ -240,15 +297,12 @@ class _Program:
         nt = self.plan.n_tile
         half = arith.DivSIOp(g, _int(2)).result
         meta = self.vec("meta", arith.MuliOp(half, _int(nt)).result)
-        e16, j16 = self.vec("e16"), self.vec("j16")
+        e16 = self.vec("e16")  # the group's 7-bit meta code, both tables' index
         if parity:
             csl.Slr16Op(operands=[[e16, meta, _u16(8)]])
         else:
             csl.And16Op(operands=[[e16, meta, _u16(0x7F)]])
-        csl.Slr16Op(operands=[[j16, e16, _u16(5)]])
-        csl.And16Op(operands=[[j16, j16, _u16(3)]])
-        csl.And16Op(operands=[[e16, e16, _u16(31)]])
-        self.lookup([("stepv", "steps", "e16"), ("gridv", "grid", "j16")])
+        self.lookup([("stepv", "stepm", "e16"), ("gridv", "gridm", "e16")], count=nt)
         v = self.vec
         csl.FmulsOp(operands=[[v("sc"), v("ss"), v("stepv")]])
         csl.FmulsOp(operands=[[v("of"), v("os"), v("gridv")]])
@@ -269,13 +323,17 @@ class _Program:
         csl.FmovsOp(operands=[[self.vec("s"), zero]])
         base = arith.MuliOp(g, _int(WORDS_PER_GROUP * nt)).result
         kbase = arith.MuliOp(g, _int(gs)).result
-        for i in range(PAIRS):
-            self.unpack(base, i)
-            self.lookup([("lev0", "cb0", "code"), ("lev1", "cb1", "code")])
-            for half, lev in ((0, "lev0"), (1, "lev1")):
-                k = arith.AddiOp(kbase, _int(2 * i + half)).result
-                xk = memref.LoadOp.get(self.bufs["x16"], [_index(k)]).res
-                csl.FmachsOp(operands=[[self.vec("s"), self.vec("s"), self.vec(lev), xk]])
+        for first in range(0, PAIRS, LOOKUP_ROWS):  # code rows [first, first + 8)
+            rows = range(LOOKUP_ROWS)
+            for i in rows:
+                self.unpack(base, first + i, f"code{i}")
+            self.pair_lookup()
+            for i in rows:
+                for half in (0, 1):
+                    k = arith.AddiOp(kbase, _int(2 * (first + i) + half)).result
+                    xk = memref.LoadOp.get(self.bufs["x16"], [_index(k)]).res
+                    src = self.vec(f"pair{i}", _int(1) if half else None)
+                    csl.FmachsOp(operands=[[self.vec("s"), self.vec("s"), src, xk]])
         xs = self.xsum(kbase, zero)
         self.scale_offset(g, parity)
         self.accumulate(self.vec("sc"), self.vec("of"), xs)

@@ -46,6 +46,28 @@ def lower_bound(plan: GemvPlan, m: Machine) -> dict[str, int]:
             "total": max(memory, compute) + chain}
 
 
+LOOKUP_SCALAR_OPS = 2
+"""Scalar operations per pair code that any program decoding packed Q3P5 in PE memory
+needs: the codebook is 128 arbitrary integer points, so a code's levels come from a
+table read at an address computed from the code, and no DSD operation reads at
+data-dependent addresses (the DSD set of ../shared/docs/hardware.md 2.2: affine
+`tensor_access` only, no gather); that is one scalar load, and its value reaches the
+multiply-add through at least one more scalar operation (a store into a DSD's array, or
+scalar arithmetic)."""
+
+
+def lookup_floor(plan: GemvPlan, m: Machine) -> dict[str, int]:
+    """A lower bound for programs that keep the tile packed and decode it per GEMV
+    (`weights=packed`): the tile's k_tile / 2 x n_tile pair codes cost LOOKUP_SCALAR_OPS
+    scalar operations each, even if every DSD operation ran beside them (the scalar
+    floor and the DSD work overlap perfectly), plus the chain."""
+    bound = lower_bound(plan, m)
+    scalar = plan.k_tile // 2 * plan.n_tile * LOOKUP_SCALAR_OPS * m.scalar_op
+    total = max(bound["memory"], bound["compute"], scalar) + bound["chain"]
+    return {"scalar": scalar, "total": total,
+            "over_bound": round(total / bound["total"], 2)}
+
+
 def estimate(plan: GemvPlan, m: Machine) -> dict:
     """Simulated cycles of one PE row, the lower bound, their ratio, and the time."""
     row = GemvPlan(plan.k, min(plan.n, plan.n_tile), plan.group, plan.k_tile, plan.n_tile,
@@ -61,7 +83,8 @@ def estimate(plan: GemvPlan, m: Machine) -> dict:
             "lower_bound": bound,
             "ratio": round(cycles / bound["total"], 2),
             "microseconds": round(cycles / m.clock_hz * 1e6, 2),
-            **({"load_cycles": sim.load_cycles} if plan.decoded else {})}
+            **({"load_cycles": sim.load_cycles} if plan.decoded else {}),
+            **({"lookup_floor": lookup_floor(plan, m)} if plan.weights == "packed" else {})}
 
 
 VECTOR_OPS_PER_ELEMENT = {"add": 1, "mul": 1, "neg": 1, "silu": 4, "swiglu": 5, "rms_norm": 3,
@@ -257,6 +280,11 @@ def main(argv: list[str] | None = None) -> None:
           f"ratio {r['ratio']}")
     spent = ", ".join(f"{k} {v}" for k, v in sorted(r["last_pe"].items()))
     print(f"east-most PE of a row, cycles by kind: {spent}")
+    if "lookup_floor" in r:
+        f = r["lookup_floor"]
+        print(f"packed look-up floor (any program decoding the packed tile per GEMV): "
+              f"{f['total']} cycles ({f['scalar']} scalar for the pair codes' look-ups), "
+              f"{f['over_bound']} x the lower bound")
     if "load_cycles" in r:
         print(f"load-time decode (once, not per GEMV): {r['load_cycles']} cycles")
 

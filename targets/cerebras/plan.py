@@ -32,9 +32,13 @@ DECODED_K_TILE, DECODED_N_TILE = 64, 128
 """Default tile of a decoded or f16 plan: its f16 levels or weights (16 KB) and the rest
 fit a PE's 48 KB."""
 WEIGHT_MODES = ("packed", "decoded", "f16")
-TABLES = ("cb0", "cb1", "steps", "grid")
-"""The decoding tables every PE of a packed or decoded plan holds (CODEBOOK's two level
-columns, SCALE_STEPS, OFFSET_GRID)."""
+TABLES = ("cb0", "cb1", "stepm", "gridm")
+"""The decoding tables every PE of a decoded plan holds: CODEBOOK's two level columns, and
+SCALE_STEPS and OFFSET_GRID indexed by a group's 7-bit meta code b (stepm[b] =
+SCALE_STEPS[b & 31], gridm[b] = OFFSET_GRID[b >> 5])."""
+PACKED_TABLES = ("cb01", "stepm", "gridm")
+"""A packed plan's: CODEBOOK as f16 pairs (code c's levels at 2c, 2c + 1, so one 32-bit
+load reads both), stepm and gridm."""
 
 
 class Grid:
@@ -85,7 +89,7 @@ class GemvPlan(Grid):
 
     def tables(self) -> tuple[str, ...]:
         """The decoding tables the host copies into every PE."""
-        return () if self.f16 else TABLES
+        return () if self.f16 else TABLES if self.decoded else PACKED_TABLES
 
     @classmethod
     def choose(cls, k: int, n: int, group: int, k_tile: int = 0, n_tile: int = 0,

@@ -1,5 +1,6 @@
-"""Print the CSL project: xDSL's CSL printer, plus q35c's `set_color_config`, split into
-one file per `csl.module` (the printer writes one stream with `// FILE:` markers)."""
+"""Print the CSL project: xDSL's CSL printer, plus q35c's `set_color_config` and `copy32`,
+split into one file per `csl.module` (the printer writes one stream with `// FILE:`
+markers)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from xdsl.dialects import csl
 from xdsl.dialects.builtin import ModuleOp
 from xdsl.ir import Operation
 
-from q35c.targets.cerebras.ops import SetColorConfigOp
+from q35c.targets.cerebras.ops import Copy32Op, SetColorConfigOp
 
 
 @dataclass
@@ -25,6 +26,11 @@ class _Context(CslPrintContext):
             tx = ", ".join(d.data for d in op.tx)
             self.print(f"@set_color_config({x}, {y}, @get_color({op.color.data}), "
                        f".{{ .routes = .{{ .rx = .{{ {rx} }}, .tx = .{{ {tx} }} }} }});")
+            return
+        if isinstance(op, Copy32Op):
+            d, i, s, j = (self._get_variable_name_for(v)
+                          for v in (op.dst, op.dst_index, op.src, op.src_index))
+            self.print(f"@ptrcast([*]u32, &{d})[{i}] = @ptrcast([*]u32, &{s})[{j}];")
             return
         if isinstance(op, csl.GetFabDsdOp):
             kind = op.result.type.data.value

@@ -206,11 +206,13 @@ def names_tuple(names: tuple[str, ...]) -> str:
 
 
 def decoding_tables() -> dict[str, np.ndarray]:
-    """The decoding tables a packed or decoded GEMV's PEs hold (plan.TABLES)."""
+    """The decoding tables a packed or decoded GEMV's PEs hold (plan.TABLES,
+    plan.PACKED_TABLES)."""
     return {"cb0": CODEBOOK[:, 0].astype(np.float16),
             "cb1": CODEBOOK[:, 1].astype(np.float16),
-            "steps": np.asarray(SCALE_STEPS, np.float32),
-            "grid": np.asarray(OFFSET_GRID, np.float32)}
+            "cb01": CODEBOOK.reshape(-1).astype(np.float16),
+            "stepm": np.asarray(SCALE_STEPS, np.float32)[np.arange(128) & 31],
+            "gridm": np.asarray(OFFSET_GRID, np.float32)[np.arange(128) >> 5]}
 
 
 def write_project(project: Project, machine: Machine, out_dir: Path, stem: str) -> dict:

@@ -34,6 +34,9 @@ from q35c.targets.cerebras.simulate import SimulationError, check, memory_use, p
 
 K_TILES = (1024, 512, 256, 128, 64)
 N_TILES = (64, 32, 16, 8)
+WIDE_N_TILES = (128, 256, 512, 1024)
+"""Wider tiles a GEMV gets when the common tile makes its rectangle taller than the
+fabric (an LM head's N columns): fewer PE rows, the same per-PE memory check."""
 WAFERLLM = ("WaferLLM (OSDI'25, arXiv 2502.04563 v2 abstract): Llama-3-8B decode at about "
             "2,700 tokens/s per request in 16-bit on a WSE-2")
 
@@ -99,10 +102,40 @@ def place(g: Gemv, machine: Machine, k_tile: int, n_tile: int, weights: str = "p
             "cycles": _pe_cycles(kt, nt, machine, weights) + (chain if plan.width > 1 else 0)}
 
 
+def _rectangle(g: Gemv, k_tile: int, n_tile: int) -> tuple[int, int]:
+    """(width, height) of GEMV g's rectangle with tiles of at most k_tile x n_tile."""
+    return -(-g.k // min(k_tile, -(-g.k // 64) * 64)), -(-g.n // min(n_tile, g.n))
+
+
+def tile_of(g: Gemv, machine: Machine, k_tile: int, n_tile: int, weights: str = "packed"
+            ) -> tuple[int, int]:
+    """GEMV g's tile bound: the common one, or where that makes g's rectangle larger than
+    the fabric, the smallest tile (of N_TILES + WIDE_N_TILES columns) that fits a PE's
+    memory and puts g's rectangle within the fabric. None: an error naming g, its
+    rectangle and the fabric."""
+    w, h = _rectangle(g, k_tile, n_tile)
+    if w <= machine.width and h <= machine.height:
+        return k_tile, n_tile
+    tiles = sorted(((kt, nt) for kt in K_TILES for nt in N_TILES + WIDE_N_TILES),
+                   key=lambda t: (t[0] * t[1], t[0]))
+    for kt, nt in tiles:
+        gw, gh = _rectangle(g, kt, nt)
+        if gw <= machine.width and gh <= machine.height and \
+                _fits(min(kt, -(-g.k // 64) * 64), min(nt, g.n), machine, weights):
+            return kt, nt
+    raise Q35cError(
+        f"cerebras target: --shape-only: GEMV {g.name} ({g.k}x{g.n}) needs a {w}x{h} PE "
+        f"rectangle with {k_tile}x{n_tile} tiles, and no tile of at most "
+        f"{max(K_TILES)}x{max(WIDE_N_TILES)} that fits a PE's memory puts it within "
+        f"{machine.name}'s fabric of {machine.width}x{machine.height} PEs")
+
+
 def choose_tile(found: list[Gemv], machine: Machine, weights: str = "packed"
                 ) -> tuple[int, int]:
     """One tile bound for every GEMV: the smallest (fastest) that fits a PE's memory and
-    puts all GEMVs on the wafer at once, else the largest that fits a PE."""
+    puts all GEMVs on the wafer at once (each GEMV's rectangle within the fabric, with
+    `tile_of`'s wider tile where needed, and `placed_rows` places them all within the
+    fabric's rows), else the largest that fits a PE."""
     tiles = sorted(((kt, nt) for kt in K_TILES for nt in N_TILES),
                    key=lambda t: (t[0] * t[1], t[0]))
     wafer = machine.width * machine.height
@@ -111,13 +144,26 @@ def choose_tile(found: list[Gemv], machine: Machine, weights: str = "packed"
         if _fits(kt, nt, machine, weights) is None:
             continue
         fitting.append((kt, nt))
-        pes = sum(-(-g.k // min(kt, -(-g.k // 64) * 64)) * -(-g.n // min(nt, g.n))
-                  for g in found)
-        if pes <= wafer:
+        rects = [_rectangle(g, *tile_of(g, machine, kt, nt, weights)) for g in found]
+        if sum(w * h for w, h in rects) <= wafer and \
+                placed_rows(rects, machine.width) <= machine.height:
             return kt, nt
     if not fitting:
         raise Q35cError("cerebras target: no tile fits a PE's memory")
     return fitting[-1]
+
+
+def placed_rows(rects: list[tuple[int, int]], width: int) -> int:
+    """Fabric rows a placement of the rectangles (w, h) takes (every w <= width): tallest
+    first, each at the column where it rests lowest on those already placed (a skyline,
+    bottom-left); they never overlap. A placement exists if that is at most the fabric's
+    height."""
+    sky = np.zeros(width, np.int64)
+    for w, h in sorted(rects, key=lambda r: (-r[1], -r[0])):
+        tops = np.lib.stride_tricks.sliding_window_view(sky, w).max(axis=1)
+        x = int(np.argmin(tops))
+        sky[x:x + w] = tops[x] + h
+    return int(sky.max())
 
 
 def _counts(ops: dict[str, int]) -> str:
@@ -133,9 +179,10 @@ def plan_text(plan: dict) -> str:
                      f"{row['k_tile']}x{row['n_tile']}, {row['rectangle'][0]}x"
                      f"{row['rectangle'][1]} PEs, {row['pe_memory_bytes']} B/PE, "
                      f"{row['cycles']} cycles")
-    fit = "fits" if t["pes"] <= t["wafer_pes"] else "does NOT fit"
+    fit = (f"fits on one wafer, placed in {t['fabric_rows']} of {plan['fabric'][1]} rows"
+           if t["fits"] else "does NOT fit on one wafer")
     kind = {"packed": "packed", "decoded": "decoded f16", "f16": "f16"}[plan["weights"]]
-    lines += [f"GEMVs: {t['gemvs']}, {t['pes']} PEs ({fit} on one wafer), {kind} weights "
+    lines += [f"GEMVs: {t['gemvs']}, {t['pes']} PEs ({fit}), {kind} weights "
               f"{t['weight_bytes'] / 1e9:.2f} GB",
               f"cycles per token (GEMVs only, one after another): {t['cycles_per_token']} "
               f"= {t['tokens_per_second']:.1f} tokens/s at {plan['clock_hz'] / 1e6:g} MHz",
@@ -157,12 +204,16 @@ def shape_only_plan(module: ModuleOp, entry: str | None, machine: Machine,
     for g in found:
         key = (g.k, g.n)
         if key not in shapes:
-            shapes[key] = {**place(g, machine, k_tile, n_tile, weights), "count": 0}
+            kt, nt = tile_of(g, machine, k_tile, n_tile, weights)
+            shapes[key] = {**place(g, machine, kt, nt, weights), "count": 0}
         shapes[key]["count"] += 1
     rows = [shapes[(g.k, g.n)] for g in found]
     cycles = sum(r["cycles"] for r in rows)
-    totals = {"gemvs": len(found), "pes": sum(r["pes"] for r in rows),
-              "wafer_pes": machine.width * machine.height,
+    pes = sum(r["pes"] for r in rows)
+    fabric_rows = placed_rows([tuple(r["rectangle"]) for r in rows], machine.width)
+    totals = {"gemvs": len(found), "pes": pes,
+              "wafer_pes": machine.width * machine.height, "fabric_rows": fabric_rows,
+              "fits": pes <= machine.width * machine.height and fabric_rows <= machine.height,
               "weight_bytes": sum(r["weight_bytes"] for r in rows),
               "cycles_per_token": cycles,
               "tokens_per_second": round(machine.clock_hz / cycles, 1)}

@@ -35,7 +35,7 @@ from xdsl.ir import Operation, SSAValue
 
 from q35c.compiler.diagnostics import Q35cError
 from q35c.targets.cerebras.machine import Machine
-from q35c.targets.cerebras.ops import SetColorConfigOp
+from q35c.targets.cerebras.ops import Copy32Op, SetColorConfigOp
 
 STEP = {"EAST": (1, 0), "WEST": (-1, 0), "NORTH": (0, -1), "SOUTH": (0, 1)}
 OPPOSITE = {"EAST": "WEST", "WEST": "EAST", "NORTH": "SOUTH", "SOUTH": "NORTH"}
@@ -133,6 +133,19 @@ def _fabric_ops(prog: csl.CslModuleOp) -> list[tuple[str, int, int, str]]:
                             owner.sizes[0].owner.value.value.data,
                             _where(op)))
     return out
+
+
+def _access(op: csl.GetMemDsdOp) -> tuple[int, int]:
+    """(offset, stride) of a one-dimensional `tensor_access` |i| -> buf[stride * i +
+    offset]."""
+    amap = op.tensor_access.data
+    if amap.num_dims != 1 or len(amap.results) != 1:
+        raise SimulationError("a DSD's tensor_access must map one index to one element")
+    offset, = amap.eval([0], [])
+    stride = amap.eval([1], [])[0] - offset
+    if stride < 1:
+        raise SimulationError(f"a DSD's tensor_access stride {stride} (must be positive)")
+    return offset, stride
 
 
 def _where(op: Operation) -> str:
@@ -264,6 +277,9 @@ class MemDsd:
     buf: str
     offset: int
     length: int
+    stride: int = 1
+    """Elements of `buf` between consecutive elements of the DSD (`tensor_access`
+    |i|{length} -> buf[stride * i + offset])."""
 
 
 @dataclass(frozen=True)
@@ -525,10 +541,18 @@ class Simulation:
         if isinstance(op, (csl.ParamOp, csl.ImportModuleConstOp, csl.AddressOfOp)):
             env[op.results[0]] = None
         elif isinstance(op, csl.GetMemDsdOp):
-            env[op.result] = MemDsd(env[op.base_addr], 0, env[op.sizes[0]])
+            offset, stride = _access(op) if op.tensor_access else (0, 1)
+            env[op.result] = MemDsd(env[op.base_addr], offset, env[op.sizes[0]], stride)
         elif isinstance(op, csl.IncrementDsdOffsetOp):
             d = env[op.op]
-            env[op.result] = MemDsd(d.buf, d.offset + env[op.offset], d.length)
+            env[op.result] = MemDsd(d.buf, d.offset + env[op.offset], d.length, d.stride)
+        elif isinstance(op, Copy32Op):  # a 32-bit load and a 32-bit store
+            pe.charge("scalar", m.scalar_op)
+            src, dst = pe.memory[env[op.src]], pe.memory[env[op.dst]]
+            j, i = 2 * env[op.src_index], 2 * env[op.dst_index]
+            self._bounds(pe, op, src, j + 1)
+            self._bounds(pe, op, dst, i + 1)
+            dst[i:i + 2] = src[j:j + 2]
         elif isinstance(op, csl.GetFabDsdOp):
             env[op.result] = FabDsd(op.result.type.data.value, op.fabric_color.value.data,
                                     env[op.sizes[0]])
@@ -600,10 +624,11 @@ class Simulation:
 
     def _view(self, pe: PE, d: MemDsd) -> np.ndarray:
         arr = pe.memory[d.buf]
-        if d.offset < 0 or d.offset + d.length > arr.size:
+        end = d.offset + d.stride * (d.length - 1) + 1
+        if d.offset < 0 or end > arr.size:
             raise SimulationError(f"PE ({pe.x},{pe.y}): DSD over {d.buf}[{d.offset}:"
-                                  f"{d.offset + d.length}] leaves the array of {arr.size}")
-        return arr[d.offset:d.offset + d.length]
+                                  f"{end}:{d.stride}] leaves the array of {arr.size}")
+        return arr[d.offset:end:d.stride]
 
     def _dsd(self, pe: PE, op: csl.BuiltinDsdOp, args: list) -> Iterator:
         name = op.name.removeprefix("csl.")
