@@ -40,7 +40,7 @@ frontend + pipeline + groq target; simulate: load + check + execute) are medians
 --repeat runs, in this one process.
 
     python benchmarks/bench_groq.py [--models llama_tiny,gemv4096,...] [--repeat 1]
-                                    [--no-simulate] [--scales codes|f32]
+                                    [--no-simulate] [--scales codes|f32|int]
                                     [--levels packed|int8] [--out DIR]
 """
 
@@ -173,8 +173,8 @@ def compile_groq(path: Path, shapes: dict, out_dir: Path, scales: str = "codes",
     from q35c.compiler.weights import store_of
     from q35c.targets.groq import GroqTarget
 
-    ctx, module = compile_to_module(path, Options(target="groq", shapes=shapes,
-                                                  passes=passes))
+    target = f"groq{{scales={scales} levels={levels}}}"  # its pipeline: the rescale contract
+    ctx, module = compile_to_module(path, Options(target=target, shapes=shapes, passes=passes))
     store = store_of(module)
     out_dir.mkdir(parents=True, exist_ok=True)
     with contextlib.redirect_stdout(io.StringIO()):  # its one-line summary
@@ -285,9 +285,10 @@ def main() -> None:
                         help="compile and simulate runs per model (wall times: median)")
     parser.add_argument("--no-simulate", action="store_true",
                         help="skip the simulator run and the comparison with the interpreter")
-    parser.add_argument("--scales", choices=("codes", "f32"), default="codes",
-                        help="the weight layout (groq{scales=...}): packed group codes, or "
-                             "decoded float32 scales and offsets")
+    parser.add_argument("--scales", choices=("codes", "f32", "int"), default="codes",
+                        help="the weight layout (groq{scales=...}): packed group codes, "
+                             "decoded float32 scales and offsets, or the integer rescale "
+                             "contract (with --levels int8)")
     parser.add_argument("--levels", choices=("packed", "int8"), default="packed",
                         help="the weights (groq{levels=...}): packed pair codes, or int8 "
                              "levels installed from MEM")

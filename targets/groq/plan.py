@@ -153,7 +153,7 @@ class CostModel:
         """Exact on-chip bytes of a Q3P5 [K, n] weight in the machine's weight layout
         (targets/groq/cost.py)."""
         return costs.packed_bytes(k, n, group, self.machine.decoded_scales,
-                                  self.machine.int8_levels)
+                                  self.machine.int8_levels, self.machine.int_scales)
 
     def matmul(self, k: int, n: int, group: int, rows: int) -> dict[str, int]:
         """Cycle components of one packed matmul (or column shard) over `rows` activation
@@ -616,7 +616,7 @@ class Plan:
             "lower_bound_cycles": s["lower_bound_cycles"],
             "bound_terms": s["bound_terms"],
             "roofline_cycles": s["roofline_cycles"],
-            "weight_layout": {"scales": "f32" if self.machine.decoded_scales else "codes",
+            "weight_layout": {"scales": self.machine.scales,
                               "levels": "int8" if self.machine.int8_levels else "packed"},
             "sram_bytes": s["sram_bytes"],
             "sram_capacity_bytes_per_chip": self.machine.sram_bytes,
@@ -637,9 +637,9 @@ class Plan:
         lines = [
             f"groq plan ({m.name}, {m.clock_hz / 1e6:g} MHz, {_mib(m.sram_bytes)} SRAM per chip)",
             f"  parameters      {s['parameters']:,} ({s['packed_weight_bytes']:,} bytes "
-            + ("packed Q3P5)" if not (m.decoded_scales or m.int8_levels) else
+            + ("packed Q3P5)" if m.scales == "codes" and not m.int8_levels else
                f"of weights: levels {'int8' if m.int8_levels else 'packed'}, scales "
-               f"{'f32' if m.decoded_scales else 'codes'})"),
+               f"{m.scales})"),
             f"  chips           {s['chips']}",
             f"  SRAM            {s['sram_bytes']:,} bytes used of "
             f"{s['chips'] * m.sram_bytes:,} ({100 * s['sram_utilization']:.1f}%)",
