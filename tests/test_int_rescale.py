@@ -23,7 +23,6 @@ from q35c.semantics.quant3p5 import (
     int_block_totals,
     int_scaled,
     matmul_int8_int,
-    quantize_activations,
 )
 from q35c.targets.groq import compile_module
 from q35c.targets.groq.machine import load_machine, with_layout
