@@ -190,3 +190,12 @@ def test_groq_int_scales_mismatches_are_one_line_errors():
     r = q35c(EXAMPLES / "mlp.mlir", "--target", "groq{scales=int}", "-o",
              "/nonexistent-dir-q35c", check=False)
     assert r.returncode == 2 and "needs levels=int8" in r.stderr
+
+
+def test_other_targets_reject_the_integer_contract(tmp_path):
+    """The C target (and CUDA, which shares its lowering) do not implement the contract:
+    one line, exit 2, nothing written, rather than the float contract's numbers."""
+    r = q35c(EXAMPLES / "mlp.mlir", "--target", "c", "--passes", INT, "-o", tmp_path / "c",
+             check=False)
+    assert r.returncode == 2 and "integer rescale contract" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and not (tmp_path / "c").exists()
