@@ -522,6 +522,20 @@ class Placer:
                 if self.scratch_rows.get(b.name, 1) > 1 and \
                         len(candidates) >= DATA_SLICES + width:
                     out = DATA_SLICES
+                # the activations of a one-row matmul with more than `DATA_SLICES` K chunks
+                # go two data slice groups out (slices 8..11), away from its partials,
+                # running sums and rescale operands in slices 0..7: every pass reads an
+                # activation vector while the partials of earlier passes are written to
+                # those slices and the rescales hold their read queues (GEMV 4096x4096,
+                # scales=int: passes paused up to 12 cycles; 1089 -> 1053 cycles; with
+                # several rows, whose partials are out already, GEMM 8x4096 4106 -> 5251,
+                # so not there; nor with decoded float32 scales, which fill slices 4..11:
+                # GEMV 4096x4096 f32/int8 1147 -> 1759)
+                if self.m.int_scales and b.layout.startswith("chunks:") and \
+                        b.nvec > DATA_SLICES and \
+                        int(np.prod(b.shape[:-1])) == 1 and \
+                        len(candidates) >= 2 * DATA_SLICES + width:
+                    out = 2 * DATA_SLICES
                 b.slices = candidates[out:out + width]
                 addr, low = self._fit(b, placed, fresh=True)
             # the next window of the round robin; when it is full, the windows after it
