@@ -71,12 +71,13 @@ matmul's last wave takes only this many chunks: it is the one that follows the l
 1147)."""
 
 RESCALE_LAST_INT = (2, 1)
-"""Integer scales (`Machine.int_scales`), one activation row: the chunks of the last
-rescale macros of a tile of the matmul's last wave (after spans of
-`RESCALE_CHUNKS_INT8`): a rescale is 2 ALU ops per group there, so its macros are mostly
-stream travel and latency, and smaller ones follow the last passes' partials more closely
-(GEMV 4096x4096 scales=int, `--no-simulate`: the last chunk alone 1053 cycles; (2, 1)
-1041, (3, 1) 1047)."""
+"""Integer scales (`Machine.int_scales`), one activation row, more than
+`RESCALE_CHUNKS_INT8` + 3 K chunks: the chunks of the last rescale macros of a tile of the
+matmul's last wave (after spans of `RESCALE_CHUNKS_INT8`): a rescale is 2 ALU ops per group
+there, so its macros are mostly stream travel and latency, and smaller ones follow the last
+passes' partials more closely (GEMV 4096x4096 scales=int, `--no-simulate`: the last chunk
+alone 1053 cycles; (2, 1) 1041, (3, 1) 1047, (2, 2, 1) 1041, (1, 1, 1) 1047; with 4 chunks,
+decode4096's projections, (2, 1) cost 31 cycles)."""
 
 RESCALE_RAMP_INT8 = (1, 2, 3)
 """With int8 levels and several activation rows (the VXM is the limit: 5 ALU ops per row,
@@ -226,7 +227,7 @@ def rescale_chunk_spans(m: Machine, chunks: int, last_wave: bool = True, rows: i
             spans.append((c0, min(chunks, c0 + n)))
             c0 += n
         return spans
-    if m.int_scales and last_wave and chunks > sum(RESCALE_LAST_INT):
+    if m.int_scales and last_wave and chunks > RESCALE_CHUNKS_INT8 + sum(RESCALE_LAST_INT):
         rest = chunks - sum(RESCALE_LAST_INT)
         spans = [(c0, min(rest, c0 + RESCALE_CHUNKS_INT8))
                  for c0 in range(0, rest, RESCALE_CHUNKS_INT8)]
