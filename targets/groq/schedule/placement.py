@@ -45,6 +45,12 @@ side (nearest its MXM plane)."""
 INNER_GROUPS = 4
 """Groups of `DATA_SLICES` slices next to the VXM, per hemisphere, that data buffers take."""
 
+OUT_CHUNKS = 6
+"""With integer scales, a one-row matmul's activations of more than this many K chunks go
+two data slice groups out (`Placer._place_data`): GEMV 2048x8192 (7 chunks) 1133 -> 1053
+cycles, GEMV 4096x4096 (13) 1089 -> 1053; SmolLM2's down_proj (5 chunks) lost by it (the
+decode step of the 2-layer cut 7235 -> 7267)."""
+
 HOLD_OUT = 8
 """Addresses per slice above which a weight tile's rescale operands are placed one data
 slice group out of the activations (see `_place_data`)."""
@@ -522,7 +528,7 @@ class Placer:
                 if self.scratch_rows.get(b.name, 1) > 1 and \
                         len(candidates) >= DATA_SLICES + width:
                     out = DATA_SLICES
-                # the activations of a one-row matmul with more than `DATA_SLICES` K chunks
+                # the activations of a one-row matmul with more than `OUT_CHUNKS` K chunks
                 # go two data slice groups out (slices 8..11), away from its partials,
                 # running sums and rescale operands in slices 0..7: every pass reads an
                 # activation vector while the partials of earlier passes are written to
@@ -532,7 +538,7 @@ class Placer:
                 # so not there; nor with decoded float32 scales, which fill slices 4..11:
                 # GEMV 4096x4096 f32/int8 1147 -> 1759)
                 if self.m.int_scales and b.layout.startswith("chunks:") and \
-                        b.nvec > DATA_SLICES and \
+                        b.nvec > OUT_CHUNKS and \
                         int(np.prod(b.shape[:-1])) == 1 and \
                         len(candidates) >= 2 * DATA_SLICES + width:
                     out = 2 * DATA_SLICES
