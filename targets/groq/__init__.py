@@ -4,8 +4,9 @@
     stream ids, issue cycles --program.py--> program.json, memory.bin, memory.json,
     program.s --simulate.py--> outputs (bit-exact with the interpreter's int8 path)
 
-`--target groq` (options: `groq{machine=NAME_OR_PATH chips=N mlir=false scales=codes|f32
-levels=packed|int8}`) writes the
+`--target groq` (options: `groq{machine=NAME_OR_PATH chips=N mlir=false scales=codes|f32|int
+levels=packed|int8}`; `--shape-only` also `table-bytes`, `granule`, `timeline=chain|dataflow`)
+writes the
 artifacts; `q35c run --target groq` compiles and simulates. The target's pipeline
 (`GroqTarget.pipeline`: `unfuse-ops` of fused matmuls, `int8-activations`, then
 `verify-overflow` on the int8 IR) runs in the
