@@ -70,14 +70,15 @@ matmul's last wave takes only this many chunks: it is the one that follows the l
 (GEMV 4096x4096 f32/int8: with the last 5 chunks 1150 cycles, the last 1 1142, the last 2
 1147)."""
 
-RESCALE_LAST_INT = (2, 1)
+RESCALE_LAST_INT = (1, 2)
 """Integer scales (`Machine.int_scales`), one activation row, more than
 `RESCALE_CHUNKS_INT8` + 3 K chunks: the chunks of the last rescale macros of a tile of the
 matmul's last wave (after spans of `RESCALE_CHUNKS_INT8`): a rescale is 2 ALU ops per group
 there, so its macros are mostly stream travel and latency, and smaller ones follow the last
 passes' partials more closely (GEMV 4096x4096 scales=int, `--no-simulate`: the last chunk
-alone 1053 cycles; (2, 1) 1041, (3, 1) 1047, (2, 2, 1) 1041, (1, 1, 1) 1047; with 4 chunks,
-decode4096's projections, (2, 1) cost 31 cycles)."""
+alone 1053 cycles; (1, 2) 1038, (2, 2) 1040, (2, 1) 1041, (3, 1) 1047, (2, 2, 1) 1041,
+(1, 1, 1) 1047, (1, 1, 2) 1042, (3, 3) 1046; with 4 chunks, decode4096's projections,
+(2, 1) cost 31 cycles)."""
 
 RESCALE_RAMP_INT8 = (1, 2, 3)
 """With int8 levels and several activation rows (the VXM is the limit: 5 ALU ops per row,
