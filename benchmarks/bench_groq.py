@@ -40,7 +40,7 @@ frontend + pipeline + groq target; simulate: load + check + execute) are medians
 --repeat runs, in this one process.
 
     python benchmarks/bench_groq.py [--models llama_tiny,gemv4096,...] [--repeat 1]
-                                    [--no-simulate] [--scales codes|f32]
+                                    [--no-simulate] [--scales codes|f32|int]
                                     [--levels packed|int8] [--out DIR]
 """
 
@@ -173,8 +173,7 @@ def compile_groq(path: Path, shapes: dict, out_dir: Path, scales: str = "codes",
     from q35c.compiler.weights import store_of
     from q35c.targets.groq import GroqTarget
 
-    ctx, module = compile_to_module(path, Options(target="groq", shapes=shapes,
-                                                  passes=passes))
+    ctx, module = compile_to_module(path, Options(target="groq", shapes=shapes, passes=passes))
     store = store_of(module)
     out_dir.mkdir(parents=True, exist_ok=True)
     with contextlib.redirect_stdout(io.StringIO()):  # its one-line summary
@@ -201,6 +200,7 @@ def bench_model(name: str, model: Model, work: Path, repeat: int, simulate: bool
                 scales: str = "codes", levels: str = "packed") -> dict:
     from q35c.semantics import run_module
     from q35c.targets.groq import int8_module, simulate_dir
+    from q35c.targets.groq.machine import load_machine
 
     if model.path is None:
         (work / "src").mkdir(parents=True, exist_ok=True)
@@ -225,7 +225,8 @@ def bench_model(name: str, model: Model, work: Path, repeat: int, simulate: bool
             t0 = time.perf_counter()
             got = simulate_dir(out_dir, inputs, ctx)
             simulate_s.append(time.perf_counter() - t0)
-        want = run_module(int8_module(ctx, module), store, inputs)
+        lanes = load_machine().lanes if scales == "int" else 0  # the rescale contract
+        want = run_module(int8_module(ctx, module, lanes), store, inputs)
         row["simulate_s"] = statistics.median(simulate_s)
         row["exact"] = sorted(got) == sorted(want) and all(
             got[key].dtype == want[key].dtype and np.array_equal(got[key], want[key])
@@ -285,9 +286,10 @@ def main() -> None:
                         help="compile and simulate runs per model (wall times: median)")
     parser.add_argument("--no-simulate", action="store_true",
                         help="skip the simulator run and the comparison with the interpreter")
-    parser.add_argument("--scales", choices=("codes", "f32"), default="codes",
-                        help="the weight layout (groq{scales=...}): packed group codes, or "
-                             "decoded float32 scales and offsets")
+    parser.add_argument("--scales", choices=("codes", "f32", "int"), default="codes",
+                        help="the weight layout (groq{scales=...}): packed group codes, "
+                             "decoded float32 scales and offsets, or the integer rescale "
+                             "contract (with --levels int8)")
     parser.add_argument("--levels", choices=("packed", "int8"), default="packed",
                         help="the weights (groq{levels=...}): packed pair codes, or int8 "
                              "levels installed from MEM")

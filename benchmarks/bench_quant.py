@@ -1,7 +1,7 @@
 """Perplexity of a language model with q35c's quantized weights, run by onnxruntime.
 
     python benchmarks/bench_quant.py DECODE.onnx TOKENIZER.json TEXT [--passes SPEC]
-        [--context 256] [--stride 255] [--threads 2] [--errors]
+        [--context 256] [--stride 255] [--threads 2] [--errors] [--int-rescale]
 
 q35c compiles the decode graph with `--passes SPEC` (default: q35c's default pipeline; ''
 for the float model) and keeps the weight store; every packed weight `X.q3p5` replaces the
@@ -29,17 +29,19 @@ from pathlib import Path
 import numpy as np
 
 
-def quantized_weights(model: Path, passes: str | None
+def quantized_weights(model: Path, passes: str | None, int_rescale: bool = False
                       ) -> tuple[dict[str, np.ndarray], list, str]:
     """{ONNX value name: dequantized float32 matrix}, rows (name, shape, rel RMSE, output
     error, bits per weight) of the q35c-compiled decode graph's quantized matmul weights,
-    and its storage line."""
+    and its storage line. `int_rescale`: the matmul weights as the integer rescale contract
+    computes with them (`int_scaled`, docs/groq.md), the embedding rows as decoded."""
     from q35c.compiler.cli import _options
     from q35c.compiler.driver import compile_to_module
     from q35c.compiler.generate import static_shapes, weight_storage
     from q35c.compiler.quant import Q3P5Tensor, dequantize
     from q35c.compiler.weights import store_of
     from q35c.dialects import quant3p5
+    from q35c.semantics import int_scaled
 
     options = _options("interp", passes, None, False, None, (), None)
     options.shapes = static_shapes(model, 8, 8)
@@ -59,7 +61,8 @@ def quantized_weights(model: Path, passes: str | None
         if not isinstance(packed, Q3P5Tensor):
             continue
         source = op.weight_name.data.removesuffix(".q3p5")
-        weights[source] = dequantize(packed)
+        weights[source] = int_scaled(packed).dequantized() if int_rescale else \
+            dequantize(packed)
         attr = op.attributes
         rows.append((source, packed.shape, float(attr["q35c.rel_rmse"].value.data),
                      float(attr["q35c.output_error"].value.data)
@@ -126,11 +129,14 @@ def main() -> None:
     parser.add_argument("--stride", type=int, default=255)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--errors", action="store_true")
+    parser.add_argument("--int-rescale", action="store_true",
+                        help="matmul weights as the integer rescale contract computes with "
+                             "them (docs/groq.md)")
     args = parser.parse_args()
     check_windows(args.context, args.stride)
     ids = Tokenizer(args.tokenizer).encode(args.text.read_text(encoding="utf-8"))
     start = time.perf_counter()
-    weights, rows, storage = quantized_weights(args.model, args.passes)
+    weights, rows, storage = quantized_weights(args.model, args.passes, args.int_rescale)
     compiled = time.perf_counter() - start
     if args.errors:
         for name, shape, rel, out, bpw in rows:
@@ -144,6 +150,7 @@ def main() -> None:
     mean_out = f", mean output error {np.mean(outs):.4f}" if outs else ""
     print(f"perplexity {ppl:.4f} over {count} scored tokens ({len(ids)} tokens, context "
           f"{args.context}, stride {args.stride}); passes {args.passes!r}; "
+          f"{'integer rescale contract; ' if args.int_rescale else ''}"
           f"{len(rows)} quantized matrices at {bits / max(params, 1):.3f} bpw{mean_out}; "
           f"compile {compiled:.0f} s, total {time.perf_counter() - start:.0f} s, peak RSS "
           f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB")

@@ -104,7 +104,11 @@ def _operation_lines(op: type[IRDLOperation], body: _Body) -> list[str]:
             items = [f"{fname}: {_variadicity(fdef)}{body.constraint(fdef.constr)}"
                      for fname, fdef in fields]
             sections.append(f"irdl.{keyword}({', '.join(items)})")
-    attributes = {**op_def.attributes, **op_def.properties}
+    # IRDL has no optional attributes (mlir-opt would require them); an undeclared
+    # attribute is accepted as a discardable one, so optional ones are left out
+    attributes = {name: adef for name, adef in {**op_def.attributes,
+                                                **op_def.properties}.items()
+                  if not isinstance(adef, OptionalDef)}
     if attributes:
         items = [f'"{aname}" = {body.constraint(adef.constr)}'
                  for aname, adef in sorted(attributes.items())]

@@ -41,6 +41,7 @@ from xdsl.irdl import (
     irdl_attr_definition,
     irdl_op_definition,
     operand_def,
+    opt_attr_def,
     opt_operand_def,
     result_def,
     traits_def,
@@ -447,6 +448,12 @@ class QuantizeActivationsOp(IRDLOperation):
         _expect(self, "scale shape", _tensor_shape(self.scale, self, "scale"), shape[:-1])
 
 
+INT_RESCALE_MAX_ROWS = (2**31 - 1) // (128 * 127 * 255)
+"""The most K rows per int32 block of the integer rescale contract (`MatmulInt8Op`
+`rescale_rows`): |q * level * s| <= 128 * 127 * 255 for int8 activations, levels in
+[-127, 127] and integer scales up to 255, so no block sum leaves int32."""
+
+
 @irdl_op_definition
 class MatmulInt8Op(IRDLOperation):
     """Int8-activation quantized matmul with int32 accumulation and an explicit rescale.
@@ -455,7 +462,12 @@ class MatmulInt8Op(IRDLOperation):
     `acc[r, g, n] = sum_{k in g} q[r, k] * L[k, n]` and `sx[r, g] = sum_{k in g} q[r, k]`
     in int32, then in float32, group by group in order:
     `y[r, n] = scale[r] * sum_g (s[g, n] * acc[r, g, n] + o[g, n] * sx[r, g])`.
-    The `accumulator` attribute names the accumulator width; only "i32" is defined.
+
+    With `rescale_rows = R` (a multiple of the group size) the op computes the integer
+    rescale contract instead (semantics/quant3p5.py `int_scaled`, docs/groq.md): integer
+    group scales `s` (0 .. 255) times a float32 column base, group offsets folded into the
+    levels; per block of R rows of K the groups combine exactly in int32
+    (`sum_g s[g, n] * acc'[r, g, n]`), and each block is converted and scaled once.
 
     ```mlir
     %y = quant3p5.matmul_int8 %q, %s, %p : tensor<4x64xi8>, tensor<4xf32>, !quant3p5.packed<[64 : i64, 32 : i64], 64 : i64, "q3p5"> -> tensor<4x32xf32>
@@ -468,6 +480,7 @@ class MatmulInt8Op(IRDLOperation):
     lhs_scale = operand_def(TensorType[Float32Type])
     weights = operand_def(PackedWeightType)
     result = result_def(TensorType[Float32Type])
+    rescale_rows = opt_attr_def(IntegerAttr[I64])
 
     traits = traits_def(Pure())
     assembly_format = (
@@ -475,12 +488,14 @@ class MatmulInt8Op(IRDLOperation):
         "type($weights) `->` type($result)"
     )
 
-    def __init__(self, lhs: SSAValue, lhs_scale: SSAValue, weights: SSAValue):
+    def __init__(self, lhs: SSAValue, lhs_scale: SSAValue, weights: SSAValue,
+                 rescale_rows: int = 0):
         assert isinstance(weights.type, PackedWeightType)
         assert isinstance(lhs.type, TensorType)
         shape = (*lhs.type.get_shape()[:-1], weights.type.get_shape()[1])
-        super().__init__(operands=[lhs, lhs_scale, weights],
-                         result_types=[TensorType(Float32Type(), shape)])
+        super().__init__(
+            operands=[lhs, lhs_scale, weights], result_types=[TensorType(Float32Type(), shape)],
+            attributes={"rescale_rows": IntegerAttr(rescale_rows, i64)} if rescale_rows else {})
 
     def verify_(self) -> None:
         assert isinstance(self.weights.type, PackedWeightType)
@@ -490,6 +505,17 @@ class MatmulInt8Op(IRDLOperation):
         _expect(self, "activation scale shape",
                 _tensor_shape(self.lhs_scale, self, "activation scale"), want[:-1])
         _expect(self, "result shape", _tensor_shape(self.result, self, "result"), want)
+        if self.rescale_rows is not None:
+            rows, group = self.rescale_rows.value.data, self.weights.type.group
+            if self.weights.type.layout.data != "q3p5":
+                raise VerifyException(f"{self.name}: rescale_rows needs q3p5 weights")
+            if rows <= 0 or rows % group:
+                raise VerifyException(f"{self.name}: rescale_rows {rows} is not a positive "
+                                      f"multiple of the group size {group}")
+            if rows > INT_RESCALE_MAX_ROWS:
+                raise VerifyException(
+                    f"{self.name}: rescale_rows {rows}: an int32 block sum could overflow "
+                    f"(at most {INT_RESCALE_MAX_ROWS} rows)")
 
 
 ACTIVATIONS = ("none", "relu", "gelu", "gelu_tanh", "silu")

@@ -37,7 +37,10 @@ def _earlier_quantization(op: quant3p5.MatmulOp) -> quant3p5.QuantizeActivations
     return None
 
 
+@dataclass
 class UseInt8Activations(RewritePattern):
+    int_rescale: int = 0
+
     @op_type_rewrite_pattern
     def match_and_rewrite(self, op: quant3p5.MatmulOp, rewriter: PatternRewriter, /):
         quantized = _earlier_quantization(op)
@@ -48,7 +51,11 @@ class UseInt8Activations(RewritePattern):
             quantized.quantized.name_hint = f"{base}_i8"
             quantized.scale.name_hint = f"{base}_scale"
             new_ops.append(quantized)
-        product = quant3p5.MatmulInt8Op(quantized.quantized, quantized.scale, op.weights)
+        rows = 0
+        if self.int_rescale:  # whole groups, at most int_rescale rows (at least one group)
+            group = op.weights.type.group
+            rows = max(group, self.int_rescale // group * group)
+        product = quant3p5.MatmulInt8Op(quantized.quantized, quantized.scale, op.weights, rows)
         copy_origin(op, product)
         rewriter.replace(op, [*new_ops, product])
         product.result.name_hint = op.result.name_hint
@@ -60,5 +67,16 @@ class Int8ActivationsPass(ModulePass):
 
     name = "int8-activations"
 
+    int_rescale: int = 0
+    """0: the float32 rescale contract (group by group, docs/quantization.md). N: the
+    integer rescale contract (`quant3p5.matmul_int8` `rescale_rows`: integer group scales,
+    groups combined in int32 over blocks of at most N rows of K, whole groups; docs/groq.md
+    "The integer rescale contract"). The Groq target uses its MXM rows (320)."""
+
     def apply(self, ctx: Context, op: ModuleOp) -> None:
-        PatternRewriteWalker(UseInt8Activations(), apply_recursively=False).rewrite_module(op)
+        from q35c.compiler.options import check_int
+
+        check_int(f"--passes {self.name}", "int-rescale", self.int_rescale, 0,
+                  quant3p5.INT_RESCALE_MAX_ROWS)
+        PatternRewriteWalker(UseInt8Activations(self.int_rescale),
+                             apply_recursively=False).rewrite_module(op)

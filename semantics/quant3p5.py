@@ -7,6 +7,8 @@ simulator calls these same functions for its `rescale` instruction.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from xdsl.ir import Operation
 
@@ -297,8 +299,114 @@ def matmul_int8(q: np.ndarray, row_scale: np.ndarray, weights: Value) -> np.ndar
     return y.reshape(*q.shape[:-1], n)
 
 
+INT_SCALE_MAX = 255
+"""The largest integer group scale of the integer rescale contract (`int_scaled`): uint8."""
+
+
+@dataclass(frozen=True)
+class IntScaled:
+    """A Q3P5 weight in the integer rescale contract (`int_scaled`):
+    `w[k, n] = base[n] * scales[g, n] * levels[k, n] + offset[n]`, g = k // group."""
+
+    levels: np.ndarray  # int8 [K, N]: the codebook level plus the group's integer offset
+    scales: np.ndarray  # int64 [G, N], 0 .. INT_SCALE_MAX
+    base: np.ndarray  # float32 [N]
+    offset: np.ndarray  # float32 [N]: the column's offset base
+    group: int
+
+    def dequantized(self) -> np.ndarray:
+        """The float32 [K, N] matrix this contract computes with (exact products in
+        float64, then one rounding): what its quality is measured on."""
+        k = self.levels.shape[0]
+        s = np.repeat(self.scales, self.group, axis=0)[:k]
+        return f32(self.base.astype(np.float64) * s * self.levels + self.offset)
+
+
+def int_scaled(weights: Value) -> IntScaled:
+    """The integer rescale contract's weights, derived from a Q3P5 tensor.
+
+    Per column n: `base = f32(max_g scale[g, n] / 255)`; each group's scale becomes the
+    integer `s = rint(scale / base)` (0 .. 255), and its offset the column's offset base plus
+    an integer number `c = rint((offset - offset_base) / (base * s))` of those steps, folded
+    into the group's levels (`L + c`, clipped so that every level of the group stays in
+    [-127, 127]). The codebook levels are kept; what changes against the float contract is
+    the group scale (rounded to 8 bits relative to the column's largest) and the group
+    offset (rounded to a whole step). docs/groq.md, "The integer rescale contract"."""
+    if not isinstance(weights, Q3P5Tensor):
+        raise InterpreterError("the integer rescale contract needs Q3P5 weights, got "
+                               f"{type(weights).__name__}")
+    levels = integer_levels(weights).astype(np.int64)
+    scales, offsets = group_scales(weights)
+    group = weights.group_size
+    k, n = levels.shape
+    groups = scales.shape[0]
+    base = (scales.max(axis=0) / F32(INT_SCALE_MAX)).astype(F32)
+    b64 = base.astype(np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        s = np.where(b64 > 0, np.rint(scales.astype(np.float64) / b64), 0)
+        s = np.clip(s, 0, INT_SCALE_MAX).astype(np.int64)
+        step = b64 * s
+        offset = f32(weights.offset_base)
+        c = np.where(step > 0, np.rint((offsets.astype(np.float64) - offset) / step), 0)
+    padded = np.zeros((groups * group, n), np.int64)
+    padded[:k] = levels
+    lo = padded.reshape(groups, group, n).min(axis=1)
+    hi = padded.reshape(groups, group, n).max(axis=1)
+    c = np.clip(c, -127 - lo, 127 - hi).astype(np.int64)
+    shifted = (levels + np.repeat(c, group, axis=0)[:k]).astype(np.int8)
+    return IntScaled(shifted, s, base, offset, group)
+
+
+def int_rescale_block(y: np.ndarray, total: np.ndarray, base: np.ndarray) -> np.ndarray:
+    """The running float32 sum after one int32 block: y + f32(total) * base, each step
+    rounded to float32 (total [rows, N] = sum over the block's groups of s * acc)."""
+    return (y + (total.astype(F32) * base).astype(F32)).astype(F32)
+
+
+def int_rescale_end(y: np.ndarray, sx: np.ndarray, offset: np.ndarray) -> np.ndarray:
+    """The column offsets: y + offset * f32(sx), sx [rows] the int32 sum of a row's
+    activations, each step rounded to float32 (then `rescale_rows`)."""
+    term = (offset * f32(sx.astype(F32)).reshape(-1)[:, None]).astype(F32)
+    return (y + term).astype(F32)
+
+
+def int_block_totals(q: np.ndarray, weights: IntScaled, rows: int) -> np.ndarray:
+    """[blocks, R, N] int64: per block of `rows` K rows (whole groups) the exact
+    `sum_g s[g, n] * sum_{k in g} q[r, k] * levels[k, n]` (float64 products and sums are
+    exact here: |terms| < 2^23, |sums| < 2^31)."""
+    k, n = weights.levels.shape
+    q = q.reshape(-1, k).astype(np.float64)
+    s = np.repeat(weights.scales, weights.group, axis=0)[:k].astype(np.float64)
+    w = weights.levels.astype(np.float64) * s
+    out = [np.rint(q[:, b0:b0 + rows] @ w[b0:b0 + rows]).astype(np.int64)
+           for b0 in range(0, k, rows)]
+    return np.stack(out) if out else np.zeros((0, q.shape[0], n), np.int64)
+
+
+def matmul_int8_int(q: np.ndarray, row_scale: np.ndarray, weights: Value, rows: int
+                    ) -> np.ndarray:
+    """`matmul_int8` in the integer rescale contract (`rescale_rows` attribute = `rows`):
+    the groups of each block of `rows` K rows combine exactly in int32 with their integer
+    scales, each block is converted and scaled by the column base once, then the column
+    offset times the row's activation sum, then the row scale. Overflow-free by the op's
+    verifier (rows * 128 * 127 * 255 < 2^31); checked again here."""
+    w = weights if isinstance(weights, IntScaled) else int_scaled(weights)
+    k, n = w.levels.shape
+    flat = q.reshape(-1, k)
+    y = np.zeros((flat.shape[0], n), dtype=F32)
+    for b, total in enumerate(int_block_totals(flat, w, rows)):
+        _check_int32(total, "int32 block sum", b * rows // w.group)
+        y = int_rescale_block(y, total, w.base)
+    sx = flat.astype(np.int64).sum(axis=1)
+    _check_int32(sx, "activation sum", 0)
+    y = rescale_rows(int_rescale_end(y, sx, w.offset), row_scale)
+    return y.reshape(*q.shape[:-1], n)
+
+
 @impl(quant3p5.MatmulInt8Op)
 def _matmul_int8(interp, op, args):
+    if op.rescale_rows is not None:
+        return (matmul_int8_int(*args, op.rescale_rows.value.data),)
     return (matmul_int8(*args),)
 
 

@@ -455,3 +455,51 @@ def test_context_heads_plan_packs_the_kv_cache(small_model, tmp_path):
     assert {(m["k"], m["n"], m["rows"]) for m in cached} == {(d, context, rows),
                                                              (context, d, rows)}
     assert len(plans[1]["matmuls"]) == len(plans[0]["matmuls"]) + len(cached)
+
+
+def test_dataflow_timeline(small_model, tmp_path):
+    """`timeline=dataflow`: the same chips and units as the chain; every unit starts after
+    its chip's previous unit and after its inputs have arrived; a split matmul's column
+    shards start before the previous shard ends (in parallel), their columns gathered on
+    the last shard's chip; the pass is no longer than the chain's, and its bounds are
+    critical paths."""
+    machine = _small_machine(tmp_path, 4096)
+    plans = {}
+    for timeline in ("chain", "dataflow"):
+        out = tmp_path / timeline
+        result = _compile([str(small_model), "--target",
+                           f'groq{{machine="{machine}" granule=1 timeline={timeline}}}',
+                           "--shape-only", "-o", str(out)])
+        assert result.exit_code == 0, result.output
+        plans[timeline] = json.loads((out / "plan.json").read_text())
+    chain, flow = plans["chain"], plans["dataflow"]
+    assert [c["layers"] for c in chain["chips"]] == [c["layers"] for c in flow["chips"]]
+    assert [c["cycles"] for c in chain["chips"]] == [c["cycles"] for c in flow["chips"]]
+    s = flow["summary"]
+    assert s["timeline"] == "dataflow" and chain["summary"]["timeline"] == "chain"
+    assert s["cycles_per_pass"] < chain["summary"]["cycles_per_pass"]
+    assert s["lower_bound_cycles"] <= s["roofline_cycles"] <= s["cycles_per_pass"]
+    for c in flow["chips"]:
+        ends = 0
+        for start, cycles, *_ in c["timeline"]:
+            assert start >= ends
+            ends = start + cycles
+        assert c["end_cycle"] == ends <= s["cycles_per_pass"]
+    for t in flow["transfers"]:
+        assert t["arrive_cycle"] - t["send_cycle"] == t["cycles"] > 0
+        assert t["from_chip"] < t["to_chip"]
+    shards: dict[int, list[dict]] = {}
+    for m in flow["matmuls"]:
+        if m["kind"] == "matmul" and "shard" in m:
+            shards.setdefault(m["op"], []).append(m)
+    assert shards
+    for parts in shards.values():
+        parts.sort(key=lambda m: m["shard"][0])
+        for a, b in zip(parts, parts[1:]):  # b does not wait for a's columns to travel
+            latency = flow["machine"]["c2c_latency_cycles"]
+            assert b["start_cycle"] < a["start_cycle"] + a["cycles"] + latency
+        gathered = [t for t in flow["transfers"] if t["to_chip"] == parts[-1]["chip"]
+                    and t["values"][0].endswith(f"columns from chip {parts[0]['chip']}")]
+        assert gathered
+    assert not any("partial [:" in v for t in flow["transfers"] for v in t["values"])
+    assert any("partial [:" in v for t in chain["transfers"] for v in t["values"])

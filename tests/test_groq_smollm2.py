@@ -89,14 +89,18 @@ def decode_inputs(graph: Path, folder: Path) -> list[str]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("target", ["groq", "groq{scales=f32 levels=int8}"])
-def test_layers2_decode_step_simulates_bit_exactly(cut, tmp_path, target):
+@pytest.mark.parametrize("target,passes", [
+    ("groq", None), ("groq{scales=f32 levels=int8}", None),
+    ("groq{scales=int levels=int8}", "default,int8-activations{int-rescale=320}")])
+def test_layers2_decode_step_simulates_bit_exactly(cut, tmp_path, target, passes):
     """`q35c run --target groq` (compile, schedule, cycle-level simulation) equals the
     interpreter's int8 path on every output: logits and the present KV of both layers; in
-    the default weight layout and with decoded scales and int8 levels (docs/groq.md)."""
+    the default weight layout, with decoded scales and int8 levels, and in the integer
+    rescale contract (`scales=int`, the interpreter's `int-rescale=320`; docs/groq.md)."""
     graph = cut / "decode.dynamo.onnx"
     args = [graph, *decode_shapes(graph), *decode_inputs(graph, tmp_path / "in")]
-    q35c("run", *args, "--act", "int8", "-o", tmp_path / "interp")
+    q35c("run", *args, "--act", "int8", *(["--passes", passes] if passes else []),
+         "-o", tmp_path / "interp")
     q35c("run", *args, "--target", target, "-o", tmp_path / "groq")
     names = sorted(p.name for p in (tmp_path / "interp").glob("present.*.npy"))
     assert len(names) == 4

@@ -19,6 +19,21 @@ def test_dumps_and_output_verify_in_upstream_mlir_opt(tmp_path):
         assert result.returncode == 0, f"{path.name}: {result.stderr}"
 
 
+def test_integer_rescale_contract_verifies_in_upstream_mlir_opt(tmp_path):
+    """`matmul_int8` with its optional `rescale_rows` (int8-activations{int-rescale=N}):
+    IRDL has no optional attributes, so the export leaves it out and mlir-opt accepts it."""
+    mlir_opt = require_tool("mlir-opt-22")
+    irdl = tmp_path / "q35c.irdl.mlir"
+    irdl.write_text(q35c("irdl").stdout)
+    q35c(EXAMPLES / "mlp.mlir", "--target", "mlir", "-o", tmp_path / "out", "--passes",
+         "default,int8-activations{int-rescale=320}")
+    out = tmp_path / "out" / "mlp.mlir"
+    assert "rescale_rows = 320" in out.read_text()
+    result = subprocess.run([mlir_opt, f"--irdl-file={irdl}", str(out), "-o", "/dev/null"],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
 def test_mlir_opt_rejects_ir_that_breaks_the_exported_constraints(tmp_path):
     """The export is not `irdl.any` everywhere: a packed weight where a tensor belongs fails."""
     mlir_opt = require_tool("mlir-opt-22")

@@ -4,8 +4,9 @@
     stream ids, issue cycles --program.py--> program.json, memory.bin, memory.json,
     program.s --simulate.py--> outputs (bit-exact with the interpreter's int8 path)
 
-`--target groq` (options: `groq{machine=NAME_OR_PATH chips=N mlir=false scales=codes|f32
-levels=packed|int8}`) writes the
+`--target groq` (options: `groq{machine=NAME_OR_PATH chips=N mlir=false scales=codes|f32|int
+levels=packed|int8}`; `--shape-only` also `table-bytes`, `granule`, `timeline=chain|dataflow`)
+writes the
 artifacts; `q35c run --target groq` compiles and simulates. The target's pipeline
 (`GroqTarget.pipeline`: `unfuse-ops` of fused matmuls, `int8-activations`, then
 `verify-overflow` on the int8 IR) runs in the
@@ -60,9 +61,17 @@ the VXM either way), the chip computes matmuls on int8 activations, and the over
 must see the int8 IR it runs."""
 
 
-def int8_module(ctx: Context, module: ModuleOp) -> ModuleOp:
+def pipeline_for(int_rescale: int = 0) -> str:
+    """PIPELINE, with the integer rescale contract over blocks of `int_rescale` K rows
+    (`groq{scales=int}`: the MXM's rows) when it is not 0."""
+    if not int_rescale:
+        return PIPELINE
+    return PIPELINE.replace("int8-activations", f"int8-activations{{int-rescale={int_rescale}}}")
+
+
+def int8_module(ctx: Context, module: ModuleOp, int_rescale: int = 0) -> ModuleOp:
     """The module on the int8-activation path, gathers from packed tables decoded (a copy
-    when a pass has to run).
+    when a pass has to run); `int_rescale`: `Int8ActivationsPass.int_rescale`.
 
     Through the driver the target's pipeline (PIPELINE) has already run and this returns
     `module` itself; it is for callers of `compile_module` that skip the driver."""
@@ -82,7 +91,7 @@ def int8_module(ctx: Context, module: ModuleOp) -> ModuleOp:
     attach_store(copy, store)
     DequantizeGathersPass().apply(ctx, copy)
     UnfuseOpsPass(("quant3p5.fused_matmul",)).apply(ctx, copy)
-    Int8ActivationsPass().apply(ctx, copy)
+    Int8ActivationsPass(int_rescale).apply(ctx, copy)
     VerifyOverflowPass().apply(ctx, copy)
     return copy
 
@@ -138,7 +147,10 @@ class GroqTarget(Q35cTarget):
     """The weight layout: "codes" (the packed group codes and column words, decoded by every
     rescale on the VXM) or "f32" (each group's float32 scale and offset decoded at compile
     time: bit-identical results, no decode work on the VXM, 8 bytes per group and column
-    of SRAM instead of 7/8; docs/groq.md "Weight layouts")."""
+    of SRAM instead of 7/8; docs/groq.md "Weight layouts"), or "int": the integer rescale
+    contract (other numerics: integer group scales, offsets folded into the int8 levels,
+    groups combined in int32 per K chunk; with levels=int8; docs/groq.md "The integer
+    rescale contract"); the pipeline's int8-activations then has int-rescale=lanes."""
     levels: str = "packed"
     """The weights: "packed" (3.5-bit pair codes, unpacked on the VXM on their way to the
     MXM) or "int8" (the int8 levels decoded at compile time, 8 bits per weight, installed
@@ -152,9 +164,18 @@ class GroqTarget(Q35cTarget):
         check_int("--target groq", "chips", self.chips, 0, MAX_CHIPS)
         check_choice("--target groq", "scales", self.scales, SCALES)
         check_choice("--target groq", "levels", self.levels, LEVELS)
+        if self.scales == "int" and self.levels != "int8":
+            raise Q35cError("--target groq: scales=int (the integer rescale contract) needs "
+                            "levels=int8: the group offsets ride on the installed levels")
 
     def pipeline(self, shape_only: bool = False) -> str:
-        return SHAPE_ONLY_PIPELINE if shape_only else PIPELINE
+        if shape_only:
+            return SHAPE_ONLY_PIPELINE
+        if self.scales != "int":
+            return PIPELINE
+        from q35c.targets.groq.machine import load_machine
+
+        return pipeline_for(load_machine(self.machine).lanes)
 
     def accepted_ops(self) -> frozenset[str]:
         return _accepted_ops()

@@ -141,7 +141,8 @@ def split_columns(module: ModuleOp, store: WeightStore, plan, assign: dict[int, 
             extra[name] = column_slice(w, c0, c1)
             wop = quant3p5.WeightOp(name, quant3p5.PackedWeightType(
                 (w.shape[0], c1 - c0), w.group_size, "q3p5"))
-            mm = quant3p5.MatmulInt8Op(op.lhs, op.lhs_scale, wop.result)
+            mm = quant3p5.MatmulInt8Op(op.lhs, op.lhs_scale, wop.result, 0 if op.rescale_rows
+                                       is None else op.rescale_rows.value.data)
             Rewriter.insert_op([wop, mm], InsertPoint.before(op))
             chip_of[id(wop)] = chip_of[id(mm)] = dense[p["chip"]]
             results.append(mm.result)

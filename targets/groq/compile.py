@@ -118,7 +118,7 @@ def compile_module(ctx: Context, module: ModuleOp, store: WeightStore,
     from q35c.targets.groq import Compiled, int8_module
 
     m = with_layout(load_machine(machine), scales, levels)
-    module = int8_module(ctx, module)
+    module = int8_module(ctx, module, m.lanes if m.int_scales else 0)
     done = plan_and_schedule(module, store, m, entry, chips)
     graph, prog, plan = done.graph, done.program, done.plan
     fn = entry_function(done.module, entry)

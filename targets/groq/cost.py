@@ -16,7 +16,8 @@ column tiles, over `M` activation rows (`matmul_work`):
                  section 5 without header/CRC, or decoded scales, or int8 levels)
     rescale    = per tile and rescale macro of ng groups (`rescale_spans`): ceil((5 M ng +
                  d ng) / A) VXM ALU cycles on one queue (A = alus_per_lane / vxm_queues
-                 ALUs per lane; d = 9 decode ops per group, 0 with decoded scales)
+                 ALUs per lane; d = 9 decode ops per group, 0 with decoded scales); with
+                 integer scales ceil(M (2 ng + 3 nb + 2 last) / A), nb chunks per macro
     group sums = ceil(M * G * g / (lanes * A))
 
 and its cost (`matmul_cost`), with `late` = installs that cannot be prefetched into the
@@ -69,6 +70,16 @@ matmul's last wave takes only this many chunks: it is the one that follows the l
 (GEMV 4096x4096 f32/int8: with the last 5 chunks 1150 cycles, the last 1 1142, the last 2
 1147)."""
 
+RESCALE_LAST_INT = (1, 2)
+"""Integer scales (`Machine.int_scales`), one activation row, more than
+`RESCALE_CHUNKS_INT8` + 3 K chunks: the chunks of the last rescale macros of a tile of the
+matmul's last wave (after spans of `RESCALE_CHUNKS_INT8`): a rescale is 2 ALU ops per group
+there, so its macros are mostly stream travel and latency, and smaller ones follow the last
+passes' partials more closely (GEMV 4096x4096 scales=int, `--no-simulate`: the last chunk
+alone 1053 cycles; (1, 2) 1038, (2, 2) 1040, (2, 1) 1041, (3, 1) 1047, (2, 2, 1) 1041,
+(1, 1, 1) 1047, (1, 1, 2) 1042, (3, 3) 1046; with 4 chunks, decode4096's projections,
+(2, 1) cost 31 cycles)."""
+
 RESCALE_RAMP_INT8 = (1, 2, 3)
 """With int8 levels and several activation rows (the VXM is the limit: 5 ALU ops per row,
 group and column), the chunks of a tile's first rescale macros, before
@@ -92,6 +103,22 @@ COLUMN_WORDS = 3
 
 DECODED_WORDS = 2
 """float32 words per group and column with decoded scales: the scale and the offset."""
+
+INT_WORDS = 2
+"""float32 words per column with integer scales: the base and the offset."""
+
+INT_GROUP_OPS = 2
+"""Integer rescale contract: VXM ALU ops per row, group and column (int32 multiply by the
+group's integer scale, add)."""
+
+INT_BLOCK_OPS = 3
+"""Integer rescale contract: VXM ALU ops per row, int32 block (K chunk) and column (cvt,
+multiply by the column base, add to the running float32 sum)."""
+
+INT_END_OPS = 2
+"""Integer rescale contract: VXM ALU ops per row and column after the last block (the
+column offset times the row's activation sum, add); the row scale is the float
+contract's too and, as there, not counted."""
 
 DECODE_OPS = 9
 """VXM ALU ops per group and column that decode its scale and offset from the packed group
@@ -122,15 +149,19 @@ def vxm_mxm_hops(m: Machine) -> int:
 
 
 def packed_bytes(k: int, n: int, group: int, decoded: bool = False,
-                 levels: bool = False) -> int:
+                 levels: bool = False, int_scales: bool = False) -> int:
     """Exact on-chip bytes of a Q3P5 [K, n] weight (docs/format.md section 5): per column the
     pair codes (G*g/16 blocks of 7 bytes), the group codes (ceil(G/8) blocks of 7 bytes) and
     three float32 words; the file header and CRC are not loaded. `decoded`
     (`Machine.decoded_scales`): per column the pair codes and G float32 scales and G float32
     offsets instead of the group codes and words. `levels` (`Machine.int8_levels`): one
-    int8 level per row of every group instead of the pair codes."""
+    int8 level per row of every group instead of the pair codes. `int_scales`
+    (`Machine.int_scales`): per column one byte per group (its integer scale) and two
+    float32 words (base, offset) instead of the group codes and three words."""
     groups = -(-k // group)
     pairs = groups * group if levels else groups * group // INSTALL_BLOCK_ROWS * BLOCK_BYTES
+    if int_scales:
+        return n * (pairs + groups + 4 * INT_WORDS)
     if decoded:
         return n * (pairs + 4 * DECODED_WORDS * groups)
     return n * (pairs + -(-groups // 8) * BLOCK_BYTES + 4 * COLUMN_WORDS)
@@ -164,10 +195,16 @@ def decode_ops(m: Machine) -> int:
     return 0 if m.decoded_scales else DECODE_OPS
 
 
-def rescale_elements(m: Machine, rows: int, groups: int) -> int:
+def rescale_elements(m: Machine, rows: int, groups: int, blocks: int = 1,
+                     last: bool = False) -> int:
     """ALU operations of one rescale macro over `groups` groups of one 320-column tile: per
     row and group cvt, 2 mul, 2 add; per group code extraction and scale/offset decode
-    (`decode_ops`)."""
+    (`decode_ops`). Integer scales (`Machine.int_scales`): per row `INT_GROUP_OPS` per group,
+    `INT_BLOCK_OPS` per int32 block (`blocks`: K chunks of the macro) and, for the tile's
+    `last` macro, `INT_END_OPS`."""
+    if m.int_scales:
+        return rows * (INT_GROUP_OPS * groups + INT_BLOCK_OPS * blocks
+                       + (INT_END_OPS if last else 0)) * m.lanes
     return (rows * groups * 5 + groups * decode_ops(m)) * m.lanes
 
 
@@ -190,6 +227,14 @@ def rescale_chunk_spans(m: Machine, chunks: int, last_wave: bool = True, rows: i
                 RESCALE_CHUNKS_INT8
             spans.append((c0, min(chunks, c0 + n)))
             c0 += n
+        return spans
+    if m.int_scales and last_wave and chunks > RESCALE_CHUNKS_INT8 + sum(RESCALE_LAST_INT):
+        rest = chunks - sum(RESCALE_LAST_INT)
+        spans = [(c0, min(rest, c0 + RESCALE_CHUNKS_INT8))
+                 for c0 in range(0, rest, RESCALE_CHUNKS_INT8)]
+        for n in RESCALE_LAST_INT:
+            spans.append((rest, rest + n))
+            rest += n
         return spans
     tail = RESCALE_LAST_INT8 if last_wave else RESCALE_TAIL_INT8
     rest = max(0, chunks - tail)
@@ -242,13 +287,15 @@ def matmul_work(m: Machine, k: int, n: int, group: int, rows: int) -> dict[str, 
     rescale = 0
     for t in range(tiles):
         for g0, g1 in rescale_spans(m, G, gpc, t, tiles, rows):  # one macro per span of chunks
-            rescale += macro_alu_cycles(m, rescale_elements(m, rows, g1 - g0), 1)
+            rescale += macro_alu_cycles(m, rescale_elements(
+                m, rows, g1 - g0, -(-(g1 - g0) // gpc), g1 == G), 1)
     last_groups = G - (nch - 1) * gpc
     return {
         "groups": G, "tiles": tiles, "rows": rows,
         "mxm_passes": rows * G * tiles,
         "installs": tiles * per_tile,
-        "packed_bytes": packed_bytes(k, n, group, m.decoded_scales, m.int8_levels),
+        "packed_bytes": packed_bytes(k, n, group, m.decoded_scales, m.int8_levels,
+                                     m.int_scales),
         "rescale_alu_cycles": rescale,
         "group_sums_alu_cycles": macro_alu_cycles(m, rows * G * group, 1),
         "last_rescale_groups": last_groups,
@@ -271,7 +318,8 @@ def matmul_cost(m: Machine, work: dict[str, int], prefetch: bool = True) -> dict
     mem = -(-mem_all * late // max(1, installs))
     install = -(-late // planes)
     groups = work["last_rescale_groups"]
-    last = -(-(work["rows"] * groups * 5 + groups * decode_ops(m)) // alus_per_queue(m))
+    last = -(-rescale_elements(m, work["rows"], groups, 1, True) // (
+        m.lanes * alus_per_queue(m)))
     unpacks = 0 if m.int8_levels else late  # int8 levels go from MEM to the MXM
     vxm = max(0, -(-(unpacks + work["rescale_alu_cycles"] + work["group_sums_alu_cycles"]
                      - last) // vxm_queues(m)))

@@ -319,7 +319,10 @@ class Rescale(BufferOp):
     sum `acc` (none for the first), times the `row_scale` (only the last), into `result`.
     With decoded scales (`groq{scales=f32}`) `meta` and `words` are None and `scales` names
     the float32 scales and offsets of groups g0..g1-1 ([2 (g1 - g0), 320] planes: the scale
-    rows, then the offset rows), which it reads instead of decoding."""
+    rows, then the offset rows), which it reads instead of decoding. In the integer rescale
+    contract (`groq{scales=int}`) `block` is the groups per int32 block (K chunk; 0: the
+    float contract), `scales` names the groups' uint8 integer scales ([g1 - g0, 320]) and
+    `words` the column base and offset ([2, 320] float32 planes)."""
 
     op: ClassVar[str] = "rescale"
     tile: int
@@ -339,6 +342,7 @@ class Rescale(BufferOp):
     row_scale: str | None
     result: str
     scales: str | None = None
+    block: int = 0
 
     def to_json(self) -> Json:
         return {**self._head(), "alu_cycles": self.alu_cycles, "op": self.op,
@@ -347,7 +351,8 @@ class Rescale(BufferOp):
                 "last": self.last, "k": self.k, "partials": list(self.partials),
                 "meta": self.meta, "words": self.words, "sx": self.sx, "acc": self.acc,
                 "row_scale": self.row_scale, "result": self.result,
-                **({"scales": self.scales} if self.scales else {}), **self._buffers_json()}
+                **({"scales": self.scales} if self.scales else {}),
+                **({"block": self.block} if self.block else {}), **self._buffers_json()}
 
     @classmethod
     def from_json(cls, doc: Json) -> Rescale:
@@ -357,7 +362,8 @@ class Rescale(BufferOp):
                    g1=doc["g1"], first=doc["first"], last=doc["last"], k=doc["k"],
                    partials=tuple(doc["partials"]), meta=doc["meta"], words=doc["words"],
                    sx=doc["sx"], acc=doc["acc"], row_scale=doc["row_scale"],
-                   result=doc["result"], scales=doc.get("scales"))
+                   result=doc["result"], scales=doc.get("scales"),
+                   block=int(doc.get("block", 0)))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -31,6 +31,7 @@ from q35c.compiler.tensors import constant_value, numpy_dtype
 from q35c.compiler.weights import WeightStore
 from q35c.dialects import q35nn, quant3p5
 from q35c.semantics import IMPLEMENTATIONS
+from q35c.semantics.quant3p5 import IntScaled, int_scaled
 from q35c.targets.groq.cost import ONNX_NODE_WORK, op_work
 
 
@@ -157,6 +158,8 @@ class MatmulNode:
     rows: int  # M
     chunk: int  # K rows per MXM block (multiple of the group size, <= 320)
     chip: int = 0
+    int_scaled: IntScaled | None = None
+    """The integer rescale contract's weights (the op's `rescale_rows` = `chunk`)."""
 
 
 @dataclass
@@ -260,7 +263,15 @@ def lower(module: ModuleOp, store: WeightStore, lanes: int, entry: str | None = 
             chunk = _chunk(lanes, tensor_.group_size)
             out = new(op.results[0], "temp")
             m = int(np.prod(_shape(op.operands[0])[:-1], dtype=np.int64))
-            nodes.append(MatmulNode(index, op, args[0], args[1], wname, tensor_, out, m, chunk))
+            scaled = None
+            if op.rescale_rows is not None:  # one int32 block per K chunk
+                rows = op.rescale_rows.value.data
+                if rows != chunk:
+                    raise Q35cError(f"groq target: {op.name} on weight {wname}: rescale_rows "
+                                    f"{rows} is not the MXM chunk of {chunk} rows")
+                scaled = int_scaled(tensor_)
+            nodes.append(MatmulNode(index, op, args[0], args[1], wname, tensor_, out, m, chunk,
+                                    int_scaled=scaled))
             qbuf = buffers[args[0]]
             want = f"chunks:{chunk}"
             if qbuf.layout not in ("flat", want) or qbuf.kind != "temp":

@@ -65,6 +65,17 @@ class Machine:
     (`groq{scales=f32}`, docs/groq.md "Decoded group scales"): each group's float32 scale
     and offset decoded at compile time and held in MEM instead of the packed group codes and
     column words, so the rescale does no decode work on the VXM."""
+    int_scales: bool = False
+    """The integer rescale contract (`groq{scales=int}`, docs/groq.md "The integer rescale
+    contract"): the matmuls' `rescale_rows` attribute, integer group scales (one byte per
+    group and column), the group offsets folded into the int8 levels, and per column a
+    float32 base and offset; the rescale combines a chunk's groups in int32 (2 ALU ops per
+    row, group and column)."""
+
+    @property
+    def scales(self) -> str:
+        """The `groq{scales=...}` this machine compiles for (`SCALES`)."""
+        return "int" if self.int_scales else "f32" if self.decoded_scales else "codes"
 
     @property
     def mem_slices(self) -> int:
@@ -121,9 +132,11 @@ class Machine:
         return plane.rstrip("0123456789")
 
 
-SCALES = ("codes", "f32")
+SCALES = ("codes", "f32", "int")
 """The group scales of `groq{scales=...}`: the packed group codes and column words
-(decoded on the VXM by every rescale), or decoded float32 scales and offsets."""
+(decoded on the VXM by every rescale), decoded float32 scales and offsets (both the float
+rescale contract, bit-identical), or integer group scales (the integer rescale contract:
+other numerics, with int8 levels only)."""
 
 LEVELS = ("packed", "int8")
 """The weights of `groq{levels=...}`: packed pair codes (unpacked on the VXM on their way
@@ -132,7 +145,11 @@ to the MXM), or int8 levels installed from MEM."""
 
 def with_layout(m: Machine, scales: str = "codes", levels: str = "packed") -> Machine:
     """`m` compiling weights in the layout `scales` (one of `SCALES`), `levels` (`LEVELS`)."""
-    return replace(m, decoded_scales=scales == "f32", int8_levels=levels == "int8")
+    if scales == "int" and levels != "int8":
+        raise Q35cError("--target groq: scales=int (the integer rescale contract) needs "
+                        "levels=int8: the group offsets ride on the installed levels")
+    return replace(m, decoded_scales=scales == "f32", int8_levels=levels == "int8",
+                   int_scales=scales == "int")
 
 
 def load_machine(name_or_path: str | Path = DEFAULT_MACHINE) -> Machine:

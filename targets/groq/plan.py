@@ -88,8 +88,18 @@ class PlanOptions:
     levels: str = "packed"
     """The weights (GroqTarget's `levels`): "packed" pair codes, "int8" levels."""
 
+    timeline: str = "chain"
+    """How one token's pass is timed: "chain" (chip after chip, every value crossing a cut
+    forwarded to the next chip, a split matmul's shards one after the other) or "dataflow"
+    (each op starts when its inputs have arrived; every value goes straight from its
+    producer's chip to each chip that reads it, and a split matmul's column shards run in
+    parallel, their outputs gathered on the last shard's chip: what the compiled multi-chip
+    program does, `columns.py`). docs/groq-multichip.md, "Per-token figures"."""
+
     KEYS = {"machine": "machine", "chips": "chips", "table-bytes": "table_bytes",
-            "granule": "granule", "scales": "scales", "levels": "levels"}
+            "granule": "granule", "scales": "scales", "levels": "levels",
+            "timeline": "timeline"}
+    TIMELINES = ("chain", "dataflow")
     MAX_TABLE_BYTES = 8
     """An embedding element is at most a float64."""
     MAX_GRANULE = 1024
@@ -105,6 +115,7 @@ class PlanOptions:
         check_int(where, "granule", self.granule, 1, self.MAX_GRANULE)
         check_choice(where, "scales", self.scales, SCALES)
         check_choice(where, "levels", self.levels, LEVELS)
+        check_choice(where, "timeline", self.timeline, self.TIMELINES)
 
     @classmethod
     def from_spec_args(cls, args: dict[str, tuple]) -> PlanOptions:
@@ -153,7 +164,7 @@ class CostModel:
         """Exact on-chip bytes of a Q3P5 [K, n] weight in the machine's weight layout
         (targets/groq/cost.py)."""
         return costs.packed_bytes(k, n, group, self.machine.decoded_scales,
-                                  self.machine.int8_levels)
+                                  self.machine.int8_levels, self.machine.int_scales)
 
     def matmul(self, k: int, n: int, group: int, rows: int) -> dict[str, int]:
         """Cycle components of one packed matmul (or column shard) over `rows` activation
@@ -256,6 +267,11 @@ class _Program:
     rows: int
     packed_weight_bytes: int
     parameters: int
+    inputs: dict[int, list[tuple[int, int, str]]] = field(default_factory=dict)
+    """op index -> (op index of the producer, bytes, name) of each activation operand
+    (producer -1: a function argument, on every chip from the start)."""
+    result_bytes: dict[int, int] = field(default_factory=dict)
+    """op index -> bytes of its (first) result."""
 
 
 def _build_units(module: ModuleOp, cost: CostModel, options: PlanOptions,
@@ -382,7 +398,34 @@ def _build_units(module: ModuleOp, cost: CostModel, options: PlanOptions,
             last = max((_last_use(u.operation, position) for u in result.uses), default=at)
             defs.append((at, last, _value_bytes(result),
                          result.name_hint or f"{op.name}#{op_index}"))
-    return _Program(units, defs, rows_seen or 1, packed_total, parameters)
+    index_of = {id(op): i for i, op in enumerate(ops)}
+    inputs: dict[int, list[tuple[int, int, str]]] = {}
+    for op_index, op in enumerate(ops):
+        if id(op) not in position:
+            continue
+        for v in op.operands:
+            src = _producer(v)
+            if src is None:
+                continue
+            at = -1 if src is fn else index_of[id(src)]
+            name = v.name_hint or (f"{src.name}#{at}" if at >= 0 else "arg")
+            inputs.setdefault(op_index, []).append((at, _value_bytes(v), name))
+    results = {i: _value_bytes(op.results[0]) for i, op in enumerate(ops)
+               if id(op) in position and op.results}
+    return _Program(units, defs, rows_seen or 1, packed_total, parameters, inputs, results)
+
+
+def _producer(value: SSAValue) -> Operation | None:
+    """The op whose result `value` is, through reshapes (aliases); None for weights and
+    constants (resident); the function op itself for its arguments."""
+    while isinstance(value.owner, tensor.ReshapeOp):
+        value = value.owner.operands[0]
+    owner = value.owner
+    if not isinstance(owner, Operation):  # a block argument: the function's input
+        return owner.parent_op()
+    if isinstance(owner, (quant3p5.WeightOp, arith.ConstantOp, tensor.EmptyOp)):
+        return None
+    return owner
 
 
 def _last_use(op: Operation, position: dict[int, tuple[int, int]]) -> int:
@@ -616,7 +659,7 @@ class Plan:
             "lower_bound_cycles": s["lower_bound_cycles"],
             "bound_terms": s["bound_terms"],
             "roofline_cycles": s["roofline_cycles"],
-            "weight_layout": {"scales": "f32" if self.machine.decoded_scales else "codes",
+            "weight_layout": {"scales": self.machine.scales,
                               "levels": "int8" if self.machine.int8_levels else "packed"},
             "sram_bytes": s["sram_bytes"],
             "sram_capacity_bytes_per_chip": self.machine.sram_bytes,
@@ -637,9 +680,9 @@ class Plan:
         lines = [
             f"groq plan ({m.name}, {m.clock_hz / 1e6:g} MHz, {_mib(m.sram_bytes)} SRAM per chip)",
             f"  parameters      {s['parameters']:,} ({s['packed_weight_bytes']:,} bytes "
-            + ("packed Q3P5)" if not (m.decoded_scales or m.int8_levels) else
+            + ("packed Q3P5)" if m.scales == "codes" and not m.int8_levels else
                f"of weights: levels {'int8' if m.int8_levels else 'packed'}, scales "
-               f"{'f32' if m.decoded_scales else 'codes'})"),
+               f"{m.scales})"),
             f"  chips           {s['chips']}",
             f"  SRAM            {s['sram_bytes']:,} bytes used of "
             f"{s['chips'] * m.sram_bytes:,} ({100 * s['sram_utilization']:.1f}%)",
@@ -650,8 +693,11 @@ class Plan:
             f"  pipelined       {s['stage_cycles']:,} cycles/stage -> "
             f"{s['pipelined_tokens_per_s']:.1f} tokens/s ({s['chips']} sequences in flight)",
             "  bound terms     " + ", ".join(f"{k} {v:,}" for k, v in s["bound_terms"].items())
-            + f" (matmuls summed; roofline sum of max(mxm, install, mem) + c2c "
-            f"{s['roofline_cycles']:,})",
+            + (f" (matmuls summed; roofline sum of max(mxm, install, mem) + c2c "
+               f"{s['roofline_cycles']:,})" if s["timeline"] == "chain" else
+               f" (summed over matmuls and transfers; dataflow timeline: roofline critical "
+               f"path with matmuls at max(mxm, install, mem), plus c2c, "
+               f"{s['roofline_cycles']:,})"),
             f"  C2C per token   {s['c2c_bytes_per_token']:,} bytes, "
             f"{s['c2c_cycles_per_token']:,} cycles over {len(self.transfers)} transfer(s)",
             f"  column splits   {s['column_splits']}",
@@ -687,6 +733,107 @@ def _layers_text(layers: list[dict[str, Any]]) -> str:
     if len(layers) <= 2:
         return ", ".join(one(e) for e in layers)
     return f"{one(layers[0])} .. {one(layers[-1])}"
+
+
+def _shard(u: Unit) -> tuple[int, int]:
+    return tuple(u.detail.get("shard", (0, 1)))  # type: ignore[return-value]
+
+
+def _shard_out_bytes(u: Unit, out_bytes: int) -> int:
+    """Bytes of a matmul shard's columns (or a table shard's running lookup)."""
+    if u.kind == "matmul":
+        c0, c1 = u.detail["cols"]
+        return out_bytes * (c1 - c0) // u.detail["n"]
+    return out_bytes
+
+
+def _dataflow(merged: list[list[Unit]], program: _Program, cost: CostModel,
+              cycles_of, c2c: bool = True):
+    """One token's pass as dataflow (`PlanOptions.timeline` "dataflow"): each unit starts
+    when its chip is free and its inputs are on its chip; a value goes from its producer's
+    chip to each chip that reads it (one transfer per value and chip); the column shards of
+    a split matmul start as soon as the matmul's inputs are on their chips and their
+    outputs are gathered on the last shard's chip; a table's row shards run one after the
+    other (each adds into the running lookup). `cycles_of(unit)`: its cycles; `c2c`:
+    transfers cost their cycles (else nothing). Returns ({id(unit): start}, transfers,
+    end of the pass)."""
+    ready: dict[int, tuple[int, int]] = {}  # op index -> (chip, cycle) of its complete result
+    shards: dict[int, list[tuple[int, int, int]]] = {}  # op -> [(chip, end, bytes)]
+    arrived: dict[tuple[int, int], int] = {}  # (op, chip) -> arrival of its result there
+    transfers: list[dict[str, Any]] = []
+    starts: dict[int, int] = {}
+    out_bytes = program.result_bytes
+    end_of_pass = 0
+
+    def send(src: int, chip: int, at: int, nbytes: int, name: str, when: int) -> int:
+        cycles = cost.c2c(nbytes) if c2c else 0
+        transfers.append({"from_chip": src, "to_chip": chip, "bytes": nbytes,
+                          "cycles": cycles, "send_cycle": when,
+                          "arrive_cycle": when + cycles, "values": [name],
+                          "value_count": 1, "op": at})
+        return when + cycles
+
+    for chip, placed in enumerate(merged):
+        clock = 0
+        for u in placed:
+            t = clock
+            for at, nbytes, name in program.inputs.get(u.op_index, []):
+                if at < 0 or at == u.op_index:
+                    continue
+                src, when = ready[at]
+                if src != chip:
+                    if (at, chip) not in arrived:
+                        arrived[(at, chip)] = send(src, chip, at, nbytes, name, when)
+                    when = arrived[(at, chip)]
+                t = max(t, when)
+            j, count = _shard(u)
+            if u.kind == "gather" and j > 0:  # the running lookup of the previous shard
+                src, when, nbytes = shards[u.op_index][-1]
+                if src != chip:
+                    when = send(src, chip, u.op_index, nbytes, f"{u.name} partial lookup", when)
+                t = max(t, when)
+            starts[id(u)] = t
+            clock = t + cycles_of(u)
+            end_of_pass = max(end_of_pass, clock)
+            nbytes = _shard_out_bytes(u, out_bytes.get(u.op_index, 0))
+            if j < count - 1:
+                shards.setdefault(u.op_index, []).append((chip, clock, nbytes))
+                continue
+            done = clock
+            if u.kind == "matmul":  # the other shards' columns, gathered here
+                for src, when, part in shards.get(u.op_index, []):
+                    if src != chip:
+                        when = send(src, chip, u.op_index, part,
+                                    f"{u.name} columns from chip {src}", when)
+                    done = max(done, when)
+            ready[u.op_index] = (chip, done)
+            clock = done
+            end_of_pass = max(end_of_pass, done)
+    return starts, transfers, end_of_pass
+
+
+def _dataflow_figures(merged: list[list[Unit]], program: _Program, cost: CostModel,
+                      chips: list[dict[str, Any]], matmuls: list[dict[str, Any]]
+                      ) -> dict[str, Any]:
+    """The dataflow timeline's figures (`_dataflow`): per chip and matmul its start and end
+    cycles (rewritten in `chips`, `matmuls`), the transfers, the end of the pass, and the
+    critical paths with every matmul at max(MXM, install, MEM) plus the transfers
+    (roofline) and at max(MXM, install, MEM, VXM) without them (lower bound)."""
+    starts, transfers, end = _dataflow(merged, program, cost, lambda u: u.cycles)
+    by_unit = {(c, u.index): starts[id(u)] for c, placed in enumerate(merged) for u in placed}
+    for c, placed in zip(chips, merged):
+        c["start_cycle"] = starts[id(placed[0])]
+        c["end_cycle"] = starts[id(placed[-1])] + placed[-1].cycles
+        c["timeline"] = [[starts[id(u)], u.cycles, u.kind, u.name, 1] for u in placed]
+    for m in matmuls:
+        m["start_cycle"] = by_unit[(m["chip"], m["unit"])]
+
+    def term(keys):
+        return lambda u: max(u.detail[k] for k in keys) if u.kind == "matmul" else 0
+
+    roofline = _dataflow(merged, program, cost, term(("mxm", "install", "mem")))[2]
+    lower = _dataflow(merged, program, cost, term(("mxm", "install", "mem", "vxm")), False)[2]
+    return {"transfers": transfers, "end": end, "roofline": roofline, "lower": lower}
 
 
 def plan_module(module: ModuleOp, options: PlanOptions | None = None,
@@ -761,19 +908,28 @@ def plan_module(module: ModuleOp, options: PlanOptions | None = None,
                               "values": values[:16], "value_count": len(values)})
             clock += cost.c2c(nbytes)
     compute = sum(c["cycles"] for c in chips)
+    if options.timeline == "dataflow":
+        per_pass = _dataflow_figures(merged, program, cost, chips, matmuls)
+        transfers = per_pass["transfers"]
     c2c_cycles = sum(t["cycles"] for t in transfers)
     c2c_bytes = sum(t["bytes"] for t in transfers)
-    per_pass = compute + c2c_cycles
+    if options.timeline == "dataflow":
+        roofline, lower = per_pass["roofline"], per_pass["lower"]
+        per_pass = per_pass["end"]
+    else:
+        per_pass = compute + c2c_cycles
     rows = program.rows
     per_token = -(-per_pass // rows)
     latency = int(machine.param("c2c_latency_cycles"))
-    stage = max(c["cycles"] + max(0, (transfers[i]["cycles"] - latency)
-                                  if i < len(transfers) else 0)
-                for i, c in enumerate(chips))
-    lower = sum(max(m["mxm"], m["install"], m["mem"], m["vxm"]) for m in matmuls
-                if m["kind"] == "matmul")
-    sram = sum(c["sram_bytes"] for c in chips)
+    sends: dict[int, int] = {}  # chip -> the bandwidth part of its largest transfer out
+    for t in transfers:
+        sends[t["from_chip"]] = max(sends.get(t["from_chip"], 0), t["cycles"] - latency)
+    stage = max(c["cycles"] + max(0, sends.get(c["chip"], 0)) for c in chips)
     mm = [m for m in matmuls if m["kind"] == "matmul"]
+    if options.timeline == "chain":
+        lower = sum(max(m["mxm"], m["install"], m["mem"], m["vxm"]) for m in mm)
+        roofline = sum(max(m["mxm"], m["install"], m["mem"]) for m in mm) + c2c_cycles
+    sram = sum(c["sram_bytes"] for c in chips)
     terms = {t: sum(m[t] for m in mm) for t in ("mxm", "install", "mem", "vxm", "latency")}
     terms["vector"] = sum(u.cycles for c in merged for u in c if u.kind != "matmul")
     terms["c2c"] = c2c_cycles
@@ -788,7 +944,8 @@ def plan_module(module: ModuleOp, options: PlanOptions | None = None,
         "compute_cycles_per_pass": compute,
         "lower_bound_cycles": lower,
         "bound_terms": terms,
-        "roofline_cycles": sum(max(m["mxm"], m["install"], m["mem"]) for m in mm) + c2c_cycles,
+        "roofline_cycles": roofline,
+        "timeline": options.timeline,
         "cycles_per_token": per_token,
         "tokens_per_s": round(machine.clock_hz / per_token, 3),
         "stage_cycles": stage,

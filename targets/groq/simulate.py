@@ -30,7 +30,13 @@ import numpy as np
 
 from q35c.compiler.diagnostics import Q35cError
 from q35c.compiler.quant import CODEBOOK, decode_meta, unpack_codes
-from q35c.semantics import IMPLEMENTATIONS, rescale_group, rescale_rows
+from q35c.semantics import (
+    IMPLEMENTATIONS,
+    int_rescale_block,
+    int_rescale_end,
+    rescale_group,
+    rescale_rows,
+)
 from q35c.targets.groq.cost import BLOCK_BYTES, INSTALL_BLOCK_ROWS
 from q35c.targets.groq.instructions import (
     BufferOp,
@@ -498,6 +504,65 @@ class Simulator:
         assert isinstance(ins, BufferOp)
         return self.execute_macro(ins)
 
+    def _rescale(self, ins: Rescale, c: int):
+        """A rescale's results ({buffer: value}, or a patch of the tile's columns of the
+        result for its last macro): the interpreter's float32 group order
+        (`rescale_group`), or with `block` the integer rescale contract
+        (`int_rescale_block`, `int_rescale_end`)."""
+        B, lanes = self.bufs, self.lanes
+        sx_b, out_b = B[ins.sx], B[ins.result]
+        G, g0, g1 = ins.groups, ins.g0, ins.g1
+        sxs = decode(sx_b, self._load(sx_b), lanes)  # [rows, G]
+        rows = sxs.shape[0]
+        if ins.first:
+            y = np.zeros((rows, lanes), np.float32)
+        else:
+            y = decode(B[ins.acc], self._load(B[ins.acc]), lanes)
+        # partials of each chunk: [rows, groups of the chunk, lanes]; concatenated by group
+        acc_all = np.concatenate(
+            [decode(B[n], self._load(B[n]), lanes).reshape(rows, -1, lanes)
+             for n in ins.partials], axis=1)
+        words = decode(B[ins.words], self._load(B[ins.words]), lanes) if ins.words else None
+        if ins.block:  # integer scales: int32 blocks of `block` groups, then base, offset
+            ints = decode(B[ins.scales], self._load(B[ins.scales]), lanes).astype(np.int64)
+            for b0 in range(g0, g1, ins.block):
+                b1 = min(g1, b0 + ins.block)
+                total = (acc_all[:, b0 - g0:b1 - g0].astype(np.int64)
+                         * ints[None, b0 - g0:b1 - g0]).sum(axis=1)
+                if total.size and (total.min() < -2**31 or total.max() >= 2**31):
+                    raise IllegalProgram(f"cycle {c}, unit VXM: {self.where(ins)}: int32 "
+                                         f"block sum of groups {b0}..{b1 - 1} overflows")
+                y = int_rescale_block(y, total, words[0])
+            if ins.last:
+                y = int_rescale_end(y, sxs.astype(np.int64).sum(axis=1), words[1])
+        else:
+            if ins.scales:  # decoded at compile time: float32 scales, offsets of g0..g1-1
+                pairs = decode(B[ins.scales], self._load(B[ins.scales]), lanes)
+                n = g1 - g0
+                scales = np.zeros((G, lanes), np.float32)
+                offsets = np.zeros((G, lanes), np.float32)
+                scales[g0:g1], offsets[g0:g1] = pairs[:n], pairs[n:]
+            else:
+                meta_b = B[ins.meta]
+                meta = decode(meta_b, self._load(meta_b), lanes)  # [7*MB, lanes]: (block, byte)
+                codes = unpack_codes(np.ascontiguousarray(meta.T), G, lanes)  # [G, lanes]
+                scales, offsets = decode_meta(codes, words[0], words[1], words[2])
+            for gi in range(g0, g1):
+                y = rescale_group(y, acc_all[:, gi - g0], sxs[:, gi], scales[gi], offsets[gi])
+        if not ins.last:
+            return {out_b.name: y}, None
+        rs_b = B[ins.row_scale]
+        y = rescale_rows(y, decode(rs_b, self._load(rs_b), lanes))
+        c0, c1 = ins.cols
+
+        def patch(iid=ins.id, end=c + ins.cycles, out_b=out_b, y=y):
+            # the tile's columns only: other tiles write the rest of the rows
+            full = decode(out_b, self._load(out_b), lanes).reshape(rows, -1).copy()
+            full[:, c0:c1] = y[:, :c1 - c0]
+            self._store(out_b, encode(out_b, full.reshape(out_b.shape), lanes), iid)
+            self.landed[iid] = end
+        return {}, patch
+
     def execute_macro(self, ins: BufferOp):
         c, lanes = ins.cycle, self.lanes
         allowed = set(ins.srcs)
@@ -555,46 +620,8 @@ class Simulator:
                             axis=1)
             results = {ins.writes[0]: sums.astype(np.int32)}
         elif isinstance(ins, Rescale):
-            B = self.bufs
-            sx_b, out_b = B[ins.sx], B[ins.result]
-            G, g0, g1 = ins.groups, ins.g0, ins.g1
-            if ins.scales:  # decoded at compile time: float32 scales, offsets of g0..g1-1
-                words = decode(B[ins.scales], self._load(B[ins.scales]), lanes)
-                n = g1 - g0
-                scales = np.zeros((G, lanes), np.float32)
-                offsets = np.zeros((G, lanes), np.float32)
-                scales[g0:g1], offsets[g0:g1] = words[:n], words[n:]
-            else:
-                meta_b, words_b = B[ins.meta], B[ins.words]
-                meta = decode(meta_b, self._load(meta_b), lanes)  # [7*MB, lanes]: (block, byte)
-                words = decode(words_b, self._load(words_b), lanes)
-                codes = unpack_codes(np.ascontiguousarray(meta.T), G, lanes)  # [G, lanes]
-                scales, offsets = decode_meta(codes, words[0], words[1], words[2])
-            sxs = decode(sx_b, self._load(sx_b), lanes)
-            rows = sxs.shape[0]
-            # partials of each chunk: [rows, groups of the chunk, lanes]; concatenated by group
-            acc_all = np.concatenate(
-                [decode(B[n], self._load(B[n]), lanes).reshape(rows, -1, lanes)
-                 for n in ins.partials], axis=1)
-            if ins.first:
-                y = np.zeros((rows, lanes), np.float32)
-            else:
-                y = decode(B[ins.acc], self._load(B[ins.acc]), lanes)
-            for gi in range(g0, g1):
-                y = rescale_group(y, acc_all[:, gi - g0], sxs[:, gi], scales[gi], offsets[gi])
-            if not ins.last:
-                results = {out_b.name: y}
-            else:
-                rs_b = B[ins.row_scale]
-                y = rescale_rows(y, decode(rs_b, self._load(rs_b), lanes))
-                c0, c1 = ins.cols
-
-                def patch(iid=ins.id, end=c + ins.cycles, out_b=out_b, y=y):
-                    # the tile's columns only: other tiles write the rest of the rows
-                    full = decode(out_b, self._load(out_b), lanes).reshape(rows, -1).copy()
-                    full[:, c0:c1] = y[:, :c1 - c0]
-                    self._store(out_b, encode(out_b, full.reshape(out_b.shape), lanes), iid)
-                    self.landed[iid] = end
+            results, patch = self._rescale(ins, c)
+            if patch is not None:
                 return (c + ins.cycles, patch)
         else:
             assert isinstance(ins, Macro)

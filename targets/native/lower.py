@@ -478,6 +478,10 @@ class Lowering:
 
     @lower.register
     def _(self, op: quant3p5.MatmulInt8Op) -> None:
+        if op.rescale_rows is not None:
+            raise self.error(f"{op.name}: the integer rescale contract (rescale_rows, "
+                             "int8-activations{int-rescale=N}) is implemented by the "
+                             "interpreter and the groq target only")
         q, s = self.buffer_of(op.lhs, op), self.buffer_of(op.lhs_scale, op)
         wbuf, w = self.packed_operand(op, op.weights)
         rows = q.size // w.shape[0]

@@ -31,6 +31,7 @@ from q35c.targets.groq.cost import (
     DATA_SLICES,
     DECODED_WORDS,
     INSTALL_BLOCK_ROWS,
+    INT_WORDS,
     packed_bytes,
     rescale_spans,
 )
@@ -43,6 +44,12 @@ side (nearest its MXM plane)."""
 
 INNER_GROUPS = 4
 """Groups of `DATA_SLICES` slices next to the VXM, per hemisphere, that data buffers take."""
+
+OUT_CHUNKS = 6
+"""With integer scales, a one-row matmul's activations of more than this many K chunks go
+two data slice groups out (`Placer._place_data`): GEMV 2048x8192 (7 chunks) 1133 -> 1053
+cycles, GEMV 4096x4096 (13) 1089 -> 1053; SmolLM2's down_proj (5 chunks) lost by it (the
+decode step of the 2-layer cut 7235 -> 7267)."""
 
 HOLD_OUT = 8
 """Addresses per slice above which a weight tile's rescale operands are placed one data
@@ -199,6 +206,11 @@ class Placer:
         m = self.m
         lanes = m.lanes
         w = node.tensor
+        if m.int_scales != (node.int_scaled is not None):
+            raise Q35cError(
+                f"groq target: matmul on weight {node.weight} is in the "
+                f"{'integer' if node.int_scaled is not None else 'float'} rescale contract "
+                f"but the target compiles scales={m.scales}")
         n = w.shape[1]
         groups = w.num_groups
         blocks = groups * w.group_size // INSTALL_BLOCK_ROWS
@@ -228,7 +240,7 @@ class Placer:
             cols = (t * lanes, min(n, (t + 1) * lanes))
             ncols = cols[1] - cols[0]
             packed = packed_bytes(w.shape[0], ncols, w.group_size, m.decoded_scales,
-                                  m.int8_levels)
+                                  m.int8_levels, m.int_scales)
             tile = self._weight_tile(node, t, plane, cols, blocks, meta_blocks, packed,
                                      slice_groups, split.get(t, []))
             self.result.packed_bytes += packed
@@ -262,10 +274,15 @@ class Placer:
         parts = [("payload", rows_per_block * blocks, "raw", "uint8")] if not split else []
         spans = rescale_spans(m, w.num_groups, node.chunk // w.group_size, t,
                               -(-w.shape[1] // lanes), node.rows)
-        parts += [(f"scales{g0}", DECODED_WORDS * (g1 - g0), "planes", "float32")
-                  for g0, g1 in spans] if m.decoded_scales else \
-            [("meta", BLOCK_BYTES * meta_blocks, "raw", "uint8"),
-             ("words", COLUMN_WORDS, "planes", "float32")]
+        if m.int_scales:  # per macro its groups' integer scales; per tile base, offset
+            parts += [(f"scales{g0}", g1 - g0, "flat", "uint8") for g0, g1 in spans]
+            parts += [("words", INT_WORDS, "planes", "float32")]
+        elif m.decoded_scales:
+            parts += [(f"scales{g0}", DECODED_WORDS * (g1 - g0), "planes", "float32")
+                      for g0, g1 in spans]
+        else:
+            parts += [("meta", BLOCK_BYTES * meta_blocks, "raw", "uint8"),
+                      ("words", COLUMN_WORDS, "planes", "float32")]
         for part, rows, layout, dtype in parts:
             b = Buf(f"{node.weight}:t{t}:{part}", (rows, lanes), dtype, layout, "weight",
                     label=node.weight)
@@ -290,8 +307,10 @@ class Placer:
         columns = slice(*cols)
         ncols = cols[1] - cols[0]
         payload = np.zeros((lanes, rows_per_block * blocks), np.uint8)
+        scaled = node.int_scaled if m.int_scales else None
         if m.int8_levels:  # level row k of the tile's columns in lane order; 0 past K
-            levels = np.ascontiguousarray(integer_levels(w)[:, columns].T, dtype=np.int8)
+            source = integer_levels(w) if scaled is None else scaled.levels
+            levels = np.ascontiguousarray(source[:, columns].T, dtype=np.int8)
             payload[:ncols, :levels.shape[1]] = levels.view(np.uint8)
         else:
             payload[:ncols] = w.payload[columns]
@@ -310,7 +329,18 @@ class Placer:
             bufs["payload"] = pieces[0][3]
         else:
             bufs["payload"].value = encode(bufs["payload"], payload.T.copy(), lanes)
-        if m.decoded_scales:
+        if scaled is not None:
+            # the integer rescale contract (semantics int_scaled): uint8 scales per macro
+            for g0, g1 in spans:
+                ints = np.zeros((g1 - g0, lanes), np.uint8)
+                ints[:, :ncols] = scaled.scales[g0:g1, columns]
+                b = bufs[f"scales{g0}"]
+                b.value = encode(b, ints, lanes)
+            words = np.zeros((INT_WORDS, lanes), np.float32)
+            words[0, :ncols] = scaled.base[columns]
+            words[1, :ncols] = scaled.offset[columns]
+            bufs["words"].value = encode(bufs["words"], words, lanes)
+        elif m.decoded_scales:
             # docs/format.md section 3 evaluated at compile time (bit-identical float32), one
             # buffer per rescale macro: its groups' scales, then their offsets
             scales, offsets = group_scales(w)  # [G, N] each
@@ -498,6 +528,20 @@ class Placer:
                 if self.scratch_rows.get(b.name, 1) > 1 and \
                         len(candidates) >= DATA_SLICES + width:
                     out = DATA_SLICES
+                # the activations of a one-row matmul with more than `OUT_CHUNKS` K chunks
+                # go two data slice groups out (slices 8..11), away from its partials,
+                # running sums and rescale operands in slices 0..7: every pass reads an
+                # activation vector while the partials of earlier passes are written to
+                # those slices and the rescales hold their read queues (GEMV 4096x4096,
+                # scales=int: passes paused up to 12 cycles; 1089 -> 1053 cycles; with
+                # several rows, whose partials are out already, GEMM 8x4096 4106 -> 5251,
+                # so not there; nor with decoded float32 scales, which fill slices 4..11:
+                # GEMV 4096x4096 f32/int8 1147 -> 1759)
+                if self.m.int_scales and b.layout.startswith("chunks:") and \
+                        b.nvec > OUT_CHUNKS and \
+                        int(np.prod(b.shape[:-1])) == 1 and \
+                        len(candidates) >= 2 * DATA_SLICES + width:
+                    out = 2 * DATA_SLICES
                 b.slices = candidates[out:out + width]
                 addr, low = self._fit(b, placed, fresh=True)
             # the next window of the round robin; when it is full, the windows after it
@@ -550,6 +594,6 @@ def weight_vectors(node: MacroNode | MatmulNode, m: Machine) -> int:
     tiles = -(-w.shape[1] // m.lanes)
     if m.int8_levels or m.decoded_scales:  # the layout's bytes, in whole vectors per tile
         return tiles * -(-packed_bytes(w.shape[0], m.lanes, w.group_size, m.decoded_scales,
-                                       m.int8_levels) // m.lanes)
+                                       m.int8_levels, m.int_scales) // m.lanes)
     return tiles * (BLOCK_BYTES * (groups * w.group_size // INSTALL_BLOCK_ROWS)
                     + BLOCK_BYTES * -(-groups // GROUP_CODE_BLOCK) + COLUMN_WORDS)

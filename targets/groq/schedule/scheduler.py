@@ -778,21 +778,26 @@ class Scheduler:
         partials = [tile.partials[x].name for x in chunks]
         running_sum = tile.running_sum.name if tile.running_sum else None
         scales = tile.scales[g0].name if tile.scales else None
-        weight_words = [scales] if scales else [tile.meta.name, tile.words.name]
-        reads = partials + weight_words + [sums]
+        block = groups_per_chunk if node.int_scaled is not None else 0
+        if block:  # integer scales, column base and offset; the group sums for the offset
+            weight_words = [scales, tile.words.name]
+            reads = partials + weight_words + ([sums] if last else [])
+        else:
+            weight_words = [scales] if scales else [tile.meta.name, tile.words.name]
+            reads = partials + weight_words + [sums]
         if not first:
             reads.append(running_sum)
         if last:
             reads.append(node.scale)
         result = node.out if last else running_sum
         return self.schedule_macro(
-            "VXM", "vxm", reads, [result], costs.rescale_elements(self.m, node.rows, g1 - g0),
-            1,
+            "VXM", "vxm", reads, [result],
+            costs.rescale_elements(self.m, node.rows, g1 - g0, len(chunks), last), 1,
             Rescale, tile=tile.index, cols=tile.cols, group=w.group_size,
             groups=w.num_groups, g0=g0, g1=g1, first=first, last=last, k=w.shape[0],
             partials=tuple(partials), meta=tile.meta.name if tile.meta else None,
             words=tile.words.name if tile.words else None,
-            scales=scales, sx=sums,
+            scales=scales, sx=sums, block=block,
             acc=None if first else running_sum, row_scale=node.scale if last else None,
             result=result)
 
