@@ -168,6 +168,7 @@ class CompiledStep:
     """One compiled graph: `run(inputs) -> outputs` by name, its signature, its storage."""
 
     run: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
+    """The outputs may be buffers that the next run overwrites (the C target's)."""
     signature: Signature
     storage: Storage | None = None
     close: Callable[[], None] = lambda: None
@@ -312,7 +313,7 @@ def compile_step(path: Path, request: CompileRequest, step: int) -> CompiledStep
         from q35c.targets.c.session import CSession
 
         session = CSession.from_emitted(emit(module, store, None, "model"), request.threads)
-        return CompiledStep(session.run, signature, storage, session.close)
+        return CompiledStep(_borrowing(session), signature, storage, session.close)
     if request.target == "cuda":
         from q35c.targets.cuda.emit import emit as emit_cuda
         from q35c.targets.cuda.session import CudaSession
@@ -328,7 +329,13 @@ def _c_directory(path: Path, request: CompileRequest) -> CompiledStep:
     session = CSession.from_directory(path, request.threads)
     signature = Signature.of({s.name: s.shape for s in session.inputs},
                              {s.name: s.shape for s in session.outputs}, str(path))
-    return CompiledStep(session.run, signature, None, session.close)
+    return CompiledStep(_borrowing(session), signature, None, session.close)
+
+
+def _borrowing(session) -> Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]:
+    """A C session's run without copies of its outputs: `Decoder._call` copies the slots
+    and logits it keeps before the next run overwrites them."""
+    return lambda inputs: session.run(inputs, copy=False)
 
 
 # -- the KV cache and the decoding loop ----------------------------------------------------
@@ -408,7 +415,7 @@ class Decoder:
             value[:, :, self.pos:self.pos + n] = \
                 outputs[f"present.{key}"][:, :, first_new:first_new + n]
         self.pos += n
-        return list(np.asarray(outputs[LOGITS], np.float32)[0, :n])
+        return list(np.array(outputs[LOGITS][0, :n], np.float32))
 
 
 # -- sampling ------------------------------------------------------------------------------

@@ -150,8 +150,11 @@ class CSession:
         return cls({"model.c": source, "model.h": header}, prefix, out_dir / BLOB_FILE,
                    threads)
 
-    def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Run once; the outputs are fresh copies (the session reuses its buffers)."""
+    def run(self, inputs: dict[str, np.ndarray], copy: bool = True) -> dict[str, np.ndarray]:
+        """Run once; the outputs are fresh copies, or with `copy=False` the session's own
+        buffers, valid until the next run (a decode step's `present` outputs are megabytes
+        of which the caller keeps one slot: copying them all cost more than the step's
+        attention, docs/benchmarks.md "Where a SmolLM2 step's time goes")."""
         keep = []
         for spec in self.inputs:
             if spec.name not in inputs:
@@ -164,7 +167,7 @@ class CSession:
         pointers = (ctypes.c_void_p * max(1, len(keep)))(*[a.ctypes.data for a in keep])
         if self._run(self._handle, pointers, self._out_ptrs) != 0:
             raise Q35cError(f"{self.LABEL}: the compiled model failed: {self._message()}")
-        return {s.name: a.copy() for s, a in zip(self.outputs, self._out_arrays)}
+        return {s.name: a.copy() if copy else a for s, a in zip(self.outputs, self._out_arrays)}
 
     def close(self) -> None:
         if self._handle:
