@@ -103,9 +103,12 @@ def roles(steps: list[tuple[str, str, str]], blob: bytes) -> list[str]:
     return out
 
 
-def instrument(source: str, label: Callable[[int, str, str], str] | None = None) -> str:
-    """model.c with a timer around every step block and a table printed at exit; steps
-    add up by label(index, op, kernel) (default: "kernel: op")."""
+def instrument(source: str, label: Callable[[int, str, str], str] | None = None,
+               clock: str = "CLOCK_MONOTONIC") -> str:
+    """model.c with a timer (`clock`) around every step block and a table printed at exit;
+    steps add up by label(index, op, kernel) (default: "kernel: op"). The table takes off
+    each step the cost of one reading of the clock (measured at exit) and gives the time
+    per run of the model."""
     out, kinds, current, index = [], {}, None, 0
     for line in source.split("\n"):
         match = STEP.match(line)
@@ -114,7 +117,8 @@ def instrument(source: str, label: Callable[[int, str, str], str] | None = None)
                     else f"{match.group(3)}: {match.group(2)}")
             index += 1
             current = kinds.setdefault(kind, len(kinds))
-            out.append(f"    {{ const double q35_t0 = q35_prof_now(); /* {match.group(1)} */")
+            out.append(f"    {{ const double q35_t0 = q35_prof_now(); /* {match.group(1)} */"
+                       + (" q35_prof_runs++;" if index == 1 else ""))
         elif current is not None and line == "    }":
             out.append(f"    q35_prof_t[{current}] += q35_prof_now() - q35_t0; "
                        f"q35_prof_n[{current}]++; }}")
@@ -129,19 +133,24 @@ def instrument(source: str, label: Callable[[int, str, str], str] | None = None)
 #include <stdio.h>
 #include <time.h>
 static double q35_prof_t[{n}];
-static long q35_prof_n[{n}];
+static long q35_prof_n[{n}], q35_prof_runs;
 static const char *const q35_prof_names[] = {{{names}}};
 static double q35_prof_now(void)
 {{
     struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
+    clock_gettime({clock}, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }}
 __attribute__((destructor)) static void q35_prof_dump(void)
 {{
-    double total = 0.0;
+    double total = 0.0, cost, t0;
     int i, j, order[{n}];
+    t0 = q35_prof_now();
+    for (i = 0; i < 10000; i++)
+        cost = q35_prof_now();
+    cost = (cost - t0) / 10000;
     for (i = 0; i < {n}; i++) {{
+        q35_prof_t[i] -= cost * (double)q35_prof_n[i];
         total += q35_prof_t[i];
         order[i] = i;
     }}
@@ -152,11 +161,14 @@ __attribute__((destructor)) static void q35_prof_dump(void)
                 order[i] = order[j];
                 order[j] = t;
             }}
-    fprintf(stderr, "| share | ms | steps run | kernel: op |\\n|---:|---:|---:|---|\\n");
+    fprintf(stderr, "| share | ms per run | steps per run | kind |\\n|---:|---:|---:|---|\\n");
     for (i = 0; i < {n}; i++)
-        fprintf(stderr, "| %.2f%% | %.3f | %ld | %s |\\n", 100.0 * q35_prof_t[order[i]] / total,
-                1e3 * q35_prof_t[order[i]], q35_prof_n[order[i]], q35_prof_names[order[i]]);
-    fprintf(stderr, "total %.3f s in steps\\n", total);
+        fprintf(stderr, "| %.2f%% | %.4f | %ld | %s |\\n", 100.0 * q35_prof_t[order[i]] / total,
+                1e3 * q35_prof_t[order[i]] / (double)q35_prof_runs,
+                q35_prof_n[order[i]] / q35_prof_runs, q35_prof_names[order[i]]);
+    fprintf(stderr, "total %.3f ms per run in steps over %ld runs (%s, %.0f ns per reading "
+            "taken off)\\n", 1e3 * total / (double)q35_prof_runs, q35_prof_runs, "{clock}",
+            1e9 * cost);
 }}"""
     text = "\n".join(out)
     if INCLUDE not in text:
@@ -169,6 +181,9 @@ def main() -> None:
     parser.add_argument("out_dir", type=Path, help="a `q35c MODEL --target c -o OUT` folder")
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--clock", choices=["wall", "cpu"], default="wall",
+                        help="cpu: the calling thread's CPU time (CLOCK_THREAD_CPUTIME_ID), "
+                             "what a 1-thread run computed whatever the load")
     parser.add_argument("--roles", action="store_true",
                         help="rows by role in a LLaMA-style decoder (module docstring)")
     args = parser.parse_args()
@@ -182,7 +197,8 @@ def main() -> None:
     if args.roles:
         found = roles(steps_of(source), (src / "model.bin").read_bytes())
         label = lambda index, op, kernel: found[index]  # noqa: E731
-    (work / "model.c").write_text(instrument(source, label))
+    clock = "CLOCK_THREAD_CPUTIME_ID" if args.clock == "cpu" else "CLOCK_MONOTONIC"
+    (work / "model.c").write_text(instrument(source, label, clock))
     for name in ("model.h", "main.c"):
         (work / name).write_bytes((src / name).read_bytes())
     flags = [f for f in DEFAULT_FLAGS if f != "-Werror"]
