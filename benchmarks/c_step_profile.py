@@ -35,6 +35,7 @@ from pathlib import Path
 
 STEP = re.compile(r"^    \{ /\* (\d+): (.*) -> (\w+) \*/$")
 INCLUDE = "#include <stdlib.h>"
+KEEP = "if (!m->inputs_in_outputs) {"
 MATMUL_KERNELS = ("qmatmul_f32", "qmatmul_i8")
 WEIGHT = re.compile(r"\bW \+ (\d+)\)?, ")
 
@@ -104,11 +105,13 @@ def roles(steps: list[tuple[str, str, str]], blob: bytes) -> list[str]:
 
 
 def instrument(source: str, label: Callable[[int, str, str], str] | None = None,
-               clock: str = "CLOCK_MONOTONIC") -> str:
+               clock: str = "CLOCK_MONOTONIC", keep: bool = False) -> str:
     """model.c with a timer (`clock`) around every step block and a table printed at exit;
     steps add up by label(index, op, kernel) (default: "kernel: op"). The table takes off
     each step the cost of one reading of the clock (measured at exit) and gives the time
-    per run of the model."""
+    per run of the model. With `keep`, runs after the first skip the concatenations'
+    copies of inputs into outputs, as `Decoder` has them skipped (`<m>_set_inputs_in_outputs`:
+    the runner feeds the same inputs every run, which the outputs hold after the first)."""
     out, kinds, current, index = [], {}, None, 0
     for line in source.split("\n"):
         match = STEP.match(line)
@@ -171,6 +174,8 @@ __attribute__((destructor)) static void q35_prof_dump(void)
             1e9 * cost);
 }}"""
     text = "\n".join(out)
+    if keep:
+        text = text.replace(KEEP, "if (!(m->inputs_in_outputs = q35_prof_runs > 1)) {")
     if INCLUDE not in text:
         raise SystemExit(f"c_step_profile: model.c lacks '{INCLUDE}'")
     return text.replace(INCLUDE, prelude, 1)
@@ -184,6 +189,9 @@ def main() -> None:
     parser.add_argument("--clock", choices=["wall", "cpu"], default="wall",
                         help="cpu: the calling thread's CPU time (CLOCK_THREAD_CPUTIME_ID), "
                              "what a 1-thread run computed whatever the load")
+    parser.add_argument("--keep-cache", action="store_true",
+                        help="runs after the first skip the past KV cache's copies into "
+                             "the present outputs, as `q35c generate`'s decoder does")
     parser.add_argument("--roles", action="store_true",
                         help="rows by role in a LLaMA-style decoder (module docstring)")
     args = parser.parse_args()
@@ -198,7 +206,7 @@ def main() -> None:
         found = roles(steps_of(source), (src / "model.bin").read_bytes())
         label = lambda index, op, kernel: found[index]  # noqa: E731
     clock = "CLOCK_THREAD_CPUTIME_ID" if args.clock == "cpu" else "CLOCK_MONOTONIC"
-    (work / "model.c").write_text(instrument(source, label, clock))
+    (work / "model.c").write_text(instrument(source, label, clock, args.keep_cache))
     for name in ("model.h", "main.c"):
         (work / name).write_bytes((src / name).read_bytes())
     flags = [f for f in DEFAULT_FLAGS if f != "-Werror"]

@@ -93,6 +93,19 @@ class CSession:
         setter.argtypes = [ctypes.c_int]
         return int(setter(int(threads)))
 
+    def set_inputs_in_outputs(self, on: bool) -> int:
+        """The library's `<prefix>_set_inputs_in_outputs`: with `on`, the caller vouches
+        that the output buffers (those `run(..., copy=False)` returns) already hold, where
+        a concatenation would copy an input into them, that input's values, and the runs
+        skip those copies. Returns how many copies a run skips (0: none, or a library
+        without the call)."""
+        setter = getattr(self._lib, f"{self._prefix}_set_inputs_in_outputs", None)
+        if setter is None or not self._handle:
+            return 0
+        setter.restype = ctypes.c_int
+        setter.argtypes = [ctypes.c_void_p, ctypes.c_int]
+        return int(setter(self._handle, int(bool(on))))
+
     def _open(self, library: Path, blob_path: Path, header: bytes, prefix: str) -> None:
         """Load `library`, bind its `<prefix>_*` API, describe its tensors from `header`
         and load the weights of `blob_path`."""
