@@ -168,9 +168,14 @@ class CompiledStep:
     """One compiled graph: `run(inputs) -> outputs` by name, its signature, its storage."""
 
     run: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
+    """The outputs may be buffers that the next run overwrites (the C target's)."""
     signature: Signature
     storage: Storage | None = None
     close: Callable[[], None] = lambda: None
+    cache_in_outputs: Callable[[bool], int] | None = None
+    """The C target's `CSession.set_inputs_in_outputs`: with True, the next run skips
+    copying the past KV cache into `present`, whose buffers (those `run` returns) the
+    caller vouches already hold it (`Decoder` keeps them so)."""
 
 
 @dataclass
@@ -312,7 +317,8 @@ def compile_step(path: Path, request: CompileRequest, step: int) -> CompiledStep
         from q35c.targets.c.session import CSession
 
         session = CSession.from_emitted(emit(module, store, None, "model"), request.threads)
-        return CompiledStep(session.run, signature, storage, session.close)
+        return CompiledStep(_borrowing(session), signature, storage, session.close,
+                            session.set_inputs_in_outputs)
     if request.target == "cuda":
         from q35c.targets.cuda.emit import emit as emit_cuda
         from q35c.targets.cuda.session import CudaSession
@@ -328,7 +334,14 @@ def _c_directory(path: Path, request: CompileRequest) -> CompiledStep:
     session = CSession.from_directory(path, request.threads)
     signature = Signature.of({s.name: s.shape for s in session.inputs},
                              {s.name: s.shape for s in session.outputs}, str(path))
-    return CompiledStep(session.run, signature, None, session.close)
+    return CompiledStep(_borrowing(session), signature, None, session.close,
+                        session.set_inputs_in_outputs)
+
+
+def _borrowing(session) -> Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]:
+    """A C session's run without copies of its outputs: `Decoder._call` copies the slots
+    and logits it keeps before the next run overwrites them."""
+    return lambda inputs: session.run(inputs, copy=False)
 
 
 # -- the KV cache and the decoding loop ----------------------------------------------------
@@ -345,6 +358,11 @@ class Decoder:
     pos: int = 0
     cache: dict[str, np.ndarray] = field(default_factory=dict)
     calls: int = 0
+    holder: CompiledStep | None = field(default=None, repr=False)
+    """The step whose `present` output buffers hold the whole cache (slots [0, L) equal
+    `cache`, kept so after each of its runs): its next run skips copying the past into
+    them (`CompiledStep.cache_in_outputs`). A decode step of SmolLM2-135M copied 7.4 MB
+    there, as much as an eighth of the step (docs/benchmarks.md, issue 15)."""
 
     def __post_init__(self) -> None:
         first = next(iter(self.steps.values())).signature
@@ -402,13 +420,22 @@ class Decoder:
             inputs[POSITIONS] = (self.pos + np.arange(S, dtype=np.int64))[None, :]
         for key, value in self.cache.items():
             inputs[f"past_key_values.{key}"] = value
+        # present = past, then the new tokens: a step can keep the cache in its outputs
+        keep = step.cache_in_outputs is not None and step.signature.positions
+        if keep:
+            step.cache_in_outputs(self.holder is step)
+        self.holder = None
         outputs = step.run(inputs)
         self.calls += 1
         for key, value in self.cache.items():
-            value[:, :, self.pos:self.pos + n] = \
-                outputs[f"present.{key}"][:, :, first_new:first_new + n]
+            present = outputs[f"present.{key}"]
+            value[:, :, self.pos:self.pos + n] = present[:, :, first_new:first_new + n]
+            if keep:  # the step's own buffer: its slots [0, L) equal the cache again
+                present[:, :, self.pos:self.pos + n] = value[:, :, self.pos:self.pos + n]
+        if keep:
+            self.holder = step
         self.pos += n
-        return list(np.asarray(outputs[LOGITS], np.float32)[0, :n])
+        return list(np.array(outputs[LOGITS][0, :n], np.float32))
 
 
 # -- sampling ------------------------------------------------------------------------------

@@ -33,11 +33,11 @@ from q35c.targets.native.program import Buffer, Program, Step
 HIDDEN, HEADS, KV_HEADS, HEAD_DIM, PAST = 64, 4, 2, 16, 7
 
 
-def gqa_attention(seq: int) -> onnx.ModelProto:
+def gqa_attention(seq: int, past: int = PAST) -> onnx.ModelProto:
     """One attention layer over a KV cache, as the dynamo exporter writes SmolLM2's."""
     rng = np.random.default_rng(1)
     group = HEADS // KV_HEADS
-    total = PAST + seq
+    total = past + seq
     inits = [numpy_helper.from_array(v, n) for n, v in {
         "wq": rng.standard_normal((HIDDEN, HEADS * HEAD_DIM)).astype(np.float32) / 8,
         "wk": rng.standard_normal((HIDDEN, KV_HEADS * HEAD_DIM)).astype(np.float32) / 8,
@@ -76,7 +76,7 @@ def gqa_attention(seq: int) -> onnx.ModelProto:
     ctx = node("Transpose", [node("MatMul", [probs, wide["value"]], "ctx")], "ctx_t",
                perm=[0, 2, 1, 3])
     node("MatMul", [node("Reshape", [ctx, "merge"], "ctx_m"), "wo"], "out")
-    kv = [1, KV_HEADS, PAST, HEAD_DIM]
+    kv = [1, KV_HEADS, past, HEAD_DIM]
     graph = helper.make_graph(
         nodes, "gqa_attention",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, seq, HIDDEN]),
@@ -90,14 +90,14 @@ def gqa_attention(seq: int) -> onnx.ModelProto:
     return model
 
 
-def compile_both(tmp_path, seq: int, act: str):
+def compile_both(tmp_path, seq: int, act: str, past: int = PAST):
     from q35c.compiler.cli import _options
     from q35c.compiler.driver import compile_to_module, get_target
     from q35c.compiler.weights import store_of
     from q35c.targets.c.emit import emit
 
     path = tmp_path / "attn.onnx"
-    onnx.save_model(gqa_attention(seq), path)
+    onnx.save_model(gqa_attention(seq, past), path)
     options = _options("c", None, None, False, None, (), None, act=act)
     _, module = compile_to_module(path, options, get_target("c"))
     store = store_of(module)
@@ -105,10 +105,10 @@ def compile_both(tmp_path, seq: int, act: str):
             emit(module, store, None, "model", fold=True))
 
 
-def feeds(seq: int) -> dict[str, np.ndarray]:
+def feeds(seq: int, past: int = PAST) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(7)
-    kv = (1, KV_HEADS, PAST, HEAD_DIM)
-    mask = np.triu(np.full((seq, PAST + seq), -1e9, np.float32), PAST + 1)
+    kv = (1, KV_HEADS, past, HEAD_DIM)
+    mask = np.triu(np.full((seq, past + seq), -1e9, np.float32), past + 1)
     mask[:, 0] = -1e9  # a padded slot
     return {"x": rng.standard_normal((1, seq, HIDDEN)).astype(np.float32),
             "past.key": rng.standard_normal(kv).astype(np.float32),
@@ -116,12 +116,16 @@ def feeds(seq: int) -> dict[str, np.ndarray]:
             "mask": mask[None, None]}
 
 
-@pytest.mark.parametrize("seq,act", [(1, "float"), (3, "int8")])
-def test_kv_cache_attention_reads_the_cache_in_place_with_the_same_bits(tmp_path, seq, act):
+@pytest.mark.parametrize("seq,act,past", [(1, "float", PAST), (3, "int8", PAST),
+                                          (5, "float", 40)])
+def test_kv_cache_attention_reads_the_cache_in_place_with_the_same_bits(tmp_path, seq, act,
+                                                                        past):
+    """(5, 40): 45 keys, two strips of q35rt_bmm.c's blocks and a tail of 13 columns; 10
+    query rows per key head, two blocks of 4 and a short one."""
     from q35c.targets.c.build import execute
 
-    plain, folded = compile_both(tmp_path, seq, act)
-    inputs = feeds(seq)
+    plain, folded = compile_both(tmp_path, seq, act, past)
+    inputs = feeds(seq, past)
     want, got = execute(plain, inputs), execute(folded, inputs)
     assert set(want) == set(got) == {"out", "present.key", "present.value"}
     for name in want:
@@ -131,7 +135,7 @@ def test_kv_cache_attention_reads_the_cache_in_place_with_the_same_bits(tmp_path
     assert [s.kernel for s in steps if "batch_matmul" in s.kernel] == \
         ["batch_matmul_strided"] * 2
     assert not [s for s in steps if s.origin == "func.return"]
-    wide = HEADS * (PAST + seq) * HEAD_DIM  # a key or value tensor over the query heads
+    wide = HEADS * (past + seq) * HEAD_DIM  # a key or value tensor over the query heads
     assert not [s for s in steps if s.kernel in ("copy_strided", "elementwise")
                 and s.outs[0].size >= wide]
     assert [s for s in plain.program.steps if s.kernel == "copy_strided"

@@ -116,6 +116,20 @@ def test_int8_token_streams_are_identical_on_interp_and_c(tiny):
     np.testing.assert_array_equal(interp.feed(prompt), c.feed(prompt))  # bit-exact
 
 
+def test_the_c_decoder_keeps_the_cache_in_its_outputs_with_the_same_bits(tiny):
+    """A C step's `present` buffers hold the cache from run to run, and its next run skips
+    copying the past into them: the logits are those of runs that copy it, bit for bit,
+    through single tokens and prefill chunks taking turns."""
+    prompt = Tokenizer(tiny / "tokenizer.json").encode(PROMPT)
+    kept, copied = (_decoder(tiny, "c", act="int8", chunk=4) for _ in range(2))
+    for step in copied.steps.values():
+        step.cache_in_outputs = None
+    for tokens in (prompt, [5], [7], [11], prompt[:3], [9], [10]):
+        np.testing.assert_array_equal(kept.feed(tokens), copied.feed(tokens))
+    assert kept.holder is kept.steps[1] and copied.holder is None
+    assert kept.steps[1].cache_in_outputs(True) == 2 * 2  # 2 layers' key and value
+
+
 def test_float_c_matches_interp(tiny):
     prompt = Tokenizer(tiny / "tokenizer.json").encode(PROMPT)
     interp, c = _decoder(tiny, "interp", passes=""), _decoder(tiny, "c", passes="")

@@ -131,6 +131,14 @@ def _int_array(values) -> str:
     return "{" + ", ".join(str(int(v)) for v in values) + "}"
 
 
+def input_into_output(step: Step) -> bool:
+    """A concatenation's copy of a model input into a model output (a decoder's past KV
+    cache into `present`): skipped while the caller keeps the input's values in the output
+    (`<m>_set_inputs_in_outputs`)."""
+    return (step.kernel == "copy_strided" and step.origin == "tensor.concat"
+            and step.ins[0].root.kind == "input" and step.outs[0].root.kind == "output")
+
+
 class CPrinter:
     def __init__(self, program: Program, blob_bytes: bytes):
         self.p = program
@@ -417,6 +425,13 @@ class CPrinter:
             " * Returns the count in force (1 without -fopenmp). */",
             f"int {P}_set_threads(int n);",
             "",
+            "/* on = 1: the caller vouches that, in the runs from now on, every output",
+            " * region that a concatenation would copy an input into already holds that",
+            " * input's values (a decoder's KV cache kept in the `present` outputs from run",
+            " * to run), and those copies are skipped; 0 (the default) copies. Returns how",
+            " * many copies a run skips. */",
+            f"int {P}_set_inputs_in_outputs({P}_model *model, int on);",
+            "",
             "/* The reason of the last failure (static storage). */",
             f"const char *{P}_error(void);",
             "",
@@ -482,6 +497,7 @@ class CPrinter:
             "    void *blob_alloc, *arena_alloc;",
             "    const uint8_t *blob;",
             "    uint8_t *arena;",
+            "    int inputs_in_outputs;",
             "};",
             "",
             "static void *q35_aligned(void *p) "
@@ -542,6 +558,12 @@ class CPrinter:
             "    }",
             "    m->blob = blob;",
             "    return m;",
+            "}",
+            "",
+            f"int {P}_set_inputs_in_outputs({P}_model *m, int on)",
+            "{",
+            "    m->inputs_in_outputs = on != 0;",
+            f"    return {sum(map(input_into_output, self.p.steps))};",
             "}",
             "",
             f"void {P}_free({P}_model *m)",
@@ -619,6 +641,8 @@ class CPrinter:
         for index, step in steps:
             out.append(f"    {{ /* {index}: {c_comment(step.origin)} -> {step.kernel} */")
             body = self.render(step)
+            if input_into_output(step):
+                body = "if (!m->inputs_in_outputs) {\n    " + body.replace("\n", "\n    ") + "\n}"
             out.append("        " + body.replace("\n", "\n        "))
             out.append("    }")
         return out + ["    return 0;"]

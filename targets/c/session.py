@@ -93,6 +93,19 @@ class CSession:
         setter.argtypes = [ctypes.c_int]
         return int(setter(int(threads)))
 
+    def set_inputs_in_outputs(self, on: bool) -> int:
+        """The library's `<prefix>_set_inputs_in_outputs`: with `on`, the caller vouches
+        that the output buffers (those `run(..., copy=False)` returns) already hold, where
+        a concatenation would copy an input into them, that input's values, and the runs
+        skip those copies. Returns how many copies a run skips (0: none, or a library
+        without the call)."""
+        setter = getattr(self._lib, f"{self._prefix}_set_inputs_in_outputs", None)
+        if setter is None or not self._handle:
+            return 0
+        setter.restype = ctypes.c_int
+        setter.argtypes = [ctypes.c_void_p, ctypes.c_int]
+        return int(setter(self._handle, int(bool(on))))
+
     def _open(self, library: Path, blob_path: Path, header: bytes, prefix: str) -> None:
         """Load `library`, bind its `<prefix>_*` API, describe its tensors from `header`
         and load the weights of `blob_path`."""
@@ -150,8 +163,11 @@ class CSession:
         return cls({"model.c": source, "model.h": header}, prefix, out_dir / BLOB_FILE,
                    threads)
 
-    def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Run once; the outputs are fresh copies (the session reuses its buffers)."""
+    def run(self, inputs: dict[str, np.ndarray], copy: bool = True) -> dict[str, np.ndarray]:
+        """Run once; the outputs are fresh copies, or with `copy=False` the session's own
+        buffers, valid until the next run (a decode step's `present` outputs are megabytes
+        of which the caller keeps one slot: copying them all cost more than the step's
+        attention, docs/benchmarks.md "Where a SmolLM2 step's time goes")."""
         keep = []
         for spec in self.inputs:
             if spec.name not in inputs:
@@ -164,7 +180,7 @@ class CSession:
         pointers = (ctypes.c_void_p * max(1, len(keep)))(*[a.ctypes.data for a in keep])
         if self._run(self._handle, pointers, self._out_ptrs) != 0:
             raise Q35cError(f"{self.LABEL}: the compiled model failed: {self._message()}")
-        return {s.name: a.copy() for s, a in zip(self.outputs, self._out_arrays)}
+        return {s.name: a.copy() if copy else a for s, a in zip(self.outputs, self._out_arrays)}
 
     def close(self) -> None:
         if self._handle:

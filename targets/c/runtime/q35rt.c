@@ -465,6 +465,14 @@ Q35_FN void q35_reduce_f32(float *out, const float *in, const float *init, int o
         }
 }
 
+/* exp(d) of libm, but 0 without the call below -746, where exp(d) is +0 whatever the
+ * libm (e^-745.14 is half the least subnormal double): the masked keys of an attention
+ * (d about -3.4e38) took libm's slow underflow path, most of a prefill's softmax. */
+static double q35_exp_or_zero(double d)
+{
+    return d < -746.0 ? 0.0 : exp(d);
+}
+
 /* Softmax over the middle axis of [outer, len, inner], in double. Each exp is computed
  * once, into a scratch row on the stack, for rows of up to Q35_SOFTMAX_ROW elements (an
  * attention row over that many keys); longer rows compute it twice (nothing is allocated
@@ -483,7 +491,7 @@ Q35_FN void q35_softmax_f32(float *y, const float *x, int64_t outer, int64_t len
                 m = xs[l * inner] > m ? xs[l * inner] : m;
             if (len <= Q35_SOFTMAX_ROW) {
                 for (l = 0; l < len; l++) {
-                    e[l] = exp((double)xs[l * inner] - m);
+                    e[l] = q35_exp_or_zero((double)xs[l * inner] - m);
                     s += e[l];
                 }
                 for (l = 0; l < len; l++)
@@ -491,9 +499,9 @@ Q35_FN void q35_softmax_f32(float *y, const float *x, int64_t outer, int64_t len
                 continue;
             }
             for (l = 0; l < len; l++)
-                s += exp((double)xs[l * inner] - m);
+                s += q35_exp_or_zero((double)xs[l * inner] - m);
             for (l = 0; l < len; l++)
-                ys[l * inner] = (float)(exp((double)xs[l * inner] - m) / s);
+                ys[l * inner] = (float)(q35_exp_or_zero((double)xs[l * inner] - m) / s);
         }
 }
 
