@@ -61,7 +61,7 @@ from xdsl.transforms.dead_code_elimination import region_dce
 
 from q35c.compiler.calibration import StatisticsFile
 from q35c.compiler.diagnostics import Q35cError
-from q35c.compiler.ir_attrs import SOURCE_ATTR
+from q35c.compiler.ir_attrs import ONNX_NAME_ATTR, SOURCE_ATTR
 from q35c.compiler.options import check_choice, check_int, check_regex
 from q35c.compiler.progress import progress_bar
 from q35c.compiler.quant import (
@@ -210,9 +210,9 @@ class QuantizeMatmulWeights(RewritePattern):
             op.attributes[REL_RMSE_ATTR] = FloatAttr(self.rel_rmse[name], f32)
         if name in self.output_errors:
             op.attributes[OUTPUT_ERROR_ATTR] = FloatAttr(self.output_errors[name], f32)
-        source = weight.attributes.get(SOURCE_ATTR)
-        if isinstance(source, StringAttr):
-            op.attributes[SOURCE_ATTR] = source
+        for attr in (SOURCE_ATTR, ONNX_NAME_ATTR):
+            if isinstance(value := weight.attributes.get(attr), StringAttr):
+                op.attributes[attr] = value
         return op
 
     def packed_table(self, table: quant3p5.WeightOp) -> quant3p5.WeightOp:
