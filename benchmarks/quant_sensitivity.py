@@ -17,7 +17,8 @@ Each matmul weight of the graph (q35c's names, as `q35c calibrate` writes them) 
 with the library functions directly (no q35c compile of the quantized model:
 `compiler/quant`), its decoded float32 matrix is given to onnxruntime in place of the float
 one (`SessionOptions.add_initializer`), and the text is scored with `q35c perplexity`'s
-windows and formula (the first W windows only with --windows). The embedding table follows
+windows and formula (the first W windows only with --windows, and of those the ones after
+the first S with --skip-windows S). The embedding table follows
 the tied LM head (q35c stores them once) unless a rule matches the table's label, its name
 followed by `[table]` (`\\[table\\]=float` keeps it float). Prints per SPEC: perplexity,
 mean KL(float || quantized) of the next-token distributions over the scored tokens, bits
@@ -411,6 +412,8 @@ def main() -> None:
     parser.add_argument("--context", type=int, default=256)
     parser.add_argument("--stride", type=int, default=255)
     parser.add_argument("--windows", type=int, default=0)
+    parser.add_argument("--skip-windows", type=int, default=0,
+                        help="score only the windows after the first S (of the first W)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--collect", type=Path, help="write statistics of --calib-text here")
     parser.add_argument("--calib-text", type=Path, action="append", default=[])
@@ -430,6 +433,7 @@ def main() -> None:
           f"parameters (import {time.perf_counter() - start:.0f} s)", flush=True)
     scorer = Scorer(args.model, ids, args.context, args.stride, args.windows, args.threads,
                     weights)
+    scorer.windows = scorer.windows[args.skip_windows:]
     if args.collect:
         start = time.perf_counter()
         tokenizer = Tokenizer(args.tokenizer)
