@@ -155,3 +155,44 @@ def test_group_for_addresses_q_and_v_projections_of_the_smollm2_cut():
     assert onnx_names["model.model.layers.0.self_attn.q_proj.weight"].startswith("val_")
     assert onnx_names["model.model.layers.0.self_attn.q_proj.weight"] != \
         found["decode"]["model.model.layers.0.self_attn.q_proj.weight"][0]
+
+
+def test_calibration_gives_the_smollm2_cut_the_v_q_mix_unless_told_otherwise(tmp_path):
+    """With calibration statistics, v_proj gets group 16 and q_proj 64 (CALIBRATED_MIX:
+    the mix fits 3.75 bits on these shapes); `mix=false` keeps group 32 everywhere."""
+    from q35c.compiler.calibration import Statistics
+
+    cut = _cut()
+    stats = Statistics([np.eye(576, dtype=np.float32)], [16],
+                       {"model.model.layers.0.self_attn.q_proj.weight": 0})
+    stats.save(tmp_path / "stats.npz")
+    packed = re.compile(r'name = "([^"]+)\.q3p5".*?-> !quant3p5\.packed<\[\d+ : i64, \d+ : '
+                        r'i64\], (\d+) : i64')
+    groups = {}
+    for mix in ("true", "false"):
+        result = q35c(cut / "prefill.dynamo.onnx", "--shape-only", "--calibration",
+                      tmp_path / "stats.npz", "--passes",
+                      f"quantize-weights{{mix={mix}}},canonicalize,cse",
+                      *(a for v in ("input_ids", "attention_mask", "position_ids")
+                        for a in ("--shape", f"{v}=1,8")))
+        groups[mix] = {m[1].split(".")[-2]: int(m[2]) for m in packed.finditer(result.stdout)}
+    assert groups["true"]["v_proj"] == 16 and groups["true"]["q_proj"] == 64
+    assert groups["true"]["k_proj"] == groups["true"]["down_proj"] == 32
+    assert set(groups["false"].values()) == {32}
+
+
+@pytest.mark.parametrize("heads, applies", [(3, True), (9, False)])
+def test_calibrated_mix_only_within_the_budget(heads, applies):
+    """SmolLM2's shapes (v_proj a third of q_proj, the LM head) fit 3.75 bits with the mix;
+    the same widths with as many value heads as query heads would not."""
+    from q35c.passes.quantize_weights import QuantizeWeightsPass
+
+    shapes = {f"l.{i}.self_attn.{p}_proj.weight": (576, 64 * (heads if p in "kv" else 9))
+              for i in range(2) for p in "qkvo"}
+    shapes |= {f"l.{i}.mlp.{p}_proj.weight": (576, 1536) for i in range(2) for p in ("gate",
+                                                                                      "up")}
+    shapes |= {f"l.{i}.mlp.down_proj.weight": (1536, 576) for i in range(2)}
+    shapes["lm_head.weight.T"] = (576, 49152 // 15)  # SmolLM2's share per 2 of 30 layers
+    rules = QuantizeWeightsPass()._calibrated_mix(shapes)
+    assert bool(rules) == applies
+    assert not QuantizeWeightsPass()._calibrated_mix({"w": (576, 192)})  # no v_proj, q_proj
