@@ -5,7 +5,8 @@
 
 q35c compiles the decode graph with `--passes SPEC` (default: q35c's default pipeline; ''
 for the float model) and keeps the weight store; every packed weight `X.q3p5` replaces the
-ONNX value `X` it was quantized from by its dequantized float32 matrix (an initializer, or
+ONNX value `X` it was quantized from (its `q35c.onnx_name` where the importer stored it
+under a readable name) by its dequantized float32 matrix (an initializer, or
 the output of a folded node such as the LM head's Transpose), and onnxruntime scores the
 text with the windows and formula of `q35c perplexity` (docs/generate.md). This measures
 exactly the weight quantization of `q35c generate --act float` (weights decode bit-exactly
@@ -60,10 +61,11 @@ def quantized_weights(model: Path, passes: str | None, int_rescale: bool = False
         packed = store[op.weight_name.data]
         if not isinstance(packed, Q3P5Tensor):
             continue
-        source = op.weight_name.data.removesuffix(".q3p5")
+        attr = op.attributes
+        source = (attr["q35c.onnx_name"].data if "q35c.onnx_name" in attr  # a readable name
+                  else op.weight_name.data.removesuffix(".q3p5"))
         weights[source] = int_scaled(packed).dequantized() if int_rescale else \
             dequantize(packed)
-        attr = op.attributes
         rows.append((source, packed.shape, float(attr["q35c.rel_rmse"].value.data),
                      float(attr["q35c.output_error"].value.data)
                      if "q35c.output_error" in attr else None, packed.bits_per_weight()))

@@ -4,9 +4,9 @@
         [--stats STATS.npz] [--cache DIR] [--windows W] --config SPEC [--config SPEC ...]
 
 A SPEC is `;`-separated rules `REGEX=ENCODER` (the first rule whose regular expression
-`re.search`es a matmul weight's label decides it: q35c's name, a space and the torch
-parameter or initializer it comes from, e.g. `val_76 p_model_model_layers_0_self_attn_q_
-proj_weight` for a dynamo export; weights no rule matches are quantized by `gptq` when
+`re.search`es a matmul weight's label decides it: q35c's name, a space and the ONNX
+initializer it comes from, e.g. `model.model.layers.0.self_attn.q_proj.weight val_76` for
+a dynamo export; weights no rule matches are quantized by `gptq` when
 --stats is given, else `rtn`). ENCODER is `float`, `rtn`, `imatrix` or `gptq`, optionally
 followed by `/gG` (Q3P5 group size G) and `,key=value` options of `quantize_calibrated`
 (`damp=0.03`, `act_order=0`, `refine=1`). Examples: `v_proj=float` (every v projection
@@ -17,7 +17,8 @@ Each matmul weight of the graph (q35c's names, as `q35c calibrate` writes them) 
 with the library functions directly (no q35c compile of the quantized model:
 `compiler/quant`), its decoded float32 matrix is given to onnxruntime in place of the float
 one (`SessionOptions.add_initializer`), and the text is scored with `q35c perplexity`'s
-windows and formula (the first W windows only with --windows). The embedding table follows
+windows and formula (the first W windows only with --windows, and of those the ones after
+the first S with --skip-windows S). The embedding table follows
 the tied LM head (q35c stores them once) unless a rule matches the table's label, its name
 followed by `[table]` (`\\[table\\]=float` keeps it float). Prints per SPEC: perplexity,
 mean KL(float || quantized) of the next-token distributions over the scored tokens, bits
@@ -93,11 +94,18 @@ class Scorer:
         import onnx
         from onnx import numpy_helper
 
+        from q35c.compiler.frontends.onnx.names import readable_names
         from q35c.compiler.generate import windows as window_list
 
         proto = onnx.load(str(model))
         graph = proto.graph
         inits = {i.name for i in graph.initializer}
+        # q35c stores weights under readable names (compiler/frontends/onnx/names.py): the
+        # ONNX value each one is, to replace it in the graph.
+        by_onnx = {onnx_name: name for onnx_name, name in readable_names(graph).items()
+                   if name in weights}
+        by_onnx.update((name, name) for name in weights if name not in by_onnx.values())
+        self.onnx_name = {name: onnx_name for onnx_name, name in by_onnx.items()}
         # Values that are node outputs (a folded LM-head Transpose) become initializers, so
         # every weight can be overridden; the float model is unchanged by this.
         # The name each weight is known by: its initializer, or the initializer a
@@ -105,31 +113,25 @@ class Scorer:
         producer = {o: n for n in graph.node for o in n.output}
         self.display: dict[str, str] = {}
         for name in weights:
-            node = producer.get(name)
+            node = producer.get(self.onnx_name[name])
             source = (node.input[0] if node is not None and node.op_type == "Transpose"
-                      and node.input[0] in inits else name)
+                      and node.input[0] in inits else self.onnx_name[name])
             self.display[name] = source
-        for node in graph.node:  # the torch parameter a dynamo-exported MatMul reads
-            if node.op_type == "MatMul" and self.display.get(node.input[1]) == node.input[1]:
-                fx = next((p.value for p in node.metadata_props
-                           if p.key == "pkg.torch.onnx.fx_node"), "")
-                if match := re.search(r"%p_(\w+_weight)\b", fx):
-                    self.display[node.input[1]] = match.group(1)
         tables = {n.input[0] for n in graph.node if n.op_type == "Gather"
                   and n.input[0] in inits}
         self.head = next((n for n, src in self.display.items() if src in tables), None)
         self.table = self.display[self.head] if self.head else None
         for name, value in weights.items():
-            if name in inits:
+            if self.onnx_name[name] in inits:
                 continue
-            node = producer[name]
+            node = producer[self.onnx_name[name]]
             graph.node.remove(node)
-            graph.initializer.append(numpy_helper.from_array(value, name))
+            graph.initializer.append(numpy_helper.from_array(value, self.onnx_name[name]))
         # Each weight's matmul input, as an extra graph output (for --collect).
         self.inputs: dict[str, str] = {}
         for node in graph.node:
-            if node.op_type in ("MatMul", "Gemm") and node.input[1] in weights:
-                self.inputs.setdefault(node.input[1], node.input[0])
+            if node.op_type in ("MatMul", "Gemm") and node.input[1] in by_onnx:
+                self.inputs.setdefault(by_onnx[node.input[1]], node.input[0])
         outputs = {o.name for o in graph.output}
         for x in sorted(set(self.inputs.values()) - outputs):
             graph.output.append(onnx.helper.make_tensor_value_info(x, onnx.TensorProto.FLOAT,
@@ -155,7 +157,7 @@ class Scorer:
         for name, value in replaced.items():
             ortvalue = ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(value, np.float32))
             keep.append(ortvalue)
-            options.add_initializer(name, ortvalue)
+            options.add_initializer(self.onnx_name.get(name, name), ortvalue)
         session = ort.InferenceSession(self.onnx, options, providers=["CPUExecutionProvider"])
         empty = {v.name: np.zeros((1, v.shape[1], 0, v.shape[3]), np.float32)
                  for v in session.get_inputs() if PAST.match(v.name)}
@@ -220,15 +222,123 @@ def collect(scorer: Scorer, texts: list[list[int]], window: int, out: Path) -> N
     stats.save(out)
 
 
+def orthogonal(n: int, kind: str, rng: np.random.Generator) -> np.ndarray:
+    """A random n x n orthogonal matrix: `orth` Haar-distributed (QR of a Gaussian), `had`
+    a Hadamard matrix (Kronecker products of Paley's order 12 and Sylvester's order 2, so
+    n = 12^a 2^b) with random signs on its rows, scaled to be orthogonal."""
+    if kind == "orth":
+        q, r = np.linalg.qr(rng.standard_normal((n, n)))
+        return q * np.sign(np.diag(r))
+    residues = {(i * i) % 11 for i in range(1, 11)}
+    paley = np.ones((12, 12))  # Paley I for q = 11 (= 3 mod 4)
+    paley[1:, 0] = -1
+    paley[1:, 1:] = [[1 if i == j else (1 if (j - i) % 11 in residues else -1)
+                      for j in range(11)] for i in range(11)]
+    h, rest = np.ones((1, 1)), n
+    while rest % 12 == 0:
+        h, rest = np.kron(h, paley), rest // 12
+    while rest % 2 == 0:
+        h, rest = np.kron(h, [[1, 1], [1, -1]]), rest // 2
+    if rest != 1:
+        raise SystemExit(f"no Hadamard matrix of order {n} here (n = 12^a 2^b)")
+    assert np.allclose(h @ h.T, n * np.eye(n))
+    return (h * rng.choice([-1.0, 1.0], n)[:, None]) / math.sqrt(n)
+
+
+class Rotation:
+    """Incoherence processing folded into the weights of a LLaMA-style decoder, emulated:
+    each weight is quantized in a rotated basis and rotated back, which is what the rotated
+    model computes with the quantized weights (exactly, in real arithmetic).
+
+    The residual stream is rotated by one orthogonal Q[D, D]: each RMSNorm's gain g is
+    folded into the matmuls that read it (q, k, v after input_layernorm, gate and up after
+    post_attention_layernorm, the LM head after the final norm), which then read
+    norm(r) Q: W' = Q^T diag(g) W, H' = Q^T diag(g)^-1 H diag(g)^-1 Q. The matmuls that
+    write it (o, down) and the embedding table write r Q: W' = W Q, E' = E Q. Inside
+    attention, each head's values are rotated by R[d, d]: v's columns W' R (per head), o's
+    rows R^T W (per head), H' = R^T H R. The table and the LM head are no longer each
+    other's transpose: the table is packed on its own (round to nearest, as q35c packs an
+    untied table)."""
+
+    def __init__(self, spec: str, norms: dict[str, np.ndarray], dim: int, head_dim: int):
+        kind, _, seed = spec.partition(":")
+        if kind not in ("orth", "had"):
+            raise SystemExit(f"--rotate {spec!r}: expected orth:SEED or had:SEED")
+        rng = np.random.default_rng(int(seed or 0))
+        self.spec = spec
+        self.q = orthogonal(dim, kind, rng)
+        self.r = orthogonal(head_dim, kind, rng)
+        self.norms = norms
+        self.head_dim = head_dim
+
+    def _parts(self, name: str) -> tuple[np.ndarray | None, bool, bool, bool]:
+        """(gain folded into the rows, rows read the rotated stream, columns write it,
+        per-head rotation of rows / columns) for weight `name`."""
+        match = re.search(r"layers\.(\d+)\.(self_attn|mlp)\.(\w+)_proj", name)
+        if match is None:
+            if "lm_head" in name:
+                return self.norms["model.model.norm.weight"], True, False, False
+            raise SystemExit(f"--rotate: do not know where {name} sits")
+        layer, kind = match.group(1), match.group(3)
+        norm = "input_layernorm" if kind in "qkv" else "post_attention_layernorm"
+        gain = self.norms[f"model.model.layers.{layer}.{norm}.weight"]
+        if kind in ("q", "k", "v", "gate", "up"):
+            return gain, True, False, kind == "v"
+        return None, False, True, kind == "o"
+
+    def _heads(self, n: int) -> np.ndarray:
+        return np.kron(np.eye(n // self.head_dim), self.r)
+
+    def weight(self, name: str, w: np.ndarray) -> np.ndarray:
+        gain, rows, cols, heads = self._parts(name)
+        w = w.astype(np.float64)
+        if rows:
+            w = self.q.T @ (gain[:, None] * w)
+            if heads:  # v: columns per head
+                w = w @ self._heads(w.shape[1])
+        if cols:
+            if heads:  # o: rows per head
+                w = self._heads(w.shape[0]).T @ w
+            w = w @ self.q
+        return w.astype(np.float32)
+
+    def gram(self, name: str, h: np.ndarray) -> np.ndarray:
+        gain, rows, _, heads = self._parts(name)
+        if rows:
+            h = h / np.outer(gain, gain)
+            return self.q.T @ h @ self.q
+        if heads:
+            b = self._heads(h.shape[0])
+            return b.T @ h @ b
+        return h
+
+    def back(self, name: str, deq: np.ndarray) -> np.ndarray:
+        gain, rows, cols, heads = self._parts(name)
+        w = deq.astype(np.float64)
+        if rows:
+            if heads:
+                w = w @ self._heads(w.shape[1]).T
+            w = (self.q @ w) / gain[:, None]
+        if cols:
+            w = w @ self.q.T
+            if heads:
+                w = self._heads(w.shape[0]) @ w
+        return w.astype(np.float32)
+
+
 class Encoders:
     """Decoded matrices by (weight, encoder), cached in memory and under `cache`."""
 
-    def __init__(self, weights: dict[str, np.ndarray], stats: Path | None, cache: Path | None):
+    def __init__(self, weights: dict[str, np.ndarray], stats: Path | None, cache: Path | None,
+                 rotation: Rotation | None = None):
         from q35c.compiler.calibration import StatisticsFile
 
         self.weights = weights
         self.stats = StatisticsFile(stats) if stats else None
         self.tag = hashlib.sha256(stats.read_bytes()).hexdigest()[:12] if stats else "none"
+        self.rotation = rotation
+        if rotation is not None:
+            self.tag += f"_rot_{rotation.spec.replace(':', '_')}"
         self.cache = cache
         self.memory: dict[tuple[str, str], tuple[np.ndarray, float, float | None]] = {}
 
@@ -252,21 +362,41 @@ class Encoders:
             result = (data["deq"], float(data["bits"]),
                       float(data["err"]) if data["err"] >= 0 else None)
         else:
+            rot = self.rotation if method != "float" else None
+            wq = rot.weight(name, w) if rot else w
+            hq = rot.gram(name, gram) if rot and gram is not None else gram
             if method == "float":
                 deq, bits = w, 32.0
             elif method == "rtn" or gram is None:
-                q = quantize(w, group_size=group, name=name)
+                q = quantize(wq, group_size=group, name=name)
                 deq, bits = dequantize(q), q.bits_per_weight()
             else:
-                q = quantize_calibrated(w, gram, group_size=group, method=method, name=name,
+                q = quantize_calibrated(wq, hq, group_size=group, method=method, name=name,
                                         **opts)
                 deq, bits = dequantize(q), q.bits_per_weight()
+            if rot:
+                deq = rot.back(name, deq)
             err = output_error(w, deq, gram) if gram is not None and method != "float" else None
             result = (deq, bits, err)
             if path is not None:
                 np.savez(path, deq=deq, bits=bits, err=-1.0 if err is None else err)
         self.memory[key] = result
         return result
+
+
+    def rotated_table(self, head: str, encoder: str) -> np.ndarray:
+        """The embedding table E = head^T of a rotated model: E Q packed as (E Q)^T by
+        `encoder` without statistics, decoded and rotated back ([V, D])."""
+        from q35c.compiler.quant import dequantize, quantize
+
+        method, group, _ = parse_encoder(encoder)
+        if method != "rtn":
+            raise SystemExit("--rotate: the untied table is packed by rtn only")
+        q = self.rotation.q
+        packed = quantize((q.T @ self.weights[head].astype(np.float64)).astype(np.float32),
+                          group_size=group, name="table")
+        return np.ascontiguousarray((q @ dequantize(packed).astype(np.float64)).T,
+                                    np.float32)
 
 
 def main() -> None:
@@ -282,9 +412,14 @@ def main() -> None:
     parser.add_argument("--context", type=int, default=256)
     parser.add_argument("--stride", type=int, default=255)
     parser.add_argument("--windows", type=int, default=0)
+    parser.add_argument("--skip-windows", type=int, default=0,
+                        help="score only the windows after the first S (of the first W)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--collect", type=Path, help="write statistics of --calib-text here")
     parser.add_argument("--calib-text", type=Path, action="append", default=[])
+    parser.add_argument("--rotate", metavar="orth:SEED|had:SEED",
+                        help="emulate a rotated residual stream and value heads (Rotation)")
+    parser.add_argument("--head-dim", type=int, default=64)
     args = parser.parse_args()
     check_windows(args.context, args.stride)
     default = "gptq" if args.stats else "rtn"
@@ -298,6 +433,7 @@ def main() -> None:
           f"parameters (import {time.perf_counter() - start:.0f} s)", flush=True)
     scorer = Scorer(args.model, ids, args.context, args.stride, args.windows, args.threads,
                     weights)
+    scorer.windows = scorer.windows[args.skip_windows:]
     if args.collect:
         start = time.perf_counter()
         tokenizer = Tokenizer(args.tokenizer)
@@ -308,7 +444,16 @@ def main() -> None:
         if not args.stats:
             args.stats = args.collect
             default = "gptq"
-    encoders = Encoders(weights, args.stats, args.cache)
+    rotation = None
+    if args.rotate:
+        import onnx
+        from onnx import numpy_helper
+
+        graph = onnx.load(str(args.model), load_external_data=False).graph
+        norms = {t.name: numpy_helper.to_array(t, base_dir=str(args.model.parent)).astype(
+            np.float64) for t in graph.initializer if t.name.endswith("norm.weight")}
+        rotation = Rotation(args.rotate, norms, weights[scorer.head].shape[0], args.head_dim)
+    encoders = Encoders(weights, args.stats, args.cache, rotation)
     start = time.perf_counter()
     ppl, _, count = scorer.run({})
     print(f"float: perplexity {ppl:.4f} over {count} tokens ({time.perf_counter() - start:.0f}"
@@ -331,9 +476,13 @@ def main() -> None:
                 errors.append(err)
             if encoder != "float":
                 replaced[name] = deq
-            if name == scorer.head and scorer.table and table_rule is None:
+            if name == scorer.head and scorer.table and table_rule is None and not rotation:
                 replaced[scorer.table] = np.ascontiguousarray(deq.T)
-        if table_rule is not None and table_rule != "float":
+        if rotation is not None and scorer.table and table_rule is None:
+            table_rule = "rtn"  # untied by the rotation: packed on its own
+        if rotation is not None and table_rule is not None and table_rule != "float":
+            replaced[scorer.table] = encoders.rotated_table(scorer.head, table_rule)
+        elif table_rule is not None and table_rule != "float":
             deq, _, _ = encoders.encode(scorer.head, table_rule)
             replaced[scorer.table] = np.ascontiguousarray(deq.T)
         encoded = time.perf_counter() - start

@@ -66,6 +66,11 @@ def _guarded(debug: bool, action) -> None:
 
 
 _DEBUG = click.option("--debug", is_flag=True, help="Show Python tracebacks on errors.")
+_GROUP_FOR = click.option(
+    "--group-for", metavar="REGEX=G;...",
+    help="Q3P5 group size G for each matmul weight whose name REGEX finds (first match "
+         "wins; e.g. 'v_proj=16;q_proj=64'), the others 32; not with --bpw "
+         "(docs/quantization.md).")
 
 
 def _set_input_limit(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
@@ -159,6 +164,7 @@ def main() -> None:
 @click.option("--bpw", type=click.FloatRange(min=3.5, min_open=True), metavar="B",
               help="Bits per matmul weight (all metadata counted): a Q3P5 group size per "
                    "weight chosen within the budget (docs/quantization.md).")
+@_GROUP_FOR
 @_DEBUG
 def compile_command(input: Path, sources: tuple[Path, ...], target: str,
                     output: Path | None, passes: str | None,
@@ -167,7 +173,7 @@ def compile_command(input: Path, sources: tuple[Path, ...], target: str,
                     shapes: tuple[str, ...], keep_float: str | None, act: str,
                     max_tensor_bytes: str, report: bool, shape_only: bool,
                     calibration: Path | None, tokenizer: Path | None, bpw: float | None,
-                    debug: bool) -> None:
+                    group_for: str | None, debug: bool) -> None:
     """Compile INPUT (.onnx, .f90 or .mlir) for a target. Further SOURCES (Fortran) hold
     modules that INPUT uses."""
     from q35c.compiler.calibration import statistics_for
@@ -178,6 +184,7 @@ def compile_command(input: Path, sources: tuple[Path, ...], target: str,
                            keep_float, report, act, shape_only, max_tensor_bytes)
         _fortran_options(options, sources, include_dirs, bindings)
         options.bpw = bpw
+        options.group_for = group_for
         with statistics_for(input, calibration, tokenizer) as statistics:
             options.calibration = statistics
             compile_file(input, output, options, stdout=sys.stdout)
@@ -338,6 +345,7 @@ _LLM_OPTIONS = [
                       "or a statistics .npz from `q35c calibrate`."),
     click.option("--bpw", type=click.FloatRange(min=3.5, min_open=True), metavar="B",
                  help="Bits per matmul weight: a Q3P5 group size per weight within B."),
+    _GROUP_FOR,
     _MAX_INPUT,
 ]
 
@@ -351,7 +359,8 @@ def _llm_options(fn):
 def _decoder(model: Path, target: str, context: int, prefill_chunk: int,
              threads: int | None, passes: str | None, keep_float: str | None, act: str,
              report: bool = False, calibration: Path | None = None,
-             tokenizer: Path | None = None, bpw: float | None = None):
+             tokenizer: Path | None = None, bpw: float | None = None,
+             group_for: str | None = None):
     """Compile MODEL once per graph size (1 token, and `prefill_chunk` tokens)."""
     from q35c.compiler.calibration import statistics_for
     from q35c.compiler.generate import CompileRequest, Decoder, compile_step
@@ -360,7 +369,7 @@ def _decoder(model: Path, target: str, context: int, prefill_chunk: int,
     with statistics_for(model, calibration, tokenizer) as statistics:
         request = CompileRequest(target=target, passes=passes, act=act, keep_float=keep_float,
                                  context=context, threads=threads, calibration=statistics,
-                                 bpw=bpw)
+                                 bpw=bpw, group_for=group_for)
         steps = {1: compile_step(model, request, 1)}
         if prefill_chunk > 1 and not model.is_dir():
             steps[prefill_chunk] = compile_step(model, request, prefill_chunk)
@@ -420,7 +429,8 @@ def generate_command(model: Path, prompt: str, max_new_tokens: int, temperature:
                      top_p: float, seed: int, chat: bool, tokenizer: Path, target: str,
                      context: int | None, prefill_chunk: int, threads: int | None,
                      passes: str | None, keep_float: str | None, act: str,
-                     calibration: Path | None, bpw: float | None, debug: bool) -> None:
+                     calibration: Path | None, bpw: float | None, group_for: str | None,
+                     debug: bool) -> None:
     """Generate text with a decoder-only language model (a decode graph with a KV cache):
     the text goes to stdout as it is generated, speeds to stderr (docs/generate.md)."""
     from q35c.compiler.generate import Sampler, Timing, Tokenizer, generate_ids, stream_text
@@ -430,7 +440,7 @@ def generate_command(model: Path, prompt: str, max_new_tokens: int, temperature:
         ids = tok.encode(tok.chat(prompt) if chat else prompt)
         decoder = _decoder(model, target, context or 256, prefill_chunk, threads, passes,
                            keep_float, act, calibration=calibration, tokenizer=tokenizer,
-                           bpw=bpw)
+                           bpw=bpw, group_for=group_for)
         timing = Timing()
         try:
             stream_text(tok, generate_ids(decoder, ids, max_new_tokens,
@@ -457,7 +467,7 @@ def perplexity_command(model: Path, text_file: Path, stride: int | None, tokeniz
                        target: str, context: int | None, prefill_chunk: int,
                        threads: int | None, passes: str | None, keep_float: str | None,
                        act: str, calibration: Path | None, bpw: float | None,
-                       debug: bool) -> None:
+                       group_for: str | None, debug: bool) -> None:
     """Sliding-window perplexity of FILE (windows of --context tokens every --stride
     tokens, each scoring only the tokens past the previous window; docs/generate.md)."""
     from q35c.compiler.generate import Tokenizer, check_windows, perplexity
@@ -471,7 +481,7 @@ def perplexity_command(model: Path, text_file: Path, stride: int | None, tokeniz
             ids = tok.encode(f.read().decode("utf-8", errors="replace"))
         decoder = _decoder(model, target, window, prefill_chunk, threads, passes,
                            keep_float, act, calibration=calibration, tokenizer=tokenizer,
-                           bpw=bpw)
+                           bpw=bpw, group_for=group_for)
         start = time.perf_counter()
         try:
             with progress_bar(max(len(ids) - 1, 0), "perplexity") as bar:

@@ -100,15 +100,15 @@ def _split_top_level(spec: str) -> list[str]:
 
 def build_pipeline(spec: str | None, registry: Registry | None = None,
                    keep_float: str | None = None, verify: bool = True,
-                   calibration: str | None = None, bpw: float | None = None
-                   ) -> list[ModulePass]:
+                   calibration: str | None = None, bpw: float | None = None,
+                   group_for: str | None = None) -> list[ModulePass]:
     """Pass instances for a pipeline spec in xDSL syntax (None means the default pipeline).
 
     `keep_float` (from --keep-float) sets the option of that name on every
     `quantize-weights` in the pipeline. `verify=False` leaves the verification passes out
     of `default` (--shape-only: they read weight data). `calibration` (a statistics .npz,
-    from --calibration) and `bpw` (--bpw) set the options of those names on every
-    `quantize-weights`.
+    from --calibration), `bpw` (--bpw) and `group_for` (--group-for) set the options of
+    those names on every `quantize-weights`.
     """
     registry = registry or load_registry()
     text = _expand_default("default" if spec is None else spec, verify)
@@ -143,6 +143,8 @@ def build_pipeline(spec: str | None, registry: Registry | None = None,
             pass_ = dataclasses.replace(pass_, calibration=calibration)
         if bpw and pass_spec.name == "quantize-weights":
             pass_ = dataclasses.replace(pass_, bpw=float(bpw))
+        if group_for and pass_spec.name == "quantize-weights":
+            pass_ = dataclasses.replace(pass_, group_for=group_for)
         passes.append(pass_)
     return passes
 
@@ -307,6 +309,8 @@ class Options:
     """`--calibration`: a statistics .npz for `quantize-weights` (compiler/calibration.py)."""
     bpw: float | None = None
     """`--bpw`: the bit budget per matmul weight of `quantize-weights`."""
+    group_for: str | None = None
+    """`--group-for`: per-weight group sizes of `quantize-weights` (`REGEX=G;...`)."""
     sources: tuple[Path, ...] = ()
     """Further Fortran inputs whose modules the input uses (FrontendOptions.sources)."""
     include_dirs: tuple[Path, ...] = ()
@@ -327,7 +331,7 @@ def compile_to_module(path: Path, options: Options, target: Q35cTarget | None = 
     ctx = make_context(registry)
     passes = build_pipeline(options.passes, registry, options.keep_float,
                             verify=not options.shape_only, calibration=options.calibration,
-                            bpw=options.bpw)
+                            bpw=options.bpw, group_for=options.group_for)
     if target is not None:
         passes += target_pipeline(target, registry, options.shape_only)
     if options.shape_only and path.suffix.lower() not in SHAPE_ONLY_INPUTS:

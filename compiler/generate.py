@@ -271,6 +271,8 @@ class CompileRequest:
     """A calibration statistics .npz for quantize-weights (compiler/calibration.py)."""
     bpw: float | None = None
     """--bpw: the bit budget per matmul weight."""
+    group_for: str | None = None
+    """--group-for: per-weight group sizes (`REGEX=G;...`)."""
 
 
 def compile_step(path: Path, request: CompileRequest, step: int) -> CompiledStep:
@@ -298,6 +300,7 @@ def compile_step(path: Path, request: CompileRequest, step: int) -> CompiledStep
     options.shapes = shapes
     options.calibration = request.calibration
     options.bpw = request.bpw
+    options.group_for = request.group_for
     target = get_target(request.target)
     _, module = compile_to_module(path, options, target)
     store = store_of(module)

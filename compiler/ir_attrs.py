@@ -21,6 +21,9 @@ SOURCE_FILE_ATTR = "q35c.source_file"
 further input or of the search path): the file their `q35c.source_line`s are lines of."""
 SOURCE_ATTR = "q35c.source"
 """A weight dequantized from a pre-quantized input format: which one (set by frontends)."""
+ONNX_NAME_ATTR = "q35c.onnx_name"
+"""A weight the ONNX importer stores under a readable name (frontends/onnx/names.py): the
+ONNX value's own name, for messages."""
 
 ORIGIN_ATTRS = (ONNX_NODE_ATTR, SOURCE_LINE_ATTR)
 

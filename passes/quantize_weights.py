@@ -61,10 +61,11 @@ from xdsl.transforms.dead_code_elimination import region_dce
 
 from q35c.compiler.calibration import StatisticsFile
 from q35c.compiler.diagnostics import Q35cError
-from q35c.compiler.ir_attrs import SOURCE_ATTR
+from q35c.compiler.ir_attrs import ONNX_NAME_ATTR, SOURCE_ATTR
 from q35c.compiler.options import check_choice, check_int, check_regex
 from q35c.compiler.progress import progress_bar
 from q35c.compiler.quant import (
+    BUDGET_BITS,
     DEFAULT_GROUP_SIZE,
     LegacyPairTensor,
     Q3P5Tensor,
@@ -72,6 +73,7 @@ from q35c.compiler.quant import (
     dequantize_legacy,
     quantize,
     quantize_legacy,
+    storage_bytes,
 )
 from q35c.compiler.quant.calibrated import (
     DEFAULT_ACT_ORDER,
@@ -103,6 +105,9 @@ CALIBRATED_METHODS = ("gptq", "imatrix", "rtn")
 
 
 MAX_GROUP_SIZE = 0xFFF0
+CALIBRATED_MIX = "v_proj=16;q_proj=64"
+"""The group sizes `mix` gives with calibration (when they fit BUDGET_BITS): measured on
+SmolLM2-135M, perplexity 35.38 -> 34.54 (docs/benchmarks.md, issue 16)."""
 """The largest group size a Q3P5 header holds (16 bits, a multiple of 16)."""
 _RMSE_CHUNK_ELEMENTS = 1 << 18
 """Weights per column chunk when `relative_rmse` decodes a Q3P5 tensor (1 MiB of float32)."""
@@ -210,9 +215,9 @@ class QuantizeMatmulWeights(RewritePattern):
             op.attributes[REL_RMSE_ATTR] = FloatAttr(self.rel_rmse[name], f32)
         if name in self.output_errors:
             op.attributes[OUTPUT_ERROR_ATTR] = FloatAttr(self.output_errors[name], f32)
-        source = weight.attributes.get(SOURCE_ATTR)
-        if isinstance(source, StringAttr):
-            op.attributes[SOURCE_ATTR] = source
+        for attr in (SOURCE_ATTR, ONNX_NAME_ATTR):
+            if isinstance(value := weight.attributes.get(attr), StringAttr):
+                op.attributes[attr] = value
         return op
 
     def packed_table(self, table: quant3p5.WeightOp) -> quant3p5.WeightOp:
@@ -330,6 +335,10 @@ class QuantizeWeightsPass(ModulePass):
     gathers: bool = True
     """Quantize the float tables of gathers (embeddings) too, sharing a tied LM head's
     packed weights; false keeps them in float."""
+    mix: bool = True
+    """With `calibration` and neither `bpw` nor `group-for`: give the weights named like
+    LLaMA's value and query projections the group sizes of CALIBRATED_MIX, if all the
+    matmul weights then still average at most BUDGET_BITS bits per weight."""
     group_for: str = ""
     """Per-weight group sizes: `REGEX=G` entries separated by `;`; a matmul weight whose
     name the first matching regular expression finds (`re.search`) gets group size G
@@ -383,6 +392,12 @@ class QuantizeWeightsPass(ModulePass):
         choices = self._allocate(op, pattern) if self.bpw and self.layout == "q3p5" else []
         pattern.group_sizes = {c.name: c.group_size for c in choices}
         rules = self.group_rules()
+        if (not rules and self.mix and not self.bpw and self.layout == "q3p5"
+                and pattern.statistics is not None):
+            rules = self._calibrated_mix({
+                w.weight_name.data: tuple(w.result.type.get_shape()) for m in op.walk()
+                if isinstance(m, (linalg.MatmulOp, q35nn.BatchMatmulOp))
+                for w in [pattern.float_weight(m.operands[1])] if w is not None})
         for name in sorted(candidates) if rules else ():
             group = next((g for regex, g in rules if regex.search(name)), None)
             if group is not None:
@@ -409,6 +424,21 @@ class QuantizeWeightsPass(ModulePass):
             if name in sources:
                 print(f"q35c: note: {name} ({sources[name]}) re-encoded to {target}: added "
                       f"rel RMSE {error:.3f}", file=sys.stderr)
+
+    def _calibrated_mix(self, shapes: dict[str, tuple[int, int]]
+                        ) -> list[tuple[re.Pattern[str], int]]:
+        """CALIBRATED_MIX's rules if some weight matches and the mixed sizes keep the
+        matmul weights (name -> [K, N]) within BUDGET_BITS (storage_bytes, all metadata),
+        else none."""
+        rules = [(re.compile(regex), int(group)) for regex, _, group in (
+            entry.rpartition("=") for entry in CALIBRATED_MIX.split(";"))]
+        bits = params = matched = 0
+        for name, shape in sorted(shapes.items()):
+            group = next((g for regex, g in rules if regex.search(name)), None)
+            matched += group is not None
+            bits += 8 * storage_bytes(shape, min(group or self.group_size, shape[0]))
+            params += shape[0] * shape[1]
+        return rules if matched and bits <= BUDGET_BITS * params else []
 
     def _gathers(self, module: ModuleOp, pattern: QuantizeMatmulWeights
                  ) -> QuantizeGatherTables | None:

@@ -271,17 +271,25 @@ class _Tags(HTMLParser):
         self.scripts += tag == "script"
 
 
-def _groq_model(path: Path, weight: str) -> Path:
+def _groq_model(path: Path, weight: str, folded_from: bool = False) -> Path:
     """x[4,64] @ W[64,32] with a hostile initializer name, so the weight reaches the
-    listings; input and output names are hostile too."""
+    listings; input and output names are hostile too. With `folded_from` the initializer
+    is `val_3` and the hostile name is in the exporter metadata that names it (as torch
+    dynamo's `pkg.onnxscript.optimizer.folded_from`: frontends/onnx/names.py)."""
     rng = np.random.default_rng(0)
-    w = helper.make_tensor(weight, TensorProto.FLOAT, [64, 32],
+    stored = "val_3" if folded_from else weight
+    w = helper.make_tensor(stored, TensorProto.FLOAT, [64, 32],
                            rng.standard_normal((64, 32)).astype(np.float32).ravel())
     graph = helper.make_graph(
-        [helper.make_node("MatMul", ["<b>x</b>", weight], ["</script><script>alert(1)//"])],
+        [helper.make_node("MatMul", ["<b>x</b>", stored], ["</script><script>alert(1)//"])],
         "g", [helper.make_tensor_value_info("<b>x</b>", TensorProto.FLOAT, [4, 64])],
         [helper.make_tensor_value_info("</script><script>alert(1)//", TensorProto.FLOAT,
                                        [4, 32])], [w])
+    if folded_from:
+        info = helper.make_tensor_value_info(stored, TensorProto.FLOAT, [64, 32])
+        helper.set_metadata_props(info, {"pkg.onnxscript.optimizer.folded_from":
+                                         repr([weight])})
+        graph.value_info.append(info)
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
     return path
 
@@ -289,8 +297,9 @@ def _groq_model(path: Path, weight: str) -> Path:
 WEIGHT = '<script>alert(1)</script>\n.unit EVIL ; "q" </title><!--'
 
 
-def test_groq_listings_and_timeline_escape_names(box):
-    model = _groq_model(box.input_dir / "m.onnx", WEIGHT)
+@pytest.mark.parametrize("folded_from", [False, True], ids=["initializer", "metadata"])
+def test_groq_listings_and_timeline_escape_names(box, folded_from):
+    model = _groq_model(box.input_dir / "m.onnx", WEIGHT, folded_from)
     check_ok(box, [model, "--target", "groq", "-o", box.out])
     listing = (box.out / "program.s").read_text()
     units = [line for line in listing.splitlines() if line.startswith(".unit")]
@@ -311,3 +320,24 @@ def test_groq_listings_and_timeline_escape_names(box):
     assert parser.scripts == 1  # the page's own
     assert "alert(1)</script>" not in page and "<!--" not in page
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+
+
+# -- weight names derived from exporter metadata (frontends/onnx/names.py) -----------------
+
+@pytest.mark.parametrize("weight", [WEIGHT, CONSTRUCTOR, "*/ ??/ é\u202e a\\"])
+def test_weight_names_from_metadata_compile_and_match_the_interpreter(tmp_path, weight):
+    """A torch-style `val_3` named by hostile `folded_from` metadata: the weight is stored
+    under the hostile name (kept as it is) and the C it reaches compiles with -Werror."""
+    from q35c.compiler.driver import compile_to_module
+    from q35c.dialects import quant3p5
+
+    model = _groq_model(tmp_path / "m.onnx", weight, folded_from=True)
+    _, module = compile_to_module(model, Options(passes="quantize-weights"))
+    names = [(op.weight_name.data, op.attributes["q35c.onnx_name"].data)
+             for op in module.walk() if isinstance(op, quant3p5.WeightOp)]
+    assert names == [(f"{weight}.q3p5", "val_3")]
+    compile_file(model, tmp_path / "out", Options(target="c"))
+    _gcc(tmp_path / "out")
+    interp, c = _run_both(model, tmp_path)
+    out = "</script><script>alert(1)//"  # the C kernels sum in another order
+    np.testing.assert_allclose(interp[out], c[out], rtol=1e-5, atol=1e-5)

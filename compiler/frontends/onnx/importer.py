@@ -55,8 +55,9 @@ from q35c.compiler.frontends.onnx.model import (
     bind_input_shapes,
     value_shape,
 )
+from q35c.compiler.frontends.onnx.names import readable_names
 from q35c.compiler.frontends.onnx.ops import CONVERTERS, FOLD_ONLY, Value
-from q35c.compiler.ir_attrs import ONNX_NODE_ATTR
+from q35c.compiler.ir_attrs import ONNX_NAME_ATTR, ONNX_NODE_ATTR
 from q35c.compiler.tensors import exact_element
 from q35c.compiler.verification import VerifiedIR, verify_op, verify_reason
 from q35c.compiler.weights import FileWeight, WeightStore
@@ -148,6 +149,8 @@ class OnnxImporter:
         self.in_file: dict[int, tuple[np.ndarray, FileWeight]] = {}
         """id() of a known array whose data is an external-data file range (a mapped
         initializer, or a folded transpose of one) -> (the array, kept alive, and the range)."""
+        self.readable = readable_names(self.graph)
+        """ONNX value name -> the readable name its weight is stored under (names.py)."""
 
     # -- helpers for converters ------------------------------------------------------------
     def error(self, node: NodeProto, message: str) -> Q35cError:
@@ -179,10 +182,12 @@ class OnnxImporter:
             return self.tb.constant(np.asarray(value))
         if name not in self.materialized:
             held = self.in_file.get(id(value))
+            key = self.store_key(name)
             if held is not None and held[0] is value and value.size > INLINE_LIMIT:
-                self.materialized[name] = self.tb.file_constant(held[1], name)
+                self.materialized[name] = self.tb.file_constant(held[1], key)
             else:
-                self.materialized[name] = self.tb.constant(np.asarray(value), name)
+                self.materialized[name] = self.tb.constant(np.asarray(value), key)
+            self.mark_onnx_name(self.materialized[name], name)
         return self.materialized[name]
 
     def exact_ssa(self, value: np.ndarray) -> SSAValue:
@@ -195,7 +200,9 @@ class OnnxImporter:
         if name is None:
             return self.tb.constant(array, exact=True)
         if name not in self.exact_materialized:
-            self.exact_materialized[name] = self.tb.constant(array, name, exact=True)
+            self.exact_materialized[name] = self.tb.constant(array, self.store_key(name),
+                                                             exact=True)
+            self.mark_onnx_name(self.exact_materialized[name], name)
         return self.exact_materialized[name]
 
     def float_ssa(self, node: NodeProto, value: Value) -> SSAValue:
@@ -218,6 +225,22 @@ class OnnxImporter:
         self.array_names[id(transposed)] = f"{name}.T"
         self.env[f"{name}.T"] = transposed  # keeps the array (and so its id) alive
         return transposed
+
+    def store_key(self, name: str) -> str:
+        """The name value `name` is stored under: its readable name (names.py), also for a
+        folded `<name>.T`, else `name`."""
+        if name in self.readable:
+            return self.readable[name]
+        base, dot_t, _ = name.rpartition(".T")
+        if dot_t and not _ and base in self.readable:
+            return f"{self.readable[base]}.T"
+        return name
+
+    def mark_onnx_name(self, value: SSAValue, name: str) -> None:
+        """Keep the ONNX name of a weight stored under another name (`q35c.onnx_name`)."""
+        owner = value.owner
+        if isinstance(owner, quant3p5.WeightOp) and owner.weight_name.data != name:
+            owner.attributes[ONNX_NAME_ATTR] = StringAttr(name)
 
     # -- values ----------------------------------------------------------------------------
     def lookup(self, name: str) -> Value:
@@ -258,9 +281,10 @@ class OnnxImporter:
         except (KeyError, ValueError, TypeError):
             raise self.reader.fail(name, f"element type {type_name(tensor.data_type)} is not "
                                          "supported") from None
-        key = self.store.fresh_name(name)
+        key = self.store.fresh_name(self.store_key(name))
         self.store[key] = ShapeOnlyWeight(shape, dtype.name)
         op = self.tb.insert(quant3p5.WeightOp(key, TensorType(mlir_element(dtype), list(shape))))
+        self.mark_onnx_name(op.result, name)
         return op.result
 
     def shape_only_transposed(self, value: SSAValue, perm: list[int], name: str
@@ -278,10 +302,12 @@ class OnnxImporter:
         if spec is None or spec.layout is not None:
             return None
         shape = tuple(spec.shape[p] for p in perm)
-        key = self.store.fresh_name(name)
+        key = self.store.fresh_name(self.store_key(name))
         self.store[key] = ShapeOnlyWeight(shape, spec.dtype)
         element = value.type.get_element_type()
-        return self.tb.insert(quant3p5.WeightOp(key, TensorType(element, list(shape)))).result
+        result = self.tb.insert(quant3p5.WeightOp(key, TensorType(element, list(shape)))).result
+        self.mark_onnx_name(result, name)
+        return result
 
     def bind(self, node: NodeProto, outputs: list[Value]) -> None:
         for name, value in zip(node.output, outputs):

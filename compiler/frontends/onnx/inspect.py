@@ -286,6 +286,7 @@ def _weights(path: Path, shapes: dict[str, tuple[int, ...]], keep_float: str | N
     # weights when one is the table's transpose, else of the table's own packed transpose.
     table_gathers: set[object] = set()
     tables: dict[str, str] = {}  # table -> the packed weights its gathers read
+    untied: set[str] = set()  # tables packed on their own (no tied LM head)
     for m in module.walk():
         table = quantizable_table(m, DEFAULT_MIN_ELEMENTS, keep) \
             if isinstance(m, q35nn.GatherOp) else None
@@ -295,9 +296,11 @@ def _weights(path: Path, shapes: dict[str, tuple[int, ...]], keep_float: str | N
         name = table.weight_name.data
         if name not in tables:
             v, d = table.result.type.get_shape()
-            tables[name] = next(
-                (h for h in sorted(candidates) if np.shape(store[h]) == (d, v)
-                 and tied_transpose(store, name, h)), f"{name}.T")
+            head = next((h for h in sorted(candidates) if np.shape(store[h]) == (d, v)
+                         and tied_transpose(store, name, h)), None)
+            tables[name] = head or f"{name}.T"
+            if head is None:
+                untied.add(name)
     infos = []
     for name, ops in weight_ops.items():
         value = store[name]
@@ -324,7 +327,7 @@ def _weights(path: Path, shapes: dict[str, tuple[int, ...]], keep_float: str | N
         source = sources[0].data if sources and isinstance(sources[0], StringAttr) else ""
         infos.append(WeightInfo(name, shape, str(array.dtype), float_bytes, quantized, after,
                                 reason, source))
-        if tables.get(name) == f"{name}.T":  # an untied table's own packed transpose
+        if name in untied:  # an untied table's own packed transpose
             packed = shape[::-1]
             infos.append(WeightInfo(f"{name}.T", packed, str(array.dtype), 0, True,
                                     storage_bytes(packed, DEFAULT_GROUP_SIZE),
