@@ -57,3 +57,34 @@ def q35c(*args: str | os.PathLike, cwd: Path | None = None, env: dict | None = N
 @pytest.fixture
 def run_q35c():
     return q35c
+
+
+def _smollm2_unavailable(reason: str) -> None:
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"the SmolLM2 cut is needed under CI: {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def smollm2_cut() -> Path:
+    """SmolLM2-135M's 2-layer cut with real weights (examples/smollm2/export.py): from
+    Q35C_SMOLLM2_DIR, examples/smollm2/out/layers2, or exported here when the `models` extra
+    is installed (a few minutes). Without any of them it skips locally and fails under CI:
+    the tests on a real model must not go silently untested there. Slow-tier tests only."""
+    given = os.environ.get("Q35C_SMOLLM2_DIR")
+    if given:
+        return Path(given)
+    local = EXAMPLES / "smollm2" / "out" / "layers2"
+    if (local / "manifest.json").exists():
+        return local
+    for module in ("torch", "transformers", "onnxscript"):
+        try:
+            __import__(module)
+        except ImportError:
+            _smollm2_unavailable(f"no Q35C_SMOLLM2_DIR and no {module} to export the cut "
+                                 "(pip install -e '.[models]')")
+    result = subprocess.run([sys.executable, str(EXAMPLES / "smollm2" / "export.py"),
+                             "--layers", "2"], cwd=ROOT, capture_output=True, text=True)
+    if result.returncode != 0:
+        _smollm2_unavailable(result.stderr.strip().splitlines()[-1])
+    return Path(result.stdout.strip().splitlines()[-1])

@@ -7,14 +7,12 @@ folder (e.g. examples/smollm2/out/layers2), or have `pip install -e '.[models]'`
 
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import EXAMPLES, ROOT
+from conftest import ROOT
 
 pytest.importorskip("tokenizers", reason="pip install -e '.[llm]'")
 
@@ -31,20 +29,8 @@ EXPORTERS = ("dynamo", "legacy")
 
 
 @pytest.fixture(scope="module")
-def cut() -> Path:
-    given = os.environ.get("Q35C_SMOLLM2_DIR")
-    if given:
-        return Path(given)
-    local = EXAMPLES / "smollm2" / "out" / "layers2"
-    if (local / "manifest.json").exists():
-        return local
-    for module in ("torch", "transformers", "onnxscript"):
-        pytest.importorskip(module, reason="pip install -e '.[models]'")
-    result = subprocess.run([sys.executable, str(EXAMPLES / "smollm2" / "export.py"),
-                             "--layers", "2"], cwd=ROOT, capture_output=True, text=True)
-    if result.returncode != 0:
-        pytest.skip(result.stderr.strip().splitlines()[-1])
-    return Path(result.stdout.strip().splitlines()[-1])
+def cut(smollm2_cut: Path) -> Path:
+    return smollm2_cut
 
 
 def _decoder(cut: Path, exporter: str, prompt_len: int, **request) -> Decoder:

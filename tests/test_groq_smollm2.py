@@ -10,14 +10,11 @@ model must not go untested there.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import EXAMPLES, ROOT, q35c
+from conftest import q35c
 
 CONTEXT = 32
 """Cache slots of the compiled decode step (past length); the mask covers CONTEXT + 1."""
@@ -26,31 +23,9 @@ TOKEN = 40000
 """The fed token: a row in the last piece of the split embedding table."""
 
 
-def _unavailable(reason: str) -> None:
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"the SmolLM2 cut is needed under CI: {reason}")
-    pytest.skip(reason)
-
-
 @pytest.fixture(scope="module")
-def cut() -> Path:
-    given = os.environ.get("Q35C_SMOLLM2_DIR")
-    if given:
-        return Path(given)
-    local = EXAMPLES / "smollm2" / "out" / "layers2"
-    if (local / "manifest.json").exists():
-        return local
-    for module in ("torch", "transformers", "onnxscript"):
-        try:
-            __import__(module)
-        except ImportError:
-            _unavailable(f"no Q35C_SMOLLM2_DIR and no {module} to export the cut "
-                         "(pip install -e '.[models]')")
-    result = subprocess.run([sys.executable, str(EXAMPLES / "smollm2" / "export.py"),
-                             "--layers", "2"], cwd=ROOT, capture_output=True, text=True)
-    if result.returncode != 0:
-        _unavailable(result.stderr.strip().splitlines()[-1])
-    return Path(result.stdout.strip().splitlines()[-1])
+def cut(smollm2_cut: Path) -> Path:
+    return smollm2_cut
 
 
 def decode_shapes(graph: Path) -> list[str]:

@@ -6,14 +6,12 @@ Hostile names from metadata reaching generated code: tests/security/test_names.p
 
 from __future__ import annotations
 
-import os
 import re
-from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
-from conftest import EXAMPLES, q35c
+from conftest import q35c
 from onnx import TensorProto, helper
 
 from q35c.compiler.frontends.onnx.names import generated, readable_names
@@ -116,20 +114,11 @@ def test_consumers_in_different_modules_leave_the_name_alone():
     assert readable_names(graph) == {}
 
 
-def _cut() -> Path:
-    given = os.environ.get("Q35C_SMOLLM2_DIR")
-    cut = Path(given) if given else EXAMPLES / "smollm2" / "out" / "layers2"
-    if not (cut / "prefill.dynamo.onnx").exists():
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail("the SmolLM2 cut is needed under CI (examples/smollm2/export.py)")
-        pytest.skip("no SmolLM2 cut (examples/smollm2/export.py --layers 2)")
-    return cut
-
-
-def test_group_for_addresses_q_and_v_projections_of_the_smollm2_cut():
+@pytest.mark.slow
+def test_group_for_addresses_q_and_v_projections_of_the_smollm2_cut(smollm2_cut):
     """The dynamo export's `val_N` weights get their torch names, the same in the prefill
     and the decode graph, so `--group-for` picks v_proj and q_proj from the CLI."""
-    cut = _cut()
+    cut = smollm2_cut
     packed = re.compile(r'name = "([^"]+)\.q3p5"(?:, q35c\.onnx_name = "(val_\d+)")?\} : '
                         r'\(\) -> !quant3p5\.packed<\[\d+ : i64, \d+ : i64\], (\d+) : i64')
     found = {}
@@ -157,12 +146,14 @@ def test_group_for_addresses_q_and_v_projections_of_the_smollm2_cut():
         found["decode"]["model.model.layers.0.self_attn.q_proj.weight"][0]
 
 
-def test_calibration_gives_the_smollm2_cut_the_v_q_mix_unless_told_otherwise(tmp_path):
+@pytest.mark.slow
+def test_calibration_gives_the_smollm2_cut_the_v_q_mix_unless_told_otherwise(smollm2_cut,
+                                                                            tmp_path):
     """With calibration statistics, v_proj gets group 16 and q_proj 64 (CALIBRATED_MIX:
     the mix fits 3.75 bits on these shapes); `mix=false` keeps group 32 everywhere."""
     from q35c.compiler.calibration import Statistics
 
-    cut = _cut()
+    cut = smollm2_cut
     stats = Statistics([np.eye(576, dtype=np.float32)], [16],
                        {"model.model.layers.0.self_attn.q_proj.weight": 0})
     stats.save(tmp_path / "stats.npz")
