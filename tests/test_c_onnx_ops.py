@@ -339,3 +339,33 @@ def test_transpose_and_concat_of_other_element_types(tmp_path, dtype):
     c = _agree(model, {"a": a, "b": b, "e": e}, tmp_path)
     np.testing.assert_array_equal(c["t"], a.transpose(1, 2, 0))
     np.testing.assert_array_equal(c["c"], np.concatenate([a, b, a], axis=1))
+
+
+def test_transposes_and_broadcasts_of_size_1_axes_are_views(tmp_path):
+    """A Transpose that moves only axes of size 1 and a broadcast that adds only axes of
+    size 1 keep the bytes in order: the native lowering makes them views (no copy step),
+    also when the view is a graph output or feeds another op, and the C target computes
+    what the interpreter and numpy do."""
+    from q35c.compiler.driver import compile_to_module
+    from q35c.compiler.weights import store_of
+    from q35c.targets.c import CTarget
+    from q35c.targets.native.lower import lower_module
+
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((1, 4, 1, 3)).astype(np.float32)
+    v = rng.standard_normal((4, 1, 3)).astype(np.float32)
+    nodes = [helper.make_node("Transpose", ["x"], ["t"], perm=[2, 1, 0, 3]),
+             helper.make_node("Transpose", ["x"], ["s"], perm=[0, 3, 2, 1]),
+             helper.make_node("Add", ["t", "v"], ["y"])]  # v broadcast by a leading 1
+    model = _model(nodes, {"x": x, "v": v}, {"t": (np.float32, (1, 4, 1, 3)),
+                                             "s": (np.float32, (1, 3, 1, 4)),
+                                             "y": (np.float32, (1, 4, 1, 3))})
+    c = _agree(model, {"x": x, "v": v}, tmp_path)
+    np.testing.assert_array_equal(c["t"], x.transpose(2, 1, 0, 3))
+    np.testing.assert_array_equal(c["s"], x.transpose(0, 3, 2, 1))
+    np.testing.assert_array_equal(c["y"], x.transpose(2, 1, 0, 3) + v)
+    _, module = compile_to_module(tmp_path / "model.onnx", Options(
+        passes="", shapes={"x": x.shape, "v": v.shape}), CTarget())
+    steps = lower_module(module, store_of(module), None, "model", target="c").steps
+    copies = [(s.origin, s.outs[0].shape) for s in steps if s.kernel == "copy_strided"]
+    assert copies == [("linalg.transpose", (1, 3, 1, 4))], copies  # s: a real transpose
