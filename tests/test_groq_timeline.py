@@ -234,6 +234,15 @@ def test_real_groq_program(tmp_path):
         (i["chip"], i["unit"]) for i in program["instructions"]}
     report = json.loads((out / "report.json").read_text())
     assert page.header["lower bound"] == f"{report['lower_bound_cycles']:,}"
+    # the legend says what each op is; the macros, whose bars stand for many
+    # instructions, are explained on the page itself
+    from q35c.targets.groq.timeline import OP_MEANING
+
+    ops = {i["op"] for i in program["instructions"]}
+    assert ops <= OP_MEANING.keys()
+    html = (out / "timeline.html").read_text()
+    for op in ops & {"macro", "group_sums", "rescale"}:
+        assert f"<b>{op}</b>: {OP_MEANING[op]}" in html.replace("&#x27;", "'")
 
 
 class _Tags(HTMLParser):

@@ -243,8 +243,13 @@ def render(doc: dict[str, Any], report: dict[str, Any] | None) -> str:
     header = "".join(f'<div class="kv"><span>{html_text(k)}</span> '
                      f'<b data-key="{html_text(k)}">{html_text(v)}</b></div>'
                      for k, v in summary)
-    legend = "".join(f'<span class="sw" style="background:{colour[op]}"></span>'
-                     f'{html_text(op)} ' for op in ops)
+    legend = "".join(f'<span title="{html_text(OP_MEANING.get(op, op))}">'
+                     f'<span class="sw" style="background:{colour[op]}"></span>'
+                     f'{html_text(op)}</span> ' for op in ops)
+    notes = [f"<b>{html_text(op)}</b>: {html_text(OP_MEANING[op])}"
+             for op in ("macro", "group_sums", "rescale") if op in ops]
+    if notes:
+        legend += '<div class="note">' + "; ".join(notes) + " (hover an entry for the others)</div>"
     return _PAGE.format(
         title=html_text(f"q35c groq timeline: {doc.get('machine', '')}"),
         header=header, legend=legend, labels=labels, height=height, width=WIDTH,
@@ -268,6 +273,29 @@ def write_timeline(out_dir: Path) -> Path:
     return target
 
 
+OP_MEANING = {
+    "read": "a MEM slice reads a vector onto a stream",
+    "write": "a MEM slice stores a vector from a stream",
+    "unpack": "VXM decodes Q3P5 codes into int8 weight levels (16 rows per instruction)",
+    "install": "MXM writes 16 rows of a weight buffer (IW)",
+    "matmul_pass": "MXM multiplies the activations by one quantization group's rows",
+    "group_sums": "a macro: VXM sums each row's activations per quantization group",
+    "rescale": "a macro: VXM turns int32 group partials into float outputs with their scales",
+    "send": "a chip-to-chip transfer out over a C2C link",
+    "receive": "the matching transfer in on the peer chip",
+    "macro": "one graph op (a norm, softmax, RoPE, a generic ONNX op...) that holds its "
+             "unit's queue for its whole duration, standing for the sequence of that "
+             "unit's instructions it would take; its result is the interpreter's",
+    "matmul": "a matmul or a column shard of one (plan view)",
+    "gather": "an embedding lookup (plan view)",
+    "vector": "a run of vector ops between matmuls (plan view)",
+    "c2c_send": "a transfer out to the next chip (plan view)",
+    "c2c_receive": "the transfer in from the previous chip (plan view)",
+}
+"""What each instruction op (and plan-view bar) is: the legend's hover text, and a visible
+line for the macros, whose bars stand for many instructions."""
+
+
 _PAGE = """<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{title}</title>
 <style>
@@ -276,7 +304,7 @@ header {{ padding: 8px 12px; background: #f4f4f4; border-bottom: 1px solid #ccc;
 .kv {{ display: inline-block; margin-right: 18px; }} .kv span {{ color: #666; }}
 .legend {{ margin-top: 4px; }} .sw {{ display: inline-block; width: 10px; height: 10px;
   margin: 0 3px 0 8px; vertical-align: middle; }}
-.tools button {{ margin-right: 4px; }}
+.tools button {{ margin-right: 4px; }} .note {{ color: #555; margin: 2px 0 0 8px; }}
 #wrap {{ display: flex; position: relative; }}
 #labels {{ flex: none; width: 130px; padding-top: 18px; border-right: 1px solid #ccc;
   background: #fafafa; }}
