@@ -425,16 +425,22 @@ static void check(cudaError_t e, const char *what)
     }
 }
 
+/* A well-mixed 32-bit hash of element i (the fills' random bits). */
+__device__ static uint32_t fill_hash(int64_t i, uint32_t seed)
+{
+    uint32_t h = (uint32_t)i * 2654435761u ^ seed;
+    h ^= h >> 15;
+    h *= 2246822519u;
+    return h ^ (h >> 13);
+}
+
 /* Plausible per-column words and random codes: the kernels' cost does not depend on
  * the values. */
 __global__ void fill_entry(uint8_t *e, int64_t bytes, int n, uint32_t seed)
 {
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < bytes;
          i += (int64_t)gridDim.x * blockDim.x) {
-        uint32_t h = (uint32_t)i * 2654435761u ^ seed;
-        h ^= h >> 15;
-        h *= 2246822519u;
-        h ^= h >> 13;
+        uint32_t h = fill_hash(i, seed);
         if (i < 12 * (int64_t)n && i % 4 == 0)
             *(float *)(e + i) = 0.01f;
         else if (i >= 12 * (int64_t)n)
@@ -447,10 +453,7 @@ __global__ void fill_x(float *x, int64_t count, uint32_t seed)
 {
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < count;
          i += (int64_t)gridDim.x * blockDim.x) {
-        uint32_t h = (uint32_t)i * 2654435761u ^ seed;
-        h ^= h >> 15;
-        h *= 2246822519u;
-        h ^= h >> 13;
+        uint32_t h = fill_hash(i, seed);
         x[i] = (float)(h >> 8) * (2.0f / 16777216.0f) - 1.0f;
     }
 }

@@ -697,19 +697,25 @@ def test_weight_layouts_bit_exact(name, scales, levels):
 def test_weight_layout_cost_model_counts_match_the_schedule(scales, levels):
     """cost.py's work per matmul in each layout (installs, bytes, rescale ALU cycles: no
     decode ops with decoded scales) equals what the scheduler issues."""
-    from q35c.targets.groq import cost
     from q35c.targets.groq.machine import with_layout
 
-    m = with_layout(MACHINE, scales, levels)
-    c = compiled_layout("llama_tiny", scales, levels)
-    vxm_alu = {}
+    assert_cost_model_matches(with_layout(MACHINE, scales, levels),
+                              compiled_layout("llama_tiny", scales, levels))
+
+
+def assert_cost_model_matches(machine, c) -> None:
+    """cost.matmul_work on `machine` gives each matmul layer of the compiled program `c`
+    the installs, packed bytes and rescale ALU cycles its schedule issues."""
+    from q35c.targets.groq import cost
+
+    vxm_alu: dict[str, int] = {}
     for ins in c.doc["instructions"]:
         if ins["op"] == "rescale":
             key = ins["partials"][0].split(":")[0]
             vxm_alu[key] = vxm_alu.get(key, 0) + ins["alu_cycles"]
     for layer in c.report["matmul_layers"]:
         k, n = layer["shape"]
-        work = cost.matmul_work(m, k, n, layer["group"], layer["rows"])
+        work = cost.matmul_work(machine, k, n, layer["group"], layer["rows"])
         assert work["installs"] == layer["installs"]
         assert work["packed_bytes"] == layer["packed_bytes"]
         assert work["rescale_alu_cycles"] == vxm_alu[f"v{layer['op_index']}"]

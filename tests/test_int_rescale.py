@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from conftest import EXAMPLES, MODELS_DIR, hidden_input, ids_input, q35c, x_input
 from hypothesis import given, settings, strategies as st
+from test_groq_target import assert_cost_model_matches
 
 from q35c.compiler.diagnostics import Q35cError
 from q35c.compiler.driver import Options, compile_to_module
@@ -157,21 +158,8 @@ def test_groq_int_scales_differ_from_the_float_contract():
 
 
 def test_groq_int_scales_cost_model_counts_match_the_schedule():
-    from q35c.targets.groq import cost
-
-    m = with_layout(MACHINE, "int", "int8")
     _, _, c = compiled("llama_tiny")
-    alu: dict[str, int] = {}
-    for ins in c.doc["instructions"]:
-        if ins["op"] == "rescale":
-            key = ins["partials"][0].split(":")[0]
-            alu[key] = alu.get(key, 0) + ins["alu_cycles"]
-    for layer in c.report["matmul_layers"]:
-        k, n = layer["shape"]
-        work = cost.matmul_work(m, k, n, layer["group"], layer["rows"])
-        assert work["installs"] == layer["installs"]
-        assert work["packed_bytes"] == layer["packed_bytes"]
-        assert work["rescale_alu_cycles"] == alu[f"v{layer['op_index']}"]
+    assert_cost_model_matches(with_layout(MACHINE, "int", "int8"), c)
 
 
 def test_groq_int_scales_mismatches_are_one_line_errors():
